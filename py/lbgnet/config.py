@@ -1,0 +1,294 @@
+"""
+lbgnet.config
+=============
+
+The single source of the input grid, the line list, the number of boxes and the
+selection thresholds.  Values live in ``etc/*.yaml``; this module loads them once
+into frozen dataclasses that every other module receives as an argument.
+
+A configuration file may name another one with ``base: <file>``; keys of the
+including file override those of the base (recursively for mappings).
+"""
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+DEFAULT_CONFIG = 'lbgnet-base.yaml'
+
+
+class ConfigError(ValueError):
+    """A configuration file is missing, unreadable or inconsistent."""
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Linear wavelength grid of the network input.
+
+    Parameters
+    ----------
+    wave_min : float
+        Lower edge of the first bin (Å).
+    dwave : float
+        Bin width (Å).
+    nbins : int
+        Number of bins.
+    """
+
+    wave_min: float
+    dwave: float
+    nbins: int
+
+    @property
+    def wave_max(self):
+        """Upper edge of the last bin (Å)."""
+        return self.wave_min + self.dwave * self.nbins
+
+    @property
+    def edges(self):
+        """Bin edges, shape (nbins+1,), Å."""
+        return self.wave_min + self.dwave * np.arange(self.nbins + 1)
+
+    @property
+    def centers(self):
+        """Bin centres, shape (nbins,), Å."""
+        return self.wave_min + self.dwave * (np.arange(self.nbins) + 0.5)
+
+    def bin_index(self, wave):
+        """Index of the bin holding each wavelength.
+
+        Parameters
+        ----------
+        wave : array_like
+            Wavelengths (Å).
+
+        Returns
+        -------
+        numpy.ndarray of int
+            Bin index, -1 below the grid and ``nbins`` or more above it.
+
+        Notes
+        -----
+        ``(wave - wave_min) / dwave`` is rounded to 6 decimals before the floor, so that a
+        DESI pixel lying exactly on a bin edge (e.g. 5800.0 Å, stored as 5799.99999999…)
+        lands in the bin that starts at that edge, never in its neighbour.
+        """
+        pos = np.round((np.asarray(wave, dtype=np.float64) - self.wave_min) / self.dwave, 6)
+        idx = np.floor(pos).astype(np.int64)
+        return np.where(idx < 0, -1, idx)
+
+
+@dataclass(frozen=True)
+class LineList:
+    """Rest-frame line list, in a fixed order.
+
+    Parameters
+    ----------
+    names : tuple of str
+        Upper-case line names, used in FITS columns (``C_<NAME>``, ``Z_<NAME>``).
+    waves : tuple of float
+        Rest-frame vacuum wavelengths (Å), same order as `names`.
+    """
+
+    names: tuple
+    waves: tuple
+
+    def __len__(self):
+        return len(self.names)
+
+    @property
+    def wave_array(self):
+        """Rest wavelengths as a float64 array, shape (nlines,)."""
+        return np.asarray(self.waves, dtype=np.float64)
+
+    def index(self, name):
+        """Position of line `name` in the list."""
+        try:
+            return self.names.index(name)
+        except ValueError:
+            raise KeyError(f'unknown line {name!r}; known: {", ".join(self.names)}') from None
+
+
+@dataclass(frozen=True)
+class Selection:
+    """LBG selection thresholds: >= `n_thresh` lines with confidence > `c_thresh`."""
+
+    c_thresh: float
+    n_thresh: int
+
+
+@dataclass(frozen=True)
+class Config:
+    """A loaded lbgnet configuration.
+
+    Attributes
+    ----------
+    grid : Grid
+    lines : LineList
+    nboxes : int
+        Boxes per line over the grid.
+    selection : Selection
+    extra : dict
+        Every other top-level key of the file (model, training, simulation sections),
+        untouched.
+    source : str
+        Path of the file that was loaded.
+    """
+
+    grid: Grid
+    lines: LineList
+    nboxes: int
+    selection: Selection
+    extra: dict = field(default_factory=dict, compare=False, hash=False)
+    source: str = ''
+
+    @property
+    def box_width(self):
+        """Width of one box in wavelength (Å)."""
+        return self.grid.dwave * self.grid.nbins / self.nboxes
+
+    def to_dict(self):
+        """Plain-dict form, suitable for YAML/JSON and FITS-header echo."""
+        out = dict(self.extra)
+        out['grid'] = dict(wave_min=self.grid.wave_min, dwave=self.grid.dwave,
+                           nbins=self.grid.nbins)
+        out['lines'] = dict(zip(self.lines.names, self.lines.waves))
+        out['nboxes'] = self.nboxes
+        out['selection'] = dict(c_thresh=self.selection.c_thresh,
+                                n_thresh=self.selection.n_thresh)
+        return out
+
+
+def etc_dir():
+    """Directory holding the shipped configuration files.
+
+    Looks, in order, at ``$LBGNET_ETC``, the source tree's ``etc/`` (editable install)
+    and ``<prefix>/share/lbgnet/etc`` (regular install).
+    """
+    candidates = []
+    if os.environ.get('LBGNET_ETC'):
+        candidates.append(Path(os.environ['LBGNET_ETC']))
+    candidates.append(Path(__file__).resolve().parents[2] / 'etc')
+    candidates.append(Path(sys.prefix) / 'share' / 'lbgnet' / 'etc')
+    for cand in candidates:
+        if (cand / DEFAULT_CONFIG).is_file():
+            return cand
+    raise ConfigError('cannot find the lbgnet etc/ directory (looked in '
+                      + ', '.join(str(c) for c in candidates) + '); set $LBGNET_ETC')
+
+
+def _resolve(name, relative_to=None):
+    path = Path(name)
+    if path.is_file():
+        return path
+    for base in (relative_to, etc_dir()):
+        if base is not None and (Path(base) / name).is_file():
+            return Path(base) / name
+    raise ConfigError(f'{name}: configuration file not found')
+
+
+def _merge(base, over):
+    out = dict(base)
+    for key, val in over.items():
+        if isinstance(val, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], val)
+        else:
+            out[key] = val
+    return out
+
+
+def read_yaml_config(name, _seen=None):
+    """Read a YAML configuration, following ``base:`` includes.
+
+    Parameters
+    ----------
+    name : str or path
+        File path, or a file name inside :func:`etc_dir`.
+
+    Returns
+    -------
+    dict
+        The merged mapping (without the ``base`` key).
+    """
+    path = _resolve(name)
+    seen = set() if _seen is None else _seen
+    if path.resolve() in seen:
+        raise ConfigError(f'{path}: circular "base:" include')
+    seen.add(path.resolve())
+    try:
+        with open(path) as fx:
+            data = yaml.safe_load(fx)
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigError(f'{path}: cannot read YAML ({err})') from None
+    if not isinstance(data, dict):
+        raise ConfigError(f'{path}: top level must be a mapping')
+    base = data.pop('base', None)
+    if base is not None:
+        data = _merge(read_yaml_config(_resolve(base, path.parent), seen), data)
+    return data
+
+
+def config_from_dict(data, source=''):
+    """Build a :class:`Config` from a mapping (as read from YAML or a model file).
+
+    Raises
+    ------
+    ConfigError
+        If a required key is missing or a value is out of range.
+    """
+    try:
+        grid = Grid(float(data['grid']['wave_min']), float(data['grid']['dwave']),
+                    int(data['grid']['nbins']))
+        lines = data['lines']
+        linelist = LineList(tuple(str(k).upper() for k in lines),
+                            tuple(float(v) for v in lines.values()))
+        nboxes = int(data['nboxes'])
+        sel = Selection(float(data['selection']['c_thresh']), int(data['selection']['n_thresh']))
+    except (KeyError, TypeError, AttributeError, ValueError) as err:
+        raise ConfigError(f'{source or "config"}: missing or invalid key ({err!r})') from None
+    if grid.nbins <= 0 or grid.dwave <= 0:
+        raise ConfigError(f'{source}: grid needs nbins > 0 and dwave > 0')
+    if nboxes <= 0 or grid.nbins % nboxes != 0:
+        raise ConfigError(f'{source}: nboxes={nboxes} must divide nbins={grid.nbins}')
+    if len(set(linelist.names)) != len(linelist.names) or len(linelist) == 0:
+        raise ConfigError(f'{source}: line names must be unique and non-empty')
+    if not 1 <= sel.n_thresh <= len(linelist) or not 0.0 <= sel.c_thresh <= 1.0:
+        raise ConfigError(f'{source}: selection thresholds out of range')
+    extra = {k: v for k, v in data.items() if k not in ('grid', 'lines', 'nboxes', 'selection')}
+    return Config(grid, linelist, nboxes, sel, extra, str(source))
+
+
+def load_config(name=DEFAULT_CONFIG):
+    """Load a configuration file into a frozen :class:`Config`.
+
+    Parameters
+    ----------
+    name : str or path, optional
+        Path or file name in :func:`etc_dir` [``lbgnet-base.yaml``].
+    """
+    return config_from_dict(read_yaml_config(name), source=str(name))
+
+
+def arm_wavelengths(config):
+    """DESI arm pixel grids from the ``instrument`` section of a configuration.
+
+    Parameters
+    ----------
+    config : Config
+
+    Returns
+    -------
+    dict
+        band -> increasing wavelength array (Å), e.g. ``{'b': array([3600., 3600.8, …])}``.
+    """
+    try:
+        inst = config.extra['instrument']
+        pixel = float(inst['pixel'])
+        arms = {str(b): (float(lo), float(hi)) for b, (lo, hi) in inst['arms'].items()}
+    except (KeyError, TypeError, ValueError) as err:
+        raise ConfigError(f'{config.source}: missing or invalid instrument section ({err!r})') from None
+    return {b: np.round(lo + pixel * np.arange(int(round((hi - lo) / pixel)) + 1), 4)
+            for b, (lo, hi) in arms.items()}

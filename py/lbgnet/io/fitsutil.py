@@ -1,0 +1,112 @@
+"""
+lbgnet.io.fitsutil
+==================
+
+Small helpers around :mod:`fitsio` that turn its errors into :class:`InputFileError`.
+"""
+import os
+
+import fitsio
+import numpy as np
+from astropy.table import Table
+
+from .errors import InputFileError, MissingInputError
+
+
+def open_fits(path):
+    """Open a FITS file read-only, checking that it exists and is complete.
+
+    Parameters
+    ----------
+    path : str
+        File to open.
+
+    Returns
+    -------
+    fitsio.FITS
+
+    Raises
+    ------
+    MissingInputError
+        If `path` does not exist.
+    InputFileError
+        If it is not FITS, or shorter than its headers say (truncated).
+    """
+    path = str(path)
+    if not os.path.exists(path):
+        raise MissingInputError(path)
+    if os.path.isdir(path):
+        raise InputFileError(path, 'is a directory, not a FITS file')
+    try:
+        fx = fitsio.FITS(path)
+    except OSError as err:
+        raise InputFileError(path, f'not a readable FITS file ({_first_line(err)})') from None
+    try:
+        size = os.path.getsize(path)
+        data_end = max(hdu.get_offsets()['data_end'] for hdu in fx)
+    except OSError as err:
+        fx.close()
+        raise InputFileError(path, f'corrupt FITS structure ({_first_line(err)})') from None
+    if data_end > size:
+        fx.close()
+        raise InputFileError(path, f'truncated FITS file ({size} bytes, headers need {data_end})')
+    return fx
+
+
+def extnames(fx):
+    """Upper-case EXTNAMEs of all HDUs of an open file (primary HDU excluded)."""
+    return [hdu.get_extname().upper() for hdu in fx[1:]]
+
+
+def read_image(fx, ext, path):
+    """Read one image HDU, returning an empty array for a zero-size image."""
+    hdu = fx[ext]
+    try:
+        dims = hdu.get_dims()
+        if len(dims) == 0 or 0 in dims:
+            return np.zeros(tuple(dims) if dims else (0,), dtype=np.float32)
+        return hdu.read()
+    except OSError as err:
+        raise InputFileError(path, f'cannot read HDU {ext} ({_first_line(err)})') from None
+
+
+def read_table(fx, ext, path, columns=None):
+    """Read one table HDU into an :class:`astropy.table.Table`.
+
+    Parameters
+    ----------
+    fx : fitsio.FITS
+    ext : str
+        EXTNAME.
+    path : str
+        File name, for error messages.
+    columns : list of str, optional
+        Columns to read; all when omitted.  Missing ones raise :class:`InputFileError`.
+    """
+    hdu = fx[ext]
+    if columns is not None:
+        have = set(c.upper() for c in hdu.get_colnames())
+        missing = [c for c in columns if c.upper() not in have]
+        if missing:
+            raise InputFileError(path, f'HDU {ext} lacks column(s) {", ".join(missing)}')
+    try:
+        if hdu.get_nrows() == 0:
+            data = np.zeros(0, dtype=hdu.get_rec_dtype()[0])
+            if columns is not None:
+                data = data[columns]
+        else:
+            data = hdu.read(columns=columns)
+        header = hdu.read_header()
+    except OSError as err:
+        raise InputFileError(path, f'cannot read HDU {ext} ({_first_line(err)})') from None
+    table = Table(data)
+    table.meta['EXTNAME'] = ext
+    for key in ('SURVEY', 'PROGRAM', 'SPGRP', 'SPGRPVAL', 'TILEID', 'HPXPIXEL', 'HPXNSIDE'):
+        if key in header:
+            table.meta[key] = header[key]
+    return table
+
+
+def _first_line(err):
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__

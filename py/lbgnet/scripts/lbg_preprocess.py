@@ -1,0 +1,81 @@
+"""
+lbgnet.scripts.lbg_preprocess
+=============================
+
+``desi_lbg_preprocess``: grid DESI coadds into the network input and save it as
+``.npz`` (X, TARGETID, EMPTY), or run on a built-in example.
+"""
+import argparse
+import os
+import tempfile
+
+import numpy as np
+from desiutil.log import get_logger
+
+from ..config import load_config
+from ..example import example_spectra
+from ..io import InputFileError, minimal_fibermap, write_coadd
+from ..io.atomic import atomic_path
+from ..preprocess import load_coadd_grid
+
+
+def parse(options=None):
+    """Parse the command line of ``desi_lbg_preprocess``."""
+    parser = argparse.ArgumentParser(description='Grid DESI coadd spectra into the lbgnet input '
+                                     '(normalised flux and S/N on the 800-bin grid).')
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument('--coadd', nargs='+', help='coadd FITS file(s)')
+    src.add_argument('--example', action='store_true',
+                     help='write a small example coadd to a temporary directory and grid it')
+    parser.add_argument('--output', help='output .npz (one input file only) [no output]')
+    parser.add_argument('--config', default='lbgnet-base.yaml',
+                        help='configuration (grid) [%(default)s]')
+    parser.add_argument('--seed', type=int, default=0, help='seed of the example [%(default)s]')
+    args = parser.parse_args(options)
+    if args.output and args.coadd and len(args.coadd) > 1:
+        parser.error('--output needs exactly one --coadd file')
+    return args
+
+
+def summarise(path, X, info):
+    """Log a one-paragraph summary of one gridded file."""
+    log = get_logger()
+    nspec = X.shape[0]
+    log.info('%s: %d spectra, bands %s, %d empty', path, nspec, ''.join(info.bands),
+             int(info.empty.sum()))
+    if nspec:
+        snr = X[..., 1]
+        med = np.median(np.where(info.nvalid_bins > 0, np.abs(snr).sum(1) / np.maximum(info.nvalid_bins, 1), 0))
+        log.info('%s: valid bins per spectrum %d-%d, median |S/N| per valid bin %.2f',
+                 path, info.nvalid_bins.min(), info.nvalid_bins.max(), med)
+
+
+def main(args=None, comm=None):
+    """Run ``desi_lbg_preprocess``; return 0 when every file succeeded, else 1."""
+    if not isinstance(args, argparse.Namespace):
+        args = parse(args)
+    log = get_logger()
+    config = load_config(args.config)
+    with tempfile.TemporaryDirectory() as tmpdir:
+        paths = args.coadd
+        if args.example:
+            wave, flux, ivar, _ = example_spectra(config, 8, np.random.default_rng(args.seed))
+            nspec = flux['b'].shape[0]
+            paths = [os.path.join(tmpdir, 'coadd-example.fits')]
+            write_coadd(paths[0], wave, flux, ivar, minimal_fibermap(np.arange(nspec) + 1000))
+            log.info('wrote example coadd %s', paths[0])
+        nfail = 0
+        for path in paths:
+            try:
+                X, info = load_coadd_grid(path, config)
+            except InputFileError as err:
+                log.error('%s', err)
+                nfail += 1
+                continue
+            summarise(path, X, info)
+            if args.output:
+                tid = info.targetid if info.targetid is not None else np.full(X.shape[0], -1)
+                with atomic_path(args.output) as tmp:
+                    np.savez(tmp, X=X, TARGETID=tid, EMPTY=info.empty)
+                log.info('wrote %s', args.output)
+    return 1 if nfail else 0
