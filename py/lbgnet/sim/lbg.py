@@ -150,8 +150,12 @@ def lbg_lines(truth, pars, linewaves):
     for name, spec in ism.items():
         lam = float(linewaves[name])
         scale = truth['HIGH_ION_SCALE'] if spec['group'] == 'high' else truth['ISM_SCALE']
-        cols.append((lam * (1 + dvi / C_KMS), np.full(n, lam * pars['sigma_ism'] * spec['width'] / C_KMS),
-                     spec['ew'] * np.asarray(scale, dtype=np.float64)))
+        ew = spec['ew'] * np.asarray(scale, dtype=np.float64)
+        # Saturated lines with partial covering: a larger EW means a wider line, not a
+        # deeper one (depth capped at ism_depth_max, Shapley et al. 2003 Sec. 4.2).
+        sig = np.maximum(lam * pars['sigma_ism'] * spec['width'] / C_KMS,
+                         np.abs(ew) / (np.sqrt(2 * np.pi) * pars['ism_depth_max']))
+        cols.append((lam * (1 + dvi / C_KMS), sig, ew))
     # Lyα: emission core + red wing (W > 0) or damped absorption trough (W < 0).
     emis = np.maximum(lya, 0.0)
     sig_l = LYA * pars['sigma_lya'] / C_KMS
