@@ -280,6 +280,18 @@ def test_lsf_broadens_lines(simcfg):
     assert widths[1] ** 2 - widths[0] ** 2 == pytest.approx(9.0, rel=0.1)
 
 
+def test_config_errors(tmp_path):
+    from lbgnet.config import ConfigError
+    base = tmp_path / 'plain.yaml'
+    base.write_text('base: lbgnet-base.yaml\n')
+    with pytest.raises(ConfigError, match='no "simulation" section'):
+        load_sim_config(str(base))
+    bad = tmp_path / 'bad.yaml'
+    bad.write_text('base: lbgnet-sim.yaml\nsimulation:\n  lbg:\n    lines:\n      NOPE: {ew: -1.0}\n')
+    with pytest.raises(ConfigError, match='NOPE'):
+        load_sim_config(str(bad))
+
+
 def test_bad_wave_grid(simcfg):
     truth = _lbg_truth(simcfg, 2)
     with pytest.raises(ValueError, match='increasing'):
