@@ -323,3 +323,16 @@ def test_igm_mean_transmission(simcfg):
         np.testing.assert_allclose(expect[lya_only], np.exp(-0.0018 * (1 + zabs[lya_only]) ** 3.92))
         # sightlines differ (seeded structure), even at a fixed IGM_SCALE
         assert np.std(trans[:, lya_only].mean(axis=1)) > 0.005
+
+
+def test_truth_roundtrip_through_fits(simcfg, tmp_path):
+    from astropy.table import Table
+    truth = draw_population(simcfg, 40, np.random.default_rng(13))
+    path = tmp_path / 'truth.fits'
+    truth.write(path)
+    back = Table.read(path, character_as_bytes=True)      # string columns as bytes
+    assert back['CLASS'].dtype.kind == 'S'
+    wave = np.arange(3600.0, 9824.0, 0.8)
+    np.testing.assert_array_equal(render_spectra(back, wave, simcfg=simcfg),
+                                  render_spectra(truth, wave, simcfg=simcfg))
+    np.testing.assert_array_equal(line_wavelengths(back, simcfg), line_wavelengths(truth, simcfg))
