@@ -69,7 +69,8 @@ class AugmentConfig:
         known = set(cls.__dataclass_fields__)
         unknown = set(section) - known
         if unknown:
-            raise ValueError(f'unknown augmentation option(s) {sorted(unknown)}; known {sorted(known)}')
+            raise ValueError(f'unknown augmentation option(s) {sorted(unknown)}; '
+                             f'known {sorted(known)}')
         for key in ('overlap_range', 'chunk_width'):
             if key in section:
                 section[key] = tuple(float(v) for v in section[key])

@@ -213,7 +213,8 @@ def convolve_lines(line_wave, line_flux, wave, sigma):
     ok = (idx >= 0) & (idx < wave.size)
     idx = np.clip(idx, 0, wave.size - 1)
     sig = sigma[idx]
-    kernel = np.exp(-0.5 * ((wave[idx] - line_wave[:, None]) / sig) ** 2) / (np.sqrt(2 * np.pi) * sig)
+    gauss = np.exp(-0.5 * ((wave[idx] - line_wave[:, None]) / sig) ** 2)
+    kernel = gauss / (np.sqrt(2 * np.pi) * sig)
     contrib = np.where(ok, kernel * (line_flux * step)[:, None], 0.0)
     return np.bincount(idx.ravel(), weights=contrib.ravel(), minlength=wave.size)
 

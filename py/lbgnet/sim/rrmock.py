@@ -63,7 +63,8 @@ def lbg_outcome_weights(truth, meff, params):
         else np.zeros(len(truth))
     ew = np.nan_to_num(ew)
     bright = logistic((lbg['m50'] - meff) / lbg['width'])
-    p_qso = lbg['qso_right_max'] * bright * logistic((ew - lbg['qso_right_ew'][0]) / lbg['qso_right_ew'][1])
+    ew0, ew_width = lbg['qso_right_ew']
+    p_qso = lbg['qso_right_max'] * bright * logistic((ew - ew0) / ew_width)
     z_oii = (1.0 + np.asarray(truth['Z_TRUE'])) * LYA_WAVE / OII_WAVE - 1.0
     p_oii = lbg['oii_max'] * logistic((ew - lbg['oii_ew'][0]) / lbg['oii_ew'][1]) * (z_oii > 0)
     p_oii = np.minimum(p_oii, 1.0 - p_qso)
