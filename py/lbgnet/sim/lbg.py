@@ -4,7 +4,8 @@ lbgnet.sim.lbg
 
 Lyman Break Galaxies: population draw and physical model.
 
-Model (rest frame, f_λ): UV power law ``(λ/1500)^BETA``; Lyα either in emission
+Model (rest frame, f_λ): UV power law ``(λ/1500)^BETA``, turning over blueward of
+``lyman_side_wave`` (calibrated on the Shapley composite); Lyα either in emission
 (asymmetric: a Gaussian core plus a red wing, redshifted by DV_LYA) or in absorption
 (a broad damped trough at the interstellar velocity); the interstellar absorption
 lines of the 16-line list at DV_ISM (blueshifted), low-ionisation and HI lines
@@ -107,11 +108,16 @@ def composite_residual(wave, fnu, pars, restlines):
     return grid[0], dw, np.clip(np.nan_to_num(ratio, nan=1.0), 0.3, 1.7).astype(np.float32)
 
 
-def _continuum(beta, residual):
+def _continuum(beta, pars, residual):
     beta = np.asarray(beta, dtype=np.float32)[:, None]
+    wside = np.float32(pars['lyman_side_wave'])
+    dslope = np.float32(pars['lyman_side_slope'])
 
     def continuum(rest):
-        flux = np.exp(beta * np.log(rest * np.float32(1.0 / 1500.0)))
+        lnr = np.log(rest * np.float32(1.0 / 1500.0))
+        # below lyman_side_wave the slope steepens by lyman_side_slope (continuous there)
+        lnside = np.minimum(np.log(rest / wside), np.float32(0.0))
+        flux = np.exp(beta * lnr + dslope * lnside)
         if residual is not None:
             w0, dw, ratio = residual
             pos = (rest - np.float32(w0)) * np.float32(1.0 / dw)
@@ -150,8 +156,12 @@ def lbg_lines(truth, pars, linewaves):
     for name, spec in ism.items():
         lam = float(linewaves[name])
         scale = truth['HIGH_ION_SCALE'] if spec['group'] == 'high' else truth['ISM_SCALE']
-        cols.append((lam * (1 + dvi / C_KMS), np.full(n, lam * pars['sigma_ism'] * spec['width'] / C_KMS),
-                     spec['ew'] * np.asarray(scale, dtype=np.float64)))
+        ew = spec['ew'] * np.asarray(scale, dtype=np.float64)
+        # Saturated lines with partial covering: a larger EW means a wider line, not a
+        # deeper one (depth capped at ism_depth_max, Shapley et al. 2003 Sec. 4.2).
+        sig = np.maximum(lam * pars['sigma_ism'] * spec['width'] / C_KMS,
+                         np.abs(ew) / (np.sqrt(2 * np.pi) * pars['ism_depth_max']))
+        cols.append((lam * (1 + dvi / C_KMS), sig, ew))
     # Lyα: emission core + red wing (W > 0) or damped absorption trough (W < 0).
     emis = np.maximum(lya, 0.0)
     sig_l = LYA * pars['sigma_lya'] / C_KMS
@@ -189,6 +199,6 @@ def lbg_components(truth, pars, linewaves, residual=None):
     rest, sigma, ew = lbg_lines(truth, pars, linewaves)
     n = rest.shape[0]
     return Components(np.asarray(truth['Z_TRUE'], dtype=np.float64),
-                      _continuum(truth['BETA'], residual), rest, sigma, ew,
+                      _continuum(truth['BETA'], pars, residual), rest, sigma, ew,
                       np.asarray(truth['IGM_SCALE'], dtype=np.float64),
                       np.asarray(truth['IGM_SEED']), np.full(n, np.inf))

@@ -17,6 +17,8 @@ AB_FNU = 3.631e-20
 C_AA = 2.99792458e18
 #: Flux unit of the mock spectra (erg/s/cm²/Å).
 FLUX_UNIT = 1e-17
+#: Fraction of the peak response below which the filter wings are left out.
+RESPONSE_FLOOR = 3e-3
 
 
 @functools.lru_cache(maxsize=8)
@@ -33,7 +35,8 @@ def filter_grid(name, step):
     Returns
     -------
     wave : numpy.ndarray
-        Grid (Å) covering the filter's non-zero response, shape (m,), read-only.
+        Grid (Å) covering the filter's response above RESPONSE_FLOOR × peak, shape (m,),
+        read-only.
     weights : numpy.ndarray
         Shape (m,), read-only, such that ``-2.5 log10(flux @ weights)`` is the AB
         magnitude of f_λ sampled on `wave` in 1e-17 erg/s/cm²/Å.
@@ -48,7 +51,10 @@ def filter_grid(name, step):
         filt = speclite.filters.load_filter(name)
     except ValueError as err:
         raise ValueError(f'unknown speclite filter {name!r} ({err})') from None
-    nz = np.nonzero(filt.response > 0)[0]
+    # The tabulated DECam r response has a faint red leak (~4e-4 of the peak) out to
+    # 10980 A; the grid covers the response above RESPONSE_FLOOR of its peak
+    # (5420-7260 A, 99.7% of the band integral for a flat spectrum).
+    nz = np.nonzero(filt.response > RESPONSE_FLOOR * filt.response.max())[0]
     lo, hi = float(filt.wavelength[nz[0]]), float(filt.wavelength[nz[-1]])
     wave = np.arange(lo, hi + step, step)
     resp = np.interp(wave, filt.wavelength, filt.response, left=0.0, right=0.0)

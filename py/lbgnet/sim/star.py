@@ -96,7 +96,7 @@ def template_continuum(truth, archetypes):
     truth : mapping
         Star rows (SUBTYPE, TEMPLATE_U), all of subtypes present in `archetypes`.
     archetypes : dict
-        SUBTYPE -> (wave0, dwave, basis (nbasis, nwave), coeff (nbasis, narchetype)),
+        SUBTYPE -> (wave0, dwave, basis (nbasis, nwave), coeff (narchetype, nbasis)),
         basis on a uniform grid (Å).
 
     Notes
@@ -110,8 +110,8 @@ def template_continuum(truth, archetypes):
     for key in np.unique(sub):
         sel = np.nonzero(sub == key)[0]
         w0, dw, basis, coeff = archetypes[key]
-        iarch = np.minimum((u[sel] * coeff.shape[1]).astype(np.int64), coeff.shape[1] - 1)
-        spectra = (coeff[:, iarch].T @ basis).astype(np.float32)
+        iarch = np.minimum((u[sel] * coeff.shape[0]).astype(np.int64), coeff.shape[0] - 1)
+        spectra = (coeff[iarch] @ basis).astype(np.float32)
         built[key] = (sel, w0, dw, spectra / np.median(spectra, axis=1, keepdims=True))
 
     def continuum(rest):
