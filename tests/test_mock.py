@@ -96,7 +96,7 @@ def test_files_round_trip(tmp_path, mock):
     assert set(rr.redshifts['SPECTYPE']) <= {'GALAXY', 'QSO', 'STAR'}
     with fits.open(paths['redrock']) as hdul:
         assert [h.name for h in hdul[1:]] == ['REDSHIFTS', 'FIBERMAP', 'EXP_FIBERMAP', 'TSNR2']
-        assert hdul[0].header['HPXPIXEL'] == 1234
+        assert hdul[0].header['HPXPIXEL'] == 1234 and 'RRMOCK' in hdul[0].header
     truth = read_truth(paths['truth'])
     np.testing.assert_array_equal(truth['TARGETID'], coadd.targetid)
     np.testing.assert_array_equal(truth['CLASS'], mock.truth['CLASS'])
