@@ -51,9 +51,10 @@ def plot_examples(simcfg, waves, templates, outdir, rng):
         'QSO': [dict(Z_TRUE=1.0), dict(Z_TRUE=2.2), dict(Z_TRUE=3.0, SUBTYPE='BAL', BAL_EW=20.0,
                                                            BAL_V=8000.0, BAL_SIGMA=2500.0),
                 dict(Z_TRUE=4.0)],
-        'GALAXY': [dict(SUBTYPE='SF', Z_TRUE=0.3), dict(SUBTYPE='SF', Z_TRUE=1.0),
-                   dict(SUBTYPE='OII_LYA', Z_TRUE=0.45, OII_EW=50.0),
-                   dict(SUBTYPE='PASSIVE', Z_TRUE=0.6, D4000=1.9, OII_EW=2.0, BETA_BLUE=1.0)],
+        'GALAXY': [dict(SUBTYPE='SF', Z_TRUE=0.3, D4000=1.2, BETA_BLUE=-1.2, BETA_RED=-1.0, OII_EW=25.0),
+                   dict(SUBTYPE='SF', Z_TRUE=1.0, D4000=1.15, BETA_BLUE=-1.5, BETA_RED=-1.2, OII_EW=15.0),
+                   dict(SUBTYPE='OII_LYA', Z_TRUE=0.45, D4000=1.1, BETA_BLUE=-1.5, BETA_RED=-1.2, OII_EW=50.0),
+                   dict(SUBTYPE='PASSIVE', Z_TRUE=0.6, D4000=1.9, OII_EW=2.0, BETA_BLUE=1.0, BETA_RED=-0.5)],
         'STAR': [dict(SUBTYPE='A', TEFF=9000.0), dict(SUBTYPE='G', TEFF=5600.0),
                  dict(SUBTYPE='M', TEFF=3200.0), dict(SUBTYPE='WD', TEFF=14000.0)],
     }
@@ -168,7 +169,8 @@ def plot_distributions(simcfg, outdir, rng):
     for q, want in zip(np.array_split(lya, 4), (-14.92, -1.10, 11.00, 52.63)):
         axes[2].axvline(q.mean(), color='C0', lw=0.8)
         axes[2].axvline(want, color='k', ls=':', lw=0.8)
-    axes[2].set_xlabel('LBG Lyα rest EW [Å]  (lines: quartile means, mock / Shapley)')
+    axes[2].set_xlabel('LBG Lyα rest EW [Å]')
+    axes[2].set_title('quartile means: mock (solid), Shapley (dotted)', fontsize=8)
     for ax in axes:
         ax.tick_params(labelsize=7)
     fig.tight_layout()

@@ -6,8 +6,9 @@ Lyman Break Galaxies: population draw and physical model.
 
 Model (rest frame, f_λ): UV power law ``(λ/1500)^BETA``, turning over blueward of
 ``lyman_side_wave`` (calibrated on the Shapley composite); Lyα either in emission
-(asymmetric: a Gaussian core plus a red wing, redshifted by DV_LYA) or in absorption
-(a broad damped trough at the interstellar velocity); the interstellar absorption
+(asymmetric: a Gaussian core plus a red wing, redshifted by DV_LYA, on top of a
+weaker broad trough) or in absorption (a broad damped trough at the interstellar
+velocity); the interstellar absorption
 lines of the 16-line list at DV_ISM (blueshifted), low-ionisation and HI lines
 scaled by ISM_SCALE, high-ionisation lines by HIGH_ION_SCALE; HeII 1640, OIII]
 1661/1666, CIII] 1907/1909 and SiII* emission at the systemic redshift; the
@@ -169,7 +170,9 @@ def lbg_lines(truth, pars, linewaves):
     centre = LYA * (1 + dvl / C_KMS)
     cols.append((centre, np.full(n, sig_l), (1 - wing) * emis))
     cols.append((centre + 1.5 * sig_l, np.full(n, 1.5 * sig_l), wing * emis))
-    absw = np.minimum(lya, 0.0)
+    # W < 0: the damped trough; W > 0: the emission sits on a weaker trough that scales
+    # with the low-ionisation absorption (ISM_SCALE).
+    absw = np.where(lya < 0, lya, pars['lya_trough_ew'] * np.asarray(truth['ISM_SCALE'], dtype=np.float64))
     sig_a = np.maximum(pars['lya_abs_sigma_min'],
                        -absw / (np.sqrt(2 * np.pi) * pars['lya_abs_depth_max']))
     cols.append((LYA * (1 + dvi / C_KMS), sig_a, absw))

@@ -18,7 +18,7 @@ to ``template_smooth`` Å).  Subtypes without a template keep the parametric mod
 """
 import numpy as np
 
-from .components import C_KMS, Components
+from .components import C_KMS, Components, cap_depth
 
 #: h c / k in Å K.
 HC_K = 1.4387769e8
@@ -85,7 +85,8 @@ def star_lines(truth, pars):
         rest.append(np.full(n, float(spec['wave'])))
         sigma.append(sig)
         ew.append(val)
-    return np.stack(rest, axis=1), np.stack(sigma, axis=1), np.stack(ew, axis=1)
+    ew = np.stack(ew, axis=1)
+    return np.stack(rest, axis=1), cap_depth(ew, np.stack(sigma, axis=1), pars['max_absorption_depth']), ew
 
 
 def template_continuum(truth, archetypes):
