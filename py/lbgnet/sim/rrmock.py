@@ -10,7 +10,8 @@ templates and ~1 s per spectrum).  It reproduces what matters downstream:
   success probability falling with the effective magnitude
   ``m_eff = RMAG - 1.25 log10(EFFTIME / efftime_ref)`` (S/N ∝ flux·√EFFTIME);
 * LBGs: Redrock has no LBG template.  A strong Lyα emitter may be fitted by a QSO
-  template near its redshift (biased by the Lyα velocity offset); Lyα may be taken
+  template near its redshift (biased by the Lyα velocity offset, DV_LYA of the truth
+  table when present); Lyα may be taken
   for [OII] 3727 (a GALAXY at (1+z)·1215.67/3728.48 − 1); otherwise a random wrong
   solution, mostly a low-z GALAXY with a small ΔΧ²;
 * ZERR, ZWARN (SMALL_DELTA_CHI2, NODATA, UNPLUGGED, LITTLE_COVERAGE), DELTACHI2,
@@ -129,6 +130,9 @@ def redshift_outcome(truth, meff, params, rng):
     lbg = np.flatnonzero(cls == 'LBG')
     kind = draw_categories(lbg_outcome_weights(truth[lbg], meff[lbg], params), rng)
     dv_lya = rng.normal(*params['lbg']['lya_dv'], size=lbg.size)
+    if 'DV_LYA' in truth.colnames:                  # the simulated Lyα offset, when known
+        known = np.asarray(truth['DV_LYA'], dtype=np.float64)[lbg]
+        dv_lya = np.where(np.isfinite(known), known, dv_lya)
     zlya = (1 + ztrue[lbg]) * (1 + dv_lya / C_KMS) - 1
     spectype[lbg[kind == 0]] = 'QSO'
     z[lbg[kind == 0]] = zlya[kind == 0]
