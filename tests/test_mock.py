@@ -208,3 +208,11 @@ def test_parse_rejects_bad_options():
                 ['--classes', 'ELG'], ['--efftime-min', '-1', '--efftime-max', '10']):
         with pytest.raises(SystemExit):
             parse(['--outdir', 'x', '--nspec', '10'] + bad)
+
+
+def test_configuration_errors_are_clear(tmp_path):
+    from lbgnet.config import ConfigError
+    with pytest.raises(ConfigError, match='no "mock" section'):
+        load_mock_setup('lbgnet-sim.yaml')
+    assert main(['--outdir', str(tmp_path), '--nspec', '5', '--config', 'lbgnet-sim.yaml']) == 1
+    assert not os.listdir(tmp_path)
