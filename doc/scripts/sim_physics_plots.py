@@ -68,11 +68,11 @@ def plot_examples(simcfg, waves, templates, outdir, rng):
         fig, axes = plt.subplots(len(settings), 1, figsize=(9, 1.9 * len(settings)), sharex=True)
         for ax, i in zip(axes, range(len(truth))):
             for band, wave in waves.items():
-                ax.plot(wave[::2], flux[band][i, ::2], lw=0.4, color='C0',
-                        label='parametric' if band == 'b' else None)
                 if tflux is not None:
-                    ax.plot(wave[::2], tflux[band][i, ::2], lw=0.4, color='C1', alpha=0.8,
+                    ax.plot(wave[::2], tflux[band][i, ::2], lw=0.5, color='C1',
                             label='with templates' if band == 'b' else None)
+                ax.plot(wave[::2], flux[band][i, ::2], lw=0.4, color='C0', alpha=0.7,
+                        label='parametric' if band == 'b' else None)
             row = truth[i]
             ax.text(0.99, 0.9, f"{row['SUBTYPE']}  z = {row['Z_TRUE']:.2f}", ha='right', va='top',
                     transform=ax.transAxes, fontsize=8)

@@ -72,6 +72,13 @@ def draw_lbg(pars, n, rng, zrange=None):
     }
 
 
+#: Rest-wavelength span (Å) and step of the lookup table of the composite residual;
+#: it covers every rest wavelength a DESI spectrum of an LBG can reach (1 outside the
+#: composite), so rendering needs one gather per pixel and no bounds test.
+RESIDUAL_SPAN = (400.0, 8000.0)
+RESIDUAL_STEP = 0.25
+
+
 def composite_residual(wave, fnu, pars, restlines):
     """Features of the LBG composite that the parametric model does not describe.
 
@@ -84,7 +91,7 @@ def composite_residual(wave, fnu, pars, restlines):
     Parameters
     ----------
     wave, fnu : numpy.ndarray
-        Composite rest wavelength (Å, uniform step) and f_ν.
+        Composite rest wavelength (Å, increasing) and f_ν.
     pars : dict
         ``simulation.lbg`` section.
     restlines : array_like
@@ -93,7 +100,8 @@ def composite_residual(wave, fnu, pars, restlines):
     Returns
     -------
     w0, dw, ratio : float, float, numpy.ndarray
-        Uniform grid start and step (Å) and the multiplicative residual.
+        Lookup table: the multiplicative residual at ``w0 + dw·i`` (Å, rest), float32,
+        linearly interpolated from the composite and 1 outside it.
     """
     wave = np.asarray(wave, dtype=np.float64)
     dw = float(np.median(np.diff(wave)))
@@ -106,7 +114,9 @@ def composite_residual(wave, fnu, pars, restlines):
     ratio[grid < pars['composite_min_wave']] = 1.0
     for line in np.asarray(restlines, dtype=np.float64):
         ratio[np.abs(grid - line) < pars['composite_line_window']] = 1.0
-    return grid[0], dw, np.clip(np.nan_to_num(ratio, nan=1.0), 0.3, 1.7).astype(np.float32)
+    ratio = np.clip(np.nan_to_num(ratio, nan=1.0), 0.3, 1.7)
+    table = np.arange(RESIDUAL_SPAN[0], RESIDUAL_SPAN[1], RESIDUAL_STEP)
+    return RESIDUAL_SPAN[0], RESIDUAL_STEP, np.interp(table, grid, ratio, left=1.0, right=1.0).astype(np.float32)
 
 
 def _continuum(beta, pars, residual):
@@ -121,12 +131,9 @@ def _continuum(beta, pars, residual):
         flux = np.exp(beta * lnr + dslope * lnside)
         if residual is not None:
             w0, dw, ratio = residual
-            pos = (rest - np.float32(w0)) * np.float32(1.0 / dw)
-            idx = np.clip(pos.astype(np.int64), 0, ratio.size - 2)
-            frac = np.clip(pos - idx, 0.0, 1.0)
-            val = ratio[idx] + frac * (ratio[idx + 1] - ratio[idx])
-            inside = (pos >= 0) & (pos <= ratio.size - 1)
-            flux *= np.where(inside, val, np.float32(1.0))
+            idx = ((rest - np.float32(w0)) * np.float32(1.0 / dw)).astype(np.int32)
+            np.clip(idx, 0, ratio.size - 1, out=idx)
+            flux *= ratio[idx]
         return flux
     return continuum
 
