@@ -43,7 +43,14 @@ class _Rows:
         self._truth, self._sel = truth, sel
 
     def __getitem__(self, key):
-        return np.asarray(self._truth[key])[self._sel]
+        col = np.asarray(self._truth[key])[self._sel]
+        return col.astype(str) if col.dtype.kind == 'S' else col
+
+
+def _strings(col):
+    """A string column as str, also when read back from FITS as bytes."""
+    col = np.asarray(col)
+    return col.astype(str) if col.dtype.kind == 'S' else col
 
 
 @functools.lru_cache(maxsize=4)
@@ -109,7 +116,7 @@ def build_components(truth, simcfg, templates=None):
         Row indices into `truth` and the components of those rows.
     """
     sim = simcfg['simulation']
-    cls = np.asarray(truth['CLASS'])
+    cls = _strings(truth['CLASS'])
     unknown = set(np.unique(cls)) - set(CLASSES)
     if unknown:
         raise ValueError(f'unknown CLASS values {sorted(unknown)} in truth table; known {CLASSES}')
@@ -128,7 +135,7 @@ def build_components(truth, simcfg, templates=None):
             out.append((sel, galaxy_components(rows, sim['galaxy'])))
         else:
             arche = _star_archetypes(templates, float(sim['star']['template_smooth']))
-            has = np.isin(np.asarray(truth['SUBTYPE'])[sel], list(arche))
+            has = np.isin(_strings(truth['SUBTYPE'])[sel], list(arche))
             for mask, arg in ((has, arche), (~has, None)):
                 if np.any(mask):
                     out.append((sel[mask], star_components(_Rows(truth, sel[mask]), sim['star'], arg)))
@@ -286,5 +293,5 @@ def line_wavelengths(truth, config):
         rest = config.lines.wave_array
     else:
         rest = np.asarray(list(config['lines'].values()), dtype=np.float64)
-    z = np.where(np.asarray(truth['CLASS']) == 'LBG', np.asarray(truth['Z_TRUE'], dtype=np.float64), np.nan)
+    z = np.where(_strings(truth['CLASS']) == 'LBG', np.asarray(truth['Z_TRUE'], dtype=np.float64), np.nan)
     return (1.0 + z)[:, None] * rest[None, :]
