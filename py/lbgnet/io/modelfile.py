@@ -245,3 +245,20 @@ def _json_default(obj):
     if isinstance(obj, np.ndarray):
         return obj.tolist()
     raise TypeError(f'{type(obj).__name__} is not JSON serialisable')
+
+
+#: File name of the pretrained model shipped inside the package (``lbgnet/data/``).
+DEFAULT_MODEL = 'lbgnet-default.weights.h5'
+
+
+def default_model_path():
+    """Path of the pretrained model shipped in the package (``lbgnet/data/``).
+
+    Returns
+    -------
+    str
+        The ``.weights.h5`` path; its ``.json`` model card lies beside it.  The file may be
+        absent in a source tree where no model has been trained yet: callers check.
+    """
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'data',
+                        DEFAULT_MODEL)
