@@ -1,0 +1,263 @@
+"""
+lbgnet.sim.mock
+===============
+
+Compose the simulator into DESI-like mock data: population → noiseless spectra per
+arm (through the LSF) → noise at a random effective exposure time → flux, ivar,
+mask and resolution per arm, with a FIBERMAP, EXP_FIBERMAP, SCORES, a simulated
+Redrock REDSHIFTS table and a truth table.  Pure functions (randomness through
+``rng``); :mod:`lbgnet.io.mock` writes the result.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+from astropy.table import Table
+
+from ..config import ConfigError, config_from_dict
+from .instrument import build_instrument, observe, resolution_for
+from .rrmock import simulate_redrock
+
+#: Default configuration of the mock (instrument, files, Redrock outcome, physics).
+DEFAULT_MOCK_CONFIG = 'lbgnet-mock.yaml'
+
+
+@dataclass(frozen=True, eq=False)
+class MockSetup:
+    """Everything the mock needs besides randomness, loaded once.
+
+    Attributes
+    ----------
+    config : lbgnet.config.Config
+        Grid, lines, instrument, ``mock`` and ``redrock_mock`` sections.
+    simcfg : dict
+        The same file as :func:`lbgnet.sim.population.load_sim_config` returns it.
+    instrument : lbgnet.sim.instrument.Instrument
+    templates : lbgnet.io.templates.SimTemplates or None
+        Optional empirical inputs of the physics.
+    """
+
+    config: object
+    simcfg: dict
+    instrument: object
+    templates: object = None
+
+
+def load_mock_setup(name=DEFAULT_MOCK_CONFIG, lbg_composite=None, rr_template_dir=None,
+                    sky_lines=None):
+    """Load the configuration, the sky lines and the optional templates.
+
+    Parameters
+    ----------
+    name : str, optional
+        Mock configuration [``lbgnet-mock.yaml``].
+    lbg_composite, rr_template_dir : str, optional
+        Empirical inputs (:func:`lbgnet.io.templates.load_templates`).
+    sky_lines : str, optional
+        Sky-line spectrum [desispec's ``spec-sky.dat``].
+
+    Returns
+    -------
+    MockSetup
+    """
+    from ..io.skymodel import read_sky_lines
+    from .population import load_sim_config
+    simcfg = load_sim_config(name)
+    config = config_from_dict(simcfg, source=str(name))
+    mock_settings(config)
+    instrument = build_instrument(config, read_sky_lines(sky_lines))
+    templates = None
+    if lbg_composite is not None or rr_template_dir is not None:
+        from ..io.templates import load_templates
+        templates = load_templates(lbg_composite=lbg_composite, rr_template_dir=rr_template_dir)
+    return MockSetup(config, simcfg, instrument, templates)
+
+
+@dataclass(eq=False)
+class MockData:
+    """One batch of mock spectra with everything a coadd/redrock/truth file holds.
+
+    Attributes
+    ----------
+    wave, flux, ivar, mask, model : dict
+        band -> arrays; wave (nwave,) Å, the others (nspec, nwave); flux and model in
+        1e-17 erg/s/cm²/Å (model: noiseless, through the LSF).
+    resolution : dict or None
+        band -> (nspec, ndiag, nwave) RESOLUTION data.
+    truth, fibermap, exp_fibermap, scores, redshifts : astropy.table.Table
+        One row per spectrum (EXP_FIBERMAP: one per exposure), same TARGETID order.
+    meta : dict
+        Primary-header keywords (HPXPIXEL, SURVEY, ...).
+    """
+
+    wave: dict
+    flux: dict
+    ivar: dict
+    mask: dict
+    model: dict
+    resolution: object
+    truth: Table
+    fibermap: Table
+    exp_fibermap: Table
+    scores: Table
+    redshifts: Table
+    meta: dict
+
+    @property
+    def nspec(self):
+        """Number of spectra."""
+        return len(self.truth)
+
+
+def mock_settings(config):
+    """The ``mock`` and ``redrock_mock`` sections of a configuration, checked.
+
+    Raises
+    ------
+    lbgnet.config.ConfigError
+        If a section or one of its required keys is missing.
+    """
+    need = {'mock': ('efftime_range', 'efftime_per_exposure', 'exptime_per_efftime',
+                     'dead_fibre_fraction',
+                     'dead_arm_fraction', 'tsnr2_per_efftime', 'files', 'target_bits'),
+            'redrock_mock': ('success', 'lbg', 'failure_mix', 'wrong_z', 'zerr', 'deltachi2',
+                             'chi2_mismatch', 'ncoeff')}
+    for section, keys in need.items():
+        sec = config.extra.get(section)
+        if not isinstance(sec, dict):
+            raise ConfigError(f'{config.source}: no "{section}" section (use lbgnet-mock.yaml)')
+        missing = [k for k in keys if k not in sec]
+        if missing:
+            raise ConfigError(f'{config.source}: {section} lacks {", ".join(missing)}')
+    lo, hi = config.extra['mock']['efftime_range']
+    if not 0 < lo <= hi:
+        raise ConfigError(f'{config.source}: mock.efftime_range must satisfy 0 < min <= max')
+    return config.extra['mock'], config.extra['redrock_mock']
+
+
+def draw_efftime(n, efftime_range, rng):
+    """Effective exposure times (s), uniform in `efftime_range`, shape (n,)."""
+    lo, hi = (float(v) for v in efftime_range)
+    return rng.uniform(lo, hi, n)
+
+
+def fibre_failures(n, bands, dead_fraction, dead_arm_fraction, rng):
+    """Broken fibres and dead arms.
+
+    Returns
+    -------
+    fiberstatus : numpy.ndarray of int32
+        COADD_FIBERSTATUS: BROKENFIBER for dead fibres, BADAMP<B|R|Z> for a dead arm.
+    arm_dead : numpy.ndarray of bool
+        Shape (n, narms): pixels of these arms get ivar = 0.
+    """
+    from desispec.maskbits import fibermask
+    dead = rng.random(n) < dead_fraction
+    one_arm = (rng.random(n) < dead_arm_fraction) & ~dead
+    which = rng.integers(0, len(bands), n)
+    arm_dead = dead[:, None] | (one_arm[:, None] & (which[:, None] == np.arange(len(bands))))
+    status = np.where(dead, fibermask.BROKENFIBER, 0)
+    for iarm, band in enumerate(bands):
+        status |= np.where(one_arm & (which == iarm), fibermask.mask(f'BADAMP{band.upper()}'), 0)
+    return status.astype(np.int32), arm_dead
+
+
+def apply_failures(fluxes, ivars, masks, arm_dead):
+    """Zero flux/ivar and set the mask of dead arms, in place."""
+    from desispec.maskbits import specmask
+    for iarm, band in enumerate(fluxes):
+        rows = arm_dead[:, iarm]
+        fluxes[band][rows] = 0.0
+        ivars[band][rows] = 0.0
+        masks[band][rows] = specmask.BADFIBER
+
+
+def render_models(setup, truth):
+    """Noiseless spectra on each arm's pixels, through that arm's LSF.
+
+    Parameters
+    ----------
+    setup : MockSetup
+    truth : astropy.table.Table
+        From :func:`lbgnet.sim.population.draw_population`.
+
+    Returns
+    -------
+    dict
+        band -> float32 array (nspec, nwave), 1e-17 erg/s/cm²/Å.
+    """
+    from .render import render_arms
+    inst = setup.instrument
+    return render_arms(truth, inst.waves, lsf_sigma={b: a.lsf_sigma for b, a in inst.arms.items()},
+                       templates=setup.templates, simcfg=setup.simcfg)
+
+
+def noise_statistics(fluxes, models, ivars):
+    """Per-spectrum χ² of the noise, χ² of the signal and number of valid pixels."""
+    chi2_noise = sum(np.sum((fluxes[b] - models[b]) ** 2 * ivars[b], axis=1, dtype=np.float64)
+                     for b in fluxes)
+    signal = sum(np.sum(models[b] ** 2 * ivars[b], axis=1, dtype=np.float64) for b in fluxes)
+    npix = sum(np.count_nonzero(ivars[b] > 0, axis=1) for b in fluxes)
+    return chi2_noise, signal, npix
+
+
+def make_mock(setup, nspec, rng, pixel=0, population=None, with_resolution=True, truth=None):
+    """Simulate one file's worth of mock spectra.
+
+    Parameters
+    ----------
+    setup : MockSetup
+    nspec : int
+    rng : numpy.random.Generator
+    pixel : int, optional
+        Healpix pixel (nested, nside ``mock.files.nside``) holding the targets; also the
+        brick id of their TARGETIDs [0].
+    population : dict, optional
+        Keyword arguments of :func:`lbgnet.sim.population.draw_population`
+        (``classes``, ``zrange``, ``rmag_range``) plus ``efftime_range`` (s), which
+        overrides the configuration's.
+    with_resolution : bool, optional
+        Attach RESOLUTION data [True].
+    truth : astropy.table.Table, optional
+        Simulate these objects (``nspec`` rows from
+        :func:`lbgnet.sim.population.draw_population`, not modified) instead of a new
+        population; ``population`` then only supplies ``efftime_range``.
+
+    Returns
+    -------
+    MockData
+    """
+    from .fibermap import make_exp_fibermap, make_fibermap, make_scores
+    from .population import draw_population
+    mockcfg, rrcfg = mock_settings(setup.config)
+    inst = setup.instrument
+    population = dict(population or {})
+    efftime_range = population.pop('efftime_range', None) or mockcfg['efftime_range']
+    if truth is None:
+        truth = draw_population(setup.simcfg, nspec, rng, **population)
+    elif len(truth) != nspec:
+        raise ValueError(f'truth has {len(truth)} rows, nspec is {nspec}')
+    else:
+        truth = truth.copy()
+    efftime = draw_efftime(nspec, efftime_range, rng)
+    models = render_models(setup, truth)
+    fluxes, ivars = observe(inst, models, efftime, rng)
+    masks = {b: np.zeros(f.shape, dtype=np.int32) for b, f in fluxes.items()}
+    status, arm_dead = fibre_failures(nspec, inst.bands, mockcfg['dead_fibre_fraction'],
+                                      mockcfg['dead_arm_fraction'], rng)
+    apply_failures(fluxes, ivars, masks, arm_dead)
+    fibermap = make_fibermap(truth, inst, models, status, efftime, pixel, mockcfg, rng)
+    truth.add_column(fibermap['TARGETID'], name='TARGETID', index=0)
+    truth['EFFTIME'] = efftime.astype(np.float32)
+    truth['EFFTIME'].description = 'effective exposure time, s'
+    exp_fibermap = make_exp_fibermap(fibermap, int(mockcfg['files']['tileid']))
+    scores = make_scores(fibermap['TARGETID'], inst, fluxes, ivars, efftime, mockcfg)
+    chi2_noise, signal, npix = noise_statistics(fluxes, models, ivars)
+    redshifts = simulate_redrock(truth, efftime, inst.efftime_ref, npix, chi2_noise, signal,
+                                 status, rrcfg, rng)
+    files = mockcfg['files']
+    meta = dict(SPGRP='healpix', SPGRPVAL=int(pixel), HPXPIXEL=int(pixel),
+                HPXNSIDE=int(files['nside']), HPXNEST=True, SURVEY=str(files['survey']),
+                PROGRAM=str(files['program']))
+    resolution = resolution_for(inst, nspec) if with_resolution else None
+    return MockData(inst.waves, fluxes, ivars, masks, models, resolution, truth,
+                    fibermap, exp_fibermap, scores, redshifts, meta)
