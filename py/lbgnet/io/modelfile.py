@@ -96,6 +96,11 @@ def save_model(path, model, config, metadata=None):
     Returns
     -------
     weights_path, json_path : str
+
+    Raises
+    ------
+    ValueError
+        If `path` has the wrong extension or `model` does not match `config`.
     """
     weights_path, json_path = model_paths(path)
     directory = os.path.dirname(os.path.abspath(weights_path))
@@ -104,7 +109,7 @@ def save_model(path, model, config, metadata=None):
     tmp_weights = os.path.join(directory, f'.{base}.tmp{os.getpid()}{WEIGHTS_SUFFIX}')
     tmp_json = os.path.join(directory, f'.{base}.tmp{os.getpid()}.json')
     try:
-        model.save_weights(tmp_weights)
+        _clean_copy(model, config).save_weights(tmp_weights)
         description = {
             'format': FORMAT, 'format_version': FORMAT_VERSION,
             'lbgnet_version': __version__, 'keras_version': _keras_version(),
@@ -216,6 +221,21 @@ def load_model(path):
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise InputFileError(weights_path, f'weights do not fit the described network ({first})') from None
     return model, config, dict(description.get('metadata') or {})
+
+
+def _clean_copy(model, config):
+    """A fresh, uncompiled network of `config` holding the weights of `model`.
+
+    Saving a compiled model would also store its optimizer state (three times the size);
+    copying into a network rebuilt from `config` also proves that the two agree.
+    """
+    from ..model import build_model
+    clean = build_model(config)
+    try:
+        clean.set_weights(model.get_weights())
+    except ValueError as err:
+        raise ValueError(f'the model does not match its configuration {config.source} ({err})') from None
+    return clean
 
 
 def _check_weight_shapes(weights_path, model):
