@@ -113,6 +113,8 @@ def find_validation(val_dir):
 def read_labelled(coadds, truths, config):
     """Network input, targets and truth of mock files, through the production reader.
 
+    Spectra of dead fibres (``COADD_FIBERSTATUS != 0``) or without valid pixels are left out.
+
     Returns
     -------
     X : numpy.ndarray
@@ -123,15 +125,14 @@ def read_labelled(coadds, truths, config):
         CLASS, Z_TRUE, RMAG in the order of `X`.
     """
     from astropy.table import vstack
+    from ..io.evaluation import match_rows, read_coadd_for_evaluation
     from ..io.mock import read_truth
-    from ..preprocess import load_coadd_grid
-    from ..io.evaluation import match_rows
     Xs, tables = [], []
     for coadd, truth_path in zip(coadds, truths):
-        X, info = load_coadd_grid(coadd, config)
+        X, targetid, good = read_coadd_for_evaluation(coadd, config)
         truth = read_truth(truth_path)
-        Xs.append(X)
-        tables.append(truth[match_rows(np.asarray(truth['TARGETID']), info.targetid, truth_path)])
+        Xs.append(X[good])
+        tables.append(truth[match_rows(np.asarray(truth['TARGETID']), targetid[good], truth_path)])
     truth = vstack(tables)
     y = TruthEncoder(config)(truth)
     return np.concatenate(Xs), y, {k: np.asarray(truth[k]) for k in ('CLASS', 'Z_TRUE', 'RMAG')}
