@@ -94,7 +94,7 @@ def test_evaluate_predictions_json():
     assert 0.5 < back['all']['pe_score'] <= 1.0
 
 
-def _mock_files(tmp_path, config_name='lbgnet-mock.yaml', nspec=120, seed=11, zrange=None):
+def _mock_files(tmp_path, config_name='lbgnet-mock.yaml', nspec=60, seed=11, zrange=None):
     from lbgnet.io.mock import write_mock
     from lbgnet.sim.mock import load_mock_setup, make_mock
     setup = load_mock_setup(config_name)
@@ -149,9 +149,9 @@ def test_evaluate_script_coadd_and_catalog(tmp_path):
         assert 0 < os.path.getsize(out1 / OUTPUTS[key]) < 300_000
     # a test set of one regime (no mid/high-z LBGs) still evaluates, with undefined scores there
     out3 = tmp_path / 'ev3'
-    low = _mock_files(tmp_path / 'low', nspec=60, seed=13, zrange=(1.8, 2.6))
+    low = _mock_files(tmp_path / 'low', nspec=30, seed=13, zrange=(1.8, 2.6))
     assert main(['--coadd', low['coadd'], '--truth', low['truth'], '--model', model_path,
-                 '--outdir', str(out3)]) == 0
+                 '--outdir', str(out3), '--nexamples', '0']) == 0
     m3 = json.loads((out3 / OUTPUTS['metrics']).read_text())
     assert m3['regimes']['highz']['nlbg'] == 0 and m3['regimes']['highz']['pe_score'] is None
     assert m3['regimes']['lowz']['nlbg'] == m3['regimes']['all']['nlbg'] > 0
