@@ -211,7 +211,9 @@ def model_card(args, config, opts, batches, coadds, info, thresholds, val_metric
                                    'efftime_range': list(batches.efftime_range),
                                    'seed_streams': '(seed, epoch, batch)'},
                      'validation_files': [os.path.basename(c) for c in coadds],
-                     'validation_seed': opts['seed'] + VALIDATION_SEED_OFFSET,
+                     'validation_dir': args.val_dir,
+                     'validation_seed': (None if args.val_dir
+                                         else opts['seed'] + VALIDATION_SEED_OFFSET),
                      'init_from': args.init_from, **info, 'total_seconds': seconds,
                      'cpu_count': os.cpu_count(), 'machine': platform.machine()},
         'thresholds': {'c_thresh': float(c_thresh), 'n_thresh': int(n_thresh),
