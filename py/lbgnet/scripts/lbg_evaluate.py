@@ -163,7 +163,10 @@ def write_plots(args, metrics, pred, truth, config, first):
 
 def summarise(metrics):
     """Compact form of the metrics for the model card (regimes with LBGs only)."""
-    out = {'inputs': {k: v for k, v in metrics['inputs'].items() if k != 'model'}}
+    inputs = {k: v for k, v in metrics['inputs'].items() if k != 'model'}
+    for key in ('files', 'truth'):
+        inputs[key] = [os.path.basename(p) for p in inputs[key]]
+    out = {'inputs': inputs}
     for name, res in metrics['regimes'].items():
         if not res['nlbg']:
             continue
