@@ -1,0 +1,198 @@
+"""Purity/efficiency, score, redshift metrics and regimes on hand-made cases."""
+import json
+
+import numpy as np
+import pytest
+
+from lbgnet.evaluate import (binned_efficiency, choose_thresholds, confusion_by_class,
+                             evaluate_predictions, pe_score, purity_efficiency,
+                             redshift_metrics, regime_masks)
+
+
+def test_pe_score_hand_made():
+    # 4 LBGs; top-4 scores hold 3 LBGs -> score 0.75; threshold between 4th and 5th score
+    is_true = np.array([1, 1, 0, 1, 0, 1, 0], dtype=bool)
+    score = np.array([0.9, 0.8, 0.7, 0.6, 0.4, 0.3, 0.1])
+    value, thr = pe_score(is_true, score)
+    assert value == 0.75
+    assert thr == pytest.approx(0.5)
+    curve = purity_efficiency(is_true, score, [thr])
+    assert curve['purity'][0] == curve['efficiency'][0] == 0.75
+    assert np.isnan(pe_score(np.zeros(3, bool), np.ones(3))[0])
+
+
+def test_purity_efficiency_curve():
+    is_true = np.array([True, False, True, False])
+    score = np.array([0.9, 0.8, 0.3, 0.1])
+    c = purity_efficiency(is_true, score, [0.0, 0.5, 0.85, 0.95])
+    np.testing.assert_allclose(c['efficiency'], [1.0, 0.5, 0.5, 0.0])
+    np.testing.assert_allclose(c['purity'][:3], [0.5, 0.5, 1.0])
+    assert np.isnan(c['purity'][3]) and list(c['nselected']) == [4, 2, 1, 0]
+
+
+def test_redshift_metrics():
+    z_true = np.array([2.0, 3.0, 3.0, 4.0])
+    z_pred = np.array([2.0, 3.0 + 0.036, 3.1, 4.0 - 0.06])
+    m = redshift_metrics(z_true, z_pred)
+    assert m['n'] == 4
+    assert m['frac_dz_lt_0p05'] == 0.5
+    x = (z_pred - z_true) / (1 + z_true)
+    assert m['sigma_nmad'] == pytest.approx(1.4826 * np.median(np.abs(x - np.median(x))))
+    # dz/(1+z): 0, 0.009, 0.025, -0.012 -> entries 2 and 3 are catastrophic (> 0.01), 1 is not
+    assert m['catastrophic_rate'] == 0.5
+    assert redshift_metrics([], [])['n'] == 0
+
+
+def test_regimes_keep_contaminants():
+    classes = np.array(['LBG', 'LBG', 'LBG', 'LBG', 'QSO', 'STAR'])
+    z = np.array([2.6, 2.61, 3.4, 4.0, 2.5, 0.0])
+    m = regime_masks(classes, z)
+    np.testing.assert_array_equal(m['lowz'], [1, 0, 0, 0, 1, 1])
+    np.testing.assert_array_equal(m['midz'], [0, 1, 0, 0, 1, 1])
+    np.testing.assert_array_equal(m['highz'], [0, 0, 1, 1, 1, 1])
+    assert m['all'].all()
+
+
+def test_binned_and_confusion():
+    eff = binned_efficiency([2.1, 2.2, 3.1, 3.2, 0.5], [1, 1, 1, 1, 0], [1, 0, 1, 1, 1],
+                            [2.0, 3.0, 4.0])
+    np.testing.assert_allclose(eff['efficiency'], [0.5, 1.0])
+    conf = confusion_by_class(['LBG', 'QSO', 'QSO', 'STAR'], [True, True, False, False])
+    assert conf['QSO'] == {'n': 2, 'nselected': 1, 'fraction_selected': 0.5}
+    assert conf['STAR']['nselected'] == 0
+
+
+def test_choose_thresholds_prefers_informative_n():
+    """Contaminants have one spurious confident line; LBGs have several: n_thresh=2 separates them."""
+    rng = np.random.default_rng(0)
+    n = 200
+    classes = np.where(np.arange(n) % 2 == 0, 'LBG', 'QSO')
+    z = np.where(classes == 'LBG', rng.uniform(2.0, 4.5, n), 2.5)
+    c_lines = rng.uniform(0, 0.2, (n, 16))
+    c_lines[classes == 'LBG', :3] = rng.uniform(0.6, 0.9, ((classes == 'LBG').sum(), 3))
+    c_lines[classes == 'QSO', 0] = 0.95
+    c_thresh, n_thresh, table = choose_thresholds(classes, z, c_lines)
+    assert n_thresh == 2 and table[2]['mean_score'] == 1.0 and table[1]['mean_score'] < 0.9
+    assert 0.2 < c_thresh < 0.6
+
+
+def test_evaluate_predictions_json():
+    rng = np.random.default_rng(1)
+    n = 300
+    classes = rng.choice(['LBG', 'QSO', 'GALAXY', 'STAR'], n)
+    z = np.where(classes == 'LBG', rng.uniform(2.0, 4.5, n), rng.uniform(0, 3, n))
+    truth = {'CLASS': classes, 'Z_TRUE': z, 'RMAG': rng.uniform(22, 25, n)}
+    c_lbg = np.where(classes == 'LBG', rng.uniform(0.4, 1, n), rng.uniform(0, 0.6, n))
+    pred = {'C_LBG': c_lbg, 'IS_LBG': c_lbg > 0.5, 'Z_LBG': z + 1e-4, 'Z_BESTLINE': z}
+    out = evaluate_predictions(truth, pred, 0.5)
+    assert set(out) == {'all', 'lowz', 'midz', 'highz'}
+    text = json.dumps(out, allow_nan=False)   # strict JSON: no NaN
+    back = json.loads(text)
+    assert back['all']['nlbg'] == int((classes == 'LBG').sum())
+    assert back['lowz']['ncontaminant'] == back['all']['ncontaminant']
+    assert back['all']['redshift']['frac_dz_lt_0p05'] == 1.0
+    assert 0.5 < back['all']['pe_score'] <= 1.0
+
+
+def _mock_files(tmp_path, config_name='lbgnet-mock.yaml', nspec=60, seed=11, zrange=None):
+    from lbgnet.io.mock import write_mock
+    from lbgnet.sim.mock import load_mock_setup, make_mock
+    setup = load_mock_setup(config_name)
+    population = {'zrange': zrange} if zrange else None
+    mock = make_mock(setup, nspec, np.random.default_rng(seed), pixel=7, with_resolution=False,
+                     population=population)
+    return write_mock(str(tmp_path / 'mock'), mock, config_name)
+
+
+def _small_model(tmp_path):
+    import dataclasses
+    from lbgnet.config import load_config
+    from lbgnet.io.modelfile import save_model
+    from lbgnet.model import build_model
+    from lbgnet.train import set_seeds
+    base = load_config()
+    extra = dict(base.extra, name='small', model=dict(
+        channels=['flux', 'snr'], conv_layers=2, filters=8, kernel_size=5, strides=4,
+        padding='same', dropout=0.0, dense_units=16, offset_margin=0.1, snr_softening=5.0))
+    cfg = dataclasses.replace(base, extra=extra)
+    set_seeds(0)
+    return save_model(str(tmp_path / 'small.weights.h5'), build_model(cfg), cfg)[0]
+
+
+def _write_catalog(path, res, targetid, line_names, flag):
+    import fitsio
+    data = {'TARGETID': targetid, 'C_LBG': res['C_LBG'], 'IS_LBG': res['IS_LBG'].astype(bool),
+            'Z_LBG': res['Z_LBG'], 'LBG_FLAG': flag}
+    for i, name in enumerate(line_names):
+        data[f'C_{name}'] = res['C_LINES'][:, i]
+        data[f'Z_{name}'] = res['Z_LINES'][:, i]
+    fitsio.write(path, data, extname='LBG_CNN', clobber=True)
+
+
+def test_evaluate_script_coadd_and_catalog(tmp_path):
+    """Coadd input and the equivalent catalogue input give the same metrics; files are written."""
+    import os
+    from lbgnet.io.modelfile import load_model
+    from lbgnet.model import predict_boxes
+    from lbgnet.postprocess import postprocess
+    from lbgnet.io.evaluation import read_coadd_for_evaluation
+    from lbgnet.scripts.lbg_evaluate import OUTPUTS, main
+    paths = _mock_files(tmp_path)
+    model_path = _small_model(tmp_path)
+    out1 = tmp_path / 'ev1'
+    assert main(['--coadd', paths['coadd'], '--truth', paths['truth'], '--redrock',
+                 paths['redrock'], '--model', model_path, '--outdir', str(out1)]) == 0
+    m1 = json.loads((out1 / OUTPUTS['metrics']).read_text())
+    assert set(m1) == {'regimes', 'inputs', 'redrock'}
+    assert m1['redrock']['n'] == m1['regimes']['all']['nlbg'] > 0
+    for key in ('pe', 'z', 'eff', 'examples'):
+        assert 0 < os.path.getsize(out1 / OUTPUTS[key]) < 300_000
+    # a test set of one regime (no mid/high-z LBGs) still evaluates, with undefined scores there
+    out3 = tmp_path / 'ev3'
+    low = _mock_files(tmp_path / 'low', nspec=30, seed=13, zrange=(1.8, 2.6))
+    assert main(['--coadd', low['coadd'], '--truth', low['truth'], '--model', model_path,
+                 '--outdir', str(out3), '--nexamples', '0', '--record-as', 'low']) == 0
+    from lbgnet.io.modelfile import load_model as load
+    card = load(model_path)[2]['heldout_tests']['low']
+    assert set(card) == {'inputs', 'all', 'lowz'} and card['lowz']['nlbg'] > 0
+    m3 = json.loads((out3 / OUTPUTS['metrics']).read_text())
+    assert m3['regimes']['highz']['nlbg'] == 0 and m3['regimes']['highz']['pe_score'] is None
+    assert m3['regimes']['lowz']['nlbg'] == m3['regimes']['all']['nlbg'] > 0
+    # the same predictions as an afterburner catalogue, rows shuffled
+    model, cfg, _ = load_model(model_path)
+    X, targetid, good = read_coadd_for_evaluation(paths['coadd'], cfg)
+    assert (~good).sum() == m1['inputs']['nexcluded_bad_fibres']
+    res = postprocess(*predict_boxes(model, X), cfg)
+    order = np.random.default_rng(0).permutation(len(X))
+    cat = str(tmp_path / 'lbg_cnn-test.fits')
+    flag = np.where(good, 0, 4).astype(np.int32)     # NOT_SCIENCE for dead fibres
+    _write_catalog(cat, {k: v[order] for k, v in res.items()}, targetid[order],
+                   cfg.lines.names, flag[order])
+    out2 = tmp_path / 'ev2'
+    assert main(['--catalog', cat, '--truth', paths['truth'], '--model', model_path,
+                 '--outdir', str(out2)]) == 0
+    m2 = json.loads((out2 / OUTPUTS['metrics']).read_text())
+    for regime in ('all', 'lowz', 'midz', 'highz'):
+        a, b = m1['regimes'][regime], m2['regimes'][regime]
+        assert a['pe_score'] == b['pe_score'] and a['confusion'] == b['confusion']
+        assert a['redshift_bestline'] == pytest.approx(b['redshift_bestline'])
+
+
+def test_evaluate_script_errors(tmp_path):
+    from lbgnet.scripts.lbg_evaluate import main
+    paths = _mock_files(tmp_path, nspec=20)
+    model_path = _small_model(tmp_path)
+    # truth file without the coadd's TARGETIDs: clear failure, no output
+    other = _mock_files(tmp_path / 'other', nspec=20, seed=12)
+    import fitsio
+    truth = fitsio.read(other['truth'], ext='TRUTH')
+    truth['TARGETID'] += 10 ** 6
+    fitsio.write(str(tmp_path / 'truth-bad.fits'), truth, extname='TRUTH', clobber=True)
+    assert main(['--coadd', paths['coadd'], '--truth', str(tmp_path / 'truth-bad.fits'),
+                 '--model', model_path, '--outdir', str(tmp_path / 'out')]) == 1
+    assert not (tmp_path / 'out').exists()
+    assert main(['--coadd', paths['coadd'], '--truth', paths['truth'], '--model',
+                 str(tmp_path / 'missing.weights.h5'), '--outdir', str(tmp_path / 'out')]) == 1
+    with pytest.raises(SystemExit):
+        main(['--coadd', paths['coadd'], '--truth', paths['truth'], paths['truth'],
+              '--outdir', str(tmp_path / 'out')])
