@@ -1,0 +1,219 @@
+"""
+lbgnet.afterburner
+==================
+
+The steps of ``desi_lbg_afterburner`` for one coadd, kept apart from the command line
+and MPI (see :mod:`lbgnet.scripts.lbg_afterburner`): load the network once, run it on a
+coadd block by block, build the catalogue header.
+"""
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+from desiutil.log import get_logger
+
+from . import __version__
+from .bitmask import LBGWarnMask
+from .catalog import apply_model_range, spectrum_flags
+from .io.catalog import LOCATION_KEYS, file_sha256, provenance_header
+from .io.chunks import iter_coadd_chunks
+from .io.discover import file_metadata
+from .io.errors import InputFileError
+from .preprocess import coadd_to_grid
+
+#: Spectra per block read, gridded and predicted at once (bounds the memory).
+DEFAULT_CHUNK = 1000
+
+
+@dataclass
+class Network:
+    """A loaded line finder and what goes with it.
+
+    Attributes
+    ----------
+    model : keras.Model
+    config : lbgnet.config.Config
+        The configuration stored with the weights (grid, lines, boxes, thresholds).
+    metadata : dict
+    path : str
+        Model file.
+    sha256 : str
+        Digest of the model file.
+    """
+
+    model: object
+    config: object
+    metadata: dict = field(default_factory=dict)
+    path: str = ''
+    sha256: str = ''
+
+    @property
+    def zrange(self):
+        """Redshift range the model was trained on (``metadata['z_range']`` when stored;
+        otherwise the range over which Lyα falls on the input grid)."""
+        zr = self.metadata.get('z_range') if isinstance(self.metadata, dict) else None
+        if zr is not None and len(zr) == 2:
+            return float(zr[0]), float(zr[1])
+        lines = self.config.lines
+        lya = lines.wave_array[lines.index('LYA')] if 'LYA' in lines.names else lines.wave_array.min()
+        return self.config.grid.wave_min / lya - 1.0, self.config.grid.wave_max / lya - 1.0
+
+
+def default_model_path():
+    """The pretrained model shipped in the package, or None when there is none."""
+    try:
+        from .io import modelfile
+    except ImportError:
+        return None
+    finder = getattr(modelfile, 'default_model_path', None)
+    path = finder() if finder is not None else None
+    return path if path and os.path.exists(path) else None
+
+
+def load_network(path):
+    """Load a model file and check it against its own configuration.
+
+    Parameters
+    ----------
+    path : str
+        Model file written by :func:`lbgnet.io.modelfile.save_model`.
+
+    Returns
+    -------
+    Network
+
+    Raises
+    ------
+    InputFileError
+        Missing, unreadable or incompatible model file (its output shape differs from
+        the (nlines, nboxes) of its configuration, or it rejects the grid input).
+    """
+    from .io.modelfile import load_model
+    from .model import predict_boxes
+    if path is None:
+        raise InputFileError('--model', 'no model given and no pretrained model shipped')
+    if not os.path.exists(path):
+        raise InputFileError(path, 'model file not found')
+    model, config, metadata = load_model(path)
+    probe = np.zeros((1, config.grid.nbins, 2), dtype=np.float32)
+    try:
+        conf, offset = predict_boxes(model, probe)
+    except (ValueError, TypeError) as err:
+        raise InputFileError(path, f'incompatible model: {str(err).splitlines()[0]}') from None
+    expected = (1, len(config.lines), config.nboxes)
+    if conf.shape != expected or offset.shape != expected:
+        raise InputFileError(path, f'incompatible model: output {conf.shape}, configuration '
+                             f'expects {expected}')
+    return Network(model, config, dict(metadata or {}), os.path.abspath(path), file_sha256(path))
+
+
+@dataclass
+class FilePrediction:
+    """Network results for the spectra of one coadd, coadd order.
+
+    Attributes
+    ----------
+    results : dict
+        :func:`lbgnet.postprocess.postprocess` output, arrays of shape (nspec, ...).
+    flags : numpy.ndarray of int32
+        LBG_FLAG bits, shape (nspec,).
+    layout : lbgnet.io.chunks.CoaddLayout
+    """
+
+    results: dict
+    flags: np.ndarray
+    layout: object
+
+
+def predict_coadd(path, network, c_thresh, n_thresh, chunk_size=DEFAULT_CHUNK):
+    """Read, grid, predict and post-process a coadd, `chunk_size` spectra at a time.
+
+    Parameters
+    ----------
+    path : str
+        Coadd file.
+    network : Network
+    c_thresh : float
+    n_thresh : int
+    chunk_size : int, optional
+
+    Returns
+    -------
+    FilePrediction
+
+    Notes
+    -----
+    Spectra without a single valid pixel get NaN confidences and redshifts and
+    IS_LBG = False (their network output would be meaningless).
+    """
+    from .model import predict_boxes
+    from .postprocess import postprocess
+    cfg = network.config
+    blocks, flags, layout = [], [], None
+    for layout, _, block in iter_coadd_chunks(path, chunk_size):
+        X, info = coadd_to_grid(block, cfg.grid)
+        conf, offset = predict_boxes(network.model, X, batch_size=chunk_size)
+        res = postprocess(conf, offset, cfg, c_thresh=c_thresh, n_thresh=n_thresh)
+        res = {key: np.asarray(val) for key, val in res.items()}
+        blank_empty(res, info.empty)
+        blocks.append(res)
+        flags.append(spectrum_flags(info, block.fibermap, cfg.grid.nbins))
+    results = {key: np.concatenate([b[key] for b in blocks]) for key in blocks[0]}
+    flags = apply_model_range(np.concatenate(flags), results['Z_LBG'], network.zrange)
+    return FilePrediction(results, flags, layout)
+
+
+def blank_empty(results, empty):
+    """Set NaN / False in place for spectra without valid pixels."""
+    if not np.any(empty):
+        return
+    for key, val in results.items():
+        if val.dtype == bool:
+            val[empty] = False
+        elif val.dtype.kind == 'f':
+            val[empty] = np.nan
+
+
+def catalog_header(job, network, c_thresh, n_thresh, layout, templates=None):
+    """Provenance header of one output catalogue / priors file.
+
+    Parameters
+    ----------
+    job : lbgnet.io.discover.FileJob
+    network : Network
+    c_thresh, n_thresh : float, int
+        Thresholds used.
+    layout : lbgnet.io.chunks.CoaddLayout
+        Its primary header and FIBERMAP header give SURVEY, PROGRAM, TILEID, ...
+    templates : sequence of str, optional
+        Redrock templates of a rerun.
+
+    Returns
+    -------
+    astropy.io.fits.Header
+    """
+    cfg = network.config
+    cards = [('LBGMODEL', network.path, 'lbgnet model file'),
+             ('LBGMSHA', network.sha256, 'SHA-256 of the model file'),
+             ('LBGCONF', os.path.basename(cfg.source) or cfg.extra.get('name', ''), 'model configuration'),
+             ('CTHRESH', float(c_thresh), 'line confidence threshold c_th'),
+             ('NTHRESH', int(n_thresh), 'lines above c_th for IS_LBG'),
+             ('NBOXES', cfg.nboxes, 'boxes per line'),
+             ('GRIDWMIN', cfg.grid.wave_min, '[Angstrom] input grid start'),
+             ('GRIDDW', cfg.grid.dwave, '[Angstrom] input grid bin'),
+             ('GRIDNBIN', cfg.grid.nbins, 'input grid bins'),
+             ('LBGZMIN', network.zrange[0], 'model redshift range, low'),
+             ('LBGZMAX', network.zrange[1], 'model redshift range, high'),
+             ('INCOADD', os.path.abspath(job.coadd), 'input coadd'),
+             ('INREDROC', os.path.abspath(job.redrock), 'input Redrock file'),
+             ('RERUNRR', bool(templates), 'Redrock rerun with CNN priors')]
+    for i, name in enumerate(templates or ()):
+        cards.append((f'RRTEMP{i:02d}', os.path.abspath(name), 'Redrock template of the rerun'))
+    cards += [(k, v, c) for k, v, c in LBGWarnMask().header_cards()]
+    location = dict(file_metadata(job.coadd))
+    if layout is not None:
+        fmeta = layout.fibermap.meta if layout.fibermap is not None else {}
+        location.update({k: fmeta[k] for k in LOCATION_KEYS if k in fmeta})
+        location.update({k: layout.header[k] for k in LOCATION_KEYS if k in layout.header})
+    cards += [(k, location[k], '') for k in LOCATION_KEYS if k in location]
+    return provenance_header(cards, dependencies={'lbgnet': __version__})
