@@ -1,0 +1,346 @@
+"""
+lbgnet.evaluate
+===============
+
+Classification and redshift metrics on mock spectra with known truth (pure numpy).
+
+Definitions used throughout:
+
+* efficiency = recall of true LBGs = selected true LBGs / true LBGs;
+* purity = precision = selected true LBGs / selected objects;
+* the *score* is the value where purity = efficiency while the threshold on ``C_LBG`` is
+  lowered.  Selecting the top-k objects gives purity TP/k and efficiency TP/N_LBG, so the
+  two are equal exactly at k = N_LBG: the score is the fraction of true LBGs among the
+  N_LBG highest-``C_LBG`` objects (no interpolation needed);
+* Δz = z_pred - z_true; σ_NMAD = 1.4826 × median(|x - median(x)|) of x = Δz/(1+z_true);
+  a catastrophic failure is |Δz|/(1+z_true) > 1000 km/s / c (DESI's redshift-failure
+  velocity), reported beside the fraction with |Δz| < 0.05;
+* test regimes select the LBGs by true redshift — low-z (z ≤ 2.6), mid-z (2.6 < z < 3.4),
+  high-z (z ≥ 3.4) — and keep every contaminant in each regime.
+"""
+import numpy as np
+
+from .postprocess import lbg_score
+
+#: Redshift regimes of the LBGs: name -> (z_lo or None, z_hi or None).
+REGIMES = {'lowz': (None, 2.6), 'midz': (2.6, 3.4), 'highz': (3.4, None)}
+#: Speed of light, km/s.
+C_KMS = 299792.458
+#: Velocity above which a redshift error is catastrophic, km/s.
+CATASTROPHIC_KMS = 1000.0
+#: |Δz| limit of the "good redshift" fraction.
+DZ_GOOD = 0.05
+#: Truth class of the objects to find.
+LBG_CLASS = 'LBG'
+
+
+def regime_masks(classes, z_true, regimes=None):
+    """Objects belonging to each test regime.
+
+    Parameters
+    ----------
+    classes : array_like of str
+        True class per object (``'LBG'``, ``'QSO'``, ``'GALAXY'``, ``'STAR'``), shape (n,).
+    z_true : array_like
+        True redshift, shape (n,).
+    regimes : dict, optional
+        name -> (z_lo, z_hi) [:data:`REGIMES`].  An open-ended regime includes its edge
+        (``z <= z_hi`` or ``z >= z_lo``); a closed one excludes both (``z_lo < z < z_hi``).
+
+    Returns
+    -------
+    dict
+        ``'all'`` and each regime name -> bool mask (n,): the regime's LBGs + all contaminants.
+    """
+    regimes = REGIMES if regimes is None else regimes
+    is_lbg = np.asarray(classes).astype(str) == LBG_CLASS
+    z_true = np.asarray(z_true, dtype=np.float64)
+    masks = {'all': np.ones(is_lbg.size, dtype=bool)}
+    for name, (z_lo, z_hi) in regimes.items():
+        inside = np.ones(is_lbg.size, dtype=bool)
+        if z_lo is not None:
+            inside &= (z_true >= z_lo) if z_hi is None else (z_true > z_lo)
+        if z_hi is not None:
+            inside &= (z_true <= z_hi) if z_lo is None else (z_true < z_hi)
+        masks[name] = ~is_lbg | (is_lbg & inside)
+    return masks
+
+
+def purity_efficiency(is_true, score, thresholds):
+    """Purity and efficiency of the selection ``score > threshold``.
+
+    Parameters
+    ----------
+    is_true : array_like of bool
+        True LBGs, shape (n,).
+    score : array_like
+        ``C_LBG``, shape (n,).
+    thresholds : array_like
+        Shape (nthresh,).
+
+    Returns
+    -------
+    dict
+        ``threshold``, ``purity`` (NaN where nothing is selected), ``efficiency`` (NaN
+        without true LBGs), ``nselected``: arrays of shape (nthresh,).
+    """
+    is_true = np.asarray(is_true, dtype=bool)
+    score = np.asarray(score, dtype=np.float64)
+    thresholds = np.asarray(thresholds, dtype=np.float64)
+    selected = score[None, :] > thresholds[:, None]
+    nsel = selected.sum(axis=1)
+    tp = (selected & is_true[None, :]).sum(axis=1)
+    with np.errstate(invalid='ignore', divide='ignore'):
+        purity = np.where(nsel > 0, tp / np.maximum(nsel, 1), np.nan)
+        efficiency = tp / is_true.sum() if is_true.any() else np.full(tp.shape, np.nan)
+    return {'threshold': thresholds, 'purity': purity, 'efficiency': efficiency,
+            'nselected': nsel}
+
+
+def pe_score(is_true, score):
+    """The score where purity = efficiency, and the threshold that reaches it.
+
+    Parameters
+    ----------
+    is_true : array_like of bool
+        True LBGs, shape (n,).
+    score : array_like
+        ``C_LBG``, shape (n,).
+
+    Returns
+    -------
+    value : float
+        Fraction of true LBGs among the N_LBG highest scores (NaN without LBGs).
+    threshold : float
+        Midway between the N_LBG-th and the next highest score: ``score > threshold``
+        selects the top N_LBG objects when there are no ties.
+    """
+    is_true = np.asarray(is_true, dtype=bool)
+    score = np.asarray(score, dtype=np.float64)
+    ntrue = int(is_true.sum())
+    if ntrue == 0:
+        return float('nan'), float('nan')
+    order = np.argsort(-score, kind='stable')
+    value = float(is_true[order[:ntrue]].mean())
+    below = score[order[ntrue]] if ntrue < score.size else score[order[-1]] - 1e-6
+    return value, float(0.5 * (score[order[ntrue - 1]] + below))
+
+
+def redshift_metrics(z_true, z_pred):
+    """Accuracy of predicted redshifts.
+
+    Parameters
+    ----------
+    z_true, z_pred : array_like
+        Shape (n,).
+
+    Returns
+    -------
+    dict
+        ``n``, ``frac_dz_lt_0p05`` (|Δz| < 0.05), ``sigma_nmad`` (of Δz/(1+z)),
+        ``catastrophic_rate`` (|Δz|/(1+z) > 1000 km/s / c), ``median_dz_1pz`` (bias);
+        NaN values when n = 0.
+    """
+    z_true = np.asarray(z_true, dtype=np.float64)
+    z_pred = np.asarray(z_pred, dtype=np.float64)
+    n = int(z_true.size)
+    if n == 0:
+        return {'n': 0, 'frac_dz_lt_0p05': float('nan'), 'sigma_nmad': float('nan'),
+                'catastrophic_rate': float('nan'), 'median_dz_1pz': float('nan')}
+    dz = z_pred - z_true
+    x = dz / (1.0 + z_true)
+    med = np.median(x)
+    return {'n': n,
+            'frac_dz_lt_0p05': float(np.mean(np.abs(dz) < DZ_GOOD)),
+            'sigma_nmad': float(1.4826 * np.median(np.abs(x - med))),
+            'catastrophic_rate': float(np.mean(np.abs(x) > CATASTROPHIC_KMS / C_KMS)),
+            'median_dz_1pz': float(med)}
+
+
+def binned_efficiency(values, is_true, selected, edges):
+    """Efficiency of a selection in bins of a truth quantity (z, magnitude).
+
+    Parameters
+    ----------
+    values : array_like
+        Quantity to bin, shape (n,).
+    is_true, selected : array_like of bool
+        True LBGs and selected objects, shape (n,).
+    edges : array_like
+        Bin edges, shape (nbins+1,).
+
+    Returns
+    -------
+    dict
+        ``edges``, ``ntrue`` and ``efficiency`` per bin (NaN in bins without LBGs).
+    """
+    values = np.asarray(values, dtype=np.float64)
+    is_true = np.asarray(is_true, dtype=bool)
+    selected = np.asarray(selected, dtype=bool)
+    edges = np.asarray(edges, dtype=np.float64)
+    ntrue = np.histogram(values[is_true], edges)[0]
+    nsel = np.histogram(values[is_true & selected], edges)[0]
+    with np.errstate(invalid='ignore', divide='ignore'):
+        eff = np.where(ntrue > 0, nsel / np.maximum(ntrue, 1), np.nan)
+    return {'edges': edges, 'ntrue': ntrue, 'efficiency': eff}
+
+
+def confusion_by_class(classes, selected):
+    """How many objects of each true class are selected as LBGs.
+
+    Returns
+    -------
+    dict
+        class -> ``{'n': …, 'nselected': …, 'fraction_selected': …}``.
+    """
+    classes = np.asarray(classes).astype(str)
+    selected = np.asarray(selected, dtype=bool)
+    out = {}
+    for name in np.unique(classes):
+        mask = classes == name
+        nsel = int(np.count_nonzero(selected & mask))
+        out[str(name)] = {'n': int(mask.sum()), 'nselected': nsel,
+                          'fraction_selected': nsel / int(mask.sum())}
+    return out
+
+
+def evaluate_regime(truth, pred, c_thresh, thresholds, z_edges, mag_edges):
+    """All metrics of one set of objects (one regime).
+
+    Parameters
+    ----------
+    truth : dict of numpy.ndarray
+        ``CLASS``, ``Z_TRUE``, ``RMAG`` (n,).
+    pred : dict of numpy.ndarray
+        ``C_LBG``, ``IS_LBG``, ``Z_LBG``, ``Z_BESTLINE`` (n,), e.g. from
+        :func:`lbgnet.postprocess.postprocess`.
+    c_thresh : float
+        The threshold ``IS_LBG`` was made with (recorded only).
+    thresholds, z_edges, mag_edges : numpy.ndarray
+        Threshold grid of the purity/efficiency curve, bin edges in z and magnitude.
+
+    Returns
+    -------
+    dict
+        JSON-ready metrics (see :func:`evaluate_predictions`).
+    """
+    is_true = np.asarray(truth['CLASS']).astype(str) == LBG_CLASS
+    selected = np.asarray(pred['IS_LBG'], dtype=bool)
+    score, thresh = pe_score(is_true, pred['C_LBG'])
+    good = is_true & selected
+    z_true = np.asarray(truth['Z_TRUE'], dtype=np.float64)
+    nsel = int(selected.sum())
+    return {
+        'nlbg': int(is_true.sum()), 'ncontaminant': int((~is_true).sum()),
+        'pe_score': score, 'pe_threshold': thresh,
+        'c_thresh': float(c_thresh),
+        'efficiency': float(good.sum() / max(is_true.sum(), 1)),
+        'purity': float(good.sum() / nsel) if nsel else float('nan'),
+        'redshift': redshift_metrics(z_true[good], np.asarray(pred['Z_LBG'])[good]),
+        'redshift_bestline': redshift_metrics(z_true[good], np.asarray(pred['Z_BESTLINE'])[good]),
+        'curve': purity_efficiency(is_true, pred['C_LBG'], thresholds),
+        'efficiency_vs_z': binned_efficiency(z_true, is_true, selected, z_edges),
+        'efficiency_vs_mag': binned_efficiency(truth['RMAG'], is_true, selected, mag_edges),
+        'confusion': confusion_by_class(truth['CLASS'], selected),
+    }
+
+
+def evaluate_predictions(truth, pred, c_thresh, regimes=None, nthresh=101):
+    """Metrics per regime, as a JSON-serialisable dictionary.
+
+    Parameters
+    ----------
+    truth : dict or astropy.table.Table
+        ``CLASS``, ``Z_TRUE``, ``RMAG`` per object, aligned with `pred`.
+    pred : dict
+        ``C_LBG``, ``IS_LBG``, ``Z_LBG``, ``Z_BESTLINE`` per object.
+    c_thresh : float
+        Threshold used for ``IS_LBG``.
+    regimes : dict, optional
+        [:data:`REGIMES`]
+    nthresh : int, optional
+        Points of the purity/efficiency curves, thresholds evenly spaced in [0, 1] [101].
+
+    Returns
+    -------
+    dict
+        regime name (``all``, ``lowz``, ``midz``, ``highz``) -> metrics of
+        :func:`evaluate_regime`, arrays converted to lists.
+    """
+    truth = {k: np.asarray(truth[k]) for k in ('CLASS', 'Z_TRUE', 'RMAG')}
+    pred = {k: np.asarray(pred[k]) for k in ('C_LBG', 'IS_LBG', 'Z_LBG', 'Z_BESTLINE')}
+    is_lbg = truth['CLASS'].astype(str) == LBG_CLASS
+    thresholds = np.linspace(0.0, 1.0, nthresh)
+    z_edges = _edges(truth['Z_TRUE'][is_lbg], 0.25)
+    mag_edges = _edges(truth['RMAG'][is_lbg], 0.5)
+    out = {}
+    for name, mask in regime_masks(truth['CLASS'], truth['Z_TRUE'], regimes).items():
+        sub_truth = {k: v[mask] for k, v in truth.items()}
+        sub_pred = {k: v[mask] for k, v in pred.items()}
+        out[name] = _jsonable(evaluate_regime(sub_truth, sub_pred, c_thresh, thresholds,
+                                              z_edges, mag_edges))
+    return out
+
+
+def choose_thresholds(classes, z_true, c_lines, n_candidates=(1, 2, 3), regimes=None):
+    """Default selection thresholds from a validation set.
+
+    For each candidate ``n_thresh`` the LBG score is the ``n_thresh``-th highest line
+    confidence; the ``n_thresh`` with the best mean purity = efficiency score over the
+    regimes wins, and ``c_thresh`` is the threshold where purity = efficiency on the whole
+    set (regime ``all``).
+
+    Parameters
+    ----------
+    classes, z_true : array_like
+        Truth class and redshift, shape (n,).
+    c_lines : numpy.ndarray
+        Line confidences ``C_LINES``, shape (n, nlines).
+    n_candidates : sequence of int, optional
+        [(1, 2, 3)]
+    regimes : dict, optional
+        [:data:`REGIMES`]
+
+    Returns
+    -------
+    c_thresh : float
+    n_thresh : int
+    table : dict
+        n_thresh -> {'mean_score': …, 'c_thresh': …} for every candidate.
+    """
+    is_true = np.asarray(classes).astype(str) == LBG_CLASS
+    masks = regime_masks(classes, z_true, regimes)
+    table = {}
+    for n_thresh in n_candidates:
+        score = lbg_score(np.asarray(c_lines), n_thresh)
+        per_regime = [pe_score(is_true[m], score[m])[0] for k, m in masks.items() if k != 'all']
+        per_regime = [v for v in per_regime if np.isfinite(v)]
+        table[int(n_thresh)] = {'mean_score': float(np.mean(per_regime)) if per_regime else float('nan'),
+                                'c_thresh': pe_score(is_true, score)[1]}
+    best = max(table, key=lambda n: (np.nan_to_num(table[n]['mean_score'], nan=-1.0), -n))
+    return table[best]['c_thresh'], best, table
+
+
+def _edges(values, step):
+    """Bin edges on multiples of `step` covering finite `values` (one bin if empty)."""
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return np.array([0.0, step])
+    lo = np.floor(values.min() / step) * step
+    hi = np.ceil(values.max() / step) * step
+    return np.arange(lo, hi + step / 2, step) if hi > lo else np.array([lo, lo + step])
+
+
+def _jsonable(obj):
+    """Nested dicts of numpy values -> lists and Python numbers, NaN -> None (strict JSON)."""
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj

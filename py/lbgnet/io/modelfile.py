@@ -1,0 +1,247 @@
+"""
+lbgnet.io.modelfile
+===================
+
+Save and load trained line finders.
+
+A model is two files side by side:
+
+* ``NAME.weights.h5``: the weights, in Keras's own weights format (HDF5, no pickle);
+* ``NAME.json``: what is needed to rebuild the network and use it — the full configuration
+  (grid, line list, ``nboxes``, selection thresholds, model/loss/post-processing sections),
+  a description of the input normalisation, the SHA-256 of the weights file, versions and
+  free-form metadata (training recipe, timings, metrics: the machine-readable model card).
+
+:func:`load_model` checks everything it can (format, configuration, checksum, number and
+shapes of the weight tensors) before returning, so that a bad model file fails with one
+clear :class:`~lbgnet.io.InputFileError` before any spectrum is processed.
+"""
+import hashlib
+import json
+import os
+import warnings
+
+import h5py
+import numpy as np
+
+from .._version import __version__
+from ..config import ConfigError, config_from_dict
+from .errors import InputFileError, MissingInputError
+
+#: Value of the ``format`` key of the JSON file.
+FORMAT = 'lbgnet-model'
+#: Current version of the JSON layout; files with a larger version are refused.
+FORMAT_VERSION = 1
+WEIGHTS_SUFFIX = '.weights.h5'
+
+#: How the network input is built (stored in the JSON so that a model documents its input).
+NORMALISATION = {
+    'channels': ['flux', 'snr'],
+    'flux': 'inverse-variance weighted mean subtracted, divided by the weighted rms '
+            '(lbgnet.preprocess.normalise_flux)',
+    'snr': 'rebinned flux x sqrt(summed ivar) (lbgnet.preprocess.signal_to_noise)',
+    'empty_bins': 0.0,
+}
+
+
+def model_paths(path):
+    """The (weights, json) pair of file names of a model.
+
+    Parameters
+    ----------
+    path : str
+        Either file of the pair (``NAME.weights.h5`` or ``NAME.json``).
+
+    Returns
+    -------
+    weights_path, json_path : str
+
+    Raises
+    ------
+    ValueError
+        If `path` ends neither in ``.weights.h5`` nor in ``.json``.
+    """
+    path = str(path)
+    if path.endswith(WEIGHTS_SUFFIX):
+        root = path[:-len(WEIGHTS_SUFFIX)]
+    elif path.endswith('.json'):
+        root = path[:-len('.json')]
+    else:
+        raise ValueError(f'{path}: a model file name must end in {WEIGHTS_SUFFIX} or .json')
+    return root + WEIGHTS_SUFFIX, root + '.json'
+
+
+def sha256sum(path):
+    """Hex SHA-256 of a file."""
+    digest = hashlib.sha256()
+    with open(path, 'rb') as fx:
+        for block in iter(lambda: fx.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_model(path, model, config, metadata=None):
+    """Write a model (weights + JSON description) atomically.
+
+    Parameters
+    ----------
+    path : str
+        ``NAME.weights.h5`` or ``NAME.json``; both files are written.
+    model : keras.Model
+        Built by :func:`lbgnet.model.build_model` from `config`.
+    config : lbgnet.config.Config
+    metadata : dict, optional
+        JSON-serialisable extras (training recipe, seed, time, metrics).
+
+    Returns
+    -------
+    weights_path, json_path : str
+    """
+    weights_path, json_path = model_paths(path)
+    directory = os.path.dirname(os.path.abspath(weights_path))
+    os.makedirs(directory, exist_ok=True)
+    base = os.path.basename(weights_path)[:-len(WEIGHTS_SUFFIX)]
+    tmp_weights = os.path.join(directory, f'.{base}.tmp{os.getpid()}{WEIGHTS_SUFFIX}')
+    tmp_json = os.path.join(directory, f'.{base}.tmp{os.getpid()}.json')
+    try:
+        model.save_weights(tmp_weights)
+        description = {
+            'format': FORMAT, 'format_version': FORMAT_VERSION,
+            'lbgnet_version': __version__, 'keras_version': _keras_version(),
+            'weights_file': os.path.basename(weights_path),
+            'weights_sha256': sha256sum(tmp_weights),
+            'nparams': int(model.count_params()),
+            'config_source': config.source,
+            'config': config.to_dict(),
+            'normalisation': NORMALISATION,
+            'metadata': dict(metadata or {}),
+        }
+        with open(tmp_json, 'w') as fx:
+            json.dump(description, fx, indent=1, default=_json_default)
+            fx.write('\n')
+        os.replace(tmp_weights, weights_path)
+        os.replace(tmp_json, json_path)
+    finally:
+        for tmp in (tmp_weights, tmp_json):
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    return weights_path, json_path
+
+
+def read_model_description(path):
+    """Read and check the JSON half of a model, without building the network.
+
+    Parameters
+    ----------
+    path : str
+        ``NAME.weights.h5`` or ``NAME.json``.
+
+    Returns
+    -------
+    description : dict
+        The JSON content.
+    config : lbgnet.config.Config
+        The configuration stored in it.
+
+    Raises
+    ------
+    InputFileError
+        Missing or unreadable JSON, wrong format or version, invalid configuration.
+    """
+    try:
+        weights_path, json_path = model_paths(path)
+    except ValueError as err:
+        raise InputFileError(path, str(err).split(': ', 1)[-1]) from None
+    if not os.path.exists(json_path):
+        raise MissingInputError(json_path, 'no such file (the JSON description of the model)')
+    try:
+        with open(json_path) as fx:
+            description = json.load(fx)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise InputFileError(json_path, f'not a readable JSON model description ({err})') from None
+    if not isinstance(description, dict) or description.get('format') != FORMAT:
+        raise InputFileError(json_path, f'not an lbgnet model description (format != {FORMAT!r})')
+    version = description.get('format_version')
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise InputFileError(json_path, f'model format version {version!r} is not supported '
+                             f'(this lbgnet reads <= {FORMAT_VERSION})')
+    try:
+        config = config_from_dict(description['config'], source=json_path)
+    except (KeyError, ConfigError) as err:
+        raise InputFileError(json_path, f'invalid configuration ({err})') from None
+    return description, config
+
+
+def load_model(path):
+    """Load a model written by :func:`save_model`.
+
+    Parameters
+    ----------
+    path : str
+        ``NAME.weights.h5`` or ``NAME.json``.
+
+    Returns
+    -------
+    model : keras.Model
+        Ready for :func:`lbgnet.model.predict_boxes` (not compiled).
+    config : lbgnet.config.Config
+        The configuration the model was trained with (grid, lines, nboxes, thresholds).
+    metadata : dict
+        The free-form metadata stored with the model.
+
+    Raises
+    ------
+    InputFileError
+        Missing files, unreadable or incompatible JSON, checksum mismatch (corrupt or
+        swapped weights), weights whose tensors do not fit the described network.
+    """
+    from ..model import build_model
+    description, config = read_model_description(path)
+    weights_path, json_path = model_paths(path)
+    if not os.path.exists(weights_path):
+        raise MissingInputError(weights_path, 'no such file (the weights of the model)')
+    if description.get('weights_sha256') != sha256sum(weights_path):
+        raise InputFileError(weights_path, f'SHA-256 does not match the one in {json_path} '
+                             '(corrupt, truncated or replaced weights file)')
+    try:
+        model = build_model(config)
+    except (ConfigError, ValueError) as err:
+        raise InputFileError(json_path, f'cannot build the described network ({err})') from None
+    _check_weight_shapes(weights_path, model)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('error')
+            model.load_weights(weights_path)
+    except (ValueError, OSError, KeyError, UserWarning) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InputFileError(weights_path, f'weights do not fit the described network ({first})') from None
+    return model, config, dict(description.get('metadata') or {})
+
+
+def _check_weight_shapes(weights_path, model):
+    """Compare the multiset of tensor shapes in a Keras weights file with the model's."""
+    shapes = []
+    try:
+        with h5py.File(weights_path, 'r') as fx:
+            fx.visititems(lambda name, obj: shapes.append(tuple(obj.shape))
+                          if isinstance(obj, h5py.Dataset) else None)
+    except OSError as err:
+        raise InputFileError(weights_path, f'not a readable HDF5 weights file ({err})') from None
+    expected = sorted(tuple(w.shape) for w in model.weights)
+    if sorted(shapes) != expected:
+        raise InputFileError(weights_path, f'holds {len(shapes)} weight tensors that do not match '
+                             f'the {len(expected)} of the described network')
+
+
+def _keras_version():
+    import keras
+    return keras.__version__
+
+
+def _json_default(obj):
+    """JSON encoder for numpy scalars and arrays in metadata."""
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f'{type(obj).__name__} is not JSON serialisable')

@@ -1,0 +1,179 @@
+"""
+lbgnet.plots
+============
+
+PNG figures of training and evaluation: loss curves, purity/efficiency curves, predicted
+vs true redshift, efficiency vs redshift and magnitude, example spectra with line boxes.
+
+Figures are made with :class:`matplotlib.figure.Figure` (Agg canvas, no pyplot state) and
+written atomically.  Each function takes plain arrays or the dictionaries returned by
+:mod:`lbgnet.evaluate`, and returns the path written.
+"""
+import numpy as np
+from matplotlib.figure import Figure
+
+from .io.atomic import atomic_path
+
+#: Resolution of the PNG files (dots per inch); keeps each file well below 300 kB.
+DPI = 90
+REGIME_COLORS = {'all': 'k', 'lowz': 'tab:blue', 'midz': 'tab:green', 'highz': 'tab:red'}
+
+
+def _save(fig, path):
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=DPI, format='png')
+    return path
+
+
+def plot_loss_curves(history, path):
+    """Training and validation loss (and validation score) per epoch.
+
+    Parameters
+    ----------
+    history : dict
+        Keras history: ``loss``, ``val_loss`` and optionally ``val_score`` -> list per epoch.
+    path : str
+        Output PNG.
+    """
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot(1, 1, 1)
+    epochs = np.arange(1, len(history['loss']) + 1)
+    ax.plot(epochs, history['loss'], label='training loss')
+    if 'val_loss' in history:
+        ax.plot(epochs, history['val_loss'], label='validation loss')
+    ax.set_xlabel('epoch')
+    ax.set_ylabel('loss')
+    ax.set_yscale('log')
+    if 'val_score' in history:
+        ax2 = ax.twinx()
+        ax2.plot(epochs, history['val_score'], 'k--', label='validation score')
+        ax2.set_ylabel('purity = efficiency score')
+        ax2.legend(loc='center right')
+    ax.legend(loc='upper right')
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_purity_efficiency(metrics, path, title=''):
+    """Purity and efficiency vs confidence threshold, one colour per regime.
+
+    Parameters
+    ----------
+    metrics : dict
+        Output of :func:`lbgnet.evaluate.evaluate_predictions` (regime -> metrics).
+    path : str
+    title : str, optional
+    """
+    fig = Figure(figsize=(6, 4.5))
+    ax = fig.add_subplot(1, 1, 1)
+    for name, res in metrics.items():
+        curve = res['curve']
+        color = REGIME_COLORS.get(name)
+        thr = np.asarray(curve['threshold'], dtype=float)
+        pur = np.asarray(curve['purity'], dtype=float)
+        eff = np.asarray(curve['efficiency'], dtype=float)
+        ax.plot(thr, pur, '-', color=color, label=f'{name} purity (score {res["pe_score"]:.3f})')
+        ax.plot(thr, eff, ':', color=color, label=f'{name} efficiency')
+    ax.set_xlabel('threshold on C_LBG')
+    ax.set_ylabel('purity (solid) / efficiency (dotted)')
+    ax.set_ylim(0.5, 1.005)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc='lower center', ncol=2)
+    ax.set_title(title)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_redshift(z_true, z_pred, path, z_bestline=None, title=''):
+    """Predicted vs true redshift of selected LBGs, with Δz/(1+z) underneath.
+
+    Parameters
+    ----------
+    z_true, z_pred : array_like
+        Shape (n,).
+    path : str
+    z_bestline : array_like, optional
+        Single-best-line redshifts, drawn in grey for comparison.
+    title : str, optional
+    """
+    z_true = np.asarray(z_true, dtype=float)
+    fig = Figure(figsize=(5, 6))
+    ax1 = fig.add_subplot(2, 1, 1)
+    ax2 = fig.add_subplot(2, 1, 2, sharex=ax1)
+    if z_bestline is not None:
+        ax1.plot(z_true, z_bestline, '.', color='0.6', ms=2, label='best line')
+        ax2.plot(z_true, (np.asarray(z_bestline) - z_true) / (1 + z_true), '.', color='0.6', ms=2)
+    ax1.plot(z_true, z_pred, '.', ms=2, label='Z_LBG (combined)')
+    ax2.plot(z_true, (np.asarray(z_pred) - z_true) / (1 + z_true), '.', ms=2)
+    lims = [np.nanmin(z_true) if z_true.size else 0, np.nanmax(z_true) if z_true.size else 1]
+    ax1.plot(lims, lims, 'k-', lw=0.5)
+    ax1.set_ylabel('predicted z')
+    ax1.legend(fontsize=8)
+    ax1.set_title(title)
+    ax2.set_ylim(-0.01, 0.01)
+    ax2.axhline(0, color='k', lw=0.5)
+    ax2.set_xlabel('true z')
+    ax2.set_ylabel('Δz / (1+z)')
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_efficiency_bins(metrics, path):
+    """Efficiency vs true redshift and vs magnitude (regime ``all``)."""
+    res = metrics['all']
+    fig = Figure(figsize=(8, 3.5))
+    for i, (key, label) in enumerate((('efficiency_vs_z', 'true z'),
+                                      ('efficiency_vs_mag', 'r magnitude'))):
+        ax = fig.add_subplot(1, 2, i + 1)
+        edges = np.asarray(res[key]['edges'], dtype=float)
+        eff = np.asarray(res[key]['efficiency'], dtype=float)
+        ax.step(edges, np.append(eff, eff[-1:]), where='post')
+        ax.set_xlabel(label)
+        ax.set_ylabel('efficiency')
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_example_spectra(X, conf, offset, config, path, titles=None, c_thresh=None):
+    """Gridded spectra with the boxes and line positions the network found.
+
+    Parameters
+    ----------
+    X : numpy.ndarray
+        Network input, shape (nspec, nbins, 2); channel 0 (normalised flux) is drawn.
+    conf, offset : numpy.ndarray
+        Shape (nspec, nlines, nboxes) from :func:`lbgnet.model.predict_boxes`.
+    config : lbgnet.config.Config
+    path : str
+    titles : sequence of str, optional
+        One per spectrum (e.g. true class and redshift).
+    c_thresh : float, optional
+        Boxes above this confidence are shaded [``config.selection.c_thresh``].
+    """
+    from .labels import box_to_wave
+    c_thresh = config.selection.c_thresh if c_thresh is None else c_thresh
+    nspec = X.shape[0]
+    wave = config.grid.centers
+    fig = Figure(figsize=(9, 1.9 * nspec + 0.5))
+    for i in range(nspec):
+        ax = fig.add_subplot(nspec, 1, i + 1)
+        ax.plot(wave, X[i, :, 0], lw=0.5, color='k')
+        best = np.argmax(conf[i], axis=-1)                           # (nlines,)
+        c_best = conf[i][np.arange(best.size), best]
+        for iline in np.flatnonzero(c_best > c_thresh):
+            b = best[iline]
+            lo = config.grid.wave_min + b * config.box_width
+            ax.axvspan(lo, lo + config.box_width, color='tab:orange', alpha=0.15 * c_best[iline])
+            w = box_to_wave(b, offset[i, iline, b], config)
+            ax.axvline(w, color='tab:red', lw=0.8)
+            ax.text(w, 0.95, config.lines.names[iline], rotation=90, fontsize=6, va='top',
+                    transform=ax.get_xaxis_transform())
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=8)
+        ax.set_ylabel('flux (norm.)', fontsize=7)
+        ax.set_xlim(config.grid.wave_min, config.grid.wave_max)
+    fig.axes[-1].set_xlabel('observed wavelength (Å)')
+    fig.tight_layout()
+    return _save(fig, path)

@@ -1,0 +1,183 @@
+"""
+lbgnet.postprocess
+==================
+
+From the line finder's box confidences and offsets to per-object quantities: line
+confidences and redshifts, the LBG score and decision, and a combined redshift.
+
+Pure numpy (no TensorFlow import), vectorised over spectra.
+
+* ``C_LINES`` / ``Z_LINES`` (nspec, nlines): per line, the confidence of its most confident
+  box and the redshift decoded from that box and its offset (:func:`lbgnet.labels.decode_boxes`).
+* ``C_LBG``: the ``n_thresh``-th highest line confidence, so that ``IS_LBG`` (at least
+  ``n_thresh`` lines above ``c_thresh``) is exactly ``C_LBG > c_thresh``; sweeping a threshold
+  on ``C_LBG`` gives the purity/efficiency curves.
+* ``Z_LBG``: confidence-weighted mean of the lines that agree.  Each line above
+  ``line_floor`` proposes its redshift; the proposal supported by the largest summed
+  confidence of agreeing lines (|Δz|/(1+z) < ``agree_tol``) wins, and the mean is taken over
+  its supporters.  A single wrong line, even a confident one, cannot pull the estimate
+  unless it is more confident than all the agreeing lines together.
+* ``ZERR_LBG``: weighted scatter of the agreeing lines divided by √(effective number of
+  lines), added in quadrature to a floor from the grid resolution (one 8 Å bin, uniform:
+  ``dwave/√12`` per line).
+* ``Z_BESTLINE``: the redshift of the single most confident line (QuasarNET's choice),
+  kept for comparison.
+"""
+import numpy as np
+
+from .labels import decode_boxes
+
+#: Defaults of the ``postprocess`` configuration section.
+DEFAULT_OPTIONS = {'agree_tol': 0.01, 'line_floor': 0.05}
+
+#: Keys of the dictionary returned by :func:`postprocess`.
+OUTPUT_KEYS = ('C_LINES', 'Z_LINES', 'C_LBG', 'IS_LBG', 'Z_LBG', 'ZERR_LBG', 'Z_BESTLINE',
+               'BESTLINE', 'NLINES_AGREE')
+
+
+def postprocess_options(config):
+    """``postprocess`` section of a configuration, with defaults for missing keys.
+
+    Returns
+    -------
+    dict
+        ``agree_tol`` (float, in Δz/(1+z)) and ``line_floor`` (float, confidence).
+    """
+    section = dict(DEFAULT_OPTIONS)
+    section.update(config.extra.get('postprocess') or {})
+    return {k: float(section[k]) for k in DEFAULT_OPTIONS}
+
+
+def best_boxes(conf, offset, config):
+    """Per-line best box, its confidence and its redshift.
+
+    Parameters
+    ----------
+    conf, offset : numpy.ndarray
+        Shape (nspec, nlines, nboxes).
+    config : lbgnet.config.Config
+
+    Returns
+    -------
+    c_lines : numpy.ndarray
+        Shape (nspec, nlines), confidence of the best box.
+    z_lines : numpy.ndarray
+        Shape (nspec, nlines), redshift of the line in that box.
+    """
+    best = np.argmax(conf, axis=-1)
+    c_lines = np.take_along_axis(conf, best[..., None], axis=-1)[..., 0]
+    off = np.take_along_axis(offset, best[..., None], axis=-1)[..., 0]
+    return c_lines.astype(np.float32), decode_boxes(best, off, config)
+
+
+def lbg_score(c_lines, n_thresh):
+    """The ``n_thresh``-th highest line confidence per spectrum, shape (nspec,)."""
+    if c_lines.shape[0] == 0:
+        return np.zeros(0, dtype=c_lines.dtype)
+    return -np.partition(-c_lines, n_thresh - 1, axis=1)[:, n_thresh - 1]
+
+
+def combine_lines(c_lines, z_lines, config, agree_tol, line_floor):
+    """Combined redshift from the lines that agree.
+
+    Parameters
+    ----------
+    c_lines, z_lines : numpy.ndarray
+        Shape (nspec, nlines).
+    config : lbgnet.config.Config
+        Supplies the rest wavelengths and the grid bin width for the error floor.
+    agree_tol : float
+        Lines agree when |z_i - z_j| / (1 + z_j) < agree_tol.
+    line_floor : float
+        Lines with a lower confidence are ignored.
+
+    Returns
+    -------
+    z : numpy.ndarray
+        Shape (nspec,); the best line's redshift when no line passes `line_floor`.
+    zerr : numpy.ndarray
+        Shape (nspec,).
+    nagree : numpy.ndarray of int
+        Number of lines (above the floor) that agree with `z`, shape (nspec,).
+    """
+    weight = np.where(c_lines >= line_floor, c_lines, 0.0).astype(np.float64)
+    rel = np.abs(z_lines[:, :, None] - z_lines[:, None, :]) / (1.0 + z_lines[:, None, :])
+    agree = rel < agree_tol                                      # (nspec, cand, line)
+    support = np.einsum('sij,sj->si', agree, weight)
+    support = np.where(weight > 0, support, -1.0)
+    best_line = np.argmax(c_lines, axis=1)
+    center = np.argmax(support, axis=1)
+    center = np.where(weight.max(axis=1) > 0, center, best_line)
+    z_center = np.take_along_axis(z_lines, center[:, None], axis=1)
+    # One refinement: members are the lines within the tolerance of the centre line.
+    members = (np.abs(z_lines - z_center) / (1.0 + z_center) < agree_tol) & (weight > 0)
+    w = np.where(members, weight, 0.0)
+    wsum = w.sum(axis=1)
+    nomember = wsum == 0
+    wsafe = np.where(nomember, 1.0, wsum)
+    z = np.where(nomember, z_center[:, 0], (w * z_lines).sum(axis=1) / wsafe)
+    var = (w * (z_lines - z[:, None]) ** 2).sum(axis=1) / wsafe
+    neff = np.where(nomember, 1.0, wsum ** 2 / np.maximum((w ** 2).sum(axis=1), 1e-300))
+    sigma_line = config.grid.dwave / np.sqrt(12.0) / config.lines.wave_array  # (nlines,)
+    floor_members = np.sqrt((w ** 2 * sigma_line ** 2).sum(axis=1)) / wsafe
+    floor_single = np.take_along_axis(np.broadcast_to(sigma_line, z_lines.shape),
+                                      center[:, None], axis=1)[:, 0]
+    floor = np.where(nomember, floor_single, floor_members)
+    zerr = np.sqrt(var / neff + floor ** 2)
+    return z, zerr, members.sum(axis=1).astype(np.int16)
+
+
+def postprocess(conf, offset, config, c_thresh=None, n_thresh=None):
+    """Turn line-finder outputs into per-object LBG scores and redshifts.
+
+    Parameters
+    ----------
+    conf, offset : numpy.ndarray
+        Output of :func:`lbgnet.model.predict_boxes`, shape (nspec, nlines, nboxes).
+    config : lbgnet.config.Config
+        The model's configuration (grid, lines, nboxes, ``selection`` thresholds and the
+        optional ``postprocess`` section, see :func:`postprocess_options`).
+    c_thresh : float, optional
+        Line confidence threshold [``config.selection.c_thresh``].
+    n_thresh : int, optional
+        Number of lines required [``config.selection.n_thresh``].
+
+    Returns
+    -------
+    dict of numpy.ndarray
+        ``C_LINES``, ``Z_LINES`` (nspec, nlines), in ``config.lines`` order; ``C_LBG``,
+        ``IS_LBG`` (bool), ``Z_LBG``, ``ZERR_LBG``, ``Z_BESTLINE``, ``BESTLINE`` (index of the
+        most confident line), ``NLINES_AGREE`` (lines supporting ``Z_LBG``), all (nspec,).
+
+    Raises
+    ------
+    ValueError
+        When the shapes do not match the configuration or the thresholds are out of range.
+    """
+    conf = np.asarray(conf)
+    offset = np.asarray(offset)
+    expected = (len(config.lines), config.nboxes)
+    if conf.ndim != 3 or conf.shape[1:] != expected or offset.shape != conf.shape:
+        raise ValueError(f'conf {conf.shape} / offset {offset.shape} do not match '
+                         f'(nspec, nlines, nboxes) = (nspec, {expected[0]}, {expected[1]})')
+    c_thresh = config.selection.c_thresh if c_thresh is None else float(c_thresh)
+    n_thresh = config.selection.n_thresh if n_thresh is None else int(n_thresh)
+    if not 1 <= n_thresh <= expected[0]:
+        raise ValueError(f'n_thresh={n_thresh} must be between 1 and {expected[0]}')
+    opts = postprocess_options(config)
+    c_lines, z_lines = best_boxes(conf, offset, config)
+    c_lbg = lbg_score(c_lines, n_thresh)
+    best = np.argmax(c_lines, axis=1) if len(c_lines) else np.zeros(0, dtype=np.int64)
+    z_lbg, zerr, nagree = combine_lines(c_lines, z_lines, config, opts['agree_tol'],
+                                        opts['line_floor'])
+    return {
+        'C_LINES': c_lines,
+        'Z_LINES': z_lines,
+        'C_LBG': c_lbg,
+        'IS_LBG': c_lbg > c_thresh,
+        'Z_LBG': z_lbg,
+        'ZERR_LBG': zerr,
+        'Z_BESTLINE': np.take_along_axis(z_lines, best[:, None], axis=1)[:, 0],
+        'BESTLINE': best.astype(np.int16),
+        'NLINES_AGREE': nagree,
+    }

@@ -1,0 +1,238 @@
+"""
+lbgnet.train
+============
+
+Training wiring: compile the line finder, fit it with validation-driven callbacks
+(validation score, early stopping, best checkpoint, CSV history, loss-curve PNG), seeds,
+and weight transfer from another model.  Data come from elsewhere (:mod:`lbgnet.sim`
+generators, files read by :mod:`lbgnet.io`); the losses from :mod:`lbgnet.losses`.
+"""
+import os
+import time
+
+import numpy as np
+import keras
+from desiutil.log import get_logger
+
+from .config import ConfigError
+from .evaluate import pe_score, regime_masks, LBG_CLASS
+from .losses import LineFinderLoss, resolve_pos_weight
+from .model import predict_boxes
+from .postprocess import postprocess
+
+#: Defaults of the ``training`` configuration section.
+TRAINING_DEFAULTS = {'epochs': 40, 'batch_size': 256, 'learning_rate': 1e-3, 'patience': 6,
+                     'monitor': 'val_score', 'seed': 1, 'ntrain': 40000, 'nval': 4000,
+                     'simulation': None}
+#: Monitored quantities and whether larger is better.
+MONITORS = {'val_score': 'max', 'val_loss': 'min'}
+CHECKPOINT = 'checkpoint.weights.h5'
+HISTORY = 'history.csv'
+LOSS_PLOT = 'loss.png'
+
+
+def training_options(config, **overrides):
+    """``training`` section of a configuration with defaults and command-line overrides.
+
+    Parameters
+    ----------
+    config : lbgnet.config.Config
+    **overrides
+        Values that replace the configuration's (None values are ignored).
+
+    Returns
+    -------
+    dict
+
+    Raises
+    ------
+    lbgnet.config.ConfigError
+        For an unknown monitor or non-positive sizes.
+    """
+    opts = dict(TRAINING_DEFAULTS)
+    opts.update(config.extra.get('training') or {})
+    opts.update({k: v for k, v in overrides.items() if v is not None})
+    if opts['monitor'] not in MONITORS:
+        raise ConfigError(f'{config.source}: training.monitor must be one of {sorted(MONITORS)}')
+    for key in ('epochs', 'batch_size', 'ntrain', 'nval'):
+        opts[key] = int(opts[key])
+        if opts[key] <= 0:
+            raise ConfigError(f'{config.source}: training.{key} must be > 0')
+    opts['learning_rate'] = float(opts['learning_rate'])
+    opts['patience'] = int(opts['patience'])
+    opts['seed'] = int(opts['seed'])
+    return opts
+
+
+def loss_from_config(config):
+    """The :class:`~lbgnet.losses.LineFinderLoss` of a configuration's ``loss`` section."""
+    section = config.extra.get('loss') or {}
+    try:
+        pos_weight = resolve_pos_weight(section.get('pos_weight', 'balanced'), config.nboxes)
+    except ValueError as err:
+        raise ConfigError(f'{config.source}: {err}') from None
+    return LineFinderLoss(gamma=float(section.get('gamma', 1.0)), pos_weight=pos_weight)
+
+
+def compile_model(model, config, learning_rate=None):
+    """Compile `model` with Adam and the configured loss.
+
+    Parameters
+    ----------
+    model : keras.Model
+    config : lbgnet.config.Config
+    learning_rate : float, optional
+        [``training.learning_rate``]
+    """
+    lr = training_options(config)['learning_rate'] if learning_rate is None else learning_rate
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr), loss=loss_from_config(config))
+    return model
+
+
+def set_seeds(seed):
+    """Seed Python, numpy and the Keras backend (for weight initialisation and dropout)."""
+    keras.utils.set_random_seed(int(seed))
+
+
+def transfer_weights(source, target):
+    """Copy weights from `source` to `target` for layers with equal names and shapes.
+
+    Parameters
+    ----------
+    source, target : keras.Model
+
+    Returns
+    -------
+    loaded : list of str
+        Target layers that received weights.
+    skipped : list of str
+        ``'name: reason'`` for target layers with weights that were left as initialised.
+    """
+    src = {layer.name: layer for layer in source.layers}
+    loaded, skipped = [], []
+    for layer in target.layers:
+        if not layer.weights:
+            continue
+        if layer.name not in src:
+            skipped.append(f'{layer.name}: not in the source model')
+            continue
+        old = src[layer.name].get_weights()
+        shapes_new = [w.shape for w in layer.get_weights()]
+        if [w.shape for w in old] != shapes_new:
+            skipped.append(f'{layer.name}: shapes {[w.shape for w in old]} != {shapes_new}')
+            continue
+        layer.set_weights(old)
+        loaded.append(layer.name)
+    return loaded, skipped
+
+
+class ValidationScore(keras.callbacks.Callback):
+    """After each epoch, the purity = efficiency score on a validation set, as ``val_score``.
+
+    ``val_score`` is the mean of the scores of the regimes of
+    :func:`lbgnet.evaluate.regime_masks` (low/mid/high z); the per-regime values are logged
+    as ``val_score_<regime>``.  It must come before the callbacks that monitor it.
+
+    Parameters
+    ----------
+    X : numpy.ndarray
+        Validation input, shape (nval, nbins, 2).
+    classes, z_true : numpy.ndarray
+        Truth class and redshift, shape (nval,).
+    config : lbgnet.config.Config
+    batch_size : int, optional
+    """
+
+    def __init__(self, X, classes, z_true, config, batch_size=2048):
+        super().__init__()
+        self.X = X
+        self.classes = np.asarray(classes).astype(str)
+        self.z_true = np.asarray(z_true, dtype=np.float64)
+        self.config = config
+        self.batch_size = batch_size
+
+    def on_epoch_end(self, epoch, logs=None):
+        """Add ``val_score`` and ``val_score_<regime>`` to `logs`."""
+        logs = {} if logs is None else logs
+        conf, offset = predict_boxes(self.model, self.X, self.batch_size)
+        c_lbg = postprocess(conf, offset, self.config)['C_LBG']
+        is_true = self.classes == LBG_CLASS
+        scores = []
+        for name, mask in regime_masks(self.classes, self.z_true).items():
+            value = pe_score(is_true[mask], c_lbg[mask])[0]
+            logs[f'val_score_{name}'] = value
+            if name != 'all' and np.isfinite(value):
+                scores.append(value)
+        logs['val_score'] = float(np.mean(scores)) if scores else logs['val_score_all']
+
+
+def fit(model, train_data, val_data, config, outdir, val_truth=None, epochs=None,
+        verbose='auto'):
+    """Fit a compiled model with early stopping and best-checkpointing on validation.
+
+    Parameters
+    ----------
+    model : keras.Model
+        Compiled (:func:`compile_model`).
+    train_data : keras.utils.PyDataset or tuple
+        Training batches ``(X, y)`` (a generator producing fresh, augmented spectra each
+        epoch), or an ``(X, y)`` tuple of arrays.
+    val_data : tuple
+        ``(X_val, y_val)`` arrays.
+    config : lbgnet.config.Config
+        ``training`` section: ``epochs``, ``batch_size``, ``patience``, ``monitor``.
+    outdir : str
+        Receives the best checkpoint, ``history.csv`` and ``loss.png``.
+    val_truth : dict, optional
+        ``CLASS`` and ``Z_TRUE`` of the validation set; needed to monitor ``val_score``
+        (otherwise ``val_loss`` is monitored).
+    epochs : int, optional
+        [``training.epochs``]
+    verbose : str or int, optional
+        Keras verbosity ['auto': progress bar].
+
+    Returns
+    -------
+    history : dict
+        Per-epoch logs (``loss``, ``val_loss``, ``val_score`` …).
+    info : dict
+        ``best_epoch`` (1-based), ``best`` monitored value, ``epochs_run``, ``fit_seconds``.
+    """
+    log = get_logger()
+    opts = training_options(config, epochs=epochs)
+    monitor = opts['monitor'] if val_truth is not None else 'val_loss'
+    os.makedirs(outdir, exist_ok=True)
+    checkpoint = os.path.join(outdir, CHECKPOINT)
+    callbacks = []
+    if val_truth is not None:
+        callbacks.append(ValidationScore(val_data[0], val_truth['CLASS'], val_truth['Z_TRUE'],
+                                         config))
+    callbacks += [
+        keras.callbacks.EarlyStopping(monitor=monitor, mode=MONITORS[monitor],
+                                      patience=opts['patience'], restore_best_weights=True),
+        keras.callbacks.ModelCheckpoint(checkpoint, monitor=monitor, mode=MONITORS[monitor],
+                                        save_best_only=True, save_weights_only=True),
+        keras.callbacks.CSVLogger(os.path.join(outdir, HISTORY)),
+    ]
+    fit_kwargs = {}
+    if isinstance(train_data, tuple):
+        fit_kwargs = dict(x=train_data[0], y=train_data[1], batch_size=opts['batch_size'],
+                          shuffle=True)
+    else:
+        fit_kwargs = dict(x=train_data)
+    start = time.time()
+    result = model.fit(validation_data=val_data, epochs=opts['epochs'], callbacks=callbacks,
+                       verbose=verbose, **fit_kwargs)
+    seconds = time.time() - start
+    history = {k: [float(v) for v in vals] for k, vals in result.history.items()}
+    values = np.asarray(history[monitor])
+    best = int(np.nanargmax(values) if MONITORS[monitor] == 'max' else np.nanargmin(values))
+    if os.path.exists(checkpoint):
+        model.load_weights(checkpoint)
+    from .plots import plot_loss_curves
+    plot_loss_curves(history, os.path.join(outdir, LOSS_PLOT))
+    info = {'best_epoch': best + 1, 'best': float(values[best]), 'monitor': monitor,
+            'epochs_run': len(values), 'fit_seconds': seconds}
+    log.info('trained %d epochs in %.0f s; best %s = %.4f at epoch %d', info['epochs_run'],
+             seconds, monitor, info['best'], info['best_epoch'])
+    return history, info

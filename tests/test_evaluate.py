@@ -1,0 +1,94 @@
+"""Purity/efficiency, score, redshift metrics and regimes on hand-made cases."""
+import json
+
+import numpy as np
+import pytest
+
+from lbgnet.evaluate import (binned_efficiency, choose_thresholds, confusion_by_class,
+                             evaluate_predictions, pe_score, purity_efficiency,
+                             redshift_metrics, regime_masks)
+
+
+def test_pe_score_hand_made():
+    # 4 LBGs; top-4 scores hold 3 LBGs -> score 0.75; threshold between 4th and 5th score
+    is_true = np.array([1, 1, 0, 1, 0, 1, 0], dtype=bool)
+    score = np.array([0.9, 0.8, 0.7, 0.6, 0.4, 0.3, 0.1])
+    value, thr = pe_score(is_true, score)
+    assert value == 0.75
+    assert thr == pytest.approx(0.5)
+    curve = purity_efficiency(is_true, score, [thr])
+    assert curve['purity'][0] == curve['efficiency'][0] == 0.75
+    assert np.isnan(pe_score(np.zeros(3, bool), np.ones(3))[0])
+
+
+def test_purity_efficiency_curve():
+    is_true = np.array([True, False, True, False])
+    score = np.array([0.9, 0.8, 0.3, 0.1])
+    c = purity_efficiency(is_true, score, [0.0, 0.5, 0.85, 0.95])
+    np.testing.assert_allclose(c['efficiency'], [1.0, 0.5, 0.5, 0.0])
+    np.testing.assert_allclose(c['purity'][:3], [0.5, 0.5, 1.0])
+    assert np.isnan(c['purity'][3]) and list(c['nselected']) == [4, 2, 1, 0]
+
+
+def test_redshift_metrics():
+    z_true = np.array([2.0, 3.0, 3.0, 4.0])
+    z_pred = np.array([2.0, 3.0 + 4e-3, 3.1, 4.0 - 0.005 * 5])
+    m = redshift_metrics(z_true, z_pred)
+    assert m['n'] == 4
+    assert m['frac_dz_lt_0p05'] == 0.75
+    x = (z_pred - z_true) / (1 + z_true)
+    assert m['sigma_nmad'] == pytest.approx(1.4826 * np.median(np.abs(x - np.median(x))))
+    # 1000 km/s = 3.34e-3 in dz/(1+z): entries 2 (0.025) and 3 (-0.005) are catastrophic, 1 (1e-3) not
+    assert m['catastrophic_rate'] == 0.5
+    assert redshift_metrics([], [])['n'] == 0
+
+
+def test_regimes_keep_contaminants():
+    classes = np.array(['LBG', 'LBG', 'LBG', 'LBG', 'QSO', 'STAR'])
+    z = np.array([2.6, 2.61, 3.4, 4.0, 2.5, 0.0])
+    m = regime_masks(classes, z)
+    np.testing.assert_array_equal(m['lowz'], [1, 0, 0, 0, 1, 1])
+    np.testing.assert_array_equal(m['midz'], [0, 1, 0, 0, 1, 1])
+    np.testing.assert_array_equal(m['highz'], [0, 0, 1, 1, 1, 1])
+    assert m['all'].all()
+
+
+def test_binned_and_confusion():
+    eff = binned_efficiency([2.1, 2.2, 3.1, 3.2, 0.5], [1, 1, 1, 1, 0], [1, 0, 1, 1, 1],
+                            [2.0, 3.0, 4.0])
+    np.testing.assert_allclose(eff['efficiency'], [0.5, 1.0])
+    conf = confusion_by_class(['LBG', 'QSO', 'QSO', 'STAR'], [True, True, False, False])
+    assert conf['QSO'] == {'n': 2, 'nselected': 1, 'fraction_selected': 0.5}
+    assert conf['STAR']['nselected'] == 0
+
+
+def test_choose_thresholds_prefers_informative_n():
+    """Contaminants have one spurious confident line; LBGs have several: n_thresh=2 separates them."""
+    rng = np.random.default_rng(0)
+    n = 200
+    classes = np.where(np.arange(n) % 2 == 0, 'LBG', 'QSO')
+    z = np.where(classes == 'LBG', rng.uniform(2.0, 4.5, n), 2.5)
+    c_lines = rng.uniform(0, 0.2, (n, 16))
+    c_lines[classes == 'LBG', :3] = rng.uniform(0.6, 0.9, ((classes == 'LBG').sum(), 3))
+    c_lines[classes == 'QSO', 0] = 0.95
+    c_thresh, n_thresh, table = choose_thresholds(classes, z, c_lines)
+    assert n_thresh == 2 and table[2]['mean_score'] == 1.0 and table[1]['mean_score'] < 0.9
+    assert 0.2 < c_thresh < 0.6
+
+
+def test_evaluate_predictions_json():
+    rng = np.random.default_rng(1)
+    n = 300
+    classes = rng.choice(['LBG', 'QSO', 'GALAXY', 'STAR'], n)
+    z = np.where(classes == 'LBG', rng.uniform(2.0, 4.5, n), rng.uniform(0, 3, n))
+    truth = {'CLASS': classes, 'Z_TRUE': z, 'RMAG': rng.uniform(22, 25, n)}
+    c_lbg = np.where(classes == 'LBG', rng.uniform(0.4, 1, n), rng.uniform(0, 0.6, n))
+    pred = {'C_LBG': c_lbg, 'IS_LBG': c_lbg > 0.5, 'Z_LBG': z + 1e-4, 'Z_BESTLINE': z}
+    out = evaluate_predictions(truth, pred, 0.5)
+    assert set(out) == {'all', 'lowz', 'midz', 'highz'}
+    text = json.dumps(out, allow_nan=False)   # strict JSON: no NaN
+    back = json.loads(text)
+    assert back['all']['nlbg'] == int((classes == 'LBG').sum())
+    assert back['lowz']['ncontaminant'] == back['all']['ncontaminant']
+    assert back['all']['redshift']['frac_dz_lt_0p05'] == 1.0
+    assert 0.5 < back['all']['pe_score'] <= 1.0

@@ -1,0 +1,71 @@
+"""Line-finder loss on hand-computed tiny tensors."""
+import math
+
+import numpy as np
+import pytest
+
+from lbgnet.losses import (LineFinderLoss, box_crossentropy, line_finder_loss,
+                           offset_squared_error, resolve_pos_weight)
+
+
+def _tensors():
+    """2 spectra x 1 line x 3 boxes: spectrum 0 has the line in box 1 at offset 0.25,
+    spectrum 1 is a non-LBG (all boxes 0)."""
+    y_true = np.zeros((2, 1, 3, 2), dtype=np.float32)
+    y_true[0, 0, 1] = [1.0, 0.25]
+    y_pred = np.zeros((2, 1, 3, 2), dtype=np.float32)
+    y_pred[0, 0, :, 0] = [0.2, 0.7, 0.1]
+    y_pred[0, 0, :, 1] = [0.9, 0.5, 0.3]      # only 0.5 (box 1) counts
+    y_pred[1, 0, :, 0] = [0.1, 0.6, 0.3]
+    y_pred[1, 0, :, 1] = [0.0, 1.0, 0.8]      # never counts
+    return y_true, y_pred
+
+
+def test_hand_computed_values():
+    y_true, y_pred = _tensors()
+    bce0 = -(math.log(0.8) + 2.0 * math.log(0.7) + math.log(0.9)) / 3   # pos_weight 2
+    off0 = (0.5 - 0.25) ** 2
+    bce1 = -(math.log(0.9) + math.log(0.4) + math.log(0.7)) / 3
+    got = np.asarray(line_finder_loss(y_true, y_pred, gamma=3.0, pos_weight=2.0))
+    np.testing.assert_allclose(got, [bce0 + 3.0 * off0, bce1], rtol=1e-5)
+    # the Keras wrapper averages over spectra
+    loss = LineFinderLoss(gamma=3.0, pos_weight=2.0)
+    assert float(loss(y_true, y_pred)) == pytest.approx((bce0 + 3 * off0 + bce1) / 2, rel=1e-5)
+
+
+def test_components_and_masking():
+    y_true, y_pred = _tensors()
+    off = np.asarray(offset_squared_error(y_true[..., 0], y_true[..., 1], y_pred[..., 1]))
+    np.testing.assert_allclose(off, [[0.0625], [0.0]], atol=1e-7)
+    bce = np.asarray(box_crossentropy(y_true[..., 0], y_pred[..., 0], 1.0))
+    assert bce.shape == (2, 1)
+    # gamma only scales the offset term; the non-LBG row does not depend on gamma or offsets
+    a = np.asarray(line_finder_loss(y_true, y_pred, gamma=0.0))
+    b = np.asarray(line_finder_loss(y_true, y_pred, gamma=10.0))
+    assert b[1] == pytest.approx(a[1]) and b[0] - a[0] == pytest.approx(0.625, rel=1e-5)
+
+
+def test_perfect_prediction_is_near_zero_and_clipping():
+    y_true, _ = _tensors()
+    y_pred = y_true.copy()
+    assert np.all(np.asarray(line_finder_loss(y_true, y_pred, 1.0, 39.0)) < 1e-5)
+    # fully wrong confident predictions stay finite thanks to clipping
+    y_bad = 1.0 - y_true
+    assert np.all(np.isfinite(np.asarray(line_finder_loss(y_true, y_bad))))
+
+
+def test_resolve_pos_weight():
+    assert resolve_pos_weight('balanced', 40) == 39.0
+    assert resolve_pos_weight(2, 40) == 2.0
+    with pytest.raises(ValueError, match='balanced'):
+        resolve_pos_weight('auto', 40)
+    with pytest.raises(ValueError):
+        resolve_pos_weight(0, 40)
+
+
+def test_get_config_round_trip():
+    loss = LineFinderLoss(gamma=0.5, pos_weight=7.0)
+    clone = LineFinderLoss.from_config(loss.get_config())
+    y_true, y_pred = _tensors()
+    assert float(clone(y_true, y_pred)) == pytest.approx(float(loss(y_true, y_pred)))
+    assert clone.gamma == 0.5 and clone.pos_weight == 7.0

@@ -1,0 +1,98 @@
+"""Post-processing on constructed confidences: redshift recovery, robustness, thresholds."""
+import sys
+import subprocess
+
+import numpy as np
+import pytest
+
+from lbgnet.labels import encode_boxes, line_waves_at
+from lbgnet.postprocess import OUTPUT_KEYS, postprocess
+
+
+def _fake_outputs(z, config, conf_true, rng, noise_conf=0.02):
+    """Confidences/offsets a perfect line finder would give for redshifts `z` (NaN: nothing)."""
+    box, offset = encode_boxes(line_waves_at(z, config), config)
+    nspec, nlines, nboxes = box.shape
+    conf = rng.uniform(0, noise_conf, box.shape).astype(np.float32)
+    conf = np.where(box > 0, np.asarray(conf_true, dtype=np.float32).reshape(-1, 1, 1)
+                    if np.ndim(conf_true) else conf_true, conf)
+    off = rng.uniform(0, 1, box.shape).astype(np.float32)
+    off = np.where(box > 0, offset[..., None], off).astype(np.float32)
+    return conf, off, box
+
+
+def test_redshift_recovery_and_keys(config):
+    rng = np.random.default_rng(1)
+    z = np.array([2.1, 2.9, 3.7, 4.3, np.nan])
+    conf, off, box = _fake_outputs(z, config, 0.9, rng)
+    out = postprocess(conf, off, config, c_thresh=0.5, n_thresh=2)
+    assert set(out) == set(OUTPUT_KEYS)
+    assert out['C_LINES'].shape == out['Z_LINES'].shape == (5, len(config.lines))
+    np.testing.assert_array_equal(out['IS_LBG'], [True] * 4 + [False])
+    np.testing.assert_allclose(out['Z_LBG'][:4], z[:4], atol=1e-4)
+    np.testing.assert_allclose(out['Z_BESTLINE'][:4], z[:4], atol=1e-4)
+    nin = box.sum(axis=(1, 2))
+    np.testing.assert_array_equal(out['NLINES_AGREE'][:4], nin[:4])
+    assert np.all(out['ZERR_LBG'][:4] > 0) and np.all(out['ZERR_LBG'][:4] < 1e-3)
+
+
+def test_one_wrong_confident_line_does_not_move_z_lbg(config):
+    """The most confident line is misplaced by 5 boxes: Z_BESTLINE is wrong, Z_LBG is not."""
+    rng = np.random.default_rng(2)
+    z = np.array([3.1])
+    conf, off, box = _fake_outputs(z, config, 0.8, rng)
+    ilya = config.lines.index('LYA')
+    true_box = int(np.argmax(box[0, ilya]))
+    conf[0, ilya, :] = 0.01
+    conf[0, ilya, true_box + 5] = 0.99
+    out = postprocess(conf, off, config, c_thresh=0.5, n_thresh=1)
+    assert abs(out['Z_BESTLINE'][0] - z[0]) > 0.1
+    assert out['BESTLINE'][0] == ilya
+    assert out['Z_LBG'][0] == pytest.approx(z[0], abs=1e-4)
+    assert out['NLINES_AGREE'][0] == box[0].sum() - 1
+
+
+def test_scatter_enters_zerr(config):
+    """Shifting lines apart increases ZERR_LBG; the combined z is the confidence-weighted mean."""
+    rng = np.random.default_rng(4)
+    z = np.array([3.0, 3.0])
+    conf, off, box = _fake_outputs(z, config, 0.9, rng)
+    inline = box[1] > 0
+    jitter = rng.normal(0, 0.02, inline.sum()).astype(np.float32)
+    off[1][inline] += jitter
+    out = postprocess(conf, off, config)
+    assert out['ZERR_LBG'][1] > 2 * out['ZERR_LBG'][0]
+    used = out['C_LINES'][1] > 0.5
+    np.testing.assert_allclose(out['Z_LBG'][1], out['Z_LINES'][1][used].mean(), rtol=1e-9)
+
+
+def test_thresholds_and_c_lbg(config):
+    """C_LBG is the n_th highest line confidence and IS_LBG == C_LBG > c_thresh."""
+    rng = np.random.default_rng(5)
+    conf = rng.uniform(0, 1, (50, len(config.lines), config.nboxes)).astype(np.float32) ** 4
+    off = rng.uniform(0, 1, conf.shape).astype(np.float32)
+    for n in (1, 3):
+        out = postprocess(conf, off, config, c_thresh=0.7, n_thresh=n)
+        expect = np.sort(conf.max(axis=-1), axis=1)[:, -n]
+        np.testing.assert_allclose(out['C_LBG'], expect)
+        np.testing.assert_array_equal(out['IS_LBG'], expect > 0.7)
+    default = postprocess(conf, off, config)
+    np.testing.assert_array_equal(default['IS_LBG'],
+                                  np.sort(conf.max(axis=-1), axis=1)[:, -config.selection.n_thresh]
+                                  > config.selection.c_thresh)
+
+
+def test_empty_and_bad_shapes(config):
+    empty = np.zeros((0, len(config.lines), config.nboxes), dtype=np.float32)
+    out = postprocess(empty, empty, config)
+    assert all(len(v) == 0 for v in out.values())
+    with pytest.raises(ValueError, match='nboxes'):
+        postprocess(empty[:, :, :3], empty[:, :, :3], config)
+    with pytest.raises(ValueError, match='n_thresh'):
+        postprocess(empty, empty, config, n_thresh=0)
+
+
+def test_no_tensorflow_import():
+    code = ('import sys, lbgnet.postprocess, lbgnet.evaluate; '
+            'sys.exit(int("tensorflow" in sys.modules or "keras" in sys.modules))')
+    assert subprocess.run([sys.executable, '-c', code]).returncode == 0
