@@ -36,9 +36,9 @@ class Network:
         The configuration stored with the weights (grid, lines, boxes, thresholds).
     metadata : dict
     path : str
-        Model file.
+        Model weights file (``NAME.weights.h5``; ``NAME.json`` beside it).
     sha256 : str
-        Digest of the model file.
+        SHA-256 of the weights file.
     """
 
     model: object
@@ -76,7 +76,8 @@ def load_network(path):
     Parameters
     ----------
     path : str
-        Model file written by :func:`lbgnet.io.modelfile.save_model`.
+        Model written by :func:`lbgnet.io.modelfile.save_model` (its ``.weights.h5`` or
+        ``.json`` file).
 
     Returns
     -------
@@ -88,12 +89,10 @@ def load_network(path):
         Missing, unreadable or incompatible model file (its output shape differs from
         the (nlines, nboxes) of its configuration, or it rejects the grid input).
     """
-    from .io.modelfile import load_model
+    from .io.modelfile import load_model, model_paths
     from .model import predict_boxes
     if path is None:
         raise InputFileError('--model', 'no model given and no pretrained model shipped')
-    if not os.path.exists(path):
-        raise InputFileError(path, 'model file not found')
     model, config, metadata = load_model(path)
     probe = np.zeros((1, config.grid.nbins, 2), dtype=np.float32)
     try:
@@ -104,7 +103,8 @@ def load_network(path):
     if conf.shape != expected or offset.shape != expected:
         raise InputFileError(path, f'incompatible model: output {conf.shape}, configuration '
                              f'expects {expected}')
-    return Network(model, config, dict(metadata or {}), os.path.abspath(path), file_sha256(path))
+    weights = model_paths(path)[0]
+    return Network(model, config, dict(metadata or {}), os.path.abspath(weights), file_sha256(weights))
 
 
 @dataclass
@@ -195,7 +195,8 @@ def catalog_header(job, network, c_thresh, n_thresh, layout, templates=None):
     cfg = network.config
     cards = [('LBGMODEL', network.path, 'lbgnet model file'),
              ('LBGMSHA', network.sha256, 'SHA-256 of the model file'),
-             ('LBGCONF', os.path.basename(cfg.source) or cfg.extra.get('name', ''), 'model configuration'),
+             ('LBGCONF', str(cfg.extra.get('name') or os.path.basename(cfg.source)),
+              'model configuration name'),
              ('CTHRESH', float(c_thresh), 'line confidence threshold c_th'),
              ('NTHRESH', int(n_thresh), 'lines above c_th for IS_LBG'),
              ('NBOXES', cfg.nboxes, 'boxes per line'),

@@ -7,22 +7,26 @@ its provenance header.  Files are written under a temporary name and renamed, so
 crash never leaves a partial file under the final name.
 """
 import hashlib
-import importlib
+import importlib.metadata
 import os
+import sys
 
 import numpy as np
 from astropy.io import fits
 from astropy.table import Table
-from desiutil.depend import add_dependencies, setdep
+from desiutil.depend import setdep
 
 from .atomic import atomic_path
 from .errors import InputFileError
 from .fitsutil import open_fits
 
-#: Modules whose versions go into DEPNAMnn/DEPVERnn (a fixed list, so that the header
-#: does not depend on what happens to be imported, e.g. mpi4py under MPI only).
-PROVENANCE_MODULES = ('numpy', 'scipy', 'astropy', 'fitsio', 'desiutil', 'desispec',
-                      'desitarget', 'redrock', 'tensorflow', 'keras')
+#: Packages whose versions go into DEPNAMnn/DEPVERnn -> their distribution names.  A
+#: fixed list read from the installed metadata (nothing is imported), so that the
+#: header does not depend on what a run happened to import (e.g. mpi4py under MPI).
+PROVENANCE_MODULES = {'numpy': ('numpy',), 'scipy': ('scipy',), 'astropy': ('astropy',),
+                      'fitsio': ('fitsio',), 'desiutil': ('desiutil',), 'desispec': ('desispec',),
+                      'desitarget': ('desitarget',), 'redrock': ('redrock',),
+                      'tensorflow': ('tensorflow', 'tensorflow-cpu'), 'keras': ('keras',)}
 
 #: Header keywords copied from the input files when present.
 LOCATION_KEYS = ('SURVEY', 'PROGRAM', 'SPGRP', 'SPGRPVAL', 'TILEID', 'PETAL', 'NIGHT',
@@ -42,6 +46,16 @@ class OutputFileError(OSError):
         self.path = str(path)
         self.problem = problem
         super().__init__(f'{path}: {problem}')
+
+
+def _dist_version(dists):
+    """Installed version of the first distribution found in `dists`, or 'not installed'."""
+    for dist in dists:
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return 'not installed'
 
 
 def file_sha256(path, blocksize=1 << 20):
@@ -75,7 +89,7 @@ def check_writable(path):
 
 
 def provenance_header(cards=(), dependencies=None):
-    """A FITS header with code versions (``desiutil.depend``) and run parameters.
+    """A FITS header with code versions (``desiutil.depend`` keywords) and run parameters.
 
     Parameters
     ----------
@@ -89,10 +103,9 @@ def provenance_header(cards=(), dependencies=None):
     astropy.io.fits.Header
     """
     header = fits.Header()
-    modules = [m for m in PROVENANCE_MODULES if importlib.util.find_spec(m) is not None]
-    for module in modules:
-        importlib.import_module(module)
-    add_dependencies(header, module_names=modules, envvar_names=[])
+    setdep(header, 'python', '.'.join(map(str, sys.version_info[:3])))
+    for module, dists in PROVENANCE_MODULES.items():
+        setdep(header, module, _dist_version(dists))
     for name, version in (dependencies or {}).items():
         setdep(header, name, str(version))
     for key, value, comment in cards:
@@ -100,8 +113,15 @@ def provenance_header(cards=(), dependencies=None):
             continue
         if isinstance(value, (np.integer, np.floating, np.bool_)):
             value = value.item()
-        header[key] = (value, comment)
+        header[key] = (value, _fit_comment(key, value, comment))
     return header
+
+
+def _fit_comment(key, value, comment):
+    """Shorten `comment` so that the card fits in 80 characters (no astropy warning)."""
+    used = len(str(fits.Card(key, value)).rstrip())
+    room = 80 - max(used, 30) - 3
+    return comment[:max(room, 0)] if used <= 80 else ''
 
 
 def write_catalog(path, table, header, extname='LBG_CNN'):

@@ -26,7 +26,7 @@ from .errors import InputFileError
 CATALOG_PREFIX = 'lbg_cnn'
 PRIORS_PREFIX = 'priors_lbg'
 
-_HEALPIX_NAME = re.compile(r'^(?:[a-z_]+)-(?P<SURVEY>[a-z0-9]+)-(?P<PROGRAM>[a-z0-9]+)-'
+_HEALPIX_NAME = re.compile(r'^(?:[a-z_]+)-(?P<SURVEY>[a-z][a-z0-9]*)-(?P<PROGRAM>[a-z][a-z0-9]*)-'
                            r'(?P<HPXPIXEL>\d+)\.fits(?:\.gz)?$')
 _TILE_NAME = re.compile(r'^(?:[a-z_]+)-(?P<PETAL>\d)-(?P<TILEID>\d+)-'
                         r'(?P<SPGRP>thru|exp|)(?P<NIGHT>\d+)\.fits(?:\.gz)?$')
@@ -186,13 +186,17 @@ def plan_jobs(coadds, root=None, outdir=None):
     Raises
     ------
     ValueError
-        If two coadds would write the same output file.
+        If a coadd is not below `root` (with `outdir`) or two coadds would write the
+        same output file.
     """
     coadds = list(coadds)
     if root is None and coadds:
         root = os.path.commonpath([os.path.dirname(os.path.abspath(c)) for c in coadds])
     jobs, owners = [], {}
     for coadd in coadds:
+        rel = os.path.relpath(os.path.abspath(coadd), os.path.abspath(root))
+        if outdir is not None and rel.startswith('..'):
+            raise ValueError(f'{coadd} is not below the input directory {root}')
         output, priors = output_paths(coadd, root, outdir)
         key = os.path.abspath(output)
         if key in owners:
