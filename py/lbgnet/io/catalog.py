@@ -150,7 +150,7 @@ def write_catalog(path, table, header, extname='LBG_CNN'):
             hdu.header.append(card)
     hdulist = fits.HDUList([fits.PrimaryHDU(header=header), hdu])
     with atomic_path(path) as tmp:
-        hdulist.writeto(tmp, checksum=True)
+        hdulist.writeto(tmp)
     return path
 
 
@@ -175,6 +175,6 @@ def read_catalog(path, extname='LBG_CNN'):
             raise InputFileError(path, f'no {extname} HDU')
         header = {k: fx[0].read_header()[k] for k in fx[0].read_header().keys()}
     with fits.open(path, memmap=False) as hdul:
-        table = Table.read(hdul[extname])
+        table = Table.read(hdul[extname], mask_invalid=False)
     table.meta['EXTNAME'] = extname
     return table, header

@@ -81,7 +81,7 @@ def write_priors(path, table, header=None):
         if card.keyword not in hdu.header:
             hdu.header.append(card)
     with atomic_path(path) as tmp:
-        fits.HDUList([fits.PrimaryHDU(header=header), hdu]).writeto(tmp, checksum=True)
+        fits.HDUList([fits.PrimaryHDU(header=header), hdu]).writeto(tmp)
     return path
 
 
@@ -101,6 +101,6 @@ def read_priors(path):
         if missing:
             raise InputFileError(path, f'PRIORS lacks column(s) {", ".join(sorted(missing))}')
     with fits.open(path, memmap=False) as hdul:
-        table = Table.read(hdul['PRIORS'])
+        table = Table.read(hdul['PRIORS'], mask_invalid=False)
     table['FUNCTION'] = np.char.strip(np.asarray(table['FUNCTION']).astype(str))
     return table

@@ -95,6 +95,7 @@ class Outcome:
     nspec: int = 0
     nlbg: int = 0
     seconds: float = 0.0
+    rank: int = 0
 
 
 def plan(args):
@@ -237,9 +238,12 @@ def default_template_path():
     return path
 
 
-def summarise(outcomes, unmatched):
+def summarise(outcomes, unmatched, size=1):
     """Log the end-of-run summary (rank 0); return the number of failures."""
     log = get_logger()
+    if size > 1:
+        per_rank = np.bincount([o.rank for o in outcomes], minlength=size)
+        log.info('files per rank: %s', ', '.join(str(n) for n in per_rank))
     done = [o for o in outcomes if o.status == 'done']
     failed = [o for o in outcomes if o.status == 'failed']
     nspec = sum(o.nspec for o in done)
@@ -286,11 +290,13 @@ def main(args=None, comm=None):
         outcomes = [Outcome(j.coadd, 'failed', f'rank {rank}: {err}') for j in mine]
     else:
         outcomes = run_files(mine, network, args, state['rerun'])
+    for outcome in outcomes:
+        outcome.rank = rank
     if comm is not None:
         gathered = comm.gather(outcomes, root=0)
         outcomes = [o for part in gathered for o in part] if rank == 0 else outcomes
         comm.barrier()
-    nfail = summarise(outcomes, state['unmatched']) if rank == 0 else 0
+    nfail = summarise(outcomes, state['unmatched'], size) if rank == 0 else 0
     if comm is not None:
         nfail = comm.bcast(nfail, root=0)
     return 1 if nfail else 0
