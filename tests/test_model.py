@@ -1,0 +1,199 @@
+"""Model construction from configurations, custom-layer serialisation, prediction, model files."""
+import dataclasses
+import json
+import os
+
+import numpy as np
+import pytest
+
+import keras
+
+from lbgnet.config import ConfigError, load_config
+from lbgnet.io import InputFileError
+from lbgnet.io.modelfile import load_model, model_paths, save_model
+from lbgnet.model import (InputChannels, RescaledSigmoid, build_model, predict_boxes,
+                          quasarnet_layer_names)
+
+from conftest import reference_file
+
+SMALL = dict(channels=['flux', 'snr'], conv_layers=2, filters=[8, 8], kernel_size=5, strides=2,
+             padding='same', dropout=0.1, dense_units=16, offset_margin=0.1, snr_softening=5.0)
+
+
+def small_config(config, **model):
+    extra = dict(config.extra)
+    extra['model'] = dict(SMALL, **model)
+    extra['name'] = 'small'
+    return dataclasses.replace(config, extra=extra, source='small-test-config')
+
+
+def _inputs(config, nspec=5, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(0, 1, (nspec, config.grid.nbins, 2)).astype(np.float32)
+
+
+@pytest.mark.parametrize('name', ['lbgnet-initial.yaml', 'lbgnet-snr.yaml', 'lbgnet-default.yaml'])
+def test_shipped_configs_build(name):
+    config = load_config(name)
+    model = build_model(config)
+    nlines = len(config.lines)
+    assert model.input_shape == (None, config.grid.nbins, 2)
+    assert model.output_shape == (None, nlines, config.nboxes, 2)
+    names = {layer.name for layer in model.layers}
+    nconv = config.extra['model']['conv_layers']
+    for i in range(1, nconv + 1):
+        assert f'conv_{i}' in names and f'batch_normalization_{i}' in names
+    assert 'fc_common' in names
+    for line in config.lines.names:
+        assert f'fc_box_{line}' in names and f'fc_offset_{line}' in names
+    filters = config.extra['model']['filters']
+    last = filters if isinstance(filters, int) else filters[-1]
+    assert model.get_layer(f'conv_{nconv}').kernel.shape[-1] == last
+    nchan = len(config.extra['model']['channels'])
+    assert model.get_layer('conv_1').kernel.shape[1] == nchan
+
+
+def test_flux_only_ignores_snr_and_offset_range(config):
+    cfg = small_config(config, channels=['flux'], offset_margin=0.2)
+    model = build_model(cfg)
+    X = _inputs(cfg)
+    X2 = X.copy()
+    X2[..., 1] = 1e3
+    conf, off = predict_boxes(model, X)
+    conf2, off2 = predict_boxes(model, X2)
+    np.testing.assert_allclose(conf, conf2, atol=1e-6)
+    assert conf.shape == (5, len(cfg.lines), cfg.nboxes)
+    assert np.all((conf > 0) & (conf < 1))
+    assert np.all((off > -0.2) & (off < 1.2))
+    # with the snr channel the output does depend on it
+    model2 = build_model(small_config(config))
+    assert not np.allclose(predict_boxes(model2, X)[0], predict_boxes(model2, X2)[0])
+
+
+def test_custom_layers_get_config_round_trip():
+    layer = RescaledSigmoid(0.3, name='r')
+    clone = RescaledSigmoid.from_config(layer.get_config())
+    x = np.linspace(-30, 30, 7).astype(np.float32)[None]
+    np.testing.assert_allclose(np.asarray(clone(x)), np.asarray(layer(x)))
+    np.testing.assert_allclose(np.asarray(layer(x))[0, [0, -1]], [-0.3, 1.3], atol=1e-5)
+    sel = InputChannels([1, 0], snr_index=1, snr_softening=2.0)
+    clone = InputChannels.from_config(sel.get_config())
+    X = np.random.default_rng(0).normal(0, 5, (2, 4, 2)).astype(np.float32)
+    out = np.asarray(clone(X))
+    np.testing.assert_allclose(out[..., 0], np.arcsinh(X[..., 1] / 2.0), rtol=1e-5)
+    np.testing.assert_allclose(out[..., 1], X[..., 0])
+
+
+def test_model_config_round_trip(config):
+    cfg = small_config(config)
+    model = build_model(cfg)
+    clone = keras.Model.from_config(model.get_config())
+    clone.set_weights(model.get_weights())
+    X = _inputs(cfg)
+    np.testing.assert_allclose(predict_boxes(clone, X)[0], predict_boxes(model, X)[0], atol=1e-6)
+    assert [l.name for l in clone.layers] == [l.name for l in model.layers]
+
+
+def test_predict_boxes_checks_and_batches(config):
+    cfg = small_config(config)
+    model = build_model(cfg)
+    X = _inputs(cfg, nspec=7)
+    conf, off = predict_boxes(model, X, batch_size=3)
+    ref = np.asarray(model(X, training=False))
+    np.testing.assert_allclose(conf, ref[..., 0], atol=1e-6)
+    np.testing.assert_allclose(off, ref[..., 1], atol=1e-6)
+    empty = predict_boxes(model, X[:0])
+    assert empty[0].shape == (0, len(cfg.lines), cfg.nboxes)
+    with pytest.raises(ValueError, match='input shape'):
+        predict_boxes(model, X[:, :100])
+
+
+def test_invalid_model_sections(config):
+    with pytest.raises(ConfigError, match='2 values for 3'):
+        build_model(small_config(config, conv_layers=3))
+    with pytest.raises(ConfigError, match='channels'):
+        build_model(small_config(config, channels=['ivar']))
+    extra = dict(config.extra)
+    extra.pop('model', None)
+    with pytest.raises(ConfigError, match='no "model" section'):
+        build_model(dataclasses.replace(config, extra=extra))
+
+
+def test_quasarnet_names_match_reference_file(config):
+    """Our conv/BN/dense layers map onto the layer names and shapes of a QuasarNET .h5."""
+    import h5py
+    path = reference_file('quasarnet-weights', 'quasarnet-format-small-weights.h5')
+    cfg = small_config(config, channels=['flux'], conv_layers=4, filters=25, kernel_size=10,
+                       dense_units=25)
+    model = build_model(cfg)
+    mapping = quasarnet_layer_names(4)
+    with h5py.File(path, 'r') as fx:
+        group = fx['model_weights']
+        for ours, theirs in mapping.items():
+            assert theirs in group, theirs
+            shapes = sorted(tuple(d.shape) for d in _datasets(group[theirs]))
+            mine = sorted(tuple(w.shape) for w in model.get_layer(ours).weights)
+            if ours == 'fc_common':   # flatten size differs (800 bins here, not QuasarNET's grid)
+                assert shapes[0] == mine[0]
+            else:
+                assert shapes == mine, ours
+
+
+def _datasets(group):
+    import h5py
+    out = []
+    group.visititems(lambda n, o: out.append(o) if isinstance(o, h5py.Dataset) else None)
+    return out
+
+
+def test_model_file_round_trip(tmp_path, config):
+    cfg = small_config(config)
+    model = build_model(cfg)
+    X = _inputs(cfg)
+    path = str(tmp_path / 'm.weights.h5')
+    wpath, jpath = save_model(path, model, cfg, metadata={'seed': np.int64(3), 'note': 'x'})
+    assert (wpath, jpath) == model_paths(path) and os.path.exists(jpath)
+    assert sorted(os.listdir(tmp_path)) == ['m.json', 'm.weights.h5']
+    loaded, cfg2, meta = load_model(jpath)
+    assert meta == {'seed': 3, 'note': 'x'}
+    assert cfg2.grid == cfg.grid and cfg2.lines == cfg.lines and cfg2.nboxes == cfg.nboxes
+    assert cfg2.extra['model'] == cfg.extra['model']
+    np.testing.assert_allclose(predict_boxes(loaded, X)[0], predict_boxes(model, X)[0], atol=1e-6)
+    desc = json.load(open(jpath))
+    assert desc['normalisation']['channels'] == ['flux', 'snr'] and not str(desc).count('pickle')
+
+
+def test_model_file_errors(tmp_path, config):
+    cfg = small_config(config)
+    path = str(tmp_path / 'm.weights.h5')
+    save_model(path, build_model(cfg), cfg)
+    jpath = str(tmp_path / 'm.json')
+    with pytest.raises(InputFileError, match='no such file'):
+        load_model(str(tmp_path / 'nothere.weights.h5'))
+    with pytest.raises(InputFileError, match='must end in'):
+        load_model(str(tmp_path / 'm.h5'))
+    # corrupted weights: checksum mismatch
+    with open(path, 'r+b') as fx:
+        fx.seek(2000)
+        fx.write(b'\x00garbage\x00')
+    with pytest.raises(InputFileError, match='SHA-256'):
+        load_model(path)
+    # weights of another architecture with a consistent checksum
+    other = small_config(config, filters=[4, 4])
+    save_model(str(tmp_path / 'o.weights.h5'), build_model(other), other)
+    os.replace(tmp_path / 'o.weights.h5', path)
+    desc = json.load(open(jpath))
+    desc['weights_sha256'] = json.load(open(tmp_path / 'o.json'))['weights_sha256']
+    json.dump(desc, open(jpath, 'w'))
+    with pytest.raises(InputFileError, match='do not match'):
+        load_model(path)
+    # not JSON, wrong format, future version, broken config
+    open(jpath, 'w').write('{not json')
+    with pytest.raises(InputFileError, match='JSON'):
+        load_model(jpath)
+    for change, match in (({'format': 'other'}, 'not an lbgnet model'),
+                          ({'format_version': 99}, 'not supported'),
+                          ({'config': {'grid': {}}}, 'invalid configuration')):
+        json.dump(dict(desc, **change), open(jpath, 'w'))
+        with pytest.raises(InputFileError, match=match):
+            load_model(jpath)
