@@ -1,0 +1,175 @@
+"""
+lbgnet.sim.population
+=====================
+
+Draw a mixed population of mock objects (LBGs and their contaminants) as a truth
+table holding every physical parameter :func:`lbgnet.sim.render.render_spectra`
+needs, with one line-of-sight seed per object so that rendering is reproducible.
+"""
+import numpy as np
+from astropy.table import Table
+
+from ..config import ConfigError, read_yaml_config
+from .galaxy import draw_galaxy
+from .lbg import draw_lbg
+from .qso import NPCA, draw_qso
+from .star import draw_star
+
+#: Object classes of the simulator, in table order of the fractions.
+CLASSES = ('LBG', 'QSO', 'GALAXY', 'STAR')
+DEFAULT_SIM_CONFIG = 'lbgnet-sim.yaml'
+
+#: Truth-table columns: name -> (dtype, fill value for classes that lack it, description).
+COLUMNS = {
+    'CLASS': ('U6', '', 'LBG, QSO, GALAXY or STAR'),
+    'SUBTYPE': ('U8', '', 'class subtype (LBG; QSO/BAL; SF/OII_LYA/PASSIVE; B..M, WD)'),
+    'Z_TRUE': ('f8', np.nan, 'systemic redshift (stars: v_r/c)'),
+    'RMAG': ('f8', np.nan, 'r AB magnitude the spectrum is normalised to'),
+    'LYA_EW': ('f8', np.nan, 'LBG Lya rest equivalent width, A (> 0 emission)'),
+    'BETA': ('f8', np.nan, 'LBG UV slope, f_lambda ~ lambda^BETA'),
+    'DV_LYA': ('f8', np.nan, 'LBG Lya emission velocity offset, km/s'),
+    'DV_ISM': ('f8', np.nan, 'LBG interstellar absorption velocity offset, km/s'),
+    'ISM_SCALE': ('f8', np.nan, 'LBG low-ionisation/HI absorption EW factor'),
+    'HIGH_ION_SCALE': ('f8', np.nan, 'LBG SiIV/CIV absorption EW factor'),
+    'IGM_SCALE': ('f8', np.nan, 'line-of-sight factor on the forest optical depth'),
+    'IGM_SEED': ('i8', 0, 'seed of the line-of-sight forest realisation'),
+    'ALPHA': ('f8', np.nan, 'QSO continuum slope, f_nu ~ nu^ALPHA'),
+    'QSO_FWHM': ('f8', np.nan, 'QSO broad-line FWHM, km/s'),
+    'LINE_SCALE': ('f8', np.nan, 'QSO emission-line EW factor'),
+    'BAL_EW': ('f8', np.nan, 'BAL CIV trough rest EW, A (0: no BAL)'),
+    'BAL_V': ('f8', np.nan, 'BAL trough outflow velocity, km/s'),
+    'BAL_SIGMA': ('f8', np.nan, 'BAL trough velocity sigma, km/s'),
+    'TAU_LL': ('f8', np.nan, 'QSO Lyman-limit optical depth'),
+    **{f'QSO_PCA{k + 1}': ('f8', np.nan, 'Redrock QSO PCA coefficient deviate')
+       for k in range(NPCA)},
+    'Z_LYA_ALIAS': ('f8', np.nan, 'galaxy: LBG redshift whose Lya falls on [OII]'),
+    'D4000': ('f8', np.nan, 'galaxy 4000 A break amplitude'),
+    'BETA_BLUE': ('f8', np.nan, 'galaxy continuum slope below 4000 A'),
+    'BETA_RED': ('f8', np.nan, 'galaxy continuum slope above 4000 A'),
+    'OII_EW': ('f8', np.nan, 'galaxy [OII] doublet rest EW, A'),
+    'OII_RATIO': ('f8', np.nan, 'galaxy [OII] 3729/3726 flux ratio'),
+    'LOG_OII_HB': ('f8', np.nan, 'galaxy log10 [OII]/Hbeta'),
+    'LOG_OIII_HB': ('f8', np.nan, 'galaxy log10 [OIII]5007/Hbeta'),
+    'LOG_NII_HA': ('f8', np.nan, 'galaxy log10 [NII]6584/Halpha'),
+    'LOG_SII_HA': ('f8', np.nan, 'galaxy log10 [SII]/Halpha'),
+    'EBV': ('f8', np.nan, 'galaxy nebular E(B-V)'),
+    'VDISP': ('f8', np.nan, 'galaxy emission-line sigma, km/s'),
+    'TEFF': ('f8', np.nan, 'star effective temperature, K'),
+    'METAL_SCALE': ('f8', np.nan, 'star metal-line EW factor'),
+    'TEMPLATE_U': ('f8', np.nan, 'star archetype selector in [0, 1)'),
+}
+
+
+def load_sim_config(name=DEFAULT_SIM_CONFIG):
+    """Read a simulator configuration (``base:`` includes followed).
+
+    Parameters
+    ----------
+    name : str, optional
+        Path, or file name in the ``etc/`` directory [``lbgnet-sim.yaml``].
+
+    Returns
+    -------
+    dict
+        The merged mapping, with the ``simulation`` section and the base ``lines``.
+
+    Raises
+    ------
+    lbgnet.config.ConfigError
+        If the file has no ``simulation`` section or lacks a class section.
+    """
+    cfg = read_yaml_config(name)
+    sim = cfg.get('simulation')
+    if not isinstance(sim, dict):
+        raise ConfigError(f'{name}: no "simulation" section (is this a simulator configuration?)')
+    missing = [k for k in ('class_fractions', 'rmag_range', 'normalisation', 'igm', 'lbg', 'qso',
+                           'galaxy', 'star') if k not in sim]
+    if missing or 'lines' not in cfg:
+        raise ConfigError(f'{name}: simulation configuration lacks {missing or ["lines"]}')
+    unknown = set(sim['class_fractions']) - set(CLASSES)
+    if unknown:
+        raise ConfigError(f'{name}: unknown classes {sorted(unknown)} in class_fractions; known {CLASSES}')
+    cfg['_source'] = str(name)
+    return cfg
+
+
+def class_counts(fractions, n, rng, classes=None):
+    """Number of objects per class: multinomial draw with the (renormalised) fractions."""
+    names = list(CLASSES if classes is None else classes)
+    bad = [c for c in names if c not in CLASSES]
+    if bad:
+        raise ValueError(f'unknown classes {bad}; known {CLASSES}')
+    prob = np.array([float(fractions.get(c, 0.0)) for c in names])
+    if prob.sum() <= 0:
+        raise ValueError(f'class fractions of {names} sum to zero')
+    return dict(zip(names, rng.multinomial(n, prob / prob.sum())))
+
+
+def _draw_class(name, sim, n, rng, zrange):
+    lbg_z = tuple(zrange) if zrange is not None else tuple(sim['lbg']['zrange'])
+    if name == 'LBG':
+        cols = draw_lbg(sim['lbg'], n, rng, zrange=lbg_z)
+        cols['SUBTYPE'] = np.full(n, 'LBG')
+    elif name == 'QSO':
+        cols = draw_qso(sim['qso'], n, rng)
+    elif name == 'GALAXY':
+        cols = draw_galaxy(sim['galaxy'], n, rng, lbg_z)
+    else:
+        cols = draw_star(sim['star'], n, rng)
+    if name in ('LBG', 'QSO'):
+        sig = float(sim['igm']['scale_sigma'])
+        cols['IGM_SCALE'] = np.exp(rng.normal(-0.5 * sig ** 2, sig, n))
+        cols['IGM_SEED'] = rng.integers(1, 2 ** 62, n)
+    cols['CLASS'] = np.full(n, name)
+    return cols
+
+
+def draw_population(simcfg, n, rng, classes=None, zrange=None, rmag_range=None):
+    """Draw a mixed population of mock objects.
+
+    Parameters
+    ----------
+    simcfg : dict
+        From :func:`load_sim_config`.
+    n : int
+        Number of objects.
+    rng : numpy.random.Generator
+    classes : sequence of str, optional
+        Restrict to these classes (fractions renormalised).
+    zrange : (float, float), optional
+        LBG redshift range overriding the configuration (also sets the LBG redshifts
+        mimicked by the ``OII_LYA`` galaxies).
+    rmag_range : (float, float), optional
+        r AB range of all classes overriding the configuration.
+
+    Returns
+    -------
+    astropy.table.Table
+        One row per object, in random class order, with the columns of :data:`COLUMNS`
+        (fill values where a parameter does not apply).  ``meta['SIMCFG']`` names the
+        configuration.
+    """
+    sim = simcfg['simulation']
+    if n < 0:
+        raise ValueError(f'number of objects must be >= 0, got {n}')
+    if zrange is not None and not zrange[0] < zrange[1]:
+        raise ValueError(f'zrange must be (min, max) with min < max, got {zrange}')
+    rlo, rhi = sim['rmag_range'] if rmag_range is None else rmag_range
+    if not rlo <= rhi:
+        raise ValueError(f'rmag_range must be (min, max), got {(rlo, rhi)}')
+    counts = class_counts(sim['class_fractions'], n, rng, classes)
+    parts = [_draw_class(name, sim, k, rng, zrange) for name, k in counts.items() if k > 0]
+    data = {}
+    for col, (dtype, fill, _) in COLUMNS.items():
+        if col == 'RMAG':
+            continue
+        vals = [p[col] if col in p else np.full(len(p['CLASS']), fill) for p in parts]
+        data[col] = np.concatenate(vals).astype(dtype) if vals else np.zeros(0, dtype=dtype)
+    order = rng.permutation(n)
+    truth = Table({k: v[order] for k, v in data.items()})
+    truth['RMAG'] = rng.uniform(rlo, rhi, n)
+    truth = truth[list(COLUMNS)]
+    for col, (_, _, desc) in COLUMNS.items():
+        truth[col].description = desc
+    truth.meta['SIMCFG'] = str(simcfg.get('_source', DEFAULT_SIM_CONFIG))
+    return truth
