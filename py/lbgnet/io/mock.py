@@ -1,0 +1,145 @@
+"""
+lbgnet.io.mock
+==============
+
+Write (and read back) the files of a mock data set: ``coadd-*.fits`` (desispec
+format, via :func:`lbgnet.io.write_coadd`), ``redrock-*.fits`` (Redrock's layout:
+REDSHIFTS, FIBERMAP, EXP_FIBERMAP, TSNR2) and ``truth-*.fits`` (TRUTH).  Every file
+is written under a temporary name and renamed.
+"""
+import os
+
+import numpy as np
+from astropy.io import fits
+from astropy.table import Table
+
+from .atomic import atomic_path
+from .errors import InputFileError
+from .fitsutil import extnames, open_fits, read_table
+from .spectra import write_coadd
+
+#: Columns a truth file must have.
+TRUTH_COLUMNS = ('TARGETID', 'CLASS', 'Z_TRUE', 'RMAG')
+
+
+def mock_filenames(outdir, survey, program, pixel):
+    """Paths of the coadd, redrock and truth files of one healpix pixel.
+
+    Returns
+    -------
+    dict
+        'coadd', 'redrock', 'truth' -> ``<outdir>/<kind>-<survey>-<program>-<pixel>.fits``.
+    """
+    stem = f'{survey}-{program}-{int(pixel)}.fits'
+    return {kind: os.path.join(outdir, f'{kind}-{stem}') for kind in ('coadd', 'redrock', 'truth')}
+
+
+def provenance_header(meta, config_name=None):
+    """Primary header: the mock's keywords plus desiutil.depend versions."""
+    from desiutil.depend import add_dependencies, setdep
+    from .._version import __version__
+    header = fits.Header()
+    for key, val in (meta or {}).items():
+        header[key] = val
+    add_dependencies(header)
+    setdep(header, 'lbgnet', __version__)
+    if config_name:
+        setdep(header, 'LBGNET_MOCK_CONFIG', os.path.basename(str(config_name)))
+    return header
+
+
+def _table_hdu(table, extname):
+    hdu = fits.table_to_hdu(Table(table, copy=False))
+    hdu.name = extname
+    return hdu
+
+
+def write_tables(path, header, tables):
+    """Write a primary header and named tables to one FITS file, atomically.
+
+    Parameters
+    ----------
+    path : str
+    header : astropy.io.fits.Header
+    tables : list of (str, astropy.table.Table)
+        (EXTNAME, table) in HDU order.
+    """
+    hdus = fits.HDUList([fits.PrimaryHDU(header=header)]
+                        + [_table_hdu(tab, name) for name, tab in tables])
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with atomic_path(path) as tmp:
+        hdus.writeto(tmp)
+    return path
+
+
+def write_redrock(path, redshifts, fibermap, exp_fibermap, scores, header):
+    """Redrock-format file: REDSHIFTS, FIBERMAP, EXP_FIBERMAP and TSNR2 HDUs.
+
+    REDSHIFTS must be in the coadd's TARGETID order (checked).
+
+    Raises
+    ------
+    ValueError
+        If REDSHIFTS and FIBERMAP disagree on TARGETID order.
+    """
+    if not np.array_equal(np.asarray(redshifts['TARGETID']), np.asarray(fibermap['TARGETID'])):
+        raise ValueError(f'{path}: REDSHIFTS and FIBERMAP TARGETIDs differ in order or content')
+    tsnr2 = Table()
+    tsnr2['TARGETID'] = scores['TARGETID']
+    for col in scores.colnames:
+        if col.startswith('TSNR2_'):
+            tsnr2[col] = scores[col]
+    return write_tables(path, header, [('REDSHIFTS', redshifts), ('FIBERMAP', fibermap),
+                                       ('EXP_FIBERMAP', exp_fibermap), ('TSNR2', tsnr2)])
+
+
+def write_truth(path, truth, header):
+    """Truth file: primary header + TRUTH table."""
+    return write_tables(path, header, [('TRUTH', truth)])
+
+
+def read_truth(path):
+    """Read the TRUTH table of a mock truth file.
+
+    Raises
+    ------
+    InputFileError
+        Missing/unreadable file, no TRUTH HDU or a column of :data:`TRUTH_COLUMNS` missing.
+    """
+    path = str(path)
+    with open_fits(path) as fx:
+        if 'TRUTH' not in extnames(fx):
+            raise InputFileError(path, 'no TRUTH HDU: not an lbgnet truth file')
+        table = read_table(fx, 'TRUTH', path)
+    missing = [c for c in TRUTH_COLUMNS if c not in table.colnames]
+    if missing:
+        raise InputFileError(path, f'TRUTH lacks column(s) {", ".join(missing)}')
+    for col in table.colnames:
+        if table[col].dtype.kind == 'S':
+            table[col] = np.char.strip(np.char.decode(table[col], 'ascii'))
+    return table
+
+
+def write_mock(outdir, mock, config_name=None):
+    """Write the coadd, redrock and truth files of a :class:`lbgnet.sim.mock.MockData`.
+
+    Returns
+    -------
+    dict
+        'coadd', 'redrock', 'truth' -> written paths.
+    """
+    meta = dict(mock.meta)
+    paths = mock_filenames(outdir, meta['SURVEY'], meta['PROGRAM'], meta['HPXPIXEL'])
+    header = provenance_header(meta, config_name)
+    fibermap = mock.fibermap.copy(copy_data=False)
+    fibermap.meta.update({k: v for k, v in meta.items() if k != 'HPXNEST'})
+    resolution = None
+    if mock.resolution is not None:
+        resolution = {b: np.ascontiguousarray(r) for b, r in mock.resolution.items()}
+    write_coadd(paths['coadd'], mock.wave, mock.flux, mock.ivar, fibermap, mask=mock.mask,
+                resolution=resolution, exp_fibermap=mock.exp_fibermap, scores=mock.scores,
+                meta=dict(header))
+    write_redrock(paths['redrock'], mock.redshifts, fibermap, mock.exp_fibermap, mock.scores,
+                  header)
+    write_truth(paths['truth'], mock.truth, header)
+    return paths

@@ -1,0 +1,390 @@
+"""
+lbgnet.sim.instrument
+=====================
+
+A DESI-like spectrograph model: the three arms on their real pixel grids, a
+Gaussian line-spread function per arm (and the matching desispec RESOLUTION
+data), and a noise model built from the sky (continuum plus emission lines), the
+throughput and the read noise, scaled by an effective exposure time.
+
+Noise model, per 0.8 Å pixel and arm (flux unit F = 1e-17 erg/s/cm²/Å)::
+
+    var(λ) = [ (F_obj + S_cont + a·S_lines) / G(λ) + RN² / G(λ)² ] · T_ref / T
+
+where G(λ) is the number of electrons per pixel per flux unit at the reference
+effective time T_ref (throughput, aperture and exposure folded in), S the sky in
+the fibre, RN² the read-noise variance per pixel (e²) accumulated over the
+exposures of T_ref.  Every term scales as 1/T because the number of exposures
+grows with T.  The pipeline inverse variance is 1/var; the flux scatter is
+``noise_excess`` times larger (real DESI coadds are slightly optimistic), plus a
+sky-subtraction residual ``sky_residual · a·S_lines · N(0,1)`` at the sky lines that
+the inverse variance does not know about.  The parameters live in the
+``instrument`` section of ``etc/lbgnet-mock.yaml`` and were fitted to a real DESI
+coadd with :mod:`lbgnet.sim.calibrate`.
+
+All functions are pure; randomness comes only through an ``rng`` argument.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+from desiutil.log import get_logger
+
+from ..config import ConfigError, arm_wavelengths
+
+#: FWHM = FWHM_PER_SIGMA × σ for a Gaussian.
+FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
+
+#: Half-width of the sky-line convolution kernel, in units of the LSF σ.
+LSF_TRUNCATION = 5.0
+
+
+@dataclass(frozen=True, eq=False)
+class ArmModel:
+    """Instrument model of one spectrograph arm.
+
+    Attributes
+    ----------
+    band : str
+        ``'b'``, ``'r'`` or ``'z'``.
+    wave : numpy.ndarray
+        Pixel centres, shape (nwave,), Å.
+    lsf_sigma : numpy.ndarray
+        Gaussian LSF σ per pixel, shape (nwave,), Å.
+    gain : numpy.ndarray
+        Electrons per pixel per 1e-17 erg/s/cm²/Å at the reference effective time,
+        shape (nwave,).
+    sky_cont, sky_lines : numpy.ndarray
+        Sky continuum and LSF-convolved sky lines in the fibre, shape (nwave,),
+        1e-17 erg/s/cm²/Å.
+    read_var : float
+        Read-noise variance per pixel at the reference effective time (e²).
+    noise_excess : float
+        True flux scatter / pipeline σ.
+    sky_residual : float
+        Fractional sky-subtraction residual of the sky lines.
+    """
+
+    band: str
+    wave: np.ndarray
+    lsf_sigma: np.ndarray
+    gain: np.ndarray
+    sky_cont: np.ndarray
+    sky_lines: np.ndarray
+    read_var: float
+    noise_excess: float
+    sky_residual: float
+
+    @property
+    def background_var(self):
+        """Variance per pixel without object flux at the reference time, shape (nwave,)."""
+        return (self.sky_cont + self.sky_lines) / self.gain + self.read_var / self.gain ** 2
+
+    @property
+    def residual_pixels(self):
+        """Indices of the pixels where sky-line residuals are drawn (sky lines > 0)."""
+        return np.flatnonzero(self.sky_lines * self.sky_residual > 0)
+
+
+@dataclass(frozen=True, eq=False)
+class Instrument:
+    """The spectrograph: one :class:`ArmModel` per band plus global settings.
+
+    Attributes
+    ----------
+    arms : dict
+        band -> :class:`ArmModel`, in wavelength order.
+    efftime_ref : float
+        Effective exposure time (s) at which the gain and read noise are given.
+    ndiag : int
+        Number of diagonals of the RESOLUTION data (odd).
+    """
+
+    arms: dict
+    efftime_ref: float
+    ndiag: int
+
+    @property
+    def bands(self):
+        """Bands in wavelength order."""
+        return tuple(self.arms)
+
+    @property
+    def waves(self):
+        """band -> pixel wavelengths (Å)."""
+        return {b: arm.wave for b, arm in self.arms.items()}
+
+
+def lsf_sigma(wave, resolution):
+    """Gaussian LSF σ for a resolving power varying linearly across an arm.
+
+    Parameters
+    ----------
+    wave : numpy.ndarray
+        Increasing pixel wavelengths, shape (nwave,), Å.
+    resolution : (float, float)
+        R = λ/FWHM at the first and at the last pixel.
+
+    Returns
+    -------
+    numpy.ndarray
+        σ per pixel, shape (nwave,), Å.
+    """
+    wave = np.asarray(wave, dtype=np.float64)
+    r_lo, r_hi = (float(v) for v in resolution)
+    if r_lo <= 0 or r_hi <= 0:
+        raise ValueError(f'resolving power must be positive, got {resolution}')
+    frac = (wave - wave[0]) / max(wave[-1] - wave[0], 1e-12)
+    return wave / (r_lo + frac * (r_hi - r_lo)) / FWHM_PER_SIGMA
+
+
+def resolution_data(sigma_pix, ndiag):
+    """desispec RESOLUTION diagonals of a pixel-integrated Gaussian LSF.
+
+    Parameters
+    ----------
+    sigma_pix : numpy.ndarray
+        LSF σ per pixel in units of pixels, shape (nwave,).
+    ndiag : int
+        Number of diagonals (odd), e.g. 11 as in DESI coadds.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (ndiag, nwave), float32, in the ``scipy.sparse.dia_matrix.data`` layout
+        that :class:`desispec.resolution.Resolution` reads (offsets ndiag//2 … -ndiag//2);
+        each column sums to 1.
+    """
+    from scipy.special import erf
+    if ndiag % 2 != 1 or ndiag < 3:
+        raise ValueError(f'ndiag must be odd and >= 3, got {ndiag}')
+    half = ndiag // 2
+    offsets = np.arange(half, -half - 1, -1, dtype=np.float64)[:, None]
+    scale = np.sqrt(2.0) * np.asarray(sigma_pix, dtype=np.float64)[None, :]
+    data = 0.5 * (erf((offsets + 0.5) / scale) - erf((offsets - 0.5) / scale))
+    data /= data.sum(axis=0, keepdims=True)
+    return data.astype(np.float32)
+
+
+def convolve_lines(line_wave, line_flux, wave, sigma):
+    """Put a finely sampled emission-line spectrum through a Gaussian LSF.
+
+    Parameters
+    ----------
+    line_wave, line_flux : numpy.ndarray
+        Samples of the line spectrum (Å, flux density), shape (nsample,), on a
+        regular grid (only the non-zero samples need be given).
+    wave : numpy.ndarray
+        Output pixel centres, increasing, shape (nwave,), Å.
+    sigma : numpy.ndarray
+        LSF σ at each output pixel, shape (nwave,), Å.
+
+    Returns
+    -------
+    numpy.ndarray
+        Flux density on `wave`, shape (nwave,); the integral of the input is kept.
+    """
+    out = np.zeros(wave.size)
+    if line_wave.size == 0:
+        return out
+    step = np.median(np.diff(line_wave)) if line_wave.size > 1 else 0.1
+    pixel = np.median(np.diff(wave))
+    half = int(np.ceil(LSF_TRUNCATION * sigma.max() / pixel))
+    centre = np.searchsorted(wave, line_wave)
+    idx = centre[:, None] + np.arange(-half, half + 1)[None, :]
+    ok = (idx >= 0) & (idx < wave.size)
+    idx = np.clip(idx, 0, wave.size - 1)
+    sig = sigma[idx]
+    kernel = np.exp(-0.5 * ((wave[idx] - line_wave[:, None]) / sig) ** 2) / (np.sqrt(2 * np.pi) * sig)
+    contrib = np.where(ok, kernel * (line_flux * step)[:, None], 0.0)
+    return np.bincount(idx.ravel(), weights=contrib.ravel(), minlength=wave.size)
+
+
+def sky_line_spectrum(sky_lines, wave, sigma, shift=0.0, sigma_factor=1.0):
+    """Sky emission lines as they appear in the variance of an extracted spectrum.
+
+    Parameters
+    ----------
+    sky_lines : (numpy.ndarray, numpy.ndarray)
+        Finely sampled line spectrum (wave Å, flux density), e.g. desispec's spec-sky.dat.
+    wave, sigma : numpy.ndarray
+        Pixel centres and LSF σ, shape (nwave,), Å.
+    shift : float, optional
+        Velocity shift of the lines (km/s): DESI coadds are in the barycentric frame,
+        so the sky lines move by the barycentric correction (±30 km/s).
+    sigma_factor : float, optional
+        Width of the line profile in the variance relative to the LSF: the extraction
+        (deconvolution, then reconvolution with the resolution matrix) makes the
+        variance profile of a sky line narrower than the LSF.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (nwave,), in the units of the input flux density.
+    """
+    from scipy.constants import c as speed_of_light
+    line_wave = sky_lines[0] * (1.0 + shift * 1e3 / speed_of_light)
+    return convolve_lines(line_wave, sky_lines[1], wave, sigma * sigma_factor)
+
+
+def _nodes(section, name, source):
+    try:
+        xs = np.asarray(section['wave'], dtype=np.float64)
+        ys = np.asarray(section[name], dtype=np.float64)
+    except (KeyError, TypeError, ValueError) as err:
+        raise ConfigError(f'{source}: bad node table ({err!r})') from None
+    if xs.ndim != 1 or xs.shape != ys.shape or xs.size < 2 or np.any(np.diff(xs) <= 0):
+        raise ConfigError(f'{source}: node table needs >= 2 increasing wavelengths and '
+                          f'as many values')
+    return xs, ys
+
+
+def build_instrument(config, sky_lines=None):
+    """Build the :class:`Instrument` described by a configuration.
+
+    Parameters
+    ----------
+    config : lbgnet.config.Config
+        A configuration whose ``instrument`` section holds ``pixel``, ``arms``,
+        ``resolution``, ``resolution_ndiag`` and ``noise`` (``etc/lbgnet-mock.yaml``).
+    sky_lines : (numpy.ndarray, numpy.ndarray), optional
+        Sky-line spectrum (wave Å, flux) as returned by
+        :func:`lbgnet.io.skymodel.read_sky_lines`.  When omitted the sky has no
+        emission lines (a warning is logged).
+
+    Returns
+    -------
+    Instrument
+
+    Raises
+    ------
+    lbgnet.config.ConfigError
+        If a key is missing or a value is out of range.
+    """
+    log = get_logger()
+    src = config.source or 'config'
+    waves = arm_wavelengths(config)
+    try:
+        inst = config.extra['instrument']
+        noise = inst['noise']
+        ndiag = int(inst['resolution_ndiag'])
+        efftime_ref = float(noise['efftime_ref'])
+        cont_w, cont_f = _nodes(noise['sky_continuum'], 'flux', f'{src} sky_continuum')
+        arms = {}
+        for band, wave in waves.items():
+            sigma = lsf_sigma(wave, inst['resolution'][band])
+            gain_w, gain_v = _nodes(noise['gain'][band], 'value', f'{src} gain.{band}')
+            gain = np.interp(wave, gain_w, gain_v)
+            lines = np.zeros(wave.size) if sky_lines is None else \
+                float(noise['sky_line_scale'][band]) * sky_line_spectrum(
+                    sky_lines, wave, sigma, float(noise['sky_line_shift']),
+                    float(noise['sky_line_sigma_factor']))
+            arms[band] = ArmModel(band, wave, sigma, gain, np.interp(wave, cont_w, cont_f),
+                                  lines, float(noise['read_noise_var'][band]),
+                                  float(noise['noise_excess'][band]),
+                                  float(noise['sky_residual'][band]))
+    except (KeyError, TypeError, ValueError) as err:
+        raise ConfigError(f'{src}: missing or invalid instrument key ({err!r})') from None
+    if efftime_ref <= 0 or any(np.any(a.gain <= 0) for a in arms.values()):
+        raise ConfigError(f'{src}: efftime_ref and gains must be positive')
+    if sky_lines is None:
+        log.warning('instrument built without sky lines: no sky-line noise or residuals')
+    return Instrument(arms, efftime_ref, ndiag)
+
+
+def pipeline_variance(arm, model_flux, efftime, efftime_ref):
+    """Variance per pixel that the pipeline would report (1/ivar).
+
+    Parameters
+    ----------
+    arm : ArmModel
+    model_flux : numpy.ndarray
+        Noiseless object flux, LSF-convolved, shape (nspec, nwave), 1e-17 erg/s/cm²/Å.
+    efftime : numpy.ndarray
+        Effective exposure time per spectrum, shape (nspec,), s.
+    efftime_ref : float
+        Reference effective time of the gain and read noise (s).
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (nspec, nwave), float32, (1e-17 erg/s/cm²/Å)².
+    """
+    obj = np.maximum(model_flux, 0.0, dtype=np.float32) / arm.gain.astype(np.float32)
+    var = obj + arm.background_var.astype(np.float32)
+    var *= (efftime_ref / np.asarray(efftime, dtype=np.float32))[:, None]
+    return var
+
+
+def observe_arm(arm, model_flux, efftime, efftime_ref, rng):
+    """Noisy flux and inverse variance of one arm.
+
+    Parameters
+    ----------
+    arm : ArmModel
+    model_flux : numpy.ndarray
+        Noiseless flux, shape (nspec, nwave), 1e-17 erg/s/cm²/Å.
+    efftime : numpy.ndarray
+        Shape (nspec,), s.
+    efftime_ref : float
+        s.
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    flux, ivar : numpy.ndarray
+        Shape (nspec, nwave), float32.
+    """
+    var = pipeline_variance(arm, model_flux, efftime, efftime_ref)
+    ivar = 1.0 / var
+    flux = rng.standard_normal(var.shape, dtype=np.float32)
+    flux *= np.sqrt(var) * np.float32(arm.noise_excess)
+    flux += model_flux
+    pix = arm.residual_pixels
+    if pix.size:
+        resid = rng.standard_normal((var.shape[0], pix.size), dtype=np.float32)
+        flux[:, pix] += resid * (arm.sky_residual * arm.sky_lines[pix]).astype(np.float32)
+    return flux, ivar
+
+
+def observe(instrument, model_fluxes, efftime, rng):
+    """Add noise to noiseless spectra of every arm.
+
+    Parameters
+    ----------
+    instrument : Instrument
+    model_fluxes : dict
+        band -> noiseless LSF-convolved flux, shape (nspec, nwave_band).
+    efftime : numpy.ndarray
+        Effective exposure time per spectrum, shape (nspec,), s.
+    rng : numpy.random.Generator
+
+    Returns
+    -------
+    fluxes, ivars : dict
+        band -> float32 arrays of shape (nspec, nwave_band).
+    """
+    efftime = np.asarray(efftime, dtype=np.float64)
+    if np.any(efftime <= 0):
+        raise ValueError('efftime must be positive')
+    fluxes, ivars = {}, {}
+    for band, arm in instrument.arms.items():
+        fluxes[band], ivars[band] = observe_arm(arm, model_fluxes[band], efftime,
+                                                instrument.efftime_ref, rng)
+    return fluxes, ivars
+
+
+def resolution_for(instrument, nspec):
+    """RESOLUTION data for `nspec` spectra (the same LSF for all).
+
+    Returns
+    -------
+    dict
+        band -> float32 array of shape (nspec, ndiag, nwave), a broadcast view
+        (read-only; copy before modifying).
+    """
+    out = {}
+    for band, arm in instrument.arms.items():
+        pixel = np.gradient(arm.wave)
+        data = resolution_data(arm.lsf_sigma / pixel, instrument.ndiag)
+        out[band] = np.broadcast_to(data[None], (nspec,) + data.shape)
+    return out
