@@ -2,6 +2,7 @@
 import logging
 import os
 
+import fitsio
 import numpy as np
 import pytest
 from astropy.io import fits
@@ -218,16 +219,14 @@ def test_output_dir_not_writable(tmp_path, model_path, caplog):
 
 def test_crash_mid_write_leaves_no_partial_output(tmp_path, model_path, caplog, monkeypatch):
     coadd, output = make_pair(str(tmp_path))
-    real = fits.HDUList.writeto
+    real = fitsio.FITS.write
 
-    def crash(self, name, **kwargs):
-        if 'lbg_cnn' in os.path.basename(name):
-            with open(name, 'wb') as fx:
-                fx.write(b'SIMPLE  =                    T' + b' ' * 200)
+    def crash(self, data, **kwargs):
+        real(self, data, **kwargs)
+        if kwargs.get('extname') == 'LBG_CNN':  # the catalogue table is half written
             raise OSError('simulated crash mid-write')
-        return real(self, name, **kwargs)
 
-    monkeypatch.setattr(fits.HDUList, 'writeto', crash)
+    monkeypatch.setattr(fitsio.FITS, 'write', crash)
     rc, text = run(caplog, '--coadd', coadd, '--model', model_path)
     assert rc == 1 and 'simulated crash' in text
     assert not os.path.exists(output)

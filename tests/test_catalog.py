@@ -1,6 +1,7 @@
 """Catalogue assembly: Redrock order, alignment checks, flags, rerun columns, FITS round trip."""
 import os
 
+import fitsio
 import numpy as np
 import pytest
 from astropy.io import fits
@@ -144,12 +145,13 @@ def test_crash_mid_write_leaves_nothing(tmp_path, monkeypatch):
     cat = Table(dict(TARGETID=np.arange(5)))
     path = tmp_path / 'lbg_cnn-y.fits'
 
-    def crash(self, name, **kwargs):
-        with open(name, 'wb') as fx:
-            fx.write(b'SIMPLE  =                    T' + b' ' * 100)
+    real = fitsio.FITS.write
+
+    def crash(self, data, **kwargs):
+        real(self, data, **kwargs)              # the primary HDU is written, then the disk fills
         raise OSError('disk full')
 
-    monkeypatch.setattr(fits.HDUList, 'writeto', crash)
+    monkeypatch.setattr(fitsio.FITS, 'write', crash)
     with pytest.raises(OSError, match='disk full'):
         write_catalog(str(path), cat, fits.Header())
     assert os.listdir(tmp_path) == []

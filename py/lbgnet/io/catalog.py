@@ -11,6 +11,7 @@ import importlib.metadata
 import os
 import sys
 
+import fitsio
 import numpy as np
 from astropy.io import fits
 from astropy.table import Table
@@ -131,7 +132,7 @@ def write_catalog(path, table, header, extname='LBG_CNN'):
     ----------
     path : str
     table : astropy.table.Table
-        Columns with ``.unit`` set where they have units.
+        Columns with ``.unit`` set where they have units (written as TUNITn).
     header : astropy.io.fits.Header
         Provenance (see :func:`provenance_header`).
     extname : str, optional
@@ -143,14 +144,14 @@ def write_catalog(path, table, header, extname='LBG_CNN'):
         If the output directory is not writable.
     """
     check_writable(path)
-    hdu = fits.table_to_hdu(table)
-    hdu.name = extname
-    for card in header.cards:
-        if card.keyword not in hdu.header:
-            hdu.header.append(card)
-    hdulist = fits.HDUList([fits.PrimaryHDU(header=header), hdu])
+    records = [dict(name=card.keyword, value=card.value, comment=card.comment)
+               for card in header.cards if card.keyword not in ('', 'COMMENT', 'HISTORY')]
+    units = [str(table[col].unit) if table[col].unit is not None else '' for col in table.colnames]
+    data = np.asarray(table.as_array())
     with atomic_path(path) as tmp:
-        hdulist.writeto(tmp)
+        with fitsio.FITS(tmp, 'rw', clobber=True) as fx:
+            fx.write(None, header=records)
+            fx.write(data, extname=extname, header=records, units=units)
     return path
 
 

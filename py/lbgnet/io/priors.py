@@ -14,8 +14,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
-from .atomic import atomic_path
-from .catalog import check_writable
+from .catalog import write_catalog
 from .errors import InputFileError
 from .fitsutil import open_fits
 
@@ -73,16 +72,7 @@ def write_priors(path, table, header=None):
     header : astropy.io.fits.Header, optional
         Provenance cards for both HDUs.
     """
-    check_writable(path)
-    header = fits.Header() if header is None else header
-    hdu = fits.table_to_hdu(table)
-    hdu.name = 'PRIORS'
-    for card in header.cards:
-        if card.keyword not in hdu.header:
-            hdu.header.append(card)
-    with atomic_path(path) as tmp:
-        fits.HDUList([fits.PrimaryHDU(header=header), hdu]).writeto(tmp)
-    return path
+    return write_catalog(path, table, fits.Header() if header is None else header, extname='PRIORS')
 
 
 def read_priors(path):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from desiutil.log import get_logger
 
-from ..afterburner import (DEFAULT_CHUNK, catalog_header, default_model_path, load_network,
+from ..afterburner import (DEFAULT_BATCH, DEFAULT_CHUNK, catalog_header, default_model_path, load_network,
                            predict_coadd)
 from ..bitmask import LBGWarnMask
 from ..catalog import add_rerun_columns, assemble_catalog, match_targetids
@@ -60,6 +60,8 @@ def parse(options=None):
     parser.add_argument('--overwrite', action='store_true', help='redo files whose output exists')
     parser.add_argument('--chunk-size', type=int, default=DEFAULT_CHUNK,
                         help='spectra read and predicted at once [%(default)s]')
+    parser.add_argument('--batch-size', type=int, default=DEFAULT_BATCH,
+                        help='spectra per forward pass of the network [%(default)s]')
     parser.add_argument('--mpi', action='store_true', help='spread files over MPI ranks')
     args = parser.parse_args(options)
     single = args.coadd is not None and len(args.coadd) == 1 and not any(c in args.coadd[0] for c in '*?[')
@@ -70,8 +72,8 @@ def parse(options=None):
         parser.error('give --output or --outdir, not both')
     if args.templates and not args.rerun_redrock:
         parser.error('--templates only makes sense with --rerun-redrock')
-    if args.chunk_size < 1:
-        parser.error('--chunk-size must be >= 1')
+    if args.chunk_size < 1 or args.batch_size < 1:
+        parser.error('--chunk-size and --batch-size must be >= 1')
     if args.c_thresh is not None and not 0.0 <= args.c_thresh <= 1.0:
         parser.error('--c-thresh must be in [0, 1]')
     return args
@@ -150,7 +152,8 @@ def process_one(job, network, args, rerun=None):
     if layout.fibermap is None:
         raise InputFileError(job.coadd, 'no FIBERMAP HDU, so no TARGETID for the catalogue')
     idx = match_targetids(redrock.targetid, layout.fibermap['TARGETID'], job.redrock, job.coadd)
-    pred = predict_coadd(job.coadd, network, c_thresh, n_thresh, args.chunk_size)
+    pred = predict_coadd(job.coadd, network, c_thresh, n_thresh, args.chunk_size,
+                         args.batch_size)
     catalog = assemble_catalog(redrock.redshifts, idx, pred.layout.fibermap, pred.results,
                                pred.flags, cfg.lines.names)
     tid, zprior, sigma = select_priors(catalog, cfg)
@@ -286,16 +289,28 @@ def main(args=None, comm=None):
     mine = split_work(jobs, size, rank, weights=[j.size for j in jobs])
     try:
         network = network or load_network(state['model'])
+        load_error = None
     except InputFileError as err:
-        outcomes = [Outcome(j.coadd, 'failed', f'rank {rank}: {err}') for j in mine]
-    else:
+        load_error = f'rank {rank}: {err}'
+    if comm is not None:
+        comm.barrier()
+    t0 = time.time()
+    if load_error is None:
         outcomes = run_files(mine, network, args, state['rerun'])
+    else:
+        outcomes = [Outcome(j.coadd, 'failed', load_error) for j in mine]
+    if comm is not None:
+        comm.barrier()
+    wall = time.time() - t0
     for outcome in outcomes:
         outcome.rank = rank
     if comm is not None:
         gathered = comm.gather(outcomes, root=0)
         outcomes = [o for part in gathered for o in part] if rank == 0 else outcomes
-        comm.barrier()
+    if rank == 0:
+        nspec = sum(o.nspec for o in outcomes)
+        log.info('processing: %d spectra in %.2f s on %d rank(s) = %.0f spectra/s (model '
+                 'loaded once per rank)', nspec, wall, size, nspec / max(wall, 1e-9))
     nfail = summarise(outcomes, state['unmatched'], size) if rank == 0 else 0
     if comm is not None:
         nfail = comm.bcast(nfail, root=0)
