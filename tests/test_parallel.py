@@ -52,3 +52,12 @@ def test_docstring_example():
 def test_bad_arguments(size, rank, weights):
     with pytest.raises(ValueError):
         split_work(['a', 'b', 'c'], size, rank, weights)
+
+
+def test_threads_per_rank():
+    from lbgnet.parallel import threads_per_rank
+    shared = [frozenset({0, 1, 2, 3})] * 3
+    assert [threads_per_rank(shared, r) for r in range(3)] == [1, 1, 1]
+    assert threads_per_rank([frozenset(range(8))] * 2, 1) == 4
+    bound = [frozenset({0, 1}), frozenset({2, 3}), frozenset({4, 5, 6})]
+    assert [threads_per_rank(bound, r) for r in range(3)] == [2, 2, 3]

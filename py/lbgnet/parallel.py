@@ -65,3 +65,33 @@ def split_work(items, size, rank, weights=None):
         owner[i] = dest
         load[dest] += weights[i]
     return [items[i] for i in order if owner[i] == rank]
+
+
+def threads_per_rank(affinities, local_rank):
+    """CPU threads one rank should use, given the CPU sets of the ranks on its node.
+
+    Ranks pinned to disjoint CPU sets (``srun --cpu-bind``) each use their own set; ranks
+    that share a set (``mpiexec`` without binding) divide it between them.
+
+    Parameters
+    ----------
+    affinities : sequence of frozenset of int
+        ``os.sched_getaffinity(0)`` of every rank on this node, in node-local rank order.
+    local_rank : int
+        Position of this rank in `affinities`.
+
+    Returns
+    -------
+    int
+        >= 1.
+
+    Examples
+    --------
+    >>> threads_per_rank([frozenset({0, 1}), frozenset({0, 1})], 0)
+    1
+    >>> threads_per_rank([frozenset({0, 1}), frozenset({2, 3})], 1)
+    2
+    """
+    mine = affinities[local_rank]
+    sharing = sum(1 for cpus in affinities if cpus == mine)
+    return max(1, len(mine) // sharing)

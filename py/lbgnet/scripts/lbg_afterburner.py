@@ -26,7 +26,7 @@ from ..io.chunks import iter_coadd_chunks
 from ..io.discover import FileJob, expand_coadds, find_coadds, plan_jobs
 from ..io.errors import InputFileError
 from ..io.priors import priors_table, write_priors
-from ..parallel import split_work
+from ..parallel import split_work, threads_per_rank
 from ..priors import PRIOR_FUNCTION, select_priors
 from ..redrock_rerun import (RerunError, check_rerunnable, rerun_redrock, template_files,
                              template_zrange)
@@ -62,6 +62,8 @@ def parse(options=None):
                         help='spectra read and predicted at once [%(default)s]')
     parser.add_argument('--batch-size', type=int, default=DEFAULT_BATCH,
                         help='spectra per forward pass of the network [%(default)s]')
+    parser.add_argument('--threads', type=int, help='CPU threads of the network per rank [the '
+                        'cores available to the rank, shared with the ranks bound to the same cores]')
     parser.add_argument('--mpi', action='store_true', help='spread files over MPI ranks')
     args = parser.parse_args(options)
     single = args.coadd is not None and len(args.coadd) == 1 and not any(c in args.coadd[0] for c in '*?[')
@@ -72,6 +74,8 @@ def parse(options=None):
         parser.error('give --output or --outdir, not both')
     if args.templates and not args.rerun_redrock:
         parser.error('--templates only makes sense with --rerun-redrock')
+    if args.threads is not None and args.threads < 1:
+        parser.error('--threads must be >= 1')
     if args.chunk_size < 1 or args.batch_size < 1:
         parser.error('--chunk-size and --batch-size must be >= 1')
     if args.c_thresh is not None and not 0.0 <= args.c_thresh <= 1.0:
@@ -261,6 +265,28 @@ def summarise(outcomes, unmatched, size=1):
     return len(failed) + len(unmatched)
 
 
+def node_threads(comm):
+    """Threads for this rank: its CPUs, divided among the ranks of its node that share them."""
+    cpus = frozenset(os.sched_getaffinity(0))
+    if comm is None:
+        return len(cpus)
+    from mpi4py import MPI
+    node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    threads = threads_per_rank(node.allgather(cpus), node.rank)
+    node.Free()
+    return threads
+
+
+def set_threads(nthreads):
+    """Limit TensorFlow's intra-op threads (before it starts); no-op once it has started."""
+    import tensorflow as tf
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(int(nthreads))
+        tf.config.threading.set_inter_op_parallelism_threads(1 if nthreads == 1 else 2)
+    except RuntimeError:
+        get_logger().debug('TensorFlow already initialised; thread settings unchanged')
+
+
 def main(args=None, comm=None):
     """Run ``desi_lbg_afterburner``; return 0 only when every file succeeded on every rank.
 
@@ -277,6 +303,7 @@ def main(args=None, comm=None):
         comm = MPI.COMM_WORLD
     rank, size = (comm.rank, comm.size) if comm is not None else (0, 1)
     log = get_logger() if rank == 0 else get_logger('CRITICAL')
+    set_threads(args.threads or node_threads(comm))
     state = setup(args) if rank == 0 else None
     network = state.pop('network') if rank == 0 else None
     if comm is not None:
