@@ -92,3 +92,92 @@ def test_evaluate_predictions_json():
     assert back['lowz']['ncontaminant'] == back['all']['ncontaminant']
     assert back['all']['redshift']['frac_dz_lt_0p05'] == 1.0
     assert 0.5 < back['all']['pe_score'] <= 1.0
+
+
+def _mock_files(tmp_path, config_name='lbgnet-mock.yaml', nspec=120, seed=11):
+    from lbgnet.io.mock import write_mock
+    from lbgnet.sim.mock import load_mock_setup, make_mock
+    setup = load_mock_setup(config_name)
+    mock = make_mock(setup, nspec, np.random.default_rng(seed), pixel=7, with_resolution=False)
+    return write_mock(str(tmp_path / 'mock'), mock, config_name)
+
+
+def _small_model(tmp_path):
+    import dataclasses
+    from lbgnet.config import load_config
+    from lbgnet.io.modelfile import save_model
+    from lbgnet.model import build_model
+    from lbgnet.train import set_seeds
+    base = load_config()
+    extra = dict(base.extra, name='small', model=dict(
+        channels=['flux', 'snr'], conv_layers=2, filters=8, kernel_size=5, strides=4,
+        padding='same', dropout=0.0, dense_units=16, offset_margin=0.1, snr_softening=5.0))
+    cfg = dataclasses.replace(base, extra=extra)
+    set_seeds(0)
+    return save_model(str(tmp_path / 'small.weights.h5'), build_model(cfg), cfg)[0]
+
+
+def _write_catalog(path, res, targetid, line_names):
+    import fitsio
+    data = {'TARGETID': targetid, 'C_LBG': res['C_LBG'], 'IS_LBG': res['IS_LBG'].astype(bool),
+            'Z_LBG': res['Z_LBG']}
+    for i, name in enumerate(line_names):
+        data[f'C_{name}'] = res['C_LINES'][:, i]
+        data[f'Z_{name}'] = res['Z_LINES'][:, i]
+    fitsio.write(path, data, extname='LBG_CNN', clobber=True)
+
+
+def test_evaluate_script_coadd_and_catalog(tmp_path):
+    """Coadd input and the equivalent catalogue input give the same metrics; files are written."""
+    import os
+    from lbgnet.io.modelfile import load_model
+    from lbgnet.model import predict_boxes
+    from lbgnet.postprocess import postprocess
+    from lbgnet.preprocess import load_coadd_grid
+    from lbgnet.scripts.lbg_evaluate import OUTPUTS, main
+    paths = _mock_files(tmp_path)
+    model_path = _small_model(tmp_path)
+    out1 = tmp_path / 'ev1'
+    assert main(['--coadd', paths['coadd'], '--truth', paths['truth'], '--redrock',
+                 paths['redrock'], '--model', model_path, '--outdir', str(out1)]) == 0
+    m1 = json.loads((out1 / OUTPUTS['metrics']).read_text())
+    assert set(m1) == {'regimes', 'inputs', 'redrock'}
+    assert m1['redrock']['n'] == m1['regimes']['all']['nlbg'] > 0
+    for key in ('pe', 'z', 'eff', 'examples'):
+        assert 0 < os.path.getsize(out1 / OUTPUTS[key]) < 300_000
+    # the same predictions as an afterburner catalogue, rows shuffled
+    model, cfg, _ = load_model(model_path)
+    X, info = load_coadd_grid(paths['coadd'], cfg)
+    res = postprocess(*predict_boxes(model, X), cfg)
+    order = np.random.default_rng(0).permutation(len(X))
+    cat = str(tmp_path / 'lbg_cnn-test.fits')
+    _write_catalog(cat, {k: v[order] for k, v in res.items()}, info.targetid[order],
+                   cfg.lines.names)
+    out2 = tmp_path / 'ev2'
+    assert main(['--catalog', cat, '--truth', paths['truth'], '--model', model_path,
+                 '--outdir', str(out2)]) == 0
+    m2 = json.loads((out2 / OUTPUTS['metrics']).read_text())
+    for regime in ('all', 'lowz', 'midz', 'highz'):
+        a, b = m1['regimes'][regime], m2['regimes'][regime]
+        assert a['pe_score'] == b['pe_score'] and a['confusion'] == b['confusion']
+        assert a['redshift_bestline'] == pytest.approx(b['redshift_bestline'])
+
+
+def test_evaluate_script_errors(tmp_path):
+    from lbgnet.scripts.lbg_evaluate import main
+    paths = _mock_files(tmp_path, nspec=20)
+    model_path = _small_model(tmp_path)
+    # truth file without the coadd's TARGETIDs: clear failure, no output
+    other = _mock_files(tmp_path / 'other', nspec=20, seed=12)
+    import fitsio
+    truth = fitsio.read(other['truth'], ext='TRUTH')
+    truth['TARGETID'] += 10 ** 6
+    fitsio.write(str(tmp_path / 'truth-bad.fits'), truth, extname='TRUTH', clobber=True)
+    assert main(['--coadd', paths['coadd'], '--truth', str(tmp_path / 'truth-bad.fits'),
+                 '--model', model_path, '--outdir', str(tmp_path / 'out')]) == 1
+    assert not (tmp_path / 'out').exists()
+    assert main(['--coadd', paths['coadd'], '--truth', paths['truth'], '--model',
+                 str(tmp_path / 'missing.weights.h5'), '--outdir', str(tmp_path / 'out')]) == 1
+    with pytest.raises(SystemExit):
+        main(['--coadd', paths['coadd'], '--truth', paths['truth'], paths['truth'],
+              '--outdir', str(tmp_path / 'out')])

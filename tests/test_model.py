@@ -197,3 +197,23 @@ def test_model_file_errors(tmp_path, config):
         json.dump(dict(desc, **change), open(jpath, 'w'))
         with pytest.raises(InputFileError, match=match):
             load_model(jpath)
+
+
+def test_save_compiled_model_stores_weights_only(tmp_path, config):
+    """A compiled (trained) model is saved without optimizer state, and must match its config."""
+    from lbgnet.train import compile_model
+    cfg = small_config(config)
+    model = compile_model(build_model(cfg), cfg)
+    X = _inputs(cfg, nspec=8)
+    y = np.zeros(model.output_shape[:0] + (8,) + model.output_shape[1:], dtype=np.float32)
+    model.fit(X, y, epochs=1, verbose=0)
+    wpath, _ = save_model(str(tmp_path / 'c.weights.h5'), model, cfg)
+    loaded = load_model(wpath)[0]
+    np.testing.assert_allclose(predict_boxes(loaded, X)[0], predict_boxes(model, X)[0], atol=1e-6)
+    import h5py
+    model.save_weights(str(tmp_path / 'raw.weights.h5'))
+    with h5py.File(tmp_path / 'raw.weights.h5') as raw, h5py.File(wpath) as ours:
+        assert 'optimizer' in raw and 'optimizer' not in ours
+    assert os.path.getsize(wpath) < 0.6 * os.path.getsize(tmp_path / 'raw.weights.h5')
+    with pytest.raises(ValueError, match='does not match'):
+        save_model(str(tmp_path / 'd.weights.h5'), model, small_config(config, dense_units=4))

@@ -85,3 +85,39 @@ def test_training_options(config):
     assert opts['epochs'] == 3 and opts['batch_size'] == 64
     with pytest.raises(ValueError, match='monitor'):
         training_options(small_config(config, monitor='accuracy'))
+
+
+TRAIN_YAML = """
+base: lbgnet-base.yaml
+name: tiny
+model: {channels: [flux, snr], conv_layers: 2, filters: 8, kernel_size: 5, strides: 4,
+        padding: same, dropout: 0.0, dense_units: 16, offset_margin: 0.1, snr_softening: 5.0}
+loss: {gamma: 1.0, pos_weight: balanced}
+training: {simulation: lbgnet-mock.yaml, ntrain: 512, nval: 200, epochs: 2, batch_size: 128,
+           learning_rate: 1.0e-3, patience: 2, monitor: val_score, seed: 5}
+"""
+
+
+def test_train_script_with_simulator(tmp_path):
+    """desi_lbg_train on the real generator: model + card + history; thresholds from validation."""
+    import json
+    from lbgnet.io.modelfile import load_model
+    from lbgnet.scripts.lbg_train import main
+    cfg_path = tmp_path / 'tiny.yaml'
+    cfg_path.write_text(TRAIN_YAML)
+    out = tmp_path / 'run'
+    assert main(['--config', str(cfg_path), '--outdir', str(out), '--verbose', '0']) == 0
+    model, cfg, meta = load_model(str(out / 'tiny.weights.h5'))
+    card = json.loads((out / 'tiny.json').read_text())
+    assert card['config']['selection'] == {'c_thresh': meta['thresholds']['c_thresh'],
+                                           'n_thresh': meta['thresholds']['n_thresh']}
+    assert cfg.selection.n_thresh in (1, 2, 3)
+    assert meta['training']['epochs_run'] == 2 and meta['training']['fit_seconds'] > 0
+    assert meta['training']['options']['seed'] == 5
+    assert set(meta['validation_metrics']) == {'all', 'lowz', 'midz', 'highz'}
+    assert len(meta['history']['val_score']) == 2
+    assert (out / 'validation').is_dir() and (out / 'history.csv').exists()
+    # a bad configuration fails with status 1, not a traceback
+    bad = tmp_path / 'bad.yaml'
+    bad.write_text(TRAIN_YAML.replace('lbgnet-mock.yaml', 'no-such-sim.yaml'))
+    assert main(['--config', str(bad), '--outdir', str(tmp_path / 'bad'), '--verbose', '0']) == 1

@@ -96,6 +96,11 @@ def save_model(path, model, config, metadata=None):
     Returns
     -------
     weights_path, json_path : str
+
+    Raises
+    ------
+    ValueError
+        If `path` has the wrong extension or `model` does not match `config`.
     """
     weights_path, json_path = model_paths(path)
     directory = os.path.dirname(os.path.abspath(weights_path))
@@ -104,7 +109,7 @@ def save_model(path, model, config, metadata=None):
     tmp_weights = os.path.join(directory, f'.{base}.tmp{os.getpid()}{WEIGHTS_SUFFIX}')
     tmp_json = os.path.join(directory, f'.{base}.tmp{os.getpid()}.json')
     try:
-        model.save_weights(tmp_weights)
+        _clean_copy(model, config).save_weights(tmp_weights)
         description = {
             'format': FORMAT, 'format_version': FORMAT_VERSION,
             'lbgnet_version': __version__, 'keras_version': _keras_version(),
@@ -218,6 +223,21 @@ def load_model(path):
     return model, config, dict(description.get('metadata') or {})
 
 
+def _clean_copy(model, config):
+    """A fresh, uncompiled network of `config` holding the weights of `model`.
+
+    Saving a compiled model would also store its optimizer state (three times the size);
+    copying into a network rebuilt from `config` also proves that the two agree.
+    """
+    from ..model import build_model
+    clean = build_model(config)
+    try:
+        clean.set_weights(model.get_weights())
+    except ValueError as err:
+        raise ValueError(f'the model does not match its configuration {config.source} ({err})') from None
+    return clean
+
+
 def _check_weight_shapes(weights_path, model):
     """Compare the multiset of tensor shapes in a Keras weights file with the model's."""
     shapes = []
@@ -245,3 +265,20 @@ def _json_default(obj):
     if isinstance(obj, np.ndarray):
         return obj.tolist()
     raise TypeError(f'{type(obj).__name__} is not JSON serialisable')
+
+
+#: File name of the pretrained model shipped inside the package (``lbgnet/data/``).
+DEFAULT_MODEL = 'lbgnet-default.weights.h5'
+
+
+def default_model_path():
+    """Path of the pretrained model shipped in the package (``lbgnet/data/``).
+
+    Returns
+    -------
+    str
+        The ``.weights.h5`` path; its ``.json`` model card lies beside it.  The file may be
+        absent in a source tree where no model has been trained yet: callers check.
+    """
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'data',
+                        DEFAULT_MODEL)

@@ -20,7 +20,7 @@ Method (per arm):
    (L = desispec's sky-line spectrum through the LSF) and a read-noise variance RN².
 3. *Excess scatter.*  Robust scatter of (f_j - f_j+2)/σ between line-free pixels.
 4. *Sky residuals.*  Excess of the squared deviations from a running median at
-   the sky-line pixels, in units of the scaled line flux.
+   the sky-line pixels (in units of the pipeline σ), in units of the scaled line flux.
 """
 import numpy as np
 from scipy.ndimage import median_filter
@@ -155,15 +155,21 @@ def noise_excess(flux, ivar, lines, gap=2):
 
 
 def sky_residual(flux, ivar, lines, excess, window=25, min_lines_sigma=3.0):
-    """Fractional sky-line residual ε: E[(f - median)²] = excess²·var + (ε·lines)²."""
+    """Fractional sky-line residual ε, matching the scatter in units of the pipeline σ.
+
+    At pixels where the scaled sky lines exceed `min_lines_sigma` × the median σ,
+    E[(f − running median)²/var] = excess² + ε²·lines²/var; solved for ε² in
+    the least-squares sense over faint fibres.
+    """
     var = 1.0 / np.where(ivar > 0, ivar, np.nan)
     faint = np.median(smooth_flux(flux), axis=1) < FAINT_FLUX
     resid = flux - median_filter(flux, size=(1, window), mode='nearest')
     strong = lines > min_lines_sigma * np.sqrt(np.nanmedian(var[faint], axis=0))
     if not np.any(strong):
         return 0.0
-    excess_sq = np.nanmean(resid[faint][:, strong] ** 2 - excess ** 2 * var[faint][:, strong], axis=0)
-    eps_sq = np.sum(excess_sq) / np.sum(lines[strong] ** 2)
+    vsub = var[faint][:, strong]
+    chi_sq_excess = np.nansum(resid[faint][:, strong] ** 2 / vsub - excess ** 2)
+    eps_sq = chi_sq_excess / np.nansum(lines[strong] ** 2 / vsub)
     return float(np.sqrt(max(eps_sq, 0.0)))
 
 

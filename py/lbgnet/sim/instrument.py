@@ -18,7 +18,8 @@ exposures of T_ref.  Every term scales as 1/T because the number of exposures
 grows with T.  The pipeline inverse variance is 1/var; the flux scatter is
 ``noise_excess`` times larger (real DESI coadds are slightly optimistic), plus a
 sky-subtraction residual ``sky_residual · a·S_lines · N(0,1)`` at the sky lines that
-the inverse variance does not know about.  The parameters live in the
+the inverse variance does not know about (one random amplitude per line and
+spectrum, i.e. a mis-scaled line profile, as sky-model errors are).  The parameters live in the
 ``instrument`` section of ``etc/lbgnet-mock.yaml`` and were fitted to a real DESI
 coadd with :mod:`lbgnet.sim.calibrate`.
 
@@ -36,6 +37,9 @@ FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 
 #: Half-width of the sky-line convolution kernel, in units of the LSF σ.
 LSF_TRUNCATION = 5.0
+
+#: Sky-line residuals are drawn where sky_residual × lines > RESIDUAL_FLOOR × continuum.
+RESIDUAL_FLOOR = 1e-3
 
 
 @dataclass(frozen=True, eq=False)
@@ -80,9 +84,24 @@ class ArmModel:
         return (self.sky_cont + self.sky_lines) / self.gain + self.read_var / self.gain ** 2
 
     @property
-    def residual_pixels(self):
-        """Indices of the pixels where sky-line residuals are drawn (sky lines > 0)."""
-        return np.flatnonzero(self.sky_lines * self.sky_residual > 0)
+    def residual_segments(self):
+        """Pixels carrying sky-line residuals, grouped into lines.
+
+        Returns
+        -------
+        pixels : numpy.ndarray of int
+            Pixels where the scaled sky lines exceed :data:`RESIDUAL_FLOOR` × continuum.
+        segment : numpy.ndarray of int
+            Index of the (blended) line each of those pixels belongs to (runs of
+            consecutive pixels).
+        nsegment : int
+        """
+        pixels = np.flatnonzero(self.sky_residual * self.sky_lines
+                                > RESIDUAL_FLOOR * self.sky_cont)
+        if pixels.size == 0:
+            return pixels, pixels, 0
+        segment = np.concatenate([[0], np.cumsum(np.diff(pixels) > 1)])
+        return pixels, segment, int(segment[-1]) + 1
 
 
 @dataclass(frozen=True, eq=False)
@@ -339,10 +358,11 @@ def observe_arm(arm, model_flux, efftime, efftime_ref, rng):
     flux = rng.standard_normal(var.shape, dtype=np.float32)
     flux *= np.sqrt(var) * np.float32(arm.noise_excess)
     flux += model_flux
-    pix = arm.residual_pixels
-    if pix.size:
-        resid = rng.standard_normal((var.shape[0], pix.size), dtype=np.float32)
-        flux[:, pix] += resid * (arm.sky_residual * arm.sky_lines[pix]).astype(np.float32)
+    pix, segment, nseg = arm.residual_segments
+    if nseg:
+        # one residual amplitude per sky line and spectrum: a mis-scaled line profile
+        amp = rng.standard_normal((var.shape[0], nseg), dtype=np.float32)
+        flux[:, pix] += amp[:, segment] * (arm.sky_residual * arm.sky_lines[pix]).astype(np.float32)
     return flux, ivar
 
 

@@ -12,11 +12,64 @@ from dataclasses import dataclass
 
 import numpy as np
 from astropy.table import Table
-from desiutil.log import get_logger
 
-from ..config import ConfigError
-from .instrument import observe, resolution_for
+from ..config import ConfigError, config_from_dict
+from .instrument import build_instrument, observe, resolution_for
 from .rrmock import simulate_redrock
+
+#: Default configuration of the mock (instrument, files, Redrock outcome, physics).
+DEFAULT_MOCK_CONFIG = 'lbgnet-mock.yaml'
+
+
+@dataclass(frozen=True, eq=False)
+class MockSetup:
+    """Everything the mock needs besides randomness, loaded once.
+
+    Attributes
+    ----------
+    config : lbgnet.config.Config
+        Grid, lines, instrument, ``mock`` and ``redrock_mock`` sections.
+    simcfg : dict
+        The same file as :func:`lbgnet.sim.population.load_sim_config` returns it.
+    instrument : lbgnet.sim.instrument.Instrument
+    templates : lbgnet.io.templates.SimTemplates or None
+        Optional empirical inputs of the physics.
+    """
+
+    config: object
+    simcfg: dict
+    instrument: object
+    templates: object = None
+
+
+def load_mock_setup(name=DEFAULT_MOCK_CONFIG, lbg_composite=None, rr_template_dir=None,
+                    sky_lines=None):
+    """Load the configuration, the sky lines and the optional templates.
+
+    Parameters
+    ----------
+    name : str, optional
+        Mock configuration [``lbgnet-mock.yaml``].
+    lbg_composite, rr_template_dir : str, optional
+        Empirical inputs (:func:`lbgnet.io.templates.load_templates`).
+    sky_lines : str, optional
+        Sky-line spectrum [desispec's ``spec-sky.dat``].
+
+    Returns
+    -------
+    MockSetup
+    """
+    from ..io.skymodel import read_sky_lines
+    from .population import load_sim_config
+    simcfg = load_sim_config(name)
+    config = config_from_dict(simcfg, source=str(name))
+    mock_settings(config)
+    instrument = build_instrument(config, read_sky_lines(sky_lines))
+    templates = None
+    if lbg_composite is not None or rr_template_dir is not None:
+        from ..io.templates import load_templates
+        templates = load_templates(lbg_composite=lbg_composite, rr_template_dir=rr_template_dir)
+    return MockSetup(config, simcfg, instrument, templates)
 
 
 @dataclass(eq=False)
@@ -118,31 +171,24 @@ def apply_failures(fluxes, ivars, masks, arm_dead):
         masks[band][rows] = specmask.BADFIBER
 
 
-def render_arms(truth, instrument, rng, templates=None, render=None):
+def render_models(setup, truth):
     """Noiseless spectra on each arm's pixels, through that arm's LSF.
 
     Parameters
     ----------
+    setup : MockSetup
     truth : astropy.table.Table
         From :func:`lbgnet.sim.population.draw_population`.
-    instrument : lbgnet.sim.instrument.Instrument
-    rng : numpy.random.Generator
-    templates : optional
-        Empirical inputs (:func:`lbgnet.io.templates.load_templates`).
-    render : callable, optional
-        ``render(truth, wave, rng, lsf_sigma=..., templates=...)``
-        [:func:`lbgnet.sim.render.render_spectra`].
 
     Returns
     -------
     dict
         band -> float32 array (nspec, nwave), 1e-17 erg/s/cm²/Å.
     """
-    if render is None:
-        from .render import render_spectra as render
-    return {band: np.asarray(render(truth, arm.wave, rng, lsf_sigma=arm.lsf_sigma,
-                                    templates=templates), dtype=np.float32)
-            for band, arm in instrument.arms.items()}
+    from .render import render_arms
+    inst = setup.instrument
+    return render_arms(truth, inst.waves, lsf_sigma={b: a.lsf_sigma for b, a in inst.arms.items()},
+                       templates=setup.templates, simcfg=setup.simcfg)
 
 
 def noise_statistics(fluxes, models, ivars):
@@ -154,28 +200,12 @@ def noise_statistics(fluxes, models, ivars):
     return chi2_noise, signal, npix
 
 
-def simulate_spectra(truth, instrument, efftime, rng, templates=None, render=None):
-    """Noiseless and noisy spectra of a truth table.
-
-    Returns
-    -------
-    models, fluxes, ivars : dict
-        band -> float32 (nspec, nwave).
-    """
-    models = render_arms(truth, instrument, rng, templates, render)
-    fluxes, ivars = observe(instrument, models, efftime, rng)
-    return models, fluxes, ivars
-
-
-def make_mock(config, instrument, nspec, rng, pixel=0, population=None, templates=None,
-              render=None, with_resolution=True):
+def make_mock(setup, nspec, rng, pixel=0, population=None, with_resolution=True, truth=None):
     """Simulate one file's worth of mock spectra.
 
     Parameters
     ----------
-    config : lbgnet.config.Config
-        ``lbgnet-mock.yaml`` (or a file including it).
-    instrument : lbgnet.sim.instrument.Instrument
+    setup : MockSetup
     nspec : int
     rng : numpy.random.Generator
     pixel : int, optional
@@ -183,14 +213,14 @@ def make_mock(config, instrument, nspec, rng, pixel=0, population=None, template
         brick id of their TARGETIDs [0].
     population : dict, optional
         Keyword arguments of :func:`lbgnet.sim.population.draw_population`
-        (``classes``, ``zrange``, ``rmag_range``); ``efftime_range`` (s) overrides the
-        configuration's.
-    templates : optional
-        Empirical inputs (:func:`lbgnet.io.templates.load_templates`).
-    render : callable, optional
-        Spectrum renderer (:func:`render_arms`).
+        (``classes``, ``zrange``, ``rmag_range``) plus ``efftime_range`` (s), which
+        overrides the configuration's.
     with_resolution : bool, optional
         Attach RESOLUTION data [True].
+    truth : astropy.table.Table, optional
+        Simulate these objects (``nspec`` rows from
+        :func:`lbgnet.sim.population.draw_population`, not modified) instead of a new
+        population; ``population`` then only supplies ``efftime_range``.
 
     Returns
     -------
@@ -198,30 +228,36 @@ def make_mock(config, instrument, nspec, rng, pixel=0, population=None, template
     """
     from .fibermap import make_exp_fibermap, make_fibermap, make_scores
     from .population import draw_population
-    log = get_logger()
-    mockcfg, rrcfg = mock_settings(config)
+    mockcfg, rrcfg = mock_settings(setup.config)
+    inst = setup.instrument
     population = dict(population or {})
     efftime_range = population.pop('efftime_range', None) or mockcfg['efftime_range']
-    truth = draw_population(config, nspec, rng, **population)
+    if truth is None:
+        truth = draw_population(setup.simcfg, nspec, rng, **population)
+    elif len(truth) != nspec:
+        raise ValueError(f'truth has {len(truth)} rows, nspec is {nspec}')
+    else:
+        truth = truth.copy()
     efftime = draw_efftime(nspec, efftime_range, rng)
-    models, fluxes, ivars = simulate_spectra(truth, instrument, efftime, rng, templates, render)
+    models = render_models(setup, truth)
+    fluxes, ivars = observe(inst, models, efftime, rng)
     masks = {b: np.zeros(f.shape, dtype=np.int32) for b, f in fluxes.items()}
-    status, arm_dead = fibre_failures(nspec, instrument.bands, mockcfg['dead_fibre_fraction'],
+    status, arm_dead = fibre_failures(nspec, inst.bands, mockcfg['dead_fibre_fraction'],
                                       mockcfg['dead_arm_fraction'], rng)
     apply_failures(fluxes, ivars, masks, arm_dead)
-    fibermap = make_fibermap(truth, instrument, models, status, efftime, pixel, mockcfg, rng)
+    fibermap = make_fibermap(truth, inst, models, status, efftime, pixel, mockcfg, rng)
     truth.add_column(fibermap['TARGETID'], name='TARGETID', index=0)
     truth['EFFTIME'] = efftime.astype(np.float32)
+    truth['EFFTIME'].description = 'effective exposure time, s'
     exp_fibermap = make_exp_fibermap(fibermap, int(mockcfg['files']['tileid']))
-    scores = make_scores(fibermap['TARGETID'], instrument, fluxes, ivars, efftime, mockcfg)
+    scores = make_scores(fibermap['TARGETID'], inst, fluxes, ivars, efftime, mockcfg)
     chi2_noise, signal, npix = noise_statistics(fluxes, models, ivars)
-    redshifts = simulate_redrock(truth, efftime, instrument.efftime_ref, npix, chi2_noise,
-                                 signal, status, rrcfg, rng)
+    redshifts = simulate_redrock(truth, efftime, inst.efftime_ref, npix, chi2_noise, signal,
+                                 status, rrcfg, rng)
     files = mockcfg['files']
     meta = dict(SPGRP='healpix', SPGRPVAL=int(pixel), HPXPIXEL=int(pixel),
                 HPXNSIDE=int(files['nside']), HPXNEST=True, SURVEY=str(files['survey']),
                 PROGRAM=str(files['program']))
-    resolution = resolution_for(instrument, nspec) if with_resolution else None
-    log.debug('mock batch: %d spectra in healpix %d', nspec, pixel)
-    return MockData(instrument.waves, fluxes, ivars, masks, models, resolution, truth,
+    resolution = resolution_for(inst, nspec) if with_resolution else None
+    return MockData(inst.waves, fluxes, ivars, masks, models, resolution, truth,
                     fibermap, exp_fibermap, scores, redshifts, meta)

@@ -1,0 +1,94 @@
+"""
+lbgnet.io.evaluation
+====================
+
+Files of the evaluation command: afterburner catalogues read back as predictions, and the
+JSON metrics file.
+"""
+import json
+import os
+
+import numpy as np
+
+from .atomic import atomic_path
+from .errors import InputFileError
+from .fitsutil import extnames, open_fits, read_table
+
+#: Columns an afterburner catalogue must have to be evaluated.
+CATALOG_COLUMNS = ('TARGETID', 'C_LBG', 'IS_LBG', 'Z_LBG')
+
+
+def read_prediction_catalog(path, line_names, extname='LBG_CNN'):
+    """Read the predictions of an afterburner catalogue.
+
+    Parameters
+    ----------
+    path : str
+        ``lbg_cnn-*.fits`` file.
+    line_names : sequence of str
+        Lines whose ``C_<LINE>`` / ``Z_<LINE>`` columns give the single-best-line redshift.
+    extname : str, optional
+        Catalogue HDU ['LBG_CNN'].
+
+    Returns
+    -------
+    dict of numpy.ndarray
+        ``TARGETID``, ``C_LBG``, ``IS_LBG``, ``Z_LBG`` and ``Z_BESTLINE`` (redshift of the
+        line with the highest ``C_<LINE>``; ``Z_LBG`` when no line column is present).
+
+    Raises
+    ------
+    InputFileError
+        Missing/unreadable file, no such HDU, or a required column missing.
+    """
+    path = str(path)
+    with open_fits(path) as fx:
+        if extname not in extnames(fx):
+            raise InputFileError(path, f'no {extname} HDU: not an lbgnet afterburner catalogue')
+        table = read_table(fx, extname, path)
+    missing = [c for c in CATALOG_COLUMNS if c not in table.colnames]
+    if missing:
+        raise InputFileError(path, f'{extname} lacks column(s) {", ".join(missing)}')
+    out = {c: np.asarray(table[c]) for c in CATALOG_COLUMNS}
+    out['IS_LBG'] = out['IS_LBG'].astype(bool)
+    names = [n for n in line_names if f'C_{n}' in table.colnames and f'Z_{n}' in table.colnames]
+    if names:
+        c_lines = np.stack([np.asarray(table[f'C_{n}'], dtype=np.float64) for n in names], axis=1)
+        z_lines = np.stack([np.asarray(table[f'Z_{n}'], dtype=np.float64) for n in names], axis=1)
+        best = np.argmax(np.nan_to_num(c_lines, nan=-1.0), axis=1)
+        out['Z_BESTLINE'] = np.take_along_axis(z_lines, best[:, None], axis=1)[:, 0]
+    else:
+        out['Z_BESTLINE'] = out['Z_LBG'].copy()
+    return out
+
+
+def match_rows(reference, targetid, path):
+    """Index of each `targetid` in `reference` (both int arrays); error if one is missing.
+
+    Raises
+    ------
+    InputFileError
+        When a TARGETID is absent from `reference` or `reference` has duplicates.
+    """
+    reference = np.asarray(reference)
+    targetid = np.asarray(targetid)
+    order = np.argsort(reference, kind='stable')
+    ref_sorted = reference[order]
+    if ref_sorted.size and np.any(ref_sorted[1:] == ref_sorted[:-1]):
+        raise InputFileError(path, 'duplicated TARGETIDs')
+    pos = np.clip(np.searchsorted(ref_sorted, targetid), 0, max(ref_sorted.size - 1, 0))
+    found = ref_sorted.size > 0 and ref_sorted[pos] == targetid
+    if not np.all(found):
+        nmiss = int(targetid.size - np.count_nonzero(found))
+        raise InputFileError(path, f'{nmiss} TARGETID(s) of the predictions are not in this file')
+    return order[pos]
+
+
+def write_json(path, obj):
+    """Write `obj` as indented strict JSON (NaN not allowed), atomically."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with atomic_path(path) as tmp:
+        with open(tmp, 'w') as fx:
+            json.dump(obj, fx, indent=1, allow_nan=False)
+            fx.write('\n')
+    return path

@@ -1,0 +1,182 @@
+"""
+lbgnet.scripts.lbg_evaluate
+===========================
+
+``desi_lbg_evaluate``: metrics of the line finder on mock files with known truth.
+
+Input: coadd files (run through a model, optionally with their Redrock files for a
+Redrock comparison) or afterburner catalogues, each paired with its truth file (same
+order).  Output, in ``--outdir``: ``metrics.json`` (``regimes``: per regime purity = efficiency score,
+purity/efficiency curves, efficiency vs z and magnitude, redshift accuracy of Z_LBG and of
+the best line, confusion by class; ``inputs``; ``redrock``: Redrock's redshift accuracy on
+the true LBGs when Redrock files are given) and PNG figures.
+"""
+import argparse
+import os
+
+import numpy as np
+from desiutil.log import get_logger
+
+from ..io import InputFileError
+from ..io.evaluation import match_rows
+
+#: Output file names inside --outdir.
+OUTPUTS = {'metrics': 'metrics.json', 'pe': 'purity_efficiency.png', 'z': 'redshift.png',
+           'eff': 'efficiency.png', 'examples': 'examples.png'}
+
+
+def parse(options=None):
+    """Parse the command line of ``desi_lbg_evaluate``."""
+    parser = argparse.ArgumentParser(description='Evaluate the LBG line finder on mock files '
+                                     'with known truth: JSON metrics and PNG figures.')
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument('--coadd', nargs='+', help='coadd FITS file(s) to run the model on')
+    src.add_argument('--catalog', nargs='+', help='afterburner catalogue(s) (HDU LBG_CNN)')
+    parser.add_argument('--truth', nargs='+', required=True,
+                        help='truth file(s) (HDU TRUTH), one per coadd/catalogue, same order')
+    parser.add_argument('--redrock', nargs='+',
+                        help='Redrock file(s), one per coadd, for a Redrock comparison')
+    parser.add_argument('--model', help='model file (.weights.h5 or .json) [shipped model]')
+    parser.add_argument('--outdir', required=True, help='output directory')
+    parser.add_argument('--c-thresh', type=float, help='line confidence threshold [model default]')
+    parser.add_argument('--n-thresh', type=int, help='number of lines required [model default]')
+    parser.add_argument('--title', default='', help='title of the figures [%(default)s]')
+    parser.add_argument('--nexamples', type=int, default=4,
+                        help='example spectra to draw (coadd input) [%(default)s]')
+    args = parser.parse_args(options)
+    inputs = args.coadd or args.catalog
+    if len(args.truth) != len(inputs):
+        parser.error(f'{len(inputs)} input file(s) but {len(args.truth)} truth file(s)')
+    if args.redrock and (args.catalog or len(args.redrock) != len(inputs)):
+        parser.error('--redrock needs --coadd, with one Redrock file per coadd')
+    return args
+
+
+def predict_coadd(path, model, config, c_thresh, n_thresh):
+    """Grid one coadd, run the model and post-process; returns (TARGETID, results, X, conf, offset)."""
+    from ..model import predict_boxes
+    from ..postprocess import postprocess
+    from ..preprocess import load_coadd_grid
+    X, info = load_coadd_grid(path, config)
+    if info.targetid is None:
+        raise InputFileError(path, 'no FIBERMAP HDU, so no TARGETID to match the truth')
+    conf, offset = predict_boxes(model, X)
+    res = postprocess(conf, offset, config, c_thresh=c_thresh, n_thresh=n_thresh)
+    return np.asarray(info.targetid), res, X, conf, offset
+
+
+def redrock_metrics(rr_paths, truth_rows, tid_per_file):
+    """Redshift accuracy of Redrock's Z on the true LBGs (all of them, no selection)."""
+    from ..evaluate import LBG_CLASS, redshift_metrics
+    from ..io import read_redrock
+    z_rr = []
+    for path, tid in zip(rr_paths, tid_per_file):
+        rr = read_redrock(path, read_fibermap=False)
+        z_rr.append(np.asarray(rr.redshifts['Z'])[match_rows(rr.targetid, tid, path)])
+    z_rr = np.concatenate(z_rr)
+    is_lbg = np.asarray(truth_rows['CLASS']).astype(str) == LBG_CLASS
+    z_true = np.asarray(truth_rows['Z_TRUE'], dtype=np.float64)
+    return redshift_metrics(z_true[is_lbg], z_rr[is_lbg])
+
+
+def collect(args, config, model):
+    """Predictions and aligned truth over all input files.
+
+    Returns
+    -------
+    pred : dict of numpy.ndarray
+    truth : dict of numpy.ndarray
+    extras : dict
+        TARGETIDs per file and, for coadd input, the first file's arrays for the example plot.
+    """
+    from ..io.evaluation import read_prediction_catalog
+    from ..io.mock import read_truth
+    preds, truths, tids, first = [], [], [], None
+    for i, (path, truth_path) in enumerate(zip(args.coadd or args.catalog, args.truth)):
+        if args.coadd:
+            tid, res, X, conf, offset = predict_coadd(path, model, config, args.c_thresh,
+                                                      args.n_thresh)
+            first = first or (X, conf, offset, tid)
+        else:
+            res = read_prediction_catalog(path, config.lines.names)
+            tid = res['TARGETID']
+            if args.c_thresh is not None:
+                res['IS_LBG'] = res['C_LBG'] > args.c_thresh
+        truth = read_truth(truth_path)
+        rows = match_rows(np.asarray(truth['TARGETID']), tid, truth_path)
+        truths.append({k: np.asarray(truth[k])[rows] for k in ('CLASS', 'Z_TRUE', 'RMAG')})
+        preds.append({k: np.asarray(res[k]) for k in ('C_LBG', 'IS_LBG', 'Z_LBG', 'Z_BESTLINE')})
+        tids.append(tid)
+    pred = {k: np.concatenate([p[k] for p in preds]) for k in preds[0]}
+    truth = {k: np.concatenate([t[k] for t in truths]) for k in truths[0]}
+    return pred, truth, {'targetid': tids, 'first': first}
+
+
+def write_plots(args, metrics, pred, truth, config, first):
+    """Figures of one evaluation in ``args.outdir``."""
+    from ..evaluate import LBG_CLASS
+    from ..plots import (plot_efficiency_bins, plot_example_spectra, plot_purity_efficiency,
+                         plot_redshift)
+    out = {k: os.path.join(args.outdir, v) for k, v in OUTPUTS.items()}
+    plot_purity_efficiency(metrics, out['pe'], title=args.title)
+    sel = (np.asarray(truth['CLASS']).astype(str) == LBG_CLASS) & pred['IS_LBG']
+    plot_redshift(truth['Z_TRUE'][sel], pred['Z_LBG'][sel], out['z'],
+                  z_bestline=pred['Z_BESTLINE'][sel], title=args.title)
+    plot_efficiency_bins(metrics, out['eff'])
+    if first is not None and args.nexamples > 0:
+        X, conf, offset, tid = first
+        classes = truth['CLASS'][:len(tid)].astype(str)
+        lbg = np.flatnonzero(classes == LBG_CLASS)[:(args.nexamples + 1) // 2]
+        other = np.flatnonzero(classes != LBG_CLASS)[:args.nexamples - lbg.size]
+        idx = np.concatenate([lbg, other]).astype(int)
+        if idx.size:
+            titles = [f'{classes[i]} z={truth["Z_TRUE"][i]:.3f}  C_LBG={pred["C_LBG"][i]:.2f}  '
+                      f'Z_LBG={pred["Z_LBG"][i]:.3f}' for i in idx]
+            plot_example_spectra(X[idx], conf[idx], offset[idx], config, out['examples'], titles)
+    return out
+
+
+def main(args=None, comm=None):
+    """Run ``desi_lbg_evaluate``; return 0 on success, 1 on an input error."""
+    if not isinstance(args, argparse.Namespace):
+        args = parse(args)
+    from ..evaluate import evaluate_predictions
+    from ..io.evaluation import write_json
+    from ..io.modelfile import default_model_path, load_model, read_model_description
+    log = get_logger()
+    model_path = args.model or default_model_path()
+    try:
+        if args.coadd:
+            model, config, _ = load_model(model_path)
+        else:
+            model, config = None, read_model_description(model_path)[1]
+        pred, truth, extras = collect(args, config, model)
+        c_thresh = config.selection.c_thresh if args.c_thresh is None else args.c_thresh
+        regimes = evaluate_predictions(truth, pred, c_thresh)
+        metrics = {'regimes': regimes,
+                   'inputs': {'files': list(args.coadd or args.catalog), 'truth': list(args.truth),
+                              'model': os.path.abspath(model_path), 'c_thresh': c_thresh,
+                              'n_thresh': (config.selection.n_thresh if args.n_thresh is None
+                                           else args.n_thresh)}}
+        if args.redrock:
+            metrics['redrock'] = redrock_metrics(args.redrock, truth, extras['targetid'])
+    except InputFileError as err:
+        log.error('%s', err)
+        return 1
+    os.makedirs(args.outdir, exist_ok=True)
+    write_json(os.path.join(args.outdir, OUTPUTS['metrics']), metrics)
+    write_plots(args, regimes, pred, truth, config, extras['first'])
+    for name in ('lowz', 'midz', 'highz'):
+        res = regimes[name]
+        log.info('%s: %d LBGs, %d contaminants; purity=efficiency score %s; |dz|<0.05 %s, '
+                 'sigma_NMAD %s (Z_LBG) / %s (best line)', name, res['nlbg'], res['ncontaminant'],
+                 _fmt(res['pe_score']), _fmt(res['redshift']['frac_dz_lt_0p05']),
+                 _fmt(res['redshift']['sigma_nmad'], '.2e'),
+                 _fmt(res['redshift_bestline']['sigma_nmad'], '.2e'))
+    log.info('wrote %s', args.outdir)
+    return 0
+
+
+def _fmt(value, spec='.4f'):
+    """Format a metric that may be None (undefined, e.g. no LBG in the regime)."""
+    return 'n/a' if value is None else format(value, spec)

@@ -1,0 +1,171 @@
+"""
+lbgnet.scripts.lbg_mock
+=======================
+
+``desi_lbg_mock``: write DESI-like mock data sets (coadd, Redrock and truth files)
+of LBGs and their contaminants with the lbgnet simulator.
+"""
+import argparse
+import os
+import time
+
+import numpy as np
+from desiutil.log import get_logger
+
+from ..config import ConfigError
+from ..io import InputFileError
+from ..io.mock import mock_filenames, write_mock
+from ..sim.mock import DEFAULT_MOCK_CONFIG, load_mock_setup, make_mock, mock_settings
+from ..sim.population import CLASSES
+
+
+def parse(options=None):
+    """Parse the command line of ``desi_lbg_mock``."""
+    parser = argparse.ArgumentParser(
+        description='Simulate DESI coadd, Redrock and truth files of LBGs and contaminants.')
+    parser.add_argument('--outdir', required=True, help='output directory')
+    parser.add_argument('--nspec', type=int, required=True, help='number of spectra in total')
+    parser.add_argument('--config', default=DEFAULT_MOCK_CONFIG,
+                        help='mock configuration (instrument, files, physics) [%(default)s]')
+    parser.add_argument('--seed', type=int, default=0, help='random seed [%(default)s]')
+    parser.add_argument('--nfiles', type=int, default=None,
+                        help='number of files (healpix pixels) [enough for '
+                        'mock.files.max_spectra_per_file per file]')
+    parser.add_argument('--classes', nargs='+', choices=CLASSES, default=None,
+                        help='simulate only these classes (fractions renormalised) [all]')
+    parser.add_argument('--zmin', type=float, default=None, help='minimum LBG redshift [config]')
+    parser.add_argument('--zmax', type=float, default=None, help='maximum LBG redshift [config]')
+    parser.add_argument('--rmag-min', type=float, default=None, help='brightest r AB [config]')
+    parser.add_argument('--rmag-max', type=float, default=None, help='faintest r AB [config]')
+    parser.add_argument('--efftime-min', type=float, default=None,
+                        help='shortest effective exposure time, s [config]')
+    parser.add_argument('--efftime-max', type=float, default=None,
+                        help='longest effective exposure time, s [config]')
+    parser.add_argument('--lbg-composite', default=None,
+                        help='LBG composite spectrum (file or directory) to refine the LBG model')
+    parser.add_argument('--rr-template-dir', default=None,
+                        help='directory of Redrock QSO/STAR templates to refine those models')
+    parser.add_argument('--sky-lines', default=None,
+                        help='sky-line spectrum [desispec/data/spec-sky.dat]')
+    parser.add_argument('--no-resolution', action='store_true',
+                        help='omit the RESOLUTION HDUs (5x smaller files; Redrock needs them)')
+    parser.add_argument('--overwrite', action='store_true', help='replace existing files')
+    parser.add_argument('--mpi', action='store_true', help='spread the files over MPI ranks')
+    args = parser.parse_args(options)
+    if args.nspec < 1:
+        parser.error(f'--nspec must be >= 1, got {args.nspec}')
+    if args.nfiles is not None and not 1 <= args.nfiles <= args.nspec:
+        parser.error(f'--nfiles must be in [1, nspec], got {args.nfiles}')
+    for lo, hi in (('zmin', 'zmax'), ('rmag_min', 'rmag_max'), ('efftime_min', 'efftime_max')):
+        if (getattr(args, lo) is None) != (getattr(args, hi) is None):
+            parser.error(f'--{lo.replace("_", "-")} and --{hi.replace("_", "-")} go together')
+        if getattr(args, lo) is not None and not getattr(args, lo) < getattr(args, hi):
+            parser.error(f'--{lo.replace("_", "-")} must be below --{hi.replace("_", "-")}')
+    if args.efftime_min is not None and args.efftime_min <= 0:
+        parser.error('--efftime-min must be positive')
+    return args
+
+
+def population_options(args):
+    """Keyword arguments of :func:`lbgnet.sim.mock.make_mock`'s ``population``."""
+    out = {}
+    if args.classes:
+        out['classes'] = list(args.classes)
+    if args.zmin is not None:
+        out['zrange'] = (args.zmin, args.zmax)
+    if args.rmag_min is not None:
+        out['rmag_range'] = (args.rmag_min, args.rmag_max)
+    if args.efftime_min is not None:
+        out['efftime_range'] = (args.efftime_min, args.efftime_max)
+    return out
+
+
+def choose_pixels(nfiles, nside, dec_range, rng):
+    """Distinct random nested healpix pixels with centres in a Dec range (deg)."""
+    import healpy
+    sin_lo, sin_hi = np.sin(np.radians(np.asarray(dec_range, dtype=np.float64)))
+    pixels = np.zeros(0, dtype=np.int64)
+    while pixels.size < nfiles:
+        m = 4 * nfiles + 16
+        dec = np.degrees(np.arcsin(rng.uniform(sin_lo, sin_hi, m)))
+        ra = rng.uniform(0.0, 360.0, m)
+        new = healpy.ang2pix(nside, ra, dec, nest=True, lonlat=True)
+        _, first = np.unique(np.concatenate([pixels, new]), return_index=True)
+        pixels = np.concatenate([pixels, new])[np.sort(first)]
+    return pixels[:nfiles]
+
+
+def file_plan(nspec, nfiles, seed, mockcfg):
+    """Spectra per file, healpix pixel per file and one seed sequence per file."""
+    files = mockcfg['files']
+    if nfiles is None:
+        nfiles = int(np.ceil(nspec / int(files['max_spectra_per_file'])))
+    counts = np.full(nfiles, nspec // nfiles)
+    counts[:nspec % nfiles] += 1
+    seeds = np.random.SeedSequence(seed).spawn(nfiles + 1)
+    pixels = choose_pixels(nfiles, int(files['nside']), files['dec_range'],
+                           np.random.default_rng(seeds[0]))
+    return counts, pixels, seeds[1:]
+
+
+class Progress:
+    """Logger-based progress bar: ``[#####.....] 50% 5000/10000 spectra, 30 s, ETA 30 s``."""
+
+    def __init__(self, total, width=30):
+        self.total, self.width, self.done, self.start = total, width, 0, time.time()
+
+    def update(self, n):
+        """Count `n` more items and log the bar."""
+        self.done += n
+        elapsed = time.time() - self.start
+        frac = self.done / max(self.total, 1)
+        eta = elapsed * (1 - frac) / frac if frac > 0 else float('nan')
+        bar = '#' * int(round(frac * self.width))
+        get_logger().info('[%-*s] %3.0f%% %d/%d spectra, %.0f s, ETA %.0f s', self.width, bar,
+                          100 * frac, self.done, self.total, elapsed, eta)
+
+
+def main(args=None, comm=None):
+    """Run ``desi_lbg_mock``; return 0 on success, 1 on failure."""
+    if not isinstance(args, argparse.Namespace):
+        args = parse(args)
+    log = get_logger()
+    if comm is None and args.mpi:
+        from mpi4py import MPI
+        comm = MPI.COMM_WORLD
+    rank, size = (0, 1) if comm is None else (comm.rank, comm.size)
+    try:
+        setup = load_mock_setup(args.config, args.lbg_composite, args.rr_template_dir,
+                                args.sky_lines)
+        mockcfg, _ = mock_settings(setup.config)
+        counts, pixels, seeds = file_plan(args.nspec, args.nfiles, args.seed, mockcfg)
+    except (ConfigError, InputFileError, ValueError) as err:
+        log.error('%s', err)
+        return 1
+    files = mockcfg['files']
+    mine = np.arange(rank, counts.size, size)
+    progress = Progress(int(counts[mine].sum()))
+    nfail = 0
+    for k in mine:
+        paths = mock_filenames(args.outdir, files['survey'], files['program'], pixels[k])
+        if not args.overwrite and any(os.path.exists(p) for p in paths.values()):
+            log.error('%s exists; use --overwrite to replace it', paths['coadd'])
+            nfail += 1
+            continue
+        try:
+            mock = make_mock(setup, int(counts[k]), np.random.default_rng(seeds[k]),
+                             pixel=int(pixels[k]), population=population_options(args),
+                             with_resolution=not args.no_resolution)
+            write_mock(args.outdir, mock, args.config)
+        except (OSError, ValueError) as err:
+            log.error('healpix %d: %s', pixels[k], err)
+            nfail += 1
+            continue
+        log.debug('wrote %s', paths['coadd'])
+        progress.update(int(counts[k]))
+    if comm is not None:
+        nfail = comm.allreduce(nfail)
+    if rank == 0:
+        log.info('%d file(s) of %d spectra in %s, %d failure(s)', counts.size, args.nspec,
+                 args.outdir, nfail)
+    return 1 if nfail else 0

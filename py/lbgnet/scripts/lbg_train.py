@@ -1,0 +1,231 @@
+"""
+lbgnet.scripts.lbg_train
+========================
+
+``desi_lbg_train``: train the line finder on simulated spectra.
+
+* Training batches are simulated afresh every epoch by :class:`lbgnet.sim.generator.MockBatches`
+  (new objects at continuous redshift and magnitude, new noise at a random exposure time,
+  online augmentation), with the simulation configuration named in ``training.simulation``.
+* Validation uses a fixed mock set written to files (coadd, redrock, truth) and read back
+  through the production reader (:func:`lbgnet.preprocess.load_coadd_grid`); it drives
+  early stopping and the best checkpoint, and then fixes the default selection thresholds.
+* Output in ``--outdir``: ``<name>.weights.h5`` + ``<name>.json`` (model and model card),
+  ``history.csv``, ``loss.png``, ``checkpoint.weights.h5`` and ``validation/``.
+
+Seeds: training batch ``i`` of epoch ``e`` uses the stream ``(seed, e, i)``; the validation
+files use ``(seed + VALIDATION_SEED_OFFSET, file)``, never a training stream.
+"""
+import argparse
+import dataclasses
+import glob
+import os
+import platform
+import time
+
+import numpy as np
+from desiutil.log import get_logger
+
+from ..config import ConfigError, Selection, load_config
+from ..io import InputFileError
+
+#: Offset between the training seed and the seed of the validation files.
+VALIDATION_SEED_OFFSET = 10_000
+#: Spectra per validation file.
+VALIDATION_FILE_SIZE = 1000
+
+
+def parse(options=None):
+    """Parse the command line of ``desi_lbg_train``."""
+    parser = argparse.ArgumentParser(description='Train the LBG line finder on simulated spectra.')
+    parser.add_argument('--config', required=True, help='model configuration (etc/lbgnet-*.yaml)')
+    parser.add_argument('--outdir', required=True, help='output directory')
+    parser.add_argument('--epochs', type=int, help='maximum epochs [training.epochs]')
+    parser.add_argument('--batch-size', type=int, help='spectra per batch [training.batch_size]')
+    parser.add_argument('--seed', type=int, help='random seed [training.seed]')
+    parser.add_argument('--ntrain', type=int, help='training spectra per epoch [training.ntrain]')
+    parser.add_argument('--nval', type=int, help='validation spectra [training.nval]')
+    parser.add_argument('--learning-rate', type=float, help='Adam learning rate [training.learning_rate]')
+    parser.add_argument('--val-dir', help='directory of validation coadd-*/truth-* files '
+                        '[generate them under OUTDIR/validation]')
+    parser.add_argument('--init-from', help='initialise from this model file (layers with '
+                        'equal names and shapes)')
+    parser.add_argument('--workers', type=int, default=1,
+                        help='threads simulating batches ahead of training [%(default)s]')
+    parser.add_argument('--name', help='model file name (without extension) [config name]')
+    parser.add_argument('--verbose', type=int, choices=(0, 1, 2), default=1,
+                        help='Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch '
+                        '[%(default)s]')
+    return parser.parse_args(options)
+
+
+class TruthEncoder:
+    """Picklable ``truth table -> targets`` callable for the simulator's generator.
+
+    Parameters
+    ----------
+    config : lbgnet.config.Config
+    """
+
+    def __init__(self, config):
+        self.config = config
+
+    def __call__(self, truth):
+        """Targets (n, nlines, nboxes, 2) of a truth table (CLASS, Z_TRUE)."""
+        from ..labels import make_targets
+        from ..sim.render import line_wavelengths
+        return make_targets(line_wavelengths(truth, self.config), self.config)
+
+
+def check_compatible(config, sim_config):
+    """The model and simulation configurations must share the grid and line list."""
+    if config.grid != sim_config.grid or config.lines != sim_config.lines:
+        raise ConfigError(f'{config.source} and {sim_config.source} differ in grid or line list')
+
+
+def write_validation(setup, outdir, nval, seed, config_name):
+    """Simulate the validation set into files; returns the coadd and truth paths."""
+    from ..io.mock import write_mock
+    from ..sim.mock import make_mock
+    log = get_logger()
+    coadds, truths = [], []
+    nfiles = max(1, -(-nval // VALIDATION_FILE_SIZE))
+    for ifile in range(nfiles):
+        nspec = min(VALIDATION_FILE_SIZE, nval - ifile * VALIDATION_FILE_SIZE)
+        rng = np.random.default_rng([seed + VALIDATION_SEED_OFFSET, ifile])
+        mock = make_mock(setup, nspec, rng, pixel=ifile, with_resolution=False)
+        paths = write_mock(outdir, mock, config_name)
+        coadds.append(paths['coadd'])
+        truths.append(paths['truth'])
+    log.info('wrote %d validation spectra in %d files under %s', nval, nfiles, outdir)
+    return coadds, truths
+
+
+def find_validation(val_dir):
+    """Coadd and truth files of an existing validation directory (paired by name)."""
+    coadds = sorted(glob.glob(os.path.join(val_dir, 'coadd-*.fits')))
+    truths = [os.path.join(val_dir, 'truth-' + os.path.basename(c)[len('coadd-'):]) for c in coadds]
+    if not coadds:
+        raise InputFileError(val_dir, 'no coadd-*.fits validation files')
+    return coadds, truths
+
+
+def read_labelled(coadds, truths, config):
+    """Network input, targets and truth of mock files, through the production reader.
+
+    Returns
+    -------
+    X : numpy.ndarray
+        (n, nbins, 2).
+    y : numpy.ndarray
+        (n, nlines, nboxes, 2).
+    truth : dict of numpy.ndarray
+        CLASS, Z_TRUE, RMAG in the order of `X`.
+    """
+    from astropy.table import vstack
+    from ..io.mock import read_truth
+    from ..preprocess import load_coadd_grid
+    from ..io.evaluation import match_rows
+    Xs, tables = [], []
+    for coadd, truth_path in zip(coadds, truths):
+        X, info = load_coadd_grid(coadd, config)
+        truth = read_truth(truth_path)
+        Xs.append(X)
+        tables.append(truth[match_rows(np.asarray(truth['TARGETID']), info.targetid, truth_path)])
+    truth = vstack(tables)
+    y = TruthEncoder(config)(truth)
+    return np.concatenate(Xs), y, {k: np.asarray(truth[k]) for k in ('CLASS', 'Z_TRUE', 'RMAG')}
+
+
+def validation_summary(model, X, truth, config):
+    """Choose the thresholds on the validation set and report its metrics at them."""
+    from ..evaluate import choose_thresholds, evaluate_predictions
+    from ..model import predict_boxes
+    from ..postprocess import postprocess
+    conf, offset = predict_boxes(model, X)
+    c_lines = postprocess(conf, offset, config)['C_LINES']
+    c_thresh, n_thresh, table = choose_thresholds(truth['CLASS'], truth['Z_TRUE'], c_lines)
+    res = postprocess(conf, offset, config, c_thresh=c_thresh, n_thresh=n_thresh)
+    metrics = evaluate_predictions(truth, res, c_thresh)
+    brief = {name: {'pe_score': m['pe_score'], 'efficiency': m['efficiency'],
+                    'purity': m['purity'], **m['redshift']} for name, m in metrics.items()}
+    return c_thresh, n_thresh, table, brief
+
+
+def main(args=None, comm=None):
+    """Run ``desi_lbg_train``; return 0 on success, 1 on an input or configuration error."""
+    if not isinstance(args, argparse.Namespace):
+        args = parse(args)
+    log = get_logger()
+    t_start = time.time()
+    try:
+        return _train(args, log, t_start)
+    except (InputFileError, ConfigError) as err:
+        log.error('%s', err)
+        return 1
+
+
+def _train(args, log, t_start):
+    from ..io.modelfile import load_model, save_model
+    from ..model import build_model
+    from ..sim.generator import MockBatches, as_pydataset
+    from ..sim.mock import load_mock_setup
+    from ..train import compile_model, fit, set_seeds, training_options, transfer_weights
+    config = load_config(args.config)
+    opts = training_options(config, epochs=args.epochs, batch_size=args.batch_size,
+                            seed=args.seed, ntrain=args.ntrain, nval=args.nval,
+                            learning_rate=args.learning_rate)
+    config = dataclasses.replace(config, extra=dict(config.extra, training=opts))
+    if not opts['simulation']:
+        raise ConfigError(f'{config.source}: training.simulation names no simulation config')
+    set_seeds(opts['seed'])
+    setup = load_mock_setup(opts['simulation'])
+    check_compatible(config, setup.config)
+    os.makedirs(args.outdir, exist_ok=True)
+    if args.val_dir:
+        coadds, truths = find_validation(args.val_dir)
+    else:
+        coadds, truths = write_validation(setup, os.path.join(args.outdir, 'validation'),
+                                          opts['nval'], opts['seed'], opts['simulation'])
+    X_val, y_val, truth_val = read_labelled(coadds, truths, config)
+    nbatches = max(1, opts['ntrain'] // opts['batch_size'])
+    batches = MockBatches(setup, encode=TruthEncoder(config), batch_size=opts['batch_size'],
+                          batches_per_epoch=nbatches, seed=opts['seed'])
+    model = build_model(config)
+    if args.init_from:
+        loaded, skipped = transfer_weights(load_model(args.init_from)[0], model)
+        log.info('initialised %d layers from %s', len(loaded), args.init_from)
+        for reason in skipped:
+            log.warning('not initialised: %s', reason)
+    compile_model(model, config, opts['learning_rate'])
+    log.info('training %s: %d parameters, %d batches of %d per epoch, %d validation spectra',
+             config.extra.get('name', args.config), model.count_params(), nbatches,
+             opts['batch_size'], len(X_val))
+    history, info = fit(model, as_pydataset(batches, workers=args.workers), (X_val, y_val),
+                        config, args.outdir, val_truth=truth_val, verbose=args.verbose)
+    c_thresh, n_thresh, table, val_metrics = validation_summary(model, X_val, truth_val, config)
+    final = dataclasses.replace(config, selection=Selection(float(c_thresh), int(n_thresh)))
+    metadata = {
+        'training': {'config': os.path.basename(config.source), 'options': opts,
+                     'generator': {'batches_per_epoch': nbatches,
+                                   'augment': dataclasses.asdict(batches.augment),
+                                   'efftime_range': list(batches.efftime_range)},
+                     'validation_files': [os.path.basename(c) for c in coadds],
+                     'init_from': args.init_from, **info,
+                     'total_seconds': time.time() - t_start,
+                     'cpu_count': os.cpu_count(), 'machine': platform.machine()},
+        'thresholds': {'c_thresh': float(c_thresh), 'n_thresh': int(n_thresh),
+                       'candidates': {str(k): v for k, v in table.items()},
+                       'chosen_on': 'validation: n_thresh maximising the mean purity=efficiency '
+                                    'score over the z regimes; c_thresh at purity=efficiency'},
+        'validation_metrics': val_metrics,
+        'history': history,
+    }
+    name = args.name or str(config.extra.get('name') or os.path.splitext(
+        os.path.basename(args.config))[0])
+    wpath, _ = save_model(os.path.join(args.outdir, f'{name}.weights.h5'), model, final, metadata)
+    log.info('thresholds c_thresh=%.3f n_thresh=%d; validation score low/mid/high z: %s',
+             c_thresh, n_thresh, ' / '.join(str(val_metrics[r]['pe_score'])
+                                            for r in ('lowz', 'midz', 'highz')))
+    log.info('wrote %s (%.0f s in all)', wpath, time.time() - t_start)
+    return 0

@@ -1,0 +1,188 @@
+"""
+lbgnet.sim.augment
+==================
+
+Online augmentation of simulated spectra, applied per arm before the spectra are
+put on the network grid (so the gridding is exactly the production code's).
+
+* random masking (ivar = 0) of the noisy b/r dichroic overlap (5760–5800 Å);
+* random masking of other chunks of the spectrum (bad columns, cosmics, gaps);
+* occasional masking of Lyα in LBGs (the network must also use the other lines);
+* a small random wavelength shift of the noiseless spectrum (calibration errors).
+
+Fresh noise at a random effective exposure time is drawn by the generator itself
+(:func:`lbgnet.sim.instrument.observe`).  Every function is pure apart from
+in-place edits of the arrays it is given, and takes its randomness from ``rng``.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+#: Rest wavelength of Lyα (Å).
+LYA_WAVE = 1215.67
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Probabilities and sizes of the augmentations (all probabilities per spectrum).
+
+    Attributes
+    ----------
+    p_overlap : float
+        Probability to mask the b/r overlap `overlap_range` (Å) in both arms.
+    overlap_range : tuple of float
+    p_chunks : float
+        Probability that a spectrum gets masked chunks; their number is then
+        1 + Poisson(`chunk_extra`), widths uniform in `chunk_width` (Å), centres uniform
+        over the arms.
+    chunk_extra : float
+    chunk_width : tuple of float
+    p_lya : float
+        Probability to mask Lyα of an LBG over ±`lya_halfwidth` rest-frame Å around
+        (1 + Z_TRUE)·1215.67 (covers the emission offset and the absorption trough).
+    lya_halfwidth : float
+    p_jitter : float
+        Probability to shift the spectrum by N(0, `jitter_sigma`) Å.
+    jitter_sigma : float
+    """
+
+    p_overlap: float = 0.0
+    overlap_range: tuple = (5760.0, 5800.0)
+    p_chunks: float = 0.0
+    chunk_extra: float = 0.5
+    chunk_width: tuple = (20.0, 150.0)
+    p_lya: float = 0.0
+    lya_halfwidth: float = 10.0
+    p_jitter: float = 0.0
+    jitter_sigma: float = 0.3
+
+    @classmethod
+    def from_dict(cls, section):
+        """Build from the ``generator.augment`` configuration mapping.
+
+        Raises
+        ------
+        ValueError
+            For an unknown key or a probability outside [0, 1].
+        """
+        section = dict(section or {})
+        known = set(cls.__dataclass_fields__)
+        unknown = set(section) - known
+        if unknown:
+            raise ValueError(f'unknown augmentation option(s) {sorted(unknown)}; known {sorted(known)}')
+        for key in ('overlap_range', 'chunk_width'):
+            if key in section:
+                section[key] = tuple(float(v) for v in section[key])
+        out = cls(**section)
+        for key in ('p_overlap', 'p_chunks', 'p_lya', 'p_jitter'):
+            if not 0.0 <= getattr(out, key) <= 1.0:
+                raise ValueError(f'augmentation {key}={getattr(out, key)} is not a probability')
+        return out
+
+
+def mask_intervals(waves, ivars, lo, hi):
+    """Set ivar = 0 where lo[i] <= λ < hi[i], in place.
+
+    Parameters
+    ----------
+    waves : dict
+        band -> wavelengths (nwave,), Å.
+    ivars : dict
+        band -> inverse variance (nspec, nwave); modified in place.
+    lo, hi : numpy.ndarray
+        Interval per spectrum, shape (nspec,), Å; NaN = no interval.
+
+    Returns
+    -------
+    numpy.ndarray
+        Number of pixels masked per spectrum, shape (nspec,).
+    """
+    lo = np.asarray(lo, dtype=np.float64)[:, None]
+    hi = np.asarray(hi, dtype=np.float64)[:, None]
+    nmask = np.zeros(lo.shape[0], dtype=np.int64)
+    for band, wave in waves.items():
+        inside = (wave[None, :] >= lo) & (wave[None, :] < hi)
+        ivars[band][inside] = 0.0
+        nmask += inside.sum(axis=1)
+    return nmask
+
+
+def mask_overlap(waves, ivars, rng, p, wave_range):
+    """Mask the b/r overlap in a random fraction `p` of the spectra, in place."""
+    n = next(iter(ivars.values())).shape[0]
+    hit = rng.random(n) < p
+    lo = np.where(hit, wave_range[0], np.nan)
+    return mask_intervals(waves, ivars, lo, np.where(hit, wave_range[1], np.nan))
+
+
+def mask_chunks(waves, ivars, rng, p, extra, width):
+    """Mask 1 + Poisson(`extra`) random chunks in a fraction `p` of the spectra, in place."""
+    n = next(iter(ivars.values())).shape[0]
+    wmin = min(w[0] for w in waves.values())
+    wmax = max(w[-1] for w in waves.values())
+    count = np.where(rng.random(n) < p, 1 + rng.poisson(extra, n), 0)
+    for k in range(int(count.max(initial=0))):
+        centre = rng.uniform(wmin, wmax, n)
+        half = 0.5 * rng.uniform(width[0], width[1], n)
+        on = count > k
+        mask_intervals(waves, ivars, np.where(on, centre - half, np.nan),
+                       np.where(on, centre + half, np.nan))
+    return count
+
+
+def mask_lya(waves, ivars, truth, rng, p, halfwidth):
+    """Mask Lyα (± `halfwidth` rest Å) of a fraction `p` of the LBGs, in place."""
+    is_lbg = np.asarray(truth['CLASS']).astype(str) == 'LBG'
+    hit = is_lbg & (rng.random(len(truth)) < p)
+    one_z = 1.0 + np.asarray(truth['Z_TRUE'], dtype=np.float64)
+    centre = LYA_WAVE * one_z
+    lo = np.where(hit, centre - halfwidth * one_z, np.nan)
+    mask_intervals(waves, ivars, lo, np.where(hit, centre + halfwidth * one_z, np.nan))
+    return hit
+
+
+def shift_spectra(wave, flux, shift):
+    """Spectra shifted by a fraction of a pixel (linear interpolation).
+
+    Parameters
+    ----------
+    wave : numpy.ndarray
+        Uniform pixel grid (nwave,), Å.
+    flux : numpy.ndarray
+        Shape (nspec, nwave).
+    shift : numpy.ndarray
+        Shape (nspec,), Å; positive moves features redwards.  Clipped to ±1 pixel
+        (the jitter is meant to be small); the end pixels keep their value.
+
+    Returns
+    -------
+    numpy.ndarray
+        Same shape and dtype as `flux`.
+    """
+    step = (wave[-1] - wave[0]) / (wave.size - 1)
+    frac = np.clip(np.asarray(shift) / step, -1.0, 1.0).astype(flux.dtype)[:, None]
+    grad = np.diff(flux, axis=1)
+    out = flux.copy()
+    # new[j] = old(j - d): for d > 0 interpolate towards the left neighbour, else the right one
+    out[:, 1:] -= np.maximum(frac, 0) * grad
+    out[:, :-1] -= np.minimum(frac, 0) * grad
+    return out
+
+
+def jitter_wavelength(waves, models, rng, p, sigma):
+    """Shift a fraction `p` of the noiseless spectra by N(0, sigma) Å (same shift in all arms)."""
+    n = next(iter(models.values())).shape[0]
+    shift = np.where(rng.random(n) < p, rng.normal(0.0, sigma, n), 0.0)
+    if not np.any(shift):
+        return models, shift
+    return {b: shift_spectra(waves[b], m, shift) for b, m in models.items()}, shift
+
+
+def augment_masks(waves, ivars, truth, rng, cfg):
+    """Apply every masking augmentation of `cfg` (:class:`AugmentConfig`), in place."""
+    if cfg.p_overlap > 0:
+        mask_overlap(waves, ivars, rng, cfg.p_overlap, cfg.overlap_range)
+    if cfg.p_chunks > 0:
+        mask_chunks(waves, ivars, rng, cfg.p_chunks, cfg.chunk_extra, cfg.chunk_width)
+    if cfg.p_lya > 0:
+        mask_lya(waves, ivars, truth, rng, cfg.p_lya, cfg.lya_halfwidth)
