@@ -32,6 +32,7 @@ def _zero_line_config(simcfg):
     lbg = cfg['simulation']['lbg']
     for spec in list(lbg['lines'].values()) + list(lbg['emission'].values()):
         spec['ew'] = 0.0
+    lbg['lya_trough_ew'] = 0.0
     return cfg
 
 
@@ -179,9 +180,10 @@ def test_lbg_equivalent_widths(simcfg):
             ew = _measure_ew(wave, absorb[i], cont[i], centre, half * zp1) / zp1
             assert ew == pytest.approx(lines[name]['ew'] * scale, rel=0.02, abs=0.02), name
         # Lyα: the IGM is off, so the emission/absorption EW is recovered; the window
-        # (±30 A rest) also holds SiIII 1206
+        # (±30 A rest) also holds SiIII 1206 and, for emitters, the trough under Lyα
         ew_lya = _measure_ew(wave, flux[i], cont[i], LYA * zp1, 30.0 * zp1) / zp1
-        want = truth['LYA_EW'][i] + lines['SIIII']['ew'] * truth['ISM_SCALE'][i]
+        trough = simcfg['simulation']['lbg']['lya_trough_ew'] if truth['LYA_EW'][i] > 0 else 0.0
+        want = truth['LYA_EW'][i] + (lines['SIIII']['ew'] + trough) * truth['ISM_SCALE'][i]
         assert ew_lya == pytest.approx(want, rel=0.03, abs=0.3)
 
 
@@ -251,6 +253,14 @@ def test_determinism_and_arm_overlap(simcfg, config):
     ib = np.nonzero(waves['b'] >= waves['r'][1])[0][:-1]
     ir = np.searchsorted(waves['r'], waves['b'][ib])
     np.testing.assert_allclose(fb_only[:, ib], fr_only[:, ir], rtol=2e-5, atol=1e-7)
+    # flux is conserved between the 0.8 A pixels and the network's 8 A bins (lines are
+    # pixel-integrated; the continuum and forest are sampled, hence 1%)
+    # bins of 8 A whose edges are 0.8 A pixel edges; same span 3999.6-5791.6 A on both
+    w8 = np.arange(3599.6, 10000.0, 8.0) + 4.0
+    f8 = render_spectra(a, w8, simcfg=simcfg, lsf_sigma=0.8)
+    s1 = (waves['b'] > 3999.9) & (waves['b'] < 5791.5)
+    s8 = (w8 > 3999.9) & (w8 < 5791.5)
+    np.testing.assert_allclose(fb_only[:, s1].sum(axis=1) * 0.8, f8[:, s8].sum(axis=1) * 8.0, rtol=0.01)
     # the overlap holds forest pixels (LBGs at z >= 3.8 have Lyα redward of 5800 A)
     lbg = np.asarray(a['CLASS']) == 'LBG'
     assert np.all(LYA * (1 + a['Z_TRUE'][lbg]) > 5800)
@@ -270,9 +280,59 @@ def test_lsf_broadens_lines(simcfg):
     assert widths[1] ** 2 - widths[0] ** 2 == pytest.approx(9.0, rel=0.1)
 
 
+def test_config_errors(tmp_path):
+    from lbgnet.config import ConfigError
+    base = tmp_path / 'plain.yaml'
+    base.write_text('base: lbgnet-base.yaml\n')
+    with pytest.raises(ConfigError, match='no "simulation" section'):
+        load_sim_config(str(base))
+    bad = tmp_path / 'bad.yaml'
+    bad.write_text('base: lbgnet-sim.yaml\nsimulation:\n  lbg:\n    lines:\n      NOPE: {ew: -1.0}\n')
+    with pytest.raises(ConfigError, match='NOPE'):
+        load_sim_config(str(bad))
+
+
 def test_bad_wave_grid(simcfg):
     truth = _lbg_truth(simcfg, 2)
     with pytest.raises(ValueError, match='increasing'):
         render_spectra(truth, np.array([5000.0, 4000.0, 3000.0]), simcfg=simcfg)
     with pytest.raises(ValueError, match='lsf_sigma'):
         render_spectra(truth, np.arange(4000.0, 5000.0), simcfg=simcfg, lsf_sigma=np.ones(3))
+
+
+def test_igm_mean_transmission(simcfg):
+    from lbgnet.sim import igm
+    igmcfg = simcfg['simulation']['igm']
+    wave = np.arange(3600.0, 7000.0, 0.8)
+    n = 400
+    rng = np.random.default_rng(12)
+    for z in (2.5, 3.5, 4.5):
+        trans = igm.transmission(wave, np.full(n, z), np.ones(n), rng.integers(1, 2 ** 62, n),
+                                 np.full(n, np.inf), igmcfg)
+        expect = np.exp(-igm.forest_tau(wave, np.array([z]), np.ones(1), igmcfg)[0])
+        rest = wave / (1 + z)
+        # mean over 400 sightlines and 100 A bins: statistical error < 0.005
+        for lo in (930.0, 1000.0, 1100.0, 1150.0):
+            sel = (rest > lo) & (rest < lo + 100.0 / (1 + z) * 4)
+            assert np.mean(trans[:, sel]) == pytest.approx(np.mean(expect[sel]), abs=0.015), (z, lo)
+        assert np.all(trans[:, rest > LYA] == 1.0)
+        assert np.all(trans[:, rest < 911.75] == 0.0)
+        # Faucher-Giguère et al. 2008: exp(-0.0018 (1+z)^3.92) between Lyβ and Lyα
+        zabs = wave / LYA - 1
+        lya_only = (rest > 1030) & (rest < 1200)
+        np.testing.assert_allclose(expect[lya_only], np.exp(-0.0018 * (1 + zabs[lya_only]) ** 3.92))
+        # sightlines differ (seeded structure), even at a fixed IGM_SCALE
+        assert np.std(trans[:, lya_only].mean(axis=1)) > 0.005
+
+
+def test_truth_roundtrip_through_fits(simcfg, tmp_path):
+    from astropy.table import Table
+    truth = draw_population(simcfg, 40, np.random.default_rng(13))
+    path = tmp_path / 'truth.fits'
+    truth.write(path)
+    back = Table.read(path, character_as_bytes=True)      # string columns as bytes
+    assert back['CLASS'].dtype.kind == 'S'
+    wave = np.arange(3600.0, 9824.0, 0.8)
+    np.testing.assert_array_equal(render_spectra(back, wave, simcfg=simcfg),
+                                  render_spectra(truth, wave, simcfg=simcfg))
+    np.testing.assert_array_equal(line_wavelengths(back, simcfg), line_wavelengths(truth, simcfg))

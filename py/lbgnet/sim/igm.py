@@ -70,19 +70,23 @@ def _log_uniform_table():
     return table
 
 
-def _node_transmission(lnw, offset, tau, dlnl):
+def _node_positions(lnw, dlnl):
+    """Node index (int64) and fractional position (float32) of each grid pixel."""
+    pos = (lnw - np.log(NODE_WAVE0)) * (1.0 / dlnl)
+    k = np.floor(pos)
+    return k.astype(np.int64), (pos - k).astype(np.float32)
+
+
+def _node_transmission(node, frac, offset, tau):
     """Mean-preserving fluctuating transmission at flattened forest pixels.
 
     Node k of an object reads entry (k + offset) mod TABLE_SIZE of the fixed table of
-    ln u; the transmission at the node is exp(A ln u) = u^A with A = e^τ − 1, and is
-    interpolated linearly between nodes.
+    ln u; the transmission at the node is exp(A ln u) = u^A with A = e^τ − 1 (mean
+    e^{−τ}), and it is interpolated linearly between nodes.
     """
     table = _log_uniform_table()
-    pos = (lnw - np.log(NODE_WAVE0)) * (1.0 / dlnl)
-    k = pos.astype(np.int64)
-    frac = (pos - k).astype(np.float32)
-    idx = (k + offset) & (TABLE_SIZE - 1)
-    expo = np.expm1(tau).astype(np.float32)
+    idx = (node + offset) & (TABLE_SIZE - 1)
+    expo = np.expm1(tau)
     t0 = np.exp(expo * table[idx])
     t1 = np.exp(expo * table[(idx + 1) & (TABLE_SIZE - 1)])
     return t0 + frac * (t1 - t0)
@@ -157,6 +161,33 @@ def transmission(wave, z, scale, seed, tau_ll, igmcfg):
     rows, cols = _forest_pixels(wave, zp1)
     if rows.size == 0:
         return trans
+    a, b = float(igmcfg['tau_a']), float(igmcfg['tau_b'])
+    tau = (a * (wave / LYA) ** b).astype(np.float32)[cols]
+    for rest, ratio in igmcfg['lyman_series'].values():
+        tau_j = (ratio * a * (wave / rest) ** b).astype(np.float32)[cols]
+        tau += np.where(cols < np.searchsorted(wave, rest * zp1)[rows], tau_j, np.float32(0.0))
+    tau *= np.asarray(scale, dtype=np.float32)[rows]
+    fc = np.float32(igmcfg['coarse_fraction'])
+    lnw = np.log(wave)
+    seed = np.asarray(seed).astype(np.uint64)
+    out = None
+    for dlnl, offset, share in (
+            (float(igmcfg['fine_dlnl']), seed & np.uint64(TABLE_SIZE - 1), np.float32(1.0) - fc),
+            (float(igmcfg['coarse_dlnl']), (seed >> np.uint64(32)) & np.uint64(TABLE_SIZE - 1), fc)):
+        node, frac = _node_positions(lnw, dlnl)
+        t = _node_transmission(node[cols], frac[cols], offset.astype(np.int64)[rows], share * tau)
+        out = t if out is None else out * t
+    nll = np.searchsorted(wave, LYMAN_LIMIT * zp1)[rows]
+    below = cols < nll
+    if np.any(below):
+        rest = wave[cols[below]] / zp1[rows[below]]
+        llb = np.asarray(tau_ll, dtype=np.float64)[rows[below]]
+        with np.errstate(invalid='ignore'):
+            t_ll = np.where(np.isinf(llb), 0.0, np.exp(-np.where(np.isinf(llb), 0.0, llb)
+                                                       * (rest / LYMAN_LIMIT) ** 3))
+        out[below] *= t_ll.astype(np.float32)
+    trans.reshape(-1)[rows * wave.size + cols] = out
+    return trans
     a, b = float(igmcfg['tau_a']), float(igmcfg['tau_b'])
     tau = (a * (wave / LYA) ** b)[cols]
     for rest, ratio in igmcfg['lyman_series'].values():
