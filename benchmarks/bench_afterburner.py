@@ -13,9 +13,8 @@ Measures, in one run:
    afterburner alone on the same file: the time ratio;
 3. peak resident memory of the afterburner on one ``--big``-spectrum file.
 
-Mock files: the simple spectra of :mod:`lbgnet.example` on the DESI arm grids (the
-content does not change the CNN's cost), with RESOLUTION, EXP_FIBERMAP and SCORES so
-that rrdesi can read them.  The model is ``--model`` or, by default, the network of
+Mock files: ``desi_lbg_mock`` (the lbgnet simulator: LBGs and contaminants, DESI noise,
+full FIBERMAP/EXP_FIBERMAP/SCORES/RESOLUTION, so that rrdesi can read them).  The model is ``--model`` or, by default, the network of
 ``--config`` with random weights (same cost as trained weights).
 
 Usage::
@@ -30,9 +29,6 @@ import resource
 import subprocess
 import sys
 import time
-
-import numpy as np
-from astropy.table import Table
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REFERENCE = os.path.join(ROOT, '..', 'shared', 'reference', 'redrock-templates')
@@ -52,35 +48,13 @@ def parse(options=None):
     return parser.parse_args(options)
 
 
-def make_file(path, nspec, seed, resolution=True):
-    from lbgnet.config import load_config
-    from lbgnet.example import example_spectra
-    from lbgnet.io import minimal_fibermap, write_coadd
-    rng = np.random.default_rng(seed)
-    wave, flux, ivar, _ = example_spectra(load_config(), nspec, rng)
-    tid = np.arange(nspec, dtype=np.int64) + 10_000 * (seed + 1)
-    fm = minimal_fibermap(tid, ra=rng.uniform(0, 1, nspec), dec=rng.uniform(0, 1, nspec))
-    fm['TILEID'] = np.ones(nspec, dtype=np.int32)
-    fm['COADD_NUMEXP'] = np.ones(nspec, dtype=np.int16)
-    extra = {}
-    if resolution:
-        efm = Table(dict(TARGETID=tid, TILEID=np.ones(nspec, np.int32), EXPID=np.ones(nspec, np.int32)))
-        scores = Table(dict(TARGETID=tid, TSNR2_LRG=np.ones(nspec, np.float32)))
-        off = np.arange(5, -6, -1)
-        kern = np.exp(-0.5 * off ** 2)
-        kern /= kern.sum()
-        res = {b: np.broadcast_to(kern[None, :, None], (nspec, 11, w.size)).astype(np.float32)
-               for b, w in wave.items()}
-        extra = dict(resolution=res, exp_fibermap=efm, scores=scores)
-    write_coadd(path, wave, flux, ivar, fm, meta=dict(SURVEY='main', PROGRAM='dark'), **extra)
-    rr = np.zeros(nspec, dtype=[('TARGETID', 'i8'), ('Z', 'f8'), ('ZERR', 'f8'), ('ZWARN', 'i8'),
-                                ('CHI2', 'f8'), ('COEFF', 'f8', (10,)), ('SPECTYPE', 'S6'),
-                                ('SUBTYPE', 'S20'), ('DELTACHI2', 'f8')])
-    rr['TARGETID'] = tid[::-1]
-    rr['SPECTYPE'] = 'GALAXY'
-    import fitsio
-    with fitsio.FITS(path.replace('coadd-', 'redrock-'), 'rw', clobber=True) as fx:
-        fx.write(rr, extname='REDSHIFTS')
+def make_mock(outdir, nspec, nfiles, seed, env, resolution=True):
+    """``desi_lbg_mock`` files (coadd + redrock + truth), unless already there."""
+    if os.path.isdir(outdir) and len([f for f in os.listdir(outdir) if f.startswith('coadd-')]) == nfiles:
+        return
+    cmd = [sys.executable, os.path.join(ROOT, 'bin', 'desi_lbg_mock'), '--outdir', outdir,
+           '--nspec', str(nspec * nfiles), '--nfiles', str(nfiles), '--seed', str(seed)]
+    run(cmd + ([] if resolution else ['--no-resolution']), env)
 
 
 def make_model(path, config):
@@ -114,13 +88,11 @@ def main(args):
     py, bindir = sys.executable, os.path.join(ROOT, 'bin')
     mpiexec = os.path.join(os.path.dirname(sys.executable), 'mpiexec')
     indir = os.path.join(args.workdir, 'in')
-    os.makedirs(indir, exist_ok=True)
-    files = [os.path.join(indir, f'coadd-main-dark-{i}.fits') for i in range(args.nfiles)]
-    for i, path in enumerate(files):
-        if not os.path.exists(path):
-            make_file(path, args.nspec, i)
+    make_mock(indir, args.nspec, args.nfiles, 1, env)
+    files = sorted(os.path.join(indir, f) for f in os.listdir(indir) if f.startswith('coadd-'))
     model = args.model or make_model(os.path.join(args.workdir, 'model.weights.h5'), args.config)
-    out = dict(ncores=os.cpu_count(), nfiles=args.nfiles, nspec=args.nspec, model=model)
+    out = dict(ncores=os.cpu_count(), nfiles=args.nfiles, nspec=args.nspec, model=model,
+               loadavg_start=os.getloadavg())
     ab = [py, os.path.join(bindir, 'desi_lbg_afterburner'), '--model', model, '--overwrite']
 
     wall, log = run(ab + ['--input-dir', indir, '--outdir', os.path.join(args.workdir, 'o1')], env)
@@ -147,10 +119,9 @@ def main(args):
                              ratio_command=wall / out['one_file']['command_wall_s'],
                              ratio_loop=wall / out['one_file']['loop_s'])
 
-    big = os.path.join(args.workdir, 'big', f'coadd-main-dark-{args.big}.fits')
-    if not os.path.exists(big):
-        os.makedirs(os.path.dirname(big), exist_ok=True)
-        make_file(big, args.big, 99, resolution=False)
+    bigdir = os.path.join(args.workdir, f'big{args.big}')
+    make_mock(bigdir, args.big, 1, 2, env, resolution=False)
+    big = [os.path.join(bigdir, f) for f in os.listdir(bigdir) if f.startswith('coadd-')][0]
     code = ('import resource, sys; from lbgnet.scripts.lbg_afterburner import main; '
             'rc = main(sys.argv[1:]); '
             'print("MAXRSS_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)')
@@ -159,6 +130,7 @@ def main(args):
     rss = int(re.search(r'MAXRSS_KB (\d+)', log).group(1))
     out['big'] = dict(spectra=args.big, peak_rss_mb=rss / 1024, command_wall_s=wall,
                       file_mb=os.path.getsize(big) / 2 ** 20)
+    out['loadavg_end'] = os.getloadavg()
     text = json.dumps(out, indent=1)
     print(text)
     if args.json:

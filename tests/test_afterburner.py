@@ -260,3 +260,24 @@ def test_parse_rules():
         parse(['--coadd', 'a.fits', '--templates', 't.fits'])
     args = parse(['--coadd', 'a.fits', '--rerun-redrock', '--templates', 't.fits', '--mpi'])
     assert args.rerun_redrock and args.mpi and args.templates == ['t.fits']
+
+
+def test_example_runs_end_to_end(model_path, caplog):
+    rc, text = run(caplog, '--example', '--model', model_path)
+    assert rc == 0 and '2 files done (400 spectra' in text
+    assert 'selected as LBG' in text and 'LBG ' in text
+
+
+def test_training_zrange():
+    from lbgnet.afterburner import training_zrange
+    from lbgnet.config import config_from_dict
+    from lbg_testdata import tiny_config
+    cfg = tiny_config()
+    assert training_zrange(cfg, {'z_range': [2.0, 4.0]}) == (2.0, 4.0)
+    lo, hi = training_zrange(cfg, {})                  # no training section: Lya on the grid
+    assert lo == pytest.approx(3600 / 1215.67 - 1) and hi == pytest.approx(10000 / 1215.67 - 1)
+    data = cfg.to_dict()
+    data['training'] = {'simulation': 'lbgnet-mock.yaml'}
+    from lbgnet.sim.population import load_sim_config
+    expected = tuple(load_sim_config('lbgnet-mock.yaml')['simulation']['lbg']['zrange'])
+    assert training_zrange(config_from_dict(data), {}) == expected

@@ -3,8 +3,9 @@ lbgnet.afterburner
 ==================
 
 The steps of ``desi_lbg_afterburner`` for one coadd, kept apart from the command line
-and MPI (see :mod:`lbgnet.scripts.lbg_afterburner`): load the network once, run it on a
-coadd block by block, build the catalogue header.
+(see :mod:`lbgnet.scripts.lbg_afterburner`): load the network once, run it on a coadd
+block by block, build the catalogue header, rerun Redrock on the selected targets, and
+size TensorFlow's thread pool for the CPUs of an MPI rank.
 """
 import os
 from dataclasses import dataclass, field
@@ -14,12 +15,15 @@ from desiutil.log import get_logger
 
 from . import __version__
 from .bitmask import LBGWarnMask
-from .catalog import apply_model_range, spectrum_flags
+from .catalog import add_rerun_columns, apply_model_range, spectrum_flags
 from .io.catalog import LOCATION_KEYS, file_sha256, provenance_header
 from .io.chunks import iter_coadd_chunks
 from .io.discover import file_metadata
 from .io.errors import InputFileError
+from .parallel import threads_per_rank
 from .preprocess import coadd_to_grid
+from .priors import PRIOR_FUNCTION
+from .redrock_rerun import check_rerunnable, rerun_redrock
 
 #: Spectra per block read and gridded at once (bounds the memory of the arrays).
 DEFAULT_CHUNK = 1000
@@ -52,6 +56,7 @@ class Network:
     path: str = ''
     sha256: str = ''
     forward: object = None
+    _zrange: tuple = None
 
     def predict(self, X, batch_size=DEFAULT_BATCH):
         """Box confidences and offsets, as :func:`lbgnet.model.predict_boxes`, but through a
@@ -79,14 +84,38 @@ class Network:
 
     @property
     def zrange(self):
-        """Redshift range the model was trained on (``metadata['z_range']`` when stored;
-        otherwise the range over which Lyα falls on the input grid)."""
-        zr = self.metadata.get('z_range') if isinstance(self.metadata, dict) else None
-        if zr is not None and len(zr) == 2:
-            return float(zr[0]), float(zr[1])
-        lines = self.config.lines
-        lya = lines.wave_array[lines.index('LYA')] if 'LYA' in lines.names else lines.wave_array.min()
-        return self.config.grid.wave_min / lya - 1.0, self.config.grid.wave_max / lya - 1.0
+        """Redshift range of the LBGs the model was trained on (:func:`training_zrange`)."""
+        if self._zrange is None:
+            self._zrange = training_zrange(self.config, self.metadata)
+        return self._zrange
+
+
+def training_zrange(config, metadata):
+    """Redshift range of the training LBGs of a model.
+
+    In order: ``metadata['z_range']``; the ``simulation.lbg.zrange`` of the simulator
+    configuration named by the model's ``training.simulation``; else the redshifts at
+    which Lyα falls on the input grid.
+
+    Returns
+    -------
+    (float, float)
+    """
+    zr = metadata.get('z_range') if isinstance(metadata, dict) else None
+    if zr is not None and len(zr) == 2:
+        return float(zr[0]), float(zr[1])
+    simname = (config.extra.get('training') or {}).get('simulation')
+    if simname:
+        from .config import ConfigError
+        from .sim.population import load_sim_config
+        try:
+            zlo, zhi = load_sim_config(simname)['simulation']['lbg']['zrange']
+            return float(zlo), float(zhi)
+        except (ConfigError, KeyError, TypeError, ValueError):
+            pass
+    lines = config.lines
+    lya = lines.wave_array[lines.index('LYA')] if 'LYA' in lines.names else lines.wave_array.min()
+    return config.grid.wave_min / lya - 1.0, config.grid.wave_max / lya - 1.0
 
 
 def compiled_forward(model):
@@ -258,3 +287,59 @@ def catalog_header(job, network, c_thresh, n_thresh, layout, templates=None):
         location.update({k: layout.header[k] for k in LOCATION_KEYS if k in layout.header})
     cards += [(k, location[k], '') for k in LOCATION_KEYS if k in location]
     return provenance_header(cards, dependencies={'lbgnet': __version__})
+
+
+@dataclass
+class RerunSetup:
+    """Redrock templates of ``--rerun-redrock`` and the redshift range they scan."""
+
+    files: list
+    zrange: tuple
+
+
+def default_template_path():
+    """The LBG Redrock template shipped with lbgnet (a clear error when there is none)."""
+    from .io.rrtemplate import default_template_path as finder
+    path = finder()
+    if path is None:
+        raise InputFileError('--templates', 'no LBG Redrock template shipped with lbgnet; '
+                             'make one with desi_lbg_make_template')
+    return path
+
+
+def rerun_into(catalog, coadd, priors, templates):
+    """Rerun Redrock on the targets of `priors` and add the ``*_NEW`` columns to `catalog`.
+
+    Selected targets without a rerun result get the RERUN_FAILED bit.
+    """
+    tid, zprior, sigma = priors
+    rerun = None
+    if tid.size:
+        check_rerunnable(coadd)
+        rerun = rerun_redrock(coadd, tid, zprior, sigma, templates, PRIOR_FUNCTION)
+    add_rerun_columns(catalog, rerun)
+    asked = np.asarray(catalog['IS_LBG'], dtype=bool) & np.isfinite(catalog['Z_LBG'])
+    done = np.isin(catalog['TARGETID'], tid)
+    catalog['LBG_FLAG'][asked & ~done] |= LBGWarnMask().RERUN_FAILED
+
+
+def node_threads(comm):
+    """Threads for this rank: its CPUs, divided among the ranks of its node that share them."""
+    cpus = frozenset(os.sched_getaffinity(0))
+    if comm is None:
+        return len(cpus)
+    from mpi4py import MPI
+    node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    threads = threads_per_rank(node.allgather(cpus), node.rank)
+    node.Free()
+    return threads
+
+
+def set_threads(nthreads):
+    """Limit TensorFlow's intra-op threads (before it starts); no-op once it has started."""
+    import tensorflow as tf
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(int(nthreads))
+        tf.config.threading.set_inter_op_parallelism_threads(1 if nthreads == 1 else 2)
+    except RuntimeError:
+        get_logger().debug('TensorFlow already initialised; thread settings unchanged')

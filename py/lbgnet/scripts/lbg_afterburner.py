@@ -8,6 +8,7 @@ optionally rerun Redrock on the selected targets with those priors.  Many files 
 processed in one job, spread over MPI ranks (``--mpi``).
 """
 import argparse
+import glob
 import os
 import time
 import traceback
@@ -16,20 +17,19 @@ from dataclasses import dataclass
 import numpy as np
 from desiutil.log import get_logger
 
-from ..afterburner import (DEFAULT_BATCH, DEFAULT_CHUNK, catalog_header, default_model_path, load_network,
-                           predict_coadd)
-from ..bitmask import LBGWarnMask
-from ..catalog import add_rerun_columns, assemble_catalog, match_targetids
+from ..afterburner import (DEFAULT_BATCH, DEFAULT_CHUNK, RerunSetup, catalog_header,
+                           default_model_path, default_template_path, load_network,
+                           node_threads, predict_coadd, rerun_into, set_threads)
+from ..catalog import assemble_catalog, match_targetids
 from ..io import read_redrock
-from ..io.catalog import OutputFileError, check_writable, write_catalog
+from ..io.catalog import OutputFileError, check_writable, read_catalog, write_catalog
 from ..io.chunks import iter_coadd_chunks
 from ..io.discover import FileJob, expand_coadds, find_coadds, plan_jobs
 from ..io.errors import InputFileError
 from ..io.priors import priors_table, write_priors
-from ..parallel import split_work, threads_per_rank
+from ..parallel import split_work
 from ..priors import PRIOR_FUNCTION, select_priors
-from ..redrock_rerun import (RerunError, check_rerunnable, rerun_redrock, template_files,
-                             template_zrange)
+from ..redrock_rerun import RerunError, template_files, template_zrange
 
 #: Failures reported as one line (anything else also gets its traceback logged).
 EXPECTED_ERRORS = (InputFileError, OutputFileError, RerunError)
@@ -44,6 +44,9 @@ def parse(options=None):
     src.add_argument('--coadd', nargs='+', metavar='COADD', help='coadd file(s) or glob pattern(s)')
     src.add_argument('--input-dir', help='reduction directory searched for coadd-*.fits '
                      '(healpix/ and tiles/ layouts)')
+    src.add_argument('--example', action='store_true',
+                     help='simulate two small mock files in a temporary directory, run on them '
+                     'and compare with the truth')
     parser.add_argument('--redrock', help='Redrock file of a single --coadd [coadd-X → redrock-X]')
     parser.add_argument('--output', help='output catalogue of a single --coadd '
                         '[lbg_cnn-X.fits beside the coadd or under --outdir]')
@@ -81,14 +84,6 @@ def parse(options=None):
     if args.c_thresh is not None and not 0.0 <= args.c_thresh <= 1.0:
         parser.error('--c-thresh must be in [0, 1]')
     return args
-
-
-@dataclass
-class RerunSetup:
-    """Redrock templates of ``--rerun-redrock`` and the redshift range they scan."""
-
-    files: list
-    zrange: tuple
 
 
 @dataclass
@@ -151,8 +146,8 @@ def process_one(job, network, args, rerun=None):
     n_thresh = cfg.selection.n_thresh if args.n_thresh is None else args.n_thresh
     check_writable(job.output)
     check_writable(job.priors)
-    redrock = read_redrock(job.redrock)
     layout = next(iter_coadd_chunks(job.coadd, 1))[0]
+    redrock = read_redrock(job.redrock)
     if layout.fibermap is None:
         raise InputFileError(job.coadd, 'no FIBERMAP HDU, so no TARGETID for the catalogue')
     idx = match_targetids(redrock.targetid, layout.fibermap['TARGETID'], job.redrock, job.coadd)
@@ -170,22 +165,6 @@ def process_one(job, network, args, rerun=None):
     nlbg = int(np.count_nonzero(catalog['IS_LBG']))
     log.info('%s: %d spectra, %d LBG candidates -> %s', job.coadd, len(catalog), nlbg, job.output)
     return len(catalog), nlbg
-
-
-def rerun_into(catalog, coadd, priors, templates):
-    """Rerun Redrock on the targets of `priors` and add the ``*_NEW`` columns to `catalog`.
-
-    Selected targets without a rerun result get the RERUN_FAILED bit.
-    """
-    tid, zprior, sigma = priors
-    rerun = None
-    if tid.size:
-        check_rerunnable(coadd)
-        rerun = rerun_redrock(coadd, tid, zprior, sigma, templates, PRIOR_FUNCTION)
-    add_rerun_columns(catalog, rerun)
-    asked = np.asarray(catalog['IS_LBG'], dtype=bool) & np.isfinite(catalog['Z_LBG'])
-    done = np.isin(catalog['TARGETID'], tid)
-    catalog['LBG_FLAG'][asked & ~done] |= LBGWarnMask().RERUN_FAILED
 
 
 def run_files(jobs, network, args, rerun=None):
@@ -219,8 +198,8 @@ def setup(args):
     Returns
     -------
     dict
-        ``jobs``, ``unmatched``, ``model`` (path), ``templates`` (files) and ``error``
-        (one line, or None).
+        ``jobs``, ``unmatched``, ``model`` (path), ``rerun`` (:class:`RerunSetup` or
+        None), ``network`` (the loaded model) and ``error`` (one line, or None).
     """
     out = dict(jobs=[], unmatched=[], model=None, rerun=None, error=None, network=None)
     try:
@@ -233,16 +212,6 @@ def setup(args):
     except (InputFileError, ValueError) as err:
         out['error'] = str(err)
     return out
-
-
-def default_template_path():
-    """The LBG Redrock template shipped with lbgnet (a clear error when there is none)."""
-    from ..io.rrtemplate import default_template_path as finder
-    path = finder()
-    if path is None:
-        raise InputFileError('--templates', 'no LBG Redrock template shipped with lbgnet; '
-                             'make one with desi_lbg_make_template')
-    return path
 
 
 def summarise(outcomes, unmatched, size=1):
@@ -265,26 +234,43 @@ def summarise(outcomes, unmatched, size=1):
     return len(failed) + len(unmatched)
 
 
-def node_threads(comm):
-    """Threads for this rank: its CPUs, divided among the ranks of its node that share them."""
-    cpus = frozenset(os.sched_getaffinity(0))
-    if comm is None:
-        return len(cpus)
-    from mpi4py import MPI
-    node = comm.Split_type(MPI.COMM_TYPE_SHARED)
-    threads = threads_per_rank(node.allgather(cpus), node.rank)
-    node.Free()
-    return threads
+def run_example(args, comm=None):
+    """``--example``: mock files (``desi_lbg_mock``) in a temporary directory, run, summarise."""
+    import tempfile
+    from ..io.mock import read_truth
+    from .lbg_mock import main as mock_main
+    log = get_logger()
+    with tempfile.TemporaryDirectory(prefix='lbgnet-example-') as tmp:
+        if mock_main(['--outdir', os.path.join(tmp, 'mock'), '--nspec', '400', '--nfiles', '2',
+                      '--seed', '1', '--no-resolution']) != 0:
+            return 1
+        opts = argparse.Namespace(**{**vars(args), 'example': False, 'input_dir': os.path.join(tmp, 'mock'),
+                                     'outdir': os.path.join(tmp, 'out'), 'rerun_redrock': False})
+        status = main(opts, comm)
+        for path in sorted(glob.glob(os.path.join(tmp, 'out', 'lbg_cnn-*.fits'))):
+            cat, _ = read_catalog(path)
+            truth = read_truth(os.path.join(tmp, 'mock', os.path.basename(path).replace('lbg_cnn', 'truth')))
+            summarise_example(path, cat, truth)
+        log.info('example files were in %s (removed)', tmp)
+    return status
 
 
-def set_threads(nthreads):
-    """Limit TensorFlow's intra-op threads (before it starts); no-op once it has started."""
-    import tensorflow as tf
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(int(nthreads))
-        tf.config.threading.set_inter_op_parallelism_threads(1 if nthreads == 1 else 2)
-    except RuntimeError:
-        get_logger().debug('TensorFlow already initialised; thread settings unchanged')
+def summarise_example(path, cat, truth):
+    """Log, per true class, how many objects the network selected, and the LBG redshift errors."""
+    from ..catalog import lookup
+    log = get_logger()
+    row = lookup(np.asarray(truth['TARGETID']), np.asarray(cat['TARGETID']))
+    cls = np.asarray(truth['CLASS']).astype(str)[row]
+    ztrue = np.asarray(truth['Z_TRUE'], dtype=np.float64)[row]
+    for name in np.unique(cls):
+        sel = cls == name
+        log.info('%s: %-6s %4d objects, %4d selected as LBG', os.path.basename(path), name,
+                 sel.sum(), np.count_nonzero(cat['IS_LBG'][sel]))
+    good = (cls == 'LBG') & np.asarray(cat['IS_LBG'])
+    if good.any():
+        dz = np.abs(cat['Z_LBG'][good] - ztrue[good]) / (1 + ztrue[good])
+        log.info('%s: selected true LBGs: median |dz|/(1+z) = %.2e, %.0f%% within 0.005',
+                 os.path.basename(path), np.median(dz), 100 * np.mean(dz < 0.005))
 
 
 def main(args=None, comm=None):
@@ -301,6 +287,8 @@ def main(args=None, comm=None):
     if comm is None and args.mpi:
         from mpi4py import MPI
         comm = MPI.COMM_WORLD
+    if args.example:
+        return run_example(args, comm)
     rank, size = (comm.rank, comm.size) if comm is not None else (0, 1)
     log = get_logger() if rank == 0 else get_logger('CRITICAL')
     set_threads(args.threads or node_threads(comm))
