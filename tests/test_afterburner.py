@@ -281,3 +281,23 @@ def test_training_zrange():
     from lbgnet.sim.population import load_sim_config
     expected = tuple(load_sim_config('lbgnet-mock.yaml')['simulation']['lbg']['zrange'])
     assert training_zrange(config_from_dict(data), {}) == expected
+
+
+def test_shipped_model_is_the_default(tmp_path, caplog):
+    from lbgnet.afterburner import default_model_path
+    shipped = default_model_path()
+    if shipped is None:
+        pytest.skip('no pretrained model shipped in lbgnet/data yet')
+    coadd, output = make_pair(str(tmp_path), nspec=4)
+    assert run(caplog, '--coadd', coadd)[0] == 0
+    _, hdr = read_catalog(output)
+    assert hdr['LBGMODEL'] == os.path.abspath(shipped) and hdr['LBGMSHA'] == sha256sum(shipped)
+
+
+def test_no_model_at_all_is_a_clear_error(tmp_path, caplog, monkeypatch):
+    import lbgnet.scripts.lbg_afterburner as script
+    monkeypatch.setattr(script, 'default_model_path', lambda: None)
+    coadd, output = make_pair(str(tmp_path), nspec=4)
+    rc, text = run(caplog, '--coadd', coadd)
+    assert rc == 1 and 'no model given and no pretrained model shipped' in text
+    assert not os.path.exists(output)

@@ -33,7 +33,8 @@ def write_rr_template(path, wave, basis, redshifts, spectype='GALAXY', subtype='
     wave : numpy.ndarray
         Rest-frame wavelengths (Å), linear and increasing, shape (nwave,).
     basis : numpy.ndarray
-        Basis vectors, shape (nbasis, nwave).
+        Basis vectors, shape (nbasis, nwave); written as float32 when given as float32
+        (Redrock reads them as float64).
     redshifts : numpy.ndarray
         Redshift grid scanned by Redrock, increasing, shape (nz,).
     spectype, subtype, version : str, optional
@@ -52,7 +53,9 @@ def write_rr_template(path, wave, basis, redshifts, spectype='GALAXY', subtype='
         non-finite values.
     """
     wave = np.asarray(wave, dtype=np.float64)
-    basis = np.atleast_2d(np.asarray(basis, dtype=np.float64))
+    basis = np.atleast_2d(np.asarray(basis))
+    if basis.dtype not in (np.float32, np.float64):
+        basis = basis.astype(np.float64)
     redshifts = np.asarray(redshifts, dtype=np.float64)
     step = np.diff(wave)
     if wave.ndim != 1 or wave.size < 2 or np.any(step <= 0) or not np.allclose(step, step[0], rtol=1e-6):
