@@ -117,10 +117,10 @@ def _small_model(tmp_path):
     return save_model(str(tmp_path / 'small.weights.h5'), build_model(cfg), cfg)[0]
 
 
-def _write_catalog(path, res, targetid, line_names):
+def _write_catalog(path, res, targetid, line_names, flag):
     import fitsio
     data = {'TARGETID': targetid, 'C_LBG': res['C_LBG'], 'IS_LBG': res['IS_LBG'].astype(bool),
-            'Z_LBG': res['Z_LBG']}
+            'Z_LBG': res['Z_LBG'], 'LBG_FLAG': flag}
     for i, name in enumerate(line_names):
         data[f'C_{name}'] = res['C_LINES'][:, i]
         data[f'Z_{name}'] = res['Z_LINES'][:, i]
@@ -133,7 +133,7 @@ def test_evaluate_script_coadd_and_catalog(tmp_path):
     from lbgnet.io.modelfile import load_model
     from lbgnet.model import predict_boxes
     from lbgnet.postprocess import postprocess
-    from lbgnet.preprocess import load_coadd_grid
+    from lbgnet.io.evaluation import read_coadd_for_evaluation
     from lbgnet.scripts.lbg_evaluate import OUTPUTS, main
     paths = _mock_files(tmp_path)
     model_path = _small_model(tmp_path)
@@ -147,12 +147,14 @@ def test_evaluate_script_coadd_and_catalog(tmp_path):
         assert 0 < os.path.getsize(out1 / OUTPUTS[key]) < 300_000
     # the same predictions as an afterburner catalogue, rows shuffled
     model, cfg, _ = load_model(model_path)
-    X, info = load_coadd_grid(paths['coadd'], cfg)
+    X, targetid, good = read_coadd_for_evaluation(paths['coadd'], cfg)
+    assert (~good).sum() == m1['inputs']['nexcluded_bad_fibres']
     res = postprocess(*predict_boxes(model, X), cfg)
     order = np.random.default_rng(0).permutation(len(X))
     cat = str(tmp_path / 'lbg_cnn-test.fits')
-    _write_catalog(cat, {k: v[order] for k, v in res.items()}, info.targetid[order],
-                   cfg.lines.names)
+    flag = np.where(good, 0, 4).astype(np.int32)     # NOT_SCIENCE for dead fibres
+    _write_catalog(cat, {k: v[order] for k, v in res.items()}, targetid[order],
+                   cfg.lines.names, flag[order])
     out2 = tmp_path / 'ev2'
     assert main(['--catalog', cat, '--truth', paths['truth'], '--model', model_path,
                  '--outdir', str(out2)]) == 0

@@ -23,7 +23,9 @@ from .postprocess import postprocess
 #: Defaults of the ``training`` configuration section.
 TRAINING_DEFAULTS = {'epochs': 40, 'batch_size': 256, 'learning_rate': 1e-3, 'patience': 6,
                      'monitor': 'val_score', 'seed': 1, 'ntrain': 40000, 'nval': 4000,
-                     'simulation': None}
+                     'simulation': None, 'lr_schedule': 'constant', 'lr_final_fraction': 0.05}
+#: Learning-rate schedules: constant, or cosine decay over all planned steps.
+LR_SCHEDULES = ('constant', 'cosine')
 #: Monitored quantities and whether larger is better.
 MONITORS = {'val_score': 'max', 'val_loss': 'min'}
 CHECKPOINT = 'checkpoint.weights.h5'
@@ -54,6 +56,9 @@ def training_options(config, **overrides):
     opts.update({k: v for k, v in overrides.items() if v is not None})
     if opts['monitor'] not in MONITORS:
         raise ConfigError(f'{config.source}: training.monitor must be one of {sorted(MONITORS)}')
+    if opts['lr_schedule'] not in LR_SCHEDULES:
+        raise ConfigError(f'{config.source}: training.lr_schedule must be one of {LR_SCHEDULES}')
+    opts['lr_final_fraction'] = float(opts['lr_final_fraction'])
     for key in ('epochs', 'batch_size', 'ntrain', 'nval'):
         opts[key] = int(opts[key])
         if opts[key] <= 0:
@@ -74,17 +79,30 @@ def loss_from_config(config):
     return LineFinderLoss(gamma=float(section.get('gamma', 1.0)), pos_weight=pos_weight)
 
 
-def compile_model(model, config, learning_rate=None):
+def compile_model(model, config, learning_rate=None, total_steps=None):
     """Compile `model` with Adam and the configured loss.
 
     Parameters
     ----------
     model : keras.Model
     config : lbgnet.config.Config
+        ``loss`` section, and ``training.lr_schedule`` / ``lr_final_fraction``.
     learning_rate : float, optional
-        [``training.learning_rate``]
+        Initial learning rate [``training.learning_rate``].
+    total_steps : int, optional
+        Planned optimizer steps (epochs × batches per epoch), needed by the ``cosine``
+        schedule, which decays the rate to ``lr_final_fraction`` of its start over them.
+
+    Returns
+    -------
+    keras.Model
+        `model`, compiled.
     """
-    lr = training_options(config)['learning_rate'] if learning_rate is None else learning_rate
+    opts = training_options(config)
+    lr = opts['learning_rate'] if learning_rate is None else float(learning_rate)
+    if opts['lr_schedule'] == 'cosine' and total_steps:
+        lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=int(total_steps),
+                                                    alpha=opts['lr_final_fraction'])
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr), loss=loss_from_config(config))
     return model
 

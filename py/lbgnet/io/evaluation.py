@@ -16,6 +16,9 @@ from .fitsutil import extnames, open_fits, read_table
 
 #: Columns an afterburner catalogue must have to be evaluated.
 CATALOG_COLUMNS = ('TARGETID', 'C_LBG', 'IS_LBG', 'Z_LBG')
+#: ``LBG_FLAG`` bits (``lbgnet.bitmask.LBGWarnMask``) of rows left out of the metrics:
+#: NODATA (0), NOT_SCIENCE (2: dead fibre / bad COADD_FIBERSTATUS), NOT_IN_COADD (3).
+EXCLUDED_FLAG_BITS = (0, 2, 3)
 
 
 def read_prediction_catalog(path, line_names, extname='LBG_CNN'):
@@ -33,8 +36,10 @@ def read_prediction_catalog(path, line_names, extname='LBG_CNN'):
     Returns
     -------
     dict of numpy.ndarray
-        ``TARGETID``, ``C_LBG``, ``IS_LBG``, ``Z_LBG`` and ``Z_BESTLINE`` (redshift of the
-        line with the highest ``C_<LINE>``; ``Z_LBG`` when no line column is present).
+        ``TARGETID``, ``C_LBG``, ``IS_LBG``, ``Z_LBG``, ``Z_BESTLINE`` (redshift of the line
+        with the highest ``C_<LINE>``; ``Z_LBG`` when no line column is present) and
+        ``GOOD``: False for rows whose ``LBG_FLAG`` has one of :data:`EXCLUDED_FLAG_BITS`
+        (all True without an ``LBG_FLAG`` column).
 
     Raises
     ------
@@ -59,6 +64,10 @@ def read_prediction_catalog(path, line_names, extname='LBG_CNN'):
         out['Z_BESTLINE'] = np.take_along_axis(z_lines, best[:, None], axis=1)[:, 0]
     else:
         out['Z_BESTLINE'] = out['Z_LBG'].copy()
+    out['GOOD'] = np.ones(len(table), dtype=bool)
+    if 'LBG_FLAG' in table.colnames:
+        bad = sum(1 << bit for bit in EXCLUDED_FLAG_BITS)
+        out['GOOD'] = (np.asarray(table['LBG_FLAG']).astype(np.int64) & bad) == 0
     return out
 
 
@@ -82,6 +91,42 @@ def match_rows(reference, targetid, path):
         nmiss = int(targetid.size - np.count_nonzero(found))
         raise InputFileError(path, f'{nmiss} TARGETID(s) of the predictions are not in this file')
     return order[pos]
+
+
+def read_coadd_for_evaluation(path, config):
+    """Grid a mock coadd and tell which spectra are usable for evaluation.
+
+    Parameters
+    ----------
+    path : str
+        Coadd file with a FIBERMAP.
+    config : lbgnet.config.Config
+
+    Returns
+    -------
+    X : numpy.ndarray
+        Network input, shape (nspec, nbins, 2).
+    targetid : numpy.ndarray
+        Shape (nspec,).
+    good : numpy.ndarray of bool
+        Shape (nspec,): ``COADD_FIBERSTATUS == 0`` (when the column exists) and at least one
+        valid pixel.  Dead fibres carry no information about the object; production flags
+        them (LBG_FLAG), so metrics leave them out.
+
+    Raises
+    ------
+    InputFileError
+        Unreadable coadd, or no FIBERMAP (no TARGETID to match the truth).
+    """
+    from ..preprocess import coadd_to_grid
+    from .coadd import read_coadd
+    coadd = read_coadd(path, read_fibermap=True, read_extra=False)
+    targetid = coadd.require_targetid()
+    X, info = coadd_to_grid(coadd, config.grid)
+    good = ~info.empty
+    if 'COADD_FIBERSTATUS' in coadd.fibermap.colnames:
+        good &= np.asarray(coadd.fibermap['COADD_FIBERSTATUS']) == 0
+    return X, np.asarray(targetid), good
 
 
 def write_json(path, obj):

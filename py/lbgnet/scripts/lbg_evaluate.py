@@ -40,6 +40,10 @@ def parse(options=None):
     parser.add_argument('--outdir', required=True, help='output directory')
     parser.add_argument('--c-thresh', type=float, help='line confidence threshold [model default]')
     parser.add_argument('--n-thresh', type=int, help='number of lines required [model default]')
+    parser.add_argument('--include-bad-fibres', action='store_true',
+                        help='keep spectra with COADD_FIBERSTATUS != 0 or no valid pixel '
+                        '(catalogue: LBG_FLAG NODATA/NOT_SCIENCE/NOT_IN_COADD); left out by '
+                        'default')
     parser.add_argument('--title', default='', help='title of the figures [%(default)s]')
     parser.add_argument('--nexamples', type=int, default=4,
                         help='example spectra to draw (coadd input) [%(default)s]')
@@ -52,17 +56,28 @@ def parse(options=None):
     return args
 
 
-def predict_coadd(path, model, config, c_thresh, n_thresh):
-    """Grid one coadd, run the model and post-process; returns (TARGETID, results, X, conf, offset)."""
+def predict_coadd(path, model, config, c_thresh, n_thresh, include_bad=False):
+    """Grid one coadd, run the model and post-process.
+
+    Returns
+    -------
+    targetid : numpy.ndarray
+    res : dict
+        :func:`lbgnet.postprocess.postprocess` output.
+    X, conf, offset : numpy.ndarray
+        Input and raw network output (for the example figure).
+    nbad : int
+        Spectra left out (dead fibre or no valid pixel; kept with `include_bad`).
+    """
+    from ..io.evaluation import read_coadd_for_evaluation
     from ..model import predict_boxes
     from ..postprocess import postprocess
-    from ..preprocess import load_coadd_grid
-    X, info = load_coadd_grid(path, config)
-    if info.targetid is None:
-        raise InputFileError(path, 'no FIBERMAP HDU, so no TARGETID to match the truth')
+    X, targetid, good = read_coadd_for_evaluation(path, config)
+    keep = np.ones_like(good) if include_bad else good
+    X, targetid = X[keep], targetid[keep]
     conf, offset = predict_boxes(model, X)
     res = postprocess(conf, offset, config, c_thresh=c_thresh, n_thresh=n_thresh)
-    return np.asarray(info.targetid), res, X, conf, offset
+    return targetid, res, X, conf, offset, int(np.count_nonzero(~keep))
 
 
 def redrock_metrics(rr_paths, truth_rows, tid_per_file):
@@ -87,18 +102,23 @@ def collect(args, config, model):
     pred : dict of numpy.ndarray
     truth : dict of numpy.ndarray
     extras : dict
-        TARGETIDs per file and, for coadd input, the first file's arrays for the example plot.
+        TARGETIDs per file, the number of spectra left out (dead fibres) and, for coadd
+        input, the first file's arrays for the example plot.
     """
     from ..io.evaluation import read_prediction_catalog
     from ..io.mock import read_truth
-    preds, truths, tids, first = [], [], [], None
+    preds, truths, tids, first, nexcluded = [], [], [], None, 0
     for i, (path, truth_path) in enumerate(zip(args.coadd or args.catalog, args.truth)):
         if args.coadd:
-            tid, res, X, conf, offset = predict_coadd(path, model, config, args.c_thresh,
-                                                      args.n_thresh)
+            tid, res, X, conf, offset, nbad = predict_coadd(path, model, config, args.c_thresh,
+                                                            args.n_thresh, args.include_bad_fibres)
             first = first or (X, conf, offset, tid)
+            nexcluded += nbad
         else:
             res = read_prediction_catalog(path, config.lines.names)
+            keep = np.ones(len(res['GOOD']), bool) if args.include_bad_fibres else res['GOOD']
+            res = {k: v[keep] for k, v in res.items()}
+            nexcluded += int(np.count_nonzero(~keep))
             tid = res['TARGETID']
             if args.c_thresh is not None:
                 res['IS_LBG'] = res['C_LBG'] > args.c_thresh
@@ -109,7 +129,7 @@ def collect(args, config, model):
         tids.append(tid)
     pred = {k: np.concatenate([p[k] for p in preds]) for k in preds[0]}
     truth = {k: np.concatenate([t[k] for t in truths]) for k in truths[0]}
-    return pred, truth, {'targetid': tids, 'first': first}
+    return pred, truth, {'targetid': tids, 'first': first, 'nexcluded': nexcluded}
 
 
 def write_plots(args, metrics, pred, truth, config, first):
@@ -156,6 +176,7 @@ def main(args=None, comm=None):
         metrics = {'regimes': regimes,
                    'inputs': {'files': list(args.coadd or args.catalog), 'truth': list(args.truth),
                               'model': os.path.abspath(model_path), 'c_thresh': c_thresh,
+                              'nexcluded_bad_fibres': extras['nexcluded'],
                               'n_thresh': (config.selection.n_thresh if args.n_thresh is None
                                            else args.n_thresh)}}
         if args.redrock:

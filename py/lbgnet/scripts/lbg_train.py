@@ -50,7 +50,7 @@ def parse(options=None):
                         '[generate them under OUTDIR/validation]')
     parser.add_argument('--init-from', help='initialise from this model file (layers with '
                         'equal names and shapes)')
-    parser.add_argument('--workers', type=int, default=1,
+    parser.add_argument('--workers', type=int, default=2,
                         help='threads simulating batches ahead of training [%(default)s]')
     parser.add_argument('--name', help='model file name (without extension) [config name]')
     parser.add_argument('--verbose', type=int, choices=(0, 1, 2), default=1,
@@ -113,6 +113,8 @@ def find_validation(val_dir):
 def read_labelled(coadds, truths, config):
     """Network input, targets and truth of mock files, through the production reader.
 
+    Spectra of dead fibres (``COADD_FIBERSTATUS != 0``) or without valid pixels are left out.
+
     Returns
     -------
     X : numpy.ndarray
@@ -123,15 +125,14 @@ def read_labelled(coadds, truths, config):
         CLASS, Z_TRUE, RMAG in the order of `X`.
     """
     from astropy.table import vstack
+    from ..io.evaluation import match_rows, read_coadd_for_evaluation
     from ..io.mock import read_truth
-    from ..preprocess import load_coadd_grid
-    from ..io.evaluation import match_rows
     Xs, tables = [], []
     for coadd, truth_path in zip(coadds, truths):
-        X, info = load_coadd_grid(coadd, config)
+        X, targetid, good = read_coadd_for_evaluation(coadd, config)
         truth = read_truth(truth_path)
-        Xs.append(X)
-        tables.append(truth[match_rows(np.asarray(truth['TARGETID']), info.targetid, truth_path)])
+        Xs.append(X[good])
+        tables.append(truth[match_rows(np.asarray(truth['TARGETID']), targetid[good], truth_path)])
     truth = vstack(tables)
     y = TruthEncoder(config)(truth)
     return np.concatenate(Xs), y, {k: np.asarray(truth[k]) for k in ('CLASS', 'Z_TRUE', 'RMAG')}
@@ -165,12 +166,10 @@ def main(args=None, comm=None):
         return 1
 
 
-def _train(args, log, t_start):
-    from ..io.modelfile import load_model, save_model
-    from ..model import build_model
-    from ..sim.generator import MockBatches, as_pydataset
+def training_setup(args):
+    """Configuration with the command-line overrides, and the simulator setup."""
     from ..sim.mock import load_mock_setup
-    from ..train import compile_model, fit, set_seeds, training_options, transfer_weights
+    from ..train import training_options
     config = load_config(args.config)
     opts = training_options(config, epochs=args.epochs, batch_size=args.batch_size,
                             seed=args.seed, ntrain=args.ntrain, nval=args.nval,
@@ -178,41 +177,39 @@ def _train(args, log, t_start):
     config = dataclasses.replace(config, extra=dict(config.extra, training=opts))
     if not opts['simulation']:
         raise ConfigError(f'{config.source}: training.simulation names no simulation config')
-    set_seeds(opts['seed'])
     setup = load_mock_setup(opts['simulation'])
     check_compatible(config, setup.config)
-    os.makedirs(args.outdir, exist_ok=True)
-    if args.val_dir:
-        coadds, truths = find_validation(args.val_dir)
-    else:
-        coadds, truths = write_validation(setup, os.path.join(args.outdir, 'validation'),
-                                          opts['nval'], opts['seed'], opts['simulation'])
-    X_val, y_val, truth_val = read_labelled(coadds, truths, config)
-    nbatches = max(1, opts['ntrain'] // opts['batch_size'])
-    batches = MockBatches(setup, encode=TruthEncoder(config), batch_size=opts['batch_size'],
-                          batches_per_epoch=nbatches, seed=opts['seed'])
+    return config, opts, setup
+
+
+def initial_model(config, init_from):
+    """The network of `config`, optionally initialised from another model file."""
+    from ..io.modelfile import load_model
+    from ..model import build_model
+    from ..train import transfer_weights
+    log = get_logger()
     model = build_model(config)
-    if args.init_from:
-        loaded, skipped = transfer_weights(load_model(args.init_from)[0], model)
-        log.info('initialised %d layers from %s', len(loaded), args.init_from)
+    if init_from:
+        loaded, skipped = transfer_weights(load_model(init_from)[0], model)
+        log.info('initialised %d layers from %s', len(loaded), init_from)
         for reason in skipped:
             log.warning('not initialised: %s', reason)
-    compile_model(model, config, opts['learning_rate'])
-    log.info('training %s: %d parameters, %d batches of %d per epoch, %d validation spectra',
-             config.extra.get('name', args.config), model.count_params(), nbatches,
-             opts['batch_size'], len(X_val))
-    history, info = fit(model, as_pydataset(batches, workers=args.workers), (X_val, y_val),
-                        config, args.outdir, val_truth=truth_val, verbose=args.verbose)
-    c_thresh, n_thresh, table, val_metrics = validation_summary(model, X_val, truth_val, config)
-    final = dataclasses.replace(config, selection=Selection(float(c_thresh), int(n_thresh)))
-    metadata = {
+    return model
+
+
+def model_card(args, config, opts, batches, coadds, info, thresholds, val_metrics, history,
+               seconds):
+    """Metadata stored with the model: training recipe, time, thresholds, validation metrics."""
+    c_thresh, n_thresh, table = thresholds
+    return {
         'training': {'config': os.path.basename(config.source), 'options': opts,
-                     'generator': {'batches_per_epoch': nbatches,
+                     'generator': {'batches_per_epoch': len(batches),
                                    'augment': dataclasses.asdict(batches.augment),
-                                   'efftime_range': list(batches.efftime_range)},
+                                   'efftime_range': list(batches.efftime_range),
+                                   'seed_streams': '(seed, epoch, batch)'},
                      'validation_files': [os.path.basename(c) for c in coadds],
-                     'init_from': args.init_from, **info,
-                     'total_seconds': time.time() - t_start,
+                     'validation_seed': opts['seed'] + VALIDATION_SEED_OFFSET,
+                     'init_from': args.init_from, **info, 'total_seconds': seconds,
                      'cpu_count': os.cpu_count(), 'machine': platform.machine()},
         'thresholds': {'c_thresh': float(c_thresh), 'n_thresh': int(n_thresh),
                        'candidates': {str(k): v for k, v in table.items()},
@@ -221,6 +218,35 @@ def _train(args, log, t_start):
         'validation_metrics': val_metrics,
         'history': history,
     }
+
+
+def _train(args, log, t_start):
+    from ..io.modelfile import save_model
+    from ..sim.generator import MockBatches, as_pydataset
+    from ..train import compile_model, fit, set_seeds
+    config, opts, setup = training_setup(args)
+    set_seeds(opts['seed'])
+    os.makedirs(args.outdir, exist_ok=True)
+    if args.val_dir:
+        coadds, truths = find_validation(args.val_dir)
+    else:
+        coadds, truths = write_validation(setup, os.path.join(args.outdir, 'validation'),
+                                          opts['nval'], opts['seed'], opts['simulation'])
+    X_val, y_val, truth_val = read_labelled(coadds, truths, config)
+    batches = MockBatches(setup, encode=TruthEncoder(config), batch_size=opts['batch_size'],
+                          batches_per_epoch=max(1, opts['ntrain'] // opts['batch_size']),
+                          seed=opts['seed'])
+    model = compile_model(initial_model(config, args.init_from), config, opts['learning_rate'],
+                          total_steps=opts['epochs'] * len(batches))
+    log.info('training %s: %d parameters, %d batches of %d per epoch, %d validation spectra',
+             config.extra.get('name', args.config), model.count_params(), len(batches),
+             opts['batch_size'], len(X_val))
+    history, info = fit(model, as_pydataset(batches, workers=args.workers), (X_val, y_val),
+                        config, args.outdir, val_truth=truth_val, verbose=args.verbose)
+    c_thresh, n_thresh, table, val_metrics = validation_summary(model, X_val, truth_val, config)
+    final = dataclasses.replace(config, selection=Selection(float(c_thresh), int(n_thresh)))
+    metadata = model_card(args, config, opts, batches, coadds, info, (c_thresh, n_thresh, table),
+                          val_metrics, history, time.time() - t_start)
     name = args.name or str(config.extra.get('name') or os.path.splitext(
         os.path.basename(args.config))[0])
     wpath, _ = save_model(os.path.join(args.outdir, f'{name}.weights.h5'), model, final, metadata)
