@@ -227,9 +227,14 @@ def test_rmag_normalisation(simcfg):
     import astropy.units as u
     mags = filt.get_ab_magnitude(flux.astype(np.float64) * 1e-17 * u.erg / u.s / u.cm ** 2 / u.Angstrom,
                                  wave * u.Angstrom)
-    # independent check with speclite on a different grid: < 0.02 mag (forest sampling at
-    # high z and the 2 A internal grid are the only differences)
-    assert np.max(np.abs(mags - truth['RMAG'])) < 0.02
+    # independent check with speclite on a different grid.  Without forest in the band:
+    # < 0.01 mag (sampling of the internal grid: measured 0.003 max on 1000 objects).
+    # With Lyα forest in the band (z > 3.46), the 2 A internal grid samples the forest
+    # realisation: < 0.04 (measured 0.023 max on 1000 objects).
+    dmag = np.abs(mags - truth['RMAG'])
+    forest = np.isin(truth['CLASS'], ['LBG', 'QSO']) & (LYA * (1 + truth['Z_TRUE']) > 5420.0)
+    assert np.max(dmag[~forest]) < 0.01
+    assert np.max(dmag[forest]) < 0.04
 
 
 def test_determinism_and_arm_overlap(simcfg, config):

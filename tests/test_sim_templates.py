@@ -131,7 +131,10 @@ def test_reference_templates(simcfg):
     fw = render_spectra(truth, wide, simcfg=simcfg, templates=tmpl)
     mags = speclite.filters.load_filter('decam2014-r').get_ab_magnitude(
         fw.astype(np.float64) * 1e-17 * u.erg / u.s / u.cm ** 2 / u.Angstrom, wide * u.Angstrom)
-    assert np.max(np.abs(mags - truth['RMAG'])) < 0.02
+    # same tolerances as the parametric test (forest in the band: sampled on the 2 A grid)
+    dmag = np.abs(mags - truth['RMAG'])
+    forest = np.isin(truth['CLASS'], ['LBG', 'QSO']) & (1215.67 * (1 + truth['Z_TRUE']) > 5420.0)
+    assert np.max(dmag[~forest]) < 0.01 and np.max(dmag[forest]) < 0.04
     # the composite imprints features on LBGs redward of 1225 Å, nothing blueward
     plain = render_spectra(truth, WAVE, simcfg=simcfg, lsf_sigma=0.8)
     ratio = flux[lbg] / np.where(plain[lbg] > 0, plain[lbg], 1)
