@@ -73,6 +73,8 @@ def parse(options=None):
     for opt in ('redrock', 'output', 'priors'):
         if getattr(args, opt) is not None and not single:
             parser.error(f'--{opt} needs exactly one --coadd file (no pattern, no --input-dir)')
+    if args.example and (args.mpi or args.outdir or args.rerun_redrock):
+        parser.error('--example runs alone (no --mpi, --outdir or --rerun-redrock)')
     if args.output is not None and args.outdir is not None:
         parser.error('give --output or --outdir, not both')
     if args.templates and not args.rerun_redrock:
