@@ -109,8 +109,7 @@ def main(args):
     n, secs = rate(log)
     out['one_file'] = dict(spectra=n, loop_s=secs, command_wall_s=wall)
     if not args.skip_rrdesi:
-        code = ('import sys, numpy as np; np.NaN = np.nan; from redrock.external.desi import rrdesi; '
-                'rrdesi(sys.argv[1:])')
+        code = 'import sys; from lbgnet.redrock_rerun import import_rrdesi; import_rrdesi()(sys.argv[1:])'
         templates = sorted(os.path.join(args.rrdesi_templates, f)
                            for f in os.listdir(args.rrdesi_templates) if f.startswith('rrtemplate-'))
         wall, _ = run([py, '-c', code, '-i', one, '-o', os.path.join(args.workdir, 'rr.fits'),

@@ -38,11 +38,14 @@ def parse(options=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--workdir', required=True)
     parser.add_argument('--model', help='afterburner model [shipped model]')
-    parser.add_argument('--template', required=True, help='LBG Redrock template file')
-    parser.add_argument('--nspec', type=int, default=300)
+    parser.add_argument('--template', default=os.path.join(ROOT, 'py', 'lbgnet', 'data', 'rrtemplate-GALAXY-LBG-v0.1.fits'),
+                        help='LBG Redrock template file [%(default)s]')
+    parser.add_argument('--nspec', type=int, default=200)
     parser.add_argument('--seed', type=int, default=777)
     parser.add_argument('--classes', nargs='+', default=['LBG'])
     parser.add_argument('--rrdesi-templates', default=REFERENCE)
+    parser.add_argument('--prepare-only', action='store_true',
+                        help='only make the mock and the rrdesi file (slow, model-independent)')
     parser.add_argument('--json', help='output JSON')
     parser.add_argument('--png', help='output PNG')
     return parser.parse_args(options)
@@ -86,9 +89,12 @@ def main(args):
     if not os.path.exists(rrfile):
         templates = sorted(os.path.join(args.rrdesi_templates, f)
                            for f in os.listdir(args.rrdesi_templates) if f.startswith('rrtemplate-'))
-        code = 'import sys, numpy as np; np.NaN = np.nan; from redrock.external.desi import rrdesi; rrdesi(sys.argv[1:])'
+        code = 'import sys; from lbgnet.redrock_rerun import import_rrdesi; import_rrdesi()(sys.argv[1:])'
         out['rrdesi_s'] = run([py, '-c', code, '-i', coadd, '-o', rrfile, '--mp', str(os.cpu_count()),
                                '-t', *templates], env)
+    if args.prepare_only:
+        print(json.dumps(out))
+        return 0
     catfile = os.path.join(args.workdir, 'lbg_cnn.fits')
     cmd = [py, os.path.join(bindir, 'desi_lbg_afterburner'), '--coadd', coadd, '--redrock', rrfile,
            '--output', catfile, '--rerun-redrock', '--templates', args.template, '--overwrite']

@@ -154,7 +154,9 @@ def rerun_redrock(coadd, targetid, z, sigma, templates, function='tophat', workd
         try:
             with contextlib.redirect_stdout(chatter):
                 rrdesi(options, comm=None)
-        except (Exception, SystemExit) as err:
+        # rrdesi is third-party code that may raise anything, or call sys.exit(1) on bad
+        # options: turn every failure into one RerunError naming the coadd.
+        except (Exception, SystemExit) as err:  # noqa: BLE001
             log.debug('Redrock output:\n%s', chatter.getvalue())
             raise RerunError(f'{coadd}: Redrock rerun failed ({type(err).__name__}: {err})') from None
         if not os.path.isfile(outfile):
