@@ -32,13 +32,13 @@ def test_purity_efficiency_curve():
 
 def test_redshift_metrics():
     z_true = np.array([2.0, 3.0, 3.0, 4.0])
-    z_pred = np.array([2.0, 3.0 + 4e-3, 3.1, 4.0 - 0.005 * 5])
+    z_pred = np.array([2.0, 3.0 + 0.036, 3.1, 4.0 - 0.06])
     m = redshift_metrics(z_true, z_pred)
     assert m['n'] == 4
-    assert m['frac_dz_lt_0p05'] == 0.75
+    assert m['frac_dz_lt_0p05'] == 0.5
     x = (z_pred - z_true) / (1 + z_true)
     assert m['sigma_nmad'] == pytest.approx(1.4826 * np.median(np.abs(x - np.median(x))))
-    # 1000 km/s = 3.34e-3 in dz/(1+z): entries 2 (0.025) and 3 (-0.005) are catastrophic, 1 (1e-3) not
+    # dz/(1+z): 0, 0.009, 0.025, -0.012 -> entries 2 and 3 are catastrophic (> 0.01), 1 is not
     assert m['catastrophic_rate'] == 0.5
     assert redshift_metrics([], [])['n'] == 0
 
@@ -94,11 +94,13 @@ def test_evaluate_predictions_json():
     assert 0.5 < back['all']['pe_score'] <= 1.0
 
 
-def _mock_files(tmp_path, config_name='lbgnet-mock.yaml', nspec=120, seed=11):
+def _mock_files(tmp_path, config_name='lbgnet-mock.yaml', nspec=60, seed=11, zrange=None):
     from lbgnet.io.mock import write_mock
     from lbgnet.sim.mock import load_mock_setup, make_mock
     setup = load_mock_setup(config_name)
-    mock = make_mock(setup, nspec, np.random.default_rng(seed), pixel=7, with_resolution=False)
+    population = {'zrange': zrange} if zrange else None
+    mock = make_mock(setup, nspec, np.random.default_rng(seed), pixel=7, with_resolution=False,
+                     population=population)
     return write_mock(str(tmp_path / 'mock'), mock, config_name)
 
 
@@ -145,6 +147,17 @@ def test_evaluate_script_coadd_and_catalog(tmp_path):
     assert m1['redrock']['n'] == m1['regimes']['all']['nlbg'] > 0
     for key in ('pe', 'z', 'eff', 'examples'):
         assert 0 < os.path.getsize(out1 / OUTPUTS[key]) < 300_000
+    # a test set of one regime (no mid/high-z LBGs) still evaluates, with undefined scores there
+    out3 = tmp_path / 'ev3'
+    low = _mock_files(tmp_path / 'low', nspec=30, seed=13, zrange=(1.8, 2.6))
+    assert main(['--coadd', low['coadd'], '--truth', low['truth'], '--model', model_path,
+                 '--outdir', str(out3), '--nexamples', '0', '--record-as', 'low']) == 0
+    from lbgnet.io.modelfile import load_model as load
+    card = load(model_path)[2]['heldout_tests']['low']
+    assert set(card) == {'inputs', 'all', 'lowz'} and card['lowz']['nlbg'] > 0
+    m3 = json.loads((out3 / OUTPUTS['metrics']).read_text())
+    assert m3['regimes']['highz']['nlbg'] == 0 and m3['regimes']['highz']['pe_score'] is None
+    assert m3['regimes']['lowz']['nlbg'] == m3['regimes']['all']['nlbg'] > 0
     # the same predictions as an afterburner catalogue, rows shuffled
     model, cfg, _ = load_model(model_path)
     X, targetid, good = read_coadd_for_evaluation(paths['coadd'], cfg)

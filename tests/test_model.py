@@ -10,7 +10,7 @@ import keras
 
 from lbgnet.config import ConfigError, load_config
 from lbgnet.io import InputFileError
-from lbgnet.io.modelfile import load_model, model_paths, save_model
+from lbgnet.io.modelfile import load_model, model_paths, save_model, update_model_metadata
 from lbgnet.model import (InputChannels, RescaledSigmoid, build_model, predict_boxes,
                           quasarnet_layer_names)
 
@@ -217,3 +217,36 @@ def test_save_compiled_model_stores_weights_only(tmp_path, config):
     assert os.path.getsize(wpath) < 0.6 * os.path.getsize(tmp_path / 'raw.weights.h5')
     with pytest.raises(ValueError, match='does not match'):
         save_model(str(tmp_path / 'd.weights.h5'), model, small_config(config, dense_units=4))
+
+
+def test_shipped_model_reproduces_golden_predictions():
+    """The pretrained model in the package loads and gives the stored outputs on 8 fixed spectra.
+
+    Tolerance 1e-4: oneDNN may reorder float32 sums differently on other CPUs.  After
+    retraining, regenerate the fixture with tests/data/make_golden.py.
+    """
+    from lbgnet.io.modelfile import default_model_path, read_model_description
+    from lbgnet.postprocess import postprocess
+    golden = np.load(os.path.join(os.path.dirname(__file__), 'data', 'golden_default_model.npz'))
+    path = default_model_path()
+    assert os.path.exists(path), f'no shipped model at {path}'
+    assert read_model_description(path)[0]['weights_sha256'] == str(golden['weights_sha256']), \
+        'shipped weights changed: regenerate tests/data/golden_default_model.npz'
+    model, cfg, meta = load_model(path)
+    conf, offset = predict_boxes(model, golden['X'])
+    np.testing.assert_allclose(conf, golden['conf'], atol=1e-4)
+    np.testing.assert_allclose(offset, golden['offset'], atol=1e-4)
+    res = postprocess(conf, offset, cfg)
+    np.testing.assert_allclose(res['C_LBG'], golden['C_LBG'], atol=1e-4)
+    np.testing.assert_allclose(res['Z_LBG'], golden['Z_LBG'], atol=1e-4)
+    np.testing.assert_array_equal(res['IS_LBG'], golden['IS_LBG'])
+    assert os.path.getsize(path) < 25e6 and 'thresholds' in meta
+
+
+def test_update_model_metadata(tmp_path, config):
+    cfg = small_config(config)
+    wpath, jpath = save_model(str(tmp_path / 'u.weights.h5'), build_model(cfg), cfg,
+                              metadata={'a': 1})
+    update_model_metadata(wpath, {'heldout': {'lowz': 0.9}, 'a': 2})
+    _, _, meta = load_model(wpath)                # checksum still valid
+    assert meta == {'a': 2, 'heldout': {'lowz': 0.9}}

@@ -121,3 +121,14 @@ def test_train_script_with_simulator(tmp_path):
     bad = tmp_path / 'bad.yaml'
     bad.write_text(TRAIN_YAML.replace('lbgnet-mock.yaml', 'no-such-sim.yaml'))
     assert main(['--config', str(bad), '--outdir', str(tmp_path / 'bad'), '--verbose', '0']) == 1
+
+
+def test_time_limit_and_val_loss_monitor(tmp_path, config):
+    """Without truth the monitor falls back to val_loss; a tiny time budget stops after one epoch."""
+    cfg = small_config(config, max_minutes=1e-4, epochs=5, monitor='val_score')
+    set_seeds(1)
+    X, y, _ = mock_set(cfg, 64, seed=3)
+    model = compile_model(build_model(cfg), cfg)
+    history, info = fit(model, (X, y), (X[:16], y[:16]), cfg, str(tmp_path), verbose=0)
+    assert info['epochs_run'] == 1 and info['monitor'] == 'val_loss'
+    assert 'val_score' not in history

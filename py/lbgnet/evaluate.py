@@ -13,8 +13,9 @@ Definitions used throughout:
   two are equal exactly at k = N_LBG: the score is the fraction of true LBGs among the
   N_LBG highest-``C_LBG`` objects (no interpolation needed);
 * Δz = z_pred - z_true; σ_NMAD = 1.4826 × median(|x - median(x)|) of x = Δz/(1+z_true);
-  a catastrophic failure is |Δz|/(1+z_true) > 1000 km/s / c (DESI's redshift-failure
-  velocity), reported beside the fraction with |Δz| < 0.05;
+  a catastrophic failure is |Δz|/(1+z_true) > 0.01 (3000 km/s, five times the σ_NMAD
+  target of 2e-3: the line finder works on 8 Å bins, so DESI's 1000 km/s criterion for
+  Redrock would flag ordinary 2σ errors), reported beside the fraction with |Δz| < 0.05;
 * test regimes select the LBGs by true redshift — low-z (z ≤ 2.6), mid-z (2.6 < z < 3.4),
   high-z (z ≥ 3.4) — and keep every contaminant in each regime.
 """
@@ -24,10 +25,8 @@ from .postprocess import lbg_score
 
 #: Redshift regimes of the LBGs: name -> (z_lo or None, z_hi or None).
 REGIMES = {'lowz': (None, 2.6), 'midz': (2.6, 3.4), 'highz': (3.4, None)}
-#: Speed of light, km/s.
-C_KMS = 299792.458
-#: Velocity above which a redshift error is catastrophic, km/s.
-CATASTROPHIC_KMS = 1000.0
+#: |Δz|/(1+z) above which a redshift error is catastrophic (3000 km/s).
+CATASTROPHIC_DZ1PZ = 0.01
 #: |Δz| limit of the "good redshift" fraction.
 DZ_GOOD = 0.05
 #: Truth class of the objects to find.
@@ -138,7 +137,8 @@ def redshift_metrics(z_true, z_pred):
     -------
     dict
         ``n``, ``frac_dz_lt_0p05`` (|Δz| < 0.05), ``sigma_nmad`` (of Δz/(1+z)),
-        ``catastrophic_rate`` (|Δz|/(1+z) > 1000 km/s / c), ``median_dz_1pz`` (bias);
+        ``catastrophic_rate`` (|Δz|/(1+z) > :data:`CATASTROPHIC_DZ1PZ`), ``median_dz_1pz``
+        (bias);
         NaN values when n = 0.
     """
     z_true = np.asarray(z_true, dtype=np.float64)
@@ -153,7 +153,7 @@ def redshift_metrics(z_true, z_pred):
     return {'n': n,
             'frac_dz_lt_0p05': float(np.mean(np.abs(dz) < DZ_GOOD)),
             'sigma_nmad': float(1.4826 * np.median(np.abs(x - med))),
-            'catastrophic_rate': float(np.mean(np.abs(x) > CATASTROPHIC_KMS / C_KMS)),
+            'catastrophic_rate': float(np.mean(np.abs(x) > CATASTROPHIC_DZ1PZ)),
             'median_dz_1pz': float(med)}
 
 

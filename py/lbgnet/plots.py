@@ -67,6 +67,8 @@ def plot_purity_efficiency(metrics, path, title=''):
     fig = Figure(figsize=(6, 4.5))
     ax = fig.add_subplot(1, 1, 1)
     for name, res in metrics.items():
+        if res['pe_score'] is None:          # no LBG in this regime
+            continue
         curve = res['curve']
         color = REGIME_COLORS.get(name)
         thr = np.asarray(curve['threshold'], dtype=float)

@@ -23,7 +23,8 @@ from .postprocess import postprocess
 #: Defaults of the ``training`` configuration section.
 TRAINING_DEFAULTS = {'epochs': 40, 'batch_size': 256, 'learning_rate': 1e-3, 'patience': 6,
                      'monitor': 'val_score', 'seed': 1, 'ntrain': 40000, 'nval': 4000,
-                     'simulation': None, 'lr_schedule': 'constant', 'lr_final_fraction': 0.05}
+                     'simulation': None, 'lr_schedule': 'constant', 'lr_final_fraction': 0.05,
+                     'max_minutes': None}
 #: Learning-rate schedules: constant, or cosine decay over all planned steps.
 LR_SCHEDULES = ('constant', 'cosine')
 #: Monitored quantities and whether larger is better.
@@ -59,6 +60,8 @@ def training_options(config, **overrides):
     if opts['lr_schedule'] not in LR_SCHEDULES:
         raise ConfigError(f'{config.source}: training.lr_schedule must be one of {LR_SCHEDULES}')
     opts['lr_final_fraction'] = float(opts['lr_final_fraction'])
+    if opts['max_minutes'] is not None:
+        opts['max_minutes'] = float(opts['max_minutes'])
     for key in ('epochs', 'batch_size', 'ntrain', 'nval'):
         opts[key] = int(opts[key])
         if opts[key] <= 0:
@@ -184,6 +187,35 @@ class ValidationScore(keras.callbacks.Callback):
         logs['val_score'] = float(np.mean(scores)) if scores else logs['val_score_all']
 
 
+class TimeLimit(keras.callbacks.Callback):
+    """Stop training after the epoch that would make the next one end past a time budget.
+
+    Parameters
+    ----------
+    minutes : float
+        Wall-clock budget of the fit, from its start.
+    """
+
+    def __init__(self, minutes):
+        super().__init__()
+        self.seconds = 60.0 * float(minutes)
+        self.start = None
+        self.stopped_epoch = None
+
+    def on_train_begin(self, logs=None):
+        """Start the clock."""
+        self.start = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        """Stop when one more epoch of the mean duration would exceed the budget."""
+        elapsed = time.time() - self.start
+        if elapsed * (epoch + 2) / (epoch + 1) > self.seconds:
+            self.model.stop_training = True
+            self.stopped_epoch = epoch + 1
+            get_logger().info('time budget of %.1f min reached after epoch %d',
+                              self.seconds / 60, epoch + 1)
+
+
 def fit(model, train_data, val_data, config, outdir, val_truth=None, epochs=None,
         verbose='auto'):
     """Fit a compiled model with early stopping and best-checkpointing on validation.
@@ -198,7 +230,8 @@ def fit(model, train_data, val_data, config, outdir, val_truth=None, epochs=None
     val_data : tuple
         ``(X_val, y_val)`` arrays.
     config : lbgnet.config.Config
-        ``training`` section: ``epochs``, ``batch_size``, ``patience``, ``monitor``.
+        ``training`` section: ``epochs``, ``batch_size``, ``patience``, ``monitor`` and
+        ``max_minutes`` (optional wall-clock budget, checked after each epoch).
     outdir : str
         Receives the best checkpoint, ``history.csv`` and ``loss.png``.
     val_truth : dict, optional
@@ -232,6 +265,8 @@ def fit(model, train_data, val_data, config, outdir, val_truth=None, epochs=None
                                         save_best_only=True, save_weights_only=True),
         keras.callbacks.CSVLogger(os.path.join(outdir, HISTORY)),
     ]
+    if opts['max_minutes']:
+        callbacks.append(TimeLimit(opts['max_minutes']))
     fit_kwargs = {}
     if isinstance(train_data, tuple):
         fit_kwargs = dict(x=train_data[0], y=train_data[1], batch_size=opts['batch_size'],

@@ -267,6 +267,40 @@ def _json_default(obj):
     raise TypeError(f'{type(obj).__name__} is not JSON serialisable')
 
 
+def update_model_metadata(path, updates):
+    """Add or replace top-level keys of a model's metadata (the weights are untouched).
+
+    Used to record results obtained after training (held-out test metrics) in the model
+    card.  The JSON is rewritten atomically.
+
+    Parameters
+    ----------
+    path : str
+        ``NAME.weights.h5`` or ``NAME.json``.
+    updates : dict
+        JSON-serialisable values merged into ``metadata``.
+
+    Returns
+    -------
+    str
+        The JSON path.
+    """
+    description, _ = read_model_description(path)
+    json_path = model_paths(path)[1]
+    description['metadata'] = dict(description.get('metadata') or {}, **updates)
+    tmp = os.path.join(os.path.dirname(os.path.abspath(json_path)),
+                       f'.{os.path.basename(json_path)}.tmp{os.getpid()}')
+    try:
+        with open(tmp, 'w') as fx:
+            json.dump(description, fx, indent=1, default=_json_default)
+            fx.write('\n')
+        os.replace(tmp, json_path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return json_path
+
+
 #: File name of the pretrained model shipped inside the package (``lbgnet/data/``).
 DEFAULT_MODEL = 'lbgnet-default.weights.h5'
 

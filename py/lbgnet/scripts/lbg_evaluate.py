@@ -44,6 +44,9 @@ def parse(options=None):
                         help='keep spectra with COADD_FIBERSTATUS != 0 or no valid pixel '
                         '(catalogue: LBG_FLAG NODATA/NOT_SCIENCE/NOT_IN_COADD); left out by '
                         'default')
+    parser.add_argument('--record-as', metavar='NAME',
+                        help='also store a summary of the metrics in the model card (the '
+                        "model's JSON, metadata.heldout_tests.NAME); needs --model")
     parser.add_argument('--title', default='', help='title of the figures [%(default)s]')
     parser.add_argument('--nexamples', type=int, default=4,
                         help='example spectra to draw (coadd input) [%(default)s]')
@@ -53,6 +56,8 @@ def parse(options=None):
         parser.error(f'{len(inputs)} input file(s) but {len(args.truth)} truth file(s)')
     if args.redrock and (args.catalog or len(args.redrock) != len(inputs)):
         parser.error('--redrock needs --coadd, with one Redrock file per coadd')
+    if args.record_as and not args.model:
+        parser.error('--record-as needs an explicit --model')
     return args
 
 
@@ -156,6 +161,35 @@ def write_plots(args, metrics, pred, truth, config, first):
     return out
 
 
+def summarise(metrics):
+    """Compact form of the metrics for the model card (regimes with LBGs only)."""
+    inputs = {k: v for k, v in metrics['inputs'].items() if k != 'model'}
+    for key in ('files', 'truth'):
+        inputs[key] = [os.path.basename(p) for p in inputs[key]]
+    out = {'inputs': inputs}
+    for name, res in metrics['regimes'].items():
+        if not res['nlbg']:
+            continue
+        out[name] = {k: res[k] for k in ('nlbg', 'ncontaminant', 'pe_score', 'pe_threshold',
+                                         'efficiency', 'purity')}
+        out[name]['redshift'] = res['redshift']
+        out[name]['sigma_nmad_bestline'] = res['redshift_bestline']['sigma_nmad']
+        out[name]['selected_fraction'] = {c: v['fraction_selected']
+                                          for c, v in res['confusion'].items()}
+    if 'redrock' in metrics:
+        out['redrock_on_true_lbgs'] = metrics['redrock']
+    return out
+
+
+def record_in_model_card(model_path, name, metrics):
+    """Store :func:`summarise` of `metrics` as ``metadata.heldout_tests[name]`` of the model."""
+    from ..io.modelfile import read_model_description, update_model_metadata
+    tests = dict(read_model_description(model_path)[0]['metadata'].get('heldout_tests') or {})
+    tests[name] = summarise(metrics)
+    update_model_metadata(model_path, {'heldout_tests': tests})
+    get_logger().info('recorded the metrics in %s as heldout_tests.%s', model_path, name)
+
+
 def main(args=None, comm=None):
     """Run ``desi_lbg_evaluate``; return 0 on success, 1 on an input error."""
     if not isinstance(args, argparse.Namespace):
@@ -187,6 +221,8 @@ def main(args=None, comm=None):
     os.makedirs(args.outdir, exist_ok=True)
     write_json(os.path.join(args.outdir, OUTPUTS['metrics']), metrics)
     write_plots(args, regimes, pred, truth, config, extras['first'])
+    if args.record_as:
+        record_in_model_card(args.model, args.record_as, metrics)
     for name in ('lowz', 'midz', 'highz'):
         res = regimes[name]
         log.info('%s: %d LBGs, %d contaminants; purity=efficiency score %s; |dz|<0.05 %s, '

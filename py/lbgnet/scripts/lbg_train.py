@@ -46,6 +46,9 @@ def parse(options=None):
     parser.add_argument('--ntrain', type=int, help='training spectra per epoch [training.ntrain]')
     parser.add_argument('--nval', type=int, help='validation spectra [training.nval]')
     parser.add_argument('--learning-rate', type=float, help='Adam learning rate [training.learning_rate]')
+    parser.add_argument('--max-minutes', type=float,
+                        help='stop after the epoch that would end past this wall-clock budget '
+                        '[training.max_minutes, none]')
     parser.add_argument('--val-dir', help='directory of validation coadd-*/truth-* files '
                         '[generate them under OUTDIR/validation]')
     parser.add_argument('--init-from', help='initialise from this model file (layers with '
@@ -173,7 +176,7 @@ def training_setup(args):
     config = load_config(args.config)
     opts = training_options(config, epochs=args.epochs, batch_size=args.batch_size,
                             seed=args.seed, ntrain=args.ntrain, nval=args.nval,
-                            learning_rate=args.learning_rate)
+                            learning_rate=args.learning_rate, max_minutes=args.max_minutes)
     config = dataclasses.replace(config, extra=dict(config.extra, training=opts))
     if not opts['simulation']:
         raise ConfigError(f'{config.source}: training.simulation names no simulation config')
@@ -208,7 +211,9 @@ def model_card(args, config, opts, batches, coadds, info, thresholds, val_metric
                                    'efftime_range': list(batches.efftime_range),
                                    'seed_streams': '(seed, epoch, batch)'},
                      'validation_files': [os.path.basename(c) for c in coadds],
-                     'validation_seed': opts['seed'] + VALIDATION_SEED_OFFSET,
+                     'validation_dir': args.val_dir,
+                     'validation_seed': (None if args.val_dir
+                                         else opts['seed'] + VALIDATION_SEED_OFFSET),
                      'init_from': args.init_from, **info, 'total_seconds': seconds,
                      'cpu_count': os.cpu_count(), 'machine': platform.machine()},
         'thresholds': {'c_thresh': float(c_thresh), 'n_thresh': int(n_thresh),
