@@ -134,21 +134,25 @@ def read_catalog_column(path, targetid):
 
 
 def plot(path, cat, ztrue, sel, mockrr):
+    """Cumulative |Δz|/(1+z) of the selected true LBGs, and Δz/(1+z) against z."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    bins = np.linspace(-0.01, 0.01, 81)
+    grid = np.logspace(-5, 0, 200)
     for col, vals in (('Z_RR (rrdesi, QSO+STAR templates)', cat['Z_RR']),
-                      ('Z_LBG (CNN)', cat['Z_LBG']), ('Z_NEW (rerun with priors)', cat['Z_NEW'])):
-        dz = ((np.asarray(vals) - ztrue) / (1 + ztrue))[sel]
-        axes[0].hist(np.clip(dz[np.isfinite(dz)], bins[0], bins[-1]), bins, histtype='step', label=col)
-        axes[1].plot(ztrue[sel], np.clip(dz, -0.05, 0.05), '.', ms=3, label=col.split()[0])
-    axes[0].set_xlabel('Δz/(1+z)')
-    axes[0].set_ylabel('selected true LBGs')
-    axes[0].legend(fontsize=7)
+                      ('Z_LBG (CNN)', cat['Z_LBG']), ('Z_NEW (Redrock rerun, CNN prior)', cat['Z_NEW'])):
+        dz = ((np.asarray(vals, dtype=np.float64) - ztrue) / (1 + ztrue))[sel]
+        adz = np.where(np.isfinite(dz), np.abs(dz), np.inf)
+        axes[0].plot(grid, (adz[:, None] < grid).mean(axis=0), label=col)
+        axes[1].plot(ztrue[sel], np.clip(dz, -0.02, 0.02), '.', ms=3, label=col.split()[0])
+    axes[0].axvline(1000.0 / C_KMS, color='gray', lw=0.8, ls=':')
+    axes[0].set_xscale('log')
+    axes[0].set_xlabel('|Δz|/(1+z)')
+    axes[0].set_ylabel('fraction of selected true LBGs below')
+    axes[0].legend(fontsize=7, loc='upper left')
     axes[1].set_xlabel('z true')
-    axes[1].set_ylabel('Δz/(1+z) (clipped at ±0.05)')
+    axes[1].set_ylabel('Δz/(1+z) (clipped at ±0.02)')
     axes[1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
