@@ -155,3 +155,15 @@ def test_crash_mid_write_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(OSError, match='disk full'):
         write_catalog(str(path), cat, fits.Header())
     assert os.listdir(tmp_path) == []
+
+
+def test_types_and_missing_positions():
+    rng = np.random.default_rng(4)
+    rr = redshifts_table([5, 6, 7])
+    fm = Table(dict(TARGETID=[7, 6, 5]))                 # no TARGET_RA/DEC columns
+    cat = assemble_catalog(rr, match_targetids(rr['TARGETID'], fm['TARGETID']), fm,
+                           fake_results(3, rng), np.zeros(3, np.int32), LINES)
+    assert np.all(np.isnan(cat['TARGET_RA']))
+    assert cat['C_LBG'].dtype == np.float32 and cat['C_LYA'].dtype == np.float32
+    assert cat['Z_LBG'].dtype == np.float64 and cat['IS_LBG'].dtype == bool
+    assert cat['LBG_FLAG'].dtype == np.int32

@@ -150,12 +150,19 @@ def spectrum_flags(info, fibermap, nbins):
 
 
 def take_rows(values, idx, fill):
-    """``values[idx]`` with `fill` where ``idx == -1`` (rows not in the coadd)."""
+    """``values[idx]`` with `fill` where ``idx == -1`` (rows not in the coadd).
+
+    The dtype of `values` is kept (float32 stays float32), except that integers filled
+    with a non-integer (NaN) become float64.
+    """
     values = np.asarray(values)
+    dtype = values.dtype
+    if dtype.kind in 'biu' and isinstance(fill, float):
+        dtype = np.dtype(np.float64)
     if values.shape[0] == 0:
-        out = np.empty((idx.size,) + values.shape[1:], dtype=np.result_type(values, type(fill)))
+        out = np.empty((idx.size,) + values.shape[1:], dtype=dtype)
     else:
-        out = values[np.clip(idx, 0, None)].astype(np.result_type(values, type(fill)), copy=True)
+        out = values[np.clip(idx, 0, None)].astype(dtype, copy=True)
     out[idx < 0] = fill
     return out
 
@@ -196,7 +203,8 @@ def assemble_catalog(redshifts, idx, fibermap, results, flags, line_names, rerun
     out = Table(meta={'EXTNAME': 'LBG_CNN'})
     out['TARGETID'] = np.asarray(redshifts['TARGETID'], dtype=np.int64)
     for col in ('TARGET_RA', 'TARGET_DEC'):
-        src = fibermap[col] if fibermap is not None and col in fibermap.colnames else np.full(len(idx), np.nan)
+        src = fibermap[col] if fibermap is not None and col in fibermap.colnames else \
+            np.full(len(flags), np.nan)
         out[col] = take_rows(np.asarray(src, dtype=np.float64), idx, np.nan)
         out[col].unit = 'deg'
     if fibermap is not None:
@@ -205,8 +213,9 @@ def assemble_catalog(redshifts, idx, fibermap, results, flags, line_names, rerun
                 out[col] = take_rows(np.asarray(fibermap[col], dtype=np.int64), idx, 0)
     for col in RR_COLUMNS:
         out[f'{col}_RR'] = np.asarray(redshifts[col])
-    for col, fill in (('C_LBG', np.nan), ('IS_LBG', False), ('Z_LBG', np.nan), ('ZERR_LBG', np.nan)):
-        out[col] = take_rows(results[col], idx, fill)
+    for col, dtype, fill in (('C_LBG', np.float32, np.nan), ('IS_LBG', bool, False),
+                             ('Z_LBG', np.float64, np.nan), ('ZERR_LBG', np.float64, np.nan)):
+        out[col] = take_rows(np.asarray(results[col], dtype=dtype), idx, fill)
     out['LBG_FLAG'] = take_rows(np.asarray(flags, dtype=np.int32), idx, int(LBGWarnMask().NOT_IN_COADD))
     c_lines = take_rows(np.asarray(results['C_LINES'], dtype=np.float32), idx, np.nan)
     z_lines = take_rows(np.asarray(results['Z_LINES'], dtype=np.float64), idx, np.nan)
