@@ -13,7 +13,7 @@ extensions = ['sphinx.ext.autodoc', 'sphinx.ext.napoleon', 'sphinx.ext.mathjax',
               'sphinx.ext.viewcode']
 napoleon_numpy_docstring = True
 napoleon_google_docstring = False
-autodoc_mock_imports = ['tensorflow']
+autodoc_mock_imports = []  # keras (lbgnet.model, losses, train) needs the real tensorflow
 exclude_patterns = ['_build']
 html_theme = 'alabaster'
 nitpicky = False

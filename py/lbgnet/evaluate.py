@@ -12,10 +12,10 @@ Definitions used throughout:
   lowered.  Selecting the top-k objects gives purity TP/k and efficiency TP/N_LBG, so the
   two are equal exactly at k = N_LBG: the score is the fraction of true LBGs among the
   N_LBG highest-``C_LBG`` objects (no interpolation needed);
-* Δz = z_pred - z_true; σ_NMAD = 1.4826 × median(|x - median(x)|) of x = Δz/(1+z_true);
-  a catastrophic failure is |Δz|/(1+z_true) > 0.01 (3000 km/s, five times the σ_NMAD
+* Δz = z_pred - z_true; σ_NMAD = 1.4826 × ``median(|x - median(x)|)`` of x = Δz/(1+z_true);
+  a catastrophic failure is ``|Δz|/(1+z_true) > 0.01`` (3000 km/s, five times the σ_NMAD
   target of 2e-3: the line finder works on 8 Å bins, so DESI's 1000 km/s criterion for
-  Redrock would flag ordinary 2σ errors), reported beside the fraction with |Δz| < 0.05;
+  Redrock would flag ordinary 2σ errors), reported beside the fraction with ``|Δz| < 0.05``;
 * test regimes select the LBGs by true redshift — low-z (z ≤ 2.6), mid-z (2.6 < z < 3.4),
   high-z (z ≥ 3.4) — and keep every contaminant in each regime.
 """
@@ -25,9 +25,9 @@ from .postprocess import lbg_score
 
 #: Redshift regimes of the LBGs: name -> (z_lo or None, z_hi or None).
 REGIMES = {'lowz': (None, 2.6), 'midz': (2.6, 3.4), 'highz': (3.4, None)}
-#: |Δz|/(1+z) above which a redshift error is catastrophic (3000 km/s).
+#: ``|Δz|/(1+z)`` above which a redshift error is catastrophic (3000 km/s).
 CATASTROPHIC_DZ1PZ = 0.01
-#: |Δz| limit of the "good redshift" fraction.
+#: ``|Δz|`` limit of the "good redshift" fraction.
 DZ_GOOD = 0.05
 #: Truth class of the objects to find.
 LBG_CLASS = 'LBG'
@@ -136,8 +136,8 @@ def redshift_metrics(z_true, z_pred):
     Returns
     -------
     dict
-        ``n``, ``frac_dz_lt_0p05`` (|Δz| < 0.05), ``sigma_nmad`` (of Δz/(1+z)),
-        ``catastrophic_rate`` (|Δz|/(1+z) > :data:`CATASTROPHIC_DZ1PZ`), ``median_dz_1pz``
+        ``n``, ``frac_dz_lt_0p05`` (``|Δz| < 0.05``), ``sigma_nmad`` (of Δz/(1+z)),
+        ``catastrophic_rate`` (``|Δz|/(1+z)`` > :data:`CATASTROPHIC_DZ1PZ`), ``median_dz_1pz``
         (bias);
         NaN values when n = 0.
     """

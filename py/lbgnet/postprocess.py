@@ -14,7 +14,7 @@ Pure numpy (no TensorFlow import), vectorised over spectra.
   on ``C_LBG`` gives the purity/efficiency curves.
 * ``Z_LBG``: confidence-weighted mean of the lines that agree.  Each line above
   ``line_floor`` proposes its redshift; the proposal supported by the largest summed
-  confidence of agreeing lines (|Δz|/(1+z) < ``agree_tol``) wins, and the mean is taken over
+  confidence of agreeing lines (``|Δz|/(1+z) < agree_tol``) wins, and the mean is taken over
   its supporters.  A single wrong line, even a confident one, cannot pull the estimate
   unless it is more confident than all the agreeing lines together.
 * ``ZERR_LBG``: weighted scatter of the agreeing lines divided by √(effective number of
@@ -87,7 +87,7 @@ def combine_lines(c_lines, z_lines, config, agree_tol, line_floor):
     config : lbgnet.config.Config
         Supplies the rest wavelengths and the grid bin width for the error floor.
     agree_tol : float
-        Lines agree when |z_i - z_j| / (1 + z_j) < agree_tol.
+        Lines agree when ``|z_i - z_j| / (1 + z_j) < agree_tol``.
     line_floor : float
         Lines with a lower confidence are ignored.
 
