@@ -94,3 +94,29 @@ def test_afterburner_rerun_columns(coadd, template, tmp_path):
     failed = (cat['LBG_FLAG'] & 64) != 0
     assert np.array_equal(failed, cat['IS_LBG'] & ~rerun)
     assert np.all(rerun[inrange])
+
+
+def test_make_template_from_simulated_lbgs(tmp_path):
+    from astropy.io import fits
+    from lbgnet.redrock_rerun import import_rrdesi
+    from lbgnet.scripts.lbg_make_template import main as make_template
+    opts = ['--outdir', str(tmp_path), '--nspec', '40', '--nbasis', '3', '--dwave', '1.0',
+            '--z-range', '3.0', '4.0', '--wave-range', '700', '2500', '--version', '9.9']
+    assert make_template(opts) == 0
+    path = str(tmp_path / 'rrtemplate-GALAXY-LBG-v9.9.fits')
+    with fits.open(path) as hdul:
+        hdr, basis, zgrid = hdul[0].header, hdul[0].data.astype(float), hdul['REDSHIFTS'].data
+    assert (hdr['RRTYPE'], hdr['RRSUBTYP'], hdr['RRIGM'], hdr['LOGLAM']) == ('GALAXY', 'LBG', 'Inoue14', 0)
+    assert np.allclose(basis @ basis.T, np.eye(3), atol=1e-5)
+    wave = hdr['CRVAL1'] + hdr['CDELT1'] * np.arange(basis.shape[1])
+    assert basis[0].sum() > 0                                             # mean shape, positive
+    assert np.all(np.abs(basis[:, wave < 900]) < 1e-6 * np.abs(basis).max())  # black below 912 A
+    assert hdr['EXPLVAR'] > 0.9
+    assert zgrid[0] == pytest.approx(3.0) and zgrid[-1] < 4.0
+    import_rrdesi()
+    from redrock.templates import Template
+    tmpl = Template(path)
+    assert tmpl.template_type == 'GALAXY' and tmpl.igm_model == 'Inoue14' and tmpl.nbasis == 3
+    assert make_template(opts) == 1                                       # exists
+    bad = ['--outdir', str(tmp_path / 'b'), '--z-range', '1.0', '4.0', '--wave-range', '700', '2500']
+    assert make_template(bad) == 1                                        # does not cover

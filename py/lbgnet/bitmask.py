@@ -22,8 +22,9 @@ bit   name              meaning
 3     NOT_IN_COADD      TARGETID is in the Redrock file but not in the coadd: no CNN output
 4     Z_OUT_OF_RANGE    Z_LBG is outside the redshift range the model was trained on
 5     LOW_COVERAGE      fewer than half of the input-grid bins hold a valid pixel
-6     RERUN_FAILED      ``--rerun-redrock`` was asked for this IS_LBG target but gave no result
-                        (prior outside the template redshift range, or Redrock failed)
+6     RERUN_FAILED      ``--rerun-redrock``: IS_LBG target not rerun because its prior lies
+                        outside the redshift range of the templates (a Redrock failure fails
+                        the whole file instead)
 ====  ================  ====================================================================
 """
 import yaml
@@ -37,7 +38,7 @@ lbgwarn:
     - [NOT_IN_COADD,    3, "TARGETID in the Redrock file but not in the coadd"]
     - [Z_OUT_OF_RANGE,  4, "Z_LBG outside the redshift range of the model"]
     - [LOW_COVERAGE,    5, "fewer than half of the grid bins are valid"]
-    - [RERUN_FAILED,    6, "Redrock rerun asked for but no result"]
+    - [RERUN_FAILED,    6, "IS_LBG but prior outside the rerun templates"]
 """)
 
 #: The cameras a complete DESI spectrum has.
