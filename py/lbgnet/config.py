@@ -143,7 +143,7 @@ class Config:
     nboxes: int
     selection: Selection
     extra: dict = field(default_factory=dict, compare=False, hash=False)
-    source: str = ''
+    source: str = field(default='', compare=False)
 
     @property
     def box_width(self):

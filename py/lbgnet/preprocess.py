@@ -12,12 +12,14 @@ linear grid of ``grid.nbins`` bins, two channels per bin.
   bin has no valid pixel.
 
 A pixel is valid when ivar > 0, its mask is 0 (when a mask is given) and flux and
-ivar are finite.  Everything here is pure numpy and vectorised over spectra; the
+ivar are finite.  Everything here is pure computation (numpy, with two small numba
+kernels for the per-pixel passes) without loops over spectra in Python; the
 only I/O is :func:`load_coadd_grid`, which composes :func:`lbgnet.io.read_coadd`
 with these functions.  See ``doc/preprocess.rst`` for the choices and why.
 """
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from .config import load_config
@@ -52,8 +54,40 @@ class GridInfo:
     nvalid_bins: np.ndarray
 
 
-def bin_segments(wave, grid):
-    """Map one arm's sorted pixels to grid bins as contiguous segments.
+@numba.njit(cache=True, nogil=True)
+def _accumulate(flux, ivar, mask, use_mask, seg_start, seg_bin, fsum, isum, nvalid):
+    """Add one arm's pixels into the per-bin sums (compiled, one pass).
+
+    Pixels ``seg_start[j]:seg_start[j+1]`` fall into bin ``seg_bin[j]``.  A pixel counts
+    when ivar > 0 (false for NaN), its mask is 0 (when `use_mask`) and flux × ivar is
+    finite (false for NaN/inf flux or infinite ivar).  `nvalid` (nspec,) counts the
+    valid pixels of each spectrum.
+    """
+    for s in range(flux.shape[0]):
+        flux_row = flux[s]
+        ivar_row = ivar[s]
+        mask_row = mask[s] if use_mask else mask[0]
+        count = 0
+        for j in range(seg_bin.size):
+            facc = 0.0
+            wacc = 0.0
+            for p in range(seg_start[j], seg_start[j + 1]):
+                weight = ivar_row[p]
+                weighted = flux_row[p] * weight
+                good = weight > 0.0 and np.isfinite(weighted)
+                if use_mask:
+                    good = good and mask_row[p] == 0
+                if good:
+                    facc += weighted
+                    wacc += weight
+                    count += 1
+            fsum[s, seg_bin[j]] += facc
+            isum[s, seg_bin[j]] += wacc
+        nvalid[s] += count
+
+
+def pixel_segments(wave, grid):
+    """Runs of consecutive pixels of one arm that share a grid bin.
 
     Parameters
     ----------
@@ -63,53 +97,26 @@ def bin_segments(wave, grid):
 
     Returns
     -------
-    lo, hi : int
-        Pixels ``lo:hi`` fall on the grid; the others are outside it.
-    starts : numpy.ndarray of int
-        Start of each run of pixels sharing a bin, relative to `lo` (for
-        :func:`numpy.add.reduceat`).
-    bins : numpy.ndarray of int
-        The bin of each run.
+    seg_start : numpy.ndarray of int
+        Shape (nseg+1,): run j is pixels ``seg_start[j]:seg_start[j+1]``.
+    seg_bin : numpy.ndarray of int
+        Shape (nseg,): the bin of each run.  Pixels outside the grid are in no run.
     """
-    idx = grid.bin_index(wave)
-    inside = np.flatnonzero((idx >= 0) & (idx < grid.nbins))
+    pixel_bin = grid.bin_index(wave)
+    inside = np.flatnonzero((pixel_bin >= 0) & (pixel_bin < grid.nbins))
     if inside.size == 0:
-        empty = np.zeros(0, dtype=np.int64)
-        return 0, 0, empty, empty
-    lo, hi = int(inside[0]), int(inside[-1]) + 1
-    sub = idx[lo:hi]
-    starts = np.flatnonzero(np.concatenate(([True], sub[1:] != sub[:-1])))
-    return lo, hi, starts, sub[starts]
+        return np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    lo, hi = inside[0], inside[-1] + 1
+    starts = lo + np.flatnonzero(np.diff(pixel_bin[lo:hi], prepend=-1) != 0)
+    return np.append(starts, hi), pixel_bin[starts]
 
 
-def valid_weights(flux, ivar, mask=None):
-    """Inverse-variance weights with invalid pixels set to zero.
-
-    Parameters
-    ----------
-    flux, ivar : numpy.ndarray
-        Shape (nspec, nwave).
-    mask : numpy.ndarray, optional
-        Same shape; pixels with a non-zero mask are invalid.
-
-    Returns
-    -------
-    weight, weighted_flux : numpy.ndarray
-        ``ivar`` and ``flux * ivar`` where valid, 0 elsewhere (float32).
-    """
-    valid = (ivar > 0) & np.isfinite(flux) & np.isfinite(ivar)
-    if mask is not None:
-        valid &= (mask == 0)
-    weight = np.where(valid, ivar, 0).astype(np.float32, copy=False)
-    weighted_flux = np.where(valid, flux * weight, 0).astype(np.float32, copy=False)
-    return weight, weighted_flux
-
-
-def rebin_arms(waves, fluxes, ivars, grid, masks=None):
-    """Inverse-variance weighted rebinning of several arms onto the grid.
+def accumulate_arms(waves, fluxes, ivars, grid, masks=None):
+    """Per-bin sums Σ(ivar·flux) and Σivar over the valid pixels of several arms.
 
     Pixels of all arms falling into one bin are combined (b/r and r/z overlaps are
-    added, not overwritten).
+    added, not overwritten).  A pixel is valid when ivar > 0, its mask is 0 and flux
+    and ivar are finite; invalid pixels carry no weight.
 
     Parameters
     ----------
@@ -123,59 +130,106 @@ def rebin_arms(waves, fluxes, ivars, grid, masks=None):
 
     Returns
     -------
-    flux : numpy.ndarray
-        Weighted mean flux per bin, shape (nspec, nbins), float64; 0 in empty bins.
-    ivar : numpy.ndarray
-        Summed inverse variance per bin, shape (nspec, nbins), float64.
+    fsum, isum : numpy.ndarray
+        Σ(ivar·flux) and Σivar per bin, shape (nspec, nbins), float64.
     arm_valid : numpy.ndarray of bool
         Shape (nspec, narms): arm has at least one valid pixel on the grid.
+
+    Notes
+    -----
+    The per-pixel work is one compiled pass per arm (numba, already required by
+    desispec and redrock): a multi-pass numpy
+    version (validity masks, ``where``, ``reduceat``) was 5x slower, too slow for
+    the "read + preprocess ≤ 2 × raw read" target (see doc/benchmarks.rst).
     """
     nspec = fluxes[0].shape[0] if len(fluxes) else 0
     masks = [None] * len(waves) if masks is None else masks
     fsum = np.zeros((nspec, grid.nbins))
     isum = np.zeros((nspec, grid.nbins))
     arm_valid = np.zeros((nspec, len(waves)), dtype=bool)
+    no_mask = np.zeros((1, 1), dtype=np.int32)
     for iarm, (wave, flux, ivar, mask) in enumerate(zip(waves, fluxes, ivars, masks)):
-        lo, hi, starts, bins = bin_segments(wave, grid)
-        if hi == lo or nspec == 0:
+        seg_start, seg_bin = pixel_segments(wave, grid)
+        if seg_bin.size == 0 or nspec == 0:
             continue
-        sub_mask = None if mask is None else mask[:, lo:hi]
-        weight, weighted_flux = valid_weights(flux[:, lo:hi], ivar[:, lo:hi], sub_mask)
-        arm_isum = np.add.reduceat(weight, starts, axis=1, dtype=np.float64)
-        fsum[:, bins] += np.add.reduceat(weighted_flux, starts, axis=1, dtype=np.float64)
-        isum[:, bins] += arm_isum
-        arm_valid[:, iarm] = np.any(arm_isum > 0, axis=1)
+        nvalid = np.zeros(nspec, dtype=np.int64)
+        _accumulate(np.ascontiguousarray(flux), np.ascontiguousarray(ivar),
+                    no_mask if mask is None else np.ascontiguousarray(mask), mask is not None,
+                    seg_start, seg_bin, fsum, isum, nvalid)
+        arm_valid[:, iarm] = nvalid > 0
+    return fsum, isum, arm_valid
+
+
+def rebin_arms(waves, fluxes, ivars, grid, masks=None):
+    """Inverse-variance weighted rebinning of several arms onto the grid.
+
+    Parameters are those of :func:`accumulate_arms`.
+
+    Returns
+    -------
+    flux : numpy.ndarray
+        Weighted mean flux per bin, shape (nspec, nbins), float64; 0 in empty bins.
+    ivar : numpy.ndarray
+        Summed inverse variance per bin, shape (nspec, nbins), float64.
+    arm_valid : numpy.ndarray of bool
+        Shape (nspec, narms).
+    """
+    fsum, isum, arm_valid = accumulate_arms(waves, fluxes, ivars, grid, masks)
     with np.errstate(invalid='ignore', divide='ignore'):
         flux = np.where(isum > 0, fsum / isum, 0.0)
     return flux, isum, arm_valid
 
 
-def normalise_flux(flux, ivar):
-    """QuasarNET normalisation: subtract the weighted mean, divide by the weighted rms.
+@numba.njit(cache=True, nogil=True)
+def _finalise(fsum, isum, X):
+    """Fill X (nspec, nbins, 2) from the per-bin sums (compiled; see :func:`grid_channels`)."""
+    nspec, nbins = fsum.shape
+    for s in range(nspec):
+        wsum = 0.0
+        fwsum = 0.0
+        for k in range(nbins):                 # rebinned flux, kept in channel 0 for now
+            w = isum[s, k]
+            wsum += w
+            fwsum += fsum[s, k]
+            X[s, k, 0] = fsum[s, k] / w if w > 0 else 0.0
+        mean = fwsum / wsum if wsum > 0 else 0.0
+        var = 0.0
+        for k in range(nbins):
+            resid = X[s, k, 0] - mean
+            var += resid * resid * isum[s, k]
+        rms = np.sqrt(var / wsum) if wsum > 0 else 0.0
+        inv_rms = 1.0 / rms if rms > 0 else 1.0
+        for k in range(nbins):
+            w = isum[s, k]
+            if w > 0:
+                flux = X[s, k, 0]
+                X[s, k, 1] = flux * np.sqrt(w)
+                X[s, k, 0] = (flux - mean) * inv_rms
+            else:
+                X[s, k, 1] = 0.0
+
+
+def grid_channels(fsum, isum):
+    """The two input channels from per-bin sums of ivar·flux and ivar.
+
+    Channel 0 is the QuasarNET normalisation of the rebinned flux f = Σ(ivar·flux)/Σivar:
+    (f − mean) / rms with mean and rms weighted by the binned ivar over the valid bins
+    (rms = 1 when it is 0, e.g. constant flux).  Channel 1 is the S/N, f × √Σivar.
+    Both are exactly 0 in bins without valid pixels.
 
     Parameters
     ----------
-    flux, ivar : numpy.ndarray
-        Rebinned flux and summed ivar, shape (nspec, nbins).
+    fsum, isum : numpy.ndarray
+        Per-bin Σ(ivar·flux) and Σivar, shape (nspec, nbins), float64.
 
     Returns
     -------
     numpy.ndarray
-        Normalised flux, shape (nspec, nbins); exactly 0 where ivar == 0, and all 0 for
-        a spectrum without valid bins.  A spectrum with constant flux keeps rms = 1.
+        X, shape (nspec, nbins, 2), float32.
     """
-    wsum = ivar.sum(axis=1, keepdims=True)
-    safe_wsum = np.where(wsum > 0, wsum, 1.0)
-    mean = (flux * ivar).sum(axis=1, keepdims=True) / safe_wsum
-    resid = flux - mean
-    rms = np.sqrt((resid ** 2 * ivar).sum(axis=1, keepdims=True) / safe_wsum)
-    rms = np.where(rms > 0, rms, 1.0)
-    return np.where(ivar > 0, resid / rms, 0.0)
-
-
-def signal_to_noise(flux, ivar):
-    """S/N per bin: rebinned flux × √ivar (0 where ivar == 0)."""
-    return flux * np.sqrt(ivar)
+    X = np.empty(fsum.shape + (NCHANNELS,), dtype=np.float32)
+    _finalise(fsum, isum, X)
+    return X
 
 
 def grid_spectra(waves, fluxes, ivars, grid, masks=None):
@@ -196,11 +250,8 @@ def grid_spectra(waves, fluxes, ivars, grid, masks=None):
     nvalid_bins : numpy.ndarray of int
         Shape (nspec,).
     """
-    flux, ivar, arm_valid = rebin_arms(waves, fluxes, ivars, grid, masks)
-    X = np.empty(flux.shape + (NCHANNELS,), dtype=np.float32)
-    X[..., 0] = normalise_flux(flux, ivar)
-    X[..., 1] = signal_to_noise(flux, ivar)
-    return X, arm_valid, np.count_nonzero(ivar > 0, axis=1)
+    fsum, isum, arm_valid = accumulate_arms(waves, fluxes, ivars, grid, masks)
+    return grid_channels(fsum, isum), arm_valid, np.count_nonzero(isum > 0, axis=1)
 
 
 def coadd_to_grid(coadd, grid):
@@ -246,5 +297,6 @@ def load_coadd_grid(path, config=None, read_fibermap=True):
         For unreadable or inconsistent files (see :func:`lbgnet.io.read_coadd`).
     """
     config = load_config() if config is None else config
-    coadd = read_coadd(path, read_fibermap=read_fibermap, read_extra=False)
+    coadd = read_coadd(path, read_fibermap=read_fibermap, read_extra=False, sanitize=False,
+                       fibermap_columns=['TARGETID'])
     return coadd_to_grid(coadd, config.grid)

@@ -78,7 +78,7 @@ class CoaddData:
         return self.targetid
 
 
-def read_coadd(path, read_fibermap=True, read_extra=True):
+def read_coadd(path, read_fibermap=True, read_extra=True, sanitize=True, fibermap_columns=None):
     """Read a DESI coadd file.
 
     Parameters
@@ -89,6 +89,12 @@ def read_coadd(path, read_fibermap=True, read_extra=True):
         Read FIBERMAP when present [True].
     read_extra : bool, optional
         Read EXP_FIBERMAP and SCORES when present [True].
+    sanitize : bool, optional
+        Set ivar = 0 (and flux = 0) for pixels with non-finite flux/ivar or negative ivar,
+        and log their number [True].  :mod:`lbgnet.preprocess` ignores such pixels by
+        itself, so :func:`lbgnet.preprocess.load_coadd_grid` skips this pass for speed.
+    fibermap_columns : list of str, optional
+        Read only these FIBERMAP columns [all].
 
     Returns
     -------
@@ -103,8 +109,9 @@ def read_coadd(path, read_fibermap=True, read_extra=True):
 
     Notes
     -----
-    Non-finite flux or ivar values and negative ivar are not errors: those pixels get
-    ivar = 0 (so they carry no weight downstream), and their count is logged.
+    Non-finite flux or ivar values and negative ivar are not errors: with `sanitize`
+    those pixels get ivar = 0 (so they carry no weight downstream), and their count is
+    logged.
     A file with zero spectra is valid and yields arrays of shape (0, nwave).
     """
     log = get_logger()
@@ -125,8 +132,9 @@ def read_coadd(path, read_fibermap=True, read_extra=True):
             ivar[b] = np.asarray(read_image(fx, f'{band}_IVAR', path), dtype=np.float32)
             mask[b] = read_image(fx, f'{band}_MASK', path) if f'{band}_MASK' in names else None
             _check_band_shapes(path, band, wave[b], flux[b], ivar[b], mask[b])
-            nbad[b] = _sanitize(flux[b], ivar[b])
-        fibermap = read_table(fx, 'FIBERMAP', path) if read_fibermap and 'FIBERMAP' in names else None
+            nbad[b] = _sanitize(flux[b], ivar[b]) if sanitize else 0
+        fibermap = (read_table(fx, 'FIBERMAP', path, columns=fibermap_columns)
+                    if read_fibermap and 'FIBERMAP' in names else None)
         exp_fibermap = scores = None
         if read_extra:
             if 'EXP_FIBERMAP' in names:
@@ -169,6 +177,9 @@ def _check_band_shapes(path, band, wave, flux, ivar, mask):
 
 def _sanitize(flux, ivar):
     """Zero the weight of non-finite or negative-ivar pixels, in place; return their count."""
+    if flux.size == 0 or (np.isfinite(flux.sum(dtype=np.float64)) and np.isfinite(ivar.sum(dtype=np.float64))
+                          and ivar.min() >= 0):
+        return 0                     # fast path: nothing to mask
     bad = ~(np.isfinite(flux) & np.isfinite(ivar) & (ivar >= 0))
     nbad = int(np.count_nonzero(bad))
     if nbad:

@@ -1,0 +1,49 @@
+"""Tests of lbgnet.config: the shipped base config and validation of bad ones."""
+import numpy as np
+import pytest
+
+from lbgnet.config import ConfigError, arm_wavelengths, config_from_dict, load_config, read_yaml_config
+
+
+def test_base_config(config):
+    assert config.grid.nbins == 800 and config.grid.dwave == 8.0 and config.grid.wave_min == 3600.0
+    assert config.grid.wave_max == 10000.0
+    assert len(config.lines) == 16 and config.nboxes == 40
+    assert config.box_width == 160.0
+    assert config.lines.waves[config.lines.index('LYA')] == pytest.approx(1215.67)
+    np.testing.assert_allclose(np.diff(config.grid.edges), 8.0)
+    assert config_from_dict(config.to_dict()) == config
+
+
+def test_arm_wavelengths(config):
+    wave = arm_wavelengths(config)
+    assert {b: w.size for b, w in wave.items()} == {'b': 2751, 'r': 2326, 'z': 2881}
+    assert wave['b'][-1] == 5800.0 and wave['z'][0] == 7520.0
+
+
+def test_base_include_and_override(tmp_path):
+    child = tmp_path / 'child.yaml'
+    child.write_text('base: lbgnet-base.yaml\nnboxes: 20\nselection: {c_thresh: 0.8}\nmodel: {nconv: 2}\n')
+    cfg = load_config(str(child))
+    assert cfg.nboxes == 20 and cfg.selection.c_thresh == 0.8 and cfg.selection.n_thresh == 1
+    assert cfg.extra['model'] == {'nconv': 2}
+    assert len(cfg.lines) == 16
+
+
+@pytest.mark.parametrize('text, match', [
+    ('grid: {wave_min: 3600, dwave: 8, nbins: 800}\n', 'missing or invalid key'),
+    ('base: lbgnet-base.yaml\nnboxes: 33\n', 'must divide'),
+    ('base: lbgnet-base.yaml\nselection: {n_thresh: 99}\n', 'out of range'),
+    ('- just\n- a list\n', 'top level must be a mapping'),
+    ('a: [unclosed\n', 'cannot read YAML'),
+])
+def test_bad_configs(tmp_path, text, match):
+    path = tmp_path / 'bad.yaml'
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=match):
+        load_config(str(path))
+
+
+def test_missing_config():
+    with pytest.raises(ConfigError, match='no-such.yaml: configuration file not found'):
+        read_yaml_config('no-such.yaml')

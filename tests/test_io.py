@@ -1,0 +1,197 @@
+"""Tests of lbgnet.io readers: normal files and every bad-input case."""
+import os
+import shutil
+
+import fitsio
+import numpy as np
+import pytest
+from astropy.table import Table
+
+from lbgnet.io import InputFileError, MissingInputError, read_coadd, read_redrock
+from lbgnet.preprocess import load_coadd_grid
+
+from conftest import reference_file
+
+
+def _copy_without(src, dst, drop=(), replace=None):
+    """Copy a FITS file HDU by HDU, dropping some EXTNAMEs and replacing the data of others."""
+    replace = replace or {}
+    with fitsio.FITS(src) as fin, fitsio.FITS(dst, 'rw', clobber=True) as fout:
+        fout.write(None, header=fin[0].read_header())
+        for hdu in fin[1:]:
+            name = hdu.get_extname()
+            if name in drop:
+                continue
+            data = replace.get(name, hdu.read())
+            fout.write(data, extname=name, header=None)
+    return dst
+
+
+def test_read_coadd_written_by_desispec(tiny_coadd):
+    path, arrays = tiny_coadd
+    coadd = read_coadd(path)
+    assert coadd.bands == ('b', 'r', 'z')
+    assert coadd.nspec == 6
+    np.testing.assert_array_equal(coadd.targetid, arrays['targetid'])
+    for b in 'brz':
+        np.testing.assert_array_equal(coadd.flux[b], arrays['flux'][b])
+        np.testing.assert_array_equal(coadd.ivar[b], arrays['ivar'][b])
+        assert coadd.mask[b] is not None
+    assert coadd.fibermap is not None
+
+
+def test_desispec_reads_what_we_write(tiny_coadd):
+    from desispec.io import read_spectra
+    path, arrays = tiny_coadd
+    spec = read_spectra(path)
+    np.testing.assert_array_equal(spec.fibermap['TARGETID'], arrays['targetid'])
+    np.testing.assert_array_equal(spec.flux['r'], arrays['flux']['r'])
+
+
+def test_real_stripped_file():
+    path = reference_file('desi-coadd', 'coadd-sv1-dark-80605-25fibres.fits')
+    coadd = read_coadd(path)
+    assert coadd.nspec == 25 and coadd.fibermap is None
+    assert all(coadd.mask[b] is None for b in 'brz')
+    with pytest.raises(InputFileError, match='no FIBERMAP'):
+        coadd.require_targetid()
+
+
+def test_missing_file(tmp_path):
+    path = str(tmp_path / 'nope.fits')
+    with pytest.raises(MissingInputError, match='nope.fits: no such file'):
+        read_coadd(path)
+    with pytest.raises(FileNotFoundError):
+        read_redrock(path)
+
+
+def test_not_fits(tmp_path):
+    path = tmp_path / 'text.fits'
+    path.write_text('this is not a FITS file\n' * 200)
+    with pytest.raises(InputFileError, match='text.fits: not a readable FITS file'):
+        read_coadd(str(path))
+
+
+def test_truncated(tmp_path, tiny_coadd):
+    src, _ = tiny_coadd
+    data = open(src, 'rb').read()
+    path = tmp_path / 'trunc.fits'
+    path.write_bytes(data[:len(data) // 2])
+    with pytest.raises(InputFileError, match='trunc.fits: truncated FITS file'):
+        read_coadd(str(path))
+
+
+def test_flux_without_ivar(tmp_path, tiny_coadd):
+    src, _ = tiny_coadd
+    path = _copy_without(src, str(tmp_path / 'noivar.fits'), drop=('R_IVAR',))
+    with pytest.raises(InputFileError, match='has R_FLUX but no R_IVAR'):
+        read_coadd(path)
+
+
+def test_mismatched_shapes(tmp_path, tiny_coadd):
+    src, arrays = tiny_coadd
+    ivar = arrays['ivar']['b'][:, :-5]
+    path = _copy_without(src, str(tmp_path / 'shape.fits'), replace={'B_IVAR': ivar})
+    with pytest.raises(InputFileError, match=r'B_IVAR shape \(6, 2746\) != B_FLUX shape'):
+        read_coadd(path)
+    flux = arrays['flux']['z'][:4]
+    path = _copy_without(src, str(tmp_path / 'nspec.fits'),
+                         replace={'Z_FLUX': flux, 'Z_IVAR': arrays['ivar']['z'][:4],
+                                  'Z_MASK': arrays['mask']['z'][:4]})
+    with pytest.raises(InputFileError, match='bands disagree on the number of spectra'):
+        read_coadd(path)
+
+
+def test_no_flux_hdu(tmp_path):
+    path = str(tmp_path / 'table.fits')
+    Table({'A': [1, 2]}).write(path)
+    with pytest.raises(InputFileError, match='no <BAND>_FLUX HDU'):
+        read_coadd(path)
+    with pytest.raises(InputFileError, match='no REDSHIFTS HDU'):
+        read_redrock(path)
+
+
+def test_zero_spectra(tmp_path, tiny_coadd, config):
+    src, arrays = tiny_coadd
+    repl = {}
+    for b in 'BRZ':
+        n = arrays['wave'][b.lower()].size
+        repl[f'{b}_FLUX'] = np.zeros((0, n), dtype=np.float32)
+        repl[f'{b}_IVAR'] = np.zeros((0, n), dtype=np.float32)
+        repl[f'{b}_MASK'] = np.zeros((0, n), dtype=np.int32)
+    from astropy.io import fits
+    path = str(tmp_path / 'empty.fits')
+    hdus = [fits.PrimaryHDU()]
+    for b in 'BRZ':
+        hdus.append(fits.ImageHDU(arrays['wave'][b.lower()], name=f'{b}_WAVELENGTH'))
+        for part in ('FLUX', 'IVAR', 'MASK'):
+            hdus.append(fits.ImageHDU(repl[f'{b}_{part}'], name=f'{b}_{part}'))
+    fits.HDUList(hdus).writeto(path)
+    X, info = load_coadd_grid(path, config)
+    assert X.shape == (0, config.grid.nbins, 2)
+    assert info.empty.shape == (0,)
+
+
+def test_nan_inf_pixels_masked(tmp_path, tiny_coadd, config):
+    src, arrays = tiny_coadd
+    flux = arrays['flux']['b'].copy()
+    flux[0, 100] = np.nan
+    flux[1, 200] = np.inf
+    ivar = arrays['ivar']['b'].copy()
+    ivar[2, 300] = np.nan
+    path = _copy_without(src, str(tmp_path / 'nan.fits'), replace={'B_FLUX': flux, 'B_IVAR': ivar})
+    coadd = read_coadd(path)
+    assert coadd.nbad['b'] == 3
+    assert coadd.ivar['b'][0, 100] == 0 and coadd.ivar['b'][1, 200] == 0 and coadd.ivar['b'][2, 300] == 0
+    X, _ = load_coadd_grid(path, config)
+    assert np.isfinite(X).all()
+
+
+def _write_redrock(path, targetid, extra_rows=0):
+    n = len(targetid)
+    zb = Table()
+    zb['TARGETID'] = np.asarray(targetid, dtype=np.int64)
+    zb['Z'] = np.linspace(0.1, 3.0, n)
+    zb['ZERR'] = np.full(n, 1e-4)
+    zb['ZWARN'] = np.zeros(n, dtype=np.int64)
+    zb['SPECTYPE'] = np.array(['GALAXY'] * n, dtype='U6')
+    zb['SUBTYPE'] = np.array([''] * n, dtype='U20')
+    zb['DELTACHI2'] = np.full(n, 50.0)
+    zb['CHI2'] = np.full(n, 8000.0)
+    zb['COEFF'] = np.zeros((n, 10))
+    zb.meta['EXTNAME'] = 'REDSHIFTS'
+    fm = Table({'TARGETID': zb['TARGETID']})
+    fm.meta['EXTNAME'] = 'FIBERMAP'
+    with fitsio.FITS(path, 'rw', clobber=True) as fx:
+        fx.write(zb.as_array(), extname='REDSHIFTS')
+        fx.write(fm.as_array(), extname='FIBERMAP')
+    return path
+
+
+def test_read_redrock(tmp_path):
+    path = _write_redrock(str(tmp_path / 'redrock-test.fits'), [5, 3, 9])
+    rr = read_redrock(path)
+    np.testing.assert_array_equal(rr.targetid, [5, 3, 9])
+    assert list(rr.redshifts['SPECTYPE']) == ['GALAXY'] * 3
+    assert rr.redshifts['SPECTYPE'].dtype.kind == 'U'
+    assert rr.redshifts['COEFF'].shape == (3, 10)
+    assert len(rr.fibermap) == 3
+
+
+def test_redrock_missing_column(tmp_path):
+    path = str(tmp_path / 'rr.fits')
+    with fitsio.FITS(path, 'rw', clobber=True) as fx:
+        fx.write(Table({'TARGETID': [1, 2], 'Z': [0.1, 0.2]}).as_array(), extname='REDSHIFTS')
+    with pytest.raises(InputFileError, match='REDSHIFTS lacks column'):
+        read_redrock(path)
+
+
+def test_redrock_duplicate_targetid(tmp_path):
+    path = _write_redrock(str(tmp_path / 'rr.fits'), [1, 1])
+    with pytest.raises(InputFileError, match='duplicated TARGETIDs'):
+        read_redrock(path)
+
+
+def test_directory_is_not_a_file(tmp_path):
+    with pytest.raises(InputFileError, match='is a directory'):
+        read_coadd(str(tmp_path))

@@ -1,0 +1,174 @@
+"""Tests of lbgnet.preprocess: rebinning invariants, masking, edges, empty spectra, real data."""
+import numpy as np
+import pytest
+
+from lbgnet.config import Grid
+from lbgnet.preprocess import grid_channels, grid_spectra, load_coadd_grid, rebin_arms
+
+from conftest import reference_file
+
+GRID = Grid(3600.0, 8.0, 800)
+
+
+def _arm(lo, hi, nspec, rng, pixel=0.8):
+    wave = np.round(lo + pixel * np.arange(int(round((hi - lo) / pixel)) + 1), 4)
+    flux = rng.normal(1.0, 0.5, (nspec, wave.size)).astype(np.float32)
+    ivar = rng.uniform(0.5, 4.0, (nspec, wave.size)).astype(np.float32)
+    return wave, flux, ivar
+
+
+def test_rebin_conserves_weighted_mean_and_total_ivar():
+    rng = np.random.default_rng(1)
+    wave, flux, ivar = _arm(3600.0, 5800.0, 3, rng)
+    fbin, ibin, _ = rebin_arms([wave], [flux], [ivar], GRID)
+    # total ivar conserved
+    np.testing.assert_allclose(ibin.sum(1), ivar.astype(np.float64).sum(1), rtol=1e-6)
+    # ivar-weighted mean flux conserved (over the whole arm)
+    mean_in = (flux * ivar).astype(np.float64).sum(1) / ivar.astype(np.float64).sum(1)
+    mean_out = (fbin * ibin).sum(1) / ibin.sum(1)
+    np.testing.assert_allclose(mean_out, mean_in, rtol=1e-6)
+    # one bin by hand: pixels 3600.0 ... 3607.2 (10 pixels) form bin 0
+    w, f = ivar[0, :10].astype(np.float64), flux[0, :10].astype(np.float64)
+    assert fbin[0, 0] == pytest.approx((w * f).sum() / w.sum(), rel=1e-6)
+    assert ibin[0, 0] == pytest.approx(w.sum(), rel=1e-6)
+
+
+def test_every_bin_gets_exactly_ten_pixels():
+    wave = np.round(3600.0 + 0.8 * np.arange(int((9824.0 - 3600.0) / 0.8) + 1), 4)
+    ones = np.ones((1, wave.size), dtype=np.float32)
+    _, ibin, _ = rebin_arms([wave], [ones], [ones], GRID)
+    full = int((9824.0 - 3600.0) // 8.0)
+    assert np.all(ibin[0, :full] == 10)
+    assert ibin[0, full] == 1          # 9824.0 alone starts bin 778
+    assert np.all(ibin[0, full + 1:] == 0)
+
+
+def test_edge_pixels_land_in_the_right_bin():
+    # values just below an edge through floating-point noise belong to the upper bin
+    wave = np.array([3607.9999999999995, 3608.0, 5799.999999999999, 5800.0, 5807.2, 5808.0])
+    idx = GRID.bin_index(wave)
+    np.testing.assert_array_equal(idx, [1, 1, 275, 275, 275, 276])
+    np.testing.assert_array_equal(GRID.bin_index([3590.0, 3600.0, 9999.2, 10000.0]), [-1, 0, 799, 800])
+    # pixels outside the grid are ignored, those inside counted once
+    wave = np.array([3590.0, 3600.0, 3600.8, 9999.2, 10000.0])
+    ones = np.ones((1, 5), dtype=np.float32)
+    _, ibin, _ = rebin_arms([wave], [ones], [ones], GRID)
+    assert ibin.sum() == 3 and ibin[0, 0] == 2 and ibin[0, 799] == 1
+
+
+def test_overlap_combined_not_overwritten():
+    rng = np.random.default_rng(2)
+    b = _arm(3600.0, 5800.0, 2, rng)
+    r = _arm(5760.0, 7620.0, 2, rng)
+    fbin, ibin, _ = rebin_arms([b[0], r[0]], [b[1], r[1]], [b[2], r[2]], GRID)
+    k = GRID.bin_index(5770.0)                     # bin 271: 5768-5776, in both arms
+    sel_b = GRID.bin_index(b[0]) == k
+    sel_r = GRID.bin_index(r[0]) == k
+    w = np.concatenate([b[2][:, sel_b], r[2][:, sel_r]], axis=1).astype(np.float64)
+    f = np.concatenate([b[1][:, sel_b], r[1][:, sel_r]], axis=1).astype(np.float64)
+    assert sel_b.sum() == 10 and sel_r.sum() == 10
+    np.testing.assert_allclose(ibin[:, k], w.sum(1), rtol=1e-6)
+    np.testing.assert_allclose(fbin[:, k], (w * f).sum(1) / w.sum(1), rtol=1e-6)
+
+
+@pytest.mark.parametrize('kind', ['mask', 'nan_flux', 'inf_flux', 'nan_ivar', 'zero_ivar', 'neg_ivar'])
+def test_invalid_pixels_carry_no_weight(kind):
+    rng = np.random.default_rng(3)
+    wave, flux, ivar = _arm(3600.0, 5800.0, 1, rng)
+    ref_f, ref_i, _ = rebin_arms([wave], [flux.copy()], [ivar.copy()], GRID)
+    mask = np.zeros(flux.shape, dtype=np.int32)
+    bad = 5                                           # a pixel of bin 0
+    flux2, ivar2 = flux.copy(), ivar.copy()
+    if kind == 'mask':
+        mask[0, bad] = 1
+        flux2[0, bad] = 1e6                           # must be ignored
+    elif kind == 'nan_flux':
+        flux2[0, bad] = np.nan
+    elif kind == 'inf_flux':
+        flux2[0, bad] = np.inf
+    elif kind == 'nan_ivar':
+        ivar2[0, bad] = np.nan
+    elif kind == 'zero_ivar':
+        ivar2[0, bad] = 0.0
+        flux2[0, bad] = 1e6
+    elif kind == 'neg_ivar':
+        ivar2[0, bad] = -1.0
+    fbin, ibin, _ = rebin_arms([wave], [flux2], [ivar2], GRID, masks=[mask])
+    keep = np.arange(10) != bad
+    w, f = ivar[0, :10][keep].astype(np.float64), flux[0, :10][keep].astype(np.float64)
+    assert np.isfinite(fbin).all() and np.isfinite(ibin).all()
+    assert ibin[0, 0] == pytest.approx(w.sum(), rel=1e-6)
+    assert fbin[0, 0] == pytest.approx((w * f).sum() / w.sum(), rel=1e-6)
+    np.testing.assert_array_equal(fbin[0, 1:], ref_f[0, 1:])
+
+
+def test_empty_spectra_are_zero_and_flagged():
+    rng = np.random.default_rng(4)
+    wave, flux, ivar = _arm(3600.0, 5800.0, 3, rng)
+    ivar[1] = 0.0
+    flux[2] = np.nan
+    X, arm_valid, nvalid = grid_spectra([wave], [flux], [ivar], GRID)
+    assert X.shape == (3, 800, 2) and X.dtype == np.float32
+    assert np.all(X[1:] == 0) and np.isfinite(X).all()
+    np.testing.assert_array_equal(nvalid == 0, [False, True, True])
+    np.testing.assert_array_equal(arm_valid[:, 0], [True, False, False])
+
+
+def test_channels_definition():
+    rng = np.random.default_rng(5)
+    wave, flux, ivar = _arm(3600.0, 5800.0, 2, rng)
+    X, _, _ = grid_spectra([wave], [flux], [ivar], GRID)
+    fbin, ibin, _ = rebin_arms([wave], [flux], [ivar], GRID)
+    np.testing.assert_allclose(X[..., 1], fbin * np.sqrt(ibin), rtol=1e-5, atol=1e-6)
+    valid = ibin > 0
+    # channel 0 has zero weighted mean and unit weighted rms over valid bins
+    for s in range(2):
+        x, w = X[s, valid[s], 0].astype(np.float64), ibin[s, valid[s]]
+        assert abs(np.average(x, weights=w)) < 1e-5
+        assert np.sqrt(np.average(x ** 2, weights=w)) == pytest.approx(1.0, rel=1e-5)
+    assert np.all(X[:, ~valid.any(0), :] == 0)
+
+
+def test_constant_flux_and_empty_spectrum_channels():
+    isum = np.ones((2, 10))
+    isum[1] = 0.0
+    fsum = 3.0 * isum
+    X = grid_channels(fsum, isum)
+    assert np.all(X[0, :, 0] == 0)                    # constant flux: rms set to 1, no NaN
+    np.testing.assert_allclose(X[0, :, 1], 3.0)
+    assert np.all(X[1] == 0)
+
+
+def test_load_coadd_grid_roundtrip(tiny_coadd, config):
+    path, arrays = tiny_coadd
+    X, info = load_coadd_grid(path, config)
+    assert X.shape == (6, config.grid.nbins, 2)
+    np.testing.assert_array_equal(info.targetid, arrays['targetid'])
+    assert info.bands == ('b', 'r', 'z')
+    assert not info.empty.any() and info.band_valid.all()
+    # identical to gridding the in-memory arrays
+    Xmem, _, _ = grid_spectra([arrays['wave'][b] for b in 'brz'], [arrays['flux'][b] for b in 'brz'],
+                              [arrays['ivar'][b] for b in 'brz'], config.grid)
+    np.testing.assert_allclose(X, Xmem, rtol=1e-6, atol=1e-6)
+
+
+def test_real_desi_coadd(config):
+    path = reference_file('desi-coadd', 'coadd-sv1-dark-80605-25fibres.fits')
+    X, info = load_coadd_grid(path, config)
+    assert X.shape == (25, 800, 2)
+    assert np.isfinite(X).all()
+    assert info.targetid is None                      # stripped file: no FIBERMAP
+    # channel 1 is zero exactly where no pixel has data: recompute which bins have ivar > 0
+    import fitsio
+    has_data = np.zeros((25, 800), dtype=bool)
+    for arm in 'BRZ':
+        wave = fitsio.read(path, arm + '_WAVELENGTH')
+        ivar = fitsio.read(path, arm + '_IVAR')
+        flux = fitsio.read(path, arm + '_FLUX')
+        good = (ivar > 0) & np.isfinite(flux)
+        idx = config.grid.bin_index(wave)
+        for s in range(25):
+            has_data[s, np.unique(idx[good[s]])] = True
+    assert np.all(X[~has_data] == 0)
+    assert np.all(X[..., 1][has_data] != 0)
+    assert np.all(~has_data[:, 779:])
