@@ -1,0 +1,66 @@
+"""
+lbgnet.bitmask
+==============
+
+``LBG_FLAG``: per-spectrum warning bits of the afterburner catalogue.
+
+A spectrum with ``LBG_FLAG == 0`` was processed normally.  Any bit set means the CNN
+outputs of that row should be used with care (or, for ``NODATA`` and
+``NOT_IN_COADD``, not at all: they are then NaN / False).
+
+Bits (see ``doc/afterburner.rst``):
+
+====  ================  ====================================================================
+bit   name              meaning
+====  ================  ====================================================================
+0     NODATA            no valid pixel on the input grid (all masked / ivar = 0 / NaN)
+1     MISSING_CAMERA    one or more of the b, r, z cameras is absent from the file or has no
+                        valid pixel for this spectrum; processed with the cameras present
+2     NOT_SCIENCE       not a science fibre: FIBERMAP ``OBJTYPE != 'TGT'`` or a bad
+                        ``COADD_FIBERSTATUS`` (desispec fibermask bits that make Redrock
+                        set ZWARN NODATA/POORDATA); processed anyway
+3     NOT_IN_COADD      TARGETID is in the Redrock file but not in the coadd: no CNN output
+4     Z_OUT_OF_RANGE    Z_LBG is outside the redshift range the model was trained on
+5     LOW_COVERAGE      fewer than half of the input-grid bins hold a valid pixel
+6     RERUN_FAILED      ``--rerun-redrock``: IS_LBG target not rerun because its prior lies
+                        outside the redshift range of the templates (a Redrock failure fails
+                        the whole file instead)
+====  ================  ====================================================================
+"""
+import yaml
+from desiutil.bitmask import BitMask
+
+_BITDEFS = yaml.safe_load("""
+lbgwarn:
+    - [NODATA,          0, "no valid pixel on the input grid"]
+    - [MISSING_CAMERA,  1, "a b/r/z camera is absent or has no valid pixel"]
+    - [NOT_SCIENCE,     2, "OBJTYPE != TGT or bad COADD_FIBERSTATUS"]
+    - [NOT_IN_COADD,    3, "TARGETID in the Redrock file but not in the coadd"]
+    - [Z_OUT_OF_RANGE,  4, "Z_LBG outside the redshift range of the model"]
+    - [LOW_COVERAGE,    5, "fewer than half of the grid bins are valid"]
+    - [RERUN_FAILED,    6, "IS_LBG but prior outside the rerun templates"]
+""")
+
+#: The cameras a complete DESI spectrum has.
+DESI_CAMERAS = ('b', 'r', 'z')
+
+
+class LBGWarnMask(BitMask):
+    """The ``LBG_FLAG`` bit mask (a :class:`desiutil.bitmask.BitMask`).
+
+    Examples
+    --------
+    >>> mask = LBGWarnMask()
+    >>> int(mask.NODATA | mask.MISSING_CAMERA)
+    3
+    >>> mask.names(5)
+    ['NODATA', 'NOT_SCIENCE']
+    """
+
+    def __init__(self):
+        super().__init__('lbgwarn', _BITDEFS)
+
+    def header_cards(self):
+        """FITS header cards documenting the bits: ``[(key, value, comment), ...]``."""
+        return [(f'LBGBIT{self.bitnum(name):02d}', name, self.comment(name)[:47])
+                for name in self.names()]

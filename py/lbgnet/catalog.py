@@ -1,0 +1,272 @@
+"""
+lbgnet.catalog
+==============
+
+Assemble the afterburner catalogue (HDU ``LBG_CNN``) in the Redrock file's TARGETID
+order, and compute the per-spectrum ``LBG_FLAG`` bits.  Pure numpy / astropy Tables:
+reading and writing live in :mod:`lbgnet.io.catalog`.
+
+The column list and units are documented in ``doc/afterburner.rst``.
+"""
+import re
+
+import numpy as np
+from astropy.table import Table
+
+from .bitmask import DESI_CAMERAS, LBGWarnMask
+from .io.errors import InputFileError
+
+#: FIBERMAP target-bit columns copied when present (main, SV1-3, CMX).
+TARGET_BIT_COLUMN = re.compile(r'^((SV[1-3])_)?(DESI|BGS|MWS|SCND)_TARGET$|^CMX_TARGET$')
+
+#: COADD_FIBERSTATUS bits for which Redrock itself sets a ZWARN bit (NODATA/POORDATA/
+#: LITTLE_COVERAGE, see ``redrock.external.desi``): such a fibre is "not science".
+BAD_FIBERSTATUS_BITS = ('UNASSIGNED', 'BROKENFIBER', 'BADPOSITION', 'POORPOSITION',
+                        'BADAMPB', 'BADAMPR', 'BADAMPZ')
+
+#: Redrock columns copied as ``<NAME>_RR``.
+RR_COLUMNS = ('SPECTYPE', 'Z', 'ZERR', 'ZWARN', 'DELTACHI2')
+
+#: Redrock-rerun columns written as ``<NAME>_NEW``.
+RERUN_COLUMNS = ('Z', 'ZERR', 'ZWARN', 'SPECTYPE', 'SUBTYPE', 'CHI2', 'DELTACHI2', 'COEFF')
+
+#: Types of the ``*_NEW`` columns (fixed, so that catalogues of different files stack).
+RERUN_DTYPES = dict(Z='f8', ZERR='f8', ZWARN='i8', SPECTYPE='U6', SUBTYPE='U20', CHI2='f8',
+                    DELTACHI2='f8', COEFF='f8')
+
+#: Coefficients kept in COEFF_NEW (Redrock's standard width).
+NCOEFF = 10
+
+
+def match_targetids(rr_targetid, coadd_targetid, rr_path='', coadd_path=''):
+    """Row of the coadd holding each Redrock TARGETID.
+
+    Parameters
+    ----------
+    rr_targetid : numpy.ndarray of int
+        TARGETID of the Redrock file, file order, shape (nrr,), unique.
+    coadd_targetid : numpy.ndarray of int
+        TARGETID of the coadd spectra, shape (nspec,).
+    rr_path, coadd_path : str
+        File names, for error messages.
+
+    Returns
+    -------
+    numpy.ndarray of int
+        Shape (nrr,): ``coadd_targetid[idx[i]] == rr_targetid[i]``, or -1 when the
+        Redrock TARGETID is not in the coadd.
+
+    Raises
+    ------
+    InputFileError
+        If a coadd TARGETID is duplicated or absent from the Redrock file: the files do
+        not belong together and no catalogue is written.
+    """
+    rr_targetid = np.asarray(rr_targetid, dtype=np.int64)
+    coadd_targetid = np.asarray(coadd_targetid, dtype=np.int64)
+    uniq, counts = np.unique(coadd_targetid, return_counts=True)
+    if np.any(counts > 1):
+        raise InputFileError(coadd_path, 'duplicated TARGETID(s) in the coadd, e.g. '
+                             f'{uniq[counts > 1][:3].tolist()}')
+    idx = lookup(coadd_targetid, rr_targetid)
+    found = idx >= 0
+    missing = np.setdiff1d(coadd_targetid, rr_targetid[found])
+    if missing.size:
+        raise InputFileError(rr_path, f'TARGETID mismatch with {coadd_path}: {missing.size} of '
+                             f'{coadd_targetid.size} coadd TARGETIDs are not in the Redrock file '
+                             f'(e.g. {missing[:3].tolist()})')
+    if not np.array_equal(coadd_targetid[idx[found]], rr_targetid[found]):
+        raise InputFileError(rr_path, f'TARGETID alignment with {coadd_path} failed')
+    return idx
+
+
+def lookup(keys, queries):
+    """Position of each query in `keys` (unique values), -1 when absent.
+
+    Parameters
+    ----------
+    keys : numpy.ndarray
+        Shape (nkeys,), unique.
+    queries : numpy.ndarray
+        Shape (nq,).
+
+    Returns
+    -------
+    numpy.ndarray of int64
+        Shape (nq,), with ``keys[out[i]] == queries[i]`` where ``out[i] >= 0``.
+    """
+    keys = np.asarray(keys)
+    queries = np.asarray(queries)
+    out = np.full(queries.size, -1, dtype=np.int64)
+    if keys.size == 0:
+        return out
+    order = np.argsort(keys, kind='stable')
+    pos = np.minimum(np.searchsorted(keys[order], queries), keys.size - 1)
+    hit = keys[order][pos] == queries
+    out[hit] = order[pos[hit]]
+    return out
+
+
+def bad_fiberstatus_mask():
+    """Integer mask of :data:`BAD_FIBERSTATUS_BITS` (desispec ``fibermask``)."""
+    from desispec.maskbits import fibermask
+    return int(sum(fibermask.mask(name) for name in BAD_FIBERSTATUS_BITS))
+
+
+def spectrum_flags(info, fibermap, nbins):
+    """``LBG_FLAG`` bits known before running the network, per coadd spectrum.
+
+    Parameters
+    ----------
+    info : lbgnet.preprocess.GridInfo
+        From :func:`lbgnet.preprocess.coadd_to_grid` (empty, bands, band_valid,
+        nvalid_bins), shape (nspec,) arrays.
+    fibermap : astropy.table.Table or None
+        Coadd FIBERMAP (OBJTYPE, COADD_FIBERSTATUS used when present).
+    nbins : int
+        Bins of the input grid.
+
+    Returns
+    -------
+    numpy.ndarray of int32
+        Shape (nspec,): NODATA, MISSING_CAMERA, NOT_SCIENCE and LOW_COVERAGE bits.
+    """
+    mask = LBGWarnMask()
+    nspec = info.empty.size
+    flag = np.zeros(nspec, dtype=np.int32)
+    flag[info.empty] |= mask.NODATA
+    missing = any(cam not in info.bands for cam in DESI_CAMERAS)
+    incomplete = ~np.all(info.band_valid, axis=1) if info.band_valid.size else np.zeros(nspec, bool)
+    flag[incomplete | missing] |= mask.MISSING_CAMERA
+    flag[info.nvalid_bins < nbins / 2] |= mask.LOW_COVERAGE
+    if fibermap is not None:
+        bad = np.zeros(nspec, dtype=bool)
+        if 'OBJTYPE' in fibermap.colnames:
+            bad |= np.char.strip(np.asarray(fibermap['OBJTYPE']).astype(str)) != 'TGT'
+        if 'COADD_FIBERSTATUS' in fibermap.colnames:
+            bad |= (np.asarray(fibermap['COADD_FIBERSTATUS']) & bad_fiberstatus_mask()) != 0
+        flag[bad] |= mask.NOT_SCIENCE
+    return flag
+
+
+def take_rows(values, idx, fill):
+    """``values[idx]`` with `fill` where ``idx == -1`` (rows not in the coadd).
+
+    The dtype of `values` is kept (float32 stays float32), except that integers filled
+    with a non-integer (NaN) become float64.
+    """
+    values = np.asarray(values)
+    dtype = values.dtype
+    if dtype.kind in 'biu' and isinstance(fill, float):
+        dtype = np.dtype(np.float64)
+    if values.shape[0] == 0:
+        out = np.empty((idx.size,) + values.shape[1:], dtype=dtype)
+    else:
+        out = values[np.clip(idx, 0, None)].astype(dtype, copy=True)
+    out[idx < 0] = fill
+    return out
+
+
+def _fill_for(dtype):
+    kind = np.dtype(dtype).kind
+    return np.nan if kind == 'f' else ('' if kind in 'US' else 0)
+
+
+def assemble_catalog(redshifts, idx, fibermap, results, flags, line_names, rerun=None):
+    """The ``LBG_CNN`` table, one row per Redrock row, in Redrock order.
+
+    Parameters
+    ----------
+    redshifts : astropy.table.Table
+        Redrock REDSHIFTS (TARGETID, SPECTYPE, Z, ZERR, ZWARN, DELTACHI2), shape (nrr,).
+    idx : numpy.ndarray of int
+        From :func:`match_targetids`, shape (nrr,).
+    fibermap : astropy.table.Table or None
+        Coadd FIBERMAP, coadd order (TARGET_RA, TARGET_DEC, target bits).
+    results : dict
+        Network outputs in coadd order (:func:`lbgnet.postprocess.postprocess`):
+        C_LINES, Z_LINES (nspec, nlines); C_LBG, IS_LBG, Z_LBG, ZERR_LBG (nspec,).
+    flags : numpy.ndarray of int
+        ``LBG_FLAG`` per coadd spectrum, shape (nspec,).
+    line_names : sequence of str
+        Line names, order of the second axis of C_LINES / Z_LINES.
+    rerun : astropy.table.Table, optional
+        Redrock-rerun results (TARGETID + :data:`RERUN_COLUMNS`); adds the ``*_NEW``
+        columns, NaN / blank / 0 for targets not in it.
+
+    Returns
+    -------
+    astropy.table.Table
+        EXTNAME ``LBG_CNN``.  Rows not in the coadd carry the NOT_IN_COADD bit and NaN
+        (False) network outputs.
+    """
+    out = Table(meta={'EXTNAME': 'LBG_CNN'})
+    out['TARGETID'] = np.asarray(redshifts['TARGETID'], dtype=np.int64)
+    for col in ('TARGET_RA', 'TARGET_DEC'):
+        src = fibermap[col] if fibermap is not None and col in fibermap.colnames else \
+            np.full(len(flags), np.nan)
+        out[col] = take_rows(np.asarray(src, dtype=np.float64), idx, np.nan)
+        out[col].unit = 'deg'
+    if fibermap is not None:
+        for col in fibermap.colnames:
+            if TARGET_BIT_COLUMN.match(col):
+                out[col] = take_rows(np.asarray(fibermap[col], dtype=np.int64), idx, 0)
+    for col in RR_COLUMNS:
+        out[f'{col}_RR'] = np.asarray(redshifts[col])
+    for col, dtype, fill in (('C_LBG', np.float32, np.nan), ('IS_LBG', bool, False),
+                             ('Z_LBG', np.float64, np.nan), ('ZERR_LBG', np.float64, np.nan)):
+        out[col] = take_rows(np.asarray(results[col], dtype=dtype), idx, fill)
+    out['LBG_FLAG'] = take_rows(np.asarray(flags, dtype=np.int32), idx, int(LBGWarnMask().NOT_IN_COADD))
+    c_lines = take_rows(np.asarray(results['C_LINES'], dtype=np.float32), idx, np.nan)
+    z_lines = take_rows(np.asarray(results['Z_LINES'], dtype=np.float64), idx, np.nan)
+    for i, name in enumerate(line_names):
+        out[f'C_{name}'] = c_lines[:, i]
+        out[f'Z_{name}'] = z_lines[:, i]
+    if rerun is not None:
+        add_rerun_columns(out, rerun)
+    return out
+
+
+def add_rerun_columns(table, rerun):
+    """Add ``<COL>_NEW`` columns from a Redrock-rerun table, matched on TARGETID.
+
+    Parameters
+    ----------
+    table : astropy.table.Table
+        Catalogue with TARGETID; modified in place.
+    rerun : astropy.table.Table or None
+        TARGETID + :data:`RERUN_COLUMNS`, any order; None when nothing was rerun.
+
+    Notes
+    -----
+    Column types are fixed (:data:`RERUN_DTYPES`, COEFF_NEW padded to
+    :data:`NCOEFF` coefficients) whatever the templates, so that catalogues stack.
+    Rows not rerun get NaN, blank strings and ZWARN_NEW = 0.
+    """
+    nrow = len(table)
+    idx = np.full(nrow, -1, dtype=np.int64)
+    if rerun is not None and len(rerun):
+        idx = lookup(np.asarray(rerun['TARGETID'], dtype=np.int64),
+                     np.asarray(table['TARGETID'], dtype=np.int64))
+    for col in RERUN_COLUMNS:
+        dtype = RERUN_DTYPES[col]
+        shape = (nrow, NCOEFF) if col == 'COEFF' else (nrow,)
+        out = np.full(shape, _fill_for(dtype), dtype=dtype)
+        if rerun is not None and len(rerun):
+            values = np.asarray(rerun[col]).astype(dtype)
+            if col == 'COEFF':
+                values = values.reshape(len(rerun), -1)[:, :NCOEFF]
+                out[idx >= 0, :values.shape[1]] = values[idx[idx >= 0]]
+            else:
+                out[idx >= 0] = values[idx[idx >= 0]]
+        table[f'{col}_NEW'] = out
+
+
+def apply_model_range(flags, z_lbg, zrange):
+    """Set Z_OUT_OF_RANGE where a finite `z_lbg` is outside `zrange` (returns a new array)."""
+    z_lbg = np.asarray(z_lbg, dtype=np.float64)
+    out = np.array(flags, dtype=np.int32, copy=True)
+    with np.errstate(invalid='ignore'):
+        bad = np.isfinite(z_lbg) & ((z_lbg < zrange[0]) | (z_lbg > zrange[1]))
+    out[bad] |= LBGWarnMask().Z_OUT_OF_RANGE
+    return out

@@ -1,0 +1,181 @@
+"""
+lbgnet.io.catalog
+=================
+
+Write and read the afterburner catalogue (``lbg_cnn-*.fits``, HDU ``LBG_CNN``) with
+its provenance header.  Files are written under a temporary name and renamed, so a
+crash never leaves a partial file under the final name.
+"""
+import hashlib
+import importlib.metadata
+import os
+import sys
+
+import fitsio
+import numpy as np
+from astropy.io import fits
+from astropy.table import Table
+from desiutil.depend import setdep
+
+from .atomic import atomic_path
+from .errors import InputFileError
+from .fitsutil import open_fits
+
+#: Packages whose versions go into DEPNAMnn/DEPVERnn -> their distribution names.  A
+#: fixed list read from the installed metadata (nothing is imported), so that the
+#: header does not depend on what a run happened to import (e.g. mpi4py under MPI).
+PROVENANCE_MODULES = {'numpy': ('numpy',), 'scipy': ('scipy',), 'astropy': ('astropy',),
+                      'fitsio': ('fitsio',), 'desiutil': ('desiutil',), 'desispec': ('desispec',),
+                      'desitarget': ('desitarget',), 'redrock': ('redrock',),
+                      'tensorflow': ('tensorflow', 'tensorflow-cpu'), 'keras': ('keras',)}
+
+#: Header keywords copied from the input files when present.
+LOCATION_KEYS = ('SURVEY', 'PROGRAM', 'SPGRP', 'SPGRPVAL', 'TILEID', 'PETAL', 'NIGHT',
+                 'HPXPIXEL', 'HPXNSIDE', 'HPXNEST')
+
+
+class OutputFileError(OSError):
+    """An output file cannot be written (directory not creatable or not writable).
+
+    Parameters
+    ----------
+    path : str
+    problem : str
+    """
+
+    def __init__(self, path, problem):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f'{path}: {problem}')
+
+
+def _dist_version(dists):
+    """Installed version of the first distribution found in `dists`, or 'not installed'."""
+    for dist in dists:
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return 'not installed'
+
+
+def file_sha256(path, blocksize=1 << 20):
+    """Hex SHA-256 digest of a file (a directory: of its files, in sorted order)."""
+    digest = hashlib.sha256()
+    paths = [path]
+    if os.path.isdir(path):
+        paths = sorted(os.path.join(root, f) for root, _, files in os.walk(path) for f in files)
+    for name in paths:
+        with open(name, 'rb') as fx:
+            for block in iter(lambda: fx.read(blocksize), b''):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def check_writable(path):
+    """Create the directory of `path` if needed and check that it is writable.
+
+    Raises
+    ------
+    OutputFileError
+        If the directory cannot be created or is not writable.
+    """
+    outdir = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(outdir, exist_ok=True)
+    except OSError as err:
+        raise OutputFileError(path, f'cannot create output directory ({err.strerror or err})') from None
+    if not os.access(outdir, os.W_OK | os.X_OK):
+        raise OutputFileError(path, f'output directory {outdir} is not writable')
+
+
+def provenance_header(cards=(), dependencies=None):
+    """A FITS header with code versions (``desiutil.depend`` keywords) and run parameters.
+
+    Parameters
+    ----------
+    cards : sequence of (key, value, comment)
+        Run parameters (model file, sha256, thresholds, input files, ...).
+    dependencies : dict, optional
+        Extra ``name -> version`` pairs for ``DEPNAMnn/DEPVERnn`` (e.g. lbgnet).
+
+    Returns
+    -------
+    astropy.io.fits.Header
+    """
+    header = fits.Header()
+    setdep(header, 'python', '.'.join(map(str, sys.version_info[:3])))
+    for module, dists in PROVENANCE_MODULES.items():
+        setdep(header, module, _dist_version(dists))
+    for name, version in (dependencies or {}).items():
+        setdep(header, name, str(version))
+    for key, value, comment in cards:
+        if value is None:
+            continue
+        if isinstance(value, (np.integer, np.floating, np.bool_)):
+            value = value.item()
+        header[key] = (value, _fit_comment(key, value, comment))
+    return header
+
+
+def _fit_comment(key, value, comment):
+    """Shorten `comment` so that the card fits in 80 characters (no astropy warning)."""
+    used = len(str(fits.Card(key, value)).rstrip())
+    room = 80 - max(used, 30) - 3
+    return comment[:max(room, 0)] if used <= 80 else ''
+
+
+def write_catalog(path, table, header, extname='LBG_CNN'):
+    """Write a catalogue atomically: primary HDU + one binary table, both with `header`.
+
+    Parameters
+    ----------
+    path : str
+    table : astropy.table.Table
+        Columns with ``.unit`` set where they have units (written as TUNITn).
+    header : astropy.io.fits.Header
+        Provenance (see :func:`provenance_header`).
+    extname : str, optional
+        Table HDU name [``LBG_CNN``].
+
+    Raises
+    ------
+    OutputFileError
+        If the output directory is not writable.
+    """
+    check_writable(path)
+    records = [dict(name=card.keyword, value=card.value, comment=card.comment)
+               for card in header.cards if card.keyword not in ('', 'COMMENT', 'HISTORY')]
+    units = [str(table[col].unit) if table[col].unit is not None else '' for col in table.colnames]
+    data = np.asarray(table.as_array())
+    with atomic_path(path) as tmp:
+        with fitsio.FITS(tmp, 'rw', clobber=True) as fx:
+            fx.write(None, header=records)
+            fx.write(data, extname=extname, header=records, units=units)
+    return path
+
+
+def read_catalog(path, extname='LBG_CNN'):
+    """Read a catalogue written by :func:`write_catalog`.
+
+    Returns
+    -------
+    table : astropy.table.Table
+        With units; ``table.meta`` holds the table header keywords.
+    header : dict
+        Primary header keywords.
+
+    Raises
+    ------
+    InputFileError
+        Missing / non-FITS / truncated file, or no `extname` HDU.
+    """
+    with open_fits(path) as fx:
+        names = [h.get_extname().upper() for h in fx]
+        if extname not in names:
+            raise InputFileError(path, f'no {extname} HDU')
+        header = {k: fx[0].read_header()[k] for k in fx[0].read_header().keys()}
+    with fits.open(path, memmap=False) as hdul:
+        table = Table.read(hdul[extname], mask_invalid=False)
+    table.meta['EXTNAME'] = extname
+    return table, header

@@ -1,0 +1,240 @@
+"""
+lbgnet.io.discover
+==================
+
+Find the input files of an afterburner run and name its outputs.
+
+Inputs are either explicit coadd paths / glob patterns or a directory holding a DESI
+spectroscopic reduction layout::
+
+    healpix/{survey}/{program}/{pixgroup}/{pix}/coadd-{survey}-{program}-{pix}.fits
+    tiles/cumulative/{tile}/{night}/coadd-{petal}-{tile}-thru{night}.fits
+
+(and the other ``tiles/<group>/{tile}/{...}/coadd-{petal}-{tile}-{...}.fits`` groupings).
+The Redrock file of a coadd is the same name with the ``coadd`` prefix replaced by
+``redrock`` in the same directory, as :func:`desispec.io.util.replace_prefix` does.
+Outputs go beside each input, or under an output directory that mirrors the input tree.
+"""
+import glob
+import os
+import re
+from dataclasses import dataclass
+
+from .errors import InputFileError
+
+#: Output file prefixes.
+CATALOG_PREFIX = 'lbg_cnn'
+PRIORS_PREFIX = 'priors_lbg'
+
+_HEALPIX_NAME = re.compile(r'^(?:[a-z_]+)-(?P<SURVEY>[a-z][a-z0-9]*)-(?P<PROGRAM>[a-z][a-z0-9]*)-'
+                           r'(?P<HPXPIXEL>\d+)\.fits(?:\.gz)?$')
+_TILE_NAME = re.compile(r'^(?:[a-z_]+)-(?P<PETAL>\d)-(?P<TILEID>\d+)-'
+                        r'(?P<SPGRP>thru|exp|)(?P<NIGHT>\d+)\.fits(?:\.gz)?$')
+_COADD_NAME = re.compile(r'^coadd-.*\.fits(?:\.gz)?$')
+
+
+@dataclass(frozen=True)
+class FileJob:
+    """One coadd to process and where its products go.
+
+    Attributes
+    ----------
+    coadd, redrock : str
+        Input files.
+    output : str
+        Output catalogue (``lbg_cnn-*.fits``).
+    priors : str
+        Output Redrock priors file (``priors_lbg-*.fits``).
+    size : int
+        Size of the coadd in bytes (0 when missing), the weight for :func:`split_work`.
+    """
+
+    coadd: str
+    redrock: str
+    output: str
+    priors: str
+    size: int = 0
+
+
+def replace_prefix(path, old, new):
+    """Replace the leading `old` of the file name in `path` by `new`.
+
+    Parameters
+    ----------
+    path : str
+    old, new : str
+        Prefixes, e.g. ``'coadd'`` and ``'redrock'``.
+
+    Returns
+    -------
+    str
+
+    Raises
+    ------
+    InputFileError
+        If the file name does not start with `old`.
+    """
+    head, tail = os.path.split(str(path))
+    if not tail.startswith(old):
+        raise InputFileError(path, f'file name does not start with "{old}", cannot derive '
+                             f'the "{new}" file name (give it explicitly)')
+    return os.path.join(head, new + tail[len(old):])
+
+
+def redrock_path(coadd):
+    """Redrock file of `coadd`: ``coadd-X.fits`` → ``redrock-X.fits`` in the same directory."""
+    return replace_prefix(coadd, 'coadd', 'redrock')
+
+
+def expand_coadds(patterns):
+    """Expand coadd paths and glob patterns, keeping order and dropping duplicates.
+
+    Parameters
+    ----------
+    patterns : sequence of str
+        Paths or shell patterns.  A literal path (no ``*?[``) is kept even when it does
+        not exist, so that it is reported as a failed file later.
+
+    Returns
+    -------
+    paths : list of str
+    unmatched : list of str
+        Patterns that matched no file.
+    """
+    paths, unmatched, seen = [], [], set()
+    for pattern in patterns:
+        if glob.has_magic(pattern):
+            found = sorted(glob.glob(pattern))
+            if not found:
+                unmatched.append(pattern)
+        else:
+            found = [pattern]
+        for path in found:
+            key = os.path.abspath(path)
+            if key not in seen:
+                seen.add(key)
+                paths.append(path)
+    return paths, unmatched
+
+
+def find_coadds(input_dir):
+    """All ``coadd-*.fits`` files below `input_dir` (a reduction layout), sorted.
+
+    Parameters
+    ----------
+    input_dir : str
+        E.g. ``$DESI_SPECTRO_REDUX/$SPECPROD``, or its ``healpix/`` or ``tiles/`` part,
+        or any directory below those.
+
+    Returns
+    -------
+    list of str
+
+    Raises
+    ------
+    InputFileError
+        If `input_dir` is not a directory.
+    """
+    if not os.path.isdir(input_dir):
+        raise InputFileError(input_dir, 'input directory does not exist')
+    found = []
+    for root, dirs, files in os.walk(input_dir):
+        dirs.sort()
+        found.extend(os.path.join(root, f) for f in sorted(files) if _COADD_NAME.match(f))
+    return found
+
+
+def output_paths(coadd, root=None, outdir=None):
+    """Catalogue and priors file names for one coadd.
+
+    Parameters
+    ----------
+    coadd : str
+    root : str, optional
+        Top of the input tree; with `outdir`, the coadd's directory relative to `root`
+        is recreated under `outdir`.
+    outdir : str, optional
+        Output tree; outputs go beside the coadd when omitted.
+
+    Returns
+    -------
+    output, priors : str
+    """
+    head, tail = os.path.split(coadd)
+    if outdir is not None:
+        rel = os.path.relpath(os.path.abspath(head), os.path.abspath(root or head))
+        head = os.path.normpath(os.path.join(outdir, rel))
+    base = tail[len('coadd'):] if tail.startswith('coadd') else '-' + tail
+    return (os.path.join(head, CATALOG_PREFIX + base), os.path.join(head, PRIORS_PREFIX + base))
+
+
+def plan_jobs(coadds, root=None, outdir=None):
+    """One :class:`FileJob` per coadd, outputs beside it or mirrored under `outdir`.
+
+    Parameters
+    ----------
+    coadds : sequence of str
+    root : str, optional
+        Top of the input tree (``--input-dir``); the common directory of the coadds
+        when omitted.
+    outdir : str, optional
+
+    Returns
+    -------
+    list of FileJob
+
+    Raises
+    ------
+    ValueError
+        If a coadd is not below `root` (with `outdir`) or two coadds would write the
+        same output file.
+    """
+    coadds = list(coadds)
+    if root is None and coadds:
+        root = os.path.commonpath([os.path.dirname(os.path.abspath(c)) for c in coadds])
+    jobs, owners = [], {}
+    for coadd in coadds:
+        rel = os.path.relpath(os.path.abspath(coadd), os.path.abspath(root))
+        if outdir is not None and rel.startswith('..'):
+            raise ValueError(f'{coadd} is not below the input directory {root}')
+        output, priors = output_paths(coadd, root, outdir)
+        key = os.path.abspath(output)
+        if key in owners:
+            raise ValueError(f'{coadd} and {owners[key]} would both write {output}')
+        owners[key] = coadd
+        try:
+            rrfile = redrock_path(coadd)
+        except InputFileError:
+            rrfile = ''
+        size = os.path.getsize(coadd) if os.path.isfile(coadd) else 0
+        jobs.append(FileJob(coadd, rrfile, output, priors, size))
+    return jobs
+
+
+def file_metadata(path):
+    """SURVEY/PROGRAM/HPXPIXEL or PETAL/TILEID/NIGHT parsed from a DESI file name.
+
+    Parameters
+    ----------
+    path : str
+        E.g. ``.../coadd-main-dark-10016.fits`` or ``lbg_cnn-3-80605-thru20201219.fits``.
+
+    Returns
+    -------
+    dict
+        Upper-case keys with int (HPXPIXEL, PETAL, TILEID, NIGHT) or str values; empty
+        when the name follows neither pattern.  SPGRP is ``'healpix'``, ``'cumulative'``
+        (thru), ``'perexp'`` or ``'pernight'``.
+    """
+    name = os.path.basename(str(path))
+    match = _HEALPIX_NAME.match(name)
+    if match:
+        return dict(SURVEY=match['SURVEY'], PROGRAM=match['PROGRAM'],
+                    HPXPIXEL=int(match['HPXPIXEL']), SPGRP='healpix')
+    match = _TILE_NAME.match(name)
+    if match:
+        spgrp = {'thru': 'cumulative', 'exp': 'perexp', '': 'pernight'}[match['SPGRP']]
+        out = dict(PETAL=int(match['PETAL']), TILEID=int(match['TILEID']), SPGRP=spgrp)
+        out['EXPID' if spgrp == 'perexp' else 'NIGHT'] = int(match['NIGHT'])
+        return out
+    return {}

@@ -1,0 +1,97 @@
+"""
+lbgnet.io.rrtemplate
+====================
+
+Write Redrock template files: HDU 0 ``BASIS_VECTORS`` (nbasis, nwave) on a linear
+rest-frame grid ``CRVAL1 + CDELT1 * i`` (Å, ``LOGLAM = 0``) with ``RRTYPE``,
+``RRSUBTYP``, ``VERSION``, ``RRMETHOD`` and the ``RRIGM`` keyword naming the IGM model
+Redrock applies at each redshift, and HDU 1 ``REDSHIFTS`` holding the redshift grid that
+Redrock scans.  This is the format :class:`redrock.templates.Template` reads.
+"""
+import numpy as np
+from astropy.io import fits
+
+from .atomic import atomic_path
+from .catalog import check_writable
+
+#: IGM models known to redrock 0.21 (:func:`redrock.igm.transmission_Lyman`).
+IGM_MODELS = ('Inoue14', 'Calura12', 'Kamble20', 'None')
+
+
+def template_filename(spectype, subtype, version):
+    """Redrock's file-name convention, ``rrtemplate-{SPECTYPE}-{SUBTYPE}-v{VERSION}.fits``."""
+    return f'rrtemplate-{spectype}-{subtype}-v{version}.fits'
+
+
+def write_rr_template(path, wave, basis, redshifts, spectype='GALAXY', subtype='LBG',
+                      version='0.1', igm='Inoue14', comments=(), cards=()):
+    """Write a Redrock PCA template file atomically.
+
+    Parameters
+    ----------
+    path : str
+    wave : numpy.ndarray
+        Rest-frame wavelengths (Å), linear and increasing, shape (nwave,).
+    basis : numpy.ndarray
+        Basis vectors, shape (nbasis, nwave); written as float32 when given as float32
+        (Redrock reads them as float64).
+    redshifts : numpy.ndarray
+        Redshift grid scanned by Redrock, increasing, shape (nz,).
+    spectype, subtype, version : str, optional
+        RRTYPE, RRSUBTYP and VERSION keywords [GALAXY, LBG, 0.1].
+    igm : str, optional
+        RRIGM keyword, one of :data:`IGM_MODELS` [Inoue14].
+    comments : sequence of str, optional
+        COMMENT cards (how the template was made).
+    cards : sequence of (key, value, comment), optional
+        Extra keywords (seed, number of spectra, ...).
+
+    Raises
+    ------
+    ValueError
+        Non-linear or non-increasing wavelengths, shape mismatch, unknown IGM model,
+        non-finite values.
+    """
+    wave = np.asarray(wave, dtype=np.float64)
+    basis = np.atleast_2d(np.asarray(basis))
+    if basis.dtype not in (np.float32, np.float64):
+        basis = basis.astype(np.float64)
+    redshifts = np.asarray(redshifts, dtype=np.float64)
+    step = np.diff(wave)
+    if wave.ndim != 1 or wave.size < 2 or np.any(step <= 0) or not np.allclose(step, step[0], rtol=1e-6):
+        raise ValueError('wave must be linear and increasing')
+    if basis.shape[1] != wave.size:
+        raise ValueError(f'basis shape {basis.shape} does not match {wave.size} wavelengths')
+    if igm not in IGM_MODELS:
+        raise ValueError(f'IGM model {igm!r} not in {IGM_MODELS}')
+    if not (np.all(np.isfinite(basis)) and np.all(np.isfinite(redshifts))) or np.any(np.diff(redshifts) <= 0):
+        raise ValueError('basis and redshifts must be finite, redshifts increasing')
+    hdr = fits.Header()
+    hdr['CRVAL1'] = (float(wave[0]), 'restframe starting wavelength [Angstrom]')
+    hdr['CDELT1'] = (float(step[0]), 'restframe wavelength step [Angstrom]')
+    hdr['CRPIX1'] = 1
+    hdr['LOGLAM'] = (0, 'linear wavelength grid')
+    hdr['RRTYPE'] = (spectype, 'Redrock spectral type')
+    hdr['RRSUBTYP'] = (subtype, 'Redrock spectral subtype')
+    hdr['VERSION'] = (str(version), 'template version')
+    hdr['RRMETHOD'] = ('PCA', 'basis vectors are a PCA')
+    hdr['RRIGM'] = (igm, 'IGM model Redrock applies at each redshift')
+    hdr['EXTNAME'] = 'BASIS_VECTORS'
+    for key, value, comment in cards:
+        hdr[key] = (value, comment)
+    for text in comments:
+        hdr['COMMENT'] = text
+    zhdu = fits.ImageHDU(redshifts, name='REDSHIFTS')
+    check_writable(path)
+    with atomic_path(path) as tmp:
+        fits.HDUList([fits.PrimaryHDU(basis, header=hdr), zhdu]).writeto(tmp)
+    return path
+
+
+def default_template_path():
+    """The LBG template shipped in ``lbgnet/data`` (newest version), or None."""
+    import glob
+    import os
+    datadir = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'data')
+    found = sorted(glob.glob(os.path.join(datadir, 'rrtemplate-GALAXY-LBG-v*.fits')))
+    return found[-1] if found else None

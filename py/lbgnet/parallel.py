@@ -1,0 +1,97 @@
+"""
+lbgnet.parallel
+===============
+
+Distribution of files over MPI ranks, as a pure function (no MPI import here).
+"""
+import numpy as np
+
+
+def split_work(items, size, rank, weights=None):
+    """The items that rank `rank` of `size` ranks should process.
+
+    Items are taken largest first and each goes to the rank with the smallest total
+    weight so far (ties: lowest rank), the classic "longest processing time first"
+    greedy schedule.  The result is deterministic and the union over all ranks is
+    exactly `items`, each once.
+
+    Parameters
+    ----------
+    items : sequence
+        Work units (e.g. file names).
+    size : int
+        Number of ranks (>= 1).
+    rank : int
+        This rank, 0 <= rank < size.
+    weights : sequence of float, optional
+        Cost of each item (e.g. file size in bytes), same length as `items`; all equal
+        when omitted.  Must be finite and >= 0.
+
+    Returns
+    -------
+    list
+        The items of `rank`, largest first (input order among equal weights).
+
+    Raises
+    ------
+    ValueError
+        If `size` < 1, `rank` is out of range, or `weights` has the wrong length or
+        negative / non-finite values.
+
+    Examples
+    --------
+    >>> split_work(['a', 'b', 'c', 'd'], 2, 0, weights=[1, 5, 2, 3])
+    ['b', 'a']
+    >>> split_work(['a', 'b', 'c', 'd'], 2, 1, weights=[1, 5, 2, 3])
+    ['d', 'c']
+    """
+    items = list(items)
+    if int(size) < 1:
+        raise ValueError(f'size must be >= 1, got {size}')
+    if not 0 <= int(rank) < int(size):
+        raise ValueError(f'rank must be in [0, {size}), got {rank}')
+    if weights is None:
+        weights = np.ones(len(items))
+    weights = np.asarray(weights, dtype=np.float64)
+    if weights.shape != (len(items),):
+        raise ValueError(f'weights has shape {weights.shape}, expected ({len(items)},)')
+    if not np.all(np.isfinite(weights)) or np.any(weights < 0):
+        raise ValueError('weights must be finite and >= 0')
+    order = np.argsort(-weights, kind='stable')
+    load = np.zeros(int(size))
+    owner = np.empty(len(items), dtype=np.int64)
+    for i in order:
+        dest = int(np.argmin(load))
+        owner[i] = dest
+        load[dest] += weights[i]
+    return [items[i] for i in order if owner[i] == rank]
+
+
+def threads_per_rank(affinities, local_rank):
+    """CPU threads one rank should use, given the CPU sets of the ranks on its node.
+
+    Ranks pinned to disjoint CPU sets (``srun --cpu-bind``) each use their own set; ranks
+    that share a set (``mpiexec`` without binding) divide it between them.
+
+    Parameters
+    ----------
+    affinities : sequence of frozenset of int
+        ``os.sched_getaffinity(0)`` of every rank on this node, in node-local rank order.
+    local_rank : int
+        Position of this rank in `affinities`.
+
+    Returns
+    -------
+    int
+        >= 1.
+
+    Examples
+    --------
+    >>> threads_per_rank([frozenset({0, 1}), frozenset({0, 1})], 0)
+    1
+    >>> threads_per_rank([frozenset({0, 1}), frozenset({2, 3})], 1)
+    2
+    """
+    mine = affinities[local_rank]
+    sharing = sum(1 for cpus in affinities if cpus == mine)
+    return max(1, len(mine) // sharing)

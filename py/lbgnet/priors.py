@@ -1,0 +1,71 @@
+"""
+lbgnet.priors
+=============
+
+Redrock redshift priors from the CNN output (pure numpy).
+
+The CNN places each line in one of ``nboxes`` boxes of equal width in wavelength on
+the *linear* input grid, ``W = dwave * nbins / nboxes`` Å (160 Å for the base
+configuration), and regresses the position inside the box.  A line of rest
+wavelength λ_l found at redshift z can only be wrong by about one box when the box is
+right and the offset wrong, i.e. by ``Δz_l = W / λ_l`` in redshift (independent of z,
+unlike the log-grid boxes of QuasarNET whose width scales as 1+z).  The prior of a
+target is a top hat centred on Z_LBG with full width ``SIGMA = 2 W / λ_best`` (±one box
+of the most confident line), so Redrock searches ``|z - Z_LBG| < W / λ_best``.
+"""
+import numpy as np
+
+#: Prior function written into the PRIORS file.
+PRIOR_FUNCTION = 'tophat'
+
+
+def prior_width(c_lines, config):
+    """Top-hat full width (in z) of the Redrock prior, per spectrum.
+
+    Parameters
+    ----------
+    c_lines : numpy.ndarray
+        Line confidences, shape (nspec, nlines), NaN allowed.
+    config : lbgnet.config.Config
+        Grid, nboxes and line list.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``2 * box_width / λ_rest[best line]``, shape (nspec,).
+
+    Examples
+    --------
+    For Lyα as best line on the base grid: 2 × 160 / 1215.67 = 0.263.
+    """
+    c_lines = np.asarray(c_lines, dtype=np.float64)
+    best = np.argmax(np.where(np.isfinite(c_lines), c_lines, -np.inf), axis=1)
+    return 2.0 * config.box_width / config.lines.wave_array[best]
+
+
+def select_priors(catalog, config, zrange=None):
+    """TARGETID, Z and SIGMA of the catalogue rows that get a prior (IS_LBG, finite Z_LBG).
+
+    Parameters
+    ----------
+    catalog : astropy.table.Table
+        Afterburner catalogue (TARGETID, IS_LBG, Z_LBG, C_<LINE>).
+    config : lbgnet.config.Config
+    zrange : tuple of float, optional
+        Keep only priors whose top hat overlaps ``[zmin, zmax]`` (e.g. the redshift
+        grid of the Redrock template used in a rerun).
+
+    Returns
+    -------
+    targetid : numpy.ndarray of int64
+    z, sigma : numpy.ndarray of float64
+    """
+    c_lines = np.column_stack([np.asarray(catalog[f'C_{n}'], dtype=np.float64)
+                               for n in config.lines.names]) if len(catalog) else \
+        np.zeros((0, len(config.lines)))
+    z = np.asarray(catalog['Z_LBG'], dtype=np.float64)
+    keep = np.asarray(catalog['IS_LBG'], dtype=bool) & np.isfinite(z)
+    sigma = prior_width(c_lines, config) if len(catalog) else np.zeros(0)
+    if zrange is not None:
+        keep &= (z + sigma / 2 > zrange[0]) & (z - sigma / 2 < zrange[1])
+    return (np.asarray(catalog['TARGETID'], dtype=np.int64)[keep], z[keep], sigma[keep])

@@ -1,0 +1,170 @@
+"""
+lbgnet.redrock_rerun
+====================
+
+Rerun Redrock in-process on the targets the CNN selected, with the CNN redshift as a
+prior and an LBG template (``desi_lbg_make_template``).
+
+redrock 0.21 still uses ``np.NaN``, removed in numpy 2: :func:`import_rrdesi` restores
+the alias before importing redrock, and only here.  ``rrdesi`` is always called with
+``comm=None`` (one file per MPI rank), so it raises instead of calling
+``comm.Abort()`` — which would make ``mpiexec`` exit 0 — and its output file is checked
+before use.
+"""
+import contextlib
+import io
+import os
+import tempfile
+
+import numpy as np
+from desiutil.log import get_logger
+
+from .io import read_redrock
+from .io.errors import InputFileError
+from .io.fitsutil import extnames, open_fits
+from .io.priors import priors_table, write_priors
+
+
+class RerunError(RuntimeError):
+    """The Redrock rerun failed (message names the coadd and the reason)."""
+
+
+def import_rrdesi():
+    """Import :func:`redrock.external.desi.rrdesi` on numpy 2 (``np.NaN`` shim)."""
+    if 'NaN' not in np.__dict__:
+        np.NaN = np.nan
+    from redrock.external.desi import rrdesi
+    return rrdesi
+
+
+def template_files(templates):
+    """Expand Redrock template arguments (files, directories, ``.txt`` lists) to files.
+
+    Parameters
+    ----------
+    templates : sequence of str
+
+    Returns
+    -------
+    list of str
+
+    Raises
+    ------
+    InputFileError
+        If an entry does not exist or a directory holds no ``rrtemplate-*.fits``.
+    """
+    import_rrdesi()
+    from redrock.templates import find_templates
+    files = []
+    for entry in templates:
+        if not os.path.exists(entry):
+            raise InputFileError(entry, 'Redrock template file or directory not found')
+        found = find_templates(entry) if (os.path.isdir(entry) or entry.endswith('.txt')) else [entry]
+        if not found:
+            raise InputFileError(entry, 'no rrtemplate-*.fits Redrock template found')
+        files.extend(found)
+    return files
+
+
+def template_zrange(files):
+    """Smallest and largest redshift scanned by a set of Redrock templates.
+
+    Parameters
+    ----------
+    files : sequence of str
+        Template files.
+
+    Returns
+    -------
+    (float, float)
+    """
+    import_rrdesi()
+    from redrock.templates import Template
+    zmin, zmax = np.inf, -np.inf
+    with contextlib.redirect_stdout(io.StringIO()):
+        for name in files:
+            try:
+                redshifts = Template(name).redshifts
+            except (OSError, KeyError, ValueError) as err:
+                raise InputFileError(name, f'not a Redrock template ({err})') from None
+            zmin, zmax = min(zmin, float(np.min(redshifts))), max(zmax, float(np.max(redshifts)))
+    return zmin, zmax
+
+
+def check_rerunnable(coadd):
+    """Check that a coadd has what rrdesi needs (RESOLUTION, FIBERMAP, EXP_FIBERMAP, SCORES).
+
+    Raises
+    ------
+    InputFileError
+        Naming the first missing HDU.
+    """
+    with open_fits(coadd) as fx:
+        names = extnames(fx)
+    bands = [n[:-len('_FLUX')] for n in names if n.endswith('_FLUX')]
+    need = [f'{b}_RESOLUTION' for b in bands] + ['FIBERMAP', 'EXP_FIBERMAP', 'SCORES']
+    missing = [n for n in need if n not in names]
+    if missing:
+        raise InputFileError(coadd, f'cannot rerun Redrock: no {missing[0]} HDU')
+
+
+def rerun_redrock(coadd, targetid, z, sigma, templates, function='tophat', workdir=None):
+    """Run Redrock on `targetid` of `coadd` with priors, return its REDSHIFTS rows.
+
+    Parameters
+    ----------
+    coadd : str
+        Coadd file (with RESOLUTION, EXP_FIBERMAP and SCORES HDUs).
+    targetid : numpy.ndarray of int
+        Targets to refit, shape (n,), n >= 1.
+    z, sigma : numpy.ndarray of float
+        Prior centre and width (see :mod:`lbgnet.priors`), shape (n,).
+    templates : sequence of str
+        Redrock template files (see :func:`template_files`).
+    function : str, optional
+        Prior shape [tophat].
+    workdir : str, optional
+        Where the temporary priors and Redrock files go [system temporary directory].
+
+    Returns
+    -------
+    astropy.table.Table
+        Redrock REDSHIFTS columns (TARGETID, Z, ZERR, ZWARN, SPECTYPE, SUBTYPE, CHI2,
+        DELTACHI2, COEFF), one row per requested TARGETID, in the order of `targetid`.
+
+    Raises
+    ------
+    RerunError
+        If Redrock fails or writes no output, or returns other TARGETIDs.
+    """
+    log = get_logger()
+    rrdesi = import_rrdesi()
+    targetid = np.asarray(targetid, dtype=np.int64)
+    with tempfile.TemporaryDirectory(prefix='lbg-rerun-', dir=workdir) as tmp:
+        prior_file = os.path.join(tmp, 'priors.fits')
+        outfile = os.path.join(tmp, 'redrock.fits')
+        write_priors(prior_file, priors_table(targetid, z, sigma, function))
+        # A leading space keeps argparse from reading a negative TARGETID as an option.
+        options = ['--infiles', coadd, '--templates', *templates, '--priors', prior_file,
+                   '--targetids', ' ' + ','.join(str(t) for t in targetid),
+                   '--outfile', outfile, '--mp', '1']
+        log.info('%s: rerunning Redrock on %d targets with %s', coadd, targetid.size,
+                 ', '.join(os.path.basename(t) for t in templates))
+        chatter = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(chatter):
+                rrdesi(options, comm=None)
+        # rrdesi is third-party code that may raise anything, or call sys.exit(1) on bad
+        # options: turn every failure into one RerunError naming the coadd.
+        except (Exception, SystemExit) as err:  # noqa: BLE001
+            log.debug('Redrock output:\n%s', chatter.getvalue())
+            raise RerunError(f'{coadd}: Redrock rerun failed ({type(err).__name__}: {err})') from None
+        if not os.path.isfile(outfile):
+            raise RerunError(f'{coadd}: Redrock rerun wrote no output')
+        redshifts = read_redrock(outfile, read_fibermap=False).redshifts
+    tid = np.asarray(redshifts['TARGETID'], dtype=np.int64)
+    order = np.argsort(tid)
+    pos = np.minimum(np.searchsorted(tid[order], targetid), max(tid.size - 1, 0))
+    if tid.size == 0 or not np.array_equal(tid[order][pos], targetid):
+        raise RerunError(f'{coadd}: Redrock rerun returned TARGETIDs that differ from the request')
+    return redshifts[order[pos]]

@@ -1,0 +1,334 @@
+"""
+lbgnet.scripts.lbg_afterburner
+==============================
+
+``desi_lbg_afterburner``: run the LBG line finder on DESI coadds and write, per coadd,
+an ``LBG_CNN`` catalogue in Redrock TARGETID order and a Redrock priors file;
+optionally rerun Redrock on the selected targets with those priors.  Many files can be
+processed in one job, spread over MPI ranks (``--mpi``).
+"""
+import argparse
+import glob
+import os
+import time
+import traceback
+from dataclasses import dataclass
+
+import numpy as np
+from desiutil.log import get_logger
+
+from ..afterburner import (DEFAULT_BATCH, DEFAULT_CHUNK, RerunSetup, catalog_header,
+                           default_model_path, default_template_path, load_network,
+                           node_threads, predict_coadd, rerun_into, set_threads)
+from ..catalog import assemble_catalog, match_targetids
+from ..io import read_redrock
+from ..io.catalog import OutputFileError, check_writable, read_catalog, write_catalog
+from ..io.chunks import iter_coadd_chunks
+from ..io.discover import FileJob, expand_coadds, find_coadds, plan_jobs
+from ..io.errors import InputFileError
+from ..io.priors import priors_table, write_priors
+from ..parallel import split_work
+from ..priors import PRIOR_FUNCTION, select_priors
+from ..redrock_rerun import RerunError, template_files, template_zrange
+
+#: Failures reported as one line (anything else also gets its traceback logged).
+EXPECTED_ERRORS = (InputFileError, OutputFileError, RerunError)
+
+
+def parse(options=None):
+    """Parse the command line of ``desi_lbg_afterburner``."""
+    parser = argparse.ArgumentParser(
+        description='Find Lyman Break Galaxies in DESI coadds with the lbgnet CNN; write an '
+                    'LBG_CNN catalogue (Redrock TARGETID order) and Redrock priors per coadd.')
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument('--coadd', nargs='+', metavar='COADD', help='coadd file(s) or glob pattern(s)')
+    src.add_argument('--input-dir', help='reduction directory searched for coadd-*.fits '
+                     '(healpix/ and tiles/ layouts)')
+    src.add_argument('--example', action='store_true',
+                     help='simulate two small mock files in a temporary directory, run on them '
+                     'and compare with the truth')
+    parser.add_argument('--redrock', help='Redrock file of a single --coadd [coadd-X → redrock-X]')
+    parser.add_argument('--output', help='output catalogue of a single --coadd '
+                        '[lbg_cnn-X.fits beside the coadd or under --outdir]')
+    parser.add_argument('--priors', help='output priors file of a single --coadd '
+                        '[priors_lbg-X.fits beside the output]')
+    parser.add_argument('--outdir', help='output tree mirroring the input tree [beside the inputs]')
+    parser.add_argument('--model', help='model file [the pretrained model shipped with lbgnet]')
+    parser.add_argument('--c-thresh', type=float, help='line confidence threshold [from the model]')
+    parser.add_argument('--n-thresh', type=int, help='lines above --c-thresh for IS_LBG [from the model]')
+    parser.add_argument('--rerun-redrock', action='store_true',
+                        help='rerun Redrock on IS_LBG targets with the CNN priors')
+    parser.add_argument('--templates', nargs='+', help='Redrock template file(s)/directory for '
+                        '--rerun-redrock [the LBG template shipped with lbgnet]')
+    parser.add_argument('--overwrite', action='store_true', help='redo files whose output exists')
+    parser.add_argument('--chunk-size', type=int, default=DEFAULT_CHUNK,
+                        help='spectra read and predicted at once [%(default)s]')
+    parser.add_argument('--batch-size', type=int, default=DEFAULT_BATCH,
+                        help='spectra per forward pass of the network [%(default)s]')
+    parser.add_argument('--threads', type=int, help='CPU threads of the network per rank [the '
+                        'cores available to the rank, shared with the ranks bound to the same cores]')
+    parser.add_argument('--mpi', action='store_true', help='spread files over MPI ranks')
+    args = parser.parse_args(options)
+    single = args.coadd is not None and len(args.coadd) == 1 and not any(c in args.coadd[0] for c in '*?[')
+    for opt in ('redrock', 'output', 'priors'):
+        if getattr(args, opt) is not None and not single:
+            parser.error(f'--{opt} needs exactly one --coadd file (no pattern, no --input-dir)')
+    if args.example and (args.mpi or args.outdir or args.rerun_redrock):
+        parser.error('--example runs alone (no --mpi, --outdir or --rerun-redrock)')
+    if args.output is not None and args.outdir is not None:
+        parser.error('give --output or --outdir, not both')
+    if args.templates and not args.rerun_redrock:
+        parser.error('--templates only makes sense with --rerun-redrock')
+    if args.threads is not None and args.threads < 1:
+        parser.error('--threads must be >= 1')
+    if args.chunk_size < 1 or args.batch_size < 1:
+        parser.error('--chunk-size and --batch-size must be >= 1')
+    if args.c_thresh is not None and not 0.0 <= args.c_thresh <= 1.0:
+        parser.error('--c-thresh must be in [0, 1]')
+    return args
+
+
+@dataclass
+class Outcome:
+    """What happened to one file: status is 'done', 'skipped' or 'failed'."""
+
+    coadd: str
+    status: str
+    reason: str = ''
+    nspec: int = 0
+    nlbg: int = 0
+    seconds: float = 0.0
+    rank: int = 0
+
+
+def plan(args):
+    """File jobs of this run and the patterns that matched nothing.
+
+    Raises
+    ------
+    InputFileError
+        If ``--input-dir`` does not exist.
+    """
+    if args.input_dir is not None:
+        coadds, unmatched = find_coadds(args.input_dir), []
+        if not coadds:
+            unmatched = [os.path.join(args.input_dir, '**/coadd-*.fits')]
+    else:
+        coadds, unmatched = expand_coadds(args.coadd)
+    jobs = plan_jobs(coadds, root=args.input_dir, outdir=args.outdir)
+    if len(jobs) == 1 and args.input_dir is None:
+        job = jobs[0]
+        output = args.output or job.output
+        priors = args.priors or os.path.join(os.path.dirname(output),
+                                             os.path.basename(job.priors))
+        jobs = [FileJob(job.coadd, args.redrock or job.redrock, output, priors, job.size)]
+    return jobs, unmatched
+
+
+def process_one(job, network, args, rerun=None):
+    """Read → preprocess → predict → post-process → catalogue → write, for one coadd.
+
+    Parameters
+    ----------
+    job : lbgnet.io.discover.FileJob
+    network : lbgnet.afterburner.Network
+    args : argparse.Namespace
+        Thresholds and chunk size.
+    rerun : RerunSetup, optional
+        Redrock templates for ``--rerun-redrock``.
+
+    Returns
+    -------
+    (int, int)
+        Number of catalogue rows and of IS_LBG targets.
+    """
+    log = get_logger()
+    cfg = network.config
+    c_thresh = cfg.selection.c_thresh if args.c_thresh is None else args.c_thresh
+    n_thresh = cfg.selection.n_thresh if args.n_thresh is None else args.n_thresh
+    check_writable(job.output)
+    check_writable(job.priors)
+    layout = next(iter_coadd_chunks(job.coadd, 1))[0]
+    redrock = read_redrock(job.redrock)
+    if layout.fibermap is None:
+        raise InputFileError(job.coadd, 'no FIBERMAP HDU, so no TARGETID for the catalogue')
+    idx = match_targetids(redrock.targetid, layout.fibermap['TARGETID'], job.redrock, job.coadd)
+    pred = predict_coadd(job.coadd, network, c_thresh, n_thresh, args.chunk_size,
+                         args.batch_size)
+    catalog = assemble_catalog(redrock.redshifts, idx, pred.layout.fibermap, pred.results,
+                               pred.flags, cfg.lines.names)
+    tid, zprior, sigma = select_priors(catalog, cfg)
+    if rerun is not None:
+        rerun_into(catalog, job.coadd, select_priors(catalog, cfg, rerun.zrange), rerun.files)
+    header = catalog_header(job, network, c_thresh, n_thresh, pred.layout,
+                            rerun.files if rerun is not None else None)
+    write_priors(job.priors, priors_table(tid, zprior, sigma, PRIOR_FUNCTION), header)
+    write_catalog(job.output, catalog, header)
+    nlbg = int(np.count_nonzero(catalog['IS_LBG']))
+    log.info('%s: %d spectra, %d LBG candidates -> %s', job.coadd, len(catalog), nlbg, job.output)
+    return len(catalog), nlbg
+
+
+def run_files(jobs, network, args, rerun=None):
+    """Process `jobs` one after the other; return a list of :class:`Outcome`."""
+    log = get_logger()
+    outcomes = []
+    for job in jobs:
+        t0 = time.time()
+        if os.path.exists(job.output) and not args.overwrite:
+            log.info('%s: output %s exists, skipped (use --overwrite)', job.coadd, job.output)
+            outcomes.append(Outcome(job.coadd, 'skipped'))
+            continue
+        try:
+            nspec, nlbg = process_one(job, network, args, rerun)
+        except EXPECTED_ERRORS as err:
+            log.error('%s', err)
+            outcomes.append(Outcome(job.coadd, 'failed', str(err), seconds=time.time() - t0))
+        except Exception as err:  # noqa: BLE001 -- one bad file must not stop the others
+            log.error('%s: unexpected %s: %s\n%s', job.coadd, type(err).__name__, err,
+                      traceback.format_exc())
+            outcomes.append(Outcome(job.coadd, 'failed', f'{type(err).__name__}: {err}',
+                                    seconds=time.time() - t0))
+        else:
+            outcomes.append(Outcome(job.coadd, 'done', '', nspec, nlbg, time.time() - t0))
+    return outcomes
+
+
+def setup(args):
+    """Rank-0 work before any file: plan the jobs, load and check the model and templates.
+
+    Returns
+    -------
+    dict
+        ``jobs``, ``unmatched``, ``model`` (path), ``rerun`` (:class:`RerunSetup` or
+        None), ``network`` (the loaded model) and ``error`` (one line, or None).
+    """
+    out = dict(jobs=[], unmatched=[], model=None, rerun=None, error=None, network=None)
+    try:
+        out['jobs'], out['unmatched'] = plan(args)
+        out['model'] = args.model or default_model_path()
+        out['network'] = load_network(out['model'])
+        if args.rerun_redrock:
+            files = template_files(args.templates or [default_template_path()])
+            out['rerun'] = RerunSetup(files, template_zrange(files))
+    except (InputFileError, ValueError) as err:
+        out['error'] = str(err)
+    return out
+
+
+def summarise(outcomes, unmatched, size=1):
+    """Log the end-of-run summary (rank 0); return the number of failures."""
+    log = get_logger()
+    if size > 1:
+        per_rank = np.bincount([o.rank for o in outcomes], minlength=size)
+        log.info('files per rank: %s', ', '.join(str(n) for n in per_rank))
+    done = [o for o in outcomes if o.status == 'done']
+    failed = [o for o in outcomes if o.status == 'failed']
+    nspec = sum(o.nspec for o in done)
+    secs = sum(o.seconds for o in done)
+    log.info('%d files done (%d spectra, %d LBG candidates, %.1f s), %d skipped, %d failed',
+             len(done), nspec, sum(o.nlbg for o in done), secs,
+             sum(o.status == 'skipped' for o in outcomes), len(failed) + len(unmatched))
+    for pattern in unmatched:
+        log.error('FAILED %s: matched no coadd file', pattern)
+    for o in failed:
+        log.error('FAILED %s: %s', o.coadd, o.reason.splitlines()[0] if o.reason else '')
+    return len(failed) + len(unmatched)
+
+
+def run_example(args, comm=None):
+    """``--example``: mock files (``desi_lbg_mock``) in a temporary directory, run, summarise."""
+    import tempfile
+    from ..io.mock import read_truth
+    from .lbg_mock import main as mock_main
+    log = get_logger()
+    with tempfile.TemporaryDirectory(prefix='lbgnet-example-') as tmp:
+        if mock_main(['--outdir', os.path.join(tmp, 'mock'), '--nspec', '400', '--nfiles', '2',
+                      '--seed', '1', '--no-resolution']) != 0:
+            return 1
+        opts = argparse.Namespace(**{**vars(args), 'example': False, 'input_dir': os.path.join(tmp, 'mock'),
+                                     'outdir': os.path.join(tmp, 'out'), 'rerun_redrock': False})
+        status = main(opts, comm)
+        for path in sorted(glob.glob(os.path.join(tmp, 'out', 'lbg_cnn-*.fits'))):
+            cat, _ = read_catalog(path)
+            truth = read_truth(os.path.join(tmp, 'mock', os.path.basename(path).replace('lbg_cnn', 'truth')))
+            summarise_example(path, cat, truth)
+        log.info('example files were in %s (removed)', tmp)
+    return status
+
+
+def summarise_example(path, cat, truth):
+    """Log, per true class, how many objects the network selected, and the LBG redshift errors."""
+    from ..catalog import lookup
+    log = get_logger()
+    row = lookup(np.asarray(truth['TARGETID']), np.asarray(cat['TARGETID']))
+    cls = np.asarray(truth['CLASS']).astype(str)[row]
+    ztrue = np.asarray(truth['Z_TRUE'], dtype=np.float64)[row]
+    for name in np.unique(cls):
+        sel = cls == name
+        log.info('%s: %-6s %4d objects, %4d selected as LBG', os.path.basename(path), name,
+                 sel.sum(), np.count_nonzero(cat['IS_LBG'][sel]))
+    good = (cls == 'LBG') & np.asarray(cat['IS_LBG'])
+    if good.any():
+        dz = np.abs(cat['Z_LBG'][good] - ztrue[good]) / (1 + ztrue[good])
+        log.info('%s: selected true LBGs: median |dz|/(1+z) = %.2e, %.0f%% within 0.005',
+                 os.path.basename(path), np.median(dz), 100 * np.mean(dz < 0.005))
+
+
+def main(args=None, comm=None):
+    """Run ``desi_lbg_afterburner``; return 0 only when every file succeeded on every rank.
+
+    Parameters
+    ----------
+    args : list of str or argparse.Namespace, optional
+    comm : mpi4py communicator, optional
+        Used as given; with ``--mpi`` and no `comm`, ``MPI.COMM_WORLD``.
+    """
+    if not isinstance(args, argparse.Namespace):
+        args = parse(args)
+    if comm is None and args.mpi:
+        from mpi4py import MPI
+        comm = MPI.COMM_WORLD
+    if args.example:
+        return run_example(args, comm)
+    rank, size = (comm.rank, comm.size) if comm is not None else (0, 1)
+    log = get_logger() if rank == 0 else get_logger('CRITICAL')
+    set_threads(args.threads or node_threads(comm))
+    state = setup(args) if rank == 0 else None
+    network = state.pop('network') if rank == 0 else None
+    if comm is not None:
+        state = comm.bcast(state, root=0)
+    if state['error'] is not None:
+        if rank == 0:
+            log.error('%s', state['error'])
+        return 1
+    jobs = state['jobs']
+    mine = split_work(jobs, size, rank, weights=[j.size for j in jobs])
+    try:
+        network = network or load_network(state['model'])
+        load_error = None
+    except InputFileError as err:
+        load_error = f'rank {rank}: {err}'
+    if comm is not None:
+        comm.barrier()
+    t0 = time.time()
+    if load_error is None:
+        outcomes = run_files(mine, network, args, state['rerun'])
+    else:
+        outcomes = [Outcome(j.coadd, 'failed', load_error) for j in mine]
+    if comm is not None:
+        comm.barrier()
+    wall = time.time() - t0
+    for outcome in outcomes:
+        outcome.rank = rank
+    if comm is not None:
+        gathered = comm.gather(outcomes, root=0)
+        outcomes = [o for part in gathered for o in part] if rank == 0 else outcomes
+    if rank == 0:
+        nspec = sum(o.nspec for o in outcomes)
+        log.info('processing: %d spectra in %.2f s on %d rank(s) = %.0f spectra/s (model '
+                 'loaded once per rank)', nspec, wall, size, nspec / max(wall, 1e-9))
+    nfail = summarise(outcomes, state['unmatched'], size) if rank == 0 else 0
+    if comm is not None:
+        nfail = comm.bcast(nfail, root=0)
+    return 1 if nfail else 0

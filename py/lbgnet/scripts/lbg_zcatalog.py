@@ -1,0 +1,111 @@
+"""
+lbgnet.scripts.lbg_zcatalog
+===========================
+
+``desi_lbg_zcatalog``: stack the per-file ``lbg_cnn-*.fits`` catalogues of an afterburner
+run into one clustering catalogue (HDU ``LBG_ZCAT``), one row per TARGETID per
+survey/program, with location columns and the ``GOOD_LBG`` quality selection
+(:mod:`lbgnet.zcatalog`).
+"""
+import argparse
+import os
+
+from desiutil.log import get_logger
+
+from .. import __version__
+from ..io.catalog import OutputFileError, provenance_header, read_catalog, write_catalog
+from ..io.discover import CATALOG_PREFIX, expand_coadds, file_metadata
+from ..io.errors import InputFileError
+from ..zcatalog import BAD_FOR_CLUSTERING, add_location, stack_catalogs
+
+#: Header keywords that must agree between the stacked catalogues.
+CONSISTENT_KEYS = ('LBGMSHA', 'CTHRESH', 'NTHRESH', 'RERUNRR')
+
+
+def parse(options=None):
+    """Parse the command line of ``desi_lbg_zcatalog``."""
+    parser = argparse.ArgumentParser(description='Stack lbg_cnn-*.fits afterburner catalogues '
+                                     'into one LBG redshift catalogue for clustering.')
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument('--input-dir', '--outdir', dest='input_dir',
+                     help='directory searched recursively for lbg_cnn-*.fits (the afterburner '
+                     '--outdir, or the reduction tree when outputs sit beside the coadds)')
+    src.add_argument('--catalogs', nargs='+', help='catalogue files or glob patterns')
+    parser.add_argument('--output', required=True, help='output FITS file')
+    parser.add_argument('--allow-mixed', action='store_true',
+                        help='stack catalogues made with different models or thresholds')
+    parser.add_argument('--overwrite', action='store_true', help='replace an existing --output')
+    return parser.parse_args(options)
+
+
+def find_catalogs(args):
+    """Catalogue files to stack, sorted (raises InputFileError when there are none)."""
+    if args.input_dir is not None:
+        if not os.path.isdir(args.input_dir):
+            raise InputFileError(args.input_dir, 'input directory does not exist')
+        files = sorted(os.path.join(root, f) for root, _, names in os.walk(args.input_dir)
+                       for f in names if f.startswith(CATALOG_PREFIX + '-') and f.endswith('.fits'))
+        where = args.input_dir
+    else:
+        files, _ = expand_coadds(args.catalogs)
+        where = ' '.join(args.catalogs)
+    if not files:
+        raise InputFileError(where, f'no {CATALOG_PREFIX}-*.fits catalogue found')
+    return files
+
+
+def read_all(files, allow_mixed=False):
+    """Read the catalogues, add location columns; return tables and the common header values.
+
+    Raises
+    ------
+    InputFileError
+        A catalogue is unreadable, or its model/thresholds differ from the first one's
+        (unless `allow_mixed`).
+    """
+    tables, common = [], None
+    for path in files:
+        table, header = read_catalog(path)
+        location = dict(file_metadata(path))
+        location.update({k: v for k, v in header.items() if k in
+                         ('SURVEY', 'PROGRAM', 'SPGRP', 'HPXPIXEL', 'TILEID', 'PETAL')})
+        tables.append(add_location(table, location))
+        values = {k: header.get(k) for k in CONSISTENT_KEYS}
+        if common is None:
+            common = values
+        elif values != common and not allow_mixed:
+            diff = [k for k in CONSISTENT_KEYS if values[k] != common[k]]
+            raise InputFileError(path, f'{", ".join(diff)} differ from {files[0]} '
+                                 '(use --allow-mixed to stack anyway)')
+    return tables, common
+
+
+def main(args=None, comm=None):
+    """Run ``desi_lbg_zcatalog``; return 0 on success, 1 on a clear input/output error."""
+    if not isinstance(args, argparse.Namespace):
+        args = parse(args)
+    log = get_logger()
+    if os.path.exists(args.output) and not args.overwrite:
+        log.error('%s: exists (use --overwrite)', args.output)
+        return 1
+    try:
+        files = find_catalogs(args)
+        tables, common = read_all(files, args.allow_mixed)
+        zcat = stack_catalogs(tables)
+    except (InputFileError, ValueError) as err:
+        log.error('%s', err)
+        return 1
+    cards = [('NINPUT', len(files), 'stacked catalogues'),
+             ('INPUTDIR', os.path.abspath(args.input_dir) if args.input_dir else None, 'searched'),
+             ('GOODBITS', ','.join(BAD_FOR_CLUSTERING)[:68], 'LBG_FLAG bits that veto GOOD_LBG')]
+    cards += [(k, common[k], 'common to all inputs') for k in CONSISTENT_KEYS
+              if common.get(k) is not None and not args.allow_mixed]
+    header = provenance_header(cards, dependencies={'lbgnet': __version__})
+    try:
+        write_catalog(args.output, zcat, header, extname='LBG_ZCAT')
+    except OutputFileError as err:
+        log.error('%s', err)
+        return 1
+    log.info('%s: %d rows (%d GOOD_LBG) from %d catalogues', args.output, len(zcat),
+             int(zcat['GOOD_LBG'].sum()), len(files))
+    return 0

@@ -1,0 +1,102 @@
+"""
+lbgnet.zcatalog
+===============
+
+Stack per-file ``LBG_CNN`` catalogues into one table for clustering: location columns,
+one row per TARGETID per SURVEY/PROGRAM, and the quality-selection column ``GOOD_LBG``.
+Pure astropy/numpy; files are read and written by :mod:`lbgnet.scripts.lbg_zcatalog`.
+
+``GOOD_LBG`` is True when all of these hold:
+
+* IS_LBG (at least n_th lines above c_th; the thresholds are in the header);
+* Z_LBG is finite;
+* LBG_FLAG has none of the bits in :data:`BAD_FOR_CLUSTERING` (NODATA, NOT_SCIENCE,
+  NOT_IN_COADD, Z_OUT_OF_RANGE, LOW_COVERAGE, RERUN_FAILED).  MISSING_CAMERA alone is
+  allowed: the arms present were used, the redshift is still measured.
+
+When a target was observed in several files of one survey/program (overlapping tiles),
+the row kept is the first of: no bad bit, largest DELTACHI2_RR (a proxy for the depth
+of the spectrum that does not depend on the CNN's own answer), first file in sorted
+order; ``ZCAT_NSPEC`` counts the rows that were combined.
+"""
+import numpy as np
+from astropy.table import Table, vstack
+
+from .bitmask import LBGWarnMask
+
+#: LBG_FLAG bits that exclude a row from GOOD_LBG.
+BAD_FOR_CLUSTERING = ('NODATA', 'NOT_SCIENCE', 'NOT_IN_COADD', 'Z_OUT_OF_RANGE',
+                      'LOW_COVERAGE', 'RERUN_FAILED')
+
+#: Location columns and their fill values (absent in a file's header).
+LOCATION_COLUMNS = (('SURVEY', 'unknown', 'U16'), ('PROGRAM', 'unknown', 'U16'),
+                    ('SPGRP', 'unknown', 'U16'), ('HPXPIXEL', -1, 'i8'), ('TILEID', -1, 'i8'),
+                    ('PETAL', -1, 'i2'))
+
+
+def bad_bits():
+    """Integer mask of :data:`BAD_FOR_CLUSTERING`."""
+    mask = LBGWarnMask()
+    return int(sum(mask.mask(name) for name in BAD_FOR_CLUSTERING))
+
+
+def add_location(table, header):
+    """Add SURVEY, PROGRAM, SPGRP, HPXPIXEL, TILEID, PETAL from a catalogue header (in place)."""
+    for name, fill, dtype in LOCATION_COLUMNS:
+        value = header.get(name, fill)
+        value = fill if value is None or value == '' else value
+        table[name] = np.full(len(table), value, dtype=dtype)
+    return table
+
+
+def good_lbg(table):
+    """The clustering selection (see the module docstring), shape (nrow,) bool."""
+    z = np.asarray(table['Z_LBG'], dtype=np.float64)
+    flag = np.asarray(table['LBG_FLAG'], dtype=np.int64)
+    return np.asarray(table['IS_LBG'], dtype=bool) & np.isfinite(z) & ((flag & bad_bits()) == 0)
+
+
+def stack_catalogs(tables):
+    """Stack catalogues and keep one row per TARGETID per SURVEY/PROGRAM.
+
+    Parameters
+    ----------
+    tables : sequence of astropy.table.Table
+        Catalogues with location columns (:func:`add_location`), in file order.
+
+    Returns
+    -------
+    astropy.table.Table
+        Sorted by SURVEY, PROGRAM, TARGETID, with ``ZCAT_NSPEC`` and ``GOOD_LBG``.
+
+    Raises
+    ------
+    ValueError
+        If the catalogues do not have the same columns.
+    """
+    tables = list(tables)
+    if not tables:
+        raise ValueError('no catalogue to stack')
+    names = tables[0].colnames
+    for tab in tables[1:]:
+        if tab.colnames != names:
+            diff = sorted(set(tab.colnames) ^ set(names))
+            raise ValueError(f'catalogues differ in columns ({", ".join(diff[:5])}); '
+                             'were some made with --rerun-redrock and others not?')
+    stacked = vstack(tables, join_type='exact', metadata_conflicts='silent')
+    fileorder = np.concatenate([np.full(len(t), i) for i, t in enumerate(tables)])
+    bad = (np.asarray(stacked['LBG_FLAG'], dtype=np.int64) & bad_bits()) != 0
+    dchi2 = np.nan_to_num(np.asarray(stacked['DELTACHI2_RR'], dtype=np.float64), nan=-np.inf)
+    keys = (fileorder, -dchi2, bad, np.asarray(stacked['TARGETID']),
+            np.asarray(stacked['PROGRAM']), np.asarray(stacked['SURVEY']))
+    order = np.lexsort(keys)
+    group = np.column_stack([np.unique(np.asarray(stacked[c])[order], return_inverse=True)[1]
+                             for c in ('SURVEY', 'PROGRAM', 'TARGETID')])
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = np.any(group[1:] != group[:-1], axis=1)
+    starts = np.flatnonzero(first)
+    out = stacked[order[starts]]
+    out['ZCAT_NSPEC'] = np.diff(np.append(starts, len(order))).astype(np.int16)
+    out['GOOD_LBG'] = good_lbg(out)
+    out.meta = {'EXTNAME': 'LBG_ZCAT'}
+    return Table(out, copy=False)

@@ -1,0 +1,303 @@
+"""desi_lbg_afterburner end to end on small files: order, columns, and every reliability case."""
+import logging
+import os
+
+import fitsio
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from lbg_testdata import save_tiny_model, write_test_coadd, write_test_redrock
+
+from lbgnet.afterburner import load_network
+from lbgnet.bitmask import LBGWarnMask
+from lbgnet.io.catalog import read_catalog
+from lbgnet.io.modelfile import sha256sum
+from lbgnet.io.priors import read_priors
+from lbgnet.model import predict_boxes
+from lbgnet.postprocess import postprocess
+from lbgnet.preprocess import load_coadd_grid
+from lbgnet.scripts.lbg_afterburner import main, parse
+
+MASK = LBGWarnMask()
+
+
+@pytest.fixture(scope='module')
+def model_path(tmp_path_factory):
+    return save_tiny_model(str(tmp_path_factory.mktemp('model') / 'tiny.weights.h5'))
+
+
+def make_pair(directory, name='main-dark-100', nspec=12, rr_order=None, **kwargs):
+    coadd = os.path.join(directory, f'coadd-{name}.fits')
+    tid, z = write_test_coadd(coadd, nspec, **kwargs)
+    order = np.random.default_rng(5).permutation(nspec) if rr_order is None else rr_order
+    write_test_redrock(os.path.join(directory, f'redrock-{name}.fits'), np.asarray(tid)[order])
+    return coadd, os.path.join(directory, f'lbg_cnn-{name}.fits')
+
+
+def run(caplog, *options):
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        rc = main(list(options))
+    return rc, caplog.text
+
+
+def test_catalogue_matches_direct_prediction(tmp_path, model_path, caplog):
+    coadd, output = make_pair(str(tmp_path), nspec=15)
+    rc, _ = run(caplog, '--coadd', coadd, '--model', model_path, '--chunk-size', '4')
+    assert rc == 0
+    cat, hdr = read_catalog(output)
+    rr = fits.getdata(coadd.replace('coadd-', 'redrock-'), 'REDSHIFTS')
+    assert cat['TARGETID'].tolist() == rr['TARGETID'].tolist()
+    assert np.array_equal(cat['Z_RR'], rr['Z']) and np.array_equal(cat['DELTACHI2_RR'], rr['DELTACHI2'])
+    # Same numbers as running the pieces by hand on the whole file, in coadd order.
+    net = load_network(model_path)
+    X, info = load_coadd_grid(coadd, net.config)
+    res = postprocess(*predict_boxes(net.model, X), net.config)
+    pos = np.searchsorted(info.targetid, cat['TARGETID'])
+    assert np.allclose(cat['C_LBG'], res['C_LBG'][pos], atol=1e-6)
+    assert np.allclose(cat['Z_LBG'], res['Z_LBG'][pos], atol=1e-6)
+    assert np.array_equal(cat['IS_LBG'], res['IS_LBG'][pos])
+    assert np.allclose(cat['C_LYA'], res['C_LINES'][pos, net.config.lines.index('LYA')], atol=1e-6)
+    fm = fits.getdata(coadd, 'FIBERMAP')
+    assert np.array_equal(cat['TARGET_RA'], fm['TARGET_RA'][pos])
+    assert np.array_equal(cat['SV1_DESI_TARGET'], fm['SV1_DESI_TARGET'][pos])
+    for name in net.config.lines.names:
+        assert f'C_{name}' in cat.colnames and f'Z_{name}' in cat.colnames
+    assert np.all(cat['LBG_FLAG'] & ~MASK.Z_OUT_OF_RANGE == 0)
+    assert hdr['LBGMSHA'] == sha256sum(model_path) and hdr['CTHRESH'] == net.config.selection.c_thresh
+    assert hdr['INCOADD'] == os.path.abspath(coadd) and hdr['HPXPIXEL'] == 100
+    assert hdr['SURVEY'] == 'main' and hdr['PROGRAM'] == 'dark'
+    priors = read_priors(output.replace('lbg_cnn-', 'priors_lbg-'))
+    assert priors['TARGETID'].tolist() == cat['TARGETID'][cat['IS_LBG']].tolist()
+    assert np.allclose(priors['Z'], cat['Z_LBG'][cat['IS_LBG']])
+
+
+def test_thresholds_and_outdir(tmp_path, model_path, caplog):
+    coadd, _ = make_pair(str(tmp_path / 'in'), nspec=8)
+    out = str(tmp_path / 'out' / 'cat.fits')
+    assert run(caplog, '--coadd', coadd, '--model', model_path, '--output', out,
+               '--c-thresh', '0.0', '--n-thresh', '2')[0] == 0
+    cat, hdr = read_catalog(out)
+    assert hdr['CTHRESH'] == 0.0 and hdr['NTHRESH'] == 2 and np.all(cat['IS_LBG'])
+    assert os.path.exists(str(tmp_path / 'out' / 'priors_lbg-main-dark-100.fits'))
+
+
+def test_skip_existing_unless_overwrite(tmp_path, model_path, caplog):
+    coadd, output = make_pair(str(tmp_path))
+    assert run(caplog, '--coadd', coadd, '--model', model_path)[0] == 0
+    mtime = os.stat(output).st_mtime_ns
+    rc, text = run(caplog, '--coadd', coadd, '--model', model_path)
+    assert rc == 0 and 'skipped' in text and os.stat(output).st_mtime_ns == mtime
+    assert run(caplog, '--coadd', coadd, '--model', model_path, '--overwrite')[0] == 0
+    assert os.stat(output).st_mtime_ns != mtime
+
+
+@pytest.mark.parametrize('missing', ['coadd', 'redrock'])
+def test_missing_input(tmp_path, model_path, caplog, missing):
+    coadd, output = make_pair(str(tmp_path))
+    os.remove(coadd if missing == 'coadd' else coadd.replace('coadd-', 'redrock-'))
+    rc, text = run(caplog, '--coadd', coadd, '--model', model_path)
+    assert rc == 1 and not os.path.exists(output)
+    assert f'{missing}-main-dark-100.fits: no such file' in text and 'Traceback' not in text
+
+
+@pytest.mark.parametrize('damage', ['truncate', 'garbage'])
+def test_corrupt_input(tmp_path, model_path, caplog, damage):
+    coadd, output = make_pair(str(tmp_path))
+    data = open(coadd, 'rb').read()
+    with open(coadd, 'wb') as fx:
+        fx.write(data[:len(data) // 2] if damage == 'truncate' else b'hello' * 1000)
+    rc, text = run(caplog, '--coadd', coadd, '--model', model_path)
+    assert rc == 1 and not os.path.exists(output) and 'Traceback' not in text
+    assert ('truncated' if damage == 'truncate' else 'not a readable FITS') in text
+
+
+def test_missing_camera_is_processed_and_flagged(tmp_path, model_path, caplog):
+    coadd, output = make_pair(str(tmp_path), bands='br')
+    assert run(caplog, '--coadd', coadd, '--model', model_path)[0] == 0
+    cat, _ = read_catalog(output)
+    assert np.all(cat['LBG_FLAG'] & MASK.MISSING_CAMERA) and np.all(np.isfinite(cat['C_LBG']))
+
+
+def edit_bad_pixels(flux, ivar):
+    ivar['b'][0] = 0.0                         # spectrum 0: b arm fully masked
+    for band in flux:                          # spectrum 1: everything masked
+        ivar[band][1] = 0.0
+    flux['r'][2, 100:120] = np.nan             # spectrum 2: NaN flux and inf ivar pixels
+    ivar['z'][2, 50:60] = np.inf
+    flux['b'][3, :] = np.inf                   # spectrum 3: non-finite b arm
+
+
+def test_masked_and_nonfinite_pixels(tmp_path, model_path, caplog):
+    coadd, output = make_pair(str(tmp_path), nspec=6, rr_order=np.arange(6), edit=edit_bad_pixels)
+    rc, _ = run(caplog, '--coadd', coadd, '--model', model_path)
+    assert rc == 0
+    cat, _ = read_catalog(output)
+    flag = cat['LBG_FLAG']
+    assert flag[1] & MASK.NODATA and np.isnan(cat['C_LBG'][1]) and not cat['IS_LBG'][1]
+    assert np.isnan(cat['Z_LYA'][1])
+    assert flag[0] & MASK.MISSING_CAMERA and flag[3] & MASK.MISSING_CAMERA
+    assert not flag[2] & (MASK.NODATA | MASK.MISSING_CAMERA)
+    good = np.arange(6) != 1
+    assert np.all(np.isfinite(cat['C_LBG'][good])) and np.all(np.isfinite(cat['Z_LBG'][good]))
+
+
+def test_zero_spectra_gives_valid_empty_catalogue(tmp_path, model_path, caplog):
+    coadd, output = make_pair(str(tmp_path), nspec=0, rr_order=np.arange(0))
+    assert run(caplog, '--coadd', coadd, '--model', model_path)[0] == 0
+    cat, _ = read_catalog(output)
+    assert len(cat) == 0 and 'C_LYA' in cat.colnames and 'LBG_FLAG' in cat.colnames
+    assert len(read_priors(output.replace('lbg_cnn-', 'priors_lbg-'))) == 0
+
+
+def test_targetid_mismatch_writes_nothing(tmp_path, model_path, caplog):
+    coadd, output = make_pair(str(tmp_path))
+    write_test_redrock(coadd.replace('coadd-', 'redrock-'), np.arange(12) + 5000)
+    rc, text = run(caplog, '--coadd', coadd, '--model', model_path)
+    assert rc == 1 and 'TARGETID mismatch' in text and 'Traceback' not in text
+    assert sorted(os.listdir(tmp_path)) == ['coadd-main-dark-100.fits', 'redrock-main-dark-100.fits']
+
+
+def test_redrock_rows_not_in_coadd_are_flagged(tmp_path, model_path, caplog):
+    coadd, output = make_pair(str(tmp_path), nspec=5, rr_order=np.arange(5))
+    write_test_redrock(coadd.replace('coadd-', 'redrock-'), [1004, 77, 1000, 1001, 1002, 1003])
+    assert run(caplog, '--coadd', coadd, '--model', model_path)[0] == 0
+    cat, _ = read_catalog(output)
+    assert cat['TARGETID'].tolist() == [1004, 77, 1000, 1001, 1002, 1003]
+    assert cat['LBG_FLAG'][1] == MASK.NOT_IN_COADD and np.isnan(cat['Z_LBG'][1])
+
+
+def test_not_science_fibres_flagged(tmp_path, model_path, caplog):
+    from lbgnet.io import read_coadd, write_coadd
+    coadd, output = make_pair(str(tmp_path), nspec=4, rr_order=np.arange(4))
+    data = read_coadd(coadd)
+    data.fibermap['OBJTYPE'][1] = 'SKY'
+    data.fibermap['COADD_FIBERSTATUS'][2] = 2 ** 2              # BROKENFIBER
+    write_coadd(coadd, data.wave, data.flux, data.ivar, data.fibermap, mask=data.mask)
+    assert run(caplog, '--coadd', coadd, '--model', model_path)[0] == 0
+    flags = read_catalog(output)[0]['LBG_FLAG']
+    assert [bool(f & MASK.NOT_SCIENCE) for f in flags] == [False, True, True, False]
+
+
+@pytest.mark.parametrize('damage', ['missing', 'json', 'weights', 'shape'])
+def test_bad_model_fails_before_any_work(tmp_path, model_path, caplog, damage):
+    import json
+    import shutil
+    coadd, output = make_pair(str(tmp_path / 'data'))
+    bad = str(tmp_path / 'bad.weights.h5')
+    shutil.copy(model_path, bad)
+    shutil.copy(model_path.replace('.weights.h5', '.json'), bad.replace('.weights.h5', '.json'))
+    if damage == 'missing':
+        os.remove(bad)
+    elif damage == 'json':
+        open(bad.replace('.weights.h5', '.json'), 'w').write('{not json')
+    elif damage == 'weights':
+        open(bad, 'r+b').write(b'\0' * 64)
+    else:
+        desc = json.load(open(bad.replace('.weights.h5', '.json')))
+        desc['config']['nboxes'] = 20
+        json.dump(desc, open(bad.replace('.weights.h5', '.json'), 'w'))
+    rc, text = run(caplog, '--coadd', coadd, '--model', bad)
+    assert rc == 1 and 'bad.' in text and 'Traceback' not in text
+    assert 'spectra' not in text, 'no file may be processed with a bad model'
+    assert not os.path.exists(output)
+
+
+def test_output_dir_not_writable(tmp_path, model_path, caplog):
+    coadd, _ = make_pair(str(tmp_path))
+    (tmp_path / 'afile').write_text('x')
+    rc, text = run(caplog, '--coadd', coadd, '--model', model_path,
+                   '--output', str(tmp_path / 'afile' / 'sub' / 'cat.fits'))
+    assert rc == 1 and 'cannot create output directory' in text and 'Traceback' not in text
+    if os.geteuid() != 0:                       # root ignores permissions
+        ro = tmp_path / 'ro'
+        ro.mkdir(mode=0o555)
+        rc, text = run(caplog, '--coadd', coadd, '--model', model_path, '--output', str(ro / 'c.fits'))
+        assert rc == 1 and 'not writable' in text
+
+
+def test_crash_mid_write_leaves_no_partial_output(tmp_path, model_path, caplog, monkeypatch):
+    coadd, output = make_pair(str(tmp_path))
+    real = fitsio.FITS.write
+
+    def crash(self, data, **kwargs):
+        real(self, data, **kwargs)
+        if kwargs.get('extname') == 'LBG_CNN':  # the catalogue table is half written
+            raise OSError('simulated crash mid-write')
+
+    monkeypatch.setattr(fitsio.FITS, 'write', crash)
+    rc, text = run(caplog, '--coadd', coadd, '--model', model_path)
+    assert rc == 1 and 'simulated crash' in text
+    assert not os.path.exists(output)
+    assert not [f for f in os.listdir(tmp_path) if 'tmp' in f or f.startswith('.')]
+
+
+def test_one_bad_file_among_many(tmp_path, model_path, caplog):
+    root = tmp_path / 'redux'
+    good = []
+    for pix in (101, 102, 103):
+        d = root / 'healpix' / 'main' / 'dark' / '1' / str(pix)
+        d.mkdir(parents=True)
+        good.append(make_pair(str(d), name=f'main-dark-{pix}', nspec=5)[1])
+    bad = good.pop(1)
+    os.remove(bad.replace('lbg_cnn-', 'redrock-'))
+    rc, text = run(caplog, '--input-dir', str(root), '--outdir', str(tmp_path / 'out'),
+                   '--model', model_path)
+    assert rc == 1
+    assert 'FAILED' in text and 'redrock-main-dark-102.fits: no such file' in text
+    outs = sorted(str(p.relative_to(tmp_path / 'out')) for p in (tmp_path / 'out').rglob('lbg_cnn-*'))
+    assert outs == ['healpix/main/dark/1/101/lbg_cnn-main-dark-101.fits',
+                    'healpix/main/dark/1/103/lbg_cnn-main-dark-103.fits']
+
+
+def test_parse_rules():
+    with pytest.raises(SystemExit):
+        parse(['--coadd', 'a.fits', 'b.fits', '--output', 'x.fits'])
+    with pytest.raises(SystemExit):
+        parse(['--input-dir', 'd', '--redrock', 'r.fits'])
+    with pytest.raises(SystemExit):
+        parse(['--coadd', 'a.fits', '--templates', 't.fits'])
+    args = parse(['--coadd', 'a.fits', '--rerun-redrock', '--templates', 't.fits', '--mpi'])
+    assert args.rerun_redrock and args.mpi and args.templates == ['t.fits']
+
+
+def test_example_runs_end_to_end(model_path, caplog):
+    rc, text = run(caplog, '--example', '--model', model_path)
+    assert rc == 0 and '2 files done (400 spectra' in text
+    assert 'selected as LBG' in text and 'LBG ' in text
+
+
+def test_training_zrange():
+    from lbgnet.afterburner import training_zrange
+    from lbgnet.config import config_from_dict
+    from lbg_testdata import tiny_config
+    cfg = tiny_config()
+    assert training_zrange(cfg, {'z_range': [2.0, 4.0]}) == (2.0, 4.0)
+    lo, hi = training_zrange(cfg, {})                  # no training section: Lya on the grid
+    assert lo == pytest.approx(3600 / 1215.67 - 1) and hi == pytest.approx(10000 / 1215.67 - 1)
+    data = cfg.to_dict()
+    data['training'] = {'simulation': 'lbgnet-mock.yaml'}
+    from lbgnet.sim.population import load_sim_config
+    expected = tuple(load_sim_config('lbgnet-mock.yaml')['simulation']['lbg']['zrange'])
+    assert training_zrange(config_from_dict(data), {}) == expected
+
+
+def test_shipped_model_is_the_default(tmp_path, caplog):
+    from lbgnet.afterburner import default_model_path
+    shipped = default_model_path()
+    if shipped is None:
+        pytest.skip('no pretrained model shipped in lbgnet/data yet')
+    coadd, output = make_pair(str(tmp_path), nspec=4)
+    assert run(caplog, '--coadd', coadd)[0] == 0
+    _, hdr = read_catalog(output)
+    assert hdr['LBGMODEL'] == os.path.abspath(shipped) and hdr['LBGMSHA'] == sha256sum(shipped)
+
+
+def test_no_model_at_all_is_a_clear_error(tmp_path, caplog, monkeypatch):
+    import lbgnet.scripts.lbg_afterburner as script
+    monkeypatch.setattr(script, 'default_model_path', lambda: None)
+    coadd, output = make_pair(str(tmp_path), nspec=4)
+    rc, text = run(caplog, '--coadd', coadd)
+    assert rc == 1 and 'no model given and no pretrained model shipped' in text
+    assert not os.path.exists(output)

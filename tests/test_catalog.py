@@ -1,0 +1,169 @@
+"""Catalogue assembly: Redrock order, alignment checks, flags, rerun columns, FITS round trip."""
+import os
+
+import fitsio
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.table import Table
+
+from lbgnet.bitmask import LBGWarnMask
+from lbgnet.catalog import (NCOEFF, add_rerun_columns, apply_model_range, assemble_catalog,
+                            bad_fiberstatus_mask, lookup, match_targetids, spectrum_flags)
+from lbgnet.io.catalog import provenance_header, read_catalog, write_catalog
+from lbgnet.io.errors import InputFileError
+from lbgnet.preprocess import GridInfo
+
+MASK = LBGWarnMask()
+LINES = ('LYA', 'CIV')
+
+
+def fake_results(nspec, rng):
+    c_lines = rng.uniform(0, 1, (nspec, len(LINES))).astype(np.float32)
+    z_lines = rng.uniform(2, 4, (nspec, len(LINES)))
+    return dict(C_LINES=c_lines, Z_LINES=z_lines, C_LBG=c_lines.max(1), IS_LBG=c_lines.max(1) > 0.5,
+                Z_LBG=z_lines[:, 0], ZERR_LBG=np.full(nspec, 1e-3))
+
+
+def redshifts_table(tid):
+    t = Table()
+    t['TARGETID'] = np.asarray(tid, dtype=np.int64)
+    t['SPECTYPE'] = np.array(['GALAXY'] * len(tid))
+    t['Z'] = np.linspace(0, 1, len(tid))
+    t['ZERR'] = np.full(len(tid), 1e-4)
+    t['ZWARN'] = np.arange(len(tid))
+    t['DELTACHI2'] = np.arange(len(tid)) * 2.0
+    return t
+
+
+def test_lookup():
+    keys = np.array([30, 10, 20])
+    assert lookup(keys, np.array([20, 30, 99, 10])).tolist() == [2, 0, -1, 1]
+    assert lookup(np.array([], dtype=int), np.array([1, 2])).tolist() == [-1, -1]
+
+
+def test_match_targetids_order_and_extras():
+    rng = np.random.default_rng(1)
+    coadd_tid = rng.permutation(50) + 1000
+    rr_tid = np.concatenate([rng.permutation(coadd_tid), [5, 6]])
+    idx = match_targetids(rr_tid, coadd_tid)
+    assert np.array_equal(coadd_tid[idx[:50]], rr_tid[:50])
+    assert idx[50:].tolist() == [-1, -1]
+
+
+def test_match_targetids_mismatch_is_an_error():
+    with pytest.raises(InputFileError, match=r'rr.fits: TARGETID mismatch with coadd.fits: 1 of 3'):
+        match_targetids(np.array([1, 2, 4]), np.array([1, 2, 3]), 'rr.fits', 'coadd.fits')
+    with pytest.raises(InputFileError, match='duplicated TARGETID'):
+        match_targetids(np.array([1, 2]), np.array([1, 2, 2]), 'rr.fits', 'coadd.fits')
+
+
+def test_assemble_in_redrock_order():
+    rng = np.random.default_rng(2)
+    coadd_tid = np.array([10, 11, 12, 13])
+    fm = Table(dict(TARGETID=coadd_tid, TARGET_RA=[1., 2., 3., 4.], TARGET_DEC=[5., 6., 7., 8.],
+                    DESI_TARGET=[1, 2, 4, 8], SV3_BGS_TARGET=[3, 3, 3, 3], CMX_TARGET=[7, 7, 7, 7],
+                    OTHER_TARGETX=[0, 0, 0, 0]))
+    res = fake_results(4, rng)
+    flags = np.array([0, MASK.NODATA, 0, MASK.MISSING_CAMERA], dtype=np.int32)
+    rr_tid = np.array([13, 99, 10, 12, 11])
+    rr = redshifts_table(rr_tid)
+    idx = match_targetids(rr_tid, coadd_tid)
+    cat = assemble_catalog(rr, idx, fm, res, flags, LINES)
+    assert cat['TARGETID'].tolist() == rr_tid.tolist()
+    assert cat['TARGET_RA'].tolist()[0] == 4.0 and np.isnan(cat['TARGET_RA'][1])
+    assert str(cat['TARGET_RA'].unit) == 'deg'
+    assert cat['DESI_TARGET'].tolist() == [8, 0, 1, 4, 2]
+    assert 'SV3_BGS_TARGET' in cat.colnames and 'CMX_TARGET' in cat.colnames
+    assert 'OTHER_TARGETX' not in cat.colnames
+    assert np.array_equal(cat['Z_RR'], rr['Z']) and np.array_equal(cat['ZWARN_RR'], rr['ZWARN'])
+    assert cat['LBG_FLAG'].tolist() == [MASK.MISSING_CAMERA, MASK.NOT_IN_COADD, 0, 0, MASK.NODATA]
+    assert cat['C_CIV'][2] == res['C_LINES'][0, 1] and cat['Z_LYA'][3] == res['Z_LINES'][2, 0]
+    assert np.isnan(cat['C_LBG'][1]) and not cat['IS_LBG'][1] and np.isnan(cat['Z_CIV'][1])
+    assert cat.meta['EXTNAME'] == 'LBG_CNN'
+
+
+def test_rerun_columns_fixed_types():
+    cat = Table(dict(TARGETID=np.array([1, 2, 3])))
+    rerun = Table(dict(TARGETID=[3, 1], Z=[3.1, 2.9], ZERR=[1e-4, 2e-4], ZWARN=[0, 4],
+                       SPECTYPE=['GALAXY', 'GALAXY'], SUBTYPE=['LBG', 'LBG'], CHI2=[10., 11.],
+                       DELTACHI2=[50., 60.], COEFF=np.ones((2, 3))))
+    add_rerun_columns(cat, rerun)
+    assert cat['Z_NEW'][0] == 2.9 and cat['Z_NEW'][2] == 3.1 and np.isnan(cat['Z_NEW'][1])
+    assert cat['SPECTYPE_NEW'].tolist() == ['GALAXY', '', 'GALAXY']
+    assert cat['ZWARN_NEW'].tolist() == [4, 0, 0]
+    assert cat['COEFF_NEW'].shape == (3, NCOEFF)
+    assert np.all(cat['COEFF_NEW'][0, :3] == 1) and np.all(np.isnan(cat['COEFF_NEW'][0, 3:]))
+    empty = Table(dict(TARGETID=np.array([1, 2])))
+    add_rerun_columns(empty, None)
+    assert empty['SUBTYPE_NEW'].dtype == cat['SUBTYPE_NEW'].dtype
+    assert np.all(np.isnan(empty['DELTACHI2_NEW']))
+
+
+def test_spectrum_flags():
+    info = GridInfo(targetid=None, empty=np.array([True, False, False, False]), bands=('b', 'r'),
+                    band_valid=np.array([[False, False], [True, True], [True, False], [True, True]]),
+                    nvalid_bins=np.array([0, 500, 300, 500]))
+    fm = Table(dict(OBJTYPE=['TGT', 'SKY', 'TGT', 'TGT'],
+                    COADD_FIBERSTATUS=[0, 0, 0, bad_fiberstatus_mask() & -bad_fiberstatus_mask()]))
+    flags = spectrum_flags(info, fm, 800)
+    # no z camera at all: every spectrum has MISSING_CAMERA
+    assert np.all(flags & MASK.MISSING_CAMERA)
+    assert MASK.names(int(flags[0])) == ['NODATA', 'MISSING_CAMERA', 'LOW_COVERAGE']
+    assert flags[1] & MASK.NOT_SCIENCE and flags[3] & MASK.NOT_SCIENCE
+    assert flags[2] & MASK.LOW_COVERAGE and not flags[2] & MASK.NOT_SCIENCE
+    full = GridInfo(None, np.zeros(2, bool), ('b', 'r', 'z'), np.ones((2, 3), bool), np.array([800, 800]))
+    assert spectrum_flags(full, None, 800).tolist() == [0, 0]
+
+
+def test_model_range():
+    flags = apply_model_range(np.array([0, 1, 0, 0]), np.array([1.0, 3.0, np.nan, 6.0]), (1.5, 5.0))
+    assert flags.tolist() == [MASK.Z_OUT_OF_RANGE, 1, 0, MASK.Z_OUT_OF_RANGE]
+
+
+def test_write_read_round_trip(tmp_path):
+    rng = np.random.default_rng(3)
+    rr = redshifts_table([5, 6, 7])
+    cat = assemble_catalog(rr, np.array([2, 1, 0]), None, fake_results(3, rng),
+                           np.zeros(3, np.int32), LINES)
+    header = provenance_header([('CTHRESH', 0.5, 'threshold'), ('LBGMODEL', '/x' * 50, 'model')],
+                               dependencies={'lbgnet': '9.9'})
+    path = str(tmp_path / 'sub' / 'lbg_cnn-x.fits')
+    write_catalog(path, cat, header)
+    back, hdr = read_catalog(path)
+    assert back.colnames == cat.colnames
+    for col in cat.colnames:
+        nan = np.asarray(cat[col]).dtype.kind == 'f'
+        assert np.array_equal(np.asarray(back[col]), np.asarray(cat[col]), equal_nan=nan), col
+    assert hdr['CTHRESH'] == 0.5 and hdr['LBGMODEL'] == '/x' * 50
+    assert 'lbgnet' in [hdr[k] for k in hdr if k.startswith('DEPNAM')]
+    assert str(back['TARGET_DEC'].unit) == 'deg'
+    assert os.listdir(tmp_path / 'sub') == ['lbg_cnn-x.fits']
+
+
+def test_crash_mid_write_leaves_nothing(tmp_path, monkeypatch):
+    cat = Table(dict(TARGETID=np.arange(5)))
+    path = tmp_path / 'lbg_cnn-y.fits'
+
+    real = fitsio.FITS.write
+
+    def crash(self, data, **kwargs):
+        real(self, data, **kwargs)              # the primary HDU is written, then the disk fills
+        raise OSError('disk full')
+
+    monkeypatch.setattr(fitsio.FITS, 'write', crash)
+    with pytest.raises(OSError, match='disk full'):
+        write_catalog(str(path), cat, fits.Header())
+    assert os.listdir(tmp_path) == []
+
+
+def test_types_and_missing_positions():
+    rng = np.random.default_rng(4)
+    rr = redshifts_table([5, 6, 7])
+    fm = Table(dict(TARGETID=[7, 6, 5]))                 # no TARGET_RA/DEC columns
+    cat = assemble_catalog(rr, match_targetids(rr['TARGETID'], fm['TARGETID']), fm,
+                           fake_results(3, rng), np.zeros(3, np.int32), LINES)
+    assert np.all(np.isnan(cat['TARGET_RA']))
+    assert cat['C_LBG'].dtype == np.float32 and cat['C_LYA'].dtype == np.float32
+    assert cat['Z_LBG'].dtype == np.float64 and cat['IS_LBG'].dtype == bool
+    assert cat['LBG_FLAG'].dtype == np.int32

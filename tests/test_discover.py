@@ -1,0 +1,80 @@
+"""Input discovery over DESI reduction layouts and output naming."""
+import os
+
+import pytest
+
+from lbgnet.io.discover import (expand_coadds, file_metadata, find_coadds, output_paths,
+                                plan_jobs, redrock_path)
+from lbgnet.io.errors import InputFileError
+
+HPX = 'healpix/main/dark/100/10016/coadd-main-dark-10016.fits'
+HPX2 = 'healpix/sv1/bright/50/5012/coadd-sv1-bright-5012.fits'
+TILE = 'tiles/cumulative/80605/20201219/coadd-3-80605-thru20201219.fits'
+
+
+@pytest.fixture
+def redux(tmp_path):
+    for rel in (HPX, HPX2, TILE):
+        path = tmp_path / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b'x' * 10)
+        (path.parent / path.name.replace('coadd', 'redrock', 1)).write_bytes(b'')
+    (tmp_path / 'healpix/main/dark/100/10016/spectra-main-dark-10016.fits').write_bytes(b'')
+    return tmp_path
+
+
+def test_redrock_path_like_desispec():
+    assert redrock_path('/a/coadd/b/coadd-main-dark-1.fits') == '/a/coadd/b/redrock-main-dark-1.fits'
+    assert redrock_path('coadd-0-1-thru2.fits') == 'redrock-0-1-thru2.fits'
+    with pytest.raises(InputFileError, match='does not start with "coadd"'):
+        redrock_path('/a/spectra-main-dark-1.fits')
+
+
+def test_find_coadds_both_layouts(redux):
+    found = [os.path.relpath(p, redux) for p in find_coadds(str(redux))]
+    assert found == sorted([HPX, HPX2, TILE])
+    assert [os.path.relpath(p, redux) for p in find_coadds(str(redux / 'tiles'))] == [TILE]
+    with pytest.raises(InputFileError, match='does not exist'):
+        find_coadds(str(redux / 'nope'))
+
+
+def test_outputs_beside_or_mirrored(redux):
+    coadd = str(redux / HPX)
+    out, pri = output_paths(coadd)
+    assert out == str(redux / 'healpix/main/dark/100/10016/lbg_cnn-main-dark-10016.fits')
+    assert pri == str(redux / 'healpix/main/dark/100/10016/priors_lbg-main-dark-10016.fits')
+    out, _ = output_paths(coadd, str(redux), '/out')
+    assert out == '/out/healpix/main/dark/100/10016/lbg_cnn-main-dark-10016.fits'
+    jobs = plan_jobs(find_coadds(str(redux)), root=str(redux), outdir='/out')
+    assert [j.output for j in jobs] == sorted(
+        '/out/' + os.path.join(os.path.dirname(r), os.path.basename(r).replace('coadd', 'lbg_cnn', 1))
+        for r in (HPX, HPX2, TILE))
+    assert all(j.redrock.endswith(os.path.basename(j.coadd).replace('coadd', 'redrock', 1)) for j in jobs)
+    assert all(j.size == 10 for j in jobs)
+
+
+def test_plan_refuses_outputs_outside_outdir(tmp_path):
+    with pytest.raises(ValueError, match='not below the input directory'):
+        plan_jobs([str(tmp_path / 'a/coadd-x.fits'), str(tmp_path / 'b/coadd-x.fits')],
+                  root=str(tmp_path / 'a'), outdir=str(tmp_path / 'o'))
+    # Without a root, the common directory keeps the two apart.
+    jobs = plan_jobs([str(tmp_path / 'a/coadd-x.fits'), str(tmp_path / 'b/coadd-x.fits')],
+                     outdir=str(tmp_path / 'o'))
+    assert [os.path.relpath(j.output, tmp_path / 'o') for j in jobs] == ['a/lbg_cnn-x.fits',
+                                                                         'b/lbg_cnn-x.fits']
+
+
+def test_expand_patterns(redux):
+    paths, unmatched = expand_coadds([str(redux / 'healpix/*/*/*/*/coadd-*.fits'),
+                                      str(redux / HPX), str(redux / 'missing.fits'),
+                                      str(redux / 'none-*.fits')])
+    assert [os.path.relpath(p, redux) for p in paths] == [HPX, HPX2, 'missing.fits']
+    assert unmatched == [str(redux / 'none-*.fits')]
+
+
+def test_file_metadata():
+    assert file_metadata(HPX) == dict(SURVEY='main', PROGRAM='dark', HPXPIXEL=10016, SPGRP='healpix')
+    assert file_metadata('lbg_cnn-3-80605-thru20201219.fits') == dict(
+        PETAL=3, TILEID=80605, NIGHT=20201219, SPGRP='cumulative')
+    assert file_metadata('coadd-9-1000-20210101.fits')['SPGRP'] == 'pernight'
+    assert file_metadata('coadd-whatever.fits') == {}

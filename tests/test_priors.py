@@ -1,0 +1,91 @@
+"""Redrock priors: width from the CNN box width, file format readable by redrock.priors.Priors."""
+import contextlib
+import io
+
+import numpy as np
+import pytest
+from astropy.table import Table
+
+from lbgnet.io.errors import InputFileError
+from lbgnet.io.priors import priors_table, read_priors, write_priors
+from lbgnet.priors import prior_width, select_priors
+from lbgnet.redrock_rerun import import_rrdesi
+
+
+def load_redrock_priors(path):
+    import_rrdesi()                          # numpy-2 shim for redrock 0.21
+    from redrock.priors import Priors
+    with contextlib.redirect_stdout(io.StringIO()):
+        return Priors(path)
+
+
+def test_width_is_one_box_each_side(config):
+    box = config.grid.dwave * config.grid.nbins / config.nboxes
+    nlines = len(config.lines)
+    c_lines = np.full((3, nlines), 0.1)
+    ilya, iciv = config.lines.index('LYA'), config.lines.index('CIV')
+    c_lines[0, ilya] = 0.9
+    c_lines[1, iciv] = 0.8
+    c_lines[2, :] = np.nan
+    c_lines[2, iciv] = 0.3
+    width = prior_width(c_lines, config)
+    assert width[0] == pytest.approx(2 * box / 1215.67)
+    assert width[1] == pytest.approx(2 * box / config.lines.wave_array[iciv])
+    assert width[2] == width[1]
+    # The base grid has 160 A boxes: Lya prior spans +-0.1316 in z.
+    assert width[0] / 2 == pytest.approx(160.0 / 1215.67)
+
+
+def catalog_for(config, tid, is_lbg, z):
+    cat = Table(dict(TARGETID=tid, IS_LBG=is_lbg, Z_LBG=z))
+    for i, name in enumerate(config.lines.names):
+        cat[f'C_{name}'] = np.full(len(tid), 0.9 if name == 'LYA' else 0.1)
+    return cat
+
+
+def test_select_priors(config):
+    cat = catalog_for(config, np.array([1, 2, 3, 4]), np.array([True, False, True, True]),
+                      np.array([3.0, 2.5, np.nan, 4.9]))
+    tid, z, sigma = select_priors(cat, config)
+    assert tid.tolist() == [1, 4] and z.tolist() == [3.0, 4.9]
+    tid, _, _ = select_priors(cat, config, zrange=(1.5, 4.5))
+    assert tid.tolist() == [1]
+    assert select_priors(cat[:0], config)[0].size == 0
+
+
+def test_priors_file_read_by_redrock(tmp_path):
+    path = str(tmp_path / 'priors_lbg-x.fits')
+    write_priors(path, priors_table([11, -7008279, 13], [3.0, 2.5, 4.0], [0.26, 0.2, 0.3]))
+    priors = load_redrock_priors(path)
+    zgrid = np.linspace(2.0, 4.5, 251)
+    chi2 = priors.eval(11, zgrid)
+    inside = np.abs(zgrid - 3.0) < 0.13
+    assert np.all(chi2[inside] == 0)
+    # Outside the top hat of full width SIGMA = 0.26 Redrock's prior is NaN (inf at the edges).
+    assert not np.any(np.isfinite(chi2[np.abs(zgrid - 3.0) > 0.14]))
+    assert np.any(priors.eval(-7008279, zgrid) == 0)
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert priors.eval(999, zgrid) == 0.0       # no prior for unknown targets
+    back = read_priors(path)
+    assert back['TARGETID'].tolist() == [11, -7008279, 13]
+    assert back['FUNCTION'].tolist() == ['tophat'] * 3
+
+
+def test_gaussian_priors(tmp_path):
+    path = str(tmp_path / 'p.fits')
+    write_priors(path, priors_table([5], [3.0], [0.1], function='gaussian'))
+    chi2 = load_redrock_priors(path).eval(5, np.array([3.0, 3.1, 3.2]))
+    assert chi2 == pytest.approx([0.0, 1.0, 4.0])
+
+
+def test_empty_and_invalid(tmp_path):
+    path = str(tmp_path / 'empty.fits')
+    write_priors(path, priors_table([], [], []))
+    assert len(read_priors(path)) == 0
+    with pytest.raises(ValueError, match='SIGMA > 0'):
+        priors_table([1], [3.0], [0.0])
+    with pytest.raises(ValueError, match='prior function'):
+        priors_table([1], [3.0], [0.1], function='box')
+    (tmp_path / 'bad.fits').write_bytes(b'not fits at all' * 300)
+    with pytest.raises(InputFileError, match='bad.fits'):
+        read_priors(str(tmp_path / 'bad.fits'))

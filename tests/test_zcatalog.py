@@ -1,0 +1,89 @@
+"""desi_lbg_zcatalog: stacking, one row per TARGETID per survey/program, GOOD_LBG, provenance."""
+import os
+
+import numpy as np
+import pytest
+from astropy.table import Table
+
+from lbgnet.bitmask import LBGWarnMask
+from lbgnet.io.catalog import provenance_header, read_catalog, write_catalog
+from lbgnet.scripts.lbg_zcatalog import main
+
+MASK = LBGWarnMask()
+
+
+def write_cat(path, tid, is_lbg, z, flag, dchi2, cards=(), sha='abc'):
+    cat = Table(meta={'EXTNAME': 'LBG_CNN'})
+    cat['TARGETID'] = np.asarray(tid, dtype=np.int64)
+    cat['IS_LBG'] = np.asarray(is_lbg, dtype=bool)
+    cat['Z_LBG'] = np.asarray(z, dtype=np.float64)
+    cat['LBG_FLAG'] = np.asarray(flag, dtype=np.int32)
+    cat['DELTACHI2_RR'] = np.asarray(dchi2, dtype=np.float64)
+    cat['TARGET_RA'] = np.zeros(len(tid))
+    cat['TARGET_RA'].unit = 'deg'
+    header = provenance_header([('LBGMSHA', sha, ''), ('CTHRESH', 0.5, ''), ('NTHRESH', 1, ''),
+                                ('RERUNRR', False, '')] + list(cards))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    write_catalog(path, cat, header)
+
+
+@pytest.fixture
+def tree(tmp_path):
+    root = tmp_path / 'out'
+    hp = root / 'healpix' / 'main' / 'dark' / '1'
+    write_cat(str(hp / '100' / 'lbg_cnn-main-dark-100.fits'), [1, 2, 3], [1, 1, 0], [3.0, 2.5, np.nan],
+              [0, MASK.NOT_SCIENCE, MASK.NODATA], [5, 6, 7])
+    write_cat(str(hp / '101' / 'lbg_cnn-main-dark-101.fits'), [4, 5], [1, 1], [3.3, 9.0],
+              [MASK.MISSING_CAMERA, MASK.Z_OUT_OF_RANGE], [1, 1])
+    # Same target 1 in sv3/bright: kept separately (another survey/program).
+    write_cat(str(root / 'healpix/sv3/bright/1/100/lbg_cnn-sv3-bright-100.fits'), [1], [0], [2.0],
+              [0], [9])
+    return root
+
+
+def test_stack_healpix(tree, tmp_path):
+    out = str(tmp_path / 'lbg-zcat.fits')
+    assert main(['--input-dir', str(tree), '--output', out]) == 0
+    zcat, hdr = read_catalog(out, extname='LBG_ZCAT')
+    keys = list(zip(zcat['SURVEY'], zcat['PROGRAM'], zcat['TARGETID']))
+    assert keys == [('main', 'dark', 1), ('main', 'dark', 2), ('main', 'dark', 3),
+                    ('main', 'dark', 4), ('main', 'dark', 5), ('sv3', 'bright', 1)]
+    assert zcat['HPXPIXEL'].tolist() == [100, 100, 100, 101, 101, 100]
+    assert zcat['TILEID'].tolist() == [-1] * 6
+    assert zcat['GOOD_LBG'].tolist() == [True, False, False, True, False, False]
+    assert zcat['ZCAT_NSPEC'].tolist() == [1] * 6
+    assert hdr['NINPUT'] == 3 and hdr['LBGMSHA'] == 'abc'
+    assert str(zcat['TARGET_RA'].unit) == 'deg'
+    assert main(['--input-dir', str(tree), '--output', out]) == 1          # exists
+    assert main(['--input-dir', str(tree), '--output', out, '--overwrite']) == 0
+
+
+def test_overlapping_tiles_keep_best_row(tmp_path):
+    root = tmp_path / 'tiles'
+    cards = [('SURVEY', 'main', ''), ('PROGRAM', 'dark', '')]
+    write_cat(str(root / '80605/20210101/lbg_cnn-3-80605-thru20210101.fits'), [7, 8], [1, 1],
+              [3.0, 3.5], [0, 0], [10, 50], cards)
+    write_cat(str(root / '80606/20210102/lbg_cnn-4-80606-thru20210102.fits'), [7, 8], [1, 0],
+              [3.1, np.nan], [0, MASK.NODATA], [20, 900], cards)
+    out = str(tmp_path / 'z.fits')
+    assert main(['--catalogs', str(root / '*/*/lbg_cnn-*.fits'), '--output', out]) == 0
+    zcat, _ = read_catalog(out, extname='LBG_ZCAT')
+    assert zcat['TARGETID'].tolist() == [7, 8]
+    assert zcat['TILEID'].tolist() == [80606, 80605]       # 7: larger DELTACHI2; 8: no bad bit
+    assert zcat['PETAL'].tolist() == [4, 3]
+    assert zcat['Z_LBG'].tolist() == [3.1, 3.5]
+    assert zcat['ZCAT_NSPEC'].tolist() == [2, 2]
+    assert zcat['GOOD_LBG'].tolist() == [True, True]
+
+
+def test_mixed_models_refused(tree, tmp_path):
+    write_cat(str(tree / 'healpix/main/dark/1/102/lbg_cnn-main-dark-102.fits'), [9], [1], [3.0],
+              [0], [1], sha='other')
+    out = str(tmp_path / 'z.fits')
+    assert main(['--input-dir', str(tree), '--output', out]) == 1 and not os.path.exists(out)
+    assert main(['--input-dir', str(tree), '--output', out, '--allow-mixed']) == 0
+
+
+def test_nothing_to_stack(tmp_path):
+    assert main(['--input-dir', str(tmp_path), '--output', str(tmp_path / 'z.fits')]) == 1
+    assert main(['--input-dir', str(tmp_path / 'nope'), '--output', str(tmp_path / 'z.fits')]) == 1
