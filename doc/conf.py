@@ -2,6 +2,8 @@
 import os
 import sys
 
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), '..', 'py')))
 from lbgnet._version import __version__  # noqa: E402
 
