@@ -165,11 +165,11 @@ def choose_catalog_thresholds(raw, truth, config, n_candidates=(1, 2, 3)):
         n_thresh -> ``{'mean_score', 'c_thresh'}``.
     """
     arch = architecture(config)
+    usable = tuple(n for n in n_candidates if n <= len(config.lines)) or (1,)
     if arch == 'linefinder':
         c_lines = postprocess(raw['conf'], raw['offset'], config)['C_LINES']
-        return choose_thresholds(truth['CLASS'], truth['Z_TRUE'], c_lines, n_candidates)
-    candidates = (1,) if arch == 'direct' else tuple(n for n in n_candidates
-                                                      if n <= len(config.lines))
+        return choose_thresholds(truth['CLASS'], truth['Z_TRUE'], c_lines, usable)
+    candidates = (1,) if arch == 'direct' else usable
     is_true = np.asarray(truth['CLASS']).astype(str) == LBG_CLASS
     masks = regime_masks(truth['CLASS'], truth['Z_TRUE'])
     table = {}

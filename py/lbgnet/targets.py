@@ -6,7 +6,7 @@ Training targets of every architecture and target class, from a truth table.
 
 By default the network looks for LBGs and their lines (``config.lines``).  A configuration
 may name another target class and its own line list, e.g. to pretrain a QSO line finder on
-simulated quasars (``etc/lbgnet-qso.yaml``)::
+simulated quasars (``etc/lbgnet-qso.yaml``), or a subset of the LBG lines::
 
     target:
       class: QSO
@@ -57,6 +57,26 @@ def apply_target(config):
     if config.selection.n_thresh > len(linelist):
         raise ConfigError(f'{config.source}: selection.n_thresh > {len(linelist)} target lines')
     return dataclasses.replace(config, lines=linelist)
+
+
+def check_target_lines(config, sim_config):
+    """An LBG model may only look for lines that the simulator renders.
+
+    Every (name, rest wavelength) of ``config.lines`` must be in ``sim_config.lines`` when
+    the target class is LBG (a subset is allowed, e.g. for fast tests or ablations).  Other
+    target classes take their lines from ``target.lines`` and are not checked here.
+
+    Raises
+    ------
+    lbgnet.config.ConfigError
+    """
+    if target_class(config) != LBG_CLASS:
+        return
+    sim = dict(zip(sim_config.lines.names, sim_config.lines.waves))
+    bad = [n for n, w in zip(config.lines.names, config.lines.waves) if sim.get(n) != w]
+    if bad:
+        raise ConfigError(f'{config.source}: line(s) {", ".join(bad)} are not lines of the '
+                          f'simulation {sim_config.source} (same name and wavelength)')
 
 
 def target_line_wavelengths(truth, config):

@@ -196,13 +196,18 @@ def init_from(model, path, which='all'):
     path : str
         See :func:`read_pretrained`.
     which : {'conv', 'dense', 'all'}, optional
-        Layers to initialise (:func:`selected_layers`) ['all'].
+        Layers to initialise (:func:`selected_layers`) ['all'; ``dense`` for QuasarNET
+        files, whose line heads never map onto ours].
 
     Returns
     -------
     TransferReport
     """
     weights, kind = read_pretrained(path)
+    if kind == 'quasarnet' and which == 'all':
+        which = 'dense'          # QuasarNET's per-line heads (QSO lines) never map onto ours
+        get_logger().info('%s: QuasarNET heads are not transferred; initialising conv and '
+                          'fc_common layers', path)
     report = apply_weights(model, weights, selected_layers(model, which), path, kind)
     report.log()
     return report
