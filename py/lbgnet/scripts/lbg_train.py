@@ -97,11 +97,12 @@ class TruthEncoder:
 
 
 def check_compatible(config, sim_config):
-    """The model and simulation configurations must share the grid and (LBG target) line list."""
-    from ..targets import target_class
-    if config.grid != sim_config.grid or (target_class(config) == 'LBG'
-                                          and config.lines != sim_config.lines):
-        raise ConfigError(f'{config.source} and {sim_config.source} differ in grid or line list')
+    """The model and simulation configurations must share the grid; an LBG model's lines
+    must be lines the simulator renders (lbgnet.targets.check_target_lines)."""
+    from ..targets import check_target_lines
+    if config.grid != sim_config.grid:
+        raise ConfigError(f'{config.source} and {sim_config.source} differ in grid')
+    check_target_lines(config, sim_config)
 
 
 def write_validation(setup, outdir, nval, seed, config_name):
