@@ -217,7 +217,7 @@ class TimeLimit(keras.callbacks.Callback):
 
 
 def fit(model, train_data, val_data, config, outdir, val_truth=None, epochs=None,
-        verbose='auto'):
+        verbose='auto', extra_callbacks=None):
     """Fit a compiled model with early stopping and best-checkpointing on validation.
 
     Parameters
@@ -241,6 +241,8 @@ def fit(model, train_data, val_data, config, outdir, val_truth=None, epochs=None
         [``training.epochs``]
     verbose : str or int, optional
         Keras verbosity ['auto': progress bar].
+    extra_callbacks : list of keras.callbacks.Callback, optional
+        Extra callbacks, run after the validation score (e.g. a tuning pruner).
 
     Returns
     -------
@@ -267,6 +269,7 @@ def fit(model, train_data, val_data, config, outdir, val_truth=None, epochs=None
     ]
     if opts['max_minutes']:
         callbacks.append(TimeLimit(opts['max_minutes']))
+    callbacks += list(extra_callbacks or [])
     fit_kwargs = {}
     if isinstance(train_data, tuple):
         fit_kwargs = dict(x=train_data[0], y=train_data[1], batch_size=opts['batch_size'],
