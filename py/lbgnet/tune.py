@@ -193,7 +193,8 @@ def _pruning_callback(trial):
             if value is None or not np.isfinite(value):
                 return
             trial.report(float(value), epoch)
-            if trial.should_prune():
+            last = epoch + 1 >= int(self.params.get('epochs') or 0)
+            if not last and trial.should_prune():     # never prune a finished trial
                 self.pruned = True
                 self.model.stop_training = True
     return OptunaPruning()
