@@ -118,7 +118,8 @@ def test_dichroic_overlaps_and_sky_lines_are_noisier(instrument):
     def median_sigma(band, lo, hi):
         return np.median(sig[band][(waves[band] >= lo) & (waves[band] <= hi)])
     # each arm is noisier where it enters the dichroic overlap than 200 Å inside it
-    # (real coadd: b 0.225 vs 0.21 (model: 3% higher), r 0.18 vs 0.12 and 0.21 vs 0.10, z 0.13 vs 0.09)
+    # (real coadd: b 0.225 vs 0.21 (model: 3% higher), r 0.18 vs 0.12 and 0.21 vs 0.10,
+    # z 0.13 vs 0.09)
     assert median_sigma('b', 5760, 5800) > 1.02 * median_sigma('b', 5560, 5760)
     assert median_sigma('r', 5760, 5800) > 1.3 * median_sigma('r', 5800, 6000)
     assert median_sigma('r', 7520, 7620) > 1.3 * median_sigma('r', 7320, 7520)
@@ -151,6 +152,7 @@ def test_calibration_reproduces_shipped_parameters(mock_config):
     for band in ('b', 'r', 'z'):
         np.testing.assert_allclose(fit['gain'][band]['value'], shipped['gain'][band]['value'],
                                    rtol=1e-3)
-        assert fit['read_noise_var'][band] == pytest.approx(shipped['read_noise_var'][band], rel=1e-3)
+        assert fit['read_noise_var'][band] == pytest.approx(shipped['read_noise_var'][band],
+                                                            rel=1e-3)
         assert fit['sky_residual'][band] == pytest.approx(shipped['sky_residual'][band], rel=1e-3)
     assert fit['sky_line_shift'] == shipped['sky_line_shift']

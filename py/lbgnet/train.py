@@ -19,7 +19,7 @@ from .evaluate import pe_score, regime_masks, LBG_CLASS
 from .losses import LineFinderLoss, resolve_pos_weight
 
 #: Defaults of the ``training`` configuration section.
-TRAINING_DEFAULTS = {'epochs': 40, 'batch_size': 256, 'learning_rate': 1e-3, 'patience': 6,
+TRAINING_DEFAULTS = {'epochs': 30, 'batch_size': 256, 'learning_rate': 1e-3, 'patience': 6,
                      'monitor': 'val_score', 'seed': 1, 'ntrain': 40000, 'nval': 4000,
                      'simulation': None, 'lr_schedule': 'constant', 'lr_final_fraction': 0.05,
                      'max_minutes': None}

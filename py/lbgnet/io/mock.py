@@ -139,7 +139,9 @@ def write_mock(outdir, mock, config_name=None):
     write_coadd(paths['coadd'], mock.wave, mock.flux, mock.ivar, fibermap, mask=mock.mask,
                 resolution=resolution, exp_fibermap=mock.exp_fibermap, scores=mock.scores,
                 meta=dict(header))
+    rrheader = header.copy()
+    rrheader['RRMOCK'] = ('lbgnet.sim.rrmock', 'simulated Redrock outcome, not a Redrock run')
     write_redrock(paths['redrock'], mock.redshifts, fibermap, mock.exp_fibermap, mock.scores,
-                  header)
+                  rrheader)
     write_truth(paths['truth'], mock.truth, header)
     return paths

@@ -55,7 +55,8 @@ def read_sky_lines(path=None, positive_only=True):
     if path is None:
         path = sky_lines_path()
         if path is None:
-            raise MissingInputError('desispec/data/spec-sky.dat', 'not found in the desispec package')
+            raise MissingInputError('desispec/data/spec-sky.dat',
+                                    'not found in the desispec package')
     try:
         data = np.loadtxt(path, dtype=np.float64, ndmin=2)
     except FileNotFoundError:

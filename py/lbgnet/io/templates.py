@@ -8,8 +8,8 @@ Readers for the optional empirical inputs of the simulator (:mod:`lbgnet.sim`):
   text file (rest wavelength in Å, f_ν in arbitrary units);
 * Redrock templates (``rrtemplate-<TYPE>-<SUBTYPE>-v*.fits``): HDU ``BASIS_VECTORS``
   of shape (nbasis, nwave) with the wavelength ``CRVAL1 + CDELT1·i`` (``10**`` of it
-  when ``LOGLAM`` ≠ 0) and, for stars, ``ARCHETYPE_COEFF`` (nbasis, narchetype): the
-  coefficients of the real spectra the basis was built from.
+  when ``LOGLAM`` ≠ 0) and, for stars, ``ARCHETYPE_COEFF`` (narchetype, nbasis as read
+  by fitsio): the coefficients of the real spectra the basis was built from.
 
 The readers only read and check; what the simulator does with the arrays lives in
 :mod:`lbgnet.sim`.
@@ -36,7 +36,7 @@ class RRTemplate:
     basis : numpy.ndarray
         Basis vectors, shape (nbasis, nwave), float64.
     coeff : numpy.ndarray or None
-        Archetype coefficients, shape (nbasis, narchetype), when the file has them.
+        Archetype coefficients, shape (narchetype, nbasis), when the file has them.
     path : str
     """
 
@@ -151,7 +151,7 @@ def read_rr_template(path):
     wave = crval + cdelt * np.arange(basis.shape[1])
     if hdr.get('LOGLAM', 0):
         wave = 10.0 ** wave
-    if coeff is not None and coeff.shape[0] != basis.shape[0]:
+    if coeff is not None and (coeff.ndim != 2 or coeff.shape[1] != basis.shape[0]):
         raise InputFileError(path, f'ARCHETYPE_COEFF shape {coeff.shape} does not match {basis.shape[0]} basis vectors')
     return RRTemplate(rrtype, subtype, wave, basis, coeff, path)
 

@@ -8,6 +8,7 @@ of LBGs and their contaminants with the lbgnet simulator.
 import argparse
 import os
 import time
+import traceback
 
 import numpy as np
 from desiutil.log import get_logger
@@ -126,7 +127,11 @@ class Progress:
 
 
 def main(args=None, comm=None):
-    """Run ``desi_lbg_mock``; return 0 on success, 1 on failure."""
+    """Run ``desi_lbg_mock``; return 0 when every file of every rank was written, else 1.
+
+    Files are dealt round-robin to the MPI ranks (``comm``, or ``MPI.COMM_WORLD`` with
+    ``--mpi``); rank 0 logs the progress of its own share.
+    """
     if not isinstance(args, argparse.Namespace):
         args = parse(args)
     log = get_logger()
@@ -144,7 +149,7 @@ def main(args=None, comm=None):
         return 1
     files = mockcfg['files']
     mine = np.arange(rank, counts.size, size)
-    progress = Progress(int(counts[mine].sum()))
+    progress = Progress(int(counts[mine].sum())) if rank == 0 else None
     nfail = 0
     for k in mine:
         paths = mock_filenames(args.outdir, files['survey'], files['program'], pixels[k])
@@ -157,12 +162,14 @@ def main(args=None, comm=None):
                              pixel=int(pixels[k]), population=population_options(args),
                              with_resolution=not args.no_resolution)
             write_mock(args.outdir, mock, args.config)
-        except (OSError, ValueError) as err:
-            log.error('healpix %d: %s', pixels[k], err)
+        except Exception as err:                     # noqa: BLE001 -- log, count, go on
+            log.error('healpix %d (%s): %s\n%s', pixels[k], paths['coadd'], err,
+                      traceback.format_exc())
             nfail += 1
             continue
         log.debug('wrote %s', paths['coadd'])
-        progress.update(int(counts[k]))
+        if progress is not None:
+            progress.update(int(counts[k]))
     if comm is not None:
         nfail = comm.allreduce(nfail)
     if rank == 0:

@@ -69,7 +69,8 @@ class AugmentConfig:
         known = set(cls.__dataclass_fields__)
         unknown = set(section) - known
         if unknown:
-            raise ValueError(f'unknown augmentation option(s) {sorted(unknown)}; known {sorted(known)}')
+            raise ValueError(f'unknown augmentation option(s) {sorted(unknown)}; '
+                             f'known {sorted(known)}')
         for key in ('overlap_range', 'chunk_width'):
             if key in section:
                 section[key] = tuple(float(v) for v in section[key])
@@ -97,13 +98,21 @@ def mask_intervals(waves, ivars, lo, hi):
     numpy.ndarray
         Number of pixels masked per spectrum, shape (nspec,).
     """
-    lo = np.asarray(lo, dtype=np.float64)[:, None]
-    hi = np.asarray(hi, dtype=np.float64)[:, None]
-    nmask = np.zeros(lo.shape[0], dtype=np.int64)
+    lo = np.asarray(lo, dtype=np.float64)
+    hi = np.asarray(hi, dtype=np.float64)
+    nmask = np.zeros(lo.size, dtype=np.int64)
+    rows = np.flatnonzero(np.isfinite(lo) & np.isfinite(hi))
+    if rows.size == 0:
+        return nmask
     for band, wave in waves.items():
-        inside = (wave[None, :] >= lo) & (wave[None, :] < hi)
-        ivars[band][inside] = 0.0
-        nmask += inside.sum(axis=1)
+        first = np.searchsorted(wave, lo[rows], side='left')
+        last = np.searchsorted(wave, hi[rows], side='left')
+        pix = np.arange(wave.size)[None, :]
+        inside = (pix >= first[:, None]) & (pix < last[:, None])
+        sub = ivars[band][rows]
+        sub[inside] = 0.0
+        ivars[band][rows] = sub
+        nmask[rows] += last - first
     return nmask
 
 

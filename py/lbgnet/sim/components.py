@@ -49,6 +49,17 @@ class Components:
     tau_ll: Optional[np.ndarray] = None
 
 
+def cap_depth(ew, sigma, depth_max):
+    """Widen absorption lines so that their intrinsic depth stays below `depth_max`.
+
+    A Gaussian absorption line of rest EW W < 0 and sigma s is abs(W) / (s √(2π)) deep;
+    saturated lines grow in width (damping wings, velocity spread) rather than below
+    zero flux, so s is raised to abs(W) / (√(2π) depth_max) where needed.  EW is unchanged.
+    """
+    ew = np.asarray(ew, dtype=np.float64)
+    return np.where(ew < 0, np.maximum(sigma, -ew / (np.sqrt(2 * np.pi) * depth_max)), sigma)
+
+
 def lsf_at(lsf_sigma, wave, where):
     """Instrumental sigma (Å) at wavelengths `where`; 0 when `lsf_sigma` is None."""
     if lsf_sigma is None:

@@ -15,7 +15,7 @@ from ..config import ConfigError
 BROADBANDS = {'G': (4000.0, 5500.0), 'R': (5650.0, 7100.0), 'Z': (8500.0, 9800.0)}
 #: DESI coadd FIBERMAP: MORPHTYPE given to point-like classes (others get 'REX').
 POINT_CLASSES = ('QSO', 'STAR')
-#: Mean MJD of the mock exposures (2023-01-01) and nights per exposure block.
+#: MJD of the first mock night (2023-01-01); three exposures per night.
 MJD0 = 59945.0
 #: Reference epoch of the (zero) proper motions, as in Legacy Surveys DR9.
 REF_EPOCH = 2015.5

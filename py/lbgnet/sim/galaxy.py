@@ -14,7 +14,7 @@ decrement from E(B−V).  Parameter sources are in ``etc/lbgnet-sim.yaml``.
 """
 import numpy as np
 
-from .components import C_KMS, Components
+from .components import C_KMS, Components, cap_depth
 from .qso import draw_piecewise
 
 LYA = 1215.67
@@ -138,7 +138,8 @@ def galaxy_components(truth, pars):
     rest_a = np.array([v['wave'] for v in absn.values()])
     strength = np.clip((np.asarray(truth['D4000']) - 1.0) / 0.8, 0.05, 1.5)
     ew_a = np.array([v['ew'] for v in absn.values()])[None, :] * strength[:, None]
-    sig_a = np.broadcast_to(rest_a * pars['absorption_sigma'] / C_KMS, (n, rest_a.size))
+    sig_a = cap_depth(ew_a, np.broadcast_to(rest_a * pars['absorption_sigma'] / C_KMS, (n, rest_a.size)),
+                      pars['max_absorption_depth'])
     rest = np.concatenate([np.broadcast_to(rest_e, (n, rest_e.size)),
                            np.broadcast_to(rest_a, (n, rest_a.size))], axis=1)
     return Components(z, continuum, rest, np.concatenate([sig_e, sig_a], axis=1),

@@ -13,11 +13,14 @@ Intergalactic (and Lyman-limit) transmission of high-redshift sources, in closed
 * Forest structure: at node k of a fixed ln λ grid the transmission is u_k^A with u_k
   uniform in (0, 1) and A = e^τ − 1, so that its mean is exactly e^{−τ}; between nodes
   it is interpolated linearly.  Two node spacings (forest-line and large scales) share τ.
-  The u_k come from a counter-based hash of (IGM_SEED, k): the same object rendered on
-  any grid (any DESI arm, the 8 Å grid, the normalisation grid) sees the same forest.
+  The u_k are read from a fixed table of hashed uniforms at an offset given by the
+  object's IGM_SEED: the same object rendered on any grid (any DESI arm, the 8 Å
+  grid, the normalisation grid) sees the same forest.
 * Below the Lyman limit (911.75 Å rest) the transmission is multiplied by
   exp(−τ_LL (λ_rest/911.75)^3); τ_LL = inf gives exactly zero flux (LBGs).
 """
+import functools
+
 import numpy as np
 
 LYA = 1215.67
@@ -28,7 +31,9 @@ NODE_WAVE0 = 3000.0
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
-_COARSE_SALT = np.uint64(0x5851F42D4C957F2D)
+#: Size (a power of two) and seed of the fixed table of uniforms the forest nodes read.
+TABLE_SIZE = 1 << 20
+TABLE_SEED = 0x5851F42D4C957F2D
 
 
 def tau_eff(z, tau_a, tau_b):
@@ -57,14 +62,33 @@ def hash_uniform(seed, node):
     return ((x >> np.uint64(11)).astype(np.float64) + 0.5) * 2.0 ** -53
 
 
-def _node_transmission(lnw, seed, tau, dlnl):
-    """Mean-preserving fluctuating transmission for flattened forest pixels."""
-    pos = (lnw - np.log(NODE_WAVE0)) / dlnl
+@functools.lru_cache(maxsize=1)
+def _log_uniform_table():
+    """ln u for a fixed table of TABLE_SIZE hashed uniforms (built once, read-only)."""
+    table = np.log(hash_uniform(np.uint64(TABLE_SEED), np.arange(TABLE_SIZE))).astype(np.float32)
+    table.flags.writeable = False
+    return table
+
+
+def _node_positions(lnw, dlnl):
+    """Node index (int64) and fractional position (float32) of each grid pixel."""
+    pos = (lnw - np.log(NODE_WAVE0)) * (1.0 / dlnl)
     k = np.floor(pos)
-    frac = (pos - k).astype(np.float32)
-    expo = np.expm1(tau).astype(np.float32)
-    t0 = hash_uniform(seed, k).astype(np.float32) ** expo
-    t1 = hash_uniform(seed, k + 1).astype(np.float32) ** expo
+    return k.astype(np.int64), (pos - k).astype(np.float32)
+
+
+def _node_transmission(node, frac, offset, tau):
+    """Mean-preserving fluctuating transmission at flattened forest pixels.
+
+    Node k of an object reads entry (k + offset) mod TABLE_SIZE of the fixed table of
+    ln u; the transmission at the node is exp(A ln u) = u^A with A = e^τ − 1 (mean
+    e^{−τ}), and it is interpolated linearly between nodes.
+    """
+    table = _log_uniform_table()
+    idx = (node + offset) & (TABLE_SIZE - 1)
+    expo = np.expm1(tau)
+    t0 = np.exp(expo * table[idx])
+    t1 = np.exp(expo * table[(idx + 1) & (TABLE_SIZE - 1)])
     return t0 + frac * (t1 - t0)
 
 
@@ -94,13 +118,22 @@ def forest_tau(wave, z, scale, igmcfg):
     return tau * np.asarray(scale, dtype=np.float64)[:, None]
 
 
+def _forest_pixels(wave, zp1):
+    """Flattened (row, column) indices of the pixels blueward of Lyα of each object."""
+    counts = np.searchsorted(wave, LYA * zp1)
+    rows = np.repeat(np.arange(zp1.size), counts)
+    starts = np.cumsum(counts) - counts
+    cols = np.arange(rows.size) - np.repeat(starts, counts)
+    return rows, cols
+
+
 def transmission(wave, z, scale, seed, tau_ll, igmcfg):
     """IGM × Lyman-limit transmission of a batch of sources.
 
     Parameters
     ----------
     wave : numpy.ndarray
-        Observed wavelengths (Å), shape (nwave,).
+        Observed wavelengths (Å), shape (nwave,), increasing.
     z : numpy.ndarray
         Source (systemic) redshifts, shape (nspec,).
     scale : numpy.ndarray
@@ -116,31 +149,67 @@ def transmission(wave, z, scale, seed, tau_ll, igmcfg):
     -------
     numpy.ndarray
         Transmission in [0, 1], shape (nspec, nwave), float32 (1 redward of Lyα).
+
+    Notes
+    -----
+    Only pixels blueward of Lyα are computed.  The optical-depth laws depend on the
+    observed wavelength only, so they are evaluated once per grid pixel and gathered.
     """
     wave = np.asarray(wave, dtype=np.float64)
-    z = np.asarray(z, dtype=np.float64)
-    trans = np.ones((z.size, wave.size), dtype=np.float32)
-    zp1 = 1.0 + z
-    # Only pixels blueward of Lyα are computed (flattened ragged selection).
-    rows, cols = np.nonzero(wave[None, :] < LYA * zp1[:, None])
+    zp1 = 1.0 + np.asarray(z, dtype=np.float64)
+    trans = np.ones((zp1.size, wave.size), dtype=np.float32)
+    rows, cols = _forest_pixels(wave, zp1)
     if rows.size == 0:
         return trans
-    w = wave[cols]
     a, b = float(igmcfg['tau_a']), float(igmcfg['tau_b'])
-    tau = a * (w / LYA) ** b
+    tau = (a * (wave / LYA) ** b).astype(np.float32)[cols]
     for rest, ratio in igmcfg['lyman_series'].values():
-        tau = tau + np.where(w < rest * zp1[rows], ratio * a * (w / rest) ** b, 0.0)
+        tau_j = (ratio * a * (wave / rest) ** b).astype(np.float32)[cols]
+        tau += np.where(cols < np.searchsorted(wave, rest * zp1)[rows], tau_j, np.float32(0.0))
+    tau *= np.asarray(scale, dtype=np.float32)[rows]
+    fc = np.float32(igmcfg['coarse_fraction'])
+    lnw = np.log(wave)
+    seed = np.asarray(seed).astype(np.uint64)
+    out = None
+    for dlnl, offset, share in (
+            (float(igmcfg['fine_dlnl']), seed & np.uint64(TABLE_SIZE - 1), np.float32(1.0) - fc),
+            (float(igmcfg['coarse_dlnl']), (seed >> np.uint64(32)) & np.uint64(TABLE_SIZE - 1), fc)):
+        node, frac = _node_positions(lnw, dlnl)
+        t = _node_transmission(node[cols], frac[cols], offset.astype(np.int64)[rows], share * tau)
+        out = t if out is None else out * t
+    nll = np.searchsorted(wave, LYMAN_LIMIT * zp1)[rows]
+    below = cols < nll
+    if np.any(below):
+        rest = wave[cols[below]] / zp1[rows[below]]
+        llb = np.asarray(tau_ll, dtype=np.float64)[rows[below]]
+        with np.errstate(invalid='ignore'):
+            t_ll = np.where(np.isinf(llb), 0.0, np.exp(-np.where(np.isinf(llb), 0.0, llb)
+                                                       * (rest / LYMAN_LIMIT) ** 3))
+        out[below] *= t_ll.astype(np.float32)
+    trans.reshape(-1)[rows * wave.size + cols] = out
+    return trans
+    a, b = float(igmcfg['tau_a']), float(igmcfg['tau_b'])
+    tau = (a * (wave / LYA) ** b)[cols]
+    for rest, ratio in igmcfg['lyman_series'].values():
+        tau_j = (ratio * a * (wave / rest) ** b)[cols]
+        tau = tau + np.where(cols < np.searchsorted(wave, rest * zp1)[rows], tau_j, 0.0)
     tau = tau * np.asarray(scale, dtype=np.float64)[rows]
     fc = float(igmcfg['coarse_fraction'])
-    lnw = np.log(w)
-    sd = np.asarray(seed).astype(np.uint64)[rows]
-    t = _node_transmission(lnw, sd, (1.0 - fc) * tau, float(igmcfg['fine_dlnl']))
-    t *= _node_transmission(lnw, sd ^ _COARSE_SALT, fc * tau, float(igmcfg['coarse_dlnl']))
-    rest = w / zp1[rows]
-    ll = np.asarray(tau_ll, dtype=np.float64)[rows]
-    below = rest < LYMAN_LIMIT
-    with np.errstate(invalid='ignore', over='ignore'):
-        t_ll = np.where(np.isinf(ll), 0.0, np.exp(-np.where(np.isinf(ll), 0.0, ll) * (rest / LYMAN_LIMIT) ** 3))
-    t = np.where(below, t * t_ll.astype(np.float32), t)
+    lnw = np.log(wave)[cols]
+    seed = np.asarray(seed).astype(np.uint64)
+    off_f = (seed & np.uint64(TABLE_SIZE - 1)).astype(np.int64)[rows]
+    off_c = ((seed >> np.uint64(32)) & np.uint64(TABLE_SIZE - 1)).astype(np.int64)[rows]
+    t = _node_transmission(lnw, off_f, (1.0 - fc) * tau, float(igmcfg['fine_dlnl']))
+    t *= _node_transmission(lnw, off_c, fc * tau, float(igmcfg['coarse_dlnl']))
+    ll = np.asarray(tau_ll, dtype=np.float64)
+    nll = np.searchsorted(wave, LYMAN_LIMIT * zp1)[rows]
+    below = cols < nll
+    if np.any(below):
+        rest = wave[cols[below]] / zp1[rows[below]]
+        llb = ll[rows[below]]
+        with np.errstate(invalid='ignore'):
+            t_ll = np.where(np.isinf(llb), 0.0, np.exp(-np.where(np.isinf(llb), 0.0, llb)
+                                                       * (rest / LYMAN_LIMIT) ** 3))
+        t[below] *= t_ll.astype(np.float32)
     trans[rows, cols] = t
     return trans

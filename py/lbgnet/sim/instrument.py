@@ -213,7 +213,8 @@ def convolve_lines(line_wave, line_flux, wave, sigma):
     ok = (idx >= 0) & (idx < wave.size)
     idx = np.clip(idx, 0, wave.size - 1)
     sig = sigma[idx]
-    kernel = np.exp(-0.5 * ((wave[idx] - line_wave[:, None]) / sig) ** 2) / (np.sqrt(2 * np.pi) * sig)
+    gauss = np.exp(-0.5 * ((wave[idx] - line_wave[:, None]) / sig) ** 2)
+    kernel = gauss / (np.sqrt(2 * np.pi) * sig)
     contrib = np.where(ok, kernel * (line_flux * step)[:, None], 0.0)
     return np.bincount(idx.ravel(), weights=contrib.ravel(), minlength=wave.size)
 
@@ -328,9 +329,10 @@ def pipeline_variance(arm, model_flux, efftime, efftime_ref):
     numpy.ndarray
         Shape (nspec, nwave), float32, (1e-17 erg/s/cm²/Å)².
     """
-    obj = np.maximum(model_flux, 0.0, dtype=np.float32) / arm.gain.astype(np.float32)
-    var = obj + arm.background_var.astype(np.float32)
-    var *= (efftime_ref / np.asarray(efftime, dtype=np.float32))[:, None]
+    var = np.maximum(model_flux, 0.0, dtype=np.float32)
+    var *= (1.0 / arm.gain).astype(np.float32)
+    var += arm.background_var.astype(np.float32)
+    var *= (efftime_ref / np.asarray(efftime, dtype=np.float64)).astype(np.float32)[:, None]
     return var
 
 
@@ -354,9 +356,11 @@ def observe_arm(arm, model_flux, efftime, efftime_ref, rng):
         Shape (nspec, nwave), float32.
     """
     var = pipeline_variance(arm, model_flux, efftime, efftime_ref)
-    ivar = 1.0 / var
+    ivar = np.reciprocal(var)
+    sigma = np.sqrt(var, out=var)
+    sigma *= np.float32(arm.noise_excess)
     flux = rng.standard_normal(var.shape, dtype=np.float32)
-    flux *= np.sqrt(var) * np.float32(arm.noise_excess)
+    flux *= sigma
     flux += model_flux
     pix, segment, nseg = arm.residual_segments
     if nseg:

@@ -4,9 +4,11 @@ lbgnet.sim.lbg
 
 Lyman Break Galaxies: population draw and physical model.
 
-Model (rest frame, f_λ): UV power law ``(λ/1500)^BETA``; Lyα either in emission
-(asymmetric: a Gaussian core plus a red wing, redshifted by DV_LYA) or in absorption
-(a broad damped trough at the interstellar velocity); the interstellar absorption
+Model (rest frame, f_λ): UV power law ``(λ/1500)^BETA``, turning over blueward of
+``lyman_side_wave`` (calibrated on the Shapley composite); Lyα either in emission
+(asymmetric: a Gaussian core plus a red wing, redshifted by DV_LYA, on top of a
+weaker broad trough) or in absorption (a broad damped trough at the interstellar
+velocity); the interstellar absorption
 lines of the 16-line list at DV_ISM (blueshifted), low-ionisation and HI lines
 scaled by ISM_SCALE, high-ionisation lines by HIGH_ION_SCALE; HeII 1640, OIII]
 1661/1666, CIII] 1907/1909 and SiII* emission at the systemic redshift; the
@@ -70,6 +72,13 @@ def draw_lbg(pars, n, rng, zrange=None):
     }
 
 
+#: Rest-wavelength span (Å) and step of the lookup table of the composite residual;
+#: it covers every rest wavelength a DESI spectrum of an LBG can reach (1 outside the
+#: composite), so rendering needs one gather per pixel and no bounds test.
+RESIDUAL_SPAN = (400.0, 8000.0)
+RESIDUAL_STEP = 0.25
+
+
 def composite_residual(wave, fnu, pars, restlines):
     """Features of the LBG composite that the parametric model does not describe.
 
@@ -82,7 +91,7 @@ def composite_residual(wave, fnu, pars, restlines):
     Parameters
     ----------
     wave, fnu : numpy.ndarray
-        Composite rest wavelength (Å, uniform step) and f_ν.
+        Composite rest wavelength (Å, increasing) and f_ν.
     pars : dict
         ``simulation.lbg`` section.
     restlines : array_like
@@ -91,7 +100,8 @@ def composite_residual(wave, fnu, pars, restlines):
     Returns
     -------
     w0, dw, ratio : float, float, numpy.ndarray
-        Uniform grid start and step (Å) and the multiplicative residual.
+        Lookup table: the multiplicative residual at ``w0 + dw·i`` (Å, rest), float32,
+        linearly interpolated from the composite and 1 outside it.
     """
     wave = np.asarray(wave, dtype=np.float64)
     dw = float(np.median(np.diff(wave)))
@@ -104,22 +114,26 @@ def composite_residual(wave, fnu, pars, restlines):
     ratio[grid < pars['composite_min_wave']] = 1.0
     for line in np.asarray(restlines, dtype=np.float64):
         ratio[np.abs(grid - line) < pars['composite_line_window']] = 1.0
-    return grid[0], dw, np.clip(np.nan_to_num(ratio, nan=1.0), 0.3, 1.7).astype(np.float32)
+    ratio = np.clip(np.nan_to_num(ratio, nan=1.0), 0.3, 1.7)
+    table = np.arange(RESIDUAL_SPAN[0], RESIDUAL_SPAN[1], RESIDUAL_STEP)
+    return RESIDUAL_SPAN[0], RESIDUAL_STEP, np.interp(table, grid, ratio, left=1.0, right=1.0).astype(np.float32)
 
 
-def _continuum(beta, residual):
+def _continuum(beta, pars, residual):
     beta = np.asarray(beta, dtype=np.float32)[:, None]
+    wside = np.float32(pars['lyman_side_wave'])
+    dslope = np.float32(pars['lyman_side_slope'])
 
     def continuum(rest):
-        flux = np.exp(beta * np.log(rest * np.float32(1.0 / 1500.0)))
+        lnr = np.log(rest * np.float32(1.0 / 1500.0))
+        # below lyman_side_wave the slope steepens by lyman_side_slope (continuous there)
+        lnside = np.minimum(np.log(rest / wside), np.float32(0.0))
+        flux = np.exp(beta * lnr + dslope * lnside)
         if residual is not None:
             w0, dw, ratio = residual
-            pos = (rest - np.float32(w0)) * np.float32(1.0 / dw)
-            idx = np.clip(pos.astype(np.int64), 0, ratio.size - 2)
-            frac = np.clip(pos - idx, 0.0, 1.0)
-            val = ratio[idx] + frac * (ratio[idx + 1] - ratio[idx])
-            inside = (pos >= 0) & (pos <= ratio.size - 1)
-            flux *= np.where(inside, val, np.float32(1.0))
+            idx = ((rest - np.float32(w0)) * np.float32(1.0 / dw)).astype(np.int32)
+            np.clip(idx, 0, ratio.size - 1, out=idx)
+            flux *= ratio[idx]
         return flux
     return continuum
 
@@ -150,8 +164,12 @@ def lbg_lines(truth, pars, linewaves):
     for name, spec in ism.items():
         lam = float(linewaves[name])
         scale = truth['HIGH_ION_SCALE'] if spec['group'] == 'high' else truth['ISM_SCALE']
-        cols.append((lam * (1 + dvi / C_KMS), np.full(n, lam * pars['sigma_ism'] * spec['width'] / C_KMS),
-                     spec['ew'] * np.asarray(scale, dtype=np.float64)))
+        ew = spec['ew'] * np.asarray(scale, dtype=np.float64)
+        # Saturated lines with partial covering: a larger EW means a wider line, not a
+        # deeper one (depth capped at ism_depth_max, Shapley et al. 2003 Sec. 4.2).
+        sig = np.maximum(lam * pars['sigma_ism'] * spec['width'] / C_KMS,
+                         np.abs(ew) / (np.sqrt(2 * np.pi) * pars['ism_depth_max']))
+        cols.append((lam * (1 + dvi / C_KMS), sig, ew))
     # Lyα: emission core + red wing (W > 0) or damped absorption trough (W < 0).
     emis = np.maximum(lya, 0.0)
     sig_l = LYA * pars['sigma_lya'] / C_KMS
@@ -159,7 +177,9 @@ def lbg_lines(truth, pars, linewaves):
     centre = LYA * (1 + dvl / C_KMS)
     cols.append((centre, np.full(n, sig_l), (1 - wing) * emis))
     cols.append((centre + 1.5 * sig_l, np.full(n, 1.5 * sig_l), wing * emis))
-    absw = np.minimum(lya, 0.0)
+    # W < 0: the damped trough; W > 0: the emission sits on a weaker trough that scales
+    # with the low-ionisation absorption (ISM_SCALE).
+    absw = np.where(lya < 0, lya, pars['lya_trough_ew'] * np.asarray(truth['ISM_SCALE'], dtype=np.float64))
     sig_a = np.maximum(pars['lya_abs_sigma_min'],
                        -absw / (np.sqrt(2 * np.pi) * pars['lya_abs_depth_max']))
     cols.append((LYA * (1 + dvi / C_KMS), sig_a, absw))
@@ -189,6 +209,6 @@ def lbg_components(truth, pars, linewaves, residual=None):
     rest, sigma, ew = lbg_lines(truth, pars, linewaves)
     n = rest.shape[0]
     return Components(np.asarray(truth['Z_TRUE'], dtype=np.float64),
-                      _continuum(truth['BETA'], residual), rest, sigma, ew,
+                      _continuum(truth['BETA'], pars, residual), rest, sigma, ew,
                       np.asarray(truth['IGM_SCALE'], dtype=np.float64),
                       np.asarray(truth['IGM_SEED']), np.full(n, np.inf))

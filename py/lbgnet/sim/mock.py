@@ -53,18 +53,22 @@ def load_mock_setup(name=DEFAULT_MOCK_CONFIG, lbg_composite=None, rr_template_di
     lbg_composite, rr_template_dir : str, optional
         Empirical inputs (:func:`lbgnet.io.templates.load_templates`).
     sky_lines : str, optional
-        Sky-line spectrum [desispec's ``spec-sky.dat``].
+        Sky-line spectrum [desispec's ``spec-sky.dat``; without it (an old desispec) the
+        sky has no emission lines and a warning is logged].
 
     Returns
     -------
     MockSetup
     """
-    from ..io.skymodel import read_sky_lines
+    from ..io.skymodel import read_sky_lines, sky_lines_path
     from .population import load_sim_config
     simcfg = load_sim_config(name)
     config = config_from_dict(simcfg, source=str(name))
     mock_settings(config)
-    instrument = build_instrument(config, read_sky_lines(sky_lines))
+    lines = None
+    if sky_lines is not None or sky_lines_path() is not None:
+        lines = read_sky_lines(sky_lines)
+    instrument = build_instrument(config, lines)
     templates = None
     if lbg_composite is not None or rr_template_dir is not None:
         from ..io.templates import load_templates
@@ -117,10 +121,12 @@ def mock_settings(config):
         If a section or one of its required keys is missing.
     """
     need = {'mock': ('efftime_range', 'efftime_per_exposure', 'exptime_per_efftime',
-                     'dead_fibre_fraction',
-                     'dead_arm_fraction', 'tsnr2_per_efftime', 'files', 'target_bits'),
-            'redrock_mock': ('success', 'lbg', 'failure_mix', 'wrong_z', 'zerr', 'deltachi2',
-                             'chi2_mismatch', 'ncoeff')}
+                     'dead_fibre_fraction', 'dead_arm_fraction', 'tsnr2_per_efftime', 'files',
+                     'target_bits'),
+            'redrock_mock': ('success', 'lbg', 'failure_mix', 'wrong_z', 'star_vr_sigma',
+                             'star_subtypes', 'qso_dv_sigma', 'qso_hiz_min', 'zerr', 'zerr_mag',
+                             'zerr_dex', 'deltachi2', 'small_deltachi2', 'chi2_mismatch',
+                             'ncoeff')}
     for section, keys in need.items():
         sec = config.extra.get(section)
         if not isinstance(sec, dict):

@@ -12,11 +12,17 @@ import functools
 
 import numpy as np
 
+from .profiles import pixel_edges
+
 #: AB zero point f_ν = 3631 Jy, in erg/s/cm²/Hz, and c in Å/s.
 AB_FNU = 3.631e-20
 C_AA = 2.99792458e18
 #: Flux unit of the mock spectra (erg/s/cm²/Å).
 FLUX_UNIT = 1e-17
+#: Fraction of the peak response that separates the filter core (sampled every `step`)
+#: from its wings (sampled WING_FACTOR times more coarsely).
+RESPONSE_FLOOR = 3e-3
+WING_FACTOR = 10
 
 
 @functools.lru_cache(maxsize=8)
@@ -33,7 +39,8 @@ def filter_grid(name, step):
     Returns
     -------
     wave : numpy.ndarray
-        Grid (Å) covering the filter's non-zero response, shape (m,), read-only.
+        Grid (Å) covering the filter's non-zero response, `step` apart in the core and
+        WING_FACTOR × `step` in the faint wings, shape (m,), read-only.
     weights : numpy.ndarray
         Shape (m,), read-only, such that ``-2.5 log10(flux @ weights)`` is the AB
         magnitude of f_λ sampled on `wave` in 1e-17 erg/s/cm²/Å.
@@ -48,12 +55,22 @@ def filter_grid(name, step):
         filt = speclite.filters.load_filter(name)
     except ValueError as err:
         raise ValueError(f'unknown speclite filter {name!r} ({err})') from None
-    nz = np.nonzero(filt.response > 0)[0]
+    # The tabulated DECam r response has a faint red leak (~4e-4 of the peak) out to
+    # 10980 A, which matters for M dwarfs (~1.5%): the core (response above
+    # RESPONSE_FLOOR of the peak) is sampled every `step`, the wings every WING_FACTOR steps.
+    resp_all = filt.response
+    nz = np.nonzero(resp_all > 0)[0]
+    core = np.nonzero(resp_all > RESPONSE_FLOOR * resp_all.max())[0]
     lo, hi = float(filt.wavelength[nz[0]]), float(filt.wavelength[nz[-1]])
-    wave = np.arange(lo, hi + step, step)
-    resp = np.interp(wave, filt.wavelength, filt.response, left=0.0, right=0.0)
+    clo, chi = float(filt.wavelength[core[0]]), float(filt.wavelength[core[-1]])
+    wide = WING_FACTOR * step
+    wave = np.concatenate([np.arange(clo - wide, lo - 0.5 * wide, -wide)[::-1],
+                           np.arange(clo, chi + 0.5 * step, step),
+                           np.arange(chi + wide, hi + 0.5 * wide, wide)])
+    resp = np.interp(wave, filt.wavelength, resp_all, left=0.0, right=0.0)
+    width = np.diff(pixel_edges(wave))
     ab = AB_FNU * C_AA / wave ** 2 / FLUX_UNIT
-    weights = resp * wave / np.sum(resp * wave * ab)
+    weights = resp * wave * width / np.sum(resp * wave * width * ab)
     wave.flags.writeable = False
     weights.flags.writeable = False
     return wave, weights

@@ -76,7 +76,8 @@ def load_sim_config(name=DEFAULT_SIM_CONFIG):
     Raises
     ------
     lbgnet.config.ConfigError
-        If the file has no ``simulation`` section or lacks a class section.
+        If the file has no ``simulation`` section, lacks a class section, or gives LBG
+        line strengths for lines that are not in the line list.
     """
     cfg = read_yaml_config(name)
     sim = cfg.get('simulation')
@@ -89,6 +90,10 @@ def load_sim_config(name=DEFAULT_SIM_CONFIG):
     unknown = set(sim['class_fractions']) - set(CLASSES)
     if unknown:
         raise ConfigError(f'{name}: unknown classes {sorted(unknown)} in class_fractions; known {CLASSES}')
+    unknown = set(sim['lbg'].get('lines', {})) - set(cfg['lines'])
+    if unknown:
+        raise ConfigError(f'{name}: simulation.lbg.lines has lines {sorted(unknown)} that are not '
+                          f'in the line list {list(cfg["lines"])}')
     cfg['_source'] = str(name)
     return cfg
 

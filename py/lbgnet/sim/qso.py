@@ -107,33 +107,40 @@ def _parametric_continuum(truth, pars):
 
 
 def _template_continuum(truth, pars, basis_sets):
-    """Continuum from Redrock QSO PCA templates; basis_sets: key -> (lnw0, dlnw, basis)."""
+    """Continuum from Redrock QSO PCA templates; basis_sets: key -> (lnw0, dlnw, basis).
+
+    The spectra of the batch are built once (coefficients @ basis) and then sampled by
+    linear interpolation in ln λ at each call.
+    """
     z = np.asarray(truth['Z_TRUE'])
     use_hiz = (z >= HIZ_MIN_Z) | ('LOZ' not in basis_sets)
     if 'HIZ' not in basis_sets:
         use_hiz[:] = False
     tilt = (np.asarray(truth['ALPHA']) - pars['alpha_mean']).astype(np.float32)[:, None]
     pca = np.stack([np.asarray(truth[f'QSO_PCA{k + 1}']) for k in range(NPCA)], axis=1)
+    built = []
+    for key, sel in (('HIZ', use_hiz), ('LOZ', ~use_hiz)):
+        if not np.any(sel):
+            continue
+        lnw0, dlnw, basis = basis_sets[key]
+        nb = basis.shape[0]
+        k = min(nb - 1, NPCA)
+        rms = np.sqrt(np.mean(basis.astype(np.float64) ** 2, axis=1))
+        coef = np.zeros((int(sel.sum()), nb), dtype=np.float32)
+        coef[:, 0] = 1.0
+        coef[:, 1:k + 1] = pca[sel, :k] * pars['pca_scatter'] * rms[0] / rms[1:k + 1]
+        built.append((np.nonzero(sel)[0], lnw0, dlnw, coef @ basis))
 
     def continuum(rest):
         flux = np.empty(rest.shape, dtype=np.float32)
-        for key, sel in (('HIZ', use_hiz), ('LOZ', ~use_hiz)):
-            if not np.any(sel):
-                continue
-            lnw0, dlnw, basis = basis_sets[key]
-            nb = basis.shape[0]
-            coef = np.zeros((int(sel.sum()), nb), dtype=np.float32)
-            coef[:, 0] = 1.0
-            k = min(nb - 1, NPCA)
-            rms = np.sqrt(np.mean(basis ** 2, axis=1))
-            coef[:, 1:k + 1] = pca[sel, :k] * pars['pca_scatter'] * rms[0] / rms[1:k + 1]
-            pos = (np.log(rest[sel]) - lnw0) / dlnw
-            idx = np.clip(pos.astype(np.int64), 0, basis.shape[1] - 2)
-            frac = np.clip(pos - idx, 0.0, 1.0).astype(np.float32)
-            spec = coef @ basis          # (nsel, ntemplate)
-            v0 = np.take_along_axis(spec, idx, axis=1)
-            v1 = np.take_along_axis(spec, idx + 1, axis=1)
-            flux[sel] = (v0 + frac * (v1 - v0)) * np.exp(-tilt[sel] * np.log(rest[sel] / 2000.0))
+        for rows, lnw0, dlnw, spectra in built:
+            lnr = np.log(rest[rows])
+            pos = (lnr - np.float32(lnw0)) * np.float32(1.0 / dlnw)
+            idx = np.clip(pos.astype(np.int64), 0, spectra.shape[1] - 2)
+            frac = np.clip(pos - idx, 0.0, 1.0)
+            v0 = np.take_along_axis(spectra, idx, axis=1)
+            v1 = np.take_along_axis(spectra, idx + 1, axis=1)
+            flux[rows] = (v0 + frac * (v1 - v0)) * np.exp(-tilt[rows] * (lnr - np.float32(np.log(2000.0))))
         return np.maximum(flux, 0.0)
     return continuum
 

@@ -5,6 +5,9 @@ lbgnet.sim.render
 Noiseless observed-frame spectra of a truth table (:mod:`lbgnet.sim.population`)
 on any increasing wavelength grid, normalised to each object's r magnitude.
 
+Every grid gets pixel-averaged flux densities: lines are integrated over each pixel,
+and grids coarser than MAX_SUBPIXEL are rendered on sub-pixels and averaged.
+
 Normalisation: every object is first rendered on the fixed internal grid of the
 normalisation filter (:func:`lbgnet.sim.photometry.filter_grid`, default DECam r),
 without instrumental broadening; its synthetic AB magnitude m0 there gives the scale
@@ -27,6 +30,12 @@ from .qso import qso_components
 from .star import star_components
 
 
+#: Pixels wider than this (Å) are rendered as the mean of equal sub-pixels, so that
+#: the forest and breaks are averaged over the pixel, not sampled at its centre
+#: (the DESI 0.8 Å pixels are rendered directly; the 8 Å grid uses 8 sub-pixels).
+MAX_SUBPIXEL = 1.0
+
+
 class _Rows:
     """Column access to a subset of rows of a table, as plain numpy arrays."""
 
@@ -34,7 +43,14 @@ class _Rows:
         self._truth, self._sel = truth, sel
 
     def __getitem__(self, key):
-        return np.asarray(self._truth[key])[self._sel]
+        col = np.asarray(self._truth[key])[self._sel]
+        return col.astype(str) if col.dtype.kind == 'S' else col
+
+
+def _strings(col):
+    """A string column as str, also when read back from FITS as bytes."""
+    col = np.asarray(col)
+    return col.astype(str) if col.dtype.kind == 'S' else col
 
 
 @functools.lru_cache(maxsize=4)
@@ -100,7 +116,7 @@ def build_components(truth, simcfg, templates=None):
         Row indices into `truth` and the components of those rows.
     """
     sim = simcfg['simulation']
-    cls = np.asarray(truth['CLASS'])
+    cls = _strings(truth['CLASS'])
     unknown = set(np.unique(cls)) - set(CLASSES)
     if unknown:
         raise ValueError(f'unknown CLASS values {sorted(unknown)} in truth table; known {CLASSES}')
@@ -119,19 +135,47 @@ def build_components(truth, simcfg, templates=None):
             out.append((sel, galaxy_components(rows, sim['galaxy'])))
         else:
             arche = _star_archetypes(templates, float(sim['star']['template_smooth']))
-            has = np.isin(np.asarray(truth['SUBTYPE'])[sel], list(arche))
+            has = np.isin(_strings(truth['SUBTYPE'])[sel], list(arche))
             for mask, arg in ((has, arche), (~has, None)):
                 if np.any(mask):
                     out.append((sel[mask], star_components(_Rows(truth, sel[mask]), sim['star'], arg)))
     return out
 
 
-def _render_grid(parts, nspec, wave, lsf_sigma, igmcfg):
-    wave = np.asarray(wave, dtype=np.float64)
+def _subpixels(wave, lsf_sigma, max_subpixel):
+    """Sub-pixel grid when pixels are wider than `max_subpixel` Å (else the grid itself).
+
+    Returns
+    -------
+    sub_wave, sub_edges, sub_lsf, k
+        Each pixel is cut into k equal sub-pixels (k = 1: unchanged).
+    """
     edges = pixel_edges(wave)
-    flux = np.zeros((nspec, wave.size), dtype=np.float32)
+    widths = np.diff(edges)
+    k = int(np.ceil(np.max(widths) / max_subpixel - 1e-9)) if max_subpixel else 1
+    if k <= 1:
+        return wave, edges, lsf_sigma, 1
+    frac = np.arange(k) / k
+    sub_lo = (edges[:-1, None] + widths[:, None] * frac[None, :]).ravel()
+    sub_edges = np.concatenate([sub_lo, edges[-1:]])
+    sub_wave = 0.5 * (sub_edges[1:] + sub_edges[:-1])
+    if lsf_sigma is not None and np.ndim(lsf_sigma) > 0:
+        lsf_sigma = np.repeat(np.asarray(lsf_sigma, dtype=np.float64), k)
+    return sub_wave, sub_edges, lsf_sigma, k
+
+
+def _render_grid(parts, nspec, wave, lsf_sigma, igmcfg, max_subpixel=MAX_SUBPIXEL):
+    """Pixel-averaged flux of all parts on one grid (sub-sampled where pixels are wide)."""
+    wave = np.asarray(wave, dtype=np.float64)
+    if lsf_sigma is not None and np.ndim(lsf_sigma) > 0 and np.shape(lsf_sigma) != wave.shape:
+        raise ValueError(f'lsf_sigma must be a scalar or shaped like wave {wave.shape}, '
+                         f'got {np.shape(lsf_sigma)}')
+    sub_wave, sub_edges, sub_lsf, k = _subpixels(wave, lsf_sigma, max_subpixel)
+    flux = np.zeros((nspec, sub_wave.size), dtype=np.float32)
     for sel, comp in parts:
-        flux[sel] = evaluate(comp, wave, edges, lsf_sigma, igmcfg)
+        flux[sel] = evaluate(comp, sub_wave, sub_edges, sub_lsf, igmcfg)
+    if k > 1:
+        flux = flux.reshape(nspec, wave.size, k).mean(axis=2)
     return flux
 
 
@@ -150,7 +194,7 @@ def normalisation(parts, truth, simcfg):
     """
     norm = simcfg['simulation']['normalisation']
     fwave, weights = filter_grid(str(norm['filter']), float(norm['step']))
-    unit = _render_grid(parts, len(truth), fwave, None, simcfg['simulation']['igm'])
+    unit = _render_grid(parts, len(truth), fwave, None, simcfg['simulation']['igm'], max_subpixel=None)
     mag0 = ab_magnitude(unit, weights)
     bad = ~np.isfinite(mag0)
     if np.any(bad):
@@ -249,5 +293,5 @@ def line_wavelengths(truth, config):
         rest = config.lines.wave_array
     else:
         rest = np.asarray(list(config['lines'].values()), dtype=np.float64)
-    z = np.where(np.asarray(truth['CLASS']) == 'LBG', np.asarray(truth['Z_TRUE'], dtype=np.float64), np.nan)
+    z = np.where(_strings(truth['CLASS']) == 'LBG', np.asarray(truth['Z_TRUE'], dtype=np.float64), np.nan)
     return (1.0 + z)[:, None] * rest[None, :]

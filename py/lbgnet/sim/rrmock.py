@@ -10,7 +10,8 @@ templates and ~1 s per spectrum).  It reproduces what matters downstream:
   success probability falling with the effective magnitude
   ``m_eff = RMAG - 1.25 log10(EFFTIME / efftime_ref)`` (S/N ∝ flux·√EFFTIME);
 * LBGs: Redrock has no LBG template.  A strong Lyα emitter may be fitted by a QSO
-  template near its redshift (biased by the Lyα velocity offset); Lyα may be taken
+  template near its redshift (biased by the Lyα velocity offset, DV_LYA of the truth
+  table when present); Lyα may be taken
   for [OII] 3727 (a GALAXY at (1+z)·1215.67/3728.48 − 1); otherwise a random wrong
   solution, mostly a low-z GALAXY with a small ΔΧ²;
 * ZERR, ZWARN (SMALL_DELTA_CHI2, NODATA, UNPLUGGED, LITTLE_COVERAGE), DELTACHI2,
@@ -63,7 +64,8 @@ def lbg_outcome_weights(truth, meff, params):
         else np.zeros(len(truth))
     ew = np.nan_to_num(ew)
     bright = logistic((lbg['m50'] - meff) / lbg['width'])
-    p_qso = lbg['qso_right_max'] * bright * logistic((ew - lbg['qso_right_ew'][0]) / lbg['qso_right_ew'][1])
+    ew0, ew_width = lbg['qso_right_ew']
+    p_qso = lbg['qso_right_max'] * bright * logistic((ew - ew0) / ew_width)
     z_oii = (1.0 + np.asarray(truth['Z_TRUE'])) * LYA_WAVE / OII_WAVE - 1.0
     p_oii = lbg['oii_max'] * logistic((ew - lbg['oii_ew'][0]) / lbg['oii_ew'][1]) * (z_oii > 0)
     p_oii = np.minimum(p_oii, 1.0 - p_qso)
@@ -128,6 +130,9 @@ def redshift_outcome(truth, meff, params, rng):
     lbg = np.flatnonzero(cls == 'LBG')
     kind = draw_categories(lbg_outcome_weights(truth[lbg], meff[lbg], params), rng)
     dv_lya = rng.normal(*params['lbg']['lya_dv'], size=lbg.size)
+    if 'DV_LYA' in truth.colnames:                  # the simulated Lyα offset, when known
+        known = np.asarray(truth['DV_LYA'], dtype=np.float64)[lbg]
+        dv_lya = np.where(np.isfinite(known), known, dv_lya)
     zlya = (1 + ztrue[lbg]) * (1 + dv_lya / C_KMS) - 1
     spectype[lbg[kind == 0]] = 'QSO'
     z[lbg[kind == 0]] = zlya[kind == 0]

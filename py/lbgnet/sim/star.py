@@ -18,7 +18,7 @@ to ``template_smooth`` Å).  Subtypes without a template keep the parametric mod
 """
 import numpy as np
 
-from .components import C_KMS, Components
+from .components import C_KMS, Components, cap_depth
 
 #: h c / k in Å K.
 HC_K = 1.4387769e8
@@ -85,7 +85,8 @@ def star_lines(truth, pars):
         rest.append(np.full(n, float(spec['wave'])))
         sigma.append(sig)
         ew.append(val)
-    return np.stack(rest, axis=1), np.stack(sigma, axis=1), np.stack(ew, axis=1)
+    ew = np.stack(ew, axis=1)
+    return np.stack(rest, axis=1), cap_depth(ew, np.stack(sigma, axis=1), pars['max_absorption_depth']), ew
 
 
 def template_continuum(truth, archetypes):
@@ -96,13 +97,13 @@ def template_continuum(truth, archetypes):
     truth : mapping
         Star rows (SUBTYPE, TEMPLATE_U), all of subtypes present in `archetypes`.
     archetypes : dict
-        SUBTYPE -> (wave0, dwave, basis (nbasis, nwave), coeff (nbasis, narchetype)),
+        SUBTYPE -> (wave0, dwave, basis (nbasis, nwave), coeff (narchetype, nbasis)),
         basis on a uniform grid (Å).
 
     Notes
     -----
     The archetypes of the batch are rebuilt once (coefficients @ basis), then sampled
-    by linear interpolation at each call.
+    at the nearest template wavelength at each call.
     """
     sub = np.asarray(truth['SUBTYPE'])
     u = np.asarray(truth['TEMPLATE_U'], dtype=np.float64)
@@ -110,19 +111,17 @@ def template_continuum(truth, archetypes):
     for key in np.unique(sub):
         sel = np.nonzero(sub == key)[0]
         w0, dw, basis, coeff = archetypes[key]
-        iarch = np.minimum((u[sel] * coeff.shape[1]).astype(np.int64), coeff.shape[1] - 1)
-        spectra = (coeff[:, iarch].T @ basis).astype(np.float32)
-        built[key] = (sel, w0, dw, spectra / np.median(spectra, axis=1, keepdims=True))
+        iarch = np.minimum((u[sel] * coeff.shape[0]).astype(np.int64), coeff.shape[0] - 1)
+        built[key] = (sel, w0, dw, coeff[iarch].astype(np.float32) @ basis)
 
     def continuum(rest):
+        # nearest template sample: the archetypes are smoothed to ~0.7 Å and sampled
+        # every ~0.2 Å, finer than any grid rendered here
         flux = np.empty(rest.shape, dtype=np.float32)
         for sel, w0, dw, spectra in built.values():
-            pos = (rest[sel] - np.float32(w0)) * np.float32(1.0 / dw)
-            idx = np.clip(pos.astype(np.int64), 0, spectra.shape[1] - 2)
-            frac = np.clip(pos - idx, 0.0, 1.0)
-            v0 = np.take_along_axis(spectra, idx, axis=1)
-            v1 = np.take_along_axis(spectra, idx + 1, axis=1)
-            flux[sel] = v0 + frac * (v1 - v0)
+            idx = ((rest[sel] - np.float32(w0)) * np.float32(1.0 / dw) + np.float32(0.5)).astype(np.int32)
+            np.clip(idx, 0, spectra.shape[1] - 1, out=idx)
+            flux[sel] = np.take_along_axis(spectra, idx, axis=1)
         return np.maximum(flux, 0.0)
     return continuum
 

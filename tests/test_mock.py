@@ -1,0 +1,218 @@
+"""Tests of the mock files: lbgnet.sim.mock, lbgnet.sim.rrmock, lbgnet.io.mock, desi_lbg_mock."""
+import glob
+import os
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.table import Table
+
+from lbgnet.io import read_coadd, read_redrock
+from lbgnet.io.mock import read_truth, write_mock
+from lbgnet.scripts.lbg_mock import main, parse
+from lbgnet.sim.mock import load_mock_setup, make_mock
+from lbgnet.sim.rrmock import LYA_WAVE, OII_WAVE, ZWARN_BITS, simulate_redrock
+
+
+@pytest.fixture(scope='module')
+def setup():
+    return load_mock_setup()
+
+
+@pytest.fixture(scope='module')
+def mock(setup):
+    return make_mock(setup, 40, np.random.default_rng(11), pixel=1234)
+
+
+def test_make_mock_is_deterministic(setup, mock):
+    again = make_mock(setup, 40, np.random.default_rng(11), pixel=1234)
+    other = make_mock(setup, 40, np.random.default_rng(12), pixel=1234)
+    for band in mock.flux:
+        assert np.array_equal(mock.flux[band], again.flux[band])
+        assert np.array_equal(mock.ivar[band], again.ivar[band])
+        assert not np.array_equal(mock.flux[band], other.flux[band])
+    assert np.array_equal(mock.redshifts['Z'], again.redshifts['Z'])
+    assert np.array_equal(mock.truth['Z_TRUE'], again.truth['Z_TRUE'])
+
+
+def test_mock_tables_are_consistent(setup, mock):
+    import healpy
+    from desitarget.targets import decode_targetid
+    tid = np.asarray(mock.truth['TARGETID'])
+    assert np.unique(tid).size == tid.size
+    for table in (mock.fibermap, mock.scores, mock.redshifts):
+        assert np.array_equal(np.asarray(table['TARGETID']), tid)
+    objid, brickid, release, mockbit = decode_targetid(tid)[:4]
+    assert np.all(mockbit == 1) and np.all(brickid == 1234) and np.all(release == 9999)
+    pix = healpy.ang2pix(64, mock.fibermap['TARGET_RA'], mock.fibermap['TARGET_DEC'],
+                         nest=True, lonlat=True)
+    assert np.all(pix == 1234)
+    assert mock.fibermap['COADD_NUMEXP'].sum() == len(mock.exp_fibermap)
+    assert set(mock.exp_fibermap['TARGETID']) == set(tid)
+    # FLUX_R (nanomaggies) is the truth r magnitude
+    np.testing.assert_allclose(22.5 - 2.5 * np.log10(mock.fibermap['FLUX_R']), mock.truth['RMAG'],
+                               atol=1e-4)
+    assert all(c in mock.scores.colnames for c in ('TSNR2_LRG', 'TSNR2_ELG', 'TSNR2_LYA',
+                                                   'MEDIAN_COADD_SNR_B'))
+    np.testing.assert_allclose(mock.scores['TSNR2_ELG'], 0.1163 * mock.truth['EFFTIME'], rtol=1e-5)
+    lo, hi = setup.config.extra['mock']['efftime_range']
+    assert np.all((mock.truth['EFFTIME'] >= lo) & (mock.truth['EFFTIME'] <= hi))
+    # noiseless model + noise: the residual scatter is close to the pipeline σ
+    chi = (mock.flux['r'] - mock.model['r']) * np.sqrt(mock.ivar['r'])
+    live = mock.ivar['r'] > 0
+    assert 0.9 < np.std(chi[live]) < 1.3
+
+
+def test_dead_fibres_have_no_data_and_nodata_zwarn(setup):
+    from desispec.maskbits import fibermask
+    mock = make_mock(setup, 400, np.random.default_rng(3), pixel=77, with_resolution=False)
+    status = np.asarray(mock.fibermap['COADD_FIBERSTATUS'])
+    dead = (status & fibermask.BROKENFIBER) != 0
+    assert 2 <= dead.sum() <= 40                                      # 4% of 400
+    for band in mock.ivar:
+        assert np.all(mock.ivar[band][dead] == 0) and np.all(mock.mask[band][dead] != 0)
+        assert np.all(mock.ivar[band][~dead & (status == 0)] > 0)
+    zwarn = np.asarray(mock.redshifts['ZWARN'])
+    assert np.all(zwarn[dead] & ZWARN_BITS['NODATA'])
+    assert np.all(mock.redshifts['NPIXELS'][dead] == 0)
+    badamp = (status & ~fibermask.BROKENFIBER) != 0
+    assert np.all(zwarn[badamp] & ZWARN_BITS['LITTLE_COVERAGE'])
+
+
+def test_files_round_trip(tmp_path, mock):
+    from desispec.io import read_spectra
+    paths = write_mock(str(tmp_path), mock, 'lbgnet-mock.yaml')
+    assert sorted(os.path.basename(p) for p in glob.glob(str(tmp_path / '*'))) == sorted(
+        os.path.basename(p) for p in paths.values())                 # no temporary files left
+    spec = read_spectra(paths['coadd'])
+    assert spec.flux['b'].shape == mock.flux['b'].shape
+    assert spec.resolution_data['z'].shape == (40, 11, mock.wave['z'].size)
+    np.testing.assert_array_equal(spec.fibermap['TARGETID'], mock.truth['TARGETID'])
+    assert spec.exp_fibermap is not None and 'TSNR2_QSO' in spec.scores.colnames
+    coadd = read_coadd(paths['coadd'])
+    np.testing.assert_array_equal(coadd.flux['r'], mock.flux['r'])
+    rr = read_redrock(paths['redrock'])
+    np.testing.assert_array_equal(rr.targetid, coadd.targetid)    # Redrock order = coadd order
+    assert set(rr.redshifts['SPECTYPE']) <= {'GALAXY', 'QSO', 'STAR'}
+    with fits.open(paths['redrock']) as hdul:
+        assert [h.name for h in hdul[1:]] == ['REDSHIFTS', 'FIBERMAP', 'EXP_FIBERMAP', 'TSNR2']
+        assert hdul[0].header['HPXPIXEL'] == 1234 and 'RRMOCK' in hdul[0].header
+    truth = read_truth(paths['truth'])
+    np.testing.assert_array_equal(truth['TARGETID'], coadd.targetid)
+    np.testing.assert_array_equal(truth['CLASS'], mock.truth['CLASS'])
+
+
+def _tiny_template(path):
+    """A 2-vector GALAXY Redrock template (constant + slope) scanning z = 0.1-0.5."""
+    wave = np.arange(2000.0, 11000.0, 2.0)
+    basis = np.vstack([np.ones_like(wave), (wave - 6000.0) / 5000.0])
+    hdr = fits.Header({'CRVAL1': wave[0], 'CDELT1': 2.0, 'LOGLAM': 0, 'RRTYPE': 'GALAXY',
+                       'RRSUBTYP': '', 'RRVER': '0.21', 'RRIGM': 'None', 'VERSION': 'test',
+                       'EXTNAME': 'BASIS_VECTORS'})
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(basis, header=hdr),
+                  fits.ImageHDU(np.linspace(0.1, 0.5, 41), name='REDSHIFTS')]).writeto(path)
+
+
+def test_rrdesi_accepts_the_coadd(tmp_path, setup, monkeypatch):
+    monkeypatch.setattr(np, 'NaN', np.nan, raising=False)   # redrock 0.21 on numpy 2
+    from redrock.external.desi import rrdesi
+    mock = make_mock(setup, 6, np.random.default_rng(2), pixel=99)
+    paths = write_mock(str(tmp_path), mock)
+    template = str(tmp_path / 'rrtemplate-GALAXY-test.fits')
+    _tiny_template(template)
+    out = str(tmp_path / 'rr-out.fits')
+    rrdesi(['--infiles', paths['coadd'], '--outfile', out, '--templates', template,
+            '--ncpu', '1'])
+    zbest = Table.read(out, 'REDSHIFTS')
+    np.testing.assert_array_equal(zbest['TARGETID'], mock.truth['TARGETID'])
+    live = mock.fibermap['COADD_FIBERSTATUS'] == 0
+    assert np.all((zbest['Z'][live] >= 0.1) & (zbest['Z'][live] <= 0.5))
+    assert np.all(zbest['NPIXELS'][live] > 7000)
+
+
+def _truth(n, cls, rmag, rng):
+    t = Table()
+    t['TARGETID'] = np.arange(n)
+    t['CLASS'] = np.full(n, cls)
+    t['SUBTYPE'] = np.full(n, 'K' if cls == 'STAR' else '')
+    t['Z_TRUE'] = {'LBG': rng.uniform(2.5, 4.0, n), 'QSO': rng.uniform(0.5, 4.0, n),
+                   'GALAXY': rng.uniform(0.1, 1.5, n), 'STAR': np.zeros(n)}[cls]
+    t['RMAG'] = np.full(n, rmag)
+    t['LYA_EW'] = rng.uniform(-20, 80, n) if cls == 'LBG' else np.full(n, np.nan)
+    return t
+
+
+@pytest.mark.parametrize('cls', ['LBG', 'QSO', 'GALAXY', 'STAR'])
+def test_redrock_mock_outcomes(setup, cls):
+    rng = np.random.default_rng(7)
+    params = setup.config.extra['redrock_mock']
+    n = 3000
+    out = {}
+    for rmag in (22.0, 24.8):
+        truth = _truth(n, cls, rmag, rng)
+        eff = np.full(n, setup.instrument.efftime_ref)
+        npix = np.full(n, 7958)
+        out[rmag] = (truth, simulate_redrock(truth, eff, setup.instrument.efftime_ref, npix,
+                                             1.1 * npix, np.full(n, 500.0), np.zeros(n, int),
+                                             params, rng))
+    for rmag, (truth, rr) in out.items():
+        assert rr['COEFF'].shape == (n, 10) and rr['SPECTYPE'].dtype.kind == 'U'
+        assert np.all(rr['ZERR'] > 0) and np.all(rr['DELTACHI2'] >= 0)
+        assert np.all((rr['CHI2'] > 1.1 * 7958) & (rr['CHI2'] < 1.1 * 7958 + 500))
+        small = (rr['ZWARN'] & ZWARN_BITS['SMALL_DELTA_CHI2']) != 0
+        assert np.array_equal(small, rr['DELTACHI2'] < params['small_deltachi2'])
+    truth, rr = out[22.0]
+    dz = np.abs(rr['Z'] - truth['Z_TRUE']) / (1 + truth['Z_TRUE'])
+    right = (rr['SPECTYPE'] == cls) & (dz < 0.005)
+    faint_truth, faint_rr = out[24.8]
+    faint_dz = np.abs(faint_rr['Z'] - faint_truth['Z_TRUE']) / (1 + faint_truth['Z_TRUE'])
+    if cls == 'LBG':
+        # no LBG template: mostly wrong, mostly low-z GALAXY, some [OII] confusions
+        qso_right = (rr['SPECTYPE'] == 'QSO') & (dz < 0.005)
+        assert 0.05 < qso_right.mean() < 0.5
+        gal = rr['SPECTYPE'] == 'GALAXY'
+        assert gal.mean() > 0.4 and np.all(rr['Z'][gal] < 1.71)
+        z_oii = (1 + truth['Z_TRUE']) * LYA_WAVE / OII_WAVE - 1
+        assert np.mean(np.abs(rr['Z'][gal] - z_oii[gal]) < 0.01) > 0.1
+        assert np.median(rr['DELTACHI2'][~qso_right]) < np.median(rr['DELTACHI2'][qso_right])
+    else:
+        assert right.mean() > 0.9
+        assert np.mean(faint_dz < 0.005) < right.mean() - 0.2        # success falls with mag
+        assert np.median(rr['DELTACHI2'][right]) > 100
+
+
+def test_script_writes_reproducible_files(tmp_path):
+    outdir = str(tmp_path / 'out')
+    args = ['--outdir', outdir, '--nspec', '25', '--nfiles', '2', '--seed', '4',
+            '--no-resolution', '--classes', 'LBG', 'QSO', '--zmin', '2.5', '--zmax', '3.0',
+            '--efftime-min', '4000', '--efftime-max', '5000']
+    assert main(args) == 0
+    truths = sorted(glob.glob(os.path.join(outdir, 'truth-lbgmock-dark-*.fits')))
+    assert len(truths) == 2 and len(glob.glob(os.path.join(outdir, 'coadd-*.fits'))) == 2
+    tables = [read_truth(p) for p in truths]
+    allt = np.concatenate([np.asarray(t['CLASS']) for t in tables])
+    assert allt.size == 25 and set(allt) <= {'LBG', 'QSO'}
+    for t in tables:
+        lbg = t['CLASS'] == 'LBG'
+        assert np.all((t['Z_TRUE'][lbg] >= 2.5) & (t['Z_TRUE'][lbg] <= 3.0))
+        assert np.all((t['EFFTIME'] >= 4000) & (t['EFFTIME'] <= 5000))
+    coadd = read_coadd(truths[0].replace('truth-', 'coadd-'))
+    assert main(args) == 1                                   # refuses to overwrite
+    assert main(args + ['--overwrite']) == 0
+    again = read_coadd(truths[0].replace('truth-', 'coadd-'))
+    np.testing.assert_array_equal(again.flux['b'], coadd.flux['b'])   # same seed, same files
+
+
+def test_parse_rejects_bad_options():
+    for bad in (['--zmin', '2'], ['--zmin', '3', '--zmax', '2'], ['--nfiles', '0'],
+                ['--classes', 'ELG'], ['--efftime-min', '-1', '--efftime-max', '10']):
+        with pytest.raises(SystemExit):
+            parse(['--outdir', 'x', '--nspec', '10'] + bad)
+
+
+def test_configuration_errors_are_clear(tmp_path):
+    from lbgnet.config import ConfigError
+    with pytest.raises(ConfigError, match='no "mock" section'):
+        load_mock_setup('lbgnet-sim.yaml')
+    assert main(['--outdir', str(tmp_path), '--nspec', '5', '--config', 'lbgnet-sim.yaml']) == 1
+    assert not os.listdir(tmp_path)
