@@ -26,7 +26,7 @@ The direct head's outputs are also returned as ``P_DIRECT``, ``Z_DIRECT``, ``ZER
 import numpy as np
 
 from .evaluate import LBG_CLASS, choose_thresholds, pe_score, regime_masks
-from .postprocess import lbg_score, postprocess, postprocess_options
+from .postprocess import postprocess, postprocess_options
 from .variants import architecture
 
 #: Values of ``postprocess.hybrid_score``.

@@ -334,9 +334,7 @@ def fit_in_phases(model, train_data, val_data, config, outdir, steps_per_epoch, 
                           verbose=verbose)
     better = info2['best'] > info['best'] if MONITORS[info2['monitor']] == 'max' \
         else info2['best'] < info['best']
-    merged = {key: history.get(key, []) + history2.get(key, [])
-              for key in dict.fromkeys(list(history) + list(history2)) if key != 'phase'}
-    merged['phase'] = history['phase'] + [2] * info2['epochs_run']
+    merged = _merge_histories(history, history2)
     total = dict(info, phases=[info['phases'][0], info2], epochs_run=len(merged['phase']),
                  fit_seconds=info['fit_seconds'] + info2['fit_seconds'])
     if better:
@@ -350,3 +348,11 @@ def fit_in_phases(model, train_data, val_data, config, outdir, steps_per_epoch, 
     get_logger().info('unfrozen phase: best %s %.4f (frozen phase %.4f); kept phase %d',
                       info2['monitor'], info2['best'], info['best'], total['kept_phase'])
     return merged, total
+
+
+def _merge_histories(first, second):
+    """Per-epoch logs of two phases end to end, with ``phase`` 1 then 2."""
+    keys = [k for k in dict.fromkeys(list(first) + list(second)) if k != 'phase']
+    merged = {key: list(first.get(key, [])) + list(second.get(key, [])) for key in keys}
+    merged['phase'] = list(first['phase']) + [2] * len(second.get('loss', []))
+    return merged
