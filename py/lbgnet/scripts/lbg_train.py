@@ -263,6 +263,9 @@ def _train(args, log, t_start):
                           batches_per_epoch=max(1, opts['ntrain'] // opts['batch_size']),
                           seed=opts['seed'])
     model, report = initial_model(config, args.init_from, args.init_layers)
+    if args.freeze and not args.init_from:
+        log.warning('--freeze %d without --init-from freezes randomly initialised layers',
+                    args.freeze)
     log.info('training %s: %d parameters, %d batches of %d per epoch, %d validation spectra',
              config.extra.get('name', args.config), model.count_params(), len(batches),
              opts['batch_size'], len(X_val))
