@@ -176,7 +176,8 @@ class ValidationScore(keras.callbacks.Callback):
         """Add ``val_score`` and ``val_score_<regime>`` to `logs`."""
         logs = {} if logs is None else logs
         from .predict import predict_catalog      # any architecture (lbgnet.variants)
-        c_lbg = predict_catalog(self.model, self.X, self.config, batch_size=self.batch_size)[0]['C_LBG']
+        res, _ = predict_catalog(self.model, self.X, self.config, batch_size=self.batch_size)
+        c_lbg = res['C_LBG']
         is_true = self.classes == LBG_CLASS
         scores = []
         for name, mask in regime_masks(self.classes, self.z_true).items():
