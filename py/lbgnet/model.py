@@ -192,6 +192,9 @@ def build_model(config):
         For an invalid model section or a network whose convolutions shrink the grid to
         nothing.
     """
+    from .variants import architecture, build_variant
+    if architecture(config) != 'linefinder':      # direct / hybrid: lbgnet.variants
+        return build_variant(config)
     opts = model_options(config)
     nlines, nboxes = len(config.lines), config.nboxes
     inputs = keras.Input(shape=(config.grid.nbins, NCHANNELS), name='spectra')

@@ -17,8 +17,6 @@ from desiutil.log import get_logger
 from .config import ConfigError
 from .evaluate import pe_score, regime_masks, LBG_CLASS
 from .losses import LineFinderLoss, resolve_pos_weight
-from .model import predict_boxes
-from .postprocess import postprocess
 
 #: Defaults of the ``training`` configuration section.
 TRAINING_DEFAULTS = {'epochs': 30, 'batch_size': 256, 'learning_rate': 1e-3, 'patience': 6,
@@ -79,7 +77,9 @@ def loss_from_config(config):
         pos_weight = resolve_pos_weight(section.get('pos_weight', 'balanced'), config.nboxes)
     except ValueError as err:
         raise ConfigError(f'{config.source}: {err}') from None
-    return LineFinderLoss(gamma=float(section.get('gamma', 1.0)), pos_weight=pos_weight)
+    from .variants import variant_loss
+    return variant_loss(config, LineFinderLoss(gamma=float(section.get('gamma', 1.0)),
+                                               pos_weight=pos_weight))
 
 
 def compile_model(model, config, learning_rate=None, total_steps=None):
@@ -175,8 +175,9 @@ class ValidationScore(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         """Add ``val_score`` and ``val_score_<regime>`` to `logs`."""
         logs = {} if logs is None else logs
-        conf, offset = predict_boxes(self.model, self.X, self.batch_size)
-        c_lbg = postprocess(conf, offset, self.config)['C_LBG']
+        from .predict import predict_catalog      # any architecture (lbgnet.variants)
+        res, _ = predict_catalog(self.model, self.X, self.config, batch_size=self.batch_size)
+        c_lbg = res['C_LBG']
         is_true = self.classes == LBG_CLASS
         scores = []
         for name, mask in regime_masks(self.classes, self.z_true).items():
@@ -217,7 +218,7 @@ class TimeLimit(keras.callbacks.Callback):
 
 
 def fit(model, train_data, val_data, config, outdir, val_truth=None, epochs=None,
-        verbose='auto'):
+        verbose='auto', extra_callbacks=None):
     """Fit a compiled model with early stopping and best-checkpointing on validation.
 
     Parameters
@@ -241,6 +242,8 @@ def fit(model, train_data, val_data, config, outdir, val_truth=None, epochs=None
         [``training.epochs``]
     verbose : str or int, optional
         Keras verbosity ['auto': progress bar].
+    extra_callbacks : list of keras.callbacks.Callback, optional
+        Extra callbacks, run after the validation score (e.g. a tuning pruner).
 
     Returns
     -------
@@ -267,6 +270,7 @@ def fit(model, train_data, val_data, config, outdir, val_truth=None, epochs=None
     ]
     if opts['max_minutes']:
         callbacks.append(TimeLimit(opts['max_minutes']))
+    callbacks += list(extra_callbacks or [])
     fit_kwargs = {}
     if isinstance(train_data, tuple):
         fit_kwargs = dict(x=train_data[0], y=train_data[1], batch_size=opts['batch_size'],

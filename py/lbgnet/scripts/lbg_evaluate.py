@@ -70,18 +70,18 @@ def predict_coadd(path, model, config, c_thresh, n_thresh, include_bad=False):
     res : dict
         :func:`lbgnet.postprocess.postprocess` output.
     X, conf, offset : numpy.ndarray
-        Input and raw network output (for the example figure).
+        Input and raw line-finder output (for the example figure; conf and offset are
+        None for direct-regression networks).
     nbad : int
         Spectra left out (dead fibre or no valid pixel; kept with `include_bad`).
     """
     from ..io.evaluation import read_coadd_for_evaluation
-    from ..model import predict_boxes
-    from ..postprocess import postprocess
+    from ..predict import predict_catalog
     X, targetid, good = read_coadd_for_evaluation(path, config)
     keep = np.ones_like(good) if include_bad else good
     X, targetid = X[keep], targetid[keep]
-    conf, offset = predict_boxes(model, X)
-    res = postprocess(conf, offset, config, c_thresh=c_thresh, n_thresh=n_thresh)
+    res, raw = predict_catalog(model, X, config, c_thresh=c_thresh, n_thresh=n_thresh)
+    conf, offset = raw.get('conf'), raw.get('offset')     # None for direct networks
     return targetid, res, X, conf, offset, int(np.count_nonzero(~keep))
 
 
@@ -148,7 +148,7 @@ def write_plots(args, metrics, pred, truth, config, first):
     plot_redshift(truth['Z_TRUE'][sel], pred['Z_LBG'][sel], out['z'],
                   z_bestline=pred['Z_BESTLINE'][sel], title=args.title)
     plot_efficiency_bins(metrics, out['eff'])
-    if first is not None and args.nexamples > 0:
+    if first is not None and first[1] is not None and args.nexamples > 0:
         X, conf, offset, tid = first
         classes = truth['CLASS'][:len(tid)].astype(str)
         lbg = np.flatnonzero(classes == LBG_CLASS)[:(args.nexamples + 1) // 2]

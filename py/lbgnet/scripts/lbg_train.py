@@ -51,15 +51,31 @@ def parse(options=None):
                         '[training.max_minutes, none]')
     parser.add_argument('--val-dir', help='directory of validation coadd-*/truth-* files '
                         '[generate them under OUTDIR/validation]')
-    parser.add_argument('--init-from', help='initialise from this model file (layers with '
-                        'equal names and shapes)')
+    parser.add_argument('--init-from', help='initialise from this lbgnet model file or '
+                        'QuasarNET-format Keras .h5 (layers with equal names and shapes; '
+                        'lbgnet.transfer)')
+    parser.add_argument('--init-layers', choices=('conv', 'dense', 'all'), default='all',
+                        help='layers taken from --init-from: conv (+ batch norms), dense (conv '
+                        'and fc_common), all [%(default)s]')
+    parser.add_argument('--freeze', type=int, default=0, metavar='N',
+                        help='freeze the first N trunk layers (conv_1.., then fc_common) '
+                        '[%(default)s]')
+    parser.add_argument('--unfreeze-epochs', type=int, default=0, metavar='K',
+                        help='unfreeze everything for the last K of the epochs [%(default)s]')
+    parser.add_argument('--unfreeze-lr-factor', type=float, default=0.1,
+                        help='learning-rate factor of the unfrozen phase [%(default)s]')
     parser.add_argument('--workers', type=int, default=2,
                         help='threads simulating batches ahead of training [%(default)s]')
     parser.add_argument('--name', help='model file name (without extension) [config name]')
     parser.add_argument('--verbose', type=int, choices=(0, 1, 2), default=1,
                         help='Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch '
                         '[%(default)s]')
-    return parser.parse_args(options)
+    args = parser.parse_args(options)
+    if args.freeze < 0 or args.unfreeze_epochs < 0:
+        parser.error('--freeze and --unfreeze-epochs must be >= 0')
+    if args.unfreeze_epochs and not args.freeze:
+        parser.error('--unfreeze-epochs needs --freeze N > 0')
+    return args
 
 
 class TruthEncoder:
@@ -74,16 +90,19 @@ class TruthEncoder:
         self.config = config
 
     def __call__(self, truth):
-        """Targets (n, nlines, nboxes, 2) of a truth table (CLASS, Z_TRUE)."""
-        from ..labels import make_targets
-        from ..sim.render import line_wavelengths
-        return make_targets(line_wavelengths(truth, self.config), self.config)
+        """Targets of a truth table (CLASS, Z_TRUE): (n, nlines, nboxes, 2) for line finders
+        (lbgnet.targets: other architectures and target classes)."""
+        from ..targets import make_training_targets
+        return make_training_targets(truth, self.config)
 
 
 def check_compatible(config, sim_config):
-    """The model and simulation configurations must share the grid and line list."""
-    if config.grid != sim_config.grid or config.lines != sim_config.lines:
-        raise ConfigError(f'{config.source} and {sim_config.source} differ in grid or line list')
+    """The model and simulation configurations must share the grid; an LBG model's lines
+    must be lines the simulator renders (lbgnet.targets.check_target_lines)."""
+    from ..targets import check_target_lines
+    if config.grid != sim_config.grid:
+        raise ConfigError(f'{config.source} and {sim_config.source} differ in grid')
+    check_target_lines(config, sim_config)
 
 
 def write_validation(setup, outdir, nval, seed, config_name):
@@ -143,13 +162,11 @@ def read_labelled(coadds, truths, config):
 
 def validation_summary(model, X, truth, config):
     """Choose the thresholds on the validation set and report its metrics at them."""
-    from ..evaluate import choose_thresholds, evaluate_predictions
-    from ..model import predict_boxes
-    from ..postprocess import postprocess
-    conf, offset = predict_boxes(model, X)
-    c_lines = postprocess(conf, offset, config)['C_LINES']
-    c_thresh, n_thresh, table = choose_thresholds(truth['CLASS'], truth['Z_TRUE'], c_lines)
-    res = postprocess(conf, offset, config, c_thresh=c_thresh, n_thresh=n_thresh)
+    from ..evaluate import evaluate_predictions
+    from ..predict import catalog_from_raw, choose_catalog_thresholds, predict_raw
+    raw = predict_raw(model, X, config)
+    c_thresh, n_thresh, table = choose_catalog_thresholds(raw, truth, config)
+    res = catalog_from_raw(raw, config, c_thresh=c_thresh, n_thresh=n_thresh)
     metrics = evaluate_predictions(truth, res, c_thresh)
     brief = {name: {'pe_score': m['pe_score'], 'efficiency': m['efficiency'],
                     'purity': m['purity'], **m['redshift']} for name, m in metrics.items()}
@@ -172,8 +189,9 @@ def main(args=None, comm=None):
 def training_setup(args):
     """Configuration with the command-line overrides, and the simulator setup."""
     from ..sim.mock import load_mock_setup
+    from ..targets import apply_target
     from ..train import training_options
-    config = load_config(args.config)
+    config = apply_target(load_config(args.config))
     opts = training_options(config, epochs=args.epochs, batch_size=args.batch_size,
                             seed=args.seed, ntrain=args.ntrain, nval=args.nval,
                             learning_rate=args.learning_rate, max_minutes=args.max_minutes)
@@ -185,19 +203,19 @@ def training_setup(args):
     return config, opts, setup
 
 
-def initial_model(config, init_from):
-    """The network of `config`, optionally initialised from another model file."""
-    from ..io.modelfile import load_model
+def initial_model(config, init_from, init_layers='all'):
+    """The network of `config`, optionally initialised from a pretrained network file.
+
+    Returns
+    -------
+    model : keras.Model
+    report : lbgnet.transfer.TransferReport or None
+    """
     from ..model import build_model
-    from ..train import transfer_weights
-    log = get_logger()
+    from ..transfer import init_from as transfer_init
     model = build_model(config)
-    if init_from:
-        loaded, skipped = transfer_weights(load_model(init_from)[0], model)
-        log.info('initialised %d layers from %s', len(loaded), init_from)
-        for reason in skipped:
-            log.warning('not initialised: %s', reason)
-    return model
+    report = transfer_init(model, init_from, init_layers) if init_from else None
+    return model, report
 
 
 def model_card(args, config, opts, batches, coadds, info, thresholds, val_metrics, history,
@@ -228,7 +246,9 @@ def model_card(args, config, opts, batches, coadds, info, thresholds, val_metric
 def _train(args, log, t_start):
     from ..io.modelfile import save_model
     from ..sim.generator import MockBatches, as_pydataset
-    from ..train import compile_model, fit, set_seeds
+    from ..targets import metric_truth
+    from ..train import set_seeds
+    from ..transfer import fit_in_phases
     config, opts, setup = training_setup(args)
     set_seeds(opts['seed'])
     os.makedirs(args.outdir, exist_ok=True)
@@ -238,16 +258,25 @@ def _train(args, log, t_start):
         coadds, truths = write_validation(setup, os.path.join(args.outdir, 'validation'),
                                           opts['nval'], opts['seed'], opts['simulation'])
     X_val, y_val, truth_val = read_labelled(coadds, truths, config)
+    truth_val = metric_truth(truth_val, config)
     batches = MockBatches(setup, encode=TruthEncoder(config), batch_size=opts['batch_size'],
                           batches_per_epoch=max(1, opts['ntrain'] // opts['batch_size']),
                           seed=opts['seed'])
-    model = compile_model(initial_model(config, args.init_from), config, opts['learning_rate'],
-                          total_steps=opts['epochs'] * len(batches))
+    model, report = initial_model(config, args.init_from, args.init_layers)
+    if args.freeze and not args.init_from:
+        log.warning('--freeze %d without --init-from freezes randomly initialised layers',
+                    args.freeze)
     log.info('training %s: %d parameters, %d batches of %d per epoch, %d validation spectra',
              config.extra.get('name', args.config), model.count_params(), len(batches),
              opts['batch_size'], len(X_val))
-    history, info = fit(model, as_pydataset(batches, workers=args.workers), (X_val, y_val),
-                        config, args.outdir, val_truth=truth_val, verbose=args.verbose)
+    history, info = fit_in_phases(model, as_pydataset(batches, workers=args.workers),
+                                  (X_val, y_val), config, args.outdir, len(batches),
+                                  nfrozen=args.freeze, unfreeze_epochs=args.unfreeze_epochs,
+                                  unfreeze_lr_factor=args.unfreeze_lr_factor,
+                                  val_truth=truth_val, verbose=args.verbose)
+    info['transfer'] = None if report is None else dict(
+        report.to_dict(), init_layers=args.init_layers, freeze=args.freeze,
+        unfreeze_epochs=args.unfreeze_epochs, unfreeze_lr_factor=args.unfreeze_lr_factor)
     c_thresh, n_thresh, table, val_metrics = validation_summary(model, X_val, truth_val, config)
     final = dataclasses.replace(config, selection=Selection(float(c_thresh), int(n_thresh)))
     metadata = model_card(args, config, opts, batches, coadds, info, (c_thresh, n_thresh, table),

@@ -1,0 +1,66 @@
+#!/usr/bin/env python
+"""Results table of doc/experiments.rst: evaluate models on the held-out tests, one row each.
+
+Usage::
+
+    TF_CPP_MIN_LOG_LEVEL=2 python benchmarks/experiment_table.py --outdir runs/table \
+        --tests lowz=runs/test-lowz midz=runs/test-midz highz=runs/test-highz \
+        --model initial=runs/initial/lbgnet-initial.weights.h5 \
+                shipped=py/lbgnet/data/lbgnet-default.weights.h5 ...
+
+Each model is evaluated with desi_lbg_evaluate on every test directory (skipped when
+``OUTDIR/<name>/eval-<regime>/metrics.json`` exists; ``--force`` re-evaluates).  Writes
+``OUTDIR/results.csv`` (every column of lbgnet.experiments.summary_row) and
+``OUTDIR/results.rst`` (the table of doc/experiments.rst).  Returns 1 if a model fails.
+"""
+import argparse
+import os
+import sys
+
+
+def pairs(values, what):
+    out = {}
+    for value in values:
+        name, sep, path = value.partition('=')
+        if not sep or not name or not path:
+            raise SystemExit(f'{what} must be NAME=PATH, not {value!r}')
+        out[name] = path
+    return out
+
+
+def parse(options=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--model', nargs='+', required=True, metavar='NAME=FILE',
+                        help='models (NAME.weights.h5), in table order')
+    parser.add_argument('--tests', nargs='+', required=True, metavar='REGIME=DIR',
+                        help='held-out test directories (desi_lbg_mock output) per regime')
+    parser.add_argument('--outdir', required=True, help='evaluations and tables')
+    parser.add_argument('--force', action='store_true', help='re-evaluate existing metrics')
+    return parser.parse_args(options)
+
+
+def main(args=None):
+    args = parse(args) if not isinstance(args, argparse.Namespace) else args
+    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+    from desiutil.log import get_logger
+    from lbgnet.experiments import evaluate_model, rst_table, summary_row
+    from lbgnet.io.experiments import write_table_csv
+    log = get_logger()
+    tests = pairs(args.tests, '--tests')
+    rows, status = [], 0
+    for name, path in pairs(args.model, '--model').items():
+        try:
+            metrics = evaluate_model(path, tests, os.path.join(args.outdir, name), args.force)
+            rows.append(summary_row(name, path, metrics))
+        except (RuntimeError, ValueError) as err:
+            log.error('%s: %s', name, err)
+            status = 1
+    write_table_csv(os.path.join(args.outdir, 'results.csv'), rows)
+    with open(os.path.join(args.outdir, 'results.rst'), 'w') as fx:
+        fx.write(rst_table(rows))
+    log.info('wrote %s/results.csv and results.rst (%d models)', args.outdir, len(rows))
+    return status
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,199 @@
+"""
+lbgnet.experiments
+==================
+
+Reproducible experiment summaries: evaluate trained models on the held-out test sets,
+collect one row per model (architecture, size, training time, scores, redshift accuracy),
+and render the rows as CSV, an RST table for ``doc/experiments.rst`` and a score vs
+σ_NMAD trade-off figure.  Used by ``benchmarks/experiment_table.py`` and
+``benchmarks/gamma_study.py``; every number in the tables comes from a model card
+(``NAME.json``) or a ``metrics.json`` written by ``desi_lbg_evaluate``.
+"""
+import glob
+import json
+import os
+
+import numpy as np
+from desiutil.log import get_logger
+
+#: Test regimes, in table order.
+REGIMES = ('lowz', 'midz', 'highz')
+
+
+def test_files(test_dir):
+    """Coadd and truth files of a held-out test directory (``desi_lbg_mock`` output)."""
+    from .io import InputFileError
+    coadds = sorted(glob.glob(os.path.join(test_dir, 'coadd-*.fits')))
+    truths = [os.path.join(test_dir, 'truth-' + os.path.basename(c)[len('coadd-'):])
+              for c in coadds]
+    if not coadds or not all(os.path.exists(t) for t in truths):
+        raise InputFileError(test_dir, 'no coadd-*.fits with matching truth-*.fits')
+    return coadds, truths
+
+
+def evaluate_model(model_path, tests, outdir, force=False):
+    """Run ``desi_lbg_evaluate`` of a model on each regime's test set (skipped when done).
+
+    Parameters
+    ----------
+    model_path : str
+        ``NAME.weights.h5``.
+    tests : dict
+        Regime -> test directory.
+    outdir : str
+        Receives ``eval-<regime>/metrics.json`` (and figures).
+    force : bool, optional
+        Re-evaluate even when the metrics exist.
+
+    Returns
+    -------
+    dict
+        Regime -> metrics.json path.
+
+    Raises
+    ------
+    RuntimeError
+        When an evaluation fails.
+    """
+    from .scripts.lbg_evaluate import main as evaluate
+    out = {}
+    for regime, test_dir in tests.items():
+        target = os.path.join(outdir, f'eval-{regime}')
+        metrics = os.path.join(target, 'metrics.json')
+        if force or not os.path.exists(metrics):
+            coadds, truths = test_files(test_dir)
+            status = evaluate(['--model', model_path, '--coadd', *coadds, '--truth', *truths,
+                               '--outdir', target, '--nexamples', '0', '--title', regime])
+            if status != 0:
+                raise RuntimeError(f'desi_lbg_evaluate failed on {test_dir} for {model_path}')
+        out[regime] = metrics
+    return out
+
+
+def _filters(model):
+    values = model.get('filters')
+    return values if isinstance(values, int) else '/'.join(str(v) for v in values)
+
+
+def summary_row(name, model_path, metrics_paths):
+    """One results-table row from a model card and its per-regime metrics files.
+
+    Returns
+    -------
+    dict
+        ``model``, ``architecture``, ``layers``, ``filters``, ``kernel``, ``lr``, ``gamma``,
+        ``nboxes``, ``parameters``, ``score_<regime>``, ``score_mean``,
+        ``frac_dz_<regime>`` (\\|Δz\\| < 0.05 of selected true LBGs),
+        ``sigma_nmad_<regime>``, ``train_minutes`` (fit time), ``epochs``, ``cpu_count``,
+        ``init_from``.
+    """
+    from .io.modelfile import read_model_description
+    desc, config = read_model_description(model_path)
+    model = config.extra.get('model') or {}
+    training = (desc.get('metadata') or {}).get('training') or {}
+    opts = training.get('options') or {}
+    row = {'model': name, 'architecture': model.get('architecture', 'linefinder'),
+           'layers': model.get('conv_layers'), 'filters': _filters(model),
+           'kernel': _filters({'filters': model.get('kernel_size')}),
+           'lr': opts.get('learning_rate'), 'gamma': (config.extra.get('loss') or {}).get('gamma'),
+           'nboxes': config.nboxes, 'parameters': desc.get('nparams'),
+           'train_minutes': (round(training['fit_seconds'] / 60, 1)
+                             if training.get('fit_seconds') is not None else None),
+           'epochs': training.get('epochs_run'), 'cpu_count': training.get('cpu_count'),
+           'init_from': os.path.basename(training['init_from']) if training.get('init_from') else ''}
+    scores = []
+    for regime in REGIMES:
+        if regime not in metrics_paths:
+            continue
+        with open(metrics_paths[regime]) as fx:
+            res = json.load(fx)['regimes'][regime]
+        row[f'score_{regime}'] = res['pe_score']
+        row[f'frac_dz_{regime}'] = res['redshift']['frac_dz_lt_0p05']
+        row[f'sigma_nmad_{regime}'] = res['redshift']['sigma_nmad']
+        if res['pe_score'] is not None:
+            scores.append(res['pe_score'])
+    row['score_mean'] = float(np.mean(scores)) if scores else None
+    return row
+
+
+def _fmt(value, spec):
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return '—'
+    return format(value, spec) if isinstance(value, (int, float)) else str(value)
+
+
+#: Columns of :func:`rst_table`: key, header, format.
+TABLE_COLUMNS = (('model', 'model', ''), ('layers', 'layers', ''), ('filters', 'filters', ''),
+                 ('lr', 'lr', '.0e'), ('parameters', 'parameters', ','),
+                 ('score_lowz', 'score low', '.3f'), ('score_midz', 'mid', '.3f'),
+                 ('score_highz', 'high', '.3f'), ('frac_dz_lowz', '|Δz|<0.05 low', '.3f'),
+                 ('frac_dz_midz', 'mid', '.3f'), ('frac_dz_highz', 'high', '.3f'),
+                 ('train_minutes', 'train min', '.1f'))
+
+
+def rst_table(rows, columns=TABLE_COLUMNS):
+    """An RST ``list-table`` of result rows (missing values as an em dash).
+
+    Parameters
+    ----------
+    rows : list of dict
+    columns : sequence of (key, header, format spec), optional
+
+    Returns
+    -------
+    str
+    """
+    lines = ['.. list-table::', '   :header-rows: 1', '']
+    cells = [[header for _, header, _ in columns]]
+    cells += [[_fmt(row.get(key), spec) for key, _, spec in columns] for row in rows]
+    for row in cells:
+        lines.append('   * - ' + _escape(row[0]))
+        lines += ['     - ' + _escape(cell) for cell in row[1:]]
+    return '\n'.join(lines) + '\n'
+
+
+def _escape(text):
+    return str(text).replace('|', '\\|')
+
+
+def plot_tradeoff(rows, path, label_key='gamma', title=''):
+    """Purity = efficiency score against σ_NMAD per regime, one point per row, labelled.
+
+    Parameters
+    ----------
+    rows : list of dict
+        :func:`summary_row` outputs.
+    path : str
+        Output PNG.
+    label_key : str, optional
+        Row key printed beside each point ['gamma'].
+
+    Returns
+    -------
+    str
+        `path`.
+    """
+    from matplotlib.figure import Figure
+    from .io.atomic import atomic_path
+    fig = Figure(figsize=(6, 4.2))
+    ax = fig.add_subplot(1, 1, 1)
+    for regime, color in zip(REGIMES, ('tab:blue', 'tab:green', 'tab:red')):
+        pts = [(r.get(f'sigma_nmad_{regime}'), r.get(f'score_{regime}'), r.get(label_key))
+               for r in rows]
+        pts = [p for p in pts if p[0] is not None and p[1] is not None]
+        if not pts:
+            continue
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], 'o-', color=color, label=regime)
+        for x, y, lab in pts:
+            ax.annotate(f'{lab:g}' if isinstance(lab, (int, float)) else str(lab), (x, y),
+                        textcoords='offset points', xytext=(4, 3), fontsize=8, color=color)
+    ax.set_xlabel('σ_NMAD of Δz/(1+z), selected true LBGs')
+    ax.set_ylabel('purity = efficiency score')
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90, format='png')
+    get_logger().info('wrote %s', path)
+    return path

@@ -1,0 +1,131 @@
+"""
+lbgnet.scripts.lbg_tune
+=======================
+
+``desi_lbg_tune``: Bayesian hyper-parameter search (optuna TPE) of the network of a
+configuration, on a fixed simulated training set and a fixed validation set (files).
+
+The study lives in an optuna storage (``--storage``, default an SQLite file in
+``--workdir``): running the same command again resumes it, and ``--trials N`` is the
+number of finished trials the study should hold in the end.  After the trials,
+``<study>-trials.csv`` (one row per trial) and ``<study>-best.yaml`` (the best point as an
+override of ``--config``) are written to ``--outdir``.
+"""
+import argparse
+import os
+
+from desiutil.log import get_logger
+
+from ..config import ConfigError, etc_dir, load_config
+from ..io import InputFileError
+
+
+def parse(options=None):
+    """Parse the command line of ``desi_lbg_tune``."""
+    parser = argparse.ArgumentParser(description='Bayesian hyper-parameter search (optuna) of '
+                                     'the LBG network; resumable.')
+    parser.add_argument('--config', required=True, help='base configuration (etc/lbgnet-*.yaml); '
+                        'its optional "tune" section overrides the search space')
+    parser.add_argument('--trials', type=int, required=True,
+                        help='finished (complete or pruned) trials the study should hold')
+    parser.add_argument('--budget-minutes', type=float,
+                        help='stop starting new trials after this many minutes [none]')
+    parser.add_argument('--study-name', help='optuna study name [<config name>-tune]')
+    parser.add_argument('--storage', help='optuna storage URL [sqlite:///WORKDIR/study.sqlite3]')
+    parser.add_argument('--outdir', help='where the results table and best config go [etc/]')
+    parser.add_argument('--workdir', help='study database, validation files, per-trial '
+                        'histories [./tune-<study name>]')
+    parser.add_argument('--val-dir', help='existing validation coadd-*/truth-* files '
+                        '[simulated once into WORKDIR/validation]')
+    parser.add_argument('--ntrain', type=int, default=20000,
+                        help='spectra of the fixed training set [%(default)s]')
+    parser.add_argument('--nval', type=int, default=3000,
+                        help='validation spectra when simulated [%(default)s]')
+    parser.add_argument('--trial-epochs', type=int, default=8,
+                        help='training epochs per trial [%(default)s]')
+    parser.add_argument('--trial-minutes', type=float,
+                        help='wall-clock cap of each trial\'s training [none]')
+    parser.add_argument('--batch-size', type=int, help='batch size [training.batch_size]')
+    parser.add_argument('--seed', type=int, default=1,
+                        help='seed of the data, the sampler and the networks [%(default)s]')
+    parser.add_argument('--startup-trials', type=int, default=10,
+                        help='random trials before TPE takes over [%(default)s]')
+    parser.add_argument('--no-prune', action='store_true',
+                        help='never stop a trial early (median pruner off)')
+    args = parser.parse_args(options)
+    if args.trials < 1 or args.ntrain < 1 or args.nval < 1 or args.trial_epochs < 1:
+        parser.error('--trials, --ntrain, --nval and --trial-epochs must be >= 1')
+    return args
+
+
+def main(args=None, comm=None):
+    """Run ``desi_lbg_tune``; return 0 on success, 1 on an input or configuration error."""
+    if not isinstance(args, argparse.Namespace):
+        args = parse(args)
+    log = get_logger()
+    try:
+        return _tune(args, log)
+    except (InputFileError, ConfigError) as err:
+        log.error('%s', err)
+        return 1
+
+
+def tuning_data(args, config, workdir):
+    """The fixed training set (simulated) and validation set (files) of the study."""
+    from ..sim.mock import load_mock_setup
+    from ..targets import metric_truth
+    from ..tune import TuneData, simulate_training_set
+    from ..train import training_options
+    from .lbg_train import check_compatible, find_validation, read_labelled, write_validation
+    opts = training_options(config, batch_size=args.batch_size)
+    if not opts['simulation']:
+        raise ConfigError(f'{config.source}: training.simulation names no simulation config')
+    setup = load_mock_setup(opts['simulation'])
+    check_compatible(config, setup.config)
+    val_dir = args.val_dir or os.path.join(workdir, 'validation')
+    if args.val_dir or os.path.isdir(val_dir):
+        coadds, truths = find_validation(val_dir)
+    else:
+        coadds, truths = write_validation(setup, val_dir, args.nval, args.seed, opts['simulation'])
+    X_val, _, truth_val = read_labelled(coadds, truths, config)
+    X_train, truth_train = simulate_training_set(setup, args.ntrain, args.seed, opts['batch_size'])
+    log = get_logger()
+    log.info('tuning data: %d training spectra (simulated, seed %d), %d validation spectra '
+             'from %s', len(X_train), args.seed, len(X_val), val_dir)
+    return TuneData(X_train, truth_train, X_val, metric_truth(truth_val, config))
+
+
+def _tune(args, log):
+    import dataclasses
+    from ..targets import apply_target
+    from ..tune import (Objective, finished_trials, open_study, run_study, search_space,
+                        write_results)
+    config = apply_target(load_config(args.config))
+    if args.batch_size:
+        training = dict(config.extra.get('training') or {}, batch_size=args.batch_size)
+        config = dataclasses.replace(config, extra=dict(config.extra, training=training))
+    search_space(config)                       # fail now on a bad tune section, not later
+    name = args.study_name or f'{config.extra.get("name") or "lbgnet"}-tune'
+    workdir = os.path.abspath(args.workdir or f'tune-{name}')
+    outdir = args.outdir or str(etc_dir())
+    os.makedirs(workdir, exist_ok=True)
+    storage = args.storage or f'sqlite:///{os.path.join(workdir, "study.sqlite3")}'
+    study = open_study(storage, name, seed=args.seed, startup_trials=args.startup_trials,
+                       prune=not args.no_prune)
+    if len(finished_trials(study)) < args.trials:
+        data = tuning_data(args, config, workdir)
+        objective = Objective(config, data, workdir, args.trial_epochs, args.trial_minutes,
+                              args.seed)
+        run_study(study, objective, args.trials, args.budget_minutes)
+    paths = write_results(study, config, _config_path(args.config), outdir)
+    log.info('study %s (%s): %d trials, %d finished; table %s', name, storage,
+             len(study.trials), len(finished_trials(study)), paths['table'])
+    if paths['best']:
+        log.info('best trial %d: mean validation score %.4f, %s; config %s',
+                 study.best_trial.number, study.best_value, study.best_params, paths['best'])
+    return 0
+
+
+def _config_path(name):
+    """File path of a configuration given as a path or as a file name in etc/."""
+    return name if os.path.isfile(name) else os.path.join(str(etc_dir()), name)

@@ -1,0 +1,358 @@
+"""
+lbgnet.transfer
+===============
+
+Transfer learning: initialise a network from a pretrained one, freeze the first layers,
+and train in two phases (frozen, then everything unfrozen for a few final epochs).
+
+The *trunk* of every lbgnet architecture is the sequence of blocks ::
+
+    block 1 .. n     conv_i + batch_normalization_i            (i = 1 .. conv_layers)
+    block n + 1      fc_common + batch_normalization_fc
+
+and ``--freeze N`` freezes the first N blocks.  A frozen batch normalisation runs in
+inference mode (its moving statistics stay those of the pretrained network), as Keras
+does for any non-trainable ``BatchNormalization``.
+
+Pretrained weights come from an lbgnet model file (:mod:`lbgnet.io.modelfile`, same layer
+names) or from a QuasarNET-format Keras 2 ``.h5`` file (:mod:`lbgnet.io.qnweights`, mapped
+with :func:`lbgnet.model.quasarnet_layer_names`).  A layer is loaded only when every one
+of its tensors has the shape of the target's; every other layer keeps its initialisation
+and is reported with both sets of shapes.
+"""
+import dataclasses
+import os
+import re
+
+from desiutil.log import get_logger
+
+from .config import ConfigError
+
+#: Which layers ``--init-layers`` selects.
+INIT_LAYERS = ('conv', 'dense', 'all')
+_CONV_RE = re.compile(r'^(conv|batch_normalization)_\d+$')
+_DENSE = ('fc_common', 'batch_normalization_fc')
+
+
+@dataclasses.dataclass
+class TransferReport:
+    """What :func:`apply_weights` did, layer by layer.
+
+    Attributes
+    ----------
+    source : str
+        File the weights came from.
+    kind : str
+        ``'lbgnet'`` or ``'quasarnet'``.
+    loaded : list of (str, list)
+        Layer name and its tensor shapes.
+    incompatible : list of (str, list, list)
+        Layer name, the file's shapes and the model's shapes.
+    missing : list of str
+        Selected layers of the model that the file does not have.
+    """
+
+    source: str
+    kind: str
+    loaded: list = dataclasses.field(default_factory=list)
+    incompatible: list = dataclasses.field(default_factory=list)
+    missing: list = dataclasses.field(default_factory=list)
+
+    def lines(self):
+        """One human-readable line per layer (loaded, incompatible, missing)."""
+        out = [f'{name}: loaded {_fmt(shapes)}' for name, shapes in self.loaded]
+        out += [f'{name}: NOT loaded, incompatible shapes: file {_fmt(src)} vs model {_fmt(dst)}'
+                for name, src, dst in self.incompatible]
+        out += [f'{name}: NOT loaded, not in the file' for name in self.missing]
+        return out
+
+    def log(self, logger=None):
+        """Log a summary and :meth:`lines` (incompatible/missing layers as warnings)."""
+        log = logger or get_logger()
+        log.info('initialised %d layer(s) from %s (%s format); %d incompatible, %d missing',
+                 len(self.loaded), self.source, self.kind, len(self.incompatible),
+                 len(self.missing))
+        for line in self.lines():
+            (log.info if ': loaded ' in line else log.warning)('  %s', line)
+
+    def to_dict(self):
+        """JSON-ready form, for the model card."""
+        return {'source': self.source, 'kind': self.kind,
+                'loaded': [name for name, _ in self.loaded],
+                'incompatible': [{'layer': n, 'file': [list(s) for s in a],
+                                  'model': [list(s) for s in b]}
+                                 for n, a, b in self.incompatible],
+                'missing': list(self.missing)}
+
+
+def _fmt(shapes):
+    return ' '.join(str(tuple(int(d) for d in s)) for s in shapes)
+
+
+def selected_layers(model, which='all'):
+    """Names of the layers with weights that `which` selects.
+
+    Parameters
+    ----------
+    model : keras.Model
+    which : {'conv', 'dense', 'all'}
+        ``conv``: the convolutions and their batch normalisations; ``dense``: those and
+        ``fc_common`` with its batch normalisation; ``all``: every layer with weights.
+
+    Returns
+    -------
+    list of str
+    """
+    if which not in INIT_LAYERS:
+        raise ValueError(f'init layers must be one of {INIT_LAYERS}, not {which!r}')
+    names = [layer.name for layer in model.layers if layer.weights]
+    if which == 'all':
+        return names
+    keep = [n for n in names if _CONV_RE.match(n)]
+    if which == 'dense':
+        keep += [n for n in names if n in _DENSE]
+    return keep
+
+
+def apply_weights(model, weights, names, source='', kind='lbgnet'):
+    """Set the weights of the named layers when every tensor shape matches.
+
+    Parameters
+    ----------
+    model : keras.Model
+    weights : dict
+        Layer name (in `model`'s naming) -> list of arrays in ``get_weights()`` order.
+    names : sequence of str
+        Layers of `model` to initialise.
+    source, kind : str, optional
+        Recorded in the report.
+
+    Returns
+    -------
+    TransferReport
+    """
+    report = TransferReport(str(source), kind)
+    for name in names:
+        layer = model.get_layer(name)
+        mine = [tuple(w.shape) for w in layer.get_weights()]
+        if name not in weights:
+            report.missing.append(name)
+            continue
+        theirs = [tuple(w.shape) for w in weights[name]]
+        if theirs != mine:
+            report.incompatible.append((name, theirs, mine))
+            continue
+        layer.set_weights(weights[name])
+        report.loaded.append((name, mine))
+    return report
+
+
+def read_pretrained(path):
+    """Layer weights of a pretrained network, named as in lbgnet models.
+
+    Parameters
+    ----------
+    path : str
+        lbgnet model (``NAME.weights.h5`` with its ``NAME.json``, or the ``.json``), or a
+        QuasarNET-format Keras 2 ``.h5`` file.
+
+    Returns
+    -------
+    weights : dict
+        Layer name -> list of arrays.
+    kind : str
+        ``'lbgnet'`` or ``'quasarnet'``.
+
+    Raises
+    ------
+    lbgnet.io.InputFileError
+        Missing or unreadable file.
+    """
+    from .io import InputFileError
+    from .io.modelfile import load_model, model_paths
+    from .io.qnweights import count_conv_layers, read_keras2_weights
+    from .model import quasarnet_layer_names
+    path = str(path)
+    try:
+        json_path = model_paths(path)[1]
+    except ValueError:
+        json_path = None
+    if json_path and os.path.exists(json_path):
+        model = load_model(path)[0]
+        return {layer.name: layer.get_weights() for layer in model.layers if layer.weights}, 'lbgnet'
+    if not path.endswith(('.h5', '.hdf5')):
+        raise InputFileError(path, 'not an lbgnet model (no .json beside it) nor a Keras .h5 file')
+    raw = read_keras2_weights(path)
+    mapping = quasarnet_layer_names(count_conv_layers(raw))
+    return {ours: raw[theirs] for ours, theirs in mapping.items() if theirs in raw}, 'quasarnet'
+
+
+def init_from(model, path, which='all'):
+    """Initialise layers of `model` from a pretrained network file and log the outcome.
+
+    Parameters
+    ----------
+    model : keras.Model
+    path : str
+        See :func:`read_pretrained`.
+    which : {'conv', 'dense', 'all'}, optional
+        Layers to initialise (:func:`selected_layers`) ['all'; ``dense`` for QuasarNET
+        files, whose line heads never map onto ours].
+
+    Returns
+    -------
+    TransferReport
+    """
+    weights, kind = read_pretrained(path)
+    if kind == 'quasarnet' and which == 'all':
+        which = 'dense'          # QuasarNET's per-line heads (QSO lines) never map onto ours
+        get_logger().info('%s: QuasarNET heads are not transferred; initialising conv and '
+                          'fc_common layers', path)
+    report = apply_weights(model, weights, selected_layers(model, which), path, kind)
+    report.log()
+    return report
+
+
+def trunk_blocks(model):
+    """The trunk blocks of a model, in order (see the module docstring).
+
+    Returns
+    -------
+    list of list of str
+        Layer names of each block (the batch normalisation only when present).
+    """
+    names = {layer.name for layer in model.layers}
+    blocks, i = [], 1
+    while f'conv_{i}' in names:
+        blocks.append([n for n in (f'conv_{i}', f'batch_normalization_{i}') if n in names])
+        i += 1
+    if 'fc_common' in names:
+        blocks.append([n for n in _DENSE if n in names])
+    return blocks
+
+
+def freeze_blocks(model, nfrozen):
+    """Make the first `nfrozen` trunk blocks non-trainable.
+
+    Parameters
+    ----------
+    model : keras.Model
+        Not compiled yet, or recompiled afterwards (Keras reads ``trainable`` at compile).
+    nfrozen : int
+        0 freezes nothing; at most the number of blocks (conv layers + 1).
+
+    Returns
+    -------
+    list of str
+        The frozen layer names.
+
+    Raises
+    ------
+    lbgnet.config.ConfigError
+        For `nfrozen` outside [0, number of blocks].
+    """
+    blocks = trunk_blocks(model)
+    if not 0 <= int(nfrozen) <= len(blocks):
+        raise ConfigError(f'--freeze {nfrozen}: this network has {len(blocks)} trunk blocks '
+                          f'({len(blocks) - 1} conv layers + fc_common)')
+    frozen = [name for block in blocks[:int(nfrozen)] for name in block]
+    for name in frozen:
+        model.get_layer(name).trainable = False
+    return frozen
+
+
+def unfreeze(model):
+    """Make every layer trainable again (recompile afterwards)."""
+    for layer in model.layers:
+        layer.trainable = True
+
+
+def _with_training(config, **changes):
+    from .train import training_options
+    return dataclasses.replace(config, extra=dict(config.extra,
+                                                  training=dict(training_options(config), **changes)))
+
+
+def fit_in_phases(model, train_data, val_data, config, outdir, steps_per_epoch, *, nfrozen=0,
+                  unfreeze_epochs=0, unfreeze_lr_factor=0.1, val_truth=None, verbose='auto'):
+    """Compile and fit, optionally with frozen layers and a final unfrozen phase.
+
+    Phase 1 trains ``epochs - unfreeze_epochs`` epochs with the first `nfrozen` blocks
+    frozen.  Phase 2 (when both `nfrozen` and `unfreeze_epochs` are > 0) unfreezes every
+    layer, recompiles at ``learning_rate × unfreeze_lr_factor`` and trains
+    `unfreeze_epochs` more.  The weights of the better phase (on the monitored validation
+    quantity) are kept.  ``training.max_minutes`` is shared between the phases in
+    proportion to their epochs.  With ``nfrozen = 0`` this is exactly
+    :func:`lbgnet.train.compile_model` + :func:`lbgnet.train.fit`.
+
+    Parameters
+    ----------
+    model : keras.Model
+        Uncompiled.
+    train_data, val_data, config, outdir, val_truth, verbose
+        As for :func:`lbgnet.train.fit`.
+    steps_per_epoch : int
+        Batches per epoch (for the cosine learning-rate schedule).
+    nfrozen, unfreeze_epochs : int, optional
+        [0, 0]
+    unfreeze_lr_factor : float, optional
+        [0.1]
+
+    Returns
+    -------
+    history : dict
+        Per-epoch logs of both phases, with a ``phase`` entry (1 or 2) per epoch.
+    info : dict
+        As :func:`lbgnet.train.fit`, plus ``frozen`` (layer names), ``phases`` (the info of
+        each phase) and ``kept_phase``.
+    """
+    from .io.experiments import write_history_csv
+    from .plots import plot_loss_curves
+    from .train import CHECKPOINT, HISTORY, LOSS_PLOT, MONITORS, compile_model, fit, training_options
+    opts = training_options(config)
+    epochs, lr = opts['epochs'], opts['learning_rate']
+    frozen = freeze_blocks(model, nfrozen)
+    k = int(unfreeze_epochs) if frozen else 0
+    if not 0 <= k < epochs:
+        raise ConfigError(f'--unfreeze-epochs {unfreeze_epochs} must be in [0, epochs={epochs})')
+    minutes = opts['max_minutes']
+    cfg1 = _with_training(config, epochs=epochs - k,
+                          max_minutes=minutes * (epochs - k) / epochs if minutes else None)
+    compile_model(model, cfg1, lr, total_steps=(epochs - k) * steps_per_epoch)
+    history, info = fit(model, train_data, val_data, cfg1, outdir, val_truth=val_truth,
+                        verbose=verbose)
+    info = dict(info, frozen=frozen, phases=[dict(info)], kept_phase=1)
+    history = dict(history, phase=[1] * info['epochs_run'])
+    if k == 0:
+        return history, info
+    weights1 = model.get_weights()
+    unfreeze(model)
+    remaining = minutes - info['fit_seconds'] / 60 if minutes else None
+    cfg2 = _with_training(config, epochs=k, max_minutes=max(remaining, 1e-3) if minutes else None)
+    compile_model(model, cfg2, lr * unfreeze_lr_factor, total_steps=k * steps_per_epoch)
+    history2, info2 = fit(model, train_data, val_data, cfg2, outdir, val_truth=val_truth,
+                          verbose=verbose)
+    better = info2['best'] > info['best'] if MONITORS[info2['monitor']] == 'max' \
+        else info2['best'] < info['best']
+    merged = _merge_histories(history, history2)
+    total = dict(info, phases=[info['phases'][0], info2], epochs_run=len(merged['phase']),
+                 fit_seconds=info['fit_seconds'] + info2['fit_seconds'])
+    if better:
+        total.update(best=info2['best'], best_epoch=info['epochs_run'] + info2['best_epoch'],
+                     kept_phase=2)
+    else:
+        model.set_weights(weights1)
+        model.save_weights(os.path.join(outdir, CHECKPOINT))
+    write_history_csv(os.path.join(outdir, HISTORY), merged)
+    plot_loss_curves(merged, os.path.join(outdir, LOSS_PLOT))
+    get_logger().info('unfrozen phase: best %s %.4f (frozen phase %.4f); kept phase %d',
+                      info2['monitor'], info2['best'], info['best'], total['kept_phase'])
+    return merged, total
+
+
+def _merge_histories(first, second):
+    """Per-epoch logs of two phases end to end, with ``phase`` 1 then 2."""
+    keys = [k for k in dict.fromkeys(list(first) + list(second)) if k != 'phase']
+    merged = {key: list(first.get(key, [])) + list(second.get(key, [])) for key in keys}
+    merged['phase'] = list(first['phase']) + [2] * len(second.get('loss', []))
+    return merged

@@ -1,0 +1,393 @@
+"""
+lbgnet.tune
+===========
+
+Bayesian hyper-parameter search with optuna (TPE sampler, median pruner), resumable
+through an optuna RDB storage (an SQLite file by default).
+
+Searched parameters (``DEFAULT_SPACE``; a configuration's ``tune`` section overrides any):
+
+================  ===========================================  ==========================
+parameter         default range                                YAML form in ``tune:``
+================  ===========================================  ==========================
+conv_layers       2 – 8 (int)                                  ``[lo, hi]``, or a fixed value
+filters           16 – 192 (int, log), same for every layer     ``[lo, hi]`` / value
+kernel_size       3 – 15 (int)                                 ``[lo, hi]`` / value
+learning_rate     1e-4 – 3e-3 (log)                            ``[lo, hi]`` / value
+dropout           0 – 0.3                                      ``[lo, hi]`` / value
+nboxes            divisors of nbins with boxes of 80–320 Å     list of choices / value
+gamma             0.1 – 10 (log)                               ``[lo, hi]`` / value
+================  ===========================================  ==========================
+
+``{choices: [...]}`` makes any parameter categorical.  Strides are not searched: the first
+``tune.strided_layers`` (default 4) convolutions have stride 2, the others 1, so the
+800-bin grid always shrinks to 50 bins, as in QuasarNET.
+
+Every trial trains the candidate network on the same fixed training set for
+``trial_epochs`` epochs (optionally capped in minutes) and is scored on the same validation
+set: the objective is the mean over the z regimes (low/mid/high) of the purity = efficiency
+score (:func:`lbgnet.predict.regime_scores`), with the n_thresh chosen as in training.
+Trials whose validation score after an epoch falls below the median of earlier trials at
+that epoch are pruned.
+"""
+import dataclasses
+import os
+import time
+
+import numpy as np
+from desiutil.log import get_logger
+
+from .config import ConfigError
+
+#: Default search space (see the module docstring); None for nboxes = derived from the grid.
+DEFAULT_SPACE = {'conv_layers': [2, 8], 'filters': [16, 192], 'kernel_size': [3, 15],
+                 'learning_rate': [1.0e-4, 3.0e-3], 'dropout': [0.0, 0.3], 'nboxes': None,
+                 'gamma': [0.1, 10.0]}
+INT_PARAMS = ('conv_layers', 'filters', 'kernel_size')
+LOG_PARAMS = ('filters', 'learning_rate', 'gamma')
+#: Box widths (Å) of the default nboxes choices.
+BOX_WIDTH_RANGE = (80.0, 320.0)
+STRIDED_LAYERS = 4
+#: Trial attributes written to the results table, after the parameters.
+ATTRS = ('score_lowz', 'score_midz', 'score_highz', 'frac_dz_lt_0p05', 'sigma_nmad',
+         'nparams', 'epochs_run', 'fit_seconds', 'n_thresh', 'c_thresh')
+
+
+def default_nboxes(config):
+    """Divisors of ``grid.nbins`` whose box width lies in :data:`BOX_WIDTH_RANGE`."""
+    nbins, dwave = config.grid.nbins, config.grid.dwave
+    return [n for n in range(1, nbins + 1) if nbins % n == 0
+            and BOX_WIDTH_RANGE[0] <= nbins * dwave / n <= BOX_WIDTH_RANGE[1]]
+
+
+def search_space(config):
+    """Validated search space of a configuration (``DEFAULT_SPACE`` + ``tune`` section).
+
+    Returns
+    -------
+    dict
+        name -> ``('int'|'float', lo, hi, log)``, ``('choice', values)`` or ``('fixed', value)``.
+
+    Raises
+    ------
+    lbgnet.config.ConfigError
+        For unknown keys, bad ranges, or nboxes choices that do not divide nbins.
+    """
+    section = {k: v for k, v in (config.extra.get('tune') or {}).items() if k != 'strided_layers'}
+    unknown = set(section) - set(DEFAULT_SPACE)
+    if unknown:
+        raise ConfigError(f'{config.source}: unknown tune parameter(s) {sorted(unknown)}; '
+                          f'known: {sorted(DEFAULT_SPACE)}')
+    spec = dict(DEFAULT_SPACE, nboxes=default_nboxes(config))
+    spec.update(section)
+    out = {}
+    for name, value in spec.items():
+        if isinstance(value, dict) and 'choices' in value:
+            out[name] = ('choice', list(value['choices']))
+        elif name == 'nboxes' and isinstance(value, (list, tuple)):
+            out[name] = ('choice', [int(v) for v in value])
+        elif isinstance(value, (list, tuple)) and len(value) == 2:
+            lo, hi = (int(v) if name in INT_PARAMS else float(v) for v in value)
+            if not lo <= hi or (name in LOG_PARAMS and lo <= 0):
+                raise ConfigError(f'{config.source}: tune.{name} range {value} is invalid')
+            out[name] = ('int' if name in INT_PARAMS else 'float', lo, hi, name in LOG_PARAMS)
+        else:
+            out[name] = ('fixed', value)
+    boxes = out['nboxes'][1] if out['nboxes'][0] == 'choice' else [out['nboxes'][1]]
+    bad = [n for n in boxes if int(n) <= 0 or config.grid.nbins % int(n)]
+    if bad:
+        raise ConfigError(f'{config.source}: tune.nboxes {bad} do not divide nbins={config.grid.nbins}')
+    return out
+
+
+def suggest_params(trial, space):
+    """Ask an optuna trial for one value of every parameter of `space`."""
+    params = {}
+    for name, spec in space.items():
+        if spec[0] == 'int':
+            params[name] = trial.suggest_int(name, spec[1], spec[2], log=spec[3])
+        elif spec[0] == 'float':
+            params[name] = trial.suggest_float(name, spec[1], spec[2], log=spec[3])
+        elif spec[0] == 'choice':
+            params[name] = trial.suggest_categorical(name, spec[1])
+        else:
+            params[name] = spec[1]
+    return params
+
+
+def config_for_params(config, params):
+    """The configuration of one point of the search space.
+
+    Returns
+    -------
+    lbgnet.config.Config
+        `config` with ``nboxes``, the model section (conv_layers, filters, kernel_size,
+        strides, dropout), ``loss.gamma`` and ``training.learning_rate`` replaced.
+    """
+    nconv = int(params['conv_layers'])
+    nstrided = min(nconv, int((config.extra.get('tune') or {}).get('strided_layers',
+                                                                  STRIDED_LAYERS)))
+    model = dict(config.extra.get('model') or {}, conv_layers=nconv, filters=params['filters'],
+                 kernel_size=params['kernel_size'], dropout=float(params['dropout']),
+                 strides=[2] * nstrided + [1] * (nconv - nstrided))
+    loss = dict(config.extra.get('loss') or {}, gamma=float(params['gamma']))
+    training = dict(config.extra.get('training') or {},
+                    learning_rate=float(params['learning_rate']))
+    nboxes = int(params['nboxes'])
+    if nboxes <= 0 or config.grid.nbins % nboxes:
+        raise ConfigError(f'nboxes={nboxes} does not divide nbins={config.grid.nbins}')
+    return dataclasses.replace(config, nboxes=nboxes,
+                               extra=dict(config.extra, model=model, loss=loss, training=training))
+
+
+@dataclasses.dataclass
+class TuneData:
+    """The fixed training and validation sets shared by all trials.
+
+    Attributes
+    ----------
+    X_train, X_val : numpy.ndarray
+        Network inputs (n, nbins, 2).
+    truth_train, truth_val : dict of numpy.ndarray
+        ``CLASS``, ``Z_TRUE`` (and ``RMAG`` for the validation set), aligned with the inputs.
+    """
+
+    X_train: np.ndarray
+    truth_train: dict
+    X_val: np.ndarray
+    truth_val: dict
+
+
+def simulate_training_set(setup, nspec, seed, batch_size=256):
+    """Simulate a fixed training set with the training generator (epoch-0 streams).
+
+    Returns
+    -------
+    X : numpy.ndarray
+        (nspec, nbins, 2).
+    truth : dict of numpy.ndarray
+        ``CLASS``, ``Z_TRUE``, ``RMAG``.
+    """
+    from .sim.generator import MockBatches
+    batches = MockBatches(setup, batch_size=batch_size, seed=seed,
+                          batches_per_epoch=max(1, -(-int(nspec) // batch_size)))
+    Xs, truths = [], []
+    for index in range(len(batches)):
+        X, truth = batches.simulate(0, index)
+        Xs.append(X)
+        truths.append({k: np.asarray(truth[k]) for k in ('CLASS', 'Z_TRUE', 'RMAG')})
+    truth = {k: np.concatenate([t[k] for t in truths])[:nspec] for k in truths[0]}
+    return np.concatenate(Xs)[:nspec], truth
+
+
+def _pruning_callback(trial):
+    import keras
+
+    class OptunaPruning(keras.callbacks.Callback):
+        """Report ``val_score`` after each epoch; stop the fit when optuna prunes."""
+
+        pruned = False
+
+        def on_epoch_end(self, epoch, logs=None):
+            value = (logs or {}).get('val_score')
+            if value is None or not np.isfinite(value):
+                return
+            trial.report(float(value), epoch)
+            last = epoch + 1 >= int(self.params.get('epochs') or 0)
+            if not last and trial.should_prune():     # never prune a finished trial
+                self.pruned = True
+                self.model.stop_training = True
+    return OptunaPruning()
+
+
+class Objective:
+    """Train and score one candidate network per optuna trial.
+
+    Parameters
+    ----------
+    config : lbgnet.config.Config
+        Base configuration (architecture, channels, loss, postprocess …).
+    data : TuneData
+    workdir : str
+        Each trial writes its history and loss curve in ``workdir/trial_<n>``.
+    epochs : int
+        Epochs per trial.
+    max_minutes : float, optional
+        Wall-clock cap per trial.
+    seed : int, optional
+        Trial n initialises its network with ``seed + n``.
+    """
+
+    def __init__(self, config, data, workdir, epochs, max_minutes=None, seed=1):
+        self.config, self.data, self.workdir = config, data, workdir
+        self.epochs, self.max_minutes, self.seed = int(epochs), max_minutes, int(seed)
+        self.space = search_space(config)
+
+    def __call__(self, trial):
+        """Objective value of one trial (mean regime score on the validation set)."""
+        import optuna
+        from .model import build_model
+        from .targets import make_training_targets
+        from .train import compile_model, fit, set_seeds, training_options
+        cfg = config_for_params(self.config, suggest_params(trial, self.space))
+        opts = dict(training_options(cfg), epochs=self.epochs, max_minutes=self.max_minutes)
+        cfg = dataclasses.replace(cfg, extra=dict(cfg.extra, training=opts))
+        set_seeds(self.seed + trial.number)
+        try:
+            model = build_model(cfg)
+        except (ConfigError, ValueError) as err:
+            raise optuna.TrialPruned(f'network cannot be built: {err}') from None
+        steps = -(-len(self.data.X_train) // opts['batch_size'])
+        compile_model(model, cfg, total_steps=self.epochs * steps)
+        outdir = os.path.join(self.workdir, f'trial_{trial.number:04d}')
+        pruning = _pruning_callback(trial)
+        _, info = fit(model, (self.data.X_train, make_training_targets(self.data.truth_train, cfg)),
+                      (self.data.X_val, make_training_targets(self.data.truth_val, cfg)), cfg,
+                      outdir, val_truth=self.data.truth_val, verbose=0, extra_callbacks=[pruning])
+        for name in os.listdir(outdir):
+            if name.endswith('.weights.h5'):
+                os.remove(os.path.join(outdir, name))
+        attrs = score_model(model, cfg, self.data)
+        attrs.update(nparams=int(model.count_params()), epochs_run=info['epochs_run'],
+                     fit_seconds=round(info['fit_seconds'], 1))
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        if pruning.pruned:
+            raise optuna.TrialPruned(f'pruned after epoch {info["epochs_run"]}')
+        return attrs['score_mean']
+
+
+def score_model(model, config, data):
+    """Validation metrics of a trained candidate (JSON-ready floats, NaN as None)."""
+    from .evaluate import evaluate_predictions
+    from .predict import catalog_from_raw, choose_catalog_thresholds, predict_raw, regime_scores
+    raw = predict_raw(model, data.X_val, config)
+    c_thresh, n_thresh, _ = choose_catalog_thresholds(raw, data.truth_val, config)
+    res = catalog_from_raw(raw, config, c_thresh, n_thresh)
+    scores = regime_scores(res, data.truth_val)
+    redshift = evaluate_predictions(data.truth_val, res, c_thresh)['all']['redshift']
+    out = {f'score_{k}': v for k, v in scores.items() if k != 'all'}
+    out.update(frac_dz_lt_0p05=redshift['frac_dz_lt_0p05'], sigma_nmad=redshift['sigma_nmad'],
+               n_thresh=int(n_thresh), c_thresh=float(c_thresh))
+    return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in out.items()}
+
+
+def open_study(storage, study_name, seed=1, startup_trials=10, prune=True):
+    """Create or load a study (maximising), with a sampler seeded for the trials to come.
+
+    The TPE sampler is seeded with ``seed + (trials already in the study)``, so a resumed
+    study does not replay the random start-up points of the first run.  Trials left
+    ``RUNNING`` by a killed process are failed after their heartbeat stops (grace period
+    of 120 s) and retried once.
+    """
+    import warnings
+    import optuna
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+    if isinstance(storage, str):
+        with warnings.catch_warnings():          # heartbeats are flagged "experimental"
+            warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
+            storage = RDBStorage(storage, heartbeat_interval=30, grace_period=120,
+                                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
+                                     max_retry=1))
+    pruner = (optuna.pruners.MedianPruner(n_startup_trials=max(1, startup_trials // 2),
+                                          n_warmup_steps=1) if prune else optuna.pruners.NopPruner())
+    study = optuna.create_study(storage=storage, study_name=study_name, direction='maximize',
+                                load_if_exists=True, pruner=pruner)
+    study.sampler = optuna.samplers.TPESampler(seed=int(seed) + len(study.trials),
+                                               n_startup_trials=int(startup_trials))
+    return study
+
+
+def finished_trials(study):
+    """Trials that count towards the requested number: complete or pruned."""
+    from optuna.trial import TrialState
+    return [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+
+
+def run_study(study, objective, n_trials, budget_minutes=None):
+    """Run trials until the study holds `n_trials` finished ones or the budget is spent.
+
+    Returns
+    -------
+    int
+        Trials run by this call.
+    """
+    log = get_logger()
+    todo = max(0, int(n_trials) - len(finished_trials(study)))
+    if todo == 0:
+        log.info('study %s already has %d finished trials; nothing to do', study.study_name,
+                 len(finished_trials(study)))
+        return 0
+    before = len(study.trials)
+    start = time.time()
+    study.optimize(objective, n_trials=todo,
+                   timeout=None if budget_minutes is None else 60.0 * float(budget_minutes))
+    log.info('ran %d trial(s) in %.1f min', len(study.trials) - before, (time.time() - start) / 60)
+    return len(study.trials) - before
+
+
+def trials_table(study):
+    """One row per trial: number, state, value, duration, parameters, attributes."""
+    rows = []
+    for t in study.trials:
+        duration = (t.datetime_complete - t.datetime_start).total_seconds() \
+            if t.datetime_complete and t.datetime_start else None
+        row = {'trial': t.number, 'state': t.state.name, 'value': t.value,
+               'duration_s': duration}
+        row.update(t.params)
+        row.update({k: t.user_attrs.get(k) for k in ATTRS})
+        rows.append(row)
+    return rows
+
+
+def best_config_data(study, config, config_path, outdir):
+    """Mapping of the best configuration, as an override of `config_path` (``base:``)."""
+    best = study.best_trial
+    params = dict(suggest_params(_FixedTrial(best.params), search_space(config)))
+    tuned = config_for_params(config, params)
+    path = os.path.abspath(config_path)
+    base = (os.path.basename(path) if os.path.dirname(path) == os.path.abspath(outdir) else path)
+    model = {k: tuned.extra['model'][k] for k in ('conv_layers', 'filters', 'kernel_size',
+                                                  'strides', 'dropout')}
+    return {'base': base, 'name': f'{study.study_name}-best', 'nboxes': tuned.nboxes,
+            'model': model, 'loss': {'gamma': tuned.extra['loss']['gamma']},
+            'training': {'learning_rate': tuned.extra['training']['learning_rate']}}
+
+
+class _FixedTrial:
+    """Replays stored parameters through :func:`suggest_params` (fixed ones added back)."""
+
+    def __init__(self, params):
+        self.params = params
+
+    def suggest_int(self, name, *args, **kwargs):
+        return self.params[name]
+
+    suggest_float = suggest_categorical = suggest_int
+
+
+def write_results(study, config, config_path, outdir):
+    """Write ``<study>-trials.csv`` and, when a trial completed, ``<study>-best.yaml``.
+
+    Returns
+    -------
+    dict
+        ``table`` and ``best`` paths (``best`` None without a completed trial).
+    """
+    from optuna.trial import TrialState
+    from .io.experiments import write_config_yaml, write_table_csv
+    table = write_table_csv(os.path.join(outdir, f'{study.study_name}-trials.csv'),
+                            trials_table(study))
+    if not any(t.state == TrialState.COMPLETE for t in study.trials):
+        return {'table': table, 'best': None}
+    best = study.best_trial
+    scores = ' / '.join('n/a' if best.user_attrs.get(f'score_{r}') is None
+                        else f'{best.user_attrs[f"score_{r}"]:.4f}' for r in ('lowz', 'midz', 'highz'))
+    header = (f'Best configuration of optuna study {study.study_name!r} (desi_lbg_tune):\n'
+              f'trial {best.number} of {len(study.trials)}, mean validation score '
+              f'{best.value:.4f} (low/mid/high z: {scores}),\n'
+              f'{best.user_attrs.get("epochs_run")} epochs of tuning training; retrain it with '
+              f'desi_lbg_train --config <this file>.')
+    path = write_config_yaml(os.path.join(outdir, f'{study.study_name}-best.yaml'),
+                             best_config_data(study, config, config_path, outdir), header)
+    return {'table': table, 'best': path}

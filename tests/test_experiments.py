@@ -1,0 +1,78 @@
+"""Experiment summaries (lbgnet.experiments) and the γ-study script on a tiny run."""
+import csv
+import importlib.util
+import os
+import sys
+
+import numpy as np
+import pytest
+
+BENCH = os.path.join(os.path.dirname(__file__), '..', 'benchmarks')
+
+TINY = """
+base: lbgnet-base.yaml
+name: tinyg
+model: {channels: [flux, snr], conv_layers: 1, filters: 4, kernel_size: 5, strides: 4,
+        padding: same, dropout: 0.0, dense_units: 8, offset_margin: 0.1, snr_softening: 5.0}
+loss: {gamma: 1.0, pos_weight: balanced}
+training: {simulation: lbgnet-mock.yaml, ntrain: 64, nval: 40, epochs: 1, batch_size: 64,
+           learning_rate: 1.0e-3, patience: 1, seed: 2}
+target: {lines: {LYA: 1215.67, CIV: 1549.48}}
+"""
+
+
+def load_bench(name):
+    sys.path.insert(0, os.path.abspath(BENCH))
+    try:
+        spec = importlib.util.spec_from_file_location(name, os.path.join(BENCH, f'{name}.py'))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.pop(0)
+
+
+def test_rst_table_formats_and_escapes():
+    from lbgnet.experiments import rst_table
+    rows = [{'model': 'a', 'layers': 4, 'filters': '32/48', 'lr': 1e-3, 'parameters': 623632,
+             'score_lowz': 0.85612, 'score_midz': None, 'frac_dz_lowz': float('nan'),
+             'train_minutes': 12.66}]
+    text = rst_table(rows)
+    assert text.startswith('.. list-table::') and '\\|Δz\\|<0.05 low' in text
+    assert '- 623,632' in text and '- 0.856' in text and '- 1e-03' in text and '- 12.7' in text
+    assert text.count('- —') == 5          # None, NaN and the three absent columns
+
+
+def test_gamma_study_tiny_run(tmp_path):
+    from lbgnet.io.mock import write_mock
+    from lbgnet.sim.mock import load_mock_setup, make_mock
+    setup = load_mock_setup()
+    test_dir = tmp_path / 'test'
+    write_mock(str(test_dir), make_mock(setup, 40, np.random.default_rng(99), pixel=7,
+                                        with_resolution=False), 'lbgnet-mock.yaml')
+    cfg = tmp_path / 'tinyg.yaml'
+    cfg.write_text(TINY)
+    study = load_bench('gamma_study')
+    args = ['--config', str(cfg), '--gammas', '0.5', '2', '--outdir', str(tmp_path / 'g'),
+            '--tests', f'midz={test_dir}', '--', '--workers', '1']
+    assert study.main(args) == 0
+    rows = list(csv.DictReader(open(tmp_path / 'g' / 'gamma.csv')))
+    assert [float(r['gamma']) for r in rows] == [0.5, 2.0]
+    assert all(r['layers'] == '1' and r['score_midz'] != '' for r in rows)
+    import yaml
+    assert yaml.safe_load((tmp_path / 'g' / 'gamma-2.yaml').read_text())['loss'] == {'gamma': 2.0}
+    from lbgnet.io.modelfile import load_model
+    assert load_model(str(tmp_path / 'g' / 'gamma-2' / 'gamma-2.weights.h5'))[1].extra['loss']['gamma'] == 2.0
+    png = tmp_path / 'g' / 'gamma.png'
+    assert 0 < png.stat().st_size < 300_000
+    assert 'σ_NMAD low' in (tmp_path / 'g' / 'gamma.rst').read_text()
+    # rerun: nothing is retrained (models and evaluations exist)
+    model = tmp_path / 'g' / 'gamma-0.5' / 'gamma-0.5.weights.h5'
+    mtime = model.stat().st_mtime
+    assert study.main(args) == 0 and model.stat().st_mtime == mtime
+    table = load_bench('experiment_table')
+    assert table.main(['--model', f'a={model}', '--tests', f'midz={test_dir}',
+                       '--outdir', str(tmp_path / 't')]) == 0
+    assert 'score low' in (tmp_path / 't' / 'results.rst').read_text()
+    with pytest.raises(SystemExit):
+        table.main(['--model', 'nopath', '--tests', f'midz={test_dir}', '--outdir', str(tmp_path)])

@@ -1,0 +1,209 @@
+"""Transfer learning: weights from QuasarNET-format .h5 and lbgnet model files, freezing,
+two-phase training, and desi_lbg_train --init-from/--freeze/--unfreeze-epochs."""
+import dataclasses
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from lbgnet.config import LineList
+from lbgnet.io import InputFileError
+from lbgnet.io.modelfile import save_model
+from lbgnet.io.qnweights import count_conv_layers, read_keras2_weights
+from lbgnet.model import build_model
+from lbgnet.train import compile_model, set_seeds
+from lbgnet.transfer import (fit_in_phases, freeze_blocks, init_from, read_pretrained,
+                             selected_layers, trunk_blocks, unfreeze)
+
+from conftest import reference_file
+
+QN_FILE = ('quasarnet-weights', 'quasarnet-format-small-weights.h5')
+#: conv_1, conv_4 and every batch norm but the 2nd match the 25-filter reference file;
+#: conv_2 (32 filters), conv_3 (32 inputs) and fc_common (flatten size) do not.
+QN_LIKE = dict(channels=['flux'], conv_layers=4, filters=[25, 32, 25, 25], kernel_size=10,
+               strides=2, padding='same', dropout=0.0, dense_units=25, offset_margin=0.1,
+               snr_softening=None)
+
+
+def model_config(config, **model):
+    """A small network; three lines only, to keep graph building fast."""
+    lines = LineList(('LYA', 'SIIV1393', 'CIV'), (1215.67, 1393.76, 1549.48))
+    extra = dict(config.extra, name='t', model=dict(QN_LIKE, **model),
+                 loss={'gamma': 1.0, 'pos_weight': 'balanced'},
+                 training={'epochs': 3, 'batch_size': 16, 'learning_rate': 1e-2,
+                           'patience': 5, 'monitor': 'val_loss'})
+    return dataclasses.replace(config, lines=lines, extra=extra, source='transfer-test-config')
+
+
+class ListLogger:
+    """Collects log calls (desiutil loggers write to the original stdout)."""
+
+    def __init__(self):
+        self.records = []
+
+    def info(self, msg, *args):
+        self.records.append(('INFO', msg % args))
+
+    def warning(self, msg, *args):
+        self.records.append(('WARNING', msg % args))
+
+
+def test_quasarnet_file_compatible_loaded_incompatible_reported(config):
+    path = reference_file(*QN_FILE)
+    raw = read_keras2_weights(path)
+    assert count_conv_layers(raw) == 4 and raw['conv_2'][0].shape == (10, 25, 25)
+    set_seeds(0)
+    model = build_model(model_config(config))
+    before = {l.name: [w.copy() for w in l.get_weights()] for l in model.layers if l.weights}
+    report = init_from(model, path, 'dense')
+    loaded = {name for name, _ in report.loaded}
+    assert loaded == {'conv_1', 'batch_normalization_1', 'batch_normalization_3', 'conv_4',
+                      'batch_normalization_4', 'batch_normalization_fc'}
+    assert {n for n, _, _ in report.incompatible} == {'conv_2', 'batch_normalization_2',
+                                                      'conv_3', 'fc_common'}
+    assert report.kind == 'quasarnet' and not report.missing
+    # loaded layers hold the file's values (QuasarNET's batch_normalization_k is our k+1)
+    np.testing.assert_array_equal(model.get_layer('conv_1').get_weights()[0], raw['conv_1'][0])
+    for ours, theirs in (('batch_normalization_3', 'batch_normalization_2'),
+                         ('batch_normalization_fc', 'batch_normalization_4')):
+        for got, want in zip(model.get_layer(ours).get_weights(), raw[theirs]):
+            np.testing.assert_array_equal(got, want)
+    # incompatible layers are untouched
+    for name in ('conv_2', 'conv_3', 'fc_common', 'batch_normalization_2'):
+        for got, was in zip(model.get_layer(name).get_weights(), before[name]):
+            np.testing.assert_array_equal(got, was)
+    # one log line per layer, incompatible ones as warnings with both shapes
+    logger = ListLogger()
+    report.log(logger)
+    warnings = [m for level, m in logger.records if level == 'WARNING']
+    assert len(warnings) == 4 and len(logger.records) == 1 + 10
+    line = next(m for m in warnings if m.strip().startswith('conv_2:'))
+    assert '(10, 25, 25)' in line and '(10, 25, 32)' in line
+    assert json.dumps(report.to_dict())
+
+
+def test_init_layers_selection_and_lbgnet_model_file(tmp_path, config):
+    src_cfg = model_config(config, channels=['flux', 'snr'], filters=8, dense_units=16)
+    set_seeds(1)
+    src = build_model(src_cfg)
+    wpath, _ = save_model(str(tmp_path / 'src.weights.h5'), src, src_cfg)
+    weights, kind = read_pretrained(wpath)
+    assert kind == 'lbgnet' and 'fc_box_LYA' in weights
+    dst = build_model(model_config(config, channels=['flux', 'snr'], filters=8, dense_units=12))
+    assert selected_layers(dst, 'conv') == [f'{k}_{i}' for i in range(1, 5)
+                                            for k in ('conv', 'batch_normalization')]
+    fc_before = dst.get_layer('fc_common').get_weights()[0].copy()
+    report = init_from(dst, wpath, 'conv')
+    assert len(report.loaded) == 8 and not report.incompatible
+    np.testing.assert_array_equal(dst.get_layer('conv_3').get_weights()[0],
+                                  src.get_layer('conv_3').get_weights()[0])
+    np.testing.assert_array_equal(dst.get_layer('fc_common').get_weights()[0], fc_before)
+    report = init_from(dst, wpath, 'all')
+    assert 'fc_common' in {n for n, _, _ in report.incompatible}          # 16 vs 12 units
+    assert 'fc_box_LYA' in {n for n, _, _ in report.incompatible}         # its input width too
+
+
+def test_bad_pretrained_files(tmp_path, config):
+    with pytest.raises(InputFileError, match='no such file'):
+        read_pretrained(str(tmp_path / 'none.h5'))
+    with pytest.raises(InputFileError, match='nor a Keras .h5'):
+        read_pretrained(str(tmp_path / 'weights.txt'))
+    # a Keras 3 weights file without its JSON is not a QuasarNET file: clear error
+    cfg = model_config(config, filters=4, dense_units=4)
+    build_model(cfg).save_weights(str(tmp_path / 'k3.weights.h5'))
+    with pytest.raises(InputFileError, match='no Keras 2 layer weights'):
+        read_pretrained(str(tmp_path / 'k3.weights.h5'))
+    (tmp_path / 'text.h5').write_text('not hdf5')
+    with pytest.raises(InputFileError, match='not a readable HDF5'):
+        read_keras2_weights(str(tmp_path / 'text.h5'))
+
+
+def _data(cfg, n, seed):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(0, 1, (n, cfg.grid.nbins, 2)).astype(np.float32)
+    y = np.zeros((n, len(cfg.lines), cfg.nboxes, 2), np.float32)
+    y[np.arange(n), rng.integers(0, len(cfg.lines), n), rng.integers(0, cfg.nboxes, n), 0] = 1
+    return X, y
+
+
+def test_frozen_layers_do_not_change_in_a_training_step(config):
+    cfg = model_config(config, filters=8, dense_units=8)
+    set_seeds(2)
+    model = build_model(cfg)
+    assert [b[0] for b in trunk_blocks(model)] == ['conv_1', 'conv_2', 'conv_3', 'conv_4',
+                                                   'fc_common']
+    frozen = freeze_blocks(model, 2)
+    assert frozen == ['conv_1', 'batch_normalization_1', 'conv_2', 'batch_normalization_2']
+    before = {l.name: [w.copy() for w in l.get_weights()] for l in model.layers if l.weights}
+    compile_model(model, cfg)
+    X, y = _data(cfg, 32, 0)
+    model.fit(X, y, epochs=1, batch_size=16, verbose=0)
+    trunk = [name for block in trunk_blocks(model) for name in block]
+    for name in trunk:     # (an offset head of a line without a true box gets no gradient)
+        layer = model.get_layer(name)
+        same = all(np.array_equal(a, b) for a, b in zip(layer.get_weights(), before[name]))
+        assert same == (name in frozen), name               # BN moving stats included
+        assert layer.trainable == (name not in frozen)
+    unfreeze(model)
+    assert all(layer.trainable for layer in model.layers)
+    with pytest.raises(ValueError, match='trunk blocks'):
+        freeze_blocks(model, 6)
+
+
+def test_fit_in_phases_unfreezes_for_the_last_epochs(tmp_path, config):
+    cfg = model_config(config, filters=8, dense_units=8)
+    set_seeds(3)
+    model = build_model(cfg)
+    X, y = _data(cfg, 48, 1)
+    Xv, yv = _data(cfg, 16, 2)
+    conv1 = model.get_layer('conv_1').get_weights()[0].copy()
+    history, info = fit_in_phases(model, (X, y), (Xv, yv), cfg, str(tmp_path), 3, nfrozen=1,
+                                  unfreeze_epochs=1, verbose=0)
+    assert history['phase'] == [1, 1, 2] and len(history['val_loss']) == 3
+    assert info['frozen'] == ['conv_1', 'batch_normalization_1'] and len(info['phases']) == 2
+    assert info['phases'][0]['epochs_run'] == 2 and info['phases'][1]['epochs_run'] == 1
+    assert all(layer.trainable for layer in model.layers)
+    assert info['best'] == pytest.approx(min(history['val_loss']))
+    changed = not np.array_equal(model.get_layer('conv_1').get_weights()[0], conv1)
+    assert changed == (info['kept_phase'] == 2)          # conv_1 moves only when unfrozen
+    assert 'phase' in (tmp_path / 'history.csv').read_text().splitlines()[0]
+
+
+TRAIN_YAML = """
+base: lbgnet-base.yaml
+name: tinyqn
+model: {channels: [flux], conv_layers: 2, filters: [25, 8], kernel_size: 10, strides: 4,
+        padding: same, dropout: 0.0, dense_units: 16, offset_margin: 0.1, snr_softening: null}
+loss: {gamma: 1.0, pos_weight: balanced}
+training: {simulation: lbgnet-mock.yaml, ntrain: 128, nval: 60, epochs: 2, batch_size: 64,
+           learning_rate: 1.0e-3, patience: 2, monitor: val_score, seed: 5}
+target: {lines: {LYA: 1215.67, CIV: 1549.48}}     # a subset of the LBG lines: fast to build
+"""
+
+
+def test_train_script_from_quasarnet_weights(tmp_path):
+    from lbgnet.io.modelfile import load_model
+    from lbgnet.scripts.lbg_train import main
+    qn = reference_file(*QN_FILE)
+    cfg_path = tmp_path / 'tinyqn.yaml'
+    cfg_path.write_text(TRAIN_YAML)
+    out = tmp_path / 'run'
+    assert main(['--config', str(cfg_path), '--outdir', str(out), '--verbose', '0',
+                 '--init-from', qn, '--freeze', '1', '--unfreeze-epochs', '1', '--workers', '1']) == 0
+    model, _, meta = load_model(str(out / 'tinyqn.weights.h5'))
+    transfer = meta['training']['transfer']
+    assert transfer['kind'] == 'quasarnet' and transfer['freeze'] == 1
+    assert 'conv_1' in transfer['loaded'] and 'conv_2' in [i['layer'] for i in transfer['incompatible']]
+    assert meta['history']['phase'] == [1, 2]
+    with h5py.File(qn, 'r') as fx:
+        kernel = np.asarray(fx['model_weights/conv_1/conv_1/kernel:0'])
+    if meta['training']['kept_phase'] == 1:               # frozen conv_1 kept the file's values
+        np.testing.assert_array_equal(model.get_layer('conv_1').get_weights()[0], kernel)
+    # bad requests fail cleanly with status 1
+    assert main(['--config', str(cfg_path), '--outdir', str(out / 'x'), '--verbose', '0',
+                 '--init-from', str(tmp_path / 'missing.h5')]) == 1
+    assert main(['--config', str(cfg_path), '--outdir', str(out / 'y'), '--verbose', '0',
+                 '--val-dir', str(out / 'validation'), '--freeze', '9']) == 1
+    with pytest.raises(SystemExit):
+        main(['--config', str(cfg_path), '--outdir', str(out), '--unfreeze-epochs', '1'])

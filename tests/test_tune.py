@@ -1,0 +1,133 @@
+"""Hyper-parameter search: search space, two tiny trials, resumption, results files, CLI."""
+import csv
+import dataclasses
+
+import numpy as np
+import pytest
+
+from lbgnet.config import ConfigError, LineList, load_config
+from lbgnet.example import example_spectra
+from lbgnet.model import build_model
+from lbgnet.preprocess import grid_spectra
+from lbgnet.tune import (Objective, TuneData, config_for_params, default_nboxes,
+                         finished_trials, open_study, run_study, search_space, write_results)
+
+MODEL = dict(channels=['flux', 'snr'], conv_layers=2, filters=8, kernel_size=5, strides=2,
+             padding='same', dropout=0.0, dense_units=16, offset_margin=0.1, snr_softening=5.0)
+TUNE = {'conv_layers': [1, 2], 'filters': [4, 8], 'kernel_size': [3, 7], 'nboxes': [20, 40],
+        'learning_rate': [1e-3, 1e-2], 'dropout': 0.0, 'gamma': [0.5, 2.0]}
+
+
+def tiny_config(config, **tune):
+    """Two lines only (fast graphs), LBG line list subset."""
+    lines = LineList(('LYA', 'CIV'), (1215.67, 1549.48))
+    extra = dict(config.extra, name='tiny', model=MODEL, loss={'gamma': 1.0, 'pos_weight': 'balanced'},
+                 training={'batch_size': 64, 'learning_rate': 1e-3, 'patience': 3},
+                 tune=dict(TUNE, **tune))
+    return dataclasses.replace(config, lines=lines, extra=extra, source='tune-test-config')
+
+
+def tiny_data(config, n, seed):
+    """Example spectra: every other one has Lya emission (class LBG)."""
+    wave, flux, ivar, z = example_spectra(config, n, np.random.default_rng(seed))
+    bands = list(wave)
+    X, _, _ = grid_spectra([wave[b] for b in bands], [flux[b] for b in bands],
+                           [ivar[b] for b in bands], config.grid)
+    truth = {'CLASS': np.where(np.isfinite(z), 'LBG', 'STAR'), 'Z_TRUE': np.nan_to_num(z),
+             'RMAG': np.full(n, 23.0)}
+    return X, truth
+
+
+def test_search_space_and_config_for_params(config):
+    cfg = tiny_config(config)
+    space = search_space(cfg)
+    assert space['conv_layers'] == ('int', 1, 2, False)
+    assert space['filters'] == ('int', 4, 8, True)
+    assert space['nboxes'] == ('choice', [20, 40]) and space['dropout'] == ('fixed', 0.0)
+    # default nboxes: divisors of nbins with 80-320 A boxes
+    full = search_space(load_config('lbgnet-default.yaml'))
+    assert full['nboxes'][0] == 'choice' and config.nboxes in full['nboxes'][1]
+    assert all(80 <= config.grid.nbins * config.grid.dwave / n <= 320 for n in default_nboxes(config))
+    params = {'conv_layers': 6, 'filters': 24, 'kernel_size': 7, 'learning_rate': 2e-3,
+              'dropout': 0.1, 'nboxes': 25, 'gamma': 3.0}
+    new = config_for_params(cfg, params)
+    assert new.nboxes == 25 and new.extra['loss']['gamma'] == 3.0
+    assert new.extra['model']['strides'] == [2, 2, 2, 2, 1, 1]
+    assert new.extra['training']['learning_rate'] == 2e-3
+    model = build_model(new)
+    assert model.get_layer('conv_6').kernel.shape == (7, 24, 24)
+    assert model.output_shape == (None, 2, 25, 2)
+    with pytest.raises(ConfigError, match='unknown tune'):
+        search_space(tiny_config(config, depth=[1, 2]))
+    with pytest.raises(ConfigError, match='do not divide'):
+        search_space(tiny_config(config, nboxes=[30]))
+
+
+def test_two_trials_then_resume_with_a_third(tmp_path, config):
+    cfg = tiny_config(config)
+    X, truth = tiny_data(cfg, 256, 1)
+    Xv, truth_v = tiny_data(cfg, 96, 2)
+    data = TuneData(X, {k: truth[k] for k in ('CLASS', 'Z_TRUE')}, Xv, truth_v)
+    storage = f'sqlite:///{tmp_path / "study.sqlite3"}'
+    objective = Objective(cfg, data, str(tmp_path / 'work'), epochs=2, seed=3)
+    study = open_study(storage, 'tiny-study', seed=3, startup_trials=2, prune=False)
+    assert run_study(study, objective, 2) == 2
+    first = [dict(t.params) for t in study.trials]
+    assert len(finished_trials(study)) == 2 and 0.0 <= study.best_value <= 1.0
+    best = study.best_trial
+    assert set(best.params) == {'conv_layers', 'filters', 'kernel_size', 'nboxes',
+                                'learning_rate', 'gamma'}
+    assert best.user_attrs['nparams'] > 0 and best.user_attrs['epochs_run'] == 2
+    assert best.value == pytest.approx(np.nanmean([best.user_attrs[f'score_{r}']
+                                                   for r in ('lowz', 'midz', 'highz')
+                                                   if best.user_attrs[f'score_{r}'] is not None]))
+    # a new process: the same storage resumes the same study and runs only the missing trial
+    study2 = open_study(storage, 'tiny-study', seed=3, startup_trials=2, prune=False)
+    assert len(study2.trials) == 2
+    assert run_study(study2, objective, 3) == 1
+    assert len(study2.trials) == 3 and [dict(t.params) for t in study2.trials[:2]] == first
+    assert run_study(study2, objective, 3) == 0
+    paths = write_results(study2, cfg, str(tmp_path / 'tiny.yaml'), str(tmp_path / 'out'))
+    rows = list(csv.DictReader(open(paths['table'])))
+    assert [int(r['trial']) for r in rows] == [0, 1, 2]
+    assert all(r['state'] == 'COMPLETE' for r in rows) and rows[0]['score_lowz'] != ''
+    text = open(paths['best']).read()
+    assert text.startswith('# Best configuration') and 'base:' in text
+    import yaml
+    best_yaml = yaml.safe_load(text)
+    assert best_yaml['nboxes'] == study2.best_params['nboxes']
+    assert best_yaml['model']['conv_layers'] == study2.best_params['conv_layers']
+    assert best_yaml['loss']['gamma'] == pytest.approx(study2.best_params['gamma'])
+
+
+TUNE_YAML = """
+base: lbgnet-base.yaml
+name: tinytune
+model: {channels: [flux, snr], conv_layers: 1, filters: 4, kernel_size: 5, strides: 4,
+        padding: same, dropout: 0.0, dense_units: 8, offset_margin: 0.1, snr_softening: 5.0}
+loss: {gamma: 1.0, pos_weight: balanced}
+training: {simulation: lbgnet-mock.yaml, batch_size: 64, learning_rate: 1.0e-3, patience: 2}
+target: {lines: {LYA: 1215.67, CIV: 1549.48}}
+tune: {conv_layers: 1, filters: [4, 6], kernel_size: 5, nboxes: [40], dropout: 0.0,
+       learning_rate: 1.0e-3, gamma: 1.0}
+"""
+
+
+def test_tune_script_writes_table_and_best_config(tmp_path):
+    from lbgnet.scripts.lbg_tune import main
+    cfg_path = tmp_path / 'tinytune.yaml'
+    cfg_path.write_text(TUNE_YAML)
+    args = ['--config', str(cfg_path), '--trials', '1', '--ntrain', '128', '--nval', '60',
+            '--trial-epochs', '1', '--workdir', str(tmp_path / 'work'), '--outdir', str(tmp_path),
+            '--startup-trials', '1']
+    assert main(args) == 0
+    assert (tmp_path / 'work' / 'study.sqlite3').exists()
+    assert (tmp_path / 'work' / 'validation').is_dir()
+    best = tmp_path / 'tinytune-tune-best.yaml'
+    cfg = load_config(str(best))                  # base: resolved next to the best file
+    assert cfg.extra['name'] == 'tinytune-tune-best' and cfg.extra['model']['filters'] in (4, 5, 6)
+    assert len(list(csv.DictReader(open(tmp_path / 'tinytune-tune-trials.csv')))) == 1
+    bad = tmp_path / 'bad.yaml'
+    bad.write_text(TUNE_YAML.replace('nboxes: [40]', 'nboxes: [33]'))
+    assert main(['--config', str(bad), '--trials', '1', '--workdir', str(tmp_path / 'w2'),
+                 '--outdir', str(tmp_path)]) == 1
