@@ -12,7 +12,7 @@ import numpy as np
 from desiutil.log import get_logger
 
 from .errors import InputFileError
-from .fitsutil import extnames, open_fits, read_image, read_table
+from .fitsutil import _first_line, extnames, open_fits, read_image, read_table
 
 _FLUX_EXT = re.compile(r'^([A-Z]+)_FLUX$')
 
@@ -114,68 +114,151 @@ def read_coadd(path, read_fibermap=True, read_extra=True, sanitize=True, fiberma
     logged.
     A file with zero spectra is valid and yields arrays of shape (0, nwave).
     """
-    log = get_logger()
     path = str(path)
     with open_fits(path) as fx:
+        layout = read_layout(fx, path, read_fibermap, fibermap_columns)
+        coadd = read_block(fx, layout, 0, layout.nspec, sanitize)
         names = extnames(fx)
-        bands = [m.group(1) for m in map(_FLUX_EXT.match, names) if m]
-        if not bands:
-            raise InputFileError(path, 'no <BAND>_FLUX HDU: not a DESI coadd/spectra file')
-        wave, flux, ivar, mask, nbad = {}, {}, {}, {}, {}
-        for band in bands:
-            for part in ('IVAR', 'WAVELENGTH'):
-                if f'{band}_{part}' not in names:
-                    raise InputFileError(path, f'has {band}_FLUX but no {band}_{part} HDU')
-            b = band.lower()
-            wave[b] = np.asarray(read_image(fx, f'{band}_WAVELENGTH', path), dtype=np.float64)
-            flux[b] = np.asarray(read_image(fx, f'{band}_FLUX', path), dtype=np.float32)
-            ivar[b] = np.asarray(read_image(fx, f'{band}_IVAR', path), dtype=np.float32)
-            mask[b] = read_image(fx, f'{band}_MASK', path) if f'{band}_MASK' in names else None
-            _check_band_shapes(path, band, wave[b], flux[b], ivar[b], mask[b])
-            nbad[b] = _sanitize(flux[b], ivar[b]) if sanitize else 0
-        fibermap = (read_table(fx, 'FIBERMAP', path, columns=fibermap_columns)
-                    if read_fibermap and 'FIBERMAP' in names else None)
-        exp_fibermap = scores = None
         if read_extra:
             if 'EXP_FIBERMAP' in names:
-                exp_fibermap = read_table(fx, 'EXP_FIBERMAP', path)
+                coadd.exp_fibermap = read_table(fx, 'EXP_FIBERMAP', path)
             if 'SCORES' in names:
-                scores = read_table(fx, 'SCORES', path)
-    bands = tuple(b.lower() for b in bands)
-    nspecs = {b: flux[b].shape[0] for b in bands}
+                coadd.scores = read_table(fx, 'SCORES', path)
+    return coadd
+
+
+@dataclass
+class CoaddLayout:
+    """What a coadd holds, without its spectra.
+
+    Attributes
+    ----------
+    path : str
+    bands : tuple of str
+        Lower-case bands present, file order.
+    wave : dict
+        band -> wavelength array (Å), shape (nwave,).
+    nspec : int
+    fibermap : astropy.table.Table or None
+    header : dict
+        Primary-header keywords (SURVEY, PROGRAM, TILEID, ... when present).
+    """
+
+    path: str
+    bands: tuple
+    wave: dict
+    nspec: int
+    fibermap: object
+    header: dict
+
+
+def read_layout(fx, path, read_fibermap=True, fibermap_columns=None):
+    """Check the HDUs of an open coadd and read its wavelengths and FIBERMAP.
+
+    Parameters
+    ----------
+    fx : fitsio.FITS
+        The open file.
+    path : str
+        Its name, for error messages.
+    read_fibermap : bool, optional
+        Read FIBERMAP when present [True].
+    fibermap_columns : list of str, optional
+        Read only these FIBERMAP columns [all].
+
+    Raises
+    ------
+    InputFileError
+        No ``<BAND>_FLUX`` HDU, a band without IVAR/WAVELENGTH, image shapes that
+        disagree, or a FIBERMAP whose length differs from the number of spectra.
+    """
+    names = extnames(fx)
+    bands = [m.group(1) for m in map(_FLUX_EXT.match, names) if m]
+    if not bands:
+        raise InputFileError(path, 'no <BAND>_FLUX HDU: not a DESI coadd/spectra file')
+    wave, nspecs = {}, {}
+    for band in bands:
+        for part in ('IVAR', 'WAVELENGTH'):
+            if f'{band}_{part}' not in names:
+                raise InputFileError(path, f'has {band}_FLUX but no {band}_{part} HDU')
+        wav = np.asarray(read_image(fx, f'{band}_WAVELENGTH', path), dtype=np.float64)
+        if wav.ndim != 1 or not np.all(np.isfinite(wav)) or np.any(np.diff(wav) <= 0):
+            raise InputFileError(path, f'{band}_WAVELENGTH must be 1-D, finite and increasing')
+        for part in ('FLUX', 'IVAR') + (('MASK',) if f'{band}_MASK' in names else ()):
+            dims = _dims(fx, f'{band}_{part}', wav.size)
+            if dims[1] != wav.size or dims[0] != nspecs.setdefault(band, dims[0]):
+                raise InputFileError(path, f'{band}_{part} shape {tuple(dims)} does not match '
+                                     f'{band}_WAVELENGTH length {wav.size} / {nspecs[band]} spectra')
+        wave[band.lower()] = wav
     if len(set(nspecs.values())) != 1:
         raise InputFileError(path, f'bands disagree on the number of spectra: {nspecs}')
-    nspec = nspecs[bands[0]]
+    nspec = int(nspecs[bands[0]])
+    fibermap = (read_table(fx, 'FIBERMAP', path, columns=fibermap_columns)
+                if read_fibermap and 'FIBERMAP' in names else None)
     if fibermap is not None and len(fibermap) != nspec:
         raise InputFileError(path, f'FIBERMAP has {len(fibermap)} rows but flux has {nspec} spectra')
-    for b in bands:
+    hdr = fx[0].read_header()
+    header = {k: hdr[k] for k in hdr.keys() if k not in ('COMMENT', 'HISTORY', '')}
+    return CoaddLayout(path, tuple(b.lower() for b in bands), wave, nspec, fibermap, header)
+
+
+def _dims(fx, ext, nwave):
+    dims = list(fx[ext].get_dims())
+    if len(dims) == 0 or (len(dims) == 1 and dims[0] == 0):
+        return [0, nwave]
+    if len(dims) != 2:
+        return dims + [-1]
+    return dims
+
+
+def _read_rows(fx, ext, start, stop, layout, band, dtype):
+    nwave = layout.wave[band].size
+    if stop <= start:
+        return np.zeros((0, nwave), dtype=dtype or np.int32)
+    try:
+        data = fx[ext][start:stop, :]
+    except (OSError, ValueError) as err:
+        raise InputFileError(layout.path, f'cannot read {ext} rows {start}:{stop} '
+                             f'({_first_line(err)})') from None
+    return np.ascontiguousarray(data, dtype=dtype) if dtype is not None else data
+
+
+def read_block(fx, layout, start, stop, sanitize=True):
+    """Read spectra ``start:stop`` of every band of an open coadd.
+
+    Parameters
+    ----------
+    fx : fitsio.FITS
+    layout : CoaddLayout
+        From :func:`read_layout` on the same file.
+    start, stop : int
+        Row range.
+    sanitize : bool, optional
+        Zero the weight of non-finite or negative-ivar pixels and log their number [True].
+
+    Returns
+    -------
+    CoaddData
+        Its ``fibermap`` is the matching FIBERMAP slice (or None).
+    """
+    log = get_logger()
+    names = extnames(fx)
+    flux, ivar, mask, nbad = {}, {}, {}, {}
+    for b in layout.bands:
+        B = b.upper()
+        flux[b] = _read_rows(fx, f'{B}_FLUX', start, stop, layout, b, np.float32)
+        ivar[b] = _read_rows(fx, f'{B}_IVAR', start, stop, layout, b, np.float32)
+        mask[b] = (_read_rows(fx, f'{B}_MASK', start, stop, layout, b, None)
+                   if f'{B}_MASK' in names else None)
+        nbad[b] = sanitize_pixels(flux[b], ivar[b]) if sanitize else 0
         if nbad[b]:
             log.warning('%s: %d %s-band pixels with non-finite flux/ivar or negative ivar masked',
-                        path, nbad[b], b)
-    return CoaddData(path, bands, wave, flux, ivar, mask, fibermap, exp_fibermap, scores, nbad)
+                        layout.path, nbad[b], b)
+    fmap = layout.fibermap[start:stop] if layout.fibermap is not None else None
+    return CoaddData(layout.path, layout.bands, layout.wave, flux, ivar, mask, fmap, None, None, nbad)
 
 
-def _check_band_shapes(path, band, wave, flux, ivar, mask):
-    if wave.ndim != 1:
-        raise InputFileError(path, f'{band}_WAVELENGTH must be 1-D, has shape {wave.shape}')
-    if flux.size == 0 and flux.ndim < 2:
-        flux.shape = (0, wave.size)
-    if ivar.size == 0 and ivar.ndim < 2:
-        ivar.shape = (0, wave.size)
-    if flux.ndim != 2 or flux.shape[1] != wave.size:
-        raise InputFileError(path, f'{band}_FLUX shape {flux.shape} does not match '
-                             f'{band}_WAVELENGTH length {wave.size}')
-    if ivar.shape != flux.shape:
-        raise InputFileError(path, f'{band}_IVAR shape {ivar.shape} != {band}_FLUX shape {flux.shape}')
-    if mask is not None and mask.size and mask.shape != flux.shape:
-        raise InputFileError(path, f'{band}_MASK shape {mask.shape} != {band}_FLUX shape {flux.shape}')
-    if wave.size > 1 and not np.all(np.diff(wave) > 0):
-        raise InputFileError(path, f'{band}_WAVELENGTH is not strictly increasing')
-    if not np.all(np.isfinite(wave)):
-        raise InputFileError(path, f'{band}_WAVELENGTH has non-finite values')
-
-
-def _sanitize(flux, ivar):
+def sanitize_pixels(flux, ivar):
     """Zero the weight of non-finite or negative-ivar pixels, in place; return their count."""
     if flux.size == 0 or (np.isfinite(flux.sum(dtype=np.float64)) and np.isfinite(ivar.sum(dtype=np.float64))
                           and ivar.min() >= 0):
