@@ -308,11 +308,34 @@ def choose_thresholds(classes, z_true, c_lines, n_candidates=(1, 2, 3), regimes=
     table : dict
         n_thresh -> {'mean_score': …, 'c_thresh': …} for every candidate.
     """
+    c_lines = np.asarray(c_lines)
+    return choose_from_scores(classes, z_true, lambda n: lbg_score(c_lines, n), n_candidates,
+                              regimes)
+
+
+def choose_from_scores(classes, z_true, score_for, n_candidates, regimes=None):
+    """Pick (c_thresh, n_thresh) given a function that scores objects for each n_thresh.
+
+    Parameters
+    ----------
+    classes, z_true : array_like
+        Truth class and redshift, shape (n,).
+    score_for : callable
+        ``score_for(n_thresh)`` -> ``C_LBG`` of every object, shape (n,).
+    n_candidates : sequence of int
+    regimes : dict, optional
+        [:data:`REGIMES`]
+
+    Returns
+    -------
+    c_thresh, n_thresh, table
+        As :func:`choose_thresholds`.
+    """
     is_true = np.asarray(classes).astype(str) == LBG_CLASS
     masks = regime_masks(classes, z_true, regimes)
     table = {}
     for n_thresh in n_candidates:
-        score = lbg_score(np.asarray(c_lines), n_thresh)
+        score = np.asarray(score_for(n_thresh))
         per_regime = [pe_score(is_true[m], score[m])[0] for k, m in masks.items() if k != 'all']
         per_regime = [v for v in per_regime if np.isfinite(v)]
         table[int(n_thresh)] = {'mean_score': float(np.mean(per_regime)) if per_regime else float('nan'),

@@ -25,7 +25,7 @@ The direct head's outputs are also returned as ``P_DIRECT``, ``Z_DIRECT``, ``ZER
 """
 import numpy as np
 
-from .evaluate import LBG_CLASS, choose_thresholds, pe_score, regime_masks
+from .evaluate import LBG_CLASS, choose_from_scores, choose_thresholds, pe_score, regime_masks
 from .postprocess import postprocess, postprocess_options
 from .variants import architecture
 
@@ -170,17 +170,9 @@ def choose_catalog_thresholds(raw, truth, config, n_candidates=(1, 2, 3)):
         c_lines = postprocess(raw['conf'], raw['offset'], config)['C_LINES']
         return choose_thresholds(truth['CLASS'], truth['Z_TRUE'], c_lines, usable)
     candidates = (1,) if arch == 'direct' else usable
-    is_true = np.asarray(truth['CLASS']).astype(str) == LBG_CLASS
-    masks = regime_masks(truth['CLASS'], truth['Z_TRUE'])
-    table = {}
-    for n in candidates:
-        score = catalog_from_raw(raw, config, n_thresh=n)['C_LBG']
-        scores = [pe_score(is_true[m], score[m])[0] for k, m in masks.items() if k != 'all']
-        scores = [s for s in scores if np.isfinite(s)]
-        table[int(n)] = {'mean_score': float(np.mean(scores)) if scores else float('nan'),
-                         'c_thresh': pe_score(is_true, score)[1]}
-    best = max(table, key=lambda n: (np.nan_to_num(table[n]['mean_score'], nan=-1.0), -n))
-    return table[best]['c_thresh'], best, table
+    return choose_from_scores(truth['CLASS'], truth['Z_TRUE'],
+                              lambda n: catalog_from_raw(raw, config, n_thresh=n)['C_LBG'],
+                              candidates)
 
 
 def regime_scores(res, truth):
