@@ -137,3 +137,34 @@ def test_time_limit_callback():
     cb.start = time.time() - 62.0          # two epochs in 62 s: over budget, stop
     cb.on_epoch_end(1)
     assert cb.model.stop_training and cb.stopped_epoch == 2
+
+
+def test_time_cosine_schedule(tmp_path, config):
+    """cosine_time decays the rate from its start to the final fraction over the time budget."""
+    import time
+    import keras
+    from lbgnet.train import TimeCosine, cosine_fraction
+    assert np.allclose(cosine_fraction([0.0, 30.0, 60.0, 90.0], 60.0, 0.05),
+                       [1.0, 0.525, 0.05, 0.05])
+    cfg = small_config(config, lr_schedule='cosine_time', max_minutes=1.0)
+    model = compile_model(build_model(cfg), cfg, learning_rate=2e-3)
+    cb = TimeCosine(minutes=1.0, final_fraction=0.05)
+    cb.set_model(model)
+    cb.on_train_begin()
+    cb.on_train_batch_begin(0)
+    assert np.isclose(float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)), 2e-3,
+                      rtol=1e-3)
+    cb.start = time.time() - 30.0          # half the budget gone: half-way down the cosine
+    cb.on_train_batch_begin(1)
+    assert np.isclose(float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)),
+                      2e-3 * 0.525, rtol=1e-2)
+    # fit() installs it: after a fit that used up its budget the rate is at its end value
+    X, y, _ = mock_set(cfg, 64, seed=3)
+    fast = small_config(config, lr_schedule='cosine_time', max_minutes=1e-4, epochs=2)
+    model = compile_model(build_model(fast), fast, learning_rate=2e-3)
+    fit(model, (X, y), (X, y), fast, str(tmp_path), verbose=0)
+    assert np.isclose(float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)), 1e-4,
+                      rtol=1e-2)
+    # the schedule needs a budget
+    with pytest.raises(ValueError, match='cosine_time needs max_minutes'):
+        training_options(small_config(config, lr_schedule='cosine_time'))

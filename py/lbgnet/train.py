@@ -23,8 +23,9 @@ TRAINING_DEFAULTS = {'epochs': 30, 'batch_size': 256, 'learning_rate': 1e-3, 'pa
                      'monitor': 'val_score', 'seed': 1, 'ntrain': 40000, 'nval': 4000,
                      'simulation': None, 'lr_schedule': 'constant', 'lr_final_fraction': 0.05,
                      'max_minutes': None}
-#: Learning-rate schedules: constant, or cosine decay over all planned steps.
-LR_SCHEDULES = ('constant', 'cosine')
+#: Learning-rate schedules: constant, cosine decay over all planned steps, or cosine decay
+#: over the wall-clock budget ``max_minutes`` (equal-time comparisons on loaded machines).
+LR_SCHEDULES = ('constant', 'cosine', 'cosine_time')
 #: Monitored quantities and whether larger is better.
 MONITORS = {'val_score': 'max', 'val_loss': 'min'}
 CHECKPOINT = 'checkpoint.weights.h5'
@@ -60,6 +61,8 @@ def training_options(config, **overrides):
     opts['lr_final_fraction'] = float(opts['lr_final_fraction'])
     if opts['max_minutes'] is not None:
         opts['max_minutes'] = float(opts['max_minutes'])
+    if opts['lr_schedule'] == 'cosine_time' and not opts['max_minutes']:
+        raise ConfigError(f'{config.source}: training.lr_schedule cosine_time needs max_minutes')
     for key in ('epochs', 'batch_size', 'ntrain', 'nval'):
         opts[key] = int(opts[key])
         if opts[key] <= 0:
@@ -217,6 +220,57 @@ class TimeLimit(keras.callbacks.Callback):
                               self.seconds / 60, epoch + 1)
 
 
+def cosine_fraction(elapsed, total, final_fraction):
+    """Cosine decay factor from 1 at ``elapsed = 0`` to `final_fraction` at `total` and after.
+
+    Parameters
+    ----------
+    elapsed, total : float or array
+        Time (or steps) so far, and the length of the decay.
+    final_fraction : float
+        Factor reached at the end.
+
+    Returns
+    -------
+    float or array
+    """
+    x = np.clip(np.asarray(elapsed, dtype=float) / float(total), 0.0, 1.0)
+    return final_fraction + (1.0 - final_fraction) * 0.5 * (1.0 + np.cos(np.pi * x))
+
+
+class TimeCosine(keras.callbacks.Callback):
+    """Cosine learning-rate decay over a wall-clock budget instead of planned steps.
+
+    The rate set at compile time decays to `final_fraction` of itself as the fit's
+    elapsed time reaches `minutes`, so a run that is slowed by other jobs still ends its
+    schedule when :class:`TimeLimit` stops it (``training.lr_schedule: cosine_time``).
+
+    Parameters
+    ----------
+    minutes : float
+        Wall-clock budget of the fit.
+    final_fraction : float
+        Rate at the end of the budget, as a fraction of the initial rate.
+    """
+
+    def __init__(self, minutes, final_fraction):
+        super().__init__()
+        self.seconds = 60.0 * float(minutes)
+        self.final_fraction = float(final_fraction)
+        self.start = None
+        self.lr0 = None
+
+    def on_train_begin(self, logs=None):
+        """Start the clock and read the initial rate."""
+        self.start = time.time()
+        self.lr0 = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+    def on_train_batch_begin(self, batch, logs=None):
+        """Set the rate for the elapsed fraction of the budget."""
+        factor = cosine_fraction(time.time() - self.start, self.seconds, self.final_fraction)
+        self.model.optimizer.learning_rate.assign(self.lr0 * float(factor))
+
+
 def fit(model, train_data, val_data, config, outdir, val_truth=None, epochs=None,
         verbose='auto', extra_callbacks=None):
     """Fit a compiled model with early stopping and best-checkpointing on validation.
@@ -270,6 +324,8 @@ def fit(model, train_data, val_data, config, outdir, val_truth=None, epochs=None
     ]
     if opts['max_minutes']:
         callbacks.append(TimeLimit(opts['max_minutes']))
+        if opts['lr_schedule'] == 'cosine_time':
+            callbacks.append(TimeCosine(opts['max_minutes'], opts['lr_final_fraction']))
     callbacks += list(extra_callbacks or [])
     fit_kwargs = {}
     if isinstance(train_data, tuple):

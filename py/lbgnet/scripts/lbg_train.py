@@ -49,6 +49,9 @@ def parse(options=None):
     parser.add_argument('--max-minutes', type=float,
                         help='stop after the epoch that would end past this wall-clock budget '
                         '[training.max_minutes, none]')
+    parser.add_argument('--lr-schedule', choices=('constant', 'cosine', 'cosine_time'),
+                        help='learning-rate schedule: cosine decays over the planned epochs, '
+                        'cosine_time over --max-minutes [training.lr_schedule]')
     parser.add_argument('--val-dir', help='directory of validation coadd-*/truth-* files '
                         '[generate them under OUTDIR/validation]')
     parser.add_argument('--init-from', help='initialise from this lbgnet model file or '
@@ -194,7 +197,8 @@ def training_setup(args):
     config = apply_target(load_config(args.config))
     opts = training_options(config, epochs=args.epochs, batch_size=args.batch_size,
                             seed=args.seed, ntrain=args.ntrain, nval=args.nval,
-                            learning_rate=args.learning_rate, max_minutes=args.max_minutes)
+                            learning_rate=args.learning_rate, max_minutes=args.max_minutes,
+                            lr_schedule=args.lr_schedule)
     config = dataclasses.replace(config, extra=dict(config.extra, training=opts))
     if not opts['simulation']:
         raise ConfigError(f'{config.source}: training.simulation names no simulation config')
