@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from lbgnet.evaluate import (binned_efficiency, choose_thresholds, confusion_by_class,
-                             evaluate_predictions, pe_score, purity_efficiency,
+                             depth_limited, evaluate_predictions, pe_score, purity_efficiency,
                              redshift_metrics, regime_masks)
 
 
@@ -60,6 +60,23 @@ def test_binned_and_confusion():
     conf = confusion_by_class(['LBG', 'QSO', 'QSO', 'STAR'], [True, True, False, False])
     assert conf['QSO'] == {'n': 2, 'nselected': 1, 'fraction_selected': 0.5}
     assert conf['STAR']['nselected'] == 0
+
+
+def test_depth_limited():
+    # bright objects (r <= 23) are well separated, faint ones are not
+    is_true = np.array([1, 1, 0, 0, 1, 0], dtype=bool)
+    score = np.array([0.9, 0.8, 0.1, 0.2, 0.1, 0.95])
+    rmag = np.array([22.5, 22.8, 22.6, 23.0, 24.5, 24.8])
+    selected = score > 0.5
+    z_true = np.array([2.0, 3.0, 0.0, 0.0, 3.5, 0.0])
+    z_pred = np.array([2.01, 3.2, 0.0, 0.0, 3.5, 2.0])
+    out = depth_limited(is_true, selected, score, rmag, z_true, z_pred, limits=(23.0, 25.0))
+    bright, full = out['r<=23'], out['r<=25']
+    assert (bright['nlbg'], bright['ncontaminant']) == (2, 2)
+    assert bright['pe_score'] == 1.0 and bright['efficiency'] == 1.0
+    assert bright['n'] == 2 and bright['frac_dz_lt_0p05'] == 0.5
+    # all six: the top three scores hold two of the three LBGs
+    assert full['pe_score'] == pytest.approx(2 / 3) and full['efficiency'] == pytest.approx(2 / 3)
 
 
 def test_choose_thresholds_prefers_informative_n():

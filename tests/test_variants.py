@@ -152,3 +152,29 @@ def test_evaluate_script_on_direct_model(tmp_path, config):
     metrics = json.loads((out / 'metrics.json').read_text())
     assert metrics['regimes']['all']['nlbg'] > 0
     assert (out / 'purity_efficiency.png').exists() and not (out / 'examples.png').exists()
+
+
+@pytest.mark.parametrize('arch', ['direct', 'hybrid'])
+def test_afterburner_runs_variants(tmp_path, config, arch):
+    """desi_lbg_afterburner takes direct and hybrid model files: catalogue = predict_catalog."""
+    from lbg_testdata import write_test_coadd, write_test_redrock
+    from lbgnet.io.catalog import read_catalog
+    from lbgnet.predict import predict_catalog
+    from lbgnet.preprocess import load_coadd_grid
+    from lbgnet.scripts.lbg_afterburner import main
+    cfg = variant_config(config, arch)
+    cfg = dataclasses.replace(cfg, selection=dataclasses.replace(cfg.selection, c_thresh=0.3))
+    wpath, _ = save_model(str(tmp_path / f'{arch}.weights.h5'), build_model(cfg), cfg)
+    coadd = str(tmp_path / 'coadd-main-dark-7.fits')
+    tid, _ = write_test_coadd(coadd, 9)
+    write_test_redrock(str(tmp_path / 'redrock-main-dark-7.fits'), np.asarray(tid)[::-1])
+    assert main(['--coadd', coadd, '--model', wpath, '--chunk-size', '4']) == 0
+    cat, _ = read_catalog(str(tmp_path / 'lbg_cnn-main-dark-7.fits'))
+    model, saved, _ = load_model(wpath)
+    X, info = load_coadd_grid(coadd, saved)
+    res, _ = predict_catalog(model, X, saved)
+    pos = np.searchsorted(info.targetid, cat['TARGETID'])
+    assert cat['TARGETID'].tolist() == list(np.asarray(tid)[::-1])
+    assert np.allclose(cat['C_LBG'], res['C_LBG'][pos], atol=1e-6)
+    assert np.allclose(cat['Z_LBG'], res['Z_LBG'][pos], atol=1e-6)
+    assert np.array_equal(cat['IS_LBG'], res['C_LBG'][pos] > 0.3)

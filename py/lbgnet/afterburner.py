@@ -58,6 +58,41 @@ class Network:
     forward: object = None
     _zrange: tuple = None
 
+    @property
+    def architecture(self):
+        """``linefinder``, ``direct`` or ``hybrid`` (:func:`lbgnet.variants.architecture`)."""
+        from .variants import architecture
+        return architecture(self.config)
+
+    def results(self, X, c_thresh, n_thresh, batch_size=DEFAULT_BATCH):
+        """Catalogue quantities of gridded spectra, for any architecture.
+
+        Line finders go through the compiled forward pass (:meth:`predict`) and
+        :func:`lbgnet.postprocess.postprocess`; direct and hybrid networks through
+        :func:`lbgnet.predict.predict_catalog`, which adds ``P_DIRECT``, ``Z_DIRECT`` and
+        ``ZERR_DIRECT``.
+
+        Parameters
+        ----------
+        X : numpy.ndarray
+            Shape (nspec, nbins, 2).
+        c_thresh : float
+        n_thresh : int
+        batch_size : int, optional
+
+        Returns
+        -------
+        dict of numpy.ndarray
+        """
+        if self.architecture == 'linefinder':
+            from .postprocess import postprocess
+            conf, offset = self.predict(X, batch_size)
+            res = postprocess(conf, offset, self.config, c_thresh=c_thresh, n_thresh=n_thresh)
+        else:
+            from .predict import predict_catalog
+            res, _ = predict_catalog(self.model, X, self.config, c_thresh, n_thresh, batch_size)
+        return {key: np.asarray(val) for key, val in res.items()}
+
     def predict(self, X, batch_size=DEFAULT_BATCH):
         """Box confidences and offsets, as :func:`lbgnet.model.predict_boxes`, but through a
         compiled (``tf.function``) forward pass traced once for any batch size: about 4x
@@ -156,19 +191,20 @@ def load_network(path):
         the (nlines, nboxes) of its configuration, or it rejects the grid input).
     """
     from .io.modelfile import load_model, model_paths
-    from .model import predict_boxes
+    from .predict import predict_raw
     if path is None:
         raise InputFileError('--model', 'no model given and no pretrained model shipped')
     model, config, metadata = load_model(path)
     probe = np.zeros((1, config.grid.nbins, 2), dtype=np.float32)
     try:
-        conf, offset = predict_boxes(model, probe)
+        raw = predict_raw(model, probe, config)
     except (ValueError, TypeError) as err:
         raise InputFileError(path, f'incompatible model: {str(err).splitlines()[0]}') from None
-    expected = (1, len(config.lines), config.nboxes)
-    if conf.shape != expected or offset.shape != expected:
-        raise InputFileError(path, f'incompatible model: output {conf.shape}, configuration '
-                             f'expects {expected}')
+    expected = {'conf': (1, len(config.lines), config.nboxes), 'direct': (1, 3)}
+    for key, value in raw.items():
+        if key in expected and np.shape(value) != expected[key]:
+            raise InputFileError(path, f'incompatible model: output {np.shape(value)}, '
+                                 f'configuration expects {expected[key]}')
     weights = model_paths(path)[0]
     return Network(model, config, dict(metadata or {}), os.path.abspath(weights), file_sha256(weights))
 
@@ -216,14 +252,11 @@ def predict_coadd(path, network, c_thresh, n_thresh, chunk_size=DEFAULT_CHUNK,
     Spectra without a single valid pixel get NaN confidences and redshifts and
     IS_LBG = False (their network output would be meaningless).
     """
-    from .postprocess import postprocess
     cfg = network.config
     blocks, flags, layout = [], [], None
     for layout, _, block in iter_coadd_chunks(path, chunk_size):
         X, info = coadd_to_grid(block, cfg.grid)
-        conf, offset = network.predict(X, batch_size)
-        res = postprocess(conf, offset, cfg, c_thresh=c_thresh, n_thresh=n_thresh)
-        res = {key: np.asarray(val) for key, val in res.items()}
+        res = network.results(X, c_thresh, n_thresh, batch_size)
         blank_empty(res, info.empty)
         blocks.append(res)
         flags.append(spectrum_flags(info, block.fibermap, cfg.grid.nbins))

@@ -31,6 +31,8 @@ CATASTROPHIC_DZ1PZ = 0.01
 DZ_GOOD = 0.05
 #: Truth class of the objects to find.
 LBG_CLASS = 'LBG'
+#: r-magnitude limits of the depth-limited metrics (:func:`depth_limited`).
+DEPTH_LIMITS = (23.0, 23.5, 24.0, 24.5, 25.0)
 
 
 def regime_masks(classes, z_true, regimes=None):
@@ -204,6 +206,46 @@ def confusion_by_class(classes, selected):
     return out
 
 
+def depth_limited(is_true, selected, score, rmag, z_true, z_pred, limits=DEPTH_LIMITS):
+    """Metrics of the objects (LBGs and contaminants alike) brighter than each r limit.
+
+    A survey targeting LBGs to a shallower depth than the test set sees these numbers.
+
+    Parameters
+    ----------
+    is_true, selected : array_like of bool
+        True LBGs and selected objects, shape (n,).
+    score : array_like
+        ``C_LBG``, shape (n,).
+    rmag, z_true, z_pred : array_like
+        Truth r magnitude and redshift, predicted ``Z_LBG``, shape (n,).
+    limits : sequence of float, optional
+        r-magnitude limits [:data:`DEPTH_LIMITS`].
+
+    Returns
+    -------
+    dict
+        ``'r<=LIMIT'`` -> ``nlbg``, ``ncontaminant``, ``pe_score``, ``efficiency`` (at the
+        default threshold) and the :func:`redshift_metrics` of the selected true LBGs.
+    """
+    is_true = np.asarray(is_true, dtype=bool)
+    selected = np.asarray(selected, dtype=bool)
+    rmag = np.asarray(rmag, dtype=np.float64)
+    z_true = np.asarray(z_true, dtype=np.float64)
+    z_pred = np.asarray(z_pred, dtype=np.float64)
+    out = {}
+    for limit in limits:
+        keep = rmag <= limit
+        good = keep & is_true & selected
+        ntrue = int((keep & is_true).sum())
+        out[f'r<={limit:g}'] = {
+            'nlbg': ntrue, 'ncontaminant': int((keep & ~is_true).sum()),
+            'pe_score': pe_score(is_true[keep], np.asarray(score)[keep])[0],
+            'efficiency': float(good.sum() / ntrue) if ntrue else float('nan'),
+            **redshift_metrics(z_true[good], z_pred[good])}
+    return out
+
+
 def evaluate_regime(truth, pred, c_thresh, thresholds, z_edges, mag_edges):
     """All metrics of one set of objects (one regime).
 
@@ -242,6 +284,8 @@ def evaluate_regime(truth, pred, c_thresh, thresholds, z_edges, mag_edges):
         'efficiency_vs_z': binned_efficiency(z_true, is_true, selected, z_edges),
         'efficiency_vs_mag': binned_efficiency(truth['RMAG'], is_true, selected, mag_edges),
         'confusion': confusion_by_class(truth['CLASS'], selected),
+        'by_depth': depth_limited(is_true, selected, pred['C_LBG'], truth['RMAG'], z_true,
+                                  pred['Z_LBG']),
     }
 
 

@@ -16,9 +16,9 @@ from .fitsutil import extnames, open_fits, read_table
 
 #: Columns an afterburner catalogue must have to be evaluated.
 CATALOG_COLUMNS = ('TARGETID', 'C_LBG', 'IS_LBG', 'Z_LBG')
-#: ``LBG_FLAG`` bits (``lbgnet.bitmask.LBGWarnMask``) of rows left out of the metrics:
-#: NODATA (0), NOT_SCIENCE (2: dead fibre / bad COADD_FIBERSTATUS), NOT_IN_COADD (3).
-EXCLUDED_FLAG_BITS = (0, 2, 3)
+#: ``LBG_FLAG`` bits (:class:`lbgnet.bitmask.LBGWarnMask`) of rows left out of the metrics:
+#: no valid pixel, dead fibre / bad COADD_FIBERSTATUS, Redrock row absent from the coadd.
+EXCLUDED_FLAGS = ('NODATA', 'NOT_SCIENCE', 'NOT_IN_COADD')
 
 
 def read_prediction_catalog(path, line_names, extname='LBG_CNN'):
@@ -38,7 +38,7 @@ def read_prediction_catalog(path, line_names, extname='LBG_CNN'):
     dict of numpy.ndarray
         ``TARGETID``, ``C_LBG``, ``IS_LBG``, ``Z_LBG``, ``Z_BESTLINE`` (redshift of the line
         with the highest ``C_<LINE>``; ``Z_LBG`` when no line column is present) and
-        ``GOOD``: False for rows whose ``LBG_FLAG`` has one of :data:`EXCLUDED_FLAG_BITS`
+        ``GOOD``: False for rows whose ``LBG_FLAG`` has one of :data:`EXCLUDED_FLAGS`
         (all True without an ``LBG_FLAG`` column).
 
     Raises
@@ -66,7 +66,8 @@ def read_prediction_catalog(path, line_names, extname='LBG_CNN'):
         out['Z_BESTLINE'] = out['Z_LBG'].copy()
     out['GOOD'] = np.ones(len(table), dtype=bool)
     if 'LBG_FLAG' in table.colnames:
-        bad = sum(1 << bit for bit in EXCLUDED_FLAG_BITS)
+        from ..bitmask import LBGWarnMask
+        bad = LBGWarnMask().mask('|'.join(EXCLUDED_FLAGS))
         out['GOOD'] = (np.asarray(table['LBG_FLAG']).astype(np.int64) & bad) == 0
     return out
 
