@@ -172,6 +172,7 @@ def test_evaluate_script_coadd_and_catalog(tmp_path):
     from lbgnet.io.modelfile import load_model as load
     card = load(model_path)[2]['heldout_tests']['low']
     assert set(card) == {'inputs', 'all', 'lowz'} and card['lowz']['nlbg'] > 0
+    assert card['lowz']['by_depth']['r<=25']['nlbg'] == card['lowz']['nlbg']
     m3 = json.loads((out3 / OUTPUTS['metrics']).read_text())
     assert m3['regimes']['highz']['nlbg'] == 0 and m3['regimes']['highz']['pe_score'] is None
     assert m3['regimes']['lowz']['nlbg'] == m3['regimes']['all']['nlbg'] > 0

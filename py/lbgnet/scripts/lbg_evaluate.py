@@ -176,6 +176,8 @@ def summarise(metrics):
         out[name]['sigma_nmad_bestline'] = res['redshift_bestline']['sigma_nmad']
         out[name]['selected_fraction'] = {c: v['fraction_selected']
                                           for c, v in res['confusion'].items()}
+        if 'by_depth' in res:
+            out[name]['by_depth'] = res['by_depth']
     if 'redrock' in metrics:
         out['redrock_on_true_lbgs'] = metrics['redrock']
     return out
