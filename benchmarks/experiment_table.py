@@ -11,7 +11,9 @@ Usage::
 Each model is evaluated with desi_lbg_evaluate on every test directory (skipped when
 ``OUTDIR/<name>/eval-<regime>/metrics.json`` exists; ``--force`` re-evaluates).  Writes
 ``OUTDIR/results.csv`` (every column of lbgnet.experiments.summary_row) and
-``OUTDIR/results.rst`` (the table of doc/experiments.rst).  Returns 1 if a model fails.
+``OUTDIR/results.rst`` (the table of doc/experiments.rst) and ``OUTDIR/purity_efficiency.png``
+(purity against efficiency of every model, one panel per regime).  Returns 1 if a model
+fails.
 """
 import argparse
 import os
@@ -43,22 +45,26 @@ def main(args=None):
     args = parse(args) if not isinstance(args, argparse.Namespace) else args
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
     from desiutil.log import get_logger
-    from lbgnet.experiments import evaluate_model, rst_table, summary_row
+    from lbgnet.experiments import evaluate_model, plot_pe_comparison, rst_table, summary_row
     from lbgnet.io.experiments import write_table_csv
     log = get_logger()
     tests = pairs(args.tests, '--tests')
-    rows, status = [], 0
+    rows, status, curves = [], 0, {}
     for name, path in pairs(args.model, '--model').items():
         try:
             metrics = evaluate_model(path, tests, os.path.join(args.outdir, name), args.force)
             rows.append(summary_row(name, path, metrics))
+            curves[name] = metrics
         except (RuntimeError, ValueError) as err:
             log.error('%s: %s', name, err)
             status = 1
     write_table_csv(os.path.join(args.outdir, 'results.csv'), rows)
     with open(os.path.join(args.outdir, 'results.rst'), 'w') as fx:
         fx.write(rst_table(rows))
-    log.info('wrote %s/results.csv and results.rst (%d models)', args.outdir, len(rows))
+    if curves:
+        plot_pe_comparison(curves, os.path.join(args.outdir, 'purity_efficiency.png'))
+    log.info('wrote %s/results.csv, results.rst and purity_efficiency.png (%d models)',
+             args.outdir, len(rows))
     return status
 
 

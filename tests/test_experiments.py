@@ -43,6 +43,26 @@ def test_rst_table_formats_and_escapes():
     assert text.count('- —') == 5          # None, NaN and the three absent columns
 
 
+def test_pe_comparison_plot(tmp_path):
+    """One panel per regime present; curves read from the metrics files."""
+    import json
+    from matplotlib.image import imread
+    from lbgnet.experiments import plot_pe_comparison
+    paths = {}
+    for name, shift in (('a', 0.0), ('b', 0.1)):
+        eff = np.linspace(1.0, 0.0, 11)
+        res = {'pe_score': 0.8 + shift, 'curve': {'efficiency': list(eff),
+                                                  'purity': list(np.clip(1.2 - eff + shift, 0, 1))}}
+        path = tmp_path / f'{name}.json'
+        path.write_text(json.dumps({'regimes': {'midz': res, 'highz': res}}))
+        paths[name] = {'midz': str(path), 'highz': str(path)}
+    out = plot_pe_comparison(paths, str(tmp_path / 'pe.png'))
+    image = imread(out)
+    assert image.shape[1] == pytest.approx(2 * 4.2 * 90, abs=2)   # two panels, 90 dpi
+    with pytest.raises(FileNotFoundError):
+        plot_pe_comparison({'c': {'midz': str(tmp_path / 'none.json')}}, str(tmp_path / 'x.png'))
+
+
 def test_gamma_study_tiny_run(tmp_path):
     from lbgnet.io.mock import write_mock
     from lbgnet.sim.mock import load_mock_setup, make_mock
@@ -74,5 +94,6 @@ def test_gamma_study_tiny_run(tmp_path):
     assert table.main(['--model', f'a={model}', '--tests', f'midz={test_dir}',
                        '--outdir', str(tmp_path / 't')]) == 0
     assert 'score low' in (tmp_path / 't' / 'results.rst').read_text()
+    assert 0 < (tmp_path / 't' / 'purity_efficiency.png').stat().st_size < 300_000
     with pytest.raises(SystemExit):
         table.main(['--model', 'nopath', '--tests', f'midz={test_dir}', '--outdir', str(tmp_path)])

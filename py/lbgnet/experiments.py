@@ -197,3 +197,56 @@ def plot_tradeoff(rows, path, label_key='gamma', title=''):
         fig.savefig(tmp, dpi=90, format='png')
     get_logger().info('wrote %s', path)
     return path
+
+
+def plot_pe_comparison(metrics_paths, path, title=''):
+    """Purity against efficiency of several models, one panel per regime.
+
+    Each curve runs over the ``C_LBG`` thresholds of the model's ``metrics.json``
+    (:func:`lbgnet.evaluate.purity_efficiency`); the purity = efficiency score is the
+    point where a curve crosses the diagonal.
+
+    Parameters
+    ----------
+    metrics_paths : dict
+        Model name -> (regime -> ``metrics.json`` path), e.g. from :func:`evaluate_model`.
+    path : str
+        Output PNG.
+    title : str, optional
+
+    Returns
+    -------
+    str
+        `path`.
+    """
+    from matplotlib.figure import Figure
+    from .io.atomic import atomic_path
+    regimes = [r for r in REGIMES if any(r in m for m in metrics_paths.values())]
+    fig = Figure(figsize=(4.2 * max(len(regimes), 1), 4.4))
+    for k, regime in enumerate(regimes):
+        ax = fig.add_subplot(1, len(regimes), k + 1)
+        for name, paths in metrics_paths.items():
+            if regime not in paths:
+                continue
+            with open(paths[regime]) as fx:
+                res = json.load(fx)['regimes'][regime]
+            if res['pe_score'] is None:
+                continue
+            curve = res['curve']
+            eff = np.asarray(curve['efficiency'], dtype=float)
+            pur = np.asarray(curve['purity'], dtype=float)
+            ax.plot(eff, pur, '-', lw=1.2, label=f'{name} ({res["pe_score"]:.3f})')
+        ax.plot([0.5, 1.0], [0.5, 1.0], ':', color='grey', lw=0.8)
+        ax.set_xlim(0.5, 1.005)
+        ax.set_ylim(0.5, 1.005)
+        ax.set_xlabel('efficiency')
+        ax.set_ylabel('purity')
+        ax.set_title(f'{regime} {title}'.strip())
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6.5, loc='lower left')
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90, format='png')
+    get_logger().info('wrote %s', path)
+    return path
