@@ -231,6 +231,9 @@ class Objective:
         from .train import compile_model, fit, set_seeds, training_options
         cfg = config_for_params(self.config, suggest_params(trial, self.space))
         opts = dict(training_options(cfg), epochs=self.epochs, max_minutes=self.max_minutes)
+        if opts['lr_schedule'] == 'cosine_time':
+            # trials have a fixed number of epochs: decay over them, not over a time budget
+            opts['lr_schedule'] = 'cosine'
         cfg = dataclasses.replace(cfg, extra=dict(cfg.extra, training=opts))
         set_seeds(self.seed + trial.number)
         try:
