@@ -68,9 +68,9 @@ class Network:
         """Catalogue quantities of gridded spectra, for any architecture.
 
         Line finders go through the compiled forward pass (:meth:`predict`) and
-        :func:`lbgnet.postprocess.postprocess`; direct and hybrid networks through
-        :func:`lbgnet.predict.predict_catalog`, which adds ``P_DIRECT``, ``Z_DIRECT`` and
-        ``ZERR_DIRECT``.
+        :func:`lbgnet.postprocess.postprocess`; direct and hybrid networks through the same
+        compiled pass and :func:`lbgnet.predict.catalog_from_raw`, which adds ``P_DIRECT``,
+        ``Z_DIRECT`` and ``ZERR_DIRECT``.
 
         Parameters
         ----------
@@ -89,8 +89,11 @@ class Network:
             conf, offset = self.predict(X, batch_size)
             res = postprocess(conf, offset, self.config, c_thresh=c_thresh, n_thresh=n_thresh)
         else:
-            from .predict import predict_catalog
-            res, _ = predict_catalog(self.model, X, self.config, c_thresh, n_thresh, batch_size)
+            from .predict import catalog_from_raw, predict_raw
+            if self.forward is None:
+                self.forward = compiled_forward(self.model)
+            raw = predict_raw(self.model, X, self.config, batch_size, forward=self.forward)
+            res = catalog_from_raw(raw, self.config, c_thresh, n_thresh)
         return {key: np.asarray(val) for key, val in res.items()}
 
     def predict(self, X, batch_size=DEFAULT_BATCH):

@@ -33,7 +33,7 @@ from .variants import architecture
 HYBRID_SCORES = ('mean', 'linefinder', 'direct')
 
 
-def predict_raw(model, X, config, batch_size=2048):
+def predict_raw(model, X, config, batch_size=2048, forward=None):
     """Raw network outputs.
 
     Parameters
@@ -43,6 +43,10 @@ def predict_raw(model, X, config, batch_size=2048):
         Shape (nspec, nbins, 2).
     config : lbgnet.config.Config
     batch_size : int, optional
+    forward : callable, optional
+        ``forward(x)`` = ``model(x, training=False)`` for direct and hybrid networks, e.g.
+        a compiled ``tf.function`` (:func:`lbgnet.afterburner.compiled_forward`) [the
+        eager call].
 
     Returns
     -------
@@ -62,7 +66,8 @@ def predict_raw(model, X, config, batch_size=2048):
         raise ValueError(f'input shape {X.shape} does not match the model input (nspec,) + {expected}')
     chunks = []
     for start in range(0, X.shape[0], batch_size):
-        out = model(X[start:start + batch_size], training=False)
+        batch = X[start:start + batch_size]
+        out = forward(batch) if forward is not None else model(batch, training=False)
         out = out if isinstance(out, dict) else {'direct': out}
         chunks.append({k: keras.ops.convert_to_numpy(v) for k, v in out.items()})
     if not chunks:
