@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Inference speed of the line finder: predict_boxes + postprocess, spectra per second.
+"""Inference speed of a network: forward pass + post-processing, spectra per second.
 
 Usage::
 
@@ -31,15 +31,14 @@ def parse(options=None):
 
 
 def time_model(model, config, X, batch_size, repeat):
-    from lbgnet.model import predict_boxes
-    from lbgnet.postprocess import postprocess
-    predict_boxes(model, X[:batch_size], batch_size)
+    from lbgnet.predict import catalog_from_raw, predict_raw
+    predict_raw(model, X[:batch_size], config, batch_size)
     best = {'predict': np.inf, 'postprocess': np.inf, 'total': np.inf}
     for _ in range(repeat):
         t0 = time.perf_counter()
-        conf, offset = predict_boxes(model, X, batch_size)
+        raw = predict_raw(model, X, config, batch_size)
         t1 = time.perf_counter()
-        postprocess(conf, offset, config)
+        catalog_from_raw(raw, config)
         t2 = time.perf_counter()
         for key, dt in (('predict', t1 - t0), ('postprocess', t2 - t1), ('total', t2 - t0)):
             best[key] = min(best[key], dt)
