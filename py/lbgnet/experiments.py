@@ -225,7 +225,7 @@ def plot_pe_comparison(metrics_paths, path, title=''):
     fig = Figure(figsize=(4.2 * max(len(regimes), 1), 4.4))
     for k, regime in enumerate(regimes):
         ax = fig.add_subplot(1, len(regimes), k + 1)
-        for name, paths in metrics_paths.items():
+        for i, (name, paths) in enumerate(metrics_paths.items()):
             if regime not in paths:
                 continue
             with open(paths[regime]) as fx:
@@ -235,10 +235,11 @@ def plot_pe_comparison(metrics_paths, path, title=''):
             curve = res['curve']
             eff = np.asarray(curve['efficiency'], dtype=float)
             pur = np.asarray(curve['purity'], dtype=float)
-            ax.plot(eff, pur, '-', lw=1.2, label=f'{name} ({res["pe_score"]:.3f})')
-        ax.plot([0.5, 1.0], [0.5, 1.0], ':', color='grey', lw=0.8)
-        ax.set_xlim(0.5, 1.005)
-        ax.set_ylim(0.5, 1.005)
+            ax.plot(eff, pur, ('-', '--', '-.')[(i // 10) % 3], color=f'C{i % 10}', lw=1.2,
+                    label=f'{name} ({res["pe_score"]:.3f})')
+        ax.plot([0.7, 1.0], [0.7, 1.0], ':', color='grey', lw=0.8)
+        ax.set_xlim(0.7, 1.005)
+        ax.set_ylim(0.7, 1.005)
         ax.set_xlabel('efficiency')
         ax.set_ylabel('purity')
         ax.set_title(f'{regime} {title}'.strip())
