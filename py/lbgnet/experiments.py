@@ -174,7 +174,7 @@ def plot_tradeoff(rows, path, label_key='gamma', title=''):
         `path`.
     """
     from matplotlib.figure import Figure
-    from .io.atomic import atomic_path
+    from .plots import save_png
     fig = Figure(figsize=(6, 4.2))
     ax = fig.add_subplot(1, 1, 1)
     for regime, color in zip(REGIMES, ('tab:blue', 'tab:green', 'tab:red')):
@@ -192,11 +192,7 @@ def plot_tradeoff(rows, path, label_key='gamma', title=''):
     ax.set_title(title)
     ax.legend()
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=90, format='png')
-    get_logger().info('wrote %s', path)
-    return path
+    return save_png(fig, path)
 
 
 def plot_pe_comparison(metrics_paths, path, title=''):
@@ -220,7 +216,7 @@ def plot_pe_comparison(metrics_paths, path, title=''):
         `path`.
     """
     from matplotlib.figure import Figure
-    from .io.atomic import atomic_path
+    from .plots import save_png
     regimes = [r for r in REGIMES if any(r in m for m in metrics_paths.values())]
     fig = Figure(figsize=(4.2 * max(len(regimes), 1), 4.4))
     for k, regime in enumerate(regimes):
@@ -246,8 +242,4 @@ def plot_pe_comparison(metrics_paths, path, title=''):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6.5, loc='lower left')
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=90, format='png')
-    get_logger().info('wrote %s', path)
-    return path
+    return save_png(fig, path)

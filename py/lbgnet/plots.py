@@ -9,7 +9,10 @@ Figures are made with :class:`matplotlib.figure.Figure` (Agg canvas, no pyplot s
 written atomically.  Each function takes plain arrays or the dictionaries returned by
 :mod:`lbgnet.evaluate`, and returns the path written.
 """
+import os
+
 import numpy as np
+from desiutil.log import get_logger
 from matplotlib.figure import Figure
 
 from .io.atomic import atomic_path
@@ -19,10 +22,14 @@ DPI = 90
 REGIME_COLORS = {'all': 'k', 'lowz': 'tab:blue', 'midz': 'tab:green', 'highz': 'tab:red'}
 
 
-def _save(fig, path):
+def save_png(fig, path):
+    """Write `fig` to `path` as PNG atomically (its folder created), log it, return `path`."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=DPI, format='png')
+    get_logger().info('wrote %s', path)
     return path
+
 
 
 def plot_loss_curves(history, path):
@@ -51,7 +58,7 @@ def plot_loss_curves(history, path):
         ax2.legend(loc='center right')
     ax.legend(loc='upper right')
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_purity_efficiency(metrics, path, title=''):
@@ -83,7 +90,7 @@ def plot_purity_efficiency(metrics, path, title=''):
     ax.legend(fontsize=7, loc='lower center', ncol=2)
     ax.set_title(title)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_redshift(z_true, z_pred, path, z_bestline=None, title=''):
@@ -117,7 +124,7 @@ def plot_redshift(z_true, z_pred, path, z_bestline=None, title=''):
     ax2.set_xlabel('true z')
     ax2.set_ylabel('Δz / (1+z)')
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_efficiency_bins(metrics, path):
@@ -135,7 +142,7 @@ def plot_efficiency_bins(metrics, path):
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_example_spectra(X, conf, offset, config, path, titles=None, c_thresh=None):
@@ -178,4 +185,4 @@ def plot_example_spectra(X, conf, offset, config, path, titles=None, c_thresh=No
         ax.set_xlim(config.grid.wave_min, config.grid.wave_max)
     fig.axes[-1].set_xlabel('observed wavelength (Å)')
     fig.tight_layout()
-    return _save(fig, path)
+    return save_png(fig, path)
