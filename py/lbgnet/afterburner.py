@@ -64,6 +64,12 @@ class Network:
         from .variants import architecture
         return architecture(self.config)
 
+    def compiled(self):
+        """The compiled forward pass (:func:`compiled_forward`), built on first use."""
+        if self.forward is None:
+            self.forward = compiled_forward(self.model)
+        return self.forward
+
     def results(self, X, c_thresh, n_thresh, batch_size=DEFAULT_BATCH):
         """Catalogue quantities of gridded spectra, for any architecture.
 
@@ -90,9 +96,7 @@ class Network:
             res = postprocess(conf, offset, self.config, c_thresh=c_thresh, n_thresh=n_thresh)
         else:
             from .predict import catalog_from_raw, predict_raw
-            if self.forward is None:
-                self.forward = compiled_forward(self.model)
-            raw = predict_raw(self.model, X, self.config, batch_size, forward=self.forward)
+            raw = predict_raw(self.model, X, self.config, batch_size, forward=self.compiled())
             res = catalog_from_raw(raw, self.config, c_thresh, n_thresh)
         return {key: np.asarray(val) for key, val in res.items()}
 
@@ -112,12 +116,11 @@ class Network:
         conf, offset : numpy.ndarray
             Shape (nspec, nlines, nboxes), float32.
         """
-        if self.forward is None:
-            self.forward = compiled_forward(self.model)
+        forward = self.compiled()
         nlines, nboxes = len(self.config.lines), self.config.nboxes
         out = np.empty((X.shape[0], nlines, nboxes, 2), dtype=np.float32)
         for start in range(0, X.shape[0], batch_size):
-            out[start:start + batch_size] = self.forward(X[start:start + batch_size]).numpy()
+            out[start:start + batch_size] = forward(X[start:start + batch_size]).numpy()
         return out[..., 0], out[..., 1]
 
     @property

@@ -14,7 +14,6 @@ import json
 import os
 
 import numpy as np
-from desiutil.log import get_logger
 
 #: Test regimes, in table order.
 REGIMES = ('lowz', 'midz', 'highz')

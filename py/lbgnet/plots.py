@@ -31,7 +31,6 @@ def save_png(fig, path):
     return path
 
 
-
 def plot_loss_curves(history, path):
     """Training and validation loss (and validation score) per epoch.
 
