@@ -9,7 +9,7 @@ from astropy.io import fits
 
 from lbg_testdata import save_tiny_model, write_test_coadd, write_test_redrock
 
-from lbgnet.afterburner import load_network
+from lbgnet.afterburner import load_network, load_refiner
 from lbgnet.bitmask import LBGWarnMask
 from lbgnet.io.catalog import read_catalog
 from lbgnet.io.modelfile import sha256sum
@@ -17,6 +17,7 @@ from lbgnet.io.priors import read_priors
 from lbgnet.model import predict_boxes
 from lbgnet.postprocess import postprocess
 from lbgnet.preprocess import load_coadd_grid
+from lbgnet.refine import DEFAULT_WINDOW
 from lbgnet.scripts.lbg_afterburner import main, parse
 
 MASK = LBGWarnMask()
@@ -71,6 +72,40 @@ def test_catalogue_matches_direct_prediction(tmp_path, model_path, caplog):
     priors = read_priors(output.replace('lbg_cnn-', 'priors_lbg-'))
     assert priors['TARGETID'].tolist() == cat['TARGETID'][cat['IS_LBG']].tolist()
     assert np.allclose(priors['Z'], cat['Z_LBG'][cat['IS_LBG']])
+    # template refinement: exactly the selected targets, as the refiner run by hand
+    assert hdr['REFINE'] and hdr['REFWIN'] == DEFAULT_WINDOW
+    assert np.array_equal(np.isfinite(cat['Z_TPL']), np.asarray(cat['IS_LBG']))
+    refiner = load_refiner(hdr['REFTEMPL'], net.config, net.zrange, DEFAULT_WINDOW)
+    by_hand = refiner.run(info.flux, info.ivar, np.where(res['IS_LBG'], res['Z_LBG'], np.nan))
+    for col in ('Z_TPL', 'ZERR_TPL', 'DELTACHI2_TPL'):
+        assert np.allclose(cat[col], by_hand[col][pos], equal_nan=True, rtol=1e-6)
+    sel = np.asarray(cat['IS_LBG'])
+    assert np.all(np.abs(cat['Z_TPL'][sel] - cat['Z_LBG'][sel]) / (1 + cat['Z_LBG'][sel]) < 0.021)
+    # a threshold that selects half: only those are refined
+    cut = float(np.median(cat['C_LBG']))
+    assert run(caplog, '--coadd', coadd, '--model', model_path, '--c-thresh', str(cut),
+               '--overwrite')[0] == 0
+    half = read_catalog(output)[0]
+    assert half['IS_LBG'].any() and not half['IS_LBG'].all()
+    assert np.array_equal(np.isfinite(half['Z_TPL']), np.asarray(half['IS_LBG']))
+
+
+def test_no_refine(tmp_path, model_path, caplog):
+    coadd, output = make_pair(str(tmp_path), nspec=6)
+    assert run(caplog, '--coadd', coadd, '--model', model_path, '--no-refine',
+               '--c-thresh', '0.0')[0] == 0
+    cat, hdr = read_catalog(output)
+    assert not hdr['REFINE'] and 'REFTEMPL' not in hdr and cat['IS_LBG'].all()
+    for col in ('Z_TPL', 'ZERR_TPL', 'DELTACHI2_TPL'):
+        assert np.isnan(cat[col]).all()
+
+
+def test_bad_refine_template_fails_before_any_work(tmp_path, model_path, caplog):
+    coadd, output = make_pair(str(tmp_path), nspec=4)
+    bad = tmp_path / 'rrtemplate-bad.fits'
+    bad.write_text('not a FITS file')
+    rc, text = run(caplog, '--coadd', coadd, '--model', model_path, '--refine-template', str(bad))
+    assert rc == 1 and str(bad) in text and not os.path.exists(output)
 
 
 def test_thresholds_and_outdir(tmp_path, model_path, caplog):
@@ -258,6 +293,10 @@ def test_parse_rules():
         parse(['--input-dir', 'd', '--redrock', 'r.fits'])
     with pytest.raises(SystemExit):
         parse(['--coadd', 'a.fits', '--templates', 't.fits'])
+    for bad in (['--no-refine', '--refine-template', 't.fits'], ['--refine-window', '0'],
+                ['--refine-window', '1.5']):
+        with pytest.raises(SystemExit):
+            parse(['--coadd', 'a.fits'] + bad)
     args = parse(['--coadd', 'a.fits', '--rerun-redrock', '--templates', 't.fits', '--mpi'])
     assert args.rerun_redrock and args.mpi and args.templates == ['t.fits']
 

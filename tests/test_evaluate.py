@@ -161,6 +161,10 @@ def test_evaluate_script_coadd_and_catalog(tmp_path):
                  paths['redrock'], '--model', model_path, '--outdir', str(out1)]) == 0
     m1 = json.loads((out1 / OUTPUTS['metrics']).read_text())
     assert set(m1) == {'regimes', 'inputs', 'redrock'}
+    for name, reg in m1['regimes'].items():     # template refinement of the coadd input
+        if reg['nlbg']:
+            assert reg['redshift_template']['n'] == reg['redshift']['n']
+            assert set(reg['by_depth_template']) == set(reg['by_depth'])
     assert m1['redrock']['n'] == m1['regimes']['all']['nlbg'] > 0
     for key in ('pe', 'z', 'eff', 'examples'):
         assert 0 < os.path.getsize(out1 / OUTPUTS[key]) < 300_000
@@ -178,7 +182,7 @@ def test_evaluate_script_coadd_and_catalog(tmp_path):
     assert m3['regimes']['lowz']['nlbg'] == m3['regimes']['all']['nlbg'] > 0
     # the same predictions as an afterburner catalogue, rows shuffled
     model, cfg, _ = load_model(model_path)
-    X, targetid, good = read_coadd_for_evaluation(paths['coadd'], cfg)
+    X, targetid, good, _ = read_coadd_for_evaluation(paths['coadd'], cfg)
     assert (~good).sum() == m1['inputs']['nexcluded_bad_fibres']
     res = postprocess(*predict_boxes(model, X), cfg)
     order = np.random.default_rng(0).permutation(len(X))

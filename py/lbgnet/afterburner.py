@@ -4,8 +4,9 @@ lbgnet.afterburner
 
 The steps of ``desi_lbg_afterburner`` for one coadd, kept apart from the command line
 (see :mod:`lbgnet.scripts.lbg_afterburner`): load the network once, run it on a coadd
-block by block, build the catalogue header, rerun Redrock on the selected targets, and
-size TensorFlow's thread pool for the CPUs of an MPI rank.
+block by block, refine the selected targets' redshifts with a template fit
+(:mod:`lbgnet.refine`), build the catalogue header, rerun Redrock on the selected targets,
+and size TensorFlow's thread pool for the CPUs of an MPI rank.
 """
 import os
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from .parallel import threads_per_rank
 from .preprocess import coadd_to_grid
 from .priors import PRIOR_FUNCTION
 from .redrock_rerun import check_rerunnable, rerun_redrock
+from .refine import REFINE_KEYS
 
 #: Spectra per block read and gridded at once (bounds the memory of the arrays).
 DEFAULT_CHUNK = 1000
@@ -234,7 +236,7 @@ class FilePrediction:
 
 
 def predict_coadd(path, network, c_thresh, n_thresh, chunk_size=DEFAULT_CHUNK,
-                  batch_size=DEFAULT_BATCH):
+                  batch_size=DEFAULT_BATCH, refiner=None):
     """Read, grid, predict and post-process a coadd, `chunk_size` spectra at a time.
 
     Parameters
@@ -248,6 +250,9 @@ def predict_coadd(path, network, c_thresh, n_thresh, chunk_size=DEFAULT_CHUNK,
         Spectra read and gridded at once.
     batch_size : int, optional
         Spectra per forward pass.
+    refiner : lbgnet.refine.Refiner, optional
+        Template refinement of the IS_LBG targets' redshifts (``Z_TPL``, ``ZERR_TPL``,
+        ``DELTACHI2_TPL``; NaN for the other targets, and for all without a refiner).
 
     Returns
     -------
@@ -264,11 +269,71 @@ def predict_coadd(path, network, c_thresh, n_thresh, chunk_size=DEFAULT_CHUNK,
         X, info = coadd_to_grid(block, cfg.grid)
         res = network.results(X, c_thresh, n_thresh, batch_size)
         blank_empty(res, info.empty)
+        res.update(refine_selected(refiner, info, res))
         blocks.append(res)
         flags.append(spectrum_flags(info, block.fibermap, cfg.grid.nbins))
     results = {key: np.concatenate([b[key] for b in blocks]) for key in blocks[0]}
     flags = apply_model_range(np.concatenate(flags), results['Z_LBG'], network.zrange)
     return FilePrediction(results, flags, layout)
+
+
+def refine_selected(refiner, info, results):
+    """``Z_TPL``, ``ZERR_TPL``, ``DELTACHI2_TPL`` of the IS_LBG spectra (NaN elsewhere).
+
+    Parameters
+    ----------
+    refiner : lbgnet.refine.Refiner or None
+        None: all NaN.
+    info : lbgnet.preprocess.GridInfo
+        With the rebinned flux and ivar.
+    results : dict
+        ``IS_LBG`` and ``Z_LBG``, shape (nspec,).
+
+    Returns
+    -------
+    dict of numpy.ndarray
+    """
+    nspec = len(results['IS_LBG'])
+    if refiner is None:
+        return {key: np.full(nspec, np.nan) for key in REFINE_KEYS}
+    z_start = np.where(results['IS_LBG'], results['Z_LBG'], np.nan)
+    return refiner.run(info.flux, info.ivar, z_start)
+
+
+def load_refiner(path, config, zrange, window):
+    """Template refinement for a model's grid and redshift range.
+
+    Parameters
+    ----------
+    path : str
+        Redrock-format template without IGM (``desi_lbg_make_template``; the mean IGM of
+        the simulator's published law is applied at each trial redshift).
+    config : lbgnet.config.Config
+        The model's configuration (grid).
+    zrange : (float, float)
+        The model's LBG redshift range (:attr:`Network.zrange`).
+    window : float
+        Half width of the search window around ``Z_LBG``, in Δz/(1+z).
+
+    Returns
+    -------
+    lbgnet.refine.Refiner
+
+    Raises
+    ------
+    InputFileError
+        Unreadable template, or one that cannot cover the grid at the model's redshifts.
+    """
+    from .io.templates import read_rr_template
+    from .refine import Refiner, template_from_basis
+    from .sim.population import load_sim_config
+    rrt = read_rr_template(path)
+    igm = load_sim_config()['simulation']['igm']
+    try:
+        template = template_from_basis(rrt.wave, rrt.basis, igm=igm)
+        return Refiner.build(template, config.grid, zrange, window, source=os.path.abspath(path))
+    except ValueError as err:
+        raise InputFileError(path, f'unusable refinement template: {err}') from None
 
 
 def blank_empty(results, empty):
@@ -282,7 +347,7 @@ def blank_empty(results, empty):
             val[empty] = np.nan
 
 
-def catalog_header(job, network, c_thresh, n_thresh, layout, templates=None):
+def catalog_header(job, network, c_thresh, n_thresh, layout, templates=None, refiner=None):
     """Provenance header of one output catalogue / priors file.
 
     Parameters
@@ -295,6 +360,8 @@ def catalog_header(job, network, c_thresh, n_thresh, layout, templates=None):
         Its primary header and FIBERMAP header give SURVEY, PROGRAM, TILEID, ...
     templates : sequence of str, optional
         Redrock templates of a rerun.
+    refiner : lbgnet.refine.Refiner, optional
+        The template refinement used, if any.
 
     Returns
     -------
@@ -315,7 +382,11 @@ def catalog_header(job, network, c_thresh, n_thresh, layout, templates=None):
              ('LBGZMAX', network.zrange[1], 'model redshift range, high'),
              ('INCOADD', os.path.abspath(job.coadd), 'input coadd'),
              ('INREDROC', os.path.abspath(job.redrock), 'input Redrock file'),
-             ('RERUNRR', bool(templates), 'Redrock rerun with CNN priors')]
+             ('RERUNRR', bool(templates), 'Redrock rerun with CNN priors'),
+             ('REFINE', refiner is not None, 'Z_TPL: template refinement of Z_LBG')]
+    if refiner is not None:
+        cards += [('REFTEMPL', refiner.source, 'template of the refinement'),
+                  ('REFWIN', refiner.window, 'refinement window, dz/(1+z) half width')]
     for i, name in enumerate(templates or ()):
         cards.append((f'RRTEMP{i:02d}', os.path.abspath(name), 'Redrock template of the rerun'))
     cards += [(k, v, c) for k, v, c in LBGWarnMask().header_cards()]

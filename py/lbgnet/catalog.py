@@ -15,6 +15,7 @@ from astropy.table import Table
 
 from .bitmask import DESI_CAMERAS, LBGWarnMask
 from .io.errors import InputFileError
+from .refine import REFINE_KEYS as REFINE_COLUMNS
 
 #: FIBERMAP target-bit columns copied when present (main, SV1-3, CMX).
 TARGET_BIT_COLUMN = re.compile(r'^((SV[1-3])_)?(DESI|BGS|MWS|SCND)_TARGET$|^CMX_TARGET$')
@@ -185,7 +186,8 @@ def assemble_catalog(redshifts, idx, fibermap, results, flags, line_names, rerun
         Coadd FIBERMAP, coadd order (TARGET_RA, TARGET_DEC, target bits).
     results : dict
         Network outputs in coadd order (:func:`lbgnet.postprocess.postprocess`):
-        C_LINES, Z_LINES (nspec, nlines); C_LBG, IS_LBG, Z_LBG, ZERR_LBG (nspec,).
+        C_LINES, Z_LINES (nspec, nlines); C_LBG, IS_LBG, Z_LBG, ZERR_LBG (nspec,); the
+        template refinement's :data:`REFINE_COLUMNS` when present (NaN otherwise).
     flags : numpy.ndarray of int
         ``LBG_FLAG`` per coadd spectrum, shape (nspec,).
     line_names : sequence of str
@@ -216,6 +218,10 @@ def assemble_catalog(redshifts, idx, fibermap, results, flags, line_names, rerun
     for col, dtype, fill in (('C_LBG', np.float32, np.nan), ('IS_LBG', bool, False),
                              ('Z_LBG', np.float64, np.nan), ('ZERR_LBG', np.float64, np.nan)):
         out[col] = take_rows(np.asarray(results[col], dtype=dtype), idx, fill)
+    nspec = len(flags)
+    for col in REFINE_COLUMNS:
+        out[col] = take_rows(np.asarray(results.get(col, np.full(nspec, np.nan)),
+                                        dtype=np.float64), idx, np.nan)
     out['LBG_FLAG'] = take_rows(np.asarray(flags, dtype=np.int32), idx, int(LBGWarnMask().NOT_IN_COADD))
     c_lines = take_rows(np.asarray(results['C_LINES'], dtype=np.float32), idx, np.nan)
     z_lines = take_rows(np.asarray(results['Z_LINES'], dtype=np.float64), idx, np.nan)

@@ -255,7 +255,9 @@ def evaluate_regime(truth, pred, c_thresh, thresholds, z_edges, mag_edges):
         ``CLASS``, ``Z_TRUE``, ``RMAG`` (n,).
     pred : dict of numpy.ndarray
         ``C_LBG``, ``IS_LBG``, ``Z_LBG``, ``Z_BESTLINE`` (n,), e.g. from
-        :func:`lbgnet.postprocess.postprocess`.
+        :func:`lbgnet.postprocess.postprocess`; optionally ``Z_TPL``, the template-refined
+        redshift (:mod:`lbgnet.refine`), which adds ``redshift_template`` and
+        ``by_depth_template`` (``Z_TPL``, or ``Z_LBG`` where it is NaN).
     c_thresh : float
         The threshold ``IS_LBG`` was made with (recorded only).
     thresholds, z_edges, mag_edges : numpy.ndarray
@@ -272,7 +274,7 @@ def evaluate_regime(truth, pred, c_thresh, thresholds, z_edges, mag_edges):
     good = is_true & selected
     z_true = np.asarray(truth['Z_TRUE'], dtype=np.float64)
     nsel = int(selected.sum())
-    return {
+    out = {
         'nlbg': int(is_true.sum()), 'ncontaminant': int((~is_true).sum()),
         'pe_score': score, 'pe_threshold': thresh,
         'c_thresh': float(c_thresh),
@@ -287,6 +289,18 @@ def evaluate_regime(truth, pred, c_thresh, thresholds, z_edges, mag_edges):
         'by_depth': depth_limited(is_true, selected, pred['C_LBG'], truth['RMAG'], z_true,
                                   pred['Z_LBG']),
     }
+    if 'Z_TPL' in pred:
+        z_tpl = template_or_cnn(pred)
+        out['redshift_template'] = redshift_metrics(z_true[good], z_tpl[good])
+        out['by_depth_template'] = depth_limited(is_true, selected, pred['C_LBG'],
+                                                 truth['RMAG'], z_true, z_tpl)
+    return out
+
+
+def template_or_cnn(pred):
+    """``Z_TPL`` where it is finite, else ``Z_LBG`` (targets the refinement skipped)."""
+    z_tpl = np.asarray(pred['Z_TPL'], dtype=np.float64)
+    return np.where(np.isfinite(z_tpl), z_tpl, np.asarray(pred['Z_LBG'], dtype=np.float64))
 
 
 def evaluate_predictions(truth, pred, c_thresh, regimes=None, nthresh=101):
@@ -297,7 +311,8 @@ def evaluate_predictions(truth, pred, c_thresh, regimes=None, nthresh=101):
     truth : dict or astropy.table.Table
         ``CLASS``, ``Z_TRUE``, ``RMAG`` per object, aligned with `pred`.
     pred : dict
-        ``C_LBG``, ``IS_LBG``, ``Z_LBG``, ``Z_BESTLINE`` per object.
+        ``C_LBG``, ``IS_LBG``, ``Z_LBG``, ``Z_BESTLINE`` per object; optionally ``Z_TPL``
+        (see :func:`evaluate_regime`).
     c_thresh : float
         Threshold used for ``IS_LBG``.
     regimes : dict, optional
@@ -312,7 +327,8 @@ def evaluate_predictions(truth, pred, c_thresh, regimes=None, nthresh=101):
         :func:`evaluate_regime`, arrays converted to lists.
     """
     truth = {k: np.asarray(truth[k]) for k in ('CLASS', 'Z_TRUE', 'RMAG')}
-    pred = {k: np.asarray(pred[k]) for k in ('C_LBG', 'IS_LBG', 'Z_LBG', 'Z_BESTLINE')}
+    pred = {k: np.asarray(pred[k]) for k in ('C_LBG', 'IS_LBG', 'Z_LBG', 'Z_BESTLINE')
+            + (('Z_TPL',) if 'Z_TPL' in pred else ())}
     is_lbg = truth['CLASS'].astype(str) == LBG_CLASS
     thresholds = np.linspace(0.0, 1.0, nthresh)
     z_edges = _edges(truth['Z_TRUE'][is_lbg], 0.25)

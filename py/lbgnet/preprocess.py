@@ -45,6 +45,9 @@ class GridInfo:
         Shape (nspec, len(bands)): whether each arm has at least one valid pixel.
     nvalid_bins : numpy.ndarray of int
         Number of grid bins holding at least one valid pixel, shape (nspec,).
+    flux, ivar : numpy.ndarray or None
+        The rebinned spectrum (:func:`rebin_arms`), shape (nspec, nbins), float64, for
+        fits on the grid (:mod:`lbgnet.refine`); None when not kept.
     """
 
     targetid: object
@@ -52,6 +55,8 @@ class GridInfo:
     bands: tuple
     band_valid: np.ndarray
     nvalid_bins: np.ndarray
+    flux: np.ndarray = None
+    ivar: np.ndarray = None
 
 
 @numba.njit(cache=True, nogil=True)
@@ -175,9 +180,13 @@ def rebin_arms(waves, fluxes, ivars, grid, masks=None):
         Shape (nspec, narms).
     """
     fsum, isum, arm_valid = accumulate_arms(waves, fluxes, ivars, grid, masks)
+    return mean_flux(fsum, isum), isum, arm_valid
+
+
+def mean_flux(fsum, isum):
+    """Weighted mean flux per bin, Σ(ivar·flux) / Σivar, and 0 in empty bins."""
     with np.errstate(invalid='ignore', divide='ignore'):
-        flux = np.where(isum > 0, fsum / isum, 0.0)
-    return flux, isum, arm_valid
+        return np.where(isum > 0, fsum / isum, 0.0)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -262,13 +271,17 @@ def coadd_to_grid(coadd, grid):
     X : numpy.ndarray
         Shape (nspec, nbins, 2), float32.
     info : GridInfo
+        With the rebinned ``flux`` and ``ivar``.
     """
     bands = coadd.bands
-    X, arm_valid, nvalid = grid_spectra([coadd.wave[b] for b in bands],
-                                        [coadd.flux[b] for b in bands],
-                                        [coadd.ivar[b] for b in bands], grid,
-                                        [coadd.mask[b] for b in bands])
-    info = GridInfo(coadd.targetid, nvalid == 0, bands, arm_valid, nvalid)
+    fsum, isum, arm_valid = accumulate_arms([coadd.wave[b] for b in bands],
+                                            [coadd.flux[b] for b in bands],
+                                            [coadd.ivar[b] for b in bands], grid,
+                                            [coadd.mask[b] for b in bands])
+    nvalid = np.count_nonzero(isum > 0, axis=1)
+    info = GridInfo(coadd.targetid, nvalid == 0, bands, arm_valid, nvalid,
+                    mean_flux(fsum, isum), isum)
+    X = grid_channels(fsum, isum)
     return X, info
 
 

@@ -37,7 +37,8 @@ def read_prediction_catalog(path, line_names, extname='LBG_CNN'):
     -------
     dict of numpy.ndarray
         ``TARGETID``, ``C_LBG``, ``IS_LBG``, ``Z_LBG``, ``Z_BESTLINE`` (redshift of the line
-        with the highest ``C_<LINE>``; ``Z_LBG`` when no line column is present) and
+        with the highest ``C_<LINE>``; ``Z_LBG`` when no line column is present),
+        ``Z_TPL`` when the catalogue has it, and
         ``GOOD``: False for rows whose ``LBG_FLAG`` has one of :data:`EXCLUDED_FLAGS`
         (all True without an ``LBG_FLAG`` column).
 
@@ -56,6 +57,8 @@ def read_prediction_catalog(path, line_names, extname='LBG_CNN'):
         raise InputFileError(path, f'{extname} lacks column(s) {", ".join(missing)}')
     out = {c: np.asarray(table[c]) for c in CATALOG_COLUMNS}
     out['IS_LBG'] = out['IS_LBG'].astype(bool)
+    if 'Z_TPL' in table.colnames:
+        out['Z_TPL'] = np.asarray(table['Z_TPL'], dtype=np.float64)
     names = [n for n in line_names if f'C_{n}' in table.colnames and f'Z_{n}' in table.colnames]
     if names:
         c_lines = np.stack([np.asarray(table[f'C_{n}'], dtype=np.float64) for n in names], axis=1)
@@ -113,6 +116,8 @@ def read_coadd_for_evaluation(path, config):
         Shape (nspec,): ``COADD_FIBERSTATUS == 0`` (when the column exists) and at least one
         valid pixel.  Dead fibres carry no information about the object; production flags
         them (LBG_FLAG), so metrics leave them out.
+    info : lbgnet.preprocess.GridInfo
+        With the rebinned flux and ivar (for the template refinement).
 
     Raises
     ------
@@ -127,7 +132,7 @@ def read_coadd_for_evaluation(path, config):
     good = ~info.empty
     if 'COADD_FIBERSTATUS' in coadd.fibermap.colnames:
         good &= np.asarray(coadd.fibermap['COADD_FIBERSTATUS']) == 0
-    return X, np.asarray(targetid), good
+    return X, np.asarray(targetid), good, info
 
 
 def write_json(path, obj):

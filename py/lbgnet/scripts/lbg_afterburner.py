@@ -30,6 +30,7 @@ from ..io.priors import priors_table, write_priors
 from ..parallel import split_work
 from ..priors import PRIOR_FUNCTION, select_priors
 from ..redrock_rerun import RerunError, template_files, template_zrange
+from .refine_options import add_refine_arguments, check_refine_arguments, make_refiner
 
 #: Failures reported as one line (anything else also gets its traceback logged).
 EXPECTED_ERRORS = (InputFileError, OutputFileError, RerunError)
@@ -60,6 +61,7 @@ def parse(options=None):
                         help='rerun Redrock on IS_LBG targets with the CNN priors')
     parser.add_argument('--templates', nargs='+', help='Redrock template file(s)/directory for '
                         '--rerun-redrock [the LBG template shipped with lbgnet]')
+    add_refine_arguments(parser)
     parser.add_argument('--overwrite', action='store_true', help='redo files whose output exists')
     parser.add_argument('--chunk-size', type=int, default=DEFAULT_CHUNK,
                         help='spectra read and predicted at once [%(default)s]')
@@ -79,6 +81,7 @@ def parse(options=None):
         parser.error('give --output or --outdir, not both')
     if args.templates and not args.rerun_redrock:
         parser.error('--templates only makes sense with --rerun-redrock')
+    check_refine_arguments(parser, args)
     if args.threads is not None and args.threads < 1:
         parser.error('--threads must be >= 1')
     if args.chunk_size < 1 or args.batch_size < 1:
@@ -125,7 +128,7 @@ def plan(args):
     return jobs, unmatched
 
 
-def process_one(job, network, args, rerun=None):
+def process_one(job, network, args, rerun=None, refiner=None):
     """Read → preprocess → predict → post-process → catalogue → write, for one coadd.
 
     Parameters
@@ -136,6 +139,8 @@ def process_one(job, network, args, rerun=None):
         Thresholds and chunk size.
     rerun : RerunSetup, optional
         Redrock templates for ``--rerun-redrock``.
+    refiner : lbgnet.refine.Refiner, optional
+        Template refinement (None with ``--no-refine``).
 
     Returns
     -------
@@ -154,14 +159,14 @@ def process_one(job, network, args, rerun=None):
         raise InputFileError(job.coadd, 'no FIBERMAP HDU, so no TARGETID for the catalogue')
     idx = match_targetids(redrock.targetid, layout.fibermap['TARGETID'], job.redrock, job.coadd)
     pred = predict_coadd(job.coadd, network, c_thresh, n_thresh, args.chunk_size,
-                         args.batch_size)
+                         args.batch_size, refiner)
     catalog = assemble_catalog(redrock.redshifts, idx, pred.layout.fibermap, pred.results,
                                pred.flags, cfg.lines.names)
     tid, zprior, sigma = select_priors(catalog, cfg)
     if rerun is not None:
         rerun_into(catalog, job.coadd, select_priors(catalog, cfg, rerun.zrange), rerun.files)
     header = catalog_header(job, network, c_thresh, n_thresh, pred.layout,
-                            rerun.files if rerun is not None else None)
+                            rerun.files if rerun is not None else None, refiner)
     write_priors(job.priors, priors_table(tid, zprior, sigma, PRIOR_FUNCTION), header)
     write_catalog(job.output, catalog, header)
     nlbg = int(np.count_nonzero(catalog['IS_LBG']))
@@ -169,7 +174,7 @@ def process_one(job, network, args, rerun=None):
     return len(catalog), nlbg
 
 
-def run_files(jobs, network, args, rerun=None):
+def run_files(jobs, network, args, rerun=None, refiner=None):
     """Process `jobs` one after the other; return a list of :class:`Outcome`."""
     log = get_logger()
     outcomes = []
@@ -180,7 +185,7 @@ def run_files(jobs, network, args, rerun=None):
             outcomes.append(Outcome(job.coadd, 'skipped'))
             continue
         try:
-            nspec, nlbg = process_one(job, network, args, rerun)
+            nspec, nlbg = process_one(job, network, args, rerun, refiner)
         except EXPECTED_ERRORS as err:
             log.error('%s', err)
             outcomes.append(Outcome(job.coadd, 'failed', str(err), seconds=time.time() - t0))
@@ -201,13 +206,17 @@ def setup(args):
     -------
     dict
         ``jobs``, ``unmatched``, ``model`` (path), ``rerun`` (:class:`RerunSetup` or
-        None), ``network`` (the loaded model) and ``error`` (one line, or None).
+        None), ``network`` (the loaded model), ``refiner``
+        (:func:`lbgnet.scripts.refine_options.make_refiner`) and
+        ``error`` (one line, or None).
     """
-    out = dict(jobs=[], unmatched=[], model=None, rerun=None, error=None, network=None)
+    out = dict(jobs=[], unmatched=[], model=None, rerun=None, error=None, network=None,
+               refiner=None)
     try:
         out['jobs'], out['unmatched'] = plan(args)
         out['model'] = args.model or default_model_path()
         out['network'] = load_network(out['model'])
+        out['refiner'] = make_refiner(args, out['network'].config, out['network'].zrange)
         if args.rerun_redrock:
             files = template_files(args.templates or [default_template_path()])
             out['rerun'] = RerunSetup(files, template_zrange(files))
@@ -269,10 +278,11 @@ def summarise_example(path, cat, truth):
         log.info('%s: %-6s %4d objects, %4d selected as LBG', os.path.basename(path), name,
                  sel.sum(), np.count_nonzero(cat['IS_LBG'][sel]))
     good = (cls == 'LBG') & np.asarray(cat['IS_LBG'])
-    if good.any():
-        dz = np.abs(cat['Z_LBG'][good] - ztrue[good]) / (1 + ztrue[good])
-        log.info('%s: selected true LBGs: median |dz|/(1+z) = %.2e, %.0f%% within 0.005',
-                 os.path.basename(path), np.median(dz), 100 * np.mean(dz < 0.005))
+    for col in ('Z_LBG', 'Z_TPL'):
+        if good.any() and np.isfinite(cat[col][good]).all():
+            dz = np.abs(cat[col][good] - ztrue[good]) / (1 + ztrue[good])
+            log.info('%s: selected true LBGs, %s: median |dz|/(1+z) = %.2e, %.0f%% within 0.005',
+                     os.path.basename(path), col, np.median(dz), 100 * np.mean(dz < 0.005))
 
 
 def main(args=None, comm=None):
@@ -296,6 +306,7 @@ def main(args=None, comm=None):
     set_threads(args.threads or node_threads(comm))
     state = setup(args) if rank == 0 else None
     network = state.pop('network') if rank == 0 else None
+    refiner = state.pop('refiner') if rank == 0 else None
     if comm is not None:
         state = comm.bcast(state, root=0)
     if state['error'] is not None:
@@ -305,7 +316,9 @@ def main(args=None, comm=None):
     jobs = state['jobs']
     mine = split_work(jobs, size, rank, weights=[j.size for j in jobs])
     try:
-        network = network or load_network(state['model'])
+        if network is None:
+            network = load_network(state['model'])
+            refiner = make_refiner(args, network.config, network.zrange)
         load_error = None
     except InputFileError as err:
         load_error = f'rank {rank}: {err}'
@@ -313,7 +326,7 @@ def main(args=None, comm=None):
         comm.barrier()
     t0 = time.time()
     if load_error is None:
-        outcomes = run_files(mine, network, args, state['rerun'])
+        outcomes = run_files(mine, network, args, state['rerun'], refiner)
     else:
         outcomes = [Outcome(j.coadd, 'failed', load_error) for j in mine]
     if comm is not None:

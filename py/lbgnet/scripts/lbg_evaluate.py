@@ -9,20 +9,29 @@ Redrock comparison) or afterburner catalogues, each paired with its truth file (
 order).  Output, in ``--outdir``: ``metrics.json`` (``regimes``: per regime purity = efficiency score,
 purity/efficiency curves, efficiency vs z and magnitude, redshift accuracy of Z_LBG and of
 the best line, confusion by class; ``inputs``; ``redrock``: Redrock's redshift accuracy on
-the true LBGs when Redrock files are given) and PNG figures.
+the true LBGs when Redrock files are given) and PNG figures.  Coadd input gets the
+afterburner's template refinement (``Z_TPL``, :mod:`lbgnet.refine`) unless ``--no-refine``;
+catalogue input uses the catalogue's Z_TPL column when it has one.  Its accuracy is
+reported as ``redshift_template`` (and ``by_depth_template``) beside that of Z_LBG.
 """
 import argparse
 import os
+from dataclasses import replace
 
 import numpy as np
 from desiutil.log import get_logger
 
 from ..io import InputFileError
 from ..io.evaluation import match_rows
+from .refine_options import add_refine_arguments, check_refine_arguments, make_refiner
 
 #: Output file names inside --outdir.
 OUTPUTS = {'metrics': 'metrics.json', 'pe': 'purity_efficiency.png', 'z': 'redshift.png',
            'eff': 'efficiency.png', 'examples': 'examples.png'}
+
+
+#: Per-object predictions the metrics use (``Z_TPL`` only with the template refinement).
+PRED_KEYS = ('C_LBG', 'IS_LBG', 'Z_LBG', 'Z_BESTLINE', 'Z_TPL')
 
 
 def parse(options=None):
@@ -47,6 +56,7 @@ def parse(options=None):
     parser.add_argument('--record-as', metavar='NAME',
                         help='also store a summary of the metrics in the model card (the '
                         "model's JSON, metadata.heldout_tests.NAME); needs --model")
+    add_refine_arguments(parser)
     parser.add_argument('--title', default='', help='title of the figures [%(default)s]')
     parser.add_argument('--nexamples', type=int, default=4,
                         help='example spectra to draw (coadd input) [%(default)s]')
@@ -58,29 +68,35 @@ def parse(options=None):
         parser.error('--redrock needs --coadd, with one Redrock file per coadd')
     if args.record_as and not args.model:
         parser.error('--record-as needs an explicit --model')
+    check_refine_arguments(parser, args)
     return args
 
 
-def predict_coadd(path, model, config, c_thresh, n_thresh, include_bad=False):
-    """Grid one coadd, run the model and post-process.
+def predict_coadd(path, model, config, c_thresh, n_thresh, include_bad=False, refiner=None):
+    """Grid one coadd, run the model, post-process and refine the selected redshifts.
 
     Returns
     -------
     targetid : numpy.ndarray
     res : dict
-        :func:`lbgnet.postprocess.postprocess` output.
+        :func:`lbgnet.postprocess.postprocess` output, with ``Z_TPL`` etc. when `refiner`
+        is given (:func:`lbgnet.afterburner.refine_selected`).
     X, conf, offset : numpy.ndarray
         Input and raw line-finder output (for the example figure; conf and offset are
         None for direct-regression networks).
     nbad : int
         Spectra left out (dead fibre or no valid pixel; kept with `include_bad`).
     """
+    from ..afterburner import refine_selected
     from ..io.evaluation import read_coadd_for_evaluation
     from ..predict import predict_catalog
-    X, targetid, good = read_coadd_for_evaluation(path, config)
+    X, targetid, good, info = read_coadd_for_evaluation(path, config)
     keep = np.ones_like(good) if include_bad else good
     X, targetid = X[keep], targetid[keep]
     res, raw = predict_catalog(model, X, config, c_thresh=c_thresh, n_thresh=n_thresh)
+    if refiner is not None:
+        rows = replace(info, flux=info.flux[keep], ivar=info.ivar[keep])
+        res.update(refine_selected(refiner, rows, res))
     conf, offset = raw.get('conf'), raw.get('offset')     # None for direct networks
     return targetid, res, X, conf, offset, int(np.count_nonzero(~keep))
 
@@ -99,7 +115,7 @@ def redrock_metrics(rr_paths, truth_rows, tid_per_file):
     return redshift_metrics(z_true[is_lbg], z_rr[is_lbg])
 
 
-def collect(args, config, model):
+def collect(args, config, model, refiner=None):
     """Predictions and aligned truth over all input files.
 
     Returns
@@ -116,7 +132,8 @@ def collect(args, config, model):
     for i, (path, truth_path) in enumerate(zip(args.coadd or args.catalog, args.truth)):
         if args.coadd:
             tid, res, X, conf, offset, nbad = predict_coadd(path, model, config, args.c_thresh,
-                                                            args.n_thresh, args.include_bad_fibres)
+                                                            args.n_thresh, args.include_bad_fibres,
+                                                            refiner)
             first = first or (X, conf, offset, tid)
             nexcluded += nbad
         else:
@@ -130,9 +147,10 @@ def collect(args, config, model):
         truth = read_truth(truth_path)
         rows = match_rows(np.asarray(truth['TARGETID']), tid, truth_path)
         truths.append({k: np.asarray(truth[k])[rows] for k in ('CLASS', 'Z_TRUE', 'RMAG')})
-        preds.append({k: np.asarray(res[k]) for k in ('C_LBG', 'IS_LBG', 'Z_LBG', 'Z_BESTLINE')})
+        preds.append({k: np.asarray(res[k]) for k in PRED_KEYS if k in res})
         tids.append(tid)
-    pred = {k: np.concatenate([p[k] for p in preds]) for k in preds[0]}
+    pred = {k: np.concatenate([p[k] for p in preds]) for k in preds[0]
+            if all(k in p for p in preds)}
     truth = {k: np.concatenate([t[k] for t in truths]) for k in truths[0]}
     return pred, truth, {'targetid': tids, 'first': first, 'nexcluded': nexcluded}
 
@@ -174,6 +192,9 @@ def summarise(metrics):
                                          'efficiency', 'purity')}
         out[name]['redshift'] = res['redshift']
         out[name]['sigma_nmad_bestline'] = res['redshift_bestline']['sigma_nmad']
+        for key in ('redshift_template', 'by_depth_template'):
+            if key in res:
+                out[name][key] = res[key]
         out[name]['selected_fraction'] = {c: v['fraction_selected']
                                           for c, v in res['confusion'].items()}
         if 'by_depth' in res:
@@ -196,17 +217,20 @@ def main(args=None, comm=None):
     """Run ``desi_lbg_evaluate``; return 0 on success, 1 on an input error."""
     if not isinstance(args, argparse.Namespace):
         args = parse(args)
+    from ..afterburner import training_zrange
     from ..evaluate import evaluate_predictions
     from ..io.evaluation import write_json
     from ..io.modelfile import default_model_path, load_model, read_model_description
     log = get_logger()
     model_path = args.model or default_model_path()
     try:
+        refiner = None
         if args.coadd:
-            model, config, _ = load_model(model_path)
+            model, config, metadata = load_model(model_path)
+            refiner = make_refiner(args, config, training_zrange(config, metadata))
         else:
             model, config = None, read_model_description(model_path)[1]
-        pred, truth, extras = collect(args, config, model)
+        pred, truth, extras = collect(args, config, model, refiner)
         c_thresh = config.selection.c_thresh if args.c_thresh is None else args.c_thresh
         regimes = evaluate_predictions(truth, pred, c_thresh)
         metrics = {'regimes': regimes,
@@ -232,6 +256,10 @@ def main(args=None, comm=None):
                  _fmt(res['pe_score']), _fmt(res['redshift']['frac_dz_lt_0p05']),
                  _fmt(res['redshift']['sigma_nmad'], '.2e'),
                  _fmt(res['redshift_bestline']['sigma_nmad'], '.2e'))
+        if 'redshift_template' in res:
+            log.info('%s: template-refined Z_TPL: |dz|<0.05 %s, sigma_NMAD %s', name,
+                     _fmt(res['redshift_template']['frac_dz_lt_0p05']),
+                     _fmt(res['redshift_template']['sigma_nmad'], '.2e'))
     log.info('wrote %s', args.outdir)
     return 0
 

@@ -154,7 +154,7 @@ def read_labelled(coadds, truths, config):
     from ..io.mock import read_truth
     Xs, tables = [], []
     for coadd, truth_path in zip(coadds, truths):
-        X, targetid, good = read_coadd_for_evaluation(coadd, config)
+        X, targetid, good, _ = read_coadd_for_evaluation(coadd, config)
         truth = read_truth(truth_path)
         Xs.append(X[good])
         tables.append(truth[match_rows(np.asarray(truth['TARGETID']), targetid[good], truth_path)])

@@ -1,0 +1,43 @@
+"""
+lbgnet.scripts.refine_options
+=============================
+
+The template-refinement options shared by ``desi_lbg_afterburner`` and
+``desi_lbg_evaluate`` (:mod:`lbgnet.refine`).
+"""
+from ..refine import DEFAULT_WINDOW
+
+
+def add_refine_arguments(parser):
+    """Add ``--no-refine``, ``--refine-template`` and ``--refine-window`` to `parser`."""
+    parser.add_argument('--no-refine', action='store_true',
+                        help='skip the template refinement of the IS_LBG redshifts (Z_TPL, '
+                        'ZERR_TPL, DELTACHI2_TPL left NaN)')
+    parser.add_argument('--refine-template', help='Redrock-format template without IGM for '
+                        'the refinement [the LBG template shipped with lbgnet]')
+    parser.add_argument('--refine-window', type=float, default=DEFAULT_WINDOW,
+                        help='half width of the refinement window around Z_LBG, in '
+                        'dz/(1+z) [%(default)s]')
+
+
+def check_refine_arguments(parser, args):
+    """``parser.error`` on inconsistent refinement options."""
+    if args.no_refine and args.refine_template:
+        parser.error('--refine-template and --no-refine exclude each other')
+    if not 0 < args.refine_window < 1:
+        parser.error(f'--refine-window must be in (0, 1), got {args.refine_window}')
+
+
+def make_refiner(args, config, zrange):
+    """The template refinement the options ask for, or None with ``--no-refine``.
+
+    Raises
+    ------
+    lbgnet.io.InputFileError
+        Missing or unusable template.
+    """
+    from ..afterburner import default_template_path, load_refiner
+    if args.no_refine:
+        return None
+    return load_refiner(args.refine_template or default_template_path(), config, zrange,
+                        args.refine_window)

@@ -1,0 +1,169 @@
+"""Template refinement (lbgnet.refine): χ² values, redshift recovery, window, errors."""
+import numpy as np
+import pytest
+
+from lbgnet.config import Grid
+from lbgnet.refine import (Refiner, RefineTemplate, binned_basis, chi2_scan, redshift_grid,
+                           refine_redshifts, template_from_basis)
+
+GRID = Grid(3600.0, 8.0, 800)
+#: Rest wavelengths (Å) of absorption lines and Lyα emission of the synthetic template.
+ABSORPTION = (1260.42, 1303.3, 1334.53, 1393.76, 1402.77, 1526.71, 1549.0, 1608.45, 1670.79,
+              2344.2, 2382.8, 2600.2, 2796.4, 2803.5)
+
+
+def synthetic_template(nbasis=3):
+    """Power-law continuum, an absorption-line component and Lyα emission (no IGM)."""
+    wave = np.arange(600.0, 3800.0, 0.5)
+    cont = (wave / 1500.0) ** -1.5 * (wave > 912)
+    lines = sum(np.exp(-0.5 * ((wave - w) / 2.5) ** 2) for w in ABSORPTION)
+    lya = np.exp(-0.5 * ((wave - 1216.5) / 2.0) ** 2)
+    basis = np.array([cont, -cont * lines, lya])[:nbasis]
+    return RefineTemplate(wave, basis, None)
+
+
+def spectra_at(template, z, coeff):
+    """Noiseless rebinned spectra of the template at redshifts `z`, shape (n, nbins)."""
+    tb = binned_basis(template, GRID.edges, np.asarray(z, dtype=float))
+    return np.einsum('nkb,nk->nb', tb, np.asarray(coeff, dtype=float))
+
+
+def test_chi2_scan_matches_least_squares():
+    rng = np.random.default_rng(1)
+    tpl = synthetic_template()
+    zs = np.array([2.0, 2.5, 3.1])
+    tb = binned_basis(tpl, GRID.edges, zs)
+    flux = rng.normal(size=(2, GRID.nbins)) + spectra_at(tpl, [2.5, 2.5], [[1, 0.5, 2]] * 2)
+    ivar = rng.uniform(0.5, 2.0, size=flux.shape)
+    ivar[1, 100:200] = 0.0                                       # masked bins
+    chi2 = chi2_scan(flux, ivar, tb, block=1)
+    for s in range(2):
+        for iz in range(len(zs)):
+            sw = np.sqrt(ivar[s])
+            coeff = np.linalg.lstsq(tb[iz].T * sw[:, None], flux[s] * sw, rcond=None)[0]
+            expected = np.sum(ivar[s] * (flux[s] - coeff @ tb[iz]) ** 2)
+            assert chi2[s, iz] == pytest.approx(expected, rel=1e-8, abs=1e-6)
+
+
+def test_binned_basis_conserves_the_mean_and_shifts_features():
+    tpl = RefineTemplate(np.arange(600.0, 3800.0, 0.5), np.ones((1, 6400)), None)
+    tb = binned_basis(tpl, GRID.edges, np.array([2.0]))
+    assert np.allclose(tb, 1.0)                                  # flat stays flat
+    tpl = synthetic_template()
+    z = np.array([2.0, 3.0])
+    tb = binned_basis(tpl, GRID.edges, z)
+    centres = 0.5 * (GRID.edges[1:] + GRID.edges[:-1])
+    peak = centres[np.argmax(tb[:, 2], axis=1)]                  # Lyα emission component
+    assert np.allclose(peak, 1216.5 * (1 + z), atol=GRID.dwave)
+
+
+def test_igm_only_blueward_of_lya():
+    igm = {'tau_a': 0.0018, 'tau_b': 3.92, 'lyman_series': {'LYB': [1025.72, 0.16]}}
+    flat = np.ones((1, 6400))
+    tb = binned_basis(RefineTemplate(np.arange(600.0, 3800.0, 0.5), flat, igm), GRID.edges,
+                      np.array([3.0]))[0, 0]
+    centres = 0.5 * (GRID.edges[1:] + GRID.edges[:-1])
+    red = centres > 1215.67 * 4.0 + GRID.dwave
+    blue = centres < 1215.67 * 4.0 - GRID.dwave
+    assert np.allclose(tb[red], 1.0) and np.all(tb[blue] < 0.9) and np.all(tb[blue] > 0)
+
+
+def test_recovers_noiseless_redshift_between_grid_points():
+    tpl = synthetic_template()
+    zs = redshift_grid(1.8, 4.6)
+    tb = binned_basis(tpl, GRID.edges, zs)
+    z_true = np.array([1.95, 2.4321, 3.0777, 4.2])
+    flux = spectra_at(tpl, z_true, [[1.0, 0.3, 1.5]] * 4)
+    ivar = np.full_like(flux, 100.0)
+    start = z_true + 0.01 * (1 + z_true)                         # a network half a box off
+    out = refine_redshifts(flux, ivar, start, tb, zs, window=0.02)
+    assert np.all(np.abs(out['Z_TPL'] - z_true) / (1 + z_true) < 5e-5)
+    assert np.all(out['DELTACHI2_TPL'] > 100) and np.all(out['ZERR_TPL'] > 0)
+
+
+def test_window_keeps_the_start_and_deltachi2_flags_disagreement():
+    tpl = synthetic_template()
+    zs = redshift_grid(1.8, 4.6)
+    tb = binned_basis(tpl, GRID.edges, zs)
+    z_true = 3.0
+    flux = spectra_at(tpl, [z_true], [[1.0, 0.3, 1.5]])
+    ivar = np.full_like(flux, 100.0)
+    start = np.array([3.4])                                      # wrong line identification
+    out = refine_redshifts(flux, ivar, start, tb, zs, window=0.02)
+    assert abs(out['Z_TPL'][0] - 3.4) / 4.4 < 0.02 + 1e-3      # window + sub-grid step
+    assert out['DELTACHI2_TPL'][0] < -100                        # the truth is outside
+
+
+def test_errors_are_calibrated_on_noisy_spectra():
+    rng = np.random.default_rng(7)
+    tpl = synthetic_template()
+    zs = redshift_grid(2.5, 3.5)
+    tb = binned_basis(tpl, GRID.edges, zs)
+    n = 300
+    z_true = rng.uniform(2.8, 3.2, n)
+    coeff = np.tile([1.0, 0.5, 2.0], (n, 1))
+    sigma = 0.15
+    flux = spectra_at(tpl, z_true, coeff) + rng.normal(0, sigma, (n, GRID.nbins))
+    ivar = np.full_like(flux, sigma ** -2)
+    out = refine_redshifts(flux, ivar, z_true, tb, zs)
+    pull = (out['Z_TPL'] - z_true) / out['ZERR_TPL']
+    assert np.all(np.isfinite(pull))
+    assert 0.7 < np.std(pull) < 1.4 and abs(np.mean(pull)) < 0.3
+    noisier = refine_redshifts(flux, ivar / 4, z_true, tb, zs)   # same data, σ stated 2x
+    assert np.median(noisier['ZERR_TPL'] / out['ZERR_TPL']) == pytest.approx(2.0, rel=0.05)
+
+
+def test_nothing_to_refine_gives_nan():
+    tpl = synthetic_template()
+    zs = redshift_grid(2.0, 3.0)
+    tb = binned_basis(tpl, GRID.edges, zs)
+    flux = spectra_at(tpl, [2.5, 2.5, 2.5], [[1, 0, 0]] * 3)
+    ivar = np.ones_like(flux)
+    ivar[1] = 0.0                                                # no valid bin
+    out = refine_redshifts(flux, ivar, np.array([np.nan, 2.5, 4.5]), tb, zs)
+    for key in ('Z_TPL', 'ZERR_TPL', 'DELTACHI2_TPL'):
+        assert np.all(np.isnan(out[key]))                       # skipped, empty, outside grid
+    empty = refine_redshifts(flux[:0], ivar[:0], np.zeros(0), tb, zs)
+    assert all(v.shape == (0,) for v in empty.values())
+
+
+def test_template_from_basis_and_refiner_build():
+    wave = 10 ** np.arange(np.log10(600), np.log10(3800), 1e-4)   # log-λ grid
+    basis = np.vstack([np.ones_like(wave), wave / 1000, (wave / 1000) ** 2])
+    tpl = template_from_basis(wave, basis, nbasis=2)
+    assert tpl.basis.shape[0] == 2 and np.allclose(np.diff(tpl.wave), np.diff(tpl.wave)[0])
+    assert np.allclose(tpl.basis[1], tpl.wave / 1000, rtol=1e-6)
+    ref = Refiner.build(tpl, GRID, (1.8, 4.6), window=0.02, source='x')
+    assert ref.zs[0] >= GRID.wave_max / tpl.wave[-1] - 1           # template covers the grid
+    assert ref.zs[0] <= 2.8 * 0.98 - 1 + 1e-9 and ref.zs[-1] >= 5.6 * 1.02 - 1 - 1e-3
+    assert ref.tbasis.shape == (len(ref.zs), 2, GRID.nbins)
+    with pytest.raises(ValueError, match='does not cover'):
+        Refiner.build(template_from_basis(wave[wave < 2000], basis[:, wave < 2000]), GRID,
+                      (1.8, 2.2))
+    with pytest.raises(ValueError, match='must increase'):
+        template_from_basis(wave[::-1], basis)
+
+
+def test_shipped_template_refines_a_simulated_lbg():
+    """The shipped LBG template with the simulator's mean IGM pins down a noisy mock LBG."""
+    from lbgnet.afterburner import default_template_path, load_refiner
+    from lbgnet.io.modelfile import default_model_path, load_model
+    from lbgnet.preprocess import rebin_arms
+    from lbgnet.sim.mock import load_mock_setup, make_mock
+    path = default_model_path()
+    if path is None:
+        pytest.skip('no pretrained model shipped in lbgnet/data')
+    _, config, _ = load_model(path)
+    refiner = load_refiner(default_template_path(), config, (1.8, 4.6), 0.02)
+    setup = load_mock_setup()
+    mock = make_mock(setup, 40, np.random.default_rng(3), pixel=1, with_resolution=False,
+                     population={'classes': ['LBG'], 'rmag_range': (22.0, 23.0)})
+    bands = sorted(mock.wave)
+    flux, ivar, _ = rebin_arms([mock.wave[b] for b in bands], [mock.flux[b] for b in bands],
+                               [mock.ivar[b] for b in bands], config.grid)
+    z_true = np.asarray(mock.truth['Z_TRUE'])
+    out = refiner.run(flux, ivar, z_true * 1.01 + 0.01)             # start 1% off in 1+z
+    dz = np.abs(out['Z_TPL'] - z_true) / (1 + z_true)
+    live = (ivar > 0).any(axis=1)                                # dead fibres are not refined
+    assert np.isnan(dz[~live]).all() and live.sum() >= 35
+    assert np.median(dz[live]) < 1e-3 and np.mean(dz[live] < 3e-3) > 0.9
