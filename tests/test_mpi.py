@@ -7,9 +7,11 @@ import sys
 
 import numpy as np
 import pytest
+from astropy.io import fits
 
 from lbg_testdata import save_tiny_model, write_test_coadd, write_test_redrock
 
+from lbgnet.refine import REFINE_KEYS
 from lbgnet.scripts.lbg_afterburner import main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -52,4 +54,16 @@ def test_two_ranks_equal_one_rank(tmp_path):
     two = sorted(p.relative_to(tmp_path / 'two') for p in (tmp_path / 'two').rglob('*.fits'))
     assert one == two and len(one) == 6          # catalogue + priors for 3 good files
     for rel in one:
-        assert filecmp.cmp(tmp_path / 'one' / rel, tmp_path / 'two' / rel, shallow=False), rel
+        if filecmp.cmp(tmp_path / 'one' / rel, tmp_path / 'two' / rel, shallow=False):
+            continue
+        # The template refinement's matrix products go through BLAS, whose summation order
+        # depends on its thread count (2 here, 1 per rank under mpiexec): those columns may
+        # differ in the last bits; everything else, headers included, must be identical.
+        a, b = fits.open(tmp_path / 'one' / rel), fits.open(tmp_path / 'two' / rel)
+        assert [h.header for h in a] == [h.header for h in b], rel
+        ta, tb = a['LBG_CNN'].data, b['LBG_CNN'].data
+        for col in ta.names:
+            if col in REFINE_KEYS:
+                assert np.allclose(ta[col], tb[col], rtol=1e-9, atol=0, equal_nan=True), col
+            else:
+                assert np.array_equal(ta[col], tb[col], equal_nan=ta[col].dtype.kind == 'f'), col

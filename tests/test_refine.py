@@ -2,11 +2,13 @@
 import numpy as np
 import pytest
 
-from lbgnet.config import Grid
-from lbgnet.refine import (Refiner, RefineTemplate, binned_basis, chi2_scan, redshift_grid,
-                           refine_redshifts, template_from_basis)
+from lbgnet.config import load_config
+from lbgnet.labels import encode_boxes, line_waves_at
+from lbgnet.refine import (Refiner, RefineTemplate, binned_basis, box_support, chi2_scan,
+                           line_boxes, redshift_grid, refine_redshifts, template_from_basis)
 
-GRID = Grid(3600.0, 8.0, 800)
+CONFIG = load_config('lbgnet-default.yaml')
+GRID = CONFIG.grid
 #: Rest wavelengths (Å) of absorption lines and Lyα emission of the synthetic template.
 ABSORPTION = (1260.42, 1303.3, 1334.53, 1393.76, 1402.77, 1526.71, 1549.0, 1608.45, 1670.79,
               2344.2, 2382.8, 2600.2, 2796.4, 2803.5)
@@ -133,13 +135,16 @@ def test_template_from_basis_and_refiner_build():
     tpl = template_from_basis(wave, basis, nbasis=2)
     assert tpl.basis.shape[0] == 2 and np.allclose(np.diff(tpl.wave), np.diff(tpl.wave)[0])
     assert np.allclose(tpl.basis[1], tpl.wave / 1000, rtol=1e-6)
-    ref = Refiner.build(tpl, GRID, (1.8, 4.6), window=0.02, source='x')
+    config = CONFIG
+    ref = Refiner.build(tpl, config, (1.8, 4.6), window=0.02, source='x')
     assert ref.zs[0] >= GRID.wave_max / tpl.wave[-1] - 1           # template covers the grid
     assert ref.zs[0] <= 2.8 * 0.98 - 1 + 1e-9 and ref.zs[-1] >= 5.6 * 1.02 - 1 - 1e-3
     assert ref.tbasis.shape == (len(ref.zs), 2, GRID.nbins)
     with pytest.raises(ValueError, match='does not cover'):
-        Refiner.build(template_from_basis(wave[wave < 2000], basis[:, wave < 2000]), GRID,
+        Refiner.build(template_from_basis(wave[wave < 2000], basis[:, wave < 2000]), config,
                       (1.8, 2.2))
+    with pytest.raises(ValueError, match='prior_weight'):
+        Refiner.build(tpl, config, (1.8, 4.6), prior_weight=-1)
     with pytest.raises(ValueError, match='must increase'):
         template_from_basis(wave[::-1], basis)
 
@@ -154,7 +159,7 @@ def test_shipped_template_refines_a_simulated_lbg():
     if path is None:
         pytest.skip('no pretrained model shipped in lbgnet/data')
     _, config, _ = load_model(path)
-    refiner = load_refiner(default_template_path(), config, (1.8, 4.6), 0.02)
+    refiner = load_refiner(default_template_path(), config, (1.8, 4.6))
     setup = load_mock_setup()
     mock = make_mock(setup, 40, np.random.default_rng(3), pixel=1, with_resolution=False,
                      population={'classes': ['LBG'], 'rmag_range': (22.0, 23.0)})
@@ -167,3 +172,59 @@ def test_shipped_template_refines_a_simulated_lbg():
     live = (ivar > 0).any(axis=1)                                # dead fibres are not refined
     assert np.isnan(dz[~live]).all() and live.sum() >= 35
     assert np.median(dz[live]) < 1e-3 and np.mean(dz[live] < 3e-3) > 0.9
+
+
+def one_hot_conf(z):
+    """Box confidences that are 1 exactly in the true box of every line at redshifts z."""
+    box, _ = encode_boxes(line_waves_at(np.asarray(z, dtype=float), CONFIG), CONFIG)
+    return box.astype(np.float64)
+
+
+def test_box_support_counts_the_lines_in_their_boxes():
+    zs = redshift_grid(1.8, 4.6)
+    boxes = line_boxes(CONFIG, zs)
+    assert boxes.shape == (zs.size, len(CONFIG.lines)) and boxes.max() < CONFIG.nboxes
+    z0 = np.array([2.2, 3.5])
+    conf = one_hot_conf(z0)
+    support = box_support(conf, boxes)
+    i0 = np.searchsorted(zs, z0)
+    on_grid = conf.sum(axis=(1, 2))                               # lines inside the grid
+    assert np.allclose(support[[0, 1], i0], on_grid) and np.all(on_grid >= 8)
+    assert np.all(support.max(axis=1) == on_grid)
+    far = np.abs(zs[None, :] - z0[:, None]) / (1 + z0[:, None]) > 0.1
+    assert np.all(support[far] <= 2)                              # chance coincidences only
+    line_on_grid = conf[0, 3].sum()                               # 1 if line 3 is on the grid
+    conf[0, 3] *= 0.5                                             # a less confident line
+    assert box_support(conf, boxes)[0, i0[0]] == pytest.approx(on_grid[0] - 0.5 * line_on_grid)
+
+
+def test_prior_mode_lets_clear_data_overrule_the_network_and_not_noise():
+    tpl = synthetic_template()
+    zs = redshift_grid(1.8, 4.6)
+    tb = binned_basis(tpl, GRID.edges, zs)
+    boxes = line_boxes(CONFIG, zs)
+    z_true, z_net = 3.0, 3.4                                      # the network is wrong
+    clear = spectra_at(tpl, [z_true], [[1.0, 0.3, 1.5]])
+    support = box_support(one_hot_conf([z_net]), boxes)
+    out = refine_redshifts(clear, np.full_like(clear, 100.0), np.array([z_net]), tb, zs,
+                           support=support, prior_weight=3.0)
+    assert abs(out['Z_TPL'][0] - z_true) / (1 + z_true) < 1e-4  # data win
+    noise = np.random.default_rng(2).normal(size=clear.shape)
+    out = refine_redshifts(noise, np.ones_like(noise), np.array([z_net]), tb, zs,
+                           support=support, prior_weight=3.0)
+    assert abs(out['Z_TPL'][0] - z_net) / (1 + z_net) < 0.04    # the network's boxes win
+    window = refine_redshifts(clear, np.full_like(clear, 100.0), np.array([z_net]), tb, zs,
+                              support=support, prior_weight=0.0)
+    assert abs(window['Z_TPL'][0] - z_net) / (1 + z_net) < 0.021  # weight 0: window mode
+
+
+def test_refiner_run_uses_the_prior_only_with_boxes():
+    tpl = synthetic_template()
+    z_true, z_net = np.array([3.0]), np.array([3.4])
+    flux = spectra_at(tpl, z_true, [[1.0, 0.3, 1.5]])
+    ivar = np.full_like(flux, 100.0)
+    ref = Refiner.build(tpl, CONFIG, (1.8, 4.6))
+    assert ref.mode == 'prior'
+    with_boxes = ref.run(flux, ivar, z_net, one_hot_conf(z_net))
+    without = ref.run(flux, ivar, z_net)                          # e.g. a direct network
+    assert abs(with_boxes['Z_TPL'][0] - 3.0) < 1e-3 and abs(without['Z_TPL'][0] - 3.0) > 0.3

@@ -25,7 +25,7 @@ from .parallel import threads_per_rank
 from .preprocess import coadd_to_grid
 from .priors import PRIOR_FUNCTION
 from .redrock_rerun import check_rerunnable, rerun_redrock
-from .refine import REFINE_KEYS
+from .refine import DEFAULT_PRIOR_WEIGHT, DEFAULT_WINDOW, REFINE_KEYS
 
 #: Spectra per block read and gridded at once (bounds the memory of the arrays).
 DEFAULT_CHUNK = 1000
@@ -73,12 +73,8 @@ class Network:
         return self.forward
 
     def results(self, X, c_thresh, n_thresh, batch_size=DEFAULT_BATCH):
-        """Catalogue quantities of gridded spectra, for any architecture.
-
-        Line finders go through the compiled forward pass (:meth:`predict`) and
-        :func:`lbgnet.postprocess.postprocess`; direct and hybrid networks through the same
-        compiled pass and :func:`lbgnet.predict.catalog_from_raw`, which adds ``P_DIRECT``,
-        ``Z_DIRECT`` and ``ZERR_DIRECT``.
+        """Catalogue quantities of gridded spectra, for any architecture
+        (:meth:`raw_outputs` then :meth:`catalog`).
 
         Parameters
         ----------
@@ -92,14 +88,25 @@ class Network:
         -------
         dict of numpy.ndarray
         """
+        return self.catalog(self.raw_outputs(X, batch_size), c_thresh, n_thresh)
+
+    def raw_outputs(self, X, batch_size=DEFAULT_BATCH):
+        """Raw network outputs through the compiled forward pass: ``conf`` and ``offset``
+        (line finders, :meth:`predict`; hybrids), ``direct`` (direct and hybrid networks,
+        :func:`lbgnet.predict.predict_raw`)."""
         if self.architecture == 'linefinder':
-            from .postprocess import postprocess
             conf, offset = self.predict(X, batch_size)
-            res = postprocess(conf, offset, self.config, c_thresh=c_thresh, n_thresh=n_thresh)
-        else:
-            from .predict import catalog_from_raw, predict_raw
-            raw = predict_raw(self.model, X, self.config, batch_size, forward=self.compiled())
-            res = catalog_from_raw(raw, self.config, c_thresh, n_thresh)
+            return {'conf': conf, 'offset': offset}
+        from .predict import predict_raw
+        return predict_raw(self.model, X, self.config, batch_size, forward=self.compiled())
+
+    def catalog(self, raw, c_thresh, n_thresh):
+        """Catalogue quantities from :meth:`raw_outputs`
+        (:func:`lbgnet.predict.catalog_from_raw`: :func:`lbgnet.postprocess.postprocess`
+        for line finders; direct and hybrid networks add ``P_DIRECT``, ``Z_DIRECT``,
+        ``ZERR_DIRECT``)."""
+        from .predict import catalog_from_raw
+        res = catalog_from_raw(raw, self.config, c_thresh, n_thresh)
         return {key: np.asarray(val) for key, val in res.items()}
 
     def predict(self, X, batch_size=DEFAULT_BATCH):
@@ -267,9 +274,10 @@ def predict_coadd(path, network, c_thresh, n_thresh, chunk_size=DEFAULT_CHUNK,
     blocks, flags, layout = [], [], None
     for layout, _, block in iter_coadd_chunks(path, chunk_size):
         X, info = coadd_to_grid(block, cfg.grid)
-        res = network.results(X, c_thresh, n_thresh, batch_size)
+        raw = network.raw_outputs(X, batch_size)
+        res = network.catalog(raw, c_thresh, n_thresh)
         blank_empty(res, info.empty)
-        res.update(refine_selected(refiner, info, res))
+        res.update(refine_selected(refiner, info, res, raw.get('conf')))
         blocks.append(res)
         flags.append(spectrum_flags(info, block.fibermap, cfg.grid.nbins))
     results = {key: np.concatenate([b[key] for b in blocks]) for key in blocks[0]}
@@ -277,7 +285,7 @@ def predict_coadd(path, network, c_thresh, n_thresh, chunk_size=DEFAULT_CHUNK,
     return FilePrediction(results, flags, layout)
 
 
-def refine_selected(refiner, info, results):
+def refine_selected(refiner, info, results, conf=None):
     """``Z_TPL``, ``ZERR_TPL``, ``DELTACHI2_TPL`` of the IS_LBG spectra (NaN elsewhere).
 
     Parameters
@@ -288,6 +296,9 @@ def refine_selected(refiner, info, results):
         With the rebinned flux and ivar.
     results : dict
         ``IS_LBG`` and ``Z_LBG``, shape (nspec,).
+    conf : numpy.ndarray, optional
+        The network's box confidences (nspec, nlines, nboxes), for the prior mode of
+        :mod:`lbgnet.refine`; None: window mode.
 
     Returns
     -------
@@ -297,10 +308,10 @@ def refine_selected(refiner, info, results):
     if refiner is None:
         return {key: np.full(nspec, np.nan) for key in REFINE_KEYS}
     z_start = np.where(results['IS_LBG'], results['Z_LBG'], np.nan)
-    return refiner.run(info.flux, info.ivar, z_start)
+    return refiner.run(info.flux, info.ivar, z_start, conf)
 
 
-def load_refiner(path, config, zrange, window):
+def load_refiner(path, config, zrange, window=DEFAULT_WINDOW, prior_weight=DEFAULT_PRIOR_WEIGHT):
     """Template refinement for a model's grid and redshift range.
 
     Parameters
@@ -312,8 +323,10 @@ def load_refiner(path, config, zrange, window):
         The model's configuration (grid).
     zrange : (float, float)
         The model's LBG redshift range (:attr:`Network.zrange`).
-    window : float
-        Half width of the search window around ``Z_LBG``, in Δz/(1+z).
+    window : float, optional
+        Half width of the search window around ``Z_LBG`` (window mode), in Δz/(1+z).
+    prior_weight : float, optional
+        Weight of the network's box confidences against χ² (prior mode; 0: window mode).
 
     Returns
     -------
@@ -331,7 +344,8 @@ def load_refiner(path, config, zrange, window):
     igm = load_sim_config()['simulation']['igm']
     try:
         template = template_from_basis(rrt.wave, rrt.basis, igm=igm)
-        return Refiner.build(template, config.grid, zrange, window, source=os.path.abspath(path))
+        return Refiner.build(template, config, zrange, prior_weight, window,
+                             source=os.path.abspath(path))
     except ValueError as err:
         raise InputFileError(path, f'unusable refinement template: {err}') from None
 
@@ -386,7 +400,8 @@ def catalog_header(job, network, c_thresh, n_thresh, layout, templates=None, ref
              ('REFINE', refiner is not None, 'Z_TPL: template refinement of Z_LBG')]
     if refiner is not None:
         cards += [('REFTEMPL', refiner.source, 'template of the refinement'),
-                  ('REFWIN', refiner.window, 'refinement window, dz/(1+z) half width')]
+                  ('REFWGT', refiner.prior_weight, 'weight of the CNN box prior (0: window)'),
+                  ('REFWIN', refiner.window, 'window mode: dz/(1+z) half width')]
     for i, name in enumerate(templates or ()):
         cards.append((f'RRTEMP{i:02d}', os.path.abspath(name), 'Redrock template of the rerun'))
     cards += [(k, v, c) for k, v, c in LBGWarnMask().header_cards()]

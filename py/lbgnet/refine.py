@@ -3,16 +3,22 @@ lbgnet.refine
 =============
 
 Template refinement of the network's redshift: a χ² scan of a linear template basis over
-a redshift grid, on the network's input grid, with the minimum searched in a window
-around ``Z_LBG``.
+a redshift grid, on the network's input grid, guided by the network.
 
 The line finder places a line to within one of its boxes (160 Å) plus a regressed
 offset; the redshift is then limited by the offsets of a few lines.  Fitting a template to
-every pixel near the network's answer uses all the spectral features at once (Redrock's
-method, on the 8 Å grid and only where the network has already chosen the redshift), which
-makes the redshift several times more precise.  The window keeps the network's line
-identification: a template fit over the whole range, on faint spectra, picks wrong
-redshifts more often than the network does.
+every pixel uses all the spectral features at once (Redrock's method, on the 8 Å grid),
+which makes the redshift several times more precise.  A template fit alone, on faint
+spectra, picks wrong redshifts more often than the network does, so the network guides
+it, in one of two ways:
+
+*prior* (line finders, the default)
+    the redshift minimises ``χ²(z) − w S(z)``, where ``S(z)`` (:func:`box_support`) is the
+    sum over the lines of the network's confidence in the box each line falls in at z: the
+    network's box confidences act as a prior over the whole grid, and the template decides
+    where the data are clear enough to overrule them;
+*window* (``prior_weight = 0``, or networks without box outputs)
+    the χ² minimum within ``|z − Z_LBG| / (1 + Z_LBG) < window``.
 
 Pure numpy, vectorised over spectra and redshifts (the χ² of all trial redshifts comes
 from ``nbasis (nbasis + 1) / 2`` matrix products per block of spectra).
@@ -20,25 +26,27 @@ from ``nbasis (nbasis + 1) / 2`` matrix products per block of spectra).
 Outputs per spectrum (NaN where not refined):
 
 ``Z_TPL``
-    Redshift of the lowest χ² within ``|z − Z_LBG| / (1 + Z_LBG) < window``, refined by a
-    parabola through the three grid points around it.
+    The minimum on the grid, refined by a parabola through χ² at the three grid points
+    around it.
 ``ZERR_TPL``
     From the χ² curvature there, ``σ_z = (1 + z) ln 10 · sqrt(2 / χ²'')`` with χ² as a
     function of log10(1 + z) (not rescaled by the reduced χ²).
 ``DELTACHI2_TPL``
     Lowest χ² farther than ``exclude`` (in Δz/(1+z)) from ``Z_TPL`` anywhere on the grid,
     minus χ²(``Z_TPL``): large when the data single out the redshift; negative when the
-    template prefers a redshift outside the window (the template disagrees with the
-    network).
+    template alone prefers another redshift (the network's prior, or the window, decided).
 """
 from dataclasses import dataclass
 
 import numpy as np
 
+from .labels import box_position
 from .sim.igm import forest_tau
 
-#: Defaults: half width of the search window and of the DELTACHI2 exclusion zone
+#: Defaults: weight w of the network's box confidences against χ² (prior mode), half
+#: width of the search window (window mode) and of the DELTACHI2 exclusion zone
 #: (Δz/(1+z)), grid step in log10(1+z), basis vectors used.
+DEFAULT_PRIOR_WEIGHT = 3.0
 DEFAULT_WINDOW = 0.02
 DEFAULT_EXCLUDE = 0.01
 DEFAULT_DLOGZ = 2e-4
@@ -163,30 +171,79 @@ def _parabola(chi2, ibest, dlogz):
     return np.clip(shift, -dlogz, dlogz), np.where(ok, curv, np.nan)
 
 
+def line_boxes(config, zs):
+    """Box of each line at each trial redshift.
+
+    Parameters
+    ----------
+    config : lbgnet.config.Config
+        Grid, lines and boxes of the network.
+    zs : numpy.ndarray
+        Shape (nz,).
+
+    Returns
+    -------
+    numpy.ndarray of int
+        Shape (nz, nlines); −1 where the line falls outside the grid.
+    """
+    pos = box_position(config.lines.wave_array[None, :] * (1.0 + np.asarray(zs))[:, None], config)
+    inside = (pos >= 0) & (pos < config.nboxes)
+    return np.where(inside, np.floor(np.where(inside, pos, 0.0)), -1).astype(np.int64)
+
+
+def box_support(conf, boxes):
+    """The network's support for each trial redshift.
+
+    Parameters
+    ----------
+    conf : numpy.ndarray
+        Box confidences, shape (nspec, nlines, nboxes).
+    boxes : numpy.ndarray of int
+        :func:`line_boxes`, shape (nz, nlines).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``S`` (nspec, nz): sum over the lines on the grid of the confidence of the box the
+        line falls in.
+    """
+    conf = np.asarray(conf, dtype=np.float64)
+    support = np.zeros((conf.shape[0], boxes.shape[0]))
+    for line in range(boxes.shape[1]):
+        on = boxes[:, line] >= 0
+        support[:, on] += conf[:, line, boxes[on, line]]
+    return support
+
+
 def refine_redshifts(flux, ivar, z_start, tbasis, zs, window=DEFAULT_WINDOW,
-                     exclude=DEFAULT_EXCLUDE):
-    """Template-refined redshifts around a first guess.
+                     exclude=DEFAULT_EXCLUDE, support=None, prior_weight=DEFAULT_PRIOR_WEIGHT):
+    """Template-refined redshifts guided by the network.
 
     Parameters
     ----------
     flux, ivar : numpy.ndarray
         Rebinned spectra, shape (nspec, nbins).
     z_start : numpy.ndarray
-        First guess (``Z_LBG``), shape (nspec,); NaN: not refined.
+        The network's redshift (``Z_LBG``), shape (nspec,); NaN: not refined.
     tbasis : numpy.ndarray
         :func:`binned_basis` on `zs`, shape (nz, nbasis, nbins).
     zs : numpy.ndarray
         Trial redshifts, uniform in log10(1 + z), shape (nz,).
     window, exclude : float, optional
-        Half widths in Δz/(1+z) of the search window around `z_start` and of the zone
-        around the result left out of DELTACHI2.
+        Half widths in Δz/(1+z) of the search window around `z_start` (window mode) and
+        of the zone around the result left out of DELTACHI2.
+    support : numpy.ndarray, optional
+        :func:`box_support` of the spectra, shape (nspec, nz); with a positive
+        `prior_weight`, prior mode (module docstring), else window mode.
+    prior_weight : float, optional
+        Weight w of `support` against χ².
 
     Returns
     -------
     dict of numpy.ndarray
         ``Z_TPL``, ``ZERR_TPL``, ``DELTACHI2_TPL``, shape (nspec,) (see the module
         docstring); NaN for spectra not refined, with a non-finite first guess, without
-        a trial redshift in their window or without valid bins.
+        valid bins or (window mode) without a trial redshift in their window.
     """
     z_start = np.asarray(z_start, dtype=np.float64)
     nspec = z_start.shape[0]
@@ -196,10 +253,15 @@ def refine_redshifts(flux, ivar, z_start, tbasis, zs, window=DEFAULT_WINDOW,
         return out
     chi2 = chi2_scan(np.asarray(flux)[todo], np.asarray(ivar)[todo], tbasis)
     zs = np.asarray(zs, dtype=np.float64)
-    z0 = z_start[todo][:, None]
-    inwin = np.abs(zs[None, :] - z0) / (1.0 + z0) < window
-    has = inwin.any(axis=1)
-    ibest = np.argmin(np.where(inwin, chi2, np.inf), axis=1)
+    if support is not None and prior_weight > 0:
+        objective = chi2 - prior_weight * np.asarray(support)[todo]
+        has = np.ones(todo.size, dtype=bool)
+    else:
+        z0 = z_start[todo][:, None]
+        inwin = np.abs(zs[None, :] - z0) / (1.0 + z0) < window
+        objective = np.where(inwin, chi2, np.inf)
+        has = inwin.any(axis=1)
+    ibest = np.argmin(objective, axis=1)
     rows = np.arange(todo.size)
     dlogz = np.log10(1 + zs[1]) - np.log10(1 + zs[0])
     shift, curv = _parabola(chi2, ibest, dlogz)
@@ -255,7 +317,9 @@ class Refiner:
         Trial redshifts, uniform in log10(1 + z), shape (nz,).
     tbasis : numpy.ndarray
         :func:`binned_basis` on `zs`, shape (nz, nbasis, nbins).
-    window, exclude : float
+    boxes : numpy.ndarray of int
+        :func:`line_boxes` on `zs` for the network's configuration, shape (nz, nlines).
+    prior_weight, window, exclude : float
         See :func:`refine_redshifts`.
     source : str
         Where the template came from (for catalogue headers).
@@ -263,42 +327,67 @@ class Refiner:
 
     zs: np.ndarray
     tbasis: np.ndarray
+    boxes: np.ndarray
+    prior_weight: float = DEFAULT_PRIOR_WEIGHT
     window: float = DEFAULT_WINDOW
     exclude: float = DEFAULT_EXCLUDE
     source: str = ''
 
     @classmethod
-    def build(cls, template, grid, zrange, window=DEFAULT_WINDOW, exclude=DEFAULT_EXCLUDE,
-              dlogz=DEFAULT_DLOGZ, source=''):
+    def build(cls, template, config, zrange, prior_weight=DEFAULT_PRIOR_WEIGHT,
+              window=DEFAULT_WINDOW, exclude=DEFAULT_EXCLUDE, dlogz=DEFAULT_DLOGZ, source=''):
         """Trial redshifts covering `zrange` widened by the window, where the template
         covers the whole grid.
 
         Parameters
         ----------
         template : RefineTemplate
-        grid : lbgnet.config.Grid
+        config : lbgnet.config.Config
+            The network's configuration (grid, lines, boxes).
         zrange : (float, float)
             Redshifts the first guesses can take (the model's LBG range).
-        window, exclude, dlogz : float, optional
+        prior_weight, window, exclude, dlogz : float, optional
         source : str, optional
 
         Raises
         ------
         ValueError
-            If the template covers the grid at none of those redshifts.
+            If the template covers the grid at none of those redshifts, or an option is
+            out of range.
         """
-        if not 0 < window < 1 or not 0 < exclude < 1:
-            raise ValueError(f'window ({window}) and exclude ({exclude}) must be in (0, 1)')
+        if not 0 < window < 1 or not 0 < exclude < 1 or prior_weight < 0:
+            raise ValueError(f'need window ({window}) and exclude ({exclude}) in (0, 1) and '
+                             f'prior_weight ({prior_weight}) >= 0')
+        grid = config.grid
         zmin = max((1 + zrange[0]) * (1 - window) - 1, grid.wave_max / template.wave[-1] - 1)
         zmax = min((1 + zrange[1]) * (1 + window) - 1, grid.wave_min / template.wave[0] - 1)
         if not zmin < zmax:
             raise ValueError(f'the template ({template.wave[0]:.0f}-{template.wave[-1]:.0f} A rest) '
                              f'does not cover the grid for z in {zrange[0]:.2f}-{zrange[1]:.2f}')
         zs = redshift_grid(zmin, zmax, dlogz)
-        return cls(zs, binned_basis(template, grid.edges, zs), float(window), float(exclude),
-                   str(source))
+        return cls(zs, binned_basis(template, grid.edges, zs), line_boxes(config, zs),
+                   float(prior_weight), float(window), float(exclude), str(source))
 
-    def run(self, flux, ivar, z_start):
-        """:func:`refine_redshifts` with this set-up."""
+    @property
+    def mode(self):
+        """``prior`` or ``window`` (for line finders; networks without boxes: window)."""
+        return 'prior' if self.prior_weight > 0 else 'window'
+
+    def run(self, flux, ivar, z_start, conf=None):
+        """:func:`refine_redshifts` with this set-up.
+
+        Parameters
+        ----------
+        flux, ivar, z_start : numpy.ndarray
+            As :func:`refine_redshifts`.
+        conf : numpy.ndarray, optional
+            The network's box confidences (nspec, nlines, nboxes); None (networks without
+            boxes) means window mode.
+        """
+        support = None
+        if conf is not None and self.prior_weight > 0:
+            todo = np.isfinite(np.asarray(z_start, dtype=np.float64))
+            support = np.zeros((len(todo), self.zs.size))
+            support[todo] = box_support(np.asarray(conf)[todo], self.boxes)
         return refine_redshifts(flux, ivar, z_start, self.tbasis, self.zs, self.window,
-                                self.exclude)
+                                self.exclude, support, self.prior_weight)

@@ -94,10 +94,10 @@ def predict_coadd(path, model, config, c_thresh, n_thresh, include_bad=False, re
     keep = np.ones_like(good) if include_bad else good
     X, targetid = X[keep], targetid[keep]
     res, raw = predict_catalog(model, X, config, c_thresh=c_thresh, n_thresh=n_thresh)
+    conf, offset = raw.get('conf'), raw.get('offset')     # None for direct networks
     if refiner is not None:
         rows = replace(info, flux=info.flux[keep], ivar=info.ivar[keep])
-        res.update(refine_selected(refiner, rows, res))
-    conf, offset = raw.get('conf'), raw.get('offset')     # None for direct networks
+        res.update(refine_selected(refiner, rows, res, conf))
     return targetid, res, X, conf, offset, int(np.count_nonzero(~keep))
 
 

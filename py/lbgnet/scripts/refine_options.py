@@ -5,18 +5,23 @@ lbgnet.scripts.refine_options
 The template-refinement options shared by ``desi_lbg_afterburner`` and
 ``desi_lbg_evaluate`` (:mod:`lbgnet.refine`).
 """
-from ..refine import DEFAULT_WINDOW
+from ..refine import DEFAULT_PRIOR_WEIGHT, DEFAULT_WINDOW
 
 
 def add_refine_arguments(parser):
-    """Add ``--no-refine``, ``--refine-template`` and ``--refine-window`` to `parser`."""
+    """Add ``--no-refine``, ``--refine-template``, ``--refine-prior-weight`` and
+    ``--refine-window`` to `parser`."""
     parser.add_argument('--no-refine', action='store_true',
                         help='skip the template refinement of the IS_LBG redshifts (Z_TPL, '
                         'ZERR_TPL, DELTACHI2_TPL left NaN)')
     parser.add_argument('--refine-template', help='Redrock-format template without IGM for '
                         'the refinement [the LBG template shipped with lbgnet]')
+    parser.add_argument('--refine-prior-weight', type=float, default=DEFAULT_PRIOR_WEIGHT,
+                        help='weight of the network\'s box confidences against chi2 in the '
+                        'refinement; 0: search a window around Z_LBG instead [%(default)s]')
     parser.add_argument('--refine-window', type=float, default=DEFAULT_WINDOW,
-                        help='half width of the refinement window around Z_LBG, in '
+                        help='half width of the window around Z_LBG searched when '
+                        '--refine-prior-weight is 0 or the network has no boxes, in '
                         'dz/(1+z) [%(default)s]')
 
 
@@ -26,6 +31,8 @@ def check_refine_arguments(parser, args):
         parser.error('--refine-template and --no-refine exclude each other')
     if not 0 < args.refine_window < 1:
         parser.error(f'--refine-window must be in (0, 1), got {args.refine_window}')
+    if args.refine_prior_weight < 0:
+        parser.error(f'--refine-prior-weight must be >= 0, got {args.refine_prior_weight}')
 
 
 def make_refiner(args, config, zrange):
@@ -40,4 +47,4 @@ def make_refiner(args, config, zrange):
     if args.no_refine:
         return None
     return load_refiner(args.refine_template or default_template_path(), config, zrange,
-                        args.refine_window)
+                        args.refine_window, args.refine_prior_weight)
