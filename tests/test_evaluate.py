@@ -139,7 +139,7 @@ def _small_model(tmp_path):
 def _write_catalog(path, res, targetid, line_names, flag):
     import fitsio
     data = {'TARGETID': targetid, 'C_LBG': res['C_LBG'], 'IS_LBG': res['IS_LBG'].astype(bool),
-            'Z_LBG': res['Z_LBG'], 'LBG_FLAG': flag}
+            'Z_LBG': res['Z_LBG'], 'Z_TPL': res['Z_TPL'], 'LBG_FLAG': flag}
     for i, name in enumerate(line_names):
         data[f'C_{name}'] = res['C_LINES'][:, i]
         data[f'Z_{name}'] = res['Z_LINES'][:, i]
@@ -153,6 +153,8 @@ def test_evaluate_script_coadd_and_catalog(tmp_path):
     from lbgnet.model import predict_boxes
     from lbgnet.postprocess import postprocess
     from lbgnet.io.evaluation import read_coadd_for_evaluation
+    from lbgnet.afterburner import (default_template_path, load_refiner, refine_selected,
+                                    training_zrange)
     from lbgnet.scripts.lbg_evaluate import OUTPUTS, main
     paths = _mock_files(tmp_path)
     model_path = _small_model(tmp_path)
@@ -181,10 +183,13 @@ def test_evaluate_script_coadd_and_catalog(tmp_path):
     assert m3['regimes']['highz']['nlbg'] == 0 and m3['regimes']['highz']['pe_score'] is None
     assert m3['regimes']['lowz']['nlbg'] == m3['regimes']['all']['nlbg'] > 0
     # the same predictions as an afterburner catalogue, rows shuffled
-    model, cfg, _ = load_model(model_path)
-    X, targetid, good, _ = read_coadd_for_evaluation(paths['coadd'], cfg)
+    model, cfg, meta = load_model(model_path)
+    X, targetid, good, info = read_coadd_for_evaluation(paths['coadd'], cfg)
     assert (~good).sum() == m1['inputs']['nexcluded_bad_fibres']
-    res = postprocess(*predict_boxes(model, X), cfg)
+    conf, offset = predict_boxes(model, X)
+    res = postprocess(conf, offset, cfg)
+    refiner = load_refiner(default_template_path(), cfg, training_zrange(cfg, meta))
+    res.update(refine_selected(refiner, info, res, conf))
     order = np.random.default_rng(0).permutation(len(X))
     cat = str(tmp_path / 'lbg_cnn-test.fits')
     flag = np.where(good, 0, 4).astype(np.int32)     # NOT_SCIENCE for dead fibres
@@ -198,6 +203,8 @@ def test_evaluate_script_coadd_and_catalog(tmp_path):
         a, b = m1['regimes'][regime], m2['regimes'][regime]
         assert a['pe_score'] == b['pe_score'] and a['confusion'] == b['confusion']
         assert a['redshift_bestline'] == pytest.approx(b['redshift_bestline'])
+        if a['nlbg']:                                  # Z_TPL read from the catalogue
+            assert a['redshift_template'] == pytest.approx(b['redshift_template'], rel=1e-6)
 
 
 def test_evaluate_script_errors(tmp_path):
