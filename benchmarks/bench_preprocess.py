@@ -16,25 +16,16 @@ Both are measured in one run, best of ``--repeat``; results go to stdout (and to
 import argparse
 import os
 import tempfile
-import time
 
 import fitsio
 import numpy as np
+
+from benchutil import best_time
 
 from lbgnet.config import load_config
 from lbgnet.example import example_spectra
 from lbgnet.io import minimal_fibermap, write_coadd
 from lbgnet.preprocess import grid_spectra, load_coadd_grid
-
-
-def best_time(func, repeat):
-    """Smallest wall time of `repeat` calls of `func`."""
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        func()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def make_arrays(config, nspec, seed=0):

@@ -8,18 +8,18 @@ Usage::
 
 Simulates ``--nspec`` mock spectra (all classes, default mock settings), grids them, then
 times (best of ``--repeat``): the compiled forward pass + post-processing of the network
-(:class:`lbgnet.afterburner.Network`) on all of them, and the refinement of all of them
+(:class:`lbgnet.network.Network`) on all of them, and the refinement of all of them
 (as if every spectrum were selected).  Also reports the one-off set-up time of the
 refiner, the size of its binned basis and the per-file cost at several selected
 fractions (the afterburner refines the IS_LBG targets only).  Results are recorded in
 doc/benchmarks.rst.
 """
 import argparse
-import json
 import os
 import time
 
 import numpy as np
+from benchutil import best_time, write_json
 
 
 def parse(options=None):
@@ -32,22 +32,12 @@ def parse(options=None):
     return parser.parse_args(options)
 
 
-def best_time(func, repeat):
-    """Fastest of `repeat` calls of `func()` (seconds)."""
-    best = np.inf
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        func()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
 def main(args=None):
     args = parse(args) if not isinstance(args, argparse.Namespace) else args
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
     from desiutil.log import get_logger
-    from lbgnet.afterburner import (default_model_path, default_template_path, load_network,
-                                    load_refiner, set_threads)
+    from lbgnet.afterburner import default_template_path, load_refiner, set_threads
+    from lbgnet.network import default_model_path, load_network
     from lbgnet.preprocess import accumulate_arms, grid_channels, mean_flux
     from lbgnet.sim.mock import load_mock_setup, make_mock
     log = get_logger()
@@ -84,9 +74,7 @@ def main(args=None):
              out['binned_basis_mb'])
     for frac, rate in out['throughput_at_selected_fraction'].items():
         log.info('network + refinement of a fraction %s of the spectra: %.0f spectra/s', frac, rate)
-    if args.json:
-        with open(args.json, 'w') as fh:
-            json.dump(out, fh, indent=1)
+    write_json(args.json, out)
     return 0
 
 

@@ -13,12 +13,12 @@ Usage::
 """
 import argparse
 import os
-import time
 
 os.environ.setdefault('OMP_NUM_THREADS', '1')
 os.environ.setdefault('OPENBLAS_NUM_THREADS', '1')
 
 import numpy as np  # noqa: E402
+from benchutil import best_time  # noqa: E402
 
 from lbgnet.config import arm_wavelengths, load_config  # noqa: E402
 from lbgnet.sim import draw_population, load_sim_config, render_arms, render_spectra  # noqa: E402
@@ -34,15 +34,6 @@ def parse(options=None):
     parser.add_argument('--templates', action='store_true',
                         help='use ../shared/reference LBG composite and Redrock templates')
     return parser.parse_args(options)
-
-
-def timed(func, repeat):
-    best = np.inf
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        func()
-        best = min(best, time.perf_counter() - t0)
-    return best
 
 
 def main(args=None):
@@ -72,7 +63,7 @@ def main(args=None):
     npix = sum(w.size for w in waves.values())
     for name, func in (('render_arms (3 arms in one call)', run_arms),
                        ('render_spectra (one call per arm)', run_single)):
-        dt = timed(func, args.repeat)
+        dt = best_time(func, args.repeat)
         print(f'{name}: {args.n / dt:8.0f} spectra/s  ({1e3 * dt / args.n:.3f} ms per spectrum, '
               f'{npix} pixels, batch {args.batch}, templates={args.templates})')
     return 0

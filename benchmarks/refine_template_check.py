@@ -24,10 +24,10 @@ Each test directory holds ``coadd-*.fits`` and ``truth-*.fits`` (``desi_lbg_mock
 """
 import argparse
 import glob
-import json
 import os
 
 import numpy as np
+from benchutil import write_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMPOSITE = os.path.join(ROOT, '..', 'shared', 'reference', 'lbg-composite')
@@ -77,8 +77,8 @@ def main(args=None):
     args = parse(args) if not isinstance(args, argparse.Namespace) else args
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
     from desiutil.log import get_logger
-    from lbgnet.afterburner import (default_model_path, default_template_path, load_network,
-                                    load_refiner, refine_selected)
+    from lbgnet.afterburner import default_template_path, load_refiner, refine_selected
+    from lbgnet.network import default_model_path, load_network
     from lbgnet.evaluate import LBG_CLASS, redshift_metrics
     from lbgnet.io.evaluation import match_rows, read_coadd_for_evaluation
     from lbgnet.io.mock import read_truth
@@ -122,9 +122,7 @@ def main(args=None):
                 continue
             log.info('%s %-9s n=%d |dz|<0.05 %.3f  sigma_NMAD %.2e  median %.1e', name, key,
                      m['n'], m['frac_dz_lt_0p05'], m['sigma_nmad'], m['median_dz_1pz'])
-    if args.json:
-        with open(args.json, 'w') as fh:
-            json.dump(out, fh, indent=1)
+    write_json(args.json, out)
     return 0
 
 

@@ -9,7 +9,8 @@ from astropy.io import fits
 
 from lbg_testdata import save_tiny_model, write_test_coadd, write_test_redrock
 
-from lbgnet.afterburner import load_network, load_refiner
+from lbgnet.afterburner import load_refiner
+from lbgnet.network import load_network
 from lbgnet.bitmask import LBGWarnMask
 from lbgnet.io.catalog import read_catalog
 from lbgnet.io.modelfile import sha256sum
@@ -307,7 +308,7 @@ def test_example_runs_end_to_end(model_path, caplog):
 
 
 def test_training_zrange():
-    from lbgnet.afterburner import training_zrange
+    from lbgnet.network import training_zrange
     from lbgnet.config import config_from_dict
     from lbg_testdata import tiny_config
     cfg = tiny_config()
@@ -322,7 +323,7 @@ def test_training_zrange():
 
 
 def test_shipped_model_is_the_default(tmp_path, caplog):
-    from lbgnet.afterburner import default_model_path
+    from lbgnet.network import default_model_path
     shipped = default_model_path()
     if shipped is None:
         pytest.skip('no pretrained model shipped in lbgnet/data yet')

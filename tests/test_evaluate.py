@@ -153,8 +153,8 @@ def test_evaluate_script_coadd_and_catalog(tmp_path):
     from lbgnet.model import predict_boxes
     from lbgnet.postprocess import postprocess
     from lbgnet.io.evaluation import read_coadd_for_evaluation
-    from lbgnet.afterburner import (default_template_path, load_refiner, refine_selected,
-                                    training_zrange)
+    from lbgnet.afterburner import default_template_path, load_refiner, refine_selected
+    from lbgnet.network import training_zrange
     from lbgnet.scripts.lbg_evaluate import OUTPUTS, main
     paths = _mock_files(tmp_path)
     model_path = _small_model(tmp_path)

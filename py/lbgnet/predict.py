@@ -45,7 +45,7 @@ def predict_raw(model, X, config, batch_size=2048, forward=None):
     batch_size : int, optional
     forward : callable, optional
         ``forward(x)`` = ``model(x, training=False)`` for direct and hybrid networks, e.g.
-        a compiled ``tf.function`` (:func:`lbgnet.afterburner.compiled_forward`) [the
+        a compiled ``tf.function`` (:func:`lbgnet.network.compiled_forward`) [the
         eager call].
 
     Returns

@@ -17,8 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from desiutil.log import get_logger
 
-from ..afterburner import (DEFAULT_BATCH, DEFAULT_CHUNK, RerunSetup, catalog_header,
-                           default_model_path, default_template_path, load_network,
+from ..afterburner import (DEFAULT_CHUNK, RerunSetup, catalog_header, default_template_path,
                            node_threads, predict_coadd, rerun_into, set_threads)
 from ..catalog import assemble_catalog, match_targetids
 from ..io import read_redrock
@@ -27,6 +26,7 @@ from ..io.chunks import iter_coadd_chunks
 from ..io.discover import FileJob, expand_coadds, find_coadds, plan_jobs
 from ..io.errors import InputFileError
 from ..io.priors import priors_table, write_priors
+from ..network import DEFAULT_BATCH, default_model_path, load_network
 from ..parallel import split_work
 from ..priors import PRIOR_FUNCTION, select_priors
 from ..redrock_rerun import RerunError, template_files, template_zrange
@@ -134,7 +134,7 @@ def process_one(job, network, args, rerun=None, refiner=None):
     Parameters
     ----------
     job : lbgnet.io.discover.FileJob
-    network : lbgnet.afterburner.Network
+    network : lbgnet.network.Network
     args : argparse.Namespace
         Thresholds and chunk size.
     rerun : RerunSetup, optional

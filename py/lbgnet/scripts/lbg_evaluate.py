@@ -217,7 +217,7 @@ def main(args=None, comm=None):
     """Run ``desi_lbg_evaluate``; return 0 on success, 1 on an input error."""
     if not isinstance(args, argparse.Namespace):
         args = parse(args)
-    from ..afterburner import training_zrange
+    from ..network import training_zrange
     from ..evaluate import evaluate_predictions
     from ..io.evaluation import write_json
     from ..io.modelfile import default_model_path, load_model, read_model_description

@@ -1,0 +1,209 @@
+"""
+lbgnet.network
+==============
+
+The trained network as production runs it: load a model file once and check it against
+its own configuration (:func:`load_network`), run the compiled forward pass in batches and
+turn the raw outputs into catalogue quantities for any architecture (:class:`Network`),
+and the redshift range the model was trained on (:func:`training_zrange`).
+"""
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .io.catalog import file_sha256
+from .io.errors import InputFileError
+
+#: Spectra per forward pass of the network: TensorFlow keeps every layer's activations of a
+#: batch (~0.5 MB per spectrum for the default network), so this bounds its memory; 256 is
+#: also the fastest batch measured on 2 CPU cores (doc/afterburner.rst).
+DEFAULT_BATCH = 256
+
+
+@dataclass
+class Network:
+    """A loaded line finder and what goes with it.
+
+    Attributes
+    ----------
+    model : keras.Model
+    config : lbgnet.config.Config
+        The configuration stored with the weights (grid, lines, boxes, thresholds).
+    metadata : dict
+    path : str
+        Model weights file (``NAME.weights.h5``; ``NAME.json`` beside it).
+    sha256 : str
+        SHA-256 of the weights file.
+    """
+
+    model: object
+    config: object
+    metadata: dict = field(default_factory=dict)
+    path: str = ''
+    sha256: str = ''
+    forward: object = None
+    _zrange: tuple = None
+
+    @property
+    def architecture(self):
+        """``linefinder``, ``direct`` or ``hybrid`` (:func:`lbgnet.variants.architecture`)."""
+        from .variants import architecture
+        return architecture(self.config)
+
+    def compiled(self):
+        """The compiled forward pass (:func:`compiled_forward`), built on first use."""
+        if self.forward is None:
+            self.forward = compiled_forward(self.model)
+        return self.forward
+
+    def results(self, X, c_thresh, n_thresh, batch_size=DEFAULT_BATCH):
+        """Catalogue quantities of gridded spectra, for any architecture
+        (:meth:`raw_outputs` then :meth:`catalog`).
+
+        Parameters
+        ----------
+        X : numpy.ndarray
+            Shape (nspec, nbins, 2).
+        c_thresh : float
+        n_thresh : int
+        batch_size : int, optional
+
+        Returns
+        -------
+        dict of numpy.ndarray
+        """
+        return self.catalog(self.raw_outputs(X, batch_size), c_thresh, n_thresh)
+
+    def raw_outputs(self, X, batch_size=DEFAULT_BATCH):
+        """Raw network outputs through the compiled forward pass: ``conf`` and ``offset``
+        (line finders, :meth:`predict`; hybrids), ``direct`` (direct and hybrid networks,
+        :func:`lbgnet.predict.predict_raw`)."""
+        if self.architecture == 'linefinder':
+            conf, offset = self.predict(X, batch_size)
+            return {'conf': conf, 'offset': offset}
+        from .predict import predict_raw
+        return predict_raw(self.model, X, self.config, batch_size, forward=self.compiled())
+
+    def catalog(self, raw, c_thresh, n_thresh):
+        """Catalogue quantities from :meth:`raw_outputs`
+        (:func:`lbgnet.predict.catalog_from_raw`: :func:`lbgnet.postprocess.postprocess`
+        for line finders; direct and hybrid networks add ``P_DIRECT``, ``Z_DIRECT``,
+        ``ZERR_DIRECT``)."""
+        from .predict import catalog_from_raw
+        res = catalog_from_raw(raw, self.config, c_thresh, n_thresh)
+        return {key: np.asarray(val) for key, val in res.items()}
+
+    def predict(self, X, batch_size=DEFAULT_BATCH):
+        """Box confidences and offsets, as :func:`lbgnet.model.predict_boxes`, but through a
+        compiled (``tf.function``) forward pass traced once for any batch size: about 4x
+        faster on CPU than the eager call (doc/afterburner.rst).
+
+        Parameters
+        ----------
+        X : numpy.ndarray
+            Shape (nspec, nbins, 2).
+        batch_size : int, optional
+
+        Returns
+        -------
+        conf, offset : numpy.ndarray
+            Shape (nspec, nlines, nboxes), float32.
+        """
+        forward = self.compiled()
+        nlines, nboxes = len(self.config.lines), self.config.nboxes
+        out = np.empty((X.shape[0], nlines, nboxes, 2), dtype=np.float32)
+        for start in range(0, X.shape[0], batch_size):
+            out[start:start + batch_size] = forward(X[start:start + batch_size]).numpy()
+        return out[..., 0], out[..., 1]
+
+    @property
+    def zrange(self):
+        """Redshift range of the LBGs the model was trained on (:func:`training_zrange`)."""
+        if self._zrange is None:
+            self._zrange = training_zrange(self.config, self.metadata)
+        return self._zrange
+
+
+def training_zrange(config, metadata):
+    """Redshift range of the training LBGs of a model.
+
+    In order: ``metadata['z_range']``; the ``simulation.lbg.zrange`` of the simulator
+    configuration named by the model's ``training.simulation``; else the redshifts at
+    which Lyα falls on the input grid.
+
+    Returns
+    -------
+    (float, float)
+    """
+    zr = metadata.get('z_range') if isinstance(metadata, dict) else None
+    if zr is not None and len(zr) == 2:
+        return float(zr[0]), float(zr[1])
+    simname = (config.extra.get('training') or {}).get('simulation')
+    if simname:
+        from .config import ConfigError
+        from .sim.population import load_sim_config
+        try:
+            zlo, zhi = load_sim_config(simname)['simulation']['lbg']['zrange']
+            return float(zlo), float(zhi)
+        except (ConfigError, KeyError, TypeError, ValueError):
+            pass
+    lines = config.lines
+    lya = lines.wave_array[lines.index('LYA')] if 'LYA' in lines.names else lines.wave_array.min()
+    return config.grid.wave_min / lya - 1.0, config.grid.wave_max / lya - 1.0
+
+
+def compiled_forward(model):
+    """``model(x, training=False)`` as a ``tf.function`` with an unknown batch dimension."""
+    import tensorflow as tf
+    spec = tf.TensorSpec((None,) + tuple(model.input_shape[1:]), tf.float32)
+    return tf.function(lambda x: model(x, training=False), input_signature=[spec])
+
+
+def default_model_path():
+    """The pretrained model shipped in the package, or None when there is none."""
+    try:
+        from .io import modelfile
+    except ImportError:
+        return None
+    finder = getattr(modelfile, 'default_model_path', None)
+    path = finder() if finder is not None else None
+    return path if path and os.path.exists(path) else None
+
+
+def load_network(path):
+    """Load a model file and check it against its own configuration.
+
+    Parameters
+    ----------
+    path : str
+        Model written by :func:`lbgnet.io.modelfile.save_model` (its ``.weights.h5`` or
+        ``.json`` file).
+
+    Returns
+    -------
+    Network
+
+    Raises
+    ------
+    InputFileError
+        Missing, unreadable or incompatible model file (its output shape differs from
+        the (nlines, nboxes) of its configuration, or it rejects the grid input).
+    """
+    from .io.modelfile import load_model, model_paths
+    from .predict import predict_raw
+    if path is None:
+        raise InputFileError('--model', 'no model given and no pretrained model shipped')
+    model, config, metadata = load_model(path)
+    probe = np.zeros((1, config.grid.nbins, 2), dtype=np.float32)
+    try:
+        raw = predict_raw(model, probe, config)
+    except (ValueError, TypeError) as err:
+        raise InputFileError(path, f'incompatible model: {str(err).splitlines()[0]}') from None
+    expected = {'conf': (1, len(config.lines), config.nboxes), 'direct': (1, 3)}
+    for key, value in raw.items():
+        if key in expected and np.shape(value) != expected[key]:
+            raise InputFileError(path, f'incompatible model: output {np.shape(value)}, '
+                                 f'configuration expects {expected[key]}')
+    weights = model_paths(path)[0]
+    return Network(model, config, dict(metadata or {}), os.path.abspath(weights), file_sha256(weights))
