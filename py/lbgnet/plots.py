@@ -92,7 +92,7 @@ def plot_purity_efficiency(metrics, path, title=''):
     return save_png(fig, path)
 
 
-def plot_redshift(z_true, z_pred, path, z_bestline=None, title=''):
+def plot_redshift(z_true, z_pred, path, z_bestline=None, title='', z_template=None):
     """Predicted vs true redshift of selected LBGs, with Δz/(1+z) underneath.
 
     Parameters
@@ -103,16 +103,21 @@ def plot_redshift(z_true, z_pred, path, z_bestline=None, title=''):
     z_bestline : array_like, optional
         Single-best-line redshifts, drawn in grey for comparison.
     title : str, optional
+    z_template : array_like, optional
+        Template-refined redshifts (``Z_TPL``), drawn on top.
     """
     z_true = np.asarray(z_true, dtype=float)
     fig = Figure(figsize=(5, 6))
     ax1 = fig.add_subplot(2, 1, 1)
     ax2 = fig.add_subplot(2, 1, 2, sharex=ax1)
-    if z_bestline is not None:
-        ax1.plot(z_true, z_bestline, '.', color='0.6', ms=2, label='best line')
-        ax2.plot(z_true, (np.asarray(z_bestline) - z_true) / (1 + z_true), '.', color='0.6', ms=2)
-    ax1.plot(z_true, z_pred, '.', ms=2, label='Z_LBG (combined)')
-    ax2.plot(z_true, (np.asarray(z_pred) - z_true) / (1 + z_true), '.', ms=2)
+    series = [(z_bestline, 'best line', {'color': '0.6'}), (z_pred, 'Z_LBG (combined)', {}),
+              (z_template, 'Z_TPL (refined)', {'color': 'C3'})]
+    for values, label, style in series:
+        if values is None:
+            continue
+        values = np.asarray(values, dtype=float)
+        ax1.plot(z_true, values, '.', ms=2, label=label, **style)
+        ax2.plot(z_true, (values - z_true) / (1 + z_true), '.', ms=2, **style)
     lims = [np.nanmin(z_true) if z_true.size else 0, np.nanmax(z_true) if z_true.size else 1]
     ax1.plot(lims, lims, 'k-', lw=0.5)
     ax1.set_ylabel('predicted z')

@@ -157,14 +157,15 @@ def collect(args, config, model, refiner=None):
 
 def write_plots(args, metrics, pred, truth, config, first):
     """Figures of one evaluation in ``args.outdir``."""
-    from ..evaluate import LBG_CLASS
+    from ..evaluate import LBG_CLASS, template_or_cnn
     from ..plots import (plot_efficiency_bins, plot_example_spectra, plot_purity_efficiency,
                          plot_redshift)
     out = {k: os.path.join(args.outdir, v) for k, v in OUTPUTS.items()}
     plot_purity_efficiency(metrics, out['pe'], title=args.title)
     sel = (np.asarray(truth['CLASS']).astype(str) == LBG_CLASS) & pred['IS_LBG']
+    z_tpl = template_or_cnn(pred)[sel] if 'Z_TPL' in pred else None
     plot_redshift(truth['Z_TRUE'][sel], pred['Z_LBG'][sel], out['z'],
-                  z_bestline=pred['Z_BESTLINE'][sel], title=args.title)
+                  z_bestline=pred['Z_BESTLINE'][sel], title=args.title, z_template=z_tpl)
     plot_efficiency_bins(metrics, out['eff'])
     if first is not None and first[1] is not None and args.nexamples > 0:
         X, conf, offset, tid = first
