@@ -4,8 +4,9 @@ import pytest
 
 from lbgnet.config import load_config
 from lbgnet.labels import encode_boxes, line_waves_at
-from lbgnet.refine import (Refiner, RefineTemplate, binned_basis, box_support, chi2_scan,
-                           line_boxes, redshift_grid, refine_redshifts, template_from_basis)
+from lbgnet.refine import (DEFAULT_PRIOR_WEIGHT, DEFAULT_WINDOW, Refiner, RefineTemplate,
+                           binned_basis, box_support, chi2_scan, line_boxes, redshift_grid,
+                           refine_redshifts, template_from_basis)
 
 CONFIG = load_config('lbgnet-default.yaml')
 GRID = CONFIG.grid
@@ -198,12 +199,12 @@ def test_box_support_counts_the_lines_in_their_boxes():
     assert box_support(conf, boxes)[0, i0[0]] == pytest.approx(on_grid[0] - 0.5 * line_on_grid)
 
 
-def test_prior_mode_lets_clear_data_overrule_the_network_and_not_noise():
+def test_prior_lets_clear_data_overrule_the_network_and_not_noise():
     tpl = synthetic_template()
     zs = redshift_grid(1.8, 4.6)
     tb = binned_basis(tpl, GRID.edges, zs)
     boxes = line_boxes(CONFIG, zs)
-    z_true, z_net = 3.0, 3.4                                      # the network is wrong
+    z_true, z_net = 3.0, 3.15                                     # lines a box off
     clear = spectra_at(tpl, [z_true], [[1.0, 0.3, 1.5]])
     support = box_support(one_hot_conf([z_net]), boxes)
     out = refine_redshifts(clear, np.full_like(clear, 100.0), np.array([z_net]), tb, zs,
@@ -212,19 +213,28 @@ def test_prior_mode_lets_clear_data_overrule_the_network_and_not_noise():
     noise = np.random.default_rng(2).normal(size=clear.shape)
     out = refine_redshifts(noise, np.ones_like(noise), np.array([z_net]), tb, zs,
                            support=support, prior_weight=3.0)
-    assert abs(out['Z_TPL'][0] - z_net) / (1 + z_net) < 0.04    # the network's boxes win
-    window = refine_redshifts(clear, np.full_like(clear, 100.0), np.array([z_net]), tb, zs,
-                              support=support, prior_weight=0.0)
-    assert abs(window['Z_TPL'][0] - z_net) / (1 + z_net) < 0.021  # weight 0: window mode
+    assert abs(out['Z_TPL'][0] - z_net) / (1 + z_net) < 0.03    # the network's boxes win
+    far = refine_redshifts(clear, np.full_like(clear, 100.0), np.array([3.4]), tb, zs,
+                           window=0.05, support=box_support(one_hot_conf([3.4]), boxes),
+                           prior_weight=3.0)
+    assert abs(far['Z_TPL'][0] - 3.4) / 4.4 < 0.05 + 1e-3         # never beyond the window
+    assert far['DELTACHI2_TPL'][0] < -100
 
 
-def test_refiner_run_uses_the_prior_only_with_boxes():
+def test_refiner_run_applies_the_prior_only_with_boxes():
     tpl = synthetic_template()
-    z_true, z_net = np.array([3.0]), np.array([3.4])
-    flux = spectra_at(tpl, z_true, [[1.0, 0.3, 1.5]])
-    ivar = np.full_like(flux, 100.0)
+    rng = np.random.default_rng(4)
+    z_net = np.array([3.15, 2.2])
+    flux = spectra_at(tpl, [3.0, 2.25], [[1.0, 0.3, 1.5]] * 2) + rng.normal(0, 3, (2, GRID.nbins))
+    ivar = np.full_like(flux, 1 / 9)
+    conf = one_hot_conf(z_net)
     ref = Refiner.build(tpl, CONFIG, (1.8, 4.6))
-    assert ref.mode == 'prior'
-    with_boxes = ref.run(flux, ivar, z_net, one_hot_conf(z_net))
-    without = ref.run(flux, ivar, z_net)                          # e.g. a direct network
-    assert abs(with_boxes['Z_TPL'][0] - 3.0) < 1e-3 and abs(without['Z_TPL'][0] - 3.0) > 0.3
+    assert ref.window == DEFAULT_WINDOW and ref.prior_weight == DEFAULT_PRIOR_WEIGHT
+    expected = refine_redshifts(flux, ivar, z_net, ref.tbasis, ref.zs, ref.window, ref.exclude,
+                                box_support(conf, ref.boxes), 3.0)
+    plain = refine_redshifts(flux, ivar, z_net, ref.tbasis, ref.zs, ref.window, ref.exclude)
+    with_boxes, without = ref.run(flux, ivar, z_net, conf), ref.run(flux, ivar, z_net)
+    for key in expected:
+        assert np.array_equal(with_boxes[key], expected[key], equal_nan=True)
+        assert np.array_equal(without[key], plain[key], equal_nan=True)
+    assert not np.array_equal(with_boxes['Z_TPL'], without['Z_TPL'])

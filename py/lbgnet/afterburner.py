@@ -104,8 +104,8 @@ def refine_selected(refiner, info, results, conf=None):
     results : dict
         ``IS_LBG`` and ``Z_LBG``, shape (nspec,).
     conf : numpy.ndarray, optional
-        The network's box confidences (nspec, nlines, nboxes), for the prior mode of
-        :mod:`lbgnet.refine`; None: window mode.
+        The network's box confidences (nspec, nlines, nboxes), the prior of
+        :mod:`lbgnet.refine`; None: no prior.
 
     Returns
     -------
@@ -131,9 +131,9 @@ def load_refiner(path, config, zrange, window=DEFAULT_WINDOW, prior_weight=DEFAU
     zrange : (float, float)
         The model's LBG redshift range (:attr:`lbgnet.network.Network.zrange`).
     window : float, optional
-        Half width of the search window around ``Z_LBG`` (window mode), in Δz/(1+z).
+        Half width of the search window around ``Z_LBG``, in Δz/(1+z).
     prior_weight : float, optional
-        Weight of the network's box confidences against χ² (prior mode; 0: window mode).
+        Weight of the network's box confidences against χ² (0: plain χ² minimum).
 
     Returns
     -------
@@ -207,8 +207,8 @@ def catalog_header(job, network, c_thresh, n_thresh, layout, templates=None, ref
              ('REFINE', refiner is not None, 'Z_TPL: template refinement of Z_LBG')]
     if refiner is not None:
         cards += [('REFTEMPL', refiner.source, 'template of the refinement'),
-                  ('REFWGT', refiner.prior_weight, 'weight of the CNN box prior (0: window)'),
-                  ('REFWIN', refiner.window, 'window mode: dz/(1+z) half width')]
+                  ('REFWGT', refiner.prior_weight, 'weight of the CNN box prior'),
+                  ('REFWIN', refiner.window, 'search window, dz/(1+z) half width')]
     for i, name in enumerate(templates or ()):
         cards.append((f'RRTEMP{i:02d}', os.path.abspath(name), 'Redrock template of the rerun'))
     cards += [(k, v, c) for k, v, c in LBGWarnMask().header_cards()]

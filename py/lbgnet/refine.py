@@ -10,15 +10,17 @@ offset; the redshift is then limited by the offsets of a few lines.  Fitting a t
 every pixel uses all the spectral features at once (Redrock's method, on the 8 Å grid),
 which makes the redshift several times more precise.  A template fit alone, on faint
 spectra, picks wrong redshifts more often than the network does, so the network guides
-it, in one of two ways:
+it: the redshift minimises
 
-*prior* (line finders, the default)
-    the redshift minimises ``χ²(z) − w S(z)``, where ``S(z)`` (:func:`box_support`) is the
-    sum over the lines of the network's confidence in the box each line falls in at z: the
-    network's box confidences act as a prior over the whole grid, and the template decides
-    where the data are clear enough to overrule them;
-*window* (``prior_weight = 0``, or networks without box outputs)
-    the χ² minimum within ``|z − Z_LBG| / (1 + Z_LBG) < window``.
+    ``χ²(z) − w S(z)``  within  ``|z − Z_LBG| / (1 + Z_LBG) < window``,
+
+where ``S(z)`` (:func:`box_support`) is the sum over the lines of the network's confidence
+in the box each line falls in at z.  The box confidences act as a prior and the template
+overrules them where the data are clear.  The window (±0.1 by default, which holds 90 % of
+the network's wrong redshifts on the validation set) bounds how far it may go, so that a
+template that fits a spectrum badly (a contaminant, sky residuals, a real galaxy unlike
+the template) cannot move the redshift anywhere.  With ``w = 0`` (and for
+networks without box outputs) it is the χ² minimum in the window.
 
 Pure numpy, vectorised over spectra and redshifts (the χ² of all trial redshifts comes
 from ``nbasis (nbasis + 1) / 2`` matrix products per block of spectra).
@@ -43,11 +45,11 @@ import numpy as np
 from .labels import box_position
 from .sim.igm import forest_tau
 
-#: Defaults: weight w of the network's box confidences against χ² (prior mode), half
-#: width of the search window (window mode) and of the DELTACHI2 exclusion zone
-#: (Δz/(1+z)), grid step in log10(1+z), basis vectors used.
+#: Defaults (chosen on the validation set, doc/afterburner.rst): weight w of the network's
+#: box confidences against χ², half width of the search window and of the DELTACHI2
+#: exclusion zone (Δz/(1+z)), grid step in log10(1+z), basis vectors used.
 DEFAULT_PRIOR_WEIGHT = 3.0
-DEFAULT_WINDOW = 0.02
+DEFAULT_WINDOW = 0.1
 DEFAULT_EXCLUDE = 0.01
 DEFAULT_DLOGZ = 2e-4
 DEFAULT_NBASIS = 5
@@ -217,7 +219,7 @@ def box_support(conf, boxes):
 
 def refine_redshifts(flux, ivar, z_start, tbasis, zs, window=DEFAULT_WINDOW,
                      exclude=DEFAULT_EXCLUDE, support=None, prior_weight=DEFAULT_PRIOR_WEIGHT):
-    """Template-refined redshifts guided by the network.
+    """Template-refined redshifts guided by the network (module docstring).
 
     Parameters
     ----------
@@ -230,20 +232,19 @@ def refine_redshifts(flux, ivar, z_start, tbasis, zs, window=DEFAULT_WINDOW,
     zs : numpy.ndarray
         Trial redshifts, uniform in log10(1 + z), shape (nz,).
     window, exclude : float, optional
-        Half widths in Δz/(1+z) of the search window around `z_start` (window mode) and
-        of the zone around the result left out of DELTACHI2.
+        Half widths in Δz/(1+z) of the search window around `z_start` and of the zone
+        around the result left out of DELTACHI2.
     support : numpy.ndarray, optional
-        :func:`box_support` of the spectra, shape (nspec, nz); with a positive
-        `prior_weight`, prior mode (module docstring), else window mode.
+        :func:`box_support` of the spectra, shape (nspec, nz); None: no prior.
     prior_weight : float, optional
-        Weight w of `support` against χ².
+        Weight w of `support` against χ² (0: no prior).
 
     Returns
     -------
     dict of numpy.ndarray
         ``Z_TPL``, ``ZERR_TPL``, ``DELTACHI2_TPL``, shape (nspec,) (see the module
         docstring); NaN for spectra not refined, with a non-finite first guess, without
-        valid bins or (window mode) without a trial redshift in their window.
+        valid bins or without a trial redshift in their window.
     """
     z_start = np.asarray(z_start, dtype=np.float64)
     nspec = z_start.shape[0]
@@ -253,14 +254,13 @@ def refine_redshifts(flux, ivar, z_start, tbasis, zs, window=DEFAULT_WINDOW,
         return out
     chi2 = chi2_scan(np.asarray(flux)[todo], np.asarray(ivar)[todo], tbasis)
     zs = np.asarray(zs, dtype=np.float64)
+    z0 = z_start[todo][:, None]
+    inwin = np.abs(zs[None, :] - z0) / (1.0 + z0) < window
     if support is not None and prior_weight > 0:
-        objective = chi2 - prior_weight * np.asarray(support)[todo]
-        has = np.ones(todo.size, dtype=bool)
+        objective = np.where(inwin, chi2 - prior_weight * np.asarray(support)[todo], np.inf)
     else:
-        z0 = z_start[todo][:, None]
-        inwin = np.abs(zs[None, :] - z0) / (1.0 + z0) < window
         objective = np.where(inwin, chi2, np.inf)
-        has = inwin.any(axis=1)
+    has = inwin.any(axis=1)
     ibest = np.argmin(objective, axis=1)
     rows = np.arange(todo.size)
     dlogz = np.log10(1 + zs[1]) - np.log10(1 + zs[0])
@@ -368,11 +368,6 @@ class Refiner:
         return cls(zs, binned_basis(template, grid.edges, zs), line_boxes(config, zs),
                    float(prior_weight), float(window), float(exclude), str(source))
 
-    @property
-    def mode(self):
-        """``prior`` or ``window`` (for line finders; networks without boxes: window)."""
-        return 'prior' if self.prior_weight > 0 else 'window'
-
     def run(self, flux, ivar, z_start, conf=None):
         """:func:`refine_redshifts` with this set-up.
 
@@ -382,7 +377,7 @@ class Refiner:
             As :func:`refine_redshifts`.
         conf : numpy.ndarray, optional
             The network's box confidences (nspec, nlines, nboxes); None (networks without
-            boxes) means window mode.
+            boxes): no prior.
         """
         support = None
         if conf is not None and self.prior_weight > 0:

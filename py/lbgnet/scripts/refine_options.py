@@ -18,11 +18,10 @@ def add_refine_arguments(parser):
                         'the refinement [the LBG template shipped with lbgnet]')
     parser.add_argument('--refine-prior-weight', type=float, default=DEFAULT_PRIOR_WEIGHT,
                         help='weight of the network\'s box confidences against chi2 in the '
-                        'refinement; 0: search a window around Z_LBG instead [%(default)s]')
+                        'refinement; 0: plain chi2 minimum [%(default)s]')
     parser.add_argument('--refine-window', type=float, default=DEFAULT_WINDOW,
-                        help='half width of the window around Z_LBG searched when '
-                        '--refine-prior-weight is 0 or the network has no boxes, in '
-                        'dz/(1+z) [%(default)s]')
+                        help='half width of the refinement\'s search window around Z_LBG, '
+                        'in dz/(1+z) [%(default)s]')
 
 
 def check_refine_arguments(parser, args):
