@@ -163,6 +163,7 @@ def test_evaluate_script_coadd_and_catalog(tmp_path):
                  paths['redrock'], '--model', model_path, '--outdir', str(out1)]) == 0
     m1 = json.loads((out1 / OUTPUTS['metrics']).read_text())
     assert set(m1) == {'regimes', 'inputs', 'redrock'}
+    assert m1['inputs']['refine']['template'].startswith('rrtemplate-GALAXY-LBG')
     for name, reg in m1['regimes'].items():     # template refinement of the coadd input
         if reg['nlbg']:
             assert reg['redshift_template']['n'] == reg['redshift']['n']

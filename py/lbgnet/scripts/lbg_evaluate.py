@@ -240,6 +240,10 @@ def main(args=None, comm=None):
                               'nexcluded_bad_fibres': extras['nexcluded'],
                               'n_thresh': (config.selection.n_thresh if args.n_thresh is None
                                            else args.n_thresh)}}
+        if refiner is not None:
+            metrics['inputs']['refine'] = {'template': os.path.basename(refiner.source),
+                                           'prior_weight': refiner.prior_weight,
+                                           'window': refiner.window}
         if args.redrock:
             metrics['redrock'] = redrock_metrics(args.redrock, truth, extras['targetid'])
     except InputFileError as err:
