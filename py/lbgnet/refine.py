@@ -256,12 +256,9 @@ def refine_redshifts(flux, ivar, z_start, tbasis, zs, window=DEFAULT_WINDOW,
     zs = np.asarray(zs, dtype=np.float64)
     z0 = z_start[todo][:, None]
     inwin = np.abs(zs[None, :] - z0) / (1.0 + z0) < window
-    if support is not None and prior_weight > 0:
-        objective = np.where(inwin, chi2 - prior_weight * np.asarray(support)[todo], np.inf)
-    else:
-        objective = np.where(inwin, chi2, np.inf)
+    prior = 0.0 if support is None else prior_weight * np.asarray(support)[todo]
+    ibest = np.argmin(np.where(inwin, chi2 - prior, np.inf), axis=1)
     has = inwin.any(axis=1)
-    ibest = np.argmin(objective, axis=1)
     rows = np.arange(todo.size)
     dlogz = np.log10(1 + zs[1]) - np.log10(1 + zs[0])
     shift, curv = _parabola(chi2, ibest, dlogz)
