@@ -84,6 +84,17 @@ def test_mixed_models_refused(tree, tmp_path):
     assert main(['--input-dir', str(tree), '--output', out, '--allow-mixed']) == 0
 
 
+def test_mixed_refinement_refused(tmp_path):
+    root = tmp_path / 'cats'
+    write_cat(str(root / 'a/lbg_cnn-main-dark-1.fits'), [1], [1], [3.0], [0], [1],
+              [('REFINE', True, ''), ('REFWGT', 3.0, ''), ('REFWIN', 0.1, '')])
+    write_cat(str(root / 'b/lbg_cnn-main-dark-2.fits'), [2], [1], [3.0], [0], [1],
+              [('REFINE', True, ''), ('REFWGT', 0.0, ''), ('REFWIN', 0.1, '')])
+    out = str(tmp_path / 'z.fits')
+    assert main(['--input-dir', str(root), '--output', out]) == 1 and not os.path.exists(out)
+    assert main(['--input-dir', str(root), '--output', out, '--allow-mixed']) == 0
+
+
 def test_nothing_to_stack(tmp_path):
     assert main(['--input-dir', str(tmp_path), '--output', str(tmp_path / 'z.fits')]) == 1
     assert main(['--input-dir', str(tmp_path / 'nope'), '--output', str(tmp_path / 'z.fits')]) == 1

@@ -19,7 +19,7 @@ from ..io.errors import InputFileError
 from ..zcatalog import BAD_FOR_CLUSTERING, add_location, stack_catalogs
 
 #: Header keywords that must agree between the stacked catalogues.
-CONSISTENT_KEYS = ('LBGMSHA', 'CTHRESH', 'NTHRESH', 'RERUNRR')
+CONSISTENT_KEYS = ('LBGMSHA', 'CTHRESH', 'NTHRESH', 'RERUNRR', 'REFINE', 'REFWGT', 'REFWIN')
 
 
 def parse(options=None):
@@ -60,8 +60,8 @@ def read_all(files, allow_mixed=False):
     Raises
     ------
     InputFileError
-        A catalogue is unreadable, or its model/thresholds differ from the first one's
-        (unless `allow_mixed`).
+        A catalogue is unreadable, or its model, thresholds, rerun or refinement settings
+        differ from the first one's (unless `allow_mixed`).
     """
     tables, common = [], None
     for path in files:
