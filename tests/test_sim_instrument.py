@@ -6,9 +6,8 @@ from conftest import reference_file
 from lbgnet.config import ConfigError, load_config
 from lbgnet.io import read_coadd
 from lbgnet.io.skymodel import read_sky_lines
-from lbgnet.sim.instrument import (FWHM_PER_SIGMA, build_instrument, convolve_lines, lsf_sigma,
-                                   observe, pipeline_variance, resolution_data,
-                                   resolution_for)
+from lbgnet.sim.instrument import build_instrument, observe, pipeline_variance, resolution_for
+from lbgnet.sim.lsf import FWHM_PER_SIGMA, convolve_lines, lsf_sigma, resolution_data
 
 
 @pytest.fixture(scope='module')

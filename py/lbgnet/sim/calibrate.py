@@ -26,7 +26,7 @@ import numpy as np
 from scipy.ndimage import median_filter
 from scipy.optimize import nnls
 
-from .instrument import lsf_sigma, sky_line_spectrum
+from .lsf import lsf_sigma, sky_line_spectrum
 
 #: Running-median window (pixels) for the smooth object flux.
 SMOOTH_PIXELS = 101
