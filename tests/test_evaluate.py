@@ -4,9 +4,10 @@ import json
 import numpy as np
 import pytest
 
-from lbgnet.evaluate import (binned_efficiency, choose_thresholds, confusion_by_class,
-                             depth_limited, evaluate_predictions, pe_score, purity_efficiency,
-                             redshift_metrics, regime_masks)
+from lbgnet.evaluate import (binned_efficiency, confusion_by_class, depth_limited,
+                             evaluate_predictions, pe_score, purity_efficiency, redshift_metrics,
+                             regime_masks)
+from lbgnet.thresholds import choose_thresholds
 
 
 def test_pe_score_hand_made():

@@ -21,7 +21,6 @@ Definitions used throughout:
 """
 import numpy as np
 
-from .postprocess import lbg_score
 
 #: Redshift regimes of the LBGs: name -> (z_lo or None, z_hi or None).
 REGIMES = {'lowz': (None, 2.6), 'midz': (2.6, 3.4), 'highz': (3.4, None)}
@@ -340,68 +339,6 @@ def evaluate_predictions(truth, pred, c_thresh, regimes=None, nthresh=101):
         out[name] = _jsonable(evaluate_regime(sub_truth, sub_pred, c_thresh, thresholds,
                                               z_edges, mag_edges))
     return out
-
-
-def choose_thresholds(classes, z_true, c_lines, n_candidates=(1, 2, 3), regimes=None):
-    """Default selection thresholds from a validation set.
-
-    For each candidate ``n_thresh`` the LBG score is the ``n_thresh``-th highest line
-    confidence; the ``n_thresh`` with the best mean purity = efficiency score over the
-    regimes wins, and ``c_thresh`` is the threshold where purity = efficiency on the whole
-    set (regime ``all``).
-
-    Parameters
-    ----------
-    classes, z_true : array_like
-        Truth class and redshift, shape (n,).
-    c_lines : numpy.ndarray
-        Line confidences ``C_LINES``, shape (n, nlines).
-    n_candidates : sequence of int, optional
-        [(1, 2, 3)]
-    regimes : dict, optional
-        [:data:`REGIMES`]
-
-    Returns
-    -------
-    c_thresh : float
-    n_thresh : int
-    table : dict
-        n_thresh -> {'mean_score': …, 'c_thresh': …} for every candidate.
-    """
-    c_lines = np.asarray(c_lines)
-    return choose_from_scores(classes, z_true, lambda n: lbg_score(c_lines, n), n_candidates,
-                              regimes)
-
-
-def choose_from_scores(classes, z_true, score_for, n_candidates, regimes=None):
-    """Pick (c_thresh, n_thresh) given a function that scores objects for each n_thresh.
-
-    Parameters
-    ----------
-    classes, z_true : array_like
-        Truth class and redshift, shape (n,).
-    score_for : callable
-        ``score_for(n_thresh)`` -> ``C_LBG`` of every object, shape (n,).
-    n_candidates : sequence of int
-    regimes : dict, optional
-        [:data:`REGIMES`]
-
-    Returns
-    -------
-    c_thresh, n_thresh, table
-        As :func:`choose_thresholds`.
-    """
-    is_true = np.asarray(classes).astype(str) == LBG_CLASS
-    masks = regime_masks(classes, z_true, regimes)
-    table = {}
-    for n_thresh in n_candidates:
-        score = np.asarray(score_for(n_thresh))
-        per_regime = [pe_score(is_true[m], score[m])[0] for k, m in masks.items() if k != 'all']
-        per_regime = [v for v in per_regime if np.isfinite(v)]
-        table[int(n_thresh)] = {'mean_score': float(np.mean(per_regime)) if per_regime else float('nan'),
-                                'c_thresh': pe_score(is_true, score)[1]}
-    best = max(table, key=lambda n: (np.nan_to_num(table[n]['mean_score'], nan=-1.0), -n))
-    return table[best]['c_thresh'], best, table
 
 
 def _edges(values, step):

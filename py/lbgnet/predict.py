@@ -25,8 +25,9 @@ The direct head's outputs are also returned as ``P_DIRECT``, ``Z_DIRECT``, ``ZER
 """
 import numpy as np
 
-from .evaluate import LBG_CLASS, choose_from_scores, choose_thresholds, pe_score, regime_masks
+from .evaluate import LBG_CLASS, pe_score, regime_masks
 from .postprocess import postprocess, postprocess_options
+from .thresholds import choose_from_scores, choose_thresholds
 from .variants import architecture
 
 #: Values of ``postprocess.hybrid_score``.
@@ -148,7 +149,7 @@ def predict_catalog(model, X, config, c_thresh=None, n_thresh=None, batch_size=2
 def choose_catalog_thresholds(raw, truth, config, n_candidates=(1, 2, 3)):
     """Default thresholds from a validation set, for any architecture.
 
-    Line finders use :func:`lbgnet.evaluate.choose_thresholds`.  Otherwise, for each
+    Line finders use :func:`lbgnet.thresholds.choose_thresholds`.  Otherwise, for each
     usable ``n_thresh`` (only 1 for direct networks, whose score has no lines), the mean
     purity = efficiency score over the z regimes is computed on ``C_LBG``; the best
     ``n_thresh`` wins and ``c_thresh`` is where purity = efficiency on the whole set.
