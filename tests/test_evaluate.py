@@ -207,6 +207,14 @@ def test_evaluate_script_coadd_and_catalog(tmp_path):
         assert a['redshift_bestline'] == pytest.approx(b['redshift_bestline'])
         if a['nlbg']:                                  # Z_TPL read from the catalogue
             assert a['redshift_template'] == pytest.approx(b['redshift_template'], rel=1e-6)
+    # a catalogue made without the refinement (Z_TPL all NaN) reports no template metrics
+    _write_catalog(cat, {**{k: v[order] for k, v in res.items()}, 'Z_TPL': np.full(len(X), np.nan)},
+                   targetid[order], cfg.lines.names, flag[order])
+    out4 = tmp_path / 'ev4'
+    assert main(['--catalog', cat, '--truth', paths['truth'], '--model', model_path,
+                 '--outdir', str(out4)]) == 0
+    m4 = json.loads((out4 / OUTPUTS['metrics']).read_text())
+    assert all('redshift_template' not in r for r in m4['regimes'].values())
 
 
 def test_evaluate_script_errors(tmp_path):

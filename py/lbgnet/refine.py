@@ -132,6 +132,12 @@ def chi2_scan(flux, ivar, tbasis, block=128):
     block : int, optional
         Spectra per block (memory ~ block × nz × nbasis² × 8 bytes).
 
+    Notes
+    -----
+    The products of basis pairs, nbasis (nbasis + 1) / 2 arrays of (nbins, nz) float64
+    (170 MB for the shipped model), are formed once per call and shared by all blocks:
+    forming them per block instead was measured 10 % slower.
+
     Returns
     -------
     numpy.ndarray

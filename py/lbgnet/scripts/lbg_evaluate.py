@@ -151,6 +151,8 @@ def collect(args, config, model, refiner=None):
         tids.append(tid)
     pred = {k: np.concatenate([p[k] for p in preds]) for k in preds[0]
             if all(k in p for p in preds)}
+    if 'Z_TPL' in pred and not np.isfinite(pred['Z_TPL']).any():
+        del pred['Z_TPL']          # catalogues made with --no-refine: nothing to report
     truth = {k: np.concatenate([t[k] for t in truths]) for k in truths[0]}
     return pred, truth, {'targetid': tids, 'first': first, 'nexcluded': nexcluded}
 
