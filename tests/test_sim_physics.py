@@ -30,7 +30,8 @@ def _zero_line_config(simcfg):
     """Same configuration with every LBG line and Lyα switched off (continuum only)."""
     cfg = copy.deepcopy(simcfg)
     lbg = cfg['simulation']['lbg']
-    for spec in list(lbg['lines'].values()) + list(lbg['emission'].values()):
+    for spec in (list(lbg['lines'].values()) + list(lbg['emission'].values())
+                 + list(lbg['nuv_absorption'].values())):
         spec['ew'] = 0.0
     lbg['lya_trough_ew'] = 0.0
     return cfg
@@ -185,6 +186,44 @@ def test_lbg_equivalent_widths(simcfg):
         trough = simcfg['simulation']['lbg']['lya_trough_ew'] if truth['LYA_EW'][i] > 0 else 0.0
         want = truth['LYA_EW'][i] + (lines['SIIII']['ew'] + trough) * truth['ISM_SCALE'][i]
         assert ew_lya == pytest.approx(want, rel=0.03, abs=0.3)
+
+
+def test_near_uv_ism_absorption(simcfg):
+    # LBGs at z < 2.6 have FeII/MgII/MgI (rest 2344-2853 A) in the r and z arms: each line
+    # (or doublet) has EW = table EW x ISM_SCALE at the interstellar velocity.
+    n = 5
+    truth = _lbg_truth(simcfg, n, seed=9, IGM_SCALE=0.0, LYA_EW=10.0)
+    truth['Z_TRUE'] = np.linspace(1.8, 2.4, n)
+    truth['ISM_SCALE'] = np.linspace(0.6, 1.6, n)
+    wave = np.arange(3600.0, 9824.0, 0.4)
+    flux = render_spectra(truth, wave, simcfg=simcfg, lsf_sigma=0.8)
+    cont = render_spectra(truth, wave, simcfg=_zero_line_config(simcfg), lsf_sigma=0.8)
+    table = simcfg['simulation']['lbg']['nuv_absorption']
+    for i in range(n):
+        zp1 = 1 + truth['Z_TRUE'][i]
+        vel = 1 + truth['DV_ISM'][i] / C_KMS
+        for names, half in ((('FEII2600',), 6.0), (('MGII2796', 'MGII2803'), 14.0),
+                            (('MGI2853',), 6.0)):
+            centre = np.mean([table[k]['wave'] for k in names]) * vel * zp1
+            ew = _measure_ew(wave, flux[i], cont[i], centre, half * zp1) / zp1
+            want = sum(table[k]['ew'] for k in names) * truth['ISM_SCALE'][i]
+            assert ew == pytest.approx(want, rel=0.03, abs=0.03), names
+    # star-forming low-z galaxies have the same lines; passive ones do not
+    gal = draw_population(simcfg, 200, np.random.default_rng(3), classes=['GALAXY'])
+    passive = gal['SUBTYPE'] == 'PASSIVE'
+    assert np.all(gal['ISM_SCALE'][passive] == 0) and np.all(gal['ISM_SCALE'][~passive] > 0)
+    assert np.mean(gal['ISM_SCALE'][~passive]) == pytest.approx(1.0, abs=0.1)
+    sf = np.nonzero(~passive)[0][:4]
+    gal = gal[sf]
+    gal['Z_TRUE'] = np.linspace(0.6, 1.2, 4)
+    cfg0 = copy.deepcopy(simcfg)
+    cfg0['simulation']['galaxy']['ism_absorption'] = {}
+    flux = render_spectra(gal, wave, simcfg=simcfg)
+    cont = render_spectra(gal, wave, simcfg=cfg0)
+    for i in range(4):
+        zp1 = 1 + gal['Z_TRUE'][i]
+        ew = _measure_ew(wave, flux[i], cont[i], 2600.17 * zp1, 6.0 * zp1) / zp1
+        assert ew == pytest.approx(table['FEII2600']['ew'] * gal['ISM_SCALE'][i], rel=0.03, abs=0.03)
 
 
 def test_galaxy_and_qso_equivalent_widths(simcfg):

@@ -8,9 +8,10 @@ Subtypes: ``SF`` (star-forming), ``OII_LYA`` (strong [OII] emitters placed so th
 [OII] 3727 falls where an LBG's Lyα would, 3728.48 (1+z) = 1215.67 (1+Z_LYA_ALIAS))
 and ``PASSIVE``.  Continuum: power laws BETA_BLUE / BETA_RED below / above 4000 Å
 with a 4000 Å break of amplitude D4000 and stellar absorption lines (CaII H&K, G band,
-Mgb, NaD, MgII) growing with D4000.  Emission lines from the [OII] equivalent width
-and flux ratios (Hβ, [OIII], Hα, [NII], [SII], Hγ, Hδ, [NeIII]) with a Balmer
-decrement from E(B−V).  Parameter sources are in ``etc/lbgnet-sim.yaml``.
+Mgb, NaD, MgII) growing with D4000; the star-forming subtypes also have interstellar
+FeII/MgII/MgI near-UV absorption (the LBG table, scaled by ISM_SCALE).  Emission
+lines from the [OII] equivalent width and flux ratios (Hβ, [OIII], Hα, [NII], [SII],
+Hγ, Hδ, [NeIII]) with a Balmer decrement from E(B−V).  Parameter sources are in ``etc/lbgnet-sim.yaml``.
 """
 import numpy as np
 
@@ -48,7 +49,8 @@ def draw_galaxy(pars, n, rng, lbg_zrange):
     dict
         Columns (shape (n,)): SUBTYPE, Z_TRUE, Z_LYA_ALIAS (NaN unless OII_LYA), D4000,
         BETA_BLUE, BETA_RED, OII_EW (Å, rest, doublet total), OII_RATIO (3729/3726),
-        LOG_OII_HB, LOG_OIII_HB, LOG_NII_HA, LOG_SII_HA, EBV, VDISP (km/s).
+        LOG_OII_HB, LOG_OIII_HB, LOG_NII_HA, LOG_SII_HA, EBV, VDISP (km/s), ISM_SCALE
+        (factor on ``ism_absorption``; 0 for PASSIVE).
     """
     names = list(pars['subtype_fractions'])
     prob = np.array([pars['subtype_fractions'][k] for k in names], dtype=np.float64)
@@ -85,6 +87,9 @@ def draw_galaxy(pars, n, rng, lbg_zrange):
         'LOG_SII_HA': rng.normal(*pars['log_sii_ha'], n),
         'EBV': rng.uniform(*pars['ebv_range'], n),
         'VDISP': rng.uniform(*pars['vdisp_range'], n),
+        # Drawn last so that the columns above keep their random streams.
+        'ISM_SCALE': np.where(passive, 0.0, np.exp(rng.normal(
+            -0.5 * pars.get('ism_scale_sigma', 0.0) ** 2, pars.get('ism_scale_sigma', 0.0), n))),
     }
 
 
@@ -140,7 +145,14 @@ def galaxy_components(truth, pars):
     ew_a = np.array([v['ew'] for v in absn.values()])[None, :] * strength[:, None]
     sig_a = cap_depth(ew_a, np.broadcast_to(rest_a * pars['absorption_sigma'] / C_KMS, (n, rest_a.size)),
                       pars['max_absorption_depth'])
+    ism = pars.get('ism_absorption') or {}
+    rest_i = np.array([v['wave'] for v in ism.values()], dtype=np.float64)
+    scale = np.nan_to_num(np.asarray(truth['ISM_SCALE'], dtype=np.float64))  # NaN: none
+    ew_i = np.array([v['ew'] for v in ism.values()], dtype=np.float64)[None, :] * scale[:, None]
+    sig_i = cap_depth(ew_i, np.broadcast_to(rest_i * pars.get('ism_sigma', 250.0) / C_KMS,
+                                            (n, rest_i.size)), pars['max_absorption_depth'])
     rest = np.concatenate([np.broadcast_to(rest_e, (n, rest_e.size)),
-                           np.broadcast_to(rest_a, (n, rest_a.size))], axis=1)
-    return Components(z, continuum, rest, np.concatenate([sig_e, sig_a], axis=1),
-                      np.concatenate([ew_e, ew_a], axis=1))
+                           np.broadcast_to(rest_a, (n, rest_a.size)),
+                           np.broadcast_to(rest_i, (n, rest_i.size))], axis=1)
+    return Components(z, continuum, rest, np.concatenate([sig_e, sig_a, sig_i], axis=1),
+                      np.concatenate([ew_e, ew_a, ew_i], axis=1))

@@ -9,8 +9,9 @@ Model (rest frame, f_λ): UV power law ``(λ/1500)^BETA``, turning over blueward
 (asymmetric: a Gaussian core plus a red wing, redshifted by DV_LYA, on top of a
 weaker broad trough) or in absorption (a broad damped trough at the interstellar
 velocity); the interstellar absorption
-lines of the 16-line list at DV_ISM (blueshifted), low-ionisation and HI lines
-scaled by ISM_SCALE, high-ionisation lines by HIGH_ION_SCALE; HeII 1640, OIII]
+lines of the 16-line list and the near-UV FeII/MgII/MgI lines at DV_ISM
+(blueshifted), low-ionisation and HI lines scaled by ISM_SCALE, high-ionisation
+lines by HIGH_ION_SCALE; HeII 1640, OIII]
 1661/1666, CIII] 1907/1909 and SiII* emission at the systemic redshift; the
 intergalactic Lyman-series forest (:mod:`lbgnet.sim.igm`) and zero flux below the
 Lyman limit.  Every parameter and its published source is in ``etc/lbgnet-sim.yaml``.
@@ -168,6 +169,13 @@ def lbg_lines(truth, pars, linewaves):
         # Saturated lines with partial covering: a larger EW means a wider line, not a
         # deeper one (depth capped at ism_depth_max, Shapley et al. 2003 Sec. 4.2).
         sig = np.maximum(lam * pars['sigma_ism'] * spec['width'] / C_KMS,
+                         np.abs(ew) / (np.sqrt(2 * np.pi) * pars['ism_depth_max']))
+        cols.append((lam * (1 + dvi / C_KMS), sig, ew))
+    # Near-UV FeII / MgII / MgI absorption (not in the line list), like the low-ion lines.
+    for spec in pars.get('nuv_absorption', {}).values():
+        lam = float(spec['wave'])
+        ew = spec['ew'] * np.asarray(truth['ISM_SCALE'], dtype=np.float64)
+        sig = np.maximum(lam * pars['sigma_ism'] / C_KMS,
                          np.abs(ew) / (np.sqrt(2 * np.pi) * pars['ism_depth_max']))
         cols.append((lam * (1 + dvi / C_KMS), sig, ew))
     # Lyα: emission core + red wing (W > 0) or damped absorption trough (W < 0).

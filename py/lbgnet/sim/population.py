@@ -29,7 +29,7 @@ COLUMNS = {
     'BETA': ('f8', np.nan, 'LBG UV slope, f_lambda ~ lambda^BETA'),
     'DV_LYA': ('f8', np.nan, 'LBG Lya emission velocity offset, km/s'),
     'DV_ISM': ('f8', np.nan, 'LBG interstellar absorption velocity offset, km/s'),
-    'ISM_SCALE': ('f8', np.nan, 'LBG low-ionisation/HI absorption EW factor'),
+    'ISM_SCALE': ('f8', np.nan, 'LBG low-ion/HI, galaxy near-UV ISM absorption EW factor'),
     'HIGH_ION_SCALE': ('f8', np.nan, 'LBG SiIV/CIV absorption EW factor'),
     'IGM_SCALE': ('f8', np.nan, 'line-of-sight factor on the forest optical depth'),
     'IGM_SEED': ('i8', 0, 'seed of the line-of-sight forest realisation'),
