@@ -164,6 +164,9 @@ def test_evaluate_script_coadd_and_catalog(tmp_path):
                  paths['redrock'], '--model', model_path, '--outdir', str(out1)]) == 0
     m1 = json.loads((out1 / OUTPUTS['metrics']).read_text())
     assert set(m1) == {'regimes', 'inputs', 'redrock'}
+    from astropy.io import fits
+    simhash = fits.getheader(paths['truth'])['SIMHASH']
+    assert m1['inputs']['simulator'] == {'model': None, 'files': [simhash], 'match': None}
     assert m1['inputs']['refine']['template'].startswith('rrtemplate-GALAXY-LBG')
     for name, reg in m1['regimes'].items():     # template refinement of the coadd input
         if reg['nlbg']:
@@ -217,6 +220,16 @@ def test_evaluate_script_coadd_and_catalog(tmp_path):
     assert all('redshift_template' not in r for r in m4['regimes'].values())
 
 
+def test_compare_simulators():
+    from lbgnet.scripts.lbg_evaluate import compare_simulators
+    files = {'a.fits': 'h1', 'b.fits': 'h1', 'c.fits': None}
+    assert compare_simulators(files, 'h1') == {'model': 'h1', 'files': ['h1'], 'match': True}
+    assert compare_simulators(files, 'h2')['match'] is False
+    assert compare_simulators({'a.fits': 'h1', 'b.fits': 'h2'}, 'h1')['match'] is False
+    assert compare_simulators(files, None)['match'] is None
+    assert compare_simulators({'c.fits': None}, 'h1') == {'model': 'h1', 'files': [], 'match': None}
+
+
 def test_evaluate_script_errors(tmp_path):
     from lbgnet.scripts.lbg_evaluate import main
     paths = _mock_files(tmp_path, nspec=20)
@@ -229,6 +242,12 @@ def test_evaluate_script_errors(tmp_path):
     fitsio.write(str(tmp_path / 'truth-bad.fits'), truth, extname='TRUTH', clobber=True)
     assert main(['--coadd', paths['coadd'], '--truth', str(tmp_path / 'truth-bad.fits'),
                  '--model', model_path, '--outdir', str(tmp_path / 'out')]) == 1
+    assert not (tmp_path / 'out').exists()
+    # the truth file of another mock run with the same TARGETIDs: refused (TRUTHSUM)
+    np.testing.assert_array_equal(fitsio.read(other['truth'], ext='TRUTH')['TARGETID'],
+                                  fitsio.read(paths['truth'], ext='TRUTH')['TARGETID'])
+    assert main(['--coadd', paths['coadd'], '--truth', other['truth'], '--model', model_path,
+                 '--outdir', str(tmp_path / 'out')]) == 1
     assert not (tmp_path / 'out').exists()
     assert main(['--coadd', paths['coadd'], '--truth', paths['truth'], '--model',
                  str(tmp_path / 'missing.weights.h5'), '--outdir', str(tmp_path / 'out')]) == 1

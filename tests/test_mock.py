@@ -8,9 +8,10 @@ from astropy.io import fits
 from astropy.table import Table
 
 from lbgnet.io import read_coadd, read_redrock
-from lbgnet.io.mock import read_truth, write_mock
+from lbgnet.io.errors import InputFileError
+from lbgnet.io.mock import check_truth_matches, mock_keywords, read_truth, truth_checksum, write_mock
 from lbgnet.scripts.lbg_mock import main, parse
-from lbgnet.sim.mock import load_mock_setup, make_mock
+from lbgnet.sim.mock import load_mock_setup, make_mock, simulator_hash
 from lbgnet.sim.rrmock import LYA_WAVE, OII_WAVE, ZWARN_BITS, simulate_redrock
 
 
@@ -79,7 +80,26 @@ def test_dead_fibres_have_no_data_and_nodata_zwarn(setup):
     assert np.all(zwarn[badamp] & ZWARN_BITS['LITTLE_COVERAGE'])
 
 
-def test_files_round_trip(tmp_path, mock):
+def test_simulator_hash(setup):
+    import copy
+    import dataclasses
+    base = simulator_hash(setup)
+    assert len(base) == 16 and simulator_hash(load_mock_setup()) == base
+    for path, value in ((('simulation', 'lbg', 'zrange'), [2.0, 3.0]),
+                        (('simulation', 'class_fractions'), {'LBG': 1.0}),
+                        (('mock', 'efftime_range'), [100.0, 200.0]),
+                        (('simulation', 'lbg', 'sigma_ism'), 300.0),
+                        (('instrument', 'noise', 'efftime_ref'), 1000.0)):
+        other = dataclasses.replace(setup, simcfg=copy.deepcopy(setup.simcfg))
+        node = other.simcfg
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+        sampling = path[-1] in ('zrange', 'class_fractions', 'efftime_range')
+        assert (simulator_hash(other) == base) == sampling, path
+
+
+def test_files_round_trip(tmp_path, setup, mock):
     from desispec.io import read_spectra
     paths = write_mock(str(tmp_path), mock, 'lbgnet-mock.yaml')
     assert sorted(os.path.basename(p) for p in glob.glob(str(tmp_path / '*'))) == sorted(
@@ -100,6 +120,15 @@ def test_files_round_trip(tmp_path, mock):
     truth = read_truth(paths['truth'])
     np.testing.assert_array_equal(truth['TARGETID'], coadd.targetid)
     np.testing.assert_array_equal(truth['CLASS'], mock.truth['CLASS'])
+    # provenance: the same SIMHASH and TRUTHSUM in the three files; TRUTHSUM survives FITS
+    keys = [mock_keywords(p) for p in paths.values()]
+    assert all(k == keys[0] for k in keys)
+    assert keys[0]['SIMHASH'] == simulator_hash(setup)
+    assert keys[0]['TRUTHSUM'] == truth_checksum(truth) == truth_checksum(mock.truth)
+    check_truth_matches(paths['coadd'], paths['truth'], truth)
+    truth['Z_TRUE'][0] += 1e-6
+    with pytest.raises(InputFileError, match='does not belong to'):
+        check_truth_matches(paths['coadd'], paths['truth'], truth)
 
 
 def _tiny_template(path):

@@ -114,6 +114,10 @@ def test_train_script_with_simulator(tmp_path):
     assert cfg.selection.n_thresh in (1, 2, 3)
     assert meta['training']['epochs_run'] == 2 and meta['training']['fit_seconds'] > 0
     assert meta['training']['options']['seed'] == 5
+    # the simulator fingerprint, the same as in the validation files it wrote
+    from lbgnet.io.mock import mock_keywords
+    val_truth = sorted((out / 'validation').glob('truth-*.fits'))[0]
+    assert meta['training']['simulator_hash'] == mock_keywords(val_truth)['SIMHASH']
     assert set(meta['validation_metrics']) == {'all', 'lowz', 'midz', 'highz'}
     assert len(meta['history']['val_score']) == 2
     assert (out / 'validation').is_dir() and (out / 'history.csv').exists()

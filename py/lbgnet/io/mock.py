@@ -98,6 +98,63 @@ def write_truth(path, truth, header):
     return write_tables(path, header, [('TRUTH', truth)])
 
 
+def truth_checksum(truth):
+    """Content fingerprint of a truth table (first 16 hex digits of a SHA-256).
+
+    Computed from TARGETID, CLASS and Z_TRUE, so it survives a FITS round trip.  The mock
+    writes it as ``TRUTHSUM`` into the coadd, Redrock and truth headers: a truth file whose
+    content does not give its coadd's TRUTHSUM belongs to another mock run, even when the
+    TARGETIDs agree (mocks written with the same pixel do reuse them).
+    """
+    import hashlib
+    digest = hashlib.sha256()
+    digest.update(np.ascontiguousarray(np.asarray(truth['TARGETID'], dtype='<i8')).tobytes())
+    classes = np.char.strip(np.asarray(truth['CLASS']).astype(str))
+    digest.update('\n'.join(classes.tolist()).encode('ascii'))
+    digest.update(np.ascontiguousarray(np.asarray(truth['Z_TRUE'], dtype='<f8')).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def mock_keywords(path):
+    """The mock's provenance keywords (``SIMHASH``, ``TRUTHSUM``) found in a primary header.
+
+    Returns
+    -------
+    dict
+        Only the keywords present, as stripped strings.
+    """
+    with open_fits(str(path)) as fx:
+        header = fx[0].read_header()
+    return {k: str(header[k]).strip() for k in ('SIMHASH', 'TRUTHSUM') if k in header}
+
+
+def check_truth_matches(coadd_path, truth_path, truth):
+    """Raise when a truth table does not belong to a mock coadd.
+
+    Parameters
+    ----------
+    coadd_path, truth_path : str
+    truth : astropy.table.Table
+        The table read from `truth_path`.
+
+    Raises
+    ------
+    InputFileError
+        When the coadd header has a ``TRUTHSUM`` that the truth content does not give.
+        Files without the keyword (other writers, older mocks) are not checked.
+    """
+    expected = mock_keywords(coadd_path).get('TRUTHSUM')
+    if expected is None:
+        return
+    found = truth_checksum(truth)
+    if expected != found:
+        raise InputFileError(str(truth_path),
+                             f'does not belong to {os.path.basename(str(coadd_path))} '
+                             f'(content checksum {found}, the coadd was written with '
+                             f'TRUTHSUM {expected}): truth and coadd from '
+                             'different mock runs?')
+
+
 def read_truth(path):
     """Read the TRUTH table of a mock truth file.
 
@@ -129,6 +186,7 @@ def write_mock(outdir, mock, config_name=None):
         'coadd', 'redrock', 'truth' -> written paths.
     """
     meta = dict(mock.meta)
+    meta['TRUTHSUM'] = truth_checksum(mock.truth)
     paths = mock_filenames(outdir, meta['SURVEY'], meta['PROGRAM'], meta['HPXPIXEL'])
     header = provenance_header(meta, config_name)
     fibermap = mock.fibermap.copy(copy_data=False)

@@ -123,12 +123,18 @@ def collect(args, config, model, refiner=None):
     pred : dict of numpy.ndarray
     truth : dict of numpy.ndarray
     extras : dict
-        TARGETIDs per file, the number of spectra left out (dead fibres) and, for coadd
-        input, the first file's arrays for the example plot.
+        TARGETIDs per file, the number of spectra left out (dead fibres), the ``SIMHASH``
+        of each truth file (None when absent) and, for coadd input, the first file's
+        arrays for the example plot.
+
+    Raises
+    ------
+    InputFileError
+        Also when a truth file does not belong to its coadd (``TRUTHSUM``).
     """
     from ..io.evaluation import read_prediction_catalog
-    from ..io.mock import read_truth
-    preds, truths, tids, first, nexcluded = [], [], [], None, 0
+    from ..io.mock import check_truth_matches, mock_keywords, read_truth
+    preds, truths, tids, first, nexcluded, simhash = [], [], [], None, 0, {}
     for i, (path, truth_path) in enumerate(zip(args.coadd or args.catalog, args.truth)):
         if args.coadd:
             tid, res, X, conf, offset, nbad = predict_coadd(path, model, config, args.c_thresh,
@@ -145,6 +151,9 @@ def collect(args, config, model, refiner=None):
             if args.c_thresh is not None:
                 res['IS_LBG'] = res['C_LBG'] > args.c_thresh
         truth = read_truth(truth_path)
+        if args.coadd:
+            check_truth_matches(path, truth_path, truth)
+        simhash[truth_path] = mock_keywords(truth_path).get('SIMHASH')
         rows = match_rows(np.asarray(truth['TARGETID']), tid, truth_path)
         truths.append({k: np.asarray(truth[k])[rows] for k in ('CLASS', 'Z_TRUE', 'RMAG')})
         preds.append({k: np.asarray(res[k]) for k in PRED_KEYS if k in res})
@@ -154,7 +163,41 @@ def collect(args, config, model, refiner=None):
     if 'Z_TPL' in pred and not np.isfinite(pred['Z_TPL']).any():
         del pred['Z_TPL']          # catalogues made with --no-refine: nothing to report
     truth = {k: np.concatenate([t[k] for t in truths]) for k in truths[0]}
-    return pred, truth, {'targetid': tids, 'first': first, 'nexcluded': nexcluded}
+    return pred, truth, {'targetid': tids, 'first': first, 'nexcluded': nexcluded,
+                         'simhash': simhash}
+
+
+def compare_simulators(file_hashes, model_hash):
+    """Which simulator made the test files, against the one the model was trained on.
+
+    Logs a warning when a truth file's ``SIMHASH`` differs from the model card's
+    ``training.simulator_hash``: metrics measured on files of another simulator version
+    are not comparable with the model card's (regenerate the test files).
+
+    Parameters
+    ----------
+    file_hashes : dict
+        Truth file -> SIMHASH (None when the file has none).
+    model_hash : str or None
+
+    Returns
+    -------
+    dict
+        ``model``, ``files`` (the distinct hashes) and ``match`` (None when unknown).
+    """
+    found = sorted({h for h in file_hashes.values() if h is not None})
+    match = None
+    if model_hash is not None and found:
+        match = found == [model_hash]
+        if not match:
+            other = [os.path.basename(p) for p, h in file_hashes.items()
+                     if h is not None and h != model_hash]
+            get_logger().warning('%s simulated by another simulator (SIMHASH %s) than the '
+                                 'model was trained on (%s): these metrics are not comparable '
+                                 'with its model card; regenerate the test files',
+                                 ', '.join(other), ', '.join(h for h in found if h != model_hash),
+                                 model_hash)
+    return {'model': model_hash, 'files': found, 'match': match}
 
 
 def write_plots(args, metrics, pred, truth, config, first):
@@ -232,7 +275,8 @@ def main(args=None, comm=None):
             model, config, metadata = load_model(model_path)
             refiner = make_refiner(args, config, training_zrange(config, metadata))
         else:
-            model, config = None, read_model_description(model_path)[1]
+            description, config = read_model_description(model_path)
+            model, metadata = None, description.get('metadata')
         pred, truth, extras = collect(args, config, model, refiner)
         c_thresh = config.selection.c_thresh if args.c_thresh is None else args.c_thresh
         regimes = evaluate_predictions(truth, pred, c_thresh)
@@ -242,6 +286,8 @@ def main(args=None, comm=None):
                               'nexcluded_bad_fibres': extras['nexcluded'],
                               'n_thresh': (config.selection.n_thresh if args.n_thresh is None
                                            else args.n_thresh)}}
+        metrics['inputs']['simulator'] = compare_simulators(
+            extras['simhash'], (metadata or {}).get('training', {}).get('simulator_hash'))
         if refiner is not None:
             metrics['inputs']['refine'] = {'template': os.path.basename(refiner.source),
                                            'prior_weight': refiner.prior_weight,

@@ -225,9 +225,11 @@ def initial_model(config, init_from, init_layers='all'):
 def model_card(args, config, opts, batches, coadds, info, thresholds, val_metrics, history,
                seconds):
     """Metadata stored with the model: training recipe, time, thresholds, validation metrics."""
+    from ..sim.mock import simulator_hash
     c_thresh, n_thresh, table = thresholds
     return {
         'training': {'config': os.path.basename(config.source), 'options': opts,
+                     'simulator_hash': simulator_hash(batches.setup),
                      'generator': {'batches_per_epoch': len(batches),
                                    'augment': dataclasses.asdict(batches.augment),
                                    'efftime_range': list(batches.efftime_range),

@@ -42,6 +42,47 @@ class MockSetup:
     templates: object = None
 
 
+#: Configuration sections that define the simulated spectra (the training augmentation,
+#: selection thresholds and box count do not).
+SIMULATOR_SECTIONS = ('grid', 'lines', 'instrument', 'simulation', 'mock', 'redrock_mock')
+#: Sampling choices left out of the fingerprint: the same simulator makes test sets of
+#: other mixes, redshift or magnitude ranges, depths and file layouts.
+SAMPLING_KEYS = (('simulation', 'class_fractions'), ('simulation', 'rmag_range'),
+                 ('simulation', 'lbg', 'zrange'), ('mock', 'efftime_range'), ('mock', 'files'))
+
+
+def simulator_hash(setup):
+    """Fingerprint of the simulator a :class:`MockSetup` describes.
+
+    SHA-256 (first 16 hex digits) of the configuration sections that define the simulated
+    spectra (:data:`SIMULATOR_SECTIONS`) and of which optional empirical inputs are used.
+    Sampling choices (:data:`SAMPLING_KEYS`: class mix, magnitude and LBG redshift ranges,
+    depth range, file layout) are left out, so test sets drawn differently from the same
+    models share it; a change of any physical or instrumental parameter changes it.  Written as ``SIMHASH``
+    into the headers of mock files and into the model card of trained networks, so that
+    ``desi_lbg_evaluate`` can warn when test files come from another simulator.
+
+    Returns
+    -------
+    str
+    """
+    import copy
+    import hashlib
+    import json
+    content = copy.deepcopy({k: setup.simcfg.get(k) for k in SIMULATOR_SECTIONS})
+    for path in SAMPLING_KEYS:
+        node = content
+        for key in path[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(path[-1], None)
+    templates = setup.templates
+    content['templates'] = (None if templates is None else
+                            sorted(k for k, v in vars(templates).items() if v is not None))
+    text = json.dumps(content, sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode('utf-8')).hexdigest()[:16]
+
+
 def load_mock_setup(name=DEFAULT_MOCK_CONFIG, lbg_composite=None, rr_template_dir=None,
                     sky_lines=None):
     """Load the configuration, the sky lines and the optional templates.
@@ -263,7 +304,7 @@ def make_mock(setup, nspec, rng, pixel=0, population=None, with_resolution=True,
     files = mockcfg['files']
     meta = dict(SPGRP='healpix', SPGRPVAL=int(pixel), HPXPIXEL=int(pixel),
                 HPXNSIDE=int(files['nside']), HPXNEST=True, SURVEY=str(files['survey']),
-                PROGRAM=str(files['program']))
+                PROGRAM=str(files['program']), SIMHASH=simulator_hash(setup))
     resolution = resolution_for(inst, nspec) if with_resolution else None
     return MockData(inst.waves, fluxes, ivars, masks, models, resolution, truth,
                     fibermap, exp_fibermap, scores, redshifts, meta)
