@@ -16,8 +16,8 @@ it: the redshift minimises
 
 where ``S(z)`` (:func:`box_support`) is the sum over the lines of the network's confidence
 in the box each line falls in at z.  The box confidences act as a prior and the template
-overrules them where the data are clear.  The window (±0.1 by default, which holds 90 % of
-the network's wrong redshifts on the validation set) bounds how far it may go, so that a
+overrules them where the data are clear.  The window (±0.1 by default, which holds 83 % of
+the shipped network's wrong redshifts on the validation set) bounds how far it may go, so that a
 template that fits a spectrum badly (a contaminant, sky residuals, a real galaxy unlike
 the template) cannot move the redshift anywhere.  With ``w = 0`` (and for
 networks without box outputs) it is the χ² minimum in the window.
