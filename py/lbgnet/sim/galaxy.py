@@ -11,7 +11,8 @@ with a 4000 Å break of amplitude D4000 and stellar absorption lines (CaII H&K, 
 Mgb, NaD, MgII) growing with D4000; the star-forming subtypes also have interstellar
 FeII/MgII/MgI near-UV absorption (the LBG table, scaled by ISM_SCALE).  Emission
 lines from the [OII] equivalent width and flux ratios (Hβ, [OIII], Hα, [NII], [SII],
-Hγ, Hδ, [NeIII]) with a Balmer decrement from E(B−V).  Parameter sources are in ``etc/lbgnet-sim.yaml``.
+Hγ, Hδ, [NeIII]) with a Balmer decrement from E(B−V).  Parameter sources are in
+``etc/lbgnet-sim.yaml``.
 """
 import numpy as np
 

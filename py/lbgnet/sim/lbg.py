@@ -161,21 +161,18 @@ def lbg_lines(truth, pars, linewaves):
     dvi = np.asarray(truth['DV_ISM'], dtype=np.float64)
     n = lya.size
     cols = []    # (rest centre (n,), sigma (n,), ew (n,))
-    ism = pars['lines']
-    for name, spec in ism.items():
-        lam = float(linewaves[name])
-        scale = truth['HIGH_ION_SCALE'] if spec['group'] == 'high' else truth['ISM_SCALE']
-        ew = spec['ew'] * np.asarray(scale, dtype=np.float64)
+    # (rest wavelength, EW, group, width) of the interstellar lines: the line list's and
+    # the near-UV FeII / MgII / MgI lines outside it, which behave like the low-ion ones.
+    ism = [(float(linewaves[name]), spec['ew'], spec['group'], spec['width'])
+           for name, spec in pars['lines'].items()]
+    ism += [(float(spec['wave']), spec['ew'], 'low', 1.0)
+            for spec in pars.get('nuv_absorption', {}).values()]
+    for lam, ew0, group, width in ism:
+        scale = truth['HIGH_ION_SCALE'] if group == 'high' else truth['ISM_SCALE']
+        ew = ew0 * np.asarray(scale, dtype=np.float64)
         # Saturated lines with partial covering: a larger EW means a wider line, not a
         # deeper one (depth capped at ism_depth_max, Shapley et al. 2003 Sec. 4.2).
-        sig = np.maximum(lam * pars['sigma_ism'] * spec['width'] / C_KMS,
-                         np.abs(ew) / (np.sqrt(2 * np.pi) * pars['ism_depth_max']))
-        cols.append((lam * (1 + dvi / C_KMS), sig, ew))
-    # Near-UV FeII / MgII / MgI absorption (not in the line list), like the low-ion lines.
-    for spec in pars.get('nuv_absorption', {}).values():
-        lam = float(spec['wave'])
-        ew = spec['ew'] * np.asarray(truth['ISM_SCALE'], dtype=np.float64)
-        sig = np.maximum(lam * pars['sigma_ism'] / C_KMS,
+        sig = np.maximum(lam * pars['sigma_ism'] * width / C_KMS,
                          np.abs(ew) / (np.sqrt(2 * np.pi) * pars['ism_depth_max']))
         cols.append((lam * (1 + dvi / C_KMS), sig, ew))
     # Lyα: emission core + red wing (W > 0) or damped absorption trough (W < 0).

@@ -58,9 +58,10 @@ def simulator_hash(setup):
     spectra (:data:`SIMULATOR_SECTIONS`) and of which optional empirical inputs are used.
     Sampling choices (:data:`SAMPLING_KEYS`: class mix, magnitude and LBG redshift ranges,
     depth range, file layout) are left out, so test sets drawn differently from the same
-    models share it; a change of any physical or instrumental parameter changes it.  Written as ``SIMHASH``
-    into the headers of mock files and into the model card of trained networks, so that
-    ``desi_lbg_evaluate`` can warn when test files come from another simulator.
+    models share it; a change of any physical or instrumental parameter changes it.
+    Written as ``SIMHASH`` into the headers of mock files and into the model card of
+    trained networks, so that ``desi_lbg_evaluate`` can warn when test files come from
+    another simulator.
 
     Returns
     -------
