@@ -249,6 +249,19 @@ def test_evaluate_script_errors(tmp_path):
     assert main(['--coadd', paths['coadd'], '--truth', other['truth'], '--model', model_path,
                  '--outdir', str(tmp_path / 'out')]) == 1
     assert not (tmp_path / 'out').exists()
+    # ... also through an afterburner catalogue, which carries the coadd's TRUTHSUM
+    from lbgnet.io.mock import mock_keywords
+    from lbgnet.scripts.lbg_afterburner import main as afterburner
+    cat = str(tmp_path / 'lbg_cnn-mock.fits')
+    assert afterburner(['--coadd', paths['coadd'], '--redrock', paths['redrock'], '--output', cat,
+                        '--priors', str(tmp_path / 'priors.fits'), '--model', model_path,
+                        '--no-refine']) == 0
+    assert mock_keywords(cat) == mock_keywords(paths['coadd'])
+    assert main(['--catalog', cat, '--truth', other['truth'], '--model', model_path,
+                 '--outdir', str(tmp_path / 'out')]) == 1
+    assert not (tmp_path / 'out').exists()
+    assert main(['--catalog', cat, '--truth', paths['truth'], '--model', model_path,
+                 '--outdir', str(tmp_path / 'out'), '--nexamples', '0']) == 0
     assert main(['--coadd', paths['coadd'], '--truth', paths['truth'], '--model',
                  str(tmp_path / 'missing.weights.h5'), '--outdir', str(tmp_path / 'out')]) == 1
     with pytest.raises(SystemExit):

@@ -21,6 +21,7 @@ from .io.catalog import LOCATION_KEYS, provenance_header
 from .io.chunks import iter_coadd_chunks
 from .io.discover import file_metadata
 from .io.errors import InputFileError
+from .io.mock import MOCK_KEYS
 from .network import DEFAULT_BATCH
 from .parallel import threads_per_rank
 from .preprocess import coadd_to_grid
@@ -218,6 +219,9 @@ def catalog_header(job, network, c_thresh, n_thresh, layout, templates=None, ref
         location.update({k: fmeta[k] for k in LOCATION_KEYS if k in fmeta})
         location.update({k: layout.header[k] for k in LOCATION_KEYS if k in layout.header})
     cards += [(k, location[k], '') for k in LOCATION_KEYS if k in location]
+    if layout is not None:                       # mock coadds: evaluation checks them
+        cards += [(k, str(layout.header[k]).strip(), 'mock provenance (lbgnet.sim)')
+                  for k in MOCK_KEYS if k in layout.header]
     return provenance_header(cards, dependencies={'lbgnet': __version__})
 
 

@@ -98,6 +98,11 @@ def write_truth(path, truth, header):
     return write_tables(path, header, [('TRUTH', truth)])
 
 
+#: Provenance keywords of mock files (:func:`truth_checksum`,
+#: :func:`lbgnet.sim.mock.simulator_hash`); the afterburner copies them into its catalogues.
+MOCK_KEYS = ('SIMHASH', 'TRUTHSUM')
+
+
 def truth_checksum(truth):
     """Content fingerprint of a truth table (first 16 hex digits of a SHA-256).
 
@@ -125,31 +130,34 @@ def mock_keywords(path):
     """
     with open_fits(str(path)) as fx:
         header = fx[0].read_header()
-    return {k: str(header[k]).strip() for k in ('SIMHASH', 'TRUTHSUM') if k in header}
+    return {k: str(header[k]).strip() for k in MOCK_KEYS if k in header}
 
 
-def check_truth_matches(coadd_path, truth_path, truth):
-    """Raise when a truth table does not belong to a mock coadd.
+def check_truth_matches(source_path, truth_path, truth):
+    """Raise when a truth table does not belong to a mock coadd (or its catalogue).
 
     Parameters
     ----------
-    coadd_path, truth_path : str
+    source_path : str
+        The mock coadd, or an afterburner catalogue made from it (which carries the
+        coadd's ``TRUTHSUM``).
+    truth_path : str
     truth : astropy.table.Table
         The table read from `truth_path`.
 
     Raises
     ------
     InputFileError
-        When the coadd header has a ``TRUTHSUM`` that the truth content does not give.
+        When `source_path` has a ``TRUTHSUM`` that the truth content does not give.
         Files without the keyword (other writers, older mocks) are not checked.
     """
-    expected = mock_keywords(coadd_path).get('TRUTHSUM')
+    expected = mock_keywords(source_path).get('TRUTHSUM')
     if expected is None:
         return
     found = truth_checksum(truth)
     if expected != found:
         raise InputFileError(str(truth_path),
-                             f'does not belong to {os.path.basename(str(coadd_path))} '
+                             f'does not belong to {os.path.basename(str(source_path))} '
                              f'(content checksum {found}, the coadd was written with '
                              f'TRUTHSUM {expected}): truth and coadd from '
                              'different mock runs?')

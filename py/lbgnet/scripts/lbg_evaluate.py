@@ -151,8 +151,7 @@ def collect(args, config, model, refiner=None):
             if args.c_thresh is not None:
                 res['IS_LBG'] = res['C_LBG'] > args.c_thresh
         truth = read_truth(truth_path)
-        if args.coadd:
-            check_truth_matches(path, truth_path, truth)
+        check_truth_matches(path, truth_path, truth)
         simhash[truth_path] = mock_keywords(truth_path).get('SIMHASH')
         rows = match_rows(np.asarray(truth['TARGETID']), tid, truth_path)
         truths.append({k: np.asarray(truth[k])[rows] for k in ('CLASS', 'Z_TRUE', 'RMAG')})
