@@ -66,7 +66,7 @@ def test_catalogue_matches_direct_prediction(tmp_path, model_path, caplog):
     assert np.array_equal(cat['SV1_DESI_TARGET'], fm['SV1_DESI_TARGET'][pos])
     for name in net.config.lines.names:
         assert f'C_{name}' in cat.colnames and f'Z_{name}' in cat.colnames
-    assert np.all(cat['LBG_FLAG'] & ~MASK.Z_OUT_OF_RANGE == 0)
+    assert np.all(cat['LBG_FLAG'] & ~(MASK.Z_OUT_OF_RANGE | MASK.SMALL_DELTA_CHI2) == 0)
     assert hdr['LBGMSHA'] == sha256sum(model_path) and hdr['CTHRESH'] == net.config.selection.c_thresh
     assert hdr['INCOADD'] == os.path.abspath(coadd) and hdr['HPXPIXEL'] == 100
     assert hdr['SURVEY'] == 'main' and hdr['PROGRAM'] == 'dark'
@@ -81,6 +81,10 @@ def test_catalogue_matches_direct_prediction(tmp_path, model_path, caplog):
     by_hand = refiner.run(info.flux, info.ivar, np.where(res['IS_LBG'], res['Z_LBG'], np.nan), conf)
     for col in ('Z_TPL', 'ZERR_TPL', 'DELTACHI2_TPL'):
         assert np.allclose(cat[col], by_hand[col][pos], equal_nan=True, rtol=1e-6)
+    # SMALL_DELTA_CHI2: exactly the IS_LBG rows whose DELTACHI2_TPL is below the header's 9
+    assert hdr['MINDCHI2'] == 9.0
+    small = np.asarray(cat['IS_LBG']) & ~(np.nan_to_num(cat['DELTACHI2_TPL'], nan=-1) >= 9.0)
+    assert np.array_equal((cat['LBG_FLAG'] & MASK.SMALL_DELTA_CHI2) != 0, small)
     # a threshold that selects half: only those are refined
     cut = float(np.median(cat['C_LBG']))
     assert run(caplog, '--coadd', coadd, '--model', model_path, '--c-thresh', str(cut),
@@ -96,6 +100,7 @@ def test_no_refine(tmp_path, model_path, caplog):
                '--c-thresh', '0.0')[0] == 0
     cat, hdr = read_catalog(output)
     assert not hdr['REFINE'] and 'REFTEMPL' not in hdr and cat['IS_LBG'].all()
+    assert 'MINDCHI2' not in hdr and not np.any(cat['LBG_FLAG'] & MASK.SMALL_DELTA_CHI2)
     for col in ('Z_TPL', 'ZERR_TPL', 'DELTACHI2_TPL'):
         assert np.isnan(cat[col]).all()
 

@@ -8,8 +8,9 @@ from astropy.io import fits
 from astropy.table import Table
 
 from lbgnet.bitmask import LBGWarnMask
-from lbgnet.catalog import (NCOEFF, add_rerun_columns, apply_model_range, assemble_catalog,
-                            bad_fiberstatus_mask, lookup, match_targetids, spectrum_flags)
+from lbgnet.catalog import (NCOEFF, add_rerun_columns, apply_model_range, apply_small_deltachi2,
+                            assemble_catalog, bad_fiberstatus_mask, lookup, match_targetids,
+                            spectrum_flags)
 from lbgnet.io.catalog import provenance_header, read_catalog, write_catalog
 from lbgnet.io.errors import InputFileError
 from lbgnet.preprocess import GridInfo
@@ -119,6 +120,17 @@ def test_spectrum_flags():
 def test_model_range():
     flags = apply_model_range(np.array([0, 1, 0, 0]), np.array([1.0, 3.0, np.nan, 6.0]), (1.5, 5.0))
     assert flags.tolist() == [MASK.Z_OUT_OF_RANGE, 1, 0, MASK.Z_OUT_OF_RANGE]
+
+
+def test_small_deltachi2():
+    # IS_LBG rows below Redrock's 9 (or NaN, or negative: the prior decided) are flagged;
+    # rows not selected never are, whatever their DELTACHI2_TPL; other bits are kept
+    is_lbg = np.array([1, 1, 1, 1, 1, 0, 0], dtype=bool)
+    dchi2 = np.array([8.99, 9.0, 250.0, np.nan, -3.0, 1.0, np.nan])
+    flags = apply_small_deltachi2(np.array([0, 0, 2, 2, 0, 0, 1]), is_lbg, dchi2)
+    bit = MASK.SMALL_DELTA_CHI2
+    assert bit == 2 ** 7 and MASK.names(int(bit)) == ['SMALL_DELTA_CHI2']
+    assert flags.tolist() == [bit, 0, 2, 2 | bit, bit, 0, 1]
 
 
 def test_write_read_round_trip(tmp_path):

@@ -6,7 +6,7 @@ import pytest
 
 from lbgnet.evaluate import (binned_efficiency, confusion_by_class, depth_limited,
                              evaluate_predictions, pe_score, purity_efficiency, redshift_metrics,
-                             regime_masks)
+                             regime_masks, reliable_metrics)
 from lbgnet.thresholds import choose_thresholds
 
 
@@ -94,6 +94,24 @@ def test_choose_thresholds_prefers_informative_n():
     assert 0.2 < c_thresh < 0.6
 
 
+def test_reliable_metrics():
+    # 4 true LBGs (3 selected), 2 selected contaminants; DELTACHI2 >= 9 keeps 2 + 1 of them
+    is_true = np.array([1, 1, 1, 1, 0, 0], dtype=bool)
+    selected = np.array([1, 1, 1, 0, 1, 1], dtype=bool)
+    dchi2 = np.array([30.0, 9.0, 4.0, 50.0, 12.0, np.nan])
+    rmag = np.array([22.0, 24.5, 23.0, 22.0, 24.0, 22.0])
+    z_true = np.array([2.0, 3.0, 3.5, 2.5, 0.0, 0.0])
+    z_pred = np.array([2.01, 3.3, 2.0, 2.5, 2.2, 3.0])
+    out = reliable_metrics(is_true, selected, dchi2, rmag, z_true, z_pred)
+    assert out['min_deltachi2'] == 9.0
+    assert out['efficiency'] == pytest.approx(2 / 4) and out['purity'] == pytest.approx(2 / 3)
+    assert out['kept'] == pytest.approx(2 / 3)
+    assert out['redshift']['n'] == 2 and out['redshift']['frac_dz_lt_0p05'] == 0.5
+    bright = out['by_depth']['r<=23']      # LBGs 0, 2, 3; only 0 is selected and reliable
+    assert bright['efficiency'] == pytest.approx(1 / 3) and bright['kept'] == pytest.approx(1 / 2)
+    assert bright['frac_dz_lt_0p05'] == 1.0
+
+
 def test_evaluate_predictions_json():
     rng = np.random.default_rng(1)
     n = 300
@@ -140,7 +158,8 @@ def _small_model(tmp_path):
 def _write_catalog(path, res, targetid, line_names, flag):
     import fitsio
     data = {'TARGETID': targetid, 'C_LBG': res['C_LBG'], 'IS_LBG': res['IS_LBG'].astype(bool),
-            'Z_LBG': res['Z_LBG'], 'Z_TPL': res['Z_TPL'], 'LBG_FLAG': flag}
+            'Z_LBG': res['Z_LBG'], 'Z_TPL': res['Z_TPL'], 'DELTACHI2_TPL': res['DELTACHI2_TPL'],
+            'LBG_FLAG': flag}
     for i, name in enumerate(line_names):
         data[f'C_{name}'] = res['C_LINES'][:, i]
         data[f'Z_{name}'] = res['Z_LINES'][:, i]
@@ -172,6 +191,7 @@ def test_evaluate_script_coadd_and_catalog(tmp_path):
         if reg['nlbg']:
             assert reg['redshift_template']['n'] == reg['redshift']['n']
             assert set(reg['by_depth_template']) == set(reg['by_depth'])
+            assert reg['reliable']['kept'] <= 1 and reg['reliable']['min_deltachi2'] == 9.0
     assert m1['redrock']['n'] == m1['regimes']['all']['nlbg'] > 0
     for key in ('pe', 'z', 'eff', 'examples'):
         assert 0 < os.path.getsize(out1 / OUTPUTS[key]) < 300_000
@@ -210,6 +230,11 @@ def test_evaluate_script_coadd_and_catalog(tmp_path):
         assert a['redshift_bestline'] == pytest.approx(b['redshift_bestline'])
         if a['nlbg']:                                  # Z_TPL read from the catalogue
             assert a['redshift_template'] == pytest.approx(b['redshift_template'], rel=1e-6)
+            ra, rb = a['reliable'], b['reliable']             # DELTACHI2_TPL from the catalogue
+            for key, value in ra['redshift'].items():   # None where nothing is kept
+                assert rb['redshift'][key] == (value if value is None else pytest.approx(value, rel=1e-6))
+            assert [ra[k] for k in ('efficiency', 'purity', 'kept')] == [
+                rb[k] for k in ('efficiency', 'purity', 'kept')]
     # a catalogue made without the refinement (Z_TPL all NaN) reports no template metrics
     _write_catalog(cat, {**{k: v[order] for k, v in res.items()}, 'Z_TPL': np.full(len(X), np.nan)},
                    targetid[order], cfg.lines.names, flag[order])
@@ -217,7 +242,7 @@ def test_evaluate_script_coadd_and_catalog(tmp_path):
     assert main(['--catalog', cat, '--truth', paths['truth'], '--model', model_path,
                  '--outdir', str(out4)]) == 0
     m4 = json.loads((out4 / OUTPUTS['metrics']).read_text())
-    assert all('redshift_template' not in r for r in m4['regimes'].values())
+    assert all('redshift_template' not in r and 'reliable' not in r for r in m4['regimes'].values())
 
 
 def test_compare_simulators():

@@ -76,6 +76,17 @@ def test_overlapping_tiles_keep_best_row(tmp_path):
     assert zcat['GOOD_LBG'].tolist() == [True, True]
 
 
+def test_small_deltachi2_is_not_good(tmp_path):
+    root = tmp_path / 'cats'
+    write_cat(str(root / 'lbg_cnn-main-dark-1.fits'), [1, 2, 3], [1, 1, 1], [3.0, 2.4, 3.9],
+              [0, MASK.SMALL_DELTA_CHI2, MASK.SMALL_DELTA_CHI2 | MASK.MISSING_CAMERA], [5, 6, 7])
+    out = str(tmp_path / 'z.fits')
+    assert main(['--input-dir', str(root), '--output', out]) == 0
+    zcat, hdr = read_catalog(out, extname='LBG_ZCAT')
+    assert zcat['GOOD_LBG'].tolist() == [True, False, False]
+    assert hdr['GOODBITS'] & MASK.SMALL_DELTA_CHI2 and not hdr['GOODBITS'] & MASK.MISSING_CAMERA
+
+
 def test_mixed_models_refused(tree, tmp_path):
     write_cat(str(tree / 'healpix/main/dark/1/102/lbg_cnn-main-dark-102.fits'), [9], [1], [3.0],
               [0], [1], sha='other')

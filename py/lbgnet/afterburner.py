@@ -16,7 +16,8 @@ from desiutil.log import get_logger
 
 from . import __version__
 from .bitmask import LBGWarnMask
-from .catalog import add_rerun_columns, apply_model_range, spectrum_flags
+from .catalog import (add_rerun_columns, apply_model_range, apply_small_deltachi2,
+                      spectrum_flags)
 from .io.catalog import LOCATION_KEYS, provenance_header
 from .io.chunks import iter_coadd_chunks
 from .io.discover import file_metadata
@@ -27,7 +28,7 @@ from .parallel import threads_per_rank
 from .preprocess import coadd_to_grid
 from .priors import PRIOR_FUNCTION
 from .redrock_rerun import check_rerunnable, rerun_redrock
-from .refine import DEFAULT_PRIOR_WEIGHT, DEFAULT_WINDOW, REFINE_KEYS
+from .refine import DEFAULT_PRIOR_WEIGHT, DEFAULT_WINDOW, MIN_DELTACHI2, REFINE_KEYS
 
 #: Spectra per block read and gridded at once (bounds the memory of the arrays).
 DEFAULT_CHUNK = 1000
@@ -90,6 +91,8 @@ def predict_coadd(path, network, c_thresh, n_thresh, chunk_size=DEFAULT_CHUNK,
         flags.append(spectrum_flags(info, block.fibermap, cfg.grid.nbins))
     results = {key: np.concatenate([b[key] for b in blocks]) for key in blocks[0]}
     flags = apply_model_range(np.concatenate(flags), results['Z_LBG'], network.zrange)
+    if refiner is not None:
+        flags = apply_small_deltachi2(flags, results['IS_LBG'], results['DELTACHI2_TPL'])
     return FilePrediction(results, flags, layout)
 
 
@@ -209,7 +212,8 @@ def catalog_header(job, network, c_thresh, n_thresh, layout, templates=None, ref
     if refiner is not None:
         cards += [('REFTEMPL', refiner.source, 'template of the refinement'),
                   ('REFWGT', refiner.prior_weight, 'weight of the CNN box prior'),
-                  ('REFWIN', refiner.window, 'search window, dz/(1+z) half width')]
+                  ('REFWIN', refiner.window, 'search window, dz/(1+z) half width'),
+                  ('MINDCHI2', MIN_DELTACHI2, 'SMALL_DELTA_CHI2 if DELTACHI2_TPL below')]
     for i, name in enumerate(templates or ()):
         cards.append((f'RRTEMP{i:02d}', os.path.abspath(name), 'Redrock template of the rerun'))
     cards += [(k, v, c) for k, v, c in LBGWarnMask().header_cards()]

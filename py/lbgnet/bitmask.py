@@ -25,6 +25,9 @@ bit   name              meaning
 6     RERUN_FAILED      ``--rerun-redrock``: IS_LBG target not rerun because its prior lies
                         outside the redshift range of the templates (a Redrock failure fails
                         the whole file instead)
+7     SMALL_DELTA_CHI2  IS_LBG, but the template refinement does not single out the redshift:
+                        ``DELTACHI2_TPL`` < 9 (or NaN), as Redrock's ZWARN bit of that name;
+                        never set with ``--no-refine``
 ====  ================  ====================================================================
 """
 import yaml
@@ -39,6 +42,7 @@ lbgwarn:
     - [Z_OUT_OF_RANGE,  4, "Z_LBG outside the redshift range of the model"]
     - [LOW_COVERAGE,    5, "fewer than half of the grid bins are valid"]
     - [RERUN_FAILED,    6, "IS_LBG but prior outside the rerun templates"]
+    - [SMALL_DELTA_CHI2, 7, "IS_LBG, DELTACHI2_TPL < 9: redshift not unique"]
 """)
 
 #: The cameras a complete DESI spectrum has.

@@ -16,6 +16,7 @@ from astropy.table import Table
 from .bitmask import DESI_CAMERAS, LBGWarnMask
 from .io.errors import InputFileError
 from .refine import REFINE_KEYS as REFINE_COLUMNS
+from .refine import reliable_redshift
 
 #: FIBERMAP target-bit columns copied when present (main, SV1-3, CMX).
 TARGET_BIT_COLUMN = re.compile(r'^((SV[1-3])_)?(DESI|BGS|MWS|SCND)_TARGET$|^CMX_TARGET$')
@@ -266,6 +267,29 @@ def add_rerun_columns(table, rerun):
             else:
                 out[idx >= 0] = values[idx[idx >= 0]]
         table[f'{col}_NEW'] = out
+
+
+def apply_small_deltachi2(flags, is_lbg, deltachi2):
+    """Set SMALL_DELTA_CHI2 on the IS_LBG rows whose refined redshift is not singled out.
+
+    Parameters
+    ----------
+    flags : array_like of int
+        LBG_FLAG, shape (nspec,).
+    is_lbg : array_like of bool
+        Shape (nspec,).
+    deltachi2 : array_like
+        ``DELTACHI2_TPL`` of a run with the template refinement, shape (nspec,).
+
+    Returns
+    -------
+    numpy.ndarray of int32
+        A new array (:func:`lbgnet.refine.reliable_redshift` decides).
+    """
+    out = np.array(flags, dtype=np.int32, copy=True)
+    is_lbg = np.asarray(is_lbg, dtype=bool)
+    out[is_lbg & ~reliable_redshift(is_lbg, deltachi2)] |= LBGWarnMask().SMALL_DELTA_CHI2
+    return out
 
 
 def apply_model_range(flags, z_lbg, zrange):

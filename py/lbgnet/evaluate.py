@@ -17,9 +17,13 @@ Definitions used throughout:
   target of 2e-3: the line finder works on 8 Å bins, so DESI's 1000 km/s criterion for
   Redrock would flag ordinary 2σ errors), reported beside the fraction with ``|Δz| < 0.05``;
 * test regimes select the LBGs by true redshift — low-z (z ≤ 2.6), mid-z (2.6 < z < 3.4),
-  high-z (z ≥ 3.4) — and keep every contaminant in each regime.
+  high-z (z ≥ 3.4) — and keep every contaminant in each regime;
+* *reliable*: the IS_LBG targets without the afterburner's SMALL_DELTA_CHI2 flag
+  (``DELTACHI2_TPL`` ≥ 9), the sample of reliable redshifts (:func:`reliable_metrics`).
 """
 import numpy as np
+
+from .refine import MIN_DELTACHI2, reliable_redshift
 
 
 #: Redshift regimes of the LBGs: name -> (z_lo or None, z_hi or None).
@@ -256,7 +260,8 @@ def evaluate_regime(truth, pred, c_thresh, thresholds, z_edges, mag_edges):
         ``C_LBG``, ``IS_LBG``, ``Z_LBG``, ``Z_BESTLINE`` (n,), e.g. from
         :func:`lbgnet.postprocess.postprocess`; optionally ``Z_TPL``, the template-refined
         redshift (:mod:`lbgnet.refine`), which adds ``redshift_template`` and
-        ``by_depth_template`` (``Z_TPL``, or ``Z_LBG`` where it is NaN).
+        ``by_depth_template`` (``Z_TPL``, or ``Z_LBG`` where it is NaN), and with it
+        ``DELTACHI2_TPL``, which adds ``reliable`` (:func:`reliable_metrics`).
     c_thresh : float
         The threshold ``IS_LBG`` was made with (recorded only).
     thresholds, z_edges, mag_edges : numpy.ndarray
@@ -293,6 +298,60 @@ def evaluate_regime(truth, pred, c_thresh, thresholds, z_edges, mag_edges):
         out['redshift_template'] = redshift_metrics(z_true[good], z_tpl[good])
         out['by_depth_template'] = depth_limited(is_true, selected, pred['C_LBG'],
                                                  truth['RMAG'], z_true, z_tpl)
+        if 'DELTACHI2_TPL' in pred:
+            out['reliable'] = reliable_metrics(is_true, selected, pred['DELTACHI2_TPL'],
+                                               truth['RMAG'], z_true, z_tpl)
+    return out
+
+
+def reliable_metrics(is_true, selected, deltachi2, rmag, z_true, z_pred):
+    """Metrics of the IS_LBG targets without the SMALL_DELTA_CHI2 flag.
+
+    The afterburner flags an IS_LBG target whose template refinement does not single
+    out its redshift (``DELTACHI2_TPL`` < :data:`lbgnet.refine.MIN_DELTACHI2`); these
+    numbers describe the sample that remains (``GOOD_LBG`` of ``desi_lbg_zcatalog``).
+
+    Parameters
+    ----------
+    is_true, selected : array_like of bool
+        True LBGs and IS_LBG, shape (n,).
+    deltachi2 : array_like
+        ``DELTACHI2_TPL``, shape (n,).
+    rmag, z_true, z_pred : array_like
+        Truth r magnitude and redshift, predicted (refined) redshift, shape (n,).
+
+    Returns
+    -------
+    dict
+        ``min_deltachi2``; ``efficiency`` and ``purity`` of the unflagged IS_LBG targets;
+        ``kept`` (fraction of the selected true LBGs left unflagged); ``redshift``
+        (:func:`redshift_metrics` of the unflagged true LBGs); ``by_depth``: r limit ->
+        ``efficiency``, ``kept`` and ``frac_dz_lt_0p05``.
+    """
+    is_true = np.asarray(is_true, dtype=bool)
+    selected = np.asarray(selected, dtype=bool)
+    rmag = np.asarray(rmag, dtype=np.float64)
+    z_true = np.asarray(z_true, dtype=np.float64)
+    z_pred = np.asarray(z_pred, dtype=np.float64)
+    reliable = reliable_redshift(selected, deltachi2)
+
+    def summary(keep):
+        ntrue = int((keep & is_true).sum())
+        nsel = int((keep & selected & is_true).sum())
+        good = keep & reliable & is_true
+        nrel = int((keep & reliable).sum())
+        return {'efficiency': float(good.sum() / ntrue) if ntrue else float('nan'),
+                'purity': float(good.sum() / nrel) if nrel else float('nan'),
+                'kept': float(good.sum() / nsel) if nsel else float('nan'),
+                'redshift': redshift_metrics(z_true[good], z_pred[good])}
+
+    out = {'min_deltachi2': MIN_DELTACHI2, **summary(np.ones(is_true.size, dtype=bool))}
+    out['by_depth'] = {}
+    for limit in DEPTH_LIMITS:
+        sub = summary(rmag <= limit)
+        out['by_depth'][f'r<={limit:g}'] = {
+            'efficiency': sub['efficiency'], 'kept': sub['kept'],
+            'frac_dz_lt_0p05': sub['redshift']['frac_dz_lt_0p05']}
     return out
 
 
@@ -311,7 +370,7 @@ def evaluate_predictions(truth, pred, c_thresh, regimes=None, nthresh=101):
         ``CLASS``, ``Z_TRUE``, ``RMAG`` per object, aligned with `pred`.
     pred : dict
         ``C_LBG``, ``IS_LBG``, ``Z_LBG``, ``Z_BESTLINE`` per object; optionally ``Z_TPL``
-        (see :func:`evaluate_regime`).
+        and ``DELTACHI2_TPL`` (see :func:`evaluate_regime`).
     c_thresh : float
         Threshold used for ``IS_LBG``.
     regimes : dict, optional
@@ -327,7 +386,7 @@ def evaluate_predictions(truth, pred, c_thresh, regimes=None, nthresh=101):
     """
     truth = {k: np.asarray(truth[k]) for k in ('CLASS', 'Z_TRUE', 'RMAG')}
     pred = {k: np.asarray(pred[k]) for k in ('C_LBG', 'IS_LBG', 'Z_LBG', 'Z_BESTLINE')
-            + (('Z_TPL',) if 'Z_TPL' in pred else ())}
+            + tuple(k for k in ('Z_TPL', 'DELTACHI2_TPL') if k in pred)}
     is_lbg = truth['CLASS'].astype(str) == LBG_CLASS
     thresholds = np.linspace(0.0, 1.0, nthresh)
     z_edges = _edges(truth['Z_TRUE'][is_lbg], 0.25)

@@ -37,6 +37,8 @@ Outputs per spectrum (NaN where not refined):
     Lowest χ² farther than ``exclude`` (in Δz/(1+z)) from ``Z_TPL`` anywhere on the grid,
     minus χ²(``Z_TPL``): large when the data single out the redshift; negative when the
     template alone prefers another redshift (the network's prior, or the window, decided).
+    Below :data:`MIN_DELTACHI2` (9, as in Redrock) the afterburner sets the ``LBG_FLAG``
+    bit ``SMALL_DELTA_CHI2`` (:func:`reliable_redshift`).
 """
 from dataclasses import dataclass
 
@@ -53,6 +55,10 @@ DEFAULT_WINDOW = 0.1
 DEFAULT_EXCLUDE = 0.01
 DEFAULT_DLOGZ = 2e-4
 DEFAULT_NBASIS = 5
+#: ``DELTACHI2_TPL`` below which an IS_LBG redshift is flagged ``SMALL_DELTA_CHI2``: the
+#: value Redrock uses for its own ZWARN bit of that name (``redrock.constants.min_deltachi2``),
+#: a 3σ preference over any redshift farther than the exclusion zone.
+MIN_DELTACHI2 = 9.0
 #: Catalogue keys added by :func:`refine_redshifts`.
 REFINE_KEYS = ('Z_TPL', 'ZERR_TPL', 'DELTACHI2_TPL')
 #: Relative ridge added to the normal equations (masked or degenerate basis vectors).
@@ -276,6 +282,29 @@ def refine_redshifts(flux, ivar, z_start, tbasis, zs, window=DEFAULT_WINDOW,
     for key, value in zip(REFINE_KEYS, (zbest, zerr, dchi2)):
         out[key][todo] = np.where(has, value, np.nan)
     return out
+
+
+def reliable_redshift(is_lbg, deltachi2, min_deltachi2=MIN_DELTACHI2):
+    """IS_LBG targets whose refined redshift the data single out.
+
+    Parameters
+    ----------
+    is_lbg : array_like of bool
+        Shape (nspec,).
+    deltachi2 : array_like
+        ``DELTACHI2_TPL`` (NaN where not refined), shape (nspec,).
+    min_deltachi2 : float, optional
+        [:data:`MIN_DELTACHI2`]
+
+    Returns
+    -------
+    numpy.ndarray of bool
+        ``is_lbg & (deltachi2 >= min_deltachi2)``: NaN (not refined, or no χ² minimum
+        there) counts as not reliable.
+    """
+    deltachi2 = np.asarray(deltachi2, dtype=np.float64)
+    with np.errstate(invalid='ignore'):
+        return np.asarray(is_lbg, dtype=bool) & (deltachi2 >= min_deltachi2)
 
 
 def template_from_basis(wave, basis, nbasis=DEFAULT_NBASIS, igm=None):

@@ -268,6 +268,7 @@ def run_example(args, comm=None):
 
 def summarise_example(path, cat, truth):
     """Log, per true class, how many objects the network selected, and the LBG redshift errors."""
+    from ..bitmask import LBGWarnMask
     from ..catalog import lookup
     log = get_logger()
     row = lookup(np.asarray(truth['TARGETID']), np.asarray(cat['TARGETID']))
@@ -283,6 +284,11 @@ def summarise_example(path, cat, truth):
             dz = np.abs(cat[col][good] - ztrue[good]) / (1 + ztrue[good])
             log.info('%s: selected true LBGs, %s: median |dz|/(1+z) = %.2e, %.0f%% within 0.005',
                      os.path.basename(path), col, np.median(dz), 100 * np.mean(dz < 0.005))
+    reliable = good & ((np.asarray(cat['LBG_FLAG']) & LBGWarnMask().SMALL_DELTA_CHI2) == 0)
+    if reliable.any() and np.isfinite(cat['Z_TPL'][reliable]).all():
+        dz = np.abs(cat['Z_TPL'][reliable] - ztrue[reliable]) / (1 + ztrue[reliable])
+        log.info('%s: %d of the %d without SMALL_DELTA_CHI2, Z_TPL: %.0f%% within 0.005',
+                 os.path.basename(path), reliable.sum(), good.sum(), 100 * np.mean(dz < 0.005))
 
 
 def main(args=None, comm=None):

@@ -31,7 +31,7 @@ OUTPUTS = {'metrics': 'metrics.json', 'pe': 'purity_efficiency.png', 'z': 'redsh
 
 
 #: Per-object predictions the metrics use (``Z_TPL`` only with the template refinement).
-PRED_KEYS = ('C_LBG', 'IS_LBG', 'Z_LBG', 'Z_BESTLINE', 'Z_TPL')
+PRED_KEYS = ('C_LBG', 'IS_LBG', 'Z_LBG', 'Z_BESTLINE', 'Z_TPL', 'DELTACHI2_TPL')
 
 
 def parse(options=None):
@@ -161,6 +161,7 @@ def collect(args, config, model, refiner=None):
             if all(k in p for p in preds)}
     if 'Z_TPL' in pred and not np.isfinite(pred['Z_TPL']).any():
         del pred['Z_TPL']          # catalogues made with --no-refine: nothing to report
+        pred.pop('DELTACHI2_TPL', None)
     truth = {k: np.concatenate([t[k] for t in truths]) for k in truths[0]}
     return pred, truth, {'targetid': tids, 'first': first, 'nexcluded': nexcluded,
                          'simhash': simhash}
@@ -237,7 +238,7 @@ def summarise(metrics):
                                          'efficiency', 'purity')}
         out[name]['redshift'] = res['redshift']
         out[name]['sigma_nmad_bestline'] = res['redshift_bestline']['sigma_nmad']
-        for key in ('redshift_template', 'by_depth_template'):
+        for key in ('redshift_template', 'by_depth_template', 'reliable'):
             if key in res:
                 out[name][key] = res[key]
         out[name]['selected_fraction'] = {c: v['fraction_selected']
@@ -312,6 +313,12 @@ def main(args=None, comm=None):
             log.info('%s: template-refined Z_TPL: |dz|<0.05 %s, sigma_NMAD %s', name,
                      _fmt(res['redshift_template']['frac_dz_lt_0p05']),
                      _fmt(res['redshift_template']['sigma_nmad'], '.2e'))
+        if 'reliable' in res:
+            rel = res['reliable']
+            log.info('%s: without SMALL_DELTA_CHI2 (DELTACHI2_TPL >= %g): efficiency %s, '
+                     'purity %s, %s of the selected LBGs kept, |dz|<0.05 %s', name,
+                     rel['min_deltachi2'], _fmt(rel['efficiency']), _fmt(rel['purity']),
+                     _fmt(rel['kept']), _fmt(rel['redshift']['frac_dz_lt_0p05']))
     log.info('wrote %s', args.outdir)
     return 0
 

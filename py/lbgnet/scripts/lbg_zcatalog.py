@@ -16,10 +16,11 @@ from .. import __version__
 from ..io.catalog import OutputFileError, provenance_header, read_catalog, write_catalog
 from ..io.discover import CATALOG_PREFIX, expand_coadds, file_metadata
 from ..io.errors import InputFileError
-from ..zcatalog import BAD_FOR_CLUSTERING, add_location, stack_catalogs
+from ..zcatalog import add_location, bad_bits, stack_catalogs
 
 #: Header keywords that must agree between the stacked catalogues.
-CONSISTENT_KEYS = ('LBGMSHA', 'CTHRESH', 'NTHRESH', 'RERUNRR', 'REFINE', 'REFWGT', 'REFWIN')
+CONSISTENT_KEYS = ('LBGMSHA', 'CTHRESH', 'NTHRESH', 'RERUNRR', 'REFINE', 'REFWGT', 'REFWIN',
+                   'MINDCHI2')
 
 
 def parse(options=None):
@@ -97,7 +98,7 @@ def main(args=None, comm=None):
         return 1
     cards = [('NINPUT', len(files), 'stacked catalogues'),
              ('INPUTDIR', os.path.abspath(args.input_dir) if args.input_dir else None, 'searched'),
-             ('GOODBITS', ','.join(BAD_FOR_CLUSTERING)[:68], 'LBG_FLAG bits that veto GOOD_LBG')]
+             ('GOODBITS', bad_bits(), 'LBG_FLAG bits (mask) that veto GOOD_LBG')]
     cards += [(k, common[k], 'common to all inputs') for k in CONSISTENT_KEYS
               if common.get(k) is not None and not args.allow_mixed]
     header = provenance_header(cards, dependencies={'lbgnet': __version__})
