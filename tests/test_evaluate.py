@@ -193,7 +193,7 @@ def test_evaluate_script_coadd_and_catalog(tmp_path):
             assert set(reg['by_depth_template']) == set(reg['by_depth'])
             assert reg['reliable']['kept'] <= 1 and reg['reliable']['min_deltachi2'] == 9.0
     assert m1['redrock']['n'] == m1['regimes']['all']['nlbg'] > 0
-    for key in ('pe', 'z', 'eff', 'examples'):
+    for key in ('pe', 'z', 'eff', 'examples', 'reliability'):
         assert 0 < os.path.getsize(out1 / OUTPUTS[key]) < 300_000
     # a test set of one regime (no mid/high-z LBGs) still evaluates, with undefined scores there
     out3 = tmp_path / 'ev3'
@@ -243,6 +243,7 @@ def test_evaluate_script_coadd_and_catalog(tmp_path):
                  '--outdir', str(out4)]) == 0
     m4 = json.loads((out4 / OUTPUTS['metrics']).read_text())
     assert all('redshift_template' not in r and 'reliable' not in r for r in m4['regimes'].values())
+    assert not (out4 / OUTPUTS['reliability']).exists()
 
 
 def test_compare_simulators():

@@ -3,7 +3,8 @@ lbgnet.plots
 ============
 
 PNG figures of training and evaluation: loss curves, purity/efficiency curves, predicted
-vs true redshift, efficiency vs redshift and magnitude, example spectra with line boxes.
+vs true redshift, redshift error against DELTACHI2_TPL, efficiency vs redshift and
+magnitude, example spectra with line boxes.
 
 Figures are made with :class:`matplotlib.figure.Figure` (Agg canvas, no pyplot state) and
 written atomically.  Each function takes plain arrays or the dictionaries returned by
@@ -127,6 +128,63 @@ def plot_redshift(z_true, z_pred, path, z_bestline=None, title='', z_template=No
     ax2.axhline(0, color='k', lw=0.5)
     ax2.set_xlabel('true z')
     ax2.set_ylabel('Δz / (1+z)')
+    fig.tight_layout()
+    return save_png(fig, path)
+
+
+def plot_reliability(deltachi2, dz1pz, is_true, path, min_deltachi2, title=''):
+    """Redshift error against ``DELTACHI2_TPL`` of the selected objects.
+
+    Parameters
+    ----------
+    deltachi2 : array_like
+        ``DELTACHI2_TPL`` of the IS_LBG objects, shape (n,).
+    dz1pz : array_like
+        ``|Δz|/(1+z)`` of ``Z_TPL`` for them (ignored for contaminants), shape (n,).
+    is_true : array_like of bool
+        True LBGs, shape (n,).
+    path : str
+    min_deltachi2 : float
+        The SMALL_DELTA_CHI2 threshold, drawn as a vertical line.
+    title : str, optional
+
+    Notes
+    -----
+    Top: the true LBGs, x = Δχ² (symmetric log scale: it can be negative), y = error.
+    Bottom: the Δχ² distribution of the true LBGs with a right and a wrong redshift
+    (``|Δz|/(1+z)`` above 0.01) and of the selected contaminants.
+    """
+    deltachi2 = np.asarray(deltachi2, dtype=float)
+    dz1pz = np.asarray(dz1pz, dtype=float)
+    is_true = np.asarray(is_true, dtype=bool)
+    fig = Figure(figsize=(5, 6))
+    ax1 = fig.add_subplot(2, 1, 1)
+    ax2 = fig.add_subplot(2, 1, 2, sharex=ax1)
+    wrong = is_true & (dz1pz > 0.01)
+    right = is_true & ~wrong
+    ax1.plot(deltachi2[right], np.maximum(dz1pz[right], 1e-5), '.', ms=2, color='C0',
+             label='true LBG, right z')
+    ax1.plot(deltachi2[wrong], dz1pz[wrong], '.', ms=3, color='C3',
+             label='true LBG, |Δz|/(1+z) > 0.01')
+    ax1.set_yscale('log')
+    ax1.set_ylabel('|Δz| / (1+z), Z_TPL')
+    ax1.set_title(title)
+    ax1.legend(fontsize=8)
+    finite = deltachi2[np.isfinite(deltachi2)]
+    top = max(float(np.max(finite)) if finite.size else 10.0, 10.0)
+    edges = np.concatenate([-np.logspace(2, 0, 9), np.linspace(-0.5, 0.5, 3),
+                            np.logspace(0, np.log10(top) + 0.01, 17)])
+    edges = np.unique(np.round(edges, 6))
+    for sel, label, color in ((right, 'true LBG, right z', 'C0'), (wrong, 'true LBG, wrong z', 'C3'),
+                              (~is_true, 'contaminant', '0.4')):
+        values = np.clip(deltachi2[sel & np.isfinite(deltachi2)], edges[0], edges[-1])
+        ax2.hist(values, edges, histtype='step', color=color, label=f'{label} ({values.size})')
+    for ax in (ax1, ax2):
+        ax.axvline(min_deltachi2, color='k', ls='--', lw=0.8)
+        ax.set_xscale('symlog', linthresh=1.0)
+    ax2.set_xlabel('DELTACHI2_TPL (dashed: SMALL_DELTA_CHI2 below)')
+    ax2.set_ylabel('selected objects')
+    ax2.legend(fontsize=8)
     fig.tight_layout()
     return save_png(fig, path)
 

@@ -27,7 +27,7 @@ from .refine_options import add_refine_arguments, check_refine_arguments, make_r
 
 #: Output file names inside --outdir.
 OUTPUTS = {'metrics': 'metrics.json', 'pe': 'purity_efficiency.png', 'z': 'redshift.png',
-           'eff': 'efficiency.png', 'examples': 'examples.png'}
+           'eff': 'efficiency.png', 'examples': 'examples.png', 'reliability': 'reliability.png'}
 
 
 #: Per-object predictions the metrics use (``Z_TPL`` only with the template refinement).
@@ -204,7 +204,8 @@ def write_plots(args, metrics, pred, truth, config, first):
     """Figures of one evaluation in ``args.outdir``."""
     from ..evaluate import LBG_CLASS, template_or_cnn
     from ..plots import (plot_efficiency_bins, plot_example_spectra, plot_purity_efficiency,
-                         plot_redshift)
+                         plot_redshift, plot_reliability)
+    from ..refine import MIN_DELTACHI2
     out = {k: os.path.join(args.outdir, v) for k, v in OUTPUTS.items()}
     plot_purity_efficiency(metrics, out['pe'], title=args.title)
     sel = (np.asarray(truth['CLASS']).astype(str) == LBG_CLASS) & pred['IS_LBG']
@@ -212,6 +213,13 @@ def write_plots(args, metrics, pred, truth, config, first):
     plot_redshift(truth['Z_TRUE'][sel], pred['Z_LBG'][sel], out['z'],
                   z_bestline=pred['Z_BESTLINE'][sel], title=args.title, z_template=z_tpl)
     plot_efficiency_bins(metrics, out['eff'])
+    if 'DELTACHI2_TPL' in pred:
+        chosen = np.asarray(pred['IS_LBG'], dtype=bool)
+        z_true = np.asarray(truth['Z_TRUE'], dtype=np.float64)[chosen]
+        plot_reliability(pred['DELTACHI2_TPL'][chosen],
+                         np.abs(template_or_cnn(pred)[chosen] - z_true) / (1 + z_true),
+                         np.asarray(truth['CLASS']).astype(str)[chosen] == LBG_CLASS,
+                         out['reliability'], MIN_DELTACHI2, title=args.title)
     if first is not None and first[1] is not None and args.nexamples > 0:
         X, conf, offset, tid = first
         classes = truth['CLASS'][:len(tid)].astype(str)
