@@ -21,11 +21,10 @@ Each test directory holds ``coadd-*.fits`` and ``truth-*.fits`` from ``desi_lbg_
 the default mock configuration (the one re-rendered here).
 """
 import argparse
-import glob
 import os
 
 import numpy as np
-from benchutil import write_json
+from benchutil import predict_test_files, write_json
 
 #: Half width (in z) of the region around the truth that counts as right, and its step.
 DZ_GOOD, DZ_STEP = 0.05, 5e-4
@@ -73,24 +72,16 @@ def main(args=None):
     from lbgnet.afterburner import default_template_path, load_refiner, refine_selected
     from lbgnet.evaluate import LBG_CLASS
     from lbgnet.io.coadd import read_coadd
-    from lbgnet.io.evaluation import match_rows, read_coadd_for_evaluation
-    from lbgnet.io.mock import read_truth
     from lbgnet.network import default_model_path, load_network
     from lbgnet.sim.mock import load_mock_setup, render_models
     log = get_logger()
     network = load_network(args.model or default_model_path())
-    cfg = network.config
-    refiner = load_refiner(default_template_path(), cfg, network.zrange)
+    refiner = load_refiner(default_template_path(), network.config, network.zrange)
     setup = load_mock_setup()
     out = {}
     for test in args.tests:
         nsel, nwrong, gaps, chi2_pix = 0, 0, [], []
-        for path in sorted(glob.glob(os.path.join(test, 'coadd-*.fits'))):
-            X, tid, good, info = read_coadd_for_evaluation(path, cfg)
-            truth = read_truth(path.replace('coadd-', 'truth-'))
-            truth = truth[match_rows(np.asarray(truth['TARGETID']), tid, path)]
-            raw = network.raw_outputs(X)
-            res = network.catalog(raw, cfg.selection.c_thresh, cfg.selection.n_thresh)
+        for path, info, good, truth, raw, res in predict_test_files(network, test):
             z_tpl = refine_selected(refiner, info, res, raw.get('conf'))['Z_TPL']
             z_true = np.asarray(truth['Z_TRUE'], dtype=np.float64)
             sel = (good & res['IS_LBG'] & np.isfinite(z_tpl)

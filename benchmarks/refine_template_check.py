@@ -23,11 +23,10 @@ Usage::
 Each test directory holds ``coadd-*.fits`` and ``truth-*.fits`` (``desi_lbg_mock``).
 """
 import argparse
-import glob
 import os
 
 import numpy as np
-from benchutil import write_json
+from benchutil import predict_test_files, write_json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMPOSITE = os.path.join(ROOT, '..', 'shared', 'reference', 'lbg-composite')
@@ -80,8 +79,6 @@ def main(args=None):
     from lbgnet.afterburner import default_template_path, load_refiner, refine_selected
     from lbgnet.network import default_model_path, load_network
     from lbgnet.evaluate import LBG_CLASS, redshift_metrics
-    from lbgnet.io.evaluation import match_rows, read_coadd_for_evaluation
-    from lbgnet.io.mock import read_truth
     from lbgnet.refine import Refiner
     log = get_logger()
     network = load_network(args.model or default_model_path())
@@ -92,12 +89,7 @@ def main(args=None):
     out = {}
     for test in args.tests:
         z_true, z_pred, gaps = [], {'Z_LBG': []} | {k: [] for k in refiners}, []
-        for coadd in sorted(glob.glob(os.path.join(test, 'coadd-*.fits'))):
-            X, tid, good, info = read_coadd_for_evaluation(coadd, cfg)
-            truth = read_truth(coadd.replace('coadd-', 'truth-'))
-            truth = truth[match_rows(np.asarray(truth['TARGETID']), tid, coadd)]
-            raw = network.raw_outputs(X)
-            res = network.catalog(raw, cfg.selection.c_thresh, cfg.selection.n_thresh)
+        for _, info, good, truth, raw, res in predict_test_files(network, test):
             sel = good & res['IS_LBG'] & (np.asarray(truth['CLASS']).astype(str) == LBG_CLASS)
             z_true.append(np.asarray(truth['Z_TRUE'])[sel])
             z_pred['Z_LBG'].append(res['Z_LBG'][sel])
