@@ -34,8 +34,9 @@ CATASTROPHIC_DZ1PZ = 0.01
 DZ_GOOD = 0.05
 #: Truth class of the objects to find.
 LBG_CLASS = 'LBG'
-#: r-magnitude limits of the depth-limited metrics (:func:`depth_limited`).
-DEPTH_LIMITS = (23.0, 23.5, 24.0, 24.5, 25.0)
+#: r-magnitude limits of the depth-limited metrics (:func:`depth_limited`); 24.2 is about
+#: the depth of DESI's LBG pilot selections (Ruhlmann-Kleider et al. 2024).
+DEPTH_LIMITS = (23.0, 23.5, 24.0, 24.2, 24.5, 25.0)
 
 
 def regime_masks(classes, z_true, regimes=None):
