@@ -266,11 +266,39 @@ def test_crash_mid_write_leaves_no_partial_output(tmp_path, model_path, caplog, 
         if kwargs.get('extname') == 'LBG_CNN':  # the catalogue table is half written
             raise OSError('simulated crash mid-write')
 
+    priors = output.replace('lbg_cnn-', 'priors_lbg-')
     monkeypatch.setattr(fitsio.FITS, 'write', crash)
     rc, text = run(caplog, '--coadd', coadd, '--model', model_path)
-    assert rc == 1 and 'simulated crash' in text
-    assert not os.path.exists(output)
+    assert rc == 1 and 'simulated crash' in text and 'Traceback' not in text
+    assert not os.path.exists(output) and not os.path.exists(priors)   # neither, not one
     assert not [f for f in os.listdir(tmp_path) if 'tmp' in f or f.startswith('.')]
+    # a rerun with other thresholds that crashes leaves the earlier pair as it was
+    monkeypatch.setattr(fitsio.FITS, 'write', real)
+    assert run(caplog, '--coadd', coadd, '--model', model_path)[0] == 0
+    before = [open(p, 'rb').read() for p in (output, priors)]
+    monkeypatch.setattr(fitsio.FITS, 'write', crash)
+    rc, _ = run(caplog, '--coadd', coadd, '--model', model_path, '--overwrite', '--c-thresh', '0.1')
+    assert rc == 1 and [open(p, 'rb').read() for p in (output, priors)] == before
+
+
+def test_unexpected_setup_error_is_reported_not_raised(tmp_path, model_path, caplog, monkeypatch):
+    import lbgnet.scripts.lbg_afterburner as script
+
+    def broken(path):
+        raise RuntimeError('simulated failure while loading')
+
+    monkeypatch.setattr(script, 'load_network', broken)
+    coadd, output = make_pair(str(tmp_path), nspec=4)
+    rc, text = run(caplog, '--coadd', coadd, '--model', model_path)
+    assert rc == 1 and 'setup failed: RuntimeError: simulated failure' in text
+    assert not os.path.exists(output)
+    weights = tmp_path / 'dir.weights.h5'                  # weights path is a directory
+    weights.mkdir()
+    (tmp_path / 'dir.json').write_text(open(model_path.replace('.weights.h5', '.json')).read())
+    monkeypatch.undo()
+    rc, text = run(caplog, '--coadd', coadd, '--model', str(weights))
+    assert rc == 1 and 'dir.weights.h5: cannot read the weights' in text
+    assert 'Traceback' not in text
 
 
 def test_one_bad_file_among_many(tmp_path, model_path, caplog):
@@ -302,8 +330,17 @@ def test_parse_rules():
                 ['--refine-window', '1.5']):
         with pytest.raises(SystemExit):
             parse(['--coadd', 'a.fits'] + bad)
+    with pytest.raises(SystemExit):
+        parse(['--coadd', 'a.fits', '--n-thresh', '0'])
     args = parse(['--coadd', 'a.fits', '--rerun-redrock', '--templates', 't.fits', '--mpi'])
     assert args.rerun_redrock and args.mpi and args.templates == ['t.fits']
+
+
+def test_n_thresh_above_the_line_count_fails_before_any_work(tmp_path, model_path, caplog):
+    coadd, output = make_pair(str(tmp_path), nspec=4)
+    rc, text = run(caplog, '--coadd', coadd, '--model', model_path, '--n-thresh', '99')
+    assert rc == 1 and '--n-thresh 99 exceeds the' in text and 'Traceback' not in text
+    assert not os.path.exists(output)
 
 
 def test_example_runs_end_to_end(model_path, caplog):

@@ -23,10 +23,10 @@ def test_arm_wavelengths(config):
 
 def test_base_include_and_override(tmp_path):
     child = tmp_path / 'child.yaml'
-    child.write_text('base: lbgnet-base.yaml\nnboxes: 20\nselection: {c_thresh: 0.8}\nmodel: {nconv: 2}\n')
+    child.write_text('base: lbgnet-base.yaml\nnboxes: 20\nselection: {c_thresh: 0.8}\nmodel: {conv_layers: 2}\n')
     cfg = load_config(str(child))
     assert cfg.nboxes == 20 and cfg.selection.c_thresh == 0.8 and cfg.selection.n_thresh == 1
-    assert cfg.extra['model'] == {'nconv': 2}
+    assert cfg.extra['model'] == {'conv_layers': 2}
     assert len(cfg.lines) == 16
 
 
@@ -36,6 +36,12 @@ def test_base_include_and_override(tmp_path):
     ('base: lbgnet-base.yaml\nselection: {n_thresh: 99}\n', 'out of range'),
     ('- just\n- a list\n', 'top level must be a mapping'),
     ('a: [unclosed\n', 'cannot read YAML'),
+    ('base: lbgnet-default.yaml\ntraining: {max_minute: 0.05}\n',
+     r'unknown key\(s\) training.max_minute \(known'),
+    ('base: lbgnet-mock.yaml\nsimulation: {class_fractoins: {LBG: 1.0}}\n',
+     r'simulation.class_fractoins'),
+    ('base: lbgnet-base.yaml\nmodle: {conv_layers: 2}\n', 'unknown section "modle"'),
+    ('base: lbgnet-base.yaml\nloss: 3\n', 'section "loss" must be a mapping'),
 ])
 def test_bad_configs(tmp_path, text, match):
     path = tmp_path / 'bad.yaml'

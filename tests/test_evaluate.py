@@ -22,6 +22,23 @@ def test_pe_score_hand_made():
     assert np.isnan(pe_score(np.zeros(3, bool), np.ones(3))[0])
 
 
+def test_pe_score_ties_do_not_depend_on_row_order():
+    # 90 LBGs and 15 contaminants all at 1.0 (saturated sigmoids): a useless classifier
+    is_true = np.r_[np.ones(90, bool), np.zeros(15, bool)]
+    score = np.ones(105)
+    value, thr = pe_score(is_true, score)
+    assert value == pytest.approx(90 / 105)
+    assert pe_score(is_true[::-1], score)[0] == pytest.approx(value)
+    assert np.sum(score > thr) == 105                # selects the tied group, never nothing
+    # a tie straddling rank N_LBG = 3: 2 above, then 3 tied (1 LBG) -> 1 + 1 * 1/3 of 3
+    is_true = np.array([1, 0, 1, 0, 0, 1, 0], dtype=bool)
+    score = np.array([0.9, 0.8, 0.5, 0.5, 0.5, 0.2, 0.1])
+    value, thr = pe_score(is_true, score)
+    assert value == pytest.approx((1 + 1 / 3) / 3)
+    assert np.sum(score > thr) == 2                  # 2 (one short) rather than 5 (two over)
+    assert pe_score(is_true[::-1], score[::-1])[0] == pytest.approx(value)
+
+
 def test_purity_efficiency_curve():
     is_true = np.array([True, False, True, False])
     score = np.array([0.9, 0.8, 0.3, 0.1])
@@ -128,6 +145,12 @@ def test_evaluate_predictions_json():
     assert back['lowz']['ncontaminant'] == back['all']['ncontaminant']
     assert back['all']['redshift']['frac_dz_lt_0p05'] == 1.0
     assert 0.5 < back['all']['pe_score'] <= 1.0
+    # a regime without true LBGs has no efficiency (not 0) and no score
+    pred['IS_LBG'][(classes == 'LBG') & (z > 3.3)] = False
+    truth['CLASS'] = np.where((classes == 'LBG') & (z > 3.3), 'QSO', classes)
+    back = json.loads(json.dumps(evaluate_predictions(truth, pred, 0.5), allow_nan=False))
+    assert back['highz']['nlbg'] == 0
+    assert back['highz']['efficiency'] is None and back['highz']['pe_score'] is None
 
 
 def _mock_files(tmp_path, config_name='lbgnet-mock.yaml', nspec=60, seed=11, zrange=None):
@@ -155,7 +178,7 @@ def _small_model(tmp_path):
     return save_model(str(tmp_path / 'small.weights.h5'), build_model(cfg), cfg)[0]
 
 
-def _write_catalog(path, res, targetid, line_names, flag):
+def _write_catalog(path, res, targetid, line_names, flag, header=None):
     import fitsio
     data = {'TARGETID': targetid, 'C_LBG': res['C_LBG'], 'IS_LBG': res['IS_LBG'].astype(bool),
             'Z_LBG': res['Z_LBG'], 'Z_TPL': res['Z_TPL'], 'DELTACHI2_TPL': res['DELTACHI2_TPL'],
@@ -163,7 +186,7 @@ def _write_catalog(path, res, targetid, line_names, flag):
     for i, name in enumerate(line_names):
         data[f'C_{name}'] = res['C_LINES'][:, i]
         data[f'Z_{name}'] = res['Z_LINES'][:, i]
-    fitsio.write(path, data, extname='LBG_CNN', clobber=True)
+    fitsio.write(path, data, extname='LBG_CNN', clobber=True, header=header)
 
 
 def test_evaluate_script_coadd_and_catalog(tmp_path):
@@ -219,11 +242,24 @@ def test_evaluate_script_coadd_and_catalog(tmp_path):
     cat = str(tmp_path / 'lbg_cnn-test.fits')
     flag = np.where(good, 0, 4).astype(np.int32)     # NOT_SCIENCE for dead fibres
     _write_catalog(cat, {k: v[order] for k, v in res.items()}, targetid[order],
-                   cfg.lines.names, flag[order])
+                   cfg.lines.names, flag[order], header={'CTHRESH': 0.25, 'NTHRESH': 2})
     out2 = tmp_path / 'ev2'
     assert main(['--catalog', cat, '--truth', paths['truth'], '--model', model_path,
                  '--outdir', str(out2)]) == 0
     m2 = json.loads((out2 / OUTPUTS['metrics']).read_text())
+    # the selection recorded is the catalogue's, not the model's defaults
+    assert (m2['inputs']['c_thresh'], m2['inputs']['n_thresh']) == (0.25, 2)
+    assert m2['regimes']['all']['c_thresh'] == 0.25
+    with pytest.raises(SystemExit):                  # C_LBG was made for NTHRESH: no override
+        main(['--catalog', cat, '--truth', paths['truth'], '--outdir', str(tmp_path / 'x'),
+              '--n-thresh', '1'])
+    for bad in (['--n-thresh', '0'], ['--c-thresh', '1.5']):
+        with pytest.raises(SystemExit):
+            main(['--coadd', paths['coadd'], '--truth', paths['truth'], '--outdir',
+                  str(tmp_path / 'x')] + bad)
+    assert main(['--coadd', paths['coadd'], '--truth', paths['truth'], '--model', model_path,
+                 '--outdir', str(tmp_path / 'x'), '--n-thresh', '17']) == 1
+    assert not (tmp_path / 'x').exists()
     for regime in ('all', 'lowz', 'midz', 'highz'):
         a, b = m1['regimes'][regime], m2['regimes'][regime]
         assert a['pe_score'] == b['pe_score'] and a['confusion'] == b['confusion']
@@ -275,6 +311,14 @@ def test_evaluate_script_errors(tmp_path):
     assert main(['--coadd', paths['coadd'], '--truth', other['truth'], '--model', model_path,
                  '--outdir', str(tmp_path / 'out')]) == 1
     assert not (tmp_path / 'out').exists()
+    # training's validation reader refuses the same pair
+    from lbgnet.config import load_config
+    from lbgnet.io.errors import InputFileError
+    from lbgnet.scripts.lbg_train import read_labelled
+    with pytest.raises(InputFileError, match='does not belong to'):
+        read_labelled([paths['coadd']], [other['truth']], load_config('lbgnet-default.yaml'))
+    assert len(read_labelled([paths['coadd']], [paths['truth']],
+                             load_config('lbgnet-default.yaml'))[0]) > 0
     # ... also through an afterburner catalogue, which carries the coadd's TRUTHSUM
     from lbgnet.io.mock import mock_keywords
     from lbgnet.scripts.lbg_afterburner import main as afterburner

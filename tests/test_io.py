@@ -81,6 +81,26 @@ def test_truncated(tmp_path, tiny_coadd):
         read_coadd(str(path))
 
 
+def test_damaged_header(tmp_path, tiny_coadd):
+    src, _ = tiny_coadd
+    data = bytearray(open(src, 'rb').read())
+    second = data.index(b'XTENSION', 2880)          # first card of the second HDU
+    data[second:second + 8] = b'\xff' * 8
+    path = tmp_path / 'damaged.fits'
+    path.write_bytes(bytes(data))
+    with pytest.raises(InputFileError, match='damaged.fits: '):
+        read_coadd(str(path))
+
+
+def test_gzipped_coadd_is_read(tmp_path, tiny_coadd, config):
+    import gzip
+    src, _ = tiny_coadd
+    path = tmp_path / 'coadd-gz.fits.gz'
+    path.write_bytes(gzip.compress(open(src, 'rb').read()))
+    X, info = load_coadd_grid(str(path), config)
+    np.testing.assert_array_equal(X, load_coadd_grid(src, config)[0])
+
+
 def test_flux_without_ivar(tmp_path, tiny_coadd):
     src, _ = tiny_coadd
     path = _copy_without(src, str(tmp_path / 'noivar.fits'), drop=('R_IVAR',))

@@ -52,6 +52,22 @@ def test_one_wrong_confident_line_does_not_move_z_lbg(config):
     assert out['NLINES_AGREE'][0] == box[0].sum() - 1
 
 
+def test_a_wrong_line_as_confident_as_the_others_together_does_not_win(config):
+    """Equal support: the redshift with more agreeing lines is kept."""
+    rng = np.random.default_rng(3)
+    z = np.array([3.0])
+    conf, off, box = _fake_outputs(z, config, 0.45, rng, noise_conf=0.0)
+    on = np.flatnonzero(box[0].sum(axis=1))
+    wrong, keep = on[0], on[1:3]                     # two true lines at 0.45 each; the
+    for line in on[3:]:                              # wrong one first, where argmax looks
+        conf[0, line] = 0.0
+    true_box = int(np.argmax(box[0, wrong]))
+    conf[0, wrong, (true_box + 8) % config.nboxes] = 0.9      # one wrong line at 0.45 + 0.45
+    out = postprocess(conf, off, config, c_thresh=0.5, n_thresh=1)
+    assert out['Z_LBG'][0] == pytest.approx(z[0], abs=1e-4)
+    assert out['NLINES_AGREE'][0] == len(keep)
+
+
 def test_scatter_enters_zerr(config):
     """Shifting lines apart increases ZERR_LBG; the combined z is the confidence-weighted mean."""
     rng = np.random.default_rng(4)

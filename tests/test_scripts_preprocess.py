@@ -18,6 +18,14 @@ def test_example_runs_and_writes(tmp_path):
     assert not data['EMPTY'].any()
 
 
+def test_output_name_without_npz_and_bad_config(tmp_path):
+    out = tmp_path / 'grid.out'                    # np.savez would have written grid.out.npz
+    assert main(['--example', '--output', str(out)]) == 0
+    assert np.load(str(out))['X'].shape == (8, 800, 2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['grid.out']      # no stray temporary
+    assert main(['--example', '--config', str(tmp_path / 'none.yaml')]) == 1
+
+
 def test_bad_file_gives_nonzero_status(tmp_path, tiny_coadd, caplog):
     good, _ = tiny_coadd
     bad = tmp_path / 'bad.fits'

@@ -334,6 +334,9 @@ def test_config_errors(tmp_path):
     bad.write_text('base: lbgnet-sim.yaml\nsimulation:\n  lbg:\n    lines:\n      NOPE: {ew: -1.0}\n')
     with pytest.raises(ConfigError, match='NOPE'):
         load_sim_config(str(bad))
+    bad.write_text('base: lbgnet-sim.yaml\nsimulation:\n  rmag_range: bright\n')
+    with pytest.raises(ConfigError, match='bad.yaml: simulation.rmag_range'):
+        load_sim_config(str(bad))
 
 
 def test_bad_wave_grid(simcfg):

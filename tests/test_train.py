@@ -11,6 +11,7 @@ from lbgnet.labels import make_targets
 from lbgnet.model import build_model, predict_boxes
 from lbgnet.postprocess import postprocess
 from lbgnet.preprocess import grid_spectra
+from lbgnet.config import ConfigError
 from lbgnet.train import compile_model, fit, set_seeds, training_options, transfer_weights
 
 MODEL = dict(channels=['flux', 'snr'], conv_layers=3, filters=[16, 16, 16], kernel_size=[10, 5, 5],
@@ -85,6 +86,10 @@ def test_training_options(config):
     assert opts['epochs'] == 3 and opts['batch_size'] == 64
     with pytest.raises(ValueError, match='monitor'):
         training_options(small_config(config, monitor='accuracy'))
+    with pytest.raises(ConfigError, match=r'train-test-config: training.epochs must be a number'):
+        training_options(small_config(config, epochs='one'))
+    with pytest.raises(ConfigError, match='unknown key.*training.max_minute'):
+        training_options(small_config(config, max_minute=0.05))
 
 
 TRAIN_YAML = """

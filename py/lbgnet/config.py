@@ -180,6 +180,69 @@ def etc_dir():
                       + ', '.join(str(c) for c in candidates) + '); set $LBGNET_ETC')
 
 
+#: The keys each configuration section may hold (first level).  Sections not listed here
+#: are free-form (``lines``: name -> rest wavelength) or scalars (``name``, ``nboxes``);
+#: ``tune`` is checked by :mod:`lbgnet.tune`.
+SECTION_KEYS = {
+    'grid': ('wave_min', 'dwave', 'nbins'),
+    'selection': ('c_thresh', 'n_thresh'),
+    'instrument': ('arms', 'noise', 'pixel', 'resolution', 'resolution_ndiag'),
+    'model': ('architecture', 'channels', 'conv_layers', 'dense_units', 'direct', 'dropout',
+              'filters', 'kernel_size', 'offset_margin', 'padding', 'snr_softening', 'strides'),
+    'loss': ('direct', 'gamma', 'pos_weight'),
+    'postprocess': ('agree_tol', 'hybrid_score', 'line_floor'),
+    'training': ('batch_size', 'epochs', 'learning_rate', 'lr_final_fraction', 'lr_schedule',
+                 'max_minutes', 'monitor', 'ntrain', 'nval', 'patience', 'seed', 'simulation'),
+    'simulation': ('class_fractions', 'galaxy', 'igm', 'lbg', 'normalisation', 'qso',
+                   'rmag_range', 'star'),
+    'mock': ('dead_arm_fraction', 'dead_fibre_fraction', 'efftime_per_exposure',
+             'efftime_range', 'exptime_per_efftime', 'files', 'target_bits', 'tsnr2_per_efftime'),
+    'redrock_mock': ('chi2_mismatch', 'deltachi2', 'failure_mix', 'lbg', 'ncoeff',
+                     'qso_dv_sigma', 'qso_hiz_min', 'small_deltachi2', 'star_subtypes',
+                     'star_vr_sigma', 'success', 'wrong_z', 'zerr', 'zerr_dex', 'zerr_mag'),
+    'generator': ('augment', 'batch_size', 'batches_per_epoch', 'efftime_range',
+                  'fibre_failures'),
+    'target': ('class', 'lines'),
+}
+FREE_SECTIONS = ('lines', 'name', 'nboxes', 'tune')
+
+
+def check_keys(data, source):
+    """Reject unknown sections, unknown keys in a section, and sections that are not mappings.
+
+    A misspelt key (``max_minute`` for ``max_minutes``) would otherwise be ignored and its
+    default used without a word.
+
+    Parameters
+    ----------
+    data : dict
+        A configuration mapping (as :func:`read_yaml_config` returns it).
+    source : str
+        Named in the error.
+
+    Raises
+    ------
+    ConfigError
+        Naming `source` and the offending section or keys.
+    """
+    for section, value in data.items():
+        if section in FREE_SECTIONS:
+            continue
+        if section not in SECTION_KEYS:
+            raise ConfigError(f'{source}: unknown section "{section}" (known: '
+                              f'{", ".join(sorted(SECTION_KEYS) + list(FREE_SECTIONS))})')
+        if value is None:
+            continue
+        if not isinstance(value, dict):
+            raise ConfigError(f'{source}: section "{section}" must be a mapping, '
+                              f'not {type(value).__name__} {value!r}')
+        unknown = sorted(set(map(str, value)) - set(SECTION_KEYS[section]))
+        if unknown:
+            raise ConfigError(f'{source}: unknown key(s) '
+                              f'{", ".join(f"{section}.{k}" for k in unknown)} (known in '
+                              f'{section}: {", ".join(SECTION_KEYS[section])})')
+
+
 def _resolve(name, relative_to=None):
     path = Path(name)
     if path.is_file():
@@ -228,6 +291,8 @@ def read_yaml_config(name, _seen=None):
     base = data.pop('base', None)
     if base is not None:
         data = _merge(read_yaml_config(_resolve(base, path.parent), seen), data)
+    if _seen is None:
+        check_keys(data, str(path))
     return data
 
 
@@ -272,6 +337,23 @@ def load_config(name=DEFAULT_CONFIG):
     return config_from_dict(read_yaml_config(name), source=str(name))
 
 
+def arm_pixel(config):
+    """Width (Å) of the DESI arm pixels, from the ``instrument`` section of a configuration.
+
+    Raises
+    ------
+    ConfigError
+        If the section or its ``pixel`` entry is missing or not a positive number.
+    """
+    try:
+        pixel = float(config.extra['instrument']['pixel'])
+    except (KeyError, TypeError, ValueError) as err:
+        raise ConfigError(f'{config.source}: missing or invalid instrument pixel ({err!r})') from None
+    if not pixel > 0:
+        raise ConfigError(f'{config.source}: instrument pixel must be > 0, got {pixel}')
+    return pixel
+
+
 def arm_wavelengths(config):
     """DESI arm pixel grids from the ``instrument`` section of a configuration.
 
@@ -284,10 +366,10 @@ def arm_wavelengths(config):
     dict
         band -> increasing wavelength array (Å), e.g. ``{'b': array([3600., 3600.8, …])}``.
     """
+    pixel = arm_pixel(config)
     try:
-        inst = config.extra['instrument']
-        pixel = float(inst['pixel'])
-        arms = {str(b): (float(lo), float(hi)) for b, (lo, hi) in inst['arms'].items()}
+        arms = {str(b): (float(lo), float(hi))
+                for b, (lo, hi) in config.extra['instrument']['arms'].items()}
     except (KeyError, TypeError, ValueError) as err:
         raise ConfigError(f'{config.source}: missing or invalid instrument section ({err!r})') from None
     return {b: np.round(lo + pixel * np.arange(int(round((hi - lo) / pixel)) + 1), 4)

@@ -115,20 +115,30 @@ def pe_score(is_true, score):
     Returns
     -------
     value : float
-        Fraction of true LBGs among the N_LBG highest scores (NaN without LBGs).
+        Fraction of true LBGs among the N_LBG highest scores (NaN without LBGs).  Objects
+        tied with the N_LBG-th highest score share the remaining places: they count with
+        their mean truth (the expectation over random tie breaking), so the value does
+        not depend on the order of the rows.
     threshold : float
-        Midway between the N_LBG-th and the next highest score: ``score > threshold``
-        selects the top N_LBG objects when there are no ties.
+        ``score > threshold`` selects the top N_LBG objects: midway between the N_LBG-th
+        and the next lower distinct score.  When a tie straddles rank N_LBG, the threshold
+        keeps or drops the whole tied group, whichever selects closer to N_LBG objects
+        (keeping it on equality, and always when dropping it would select nothing).
     """
     is_true = np.asarray(is_true, dtype=bool)
     score = np.asarray(score, dtype=np.float64)
     ntrue = int(is_true.sum())
     if ntrue == 0:
         return float('nan'), float('nan')
-    order = np.argsort(-score, kind='stable')
-    value = float(is_true[order[:ntrue]].mean())
-    below = score[order[ntrue]] if ntrue < score.size else score[order[-1]] - 1e-6
-    return value, float(0.5 * (score[order[ntrue - 1]] + below))
+    cut = -np.partition(-score, ntrue - 1)[ntrue - 1]          # the N_LBG-th highest
+    above, tied = score > cut, score == cut
+    nabove, ntied = int(above.sum()), int(tied.sum())
+    value = (np.count_nonzero(is_true & above)
+             + (ntrue - nabove) * np.count_nonzero(is_true & tied) / ntied) / ntrue
+    lower = score[score < cut]
+    below = lower.max() if lower.size else cut - 1e-6
+    keep = nabove == 0 or nabove + ntied - ntrue <= ntrue - nabove
+    return float(value), float(0.5 * (cut + below)) if keep else float(cut)
 
 
 def redshift_metrics(z_true, z_pred):
@@ -283,7 +293,7 @@ def evaluate_regime(truth, pred, c_thresh, thresholds, z_edges, mag_edges):
         'nlbg': int(is_true.sum()), 'ncontaminant': int((~is_true).sum()),
         'pe_score': score, 'pe_threshold': thresh,
         'c_thresh': float(c_thresh),
-        'efficiency': float(good.sum() / max(is_true.sum(), 1)),
+        'efficiency': float(good.sum() / is_true.sum()) if is_true.any() else float('nan'),
         'purity': float(good.sum() / nsel) if nsel else float('nan'),
         'redshift': redshift_metrics(z_true[good], np.asarray(pred['Z_LBG'])[good]),
         'redshift_bestline': redshift_metrics(z_true[good], np.asarray(pred['Z_BESTLINE'])[good]),

@@ -153,7 +153,12 @@ def model_options(config):
     if missing:
         raise ConfigError(f'{config.source}: model section lacks {", ".join(missing)}')
     opts = dict(section)
-    nconv = int(opts['conv_layers'])
+    try:
+        nconv = int(opts['conv_layers'])
+        dropout = float(opts['dropout'])
+    except (TypeError, ValueError):
+        raise ConfigError(f'{config.source}: model.conv_layers and model.dropout must be numbers, '
+                          f'not {opts["conv_layers"]!r} and {opts["dropout"]!r}') from None
     if nconv < 1:
         raise ConfigError(f'{config.source}: model.conv_layers must be >= 1')
     opts['conv_layers'] = nconv
@@ -166,7 +171,7 @@ def model_options(config):
     opts['channel_index'] = [CHANNEL_NAMES.index(c) for c in opts['channels']]
     if opts['padding'] not in ('same', 'valid'):
         raise ConfigError(f'{config.source}: model.padding must be "same" or "valid"')
-    if not 0.0 <= float(opts['dropout']) < 1.0:
+    if not 0.0 <= dropout < 1.0:
         raise ConfigError(f'{config.source}: model.dropout must be in [0, 1)')
     return opts
 

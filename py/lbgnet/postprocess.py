@@ -106,7 +106,12 @@ def combine_lines(c_lines, z_lines, config, agree_tol, line_floor):
     support = np.einsum('sij,sj->si', agree, weight)
     support = np.where(weight > 0, support, -1.0)
     best_line = np.argmax(c_lines, axis=1)
-    center = np.argmax(support, axis=1)
+    # Equal support (to rounding): the candidate with more agreeing lines wins, so that a
+    # single line only prevails when it is strictly more confident than the others together.
+    nsupport = np.einsum('sij,sj->si', agree, (weight > 0).astype(np.float64))
+    smax = support.max(axis=1, keepdims=True)
+    tied = support >= smax - 1e-6 * np.abs(smax)
+    center = np.argmax(np.where(tied, nsupport, -1.0), axis=1)
     center = np.where(weight.max(axis=1) > 0, center, best_line)
     z_center = np.take_along_axis(z_lines, center[:, None], axis=1)
     # One refinement: members are the lines within the tolerance of the centre line.

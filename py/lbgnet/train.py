@@ -51,38 +51,49 @@ def training_options(config, **overrides):
     lbgnet.config.ConfigError
         For an unknown monitor or non-positive sizes.
     """
+    section = config.extra.get('training') or {}
+    if not isinstance(section, dict):
+        raise ConfigError(f'{config.source}: section "training" must be a mapping')
+    unknown = sorted(set(section) - set(TRAINING_DEFAULTS))
+    if unknown:
+        raise ConfigError(f'{config.source}: unknown key(s) {", ".join("training." + k for k in unknown)}')
     opts = dict(TRAINING_DEFAULTS)
-    opts.update(config.extra.get('training') or {})
+    opts.update(section)
     opts.update({k: v for k, v in overrides.items() if v is not None})
     if opts['monitor'] not in MONITORS:
         raise ConfigError(f'{config.source}: training.monitor must be one of {sorted(MONITORS)}')
     if opts['lr_schedule'] not in LR_SCHEDULES:
         raise ConfigError(f'{config.source}: training.lr_schedule must be one of {LR_SCHEDULES}')
-    opts['lr_final_fraction'] = float(opts['lr_final_fraction'])
+    types = {'lr_final_fraction': float, 'learning_rate': float, 'epochs': int, 'batch_size': int,
+             'ntrain': int, 'nval': int, 'patience': int, 'seed': int}
     if opts['max_minutes'] is not None:
-        opts['max_minutes'] = float(opts['max_minutes'])
+        types['max_minutes'] = float
+    for key, kind in types.items():
+        try:
+            opts[key] = kind(opts[key])
+        except (TypeError, ValueError):
+            raise ConfigError(f'{config.source}: training.{key} must be a number '
+                              f'({kind.__name__}), not {opts[key]!r}') from None
     if opts['lr_schedule'] == 'cosine_time' and not opts['max_minutes']:
         raise ConfigError(f'{config.source}: training.lr_schedule cosine_time needs max_minutes')
     for key in ('epochs', 'batch_size', 'ntrain', 'nval'):
-        opts[key] = int(opts[key])
         if opts[key] <= 0:
             raise ConfigError(f'{config.source}: training.{key} must be > 0')
-    opts['learning_rate'] = float(opts['learning_rate'])
-    opts['patience'] = int(opts['patience'])
-    opts['seed'] = int(opts['seed'])
     return opts
 
 
 def loss_from_config(config):
     """The :class:`~lbgnet.losses.LineFinderLoss` of a configuration's ``loss`` section."""
     section = config.extra.get('loss') or {}
+    if not isinstance(section, dict):
+        raise ConfigError(f'{config.source}: section "loss" must be a mapping, not {section!r}')
     try:
         pos_weight = resolve_pos_weight(section.get('pos_weight', 'balanced'), config.nboxes)
-    except ValueError as err:
-        raise ConfigError(f'{config.source}: {err}') from None
+        gamma = float(section.get('gamma', 1.0))
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f'{config.source}: invalid loss section ({err})') from None
     from .variants import variant_loss
-    return variant_loss(config, LineFinderLoss(gamma=float(section.get('gamma', 1.0)),
-                                               pos_weight=pos_weight))
+    return variant_loss(config, LineFinderLoss(gamma=gamma, pos_weight=pos_weight))
 
 
 def compile_model(model, config, learning_rate=None, total_steps=None):

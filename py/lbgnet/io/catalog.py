@@ -144,15 +144,56 @@ def write_catalog(path, table, header, extname='LBG_CNN'):
         If the output directory is not writable.
     """
     check_writable(path)
+    with atomic_path(path) as tmp:
+        _write_table(tmp, table, header, extname)
+    return path
+
+
+def write_outputs(files, header):
+    """Write several tables so that either all of them appear or none does.
+
+    Each goes to a temporary name first; they are renamed only when every one was written
+    (in reverse order, so the first path appears last: a run that finds it can take the
+    others as complete).  On any error all temporaries are removed and no existing file
+    is touched.
+
+    Parameters
+    ----------
+    files : sequence of (path, astropy.table.Table, extname)
+    header : astropy.io.fits.Header
+        Provenance cards for every HDU.
+
+    Raises
+    ------
+    OutputFileError
+        If a directory is not writable or a write fails (e.g. disk full).
+    """
+    from contextlib import ExitStack
+    for path, _, _ in files:
+        check_writable(path)
+    current = files[0][0]
+    try:
+        with ExitStack() as stack:
+            tmps = [stack.enter_context(atomic_path(path)) for path, _, _ in files]
+            for tmp, (current, table, extname) in zip(tmps, files):
+                _write_table(tmp, table, header, extname)
+    except OutputFileError:
+        raise
+    except OSError as err:           # disk full, quota, I/O error: nothing was renamed
+        raise OutputFileError(current, f'cannot write ({err.strerror or err}); no output '
+                              'of this file was written') from None
+    return [path for path, _, _ in files]
+
+
+def _write_table(path, table, header, extname):
+    """Primary HDU + one binary table at `path` (overwritten), both with `header`."""
     records = [dict(name=card.keyword, value=card.value, comment=card.comment)
                for card in header.cards if card.keyword not in ('', 'COMMENT', 'HISTORY')]
     units = [str(table[col].unit) if table[col].unit is not None else '' for col in table.colnames]
     data = np.asarray(table.as_array())
-    with atomic_path(path) as tmp:
-        with fitsio.FITS(tmp, 'rw', clobber=True) as fx:
-            fx.write(None, header=records)
-            fx.write(data, extname=extname, header=records, units=units)
-    return path
+    with fitsio.FITS(path, 'rw', clobber=True) as fx:
+        fx.write(None, header=records)
+        fx.write(data, extname=extname, header=records, units=units)
 
 
 def read_catalog(path, extname='LBG_CNN'):

@@ -76,6 +76,21 @@ def read_prediction_catalog(path, line_names, extname='LBG_CNN'):
     return out
 
 
+def catalog_thresholds(path, extname='LBG_CNN'):
+    """The selection an afterburner catalogue was made with.
+
+    Returns
+    -------
+    c_thresh, n_thresh : float or None, int or None
+        Header keywords ``CTHRESH`` and ``NTHRESH`` (None where absent).
+    """
+    with open_fits(str(path)) as fx:
+        header = fx[extname].read_header()
+    c_thresh, n_thresh = header.get('CTHRESH'), header.get('NTHRESH')
+    return (None if c_thresh is None else float(c_thresh),
+            None if n_thresh is None else int(n_thresh))
+
+
 def match_rows(reference, targetid, path):
     """Index of each `targetid` in `reference` (both int arrays); error if one is missing.
 

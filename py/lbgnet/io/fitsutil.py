@@ -39,18 +39,24 @@ def open_fits(path):
         raise InputFileError(path, 'is a directory, not a FITS file')
     try:
         fx = fitsio.FITS(path)
-    except OSError as err:
+    except (OSError, UnicodeDecodeError, ValueError) as err:     # damaged headers: decode errors
         raise InputFileError(path, f'not a readable FITS file ({_first_line(err)})') from None
     try:
         size = os.path.getsize(path)
         data_end = max(hdu.get_offsets()['data_end'] for hdu in fx)
-    except OSError as err:
+    except (OSError, UnicodeDecodeError, ValueError) as err:
         fx.close()
         raise InputFileError(path, f'corrupt FITS structure ({_first_line(err)})') from None
-    if data_end > size:
+    if data_end > size and not _is_gzip(path):        # a .gz file is smaller than its data
         fx.close()
         raise InputFileError(path, f'truncated FITS file ({size} bytes, headers need {data_end})')
     return fx
+
+
+def _is_gzip(path):
+    """True when `path` starts with the gzip magic bytes."""
+    with open(path, 'rb') as fh:
+        return fh.read(2) == b'\x1f\x8b'
 
 
 def extnames(fx):

@@ -205,7 +205,11 @@ def load_model(path):
     weights_path, json_path = model_paths(path)
     if not os.path.exists(weights_path):
         raise MissingInputError(weights_path, 'no such file (the weights of the model)')
-    if description.get('weights_sha256') != sha256sum(weights_path):
+    try:
+        checksum = sha256sum(weights_path)
+    except OSError as err:            # a directory, no read permission, I/O error
+        raise InputFileError(weights_path, f'cannot read the weights ({err.strerror or err})') from None
+    if description.get('weights_sha256') != checksum:
         raise InputFileError(weights_path, f'SHA-256 does not match the one in {json_path} '
                              '(corrupt, truncated or replaced weights file)')
     try:

@@ -21,11 +21,11 @@ from ..afterburner import (DEFAULT_CHUNK, RerunSetup, catalog_header, default_te
                            node_threads, predict_coadd, rerun_into, set_threads)
 from ..catalog import assemble_catalog, match_targetids
 from ..io import read_redrock
-from ..io.catalog import OutputFileError, check_writable, read_catalog, write_catalog
+from ..io.catalog import OutputFileError, check_writable, read_catalog, write_outputs
 from ..io.chunks import iter_coadd_chunks
 from ..io.discover import FileJob, expand_coadds, find_coadds, plan_jobs
 from ..io.errors import InputFileError
-from ..io.priors import priors_table, write_priors
+from ..io.priors import priors_table
 from ..network import DEFAULT_BATCH, default_model_path, load_network
 from ..parallel import split_work
 from ..priors import PRIOR_FUNCTION, select_priors
@@ -88,6 +88,8 @@ def parse(options=None):
         parser.error('--chunk-size and --batch-size must be >= 1')
     if args.c_thresh is not None and not 0.0 <= args.c_thresh <= 1.0:
         parser.error('--c-thresh must be in [0, 1]')
+    if args.n_thresh is not None and args.n_thresh < 1:
+        parser.error('--n-thresh must be >= 1')
     return args
 
 
@@ -167,8 +169,10 @@ def process_one(job, network, args, rerun=None, refiner=None):
         rerun_into(catalog, job.coadd, select_priors(catalog, cfg, rerun.zrange), rerun.files)
     header = catalog_header(job, network, c_thresh, n_thresh, pred.layout,
                             rerun.files if rerun is not None else None, refiner)
-    write_priors(job.priors, priors_table(tid, zprior, sigma, PRIOR_FUNCTION), header)
-    write_catalog(job.output, catalog, header)
+    # both or neither: the catalogue, renamed last, marks the file as done
+    write_outputs([(job.output, catalog, 'LBG_CNN'),
+                   (job.priors, priors_table(tid, zprior, sigma, PRIOR_FUNCTION), 'PRIORS')],
+                  header)
     nlbg = int(np.count_nonzero(catalog['IS_LBG']))
     log.info('%s: %d spectra, %d LBG candidates -> %s', job.coadd, len(catalog), nlbg, job.output)
     return len(catalog), nlbg
@@ -216,12 +220,20 @@ def setup(args):
         out['jobs'], out['unmatched'] = plan(args)
         out['model'] = args.model or default_model_path()
         out['network'] = load_network(out['model'])
+        nlines = len(out['network'].config.lines)
+        if args.n_thresh is not None and args.n_thresh > nlines:
+            raise InputFileError(out['model'], f'--n-thresh {args.n_thresh} exceeds the {nlines} '
+                                 'lines of this model')
         out['refiner'] = make_refiner(args, out['network'].config, out['network'].zrange)
         if args.rerun_redrock:
             files = template_files(args.templates or [default_template_path()])
             out['rerun'] = RerunSetup(files, template_zrange(files))
     except (InputFileError, ValueError) as err:
         out['error'] = str(err)
+    except Exception as err:  # noqa: BLE001 -- the other ranks wait for this answer
+        get_logger().error('setup: unexpected %s: %s\n%s', type(err).__name__, err,
+                           traceback.format_exc())
+        out['error'] = f'setup failed: {type(err).__name__}: {err}'
     return out
 
 
@@ -326,7 +338,7 @@ def main(args=None, comm=None):
             network = load_network(state['model'])
             refiner = make_refiner(args, network.config, network.zrange)
         load_error = None
-    except InputFileError as err:
+    except Exception as err:  # noqa: BLE001 -- a rank that cannot load must still reach the barrier
         load_error = f'rank {rank}: {err}'
     if comm is not None:
         comm.barrier()

@@ -47,8 +47,12 @@ def parse(options=None):
                         help='Redrock file(s), one per coadd, for a Redrock comparison')
     parser.add_argument('--model', help='model file (.weights.h5 or .json) [shipped model]')
     parser.add_argument('--outdir', required=True, help='output directory')
-    parser.add_argument('--c-thresh', type=float, help='line confidence threshold [model default]')
-    parser.add_argument('--n-thresh', type=int, help='number of lines required [model default]')
+    parser.add_argument('--c-thresh', type=float,
+                        help='line confidence threshold [model default; for --catalog, the '
+                        "catalogue's CTHRESH]")
+    parser.add_argument('--n-thresh', type=int,
+                        help='number of lines required [model default]; not with --catalog, '
+                        'whose C_LBG was computed for its NTHRESH')
     parser.add_argument('--include-bad-fibres', action='store_true',
                         help='keep spectra with COADD_FIBERSTATUS != 0 or no valid pixel '
                         '(catalogue: LBG_FLAG NODATA/NOT_SCIENCE/NOT_IN_COADD); left out by '
@@ -68,6 +72,12 @@ def parse(options=None):
         parser.error('--redrock needs --coadd, with one Redrock file per coadd')
     if args.record_as and not args.model:
         parser.error('--record-as needs an explicit --model')
+    if args.catalog and args.n_thresh is not None:
+        parser.error("--n-thresh needs --coadd: a catalogue's C_LBG was computed for its NTHRESH")
+    if args.c_thresh is not None and not 0.0 <= args.c_thresh <= 1.0:
+        parser.error(f'--c-thresh must be in [0, 1], not {args.c_thresh}')
+    if args.n_thresh is not None and args.n_thresh < 1:
+        parser.error(f'--n-thresh must be >= 1, not {args.n_thresh}')
     check_refine_arguments(parser, args)
     return args
 
@@ -132,9 +142,11 @@ def collect(args, config, model, refiner=None):
     InputFileError
         Also when a truth file does not belong to its coadd (``TRUTHSUM``).
     """
-    from ..io.evaluation import read_prediction_catalog
+    from ..io.evaluation import catalog_thresholds, read_prediction_catalog
     from ..io.mock import check_truth_matches, mock_keywords, read_truth
     preds, truths, tids, first, nexcluded, simhash = [], [], [], None, 0, {}
+    selection = (config.selection.c_thresh if args.c_thresh is None else args.c_thresh,
+                 config.selection.n_thresh if args.n_thresh is None else args.n_thresh)
     for i, (path, truth_path) in enumerate(zip(args.coadd or args.catalog, args.truth)):
         if args.coadd:
             tid, res, X, conf, offset, nbad = predict_coadd(path, model, config, args.c_thresh,
@@ -144,6 +156,14 @@ def collect(args, config, model, refiner=None):
             nexcluded += nbad
         else:
             res = read_prediction_catalog(path, config.lines.names)
+            made_with = catalog_thresholds(path)
+            if i == 0:
+                selection = made_with
+            elif made_with != selection:
+                raise InputFileError(path, f'made with CTHRESH, NTHRESH = {made_with}, the '
+                                     f'first catalogue with {selection}: evaluate them apart')
+            if args.c_thresh is not None:
+                selection = (args.c_thresh, selection[1])
             keep = np.ones(len(res['GOOD']), bool) if args.include_bad_fibres else res['GOOD']
             res = {k: v[keep] for k, v in res.items()}
             nexcluded += int(np.count_nonzero(~keep))
@@ -164,7 +184,7 @@ def collect(args, config, model, refiner=None):
         pred.pop('DELTACHI2_TPL', None)
     truth = {k: np.concatenate([t[k] for t in truths]) for k in truths[0]}
     return pred, truth, {'targetid': tids, 'first': first, 'nexcluded': nexcluded,
-                         'simhash': simhash}
+                         'simhash': simhash, 'selection': selection}
 
 
 def compare_simulators(file_hashes, model_hash):
@@ -285,15 +305,17 @@ def main(args=None, comm=None):
         else:
             description, config = read_model_description(model_path)
             model, metadata = None, description.get('metadata')
+        if args.n_thresh is not None and args.n_thresh > len(config.lines):
+            raise InputFileError(model_path, f'--n-thresh {args.n_thresh} exceeds the '
+                                 f'{len(config.lines)} lines of this model')
         pred, truth, extras = collect(args, config, model, refiner)
-        c_thresh = config.selection.c_thresh if args.c_thresh is None else args.c_thresh
-        regimes = evaluate_predictions(truth, pred, c_thresh)
+        c_thresh, n_thresh = extras['selection']
+        regimes = evaluate_predictions(truth, pred, float('nan') if c_thresh is None else c_thresh)
         metrics = {'regimes': regimes,
                    'inputs': {'files': list(args.coadd or args.catalog), 'truth': list(args.truth),
                               'model': os.path.abspath(model_path), 'c_thresh': c_thresh,
                               'nexcluded_bad_fibres': extras['nexcluded'],
-                              'n_thresh': (config.selection.n_thresh if args.n_thresh is None
-                                           else args.n_thresh)}}
+                              'n_thresh': n_thresh}}
         metrics['inputs']['simulator'] = compare_simulators(
             extras['simhash'], (metadata or {}).get('training', {}).get('simulator_hash'))
         if refiner is not None:

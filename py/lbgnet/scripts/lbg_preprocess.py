@@ -12,7 +12,7 @@ import tempfile
 import numpy as np
 from desiutil.log import get_logger
 
-from ..config import load_config
+from ..config import ConfigError, load_config
 from ..example import example_spectra
 from ..io import InputFileError, minimal_fibermap, write_coadd
 from ..io.atomic import atomic_path
@@ -55,7 +55,11 @@ def main(args=None, comm=None):
     if not isinstance(args, argparse.Namespace):
         args = parse(args)
     log = get_logger()
-    config = load_config(args.config)
+    try:
+        config = load_config(args.config)
+    except ConfigError as err:
+        log.error('%s', err)
+        return 1
     with tempfile.TemporaryDirectory() as tmpdir:
         paths = args.coadd
         if args.example:
@@ -75,7 +79,9 @@ def main(args=None, comm=None):
             summarise(path, X, info)
             if args.output:
                 tid = info.targetid if info.targetid is not None else np.full(X.shape[0], -1)
-                with atomic_path(args.output) as tmp:
-                    np.savez(tmp, X=X, TARGETID=tid, EMPTY=info.empty)
+                # through a file handle: np.savez would add ".npz" to a name without it,
+                # and the rename of the temporary file would then miss it
+                with atomic_path(args.output) as tmp, open(tmp, 'wb') as fh:
+                    np.savez(fh, X=X, TARGETID=tid, EMPTY=info.empty)
                 log.info('wrote %s', args.output)
     return 1 if nfail else 0

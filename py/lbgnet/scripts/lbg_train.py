@@ -139,6 +139,8 @@ def read_labelled(coadds, truths, config):
     """Network input, targets and truth of mock files, through the production reader.
 
     Spectra of dead fibres (``COADD_FIBERSTATUS != 0``) or without valid pixels are left out.
+    A truth file whose content does not match its coadd's ``TRUTHSUM`` is refused, as in
+    ``desi_lbg_evaluate``.
 
     Returns
     -------
@@ -151,11 +153,12 @@ def read_labelled(coadds, truths, config):
     """
     from astropy.table import vstack
     from ..io.evaluation import match_rows, read_coadd_for_evaluation
-    from ..io.mock import read_truth
+    from ..io.mock import check_truth_matches, read_truth
     Xs, tables = [], []
     for coadd, truth_path in zip(coadds, truths):
         X, targetid, good, _ = read_coadd_for_evaluation(coadd, config)
         truth = read_truth(truth_path)
+        check_truth_matches(coadd, truth_path, truth)
         Xs.append(X[good])
         tables.append(truth[match_rows(np.asarray(truth['TARGETID']), targetid[good], truth_path)])
     truth = vstack(tables)

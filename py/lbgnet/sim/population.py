@@ -94,6 +94,14 @@ def load_sim_config(name=DEFAULT_SIM_CONFIG):
     if unknown:
         raise ConfigError(f'{name}: simulation.lbg.lines has lines {sorted(unknown)} that are not '
                           f'in the line list {list(cfg["lines"])}')
+    try:
+        rlo, rhi = (float(v) for v in sim['rmag_range'])
+        lbg_z = [float(v) for v in sim['lbg']['zrange']]
+    except (TypeError, ValueError, KeyError):
+        raise ConfigError(f'{name}: simulation.rmag_range and simulation.lbg.zrange must be '
+                          f'[min, max] pairs of numbers') from None
+    if not rlo < rhi or len(lbg_z) != 2 or not lbg_z[0] < lbg_z[1]:
+        raise ConfigError(f'{name}: simulation.rmag_range and simulation.lbg.zrange need min < max')
     cfg['_source'] = str(name)
     return cfg
 
