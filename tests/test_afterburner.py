@@ -142,6 +142,27 @@ def test_missing_input(tmp_path, model_path, caplog, missing):
     assert f'{missing}-main-dark-100.fits: no such file' in text and 'Traceback' not in text
 
 
+def test_outputs_never_overwrite_inputs(tmp_path, model_path, caplog):
+    coadd, _ = make_pair(str(tmp_path), nspec=4)
+    redrock = coadd.replace('coadd-', 'redrock-')
+    before = open(coadd, 'rb').read()
+    for opts in (['--output', coadd], ['--priors', redrock],
+                 ['--output', str(tmp_path / 'x.fits'), '--priors', str(tmp_path / 'x.fits')]):
+        rc, text = run(caplog, '--coadd', coadd, '--model', model_path, '--overwrite', *opts)
+        assert rc == 1 and 'Traceback' not in text
+        assert 'refusing to overwrite' in text or 'both the catalogue and the priors' in text
+    assert open(coadd, 'rb').read() == before and not os.path.exists(tmp_path / 'x.fits')
+
+
+def test_coadd_name_without_redrock_counterpart(tmp_path, model_path, caplog):
+    coadd, _ = make_pair(str(tmp_path))
+    odd = str(tmp_path / 'spectra-e.fits')
+    os.rename(coadd, odd)
+    rc, text = run(caplog, '--coadd', odd, '--model', model_path)
+    assert rc == 1 and 'spectra-e.fits: file name does not start with "coadd"' in text
+    assert 'Traceback' not in text
+
+
 @pytest.mark.parametrize('damage', ['truncate', 'garbage'])
 def test_corrupt_input(tmp_path, model_path, caplog, damage):
     coadd, output = make_pair(str(tmp_path))

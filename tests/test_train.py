@@ -174,6 +174,10 @@ def test_time_cosine_schedule(tmp_path, config):
     fit(model, (X, y), (X, y), fast, str(tmp_path), verbose=0)
     assert np.isclose(float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)), 1e-4,
                       rtol=1e-2)
+    # a validation loss that is NaN in every epoch ends the fit normally (last weights kept)
+    model = compile_model(build_model(fast), fast, learning_rate=2e-3)
+    _, info = fit(model, (X, y), (np.full_like(X, np.nan), y), fast, str(tmp_path / 'nan'), verbose=0)
+    assert np.isnan(info['best']) and info['best_epoch'] == info['epochs_run']
     # the schedule needs a budget
     with pytest.raises(ValueError, match='cosine_time needs max_minutes'):
         training_options(small_config(config, lr_schedule='cosine_time'))

@@ -12,7 +12,7 @@ from lbgnet.scripts.lbg_zcatalog import main
 MASK = LBGWarnMask()
 
 
-def write_cat(path, tid, is_lbg, z, flag, dchi2, cards=(), sha='abc'):
+def write_cat(path, tid, is_lbg, z, flag, dchi2, cards=(), sha='abc', extra=None):
     cat = Table(meta={'EXTNAME': 'LBG_CNN'})
     cat['TARGETID'] = np.asarray(tid, dtype=np.int64)
     cat['IS_LBG'] = np.asarray(is_lbg, dtype=bool)
@@ -21,6 +21,8 @@ def write_cat(path, tid, is_lbg, z, flag, dchi2, cards=(), sha='abc'):
     cat['DELTACHI2_RR'] = np.asarray(dchi2, dtype=np.float64)
     cat['TARGET_RA'] = np.zeros(len(tid))
     cat['TARGET_RA'].unit = 'deg'
+    for name, values in (extra or {}).items():
+        cat[name] = values
     header = provenance_header([('LBGMSHA', sha, ''), ('CTHRESH', 0.5, ''), ('NTHRESH', 1, ''),
                                 ('RERUNRR', False, '')] + list(cards))
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -104,6 +106,36 @@ def test_mixed_refinement_refused(tmp_path):
     out = str(tmp_path / 'z.fits')
     assert main(['--input-dir', str(root), '--output', out]) == 1 and not os.path.exists(out)
     assert main(['--input-dir', str(root), '--output', out, '--allow-mixed']) == 0
+
+
+def test_survey_target_bits_and_rerun_columns(tmp_path):
+    root = tmp_path / 'cats'
+    write_cat(str(root / 'a/lbg_cnn-main-dark-1.fits'), [1, 2], [1, 1], [3.0, 2.5], [0, 0], [1, 1],
+              extra={'DESI_TARGET': np.array([5, 6], dtype=np.int64)})
+    write_cat(str(root / 'b/lbg_cnn-sv1-dark-2.fits'), [3], [1], [3.2], [0], [1],
+              extra={'SV1_DESI_TARGET': np.array([7], dtype=np.int64)})
+    out = str(tmp_path / 'z.fits')
+    assert main(['--input-dir', str(root), '--output', out]) == 0     # surveys differ: fine
+    zcat, _ = read_catalog(out, extname='LBG_ZCAT')
+    rows = {t: i for i, t in enumerate(zcat['TARGETID'])}
+    assert zcat['DESI_TARGET'][rows[1]] == 5 and zcat['DESI_TARGET'][rows[3]] == 0
+    assert zcat['SV1_DESI_TARGET'][rows[3]] == 7 and zcat['SV1_DESI_TARGET'][rows[2]] == 0
+    # a catalogue made with --rerun-redrock (Z_NEW) beside plain ones: refused, or filled
+    write_cat(str(root / 'c/lbg_cnn-main-dark-3.fits'), [4], [1], [3.4], [0], [1],
+              cards=[('RERUNRR', True, '')], extra={'Z_NEW': np.array([3.41])})
+    assert main(['--input-dir', str(root), '--output', out, '--overwrite']) == 1
+    assert main(['--input-dir', str(root), '--output', out, '--overwrite', '--allow-mixed']) == 0
+    zcat, _ = read_catalog(out, extname='LBG_ZCAT')
+    z_new = dict(zip(zcat['TARGETID'].tolist(), zcat['Z_NEW'].tolist()))
+    assert z_new[4] == 3.41 and np.isnan(z_new[1])
+
+
+def test_pattern_matching_nothing_is_an_error(tree, tmp_path):
+    out = str(tmp_path / 'z.fits')
+    cats = str(tree / 'healpix/main/dark/1/*/lbg_cnn-*.fits')
+    assert main(['--catalogs', cats, str(tmp_path / 'nosuchdir/lbg_cnn-*.fits'),
+                 '--output', out]) == 1 and not os.path.exists(out)
+    assert main(['--catalogs', cats, '--output', out]) == 0
 
 
 def test_nothing_to_stack(tmp_path):

@@ -350,7 +350,11 @@ def fit(model, train_data, val_data, config, outdir, val_truth=None, epochs=None
     seconds = time.time() - start
     history = {k: [float(v) for v in vals] for k, vals in result.history.items()}
     values = np.asarray(history[monitor])
-    best = int(np.nanargmax(values) if MONITORS[monitor] == 'max' else np.nanargmin(values))
+    if np.all(np.isnan(values)):
+        log.warning('%s is NaN in every epoch: keeping the weights of the last one', monitor)
+        best = len(values) - 1
+    else:
+        best = int(np.nanargmax(values) if MONITORS[monitor] == 'max' else np.nanargmin(values))
     if os.path.exists(checkpoint):
         model.load_weights(checkpoint)
     from .plots import plot_loss_curves

@@ -27,6 +27,7 @@ import numpy as np
 from astropy.table import Table, vstack
 
 from .bitmask import LBGWarnMask
+from .catalog import TARGET_BIT_COLUMN
 
 #: LBG_FLAG bits that exclude a row from GOOD_LBG.
 BAD_FOR_CLUSTERING = ('NODATA', 'NOT_SCIENCE', 'NOT_IN_COADD', 'Z_OUT_OF_RANGE',
@@ -60,13 +61,55 @@ def good_lbg(table):
     return np.asarray(table['IS_LBG'], dtype=bool) & np.isfinite(z) & ((flag & bad_bits()) == 0)
 
 
-def stack_catalogs(tables):
+def fill_value(column):
+    """What a catalogue without `column` contributes to it: 0 for integers (target bits),
+    NaN for floats, False for booleans, '' for strings."""
+    kind = np.asarray(column).dtype.kind
+    return {'f': np.nan, 'b': False, 'U': '', 'S': b''}.get(kind, 0)
+
+
+def unify_columns(tables, allow_mixed=False):
+    """Give every table the union of the columns, in the first table's order then new ones.
+
+    Target-bit columns (``DESI_TARGET``, ``SV1_DESI_TARGET``, …) differ between surveys and
+    are always completed with 0.  Any other difference (``*_NEW`` columns of
+    ``--rerun-redrock``, another catalogue version) is refused unless `allow_mixed`, and
+    then completed with :func:`fill_value`.
+
+    Raises
+    ------
+    ValueError
+        Naming the columns that differ, when they are not target bits and not `allow_mixed`.
+    """
+    names = list(tables[0].colnames)
+    for tab in tables[1:]:
+        names += [c for c in tab.colnames if c not in names]
+    missing = {c for tab in tables for c in names if c not in tab.colnames}
+    other = sorted(c for c in missing if not TARGET_BIT_COLUMN.match(c))
+    if other and not allow_mixed:
+        raise ValueError(f'catalogues differ in columns {", ".join(other[:6])}'
+                         f'{" …" if len(other) > 6 else ""} (mixed --rerun-redrock or '
+                         'lbgnet versions?); use --allow-mixed to stack them anyway')
+    out = []
+    for tab in tables:
+        tab = tab.copy(copy_data=False)
+        for col in names:
+            if col not in tab.colnames:
+                ref = next(t[col] for t in tables if col in t.colnames)
+                tab[col] = np.full(len(tab), fill_value(ref), dtype=np.asarray(ref).dtype)
+        out.append(tab[names])
+    return out
+
+
+def stack_catalogs(tables, allow_mixed=False):
     """Stack catalogues and keep one row per TARGETID per SURVEY/PROGRAM.
 
     Parameters
     ----------
     tables : sequence of astropy.table.Table
         Catalogues with location columns (:func:`add_location`), in file order.
+    allow_mixed : bool, optional
+        Complete columns that only some catalogues have (:func:`unify_columns`).
 
     Returns
     -------
@@ -76,17 +119,12 @@ def stack_catalogs(tables):
     Raises
     ------
     ValueError
-        If the catalogues do not have the same columns.
+        If the catalogues differ in other columns than target bits and not `allow_mixed`.
     """
     tables = list(tables)
     if not tables:
         raise ValueError('no catalogue to stack')
-    names = tables[0].colnames
-    for tab in tables[1:]:
-        if tab.colnames != names:
-            diff = sorted(set(tab.colnames) ^ set(names))
-            raise ValueError(f'catalogues differ in columns ({", ".join(diff[:5])}); '
-                             'were some made with --rerun-redrock and others not?')
+    tables = unify_columns(tables, allow_mixed)
     stacked = vstack(tables, join_type='exact', metadata_conflicts='silent')
     fileorder = np.concatenate([np.full(len(t), i) for i, t in enumerate(tables)])
     bad = (np.asarray(stacked['LBG_FLAG'], dtype=np.int64) & bad_bits()) != 0

@@ -23,7 +23,7 @@ from ..catalog import assemble_catalog, match_targetids
 from ..io import read_redrock
 from ..io.catalog import OutputFileError, check_writable, read_catalog, write_outputs
 from ..io.chunks import iter_coadd_chunks
-from ..io.discover import FileJob, expand_coadds, find_coadds, plan_jobs
+from ..io.discover import FileJob, expand_coadds, find_coadds, plan_jobs, redrock_path
 from ..io.errors import InputFileError
 from ..io.priors import priors_table
 from ..network import DEFAULT_BATCH, default_model_path, load_network
@@ -112,7 +112,8 @@ def plan(args):
     Raises
     ------
     InputFileError
-        If ``--input-dir`` does not exist.
+        If ``--input-dir`` does not exist, or ``--output`` / ``--priors`` would overwrite an
+        input or each other.
     """
     if args.input_dir is not None:
         coadds, unmatched = find_coadds(args.input_dir), []
@@ -127,6 +128,12 @@ def plan(args):
         priors = args.priors or os.path.join(os.path.dirname(output),
                                              os.path.basename(job.priors))
         jobs = [FileJob(job.coadd, args.redrock or job.redrock, output, priors, job.size)]
+        inputs = {os.path.abspath(p) for p in (jobs[0].coadd, jobs[0].redrock) if p}
+        if os.path.abspath(output) == os.path.abspath(priors):
+            raise InputFileError(output, 'given as both the catalogue and the priors output')
+        for out in (output, priors):
+            if os.path.abspath(out) in inputs:
+                raise InputFileError(out, 'is an input file; refusing to overwrite it')
     return jobs, unmatched
 
 
@@ -153,6 +160,8 @@ def process_one(job, network, args, rerun=None, refiner=None):
     cfg = network.config
     c_thresh = cfg.selection.c_thresh if args.c_thresh is None else args.c_thresh
     n_thresh = cfg.selection.n_thresh if args.n_thresh is None else args.n_thresh
+    if not job.redrock:               # plan_jobs could not derive it from the coadd's name
+        redrock_path(job.coadd)       # raises the InputFileError that says so
     check_writable(job.output)
     check_writable(job.priors)
     layout = next(iter_coadd_chunks(job.coadd, 1))[0]

@@ -22,7 +22,7 @@ def parse(options=None):
     parser = argparse.ArgumentParser(description='Make a Redrock PCA template of LBGs from '
                                      'noiseless simulated rest-frame spectra.')
     parser.add_argument('--outdir', required=True, help='output directory')
-    parser.add_argument('--version', default='0.1', help='template VERSION [%(default)s]')
+    parser.add_argument('--version', default='0.2', help='template VERSION [%(default)s: the shipped one]')
     parser.add_argument('--nspec', type=int, default=2000, help='simulated LBGs [%(default)s]')
     parser.add_argument('--nbasis', type=int, default=10, help='basis vectors [%(default)s]')
     parser.add_argument('--seed', type=int, default=20231, help='random seed [%(default)s]')

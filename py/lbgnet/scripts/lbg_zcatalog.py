@@ -34,7 +34,9 @@ def parse(options=None):
     src.add_argument('--catalogs', nargs='+', help='catalogue files or glob patterns')
     parser.add_argument('--output', required=True, help='output FITS file')
     parser.add_argument('--allow-mixed', action='store_true',
-                        help='stack catalogues made with different models or thresholds')
+                        help='stack catalogues made with different models, thresholds, rerun '
+                        'or refinement settings; columns only some have (e.g. *_NEW of '
+                        '--rerun-redrock) are filled with NaN / 0 / blank elsewhere')
     parser.add_argument('--overwrite', action='store_true', help='replace an existing --output')
     return parser.parse_args(options)
 
@@ -45,10 +47,13 @@ def find_catalogs(args):
         if not os.path.isdir(args.input_dir):
             raise InputFileError(args.input_dir, 'input directory does not exist')
         files = sorted(os.path.join(root, f) for root, _, names in os.walk(args.input_dir)
-                       for f in names if f.startswith(CATALOG_PREFIX + '-') and f.endswith('.fits'))
+                       for f in names if f.startswith(CATALOG_PREFIX + '-')
+                       and f.endswith(('.fits', '.fits.gz')))
         where = args.input_dir
     else:
-        files, _ = expand_coadds(args.catalogs)
+        files, unmatched = expand_coadds(args.catalogs)
+        if unmatched:                # a typo would silently drop part of the catalogue
+            raise InputFileError(unmatched[0], 'matched no catalogue file')
         where = ' '.join(args.catalogs)
     if not files:
         raise InputFileError(where, f'no {CATALOG_PREFIX}-*.fits catalogue found')
@@ -92,7 +97,7 @@ def main(args=None, comm=None):
     try:
         files = find_catalogs(args)
         tables, common = read_all(files, args.allow_mixed)
-        zcat = stack_catalogs(tables)
+        zcat = stack_catalogs(tables, args.allow_mixed)
     except (InputFileError, ValueError) as err:
         log.error('%s', err)
         return 1
