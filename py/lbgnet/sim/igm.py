@@ -188,28 +188,3 @@ def transmission(wave, z, scale, seed, tau_ll, igmcfg):
         out[below] *= t_ll.astype(np.float32)
     trans.reshape(-1)[rows * wave.size + cols] = out
     return trans
-    a, b = float(igmcfg['tau_a']), float(igmcfg['tau_b'])
-    tau = (a * (wave / LYA) ** b)[cols]
-    for rest, ratio in igmcfg['lyman_series'].values():
-        tau_j = (ratio * a * (wave / rest) ** b)[cols]
-        tau = tau + np.where(cols < np.searchsorted(wave, rest * zp1)[rows], tau_j, 0.0)
-    tau = tau * np.asarray(scale, dtype=np.float64)[rows]
-    fc = float(igmcfg['coarse_fraction'])
-    lnw = np.log(wave)[cols]
-    seed = np.asarray(seed).astype(np.uint64)
-    off_f = (seed & np.uint64(TABLE_SIZE - 1)).astype(np.int64)[rows]
-    off_c = ((seed >> np.uint64(32)) & np.uint64(TABLE_SIZE - 1)).astype(np.int64)[rows]
-    t = _node_transmission(lnw, off_f, (1.0 - fc) * tau, float(igmcfg['fine_dlnl']))
-    t *= _node_transmission(lnw, off_c, fc * tau, float(igmcfg['coarse_dlnl']))
-    ll = np.asarray(tau_ll, dtype=np.float64)
-    nll = np.searchsorted(wave, LYMAN_LIMIT * zp1)[rows]
-    below = cols < nll
-    if np.any(below):
-        rest = wave[cols[below]] / zp1[rows[below]]
-        llb = ll[rows[below]]
-        with np.errstate(invalid='ignore'):
-            t_ll = np.where(np.isinf(llb), 0.0, np.exp(-np.where(np.isinf(llb), 0.0, llb)
-                                                       * (rest / LYMAN_LIMIT) ** 3))
-        t[below] *= t_ll.astype(np.float32)
-    trans[rows, cols] = t
-    return trans
