@@ -14,8 +14,11 @@ Measures, in one run:
 3. peak resident memory of the afterburner on one ``--big``-spectrum file.
 
 Mock files: ``desi_lbg_mock`` (the lbgnet simulator: LBGs and contaminants, DESI noise,
-full FIBERMAP/EXP_FIBERMAP/SCORES/RESOLUTION, so that rrdesi can read them).  The model is ``--model`` or, by default, the network of
-``--config`` with random weights (same cost as trained weights).
+full FIBERMAP/EXP_FIBERMAP/SCORES/RESOLUTION, so that rrdesi can read them).  The model is
+``--model`` or, by default, the shipped one: the template refinement runs on the IS_LBG
+rows only, so the cost depends on what the network selects (a random-weight network
+selects nearly everything).  Each rank's thread limits (TensorFlow and BLAS) come from
+the afterburner itself, so no ``OMP_NUM_THREADS`` is set here.
 
 Usage::
 
@@ -39,8 +42,7 @@ def parse(options=None):
     parser.add_argument('--nfiles', type=int, default=8, help='files of --nspec [%(default)s]')
     parser.add_argument('--nspec', type=int, default=500, help='spectra per file [%(default)s]')
     parser.add_argument('--big', type=int, default=5000, help='spectra of the memory test file')
-    parser.add_argument('--model', help='model file [random-weight network of --config]')
-    parser.add_argument('--config', default='lbgnet-default.yaml', help='[%(default)s]')
+    parser.add_argument('--model', help='model file [the shipped model]')
     parser.add_argument('--rrdesi-templates', default=REFERENCE, help='[%(default)s]')
     parser.add_argument('--repeat', type=int, default=3,
                         help='afterburner runs per measurement; the fastest is kept [%(default)s]')
@@ -56,16 +58,6 @@ def make_mock(outdir, nspec, nfiles, seed, env, resolution=True):
     cmd = [sys.executable, os.path.join(ROOT, 'bin', 'desi_lbg_mock'), '--outdir', outdir,
            '--nspec', str(nspec * nfiles), '--nfiles', str(nfiles), '--seed', str(seed)]
     run(cmd + ([] if resolution else ['--no-resolution']), env)
-
-
-def make_model(path, config):
-    from lbgnet.config import load_config
-    from lbgnet.io.modelfile import save_model
-    from lbgnet.model import build_model
-    import keras
-    keras.utils.set_random_seed(0)
-    cfg = load_config(config)
-    return save_model(path, build_model(cfg), cfg, {'purpose': 'benchmark, random weights'})[0]
 
 
 def run(cmd, env=None):
@@ -91,17 +83,17 @@ def main(args):
     indir = os.path.join(args.workdir, 'in')
     make_mock(indir, args.nspec, args.nfiles, 1, env)
     files = sorted(os.path.join(indir, f) for f in os.listdir(indir) if f.startswith('coadd-'))
-    model = args.model or make_model(os.path.join(args.workdir, 'model.weights.h5'), args.config)
+    from lbgnet.network import default_model_path
+    model = args.model or default_model_path()
     out = dict(ncores=os.cpu_count(), nfiles=args.nfiles, nspec=args.nspec, model=model,
                loadavg_start=os.getloadavg())
     ab = [py, os.path.join(bindir, 'desi_lbg_afterburner'), '--model', model, '--overwrite']
 
-    env1 = dict(env, OMP_NUM_THREADS='1')
     one = files[0]
     measures = {
         'serial': (ab + ['--input-dir', indir, '--outdir', os.path.join(args.workdir, 'o1')], env),
         'mpi2': ([mpiexec, '-n', '2'] + ab + ['--mpi', '--input-dir', indir, '--outdir',
-                                              os.path.join(args.workdir, 'o2')], env1),
+                                              os.path.join(args.workdir, 'o2')], env),
         'one_file': (ab + ['--coadd', one, '--output', os.path.join(args.workdir, 'one.fits')], env),
     }
     for name, (cmd, cmd_env) in measures.items():

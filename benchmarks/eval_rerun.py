@@ -18,7 +18,7 @@ Writes a JSON summary and a PNG of the Δz/(1+z) distributions.
 Usage::
 
     PYTHONPATH=py python benchmarks/eval_rerun.py --workdir /tmp/lbgrerun --model M \\
-        --template py/lbgnet/data/rrtemplate-GALAXY-LBG-v0.1.fits
+        [--template py/lbgnet/data/rrtemplate-GALAXY-LBG-v0.2.fits]
 """
 import argparse
 import json
@@ -38,8 +38,8 @@ def parse(options=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--workdir', required=True)
     parser.add_argument('--model', help='afterburner model [shipped model]')
-    parser.add_argument('--template', default=os.path.join(ROOT, 'py', 'lbgnet', 'data', 'rrtemplate-GALAXY-LBG-v0.1.fits'),
-                        help='LBG Redrock template file [%(default)s]')
+    parser.add_argument('--template', help='LBG Redrock template file [the shipped one, newest '
+                        'version in py/lbgnet/data]')
     parser.add_argument('--nspec', type=int, default=200)
     parser.add_argument('--seed', type=int, default=777)
     parser.add_argument('--classes', nargs='+', default=['LBG'])
@@ -48,7 +48,11 @@ def parse(options=None):
                         help='only make the mock and the rrdesi file (slow, model-independent)')
     parser.add_argument('--json', help='output JSON')
     parser.add_argument('--png', help='output PNG')
-    return parser.parse_args(options)
+    args = parser.parse_args(options)
+    if args.template is None:
+        from lbgnet.io.rrtemplate import default_template_path
+        args.template = default_template_path()
+    return args
 
 
 def run(cmd, env):

@@ -133,6 +133,23 @@ def test_skip_existing_unless_overwrite(tmp_path, model_path, caplog):
     assert os.stat(output).st_mtime_ns != mtime
 
 
+def test_resumed_run_splits_only_the_files_left(tmp_path, model_path, caplog):
+    """Files already done are left out before the split, so every rank gets work."""
+    from lbgnet.parallel import split_work
+    from lbgnet.scripts.lbg_afterburner import setup
+    outs = [make_pair(str(tmp_path), name=f'main-dark-{k}', nspec=4)[1] for k in range(4)]
+    for done in (outs[1], outs[3]):
+        open(done, 'w').write('done earlier')
+    state = setup(parse(['--coadd', str(tmp_path / 'coadd-*.fits'), '--model', model_path]))
+    assert [j.output for j in state['jobs']] == [outs[0], outs[2]]
+    assert len(state['skipped']) == 2
+    assert all(len(split_work(state['jobs'], 2, r, [j.size for j in state['jobs']])) == 1
+               for r in range(2))
+    rc, text = run(caplog, '--coadd', str(tmp_path / 'coadd-*.fits'), '--model', model_path)
+    assert rc == 0 and '2 files done' in text and '2 skipped' in text
+    assert open(outs[1]).read() == 'done earlier'
+
+
 @pytest.mark.parametrize('missing', ['coadd', 'redrock'])
 def test_missing_input(tmp_path, model_path, caplog, missing):
     coadd, output = make_pair(str(tmp_path))

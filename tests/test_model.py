@@ -119,6 +119,19 @@ def test_invalid_model_sections(config):
         build_model(dataclasses.replace(config, extra=extra))
 
 
+def test_quasarnet_batch_norms_mapped_by_order():
+    """tf.keras numbers the batch normalisations from none, standalone Keras 2 from 1."""
+    zero = ['conv_1', 'batch_normalization', 'conv_2', 'batch_normalization_1', 'fc_common',
+            'batch_normalization_2', 'fc_box_LYA']
+    one = ['conv_1', 'batch_normalization_1', 'conv_2', 'batch_normalization_2', 'fc_common',
+           'batch_normalization_3', 'batch_normalization_10_x']
+    assert quasarnet_layer_names(2, zero) == quasarnet_layer_names(2)
+    m = quasarnet_layer_names(2, one)
+    assert (m['batch_normalization_1'], m['batch_normalization_2'], m['batch_normalization_fc']) == (
+        'batch_normalization_1', 'batch_normalization_2', 'batch_normalization_3')
+    assert 'batch_normalization_fc' not in quasarnet_layer_names(2, one[:4])   # no dense BN
+
+
 def test_quasarnet_names_match_reference_file(config):
     """Our conv/BN/dense layers map onto the layer names and shapes of a QuasarNET .h5."""
     import h5py

@@ -172,3 +172,28 @@ def test_real_desi_coadd(config):
     assert np.all(X[~has_data] == 0)
     assert np.all(X[..., 1][has_data] != 0)
     assert np.all(~has_data[:, 779:])
+
+
+def test_camera_coadded_brz_file_counts_as_three_cameras(tmp_path, tiny_coadd, config):
+    """A desispec ``coadd_cameras`` file (one ``brz`` band) is gridded like the b/r/z file and
+    judged per camera: no spurious MISSING_CAMERA, and a dead z range is still caught."""
+    from desispec.coaddition import coadd_cameras
+    from desispec.io import read_spectra, write_spectra
+    from lbgnet.bitmask import LBGWarnMask
+    from lbgnet.catalog import spectrum_flags
+    from lbgnet.preprocess import load_coadd_grid
+    src, _ = tiny_coadd
+    spec = read_spectra(src)
+    brz = coadd_cameras(spec)
+    brz.ivar['brz'][0, brz.wave['brz'] > 7560] = 0.0            # spectrum 0: no z-arm data
+    path = str(tmp_path / 'coadd-brz.fits')
+    write_spectra(path, brz)
+    X3, info3 = load_coadd_grid(src, config)
+    X1, info1 = load_coadd_grid(path, config)
+    assert info1.bands == ('b', 'r', 'z') and info1.band_valid.shape == (6, 3)
+    mask = LBGWarnMask().MISSING_CAMERA
+    flags = spectrum_flags(info1, None, config.grid.nbins)
+    assert [bool(f & mask) for f in flags] == [True] + [False] * 5
+    # same input where the cameras do not overlap (the overlaps are resampled by coadd_cameras)
+    inner = (config.grid.centers < 5700) | ((config.grid.centers > 5900) & (config.grid.centers < 7450))
+    np.testing.assert_allclose(X1[1:, inner], X3[1:, inner], rtol=1e-4, atol=1e-4)

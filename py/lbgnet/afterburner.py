@@ -276,7 +276,15 @@ def node_threads(comm):
 
 
 def set_threads(nthreads):
-    """Limit TensorFlow's intra-op threads (before it starts); no-op once it has started."""
+    """Limit this process's threads: TensorFlow's intra-op pool and the BLAS / OpenMP pools.
+
+    The template refinement's matrix products run in numpy's BLAS, which otherwise starts
+    one thread per core in every MPI rank (``mpiexec -n 2`` on 2 cores then ran 4 BLAS
+    threads and was slower than one process).  TensorFlow's setting only takes effect
+    before it starts (no-op afterwards); the BLAS limit applies at once.
+    """
+    from threadpoolctl import threadpool_limits
+    threadpool_limits(limits=int(nthreads))
     import tensorflow as tf
     try:
         tf.config.threading.set_intra_op_parallelism_threads(int(nthreads))

@@ -240,18 +240,23 @@ def _stack_lines(heads, nlines, nboxes, what):
     return keras.layers.Reshape((nlines, nboxes, 1), name=f'reshape_{what}')(x)
 
 
-def quasarnet_layer_names(nconv):
+def quasarnet_layer_names(nconv, file_layers=None):
     """Map our layer names to those of a QuasarNET-format Keras model.
 
-    QuasarNET (Busca & Balland 2018) names its layers ``conv_1 … conv_n``, the batch
-    normalisations after them ``batch_normalization``, ``batch_normalization_1`` …
-    ``batch_normalization_<n-1>`` (Keras auto-names), the one after the dense layer
-    ``batch_normalization_<n>``, and the dense layer ``fc_common``.
+    QuasarNET (Busca & Balland 2018) names its layers ``conv_1 … conv_n``, the dense layer
+    ``fc_common``, and its n + 1 batch normalisations (after each convolution, then after
+    the dense layer) with Keras's automatic names.  Those start at ``batch_normalization``
+    (tf.keras: ``batch_normalization``, ``batch_normalization_1`` … ``_<n>``) or at
+    ``batch_normalization_1`` (standalone Keras 2: ``_1`` … ``_<n+1>``), so they are
+    mapped by their order, not by their suffix.
 
     Parameters
     ----------
     nconv : int
         Number of convolutional layers.
+    file_layers : iterable of str, optional
+        Layer names of the file; the batch normalisations are taken from it in the order
+        of their numeric suffix (none = 0).  Without it, the tf.keras convention.
 
     Returns
     -------
@@ -259,13 +264,20 @@ def quasarnet_layer_names(nconv):
         Our layer name -> QuasarNET layer name, for the layers with weights that the two
         architectures share (the per-line heads differ and are not mapped).
     """
-    names = {}
-    for i in range(1, nconv + 1):
-        names[f'conv_{i}'] = f'conv_{i}'
-        names[f'batch_normalization_{i}'] = ('batch_normalization' if i == 1
-                                             else f'batch_normalization_{i - 1}')
+    def suffix(name):
+        tail = name[len('batch_normalization'):]
+        return int(tail[1:]) if tail.startswith('_') and tail[1:].isdigit() else 0
+
+    if file_layers is None:
+        norms = ['batch_normalization'] + [f'batch_normalization_{i}' for i in range(1, nconv + 1)]
+    else:
+        norms = sorted((n for n in file_layers if n == 'batch_normalization'
+                        or (n.startswith('batch_normalization_') and n[20:].isdigit())), key=suffix)
+    names = {f'conv_{i}': f'conv_{i}' for i in range(1, nconv + 1)}
+    names.update({f'batch_normalization_{i}': norms[i - 1] for i in range(1, min(nconv, len(norms)) + 1)})
     names['fc_common'] = 'fc_common'
-    names['batch_normalization_fc'] = f'batch_normalization_{nconv}'
+    if len(norms) > nconv:
+        names['batch_normalization_fc'] = norms[nconv]
     return names
 
 

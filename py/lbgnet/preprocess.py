@@ -263,6 +263,41 @@ def grid_spectra(waves, fluxes, ivars, grid, masks=None):
     return grid_channels(fsum, isum), arm_valid, np.count_nonzero(isum > 0, axis=1)
 
 
+#: Where a camera-coadded band (``brz``, desispec.coaddition.coadd_cameras) is cut back into
+#: cameras to tell which of them has data: the middles of the b/r and r/z overlaps (Å).
+CAMERA_LIMITS = {'b': (0.0, 5780.0), 'r': (5780.0, 7570.0), 'z': (7570.0, np.inf)}
+
+
+def camera_pieces(bands, waves):
+    """The pixels of each camera: a band per camera, or a camera-coadded band cut up.
+
+    Parameters
+    ----------
+    bands : sequence of str
+        Band names of a coadd (``b``, ``r``, ``z``, or a combination such as ``brz``).
+    waves : dict
+        band -> increasing wavelength array (Å).
+
+    Returns
+    -------
+    list of (camera, band, slice)
+        In band order; the rebinned sums are the same as over the whole bands (the
+        pieces are disjoint), but validity is judged per camera.
+    """
+    pieces = []
+    for band in bands:
+        cams = [c for c in band if c in CAMERA_LIMITS]
+        if len(band) < 2 or len(cams) != len(band):
+            pieces.append((band, band, slice(None)))
+            continue
+        wave = np.asarray(waves[band])
+        for cam in cams:
+            lo, hi = CAMERA_LIMITS[cam]
+            start, stop = np.searchsorted(wave, [lo, hi])
+            pieces.append((cam, band, slice(int(start), int(stop))))
+    return pieces
+
+
 def coadd_to_grid(coadd, grid):
     """Grid the spectra of a :class:`lbgnet.io.CoaddData`.
 
@@ -271,13 +306,15 @@ def coadd_to_grid(coadd, grid):
     X : numpy.ndarray
         Shape (nspec, nbins, 2), float32.
     info : GridInfo
-        With the rebinned ``flux`` and ``ivar``.
+        With the rebinned ``flux`` and ``ivar``; its ``bands`` are cameras (a
+        camera-coadded ``brz`` band counts as b, r and z, each judged on its own pixels).
     """
-    bands = coadd.bands
-    fsum, isum, arm_valid = accumulate_arms([coadd.wave[b] for b in bands],
-                                            [coadd.flux[b] for b in bands],
-                                            [coadd.ivar[b] for b in bands], grid,
-                                            [coadd.mask[b] for b in bands])
+    pieces = camera_pieces(coadd.bands, coadd.wave)
+    bands = tuple(cam for cam, _, _ in pieces)
+    fsum, isum, arm_valid = accumulate_arms(
+        [coadd.wave[b][sl] for _, b, sl in pieces], [coadd.flux[b][:, sl] for _, b, sl in pieces],
+        [coadd.ivar[b][:, sl] for _, b, sl in pieces], grid,
+        [None if coadd.mask[b] is None else coadd.mask[b][:, sl] for _, b, sl in pieces])
     nvalid = np.count_nonzero(isum > 0, axis=1)
     info = GridInfo(coadd.targetid, nvalid == 0, bands, arm_valid, nvalid,
                     mean_flux(fsum, isum), isum)

@@ -32,7 +32,9 @@ def prior_width(c_lines, config):
     Returns
     -------
     numpy.ndarray
-        ``2 * box_width / λ_rest[best line]``, shape (nspec,).
+        ``2 * box_width / λ_rest[best line]``, shape (nspec,).  Rows without any finite
+        confidence (direct networks have no line outputs) get the widest top hat, that of
+        the first (bluest) line.
 
     Examples
     --------

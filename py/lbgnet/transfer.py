@@ -183,7 +183,7 @@ def read_pretrained(path):
     if not path.endswith(('.h5', '.hdf5')):
         raise InputFileError(path, 'not an lbgnet model (no .json beside it) nor a Keras .h5 file')
     raw = read_keras2_weights(path)
-    mapping = quasarnet_layer_names(count_conv_layers(raw))
+    mapping = quasarnet_layer_names(count_conv_layers(raw), raw)
     return {ours: raw[theirs] for ours, theirs in mapping.items() if theirs in raw}, 'quasarnet'
 
 

@@ -218,15 +218,19 @@ def setup(args):
     Returns
     -------
     dict
-        ``jobs``, ``unmatched``, ``model`` (path), ``rerun`` (:class:`RerunSetup` or
+        ``jobs`` (those to do), ``skipped`` (coadds whose output exists, without
+        ``--overwrite``), ``unmatched``, ``model`` (path), ``rerun`` (:class:`RerunSetup` or
         None), ``network`` (the loaded model), ``refiner``
         (:func:`lbgnet.scripts.refine_options.make_refiner`) and
         ``error`` (one line, or None).
     """
     out = dict(jobs=[], unmatched=[], model=None, rerun=None, error=None, network=None,
-               refiner=None)
+               refiner=None, skipped=[])
     try:
         out['jobs'], out['unmatched'] = plan(args)
+        if not args.overwrite:        # decided once, before the split, so ranks share the rest
+            out['skipped'] = [j.coadd for j in out['jobs'] if os.path.exists(j.output)]
+            out['jobs'] = [j for j in out['jobs'] if not os.path.exists(j.output)]
         out['model'] = args.model or default_model_path()
         out['network'] = load_network(out['model'])
         nlines = len(out['network'].config.lines)
@@ -365,6 +369,9 @@ def main(args=None, comm=None):
         gathered = comm.gather(outcomes, root=0)
         outcomes = [o for part in gathered for o in part] if rank == 0 else outcomes
     if rank == 0:
+        for coadd in state['skipped']:
+            log.info('%s: output exists, skipped (use --overwrite)', coadd)
+        outcomes += [Outcome(coadd, 'skipped') for coadd in state['skipped']]
         nspec = sum(o.nspec for o in outcomes)
         log.info('processing: %d spectra in %.2f s on %d rank(s) = %.0f spectra/s (model '
                  'loaded once per rank)', nspec, wall, size, nspec / max(wall, 1e-9))
