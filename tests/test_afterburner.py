@@ -178,6 +178,7 @@ def test_coadd_name_without_redrock_counterpart(tmp_path, model_path, caplog):
     rc, text = run(caplog, '--coadd', odd, '--model', model_path)
     assert rc == 1 and 'spectra-e.fits: file name does not start with "coadd"' in text
     assert 'Traceback' not in text
+    assert f'FAILED {odd}: file name does not start' in text        # path named once
 
 
 @pytest.mark.parametrize('damage', ['truncate', 'garbage'])

@@ -337,3 +337,24 @@ def test_evaluate_script_errors(tmp_path):
     with pytest.raises(SystemExit):
         main(['--coadd', paths['coadd'], '--truth', paths['truth'], paths['truth'],
               '--outdir', str(tmp_path / 'out')])
+
+
+def test_loss_plot_axis_follows_the_sign_of_the_losses(tmp_path):
+    """Direct/hybrid losses can be negative: they must stay visible (linear axis)."""
+    import matplotlib.image
+    from lbgnet import plots
+    axes = []
+    real = plots.Figure.add_subplot
+
+    def keep(self, *args, **kwargs):
+        ax = real(self, *args, **kwargs)
+        axes.append(ax)
+        return ax
+
+    import unittest.mock
+    with unittest.mock.patch.object(plots.Figure, 'add_subplot', keep):
+        plots.plot_loss_curves({'loss': [2.0, 1.0], 'val_loss': [2.5, 1.2]}, str(tmp_path / 'a.png'))
+        plots.plot_loss_curves({'loss': [0.5, -0.3], 'val_loss': [0.4, -0.1],
+                                'val_score': [0.5, 0.6]}, str(tmp_path / 'b.png'))
+    assert [ax.get_yscale() for ax in axes[:2]] == ['log', 'linear']   # (then the twin axis)
+    assert matplotlib.image.imread(str(tmp_path / 'b.png')).shape[0] > 100

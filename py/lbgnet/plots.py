@@ -50,7 +50,10 @@ def plot_loss_curves(history, path):
         ax.plot(epochs, history['val_loss'], label='validation loss')
     ax.set_xlabel('epoch')
     ax.set_ylabel('loss')
-    ax.set_yscale('log')
+    losses = np.concatenate([np.asarray(history[k], dtype=float) for k in ('loss', 'val_loss')
+                             if k in history])
+    # the direct/hybrid losses (Gaussian likelihood term) can go negative: no log axis then
+    ax.set_yscale('log' if np.all(losses[np.isfinite(losses)] > 0) else 'linear')
     if 'val_score' in history:
         ax2 = ax.twinx()
         ax2.plot(epochs, history['val_score'], 'k--', label='validation score')

@@ -266,7 +266,10 @@ def summarise(outcomes, unmatched, size=1):
     for pattern in unmatched:
         log.error('FAILED %s: matched no coadd file', pattern)
     for o in failed:
-        log.error('FAILED %s: %s', o.coadd, o.reason.splitlines()[0] if o.reason else '')
+        reason = o.reason.splitlines()[0] if o.reason else ''
+        if reason.startswith(o.coadd + ': '):       # the error already names the coadd
+            reason = reason[len(o.coadd) + 2:]
+        log.error('FAILED %s: %s', o.coadd, reason)
     return len(failed) + len(unmatched)
 
 
