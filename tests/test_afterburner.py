@@ -78,7 +78,15 @@ def test_catalogue_matches_direct_prediction(tmp_path, model_path, caplog):
     assert np.array_equal(np.isfinite(cat['Z_TPL']), np.asarray(cat['IS_LBG']))
     refiner = load_refiner(hdr['REFTEMPL'], net.config, net.zrange)
     conf, offset = predict_boxes(net.model, X)
-    by_hand = refiner.run(info.flux, info.ivar, np.where(res['IS_LBG'], res['Z_LBG'], np.nan), conf)
+    # the rebinned spectrum from the raw arrays (not from the reader's GridInfo under test)
+    from lbgnet.preprocess import rebin_arms
+    raw = {b: [np.asarray(fits.getdata(coadd, f'{b.upper()}_{k}'), dtype=np.float64)   # native order
+               for k in ('WAVELENGTH', 'FLUX', 'IVAR', 'MASK')] for b in 'brz'}
+    flux, ivar, _ = rebin_arms([raw[b][0] for b in 'brz'], [raw[b][1] for b in 'brz'],
+                               [np.where(raw[b][3] == 0, raw[b][2], 0) for b in 'brz'], net.config.grid)
+    np.testing.assert_allclose(info.flux, flux, rtol=1e-6, atol=1e-9)   # float32 reads
+    np.testing.assert_allclose(info.ivar, ivar, rtol=1e-6)
+    by_hand = refiner.run(flux, ivar, np.where(res['IS_LBG'], res['Z_LBG'], np.nan), conf)
     for col in ('Z_TPL', 'ZERR_TPL', 'DELTACHI2_TPL'):
         assert np.allclose(cat[col], by_hand[col][pos], equal_nan=True, rtol=1e-6)
     # SMALL_DELTA_CHI2: exactly the IS_LBG rows whose DELTACHI2_TPL is below the header's 9

@@ -179,3 +179,68 @@ def test_types_and_missing_positions():
     assert cat['C_LBG'].dtype == np.float32 and cat['C_LYA'].dtype == np.float32
     assert cat['Z_LBG'].dtype == np.float64 and cat['IS_LBG'].dtype == bool
     assert cat['LBG_FLAG'].dtype == np.int32
+
+
+def test_every_column_from_its_own_source():
+    # Every source column holds distinct values, so a column filled from the wrong source
+    # (TARGET_DEC from TARGET_RA, ZERR_LBG from Z_LBG, ...) cannot pass unnoticed.
+    coadd_tid = np.array([20, 21, 22, 23])
+    n = coadd_tid.size
+    base = np.arange(n, dtype=np.float64)
+    fm = Table(dict(TARGETID=coadd_tid, TARGET_RA=100 + base, TARGET_DEC=-30 - base,
+                    DESI_TARGET=np.array([1, 2, 4, 8]), BGS_TARGET=np.array([16, 32, 64, 128]),
+                    SV1_MWS_TARGET=np.array([3, 5, 7, 11])))
+    c_lines = np.array([[0.11, 0.12], [0.21, 0.22], [0.31, 0.32], [0.41, 0.42]], np.float32)
+    z_lines = np.array([[2.11, 2.12], [2.21, 2.22], [2.31, 2.32], [2.41, 2.42]])
+    res = dict(C_LINES=c_lines, Z_LINES=z_lines, C_LBG=np.float32(0.5) + base.astype(np.float32) / 10,
+               IS_LBG=np.array([True, False, True, False]), Z_LBG=3.0 + base / 10,
+               ZERR_LBG=1e-3 * (1 + base), Z_TPL=4.0 + base / 10, ZERR_TPL=1e-4 * (1 + base),
+               DELTACHI2_TPL=50.0 + base)
+    flags = np.array([0, MASK.NODATA, MASK.MISSING_CAMERA, MASK.LOW_COVERAGE], dtype=np.int32)
+    rr_tid = np.array([22, 98, 20, 23, 99, 21])
+    rr = redshifts_table(rr_tid)
+    rr['ZERR'] = np.arange(len(rr_tid)) * 1e-5 + 7e-5
+    rr['SPECTYPE'] = ['GALAXY', 'QSO', 'STAR', 'GALAXY', 'QSO', 'STAR']
+    idx = match_targetids(rr_tid, coadd_tid)
+    cat = assemble_catalog(rr, idx, fm, res, flags, LINES)
+    inside = idx >= 0
+    assert inside.tolist() == [True, False, True, True, False, True]
+
+    def check(col, src, fill):
+        src = np.asarray(src)
+        assert np.array_equal(np.asarray(cat[col])[inside], src[idx[inside]]), col
+        out = np.asarray(cat[col])[~inside]
+        if isinstance(fill, float) and np.isnan(fill):
+            assert np.all(np.isnan(out)), col
+        else:
+            assert np.all(out == fill), col
+
+    assert cat['TARGETID'].tolist() == rr_tid.tolist()
+    for col in ('TARGET_RA', 'TARGET_DEC'):
+        check(col, fm[col], np.nan)
+    for col in ('DESI_TARGET', 'BGS_TARGET', 'SV1_MWS_TARGET'):
+        check(col, fm[col], 0)
+    for col in ('C_LBG', 'Z_LBG', 'ZERR_LBG', 'Z_TPL', 'ZERR_TPL', 'DELTACHI2_TPL'):
+        check(col, res[col], np.nan)
+    check('IS_LBG', res['IS_LBG'], False)
+    check('LBG_FLAG', flags, MASK.NOT_IN_COADD)
+    for i, name in enumerate(LINES):
+        check(f'C_{name}', c_lines[:, i], np.nan)
+        check(f'Z_{name}', z_lines[:, i], np.nan)
+    # Redrock columns are copied in Redrock order, every row
+    for col in ('SPECTYPE', 'Z', 'ZERR', 'ZWARN', 'DELTACHI2'):
+        assert np.array_equal(np.asarray(cat[f'{col}_RR']), np.asarray(rr[col])), col
+
+
+def test_harmless_fiberstatus_is_science():
+    from desispec.maskbits import fibermask
+    harmless = [name for name in ('RESTRICTED', 'LOWEFFTIME', 'STUCKPOSITIONER', 'LOWTRANSMISSION')
+                if fibermask.mask(name) & bad_fiberstatus_mask() == 0]
+    assert len(harmless) == 4
+    status = [fibermask.mask(name) for name in harmless]
+    status += [sum(status), fibermask.mask('BADAMPR'), fibermask.mask('RESTRICTED|BROKENFIBER'), 0]
+    n = len(status)
+    info = GridInfo(None, np.zeros(n, bool), ('b', 'r', 'z'), np.ones((n, 3), bool), np.full(n, 800))
+    flags = spectrum_flags(info, Table(dict(OBJTYPE=['TGT'] * n, COADD_FIBERSTATUS=status)), 800)
+    # only the bits for which Redrock sets ZWARN make a fibre "not science"
+    assert flags.tolist() == [0] * 5 + [MASK.NOT_SCIENCE] * 2 + [0]

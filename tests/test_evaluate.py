@@ -37,6 +37,11 @@ def test_pe_score_ties_do_not_depend_on_row_order():
     assert value == pytest.approx((1 + 1 / 3) / 3)
     assert np.sum(score > thr) == 2                  # 2 (one short) rather than 5 (two over)
     assert pe_score(is_true[::-1], score[::-1])[0] == pytest.approx(value)
+    # equally far either way (2 above + 2 tied for N_LBG = 3): the tied group is kept
+    is_true = np.array([1, 1, 1, 0, 0, 0], dtype=bool)
+    score = np.array([0.9, 0.8, 0.5, 0.5, 0.2, 0.1])
+    value, thr = pe_score(is_true, score)
+    assert np.sum(score > thr) == 4 and value == pytest.approx((2 + 0.5) / 3)
 
 
 def test_purity_efficiency_curve():
@@ -46,6 +51,9 @@ def test_purity_efficiency_curve():
     np.testing.assert_allclose(c['efficiency'], [1.0, 0.5, 0.5, 0.0])
     np.testing.assert_allclose(c['purity'][:3], [0.5, 0.5, 1.0])
     assert np.isnan(c['purity'][3]) and list(c['nselected']) == [4, 2, 1, 0]
+    # the selection is score > threshold: a threshold equal to a score leaves that object out
+    c = purity_efficiency(is_true, score, [0.8, 0.9])
+    assert list(c['nselected']) == [1, 0]
 
 
 def test_redshift_metrics():
@@ -58,6 +66,13 @@ def test_redshift_metrics():
     assert m['sigma_nmad'] == pytest.approx(1.4826 * np.median(np.abs(x - np.median(x))))
     # dz/(1+z): 0, 0.009, 0.025, -0.012 -> entries 2 and 3 are catastrophic (> 0.01), 1 is not
     assert m['catastrophic_rate'] == 0.5
+    # a biased estimator: offset 0.02 in dz/(1+z) with a small symmetric scatter and one
+    # outlier -> sigma_NMAD measures the scatter (not the offset), median_dz_1pz the offset
+    z_true = np.full(7, 3.0)
+    x = 0.02 + np.array([-3e-4, -2e-4, -1e-4, 0.0, 1e-4, 2e-4, 0.5])
+    m = redshift_metrics(z_true, z_true + 4.0 * x)
+    assert m['median_dz_1pz'] == pytest.approx(0.02, rel=1e-9)
+    assert m['sigma_nmad'] == pytest.approx(1.4826 * 2e-4, rel=1e-6)
     assert redshift_metrics([], [])['n'] == 0
 
 
@@ -151,6 +166,10 @@ def test_evaluate_predictions_json():
     back = json.loads(json.dumps(evaluate_predictions(truth, pred, 0.5), allow_nan=False))
     assert back['highz']['nlbg'] == 0
     assert back['highz']['efficiency'] is None and back['highz']['pe_score'] is None
+    # nothing selected: purity undefined (null), not 0
+    pred['IS_LBG'][:] = False
+    back = json.loads(json.dumps(evaluate_predictions(truth, pred, 0.5), allow_nan=False))
+    assert back['all']['purity'] is None and back['all']['efficiency'] == 0.0
 
 
 def _mock_files(tmp_path, config_name='lbgnet-mock.yaml', nspec=60, seed=11, zrange=None):

@@ -180,7 +180,7 @@ def _write_redrock(path, targetid, extra_rows=0):
     zb['CHI2'] = np.full(n, 8000.0)
     zb['COEFF'] = np.zeros((n, 10))
     zb.meta['EXTNAME'] = 'REDSHIFTS'
-    fm = Table({'TARGETID': zb['TARGETID']})
+    fm = Table({'TARGETID': np.concatenate([zb['TARGETID'], 1000 + np.arange(extra_rows)])})
     fm.meta['EXTNAME'] = 'FIBERMAP'
     with fitsio.FITS(path, 'rw', clobber=True) as fx:
         fx.write(zb.as_array(), extname='REDSHIFTS')
@@ -215,3 +215,64 @@ def test_redrock_duplicate_targetid(tmp_path):
 def test_directory_is_not_a_file(tmp_path):
     with pytest.raises(InputFileError, match='is a directory'):
         read_coadd(str(tmp_path))
+
+
+def test_fibermap_length_differs_from_flux(tmp_path, tiny_coadd):
+    src, _ = tiny_coadd
+    with fitsio.FITS(src) as fx:
+        fibermap = fx['FIBERMAP'].read()
+    path = _copy_without(src, str(tmp_path / 'short-fibermap.fits'), replace={'FIBERMAP': fibermap[:5]})
+    with pytest.raises(InputFileError, match='short-fibermap.fits: FIBERMAP has 5 rows but flux has 6'):
+        read_coadd(path)
+
+
+def test_redrock_fibermap_length_differs(tmp_path):
+    path = _write_redrock(str(tmp_path / 'rr-long.fits'), [5, 3, 9], extra_rows=2)
+    with pytest.raises(InputFileError, match='rr-long.fits: FIBERMAP has 5 rows but REDSHIFTS has 3'):
+        read_redrock(path)
+    assert read_redrock(path, read_fibermap=False).fibermap is None
+
+
+def test_negative_ivar_pixels_masked(tmp_path, tiny_coadd, config):
+    # Finite flux/ivar everywhere but a few negative ivar: the reader zeroes their weight and
+    # counts them (not skipped by the all-finite fast path), and the grid ignores them.
+    from lbgnet.io.evaluation import read_coadd_for_evaluation
+    src, arrays = tiny_coadd
+    pix = (np.array([0, 3, 3]), np.array([50, 700, 701]))
+    assert np.all(arrays['ivar']['r'][pix] > 0)
+    flux = arrays['flux']['r'].copy()
+    flux[pix] = 1e6
+    ivar = arrays['ivar']['r'].copy()
+    ivar[pix] = -arrays['ivar']['r'][pix]
+    path = _copy_without(src, str(tmp_path / 'negivar.fits'), replace={'R_FLUX': flux, 'R_IVAR': ivar})
+    zero = ivar.copy()
+    zero[pix] = 0
+    ref = _copy_without(src, str(tmp_path / 'zeroivar.fits'), replace={'R_FLUX': flux, 'R_IVAR': zero})
+    coadd = read_coadd(path)
+    assert coadd.nbad == {'b': 0, 'r': 3, 'z': 0}
+    assert np.all(coadd.ivar['r'][pix] == 0) and np.all(coadd.flux['r'][pix] == 0)
+    assert np.count_nonzero(coadd.ivar['r'] != arrays['ivar']['r']) == 3
+    assert read_coadd(path, sanitize=False).nbad['r'] == 0
+    X_ref, _ = load_coadd_grid(ref, config)
+    np.testing.assert_array_equal(load_coadd_grid(path, config)[0], X_ref)      # sanitize=False
+    np.testing.assert_array_equal(read_coadd_for_evaluation(path, config)[0], X_ref)
+
+
+def test_masked_pixels_carry_no_weight(tmp_path, tiny_coadd, config):
+    # Pixels with MASK != 0 (ivar > 0, absurd flux) grid exactly as if their ivar were 0.
+    src, arrays = tiny_coadd
+    pix = (np.array([1, 1, 4, 5]), np.array([300, 301, 1200, 2000]))
+    assert np.all(arrays['ivar']['b'][pix] > 0)
+    flux = arrays['flux']['b'].copy()
+    flux[pix] = 1e6
+    mask = arrays['mask']['b'].copy()
+    mask[pix] = 1
+    path = _copy_without(src, str(tmp_path / 'masked.fits'), replace={'B_FLUX': flux, 'B_MASK': mask})
+    ivar = arrays['ivar']['b'].copy()
+    ivar[pix] = 0
+    ref = _copy_without(src, str(tmp_path / 'removed.fits'), replace={'B_FLUX': flux, 'B_IVAR': ivar})
+    X, info = load_coadd_grid(path, config)
+    X_ref, info_ref = load_coadd_grid(ref, config)
+    np.testing.assert_array_equal(X, X_ref)
+    np.testing.assert_array_equal(info.nvalid_bins, info_ref.nvalid_bins)
+    assert not np.array_equal(X, load_coadd_grid(src, config)[0])     # the pixels did matter

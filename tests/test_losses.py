@@ -33,6 +33,19 @@ def test_hand_computed_values():
     assert float(loss(y_true, y_pred)) == pytest.approx((bce0 + 3 * off0 + bce1) / 2, rel=1e-5)
 
 
+def test_lines_are_averaged_not_summed():
+    """With two lines the loss is the mean of the two single-line losses."""
+    y_true, y_pred = _tensors()
+    other_true, other_pred = y_true[::-1].copy(), y_pred[::-1].copy()   # another line's boxes
+    both_true = np.concatenate([y_true, other_true], axis=1)
+    both_pred = np.concatenate([y_pred, other_pred], axis=1)
+    one = np.asarray(line_finder_loss(y_true, y_pred, gamma=3.0, pos_weight=2.0))
+    two = np.asarray(line_finder_loss(other_true, other_pred, gamma=3.0, pos_weight=2.0))
+    got = np.asarray(line_finder_loss(both_true, both_pred, gamma=3.0, pos_weight=2.0))
+    assert not np.allclose(one, two)
+    np.testing.assert_allclose(got, (one + two) / 2, rtol=1e-6)
+
+
 def test_components_and_masking():
     y_true, y_pred = _tensors()
     off = np.asarray(offset_squared_error(y_true[..., 0], y_true[..., 1], y_pred[..., 1]))

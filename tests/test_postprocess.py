@@ -69,7 +69,7 @@ def test_a_wrong_line_as_confident_as_the_others_together_does_not_win(config):
 
 
 def test_scatter_enters_zerr(config):
-    """Shifting lines apart increases ZERR_LBG; the combined z is the confidence-weighted mean."""
+    """Shifting lines apart increases ZERR_LBG; with equal confidences Z_LBG is their plain mean."""
     rng = np.random.default_rng(4)
     z = np.array([3.0, 3.0])
     conf, off, box = _fake_outputs(z, config, 0.9, rng)
@@ -82,6 +82,42 @@ def test_scatter_enters_zerr(config):
     np.testing.assert_allclose(out['Z_LBG'][1], out['Z_LINES'][1][used].mean(), rtol=1e-9)
 
 
+def test_combine_lines_by_hand(config):
+    """Z_LBG is the confidence-weighted mean of the agreeing lines above the floor, and
+    ZERR_LBG their weighted scatter / sqrt(n_eff) with each line's own resolution floor."""
+    from lbgnet.postprocess import combine_lines
+    nlines = len(config.lines)
+    lam = config.lines.wave_array
+    sig = config.grid.dwave / np.sqrt(12.0) / lam
+    c = np.zeros((4, nlines))
+    zl = np.full((4, nlines), 1.0)
+    # 0: two agreeing lines of unequal confidence, plus one below the floor nearby
+    c[0, [2, 7, 9]] = [0.9, 0.3, 0.04]
+    zl[0, [2, 7, 9]] = [3.0, 3.004, 3.006]
+    # 1: the same without the sub-floor line: identical result
+    c[1, [2, 7]], zl[1, [2, 7]] = [0.9, 0.3], [3.0, 3.004]
+    # 2: agreement is relative: 0.045 apart at z = 4 is 0.009 in (1+z), inside agree_tol
+    c[2, [3, 5]], zl[2, [3, 5]] = [0.8, 0.7], [4.0, 4.045]
+    # 3: a single line: its own floor
+    c[3, 11], zl[3, 11] = 0.6, 2.5
+    # 4: two lines 0.009 apart in (1+z) at z = 4 together outweigh a more confident stray one
+    c = np.vstack([c, np.zeros(nlines)])
+    zl = np.vstack([zl, np.full(nlines, 1.0)])
+    c[4, [3, 5, 12]], zl[4, [3, 5, 12]] = [0.5, 0.45, 0.6], [4.0, 4.045, 3.2]
+    z, zerr, nagree = combine_lines(c, zl, config, agree_tol=0.01, line_floor=0.05)
+    assert z[4] == pytest.approx((0.5 * 4.0 + 0.45 * 4.045) / 0.95, rel=1e-12) and nagree[4] == 2
+    w = np.array([0.9, 0.3])
+    zbar = (w * [3.0, 3.004]).sum() / w.sum()
+    var = (w * (np.array([3.0, 3.004]) - zbar) ** 2).sum() / w.sum()
+    neff = w.sum() ** 2 / (w ** 2).sum()
+    floor = np.sqrt((w ** 2 * sig[[2, 7]] ** 2).sum()) / w.sum()
+    np.testing.assert_allclose(z[:2], zbar, rtol=1e-12)
+    np.testing.assert_allclose(zerr[:2], np.sqrt(var / neff + floor ** 2), rtol=1e-9)
+    assert list(nagree[:3]) == [2, 2, 2]
+    assert z[2] == pytest.approx((0.8 * 4.0 + 0.7 * 4.045) / 1.5, rel=1e-12)
+    assert z[3] == 2.5 and zerr[3] == pytest.approx(sig[11], rel=1e-12) and nagree[3] == 1
+
+
 def test_thresholds_and_c_lbg(config):
     """C_LBG is the n_th highest line confidence and IS_LBG == C_LBG > c_thresh."""
     rng = np.random.default_rng(5)
@@ -92,6 +128,12 @@ def test_thresholds_and_c_lbg(config):
         expect = np.sort(conf.max(axis=-1), axis=1)[:, -n]
         np.testing.assert_allclose(out['C_LBG'], expect)
         np.testing.assert_array_equal(out['IS_LBG'], expect > 0.7)
+    # a confidence exactly at c_thresh is not selected (IS_LBG is C_LBG > c_thresh)
+    edge = float(np.float32(0.7))
+    conf_eq = np.zeros_like(conf[:1])
+    conf_eq[0, :, 0] = edge
+    out = postprocess(conf_eq, off[:1], config, c_thresh=edge, n_thresh=1)
+    assert out['C_LBG'][0] == edge and not out['IS_LBG'][0]
     default = postprocess(conf, off, config)
     np.testing.assert_array_equal(default['IS_LBG'],
                                   np.sort(conf.max(axis=-1), axis=1)[:, -config.selection.n_thresh]

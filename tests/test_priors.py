@@ -89,3 +89,33 @@ def test_empty_and_invalid(tmp_path):
     (tmp_path / 'bad.fits').write_bytes(b'not fits at all' * 300)
     with pytest.raises(InputFileError, match='bad.fits'):
         read_priors(str(tmp_path / 'bad.fits'))
+
+
+def test_zrange_keeps_overlapping_top_hats(config):
+    # A prior is kept when its top hat (not only its centre) overlaps zrange; the width is
+    # that of each row's best line.
+    zmin, zmax = 1.5, 4.5
+    tid = np.arange(8) + 1
+    cat = catalog_for(config, tid, np.ones(8, bool), np.zeros(8))
+    iciv = config.lines.index('CIV')
+    civ_best = np.array([0, 0, 0, 0, 0, 0, 1, 1], dtype=bool)
+    for name in config.lines.names:
+        cat[f'C_{name}'][civ_best] = 0.95 if name == 'CIV' else 0.1
+    c_lines = np.column_stack([cat[f'C_{n}'] for n in config.lines.names])
+    half = prior_width(c_lines, config) / 2
+    assert half[0] == pytest.approx(160.0 / 1215.67)
+    assert half[6] == pytest.approx(160.0 / config.lines.wave_array[iciv]) and half[6] < half[0]
+    eps = 0.01
+    cat['Z_LBG'] = [zmax + half[0] - eps,      # centre above zmax, lower edge inside: kept
+                    zmax + half[1] + eps,      # whole top hat above zmax: dropped
+                    zmin - half[2] + eps,      # centre below zmin, upper edge inside: kept
+                    zmin - half[3] - eps,      # whole top hat below zmin: dropped
+                    3.0,                       # well inside: kept
+                    zmax - eps,                # centre inside: kept
+                    zmax + half[6] - eps,      # CIV width: kept
+                    zmax + half[6] + eps]      # would overlap with the Lya width, not with CIV's
+    assert cat['Z_LBG'][7] - half[0] < zmax
+    tid_in, z_in, sigma_in = select_priors(cat, config, zrange=(zmin, zmax))
+    assert tid_in.tolist() == [1, 3, 5, 6, 7]
+    np.testing.assert_array_equal(z_in, np.asarray(cat['Z_LBG'])[[0, 2, 4, 5, 6]])
+    np.testing.assert_allclose(sigma_in, 2 * half[[0, 2, 4, 5, 6]])

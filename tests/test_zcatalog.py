@@ -8,6 +8,7 @@ from astropy.table import Table
 from lbgnet.bitmask import LBGWarnMask
 from lbgnet.io.catalog import provenance_header, read_catalog, write_catalog
 from lbgnet.scripts.lbg_zcatalog import main
+from lbgnet.zcatalog import add_location, good_lbg, stack_catalogs
 
 MASK = LBGWarnMask()
 
@@ -141,3 +142,55 @@ def test_pattern_matching_nothing_is_an_error(tree, tmp_path):
 def test_nothing_to_stack(tmp_path):
     assert main(['--input-dir', str(tmp_path), '--output', str(tmp_path / 'z.fits')]) == 1
     assert main(['--input-dir', str(tmp_path / 'nope'), '--output', str(tmp_path / 'z.fits')]) == 1
+
+
+def location_cat(tid, z, dchi2, survey='main', program='dark', tileid=-1, flag=None, is_lbg=None):
+    """An in-memory LBG_CNN catalogue with its location columns."""
+    n = len(tid)
+    cat = Table(dict(TARGETID=np.asarray(tid, dtype=np.int64),
+                     IS_LBG=np.ones(n, bool) if is_lbg is None else np.asarray(is_lbg, bool),
+                     Z_LBG=np.asarray(z, dtype=np.float64),
+                     LBG_FLAG=np.zeros(n, np.int32) if flag is None else np.asarray(flag, np.int32),
+                     DELTACHI2_RR=np.asarray(dchi2, dtype=np.float64)))
+    return add_location(cat, dict(SURVEY=survey, PROGRAM=program, TILEID=tileid))
+
+
+def test_programs_of_one_survey_kept_apart():
+    # One TARGETID observed in main/dark and main/bright: one row per survey/program.
+    zcat = stack_catalogs([location_cat([5, 6], [3.0, 3.2], [10, 10], program='dark', tileid=1),
+                           location_cat([5], [2.0], [900], program='bright', tileid=2)])
+    keys = list(zip(zcat['SURVEY'], zcat['PROGRAM'], zcat['TARGETID']))
+    assert keys == [('main', 'bright', 5), ('main', 'dark', 5), ('main', 'dark', 6)]
+    assert zcat['TILEID'].tolist() == [2, 1, 1]
+    assert zcat['ZCAT_NSPEC'].tolist() == [1, 1, 1]
+
+
+def test_tie_goes_to_first_file():
+    # Equal DELTACHI2_RR and no bad bit: the row of the first catalogue given is kept.
+    a = location_cat([7, 8], [3.0, 3.5], [40, 40], tileid=100)
+    b = location_cat([7, 8], [3.1, 3.6], [40, 40], tileid=200)
+    c = location_cat([8], [3.7], [40], tileid=300)
+    assert stack_catalogs([a, b, c])['TILEID'].tolist() == [100, 100]
+    assert stack_catalogs([b, a, c])['TILEID'].tolist() == [200, 200]
+    zcat = stack_catalogs([c, b, a])
+    assert zcat['TILEID'].tolist() == [200, 300] and zcat['Z_LBG'].tolist() == [3.1, 3.7]
+    assert zcat['ZCAT_NSPEC'].tolist() == [2, 3]
+
+
+def test_finite_deltachi2_beats_nan():
+    # A row with a finite DELTACHI2_RR (even 0) is kept over one with NaN, in either file order.
+    finite = location_cat([7, 8], [3.0, 3.5], [0.0, 25.0], tileid=100)
+    nan = location_cat([7, 8], [3.1, 3.6], [np.nan, np.nan], tileid=200)
+    for tables in ([finite, nan], [nan, finite]):
+        zcat = stack_catalogs(tables)
+        assert zcat['TILEID'].tolist() == [100, 100]
+        assert zcat['DELTACHI2_RR'].tolist() == [0.0, 25.0]
+        assert zcat['ZCAT_NSPEC'].tolist() == [2, 2]
+
+
+def test_is_lbg_without_redshift_is_not_good():
+    # IS_LBG with NaN Z_LBG and a clean LBG_FLAG: not GOOD_LBG (a finite redshift is required).
+    cat = location_cat([1, 2, 3, 4], [np.nan, 3.0, np.inf, 3.0], [5, 5, 5, 5],
+                       is_lbg=[True, True, True, False])
+    assert good_lbg(cat).tolist() == [False, True, False, False]
+    assert stack_catalogs([cat])['GOOD_LBG'].tolist() == [False, True, False, False]
