@@ -93,6 +93,17 @@ def test_catalogue_matches_direct_prediction(tmp_path, model_path, caplog):
     assert hdr['MINDCHI2'] == 9.0
     small = np.asarray(cat['IS_LBG']) & ~(np.nan_to_num(cat['DELTACHI2_TPL'], nan=-1) >= 9.0)
     assert np.array_equal((cat['LBG_FLAG'] & MASK.SMALL_DELTA_CHI2) != 0, small)
+    assert hdr['REFSTEP'] == pytest.approx(2e-4)
+    # a coarser trial grid (--refine-step): recorded, same rows refined, redshifts close
+    coarse = str(tmp_path / 'coarse.fits')
+    assert run(caplog, '--coadd', coadd, '--model', model_path, '--output', coarse,
+               '--refine-step', '4e-4')[0] == 0
+    cat4, hdr4 = read_catalog(coarse)
+    assert hdr4['REFSTEP'] == pytest.approx(4e-4)
+    assert np.array_equal(np.isfinite(cat4['Z_TPL']), np.isfinite(cat['Z_TPL']))
+    assert not np.array_equal(cat4['Z_TPL'], cat['Z_TPL'], equal_nan=True)
+    with pytest.raises(SystemExit):
+        parse(['--coadd', coadd, '--refine-step', '0'])
     # a threshold that selects half: only those are refined
     cut = float(np.median(cat['C_LBG']))
     assert run(caplog, '--coadd', coadd, '--model', model_path, '--c-thresh', str(cut),

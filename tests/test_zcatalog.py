@@ -107,6 +107,12 @@ def test_mixed_refinement_refused(tmp_path):
     out = str(tmp_path / 'z.fits')
     assert main(['--input-dir', str(root), '--output', out]) == 1 and not os.path.exists(out)
     assert main(['--input-dir', str(root), '--output', out, '--allow-mixed']) == 0
+    # another trial-redshift step is another setting too
+    other = tmp_path / 'step'
+    for i, step in enumerate((2e-4, 4e-4)):
+        write_cat(str(other / f'lbg_cnn-main-dark-{i}.fits'), [i], [1], [3.0], [0], [1],
+                  [('REFINE', True, ''), ('REFSTEP', step, '')])
+    assert main(['--input-dir', str(other), '--output', str(tmp_path / 's.fits')]) == 1
 
 
 def test_survey_target_bits_and_rerun_columns(tmp_path):

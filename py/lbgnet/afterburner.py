@@ -28,7 +28,7 @@ from .parallel import threads_per_rank
 from .preprocess import coadd_to_grid
 from .priors import PRIOR_FUNCTION
 from .redrock_rerun import check_rerunnable, rerun_redrock
-from .refine import DEFAULT_PRIOR_WEIGHT, DEFAULT_WINDOW, MIN_DELTACHI2, REFINE_KEYS
+from .refine import DEFAULT_DLOGZ, DEFAULT_PRIOR_WEIGHT, DEFAULT_WINDOW, MIN_DELTACHI2, REFINE_KEYS
 
 #: Spectra per block read and gridded at once (bounds the memory of the arrays).
 DEFAULT_CHUNK = 1000
@@ -122,7 +122,8 @@ def refine_selected(refiner, info, results, conf=None):
     return refiner.run(info.flux, info.ivar, z_start, conf)
 
 
-def load_refiner(path, config, zrange, window=DEFAULT_WINDOW, prior_weight=DEFAULT_PRIOR_WEIGHT):
+def load_refiner(path, config, zrange, window=DEFAULT_WINDOW, prior_weight=DEFAULT_PRIOR_WEIGHT,
+                 dlogz=DEFAULT_DLOGZ):
     """Template refinement for a model's grid and redshift range.
 
     Parameters
@@ -138,6 +139,8 @@ def load_refiner(path, config, zrange, window=DEFAULT_WINDOW, prior_weight=DEFAU
         Half width of the search window around ``Z_LBG``, in Δz/(1+z).
     prior_weight : float, optional
         Weight of the network's box confidences against χ² (0: plain χ² minimum).
+    dlogz : float, optional
+        Step of the trial redshifts in log10(1+z).
 
     Returns
     -------
@@ -155,7 +158,7 @@ def load_refiner(path, config, zrange, window=DEFAULT_WINDOW, prior_weight=DEFAU
     igm = load_sim_config()['simulation']['igm']
     try:
         template = template_from_basis(rrt.wave, rrt.basis, igm=igm)
-        return Refiner.build(template, config, zrange, prior_weight, window,
+        return Refiner.build(template, config, zrange, prior_weight, window, dlogz=dlogz,
                              source=os.path.abspath(path))
     except ValueError as err:
         raise InputFileError(path, f'unusable refinement template: {err}') from None
@@ -213,6 +216,7 @@ def catalog_header(job, network, c_thresh, n_thresh, layout, templates=None, ref
         cards += [('REFTEMPL', refiner.source, 'template of the refinement'),
                   ('REFWGT', refiner.prior_weight, 'weight of the CNN box prior'),
                   ('REFWIN', refiner.window, 'search window, dz/(1+z) half width'),
+                  ('REFSTEP', refiner.dlogz, 'trial redshift step in log10(1+z)'),
                   ('MINDCHI2', MIN_DELTACHI2, 'SMALL_DELTA_CHI2 if DELTACHI2_TPL below')]
     for i, name in enumerate(templates or ()):
         cards.append((f'RRTEMP{i:02d}', os.path.abspath(name), 'Redrock template of the rerun'))

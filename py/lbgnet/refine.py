@@ -388,6 +388,13 @@ class Refiner:
     exclude: float = DEFAULT_EXCLUDE
     source: str = ''
 
+    @property
+    def dlogz(self):
+        """Step of the trial redshifts in log10(1+z)."""
+        if self.zs.size < 2:
+            return 0.0
+        return float(np.round(np.log10(1 + self.zs[1]) - np.log10(1 + self.zs[0]), 10))
+
     @classmethod
     def build(cls, template, config, zrange, prior_weight=DEFAULT_PRIOR_WEIGHT,
               window=DEFAULT_WINDOW, exclude=DEFAULT_EXCLUDE, dlogz=DEFAULT_DLOGZ, source=''):

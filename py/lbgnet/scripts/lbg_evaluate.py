@@ -321,7 +321,7 @@ def main(args=None, comm=None):
         if refiner is not None:
             metrics['inputs']['refine'] = {'template': os.path.basename(refiner.source),
                                            'prior_weight': refiner.prior_weight,
-                                           'window': refiner.window}
+                                           'window': refiner.window, 'step': refiner.dlogz}
         if args.redrock:
             metrics['redrock'] = redrock_metrics(args.redrock, truth, extras['targetid'])
     except InputFileError as err:

@@ -20,7 +20,7 @@ from ..zcatalog import add_location, bad_bits, stack_catalogs
 
 #: Header keywords that must agree between the stacked catalogues.
 CONSISTENT_KEYS = ('LBGMSHA', 'CTHRESH', 'NTHRESH', 'RERUNRR', 'REFINE', 'REFWGT', 'REFWIN',
-                   'MINDCHI2')
+                   'REFSTEP', 'MINDCHI2')
 
 
 def parse(options=None):
