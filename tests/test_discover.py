@@ -78,3 +78,53 @@ def test_file_metadata():
         PETAL=3, TILEID=80605, NIGHT=20201219, SPGRP='cumulative')
     assert file_metadata('coadd-9-1000-20210101.fits')['SPGRP'] == 'pernight'
     assert file_metadata('coadd-whatever.fits') == {}
+
+
+def test_redrock_path_needs_the_coadd_prefix():
+    """Only a leading "coadd" in the file name counts, not one elsewhere in it."""
+    with pytest.raises(InputFileError, match='does not start with "coadd"'):
+        redrock_path('/a/b/lbg-coadd-main-dark-1.fits')
+
+
+def test_expand_drops_the_same_file_spelled_differently(redux, monkeypatch):
+    """A relative and an absolute spelling of one file are one input; the first one is kept."""
+    monkeypatch.chdir(redux)
+    paths, unmatched = expand_coadds([HPX, str(redux / HPX), './' + HPX, TILE])
+    assert paths == [HPX, TILE] and unmatched == []
+
+
+def test_plan_single_coadd_and_duplicates(tmp_path):
+    """One coadd without root mirrors into outdir itself; two jobs writing one output are refused;
+    a missing coadd has size 0 and a non-coadd name has no Redrock file."""
+    coadd = str(tmp_path / 'in/x/coadd-main-dark-7.fits')
+    (job,) = plan_jobs([coadd], outdir=str(tmp_path / 'o'))
+    assert job.output == str(tmp_path / 'o/lbg_cnn-main-dark-7.fits')
+    assert job.priors == str(tmp_path / 'o/priors_lbg-main-dark-7.fits')
+    assert job.size == 0 and job.redrock == str(tmp_path / 'in/x/redrock-main-dark-7.fits')
+    with pytest.raises(ValueError, match='would both write'):
+        plan_jobs([coadd, str(tmp_path / 'in/x/./coadd-main-dark-7.fits')])
+    (job,) = plan_jobs([str(tmp_path / 'in/spectra-7.fits')])
+    assert job.redrock == '' and job.output == str(tmp_path / 'in/lbg_cnn-spectra-7.fits')
+    # without outdir, outputs go beside the coadd even when it is not below root
+    (job,) = plan_jobs([coadd], root=str(tmp_path / 'elsewhere'))
+    assert job.output == str(tmp_path / 'in/x/lbg_cnn-main-dark-7.fits')
+
+
+def test_file_metadata_tile_groupings():
+    """perexp names give EXPID (not NIGHT), pernight names NIGHT; .fits.gz is accepted."""
+    assert file_metadata('coadd-0-1000-exp00012345.fits') == dict(
+        PETAL=0, TILEID=1000, EXPID=12345, SPGRP='perexp')
+    assert file_metadata('/d/redrock-9-1000-20210101.fits.gz') == dict(
+        PETAL=9, TILEID=1000, NIGHT=20210101, SPGRP='pernight')
+    assert file_metadata('priors_lbg-sv1-bright-5012.fits.gz')['HPXPIXEL'] == 5012
+
+
+def test_subfolder_named_like_the_parent_is_below_the_root(tmp_path):
+    """A folder called "..old" is inside the input tree, not above it."""
+    root = tmp_path / 'redux'
+    coadd = root / '..old' / 'coadd-main-dark-1.fits'
+    jobs = plan_jobs([str(coadd)], root=str(root), outdir=str(tmp_path / 'out'))
+    assert jobs[0].output == str(tmp_path / 'out' / '..old' / 'lbg_cnn-main-dark-1.fits')
+    with pytest.raises(ValueError, match='not below the input directory'):
+        plan_jobs([str(tmp_path / 'elsewhere' / 'coadd-main-dark-1.fits')], root=str(root),
+                  outdir=str(tmp_path / 'out'))

@@ -172,3 +172,103 @@ def test_file_and_generator_paths_give_the_same_inputs(tmp_path, setup):
         # scatter agrees (±20%: 300 realisations give ~4% per-bin error) in 99% of bins
         assert np.mean(np.abs(sf[valid] / sg[valid] - 1) < 0.2) > 0.99
         assert np.median(sf[valid] / sg[valid]) == pytest.approx(1.0, abs=0.02)
+
+
+def test_default_overlap_mask_is_5760_to_5800_in_b_and_r(setup):
+    """The default overlap window masks exactly 5760 <= λ < 5800 Å in b and r, nothing in z."""
+    waves, ivars = _waves_ivars(setup, 2)
+    augment_masks(waves, ivars, Table({'CLASS': ['STAR'] * 2, 'Z_TRUE': [0.0] * 2}),
+                  np.random.default_rng(0), AugmentConfig(p_overlap=1.0))
+    for band in ('b', 'r'):
+        inside = (waves[band] >= 5760.0) & (waves[band] < 5800.0)
+        assert inside.sum() == 50
+        np.testing.assert_array_equal(ivars[band] == 0, np.broadcast_to(inside, (2, inside.size)))
+    assert np.all(ivars['z'] == 1)
+
+
+def test_augment_masks_uses_every_configured_setting(setup):
+    """augment_masks = mask_overlap, mask_chunks, mask_lya in turn with the configuration's own
+    probabilities and sizes (non-default values throughout)."""
+    cfg = AugmentConfig(p_overlap=0.4, overlap_range=(6000.0, 6100.0), p_chunks=0.3,
+                        chunk_extra=2.0, chunk_width=(200.0, 300.0), p_lya=0.6, lya_halfwidth=25.0)
+    n = 200
+    truth = Table({'CLASS': np.where(np.arange(n) % 2 == 0, 'LBG', 'QSO'),
+                   'Z_TRUE': np.linspace(2.5, 3.5, n)})
+    waves, got = _waves_ivars(setup, n)
+    augment_masks(waves, got, truth, np.random.default_rng(4), cfg)
+    _, expect = _waves_ivars(setup, n)
+    rng = np.random.default_rng(4)
+    mask_overlap(waves, expect, rng, 0.4, (6000.0, 6100.0))
+    mask_chunks(waves, expect, rng, 0.3, 2.0, (200.0, 300.0))
+    mask_lya(waves, expect, truth, rng, 0.6, 25.0)
+    for band in waves:
+        np.testing.assert_array_equal(got[band], expect[band])
+    assert sum((iv == 0).sum() for iv in got.values()) > 0
+
+
+def test_jitter_draws_follow_p_and_sigma(setup):
+    """A fraction p of the spectra is shifted by N(0, σ) Å, both signs, the same in every arm."""
+    from lbgnet.sim.augment import jitter_wavelength
+    n = 4000
+    waves = setup.instrument.waves
+    models = {b: np.tile(np.sin(w / 7.0).astype(np.float32), (n, 1)) for b, w in waves.items()}
+    out, shift = jitter_wavelength(waves, models, np.random.default_rng(8), 0.5, 0.3)
+    moved = shift != 0
+    assert 1850 < moved.sum() < 2150                              # 2000 ± 5σ
+    assert np.std(shift[moved]) == pytest.approx(0.3, rel=0.08)
+    assert 0.45 < np.mean(shift[moved] > 0) < 0.55
+    for band in waves:
+        np.testing.assert_array_equal(out[band], shift_spectra(waves[band], models[band], shift))
+        assert np.array_equal(out[band][~moved], models[band][~moved])
+
+
+def test_observe_truth_shifts_the_model_before_the_noise(setup):
+    """observe_truth = render, jitter (recorded as WAVE_SHIFT), draw EFFTIME, add noise, grid."""
+    from lbgnet.preprocess import grid_spectra
+    from lbgnet.sim.augment import jitter_wavelength
+    from lbgnet.sim.instrument import observe
+    from lbgnet.sim.mock import draw_efftime
+    setup = _without_failures(setup)
+    truth = draw_population(setup.simcfg, 6, np.random.default_rng(1))
+    gen = MockBatches(setup, batch_size=6, augment=AugmentConfig(p_jitter=1.0, jitter_sigma=0.5),
+                      efftime_range=(3000.0, 9000.0))
+    X = gen.observe_truth(truth, np.random.default_rng(3))
+    inst, rng = setup.instrument, np.random.default_rng(3)
+    models, shift = jitter_wavelength(inst.waves, render_models(setup, truth), rng, 1.0, 0.5)
+    efftime = draw_efftime(6, (3000.0, 9000.0), rng)
+    fluxes, ivars = observe(inst, models, efftime, rng)
+    bands = inst.bands
+    expect, _, _ = grid_spectra([inst.waves[b] for b in bands], [fluxes[b] for b in bands],
+                                [ivars[b] for b in bands], setup.config.grid)
+    assert np.all(shift != 0)
+    np.testing.assert_array_equal(truth['WAVE_SHIFT'], shift.astype(np.float32))
+    np.testing.assert_array_equal(truth['EFFTIME'], efftime.astype(np.float32))
+    np.testing.assert_array_equal(X, expect)
+
+
+def _with_failures(setup, dead_fibre, dead_arm):
+    data = copy.deepcopy(setup.simcfg)
+    data['mock']['dead_fibre_fraction'] = dead_fibre
+    data['mock']['dead_arm_fraction'] = dead_arm
+    return dataclasses.replace(setup, simcfg=data, config=config_from_dict(data, 'test'))
+
+
+def test_generator_fibre_failures_blank_the_dead_arm(setup):
+    """With every fibre losing one arm, exactly that arm's own wavelengths are blank in X
+    (each of b, r, z occurs); with every fibre dead, X is all zero."""
+    gen = MockBatches(_with_failures(setup, 0.0, 1.0), batch_size=30, seed=5,
+                      augment=NO_AUGMENT, fibre_failures=True)
+    X = gen[0]
+    centres = 0.5 * (setup.config.grid.edges[:-1] + setup.config.grid.edges[1:])
+    only = [(centres > 3700) & (centres < 5700), (centres > 5900) & (centres < 7400),
+            (centres > 7700) & (centres < 9700)]
+    blank = np.array([[np.all(X[i, sel, 1] == 0) for sel in only] for i in range(30)])
+    live = np.array([[np.all(X[i, sel, 1] != 0) for sel in only] for i in range(30)])
+    assert np.all(blank.sum(axis=1) == 1) and np.all(live == ~blank)
+    assert np.all(blank.any(axis=0))
+    intact = MockBatches(_with_failures(setup, 0.0, 1.0), batch_size=30, seed=5,
+                         augment=NO_AUGMENT, fibre_failures=False)[0]
+    assert all(np.all(intact[:, sel, 1] != 0) for sel in only)
+    dead = MockBatches(_with_failures(setup, 1.0, 0.0), batch_size=5, seed=5,
+                       augment=NO_AUGMENT, fibre_failures=True)[0]
+    assert np.all(dead == 0)

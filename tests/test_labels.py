@@ -65,3 +65,26 @@ def test_make_targets_layout(config):
     assert b == int(pos)
     assert y[0, ilya, b, 1] == pytest.approx(pos - int(pos), abs=1e-6)
     assert np.count_nonzero(y[0, ilya, :, 1]) == 1
+
+
+def test_lines_beyond_the_grid_are_not_encoded(config):
+    """A line just past wave_max or just below wave_min has no box and a zero offset and target."""
+    bw = config.box_width
+    nlines = len(config.lines)
+    waves = np.full((1, nlines), np.nan)
+    waves[0, :4] = [config.grid.wave_max + 0.5 * bw, config.grid.wave_max + 1.5 * bw,
+                    config.grid.wave_min - 0.5 * bw, config.grid.wave_min - 1.5 * bw]
+    box, offset = encode_boxes(waves, config)
+    assert box.sum() == 0 and np.all(offset == 0)
+    assert np.all(make_targets(waves, config) == 0)
+
+
+def test_box_position_and_line_waves_by_hand(config):
+    """box_position is (λ - wave_min) / box_width; line_waves_at is (1 + z) × rest wavelength."""
+    bw = config.box_width
+    w0 = config.grid.wave_min
+    np.testing.assert_allclose(box_position([w0, w0 + 2.25 * bw], config), [0.0, 2.25])
+    waves = line_waves_at([2.0, np.nan], config)
+    np.testing.assert_allclose(waves[0], 3.0 * config.lines.wave_array)
+    assert waves[0, config.lines.index('LYA')] == pytest.approx(3 * 1215.67)
+    assert np.all(np.isnan(waves[1]))

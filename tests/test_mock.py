@@ -245,3 +245,66 @@ def test_configuration_errors_are_clear(tmp_path):
         load_mock_setup('lbgnet-sim.yaml')
     assert main(['--outdir', str(tmp_path), '--nspec', '5', '--config', 'lbgnet-sim.yaml']) == 1
     assert not os.listdir(tmp_path)
+
+
+def test_fibre_failures_follow_the_fractions():
+    """Dead fibres lose every arm (BROKENFIBER only), dead-arm fibres exactly one (its BADAMP bit);
+    the counts follow the two fractions."""
+    from desispec.maskbits import fibermask
+    from lbgnet.sim.mock import fibre_failures
+    bands = ('b', 'r', 'z')
+    n = 2000
+    status, arm_dead = fibre_failures(n, bands, 0.3, 0.5, np.random.default_rng(0))
+    assert arm_dead.shape == (n, 3) and status.dtype == np.int32
+    nd = arm_dead.sum(axis=1)
+    assert set(np.unique(nd)) == {0, 1, 3}
+    assert 500 < (nd == 3).sum() < 700                           # 600 ± 5σ
+    assert 600 < (nd == 1).sum() < 800                           # 0.5 × 1400 ± 5σ
+    np.testing.assert_array_equal(status[nd == 3], fibermask.BROKENFIBER)
+    assert np.all(status[nd == 0] == 0)
+    for iarm, band in enumerate(bands):
+        one = (nd == 1) & arm_dead[:, iarm]
+        assert one.sum() > 150
+        np.testing.assert_array_equal(status[one], fibermask.mask(f'BADAMP{band.upper()}'))
+    status, arm_dead = fibre_failures(50, bands, 0.0, 0.0, np.random.default_rng(0))
+    assert not arm_dead.any() and np.all(status == 0)
+    status, arm_dead = fibre_failures(50, bands, 1.0, 1.0, np.random.default_rng(0))
+    assert arm_dead.all() and np.all(status == fibermask.BROKENFIBER)
+
+
+def test_apply_failures_blanks_flux_ivar_and_masks():
+    """Dead arms get flux = ivar = 0 and BADFIBER; the other arms are untouched."""
+    from desispec.maskbits import specmask
+    from lbgnet.sim.mock import apply_failures
+    fluxes = {b: np.full((3, 4), 2.0, dtype=np.float32) for b in 'brz'}
+    ivars = {b: np.full((3, 4), 5.0, dtype=np.float32) for b in 'brz'}
+    masks = {b: np.zeros((3, 4), dtype=np.int32) for b in 'brz'}
+    arm_dead = np.array([[True, True, True], [False, True, False], [False, False, False]])
+    apply_failures(fluxes, ivars, masks, arm_dead)
+    for iarm, band in enumerate('brz'):
+        dead = arm_dead[:, iarm]
+        assert np.all(fluxes[band][dead] == 0) and np.all(ivars[band][dead] == 0)
+        assert np.all(masks[band][dead] == specmask.BADFIBER)
+        assert np.all(fluxes[band][~dead] == 2) and np.all(ivars[band][~dead] == 5)
+        assert np.all(masks[band][~dead] == 0)
+
+
+def test_noise_statistics_by_hand():
+    """χ²(noise) = Σ (flux - model)² ivar, χ²(signal) = Σ model² ivar, npix = #(ivar > 0)."""
+    from lbgnet.sim.mock import noise_statistics
+    fluxes = {'b': np.array([[1.0, 3.0, 9.0]]), 'r': np.array([[0.0, 2.0]])}
+    models = {'b': np.array([[2.0, 1.0, 1.0]]), 'r': np.array([[1.0, 2.0]])}
+    ivars = {'b': np.array([[4.0, 0.25, 0.0]]), 'r': np.array([[9.0, 1.0]])}
+    chi2, signal, npix = noise_statistics(fluxes, models, ivars)
+    assert chi2[0] == pytest.approx(4.0 + 1.0 + 9.0)
+    assert signal[0] == pytest.approx(16.0 + 0.25 + 9.0 + 4.0)
+    assert npix[0] == 4
+
+
+def test_draw_efftime_fills_the_range():
+    """EFFTIME is uniform over the whole range (mean at the centre, both ends reached)."""
+    from lbgnet.sim.mock import draw_efftime
+    t = draw_efftime(10000, (1000, 5000), np.random.default_rng(0))
+    assert t.shape == (10000,) and t.min() >= 1000 and t.max() <= 5000
+    assert t.min() < 1010 and t.max() > 4990
+    assert np.mean(t) == pytest.approx(3000.0, abs=60)             # σ(mean) = 11.5

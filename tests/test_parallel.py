@@ -61,3 +61,16 @@ def test_threads_per_rank():
     assert threads_per_rank([frozenset(range(8))] * 2, 1) == 4
     bound = [frozenset({0, 1}), frozenset({2, 3}), frozenset({4, 5, 6})]
     assert [threads_per_rank(bound, r) for r in range(3)] == [2, 2, 3]
+
+
+def test_equal_weights_keep_input_order():
+    """Among equal weights the input order is kept (stable sort), also beyond 16 items."""
+    items = list(range(100))
+    weights = [2.0, 1.0] * 50
+    assert split_work(items, 1, 0, weights) == items[0::2] + items[1::2]
+
+
+def test_zero_weights_are_allowed():
+    """Weight 0 is valid (an empty file) and such items are still handed out, once each."""
+    parts = [split_work(['a', 'b', 'c'], 2, r, weights=[0.0, 3.0, 0.0]) for r in range(2)]
+    assert parts == [['b'], ['a', 'c']]

@@ -155,3 +155,65 @@ def test_calibration_reproduces_shipped_parameters(mock_config):
                                                             rel=1e-3)
         assert fit['sky_residual'][band] == pytest.approx(shipped['sky_residual'][band], rel=1e-3)
     assert fit['sky_line_shift'] == shipped['sky_line_shift']
+
+
+def test_ivar_is_the_inverse_pipeline_variance(instrument):
+    """observe's ivar is exactly 1 / pipeline_variance (it does not include noise_excess)."""
+    rng = np.random.default_rng(1)
+    models = {b: rng.uniform(0, 3, (4, a.wave.size)).astype(np.float32)
+              for b, a in instrument.arms.items()}
+    eff = np.array([2000.0, 4000.0, 8000.0, 16000.0])
+    _, ivars = observe(instrument, models, eff, rng)
+    for band, arm in instrument.arms.items():
+        var = pipeline_variance(arm, models[band], eff, instrument.efftime_ref)
+        np.testing.assert_allclose(ivars[band], 1.0 / var, rtol=1e-6)
+
+
+def test_negative_model_flux_adds_no_shot_noise(instrument):
+    """Negative object flux (e.g. absorption below zero) counts as zero in the variance."""
+    arm = instrument.arms['b']
+    zero = np.zeros((1, arm.wave.size), dtype=np.float32)
+    eff = np.array([5000.0])
+    var = pipeline_variance(arm, zero, eff, instrument.efftime_ref)
+    ref = instrument.efftime_ref
+    np.testing.assert_array_equal(pipeline_variance(arm, zero - 2.0, eff, ref), var)
+    np.testing.assert_allclose(var[0], arm.background_var * ref / 5000.0, rtol=1e-6)
+    np.testing.assert_allclose(arm.background_var, (arm.sky_cont + arm.sky_lines) / arm.gain
+                               + arm.read_var / arm.gain ** 2)
+
+
+def test_sky_residual_is_one_amplitude_per_line(instrument):
+    """Without pixel noise, flux - model is a ∝ sky_residual × sky_lines on each run of residual
+    pixels, one amplitude a per (line, spectrum), and zero elsewhere."""
+    import dataclasses
+    from lbgnet.sim.instrument import observe_arm
+    base = instrument.arms['r']
+    lines = np.zeros(base.wave.size)
+    lines[[100, 101, 102, 103, 200, 201, 203]] = [1.0, 3.0, 3.0, 1.0, 2.0, 2.0, 4.0]
+    arm = dataclasses.replace(base, sky_lines=lines, noise_excess=0.0, sky_residual=0.5)
+    pix, segment, nseg = arm.residual_segments
+    np.testing.assert_array_equal(pix, [100, 101, 102, 103, 200, 201, 203])
+    np.testing.assert_array_equal(segment, [0, 0, 0, 0, 1, 1, 2])
+    assert nseg == 3
+    model = np.ones((50, base.wave.size), dtype=np.float32)
+    flux, _ = observe_arm(arm, model, np.full(50, 5000.0), instrument.efftime_ref,
+                          np.random.default_rng(0))
+    resid = flux - model
+    assert np.all(np.delete(resid, pix, axis=1) == 0)
+    amp = resid[:, pix] / (0.5 * lines[pix])
+    for seg in range(3):
+        cols = amp[:, segment == seg]
+        np.testing.assert_allclose(cols, cols[:, :1].repeat(cols.shape[1], axis=1), rtol=1e-5)
+    assert np.std(amp[:, [0, 4, 6]]) == pytest.approx(1.0, rel=0.2)
+    assert not np.allclose(amp[:, 0], amp[:, 4]) and not np.allclose(amp[:, 4], amp[:, 6])
+
+
+def test_resolution_width_is_the_lsf_in_pixels(instrument):
+    """Second moment of each RESOLUTION column = (lsf_sigma / pixel size)² + 1/12 pixel²."""
+    res = resolution_for(instrument, 2)
+    offsets = np.arange(instrument.ndiag)[::-1] - instrument.ndiag // 2
+    for band, arm in instrument.arms.items():
+        data = res[band][1]
+        moment = np.sum(data * offsets[:, None] ** 2, axis=0)
+        expect = (arm.lsf_sigma / np.gradient(arm.wave)) ** 2 + 1 / 12
+        np.testing.assert_allclose(moment[10:-10], expect[10:-10], rtol=0.01)

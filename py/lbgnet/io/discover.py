@@ -195,7 +195,7 @@ def plan_jobs(coadds, root=None, outdir=None):
     jobs, owners = [], {}
     for coadd in coadds:
         rel = os.path.relpath(os.path.abspath(coadd), os.path.abspath(root))
-        if outdir is not None and rel.startswith('..'):
+        if outdir is not None and (rel == os.pardir or rel.startswith(os.pardir + os.sep)):
             raise ValueError(f'{coadd} is not below the input directory {root}')
         output, priors = output_paths(coadd, root, outdir)
         key = os.path.abspath(output)
