@@ -126,6 +126,37 @@ def test_choose_thresholds_prefers_informative_n():
     assert 0.2 < c_thresh < 0.6
 
 
+def test_choose_from_scores_averages_the_regimes_not_all():
+    """n_thresh maximises the mean score of the low/mid/high-z regimes (the 'all' mixture
+    does not vote) and c_thresh is the purity = efficiency threshold over all objects."""
+    from lbgnet.thresholds import choose_from_scores
+    rng = np.random.default_rng(3)
+    nlbg = {2.2: 300, 3.0: 60, 4.0: 60}                   # the low-z regime dominates 'all'
+    classes = np.array(['LBG'] * sum(nlbg.values()) + ['QSO'] * 200)
+    z = np.concatenate([np.full(k, zz) for zz, k in nlbg.items()] + [np.full(200, 1.0)])
+    cont = rng.uniform(0.01, 0.5, 200)
+
+    def lbg_scores(fractions):
+        """A fraction p of each regime's LBGs far above the contaminants, the rest below."""
+        out = []
+        for (zz, k), p in zip(nlbg.items(), fractions):
+            high = rng.permutation(k) < round(p * k)
+            out.append(np.where(high, rng.uniform(0.8, 0.9, k), rng.uniform(0.0, 0.005, k)))
+        return np.concatenate(out + [cont])
+
+    # regime scores: n = 1 -> 1.0 / 0.6 / 0.6 (mean 0.733); n = 2 -> 0.75 everywhere
+    scores = {1: lbg_scores((1.0, 0.6, 0.6)), 2: lbg_scores((0.75, 0.75, 0.75))}
+    is_true = classes == 'LBG'
+    masks = regime_masks(classes, z)
+    means = {n: [np.mean([pe_score(is_true[m], scores[n][m])[0] for k, m in masks.items()
+                          if k != drop]) for drop in ('all', None)] for n in scores}
+    assert means[2][0] > means[1][0] and means[1][1] > means[2][1]   # 'all' would flip it
+    c_thresh, n_thresh, table = choose_from_scores(classes, z, scores.get, (1, 2))
+    assert n_thresh == 2 and table[2]['mean_score'] == pytest.approx(means[2][0])
+    assert c_thresh == pe_score(is_true, scores[2])[1]
+    assert c_thresh != pe_score(is_true[masks['lowz']], scores[2][masks['lowz']])[1]
+
+
 def test_reliable_metrics():
     # 4 true LBGs (3 selected), 2 selected contaminants; DELTACHI2 >= 9 keeps 2 + 1 of them
     is_true = np.array([1, 1, 1, 1, 0, 0], dtype=bool)
