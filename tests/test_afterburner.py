@@ -169,6 +169,24 @@ def test_resumed_run_splits_only_the_files_left(tmp_path, model_path, caplog):
     assert open(outs[1]).read() == 'done earlier'
 
 
+def test_launcher_without_mpi_is_warned(tmp_path, model_path, caplog, monkeypatch):
+    from lbgnet.scripts.lbg_afterburner import launcher_size
+    assert launcher_size({}) == 1 and launcher_size({'PMI_SIZE': '4'}) == 4
+    assert launcher_size({'OMPI_COMM_WORLD_SIZE': 'x', 'SLURM_NTASKS': '3'}) == 3
+    coadd, _ = make_pair(str(tmp_path), nspec=4)
+    monkeypatch.setenv('PMI_SIZE', '2')
+    rc, text = run(caplog, '--coadd', coadd, '--model', model_path)
+    assert rc == 0 and 'one of 2 MPI processes but without --mpi' in text
+    monkeypatch.setenv('PMI_SIZE', '1')
+    rc, text = run(caplog, '--coadd', coadd, '--model', model_path, '--overwrite')
+    assert rc == 0 and 'without --mpi' not in text
+
+
+def test_missing_coadd_of_any_name_is_reported_as_missing(tmp_path, model_path, caplog):
+    rc, text = run(caplog, '--coadd', str(tmp_path / 'nothere.fits'), '--model', model_path)
+    assert rc == 1 and 'nothere.fits: no such file' in text and 'Traceback' not in text
+
+
 @pytest.mark.parametrize('missing', ['coadd', 'redrock'])
 def test_missing_input(tmp_path, model_path, caplog, missing):
     coadd, output = make_pair(str(tmp_path))

@@ -207,3 +207,13 @@ def test_train_script_from_quasarnet_weights(tmp_path):
                  '--val-dir', str(out / 'validation'), '--freeze', '9']) == 1
     with pytest.raises(SystemExit):
         main(['--config', str(cfg_path), '--outdir', str(out), '--unfreeze-epochs', '1'])
+
+
+def test_init_from_a_file_that_fits_nothing_is_an_error():
+    """A QuasarNET file whose layers fit none of ours must not silently train from scratch."""
+    from conftest import reference_file
+    from lbgnet.config import load_config
+    from lbgnet.scripts.lbg_train import initial_model
+    path = reference_file('quasarnet-weights', 'quasarnet-format-small-weights.h5')
+    with pytest.raises(InputFileError, match='no layer of .conv. fits this network'):
+        initial_model(load_config('lbgnet-default.yaml'), path, 'conv')

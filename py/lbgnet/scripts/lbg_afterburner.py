@@ -24,7 +24,7 @@ from ..io import read_redrock
 from ..io.catalog import OutputFileError, check_writable, read_catalog, write_outputs
 from ..io.chunks import iter_coadd_chunks
 from ..io.discover import FileJob, expand_coadds, find_coadds, plan_jobs, redrock_path
-from ..io.errors import InputFileError
+from ..io.errors import InputFileError, MissingInputError
 from ..io.priors import priors_table
 from ..network import DEFAULT_BATCH, default_model_path, load_network
 from ..parallel import split_work
@@ -160,6 +160,8 @@ def process_one(job, network, args, rerun=None, refiner=None):
     cfg = network.config
     c_thresh = cfg.selection.c_thresh if args.c_thresh is None else args.c_thresh
     n_thresh = cfg.selection.n_thresh if args.n_thresh is None else args.n_thresh
+    if not os.path.exists(job.coadd):
+        raise MissingInputError(job.coadd)
     if not job.redrock:               # plan_jobs could not derive it from the coadd's name
         redrock_path(job.coadd)       # raises the InputFileError that says so
     check_writable(job.output)
@@ -250,6 +252,22 @@ def setup(args):
     return out
 
 
+#: Environment variables in which MPI launchers (mpich/hydra, Open MPI, Slurm) give the
+#: number of processes they started.
+LAUNCHER_SIZE_VARS = ('PMI_SIZE', 'OMPI_COMM_WORLD_SIZE', 'SLURM_NTASKS')
+
+
+def launcher_size(environ=None):
+    """Number of processes an MPI launcher says it started (1 when none is detected)."""
+    environ = os.environ if environ is None else environ
+    for name in LAUNCHER_SIZE_VARS:
+        try:
+            return max(1, int(environ[name]))
+        except (KeyError, ValueError):
+            continue
+    return 1
+
+
 def summarise(outcomes, unmatched, size=1):
     """Log the end-of-run summary (rank 0); return the number of failures."""
     log = get_logger()
@@ -337,6 +355,10 @@ def main(args=None, comm=None):
         return run_example(args, comm)
     rank, size = (comm.rank, comm.size) if comm is not None else (0, 1)
     log = get_logger() if rank == 0 else get_logger('CRITICAL')
+    launched = launcher_size()
+    if comm is None and launched > 1:
+        log.warning('started as one of %d MPI processes but without --mpi: every process '
+                    'runs every file (add --mpi to share them)', launched)
     set_threads(args.threads or node_threads(comm))
     state = setup(args) if rank == 0 else None
     network = state.pop('network') if rank == 0 else None

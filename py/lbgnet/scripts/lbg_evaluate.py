@@ -284,7 +284,9 @@ def record_in_model_card(model_path, name, metrics):
     tests = dict(read_model_description(model_path)[0]['metadata'].get('heldout_tests') or {})
     tests[name] = summarise(metrics)
     update_model_metadata(model_path, {'heldout_tests': tests})
-    get_logger().info('recorded the metrics in %s as heldout_tests.%s', model_path, name)
+    from ..io.modelfile import model_paths
+    get_logger().info('recorded the metrics in %s as heldout_tests.%s', model_paths(model_path)[1],
+                      name)
 
 
 def main(args=None, comm=None):

@@ -35,9 +35,10 @@ def parse(options=None):
                         help='redshift step in log10(1+z) [%(default)s]')
     parser.add_argument('--igm', default='Inoue14', choices=IGM_MODELS,
                         help='IGM model Redrock applies (RRIGM) [%(default)s]')
-    parser.add_argument('--sim-config', default='lbgnet-sim.yaml', help='[%(default)s]')
+    parser.add_argument('--sim-config', default='lbgnet-sim.yaml',
+                        help='simulator configuration whose LBGs the PCA is made of [%(default)s]')
     parser.add_argument('--lbg-composite', help='Shapley et al. (2003) composite (optional)')
-    parser.add_argument('--overwrite', action='store_true')
+    parser.add_argument('--overwrite', action='store_true', help='replace an existing template file')
     args = parser.parse_args(options)
     if args.nbasis < 1 or args.nspec < args.nbasis:
         parser.error('need --nspec >= --nbasis >= 1')

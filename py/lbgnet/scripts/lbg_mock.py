@@ -49,7 +49,7 @@ def parse(options=None):
     parser.add_argument('--sky-lines', default=None,
                         help='sky-line spectrum [desispec/data/spec-sky.dat]')
     parser.add_argument('--no-resolution', action='store_true',
-                        help='omit the RESOLUTION HDUs (5x smaller files; Redrock needs them)')
+                        help='omit the RESOLUTION HDUs (files ~4.6x smaller; Redrock needs them)')
     parser.add_argument('--overwrite', action='store_true', help='replace existing files')
     parser.add_argument('--mpi', action='store_true', help='spread the files over MPI ranks')
     args = parser.parse_args(options)
