@@ -172,7 +172,8 @@ def test_resumed_run_splits_only_the_files_left(tmp_path, model_path, caplog):
 def test_launcher_without_mpi_is_warned(tmp_path, model_path, caplog, monkeypatch):
     from lbgnet.scripts.lbg_afterburner import launcher_size
     assert launcher_size({}) == 1 and launcher_size({'PMI_SIZE': '4'}) == 4
-    assert launcher_size({'OMPI_COMM_WORLD_SIZE': 'x', 'SLURM_NTASKS': '3'}) == 3
+    assert launcher_size({'OMPI_COMM_WORLD_SIZE': 'x', 'SLURM_STEP_NUM_TASKS': '3'}) == 3
+    assert launcher_size({'SLURM_NTASKS': '64'}) == 1          # an allocation, not a launch
     coadd, _ = make_pair(str(tmp_path), nspec=4)
     monkeypatch.setenv('PMI_SIZE', '2')
     rc, text = run(caplog, '--coadd', coadd, '--model', model_path)

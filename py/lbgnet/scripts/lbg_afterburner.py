@@ -253,8 +253,9 @@ def setup(args):
 
 
 #: Environment variables in which MPI launchers (mpich/hydra, Open MPI, Slurm) give the
-#: number of processes they started.
-LAUNCHER_SIZE_VARS = ('PMI_SIZE', 'OMPI_COMM_WORLD_SIZE', 'SLURM_NTASKS')
+#: number of processes they started (SLURM_STEP_NUM_TASKS, not SLURM_NTASKS: the latter is
+#: also set in a plain shell inside an allocation, where nothing was launched).
+LAUNCHER_SIZE_VARS = ('PMI_SIZE', 'OMPI_COMM_WORLD_SIZE', 'SLURM_STEP_NUM_TASKS')
 
 
 def launcher_size(environ=None):
