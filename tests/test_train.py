@@ -126,6 +126,20 @@ def test_train_script_with_simulator(tmp_path):
     assert set(meta['validation_metrics']) == {'all', 'lowz', 'midz', 'highz'}
     assert len(meta['history']['val_score']) == 2
     assert (out / 'validation').is_dir() and (out / 'history.csv').exists()
+    # --validation-only writes the same validation files (same seed) and trains nothing
+    only = tmp_path / 'only'
+    assert main(['--config', str(cfg_path), '--outdir', str(only), '--validation-only']) == 0
+    from lbgnet.io.mock import read_truth, truth_checksum
+    written = sorted(p.name for p in (only / 'validation').iterdir())
+    assert written == sorted(p.name for p in (out / 'validation').iterdir())
+    for name in written:
+        if name.startswith('truth-'):
+            assert truth_checksum(read_truth(str(only / 'validation' / name))) == \
+                truth_checksum(read_truth(str(out / 'validation' / name)))
+    assert not list(only.glob('*.weights.h5')) and not (only / 'history.csv').exists()
+    with pytest.raises(SystemExit):
+        main(['--config', str(cfg_path), '--outdir', str(only), '--validation-only',
+              '--val-dir', str(out / 'validation')])
     # a bad configuration fails with status 1, not a traceback
     bad = tmp_path / 'bad.yaml'
     bad.write_text(TRAIN_YAML.replace('lbgnet-mock.yaml', 'no-such-sim.yaml'))

@@ -54,6 +54,9 @@ def parse(options=None):
                         'cosine_time over --max-minutes [training.lr_schedule]')
     parser.add_argument('--val-dir', help='directory of validation coadd-*/truth-* files '
                         '[generate them under OUTDIR/validation]')
+    parser.add_argument('--validation-only', action='store_true',
+                        help='only write the validation set (--nval spectra, --seed) under '
+                        'OUTDIR/validation and stop, for reuse with --val-dir')
     parser.add_argument('--init-from', help='initialise from this lbgnet model file or '
                         'QuasarNET-format Keras .h5 (layers with equal names and shapes; '
                         'lbgnet.transfer)')
@@ -78,6 +81,8 @@ def parse(options=None):
         parser.error('--freeze and --unfreeze-epochs must be >= 0')
     if args.unfreeze_epochs and not args.freeze:
         parser.error('--unfreeze-epochs needs --freeze N > 0')
+    if args.validation_only and args.val_dir:
+        parser.error('--validation-only writes a validation set; --val-dir reads one')
     return args
 
 
@@ -275,6 +280,10 @@ def _train(args, log, t_start):
     else:
         coadds, truths = write_validation(setup, os.path.join(args.outdir, 'validation'),
                                           opts['nval'], opts['seed'], opts['simulation'])
+        if args.validation_only:
+            log.info('validation set written (--validation-only); reuse it with --val-dir %s',
+                     os.path.join(args.outdir, 'validation'))
+            return 0
     X_val, y_val, truth_val = read_labelled(coadds, truths, config)
     truth_val = metric_truth(truth_val, config)
     batches = MockBatches(setup, encode=TruthEncoder(config), batch_size=opts['batch_size'],
