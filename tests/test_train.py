@@ -90,6 +90,10 @@ def test_training_options(config):
         training_options(small_config(config, epochs='one'))
     with pytest.raises(ConfigError, match='unknown key.*training.max_minute'):
         training_options(small_config(config, max_minute=0.05))
+    # one list of training keys: the YAML check and the defaults agree
+    from lbgnet.config import SECTION_KEYS
+    from lbgnet.train import TRAINING_DEFAULTS
+    assert set(SECTION_KEYS['training']) == set(TRAINING_DEFAULTS)
 
 
 TRAIN_YAML = """

@@ -14,11 +14,12 @@ import numpy as np
 import keras
 from desiutil.log import get_logger
 
-from .config import ConfigError
+from .config import ConfigError, check_keys
 from .evaluate import pe_score, regime_masks, LBG_CLASS
 from .losses import LineFinderLoss, resolve_pos_weight
 
-#: Defaults of the ``training`` configuration section.
+#: Defaults of the ``training`` configuration section (its keys are
+#: ``lbgnet.config.SECTION_KEYS['training']``).
 TRAINING_DEFAULTS = {'epochs': 30, 'batch_size': 256, 'learning_rate': 1e-3, 'patience': 6,
                      'monitor': 'val_score', 'seed': 1, 'ntrain': 40000, 'nval': 4000,
                      'simulation': None, 'lr_schedule': 'constant', 'lr_final_fraction': 0.05,
@@ -52,11 +53,7 @@ def training_options(config, **overrides):
         For an unknown monitor or non-positive sizes.
     """
     section = config.extra.get('training') or {}
-    if not isinstance(section, dict):
-        raise ConfigError(f'{config.source}: section "training" must be a mapping')
-    unknown = sorted(set(section) - set(TRAINING_DEFAULTS))
-    if unknown:
-        raise ConfigError(f'{config.source}: unknown key(s) {", ".join("training." + k for k in unknown)}')
+    check_keys({'training': section}, config.source)   # also for configurations built in code
     opts = dict(TRAINING_DEFAULTS)
     opts.update(section)
     opts.update({k: v for k, v in overrides.items() if v is not None})

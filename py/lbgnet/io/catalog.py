@@ -141,12 +141,9 @@ def write_catalog(path, table, header, extname='LBG_CNN'):
     Raises
     ------
     OutputFileError
-        If the output directory is not writable.
+        If the output directory is not writable or the write fails (e.g. disk full).
     """
-    check_writable(path)
-    with atomic_path(path) as tmp:
-        _write_table(tmp, table, header, extname)
-    return path
+    return write_outputs([(path, table, extname)], header)[0]
 
 
 def write_outputs(files, header):
