@@ -144,10 +144,11 @@ def test_thresholds_and_outdir(tmp_path, model_path, caplog):
 
 def test_skip_existing_unless_overwrite(tmp_path, model_path, caplog):
     coadd, output = make_pair(str(tmp_path))
-    assert run(caplog, '--coadd', coadd, '--model', model_path)[0] == 0
+    rc, text = run(caplog, '--coadd', coadd, '--model', model_path)
+    assert rc == 0 and '1 file done' in text
     mtime = os.stat(output).st_mtime_ns
     rc, text = run(caplog, '--coadd', coadd, '--model', model_path)
-    assert rc == 0 and 'skipped' in text and os.stat(output).st_mtime_ns == mtime
+    assert rc == 0 and '0 files done' in text and '1 skipped' in text and os.stat(output).st_mtime_ns == mtime
     assert run(caplog, '--coadd', coadd, '--model', model_path, '--overwrite')[0] == 0
     assert os.stat(output).st_mtime_ns != mtime
 

@@ -69,7 +69,7 @@ def test_rerun_recovers_true_redshift(coadd, template):
 def test_rerun_needs_resolution(tmp_path, template):
     path = str(tmp_path / 'coadd-x.fits')
     tid, _ = write_test_coadd(path, 3, full=False)
-    with pytest.raises(InputFileError, match='no B_RESOLUTION HDU'):
+    with pytest.raises(InputFileError, match=r'no B_RESOLUTION HDU \(run without --rerun-redrock'):
         check_rerunnable(path)
     with pytest.raises(RerunError, match='Redrock rerun failed'):
         rerun_redrock(path, tid[:1], np.array([3.0]), np.array([0.2]), [template])

@@ -105,7 +105,8 @@ def check_rerunnable(coadd):
     need = [f'{b}_RESOLUTION' for b in bands] + ['FIBERMAP', 'EXP_FIBERMAP', 'SCORES']
     missing = [n for n in need if n not in names]
     if missing:
-        raise InputFileError(coadd, f'cannot rerun Redrock: no {missing[0]} HDU')
+        raise InputFileError(coadd, f'cannot rerun Redrock: no {missing[0]} HDU (run without '
+                                    '--rerun-redrock for this file)')
 
 
 def rerun_redrock(coadd, targetid, z, sigma, templates, function='tophat', workdir=None):

@@ -279,8 +279,8 @@ def summarise(outcomes, unmatched, size=1):
     failed = [o for o in outcomes if o.status == 'failed']
     nspec = sum(o.nspec for o in done)
     secs = sum(o.seconds for o in done)
-    log.info('%d files done (%d spectra, %d LBG candidates, %.1f s), %d skipped, %d failed',
-             len(done), nspec, sum(o.nlbg for o in done), secs,
+    log.info('%d %s done (%d spectra, %d LBG candidates, %.1f s), %d skipped, %d failed',
+             len(done), 'file' if len(done) == 1 else 'files', nspec, sum(o.nlbg for o in done), secs,
              sum(o.status == 'skipped' for o in outcomes), len(failed) + len(unmatched))
     for pattern in unmatched:
         log.error('FAILED %s: matched no coadd file', pattern)
