@@ -144,6 +144,11 @@ def test_train_script_with_simulator(tmp_path):
     with pytest.raises(SystemExit):
         main(['--config', str(cfg_path), '--outdir', str(only), '--validation-only',
               '--val-dir', str(out / 'validation')])
+    # command-line overrides reach the training options
+    from lbgnet.scripts.lbg_train import parse, training_setup
+    _, opts, _ = training_setup(parse(['--config', str(cfg_path), '--outdir', str(only),
+                                       '--patience', '40', '--max-minutes', '3']))
+    assert opts['patience'] == 40 and opts['max_minutes'] == 3.0 and opts['epochs'] == 2
     # a bad configuration fails with status 1, not a traceback
     bad = tmp_path / 'bad.yaml'
     bad.write_text(TRAIN_YAML.replace('lbgnet-mock.yaml', 'no-such-sim.yaml'))

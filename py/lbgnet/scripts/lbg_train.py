@@ -49,6 +49,9 @@ def parse(options=None):
     parser.add_argument('--max-minutes', type=float,
                         help='stop after the epoch that would end past this wall-clock budget '
                         '[training.max_minutes, none]')
+    parser.add_argument('--patience', type=int,
+                        help='epochs without a better validation score before stopping '
+                        '[training.patience]')
     parser.add_argument('--lr-schedule', choices=('constant', 'cosine', 'cosine_time'),
                         help='learning-rate schedule: cosine decays over the planned epochs, '
                         'cosine_time over --max-minutes [training.lr_schedule]')
@@ -206,7 +209,7 @@ def training_setup(args):
     opts = training_options(config, epochs=args.epochs, batch_size=args.batch_size,
                             seed=args.seed, ntrain=args.ntrain, nval=args.nval,
                             learning_rate=args.learning_rate, max_minutes=args.max_minutes,
-                            lr_schedule=args.lr_schedule)
+                            lr_schedule=args.lr_schedule, patience=args.patience)
     config = dataclasses.replace(config, extra=dict(config.extra, training=opts))
     if not opts['simulation']:
         raise ConfigError(f'{config.source}: training.simulation names no simulation config')
