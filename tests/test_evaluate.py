@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from lbgnet.evaluate import (binned_efficiency, confusion_by_class, depth_limited,
+from lbgnet.evaluate import (binned_efficiency, bootstrap_errors, confusion_by_class, depth_limited,
                              evaluate_predictions, pe_score, purity_efficiency, redshift_metrics,
                              regime_masks, reliable_metrics)
 from lbgnet.thresholds import choose_thresholds
@@ -408,3 +408,57 @@ def test_loss_plot_axis_follows_the_sign_of_the_losses(tmp_path):
                                 'val_score': [0.5, 0.6]}, str(tmp_path / 'b.png'))
     assert [ax.get_yscale() for ax in axes[:2]] == ['log', 'linear']   # (then the twin axis)
     assert matplotlib.image.imread(str(tmp_path / 'b.png')).shape[0] > 100
+
+
+def _population(rng, n=3000):
+    """Objects of a known generating process: half LBGs, a noisy score, redshift errors."""
+    is_true = rng.random(n) < 0.5
+    score = np.clip(np.where(is_true, rng.normal(0.75, 0.2, n), rng.normal(0.3, 0.2, n)), 0, 1)
+    z_true = rng.uniform(2.0, 4.0, n)
+    outlier = rng.random(n) < 0.1
+    z_pred = z_true + np.where(outlier, rng.uniform(-0.5, 0.5, n), rng.normal(0, 2e-3, n) * (1 + z_true))
+    return is_true, score, z_true, z_pred
+
+
+def test_bootstrap_errors_match_the_sampling_spread():
+    """Errors from one sample agree with the spread of the metrics over independent samples."""
+    from lbgnet.evaluate import DZ_GOOD
+    rng = np.random.default_rng(3)
+    samples = [_population(rng) for _ in range(150)]
+
+    def metrics(is_true, score, z_true, z_pred):
+        sel = score > 0.5
+        good = sel & is_true
+        red = redshift_metrics(z_true[good], z_pred[good])
+        return [pe_score(is_true, score)[0], good.sum() / is_true.sum(), good.sum() / sel.sum(),
+                red['frac_dz_lt_0p05'], red['sigma_nmad']]
+
+    spread = np.std([metrics(*s) for s in samples], axis=0, ddof=1)
+    is_true, score, z_true, z_pred = samples[0]
+    err = bootstrap_errors(is_true, score > 0.5, score, z_true, {'redshift': z_pred})
+    boot = [err['pe_score'], err['efficiency'], err['purity'],
+            err['redshift']['frac_dz_lt_0p05'], err['redshift']['sigma_nmad']]
+    assert np.all(spread > 0)
+    np.testing.assert_allclose(boot, spread, rtol=0.3)
+    # binomial check of the efficiency error
+    eff = ((score > 0.5) & is_true).sum() / is_true.sum()
+    assert err['efficiency'] == pytest.approx(np.sqrt(eff * (1 - eff) / is_true.sum()), rel=0.2)
+    # the vectorised redshift part is redshift_metrics on each resample
+    from lbgnet.evaluate import BOOT_SEED
+    idx = np.random.default_rng(BOOT_SEED).integers(0, is_true.size, size=(20, is_true.size))
+    small = bootstrap_errors(is_true, score > 0.5, score, z_true, {'z': z_pred}, nboot=20)
+    per = [redshift_metrics(z_true[i][((score > 0.5) & is_true)[i]],
+                            z_pred[i][((score > 0.5) & is_true)[i]]) for i in idx]
+    assert small['z']['sigma_nmad'] == pytest.approx(np.std([p['sigma_nmad'] for p in per], ddof=1),
+                                                     rel=1e-9)
+    assert small['z']['frac_dz_lt_0p05'] == pytest.approx(
+        np.std([p['frac_dz_lt_0p05'] for p in per], ddof=1), rel=1e-9)
+    assert DZ_GOOD == 0.05
+    # reproducible (fixed seed), and zero spread for a perfect selection
+    assert bootstrap_errors(is_true, score > 0.5, score, z_true, {'redshift': z_pred}) == err
+    perfect = bootstrap_errors(is_true, is_true, is_true.astype(float), z_true, {'r': z_true})
+    assert perfect['pe_score'] == perfect['efficiency'] == perfect['purity'] == 0.0
+    assert perfect['r'] == {'frac_dz_lt_0p05': 0.0, 'sigma_nmad': 0.0}
+    # no true LBG: undefined, not zero
+    none = bootstrap_errors(np.zeros(5, bool), np.ones(5, bool), np.ones(5), np.ones(5), {'r': np.ones(5)})
+    assert np.isnan(none['pe_score']) and np.isnan(none['r']['sigma_nmad'])

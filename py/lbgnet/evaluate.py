@@ -18,9 +18,13 @@ Definitions used throughout:
   Redrock would flag ordinary 2σ errors), reported beside the fraction with ``|Δz| < 0.05``;
 * test regimes select the LBGs by true redshift — low-z (z ≤ 2.6), mid-z (2.6 < z < 3.4),
   high-z (z ≥ 3.4) — and keep every contaminant in each regime;
+* standard errors (``errors`` of each regime): bootstrap over the objects
+  (:func:`bootstrap_errors`, 200 resamples, fixed seed);
 * *reliable*: the IS_LBG targets without the afterburner's SMALL_DELTA_CHI2 flag
   (``DELTACHI2_TPL`` ≥ 9), the sample of reliable redshifts (:func:`reliable_metrics`).
 """
+import warnings
+
 import numpy as np
 
 from .refine import MIN_DELTACHI2, reliable_redshift
@@ -34,6 +38,9 @@ CATASTROPHIC_DZ1PZ = 0.01
 DZ_GOOD = 0.05
 #: Truth class of the objects to find.
 LBG_CLASS = 'LBG'
+#: Bootstrap resamples and seed of the metrics' standard errors (:func:`bootstrap_errors`).
+NBOOT = 200
+BOOT_SEED = 0
 #: r-magnitude limits of the depth-limited metrics (:func:`depth_limited`); 24.2 is about
 #: the depth of DESI's LBG pilot selections (Ruhlmann-Kleider et al. 2024).
 DEPTH_LIMITS = (23.0, 23.5, 24.0, 24.2, 24.5, 25.0)
@@ -220,6 +227,77 @@ def confusion_by_class(classes, selected):
     return out
 
 
+def bootstrap_errors(is_true, selected, score, z_true, z_preds, nboot=NBOOT, seed=BOOT_SEED):
+    """Standard errors of the headline metrics: bootstrap over the objects.
+
+    The objects (true LBGs and contaminants) are drawn with replacement `nboot` times and
+    every metric recomputed; the error is the standard deviation of the resampled values
+    (the threshold stays the one ``IS_LBG`` was made with).
+
+    Parameters
+    ----------
+    is_true, selected : array_like of bool
+        True LBGs and selected objects, shape (n,).
+    score : array_like
+        ``C_LBG``, shape (n,).
+    z_true : array_like
+        True redshift, shape (n,).
+    z_preds : dict
+        name -> predicted redshift (n,), e.g. ``{'redshift': Z_LBG, 'redshift_template':
+        Z_TPL}``.
+    nboot, seed : int, optional
+        Resamples and random seed [:data:`NBOOT`, :data:`BOOT_SEED`]: fixed, so the errors
+        are reproducible.
+
+    Returns
+    -------
+    dict
+        ``nboot``; ``pe_score``, ``efficiency``, ``purity``; for each name of `z_preds`, a
+        dict with ``frac_dz_lt_0p05`` and ``sigma_nmad`` (of the selected true LBGs).
+        NaN where a metric is undefined in the sample.
+    """
+    is_true = np.asarray(is_true, dtype=bool)
+    selected = np.asarray(selected, dtype=bool)
+    score = np.asarray(score, dtype=np.float64)
+    z_true = np.asarray(z_true, dtype=np.float64)
+    z_preds = {k: np.asarray(v, dtype=np.float64) for k, v in z_preds.items()}
+    n = is_true.size
+    if n == 0 or not is_true.any():
+        return {'nboot': int(nboot), 'pe_score': float('nan'), 'efficiency': float('nan'),
+                'purity': float('nan'),
+                **{k: {'frac_dz_lt_0p05': float('nan'), 'sigma_nmad': float('nan')}
+                   for k in z_preds}}
+    idx = np.random.default_rng(seed).integers(0, n, size=(nboot, n))
+    true_b, sel_b = is_true[idx], selected[idx]
+    good_b = true_b & sel_b
+    ngood, ntrue, nsel = good_b.sum(axis=1), true_b.sum(axis=1), sel_b.sum(axis=1)
+    with np.errstate(invalid='ignore', divide='ignore'):
+        eff = np.where(ntrue > 0, ngood / np.maximum(ntrue, 1), np.nan)
+        pur = np.where(nsel > 0, ngood / np.maximum(nsel, 1), np.nan)
+    # one resample at a time: pe_score needs a partition per resample (nboot, not per object)
+    pes = np.array([pe_score(t, score[i])[0] for t, i in zip(true_b, idx)])
+    out = {'nboot': int(nboot), 'pe_score': _nanstd(pes), 'efficiency': _nanstd(eff),
+           'purity': _nanstd(pur)}
+    for name, z_pred in z_preds.items():
+        # redshift_metrics of the selected true LBGs of every resample at once
+        dz = np.where(good_b, z_pred[idx] - z_true[idx], np.nan)
+        x = dz / (1.0 + z_true[idx])
+        with np.errstate(invalid='ignore', divide='ignore'), warnings.catch_warnings():
+            warnings.simplefilter('ignore', RuntimeWarning)      # resamples without any
+            frac = np.where(ngood > 0, (np.abs(dz) < DZ_GOOD).sum(axis=1) / np.maximum(ngood, 1),
+                            np.nan)
+            nmad = 1.4826 * np.nanmedian(np.abs(x - np.nanmedian(x, axis=1)[:, None]), axis=1)
+        out[name] = {'frac_dz_lt_0p05': _nanstd(frac), 'sigma_nmad': _nanstd(nmad)}
+    return out
+
+
+def _nanstd(values):
+    """Standard deviation of the finite values (NaN if fewer than two)."""
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    return float(np.std(values, ddof=1)) if values.size > 1 else float('nan')
+
+
 def depth_limited(is_true, selected, score, rmag, z_true, z_pred, limits=DEPTH_LIMITS):
     """Metrics of the objects (LBGs and contaminants alike) brighter than each r limit.
 
@@ -304,6 +382,10 @@ def evaluate_regime(truth, pred, c_thresh, thresholds, z_edges, mag_edges):
         'by_depth': depth_limited(is_true, selected, pred['C_LBG'], truth['RMAG'], z_true,
                                   pred['Z_LBG']),
     }
+    z_preds = {'redshift': pred['Z_LBG']}
+    if 'Z_TPL' in pred:
+        z_preds['redshift_template'] = template_or_cnn(pred)
+    out['errors'] = bootstrap_errors(is_true, selected, pred['C_LBG'], z_true, z_preds)
     if 'Z_TPL' in pred:
         z_tpl = template_or_cnn(pred)
         out['redshift_template'] = redshift_metrics(z_true[good], z_tpl[good])

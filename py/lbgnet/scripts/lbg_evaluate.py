@@ -263,7 +263,7 @@ def summarise(metrics):
         if not res['nlbg']:
             continue
         out[name] = {k: res[k] for k in ('nlbg', 'ncontaminant', 'pe_score', 'pe_threshold',
-                                         'efficiency', 'purity')}
+                                         'efficiency', 'purity', 'errors')}
         out[name]['redshift'] = res['redshift']
         out[name]['sigma_nmad_bestline'] = res['redshift_bestline']['sigma_nmad']
         for key in ('redshift_template', 'by_depth_template', 'reliable'):
@@ -336,15 +336,18 @@ def main(args=None, comm=None):
         record_in_model_card(args.model, args.record_as, metrics)
     for name in ('lowz', 'midz', 'highz'):
         res = regimes[name]
+        err = res['errors']
         log.info('%s: %d LBGs, %d contaminants; purity=efficiency score %s; |dz|<0.05 %s, '
                  'sigma_NMAD %s (Z_LBG) / %s (best line)', name, res['nlbg'], res['ncontaminant'],
-                 _fmt(res['pe_score']), _fmt(res['redshift']['frac_dz_lt_0p05']),
-                 _fmt(res['redshift']['sigma_nmad'], '.2e'),
+                 _pm(res['pe_score'], err['pe_score']),
+                 _pm(res['redshift']['frac_dz_lt_0p05'], err['redshift']['frac_dz_lt_0p05']),
+                 _pm(res['redshift']['sigma_nmad'], err['redshift']['sigma_nmad'], '.2e'),
                  _fmt(res['redshift_bestline']['sigma_nmad'], '.2e'))
         if 'redshift_template' in res:
+            tpl, etpl = res['redshift_template'], err['redshift_template']
             log.info('%s: template-refined Z_TPL: |dz|<0.05 %s, sigma_NMAD %s', name,
-                     _fmt(res['redshift_template']['frac_dz_lt_0p05']),
-                     _fmt(res['redshift_template']['sigma_nmad'], '.2e'))
+                     _pm(tpl['frac_dz_lt_0p05'], etpl['frac_dz_lt_0p05']),
+                     _pm(tpl['sigma_nmad'], etpl['sigma_nmad'], '.2e'))
         if 'reliable' in res:
             rel = res['reliable']
             log.info('%s: without SMALL_DELTA_CHI2 (DELTACHI2_TPL >= %g): efficiency %s, '
@@ -358,3 +361,8 @@ def main(args=None, comm=None):
 def _fmt(value, spec='.4f'):
     """Format a metric that may be None (undefined, e.g. no LBG in the regime)."""
     return 'n/a' if value is None else format(value, spec)
+
+
+def _pm(value, error, spec='.4f'):
+    """A metric and its standard error (``0.9130 +- 0.0063``), either may be None."""
+    return _fmt(value, spec) if error is None else f'{_fmt(value, spec)} +- {format(error, spec)}'
