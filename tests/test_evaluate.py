@@ -191,12 +191,15 @@ def test_evaluate_predictions_json():
     assert back['lowz']['ncontaminant'] == back['all']['ncontaminant']
     assert back['all']['redshift']['frac_dz_lt_0p05'] == 1.0
     assert 0.5 < back['all']['pe_score'] <= 1.0
+    assert 0 < back['all']['errors']['pe_score'] < 0.1
+    assert back['all']['errors']['redshift']['frac_dz_lt_0p05'] == 0.0
     # a regime without true LBGs has no efficiency (not 0) and no score
     pred['IS_LBG'][(classes == 'LBG') & (z > 3.3)] = False
     truth['CLASS'] = np.where((classes == 'LBG') & (z > 3.3), 'QSO', classes)
     back = json.loads(json.dumps(evaluate_predictions(truth, pred, 0.5), allow_nan=False))
     assert back['highz']['nlbg'] == 0
     assert back['highz']['efficiency'] is None and back['highz']['pe_score'] is None
+    assert back['highz']['errors']['pe_score'] is None
     # nothing selected: purity undefined (null), not 0
     pred['IS_LBG'][:] = False
     back = json.loads(json.dumps(evaluate_predictions(truth, pred, 0.5), allow_nan=False))
