@@ -83,7 +83,9 @@ def summary_row(name, model_path, metrics_paths):
         ``model``, ``architecture``, ``layers``, ``filters``, ``kernel``, ``lr``, ``gamma``,
         ``nboxes``, ``parameters``, ``score_<regime>``, ``score_mean``,
         ``frac_dz_<regime>`` (\\|Δz\\| < 0.05 of selected true LBGs),
-        ``sigma_nmad_<regime>``, ``train_minutes`` (fit time), ``epochs``, ``cpu_count``,
+        ``sigma_nmad_<regime>``, ``score_err_<regime>`` and ``frac_dz_err_<regime>``
+        (bootstrap standard errors, :func:`lbgnet.evaluate.bootstrap_errors`; None for
+        metrics files without them), ``train_minutes`` (fit time), ``epochs``, ``cpu_count``,
         ``init_from``.
     """
     from .io.modelfile import read_model_description
@@ -109,6 +111,9 @@ def summary_row(name, model_path, metrics_paths):
         row[f'score_{regime}'] = res['pe_score']
         row[f'frac_dz_{regime}'] = res['redshift']['frac_dz_lt_0p05']
         row[f'sigma_nmad_{regime}'] = res['redshift']['sigma_nmad']
+        errors = res.get('errors') or {}          # absent in metrics written before them
+        row[f'score_err_{regime}'] = errors.get('pe_score')
+        row[f'frac_dz_err_{regime}'] = (errors.get('redshift') or {}).get('frac_dz_lt_0p05')
         if res['pe_score'] is not None:
             scores.append(res['pe_score'])
     row['score_mean'] = float(np.mean(scores)) if scores else None
