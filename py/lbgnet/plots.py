@@ -193,15 +193,21 @@ def plot_reliability(deltachi2, dz1pz, is_true, path, min_deltachi2, title=''):
 
 
 def plot_efficiency_bins(metrics, path):
-    """Efficiency vs true redshift and vs magnitude (regime ``all``)."""
+    """Efficiency vs true redshift and vs magnitude (regime ``all``), with binomial
+    standard errors."""
     res = metrics['all']
     fig = Figure(figsize=(8, 3.5))
     for i, (key, label) in enumerate((('efficiency_vs_z', 'true z'),
                                       ('efficiency_vs_mag', 'r magnitude'))):
         ax = fig.add_subplot(1, 2, i + 1)
         edges = np.asarray(res[key]['edges'], dtype=float)
-        eff = np.asarray(res[key]['efficiency'], dtype=float)
+        eff = np.asarray(res[key]['efficiency'], dtype=float)     # None (no LBG) -> NaN
+        ntrue = np.asarray(res[key]['ntrue'], dtype=float)
         ax.step(edges, np.append(eff, eff[-1:]), where='post')
+        with np.errstate(invalid='ignore', divide='ignore'):
+            err = np.sqrt(eff * (1 - eff) / ntrue)
+        ax.errorbar(0.5 * (edges[1:] + edges[:-1]), eff, yerr=err, fmt='none', ecolor='C0',
+                    capsize=2)
         ax.set_xlabel(label)
         ax.set_ylabel('efficiency')
         ax.set_ylim(0, 1.02)
