@@ -41,6 +41,8 @@ LBG_CLASS = 'LBG'
 #: Bootstrap resamples and seed of the metrics' standard errors (:func:`bootstrap_errors`).
 NBOOT = 200
 BOOT_SEED = 0
+#: Bootstrap draws (resamples × objects) held in memory at once.
+BOOT_CHUNK = 2_000_000
 #: r-magnitude limits of the depth-limited metrics (:func:`depth_limited`); 24.2 is about
 #: the depth of DESI's LBG pilot selections (Ruhlmann-Kleider et al. 2024).
 DEPTH_LIMITS = (23.0, 23.5, 24.0, 24.2, 24.5, 25.0)
@@ -267,27 +269,35 @@ def bootstrap_errors(is_true, selected, score, z_true, z_preds, nboot=NBOOT, see
                 'purity': float('nan'),
                 **{k: {'frac_dz_lt_0p05': float('nan'), 'sigma_nmad': float('nan')}
                    for k in z_preds}}
-    idx = np.random.default_rng(seed).integers(0, n, size=(nboot, n))
-    true_b, sel_b = is_true[idx], selected[idx]
-    good_b = true_b & sel_b
-    ngood, ntrue, nsel = good_b.sum(axis=1), true_b.sum(axis=1), sel_b.sum(axis=1)
-    with np.errstate(invalid='ignore', divide='ignore'):
-        eff = np.where(ntrue > 0, ngood / np.maximum(ntrue, 1), np.nan)
-        pur = np.where(nsel > 0, ngood / np.maximum(nsel, 1), np.nan)
-    # one resample at a time: pe_score needs a partition per resample (nboot, not per object)
-    pes = np.array([pe_score(t, score[i])[0] for t, i in zip(true_b, idx)])
-    out = {'nboot': int(nboot), 'pe_score': _nanstd(pes), 'efficiency': _nanstd(eff),
-           'purity': _nanstd(pur)}
-    for name, z_pred in z_preds.items():
-        # redshift_metrics of the selected true LBGs of every resample at once
-        dz = np.where(good_b, z_pred[idx] - z_true[idx], np.nan)
-        x = dz / (1.0 + z_true[idx])
-        with np.errstate(invalid='ignore', divide='ignore'), warnings.catch_warnings():
-            warnings.simplefilter('ignore', RuntimeWarning)      # resamples without any
-            frac = np.where(ngood > 0, (np.abs(dz) < DZ_GOOD).sum(axis=1) / np.maximum(ngood, 1),
-                            np.nan)
-            nmad = 1.4826 * np.nanmedian(np.abs(x - np.nanmedian(x, axis=1)[:, None]), axis=1)
-        out[name] = {'frac_dz_lt_0p05': _nanstd(frac), 'sigma_nmad': _nanstd(nmad)}
+    rng = np.random.default_rng(seed)
+    values = {'pe_score': [], 'efficiency': [], 'purity': []}
+    values.update({(name, key): [] for name in z_preds for key in ('frac_dz_lt_0p05', 'sigma_nmad')})
+    chunk = max(1, BOOT_CHUNK // n)              # resamples at a time: bounded memory
+    for start in range(0, nboot, chunk):
+        idx = rng.integers(0, n, size=(min(chunk, nboot - start), n))
+        true_b, sel_b = is_true[idx], selected[idx]
+        good_b = true_b & sel_b
+        ngood, ntrue, nsel = good_b.sum(axis=1), true_b.sum(axis=1), sel_b.sum(axis=1)
+        values['efficiency'].append(np.where(ntrue > 0, ngood / np.maximum(ntrue, 1), np.nan))
+        values['purity'].append(np.where(nsel > 0, ngood / np.maximum(nsel, 1), np.nan))
+        # pe_score needs a partition per resample (a loop over resamples, not objects)
+        values['pe_score'].append([pe_score(t, score[i])[0] for t, i in zip(true_b, idx)])
+        for name, z_pred in z_preds.items():
+            # redshift_metrics of the selected true LBGs of every resample at once
+            dz = np.where(good_b, z_pred[idx] - z_true[idx], np.nan)
+            x = dz / (1.0 + z_true[idx])
+            with warnings.catch_warnings():
+                warnings.simplefilter('ignore', RuntimeWarning)   # resamples without any
+                nmad = 1.4826 * np.nanmedian(np.abs(x - np.nanmedian(x, axis=1)[:, None]), axis=1)
+            values[name, 'frac_dz_lt_0p05'].append(
+                np.where(ngood > 0, (np.abs(dz) < DZ_GOOD).sum(axis=1) / np.maximum(ngood, 1),
+                         np.nan))
+            values[name, 'sigma_nmad'].append(nmad)
+    std = {k: _nanstd(np.concatenate(v)) for k, v in values.items()}
+    out = {'nboot': int(nboot), 'pe_score': std['pe_score'], 'efficiency': std['efficiency'],
+           'purity': std['purity']}
+    for name in z_preds:
+        out[name] = {key: std[name, key] for key in ('frac_dz_lt_0p05', 'sigma_nmad')}
     return out
 
 
