@@ -425,7 +425,6 @@ def _population(rng, n=3000):
 
 def test_bootstrap_errors_match_the_sampling_spread(monkeypatch):
     """Errors from one sample agree with the spread of the metrics over independent samples."""
-    from lbgnet.evaluate import DZ_GOOD
     rng = np.random.default_rng(3)
     samples = [_population(rng) for _ in range(150)]
 
@@ -456,7 +455,6 @@ def test_bootstrap_errors_match_the_sampling_spread(monkeypatch):
                                                      rel=1e-9)
     assert small['z']['frac_dz_lt_0p05'] == pytest.approx(
         np.std([p['frac_dz_lt_0p05'] for p in per], ddof=1), rel=1e-9)
-    assert DZ_GOOD == 0.05
     # reproducible (fixed seed), whatever the memory chunking, and zero spread for a
     # perfect selection
     assert bootstrap_errors(is_true, score > 0.5, score, z_true, {'redshift': z_pred}) == err
@@ -466,6 +464,14 @@ def test_bootstrap_errors_match_the_sampling_spread(monkeypatch):
     perfect = bootstrap_errors(is_true, is_true, is_true.astype(float), z_true, {'r': z_true})
     assert perfect['pe_score'] == perfect['efficiency'] == perfect['purity'] == 0.0
     assert perfect['r'] == {'frac_dz_lt_0p05': 0.0, 'sigma_nmad': 0.0}
+    # one LBG among ten objects: resamples without it are left out, not counted as 0
+    one = np.zeros(10, bool)
+    one[3] = True
+    few = bootstrap_errors(one, one, one.astype(float), np.full(10, 3.0), {'r': np.full(10, 3.0)},
+                           nboot=50)
+    assert few['pe_score'] == 0.0 and few['efficiency'] == 0.0 and few['r']['sigma_nmad'] == 0.0
+    with pytest.raises(ValueError, match='nboot'):
+        bootstrap_errors(one, one, one.astype(float), np.ones(10), {}, nboot=0)
     # no true LBG: undefined, not zero
     none = bootstrap_errors(np.zeros(5, bool), np.ones(5, bool), np.ones(5), np.ones(5), {'r': np.ones(5)})
     assert np.isnan(none['pe_score']) and np.isnan(none['r']['sigma_nmad'])

@@ -256,8 +256,12 @@ def bootstrap_errors(is_true, selected, score, z_true, z_preds, nboot=NBOOT, see
     dict
         ``nboot``; ``pe_score``, ``efficiency``, ``purity``; for each name of `z_preds`, a
         dict with ``frac_dz_lt_0p05`` and ``sigma_nmad`` (of the selected true LBGs).
-        NaN where a metric is undefined in the sample.
+        Resamples where a metric is undefined (no true LBG, nothing selected) are left
+        out of its spread; NaN where fewer than two remain.  Predicted redshifts are
+        assumed finite (as ``Z_LBG`` and ``Z_TPL`` with its fallback are).
     """
+    if nboot < 1:
+        raise ValueError(f'need nboot >= 1, not {nboot}')
     is_true = np.asarray(is_true, dtype=bool)
     selected = np.asarray(selected, dtype=bool)
     score = np.asarray(score, dtype=np.float64)

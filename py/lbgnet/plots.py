@@ -194,7 +194,7 @@ def plot_reliability(deltachi2, dz1pz, is_true, path, min_deltachi2, title=''):
 
 def plot_efficiency_bins(metrics, path):
     """Efficiency vs true redshift and vs magnitude (regime ``all``), with binomial
-    standard errors."""
+    (Wald) standard errors, sqrt(e (1 - e) / n): zero in bins where every LBG is found."""
     res = metrics['all']
     fig = Figure(figsize=(8, 3.5))
     for i, (key, label) in enumerate((('efficiency_vs_z', 'true z'),
