@@ -88,6 +88,8 @@ def test_training_options(config):
         training_options(small_config(config, monitor='accuracy'))
     with pytest.raises(ConfigError, match=r'train-test-config: training.epochs must be a number'):
         training_options(small_config(config, epochs='one'))
+    with pytest.raises(ConfigError, match='training.patience must be >= 0'):
+        training_options(small_config(config), patience=-1)
     with pytest.raises(ConfigError, match='unknown key.*training.max_minute'):
         training_options(small_config(config, max_minute=0.05))
     # one list of training keys: the YAML check and the defaults agree

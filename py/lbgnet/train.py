@@ -76,6 +76,8 @@ def training_options(config, **overrides):
     for key in ('epochs', 'batch_size', 'ntrain', 'nval'):
         if opts[key] <= 0:
             raise ConfigError(f'{config.source}: training.{key} must be > 0')
+    if opts['patience'] < 0:
+        raise ConfigError(f'{config.source}: training.patience must be >= 0')
     return opts
 
 
