@@ -1,5 +1,6 @@
 """Purity/efficiency, score, redshift metrics and regimes on hand-made cases."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -242,7 +243,7 @@ def _write_catalog(path, res, targetid, line_names, flag, header=None):
     fitsio.write(path, data, extname='LBG_CNN', clobber=True, header=header)
 
 
-def test_evaluate_script_coadd_and_catalog(tmp_path):
+def test_evaluate_script_coadd_and_catalog(tmp_path, caplog):
     """Coadd input and the equivalent catalogue input give the same metrics; files are written."""
     import os
     from lbgnet.io.modelfile import load_model
@@ -274,8 +275,12 @@ def test_evaluate_script_coadd_and_catalog(tmp_path):
     # a test set of one regime (no mid/high-z LBGs) still evaluates, with undefined scores there
     out3 = tmp_path / 'ev3'
     low = _mock_files(tmp_path / 'low', nspec=30, seed=13, zrange=(1.8, 2.6))
-    assert main(['--coadd', low['coadd'], '--truth', low['truth'], '--model', model_path,
-                 '--outdir', str(out3), '--nexamples', '0', '--record-as', 'low']) == 0
+    import logging
+    with caplog.at_level(logging.INFO):
+        assert main(['--coadd', low['coadd'], '--truth', low['truth'], '--model', model_path,
+                     '--outdir', str(out3), '--nexamples', '0', '--record-as', 'low']) == 0
+    assert 'highz: no true LBG in this regime' in caplog.text and 'highz: 0 LBGs' not in caplog.text
+    assert re.search(r'lowz: \d+ LBGs, \d+ contaminants; purity=efficiency score [0-9.]+ \+- ', caplog.text)
     from lbgnet.io.modelfile import load_model as load
     card = load(model_path)[2]['heldout_tests']['low']
     assert set(card) == {'inputs', 'all', 'lowz'} and card['lowz']['nlbg'] > 0

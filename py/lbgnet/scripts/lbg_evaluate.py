@@ -336,6 +336,9 @@ def main(args=None, comm=None):
         record_in_model_card(args.model, args.record_as, metrics)
     for name in ('lowz', 'midz', 'highz'):
         res = regimes[name]
+        if not res['nlbg']:
+            log.info('%s: no true LBG in this regime (%d contaminants)', name, res['ncontaminant'])
+            continue
         err = res['errors']
         log.info('%s: %d LBGs, %d contaminants; purity=efficiency score %s; |dz|<0.05 %s, '
                  'sigma_NMAD %s (Z_LBG) / %s (best line)', name, res['nlbg'], res['ncontaminant'],
