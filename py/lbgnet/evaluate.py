@@ -398,16 +398,14 @@ def evaluate_regime(truth, pred, c_thresh, thresholds, z_edges, mag_edges):
     }
     z_preds = {'redshift': pred['Z_LBG']}
     if 'Z_TPL' in pred:
-        z_preds['redshift_template'] = template_or_cnn(pred)
-    out['errors'] = bootstrap_errors(is_true, selected, pred['C_LBG'], z_true, z_preds)
-    if 'Z_TPL' in pred:
-        z_tpl = template_or_cnn(pred)
+        z_tpl = z_preds['redshift_template'] = template_or_cnn(pred)
         out['redshift_template'] = redshift_metrics(z_true[good], z_tpl[good])
         out['by_depth_template'] = depth_limited(is_true, selected, pred['C_LBG'],
                                                  truth['RMAG'], z_true, z_tpl)
         if 'DELTACHI2_TPL' in pred:
             out['reliable'] = reliable_metrics(is_true, selected, pred['DELTACHI2_TPL'],
                                                truth['RMAG'], z_true, z_tpl)
+    out['errors'] = bootstrap_errors(is_true, selected, pred['C_LBG'], z_true, z_preds)
     return out
 
 
