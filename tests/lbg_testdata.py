@@ -24,15 +24,20 @@ def tiny_config():
     return config_from_dict(data, source='lbgnet-tiny-test')
 
 
-def save_tiny_model(path, seed=3, c_thresh=None):
-    """Build the tiny network with seeded random weights and save it; return the weights path."""
+def save_tiny_model(path, seed=3, c_thresh=None, postprocess=None):
+    """Build the tiny network with seeded random weights and save it; return the weights path.
+
+    `postprocess`: options to set in the configuration's ``postprocess`` section (e.g. the
+    error calibration)."""
     import keras
     from lbgnet.io.modelfile import save_model
     from lbgnet.model import build_model
     cfg = tiny_config()
-    if c_thresh is not None:
+    if c_thresh is not None or postprocess:
         data = cfg.to_dict()
-        data['selection']['c_thresh'] = c_thresh
+        if c_thresh is not None:
+            data['selection']['c_thresh'] = c_thresh
+        data['postprocess'] = {**(data.get('postprocess') or {}), **(postprocess or {})}
         cfg = config_from_dict(data, source=cfg.source)
     keras.utils.set_random_seed(seed)
     model = build_model(cfg)

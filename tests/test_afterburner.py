@@ -12,21 +12,24 @@ from lbg_testdata import save_tiny_model, write_test_coadd, write_test_redrock
 from lbgnet.afterburner import load_refiner
 from lbgnet.network import load_network
 from lbgnet.bitmask import LBGWarnMask
-from lbgnet.io.catalog import read_catalog
+from lbgnet.io.catalog import file_sha256, read_catalog
 from lbgnet.io.modelfile import sha256sum
 from lbgnet.io.priors import read_priors
 from lbgnet.model import predict_boxes
-from lbgnet.postprocess import postprocess
+from lbgnet.postprocess import postprocess, postprocess_options
 from lbgnet.preprocess import load_coadd_grid
 from lbgnet.refine import DEFAULT_PRIOR_WEIGHT, DEFAULT_WINDOW
 from lbgnet.scripts.lbg_afterburner import main, parse
+from lbgnet.zerr import calibrated_error
 
 MASK = LBGWarnMask()
 
 
 @pytest.fixture(scope='module')
 def model_path(tmp_path_factory):
-    return save_tiny_model(str(tmp_path_factory.mktemp('model') / 'tiny.weights.h5'))
+    return save_tiny_model(str(tmp_path_factory.mktemp('model') / 'tiny.weights.h5'),
+                           postprocess={'zerr_scale': 3.0, 'zerr_floor': 2e-4,
+                                        'zerr_tpl_scale': 1.7, 'zerr_tpl_floor': 1e-4})
 
 
 def make_pair(directory, name='main-dark-100', nspec=12, rr_order=None, **kwargs):
@@ -60,6 +63,12 @@ def test_catalogue_matches_direct_prediction(tmp_path, model_path, caplog):
     assert np.allclose(cat['C_LBG'], res['C_LBG'][pos], atol=1e-6)
     assert np.allclose(cat['Z_LBG'], res['Z_LBG'][pos], atol=1e-6)
     assert np.array_equal(cat['IS_LBG'], res['IS_LBG'][pos])
+    # ZERR_LBG: postprocess's formal error with the model's calibration, recorded in the header
+    opts = postprocess_options(net.config)
+    assert hdr['ZERRSCL'] == opts['zerr_scale'] and hdr['ZERRFLR'] == opts['zerr_floor']
+    assert np.allclose(cat['ZERR_LBG'], calibrated_error(res['ZERR_LBG'], res['Z_LBG'],
+                                                         opts['zerr_scale'], opts['zerr_floor'])[pos],
+                       rtol=1e-5)
     assert np.allclose(cat['C_LYA'], res['C_LINES'][pos, net.config.lines.index('LYA')], atol=1e-6)
     fm = fits.getdata(coadd, 'FIBERMAP')
     assert np.array_equal(cat['TARGET_RA'], fm['TARGET_RA'][pos])
@@ -77,6 +86,9 @@ def test_catalogue_matches_direct_prediction(tmp_path, model_path, caplog):
     assert hdr['REFINE'] and hdr['REFWIN'] == DEFAULT_WINDOW and hdr['REFWGT'] == DEFAULT_PRIOR_WEIGHT
     assert np.array_equal(np.isfinite(cat['Z_TPL']), np.asarray(cat['IS_LBG']))
     refiner = load_refiner(hdr['REFTEMPL'], net.config, net.zrange)
+    assert hdr['REFTSHA'] == file_sha256(hdr['REFTEMPL'])
+    assert (hdr['ZTPLSCL'], hdr['ZTPLFLR']) == (opts['zerr_tpl_scale'], opts['zerr_tpl_floor'])
+    assert (refiner.zerr_scale, refiner.zerr_floor) == (opts['zerr_tpl_scale'], opts['zerr_tpl_floor'])
     conf, offset = predict_boxes(net.model, X)
     # the rebinned spectrum from the raw arrays (not from the reader's GridInfo under test)
     from lbgnet.preprocess import rebin_arms
@@ -158,8 +170,9 @@ def test_resumed_run_splits_only_the_files_left(tmp_path, model_path, caplog):
     from lbgnet.parallel import split_work
     from lbgnet.scripts.lbg_afterburner import setup
     outs = [make_pair(str(tmp_path), name=f'main-dark-{k}', nspec=4)[1] for k in range(4)]
-    for done in (outs[1], outs[3]):
+    for done in (outs[1], outs[3]):                     # a file is done when both outputs exist
         open(done, 'w').write('done earlier')
+        open(done.replace('lbg_cnn-', 'priors_lbg-'), 'w').write('done earlier')
     state = setup(parse(['--coadd', str(tmp_path / 'coadd-*.fits'), '--model', model_path]))
     assert [j.output for j in state['jobs']] == [outs[0], outs[2]]
     assert len(state['skipped']) == 2

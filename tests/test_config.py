@@ -42,6 +42,15 @@ def test_base_include_and_override(tmp_path):
      r'simulation.class_fractoins'),
     ('base: lbgnet-base.yaml\nmodle: {conv_layers: 2}\n', 'unknown section "modle"'),
     ('base: lbgnet-base.yaml\nloss: 3\n', 'section "loss" must be a mapping'),
+    # nested mappings with known keys: a typo is refused, not replaced by the default
+    ('base: lbgnet-default.yaml\nmodel: {architecture: hybrid, direct: {unitz: 8}}\n',
+     r'bad.yaml: unknown key\(s\) model.direct.unitz'),
+    ('base: lbgnet-default.yaml\nloss: {direct: {wieght: 0.1}}\n',
+     r'bad.yaml: unknown key\(s\) loss.direct.wieght'),
+    ('base: lbgnet-default.yaml\nloss: {direct: 0.1}\n', 'loss.direct must be a mapping'),
+    ('base: lbgnet-mock.yaml\nsimulation: {lbg: {z_rnage: [2.0, 3.0]}}\n',
+     r'bad.yaml: unknown key\(s\) simulation.lbg.z_rnage'),
+    ('base: lbgnet-mock.yaml\nsimulation: {igm: {tau_x: 1.0}}\n', 'simulation.igm.tau_x'),
 ])
 def test_bad_configs(tmp_path, text, match):
     path = tmp_path / 'bad.yaml'
@@ -53,3 +62,33 @@ def test_bad_configs(tmp_path, text, match):
 def test_missing_config():
     with pytest.raises(ConfigError, match='no-such.yaml: configuration file not found'):
         read_yaml_config('no-such.yaml')
+
+
+def test_nested_keys_of_the_shipped_configs_are_known():
+    """Every shipped configuration passes the nested key checks (they are compared with the
+    shipped simulator configuration)."""
+    from lbgnet.config import etc_dir
+    for path in sorted(etc_dir().glob('*.yaml')):
+        read_yaml_config(str(path))
+    sim = read_yaml_config('lbgnet-mock.yaml')['simulation']
+    assert {'zrange', 'lines'} <= set(sim['lbg'])
+
+
+def test_resolve_beside(tmp_path, monkeypatch):
+    """A file named in a configuration is taken next to it first, else left to the usual
+    look-up (current directory, then etc/)."""
+    from lbgnet.config import resolve_beside
+    (tmp_path / 'cfg').mkdir()
+    (tmp_path / 'cfg' / 'my.yaml').write_text('base: lbgnet-base.yaml\n')
+    (tmp_path / 'cfg' / 'my-mock.yaml').write_text('base: lbgnet-mock.yaml\n')
+    (tmp_path / 'cfg' / 'lbgnet-mock.yaml').write_text('base: lbgnet-sim.yaml\n')
+    (tmp_path / 'elsewhere').mkdir()
+    monkeypatch.chdir(tmp_path / 'elsewhere')
+    cfg = str(tmp_path / 'cfg' / 'my.yaml')
+    assert resolve_beside('my-mock.yaml', cfg) == str(tmp_path / 'cfg' / 'my-mock.yaml')
+    # a file next to the configuration wins over the shipped one of the same name
+    assert resolve_beside('lbgnet-mock.yaml', cfg) == str(tmp_path / 'cfg' / 'lbgnet-mock.yaml')
+    assert resolve_beside('lbgnet-sim.yaml', cfg) == 'lbgnet-sim.yaml'
+    assert resolve_beside('lbgnet-mock.yaml', 'lbgnet-default.yaml') == 'lbgnet-mock.yaml'
+    assert resolve_beside(str(tmp_path / 'x.yaml'), cfg) == str(tmp_path / 'x.yaml')
+    assert resolve_beside(None, cfg) is None

@@ -4,7 +4,7 @@ import os
 import pytest
 
 from lbgnet.io.discover import (expand_coadds, file_metadata, find_coadds, output_paths,
-                                plan_jobs, redrock_path)
+                                plan_jobs, redrock_path, walk_files)
 from lbgnet.io.errors import InputFileError
 
 HPX = 'healpix/main/dark/100/10016/coadd-main-dark-10016.fits'
@@ -57,11 +57,24 @@ def test_plan_refuses_outputs_outside_outdir(tmp_path):
     with pytest.raises(ValueError, match='not below the input directory'):
         plan_jobs([str(tmp_path / 'a/coadd-x.fits'), str(tmp_path / 'b/coadd-x.fits')],
                   root=str(tmp_path / 'a'), outdir=str(tmp_path / 'o'))
-    # Without a root, the common directory keeps the two apart.
-    jobs = plan_jobs([str(tmp_path / 'a/coadd-x.fits'), str(tmp_path / 'b/coadd-x.fits')],
-                     outdir=str(tmp_path / 'o'))
-    assert [os.path.relpath(j.output, tmp_path / 'o') for j in jobs] == ['a/lbg_cnn-x.fits',
-                                                                         'b/lbg_cnn-x.fits']
+    # Without a root, outputs go flat into outdir: two coadds of one name are refused.
+    with pytest.raises(ValueError, match='would both write .*lbg_cnn-x.fits .*run these two separately'):
+        plan_jobs([str(tmp_path / 'a/coadd-x.fits'), str(tmp_path / 'b/coadd-x.fits')],
+                  outdir=str(tmp_path / 'o'))
+
+
+def test_listed_coadds_write_flat_into_outdir(tmp_path):
+    """Without an input directory the outputs do not depend on which other coadds are listed
+    (they used to go below the coadds' common directory, which a stray file moved)."""
+    a, b = str(tmp_path / 'r/h/1/coadd-main-dark-1.fits'), str(tmp_path / 'r/h/2/coadd-main-dark-2.fits')
+    out = str(tmp_path / 'o')
+    alone = plan_jobs([a, b], outdir=out)
+    assert [j.output for j in alone] == [os.path.join(out, 'lbg_cnn-main-dark-1.fits'),
+                                         os.path.join(out, 'lbg_cnn-main-dark-2.fits')]
+    assert alone[0].priors == os.path.join(out, 'priors_lbg-main-dark-1.fits')
+    typo = str(tmp_path / 'elsewhere/coadd-main-dark-3.fits')        # missing, other tree
+    assert plan_jobs([a, b, typo], outdir=out)[:2] == alone
+    assert plan_jobs([a], outdir=out)[0] == alone[0]
 
 
 def test_expand_patterns(redux):
@@ -128,3 +141,28 @@ def test_subfolder_named_like_the_parent_is_below_the_root(tmp_path):
     with pytest.raises(ValueError, match='not below the input directory'):
         plan_jobs([str(tmp_path / 'elsewhere' / 'coadd-main-dark-1.fits')], root=str(root),
                   outdir=str(tmp_path / 'out'))
+
+
+def test_find_coadds_follows_symlinked_directories_once(tmp_path):
+    """Symlinked subdirectories are searched; loops, a second link to one directory, a link
+    into the tree itself and a file symlink never list a real file twice."""
+    root, ext = tmp_path / 'redux', tmp_path / 'elsewhere'
+    (root / 'real').mkdir(parents=True)
+    ext.mkdir()
+    (root / 'real' / 'coadd-main-dark-1.fits').write_bytes(b'x')
+    (ext / 'coadd-main-dark-2.fits').write_bytes(b'x')
+    (root / 'link').symlink_to(ext)                                    # followed
+    (root / 'link2').symlink_to(ext)                                   # same directory again
+    (root / 'alias').symlink_to(root / 'real')                         # inside the tree
+    (root / 'real' / 'loop').symlink_to(root)                          # loop
+    (ext / 'up').symlink_to(tmp_path)                                  # loop through outside
+    (root / 'real' / 'coadd-main-dark-9.fits').symlink_to(root / 'real' / 'coadd-main-dark-1.fits')
+    found = [os.path.relpath(p, root) for p in find_coadds(str(root))]
+    assert found == ['link/coadd-main-dark-2.fits', 'real/coadd-main-dark-1.fits']
+    every = walk_files(str(root))
+    assert len(every) == len({os.path.realpath(p) for p in every}) == 2
+
+
+def test_walk_files_filters_names(redux):
+    assert walk_files(str(redux / 'healpix/main'), lambda name: name.startswith('spectra-')) == [
+        str(redux / 'healpix/main/dark/100/10016/spectra-main-dark-10016.fits')]

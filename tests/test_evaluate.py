@@ -480,3 +480,27 @@ def test_bootstrap_errors_match_the_sampling_spread(monkeypatch):
     # no true LBG: undefined, not zero
     none = bootstrap_errors(np.zeros(5, bool), np.ones(5, bool), np.ones(5), np.ones(5), {'r': np.ones(5)})
     assert np.isnan(none['pe_score']) and np.isnan(none['r']['sigma_nmad'])
+
+
+def test_redshift_errors_report_the_pulls_of_right_redshifts():
+    """redshift_errors: pulls of the selected true LBGs with right redshifts only; errors
+    twice too small show up as a pull NMAD of 2."""
+    from lbgnet.evaluate import evaluate_regime
+    rng = np.random.default_rng(11)
+    n = 3000
+    cls = np.where(np.arange(n) % 4 == 0, 'STAR', 'LBG')
+    z_true = rng.uniform(2, 4, n)
+    sigma = rng.uniform(2e-4, 2e-3, n)
+    z = z_true + sigma * rng.standard_normal(n)
+    z[:50] += 0.3                                           # wrong redshifts: left out
+    pred = {'C_LBG': np.where(cls == 'LBG', 0.9, 0.1), 'IS_LBG': cls == 'LBG', 'Z_LBG': z,
+            'Z_BESTLINE': z, 'ZERR_LBG': sigma / 2, 'Z_TPL': z, 'ZERR_TPL': sigma}
+    truth = {'CLASS': cls, 'Z_TRUE': z_true, 'RMAG': np.full(n, 23.0)}
+    out = evaluate_regime(truth, pred, 0.5, np.linspace(0, 1, 11), np.array([2.0, 4.0]),
+                          np.array([22.0, 25.0]))
+    errs = out['redshift_errors']
+    nright = int(((cls == 'LBG') & (np.arange(n) >= 50)).sum())
+    assert errs['ZERR_TPL']['n'] == errs['ZERR_LBG']['n'] == nright
+    assert errs['ZERR_TPL']['nmad_pull'] == pytest.approx(1.0, abs=0.06)
+    assert errs['ZERR_TPL']['frac_within_1sigma'] == pytest.approx(0.683, abs=0.03)
+    assert errs['ZERR_LBG']['nmad_pull'] == pytest.approx(2.0, abs=0.12)

@@ -92,6 +92,21 @@ def test_damaged_header(tmp_path, tiny_coadd):
         read_coadd(str(path))
 
 
+def test_damaged_header_messages(tmp_path, tiny_coadd):
+    """The messages doc/afterburner.rst gives for undecodable header cards."""
+    src, _ = tiny_coadd
+    data = bytes(open(src, 'rb').read())
+    second = data.index(b'XTENSION', 2880)
+    for offset, problem in ((second + 5 * 80, 'corrupt FITS structure'),   # a card of HDU 1
+                            (0, 'not a readable FITS file')):              # first card, SIMPLE
+        damaged = bytearray(data)
+        damaged[offset:offset + 8] = b'\xff' * 8
+        path = tmp_path / 'damaged.fits'
+        path.write_bytes(bytes(damaged))
+        with pytest.raises(InputFileError, match=f'damaged.fits: {problem} \\(.*decode'):
+            read_coadd(str(path))
+
+
 def test_gzipped_coadd_is_read(tmp_path, tiny_coadd, config):
     import gzip
     src, _ = tiny_coadd
@@ -276,3 +291,24 @@ def test_masked_pixels_carry_no_weight(tmp_path, tiny_coadd, config):
     np.testing.assert_array_equal(X, X_ref)
     np.testing.assert_array_equal(info.nvalid_bins, info_ref.nvalid_bins)
     assert not np.array_equal(X, load_coadd_grid(src, config)[0])     # the pixels did matter
+
+
+def test_damaged_header_card_does_not_spoil_the_next_files(tmp_path):
+    """Undecodable bytes in a header card leave messages in cfitsio's global error stack;
+    without clearing them, the next good file (and the next output) failed to open."""
+    from lbg_testdata import write_test_coadd
+    from lbgnet.io.catalog import provenance_header, read_catalog, write_catalog
+    good = str(tmp_path / 'coadd-main-dark-1.fits')
+    write_test_coadd(good, 4)
+    raw = bytearray(open(good, 'rb').read())
+    raw[410:421] = b'\xff' * 11                         # over the value of the 6th card
+    bad = str(tmp_path / 'coadd-main-dark-2.fits')
+    open(bad, 'wb').write(bytes(raw))
+    for path in (bad, good, bad, good, bad):
+        try:
+            read_coadd(path)
+        except InputFileError as err:                    # the damaged one may be refused
+            assert path == bad, err
+    out = str(tmp_path / 'cat.fits')
+    write_catalog(out, Table({'TARGETID': np.arange(3)}), provenance_header([]))
+    assert read_catalog(out)[0]['TARGETID'].tolist() == [0, 1, 2]

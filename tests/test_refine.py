@@ -296,3 +296,20 @@ def test_refiner_run_applies_the_prior_only_with_boxes():
         assert np.array_equal(with_boxes[key], expected[key], equal_nan=True)
         assert np.array_equal(without[key], plain[key], equal_nan=True)
     assert not np.array_equal(with_boxes['Z_TPL'], without['Z_TPL'])
+
+
+def test_refiner_calibrates_zerr_tpl_only():
+    """Refiner.run scales ZERR_TPL and adds the floor; Z_TPL and DELTACHI2_TPL are unchanged."""
+    tpl = synthetic_template()
+    rng = np.random.default_rng(5)
+    flux = spectra_at(tpl, [3.0, 2.25], [[1.0, 0.3, 1.5]] * 2) + rng.normal(0, 3, (2, GRID.nbins))
+    ivar = np.full_like(flux, 1 / 9)
+    z_net = np.array([3.0, 2.25])
+    plain = Refiner.build(tpl, CONFIG, (1.8, 4.6)).run(flux, ivar, z_net)
+    cal = Refiner.build(tpl, CONFIG, (1.8, 4.6), zerr_scale=2.0, zerr_floor=3e-4).run(flux, ivar, z_net)
+    assert np.array_equal(cal['Z_TPL'], plain['Z_TPL'])
+    assert np.array_equal(cal['DELTACHI2_TPL'], plain['DELTACHI2_TPL'])
+    np.testing.assert_allclose(cal['ZERR_TPL'], np.hypot(2 * plain['ZERR_TPL'],
+                                                         3e-4 * (1 + plain['Z_TPL'])))
+    with pytest.raises(ValueError, match='zerr_scale'):
+        Refiner.build(tpl, CONFIG, (1.8, 4.6), zerr_scale=0.0)

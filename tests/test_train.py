@@ -86,12 +86,35 @@ def test_training_options(config):
     assert opts['epochs'] == 3 and opts['batch_size'] == 64
     with pytest.raises(ValueError, match='monitor'):
         training_options(small_config(config, monitor='accuracy'))
-    with pytest.raises(ConfigError, match=r'train-test-config: training.epochs must be a number'):
+    with pytest.raises(ConfigError, match=r'train-test-config: training.epochs must be an integer'):
         training_options(small_config(config, epochs='one'))
-    with pytest.raises(ConfigError, match='training.patience must be >= 0'):
+    with pytest.raises(ConfigError, match='--patience: must be >= 0'):
         training_options(small_config(config), patience=-1)
     with pytest.raises(ConfigError, match='unknown key.*training.max_minute'):
         training_options(small_config(config, max_minute=0.05))
+    # nonsensical values are refused, naming the file and the key
+    for bad, match in [({'learning_rate': 0.0}, 'training.learning_rate must be > 0'),
+                       ({'learning_rate': -1e-3}, 'training.learning_rate must be > 0'),
+                       ({'lr_final_fraction': 0.0}, r'training.lr_final_fraction must be in \(0, 1\]'),
+                       ({'lr_final_fraction': 1.5}, r'training.lr_final_fraction must be in \(0, 1\]'),
+                       ({'max_minutes': 0}, 'training.max_minutes must be > 0'),
+                       ({'max_minutes': -5.0}, 'training.max_minutes must be > 0'),
+                       ({'epochs': 1.9}, 'training.epochs must be an integer, not 1.9'),
+                       ({'batch_size': True}, 'training.batch_size must be an integer'),
+                       ({'seed': -1}, 'training.seed must be >= 0'),
+                       ({'simulation': 3}, 'training.simulation must be a file name')]:
+        with pytest.raises(ConfigError, match='train-test-config: ' + match):
+            training_options(small_config(config, **bad))
+    opts = training_options(small_config(config, epochs=2.0, lr_final_fraction=1.0))
+    assert opts['epochs'] == 2 and isinstance(opts['epochs'], int)
+    assert training_options(small_config(config, max_minutes=None))['max_minutes'] is None
+    # errors of command-line overrides name the option, not the file
+    with pytest.raises(ConfigError, match=r'^--epochs: must be > 0, not 0$'):
+        training_options(small_config(config), epochs=0)
+    with pytest.raises(ConfigError, match=r'^--max-minutes: must be > 0'):
+        training_options(small_config(config), max_minutes=-1.0)
+    with pytest.raises(ConfigError, match=r'^--learning-rate: must be > 0'):
+        training_options(small_config(config), learning_rate=0.0)
     # one list of training keys: the YAML check and the defaults agree
     from lbgnet.config import SECTION_KEYS
     from lbgnet.train import TRAINING_DEFAULTS
@@ -125,11 +148,19 @@ def test_train_script_with_simulator(tmp_path):
     assert cfg.selection.n_thresh in (1, 2, 3)
     assert meta['training']['epochs_run'] == 2 and meta['training']['fit_seconds'] > 0
     assert meta['training']['options']['seed'] == 5
+    # the sizes actually used: whole batches, validation spectra read
+    assert meta['training']['ntrain_per_epoch'] == 256
+    assert 0 < meta['training']['nval_used'] <= 120
+    assert 'e + 1' in meta['training']['generator']['seed_streams']
     # the simulator fingerprint, the same as in the validation files it wrote
     from lbgnet.io.mock import mock_keywords
     val_truth = sorted((out / 'validation').glob('truth-*.fits'))[0]
     assert meta['training']['simulator_hash'] == mock_keywords(val_truth)['SIMHASH']
     assert set(meta['validation_metrics']) == {'all', 'lowz', 'midz', 'highz'}
+    # error calibration: recorded in the card and set in the model's postprocess options
+    calib = meta['error_calibration']
+    assert set(calib) == {'postprocess', 'ZERR_LBG', 'ZERR_TPL'}
+    assert {k: card['config']['postprocess'][k] for k in calib['postprocess']} == calib['postprocess']
     assert len(meta['history']['val_score']) == 2
     assert (out / 'validation').is_dir() and (out / 'history.csv').exists()
     # --validation-only writes the same validation files (same seed) and trains nothing
@@ -155,6 +186,129 @@ def test_train_script_with_simulator(tmp_path):
     bad = tmp_path / 'bad.yaml'
     bad.write_text(TRAIN_YAML.replace('lbgnet-mock.yaml', 'no-such-sim.yaml'))
     assert main(['--config', str(bad), '--outdir', str(tmp_path / 'bad'), '--verbose', '0']) == 1
+
+
+def test_check_config_fails_before_training(config):
+    """Options read only during or after training are checked up front (one clear line)."""
+    from lbgnet.train import check_config
+    check_config(small_config(config))
+    cases = [({'postprocess': {'agree_tol': 'abc'}}, 'postprocess.agree_tol must be a number'),
+             ({'postprocess': {'hybrid_score': 'max'}}, 'postprocess.hybrid_score must be one of'),
+             ({'postprocess': {'zerr_scale': 0.0}}, 'postprocess.zerr_scale must be > 0'),
+             ({'postprocess': {'zerr_tpl_scale': -1}}, 'postprocess.zerr_tpl_scale must be > 0'),
+             ({'postprocess': {'zerr_floor': -1e-3}}, 'postprocess.zerr_floor must be >= 0'),
+             ({'postprocess': {'zerr_tpl_floor': 'x'}}, 'postprocess.zerr_tpl_floor must be a number'),
+             ({'postprocess': {'line_floor': 2.0}}, r'postprocess.line_floor must be in \[0, 1\]'),
+             ({'model': dict(MODEL, snr_softening='abc')}, 'model.snr_softening must be a number'),
+             ({'model': dict(MODEL, snr_softening=0)}, 'model.snr_softening must be a number > 0'),
+             ({'model': dict(MODEL, filters='abc')}, 'model.filters must be integers'),
+             ({'loss': {'gamma': 'abc'}}, 'invalid loss section'),
+             ({'model': dict(MODEL, architecture='hybrid'), 'loss': {'direct': {'weight': 'x'}}},
+              'invalid loss.direct')]
+    for extra, match in cases:
+        cfg = small_config(config)
+        cfg = dataclasses.replace(cfg, extra=dict(cfg.extra, **extra))
+        with pytest.raises(ConfigError, match='^train-test-config: ' + match):
+            check_config(cfg)
+    for augment, match in [({'p_jitter': 'abc'}, 'generator.augment.p_jitter must be a number'),
+                           ({'overlap_range': 5}, 'generator.augment.overlap_range must be a '
+                                                  r'\[min, max\] pair'),
+                           ({'p_jiter': 0.1}, 'invalid generator.augment'),
+                           ({'p_lya': 1.5}, 'invalid generator.augment')]:
+        sim = dataclasses.replace(config, extra={'generator': {'augment': augment}},
+                                  source='sim-test-config')
+        with pytest.raises(ConfigError, match='^sim-test-config: ' + match):
+            check_config(small_config(config), sim)
+
+
+def test_train_script_fails_on_bad_options_before_simulating(tmp_path, caplog):
+    """A wrong postprocess value is an error before the validation set is written."""
+    from lbgnet.scripts.lbg_train import main
+    bad = tmp_path / 'bad.yaml'
+    bad.write_text(TRAIN_YAML + 'postprocess: {agree_tol: abc}\n')
+    out = tmp_path / 'bad'
+    assert main(['--config', str(bad), '--outdir', str(out), '--verbose', '0']) == 1
+    assert not out.exists()
+    assert main(['--config', str(tmp_path / 'x.yaml'), '--outdir', str(out), '--epochs', '0']) == 1
+    cfg = tmp_path / 'ok.yaml'
+    cfg.write_text(TRAIN_YAML)
+    caplog.clear()
+    assert main(['--config', str(cfg), '--outdir', str(out), '--epochs', '0']) == 1
+    assert '--epochs: must be > 0' in caplog.text and 'ok.yaml' not in caplog.text
+
+
+def test_training_simulation_next_to_the_config(tmp_path, monkeypatch):
+    """training.simulation is looked for next to the configuration first, whatever the cwd."""
+    from lbgnet.scripts.lbg_train import parse, training_setup
+    (tmp_path / 'cfg').mkdir()
+    (tmp_path / 'cfg' / 'my-mock.yaml').write_text('base: lbgnet-mock.yaml\n'
+                                                   'generator: {batch_size: 77}\n')
+    cfg = tmp_path / 'cfg' / 'tiny.yaml'
+    cfg.write_text(TRAIN_YAML.replace('simulation: lbgnet-mock.yaml', 'simulation: my-mock.yaml'))
+    (tmp_path / 'elsewhere').mkdir()
+    monkeypatch.chdir(tmp_path / 'elsewhere')
+    _, opts, setup = training_setup(parse(['--config', str(cfg), '--outdir', 'x']))
+    assert setup.config.extra['generator']['batch_size'] == 77
+    assert opts['simulation'] == 'my-mock.yaml'
+
+
+def test_write_validation_removes_stale_files(tmp_path):
+    """Validation files of an earlier, larger set are removed; other files are left alone."""
+    from lbgnet.scripts.lbg_train import find_validation, write_validation
+    from lbgnet.sim.mock import load_mock_setup
+    val = tmp_path / 'validation'
+    val.mkdir()
+    for name in ('coadd-main-dark-1.fits', 'redrock-main-dark-1.fits', 'truth-main-dark-1.fits',
+                 'notes.txt', 'other-1.fits'):
+        (val / name).write_text('old')
+    coadds, truths = write_validation(load_mock_setup('lbgnet-mock.yaml'), str(val), 20, 3,
+                                      'lbgnet-mock.yaml')
+    assert len(coadds) == 1 and find_validation(str(val)) == (coadds, truths)
+    names = sorted(p.name for p in val.iterdir())
+    assert 'notes.txt' in names and 'other-1.fits' in names
+    assert len([n for n in names if n.startswith(('coadd-', 'redrock-', 'truth-'))]) == 3
+    assert all(not n.endswith('-1.fits') or n == 'other-1.fits' for n in names)
+
+
+def test_batch_streams_follow_the_epoch_numbers():
+    """What the model card and doc/model.rst say: Keras draws batches of stream 0 for its
+    tensor specs and moves on before the first epoch, so epoch e (1-based) uses stream e;
+    a second fit (the unfrozen phase) skips one more stream."""
+    import keras
+    from lbgnet.sim.generator import as_pydataset
+
+    class Streams:
+        def __init__(self):
+            self.epoch, self.used = 0, []
+
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, index):
+            self.used.append(self.epoch)
+            return np.full((4, 2), self.epoch, np.float32), np.zeros((4, 1), np.float32)
+
+        def on_epoch_end(self):
+            self.epoch += 1
+
+    class Record(keras.callbacks.Callback):
+        def __init__(self, batches):
+            super().__init__()
+            self.batches, self.seen = batches, []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.seen.append(self.batches.epoch)
+
+    batches = Streams()
+    record = Record(batches)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile('sgd', 'mse')
+    data = as_pydataset(batches, workers=1)
+    model.fit(data, epochs=2, verbose=0, callbacks=[record])
+    assert record.seen == [1, 2]
+    assert sorted(set(batches.used)) == [0, 1, 2] and batches.used.count(0) <= 2
+    model.fit(data, epochs=1, verbose=0, callbacks=[record])
+    assert record.seen == [1, 2, 4]
 
 
 def test_time_limit_callback():

@@ -112,8 +112,15 @@ def test_bad_pretrained_files(tmp_path, config):
     # a Keras 3 weights file without its JSON is not a QuasarNET file: clear error
     cfg = model_config(config, filters=4, dense_units=4)
     build_model(cfg).save_weights(str(tmp_path / 'k3.weights.h5'))
-    with pytest.raises(InputFileError, match='no Keras 2 layer weights'):
+    with pytest.raises(InputFileError, match='k3.weights.h5: Keras 3 weights without its model '
+                                             r'card \(.json\)'):
         read_pretrained(str(tmp_path / 'k3.weights.h5'))
+    # nor is the checkpoint of a killed training (the final model has its JSON)
+    (tmp_path / 'killed').mkdir()
+    build_model(cfg).save_weights(str(tmp_path / 'killed' / 'checkpoint.weights.h5'))
+    with pytest.raises(InputFileError, match=r'checkpoint.weights.h5: a training checkpoint '
+                                             r'without its model card \(.json\).*finished run'):
+        init_from(build_model(cfg), str(tmp_path / 'killed' / 'checkpoint.weights.h5'))
     (tmp_path / 'text.h5').write_text('not hdf5')
     with pytest.raises(InputFileError, match='not a readable HDF5'):
         read_keras2_weights(str(tmp_path / 'text.h5'))

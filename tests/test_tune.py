@@ -113,6 +113,14 @@ tune: {conv_layers: 1, filters: [4, 6], kernel_size: 5, nboxes: [40], dropout: 0
 """
 
 
+def test_tune_script_needs_an_outdir():
+    """Without --outdir the results would land in the package's etc/: refused."""
+    from lbgnet.scripts.lbg_tune import parse
+    with pytest.raises(SystemExit):
+        parse(['--config', 'lbgnet-default.yaml', '--trials', '1'])
+    assert parse(['--config', 'x.yaml', '--trials', '1', '--outdir', 'out']).outdir == 'out'
+
+
 def test_tune_script_writes_table_and_best_config(tmp_path):
     from lbgnet.scripts.lbg_tune import main
     cfg_path = tmp_path / 'tinytune.yaml'

@@ -117,6 +117,26 @@ def test_direct_learns_redshift(config):
     assert np.median(dz) < 0.25
 
 
+def test_direct_options_refuse_unknown_keys_and_bad_values(config):
+    """Configurations built in code get the checks of the YAML reader."""
+    from lbgnet.variants import direct_loss_options, direct_options
+    cfg = variant_config(config, 'hybrid')
+    assert direct_options(cfg)['units'] == 8
+    bad = dataclasses.replace(cfg, extra=dict(cfg.extra, model=dict(
+        SMALL, architecture='hybrid', direct={'unitz': 8})))
+    with pytest.raises(ConfigError, match=r'hybrid-test-config: unknown key\(s\) model.direct.unitz'):
+        direct_options(bad)
+    with pytest.raises(ConfigError, match=r'unknown key\(s\) loss.direct.wieght'):
+        direct_loss_options(variant_config(config, 'hybrid', wieght=0.1))
+    with pytest.raises(ConfigError, match='hybrid-test-config: invalid loss.direct'):
+        direct_loss_options(variant_config(config, 'hybrid', weight='heavy'))
+    # one list of keys: the YAML check and the defaults agree
+    from lbgnet.config import NESTED_KEYS
+    from lbgnet.variants import DIRECT_DEFAULTS, DIRECT_LOSS_DEFAULTS
+    assert set(NESTED_KEYS['model.direct']) == set(DIRECT_DEFAULTS)
+    assert set(NESTED_KEYS['loss.direct']) == set(DIRECT_LOSS_DEFAULTS)
+
+
 def test_invalid_architecture(config):
     cfg = variant_config(config, 'transformer')
     with pytest.raises(ConfigError, match='architecture'):

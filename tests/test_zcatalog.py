@@ -1,4 +1,5 @@
 """desi_lbg_zcatalog: stacking, one row per TARGETID per survey/program, GOOD_LBG, provenance."""
+import logging
 import os
 
 import numpy as np
@@ -200,3 +201,77 @@ def test_is_lbg_without_redshift_is_not_good():
                        is_lbg=[True, True, True, False])
     assert good_lbg(cat).tolist() == [False, True, False, False]
     assert stack_catalogs([cat])['GOOD_LBG'].tolist() == [False, True, False, False]
+
+
+def test_allow_mixed_fills_vector_columns_and_keeps_shared_provenance(tmp_path):
+    """A --rerun-redrock catalogue (vector COEFF_NEW) beside a plain one: --allow-mixed fills
+    the vector column with NaN cells of the same shape, and keywords every input shares
+    stay in the header while the differing ones are dropped."""
+    root = tmp_path / 'cats'
+    coeff = np.arange(20, dtype=np.float64).reshape(2, 10)
+    write_cat(str(root / 'a/lbg_cnn-main-dark-1.fits'), [1, 2], [1, 1], [3.0, 2.5], [0, 0], [1, 1],
+              cards=[('RERUNRR', True, ''), ('LBGCONF', 'lbgnet-default', '')],
+              extra={'Z_NEW': np.array([3.01, 2.51]), 'COEFF_NEW': coeff})
+    write_cat(str(root / 'b/lbg_cnn-main-dark-2.fits'), [3], [1], [3.2], [0], [1],
+              cards=[('LBGCONF', 'lbgnet-default', '')])
+    out = str(tmp_path / 'z.fits')
+    assert main(['--input-dir', str(root), '--output', out]) == 1
+    assert main(['--input-dir', str(root), '--output', out, '--allow-mixed']) == 0
+    zcat, hdr = read_catalog(out, extname='LBG_ZCAT')
+    rows = {t: i for i, t in enumerate(zcat['TARGETID'])}
+    assert zcat['COEFF_NEW'].shape == (3, 10)
+    np.testing.assert_array_equal(zcat['COEFF_NEW'][rows[2]], coeff[1])
+    assert np.all(np.isnan(zcat['COEFF_NEW'][rows[3]]))
+    assert hdr['LBGMSHA'] == 'abc' and hdr['LBGCONF'] == 'lbgnet-default'
+    assert hdr['CTHRESH'] == 0.5 and 'RERUNRR' not in hdr
+
+
+def test_refinement_template_and_error_calibration_must_agree(tmp_path):
+    """Catalogues refined with templates of different content, or with other error
+    calibrations, are refused; the shared template hash reaches the stacked header."""
+    for name, cards in (('tsha', [('REFTSHA', 'aaa', ''), ('REFTSHA', 'bbb', '')]),
+                        ('zerr', [('ZERRSCL', 4.3, ''), ('ZERRSCL', 1.0, '')]),
+                        ('ztpl', [('ZTPLFLR', 2e-4, ''), ('ZTPLFLR', 0.0, '')])):
+        root = tmp_path / name
+        for i, card in enumerate(cards):
+            write_cat(str(root / f'lbg_cnn-main-dark-{i}.fits'), [i], [1], [3.0], [0], [1],
+                      [('REFINE', True, ''), card])
+        assert main(['--input-dir', str(root), '--output', str(tmp_path / f'{name}.fits')]) == 1
+    root = tmp_path / 'same'
+    for i in range(2):
+        write_cat(str(root / f'lbg_cnn-main-dark-{i}.fits'), [i], [1], [3.0], [0], [1],
+                  [('REFINE', True, ''), ('REFTSHA', 'aaa', ''), ('LBGBIT07', 'SMALL_DELTA_CHI2', '')])
+    out = str(tmp_path / 'same.fits')
+    assert main(['--input-dir', str(root), '--output', out]) == 0
+    _, hdr = read_catalog(out, extname='LBG_ZCAT')
+    assert hdr['REFTSHA'] == 'aaa' and hdr['LBGBIT07'] == 'SMALL_DELTA_CHI2'
+
+
+def test_every_unreadable_catalogue_is_named(tmp_path, caplog):
+    root = tmp_path / 'cats'
+    write_cat(str(root / 'lbg_cnn-main-dark-1.fits'), [1], [1], [3.0], [0], [1])
+    for i in (2, 3):
+        (root / f'lbg_cnn-main-dark-{i}.fits').write_bytes(b'not a FITS file')
+    out = str(tmp_path / 'z.fits')
+    with caplog.at_level(logging.INFO):
+        assert main(['--input-dir', str(root), '--output', out]) == 1
+    assert not os.path.exists(out)
+    for i in (2, 3):
+        assert f'lbg_cnn-main-dark-{i}.fits: ' in caplog.text
+    assert '2 of 3 catalogues: unreadable' in caplog.text
+
+
+def test_symlinked_catalogue_directories_are_stacked(tmp_path):
+    """A production tree assembled from symlinks (a subset of pixels) is searched in full."""
+    real = tmp_path / 'real'
+    write_cat(str(real / 'p1' / 'lbg_cnn-main-dark-1.fits'), [1], [1], [3.0], [0], [1])
+    write_cat(str(real / 'p2' / 'lbg_cnn-main-dark-2.fits'), [2], [1], [3.1], [0], [1])
+    farm = tmp_path / 'farm'
+    (farm / 'healpix').mkdir(parents=True)
+    os.symlink(real / 'p1', farm / 'healpix' / 'p1')
+    os.symlink(real / 'p2', farm / 'healpix' / 'p2')
+    os.symlink(real / 'p2', farm / 'healpix' / 'again')           # same directory twice
+    out = str(tmp_path / 'z.fits')
+    assert main(['--input-dir', str(farm), '--output', out]) == 0
+    zcat, hdr = read_catalog(out, extname='LBG_ZCAT')
+    assert zcat['TARGETID'].tolist() == [1, 2] and hdr['NINPUT'] == 2

@@ -18,13 +18,14 @@ from . import __version__
 from .bitmask import LBGWarnMask
 from .catalog import (add_rerun_columns, apply_model_range, apply_small_deltachi2,
                       spectrum_flags)
-from .io.catalog import LOCATION_KEYS, provenance_header
+from .io.catalog import LOCATION_KEYS, file_sha256, provenance_header
 from .io.chunks import iter_coadd_chunks
 from .io.discover import file_metadata
 from .io.errors import InputFileError
 from .io.mock import MOCK_KEYS
 from .network import DEFAULT_BATCH
 from .parallel import threads_per_rank
+from .postprocess import postprocess_options
 from .preprocess import coadd_to_grid
 from .priors import PRIOR_FUNCTION
 from .redrock_rerun import check_rerunnable, rerun_redrock
@@ -123,7 +124,7 @@ def refine_selected(refiner, info, results, conf=None):
 
 
 def load_refiner(path, config, zrange, window=DEFAULT_WINDOW, prior_weight=DEFAULT_PRIOR_WEIGHT,
-                 dlogz=DEFAULT_DLOGZ):
+                 dlogz=DEFAULT_DLOGZ, calibrate=True):
     """Template refinement for a model's grid and redshift range.
 
     Parameters
@@ -141,6 +142,9 @@ def load_refiner(path, config, zrange, window=DEFAULT_WINDOW, prior_weight=DEFAU
         Weight of the network's box confidences against χ² (0: plain χ² minimum).
     dlogz : float, optional
         Step of the trial redshifts in log10(1+z).
+    calibrate : bool, optional
+        Calibrate ``ZERR_TPL`` with the configuration's ``postprocess.zerr_tpl_scale`` and
+        ``zerr_tpl_floor`` (:mod:`lbgnet.zerr`); False: the formal error.
 
     Returns
     -------
@@ -156,10 +160,14 @@ def load_refiner(path, config, zrange, window=DEFAULT_WINDOW, prior_weight=DEFAU
     from .sim.population import load_sim_config
     rrt = read_rr_template(path)
     igm = load_sim_config()['simulation']['igm']
+    opts = postprocess_options(config)
+    scale, floor = ((opts['zerr_tpl_scale'], opts['zerr_tpl_floor']) if calibrate
+                    else (1.0, 0.0))
     try:
         template = template_from_basis(rrt.wave, rrt.basis, igm=igm)
         return Refiner.build(template, config, zrange, prior_weight, window, dlogz=dlogz,
-                             source=os.path.abspath(path))
+                             source=os.path.abspath(path), sha256=file_sha256(path),
+                             zerr_scale=scale, zerr_floor=floor)
     except ValueError as err:
         raise InputFileError(path, f'unusable refinement template: {err}') from None
 
@@ -196,12 +204,15 @@ def catalog_header(job, network, c_thresh, n_thresh, layout, templates=None, ref
     astropy.io.fits.Header
     """
     cfg = network.config
+    opts = postprocess_options(cfg)
     cards = [('LBGMODEL', network.path, 'lbgnet model file'),
              ('LBGMSHA', network.sha256, 'SHA-256 of the model file'),
              ('LBGCONF', str(cfg.extra.get('name') or os.path.basename(cfg.source)),
               'model configuration name'),
              ('CTHRESH', float(c_thresh), 'line confidence threshold c_th'),
              ('NTHRESH', int(n_thresh), 'lines above c_th for IS_LBG'),
+             ('ZERRSCL', opts['zerr_scale'], 'ZERR_LBG calibration: scale'),
+             ('ZERRFLR', opts['zerr_floor'], 'ZERR_LBG calibration: floor, dz/(1+z)'),
              ('NBOXES', cfg.nboxes, 'boxes per line'),
              ('GRIDWMIN', cfg.grid.wave_min, '[Angstrom] input grid start'),
              ('GRIDDW', cfg.grid.dwave, '[Angstrom] input grid bin'),
@@ -214,6 +225,9 @@ def catalog_header(job, network, c_thresh, n_thresh, layout, templates=None, ref
              ('REFINE', refiner is not None, 'Z_TPL: template refinement of Z_LBG')]
     if refiner is not None:
         cards += [('REFTEMPL', refiner.source, 'template of the refinement'),
+                  ('REFTSHA', refiner.sha256, 'SHA-256 of the refinement template'),
+                  ('ZTPLSCL', refiner.zerr_scale, 'ZERR_TPL calibration: scale'),
+                  ('ZTPLFLR', refiner.zerr_floor, 'ZERR_TPL calibration: floor, dz/(1+z)'),
                   ('REFWGT', refiner.prior_weight, 'weight of the CNN box prior'),
                   ('REFWIN', refiner.window, 'search window, dz/(1+z) half width'),
                   ('REFSTEP', refiner.dlogz, 'trial redshift step in log10(1+z)'),

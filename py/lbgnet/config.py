@@ -190,7 +190,8 @@ SECTION_KEYS = {
     'model': ('architecture', 'channels', 'conv_layers', 'dense_units', 'direct', 'dropout',
               'filters', 'kernel_size', 'offset_margin', 'padding', 'snr_softening', 'strides'),
     'loss': ('direct', 'gamma', 'pos_weight'),
-    'postprocess': ('agree_tol', 'hybrid_score', 'line_floor'),
+    'postprocess': ('agree_tol', 'hybrid_score', 'line_floor', 'zerr_floor', 'zerr_scale',
+                    'zerr_tpl_floor', 'zerr_tpl_scale'),
     'training': ('batch_size', 'epochs', 'learning_rate', 'lr_final_fraction', 'lr_schedule',
                  'max_minutes', 'monitor', 'ntrain', 'nval', 'patience', 'seed', 'simulation'),
     'simulation': ('class_fractions', 'galaxy', 'igm', 'lbg', 'normalisation', 'qso',
@@ -205,13 +206,24 @@ SECTION_KEYS = {
     'target': ('class', 'lines'),
 }
 FREE_SECTIONS = ('lines', 'name', 'nboxes', 'tune')
+#: The keys of nested mappings (``section.key``) whose allowed keys are fixed.
+NESTED_KEYS = {
+    'model.direct': ('units', 'z_range'),
+    'loss.direct': ('dz_scale', 'gamma', 'weight'),
+}
+#: The shipped simulator configuration, and its ``simulation`` sub-sections whose keys are
+#: checked against it (a key the shipped file lacks is one the simulator never reads).
+DEFAULT_SIM_CONFIG = 'lbgnet-sim.yaml'
+SIM_SUBSECTIONS = ('galaxy', 'igm', 'lbg', 'qso', 'star')
 
 
 def check_keys(data, source):
     """Reject unknown sections, unknown keys in a section, and sections that are not mappings.
 
     A misspelt key (``max_minute`` for ``max_minutes``) would otherwise be ignored and its
-    default used without a word.
+    default used without a word.  The nested mappings of :data:`NESTED_KEYS`
+    (``model.direct``, ``loss.direct``) and the ``simulation`` sub-sections of
+    :data:`SIM_SUBSECTIONS` (keys of the shipped ``lbgnet-sim.yaml``) are checked too.
 
     Parameters
     ----------
@@ -236,11 +248,76 @@ def check_keys(data, source):
         if not isinstance(value, dict):
             raise ConfigError(f'{source}: section "{section}" must be a mapping, '
                               f'not {type(value).__name__} {value!r}')
-        unknown = sorted(set(map(str, value)) - set(SECTION_KEYS[section]))
-        if unknown:
-            raise ConfigError(f'{source}: unknown key(s) '
-                              f'{", ".join(f"{section}.{k}" for k in unknown)} (known in '
-                              f'{section}: {", ".join(SECTION_KEYS[section])})')
+        _check_mapping(value, SECTION_KEYS[section], section, source)
+    for path, known in NESTED_KEYS.items():
+        section, key = path.split('.')
+        value = (data.get(section) or {}).get(key)
+        if value is not None:
+            _check_mapping(value, known, path, source)
+    simulation = data.get('simulation') or {}
+    shipped = _shipped_simulation() if any(k in simulation for k in SIM_SUBSECTIONS) else {}
+    for key in SIM_SUBSECTIONS:
+        if simulation.get(key) is not None and isinstance(shipped.get(key), dict):
+            _check_mapping(simulation[key], tuple(shipped[key]), f'simulation.{key}', source)
+
+
+def _check_mapping(value, known, path, source):
+    """`value` must be a mapping whose keys are all in `known` (see :func:`check_keys`)."""
+    if not isinstance(value, dict):
+        raise ConfigError(f'{source}: {path} must be a mapping, not {type(value).__name__} '
+                          f'{value!r}')
+    unknown = sorted(set(map(str, value)) - set(known))
+    if unknown:
+        raise ConfigError(f'{source}: unknown key(s) '
+                          f'{", ".join(f"{path}.{k}" for k in unknown)} (known in '
+                          f'{path}: {", ".join(known)})')
+
+
+def _shipped_simulation():
+    """The ``simulation`` section of the shipped simulator configuration ({} if unreadable).
+
+    Read directly (no ``base:`` includes, no key check): the sub-sections checked by
+    :func:`check_keys` are all written out in that file.
+    """
+    try:
+        with open(etc_dir() / DEFAULT_SIM_CONFIG) as fx:
+            data = yaml.safe_load(fx)
+    except (OSError, yaml.YAMLError, ConfigError):
+        return {}
+    section = data.get('simulation') if isinstance(data, dict) else None
+    return section if isinstance(section, dict) else {}
+
+
+def resolve_beside(name, config_name):
+    """A file named in a configuration: next to that configuration file if it is there.
+
+    Parameters
+    ----------
+    name : str
+        File name or path, as written in the configuration (e.g. ``training.simulation``).
+    config_name : str
+        The configuration, as given to :func:`load_config` (path or name in :func:`etc_dir`).
+
+    Returns
+    -------
+    str
+        ``<directory of config_name>/name`` when `name` is relative and that file exists
+        (and is not the file the usual look-up finds anyway); otherwise `name` unchanged,
+        to be looked up in the current directory, then by name in :func:`etc_dir`.
+    """
+    if name is None or os.path.isabs(str(name)):
+        return name
+    try:
+        beside = _resolve(config_name).parent / str(name)
+    except ConfigError:
+        return name
+    if not beside.is_file():
+        return name
+    try:
+        usual = _resolve(name).resolve()
+    except ConfigError:
+        usual = None
+    return name if beside.resolve() == usual else str(beside)
 
 
 def _resolve(name, relative_to=None):

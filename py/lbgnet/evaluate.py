@@ -21,13 +21,17 @@ Definitions used throughout:
 * standard errors (``errors`` of each regime): bootstrap over the objects
   (:func:`bootstrap_errors`, 200 resamples, fixed seed);
 * *reliable*: the IS_LBG targets without the afterburner's SMALL_DELTA_CHI2 flag
-  (``DELTACHI2_TPL`` ≥ 9), the sample of reliable redshifts (:func:`reliable_metrics`).
+  (``DELTACHI2_TPL`` ≥ 9), the sample of reliable redshifts (:func:`reliable_metrics`);
+* ``redshift_errors``: the pulls Δz/``ZERR`` of the selected true LBGs whose redshift is
+  right (``|Δz|/(1+z) < 0.01``), their NMAD and the fractions within 1σ and 2σ
+  (:func:`lbgnet.zerr.pull_stats`).
 """
 import warnings
 
 import numpy as np
 
 from .refine import MIN_DELTACHI2, reliable_redshift
+from .zerr import pull_stats
 
 
 #: Redshift regimes of the LBGs: name -> (z_lo or None, z_hi or None).
@@ -364,7 +368,9 @@ def evaluate_regime(truth, pred, c_thresh, thresholds, z_edges, mag_edges):
         :func:`lbgnet.postprocess.postprocess`; optionally ``Z_TPL``, the template-refined
         redshift (:mod:`lbgnet.refine`), which adds ``redshift_template`` and
         ``by_depth_template`` (``Z_TPL``, or ``Z_LBG`` where it is NaN), and with it
-        ``DELTACHI2_TPL``, which adds ``reliable`` (:func:`reliable_metrics`).
+        ``DELTACHI2_TPL``, which adds ``reliable`` (:func:`reliable_metrics`).  With
+        ``ZERR_LBG`` / ``ZERR_TPL``, ``redshift_errors`` tells how well they describe the
+        right redshifts of the selected true LBGs (:func:`lbgnet.zerr.pull_stats`).
     c_thresh : float
         The threshold ``IS_LBG`` was made with (recorded only).
     thresholds, z_edges, mag_edges : numpy.ndarray
@@ -406,6 +412,10 @@ def evaluate_regime(truth, pred, c_thresh, thresholds, z_edges, mag_edges):
             out['reliable'] = reliable_metrics(is_true, selected, pred['DELTACHI2_TPL'],
                                                truth['RMAG'], z_true, z_tpl)
     out['errors'] = bootstrap_errors(is_true, selected, pred['C_LBG'], z_true, z_preds)
+    out['redshift_errors'] = {
+        key: pull_stats(np.asarray(pred[zkey])[good], np.asarray(pred[key])[good], z_true[good])
+        for zkey, key in (('Z_LBG', 'ZERR_LBG'), ('Z_TPL', 'ZERR_TPL'))
+        if zkey in pred and key in pred}
     return out
 
 
@@ -474,8 +484,8 @@ def evaluate_predictions(truth, pred, c_thresh, regimes=None, nthresh=101):
     truth : dict or astropy.table.Table
         ``CLASS``, ``Z_TRUE``, ``RMAG`` per object, aligned with `pred`.
     pred : dict
-        ``C_LBG``, ``IS_LBG``, ``Z_LBG``, ``Z_BESTLINE`` per object; optionally ``Z_TPL``
-        and ``DELTACHI2_TPL`` (see :func:`evaluate_regime`).
+        ``C_LBG``, ``IS_LBG``, ``Z_LBG``, ``Z_BESTLINE`` per object; optionally ``Z_TPL``,
+        ``DELTACHI2_TPL``, ``ZERR_LBG`` and ``ZERR_TPL`` (see :func:`evaluate_regime`).
     c_thresh : float
         Threshold used for ``IS_LBG``.
     regimes : dict, optional
@@ -491,7 +501,7 @@ def evaluate_predictions(truth, pred, c_thresh, regimes=None, nthresh=101):
     """
     truth = {k: np.asarray(truth[k]) for k in ('CLASS', 'Z_TRUE', 'RMAG')}
     pred = {k: np.asarray(pred[k]) for k in ('C_LBG', 'IS_LBG', 'Z_LBG', 'Z_BESTLINE')
-            + tuple(k for k in ('Z_TPL', 'DELTACHI2_TPL') if k in pred)}
+            + tuple(k for k in ('Z_TPL', 'DELTACHI2_TPL', 'ZERR_LBG', 'ZERR_TPL') if k in pred)}
     is_lbg = truth['CLASS'].astype(str) == LBG_CLASS
     thresholds = np.linspace(0.0, 1.0, nthresh)
     z_edges = _edges(truth['Z_TRUE'][is_lbg], 0.25)

@@ -19,7 +19,9 @@ Pure numpy (no TensorFlow import), vectorised over spectra.
   unless it is more confident than all the agreeing lines together.
 * ``ZERR_LBG``: weighted scatter of the agreeing lines divided by √(effective number of
   lines), added in quadrature to a floor from the grid resolution (one 8 Å bin, uniform:
-  ``dwave/√12`` per line).
+  ``dwave/√12`` per line).  This formal error is too small (the lines of one spectrum
+  share the network's errors); :func:`lbgnet.predict.catalog_from_raw` calibrates it with
+  the ``zerr_scale`` and ``zerr_floor`` options (:mod:`lbgnet.zerr`).
 * ``Z_BESTLINE``: the redshift of the single most confident line (QuasarNET's choice),
   kept for comparison.
 """
@@ -28,7 +30,11 @@ import numpy as np
 from .labels import decode_boxes
 
 #: Defaults of the ``postprocess`` configuration section.
-DEFAULT_OPTIONS = {'agree_tol': 0.01, 'line_floor': 0.05}
+#: ``zerr_*``: calibration of ``ZERR_LBG`` and (``zerr_tpl_*``) of the template refinement's
+#: ``ZERR_TPL`` (:mod:`lbgnet.zerr`, fitted on the validation set by ``desi_lbg_train``);
+#: the defaults leave the formal errors unchanged.
+DEFAULT_OPTIONS = {'agree_tol': 0.01, 'line_floor': 0.05, 'zerr_scale': 1.0, 'zerr_floor': 0.0,
+                   'zerr_tpl_scale': 1.0, 'zerr_tpl_floor': 0.0}
 
 #: Keys of the dictionary returned by :func:`postprocess`.
 OUTPUT_KEYS = ('C_LINES', 'Z_LINES', 'C_LBG', 'IS_LBG', 'Z_LBG', 'ZERR_LBG', 'Z_BESTLINE',
@@ -41,7 +47,9 @@ def postprocess_options(config):
     Returns
     -------
     dict
-        ``agree_tol`` (float, in Δz/(1+z)) and ``line_floor`` (float, confidence).
+        ``agree_tol`` (float, in Δz/(1+z)), ``line_floor`` (float, confidence) and the
+        error calibration ``zerr_scale``, ``zerr_floor``, ``zerr_tpl_scale``,
+        ``zerr_tpl_floor`` (floats, floors in Δz/(1+z)).
     """
     section = dict(DEFAULT_OPTIONS)
     section.update(config.extra.get('postprocess') or {})

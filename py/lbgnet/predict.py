@@ -29,6 +29,7 @@ from .evaluate import LBG_CLASS, pe_score, regime_masks
 from .postprocess import postprocess, postprocess_options
 from .thresholds import choose_from_scores, choose_thresholds
 from .variants import architecture
+from .zerr import calibrated_error
 
 #: Values of ``postprocess.hybrid_score``.
 HYBRID_SCORES = ('mean', 'linefinder', 'direct')
@@ -87,7 +88,7 @@ def _direct_keys(direct):
             'ZERR_DIRECT': (direct[:, 2] * (1.0 + direct[:, 1])).astype(np.float64)}
 
 
-def catalog_from_raw(raw, config, c_thresh=None, n_thresh=None):
+def catalog_from_raw(raw, config, c_thresh=None, n_thresh=None, calibrate=True):
     """Per-object catalogue quantities from raw outputs (see the module docstring).
 
     Parameters
@@ -97,6 +98,10 @@ def catalog_from_raw(raw, config, c_thresh=None, n_thresh=None):
     config : lbgnet.config.Config
     c_thresh, n_thresh : optional
         [``config.selection``]; `n_thresh` is ignored by direct networks.
+    calibrate : bool, optional
+        Calibrate ``ZERR_LBG`` with the configuration's ``postprocess.zerr_scale`` and
+        ``zerr_floor`` (:mod:`lbgnet.zerr`; the defaults leave it raw).  False: the raw
+        error (to fit the calibration).
 
     Returns
     -------
@@ -104,6 +109,15 @@ def catalog_from_raw(raw, config, c_thresh=None, n_thresh=None):
         The keys of :func:`lbgnet.postprocess.postprocess`, plus ``P_DIRECT``, ``Z_DIRECT``
         and ``ZERR_DIRECT`` for direct and hybrid networks.
     """
+    res = _catalog_from_raw(raw, config, c_thresh, n_thresh)
+    if calibrate:
+        opts = postprocess_options(config)
+        res['ZERR_LBG'] = calibrated_error(res['ZERR_LBG'], res['Z_LBG'], opts['zerr_scale'],
+                                           opts['zerr_floor'])
+    return res
+
+
+def _catalog_from_raw(raw, config, c_thresh, n_thresh):
     arch = architecture(config)
     c_thresh = config.selection.c_thresh if c_thresh is None else float(c_thresh)
     if arch == 'linefinder':

@@ -32,7 +32,8 @@ Outputs per spectrum (NaN where not refined):
     around it.
 ``ZERR_TPL``
     From the χ² curvature there, ``σ_z = (1 + z) ln 10 · sqrt(2 / χ²'')`` with χ² as a
-    function of log10(1 + z) (not rescaled by the reduced χ²).
+    function of log10(1 + z) (not rescaled by the reduced χ²); :meth:`Refiner.run`
+    calibrates this formal error (:mod:`lbgnet.zerr`).
 ``DELTACHI2_TPL``
     Lowest χ² farther than ``exclude`` (in Δz/(1+z)) from ``Z_TPL`` anywhere on the grid,
     minus χ²(``Z_TPL``): large when the data single out the redshift; negative when the
@@ -47,6 +48,7 @@ import numpy as np
 from .config import arm_pixel
 from .labels import box_position
 from .sim.igm import forest_tau
+from .zerr import calibrated_error
 
 #: Defaults (chosen on the validation set, doc/afterburner.rst): weight w of the network's
 #: box confidences against χ², half width of the search window and of the DELTACHI2
@@ -378,6 +380,11 @@ class Refiner:
         See :func:`refine_redshifts`.
     source : str
         Where the template came from (for catalogue headers).
+    sha256 : str
+        SHA-256 of the template file ('' when not from a file).
+    zerr_scale, zerr_floor : float
+        Calibration of ``ZERR_TPL`` (:func:`lbgnet.zerr.calibrated_error`); the defaults
+        leave the formal error.
     """
 
     zs: np.ndarray
@@ -387,6 +394,9 @@ class Refiner:
     window: float = DEFAULT_WINDOW
     exclude: float = DEFAULT_EXCLUDE
     source: str = ''
+    sha256: str = ''
+    zerr_scale: float = 1.0
+    zerr_floor: float = 0.0
 
     @property
     def dlogz(self):
@@ -397,7 +407,8 @@ class Refiner:
 
     @classmethod
     def build(cls, template, config, zrange, prior_weight=DEFAULT_PRIOR_WEIGHT,
-              window=DEFAULT_WINDOW, exclude=DEFAULT_EXCLUDE, dlogz=DEFAULT_DLOGZ, source=''):
+              window=DEFAULT_WINDOW, exclude=DEFAULT_EXCLUDE, dlogz=DEFAULT_DLOGZ, source='',
+              sha256='', zerr_scale=1.0, zerr_floor=0.0):
         """Trial redshifts covering `zrange` widened by the window, where the template
         covers the whole grid.
 
@@ -409,7 +420,9 @@ class Refiner:
         zrange : (float, float)
             Redshifts the first guesses can take (the model's LBG range).
         prior_weight, window, exclude, dlogz : float, optional
-        source : str, optional
+        source, sha256 : str, optional
+        zerr_scale, zerr_floor : float, optional
+            Calibration of ``ZERR_TPL``.
 
         Raises
         ------
@@ -420,6 +433,9 @@ class Refiner:
         if not 0 < window < 1 or not 0 < exclude < 1 or prior_weight < 0:
             raise ValueError(f'need window ({window}) and exclude ({exclude}) in (0, 1) and '
                              f'prior_weight ({prior_weight}) >= 0')
+        if not zerr_scale > 0 or not zerr_floor >= 0:
+            raise ValueError(f'need zerr_scale ({zerr_scale}) > 0 and zerr_floor '
+                             f'({zerr_floor}) >= 0')
         edges = bin_light_edges(config)
         zmin = max((1 + zrange[0]) * (1 - window) - 1, edges[-1] / template.wave[-1] - 1)
         zmax = min((1 + zrange[1]) * (1 + window) - 1, edges[0] / template.wave[0] - 1)
@@ -428,10 +444,11 @@ class Refiner:
                              f'does not cover the grid for z in {zrange[0]:.2f}-{zrange[1]:.2f}')
         zs = redshift_grid(zmin, zmax, dlogz)
         return cls(zs, binned_basis(template, edges, zs), line_boxes(config, zs),
-                   float(prior_weight), float(window), float(exclude), str(source))
+                   float(prior_weight), float(window), float(exclude), str(source), str(sha256),
+                   float(zerr_scale), float(zerr_floor))
 
     def run(self, flux, ivar, z_start, conf=None):
-        """:func:`refine_redshifts` with this set-up.
+        """:func:`refine_redshifts` with this set-up, ``ZERR_TPL`` calibrated.
 
         Parameters
         ----------
@@ -446,5 +463,8 @@ class Refiner:
             todo = np.isfinite(np.asarray(z_start, dtype=np.float64))
             support = np.zeros((len(todo), self.zs.size))
             support[todo] = box_support(np.asarray(conf)[todo], self.boxes)
-        return refine_redshifts(flux, ivar, z_start, self.tbasis, self.zs, self.window,
-                                self.exclude, support, self.prior_weight)
+        out = refine_redshifts(flux, ivar, z_start, self.tbasis, self.zs, self.window,
+                               self.exclude, support, self.prior_weight)
+        out['ZERR_TPL'] = calibrated_error(out['ZERR_TPL'], out['Z_TPL'], self.zerr_scale,
+                                           self.zerr_floor)
+        return out

@@ -41,7 +41,8 @@ def training_options(config, **overrides):
     ----------
     config : lbgnet.config.Config
     **overrides
-        Values that replace the configuration's (None values are ignored).
+        Values that replace the configuration's (None values are ignored); named
+        ``--<key>`` in errors (they come from the command line).
 
     Returns
     -------
@@ -50,35 +51,168 @@ def training_options(config, **overrides):
     Raises
     ------
     lbgnet.config.ConfigError
-        For an unknown monitor or non-positive sizes.
+        For an unknown monitor or schedule, a value of the wrong type or out of range:
+        ``epochs``, ``batch_size``, ``ntrain``, ``nval`` integers > 0 (integral floats
+        such as 2.0 accepted), ``patience`` and ``seed`` integers >= 0, ``learning_rate``
+        > 0, ``lr_final_fraction`` in (0, 1], ``max_minutes`` > 0 or None (no limit).
     """
     section = config.extra.get('training') or {}
     check_keys({'training': section}, config.source)   # also for configurations built in code
-    opts = dict(TRAINING_DEFAULTS)
-    opts.update(section)
-    opts.update({k: v for k, v in overrides.items() if v is not None})
+    opts = _checked_training(dict(TRAINING_DEFAULTS, **section),
+                             lambda key: f'{config.source}: training.{key}')
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if given:
+        opts = _checked_training(dict(opts, **given), lambda key: (
+            f'--{key.replace("_", "-")}:' if key in given else f'{config.source}: training.{key}'))
+    return opts
+
+
+def _as_int(value):
+    """`value` as an int if it is an integer (or an integral float, or a string of one)."""
+    if isinstance(value, str):
+        return int(value)
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)) \
+            or not float(value).is_integer():
+        raise ValueError(value)
+    return int(value)
+
+
+def _as_float(value):
+    """`value` as a finite float."""
+    if isinstance(value, (bool, np.bool_)) or value is None:
+        raise ValueError(value)
+    out = float(value)
+    if not np.isfinite(out):
+        raise ValueError(value)
+    return out
+
+
+def _checked_training(opts, where):
+    """Convert and check the values of a ``training`` mapping; `where(key)` prefixes errors."""
     if opts['monitor'] not in MONITORS:
-        raise ConfigError(f'{config.source}: training.monitor must be one of {sorted(MONITORS)}')
+        raise ConfigError(f'{where("monitor")} must be one of {sorted(MONITORS)}')
     if opts['lr_schedule'] not in LR_SCHEDULES:
-        raise ConfigError(f'{config.source}: training.lr_schedule must be one of {LR_SCHEDULES}')
-    types = {'lr_final_fraction': float, 'learning_rate': float, 'epochs': int, 'batch_size': int,
-             'ntrain': int, 'nval': int, 'patience': int, 'seed': int}
+        raise ConfigError(f'{where("lr_schedule")} must be one of {LR_SCHEDULES}')
+    if opts['simulation'] is not None and not isinstance(opts['simulation'], str):
+        raise ConfigError(f'{where("simulation")} must be a file name, not {opts["simulation"]!r}')
+    kinds = {'lr_final_fraction': _as_float, 'learning_rate': _as_float, 'epochs': _as_int,
+             'batch_size': _as_int, 'ntrain': _as_int, 'nval': _as_int, 'patience': _as_int,
+             'seed': _as_int}
     if opts['max_minutes'] is not None:
-        types['max_minutes'] = float
-    for key, kind in types.items():
+        kinds['max_minutes'] = _as_float
+    for key, kind in kinds.items():
         try:
             opts[key] = kind(opts[key])
         except (TypeError, ValueError):
-            raise ConfigError(f'{config.source}: training.{key} must be a number '
-                              f'({kind.__name__}), not {opts[key]!r}') from None
+            what = 'an integer' if kind is _as_int else 'a number'
+            raise ConfigError(f'{where(key)} must be {what}, not {opts[key]!r}') from None
+    ranges = [(key, '> 0', lambda v: v > 0) for key in ('epochs', 'batch_size', 'ntrain', 'nval',
+                                                         'learning_rate')]
+    ranges += [('patience', '>= 0', lambda v: v >= 0), ('seed', '>= 0', lambda v: v >= 0),
+               ('lr_final_fraction', 'in (0, 1]', lambda v: 0 < v <= 1),
+               ('max_minutes', '> 0 (leave it out for no limit)', lambda v: v is None or v > 0)]
+    for key, text, good in ranges:
+        if not good(opts[key]):
+            raise ConfigError(f'{where(key)} must be {text}, not {opts[key]!r}')
     if opts['lr_schedule'] == 'cosine_time' and not opts['max_minutes']:
-        raise ConfigError(f'{config.source}: training.lr_schedule cosine_time needs max_minutes')
-    for key in ('epochs', 'batch_size', 'ntrain', 'nval'):
-        if opts[key] <= 0:
-            raise ConfigError(f'{config.source}: training.{key} must be > 0')
-    if opts['patience'] < 0:
-        raise ConfigError(f'{config.source}: training.patience must be >= 0')
+        raise ConfigError(f'{where("lr_schedule")} cosine_time needs max_minutes')
     return opts
+
+
+def check_config(config, sim_config=None):
+    """Check, before any training, the options that are read only later.
+
+    The ``model`` section (:func:`lbgnet.model.model_options`, ``snr_softening`` > 0), the
+    options of the architecture (``model.direct``), the ``loss`` section, the ``postprocess``
+    section (read by the validation score after the first epoch and at the end:
+    ``agree_tol`` >= 0, ``line_floor`` in [0, 1], ``zerr_scale`` / ``zerr_tpl_scale`` > 0,
+    ``zerr_floor`` / ``zerr_tpl_floor`` >= 0, ``hybrid_score``) and, given the simulator
+    configuration, its ``generator.augment`` mapping.
+
+    Parameters
+    ----------
+    config : lbgnet.config.Config
+    sim_config : lbgnet.config.Config, optional
+        Simulator (mock) configuration of the training batches.
+
+    Raises
+    ------
+    lbgnet.config.ConfigError
+        Naming the configuration file and the key.
+    """
+    from .model import model_options
+    from .variants import architecture, direct_options
+    try:
+        opts = model_options(config)
+    except ConfigError as err:
+        text = str(err)
+        raise ConfigError(text if text.startswith(f'{config.source}:')
+                          else f'{config.source}: {text}') from None
+    if opts.get('snr_softening') is not None:
+        try:
+            good = _as_float(opts['snr_softening']) > 0
+        except (TypeError, ValueError):
+            good = False
+        if not good:
+            raise ConfigError(f'{config.source}: model.snr_softening must be a number > 0 '
+                              f'(or absent), not {opts["snr_softening"]!r}')
+    if architecture(config) != 'linefinder':
+        direct_options(config)
+    loss_from_config(config)
+    _check_postprocess(config)
+    if sim_config is not None:
+        _check_augment(sim_config)
+
+
+def _check_postprocess(config):
+    """The ``postprocess`` options of :func:`check_config`."""
+    from .postprocess import postprocess_options
+    from .predict import HYBRID_SCORES
+    section = config.extra.get('postprocess') or {}
+    for key, value in section.items():
+        if key != 'hybrid_score':
+            try:
+                _as_float(value)
+            except (TypeError, ValueError):
+                raise ConfigError(f'{config.source}: postprocess.{key} must be a number, '
+                                  f'not {value!r}') from None
+    opts = postprocess_options(config)
+    positive, non_negative = ('> 0', lambda v: v > 0), ('>= 0', lambda v: v >= 0)
+    ranges = {'agree_tol': non_negative, 'line_floor': ('in [0, 1]', lambda v: 0 <= v <= 1),
+              'zerr_scale': positive, 'zerr_tpl_scale': positive,
+              'zerr_floor': non_negative, 'zerr_tpl_floor': non_negative}
+    for key, (text, good) in ranges.items():
+        if key in opts and not good(opts[key]):
+            raise ConfigError(f'{config.source}: postprocess.{key} must be {text}, '
+                              f'not {opts[key]!r}')
+    how = section.get('hybrid_score', 'mean')
+    if how not in HYBRID_SCORES:
+        raise ConfigError(f'{config.source}: postprocess.hybrid_score must be one of '
+                          f'{HYBRID_SCORES}, not {how!r}')
+
+
+def _check_augment(sim_config):
+    """``generator.augment`` of a simulator configuration: known keys, numbers, probabilities."""
+    from .sim.augment import AugmentConfig
+    section = (sim_config.extra.get('generator') or {}).get('augment') or {}
+    fields = AugmentConfig.__dataclass_fields__
+    for key, value in (section.items() if isinstance(section, dict) else ()):
+        if key not in fields:
+            continue                                   # refused by from_dict below
+        pair = isinstance(fields[key].default, tuple)
+        try:
+            if pair and (isinstance(value, (str, dict)) or len(value) != 2):
+                raise ValueError(value)
+            for number in (value if pair else (value,)):
+                _as_float(number)
+        except (TypeError, ValueError):
+            what = 'a [min, max] pair of numbers' if pair else 'a number'
+            raise ConfigError(f'{sim_config.source}: generator.augment.{key} must be {what}, '
+                              f'not {value!r}') from None
+    try:
+        AugmentConfig.from_dict(section)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f'{sim_config.source}: invalid generator.augment ({err})') from None
 
 
 def loss_from_config(config):

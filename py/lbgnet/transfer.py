@@ -32,6 +32,8 @@ from .config import ConfigError
 INIT_LAYERS = ('conv', 'dense', 'all')
 _CONV_RE = re.compile(r'^(conv|batch_normalization)_\d+$')
 _DENSE = ('fc_common', 'batch_normalization_fc')
+_NO_CARD = ('{what} without its model card (.json), e.g. of a killed run; use the final '
+            '<name>.weights.h5 (with <name>.json) of a finished run')
 
 
 @dataclasses.dataclass
@@ -166,7 +168,9 @@ def read_pretrained(path):
     Raises
     ------
     lbgnet.io.InputFileError
-        Missing or unreadable file.
+        Missing or unreadable file, or a Keras 3 ``.weights.h5`` without its ``.json``
+        (e.g. the ``checkpoint.weights.h5`` of a killed training): its layers cannot be
+        named without the model card.
     """
     from .io import InputFileError
     from .io.modelfile import load_model, model_paths
@@ -182,7 +186,15 @@ def read_pretrained(path):
         return {layer.name: layer.get_weights() for layer in model.layers if layer.weights}, 'lbgnet'
     if not path.endswith(('.h5', '.hdf5')):
         raise InputFileError(path, 'not an lbgnet model (no .json beside it) nor a Keras .h5 file')
-    raw = read_keras2_weights(path)
+    try:
+        raw = read_keras2_weights(path)
+    except InputFileError:
+        from .train import CHECKPOINT
+        if path.endswith('.weights.h5') and os.path.isfile(path):
+            raise InputFileError(path, _NO_CARD.format(
+                what=('a training checkpoint' if os.path.basename(path) == CHECKPOINT
+                      else 'Keras 3 weights'))) from None
+        raise
     mapping = quasarnet_layer_names(count_conv_layers(raw), raw)
     return {ours: raw[theirs] for ours, theirs in mapping.items() if theirs in raw}, 'quasarnet'
 

@@ -41,7 +41,7 @@ import dataclasses
 import keras
 from keras import ops
 
-from .config import ConfigError
+from .config import ConfigError, check_keys
 
 ARCHITECTURES = ('linefinder', 'direct', 'hybrid')
 #: Defaults of ``model.direct``.
@@ -72,7 +72,9 @@ def architecture(config):
 
 def direct_options(config):
     """``model.direct`` with defaults: ``units`` (int) and ``z_range`` (z_lo, z_hi)."""
-    opts = dict(DIRECT_DEFAULTS, **((config.extra.get('model') or {}).get('direct') or {}))
+    section = (config.extra.get('model') or {}).get('direct') or {}
+    check_keys({'model': {'direct': section}}, config.source)   # also for configs built in code
+    opts = dict(DIRECT_DEFAULTS, **section)
     try:
         units = int(opts['units'])
         z_lo, z_hi = (float(v) for v in opts['z_range'])
@@ -85,8 +87,13 @@ def direct_options(config):
 
 def direct_loss_options(config):
     """``loss.direct`` with defaults: ``gamma``, ``dz_scale``, ``weight`` (floats)."""
-    opts = dict(DIRECT_LOSS_DEFAULTS, **((config.extra.get('loss') or {}).get('direct') or {}))
-    out = {k: float(opts[k]) for k in DIRECT_LOSS_DEFAULTS}
+    section = (config.extra.get('loss') or {}).get('direct') or {}
+    check_keys({'loss': {'direct': section}}, config.source)
+    opts = dict(DIRECT_LOSS_DEFAULTS, **section)
+    try:
+        out = {k: float(opts[k]) for k in DIRECT_LOSS_DEFAULTS}
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f'{config.source}: invalid loss.direct ({err})') from None
     if out['dz_scale'] <= 0 or out['gamma'] < 0 or out['weight'] <= 0:
         raise ConfigError(f'{config.source}: loss.direct needs dz_scale > 0, gamma >= 0, weight > 0')
     return out

@@ -95,8 +95,9 @@ def unify_columns(tables, allow_mixed=False):
         tab = tab.copy(copy_data=False)
         for col in names:
             if col not in tab.colnames:
-                ref = next(t[col] for t in tables if col in t.colnames)
-                tab[col] = np.full(len(tab), fill_value(ref), dtype=np.asarray(ref).dtype)
+                ref = np.asarray(next(t[col] for t in tables if col in t.colnames))
+                # vector columns (COEFF_NEW of --rerun-redrock) keep their cell shape
+                tab[col] = np.full((len(tab),) + ref.shape[1:], fill_value(ref), dtype=ref.dtype)
         out.append(tab[names])
     return out
 

@@ -9,6 +9,7 @@ crash never leaves a partial file under the final name.
 import hashlib
 import importlib.metadata
 import os
+import shutil
 import sys
 
 import fitsio
@@ -19,7 +20,7 @@ from desiutil.depend import setdep
 
 from .atomic import atomic_path
 from .errors import InputFileError
-from .fitsutil import open_fits
+from .fitsutil import clear_cfitsio_errors, open_fits
 
 #: Packages whose versions go into DEPNAMnn/DEPVERnn -> their distribution names.  A
 #: fixed list read from the installed metadata (nothing is imported), so that the
@@ -173,13 +174,76 @@ def write_outputs(files, header):
         with ExitStack() as stack:
             tmps = [stack.enter_context(atomic_path(path)) for path, _, _ in files]
             for tmp, (current, table, extname) in zip(tmps, files):
-                _write_table(tmp, table, header, extname)
+                try:
+                    _write_table(tmp, table, header, extname)
+                    _check_written(tmp, extname, len(table))
+                except OSError as err:   # reason taken while the temporaries still fill the disk
+                    raise OutputFileError(current, f'cannot write ({write_failure_reason(err, tmp)}); '
+                                          'no output of this file was written') from None
     except OutputFileError:
         raise
-    except OSError as err:           # disk full, quota, I/O error: nothing was renamed
-        raise OutputFileError(current, f'cannot write ({err.strerror or err}); no output '
-                              'of this file was written') from None
+    except OSError as err:           # e.g. the rename failed: nothing was renamed
+        raise OutputFileError(current, f'cannot write ({write_failure_reason(err, current)}); no '
+                              'output of this file was written') from None
     return [path for path, _, _ in files]
+
+
+#: Below this many free bytes, a failed write is reported as a full device.
+LOW_SPACE_BYTES = 1 << 20
+
+
+def write_failure_reason(err, path):
+    """One line saying why writing `path` failed.
+
+    fitsio raises an ``OSError`` without ``strerror`` whose text is cfitsio's whole error
+    stack, often a dozen lines starting with a misleading one ("1st key not SIMPLE or
+    XTENSION"); the last ``FITSIO status = ...`` line about writing is the real reason.
+    cfitsio does not say "no space left on device", so the free space of the device is
+    checked too.
+
+    Parameters
+    ----------
+    err : OSError
+    path : str
+        The file being written.
+
+    Returns
+    -------
+    str
+    """
+    if getattr(err, 'strerror', None):
+        reason = err.strerror
+    else:
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        status = [line for line in lines if line.startswith('FITSIO status')]
+        writing = [line for line in status if 'writ' in line.lower()]
+        if status:
+            reason = (writing or status)[-1]
+        else:
+            reason = lines[0] if lines else type(err).__name__
+    try:
+        free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
+    except OSError:
+        free = None
+    if free is not None and free < LOW_SPACE_BYTES and 'space' not in reason.lower():
+        reason = f'no space left on device ({free} bytes free); {reason}'
+    return reason
+
+
+def _check_written(path, extname, nrows):
+    """Check a file just written: cfitsio may fail silently when closing (disk full).
+
+    Raises
+    ------
+    OSError
+        If `path` is truncated, unreadable or lacks the `extname` table of `nrows` rows.
+    """
+    try:
+        with open_fits(path) as fx:
+            if extname not in fx or fx[extname].get_nrows() != nrows:
+                raise OSError(f'{extname} HDU incomplete after writing')
+    except InputFileError as err:
+        raise OSError(f'file incomplete after writing: {err.problem}') from None
 
 
 def _write_table(path, table, header, extname):
@@ -188,6 +252,7 @@ def _write_table(path, table, header, extname):
                for card in header.cards if card.keyword not in ('', 'COMMENT', 'HISTORY')]
     units = [str(table[col].unit) if table[col].unit is not None else '' for col in table.colnames]
     data = np.asarray(table.as_array())
+    clear_cfitsio_errors()
     with fitsio.FITS(path, 'rw', clobber=True) as fx:
         fx.write(None, header=records)
         fx.write(data, extname=extname, header=records, units=units)

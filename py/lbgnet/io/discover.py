@@ -13,7 +13,8 @@ spectroscopic reduction layout::
 (and the other ``tiles/<group>/{tile}/{...}/coadd-{petal}-{tile}-{...}.fits`` groupings).
 The Redrock file of a coadd is the same name with the ``coadd`` prefix replaced by
 ``redrock`` in the same directory, as :func:`desispec.io.util.replace_prefix` does.
-Outputs go beside each input, or under an output directory that mirrors the input tree.
+Outputs go beside each input, or under an output directory: flat for explicit coadds,
+mirroring the input tree for an input directory.
 """
 import glob
 import os
@@ -117,8 +118,63 @@ def expand_coadds(patterns):
     return paths, unmatched
 
 
+def walk_files(top, match=None):
+    """Files below `top`, following symlinked directories, each real file listed once.
+
+    Symlinked directories are followed (``os.walk`` would skip them), with two guards:
+    a directory whose real path was already walked is not walked again (symlink loops,
+    two links to one directory), and a link to a directory inside the tree itself is not
+    followed, so such files keep the names of their real place in the tree.  A file
+    reached under several names (e.g. a file symlink) is listed once, under the first.
+
+    Parameters
+    ----------
+    top : str
+        Directory to walk.
+    match : callable, optional
+        ``match(name)`` is true for the file names to keep (e.g. ``regex.match``); all
+        files when omitted.
+
+    Returns
+    -------
+    list of str
+        Paths starting with `top`, in walk order: per directory its files sorted, then
+        its subdirectories sorted.
+
+    Examples
+    --------
+    >>> walk_files(outdir, lambda name: name.startswith('lbg_cnn-'))  # doctest: +SKIP
+    """
+    top_real = os.path.realpath(top)
+    walked, listed, found = set(), set(), []
+    for root, dirs, files in os.walk(top, followlinks=True):
+        real = os.path.realpath(root)
+        if real in walked:
+            dirs[:] = []
+            continue
+        walked.add(real)
+        dirs[:] = [d for d in sorted(dirs) if not _links_inside(os.path.join(root, d), top_real)]
+        for name in sorted(files):
+            path = os.path.join(root, name)
+            key = os.path.realpath(path)
+            if (match is None or match(name)) and key not in listed:
+                listed.add(key)
+                found.append(path)
+    return found
+
+
+def _links_inside(path, top_real):
+    """True when `path` is a symlink to a directory at or below the real path `top_real`."""
+    if not os.path.islink(path):
+        return False
+    real = os.path.realpath(path)
+    return real == top_real or real.startswith(top_real.rstrip(os.sep) + os.sep)
+
+
 def find_coadds(input_dir):
     """All ``coadd-*.fits`` files below `input_dir` (a reduction layout), sorted.
+
+    Symlinked subdirectories are followed (see :func:`walk_files`).
 
     Parameters
     ----------
@@ -137,11 +193,7 @@ def find_coadds(input_dir):
     """
     if not os.path.isdir(input_dir):
         raise InputFileError(input_dir, 'input directory does not exist')
-    found = []
-    for root, dirs, files in os.walk(input_dir):
-        dirs.sort()
-        found.extend(os.path.join(root, f) for f in sorted(files) if _COADD_NAME.match(f))
-    return found
+    return walk_files(input_dir, _COADD_NAME.match)
 
 
 def output_paths(coadd, root=None, outdir=None):
@@ -152,9 +204,9 @@ def output_paths(coadd, root=None, outdir=None):
     coadd : str
     root : str, optional
         Top of the input tree; with `outdir`, the coadd's directory relative to `root`
-        is recreated under `outdir`.
+        is recreated under `outdir`.  Without it, the outputs go into `outdir` itself.
     outdir : str, optional
-        Output tree; outputs go beside the coadd when omitted.
+        Output directory; outputs go beside the coadd when omitted.
 
     Returns
     -------
@@ -169,15 +221,18 @@ def output_paths(coadd, root=None, outdir=None):
 
 
 def plan_jobs(coadds, root=None, outdir=None):
-    """One :class:`FileJob` per coadd, outputs beside it or mirrored under `outdir`.
+    """One :class:`FileJob` per coadd, outputs beside it or under `outdir`.
 
     Parameters
     ----------
     coadds : sequence of str
     root : str, optional
-        Top of the input tree (``--input-dir``); the common directory of the coadds
-        when omitted.
+        Top of the input tree (``--input-dir``): with `outdir`, the tree below it is
+        mirrored under `outdir`.  When omitted, the outputs go flat into `outdir`, named
+        after the coadds, so that adding or removing a coadd never moves the outputs of
+        the others.
     outdir : str, optional
+        Output directory; outputs go beside each coadd when omitted.
 
     Returns
     -------
@@ -187,20 +242,21 @@ def plan_jobs(coadds, root=None, outdir=None):
     ------
     ValueError
         If a coadd is not below `root` (with `outdir`) or two coadds would write the
-        same output file.
+        same output file (e.g. two coadds of one name, flat into `outdir`).
     """
-    coadds = list(coadds)
-    if root is None and coadds:
-        root = os.path.commonpath([os.path.dirname(os.path.abspath(c)) for c in coadds])
     jobs, owners = [], {}
     for coadd in coadds:
-        rel = os.path.relpath(os.path.abspath(coadd), os.path.abspath(root))
-        if outdir is not None and (rel == os.pardir or rel.startswith(os.pardir + os.sep)):
-            raise ValueError(f'{coadd} is not below the input directory {root}')
+        if outdir is not None and root is not None:
+            rel = os.path.relpath(os.path.abspath(coadd), os.path.abspath(root))
+            if rel == os.pardir or rel.startswith(os.pardir + os.sep):
+                raise ValueError(f'{coadd} is not below the input directory {root}')
         output, priors = output_paths(coadd, root, outdir)
         key = os.path.abspath(output)
         if key in owners:
-            raise ValueError(f'{coadd} and {owners[key]} would both write {output}')
+            hint = ('' if outdir is None or root is not None else
+                    f' (listed coadds write flat into {outdir}: run these two separately, or '
+                    'give their top directory as the input directory to mirror its tree)')
+            raise ValueError(f'{coadd} and {owners[key]} would both write {output}{hint}')
         owners[key] = coadd
         try:
             rrfile = redrock_path(coadd)

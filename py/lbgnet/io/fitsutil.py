@@ -37,6 +37,7 @@ def open_fits(path):
         raise MissingInputError(path)
     if os.path.isdir(path):
         raise InputFileError(path, 'is a directory, not a FITS file')
+    clear_cfitsio_errors()
     try:
         fx = fitsio.FITS(path)
     except (OSError, UnicodeDecodeError, ValueError) as err:     # damaged headers: decode errors
@@ -51,6 +52,27 @@ def open_fits(path):
         fx.close()
         raise InputFileError(path, f'truncated FITS file ({size} bytes, headers need {data_end})')
     return fx
+
+
+#: A path that never exists: opening it is a harmless cfitsio error (:func:`clear_cfitsio_errors`).
+_NO_SUCH_FILE = os.path.join(os.sep, 'nonexistent-lbgnet-dir', 'no-such-file.fits')
+
+
+def clear_cfitsio_errors():
+    """Empty cfitsio's process-wide stack of error messages.
+
+    Reading a header card with undecodable bytes can leave messages holding those bytes
+    in the stack without raising.  The next error cfitsio reports — even the expected
+    end-of-file that ends fitsio's scan of the HDUs of a good file, or the one of opening
+    a new output file — then carries them and fails to decode, so one damaged file would
+    make the next file of a batch fail.  Reporting an error empties the stack, so this
+    provokes one (opening a file that does not exist) and ignores it.  Called before every
+    file is opened for reading or writing.
+    """
+    try:
+        fitsio.FITS(_NO_SUCH_FILE).close()
+    except (OSError, UnicodeDecodeError, ValueError):
+        pass
 
 
 def _is_gzip(path):

@@ -271,11 +271,11 @@ def _json_default(obj):
     raise TypeError(f'{type(obj).__name__} is not JSON serialisable')
 
 
-def update_model_metadata(path, updates):
+def update_model_metadata(path, updates, config_updates=None):
     """Add or replace top-level keys of a model's metadata (the weights are untouched).
 
-    Used to record results obtained after training (held-out test metrics) in the model
-    card.  The JSON is rewritten atomically.
+    Used to record results obtained after training (held-out test metrics, a calibration
+    of the redshift errors) in the model card.  The JSON is rewritten atomically.
 
     Parameters
     ----------
@@ -283,6 +283,9 @@ def update_model_metadata(path, updates):
         ``NAME.weights.h5`` or ``NAME.json``.
     updates : dict
         JSON-serialisable values merged into ``metadata``.
+    config_updates : dict, optional
+        ``{section: {key: value}}`` merged into those sections of the configuration
+        (e.g. the ``postprocess`` error calibration); the weights do not depend on them.
 
     Returns
     -------
@@ -292,6 +295,8 @@ def update_model_metadata(path, updates):
     description, _ = read_model_description(path)
     json_path = model_paths(path)[1]
     description['metadata'] = dict(description.get('metadata') or {}, **updates)
+    for section, values in (config_updates or {}).items():
+        description['config'][section] = dict(description['config'].get(section) or {}, **values)
     tmp = os.path.join(os.path.dirname(os.path.abspath(json_path)),
                        f'.{os.path.basename(json_path)}.tmp{os.getpid()}')
     try:

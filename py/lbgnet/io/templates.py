@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import InputFileError, MissingInputError
+from .fitsutil import clear_cfitsio_errors
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,7 @@ def read_rr_template(path):
     path = str(path)
     if not os.path.exists(path):
         raise MissingInputError(path)
+    clear_cfitsio_errors()
     try:
         with fitsio.FITS(path) as fx:
             ext = 'BASIS_VECTORS' if 'BASIS_VECTORS' in fx else 0

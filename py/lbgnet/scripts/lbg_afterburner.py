@@ -29,7 +29,7 @@ from ..io.priors import priors_table
 from ..network import DEFAULT_BATCH, default_model_path, load_network
 from ..parallel import split_work
 from ..priors import PRIOR_FUNCTION, select_priors
-from ..redrock_rerun import RerunError, template_files, template_zrange
+from ..redrock_rerun import RerunError, check_rerunnable, template_files, template_zrange
 from .refine_options import add_refine_arguments, check_refine_arguments, make_refiner
 
 #: Failures reported as one line (anything else also gets its traceback logged).
@@ -53,7 +53,9 @@ def parse(options=None):
                         '[lbg_cnn-X.fits beside the coadd or under --outdir]')
     parser.add_argument('--priors', help='output priors file of a single --coadd '
                         '[priors_lbg-X.fits beside the output]')
-    parser.add_argument('--outdir', help='output tree mirroring the input tree [beside the inputs]')
+    parser.add_argument('--outdir', help='output directory: with --input-dir, a tree mirroring the '
+                        'input tree; with --coadd, the outputs of all coadds directly in it '
+                        '[beside the inputs]')
     parser.add_argument('--model', help='model file [the pretrained model shipped with lbgnet]')
     parser.add_argument('--c-thresh', type=float, help='line confidence threshold [from the model]')
     parser.add_argument('--n-thresh', type=int, help='lines above --c-thresh for IS_LBG [from the model]')
@@ -62,7 +64,8 @@ def parse(options=None):
     parser.add_argument('--templates', nargs='+', help='Redrock template file(s)/directory for '
                         '--rerun-redrock [the LBG template shipped with lbgnet]')
     add_refine_arguments(parser)
-    parser.add_argument('--overwrite', action='store_true', help='redo files whose output exists')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='redo files whose outputs exist; replace an existing --output/--priors')
     parser.add_argument('--chunk-size', type=int, default=DEFAULT_CHUNK,
                         help='spectra read and predicted at once [%(default)s]')
     parser.add_argument('--batch-size', type=int, default=DEFAULT_BATCH,
@@ -113,7 +116,8 @@ def plan(args):
     ------
     InputFileError
         If ``--input-dir`` does not exist, or ``--output`` / ``--priors`` would overwrite an
-        input or each other.
+        input or each other, or (without ``--overwrite``) an existing file that is not
+        half of a complete earlier catalogue + priors pair (such a pair is skipped).
     """
     if args.input_dir is not None:
         coadds, unmatched = find_coadds(args.input_dir), []
@@ -134,7 +138,20 @@ def plan(args):
         for out in (output, priors):
             if os.path.abspath(out) in inputs:
                 raise InputFileError(out, 'is an input file; refusing to overwrite it')
+        for given in (args.output, args.priors):
+            if (given is not None and os.path.exists(given) and not args.overwrite
+                    and not outputs_exist(jobs[0])):
+                raise InputFileError(given, 'exists; refusing to overwrite it (use --overwrite)')
     return jobs, unmatched
+
+
+def outputs_exist(job):
+    """True when both outputs of `job` exist, i.e. the file was done earlier.
+
+    The catalogue is renamed last, so a catalogue without its priors file means that the
+    priors file was removed since: the file is then redone, not skipped.
+    """
+    return os.path.exists(job.output) and os.path.exists(job.priors)
 
 
 def process_one(job, network, args, rerun=None, refiner=None):
@@ -166,10 +183,14 @@ def process_one(job, network, args, rerun=None, refiner=None):
         redrock_path(job.coadd)       # raises the InputFileError that says so
     check_writable(job.output)
     check_writable(job.priors)
+    if rerun is not None:
+        check_rerunnable(job.coadd)   # from the HDU names: fail before the network runs
     layout = next(iter_coadd_chunks(job.coadd, 1))[0]
     redrock = read_redrock(job.redrock)
     if layout.fibermap is None:
         raise InputFileError(job.coadd, 'no FIBERMAP HDU, so no TARGETID for the catalogue')
+    if 'TARGETID' not in layout.fibermap.colnames:
+        raise InputFileError(job.coadd, 'FIBERMAP has no TARGETID column')
     idx = match_targetids(redrock.targetid, layout.fibermap['TARGETID'], job.redrock, job.coadd)
     pred = predict_coadd(job.coadd, network, c_thresh, n_thresh, args.chunk_size,
                          args.batch_size, refiner)
@@ -195,7 +216,7 @@ def run_files(jobs, network, args, rerun=None, refiner=None):
     outcomes = []
     for job in jobs:
         t0 = time.time()
-        if os.path.exists(job.output) and not args.overwrite:
+        if outputs_exist(job) and not args.overwrite:
             log.info('%s: output %s exists, skipped (use --overwrite)', job.coadd, job.output)
             outcomes.append(Outcome(job.coadd, 'skipped'))
             continue
@@ -220,9 +241,9 @@ def setup(args):
     Returns
     -------
     dict
-        ``jobs`` (those to do), ``skipped`` (coadds whose output exists, without
-        ``--overwrite``), ``unmatched``, ``model`` (path), ``rerun`` (:class:`RerunSetup` or
-        None), ``network`` (the loaded model), ``refiner``
+        ``jobs`` (those to do), ``skipped`` (coadds whose catalogue and priors file
+        both exist, without ``--overwrite``), ``unmatched``, ``model`` (path), ``rerun``
+        (:class:`RerunSetup` or None), ``network`` (the loaded model), ``refiner``
         (:func:`lbgnet.scripts.refine_options.make_refiner`) and
         ``error`` (one line, or None).
     """
@@ -231,8 +252,9 @@ def setup(args):
     try:
         out['jobs'], out['unmatched'] = plan(args)
         if not args.overwrite:        # decided once, before the split, so ranks share the rest
-            out['skipped'] = [j.coadd for j in out['jobs'] if os.path.exists(j.output)]
-            out['jobs'] = [j for j in out['jobs'] if not os.path.exists(j.output)]
+            done = [outputs_exist(j) for j in out['jobs']]
+            out['skipped'] = [j.coadd for j, d in zip(out['jobs'], done) if d]
+            out['jobs'] = [j for j, d in zip(out['jobs'], done) if not d]
         out['model'] = args.model or default_model_path()
         out['network'] = load_network(out['model'])
         nlines = len(out['network'].config.lines)
@@ -270,10 +292,15 @@ def launcher_size(environ=None):
 
 
 def summarise(outcomes, unmatched, size=1):
-    """Log the end-of-run summary (rank 0); return the number of failures."""
+    """Log the end-of-run summary (rank 0); return the number of failures.
+
+    The files per rank count the files a rank processed (done or failed), not those
+    skipped because their outputs existed (rank 0 decided those before the split).
+    """
     log = get_logger()
     if size > 1:
-        per_rank = np.bincount([o.rank for o in outcomes], minlength=size)
+        per_rank = np.bincount(np.array([o.rank for o in outcomes if o.status != 'skipped'],
+                                        dtype=int), minlength=size)
         log.info('files per rank: %s', ', '.join(str(n) for n in per_rank))
     done = [o for o in outcomes if o.status == 'done']
     failed = [o for o in outcomes if o.status == 'failed']

@@ -31,7 +31,8 @@ OUTPUTS = {'metrics': 'metrics.json', 'pe': 'purity_efficiency.png', 'z': 'redsh
 
 
 #: Per-object predictions the metrics use (``Z_TPL`` only with the template refinement).
-PRED_KEYS = ('C_LBG', 'IS_LBG', 'Z_LBG', 'Z_BESTLINE', 'Z_TPL', 'DELTACHI2_TPL')
+PRED_KEYS = ('C_LBG', 'IS_LBG', 'Z_LBG', 'ZERR_LBG', 'Z_BESTLINE', 'Z_TPL', 'ZERR_TPL',
+             'DELTACHI2_TPL')
 
 
 def parse(options=None):
@@ -182,6 +183,7 @@ def collect(args, config, model, refiner=None):
     if 'Z_TPL' in pred and not np.isfinite(pred['Z_TPL']).any():
         del pred['Z_TPL']          # catalogues made with --no-refine: nothing to report
         pred.pop('DELTACHI2_TPL', None)
+        pred.pop('ZERR_TPL', None)
     truth = {k: np.concatenate([t[k] for t in truths]) for k in truths[0]}
     return pred, truth, {'targetid': tids, 'first': first, 'nexcluded': nexcluded,
                          'simhash': simhash, 'selection': selection}
@@ -266,7 +268,7 @@ def summarise(metrics):
                                          'efficiency', 'purity', 'errors')}
         out[name]['redshift'] = res['redshift']
         out[name]['sigma_nmad_bestline'] = res['redshift_bestline']['sigma_nmad']
-        for key in ('redshift_template', 'by_depth_template', 'reliable'):
+        for key in ('redshift_template', 'by_depth_template', 'reliable', 'redshift_errors'):
             if key in res:
                 out[name][key] = res[key]
         out[name]['selected_fraction'] = {c: v['fraction_selected']
@@ -351,6 +353,11 @@ def main(args=None, comm=None):
             log.info('%s: template-refined Z_TPL: |dz|<0.05 %s, sigma_NMAD %s', name,
                      _pm(tpl['frac_dz_lt_0p05'], etpl['frac_dz_lt_0p05']),
                      _pm(tpl['sigma_nmad'], etpl['sigma_nmad'], '.2e'))
+        for key, pulls in res.get('redshift_errors', {}).items():
+            log.info('%s: %s of the right redshifts: pull NMAD %s, within 1 / 2 sigma %s / %s '
+                     '(Gaussian: 1, 0.683 / 0.954)', name, key, _fmt(pulls['nmad_pull'], '.2f'),
+                     _fmt(pulls['frac_within_1sigma'], '.3f'),
+                     _fmt(pulls['frac_within_2sigma'], '.3f'))
         if 'reliable' in res:
             rel = res['reliable']
             log.info('%s: without SMALL_DELTA_CHI2 (DELTACHI2_TPL >= %g): efficiency %s, '

@@ -9,12 +9,15 @@ lbgnet.scripts.lbg_train
   online augmentation), with the simulation configuration named in ``training.simulation``.
 * Validation uses a fixed mock set written to files (coadd, redrock, truth) and read back
   through the production reader (:func:`lbgnet.preprocess.load_coadd_grid`); it drives
-  early stopping and the best checkpoint, and then fixes the default selection thresholds.
+  early stopping and the best checkpoint, and then fixes the default selection thresholds
+  and calibrates the redshift errors (:func:`error_calibration`).
 * Output in ``--outdir``: ``<name>.weights.h5`` + ``<name>.json`` (model and model card),
   ``history.csv``, ``loss.png``, ``checkpoint.weights.h5`` and ``validation/``.
 
-Seeds: training batch ``i`` of epoch ``e`` uses the stream ``(seed, e, i)``; the validation
-files use ``(seed + VALIDATION_SEED_OFFSET, file)``, never a training stream.
+Seeds: training batch ``i`` of epoch ``e`` (1-based, as numbered in ``history.csv``) uses
+the stream ``(seed, e, i)``: Keras draws batches of stream 0 to infer the tensor specs and
+calls ``on_epoch_end`` before the first epoch (:data:`SEED_STREAMS`, ``doc/model.rst``).  The
+validation files use ``(seed + VALIDATION_SEED_OFFSET, file)``, never a training stream.
 """
 import argparse
 import dataclasses
@@ -26,7 +29,7 @@ import time
 import numpy as np
 from desiutil.log import get_logger
 
-from ..config import ConfigError, Selection, load_config
+from ..config import ConfigError, Selection, load_config, resolve_beside
 from ..io import InputFileError
 
 #: Offset between the training seed and the seed of the validation files.
@@ -117,11 +120,16 @@ def check_compatible(config, sim_config):
 
 
 def write_validation(setup, outdir, nval, seed, config_name):
-    """Simulate the validation set into files; returns the coadd and truth paths."""
+    """Simulate the validation set into files; returns the coadd and truth paths.
+
+    Validation files (``coadd-``, ``redrock-``, ``truth-*.fits``) already in `outdir` that
+    this call did not write (e.g. from an earlier run with a larger ``nval``) are removed,
+    so that ``--val-dir`` later reads this set only; other files are left alone.
+    """
     from ..io.mock import write_mock
     from ..sim.mock import make_mock
     log = get_logger()
-    coadds, truths = [], []
+    coadds, truths, written = [], [], set()
     nfiles = max(1, -(-nval // VALIDATION_FILE_SIZE))
     for ifile in range(nfiles):
         nspec = min(VALIDATION_FILE_SIZE, nval - ifile * VALIDATION_FILE_SIZE)
@@ -130,6 +138,15 @@ def write_validation(setup, outdir, nval, seed, config_name):
         paths = write_mock(outdir, mock, config_name)
         coadds.append(paths['coadd'])
         truths.append(paths['truth'])
+        written.update(os.path.abspath(p) for p in paths.values())
+    stale = sorted(path for kind in ('coadd', 'redrock', 'truth')
+                   for path in glob.glob(os.path.join(outdir, f'{kind}-*.fits'))
+                   if os.path.abspath(path) not in written)
+    for path in stale:
+        os.remove(path)
+    if stale:
+        log.info('removed %d validation file(s) of an earlier run from %s: %s', len(stale),
+                 outdir, ', '.join(os.path.basename(p) for p in stale))
     log.info('wrote %d validation spectra in %d files under %s', nval, nfiles, outdir)
     return coadds, truths
 
@@ -143,12 +160,19 @@ def find_validation(val_dir):
     return coadds, truths
 
 
-def read_labelled(coadds, truths, config):
+def read_labelled(coadds, truths, config, with_grid=False):
     """Network input, targets and truth of mock files, through the production reader.
 
     Spectra of dead fibres (``COADD_FIBERSTATUS != 0``) or without valid pixels are left out.
     A truth file whose content does not match its coadd's ``TRUTHSUM`` is refused, as in
     ``desi_lbg_evaluate``.
+
+    Parameters
+    ----------
+    coadds, truths : sequence of str
+    config : lbgnet.config.Config
+    with_grid : bool, optional
+        Also return the rebinned flux and ivar (for the template refinement).
 
     Returns
     -------
@@ -158,33 +182,121 @@ def read_labelled(coadds, truths, config):
         (n, nlines, nboxes, 2).
     truth : dict of numpy.ndarray
         CLASS, Z_TRUE, RMAG in the order of `X`.
+    grid : (numpy.ndarray, numpy.ndarray)
+        Only with `with_grid`: flux and ivar on the grid, each (n, nbins).
     """
     from astropy.table import vstack
     from ..io.evaluation import match_rows, read_coadd_for_evaluation
     from ..io.mock import check_truth_matches, read_truth
-    Xs, tables = [], []
+    Xs, tables, flux, ivar = [], [], [], []
     for coadd, truth_path in zip(coadds, truths):
-        X, targetid, good, _ = read_coadd_for_evaluation(coadd, config)
+        X, targetid, good, info = read_coadd_for_evaluation(coadd, config)
         truth = read_truth(truth_path)
         check_truth_matches(coadd, truth_path, truth)
         Xs.append(X[good])
+        if with_grid:
+            flux.append(info.flux[good])
+            ivar.append(info.ivar[good])
         tables.append(truth[match_rows(np.asarray(truth['TARGETID']), targetid[good], truth_path)])
     truth = vstack(tables)
     y = TruthEncoder(config)(truth)
-    return np.concatenate(Xs), y, {k: np.asarray(truth[k]) for k in ('CLASS', 'Z_TRUE', 'RMAG')}
+    out = (np.concatenate(Xs), y, {k: np.asarray(truth[k]) for k in ('CLASS', 'Z_TRUE', 'RMAG')})
+    return out + ((np.concatenate(flux), np.concatenate(ivar)),) if with_grid else out
 
 
-def validation_summary(model, X, truth, config):
-    """Choose the thresholds on the validation set and report its metrics at them."""
+def validation_summary(model, X, truth, config, grid=None):
+    """Choose the thresholds on the validation set, report its metrics at them and
+    calibrate the redshift errors (:func:`error_calibration`).
+
+    Returns
+    -------
+    c_thresh, n_thresh, table
+        :func:`lbgnet.predict.choose_catalog_thresholds`.
+    brief : dict
+        Validation metrics per regime.
+    calibration : dict
+        :func:`error_calibration`.
+    """
     from ..evaluate import evaluate_predictions
     from ..predict import catalog_from_raw, choose_catalog_thresholds, predict_raw
     raw = predict_raw(model, X, config)
     c_thresh, n_thresh, table = choose_catalog_thresholds(raw, truth, config)
-    res = catalog_from_raw(raw, config, c_thresh=c_thresh, n_thresh=n_thresh)
+    res = catalog_from_raw(raw, config, c_thresh=c_thresh, n_thresh=n_thresh, calibrate=False)
     metrics = evaluate_predictions(truth, res, c_thresh)
     brief = {name: {'pe_score': m['pe_score'], 'efficiency': m['efficiency'],
                     'purity': m['purity'], **m['redshift']} for name, m in metrics.items()}
-    return c_thresh, n_thresh, table, brief
+    calibration = error_calibration(res, truth, config, grid, raw.get('conf'))
+    return c_thresh, n_thresh, table, brief, calibration
+
+
+def error_calibration(res, truth, config, grid=None, conf=None):
+    """Fit the calibration of ``ZERR_LBG`` and ``ZERR_TPL`` on the validation set.
+
+    :func:`lbgnet.zerr.fit_calibration` on the selected true LBGs: for ``ZERR_LBG`` with
+    the network's raw errors in `res`; for ``ZERR_TPL`` after refining their redshifts
+    with the shipped template at the default settings (needs `grid`).
+
+    Parameters
+    ----------
+    res : dict
+        Uncalibrated catalogue quantities of the validation spectra.
+    truth : dict
+        ``CLASS``, ``Z_TRUE``.
+    config : lbgnet.config.Config
+    grid : (numpy.ndarray, numpy.ndarray), optional
+        Flux and ivar on the grid; None: ``ZERR_TPL`` stays uncalibrated.
+    conf : numpy.ndarray, optional
+        Box confidences (the refinement's prior).
+
+    Returns
+    -------
+    dict
+        ``postprocess``: the four ``zerr_*`` options (scale 1 and floor 0 where a fit was
+        impossible); ``ZERR_LBG`` / ``ZERR_TPL``: the fit (or the reason it failed) and
+        :func:`lbgnet.zerr.pull_stats` before and after.
+    """
+    from ..afterburner import default_template_path, load_refiner
+    from ..evaluate import LBG_CLASS
+    from ..network import training_zrange
+    from ..zerr import calibrated_error, fit_calibration, pull_stats
+    log = get_logger()
+    sel = np.asarray(res['IS_LBG'], dtype=bool) & (np.asarray(truth['CLASS']) == LBG_CLASS)
+    z_true = np.asarray(truth['Z_TRUE'])[sel]
+    measured = {'ZERR_LBG': (res['Z_LBG'][sel], res['ZERR_LBG'][sel])}
+    if grid is not None and sel.any():
+        refiner = load_refiner(default_template_path(), config, training_zrange(config, {}),
+                               calibrate=False)
+        out = refiner.run(grid[0][sel], grid[1][sel], res['Z_LBG'][sel],
+                          None if conf is None else np.asarray(conf)[sel])
+        measured['ZERR_TPL'] = (out['Z_TPL'], out['ZERR_TPL'])
+    options = {'zerr_scale': 1.0, 'zerr_floor': 0.0, 'zerr_tpl_scale': 1.0, 'zerr_tpl_floor': 0.0}
+    report = {}
+    for key, prefix in (('ZERR_LBG', 'zerr_'), ('ZERR_TPL', 'zerr_tpl_')):
+        if key not in measured:
+            report[key] = {'fit': None, 'reason': 'no validation spectra on the grid'}
+            continue
+        z, zerr = measured[key]
+        try:
+            fit = fit_calibration(z, zerr, z_true)
+        except ValueError as err:
+            log.warning('%s left uncalibrated: %s', key, err)
+            report[key] = {'fit': None, 'reason': str(err)}
+            continue
+        options[prefix + 'scale'], options[prefix + 'floor'] = fit['scale'], fit['floor']
+        cal = calibrated_error(zerr, z, fit['scale'], fit['floor'])
+        report[key] = {'fit': fit, 'raw': pull_stats(z, zerr, z_true),
+                       'calibrated': pull_stats(z, cal, z_true)}
+        log.info('%s calibration on validation: scale %.3f, floor %.2e; pull NMAD %.2f -> %.2f',
+                 key, fit['scale'], fit['floor'], report[key]['raw']['nmad_pull'],
+                 report[key]['calibrated']['nmad_pull'])
+    return {'postprocess': options, **report}
+
+
+def with_error_calibration(config, options):
+    """`config` with the ``zerr_*`` options set in its ``postprocess`` section."""
+    extra = dict(config.extra)
+    extra['postprocess'] = {**(extra.get('postprocess') or {}), **options}
+    return dataclasses.replace(config, extra=extra)
 
 
 def main(args=None, comm=None):
@@ -201,10 +313,16 @@ def main(args=None, comm=None):
 
 
 def training_setup(args):
-    """Configuration with the command-line overrides, and the simulator setup."""
+    """Configuration with the command-line overrides, and the simulator setup.
+
+    A relative ``training.simulation`` is looked for next to ``--config`` first, then in
+    the current directory, then by name in ``etc/`` (:func:`lbgnet.config.resolve_beside`).
+    Every option read later (model, loss, postprocess, augmentation) is checked here,
+    before the validation set is simulated (:func:`lbgnet.train.check_config`).
+    """
     from ..sim.mock import load_mock_setup
     from ..targets import apply_target
-    from ..train import training_options
+    from ..train import check_config, training_options
     config = apply_target(load_config(args.config))
     opts = training_options(config, epochs=args.epochs, batch_size=args.batch_size,
                             seed=args.seed, ntrain=args.ntrain, nval=args.nval,
@@ -213,7 +331,8 @@ def training_setup(args):
     config = dataclasses.replace(config, extra=dict(config.extra, training=opts))
     if not opts['simulation']:
         raise ConfigError(f'{config.source}: training.simulation names no simulation config')
-    setup = load_mock_setup(opts['simulation'])
+    setup = load_mock_setup(resolve_beside(opts['simulation'], args.config))
+    check_config(config, setup.config)           # fail now, not after the first epoch
     check_compatible(config, setup.config)
     return config, opts, setup
 
@@ -242,18 +361,32 @@ def initial_model(config, init_from, init_layers='all'):
     return model, report
 
 
+#: How the training batches draw their random streams, as recorded in the model card.
+SEED_STREAMS = ('batch i of epoch e (1-based, as in history.csv) uses (seed, e, i); Keras '
+                'draws up to two batches of (seed, 0, .) to infer the tensor specs, then moves on '
+                'before the first epoch; a second (unfrozen) phase is a new fit, which skips '
+                'one more stream: its epochs use (seed, e + 1, i)')
+
+
 def model_card(args, config, opts, batches, coadds, info, thresholds, val_metrics, history,
-               seconds):
-    """Metadata stored with the model: training recipe, time, thresholds, validation metrics."""
+               seconds, nval_used=None):
+    """Metadata stored with the model: training recipe, time, thresholds, validation metrics.
+
+    ``training.options`` are the options as requested; ``training.ntrain_per_epoch``
+    (whole batches) and ``training.nval_used`` (validation spectra read, after the dead
+    fibres; from ``--val-dir`` when given) the numbers actually used.
+    """
     from ..sim.mock import simulator_hash
     c_thresh, n_thresh, table = thresholds
     return {
         'training': {'config': os.path.basename(config.source), 'options': opts,
+                     'ntrain_per_epoch': len(batches) * batches.batch_size,
+                     'nval_used': None if nval_used is None else int(nval_used),
                      'simulator_hash': simulator_hash(batches.setup),
                      'generator': {'batches_per_epoch': len(batches),
                                    'augment': dataclasses.asdict(batches.augment),
                                    'efftime_range': list(batches.efftime_range),
-                                   'seed_streams': '(seed, epoch, batch)'},
+                                   'seed_streams': SEED_STREAMS},
                      'validation_files': [os.path.basename(c) for c in coadds],
                      'validation_dir': args.val_dir,
                      'validation_seed': (None if args.val_dir
@@ -280,6 +413,9 @@ def _train(args, log, t_start):
     os.makedirs(args.outdir, exist_ok=True)
     if args.val_dir:
         coadds, truths = find_validation(args.val_dir)
+        if args.nval is not None:
+            log.warning('--nval %d is ignored with --val-dir: the validation set is every '
+                        'file in %s', args.nval, args.val_dir)
     else:
         coadds, truths = write_validation(setup, os.path.join(args.outdir, 'validation'),
                                           opts['nval'], opts['seed'], opts['simulation'])
@@ -287,7 +423,7 @@ def _train(args, log, t_start):
             log.info('validation set written (--validation-only); reuse it with --val-dir %s',
                      os.path.join(args.outdir, 'validation'))
             return 0
-    X_val, y_val, truth_val = read_labelled(coadds, truths, config)
+    X_val, y_val, truth_val, grid_val = read_labelled(coadds, truths, config, with_grid=True)
     truth_val = metric_truth(truth_val, config)
     batches = MockBatches(setup, encode=TruthEncoder(config), batch_size=opts['batch_size'],
                           batches_per_epoch=max(1, opts['ntrain'] // opts['batch_size']),
@@ -307,10 +443,13 @@ def _train(args, log, t_start):
     info['transfer'] = None if report is None else dict(
         report.to_dict(), init_layers=args.init_layers, freeze=args.freeze,
         unfreeze_epochs=args.unfreeze_epochs, unfreeze_lr_factor=args.unfreeze_lr_factor)
-    c_thresh, n_thresh, table, val_metrics = validation_summary(model, X_val, truth_val, config)
+    c_thresh, n_thresh, table, val_metrics, calibration = validation_summary(
+        model, X_val, truth_val, config, grid_val)
     final = dataclasses.replace(config, selection=Selection(float(c_thresh), int(n_thresh)))
+    final = with_error_calibration(final, calibration['postprocess'])
     metadata = model_card(args, config, opts, batches, coadds, info, (c_thresh, n_thresh, table),
-                          val_metrics, history, time.time() - t_start)
+                          val_metrics, history, time.time() - t_start, nval_used=len(X_val))
+    metadata['error_calibration'] = calibration
     name = args.name or str(config.extra.get('name') or os.path.splitext(
         os.path.basename(args.config))[0])
     wpath, _ = save_model(os.path.join(args.outdir, f'{name}.weights.h5'), model, final, metadata)

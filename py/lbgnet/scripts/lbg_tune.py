@@ -16,7 +16,7 @@ import os
 
 from desiutil.log import get_logger
 
-from ..config import ConfigError, etc_dir, load_config
+from ..config import ConfigError, etc_dir, load_config, resolve_beside
 from ..io import InputFileError
 
 
@@ -32,7 +32,8 @@ def parse(options=None):
                         help='stop starting new trials after this many minutes [none]')
     parser.add_argument('--study-name', help='optuna study name [<config name>-tune]')
     parser.add_argument('--storage', help='optuna storage URL [sqlite:///WORKDIR/study.sqlite3]')
-    parser.add_argument('--outdir', help='where the results table and best config go [etc/]')
+    parser.add_argument('--outdir', required=True,
+                        help='where the results table and best config go')
     parser.add_argument('--workdir', help='study database, validation files, per-trial '
                         'histories [./tune-<study name>]')
     parser.add_argument('--val-dir', help='existing validation coadd-*/truth-* files '
@@ -80,7 +81,7 @@ def tuning_data(args, config, workdir):
     opts = training_options(config, batch_size=args.batch_size)
     if not opts['simulation']:
         raise ConfigError(f'{config.source}: training.simulation names no simulation config')
-    setup = load_mock_setup(opts['simulation'])
+    setup = load_mock_setup(resolve_beside(opts['simulation'], args.config))
     check_compatible(config, setup.config)
     val_dir = args.val_dir or os.path.join(workdir, 'validation')
     if args.val_dir or os.path.isdir(val_dir):
@@ -107,7 +108,7 @@ def _tune(args, log):
     search_space(config)                       # fail now on a bad tune section, not later
     name = args.study_name or f'{config.extra.get("name") or "lbgnet"}-tune'
     workdir = os.path.abspath(args.workdir or f'tune-{name}')
-    outdir = args.outdir or str(etc_dir())
+    outdir = args.outdir
     os.makedirs(workdir, exist_ok=True)
     storage = args.storage or f'sqlite:///{os.path.join(workdir, "study.sqlite3")}'
     study = open_study(storage, name, seed=args.seed, startup_trials=args.startup_trials,

@@ -14,13 +14,17 @@ from desiutil.log import get_logger
 
 from .. import __version__
 from ..io.catalog import OutputFileError, provenance_header, read_catalog, write_catalog
-from ..io.discover import CATALOG_PREFIX, expand_coadds, file_metadata
+from ..io.discover import CATALOG_PREFIX, expand_coadds, file_metadata, walk_files
 from ..io.errors import InputFileError
 from ..zcatalog import add_location, bad_bits, stack_catalogs
 
-#: Header keywords that must agree between the stacked catalogues.
-CONSISTENT_KEYS = ('LBGMSHA', 'CTHRESH', 'NTHRESH', 'RERUNRR', 'REFINE', 'REFWGT', 'REFWIN',
-                   'REFSTEP', 'MINDCHI2')
+#: Header keywords that must agree between the stacked catalogues (model, thresholds,
+#: rerun, refinement template and settings, error calibration).
+CONSISTENT_KEYS = ('LBGMSHA', 'CTHRESH', 'NTHRESH', 'ZERRSCL', 'ZERRFLR', 'RERUNRR', 'REFINE',
+                   'REFTSHA', 'REFWGT', 'REFWIN', 'REFSTEP', 'MINDCHI2', 'ZTPLSCL', 'ZTPLFLR')
+#: Further provenance copied to the stacked header when every input has the same value.
+PROVENANCE_KEYS = ('LBGMODEL', 'LBGCONF', 'NBOXES', 'GRIDWMIN', 'GRIDDW', 'GRIDNBIN', 'LBGZMIN',
+                   'LBGZMAX', 'REFTEMPL')
 
 
 def parse(options=None):
@@ -28,7 +32,7 @@ def parse(options=None):
     parser = argparse.ArgumentParser(description='Stack lbg_cnn-*.fits afterburner catalogues '
                                      'into one LBG redshift catalogue for clustering.')
     src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument('--input-dir', '--outdir', dest='input_dir',
+    src.add_argument('--input-dir', dest='input_dir',
                      help='directory searched recursively for lbg_cnn-*.fits (the afterburner '
                      '--outdir, or the reduction tree when outputs sit beside the coadds)')
     src.add_argument('--catalogs', nargs='+', help='catalogue files or glob patterns')
@@ -46,9 +50,8 @@ def find_catalogs(args):
     if args.input_dir is not None:
         if not os.path.isdir(args.input_dir):
             raise InputFileError(args.input_dir, 'input directory does not exist')
-        files = sorted(os.path.join(root, f) for root, _, names in os.walk(args.input_dir)
-                       for f in names if f.startswith(CATALOG_PREFIX + '-')
-                       and f.endswith(('.fits', '.fits.gz')))
+        files = sorted(walk_files(args.input_dir, lambda f: f.startswith(CATALOG_PREFIX + '-')
+                                  and f.endswith(('.fits', '.fits.gz'))))
         where = args.input_dir
     else:
         files, unmatched = expand_coadds(args.catalogs)
@@ -60,29 +63,62 @@ def find_catalogs(args):
     return files
 
 
+def shared_keys(header):
+    """Provenance keywords of one catalogue header: :data:`CONSISTENT_KEYS`,
+    :data:`PROVENANCE_KEYS` and the ``LBGBITnn`` bit names (absent keywords are None)."""
+    names = CONSISTENT_KEYS + PROVENANCE_KEYS
+    names += tuple(sorted(k for k in header if str(k).startswith('LBGBIT')))
+    return {k: header.get(k) for k in names}
+
+
 def read_all(files, allow_mixed=False):
-    """Read the catalogues, add location columns; return tables and the common header values.
+    """Read the catalogues, add location columns; return tables and the shared header values.
+
+    Every catalogue is read before an error is raised, so that one run names every
+    unreadable file (each logged on one line).
+
+    Returns
+    -------
+    tables : list of astropy.table.Table
+    common : dict
+        Header values (:func:`shared_keys`) that all catalogues share; keywords whose
+        values differ are left out.
 
     Raises
     ------
     InputFileError
-        A catalogue is unreadable, or its model, thresholds, rerun or refinement settings
-        differ from the first one's (unless `allow_mixed`).
+        Catalogues are unreadable (several: each is logged, then one error counts them), or
+        a model, threshold, rerun, refinement or error-calibration setting differs from
+        the first catalogue's (unless `allow_mixed`).
     """
-    tables, common = [], None
+    log = get_logger()
+    tables, common, errors = [], None, []
     for path in files:
-        table, header = read_catalog(path)
+        try:
+            table, header = read_catalog(path)
+        except InputFileError as err:
+            errors.append(err)
+            continue
         location = dict(file_metadata(path))
         location.update({k: v for k, v in header.items() if k in
                          ('SURVEY', 'PROGRAM', 'SPGRP', 'HPXPIXEL', 'TILEID', 'PETAL')})
         tables.append(add_location(table, location))
-        values = {k: header.get(k) for k in CONSISTENT_KEYS}
+        values = shared_keys(header)
         if common is None:
-            common = values
-        elif values != common and not allow_mixed:
-            diff = [k for k in CONSISTENT_KEYS if values[k] != common[k]]
-            raise InputFileError(path, f'{", ".join(diff)} differ from {files[0]} '
+            common, first = values, path
+            continue
+        diff = [k for k in CONSISTENT_KEYS if values[k] != common.get(k)]
+        if diff and not allow_mixed:
+            raise InputFileError(path, f'{", ".join(diff)} differ from {first} '
                                  '(use --allow-mixed to stack anyway)')
+        common = {k: v for k, v in common.items() if k in values and values[k] == v}
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        for err in errors:
+            log.error('%s', err)
+        raise InputFileError(f'{len(errors)} of {len(files)} catalogues',
+                             'unreadable (listed above)')
     return tables, common
 
 
@@ -104,8 +140,7 @@ def main(args=None, comm=None):
     cards = [('NINPUT', len(files), 'stacked catalogues'),
              ('INPUTDIR', os.path.abspath(args.input_dir) if args.input_dir else None, 'searched'),
              ('GOODBITS', bad_bits(), 'LBG_FLAG bits (mask) that veto GOOD_LBG')]
-    cards += [(k, common[k], 'common to all inputs') for k in CONSISTENT_KEYS
-              if common.get(k) is not None and not args.allow_mixed]
+    cards += [(k, v, 'common to all inputs') for k, v in common.items() if v is not None]
     header = provenance_header(cards, dependencies={'lbgnet': __version__})
     try:
         write_catalog(args.output, zcat, header, extname='LBG_ZCAT')

@@ -1,0 +1,46 @@
+"""Calibrate the redshift errors of an existing model on its validation set.
+
+``desi_lbg_train`` fits the calibration of ``ZERR_LBG`` and ``ZERR_TPL``
+(:mod:`lbgnet.zerr`) at the end of every training; this script does the same for a model
+trained before that step existed, and records it in the model's JSON (configuration
+``postprocess.zerr_*`` and ``metadata.error_calibration``; the weights are untouched)::
+
+    python benchmarks/calibrate_errors.py --model py/lbgnet/data/lbgnet-default.weights.h5 \\
+        --val-dir runs/val3000
+
+Without ``--write`` it only prints the fit.
+"""
+import argparse
+import json
+import os
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[1])
+    parser.add_argument('--model', required=True, help='model file (.weights.h5 or .json)')
+    parser.add_argument('--val-dir', required=True, help='the validation set of the model')
+    parser.add_argument('--write', action='store_true', help='record the fit in the model JSON')
+    args = parser.parse_args()
+
+    from lbgnet.io.modelfile import load_model, update_model_metadata
+    from lbgnet.predict import catalog_from_raw, predict_raw
+    from lbgnet.scripts.lbg_train import error_calibration, find_validation, read_labelled
+    from lbgnet.targets import metric_truth
+    model, config, _ = load_model(args.model)
+    coadds, truths = find_validation(args.val_dir)
+    X, _, truth, grid = read_labelled(coadds, truths, config, with_grid=True)
+    truth = metric_truth(truth, config)
+    raw = predict_raw(model, X, config)
+    res = catalog_from_raw(raw, config, calibrate=False)
+    calib = error_calibration(res, truth, config, grid, raw.get('conf'))
+    calib['validation_files'] = [os.path.basename(c) for c in coadds]
+    print(json.dumps(calib, indent=1))
+    if args.write:
+        print('wrote', update_model_metadata(args.model, {'error_calibration': calib},
+                                             {'postprocess': calib['postprocess']}))
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,149 @@
+"""
+lbgnet.zerr
+===========
+
+Calibration of the catalogue's redshift errors (``ZERR_LBG``, ``ZERR_TPL``).
+
+Both raw errors are formal: ``ZERR_LBG`` from the agreement of the network's lines
+(:func:`lbgnet.postprocess.combine_lines`), ``ZERR_TPL`` from the curvature of χ² in the
+template fit (:mod:`lbgnet.refine`).  Neither knows the scatter of the lines' velocities
+about the systemic redshift (outflows shift the interstellar lines and Lyα by different
+amounts in each galaxy), the mismatch between the template and each galaxy, or the
+correlation of the network's line positions, so both are too small.  The calibrated error
+is
+
+    ``σ = sqrt((scale · zerr)² + (floor · (1 + z))²)``
+
+with ``scale`` and ``floor`` fitted on the validation set (:func:`fit_calibration`) so
+that the pulls ``Δz / σ`` of the right redshifts have unit NMAD at every error size.  The
+error describes right redshifts only: a wrong line identification (a catastrophic error)
+is not a wide Gaussian; it is what ``SMALL_DELTA_CHI2`` flags.
+
+Pure numpy/scipy.
+"""
+import numpy as np
+
+#: Right redshifts for the fit and the pull statistics: ``|Δz| / (1 + z)`` below this.
+MAX_REL_DZ = 0.01
+#: Equal-count bins of the raw error in the fit.
+NBINS = 8
+#: Fewest right redshifts :func:`fit_calibration` accepts.
+MIN_OBJECTS = 40
+#: Fitted floors below this (in Δz/(1+z), 0.3 km/s) are reported as 0: the fit sits on
+#: its bound and only rounding is left.
+MIN_FLOOR = 1e-6
+#: NMAD → Gaussian σ.
+NMAD_FACTOR = 1.4826
+
+
+def calibrated_error(zerr, z, scale=1.0, floor=0.0):
+    """``sqrt((scale · zerr)² + (floor · (1 + z))²)``; NaN where `zerr` or `z` is NaN.
+
+    Parameters
+    ----------
+    zerr, z : array_like
+        Raw errors and redshifts, same shape.
+    scale, floor : float, optional
+        From :func:`fit_calibration`; the defaults return `zerr` unchanged.
+    """
+    zerr = np.asarray(zerr, dtype=np.float64)
+    if scale == 1.0 and floor == 0.0:
+        return zerr
+    return np.hypot(scale * zerr, floor * (1.0 + np.asarray(z, dtype=np.float64)))
+
+
+def nmad(x):
+    """Normalised median absolute deviation about the median (NaN for an empty array)."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.size == 0:
+        return np.nan
+    return NMAD_FACTOR * float(np.median(np.abs(x - np.median(x))))
+
+
+def right_redshifts(z, zerr, z_true, max_rel=MAX_REL_DZ):
+    """Δz/(1+z_true) and zerr/(1+z_true) of the finite right redshifts.
+
+    Parameters
+    ----------
+    z, zerr, z_true : array_like
+        Shape (n,).
+    max_rel : float, optional
+        Right: ``|z − z_true| / (1 + z_true) < max_rel``.
+
+    Returns
+    -------
+    rel_dz, rel_err : numpy.ndarray
+        Shape (nright,); objects with a non-finite or non-positive error are left out.
+    """
+    z, zerr, z_true = (np.asarray(a, dtype=np.float64) for a in (z, zerr, z_true))
+    rel_dz = (z - z_true) / (1.0 + z_true)
+    with np.errstate(invalid='ignore'):
+        keep = np.isfinite(rel_dz) & np.isfinite(zerr) & (zerr > 0) & (np.abs(rel_dz) < max_rel)
+    return rel_dz[keep], zerr[keep] / (1.0 + z_true[keep])
+
+
+def fit_calibration(z, zerr, z_true, max_rel=MAX_REL_DZ, nbins=NBINS, min_objects=MIN_OBJECTS):
+    """Scale and floor that make the right redshifts' pulls unit-NMAD at every error size.
+
+    The right redshifts (:func:`right_redshifts`) are cut into `nbins` equal-count bins of
+    the raw error; in each, the NMAD of Δz/(1+z) should equal
+    ``sqrt(scale² σ² + floor²)`` at the bin's median raw error σ (in Δz/(1+z)).  The two
+    parameters (≥ 0) minimise the squared logarithms of the ratios, so that every bin
+    counts alike.
+
+    Parameters
+    ----------
+    z, zerr, z_true : array_like
+        Measured redshifts, their raw errors and the true redshifts of true LBGs (the
+        selected ones, as the catalogue reports them), shape (n,).
+    max_rel, nbins, min_objects : optional
+        See :data:`MAX_REL_DZ`, :data:`NBINS`, :data:`MIN_OBJECTS`.
+
+    Returns
+    -------
+    dict
+        ``scale``, ``floor`` (in Δz/(1+z); 0 below :data:`MIN_FLOOR`), ``nobj`` (right
+        redshifts used).
+
+    Raises
+    ------
+    ValueError
+        With fewer than `min_objects` right redshifts.
+    """
+    from scipy.optimize import least_squares
+    rel_dz, rel_err = right_redshifts(z, zerr, z_true, max_rel)
+    if rel_dz.size < max(min_objects, 2 * nbins):
+        raise ValueError(f'{rel_dz.size} right redshifts with an error: need at least '
+                         f'{max(min_objects, 2 * nbins)} to calibrate the errors')
+    order = np.argsort(rel_err, kind='stable')
+    bins = np.array_split(order, nbins)
+    sigma = np.array([np.median(rel_err[b]) for b in bins])
+    width = np.array([nmad(rel_dz[b]) for b in bins])
+    width = np.maximum(width, 1e-12)
+
+    def residual(p):
+        return 0.5 * np.log((p[0] ** 2 * sigma ** 2 + p[1] ** 2) / width ** 2)
+
+    start = [float(np.median(width / sigma)), float(0.5 * width.min())]
+    fit = least_squares(residual, start, bounds=([0.0, 0.0], [np.inf, np.inf]))
+    floor = float(fit.x[1]) if fit.x[1] >= MIN_FLOOR else 0.0
+    return {'scale': float(fit.x[0]), 'floor': floor, 'nobj': int(rel_dz.size)}
+
+
+def pull_stats(z, zerr, z_true, max_rel=MAX_REL_DZ):
+    """How well errors describe the right redshifts (:func:`right_redshifts`).
+
+    Returns
+    -------
+    dict
+        ``n`` (right redshifts with an error), ``nmad_pull`` (NMAD of Δz/σ; 1 when the
+        errors are right), ``frac_within_1sigma`` and ``frac_within_2sigma`` (of ``|Δz| < σ``,
+        < 2σ; 0.683 and 0.954 for Gaussian errors); None values when there is none.
+    """
+    rel_dz, rel_err = right_redshifts(z, zerr, z_true, max_rel)
+    if rel_dz.size == 0:
+        return {'n': 0, 'nmad_pull': None, 'frac_within_1sigma': None, 'frac_within_2sigma': None}
+    pull = rel_dz / rel_err
+    return {'n': int(pull.size), 'nmad_pull': nmad(pull),
+            'frac_within_1sigma': float(np.mean(np.abs(pull) < 1)),
+            'frac_within_2sigma': float(np.mean(np.abs(pull) < 2))}

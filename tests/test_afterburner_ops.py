@@ -1,0 +1,207 @@
+"""desi_lbg_afterburner operations: resuming, output placement, refusals, one-line errors."""
+import logging
+import os
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.table import Table
+
+from lbg_testdata import save_tiny_model, write_test_coadd, write_test_redrock
+
+import lbgnet.io.catalog as iocat
+import lbgnet.scripts.lbg_afterburner as script
+from lbgnet.io.catalog import OutputFileError, write_outputs
+from lbgnet.scripts.lbg_afterburner import Outcome, main, summarise
+
+#: What fitsio raised when the disk filled up while writing the priors file (cfitsio's
+#: error stack; its first line is misleading).
+CFITSIO_DISK_FULL = '\n'.join([
+    'FITSIO status = 252: 1st key not SIMPLE or XTENSION',
+    'ffgcnn could not find column: ZBLANK',
+    "Extension doesn't start with SIMPLE or XTENSION keyword. (ffrhdu)",
+    'END',
+    'Error while closing HDU number 0 (ffchdu).',
+    'Failed to move to HDU number 2 (ffmahd).',
+    'FITSIO status = 107: tried to move past end of file',
+    'FITSIO status = 106: error writing to FITS file',
+    'Error writing data buffer to file:',
+    '/d/.priors_lbg-x.tmp1.fits',
+    ''])
+
+
+@pytest.fixture(scope='module')
+def model_path(tmp_path_factory):
+    return save_tiny_model(str(tmp_path_factory.mktemp('model') / 'tiny.weights.h5'))
+
+
+def make_pair(directory, name='main-dark-100', nspec=4, **kwargs):
+    """Coadd + Redrock file in `directory`; return the coadd and its default catalogue path."""
+    os.makedirs(directory, exist_ok=True)
+    coadd = os.path.join(directory, f'coadd-{name}.fits')
+    tid, _ = write_test_coadd(coadd, nspec, **kwargs)
+    write_test_redrock(os.path.join(directory, f'redrock-{name}.fits'), tid[::-1])
+    return coadd, os.path.join(directory, f'lbg_cnn-{name}.fits')
+
+
+def run(caplog, *options):
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        rc = main(list(options))
+    return rc, caplog.text
+
+
+def failed_lines(text):
+    return [line for line in text.splitlines() if 'FAILED' in line]
+
+
+def test_write_error_is_one_line_with_the_real_reason(tmp_path, model_path, caplog, monkeypatch):
+    """fitsio's multi-line error gives its "error writing" line, not its first line."""
+    coadd, output = make_pair(str(tmp_path))
+
+    def disk_full(path, table, header, extname):
+        raise OSError(CFITSIO_DISK_FULL)
+
+    monkeypatch.setattr(iocat, '_write_table', disk_full)
+    rc, text = run(caplog, '--coadd', coadd, '--model', model_path)
+    assert rc == 1 and 'Traceback' not in text and '1st key' not in text
+    (line,) = failed_lines(text)
+    assert line.endswith('lbg_cnn-main-dark-100.fits: cannot write (FITSIO status = 106: error '
+                         'writing to FITS file); no output of this file was written')
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(('.', 'lbg_cnn-', 'priors_lbg-'))]
+
+
+def test_write_error_on_a_full_device_says_so(tmp_path, monkeypatch):
+    table = Table({'TARGETID': np.arange(3)})
+    path = str(tmp_path / 'lbg_cnn-x.fits')
+
+    def disk_full(path, table, header, extname):
+        open(path, 'wb').close()
+        raise OSError(CFITSIO_DISK_FULL)
+
+    monkeypatch.setattr(iocat, '_write_table', disk_full)
+    monkeypatch.setattr(iocat.shutil, 'disk_usage',
+                        lambda path: SimpleNamespace(total=10 ** 9, used=10 ** 9, free=0))
+    with pytest.raises(OutputFileError) as info:
+        write_outputs([(path, table, 'LBG_CNN')], fits.Header())
+    assert str(info.value) == (f'{path}: cannot write (no space left on device (0 bytes free); '
+                               'FITSIO status = 106: error writing to FITS file); no output of '
+                               'this file was written')
+    assert os.listdir(tmp_path) == []
+
+
+def test_silently_truncated_write_is_an_error(tmp_path, monkeypatch):
+    """cfitsio can fail while closing without fitsio raising: the file is checked after."""
+    real = iocat._write_table
+    table = Table({'TARGETID': np.arange(2000)})
+    paths = [str(tmp_path / 'lbg_cnn-x.fits'), str(tmp_path / 'priors_lbg-x.fits')]
+
+    def truncated(path, table, header, extname):
+        real(path, table, header, extname)
+        if extname == 'PRIORS':
+            os.truncate(path, 2 * 2880)
+
+    monkeypatch.setattr(iocat, '_write_table', truncated)
+    with pytest.raises(OutputFileError, match=r'priors_lbg-x.fits: cannot write \(.*incomplete after '
+                                              r'writing.*\); no output of this file was written'):
+        write_outputs([(paths[0], table, 'LBG_CNN'), (paths[1], table, 'PRIORS')], fits.Header())
+    assert os.listdir(tmp_path) == []
+
+
+def test_listed_coadds_go_flat_into_outdir_and_stay_there(tmp_path, model_path, caplog):
+    """Adding a coadd from elsewhere (here a missing one) does not move the other outputs:
+    the rerun finds them and skips those files."""
+    a, _ = make_pair(str(tmp_path / 'in' / 'h1'), name='main-dark-1')
+    b, _ = make_pair(str(tmp_path / 'in' / 'h2'), name='main-dark-2')
+    out = tmp_path / 'out'
+    rc, text = run(caplog, '--coadd', a, b, '--outdir', str(out), '--model', model_path)
+    assert rc == 0 and '2 files done' in text
+    assert sorted(os.listdir(out)) == ['lbg_cnn-main-dark-1.fits', 'lbg_cnn-main-dark-2.fits',
+                                       'priors_lbg-main-dark-1.fits', 'priors_lbg-main-dark-2.fits']
+    typo = str(tmp_path / 'typo' / 'coadd-main-dark-3.fits')
+    rc, text = run(caplog, '--coadd', a, b, typo, '--outdir', str(out), '--model', model_path)
+    assert rc == 1 and '0 files done' in text and '2 skipped' in text
+    assert failed_lines(text)[-1].endswith(f'FAILED {typo}: no such file')
+    assert len(os.listdir(out)) == 4
+    # two coadds of one name cannot both go flat into --outdir: one clear line, nothing done
+    c, _ = make_pair(str(tmp_path / 'in' / 'h3'), name='main-dark-1')
+    rc, text = run(caplog, '--coadd', a, c, '--outdir', str(out), '--model', model_path, '--overwrite')
+    assert rc == 1 and 'would both write' in text and 'spectra' not in text
+
+
+def test_files_per_rank_count_only_processed_files(caplog):
+    outcomes = [Outcome('a', 'done', rank=1), Outcome('b', 'failed', 'x', rank=1),
+                Outcome('c', 'skipped'), Outcome('d', 'skipped'), Outcome('e', 'skipped')]
+    with caplog.at_level(logging.INFO):
+        assert summarise(outcomes, [], size=2) == 1
+    assert 'files per rank: 0, 2' in caplog.text
+    assert '1 file done' in caplog.text and '3 skipped, 1 failed' in caplog.text
+
+
+def test_catalogue_without_its_priors_file_is_redone(tmp_path, model_path, caplog):
+    coadd, output = make_pair(str(tmp_path))
+    priors = output.replace('lbg_cnn-', 'priors_lbg-')
+    assert run(caplog, '--coadd', coadd, '--model', model_path)[0] == 0
+    os.remove(priors)
+    rc, text = run(caplog, '--coadd', coadd, '--model', model_path)
+    assert rc == 0 and '1 file done' in text and '0 skipped' in text
+    assert os.path.exists(priors) and os.path.exists(output)
+    rc, text = run(caplog, '--coadd', coadd, '--model', model_path)
+    assert rc == 0 and '0 files done' in text and '1 skipped' in text
+
+
+def drop_fibermap_targetid(path):
+    with fits.open(path) as hdul:
+        fm = hdul['FIBERMAP']
+        cols = [col for col in fm.columns if col.name != 'TARGETID']
+        hdus = [fits.BinTableHDU.from_columns(cols, header=fm.header, name='FIBERMAP')
+                if hdu.name == 'FIBERMAP' else hdu for hdu in hdul]
+        fits.HDUList(hdus).writeto(path, overwrite=True)
+
+
+def test_fibermap_without_targetid_is_one_line(tmp_path, model_path, caplog):
+    bad, bad_out = make_pair(str(tmp_path), name='main-dark-1')
+    _, good_out = make_pair(str(tmp_path), name='main-dark-2')
+    drop_fibermap_targetid(bad)
+    rc, text = run(caplog, '--coadd', str(tmp_path / 'coadd-*.fits'), '--model', model_path)
+    assert rc == 1 and 'Traceback' not in text and 'KeyError' not in text
+    assert f'{bad}: FIBERMAP has no TARGETID column' in text
+    assert failed_lines(text) == [line for line in text.splitlines()
+                                  if line.endswith(f'FAILED {bad}: FIBERMAP has no TARGETID column')]
+    assert '1 file done' in text and os.path.exists(good_out) and not os.path.exists(bad_out)
+
+
+def test_existing_priors_or_output_target_is_not_overwritten(tmp_path, model_path, caplog):
+    coadd, _ = make_pair(str(tmp_path))
+    truth = tmp_path / 'truth.fits'
+    truth.write_text('precious')
+    for opts in (['--priors', str(truth)], ['--output', str(truth)],
+                 ['--output', str(tmp_path / 'cat.fits'), '--priors', str(truth)]):
+        rc, text = run(caplog, '--coadd', coadd, '--model', model_path, *opts)
+        assert rc == 1 and 'Traceback' not in text
+        assert f'{truth}: exists; refusing to overwrite it (use --overwrite)' in text
+        assert truth.read_text() == 'precious' and not (tmp_path / 'cat.fits').exists()
+    # with --overwrite it is replaced; a complete pair of explicit names is then skipped
+    opts = ['--output', str(tmp_path / 'cat.fits'), '--priors', str(truth)]
+    assert run(caplog, '--coadd', coadd, '--model', model_path, '--overwrite', *opts)[0] == 0
+    assert fits.getheader(truth, 'PRIORS')['EXTNAME'] == 'PRIORS'
+    rc, text = run(caplog, '--coadd', coadd, '--model', model_path, *opts)
+    assert rc == 0 and '1 skipped' in text
+
+
+def test_rerun_without_resolution_fails_before_the_network(tmp_path, model_path, caplog,
+                                                           monkeypatch):
+    coadd, output = make_pair(str(tmp_path))             # no RESOLUTION HDUs
+
+    def network(*args, **kwargs):
+        raise AssertionError('the network ran')
+
+    monkeypatch.setattr(script, 'template_files', lambda templates: ['rrtemplate-x.fits'])
+    monkeypatch.setattr(script, 'template_zrange', lambda files: (2.0, 5.0))
+    monkeypatch.setattr(script, 'predict_coadd', network)
+    rc, text = run(caplog, '--coadd', coadd, '--model', model_path, '--rerun-redrock')
+    assert rc == 1 and 'the network ran' not in text and 'Traceback' not in text
+    assert (f'FAILED {coadd}: cannot rerun Redrock: no B_RESOLUTION HDU (run without '
+            '--rerun-redrock for this file)') in text
+    assert not os.path.exists(output)

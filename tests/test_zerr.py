@@ -1,0 +1,100 @@
+"""Calibration of the redshift errors (lbgnet.zerr) and its use in the catalogue."""
+import numpy as np
+import pytest
+
+from lbgnet.zerr import calibrated_error, fit_calibration, nmad, pull_stats
+
+
+def simulated(n=4000, scale=2.5, floor=3e-4, seed=0, outliers=0.05):
+    """Redshifts whose true error is sqrt((scale σ)² + (floor (1+z))²) for a reported σ,
+    plus a fraction of wrong redshifts (|Δz|/(1+z) ≫ 0.01) the fit must ignore."""
+    rng = np.random.default_rng(seed)
+    z_true = rng.uniform(2, 4, n)
+    sigma = 10 ** rng.uniform(-4.5, -3, n) * (1 + z_true)
+    true_err = np.hypot(scale * sigma, floor * (1 + z_true))
+    z = z_true + true_err * rng.standard_normal(n)
+    wrong = rng.random(n) < outliers
+    z[wrong] = z_true[wrong] + rng.choice([-1, 1], wrong.sum()) * rng.uniform(0.05, 0.5, wrong.sum())
+    return z, sigma, z_true
+
+
+def test_fit_recovers_scale_and_floor():
+    z, sigma, z_true = simulated()
+    fit = fit_calibration(z, sigma, z_true)
+    assert fit['scale'] == pytest.approx(2.5, rel=0.1)
+    assert fit['floor'] == pytest.approx(3e-4, rel=0.15)
+    assert fit['nobj'] < z.size                     # the wrong redshifts were left out
+
+
+def test_calibrated_pulls_are_unit_gaussian_and_raw_ones_not():
+    z, sigma, z_true = simulated(seed=1)
+    fit = fit_calibration(*simulated(seed=2))       # fitted on another sample
+    raw = pull_stats(z, sigma, z_true)
+    cal = pull_stats(z, calibrated_error(sigma, z, fit['scale'], fit['floor']), z_true)
+    assert raw['nmad_pull'] > 2
+    assert cal['nmad_pull'] == pytest.approx(1.0, abs=0.07)
+    assert cal['frac_within_1sigma'] == pytest.approx(0.683, abs=0.03)
+    assert cal['frac_within_2sigma'] == pytest.approx(0.954, abs=0.02)
+
+
+def test_calibrated_error_formula_and_nan():
+    zerr = np.array([1e-4, np.nan, 2e-4])
+    z = np.array([3.0, 3.0, np.nan])
+    out = calibrated_error(zerr, z, 2.0, 1e-4)
+    assert out[0] == pytest.approx(np.sqrt((2e-4) ** 2 + (4e-4) ** 2))
+    assert np.isnan(out[1]) and np.isnan(out[2])
+    np.testing.assert_array_equal(calibrated_error(zerr, z), zerr)
+
+
+def test_fit_needs_enough_right_redshifts():
+    z, sigma, z_true = simulated(n=30)
+    with pytest.raises(ValueError, match='need at least'):
+        fit_calibration(z, sigma, z_true)
+    assert pull_stats([], [], [])['nmad_pull'] is None
+    assert nmad([1.0, 2.0, 3.0, 4.0, 100.0]) == pytest.approx(1.4826)
+
+
+def test_catalogue_errors_use_the_model_calibration():
+    """catalog_from_raw applies postprocess.zerr_scale/zerr_floor to ZERR_LBG (and only to
+    it); calibrate=False gives the raw error."""
+    import dataclasses
+    from lbgnet.config import load_config
+    from lbgnet.predict import catalog_from_raw
+    config = load_config('lbgnet-default.yaml')
+    rng = np.random.default_rng(3)
+    nlines = len(config.lines)
+    conf = rng.uniform(0, 1, (20, nlines, config.nboxes)).astype(np.float32)
+    offset = rng.uniform(0, 1, conf.shape).astype(np.float32)
+    raw = {'conf': conf, 'offset': offset}
+    plain = catalog_from_raw(raw, config)
+    extra = dict(config.extra, postprocess={**config.extra.get('postprocess', {}),
+                                            'zerr_scale': 3.0, 'zerr_floor': 5e-4})
+    cal_config = dataclasses.replace(config, extra=extra)
+    cal = catalog_from_raw(raw, cal_config)
+    expected = np.hypot(3.0 * plain['ZERR_LBG'], 5e-4 * (1 + plain['Z_LBG']))
+    np.testing.assert_allclose(cal['ZERR_LBG'], expected, rtol=1e-12)
+    np.testing.assert_array_equal(cal['Z_LBG'], plain['Z_LBG'])
+    np.testing.assert_array_equal(catalog_from_raw(raw, cal_config, calibrate=False)['ZERR_LBG'],
+                                  plain['ZERR_LBG'])
+
+
+def test_training_calibration_fits_the_network_errors():
+    """desi_lbg_train's error_calibration on the selected true LBGs only; without the
+    rebinned spectra ZERR_TPL stays uncalibrated, with the reason recorded."""
+    from lbgnet.config import load_config
+    from lbgnet.scripts.lbg_train import error_calibration, with_error_calibration
+    z, sigma, z_true = simulated(n=3000, scale=4.0, floor=1e-4, seed=6)
+    n = z.size
+    classes = np.where(np.arange(n) % 3 == 0, 'STAR', 'LBG')
+    z[classes == 'STAR'] = 0.1                                    # would spoil a fit
+    res = {'IS_LBG': np.arange(n) % 5 != 0, 'Z_LBG': z, 'ZERR_LBG': sigma}
+    calib = error_calibration(res, {'CLASS': classes, 'Z_TRUE': z_true}, load_config('lbgnet-default.yaml'))
+    opts = calib['postprocess']
+    assert opts['zerr_scale'] == pytest.approx(4.0, rel=0.1)
+    assert opts['zerr_floor'] == pytest.approx(1e-4, rel=0.3)
+    assert (opts['zerr_tpl_scale'], opts['zerr_tpl_floor']) == (1.0, 0.0)
+    assert calib['ZERR_TPL']['fit'] is None
+    assert calib['ZERR_LBG']['calibrated']['nmad_pull'] == pytest.approx(1.0, abs=0.08)
+    config = with_error_calibration(load_config('lbgnet-default.yaml'), opts)
+    assert config.extra['postprocess']['zerr_scale'] == opts['zerr_scale']
+    assert config.extra['postprocess']['agree_tol'] == load_config('lbgnet-default.yaml').extra['postprocess']['agree_tol']
