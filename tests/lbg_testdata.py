@@ -113,3 +113,12 @@ def write_test_redrock(path, targetid, z=None, spectype='GALAXY'):
         fx.write(data, extname='REDSHIFTS')
         fx.write(fm, extname='FIBERMAP')
     return str(path)
+
+
+def run_logged(main, caplog, *options):
+    """Run a command's ``main(options)`` with INFO logs captured; return (exit code, log text)."""
+    import logging
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        rc = main(list(options))
+    return rc, caplog.text

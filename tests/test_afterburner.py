@@ -1,5 +1,4 @@
 """desi_lbg_afterburner end to end on small files: order, columns, and every reliability case."""
-import logging
 import os
 
 import fitsio
@@ -7,7 +6,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from lbg_testdata import save_tiny_model, write_test_coadd, write_test_redrock
+from lbg_testdata import run_logged, save_tiny_model, write_test_coadd, write_test_redrock
 
 from lbgnet.afterburner import load_refiner
 from lbgnet.network import load_network
@@ -41,10 +40,7 @@ def make_pair(directory, name='main-dark-100', nspec=12, rr_order=None, **kwargs
 
 
 def run(caplog, *options):
-    caplog.clear()
-    with caplog.at_level(logging.INFO):
-        rc = main(list(options))
-    return rc, caplog.text
+    return run_logged(main, caplog, *options)
 
 
 def test_catalogue_matches_direct_prediction(tmp_path, model_path, caplog):

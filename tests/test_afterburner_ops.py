@@ -3,12 +3,13 @@ import logging
 import os
 from types import SimpleNamespace
 
+import fitsio
 import numpy as np
 import pytest
 from astropy.io import fits
 from astropy.table import Table
 
-from lbg_testdata import save_tiny_model, write_test_coadd, write_test_redrock
+from lbg_testdata import run_logged, save_tiny_model, write_test_coadd, write_test_redrock
 
 import lbgnet.io.catalog as iocat
 import lbgnet.scripts.lbg_afterburner as script
@@ -30,11 +31,9 @@ CFITSIO_DISK_FULL = '\n'.join([
     '/d/.priors_lbg-x.tmp1.fits',
     ''])
 
-
 @pytest.fixture(scope='module')
 def model_path(tmp_path_factory):
     return save_tiny_model(str(tmp_path_factory.mktemp('model') / 'tiny.weights.h5'))
-
 
 def make_pair(directory, name='main-dark-100', nspec=4, **kwargs):
     """Coadd + Redrock file in `directory`; return the coadd and its default catalogue path."""
@@ -44,17 +43,11 @@ def make_pair(directory, name='main-dark-100', nspec=4, **kwargs):
     write_test_redrock(os.path.join(directory, f'redrock-{name}.fits'), tid[::-1])
     return coadd, os.path.join(directory, f'lbg_cnn-{name}.fits')
 
-
 def run(caplog, *options):
-    caplog.clear()
-    with caplog.at_level(logging.INFO):
-        rc = main(list(options))
-    return rc, caplog.text
-
+    return run_logged(main, caplog, *options)
 
 def failed_lines(text):
     return [line for line in text.splitlines() if 'FAILED' in line]
-
 
 def test_write_error_is_one_line_with_the_real_reason(tmp_path, model_path, caplog, monkeypatch):
     """fitsio's multi-line error gives its "error writing" line, not its first line."""
@@ -62,7 +55,6 @@ def test_write_error_is_one_line_with_the_real_reason(tmp_path, model_path, capl
 
     def disk_full(path, table, header, extname):
         raise OSError(CFITSIO_DISK_FULL)
-
     monkeypatch.setattr(iocat, '_write_table', disk_full)
     rc, text = run(caplog, '--coadd', coadd, '--model', model_path)
     assert rc == 1 and 'Traceback' not in text and '1st key' not in text
@@ -70,7 +62,6 @@ def test_write_error_is_one_line_with_the_real_reason(tmp_path, model_path, capl
     assert line.endswith('lbg_cnn-main-dark-100.fits: cannot write (FITSIO status = 106: error '
                          'writing to FITS file); no output of this file was written')
     assert not [f for f in os.listdir(tmp_path) if f.startswith(('.', 'lbg_cnn-', 'priors_lbg-'))]
-
 
 def test_write_error_on_a_full_device_says_so(tmp_path, monkeypatch):
     table = Table({'TARGETID': np.arange(3)})
@@ -90,13 +81,11 @@ def test_write_error_on_a_full_device_says_so(tmp_path, monkeypatch):
                                'this file was written')
     assert os.listdir(tmp_path) == []
 
-
 def test_silently_truncated_write_is_an_error(tmp_path, monkeypatch):
     """cfitsio can fail while closing without fitsio raising: the file is checked after."""
     real = iocat._write_table
     table = Table({'TARGETID': np.arange(2000)})
     paths = [str(tmp_path / 'lbg_cnn-x.fits'), str(tmp_path / 'priors_lbg-x.fits')]
-
     def truncated(path, table, header, extname):
         real(path, table, header, extname)
         if extname == 'PRIORS':
@@ -107,7 +96,6 @@ def test_silently_truncated_write_is_an_error(tmp_path, monkeypatch):
                                               r'writing.*\); no output of this file was written'):
         write_outputs([(paths[0], table, 'LBG_CNN'), (paths[1], table, 'PRIORS')], fits.Header())
     assert os.listdir(tmp_path) == []
-
 
 def test_listed_coadds_go_flat_into_outdir_and_stay_there(tmp_path, model_path, caplog):
     """Adding a coadd from elsewhere (here a missing one) does not move the other outputs:
@@ -129,7 +117,6 @@ def test_listed_coadds_go_flat_into_outdir_and_stay_there(tmp_path, model_path, 
     rc, text = run(caplog, '--coadd', a, c, '--outdir', str(out), '--model', model_path, '--overwrite')
     assert rc == 1 and 'would both write' in text and 'spectra' not in text
 
-
 def test_files_per_rank_count_only_processed_files(caplog):
     outcomes = [Outcome('a', 'done', rank=1), Outcome('b', 'failed', 'x', rank=1),
                 Outcome('c', 'skipped'), Outcome('d', 'skipped'), Outcome('e', 'skipped')]
@@ -137,7 +124,6 @@ def test_files_per_rank_count_only_processed_files(caplog):
         assert summarise(outcomes, [], size=2) == 1
     assert 'files per rank: 0, 2' in caplog.text
     assert '1 file done' in caplog.text and '3 skipped, 1 failed' in caplog.text
-
 
 def test_catalogue_without_its_priors_file_is_redone(tmp_path, model_path, caplog):
     coadd, output = make_pair(str(tmp_path))
@@ -150,7 +136,6 @@ def test_catalogue_without_its_priors_file_is_redone(tmp_path, model_path, caplo
     rc, text = run(caplog, '--coadd', coadd, '--model', model_path)
     assert rc == 0 and '0 files done' in text and '1 skipped' in text
 
-
 def drop_fibermap_targetid(path):
     with fits.open(path) as hdul:
         fm = hdul['FIBERMAP']
@@ -158,7 +143,6 @@ def drop_fibermap_targetid(path):
         hdus = [fits.BinTableHDU.from_columns(cols, header=fm.header, name='FIBERMAP')
                 if hdu.name == 'FIBERMAP' else hdu for hdu in hdul]
         fits.HDUList(hdus).writeto(path, overwrite=True)
-
 
 def test_fibermap_without_targetid_is_one_line(tmp_path, model_path, caplog):
     bad, bad_out = make_pair(str(tmp_path), name='main-dark-1')
@@ -170,7 +154,6 @@ def test_fibermap_without_targetid_is_one_line(tmp_path, model_path, caplog):
     assert failed_lines(text) == [line for line in text.splitlines()
                                   if line.endswith(f'FAILED {bad}: FIBERMAP has no TARGETID column')]
     assert '1 file done' in text and os.path.exists(good_out) and not os.path.exists(bad_out)
-
 
 def test_existing_priors_or_output_target_is_not_overwritten(tmp_path, model_path, caplog):
     coadd, _ = make_pair(str(tmp_path))
@@ -189,14 +172,12 @@ def test_existing_priors_or_output_target_is_not_overwritten(tmp_path, model_pat
     rc, text = run(caplog, '--coadd', coadd, '--model', model_path, *opts)
     assert rc == 0 and '1 skipped' in text
 
-
 def test_rerun_without_resolution_fails_before_the_network(tmp_path, model_path, caplog,
                                                            monkeypatch):
     coadd, output = make_pair(str(tmp_path))             # no RESOLUTION HDUs
 
     def network(*args, **kwargs):
         raise AssertionError('the network ran')
-
     monkeypatch.setattr(script, 'template_files', lambda templates: ['rrtemplate-x.fits'])
     monkeypatch.setattr(script, 'template_zrange', lambda files: (2.0, 5.0))
     monkeypatch.setattr(script, 'predict_coadd', network)
@@ -205,3 +186,20 @@ def test_rerun_without_resolution_fails_before_the_network(tmp_path, model_path,
     assert (f'FAILED {coadd}: cannot rerun Redrock: no B_RESOLUTION HDU (run without '
             '--rerun-redrock for this file)') in text
     assert not os.path.exists(output)
+
+def test_tsnr2_lrg_from_scores_in_redrock_order(tmp_path, model_path, caplog):
+    """TSNR2_LRG (the depth desi_lbg_zcatalog ranks repeated targets by) comes from the
+    coadd's SCORES row of each target; NaN without SCORES."""
+    full, cat_full = make_pair(str(tmp_path / 'full'), nspec=5, full=True)
+    scores = fitsio.read(full, 'SCORES')
+    fm = fitsio.read(full, 'FIBERMAP')
+    with fitsio.FITS(full, 'rw') as fx:                 # distinct values per row
+        fx['SCORES'].write_column('TSNR2_LRG', np.arange(5, dtype=np.float32) * 10 + 3)
+    plain, cat_plain = make_pair(str(tmp_path / 'plain'), nspec=5)
+    assert run(caplog, '--coadd', full, '--model', model_path, '--no-refine')[0] == 0
+    assert run(caplog, '--coadd', plain, '--model', model_path, '--no-refine')[0] == 0
+    cat = fitsio.read(cat_full, 'LBG_CNN')
+    expected = dict(zip(fm['TARGETID'].tolist(), (np.arange(5) * 10 + 3).tolist()))
+    assert cat['TSNR2_LRG'].tolist() == [expected[t] for t in cat['TARGETID'].tolist()]
+    assert len(scores) == 5
+    assert np.all(np.isnan(fitsio.read(cat_plain, 'LBG_CNN')['TSNR2_LRG']))

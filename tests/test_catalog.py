@@ -202,7 +202,8 @@ def test_every_column_from_its_own_source():
     rr['ZERR'] = np.arange(len(rr_tid)) * 1e-5 + 7e-5
     rr['SPECTYPE'] = ['GALAXY', 'QSO', 'STAR', 'GALAXY', 'QSO', 'STAR']
     idx = match_targetids(rr_tid, coadd_tid)
-    cat = assemble_catalog(rr, idx, fm, res, flags, LINES)
+    tsnr2 = 500.0 + base * 7
+    cat = assemble_catalog(rr, idx, fm, res, flags, LINES, tsnr2_lrg=tsnr2)
     inside = idx >= 0
     assert inside.tolist() == [True, False, True, True, False, True]
 
@@ -223,6 +224,7 @@ def test_every_column_from_its_own_source():
     for col in ('C_LBG', 'Z_LBG', 'ZERR_LBG', 'Z_TPL', 'ZERR_TPL', 'DELTACHI2_TPL'):
         check(col, res[col], np.nan)
     check('IS_LBG', res['IS_LBG'], False)
+    check('TSNR2_LRG', tsnr2, np.nan)
     check('LBG_FLAG', flags, MASK.NOT_IN_COADD)
     for i, name in enumerate(LINES):
         check(f'C_{name}', c_lines[:, i], np.nan)

@@ -236,7 +236,7 @@ def _write_catalog(path, res, targetid, line_names, flag, header=None):
     import fitsio
     data = {'TARGETID': targetid, 'C_LBG': res['C_LBG'], 'IS_LBG': res['IS_LBG'].astype(bool),
             'Z_LBG': res['Z_LBG'], 'Z_TPL': res['Z_TPL'], 'DELTACHI2_TPL': res['DELTACHI2_TPL'],
-            'LBG_FLAG': flag}
+            'LBG_FLAG': flag, 'ZERR_LBG': res['ZERR_LBG'], 'ZERR_TPL': res['ZERR_TPL']}
     for i, name in enumerate(line_names):
         data[f'C_{name}'] = res['C_LINES'][:, i]
         data[f'Z_{name}'] = res['Z_LINES'][:, i]
@@ -324,6 +324,12 @@ def test_evaluate_script_coadd_and_catalog(tmp_path, caplog):
         assert a['redshift_bestline'] == pytest.approx(b['redshift_bestline'])
         if a['nlbg']:                                  # Z_TPL read from the catalogue
             assert a['redshift_template'] == pytest.approx(b['redshift_template'], rel=1e-6)
+            assert set(a['redshift_errors']) == set(b['redshift_errors']) == {'ZERR_LBG', 'ZERR_TPL'}
+            for key, pulls in a['redshift_errors'].items():    # ZERR_* from the catalogue
+                assert pulls['n'] == b['redshift_errors'][key]['n']
+                if pulls['n']:
+                    assert pulls['nmad_pull'] == pytest.approx(b['redshift_errors'][key]['nmad_pull'],
+                                                               rel=1e-5)
             ra, rb = a['reliable'], b['reliable']             # DELTACHI2_TPL from the catalogue
             for key, value in ra['redshift'].items():   # None where nothing is kept
                 assert rb['redshift'][key] == (value if value is None else pytest.approx(value, rel=1e-6))

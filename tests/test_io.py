@@ -1,6 +1,4 @@
 """Tests of lbgnet.io readers: normal files and every bad-input case."""
-import os
-import shutil
 
 import fitsio
 import numpy as np

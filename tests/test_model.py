@@ -263,3 +263,9 @@ def test_update_model_metadata(tmp_path, config):
     update_model_metadata(wpath, {'heldout': {'lowz': 0.9}, 'a': 2})
     _, _, meta = load_model(wpath)                # checksum still valid
     assert meta == {'a': 2, 'heldout': {'lowz': 0.9}}
+    # configuration updates merge into their section (the error calibration)
+    before = load_model(wpath)[1].extra.get('postprocess') or {}
+    update_model_metadata(wpath, {}, {'postprocess': {'zerr_scale': 4.3}})
+    model, cfg2, meta = load_model(wpath)
+    assert cfg2.extra['postprocess'] == dict(before, zerr_scale=4.3)
+    assert meta['a'] == 2 and cfg2.selection == cfg.selection

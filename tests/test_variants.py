@@ -8,7 +8,7 @@ import pytest
 from lbgnet.config import ConfigError, load_config
 from lbgnet.io.modelfile import load_model, save_model
 from lbgnet.model import build_model
-from lbgnet.predict import catalog_from_raw, choose_catalog_thresholds, predict_catalog, predict_raw
+from lbgnet.predict import catalog_from_raw, choose_catalog_thresholds, predict_catalog
 from lbgnet.targets import make_training_targets
 from lbgnet.train import compile_model, set_seeds
 from lbgnet.variants import DirectOutput, architecture, direct_loss

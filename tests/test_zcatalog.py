@@ -226,17 +226,28 @@ def test_allow_mixed_fills_vector_columns_and_keeps_shared_provenance(tmp_path):
     assert hdr['CTHRESH'] == 0.5 and 'RERUNRR' not in hdr
 
 
-def test_refinement_template_and_error_calibration_must_agree(tmp_path):
+def test_refinement_template_and_error_calibration_must_agree(tmp_path, caplog):
     """Catalogues refined with templates of different content, or with other error
-    calibrations, are refused; the shared template hash reaches the stacked header."""
+    calibrations, are refused (naming the keyword); --allow-mixed stacks them with a
+    warning; the shared template hash reaches the stacked header."""
     for name, cards in (('tsha', [('REFTSHA', 'aaa', ''), ('REFTSHA', 'bbb', '')]),
-                        ('zerr', [('ZERRSCL', 4.3, ''), ('ZERRSCL', 1.0, '')]),
-                        ('ztpl', [('ZTPLFLR', 2e-4, ''), ('ZTPLFLR', 0.0, '')])):
+                        ('zerr', [('ZERRSCL', 4.3, ''), ('ZERRSCL', 1.5, '')]),
+                        ('ztpl', [('ZTPLFLR', 2e-4, ''), ('ZTPLFLR', 1e-4, '')])):
         root = tmp_path / name
         for i, card in enumerate(cards):
             write_cat(str(root / f'lbg_cnn-main-dark-{i}.fits'), [i], [1], [3.0], [0], [1],
                       [('REFINE', True, ''), card])
-        assert main(['--input-dir', str(root), '--output', str(tmp_path / f'{name}.fits')]) == 1
+        key = cards[0][0]
+        with caplog.at_level(logging.INFO):
+            caplog.clear()
+            assert main(['--input-dir', str(root), '--output', str(tmp_path / f'{name}.fits')]) == 1
+            assert f'{key} = ' in caplog.text and 'older lbgnet' not in caplog.text
+            caplog.clear()
+            assert main(['--input-dir', str(root), '--output', str(tmp_path / f'{name}-m.fits'),
+                         '--allow-mixed']) == 0
+            assert 'WARNING' in caplog.text and key in caplog.text
+        _, hdr = read_catalog(str(tmp_path / f'{name}-m.fits'), extname='LBG_ZCAT')
+        assert key not in hdr
     root = tmp_path / 'same'
     for i in range(2):
         write_cat(str(root / f'lbg_cnn-main-dark-{i}.fits'), [i], [1], [3.0], [0], [1],
@@ -275,3 +286,43 @@ def test_symlinked_catalogue_directories_are_stacked(tmp_path):
     assert main(['--input-dir', str(farm), '--output', out]) == 0
     zcat, hdr = read_catalog(out, extname='LBG_ZCAT')
     assert zcat['TARGETID'].tolist() == [1, 2] and hdr['NINPUT'] == 2
+
+
+def test_catalogues_of_an_older_lbgnet(tmp_path, caplog):
+    """A catalogue without the error-calibration keywords holds uncalibrated errors: it
+    stacks with a new uncalibrated one, and is refused beside a calibrated one with a
+    message saying to re-run it."""
+    root = tmp_path / 'plain'
+    write_cat(str(root / 'lbg_cnn-main-dark-0.fits'), [0], [1], [3.0], [0], [1])
+    write_cat(str(root / 'lbg_cnn-main-dark-1.fits'), [1], [1], [3.0], [0], [1],
+              [('ZERRSCL', 1.0, ''), ('ZERRFLR', 0.0, '')])
+    assert main(['--input-dir', str(root), '--output', str(tmp_path / 'p.fits')]) == 0
+    root = tmp_path / 'calibrated'
+    write_cat(str(root / 'lbg_cnn-main-dark-0.fits'), [0], [1], [3.0], [0], [1],
+              [('REFINE', True, '')])
+    write_cat(str(root / 'lbg_cnn-main-dark-1.fits'), [1], [1], [3.0], [0], [1],
+              [('REFINE', True, ''), ('REFTSHA', 'aaa', ''), ('ZERRSCL', 4.3, '')])
+    with caplog.at_level(logging.INFO):
+        assert main(['--input-dir', str(root), '--output', str(tmp_path / 'c.fits')]) == 1
+    assert 'REFTSHA absent from' in caplog.text and 'ZERRSCL = 4.3 here, 1.0' in caplog.text
+    assert 'older lbgnet' in caplog.text
+
+
+def test_deepest_spectrum_by_tsnr2_before_deltachi2(tmp_path):
+    """Repeated targets: unflagged first, then the largest TSNR2_LRG (desispec's choice),
+    then DELTACHI2_RR; TSNR2_LRG NaN (no SCORES) counts as the shallowest."""
+    root = tmp_path / 'tiles'
+    cards = [('SURVEY', 'main', ''), ('PROGRAM', 'dark', '')]
+    write_cat(str(root / '1/lbg_cnn-0-1-thru20210101.fits'), [7, 8, 9], [1, 1, 1],
+              [3.0, 3.5, 2.5], [0, 0, MASK.SMALL_DELTA_CHI2], [900, 10, 5], cards,
+              extra={'TSNR2_LRG': np.array([100.0, np.nan, 900.0])})
+    write_cat(str(root / '2/lbg_cnn-1-2-thru20210102.fits'), [7, 8, 9], [1, 1, 1],
+              [3.1, 3.6, 2.6], [0, 0, 0], [10, 900, 1], cards,
+              extra={'TSNR2_LRG': np.array([200.0, 50.0, 10.0])})
+    out = str(tmp_path / 'z.fits')
+    assert main(['--input-dir', str(root), '--output', out]) == 0
+    zcat, _ = read_catalog(out, extname='LBG_ZCAT')
+    assert zcat['TARGETID'].tolist() == [7, 8, 9]
+    # 7: deeper (TSNR2) despite the smaller DELTACHI2_RR; 8: NaN TSNR2 loses;
+    # 9: the unflagged row although it is the shallower
+    assert zcat['Z_LBG'].tolist() == [3.1, 3.6, 2.6]

@@ -174,7 +174,8 @@ def _fill_for(dtype):
     return np.nan if kind == 'f' else ('' if kind in 'US' else 0)
 
 
-def assemble_catalog(redshifts, idx, fibermap, results, flags, line_names, rerun=None):
+def assemble_catalog(redshifts, idx, fibermap, results, flags, line_names, rerun=None,
+                     tsnr2_lrg=None):
     """The ``LBG_CNN`` table, one row per Redrock row, in Redrock order.
 
     Parameters
@@ -196,6 +197,9 @@ def assemble_catalog(redshifts, idx, fibermap, results, flags, line_names, rerun
     rerun : astropy.table.Table, optional
         Redrock-rerun results (TARGETID + :data:`RERUN_COLUMNS`); adds the ``*_NEW``
         columns, NaN / blank / 0 for targets not in it.
+    tsnr2_lrg : numpy.ndarray, optional
+        SCORES ``TSNR2_LRG`` in coadd order, shape (nspec,); the ``TSNR2_LRG`` column
+        (NaN without it or for rows not in the coadd).
 
     Returns
     -------
@@ -214,12 +218,14 @@ def assemble_catalog(redshifts, idx, fibermap, results, flags, line_names, rerun
         for col in fibermap.colnames:
             if TARGET_BIT_COLUMN.match(col):
                 out[col] = take_rows(np.asarray(fibermap[col], dtype=np.int64), idx, 0)
+    nspec = len(flags)
+    tsnr2 = np.full(nspec, np.nan) if tsnr2_lrg is None else tsnr2_lrg
+    out['TSNR2_LRG'] = take_rows(np.asarray(tsnr2, dtype=np.float64), idx, np.nan)
     for col in RR_COLUMNS:
         out[f'{col}_RR'] = np.asarray(redshifts[col])
     for col, dtype, fill in (('C_LBG', np.float32, np.nan), ('IS_LBG', bool, False),
                              ('Z_LBG', np.float64, np.nan), ('ZERR_LBG', np.float64, np.nan)):
         out[col] = take_rows(np.asarray(results[col], dtype=dtype), idx, fill)
-    nspec = len(flags)
     for col in REFINE_COLUMNS:
         out[col] = take_rows(np.asarray(results.get(col, np.full(nspec, np.nan)),
                                         dtype=np.float64), idx, np.nan)

@@ -19,9 +19,10 @@ Pure astropy/numpy; files are read and written by :mod:`lbgnet.scripts.lbg_zcata
   Catalogues made with ``--no-refine`` never carry that bit (header ``REFINE = F``).
 
 When a target was observed in several files of one survey/program (overlapping tiles),
-the row kept is the first of: no bad bit, largest DELTACHI2_RR (a proxy for the depth
-of the spectrum that does not depend on the CNN's own answer), first file in sorted
-order; ``ZCAT_NSPEC`` counts the rows that were combined.
+the row kept is the first of: no bad bit (as desispec's zcatalog prefers ZWARN = 0),
+largest ``TSNR2_LRG`` (the depth of the spectrum, from the coadd's SCORES, desispec's
+choice), largest DELTACHI2_RR (a depth proxy for files without SCORES), first file in
+sorted order; ``ZCAT_NSPEC`` counts the rows that were combined.
 """
 import numpy as np
 from astropy.table import Table, vstack
@@ -130,7 +131,9 @@ def stack_catalogs(tables, allow_mixed=False):
     fileorder = np.concatenate([np.full(len(t), i) for i, t in enumerate(tables)])
     bad = (np.asarray(stacked['LBG_FLAG'], dtype=np.int64) & bad_bits()) != 0
     dchi2 = np.nan_to_num(np.asarray(stacked['DELTACHI2_RR'], dtype=np.float64), nan=-np.inf)
-    keys = (fileorder, -dchi2, bad, np.asarray(stacked['TARGETID']),
+    tsnr2 = (np.nan_to_num(np.asarray(stacked['TSNR2_LRG'], dtype=np.float64), nan=-np.inf)
+             if 'TSNR2_LRG' in stacked.colnames else np.zeros(len(stacked)))
+    keys = (fileorder, -dchi2, -tsnr2, bad, np.asarray(stacked['TARGETID']),
             np.asarray(stacked['PROGRAM']), np.asarray(stacked['SURVEY']))
     order = np.lexsort(keys)
     group = np.column_stack([np.unique(np.asarray(stacked[c])[order], return_inverse=True)[1]

@@ -29,6 +29,8 @@ MAX_REL_DZ = 0.01
 NBINS = 8
 #: Fewest right redshifts :func:`fit_calibration` accepts.
 MIN_OBJECTS = 40
+#: Smallest scale (a calibrated error must stay > 0 where the floor is 0).
+MIN_SCALE = 1e-3
 #: Fitted floors below this (in Δz/(1+z), 0.3 km/s) are reported as 0: the fit sits on
 #: its bound and only rounding is left.
 MIN_FLOOR = 1e-6
@@ -44,11 +46,10 @@ def calibrated_error(zerr, z, scale=1.0, floor=0.0):
     zerr, z : array_like
         Raw errors and redshifts, same shape.
     scale, floor : float, optional
-        From :func:`fit_calibration`; the defaults return `zerr` unchanged.
+        From :func:`fit_calibration`; the defaults return `zerr` unchanged (NaN where
+        `z` is NaN).
     """
     zerr = np.asarray(zerr, dtype=np.float64)
-    if scale == 1.0 and floor == 0.0:
-        return zerr
     return np.hypot(scale * zerr, floor * (1.0 + np.asarray(z, dtype=np.float64)))
 
 
@@ -89,7 +90,9 @@ def fit_calibration(z, zerr, z_true, max_rel=MAX_REL_DZ, nbins=NBINS, min_object
     the raw error; in each, the NMAD of Δz/(1+z) should equal
     ``sqrt(scale² σ² + floor²)`` at the bin's median raw error σ (in Δz/(1+z)).  The two
     parameters (≥ 0) minimise the squared logarithms of the ratios, so that every bin
-    counts alike.
+    counts alike; the scale is at least :data:`MIN_SCALE`.  Both are then multiplied by
+    one factor that makes the NMAD of all the pulls exactly 1 (the bins fix the shape;
+    with few objects per bin their noise would otherwise shift the overall width).
 
     Parameters
     ----------
@@ -103,12 +106,13 @@ def fit_calibration(z, zerr, z_true, max_rel=MAX_REL_DZ, nbins=NBINS, min_object
     -------
     dict
         ``scale``, ``floor`` (in Δz/(1+z); 0 below :data:`MIN_FLOOR`), ``nobj`` (right
-        redshifts used).
+        redshifts used), ``bins`` (``median_error`` and ``nmad`` of Δz/(1+z) per bin, what
+        was fitted).
 
     Raises
     ------
     ValueError
-        With fewer than `min_objects` right redshifts.
+        With fewer than `min_objects` right redshifts, or when they do not scatter.
     """
     from scipy.optimize import least_squares
     rel_dz, rel_err = right_redshifts(z, zerr, z_true, max_rel)
@@ -119,15 +123,22 @@ def fit_calibration(z, zerr, z_true, max_rel=MAX_REL_DZ, nbins=NBINS, min_object
     bins = np.array_split(order, nbins)
     sigma = np.array([np.median(rel_err[b]) for b in bins])
     width = np.array([nmad(rel_dz[b]) for b in bins])
-    width = np.maximum(width, 1e-12)
+    if not np.all(width > MIN_FLOOR / 1000):
+        raise ValueError('the right redshifts do not scatter in some bins of the error: '
+                         'nothing to calibrate on')
 
     def residual(p):
         return 0.5 * np.log((p[0] ** 2 * sigma ** 2 + p[1] ** 2) / width ** 2)
 
-    start = [float(np.median(width / sigma)), float(0.5 * width.min())]
-    fit = least_squares(residual, start, bounds=([0.0, 0.0], [np.inf, np.inf]))
-    floor = float(fit.x[1]) if fit.x[1] >= MIN_FLOOR else 0.0
-    return {'scale': float(fit.x[0]), 'floor': floor, 'nobj': int(rel_dz.size)}
+    start = [max(float(np.median(width / sigma)), 2 * MIN_SCALE), float(0.5 * width.min())]
+    fit = least_squares(residual, start, bounds=([MIN_SCALE, 0.0], [np.inf, np.inf]))
+    scale, floor = fit.x
+    # the bins fix the shape; one common factor makes the NMAD of all pulls exactly 1
+    norm = nmad(rel_dz / np.hypot(scale * rel_err, floor))
+    scale, floor = scale * norm, floor * norm
+    floor = float(floor) if floor >= MIN_FLOOR else 0.0
+    return {'scale': float(max(scale, MIN_SCALE)), 'floor': floor, 'nobj': int(rel_dz.size),
+            'bins': {'median_error': sigma.tolist(), 'nmad': width.tolist()}}
 
 
 def pull_stats(z, zerr, z_true, max_rel=MAX_REL_DZ):

@@ -142,6 +142,10 @@ class CoaddLayout:
     fibermap : astropy.table.Table or None
     header : dict
         Primary-header keywords (SURVEY, PROGRAM, TILEID, ... when present).
+    tsnr2_lrg : numpy.ndarray or None
+        SCORES ``TSNR2_LRG`` per spectrum (desispec's depth measure, which its
+        zcatalog uses to choose among repeated spectra), shape (nspec,); None when the
+        file has no such column.
     """
 
     path: str
@@ -150,10 +154,12 @@ class CoaddLayout:
     nspec: int
     fibermap: object
     header: dict
+    tsnr2_lrg: object = None
 
 
 def read_layout(fx, path, read_fibermap=True, fibermap_columns=None):
-    """Check the HDUs of an open coadd and read its wavelengths and FIBERMAP.
+    """Check the HDUs of an open coadd and read its wavelengths, FIBERMAP and
+    SCORES ``TSNR2_LRG``.
 
     Parameters
     ----------
@@ -170,7 +176,8 @@ def read_layout(fx, path, read_fibermap=True, fibermap_columns=None):
     ------
     InputFileError
         No ``<BAND>_FLUX`` HDU, a band without IVAR/WAVELENGTH, image shapes that
-        disagree, or a FIBERMAP whose length differs from the number of spectra.
+        disagree, or a FIBERMAP or SCORES whose length differs from the number of
+        spectra.
     """
     names = extnames(fx)
     bands = [m.group(1) for m in map(_FLUX_EXT.match, names) if m]
@@ -199,7 +206,14 @@ def read_layout(fx, path, read_fibermap=True, fibermap_columns=None):
         raise InputFileError(path, f'FIBERMAP has {len(fibermap)} rows but flux has {nspec} spectra')
     hdr = fx[0].read_header()
     header = {k: hdr[k] for k in hdr.keys() if k not in ('COMMENT', 'HISTORY', '')}
-    return CoaddLayout(path, tuple(b.lower() for b in bands), wave, nspec, fibermap, header)
+    tsnr2 = None
+    if 'SCORES' in names and 'TSNR2_LRG' in fx['SCORES'].get_colnames():
+        tsnr2 = np.asarray(read_table(fx, 'SCORES', path, columns=['TSNR2_LRG'])['TSNR2_LRG'],
+                           dtype=np.float64)
+        if tsnr2.shape != (nspec,):
+            raise InputFileError(path, f'SCORES has {tsnr2.size} rows but flux has {nspec} spectra')
+    return CoaddLayout(path, tuple(b.lower() for b in bands), wave, nspec, fibermap, header,
+                       tsnr2)
 
 
 def _dims(fx, ext, nwave):

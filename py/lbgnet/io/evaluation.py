@@ -38,7 +38,8 @@ def read_prediction_catalog(path, line_names, extname='LBG_CNN'):
     dict of numpy.ndarray
         ``TARGETID``, ``C_LBG``, ``IS_LBG``, ``Z_LBG``, ``Z_BESTLINE`` (redshift of the line
         with the highest ``C_<LINE>``; ``Z_LBG`` when no line column is present),
-        ``Z_TPL`` and ``DELTACHI2_TPL`` when the catalogue has them, and
+        ``Z_TPL``, ``DELTACHI2_TPL``, ``ZERR_LBG`` and ``ZERR_TPL`` when the catalogue
+        has them, and
         ``GOOD``: False for rows whose ``LBG_FLAG`` has one of :data:`EXCLUDED_FLAGS`
         (all True without an ``LBG_FLAG`` column).
 
@@ -57,7 +58,7 @@ def read_prediction_catalog(path, line_names, extname='LBG_CNN'):
         raise InputFileError(path, f'{extname} lacks column(s) {", ".join(missing)}')
     out = {c: np.asarray(table[c]) for c in CATALOG_COLUMNS}
     out['IS_LBG'] = out['IS_LBG'].astype(bool)
-    for col in ('Z_TPL', 'DELTACHI2_TPL'):
+    for col in ('Z_TPL', 'DELTACHI2_TPL', 'ZERR_LBG', 'ZERR_TPL'):
         if col in table.colnames:
             out[col] = np.asarray(table[col], dtype=np.float64)
     names = [n for n in line_names if f'C_{n}' in table.colnames and f'Z_{n}' in table.colnames]

@@ -233,8 +233,12 @@ def error_calibration(res, truth, config, grid=None, conf=None):
     """Fit the calibration of ``ZERR_LBG`` and ``ZERR_TPL`` on the validation set.
 
     :func:`lbgnet.zerr.fit_calibration` on the selected true LBGs: for ``ZERR_LBG`` with
-    the network's raw errors in `res`; for ``ZERR_TPL`` after refining their redshifts
-    with the shipped template at the default settings (needs `grid`).
+    the network's raw errors in `res` (for a hybrid network, also the direct head's
+    errors of the rows without lines: one scale and floor for both); for ``ZERR_TPL``
+    after refining their redshifts with the shipped template at the default settings
+    (needs `grid`; not for networks whose target is not LBG, nor when the template
+    cannot cover the grid).  A calibration that cannot be fitted leaves the formal
+    error (scale 1, floor 0) and records why.
 
     Parameters
     ----------
@@ -258,22 +262,35 @@ def error_calibration(res, truth, config, grid=None, conf=None):
     from ..afterburner import default_template_path, load_refiner
     from ..evaluate import LBG_CLASS
     from ..network import training_zrange
+    from ..targets import target_class
     from ..zerr import calibrated_error, fit_calibration, pull_stats
     log = get_logger()
     sel = np.asarray(res['IS_LBG'], dtype=bool) & (np.asarray(truth['CLASS']) == LBG_CLASS)
     z_true = np.asarray(truth['Z_TRUE'])[sel]
     measured = {'ZERR_LBG': (res['Z_LBG'][sel], res['ZERR_LBG'][sel])}
-    if grid is not None and sel.any():
-        refiner = load_refiner(default_template_path(), config, training_zrange(config, {}),
-                               calibrate=False)
-        out = refiner.run(grid[0][sel], grid[1][sel], res['Z_LBG'][sel],
-                          None if conf is None else np.asarray(conf)[sel])
-        measured['ZERR_TPL'] = (out['Z_TPL'], out['ZERR_TPL'])
+    reasons = {}
+    if grid is None:
+        reasons['ZERR_TPL'] = 'no rebinned validation spectra given'
+    elif target_class(config) != LBG_CLASS:
+        reasons['ZERR_TPL'] = f'the refinement template is for LBGs, not {target_class(config)}'
+    elif not sel.any():
+        reasons['ZERR_TPL'] = 'no selected true LBG in the validation set'
+    else:
+        try:
+            refiner = load_refiner(default_template_path(), config,
+                                   training_zrange(config, {}), calibrate=False)
+        except (InputFileError, ValueError) as err:      # e.g. a grid the template misses
+            reasons['ZERR_TPL'] = f'no template refinement: {err}'
+        else:
+            out = refiner.run(grid[0][sel], grid[1][sel], res['Z_LBG'][sel],
+                              None if conf is None else np.asarray(conf)[sel])
+            measured['ZERR_TPL'] = (out['Z_TPL'], out['ZERR_TPL'])
     options = {'zerr_scale': 1.0, 'zerr_floor': 0.0, 'zerr_tpl_scale': 1.0, 'zerr_tpl_floor': 0.0}
     report = {}
     for key, prefix in (('ZERR_LBG', 'zerr_'), ('ZERR_TPL', 'zerr_tpl_')):
         if key not in measured:
-            report[key] = {'fit': None, 'reason': 'no validation spectra on the grid'}
+            log.warning('%s left uncalibrated: %s', key, reasons[key])
+            report[key] = {'fit': None, 'reason': reasons[key]}
             continue
         z, zerr = measured[key]
         try:

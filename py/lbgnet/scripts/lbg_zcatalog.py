@@ -22,6 +22,9 @@ from ..zcatalog import add_location, bad_bits, stack_catalogs
 #: rerun, refinement template and settings, error calibration).
 CONSISTENT_KEYS = ('LBGMSHA', 'CTHRESH', 'NTHRESH', 'ZERRSCL', 'ZERRFLR', 'RERUNRR', 'REFINE',
                    'REFTSHA', 'REFWGT', 'REFWIN', 'REFSTEP', 'MINDCHI2', 'ZTPLSCL', 'ZTPLFLR')
+#: Values of keywords that catalogues written before lbgnet recorded them hold implicitly
+#: (uncalibrated redshift errors).
+IMPLICIT_VALUES = {'ZERRSCL': 1.0, 'ZERRFLR': 0.0, 'ZTPLSCL': 1.0, 'ZTPLFLR': 0.0}
 #: Further provenance copied to the stacked header when every input has the same value.
 PROVENANCE_KEYS = ('LBGMODEL', 'LBGCONF', 'NBOXES', 'GRIDWMIN', 'GRIDDW', 'GRIDNBIN', 'LBGZMIN',
                    'LBGZMAX', 'REFTEMPL')
@@ -68,7 +71,23 @@ def shared_keys(header):
     :data:`PROVENANCE_KEYS` and the ``LBGBITnn`` bit names (absent keywords are None)."""
     names = CONSISTENT_KEYS + PROVENANCE_KEYS
     names += tuple(sorted(k for k in header if str(k).startswith('LBGBIT')))
-    return {k: header.get(k) for k in names}
+    return {k: header.get(k, IMPLICIT_VALUES.get(k)) for k in names}
+
+
+def describe_difference(keys, values, first_values, first):
+    """What differs from the first catalogue, one phrase per keyword."""
+    parts = []
+    for k in keys:
+        if first_values.get(k) is None:
+            parts.append(f'{k} absent from {first}')
+        elif values[k] is None:
+            parts.append(f'{k} absent here')
+        else:
+            parts.append(f'{k} = {values[k]!r} here, {first_values[k]!r} in {first}')
+    text = '; '.join(parts)
+    if any(first_values.get(k) is None or values[k] is None for k in keys):
+        text += ' (a catalogue written by an older lbgnet: run the afterburner on it again)'
+    return text
 
 
 def read_all(files, allow_mixed=False):
@@ -105,12 +124,16 @@ def read_all(files, allow_mixed=False):
         tables.append(add_location(table, location))
         values = shared_keys(header)
         if common is None:
-            common, first = values, path
+            common, first_values, first = values, values, path
             continue
-        diff = [k for k in CONSISTENT_KEYS if values[k] != common.get(k)]
+        diff = [k for k in CONSISTENT_KEYS if values[k] != first_values[k]]
         if diff and not allow_mixed:
-            raise InputFileError(path, f'{", ".join(diff)} differ from {first} '
-                                 '(use --allow-mixed to stack anyway)')
+            raise InputFileError(path, describe_difference(diff, values, first_values, first)
+                                 + '; use --allow-mixed to stack anyway')
+        if diff:
+            log.warning('%s: %s; stacked anyway (--allow-mixed): the columns those settings '
+                        'affect mix values of different meaning', path,
+                        describe_difference(diff, values, first_values, first))
         common = {k: v for k, v in common.items() if k in values and values[k] == v}
     if len(errors) == 1:
         raise errors[0]

@@ -8,7 +8,9 @@ files (and the production reader), so training and production inputs cannot drif
 
 Batch ``i`` of epoch ``e`` is a pure function of ``(seed, e, i)``: a fresh
 population (continuous z and magnitude), fresh noise at a random effective exposure
-time and fresh augmentations (:mod:`lbgnet.sim.augment`) every epoch.
+time and fresh augmentations (:mod:`lbgnet.sim.augment`) every epoch.  (``model.fit``
+calls ``on_epoch_end`` once before its first epoch, so training epoch e, counted from 1
+as in ``history.csv``, uses stream e.)
 
 :class:`MockBatches` is plain numpy; :func:`as_pydataset` wraps it in a
 ``keras.utils.PyDataset`` (Keras is imported only there) for ``model.fit``, with
