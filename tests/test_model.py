@@ -269,3 +269,19 @@ def test_update_model_metadata(tmp_path, config):
     model, cfg2, meta = load_model(wpath)
     assert cfg2.extra['postprocess'] == dict(before, zerr_scale=4.3)
     assert meta['a'] == 2 and cfg2.selection == cfg.selection
+
+
+def test_model_file_with_a_bad_error_calibration_is_refused(tmp_path, config):
+    """A NaN or negative calibration in a model JSON fails when the model is read, with
+    one line naming the file, instead of giving NaN errors per spectrum."""
+    import json
+    from lbgnet.io import InputFileError
+    cfg = small_config(config)
+    wpath, jpath = save_model(str(tmp_path / 'b.weights.h5'), build_model(cfg), cfg)
+    for bad in (float('nan'), -1.0, 'abc'):
+        description = json.loads(open(jpath).read())
+        description['config'].setdefault('postprocess', {})['zerr_scale'] = bad
+        with open(jpath, 'w') as fx:
+            fx.write(json.dumps(description))        # NaN written as the JSON token NaN
+        with pytest.raises(InputFileError, match=r'b\.json: invalid configuration .*zerr_scale'):
+            load_model(wpath)

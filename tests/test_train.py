@@ -192,12 +192,12 @@ def test_check_config_fails_before_training(config):
     """Options read only during or after training are checked up front (one clear line)."""
     from lbgnet.train import check_config
     check_config(small_config(config))
-    cases = [({'postprocess': {'agree_tol': 'abc'}}, 'postprocess.agree_tol must be a number'),
+    cases = [({'postprocess': {'agree_tol': 'abc'}}, 'postprocess.agree_tol must be a finite number'),
              ({'postprocess': {'hybrid_score': 'max'}}, 'postprocess.hybrid_score must be one of'),
              ({'postprocess': {'zerr_scale': 0.0}}, 'postprocess.zerr_scale must be > 0'),
              ({'postprocess': {'zerr_tpl_scale': -1}}, 'postprocess.zerr_tpl_scale must be > 0'),
              ({'postprocess': {'zerr_floor': -1e-3}}, 'postprocess.zerr_floor must be >= 0'),
-             ({'postprocess': {'zerr_tpl_floor': 'x'}}, 'postprocess.zerr_tpl_floor must be a number'),
+             ({'postprocess': {'zerr_tpl_floor': 'x'}}, 'postprocess.zerr_tpl_floor must be a finite number'),
              ({'postprocess': {'line_floor': 2.0}}, r'postprocess.line_floor must be in \[0, 1\]'),
              ({'model': dict(MODEL, snr_softening='abc')}, 'model.snr_softening must be a number'),
              ({'model': dict(MODEL, snr_softening=0)}, 'model.snr_softening must be a number > 0'),

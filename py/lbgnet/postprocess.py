@@ -56,6 +56,47 @@ def postprocess_options(config):
     return {k: float(section[k]) for k in DEFAULT_OPTIONS}
 
 
+def check_options(config):
+    """Refuse ``postprocess`` options that are not numbers or out of range.
+
+    ``agree_tol`` >= 0, ``line_floor`` in [0, 1], ``zerr_scale`` / ``zerr_tpl_scale`` > 0,
+    ``zerr_floor`` / ``zerr_tpl_floor`` >= 0 (all finite), ``hybrid_score`` one of
+    :data:`lbgnet.predict.HYBRID_SCORES`.  Checked before training and when a model file
+    is read, so that a bad value fails at once rather than per spectrum.
+
+    Raises
+    ------
+    lbgnet.config.ConfigError
+        Naming the configuration's file and the key.
+    """
+    from .config import ConfigError
+    from .predict import HYBRID_SCORES
+    section = config.extra.get('postprocess') or {}
+    for key, value in section.items():
+        if key == 'hybrid_score':
+            continue
+        try:
+            bad = isinstance(value, bool) or not np.isfinite(float(value))
+        except (TypeError, ValueError):
+            bad = True
+        if bad:
+            raise ConfigError(f'{config.source}: postprocess.{key} must be a finite number, '
+                              f'not {value!r}')
+    opts = postprocess_options(config)
+    positive, non_negative = ('> 0', lambda v: v > 0), ('>= 0', lambda v: v >= 0)
+    ranges = {'agree_tol': non_negative, 'line_floor': ('in [0, 1]', lambda v: 0 <= v <= 1),
+              'zerr_scale': positive, 'zerr_tpl_scale': positive,
+              'zerr_floor': non_negative, 'zerr_tpl_floor': non_negative}
+    for key, (text, good) in ranges.items():
+        if not good(opts[key]):
+            raise ConfigError(f'{config.source}: postprocess.{key} must be {text}, '
+                              f'not {opts[key]!r}')
+    how = section.get('hybrid_score', 'mean')
+    if how not in HYBRID_SCORES:
+        raise ConfigError(f'{config.source}: postprocess.hybrid_score must be one of '
+                          f'{HYBRID_SCORES}, not {how!r}')
+
+
 def best_boxes(conf, offset, config):
     """Per-line best box, its confidence and its redshift.
 

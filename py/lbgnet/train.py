@@ -166,29 +166,8 @@ def check_config(config, sim_config=None):
 
 def _check_postprocess(config):
     """The ``postprocess`` options of :func:`check_config`."""
-    from .postprocess import postprocess_options
-    from .predict import HYBRID_SCORES
-    section = config.extra.get('postprocess') or {}
-    for key, value in section.items():
-        if key != 'hybrid_score':
-            try:
-                _as_float(value)
-            except (TypeError, ValueError):
-                raise ConfigError(f'{config.source}: postprocess.{key} must be a number, '
-                                  f'not {value!r}') from None
-    opts = postprocess_options(config)
-    positive, non_negative = ('> 0', lambda v: v > 0), ('>= 0', lambda v: v >= 0)
-    ranges = {'agree_tol': non_negative, 'line_floor': ('in [0, 1]', lambda v: 0 <= v <= 1),
-              'zerr_scale': positive, 'zerr_tpl_scale': positive,
-              'zerr_floor': non_negative, 'zerr_tpl_floor': non_negative}
-    for key, (text, good) in ranges.items():
-        if key in opts and not good(opts[key]):
-            raise ConfigError(f'{config.source}: postprocess.{key} must be {text}, '
-                              f'not {opts[key]!r}')
-    how = section.get('hybrid_score', 'mean')
-    if how not in HYBRID_SCORES:
-        raise ConfigError(f'{config.source}: postprocess.hybrid_score must be one of '
-                          f'{HYBRID_SCORES}, not {how!r}')
+    from .postprocess import check_options
+    check_options(config)
 
 
 def _check_augment(sim_config):

@@ -26,6 +26,7 @@ import numpy as np
 
 from .._version import __version__
 from ..config import ConfigError, config_from_dict
+from ..postprocess import check_options
 from .errors import InputFileError, MissingInputError
 
 #: Value of the ``format`` key of the JSON file.
@@ -172,6 +173,7 @@ def read_model_description(path):
                              f'(this lbgnet reads <= {FORMAT_VERSION})')
     try:
         config = config_from_dict(description['config'], source=json_path)
+        check_options(config)
     except (KeyError, ConfigError) as err:
         raise InputFileError(json_path, f'invalid configuration ({err})') from None
     return description, config
