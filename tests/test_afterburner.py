@@ -430,10 +430,18 @@ def test_n_thresh_above_the_line_count_fails_before_any_work(tmp_path, model_pat
     assert not os.path.exists(output)
 
 
-def test_example_runs_end_to_end(model_path, caplog):
+def test_example_runs_end_to_end(tmp_path, model_path, caplog):
+    import re
     rc, text = run(caplog, '--example', '--model', model_path)
     assert rc == 0 and '2 files done (400 spectra' in text
-    assert 'selected as LBG' in text and 'LBG ' in text
+    assert 'example result, 400 spectra in 2 files' in text and '(removed;' in text
+    counts = [int(n) for n in re.findall(r'(\d+) objects, ', text)]
+    assert len(counts) >= 3 and sum(counts) == 400          # one summary over both files
+    # --outdir keeps the mock inputs and the catalogues for inspection
+    rc, text = run(caplog, '--example', '--model', model_path, '--outdir', str(tmp_path / 'ex'))
+    assert rc == 0 and 'example files kept' in text
+    assert len(list((tmp_path / 'ex' / 'out').glob('lbg_cnn-*.fits'))) == 2
+    assert len(list((tmp_path / 'ex' / 'mock').glob('truth-*.fits'))) == 2
 
 
 def test_training_zrange():

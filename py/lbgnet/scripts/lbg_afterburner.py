@@ -46,8 +46,8 @@ def parse(options=None):
     src.add_argument('--input-dir', help='reduction directory searched for coadd-*.fits '
                      '(healpix/ and tiles/ layouts)')
     src.add_argument('--example', action='store_true',
-                     help='simulate two small mock files in a temporary directory, run on them '
-                     'and compare with the truth')
+                     help='simulate two small mock files in a temporary directory (kept under '
+                     '--outdir when given), run on them and compare with the truth')
     parser.add_argument('--redrock', help='Redrock file of a single --coadd [coadd-X → redrock-X]')
     parser.add_argument('--output', help='output catalogue of a single --coadd '
                         '[lbg_cnn-X.fits beside the coadd or under --outdir]')
@@ -78,8 +78,9 @@ def parse(options=None):
     for opt in ('redrock', 'output', 'priors'):
         if getattr(args, opt) is not None and not single:
             parser.error(f'--{opt} needs exactly one --coadd file (no pattern, no --input-dir)')
-    if args.example and (args.mpi or args.outdir or args.rerun_redrock):
-        parser.error('--example runs alone (no --mpi, --outdir or --rerun-redrock)')
+    if args.example and (args.mpi or args.rerun_redrock):
+        parser.error('--example runs alone (no --mpi or --rerun-redrock; --outdir DIR keeps '
+                     'its files)')
     if args.output is not None and args.outdir is not None:
         parser.error('give --output or --outdir, not both')
     if args.templates and not args.rerun_redrock:
@@ -320,49 +321,71 @@ def summarise(outcomes, unmatched, size=1):
 
 
 def run_example(args, comm=None):
-    """``--example``: mock files (``desi_lbg_mock``) in a temporary directory, run, summarise."""
+    """``--example``: mock files (``desi_lbg_mock``) in a temporary directory (or under
+    ``--outdir``, kept), run, summarise against the truth."""
     import tempfile
+    from astropy.table import vstack
     from ..io.mock import read_truth
     from .lbg_mock import main as mock_main
     log = get_logger()
     with tempfile.TemporaryDirectory(prefix='lbgnet-example-') as tmp:
-        if mock_main(['--outdir', os.path.join(tmp, 'mock'), '--nspec', '400', '--nfiles', '2',
-                      '--seed', '1', '--no-resolution']) != 0:
+        top = args.outdir or tmp
+        mockdir, outdir = os.path.join(top, 'mock'), os.path.join(top, 'out')
+        if mock_main(['--outdir', mockdir, '--nspec', '400', '--nfiles', '2', '--seed', '1',
+                      '--no-resolution'] + (['--overwrite'] if args.overwrite else [])) != 0:
             return 1
-        opts = argparse.Namespace(**{**vars(args), 'example': False, 'input_dir': os.path.join(tmp, 'mock'),
-                                     'outdir': os.path.join(tmp, 'out'), 'rerun_redrock': False})
+        opts = argparse.Namespace(**{**vars(args), 'example': False, 'input_dir': mockdir,
+                                     'outdir': outdir, 'rerun_redrock': False})
         status = main(opts, comm)
-        for path in sorted(glob.glob(os.path.join(tmp, 'out', 'lbg_cnn-*.fits'))):
-            cat, _ = read_catalog(path)
-            truth = read_truth(os.path.join(tmp, 'mock', os.path.basename(path).replace('lbg_cnn', 'truth')))
-            summarise_example(path, cat, truth)
-        log.info('example files were in %s (removed)', tmp)
+        paths = sorted(glob.glob(os.path.join(outdir, 'lbg_cnn-*.fits')))
+        if paths:
+            cats = vstack([read_catalog(path)[0] for path in paths], metadata_conflicts='silent')
+            truth = vstack([read_truth(os.path.join(mockdir, os.path.basename(path).replace(
+                'lbg_cnn', 'truth'))) for path in paths], metadata_conflicts='silent')
+            summarise_example(cats, truth, len(paths))
+        if args.outdir:
+            log.info('example files kept: mock inputs in %s, catalogues in %s', mockdir, outdir)
+        else:
+            log.info('example files were in %s (removed; --outdir DIR keeps them)', tmp)
     return status
 
 
-def summarise_example(path, cat, truth):
-    """Log, per true class, how many objects the network selected, and the LBG redshift errors."""
+def summarise_example(cat, truth, nfiles=1):
+    """Log, per true class, how many objects the network selected, and the LBG redshift errors.
+
+    Parameters
+    ----------
+    cat : astropy.table.Table
+        Afterburner catalogue rows (any order).
+    truth : astropy.table.Table
+        Mock truth (``TARGETID``, ``CLASS``, ``Z_TRUE``) holding those targets.
+    nfiles : int, optional
+        Files the rows come from (for the title).
+    """
     from ..bitmask import LBGWarnMask
     from ..catalog import lookup
     log = get_logger()
     row = lookup(np.asarray(truth['TARGETID']), np.asarray(cat['TARGETID']))
     cls = np.asarray(truth['CLASS']).astype(str)[row]
     ztrue = np.asarray(truth['Z_TRUE'], dtype=np.float64)[row]
+    is_lbg = np.asarray(cat['IS_LBG'], dtype=bool)
+    log.info('example result, %d spectra in %d files: true class, objects, selected as LBG '
+             '(IS_LBG)', len(cat), nfiles)
     for name in np.unique(cls):
         sel = cls == name
-        log.info('%s: %-6s %4d objects, %4d selected as LBG', os.path.basename(path), name,
-                 sel.sum(), np.count_nonzero(cat['IS_LBG'][sel]))
-    good = (cls == 'LBG') & np.asarray(cat['IS_LBG'])
+        log.info('  %-6s %4d objects, %4d selected (%.0f%%)', name, sel.sum(),
+                 np.count_nonzero(is_lbg[sel]), 100 * np.mean(is_lbg[sel]))
+    good = (cls == 'LBG') & is_lbg
     for col in ('Z_LBG', 'Z_TPL'):
         if good.any() and np.isfinite(cat[col][good]).all():
             dz = np.abs(cat[col][good] - ztrue[good]) / (1 + ztrue[good])
-            log.info('%s: selected true LBGs, %s: median |dz|/(1+z) = %.2e, %.0f%% within 0.005',
-                     os.path.basename(path), col, np.median(dz), 100 * np.mean(dz < 0.005))
+            log.info('  selected true LBGs, %s: median |dz|/(1+z) = %.2e, %.0f%% within 0.005',
+                     col, np.median(dz), 100 * np.mean(dz < 0.005))
     reliable = good & ((np.asarray(cat['LBG_FLAG']) & LBGWarnMask().SMALL_DELTA_CHI2) == 0)
     if reliable.any() and np.isfinite(cat['Z_TPL'][reliable]).all():
         dz = np.abs(cat['Z_TPL'][reliable] - ztrue[reliable]) / (1 + ztrue[reliable])
-        log.info('%s: %d of the %d without SMALL_DELTA_CHI2, Z_TPL: %.0f%% within 0.005',
-                 os.path.basename(path), reliable.sum(), good.sum(), 100 * np.mean(dz < 0.005))
+        log.info('  %d of the %d without SMALL_DELTA_CHI2, Z_TPL: %.0f%% within 0.005',
+                 reliable.sum(), good.sum(), 100 * np.mean(dz < 0.005))
 
 
 def main(args=None, comm=None):
