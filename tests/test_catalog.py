@@ -246,3 +246,30 @@ def test_harmless_fiberstatus_is_science():
     flags = spectrum_flags(info, Table(dict(OBJTYPE=['TGT'] * n, COADD_FIBERSTATUS=status)), 800)
     # only the bits for which Redrock sets ZWARN make a fibre "not science"
     assert flags.tolist() == [0] * 5 + [MASK.NOT_SCIENCE] * 2 + [0]
+
+
+def test_columns_are_described_in_the_file(tmp_path):
+    """Every column of an afterburner catalogue has a description, written as its TTYPEn
+    comment within desiutil.annotate's 46 characters and read back as the column's
+    description."""
+    import fitsio
+    from desiutil.annotate import check_comment_length
+    from lbgnet.io.catalog import provenance_header, read_catalog, write_catalog
+    rr_tid = np.array([22, 20, 98, 21])
+    fm = Table(dict(TARGETID=np.array([20, 21, 22]), TARGET_RA=np.zeros(3), TARGET_DEC=np.zeros(3),
+                    DESI_TARGET=np.ones(3, dtype=np.int64)))
+    res = fake_results(3, np.random.default_rng(1))
+    cat = assemble_catalog(redshifts_table(rr_tid), match_targetids(rr_tid, fm['TARGETID']), fm,
+                           res, np.zeros(3, np.int32), LINES, line_waves=[1215.67, 1334.53],
+                           tsnr2_lrg=np.ones(3))
+    assert all(cat[c].description for c in cat.colnames), [c for c in cat.colnames
+                                                             if not cat[c].description]
+    assert check_comment_length({c: cat[c].description for c in cat.colnames}) == 0
+    out = str(tmp_path / 'c.fits')
+    write_catalog(out, cat, provenance_header([]))
+    hdr = fitsio.read_header(out, 'LBG_CNN')
+    i = cat.colnames.index('Z_TPL') + 1
+    assert hdr[f'TTYPE{i}'] == 'Z_TPL' and hdr.get_comment(f'TTYPE{i}') == cat['Z_TPL'].description
+    back, _ = read_catalog(out)
+    assert [back[c].description for c in back.colnames] == [cat[c].description for c in cat.colnames]
+    assert back['C_LYA'].description == 'best-box confidence, LYA 1215.7 A'

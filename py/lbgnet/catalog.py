@@ -39,6 +39,73 @@ RERUN_DTYPES = dict(Z='f8', ZERR='f8', ZWARN='i8', SPECTYPE='U6', SUBTYPE='U20',
 #: Coefficients kept in COEFF_NEW (Redrock's standard width).
 NCOEFF = 10
 
+#: Column descriptions, written as the comments of the TTYPEn cards (the convention of
+#: :mod:`desiutil.annotate`, which keeps them within 46 characters so that no FITS
+#: reader truncates them); the per-line, target-bit, Redrock and rerun columns follow
+#: patterns (:func:`column_description`).
+COLUMN_DESCRIPTIONS = {
+    'TARGETID': 'DESI target id (Redrock row order)',
+    'TARGET_RA': 'target right ascension (FIBERMAP)',
+    'TARGET_DEC': 'target declination (FIBERMAP)',
+    'TSNR2_LRG': 'coadd depth, SCORES TSNR2_LRG (NaN: none)',
+    'C_LBG': 'n_th-highest line confidence (IS_LBG test)',
+    'IS_LBG': 'at least NTHRESH lines above CTHRESH',
+    'Z_LBG': 'redshift of the agreeing lines (all rows)',
+    'ZERR_LBG': 'calibrated 1-sigma error of Z_LBG',
+    'Z_TPL': 'template-refined redshift (IS_LBG rows)',
+    'ZERR_TPL': 'calibrated 1-sigma error of Z_TPL',
+    'DELTACHI2_TPL': 'chi2(best other z) - chi2(Z_TPL)',
+    'LBG_FLAG': 'warning bits (header LBGBITnn), 0 = normal',
+    'SURVEY': 'DESI survey of the file',
+    'PROGRAM': 'DESI program of the file',
+    'SPGRP': 'spectra grouping (healpix, cumulative...)',
+    'HPXPIXEL': 'healpix pixel of the file (-1: none)',
+    'TILEID': 'tile of the file (-1: none)',
+    'PETAL': 'petal of the file (-1: none)',
+    'ZCAT_NSPEC': 'spectra of this target combined',
+    'GOOD_LBG': 'IS_LBG, finite Z_LBG, no GOODBITS flag',
+}
+_RR_DESCRIPTIONS = {'SPECTYPE': 'spectral type', 'SUBTYPE': 'subtype', 'Z': 'redshift',
+                    'ZERR': 'redshift error', 'ZWARN': 'ZWARN bits', 'CHI2': 'chi2',
+                    'DELTACHI2': 'delta chi2 to the next minimum', 'COEFF': 'template coefficients'}
+
+
+def column_description(name, line_waves=None):
+    """One-line description of a catalogue column, or None for an unknown one.
+
+    Parameters
+    ----------
+    name : str
+        Column name.
+    line_waves : dict, optional
+        Line name -> rest wavelength (Å), for the ``C_<LINE>`` / ``Z_<LINE>`` columns.
+    """
+    if name in COLUMN_DESCRIPTIONS:
+        return COLUMN_DESCRIPTIONS[name]
+    if TARGET_BIT_COLUMN.match(name):
+        return 'target bits (FIBERMAP)'
+    for suffix, source in (('_RR', 'Redrock'), ('_NEW', 'rerun Redrock')):
+        base = name[:-len(suffix)]
+        if name.endswith(suffix) and base in _RR_DESCRIPTIONS:
+            return f'{source} {_RR_DESCRIPTIONS[base]}'
+    for prefix, what in (('C_', 'best-box confidence'), ('Z_', 'best-box redshift')):
+        line = name[len(prefix):]
+        if name.startswith(prefix) and line_waves is not None and line in line_waves:
+            return f'{what}, {line} {line_waves[line]:.1f} A'
+    return None
+
+
+def describe_columns(table, line_waves=None, overwrite=True):
+    """Set ``.description`` of the columns :func:`column_description` knows (in place;
+    with ``overwrite=False`` only where a column has none yet)."""
+    for name in table.colnames:
+        if not overwrite and table[name].description:
+            continue
+        text = column_description(name, line_waves)
+        if text is not None:
+            table[name].description = text
+    return table
+
 
 def match_targetids(rr_targetid, coadd_targetid, rr_path='', coadd_path=''):
     """Row of the coadd holding each Redrock TARGETID.
@@ -175,7 +242,7 @@ def _fill_for(dtype):
 
 
 def assemble_catalog(redshifts, idx, fibermap, results, flags, line_names, rerun=None,
-                     tsnr2_lrg=None):
+                     tsnr2_lrg=None, line_waves=None):
     """The ``LBG_CNN`` table, one row per Redrock row, in Redrock order.
 
     Parameters
@@ -200,12 +267,14 @@ def assemble_catalog(redshifts, idx, fibermap, results, flags, line_names, rerun
     tsnr2_lrg : numpy.ndarray, optional
         SCORES ``TSNR2_LRG`` in coadd order, shape (nspec,); the ``TSNR2_LRG`` column
         (NaN without it or for rows not in the coadd).
+    line_waves : sequence of float, optional
+        Rest wavelengths of `line_names` (Å), for the column descriptions.
 
     Returns
     -------
     astropy.table.Table
         EXTNAME ``LBG_CNN``.  Rows not in the coadd carry the NOT_IN_COADD bit and NaN
-        (False) network outputs.
+        (False) network outputs.  Columns carry a ``.description`` (:func:`describe_columns`).
     """
     out = Table(meta={'EXTNAME': 'LBG_CNN'})
     out['TARGETID'] = np.asarray(redshifts['TARGETID'], dtype=np.int64)
@@ -237,7 +306,8 @@ def assemble_catalog(redshifts, idx, fibermap, results, flags, line_names, rerun
         out[f'Z_{name}'] = z_lines[:, i]
     if rerun is not None:
         add_rerun_columns(out, rerun)
-    return out
+    return describe_columns(out, None if line_waves is None
+                            else dict(zip(line_names, np.asarray(line_waves, dtype=float))))
 
 
 def add_rerun_columns(table, rerun):

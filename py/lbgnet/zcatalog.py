@@ -28,7 +28,7 @@ import numpy as np
 from astropy.table import Table, vstack
 
 from .bitmask import LBGWarnMask
-from .catalog import TARGET_BIT_COLUMN
+from .catalog import TARGET_BIT_COLUMN, describe_columns
 
 #: LBG_FLAG bits that exclude a row from GOOD_LBG.
 BAD_FOR_CLUSTERING = ('NODATA', 'NOT_SCIENCE', 'NOT_IN_COADD', 'Z_OUT_OF_RANGE',
@@ -145,4 +145,4 @@ def stack_catalogs(tables, allow_mixed=False):
     out['ZCAT_NSPEC'] = np.diff(np.append(starts, len(order))).astype(np.int16)
     out['GOOD_LBG'] = good_lbg(out)
     out.meta = {'EXTNAME': 'LBG_ZCAT'}
-    return Table(out, copy=False)
+    return describe_columns(Table(out, copy=False), overwrite=False)

@@ -133,7 +133,9 @@ def write_catalog(path, table, header, extname='LBG_CNN'):
     ----------
     path : str
     table : astropy.table.Table
-        Columns with ``.unit`` set where they have units (written as TUNITn).
+        Columns with ``.unit`` set where they have units (written as TUNITn) and
+        ``.description`` where they have one (written as the TTYPEn comment, the
+        convention of :mod:`desiutil.annotate`).
     header : astropy.io.fits.Header
         Provenance (see :func:`provenance_header`).
     extname : str, optional
@@ -256,6 +258,9 @@ def _write_table(path, table, header, extname):
     with fitsio.FITS(path, 'rw', clobber=True) as fx:
         fx.write(None, header=records)
         fx.write(data, extname=extname, header=records, units=units)
+        for i, col in enumerate(table.colnames, 1):      # descriptions: TTYPEn comments
+            if table[col].description:
+                fx[-1].write_key(f'TTYPE{i}', col, comment=str(table[col].description))
 
 
 def read_catalog(path, extname='LBG_CNN'):
@@ -264,7 +269,8 @@ def read_catalog(path, extname='LBG_CNN'):
     Returns
     -------
     table : astropy.table.Table
-        With units; ``table.meta`` holds the table header keywords.
+        With units and column descriptions (TTYPEn comments); ``table.meta`` holds the
+        table header keywords.
     header : dict
         Primary header keywords.
 
@@ -280,5 +286,8 @@ def read_catalog(path, extname='LBG_CNN'):
         header = {k: fx[0].read_header()[k] for k in fx[0].read_header().keys()}
     with fits.open(path, memmap=False) as hdul:
         table = Table.read(hdul[extname], mask_invalid=False)
+        comments = hdul[extname].header.comments
+        for i, col in enumerate(table.colnames, 1):       # TTYPEn comments -> descriptions
+            table[col].description = comments[f'TTYPE{i}'] or None
     table.meta['EXTNAME'] = extname
     return table, header

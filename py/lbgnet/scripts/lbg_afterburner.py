@@ -196,7 +196,8 @@ def process_one(job, network, args, rerun=None, refiner=None):
     pred = predict_coadd(job.coadd, network, c_thresh, n_thresh, args.chunk_size,
                          args.batch_size, refiner)
     catalog = assemble_catalog(redrock.redshifts, idx, pred.layout.fibermap, pred.results,
-                               pred.flags, cfg.lines.names, tsnr2_lrg=pred.layout.tsnr2_lrg)
+                               pred.flags, cfg.lines.names, tsnr2_lrg=pred.layout.tsnr2_lrg,
+                               line_waves=cfg.lines.wave_array)
     tid, zprior, sigma = select_priors(catalog, cfg)
     if rerun is not None:
         rerun_into(catalog, job.coadd, select_priors(catalog, cfg, rerun.zrange), rerun.files)
