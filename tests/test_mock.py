@@ -226,6 +226,15 @@ def test_script_writes_reproducible_files(tmp_path):
         assert np.all((t['Z_TRUE'][lbg] >= 2.5) & (t['Z_TRUE'][lbg] <= 3.0))
         assert np.all((t['EFFTIME'] >= 4000) & (t['EFFTIME'] <= 5000))
     coadd = read_coadd(truths[0].replace('truth-', 'coadd-'))
+    for kind in ('coadd', 'redrock', 'truth'):              # the command line, recorded
+        with fits.open(truths[0].replace('truth-', f'{kind}-')) as hdul:
+            hdr = hdul[0].header
+        run = [hdr[k] for k in ('MOCKSEED', 'MOCKNSPC', 'MOCKNFIL', 'MOCKCLAS')]
+        assert run == [4, 25, 2, 'LBG QSO']
+        ranges = [hdr[k] for k in ('MOCKZMIN', 'MOCKZMAX', 'MOCKTMIN', 'MOCKTMAX')]
+        assert ranges == [2.5, 3.0, 4000, 5000]
+        assert 'MOCKRMIN' not in hdr and 'MOCKRMAX' not in hdr   # configuration default
+    assert mock_keywords(truths[0]).keys() == {'SIMHASH', 'TRUTHSUM'}
     assert main(args) == 1                                   # refuses to overwrite
     assert main(args + ['--overwrite']) == 0
     again = read_coadd(truths[0].replace('truth-', 'coadd-'))
@@ -234,9 +243,64 @@ def test_script_writes_reproducible_files(tmp_path):
 
 def test_parse_rejects_bad_options():
     for bad in (['--zmin', '2'], ['--zmin', '3', '--zmax', '2'], ['--nfiles', '0'],
-                ['--classes', 'ELG'], ['--efftime-min', '-1', '--efftime-max', '10']):
-        with pytest.raises(SystemExit):
+                ['--classes', 'ELG'], ['--efftime-min', '-1', '--efftime-max', '10'],
+                ['--zmin', '-0.5', '--zmax', '0.5'], ['--zmin', '0', '--zmax', '0.5'],
+                ['--rmag-min', '22', '--rmag-max', 'inf'], ['--zmin', 'nan', '--zmax', '3'],
+                ['--seed', '-1']):
+        with pytest.raises(SystemExit) as exc:
             parse(['--outdir', 'x', '--nspec', '10'] + bad)
+        assert exc.value.code == 2, bad
+
+
+def test_impossible_population_fails_once_before_any_file(tmp_path, caplog):
+    import logging
+    outdir = tmp_path / 'out'
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        rc = main(['--outdir', str(outdir), '--nspec', '6', '--nfiles', '3', '--no-resolution',
+                   '--zmin', '0.1', '--zmax', '0.5'])     # no [OII] line can mimic Lya there
+    assert rc == 1 and not outdir.exists()
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and '--zmin 0.1 --zmax 0.5' in errors[0]
+    assert 'Traceback' not in caplog.text
+
+
+def test_outdir_that_is_a_file_is_one_error(tmp_path, caplog):
+    import logging
+    afile = tmp_path / 'afile'
+    afile.write_text('keep')
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert main(['--outdir', str(afile), '--nspec', '2', '--no-resolution']) == 1
+    assert 'not a directory' in caplog.text and 'Traceback' not in caplog.text
+    assert afile.read_text() == 'keep'
+
+
+def test_mock_set_is_all_or_nothing(tmp_path, setup, monkeypatch, caplog):
+    import logging
+    import lbgnet.io.mock as iomock
+    from lbgnet.io.catalog import OutputFileError
+    rng = np.random.default_rng(5)
+    small = make_mock(setup, 3, rng, pixel=77, with_resolution=False)
+
+    def full_disk(path, *args, **kwargs):
+        with open(path, 'wb') as fh:                  # half-written, then the disk is full
+            fh.write(b'SIMPLE')
+        raise OSError(28, 'No space left on device')
+    monkeypatch.setattr(iomock, 'write_truth', full_disk)
+    with pytest.raises(OutputFileError, match='truth-.*No space left'):
+        write_mock(str(tmp_path), small, 'lbgnet-mock.yaml')
+    assert os.listdir(tmp_path) == []                 # no coadd, redrock, nor temporary
+    # through the command: one line, no file of the set, a rerun is not refused
+    outdir = tmp_path / 'cmd'
+    args = ['--outdir', str(outdir), '--nspec', '2', '--no-resolution']
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert main(args) == 1
+    assert os.listdir(outdir) == [] and 'Traceback' not in caplog.text
+    monkeypatch.undo()
+    assert main(args) == 0
+    assert len(os.listdir(outdir)) == 3
 
 
 def test_configuration_errors_are_clear(tmp_path):

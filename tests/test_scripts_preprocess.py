@@ -43,3 +43,52 @@ def test_readme_test_command_is_what_ci_runs():
     assert test_cmd in ci.splitlines()
     install = blocks[1].split('&&')[1].strip()
     assert install in ci
+
+
+def _errors(caplog):
+    import logging
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_output_directory_is_created_and_overwrite_is_needed(tmp_path, caplog):
+    out = tmp_path / 'new' / 'sub' / 'x.npz'                   # parent missing
+    assert main(['--example', '--output', str(out)]) == 0
+    first = out.read_bytes()
+    caplog.clear()
+    assert main(['--example', '--output', str(out), '--seed', '3']) == 1
+    assert 'use --overwrite' in _errors(caplog)[0] and out.read_bytes() == first
+    assert main(['--example', '--output', str(out), '--seed', '3', '--overwrite']) == 0
+    assert out.read_bytes() != first
+
+
+def test_unusable_output_is_one_line_before_work(tmp_path, caplog):
+    afile = tmp_path / 'afile'
+    afile.write_text('keep')
+    for bad in (tmp_path, afile / 'x.npz'):                    # a directory; under a file
+        caplog.clear()
+        assert main(['--example', '--output', str(bad)]) == 1
+        errors = _errors(caplog)
+        assert len(errors) == 1 and errors[0].startswith('--output ') and 'Traceback' not in caplog.text
+        assert 'wrote example coadd' not in caplog.text            # refused before the work
+    assert afile.read_text() == 'keep'
+
+
+def test_parse_rejects_negative_seed_and_empty_output():
+    import pytest
+    from lbgnet.scripts.lbg_preprocess import parse
+    for bad in (['--example', '--seed', '-1'], ['--example', '--output', '']):
+        with pytest.raises(SystemExit) as exc:
+            parse(bad)
+        assert exc.value.code == 2
+
+
+def test_doc_describes_the_command_and_a_runnable_check():
+    from conftest import reference_file
+    doc = open(os.path.join(ROOT, 'doc', 'preprocess.rst')).read()
+    assert 'desi_lbg_preprocess' in doc and '--overwrite' in doc
+    for key in ('``X``: float32, shape (N, 800, 2)', '``TARGETID``', '``EMPTY``'):
+        assert key in doc
+    cmd = re.search(r'venv/bin/python \.\./shared/tools/check_grid\.py (\S+)', doc)
+    assert cmd, 'doc/preprocess.rst must give the check_grid.py command'
+    assert cmd.group(1).startswith('../shared/reference/')
+    reference_file(*cmd.group(1).split('/')[3:])               # the file it names exists

@@ -43,6 +43,11 @@ def rest_frame_spectra(n, wave, rng, simcfg, templates=None):
         Shape (n, nwave), scaled to unit mean in :data:`NORM_WINDOW`.
     truth : astropy.table.Table
         The drawn parameters (Z_TRUE set to 0, IGM_SCALE to 0).
+
+    Raises
+    ------
+    ValueError
+        If `wave` has no pixel in :data:`NORM_WINDOW`, or a spectrum has no flux there.
     """
     from .sim import draw_population, render_spectra
     truth = draw_population(simcfg, n, rng, classes=['LBG'])
@@ -50,6 +55,9 @@ def rest_frame_spectra(n, wave, rng, simcfg, templates=None):
     truth['IGM_SCALE'] = 0.0
     flux = render_spectra(truth, wave, templates=templates, simcfg=simcfg).astype(np.float64)
     window = (wave >= NORM_WINDOW[0]) & (wave <= NORM_WINDOW[1])
+    if not window.any():
+        raise ValueError(f'the rest grid ({wave[0]:g}-{wave[-1]:g} Å, {wave.size} pixels) has no '
+                         f'pixel in the normalisation window {NORM_WINDOW} Å')
     norm = flux[:, window].mean(axis=1)
     if not np.all(norm > 0):
         raise ValueError(f'{int(np.sum(norm <= 0))} spectra have no flux in {NORM_WINDOW} Å')

@@ -73,21 +73,41 @@ def file_sha256(path, blocksize=1 << 20):
     return digest.hexdigest()
 
 
+def check_outdir(outdir, name=None):
+    """Create an output directory if needed and check that files can be written in it.
+
+    Parameters
+    ----------
+    outdir : str
+    name : str, optional
+        What the error names [`outdir`] (e.g. the output file that needs the directory).
+
+    Raises
+    ------
+    OutputFileError
+        If `outdir` is an existing non-directory, cannot be created or is not writable.
+    """
+    outdir = str(outdir)
+    name = outdir if name is None else name
+    if os.path.exists(outdir) and not os.path.isdir(outdir):
+        raise OutputFileError(name, f'{outdir} exists and is not a directory')
+    try:
+        os.makedirs(outdir, exist_ok=True)
+    except OSError as err:
+        raise OutputFileError(name, f'cannot create output directory ({err.strerror or err})') from None
+    if not os.access(outdir, os.W_OK | os.X_OK):
+        raise OutputFileError(name, f'output directory {outdir} is not writable')
+
+
 def check_writable(path):
     """Create the directory of `path` if needed and check that it is writable.
 
     Raises
     ------
     OutputFileError
-        If the directory cannot be created or is not writable.
+        If the directory cannot be created or is not writable (naming `path`).
     """
-    outdir = os.path.dirname(os.path.abspath(path))
-    try:
-        os.makedirs(outdir, exist_ok=True)
-    except OSError as err:
-        raise OutputFileError(path, f'cannot create output directory ({err.strerror or err})') from None
-    if not os.access(outdir, os.W_OK | os.X_OK):
-        raise OutputFileError(path, f'output directory {outdir} is not writable')
+    check_outdir(os.path.dirname(os.path.abspath(path)), name=path)
 
 
 def provenance_header(cards=(), dependencies=None):

@@ -4,8 +4,9 @@ lbgnet.io.mock
 
 Write (and read back) the files of a mock data set: ``coadd-*.fits`` (desispec
 format, via :func:`lbgnet.io.write_coadd`), ``redrock-*.fits`` (Redrock's layout:
-REDSHIFTS, FIBERMAP, EXP_FIBERMAP, TSNR2) and ``truth-*.fits`` (TRUTH).  Every file
-is written under a temporary name and renamed.
+REDSHIFTS, FIBERMAP, EXP_FIBERMAP, TSNR2) and ``truth-*.fits`` (TRUTH).  The three
+files are written under temporary names and renamed as a set, coadd last
+(:func:`write_mock`).
 """
 import os
 
@@ -185,29 +186,72 @@ def read_truth(path):
     return table
 
 
-def write_mock(outdir, mock, config_name=None):
+def write_mock(outdir, mock, config_name=None, cards=()):
     """Write the coadd, redrock and truth files of a :class:`lbgnet.sim.mock.MockData`.
+
+    The set is all-or-nothing: the three files are written under temporary names
+    (:func:`lbgnet.io.atomic.atomic_path`) and renamed only when all three were
+    written, truth first and coadd last.  A coadd under its final name therefore always
+    has its redrock and truth files next to it; on any error the temporaries are removed
+    and no file of the set is created or replaced (only a failure between the renames
+    can leave a new truth or redrock file without its coadd).
+
+    Parameters
+    ----------
+    outdir : str
+    mock : lbgnet.sim.mock.MockData
+    config_name : str, optional
+        Mock configuration, recorded as ``LBGNET_MOCK_CONFIG``.
+    cards : sequence of (str, object, str), optional
+        Extra primary-header keywords of the three files (key, value, comment), e.g. the
+        command-line options of ``desi_lbg_mock``.
 
     Returns
     -------
     dict
         'coadd', 'redrock', 'truth' -> written paths.
+
+    Raises
+    ------
+    lbgnet.io.catalog.OutputFileError
+        If a file cannot be written (directory, disk full, ...).
     """
+    from contextlib import ExitStack
+    from .catalog import OutputFileError, check_writable, write_failure_reason
     meta = dict(mock.meta)
     meta['TRUTHSUM'] = truth_checksum(mock.truth)
     paths = mock_filenames(outdir, meta['SURVEY'], meta['PROGRAM'], meta['HPXPIXEL'])
     header = provenance_header(meta, config_name)
+    for key, value, comment in cards:
+        header[key] = (value, comment)
     fibermap = mock.fibermap.copy(copy_data=False)
     fibermap.meta.update({k: v for k, v in meta.items() if k != 'HPXNEST'})
     resolution = None
     if mock.resolution is not None:
         resolution = {b: np.ascontiguousarray(r) for b, r in mock.resolution.items()}
-    write_coadd(paths['coadd'], mock.wave, mock.flux, mock.ivar, fibermap, mask=mock.mask,
-                resolution=resolution, exp_fibermap=mock.exp_fibermap, scores=mock.scores,
-                meta=dict(header))
     rrheader = header.copy()
     rrheader['RRMOCK'] = ('lbgnet.sim.rrmock', 'simulated Redrock outcome, not a Redrock run')
-    write_redrock(paths['redrock'], mock.redshifts, fibermap, mock.exp_fibermap, mock.scores,
-                  rrheader)
-    write_truth(paths['truth'], mock.truth, header)
+    check_writable(paths['coadd'])
+    current, written = paths['coadd'], False
+    try:
+        # entered coadd, redrock, truth: the renames run in reverse, the coadd's last
+        with ExitStack() as stack:
+            tmps = {kind: stack.enter_context(atomic_path(paths[kind]))
+                    for kind in ('coadd', 'redrock', 'truth')}
+            current = paths['coadd']
+            write_coadd(tmps['coadd'], mock.wave, mock.flux, mock.ivar, fibermap,
+                        mask=mock.mask, resolution=resolution, exp_fibermap=mock.exp_fibermap,
+                        scores=mock.scores, meta=dict(header))
+            current = paths['redrock']
+            write_redrock(tmps['redrock'], mock.redshifts, fibermap, mock.exp_fibermap,
+                          mock.scores, rrheader)
+            current = paths['truth']
+            write_truth(tmps['truth'], mock.truth, header)
+            written = True
+    except OSError as err:
+        if written:                  # a rename failed: the coadd is never the one renamed
+            raise OutputFileError(current, f'cannot rename into place ({err.strerror or err}); '
+                                  'the coadd was not written') from None
+        raise OutputFileError(current, f'cannot write ({write_failure_reason(err, current)}); '
+                              'no file of this set was written') from None
     return paths

@@ -7,14 +7,20 @@ from noiseless simulated rest-frame LBG spectra (:mod:`lbgnet.template`).
 """
 import argparse
 import os
+import re
 
 import numpy as np
 from desiutil.log import get_logger
 
 from .. import __version__
+from ..io.catalog import OutputFileError, check_outdir
 from ..io.errors import InputFileError
 from ..io.rrtemplate import IGM_MODELS, template_filename, write_rr_template
-from ..template import pca_basis, reconstruction_error, redshift_grid, rest_frame_spectra
+from ..template import (NORM_WINDOW, pca_basis, reconstruction_error, redshift_grid,
+                        rest_frame_spectra)
+
+#: Allowed template versions: they become part of the file name.
+VERSION_PATTERN = re.compile(r'[0-9A-Za-z._-]+')
 
 
 def parse(options=None):
@@ -42,10 +48,20 @@ def parse(options=None):
     args = parser.parse_args(options)
     if args.nbasis < 1 or args.nspec < args.nbasis:
         parser.error('need --nspec >= --nbasis >= 1')
+    if args.seed < 0:
+        parser.error(f'--seed must be >= 0, got {args.seed}')
+    if not VERSION_PATTERN.fullmatch(args.version):
+        parser.error(f'--version must be letters, digits, ".", "_" or "-" (it goes into the '
+                     f'file name), got {args.version!r}')
     zmin, zmax = args.z_range
     wmin, wmax = args.wave_range
     if not (0 <= zmin < zmax and 0 < wmin < wmax and args.dwave > 0 and args.dlogz > 0):
         parser.error('invalid --z-range/--wave-range/--dwave/--dlogz')
+    lo, hi = NORM_WINDOW
+    if not (wmin <= lo and wmax >= hi and args.dwave <= hi - lo):
+        parser.error(f'--wave-range must contain the {lo:g}-{hi:g} Å normalisation window and '
+                     f'--dwave must be at most {hi - lo:g} Å so that pixels fall in it, got '
+                     f'--wave-range {wmin:g} {wmax:g} --dwave {args.dwave:g}')
     return args
 
 
@@ -72,11 +88,16 @@ def main(args=None, comm=None):
         check_coverage(args.wave_range, args.z_range)
         simcfg = load_sim_config(args.sim_config)
         templates = load_templates(lbg_composite=args.lbg_composite) if args.lbg_composite else None
+        check_outdir(args.outdir)            # before the work: creates --outdir if needed
+        wave = np.arange(args.wave_range[0], args.wave_range[1] + args.dwave / 2, args.dwave)
+        flux, _ = rest_frame_spectra(args.nspec, wave, np.random.default_rng(args.seed), simcfg,
+                                     templates)
+    except OutputFileError as err:
+        log.error('--outdir %s', err)
+        return 1
     except (ValueError, InputFileError) as err:
         log.error('%s', err)
         return 1
-    wave = np.arange(args.wave_range[0], args.wave_range[1] + args.dwave / 2, args.dwave)
-    flux, _ = rest_frame_spectra(args.nspec, wave, np.random.default_rng(args.seed), simcfg, templates)
     basis, explained = pca_basis(flux, args.nbasis)
     resid = reconstruction_error(flux, basis)
     redshifts = redshift_grid(*args.z_range, args.dlogz)
@@ -87,8 +108,12 @@ def main(args=None, comm=None):
     cards = [('NSPEC', args.nspec, 'simulated spectra'), ('SEED', args.seed, 'random seed'),
              ('EXPLVAR', float(explained[-1]), 'fraction of power in the basis'),
              ('RESIDMED', float(np.median(resid)), 'median relative rms residual')]
-    write_rr_template(path, wave, basis.astype(np.float32), redshifts, igm=args.igm,
-                      version=args.version, comments=comments, cards=cards)
+    try:
+        write_rr_template(path, wave, basis.astype(np.float32), redshifts, igm=args.igm,
+                          version=args.version, comments=comments, cards=cards)
+    except (ValueError, OSError) as err:
+        log.error('%s: cannot write (%s)', path, getattr(err, 'strerror', None) or err)
+        return 1
     log.info('%s: %d basis vectors (%.4f of the power; median residual %.2e), %d redshifts '
              '%.2f-%.2f', path, args.nbasis, explained[-1], np.median(resid), redshifts.size,
              redshifts[0], redshifts[-1])

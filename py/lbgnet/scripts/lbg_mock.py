@@ -15,6 +15,7 @@ from desiutil.log import get_logger
 
 from ..config import ConfigError
 from ..io import InputFileError
+from ..io.catalog import OutputFileError, check_outdir
 from ..io.mock import mock_filenames, write_mock
 from ..sim.mock import DEFAULT_MOCK_CONFIG, load_mock_setup, make_mock, mock_settings
 from ..sim.population import CLASSES
@@ -53,6 +54,8 @@ def parse(options=None):
     parser.add_argument('--overwrite', action='store_true', help='replace existing files')
     parser.add_argument('--mpi', action='store_true', help='spread the files over MPI ranks')
     args = parser.parse_args(options)
+    if args.seed < 0:
+        parser.error(f'--seed must be >= 0, got {args.seed}')
     if args.nspec < 1:
         parser.error(f'--nspec must be >= 1, got {args.nspec}')
     if args.nfiles is not None and not 1 <= args.nfiles <= args.nspec:
@@ -60,8 +63,14 @@ def parse(options=None):
     for lo, hi in (('zmin', 'zmax'), ('rmag_min', 'rmag_max'), ('efftime_min', 'efftime_max')):
         if (getattr(args, lo) is None) != (getattr(args, hi) is None):
             parser.error(f'--{lo.replace("_", "-")} and --{hi.replace("_", "-")} go together')
-        if getattr(args, lo) is not None and not getattr(args, lo) < getattr(args, hi):
+        if getattr(args, lo) is None:
+            continue
+        if not (np.isfinite(getattr(args, lo)) and np.isfinite(getattr(args, hi))):
+            parser.error(f'--{lo.replace("_", "-")} and --{hi.replace("_", "-")} must be finite')
+        if not getattr(args, lo) < getattr(args, hi):
             parser.error(f'--{lo.replace("_", "-")} must be below --{hi.replace("_", "-")}')
+    if args.zmin is not None and args.zmin <= 0:
+        parser.error(f'--zmin must be positive (an LBG redshift), got {args.zmin}')
     if args.efftime_min is not None and args.efftime_min <= 0:
         parser.error('--efftime-min must be positive')
     return args
@@ -79,6 +88,72 @@ def population_options(args):
     if args.efftime_min is not None:
         out['efftime_range'] = (args.efftime_min, args.efftime_max)
     return out
+
+
+def check_population(simcfg, population, n=64):
+    """Draw `n` objects of each requested class with the population options, once.
+
+    The simulator checks the options only when it draws a class (e.g. the [OII]-as-Lyα
+    galaxies need LBG redshifts their [OII] line can mimic), so a range it cannot serve
+    would otherwise fail in every file.  Drawing `n` objects of each class separately
+    (each galaxy subtype has a fraction of 0.15 or more in ``lbgnet-sim.yaml``, so all
+    of them are drawn) runs those checks before any file is written.
+
+    Parameters
+    ----------
+    simcfg : dict
+        Simulator configuration (``MockSetup.simcfg``).
+    population : dict
+        :func:`population_options` (``efftime_range`` is ignored).
+    n : int, optional
+        Objects per class [64].
+
+    Raises
+    ------
+    ValueError
+        The simulator's message when it cannot draw a class with these options.
+    """
+    from ..sim.population import draw_population
+    options = {k: v for k, v in population.items() if k != 'efftime_range'}
+    classes = options.pop('classes', None) or [
+        c for c in CLASSES if float(simcfg['simulation']['class_fractions'].get(c, 0.0)) > 0]
+    rng = np.random.default_rng(0)
+    for name in classes:
+        draw_population(simcfg, n, rng, classes=[name], **options)
+
+
+def population_flags(args):
+    """The population options given on the command line, as text (for error messages)."""
+    flags = []
+    for name in ('classes', 'zmin', 'zmax', 'rmag_min', 'rmag_max', 'efftime_min', 'efftime_max'):
+        value = getattr(args, name)
+        if value is not None:
+            text = ' '.join(value) if name == 'classes' else f'{value:g}'
+            flags.append(f'--{name.replace("_", "-")} {text}')
+    return ' '.join(flags) or 'the configuration\'s population'
+
+
+def run_cards(args, nfiles):
+    """Primary-header cards recording the command line a mock file was made with.
+
+    Returns
+    -------
+    list of (str, object, str)
+        MOCKSEED, MOCKNSPC, MOCKNFIL always; MOCKCLAS, MOCKZMIN/MOCKZMAX,
+        MOCKRMIN/MOCKRMAX, MOCKTMIN/MOCKTMAX only when the option was given (absent:
+        the configuration's value).
+    """
+    cards = [('MOCKSEED', int(args.seed), 'desi_lbg_mock --seed'),
+             ('MOCKNSPC', int(args.nspec), 'desi_lbg_mock --nspec (all files)'),
+             ('MOCKNFIL', int(nfiles), 'desi_lbg_mock number of files (--nfiles)')]
+    if args.classes:
+        cards.append(('MOCKCLAS', ' '.join(args.classes), 'desi_lbg_mock --classes'))
+    for key, name in (('MOCKZMIN', 'zmin'), ('MOCKZMAX', 'zmax'), ('MOCKRMIN', 'rmag_min'),
+                      ('MOCKRMAX', 'rmag_max'), ('MOCKTMIN', 'efftime_min'),
+                      ('MOCKTMAX', 'efftime_max')):
+        if getattr(args, name) is not None:
+            cards.append((key, float(getattr(args, name)), f'desi_lbg_mock --{name.replace("_", "-")}'))
+    return cards
 
 
 def choose_pixels(nfiles, nside, dec_range, rng):
@@ -147,21 +222,37 @@ def main(args=None, comm=None):
     except (ConfigError, InputFileError, ValueError) as err:
         log.error('%s', err)
         return 1
+    try:
+        check_population(setup.simcfg, population_options(args))
+    except ValueError as err:
+        log.error('%s: the simulator cannot draw this population (%s)', population_flags(args), err)
+        return 1
+    try:
+        check_outdir(args.outdir)
+    except OutputFileError as err:
+        log.error('--outdir %s', err)
+        return 1
     files = mockcfg['files']
+    cards = run_cards(args, counts.size)
     mine = np.arange(rank, counts.size, size)
     progress = Progress(int(counts[mine].sum())) if rank == 0 else None
     nfail = 0
     for k in mine:
         paths = mock_filenames(args.outdir, files['survey'], files['program'], pixels[k])
-        if not args.overwrite and any(os.path.exists(p) for p in paths.values()):
-            log.error('%s exists; use --overwrite to replace it', paths['coadd'])
+        existing = [p for p in paths.values() if os.path.exists(p)]
+        if not args.overwrite and existing:
+            log.error('%s exists; use --overwrite to replace it', existing[0])
             nfail += 1
             continue
         try:
             mock = make_mock(setup, int(counts[k]), np.random.default_rng(seeds[k]),
                              pixel=int(pixels[k]), population=population_options(args),
                              with_resolution=not args.no_resolution)
-            write_mock(args.outdir, mock, args.config)
+            write_mock(args.outdir, mock, args.config, cards=cards)
+        except OutputFileError as err:               # expected (disk full, ...): one line
+            log.error('healpix %d: %s', pixels[k], err)
+            nfail += 1
+            continue
         except Exception as err:                     # noqa: BLE001 -- log, count, go on
             log.error('healpix %d (%s): %s\n%s', pixels[k], paths['coadd'], err,
                       traceback.format_exc())

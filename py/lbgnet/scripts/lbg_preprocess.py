@@ -16,6 +16,7 @@ from ..config import ConfigError, load_config
 from ..example import example_spectra
 from ..io import InputFileError, minimal_fibermap, write_coadd
 from ..io.atomic import atomic_path
+from ..io.catalog import OutputFileError, check_outdir
 from ..preprocess import load_coadd_grid
 
 
@@ -31,10 +32,31 @@ def parse(options=None):
     parser.add_argument('--config', default='lbgnet-base.yaml',
                         help='configuration (grid) [%(default)s]')
     parser.add_argument('--seed', type=int, default=0, help='seed of the example [%(default)s]')
+    parser.add_argument('--overwrite', action='store_true', help='replace an existing --output')
     args = parser.parse_args(options)
+    if args.output is not None and not args.output:
+        parser.error('--output must name a file')
     if args.output and args.coadd and len(args.coadd) > 1:
         parser.error('--output needs exactly one --coadd file')
+    if args.seed < 0:
+        parser.error(f'--seed must be >= 0, got {args.seed}')
     return args
+
+
+def check_output(path, overwrite):
+    """Check before any work that `path` can be written; create its directory.
+
+    Raises
+    ------
+    lbgnet.io.catalog.OutputFileError
+        If `path` is a directory, exists without `overwrite`, or its directory cannot be
+        created or written to.
+    """
+    if os.path.isdir(path):
+        raise OutputFileError(path, 'is a directory')
+    if os.path.lexists(path) and not overwrite:
+        raise OutputFileError(path, 'exists; use --overwrite to replace it')
+    check_outdir(os.path.dirname(os.path.abspath(path)))
 
 
 def summarise(path, X, info):
@@ -57,8 +79,10 @@ def main(args=None, comm=None):
     log = get_logger()
     try:
         config = load_config(args.config)
-    except ConfigError as err:
-        log.error('%s', err)
+        if args.output:
+            check_output(args.output, args.overwrite)
+    except (ConfigError, OutputFileError) as err:
+        log.error('%s%s', '--output ' if isinstance(err, OutputFileError) else '', err)
         return 1
     with tempfile.TemporaryDirectory() as tmpdir:
         paths = args.coadd
@@ -81,7 +105,12 @@ def main(args=None, comm=None):
                 tid = info.targetid if info.targetid is not None else np.full(X.shape[0], -1)
                 # through a file handle: np.savez would add ".npz" to a name without it,
                 # and the rename of the temporary file would then miss it
-                with atomic_path(args.output) as tmp, open(tmp, 'wb') as fh:
-                    np.savez(fh, X=X, TARGETID=tid, EMPTY=info.empty)
+                try:
+                    with atomic_path(args.output) as tmp, open(tmp, 'wb') as fh:
+                        np.savez(fh, X=X, TARGETID=tid, EMPTY=info.empty)
+                except OSError as err:
+                    log.error('%s: cannot write (%s)', args.output, err.strerror or err)
+                    nfail += 1
+                    continue
                 log.info('wrote %s', args.output)
     return 1 if nfail else 0
