@@ -31,9 +31,11 @@ CFITSIO_DISK_FULL = '\n'.join([
     '/d/.priors_lbg-x.tmp1.fits',
     ''])
 
+
 @pytest.fixture(scope='module')
 def model_path(tmp_path_factory):
     return save_tiny_model(str(tmp_path_factory.mktemp('model') / 'tiny.weights.h5'))
+
 
 def make_pair(directory, name='main-dark-100', nspec=4, **kwargs):
     """Coadd + Redrock file in `directory`; return the coadd and its default catalogue path."""
@@ -43,11 +45,14 @@ def make_pair(directory, name='main-dark-100', nspec=4, **kwargs):
     write_test_redrock(os.path.join(directory, f'redrock-{name}.fits'), tid[::-1])
     return coadd, os.path.join(directory, f'lbg_cnn-{name}.fits')
 
+
 def run(caplog, *options):
     return run_logged(main, caplog, *options)
 
+
 def failed_lines(text):
     return [line for line in text.splitlines() if 'FAILED' in line]
+
 
 def test_write_error_is_one_line_with_the_real_reason(tmp_path, model_path, caplog, monkeypatch):
     """fitsio's multi-line error gives its "error writing" line, not its first line."""
@@ -62,6 +67,7 @@ def test_write_error_is_one_line_with_the_real_reason(tmp_path, model_path, capl
     assert line.endswith('lbg_cnn-main-dark-100.fits: cannot write (FITSIO status = 106: error '
                          'writing to FITS file); no output of this file was written')
     assert not [f for f in os.listdir(tmp_path) if f.startswith(('.', 'lbg_cnn-', 'priors_lbg-'))]
+
 
 def test_write_error_on_a_full_device_says_so(tmp_path, monkeypatch):
     table = Table({'TARGETID': np.arange(3)})
@@ -81,6 +87,7 @@ def test_write_error_on_a_full_device_says_so(tmp_path, monkeypatch):
                                'this file was written')
     assert os.listdir(tmp_path) == []
 
+
 def test_silently_truncated_write_is_an_error(tmp_path, monkeypatch):
     """cfitsio can fail while closing without fitsio raising: the file is checked after."""
     real = iocat._write_table
@@ -96,6 +103,7 @@ def test_silently_truncated_write_is_an_error(tmp_path, monkeypatch):
                                               r'writing.*\); no output of this file was written'):
         write_outputs([(paths[0], table, 'LBG_CNN'), (paths[1], table, 'PRIORS')], fits.Header())
     assert os.listdir(tmp_path) == []
+
 
 def test_listed_coadds_go_flat_into_outdir_and_stay_there(tmp_path, model_path, caplog):
     """Adding a coadd from elsewhere (here a missing one) does not move the other outputs:
@@ -117,6 +125,7 @@ def test_listed_coadds_go_flat_into_outdir_and_stay_there(tmp_path, model_path, 
     rc, text = run(caplog, '--coadd', a, c, '--outdir', str(out), '--model', model_path, '--overwrite')
     assert rc == 1 and 'would both write' in text and 'spectra' not in text
 
+
 def test_files_per_rank_count_only_processed_files(caplog):
     outcomes = [Outcome('a', 'done', rank=1), Outcome('b', 'failed', 'x', rank=1),
                 Outcome('c', 'skipped'), Outcome('d', 'skipped'), Outcome('e', 'skipped')]
@@ -124,6 +133,7 @@ def test_files_per_rank_count_only_processed_files(caplog):
         assert summarise(outcomes, [], size=2) == 1
     assert 'files per rank: 0, 2' in caplog.text
     assert '1 file done' in caplog.text and '3 skipped, 1 failed' in caplog.text
+
 
 def test_catalogue_without_its_priors_file_is_redone(tmp_path, model_path, caplog):
     coadd, output = make_pair(str(tmp_path))
@@ -136,6 +146,7 @@ def test_catalogue_without_its_priors_file_is_redone(tmp_path, model_path, caplo
     rc, text = run(caplog, '--coadd', coadd, '--model', model_path)
     assert rc == 0 and '0 files done' in text and '1 skipped' in text
 
+
 def drop_fibermap_targetid(path):
     with fits.open(path) as hdul:
         fm = hdul['FIBERMAP']
@@ -143,6 +154,7 @@ def drop_fibermap_targetid(path):
         hdus = [fits.BinTableHDU.from_columns(cols, header=fm.header, name='FIBERMAP')
                 if hdu.name == 'FIBERMAP' else hdu for hdu in hdul]
         fits.HDUList(hdus).writeto(path, overwrite=True)
+
 
 def test_fibermap_without_targetid_is_one_line(tmp_path, model_path, caplog):
     bad, bad_out = make_pair(str(tmp_path), name='main-dark-1')
@@ -154,6 +166,7 @@ def test_fibermap_without_targetid_is_one_line(tmp_path, model_path, caplog):
     assert failed_lines(text) == [line for line in text.splitlines()
                                   if line.endswith(f'FAILED {bad}: FIBERMAP has no TARGETID column')]
     assert '1 file done' in text and os.path.exists(good_out) and not os.path.exists(bad_out)
+
 
 def test_existing_priors_or_output_target_is_not_overwritten(tmp_path, model_path, caplog):
     coadd, _ = make_pair(str(tmp_path))
@@ -172,6 +185,7 @@ def test_existing_priors_or_output_target_is_not_overwritten(tmp_path, model_pat
     rc, text = run(caplog, '--coadd', coadd, '--model', model_path, *opts)
     assert rc == 0 and '1 skipped' in text
 
+
 def test_rerun_without_resolution_fails_before_the_network(tmp_path, model_path, caplog,
                                                            monkeypatch):
     coadd, output = make_pair(str(tmp_path))             # no RESOLUTION HDUs
@@ -187,11 +201,11 @@ def test_rerun_without_resolution_fails_before_the_network(tmp_path, model_path,
             '--rerun-redrock for this file)') in text
     assert not os.path.exists(output)
 
+
 def test_tsnr2_lrg_from_scores_in_redrock_order(tmp_path, model_path, caplog):
     """TSNR2_LRG (the depth desi_lbg_zcatalog ranks repeated targets by) comes from the
     coadd's SCORES row of each target; NaN without SCORES."""
     full, cat_full = make_pair(str(tmp_path / 'full'), nspec=5, full=True)
-    scores = fitsio.read(full, 'SCORES')
     fm = fitsio.read(full, 'FIBERMAP')
     with fitsio.FITS(full, 'rw') as fx:                 # distinct values per row
         fx['SCORES'].write_column('TSNR2_LRG', np.arange(5, dtype=np.float32) * 10 + 3)
@@ -201,5 +215,26 @@ def test_tsnr2_lrg_from_scores_in_redrock_order(tmp_path, model_path, caplog):
     cat = fitsio.read(cat_full, 'LBG_CNN')
     expected = dict(zip(fm['TARGETID'].tolist(), (np.arange(5) * 10 + 3).tolist()))
     assert cat['TSNR2_LRG'].tolist() == [expected[t] for t in cat['TARGETID'].tolist()]
-    assert len(scores) == 5
     assert np.all(np.isnan(fitsio.read(cat_plain, 'LBG_CNN')['TSNR2_LRG']))
+
+
+@pytest.mark.parametrize('damage', ['short', 'order', 'no_column'])
+def test_unusable_scores_leave_tsnr2_nan_without_failing(tmp_path, model_path, caplog, damage):
+    """TSNR2_LRG only ranks repeated spectra: a SCORES HDU with another length, other
+    TARGETIDs or no TSNR2_LRG gives NaN (with a warning), never a failed file."""
+    coadd, cat_path = make_pair(str(tmp_path), nspec=5, full=True)
+    with fits.open(coadd) as hdul:
+        scores = Table(hdul['SCORES'].data)
+        if damage == 'short':
+            scores = scores[:3]
+        elif damage == 'order':
+            scores = scores[::-1]
+        else:
+            scores.remove_column('TSNR2_LRG')
+        hdus = [h if h.name != 'SCORES' else fits.BinTableHDU(scores, name='SCORES')
+                for h in hdul]
+        fits.HDUList(hdus).writeto(coadd, overwrite=True)
+    rc, text = run(caplog, '--coadd', coadd, '--model', model_path, '--no-refine')
+    assert rc == 0 and 'Traceback' not in text
+    assert np.all(np.isnan(fitsio.read(cat_path, 'LBG_CNN')['TSNR2_LRG']))
+    assert ('TSNR2_LRG left NaN' in text) == (damage != 'no_column')

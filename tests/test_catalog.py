@@ -273,3 +273,26 @@ def test_columns_are_described_in_the_file(tmp_path):
     back, _ = read_catalog(out)
     assert [back[c].description for c in back.colnames] == [cat[c].description for c in cat.colnames]
     assert back['C_LYA'].description == 'best-box confidence, LYA 1215.7 A'
+
+
+def test_descriptions_of_files_without_them_and_long_names(tmp_path):
+    """A catalogue written without descriptions (an older lbgnet) reads back with none, not
+    cfitsio's 'label for field N'; a description is kept ASCII and short enough that the
+    column name survives a long name."""
+    import fitsio
+    from lbgnet.io.catalog import card_comment, provenance_header, read_catalog, write_catalog
+    old = str(tmp_path / 'old.fits')
+    fitsio.write(old, np.zeros(2, dtype=[('TARGETID', 'i8'), ('Z_LBG', 'f8')]), extname='LBG_CNN')
+    table, _ = read_catalog(old)
+    assert [table[c].description for c in table.colnames] == [None, None]
+    long_name = 'A_VERY_LONG_COLUMN_NAME_OF_THIRTY'
+    t = Table({long_name: np.zeros(2), 'W': np.ones(2)})
+    t[long_name].description = 'x' * 60
+    t['W'].description = 'wavelength in Å units'
+    out = str(tmp_path / 'new.fits')
+    write_catalog(out, t, provenance_header([]))
+    back = fitsio.read(out, 'LBG_CNN')
+    assert back.dtype.names == (long_name, 'W')
+    assert read_catalog(out)[0]['W'].description == 'wavelength in  units'
+    assert len(card_comment('x' * 60, long_name)) == 65 - len(long_name)
+    assert card_comment(None, 'A') == ''

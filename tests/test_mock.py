@@ -301,6 +301,20 @@ def test_mock_set_is_all_or_nothing(tmp_path, setup, monkeypatch, caplog):
     monkeypatch.undo()
     assert main(args) == 0
     assert len(os.listdir(outdir)) == 3
+    # a failed rename (the redrock file's): the truth already renamed is taken back,
+    # the error names the file whose rename failed
+    real_replace = os.replace
+
+    def failing_replace(src, dst):
+        if os.path.basename(str(dst)).startswith('redrock-'):
+            raise OSError(5, 'Input/output error', src, None, dst)
+        return real_replace(src, dst)
+    monkeypatch.setattr(os, 'replace', failing_replace)
+    rn = tmp_path / 'rn'
+    with pytest.raises(OutputFileError, match=r'redrock-.*cannot rename into place') as err:
+        write_mock(str(rn), small, 'lbgnet-mock.yaml')
+    assert 'already replaced' not in str(err.value)
+    assert os.listdir(rn) == []
 
 
 def test_configuration_errors_are_clear(tmp_path):

@@ -203,7 +203,7 @@ def test_is_lbg_without_redshift_is_not_good():
     assert stack_catalogs([cat])['GOOD_LBG'].tolist() == [False, True, False, False]
 
 
-def test_allow_mixed_fills_vector_columns_and_keeps_shared_provenance(tmp_path):
+def test_allow_mixed_fills_vector_columns_and_keeps_shared_provenance(tmp_path, caplog):
     """A --rerun-redrock catalogue (vector COEFF_NEW) beside a plain one: --allow-mixed fills
     the vector column with NaN cells of the same shape, and keywords every input shares
     stay in the header while the differing ones are dropped."""
@@ -215,7 +215,9 @@ def test_allow_mixed_fills_vector_columns_and_keeps_shared_provenance(tmp_path):
     write_cat(str(root / 'b/lbg_cnn-main-dark-2.fits'), [3], [1], [3.2], [0], [1],
               cards=[('LBGCONF', 'lbgnet-default', '')])
     out = str(tmp_path / 'z.fits')
-    assert main(['--input-dir', str(root), '--output', out]) == 1
+    with caplog.at_level(logging.INFO):
+        assert main(['--input-dir', str(root), '--output', out]) == 1
+    assert 'RERUNRR = False here, True in' in caplog.text and 'lbg_cnn-main-dark-2.fits' in caplog.text
     assert main(['--input-dir', str(root), '--output', out, '--allow-mixed']) == 0
     zcat, hdr = read_catalog(out, extname='LBG_ZCAT')
     rows = {t: i for i, t in enumerate(zcat['TARGETID'])}
@@ -297,15 +299,25 @@ def test_catalogues_of_an_older_lbgnet(tmp_path, caplog):
     write_cat(str(root / 'lbg_cnn-main-dark-1.fits'), [1], [1], [3.0], [0], [1],
               [('ZERRSCL', 1.0, ''), ('ZERRFLR', 0.0, '')])
     assert main(['--input-dir', str(root), '--output', str(tmp_path / 'p.fits')]) == 0
+    _, hdr = read_catalog(str(tmp_path / 'p.fits'), extname='LBG_ZCAT')
+    assert hdr['ZERRSCL'] == 1.0                  # recorded by one input, implied by the other
     root = tmp_path / 'calibrated'
-    write_cat(str(root / 'lbg_cnn-main-dark-0.fits'), [0], [1], [3.0], [0], [1],
-              [('REFINE', True, '')])
+    write_cat(str(root / 'lbg_cnn-main-dark-0.fits'), [0], [1], [3.0], [0], [1])
     write_cat(str(root / 'lbg_cnn-main-dark-1.fits'), [1], [1], [3.0], [0], [1],
-              [('REFINE', True, ''), ('REFTSHA', 'aaa', ''), ('ZERRSCL', 4.3, '')])
+              [('ZERRSCL', 4.3, ''), ('ZERRFLR', 0.0, '')])
     with caplog.at_level(logging.INFO):
         assert main(['--input-dir', str(root), '--output', str(tmp_path / 'c.fits')]) == 1
-    assert 'REFTSHA absent from' in caplog.text and 'ZERRSCL = 4.3 here, 1.0' in caplog.text
+    assert 'ZERRSCL absent from' in caplog.text and '(taken as 1.0), 4.3 here' in caplog.text
     assert 'older lbgnet' in caplog.text
+    # a new TSNR2_LRG column is no reason to refuse an otherwise equal older catalogue
+    root = tmp_path / 'tsnr2'
+    write_cat(str(root / 'lbg_cnn-main-dark-0.fits'), [0], [1], [3.0], [0], [1])
+    write_cat(str(root / 'lbg_cnn-main-dark-1.fits'), [1], [1], [3.0], [0], [1],
+              extra={'TSNR2_LRG': np.array([50.0])})
+    assert main(['--input-dir', str(root), '--output', str(tmp_path / 't.fits')]) == 0
+    zcat, hdr = read_catalog(str(tmp_path / 't.fits'), extname='LBG_ZCAT')
+    assert np.isnan(zcat['TSNR2_LRG'][0]) and zcat['TSNR2_LRG'][1] == 50.0
+    assert 'ZERRSCL' not in hdr                   # no input recorded it: not written as common
 
 
 def test_deepest_spectrum_by_tsnr2_before_deltachi2(tmp_path):
@@ -326,3 +338,16 @@ def test_deepest_spectrum_by_tsnr2_before_deltachi2(tmp_path):
     # 7: deeper (TSNR2) despite the smaller DELTACHI2_RR; 8: NaN TSNR2 loses;
     # 9: the unflagged row although it is the shallower
     assert zcat['Z_LBG'].tolist() == [3.1, 3.6, 2.6]
+
+
+def test_column_difference_names_a_file(tmp_path):
+    """Catalogues that differ in a column (not target bits, not TSNR2_LRG) are refused with
+    the column and a file that lacks it."""
+    from lbgnet.zcatalog import unify_columns
+    a = Table({'TARGETID': [1], 'Z_NEW': [3.0]})
+    b = Table({'TARGETID': [2]})
+    with pytest.raises(ValueError, match=r'Z_NEW absent from b\.fits'):
+        unify_columns([a, b], sources=['a.fits', 'b.fits'])
+    c = Table({'TARGETID': [3], 'TSNR2_LRG': [9.0]})
+    out = unify_columns([b, c])
+    assert np.isnan(out[0]['TSNR2_LRG'][0])

@@ -48,12 +48,12 @@ COLUMN_DESCRIPTIONS = {
     'TARGET_RA': 'target right ascension (FIBERMAP)',
     'TARGET_DEC': 'target declination (FIBERMAP)',
     'TSNR2_LRG': 'coadd depth, SCORES TSNR2_LRG (NaN: none)',
-    'C_LBG': 'n_th-highest line confidence (IS_LBG test)',
-    'IS_LBG': 'at least NTHRESH lines above CTHRESH',
+    'C_LBG': 'LBG score: IS_LBG = C_LBG > CTHRESH',
+    'IS_LBG': 'selected as LBG (C_LBG > CTHRESH)',
     'Z_LBG': 'redshift of the agreeing lines (all rows)',
-    'ZERR_LBG': 'calibrated 1-sigma error of Z_LBG',
+    'ZERR_LBG': '1-sigma error of Z_LBG (ZERRSCL, ZERRFLR)',
     'Z_TPL': 'template-refined redshift (IS_LBG rows)',
-    'ZERR_TPL': 'calibrated 1-sigma error of Z_TPL',
+    'ZERR_TPL': '1-sigma error of Z_TPL (ZTPLSCL, ZTPLFLR)',
     'DELTACHI2_TPL': 'chi2(best other z) - chi2(Z_TPL)',
     'LBG_FLAG': 'warning bits (header LBGBITnn), 0 = normal',
     'SURVEY': 'DESI survey of the file',
@@ -71,7 +71,7 @@ _RR_DESCRIPTIONS = {'SPECTYPE': 'spectral type', 'SUBTYPE': 'subtype', 'Z': 'red
 
 
 def column_description(name, line_waves=None):
-    """One-line description of a catalogue column, or None for an unknown one.
+    """One-line description of a catalogue column.
 
     Parameters
     ----------
@@ -79,6 +79,11 @@ def column_description(name, line_waves=None):
         Column name.
     line_waves : dict, optional
         Line name -> rest wavelength (Å), for the ``C_<LINE>`` / ``Z_<LINE>`` columns.
+
+    Returns
+    -------
+    str or None
+        At most 46 characters; None for a column it does not know.
     """
     if name in COLUMN_DESCRIPTIONS:
         return COLUMN_DESCRIPTIONS[name]
@@ -96,8 +101,21 @@ def column_description(name, line_waves=None):
 
 
 def describe_columns(table, line_waves=None, overwrite=True):
-    """Set ``.description`` of the columns :func:`column_description` knows (in place;
-    with ``overwrite=False`` only where a column has none yet)."""
+    """Set ``.description`` of the columns :func:`column_description` knows, in place.
+
+    Parameters
+    ----------
+    table : astropy.table.Table
+    line_waves : dict, optional
+        Line name -> rest wavelength (Å).
+    overwrite : bool, optional
+        False: only where a column has no description yet.
+
+    Returns
+    -------
+    astropy.table.Table
+        `table`.
+    """
     for name in table.colnames:
         if not overwrite and table[name].description:
             continue

@@ -69,27 +69,45 @@ def fill_value(column):
     return {'f': np.nan, 'b': False, 'U': '', 'S': b''}.get(kind, 0)
 
 
-def unify_columns(tables, allow_mixed=False):
+#: Columns that only newer catalogues have and whose absence means "unknown": always
+#: completed (NaN ranks a repeated spectrum last), like the target bits.
+OPTIONAL_COLUMNS = ('TSNR2_LRG',)
+
+
+def unify_columns(tables, allow_mixed=False, sources=None):
     """Give every table the union of the columns, in the first table's order then new ones.
 
     Target-bit columns (``DESI_TARGET``, ``SV1_DESI_TARGET``, …) differ between surveys and
-    are always completed with 0.  Any other difference (``*_NEW`` columns of
-    ``--rerun-redrock``, another catalogue version) is refused unless `allow_mixed`, and
-    then completed with :func:`fill_value`.
+    are always completed with 0, and :data:`OPTIONAL_COLUMNS` with NaN.  Any other
+    difference (``*_NEW`` columns of ``--rerun-redrock``, another catalogue version) is
+    refused unless `allow_mixed`, and then completed with :func:`fill_value`.
+
+    Parameters
+    ----------
+    tables : sequence of astropy.table.Table
+    allow_mixed : bool, optional
+    sources : sequence of str, optional
+        File of each table, for the error message.
 
     Raises
     ------
     ValueError
-        Naming the columns that differ, when they are not target bits and not `allow_mixed`.
+        Naming the columns that differ and a file that lacks one, when they are not
+        target bits or optional and not `allow_mixed`.
     """
     names = list(tables[0].colnames)
     for tab in tables[1:]:
         names += [c for c in tab.colnames if c not in names]
     missing = {c for tab in tables for c in names if c not in tab.colnames}
-    other = sorted(c for c in missing if not TARGET_BIT_COLUMN.match(c))
+    other = sorted(c for c in missing
+                   if not TARGET_BIT_COLUMN.match(c) and c not in OPTIONAL_COLUMNS)
     if other and not allow_mixed:
+        where = ''
+        if sources is not None:
+            lacking = next(i for i, tab in enumerate(tables) if other[0] not in tab.colnames)
+            where = f' ({other[0]} absent from {sources[lacking]})'
         raise ValueError(f'catalogues differ in columns {", ".join(other[:6])}'
-                         f'{" …" if len(other) > 6 else ""} (mixed --rerun-redrock or '
+                         f'{" …" if len(other) > 6 else ""}{where} (mixed --rerun-redrock or '
                          'lbgnet versions?); use --allow-mixed to stack them anyway')
     out = []
     for tab in tables:
@@ -103,7 +121,7 @@ def unify_columns(tables, allow_mixed=False):
     return out
 
 
-def stack_catalogs(tables, allow_mixed=False):
+def stack_catalogs(tables, allow_mixed=False, sources=None):
     """Stack catalogues and keep one row per TARGETID per SURVEY/PROGRAM.
 
     Parameters
@@ -112,6 +130,8 @@ def stack_catalogs(tables, allow_mixed=False):
         Catalogues with location columns (:func:`add_location`), in file order.
     allow_mixed : bool, optional
         Complete columns that only some catalogues have (:func:`unify_columns`).
+    sources : sequence of str, optional
+        File of each table, for error messages.
 
     Returns
     -------
@@ -126,7 +146,7 @@ def stack_catalogs(tables, allow_mixed=False):
     tables = list(tables)
     if not tables:
         raise ValueError('no catalogue to stack')
-    tables = unify_columns(tables, allow_mixed)
+    tables = unify_columns(tables, allow_mixed, sources)
     stacked = vstack(tables, join_type='exact', metadata_conflicts='silent')
     fileorder = np.concatenate([np.full(len(t), i) for i, t in enumerate(tables)])
     bad = (np.asarray(stacked['LBG_FLAG'], dtype=np.int64) & bad_bits()) != 0

@@ -9,6 +9,7 @@ crash never leaves a partial file under the final name.
 import hashlib
 import importlib.metadata
 import os
+import re
 import shutil
 import sys
 
@@ -268,6 +269,32 @@ def _check_written(path, extname, nrows):
         raise OSError(f'file incomplete after writing: {err.problem}') from None
 
 
+#: The comment cfitsio gives every TTYPEn card ("label for field   N").
+CFITSIO_LABEL = re.compile(r'^label for field\s+\d+$')
+
+
+def card_comment(text, name):
+    """`text` as the comment of the ``TTYPEn = 'name'`` card: ASCII, and short enough
+    that the card needs no continuation (which some readers take into the name).
+
+    Parameters
+    ----------
+    text : str or None
+        Column description.
+    name : str
+        Column name (the card's value).
+
+    Returns
+    -------
+    str
+        Possibly shortened; '' for no description.
+    """
+    if not text:
+        return ''
+    text = str(text).encode('ascii', 'ignore').decode().strip()
+    return text[:max(0, min(47, 65 - len(name)))].rstrip()
+
+
 def _write_table(path, table, header, extname):
     """Primary HDU + one binary table at `path` (overwritten), both with `header`."""
     records = [dict(name=card.keyword, value=card.value, comment=card.comment)
@@ -279,8 +306,9 @@ def _write_table(path, table, header, extname):
         fx.write(None, header=records)
         fx.write(data, extname=extname, header=records, units=units)
         for i, col in enumerate(table.colnames, 1):      # descriptions: TTYPEn comments
-            if table[col].description:
-                fx[-1].write_key(f'TTYPE{i}', col, comment=str(table[col].description))
+            text = card_comment(table[col].description, col)
+            if text:
+                fx[-1].write_key(f'TTYPE{i}', col, comment=text)
 
 
 def read_catalog(path, extname='LBG_CNN'):
@@ -308,6 +336,8 @@ def read_catalog(path, extname='LBG_CNN'):
         table = Table.read(hdul[extname], mask_invalid=False)
         comments = hdul[extname].header.comments
         for i, col in enumerate(table.colnames, 1):       # TTYPEn comments -> descriptions
-            table[col].description = comments[f'TTYPE{i}'] or None
+            text = comments[f'TTYPE{i}'].strip()
+            # cfitsio's own default comment is no description
+            table[col].description = None if CFITSIO_LABEL.match(text) else (text or None)
     table.meta['EXTNAME'] = extname
     return table, header

@@ -206,14 +206,34 @@ def read_layout(fx, path, read_fibermap=True, fibermap_columns=None):
         raise InputFileError(path, f'FIBERMAP has {len(fibermap)} rows but flux has {nspec} spectra')
     hdr = fx[0].read_header()
     header = {k: hdr[k] for k in hdr.keys() if k not in ('COMMENT', 'HISTORY', '')}
-    tsnr2 = None
-    if 'SCORES' in names and 'TSNR2_LRG' in fx['SCORES'].get_colnames():
-        tsnr2 = np.asarray(read_table(fx, 'SCORES', path, columns=['TSNR2_LRG'])['TSNR2_LRG'],
-                           dtype=np.float64)
-        if tsnr2.shape != (nspec,):
-            raise InputFileError(path, f'SCORES has {tsnr2.size} rows but flux has {nspec} spectra')
     return CoaddLayout(path, tuple(b.lower() for b in bands), wave, nspec, fibermap, header,
-                       tsnr2)
+                       _read_tsnr2(fx, path, names, nspec, fibermap))
+
+
+def _read_tsnr2(fx, path, names, nspec, fibermap):
+    """SCORES ``TSNR2_LRG`` per spectrum, or None (with a warning when SCORES is unusable).
+
+    The column only ranks repeated spectra, so a SCORES HDU that is not a table, lacks the
+    column, has another length or other TARGETIDs than the FIBERMAP does not fail the file.
+    """
+    if 'SCORES' not in names:
+        return None
+    cols = fx['SCORES'].get_colnames() if hasattr(fx['SCORES'], 'get_colnames') else []
+    if 'TSNR2_LRG' not in cols:
+        return None
+    scores = read_table(fx, 'SCORES', path, columns=[c for c in ('TARGETID', 'TSNR2_LRG')
+                                                     if c in cols])
+    problem = None
+    if len(scores) != nspec:
+        problem = f'{len(scores)} rows for {nspec} spectra'
+    elif ('TARGETID' in scores.colnames and fibermap is not None
+          and 'TARGETID' in fibermap.colnames
+          and not np.array_equal(scores['TARGETID'], fibermap['TARGETID'])):
+        problem = 'TARGETIDs in another order than the FIBERMAP'
+    if problem is not None:
+        get_logger().warning('%s: SCORES has %s; TSNR2_LRG left NaN', path, problem)
+        return None
+    return np.asarray(scores['TSNR2_LRG'], dtype=np.float64)
 
 
 def _dims(fx, ext, nwave):

@@ -233,6 +233,7 @@ def write_mock(outdir, mock, config_name=None, cards=()):
     rrheader['RRMOCK'] = ('lbgnet.sim.rrmock', 'simulated Redrock outcome, not a Redrock run')
     check_writable(paths['coadd'])
     current, written = paths['coadd'], False
+    new = [kind for kind in ('truth', 'redrock', 'coadd') if not os.path.exists(paths[kind])]
     try:
         # entered coadd, redrock, truth: the renames run in reverse, the coadd's last
         with ExitStack() as stack:
@@ -249,9 +250,19 @@ def write_mock(outdir, mock, config_name=None, cards=()):
             write_truth(tmps['truth'], mock.truth, header)
             written = True
     except OSError as err:
-        if written:                  # a rename failed: the coadd is never the one renamed
-            raise OutputFileError(current, f'cannot rename into place ({err.strerror or err}); '
-                                  'the coadd was not written') from None
+        if written:                  # a rename failed (truth, redrock, coadd in that order)
+            failed = str(getattr(err, 'filename2', None) or paths['coadd'])
+            done = [paths[k] for k in ('truth', 'redrock', 'coadd')
+                    if os.path.abspath(paths[k]) != os.path.abspath(failed)
+                    and os.path.exists(paths[k])]
+            removed = [p for p in done if any(p == paths[k] for k in new)]
+            for path in removed:     # files this call created: take the partial set back
+                os.remove(path)
+            kept = [p for p in done if p not in removed and p != paths['coadd']]
+            raise OutputFileError(failed, f'cannot rename into place ({err.strerror or err}); '
+                                  'the coadd was not written'
+                                  + (f'; already replaced: {", ".join(kept)}' if kept else '')
+                                  ) from None
         raise OutputFileError(current, f'cannot write ({write_failure_reason(err, current)}); '
                               'no file of this set was written') from None
     return paths

@@ -67,25 +67,56 @@ def find_catalogs(args):
 
 
 def shared_keys(header):
-    """Provenance keywords of one catalogue header: :data:`CONSISTENT_KEYS`,
-    :data:`PROVENANCE_KEYS` and the ``LBGBITnn`` bit names (absent keywords are None)."""
+    """Provenance keywords of one catalogue header.
+
+    Parameters
+    ----------
+    header : dict
+        Primary header of a catalogue.
+
+    Returns
+    -------
+    values : dict
+        :data:`CONSISTENT_KEYS`, :data:`PROVENANCE_KEYS` and the ``LBGBITnn`` bit names;
+        an absent keyword is None, or its :data:`IMPLICIT_VALUES` entry.
+    absent : set of str
+        The keywords the header does not have.
+    """
     names = CONSISTENT_KEYS + PROVENANCE_KEYS
     names += tuple(sorted(k for k in header if str(k).startswith('LBGBIT')))
-    return {k: header.get(k, IMPLICIT_VALUES.get(k)) for k in names}
+    return ({k: header.get(k, IMPLICIT_VALUES.get(k)) for k in names},
+            {k for k in names if k not in header})
 
 
-def describe_difference(keys, values, first_values, first):
-    """What differs from the first catalogue, one phrase per keyword."""
+def describe_difference(keys, here, first):
+    """What differs from the first catalogue, one phrase per keyword.
+
+    Parameters
+    ----------
+    keys : sequence of str
+        Keywords whose values differ.
+    here, first : (dict, set, str)
+        :func:`shared_keys` of this and of the first catalogue, and the first's path.
+
+    Returns
+    -------
+    str
+    """
+    (values, absent), (first_values, first_absent, first_path) = here, first
     parts = []
     for k in keys:
-        if first_values.get(k) is None:
-            parts.append(f'{k} absent from {first}')
-        elif values[k] is None:
-            parts.append(f'{k} absent here')
+        if k in first_absent:
+            parts.append(f'{k} absent from {first_path}' + (
+                f' (taken as {first_values[k]!r}), {values[k]!r} here'
+                if first_values[k] is not None else ''))
+        elif k in absent:
+            parts.append(f'{k} absent here' + (f' (taken as {values[k]!r})'
+                                               if values[k] is not None else '')
+                         + f', {first_values[k]!r} in {first_path}')
         else:
-            parts.append(f'{k} = {values[k]!r} here, {first_values[k]!r} in {first}')
+            parts.append(f'{k} = {values[k]!r} here, {first_values[k]!r} in {first_path}')
     text = '; '.join(parts)
-    if any(first_values.get(k) is None or values[k] is None for k in keys):
+    if any(k in first_absent or k in absent for k in keys):
         text += ' (a catalogue written by an older lbgnet: run the afterburner on it again)'
     return text
 
@@ -101,7 +132,7 @@ def read_all(files, allow_mixed=False):
     tables : list of astropy.table.Table
     common : dict
         Header values (:func:`shared_keys`) that all catalogues share; keywords whose
-        values differ are left out.
+        values differ, or that no catalogue has, are left out.
 
     Raises
     ------
@@ -122,19 +153,20 @@ def read_all(files, allow_mixed=False):
         location.update({k: v for k, v in header.items() if k in
                          ('SURVEY', 'PROGRAM', 'SPGRP', 'HPXPIXEL', 'TILEID', 'PETAL')})
         tables.append(add_location(table, location))
-        values = shared_keys(header)
+        values, absent = shared_keys(header)
         if common is None:
-            common, first_values, first = values, values, path
+            common, absent_all, first = values, absent, (values, absent, path)
             continue
-        diff = [k for k in CONSISTENT_KEYS if values[k] != first_values[k]]
+        diff = [k for k in CONSISTENT_KEYS if values[k] != first[0][k]]
         if diff and not allow_mixed:
-            raise InputFileError(path, describe_difference(diff, values, first_values, first)
+            raise InputFileError(path, describe_difference(diff, (values, absent), first)
                                  + '; use --allow-mixed to stack anyway')
         if diff:
             log.warning('%s: %s; stacked anyway (--allow-mixed): the columns those settings '
                         'affect mix values of different meaning', path,
-                        describe_difference(diff, values, first_values, first))
+                        describe_difference(diff, (values, absent), first))
         common = {k: v for k, v in common.items() if k in values and values[k] == v}
+        absent_all &= absent
     if len(errors) == 1:
         raise errors[0]
     if errors:
@@ -142,7 +174,8 @@ def read_all(files, allow_mixed=False):
             log.error('%s', err)
         raise InputFileError(f'{len(errors)} of {len(files)} catalogues',
                              'unreadable (listed above)')
-    return tables, common
+    # keywords no input has (only implied) are not written as if they had been recorded
+    return tables, {k: v for k, v in (common or {}).items() if k not in absent_all}
 
 
 def main(args=None, comm=None):
@@ -156,7 +189,7 @@ def main(args=None, comm=None):
     try:
         files = find_catalogs(args)
         tables, common = read_all(files, args.allow_mixed)
-        zcat = stack_catalogs(tables, args.allow_mixed)
+        zcat = stack_catalogs(tables, args.allow_mixed, files)
     except (InputFileError, ValueError) as err:
         log.error('%s', err)
         return 1
