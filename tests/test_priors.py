@@ -119,3 +119,17 @@ def test_zrange_keeps_overlapping_top_hats(config):
     assert tid_in.tolist() == [1, 3, 5, 6, 7]
     np.testing.assert_array_equal(z_in, np.asarray(cat['Z_LBG'])[[0, 2, 4, 5, 6]])
     np.testing.assert_allclose(sigma_in, 2 * half[[0, 2, 4, 5, 6]])
+
+
+def test_priors_in_a_gap_between_templates_are_dropped(config):
+    """With several rerun templates, a prior must overlap one template's own grid: one that
+    falls in the gap between two grids left Redrock without a finite chi2 (and failed the
+    whole file)."""
+    tid = np.arange(3) + 1
+    cat = catalog_for(config, tid, np.ones(3, bool), np.zeros(3))
+    cat['Z_LBG'] = [3.2, 4.1, 4.7]
+    ranges = [(3.0, 3.5), (4.6, 4.8)]
+    kept, _, _ = select_priors(cat, config, ranges)
+    assert kept.tolist() == [1, 3]
+    kept, _, _ = select_priors(cat, config, (3.0, 4.8))         # one range: the union
+    assert kept.tolist() == [1, 2, 3]

@@ -39,7 +39,7 @@ def coadd(tmp_path_factory):
 
 def test_template_file_is_redrock_readable(template):
     assert template_files([os.path.dirname(template)]) == [template]
-    zmin, zmax = template_zrange([template])
+    [(zmin, zmax)] = template_zrange([template])
     assert zmin == pytest.approx(2.0) and 4.45 < zmax < 4.5
     with pytest.raises(InputFileError, match='not found'):
         template_files([template + '.nope'])
@@ -83,10 +83,12 @@ def test_afterburner_rerun_columns(coadd, template, tmp_path):
                  '--templates', template]) == 0
     cat, hdr = read_catalog(out)
     assert hdr['RERUNRR'] and hdr['RRTEMP00'] == template
+    from lbgnet.afterburner import templates_sha256
+    assert hdr['RRTSHA'] == templates_sha256([template]) != templates_sha256([template, path])
     for col in ('Z_NEW', 'ZERR_NEW', 'ZWARN_NEW', 'SPECTYPE_NEW', 'SUBTYPE_NEW', 'CHI2_NEW',
                 'DELTACHI2_NEW', 'COEFF_NEW'):
         assert col in cat.colnames
-    zmin, zmax = template_zrange([template])
+    [(zmin, zmax)] = template_zrange([template])
     inrange = cat['IS_LBG'] & (cat['Z_LBG'] + 0.1 > zmin) & (cat['Z_LBG'] - 0.1 < zmax)
     rerun = np.isfinite(cat['Z_NEW'])
     assert np.all(rerun <= cat['IS_LBG'])

@@ -189,18 +189,23 @@ target: {lines: {LYA: 1215.67, CIV: 1549.48}}     # a subset of the LBG lines: f
 """
 
 
-def test_train_script_from_quasarnet_weights(tmp_path):
+def test_train_script_from_quasarnet_weights(tmp_path, caplog):
+    import logging
     from lbgnet.io.modelfile import load_model
     from lbgnet.scripts.lbg_train import main
     qn = reference_file(*QN_FILE)
     cfg_path = tmp_path / 'tinyqn.yaml'
     cfg_path.write_text(TRAIN_YAML)
     out = tmp_path / 'run'
-    assert main(['--config', str(cfg_path), '--outdir', str(out), '--verbose', '0',
-                 '--init-from', qn, '--freeze', '1', '--unfreeze-epochs', '1', '--workers', '1']) == 0
+    with caplog.at_level(logging.INFO):         # conv_2 does not fit: frozen with random weights
+        assert main(['--config', str(cfg_path), '--outdir', str(out), '--verbose', '0',
+                     '--init-from', qn, '--freeze', '2', '--unfreeze-epochs', '1',
+                     '--workers', '1']) == 0
+    assert 'did not load (random weights): conv_2' in caplog.text
+    assert 'conv_1,' not in caplog.text.split('random weights')[-1]
     model, _, meta = load_model(str(out / 'tinyqn.weights.h5'))
     transfer = meta['training']['transfer']
-    assert transfer['kind'] == 'quasarnet' and transfer['freeze'] == 1
+    assert transfer['kind'] == 'quasarnet' and transfer['freeze'] == 2
     assert 'conv_1' in transfer['loaded'] and 'conv_2' in [i['layer'] for i in transfer['incompatible']]
     assert meta['history']['phase'] == [1, 2]
     with h5py.File(qn, 'r') as fx:

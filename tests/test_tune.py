@@ -135,6 +135,11 @@ def test_tune_script_writes_table_and_best_config(tmp_path):
     cfg = load_config(str(best))                  # base: resolved next to the best file
     assert cfg.extra['name'] == 'tinytune-tune-best' and cfg.extra['model']['filters'] in (4, 5, 6)
     assert len(list(csv.DictReader(open(tmp_path / 'tinytune-tune-trials.csv')))) == 1
+    # resuming with another training set size would rank incomparable trials: refused
+    more = ['256' if a == '128' else a for a in args]
+    more[more.index('--trials') + 1] = '2'
+    assert main(more) == 1
+    assert len(list(csv.DictReader(open(tmp_path / 'tinytune-tune-trials.csv')))) == 1
     bad = tmp_path / 'bad.yaml'
     bad.write_text(TUNE_YAML.replace('nboxes: [40]', 'nboxes: [33]'))
     assert main(['--config', str(bad), '--trials', '1', '--workdir', str(tmp_path / 'w2'),

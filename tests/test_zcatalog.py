@@ -233,6 +233,7 @@ def test_refinement_template_and_error_calibration_must_agree(tmp_path, caplog):
     calibrations, are refused (naming the keyword); --allow-mixed stacks them with a
     warning; the shared template hash reaches the stacked header."""
     for name, cards in (('tsha', [('REFTSHA', 'aaa', ''), ('REFTSHA', 'bbb', '')]),
+                        ('rrtsha', [('RRTSHA', 'aaa', ''), ('RRTSHA', 'bbb', '')]),
                         ('zerr', [('ZERRSCL', 4.3, ''), ('ZERRSCL', 1.5, '')]),
                         ('ztpl', [('ZTPLFLR', 2e-4, ''), ('ZTPLFLR', 1e-4, '')])):
         root = tmp_path / name

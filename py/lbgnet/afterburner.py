@@ -183,6 +183,13 @@ def blank_empty(results, empty):
             val[empty] = np.nan
 
 
+def templates_sha256(paths):
+    """One SHA-256 for the content of a set of template files, whatever their order."""
+    import hashlib
+    digests = sorted(file_sha256(p) for p in paths)
+    return hashlib.sha256(''.join(digests).encode('ascii')).hexdigest()
+
+
 def catalog_header(job, network, c_thresh, n_thresh, layout, templates=None, refiner=None):
     """Provenance header of one output catalogue / priors file.
 
@@ -234,6 +241,8 @@ def catalog_header(job, network, c_thresh, n_thresh, layout, templates=None, ref
                   ('MINDCHI2', MIN_DELTACHI2, 'SMALL_DELTA_CHI2 if DELTACHI2_TPL below')]
     for i, name in enumerate(templates or ()):
         cards.append((f'RRTEMP{i:02d}', os.path.abspath(name), 'Redrock template of the rerun'))
+    if templates:
+        cards.append(('RRTSHA', templates_sha256(templates), 'SHA-256 of the rerun templates'))
     cards += [(k, v, c) for k, v, c in LBGWarnMask().header_cards()]
     location = dict(file_metadata(job.coadd))
     if layout is not None:
@@ -279,6 +288,11 @@ def rerun_into(catalog, coadd, priors, templates):
     asked = np.asarray(catalog['IS_LBG'], dtype=bool) & np.isfinite(catalog['Z_LBG'])
     done = np.isin(catalog['TARGETID'], tid)
     catalog['LBG_FLAG'][asked & ~done] |= LBGWarnMask().RERUN_FAILED
+    nfailed = int(np.count_nonzero(asked & ~done))
+    if nfailed:
+        get_logger().info('%s: %d of %d IS_LBG targets not rerun (prior outside the '
+                          'templates\' redshift grids): RERUN_FAILED', coadd, nfailed,
+                          int(asked.sum()))
 
 
 def node_threads(comm):

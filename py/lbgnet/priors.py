@@ -53,9 +53,9 @@ def select_priors(catalog, config, zrange=None):
     catalog : astropy.table.Table
         Afterburner catalogue (TARGETID, IS_LBG, Z_LBG, C_<LINE>).
     config : lbgnet.config.Config
-    zrange : tuple of float, optional
-        Keep only priors whose top hat overlaps ``[zmin, zmax]`` (e.g. the redshift
-        grid of the Redrock template used in a rerun).
+    zrange : tuple of float or sequence of them, optional
+        Keep only priors whose top hat overlaps ``[zmin, zmax]``, or one of several such
+        ranges (e.g. the redshift grids of the Redrock templates used in a rerun).
 
     Returns
     -------
@@ -69,5 +69,7 @@ def select_priors(catalog, config, zrange=None):
     keep = np.asarray(catalog['IS_LBG'], dtype=bool) & np.isfinite(z)
     sigma = prior_width(c_lines, config) if len(catalog) else np.zeros(0)
     if zrange is not None:
-        keep &= (z + sigma / 2 > zrange[0]) & (z - sigma / 2 < zrange[1])
+        ranges = np.atleast_2d(np.asarray(zrange, dtype=np.float64))
+        keep &= np.any((z[:, None] + sigma[:, None] / 2 > ranges[None, :, 0])
+                       & (z[:, None] - sigma[:, None] / 2 < ranges[None, :, 1]), axis=1)
     return (np.asarray(catalog['TARGETID'], dtype=np.int64)[keep], z[keep], sigma[keep])

@@ -59,7 +59,9 @@ def template_files(templates):
     for entry in templates:
         if not os.path.exists(entry):
             raise InputFileError(entry, 'Redrock template file or directory not found')
-        found = find_templates(entry) if (os.path.isdir(entry) or entry.endswith('.txt')) else [entry]
+        with contextlib.redirect_stdout(io.StringIO()):     # redrock prints a DEBUG line
+            found = (find_templates(entry) if (os.path.isdir(entry) or entry.endswith('.txt'))
+                     else [entry])
         if not found:
             raise InputFileError(entry, 'no rrtemplate-*.fits Redrock template found')
         files.extend(found)
@@ -67,7 +69,7 @@ def template_files(templates):
 
 
 def template_zrange(files):
-    """Smallest and largest redshift scanned by a set of Redrock templates.
+    """Redshift range scanned by each of a set of Redrock templates.
 
     Parameters
     ----------
@@ -76,19 +78,21 @@ def template_zrange(files):
 
     Returns
     -------
-    (float, float)
+    list of (float, float)
+        Smallest and largest redshift of each template, in `files` order: a prior must
+        overlap one of them (a prior in a gap between them leaves Redrock no finite χ²).
     """
     import_rrdesi()
     from redrock.templates import Template
-    zmin, zmax = np.inf, -np.inf
+    ranges = []
     with contextlib.redirect_stdout(io.StringIO()):
         for name in files:
             try:
                 redshifts = Template(name).redshifts
             except (OSError, KeyError, ValueError) as err:
                 raise InputFileError(name, f'not a Redrock template ({err})') from None
-            zmin, zmax = min(zmin, float(np.min(redshifts))), max(zmax, float(np.max(redshifts)))
-    return zmin, zmax
+            ranges.append((float(np.min(redshifts)), float(np.max(redshifts))))
+    return ranges
 
 
 def check_rerunnable(coadd):

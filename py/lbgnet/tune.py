@@ -301,6 +301,44 @@ def open_study(storage, study_name, seed=1, startup_trials=10, prune=True):
     return study
 
 
+def check_study_settings(study, settings, where):
+    """Record the settings the trials' scores depend on, or refuse a resume that changes them.
+
+    A study's trials are ranked against each other, so they must share the training set,
+    the per-trial budget, the validation set and the seeds.  The first run stores
+    `settings` in the study's user attributes; a later run with other values is refused.
+
+    Parameters
+    ----------
+    study : optuna.Study
+    settings : dict
+        JSON-ready values (``ntrain``, ``trial_epochs``, ``trial_minutes``, ``val_dir``,
+        ``nval``, ``batch_size``, ``seed``).
+    where : str
+        Storage and study name, for the message.
+
+    Raises
+    ------
+    lbgnet.config.ConfigError
+        When the study was run with other settings.
+    """
+    from .config import ConfigError
+    stored = study.user_attrs.get('settings')
+    if stored is None:
+        if study.trials:            # a study of an older lbgnet: nothing to compare with
+            return
+        study.set_user_attr('settings', settings)
+        return
+    diff = [k for k in sorted(set(stored) | set(settings)) if stored.get(k) != settings.get(k)]
+    if diff:
+        raise ConfigError(f'{where}: the study was run with '
+                          + ', '.join(f'{k}={stored.get(k)!r}' for k in diff)
+                          + '; this run asks for '
+                          + ', '.join(f'{k}={settings.get(k)!r}' for k in diff)
+                          + ' (its trials could not be compared: use another --study-name '
+                          'or --workdir)')
+
+
 def finished_trials(study):
     """Trials that count towards the requested number: complete or pruned."""
     from optuna.trial import TrialState

@@ -450,8 +450,9 @@ def main(args=None, comm=None):
             log.info('%s: output exists, skipped (use --overwrite)', coadd)
         outcomes += [Outcome(coadd, 'skipped') for coadd in state['skipped']]
         nspec = sum(o.nspec for o in outcomes)
-        log.info('processing: %d spectra in %.2f s on %d rank(s) = %.0f spectra/s (model '
-                 'loaded once per rank)', nspec, wall, size, nspec / max(wall, 1e-9))
+        rate = nspec / max(wall, 1e-9)
+        log.info('processing: %d spectra in %.2f s on %d rank(s) = %.*f spectra/s (model '
+                 'loaded once per rank)', nspec, wall, size, 0 if rate >= 10 else 2, rate)
     nfail = summarise(outcomes, state['unmatched'], size) if rank == 0 else 0
     if comm is not None:
         nfail = comm.bcast(nfail, root=0)

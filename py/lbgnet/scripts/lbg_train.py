@@ -449,6 +449,14 @@ def _train(args, log, t_start):
     if args.freeze and not args.init_from:
         log.warning('--freeze %d without --init-from freezes randomly initialised layers',
                     args.freeze)
+    elif args.freeze and report is not None:
+        from ..transfer import trunk_blocks
+        loaded = {name for name, _ in report.loaded}
+        unloaded = [name for block in trunk_blocks(model)[:args.freeze] for name in block
+                    if model.get_layer(name).weights and name not in loaded]
+        if unloaded:
+            log.warning('--freeze %d also freezes layers that --init-from did not load '
+                        '(random weights): %s', args.freeze, ', '.join(unloaded))
     log.info('training %s: %d parameters, %d batches of %d per epoch, %d validation spectra',
              config.extra.get('name', args.config), model.count_params(), len(batches),
              opts['batch_size'], len(X_val))

@@ -99,8 +99,9 @@ def tuning_data(args, config, workdir):
 def _tune(args, log):
     import dataclasses
     from ..targets import apply_target
-    from ..tune import (Objective, finished_trials, open_study, run_study, search_space,
-                        write_results)
+    from ..train import training_options
+    from ..tune import (Objective, check_study_settings, finished_trials, open_study,
+                        run_study, search_space, write_results)
     config = apply_target(load_config(args.config))
     if args.batch_size:
         training = dict(config.extra.get('training') or {}, batch_size=args.batch_size)
@@ -113,6 +114,12 @@ def _tune(args, log):
     storage = args.storage or f'sqlite:///{os.path.join(workdir, "study.sqlite3")}'
     study = open_study(storage, name, seed=args.seed, startup_trials=args.startup_trials,
                        prune=not args.no_prune)
+    check_study_settings(study, {
+        'ntrain': args.ntrain, 'trial_epochs': args.trial_epochs,
+        'trial_minutes': args.trial_minutes, 'seed': args.seed,
+        'batch_size': training_options(config)['batch_size'],
+        'val_dir': os.path.abspath(args.val_dir) if args.val_dir else None,
+        'nval': None if args.val_dir else args.nval}, f'{storage} (study {name})')
     if len(finished_trials(study)) < args.trials:
         data = tuning_data(args, config, workdir)
         objective = Objective(config, data, workdir, args.trial_epochs, args.trial_minutes,

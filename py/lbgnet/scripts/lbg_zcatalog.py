@@ -20,8 +20,9 @@ from ..zcatalog import add_location, bad_bits, stack_catalogs
 
 #: Header keywords that must agree between the stacked catalogues (model, thresholds,
 #: rerun, refinement template and settings, error calibration).
-CONSISTENT_KEYS = ('LBGMSHA', 'CTHRESH', 'NTHRESH', 'ZERRSCL', 'ZERRFLR', 'RERUNRR', 'REFINE',
-                   'REFTSHA', 'REFWGT', 'REFWIN', 'REFSTEP', 'MINDCHI2', 'ZTPLSCL', 'ZTPLFLR')
+CONSISTENT_KEYS = ('LBGMSHA', 'CTHRESH', 'NTHRESH', 'ZERRSCL', 'ZERRFLR', 'RERUNRR', 'RRTSHA',
+                   'REFINE', 'REFTSHA', 'REFWGT', 'REFWIN', 'REFSTEP', 'MINDCHI2', 'ZTPLSCL',
+                   'ZTPLFLR')
 #: Values of keywords that catalogues written before lbgnet recorded them hold implicitly
 #: (uncalibrated redshift errors).
 IMPLICIT_VALUES = {'ZERRSCL': 1.0, 'ZERRFLR': 0.0, 'ZTPLSCL': 1.0, 'ZTPLFLR': 0.0}
