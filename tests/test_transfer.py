@@ -215,6 +215,7 @@ def test_train_script_from_quasarnet_weights(tmp_path, caplog):
     # bad requests fail cleanly with status 1
     assert main(['--config', str(cfg_path), '--outdir', str(out / 'x'), '--verbose', '0',
                  '--init-from', str(tmp_path / 'missing.h5')]) == 1
+    assert not (out / 'x').exists()              # refused before the validation set is written
     assert main(['--config', str(cfg_path), '--outdir', str(out / 'y'), '--verbose', '0',
                  '--val-dir', str(out / 'validation'), '--freeze', '9']) == 1
     with pytest.raises(SystemExit):

@@ -419,6 +419,32 @@ def model_card(args, config, opts, batches, coadds, info, thresholds, val_metric
     }
 
 
+def check_freeze(model, report, nfreeze, init_from):
+    """Refuse a ``--freeze`` beyond the trunk; warn when it freezes random weights.
+
+    Raises
+    ------
+    lbgnet.config.ConfigError
+        When `nfreeze` exceeds the number of trunk blocks.
+    """
+    from ..transfer import trunk_blocks
+    log = get_logger()
+    blocks = trunk_blocks(model)
+    if not 0 <= nfreeze <= len(blocks):
+        raise ConfigError(f'--freeze {nfreeze}: this network has {len(blocks)} trunk blocks '
+                          f'({len(blocks) - 1} conv layers + fc_common)')
+    if nfreeze and not init_from:
+        log.warning('--freeze %d without --init-from freezes randomly initialised layers',
+                    nfreeze)
+    elif nfreeze and report is not None:
+        loaded = {name for name, _ in report.loaded}
+        unloaded = [name for block in blocks[:nfreeze] for name in block
+                    if model.get_layer(name).weights and name not in loaded]
+        if unloaded:
+            log.warning('--freeze %d also freezes layers that --init-from did not load '
+                        '(random weights): %s', nfreeze, ', '.join(unloaded))
+
+
 def _train(args, log, t_start):
     from ..io.modelfile import save_model
     from ..sim.generator import MockBatches, as_pydataset
@@ -427,6 +453,9 @@ def _train(args, log, t_start):
     from ..transfer import fit_in_phases
     config, opts, setup = training_setup(args)
     set_seeds(opts['seed'])
+    if not args.validation_only:      # a bad --init-from / --freeze fails before any simulation
+        model, report = initial_model(config, args.init_from, args.init_layers)
+        check_freeze(model, report, args.freeze, args.init_from)
     os.makedirs(args.outdir, exist_ok=True)
     if args.val_dir:
         coadds, truths = find_validation(args.val_dir)
@@ -445,18 +474,6 @@ def _train(args, log, t_start):
     batches = MockBatches(setup, encode=TruthEncoder(config), batch_size=opts['batch_size'],
                           batches_per_epoch=max(1, opts['ntrain'] // opts['batch_size']),
                           seed=opts['seed'])
-    model, report = initial_model(config, args.init_from, args.init_layers)
-    if args.freeze and not args.init_from:
-        log.warning('--freeze %d without --init-from freezes randomly initialised layers',
-                    args.freeze)
-    elif args.freeze and report is not None:
-        from ..transfer import trunk_blocks
-        loaded = {name for name, _ in report.loaded}
-        unloaded = [name for block in trunk_blocks(model)[:args.freeze] for name in block
-                    if model.get_layer(name).weights and name not in loaded]
-        if unloaded:
-            log.warning('--freeze %d also freezes layers that --init-from did not load '
-                        '(random weights): %s', args.freeze, ', '.join(unloaded))
     log.info('training %s: %d parameters, %d batches of %d per epoch, %d validation spectra',
              config.extra.get('name', args.config), model.count_params(), len(batches),
              opts['batch_size'], len(X_val))
