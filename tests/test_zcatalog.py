@@ -352,3 +352,13 @@ def test_column_difference_names_a_file(tmp_path):
     c = Table({'TARGETID': [3], 'TSNR2_LRG': [9.0]})
     out = unify_columns([b, c])
     assert np.isnan(out[0]['TSNR2_LRG'][0])
+
+
+def test_unreadable_catalogues_are_named_also_after_a_setting_mismatch(tmp_path, caplog):
+    root = tmp_path / 'cats'
+    write_cat(str(root / 'lbg_cnn-main-dark-1.fits'), [1], [1], [3.0], [0], [1])
+    write_cat(str(root / 'lbg_cnn-main-dark-2.fits'), [2], [1], [3.0], [0], [1], sha='other')
+    (root / 'lbg_cnn-main-dark-3.fits').write_bytes(b'not a FITS file')
+    with caplog.at_level(logging.INFO):
+        assert main(['--input-dir', str(root), '--output', str(tmp_path / 'z.fits')]) == 1
+    assert 'LBGMSHA = ' in caplog.text and 'lbg_cnn-main-dark-3.fits: ' in caplog.text

@@ -143,7 +143,7 @@ def read_all(files, allow_mixed=False):
         the first catalogue's (unless `allow_mixed`).
     """
     log = get_logger()
-    tables, common, errors = [], None, []
+    tables, common, errors, mismatch = [], None, [], None
     for path in files:
         try:
             table, header = read_catalog(path)
@@ -159,15 +159,18 @@ def read_all(files, allow_mixed=False):
             common, absent_all, first = values, absent, (values, absent, path)
             continue
         diff = [k for k in CONSISTENT_KEYS if values[k] != first[0][k]]
-        if diff and not allow_mixed:
-            raise InputFileError(path, describe_difference(diff, (values, absent), first)
-                                 + '; use --allow-mixed to stack anyway')
-        if diff:
+        if diff and not allow_mixed:       # raised after the reading: unreadable files first
+            mismatch = mismatch or InputFileError(
+                path, describe_difference(diff, (values, absent), first)
+                + '; use --allow-mixed to stack anyway')
+        elif diff:
             log.warning('%s: %s; stacked anyway (--allow-mixed): the columns those settings '
                         'affect mix values of different meaning', path,
                         describe_difference(diff, (values, absent), first))
         common = {k: v for k, v in common.items() if k in values and values[k] == v}
         absent_all &= absent
+    if errors and mismatch is not None:
+        log.error('%s', mismatch)
     if len(errors) == 1:
         raise errors[0]
     if errors:
@@ -175,6 +178,8 @@ def read_all(files, allow_mixed=False):
             log.error('%s', err)
         raise InputFileError(f'{len(errors)} of {len(files)} catalogues',
                              'unreadable (listed above)')
+    if mismatch is not None:
+        raise mismatch
     # keywords no input has (only implied) are not written as if they had been recorded
     return tables, {k: v for k, v in (common or {}).items() if k not in absent_all}
 
