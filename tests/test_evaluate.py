@@ -270,7 +270,7 @@ def test_evaluate_script_coadd_and_catalog(tmp_path, caplog):
             assert set(reg['by_depth_template']) == set(reg['by_depth'])
             assert reg['reliable']['kept'] <= 1 and reg['reliable']['min_deltachi2'] == 9.0
     assert m1['redrock']['n'] == m1['regimes']['all']['nlbg'] > 0
-    for key in ('pe', 'z', 'eff', 'examples', 'reliability'):
+    for key in ('pe', 'z', 'eff', 'examples', 'reliability', 'pulls'):
         assert 0 < os.path.getsize(out1 / OUTPUTS[key]) < 300_000
     # a test set of one regime (no mid/high-z LBGs) still evaluates, with undefined scores there
     out3 = tmp_path / 'ev3'

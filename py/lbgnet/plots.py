@@ -3,8 +3,8 @@ lbgnet.plots
 ============
 
 PNG figures of training and evaluation: loss curves, purity/efficiency curves, predicted
-vs true redshift, redshift error against DELTACHI2_TPL, efficiency vs redshift and
-magnitude, example spectra with line boxes.
+vs true redshift, redshift error against DELTACHI2_TPL, pulls of the redshift errors,
+efficiency vs redshift and magnitude, example spectra with line boxes.
 
 Figures are made with :class:`matplotlib.figure.Figure` (Agg canvas, no pyplot state) and
 written atomically.  Each function takes plain arrays or the dictionaries returned by
@@ -188,6 +188,43 @@ def plot_reliability(deltachi2, dz1pz, is_true, path, min_deltachi2, title=''):
     ax2.set_xlabel('DELTACHI2_TPL (dashed: SMALL_DELTA_CHI2 below)')
     ax2.set_ylabel('selected objects')
     ax2.legend(fontsize=8)
+    fig.tight_layout()
+    return save_png(fig, path)
+
+
+def plot_pulls(pulls, path, title=''):
+    """Histograms of the pulls Δz/ZERR of the right redshifts, against a unit Gaussian.
+
+    Parameters
+    ----------
+    pulls : dict
+        Label (e.g. ``ZERR_LBG``) -> pulls, shape (n,) each (:func:`lbgnet.zerr.right_redshifts`:
+        Δz/(1+z) divided by ZERR/(1+z)).
+    path : str
+    title : str, optional
+
+    Notes
+    -----
+    Pulls beyond ±6 are drawn in the outer bins, so that heavy tails stay visible.
+    """
+    fig = Figure(figsize=(5, 3.6))
+    ax = fig.add_subplot(1, 1, 1)
+    edges = np.linspace(-6, 6, 49)
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    for i, (label, values) in enumerate(pulls.items()):
+        values = np.asarray(values, dtype=float)
+        values = values[np.isfinite(values)]
+        if not values.size:
+            continue
+        inside = np.mean(np.abs(values) < 1)
+        ax.hist(np.clip(values, edges[0], edges[-1]), edges, density=True, histtype='step',
+                color=f'C{i}', label=f'{label} ({values.size}; {100 * inside:.0f}% within 1σ)')
+    ax.plot(centres, np.exp(-0.5 * centres ** 2) / np.sqrt(2 * np.pi), 'k--', lw=0.8,
+            label='unit Gaussian (68% within 1σ)')
+    ax.set_xlabel('pull Δz / ZERR (right redshifts, |Δz|/(1+z) < 0.01)')
+    ax.set_ylabel('density')
+    ax.set_title(title)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     return save_png(fig, path)
 

@@ -27,7 +27,8 @@ from .refine_options import add_refine_arguments, check_refine_arguments, make_r
 
 #: Output file names inside --outdir.
 OUTPUTS = {'metrics': 'metrics.json', 'pe': 'purity_efficiency.png', 'z': 'redshift.png',
-           'eff': 'efficiency.png', 'examples': 'examples.png', 'reliability': 'reliability.png'}
+           'eff': 'efficiency.png', 'examples': 'examples.png', 'reliability': 'reliability.png',
+           'pulls': 'pulls.png'}
 
 
 #: Per-object predictions the metrics use (``Z_TPL`` only with the template refinement).
@@ -225,8 +226,9 @@ def compare_simulators(file_hashes, model_hash):
 def write_plots(args, metrics, pred, truth, config, first):
     """Figures of one evaluation in ``args.outdir``."""
     from ..evaluate import LBG_CLASS, template_or_cnn
-    from ..plots import (plot_efficiency_bins, plot_example_spectra, plot_purity_efficiency,
-                         plot_redshift, plot_reliability)
+    from ..plots import (plot_efficiency_bins, plot_example_spectra, plot_pulls,
+                         plot_purity_efficiency, plot_redshift, plot_reliability)
+    from ..zerr import right_redshifts
     from ..refine import MIN_DELTACHI2
     out = {k: os.path.join(args.outdir, v) for k, v in OUTPUTS.items()}
     plot_purity_efficiency(metrics, out['pe'], title=args.title)
@@ -235,6 +237,14 @@ def write_plots(args, metrics, pred, truth, config, first):
     plot_redshift(truth['Z_TRUE'][sel], pred['Z_LBG'][sel], out['z'],
                   z_bestline=pred['Z_BESTLINE'][sel], title=args.title, z_template=z_tpl)
     plot_efficiency_bins(metrics, out['eff'])
+    pulls = {}
+    for zkey, ekey in (('Z_LBG', 'ZERR_LBG'), ('Z_TPL', 'ZERR_TPL')):
+        if zkey in pred and ekey in pred:
+            rel_dz, rel_err = right_redshifts(pred[zkey][sel], pred[ekey][sel],
+                                              truth['Z_TRUE'][sel])
+            pulls[ekey] = rel_dz / rel_err
+    if any(v.size for v in pulls.values()):
+        plot_pulls(pulls, out['pulls'], title=args.title)
     if 'DELTACHI2_TPL' in pred:
         chosen = np.asarray(pred['IS_LBG'], dtype=bool)
         z_true = np.asarray(truth['Z_TRUE'], dtype=np.float64)[chosen]
