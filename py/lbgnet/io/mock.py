@@ -243,7 +243,8 @@ def write_mock(outdir, mock, config_name=None, cards=()):
             write_coadd(tmps['coadd'], mock.wave, mock.flux, mock.ivar, fibermap,
                         mask=mock.mask, resolution=resolution, exp_fibermap=mock.exp_fibermap,
                         scores=mock.scores,
-                        meta={k: (header[k], header.comments[k]) for k in header})
+                        meta={k: (header[k], header.comments[k]) for k in header},
+                        atomic=False)                # tmps['coadd'] is a temporary name already
             current = paths['redrock']
             write_redrock(tmps['redrock'], mock.redshifts, fibermap, mock.exp_fibermap,
                           mock.scores, rrheader)

@@ -41,11 +41,12 @@ def minimal_fibermap(targetid, ra=None, dec=None):
 
 
 def write_coadd(path, wave, flux, ivar, fibermap, mask=None, resolution=None,
-                exp_fibermap=None, scores=None, meta=None):
+                exp_fibermap=None, scores=None, meta=None, atomic=True):
     """Write a coadd file readable by ``desispec.io.read_spectra`` and Redrock.
 
     The file is written under a temporary name in the same directory and renamed,
-    so `path` never holds a half-written file.
+    so `path` never holds a half-written file (unless ``atomic=False``: for a caller whose
+    `path` is already a temporary name).
 
     Parameters
     ----------
@@ -59,7 +60,9 @@ def write_coadd(path, wave, flux, ivar, fibermap, mask=None, resolution=None,
         band -> int mask (nspec, nwave) and resolution data (nspec, ndiag, nwave).
     exp_fibermap, scores : astropy.table.Table, optional
     meta : dict, optional
-        Primary header keywords.
+        Primary header keywords (values, or (value, comment) pairs).
+    atomic : bool, optional
+        Write through a temporary name [True].
 
     Returns
     -------
@@ -75,6 +78,9 @@ def write_coadd(path, wave, flux, ivar, fibermap, mask=None, resolution=None,
                    resolution_data=resolution, fibermap=fibermap, exp_fibermap=exp_fibermap,
                    meta=dict(meta or {}), scores=scores)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    if not atomic:
+        write_spectra(path, spec)
+        return path
     with atomic_path(path) as tmp:
         write_spectra(tmp, spec)
     return path
