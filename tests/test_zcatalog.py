@@ -362,3 +362,14 @@ def test_unreadable_catalogues_are_named_also_after_a_setting_mismatch(tmp_path,
     with caplog.at_level(logging.INFO):
         assert main(['--input-dir', str(root), '--output', str(tmp_path / 'z.fits')]) == 1
     assert 'LBGMSHA = ' in caplog.text and 'lbg_cnn-main-dark-3.fits: ' in caplog.text
+
+
+def test_best_redshift_prefers_the_refined_one():
+    from lbgnet.zcatalog import best_redshift
+    t = Table({'Z_LBG': [3.0, 2.5, np.nan], 'ZERR_LBG': [1e-3, 2e-3, np.nan],
+               'Z_TPL': [3.01, np.nan, np.nan], 'ZERR_TPL': [1e-4, np.nan, np.nan]})
+    z, zerr = best_redshift(t)
+    assert z[:2].tolist() == [3.01, 2.5] and zerr[:2].tolist() == [1e-4, 2e-3]
+    assert np.isnan(z[2]) and np.isnan(zerr[2])
+    z, zerr = best_redshift(t['Z_LBG', 'ZERR_LBG'])         # a catalogue made with --no-refine
+    assert z[:2].tolist() == [3.0, 2.5]

@@ -63,6 +63,8 @@ COLUMN_DESCRIPTIONS = {
     'TILEID': 'tile of the file (-1: none)',
     'PETAL': 'petal of the file (-1: none)',
     'ZCAT_NSPEC': 'spectra of this target combined',
+    'Z': 'best LBG redshift: Z_TPL, else Z_LBG',
+    'ZERR': '1-sigma error of Z (ZERR_TPL or ZERR_LBG)',
     'GOOD_LBG': 'IS_LBG, finite Z_LBG, no GOODBITS flag',
 }
 _RR_DESCRIPTIONS = {'SPECTYPE': 'spectral type', 'SUBTYPE': 'subtype', 'Z': 'redshift',

@@ -62,6 +62,30 @@ def good_lbg(table):
     return np.asarray(table['IS_LBG'], dtype=bool) & np.isfinite(z) & ((flag & bad_bits()) == 0)
 
 
+def best_redshift(table):
+    """The catalogue's best LBG redshift per row: ``Z_TPL`` where refined, else ``Z_LBG``.
+
+    Parameters
+    ----------
+    table : astropy.table.Table
+        With ``Z_LBG``, ``ZERR_LBG`` and, when refined, ``Z_TPL``, ``ZERR_TPL`` (an absent
+        column counts as NaN).
+
+    Returns
+    -------
+    z, zerr : numpy.ndarray
+        Shape (nrow,); the pair comes from the same column set (``ZERR_TPL`` with
+        ``Z_TPL``), NaN where neither redshift is finite.
+    """
+    def column(name):
+        if name in table.colnames:
+            return np.asarray(table[name], dtype=np.float64)
+        return np.full(len(table), np.nan)
+    z, zerr = column('Z_LBG'), column('ZERR_LBG')
+    refined = np.isfinite(column('Z_TPL'))
+    return (np.where(refined, column('Z_TPL'), z), np.where(refined, column('ZERR_TPL'), zerr))
+
+
 def fill_value(column):
     """What a catalogue without `column` contributes to it: 0 for integers (target bits),
     NaN for floats, False for booleans, '' for strings."""
@@ -136,7 +160,8 @@ def stack_catalogs(tables, allow_mixed=False, sources=None):
     Returns
     -------
     astropy.table.Table
-        Sorted by SURVEY, PROGRAM, TARGETID, with ``ZCAT_NSPEC`` and ``GOOD_LBG``.
+        Sorted by SURVEY, PROGRAM, TARGETID, with ``ZCAT_NSPEC``, ``Z``, ``ZERR``
+        (:func:`best_redshift`) and ``GOOD_LBG``.
 
     Raises
     ------
@@ -163,6 +188,7 @@ def stack_catalogs(tables, allow_mixed=False, sources=None):
     starts = np.flatnonzero(first)
     out = stacked[order[starts]]
     out['ZCAT_NSPEC'] = np.diff(np.append(starts, len(order))).astype(np.int16)
+    out['Z'], out['ZERR'] = best_redshift(out)
     out['GOOD_LBG'] = good_lbg(out)
     out.meta = {'EXTNAME': 'LBG_ZCAT'}
     return describe_columns(Table(out, copy=False), overwrite=False)
