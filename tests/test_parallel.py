@@ -74,3 +74,20 @@ def test_zero_weights_are_allowed():
     """Weight 0 is valid (an empty file) and such items are still handed out, once each."""
     parts = [split_work(['a', 'b', 'c'], 2, r, weights=[0.0, 3.0, 0.0]) for r in range(2)]
     assert parts == [['b'], ['a', 'c']]
+
+
+def test_only_rank_zero_prints_option_errors(capsys, monkeypatch):
+    """Under an MPI launcher every rank parses the command line: a bad option is printed
+    once (rank 0), and every rank exits with status 2."""
+    import pytest
+    from lbgnet.parallel import RankZeroParser, launcher_rank
+    assert launcher_rank({}) == 0 and launcher_rank({'PMI_RANK': '3'}) == 3
+    assert launcher_rank({'OMPI_COMM_WORLD_RANK': 'x', 'SLURM_PROCID': '5'}) == 5
+    for rank, printed in (('0', True), ('1', False)):
+        monkeypatch.setenv('PMI_RANK', rank)
+        parser = RankZeroParser(prog='cmd')
+        parser.add_argument('--n', type=int)
+        with pytest.raises(SystemExit) as exit_info:
+            parser.parse_args(['--n', 'x'])
+        assert exit_info.value.code == 2
+        assert ('cmd: error:' in capsys.readouterr().err) == printed

@@ -2,9 +2,45 @@
 lbgnet.parallel
 ===============
 
-Distribution of files over MPI ranks, as a pure function (no MPI import here).
+Distribution of files over MPI ranks, as a pure function (no MPI import here), and what
+an MPI launcher tells a process through its environment.
 """
+import argparse
+import os
+import sys
+
 import numpy as np
+
+#: Environment variables in which MPI launchers (MPICH/Hydra, Open MPI, PMIx, Slurm's
+#: ``srun``) give a process its rank.
+LAUNCHER_RANK_VARS = ('PMI_RANK', 'OMPI_COMM_WORLD_RANK', 'PMIX_RANK', 'SLURM_PROCID')
+
+
+def launcher_rank(environ=None):
+    """This process's rank according to an MPI launcher (0 when none is detected)."""
+    environ = os.environ if environ is None else environ
+    for name in LAUNCHER_RANK_VARS:
+        try:
+            return max(0, int(environ[name]))
+        except (KeyError, ValueError):
+            continue
+    return 0
+
+
+class RankZeroParser(argparse.ArgumentParser):
+    """An :class:`argparse.ArgumentParser` whose errors only rank 0 prints.
+
+    Under ``srun -n 64`` every rank parses the same command line; a bad option would
+    otherwise print the same usage and error 64 times.  Every rank still exits with
+    status 2.
+    """
+
+    def error(self, message):
+        """Print usage and `message` on rank 0 (:func:`launcher_rank`), exit 2 on every rank."""
+        if launcher_rank() == 0:
+            self.print_usage(sys.stderr)
+            sys.stderr.write(f'{self.prog}: error: {message}\n')
+        sys.exit(2)
 
 
 def split_work(items, size, rank, weights=None):

@@ -27,7 +27,7 @@ from ..io.discover import FileJob, expand_coadds, find_coadds, plan_jobs, redroc
 from ..io.errors import InputFileError, MissingInputError
 from ..io.priors import priors_table
 from ..network import DEFAULT_BATCH, default_model_path, load_network
-from ..parallel import split_work
+from ..parallel import RankZeroParser, split_work
 from ..priors import PRIOR_FUNCTION, select_priors
 from ..redrock_rerun import RerunError, check_rerunnable, template_files, template_zrange
 from .refine_options import add_refine_arguments, check_refine_arguments, make_refiner
@@ -38,7 +38,7 @@ EXPECTED_ERRORS = (InputFileError, OutputFileError, RerunError)
 
 def parse(options=None):
     """Parse the command line of ``desi_lbg_afterburner``."""
-    parser = argparse.ArgumentParser(
+    parser = RankZeroParser(
         description='Find Lyman Break Galaxies in DESI coadds with the lbgnet CNN; write an '
                     'LBG_CNN catalogue (Redrock TARGETID order) and Redrock priors per coadd.')
     src = parser.add_mutually_exclusive_group(required=True)

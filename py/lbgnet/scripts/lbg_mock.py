@@ -17,13 +17,14 @@ from ..config import ConfigError
 from ..io import InputFileError
 from ..io.catalog import OutputFileError, check_outdir
 from ..io.mock import mock_filenames, write_mock
+from ..parallel import RankZeroParser
 from ..sim.mock import DEFAULT_MOCK_CONFIG, load_mock_setup, make_mock, mock_settings
 from ..sim.population import CLASSES
 
 
 def parse(options=None):
     """Parse the command line of ``desi_lbg_mock``."""
-    parser = argparse.ArgumentParser(
+    parser = RankZeroParser(
         description='Simulate DESI coadd, Redrock and truth files of LBGs and contaminants.')
     parser.add_argument('--outdir', required=True, help='output directory')
     parser.add_argument('--nspec', type=int, required=True, help='number of spectra in total')
@@ -220,17 +221,21 @@ def main(args=None, comm=None):
         mockcfg, _ = mock_settings(setup.config)
         counts, pixels, seeds = file_plan(args.nspec, args.nfiles, args.seed, mockcfg)
     except (ConfigError, InputFileError, ValueError) as err:
-        log.error('%s', err)
+        if rank == 0:                        # every rank fails alike: one line, not one per rank
+            log.error('%s', err)
         return 1
     try:
         check_population(setup.simcfg, population_options(args))
     except ValueError as err:
-        log.error('%s: the simulator cannot draw this population (%s)', population_flags(args), err)
+        if rank == 0:
+            log.error('%s: the simulator cannot draw this population (%s)',
+                      population_flags(args), err)
         return 1
     try:
         check_outdir(args.outdir)
     except OutputFileError as err:
-        log.error('--outdir %s', err)
+        if rank == 0:
+            log.error('--outdir %s', err)
         return 1
     files = mockcfg['files']
     cards = run_cards(args, counts.size)
