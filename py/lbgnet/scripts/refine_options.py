@@ -5,6 +5,8 @@ lbgnet.scripts.refine_options
 The template-refinement options shared by ``desi_lbg_afterburner`` and
 ``desi_lbg_evaluate`` (:mod:`lbgnet.refine`).
 """
+from desiutil.log import get_logger
+
 from ..refine import DEFAULT_DLOGZ, DEFAULT_PRIOR_WEIGHT, DEFAULT_WINDOW
 
 
@@ -49,7 +51,18 @@ def make_refiner(args, config, zrange):
         Missing or unusable template.
     """
     from ..afterburner import default_template_path, load_refiner
+    from ..postprocess import postprocess_options
     if args.no_refine:
         return None
+    opts = postprocess_options(config)
+    changed = [f'--{name}' for name, value, default in (
+        ('refine-template', args.refine_template, None),
+        ('refine-window', args.refine_window, DEFAULT_WINDOW),
+        ('refine-prior-weight', args.refine_prior_weight, DEFAULT_PRIOR_WEIGHT),
+        ('refine-step', args.refine_step, DEFAULT_DLOGZ)) if value != default]
+    if changed and (opts['zerr_tpl_scale'], opts['zerr_tpl_floor']) != (1.0, 0.0):
+        get_logger().warning('ZERR_TPL is calibrated for the shipped template at the default '
+                             'refinement settings; with %s it is only approximately so',
+                             ', '.join(changed))
     return load_refiner(args.refine_template or default_template_path(), config, zrange,
                         args.refine_window, args.refine_prior_weight, args.refine_step)
