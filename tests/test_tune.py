@@ -144,3 +144,21 @@ def test_tune_script_writes_table_and_best_config(tmp_path):
     bad.write_text(TUNE_YAML.replace('nboxes: [40]', 'nboxes: [33]'))
     assert main(['--config', str(bad), '--trials', '1', '--workdir', str(tmp_path / 'w2'),
                  '--outdir', str(tmp_path)]) == 1
+
+
+def test_study_settings_recorded_and_checked(caplog):
+    """A study keeps the settings its trials depend on; an older study without them gets
+    the current ones (with a warning); another setting is then refused."""
+    import logging
+    import optuna
+    from lbgnet.config import ConfigError
+    from lbgnet.tune import check_study_settings
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction='maximize')
+    study.optimize(lambda t: t.suggest_float('x', 0, 1), n_trials=1)     # an "older" study
+    with caplog.at_level(logging.INFO):
+        check_study_settings(study, {'ntrain': 128}, 'mem')
+    assert 'were not recorded' in caplog.text and study.user_attrs['settings'] == {'ntrain': 128}
+    check_study_settings(study, {'ntrain': 128}, 'mem')
+    with pytest.raises(ConfigError, match=r'ntrain=128; this run asks for ntrain=256'):
+        check_study_settings(study, {'ntrain': 256}, 'mem')

@@ -307,6 +307,7 @@ def check_study_settings(study, settings, where):
     A study's trials are ranked against each other, so they must share the training set,
     the per-trial budget, the validation set and the seeds.  The first run stores
     `settings` in the study's user attributes; a later run with other values is refused.
+    A study whose trials predate the record gets this run's settings, with a warning.
 
     Parameters
     ----------
@@ -326,7 +327,10 @@ def check_study_settings(study, settings, where):
     stored = study.user_attrs.get('settings')
     if stored is None:
         if study.trials:            # a study of an older lbgnet: nothing to compare with
-            return
+            from desiutil.log import get_logger
+            get_logger().warning('%s: the settings of its %d earlier trials were not recorded '
+                                 '(older lbgnet); recording this run\'s', where,
+                                 len(study.trials))
         study.set_user_attr('settings', settings)
         return
     diff = [k for k in sorted(set(stored) | set(settings)) if stored.get(k) != settings.get(k)]
