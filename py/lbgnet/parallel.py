@@ -14,17 +14,30 @@ import numpy as np
 #: Environment variables in which MPI launchers (MPICH/Hydra, Open MPI, PMIx, Slurm's
 #: ``srun``) give a process its rank.
 LAUNCHER_RANK_VARS = ('PMI_RANK', 'OMPI_COMM_WORLD_RANK', 'PMIX_RANK', 'SLURM_PROCID')
+#: ... and the number of processes they started (not ``SLURM_NTASKS``: it is also set in a
+#: plain shell inside an allocation, where nothing was launched).
+LAUNCHER_SIZE_VARS = ('PMI_SIZE', 'OMPI_COMM_WORLD_SIZE', 'SLURM_STEP_NUM_TASKS')
+
+
+def _launcher_value(names, environ, least):
+    """The first of `names` that `environ` holds as an integer (at least `least`), else `least`."""
+    environ = os.environ if environ is None else environ
+    for name in names:
+        try:
+            return max(least, int(environ[name]))
+        except (KeyError, ValueError):
+            continue
+    return least
 
 
 def launcher_rank(environ=None):
     """This process's rank according to an MPI launcher (0 when none is detected)."""
-    environ = os.environ if environ is None else environ
-    for name in LAUNCHER_RANK_VARS:
-        try:
-            return max(0, int(environ[name]))
-        except (KeyError, ValueError):
-            continue
-    return 0
+    return _launcher_value(LAUNCHER_RANK_VARS, environ, 0)
+
+
+def launcher_size(environ=None):
+    """Number of processes an MPI launcher says it started (1 when none is detected)."""
+    return _launcher_value(LAUNCHER_SIZE_VARS, environ, 1)
 
 
 class RankZeroParser(argparse.ArgumentParser):

@@ -27,7 +27,7 @@ from ..io.discover import FileJob, expand_coadds, find_coadds, plan_jobs, redroc
 from ..io.errors import InputFileError, MissingInputError
 from ..io.priors import priors_table
 from ..network import DEFAULT_BATCH, default_model_path, load_network
-from ..parallel import RankZeroParser, split_work
+from ..parallel import RankZeroParser, launcher_size, split_work
 from ..priors import PRIOR_FUNCTION, select_priors
 from ..redrock_rerun import RerunError, check_rerunnable, template_files, template_zrange
 from .refine_options import add_refine_arguments, check_refine_arguments, make_refiner
@@ -274,23 +274,6 @@ def setup(args):
                            traceback.format_exc())
         out['error'] = f'setup failed: {type(err).__name__}: {err}'
     return out
-
-
-#: Environment variables in which MPI launchers (mpich/hydra, Open MPI, Slurm) give the
-#: number of processes they started (SLURM_STEP_NUM_TASKS, not SLURM_NTASKS: the latter is
-#: also set in a plain shell inside an allocation, where nothing was launched).
-LAUNCHER_SIZE_VARS = ('PMI_SIZE', 'OMPI_COMM_WORLD_SIZE', 'SLURM_STEP_NUM_TASKS')
-
-
-def launcher_size(environ=None):
-    """Number of processes an MPI launcher says it started (1 when none is detected)."""
-    environ = os.environ if environ is None else environ
-    for name in LAUNCHER_SIZE_VARS:
-        try:
-            return max(1, int(environ[name]))
-        except (KeyError, ValueError):
-            continue
-    return 1
 
 
 def summarise(outcomes, unmatched, size=1):
