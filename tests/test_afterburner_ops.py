@@ -193,7 +193,8 @@ def test_rerun_without_resolution_fails_before_the_network(tmp_path, model_path,
     def network(*args, **kwargs):
         raise AssertionError('the network ran')
     monkeypatch.setattr(script, 'template_files', lambda templates: ['rrtemplate-x.fits'])
-    monkeypatch.setattr(script, 'template_zrange', lambda files: (2.0, 5.0))
+    monkeypatch.setattr(script, 'template_zrange', lambda files: [(2.0, 5.0)])
+    monkeypatch.setattr(script, 'templates_sha256', lambda files: 'x' * 64)
     monkeypatch.setattr(script, 'predict_coadd', network)
     rc, text = run(caplog, '--coadd', coadd, '--model', model_path, '--rerun-redrock')
     assert rc == 1 and 'the network ran' not in text and 'Traceback' not in text

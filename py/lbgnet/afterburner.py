@@ -190,7 +190,7 @@ def templates_sha256(paths):
     return hashlib.sha256(''.join(digests).encode('ascii')).hexdigest()
 
 
-def catalog_header(job, network, c_thresh, n_thresh, layout, templates=None, refiner=None):
+def catalog_header(job, network, c_thresh, n_thresh, layout, rerun=None, refiner=None):
     """Provenance header of one output catalogue / priors file.
 
     Parameters
@@ -201,8 +201,8 @@ def catalog_header(job, network, c_thresh, n_thresh, layout, templates=None, ref
         Thresholds used.
     layout : lbgnet.io.chunks.CoaddLayout
         Its primary header and FIBERMAP header give SURVEY, PROGRAM, TILEID, ...
-    templates : sequence of str, optional
-        Redrock templates of a rerun.
+    rerun : RerunSetup, optional
+        The Redrock rerun, if any (its templates and their SHA-256).
     refiner : lbgnet.refine.Refiner, optional
         The template refinement used, if any.
 
@@ -228,7 +228,7 @@ def catalog_header(job, network, c_thresh, n_thresh, layout, templates=None, ref
              ('LBGZMAX', network.zrange[1], 'model redshift range, high'),
              ('INCOADD', os.path.abspath(job.coadd), 'input coadd'),
              ('INREDROC', os.path.abspath(job.redrock), 'input Redrock file'),
-             ('RERUNRR', bool(templates), 'Redrock rerun with CNN priors'),
+             ('RERUNRR', rerun is not None, 'Redrock rerun with CNN priors'),
              ('REFINE', refiner is not None, 'Z_TPL: template refinement of Z_LBG')]
     if refiner is not None:
         cards += [('REFTEMPL', refiner.source, 'template of the refinement'),
@@ -239,10 +239,11 @@ def catalog_header(job, network, c_thresh, n_thresh, layout, templates=None, ref
                   ('REFWIN', refiner.window, 'search window, dz/(1+z) half width'),
                   ('REFSTEP', refiner.dlogz, 'trial redshift step in log10(1+z)'),
                   ('MINDCHI2', MIN_DELTACHI2, 'SMALL_DELTA_CHI2 if DELTACHI2_TPL below')]
-    for i, name in enumerate(templates or ()):
+    templates = rerun.files if rerun is not None else ()
+    for i, name in enumerate(templates):
         cards.append((f'RRTEMP{i:02d}', os.path.abspath(name), 'Redrock template of the rerun'))
     if templates:
-        cards.append(('RRTSHA', templates_sha256(templates), 'SHA-256 of the rerun templates'))
+        cards.append(('RRTSHA', rerun.sha256, 'SHA-256 of the rerun templates'))
     cards += [(k, v, c) for k, v, c in LBGWarnMask().header_cards()]
     location = dict(file_metadata(job.coadd))
     if layout is not None:
@@ -258,10 +259,12 @@ def catalog_header(job, network, c_thresh, n_thresh, layout, templates=None, ref
 
 @dataclass
 class RerunSetup:
-    """Redrock templates of ``--rerun-redrock`` and the redshift range they scan."""
+    """Redrock templates of ``--rerun-redrock``, the redshift range each scans and one
+    SHA-256 of their content (:func:`templates_sha256`, computed once per run)."""
 
     files: list
-    zrange: tuple
+    zrange: list
+    sha256: str = ''
 
 
 def default_template_path():

@@ -18,7 +18,8 @@ import numpy as np
 from desiutil.log import get_logger
 
 from ..afterburner import (DEFAULT_CHUNK, RerunSetup, catalog_header, default_template_path,
-                           node_threads, predict_coadd, rerun_into, set_threads)
+                           node_threads, predict_coadd, rerun_into, set_threads,
+                           templates_sha256)
 from ..catalog import assemble_catalog, match_targetids
 from ..io import read_redrock
 from ..io.catalog import OutputFileError, check_writable, read_catalog, write_outputs
@@ -201,8 +202,7 @@ def process_one(job, network, args, rerun=None, refiner=None):
     tid, zprior, sigma = select_priors(catalog, cfg)
     if rerun is not None:
         rerun_into(catalog, job.coadd, select_priors(catalog, cfg, rerun.zrange), rerun.files)
-    header = catalog_header(job, network, c_thresh, n_thresh, pred.layout,
-                            rerun.files if rerun is not None else None, refiner)
+    header = catalog_header(job, network, c_thresh, n_thresh, pred.layout, rerun, refiner)
     # both or neither: the catalogue, renamed last, marks the file as done
     write_outputs([(job.output, catalog, 'LBG_CNN'),
                    (job.priors, priors_table(tid, zprior, sigma, PRIOR_FUNCTION), 'PRIORS')],
@@ -266,7 +266,7 @@ def setup(args):
         out['refiner'] = make_refiner(args, out['network'].config, out['network'].zrange)
         if args.rerun_redrock:
             files = template_files(args.templates or [default_template_path()])
-            out['rerun'] = RerunSetup(files, template_zrange(files))
+            out['rerun'] = RerunSetup(files, template_zrange(files), templates_sha256(files))
     except (InputFileError, ValueError) as err:
         out['error'] = str(err)
     except Exception as err:  # noqa: BLE001 -- the other ranks wait for this answer
