@@ -23,7 +23,7 @@ from .losses import LineFinderLoss, resolve_pos_weight
 TRAINING_DEFAULTS = {'epochs': 30, 'batch_size': 256, 'learning_rate': 1e-3, 'patience': 6,
                      'monitor': 'val_score', 'seed': 1, 'ntrain': 40000, 'nval': 4000,
                      'simulation': None, 'lr_schedule': 'constant', 'lr_final_fraction': 0.05,
-                     'max_minutes': None}
+                     'max_minutes': None, 'sim_fraction': 0.0, 'depth_min': 0.5}
 #: Learning-rate schedules: constant, cosine decay over all planned steps, or cosine decay
 #: over the wall-clock budget ``max_minutes`` (equal-time comparisons on loaded machines).
 LR_SCHEDULES = ('constant', 'cosine', 'cosine_time')
@@ -54,7 +54,9 @@ def training_options(config, **overrides):
         For an unknown monitor or schedule, a value of the wrong type or out of range:
         ``epochs``, ``batch_size``, ``ntrain``, ``nval`` integers > 0 (integral floats
         such as 2.0 accepted), ``patience`` and ``seed`` integers >= 0, ``learning_rate``
-        > 0, ``lr_final_fraction`` in (0, 1], ``max_minutes`` > 0 or None (no limit).
+        > 0, ``lr_final_fraction`` in (0, 1], ``max_minutes`` > 0 or None (no limit),
+        ``sim_fraction`` in [0, 1) and ``depth_min`` in (0, 1] (labelled-file training,
+        :mod:`lbgnet.labelled`).
     """
     section = config.extra.get('training') or {}
     check_keys({'training': section}, config.source)   # also for configurations built in code
@@ -97,7 +99,7 @@ def _checked_training(opts, where):
         raise ConfigError(f'{where("simulation")} must be a file name, not {opts["simulation"]!r}')
     kinds = {'lr_final_fraction': _as_float, 'learning_rate': _as_float, 'epochs': _as_int,
              'batch_size': _as_int, 'ntrain': _as_int, 'nval': _as_int, 'patience': _as_int,
-             'seed': _as_int}
+             'seed': _as_int, 'sim_fraction': _as_float, 'depth_min': _as_float}
     if opts['max_minutes'] is not None:
         kinds['max_minutes'] = _as_float
     for key, kind in kinds.items():
@@ -110,6 +112,8 @@ def _checked_training(opts, where):
                                                          'learning_rate')]
     ranges += [('patience', '>= 0', lambda v: v >= 0), ('seed', '>= 0', lambda v: v >= 0),
                ('lr_final_fraction', 'in (0, 1]', lambda v: 0 < v <= 1),
+               ('sim_fraction', 'in [0, 1)', lambda v: 0 <= v < 1),
+               ('depth_min', 'in (0, 1]', lambda v: 0 < v <= 1),
                ('max_minutes', '> 0 (leave it out for no limit)', lambda v: v is None or v > 0)]
     for key, text, good in ranges:
         if not good(opts[key]):

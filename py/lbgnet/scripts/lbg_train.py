@@ -2,11 +2,14 @@
 lbgnet.scripts.lbg_train
 ========================
 
-``desi_lbg_train``: train the line finder on simulated spectra.
+``desi_lbg_train``: train the line finder on simulated or labelled spectra.
 
 * Training batches are simulated afresh every epoch by :class:`lbgnet.sim.generator.MockBatches`
   (new objects at continuous redshift and magnitude, new noise at a random exposure time,
   online augmentation), with the simulation configuration named in ``training.simulation``.
+* With ``--train-dir``, they come instead from labelled spectra files (real spectra with
+  labels, e.g. for fine-tuning with ``--init-from``), augmented afresh every epoch and
+  optionally mixed with simulated spectra (``--sim-fraction``; :mod:`lbgnet.labelled`).
 * Validation uses a fixed mock set written to files (coadd, redrock, truth) and read back
   through the production reader (:func:`lbgnet.preprocess.load_coadd_grid`); it drives
   early stopping and the best checkpoint, and then fixes the default selection thresholds
@@ -40,7 +43,9 @@ VALIDATION_FILE_SIZE = 1000
 
 def parse(options=None):
     """Parse the command line of ``desi_lbg_train``."""
-    parser = argparse.ArgumentParser(description='Train the LBG line finder on simulated spectra.')
+    parser = argparse.ArgumentParser(
+        description='Train the LBG line finder on simulated spectra, or on labelled spectra '
+        'files (--train-dir).')
     parser.add_argument('--config', required=True, help='model configuration (etc/lbgnet-*.yaml)')
     parser.add_argument('--outdir', required=True, help='output directory')
     parser.add_argument('--epochs', type=int, help='maximum epochs [training.epochs]')
@@ -60,6 +65,17 @@ def parse(options=None):
                         'cosine_time over --max-minutes [training.lr_schedule]')
     parser.add_argument('--val-dir', help='directory of validation coadd-*/truth-* files '
                         '[generate them under OUTDIR/validation]')
+    parser.add_argument('--train-dir', nargs='+', metavar='DIR',
+                        help='train on the labelled coadd-*/truth-* files of these directories '
+                        '(truth: TRUTH HDU with TARGETID, CLASS, Z_TRUE, RMAG) instead of '
+                        'simulated spectra; an epoch is one pass over them [simulate]')
+    parser.add_argument('--sim-fraction', type=float,
+                        help='with --train-dir: fraction of each batch simulated, the rest '
+                        'labelled [training.sim_fraction]')
+    parser.add_argument('--depth-min', type=float,
+                        help='with --train-dir: labelled spectra get extra noise as if observed '
+                        'to a depth fraction uniform in [DEPTH_MIN, 1]; 1: none '
+                        '[training.depth_min]')
     parser.add_argument('--validation-only', action='store_true',
                         help='only write the validation set (--nval spectra, --seed) under '
                         'OUTDIR/validation and stop, for reuse with --val-dir')
@@ -89,6 +105,8 @@ def parse(options=None):
         parser.error('--unfreeze-epochs needs --freeze N > 0')
     if args.validation_only and args.val_dir:
         parser.error('--validation-only writes a validation set; --val-dir reads one')
+    if not args.train_dir and (args.sim_fraction is not None or args.depth_min is not None):
+        parser.error('--sim-fraction and --depth-min apply to --train-dir')
     return args
 
 
@@ -153,11 +171,43 @@ def write_validation(setup, outdir, nval, seed, config_name):
 
 def find_validation(val_dir):
     """Coadd and truth files of an existing validation directory (paired by name)."""
-    coadds = sorted(glob.glob(os.path.join(val_dir, 'coadd-*.fits')))
-    truths = [os.path.join(val_dir, 'truth-' + os.path.basename(c)[len('coadd-'):]) for c in coadds]
-    if not coadds:
-        raise InputFileError(val_dir, 'no coadd-*.fits validation files')
-    return coadds, truths
+    from ..io.labelled import find_labelled
+    return find_labelled(val_dir, 'validation')
+
+
+def labelled_batches(args, config, opts, setup):
+    """The :class:`lbgnet.labelled.FileBatches` of ``--train-dir`` (with the simulated part
+    of ``training.sim_fraction``, and the simulator's masking augmentations)."""
+    from ..io.labelled import find_labelled, read_labelled_spectra
+    from ..labelled import FileBatches
+    from ..sim.generator import MockBatches, generator_settings
+    log = get_logger()
+    coadds, truths = [], []
+    for directory in args.train_dir:
+        found = find_labelled(directory, 'labelled training')
+        coadds += found[0]
+        truths += found[1]
+    spectra = read_labelled_spectra(coadds, truths)
+    classes, counts = np.unique(np.asarray(spectra.truth['CLASS']).astype(str),
+                                return_counts=True)
+    log.info('read %d labelled training spectra from %d file(s) (%s), %.0f MB in memory',
+             len(spectra), len(coadds), ', '.join(f'{c} {n}' for c, n in zip(classes, counts)),
+             spectra.nbytes / 2 ** 20)
+    if args.ntrain is not None:
+        log.warning('--ntrain %d is ignored with --train-dir: an epoch is one pass over the '
+                    '%d labelled spectra', args.ntrain, len(spectra))
+    nsim = int(round(opts['sim_fraction'] * opts['batch_size']))
+    nfile = opts['batch_size'] - nsim
+    if nfile < 1:
+        raise ConfigError(f'training.sim_fraction {opts["sim_fraction"]} leaves no labelled '
+                          f'spectrum in batches of {opts["batch_size"]}')
+    nbatch = -(-len(spectra) // nfile)
+    simulator = None if nsim == 0 else MockBatches(
+        setup, encode=None, batch_size=nsim, batches_per_epoch=nbatch, seed=opts['seed'])
+    augment = generator_settings(setup.config).get('augment')
+    return FileBatches(spectra, config.grid, encode=TruthEncoder(config),
+                       batch_size=opts['batch_size'], seed=opts['seed'], augment=augment,
+                       depth_min=opts['depth_min'], simulator=simulator)
 
 
 def read_labelled(coadds, truths, config, with_grid=False):
@@ -344,7 +394,8 @@ def training_setup(args):
     opts = training_options(config, epochs=args.epochs, batch_size=args.batch_size,
                             seed=args.seed, ntrain=args.ntrain, nval=args.nval,
                             learning_rate=args.learning_rate, max_minutes=args.max_minutes,
-                            lr_schedule=args.lr_schedule, patience=args.patience)
+                            lr_schedule=args.lr_schedule, patience=args.patience,
+                            sim_fraction=args.sim_fraction, depth_min=args.depth_min)
     config = dataclasses.replace(config, extra=dict(config.extra, training=opts))
     if not opts['simulation']:
         raise ConfigError(f'{config.source}: training.simulation names no simulation config')
@@ -386,24 +437,34 @@ SEED_STREAMS = ('batch i of epoch e (1-based, as in history.csv) uses (seed, e, 
 
 
 def model_card(args, config, opts, batches, coadds, info, thresholds, val_metrics, history,
-               seconds, nval_used=None):
+               seconds, nval_used=None, setup=None):
     """Metadata stored with the model: training recipe, time, thresholds, validation metrics.
 
     ``training.options`` are the options as requested; ``training.ntrain_per_epoch``
     (whole batches) and ``training.nval_used`` (validation spectra read, after the dead
-    fibres; from ``--val-dir`` when given) the numbers actually used.
+    fibres; from ``--val-dir`` when given) the numbers actually used.  With ``--train-dir``
+    (`batches` a :class:`lbgnet.labelled.FileBatches`), ``training.labelled`` describes the
+    labelled files and ``training.generator`` the simulated part of the batches (None when
+    there is none); ``simulator_hash`` is that of `setup` (the simulator of the validation
+    set and of the simulated batches) [``batches.setup``].
     """
     from ..sim.mock import simulator_hash
     c_thresh, n_thresh, table = thresholds
+    labelled = getattr(batches, 'spectra', None) is not None
+    sim = batches.simulator if labelled else batches
+    setup = setup if setup is not None else batches.setup
     return {
         'training': {'config': os.path.basename(config.source), 'options': opts,
                      'ntrain_per_epoch': len(batches) * batches.batch_size,
                      'nval_used': None if nval_used is None else int(nval_used),
-                     'simulator_hash': simulator_hash(batches.setup),
-                     'generator': {'batches_per_epoch': len(batches),
-                                   'augment': dataclasses.asdict(batches.augment),
-                                   'efftime_range': list(batches.efftime_range),
-                                   'seed_streams': SEED_STREAMS},
+                     'simulator_hash': simulator_hash(setup),
+                     'labelled': labelled_record(batches) if labelled else None,
+                     'generator': None if sim is None else {
+                         'batches_per_epoch': len(batches),
+                         'spectra_per_batch': sim.batch_size,
+                         'augment': dataclasses.asdict(sim.augment),
+                         'efftime_range': list(sim.efftime_range),
+                         'seed_streams': SEED_STREAMS},
                      'validation_files': [os.path.basename(c) for c in coadds],
                      'validation_dir': args.val_dir,
                      'validation_seed': (None if args.val_dir
@@ -417,6 +478,20 @@ def model_card(args, config, opts, batches, coadds, info, thresholds, val_metric
         'validation_metrics': val_metrics,
         'history': history,
     }
+
+
+def labelled_record(batches):
+    """Model-card record of the labelled training spectra of a FileBatches."""
+    from ..io.catalog import file_sha256
+    truth = batches.spectra.truth
+    classes, counts = np.unique(np.asarray(truth['CLASS']).astype(str), return_counts=True)
+    return {'files': [{'name': os.path.basename(p), 'sha256': file_sha256(p)}
+                      for p in batches.spectra.files],
+            'nspec': len(truth), 'classes': {str(c): int(n) for c, n in zip(classes, counts)},
+            'spectra_per_batch': batches.nfile, 'depth_min': batches.depth_min,
+            'augment': dataclasses.asdict(batches.augment),
+            'seed_streams': 'epoch order from (seed, 7, e); augmentations of batch i of epoch '
+                            'e from (seed, 7, e, i)'}
 
 
 def check_freeze(model, report, nfreeze, init_from):
@@ -445,6 +520,15 @@ def check_freeze(model, report, nfreeze, init_from):
                         '(random weights): %s', nfreeze, ', '.join(unloaded))
 
 
+def _score_text(value):
+    """A validation score for the log: 4 decimals, or n/a (a regime without LBGs)."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return 'n/a'
+    return 'n/a' if not np.isfinite(value) else f'{value:.4f}'
+
+
 def _train(args, log, t_start):
     from ..io.modelfile import save_model
     from ..sim.generator import MockBatches, as_pydataset
@@ -471,9 +555,12 @@ def _train(args, log, t_start):
             return 0
     X_val, y_val, truth_val, grid_val = read_labelled(coadds, truths, config, with_grid=True)
     truth_val = metric_truth(truth_val, config)
-    batches = MockBatches(setup, encode=TruthEncoder(config), batch_size=opts['batch_size'],
-                          batches_per_epoch=max(1, opts['ntrain'] // opts['batch_size']),
-                          seed=opts['seed'])
+    if args.train_dir:
+        batches = labelled_batches(args, config, opts, setup)
+    else:
+        batches = MockBatches(setup, encode=TruthEncoder(config), batch_size=opts['batch_size'],
+                              batches_per_epoch=max(1, opts['ntrain'] // opts['batch_size']),
+                              seed=opts['seed'])
     log.info('training %s: %d parameters, %d batches of %d per epoch, %d validation spectra',
              config.extra.get('name', args.config), model.count_params(), len(batches),
              opts['batch_size'], len(X_val))
@@ -490,13 +577,14 @@ def _train(args, log, t_start):
     final = dataclasses.replace(config, selection=Selection(float(c_thresh), int(n_thresh)))
     final = with_error_calibration(final, calibration['postprocess'])
     metadata = model_card(args, config, opts, batches, coadds, info, (c_thresh, n_thresh, table),
-                          val_metrics, history, time.time() - t_start, nval_used=len(X_val))
+                          val_metrics, history, time.time() - t_start, nval_used=len(X_val),
+                          setup=setup)
     metadata['error_calibration'] = calibration
     name = args.name or str(config.extra.get('name') or os.path.splitext(
         os.path.basename(args.config))[0])
     wpath, _ = save_model(os.path.join(args.outdir, f'{name}.weights.h5'), model, final, metadata)
     log.info('thresholds c_thresh=%.3f n_thresh=%d; validation score low/mid/high z: %s',
-             c_thresh, n_thresh, ' / '.join(str(val_metrics[r]['pe_score'])
+             c_thresh, n_thresh, ' / '.join(_score_text(val_metrics[r]['pe_score'])
                                             for r in ('lowz', 'midz', 'highz')))
     log.info('wrote %s (%.0f s in all)', wpath, time.time() - t_start)
     return 0

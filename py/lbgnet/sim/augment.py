@@ -8,7 +8,10 @@ put on the network grid (so the gridding is exactly the production code's).
 * random masking (ivar = 0) of the noisy b/r dichroic overlap (5760–5800 Å);
 * random masking of other chunks of the spectrum (bad columns, cosmics, gaps);
 * occasional masking of Lyα in LBGs (the network must also use the other lines);
-* a small random wavelength shift of the noiseless spectrum (calibration errors).
+* a small random wavelength shift of the noiseless spectrum (calibration errors);
+* for observed spectra read from files (:mod:`lbgnet.labelled`), whose noiseless spectrum
+  is unknown: extra noise as if observed to a random fraction of their depth
+  (:func:`degrade_depth`).
 
 Fresh noise at a random effective exposure time is drawn by the generator itself
 (:func:`lbgnet.sim.instrument.observe`).  Every function is pure apart from
@@ -185,6 +188,41 @@ def jitter_wavelength(waves, models, rng, p, sigma):
     if not np.any(shift):
         return models, shift
     return {b: shift_spectra(waves[b], m, shift) for b, m in models.items()}, shift
+
+
+def degrade_depth(fluxes, ivars, frac, rng):
+    """Add noise to observed spectra as if exposed a fraction `frac` of their depth, in place.
+
+    A spectrum observed to depth T has variance 1/ivar per pixel; at depth ``frac`` · T it
+    would have 1/(frac · ivar).  The missing variance 1/ivar · (1/frac − 1) is drawn afresh
+    and added to the flux, and ivar is multiplied by `frac` (sky and source noise both scale
+    as 1/depth; this is the augmentation available for real spectra, whose noiseless
+    spectrum is unknown).  Pixels with ivar = 0 stay as they are.
+
+    Parameters
+    ----------
+    fluxes, ivars : dict
+        band -> (nspec, nwave) arrays, modified in place.
+    frac : numpy.ndarray
+        Shape (nspec,), in (0, 1]; 1 leaves the spectrum unchanged.
+    rng : numpy.random.Generator
+
+    Raises
+    ------
+    ValueError
+        If a fraction is not in (0, 1].
+    """
+    frac = np.asarray(frac, dtype=np.float64)
+    if np.any(~(frac > 0) | (frac > 1)):
+        raise ValueError('depth fractions must be in (0, 1]')
+    extra = (1.0 / frac - 1.0)[:, None]
+    for band, ivar in ivars.items():
+        flux = fluxes[band]
+        good = ivar > 0
+        sigma = np.sqrt(extra / np.where(good, ivar, 1.0))
+        noise = rng.standard_normal(ivar.shape) * np.where(good, sigma, 0.0)
+        flux += noise.astype(flux.dtype)
+        ivar *= frac[:, None].astype(ivar.dtype)
 
 
 def augment_masks(waves, ivars, truth, rng, cfg):

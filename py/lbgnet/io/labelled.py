@@ -1,0 +1,142 @@
+"""
+lbgnet.io.labelled
+==================
+
+Labelled spectra for training: the per-arm spectra of coadd files with their truth
+(``truth-*.fits`` beside each ``coadd-*.fits``), kept in memory so that
+:class:`lbgnet.labelled.FileBatches` can augment and grid them afresh every epoch.
+"""
+import glob
+import os
+from dataclasses import dataclass
+
+import numpy as np
+from desiutil.log import get_logger
+
+from .errors import InputFileError
+
+#: Truth columns used in training (``RMAG`` may be NaN for real spectra).
+LABEL_COLUMNS = ('TARGETID', 'CLASS', 'Z_TRUE', 'RMAG')
+
+
+@dataclass
+class LabelledSpectra:
+    """Per-arm spectra of labelled objects.
+
+    Attributes
+    ----------
+    bands : tuple of str
+    waves : dict
+        band -> wavelengths (nwave,), Å; the same for every file.
+    fluxes, ivars : dict
+        band -> (nspec, nwave) float32; ``<BAND>_MASK`` pixels have ivar = 0.
+    truth : astropy.table.Table
+        :data:`LABEL_COLUMNS` per spectrum, in the order of the arrays.
+    files : list of str
+        The coadd files read.
+    """
+
+    bands: tuple
+    waves: dict
+    fluxes: dict
+    ivars: dict
+    truth: object
+    files: list
+
+    def __len__(self):
+        return len(self.truth)
+
+    @property
+    def nbytes(self):
+        """Memory held by the flux and ivar arrays (bytes)."""
+        return sum(a.nbytes for d in (self.fluxes, self.ivars) for a in d.values())
+
+
+def find_labelled(directory, what='labelled'):
+    """Coadd and truth files of a directory, paired by name (``coadd-X`` ↔ ``truth-X``).
+
+    Parameters
+    ----------
+    directory : str
+    what : str, optional
+        Word naming the set in the error message.
+
+    Raises
+    ------
+    InputFileError
+        When the directory has no ``coadd-*.fits`` file.
+    """
+    coadds = sorted(glob.glob(os.path.join(directory, 'coadd-*.fits')))
+    truths = [os.path.join(directory, 'truth-' + os.path.basename(c)[len('coadd-'):])
+              for c in coadds]
+    if not coadds:
+        raise InputFileError(directory, f'no coadd-*.fits {what} files')
+    return coadds, truths
+
+
+def read_labelled_spectra(coadds, truths):
+    """Read labelled coadds into memory, per arm, with their truth.
+
+    Spectra of dead fibres (``COADD_FIBERSTATUS != 0``) or without valid pixels are left
+    out, as in validation and evaluation.  A truth file whose content does not match its
+    coadd's ``TRUTHSUM`` (mock files) is refused.
+
+    Parameters
+    ----------
+    coadds, truths : sequence of str
+        Coadd files and their truth files (``TRUTH`` HDU with :data:`LABEL_COLUMNS`,
+        :func:`lbgnet.io.mock.read_truth`).
+
+    Returns
+    -------
+    LabelledSpectra
+
+    Raises
+    ------
+    InputFileError
+        Unreadable files, a truth without one of the coadd's TARGETIDs, or a coadd whose
+        bands or wavelengths differ from the first file's.
+    """
+    from astropy.table import Table, vstack
+    from .coadd import read_coadd
+    from .evaluation import match_rows
+    from .mock import check_truth_matches, read_truth
+    log = get_logger()
+    bands = waves = None
+    fluxes, ivars, tables = {}, {}, []
+    for coadd_path, truth_path in zip(coadds, truths):
+        coadd = read_coadd(coadd_path, read_fibermap=True, read_extra=False)
+        targetid = coadd.require_targetid()
+        if bands is None:
+            bands, waves = coadd.bands, coadd.wave
+            fluxes, ivars = {b: [] for b in bands}, {b: [] for b in bands}
+        elif coadd.bands != bands or any(not np.array_equal(coadd.wave[b], waves[b])
+                                         for b in bands):
+            raise InputFileError(coadd_path, f'bands or wavelengths differ from those of '
+                                 f'{os.path.basename(coadds[0])}: labelled files must share '
+                                 'one wavelength layout')
+        truth = read_truth(truth_path)
+        check_truth_matches(coadd_path, truth_path, truth)
+        good = np.zeros(coadd.nspec, dtype=bool)
+        for band in bands:
+            ivar = coadd.ivar[band]
+            if coadd.mask[band] is not None:
+                ivar[coadd.mask[band] != 0] = 0.0
+            good |= np.any(ivar > 0, axis=1)
+        if 'COADD_FIBERSTATUS' in coadd.fibermap.colnames:
+            good &= np.asarray(coadd.fibermap['COADD_FIBERSTATUS']) == 0
+        rows = match_rows(np.asarray(truth['TARGETID']), np.asarray(targetid)[good], truth_path)
+        tables.append(Table({c: truth[c][rows] for c in LABEL_COLUMNS}))
+        for band in bands:
+            fluxes[band].append(np.asarray(coadd.flux[band][good], dtype=np.float32))
+            ivars[band].append(np.asarray(coadd.ivar[band][good], dtype=np.float32))
+        log.debug('%s: %d of %d spectra usable', coadd_path, int(good.sum()), coadd.nspec)
+    if bands is None:
+        raise InputFileError(', '.join(truths) or '(none)', 'no labelled coadd files given')
+    out = LabelledSpectra(bands, {b: np.asarray(waves[b], dtype=np.float64) for b in bands},
+                          {b: np.concatenate(fluxes[b]) for b in bands},
+                          {b: np.concatenate(ivars[b]) for b in bands},
+                          vstack(tables), [str(c) for c in coadds])
+    if len(out) == 0:
+        raise InputFileError(coadds[0], 'no usable labelled spectrum (all dead or empty)')
+    return out

@@ -1,0 +1,200 @@
+"""Training on labelled spectra files: reader, depth degradation, batches, desi_lbg_train --train-dir."""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from lbgnet.io import InputFileError
+from lbgnet.io.evaluation import read_coadd_for_evaluation
+from lbgnet.io.labelled import find_labelled, read_labelled_spectra
+from lbgnet.io.mock import read_truth
+from lbgnet.labelled import FileBatches
+from lbgnet.sim.augment import AugmentConfig, degrade_depth
+from lbgnet.sim.generator import MockBatches
+from lbgnet.sim.mock import load_mock_setup
+
+TRAIN_YAML = """
+base: lbgnet-base.yaml
+name: tiny
+model: {channels: [flux, snr], conv_layers: 2, filters: 8, kernel_size: 5, strides: 4,
+        padding: same, dropout: 0.0, dense_units: 16, offset_margin: 0.1, snr_softening: 5.0}
+loss: {gamma: 1.0, pos_weight: balanced}
+training: {simulation: lbgnet-mock.yaml, ntrain: 256, nval: 120, epochs: 2, batch_size: 64,
+           learning_rate: 1.0e-3, patience: 2, monitor: val_score, seed: 5}
+"""
+
+
+@pytest.fixture(scope='module')
+def setup():
+    return load_mock_setup('lbgnet-mock.yaml')
+
+
+@pytest.fixture(scope='module')
+def labelled_dir(tmp_path_factory, setup):
+    """Two mock files (150 spectra, dead fibres included) standing in for labelled data."""
+    from lbgnet.scripts.lbg_train import write_validation
+    out = tmp_path_factory.mktemp('labelled')
+    write_validation(setup, str(out), 150, 77, 'lbgnet-mock.yaml')
+    # a second file: write_validation writes 1000 per file, so add one more set by hand
+    from lbgnet.io.mock import write_mock
+    from lbgnet.sim.mock import make_mock
+    write_mock(str(out), make_mock(setup, 40, np.random.default_rng(5), pixel=3,
+                                   with_resolution=False), 'lbgnet-mock.yaml')
+    return str(out)
+
+
+def test_degrade_depth_adds_the_missing_variance():
+    rng = np.random.default_rng(1)
+    n, m = 4, 200_000
+    flux = {'b': np.zeros((n, m), dtype=np.float32)}
+    ivar = {'b': np.full((n, m), 4.0, dtype=np.float32)}
+    ivar['b'][:, :10] = 0.0
+    frac = np.array([1.0, 0.5, 0.25, 0.1])
+    degrade_depth(flux, ivar, frac, rng)
+    # ivar scales with the depth; the added noise has variance (1/frac - 1) / ivar
+    assert np.allclose(ivar['b'][:, 10:], 4.0 * frac[:, None])
+    var = flux['b'][:, 10:].var(axis=1)
+    assert np.allclose(var, (1 / frac - 1) / 4.0, rtol=0.02, atol=1e-9)
+    assert np.all(flux['b'][0] == 0) and np.all(flux['b'][:, :10] == 0)
+    assert np.all(ivar['b'][:, :10] == 0)
+    # the degraded spectrum is consistent with its new ivar: chi2 per pixel of the total noise 1
+    with pytest.raises(ValueError, match=r'\(0, 1\]'):
+        degrade_depth(flux, ivar, np.array([1.0, 0.0, 0.5, 0.5]), rng)
+    with pytest.raises(ValueError):
+        degrade_depth(flux, ivar, np.array([1.0, 1.5, 0.5, 0.5]), rng)
+
+
+def test_read_labelled_spectra_keeps_usable_rows_in_truth_order(labelled_dir, config):
+    coadds, truths = find_labelled(labelled_dir)
+    assert len(coadds) == 2 and all(os.path.exists(t) for t in truths)
+    spectra = read_labelled_spectra(coadds, truths)
+    ngood, ids = 0, []
+    for coadd in coadds:
+        _, targetid, good, _ = read_coadd_for_evaluation(coadd, config)
+        ngood += good.sum()
+        ids.append(targetid[good])
+    assert len(spectra) == ngood < 190                 # the mock has dead fibres
+    assert np.array_equal(spectra.truth['TARGETID'], np.concatenate(ids))
+    # each row's label is the truth of its TARGETID
+    truth = read_truth(truths[0])
+    row = {t: i for i, t in enumerate(truth['TARGETID'])}
+    first = spectra.truth[:len(ids[0])]
+    assert np.array_equal(first['Z_TRUE'], truth['Z_TRUE'][[row[t] for t in ids[0]]])
+    assert spectra.nbytes == sum(a.nbytes for d in (spectra.fluxes, spectra.ivars)
+                                 for a in d.values()) > 0
+    with pytest.raises(InputFileError, match='no coadd'):
+        find_labelled(os.path.dirname(labelled_dir))
+    # a truth from another file is refused (TRUTHSUM)
+    with pytest.raises(InputFileError, match='does not belong'):
+        read_labelled_spectra(coadds[:1], truths[1:])
+
+
+def test_read_labelled_spectra_refuses_another_wavelength_layout(labelled_dir, tmp_path):
+    import fitsio
+    coadds, truths = find_labelled(labelled_dir)
+    other = tmp_path / os.path.basename(coadds[1])
+    shutil.copy(coadds[1], other)
+    with fitsio.FITS(str(other), 'rw') as fx:
+        wave = fx['B_WAVELENGTH'].read()
+        fx['B_WAVELENGTH'].write(wave + 0.4)
+    with pytest.raises(InputFileError, match='wavelengths differ'):
+        read_labelled_spectra([coadds[0], str(other)], truths)
+
+
+def test_file_batches_without_augmentation_are_the_production_input(labelled_dir, config):
+    """depth_min = 1 and no masks: a batch is exactly what production reads for those rows."""
+    coadds, truths = find_labelled(labelled_dir)
+    spectra = read_labelled_spectra(coadds, truths)
+    X_prod = np.concatenate([read_coadd_for_evaluation(c, config)[0][
+        read_coadd_for_evaluation(c, config)[2]] for c in coadds])
+    batches = FileBatches(spectra, config.grid, batch_size=50, seed=2, depth_min=1.0,
+                          return_truth=True)
+    assert len(batches) == -(-len(spectra) // 50)
+    X, truth = batches[1]
+    rows = batches.order(0)[1]
+    assert np.array_equal(truth['TARGETID'], spectra.truth['TARGETID'][rows])
+    assert np.allclose(X, X_prod[rows], atol=1e-6)
+
+
+def test_file_batches_epochs_orders_and_augmentation(labelled_dir, config, setup):
+    coadds, truths = find_labelled(labelled_dir)
+    spectra = read_labelled_spectra(coadds, truths)
+    n = len(spectra)
+    batches = FileBatches(spectra, config.grid, batch_size=64, seed=3,
+                          augment=AugmentConfig(p_overlap=1.0), depth_min=0.3, return_truth=True)
+    order = batches.order(4)
+    # one epoch shows every labelled spectrum, the last batch completed at random
+    assert np.array_equal(np.sort(order.ravel()[:n]), np.arange(n))
+    assert order.shape == (len(batches), 64) and len(np.unique(order[-1])) == 64
+    assert not np.array_equal(batches.order(5)[0], order[0])
+    X0, t0 = batches[0]
+    again, _ = batches[0]
+    assert np.array_equal(X0, again)                       # a pure function of (seed, e, i)
+    assert np.all((t0['DEPTH_FRAC'] >= 0.3) & (t0['DEPTH_FRAC'] < 1))
+    # the b/r overlap is masked: no S/N in the grid bins inside 5760-5800 A
+    wave_lo = config.grid.wave_min + config.grid.dwave * np.arange(config.grid.nbins)
+    inside = (wave_lo >= 5760) & (wave_lo + config.grid.dwave <= 5800)
+    assert inside.sum() == 5 and np.all(X0[:, inside, 1] == 0)
+    batches.on_epoch_end()
+    X1, t1 = batches[0]
+    assert not np.array_equal(X1, X0)
+    # mixed with simulated spectra: the simulator's part follows the labelled part
+    sim = MockBatches(setup, batch_size=16, batches_per_epoch=len(batches), seed=3)
+    mixed = FileBatches(spectra, config.grid, encode=lambda t: np.asarray(t['Z_TRUE']),
+                        batch_size=64, seed=3, simulator=sim, return_truth=True)
+    X, y, truth = mixed[2]
+    assert X.shape[0] == 64 and mixed.nfile == 48 and len(mixed) == -(-n // 48)
+    assert np.all(truth['TARGETID'][48:] == -1) and np.all(truth['TARGETID'][:48] > 0)
+    assert np.array_equal(y, truth['Z_TRUE'])
+    Xs, sim_truth = sim.simulate(0, 2)
+    assert np.array_equal(X[48:], Xs) and np.array_equal(truth['Z_TRUE'][48:], sim_truth['Z_TRUE'])
+    with pytest.raises(ValueError, match='no room'):
+        FileBatches(spectra, config.grid, batch_size=16, simulator=sim)
+    with pytest.raises(ValueError, match='depth_min'):
+        FileBatches(spectra, config.grid, depth_min=0.0)
+
+
+def test_train_script_on_labelled_files(tmp_path, labelled_dir, caplog):
+    from lbgnet.io.modelfile import load_model
+    from lbgnet.scripts.lbg_train import main, parse
+    from lbg_testdata import run_logged
+    cfg = tmp_path / 'tiny.yaml'
+    cfg.write_text(TRAIN_YAML)
+    out = tmp_path / 'run'
+    status, text = run_logged(main, caplog, '--config', str(cfg), '--outdir', str(out),
+                              '--verbose', '0', '--train-dir', labelled_dir,
+                              '--sim-fraction', '0.25', '--depth-min', '0.6', '--ntrain', '999')
+    assert status == 0
+    assert '--ntrain 999 is ignored with --train-dir' in text
+    _, _, meta = load_model(str(out / 'tiny.weights.h5'))
+    train = meta['training']
+    nspec = len(read_labelled_spectra(*find_labelled(labelled_dir)))
+    assert train['labelled']['nspec'] == nspec
+    assert sum(train['labelled']['classes'].values()) == nspec
+    assert [f['name'] for f in train['labelled']['files']] == \
+        [os.path.basename(c) for c in find_labelled(labelled_dir)[0]]
+    assert train['labelled']['spectra_per_batch'] == 48 and train['labelled']['depth_min'] == 0.6
+    assert train['generator']['spectra_per_batch'] == 16
+    assert train['ntrain_per_epoch'] == 64 * -(-nspec // 48)
+    assert train['options']['sim_fraction'] == 0.25
+    assert json.loads((out / 'tiny.json').read_text())['metadata']['training']['labelled'] == train['labelled']
+    # labelled spectra only: no simulated part recorded
+    status, _ = run_logged(main, caplog, '--config', str(cfg), '--outdir', str(tmp_path / 'only'),
+                           '--verbose', '0', '--train-dir', labelled_dir, '--epochs', '1',
+                           '--val-dir', str(out / 'validation'))
+    assert status == 0
+    _, _, meta = load_model(str(tmp_path / 'only' / 'tiny.weights.h5'))
+    assert meta['training']['generator'] is None
+    # errors: one line, status 1 or a usage error
+    empty = tmp_path / 'empty'
+    empty.mkdir()
+    status, text = run_logged(main, caplog, '--config', str(cfg), '--outdir', str(tmp_path / 'e'),
+                              '--train-dir', str(empty), '--val-dir', str(out / 'validation'))
+    assert status == 1 and 'no coadd-*.fits labelled training files' in text
+    status, text = run_logged(main, caplog, '--config', str(cfg), '--outdir', str(tmp_path / 'e'),
+                              '--train-dir', labelled_dir, '--sim-fraction', '1')
+    assert status == 1 and '--sim-fraction: must be in [0, 1)' in text
+    with pytest.raises(SystemExit):
+        parse(['--config', str(cfg), '--outdir', 'x', '--sim-fraction', '0.5'])
