@@ -15,6 +15,17 @@ TINY_MODEL = dict(channels=['flux', 'snr'], conv_layers=2, filters=[4, 4], kerne
                   strides=4, padding='same', dropout=0.0, dense_units=8, offset_margin=0.1,
                   snr_softening=5.0)
 
+#: A tiny network trained for 2 epochs on the simulator (training-script tests).
+TRAIN_YAML = """
+base: lbgnet-base.yaml
+name: tiny
+model: {channels: [flux, snr], conv_layers: 2, filters: 8, kernel_size: 5, strides: 4,
+        padding: same, dropout: 0.0, dense_units: 16, offset_margin: 0.1, snr_softening: 5.0}
+loss: {gamma: 1.0, pos_weight: balanced}
+training: {simulation: lbgnet-mock.yaml, ntrain: 256, nval: 120, epochs: 2, batch_size: 128,
+           learning_rate: 1.0e-3, patience: 2, monitor: val_score, seed: 5}
+"""
+
 
 def tiny_config():
     """Base configuration + a two-layer, 4-filter network."""

@@ -15,15 +15,8 @@ from lbgnet.sim.augment import AugmentConfig, degrade_depth
 from lbgnet.sim.generator import MockBatches
 from lbgnet.sim.mock import load_mock_setup
 
-TRAIN_YAML = """
-base: lbgnet-base.yaml
-name: tiny
-model: {channels: [flux, snr], conv_layers: 2, filters: 8, kernel_size: 5, strides: 4,
-        padding: same, dropout: 0.0, dense_units: 16, offset_margin: 0.1, snr_softening: 5.0}
-loss: {gamma: 1.0, pos_weight: balanced}
-training: {simulation: lbgnet-mock.yaml, ntrain: 256, nval: 120, epochs: 2, batch_size: 64,
-           learning_rate: 1.0e-3, patience: 2, monitor: val_score, seed: 5}
-"""
+from lbg_testdata import TRAIN_YAML, run_logged
+
 
 
 @pytest.fixture(scope='module')
@@ -159,7 +152,6 @@ def test_file_batches_epochs_orders_and_augmentation(labelled_dir, config, setup
 def test_train_script_on_labelled_files(tmp_path, labelled_dir, caplog):
     from lbgnet.io.modelfile import load_model
     from lbgnet.scripts.lbg_train import main, parse
-    from lbg_testdata import run_logged
     cfg = tmp_path / 'tiny.yaml'
     cfg.write_text(TRAIN_YAML)
     out = tmp_path / 'run'
@@ -175,9 +167,9 @@ def test_train_script_on_labelled_files(tmp_path, labelled_dir, caplog):
     assert sum(train['labelled']['classes'].values()) == nspec
     assert [f['name'] for f in train['labelled']['files']] == \
         [os.path.basename(c) for c in find_labelled(labelled_dir)[0]]
-    assert train['labelled']['spectra_per_batch'] == 48 and train['labelled']['depth_min'] == 0.6
-    assert train['generator']['spectra_per_batch'] == 16
-    assert train['ntrain_per_epoch'] == 64 * -(-nspec // 48)
+    assert train['labelled']['spectra_per_batch'] == 96 and train['labelled']['depth_min'] == 0.6
+    assert train['generator']['spectra_per_batch'] == 32
+    assert train['ntrain_per_epoch'] == 128 * -(-nspec // 96)
     assert train['options']['sim_fraction'] == 0.25
     assert json.loads((out / 'tiny.json').read_text())['metadata']['training']['labelled'] == train['labelled']
     # labelled spectra only: no simulated part recorded

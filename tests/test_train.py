@@ -14,6 +14,8 @@ from lbgnet.preprocess import grid_spectra
 from lbgnet.config import ConfigError
 from lbgnet.train import compile_model, fit, set_seeds, training_options, transfer_weights
 
+from lbg_testdata import TRAIN_YAML
+
 MODEL = dict(channels=['flux', 'snr'], conv_layers=3, filters=[16, 16, 16], kernel_size=[10, 5, 5],
              strides=2, padding='same', dropout=0.0, dense_units=32, offset_margin=0.1,
              snr_softening=5.0)
@@ -121,15 +123,6 @@ def test_training_options(config):
     assert set(SECTION_KEYS['training']) == set(TRAINING_DEFAULTS)
 
 
-TRAIN_YAML = """
-base: lbgnet-base.yaml
-name: tiny
-model: {channels: [flux, snr], conv_layers: 2, filters: 8, kernel_size: 5, strides: 4,
-        padding: same, dropout: 0.0, dense_units: 16, offset_margin: 0.1, snr_softening: 5.0}
-loss: {gamma: 1.0, pos_weight: balanced}
-training: {simulation: lbgnet-mock.yaml, ntrain: 256, nval: 120, epochs: 2, batch_size: 128,
-           learning_rate: 1.0e-3, patience: 2, monitor: val_score, seed: 5}
-"""
 
 
 def test_train_script_with_simulator(tmp_path):

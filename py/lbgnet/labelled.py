@@ -27,6 +27,7 @@ import numpy as np
 
 from .preprocess import grid_spectra
 from .sim.augment import AugmentConfig, augment_masks, degrade_depth
+from .sim.generator import batch_outputs
 
 #: Seed-stream tag of the labelled batches (kept apart from the simulated batches' streams).
 STREAM_TAG = 7
@@ -131,12 +132,7 @@ class FileBatches:
             sim['TARGETID'] = np.full(len(sim), -1, dtype=np.int64)
             sim['DEPTH_FRAC'] = np.ones(len(sim), dtype=np.float32)
             truth = vstack([truth, sim])
-        out = [X]
-        if self.encode is not None:
-            out.append(self.encode(truth))
-        if self.return_truth:
-            out.append(truth)
-        return tuple(out) if len(out) > 1 else X
+        return batch_outputs(X, truth, self.encode, self.return_truth)
 
     def labelled_batch(self, epoch, index):
         """Augmented, gridded labelled spectra of one batch.

@@ -95,12 +95,7 @@ class MockBatches:
         if not 0 <= index < self.batches_per_epoch:
             raise IndexError(f'batch {index} out of range 0..{self.batches_per_epoch - 1}')
         X, truth = self.simulate(self.epoch, index)
-        out = [X]
-        if self.encode is not None:
-            out.append(self.encode(truth))
-        if self.return_truth:
-            out.append(truth)
-        return tuple(out) if len(out) > 1 else X
+        return batch_outputs(X, truth, self.encode, self.return_truth)
 
     def on_epoch_end(self):
         """Move to the next epoch (new spectra, noise and augmentations)."""
@@ -160,6 +155,27 @@ class MockBatches:
         if self.channels is not None:
             X = np.ascontiguousarray(X[..., self.channels])
         return X
+
+
+def batch_outputs(X, truth, encode=None, return_truth=False):
+    """What a training dataset returns for one batch: ``X``, ``(X, targets)``,
+    ``(X, truth)`` or ``(X, targets, truth)``.
+
+    Parameters
+    ----------
+    X : numpy.ndarray
+        Network input of the batch.
+    truth : astropy.table.Table
+    encode : callable, optional
+        ``encode(truth) -> targets``; None: no targets.
+    return_truth : bool, optional
+    """
+    out = [X]
+    if encode is not None:
+        out.append(encode(truth))
+    if return_truth:
+        out.append(truth)
+    return tuple(out) if len(out) > 1 else X
 
 
 def _with_fractions(setup, fractions):
