@@ -1,4 +1,5 @@
 """Training on labelled spectra files: reader, depth degradation, batches, desi_lbg_train --train-dir."""
+import dataclasses
 import json
 import os
 import shutil
@@ -165,8 +166,11 @@ def test_train_script_on_labelled_files(tmp_path, labelled_dir, caplog):
     nspec = len(read_labelled_spectra(*find_labelled(labelled_dir)))
     assert train['labelled']['nspec'] == nspec
     assert sum(train['labelled']['classes'].values()) == nspec
-    assert [f['name'] for f in train['labelled']['files']] == \
-        [os.path.basename(c) for c in find_labelled(labelled_dir)[0]]
+    coadds, truths = find_labelled(labelled_dir)
+    assert [(f['coadd'], f['truth']) for f in train['labelled']['files']] == list(zip(coadds, truths))
+    assert all(len(f['coadd_sha256']) == len(f['truth_sha256']) == 64
+               for f in train['labelled']['files'])
+    assert train['labelled']['augment']['p_jitter'] == 0          # never applied to files
     assert train['labelled']['spectra_per_batch'] == 96 and train['labelled']['depth_min'] == 0.6
     assert train['generator']['spectra_per_batch'] == 32
     assert train['ntrain_per_epoch'] == 128 * -(-nspec // 96)
@@ -185,8 +189,101 @@ def test_train_script_on_labelled_files(tmp_path, labelled_dir, caplog):
     status, text = run_logged(main, caplog, '--config', str(cfg), '--outdir', str(tmp_path / 'e'),
                               '--train-dir', str(empty), '--val-dir', str(out / 'validation'))
     assert status == 1 and 'no coadd-*.fits labelled training files' in text
+    # a bad --train-dir fails before the validation set is simulated
+    status, text = run_logged(main, caplog, '--config', str(cfg), '--outdir', str(tmp_path / 'f'),
+                              '--train-dir', str(tmp_path / 'nowhere'))
+    assert status == 1 and 'no such directory' in text
+    assert not (tmp_path / 'f' / 'validation').exists()
+    # training files are not validation files
+    status, text = run_logged(main, caplog, '--config', str(cfg), '--outdir', str(tmp_path / 'g'),
+                              '--train-dir', labelled_dir, '--val-dir', labelled_dir)
+    assert status == 1 and 'is both a --train-dir and a --val-dir file' in text
     status, text = run_logged(main, caplog, '--config', str(cfg), '--outdir', str(tmp_path / 'e'),
                               '--train-dir', labelled_dir, '--sim-fraction', '1')
     assert status == 1 and '--sim-fraction: must be in [0, 1)' in text
     with pytest.raises(SystemExit):
         parse(['--config', str(cfg), '--outdir', 'x', '--sim-fraction', '0.5'])
+
+
+def write_hand_truth(path, targetid, classes, z):
+    """A truth file as a user would write it: only the four columns, no provenance."""
+    import fitsio
+    data = np.zeros(len(targetid), dtype=[('TARGETID', 'i8'), ('CLASS', 'U8'), ('Z_TRUE', 'f8'),
+                                          ('RMAG', 'f4')])
+    data['TARGETID'], data['CLASS'], data['Z_TRUE'], data['RMAG'] = targetid, classes, z, np.nan
+    fitsio.write(str(path), data, extname='TRUTH', clobber=True)
+
+
+def hand_labelled(tmp_path, labelled_dir, keep=None, edit=None, name='hand'):
+    """One mock coadd without its provenance keywords, with a hand-written truth."""
+    coadds, truths = find_labelled(labelled_dir)
+    out = tmp_path / name
+    out.mkdir()
+    coadd = out / os.path.basename(coadds[0])
+    shutil.copy(coadds[0], coadd)
+    from astropy.io import fits
+    with fits.open(coadd, mode='update') as hdul:
+        for key in ('TRUTHSUM', 'SIMHASH'):
+            del hdul[0].header[key]
+    truth = read_truth(truths[0])
+    rows = np.arange(len(truth)) if keep is None else keep(truth)
+    classes = np.asarray(truth['CLASS'])[rows]
+    z = np.asarray(truth['Z_TRUE'], dtype=float)[rows]
+    if edit is not None:
+        classes, z = edit(classes.astype('U8'), z)
+    write_hand_truth(out / ('truth-' + coadd.name[len('coadd-'):]), truth['TARGETID'][rows],
+                     classes, z)
+    return out, truth
+
+
+def test_hand_written_labels_are_checked(tmp_path, labelled_dir, caplog):
+    # lower-case class names are accepted and normalised
+    lower, truth = hand_labelled(tmp_path, labelled_dir, edit=lambda c, z: (np.char.lower(c), z),
+                                 name='lower')
+    spectra = read_labelled_spectra(*find_labelled(str(lower)))
+    assert set(spectra.truth['CLASS']) <= {'LBG', 'QSO', 'GALAXY', 'STAR'}
+    assert 'LBG' in set(spectra.truth['CLASS'])
+    # an unknown class, or an LBG without a redshift, is a one-line error naming the truth file
+    odd, _ = hand_labelled(tmp_path, labelled_dir, name='odd',
+                           edit=lambda c, z: (np.where(c == 'STAR', 'STARR', c), z))
+    with pytest.raises(InputFileError, match=r"truth-.*unknown CLASS value\(s\) 'STARR'"):
+        read_labelled_spectra(*find_labelled(str(odd)))
+    noz, _ = hand_labelled(tmp_path, labelled_dir, name='noz',
+                           edit=lambda c, z: (c, np.where(c == 'LBG', np.nan, z)))
+    with pytest.raises(InputFileError, match='LBG.* without a finite Z_TRUE'):
+        read_labelled_spectra(*find_labelled(str(noz)))
+    import fitsio
+    truth_path = find_labelled(str(noz))[1][0]
+    data = fitsio.read(truth_path, ext='TRUTH')
+    ints = np.zeros(len(data), dtype=[('TARGETID', 'i8'), ('CLASS', 'i2'), ('Z_TRUE', 'f8'),
+                                      ('RMAG', 'f4')])
+    ints['TARGETID'], ints['Z_TRUE'] = data['TARGETID'], 2.5
+    fitsio.write(truth_path, ints, extname='TRUTH', clobber=True)
+    with pytest.raises(InputFileError, match='CLASS must hold class names'):
+        read_labelled_spectra(*find_labelled(str(noz)))
+    # spectra without a truth row are left out, with a warning
+    part, truth = hand_labelled(tmp_path, labelled_dir, name='part',
+                                keep=lambda t: np.arange(0, len(t), 2))
+    import logging
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        spectra = read_labelled_spectra(*find_labelled(str(part)))
+    assert 'have no row in' in caplog.text and 'left out (unlabelled)' in caplog.text
+    assert set(spectra.truth['TARGETID']) <= set(truth['TARGETID'][::2])
+    assert len(spectra) > 0
+
+
+def test_fewer_labelled_spectra_than_a_batch(labelled_dir, config):
+    spectra = read_labelled_spectra(*find_labelled(labelled_dir))
+    small = dataclasses.replace(
+        spectra, fluxes={b: f[:10] for b, f in spectra.fluxes.items()},
+        ivars={b: v[:10] for b, v in spectra.ivars.items()}, truth=spectra.truth[:10])
+    batches = FileBatches(small, config.grid, batch_size=32, seed=1, return_truth=True)
+    assert len(batches) == 1
+    X, truth = batches[0]
+    assert X.shape[0] == 32 and set(truth['TARGETID']) == set(small.truth['TARGETID'])
+    # the streams of the epoch order and of the batches are distinct (numpy ignores trailing
+    # zeros of a seed, so batch 0 must not use (seed, tag, e, 0))
+    from lbgnet.labelled import STREAM_TAG
+    order_stream = np.random.default_rng([1, STREAM_TAG, 0]).random(4)
+    assert not np.array_equal(batches.rng(0, 0).random(4), order_stream)

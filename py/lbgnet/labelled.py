@@ -21,16 +21,22 @@ simulated part of a mixed batch gets everything the simulator does
 (:class:`lbgnet.sim.generator.MockBatches`).
 
 Batch ``i`` of epoch ``e`` is a pure function of ``(seed, e, i)`` like the simulated
-batches; the order of the epoch depends on ``(seed, e)`` only.
+batches: the order of the epoch comes from the stream ``(seed, STREAM_TAG, e)``, the
+augmentations of batch ``i`` from ``(seed, STREAM_TAG, e, i + 1)``.  (numpy treats trailing
+zeros of a seed as absent, hence ``i + 1``; :data:`STREAM_TAG` is larger than any epoch
+number, so these streams never coincide with the simulator's ``(seed, e, i)``.)
 """
+import dataclasses
+
 import numpy as np
 
 from .preprocess import grid_spectra
 from .sim.augment import AugmentConfig, augment_masks, degrade_depth
 from .sim.generator import batch_outputs
 
-#: Seed-stream tag of the labelled batches (kept apart from the simulated batches' streams).
-STREAM_TAG = 7
+#: Seed-stream tag of the labelled batches: the second word of their streams, where the
+#: simulated batches have their epoch number (so the two never share a stream).
+STREAM_TAG = 2_000_000_007
 
 
 class FileBatches:
@@ -47,7 +53,8 @@ class FileBatches:
     seed : int, optional
         [0].
     augment : AugmentConfig or dict, optional
-        Masking augmentations [none].  Its wavelength jitter is not used.
+        Masking augmentations [none].  Its wavelength jitter is not used (set to 0 in
+        the ``augment`` attribute).
     depth_min : float, optional
         Lowest depth fraction of :func:`lbgnet.sim.augment.degrade_depth`, in (0, 1]
         [0.5]; 1 adds no noise.
@@ -76,7 +83,7 @@ class FileBatches:
         self.seed = int(seed)
         if not isinstance(augment, AugmentConfig):
             augment = AugmentConfig.from_dict(augment)
-        self.augment = augment
+        self.augment = dataclasses.replace(augment, p_jitter=0.0)
         self.depth_min = float(depth_min)
         self.simulator = simulator
         self.channels = None if channels is None else list(channels)
@@ -107,16 +114,20 @@ class FileBatches:
         n, total = len(self.spectra), self.batches_per_epoch * self.nfile
         rng = np.random.default_rng([self.seed, STREAM_TAG, int(epoch)])
         idx = rng.permutation(n)
-        if total > n:           # complete the last batch with spectra it does not hold yet
-            tail = idx[total - self.nfile:]
-            rest = np.setdiff1d(np.arange(n), tail)
-            fill = rng.choice(rest, total - n, replace=rest.size < total - n)
+        need = total - n
+        if need:                # complete the last batch with spectra it does not hold yet
+            rest = np.setdiff1d(np.arange(n), idx[total - self.nfile:])
+            if rest.size >= need:
+                fill = rng.choice(rest, need, replace=False)
+            else:               # fewer labelled spectra than a batch holds: repeats
+                fill = np.concatenate([rng.permutation(rest),
+                                       rng.choice(n, need - rest.size, replace=True)])
             idx = np.concatenate([idx, fill])
         return idx.reshape(self.batches_per_epoch, self.nfile)
 
     def rng(self, epoch, index):
         """The random generator of the augmentations of batch `index` of `epoch`."""
-        return np.random.default_rng([self.seed, STREAM_TAG, int(epoch), int(index)])
+        return np.random.default_rng([self.seed, STREAM_TAG, int(epoch), int(index) + 1])
 
     def __getitem__(self, index):
         if not 0 <= index < self.batches_per_epoch:

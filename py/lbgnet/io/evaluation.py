@@ -92,13 +92,19 @@ def catalog_thresholds(path, extname='LBG_CNN'):
             None if n_thresh is None else int(n_thresh))
 
 
-def match_rows(reference, targetid, path):
-    """Index of each `targetid` in `reference` (both int arrays); error if one is missing.
+def find_rows(reference, targetid, path):
+    """Index of each `targetid` in `reference` (both int arrays), and whether it is there.
+
+    Returns
+    -------
+    index : numpy.ndarray of int
+        Position in `reference` (meaningless where not `found`).
+    found : numpy.ndarray of bool
 
     Raises
     ------
     InputFileError
-        When a TARGETID is absent from `reference` or `reference` has duplicates.
+        When `reference` (read from `path`) has duplicated TARGETIDs.
     """
     reference = np.asarray(reference)
     targetid = np.asarray(targetid)
@@ -107,11 +113,24 @@ def match_rows(reference, targetid, path):
     if ref_sorted.size and np.any(ref_sorted[1:] == ref_sorted[:-1]):
         raise InputFileError(path, 'duplicated TARGETIDs')
     pos = np.clip(np.searchsorted(ref_sorted, targetid), 0, max(ref_sorted.size - 1, 0))
-    found = ref_sorted.size > 0 and ref_sorted[pos] == targetid
+    found = (ref_sorted[pos] == targetid) if ref_sorted.size else np.zeros(targetid.size, bool)
+    return order[pos], found
+
+
+def match_rows(reference, targetid, path, what='the predictions'):
+    """Index of each `targetid` in `reference` (both int arrays); error if one is missing.
+
+    Raises
+    ------
+    InputFileError
+        When a TARGETID is absent from `reference` (the message says they are those of
+        `what`) or `reference` has duplicates.
+    """
+    index, found = find_rows(reference, targetid, path)
     if not np.all(found):
-        nmiss = int(targetid.size - np.count_nonzero(found))
-        raise InputFileError(path, f'{nmiss} TARGETID(s) of the predictions are not in this file')
-    return order[pos]
+        nmiss = int(found.size - np.count_nonzero(found))
+        raise InputFileError(path, f'{nmiss} TARGETID(s) of {what} are not in this file')
+    return index
 
 
 def read_coadd_for_evaluation(path, config):

@@ -34,6 +34,8 @@ class LabelledSpectra:
         :data:`LABEL_COLUMNS` per spectrum, in the order of the arrays.
     files : list of str
         The coadd files read.
+    truth_files : list of str
+        Their truth files.
     """
 
     bands: tuple
@@ -42,6 +44,7 @@ class LabelledSpectra:
     ivars: dict
     truth: object
     files: list
+    truth_files: list
 
     def __len__(self):
         return len(self.truth)
@@ -64,8 +67,10 @@ def find_labelled(directory, what='labelled'):
     Raises
     ------
     InputFileError
-        When the directory has no ``coadd-*.fits`` file.
+        When the directory does not exist or has no ``coadd-*.fits`` file.
     """
+    if not os.path.isdir(directory):
+        raise InputFileError(directory, f'no such directory (of {what} files)')
     coadds = sorted(glob.glob(os.path.join(directory, 'coadd-*.fits')))
     truths = [os.path.join(directory, 'truth-' + os.path.basename(c)[len('coadd-'):])
               for c in coadds]
@@ -74,18 +79,49 @@ def find_labelled(directory, what='labelled'):
     return coadds, truths
 
 
+def check_labels(truth, path):
+    """Normalise and check the CLASS and Z_TRUE labels of a truth table, in place.
+
+    CLASS is stripped and upper-cased and must be one of
+    :data:`lbgnet.sim.population.CLASSES`; every LBG needs a finite ``Z_TRUE``.
+
+    Raises
+    ------
+    InputFileError
+        Naming `path` and the offending values.
+    """
+    from ..sim.population import CLASSES
+    column = np.asarray(truth['CLASS'])
+    if column.dtype.kind not in 'US':
+        raise InputFileError(path, f'CLASS must hold class names ({", ".join(CLASSES)}), '
+                             f'not {column.dtype} values')
+    if column.dtype.kind == 'S':
+        column = np.char.decode(column, 'ascii')
+    classes = np.char.upper(np.char.strip(column))
+    unknown = sorted(set(classes.tolist()) - set(CLASSES))
+    if unknown:
+        raise InputFileError(path, f'unknown CLASS value(s) {", ".join(map(repr, unknown[:5]))}'
+                             f'{" ..." if len(unknown) > 5 else ""}; known: {", ".join(CLASSES)}')
+    truth['CLASS'] = classes
+    z = np.asarray(truth['Z_TRUE'], dtype=np.float64)
+    bad = (classes == 'LBG') & ~np.isfinite(z)
+    if np.any(bad):
+        raise InputFileError(path, f'{int(bad.sum())} LBG(s) without a finite Z_TRUE')
+
+
 def read_labelled_spectra(coadds, truths):
     """Read labelled coadds into memory, per arm, with their truth.
 
-    Spectra of dead fibres (``COADD_FIBERSTATUS != 0``) or without valid pixels are left
-    out, as in validation and evaluation.  A truth file whose content does not match its
-    coadd's ``TRUTHSUM`` (mock files) is refused.
+    Spectra of dead fibres (``COADD_FIBERSTATUS != 0``), without valid pixels or without
+    a row in their truth file (unlabelled; a warning gives their number) are left out.  A
+    truth file whose content does not match its coadd's ``TRUTHSUM`` (mock files) is
+    refused.
 
     Parameters
     ----------
     coadds, truths : sequence of str
         Coadd files and their truth files (``TRUTH`` HDU with :data:`LABEL_COLUMNS`,
-        :func:`lbgnet.io.mock.read_truth`).
+        :func:`lbgnet.io.mock.read_truth`; labels checked by :func:`check_labels`).
 
     Returns
     -------
@@ -94,12 +130,12 @@ def read_labelled_spectra(coadds, truths):
     Raises
     ------
     InputFileError
-        Unreadable files, a truth without one of the coadd's TARGETIDs, or a coadd whose
-        bands or wavelengths differ from the first file's.
+        Unreadable files, bad labels, no labelled spectrum at all, or a coadd whose bands
+        or wavelengths differ from the first file's.
     """
     from astropy.table import Table, vstack
     from .coadd import read_coadd
-    from .evaluation import match_rows
+    from .evaluation import find_rows
     from .mock import check_truth_matches, read_truth
     log = get_logger()
     bands = waves = None
@@ -117,6 +153,7 @@ def read_labelled_spectra(coadds, truths):
                                  'one wavelength layout')
         truth = read_truth(truth_path)
         check_truth_matches(coadd_path, truth_path, truth)
+        check_labels(truth, truth_path)
         good = np.zeros(coadd.nspec, dtype=bool)
         for band in bands:
             ivar = coadd.ivar[band]
@@ -125,18 +162,24 @@ def read_labelled_spectra(coadds, truths):
             good |= np.any(ivar > 0, axis=1)
         if 'COADD_FIBERSTATUS' in coadd.fibermap.colnames:
             good &= np.asarray(coadd.fibermap['COADD_FIBERSTATUS']) == 0
-        rows = match_rows(np.asarray(truth['TARGETID']), np.asarray(targetid)[good], truth_path)
-        tables.append(Table({c: truth[c][rows] for c in LABEL_COLUMNS}))
+        rows, found = find_rows(np.asarray(truth['TARGETID']), np.asarray(targetid), truth_path)
+        if np.any(good & ~found):
+            log.warning('%s: %d of its %d usable spectra have no row in %s: left out '
+                        '(unlabelled)', coadd_path, int(np.sum(good & ~found)), int(good.sum()),
+                        os.path.basename(truth_path))
+        good &= found
+        tables.append(Table({c: truth[c][rows[good]] for c in LABEL_COLUMNS}))
         for band in bands:
             fluxes[band].append(np.asarray(coadd.flux[band][good], dtype=np.float32))
             ivars[band].append(np.asarray(coadd.ivar[band][good], dtype=np.float32))
-        log.debug('%s: %d of %d spectra usable', coadd_path, int(good.sum()), coadd.nspec)
+        log.debug('%s: %d of %d spectra used', coadd_path, int(good.sum()), coadd.nspec)
     if bands is None:
         raise InputFileError(', '.join(truths) or '(none)', 'no labelled coadd files given')
     out = LabelledSpectra(bands, {b: np.asarray(waves[b], dtype=np.float64) for b in bands},
                           {b: np.concatenate(fluxes[b]) for b in bands},
                           {b: np.concatenate(ivars[b]) for b in bands},
-                          vstack(tables), [str(c) for c in coadds])
+                          vstack(tables), [str(c) for c in coadds], [str(t) for t in truths])
     if len(out) == 0:
-        raise InputFileError(coadds[0], 'no usable labelled spectrum (all dead or empty)')
+        raise InputFileError(coadds[0], 'no usable labelled spectrum (all dead, empty or '
+                             'without a truth row)')
     return out

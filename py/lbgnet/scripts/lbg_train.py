@@ -107,6 +107,8 @@ def parse(options=None):
         parser.error('--validation-only writes a validation set; --val-dir reads one')
     if not args.train_dir and (args.sim_fraction is not None or args.depth_min is not None):
         parser.error('--sim-fraction and --depth-min apply to --train-dir')
+    if args.validation_only and args.train_dir:
+        parser.error('--validation-only trains nothing: --train-dir does not apply')
     return args
 
 
@@ -181,26 +183,37 @@ def labelled_batches(args, config, opts, setup):
     from ..io.labelled import find_labelled, read_labelled_spectra
     from ..labelled import FileBatches
     from ..sim.generator import MockBatches, generator_settings
+    from ..targets import target_class
     log = get_logger()
-    coadds, truths = [], []
+    coadds, truths, seen = [], [], set()
     for directory in args.train_dir:
+        if os.path.realpath(directory) in seen:
+            log.warning('--train-dir %s is listed more than once: read once', directory)
+            continue
+        seen.add(os.path.realpath(directory))
         found = find_labelled(directory, 'labelled training')
         coadds += found[0]
         truths += found[1]
+    nsim = int(round(opts['sim_fraction'] * opts['batch_size']))
+    nfile = opts['batch_size'] - nsim
+    if nfile < 1:
+        raise ConfigError(f'training.sim_fraction {opts["sim_fraction"]} leaves no labelled '
+                          f'spectrum in batches of {opts["batch_size"]}')
+    if opts['sim_fraction'] > 0 and nsim == 0:
+        log.warning('sim_fraction %g of batches of %d rounds to no simulated spectrum: '
+                    'labelled spectra only', opts['sim_fraction'], opts['batch_size'])
     spectra = read_labelled_spectra(coadds, truths)
     classes, counts = np.unique(np.asarray(spectra.truth['CLASS']).astype(str),
                                 return_counts=True)
     log.info('read %d labelled training spectra from %d file(s) (%s), %.0f MB in memory',
              len(spectra), len(coadds), ', '.join(f'{c} {n}' for c, n in zip(classes, counts)),
              spectra.nbytes / 2 ** 20)
+    if target_class(config) not in classes:
+        log.warning('no %s among the labelled training spectra: the network learns only '
+                    'to reject', target_class(config))
     if args.ntrain is not None:
         log.warning('--ntrain %d is ignored with --train-dir: an epoch is one pass over the '
                     '%d labelled spectra', args.ntrain, len(spectra))
-    nsim = int(round(opts['sim_fraction'] * opts['batch_size']))
-    nfile = opts['batch_size'] - nsim
-    if nfile < 1:
-        raise ConfigError(f'training.sim_fraction {opts["sim_fraction"]} leaves no labelled '
-                          f'spectrum in batches of {opts["batch_size"]}')
     nbatch = -(-len(spectra) // nfile)
     simulator = None if nsim == 0 else MockBatches(
         setup, encode=None, batch_size=nsim, batches_per_epoch=nbatch, seed=opts['seed'])
@@ -208,6 +221,21 @@ def labelled_batches(args, config, opts, setup):
     return FileBatches(spectra, config.grid, encode=TruthEncoder(config),
                        batch_size=opts['batch_size'], seed=opts['seed'], augment=augment,
                        depth_min=opts['depth_min'], simulator=simulator)
+
+
+def check_disjoint(train_files, val_files):
+    """Refuse a coadd that is both a training and a validation file.
+
+    Raises
+    ------
+    lbgnet.io.InputFileError
+        Naming the first such file.
+    """
+    shared = sorted(set(map(os.path.realpath, train_files)) & set(map(os.path.realpath, val_files)))
+    if shared:
+        raise InputFileError(shared[0], f'is both a --train-dir and a --val-dir file '
+                             f'({len(shared)} such file(s)): the thresholds and error '
+                             'calibration would be chosen on training spectra')
 
 
 def read_labelled(coadds, truths, config, with_grid=False):
@@ -247,7 +275,8 @@ def read_labelled(coadds, truths, config, with_grid=False):
         if with_grid:
             flux.append(info.flux[good])
             ivar.append(info.ivar[good])
-        tables.append(truth[match_rows(np.asarray(truth['TARGETID']), targetid[good], truth_path)])
+        tables.append(truth[match_rows(np.asarray(truth['TARGETID']), targetid[good], truth_path,
+                                       f'the usable spectra of {os.path.basename(coadd)}')])
     truth = vstack(tables)
     y = TruthEncoder(config)(truth)
     out = (np.concatenate(Xs), y, {k: np.asarray(truth[k]) for k in ('CLASS', 'Z_TRUE', 'RMAG')})
@@ -485,13 +514,17 @@ def labelled_record(batches):
     from ..io.catalog import file_sha256
     truth = batches.spectra.truth
     classes, counts = np.unique(np.asarray(truth['CLASS']).astype(str), return_counts=True)
-    return {'files': [{'name': os.path.basename(p), 'sha256': file_sha256(p)}
-                      for p in batches.spectra.files],
+    from ..labelled import STREAM_TAG
+    truth = batches.spectra.truth
+    classes, counts = np.unique(np.asarray(truth['CLASS']).astype(str), return_counts=True)
+    return {'files': [{'coadd': coadd, 'coadd_sha256': file_sha256(coadd),
+                       'truth': tpath, 'truth_sha256': file_sha256(tpath)}
+                      for coadd, tpath in zip(batches.spectra.files, batches.spectra.truth_files)],
             'nspec': len(truth), 'classes': {str(c): int(n) for c, n in zip(classes, counts)},
             'spectra_per_batch': batches.nfile, 'depth_min': batches.depth_min,
             'augment': dataclasses.asdict(batches.augment),
-            'seed_streams': 'epoch order from (seed, 7, e); augmentations of batch i of epoch '
-                            'e from (seed, 7, e, i)'}
+            'seed_streams': f'epoch order from (seed, {STREAM_TAG}, e); augmentations of batch '
+                            f'i of epoch e from (seed, {STREAM_TAG}, e, i + 1)'}
 
 
 def check_freeze(model, report, nfreeze, init_from):
@@ -533,16 +566,27 @@ def _train(args, log, t_start):
     from ..io.modelfile import save_model
     from ..sim.generator import MockBatches, as_pydataset
     from ..targets import metric_truth
-    from ..train import set_seeds
+    from ..train import TRAINING_DEFAULTS, set_seeds
     from ..transfer import fit_in_phases
     config, opts, setup = training_setup(args)
     set_seeds(opts['seed'])
     if not args.validation_only:      # a bad --init-from / --freeze fails before any simulation
         model, report = initial_model(config, args.init_from, args.init_layers)
         check_freeze(model, report, args.freeze, args.init_from)
+    batches = None
+    if args.train_dir and not args.validation_only:   # bad labelled files fail before simulating
+        batches = labelled_batches(args, config, opts, setup)
+    else:
+        ignored = [f'{key} {opts[key]}' for key in ('sim_fraction', 'depth_min')
+                   if opts[key] != TRAINING_DEFAULTS[key]]
+        if ignored:
+            log.warning('training.%s only apply to --train-dir: ignored',
+                        ', training.'.join(ignored))
     os.makedirs(args.outdir, exist_ok=True)
     if args.val_dir:
         coadds, truths = find_validation(args.val_dir)
+        if batches is not None:
+            check_disjoint(batches.spectra.files, coadds)
         if args.nval is not None:
             log.warning('--nval %d is ignored with --val-dir: the validation set is every '
                         'file in %s', args.nval, args.val_dir)
@@ -555,15 +599,17 @@ def _train(args, log, t_start):
             return 0
     X_val, y_val, truth_val, grid_val = read_labelled(coadds, truths, config, with_grid=True)
     truth_val = metric_truth(truth_val, config)
-    if args.train_dir:
-        batches = labelled_batches(args, config, opts, setup)
-    else:
+    if batches is None:
         batches = MockBatches(setup, encode=TruthEncoder(config), batch_size=opts['batch_size'],
                               batches_per_epoch=max(1, opts['ntrain'] // opts['batch_size']),
                               seed=opts['seed'])
-    log.info('training %s: %d parameters, %d batches of %d per epoch, %d validation spectra',
-             config.extra.get('name', args.config), model.count_params(), len(batches),
-             opts['batch_size'], len(X_val))
+        split = 'simulated'
+    else:
+        split = (f'{batches.nfile} labelled + {opts["batch_size"] - batches.nfile} simulated, '
+                 f'depth_min {batches.depth_min:g}')
+    log.info('training %s: %d parameters, %d batches of %d per epoch (%s), %d validation '
+             'spectra', config.extra.get('name', args.config), model.count_params(),
+             len(batches), opts['batch_size'], split, len(X_val))
     history, info = fit_in_phases(model, as_pydataset(batches, workers=args.workers),
                                   (X_val, y_val), config, args.outdir, len(batches),
                                   nfrozen=args.freeze, unfreeze_epochs=args.unfreeze_epochs,
