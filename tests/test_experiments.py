@@ -100,3 +100,36 @@ def test_gamma_study_tiny_run(tmp_path):
     assert 0 < (tmp_path / 't' / 'purity_efficiency.png').stat().st_size < 300_000
     with pytest.raises(SystemExit):
         table.main(['--model', 'nopath', '--tests', f'midz={test_dir}', '--outdir', str(tmp_path)])
+
+
+def test_oracle_class_likelihood_integrates_the_amplitude():
+    """benchmarks/oracle_class_bound.py: the closed-form amplitude integral of each bank
+    spectrum's likelihood matches a numerical integral over a >= 0, and the true noise
+    weights add the noise excess and the sky-line residuals."""
+    from scipy.integrate import quad
+    bench = load_bench('oracle_class_bound')
+    rng = np.random.default_rng(4)
+    npix = 30
+    w = rng.uniform(0.5, 2.0, (3, npix))
+    data = rng.normal(0.0, 1.0, (3, npix)) + np.linspace(0.2, 1.0, npix) * np.array([[0.0], [1.0], [3.0]])
+    models = np.abs(rng.normal(1.0, 0.3, (4, npix)))
+    got = bench.bank_loglike(w * data, w, models)
+    for i in range(3):
+        dd = np.sum(w[i] * data[i] ** 2)
+        for j in range(4):
+            def like(a):
+                return np.exp(-0.5 * (np.sum(w[i] * (data[i] - a * models[j]) ** 2) - dd))
+            peak = max(np.sum(w[i] * data[i] * models[j]) / np.sum(w[i] * models[j] ** 2), 0.0)
+            val = quad(like, 0.0, peak + 20.0, points=[peak], limit=200)[0]
+            assert got[i, j] == pytest.approx(np.log(val), abs=1e-6)
+    from lbgnet.sim.mock import load_mock_setup
+    inst = load_mock_setup().instrument
+    ivar = {b: np.full((2, arm.wave.size), 4.0) for b, arm in inst.arms.items()}
+    ivar['b'][1, :5] = 0.0
+    weight = bench.true_weights(inst, ivar)
+    for band, arm in inst.arms.items():
+        pix, _, _ = arm.residual_segments
+        quiet = np.setdiff1d(np.arange(arm.wave.size), pix)
+        assert np.allclose(weight[band][0, quiet], 4.0 / arm.noise_excess ** 2)
+        assert np.all(weight[band][0, pix] < 4.0 / arm.noise_excess ** 2)
+    assert np.all(weight['b'][1, :5] == 0)

@@ -1,0 +1,236 @@
+#!/usr/bin/env python
+"""What purity = efficiency score could any classifier reach?  A Bayes estimate on a mock test.
+
+The companion of ``oracle_redshift_bound.py`` for the classification.  The mock test
+spectra are noiseless models plus Gaussian noise of known variance (the coadd's ivar), and
+the simulator can draw as many exact noiseless spectra of each class as wanted.  The best
+possible classifier of such data ranks the objects by the likelihood ratio
+
+    p(d | LBG) / p(d | contaminant),   p(d | C) ≈ mean over a bank of class C of p(d | t),
+
+where p(d | t) integrates exp(−χ²/2) of the data against a bank spectrum t over its
+amplitude a ≥ 0 (every bank spectrum scaled to r = 0 from its magnitude, so that a is the
+r-band flux; a flat prior in a, or with ``--amplitude-prior log`` a prior ∝ 1/a — flat in
+magnitude, as the simulator draws r — in the Laplace approximation), over
+every arm pixel of the coadd, with the simulator's true noise: the pipeline variance times
+``noise_excess²`` plus the variance of its sky-line residuals (treated as independent
+per pixel, although the simulator draws one amplitude per line).  The banks are drawn
+from the same population as the test (LBGs in the test's redshift range; QSOs, galaxies
+and stars in the simulator's proportions, the [OII]-as-Lyα galaxies mimicking the same
+redshift range).  The purity = efficiency score of that ranking estimates the Bayes
+score: what no classifier of the same spectra can beat on average.  With ``--grid`` the
+same is done on the network's 8 Å grid (the data rebinned by the production code with the
+pipeline ivar, their true variance propagated; the bank spectra rebinned with equal
+pixel weights): what no classifier of the network's input can beat.  The estimate is
+limited by the bank size (a finite bank misses the closest look-alikes of some objects:
+the script reports the score for growing banks, so one sees whether it has converged) and
+uses the 0.8 Å pixels, not the network's 8 Å grid (which can only lose information).
+
+Usage::
+
+    TF_CPP_MIN_LOG_LEVEL=2 python benchmarks/oracle_class_bound.py --test runs/test-lowz \
+        --zmin 1.8 --zmax 2.6 [--nbank 40000] [--seed 1] [--model FILE] [--json FILE]
+
+The test directory holds ``coadd-*.fits`` and ``truth-*.fits`` from ``desi_lbg_mock`` with
+the default mock configuration (the one re-rendered here) and LBGs in [zmin, zmax].  The
+network's score (``C_LBG``) of the same objects is reported beside the Bayes estimate, for
+every depth of :data:`lbgnet.evaluate.DEPTH_LIMITS`.
+"""
+import argparse
+import os
+
+import numpy as np
+from benchutil import predict_test_files, write_json
+
+#: Bank spectra rendered at once.
+CHUNK = 2000
+
+
+def parse(options=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--test', required=True, help='test directory')
+    parser.add_argument('--zmin', type=float, required=True, help='lowest LBG z of the test')
+    parser.add_argument('--zmax', type=float, required=True, help='highest LBG z of the test')
+    parser.add_argument('--nbank', type=int, default=40000,
+                        help='bank spectra of each side [%(default)s]')
+    parser.add_argument('--seed', type=int, default=1, help='seed of the banks [%(default)s]')
+    parser.add_argument('--amplitude-prior', choices=('flat', 'log'), default='flat',
+                        help='prior of the r-band flux: flat, or flat in magnitude '
+                        '[%(default)s]')
+    parser.add_argument('--grid', action='store_true',
+                        help="on the network's 8 A grid instead of the 0.8 A pixels")
+    parser.add_argument('--model', help='model file [the shipped model]')
+    parser.add_argument('--json', help='write the numbers here')
+    return parser.parse_args(options)
+
+
+def bank_loglike(wf, w, models, prior='flat'):
+    """log ∫ exp(−χ²(a)/2) da over a ≥ 0 for each object and bank spectrum, without the
+    data term.
+
+    Parameters
+    ----------
+    wf, w : numpy.ndarray
+        ivar·flux and ivar of the objects on the bank's pixels, shape (n, npix).
+    models : numpy.ndarray
+        Bank spectra, shape (m, npix).
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (n, m).  With ``A = Σ w f t`` and ``B = Σ w t²``, χ²(a) = Σ w f² − 2aA + a²B
+        and the integral is ``exp(A²/2B) sqrt(2π/B) Φ(A/√B)`` times exp(−Σ w f²/2), the
+        same for every bank spectrum (it cancels in likelihood ratios).  With `prior`
+        ``'log'`` the integrand is also divided by a, taken at its best value A/B (Laplace;
+        objects whose best amplitude is ≤ 0 get the flat-prior value).
+    """
+    from scipy.special import log_ndtr
+    num = wf @ models.T
+    den = np.maximum(w @ (models ** 2).T, 1e-300)
+    out = 0.5 * (num ** 2 / den + np.log(2 * np.pi / den)) + log_ndtr(num / np.sqrt(den))
+    if prior == 'log':
+        out -= np.log(np.where(num > 0, num / den, 1.0))
+    return out
+
+
+def class_loglike(setup, classes, zrange, nbank, rng, wf, w, log, name, checkpoints,
+                  prior='flat', grid=None):
+    """log mean exp(−χ²/2) over a bank of `classes`, per object, at each bank size of
+    `checkpoints` (the bank grows by chunks; the smaller banks are its beginnings)."""
+    from scipy.special import logsumexp
+    from lbgnet.sim.mock import render_models
+    from lbgnet.sim.population import draw_population
+    total = np.full(wf.shape[0], -np.inf)
+    out = {}
+    for start in range(0, nbank, CHUNK):
+        size = min(CHUNK, nbank - start)
+        truth = draw_population(setup.simcfg, size, rng, classes=classes, zrange=zrange)
+        models = render_models(setup, truth)
+        bands = setup.instrument.bands
+        if grid is None:
+            flat = np.concatenate([models[b] for b in bands], axis=1)
+        else:
+            from lbgnet.preprocess import accumulate_arms, mean_flux
+            fsum, isum, _ = accumulate_arms([setup.instrument.waves[b] for b in bands],
+                                            [models[b] for b in bands],
+                                            [np.ones_like(models[b]) for b in bands], grid)
+            flat = mean_flux(fsum, isum)
+        scale = 10.0 ** (0.4 * np.asarray(truth['RMAG'], dtype=np.float64))   # r = 0
+        total = np.logaddexp(total, logsumexp(
+            bank_loglike(wf, w, flat.astype(np.float64) * scale[:, None], prior), axis=1))
+        done = start + size
+        if done in checkpoints:
+            out[done] = total - np.log(done)
+        log.info('%s bank: %d / %d spectra', name, done, nbank)
+    return out
+
+
+def true_weights(instrument, ivar):
+    """Inverse of the simulator's true noise variance per pixel (0 where ivar is 0).
+
+    Parameters
+    ----------
+    instrument : lbgnet.sim.instrument.Instrument
+    ivar : dict
+        band -> pipeline inverse variance, shape (n, nwave).
+    """
+    out = {}
+    for band, iv in ivar.items():
+        arm = instrument.arms[band]
+        resid = np.zeros(arm.wave.size)
+        pix, _, _ = arm.residual_segments
+        resid[pix] = (arm.sky_residual * arm.sky_lines[pix]) ** 2
+        var = arm.noise_excess ** 2 / np.where(iv > 0, iv, 1.0) + resid[None, :]
+        out[band] = np.where(iv > 0, 1.0 / var, 0.0)
+    return out
+
+
+def grid_data(instrument, flux, ivar, weight, grid):
+    """Data on the network grid: ivar-weighted means and the inverse of their true variance.
+
+    Parameters
+    ----------
+    instrument : lbgnet.sim.instrument.Instrument
+    flux, ivar, weight : dict
+        band -> (n, nwave): flux, pipeline ivar and inverse true variance
+        (:func:`true_weights`).
+    grid : lbgnet.config.Grid
+
+    Returns
+    -------
+    flux, weight : numpy.ndarray
+        Shape (n, nbins); weight 0 in empty bins.
+    """
+    from lbgnet.preprocess import accumulate_arms, mean_flux
+    bands = list(flux)
+    waves = [instrument.waves[b] for b in bands]
+    fsum, isum, _ = accumulate_arms(waves, [flux[b] for b in bands], [ivar[b] for b in bands],
+                                    grid)
+    var_ratio = [np.where(weight[b] > 0, ivar[b] / np.where(weight[b] > 0, weight[b], 1.0), 0.0)
+                 for b in bands]
+    vsum, _, _ = accumulate_arms(waves, var_ratio, [ivar[b] for b in bands], grid)
+    good = (isum > 0) & (vsum > 0)
+    return mean_flux(fsum, isum), np.where(good, isum ** 2 / np.where(good, vsum, 1.0), 0.0)
+
+
+def main(args=None):
+    args = parse(args) if not isinstance(args, argparse.Namespace) else args
+    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+    from desiutil.log import get_logger
+    from lbgnet.evaluate import DEPTH_LIMITS, LBG_CLASS, pe_score
+    from lbgnet.io.coadd import read_coadd
+    from lbgnet.network import default_model_path, load_network
+    from lbgnet.sim.mock import load_mock_setup
+    log = get_logger()
+    network = load_network(args.model or default_model_path())
+    setup = load_mock_setup()
+    bands = setup.instrument.bands
+    parts = {k: [] for k in ('wf', 'w', 'is_lbg', 'rmag', 'c_lbg')}
+    for path, info, good, truth, raw, res in predict_test_files(network, args.test):
+        coadd = read_coadd(path, read_fibermap=False, read_extra=False)
+        keep = np.flatnonzero(good)
+        ivar = {b: coadd.ivar[b][keep].astype(np.float64) for b in bands}
+        flux = {b: coadd.flux[b][keep].astype(np.float64) for b in bands}
+        weight = true_weights(setup.instrument, ivar)
+        if args.grid:
+            gflux, gweight = grid_data(setup.instrument, flux, ivar, weight, network.config.grid)
+            parts['wf'].append(gweight * gflux)
+            parts['w'].append(gweight)
+        else:
+            parts['wf'].append(np.concatenate([weight[b] * flux[b] for b in bands], axis=1))
+            parts['w'].append(np.concatenate([weight[b] for b in bands], axis=1))
+        parts['is_lbg'].append(np.asarray(truth['CLASS']).astype(str)[keep] == LBG_CLASS)
+        parts['rmag'].append(np.asarray(truth['RMAG'], dtype=np.float64)[keep])
+        parts['c_lbg'].append(np.asarray(res['C_LBG'], dtype=np.float64)[keep])
+    data = {k: np.concatenate(v) for k, v in parts.items()}
+    contaminants = [c for c in setup.simcfg['simulation']['class_fractions'] if c != LBG_CLASS]
+    zrange = (args.zmin, args.zmax)
+    checkpoints = sorted({n for n in (args.nbank // 8, args.nbank // 4, args.nbank // 2,
+                                      args.nbank) if n > 0 and n % CHUNK == 0} | {args.nbank})
+    rng = np.random.default_rng(args.seed)
+    grid = network.config.grid if args.grid else None
+    ll_lbg = class_loglike(setup, [LBG_CLASS], zrange, args.nbank, rng, data['wf'], data['w'],
+                           log, 'LBG', checkpoints, args.amplitude_prior, grid)
+    ll_con = class_loglike(setup, contaminants, zrange, args.nbank, rng, data['wf'], data['w'],
+                           log, 'contaminant', checkpoints, args.amplitude_prior, grid)
+    is_lbg, rmag = data['is_lbg'], data['rmag']
+    out = {'test': os.path.basename(os.path.normpath(args.test)), 'zrange': list(zrange),
+           'seed': args.seed, 'amplitude_prior': args.amplitude_prior, 'grid': bool(args.grid),
+           'n_lbg': int(is_lbg.sum()), 'n_contaminant': int((~is_lbg).sum()),
+           'by_depth': {}}
+    for limit in DEPTH_LIMITS:
+        cut = rmag <= limit
+        row = {'network': pe_score(is_lbg[cut], data['c_lbg'][cut])[0],
+               'bayes_by_bank_size': {str(n): pe_score(is_lbg[cut], (ll_lbg[n] - ll_con[n])[cut])[0]
+                                      for n in checkpoints}}
+        out['by_depth'][str(limit)] = row
+        log.info('r <= %.1f: purity=efficiency score, network %.3f; Bayes estimate %s '
+                 '(bank sizes %s)', limit, row['network'],
+                 ' / '.join(f'{v:.3f}' for v in row['bayes_by_bank_size'].values()),
+                 ' / '.join(row['bayes_by_bank_size']))
+    write_json(args.json, out)
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())
