@@ -173,6 +173,13 @@ def grid_data(instrument, flux, ivar, weight, grid):
     return mean_flux(fsum, isum), np.where(good, isum ** 2 / np.where(good, vsum, 1.0), 0.0)
 
 
+def top_classes(is_lbg, classes, score):
+    """Classes among the N_LBG highest scores (the purity = efficiency selection)."""
+    top = np.argsort(-score, kind='stable')[:int(is_lbg.sum())]
+    names, counts = np.unique(classes[top], return_counts=True)
+    return {str(c): int(n) for c, n in zip(names, counts)}
+
+
 def main(args=None):
     args = parse(args) if not isinstance(args, argparse.Namespace) else args
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -185,7 +192,7 @@ def main(args=None):
     network = load_network(args.model or default_model_path())
     setup = load_mock_setup()
     bands = setup.instrument.bands
-    parts = {k: [] for k in ('wf', 'w', 'is_lbg', 'rmag', 'c_lbg')}
+    parts = {k: [] for k in ('wf', 'w', 'is_lbg', 'cls', 'rmag', 'c_lbg')}
     for path, info, good, truth, raw, res in predict_test_files(network, args.test):
         coadd = read_coadd(path, read_fibermap=False, read_extra=False)
         keep = np.flatnonzero(good)
@@ -199,7 +206,8 @@ def main(args=None):
         else:
             parts['wf'].append(np.concatenate([weight[b] * flux[b] for b in bands], axis=1))
             parts['w'].append(np.concatenate([weight[b] for b in bands], axis=1))
-        parts['is_lbg'].append(np.asarray(truth['CLASS']).astype(str)[keep] == LBG_CLASS)
+        parts['cls'].append(np.asarray(truth['CLASS']).astype(str)[keep])
+        parts['is_lbg'].append(parts['cls'][-1] == LBG_CLASS)
         parts['rmag'].append(np.asarray(truth['RMAG'], dtype=np.float64)[keep])
         parts['c_lbg'].append(np.asarray(res['C_LBG'], dtype=np.float64)[keep])
     data = {k: np.concatenate(v) for k, v in parts.items()}
@@ -228,6 +236,12 @@ def main(args=None):
                  '(bank sizes %s)', limit, row['network'],
                  ' / '.join(f'{v:.3f}' for v in row['bayes_by_bank_size'].values()),
                  ' / '.join(row['bayes_by_bank_size']))
+    ratio = ll_lbg[checkpoints[-1]] - ll_con[checkpoints[-1]]
+    out['top_n_lbg'] = {who: top_classes(is_lbg, data['cls'], score)
+                        for who, score in (('network', data['c_lbg']), ('bayes', ratio))}
+    for who, row in out['top_n_lbg'].items():
+        log.info('%s: among the %d highest scores (r <= 25), %s', who, int(is_lbg.sum()),
+                 ', '.join(f'{c} {n}' for c, n in row.items()))
     write_json(args.json, out)
     return 0
 
