@@ -24,7 +24,8 @@ pipeline ivar, their true variance propagated; the bank spectra rebinned with eq
 pixel weights): what no classifier of the network's input can beat.  The estimate is
 limited by the bank size (a finite bank misses the closest look-alikes of some objects:
 the script reports the score for growing banks, so one sees whether it has converged) and
-uses the 0.8 Å pixels, not the network's 8 Å grid (which can only lose information).
+by its approximations (the sky-line residuals treated as independent per pixel, the flat
+amplitude prior, and with ``--grid`` the bank spectra rebinned with equal pixel weights).
 
 Usage::
 

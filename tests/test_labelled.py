@@ -236,18 +236,24 @@ def hand_labelled(tmp_path, labelled_dir, keep=None, edit=None, name='hand'):
     return out, truth
 
 
-def test_hand_written_labels_are_checked(tmp_path, labelled_dir, caplog):
+def test_hand_written_labels_are_checked(tmp_path, labelled_dir, caplog, config):
     # lower-case class names are accepted and normalised
     lower, truth = hand_labelled(tmp_path, labelled_dir, edit=lambda c, z: (np.char.lower(c), z),
                                  name='lower')
     spectra = read_labelled_spectra(*find_labelled(str(lower)))
     assert set(spectra.truth['CLASS']) <= {'LBG', 'QSO', 'GALAXY', 'STAR'}
     assert 'LBG' in set(spectra.truth['CLASS'])
+    # the same rules for a validation set (--val-dir)
+    from lbgnet.scripts.lbg_train import read_labelled
+    _, _, val_truth = read_labelled(*find_labelled(str(lower)), config)
+    assert 'LBG' in set(val_truth['CLASS']) and set(val_truth['CLASS']) <= {'LBG', 'QSO', 'GALAXY', 'STAR'}
     # an unknown class, or an LBG without a redshift, is a one-line error naming the truth file
     odd, _ = hand_labelled(tmp_path, labelled_dir, name='odd',
                            edit=lambda c, z: (np.where(c == 'STAR', 'STARR', c), z))
     with pytest.raises(InputFileError, match=r"truth-.*unknown CLASS value\(s\) 'STARR'"):
         read_labelled_spectra(*find_labelled(str(odd)))
+    with pytest.raises(InputFileError, match=r"unknown CLASS value\(s\) 'STARR'"):
+        read_labelled(*find_labelled(str(odd)), config)
     noz, _ = hand_labelled(tmp_path, labelled_dir, name='noz',
                            edit=lambda c, z: (c, np.where(c == 'LBG', np.nan, z)))
     with pytest.raises(InputFileError, match='LBG.* without a finite Z_TRUE'):

@@ -145,6 +145,7 @@ def collect(args, config, model, refiner=None):
         Also when a truth file does not belong to its coadd (``TRUTHSUM``).
     """
     from ..io.evaluation import catalog_thresholds, read_prediction_catalog
+    from ..io.labelled import check_labels
     from ..io.mock import check_truth_matches, mock_keywords, read_truth
     preds, truths, tids, first, nexcluded, simhash = [], [], [], None, 0, {}
     selection = (config.selection.c_thresh if args.c_thresh is None else args.c_thresh,
@@ -174,6 +175,7 @@ def collect(args, config, model, refiner=None):
                 res['IS_LBG'] = res['C_LBG'] > args.c_thresh
         truth = read_truth(truth_path)
         check_truth_matches(path, truth_path, truth)
+        check_labels(truth, truth_path)
         simhash[truth_path] = mock_keywords(truth_path).get('SIMHASH')
         rows = match_rows(np.asarray(truth['TARGETID']), tid, truth_path)
         truths.append({k: np.asarray(truth[k])[rows] for k in ('CLASS', 'Z_TRUE', 'RMAG')})

@@ -243,7 +243,8 @@ def read_labelled(coadds, truths, config, with_grid=False):
 
     Spectra of dead fibres (``COADD_FIBERSTATUS != 0``) or without valid pixels are left out.
     A truth file whose content does not match its coadd's ``TRUTHSUM`` is refused, as in
-    ``desi_lbg_evaluate``.
+    ``desi_lbg_evaluate``; labels are normalised and checked as for ``--train-dir``
+    (:func:`lbgnet.io.labelled.check_labels`).
 
     Parameters
     ----------
@@ -265,12 +266,14 @@ def read_labelled(coadds, truths, config, with_grid=False):
     """
     from astropy.table import vstack
     from ..io.evaluation import match_rows, read_coadd_for_evaluation
+    from ..io.labelled import check_labels
     from ..io.mock import check_truth_matches, read_truth
     Xs, tables, flux, ivar = [], [], [], []
     for coadd, truth_path in zip(coadds, truths):
         X, targetid, good, info = read_coadd_for_evaluation(coadd, config)
         truth = read_truth(truth_path)
         check_truth_matches(coadd, truth_path, truth)
+        check_labels(truth, truth_path)
         Xs.append(X[good])
         if with_grid:
             flux.append(info.flux[good])
