@@ -133,3 +133,24 @@ def test_oracle_class_likelihood_integrates_the_amplitude():
         assert np.allclose(weight[band][0, quiet], 4.0 / arm.noise_excess ** 2)
         assert np.all(weight[band][0, pix] < 4.0 / arm.noise_excess ** 2)
     assert np.all(weight['b'][1, :5] == 0)
+
+
+def test_oracle_class_bound_runs_and_ranks_bright_objects(tmp_path):
+    """The Bayes ranking of oracle_class_bound.py separates bright mock LBGs from
+    contaminants (chance is the LBG fraction) and its report is complete."""
+    import json
+    from lbgnet.scripts.lbg_mock import main as mock_main
+    assert mock_main(['--outdir', str(tmp_path / 'test'), '--nspec', '60', '--nfiles', '1',
+                      '--seed', '11', '--rmag-min', '22', '--rmag-max', '22.5',
+                      '--no-resolution']) == 0
+    bench = load_bench('oracle_class_bound')
+    out = tmp_path / 'bound.json'
+    assert bench.main(['--test', str(tmp_path / 'test'), '--zmin', '1.8', '--zmax', '4.6',
+                       '--nbank', '2000', '--grid', '--json', str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res['grid'] and res['n_lbg'] + res['n_contaminant'] <= 60
+    full = res['by_depth']['25.0']
+    assert list(full['bayes_by_bank_size']) == ['2000']
+    assert full['bayes_by_bank_size']['2000'] > 0.8
+    for who in ('network', 'bayes'):
+        assert sum(res['top_n_lbg'][who].values()) == res['n_lbg']
