@@ -577,7 +577,7 @@ def _train(args, log, t_start):
         model, report = initial_model(config, args.init_from, args.init_layers)
         check_freeze(model, report, args.freeze, args.init_from)
     batches = None
-    if args.train_dir and not args.validation_only:   # bad labelled files fail before simulating
+    if args.train_dir:                # bad labelled files fail before any simulation
         batches = labelled_batches(args, config, opts, setup)
     else:
         ignored = [f'{key} {opts[key]}' for key in ('sim_fraction', 'depth_min')
