@@ -99,6 +99,7 @@ class FileBatches:
         if len(spectra) == 0:
             raise ValueError('no labelled spectra')
         self.batches_per_epoch = -(-len(spectra) // self.nfile)
+        self._orders = {}            # epoch -> order: computed once, not once per batch
 
     def __len__(self):
         return self.batches_per_epoch
@@ -110,7 +111,22 @@ class FileBatches:
             self.simulator.on_epoch_end()
 
     def order(self, epoch):
-        """Labelled spectra of each batch of `epoch`: shape (batches_per_epoch, nfile)."""
+        """Labelled spectra of each batch of `epoch`: shape (batches_per_epoch, nfile).
+
+        Kept for the two latest epochs asked (worker threads may compute one twice, with
+        the same result).
+        """
+        epoch = int(epoch)
+        order = self._orders.get(epoch)
+        if order is None:           # a new dict, never one another thread is reading, edited
+            order = self._compute_order(epoch)
+            kept = {e: o for e, o in self._orders.items() if e >= epoch - 1}
+            kept[epoch] = order
+            self._orders = kept
+        return order
+
+    def _compute_order(self, epoch):
+        """The order of :meth:`order`, drawn from the stream ``(seed, STREAM_TAG, epoch)``."""
         n, total = len(self.spectra), self.batches_per_epoch * self.nfile
         rng = np.random.default_rng([self.seed, STREAM_TAG, int(epoch)])
         idx = rng.permutation(n)
