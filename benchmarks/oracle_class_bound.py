@@ -94,20 +94,34 @@ def bank_loglike(wf, w, models, prior='flat'):
     return out
 
 
-def class_loglike(setup, classes, zrange, nbank, rng, wf, w, log, name, checkpoints,
-                  prior='flat', grid=None):
-    """log mean exp(−χ²/2) over a bank of `classes`, per object, at each bank size of
-    `checkpoints` (the bank grows by chunks; the smaller banks are its beginnings)."""
-    from scipy.special import logsumexp
+def bank_chunks(setup, classes, zrange, nbank, rng, grid=None):
+    """Draw and render a bank of exact noiseless spectra, :data:`CHUNK` at a time.
+
+    Parameters
+    ----------
+    setup : lbgnet.sim.mock.MockSetup
+    classes : list of str
+    zrange : (float, float)
+        LBG redshift range (and that of the galaxies that mimic it).
+    nbank : int
+    rng : numpy.random.Generator
+    grid : lbgnet.config.Grid, optional
+        Rebin onto this grid (equal pixel weights) instead of concatenating the arm pixels.
+
+    Yields
+    ------
+    truth : astropy.table.Table
+        The chunk's objects.
+    models : numpy.ndarray
+        Their spectra scaled to r = 0, float64, shape (chunk, npix).
+    """
     from lbgnet.sim.mock import render_models
     from lbgnet.sim.population import draw_population
-    total = np.full(wf.shape[0], -np.inf)
-    out = {}
+    bands = setup.instrument.bands
     for start in range(0, nbank, CHUNK):
-        size = min(CHUNK, nbank - start)
-        truth = draw_population(setup.simcfg, size, rng, classes=classes, zrange=zrange)
+        truth = draw_population(setup.simcfg, min(CHUNK, nbank - start), rng, classes=classes,
+                                zrange=zrange)
         models = render_models(setup, truth)
-        bands = setup.instrument.bands
         if grid is None:
             flat = np.concatenate([models[b] for b in bands], axis=1)
         else:
@@ -117,9 +131,20 @@ def class_loglike(setup, classes, zrange, nbank, rng, wf, w, log, name, checkpoi
                                             [np.ones_like(models[b]) for b in bands], grid)
             flat = mean_flux(fsum, isum)
         scale = 10.0 ** (0.4 * np.asarray(truth['RMAG'], dtype=np.float64))   # r = 0
-        total = np.logaddexp(total, logsumexp(
-            bank_loglike(wf, w, flat.astype(np.float64) * scale[:, None], prior), axis=1))
-        done = start + size
+        yield truth, flat.astype(np.float64) * scale[:, None]
+
+
+def class_loglike(setup, classes, zrange, nbank, rng, wf, w, log, name, checkpoints,
+                  prior='flat', grid=None):
+    """log mean exp(−χ²/2) over a bank of `classes`, per object, at each bank size of
+    `checkpoints` (the bank grows by chunks; the smaller banks are its beginnings)."""
+    from scipy.special import logsumexp
+    total = np.full(wf.shape[0], -np.inf)
+    out = {}
+    done = 0
+    for truth, models in bank_chunks(setup, classes, zrange, nbank, rng, grid):
+        total = np.logaddexp(total, logsumexp(bank_loglike(wf, w, models, prior), axis=1))
+        done += len(truth)
         if done in checkpoints:
             out[done] = total - np.log(done)
         log.info('%s bank: %d / %d spectra', name, done, nbank)
@@ -174,6 +199,61 @@ def grid_data(instrument, flux, ivar, weight, grid):
     return mean_flux(fsum, isum), np.where(good, isum ** 2 / np.where(good, vsum, 1.0), 0.0)
 
 
+def read_test(network, setup, test, grid=False, refiner=None):
+    """The spectra of a mock test directory, weighted for the likelihoods, with the
+    network's results and the truth.
+
+    Parameters
+    ----------
+    network : lbgnet.network.Network
+    setup : lbgnet.sim.mock.MockSetup
+        The simulator that wrote the test (its instrument gives the true noise).
+    test : str
+        Directory with ``coadd-*.fits`` and ``truth-*.fits``.
+    grid : bool
+        On the network's 8 A grid (:func:`grid_data`) instead of the arm pixels.
+    refiner : lbgnet.refine.Refiner, optional
+        Also refine the selected spectra (``z_tpl``; NaN elsewhere).
+
+    Returns
+    -------
+    dict of numpy.ndarray
+        One row per spectrum with data: ``wf`` and ``w`` (inverse true variance times flux,
+        and inverse true variance), ``cls``, ``is_lbg``, ``rmag``, ``z_true``, the network's
+        ``c_lbg``, ``selected`` (IS_LBG) and ``z_lbg``, and ``z_tpl``.
+    """
+    from lbgnet.afterburner import refine_selected
+    from lbgnet.evaluate import LBG_CLASS
+    from lbgnet.io.coadd import read_coadd
+    bands = setup.instrument.bands
+    keys = ('wf', 'w', 'is_lbg', 'cls', 'rmag', 'z_true', 'c_lbg', 'selected', 'z_lbg', 'z_tpl')
+    parts = {k: [] for k in keys}
+    for path, info, good, truth, raw, res in predict_test_files(network, test):
+        coadd = read_coadd(path, read_fibermap=False, read_extra=False)
+        keep = np.flatnonzero(good)
+        ivar = {b: coadd.ivar[b][keep].astype(np.float64) for b in bands}
+        flux = {b: coadd.flux[b][keep].astype(np.float64) for b in bands}
+        weight = true_weights(setup.instrument, ivar)
+        if grid:
+            gflux, gweight = grid_data(setup.instrument, flux, ivar, weight, network.config.grid)
+            parts['wf'].append(gweight * gflux)
+            parts['w'].append(gweight)
+        else:
+            parts['wf'].append(np.concatenate([weight[b] * flux[b] for b in bands], axis=1))
+            parts['w'].append(np.concatenate([weight[b] for b in bands], axis=1))
+        parts['cls'].append(np.asarray(truth['CLASS']).astype(str)[keep])
+        parts['is_lbg'].append(parts['cls'][-1] == LBG_CLASS)
+        parts['rmag'].append(np.asarray(truth['RMAG'], dtype=np.float64)[keep])
+        parts['z_true'].append(np.asarray(truth['Z_TRUE'], dtype=np.float64)[keep])
+        parts['c_lbg'].append(np.asarray(res['C_LBG'], dtype=np.float64)[keep])
+        parts['selected'].append(np.asarray(res['IS_LBG'], dtype=bool)[keep])
+        parts['z_lbg'].append(np.asarray(res['Z_LBG'], dtype=np.float64)[keep])
+        z_tpl = (refine_selected(refiner, info, res, raw.get('conf'))['Z_TPL']
+                 if refiner is not None else np.full(len(good), np.nan))
+        parts['z_tpl'].append(z_tpl[keep])
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
 def top_classes(is_lbg, classes, score):
     """Classes among the N_LBG highest scores (the purity = efficiency selection)."""
     top = np.argsort(-score, kind='stable')[:int(is_lbg.sum())]
@@ -186,32 +266,12 @@ def main(args=None):
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
     from desiutil.log import get_logger
     from lbgnet.evaluate import DEPTH_LIMITS, LBG_CLASS, pe_score
-    from lbgnet.io.coadd import read_coadd
     from lbgnet.network import default_model_path, load_network
     from lbgnet.sim.mock import load_mock_setup
     log = get_logger()
     network = load_network(args.model or default_model_path())
     setup = load_mock_setup()
-    bands = setup.instrument.bands
-    parts = {k: [] for k in ('wf', 'w', 'is_lbg', 'cls', 'rmag', 'c_lbg')}
-    for path, info, good, truth, raw, res in predict_test_files(network, args.test):
-        coadd = read_coadd(path, read_fibermap=False, read_extra=False)
-        keep = np.flatnonzero(good)
-        ivar = {b: coadd.ivar[b][keep].astype(np.float64) for b in bands}
-        flux = {b: coadd.flux[b][keep].astype(np.float64) for b in bands}
-        weight = true_weights(setup.instrument, ivar)
-        if args.grid:
-            gflux, gweight = grid_data(setup.instrument, flux, ivar, weight, network.config.grid)
-            parts['wf'].append(gweight * gflux)
-            parts['w'].append(gweight)
-        else:
-            parts['wf'].append(np.concatenate([weight[b] * flux[b] for b in bands], axis=1))
-            parts['w'].append(np.concatenate([weight[b] for b in bands], axis=1))
-        parts['cls'].append(np.asarray(truth['CLASS']).astype(str)[keep])
-        parts['is_lbg'].append(parts['cls'][-1] == LBG_CLASS)
-        parts['rmag'].append(np.asarray(truth['RMAG'], dtype=np.float64)[keep])
-        parts['c_lbg'].append(np.asarray(res['C_LBG'], dtype=np.float64)[keep])
-    data = {k: np.concatenate(v) for k, v in parts.items()}
+    data = read_test(network, setup, args.test, args.grid)
     contaminants = [c for c in setup.simcfg['simulation']['class_fractions'] if c != LBG_CLASS]
     zrange = (args.zmin, args.zmax)
     checkpoints = sorted({n for n in (args.nbank // 8, args.nbank // 4, args.nbank // 2,
