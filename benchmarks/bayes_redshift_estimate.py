@@ -38,7 +38,8 @@ import os
 
 import numpy as np
 from benchutil import write_json
-from oracle_class_bound import CHUNK, bank_chunks, bank_loglike, read_test
+from oracle_class_bound import (CHUNK, add_common_options, bank_chunks, bank_loglike,
+                                load_inputs, read_test)
 
 #: Half width (in z) of a right redshift.
 DZ_GOOD = 0.05
@@ -46,21 +47,9 @@ DZ_GOOD = 0.05
 
 def parse(options=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--test', required=True, help='test directory')
-    parser.add_argument('--zmin', type=float, required=True, help='lowest LBG z of the test')
-    parser.add_argument('--zmax', type=float, required=True, help='highest LBG z of the test')
-    parser.add_argument('--nbank', type=int, default=80000,
-                        help='bank LBGs over the whole simulated range [%(default)s]')
-    parser.add_argument('--seed', type=int, default=1, help='seed of the bank [%(default)s]')
+    add_common_options(parser, 80000)
     parser.add_argument('--dz-bin', type=float, default=0.005,
                         help='redshift bin of the posterior [%(default)s]')
-    parser.add_argument('--amplitude-prior', choices=('flat', 'log'), default='flat',
-                        help='prior of the r-band flux: flat, or flat in magnitude '
-                        '[%(default)s]')
-    parser.add_argument('--grid', action='store_true',
-                        help="on the network's 8 A grid instead of the 0.8 A pixels")
-    parser.add_argument('--model', help='model file [the shipped model]')
-    parser.add_argument('--json', help='write the numbers here')
     return parser.parse_args(options)
 
 
@@ -129,14 +118,9 @@ def main(args=None):
     args = parse(args) if not isinstance(args, argparse.Namespace) else args
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
     from desiutil.log import get_logger
-    from lbgnet.afterburner import default_template_path, load_refiner
     from lbgnet.evaluate import DEPTH_LIMITS, LBG_CLASS
-    from lbgnet.network import default_model_path, load_network
-    from lbgnet.sim.mock import load_mock_setup
     log = get_logger()
-    network = load_network(args.model or default_model_path())
-    refiner = load_refiner(default_template_path(), network.config, network.zrange)
-    setup = load_mock_setup()
+    network, refiner, setup = load_inputs(args.model, refine=True)
     data = read_test(network, setup, args.test, args.grid, refiner)
     lbg = data['is_lbg']
     data = {k: v[lbg] for k, v in data.items()}
@@ -177,8 +161,9 @@ def main(args=None):
         for who, mask in (('selected', sel), ('all', np.ones_like(sel))):
             cut = mask & (rmag <= limit)
             part = {'n': int(cut.sum()),
-                    'z_lbg': right_fraction(data['z_lbg'][cut], z_true[cut]),
-                    'z_tpl': right_fraction(data['z_tpl'][cut], z_true[cut])}
+                    'z_lbg': right_fraction(data['z_lbg'][cut], z_true[cut])}
+            if who == 'selected':               # Z_TPL exists for the selected only
+                part['z_tpl'] = right_fraction(data['z_tpl'][cut], z_true[cut])
             for (prior, n), (zhat, prob) in est.items():
                 part.setdefault(prior, {})[str(n)] = right_fraction(zhat[cut], z_true[cut])
                 part.setdefault(prior + '_expected', {})[str(n)] = (

@@ -47,13 +47,14 @@ from benchutil import predict_test_files, write_json
 CHUNK = 2000
 
 
-def parse(options=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+def add_common_options(parser, nbank):
+    """Options shared with ``bayes_redshift_estimate.py``: test, its LBG range, bank, noise
+    model and output."""
     parser.add_argument('--test', required=True, help='test directory')
     parser.add_argument('--zmin', type=float, required=True, help='lowest LBG z of the test')
     parser.add_argument('--zmax', type=float, required=True, help='highest LBG z of the test')
-    parser.add_argument('--nbank', type=int, default=40000,
-                        help='bank spectra of each side [%(default)s]')
+    parser.add_argument('--nbank', type=int, default=nbank,
+                        help='bank spectra of each class [%(default)s]')
     parser.add_argument('--seed', type=int, default=1, help='seed of the banks [%(default)s]')
     parser.add_argument('--amplitude-prior', choices=('flat', 'log'), default='flat',
                         help='prior of the r-band flux: flat, or flat in magnitude '
@@ -62,7 +63,24 @@ def parse(options=None):
                         help="on the network's 8 A grid instead of the 0.8 A pixels")
     parser.add_argument('--model', help='model file [the shipped model]')
     parser.add_argument('--json', help='write the numbers here')
+
+
+def parse(options=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    add_common_options(parser, 40000)
     return parser.parse_args(options)
+
+
+def load_inputs(model=None, refine=False):
+    """The network (`model`, default the shipped one), the refinement of its redshifts (with
+    `refine`; else None) and the default mock set-up that re-renders the tests."""
+    from lbgnet.afterburner import default_template_path, load_refiner
+    from lbgnet.network import default_model_path, load_network
+    from lbgnet.sim.mock import load_mock_setup
+    network = load_network(model or default_model_path())
+    refiner = (load_refiner(default_template_path(), network.config, network.zrange)
+               if refine else None)
+    return network, refiner, load_mock_setup()
 
 
 def bank_loglike(wf, w, models, prior='flat'):
@@ -266,11 +284,8 @@ def main(args=None):
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
     from desiutil.log import get_logger
     from lbgnet.evaluate import DEPTH_LIMITS, LBG_CLASS, pe_score
-    from lbgnet.network import default_model_path, load_network
-    from lbgnet.sim.mock import load_mock_setup
     log = get_logger()
-    network = load_network(args.model or default_model_path())
-    setup = load_mock_setup()
+    network, _, setup = load_inputs(args.model)
     data = read_test(network, setup, args.test, args.grid)
     contaminants = [c for c in setup.simcfg['simulation']['class_fractions'] if c != LBG_CLASS]
     zrange = (args.zmin, args.zmax)

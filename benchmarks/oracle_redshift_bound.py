@@ -25,6 +25,7 @@ import os
 
 import numpy as np
 from benchutil import predict_test_files, write_json
+from oracle_class_bound import load_inputs
 
 #: Half width (in z) of the region around the truth that counts as right, and its step.
 DZ_GOOD, DZ_STEP = 0.05, 5e-4
@@ -69,15 +70,12 @@ def main(args=None):
     args = parse(args) if not isinstance(args, argparse.Namespace) else args
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
     from desiutil.log import get_logger
-    from lbgnet.afterburner import default_template_path, load_refiner, refine_selected
+    from lbgnet.afterburner import refine_selected
     from lbgnet.evaluate import LBG_CLASS
     from lbgnet.io.coadd import read_coadd
-    from lbgnet.network import default_model_path, load_network
-    from lbgnet.sim.mock import load_mock_setup, render_models
+    from lbgnet.sim.mock import render_models
     log = get_logger()
-    network = load_network(args.model or default_model_path())
-    refiner = load_refiner(default_template_path(), network.config, network.zrange)
-    setup = load_mock_setup()
+    network, refiner, setup = load_inputs(args.model, refine=True)
     out = {}
     for test in args.tests:
         nsel, nwrong, gaps, chi2_pix = 0, 0, [], []
