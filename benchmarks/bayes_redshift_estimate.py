@@ -77,22 +77,29 @@ def bin_loglike(loglike, zbin, nbins):
         return np.log(np.exp(loglike - top) @ onehot) + top
 
 
-def window_estimate(logpost, halfwidth):
-    """The bin whose window of ± `halfwidth` bins holds the most posterior probability.
+def window_estimate(logpost, halfwidth, tol=1e-9):
+    """The centre of the window of ± `halfwidth` bins that holds the most posterior
+    probability.
 
     The two end bins of a window count half (a redshift uniform within a bin at `halfwidth`
-    bins from the centre lies within the window half of the time).
+    bins from the centre lies within the window half of the time).  A posterior narrower
+    than the window is held whole by a run of neighbouring windows; the estimate is then the
+    middle of that run (within `tol` of the maximum), i.e. centred on the posterior, not its
+    first window.
 
     Parameters
     ----------
     logpost : numpy.ndarray
         Unnormalised log posterior on the bins, shape (n, nbins).
     halfwidth : int
+    tol : float, optional
+        Windows whose probability is within `tol` of the largest count as tied.
 
     Returns
     -------
-    best : numpy.ndarray of int
-        Shape (n,).
+    position : numpy.ndarray
+        Centre of the chosen window in bins (bin i spans [i, i + 1), so a window centred on
+        bin i has position i + 0.5; an integer is a bin edge), within [0, nbins], shape (n,).
     prob : numpy.ndarray
         Posterior probability of the best window, shape (n,).
     """
@@ -102,9 +109,16 @@ def window_estimate(logpost, halfwidth):
     post /= np.sum(post, axis=1, keepdims=True)
     kernel = np.ones(2 * halfwidth + 1)
     kernel[[0, -1]] = 0.5
-    window = convolve1d(post, kernel, axis=1, mode='constant', cval=0.0)
-    best = np.argmax(window, axis=1)
-    return best, window[np.arange(len(best)), best]
+    # Window centres also beyond the end bins (padding), so that a posterior at an end bin
+    # gets a run of windows centred on it, not one pushed inwards.
+    padded = np.pad(post, ((0, 0), (halfwidth, halfwidth)))
+    window = convolve1d(padded, kernel, axis=1, mode='constant', cval=0.0)
+    first = np.argmax(window, axis=1)
+    prob = window[np.arange(len(first)), first]
+    idx = np.arange(window.shape[1])
+    after = (window < prob[:, None] - tol) & (idx[None, :] > first[:, None])
+    end = np.where(after.any(axis=1), np.argmax(after, axis=1), window.shape[1])
+    return np.clip(0.5 * (first + end - 1) + 0.5 - halfwidth, 0.0, post.shape[1]), prob
 
 
 def right_fraction(z_est, z_true):
@@ -130,6 +144,9 @@ def main(args=None):
     nbins = edges.size - 1
     centres = 0.5 * (edges[1:] + edges[:-1])
     halfwidth = int(round(DZ_GOOD / args.dz_bin))
+    if not np.isclose(halfwidth * args.dz_bin, DZ_GOOD) or halfwidth < 1:
+        log.error('--dz-bin %g must divide %g', args.dz_bin, DZ_GOOD)
+        return 1
     in_test = (centres > args.zmin) & (centres < args.zmax)
     checkpoints = sorted({n for n in (args.nbank // 4, args.nbank // 2, args.nbank)
                           if n > 0 and n % CHUNK == 0} | {args.nbank})
@@ -154,8 +171,8 @@ def main(args=None):
     est = {}
     for n, lp in posts.items():
         for prior, logp in (('bayes', lp), ('bayes_test_prior', np.where(in_test, lp, -np.inf))):
-            best, prob = window_estimate(logp, halfwidth)
-            est[prior, n] = (centres[best], prob)
+            pos, prob = window_estimate(logp, halfwidth)
+            est[prior, n] = (edges[0] + args.dz_bin * pos, prob)
     for limit in DEPTH_LIMITS:
         row = {}
         for who, mask in (('selected', sel), ('all', np.ones_like(sel))):
@@ -166,6 +183,8 @@ def main(args=None):
                 part['z_tpl'] = right_fraction(data['z_tpl'][cut], z_true[cut])
             for (prior, n), (zhat, prob) in est.items():
                 part.setdefault(prior, {})[str(n)] = right_fraction(zhat[cut], z_true[cut])
+                part.setdefault(prior + '_median_abs_dz', {})[str(n)] = (
+                    float(np.median(np.abs(zhat[cut] - z_true[cut]))) if cut.any() else float('nan'))
                 part.setdefault(prior + '_expected', {})[str(n)] = (
                     float(np.mean(prob[cut])) if cut.any() else float('nan'))
             row[who] = part
