@@ -141,7 +141,7 @@ def main(args=None):
         log.error('--dz-bin %g must divide %g', args.dz_bin, DZ_GOOD)
         return 1
     network, refiner, setup = load_inputs(args.model, refine=True)
-    data = read_test(network, setup, args.test, args.grid, refiner)
+    data = read_test(network, setup, args.test, args.grid, refiner, args.noise)
     lbg = data['is_lbg']
     data = {k: v[lbg] for k, v in data.items()}
     bank_range = tuple(float(z) for z in setup.simcfg['simulation']['lbg']['zrange'])
@@ -168,7 +168,7 @@ def main(args=None):
     z_true, rmag, sel = data['z_true'], data['rmag'], data['selected']
     out = {'test': os.path.basename(os.path.normpath(args.test)), 'zrange': [args.zmin, args.zmax],
            'bank_zrange': list(bank_range), 'seed': args.seed, 'dz_bin': args.dz_bin,
-           'amplitude_prior': args.amplitude_prior, 'grid': bool(args.grid),
+           'amplitude_prior': args.amplitude_prior, 'grid': bool(args.grid), 'noise': args.noise,
            'n_lbg': int(lbg.sum()), 'n_selected': int(sel.sum()), 'by_depth': {}}
     est = {}
     for n, lp in posts.items():

@@ -21,8 +21,10 @@ redshift range).  The purity = efficiency score of that ranking estimates the Ba
 score: what no classifier of the same spectra can beat on average.  With ``--grid`` the
 same is done on the network's 8 Å grid (the data rebinned by the production code with the
 pipeline ivar, their true variance propagated; the bank spectra rebinned with equal
-pixel weights): what no classifier of the network's input can beat.  The estimate is
-limited by the bank size (a finite bank misses the closest look-alikes of some objects:
+pixel weights): what no classifier of the network's input can beat.  With ``--noise
+pipeline`` the likelihoods use the pipeline ivar alone, as a method run on real data would
+(the noise excess and the sky-line residuals unknown to it).  The estimate is limited by
+the bank size (a finite bank misses the closest look-alikes of some objects:
 the script reports the score for growing banks, so one sees whether it has converged) and
 by its approximations (the sky-line residuals treated as independent per pixel, the flat
 amplitude prior, and with ``--grid`` the bank spectra rebinned with equal pixel weights).
@@ -61,6 +63,9 @@ def add_common_options(parser, nbank):
                         '[%(default)s]')
     parser.add_argument('--grid', action='store_true',
                         help="on the network's 8 A grid instead of the 0.8 A pixels")
+    parser.add_argument('--noise', choices=('true', 'pipeline'), default='true',
+                        help="the simulator's true noise (noise excess, sky residuals), or only "
+                        "the pipeline ivar, as a method run on real data would [%(default)s]")
     parser.add_argument('--model', help='model file [the shipped model]')
     parser.add_argument('--json', help='write the numbers here')
 
@@ -217,7 +222,7 @@ def grid_data(instrument, flux, ivar, weight, grid):
     return mean_flux(fsum, isum), np.where(good, isum ** 2 / np.where(good, vsum, 1.0), 0.0)
 
 
-def read_test(network, setup, test, grid=False, refiner=None):
+def read_test(network, setup, test, grid=False, refiner=None, noise='true'):
     """The spectra of a mock test directory, weighted for the likelihoods, with the
     network's results and the truth.
 
@@ -232,6 +237,9 @@ def read_test(network, setup, test, grid=False, refiner=None):
         On the network's 8 A grid (:func:`grid_data`) instead of the arm pixels.
     refiner : lbgnet.refine.Refiner, optional
         Also refine the selected spectra (``z_tpl``; NaN elsewhere).
+    noise : {'true', 'pipeline'}, optional
+        Weight by the inverse of the simulator's true variance (:func:`true_weights`) or by
+        the pipeline ivar alone.
 
     Returns
     -------
@@ -251,7 +259,7 @@ def read_test(network, setup, test, grid=False, refiner=None):
         keep = np.flatnonzero(good)
         ivar = {b: coadd.ivar[b][keep].astype(np.float64) for b in bands}
         flux = {b: coadd.flux[b][keep].astype(np.float64) for b in bands}
-        weight = true_weights(setup.instrument, ivar)
+        weight = true_weights(setup.instrument, ivar) if noise == 'true' else ivar
         if grid:
             gflux, gweight = grid_data(setup.instrument, flux, ivar, weight, network.config.grid)
             parts['wf'].append(gweight * gflux)
@@ -286,7 +294,7 @@ def main(args=None):
     from lbgnet.evaluate import DEPTH_LIMITS, LBG_CLASS, pe_score
     log = get_logger()
     network, _, setup = load_inputs(args.model)
-    data = read_test(network, setup, args.test, args.grid)
+    data = read_test(network, setup, args.test, args.grid, noise=args.noise)
     contaminants = [c for c in setup.simcfg['simulation']['class_fractions'] if c != LBG_CLASS]
     zrange = (args.zmin, args.zmax)
     checkpoints = sorted({n for n in (args.nbank // 8, args.nbank // 4, args.nbank // 2,
@@ -300,6 +308,7 @@ def main(args=None):
     is_lbg, rmag = data['is_lbg'], data['rmag']
     out = {'test': os.path.basename(os.path.normpath(args.test)), 'zrange': list(zrange),
            'seed': args.seed, 'amplitude_prior': args.amplitude_prior, 'grid': bool(args.grid),
+           'noise': args.noise,
            'n_lbg': int(is_lbg.sum()), 'n_contaminant': int((~is_lbg).sum()),
            'by_depth': {}}
     for limit in DEPTH_LIMITS:

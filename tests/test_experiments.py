@@ -154,6 +154,12 @@ def test_oracle_class_bound_runs_and_ranks_bright_objects(tmp_path):
     assert full['bayes_by_bank_size']['2000'] > 0.8
     for who in ('network', 'bayes'):
         assert sum(res['top_n_lbg'][who].values()) == res['n_lbg']
+    # the same with the pipeline ivar alone as the noise model
+    assert bench.main(['--test', str(tmp_path / 'test'), '--zmin', '1.8', '--zmax', '4.6',
+                       '--nbank', '2000', '--grid', '--noise', 'pipeline', '--json', str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res['noise'] == 'pipeline'
+    assert res['by_depth']['25.0']['bayes_by_bank_size']['2000'] > 0.8
 
 
 def test_bayes_redshift_bins_and_windows():
