@@ -175,7 +175,8 @@ def class_loglike(setup, classes, zrange, nbank, rng, wf, w, log, name, checkpoi
 
 
 def true_weights(instrument, ivar):
-    """Inverse of the simulator's true noise variance per pixel (0 where ivar is 0).
+    """Inverse of the simulator's true noise variance per pixel (0 where ivar is 0):
+    :class:`lbgnet.noise.NoiseModel` of `instrument`.
 
     Parameters
     ----------
@@ -183,15 +184,10 @@ def true_weights(instrument, ivar):
     ivar : dict
         band -> pipeline inverse variance, shape (n, nwave).
     """
-    out = {}
-    for band, iv in ivar.items():
-        arm = instrument.arms[band]
-        resid = np.zeros(arm.wave.size)
-        pix, _, _ = arm.residual_segments
-        resid[pix] = (arm.sky_residual * arm.sky_lines[pix]) ** 2
-        var = arm.noise_excess ** 2 / np.where(iv > 0, iv, 1.0) + resid[None, :]
-        out[band] = np.where(iv > 0, 1.0 / var, 0.0)
-    return out
+    from lbgnet.noise import NoiseModel
+    model = NoiseModel.from_instrument(instrument)
+    return {band: model.effective_ivar(band, instrument.arms[band].wave, iv)
+            for band, iv in ivar.items()}
 
 
 def grid_data(instrument, flux, ivar, weight, grid):
@@ -210,16 +206,13 @@ def grid_data(instrument, flux, ivar, weight, grid):
     flux, weight : numpy.ndarray
         Shape (n, nbins); weight 0 in empty bins.
     """
-    from lbgnet.preprocess import accumulate_arms, mean_flux
+    from lbgnet.preprocess import accumulate_arms, grid_effective_ivar, mean_flux
     bands = list(flux)
     waves = [instrument.waves[b] for b in bands]
-    fsum, isum, _ = accumulate_arms(waves, [flux[b] for b in bands], [ivar[b] for b in bands],
-                                    grid)
-    var_ratio = [np.where(weight[b] > 0, ivar[b] / np.where(weight[b] > 0, weight[b], 1.0), 0.0)
-                 for b in bands]
-    vsum, _, _ = accumulate_arms(waves, var_ratio, [ivar[b] for b in bands], grid)
-    good = (isum > 0) & (vsum > 0)
-    return mean_flux(fsum, isum), np.where(good, isum ** 2 / np.where(good, vsum, 1.0), 0.0)
+    fluxes, ivars = [flux[b] for b in bands], [ivar[b] for b in bands]
+    fsum, isum, _ = accumulate_arms(waves, fluxes, ivars, grid)
+    return mean_flux(fsum, isum), grid_effective_ivar(waves, fluxes, ivars,
+                                                      [weight[b] for b in bands], grid)
 
 
 def read_test(network, setup, test, grid=False, refiner=None, noise='true'):

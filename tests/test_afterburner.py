@@ -480,3 +480,39 @@ def test_no_model_at_all_is_a_clear_error(tmp_path, caplog, monkeypatch):
     rc, text = run(caplog, '--coadd', coadd)
     assert rc == 1 and 'no model given and no pretrained model shipped' in text
     assert not os.path.exists(output)
+
+
+def test_refinement_with_the_calibrated_noise_model(tmp_path, model_path, caplog):
+    """--refine-noise calibrated: recorded in the header, warned about (ZERR_TPL is
+    calibrated with the pipeline ivar), the same rows selected and refined, and the
+    refinement's χ² weighted by the noise model's grid ivar, not the pipeline's."""
+    from lbgnet.io.coadd import read_coadd
+    from lbgnet.noise import load_noise_model
+    from lbgnet.preprocess import coadd_to_grid
+    coadd, output = make_pair(str(tmp_path), nspec=16)
+    assert run(caplog, '--coadd', coadd, '--model', model_path)[0] == 0
+    base, hdr = read_catalog(output)
+    assert hdr['REFNOISE'] == 'pipeline'
+    noisy = str(tmp_path / 'noisy.fits')
+    rc, text = run(caplog, '--coadd', coadd, '--model', model_path, '--output', noisy,
+                   '--refine-noise', 'calibrated')
+    assert rc == 0 and 'only approximately so' in text and '--refine-noise' in text
+    cat, hdr = read_catalog(noisy)
+    assert hdr['REFNOISE'] == 'calibrated'
+    for col in ('IS_LBG', 'Z_LBG', 'C_LBG'):
+        np.testing.assert_array_equal(cat[col], base[col])
+    refined = np.isfinite(cat['Z_TPL'])
+    assert refined.any() and np.array_equal(refined, np.isfinite(base['Z_TPL']))
+    assert not np.allclose(cat['DELTACHI2_TPL'][refined], base['DELTACHI2_TPL'][refined])
+    # by hand: the refiner run on the noise model's grid ivar gives the catalogue's values
+    net = load_network(model_path)
+    refiner = load_refiner(hdr['REFTEMPL'], net.config, net.zrange)
+    X, info = coadd_to_grid(read_coadd(coadd), net.config.grid, load_noise_model())
+    pos = np.searchsorted(info.targetid, cat['TARGETID'])     # catalogue rows: Redrock order
+    res = postprocess(*predict_boxes(net.model, X), net.config)
+    z0 = np.where(res['IS_LBG'], res['Z_LBG'], np.nan)
+    by_hand = refiner.run(info.flux, info.noise_ivar, z0, predict_boxes(net.model, X)[0])
+    for col in ('Z_TPL', 'DELTACHI2_TPL'):
+        np.testing.assert_allclose(cat[col], by_hand[col][pos], rtol=1e-6, equal_nan=True)
+    with pytest.raises(SystemExit):
+        parse(['--coadd', coadd, '--refine-noise', 'exact'])

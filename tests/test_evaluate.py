@@ -264,6 +264,16 @@ def test_evaluate_script_coadd_and_catalog(tmp_path, caplog):
     simhash = fits.getheader(paths['truth'])['SIMHASH']
     assert m1['inputs']['simulator'] == {'model': None, 'files': [simhash], 'match': None}
     assert m1['inputs']['refine']['template'].startswith('rrtemplate-GALAXY-LBG')
+    assert m1['inputs']['refine']['noise'] == 'pipeline'
+    noisy = tmp_path / 'ev-noise'               # the refinement with the calibrated noise
+    assert main(['--coadd', paths['coadd'], '--truth', paths['truth'], '--model', model_path,
+                 '--outdir', str(noisy), '--refine-noise', 'calibrated']) == 0
+    mn = json.loads((noisy / OUTPUTS['metrics']).read_text())
+    assert mn['inputs']['refine']['noise'] == 'calibrated'
+    for name, reg in mn['regimes'].items():
+        assert reg['nlbg'] == m1['regimes'][name]['nlbg']
+        if reg['nlbg']:
+            assert reg['redshift_template']['n'] == m1['regimes'][name]['redshift_template']['n']
     for name, reg in m1['regimes'].items():     # template refinement of the coadd input
         if reg['nlbg']:
             assert reg['redshift_template']['n'] == reg['redshift']['n']

@@ -83,7 +83,7 @@ def predict_coadd(path, network, c_thresh, n_thresh, chunk_size=DEFAULT_CHUNK,
     cfg = network.config
     blocks, flags, layout = [], [], None
     for layout, _, block in iter_coadd_chunks(path, chunk_size):
-        X, info = coadd_to_grid(block, cfg.grid)
+        X, info = coadd_to_grid(block, cfg.grid, None if refiner is None else refiner.noise)
         raw = network.raw_outputs(X, batch_size)
         res = network.catalog(raw, c_thresh, n_thresh)
         blank_empty(res, info.empty)
@@ -105,7 +105,8 @@ def refine_selected(refiner, info, results, conf=None):
     refiner : lbgnet.refine.Refiner or None
         None: all NaN.
     info : lbgnet.preprocess.GridInfo
-        With the rebinned flux and ivar.
+        With the rebinned flux and ivar; the χ² uses ``info.noise_ivar`` when it is set
+        (a calibrated noise model, :attr:`lbgnet.refine.Refiner.noise`).
     results : dict
         ``IS_LBG`` and ``Z_LBG``, shape (nspec,).
     conf : numpy.ndarray, optional
@@ -120,7 +121,8 @@ def refine_selected(refiner, info, results, conf=None):
     if refiner is None:
         return {key: np.full(nspec, np.nan) for key in REFINE_KEYS}
     z_start = np.where(results['IS_LBG'], results['Z_LBG'], np.nan)
-    return refiner.run(info.flux, info.ivar, z_start, conf)
+    ivar = info.ivar if info.noise_ivar is None else info.noise_ivar
+    return refiner.run(info.flux, ivar, z_start, conf)
 
 
 def load_refiner(path, config, zrange, window=DEFAULT_WINDOW, prior_weight=DEFAULT_PRIOR_WEIGHT,
@@ -238,6 +240,8 @@ def catalog_header(job, network, c_thresh, n_thresh, layout, rerun=None, refiner
                   ('REFWGT', refiner.prior_weight, 'weight of the CNN box prior'),
                   ('REFWIN', refiner.window, 'search window, dz/(1+z) half width'),
                   ('REFSTEP', refiner.dlogz, 'trial redshift step in log10(1+z)'),
+                  ('REFNOISE', 'pipeline' if refiner.noise is None else 'calibrated',
+                   'noise of the refinement chi2 (lbgnet.noise)'),
                   ('MINDCHI2', MIN_DELTACHI2, 'SMALL_DELTA_CHI2 if DELTACHI2_TPL below')]
     templates = rerun.files if rerun is not None else ()
     for i, name in enumerate(templates):

@@ -48,6 +48,9 @@ class GridInfo:
     flux, ivar : numpy.ndarray or None
         The rebinned spectrum (:func:`rebin_arms`), shape (nspec, nbins), float64, for
         fits on the grid (:mod:`lbgnet.refine`); None when not kept.
+    noise_ivar : numpy.ndarray or None
+        The grid ivar under a calibrated noise model (:func:`coadd_to_grid` with a
+        :class:`lbgnet.noise.NoiseModel`), for the refinement's χ²; None otherwise.
     """
 
     targetid: object
@@ -57,6 +60,7 @@ class GridInfo:
     nvalid_bins: np.ndarray
     flux: np.ndarray = None
     ivar: np.ndarray = None
+    noise_ivar: np.ndarray = None
 
 
 @numba.njit(cache=True, nogil=True)
@@ -298,26 +302,73 @@ def camera_pieces(bands, waves):
     return pieces
 
 
-def coadd_to_grid(coadd, grid):
+def grid_effective_ivar(waves, fluxes, ivars, eff_ivars, grid, masks=None):
+    """Inverse variance of the gridded flux when the pixels scatter more than their ivar says.
+
+    The gridded flux of a bin is the ivar-weighted mean Σ w f / Σ w of its valid pixels
+    (w: the pipeline ivar, :func:`accumulate_arms`).  If each pixel's true variance is
+    1 / `eff_ivar`, that mean has variance Σ (w² / eff_ivar) / (Σ w)².
+
+    Parameters
+    ----------
+    waves, fluxes, ivars, masks
+        As :func:`accumulate_arms` (the fluxes only decide which pixels are valid).
+    eff_ivars : sequence of numpy.ndarray
+        Inverse true variance per arm, shape (nspec, nwave_a), > 0 where ivar is
+        (e.g. :meth:`lbgnet.noise.NoiseModel.effective_ivar`).
+    grid : lbgnet.config.Grid
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (nspec, nbins), float64; 0 in bins without valid pixels.
+    """
+    ratios = []
+    for flux, ivar, eff in zip(fluxes, ivars, eff_ivars):
+        eff = np.asarray(eff, dtype=np.float64)
+        usable = np.isfinite(flux) & (eff > 0)
+        ratios.append(np.where(usable, np.asarray(ivar, dtype=np.float64)
+                               / np.where(usable, eff, 1.0), np.nan))
+    vsum, isum, _ = accumulate_arms(waves, ratios, ivars, grid, masks)
+    good = (isum > 0) & (vsum > 0)
+    return np.where(good, isum ** 2 / np.where(good, vsum, 1.0), 0.0)
+
+
+def coadd_to_grid(coadd, grid, noise=None):
     """Grid the spectra of a :class:`lbgnet.io.CoaddData`.
+
+    Parameters
+    ----------
+    coadd : lbgnet.io.CoaddData
+    grid : lbgnet.config.Grid
+    noise : lbgnet.noise.NoiseModel, optional
+        Also compute ``info.noise_ivar``, the grid ivar under this noise model
+        (:func:`grid_effective_ivar`), for the template refinement.
 
     Returns
     -------
     X : numpy.ndarray
         Shape (nspec, nbins, 2), float32.
     info : GridInfo
-        With the rebinned ``flux`` and ``ivar``; its ``bands`` are cameras (a
-        camera-coadded ``brz`` band counts as b, r and z, each judged on its own pixels).
+        With the rebinned ``flux`` and ``ivar`` (and ``noise_ivar`` with `noise`); its
+        ``bands`` are cameras (a camera-coadded ``brz`` band counts as b, r and z, each
+        judged on its own pixels).
     """
     pieces = camera_pieces(coadd.bands, coadd.wave)
     bands = tuple(cam for cam, _, _ in pieces)
-    fsum, isum, arm_valid = accumulate_arms(
-        [coadd.wave[b][sl] for _, b, sl in pieces], [coadd.flux[b][:, sl] for _, b, sl in pieces],
-        [coadd.ivar[b][:, sl] for _, b, sl in pieces], grid,
-        [None if coadd.mask[b] is None else coadd.mask[b][:, sl] for _, b, sl in pieces])
+    waves = [coadd.wave[b][sl] for _, b, sl in pieces]
+    fluxes = [coadd.flux[b][:, sl] for _, b, sl in pieces]
+    ivars = [coadd.ivar[b][:, sl] for _, b, sl in pieces]
+    masks = [None if coadd.mask[b] is None else coadd.mask[b][:, sl] for _, b, sl in pieces]
+    fsum, isum, arm_valid = accumulate_arms(waves, fluxes, ivars, grid, masks)
+    noise_ivar = None
+    if noise is not None:
+        eff = [noise.effective_ivar(cam, wave, ivar)
+               for (cam, _, _), wave, ivar in zip(pieces, waves, ivars)]
+        noise_ivar = grid_effective_ivar(waves, fluxes, ivars, eff, grid, masks)
     nvalid = np.count_nonzero(isum > 0, axis=1)
     info = GridInfo(coadd.targetid, nvalid == 0, bands, arm_valid, nvalid,
-                    mean_flux(fsum, isum), isum)
+                    mean_flux(fsum, isum), isum, noise_ivar)
     X = grid_channels(fsum, isum)
     return X, info
 

@@ -385,6 +385,9 @@ class Refiner:
     zerr_scale, zerr_floor : float
         Calibration of ``ZERR_TPL`` (:func:`lbgnet.zerr.calibrated_error`); the defaults
         leave the formal error.
+    noise : lbgnet.noise.NoiseModel or None
+        Weight the χ² by this calibrated noise model instead of the pipeline ivar (the
+        callers grid it with :func:`lbgnet.preprocess.coadd_to_grid`); None: pipeline ivar.
     """
 
     zs: np.ndarray
@@ -397,6 +400,7 @@ class Refiner:
     sha256: str = ''
     zerr_scale: float = 1.0
     zerr_floor: float = 0.0
+    noise: object = None
 
     @property
     def dlogz(self):

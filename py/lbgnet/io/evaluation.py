@@ -133,7 +133,7 @@ def match_rows(reference, targetid, path, what='the predictions'):
     return index
 
 
-def read_coadd_for_evaluation(path, config):
+def read_coadd_for_evaluation(path, config, noise=None):
     """Grid a mock coadd and tell which spectra are usable for evaluation.
 
     Parameters
@@ -141,6 +141,8 @@ def read_coadd_for_evaluation(path, config):
     path : str
         Coadd file with a FIBERMAP.
     config : lbgnet.config.Config
+    noise : lbgnet.noise.NoiseModel, optional
+        Also grid the ivar under this noise model (``info.noise_ivar``, for the refinement).
 
     Returns
     -------
@@ -164,7 +166,7 @@ def read_coadd_for_evaluation(path, config):
     from .coadd import read_coadd
     coadd = read_coadd(path, read_fibermap=True, read_extra=False)
     targetid = coadd.require_targetid()
-    X, info = coadd_to_grid(coadd, config.grid)
+    X, info = coadd_to_grid(coadd, config.grid, noise)
     good = ~info.empty
     if 'COADD_FIBERSTATUS' in coadd.fibermap.colnames:
         good &= np.asarray(coadd.fibermap['COADD_FIBERSTATUS']) == 0

@@ -102,13 +102,15 @@ def predict_coadd(path, model, config, c_thresh, n_thresh, include_bad=False, re
     from ..afterburner import refine_selected
     from ..io.evaluation import read_coadd_for_evaluation
     from ..predict import predict_catalog
-    X, targetid, good, info = read_coadd_for_evaluation(path, config)
+    X, targetid, good, info = read_coadd_for_evaluation(
+        path, config, None if refiner is None else refiner.noise)
     keep = np.ones_like(good) if include_bad else good
     X, targetid = X[keep], targetid[keep]
     res, raw = predict_catalog(model, X, config, c_thresh=c_thresh, n_thresh=n_thresh)
     conf, offset = raw.get('conf'), raw.get('offset')     # None for direct networks
     if refiner is not None:
-        rows = replace(info, flux=info.flux[keep], ivar=info.ivar[keep])
+        rows = replace(info, flux=info.flux[keep], ivar=info.ivar[keep],
+                       noise_ivar=None if info.noise_ivar is None else info.noise_ivar[keep])
         res.update(refine_selected(refiner, rows, res, conf))
     return targetid, res, X, conf, offset, int(np.count_nonzero(~keep))
 
@@ -337,7 +339,9 @@ def main(args=None, comm=None):
         if refiner is not None:
             metrics['inputs']['refine'] = {'template': os.path.basename(refiner.source),
                                            'prior_weight': refiner.prior_weight,
-                                           'window': refiner.window, 'step': refiner.dlogz}
+                                           'window': refiner.window, 'step': refiner.dlogz,
+                                           'noise': ('pipeline' if refiner.noise is None
+                                                     else 'calibrated')}
         if args.redrock:
             metrics['redrock'] = redrock_metrics(args.redrock, truth, extras['targetid'])
     except InputFileError as err:

@@ -5,6 +5,8 @@ lbgnet.scripts.refine_options
 The template-refinement options shared by ``desi_lbg_afterburner`` and
 ``desi_lbg_evaluate`` (:mod:`lbgnet.refine`).
 """
+import dataclasses
+
 from desiutil.log import get_logger
 
 from ..refine import DEFAULT_DLOGZ, DEFAULT_PRIOR_WEIGHT, DEFAULT_WINDOW
@@ -12,7 +14,7 @@ from ..refine import DEFAULT_DLOGZ, DEFAULT_PRIOR_WEIGHT, DEFAULT_WINDOW
 
 def add_refine_arguments(parser):
     """Add ``--no-refine``, ``--refine-template``, ``--refine-prior-weight``,
-    ``--refine-window`` and ``--refine-step`` to `parser`."""
+    ``--refine-window``, ``--refine-noise`` and ``--refine-step`` to `parser`."""
     parser.add_argument('--no-refine', action='store_true',
                         help='skip the template refinement of the IS_LBG redshifts (Z_TPL, '
                         'ZERR_TPL, DELTACHI2_TPL left NaN)')
@@ -24,6 +26,11 @@ def add_refine_arguments(parser):
     parser.add_argument('--refine-window', type=float, default=DEFAULT_WINDOW,
                         help='half width of the refinement\'s search window around Z_LBG, '
                         'in dz/(1+z) [%(default)s]')
+    parser.add_argument('--refine-noise', choices=('pipeline', 'calibrated'), default='pipeline',
+                        help='noise of the refinement\'s chi2: the pipeline ivar, or the '
+                        'calibrated noise model (scatter excess and sky-line residuals, '
+                        'lbgnet.noise), which makes DELTACHI2_TPL more honest '
+                        '(doc/afterburner.rst) [%(default)s]')
     parser.add_argument('--refine-step', type=float, default=DEFAULT_DLOGZ,
                         help='step of the refinement\'s trial redshifts in log10(1+z); 4e-4 is '
                         'about 2.5x faster and slightly less precise (doc/afterburner.rst) '
@@ -59,10 +66,15 @@ def make_refiner(args, config, zrange):
         ('refine-template', args.refine_template, None),
         ('refine-window', args.refine_window, DEFAULT_WINDOW),
         ('refine-prior-weight', args.refine_prior_weight, DEFAULT_PRIOR_WEIGHT),
-        ('refine-step', args.refine_step, DEFAULT_DLOGZ)) if value != default]
+        ('refine-step', args.refine_step, DEFAULT_DLOGZ),
+        ('refine-noise', args.refine_noise, 'pipeline')) if value != default]
     if changed and (opts['zerr_tpl_scale'], opts['zerr_tpl_floor']) != (1.0, 0.0):
         get_logger().warning('ZERR_TPL is calibrated for the shipped template at the default '
                              'refinement settings; with %s it is only approximately so',
                              ', '.join(changed))
-    return load_refiner(args.refine_template or default_template_path(), config, zrange,
-                        args.refine_window, args.refine_prior_weight, args.refine_step)
+    refiner = load_refiner(args.refine_template or default_template_path(), config, zrange,
+                           args.refine_window, args.refine_prior_weight, args.refine_step)
+    if args.refine_noise == 'calibrated':
+        from ..noise import load_noise_model
+        refiner = dataclasses.replace(refiner, noise=load_noise_model())
+    return refiner

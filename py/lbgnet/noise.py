@@ -1,0 +1,96 @@
+"""
+lbgnet.noise
+============
+
+A calibrated noise model of DESI coadds: the scatter that the pipeline inverse variance
+leaves out.
+
+The instrument model of the simulator (:mod:`lbgnet.sim.instrument`, calibrated on a real
+SV1 coadd: doc/sim_instrument.rst) finds the flux scatter of real coadds ``noise_excess``
+times the pipeline σ (3–9 % above it, per arm) plus a sky-subtraction residual on the
+sky lines, ``sky_residual`` × the sky-line flux, which the pipeline ivar does not include.
+The inverse of that variance,
+
+    ivar_eff = 1 / (noise_excess² / ivar + σ_res²),
+
+weights a χ² as the scatter of the data deserves.  The template refinement can use it
+(``desi_lbg_afterburner --refine-noise calibrated``): its ``DELTACHI2_TPL`` then judges
+the sky-line residuals as noise rather than as features (doc/model_card.rst, *The noise
+model in the refinement*).  The network's input is not changed.
+
+Pure numpy; :func:`load_noise_model` builds the model from the default simulator
+configuration.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class NoiseModel:
+    """Per-camera scatter excess and sky-residual variance.
+
+    Attributes
+    ----------
+    excess : dict
+        camera (``'b'``, ``'r'``, ``'z'``) -> flux scatter in units of the pipeline σ.
+    wave : dict
+        camera -> wavelengths (Å) on which `resid_var` is given, increasing.
+    resid_var : dict
+        camera -> variance of the sky-subtraction residuals, flux units², same shape as
+        ``wave[camera]`` (0 away from the sky lines).
+    """
+    excess: dict
+    wave: dict
+    resid_var: dict
+
+    @classmethod
+    def from_instrument(cls, instrument):
+        """The noise model of a :class:`lbgnet.sim.instrument.Instrument`."""
+        excess, wave, resid = {}, {}, {}
+        for band, arm in instrument.arms.items():
+            var = np.zeros(arm.wave.size)
+            pix, _, _ = arm.residual_segments
+            var[pix] = (arm.sky_residual * arm.sky_lines[pix]) ** 2
+            excess[band], wave[band], resid[band] = float(arm.noise_excess), arm.wave, var
+        return cls(excess, wave, resid)
+
+    def effective_ivar(self, camera, wave, ivar):
+        """Inverse of the calibrated variance of the pixels of one camera.
+
+        Parameters
+        ----------
+        camera : str
+            ``'b'``, ``'r'`` or ``'z'``.
+        wave : numpy.ndarray
+            Pixel wavelengths (Å), shape (nwave,); the residual variance is interpolated
+            onto them (0 outside the camera's range).
+        ivar : numpy.ndarray
+            Pipeline inverse variance, shape (nspec, nwave).
+
+        Returns
+        -------
+        numpy.ndarray
+            Shape (nspec, nwave), float64; 0 where `ivar` is not positive and finite.
+
+        Raises
+        ------
+        KeyError
+            Unknown camera.
+        """
+        resid = np.interp(wave, self.wave[camera], self.resid_var[camera], left=0.0, right=0.0)
+        ivar = np.asarray(ivar, dtype=np.float64)
+        good = np.isfinite(ivar) & (ivar > 0)
+        var = self.excess[camera] ** 2 / np.where(good, ivar, 1.0) + resid[None, :]
+        return np.where(good, 1.0 / var, 0.0)
+
+
+def load_noise_model():
+    """The noise model of the default simulator configuration (``lbgnet-mock.yaml``).
+
+    Returns
+    -------
+    NoiseModel
+    """
+    from .sim.mock import load_mock_setup
+    return NoiseModel.from_instrument(load_mock_setup().instrument)

@@ -1,0 +1,96 @@
+"""The calibrated noise model (lbgnet.noise) and the grid ivar under it (lbgnet.preprocess)."""
+import numpy as np
+import pytest
+from lbg_testdata import write_test_coadd
+
+from lbgnet.config import load_config
+from lbgnet.io.coadd import read_coadd
+from lbgnet.noise import NoiseModel, load_noise_model
+from lbgnet.preprocess import accumulate_arms, coadd_to_grid, grid_effective_ivar
+
+
+@pytest.fixture(scope='module')
+def noise():
+    return load_noise_model()
+
+
+def test_effective_ivar_adds_the_excess_and_the_sky_residuals(noise):
+    """Off the sky lines the ivar is divided by noise_excess²; on them it is smaller still;
+    invalid ivar stays 0; the residuals follow the wavelengths given."""
+    for cam in ('b', 'r', 'z'):
+        wave, resid, excess = noise.wave[cam], noise.resid_var[cam], noise.excess[cam]
+        assert 1.0 < excess < 1.2                   # calibrated on the real coadd: 4-10 %
+        assert resid.max() > 0 and np.mean(resid > 0) < 0.5
+        ivar = np.full((2, wave.size), 25.0)
+        ivar[1, :3] = [0.0, np.nan, -1.0]
+        eff = noise.effective_ivar(cam, wave, ivar)
+        quiet, line = resid == 0, resid > 0
+        assert np.allclose(eff[0, quiet], 25.0 / excess ** 2)
+        assert np.allclose(eff[0, line], 1.0 / (excess ** 2 / 25.0 + resid[line]))
+        assert np.all(eff[0, line] < 25.0 / excess ** 2)
+        assert np.all(eff[1, :3] == 0)
+        # the residual variance moves with the wavelengths (a sub-range of the pixels)
+        part = slice(100, 400)
+        assert np.allclose(noise.effective_ivar(cam, wave[part], ivar[:, part]), eff[:, part])
+    with pytest.raises(KeyError):
+        noise.effective_ivar('x', noise.wave['b'], np.ones((1, noise.wave['b'].size)))
+
+
+def test_noise_model_from_a_toy_instrument():
+    """NoiseModel.from_instrument: excess and (sky_residual × sky line)² on the residual pixels."""
+    from types import SimpleNamespace
+    lines = np.array([0.0, 0.0, 5.0, 0.0])
+    arm = SimpleNamespace(wave=np.arange(4.0), noise_excess=1.5, sky_residual=0.1,
+                          sky_lines=lines, residual_segments=(np.array([2]), None, None))
+    model = NoiseModel.from_instrument(SimpleNamespace(arms={'b': arm}))
+    assert model.excess == {'b': 1.5}
+    assert np.allclose(model.resid_var['b'], [0, 0, 0.25, 0])
+    assert np.allclose(model.effective_ivar('b', arm.wave, np.full((1, 4), 4.0)),
+                       [[4 / 2.25, 4 / 2.25, 1 / (2.25 / 4 + 0.25), 4 / 2.25]])
+
+
+def test_grid_effective_ivar_propagates_the_variance():
+    """The grid ivar of the ivar-weighted mean: the pipeline grid ivar when the pixels
+    scatter as their ivar says, 1/k² of it when they scatter k times more, and computed by
+    hand for unequal excesses; pixels with a NaN flux are left out as in the gridding."""
+    grid = load_config().grid
+    rng = np.random.default_rng(3)
+    wave = np.arange(4000.0, 4100.0, 0.8)
+    flux = rng.normal(1.0, 1.0, (2, wave.size))
+    ivar = rng.uniform(1.0, 4.0, (2, wave.size))
+    _, isum, _ = accumulate_arms([wave], [flux], [ivar], grid)
+    assert np.allclose(grid_effective_ivar([wave], [flux], [ivar], [ivar], grid), isum)
+    assert np.allclose(grid_effective_ivar([wave], [flux], [ivar], [ivar / 4], grid), isum / 4)
+    eff = ivar / rng.uniform(1.0, 3.0, ivar.shape)
+    got = grid_effective_ivar([wave], [flux], [ivar], [eff], grid)
+    bins = grid.bin_index(wave)
+    for b in np.unique(bins):
+        sel = bins == b
+        want = ivar[:, sel].sum(axis=1) ** 2 / (ivar[:, sel] ** 2 / eff[:, sel]).sum(axis=1)
+        assert np.allclose(got[:, b], want)
+    nan_flux = flux.copy()
+    nan_flux[0, 5] = np.nan
+    dropped = ivar.copy()
+    dropped[0, 5] = 0.0
+    assert np.allclose(grid_effective_ivar([wave], [nan_flux], [ivar], [eff], grid),
+                       grid_effective_ivar([wave], [flux], [dropped], [eff], grid))
+
+
+def test_coadd_to_grid_adds_the_noise_ivar_only_when_asked(tmp_path, noise):
+    path = str(tmp_path / 'coadd.fits')
+    write_test_coadd(path, 6)
+    coadd = read_coadd(path)
+    grid = load_config().grid
+    X, info = coadd_to_grid(coadd, grid)
+    assert info.noise_ivar is None
+    X2, info2 = coadd_to_grid(coadd, grid, noise)
+    np.testing.assert_array_equal(X, X2)               # the network input is unchanged
+    np.testing.assert_array_equal(info.ivar, info2.ivar)
+    assert info2.noise_ivar.shape == info.ivar.shape
+    assert np.all((info2.noise_ivar > 0) == (info.ivar > 0))
+    # every bin scatters more than the pipeline says; most only by the excess² (the sky
+    # residuals add on the lines)
+    on = info.ivar > 0
+    ratio = info2.noise_ivar[on] / info.ivar[on]
+    assert ratio.max() < 1.0 and ratio.min() > 0
+    assert np.median(ratio) > 1 / max(noise.excess.values()) ** 2 - 1e-9
