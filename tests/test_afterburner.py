@@ -516,3 +516,11 @@ def test_refinement_with_the_calibrated_noise_model(tmp_path, model_path, caplog
         np.testing.assert_allclose(cat[col], by_hand[col][pos], rtol=1e-6, equal_nan=True)
     with pytest.raises(SystemExit):
         parse(['--coadd', coadd, '--refine-noise', 'exact'])
+    # a refiner with a noise model never silently falls back to the pipeline ivar
+    import dataclasses
+    from lbgnet.afterburner import refine_selected
+    X0, plain = coadd_to_grid(read_coadd(coadd), net.config.grid)
+    with pytest.raises(ValueError, match='noise model'):
+        refine_selected(dataclasses.replace(refiner, noise=load_noise_model()), plain, res)
+    with pytest.raises(ValueError, match='noise model'):
+        refine_selected(refiner, info, res)

@@ -105,8 +105,9 @@ def refine_selected(refiner, info, results, conf=None):
     refiner : lbgnet.refine.Refiner or None
         None: all NaN.
     info : lbgnet.preprocess.GridInfo
-        With the rebinned flux and ivar; the χ² uses ``info.noise_ivar`` when it is set
-        (a calibrated noise model, :attr:`lbgnet.refine.Refiner.noise`).
+        With the rebinned flux and ivar, and ``noise_ivar`` when the refiner has a noise
+        model (:attr:`lbgnet.refine.Refiner.noise`; gridded by
+        :func:`lbgnet.preprocess.coadd_to_grid` with that model), which then weights χ².
     results : dict
         ``IS_LBG`` and ``Z_LBG``, shape (nspec,).
     conf : numpy.ndarray, optional
@@ -121,7 +122,10 @@ def refine_selected(refiner, info, results, conf=None):
     if refiner is None:
         return {key: np.full(nspec, np.nan) for key in REFINE_KEYS}
     z_start = np.where(results['IS_LBG'], results['Z_LBG'], np.nan)
-    ivar = info.ivar if info.noise_ivar is None else info.noise_ivar
+    if (refiner.noise is None) != (info.noise_ivar is None):
+        raise ValueError('the refiner and the gridded spectra disagree on the noise model: '
+                         'grid with coadd_to_grid(..., refiner.noise)')
+    ivar = info.ivar if refiner.noise is None else info.noise_ivar
     return refiner.run(info.flux, ivar, z_start, conf)
 
 

@@ -61,7 +61,9 @@ class NoiseModel:
         Parameters
         ----------
         camera : str
-            ``'b'``, ``'r'`` or ``'z'``.
+            ``'b'``, ``'r'`` or ``'z'`` (a camera-coadded ``brz`` spectrum is split into
+            cameras by :func:`lbgnet.preprocess.camera_pieces`, so each overlap pixel
+            takes the model of the camera its side of the cut belongs to).
         wave : numpy.ndarray
             Pixel wavelengths (Å), shape (nwave,); the residual variance is interpolated
             onto them (0 outside the camera's range).

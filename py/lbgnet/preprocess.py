@@ -307,7 +307,9 @@ def grid_effective_ivar(waves, fluxes, ivars, eff_ivars, grid, masks=None):
 
     The gridded flux of a bin is the ivar-weighted mean Σ w f / Σ w of its valid pixels
     (w: the pipeline ivar, :func:`accumulate_arms`).  If each pixel's true variance is
-    1 / `eff_ivar`, that mean has variance Σ (w² / eff_ivar) / (Σ w)².
+    1 / `eff_ivar` and the pixels are independent, that mean has variance
+    Σ (w² / eff_ivar) / (Σ w)².  (Noise shared by neighbouring pixels, such as the residual
+    of one sky line, is then underestimated in the bins it covers.)
 
     Parameters
     ----------
