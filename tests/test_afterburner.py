@@ -514,8 +514,9 @@ def test_refinement_with_the_calibrated_noise_model(tmp_path, model_path, caplog
     by_hand = refiner.run(info.flux, info.noise_ivar, z0, predict_boxes(net.model, X)[0])
     for col in ('Z_TPL', 'DELTACHI2_TPL'):
         np.testing.assert_allclose(cat[col], by_hand[col][pos], rtol=1e-6, equal_nan=True)
-    with pytest.raises(SystemExit):
-        parse(['--coadd', coadd, '--refine-noise', 'exact'])
+    for bad in (['--refine-noise', 'exact'], ['--refine-noise', 'calibrated', '--no-refine']):
+        with pytest.raises(SystemExit):
+            parse(['--coadd', coadd] + bad)
     # a refiner with a noise model never silently falls back to the pipeline ivar
     import dataclasses
     from lbgnet.afterburner import refine_selected

@@ -41,6 +41,8 @@ def check_refine_arguments(parser, args):
     """``parser.error`` on inconsistent refinement options."""
     if args.no_refine and args.refine_template:
         parser.error('--refine-template and --no-refine exclude each other')
+    if args.no_refine and args.refine_noise != 'pipeline':
+        parser.error('--refine-noise and --no-refine exclude each other')
     if not 0 < args.refine_window < 1:
         parser.error(f'--refine-window must be in (0, 1), got {args.refine_window}')
     if args.refine_prior_weight < 0:
