@@ -6,7 +6,8 @@ from lbg_testdata import write_test_coadd
 from lbgnet.config import load_config
 from lbgnet.io.coadd import read_coadd
 from lbgnet.noise import NoiseModel, load_noise_model
-from lbgnet.preprocess import accumulate_arms, coadd_to_grid, grid_effective_ivar
+from lbgnet.preprocess import (accumulate_arms, coadd_to_grid, grid_effective_ivar,
+                               grid_noise_ivar)
 
 
 @pytest.fixture(scope='module')
@@ -41,10 +42,11 @@ def test_noise_model_from_a_toy_instrument():
     from types import SimpleNamespace
     lines = np.array([0.0, 0.0, 5.0, 0.0])
     arm = SimpleNamespace(wave=np.arange(4.0), noise_excess=1.5, sky_residual=0.1,
-                          sky_lines=lines, residual_segments=(np.array([2]), None, None))
+                          sky_lines=lines, residual_segments=(np.array([2]), np.array([0]), 1))
     model = NoiseModel.from_instrument(SimpleNamespace(arms={'b': arm}))
     assert model.excess == {'b': 1.5}
     assert np.allclose(model.resid_var['b'], [0, 0, 0.25, 0])
+    assert model.resid_line['b'].tolist() == [-1, -1, 0, -1]
     assert np.allclose(model.effective_ivar('b', arm.wave, np.full((1, 4), 4.0)),
                        [[4 / 2.25, 4 / 2.25, 1 / (2.25 / 4 + 0.25), 4 / 2.25]])
 
@@ -121,3 +123,50 @@ def test_coadd_to_grid_adds_the_noise_ivar_only_when_asked(tmp_path, noise):
     np.testing.assert_array_equal(coadd_to_grid(masked, grid, noise)[1].noise_ivar,
                                   coadd_to_grid(dropped, grid, noise)[1].noise_ivar)
     assert not np.array_equal(coadd_to_grid(masked, grid, noise)[1].noise_ivar, info2.noise_ivar)
+
+
+def toy_model(excess=1.2):
+    """One camera on a 1 Å grid 4000-4040 Å: two sky lines, one across a bin edge."""
+    wave = np.arange(4000.0, 4040.0)
+    var = np.zeros(wave.size)
+    line = np.full(wave.size, -1)
+    var[5:8], line[5:8] = [0.25, 0.64, 0.25], 0          # inside bin [4000, 4008)
+    var[14:18], line[14:18] = [0.01, 0.16, 0.16, 0.01], 1  # across the edge at 4016
+    return NoiseModel({'b': excess}, {'b': wave}, {'b': var}, {'b': line}), wave
+
+
+def test_residual_profile_maps_the_nearest_model_pixel():
+    model, wave = toy_model()
+    amp, line = model.residual_profile('b', wave)
+    np.testing.assert_allclose(amp, np.sqrt(model.resid_var['b']))
+    np.testing.assert_array_equal(line, model.resid_line['b'])
+    amp, line = model.residual_profile('b', np.array([3990.0, 4005.3, 4006.4, 4015.9, 4100.0]))
+    np.testing.assert_allclose(amp, [0, 0.5, 0.8, 0.4, 0])
+    assert line.tolist() == [-1, 0, 0, 1, -1]
+
+
+def test_grid_noise_ivar_is_the_variance_of_the_gridded_flux():
+    """A Monte Carlo of the noise model (excess × σ per pixel, one amplitude per sky line)
+    through the production gridding: the scatter of the bin means is 1 / grid_noise_ivar,
+    which differs from the independent-pixel formula in the bins holding a line."""
+    from lbgnet.config import Grid
+    model, wave = toy_model()
+    grid = Grid(4000.0, 8.0, 5)
+    rng = np.random.default_rng(8)
+    nreal = 40000
+    ivar = np.tile(rng.uniform(2.0, 6.0, wave.size), (nreal, 1))
+    ivar[:, 20] = 0.0                                     # a dead pixel
+    sigma = np.where(ivar > 0, 1 / np.sqrt(np.where(ivar > 0, ivar, 1)), 0)
+    amp = np.sqrt(model.resid_var['b'])
+    lines = rng.standard_normal((nreal, 2))
+    flux = model.excess['b'] * sigma * rng.standard_normal(ivar.shape)
+    flux += np.where(model.resid_line['b'] >= 0, lines[:, np.maximum(model.resid_line['b'], 0)]
+                     * amp, 0.0)
+    fsum, isum, _ = accumulate_arms([wave], [flux], [ivar], grid)
+    scatter = np.var(fsum / isum, axis=0)
+    got = grid_noise_ivar(['b'], [wave], [flux[:2]], [ivar[:2]], grid, model)[0]
+    np.testing.assert_allclose(1 / got, scatter, rtol=0.03)
+    indep = grid_effective_ivar([wave], [flux[:2]], [ivar[:2]],
+                                [model.effective_ivar('b', wave, ivar[:2])], grid)[0]
+    assert 1 / indep[0] < 0.8 * scatter[0]               # the coherent line is missed
+    np.testing.assert_allclose(indep[3:], got[3:])        # no line there: the same

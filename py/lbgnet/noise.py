@@ -39,21 +39,52 @@ class NoiseModel:
     resid_var : dict
         camera -> variance of the sky-subtraction residuals, flux units², same shape as
         ``wave[camera]`` (0 away from the sky lines).
+    resid_line : dict
+        camera -> index of the sky line each pixel's residual belongs to (−1: none), same
+        shape as ``wave[camera]``.  One line's residual is one amplitude times its profile
+        √resid_var, shared by all its pixels (:func:`lbgnet.sim.instrument.observe_arm`).
     """
     excess: dict
     wave: dict
     resid_var: dict
+    resid_line: dict = None
 
     @classmethod
     def from_instrument(cls, instrument):
         """The noise model of a :class:`lbgnet.sim.instrument.Instrument`."""
-        excess, wave, resid = {}, {}, {}
+        excess, wave, resid, line = {}, {}, {}, {}
         for band, arm in instrument.arms.items():
             var = np.zeros(arm.wave.size)
-            pix, _, _ = arm.residual_segments
+            label = np.full(arm.wave.size, -1, dtype=np.int64)
+            pix, segment, _ = arm.residual_segments
             var[pix] = (arm.sky_residual * arm.sky_lines[pix]) ** 2
-            excess[band], wave[band], resid[band] = float(arm.noise_excess), arm.wave, var
-        return cls(excess, wave, resid)
+            label[pix] = segment
+            excess[band], wave[band], resid[band], line[band] = (float(arm.noise_excess),
+                                                                 arm.wave, var, label)
+        return cls(excess, wave, resid, line)
+
+    def residual_profile(self, camera, wave):
+        """Sky-line residual profile and line index at the pixels `wave` of one camera.
+
+        Each pixel takes the model pixel nearest to it (within half a model pixel; else no
+        residual), so coadds on DESI's standard wavelength grid get the model's values
+        exactly.
+
+        Returns
+        -------
+        amp : numpy.ndarray
+            √resid_var at each pixel, shape (nwave,).
+        line : numpy.ndarray of int
+            Line index (−1: no residual), shape (nwave,).
+        """
+        mwave = self.wave[camera]
+        idx = np.clip(np.searchsorted(mwave, wave), 1, mwave.size - 1)
+        idx -= (wave - mwave[idx - 1]) < (mwave[idx] - wave)
+        step = np.median(np.diff(mwave))
+        near = np.abs(mwave[idx] - wave) <= 0.5 * step
+        amp = np.where(near, np.sqrt(self.resid_var[camera][idx]), 0.0)
+        line = np.where(near & (amp > 0), self.resid_line[camera][idx], -1)
+        return amp, line
 
     def effective_ivar(self, camera, wave, ivar):
         """Inverse of the calibrated variance of the pixels of one camera.

@@ -336,6 +336,60 @@ def grid_effective_ivar(waves, fluxes, ivars, eff_ivars, grid, masks=None):
     return np.where(good, isum ** 2 / np.where(good, vsum, 1.0), 0.0)
 
 
+def grid_noise_ivar(cameras, waves, fluxes, ivars, grid, noise, masks=None):
+    """Inverse variance of the gridded flux under a calibrated noise model.
+
+    The gridded flux of a bin is the ivar-weighted mean Σ w f / Σ w of its valid pixels
+    (w: the pipeline ivar, :func:`accumulate_arms`).  Under the model of
+    :class:`lbgnet.noise.NoiseModel` a pixel scatters by ``excess`` × its pipeline σ,
+    independently, plus the residual of its sky line, one amplitude per line shared by the
+    line's pixels; so the mean has variance
+
+        [Σ w excess² + Σ_lines (Σ_{p in line and bin} w_p r_p)²] / (Σ w)²,
+
+    with r_p the residual profile (:meth:`lbgnet.noise.NoiseModel.residual_profile`).
+    The covariance between two bins that share a line is not kept (the refinement's χ²
+    treats bins as independent).
+
+    Parameters
+    ----------
+    cameras : sequence of str
+        Camera of each arm (``'b'``, ``'r'``, ``'z'``).
+    waves, fluxes, ivars, masks
+        As :func:`accumulate_arms` (the fluxes only decide which pixels are valid).
+    grid : lbgnet.config.Grid
+    noise : lbgnet.noise.NoiseModel
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (nspec, nbins), float64; 0 in bins without valid pixels.
+    """
+    masks = [None] * len(waves) if masks is None else masks
+    excess2 = [np.where(np.isfinite(flux), noise.excess[cam] ** 2, np.nan)
+               for cam, flux in zip(cameras, fluxes)]
+    white, isum, _ = accumulate_arms(waves, excess2, ivars, grid, masks)
+    for cam, wave, flux, ivar, mask in zip(cameras, waves, fluxes, ivars, masks):
+        amp, line = noise.residual_profile(cam, wave)
+        pixbin = grid.bin_index(wave)
+        sel = np.flatnonzero((line >= 0) & (pixbin >= 0) & (pixbin < grid.nbins))
+        if sel.size == 0:
+            continue
+        weight = np.asarray(ivar[:, sel], dtype=np.float64)
+        valid = (weight > 0) & np.isfinite(flux[:, sel] * weight)
+        if mask is not None:
+            valid &= mask[:, sel] == 0
+        # pixels are in wavelength order, so each (line, bin) pair is a run of pixels
+        key = line[sel] * grid.nbins + pixbin[sel]
+        starts = np.flatnonzero(np.diff(key, prepend=-1) != 0)
+        coherent = np.add.reduceat(np.where(valid, weight, 0.0) * amp[sel], starts, axis=1)
+        onehot = np.zeros((starts.size, grid.nbins))
+        onehot[np.arange(starts.size), pixbin[sel][starts]] = 1.0
+        white += coherent ** 2 @ onehot
+    good = (isum > 0) & (white > 0)
+    return np.where(good, isum ** 2 / np.where(good, white, 1.0), 0.0)
+
+
 def coadd_to_grid(coadd, grid, noise=None):
     """Grid the spectra of a :class:`lbgnet.io.CoaddData`.
 
@@ -345,7 +399,7 @@ def coadd_to_grid(coadd, grid, noise=None):
     grid : lbgnet.config.Grid
     noise : lbgnet.noise.NoiseModel, optional
         Also compute ``info.noise_ivar``, the grid ivar under this noise model
-        (:func:`grid_effective_ivar`), for the template refinement.
+        (:func:`grid_noise_ivar`), for the template refinement.
 
     Returns
     -------
@@ -365,9 +419,8 @@ def coadd_to_grid(coadd, grid, noise=None):
     fsum, isum, arm_valid = accumulate_arms(waves, fluxes, ivars, grid, masks)
     noise_ivar = None
     if noise is not None:
-        eff = [noise.effective_ivar(cam, wave, ivar)
-               for (cam, _, _), wave, ivar in zip(pieces, waves, ivars)]
-        noise_ivar = grid_effective_ivar(waves, fluxes, ivars, eff, grid, masks)
+        noise_ivar = grid_noise_ivar([cam for cam, _, _ in pieces], waves, fluxes, ivars, grid,
+                                     noise, masks)
     nvalid = np.count_nonzero(isum > 0, axis=1)
     info = GridInfo(coadd.targetid, nvalid == 0, bands, arm_valid, nvalid,
                     mean_flux(fsum, isum), isum, noise_ivar)
