@@ -9,14 +9,16 @@ The instrument model of the simulator (:mod:`lbgnet.sim.instrument`, calibrated 
 SV1 coadd: doc/sim_instrument.rst) finds the flux scatter of real coadds ``noise_excess``
 times the pipeline σ (3–9 % above it, per arm) plus a sky-subtraction residual on the
 sky lines, ``sky_residual`` × the sky-line flux, which the pipeline ivar does not include.
-The inverse of that variance,
+Per pixel the variance is then
 
-    ivar_eff = 1 / (noise_excess² / ivar + σ_res²),
+    noise_excess² / ivar + σ_res²,
 
-weights a χ² as the scatter of the data deserves.  The template refinement can use it
-(``desi_lbg_afterburner --refine-noise calibrated``): its ``DELTACHI2_TPL`` then judges
-the sky-line residuals as noise rather than as features (doc/model_card.rst, *The noise
-model in the refinement*).  The network's input is not changed.
+with the residual of one sky line shared (one amplitude) by all its pixels; on the 8 Å grid
+:func:`lbgnet.preprocess.grid_noise_ivar` adds each line's residual coherently within a
+bin.  Weighted by that, a χ² treats the scatter of the data as it deserves.  The template
+refinement can use it (``desi_lbg_afterburner --refine-noise calibrated``): its
+``DELTACHI2_TPL`` then judges the sky-line residuals as noise rather than as features
+(doc/afterburner.rst, *A calibrated noise model*).  The network's input is not changed.
 
 Pure numpy; :func:`load_noise_model` builds the model from the default simulator
 configuration.
