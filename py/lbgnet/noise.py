@@ -49,7 +49,7 @@ class NoiseModel:
     excess: dict
     wave: dict
     resid_var: dict
-    resid_line: dict = None
+    resid_line: dict
 
     @classmethod
     def from_instrument(cls, instrument):
@@ -98,8 +98,8 @@ class NoiseModel:
             cameras by :func:`lbgnet.preprocess.camera_pieces`, so each overlap pixel
             takes the model of the camera its side of the cut belongs to).
         wave : numpy.ndarray
-            Pixel wavelengths (Å), shape (nwave,); the residual variance is interpolated
-            onto them (0 outside the camera's range).
+            Pixel wavelengths (Å), shape (nwave,); each takes the residual variance of the
+            nearest model pixel (:meth:`residual_profile`).
         ivar : numpy.ndarray
             Pipeline inverse variance, shape (nspec, nwave).
 
@@ -113,7 +113,7 @@ class NoiseModel:
         KeyError
             Unknown camera.
         """
-        resid = np.interp(wave, self.wave[camera], self.resid_var[camera], left=0.0, right=0.0)
+        resid = self.residual_profile(camera, wave)[0] ** 2
         ivar = np.asarray(ivar, dtype=np.float64)
         good = np.isfinite(ivar) & (ivar > 0)
         var = self.excess[camera] ** 2 / np.where(good, ivar, 1.0) + resid[None, :]
