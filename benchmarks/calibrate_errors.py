@@ -22,19 +22,25 @@ def main():
     parser.add_argument('--model', required=True, help='model file (.weights.h5 or .json)')
     parser.add_argument('--val-dir', required=True, help='the validation set of the model')
     parser.add_argument('--write', action='store_true', help='record the fit in the model JSON')
+    parser.add_argument('--refine-noise', choices=('pipeline', 'calibrated'), default=None,
+                        help='noise of the refinement\'s chi2 [the commands\' default, '
+                        'lbgnet.afterburner.DEFAULT_REFINE_NOISE]')
     args = parser.parse_args()
 
+    from lbgnet.afterburner import DEFAULT_REFINE_NOISE, refine_noise_model
     from lbgnet.io.modelfile import load_model, update_model_metadata
     from lbgnet.predict import catalog_from_raw, predict_raw
     from lbgnet.scripts.lbg_train import error_calibration, find_validation, read_labelled
     from lbgnet.targets import metric_truth
     model, config, _ = load_model(args.model)
     coadds, truths = find_validation(args.val_dir)
-    X, _, truth, grid = read_labelled(coadds, truths, config, with_grid=True)
+    noise = args.refine_noise or DEFAULT_REFINE_NOISE
+    X, _, truth, grid = read_labelled(coadds, truths, config, with_grid=True,
+                                      noise=refine_noise_model(noise))
     truth = metric_truth(truth, config)
     raw = predict_raw(model, X, config)
     res = catalog_from_raw(raw, config, calibrate=False)
-    calib = error_calibration(res, truth, config, grid, raw.get('conf'))
+    calib = error_calibration(res, truth, config, grid, raw.get('conf'), noise)
     calib['validation_files'] = [os.path.basename(c) for c in coadds]
     print(json.dumps(calib, indent=1))
     if args.write:

@@ -94,6 +94,14 @@ def test_catalogue_matches_direct_prediction(tmp_path, model_path, caplog):
                                [np.where(raw[b][3] == 0, raw[b][2], 0) for b in 'brz'], net.config.grid)
     np.testing.assert_allclose(info.flux, flux, rtol=1e-6, atol=1e-9)   # float32 reads
     np.testing.assert_allclose(info.ivar, ivar, rtol=1e-6)
+    # by default χ² is weighted by the calibrated noise model's grid ivar
+    from lbgnet.noise import load_noise_model
+    from lbgnet.preprocess import grid_noise_ivar
+    assert hdr['REFNOISE'] == 'calibrated'
+    ivar = grid_noise_ivar(list('brz'), [raw[b][0] for b in 'brz'], [raw[b][1] for b in 'brz'],
+                           [raw[b][2] for b in 'brz'], net.config.grid, load_noise_model(),
+                           [raw[b][3] for b in 'brz'])
+    assert np.all(ivar <= info.ivar * (1 + 1e-6))          # the model adds variance
     by_hand = refiner.run(flux, ivar, np.where(res['IS_LBG'], res['Z_LBG'], np.nan), conf)
     for col in ('Z_TPL', 'ZERR_TPL', 'DELTACHI2_TPL'):
         assert np.allclose(cat[col], by_hand[col][pos], equal_nan=True, rtol=1e-6)
@@ -483,40 +491,45 @@ def test_no_model_at_all_is_a_clear_error(tmp_path, caplog, monkeypatch):
 
 
 def test_refinement_with_the_calibrated_noise_model(tmp_path, model_path, caplog):
-    """--refine-noise calibrated: recorded in the header, warned about (ZERR_TPL is
-    calibrated with the pipeline ivar), the same rows selected and refined, and the
-    refinement's χ² weighted by the noise model's grid ivar, not the pipeline's."""
+    """The refinement weights χ² by the calibrated noise model by default (recorded in the
+    header); ``--refine-noise pipeline`` uses the pipeline ivar, warned about (ZERR_TPL is
+    calibrated under the noise model), with the same rows selected and refined; each
+    catalogue equals the refiner run by hand on its grid ivar."""
     from lbgnet.io.coadd import read_coadd
     from lbgnet.noise import load_noise_model
     from lbgnet.preprocess import coadd_to_grid
     coadd, output = make_pair(str(tmp_path), nspec=16)
     assert run(caplog, '--coadd', coadd, '--model', model_path)[0] == 0
-    base, hdr = read_catalog(output)
-    assert hdr['REFNOISE'] == 'pipeline'
-    noisy = str(tmp_path / 'noisy.fits')
-    rc, text = run(caplog, '--coadd', coadd, '--model', model_path, '--output', noisy,
-                   '--refine-noise', 'calibrated')
-    assert rc == 0 and 'only approximately so' in text and '--refine-noise' in text
-    cat, hdr = read_catalog(noisy)
+    cat, hdr = read_catalog(output)
     assert hdr['REFNOISE'] == 'calibrated'
+    plainout = str(tmp_path / 'plain.fits')
+    rc, text = run(caplog, '--coadd', coadd, '--model', model_path, '--output', plainout,
+                   '--refine-noise', 'pipeline')
+    assert rc == 0 and 'only approximately so' in text and '--refine-noise' in text
+    base, phdr = read_catalog(plainout)
+    assert phdr['REFNOISE'] == 'pipeline'
     for col in ('IS_LBG', 'Z_LBG', 'C_LBG'):
         np.testing.assert_array_equal(cat[col], base[col])
     refined = np.isfinite(cat['Z_TPL'])
     assert refined.any() and np.array_equal(refined, np.isfinite(base['Z_TPL']))
     assert not np.allclose(cat['DELTACHI2_TPL'][refined], base['DELTACHI2_TPL'][refined])
-    # by hand: the refiner run on the noise model's grid ivar gives the catalogue's values
+    # by hand: the refiner run on each grid ivar gives each catalogue's values
     net = load_network(model_path)
     refiner = load_refiner(hdr['REFTEMPL'], net.config, net.zrange)
     X, info = coadd_to_grid(read_coadd(coadd), net.config.grid, load_noise_model())
     pos = np.searchsorted(info.targetid, cat['TARGETID'])     # catalogue rows: Redrock order
     res = postprocess(*predict_boxes(net.model, X), net.config)
     z0 = np.where(res['IS_LBG'], res['Z_LBG'], np.nan)
-    by_hand = refiner.run(info.flux, info.noise_ivar, z0, predict_boxes(net.model, X)[0])
-    for col in ('Z_TPL', 'DELTACHI2_TPL'):
-        np.testing.assert_allclose(cat[col], by_hand[col][pos], rtol=1e-6, equal_nan=True)
-    for bad in (['--refine-noise', 'exact'], ['--refine-noise', 'calibrated', '--no-refine']):
+    conf = predict_boxes(net.model, X)[0]
+    for table, ivar in ((cat, info.noise_ivar), (base, info.ivar)):
+        by_hand = refiner.run(info.flux, ivar, z0, conf)
+        for col in ('Z_TPL', 'DELTACHI2_TPL'):
+            np.testing.assert_allclose(table[col], by_hand[col][pos], rtol=1e-6, equal_nan=True)
+    for bad in (['--refine-noise', 'exact'], ['--refine-noise', 'calibrated', '--no-refine'],
+                ['--refine-noise', 'pipeline', '--no-refine']):
         with pytest.raises(SystemExit):
             parse(['--coadd', coadd] + bad)
+    assert parse(['--coadd', coadd]).refine_noise == 'calibrated'
     # a refiner with a noise model never silently falls back to the pipeline ivar
     import dataclasses
     from lbgnet.afterburner import refine_selected

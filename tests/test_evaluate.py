@@ -264,12 +264,12 @@ def test_evaluate_script_coadd_and_catalog(tmp_path, caplog):
     simhash = fits.getheader(paths['truth'])['SIMHASH']
     assert m1['inputs']['simulator'] == {'model': None, 'files': [simhash], 'match': None}
     assert m1['inputs']['refine']['template'].startswith('rrtemplate-GALAXY-LBG')
-    assert m1['inputs']['refine']['noise'] == 'pipeline'
-    noisy = tmp_path / 'ev-noise'               # the refinement with the calibrated noise
+    assert m1['inputs']['refine']['noise'] == 'calibrated'
+    noisy = tmp_path / 'ev-noise'               # the refinement with the pipeline ivar
     assert main(['--coadd', paths['coadd'], '--truth', paths['truth'], '--model', model_path,
-                 '--outdir', str(noisy), '--refine-noise', 'calibrated']) == 0
+                 '--outdir', str(noisy), '--refine-noise', 'pipeline']) == 0
     mn = json.loads((noisy / OUTPUTS['metrics']).read_text())
-    assert mn['inputs']['refine']['noise'] == 'calibrated'
+    assert mn['inputs']['refine']['noise'] == 'pipeline'
     for name, reg in mn['regimes'].items():
         assert reg['nlbg'] == m1['regimes'][name]['nlbg']
         if reg['nlbg']:
@@ -302,11 +302,12 @@ def test_evaluate_script_coadd_and_catalog(tmp_path, caplog):
     assert m3['regimes']['lowz']['nlbg'] == m3['regimes']['all']['nlbg'] > 0
     # the same predictions as an afterburner catalogue, rows shuffled
     model, cfg, meta = load_model(model_path)
-    X, targetid, good, info = read_coadd_for_evaluation(paths['coadd'], cfg)
+    refiner = load_refiner(default_template_path(), cfg, training_zrange(cfg, meta),
+                           noise='calibrated')         # the commands' default
+    X, targetid, good, info = read_coadd_for_evaluation(paths['coadd'], cfg, refiner.noise)
     assert (~good).sum() == m1['inputs']['nexcluded_bad_fibres']
     conf, offset = predict_boxes(model, X)
     res = postprocess(conf, offset, cfg)
-    refiner = load_refiner(default_template_path(), cfg, training_zrange(cfg, meta))
     res.update(refine_selected(refiner, info, res, conf))
     order = np.random.default_rng(0).permutation(len(X))
     cat = str(tmp_path / 'lbg_cnn-test.fits')

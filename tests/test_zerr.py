@@ -130,7 +130,7 @@ def test_training_calibration_of_the_template_errors():
     res = {'IS_LBG': np.ones(n, bool), 'ZERR_LBG': zerr_lbg,
            'Z_LBG': z_true + 2 * zerr_lbg * rng.standard_normal(n)}
     truth = {'CLASS': np.full(n, 'LBG'), 'Z_TRUE': z_true}
-    calib = error_calibration(res, truth, config, (flux, 1 / sigma ** 2))
+    calib = error_calibration(res, truth, config, (flux, 1 / sigma ** 2), noise='pipeline')
     for key in ('ZERR_LBG', 'ZERR_TPL'):                   # by construction of the fit
         assert calib[key]['calibrated']['nmad_pull'] == pytest.approx(1.0, abs=1e-3)
     fit = calib['ZERR_TPL']['fit']

@@ -8,6 +8,7 @@ loaded once) on a coadd block by block, refine the selected targets' redshifts w
 template fit (:mod:`lbgnet.refine`), build the catalogue header, rerun Redrock on the
 selected targets, and size TensorFlow's thread pool for the CPUs of an MPI rank.
 """
+import dataclasses
 import os
 from dataclasses import dataclass
 
@@ -33,6 +34,11 @@ from .refine import DEFAULT_DLOGZ, DEFAULT_PRIOR_WEIGHT, DEFAULT_WINDOW, MIN_DEL
 
 #: Spectra per block read and gridded at once (bounds the memory of the arrays).
 DEFAULT_CHUNK = 1000
+#: Noise of the refinement's χ²: the pipeline ivar, or the calibrated noise model
+#: (:mod:`lbgnet.noise`: scatter excess and sky-line residuals), the default since
+#: 2026-12-01 (doc/afterburner.rst, *A calibrated noise model*).
+REFINE_NOISES = ('pipeline', 'calibrated')
+DEFAULT_REFINE_NOISE = 'calibrated'
 
 @dataclass
 class FilePrediction:
@@ -130,7 +136,7 @@ def refine_selected(refiner, info, results, conf=None):
 
 
 def load_refiner(path, config, zrange, window=DEFAULT_WINDOW, prior_weight=DEFAULT_PRIOR_WEIGHT,
-                 dlogz=DEFAULT_DLOGZ, calibrate=True):
+                 dlogz=DEFAULT_DLOGZ, calibrate=True, noise='pipeline'):
     """Template refinement for a model's grid and redshift range.
 
     Parameters
@@ -151,6 +157,12 @@ def load_refiner(path, config, zrange, window=DEFAULT_WINDOW, prior_weight=DEFAU
     calibrate : bool, optional
         Calibrate ``ZERR_TPL`` with the configuration's ``postprocess.zerr_tpl_scale`` and
         ``zerr_tpl_floor`` (:mod:`lbgnet.zerr`); False: the formal error.
+    noise : {'pipeline', 'calibrated'}, optional
+        Noise of the χ² (:data:`REFINE_NOISES`): with 'calibrated' the refiner carries
+        :func:`lbgnet.noise.load_noise_model`, and the spectra must be gridded with it
+        (:func:`lbgnet.preprocess.coadd_to_grid`, ``refiner.noise``).  The library
+        default is the pipeline ivar; the commands default to
+        :data:`DEFAULT_REFINE_NOISE`.
 
     Returns
     -------
@@ -160,10 +172,13 @@ def load_refiner(path, config, zrange, window=DEFAULT_WINDOW, prior_weight=DEFAU
     ------
     InputFileError
         Unreadable template, or one that cannot cover the grid at the model's redshifts.
+    ValueError
+        If `noise` is not one of :data:`REFINE_NOISES`.
     """
     from .io.templates import read_rr_template
     from .refine import Refiner, template_from_basis
     from .sim.population import load_sim_config
+    model = refine_noise_model(noise)
     rrt = read_rr_template(path)
     igm = load_sim_config()['simulation']['igm']
     opts = postprocess_options(config)
@@ -171,11 +186,34 @@ def load_refiner(path, config, zrange, window=DEFAULT_WINDOW, prior_weight=DEFAU
                     else (1.0, 0.0))
     try:
         template = template_from_basis(rrt.wave, rrt.basis, igm=igm)
-        return Refiner.build(template, config, zrange, prior_weight, window, dlogz=dlogz,
-                             source=os.path.abspath(path), sha256=file_sha256(path),
-                             zerr_scale=scale, zerr_floor=floor)
+        refiner = Refiner.build(template, config, zrange, prior_weight, window, dlogz=dlogz,
+                                source=os.path.abspath(path), sha256=file_sha256(path),
+                                zerr_scale=scale, zerr_floor=floor)
     except ValueError as err:
         raise InputFileError(path, f'unusable refinement template: {err}') from None
+    return refiner if model is None else dataclasses.replace(refiner, noise=model)
+
+
+def refine_noise_model(noise):
+    """The noise model a refinement with `noise` weights χ² by.
+
+    Parameters
+    ----------
+    noise : {'pipeline', 'calibrated'}
+        :data:`REFINE_NOISES`.
+
+    Returns
+    -------
+    lbgnet.noise.NoiseModel or None
+        :func:`lbgnet.noise.load_noise_model` for 'calibrated'; None (the pipeline ivar)
+        for 'pipeline'.
+    """
+    if noise not in REFINE_NOISES:
+        raise ValueError(f'noise must be one of {REFINE_NOISES}, got {noise!r}')
+    if noise == 'pipeline':
+        return None
+    from .noise import load_noise_model
+    return load_noise_model()
 
 
 def blank_empty(results, empty):

@@ -238,7 +238,7 @@ def check_disjoint(train_files, val_files):
                              'calibration would be chosen on training spectra')
 
 
-def read_labelled(coadds, truths, config, with_grid=False):
+def read_labelled(coadds, truths, config, with_grid=False, noise=None):
     """Network input, targets and truth of mock files, through the production reader.
 
     Spectra of dead fibres (``COADD_FIBERSTATUS != 0``) or without valid pixels are left out.
@@ -252,6 +252,9 @@ def read_labelled(coadds, truths, config, with_grid=False):
     config : lbgnet.config.Config
     with_grid : bool, optional
         Also return the rebinned flux and ivar (for the template refinement).
+    noise : lbgnet.noise.NoiseModel, optional
+        With `with_grid`: the returned ivar is the grid ivar under this noise model
+        (``GridInfo.noise_ivar``, for a refiner carrying it) instead of the pipeline's.
 
     Returns
     -------
@@ -270,14 +273,15 @@ def read_labelled(coadds, truths, config, with_grid=False):
     from ..io.mock import check_truth_matches, read_truth
     Xs, tables, flux, ivar = [], [], [], []
     for coadd, truth_path in zip(coadds, truths):
-        X, targetid, good, info = read_coadd_for_evaluation(coadd, config)
+        X, targetid, good, info = read_coadd_for_evaluation(
+            coadd, config, noise if with_grid else None)
         truth = read_truth(truth_path)
         check_truth_matches(coadd, truth_path, truth)
         check_labels(truth, truth_path)
         Xs.append(X[good])
         if with_grid:
             flux.append(info.flux[good])
-            ivar.append(info.ivar[good])
+            ivar.append((info.ivar if noise is None else info.noise_ivar)[good])
         tables.append(truth[match_rows(np.asarray(truth['TARGETID']), targetid[good], truth_path,
                                        f'the usable spectra of {os.path.basename(coadd)}')])
     truth = vstack(tables)
@@ -286,7 +290,7 @@ def read_labelled(coadds, truths, config, with_grid=False):
     return out + ((np.concatenate(flux), np.concatenate(ivar)),) if with_grid else out
 
 
-def validation_summary(model, X, truth, config, grid=None):
+def validation_summary(model, X, truth, config, grid=None, noise=None):
     """Choose the thresholds on the validation set, report its metrics at them and
     calibrate the redshift errors (:func:`error_calibration`).
 
@@ -307,11 +311,11 @@ def validation_summary(model, X, truth, config, grid=None):
     metrics = evaluate_predictions(truth, res, c_thresh)
     brief = {name: {'pe_score': m['pe_score'], 'efficiency': m['efficiency'],
                     'purity': m['purity'], **m['redshift']} for name, m in metrics.items()}
-    calibration = error_calibration(res, truth, config, grid, raw.get('conf'))
+    calibration = error_calibration(res, truth, config, grid, raw.get('conf'), noise)
     return c_thresh, n_thresh, table, brief, calibration
 
 
-def error_calibration(res, truth, config, grid=None, conf=None):
+def error_calibration(res, truth, config, grid=None, conf=None, noise=None):
     """Fit the calibration of ``ZERR_LBG`` and ``ZERR_TPL`` on the validation set.
 
     :func:`lbgnet.zerr.fit_calibration` on the selected true LBGs: for ``ZERR_LBG`` with
@@ -333,20 +337,26 @@ def error_calibration(res, truth, config, grid=None, conf=None):
         Flux and ivar on the grid; None: ``ZERR_TPL`` stays uncalibrated.
     conf : numpy.ndarray, optional
         Box confidences (the refinement's prior).
+    noise : {'pipeline', 'calibrated'}, optional
+        Noise of the refinement's χ², as for the commands
+        (:data:`lbgnet.afterburner.DEFAULT_REFINE_NOISE` when None); the ivar of `grid`
+        must be gridded under it (:func:`read_labelled` with
+        :func:`lbgnet.afterburner.refine_noise_model`).
 
     Returns
     -------
     dict
-        ``postprocess``: the four ``zerr_*`` options (scale 1 and floor 0 where a fit was
+        ``refine_noise``: that noise; ``postprocess``: the four ``zerr_*`` options (scale 1 and floor 0 where a fit was
         impossible); ``ZERR_LBG`` / ``ZERR_TPL``: the fit (or the reason it failed) and
         :func:`lbgnet.zerr.pull_stats` before and after.
     """
-    from ..afterburner import default_template_path, load_refiner
+    from ..afterburner import DEFAULT_REFINE_NOISE, default_template_path, load_refiner
     from ..evaluate import LBG_CLASS
     from ..network import training_zrange
     from ..targets import target_class
     from ..zerr import calibrated_error, fit_calibration, pull_stats
     log = get_logger()
+    noise = DEFAULT_REFINE_NOISE if noise is None else noise
     sel = np.asarray(res['IS_LBG'], dtype=bool) & (np.asarray(truth['CLASS']) == LBG_CLASS)
     z_true = np.asarray(truth['Z_TRUE'])[sel]
     measured = {'ZERR_LBG': (res['Z_LBG'][sel], res['ZERR_LBG'][sel])}
@@ -360,7 +370,7 @@ def error_calibration(res, truth, config, grid=None, conf=None):
     else:
         try:
             refiner = load_refiner(default_template_path(), config,
-                                   training_zrange(config, {}), calibrate=False)
+                                   training_zrange(config, {}), calibrate=False, noise=noise)
         except (InputFileError, ValueError) as err:      # e.g. a grid the template misses
             reasons['ZERR_TPL'] = f'no template refinement: {err}'
         else:
@@ -388,7 +398,7 @@ def error_calibration(res, truth, config, grid=None, conf=None):
         log.info('%s calibration on validation: scale %.3f, floor %.2e; pull NMAD %.2f -> %.2f',
                  key, fit['scale'], fit['floor'], report[key]['raw']['nmad_pull'],
                  report[key]['calibrated']['nmad_pull'])
-    return {'postprocess': options, **report}
+    return {'refine_noise': noise, 'postprocess': options, **report}
 
 
 def with_error_calibration(config, options):
@@ -566,6 +576,7 @@ def _score_text(value):
 
 
 def _train(args, log, t_start):
+    from ..afterburner import DEFAULT_REFINE_NOISE, refine_noise_model
     from ..io.modelfile import save_model
     from ..sim.generator import MockBatches, as_pydataset
     from ..targets import metric_truth
@@ -600,7 +611,8 @@ def _train(args, log, t_start):
             log.info('validation set written (--validation-only); reuse it with --val-dir %s',
                      os.path.join(args.outdir, 'validation'))
             return 0
-    X_val, y_val, truth_val, grid_val = read_labelled(coadds, truths, config, with_grid=True)
+    X_val, y_val, truth_val, grid_val = read_labelled(
+        coadds, truths, config, with_grid=True, noise=refine_noise_model(DEFAULT_REFINE_NOISE))
     truth_val = metric_truth(truth_val, config)
     if batches is None:
         batches = MockBatches(setup, encode=TruthEncoder(config), batch_size=opts['batch_size'],

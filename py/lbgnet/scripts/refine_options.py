@@ -5,10 +5,9 @@ lbgnet.scripts.refine_options
 The template-refinement options shared by ``desi_lbg_afterburner`` and
 ``desi_lbg_evaluate`` (:mod:`lbgnet.refine`).
 """
-import dataclasses
-
 from desiutil.log import get_logger
 
+from ..afterburner import DEFAULT_REFINE_NOISE, REFINE_NOISES
 from ..refine import DEFAULT_DLOGZ, DEFAULT_PRIOR_WEIGHT, DEFAULT_WINDOW
 
 
@@ -26,11 +25,11 @@ def add_refine_arguments(parser):
     parser.add_argument('--refine-window', type=float, default=DEFAULT_WINDOW,
                         help='half width of the refinement\'s search window around Z_LBG, '
                         'in dz/(1+z) [%(default)s]')
-    parser.add_argument('--refine-noise', choices=('pipeline', 'calibrated'), default='pipeline',
-                        help='noise of the refinement\'s chi2: the pipeline ivar, or the '
-                        'calibrated noise model (scatter excess and sky-line residuals, '
-                        'lbgnet.noise), which makes DELTACHI2_TPL more honest '
-                        '(doc/afterburner.rst) [%(default)s]')
+    parser.add_argument('--refine-noise', choices=REFINE_NOISES, default=None,
+                        help='noise of the refinement\'s chi2: the calibrated noise model '
+                        '(scatter excess and sky-line residuals, lbgnet.noise), which makes '
+                        'DELTACHI2_TPL more honest, or the pipeline ivar (the default before '
+                        '2026-12-01; doc/afterburner.rst) [%s]' % DEFAULT_REFINE_NOISE)
     parser.add_argument('--refine-step', type=float, default=DEFAULT_DLOGZ,
                         help='step of the refinement\'s trial redshifts in log10(1+z); 4e-4 is '
                         'about 2.5x faster and slightly less precise (doc/afterburner.rst) '
@@ -41,8 +40,10 @@ def check_refine_arguments(parser, args):
     """``parser.error`` on inconsistent refinement options."""
     if args.no_refine and args.refine_template:
         parser.error('--refine-template and --no-refine exclude each other')
-    if args.no_refine and args.refine_noise != 'pipeline':
+    if args.no_refine and args.refine_noise is not None:
         parser.error('--refine-noise and --no-refine exclude each other')
+    if args.refine_noise is None:
+        args.refine_noise = DEFAULT_REFINE_NOISE
     if not 0 < args.refine_window < 1:
         parser.error(f'--refine-window must be in (0, 1), got {args.refine_window}')
     if args.refine_prior_weight < 0:
@@ -69,14 +70,11 @@ def make_refiner(args, config, zrange):
         ('refine-window', args.refine_window, DEFAULT_WINDOW),
         ('refine-prior-weight', args.refine_prior_weight, DEFAULT_PRIOR_WEIGHT),
         ('refine-step', args.refine_step, DEFAULT_DLOGZ),
-        ('refine-noise', args.refine_noise, 'pipeline')) if value != default]
+        ('refine-noise', args.refine_noise, DEFAULT_REFINE_NOISE)) if value != default]
     if changed and (opts['zerr_tpl_scale'], opts['zerr_tpl_floor']) != (1.0, 0.0):
         get_logger().warning('ZERR_TPL is calibrated for the shipped template at the default '
                              'refinement settings; with %s it is only approximately so',
                              ', '.join(changed))
-    refiner = load_refiner(args.refine_template or default_template_path(), config, zrange,
-                           args.refine_window, args.refine_prior_weight, args.refine_step)
-    if args.refine_noise == 'calibrated':
-        from ..noise import load_noise_model
-        refiner = dataclasses.replace(refiner, noise=load_noise_model())
-    return refiner
+    return load_refiner(args.refine_template or default_template_path(), config, zrange,
+                        args.refine_window, args.refine_prior_weight, args.refine_step,
+                        noise=args.refine_noise or DEFAULT_REFINE_NOISE)
