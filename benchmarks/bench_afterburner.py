@@ -7,7 +7,10 @@ Measures, in one run:
 1. end-to-end throughput on ``--nfiles`` healpix-style coadds of ``--nspec`` spectra,
    model loaded once, (a) one process (TensorFlow on all cores) and (b) ``mpiexec -n 2``
    (one thread per rank): spectra/s of the file loop (read → grid → predict →
-   post-process → catalogue → write) and wall time of the whole command;
+   post-process → catalogue → write) and wall time of the whole command; with
+   ``--variant NAME=OPTIONS``, also (c) ``mpiexec -n 2`` with extra options (e.g.
+   ``--refine-noise pipeline``) and its rate relative to (b); the measures take turns,
+   ``--repeat`` rounds, best of each;
 2. ``rrdesi`` on the first of those files (``--mp`` = number of cores, templates from
    ``--rrdesi-templates``, by default ../shared/reference/redrock-templates) and the
    afterburner alone on the same file: the time ratio;
@@ -28,6 +31,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -48,7 +52,18 @@ def parse(options=None):
                         help='afterburner runs per measurement; the fastest is kept [%(default)s]')
     parser.add_argument('--skip-rrdesi', action='store_true')
     parser.add_argument('--json', help='write the numbers here')
-    return parser.parse_args(options)
+    parser.add_argument('--variant', action='append', default=[], metavar='NAME=OPTIONS',
+                        help='also time ``mpiexec -n 2`` with these extra afterburner options, '
+                        'reported as mpi2_NAME with its rate relative to mpi2 (e.g. '
+                        'pipeline="--refine-noise pipeline"); repeatable')
+    args = parser.parse_args(options)
+    args.variants = {}
+    for item in args.variant:
+        name, sep, opts = item.partition('=')
+        if not sep or not name.isidentifier():
+            parser.error(f'--variant must be NAME=OPTIONS, not {item!r}')
+        args.variants[name] = shlex.split(opts)
+    return args
 
 
 def make_mock(outdir, nspec, nfiles, seed, env, resolution=True):
@@ -96,13 +111,22 @@ def main(args):
                                               os.path.join(args.workdir, 'o2')], env),
         'one_file': (ab + ['--coadd', one, '--output', os.path.join(args.workdir, 'one.fits')], env),
     }
-    for name, (cmd, cmd_env) in measures.items():
-        runs = [run(cmd, cmd_env) for _ in range(args.repeat)]
+    for name, extra in args.variants.items():
+        measures[f'mpi2_{name}'] = (measures['mpi2'][0] + extra, env)
+    # round robin over the measures, so that a change of load hits them alike
+    allruns = {name: [] for name in measures}
+    for _ in range(args.repeat):
+        for name, (cmd, cmd_env) in measures.items():
+            allruns[name].append(run(cmd, cmd_env))
+    for name, runs in allruns.items():
         walls = [w for w, _ in runs]
         loops = [rate(log) for _, log in runs]
         n, secs = min(loops, key=lambda x: x[1])
         out[name] = dict(spectra=n, loop_s=secs, spectra_per_s=n / secs, command_wall_s=min(walls),
                          all_loop_s=[x[1] for x in loops], all_command_wall_s=walls)
+    for name in args.variants:
+        out[f'mpi2_{name}']['rate_relative_to_mpi2'] = (out[f'mpi2_{name}']['spectra_per_s']
+                                                        / out['mpi2']['spectra_per_s'])
     if not args.skip_rrdesi:
         code = 'import sys; from lbgnet.redrock_rerun import import_rrdesi; import_rrdesi()(sys.argv[1:])'
         templates = sorted(os.path.join(args.rrdesi_templates, f)

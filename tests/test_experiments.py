@@ -231,3 +231,18 @@ def test_bayes_redshift_estimate_runs_and_finds_bright_redshifts(tmp_path):
     # the estimates are centred on the posterior: a bias of up to the window's half width
     # (0.05) would still count as right but not pass this
     assert full['all']['bayes_median_abs_dz']['4000'] < 0.01
+
+
+def test_bench_afterburner_variants_are_parsed():
+    """benchmarks/bench_afterburner.py --variant NAME=OPTIONS: the extra afterburner options
+    split as a shell would; a variant without a name, or whose name cannot label a JSON
+    key, is refused."""
+    bench = load_bench('bench_afterburner')
+    args = bench.parse(['--workdir', 'w', '--variant', 'pipeline=--refine-noise pipeline',
+                        '--variant', 'step=--refine-step 4e-4 --refine-noise "pipeline"'])
+    assert args.variants == {'pipeline': ['--refine-noise', 'pipeline'],
+                             'step': ['--refine-step', '4e-4', '--refine-noise', 'pipeline']}
+    assert bench.parse(['--workdir', 'w']).variants == {}
+    for bad in ('--refine-noise pipeline', '=--no-refine', 'no refine=--no-refine'):
+        with pytest.raises(SystemExit):
+            bench.parse(['--workdir', 'w', '--variant', bad])

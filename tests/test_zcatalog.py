@@ -114,6 +114,16 @@ def test_mixed_refinement_refused(tmp_path):
         write_cat(str(other / f'lbg_cnn-main-dark-{i}.fits'), [i], [1], [3.0], [0], [1],
                   [('REFINE', True, ''), ('REFSTEP', step, '')])
     assert main(['--input-dir', str(other), '--output', str(tmp_path / 's.fits')]) == 1
+    # and so is the refinement's noise (it sets what DELTACHI2_TPL, hence GOOD_LBG, means);
+    # a catalogue without REFNOISE was refined with the pipeline ivar
+    noise = tmp_path / 'noise'
+    for name, cards in (('0', [('REFNOISE', 'calibrated', '')]), ('1', [('REFNOISE', 'pipeline', '')]),
+                        ('2', [])):
+        write_cat(str(noise / name / f'lbg_cnn-main-dark-{name}.fits'), [int(name)], [1], [3.0],
+                  [0], [1], [('REFINE', True, '')] + cards)
+    assert main(['--input-dir', str(noise), '--output', str(tmp_path / 'n.fits')]) == 1
+    assert main(['--catalogs', str(noise / '1' / '*.fits'), str(noise / '2' / '*.fits'),
+                 '--output', str(tmp_path / 'n12.fits')]) == 0
 
 
 def test_survey_target_bits_and_rerun_columns(tmp_path):

@@ -16,9 +16,10 @@ Per pixel the variance is then
 with the residual of one sky line shared (one amplitude) by all its pixels; on the 8 Å grid
 :func:`lbgnet.preprocess.grid_noise_ivar` adds each line's residual coherently within a
 bin.  Weighted by that, a χ² treats the scatter of the data as it deserves.  The template
-refinement can use it (``desi_lbg_afterburner --refine-noise calibrated``): its
-``DELTACHI2_TPL`` then judges the sky-line residuals as noise rather than as features
-(doc/afterburner.rst, *A calibrated noise model*).  The network's input is not changed.
+refinement of the commands uses it by default (``--refine-noise calibrated``;
+:data:`lbgnet.afterburner.DEFAULT_REFINE_NOISE`): its ``DELTACHI2_TPL`` then judges the
+sky-line residuals as noise rather than as features (doc/afterburner.rst, *A calibrated
+noise model*).  The network's input is not changed.
 
 Pure numpy; :func:`load_noise_model` builds the model from the default simulator
 configuration.

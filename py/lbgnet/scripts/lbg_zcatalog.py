@@ -19,13 +19,15 @@ from ..io.errors import InputFileError
 from ..zcatalog import add_location, bad_bits, stack_catalogs
 
 #: Header keywords that must agree between the stacked catalogues (model, thresholds,
-#: rerun, refinement template and settings, error calibration).
+#: rerun, refinement template and settings — its noise included, which sets what
+#: DELTACHI2_TPL and hence GOOD_LBG mean —, error calibration).
 CONSISTENT_KEYS = ('LBGMSHA', 'CTHRESH', 'NTHRESH', 'ZERRSCL', 'ZERRFLR', 'RERUNRR', 'RRTSHA',
-                   'REFINE', 'REFTSHA', 'REFWGT', 'REFWIN', 'REFSTEP', 'MINDCHI2', 'ZTPLSCL',
-                   'ZTPLFLR')
+                   'REFINE', 'REFTSHA', 'REFWGT', 'REFWIN', 'REFSTEP', 'REFNOISE', 'MINDCHI2',
+                   'ZTPLSCL', 'ZTPLFLR')
 #: Values of keywords that catalogues written before lbgnet recorded them hold implicitly
-#: (uncalibrated redshift errors).
-IMPLICIT_VALUES = {'ZERRSCL': 1.0, 'ZERRFLR': 0.0, 'ZTPLSCL': 1.0, 'ZTPLFLR': 0.0}
+#: (uncalibrated redshift errors; a refinement weighted by the pipeline ivar).
+IMPLICIT_VALUES = {'ZERRSCL': 1.0, 'ZERRFLR': 0.0, 'ZTPLSCL': 1.0, 'ZTPLFLR': 0.0,
+                   'REFNOISE': 'pipeline'}
 #: Further provenance copied to the stacked header when every input has the same value.
 PROVENANCE_KEYS = ('LBGMODEL', 'LBGCONF', 'NBOXES', 'GRIDWMIN', 'GRIDDW', 'GRIDNBIN', 'LBGZMIN',
                    'LBGZMAX', 'REFTEMPL')
