@@ -27,7 +27,7 @@ def main():
                         'lbgnet.afterburner.DEFAULT_REFINE_NOISE]')
     args = parser.parse_args()
 
-    from lbgnet.afterburner import DEFAULT_REFINE_NOISE, refine_noise_model
+    from lbgnet.afterburner import DEFAULT_REFINE_NOISE
     from lbgnet.io.modelfile import load_model, update_model_metadata
     from lbgnet.predict import catalog_from_raw, predict_raw
     from lbgnet.scripts.lbg_train import error_calibration, find_validation, read_labelled
@@ -35,8 +35,7 @@ def main():
     model, config, _ = load_model(args.model)
     coadds, truths = find_validation(args.val_dir)
     noise = args.refine_noise or DEFAULT_REFINE_NOISE
-    X, _, truth, grid = read_labelled(coadds, truths, config, with_grid=True,
-                                      noise=refine_noise_model(noise))
+    X, _, truth, grid = read_labelled(coadds, truths, config, with_grid=True, noise=noise)
     truth = metric_truth(truth, config)
     raw = predict_raw(model, X, config)
     res = catalog_from_raw(raw, config, calibrate=False)

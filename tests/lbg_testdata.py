@@ -35,11 +35,11 @@ def tiny_config():
     return config_from_dict(data, source='lbgnet-tiny-test')
 
 
-def save_tiny_model(path, seed=3, c_thresh=None, postprocess=None):
+def save_tiny_model(path, seed=3, c_thresh=None, postprocess=None, metadata=None):
     """Build the tiny network with seeded random weights and save it; return the weights path.
 
     `postprocess`: options to set in the configuration's ``postprocess`` section (e.g. the
-    error calibration)."""
+    error calibration); `metadata`: more entries of the model card's metadata."""
     import keras
     from lbgnet.io.modelfile import save_model
     from lbgnet.model import build_model
@@ -52,7 +52,8 @@ def save_tiny_model(path, seed=3, c_thresh=None, postprocess=None):
         cfg = config_from_dict(data, source=cfg.source)
     keras.utils.set_random_seed(seed)
     model = build_model(cfg)
-    return save_model(path, model, cfg, metadata={'purpose': 'afterburner tests'})[0]
+    return save_model(path, model, cfg, metadata={'purpose': 'afterburner tests',
+                                                  **(metadata or {})})[0]
 
 
 def gaussian_resolution(nspec, nwave, sigma_pix=1.0, ndiag=11):

@@ -28,7 +28,8 @@ MASK = LBGWarnMask()
 def model_path(tmp_path_factory):
     return save_tiny_model(str(tmp_path_factory.mktemp('model') / 'tiny.weights.h5'),
                            postprocess={'zerr_scale': 3.0, 'zerr_floor': 2e-4,
-                                        'zerr_tpl_scale': 1.7, 'zerr_tpl_floor': 1e-4})
+                                        'zerr_tpl_scale': 1.7, 'zerr_tpl_floor': 1e-4},
+                           metadata={'error_calibration': {'refine_noise': 'calibrated'}})
 
 
 def make_pair(directory, name='main-dark-100', nspec=12, rr_order=None, **kwargs):
@@ -529,7 +530,16 @@ def test_refinement_with_the_calibrated_noise_model(tmp_path, model_path, caplog
                 ['--refine-noise', 'pipeline', '--no-refine']):
         with pytest.raises(SystemExit):
             parse(['--coadd', coadd] + bad)
-    assert parse(['--coadd', coadd]).refine_noise == 'calibrated'
+    assert parse(['--coadd', coadd]).refine_noise is None      # the default: calibrated
+    # a model whose ZERR_TPL was calibrated with the pipeline ivar (before the noise was
+    # recorded): the default refinement warns, --refine-noise pipeline does not
+    older = save_tiny_model(str(tmp_path / 'older.weights.h5'),
+                            postprocess={'zerr_tpl_scale': 1.7, 'zerr_tpl_floor': 1e-4})
+    rc, text = run(caplog, '--coadd', coadd, '--model', older, '--output', str(tmp_path / 'o1.fits'))
+    assert rc == 0 and '--refine-noise calibrated (calibrated with pipeline)' in text
+    rc, text = run(caplog, '--coadd', coadd, '--model', older, '--output', str(tmp_path / 'o2.fits'),
+                   '--refine-noise', 'pipeline')
+    assert rc == 0 and 'only approximately so' not in text
     # a refiner with a noise model never silently falls back to the pipeline ivar
     import dataclasses
     from lbgnet.afterburner import refine_selected

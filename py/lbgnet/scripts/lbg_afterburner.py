@@ -263,7 +263,8 @@ def setup(args):
         if args.n_thresh is not None and args.n_thresh > nlines:
             raise InputFileError(out['model'], f'--n-thresh {args.n_thresh} exceeds the {nlines} '
                                  'lines of this model')
-        out['refiner'] = make_refiner(args, out['network'].config, out['network'].zrange)
+        out['refiner'] = make_refiner(args, out['network'].config, out['network'].zrange,
+                                      out['network'].metadata)
         if args.rerun_redrock:
             files = template_files(args.templates or [default_template_path()])
             out['rerun'] = RerunSetup(files, template_zrange(files), templates_sha256(files))
@@ -409,7 +410,7 @@ def main(args=None, comm=None):
     try:
         if network is None:
             network = load_network(state['model'])
-            refiner = make_refiner(args, network.config, network.zrange)
+            refiner = make_refiner(args, network.config, network.zrange, network.metadata)
         load_error = None
     except Exception as err:  # noqa: BLE001 -- a rank that cannot load must still reach the barrier
         load_error = f'rank {rank}: {err}'

@@ -319,7 +319,7 @@ def main(args=None, comm=None):
         refiner = None
         if args.coadd:
             model, config, metadata = load_model(model_path)
-            refiner = make_refiner(args, config, training_zrange(config, metadata))
+            refiner = make_refiner(args, config, training_zrange(config, metadata), metadata)
         else:
             description, config = read_model_description(model_path)
             model, metadata = None, description.get('metadata')

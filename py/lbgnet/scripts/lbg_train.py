@@ -252,9 +252,11 @@ def read_labelled(coadds, truths, config, with_grid=False, noise=None):
     config : lbgnet.config.Config
     with_grid : bool, optional
         Also return the rebinned flux and ivar (for the template refinement).
-    noise : lbgnet.noise.NoiseModel, optional
-        With `with_grid`: the returned ivar is the grid ivar under this noise model
-        (``GridInfo.noise_ivar``, for a refiner carrying it) instead of the pipeline's.
+    noise : {'pipeline', 'calibrated'}, optional
+        With `with_grid`: the noise the returned grid ivar describes, that of a refinement
+        with this noise (:func:`lbgnet.afterburner.refine_noise_model`; the calibrated
+        model's is ``GridInfo.noise_ivar``); None:
+        :data:`lbgnet.afterburner.DEFAULT_REFINE_NOISE`, as for :func:`error_calibration`.
 
     Returns
     -------
@@ -268,20 +270,21 @@ def read_labelled(coadds, truths, config, with_grid=False, noise=None):
         Only with `with_grid`: flux and ivar on the grid, each (n, nbins).
     """
     from astropy.table import vstack
+    from ..afterburner import DEFAULT_REFINE_NOISE, refine_noise_model
     from ..io.evaluation import match_rows, read_coadd_for_evaluation
+    model = refine_noise_model(DEFAULT_REFINE_NOISE if noise is None else noise) if with_grid else None
     from ..io.labelled import check_labels
     from ..io.mock import check_truth_matches, read_truth
     Xs, tables, flux, ivar = [], [], [], []
     for coadd, truth_path in zip(coadds, truths):
-        X, targetid, good, info = read_coadd_for_evaluation(
-            coadd, config, noise if with_grid else None)
+        X, targetid, good, info = read_coadd_for_evaluation(coadd, config, model)
         truth = read_truth(truth_path)
         check_truth_matches(coadd, truth_path, truth)
         check_labels(truth, truth_path)
         Xs.append(X[good])
         if with_grid:
             flux.append(info.flux[good])
-            ivar.append((info.ivar if noise is None else info.noise_ivar)[good])
+            ivar.append((info.ivar if model is None else info.noise_ivar)[good])
         tables.append(truth[match_rows(np.asarray(truth['TARGETID']), targetid[good], truth_path,
                                        f'the usable spectra of {os.path.basename(coadd)}')])
     truth = vstack(tables)
@@ -340,8 +343,7 @@ def error_calibration(res, truth, config, grid=None, conf=None, noise=None):
     noise : {'pipeline', 'calibrated'}, optional
         Noise of the refinement's χ², as for the commands
         (:data:`lbgnet.afterburner.DEFAULT_REFINE_NOISE` when None); the ivar of `grid`
-        must be gridded under it (:func:`read_labelled` with
-        :func:`lbgnet.afterburner.refine_noise_model`).
+        must describe it (:func:`read_labelled` with the same `noise`).
 
     Returns
     -------
@@ -350,13 +352,16 @@ def error_calibration(res, truth, config, grid=None, conf=None, noise=None):
         impossible); ``ZERR_LBG`` / ``ZERR_TPL``: the fit (or the reason it failed) and
         :func:`lbgnet.zerr.pull_stats` before and after.
     """
-    from ..afterburner import DEFAULT_REFINE_NOISE, default_template_path, load_refiner
+    from ..afterburner import (DEFAULT_REFINE_NOISE, REFINE_NOISES, default_template_path,
+                               load_refiner)
     from ..evaluate import LBG_CLASS
     from ..network import training_zrange
     from ..targets import target_class
     from ..zerr import calibrated_error, fit_calibration, pull_stats
     log = get_logger()
     noise = DEFAULT_REFINE_NOISE if noise is None else noise
+    if noise not in REFINE_NOISES:
+        raise ValueError(f'noise must be one of {REFINE_NOISES}, got {noise!r}')
     sel = np.asarray(res['IS_LBG'], dtype=bool) & (np.asarray(truth['CLASS']) == LBG_CLASS)
     z_true = np.asarray(truth['Z_TRUE'])[sel]
     measured = {'ZERR_LBG': (res['Z_LBG'][sel], res['ZERR_LBG'][sel])}
@@ -576,7 +581,7 @@ def _score_text(value):
 
 
 def _train(args, log, t_start):
-    from ..afterburner import DEFAULT_REFINE_NOISE, refine_noise_model
+    from ..afterburner import DEFAULT_REFINE_NOISE
     from ..io.modelfile import save_model
     from ..sim.generator import MockBatches, as_pydataset
     from ..targets import metric_truth
@@ -611,8 +616,8 @@ def _train(args, log, t_start):
             log.info('validation set written (--validation-only); reuse it with --val-dir %s',
                      os.path.join(args.outdir, 'validation'))
             return 0
-    X_val, y_val, truth_val, grid_val = read_labelled(
-        coadds, truths, config, with_grid=True, noise=refine_noise_model(DEFAULT_REFINE_NOISE))
+    X_val, y_val, truth_val, grid_val = read_labelled(coadds, truths, config, with_grid=True,
+                                                      noise=DEFAULT_REFINE_NOISE)
     truth_val = metric_truth(truth_val, config)
     if batches is None:
         batches = MockBatches(setup, encode=TruthEncoder(config), batch_size=opts['batch_size'],
@@ -634,7 +639,7 @@ def _train(args, log, t_start):
         report.to_dict(), init_layers=args.init_layers, freeze=args.freeze,
         unfreeze_epochs=args.unfreeze_epochs, unfreeze_lr_factor=args.unfreeze_lr_factor)
     c_thresh, n_thresh, table, val_metrics, calibration = validation_summary(
-        model, X_val, truth_val, config, grid_val)
+        model, X_val, truth_val, config, grid_val, DEFAULT_REFINE_NOISE)
     final = dataclasses.replace(config, selection=Selection(float(c_thresh), int(n_thresh)))
     final = with_error_calibration(final, calibration['postprocess'])
     metadata = model_card(args, config, opts, batches, coadds, info, (c_thresh, n_thresh, table),

@@ -42,8 +42,6 @@ def check_refine_arguments(parser, args):
         parser.error('--refine-template and --no-refine exclude each other')
     if args.no_refine and args.refine_noise is not None:
         parser.error('--refine-noise and --no-refine exclude each other')
-    if args.refine_noise is None:
-        args.refine_noise = DEFAULT_REFINE_NOISE
     if not 0 < args.refine_window < 1:
         parser.error(f'--refine-window must be in (0, 1), got {args.refine_window}')
     if args.refine_prior_weight < 0:
@@ -52,8 +50,29 @@ def check_refine_arguments(parser, args):
         parser.error(f'--refine-step must be in (0, 2e-3], got {args.refine_step}')
 
 
-def make_refiner(args, config, zrange):
+def calibration_noise(metadata):
+    """The noise under which a model's ``ZERR_TPL`` calibration was fitted.
+
+    Parameters
+    ----------
+    metadata : dict or None
+        The model card's metadata.
+
+    Returns
+    -------
+    str
+        ``metadata['error_calibration']['refine_noise']``; 'pipeline' for calibrations
+        fitted before it was recorded (they all used the pipeline ivar).
+    """
+    calib = (metadata or {}).get('error_calibration') or {}
+    return calib.get('refine_noise', 'pipeline')
+
+
+def make_refiner(args, config, zrange, metadata=None):
     """The template refinement the options ask for, or None with ``--no-refine``.
+
+    A warning says when an option differs from the settings ``ZERR_TPL`` was calibrated at
+    (the defaults, and the noise recorded in `metadata`, the model card's metadata).
 
     Raises
     ------
@@ -64,17 +83,20 @@ def make_refiner(args, config, zrange):
     from ..postprocess import postprocess_options
     if args.no_refine:
         return None
+    noise = args.refine_noise or DEFAULT_REFINE_NOISE
     opts = postprocess_options(config)
     changed = [f'--{name}' for name, value, default in (
         ('refine-template', args.refine_template, None),
         ('refine-window', args.refine_window, DEFAULT_WINDOW),
         ('refine-prior-weight', args.refine_prior_weight, DEFAULT_PRIOR_WEIGHT),
-        ('refine-step', args.refine_step, DEFAULT_DLOGZ),
-        ('refine-noise', args.refine_noise, DEFAULT_REFINE_NOISE)) if value != default]
-    if changed and (opts['zerr_tpl_scale'], opts['zerr_tpl_floor']) != (1.0, 0.0):
+        ('refine-step', args.refine_step, DEFAULT_DLOGZ)) if value != default]
+    calibrated = (opts['zerr_tpl_scale'], opts['zerr_tpl_floor']) != (1.0, 0.0)
+    if calibrated and noise != calibration_noise(metadata):
+        changed.append(f'--refine-noise {noise} (calibrated with {calibration_noise(metadata)})')
+    if changed and calibrated:
         get_logger().warning('ZERR_TPL is calibrated for the shipped template at the default '
                              'refinement settings; with %s it is only approximately so',
                              ', '.join(changed))
     return load_refiner(args.refine_template or default_template_path(), config, zrange,
                         args.refine_window, args.refine_prior_weight, args.refine_step,
-                        noise=args.refine_noise or DEFAULT_REFINE_NOISE)
+                        noise=noise)
