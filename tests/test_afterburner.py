@@ -82,8 +82,12 @@ def test_catalogue_matches_direct_prediction(tmp_path, model_path, caplog):
     # template refinement: exactly the selected targets, as the refiner run by hand
     assert hdr['REFINE'] and hdr['REFWIN'] == DEFAULT_WINDOW and hdr['REFWGT'] == DEFAULT_PRIOR_WEIGHT
     assert np.array_equal(np.isfinite(cat['Z_TPL']), np.asarray(cat['IS_LBG']))
-    refiner = load_refiner(hdr['REFTEMPL'], net.config, net.zrange)
+    refiner = load_refiner(hdr['REFTEMPL'], net.config, net.zrange, archetypes=hdr['REFARCH'])
     assert hdr['REFTSHA'] == file_sha256(hdr['REFTEMPL'])
+    # by default the shipped archetypes pick the basin (recorded with their SHA-256)
+    from lbgnet.afterburner import default_archetype_path
+    assert hdr['REFARCH'] == default_archetype_path() and hdr['REFASHA'] == file_sha256(hdr['REFARCH'])
+    assert (hdr['REFAWGT'], hdr['REFABAS']) == (refiner.arch_weight, refiner.basin) == (1.5, 0.01)
     assert (hdr['ZTPLSCL'], hdr['ZTPLFLR']) == (opts['zerr_tpl_scale'], opts['zerr_tpl_floor'])
     assert (refiner.zerr_scale, refiner.zerr_floor) == (opts['zerr_tpl_scale'], opts['zerr_tpl_floor'])
     conf, offset = predict_boxes(net.model, X)
@@ -516,7 +520,7 @@ def test_refinement_with_the_calibrated_noise_model(tmp_path, model_path, caplog
     assert not np.allclose(cat['DELTACHI2_TPL'][refined], base['DELTACHI2_TPL'][refined])
     # by hand: the refiner run on each grid ivar gives each catalogue's values
     net = load_network(model_path)
-    refiner = load_refiner(hdr['REFTEMPL'], net.config, net.zrange)
+    refiner = load_refiner(hdr['REFTEMPL'], net.config, net.zrange, archetypes=hdr['REFARCH'])
     X, info = coadd_to_grid(read_coadd(coadd), net.config.grid, load_noise_model())
     pos = np.searchsorted(info.targetid, cat['TARGETID'])     # catalogue rows: Redrock order
     res = postprocess(*predict_boxes(net.model, X), net.config)
@@ -526,8 +530,19 @@ def test_refinement_with_the_calibrated_noise_model(tmp_path, model_path, caplog
         by_hand = refiner.run(info.flux, ivar, z0, conf)
         for col in ('Z_TPL', 'DELTACHI2_TPL'):
             np.testing.assert_allclose(table[col], by_hand[col][pos], rtol=1e-6, equal_nan=True)
+    # --refine-archetypes none: the template fit alone, recorded as such
+    alone = str(tmp_path / 'alone.fits')
+    rc, text = run(caplog, '--coadd', coadd, '--model', model_path, '--output', alone,
+                   '--refine-archetypes', 'none')
+    assert rc == 0 and '--refine-archetypes' in text
+    acat, ahdr = read_catalog(alone)
+    assert (ahdr['REFARCH'], ahdr['REFASHA'], ahdr['REFABAS']) == ('none', '', 0.0)
+    plain_refiner = load_refiner(hdr['REFTEMPL'], net.config, net.zrange)
+    by_hand = plain_refiner.run(info.flux, info.noise_ivar, z0, conf)
+    np.testing.assert_allclose(acat['Z_TPL'], by_hand['Z_TPL'][pos], rtol=1e-6, equal_nan=True)
     for bad in (['--refine-noise', 'exact'], ['--refine-noise', 'calibrated', '--no-refine'],
-                ['--refine-noise', 'pipeline', '--no-refine']):
+                ['--refine-noise', 'pipeline', '--no-refine'], ['--refine-archetypes', 'none',
+                                                                '--no-refine']):
         with pytest.raises(SystemExit):
             parse(['--coadd', coadd] + bad)
     assert parse(['--coadd', coadd]).refine_noise is None      # the default: calibrated

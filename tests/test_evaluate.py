@@ -302,8 +302,9 @@ def test_evaluate_script_coadd_and_catalog(tmp_path, caplog):
     assert m3['regimes']['lowz']['nlbg'] == m3['regimes']['all']['nlbg'] > 0
     # the same predictions as an afterburner catalogue, rows shuffled
     model, cfg, meta = load_model(model_path)
+    from lbgnet.afterburner import default_archetype_path
     refiner = load_refiner(default_template_path(), cfg, training_zrange(cfg, meta),
-                           noise='calibrated')         # the commands' default
+                           noise='calibrated', archetypes=default_archetype_path())  # the default
     X, targetid, good, info = read_coadd_for_evaluation(paths['coadd'], cfg, refiner.noise)
     assert (~good).sum() == m1['inputs']['nexcluded_bad_fibres']
     conf, offset = predict_boxes(model, X)

@@ -122,3 +122,31 @@ def test_make_template_from_simulated_lbgs(tmp_path):
     assert make_template(opts) == 1                                       # exists
     bad = ['--outdir', str(tmp_path / 'b'), '--z-range', '1.0', '4.0', '--wave-range', '700', '2500']
     assert make_template(bad) == 1                                        # does not cover
+
+
+def test_make_archetypes_from_simulated_lbgs(tmp_path):
+    """--archetypes writes the simulated spectra themselves (RRMETHOD ARCHETYPE, unit mean
+    flux in the normalisation window), which load_refiner takes as archetypes; a PCA
+    template given as archetypes is refused in one line."""
+    from astropy.io import fits
+    from lbgnet.afterburner import default_template_path, load_refiner
+    from lbgnet.config import load_config
+    from lbgnet.io.errors import InputFileError
+    from lbgnet.scripts.lbg_make_template import main as make_template
+    from lbgnet.template import NORM_WINDOW
+    opts = ['--outdir', str(tmp_path), '--nspec', '6', '--archetypes', '--dwave', '1.0',
+            '--version', '9.9']
+    assert make_template(opts) == 0
+    path = str(tmp_path / 'rrarchetype-GALAXY-LBG-v9.9.fits')
+    with fits.open(path) as hdul:
+        hdr, flux = hdul[0].header, hdul[0].data.astype(float)
+    assert hdr['RRMETHOD'] == 'ARCHETYPE' and flux.shape[0] == 6 and hdr['NSPEC'] == 6
+    wave = hdr['CRVAL1'] + hdr['CDELT1'] * np.arange(flux.shape[1])
+    window = (wave >= NORM_WINDOW[0]) & (wave <= NORM_WINDOW[1])
+    np.testing.assert_allclose(flux[:, window].mean(axis=1), 1.0, rtol=1e-5)
+    config = load_config('lbgnet-default.yaml')
+    refiner = load_refiner(default_template_path(), config, (1.8, 4.6), archetypes=path)
+    assert refiner.archetypes.shape[1] == 6 and refiner.arch_source == path
+    with pytest.raises(InputFileError, match='not an archetype file'):
+        load_refiner(default_template_path(), config, (1.8, 4.6),
+                     archetypes=default_template_path())

@@ -313,3 +313,77 @@ def test_refiner_calibrates_zerr_tpl_only():
                                                          3e-4 * (1 + plain['Z_TPL'])))
     with pytest.raises(ValueError, match='zerr_scale'):
         Refiner.build(tpl, CONFIG, (1.8, 4.6), zerr_scale=0.0)
+
+
+def test_archetype_curve_is_the_evidence_summed_over_archetypes():
+    """archetype_curve: −2 ln Σ_k exp(−χ²_k/2) / sqrt(A_k), χ²_k at the best amplitude
+    a ≥ 0 (an archetype anti-correlated with the data fits with a = 0)."""
+    from scipy.special import logsumexp
+    from lbgnet.refine import archetype_curve
+    rng = np.random.default_rng(11)
+    narch, nz, nbins = 4, 3, 50
+    abasis = rng.uniform(0.1, 1.0, (nz, narch, nbins)).astype(np.float32)
+    flux = rng.normal(0.0, 1.0, (2, nbins)) + 2.0 * abasis[1, 2].astype(float)
+    flux[1] = -flux[1]                        # anti-correlated: every amplitude 0 or small
+    ivar = rng.uniform(0.5, 2.0, (2, nbins))
+    got = archetype_curve(flux, ivar, abasis)
+    for s in range(2):
+        for iz in range(nz):
+            terms = []
+            for k in range(narch):
+                t = abasis[iz, k].astype(float)
+                a = max(0.0, (ivar[s] * flux[s] * t).sum() / (ivar[s] * t * t).sum())
+                chi2 = (ivar[s] * (flux[s] - a * t) ** 2).sum()
+                terms.append(-0.5 * chi2 - 0.5 * np.log((ivar[s] * t * t).sum()))
+            assert got[s, iz] == pytest.approx(-2 * logsumexp(terms), rel=1e-5)
+    # the data made from archetype 2 at the second trial redshift prefer that redshift
+    assert np.argmin(got[0]) == 1
+
+
+def test_basin_restricts_the_template_fit_around_the_archetype_choice():
+    """With a centre, Z_TPL is the χ² minimum within the basin around it (inside the
+    window); a NaN centre, or none, leaves the plain window search."""
+    from lbgnet.refine import basin_centres
+    tpl = synthetic_template()
+    zs = redshift_grid(2.5, 3.5)
+    tbasis = binned_basis(tpl, GRID.edges, zs)
+    flux = spectra_at(tpl, [3.0, 3.0, 3.0], [[1.0, 0.6, 1.5]] * 3)
+    ivar = np.ones_like(flux)
+    z0 = np.full(3, 3.0)
+    plain = refine_redshifts(flux, ivar, z0, tbasis, zs)
+    centre = np.array([3.1, np.nan, 3.0])
+    out = refine_redshifts(flux, ivar, z0, tbasis, zs, centre=centre, basin=0.01)
+    assert abs(out['Z_TPL'][0] - 3.1) / 4.1 < 0.011               # held in the basin
+    assert abs(plain['Z_TPL'][0] - 3.0) < 1e-3                   # the truth, without it
+    np.testing.assert_allclose(out['Z_TPL'][1:], plain['Z_TPL'][1:])
+    # basin_centres: the minimum of curve − w S in the window, refined by a parabola
+    curve = (np.log10(1 + zs)[None, :] - np.log10(4.05)) ** 2 * 1e6 * np.ones((2, 1))
+    got = basin_centres(curve, zs, np.array([3.0, np.nan]), window=0.1)
+    assert got[0] == pytest.approx(3.05, abs=1e-4) and np.isnan(got[1])
+    support = np.zeros_like(curve)
+    support[:, np.argmin(np.abs(zs - 2.9))] = 1e9                # an overwhelming prior
+    # (the parabola through the curve moves it by at most one grid step, 1.8e-3 in z here)
+    assert basin_centres(curve, zs, np.array([3.0, 3.0]), 0.1, support)[0] == pytest.approx(2.9, abs=2e-3)
+
+
+def test_refiner_with_archetypes_finds_redshifts_of_archetype_spectra():
+    """Refiner.build with archetypes: noisy spectra made from one of them at a random
+    redshift get Z_TPL near the truth starting 3 % off; archetypes that do not cover the
+    grid are refused."""
+    tpl = synthetic_template()
+    rng = np.random.default_rng(5)
+    arch = RefineTemplate(tpl.wave, np.array([tpl.basis[0] - 0.5 * tpl.basis[1],
+                                              tpl.basis[0] + 3 * tpl.basis[2],
+                                              tpl.basis[0] - tpl.basis[1] + tpl.basis[2]]), None)
+    ref = Refiner.build(tpl, CONFIG, (2.2, 3.8), archetypes=arch, arch_source='a.fits')
+    assert ref.archetypes.shape == (ref.azs.size, 3, GRID.nbins) and ref.archetypes.dtype == np.float32
+    z = rng.uniform(2.4, 3.6, 20)
+    flux = np.stack([spectra_at(RefineTemplate(arch.wave, arch.basis[[k]], None), [zi], [[2.0]])[0]
+                     for zi, k in zip(z, rng.integers(0, 3, 20))])
+    ivar = np.full_like(flux, 100.0)
+    flux += rng.normal(0.0, 0.1, flux.shape)
+    out = ref.run(flux, ivar, (1 + z) * 1.03 - 1)
+    assert np.all(np.abs(out['Z_TPL'] - z) / (1 + z) < 1e-3)
+    short = RefineTemplate(tpl.wave[tpl.wave < 2000], arch.basis[:, tpl.wave < 2000], None)
+    with pytest.raises(ValueError, match='archetypes'):
+        Refiner.build(tpl, CONFIG, (2.2, 3.8), archetypes=short)

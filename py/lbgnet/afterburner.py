@@ -136,7 +136,7 @@ def refine_selected(refiner, info, results, conf=None):
 
 
 def load_refiner(path, config, zrange, window=DEFAULT_WINDOW, prior_weight=DEFAULT_PRIOR_WEIGHT,
-                 dlogz=DEFAULT_DLOGZ, calibrate=True, noise='pipeline'):
+                 dlogz=DEFAULT_DLOGZ, calibrate=True, noise='pipeline', archetypes=None):
     """Template refinement for a model's grid and redshift range.
 
     Parameters
@@ -163,6 +163,11 @@ def load_refiner(path, config, zrange, window=DEFAULT_WINDOW, prior_weight=DEFAU
         (:func:`lbgnet.preprocess.coadd_to_grid`, ``refiner.noise``).  The library
         default is the pipeline ivar; the commands default to
         :data:`DEFAULT_REFINE_NOISE`.
+    archetypes : str, optional
+        Archetype file (``RRMETHOD = ARCHETYPE``, ``desi_lbg_make_template --archetypes``)
+        for the archetype stage of :mod:`lbgnet.refine`, which picks the basin of
+        ``Z_TPL``; None (the library default): no archetype stage.  The commands use
+        :func:`default_archetype_path`.
 
     Returns
     -------
@@ -171,7 +176,8 @@ def load_refiner(path, config, zrange, window=DEFAULT_WINDOW, prior_weight=DEFAU
     Raises
     ------
     InputFileError
-        Unreadable template, or one that cannot cover the grid at the model's redshifts.
+        Unreadable template or archetypes, a PCA file given as archetypes, or files that
+        cannot cover the grid at the model's redshifts.
     ValueError
         If `noise` is not one of :data:`REFINE_NOISES`.
     """
@@ -184,13 +190,26 @@ def load_refiner(path, config, zrange, window=DEFAULT_WINDOW, prior_weight=DEFAU
     opts = postprocess_options(config)
     scale, floor = ((opts['zerr_tpl_scale'], opts['zerr_tpl_floor']) if calibrate
                     else (1.0, 0.0))
+    extra = {}
+    if archetypes is not None:
+        rra = read_rr_template(archetypes)
+        if rra.method != 'ARCHETYPE':
+            raise InputFileError(archetypes, f'not an archetype file (RRMETHOD {rra.method}; '
+                                 'make one with desi_lbg_make_template --archetypes)')
+        try:
+            arch = template_from_basis(rra.wave, rra.basis, nbasis=rra.basis.shape[0], igm=igm)
+        except ValueError as err:
+            raise InputFileError(archetypes, f'unusable archetypes: {err}') from None
+        extra = dict(archetypes=arch, arch_source=os.path.abspath(archetypes),
+                     arch_sha256=file_sha256(archetypes))
     try:
         template = template_from_basis(rrt.wave, rrt.basis, igm=igm)
         refiner = Refiner.build(template, config, zrange, prior_weight, window, dlogz=dlogz,
                                 source=os.path.abspath(path), sha256=file_sha256(path),
-                                zerr_scale=scale, zerr_floor=floor)
+                                zerr_scale=scale, zerr_floor=floor, **extra)
     except ValueError as err:
-        raise InputFileError(path, f'unusable refinement template: {err}') from None
+        raise InputFileError(archetypes if 'archetypes' in str(err) else path,
+                             f'unusable refinement template: {err}') from None
     return refiner if model is None else dataclasses.replace(refiner, noise=model)
 
 
@@ -284,6 +303,12 @@ def catalog_header(job, network, c_thresh, n_thresh, layout, rerun=None, refiner
                   ('REFSTEP', refiner.dlogz, 'trial redshift step in log10(1+z)'),
                   ('REFNOISE', 'pipeline' if refiner.noise is None else 'calibrated',
                    'noise of the refinement chi2 (lbgnet.noise)'),
+                  ('REFARCH', refiner.arch_source or 'none', 'archetypes picking the basin'),
+                  ('REFASHA', refiner.arch_sha256, 'SHA-256 of the archetypes'),
+                  ('REFAWGT', refiner.arch_weight if refiner.archetypes is not None else 0.0,
+                   'weight of the CNN box prior, archetypes'),
+                  ('REFABAS', refiner.basin if refiner.archetypes is not None else 0.0,
+                   'basin half width around their choice'),
                   ('MINDCHI2', MIN_DELTACHI2, 'SMALL_DELTA_CHI2 if DELTACHI2_TPL below')]
     templates = rerun.files if rerun is not None else ()
     for i, name in enumerate(templates):
@@ -320,6 +345,16 @@ def default_template_path():
     if path is None:
         raise InputFileError('--templates', 'no LBG Redrock template shipped with lbgnet; '
                              'make one with desi_lbg_make_template')
+    return path
+
+
+def default_archetype_path():
+    """The LBG archetypes shipped with lbgnet (a clear error when there are none)."""
+    from .io.rrtemplate import default_template_path as finder
+    path = finder('ARCHETYPE')
+    if path is None:
+        raise InputFileError('--refine-archetypes', 'no LBG archetypes shipped with lbgnet; '
+                             'make them with desi_lbg_make_template --archetypes')
     return path
 
 

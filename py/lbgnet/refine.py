@@ -22,6 +22,16 @@ template that fits a spectrum badly (a contaminant, sky residuals, a real galaxy
 the template) cannot move the redshift anywhere.  With ``w = 0`` (and for
 networks without box outputs) it is the χ² minimum in the window.
 
+The basis fits any linear combination of its vectors, also ones no galaxy has, and on
+faint spectra it often prefers a redshift where neighbouring interstellar lines line up
+with the wrong ones (a few per cent in 1+z away).  An optional *archetype stage* first
+picks the basin: a set of simulated LBG spectra (archetypes, each fitted alone with a
+free amplitude ≥ 0) gives the evidence of each trial redshift summed over the population
+(:func:`archetype_curve`); the minimum of ``−2 ln evidence − w_a S(z)`` in the window
+(:func:`basin_centres`, w_a = 1.5, on a coarser grid) is the basin's centre, and the basis
+fit above then places ``Z_TPL`` within ``basin`` (0.01 in Δz/(1+z)) of it.  The redshift
+keeps the basis fit's precision; the archetypes decide between the aliases.
+
 Pure numpy, vectorised over spectra and redshifts (the χ² of all trial redshifts comes
 from ``nbasis (nbasis + 1) / 2`` matrix products per block of spectra).
 
@@ -58,6 +68,13 @@ DEFAULT_WINDOW = 0.1
 DEFAULT_EXCLUDE = 0.01
 DEFAULT_DLOGZ = 2e-4
 DEFAULT_NBASIS = 5
+#: Archetype stage (chosen on the validation set, doc/afterburner.rst): weight of the
+#: network's box confidences against −2 ln of the archetype likelihood, half width of the
+#: basin (Δz/(1+z)) around its choice within which the basis fit places ``Z_TPL``, and the
+#: trial-redshift step (log10(1+z)) of the archetype scan.
+DEFAULT_ARCH_WEIGHT = 1.5
+DEFAULT_BASIN = 0.01
+DEFAULT_ARCH_DLOGZ = 4e-4
 #: ``DELTACHI2_TPL`` below which an IS_LBG redshift is flagged ``SMALL_DELTA_CHI2``: the
 #: value Redrock uses for its own ZWARN bit of that name (``redrock.constants.min_deltachi2``),
 #: a 3σ preference over any redshift farther than the exclusion zone.
@@ -191,6 +208,85 @@ def chi2_scan(flux, ivar, tbasis, block=128):
     return out
 
 
+def archetype_curve(flux, ivar, abasis):
+    """−2 ln of the likelihood of each spectrum at each trial redshift, summed over archetypes.
+
+    Each archetype k is fitted alone with a free amplitude a ≥ 0; with a flat prior on a,
+    the likelihood integrated over it is ``exp(−χ²_k / 2) · sqrt(2π / A_k)`` (χ²_k at the
+    best amplitude, A_k the curvature Σ w T_k²), and the archetypes are equally likely
+    a priori.  Unlike the best fit of a linear basis, whose coefficients may combine into
+    spectra no galaxy has, the sum only credits a redshift where real-looking galaxies
+    fit, and weighs how many of them do (a Bayes evidence over the population).
+
+    Parameters
+    ----------
+    flux, ivar : numpy.ndarray
+        Rebinned spectra, shape (nspec, nbins); ivar = 0 masks a bin (no NaN).
+    abasis : numpy.ndarray
+        Binned archetypes (:func:`binned_basis`), shape (nz, narch, nbins).
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (nspec, nz), float64; defined up to a constant per spectrum.
+    """
+    flux = np.asarray(flux, dtype=np.float64)
+    ivar = np.asarray(ivar, dtype=np.float64)
+    nz, narch, _ = abasis.shape
+    wf = (ivar * flux).astype(np.float32)
+    w = ivar.astype(np.float32)
+    dd = (ivar * flux * flux).sum(axis=1)[:, None]
+    top = np.full((flux.shape[0], nz), -np.inf)
+    total = np.zeros((flux.shape[0], nz))
+    for k in range(narch):                      # running log-sum-exp over the archetypes
+        tk = np.ascontiguousarray(abasis[:, k, :].T)
+        b = (wf @ tk).astype(np.float64)
+        a = np.maximum((w @ (tk * tk)).astype(np.float64), 1e-300)
+        x = -0.5 * (dd - np.where(b > 0, b * b / a, 0.0)) - 0.5 * np.log(a)
+        new = np.maximum(top, x)
+        total = total * np.exp(top - new) + np.exp(x - new)
+        top = new
+    return -2.0 * (top + np.log(total))
+
+
+def basin_centres(curve, zs, z_start, window=DEFAULT_WINDOW, support=None,
+                  prior_weight=DEFAULT_ARCH_WEIGHT):
+    """The redshift each spectrum's archetype curve prefers within its window.
+
+    Parameters
+    ----------
+    curve : numpy.ndarray
+        :func:`archetype_curve`, shape (nspec, nz).
+    zs : numpy.ndarray
+        Its trial redshifts, uniform in log10(1 + z), shape (nz,).
+    z_start : numpy.ndarray
+        The network's redshifts, shape (nspec,); NaN: none.
+    window : float, optional
+        Half width of the search window around `z_start`, Δz/(1+z).
+    support : numpy.ndarray, optional
+        :func:`box_support` on `zs`, shape (nspec, nz); None: no prior.
+    prior_weight : float, optional
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (nspec,): the minimum of ``curve − prior_weight · support`` in the window,
+        refined by a parabola through `curve`; NaN where `z_start` is NaN or the window
+        holds no trial redshift.
+    """
+    z_start = np.asarray(z_start, dtype=np.float64)
+    zs = np.asarray(zs, dtype=np.float64)
+    ok = np.isfinite(z_start)
+    z0 = np.where(ok, z_start, 0.0)[:, None]
+    inwin = (np.abs(zs[None, :] - z0) / (1.0 + z0) < window) & ok[:, None]
+    prior = 0.0 if support is None else prior_weight * np.asarray(support)
+    ibest = np.argmin(np.where(inwin, curve - prior, np.inf), axis=1)
+    dlogz = np.log10(1 + zs[1]) - np.log10(1 + zs[0]) if zs.size > 1 else 0.0
+    shift, _ = _parabola(curve, ibest, dlogz) if zs.size > 2 else (0.0, None)
+    centre = 10.0 ** (np.log10(1 + zs[ibest]) + shift) - 1.0
+    return np.where(inwin.any(axis=1), centre, np.nan)
+
+
 def _parabola(chi2, ibest, dlogz):
     """Sub-grid minimum (offset in log10(1+z)) and curvature at `ibest` of each row."""
     nz = chi2.shape[1]
@@ -250,7 +346,8 @@ def box_support(conf, boxes):
 
 
 def refine_redshifts(flux, ivar, z_start, tbasis, zs, window=DEFAULT_WINDOW,
-                     exclude=DEFAULT_EXCLUDE, support=None, prior_weight=DEFAULT_PRIOR_WEIGHT):
+                     exclude=DEFAULT_EXCLUDE, support=None, prior_weight=DEFAULT_PRIOR_WEIGHT,
+                     centre=None, basin=DEFAULT_BASIN):
     """Template-refined redshifts guided by the network (module docstring).
 
     Parameters
@@ -271,6 +368,12 @@ def refine_redshifts(flux, ivar, z_start, tbasis, zs, window=DEFAULT_WINDOW,
         :func:`box_support` of the spectra, shape (nspec, nz); None: no prior.
     prior_weight : float, optional
         Weight w of `support` against χ² (0: no prior).
+    centre : numpy.ndarray, optional
+        The archetype stage's redshifts (:func:`basin_centres`), shape (nspec,): the
+        search is further restricted to ``|z − centre| / (1 + centre) < basin`` (where
+        that leaves a trial redshift in the window; NaN: no restriction).  None: none.
+    basin : float, optional
+        Half width of that restriction, Δz/(1+z).
 
     Returns
     -------
@@ -293,6 +396,10 @@ def refine_redshifts(flux, ivar, z_start, tbasis, zs, window=DEFAULT_WINDOW,
     zs = np.asarray(zs, dtype=np.float64)
     z0 = z_start[todo][:, None]
     inwin = np.abs(zs[None, :] - z0) / (1.0 + z0) < window
+    if centre is not None:
+        zc = np.asarray(centre, dtype=np.float64)[todo][:, None]
+        near = inwin & (np.abs(zs[None, :] - zc) / (1.0 + zc) < basin)
+        inwin = np.where(near.any(axis=1)[:, None], near, inwin)
     prior = 0.0 if support is None else prior_weight * np.asarray(support)[todo]
     ibest = np.argmin(np.where(inwin, chi2 - prior, np.inf), axis=1)
     has = inwin.any(axis=1)
@@ -388,6 +495,18 @@ class Refiner:
     noise : lbgnet.noise.NoiseModel or None
         Weight the χ² by this calibrated noise model instead of the pipeline ivar (the
         callers grid it with :func:`lbgnet.preprocess.coadd_to_grid`); None: pipeline ivar.
+    archetypes : numpy.ndarray or None
+        Binned archetypes (:func:`binned_basis`, float32) on `azs`, shape (naz, narch,
+        nbins): the archetype stage (:func:`archetype_curve`, :func:`basin_centres`) picks
+        the basin in which the basis fit places ``Z_TPL``; None: no archetype stage.
+    azs : numpy.ndarray or None
+        Trial redshifts of the archetype stage, shape (naz,).
+    aboxes : numpy.ndarray or None
+        :func:`line_boxes` on `azs`.
+    arch_weight, basin : float
+        See :func:`basin_centres` (``prior_weight``) and :func:`refine_redshifts`.
+    arch_source, arch_sha256 : str
+        Where the archetypes came from and the file's SHA-256 ('' without archetypes).
     """
 
     zs: np.ndarray
@@ -401,6 +520,13 @@ class Refiner:
     zerr_scale: float = 1.0
     zerr_floor: float = 0.0
     noise: object = None
+    archetypes: np.ndarray = None
+    azs: np.ndarray = None
+    aboxes: np.ndarray = None
+    arch_weight: float = DEFAULT_ARCH_WEIGHT
+    basin: float = DEFAULT_BASIN
+    arch_source: str = ''
+    arch_sha256: str = ''
 
     @property
     def dlogz(self):
@@ -412,7 +538,9 @@ class Refiner:
     @classmethod
     def build(cls, template, config, zrange, prior_weight=DEFAULT_PRIOR_WEIGHT,
               window=DEFAULT_WINDOW, exclude=DEFAULT_EXCLUDE, dlogz=DEFAULT_DLOGZ, source='',
-              sha256='', zerr_scale=1.0, zerr_floor=0.0):
+              sha256='', zerr_scale=1.0, zerr_floor=0.0, archetypes=None,
+              arch_weight=DEFAULT_ARCH_WEIGHT, basin=DEFAULT_BASIN, arch_dlogz=DEFAULT_ARCH_DLOGZ,
+              arch_source='', arch_sha256=''):
         """Trial redshifts covering `zrange` widened by the window, where the template
         covers the whole grid.
 
@@ -427,12 +555,17 @@ class Refiner:
         source, sha256 : str, optional
         zerr_scale, zerr_floor : float, optional
             Calibration of ``ZERR_TPL``.
+        archetypes : RefineTemplate, optional
+            Archetypes (one spectrum per row of ``basis``) for the archetype stage; they
+            must cover the grid wherever the template does.
+        arch_weight, basin, arch_dlogz : float, optional
+        arch_source, arch_sha256 : str, optional
 
         Raises
         ------
         ValueError
-            If the template covers the grid at none of those redshifts, or an option is
-            out of range.
+            If the template covers the grid at none of those redshifts, the archetypes
+            not wherever it does, or an option is out of range.
         """
         if not 0 < window < 1 or not 0 < exclude < 1 or prior_weight < 0:
             raise ValueError(f'need window ({window}) and exclude ({exclude}) in (0, 1) and '
@@ -447,12 +580,29 @@ class Refiner:
             raise ValueError(f'the template ({template.wave[0]:.0f}-{template.wave[-1]:.0f} A rest) '
                              f'does not cover the grid for z in {zrange[0]:.2f}-{zrange[1]:.2f}')
         zs = redshift_grid(zmin, zmax, dlogz)
+        extra = {}
+        if archetypes is not None:
+            if not 0 < basin < 1 or arch_weight < 0 or not arch_dlogz > 0:
+                raise ValueError(f'need basin ({basin}) in (0, 1), arch_weight ({arch_weight}) '
+                                 f'>= 0 and arch_dlogz ({arch_dlogz}) > 0')
+            tol = 1e-9 * archetypes.wave[-1]
+            if (archetypes.wave[0] > edges[0] / (1 + zmax) + tol
+                    or archetypes.wave[-1] < edges[-1] / (1 + zmin) - tol):
+                raise ValueError(f'the archetypes ({archetypes.wave[0]:.0f}-'
+                                 f'{archetypes.wave[-1]:.0f} A rest) do not cover the grid for z '
+                                 f'in {zmin:.2f}-{zmax:.2f}')
+            azs = redshift_grid(zmin, zmax, arch_dlogz)
+            extra = dict(archetypes=binned_basis(archetypes, edges, azs).astype(np.float32),
+                         azs=azs, aboxes=line_boxes(config, azs), arch_weight=float(arch_weight),
+                         basin=float(basin), arch_source=str(arch_source),
+                         arch_sha256=str(arch_sha256))
         return cls(zs, binned_basis(template, edges, zs), line_boxes(config, zs),
                    float(prior_weight), float(window), float(exclude), str(source), str(sha256),
-                   float(zerr_scale), float(zerr_floor))
+                   float(zerr_scale), float(zerr_floor), **extra)
 
     def run(self, flux, ivar, z_start, conf=None):
-        """:func:`refine_redshifts` with this set-up, ``ZERR_TPL`` calibrated.
+        """:func:`refine_redshifts` with this set-up, ``ZERR_TPL`` calibrated; with
+        archetypes, the search is restricted to the basin the archetype stage picks.
 
         Parameters
         ----------
@@ -462,13 +612,26 @@ class Refiner:
             The network's box confidences (nspec, nlines, nboxes); None (networks without
             boxes): no prior.
         """
+        z_start = np.asarray(z_start, dtype=np.float64)
+        todo = np.isfinite(z_start)
         support = None
         if conf is not None and self.prior_weight > 0:
-            todo = np.isfinite(np.asarray(z_start, dtype=np.float64))
             support = np.zeros((len(todo), self.zs.size))
             support[todo] = box_support(np.asarray(conf)[todo], self.boxes)
+        centre = None
+        if self.archetypes is not None and todo.any():
+            centre = np.full(len(todo), np.nan)
+            fl, iv = np.asarray(flux)[todo], np.asarray(ivar)[todo]
+            valid = np.isfinite(fl) & np.isfinite(iv) & (iv > 0)
+            curve = archetype_curve(np.where(valid, fl, 0.0), np.where(valid, iv, 0.0),
+                                    self.archetypes)
+            asupport = None
+            if conf is not None and self.arch_weight > 0:
+                asupport = box_support(np.asarray(conf)[todo], self.aboxes)
+            centre[todo] = basin_centres(curve, self.azs, z_start[todo], self.window, asupport,
+                                         self.arch_weight)
         out = refine_redshifts(flux, ivar, z_start, self.tbasis, self.zs, self.window,
-                               self.exclude, support, self.prior_weight)
+                               self.exclude, support, self.prior_weight, centre, self.basin)
         out['ZERR_TPL'] = calibrated_error(out['ZERR_TPL'], out['Z_TPL'], self.zerr_scale,
                                            self.zerr_floor)
         return out

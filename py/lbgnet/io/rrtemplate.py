@@ -18,14 +18,16 @@ from .catalog import check_writable
 IGM_MODELS = ('Inoue14', 'Calura12', 'Kamble20', 'None')
 
 
-def template_filename(spectype, subtype, version):
-    """Redrock's file-name convention, ``rrtemplate-{SPECTYPE}-{SUBTYPE}-v{VERSION}.fits``."""
-    return f'rrtemplate-{spectype}-{subtype}-v{version}.fits'
+def template_filename(spectype, subtype, version, method='PCA'):
+    """Redrock's file-name convention, ``rrtemplate-{SPECTYPE}-{SUBTYPE}-v{VERSION}.fits``
+    (``rrarchetype-…`` for archetypes, as Redrock names its archetype files)."""
+    prefix = 'rrarchetype' if method == 'ARCHETYPE' else 'rrtemplate'
+    return f'{prefix}-{spectype}-{subtype}-v{version}.fits'
 
 
 def write_rr_template(path, wave, basis, redshifts, spectype='GALAXY', subtype='LBG',
-                      version='0.1', igm='Inoue14', comments=(), cards=()):
-    """Write a Redrock PCA template file atomically.
+                      version='0.1', igm='Inoue14', comments=(), cards=(), method='PCA'):
+    """Write a Redrock PCA template file (or a set of archetypes) atomically.
 
     Parameters
     ----------
@@ -45,6 +47,9 @@ def write_rr_template(path, wave, basis, redshifts, spectype='GALAXY', subtype='
         COMMENT cards (how the template was made).
     cards : sequence of (key, value, comment), optional
         Extra keywords (seed, number of spectra, ...).
+    method : {'PCA', 'ARCHETYPE'}, optional
+        RRMETHOD: the rows are a PCA basis, or archetypes (each row one spectrum, fitted
+        alone; :func:`lbgnet.refine.archetype_curve`) [PCA].
 
     Raises
     ------
@@ -74,7 +79,10 @@ def write_rr_template(path, wave, basis, redshifts, spectype='GALAXY', subtype='
     hdr['RRTYPE'] = (spectype, 'Redrock spectral type')
     hdr['RRSUBTYP'] = (subtype, 'Redrock spectral subtype')
     hdr['VERSION'] = (str(version), 'template version')
-    hdr['RRMETHOD'] = ('PCA', 'basis vectors are a PCA')
+    if method not in ('PCA', 'ARCHETYPE'):
+        raise ValueError(f'method must be PCA or ARCHETYPE, got {method!r}')
+    hdr['RRMETHOD'] = (method, 'basis vectors are a PCA' if method == 'PCA'
+                       else 'each row is one archetype spectrum')
     hdr['RRIGM'] = (igm, 'IGM model Redrock applies at each redshift')
     hdr['EXTNAME'] = 'BASIS_VECTORS'
     for key, value, comment in cards:
@@ -88,10 +96,12 @@ def write_rr_template(path, wave, basis, redshifts, spectype='GALAXY', subtype='
     return path
 
 
-def default_template_path():
-    """The LBG template shipped in ``lbgnet/data`` (newest version), or None."""
+def default_template_path(method='PCA'):
+    """The LBG template (or, with method 'ARCHETYPE', the LBG archetypes) shipped in
+    ``lbgnet/data`` (newest version), or None."""
     import glob
     import os
     datadir = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'data')
-    found = sorted(glob.glob(os.path.join(datadir, 'rrtemplate-GALAXY-LBG-v*.fits')))
+    pattern = template_filename('GALAXY', 'LBG', '*', method)
+    found = sorted(glob.glob(os.path.join(datadir, pattern)))
     return found[-1] if found else None

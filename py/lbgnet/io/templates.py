@@ -39,6 +39,9 @@ class RRTemplate:
     coeff : numpy.ndarray or None
         Archetype coefficients, shape (narchetype, nbasis), when the file has them.
     path : str
+    method : str
+        ``RRMETHOD`` (upper case): 'PCA' (the default when absent) or 'ARCHETYPE' (each
+        row of `basis` one spectrum).
     """
 
     rrtype: str
@@ -47,6 +50,7 @@ class RRTemplate:
     basis: np.ndarray
     coeff: object
     path: str
+    method: str = 'PCA'
 
 
 @dataclass(frozen=True)
@@ -145,6 +149,7 @@ def read_rr_template(path):
     try:
         rrtype = str(hdr['RRTYPE']).strip().upper()
         subtype = str(hdr.get('RRSUBTYP', '')).strip().upper()
+        method = str(hdr.get('RRMETHOD', 'PCA')).strip().upper()
         crval, cdelt = float(hdr['CRVAL1']), float(hdr['CDELT1'])
     except KeyError as err:
         raise InputFileError(path, f'Redrock template header lacks {err}') from None
@@ -155,7 +160,7 @@ def read_rr_template(path):
         wave = 10.0 ** wave
     if coeff is not None and (coeff.ndim != 2 or coeff.shape[1] != basis.shape[0]):
         raise InputFileError(path, f'ARCHETYPE_COEFF shape {coeff.shape} does not match {basis.shape[0]} basis vectors')
-    return RRTemplate(rrtype, subtype, wave, basis, coeff, path)
+    return RRTemplate(rrtype, subtype, wave, basis, coeff, path, method)
 
 
 def load_templates(lbg_composite=None, rr_template_dir=None):

@@ -341,7 +341,10 @@ def main(args=None, comm=None):
                                            'prior_weight': refiner.prior_weight,
                                            'window': refiner.window, 'step': refiner.dlogz,
                                            'noise': ('pipeline' if refiner.noise is None
-                                                     else 'calibrated')}
+                                                     else 'calibrated'),
+                                           'archetypes': (os.path.basename(refiner.arch_source)
+                                                          if refiner.archetypes is not None
+                                                          else None)}
         if args.redrock:
             metrics['redrock'] = redrock_metrics(args.redrock, truth, extras['targetid'])
     except InputFileError as err:

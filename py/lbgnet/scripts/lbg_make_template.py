@@ -3,7 +3,10 @@ lbgnet.scripts.lbg_make_template
 ================================
 
 ``desi_lbg_make_template``: build the Redrock LBG template (``rrtemplate-GALAXY-LBG-v*.fits``)
-from noiseless simulated rest-frame LBG spectra (:mod:`lbgnet.template`).
+from noiseless simulated rest-frame LBG spectra (:mod:`lbgnet.template`), or with
+``--archetypes`` the LBG archetypes of the template refinement
+(``rrarchetype-GALAXY-LBG-v*.fits``: the simulated spectra themselves, one per row,
+``RRMETHOD = ARCHETYPE``; :func:`lbgnet.refine.archetype_curve`).
 """
 import argparse
 import os
@@ -45,8 +48,14 @@ def parse(options=None):
                         help='simulator configuration whose LBGs the PCA is made of [%(default)s]')
     parser.add_argument('--lbg-composite', help='Shapley et al. (2003) composite (optional)')
     parser.add_argument('--overwrite', action='store_true', help='replace an existing template file')
+    parser.add_argument('--archetypes', action='store_true',
+                        help='write the --nspec spectra themselves as archetypes '
+                        '(rrarchetype-GALAXY-LBG-vVERSION.fits, for the template refinement; '
+                        'not a Redrock template) instead of their PCA')
     args = parser.parse_args(options)
-    if args.nbasis < 1 or args.nspec < args.nbasis:
+    if args.archetypes and args.nspec < 1:
+        parser.error('need --nspec >= 1')
+    if not args.archetypes and (args.nbasis < 1 or args.nspec < args.nbasis):
         parser.error('need --nspec >= --nbasis >= 1')
     if args.seed < 0:
         parser.error(f'--seed must be >= 0, got {args.seed}')
@@ -73,6 +82,26 @@ def check_coverage(wave_range, z_range, arms=(3600.0, 9824.0)):
                          f'for z in {tuple(z_range)}')
 
 
+def write_archetypes(path, wave, flux, redshifts, args):
+    """Write the simulated spectra as archetypes; return 0, or 1 on a write error."""
+    log = get_logger()
+    comments = [f'{args.nspec} noiseless simulated LBG spectra as archetypes (lbgnet {__version__})',
+                'rest frame, no IGM, no instrumental broadening, unit mean flux in '
+                f'{NORM_WINDOW[0]:g}-{NORM_WINDOW[1]:g} A',
+                f'simulator {os.path.basename(args.sim_config)}, seed {args.seed}',
+                'not a Redrock template: each row is fitted alone (lbgnet.refine)']
+    cards = [('NSPEC', args.nspec, 'simulated spectra'), ('SEED', args.seed, 'random seed')]
+    try:
+        write_rr_template(path, wave, flux.astype(np.float32), redshifts, igm=args.igm,
+                          version=args.version, comments=comments, cards=cards,
+                          method='ARCHETYPE')
+    except (ValueError, OSError) as err:
+        log.error('%s: cannot write (%s)', path, getattr(err, 'strerror', None) or err)
+        return 1
+    log.info('%s: %d archetypes on %d rest pixels', path, args.nspec, wave.size)
+    return 0
+
+
 def main(args=None, comm=None):
     """Run ``desi_lbg_make_template``; return 0 on success, 1 on a clear error."""
     from ..io.templates import load_templates
@@ -80,7 +109,8 @@ def main(args=None, comm=None):
     if not isinstance(args, argparse.Namespace):
         args = parse(args)
     log = get_logger()
-    path = os.path.join(args.outdir, template_filename('GALAXY', 'LBG', args.version))
+    method = 'ARCHETYPE' if args.archetypes else 'PCA'
+    path = os.path.join(args.outdir, template_filename('GALAXY', 'LBG', args.version, method))
     if os.path.exists(path) and not args.overwrite:
         log.error('%s: exists (use --overwrite)', path)
         return 1
@@ -98,9 +128,11 @@ def main(args=None, comm=None):
     except (ValueError, InputFileError) as err:
         log.error('%s', err)
         return 1
+    redshifts = redshift_grid(*args.z_range, args.dlogz)
+    if args.archetypes:
+        return write_archetypes(path, wave, flux, redshifts, args)
     basis, explained = pca_basis(flux, args.nbasis)
     resid = reconstruction_error(flux, basis)
-    redshifts = redshift_grid(*args.z_range, args.dlogz)
     comments = [f'PCA of {args.nspec} noiseless simulated LBG spectra (lbgnet {__version__})',
                 'rest frame, no IGM (Redrock applies RRIGM), no instrumental broadening',
                 f'simulator {os.path.basename(args.sim_config)}, seed {args.seed}',

@@ -324,7 +324,7 @@ def error_calibration(res, truth, config, grid=None, conf=None, noise=None):
     :func:`lbgnet.zerr.fit_calibration` on the selected true LBGs: for ``ZERR_LBG`` with
     the network's raw errors in `res` (for a hybrid network, also the direct head's
     errors of the rows without lines: one scale and floor for both); for ``ZERR_TPL``
-    after refining their redshifts with the shipped template at the default settings
+    after refining their redshifts with the shipped template and archetypes at the default settings
     (needs `grid`; not for networks whose target is not LBG, nor when the template
     cannot cover the grid).  A calibration that cannot be fitted leaves the formal
     error (scale 1, floor 0) and records why.
@@ -352,8 +352,8 @@ def error_calibration(res, truth, config, grid=None, conf=None, noise=None):
         impossible); ``ZERR_LBG`` / ``ZERR_TPL``: the fit (or the reason it failed) and
         :func:`lbgnet.zerr.pull_stats` before and after.
     """
-    from ..afterburner import (DEFAULT_REFINE_NOISE, REFINE_NOISES, default_template_path,
-                               load_refiner)
+    from ..afterburner import (DEFAULT_REFINE_NOISE, REFINE_NOISES, default_archetype_path,
+                               default_template_path, load_refiner)
     from ..evaluate import LBG_CLASS
     from ..network import training_zrange
     from ..targets import target_class
@@ -375,7 +375,8 @@ def error_calibration(res, truth, config, grid=None, conf=None, noise=None):
     else:
         try:
             refiner = load_refiner(default_template_path(), config,
-                                   training_zrange(config, {}), calibrate=False, noise=noise)
+                                   training_zrange(config, {}), calibrate=False, noise=noise,
+                                   archetypes=default_archetype_path())
         except (InputFileError, ValueError) as err:      # e.g. a grid the template misses
             reasons['ZERR_TPL'] = f'no template refinement: {err}'
         else:

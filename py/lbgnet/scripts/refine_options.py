@@ -12,13 +12,18 @@ from ..refine import DEFAULT_DLOGZ, DEFAULT_PRIOR_WEIGHT, DEFAULT_WINDOW
 
 
 def add_refine_arguments(parser):
-    """Add ``--no-refine``, ``--refine-template``, ``--refine-prior-weight``,
-    ``--refine-window``, ``--refine-noise`` and ``--refine-step`` to `parser`."""
+    """Add ``--no-refine``, ``--refine-template``, ``--refine-archetypes``,
+    ``--refine-prior-weight``, ``--refine-window``, ``--refine-noise`` and ``--refine-step``
+    to `parser`."""
     parser.add_argument('--no-refine', action='store_true',
                         help='skip the template refinement of the IS_LBG redshifts (Z_TPL, '
                         'ZERR_TPL, DELTACHI2_TPL left NaN)')
     parser.add_argument('--refine-template', help='Redrock-format template without IGM for '
                         'the refinement [the LBG template shipped with lbgnet]')
+    parser.add_argument('--refine-archetypes', metavar='FILE',
+                        help='archetype file (desi_lbg_make_template --archetypes) whose '
+                        'evidence picks the basin of Z_TPL, or "none" for the template fit '
+                        'alone (as before 2026-12-01) [the LBG archetypes shipped with lbgnet]')
     parser.add_argument('--refine-prior-weight', type=float, default=DEFAULT_PRIOR_WEIGHT,
                         help='weight of the network\'s box confidences against chi2 in the '
                         'refinement; 0: plain chi2 minimum [%(default)s]')
@@ -42,6 +47,8 @@ def check_refine_arguments(parser, args):
         parser.error('--refine-template and --no-refine exclude each other')
     if args.no_refine and args.refine_noise is not None:
         parser.error('--refine-noise and --no-refine exclude each other')
+    if args.no_refine and args.refine_archetypes is not None:
+        parser.error('--refine-archetypes and --no-refine exclude each other')
     if not 0 < args.refine_window < 1:
         parser.error(f'--refine-window must be in (0, 1), got {args.refine_window}')
     if args.refine_prior_weight < 0:
@@ -79,7 +86,7 @@ def make_refiner(args, config, zrange, metadata=None):
     lbgnet.io.InputFileError
         Missing or unusable template.
     """
-    from ..afterburner import default_template_path, load_refiner
+    from ..afterburner import default_archetype_path, default_template_path, load_refiner
     from ..postprocess import postprocess_options
     if args.no_refine:
         return None
@@ -89,7 +96,8 @@ def make_refiner(args, config, zrange, metadata=None):
         ('refine-template', args.refine_template, None),
         ('refine-window', args.refine_window, DEFAULT_WINDOW),
         ('refine-prior-weight', args.refine_prior_weight, DEFAULT_PRIOR_WEIGHT),
-        ('refine-step', args.refine_step, DEFAULT_DLOGZ)) if value != default]
+        ('refine-step', args.refine_step, DEFAULT_DLOGZ),
+        ('refine-archetypes', args.refine_archetypes, None)) if value != default]
     calibrated = (opts['zerr_tpl_scale'], opts['zerr_tpl_floor']) != (1.0, 0.0)
     if calibrated and noise != calibration_noise(metadata):
         changed.append(f'--refine-noise {noise} (calibrated with {calibration_noise(metadata)})')
@@ -97,6 +105,11 @@ def make_refiner(args, config, zrange, metadata=None):
         get_logger().warning('ZERR_TPL is calibrated for the shipped template at the default '
                              'refinement settings; with %s it is only approximately so',
                              ', '.join(changed))
+    archetypes = args.refine_archetypes
+    if archetypes is None:
+        archetypes = default_archetype_path()
+    elif archetypes.lower() == 'none':
+        archetypes = None
     return load_refiner(args.refine_template or default_template_path(), config, zrange,
                         args.refine_window, args.refine_prior_weight, args.refine_step,
-                        noise=noise)
+                        noise=noise, archetypes=archetypes)
