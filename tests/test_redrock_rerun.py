@@ -146,7 +146,7 @@ def test_make_archetypes_from_simulated_lbgs(tmp_path):
     np.testing.assert_allclose(flux[:, window].mean(axis=1), 1.0, rtol=1e-5)
     config = load_config('lbgnet-default.yaml')
     refiner = load_refiner(default_template_path(), config, (1.8, 4.6), archetypes=path)
-    assert refiner.archetypes.shape[1] == 6 and refiner.arch_source == path
+    assert refiner.archetypes.shape[0] == 6 and refiner.arch_source == path
     with pytest.raises(InputFileError, match='not an archetype file'):
         load_refiner(default_template_path(), config, (1.8, 4.6),
                      archetypes=default_template_path())

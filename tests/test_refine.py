@@ -322,8 +322,8 @@ def test_archetype_curve_is_the_evidence_summed_over_archetypes():
     from lbgnet.refine import archetype_curve
     rng = np.random.default_rng(11)
     narch, nz, nbins = 4, 3, 50
-    abasis = rng.uniform(0.1, 1.0, (nz, narch, nbins)).astype(np.float32)
-    flux = rng.normal(0.0, 1.0, (2, nbins)) + 2.0 * abasis[1, 2].astype(float)
+    abasis = rng.uniform(0.1, 1.0, (narch, nz, nbins)).astype(np.float32)
+    flux = rng.normal(0.0, 1.0, (2, nbins)) + 2.0 * abasis[2, 1].astype(float)
     flux[1] = -flux[1]                        # anti-correlated: every amplitude 0 or small
     ivar = rng.uniform(0.5, 2.0, (2, nbins))
     got = archetype_curve(flux, ivar, abasis)
@@ -331,7 +331,7 @@ def test_archetype_curve_is_the_evidence_summed_over_archetypes():
         for iz in range(nz):
             terms = []
             for k in range(narch):
-                t = abasis[iz, k].astype(float)
+                t = abasis[k, iz].astype(float)
                 a = max(0.0, (ivar[s] * flux[s] * t).sum() / (ivar[s] * t * t).sum())
                 chi2 = (ivar[s] * (flux[s] - a * t) ** 2).sum()
                 terms.append(-0.5 * chi2 - 0.5 * np.log((ivar[s] * t * t).sum()))
@@ -376,7 +376,7 @@ def test_refiner_with_archetypes_finds_redshifts_of_archetype_spectra():
                                               tpl.basis[0] + 3 * tpl.basis[2],
                                               tpl.basis[0] - tpl.basis[1] + tpl.basis[2]]), None)
     ref = Refiner.build(tpl, CONFIG, (2.2, 3.8), archetypes=arch, arch_source='a.fits')
-    assert ref.archetypes.shape == (ref.azs.size, 3, GRID.nbins) and ref.archetypes.dtype == np.float32
+    assert ref.archetypes.shape == (3, ref.azs.size, GRID.nbins) and ref.archetypes.dtype == np.float32
     z = rng.uniform(2.4, 3.6, 20)
     flux = np.stack([spectra_at(RefineTemplate(arch.wave, arch.basis[[k]], None), [zi], [[2.0]])[0]
                      for zi, k in zip(z, rng.integers(0, 3, 20))])

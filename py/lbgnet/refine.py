@@ -75,6 +75,9 @@ DEFAULT_NBASIS = 5
 DEFAULT_ARCH_WEIGHT = 1.5
 DEFAULT_BASIN = 0.01
 DEFAULT_ARCH_DLOGZ = 4e-4
+#: Spectra per block of the archetype stage (sorted by redshift, so that a block's windows
+#: span a small part of the grid).
+ARCH_BLOCK = 64
 #: ``DELTACHI2_TPL`` below which an IS_LBG redshift is flagged ``SMALL_DELTA_CHI2``: the
 #: value Redrock uses for its own ZWARN bit of that name (``redrock.constants.min_deltachi2``),
 #: a 3σ preference over any redshift farther than the exclusion zone.
@@ -223,7 +226,8 @@ def archetype_curve(flux, ivar, abasis):
     flux, ivar : numpy.ndarray
         Rebinned spectra, shape (nspec, nbins); ivar = 0 masks a bin (no NaN).
     abasis : numpy.ndarray
-        Binned archetypes (:func:`binned_basis`), shape (nz, narch, nbins).
+        Binned archetypes, archetype first (:func:`binned_basis` transposed), shape
+        (narch, nz, nbins); float32 is enough.
 
     Returns
     -------
@@ -232,16 +236,16 @@ def archetype_curve(flux, ivar, abasis):
     """
     flux = np.asarray(flux, dtype=np.float64)
     ivar = np.asarray(ivar, dtype=np.float64)
-    nz, narch, _ = abasis.shape
+    narch, nz, _ = abasis.shape
     wf = (ivar * flux).astype(np.float32)
     w = ivar.astype(np.float32)
     dd = (ivar * flux * flux).sum(axis=1)[:, None]
     top = np.full((flux.shape[0], nz), -np.inf)
     total = np.zeros((flux.shape[0], nz))
     for k in range(narch):                      # running log-sum-exp over the archetypes
-        tk = np.ascontiguousarray(abasis[:, k, :].T)
-        b = (wf @ tk).astype(np.float64)
-        a = np.maximum((w @ (tk * tk)).astype(np.float64), 1e-300)
+        tk = abasis[k]
+        b = (wf @ tk.T).astype(np.float64)
+        a = np.maximum((w @ (tk * tk).T).astype(np.float64), 1e-300)
         x = -0.5 * (dd - np.where(b > 0, b * b / a, 0.0)) - 0.5 * np.log(a)
         new = np.maximum(top, x)
         total = total * np.exp(top - new) + np.exp(x - new)
@@ -496,8 +500,8 @@ class Refiner:
         Weight the χ² by this calibrated noise model instead of the pipeline ivar (the
         callers grid it with :func:`lbgnet.preprocess.coadd_to_grid`); None: pipeline ivar.
     archetypes : numpy.ndarray or None
-        Binned archetypes (:func:`binned_basis`, float32) on `azs`, shape (naz, narch,
-        nbins): the archetype stage (:func:`archetype_curve`, :func:`basin_centres`) picks
+        Binned archetypes (:func:`binned_basis` on `azs`, archetype first, float32),
+        shape (narch, naz, nbins): the archetype stage (:func:`archetype_curve`, :func:`basin_centres`) picks
         the basin in which the basis fit places ``Z_TPL``; None: no archetype stage.
     azs : numpy.ndarray or None
         Trial redshifts of the archetype stage, shape (naz,).
@@ -592,13 +596,56 @@ class Refiner:
                                  f'{archetypes.wave[-1]:.0f} A rest) do not cover the grid for z '
                                  f'in {zmin:.2f}-{zmax:.2f}')
             azs = redshift_grid(zmin, zmax, arch_dlogz)
-            extra = dict(archetypes=binned_basis(archetypes, edges, azs).astype(np.float32),
+            binned = binned_basis(archetypes, edges, azs).astype(np.float32)
+            extra = dict(archetypes=np.ascontiguousarray(binned.transpose(1, 0, 2)),
                          azs=azs, aboxes=line_boxes(config, azs), arch_weight=float(arch_weight),
                          basin=float(basin), arch_source=str(arch_source),
                          arch_sha256=str(arch_sha256))
         return cls(zs, binned_basis(template, edges, zs), line_boxes(config, zs),
                    float(prior_weight), float(window), float(exclude), str(source), str(sha256),
                    float(zerr_scale), float(zerr_floor), **extra)
+
+    def basin_centres(self, flux, ivar, z_start, conf=None, block=ARCH_BLOCK):
+        """The archetype stage: :func:`basin_centres` of each spectrum (NaN where not refined).
+
+        The spectra are taken in order of `z_start`, `block` at a time, and each block's
+        :func:`archetype_curve` is computed only over the trial redshifts its windows span
+        (about a quarter of the grid), which the result does not depend on.
+
+        Parameters
+        ----------
+        flux, ivar, z_start, conf
+            As :meth:`run`.
+        block : int, optional
+
+        Returns
+        -------
+        numpy.ndarray
+            Shape (nspec,).
+        """
+        z_start = np.asarray(z_start, dtype=np.float64)
+        centre = np.full(z_start.shape, np.nan)
+        rows = np.flatnonzero(np.isfinite(z_start))
+        rows = rows[np.argsort(z_start[rows], kind='stable')]
+        lx = np.log10(1 + self.azs)
+        for start in range(0, rows.size, block):
+            sel = rows[start:start + block]
+            z0 = z_start[sel]
+            lo = np.searchsorted(lx, np.log10((1 + z0.min()) * (1 - self.window)), 'left')
+            hi = np.searchsorted(lx, np.log10((1 + z0.max()) * (1 + self.window)), 'right')
+            lo, hi = max(lo - 1, 0), min(hi + 1, lx.size)
+            if hi <= lo:
+                continue
+            fl, iv = np.asarray(flux)[sel], np.asarray(ivar)[sel]
+            valid = np.isfinite(fl) & np.isfinite(iv) & (iv > 0)
+            curve = archetype_curve(np.where(valid, fl, 0.0), np.where(valid, iv, 0.0),
+                                    self.archetypes[:, lo:hi])
+            asupport = None
+            if conf is not None and self.arch_weight > 0:
+                asupport = box_support(np.asarray(conf)[sel], self.aboxes[lo:hi])
+            centre[sel] = basin_centres(curve, self.azs[lo:hi], z0, self.window, asupport,
+                                        self.arch_weight)
+        return centre
 
     def run(self, flux, ivar, z_start, conf=None):
         """:func:`refine_redshifts` with this set-up, ``ZERR_TPL`` calibrated; with
@@ -620,16 +667,7 @@ class Refiner:
             support[todo] = box_support(np.asarray(conf)[todo], self.boxes)
         centre = None
         if self.archetypes is not None and todo.any():
-            centre = np.full(len(todo), np.nan)
-            fl, iv = np.asarray(flux)[todo], np.asarray(ivar)[todo]
-            valid = np.isfinite(fl) & np.isfinite(iv) & (iv > 0)
-            curve = archetype_curve(np.where(valid, fl, 0.0), np.where(valid, iv, 0.0),
-                                    self.archetypes)
-            asupport = None
-            if conf is not None and self.arch_weight > 0:
-                asupport = box_support(np.asarray(conf)[todo], self.aboxes)
-            centre[todo] = basin_centres(curve, self.azs, z_start[todo], self.window, asupport,
-                                         self.arch_weight)
+            centre = self.basin_centres(flux, ivar, z_start, conf)
         out = refine_redshifts(flux, ivar, z_start, self.tbasis, self.zs, self.window,
                                self.exclude, support, self.prior_weight, centre, self.basin)
         out['ZERR_TPL'] = calibrated_error(out['ZERR_TPL'], out['Z_TPL'], self.zerr_scale,
