@@ -26,10 +26,12 @@ MASK = LBGWarnMask()
 
 @pytest.fixture(scope='module')
 def model_path(tmp_path_factory):
+    from lbgnet.afterburner import default_archetype_path
+    calib = {'refine_noise': 'calibrated', 'refine_archetypes': file_sha256(default_archetype_path())}
     return save_tiny_model(str(tmp_path_factory.mktemp('model') / 'tiny.weights.h5'),
                            postprocess={'zerr_scale': 3.0, 'zerr_floor': 2e-4,
                                         'zerr_tpl_scale': 1.7, 'zerr_tpl_floor': 1e-4},
-                           metadata={'error_calibration': {'refine_noise': 'calibrated'}})
+                           metadata={'error_calibration': calib})
 
 
 def make_pair(directory, name='main-dark-100', nspec=12, rr_order=None, **kwargs):
@@ -534,7 +536,7 @@ def test_refinement_with_the_calibrated_noise_model(tmp_path, model_path, caplog
     alone = str(tmp_path / 'alone.fits')
     rc, text = run(caplog, '--coadd', coadd, '--model', model_path, '--output', alone,
                    '--refine-archetypes', 'none')
-    assert rc == 0 and '--refine-archetypes' in text
+    assert rc == 0 and 'no archetypes (ZERR_TPL calibrated with other ones)' in text
     acat, ahdr = read_catalog(alone)
     assert (ahdr['REFARCH'], ahdr['REFASHA'], ahdr['REFABAS']) == ('none', '', 0.0)
     plain_refiner = load_refiner(hdr['REFTEMPL'], net.config, net.zrange)
@@ -552,9 +554,18 @@ def test_refinement_with_the_calibrated_noise_model(tmp_path, model_path, caplog
                             postprocess={'zerr_tpl_scale': 1.7, 'zerr_tpl_floor': 1e-4})
     rc, text = run(caplog, '--coadd', coadd, '--model', older, '--output', str(tmp_path / 'o1.fits'))
     assert rc == 0 and '--refine-noise calibrated (calibrated with pipeline)' in text
+    assert 'these archetypes (ZERR_TPL calibrated without archetypes)' in text
     rc, text = run(caplog, '--coadd', coadd, '--model', older, '--output', str(tmp_path / 'o2.fits'),
-                   '--refine-noise', 'pipeline')
+                   '--refine-noise', 'pipeline', '--refine-archetypes', 'none')
     assert rc == 0 and 'only approximately so' not in text
+    # an archetype file is no PCA template, and a PCA template no archetypes: one line each
+    from lbgnet.afterburner import default_archetype_path
+    for opt, path, what in (('--refine-template', default_archetype_path(), 'not a PCA template'),
+                            ('--refine-archetypes', hdr['REFTEMPL'], 'not an archetype file')):
+        rc, text = run(caplog, '--coadd', coadd, '--model', model_path, '--output',
+                       str(tmp_path / 'x.fits'), opt, path)
+        assert rc == 1 and what in text and 'Traceback' not in text
+        assert not os.path.exists(str(tmp_path / 'x.fits'))
     # a refiner with a noise model never silently falls back to the pipeline ivar
     import dataclasses
     from lbgnet.afterburner import refine_selected

@@ -387,3 +387,16 @@ def test_refiner_with_archetypes_finds_redshifts_of_archetype_spectra():
     short = RefineTemplate(tpl.wave[tpl.wave < 2000], arch.basis[:, tpl.wave < 2000], None)
     with pytest.raises(ValueError, match='archetypes'):
         Refiner.build(tpl, CONFIG, (2.2, 3.8), archetypes=short)
+    empty = RefineTemplate(arch.wave, np.vstack([arch.basis[:2], np.zeros((1, arch.wave.size))]), None)
+    with pytest.raises(ValueError, match='positive mean'):
+        Refiner.build(tpl, CONFIG, (2.2, 3.8), archetypes=empty)
+    # blocks of sorted spectra over the redshifts their windows span = the whole grid,
+    # also for first guesses at the ends of the grid and NaN ones
+    from lbgnet.refine import archetype_curve, basin_centres
+    z0 = np.concatenate([z, [ref.zs[0], ref.zs[-1], np.nan]])
+    flux2 = np.vstack([flux, flux[:3]])
+    ivar2 = np.vstack([ivar, ivar[:3]])
+    blocked = ref.basin_centres(flux2, ivar2, z0, block=7)
+    full = basin_centres(archetype_curve(flux2, ivar2, ref.archetypes), ref.azs, z0, ref.window)
+    np.testing.assert_allclose(blocked, full, atol=1e-5, equal_nan=True)
+    assert np.isnan(blocked[-1]) and np.isfinite(blocked[:-1]).all()

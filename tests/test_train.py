@@ -152,8 +152,12 @@ def test_train_script_with_simulator(tmp_path):
     assert set(meta['validation_metrics']) == {'all', 'lowz', 'midz', 'highz'}
     # error calibration: recorded in the card and set in the model's postprocess options
     calib = meta['error_calibration']
-    assert set(calib) == {'refine_noise', 'postprocess', 'ZERR_LBG', 'ZERR_TPL'}
+    assert set(calib) == {'refine_noise', 'refine_archetypes', 'postprocess', 'ZERR_LBG', 'ZERR_TPL'}
     assert calib['refine_noise'] == 'calibrated'        # as the commands refine by default
+    from lbgnet.afterburner import default_archetype_path
+    from lbgnet.io.catalog import file_sha256
+    if calib['ZERR_TPL']['fit'] is not None:
+        assert calib['refine_archetypes'] == file_sha256(default_archetype_path())
     assert {k: card['config']['postprocess'][k] for k in calib['postprocess']} == calib['postprocess']
     assert len(meta['history']['val_score']) == 2
     assert (out / 'validation').is_dir() and (out / 'history.csv').exists()

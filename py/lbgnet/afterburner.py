@@ -190,7 +190,16 @@ def load_refiner(path, config, zrange, window=DEFAULT_WINDOW, prior_weight=DEFAU
     opts = postprocess_options(config)
     scale, floor = ((opts['zerr_tpl_scale'], opts['zerr_tpl_floor']) if calibrate
                     else (1.0, 0.0))
-    extra = {}
+    if rrt.method != 'PCA':
+        raise InputFileError(path, f'not a PCA template (RRMETHOD {rrt.method}); archetypes '
+                             'go to --refine-archetypes')
+    try:
+        template = template_from_basis(rrt.wave, rrt.basis, igm=igm)
+        refiner = Refiner.build(template, config, zrange, prior_weight, window, dlogz=dlogz,
+                                source=os.path.abspath(path), sha256=file_sha256(path),
+                                zerr_scale=scale, zerr_floor=floor)
+    except ValueError as err:
+        raise InputFileError(path, f'unusable refinement template: {err}') from None
     if archetypes is not None:
         rra = read_rr_template(archetypes)
         if rra.method != 'ARCHETYPE':
@@ -198,18 +207,10 @@ def load_refiner(path, config, zrange, window=DEFAULT_WINDOW, prior_weight=DEFAU
                                  'make one with desi_lbg_make_template --archetypes)')
         try:
             arch = template_from_basis(rra.wave, rra.basis, nbasis=rra.basis.shape[0], igm=igm)
+            refiner = refiner.with_archetypes(arch, config, source=os.path.abspath(archetypes),
+                                              sha256=file_sha256(archetypes))
         except ValueError as err:
             raise InputFileError(archetypes, f'unusable archetypes: {err}') from None
-        extra = dict(archetypes=arch, arch_source=os.path.abspath(archetypes),
-                     arch_sha256=file_sha256(archetypes))
-    try:
-        template = template_from_basis(rrt.wave, rrt.basis, igm=igm)
-        refiner = Refiner.build(template, config, zrange, prior_weight, window, dlogz=dlogz,
-                                source=os.path.abspath(path), sha256=file_sha256(path),
-                                zerr_scale=scale, zerr_floor=floor, **extra)
-    except ValueError as err:
-        raise InputFileError(archetypes if 'archetypes' in str(err) else path,
-                             f'unusable refinement template: {err}') from None
     return refiner if model is None else dataclasses.replace(refiner, noise=model)
 
 

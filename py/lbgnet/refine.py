@@ -51,7 +51,7 @@ Outputs per spectrum (NaN where not refined):
     Below :data:`MIN_DELTACHI2` (9, as in Redrock) the afterburner sets the ``LBG_FLAG``
     bit ``SMALL_DELTA_CHI2`` (:func:`reliable_redshift`).
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -215,9 +215,10 @@ def archetype_curve(flux, ivar, abasis):
     """−2 ln of the likelihood of each spectrum at each trial redshift, summed over archetypes.
 
     Each archetype k is fitted alone with a free amplitude a ≥ 0; with a flat prior on a,
-    the likelihood integrated over it is ``exp(−χ²_k / 2) · sqrt(2π / A_k)`` (χ²_k at the
-    best amplitude, A_k the curvature Σ w T_k²), and the archetypes are equally likely
-    a priori.  Unlike the best fit of a linear basis, whose coefficients may combine into
+    the likelihood integrated over it is approximated by ``exp(−χ²_k / 2) · sqrt(2π / A_k)``
+    (χ²_k at the best amplitude, A_k the curvature Σ w T_k²: the Laplace approximation,
+    which leaves out the factor Φ(b_k / sqrt(A_k)) of the truncation at a = 0, between 1/2
+    and 1 for the archetypes that fit), and the archetypes are equally likely a priori.  Unlike the best fit of a linear basis, whose coefficients may combine into
     spectra no galaxy has, the sum only credits a redshift where real-looking galaxies
     fit, and weighs how many of them do (a Bayes evidence over the population).
 
@@ -584,33 +585,77 @@ class Refiner:
             raise ValueError(f'the template ({template.wave[0]:.0f}-{template.wave[-1]:.0f} A rest) '
                              f'does not cover the grid for z in {zrange[0]:.2f}-{zrange[1]:.2f}')
         zs = redshift_grid(zmin, zmax, dlogz)
-        extra = {}
-        if archetypes is not None:
-            if not 0 < basin < 1 or arch_weight < 0 or not arch_dlogz > 0:
-                raise ValueError(f'need basin ({basin}) in (0, 1), arch_weight ({arch_weight}) '
-                                 f'>= 0 and arch_dlogz ({arch_dlogz}) > 0')
-            tol = 1e-9 * archetypes.wave[-1]
-            if (archetypes.wave[0] > edges[0] / (1 + zmax) + tol
-                    or archetypes.wave[-1] < edges[-1] / (1 + zmin) - tol):
-                raise ValueError(f'the archetypes ({archetypes.wave[0]:.0f}-'
-                                 f'{archetypes.wave[-1]:.0f} A rest) do not cover the grid for z '
-                                 f'in {zmin:.2f}-{zmax:.2f}')
-            azs = redshift_grid(zmin, zmax, arch_dlogz)
-            binned = binned_basis(archetypes, edges, azs).astype(np.float32)
-            extra = dict(archetypes=np.ascontiguousarray(binned.transpose(1, 0, 2)),
-                         azs=azs, aboxes=line_boxes(config, azs), arch_weight=float(arch_weight),
-                         basin=float(basin), arch_source=str(arch_source),
-                         arch_sha256=str(arch_sha256))
-        return cls(zs, binned_basis(template, edges, zs), line_boxes(config, zs),
-                   float(prior_weight), float(window), float(exclude), str(source), str(sha256),
-                   float(zerr_scale), float(zerr_floor), **extra)
+        refiner = cls(zs, binned_basis(template, edges, zs), line_boxes(config, zs),
+                      float(prior_weight), float(window), float(exclude), str(source),
+                      str(sha256), float(zerr_scale), float(zerr_floor))
+        if archetypes is None:
+            return refiner
+        return refiner.with_archetypes(archetypes, config, arch_weight, basin, arch_dlogz,
+                                       arch_source, arch_sha256)
+
+    def with_archetypes(self, archetypes, config, arch_weight=DEFAULT_ARCH_WEIGHT,
+                        basin=DEFAULT_BASIN, arch_dlogz=DEFAULT_ARCH_DLOGZ, source='',
+                        sha256=''):
+        """This refiner with an archetype stage over its redshift range.
+
+        Parameters
+        ----------
+        archetypes : RefineTemplate
+            One spectrum per row of ``basis``, each finite with a positive mean; they must
+            cover the grid at every trial redshift.
+        config : lbgnet.config.Config
+            The network's configuration (grid, lines, boxes).
+        arch_weight, basin, arch_dlogz : float, optional
+        source, sha256 : str, optional
+            Where the archetypes came from.
+
+        Returns
+        -------
+        Refiner
+
+        Raises
+        ------
+        ValueError
+            Options out of range, archetypes that are not finite spectra with a positive
+            mean, or that do not cover the grid.
+
+        Notes
+        -----
+        The binned archetypes (float32, 270 MB for 100 archetypes on the shipped grid) are
+        filled one archetype at a time, so that building them needs little more memory
+        than they take.
+        """
+        if not 0 < basin < 1 or arch_weight < 0 or not arch_dlogz > 0:
+            raise ValueError(f'need basin ({basin}) in (0, 1), arch_weight ({arch_weight}) '
+                             f'>= 0 and arch_dlogz ({arch_dlogz}) > 0')
+        rows = np.asarray(archetypes.basis)
+        if not np.all(np.isfinite(rows)) or not np.all(rows.mean(axis=1) > 0):
+            raise ValueError('the archetypes must be finite spectra with a positive mean flux')
+        edges = bin_light_edges(config)
+        zmin, zmax = self.zs[0], self.zs[-1]
+        # the grid's last point may pass the template's coverage by up to one step
+        tol = 10.0 ** max(self.dlogz, 0.0) * (1 + 1e-9)
+        if (archetypes.wave[0] > edges[0] / (1 + zmax) * tol
+                or archetypes.wave[-1] < edges[-1] / (1 + zmin) / tol):
+            raise ValueError(f'the archetypes ({archetypes.wave[0]:.0f}-'
+                             f'{archetypes.wave[-1]:.0f} A rest) do not cover the grid for z '
+                             f'in {zmin:.2f}-{zmax:.2f}')
+        azs = redshift_grid(zmin, zmax, arch_dlogz)
+        binned = np.empty((rows.shape[0], azs.size, len(edges) - 1), dtype=np.float32)
+        for k in range(rows.shape[0]):
+            one = RefineTemplate(archetypes.wave, rows[k:k + 1], archetypes.igm)
+            binned[k] = binned_basis(one, edges, azs)[:, 0]
+        return replace(self, archetypes=binned, azs=azs, aboxes=line_boxes(config, azs),
+                       arch_weight=float(arch_weight), basin=float(basin),
+                       arch_source=str(source), arch_sha256=str(sha256))
 
     def basin_centres(self, flux, ivar, z_start, conf=None, block=ARCH_BLOCK):
         """The archetype stage: :func:`basin_centres` of each spectrum (NaN where not refined).
 
         The spectra are taken in order of `z_start`, `block` at a time, and each block's
         :func:`archetype_curve` is computed only over the trial redshifts its windows span
-        (about a quarter of the grid), which the result does not depend on.
+        (about a quarter of the grid).  The result does not depend on that, except for the
+        rounding of the float32 products (about 1e-6 in the centres).
 
         Parameters
         ----------

@@ -348,7 +348,8 @@ def error_calibration(res, truth, config, grid=None, conf=None, noise=None):
     Returns
     -------
     dict
-        ``refine_noise``: that noise; ``postprocess``: the four ``zerr_*`` options (scale 1 and floor 0 where a fit was
+        ``refine_noise``: that noise; ``refine_archetypes``: SHA-256 of the archetypes of
+        the refinement (None without); ``postprocess``: the four ``zerr_*`` options (scale 1 and floor 0 where a fit was
         impossible); ``ZERR_LBG`` / ``ZERR_TPL``: the fit (or the reason it failed) and
         :func:`lbgnet.zerr.pull_stats` before and after.
     """
@@ -404,7 +405,10 @@ def error_calibration(res, truth, config, grid=None, conf=None, noise=None):
         log.info('%s calibration on validation: scale %.3f, floor %.2e; pull NMAD %.2f -> %.2f',
                  key, fit['scale'], fit['floor'], report[key]['raw']['nmad_pull'],
                  report[key]['calibrated']['nmad_pull'])
-    return {'refine_noise': noise, 'postprocess': options, **report}
+    arch = None
+    if 'ZERR_TPL' in measured and refiner.archetypes is not None:
+        arch = refiner.arch_sha256
+    return {'refine_noise': noise, 'refine_archetypes': arch, 'postprocess': options, **report}
 
 
 def with_error_calibration(config, options):

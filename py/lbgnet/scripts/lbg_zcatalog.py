@@ -30,7 +30,7 @@ IMPLICIT_VALUES = {'ZERRSCL': 1.0, 'ZERRFLR': 0.0, 'ZTPLSCL': 1.0, 'ZTPLFLR': 0.
                    'REFNOISE': 'pipeline', 'REFASHA': '', 'REFAWGT': 0.0, 'REFABAS': 0.0}
 #: Further provenance copied to the stacked header when every input has the same value.
 PROVENANCE_KEYS = ('LBGMODEL', 'LBGCONF', 'NBOXES', 'GRIDWMIN', 'GRIDDW', 'GRIDNBIN', 'LBGZMIN',
-                   'LBGZMAX', 'REFTEMPL')
+                   'LBGZMAX', 'REFTEMPL', 'REFARCH')
 
 
 def parse(options=None):

@@ -57,8 +57,8 @@ def check_refine_arguments(parser, args):
         parser.error(f'--refine-step must be in (0, 2e-3], got {args.refine_step}')
 
 
-def calibration_noise(metadata):
-    """The noise under which a model's ``ZERR_TPL`` calibration was fitted.
+def calibration_settings(metadata):
+    """The refinement under which a model's ``ZERR_TPL`` calibration was fitted.
 
     Parameters
     ----------
@@ -67,12 +67,15 @@ def calibration_noise(metadata):
 
     Returns
     -------
-    str
+    noise : str
         ``metadata['error_calibration']['refine_noise']``; 'pipeline' for calibrations
         fitted before it was recorded (they all used the pipeline ivar).
+    archetypes : str or None
+        ``…['refine_archetypes']``, the SHA-256 of the archetypes; None (no archetype
+        stage) for calibrations fitted before it was recorded.
     """
     calib = (metadata or {}).get('error_calibration') or {}
-    return calib.get('refine_noise', 'pipeline')
+    return calib.get('refine_noise', 'pipeline'), calib.get('refine_archetypes')
 
 
 def make_refiner(args, config, zrange, metadata=None):
@@ -96,20 +99,26 @@ def make_refiner(args, config, zrange, metadata=None):
         ('refine-template', args.refine_template, None),
         ('refine-window', args.refine_window, DEFAULT_WINDOW),
         ('refine-prior-weight', args.refine_prior_weight, DEFAULT_PRIOR_WEIGHT),
-        ('refine-step', args.refine_step, DEFAULT_DLOGZ),
-        ('refine-archetypes', args.refine_archetypes, None)) if value != default]
+        ('refine-step', args.refine_step, DEFAULT_DLOGZ)) if value != default]
     calibrated = (opts['zerr_tpl_scale'], opts['zerr_tpl_floor']) != (1.0, 0.0)
-    if calibrated and noise != calibration_noise(metadata):
-        changed.append(f'--refine-noise {noise} (calibrated with {calibration_noise(metadata)})')
-    if changed and calibrated:
-        get_logger().warning('ZERR_TPL is calibrated for the shipped template at the default '
-                             'refinement settings; with %s it is only approximately so',
-                             ', '.join(changed))
+    cal_noise, cal_arch = calibration_settings(metadata)
+    if calibrated and noise != cal_noise:
+        changed.append(f'--refine-noise {noise} (calibrated with {cal_noise})')
     archetypes = args.refine_archetypes
     if archetypes is None:
         archetypes = default_archetype_path()
     elif archetypes.lower() == 'none':
         archetypes = None
-    return load_refiner(args.refine_template or default_template_path(), config, zrange,
-                        args.refine_window, args.refine_prior_weight, args.refine_step,
-                        noise=noise, archetypes=archetypes)
+    refiner = load_refiner(args.refine_template or default_template_path(), config, zrange,
+                           args.refine_window, args.refine_prior_weight, args.refine_step,
+                           noise=noise, archetypes=archetypes)
+    used = refiner.arch_sha256 if refiner.archetypes is not None else None
+    if calibrated and used != cal_arch:
+        changed.append(('no archetypes' if used is None else 'these archetypes')
+                       + ' (ZERR_TPL calibrated '
+                       + ('without archetypes)' if cal_arch is None else 'with other ones)'))
+    if changed and calibrated:
+        get_logger().warning('ZERR_TPL is calibrated for the shipped template at the default '
+                             'refinement settings; with %s it is only approximately so',
+                             ', '.join(changed))
+    return refiner
