@@ -321,6 +321,31 @@ def test_evaluate_script_coadd_and_catalog(tmp_path, caplog):
     m2 = json.loads((out2 / OUTPUTS['metrics']).read_text())
     # the selection recorded is the catalogue's, not the model's defaults
     assert (m2['inputs']['c_thresh'], m2['inputs']['n_thresh']) == (0.25, 2)
+    assert 'refine' not in m2['inputs']                  # its header records no refinement
+    # a catalogue's refinement comes from its header (REFNOISE absent: the pipeline ivar);
+    # catalogues refined differently are evaluated apart; --refine-* need --coadd
+    refined = {'CTHRESH': 0.25, 'NTHRESH': 2, 'REFINE': True, 'REFWGT': 3.0, 'REFWIN': 0.1,
+               'REFSTEP': 2e-4, 'REFTEMPL': '/x/rrtemplate-GALAXY-LBG-v0.2.fits',
+               'REFARCH': '/x/rrarchetype-GALAXY-LBG-v0.2.fits'}
+    cats = [str(tmp_path / f'lbg_cnn-r{i}.fits') for i in range(2)]
+    for i, path in enumerate(cats):
+        _write_catalog(path, {k: v[order] for k, v in res.items()}, targetid[order],
+                       cfg.lines.names, flag[order],
+                       header=dict(refined, **({'REFNOISE': 'calibrated'} if i else {})))
+    outr = tmp_path / 'ev-refined'
+    assert main(['--catalog', cats[0], '--truth', paths['truth'], '--model', model_path,
+                 '--outdir', str(outr)]) == 0
+    mr = json.loads((outr / OUTPUTS['metrics']).read_text())
+    assert mr['inputs']['refine'] == {'template': 'rrtemplate-GALAXY-LBG-v0.2.fits',
+                                      'prior_weight': 3.0, 'window': 0.1, 'step': 2e-4,
+                                      'noise': 'pipeline',
+                                      'archetypes': 'rrarchetype-GALAXY-LBG-v0.2.fits'}
+    assert main(['--catalog', *cats, '--truth', paths['truth'], paths['truth'], '--model',
+                 model_path, '--outdir', str(tmp_path / 'ev-mixed')]) == 1
+    for opt in (['--refine-noise', 'pipeline'], ['--refine-archetypes', 'none'], ['--no-refine']):
+        with pytest.raises(SystemExit):
+            main(['--catalog', cats[0], '--truth', paths['truth'], '--outdir',
+                  str(tmp_path / 'x')] + opt)
     assert m2['regimes']['all']['c_thresh'] == 0.25
     with pytest.raises(SystemExit):                  # C_LBG was made for NTHRESH: no override
         main(['--catalog', cat, '--truth', paths['truth'], '--outdir', str(tmp_path / 'x'),

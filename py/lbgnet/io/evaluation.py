@@ -92,6 +92,29 @@ def catalog_thresholds(path, extname='LBG_CNN'):
             None if n_thresh is None else int(n_thresh))
 
 
+def catalog_refinement(path, extname='LBG_CNN'):
+    """The template refinement an afterburner catalogue was made with, from its header.
+
+    Returns
+    -------
+    dict or None
+        None for a catalogue made with ``--no-refine``; else ``template`` (file name),
+        ``prior_weight``, ``window``, ``step``, ``noise`` ('pipeline' for catalogues written
+        before ``REFNOISE``) and ``archetypes`` (file name, None without), as
+        ``desi_lbg_evaluate`` records them for coadd input (None where a keyword is absent).
+    """
+    with open_fits(str(path)) as fx:
+        header = fx[extname].read_header()
+    if not header.get('REFINE', False):
+        return None
+    arch = header.get('REFARCH', 'none')
+    template = header.get('REFTEMPL')
+    return {'template': None if template is None else os.path.basename(str(template)),
+            'prior_weight': header.get('REFWGT'), 'window': header.get('REFWIN'),
+            'step': header.get('REFSTEP'), 'noise': header.get('REFNOISE', 'pipeline'),
+            'archetypes': None if str(arch).lower() == 'none' else os.path.basename(str(arch))}
+
+
 def find_rows(reference, targetid, path):
     """Index of each `targetid` in `reference` (both int arrays), and whether it is there.
 

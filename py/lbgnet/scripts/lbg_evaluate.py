@@ -23,7 +23,8 @@ from desiutil.log import get_logger
 
 from ..io import InputFileError
 from ..io.evaluation import match_rows
-from .refine_options import add_refine_arguments, check_refine_arguments, make_refiner
+from .refine_options import (add_refine_arguments, check_refine_arguments, make_refiner,
+                             refine_options_given)
 
 #: Output file names inside --outdir.
 OUTPUTS = {'metrics': 'metrics.json', 'pe': 'purity_efficiency.png', 'z': 'redshift.png',
@@ -81,6 +82,10 @@ def parse(options=None):
     if args.n_thresh is not None and args.n_thresh < 1:
         parser.error(f'--n-thresh must be >= 1, not {args.n_thresh}')
     check_refine_arguments(parser, args)
+    if args.catalog and refine_options_given(args):
+        parser.error(f'{", ".join(refine_options_given(args))} need --coadd: a catalogue '
+                     'holds the refinement it was made with (its header, recorded in the '
+                     'metrics)')
     return args
 
 
@@ -146,10 +151,11 @@ def collect(args, config, model, refiner=None):
     InputFileError
         Also when a truth file does not belong to its coadd (``TRUTHSUM``).
     """
-    from ..io.evaluation import catalog_thresholds, read_prediction_catalog
+    from ..io.evaluation import catalog_refinement, catalog_thresholds, read_prediction_catalog
     from ..io.labelled import check_labels
     from ..io.mock import check_truth_matches, mock_keywords, read_truth
     preds, truths, tids, first, nexcluded, simhash = [], [], [], None, 0, {}
+    refinement = None
     selection = (config.selection.c_thresh if args.c_thresh is None else args.c_thresh,
                  config.selection.n_thresh if args.n_thresh is None else args.n_thresh)
     for i, (path, truth_path) in enumerate(zip(args.coadd or args.catalog, args.truth)):
@@ -162,11 +168,15 @@ def collect(args, config, model, refiner=None):
         else:
             res = read_prediction_catalog(path, config.lines.names)
             made_with = catalog_thresholds(path)
+            refined_with = catalog_refinement(path)
             if i == 0:
-                selection = made_with
+                selection, refinement = made_with, refined_with
             elif made_with != selection:
                 raise InputFileError(path, f'made with CTHRESH, NTHRESH = {made_with}, the '
                                      f'first catalogue with {selection}: evaluate them apart')
+            elif refined_with != refinement:
+                raise InputFileError(path, f'refined with {refined_with}, the first catalogue '
+                                     f'with {refinement}: evaluate them apart')
             if args.c_thresh is not None:
                 selection = (args.c_thresh, selection[1])
             keep = np.ones(len(res['GOOD']), bool) if args.include_bad_fibres else res['GOOD']
@@ -191,7 +201,7 @@ def collect(args, config, model, refiner=None):
         pred.pop('ZERR_TPL', None)
     truth = {k: np.concatenate([t[k] for t in truths]) for k in truths[0]}
     return pred, truth, {'targetid': tids, 'first': first, 'nexcluded': nexcluded,
-                         'simhash': simhash, 'selection': selection}
+                         'simhash': simhash, 'selection': selection, 'refine': refinement}
 
 
 def compare_simulators(file_hashes, model_hash):
@@ -336,6 +346,8 @@ def main(args=None, comm=None):
                               'n_thresh': n_thresh}}
         metrics['inputs']['simulator'] = compare_simulators(
             extras['simhash'], (metadata or {}).get('training', {}).get('simulator_hash'))
+        if extras['refine'] is not None:                # catalogue input: its header
+            metrics['inputs']['refine'] = extras['refine']
         if refiner is not None:
             metrics['inputs']['refine'] = {'template': os.path.basename(refiner.source),
                                            'prior_weight': refiner.prior_weight,

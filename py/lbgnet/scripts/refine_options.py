@@ -41,6 +41,17 @@ def add_refine_arguments(parser):
                         '[%(default)s]')
 
 
+def refine_options_given(args):
+    """The refinement options of `args` that differ from their defaults (names)."""
+    return [f'--{name}' for name, value, default in (
+        ('no-refine', args.no_refine, False), ('refine-template', args.refine_template, None),
+        ('refine-archetypes', args.refine_archetypes, None),
+        ('refine-noise', args.refine_noise, None),
+        ('refine-window', args.refine_window, DEFAULT_WINDOW),
+        ('refine-prior-weight', args.refine_prior_weight, DEFAULT_PRIOR_WEIGHT),
+        ('refine-step', args.refine_step, DEFAULT_DLOGZ)) if value != default]
+
+
 def check_refine_arguments(parser, args):
     """``parser.error`` on inconsistent refinement options."""
     if args.no_refine and args.refine_template:
