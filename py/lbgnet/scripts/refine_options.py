@@ -92,8 +92,9 @@ def calibration_settings(metadata):
 def make_refiner(args, config, zrange, metadata=None):
     """The template refinement the options ask for, or None with ``--no-refine``.
 
-    A warning says when an option differs from the settings ``ZERR_TPL`` was calibrated at
-    (the defaults, and the noise recorded in `metadata`, the model card's metadata).
+    A warning says when an option differs from the settings ``ZERR_TPL`` was calibrated at:
+    the defaults, and the noise and archetypes recorded in `metadata`, the model card's
+    metadata (:func:`calibration_settings`).
 
     Raises
     ------
@@ -106,11 +107,9 @@ def make_refiner(args, config, zrange, metadata=None):
         return None
     noise = args.refine_noise or DEFAULT_REFINE_NOISE
     opts = postprocess_options(config)
-    changed = [f'--{name}' for name, value, default in (
-        ('refine-template', args.refine_template, None),
-        ('refine-window', args.refine_window, DEFAULT_WINDOW),
-        ('refine-prior-weight', args.refine_prior_weight, DEFAULT_PRIOR_WEIGHT),
-        ('refine-step', args.refine_step, DEFAULT_DLOGZ)) if value != default]
+    # noise and archetypes are compared with the calibration's own, below
+    changed = [name for name in refine_options_given(args)
+               if name not in ('--refine-noise', '--refine-archetypes')]
     calibrated = (opts['zerr_tpl_scale'], opts['zerr_tpl_floor']) != (1.0, 0.0)
     cal_noise, cal_arch = calibration_settings(metadata)
     if calibrated and noise != cal_noise:
