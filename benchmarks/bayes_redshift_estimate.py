@@ -19,7 +19,9 @@ samples the population coarsely), the mean of the window probabilities what the 
 itself expects (``bayes_expected``), and the median \\|ẑ − z\\| how closely ẑ follows the
 truth.  It is reported for the issue's
 population — the true LBGs the network selects at its default thresholds — beside the
-network's ``Z_LBG`` and the afterburner's ``Z_TPL`` of the same objects, and for all true
+network's ``Z_LBG`` and the afterburner's ``Z_TPL`` of the same objects (its default
+refinement: calibrated noise model and archetypes since 2026-12-01, the pipeline ivar
+alone before), and for all true
 LBGs, at every depth of :data:`lbgnet.evaluate.DEPTH_LIMITS`; also with the prior
 restricted to the test's own redshift range (``bayes_test_prior``: an estimator told that
 the test's LBGs lie in [zmin, zmax], which the network is not).  The estimate is limited

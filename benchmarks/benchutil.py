@@ -21,8 +21,11 @@ def write_json(path, obj):
             json.dump(obj, fh, indent=1)
 
 
-def predict_test_files(network, test):
+def predict_test_files(network, test, noise=None):
     """Run `network` on each ``coadd-*.fits`` of a mock test directory, with its truth.
+
+    `noise` (a :class:`lbgnet.noise.NoiseModel`, e.g. a refiner's ``noise``) also grids the
+    ivar under it (``info.noise_ivar``), as the refinement with that noise needs.
 
     Yields
     ------
@@ -45,7 +48,7 @@ def predict_test_files(network, test):
     from lbgnet.io.mock import read_truth
     cfg = network.config
     for path in sorted(glob.glob(os.path.join(test, 'coadd-*.fits'))):
-        X, tid, good, info = read_coadd_for_evaluation(path, cfg)
+        X, tid, good, info = read_coadd_for_evaluation(path, cfg, noise)
         truth = read_truth(path.replace('coadd-', 'truth-'))
         truth = truth[match_rows(np.asarray(truth['TARGETID']), tid, path)]
         raw = network.raw_outputs(X)

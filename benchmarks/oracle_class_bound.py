@@ -78,12 +78,15 @@ def parse(options=None):
 
 def load_inputs(model=None, refine=False):
     """The network (`model`, default the shipped one), the refinement of its redshifts (with
-    `refine`; else None) and the default mock set-up that re-renders the tests."""
-    from lbgnet.afterburner import default_template_path, load_refiner
+    `refine`, as the commands refine by default: calibrated noise model and archetypes, since
+    2026-12-01; else None) and the default mock set-up that re-renders the tests."""
+    from lbgnet.afterburner import (DEFAULT_REFINE_NOISE, default_archetype_path,
+                                    default_template_path, load_refiner)
     from lbgnet.network import default_model_path, load_network
     from lbgnet.sim.mock import load_mock_setup
     network = load_network(model or default_model_path())
-    refiner = (load_refiner(default_template_path(), network.config, network.zrange)
+    refiner = (load_refiner(default_template_path(), network.config, network.zrange,
+                            noise=DEFAULT_REFINE_NOISE, archetypes=default_archetype_path())
                if refine else None)
     return network, refiner, load_mock_setup()
 
@@ -247,7 +250,8 @@ def read_test(network, setup, test, grid=False, refiner=None, noise='true'):
     bands = setup.instrument.bands
     keys = ('wf', 'w', 'is_lbg', 'cls', 'rmag', 'z_true', 'c_lbg', 'selected', 'z_lbg', 'z_tpl')
     parts = {k: [] for k in keys}
-    for path, info, good, truth, raw, res in predict_test_files(network, test):
+    for path, info, good, truth, raw, res in predict_test_files(
+            network, test, None if refiner is None else refiner.noise):
         coadd = read_coadd(path, read_fibermap=False, read_extra=False)
         keep = np.flatnonzero(good)
         ivar = {b: coadd.ivar[b][keep].astype(np.float64) for b in bands}

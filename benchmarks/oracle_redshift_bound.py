@@ -79,7 +79,7 @@ def main(args=None):
     out = {}
     for test in args.tests:
         nsel, nwrong, gaps, chi2_pix = 0, 0, [], []
-        for path, info, good, truth, raw, res in predict_test_files(network, test):
+        for path, info, good, truth, raw, res in predict_test_files(network, test, refiner.noise):
             z_tpl = refine_selected(refiner, info, res, raw.get('conf'))['Z_TPL']
             z_true = np.asarray(truth['Z_TRUE'], dtype=np.float64)
             sel = (good & res['IS_LBG'] & np.isfinite(z_tpl)
