@@ -218,9 +218,10 @@ def archetype_curve(flux, ivar, abasis):
     the likelihood integrated over it is approximated by ``exp(−χ²_k / 2) · sqrt(2π / A_k)``
     (χ²_k at the best amplitude, A_k the curvature Σ w T_k²: the Laplace approximation,
     which leaves out the factor Φ(b_k / sqrt(A_k)) of the truncation at a = 0, between 1/2
-    and 1 for the archetypes that fit), and the archetypes are equally likely a priori.  Unlike the best fit of a linear basis, whose coefficients may combine into
-    spectra no galaxy has, the sum only credits a redshift where real-looking galaxies
-    fit, and weighs how many of them do (a Bayes evidence over the population).
+    and 1 for the archetypes that fit), and the archetypes are equally likely a priori.
+    Unlike the best fit of a linear basis, whose coefficients may combine into spectra no
+    galaxy has, the sum only credits a redshift where real-looking galaxies fit, and weighs
+    how many of them do (a Bayes evidence over the population).
 
     Parameters
     ----------
@@ -285,11 +286,37 @@ def basin_centres(curve, zs, z_start, window=DEFAULT_WINDOW, support=None,
     z0 = np.where(ok, z_start, 0.0)[:, None]
     inwin = (np.abs(zs[None, :] - z0) / (1.0 + z0) < window) & ok[:, None]
     prior = 0.0 if support is None else prior_weight * np.asarray(support)
-    ibest = np.argmin(np.where(inwin, curve - prior, np.inf), axis=1)
-    dlogz = np.log10(1 + zs[1]) - np.log10(1 + zs[0]) if zs.size > 1 else 0.0
-    shift, _ = _parabola(curve, ibest, dlogz) if zs.size > 2 else (0.0, None)
-    centre = 10.0 ** (np.log10(1 + zs[ibest]) + shift) - 1.0
+    _, centre, _ = _window_minimum(curve, zs, inwin, prior)
     return np.where(inwin.any(axis=1), centre, np.nan)
+
+
+def _weighted(flux, ivar):
+    """Flux and ivar with non-finite or non-positive pixels set to carry no weight (0 * NaN
+    would poison every χ²), and the mask of the valid ones."""
+    flux, ivar = np.asarray(flux), np.asarray(ivar)
+    valid = np.isfinite(flux) & np.isfinite(ivar) & (ivar > 0)
+    return np.where(valid, flux, 0.0), np.where(valid, ivar, 0.0), valid
+
+
+def _window_minimum(curve, zs, allowed, prior=0.0):
+    """Minimum of ``curve − prior`` over the `allowed` trial redshifts of each row.
+
+    Returns
+    -------
+    ibest : numpy.ndarray of int
+        Grid index of the minimum, shape (nspec,).
+    z : numpy.ndarray
+        Its redshift refined by a parabola through `curve` at the three grid points
+        around it (:func:`_parabola`).
+    curvature : numpy.ndarray
+        ``curve''`` there (NaN where not a minimum of `curve`).
+    """
+    ibest = np.argmin(np.where(allowed, curve - prior, np.inf), axis=1)
+    if zs.size < 3:                            # no parabola through three points
+        return ibest, zs[ibest], np.full(ibest.shape, np.nan)
+    dlogz = np.log10(1 + zs[1]) - np.log10(1 + zs[0])
+    shift, curv = _parabola(curve, ibest, dlogz)
+    return ibest, 10.0 ** (np.log10(1 + zs[ibest]) + shift) - 1.0, curv
 
 
 def _parabola(chi2, ibest, dlogz):
@@ -390,14 +417,11 @@ def refine_redshifts(flux, ivar, z_start, tbasis, zs, window=DEFAULT_WINDOW,
     z_start = np.asarray(z_start, dtype=np.float64)
     nspec = z_start.shape[0]
     out = {key: np.full(nspec, np.nan) for key in REFINE_KEYS}
-    flux, ivar = np.asarray(flux), np.asarray(ivar)
-    valid = np.isfinite(flux) & np.isfinite(ivar) & (ivar > 0)
+    flux, ivar, valid = _weighted(flux, ivar)
     todo = np.flatnonzero(np.isfinite(z_start) & valid.any(axis=1))
     if todo.size == 0:
         return out
-    valid = valid[todo]
-    # Non-finite or non-positive pixels carry no weight (0 * NaN would poison every χ²).
-    chi2 = chi2_scan(np.where(valid, flux[todo], 0.0), np.where(valid, ivar[todo], 0.0), tbasis)
+    chi2 = chi2_scan(flux[todo], ivar[todo], tbasis)
     zs = np.asarray(zs, dtype=np.float64)
     z0 = z_start[todo][:, None]
     inwin = np.abs(zs[None, :] - z0) / (1.0 + z0) < window
@@ -406,12 +430,9 @@ def refine_redshifts(flux, ivar, z_start, tbasis, zs, window=DEFAULT_WINDOW,
         near = inwin & (np.abs(zs[None, :] - zc) / (1.0 + zc) < basin)
         inwin = np.where(near.any(axis=1)[:, None], near, inwin)
     prior = 0.0 if support is None else prior_weight * np.asarray(support)[todo]
-    ibest = np.argmin(np.where(inwin, chi2 - prior, np.inf), axis=1)
+    ibest, zbest, curv = _window_minimum(chi2, zs, inwin, prior)
     has = inwin.any(axis=1)
     rows = np.arange(todo.size)
-    dlogz = np.log10(1 + zs[1]) - np.log10(1 + zs[0])
-    shift, curv = _parabola(chi2, ibest, dlogz)
-    zbest = 10.0 ** (np.log10(1 + zs[ibest]) + shift) - 1.0
     zerr = (1 + zbest) * np.log(10) * np.sqrt(2.0 / curv)
     far = np.abs(zs[None, :] - zbest[:, None]) / (1.0 + zbest[:, None]) > exclude
     other = np.where(far, chi2, np.inf).min(axis=1)
@@ -502,8 +523,9 @@ class Refiner:
         callers grid it with :func:`lbgnet.preprocess.coadd_to_grid`); None: pipeline ivar.
     archetypes : numpy.ndarray or None
         Binned archetypes (:func:`binned_basis` on `azs`, archetype first, float32),
-        shape (narch, naz, nbins): the archetype stage (:func:`archetype_curve`, :func:`basin_centres`) picks
-        the basin in which the basis fit places ``Z_TPL``; None: no archetype stage.
+        shape (narch, naz, nbins): the archetype stage (:func:`archetype_curve`,
+        :func:`basin_centres`) picks the basin in which the basis fit places ``Z_TPL``;
+        None: no archetype stage.
     azs : numpy.ndarray or None
         Trial redshifts of the archetype stage, shape (naz,).
     aboxes : numpy.ndarray or None
@@ -681,10 +703,8 @@ class Refiner:
             lo, hi = max(lo - 1, 0), min(hi + 1, lx.size)
             if hi <= lo:
                 continue
-            fl, iv = np.asarray(flux)[sel], np.asarray(ivar)[sel]
-            valid = np.isfinite(fl) & np.isfinite(iv) & (iv > 0)
-            curve = archetype_curve(np.where(valid, fl, 0.0), np.where(valid, iv, 0.0),
-                                    self.archetypes[:, lo:hi])
+            fl, iv, _ = _weighted(np.asarray(flux)[sel], np.asarray(ivar)[sel])
+            curve = archetype_curve(fl, iv, self.archetypes[:, lo:hi])
             asupport = None
             if conf is not None and self.arch_weight > 0:
                 asupport = box_support(np.asarray(conf)[sel], self.aboxes[lo:hi])

@@ -272,7 +272,9 @@ def read_labelled(coadds, truths, config, with_grid=False, noise=None):
     from astropy.table import vstack
     from ..afterburner import DEFAULT_REFINE_NOISE, refine_noise_model
     from ..io.evaluation import match_rows, read_coadd_for_evaluation
-    model = refine_noise_model(DEFAULT_REFINE_NOISE if noise is None else noise) if with_grid else None
+    model = None
+    if with_grid:
+        model = refine_noise_model(DEFAULT_REFINE_NOISE if noise is None else noise)
     from ..io.labelled import check_labels
     from ..io.mock import check_truth_matches, read_truth
     Xs, tables, flux, ivar = [], [], [], []
