@@ -274,6 +274,15 @@ def _check_mapping(value, known, path, source):
                           f'{path}: {", ".join(known)})')
 
 
+def load_yaml(stream):
+    """Parse YAML as :func:`yaml.safe_load` does, with libyaml's parser when PyYAML has it.
+
+    The C parser builds the same objects (the same safe constructor and resolver) about ten
+    times faster, which matters to commands that read the configurations at start-up.
+    """
+    return yaml.load(stream, Loader=getattr(yaml, 'CSafeLoader', yaml.SafeLoader))
+
+
 def _shipped_simulation():
     """The ``simulation`` section of the shipped simulator configuration ({} if unreadable).
 
@@ -282,7 +291,7 @@ def _shipped_simulation():
     """
     try:
         with open(etc_dir() / DEFAULT_SIM_CONFIG) as fx:
-            data = yaml.safe_load(fx)
+            data = load_yaml(fx)
     except (OSError, yaml.YAMLError, ConfigError):
         return {}
     section = data.get('simulation') if isinstance(data, dict) else None
@@ -361,7 +370,7 @@ def read_yaml_config(name, _seen=None):
     seen.add(path.resolve())
     try:
         with open(path) as fx:
-            data = yaml.safe_load(fx)
+            data = load_yaml(fx)
     except (OSError, yaml.YAMLError) as err:
         raise ConfigError(f'{path}: cannot read YAML ({err})') from None
     if not isinstance(data, dict):
