@@ -5,8 +5,8 @@ import pytest
 from lbgnet.config import load_config
 from lbgnet.labels import encode_boxes, line_waves_at
 from lbgnet.refine import (DEFAULT_PRIOR_WEIGHT, DEFAULT_WINDOW, Refiner, RefineTemplate,
-                           binned_basis, box_support, chi2_scan, line_boxes, redshift_grid,
-                           refine_redshifts, template_from_basis)
+                           basis_products, binned_basis, box_support, chi2_scan, line_boxes,
+                           redshift_grid, refine_redshifts, template_from_basis)
 
 CONFIG = load_config('lbgnet-default.yaml')
 GRID = CONFIG.grid
@@ -46,6 +46,53 @@ def test_chi2_scan_matches_least_squares():
             coeff = np.linalg.lstsq(tb[iz].T * sw[:, None], flux[s] * sw, rcond=None)[0]
             expected = np.sum(ivar[s] * (flux[s] - coeff @ tb[iz]) ** 2)
             assert chi2[s, iz] == pytest.approx(expected, rel=1e-8, abs=1e-6)
+
+
+def test_chi2_scan_with_masked_and_degenerate_basis_vectors():
+    """Five vectors, one zero wherever the spectrum is unmasked and one a copy of another:
+    the χ² is still the least-squares one (the ridge only regularises the solve), with or
+    without products passed in, for any block size."""
+    rng = np.random.default_rng(4)
+    wave = np.arange(600.0, 3800.0, 0.5)
+    basis = np.array([(wave / 1500.0) ** -1.5, np.sin(wave / 37.0), np.cos(wave / 91.0),
+                      ((wave > 1400) & (wave < 1450)).astype(float),
+                      (wave / 1500.0) ** -1.5])
+    tpl = RefineTemplate(wave, basis, None)
+    zs = np.array([2.0, 2.5])
+    tb = binned_basis(tpl, GRID.edges, zs)
+    flux = rng.normal(size=(3, GRID.nbins)) + 2.0 * tb[1, 0] + tb[1, 1]
+    ivar = rng.uniform(0.5, 2.0, size=flux.shape)
+    ivar[:, np.any(tb[:, 3] != 0, axis=0)] = 0.0                  # vector 3 wholly masked
+    expected = np.empty((3, zs.size))
+    for s in range(3):
+        for iz in range(zs.size):
+            sw = np.sqrt(ivar[s])
+            coeff = np.linalg.lstsq(tb[iz].T * sw[:, None], flux[s] * sw, rcond=None)[0]
+            expected[s, iz] = np.sum(ivar[s] * (flux[s] - coeff @ tb[iz]) ** 2)
+    products = basis_products(tb)
+    for block, prod in ((1, None), (2, products), (128, products)):
+        chi2 = chi2_scan(flux, ivar, tb, block=block, products=prod)
+        assert np.allclose(chi2, expected, rtol=1e-7)
+
+
+def test_binned_basis_matches_interpolated_integral():
+    """Bin means are the exact integral of the pixelised template over each redshifted bin
+    (linear interpolation of its cumulative sum, constant beyond its ends, as numpy.interp),
+    also for bins that straddle or leave the template's coverage."""
+    rng = np.random.default_rng(2)
+    wave = np.arange(1000.0, 2000.0, 0.7)
+    basis = rng.normal(1.0, 0.3, size=(2, wave.size))
+    zs = np.array([1.5, 2.0, 3.0, 4.5])
+    tb = binned_basis(RefineTemplate(wave, basis, None), GRID.edges, zs)
+    step = wave[1] - wave[0]
+    bounds = np.concatenate([[wave[0] - step / 2], wave + step / 2])
+    for k in range(2):
+        cum = np.concatenate([[0.0], np.cumsum(basis[k]) * step])
+        for iz, z in enumerate(zs):
+            rest = GRID.edges / (1 + z)
+            expected = np.diff(np.interp(rest, bounds, cum)) / np.diff(rest)
+            assert np.allclose(tb[iz, k], expected, rtol=1e-12, atol=1e-12)
+    assert np.all(tb[0, :, -1] == 0) and np.all(tb[-1, :, 0] == 0)   # beyond the coverage
 
 
 def test_binned_basis_conserves_the_mean_and_shifts_features():
