@@ -90,6 +90,7 @@ def test_catalogue_matches_direct_prediction(tmp_path, model_path, caplog):
     from lbgnet.afterburner import default_archetype_path
     assert hdr['REFARCH'] == default_archetype_path() and hdr['REFASHA'] == file_sha256(hdr['REFARCH'])
     assert (hdr['REFAWGT'], hdr['REFABAS']) == (refiner.arch_weight, refiner.basin) == (1.5, 0.01)
+    assert hdr['REFASKP'] == refiner.arch_skip == 25.0
     assert (hdr['ZTPLSCL'], hdr['ZTPLFLR']) == (opts['zerr_tpl_scale'], opts['zerr_tpl_floor'])
     assert (refiner.zerr_scale, refiner.zerr_floor) == (opts['zerr_tpl_scale'], opts['zerr_tpl_floor'])
     conf, offset = predict_boxes(net.model, X)
@@ -538,13 +539,15 @@ def test_refinement_with_the_calibrated_noise_model(tmp_path, model_path, caplog
                    '--refine-archetypes', 'none')
     assert rc == 0 and 'no archetypes (ZERR_TPL calibrated with other ones)' in text
     acat, ahdr = read_catalog(alone)
-    assert (ahdr['REFARCH'], ahdr['REFASHA'], ahdr['REFABAS']) == ('none', '', 0.0)
+    assert (ahdr['REFARCH'], ahdr['REFASHA'], ahdr['REFABAS'], ahdr['REFASKP']) == ('none', '', 0.0, 0.0)
     plain_refiner = load_refiner(hdr['REFTEMPL'], net.config, net.zrange)
     by_hand = plain_refiner.run(info.flux, info.noise_ivar, z0, conf)
     np.testing.assert_allclose(acat['Z_TPL'], by_hand['Z_TPL'][pos], rtol=1e-6, equal_nan=True)
     for bad in (['--refine-noise', 'exact'], ['--refine-noise', 'calibrated', '--no-refine'],
                 ['--refine-noise', 'pipeline', '--no-refine'], ['--refine-archetypes', 'none',
-                                                                '--no-refine']):
+                                                                '--no-refine'],
+                ['--refine-arch-skip', '9', '--no-refine'], ['--refine-arch-skip', '-1'],
+                ['--refine-arch-skip', '9', '--refine-archetypes', 'none']):
         with pytest.raises(SystemExit):
             parse(['--coadd', coadd] + bad)
     assert parse(['--coadd', coadd]).refine_noise is None      # the default: calibrated

@@ -339,10 +339,12 @@ def test_evaluate_script_coadd_and_catalog(tmp_path, caplog):
     assert mr['inputs']['refine'] == {'template': 'rrtemplate-GALAXY-LBG-v0.2.fits',
                                       'prior_weight': 3.0, 'window': 0.1, 'step': 2e-4,
                                       'noise': 'pipeline',
-                                      'archetypes': 'rrarchetype-GALAXY-LBG-v0.2.fits'}
+                                      'archetypes': 'rrarchetype-GALAXY-LBG-v0.2.fits',
+                                      'arch_skip': 0.0}     # REFASKP absent: never skipped
     assert main(['--catalog', *cats, '--truth', paths['truth'], paths['truth'], '--model',
                  model_path, '--outdir', str(tmp_path / 'ev-mixed')]) == 1
-    for opt in (['--refine-noise', 'pipeline'], ['--refine-archetypes', 'none'], ['--no-refine']):
+    for opt in (['--refine-noise', 'pipeline'], ['--refine-archetypes', 'none'], ['--no-refine'],
+                ['--refine-arch-skip', '0']):
         with pytest.raises(SystemExit):
             main(['--catalog', cats[0], '--truth', paths['truth'], '--outdir',
                   str(tmp_path / 'x')] + opt)

@@ -447,3 +447,60 @@ def test_refiner_with_archetypes_finds_redshifts_of_archetype_spectra():
     full = basin_centres(archetype_curve(flux2, ivar2, ref.archetypes), ref.azs, z0, ref.window)
     np.testing.assert_allclose(blocked, full, atol=1e-5, equal_nan=True)
     assert np.isnan(blocked[-1]) and np.isfinite(blocked[:-1]).all()
+
+
+def test_window_margin_by_hand():
+    """window_margin: lowest χ² − prior of the window outside the basin around the window's
+    minimum, minus that minimum; inf when the window holds nothing else, NaN when empty."""
+    from lbgnet.refine import window_margin
+    zs = redshift_grid(2.5, 3.5)
+    chi2 = np.full((4, zs.size), 100.0)
+    i3, i31, i305 = (np.argmin(np.abs(zs - z)) for z in (3.0, 3.1, 3.005))
+    chi2[:, i3] = 40.0                                        # the minimum
+    chi2[:, i305] = 30.0 + np.array([0, 0, 0, 0])             # inside the basin (no count)
+    chi2[:, i31] = 70.0                                       # an alias 2.5 % away
+    prior = np.zeros_like(chi2)
+    prior[1, i31] = 35.0                                      # the prior favours the alias
+    z0 = np.array([3.0, 3.0, 3.0, 10.0])
+    got = window_margin(chi2, zs, z0, window=0.1, basin=0.01, prior=prior)
+    assert got[0] == pytest.approx(40.0)                      # 70 − 30
+    assert got[1] == pytest.approx(5.0)                       # 30 − (70 − 35)
+    narrow = window_margin(chi2[:1], zs, z0[:1], window=0.005, basin=0.01)
+    assert np.isinf(narrow[0])                                # nothing outside the basin
+    assert np.isnan(got[3])                                   # no trial redshift in the window
+
+
+def test_archetype_stage_skipped_where_the_fit_is_decisive(monkeypatch):
+    """With arch_skip the archetype stage runs only for the spectra whose window margin is
+    below it; decisive spectra keep the fit's own window minimum (the same Z_TPL as with
+    the stage), and arch_skip = 0 runs it for all."""
+    tpl = synthetic_template()
+    rng = np.random.default_rng(8)
+    arch = RefineTemplate(tpl.wave, np.array([tpl.basis[0] - 0.5 * tpl.basis[1],
+                                              tpl.basis[0] + 3 * tpl.basis[2]]), None)
+    z = np.array([2.6, 3.0, 3.3, 3.5])
+    flux = spectra_at(tpl, z, [[1.0, 0.5, 1.5]] * 4)
+    ivar = np.array([100.0, 100.0, 1e-3, 1e-3])[:, None] * np.ones_like(flux)   # 2 faint
+    flux += rng.normal(0.0, 1.0, flux.shape) / np.sqrt(ivar)
+    z0 = z * 1.01
+    seen = []
+    original = Refiner.basin_centres
+
+    def spy(self, flux, ivar, z_start, conf=None, block=64):
+        seen.append(len(z_start))
+        return original(self, flux, ivar, z_start, conf, block)
+    monkeypatch.setattr(Refiner, 'basin_centres', spy)
+    results = {}
+    for skip in (0.0, 25.0, 1e12):
+        ref = Refiner.build(tpl, CONFIG, (2.2, 3.8), archetypes=arch, arch_skip=skip)
+        assert ref.arch_skip == skip
+        seen.clear()
+        results[skip] = ref.run(flux, ivar, z0)
+        results[skip]['ran'] = list(seen)
+    assert results[0.0]['ran'] == [4] and results[1e12]['ran'] == [4]
+    assert results[25.0]['ran'] == [2]                       # only the two faint ones
+    for key in ('Z_TPL', 'DELTACHI2_TPL'):
+        np.testing.assert_allclose(results[25.0][key], results[0.0][key], rtol=1e-12)
+    assert np.all(np.abs(results[25.0]['Z_TPL'][:2] - z[:2]) / (1 + z[:2]) < 1e-3)
+    with pytest.raises(ValueError, match='skip'):
+        Refiner.build(tpl, CONFIG, (2.2, 3.8), archetypes=arch, arch_skip=-1.0)

@@ -124,6 +124,15 @@ def test_mixed_refinement_refused(tmp_path):
     assert main(['--input-dir', str(noise), '--output', str(tmp_path / 'n.fits')]) == 1
     assert main(['--catalogs', str(noise / '1' / '*.fits'), str(noise / '2' / '*.fits'),
                  '--output', str(tmp_path / 'n12.fits')]) == 0
+    # skipping the archetype stage where the fit is decisive is recorded (REFASKP); a
+    # catalogue without it ran the stage for every spectrum (0)
+    skip = tmp_path / 'skip'
+    for name, cards in (('0', [('REFASKP', 25.0, '')]), ('1', [('REFASKP', 0.0, '')]), ('2', [])):
+        write_cat(str(skip / name / f'lbg_cnn-main-dark-{name}.fits'), [int(name)], [1], [3.0],
+                  [0], [1], [('REFINE', True, '')] + cards)
+    assert main(['--input-dir', str(skip), '--output', str(tmp_path / 'k.fits')]) == 1
+    assert main(['--catalogs', str(skip / '1' / '*.fits'), str(skip / '2' / '*.fits'),
+                 '--output', str(tmp_path / 'k12.fits')]) == 0
 
 
 def test_survey_target_bits_and_rerun_columns(tmp_path):

@@ -30,7 +30,8 @@ from .postprocess import postprocess_options
 from .preprocess import coadd_to_grid
 from .priors import PRIOR_FUNCTION
 from .redrock_rerun import check_rerunnable, rerun_redrock
-from .refine import DEFAULT_DLOGZ, DEFAULT_PRIOR_WEIGHT, DEFAULT_WINDOW, MIN_DELTACHI2, REFINE_KEYS
+from .refine import (DEFAULT_ARCH_SKIP, DEFAULT_DLOGZ, DEFAULT_PRIOR_WEIGHT, DEFAULT_WINDOW,
+                     MIN_DELTACHI2, REFINE_KEYS)
 
 #: Spectra per block read and gridded at once (bounds the memory of the arrays).
 DEFAULT_CHUNK = 1000
@@ -136,7 +137,8 @@ def refine_selected(refiner, info, results, conf=None):
 
 
 def load_refiner(path, config, zrange, window=DEFAULT_WINDOW, prior_weight=DEFAULT_PRIOR_WEIGHT,
-                 dlogz=DEFAULT_DLOGZ, calibrate=True, noise='pipeline', archetypes=None):
+                 dlogz=DEFAULT_DLOGZ, calibrate=True, noise='pipeline', archetypes=None,
+                 arch_skip=DEFAULT_ARCH_SKIP):
     """Template refinement for a model's grid and redshift range.
 
     Parameters
@@ -168,6 +170,9 @@ def load_refiner(path, config, zrange, window=DEFAULT_WINDOW, prior_weight=DEFAU
         for the archetype stage of :mod:`lbgnet.refine`, which picks the basin of
         ``Z_TPL``; None (the library default): no archetype stage.  The commands use
         :func:`default_archetype_path`.
+    arch_skip : float, optional
+        Skip the archetype stage where the template fit alone is this decisive
+        (:attr:`lbgnet.refine.Refiner.arch_skip`; 0: never).
 
     Returns
     -------
@@ -208,7 +213,7 @@ def load_refiner(path, config, zrange, window=DEFAULT_WINDOW, prior_weight=DEFAU
         try:
             arch = template_from_basis(rra.wave, rra.basis, nbasis=rra.basis.shape[0], igm=igm)
             refiner = refiner.with_archetypes(arch, config, source=os.path.abspath(archetypes),
-                                              sha256=file_sha256(archetypes))
+                                              sha256=file_sha256(archetypes), skip=arch_skip)
         except ValueError as err:
             raise InputFileError(archetypes, f'unusable archetypes: {err}') from None
     return refiner if model is None else dataclasses.replace(refiner, noise=model)
@@ -310,6 +315,8 @@ def catalog_header(job, network, c_thresh, n_thresh, layout, rerun=None, refiner
                    'weight of the CNN box prior, archetypes'),
                   ('REFABAS', refiner.basin if refiner.archetypes is not None else 0.0,
                    'basin half width around their choice'),
+                  ('REFASKP', refiner.arch_skip if refiner.archetypes is not None else 0.0,
+                   'archetypes skipped if fit margin >= this; 0 never'),
                   ('MINDCHI2', MIN_DELTACHI2, 'SMALL_DELTA_CHI2 if DELTACHI2_TPL below')]
     templates = rerun.files if rerun is not None else ()
     for i, name in enumerate(templates):

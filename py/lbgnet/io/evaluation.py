@@ -100,19 +100,23 @@ def catalog_refinement(path, extname='LBG_CNN'):
     dict or None
         None for a catalogue made with ``--no-refine``; else ``template`` (file name),
         ``prior_weight``, ``window``, ``step``, ``noise`` ('pipeline' for catalogues written
-        before ``REFNOISE``) and ``archetypes`` (file name, None without), as
-        ``desi_lbg_evaluate`` records them for coadd input (None where a keyword is absent).
+        before ``REFNOISE``), ``archetypes`` (file name, None without) and ``arch_skip``
+        (None without archetypes; 0, never skipped, for catalogues written before
+        ``REFASKP``), as ``desi_lbg_evaluate`` records them for coadd input (None where a
+        keyword is absent).
     """
     with open_fits(str(path)) as fx:
         header = fx[extname].read_header()
     if not header.get('REFINE', False):
         return None
     arch = header.get('REFARCH', 'none')
+    has_arch = str(arch).lower() != 'none'
     template = header.get('REFTEMPL')
     return {'template': None if template is None else os.path.basename(str(template)),
             'prior_weight': header.get('REFWGT'), 'window': header.get('REFWIN'),
             'step': header.get('REFSTEP'), 'noise': header.get('REFNOISE', 'pipeline'),
-            'archetypes': None if str(arch).lower() == 'none' else os.path.basename(str(arch))}
+            'archetypes': os.path.basename(str(arch)) if has_arch else None,
+            'arch_skip': header.get('REFASKP', 0.0) if has_arch else None}
 
 
 def find_rows(reference, targetid, path):

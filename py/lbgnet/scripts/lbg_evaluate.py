@@ -356,7 +356,10 @@ def main(args=None, comm=None):
                                                      else 'calibrated'),
                                            'archetypes': (os.path.basename(refiner.arch_source)
                                                           if refiner.archetypes is not None
-                                                          else None)}
+                                                          else None),
+                                           'arch_skip': (refiner.arch_skip
+                                                         if refiner.archetypes is not None
+                                                         else None)}
         if args.redrock:
             metrics['redrock'] = redrock_metrics(args.redrock, truth, extras['targetid'])
     except InputFileError as err:

@@ -23,11 +23,13 @@ from ..zcatalog import add_location, bad_bits, stack_catalogs
 #: DELTACHI2_TPL and hence GOOD_LBG mean —, error calibration).
 CONSISTENT_KEYS = ('LBGMSHA', 'CTHRESH', 'NTHRESH', 'ZERRSCL', 'ZERRFLR', 'RERUNRR', 'RRTSHA',
                    'REFINE', 'REFTSHA', 'REFWGT', 'REFWIN', 'REFSTEP', 'REFNOISE', 'REFASHA',
-                   'REFAWGT', 'REFABAS', 'MINDCHI2', 'ZTPLSCL', 'ZTPLFLR')
+                   'REFAWGT', 'REFABAS', 'REFASKP', 'MINDCHI2', 'ZTPLSCL', 'ZTPLFLR')
 #: Values of keywords that catalogues written before lbgnet recorded them hold implicitly
-#: (uncalibrated redshift errors; a refinement weighted by the pipeline ivar).
+#: (uncalibrated redshift errors; a refinement weighted by the pipeline ivar, without
+#: archetypes or with the archetype stage run for every spectrum).
 IMPLICIT_VALUES = {'ZERRSCL': 1.0, 'ZERRFLR': 0.0, 'ZTPLSCL': 1.0, 'ZTPLFLR': 0.0,
-                   'REFNOISE': 'pipeline', 'REFASHA': '', 'REFAWGT': 0.0, 'REFABAS': 0.0}
+                   'REFNOISE': 'pipeline', 'REFASHA': '', 'REFAWGT': 0.0, 'REFABAS': 0.0,
+                   'REFASKP': 0.0}
 #: Further provenance copied to the stacked header when every input has the same value.
 PROVENANCE_KEYS = ('LBGMODEL', 'LBGCONF', 'NBOXES', 'GRIDWMIN', 'GRIDDW', 'GRIDNBIN', 'LBGZMIN',
                    'LBGZMAX', 'REFTEMPL', 'REFARCH')

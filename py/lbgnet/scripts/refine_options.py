@@ -8,13 +8,13 @@ The template-refinement options shared by ``desi_lbg_afterburner`` and
 from desiutil.log import get_logger
 
 from ..afterburner import DEFAULT_REFINE_NOISE, REFINE_NOISES
-from ..refine import DEFAULT_DLOGZ, DEFAULT_PRIOR_WEIGHT, DEFAULT_WINDOW
+from ..refine import DEFAULT_ARCH_SKIP, DEFAULT_DLOGZ, DEFAULT_PRIOR_WEIGHT, DEFAULT_WINDOW
 
 
 def add_refine_arguments(parser):
     """Add ``--no-refine``, ``--refine-template``, ``--refine-archetypes``,
-    ``--refine-prior-weight``, ``--refine-window``, ``--refine-noise`` and ``--refine-step``
-    to `parser`."""
+    ``--refine-arch-skip``, ``--refine-prior-weight``, ``--refine-window``,
+    ``--refine-noise`` and ``--refine-step`` to `parser`."""
     parser.add_argument('--no-refine', action='store_true',
                         help='skip the template refinement of the IS_LBG redshifts (Z_TPL, '
                         'ZERR_TPL, DELTACHI2_TPL left NaN)')
@@ -24,6 +24,11 @@ def add_refine_arguments(parser):
                         help='archetype file (desi_lbg_make_template --archetypes) whose '
                         'evidence picks the basin of Z_TPL, or "none" for the template fit '
                         'alone (as before 2026-12-01) [the LBG archetypes shipped with lbgnet]')
+    parser.add_argument('--refine-arch-skip', type=float, default=None, metavar='DCHI2',
+                        help='skip the archetype stage where the template fit alone prefers its '
+                        'basin by at least this much chi2 - w S over the rest of the window '
+                        '(it changed 1 Z_TPL in 4,254 on the validation and test sets, '
+                        'doc/afterburner.rst); 0: never skip [%g]' % DEFAULT_ARCH_SKIP)
     parser.add_argument('--refine-prior-weight', type=float, default=DEFAULT_PRIOR_WEIGHT,
                         help='weight of the network\'s box confidences against chi2 in the '
                         'refinement; 0: plain chi2 minimum [%(default)s]')
@@ -46,6 +51,7 @@ def refine_options_given(args):
     return [f'--{name}' for name, value, default in (
         ('no-refine', args.no_refine, False), ('refine-template', args.refine_template, None),
         ('refine-archetypes', args.refine_archetypes, None),
+        ('refine-arch-skip', args.refine_arch_skip, None),
         ('refine-noise', args.refine_noise, None),
         ('refine-window', args.refine_window, DEFAULT_WINDOW),
         ('refine-prior-weight', args.refine_prior_weight, DEFAULT_PRIOR_WEIGHT),
@@ -60,6 +66,12 @@ def check_refine_arguments(parser, args):
         parser.error('--refine-noise and --no-refine exclude each other')
     if args.no_refine and args.refine_archetypes is not None:
         parser.error('--refine-archetypes and --no-refine exclude each other')
+    if args.refine_arch_skip is not None:
+        if args.no_refine or str(args.refine_archetypes).lower() == 'none':
+            parser.error('--refine-arch-skip needs the archetype stage (not --no-refine or '
+                         '--refine-archetypes none)')
+        if not args.refine_arch_skip >= 0:
+            parser.error(f'--refine-arch-skip must be >= 0, got {args.refine_arch_skip}')
     if not 0 < args.refine_window < 1:
         parser.error(f'--refine-window must be in (0, 1), got {args.refine_window}')
     if args.refine_prior_weight < 0:
@@ -107,9 +119,10 @@ def make_refiner(args, config, zrange, metadata=None):
         return None
     noise = args.refine_noise or DEFAULT_REFINE_NOISE
     opts = postprocess_options(config)
-    # noise and archetypes are compared with the calibration's own, below
+    # noise and archetypes are compared with the calibration's own, below; skipping the
+    # archetype stage or not leaves the redshifts, hence the calibration, as they are
     changed = [name for name in refine_options_given(args)
-               if name not in ('--refine-noise', '--refine-archetypes')]
+               if name not in ('--refine-noise', '--refine-archetypes', '--refine-arch-skip')]
     calibrated = (opts['zerr_tpl_scale'], opts['zerr_tpl_floor']) != (1.0, 0.0)
     cal_noise, cal_arch = calibration_settings(metadata)
     if calibrated and noise != cal_noise:
@@ -121,7 +134,9 @@ def make_refiner(args, config, zrange, metadata=None):
         archetypes = None
     refiner = load_refiner(args.refine_template or default_template_path(), config, zrange,
                            args.refine_window, args.refine_prior_weight, args.refine_step,
-                           noise=noise, archetypes=archetypes)
+                           noise=noise, archetypes=archetypes,
+                           arch_skip=(DEFAULT_ARCH_SKIP if args.refine_arch_skip is None
+                                      else args.refine_arch_skip))
     used = refiner.arch_sha256 if refiner.archetypes is not None else None
     if calibrated and used != cal_arch:
         changed.append(('no archetypes' if used is None else 'these archetypes')
