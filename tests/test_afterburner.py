@@ -551,6 +551,7 @@ def test_refinement_with_the_calibrated_noise_model(tmp_path, model_path, caplog
         with pytest.raises(SystemExit):
             parse(['--coadd', coadd] + bad)
     assert parse(['--coadd', coadd]).refine_noise is None      # the default: calibrated
+    assert parse(['--coadd', coadd, '--refine-arch-skip', '0']).refine_arch_skip == 0.0
     # a model whose ZERR_TPL was calibrated with the pipeline ivar (before the noise was
     # recorded): the default refinement warns, --refine-noise pipeline does not
     older = save_tiny_model(str(tmp_path / 'older.weights.h5'),

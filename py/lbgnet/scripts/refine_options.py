@@ -67,7 +67,9 @@ def check_refine_arguments(parser, args):
     if args.no_refine and args.refine_archetypes is not None:
         parser.error('--refine-archetypes and --no-refine exclude each other')
     if args.refine_arch_skip is not None:
-        if args.no_refine or str(args.refine_archetypes).lower() == 'none':
+        no_archetypes = (args.refine_archetypes is not None
+                         and args.refine_archetypes.lower() == 'none')
+        if args.no_refine or no_archetypes:
             parser.error('--refine-arch-skip needs the archetype stage (not --no-refine or '
                          '--refine-archetypes none)')
         if not args.refine_arch_skip >= 0:
