@@ -556,8 +556,11 @@ def test_refinement_with_the_calibrated_noise_model(tmp_path, model_path, caplog
     # recorded): the default refinement warns, --refine-noise pipeline does not
     older = save_tiny_model(str(tmp_path / 'older.weights.h5'),
                             postprocess={'zerr_tpl_scale': 1.7, 'zerr_tpl_floor': 1e-4})
-    rc, text = run(caplog, '--coadd', coadd, '--model', older, '--output', str(tmp_path / 'o1.fits'))
+    rc, text = run(caplog, '--coadd', coadd, '--model', older, '--output', str(tmp_path / 'o1.fits'),
+                   '--refine-arch-skip', '9')
     assert rc == 0 and '--refine-noise calibrated (calibrated with pipeline)' in text
+    assert '--refine-arch-skip 9' in text                     # another threshold: noted too
+    assert read_catalog(str(tmp_path / 'o1.fits'))[1]['REFASKP'] == 9.0
     assert 'these archetypes (ZERR_TPL calibrated without archetypes)' in text
     rc, text = run(caplog, '--coadd', coadd, '--model', older, '--output', str(tmp_path / 'o2.fits'),
                    '--refine-noise', 'pipeline', '--refine-archetypes', 'none')

@@ -267,9 +267,11 @@ def test_evaluate_script_coadd_and_catalog(tmp_path, caplog):
     assert m1['inputs']['refine']['noise'] == 'calibrated'
     noisy = tmp_path / 'ev-noise'               # the refinement with the pipeline ivar
     assert main(['--coadd', paths['coadd'], '--truth', paths['truth'], '--model', model_path,
-                 '--outdir', str(noisy), '--refine-noise', 'pipeline']) == 0
+                 '--outdir', str(noisy), '--refine-noise', 'pipeline', '--refine-arch-skip',
+                 '0']) == 0
     mn = json.loads((noisy / OUTPUTS['metrics']).read_text())
     assert mn['inputs']['refine']['noise'] == 'pipeline'
+    assert (m1['inputs']['refine']['arch_skip'], mn['inputs']['refine']['arch_skip']) == (25.0, 0.0)
     for name, reg in mn['regimes'].items():
         assert reg['nlbg'] == m1['regimes'][name]['nlbg']
         if reg['nlbg']:

@@ -456,15 +456,17 @@ def test_window_margin_by_hand():
     zs = redshift_grid(2.5, 3.5)
     chi2 = np.full((4, zs.size), 100.0)
     i3, i31, i305 = (np.argmin(np.abs(zs - z)) for z in (3.0, 3.1, 3.005))
-    chi2[:, i3] = 40.0                                        # the minimum
-    chi2[:, i305] = 30.0 + np.array([0, 0, 0, 0])             # inside the basin (no count)
+    chi2[:, i3] = 40.0                                        # near the minimum (in its basin)
+    chi2[:, i305] = 30.0                                      # the minimum
     chi2[:, i31] = 70.0                                       # an alias 2.5 % away
     prior = np.zeros_like(chi2)
     prior[1, i31] = 35.0                                      # the prior favours the alias
+    prior[2, i31] = 50.0                                      # the prior makes it the minimum
     z0 = np.array([3.0, 3.0, 3.0, 10.0])
     got = window_margin(chi2, zs, z0, window=0.1, basin=0.01, prior=prior)
     assert got[0] == pytest.approx(40.0)                      # 70 − 30
     assert got[1] == pytest.approx(5.0)                       # 30 − (70 − 35)
+    assert got[2] == pytest.approx(10.0)                      # 30 − (70 − 50), from the alias
     narrow = window_margin(chi2[:1], zs, z0[:1], window=0.005, basin=0.01)
     assert np.isinf(narrow[0])                                # nothing outside the basin
     assert np.isnan(got[3])                                   # no trial redshift in the window

@@ -171,8 +171,8 @@ def load_refiner(path, config, zrange, window=DEFAULT_WINDOW, prior_weight=DEFAU
         ``Z_TPL``; None (the library default): no archetype stage.  The commands use
         :func:`default_archetype_path`.
     arch_skip : float, optional
-        Skip the archetype stage where the template fit alone is this decisive
-        (:attr:`lbgnet.refine.Refiner.arch_skip`; 0: never).
+        Skip the archetype stage where the template fit with the network's prior is this
+        decisive (:attr:`lbgnet.refine.Refiner.arch_skip`; 0: never).
 
     Returns
     -------
@@ -316,7 +316,7 @@ def catalog_header(job, network, c_thresh, n_thresh, layout, rerun=None, refiner
                   ('REFABAS', refiner.basin if refiner.archetypes is not None else 0.0,
                    'basin half width around their choice'),
                   ('REFASKP', refiner.arch_skip if refiner.archetypes is not None else 0.0,
-                   'archetypes skipped if fit margin >= this; 0 never'),
+                   'skip archetypes if fit margin >= this; 0 never'),
                   ('MINDCHI2', MIN_DELTACHI2, 'SMALL_DELTA_CHI2 if DELTACHI2_TPL below')]
     templates = rerun.files if rerun is not None else ()
     for i, name in enumerate(templates):

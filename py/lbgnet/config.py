@@ -279,6 +279,21 @@ def load_yaml(stream):
 
     The C parser builds the same objects (the same safe constructor and resolver) about ten
     times faster, which matters to commands that read the configurations at start-up.
+
+    Parameters
+    ----------
+    stream : str or file object
+        The YAML text or an open file.
+
+    Returns
+    -------
+    object
+        The parsed document (a dict for the configurations).
+
+    Raises
+    ------
+    yaml.YAMLError
+        On malformed YAML.
     """
     return yaml.load(stream, Loader=getattr(yaml, 'CSafeLoader', yaml.SafeLoader))
 

@@ -31,9 +31,10 @@ free amplitude ≥ 0) gives the evidence of each trial redshift summed over the 
 (:func:`basin_centres`, w_a = 1.5, on a coarser grid) is the basin's centre, and the basis
 fit above then places ``Z_TPL`` within ``basin`` (0.01 in Δz/(1+z)) of it.  The redshift
 keeps the basis fit's precision; the archetypes decide between the aliases.  Where the
-basis fit alone is decisive (its window minimum lower by :data:`DEFAULT_ARCH_SKIP` than
-anywhere else in the window, :func:`window_margin`) there are no aliases to decide between
-and the archetype stage is skipped.
+basis fit with the network's prior is decisive (the minimum of ``χ² − w S`` in the window
+lower by :data:`DEFAULT_ARCH_SKIP` than anywhere in the window outside the basin around
+it, :func:`window_margin`) there are no aliases to decide between and the archetype stage
+is skipped.
 
 Pure numpy, vectorised over spectra and redshifts (the χ² of all trial redshifts comes
 from ``nbasis (nbasis + 1) / 2`` matrix products per block of spectra).
@@ -78,7 +79,8 @@ DEFAULT_NBASIS = 5
 DEFAULT_ARCH_WEIGHT = 1.5
 DEFAULT_BASIN = 0.01
 DEFAULT_ARCH_DLOGZ = 4e-4
-#: The archetype stage is skipped where the basis fit alone is decisive: where the minimum
+#: The archetype stage is skipped where the basis fit with the network's prior (the prior
+#: alone can reach it where χ² is flat) is decisive: where the minimum
 #: of ``χ² − w S`` in the window lies at least this much below that of every trial redshift
 #: of the window farther than the basin from it (:func:`window_margin`).  Chosen on the
 #: validation set, where it skips 69 % of the selected spectra and changes one ``Z_TPL`` of
@@ -214,7 +216,8 @@ def chi2_scan(flux, ivar, tbasis, block=128, products=None):
     tbasis : numpy.ndarray
         From :func:`binned_basis`, shape (nz, nbasis, nbins).
     block : int, optional
-        Spectra per block (memory ~ block × nz × (nbasis + 1) (nbasis + 2) / 2 × 8 bytes).
+        Spectra per block (memory ~ block × nz × (nbasis (nbasis + 1) / 2 + 2 nbasis + 3)
+        × 8 bytes).
     products : numpy.ndarray, optional
         :func:`basis_products` of `tbasis`, when the caller keeps them between calls
         (:class:`Refiner` does); None: formed here.
@@ -397,7 +400,7 @@ def basin_centres(curve, zs, z_start, window=DEFAULT_WINDOW, support=None,
 
 
 def window_margin(chi2, zs, z_start, window=DEFAULT_WINDOW, basin=DEFAULT_BASIN, prior=0.0):
-    """How decisively the basis fit alone picks its basin within each window.
+    """How decisively the basis fit, with the network's prior, picks its basin in each window.
 
     Parameters
     ----------
@@ -683,7 +686,9 @@ class Refiner:
         See :func:`basin_centres` (``prior_weight``) and :func:`refine_redshifts`.
     arch_skip : float
         The archetype stage is skipped for spectra whose :func:`window_margin` is at least
-        this (:data:`DEFAULT_ARCH_SKIP`); 0: never skipped.
+        this; 0 (the default of a Refiner made directly): never skipped.  :meth:`build`,
+        :meth:`with_archetypes` and :func:`lbgnet.afterburner.load_refiner` default to
+        :data:`DEFAULT_ARCH_SKIP`.
     arch_source, arch_sha256 : str
         Where the archetypes came from and the file's SHA-256 ('' without archetypes).
     """
@@ -712,7 +717,7 @@ class Refiner:
     @property
     def products(self):
         """:func:`basis_products` of `tbasis`, formed at the first use and kept (170 MB for
-        the shipped refinement), so that each file's :func:`chi2_scan` does not form them
+        the shipped refinement), so that each chunk's :func:`chi2_scan` does not form them
         again."""
         if self._products is None:
             self._products = basis_products(self.tbasis)
@@ -880,7 +885,7 @@ class Refiner:
     def run(self, flux, ivar, z_start, conf=None):
         """:func:`refine_redshifts` with this set-up, ``ZERR_TPL`` calibrated; with
         archetypes, the search is restricted to the basin the archetype stage picks, for
-        the spectra where the basis fit alone is not decisive (:attr:`arch_skip`).
+        the spectra where the basis fit with the prior is not decisive (:attr:`arch_skip`).
 
         Parameters
         ----------
@@ -909,7 +914,8 @@ class Refiner:
             if self.arch_skip > 0:
                 prior = 0.0 if support is None else self.prior_weight * support
                 margin = window_margin(chi2, self.zs, z0, self.window, self.basin, prior)
-                ambiguous = ~(margin >= self.arch_skip)
+                # NaN margin: no trial redshift in the window, nothing to refine
+                ambiguous = ~(margin >= self.arch_skip) & ~np.isnan(margin)
             if ambiguous.any():
                 centre[ambiguous] = self.basin_centres(
                     flux[ambiguous], ivar[ambiguous], z0[ambiguous],

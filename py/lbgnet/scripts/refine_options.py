@@ -25,8 +25,9 @@ def add_refine_arguments(parser):
                         'evidence picks the basin of Z_TPL, or "none" for the template fit '
                         'alone (as before 2026-12-01) [the LBG archetypes shipped with lbgnet]')
     parser.add_argument('--refine-arch-skip', type=float, default=None, metavar='DCHI2',
-                        help='skip the archetype stage where the template fit alone prefers its '
-                        'basin by at least this much chi2 - w S over the rest of the window '
+                        help='skip the archetype stage where the template fit with the '
+                        'network\'s prior prefers its basin by at least this much chi2 - w S '
+                        'over the rest of the window '
                         '(it changed 1 Z_TPL in 4,254 on the validation and test sets, '
                         'doc/afterburner.rst); 0: never skip [%g]' % DEFAULT_ARCH_SKIP)
     parser.add_argument('--refine-prior-weight', type=float, default=DEFAULT_PRIOR_WEIGHT,
@@ -122,9 +123,12 @@ def make_refiner(args, config, zrange, metadata=None):
     noise = args.refine_noise or DEFAULT_REFINE_NOISE
     opts = postprocess_options(config)
     # noise and archetypes are compared with the calibration's own, below; skipping the
-    # archetype stage or not leaves the redshifts, hence the calibration, as they are
+    # archetype stage at the default threshold, or never (0), leaves the redshifts, hence
+    # the calibration, as they are (one Z_TPL in 4,254 differs); other thresholds may not
     changed = [name for name in refine_options_given(args)
                if name not in ('--refine-noise', '--refine-archetypes', '--refine-arch-skip')]
+    if args.refine_arch_skip not in (None, 0.0, DEFAULT_ARCH_SKIP):
+        changed.append(f'--refine-arch-skip {args.refine_arch_skip:g}')
     calibrated = (opts['zerr_tpl_scale'], opts['zerr_tpl_floor']) != (1.0, 0.0)
     cal_noise, cal_arch = calibration_settings(metadata)
     if calibrated and noise != cal_noise:
