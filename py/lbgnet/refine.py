@@ -393,7 +393,7 @@ def basin_centres(curve, zs, z_start, window=DEFAULT_WINDOW, support=None,
     zs = np.asarray(zs, dtype=np.float64)
     ok = np.isfinite(z_start)
     z0 = np.where(ok, z_start, 0.0)[:, None]
-    inwin = (np.abs(zs[None, :] - z0) / (1.0 + z0) < window) & ok[:, None]
+    inwin = (_offset(zs, z0) < window) & ok[:, None]
     prior = 0.0 if support is None else prior_weight * np.asarray(support)
     _, centre, _ = _window_minimum(curve, zs, inwin, prior)
     return np.where(inwin.any(axis=1), centre, np.nan)
@@ -424,15 +424,21 @@ def window_margin(chi2, zs, z_start, window=DEFAULT_WINDOW, basin=DEFAULT_BASIN,
     """
     zs = np.asarray(zs, dtype=np.float64)
     z0 = np.asarray(z_start, dtype=np.float64)[:, None]
-    inwin = np.abs(zs[None, :] - z0) / (1.0 + z0) < window
+    inwin = _offset(zs, z0) < window
     obj = np.where(inwin, chi2 - prior, np.inf)
     ibest = np.argmin(obj, axis=1)
     best = obj[np.arange(obj.shape[0]), ibest]
     zb = zs[ibest][:, None]
-    far = np.abs(zs[None, :] - zb) / (1.0 + zb) > basin
+    far = _offset(zs, zb) > basin
     with np.errstate(invalid='ignore'):              # inf − inf for an empty window
         margin = np.where(far, obj, np.inf).min(axis=1) - best
     return np.where(inwin.any(axis=1), margin, np.nan)
+
+
+def _offset(zs, zc):
+    """``|z − zc| / (1 + zc)`` of each trial redshift from each row's `zc` (shape (nspec, 1)),
+    shape (nspec, nz)."""
+    return np.abs(zs[None, :] - zc) / (1.0 + zc)
 
 
 def _weighted(flux, ivar):
@@ -576,17 +582,17 @@ def refine_redshifts(flux, ivar, z_start, tbasis, zs, window=DEFAULT_WINDOW,
         chi2 = np.asarray(chi2)[todo]
     zs = np.asarray(zs, dtype=np.float64)
     z0 = z_start[todo][:, None]
-    inwin = np.abs(zs[None, :] - z0) / (1.0 + z0) < window
+    inwin = _offset(zs, z0) < window
     if centre is not None:
         zc = np.asarray(centre, dtype=np.float64)[todo][:, None]
-        near = inwin & (np.abs(zs[None, :] - zc) / (1.0 + zc) < basin)
+        near = inwin & (_offset(zs, zc) < basin)
         inwin = np.where(near.any(axis=1)[:, None], near, inwin)
     prior = 0.0 if support is None else prior_weight * np.asarray(support)[todo]
     ibest, zbest, curv = _window_minimum(chi2, zs, inwin, prior)
     has = inwin.any(axis=1)
     rows = np.arange(todo.size)
     zerr = (1 + zbest) * np.log(10) * np.sqrt(2.0 / curv)
-    far = np.abs(zs[None, :] - zbest[:, None]) / (1.0 + zbest[:, None]) > exclude
+    far = _offset(zs, zbest[:, None]) > exclude
     other = np.where(far, chi2, np.inf).min(axis=1)
     dchi2 = np.where(np.isfinite(other), other - chi2[rows, ibest], np.nan)
     for key, value in zip(REFINE_KEYS, (zbest, zerr, dchi2)):
