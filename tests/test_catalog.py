@@ -118,8 +118,13 @@ def test_spectrum_flags():
 
 
 def test_model_range():
-    flags = apply_model_range(np.array([0, 1, 0, 0]), np.array([1.0, 3.0, np.nan, 6.0]), (1.5, 5.0))
+    flags = apply_model_range(np.array([0, 1, 0, 0]), [np.array([1.0, 3.0, np.nan, 6.0])], (1.5, 5.0))
     assert flags.tolist() == [MASK.Z_OUT_OF_RANGE, 1, 0, MASK.Z_OUT_OF_RANGE]
+    # Z_TPL too: its window reaches beyond the range, and Z of the zcatalogue uses it
+    z_lbg = np.array([1.52, 4.98, 3.0, np.nan, 1.0])
+    z_tpl = np.array([1.49, 4.99, np.nan, 5.2, 1.6])
+    flags = apply_model_range(np.zeros(5, int), (z_lbg, z_tpl), (1.5, 5.0))
+    assert flags.tolist() == [MASK.Z_OUT_OF_RANGE, 0, 0, MASK.Z_OUT_OF_RANGE, MASK.Z_OUT_OF_RANGE]
 
 
 def test_small_deltachi2():
@@ -131,6 +136,11 @@ def test_small_deltachi2():
     bit = MASK.SMALL_DELTA_CHI2
     assert bit == 2 ** 7 and MASK.names(int(bit)) == ['SMALL_DELTA_CHI2']
     assert flags.tolist() == [bit, 0, 2, 2 | bit, bit, 0, 1]
+    # χ² without a minimum at Z_TPL (ZERR_TPL NaN: the prior alone placed it) is not
+    # singled out either, whatever DELTACHI2_TPL says
+    zerr = np.array([1e-4, 1e-4, np.nan, 1e-4, 1e-4, np.nan, 1e-4])
+    flags = apply_small_deltachi2(np.zeros(7, int), is_lbg, dchi2, zerr)
+    assert flags.tolist() == [bit, 0, bit, bit, bit, 0, 0]
 
 
 def test_write_read_round_trip(tmp_path):

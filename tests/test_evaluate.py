@@ -174,6 +174,11 @@ def test_reliable_metrics():
     bright = out['by_depth']['r<=23']      # LBGs 0, 2, 3; only 0 is selected and reliable
     assert bright['efficiency'] == pytest.approx(1 / 3) and bright['kept'] == pytest.approx(1 / 2)
     assert bright['frac_dz_lt_0p05'] == 1.0
+    # a NaN ZERR_TPL (no χ² minimum at Z_TPL) is not reliable whatever DELTACHI2_TPL says
+    zerr = np.array([np.nan, 1e-3, 1e-3, 1e-3, 1e-3, 1e-3])
+    out = reliable_metrics(is_true, selected, dchi2, rmag, z_true, z_pred, zerr)
+    assert out['efficiency'] == pytest.approx(1 / 4) and out['purity'] == pytest.approx(1 / 2)
+    assert out['redshift']['n'] == 1 and out['redshift']['frac_dz_lt_0p05'] == 0.0
 
 
 def test_evaluate_predictions_json():

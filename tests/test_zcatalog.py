@@ -19,6 +19,7 @@ def write_cat(path, tid, is_lbg, z, flag, dchi2, cards=(), sha='abc', extra=None
     cat['TARGETID'] = np.asarray(tid, dtype=np.int64)
     cat['IS_LBG'] = np.asarray(is_lbg, dtype=bool)
     cat['Z_LBG'] = np.asarray(z, dtype=np.float64)
+    cat['ZERR_LBG'] = np.where(np.isfinite(cat['Z_LBG']), 1e-3, np.nan)
     cat['LBG_FLAG'] = np.asarray(flag, dtype=np.int32)
     cat['DELTACHI2_RR'] = np.asarray(dchi2, dtype=np.float64)
     cat['TARGET_RA'] = np.zeros(len(tid))
@@ -176,6 +177,7 @@ def location_cat(tid, z, dchi2, survey='main', program='dark', tileid=-1, flag=N
     cat = Table(dict(TARGETID=np.asarray(tid, dtype=np.int64),
                      IS_LBG=np.ones(n, bool) if is_lbg is None else np.asarray(is_lbg, bool),
                      Z_LBG=np.asarray(z, dtype=np.float64),
+                     ZERR_LBG=np.where(np.isfinite(np.asarray(z, dtype=np.float64)), 1e-3, np.nan),
                      LBG_FLAG=np.zeros(n, np.int32) if flag is None else np.asarray(flag, np.int32),
                      DELTACHI2_RR=np.asarray(dchi2, dtype=np.float64)))
     return add_location(cat, dict(SURVEY=survey, PROGRAM=program, TILEID=tileid))
@@ -220,6 +222,40 @@ def test_is_lbg_without_redshift_is_not_good():
                        is_lbg=[True, True, True, False])
     assert good_lbg(cat).tolist() == [False, True, False, False]
     assert stack_catalogs([cat])['GOOD_LBG'].tolist() == [False, True, False, False]
+
+
+def test_good_lbg_uses_the_best_redshift():
+    # Z and ZERR come from Z_TPL/ZERR_TPL where refined: a NaN ZERR_TPL (no chi2 minimum at
+    # Z_TPL) is not GOOD_LBG, a finite one is; RERUN_FAILED does not veto (Z is not Z_NEW),
+    # Z_OUT_OF_RANGE and SMALL_DELTA_CHI2 do
+    cat = location_cat([1, 2, 3, 4, 5, 6], [3.0] * 6, [5] * 6,
+                       flag=[0, 0, 0, MASK.RERUN_FAILED, MASK.Z_OUT_OF_RANGE,
+                             MASK.SMALL_DELTA_CHI2])
+    cat['Z_TPL'] = [3.01, 3.01, np.nan, 3.01, 3.01, 3.01]
+    cat['ZERR_TPL'] = [2e-4, np.nan, np.nan, 2e-4, 2e-4, 2e-4]
+    assert good_lbg(cat).tolist() == [True, False, True, True, False, False]
+    zcat = stack_catalogs([cat])
+    assert zcat['Z'].tolist() == [3.01, 3.01, 3.0, 3.01, 3.01, 3.01]
+    assert zcat['ZERR'][2] == 1e-3 and np.isnan(zcat['ZERR'][1])
+    assert zcat['GOOD_LBG'].tolist() == [True, False, True, True, False, False]
+
+
+def test_zcat_primary_marks_one_row_per_target():
+    # Target 5 in main/dark (deep), main/bright (shallow) and sv3/dark (flagged): the
+    # main/dark row is primary; 6 only in main/dark; 7 in two programs with equal depth:
+    # the first SURVEY/PROGRAM in sorted order (main/bright); 8: a bad bit loses to depth
+    dark = location_cat([5, 6, 7, 8], [3.0, 3.2, 2.5, 2.9], [100, 10, 50, 900], program='dark')
+    bright = location_cat([5, 7, 8], [3.0, 2.5, 2.9], [20, 50, 1], program='bright')
+    sv3 = location_cat([5], [3.0], [900], survey='sv3', flag=[MASK.NODATA])
+    dark['LBG_FLAG'][3] = MASK.LOW_COVERAGE
+    zcat = stack_catalogs([dark, bright, sv3])
+    keys = list(zip(zcat['SURVEY'], zcat['PROGRAM'], zcat['TARGETID'], zcat['ZCAT_PRIMARY']))
+    assert keys == [('main', 'bright', 5, False), ('main', 'bright', 7, True),
+                    ('main', 'bright', 8, True), ('main', 'dark', 5, True),
+                    ('main', 'dark', 6, True), ('main', 'dark', 7, False),
+                    ('main', 'dark', 8, False), ('sv3', 'dark', 5, False)]
+    tid = np.asarray(zcat['TARGETID'])[zcat['ZCAT_PRIMARY']]
+    assert sorted(tid.tolist()) == [5, 6, 7, 8]
 
 
 def test_allow_mixed_fills_vector_columns_and_keeps_shared_provenance(tmp_path, caplog):
@@ -338,6 +374,36 @@ def test_catalogues_of_an_older_lbgnet(tmp_path, caplog):
     zcat, hdr = read_catalog(str(tmp_path / 't.fits'), extname='LBG_ZCAT')
     assert np.isnan(zcat['TSNR2_LRG'][0]) and zcat['TSNR2_LRG'][1] == 50.0
     assert 'ZERRSCL' not in hdr                   # no input recorded it: not written as common
+
+
+def test_tile_program_from_faprgrm(tmp_path):
+    """A tile catalogue whose header has the fiberassign FAPRGRM but no PROGRAM gets its
+    program from it (de-duplication against healpix rows works per program); PROGRAM wins
+    when both are there."""
+    root = tmp_path / 'tiles'
+    write_cat(str(root / '1/lbg_cnn-0-1-thru20210101.fits'), [7], [1], [3.0], [0], [9],
+              [('SURVEY', 'main', ''), ('FAPRGRM', 'DARK', '')])
+    write_cat(str(root / '2/lbg_cnn-0-2-thru20210101.fits'), [8], [1], [3.0], [0], [9],
+              [('SURVEY', 'main', ''), ('FAPRGRM', 'dark1b', ''), ('PROGRAM', 'dark', '')])
+    out = str(tmp_path / 'z.fits')
+    assert main(['--input-dir', str(root), '--output', out]) == 0
+    zcat, _ = read_catalog(out, extname='LBG_ZCAT')
+    assert zcat['PROGRAM'].tolist() == ['dark', 'dark']
+
+
+def test_no_refine_beside_refined_names_refine_only(tmp_path, caplog):
+    """A --no-refine catalogue lacks the refinement keywords because of REFINE = F: the
+    message names REFINE, not each missing keyword, and does not blame an older lbgnet."""
+    root = tmp_path / 'mixed'
+    write_cat(str(root / 'lbg_cnn-main-dark-0.fits'), [0], [1], [3.0], [0], [1],
+              [('REFINE', True, ''), ('REFTSHA', 'aaa', ''), ('REFWGT', 3.0, ''),
+               ('MINDCHI2', 9.0, '')])
+    write_cat(str(root / 'lbg_cnn-main-dark-1.fits'), [1], [1], [3.0], [0], [1],
+              [('REFINE', False, '')])
+    with caplog.at_level(logging.INFO):
+        assert main(['--input-dir', str(root), '--output', str(tmp_path / 'z.fits')]) == 1
+    assert 'REFINE = False here, True in' in caplog.text
+    assert 'REFTSHA' not in caplog.text and 'older lbgnet' not in caplog.text
 
 
 def test_deepest_spectrum_by_tsnr2_before_deltachi2(tmp_path):

@@ -98,9 +98,11 @@ def predict_coadd(path, network, c_thresh, n_thresh, chunk_size=DEFAULT_CHUNK,
         blocks.append(res)
         flags.append(spectrum_flags(info, block.fibermap, cfg.grid.nbins))
     results = {key: np.concatenate([b[key] for b in blocks]) for key in blocks[0]}
-    flags = apply_model_range(np.concatenate(flags), results['Z_LBG'], network.zrange)
+    flags = apply_model_range(np.concatenate(flags), (results['Z_LBG'], results['Z_TPL']),
+                              network.zrange)
     if refiner is not None:
-        flags = apply_small_deltachi2(flags, results['IS_LBG'], results['DELTACHI2_TPL'])
+        flags = apply_small_deltachi2(flags, results['IS_LBG'], results['DELTACHI2_TPL'],
+                                      results['ZERR_TPL'])
     return FilePrediction(results, flags, layout)
 
 

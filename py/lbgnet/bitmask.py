@@ -20,14 +20,15 @@ bit   name              meaning
                         ``COADD_FIBERSTATUS`` (desispec fibermask bits that make Redrock
                         set ZWARN NODATA/POORDATA); processed anyway
 3     NOT_IN_COADD      TARGETID is in the Redrock file but not in the coadd: no CNN output
-4     Z_OUT_OF_RANGE    Z_LBG is outside the redshift range the model was trained on
+4     Z_OUT_OF_RANGE    Z_LBG or Z_TPL is outside the redshift range the model was trained on
 5     LOW_COVERAGE      fewer than half of the input-grid bins hold a valid pixel
 6     RERUN_FAILED      ``--rerun-redrock``: IS_LBG target not rerun because its prior lies
                         outside the redshift range of the templates (a Redrock failure fails
                         the whole file instead)
 7     SMALL_DELTA_CHI2  IS_LBG, but the template refinement does not single out the redshift:
-                        ``DELTACHI2_TPL`` < 9 (or NaN), as Redrock's ZWARN bit of that name;
-                        never set with ``--no-refine``
+                        ``DELTACHI2_TPL`` < 9 (or NaN), as Redrock's ZWARN bit of that name,
+                        or χ² has no minimum at Z_TPL (``ZERR_TPL`` NaN); never set with
+                        ``--no-refine``
 ====  ================  ====================================================================
 """
 import yaml
@@ -39,7 +40,7 @@ lbgwarn:
     - [MISSING_CAMERA,  1, "a b/r/z camera is absent or has no valid pixel"]
     - [NOT_SCIENCE,     2, "OBJTYPE != TGT or bad COADD_FIBERSTATUS"]
     - [NOT_IN_COADD,    3, "TARGETID in the Redrock file but not in the coadd"]
-    - [Z_OUT_OF_RANGE,  4, "Z_LBG outside the redshift range of the model"]
+    - [Z_OUT_OF_RANGE,  4, "Z_LBG or Z_TPL outside the model's z range"]
     - [LOW_COVERAGE,    5, "fewer than half of the grid bins are valid"]
     - [RERUN_FAILED,    6, "IS_LBG but prior outside the rerun templates"]
     - [SMALL_DELTA_CHI2, 7, "IS_LBG, DELTACHI2_TPL < 9: redshift not unique"]

@@ -65,7 +65,8 @@ COLUMN_DESCRIPTIONS = {
     'ZCAT_NSPEC': 'spectra of this target combined',
     'Z': 'best LBG redshift: Z_TPL, else Z_LBG',
     'ZERR': '1-sigma error of Z (ZERR_TPL or ZERR_LBG)',
-    'GOOD_LBG': 'IS_LBG, finite Z_LBG, no GOODBITS flag',
+    'ZCAT_PRIMARY': 'best row of this TARGETID (surveys/programs)',
+    'GOOD_LBG': 'IS_LBG, finite Z and ZERR, no GOODBITS flag',
 }
 _RR_DESCRIPTIONS = {'SPECTYPE': 'spectral type', 'SUBTYPE': 'subtype', 'Z': 'redshift',
                     'ZERR': 'redshift error', 'ZWARN': 'ZWARN bits', 'CHI2': 'chi2',
@@ -365,7 +366,7 @@ def add_rerun_columns(table, rerun):
         table[f'{col}_NEW'] = out
 
 
-def apply_small_deltachi2(flags, is_lbg, deltachi2):
+def apply_small_deltachi2(flags, is_lbg, deltachi2, zerr=None):
     """Set SMALL_DELTA_CHI2 on the IS_LBG rows whose refined redshift is not singled out.
 
     Parameters
@@ -376,6 +377,8 @@ def apply_small_deltachi2(flags, is_lbg, deltachi2):
         Shape (nspec,).
     deltachi2 : array_like
         ``DELTACHI2_TPL`` of a run with the template refinement, shape (nspec,).
+    zerr : array_like, optional
+        ``ZERR_TPL`` of that run (NaN: χ² has no minimum at ``Z_TPL``), shape (nspec,).
 
     Returns
     -------
@@ -384,15 +387,32 @@ def apply_small_deltachi2(flags, is_lbg, deltachi2):
     """
     out = np.array(flags, dtype=np.int32, copy=True)
     is_lbg = np.asarray(is_lbg, dtype=bool)
-    out[is_lbg & ~reliable_redshift(is_lbg, deltachi2)] |= LBGWarnMask().SMALL_DELTA_CHI2
+    out[is_lbg & ~reliable_redshift(is_lbg, deltachi2, zerr)] |= LBGWarnMask().SMALL_DELTA_CHI2
     return out
 
 
-def apply_model_range(flags, z_lbg, zrange):
-    """Set Z_OUT_OF_RANGE where a finite `z_lbg` is outside `zrange` (returns a new array)."""
-    z_lbg = np.asarray(z_lbg, dtype=np.float64)
+def apply_model_range(flags, redshifts, zrange):
+    """Set Z_OUT_OF_RANGE where any finite redshift of a row is outside `zrange`.
+
+    Parameters
+    ----------
+    flags : array_like of int
+        LBG_FLAG, shape (nspec,).
+    redshifts : sequence of array_like
+        The catalogue's redshifts of each row (``Z_LBG``, ``Z_TPL``: the refinement's
+        window reaches beyond the range), each of shape (nspec,); NaN is ignored.
+    zrange : (float, float)
+        The model's redshift range.
+
+    Returns
+    -------
+    numpy.ndarray of int32
+        A new array.
+    """
     out = np.array(flags, dtype=np.int32, copy=True)
-    with np.errstate(invalid='ignore'):
-        bad = np.isfinite(z_lbg) & ((z_lbg < zrange[0]) | (z_lbg > zrange[1]))
-    out[bad] |= LBGWarnMask().Z_OUT_OF_RANGE
+    for z in redshifts:
+        z = np.asarray(z, dtype=np.float64)
+        with np.errstate(invalid='ignore'):
+            bad = np.isfinite(z) & ((z < zrange[0]) | (z > zrange[1]))
+        out[bad] |= LBGWarnMask().Z_OUT_OF_RANGE
     return out

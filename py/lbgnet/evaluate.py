@@ -21,7 +21,7 @@ Definitions used throughout:
 * standard errors (``errors`` of each regime): bootstrap over the objects
   (:func:`bootstrap_errors`, 200 resamples, fixed seed);
 * *reliable*: the IS_LBG targets without the afterburner's SMALL_DELTA_CHI2 flag
-  (``DELTACHI2_TPL`` ≥ 9), the sample of reliable redshifts (:func:`reliable_metrics`);
+  (``DELTACHI2_TPL`` ≥ 9 and a finite ``ZERR_TPL``), the sample of reliable redshifts (:func:`reliable_metrics`);
 * ``redshift_errors``: the pulls Δz/``ZERR`` of the selected true LBGs whose redshift is
   right (``|Δz|/(1+z) < 0.01``), their NMAD and the fractions within 1σ and 2σ
   (:func:`lbgnet.zerr.pull_stats`).
@@ -410,7 +410,8 @@ def evaluate_regime(truth, pred, c_thresh, thresholds, z_edges, mag_edges):
                                                  truth['RMAG'], z_true, z_tpl)
         if 'DELTACHI2_TPL' in pred:
             out['reliable'] = reliable_metrics(is_true, selected, pred['DELTACHI2_TPL'],
-                                               truth['RMAG'], z_true, z_tpl)
+                                               truth['RMAG'], z_true, z_tpl,
+                                               pred.get('ZERR_TPL'))
     out['errors'] = bootstrap_errors(is_true, selected, pred['C_LBG'], z_true, z_preds)
     out['redshift_errors'] = {
         key: pull_stats(np.asarray(pred[zkey])[good], np.asarray(pred[key])[good], z_true[good])
@@ -419,12 +420,13 @@ def evaluate_regime(truth, pred, c_thresh, thresholds, z_edges, mag_edges):
     return out
 
 
-def reliable_metrics(is_true, selected, deltachi2, rmag, z_true, z_pred):
+def reliable_metrics(is_true, selected, deltachi2, rmag, z_true, z_pred, zerr=None):
     """Metrics of the IS_LBG targets without the SMALL_DELTA_CHI2 flag.
 
     The afterburner flags an IS_LBG target whose template refinement does not single
-    out its redshift (``DELTACHI2_TPL`` < :data:`lbgnet.refine.MIN_DELTACHI2`); these
-    numbers describe the sample that remains (``GOOD_LBG`` of ``desi_lbg_zcatalog``).
+    out its redshift (``DELTACHI2_TPL`` < :data:`lbgnet.refine.MIN_DELTACHI2`, or no χ²
+    minimum at ``Z_TPL``); these numbers describe the sample that remains (``GOOD_LBG``
+    of ``desi_lbg_zcatalog``).
 
     Parameters
     ----------
@@ -434,6 +436,8 @@ def reliable_metrics(is_true, selected, deltachi2, rmag, z_true, z_pred):
         ``DELTACHI2_TPL``, shape (n,).
     rmag, z_true, z_pred : array_like
         Truth r magnitude and redshift, predicted (refined) redshift, shape (n,).
+    zerr : array_like, optional
+        ``ZERR_TPL`` (NaN: no χ² minimum at ``Z_TPL``), shape (n,); None: not checked.
 
     Returns
     -------
@@ -448,7 +452,7 @@ def reliable_metrics(is_true, selected, deltachi2, rmag, z_true, z_pred):
     rmag = np.asarray(rmag, dtype=np.float64)
     z_true = np.asarray(z_true, dtype=np.float64)
     z_pred = np.asarray(z_pred, dtype=np.float64)
-    reliable = reliable_redshift(selected, deltachi2)
+    reliable = reliable_redshift(selected, deltachi2, zerr)
 
     def summary(keep):
         ntrue = int((keep & is_true).sum())

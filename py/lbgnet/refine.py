@@ -600,7 +600,7 @@ def refine_redshifts(flux, ivar, z_start, tbasis, zs, window=DEFAULT_WINDOW,
     return out
 
 
-def reliable_redshift(is_lbg, deltachi2, min_deltachi2=MIN_DELTACHI2):
+def reliable_redshift(is_lbg, deltachi2, zerr=None, min_deltachi2=MIN_DELTACHI2):
     """IS_LBG targets whose refined redshift the data single out.
 
     Parameters
@@ -609,18 +609,25 @@ def reliable_redshift(is_lbg, deltachi2, min_deltachi2=MIN_DELTACHI2):
         Shape (nspec,).
     deltachi2 : array_like
         ``DELTACHI2_TPL`` (NaN where not refined), shape (nspec,).
+    zerr : array_like, optional
+        ``ZERR_TPL``, shape (nspec,): NaN where χ² has no minimum at ``Z_TPL`` (the
+        network's prior alone placed it), which then counts as not singled out whatever
+        ``DELTACHI2_TPL`` says; None: not checked.
     min_deltachi2 : float, optional
         [:data:`MIN_DELTACHI2`]
 
     Returns
     -------
     numpy.ndarray of bool
-        ``is_lbg & (deltachi2 >= min_deltachi2)``: NaN (not refined, or no χ² minimum
-        there) counts as not reliable.
+        ``is_lbg & (deltachi2 >= min_deltachi2)`` (and a finite `zerr`): NaN (not
+        refined) counts as not reliable.
     """
     deltachi2 = np.asarray(deltachi2, dtype=np.float64)
     with np.errstate(invalid='ignore'):
-        return np.asarray(is_lbg, dtype=bool) & (deltachi2 >= min_deltachi2)
+        out = np.asarray(is_lbg, dtype=bool) & (deltachi2 >= min_deltachi2)
+    if zerr is not None:
+        out &= np.isfinite(np.asarray(zerr, dtype=np.float64))
+    return out
 
 
 def template_from_basis(wave, basis, nbasis=DEFAULT_NBASIS, igm=None):

@@ -3,17 +3,19 @@ lbgnet.zcatalog
 ===============
 
 Stack per-file ``LBG_CNN`` catalogues into one table for clustering: location columns,
-one row per TARGETID per SURVEY/PROGRAM, and the quality-selection column ``GOOD_LBG``.
+one row per TARGETID per SURVEY/PROGRAM, the best of a target's rows across surveys and
+programs (``ZCAT_PRIMARY``) and the quality-selection column ``GOOD_LBG``.
 Pure astropy/numpy; files are read and written by :mod:`lbgnet.scripts.lbg_zcatalog`.
 
 ``GOOD_LBG`` is True when all of these hold:
 
 * IS_LBG (at least n_th lines above c_th; the thresholds are in the header);
-* Z_LBG is finite;
+* ``Z`` and ``ZERR`` (:func:`best_redshift`) are finite;
 * LBG_FLAG has none of the bits in :data:`BAD_FOR_CLUSTERING` (NODATA, NOT_SCIENCE,
-  NOT_IN_COADD, Z_OUT_OF_RANGE, LOW_COVERAGE, RERUN_FAILED, SMALL_DELTA_CHI2).
+  NOT_IN_COADD, Z_OUT_OF_RANGE, LOW_COVERAGE, SMALL_DELTA_CHI2).
   MISSING_CAMERA alone is allowed: the arms present were used, the redshift is still
-  measured.  SMALL_DELTA_CHI2 (the template refinement does not single out the redshift)
+  measured.  RERUN_FAILED is allowed too: ``Z`` does not come from the Redrock rerun.
+  SMALL_DELTA_CHI2 (the template refinement does not single out the redshift)
   is what makes GOOD_LBG a sample of reliable redshifts: on the held-out mock tests 99 %
   of its true LBGs have ``|Δz| < 0.05`` against 83–95 % of all IS_LBG (``doc/model_card.rst``).
   Catalogues made with ``--no-refine`` never carry that bit (header ``REFINE = F``).
@@ -22,7 +24,11 @@ When a target was observed in several files of one survey/program (overlapping t
 the row kept is the first of: no bad bit (as desispec's zcatalog prefers ZWARN = 0),
 largest ``TSNR2_LRG`` (the depth of the spectrum, from the coadd's SCORES, desispec's
 choice), largest DELTACHI2_RR (a depth proxy for files without SCORES), first file in
-sorted order; ``ZCAT_NSPEC`` counts the rows that were combined.
+the order given (sorted with ``--input-dir``); ``ZCAT_NSPEC`` counts the rows that were
+combined.  A target in several surveys/programs keeps one row in each, and
+``ZCAT_PRIMARY`` marks the best of them by the same rules (then the first
+SURVEY/PROGRAM in sorted order), as desispec's ``ZCAT_PRIMARY``: select
+``GOOD_LBG & ZCAT_PRIMARY`` to count each target once.
 """
 import numpy as np
 from astropy.table import Table, vstack
@@ -32,7 +38,7 @@ from .catalog import TARGET_BIT_COLUMN, describe_columns
 
 #: LBG_FLAG bits that exclude a row from GOOD_LBG.
 BAD_FOR_CLUSTERING = ('NODATA', 'NOT_SCIENCE', 'NOT_IN_COADD', 'Z_OUT_OF_RANGE',
-                      'LOW_COVERAGE', 'RERUN_FAILED', 'SMALL_DELTA_CHI2')
+                      'LOW_COVERAGE', 'SMALL_DELTA_CHI2')
 
 #: Location columns and their fill values (absent in a file's header).
 LOCATION_COLUMNS = (('SURVEY', 'unknown', 'U16'), ('PROGRAM', 'unknown', 'U16'),
@@ -57,9 +63,10 @@ def add_location(table, header):
 
 def good_lbg(table):
     """The clustering selection (see the module docstring), shape (nrow,) bool."""
-    z = np.asarray(table['Z_LBG'], dtype=np.float64)
+    z, zerr = best_redshift(table)
     flag = np.asarray(table['LBG_FLAG'], dtype=np.int64)
-    return np.asarray(table['IS_LBG'], dtype=bool) & np.isfinite(z) & ((flag & bad_bits()) == 0)
+    return (np.asarray(table['IS_LBG'], dtype=bool) & np.isfinite(z) & np.isfinite(zerr)
+            & ((flag & bad_bits()) == 0))
 
 
 def best_redshift(table):
@@ -145,6 +152,25 @@ def unify_columns(tables, allow_mixed=False, sources=None):
     return out
 
 
+def _first_of_groups(rank, group):
+    """Sort rows by `group` then `rank` (lexsort keys, least significant first) and find
+    the first row of each group.
+
+    Returns
+    -------
+    order : numpy.ndarray of int
+        The sorting permutation.
+    starts : numpy.ndarray of int
+        Positions in `order` where a group starts.
+    """
+    order = np.lexsort(tuple(rank) + tuple(group))
+    ids = np.column_stack([np.unique(np.asarray(g)[order], return_inverse=True)[1]
+                           for g in group[::-1]])
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = np.any(ids[1:] != ids[:-1], axis=1)
+    return order, np.flatnonzero(first)
+
+
 def stack_catalogs(tables, allow_mixed=False, sources=None):
     """Stack catalogues and keep one row per TARGETID per SURVEY/PROGRAM.
 
@@ -160,8 +186,8 @@ def stack_catalogs(tables, allow_mixed=False, sources=None):
     Returns
     -------
     astropy.table.Table
-        Sorted by SURVEY, PROGRAM, TARGETID, with ``ZCAT_NSPEC``, ``Z``, ``ZERR``
-        (:func:`best_redshift`) and ``GOOD_LBG``.
+        Sorted by SURVEY, PROGRAM, TARGETID, with ``ZCAT_NSPEC``, ``ZCAT_PRIMARY``, ``Z``,
+        ``ZERR`` (:func:`best_redshift`) and ``GOOD_LBG``.
 
     Raises
     ------
@@ -178,16 +204,19 @@ def stack_catalogs(tables, allow_mixed=False, sources=None):
     dchi2 = np.nan_to_num(np.asarray(stacked['DELTACHI2_RR'], dtype=np.float64), nan=-np.inf)
     tsnr2 = (np.nan_to_num(np.asarray(stacked['TSNR2_LRG'], dtype=np.float64), nan=-np.inf)
              if 'TSNR2_LRG' in stacked.colnames else np.zeros(len(stacked)))
-    keys = (fileorder, -dchi2, -tsnr2, bad, np.asarray(stacked['TARGETID']),
-            np.asarray(stacked['PROGRAM']), np.asarray(stacked['SURVEY']))
-    order = np.lexsort(keys)
-    group = np.column_stack([np.unique(np.asarray(stacked[c])[order], return_inverse=True)[1]
-                             for c in ('SURVEY', 'PROGRAM', 'TARGETID')])
-    first = np.ones(len(order), dtype=bool)
-    first[1:] = np.any(group[1:] != group[:-1], axis=1)
-    starts = np.flatnonzero(first)
+    rank = (fileorder, -dchi2, -tsnr2, bad)
+    location = (np.asarray(stacked['TARGETID']), np.asarray(stacked['PROGRAM']),
+                np.asarray(stacked['SURVEY']))
+    order, starts = _first_of_groups(rank, location)
     out = stacked[order[starts]]
     out['ZCAT_NSPEC'] = np.diff(np.append(starts, len(order))).astype(np.int16)
+    # the best row of each TARGETID across surveys/programs: same rules, then the first
+    # SURVEY/PROGRAM (the rows are already sorted by them)
+    keep = order[starts]
+    rank = (np.arange(len(keep)), -dchi2[keep], -tsnr2[keep], bad[keep])
+    primary_order, primary_starts = _first_of_groups(rank, (np.asarray(out['TARGETID']),))
+    out['ZCAT_PRIMARY'] = np.zeros(len(out), dtype=bool)
+    out['ZCAT_PRIMARY'][primary_order[primary_starts]] = True
     out['Z'], out['ZERR'] = best_redshift(out)
     out['GOOD_LBG'] = good_lbg(out)
     out.meta = {'EXTNAME': 'LBG_ZCAT'}

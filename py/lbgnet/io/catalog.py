@@ -31,9 +31,10 @@ PROVENANCE_MODULES = {'numpy': ('numpy',), 'scipy': ('scipy',), 'astropy': ('ast
                       'desitarget': ('desitarget',), 'redrock': ('redrock',),
                       'tensorflow': ('tensorflow', 'tensorflow-cpu'), 'keras': ('keras',)}
 
-#: Header keywords copied from the input files when present.
-LOCATION_KEYS = ('SURVEY', 'PROGRAM', 'SPGRP', 'SPGRPVAL', 'TILEID', 'PETAL', 'NIGHT',
-                 'HPXPIXEL', 'HPXNSIDE', 'HPXNEST')
+#: Header keywords copied from the input files when present (FAPRGRM: the fiberassign
+#: program of a tile, which stands in for PROGRAM where a tile file lacks it).
+LOCATION_KEYS = ('SURVEY', 'PROGRAM', 'FAPRGRM', 'SPGRP', 'SPGRPVAL', 'TILEID', 'PETAL',
+                 'NIGHT', 'HPXPIXEL', 'HPXNSIDE', 'HPXNEST')
 
 
 class OutputFileError(OSError):

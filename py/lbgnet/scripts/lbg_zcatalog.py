@@ -30,6 +30,10 @@ CONSISTENT_KEYS = ('LBGMSHA', 'CTHRESH', 'NTHRESH', 'ZERRSCL', 'ZERRFLR', 'RERUN
 IMPLICIT_VALUES = {'ZERRSCL': 1.0, 'ZERRFLR': 0.0, 'ZTPLSCL': 1.0, 'ZTPLFLR': 0.0,
                    'REFNOISE': 'pipeline', 'REFASHA': '', 'REFAWGT': 0.0, 'REFABAS': 0.0,
                    'REFASKP': 0.0}
+#: Keywords only a refined catalogue has (``REFINE = T``): their absence from a
+#: ``--no-refine`` catalogue is explained by REFINE, not by an older lbgnet.
+REFINEMENT_KEYS = ('REFTSHA', 'REFWGT', 'REFWIN', 'REFSTEP', 'REFNOISE', 'REFASHA', 'REFAWGT',
+                   'REFABAS', 'REFASKP', 'MINDCHI2', 'ZTPLSCL', 'ZTPLFLR')
 #: Further provenance copied to the stacked header when every input has the same value.
 PROVENANCE_KEYS = ('LBGMODEL', 'LBGCONF', 'NBOXES', 'GRIDWMIN', 'GRIDDW', 'GRIDNBIN', 'LBGZMIN',
                    'LBGZMAX', 'REFTEMPL', 'REFARCH')
@@ -108,6 +112,9 @@ def describe_difference(keys, here, first):
     str
     """
     (values, absent), (first_values, first_absent, first_path) = here, first
+    if 'REFINE' in keys and 'REFINE' not in absent | first_absent:
+        # one was made with --no-refine: its missing refinement keywords follow from that
+        keys = [k for k in keys if k not in REFINEMENT_KEYS]
     parts = []
     for k in keys:
         if k in first_absent:
@@ -155,6 +162,8 @@ def read_all(files, allow_mixed=False):
             errors.append(err)
             continue
         location = dict(file_metadata(path))
+        if header.get('FAPRGRM'):        # a tile's fiberassign program, unless PROGRAM says
+            location['PROGRAM'] = str(header['FAPRGRM']).strip().lower()
         location.update({k: v for k, v in header.items() if k in
                          ('SURVEY', 'PROGRAM', 'SPGRP', 'HPXPIXEL', 'TILEID', 'PETAL')})
         tables.append(add_location(table, location))
