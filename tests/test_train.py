@@ -12,7 +12,9 @@ from lbgnet.model import build_model, predict_boxes
 from lbgnet.postprocess import postprocess
 from lbgnet.preprocess import grid_spectra
 from lbgnet.config import ConfigError
-from lbgnet.train import compile_model, fit, set_seeds, training_options, transfer_weights
+from lbgnet.losses import LineFinderLoss
+from lbgnet.train import (TrainingDiverged, compile_model, fit, set_seeds, training_options,
+                          transfer_weights)
 
 from lbg_testdata import TRAIN_YAML
 
@@ -201,6 +203,18 @@ def test_check_config_fails_before_training(config):
              ({'model': dict(MODEL, snr_softening=0)}, 'model.snr_softening must be a number > 0'),
              ({'model': dict(MODEL, filters='abc')}, 'model.filters must be integers'),
              ({'loss': {'gamma': 'abc'}}, 'invalid loss section'),
+             ({'loss': {'gamma': float('nan')}}, r'invalid loss section \(loss.gamma must be a finite'),
+             ({'loss': {'gamma': -2}}, r'invalid loss section \(loss.gamma must be a finite number >= 0'),
+             ({'loss': {'pos_weight': float('inf')}}, 'invalid loss section.*pos_weight must be a finite'),
+             ({'loss': {'pos_weight': True}}, 'invalid loss section.*pos_weight must be a number'),
+             ({'model': dict(MODEL, dense_units='abc')}, 'model.dense_units must be an integer >= 1'),
+             ({'model': dict(MODEL, dense_units=0)}, 'model.dense_units must be an integer >= 1'),
+             ({'model': dict(MODEL, dense_units=2.7)}, 'model.dense_units must be an integer >= 1'),
+             ({'model': dict(MODEL, conv_layers=True)}, 'model.conv_layers must be an integer'),
+             ({'model': dict(MODEL, filters=[8, 8, 8.5])}, 'model.filters must be integers > 0'),
+             ({'model': dict(MODEL, offset_margin='abc')}, r'model.offset_margin must be a number in \[0, 1\)'),
+             ({'model': dict(MODEL, offset_margin=-0.7)}, r'model.offset_margin must be a number in \[0, 1\)'),
+             ({'model': dict(MODEL, dropout=1.0)}, r'model.dropout must be a number in \[0, 1\)'),
              ({'model': dict(MODEL, architecture='hybrid'), 'loss': {'direct': {'weight': 'x'}}},
               'invalid loss.direct')]
     for extra, match in cases:
@@ -351,10 +365,16 @@ def test_time_cosine_schedule(tmp_path, config):
     fit(model, (X, y), (X, y), fast, str(tmp_path), verbose=0)
     assert np.isclose(float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)), 1e-4,
                       rtol=1e-2)
-    # a validation loss that is NaN in every epoch ends the fit normally (last weights kept)
+    # a validation loss that is NaN in every epoch leaves no epoch to keep: a clear error
     model = compile_model(build_model(fast), fast, learning_rate=2e-3)
-    _, info = fit(model, (X, y), (np.full_like(X, np.nan), y), fast, str(tmp_path / 'nan'), verbose=0)
-    assert np.isnan(info['best']) and info['best_epoch'] == info['epochs_run']
+    with pytest.raises(TrainingDiverged, match='val_loss is not finite in any epoch .check the validation'):
+        fit(model, (X, y), (np.full_like(X, np.nan), y), fast, str(tmp_path / 'nan'), verbose=0)
+    # so does a training loss that is NaN from the start (a NaN loss weight): stopped at once
+    nanloss = dataclasses.replace(fast, extra=dict(fast.extra, loss={'gamma': 1.0}))
+    model = build_model(nanloss)
+    model.compile(optimizer=keras.optimizers.Adam(2e-3), loss=LineFinderLoss(gamma=float('nan')))
+    with pytest.raises(TrainingDiverged, match='training loss became nan in epoch 1'):
+        fit(model, (X, y), (X, y), small_config(config, epochs=3), str(tmp_path / 'nan2'), verbose=0)
     # the schedule needs a budget
     with pytest.raises(ValueError, match='cosine_time needs max_minutes'):
         training_options(small_config(config, lr_schedule='cosine_time'))

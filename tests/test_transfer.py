@@ -220,6 +220,11 @@ def test_train_script_from_quasarnet_weights(tmp_path, caplog):
                  '--val-dir', str(out / 'validation'), '--freeze', '9']) == 1
     with pytest.raises(SystemExit):
         main(['--config', str(cfg_path), '--outdir', str(out), '--unfreeze-epochs', '1'])
+    # an unfrozen phase as long as the whole training: refused before anything is written
+    assert main(['--config', str(cfg_path), '--outdir', str(out / 'z'), '--verbose', '0',
+                 '--init-from', qn, '--freeze', '2', '--epochs', '2',
+                 '--unfreeze-epochs', '2']) == 1
+    assert not (out / 'z').exists()
 
 
 def test_init_from_a_file_that_fits_nothing_is_an_error():

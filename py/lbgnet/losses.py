@@ -17,8 +17,9 @@ Per spectrum and line the loss is
         + \\gamma \\sum_b y_b \\, (o_b - \\hat o_b)^2
 
 i.e. a class-balanced binary cross-entropy over the boxes (positive boxes weighted by
-:math:`w_+`, by default ``nboxes - 1`` so that the one true box weighs as much as all the
-empty ones together) plus γ times the squared offset error *in the true box only*.  A line
+:math:`w_+`: ``loss.pos_weight: balanced``, the default of the configurations, gives
+``nboxes - 1`` so that the one true box weighs as much as all the empty ones together;
+the functions and :class:`LineFinderLoss` themselves default to 1) plus γ times the squared offset error *in the true box only*.  A line
 that is absent (non-LBG object) or outside the grid has all boxes 0: it contributes only
 the negative cross-entropy term and no offset term.  The per-spectrum loss is the mean over
 lines.
@@ -26,6 +27,7 @@ lines.
 The functions use :mod:`keras.ops`, so they accept numpy arrays as well as backend tensors.
 """
 import keras
+import numpy as np
 from keras import ops
 
 #: Probabilities are clipped to [EPSILON, 1 - EPSILON] before the logarithms.
@@ -120,10 +122,12 @@ def resolve_pos_weight(value, nboxes):
         if value != 'balanced':
             raise ValueError(f"loss.pos_weight must be a number or 'balanced', not {value!r}")
         return float(nboxes - 1)
-    value = float(value)
-    if value <= 0:
-        raise ValueError(f'loss.pos_weight must be > 0, not {value}')
-    return value
+    if isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"loss.pos_weight must be a number or 'balanced', not {value!r}")
+    out = float(value)
+    if not (np.isfinite(out) and out > 0):
+        raise ValueError(f'loss.pos_weight must be a finite number > 0, not {value!r}')
+    return out
 
 
 @keras.saving.register_keras_serializable(package='lbgnet')

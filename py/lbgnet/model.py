@@ -114,18 +114,25 @@ class RescaledSigmoid(keras.layers.Layer):
         return config
 
 
+def _positive_int(value):
+    """`value` as an int > 0; ValueError for booleans, fractions, strings and the rest."""
+    if isinstance(value, (bool, np.bool_)) or isinstance(value, str):
+        raise ValueError(value)
+    out = int(value)
+    if out != value or out <= 0:
+        raise ValueError(value)
+    return out
+
+
 def _per_layer(value, nlayers, key):
     """Broadcast an int or list option to one value per conv layer."""
     values = list(value) if isinstance(value, (list, tuple)) else [value] * nlayers
     if len(values) != nlayers:
         raise ConfigError(f'model.{key} has {len(values)} values for {nlayers} conv layers')
     try:
-        values = [int(v) for v in values]
-    except (TypeError, ValueError):
-        raise ConfigError(f'model.{key} must be integers, not {value!r}') from None
-    if min(values) <= 0:
-        raise ConfigError(f'model.{key} must be > 0, not {value!r}')
-    return values
+        return [_positive_int(v) for v in values]
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f'model.{key} must be integers > 0, not {value!r}') from None
 
 
 def model_options(config):
@@ -153,15 +160,23 @@ def model_options(config):
     if missing:
         raise ConfigError(f'{config.source}: model section lacks {", ".join(missing)}')
     opts = dict(section)
-    try:
-        nconv = int(opts['conv_layers'])
-        dropout = float(opts['dropout'])
-    except (TypeError, ValueError):
-        raise ConfigError(f'{config.source}: model.conv_layers and model.dropout must be numbers, '
-                          f'not {opts["conv_layers"]!r} and {opts["dropout"]!r}') from None
-    if nconv < 1:
-        raise ConfigError(f'{config.source}: model.conv_layers must be >= 1')
-    opts['conv_layers'] = nconv
+    for key in ('conv_layers', 'dense_units'):
+        try:
+            opts[key] = _positive_int(opts[key])
+        except (TypeError, ValueError, OverflowError):
+            raise ConfigError(f'{config.source}: model.{key} must be an integer >= 1, '
+                              f'not {opts[key]!r}') from None
+    nconv = opts['conv_layers']
+    for key, low, high in (('dropout', 0.0, 1.0), ('offset_margin', 0.0, 1.0)):
+        try:
+            value = float(opts[key])
+            good = not isinstance(opts[key], (bool, str)) and low <= value < high
+        except (TypeError, ValueError):
+            good = False
+        if not good:
+            raise ConfigError(f'{config.source}: model.{key} must be a number in '
+                              f'[{low:g}, {high:g}), not {opts[key]!r}')
+        opts[key] = value
     for key in ('filters', 'kernel_size', 'strides'):
         opts[key] = _per_layer(opts[key], nconv, key)
     bad = [c for c in opts['channels'] if c not in CHANNEL_NAMES]
@@ -171,8 +186,6 @@ def model_options(config):
     opts['channel_index'] = [CHANNEL_NAMES.index(c) for c in opts['channels']]
     if opts['padding'] not in ('same', 'valid'):
         raise ConfigError(f'{config.source}: model.padding must be "same" or "valid"')
-    if not 0.0 <= dropout < 1.0:
-        raise ConfigError(f'{config.source}: model.dropout must be in [0, 1)')
     return opts
 
 

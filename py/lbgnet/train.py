@@ -205,9 +205,15 @@ def loss_from_config(config):
         raise ConfigError(f'{config.source}: section "loss" must be a mapping, not {section!r}')
     try:
         pos_weight = resolve_pos_weight(section.get('pos_weight', 'balanced'), config.nboxes)
-        gamma = float(section.get('gamma', 1.0))
     except (TypeError, ValueError) as err:
         raise ConfigError(f'{config.source}: invalid loss section ({err})') from None
+    try:
+        gamma = _as_float(section.get('gamma', 1.0))
+    except (TypeError, ValueError):
+        gamma = -1.0
+    if gamma < 0:
+        raise ConfigError(f'{config.source}: invalid loss section (loss.gamma must be a finite '
+                          f'number >= 0, not {section.get("gamma")!r})')
     from .variants import variant_loss
     return variant_loss(config, LineFinderLoss(gamma=gamma, pos_weight=pos_weight))
 
@@ -398,6 +404,11 @@ class TimeCosine(keras.callbacks.Callback):
         self.model.optimizer.learning_rate.assign(self.lr0 * float(factor))
 
 
+class TrainingDiverged(RuntimeError):
+    """The monitored validation value was not finite in any epoch (a diverged training or
+    an unusable validation set): there is no epoch to keep."""
+
+
 def fit(model, train_data, val_data, config, outdir, val_truth=None, epochs=None,
         verbose='auto', extra_callbacks=None):
     """Fit a compiled model with early stopping and best-checkpointing on validation.
@@ -432,6 +443,13 @@ def fit(model, train_data, val_data, config, outdir, val_truth=None, epochs=None
         Per-epoch logs (``loss``, ``val_loss``, ``val_score`` …).
     info : dict
         ``best_epoch`` (1-based), ``best`` monitored value, ``epochs_run``, ``fit_seconds``.
+
+    Raises
+    ------
+    TrainingDiverged
+        When the monitored value is not finite in any epoch.  A training loss that becomes
+        NaN or infinite stops the fit (``keras.callbacks.TerminateOnNaN``); the best
+        earlier epoch, if any, is kept.
     """
     log = get_logger()
     opts = training_options(config, epochs=epochs)
@@ -448,6 +466,7 @@ def fit(model, train_data, val_data, config, outdir, val_truth=None, epochs=None
         keras.callbacks.ModelCheckpoint(checkpoint, monitor=monitor, mode=MONITORS[monitor],
                                         save_best_only=True, save_weights_only=True),
         keras.callbacks.CSVLogger(os.path.join(outdir, HISTORY)),
+        keras.callbacks.TerminateOnNaN(),
     ]
     if opts['max_minutes']:
         callbacks.append(TimeLimit(opts['max_minutes']))
@@ -465,12 +484,18 @@ def fit(model, train_data, val_data, config, outdir, val_truth=None, epochs=None
                        verbose=verbose, **fit_kwargs)
     seconds = time.time() - start
     history = {k: [float(v) for v in vals] for k, vals in result.history.items()}
-    values = np.asarray(history[monitor])
-    if np.all(np.isnan(values)):
-        log.warning('%s is NaN in every epoch: keeping the weights of the last one', monitor)
-        best = len(values) - 1
-    else:
-        best = int(np.nanargmax(values) if MONITORS[monitor] == 'max' else np.nanargmin(values))
+    values = np.asarray(history[monitor], dtype=np.float64)
+    loss = np.asarray(history.get('loss', [np.nan]), dtype=np.float64)
+    diverged = not np.isfinite(loss[-1])
+    if not np.isfinite(values).any():
+        why = (f'the training loss became {loss[-1]} in epoch {len(loss)}: check the loss '
+               'weights and the learning rate' if diverged else 'check the validation set')
+        raise TrainingDiverged(f'{outdir}: {monitor} is not finite in any epoch ({why}); '
+                               'no model kept')
+    if diverged:
+        log.warning('the training loss became %s in epoch %d: stopped there', loss[-1], len(loss))
+    values = np.where(np.isfinite(values), values, np.nan)
+    best = int(np.nanargmax(values) if MONITORS[monitor] == 'max' else np.nanargmin(values))
     if os.path.exists(checkpoint):
         model.load_weights(checkpoint)
     from .plots import plot_loss_curves

@@ -320,7 +320,8 @@ def fit_in_phases(model, train_data, val_data, config, outdir, steps_per_epoch, 
     """
     from .io.experiments import write_history_csv
     from .plots import plot_loss_curves
-    from .train import CHECKPOINT, HISTORY, LOSS_PLOT, MONITORS, compile_model, fit, training_options
+    from .train import (CHECKPOINT, HISTORY, LOSS_PLOT, MONITORS, TrainingDiverged, compile_model,
+                        fit, training_options)
     opts = training_options(config)
     epochs, lr = opts['epochs'], opts['learning_rate']
     frozen = freeze_blocks(model, nfrozen)
@@ -342,8 +343,15 @@ def fit_in_phases(model, train_data, val_data, config, outdir, steps_per_epoch, 
     remaining = minutes - info['fit_seconds'] / 60 if minutes else None
     cfg2 = _with_training(config, epochs=k, max_minutes=max(remaining, 1e-3) if minutes else None)
     compile_model(model, cfg2, lr * unfreeze_lr_factor, total_steps=k * steps_per_epoch)
-    history2, info2 = fit(model, train_data, val_data, cfg2, outdir, val_truth=val_truth,
-                          verbose=verbose)
+    try:
+        history2, info2 = fit(model, train_data, val_data, cfg2, outdir, val_truth=val_truth,
+                              verbose=verbose)
+    except TrainingDiverged as err:                 # the frozen phase stands
+        get_logger().warning('unfrozen phase: %s; keeping the frozen phase', err)
+        model.set_weights(weights1)
+        model.save_weights(os.path.join(outdir, CHECKPOINT))
+        write_history_csv(os.path.join(outdir, HISTORY), history)
+        return history, dict(info, kept_phase=1)
     better = info2['best'] > info['best'] if MONITORS[info2['monitor']] == 'max' \
         else info2['best'] < info['best']
     merged = _merge_histories(history, history2)

@@ -228,7 +228,7 @@ class Objective:
         import optuna
         from .model import build_model
         from .targets import make_training_targets
-        from .train import compile_model, fit, set_seeds, training_options
+        from .train import TrainingDiverged, compile_model, fit, set_seeds, training_options
         cfg = config_for_params(self.config, suggest_params(trial, self.space))
         opts = dict(training_options(cfg), epochs=self.epochs, max_minutes=self.max_minutes)
         if opts['lr_schedule'] == 'cosine_time':
@@ -244,9 +244,14 @@ class Objective:
         compile_model(model, cfg, total_steps=self.epochs * steps)
         outdir = os.path.join(self.workdir, f'trial_{trial.number:04d}')
         pruning = _pruning_callback(trial)
-        _, info = fit(model, (self.data.X_train, make_training_targets(self.data.truth_train, cfg)),
-                      (self.data.X_val, make_training_targets(self.data.truth_val, cfg)), cfg,
-                      outdir, val_truth=self.data.truth_val, verbose=0, extra_callbacks=[pruning])
+        try:
+            _, info = fit(model, (self.data.X_train,
+                                  make_training_targets(self.data.truth_train, cfg)),
+                          (self.data.X_val, make_training_targets(self.data.truth_val, cfg)),
+                          cfg, outdir, val_truth=self.data.truth_val, verbose=0,
+                          extra_callbacks=[pruning])
+        except TrainingDiverged as err:
+            raise optuna.TrialPruned(f'diverged: {err}') from None
         for name in os.listdir(outdir):
             if name.endswith('.weights.h5'):
                 os.remove(os.path.join(outdir, name))

@@ -426,9 +426,10 @@ def main(args=None, comm=None):
         args = parse(args)
     log = get_logger()
     t_start = time.time()
+    from ..train import TrainingDiverged
     try:
         return _train(args, log, t_start)
-    except (InputFileError, ConfigError) as err:
+    except (InputFileError, ConfigError, TrainingDiverged) as err:
         log.error('%s', err)
         return 1
 
@@ -599,6 +600,9 @@ def _train(args, log, t_start):
     if not args.validation_only:      # a bad --init-from / --freeze fails before any simulation
         model, report = initial_model(config, args.init_from, args.init_layers)
         check_freeze(model, report, args.freeze, args.init_from)
+        if args.freeze and not args.unfreeze_epochs < opts['epochs']:
+            raise ConfigError(f'--unfreeze-epochs {args.unfreeze_epochs} must be in '
+                              f'[0, epochs={opts["epochs"]})')
     batches = None
     if args.train_dir:                # bad labelled files fail before any simulation
         batches = labelled_batches(args, config, opts, setup)
