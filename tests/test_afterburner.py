@@ -236,6 +236,14 @@ def test_outputs_never_overwrite_inputs(tmp_path, model_path, caplog):
         assert rc == 1 and 'Traceback' not in text
         assert 'refusing to overwrite' in text or 'both the catalogue and the priors' in text
     assert open(coadd, 'rb').read() == before and not os.path.exists(tmp_path / 'x.fits')
+    # the coadd given through a symbolic link is the same input
+    os.makedirs(tmp_path / 'links')
+    link = str(tmp_path / 'links' / 'coadd-main-dark-100.fits')
+    os.symlink(coadd, link)
+    os.symlink(redrock, link.replace('coadd-', 'redrock-'))
+    rc, text = run(caplog, '--coadd', link, '--model', model_path, '--overwrite', '--output', coadd)
+    assert rc == 1 and 'is an input file; refusing to overwrite it' in text
+    assert open(coadd, 'rb').read() == before
 
 
 def test_coadd_name_without_redrock_counterpart(tmp_path, model_path, caplog):

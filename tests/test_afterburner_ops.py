@@ -105,6 +105,56 @@ def test_silently_truncated_write_is_an_error(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == []
 
 
+def test_output_that_is_a_directory(tmp_path, model_path, caplog, monkeypatch):
+    """An output path that is a directory is refused before anything is written (the
+    priors file must not appear alone), and is not taken for a finished output; a rename
+    that fails anyway names the file it failed on and what was already written."""
+    coadd, _ = make_pair(str(tmp_path / 'in'))
+    out = tmp_path / 'dd' / 'out.fits'
+    os.makedirs(out)
+    rc, text = run(caplog, '--coadd', coadd, '--model', model_path, '--output', str(out),
+                   '--overwrite')
+    assert rc == 1 and 'Traceback' not in text
+    assert f'{out}: is a directory; cannot write the output there' in text
+    assert os.listdir(tmp_path / 'dd') == ['out.fits']
+    rc, text = run(caplog, '--coadd', coadd, '--model', model_path, '--output', str(out))
+    assert rc == 1 and 'skipped' not in text
+    table = Table({'TARGETID': np.arange(3)})
+    paths = [str(tmp_path / 'lbg_cnn-x.fits'), str(tmp_path / 'priors_lbg-x.fits')]
+    real = os.replace
+
+    def replace(src, dst):
+        if dst == paths[0]:
+            raise PermissionError(13, 'Permission denied')
+        real(src, dst)
+    monkeypatch.setattr(os, 'replace', replace)
+    with pytest.raises(OutputFileError) as info:
+        write_outputs([(paths[0], table, 'LBG_CNN'), (paths[1], table, 'PRIORS')], fits.Header())
+    assert str(info.value) == (f'{paths[0]}: cannot rename the output into place (Permission '
+                               f'denied); {paths[1]} already written')
+
+
+def test_wavelengths_in_other_units_are_refused(tmp_path, model_path, caplog):
+    """Wavelengths in nm put no pixel on the grid: a clear error, not a file of NODATA rows."""
+    coadd, output = make_pair(str(tmp_path))
+    with fitsio.FITS(coadd, 'rw') as fx:
+        for band in 'BRZ':
+            fx[f'{band}_WAVELENGTH'].write(fx[f'{band}_WAVELENGTH'].read() / 10)
+    rc, text = run(caplog, '--coadd', coadd, '--model', model_path)
+    assert rc == 1 and 'Traceback' not in text and not os.path.exists(output)
+    assert 'no camera overlaps the model grid 3600-10000 Angstrom (b 360' in text
+
+
+def test_non_ascii_path_is_escaped_in_the_header(tmp_path, model_path, caplog):
+    """FITS headers hold printable ASCII only: a path with other characters is recorded
+    escaped instead of failing the write after the work is done."""
+    coadd, output = make_pair(str(tmp_path / 'données'))
+    rc, text = run(caplog, '--coadd', coadd, '--model', model_path)
+    assert rc == 0 and 'Traceback' not in text
+    header = fitsio.read_header(output, 'LBG_CNN')
+    assert header['INCOADD'].endswith('donn\\xe9es/coadd-main-dark-100.fits')
+
+
 def test_listed_coadds_go_flat_into_outdir_and_stay_there(tmp_path, model_path, caplog):
     """Adding a coadd from elsewhere (here a missing one) does not move the other outputs:
     the rerun finds them and skips those files."""

@@ -77,6 +77,17 @@ def test_truncated(tmp_path, tiny_coadd):
     path.write_bytes(data[:len(data) // 2])
     with pytest.raises(InputFileError, match='trunc.fits: truncated FITS file'):
         read_coadd(str(path))
+    # cut inside the header of the last HDU: fitsio lists only the HDUs before it, which
+    # would pass for a smaller valid file; a gzip stream cut short is caught too
+    import gzip
+    last = data.rindex(b'XTENSION')
+    path.write_bytes(data[:last + 1000])
+    with pytest.raises(InputFileError, match=f'trunc.fits: truncated or damaged FITS file: an HDU header at byte {last}'):
+        read_coadd(str(path))
+    gz = tmp_path / 'trunc.fits.gz'
+    gz.write_bytes(gzip.compress(data)[:-100])
+    with pytest.raises(InputFileError, match='trunc.fits.gz: truncated or damaged gzip file'):
+        read_coadd(str(gz))
 
 
 def test_damaged_header(tmp_path, tiny_coadd):
@@ -132,6 +143,15 @@ def test_mismatched_shapes(tmp_path, tiny_coadd):
                          replace={'Z_FLUX': flux, 'Z_IVAR': arrays['ivar']['z'][:4],
                                   'Z_MASK': arrays['mask']['z'][:4]})
     with pytest.raises(InputFileError, match='bands disagree on the number of spectra'):
+        read_coadd(path)
+    # a wavelength array shorter than the flux rows, and a 1-D flux image: one clear line
+    path = _copy_without(src, str(tmp_path / 'wave.fits'),
+                         replace={'B_WAVELENGTH': arrays['wave']['b'][:-5]})
+    with pytest.raises(InputFileError, match=r'B_FLUX shape \(6, 2751\) does not match B_WAVELENGTH length 2746'):
+        read_coadd(path)
+    path = _copy_without(src, str(tmp_path / 'flat.fits'),
+                         replace={'B_FLUX': arrays['flux']['b'][0]})
+    with pytest.raises(InputFileError, match=r'B_FLUX shape \(2751,\) does not match'):
         read_coadd(path)
 
 

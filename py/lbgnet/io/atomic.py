@@ -10,7 +10,7 @@ import os
 
 
 @contextlib.contextmanager
-def atomic_path(path):
+def atomic_path(path, rename=os.replace):
     """Context manager yielding a temporary path that is renamed to `path` on success.
 
     The temporary file sits in the same directory (so the rename is atomic) and
@@ -22,6 +22,8 @@ def atomic_path(path):
     path : str
         Final file name.  Its extension is kept on the temporary name, because some
         writers (fitsio, desispec) choose the format from it.
+    rename : callable, optional
+        ``rename(tmp, path)`` that puts the file in place [:func:`os.replace`].
     """
     path = str(path)
     head, tail = os.path.split(path)
@@ -32,7 +34,7 @@ def atomic_path(path):
     tmp = os.path.join(head, f'.{root}.tmp{os.getpid()}{ext}')
     try:
         yield tmp
-        os.replace(tmp, path)
+        rename(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)

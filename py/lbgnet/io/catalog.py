@@ -107,9 +107,12 @@ def check_writable(path):
     Raises
     ------
     OutputFileError
-        If the directory cannot be created or is not writable (naming `path`).
+        If the directory cannot be created or is not writable, or `path` is a directory
+        (naming `path`).
     """
     check_outdir(os.path.dirname(os.path.abspath(path)), name=path)
+    if os.path.isdir(path):                # os.replace onto it would fail after the others
+        raise OutputFileError(path, 'is a directory; cannot write the output there')
 
 
 def provenance_header(cards=(), dependencies=None):
@@ -137,8 +140,21 @@ def provenance_header(cards=(), dependencies=None):
             continue
         if isinstance(value, (np.integer, np.floating, np.bool_)):
             value = value.item()
+        if isinstance(value, str):
+            value = printable_ascii(value)
         header[key] = (value, _fit_comment(key, value, comment))
     return header
+
+
+def printable_ascii(text):
+    """`text` with every character FITS headers cannot hold (non-ASCII, control
+    characters) written as a Python escape, e.g. ``données`` → ``donn\\xe9es``.
+
+    FITS header values must be printable ASCII; a path with other characters would
+    otherwise fail the write of a file after all its work was done.
+    """
+    return ''.join(c if ' ' <= c <= '~' else c.encode('unicode_escape').decode('ascii')
+                   for c in text)
 
 
 def _fit_comment(key, value, comment):
@@ -193,10 +209,17 @@ def write_outputs(files, header):
     from contextlib import ExitStack
     for path, _, _ in files:
         check_writable(path)
+    renamed = []
+
+    def rename(tmp, path):
+        """The last step of :func:`atomic_path`, recording what it renamed."""
+        os.replace(tmp, path)
+        renamed.append(path)
+
     current = files[0][0]
     try:
         with ExitStack() as stack:
-            tmps = [stack.enter_context(atomic_path(path)) for path, _, _ in files]
+            tmps = [stack.enter_context(atomic_path(path, rename)) for path, _, _ in files]
             for tmp, (current, table, extname) in zip(tmps, files):
                 try:
                     _write_table(tmp, table, header, extname)
@@ -206,9 +229,12 @@ def write_outputs(files, header):
                                           'no output of this file was written') from None
     except OutputFileError:
         raise
-    except OSError as err:           # e.g. the rename failed: nothing was renamed
-        raise OutputFileError(current, f'cannot write ({write_failure_reason(err, current)}); no '
-                              'output of this file was written') from None
+    except OSError as err:           # a rename failed: name the file that failed, and the others
+        failed = next((path for path, _, _ in files[::-1] if path not in renamed), current)
+        done = f'; {", ".join(renamed)} already written' if renamed else \
+            '; no output of this file was written'
+        raise OutputFileError(failed, f'cannot rename the output into place '
+                              f'({err.strerror or err}){done}') from None
     return [path for path, _, _ in files]
 
 

@@ -193,9 +193,11 @@ def read_layout(fx, path, read_fibermap=True, fibermap_columns=None):
             raise InputFileError(path, f'{band}_WAVELENGTH must be 1-D, finite and increasing')
         for part in ('FLUX', 'IVAR') + (('MASK',) if f'{band}_MASK' in names else ()):
             dims = _dims(fx, f'{band}_{part}', wav.size)
-            if dims[1] != wav.size or dims[0] != nspecs.setdefault(band, dims[0]):
-                raise InputFileError(path, f'{band}_{part} shape {tuple(dims)} does not match '
-                                     f'{band}_WAVELENGTH length {wav.size} / {nspecs[band]} spectra')
+            nband = nspecs.setdefault(band, dims[0])
+            if len(dims) != 2 or dims[1] != wav.size or dims[0] != nband:
+                shape = tuple(d for d in dims if d >= 0)
+                raise InputFileError(path, f'{band}_{part} shape {shape} does not match '
+                                     f'{band}_WAVELENGTH length {wav.size} / {nband} spectra')
         wave[band.lower()] = wav
     if len(set(nspecs.values())) != 1:
         raise InputFileError(path, f'bands disagree on the number of spectra: {nspecs}')
@@ -234,6 +236,31 @@ def _read_tsnr2(fx, path, names, nspec, fibermap):
         get_logger().warning('%s: SCORES has %s; TSNR2_LRG left NaN', path, problem)
         return None
     return np.asarray(scores['TSNR2_LRG'], dtype=np.float64)
+
+
+def check_grid_overlap(layout, grid):
+    """Refuse a coadd none of whose cameras overlaps the model's input grid.
+
+    Wavelengths in other units (nm, log10 Å) would otherwise leave every spectrum
+    without a valid pixel (NODATA) and the file would pass as done.
+
+    Parameters
+    ----------
+    layout : CoaddLayout
+    grid : lbgnet.config.Grid
+
+    Raises
+    ------
+    InputFileError
+        Naming the cameras' wavelength ranges and the grid's.
+    """
+    inside = [b for b, w in layout.wave.items()
+              if w.size and w[-1] > grid.wave_min and w[0] < grid.wave_max]
+    if layout.wave and not inside:
+        ranges = ', '.join(f'{b} {w[0]:g}-{w[-1]:g}' for b, w in layout.wave.items() if w.size)
+        raise InputFileError(layout.path, f'no camera overlaps the model grid '
+                             f'{grid.wave_min:g}-{grid.wave_max:g} Angstrom ({ranges}): '
+                             'wavelengths must be in Angstrom')
 
 
 def _dims(fx, ext, nwave):

@@ -48,10 +48,42 @@ def open_fits(path):
     except (OSError, UnicodeDecodeError, ValueError) as err:
         fx.close()
         raise InputFileError(path, f'corrupt FITS structure ({_first_line(err)})') from None
-    if data_end > size and not _is_gzip(path):        # a .gz file is smaller than its data
+    try:
+        size, after = _content_extent(path, data_end)
+    except (OSError, EOFError) as err:                # a .gz file cut short or damaged
         fx.close()
-        raise InputFileError(path, f'truncated FITS file ({size} bytes, headers need {data_end})')
+        raise InputFileError(path, f'truncated or damaged gzip file ({_first_line(err)})') from None
+    problem = None
+    if data_end > size:
+        problem = f'truncated FITS file ({size} bytes, headers need {data_end})'
+    elif after.startswith(b'XTENSION'):
+        # fitsio stops listing HDUs at a header cut short: a file truncated there would
+        # otherwise pass as a smaller, valid one
+        problem = (f'truncated or damaged FITS file: an HDU header at byte {data_end} '
+                   f'(after HDU {len(fx) - 1}) cannot be read')
+    if problem:
+        fx.close()
+        raise InputFileError(path, problem)
     return fx
+
+
+def _content_extent(path, offset):
+    """Size of the FITS content of `path` (decompressed for gzip) and its first 8 bytes at
+    `offset` (b'' past the end)."""
+    if not _is_gzip(path):
+        with open(path, 'rb') as fh:
+            fh.seek(offset)
+            return os.path.getsize(path), fh.read(8)
+    import gzip
+    size, after = 0, b''
+    with gzip.open(path, 'rb') as fh:                 # to the end: detects a cut stream
+        while True:
+            block = fh.read(1 << 22)
+            if not block:
+                return size, after
+            if size <= offset + 8 and size + len(block) > offset:
+                after += block[max(offset - size, 0):offset + 8 - size]
+            size += len(block)
 
 
 #: A path that never exists: opening it is a harmless cfitsio error (:func:`clear_cfitsio_errors`).

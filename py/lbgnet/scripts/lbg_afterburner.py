@@ -23,7 +23,8 @@ from ..afterburner import (DEFAULT_CHUNK, RerunSetup, catalog_header, default_te
 from ..catalog import assemble_catalog, match_targetids
 from ..io import read_redrock
 from ..io.catalog import OutputFileError, check_writable, read_catalog, write_outputs
-from ..io.chunks import iter_coadd_chunks
+from ..io.coadd import check_grid_overlap, read_layout
+from ..io.fitsutil import open_fits
 from ..io.discover import FileJob, expand_coadds, find_coadds, plan_jobs, redrock_path
 from ..io.errors import InputFileError, MissingInputError
 from ..io.priors import priors_table
@@ -134,11 +135,12 @@ def plan(args):
         priors = args.priors or os.path.join(os.path.dirname(output),
                                              os.path.basename(job.priors))
         jobs = [FileJob(job.coadd, args.redrock or job.redrock, output, priors, job.size)]
-        inputs = {os.path.abspath(p) for p in (jobs[0].coadd, jobs[0].redrock) if p}
-        if os.path.abspath(output) == os.path.abspath(priors):
+        # realpath: an input reached through a symbolic link is still an input
+        inputs = {os.path.realpath(p) for p in (jobs[0].coadd, jobs[0].redrock) if p}
+        if os.path.realpath(output) == os.path.realpath(priors):
             raise InputFileError(output, 'given as both the catalogue and the priors output')
         for out in (output, priors):
-            if os.path.abspath(out) in inputs:
+            if os.path.realpath(out) in inputs:
                 raise InputFileError(out, 'is an input file; refusing to overwrite it')
         for given in (args.output, args.priors):
             if (given is not None and os.path.exists(given) and not args.overwrite
@@ -153,7 +155,7 @@ def outputs_exist(job):
     The catalogue is renamed last, so a catalogue without its priors file means that the
     priors file was removed since: the file is then redone, not skipped.
     """
-    return os.path.exists(job.output) and os.path.exists(job.priors)
+    return os.path.isfile(job.output) and os.path.isfile(job.priors)
 
 
 def process_one(job, network, args, rerun=None, refiner=None):
@@ -187,7 +189,9 @@ def process_one(job, network, args, rerun=None, refiner=None):
     check_writable(job.priors)
     if rerun is not None:
         check_rerunnable(job.coadd)   # from the HDU names: fail before the network runs
-    layout = next(iter_coadd_chunks(job.coadd, 1))[0]
+    with open_fits(job.coadd) as fx:       # the layout only: the spectra are read once, below
+        layout = read_layout(fx, job.coadd)
+    check_grid_overlap(layout, cfg.grid)
     redrock = read_redrock(job.redrock)
     if layout.fibermap is None:
         raise InputFileError(job.coadd, 'no FIBERMAP HDU, so no TARGETID for the catalogue')
