@@ -247,6 +247,12 @@ def test_train_script_fails_on_bad_options_before_simulating(tmp_path, caplog):
     caplog.clear()
     assert main(['--config', str(cfg), '--outdir', str(out), '--epochs', '0']) == 1
     assert '--epochs: must be > 0' in caplog.text and 'ok.yaml' not in caplog.text
+    # a missing simulation file is named with the configuration and key that asked for it
+    nosim = tmp_path / 'nosim.yaml'
+    nosim.write_text(TRAIN_YAML.replace('simulation: lbgnet-mock.yaml', 'simulation: nonexist.yaml'))
+    caplog.clear()
+    assert main(['--config', str(nosim), '--outdir', str(out)]) == 1 and not out.exists()
+    assert "nosim.yaml: training.simulation 'nonexist.yaml': configuration file not found" in caplog.text
 
 
 def test_training_simulation_next_to_the_config(tmp_path, monkeypatch):

@@ -1,6 +1,7 @@
 """Hyper-parameter search: search space, two tiny trials, resumption, results files, CLI."""
 import csv
 import dataclasses
+import os
 
 import numpy as np
 import pytest
@@ -61,6 +62,16 @@ def test_search_space_and_config_for_params(config):
         search_space(tiny_config(config, depth=[1, 2]))
     with pytest.raises(ConfigError, match='do not divide'):
         search_space(tiny_config(config, nboxes=[30]))
+    # values that could not build a network, or are not numbers: one line naming the key
+    for tune, match in (({'conv_layers': [2, 'x']}, "tune.conv_layers values must be integers, not 'x'"),
+                        ({'nboxes': 'abc'}, "tune.nboxes values must be integers, not 'abc'"),
+                        ({'dropout': [0.5, 2.0]}, r'tune.dropout value 2.0 is outside \[0, 1\)'),
+                        ({'filters': [8, 16.5]}, 'tune.filters values must be integers'),
+                        ({'gamma': {'choices': [1.0, -1.0]}}, r'tune.gamma value -1.0 is outside'),
+                        ({'learning_rate': 0}, r'tune.learning_rate value 0 is outside \(0, inf\)'),
+                        ({'kernel_size': [3, 5, 7]}, 'tune.kernel_size must be a .low, high. pair')):
+        with pytest.raises(ConfigError, match=match):
+            search_space(tiny_config(config, **tune))
 
 
 def test_two_trials_then_resume_with_a_third(tmp_path, config):
@@ -130,7 +141,10 @@ def test_tune_script_writes_table_and_best_config(tmp_path):
             '--startup-trials', '1']
     assert main(args) == 0
     assert (tmp_path / 'work' / 'study.sqlite3').exists()
-    assert (tmp_path / 'work' / 'validation').is_dir()
+    # the validation set of this --nval/--seed, complete (no temporary directory left)
+    assert sorted(os.listdir(tmp_path / 'work' / 'validation-n60-seed1')) == [
+        'coadd-lbgmock-dark-0.fits', 'redrock-lbgmock-dark-0.fits', 'truth-lbgmock-dark-0.fits']
+    assert not [d for d in os.listdir(tmp_path / 'work') if d.startswith('.')]
     best = tmp_path / 'tinytune-tune-best.yaml'
     cfg = load_config(str(best))                  # base: resolved next to the best file
     assert cfg.extra['name'] == 'tinytune-tune-best' and cfg.extra['model']['filters'] in (4, 5, 6)

@@ -53,6 +53,32 @@ ATTRS = ('score_lowz', 'score_midz', 'score_highz', 'frac_dz_lt_0p05', 'sigma_nm
          'nparams', 'epochs_run', 'fit_seconds', 'n_thresh', 'c_thresh')
 
 
+#: Allowed values of each parameter: (low, high, low included, high included).
+VALUE_RANGES = {'conv_layers': (1, np.inf, True, False), 'filters': (1, np.inf, True, False),
+                'kernel_size': (1, np.inf, True, False), 'nboxes': (1, np.inf, True, False),
+                'learning_rate': (0.0, np.inf, False, False), 'dropout': (0.0, 1.0, True, False),
+                'gamma': (0.0, np.inf, True, False)}
+
+
+def _checked_value(name, value, where):
+    """`value` of parameter `name` converted (int or float) and range-checked."""
+    lo, hi, lo_in, hi_in = VALUE_RANGES[name]
+    integer = name in INT_PARAMS + ('nboxes',)
+    try:
+        if isinstance(value, (bool, str, np.bool_)) or value is None:
+            raise ValueError(value)
+        out = int(value) if integer else float(value)
+        if out != float(value):
+            raise ValueError(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f'{where}: tune.{name} values must be '
+                          f'{"integers" if integer else "numbers"}, not {value!r}') from None
+    if not ((lo < out or (lo_in and lo == out)) and (out < hi or (hi_in and out == hi))):
+        interval = f'{"[" if lo_in else "("}{lo:g}, {hi:g}{"]" if hi_in else ")"}'
+        raise ConfigError(f'{where}: tune.{name} value {value!r} is outside {interval}')
+    return out
+
+
 def default_nboxes(config):
     """Divisors of ``grid.nbins`` whose box width lies in :data:`BOX_WIDTH_RANGE`."""
     nbins, dwave = config.grid.nbins, config.grid.dwave
@@ -81,18 +107,26 @@ def search_space(config):
     spec = dict(DEFAULT_SPACE, nboxes=default_nboxes(config))
     spec.update(section)
     out = {}
+    def check(value):
+        return _checked_value(name, value, config.source)
+
     for name, value in spec.items():
         if isinstance(value, dict) and 'choices' in value:
-            out[name] = ('choice', list(value['choices']))
+            if not isinstance(value['choices'], (list, tuple)) or not value['choices']:
+                raise ConfigError(f'{config.source}: tune.{name}.choices must be a non-empty list')
+            out[name] = ('choice', [check(v) for v in value['choices']])
         elif name == 'nboxes' and isinstance(value, (list, tuple)):
-            out[name] = ('choice', [int(v) for v in value])
+            out[name] = ('choice', [check(v) for v in value])
         elif isinstance(value, (list, tuple)) and len(value) == 2:
-            lo, hi = (int(v) if name in INT_PARAMS else float(v) for v in value)
+            lo, hi = (check(v) for v in value)
             if not lo <= hi or (name in LOG_PARAMS and lo <= 0):
                 raise ConfigError(f'{config.source}: tune.{name} range {value} is invalid')
             out[name] = ('int' if name in INT_PARAMS else 'float', lo, hi, name in LOG_PARAMS)
+        elif isinstance(value, (list, tuple, dict)):
+            raise ConfigError(f'{config.source}: tune.{name} must be a [low, high] pair, '
+                              f'{{choices: [...]}} or one value, not {value!r}')
         else:
-            out[name] = ('fixed', value)
+            out[name] = ('fixed', check(value))
     boxes = out['nboxes'][1] if out['nboxes'][0] == 'choice' else [out['nboxes'][1]]
     bad = [n for n in boxes if int(n) <= 0 or config.grid.nbins % int(n)]
     if bad:

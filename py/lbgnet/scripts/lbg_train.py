@@ -17,7 +17,8 @@ lbgnet.scripts.lbg_train
 * Output in ``--outdir``: ``<name>.weights.h5`` + ``<name>.json`` (model and model card),
   ``history.csv``, ``loss.png``, ``checkpoint.weights.h5`` and ``validation/``.
 
-Seeds: training batch ``i`` of epoch ``e`` (1-based, as numbered in ``history.csv``) uses
+Seeds: training batch ``i`` of epoch ``e`` (1-based, as the model card's ``best_epoch``;
+``history.csv`` numbers epochs from 0, i.e. ``e - 1``) uses
 the stream ``(seed, e, i)``: Keras draws batches of stream 0 to infer the tensor specs and
 calls ``on_epoch_end`` before the first epoch (:data:`SEED_STREAMS`, ``doc/model.rst``).  The
 validation files use ``(seed + VALIDATION_SEED_OFFSET, file)``, never a training stream.
@@ -442,7 +443,6 @@ def training_setup(args):
     Every option read later (model, loss, postprocess, augmentation) is checked here,
     before the validation set is simulated (:func:`lbgnet.train.check_config`).
     """
-    from ..sim.mock import load_mock_setup
     from ..targets import apply_target
     from ..train import check_config, training_options
     config = apply_target(load_config(args.config))
@@ -452,12 +452,28 @@ def training_setup(args):
                             lr_schedule=args.lr_schedule, patience=args.patience,
                             sim_fraction=args.sim_fraction, depth_min=args.depth_min)
     config = dataclasses.replace(config, extra=dict(config.extra, training=opts))
-    if not opts['simulation']:
-        raise ConfigError(f'{config.source}: training.simulation names no simulation config')
-    setup = load_mock_setup(resolve_beside(opts['simulation'], args.config))
+    setup = simulation_setup(config, opts, args.config)
     check_config(config, setup.config)           # fail now, not after the first epoch
     check_compatible(config, setup.config)
     return config, opts, setup
+
+
+def simulation_setup(config, opts, config_arg):
+    """The simulator set-up named by ``training.simulation`` (looked for beside the
+    ``--config`` file `config_arg` first); a missing file is named with the key that
+    asked for it."""
+    from ..sim.mock import load_mock_setup
+    if not opts['simulation']:
+        raise ConfigError(f'{config.source}: training.simulation names no simulation config')
+    path = resolve_beside(opts['simulation'], config_arg)
+    try:
+        return load_mock_setup(path)
+    except ConfigError as err:
+        if str(err) == f'{path}: configuration file not found':
+            raise ConfigError(f'{config.source}: training.simulation {opts["simulation"]!r}: '
+                              'configuration file not found (beside the config, here or '
+                              'in etc/)') from None
+        raise
 
 
 def initial_model(config, init_from, init_layers='all'):
@@ -485,7 +501,8 @@ def initial_model(config, init_from, init_layers='all'):
 
 
 #: How the training batches draw their random streams, as recorded in the model card.
-SEED_STREAMS = ('batch i of epoch e (1-based, as in history.csv) uses (seed, e, i); Keras '
+SEED_STREAMS = ('batch i of epoch e (1-based as best_epoch; history.csv row e - 1) uses '
+                '(seed, e, i); Keras '
                 'draws up to two batches of (seed, 0, .) to infer the tensor specs, then moves on '
                 'before the first epoch; a second (unfrozen) phase is a new fit, which skips '
                 'one more stream: its epochs use (seed, e + 1, i)')

@@ -13,10 +13,11 @@ override of ``--config``) are written to ``--outdir``.
 """
 import argparse
 import os
+import shutil
 
 from desiutil.log import get_logger
 
-from ..config import ConfigError, etc_dir, load_config, resolve_beside
+from ..config import ConfigError, etc_dir, load_config
 from ..io import InputFileError
 
 
@@ -37,7 +38,7 @@ def parse(options=None):
     parser.add_argument('--workdir', help='study database, validation files, per-trial '
                         'histories [./tune-<study name>]')
     parser.add_argument('--val-dir', help='existing validation coadd-*/truth-* files '
-                        '[simulated once into WORKDIR/validation]')
+                        '[simulated once into WORKDIR/validation-n<NVAL>-seed<SEED>]')
     parser.add_argument('--ntrain', type=int, default=20000,
                         help='spectra of the fixed training set [%(default)s]')
     parser.add_argument('--nval', type=int, default=3000,
@@ -73,21 +74,24 @@ def main(args=None, comm=None):
 
 def tuning_data(args, config, workdir):
     """The fixed training set (simulated) and validation set (files) of the study."""
-    from ..sim.mock import load_mock_setup
     from ..targets import metric_truth
     from ..tune import TuneData, simulate_training_set
     from ..train import training_options
-    from .lbg_train import check_compatible, find_validation, read_labelled, write_validation
+    from .lbg_train import (check_compatible, find_validation, read_labelled, simulation_setup,
+                            write_validation)
     opts = training_options(config, batch_size=args.batch_size)
-    if not opts['simulation']:
-        raise ConfigError(f'{config.source}: training.simulation names no simulation config')
-    setup = load_mock_setup(resolve_beside(opts['simulation'], args.config))
+    setup = simulation_setup(config, opts, args.config)
     check_compatible(config, setup.config)
-    val_dir = args.val_dir or os.path.join(workdir, 'validation')
-    if args.val_dir or os.path.isdir(val_dir):
-        coadds, truths = find_validation(val_dir)
-    else:
-        coadds, truths = write_validation(setup, val_dir, args.nval, args.seed, opts['simulation'])
+    # one directory per validation recipe, renamed into place once complete: a resumed
+    # study finds its own set, another --nval/--seed gets its own, and a run killed while
+    # writing leaves nothing that a later run would take for a validation set
+    val_dir = args.val_dir or os.path.join(workdir, f'validation-n{args.nval}-seed{args.seed}')
+    if not (args.val_dir or os.path.isdir(val_dir)):
+        partial = os.path.join(workdir, f'.{os.path.basename(val_dir)}.tmp{os.getpid()}')
+        shutil.rmtree(partial, ignore_errors=True)
+        write_validation(setup, partial, args.nval, args.seed, opts['simulation'])
+        os.rename(partial, val_dir)
+    coadds, truths = find_validation(val_dir)
     X_val, _, truth_val = read_labelled(coadds, truths, config)
     X_train, truth_train = simulate_training_set(setup, args.ntrain, args.seed, opts['batch_size'])
     log = get_logger()
