@@ -486,6 +486,25 @@ def test_training_zrange():
     assert training_zrange(config_from_dict(data), {}) == expected
 
 
+def test_training_zrange_does_not_depend_on_the_working_directory(tmp_path, monkeypatch):
+    """A card without z_range reads the named simulator from the package's etc/ only: a
+    file of that name in the current directory must not change the range (and with it
+    Z_OUT_OF_RANGE and GOOD_LBG); the shipped card records its range."""
+    from lbgnet.config import config_from_dict
+    from lbgnet.io.modelfile import read_model_description
+    from lbgnet.network import default_model_path, training_zrange
+    from lbg_testdata import tiny_config
+    data = tiny_config().to_dict()
+    data['training'] = {'simulation': 'lbgnet-mock.yaml'}
+    (tmp_path / 'lbgnet-mock.yaml').write_text(
+        'base: lbgnet-sim.yaml\nsimulation: {lbg: {zrange: [2.5, 3.0]}}\n')
+    monkeypatch.chdir(tmp_path)
+    assert training_zrange(config_from_dict(data), {}) == (1.8, 4.6)
+    description, config = read_model_description(default_model_path())
+    assert description['metadata']['z_range'] == [1.8, 4.6]
+    assert training_zrange(config, description['metadata']) == (1.8, 4.6)
+
+
 def test_shipped_model_is_the_default(tmp_path, caplog):
     from lbgnet.network import default_model_path
     shipped = default_model_path()

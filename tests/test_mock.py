@@ -50,6 +50,16 @@ def test_mock_tables_are_consistent(setup, mock):
     assert np.all(pix == 1234)
     assert mock.fibermap['COADD_NUMEXP'].sum() == len(mock.exp_fibermap)
     assert set(mock.exp_fibermap['TARGETID']) == set(tid)
+    # COADD_NUMNIGHT counts the distinct nights of each target's exposures, as desispec's
+    # coadd derives it; the nights are valid dates
+    ex = mock.exp_fibermap
+    nights = {t: len(set(ex['NIGHT'][ex['TARGETID'] == t])) for t in tid}
+    assert [nights[t] for t in tid] == list(mock.fibermap['COADD_NUMNIGHT'])
+    from lbgnet.sim.fibermap import make_exp_fibermap
+    one = mock.fibermap[:1].copy()
+    one['COADD_NUMEXP'] = 100                          # past the end of a month
+    many = make_exp_fibermap(one, 1)
+    assert many['NIGHT'][-1] == 20230203 and many['NIGHT'][3] == 20230102
     # FLUX_R (nanomaggies) is the truth r magnitude
     np.testing.assert_allclose(22.5 - 2.5 * np.log10(mock.fibermap['FLUX_R']), mock.truth['RMAG'],
                                atol=1e-4)

@@ -145,6 +145,7 @@ def test_train_script_with_simulator(tmp_path):
     assert meta['training']['options']['seed'] == 5
     # the sizes actually used: whole batches, validation spectra read
     assert meta['training']['ntrain_per_epoch'] == 256
+    assert meta['z_range'] == [1.8, 4.6]          # the simulator's LBG range, recorded
     assert 0 < meta['training']['nval_used'] <= 120
     assert 'e + 1' in meta['training']['generator']['seed_streams']
     # the simulator fingerprint, the same as in the validation files it wrote

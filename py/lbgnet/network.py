@@ -128,9 +128,11 @@ class Network:
 def training_zrange(config, metadata):
     """Redshift range of the training LBGs of a model.
 
-    In order: ``metadata['z_range']``; the ``simulation.lbg.zrange`` of the simulator
-    configuration named by the model's ``training.simulation``; else the redshifts at
-    which Lyα falls on the input grid.
+    In order: ``metadata['z_range']`` (written by ``desi_lbg_train``); for a model card
+    without it, the ``simulation.lbg.zrange`` of the simulator configuration named by the
+    model's ``training.simulation`` when that name is a file of the package's ``etc/``
+    (never a file of the current directory, which would change the range from one
+    working directory to the next); else the redshifts at which Lyα falls on the grid.
 
     Returns
     -------
@@ -141,10 +143,11 @@ def training_zrange(config, metadata):
         return float(zr[0]), float(zr[1])
     simname = (config.extra.get('training') or {}).get('simulation')
     if simname:
-        from .config import ConfigError
+        from .config import ConfigError, etc_dir
         from .sim.population import load_sim_config
+        packaged = os.path.join(str(etc_dir()), os.path.basename(str(simname)))
         try:
-            zlo, zhi = load_sim_config(simname)['simulation']['lbg']['zrange']
+            zlo, zhi = load_sim_config(packaged)['simulation']['lbg']['zrange']
             return float(zlo), float(zhi)
         except (ConfigError, KeyError, TypeError, ValueError):
             pass

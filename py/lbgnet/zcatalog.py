@@ -17,7 +17,7 @@ Pure astropy/numpy; files are read and written by :mod:`lbgnet.scripts.lbg_zcata
   measured.  RERUN_FAILED is allowed too: ``Z`` does not come from the Redrock rerun.
   SMALL_DELTA_CHI2 (the template refinement does not single out the redshift)
   is what makes GOOD_LBG a sample of reliable redshifts: on the held-out mock tests 99 %
-  of its true LBGs have ``|Δz| < 0.05`` against 83–95 % of all IS_LBG (``doc/model_card.rst``).
+  of its true LBGs have ``|Δz| < 0.05`` against 85–96 % of all IS_LBG (``doc/model_card.rst``).
   Catalogues made with ``--no-refine`` never carry that bit (header ``REFINE = F``).
 
 When a target was observed in several files of one survey/program (overlapping tiles),

@@ -10,7 +10,7 @@ import os
 
 
 @contextlib.contextmanager
-def atomic_path(path, rename=os.replace):
+def atomic_path(path, rename=None):
     """Context manager yielding a temporary path that is renamed to `path` on success.
 
     The temporary file sits in the same directory (so the rename is atomic) and
@@ -23,7 +23,8 @@ def atomic_path(path, rename=os.replace):
         Final file name.  Its extension is kept on the temporary name, because some
         writers (fitsio, desispec) choose the format from it.
     rename : callable, optional
-        ``rename(tmp, path)`` that puts the file in place [:func:`os.replace`].
+        ``rename(tmp, path)`` that puts the file in place [:func:`os.replace`, looked up
+        when called].
     """
     path = str(path)
     head, tail = os.path.split(path)
@@ -34,7 +35,7 @@ def atomic_path(path, rename=os.replace):
     tmp = os.path.join(head, f'.{root}.tmp{os.getpid()}{ext}')
     try:
         yield tmp
-        rename(tmp, path)
+        (os.replace if rename is None else rename)(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)

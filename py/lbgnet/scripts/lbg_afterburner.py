@@ -72,8 +72,9 @@ def parse(options=None):
                         help='spectra read and predicted at once [%(default)s]')
     parser.add_argument('--batch-size', type=int, default=DEFAULT_BATCH,
                         help='spectra per forward pass of the network [%(default)s]')
-    parser.add_argument('--threads', type=int, help='CPU threads of the network per rank [the '
-                        'cores available to the rank, shared with the ranks bound to the same cores]')
+    parser.add_argument('--threads', type=int, help='CPU threads of the network and of numpy\'s '
+                        'BLAS per rank [the cores available to the rank, shared with the ranks '
+                        'bound to the same cores]')
     parser.add_argument('--mpi', action='store_true', help='spread files over MPI ranks')
     args = parser.parse_args(options)
     single = args.coadd is not None and len(args.coadd) == 1 and not any(c in args.coadd[0] for c in '*?[')

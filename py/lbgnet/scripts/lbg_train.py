@@ -296,9 +296,9 @@ def read_labelled(coadds, truths, config, with_grid=False, noise=None):
     return out + ((np.concatenate(flux), np.concatenate(ivar)),) if with_grid else out
 
 
-def validation_summary(model, X, truth, config, grid=None, noise=None):
+def validation_summary(model, X, truth, config, grid=None, noise=None, zrange=None):
     """Choose the thresholds on the validation set, report its metrics at them and
-    calibrate the redshift errors (:func:`error_calibration`).
+    calibrate the redshift errors (:func:`error_calibration`, with `noise` and `zrange`).
 
     Returns
     -------
@@ -317,11 +317,11 @@ def validation_summary(model, X, truth, config, grid=None, noise=None):
     metrics = evaluate_predictions(truth, res, c_thresh)
     brief = {name: {'pe_score': m['pe_score'], 'efficiency': m['efficiency'],
                     'purity': m['purity'], **m['redshift']} for name, m in metrics.items()}
-    calibration = error_calibration(res, truth, config, grid, raw.get('conf'), noise)
+    calibration = error_calibration(res, truth, config, grid, raw.get('conf'), noise, zrange)
     return c_thresh, n_thresh, table, brief, calibration
 
 
-def error_calibration(res, truth, config, grid=None, conf=None, noise=None):
+def error_calibration(res, truth, config, grid=None, conf=None, noise=None, zrange=None):
     """Fit the calibration of ``ZERR_LBG`` and ``ZERR_TPL`` on the validation set.
 
     :func:`lbgnet.zerr.fit_calibration` on the selected true LBGs: for ``ZERR_LBG`` with
@@ -347,6 +347,9 @@ def error_calibration(res, truth, config, grid=None, conf=None, noise=None):
         Noise of the refinement's χ², as for the commands
         (:data:`lbgnet.afterburner.DEFAULT_REFINE_NOISE` when None); the ivar of `grid`
         must describe it (:func:`read_labelled` with the same `noise`).
+    zrange : (float, float), optional
+        LBG redshift range of the refinement [:func:`lbgnet.network.training_zrange` of
+        `config`]; training passes that of its simulator (:func:`setup_zrange`).
 
     Returns
     -------
@@ -378,9 +381,9 @@ def error_calibration(res, truth, config, grid=None, conf=None, noise=None):
         reasons['ZERR_TPL'] = 'no selected true LBG in the validation set'
     else:
         try:
-            refiner = load_refiner(default_template_path(), config,
-                                   training_zrange(config, {}), calibrate=False, noise=noise,
-                                   archetypes=default_archetype_path())
+            zrange = training_zrange(config, {}) if zrange is None else zrange
+            refiner = load_refiner(default_template_path(), config, zrange, calibrate=False,
+                                   noise=noise, archetypes=default_archetype_path())
         except (InputFileError, ValueError) as err:      # e.g. a grid the template misses
             reasons['ZERR_TPL'] = f'no template refinement: {err}'
         else:
@@ -508,6 +511,13 @@ SEED_STREAMS = ('batch i of epoch e (1-based as best_epoch; history.csv row e - 
                 'one more stream: its epochs use (seed, e + 1, i)')
 
 
+def setup_zrange(setup):
+    """LBG redshift range of a simulator set-up (``simulation.lbg.zrange``), the range the
+    model card records as ``z_range`` (:func:`lbgnet.network.training_zrange`)."""
+    zlo, zhi = setup.simcfg['simulation']['lbg']['zrange']
+    return [float(zlo), float(zhi)]
+
+
 def model_card(args, config, opts, batches, coadds, info, thresholds, val_metrics, history,
                seconds, nval_used=None, setup=None):
     """Metadata stored with the model: training recipe, time, thresholds, validation metrics.
@@ -526,6 +536,7 @@ def model_card(args, config, opts, batches, coadds, info, thresholds, val_metric
     sim = batches.simulator if labelled else batches
     setup = setup if setup is not None else batches.setup
     return {
+        'z_range': setup_zrange(setup),
         'training': {'config': os.path.basename(config.source), 'options': opts,
                      'ntrain_per_epoch': len(batches) * batches.batch_size,
                      'nval_used': None if nval_used is None else int(nval_used),
@@ -667,7 +678,7 @@ def _train(args, log, t_start):
         report.to_dict(), init_layers=args.init_layers, freeze=args.freeze,
         unfreeze_epochs=args.unfreeze_epochs, unfreeze_lr_factor=args.unfreeze_lr_factor)
     c_thresh, n_thresh, table, val_metrics, calibration = validation_summary(
-        model, X_val, truth_val, config, grid_val, DEFAULT_REFINE_NOISE)
+        model, X_val, truth_val, config, grid_val, DEFAULT_REFINE_NOISE, setup_zrange(setup))
     final = dataclasses.replace(config, selection=Selection(float(c_thresh), int(n_thresh)))
     final = with_error_calibration(final, calibration['postprocess'])
     metadata = model_card(args, config, opts, batches, coadds, info, (c_thresh, n_thresh, table),

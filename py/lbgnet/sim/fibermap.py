@@ -17,6 +17,10 @@ BROADBANDS = {'G': (4000.0, 5500.0), 'R': (5650.0, 7100.0), 'Z': (8500.0, 9800.0
 POINT_CLASSES = ('QSO', 'STAR')
 #: MJD of the first mock night (2023-01-01); three exposures per night.
 MJD0 = 59945.0
+#: The night of :data:`MJD0` (YYYY-MM-DD) and how many exposures a mock target gets per
+#: night (EXP_FIBERMAP NIGHT / MJD, FIBERMAP COADD_NUMNIGHT).
+FIRST_NIGHT = '2023-01-01'
+EXPOSURES_PER_NIGHT = 3
 #: Reference epoch of the (zero) proper motions, as in Legacy Surveys DR9.
 REF_EPOCH = 2015.5
 
@@ -150,7 +154,8 @@ def make_fibermap(truth, instrument, models, fiberstatus, efftime, pixel, mockcf
         fm[col] = val
     fm['COADD_NUMEXP'] = nexp.astype(np.int16)
     fm['COADD_EXPTIME'] = (efftime * float(mockcfg['exptime_per_efftime'])).astype(np.float32)
-    fm['COADD_NUMNIGHT'] = np.minimum(nexp, 1 + nexp // 3).astype(np.int16)
+    fm['COADD_NUMNIGHT'] = ((nexp + EXPOSURES_PER_NIGHT - 1)
+                            // EXPOSURES_PER_NIGHT).astype(np.int16)   # as make_exp_fibermap
     fm['COADD_NUMTILE'] = np.ones(n, dtype=np.int16)
     fm['MEAN_FIBER_RA'], fm['MEAN_FIBER_DEC'] = ra, dec
     fm.meta['EXTNAME'] = 'FIBERMAP'
@@ -169,9 +174,11 @@ def make_exp_fibermap(fibermap, tileid):
     exptime = np.asarray(fibermap['COADD_EXPTIME'], dtype=np.float64)[rows] / nexp[rows]
     ex = Table()
     ex['TARGETID'] = np.asarray(fibermap['TARGETID'])[rows]
-    ex['NIGHT'] = (20230101 + iexp // 3).astype(np.int32)
+    night = iexp // EXPOSURES_PER_NIGHT
+    dates = np.datetime64(FIRST_NIGHT) + night.astype('timedelta64[D]')
+    ex['NIGHT'] = np.char.replace(dates.astype(str), '-', '').astype(np.int32)
     ex['EXPID'] = (100000 + iexp).astype(np.int32)
-    ex['MJD'] = MJD0 + iexp // 3 + 0.05 * (iexp % 3)
+    ex['MJD'] = MJD0 + night + 0.05 * (iexp % EXPOSURES_PER_NIGHT)
     ex['TILEID'] = np.full(rows.size, tileid, dtype=np.int32)
     ex['EXPTIME'] = exptime
     ex['PETAL_LOC'] = (rows % 10).astype(np.int16)
