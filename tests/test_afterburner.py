@@ -316,7 +316,8 @@ def test_targetid_mismatch_writes_nothing(tmp_path, model_path, caplog):
 def test_redrock_rows_not_in_coadd_are_flagged(tmp_path, model_path, caplog):
     coadd, output = make_pair(str(tmp_path), nspec=5, rr_order=np.arange(5))
     write_test_redrock(coadd.replace('coadd-', 'redrock-'), [1004, 77, 1000, 1001, 1002, 1003])
-    assert run(caplog, '--coadd', coadd, '--model', model_path)[0] == 0
+    rc, text = run(caplog, '--coadd', coadd, '--model', model_path)
+    assert rc == 0 and ': 5 spectra (6 catalogue rows), ' in text   # spectra, not Redrock rows
     cat, _ = read_catalog(output)
     assert cat['TARGETID'].tolist() == [1004, 77, 1000, 1001, 1002, 1003]
     assert cat['LBG_FLAG'][1] == MASK.NOT_IN_COADD and np.isnan(cat['Z_LBG'][1])

@@ -213,8 +213,11 @@ def process_one(job, network, args, rerun=None, refiner=None):
                    (job.priors, priors_table(tid, zprior, sigma, PRIOR_FUNCTION), 'PRIORS')],
                   header)
     nlbg = int(np.count_nonzero(catalog['IS_LBG']))
-    log.info('%s: %d spectra, %d LBG candidates -> %s', job.coadd, len(catalog), nlbg, job.output)
-    return len(catalog), nlbg
+    nspec = int(pred.layout.nspec)
+    rows = '' if len(catalog) == nspec else f' ({len(catalog)} catalogue rows)'
+    log.info('%s: %d spectra%s, %d LBG candidates -> %s', job.coadd, nspec, rows, nlbg,
+             job.output)
+    return nspec, nlbg
 
 
 def run_files(jobs, network, args, rerun=None, refiner=None):
