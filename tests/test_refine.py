@@ -345,6 +345,40 @@ def test_refiner_run_applies_the_prior_only_with_boxes():
     assert not np.array_equal(with_boxes['Z_TPL'], without['Z_TPL'])
 
 
+def test_parabola_moves_at_most_half_a_step():
+    """A grid minimum's vertex lies within half a step; where the prior chose a point on a
+    slope of χ², the redshift moves half a step towards the χ² minimum, no more (it used
+    to move a whole step, out of the set it was chosen from)."""
+    from lbgnet.refine import _parabola
+    dlogz = 2e-4
+    x = np.arange(7.0)
+    chi2 = np.array([(x - 3.3) ** 2,          # minimum at 3: vertex +0.3 step
+                     (x - 5.0) ** 2])         # chosen point 3 on the slope: clipped
+    shift, curv = _parabola(chi2, np.array([3, 3]), dlogz)
+    assert shift[0] == pytest.approx(0.3 * dlogz) and shift[1] == pytest.approx(0.5 * dlogz)
+    assert np.allclose(curv, 2 / dlogz ** 2)
+    concave = -(x - 3.0) ** 2
+    assert np.isnan(_parabola(concave[None], np.array([3]), dlogz)[1][0])
+
+
+def test_nan_confidences_give_no_support():
+    """A NaN box confidence must not decide Z_TPL (np.argmin would stop at it)."""
+    tpl = synthetic_template()
+    rng = np.random.default_rng(4)
+    z_net = np.array([3.0])
+    flux = spectra_at(tpl, [3.0], [[1.0, 0.3, 1.5]]) + rng.normal(0, 1, (1, GRID.nbins))
+    ivar = np.ones_like(flux)
+    conf = one_hot_conf(z_net)
+    ref = Refiner.build(tpl, CONFIG, (1.8, 4.6))
+    bad = conf.copy()
+    bad[0, 0, :5] = np.nan                    # NaN in boxes the true redshift does not use
+    clean = conf.copy()
+    clean[0, 0, :5] = 0.0
+    out, expected = ref.run(flux, ivar, z_net, bad), ref.run(flux, ivar, z_net, clean)
+    assert np.array_equal(out['Z_TPL'], expected['Z_TPL'])
+    assert abs(out['Z_TPL'][0] - 3.0) < 2e-3
+
+
 def test_refiner_calibrates_zerr_tpl_only():
     """Refiner.run scales ZERR_TPL and adds the floor; Z_TPL and DELTACHI2_TPL are unchanged."""
     tpl = synthetic_template()

@@ -27,7 +27,7 @@ bit   name              meaning
                         the whole file instead)
 7     SMALL_DELTA_CHI2  IS_LBG, but the template refinement does not single out the redshift:
                         ``DELTACHI2_TPL`` < 9 (or NaN), as Redrock's ZWARN bit of that name,
-                        or χ² has no minimum at Z_TPL (``ZERR_TPL`` NaN); never set with
+                        or χ² is not convex at Z_TPL (``ZERR_TPL`` NaN); never set with
                         ``--no-refine``
 ====  ================  ====================================================================
 """

@@ -437,7 +437,7 @@ def reliable_metrics(is_true, selected, deltachi2, rmag, z_true, z_pred, zerr=No
     rmag, z_true, z_pred : array_like
         Truth r magnitude and redshift, predicted (refined) redshift, shape (n,).
     zerr : array_like, optional
-        ``ZERR_TPL`` (NaN: no χ² minimum at ``Z_TPL``), shape (n,); None: not checked.
+        ``ZERR_TPL`` (NaN: χ² not convex at ``Z_TPL``), shape (n,); None: not checked.
 
     Returns
     -------

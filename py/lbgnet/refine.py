@@ -471,7 +471,14 @@ def _window_minimum(curve, zs, allowed, prior=0.0):
 
 
 def _parabola(chi2, ibest, dlogz):
-    """Sub-grid minimum (offset in log10(1+z)) and curvature at `ibest` of each row."""
+    """Sub-grid minimum (offset in log10(1+z)) and curvature at `ibest` of each row.
+
+    The offset is that of the vertex of the parabola through the three grid points around
+    `ibest`, at most half a step: the vertex of a grid minimum lies within half a step of
+    it, and where the prior placed `ibest` on a slope of χ² the redshift moves at most half
+    a step towards the χ² minimum (never out of the set it was chosen from by more).  The
+    curvature is NaN where χ² is not convex there (or `ibest` is at an end of the grid).
+    """
     nz = chi2.shape[1]
     inner = (ibest > 0) & (ibest < nz - 1)
     i = np.clip(ibest, 1, nz - 2)
@@ -481,7 +488,7 @@ def _parabola(chi2, ibest, dlogz):
     ok = inner & (curv > 0)
     safe = np.where(ok, curv, 1.0)
     shift = np.where(ok, -0.5 * (hi - lo) / dlogz / safe, 0.0)
-    return np.clip(shift, -dlogz, dlogz), np.where(ok, curv, np.nan)
+    return np.clip(shift, -0.5 * dlogz, 0.5 * dlogz), np.where(ok, curv, np.nan)
 
 
 def line_boxes(config, zs):
@@ -610,7 +617,7 @@ def reliable_redshift(is_lbg, deltachi2, zerr=None, min_deltachi2=MIN_DELTACHI2)
     deltachi2 : array_like
         ``DELTACHI2_TPL`` (NaN where not refined), shape (nspec,).
     zerr : array_like, optional
-        ``ZERR_TPL``, shape (nspec,): NaN where χ² has no minimum at ``Z_TPL`` (the
+        ``ZERR_TPL``, shape (nspec,): NaN where χ² is not convex at ``Z_TPL`` (e.g. the
         network's prior alone placed it), which then counts as not singled out whatever
         ``DELTACHI2_TPL`` says; None: not checked.
     min_deltachi2 : float, optional
@@ -915,7 +922,8 @@ class Refiner:
         if todo.size == 0:
             return out
         flux, ivar, z0 = flux[todo], ivar[todo], z_start[todo]
-        conf = None if conf is None else np.asarray(conf)[todo]
+        # a NaN confidence would win every argmin it reaches: it gives no support instead
+        conf = None if conf is None else np.nan_to_num(np.asarray(conf)[todo], nan=0.0)
         chi2 = chi2_scan(flux, ivar, self.tbasis, products=self.products)
         support = None
         if conf is not None and self.prior_weight > 0:
