@@ -104,6 +104,11 @@ def test_expand_drops_the_same_file_spelled_differently(redux, monkeypatch):
     monkeypatch.chdir(redux)
     paths, unmatched = expand_coadds([HPX, str(redux / HPX), './' + HPX, TILE])
     assert paths == [HPX, TILE] and unmatched == []
+    # the same file through a symbolic link to its tree is one input too (two ranks would
+    # otherwise write one output at once)
+    os.symlink(str(redux), str(redux.parent / 'alias'))
+    paths, _ = expand_coadds([HPX, str(redux.parent / 'alias' / HPX)])
+    assert paths == [HPX]
 
 
 def test_plan_single_coadd_and_duplicates(tmp_path):
@@ -116,6 +121,10 @@ def test_plan_single_coadd_and_duplicates(tmp_path):
     assert job.size == 0 and job.redrock == str(tmp_path / 'in/x/redrock-main-dark-7.fits')
     with pytest.raises(ValueError, match='would both write'):
         plan_jobs([coadd, str(tmp_path / 'in/x/./coadd-main-dark-7.fits')])
+    os.makedirs(tmp_path / 'in/x')
+    os.symlink(str(tmp_path / 'in'), str(tmp_path / 'link'))
+    with pytest.raises(ValueError, match='would both write'):           # through a link
+        plan_jobs([coadd, str(tmp_path / 'link/x/coadd-main-dark-7.fits')])
     (job,) = plan_jobs([str(tmp_path / 'in/spectra-7.fits')])
     assert job.redrock == '' and job.output == str(tmp_path / 'in/lbg_cnn-spectra-7.fits')
     # without outdir, outputs go beside the coadd even when it is not below root

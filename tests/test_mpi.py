@@ -67,3 +67,34 @@ def test_two_ranks_equal_one_rank(tmp_path):
                 assert np.allclose(ta[col], tb[col], rtol=1e-9, atol=0, equal_nan=True), col
             else:
                 assert np.array_equal(ta[col], tb[col], equal_nan=ta[col].dtype.kind == 'f'), col
+
+
+def test_unexpected_error_on_one_rank_aborts_all(tmp_path):
+    """An exception outside the per-file handling on one rank must end the job (MPI Abort),
+    not leave the other ranks waiting at a barrier until the allocation runs out."""
+    pytest.importorskip('mpi4py')
+    launcher = mpiexec()
+    model = save_tiny_model(str(tmp_path / 'tiny.weights.h5'))
+    for pix in (301, 302):
+        tid, _ = write_test_coadd(str(tmp_path / f'coadd-sv3-dark-{pix}.fits'), 5, seed=pix)
+        write_test_redrock(str(tmp_path / f'redrock-sv3-dark-{pix}.fits'), tid)
+    driver = tmp_path / 'driver.py'
+    driver.write_text(
+        'import sys\n'
+        'from mpi4py import MPI\n'
+        'import lbgnet.scripts.lbg_afterburner as script\n'
+        'real = script.run_files\n'
+        'def boom(*args, **kwargs):\n'
+        '    if MPI.COMM_WORLD.rank == 1:\n'
+        '        raise RuntimeError("injected failure")\n'
+        '    return real(*args, **kwargs)\n'
+        'script.run_files = boom\n'
+        'sys.exit(script.main(sys.argv[1:]))\n')
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, 'py'), TF_CPP_MIN_LOG_LEVEL='2',
+               OMP_NUM_THREADS='1')
+    proc = subprocess.run([launcher, '-n', '2', sys.executable, str(driver), '--mpi',
+                           '--coadd', str(tmp_path / 'coadd-*.fits'), '--model', model,
+                           '--no-refine'], env=env, capture_output=True, text=True, timeout=180)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode != 0, log
+    assert 'rank 1: unexpected error; aborting every rank' in log and 'injected failure' in log

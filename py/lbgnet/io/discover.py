@@ -111,7 +111,7 @@ def expand_coadds(patterns):
         else:
             found = [pattern]
         for path in found:
-            key = os.path.abspath(path)
+            key = os.path.realpath(path)        # one file reached through a link is one file
             if key not in seen:
                 seen.add(key)
                 paths.append(path)
@@ -251,7 +251,7 @@ def plan_jobs(coadds, root=None, outdir=None):
             if rel == os.pardir or rel.startswith(os.pardir + os.sep):
                 raise ValueError(f'{coadd} is not below the input directory {root}')
         output, priors = output_paths(coadd, root, outdir)
-        key = os.path.abspath(output)
+        key = os.path.realpath(output)
         if key in owners:
             hint = ('' if outdir is None or root is not None else
                     f' (listed coadds write flat into {outdir}: run these two separately, or '

@@ -397,6 +397,18 @@ def main(args=None, comm=None):
         comm = MPI.COMM_WORLD
     if args.example:
         return run_example(args, comm)
+    if comm is None or comm.size == 1:
+        return run_ranks(args, comm)
+    try:
+        return run_ranks(args, comm)
+    except BaseException:    # noqa: BLE001 -- the other ranks would wait at a barrier forever
+        get_logger().critical('rank %d: unexpected error; aborting every rank:\n%s', comm.rank,
+                              traceback.format_exc())
+        comm.Abort(1)
+
+
+def run_ranks(args, comm=None):
+    """The work of :func:`main` on each rank (files split over the ranks of `comm`)."""
     rank, size = (comm.rank, comm.size) if comm is not None else (0, 1)
     log = get_logger() if rank == 0 else get_logger('CRITICAL')
     launched = launcher_size()
