@@ -162,6 +162,27 @@ class Config:
         return out
 
 
+def as_int(value):
+    """`value` as an int if it is an integer (or an integral float, or a string of one);
+    ValueError otherwise (booleans included)."""
+    if isinstance(value, str):
+        return int(value)
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)) \
+            or not float(value).is_integer():
+        raise ValueError(value)
+    return int(value)
+
+
+def as_float(value):
+    """`value` as a finite float; ValueError otherwise (booleans and None included)."""
+    if isinstance(value, (bool, np.bool_)) or value is None:
+        raise ValueError(value)
+    out = float(value)
+    if not np.isfinite(out):
+        raise ValueError(value)
+    return out
+
+
 def etc_dir():
     """Directory holding the shipped configuration files.
 

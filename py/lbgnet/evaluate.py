@@ -424,8 +424,8 @@ def reliable_metrics(is_true, selected, deltachi2, rmag, z_true, z_pred, zerr=No
     """Metrics of the IS_LBG targets without the SMALL_DELTA_CHI2 flag.
 
     The afterburner flags an IS_LBG target whose template refinement does not single
-    out its redshift (``DELTACHI2_TPL`` < :data:`lbgnet.refine.MIN_DELTACHI2`, or no χ²
-    minimum at ``Z_TPL``); these numbers describe the sample that remains (``GOOD_LBG``
+    out its redshift (``DELTACHI2_TPL`` < :data:`lbgnet.refine.MIN_DELTACHI2`, or χ² not
+    convex at ``Z_TPL``); these numbers describe the sample that remains (``GOOD_LBG``
     of ``desi_lbg_zcatalog``).
 
     Parameters

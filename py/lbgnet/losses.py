@@ -19,8 +19,8 @@ Per spectrum and line the loss is
 i.e. a class-balanced binary cross-entropy over the boxes (positive boxes weighted by
 :math:`w_+`: ``loss.pos_weight: balanced``, the default of the configurations, gives
 ``nboxes - 1`` so that the one true box weighs as much as all the empty ones together;
-the functions and :class:`LineFinderLoss` themselves default to 1) plus γ times the squared offset error *in the true box only*.  A line
-that is absent (non-LBG object) or outside the grid has all boxes 0: it contributes only
+the functions and :class:`LineFinderLoss` themselves default to 1) plus γ times the
+squared offset error *in the true box only*.  A line that is absent (non-LBG object) or outside the grid has all boxes 0: it contributes only
 the negative cross-entropy term and no offset term.  The per-spectrum loss is the mean over
 lines.
 

@@ -25,7 +25,7 @@ channel 0 inside the network, so callers never slice the input themselves.
 import numpy as np
 import keras
 
-from .config import ConfigError
+from .config import ConfigError, as_float, as_int
 from .labels import NTARGETS
 from .preprocess import NCHANNELS
 
@@ -115,11 +115,9 @@ class RescaledSigmoid(keras.layers.Layer):
 
 
 def _positive_int(value):
-    """`value` as an int > 0; ValueError for booleans, fractions, strings and the rest."""
-    if isinstance(value, (bool, np.bool_)) or isinstance(value, str):
-        raise ValueError(value)
-    out = int(value)
-    if out != value or out <= 0:
+    """`value` as an int >= 1 (:func:`lbgnet.config.as_int`); ValueError otherwise."""
+    out = as_int(value)
+    if out < 1:
         raise ValueError(value)
     return out
 
@@ -169,8 +167,8 @@ def model_options(config):
     nconv = opts['conv_layers']
     for key, low, high in (('dropout', 0.0, 1.0), ('offset_margin', 0.0, 1.0)):
         try:
-            value = float(opts[key])
-            good = not isinstance(opts[key], (bool, str)) and low <= value < high
+            value = as_float(opts[key])
+            good = low <= value < high
         except (TypeError, ValueError):
             good = False
         if not good:

@@ -14,7 +14,7 @@ import numpy as np
 import keras
 from desiutil.log import get_logger
 
-from .config import ConfigError, check_keys
+from .config import ConfigError, as_float, as_int, check_keys
 from .evaluate import pe_score, regime_masks, LBG_CLASS
 from .losses import LineFinderLoss, resolve_pos_weight
 
@@ -69,26 +69,6 @@ def training_options(config, **overrides):
     return opts
 
 
-def _as_int(value):
-    """`value` as an int if it is an integer (or an integral float, or a string of one)."""
-    if isinstance(value, str):
-        return int(value)
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)) \
-            or not float(value).is_integer():
-        raise ValueError(value)
-    return int(value)
-
-
-def _as_float(value):
-    """`value` as a finite float."""
-    if isinstance(value, (bool, np.bool_)) or value is None:
-        raise ValueError(value)
-    out = float(value)
-    if not np.isfinite(out):
-        raise ValueError(value)
-    return out
-
-
 def _checked_training(opts, where):
     """Convert and check the values of a ``training`` mapping; `where(key)` prefixes errors."""
     if opts['monitor'] not in MONITORS:
@@ -97,16 +77,16 @@ def _checked_training(opts, where):
         raise ConfigError(f'{where("lr_schedule")} must be one of {LR_SCHEDULES}')
     if opts['simulation'] is not None and not isinstance(opts['simulation'], str):
         raise ConfigError(f'{where("simulation")} must be a file name, not {opts["simulation"]!r}')
-    kinds = {'lr_final_fraction': _as_float, 'learning_rate': _as_float, 'epochs': _as_int,
-             'batch_size': _as_int, 'ntrain': _as_int, 'nval': _as_int, 'patience': _as_int,
-             'seed': _as_int, 'sim_fraction': _as_float, 'depth_min': _as_float}
+    kinds = {'lr_final_fraction': as_float, 'learning_rate': as_float, 'epochs': as_int,
+             'batch_size': as_int, 'ntrain': as_int, 'nval': as_int, 'patience': as_int,
+             'seed': as_int, 'sim_fraction': as_float, 'depth_min': as_float}
     if opts['max_minutes'] is not None:
-        kinds['max_minutes'] = _as_float
+        kinds['max_minutes'] = as_float
     for key, kind in kinds.items():
         try:
             opts[key] = kind(opts[key])
         except (TypeError, ValueError):
-            what = 'an integer' if kind is _as_int else 'a number'
+            what = 'an integer' if kind is as_int else 'a number'
             raise ConfigError(f'{where(key)} must be {what}, not {opts[key]!r}') from None
     ranges = [(key, '> 0', lambda v: v > 0) for key in ('epochs', 'batch_size', 'ntrain', 'nval',
                                                          'learning_rate')]
@@ -154,7 +134,7 @@ def check_config(config, sim_config=None):
                           else f'{config.source}: {text}') from None
     if opts.get('snr_softening') is not None:
         try:
-            good = _as_float(opts['snr_softening']) > 0
+            good = as_float(opts['snr_softening']) > 0
         except (TypeError, ValueError):
             good = False
         if not good:
@@ -187,7 +167,7 @@ def _check_augment(sim_config):
             if pair and (isinstance(value, (str, dict)) or len(value) != 2):
                 raise ValueError(value)
             for number in (value if pair else (value,)):
-                _as_float(number)
+                as_float(number)
         except (TypeError, ValueError):
             what = 'a [min, max] pair of numbers' if pair else 'a number'
             raise ConfigError(f'{sim_config.source}: generator.augment.{key} must be {what}, '
@@ -208,7 +188,7 @@ def loss_from_config(config):
     except (TypeError, ValueError) as err:
         raise ConfigError(f'{config.source}: invalid loss section ({err})') from None
     try:
-        gamma = _as_float(section.get('gamma', 1.0))
+        gamma = as_float(section.get('gamma', 1.0))
     except (TypeError, ValueError):
         gamma = -1.0
     if gamma < 0:

@@ -31,13 +31,14 @@ Trials whose validation score after an epoch falls below the median of earlier t
 that epoch are pruned.
 """
 import dataclasses
+import functools
 import os
 import time
 
 import numpy as np
 from desiutil.log import get_logger
 
-from .config import ConfigError
+from .config import ConfigError, as_float, as_int
 
 #: Default search space (see the module docstring); None for nboxes = derived from the grid.
 DEFAULT_SPACE = {'conv_layers': [2, 8], 'filters': [16, 192], 'kernel_size': [3, 15],
@@ -65,11 +66,7 @@ def _checked_value(name, value, where):
     lo, hi, lo_in, hi_in = VALUE_RANGES[name]
     integer = name in INT_PARAMS + ('nboxes',)
     try:
-        if isinstance(value, (bool, str, np.bool_)) or value is None:
-            raise ValueError(value)
-        out = int(value) if integer else float(value)
-        if out != float(value):
-            raise ValueError(value)
+        out = as_int(value) if integer else as_float(value)
     except (TypeError, ValueError, OverflowError):
         raise ConfigError(f'{where}: tune.{name} values must be '
                           f'{"integers" if integer else "numbers"}, not {value!r}') from None
@@ -107,10 +104,8 @@ def search_space(config):
     spec = dict(DEFAULT_SPACE, nboxes=default_nboxes(config))
     spec.update(section)
     out = {}
-    def check(value):
-        return _checked_value(name, value, config.source)
-
     for name, value in spec.items():
+        check = functools.partial(_checked_value, name, where=config.source)
         if isinstance(value, dict) and 'choices' in value:
             if not isinstance(value['choices'], (list, tuple)) or not value['choices']:
                 raise ConfigError(f'{config.source}: tune.{name}.choices must be a non-empty list')
