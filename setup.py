@@ -16,7 +16,7 @@ setup(
     description='CNN afterburner finding Lyman Break Galaxies in DESI spectra',
     long_description=open(os.path.join(here, 'README.rst')).read(),
     license='BSD-3-Clause',
-    python_requires='>=3.10',
+    python_requires='>=3.11',  # numpy 2.4 (requirements.txt) needs 3.11
     package_dir={'': 'py'},
     packages=find_packages('py'),
     package_data={'lbgnet': ['data/*']},

@@ -302,6 +302,9 @@ def test_zero_spectra_gives_valid_empty_catalogue(tmp_path, model_path, caplog):
     assert run(caplog, '--coadd', coadd, '--model', model_path)[0] == 0
     cat, _ = read_catalog(output)
     assert len(cat) == 0 and 'C_LYA' in cat.colnames and 'LBG_FLAG' in cat.colnames
+    # same column format as a catalogue with rows (was 1 character wide)
+    spectype = np.asarray(cat['SPECTYPE_RR']).dtype
+    assert spectype.itemsize // (4 if spectype.kind == 'U' else 1) == 6
     assert len(read_priors(output.replace('lbg_cnn-', 'priors_lbg-'))) == 0
 
 

@@ -205,6 +205,16 @@ def test_tie_goes_to_first_file():
     assert zcat['ZCAT_NSPEC'].tolist() == [2, 3]
 
 
+def test_nspec_skips_rows_without_spectrum():
+    # A NOT_IN_COADD row (Redrock target absent from the coadd) is no spectrum: not counted.
+    notin = LBGWarnMask().mask('NOT_IN_COADD')
+    a = location_cat([7, 8], [3.0, 3.5], [40, 40], tileid=100, flag=[0, notin])
+    b = location_cat([7, 8], [3.1, 3.6], [40, 40], tileid=200, flag=[notin, notin])
+    zcat = stack_catalogs([a, b])
+    assert zcat['ZCAT_NSPEC'].tolist() == [1, 0]
+    assert zcat['TILEID'].tolist() == [100, 100]
+
+
 def test_finite_deltachi2_beats_nan():
     # A row with a finite DELTACHI2_RR (even 0) is kept over one with NaN, in either file order.
     finite = location_cat([7, 8], [3.0, 3.5], [0.0, 25.0], tileid=100)

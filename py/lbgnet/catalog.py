@@ -312,7 +312,14 @@ def assemble_catalog(redshifts, idx, fibermap, results, flags, line_names, rerun
     tsnr2 = np.full(nspec, np.nan) if tsnr2_lrg is None else tsnr2_lrg
     out['TSNR2_LRG'] = take_rows(np.asarray(tsnr2, dtype=np.float64), idx, np.nan)
     for col in RR_COLUMNS:
-        out[f'{col}_RR'] = np.asarray(redshifts[col])
+        values = np.asarray(redshifts[col])
+        if values.dtype.kind in 'US':
+            # a fixed minimum width (Redrock's SPECTYPE is 6 characters), so that a
+            # catalogue's column does not depend on its rows (0 rows, only 'QSO', ...)
+            values = values.astype(str)
+            width = max(np.dtype(RERUN_DTYPES[col]).itemsize, values.dtype.itemsize) // 4
+            values = values.astype(f'U{width}')
+        out[f'{col}_RR'] = values
     for col, dtype, fill in (('C_LBG', np.float32, np.nan), ('IS_LBG', bool, False),
                              ('Z_LBG', np.float64, np.nan), ('ZERR_LBG', np.float64, np.nan)):
         out[col] = take_rows(np.asarray(results[col], dtype=dtype), idx, fill)

@@ -24,8 +24,8 @@ When a target was observed in several files of one survey/program (overlapping t
 the row kept is the first of: no bad bit (as desispec's zcatalog prefers ZWARN = 0),
 largest ``TSNR2_LRG`` (the depth of the spectrum, from the coadd's SCORES, desispec's
 choice), largest DELTACHI2_RR (a depth proxy for files without SCORES), first file in
-the order given (sorted with ``--input-dir``); ``ZCAT_NSPEC`` counts the rows that were
-combined.  A target in several surveys/programs keeps one row in each, and
+the order given (sorted with ``--input-dir``); ``ZCAT_NSPEC`` counts the spectra that were
+combined (rows flagged NOT_IN_COADD have none and are not counted, so it can be 0).  A target in several surveys/programs keeps one row in each, and
 ``ZCAT_PRIMARY`` marks the best of them by the same rules (then the first
 SURVEY/PROGRAM in sorted order), as desispec's ``ZCAT_PRIMARY``: select
 ``GOOD_LBG & ZCAT_PRIMARY`` to count each target once.
@@ -209,7 +209,12 @@ def stack_catalogs(tables, allow_mixed=False, sources=None):
                 np.asarray(stacked['SURVEY']))
     order, starts = _first_of_groups(rank, location)
     out = stacked[order[starts]]
-    out['ZCAT_NSPEC'] = np.diff(np.append(starts, len(order))).astype(np.int16)
+    # spectra combined: rows of the group that carry a spectrum (not NOT_IN_COADD)
+    notin = (np.asarray(stacked['LBG_FLAG'], dtype=np.int64)
+             & LBGWarnMask().mask('NOT_IN_COADD')) != 0
+    group = np.cumsum(np.isin(np.arange(len(order)), starts)) - 1
+    out['ZCAT_NSPEC'] = np.bincount(group, weights=~notin[order],
+                                    minlength=len(starts)).astype(np.int16)
     # the best row of each TARGETID across surveys/programs: same rules, then the first
     # SURVEY/PROGRAM (the rows are already sorted by them)
     keep = order[starts]
