@@ -118,6 +118,24 @@ def test_combine_lines_by_hand(config):
     assert z[3] == 2.5 and zerr[3] == pytest.approx(sig[11], rel=1e-12) and nagree[3] == 1
 
 
+def test_nan_inputs_do_not_poison_the_combination(config):
+    """A NaN redshift on a line outside the agreeing set, or a NaN box confidence, leaves
+    Z_LBG and the best box of that line as without it."""
+    from lbgnet.postprocess import best_boxes, combine_lines
+    nlines, nboxes = len(config.lines), config.nboxes
+    c = np.zeros((1, nlines))
+    zl = np.full((1, nlines), 1.0)
+    c[0, [2, 7]], zl[0, [2, 7]] = [0.9, 0.8], [3.0, 3.001]
+    zl[0, 9] = np.nan                                  # below the floor, NaN redshift
+    z, zerr, nagree = combine_lines(c, zl, config, agree_tol=0.01, line_floor=0.05)
+    assert z[0] == pytest.approx((0.9 * 3.0 + 0.8 * 3.001) / 1.7, rel=1e-12)
+    assert np.isfinite(zerr[0]) and nagree[0] == 2
+    conf = np.zeros((1, nlines, nboxes), dtype=np.float32)
+    conf[0, 0, 5], conf[0, 0, 3] = 0.99, np.nan
+    c_lines, _ = best_boxes(conf, np.full_like(conf, 0.5), config)
+    assert c_lines[0, 0] == pytest.approx(0.99)
+
+
 def test_thresholds_and_c_lbg(config):
     """C_LBG is the n_th highest line confidence and IS_LBG == C_LBG > c_thresh."""
     rng = np.random.default_rng(5)

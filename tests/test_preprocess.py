@@ -139,6 +139,16 @@ def test_constant_flux_and_empty_spectrum_channels():
     assert np.all(X[1] == 0)
 
 
+def test_constant_flux_not_exactly_representable_is_zero():
+    # 3.3 is rounded in float32: the rounding spread must not be scaled up to ±1
+    rng = np.random.default_rng(3)
+    isum = rng.uniform(0.5, 2.0, (2, 10))
+    isum[1, 1:] = 0.0                                 # a single valid bin
+    X = grid_channels(3.3 * isum, isum)
+    assert np.abs(X[0, :, 0]).max() < 1e-5 and np.all(X[1, :, 0] == 0)
+    np.testing.assert_allclose(X[0, :, 1], 3.3 * np.sqrt(isum[0]), rtol=1e-6)
+
+
 def test_load_coadd_grid_roundtrip(tiny_coadd, config):
     path, arrays = tiny_coadd
     X, info = load_coadd_grid(path, config)

@@ -41,6 +41,11 @@ OUTPUT_KEYS = ('C_LINES', 'Z_LINES', 'C_LBG', 'IS_LBG', 'Z_LBG', 'ZERR_LBG', 'Z_
                'BESTLINE', 'NLINES_AGREE')
 
 
+def nan_argmax(values, axis):
+    """``numpy.argmax`` that never picks a NaN over a number (NaN ranks lowest)."""
+    return np.argmax(np.nan_to_num(values, nan=-np.inf), axis=axis)
+
+
 def postprocess_options(config):
     """``postprocess`` section of a configuration, with defaults for missing keys.
 
@@ -113,7 +118,7 @@ def best_boxes(conf, offset, config):
     z_lines : numpy.ndarray
         Shape (nspec, nlines), redshift of the line in that box.
     """
-    best = np.argmax(conf, axis=-1)
+    best = nan_argmax(conf, axis=-1)
     c_lines = np.take_along_axis(conf, best[..., None], axis=-1)[..., 0]
     off = np.take_along_axis(offset, best[..., None], axis=-1)[..., 0]
     return c_lines.astype(np.float32), decode_boxes(best, off, config)
@@ -154,7 +159,7 @@ def combine_lines(c_lines, z_lines, config, agree_tol, line_floor):
     agree = rel < agree_tol                                      # (nspec, cand, line)
     support = np.einsum('sij,sj->si', agree, weight)
     support = np.where(weight > 0, support, -1.0)
-    best_line = np.argmax(c_lines, axis=1)
+    best_line = nan_argmax(c_lines, axis=1)
     # Equal support (to rounding): the candidate with more agreeing lines wins, so that a
     # single line only prevails when it is strictly more confident than the others together.
     nsupport = np.einsum('sij,sj->si', agree, (weight > 0).astype(np.float64))
@@ -169,8 +174,9 @@ def combine_lines(c_lines, z_lines, config, agree_tol, line_floor):
     wsum = w.sum(axis=1)
     nomember = wsum == 0
     wsafe = np.where(nomember, 1.0, wsum)
-    z = np.where(nomember, z_center[:, 0], (w * z_lines).sum(axis=1) / wsafe)
-    var = (w * (z_lines - z[:, None]) ** 2).sum(axis=1) / wsafe
+    zfin = np.where(members, z_lines, 0.0)                      # 0 × NaN would poison the sums
+    z = np.where(nomember, z_center[:, 0], (w * zfin).sum(axis=1) / wsafe)
+    var = (w * (zfin - z[:, None]) ** 2).sum(axis=1) / wsafe
     neff = np.where(nomember, 1.0, wsum ** 2 / np.maximum((w ** 2).sum(axis=1), 1e-300))
     sigma_line = config.grid.dwave / np.sqrt(12.0) / config.lines.wave_array  # (nlines,)
     floor_members = np.sqrt((w ** 2 * sigma_line ** 2).sum(axis=1)) / wsafe
@@ -221,7 +227,7 @@ def postprocess(conf, offset, config, c_thresh=None, n_thresh=None):
     opts = postprocess_options(config)
     c_lines, z_lines = best_boxes(conf, offset, config)
     c_lbg = lbg_score(c_lines, n_thresh)
-    best = np.argmax(c_lines, axis=1) if len(c_lines) else np.zeros(0, dtype=np.int64)
+    best = nan_argmax(c_lines, axis=1) if len(c_lines) else np.zeros(0, dtype=np.int64)
     z_lbg, zerr, nagree = combine_lines(c_lines, z_lines, config, opts['agree_tol'],
                                         opts['line_floor'])
     return {

@@ -200,26 +200,28 @@ def _finalise(fsum, isum, X):
     for s in range(nspec):
         wsum = 0.0
         fwsum = 0.0
-        for k in range(nbins):                 # rebinned flux, kept in channel 0 for now
-            w = isum[s, k]
-            wsum += w
+        for k in range(nbins):
+            wsum += isum[s, k]
             fwsum += fsum[s, k]
-            X[s, k, 0] = fsum[s, k] / w if w > 0 else 0.0
         mean = fwsum / wsum if wsum > 0 else 0.0
         var = 0.0
         for k in range(nbins):
-            resid = X[s, k, 0] - mean
-            var += resid * resid * isum[s, k]
+            w = isum[s, k]
+            if w > 0:
+                resid = fsum[s, k] / w - mean          # float64 throughout
+                var += resid * resid * w
         rms = np.sqrt(var / wsum) if wsum > 0 else 0.0
-        inv_rms = 1.0 / rms if rms > 0 else 1.0
+        # below ~float32 resolution of the mean the spread is rounding: treat as constant
+        inv_rms = 1.0 / rms if rms > 1e-6 * abs(mean) and rms > 0 else 1.0
         for k in range(nbins):
             w = isum[s, k]
             if w > 0:
-                flux = X[s, k, 0]
+                flux = fsum[s, k] / w
                 X[s, k, 1] = flux * np.sqrt(w)
                 X[s, k, 0] = (flux - mean) * inv_rms
             else:
                 X[s, k, 1] = 0.0
+                X[s, k, 0] = 0.0
 
 
 def grid_channels(fsum, isum):
