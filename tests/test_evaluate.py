@@ -451,6 +451,75 @@ def test_evaluate_script_errors(tmp_path):
               '--outdir', str(tmp_path / 'out')])
 
 
+def test_evaluate_script_input_checks(tmp_path, caplog):
+    """Inputs that would silently distort the metrics are refused; a reused --outdir keeps
+    no figure of an earlier run; several catalogues of one run take one --c-thresh."""
+    import fitsio
+    from lbgnet.evalinputs import redrock_metrics
+    from lbgnet.scripts.lbg_afterburner import main as afterburner
+    from lbgnet.scripts.lbg_evaluate import OUTPUTS, main
+    paths = _mock_files(tmp_path, nspec=20)
+    other = _mock_files(tmp_path / 'other', nspec=20, seed=12)      # same TARGETIDs
+    model_path = _small_model(tmp_path)
+    common = ['--model', model_path, '--nexamples', '2']
+    out = tmp_path / 'out'
+    # a Redrock file of another mock run (matching TARGETIDs) is refused
+    assert main(['--coadd', paths['coadd'], '--truth', paths['truth'], '--redrock',
+                 other['redrock'], '--outdir', str(out), '--no-refine'] + common) == 1
+    assert not out.exists()
+    # one file given twice would count its objects twice
+    assert main(['--coadd', paths['coadd'], paths['coadd'], '--truth', paths['truth'],
+                 paths['truth'], '--outdir', str(out), '--no-refine'] + common) == 1
+    cat = str(tmp_path / 'lbg_cnn-mock.fits')
+    assert afterburner(['--coadd', paths['coadd'], '--redrock', paths['redrock'], '--output', cat,
+                        '--priors', str(tmp_path / 'priors.fits'), '--model', model_path]) == 0
+    data, header = fitsio.read(cat, ext='LBG_CNN', header=True)
+    primary = fitsio.read_header(cat, ext=0)
+    for name, rows in (('dup', np.concatenate([data, data[:1]])), ('cut', data[1:])):
+        path = str(tmp_path / f'lbg_cnn-{name}.fits')
+        fitsio.write(path, None, header=primary, clobber=True)
+        fitsio.write(path, rows, extname='LBG_CNN', header=header)
+        assert main(['--catalog', path, '--truth', paths['truth'],
+                     '--outdir', str(out)] + common) == 1
+    assert not out.exists()
+    # coadd input writes the example figure; catalogue input into the same directory does
+    # not make one, and the old one is removed
+    assert main(['--coadd', paths['coadd'], '--truth', paths['truth'],
+                 '--outdir', str(out), '--no-refine'] + common) == 0
+    assert (out / OUTPUTS['examples']).exists()
+    copy = str(tmp_path / 'lbg_cnn-copy.fits')
+    import shutil
+    shutil.copy(cat, copy)
+    header_c = float(header['CTHRESH'])
+    low = header_c / 2
+    assert main(['--catalog', cat, copy, '--truth', paths['truth'], paths['truth'],
+                 '--outdir', str(out), '--c-thresh', str(low)] + common) == 1   # a copy: twice
+    # two catalogues of one afterburner setup, one --c-thresh for both
+    cat2 = str(tmp_path / 'lbg_cnn-other.fits')
+    assert afterburner(['--coadd', other['coadd'], '--redrock', other['redrock'], '--output',
+                        cat2, '--priors', str(tmp_path / 'priors2.fits'), '--model',
+                        model_path]) == 0
+    assert main(['--catalog', cat, cat2, '--truth', paths['truth'], other['truth'],
+                 '--outdir', str(out), '--c-thresh', str(low)] + common) == 0
+    metrics = json.loads((out / OUTPUTS['metrics']).read_text())
+    assert metrics['regimes']['all']['nlbg'] + metrics['regimes']['all']['ncontaminant'] == \
+        40 - metrics['inputs']['nexcluded_bad_fibres']
+    assert not (out / OUTPUTS['examples']).exists()
+    assert metrics['inputs']['c_thresh'] == low
+    # refined only above CTHRESH: no template metrics below it (a warning says why)
+    assert all('redshift_template' not in r for r in metrics['regimes'].values())
+    assert 'refined only above its CTHRESH' in caplog.text
+    # --outdir naming a file: a usage error before any work
+    with pytest.raises(SystemExit):
+        main(['--catalog', cat, '--truth', paths['truth'], '--outdir', cat] + common)
+    # Redrock metrics without a true LBG are JSON-ready (undefined -> None)
+    truth = {'CLASS': np.array(['QSO'] * 20), 'Z_TRUE': np.full(20, 2.5)}
+    tid = fitsio.read(paths['truth'], ext='TRUTH')['TARGETID']
+    rr = redrock_metrics([paths['redrock']], [paths['coadd']], truth, [tid])
+    json.dumps(rr, allow_nan=False)
+    assert rr['n'] == 0
+
+
 def test_loss_plot_axis_follows_the_sign_of_the_losses(tmp_path):
     """Direct/hybrid losses can be negative: they must stay visible (linear axis)."""
     import matplotlib.image

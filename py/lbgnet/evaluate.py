@@ -514,7 +514,7 @@ def evaluate_predictions(truth, pred, c_thresh, regimes=None, nthresh=101):
     for name, mask in regime_masks(truth['CLASS'], truth['Z_TRUE'], regimes).items():
         sub_truth = {k: v[mask] for k, v in truth.items()}
         sub_pred = {k: v[mask] for k, v in pred.items()}
-        out[name] = _jsonable(evaluate_regime(sub_truth, sub_pred, c_thresh, thresholds,
+        out[name] = jsonable(evaluate_regime(sub_truth, sub_pred, c_thresh, thresholds,
                                               z_edges, mag_edges))
     return out
 
@@ -529,14 +529,14 @@ def _edges(values, step):
     return np.arange(lo, hi + step / 2, step) if hi > lo else np.array([lo, lo + step])
 
 
-def _jsonable(obj):
+def jsonable(obj):
     """Nested dicts of numpy values -> lists and Python numbers, NaN -> None (strict JSON)."""
     if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
+        return {k: jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
+        return jsonable(obj.tolist())
     if isinstance(obj, np.generic):
         obj = obj.item()
     if isinstance(obj, float) and not np.isfinite(obj):

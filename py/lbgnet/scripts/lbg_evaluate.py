@@ -16,13 +16,12 @@ reported as ``redshift_template`` (and ``by_depth_template``) beside that of Z_L
 """
 import argparse
 import os
-from dataclasses import replace
 
 import numpy as np
 from desiutil.log import get_logger
 
+from ..evalinputs import collect, compare_simulators, redrock_metrics
 from ..io import InputFileError
-from ..io.evaluation import match_rows
 from .refine_options import (add_refine_arguments, check_refine_arguments, make_refiner,
                              refine_options_given)
 
@@ -30,11 +29,6 @@ from .refine_options import (add_refine_arguments, check_refine_arguments, make_
 OUTPUTS = {'metrics': 'metrics.json', 'pe': 'purity_efficiency.png', 'z': 'redshift.png',
            'eff': 'efficiency.png', 'examples': 'examples.png', 'reliability': 'reliability.png',
            'pulls': 'pulls.png'}
-
-
-#: Per-object predictions the metrics use (``Z_TPL`` only with the template refinement).
-PRED_KEYS = ('C_LBG', 'IS_LBG', 'Z_LBG', 'ZERR_LBG', 'Z_BESTLINE', 'Z_TPL', 'ZERR_TPL',
-             'DELTACHI2_TPL')
 
 
 def parse(options=None):
@@ -81,6 +75,8 @@ def parse(options=None):
         parser.error(f'--c-thresh must be in [0, 1], not {args.c_thresh}')
     if args.n_thresh is not None and args.n_thresh < 1:
         parser.error(f'--n-thresh must be >= 1, not {args.n_thresh}')
+    if os.path.exists(args.outdir) and not os.path.isdir(args.outdir):
+        parser.error(f'--outdir {args.outdir} exists and is not a directory')
     check_refine_arguments(parser, args)
     if args.catalog and refine_options_given(args):
         parser.error(f'{", ".join(refine_options_given(args))} need --coadd: a catalogue '
@@ -89,162 +85,16 @@ def parse(options=None):
     return args
 
 
-def predict_coadd(path, model, config, c_thresh, n_thresh, include_bad=False, refiner=None):
-    """Grid one coadd, run the model, post-process and refine the selected redshifts.
-
-    Returns
-    -------
-    targetid : numpy.ndarray
-    res : dict
-        :func:`lbgnet.postprocess.postprocess` output, with ``Z_TPL`` etc. when `refiner`
-        is given (:func:`lbgnet.afterburner.refine_selected`).
-    X, conf, offset : numpy.ndarray
-        Input and raw line-finder output (for the example figure; conf and offset are
-        None for direct-regression networks).
-    nbad : int
-        Spectra left out (dead fibre or no valid pixel; kept with `include_bad`).
-    """
-    from ..afterburner import refine_selected
-    from ..io.evaluation import read_coadd_for_evaluation
-    from ..predict import predict_catalog
-    X, targetid, good, info = read_coadd_for_evaluation(
-        path, config, None if refiner is None else refiner.noise)
-    keep = np.ones_like(good) if include_bad else good
-    X, targetid = X[keep], targetid[keep]
-    res, raw = predict_catalog(model, X, config, c_thresh=c_thresh, n_thresh=n_thresh)
-    conf, offset = raw.get('conf'), raw.get('offset')     # None for direct networks
-    if refiner is not None:
-        rows = replace(info, flux=info.flux[keep], ivar=info.ivar[keep],
-                       noise_ivar=None if info.noise_ivar is None else info.noise_ivar[keep])
-        res.update(refine_selected(refiner, rows, res, conf))
-    return targetid, res, X, conf, offset, int(np.count_nonzero(~keep))
-
-
-def redrock_metrics(rr_paths, truth_rows, tid_per_file):
-    """Redshift accuracy of Redrock's Z on the true LBGs (all of them, no selection)."""
-    from ..evaluate import LBG_CLASS, redshift_metrics
-    from ..io import read_redrock
-    z_rr = []
-    for path, tid in zip(rr_paths, tid_per_file):
-        rr = read_redrock(path, read_fibermap=False)
-        z_rr.append(np.asarray(rr.redshifts['Z'])[match_rows(rr.targetid, tid, path)])
-    z_rr = np.concatenate(z_rr)
-    is_lbg = np.asarray(truth_rows['CLASS']).astype(str) == LBG_CLASS
-    z_true = np.asarray(truth_rows['Z_TRUE'], dtype=np.float64)
-    return redshift_metrics(z_true[is_lbg], z_rr[is_lbg])
-
-
-def collect(args, config, model, refiner=None):
-    """Predictions and aligned truth over all input files.
-
-    Returns
-    -------
-    pred : dict of numpy.ndarray
-    truth : dict of numpy.ndarray
-    extras : dict
-        TARGETIDs per file, the number of spectra left out (dead fibres), the ``SIMHASH``
-        of each truth file (None when absent) and, for coadd input, the first file's
-        arrays for the example plot.
-
-    Raises
-    ------
-    InputFileError
-        Also when a truth file does not belong to its coadd (``TRUTHSUM``).
-    """
-    from ..io.evaluation import catalog_refinement, catalog_thresholds, read_prediction_catalog
-    from ..io.labelled import check_labels
-    from ..io.mock import check_truth_matches, mock_keywords, read_truth
-    preds, truths, tids, first, nexcluded, simhash = [], [], [], None, 0, {}
-    refinement = None
-    selection = (config.selection.c_thresh if args.c_thresh is None else args.c_thresh,
-                 config.selection.n_thresh if args.n_thresh is None else args.n_thresh)
-    for i, (path, truth_path) in enumerate(zip(args.coadd or args.catalog, args.truth)):
-        if args.coadd:
-            tid, res, X, conf, offset, nbad = predict_coadd(path, model, config, args.c_thresh,
-                                                            args.n_thresh, args.include_bad_fibres,
-                                                            refiner)
-            first = first or (X, conf, offset, tid)
-            nexcluded += nbad
-        else:
-            res = read_prediction_catalog(path, config.lines.names)
-            made_with = catalog_thresholds(path)
-            refined_with = catalog_refinement(path)
-            if i == 0:
-                selection, refinement = made_with, refined_with
-            elif made_with != selection:
-                raise InputFileError(path, f'made with CTHRESH, NTHRESH = {made_with}, the '
-                                     f'first catalogue with {selection}: evaluate them apart')
-            elif refined_with != refinement:
-                raise InputFileError(path, f'refined with {refined_with}, the first catalogue '
-                                     f'with {refinement}: evaluate them apart')
-            if args.c_thresh is not None:
-                selection = (args.c_thresh, selection[1])
-            keep = np.ones(len(res['GOOD']), bool) if args.include_bad_fibres else res['GOOD']
-            res = {k: v[keep] for k, v in res.items()}
-            nexcluded += int(np.count_nonzero(~keep))
-            tid = res['TARGETID']
-            if args.c_thresh is not None:
-                res['IS_LBG'] = res['C_LBG'] > args.c_thresh
-        truth = read_truth(truth_path)
-        check_truth_matches(path, truth_path, truth)
-        check_labels(truth, truth_path)
-        simhash[truth_path] = mock_keywords(truth_path).get('SIMHASH')
-        rows = match_rows(np.asarray(truth['TARGETID']), tid, truth_path)
-        truths.append({k: np.asarray(truth[k])[rows] for k in ('CLASS', 'Z_TRUE', 'RMAG')})
-        preds.append({k: np.asarray(res[k]) for k in PRED_KEYS if k in res})
-        tids.append(tid)
-    pred = {k: np.concatenate([p[k] for p in preds]) for k in preds[0]
-            if all(k in p for p in preds)}
-    if 'Z_TPL' in pred and not np.isfinite(pred['Z_TPL']).any():
-        del pred['Z_TPL']          # catalogues made with --no-refine: nothing to report
-        pred.pop('DELTACHI2_TPL', None)
-        pred.pop('ZERR_TPL', None)
-    truth = {k: np.concatenate([t[k] for t in truths]) for k in truths[0]}
-    return pred, truth, {'targetid': tids, 'first': first, 'nexcluded': nexcluded,
-                         'simhash': simhash, 'selection': selection, 'refine': refinement}
-
-
-def compare_simulators(file_hashes, model_hash):
-    """Which simulator made the test files, against the one the model was trained on.
-
-    Logs a warning when a truth file's ``SIMHASH`` differs from the model card's
-    ``training.simulator_hash``: metrics measured on files of another simulator version
-    are not comparable with the model card's (regenerate the test files).
-
-    Parameters
-    ----------
-    file_hashes : dict
-        Truth file -> SIMHASH (None when the file has none).
-    model_hash : str or None
-
-    Returns
-    -------
-    dict
-        ``model``, ``files`` (the distinct hashes) and ``match`` (None when unknown).
-    """
-    found = sorted({h for h in file_hashes.values() if h is not None})
-    match = None
-    if model_hash is not None and found:
-        match = found == [model_hash]
-        if not match:
-            other = [os.path.basename(p) for p, h in file_hashes.items()
-                     if h is not None and h != model_hash]
-            get_logger().warning('%s simulated by another simulator (SIMHASH %s) than the '
-                                 'model was trained on (%s): these metrics are not comparable '
-                                 'with its model card; regenerate the test files',
-                                 ', '.join(other), ', '.join(h for h in found if h != model_hash),
-                                 model_hash)
-    return {'model': model_hash, 'files': found, 'match': match}
-
-
-def write_plots(args, metrics, pred, truth, config, first):
-    """Figures of one evaluation in ``args.outdir``."""
+def write_plots(args, metrics, pred, truth, config, extras):
+    """Figures of one evaluation in ``args.outdir``; figures of an earlier run there that
+    this one does not make are removed (they would describe other inputs)."""
     from ..evaluate import LBG_CLASS, template_or_cnn
     from ..plots import (plot_efficiency_bins, plot_example_spectra, plot_pulls,
                          plot_purity_efficiency, plot_redshift, plot_reliability)
     from ..zerr import right_redshifts
     from ..refine import MIN_DELTACHI2
     out = {k: os.path.join(args.outdir, v) for k, v in OUTPUTS.items()}
+    written = {'metrics', 'pe', 'z', 'eff'}
     plot_purity_efficiency(metrics, out['pe'], title=args.title)
     sel = (np.asarray(truth['CLASS']).astype(str) == LBG_CLASS) & pred['IS_LBG']
     z_tpl = template_or_cnn(pred)[sel] if 'Z_TPL' in pred else None
@@ -259,6 +109,7 @@ def write_plots(args, metrics, pred, truth, config, first):
             pulls[ekey] = rel_dz / rel_err
     if any(v.size for v in pulls.values()):
         plot_pulls(pulls, out['pulls'], title=args.title)
+        written.add('pulls')
     if 'DELTACHI2_TPL' in pred:
         chosen = np.asarray(pred['IS_LBG'], dtype=bool)
         z_true = np.asarray(truth['Z_TRUE'], dtype=np.float64)[chosen]
@@ -266,17 +117,27 @@ def write_plots(args, metrics, pred, truth, config, first):
                          np.abs(template_or_cnn(pred)[chosen] - z_true) / (1 + z_true),
                          np.asarray(truth['CLASS']).astype(str)[chosen] == LBG_CLASS,
                          out['reliability'], MIN_DELTACHI2, title=args.title)
+        written.add('reliability')
+    first = extras['first']
     if first is not None and first[1] is not None and args.nexamples > 0:
         X, conf, offset, tid = first
-        classes = truth['CLASS'][:len(tid)].astype(str)
+        rows = slice(extras['first_start'], extras['first_start'] + len(tid))
+        classes = truth['CLASS'][rows].astype(str)
         lbg = np.flatnonzero(classes == LBG_CLASS)[:(args.nexamples + 1) // 2]
         other = np.flatnonzero(classes != LBG_CLASS)[:args.nexamples - lbg.size]
         idx = np.concatenate([lbg, other]).astype(int)
         if idx.size:
-            titles = [f'{classes[i]} z={truth["Z_TRUE"][i]:.3f}  C_LBG={pred["C_LBG"][i]:.2f}  '
-                      f'Z_LBG={pred["Z_LBG"][i]:.3f}' for i in idx]
-            plot_example_spectra(X[idx], conf[idx], offset[idx], config, out['examples'], titles)
-    return out
+            z_true, c_lbg, z_lbg = (np.asarray(a)[rows] for a in
+                                    (truth['Z_TRUE'], pred['C_LBG'], pred['Z_LBG']))
+            titles = [f'{classes[i]} z={z_true[i]:.3f}  C_LBG={c_lbg[i]:.2f}  '
+                      f'Z_LBG={z_lbg[i]:.3f}' for i in idx]
+            plot_example_spectra(X[idx], conf[idx], offset[idx], config, out['examples'], titles,
+                                 c_thresh=extras['selection'][0])
+            written.add('examples')
+    for key in set(out) - written:
+        if os.path.isfile(out[key]):
+            os.remove(out[key])
+    return {k: out[k] for k in written}
 
 
 def summarise(metrics):
@@ -361,13 +222,14 @@ def main(args=None, comm=None):
                                                          if refiner.archetypes is not None
                                                          else None)}
         if args.redrock:
-            metrics['redrock'] = redrock_metrics(args.redrock, truth, extras['targetid'])
+            metrics['redrock'] = redrock_metrics(args.redrock, args.coadd, truth,
+                                                 extras['targetid'])
     except InputFileError as err:
         log.error('%s', err)
         return 1
     os.makedirs(args.outdir, exist_ok=True)
     write_json(os.path.join(args.outdir, OUTPUTS['metrics']), metrics)
-    write_plots(args, regimes, pred, truth, config, extras['first'])
+    write_plots(args, regimes, pred, truth, config, extras)
     if args.record_as:
         record_in_model_card(args.model, args.record_as, metrics)
     for name in ('lowz', 'midz', 'highz'):

@@ -1,0 +1,273 @@
+"""
+lbgnet.evalinputs
+=================
+
+The inputs of ``desi_lbg_evaluate``: predictions over coadd files (the model run as the
+afterburner runs it) or read from afterburner catalogues, each aligned with its mock truth
+file, and the checks that they belong together.  File reading is in :mod:`lbgnet.io`;
+the metrics are in :mod:`lbgnet.evaluate`.
+"""
+import os
+from dataclasses import replace
+
+import numpy as np
+from desiutil.log import get_logger
+
+from .io import InputFileError
+from .io.evaluation import match_rows
+
+#: Per-object predictions the metrics use (``Z_TPL`` only with the template refinement).
+PRED_KEYS = ('C_LBG', 'IS_LBG', 'Z_LBG', 'ZERR_LBG', 'Z_BESTLINE', 'Z_TPL', 'ZERR_TPL',
+             'DELTACHI2_TPL')
+
+#: Refinement outputs, dropped when they do not cover the selection evaluated.
+TEMPLATE_KEYS = ('Z_TPL', 'ZERR_TPL', 'DELTACHI2_TPL')
+
+
+def predict_coadd(path, model, config, c_thresh, n_thresh, include_bad=False, refiner=None):
+    """Grid one coadd, run the model, post-process and refine the selected redshifts.
+
+    Spectra without a valid pixel get the afterburner's blank outputs (NaN / False,
+    :func:`lbgnet.afterburner.blank_empty`), so that both evaluation paths agree.
+
+    Returns
+    -------
+    targetid : numpy.ndarray
+    res : dict
+        :func:`lbgnet.postprocess.postprocess` output, with ``Z_TPL`` etc. when `refiner`
+        is given (:func:`lbgnet.afterburner.refine_selected`).
+    X, conf, offset : numpy.ndarray
+        Input and raw line-finder output (for the example figure; conf and offset are
+        None for direct-regression networks).
+    nbad : int
+        Spectra left out (dead fibre or no valid pixel; kept with `include_bad`).
+    """
+    from .afterburner import blank_empty, refine_selected
+    from .io.evaluation import read_coadd_for_evaluation
+    from .predict import predict_catalog
+    X, targetid, good, info = read_coadd_for_evaluation(
+        path, config, None if refiner is None else refiner.noise)
+    keep = np.ones_like(good) if include_bad else good
+    X, targetid = X[keep], targetid[keep]
+    res, raw = predict_catalog(model, X, config, c_thresh=c_thresh, n_thresh=n_thresh)
+    blank_empty(res, info.empty[keep])
+    conf, offset = raw.get('conf'), raw.get('offset')     # None for direct networks
+    if refiner is not None:
+        rows = replace(info, flux=info.flux[keep], ivar=info.ivar[keep],
+                       noise_ivar=None if info.noise_ivar is None else info.noise_ivar[keep])
+        res.update(refine_selected(refiner, rows, res, conf))
+    return targetid, res, X, conf, offset, int(np.count_nonzero(~keep))
+
+
+def check_same_mock(path, other_path, what):
+    """Raise when two files carry different mock ``TRUTHSUM`` keywords (both present).
+
+    Parameters
+    ----------
+    path : str
+        The file checked (e.g. a Redrock file).
+    other_path : str
+        The file it must belong to (its coadd).
+    what : str
+        What `path` is, for the message.
+    """
+    from .io.mock import mock_keywords
+    mine = mock_keywords(path).get('TRUTHSUM')
+    theirs = mock_keywords(other_path).get('TRUTHSUM')
+    if mine is not None and theirs is not None and mine != theirs:
+        raise InputFileError(path, f'{what} of another mock run than '
+                             f'{os.path.basename(other_path)} (TRUTHSUM {mine}, the coadd '
+                             f'has {theirs})')
+
+
+def redrock_metrics(rr_paths, coadd_paths, truth_rows, tid_per_file):
+    """Redshift accuracy of Redrock's Z on the true LBGs (all of them, no selection).
+
+    Each Redrock file must belong to its coadd (same mock ``TRUTHSUM`` when both have one).
+    Returns JSON-ready values (undefined → None).
+    """
+    from .evaluate import LBG_CLASS, jsonable, redshift_metrics
+    from .io import read_redrock
+    z_rr = []
+    for path, coadd, tid in zip(rr_paths, coadd_paths, tid_per_file):
+        check_same_mock(path, coadd, 'Redrock file')
+        rr = read_redrock(path, read_fibermap=False)
+        z_rr.append(np.asarray(rr.redshifts['Z'])[match_rows(rr.targetid, tid, path)])
+    z_rr = np.concatenate(z_rr)
+    is_lbg = np.asarray(truth_rows['CLASS']).astype(str) == LBG_CLASS
+    z_true = np.asarray(truth_rows['Z_TRUE'], dtype=np.float64)
+    return jsonable(redshift_metrics(z_true[is_lbg], z_rr[is_lbg]))
+
+
+def check_distinct_inputs(paths):
+    """Raise when one file is given twice (its objects would be counted twice)."""
+    seen = {}
+    for path in paths:
+        real = os.path.realpath(path)
+        if real in seen:
+            raise InputFileError(path, f'given twice (also as {seen[real]}): its objects '
+                                 'would be counted twice')
+        seen[real] = path
+
+
+def read_catalog_input(path, names, include_bad, c_thresh):
+    """Predictions of one afterburner catalogue, with its selection and refinement.
+
+    Parameters
+    ----------
+    path : str
+    names : sequence of str
+        Line names of the model.
+    include_bad : bool
+        Keep rows flagged NODATA / NOT_SCIENCE / NOT_IN_COADD.
+    c_thresh : float or None
+        Threshold to select with instead of the catalogue's CTHRESH.
+
+    Returns
+    -------
+    res : dict of numpy.ndarray
+        Rows kept, ``IS_LBG`` re-selected at `c_thresh` when given.
+    all_tid : numpy.ndarray
+        TARGETIDs of all rows (before the bad-fibre cut).
+    made_with : tuple
+        (CTHRESH, NTHRESH) of the header.
+    refined_with : dict or None
+        The refinement recorded in the header.
+    """
+    from .io.evaluation import catalog_refinement, catalog_thresholds, read_prediction_catalog
+    res = read_prediction_catalog(path, names)
+    made_with, refined_with = catalog_thresholds(path), catalog_refinement(path)
+    all_tid = np.asarray(res['TARGETID'])
+    if np.unique(all_tid).size != all_tid.size:
+        raise InputFileError(path, 'duplicated TARGETIDs')
+    keep = np.ones(len(all_tid), bool) if include_bad else res['GOOD']
+    res = {k: v[keep] for k, v in res.items()}
+    if c_thresh is not None:
+        res['IS_LBG'] = res['C_LBG'] > c_thresh
+        if (any(k in res for k in TEMPLATE_KEYS) and made_with[0] is not None
+                and c_thresh < made_with[0] and np.isfinite(res.get('Z_TPL', np.nan)).any()):
+            get_logger().warning('%s: refined only above its CTHRESH %g: no Z_TPL metrics at '
+                                 '--c-thresh %g (evaluate its coadd for them)', path,
+                                 made_with[0], c_thresh)
+            for key in TEMPLATE_KEYS:
+                res.pop(key, None)
+    return res, all_tid, made_with, refined_with
+
+
+def _check_truth_covered(truth_tid, all_tid, path, truth_path):
+    """Every truth object must have a catalogue row (a missing one would vanish silently)."""
+    present = np.isin(truth_tid, all_tid)
+    if not present.all():
+        raise InputFileError(path, f'{int(np.count_nonzero(~present))} TARGETID(s) of '
+                             f'{os.path.basename(truth_path)} have no row in this catalogue '
+                             '(a cut or filtered catalogue?)')
+
+
+def collect(args, config, model, refiner=None):
+    """Predictions and aligned truth over all input files.
+
+    Returns
+    -------
+    pred : dict of numpy.ndarray
+    truth : dict of numpy.ndarray
+    extras : dict
+        TARGETIDs per file, the number of spectra left out (dead fibres), the ``SIMHASH``
+        of each truth file (None when absent), the selection and, for coadd input, the
+        arrays of the first file with spectra for the example plot (``first``, with its
+        offset in the concatenated rows, ``first_start``).
+
+    Raises
+    ------
+    InputFileError
+        Also when a truth file does not belong to its coadd (``TRUTHSUM``), a file is
+        given twice, a catalogue has duplicated TARGETIDs or lacks truth objects, or
+        catalogues were made with different settings.
+    """
+    from .io.labelled import check_labels
+    from .io.mock import check_truth_matches, mock_keywords, read_truth
+    inputs = args.coadd or args.catalog
+    check_distinct_inputs(inputs)
+    check_distinct_inputs(args.truth)        # also catches copies of one coadd / catalogue
+    preds, truths, tids, nexcluded, simhash = [], [], [], 0, {}
+    first, first_start, nrows = None, 0, 0
+    header_selection, refinement = None, None
+    for i, (path, truth_path) in enumerate(zip(inputs, args.truth)):
+        truth = read_truth(truth_path)
+        if args.coadd:
+            tid, res, X, conf, offset, nbad = predict_coadd(path, model, config, args.c_thresh,
+                                                            args.n_thresh, args.include_bad_fibres,
+                                                            refiner)
+            if first is None and len(tid):
+                first, first_start = (X, conf, offset, tid), nrows
+            nexcluded += nbad
+        else:
+            res, all_tid, made_with, refined_with = read_catalog_input(
+                path, config.lines.names, args.include_bad_fibres, args.c_thresh)
+            if i == 0:
+                header_selection, refinement = made_with, refined_with
+            elif made_with != header_selection:
+                raise InputFileError(path, f'made with CTHRESH, NTHRESH = {made_with}, the '
+                                     f'first catalogue with {header_selection}: evaluate '
+                                     'them apart')
+            elif refined_with != refinement:
+                raise InputFileError(path, f'refined with {refined_with}, the first catalogue '
+                                     f'with {refinement}: evaluate them apart')
+            _check_truth_covered(np.asarray(truth['TARGETID']), all_tid, path, truth_path)
+            nexcluded += all_tid.size - len(res['TARGETID'])
+            tid = res['TARGETID']
+        check_truth_matches(path, truth_path, truth)
+        check_labels(truth, truth_path)
+        simhash[truth_path] = mock_keywords(truth_path).get('SIMHASH')
+        rows = match_rows(np.asarray(truth['TARGETID']), tid, truth_path)
+        truths.append({k: np.asarray(truth[k])[rows] for k in ('CLASS', 'Z_TRUE', 'RMAG')})
+        preds.append({k: np.asarray(res[k]) for k in PRED_KEYS if k in res})
+        tids.append(tid)
+        nrows += len(tid)
+    pred = {k: np.concatenate([p[k] for p in preds]) for k in preds[0]
+            if all(k in p for p in preds)}
+    if 'Z_TPL' in pred and not np.isfinite(pred['Z_TPL']).any():
+        for key in TEMPLATE_KEYS:    # catalogues made with --no-refine: nothing to report
+            pred.pop(key, None)
+    truth = {k: np.concatenate([t[k] for t in truths]) for k in truths[0]}
+    if args.coadd:
+        selection = (config.selection.c_thresh if args.c_thresh is None else args.c_thresh,
+                     config.selection.n_thresh if args.n_thresh is None else args.n_thresh)
+    else:
+        selection = (header_selection if args.c_thresh is None
+                     else (args.c_thresh, header_selection[1]))
+    return pred, truth, {'targetid': tids, 'first': first, 'first_start': first_start,
+                         'nexcluded': nexcluded, 'simhash': simhash, 'selection': selection,
+                         'refine': refinement}
+
+
+def compare_simulators(file_hashes, model_hash):
+    """Which simulator made the test files, against the one the model was trained on.
+
+    Logs a warning when a truth file's ``SIMHASH`` differs from the model card's
+    ``training.simulator_hash``: metrics measured on files of another simulator version
+    are not comparable with the model card's (regenerate the test files).
+
+    Parameters
+    ----------
+    file_hashes : dict
+        Truth file -> SIMHASH (None when the file has none).
+    model_hash : str or None
+
+    Returns
+    -------
+    dict
+        ``model``, ``files`` (the distinct hashes) and ``match`` (None when unknown).
+    """
+    found = sorted({h for h in file_hashes.values() if h is not None})
+    match = None
+    if model_hash is not None and found:
+        match = found == [model_hash]
+        if not match:
+            other = [os.path.basename(p) for p, h in file_hashes.items()
+                     if h is not None and h != model_hash]
+            get_logger().warning('%s simulated by another simulator (SIMHASH %s) than the '
+                                 'model was trained on (%s): these metrics are not comparable '
+                                 'with its model card; regenerate the test files',
+                                 ', '.join(other), ', '.join(h for h in found if h != model_hash),
+                                 model_hash)
+    return {'model': model_hash, 'files': found, 'match': match}
