@@ -293,3 +293,36 @@ def test_fewer_labelled_spectra_than_a_batch(labelled_dir, config):
     from lbgnet.labelled import STREAM_TAG
     order_stream = np.random.default_rng([1, STREAM_TAG, 0]).random(4)
     assert not np.array_equal(batches.rng(0, 0).random(4), order_stream)
+
+
+def test_targetid_columns_compare_exactly():
+    """DESI TARGETIDs exceed 2**53: a uint64 truth column matches exactly (numpy would
+    compare it with int64 in float64), a float column is refused."""
+    from lbgnet.io.evaluation import find_rows
+    ids = np.int64(39627652591521790) + np.arange(6)
+    rows, found = find_rows(ids[::-1].astype(np.uint64), ids, 'truth.fits')
+    assert found.all() and np.array_equal(rows, np.arange(6)[::-1])
+    with pytest.raises(InputFileError, match='integer column'):
+        find_rows(ids.astype(np.float64), ids, 'truth.fits')
+
+
+def test_target_class_labels_are_checked(config):
+    """The class a network is trained to find needs a numeric, finite Z_TRUE; the class
+    name is upper-cased and must be known."""
+    from astropy.table import Table
+    from lbgnet.config import ConfigError
+    from lbgnet.io.labelled import check_labels
+    from lbgnet.targets import apply_target, target_class
+
+    def truth(z):
+        return Table({'TARGETID': [1, 2], 'CLASS': ['qso', 'LBG'], 'Z_TRUE': z})
+    check_labels(truth([np.nan, 3.0]), 't.fits')                  # a QSO needs no z for LBGs
+    with pytest.raises(InputFileError, match=r'1 QSO\(s\) without a finite Z_TRUE'):
+        check_labels(truth([np.nan, 3.0]), 't.fits', target='QSO')
+    with pytest.raises(InputFileError, match='Z_TRUE must be numeric'):
+        check_labels(truth(['abc', '3.0']), 't.fits')
+    qso = dataclasses.replace(config, extra=dict(config.extra, target={'class': 'qso '}))
+    assert target_class(apply_target(qso)) == 'QSO'
+    bad = dataclasses.replace(config, extra=dict(config.extra, target={'class': 'quasar'}))
+    with pytest.raises(ConfigError, match='target.class must be one of'):
+        apply_target(bad)

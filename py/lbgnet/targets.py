@@ -34,8 +34,8 @@ RELABELLED_LBG = 'LBG*'
 
 
 def target_class(config):
-    """Class the network is trained to find [``'LBG'``]."""
-    return str((config.extra.get('target') or {}).get('class', LBG_CLASS))
+    """Class the network is trained to find [``'LBG'``], upper case as the truth labels."""
+    return str((config.extra.get('target') or {}).get('class', LBG_CLASS)).strip().upper()
 
 
 def apply_target(config):
@@ -44,8 +44,13 @@ def apply_target(config):
     Raises
     ------
     lbgnet.config.ConfigError
-        For an empty or invalid ``target.lines``, or n_thresh above the number of lines.
+        For an unknown ``target.class``, an empty or invalid ``target.lines``, or n_thresh
+        above the number of lines.
     """
+    from .sim.population import CLASSES
+    if target_class(config) not in CLASSES:
+        raise ConfigError(f'{config.source}: target.class must be one of {", ".join(CLASSES)}, '
+                          f'not {target_class(config)!r}')
     lines = (config.extra.get('target') or {}).get('lines')
     if not lines:
         return config

@@ -119,6 +119,26 @@ def catalog_refinement(path, extname='LBG_CNN'):
             'arch_skip': header.get('REFASKP', 0.0) if has_arch else None}
 
 
+def as_targetids(values, path):
+    """TARGETIDs as int64, refusing what would not compare exactly.
+
+    DESI TARGETIDs exceed 2**53, so a float column (or a comparison of uint64 with
+    int64, which numpy does in float64) would make neighbouring ids equal.
+
+    Raises
+    ------
+    InputFileError
+        For a non-integer column, or unsigned values beyond the int64 range.
+    """
+    values = np.asarray(values)
+    if values.dtype.kind == 'u':
+        if values.size and values.max() > np.iinfo(np.int64).max:
+            raise InputFileError(path, 'TARGETID values beyond the int64 range')
+    elif values.dtype.kind != 'i':
+        raise InputFileError(path, f'TARGETID must be an integer column, not {values.dtype}')
+    return values.astype(np.int64)
+
+
 def find_rows(reference, targetid, path):
     """Index of each `targetid` in `reference` (both int arrays), and whether it is there.
 
@@ -131,10 +151,11 @@ def find_rows(reference, targetid, path):
     Raises
     ------
     InputFileError
-        When `reference` (read from `path`) has duplicated TARGETIDs.
+        When `reference` (read from `path`) has duplicated TARGETIDs, or either is not an
+        integer array (:func:`as_targetids`).
     """
-    reference = np.asarray(reference)
-    targetid = np.asarray(targetid)
+    reference = as_targetids(reference, path)
+    targetid = as_targetids(targetid, path)
     order = np.argsort(reference, kind='stable')
     ref_sorted = reference[order]
     if ref_sorted.size and np.any(ref_sorted[1:] == ref_sorted[:-1]):

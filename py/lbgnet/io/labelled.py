@@ -79,11 +79,13 @@ def find_labelled(directory, what='labelled'):
     return coadds, truths
 
 
-def check_labels(truth, path):
+def check_labels(truth, path, target='LBG'):
     """Normalise and check the CLASS and Z_TRUE labels of a truth table, in place.
 
     CLASS is stripped and upper-cased and must be one of
-    :data:`lbgnet.sim.population.CLASSES`; every LBG needs a finite ``Z_TRUE``.
+    :data:`lbgnet.sim.population.CLASSES`; Z_TRUE must be numeric, and every LBG and
+    every object of the `target` class (the one a network is trained to find) needs a
+    finite one.
 
     Raises
     ------
@@ -103,13 +105,16 @@ def check_labels(truth, path):
         raise InputFileError(path, f'unknown CLASS value(s) {", ".join(map(repr, unknown[:5]))}'
                              f'{" ..." if len(unknown) > 5 else ""}; known: {", ".join(CLASSES)}')
     truth['CLASS'] = classes
+    if np.asarray(truth['Z_TRUE']).dtype.kind not in 'fiu':
+        raise InputFileError(path, f'Z_TRUE must be numeric, not {np.asarray(truth["Z_TRUE"]).dtype}')
     z = np.asarray(truth['Z_TRUE'], dtype=np.float64)
-    bad = (classes == 'LBG') & ~np.isfinite(z)
-    if np.any(bad):
-        raise InputFileError(path, f'{int(bad.sum())} LBG(s) without a finite Z_TRUE')
+    for name in sorted({'LBG', str(target).upper()}):
+        bad = (classes == name) & ~np.isfinite(z)
+        if np.any(bad):
+            raise InputFileError(path, f'{int(bad.sum())} {name}(s) without a finite Z_TRUE')
 
 
-def read_labelled_spectra(coadds, truths):
+def read_labelled_spectra(coadds, truths, target='LBG'):
     """Read labelled coadds into memory, per arm, with their truth.
 
     Spectra of dead fibres (``COADD_FIBERSTATUS != 0``), without valid pixels or without
@@ -122,6 +127,8 @@ def read_labelled_spectra(coadds, truths):
     coadds, truths : sequence of str
         Coadd files and their truth files (``TRUTH`` HDU with :data:`LABEL_COLUMNS`,
         :func:`lbgnet.io.mock.read_truth`; labels checked by :func:`check_labels`).
+    target : str, optional
+        Class the network is trained to find (its objects need a redshift).
 
     Returns
     -------
@@ -153,7 +160,7 @@ def read_labelled_spectra(coadds, truths):
                                  'one wavelength layout')
         truth = read_truth(truth_path)
         check_truth_matches(coadd_path, truth_path, truth)
-        check_labels(truth, truth_path)
+        check_labels(truth, truth_path, target)
         good = np.zeros(coadd.nspec, dtype=bool)
         for band in bands:
             ivar = coadd.ivar[band]

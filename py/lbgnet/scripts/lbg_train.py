@@ -203,7 +203,7 @@ def labelled_batches(args, config, opts, setup):
     if opts['sim_fraction'] > 0 and nsim == 0:
         log.warning('sim_fraction %g of batches of %d rounds to no simulated spectrum: '
                     'labelled spectra only', opts['sim_fraction'], opts['batch_size'])
-    spectra = read_labelled_spectra(coadds, truths)
+    spectra = read_labelled_spectra(coadds, truths, target_class(config))
     classes, counts = np.unique(np.asarray(spectra.truth['CLASS']).astype(str),
                                 return_counts=True)
     log.info('read %d labelled training spectra from %d file(s) (%s), %.0f MB in memory',
@@ -278,12 +278,13 @@ def read_labelled(coadds, truths, config, with_grid=False, noise=None):
         model = refine_noise_model(DEFAULT_REFINE_NOISE if noise is None else noise)
     from ..io.labelled import check_labels
     from ..io.mock import check_truth_matches, read_truth
+    from ..targets import target_class
     Xs, tables, flux, ivar = [], [], [], []
     for coadd, truth_path in zip(coadds, truths):
         X, targetid, good, info = read_coadd_for_evaluation(coadd, config, model)
         truth = read_truth(truth_path)
         check_truth_matches(coadd, truth_path, truth)
-        check_labels(truth, truth_path)
+        check_labels(truth, truth_path, target_class(config))
         Xs.append(X[good])
         if with_grid:
             flux.append(info.flux[good])
