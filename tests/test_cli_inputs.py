@@ -21,6 +21,7 @@ def _errors(caplog):
     (['--version', '../x'], '--version'),
     (['--dwave', '500'], '--dwave'),
     (['--dwave', '0'], '--dwave'),
+    (['--nspec', '80', '--nbasis', '70', '--dwave', '60'], '--nbasis'),   # > 54 rest pixels
     (['--wave-range', '1500', '7000', '--z-range', '0.5', '1.0'], '--wave-range')])
 def test_parse_refuses(bad, word, capsys):
     with pytest.raises(SystemExit) as exc:

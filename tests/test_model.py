@@ -269,6 +269,28 @@ def test_update_model_metadata(tmp_path, config):
     model, cfg2, meta = load_model(wpath)
     assert cfg2.extra['postprocess'] == dict(before, zerr_scale=4.3)
     assert meta['a'] == 2 and cfg2.selection == cfg.selection
+    # what the weights mean cannot be changed, and an invalid value is refused unwritten
+    text = open(jpath).read()
+    with pytest.raises(ValueError, match="'grid' configuration"):
+        update_model_metadata(wpath, {}, {'grid': {'wave_min': 4200.0}})
+    with pytest.raises(ValueError, match='invalid'):
+        update_model_metadata(wpath, {}, {'postprocess': {'zerr_scale': -1.0}})
+    assert open(jpath).read() == text
+
+
+def test_save_model_copies_weights_by_layer_name(tmp_path, config):
+    # a network built with the lines in another order: each line keeps its own head
+    cfg = small_config(config)
+    names, waves = cfg.lines.names, cfg.lines.wave_array
+    swapped = dataclasses.replace(cfg, lines=type(cfg.lines)(tuple(names[::-1]),
+                                                             tuple(waves[::-1])))
+    model = build_model(swapped)
+    wpath, _ = save_model(str(tmp_path / 's.weights.h5'), model, cfg)
+    loaded = load_model(wpath)[0]
+    for name in names[:2]:
+        layer = f'fc_box_{name}'
+        for a, b in zip(loaded.get_layer(layer).get_weights(), model.get_layer(layer).get_weights()):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_model_file_with_a_bad_error_calibration_is_refused(tmp_path, config):

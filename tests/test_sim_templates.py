@@ -142,3 +142,10 @@ def test_reference_templates(simcfg):
     assert np.std(ratio[red] / np.median(ratio, axis=1, keepdims=True).repeat(rest.shape[1], 1)[red]) > 0.01
     stars = np.asarray(truth['CLASS']) == 'STAR'
     assert not np.allclose(flux[stars], plain[stars])
+
+
+def test_template_versions_sort_as_numbers():
+    from lbgnet.io.rrtemplate import version_key
+    names = [f'd/rrtemplate-GALAXY-LBG-v{v}.fits' for v in ('0.10', '0.2', '1.0', '0.9')]
+    assert [n.rsplit('-v', 1)[1][:-5] for n in sorted(names, key=version_key)] == \
+        ['0.2', '0.9', '0.10', '1.0']

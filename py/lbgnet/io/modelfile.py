@@ -237,8 +237,13 @@ def _clean_copy(model, config):
     """
     from ..model import build_model
     clean = build_model(config)
+    names = sorted(layer.name for layer in clean.layers if layer.weights)
+    if sorted(layer.name for layer in model.layers if layer.weights) != names:
+        raise ValueError(f'the model does not match its configuration {config.source} '
+                         '(other layers: another line list or architecture)')
     try:
-        clean.set_weights(model.get_weights())
+        for name in names:             # by name: a line's head never lands in another's
+            clean.get_layer(name).set_weights(model.get_layer(name).get_weights())
     except ValueError as err:
         raise ValueError(f'the model does not match its configuration {config.source} ({err})') from None
     return clean
@@ -273,6 +278,11 @@ def _json_default(obj):
     raise TypeError(f'{type(obj).__name__} is not JSON serialisable')
 
 
+#: Configuration sections :func:`update_model_metadata` may change (not grid, lines, boxes
+#: or architecture, which define what the weights mean).
+UPDATABLE_SECTIONS = ('postprocess', 'selection')
+
+
 def update_model_metadata(path, updates, config_updates=None):
     """Add or replace top-level keys of a model's metadata (the weights are untouched).
 
@@ -286,19 +296,34 @@ def update_model_metadata(path, updates, config_updates=None):
     updates : dict
         JSON-serialisable values merged into ``metadata``.
     config_updates : dict, optional
-        ``{section: {key: value}}`` merged into those sections of the configuration
-        (e.g. the ``postprocess`` error calibration); the weights do not depend on them.
+        ``{section: {key: value}}`` merged into those sections of the configuration: only
+        :data:`UPDATABLE_SECTIONS` (e.g. the ``postprocess`` error calibration), on which
+        the weights do not depend; the result must be a valid configuration.
 
     Returns
     -------
     str
         The JSON path.
+
+    Raises
+    ------
+    ValueError
+        For a section not in :data:`UPDATABLE_SECTIONS` or an invalid result (the file is
+        left as it was).
     """
     description, _ = read_model_description(path)
     json_path = model_paths(path)[1]
     description['metadata'] = dict(description.get('metadata') or {}, **updates)
     for section, values in (config_updates or {}).items():
+        if section not in UPDATABLE_SECTIONS:
+            raise ValueError(f'{json_path}: the {section!r} configuration describes what the '
+                             f'weights mean and cannot be updated (only '
+                             f'{", ".join(UPDATABLE_SECTIONS)})')
         description['config'][section] = dict(description['config'].get(section) or {}, **values)
+    try:
+        check_options(config_from_dict(description['config'], source=json_path))
+    except (KeyError, ConfigError) as err:
+        raise ValueError(f'{json_path}: the update makes the configuration invalid ({err})') from None
     tmp = os.path.join(os.path.dirname(os.path.abspath(json_path)),
                        f'.{os.path.basename(json_path)}.tmp{os.getpid()}')
     try:

@@ -103,5 +103,15 @@ def default_template_path(method='PCA'):
     import os
     datadir = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'data')
     pattern = template_filename('GALAXY', 'LBG', '*', method)
-    found = sorted(glob.glob(os.path.join(datadir, pattern)))
+    found = sorted(glob.glob(os.path.join(datadir, pattern)), key=version_key)
     return found[-1] if found else None
+
+
+def version_key(path):
+    """Sort key of a template file by its version, numbers compared as numbers
+    (``v0.10`` after ``v0.2``)."""
+    import os
+    import re
+    version = os.path.basename(path).rsplit('-v', 1)[-1]
+    return tuple((0, int(part), '') if part.isdigit() else (1, 0, part)
+                 for part in re.split(r'(\d+)', version) if part)

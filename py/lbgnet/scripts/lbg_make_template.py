@@ -71,7 +71,16 @@ def parse(options=None):
         parser.error(f'--wave-range must contain the {lo:g}-{hi:g} Å normalisation window and '
                      f'--dwave must be at most {hi - lo:g} Å so that pixels fall in it, got '
                      f'--wave-range {wmin:g} {wmax:g} --dwave {args.dwave:g}')
+    npix = rest_grid(args).size
+    if not args.archetypes and args.nbasis > npix:
+        parser.error(f'--nbasis {args.nbasis} exceeds the {npix} rest-frame pixels of '
+                     '--wave-range / --dwave')
     return args
+
+
+def rest_grid(args):
+    """Rest-frame wavelengths of the template (Å): --wave-range in steps of --dwave."""
+    return np.arange(args.wave_range[0], args.wave_range[1] + args.dwave / 2, args.dwave)
 
 
 def check_coverage(wave_range, z_range, arms=(3600.0, 9824.0)):
@@ -119,7 +128,7 @@ def main(args=None, comm=None):
         simcfg = load_sim_config(args.sim_config)
         templates = load_templates(lbg_composite=args.lbg_composite) if args.lbg_composite else None
         check_outdir(args.outdir)            # before the work: creates --outdir if needed
-        wave = np.arange(args.wave_range[0], args.wave_range[1] + args.dwave / 2, args.dwave)
+        wave = rest_grid(args)
         flux, _ = rest_frame_spectra(args.nspec, wave, np.random.default_rng(args.seed), simcfg,
                                      templates)
     except OutputFileError as err:
