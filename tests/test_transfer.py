@@ -58,29 +58,44 @@ def test_quasarnet_file_compatible_loaded_incompatible_reported(config):
     before = {l.name: [w.copy() for w in l.get_weights()] for l in model.layers if l.weights}
     report = init_from(model, path, 'dense')
     loaded = {name for name, _ in report.loaded}
-    assert loaded == {'conv_1', 'batch_normalization_1', 'batch_normalization_3', 'conv_4',
-                      'batch_normalization_4', 'batch_normalization_fc'}
+    assert loaded == {'conv_1', 'batch_normalization_1', 'conv_4', 'batch_normalization_4'}
     assert {n for n, _, _ in report.incompatible} == {'conv_2', 'batch_normalization_2',
                                                       'conv_3', 'fc_common'}
+    # batch norms of layers not loaded are skipped although their shapes match
+    assert {n for n, _ in report.skipped} == {'batch_normalization_3', 'batch_normalization_fc'}
     assert report.kind == 'quasarnet' and not report.missing
     # loaded layers hold the file's values (QuasarNET's batch_normalization_k is our k+1)
     np.testing.assert_array_equal(model.get_layer('conv_1').get_weights()[0], raw['conv_1'][0])
-    for ours, theirs in (('batch_normalization_3', 'batch_normalization_2'),
-                         ('batch_normalization_fc', 'batch_normalization_4')):
-        for got, want in zip(model.get_layer(ours).get_weights(), raw[theirs]):
-            np.testing.assert_array_equal(got, want)
-    # incompatible layers are untouched
-    for name in ('conv_2', 'conv_3', 'fc_common', 'batch_normalization_2'):
+    for got, want in zip(model.get_layer('batch_normalization_4').get_weights(),
+                         raw['batch_normalization_3']):
+        np.testing.assert_array_equal(got, want)
+    # other layers are untouched
+    for name in ('conv_2', 'conv_3', 'fc_common', 'batch_normalization_2',
+                 'batch_normalization_3', 'batch_normalization_fc'):
         for got, was in zip(model.get_layer(name).get_weights(), before[name]):
             np.testing.assert_array_equal(got, was)
-    # one log line per layer, incompatible ones as warnings with both shapes
+    # one log line per layer, layers not loaded as warnings (with both shapes or the reason)
     logger = ListLogger()
     report.log(logger)
     warnings = [m for level, m in logger.records if level == 'WARNING']
-    assert len(warnings) == 4 and len(logger.records) == 1 + 10
+    assert len(warnings) == 6 and len(logger.records) == 1 + 10
     line = next(m for m in warnings if m.strip().startswith('conv_2:'))
     assert '(10, 25, 25)' in line and '(10, 25, 32)' in line
     assert json.dumps(report.to_dict())
+
+
+def test_fc_common_needs_the_files_flatten_layout(config):
+    """A last conv of 20 filters over 25 bins flattens to 500 features like the file's
+    25 filters over 20 bins: same kernel shape, other meaning, not loaded."""
+    path = reference_file(*QN_FILE)
+    cfg = model_config(config, filters=[25, 25, 25, 20], strides=[2, 2, 2, 4])
+    model = build_model(cfg)
+    report = init_from(model, path, 'dense')
+    assert model.get_layer('flatten').input.shape[1:] == (25, 20)
+    skipped = dict(report.skipped)
+    assert 'fc_common' in skipped and '(20, 25)' in skipped['fc_common']
+    assert 'batch_normalization_fc' in skipped
+    assert 'fc_common' not in {n for n, _ in report.loaded}
 
 
 def test_init_layers_selection_and_lbgnet_model_file(tmp_path, config):
@@ -88,7 +103,7 @@ def test_init_layers_selection_and_lbgnet_model_file(tmp_path, config):
     set_seeds(1)
     src = build_model(src_cfg)
     wpath, _ = save_model(str(tmp_path / 'src.weights.h5'), src, src_cfg)
-    weights, kind = read_pretrained(wpath)
+    weights, kind, flatten = read_pretrained(wpath)
     assert kind == 'lbgnet' and 'fc_box_LYA' in weights
     dst = build_model(model_config(config, channels=['flux', 'snr'], filters=8, dense_units=12))
     assert selected_layers(dst, 'conv') == [f'{k}_{i}' for i in range(1, 5)

@@ -18,7 +18,10 @@ Pretrained weights come from an lbgnet model file (:mod:`lbgnet.io.modelfile`, s
 names) or from a QuasarNET-format Keras 2 ``.h5`` file (:mod:`lbgnet.io.qnweights`, mapped
 with :func:`lbgnet.model.quasarnet_layer_names`).  A layer is loaded only when every one
 of its tensors has the shape of the target's; every other layer keeps its initialisation
-and is reported with both sets of shapes.
+and is reported with both sets of shapes.  ``fc_common`` also needs the same flatten
+layout (bins × filters of the last convolution: a kernel of equal shape over another
+layout would mean other features), and a batch normalisation is loaded only with the
+layer it normalises (its statistics describe that layer's output).
 """
 import dataclasses
 import os
@@ -52,6 +55,8 @@ class TransferReport:
         Layer name, the file's shapes and the model's shapes.
     missing : list of str
         Selected layers of the model that the file does not have.
+    skipped : list of (str, str)
+        Layer name and why it was not loaded although its shapes match.
     """
 
     source: str
@@ -59,6 +64,7 @@ class TransferReport:
     loaded: list = dataclasses.field(default_factory=list)
     incompatible: list = dataclasses.field(default_factory=list)
     missing: list = dataclasses.field(default_factory=list)
+    skipped: list = dataclasses.field(default_factory=list)
 
     def lines(self):
         """One human-readable line per layer (loaded, incompatible, missing)."""
@@ -66,14 +72,15 @@ class TransferReport:
         out += [f'{name}: NOT loaded, incompatible shapes: file {_fmt(src)} vs model {_fmt(dst)}'
                 for name, src, dst in self.incompatible]
         out += [f'{name}: NOT loaded, not in the file' for name in self.missing]
+        out += [f'{name}: NOT loaded, {why}' for name, why in self.skipped]
         return out
 
     def log(self, logger=None):
         """Log a summary and :meth:`lines` (incompatible/missing layers as warnings)."""
         log = logger or get_logger()
-        log.info('initialised %d layer(s) from %s (%s format); %d incompatible, %d missing',
-                 len(self.loaded), self.source, self.kind, len(self.incompatible),
-                 len(self.missing))
+        log.info('initialised %d layer(s) from %s (%s format); %d incompatible, %d missing, '
+                 '%d skipped', len(self.loaded), self.source, self.kind,
+                 len(self.incompatible), len(self.missing), len(self.skipped))
         for line in self.lines():
             (log.info if ': loaded ' in line else log.warning)('  %s', line)
 
@@ -84,7 +91,8 @@ class TransferReport:
                 'incompatible': [{'layer': n, 'file': [list(s) for s in a],
                                   'model': [list(s) for s in b]}
                                  for n, a, b in self.incompatible],
-                'missing': list(self.missing)}
+                'missing': list(self.missing),
+                'skipped': [{'layer': n, 'why': why} for n, why in self.skipped]}
 
 
 def _fmt(shapes):
@@ -116,8 +124,12 @@ def selected_layers(model, which='all'):
     return keep
 
 
-def apply_weights(model, weights, names, source='', kind='lbgnet'):
+def apply_weights(model, weights, names, source='', kind='lbgnet', flatten=None):
     """Set the weights of the named layers when every tensor shape matches.
+
+    A batch normalisation is loaded only when the layer before it (``conv_i`` for
+    ``batch_normalization_i``, ``fc_common`` for ``batch_normalization_fc``) was loaded
+    too, and ``fc_common`` only when the flatten layout (bins, filters) is the file's.
 
     Parameters
     ----------
@@ -128,25 +140,52 @@ def apply_weights(model, weights, names, source='', kind='lbgnet'):
         Layers of `model` to initialise.
     source, kind : str, optional
         Recorded in the report.
+    flatten : tuple of int, optional
+        (bins, filters) at the file network's flatten layer; unchecked when None.
 
     Returns
     -------
     TransferReport
     """
     report = TransferReport(str(source), kind)
+    loaded = set()
     for name in names:
         layer = model.get_layer(name)
         mine = [tuple(w.shape) for w in layer.get_weights()]
+        partner = _normalised_layer(name)
         if name not in weights:
             report.missing.append(name)
-            continue
-        theirs = [tuple(w.shape) for w in weights[name]]
-        if theirs != mine:
-            report.incompatible.append((name, theirs, mine))
-            continue
-        layer.set_weights(weights[name])
-        report.loaded.append((name, mine))
+        elif [tuple(w.shape) for w in weights[name]] != mine:
+            report.incompatible.append((name, [tuple(w.shape) for w in weights[name]], mine))
+        elif partner is not None and partner in names and partner not in loaded:
+            report.skipped.append((name, f'{partner} was not loaded (its statistics describe '
+                                         f"the file's {partner})"))
+        elif name == 'fc_common' and flatten is not None and \
+                tuple(flatten) != flatten_layout(model):
+            report.skipped.append((name, f'flatten layout (bins, filters) {tuple(flatten)} in '
+                                         f'the file vs {flatten_layout(model)} in the model'))
+        else:
+            layer.set_weights(weights[name])
+            report.loaded.append((name, mine))
+            loaded.add(name)
     return report
+
+
+def _normalised_layer(name):
+    """The layer a batch normalisation follows (None for other layers)."""
+    if name == 'batch_normalization_fc':
+        return 'fc_common'
+    match = re.fullmatch(r'batch_normalization_(\d+)', name)
+    return f'conv_{match.group(1)}' if match else None
+
+
+def flatten_layout(model):
+    """(bins, filters) entering the ``flatten`` layer of an lbgnet network (None without one)."""
+    try:
+        shape = model.get_layer('flatten').input.shape
+    except ValueError:
+        return None
+    return tuple(int(d) for d in shape[1:])
 
 
 def read_pretrained(path):
@@ -164,6 +203,8 @@ def read_pretrained(path):
         Layer name -> list of arrays.
     kind : str
         ``'lbgnet'`` or ``'quasarnet'``.
+    flatten : tuple of int or None
+        (bins, filters) at the network's flatten layer (:func:`apply_weights`).
 
     Raises
     ------
@@ -183,7 +224,8 @@ def read_pretrained(path):
         json_path = None
     if json_path and os.path.exists(json_path):
         model = load_model(path)[0]
-        return {layer.name: layer.get_weights() for layer in model.layers if layer.weights}, 'lbgnet'
+        return ({layer.name: layer.get_weights() for layer in model.layers if layer.weights},
+                'lbgnet', flatten_layout(model))
     if not path.endswith(('.h5', '.hdf5')):
         raise InputFileError(path, 'not an lbgnet model (no .json beside it) nor a Keras .h5 file')
     try:
@@ -195,8 +237,14 @@ def read_pretrained(path):
                 what=('a training checkpoint' if os.path.basename(path) == CHECKPOINT
                       else 'Keras 3 weights'))) from None
         raise
-    mapping = quasarnet_layer_names(count_conv_layers(raw), raw)
-    return {ours: raw[theirs] for ours, theirs in mapping.items() if theirs in raw}, 'quasarnet'
+    nconv = count_conv_layers(raw)
+    mapping = quasarnet_layer_names(nconv, raw)
+    weights = {ours: raw[theirs] for ours, theirs in mapping.items() if theirs in raw}
+    flatten = None
+    if f'conv_{nconv}' in weights and 'fc_common' in weights:
+        filters = weights[f'conv_{nconv}'][0].shape[-1]      # kernel (width, in, out)
+        flatten = (weights['fc_common'][0].shape[0] // filters, filters)
+    return weights, 'quasarnet', flatten
 
 
 def init_from(model, path, which='all'):
@@ -215,12 +263,12 @@ def init_from(model, path, which='all'):
     -------
     TransferReport
     """
-    weights, kind = read_pretrained(path)
+    weights, kind, flatten = read_pretrained(path)
     if kind == 'quasarnet' and which == 'all':
         which = 'dense'          # QuasarNET's per-line heads (QSO lines) never map onto ours
         get_logger().info('%s: QuasarNET heads are not transferred; initialising conv and '
                           'fc_common layers', path)
-    report = apply_weights(model, weights, selected_layers(model, which), path, kind)
+    report = apply_weights(model, weights, selected_layers(model, which), path, kind, flatten)
     report.log()
     return report
 

@@ -500,7 +500,8 @@ def initial_model(config, init_from, init_layers='all'):
     if report is not None and not report.loaded:
         raise InputFileError(init_from, f'no layer of {init_layers!r} fits this network '
                              f'({len(report.incompatible)} with other shapes, '
-                             f'{len(report.missing)} absent): nothing to initialise from')
+                             f'{len(report.missing)} absent, {len(report.skipped)} skipped): '
+                             'nothing to initialise from')
     return model, report
 
 
