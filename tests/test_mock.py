@@ -107,6 +107,19 @@ def test_simulator_hash(setup):
         node[path[-1]] = value
         sampling = path[-1] in ('zrange', 'class_fractions', 'efftime_range')
         assert (simulator_hash(other) == base) == sampling, path
+    # the content of the empirical inputs and of a non-default sky-line spectrum counts
+    from lbgnet.io.templates import RRTemplate, SimTemplates
+    wave = np.linspace(1000.0, 2000.0, 5)
+    comp = SimTemplates(lbg_composite=(wave, np.ones(5)))
+    rr = SimTemplates(lbg_composite=(wave, np.ones(5)),
+                      rr={'QSO-HIZ': RRTemplate('QSO', 'HIZ', wave, np.ones((2, 5)), None, 'x',
+                                                'PCA')})
+    hashes = {simulator_hash(dataclasses.replace(setup, templates=t)) for t in (comp, rr)}
+    hashes.add(simulator_hash(dataclasses.replace(setup, sky_lines='0123abcd')))
+    assert len(hashes | {base}) == 4
+    from lbgnet.io.skymodel import sky_lines_path
+    if sky_lines_path() is not None:           # the default spectrum given by name: same
+        assert simulator_hash(load_mock_setup(sky_lines=sky_lines_path())) == base
 
 
 def test_files_round_trip(tmp_path, setup, mock):
@@ -396,3 +409,36 @@ def test_draw_efftime_fills_the_range():
     assert t.shape == (10000,) and t.min() >= 1000 and t.max() <= 5000
     assert t.min() < 1010 and t.max() > 4990
     assert np.mean(t) == pytest.approx(3000.0, abs=60)             # σ(mean) = 11.5
+
+
+def test_choose_pixels_bounded():
+    """Distinct pixels in the strip; asking for more than it has is an error, not a hang."""
+    import healpy
+    from lbgnet.scripts.lbg_mock import choose_pixels
+    strip = healpy.query_strip(8, np.radians(20.0), np.radians(100.0), inclusive=True, nest=True)
+    pix = choose_pixels(strip.size, 8, [-10.0, 70.0], np.random.default_rng(1))
+    assert np.unique(pix).size == strip.size and np.isin(pix, strip).all()
+    with pytest.raises(ValueError, match='healpix pixels'):
+        choose_pixels(strip.size + 1, 8, [-10.0, 70.0], np.random.default_rng(1))
+    a = choose_pixels(5, 64, [-10.0, 70.0], np.random.default_rng(3))
+    assert np.array_equal(a, choose_pixels(5, 64, [-10.0, 70.0], np.random.default_rng(3)))
+
+
+def test_make_mock_edge_inputs(tmp_path, setup, mock):
+    """Zero objects, objects without flux in the R window, and a truth read back from a
+    truth file (to re-observe the same objects) all give valid mocks."""
+    empty = make_mock(setup, 0, np.random.default_rng(1), with_resolution=False)
+    assert len(empty.truth) == 0 and len(empty.exp_fibermap) == 0
+    far = make_mock(setup, 4, np.random.default_rng(2), with_resolution=False,
+                    population=dict(classes=['LBG'], zrange=(7.0, 7.5)))
+    for band in 'GRZ':
+        assert np.all(np.isfinite(far.fibermap[f'FLUX_{band}']))
+    assert np.all(far.fibermap['FLUX_G'] == 0) and np.all(far.fibermap['FLUX_Z'] == 0)
+    paths = write_mock(str(tmp_path), mock, 'lbgnet-mock.yaml')
+    truth = read_truth(paths['truth'])
+    again = make_mock(setup, len(truth), np.random.default_rng(3), with_resolution=False,
+                      truth=truth)
+    assert np.array_equal(again.truth['Z_TRUE'], truth['Z_TRUE'])
+    assert again.truth.colnames.count('TARGETID') == 1
+    nights = np.asarray(mock.exp_fibermap['NIGHT'])
+    assert nights.min() >= 20230101 and np.all((nights // 100) % 100 <= 12)

@@ -157,19 +157,37 @@ def run_cards(args, nfiles):
     return cards
 
 
-def choose_pixels(nfiles, nside, dec_range, rng):
-    """Distinct random nested healpix pixels with centres in a Dec range (deg)."""
+def choose_pixels(nfiles, nside, dec_range, rng, max_rounds=20):
+    """Distinct random nested healpix pixels of points drawn uniformly in a Dec range (deg).
+
+    After `max_rounds` draws (asking for nearly every pixel of the strip), the rest are
+    chosen among the strip's pixels not drawn yet.
+
+    Raises
+    ------
+    ValueError
+        When the strip has fewer than `nfiles` pixels.
+    """
     import healpy
-    sin_lo, sin_hi = np.sin(np.radians(np.asarray(dec_range, dtype=np.float64)))
+    dec = np.asarray(dec_range, dtype=np.float64)
+    strip = healpy.query_strip(nside, np.radians(90.0 - dec[1]), np.radians(90.0 - dec[0]),
+                               inclusive=True, nest=True)
+    if nfiles > strip.size:
+        raise ValueError(f'{nfiles} files need {nfiles} healpix pixels, but Dec '
+                         f'{dec[0]:g}..{dec[1]:g} has {strip.size} at nside {nside}')
+    sin_lo, sin_hi = np.sin(np.radians(dec))
     pixels = np.zeros(0, dtype=np.int64)
-    while pixels.size < nfiles:
+    for _ in range(max_rounds):
+        if pixels.size >= nfiles:
+            return pixels[:nfiles]
         m = 4 * nfiles + 16
-        dec = np.degrees(np.arcsin(rng.uniform(sin_lo, sin_hi, m)))
+        dec_draw = np.degrees(np.arcsin(rng.uniform(sin_lo, sin_hi, m)))
         ra = rng.uniform(0.0, 360.0, m)
-        new = healpy.ang2pix(nside, ra, dec, nest=True, lonlat=True)
+        new = healpy.ang2pix(nside, ra, dec_draw, nest=True, lonlat=True)
         _, first = np.unique(np.concatenate([pixels, new]), return_index=True)
         pixels = np.concatenate([pixels, new])[np.sort(first)]
-    return pixels[:nfiles]
+    rest = rng.permutation(np.setdiff1d(strip, pixels))
+    return np.concatenate([pixels, rest])[:nfiles]
 
 
 def file_plan(nspec, nfiles, seed, mockcfg):

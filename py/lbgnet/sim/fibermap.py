@@ -65,12 +65,15 @@ def positions_in_pixel(n, nside, pixel, rng):
 def synthetic_fluxes(instrument, models, rmag):
     """g, r, z fluxes (nanomaggies): r from RMAG, g and z from the spectrum's colours.
 
+    Objects without flux in the R window (e.g. an LBG whose Lyman limit is redder than
+    it, z > 6.8) have no colour to scale by: their g and z fluxes are 0.
+
     Returns
     -------
     dict
         'G', 'R', 'Z' -> float32 arrays (nspec,).
     """
-    fnu = {}
+    fnu, positive = {}, {}
     for name, (lo, hi) in BROADBANDS.items():
         num = np.zeros(len(rmag))
         den = 0.0
@@ -78,9 +81,11 @@ def synthetic_fluxes(instrument, models, rmag):
             sel = (arm.wave >= lo) & (arm.wave < hi)
             num += np.sum(models[band][:, sel] * arm.wave[sel], axis=1)
             den += np.sum(1.0 / arm.wave[sel])
+        positive[name] = num > 0
         fnu[name] = np.maximum(num / max(den, 1e-30), 1e-6 * np.abs(num).max(initial=1e-30) + 1e-30)
     rflux = 10 ** (-0.4 * (np.asarray(rmag, dtype=np.float64) - 22.5))
-    return {k: (rflux * fnu[k] / fnu['R']).astype(np.float32) for k in BROADBANDS}
+    return {k: np.where(positive['R'] | (k == 'R'), rflux * fnu[k] / fnu['R'], 0.0).astype(np.float32)
+            for k in BROADBANDS}
 
 
 def target_bits(names_by_column, n):
@@ -162,6 +167,15 @@ def make_fibermap(truth, instrument, models, fiberstatus, efftime, pixel, mockcf
     return fm
 
 
+def yyyymmdd(dates):
+    """DESI NIGHT integers (YYYYMMDD) of numpy datetime64[D] dates (any shape, also empty)."""
+    months = dates.astype('datetime64[M]')
+    year = dates.astype('datetime64[Y]').astype(np.int64) + 1970
+    month = months.astype(np.int64) % 12 + 1
+    day = (dates - months).astype(np.int64) + 1
+    return (10000 * year + 100 * month + day).astype(np.int32)
+
+
 def make_exp_fibermap(fibermap, tileid):
     """Per-exposure EXP_FIBERMAP consistent with COADD_NUMEXP and COADD_EXPTIME.
 
@@ -176,7 +190,7 @@ def make_exp_fibermap(fibermap, tileid):
     ex['TARGETID'] = np.asarray(fibermap['TARGETID'])[rows]
     night = iexp // EXPOSURES_PER_NIGHT
     dates = np.datetime64(FIRST_NIGHT) + night.astype('timedelta64[D]')
-    ex['NIGHT'] = np.char.replace(dates.astype(str), '-', '').astype(np.int32)
+    ex['NIGHT'] = yyyymmdd(dates)
     ex['EXPID'] = (100000 + iexp).astype(np.int32)
     ex['MJD'] = MJD0 + night + 0.05 * (iexp % EXPOSURES_PER_NIGHT)
     ex['TILEID'] = np.full(rows.size, tileid, dtype=np.int32)

@@ -3,7 +3,8 @@ lbgnet.sim.mock
 ===============
 
 Compose the simulator into DESI-like mock data: population → noiseless spectra per
-arm (through the LSF) → noise at a random effective exposure time → flux, ivar,
+arm (emission and absorption lines broadened by the arm's LSF; the continuum, forest
+and breaks are not convolved) → noise at a random effective exposure time → flux, ivar,
 mask and resolution per arm, with a FIBERMAP, EXP_FIBERMAP, SCORES, a simulated
 Redrock REDSHIFTS table and a truth table.  Pure functions (randomness through
 ``rng``); :mod:`lbgnet.io.mock` writes the result.
@@ -34,12 +35,16 @@ class MockSetup:
     instrument : lbgnet.sim.instrument.Instrument
     templates : lbgnet.io.templates.SimTemplates or None
         Optional empirical inputs of the physics.
+    sky_lines : str or None
+        Digest of the sky-line spectrum when it is not desispec's default (a given file),
+        ``'none'`` without sky lines, None for the default.
     """
 
     config: object
     simcfg: dict
     instrument: object
     templates: object = None
+    sky_lines: object = None
 
 
 #: Configuration sections that define the simulated spectra (the training augmentation,
@@ -55,7 +60,9 @@ def simulator_hash(setup):
     """Fingerprint of the simulator a :class:`MockSetup` describes.
 
     SHA-256 (first 16 hex digits) of the configuration sections that define the simulated
-    spectra (:data:`SIMULATOR_SECTIONS`) and of which optional empirical inputs are used.
+    spectra (:data:`SIMULATOR_SECTIONS`), of the content of the optional empirical inputs
+    (LBG composite, Redrock templates) and of the sky-line spectrum when it is not
+    desispec's default (so that the default simulator keeps one fingerprint).
     Sampling choices (:data:`SAMPLING_KEYS`: class mix, magnitude and LBG redshift ranges,
     depth range, file layout) are left out, so test sets drawn differently from the same
     models share it; a change of any physical or instrumental parameter changes it.
@@ -78,8 +85,12 @@ def simulator_hash(setup):
         if isinstance(node, dict):
             node.pop(path[-1], None)
     templates = setup.templates
-    content['templates'] = (None if templates is None else
-                            sorted(k for k, v in vars(templates).items() if v is not None))
+    content['templates'] = None if templates is None else {
+        'lbg_composite': (None if templates.lbg_composite is None
+                          else array_digest(*templates.lbg_composite)),
+        'rr': {key: array_digest(t.wave, t.basis) for key, t in sorted(templates.rr.items())}}
+    if setup.sky_lines is not None:
+        content['sky_lines'] = setup.sky_lines
     text = json.dumps(content, sort_keys=True, default=repr)
     return hashlib.sha256(text.encode('utf-8')).hexdigest()[:16]
 
@@ -107,15 +118,32 @@ def load_mock_setup(name=DEFAULT_MOCK_CONFIG, lbg_composite=None, rr_template_di
     simcfg = load_sim_config(name)
     config = config_from_dict(simcfg, source=str(name))
     mock_settings(config)
-    lines = None
+    lines, sky_digest = None, 'none'
     if sky_lines is not None or sky_lines_path() is not None:
         lines = read_sky_lines(sky_lines)
+        sky_digest = None
+        if sky_lines is not None:          # another spectrum than the default: fingerprinted
+            sky_digest = array_digest(*lines)
+            if sky_lines_path() is not None and \
+                    sky_digest == array_digest(*read_sky_lines(sky_lines_path())):
+                sky_digest = None
     instrument = build_instrument(config, lines)
     templates = None
     if lbg_composite is not None or rr_template_dir is not None:
         from ..io.templates import load_templates
         templates = load_templates(lbg_composite=lbg_composite, rr_template_dir=rr_template_dir)
-    return MockSetup(config, simcfg, instrument, templates)
+    return MockSetup(config, simcfg, instrument, templates, sky_digest)
+
+
+def array_digest(*arrays):
+    """SHA-256 (first 16 hex digits) of the content of numpy arrays."""
+    import hashlib
+    sha = hashlib.sha256()
+    for array in arrays:
+        array = np.ascontiguousarray(array)
+        sha.update(str((array.dtype.str, array.shape)).encode('ascii'))
+        sha.update(array.tobytes())
+    return sha.hexdigest()[:16]
 
 
 @dataclass(eq=False)
@@ -126,7 +154,9 @@ class MockData:
     ----------
     wave, flux, ivar, mask, model : dict
         band -> arrays; wave (nwave,) Å, the others (nspec, nwave); flux and model in
-        1e-17 erg/s/cm²/Å (model: noiseless, through the LSF).
+        1e-17 erg/s/cm²/Å (model: noiseless; its lines are broadened by the LSF, the
+        continuum and forest are not, so the model is sharper than the RESOLUTION
+        data say on scales below the LSF: about 1 % of the forest flux after 8 Å bins).
     resolution : dict or None
         band -> (nspec, ndiag, nwave) RESOLUTION data.
     truth, fibermap, exp_fibermap, scores, redshifts : astropy.table.Table
@@ -220,7 +250,8 @@ def apply_failures(fluxes, ivars, masks, arm_dead):
 
 
 def render_models(setup, truth):
-    """Noiseless spectra on each arm's pixels, through that arm's LSF.
+    """Noiseless spectra on each arm's pixels, lines broadened by that arm's LSF
+    (the continuum, forest and breaks are not convolved).
 
     Parameters
     ----------
@@ -286,6 +317,8 @@ def make_mock(setup, nspec, rng, pixel=0, population=None, with_resolution=True,
         raise ValueError(f'truth has {len(truth)} rows, nspec is {nspec}')
     else:
         truth = truth.copy()
+        # a truth read back from a file (read_truth) carries the columns made here
+        truth.remove_columns([c for c in ('TARGETID', 'EFFTIME') if c in truth.colnames])
     efftime = draw_efftime(nspec, efftime_range, rng)
     models = render_models(setup, truth)
     fluxes, ivars = observe(inst, models, efftime, rng)
