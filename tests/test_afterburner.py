@@ -473,6 +473,12 @@ def test_example_runs_end_to_end(tmp_path, model_path, caplog):
     assert rc == 0 and 'example files kept' in text
     assert len(list((tmp_path / 'ex' / 'out').glob('lbg_cnn-*.fits'))) == 2
     assert len(list((tmp_path / 'ex' / 'mock').glob('truth-*.fits'))) == 2
+    # run again there with other settings: the summary is of this run, not the kept files
+    caplog.clear()
+    rc, text = run(caplog, '--example', '--model', model_path, '--outdir', str(tmp_path / 'ex'),
+                   '--no-refine', '--c-thresh', '0.999')
+    assert rc == 0 and '2 files done (400 spectra' in text and 'skipped' not in text.split(
+        'files done')[1].split('\n')[0].replace('0 skipped', '')
 
 
 def test_training_zrange():

@@ -49,7 +49,8 @@ def parse(options=None):
                      '(healpix/ and tiles/ layouts)')
     src.add_argument('--example', action='store_true',
                      help='simulate two small mock files in a temporary directory (kept under '
-                     '--outdir when given), run on them and compare with the truth')
+                     '--outdir when given, DIR/mock and DIR/out remade on every run), run on '
+                     'them and compare with the truth')
     parser.add_argument('--redrock', help='Redrock file of a single --coadd [coadd-X → redrock-X]')
     parser.add_argument('--output', help='output catalogue of a single --coadd '
                         '[lbg_cnn-X.fits beside the coadd or under --outdir]')
@@ -324,11 +325,14 @@ def run_example(args, comm=None):
     with tempfile.TemporaryDirectory(prefix='lbgnet-example-') as tmp:
         top = args.outdir or tmp
         mockdir, outdir = os.path.join(top, 'mock'), os.path.join(top, 'out')
+        # the example owns DIR/mock and DIR/out: both always remade (the mock is the same
+        # for the same seed), so the summary is never of an earlier run's catalogues
         if mock_main(['--outdir', mockdir, '--nspec', '400', '--nfiles', '2', '--seed', '1',
-                      '--no-resolution'] + (['--overwrite'] if args.overwrite else [])) != 0:
+                      '--no-resolution', '--overwrite']) != 0:
             return 1
         opts = argparse.Namespace(**{**vars(args), 'example': False, 'input_dir': mockdir,
-                                     'outdir': outdir, 'rerun_redrock': False})
+                                     'outdir': outdir, 'rerun_redrock': False,
+                                     'overwrite': True})
         status = main(opts, comm)
         paths = sorted(glob.glob(os.path.join(outdir, 'lbg_cnn-*.fits')))
         if paths:
