@@ -23,6 +23,17 @@ def test_pe_score_hand_made():
     assert np.isnan(pe_score(np.zeros(3, bool), np.ones(3))[0])
 
 
+def test_pe_score_threshold_separates_adjacent_float32_scores():
+    # the N_LBG-th and the next score one float32 ulp apart: float32 C_LBG > threshold
+    # (compared in float32 under NumPy 2) still selects exactly N_LBG
+    cut = np.float32(0.5)
+    score = np.array([0.9, cut, np.nextafter(cut, np.float32(0)), 0.1], dtype=np.float32)
+    value, thr = pe_score(np.array([1, 1, 0, 0], bool), score)
+    assert value == 1.0 and int(np.count_nonzero(score > thr)) == 2
+    value64, thr64 = pe_score(np.array([1, 1, 0, 0], bool), score.astype(np.float64))
+    assert int(np.count_nonzero(score.astype(np.float64) > thr64)) == 2
+
+
 def test_pe_score_ties_do_not_depend_on_row_order():
     # 90 LBGs and 15 contaminants all at 1.0 (saturated sigmoids): a useless classifier
     is_true = np.r_[np.ones(90, bool), np.zeros(15, bool)]

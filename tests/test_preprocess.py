@@ -207,3 +207,11 @@ def test_camera_coadded_brz_file_counts_as_three_cameras(tmp_path, tiny_coadd, c
     # same input where the cameras do not overlap (the overlaps are resampled by coadd_cameras)
     inner = (config.grid.centers < 5700) | ((config.grid.centers > 5900) & (config.grid.centers < 7450))
     np.testing.assert_allclose(X1[1:, inner], X3[1:, inner], rtol=1e-4, atol=1e-4)
+
+
+def test_example_spectra_never_absorb_below_zero(config, monkeypatch):
+    """The noiseless example model stays >= 0 even for the deepest Lya absorption drawn."""
+    import lbgnet.example as example
+    monkeypatch.setattr(example, 'ARM_SIGMA', {'b': 1e-9, 'r': 1e-9, 'z': 1e-9})
+    _, flux, _, _ = example.example_spectra(config, 400, np.random.default_rng(0))
+    assert min(float(f.min()) for f in flux.values()) > -1e-6

@@ -34,6 +34,13 @@ def test_width_is_one_box_each_side(config):
     assert width[2] == width[1]
     # The base grid has 160 A boxes: Lya prior spans +-0.1316 in z.
     assert width[0] / 2 == pytest.approx(160.0 / 1215.67)
+    # no line above the line floor (a hybrid's Z_LBG then comes from its direct head),
+    # or no line output at all: the widest top hat, not that of a line below the floor
+    weak = np.full((2, nlines), 0.01)
+    weak[0, iciv] = 0.04
+    weak[1] = np.nan
+    widest = 2 * box / config.lines.wave_array.min()
+    assert prior_width(weak, config) == pytest.approx([widest, widest])
 
 
 def catalog_for(config, tid, is_lbg, z):
@@ -89,6 +96,14 @@ def test_empty_and_invalid(tmp_path):
     (tmp_path / 'bad.fits').write_bytes(b'not fits at all' * 300)
     with pytest.raises(InputFileError, match='bad.fits'):
         read_priors(str(tmp_path / 'bad.fits'))
+    # an image HDU of the right name: one line, for priors files and catalogues alike
+    import fitsio
+    from lbgnet.io.catalog import read_catalog
+    for name, reader in (('PRIORS', read_priors), ('LBG_CNN', read_catalog)):
+        image = str(tmp_path / f'image-{name}.fits')
+        fitsio.write(image, np.zeros((2, 3), np.float32), extname=name, clobber=True)
+        with pytest.raises(InputFileError, match=f'HDU {name} is an image'):
+            reader(image)
 
 
 def test_zrange_keeps_overlapping_top_hats(config):

@@ -43,6 +43,11 @@ def test_template_file_is_redrock_readable(template):
     assert zmin == pytest.approx(2.0) and 4.45 < zmax < 4.5
     with pytest.raises(InputFileError, match='not found'):
         template_files([template + '.nope'])
+    listing = os.path.join(os.path.dirname(template), 'list.txt')   # names a missing file
+    with open(listing, 'w') as fx:
+        fx.write(template + '\n' + template + '.missing\n')
+    with pytest.raises(InputFileError, match='list.txt'):
+        template_files([listing])
 
 
 def test_rerun_recovers_true_redshift(coadd, template):

@@ -139,6 +139,7 @@ def pe_score(is_true, score):
         (keeping it on equality, and always when dropping it would select nothing).
     """
     is_true = np.asarray(is_true, dtype=bool)
+    dtype = np.asarray(score).dtype
     score = np.asarray(score, dtype=np.float64)
     ntrue = int(is_true.sum())
     if ntrue == 0:
@@ -151,7 +152,15 @@ def pe_score(is_true, score):
     lower = score[score < cut]
     below = lower.max() if lower.size else cut - 1e-6
     keep = nabove == 0 or nabove + ntied - ntrue <= ntrue - nabove
-    return float(value), float(0.5 * (cut + below)) if keep else float(cut)
+    if not keep:
+        return float(value), float(cut)
+    middle = 0.5 * (cut + below)
+    if dtype.kind == 'f' and dtype.itemsize < 8 and \
+            np.asarray(middle).astype(dtype) >= np.asarray(cut).astype(dtype):
+        # float32 scores are compared in float32 (NEP 50): a midpoint between adjacent
+        # float32 values rounds onto the cut; `below` itself separates them exactly
+        middle = below
+    return float(value), float(middle)
 
 
 def redshift_metrics(z_true, z_pred):

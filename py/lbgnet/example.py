@@ -54,7 +54,11 @@ def example_spectra(config, nspec, rng):
         trans = np.where(rest < LYMAN_LIMIT, 0.0, trans)
         sig_line = 3.0
         line = np.exp(-0.5 * ((rest - LYA) / sig_line) ** 2) / (np.sqrt(2 * np.pi) * sig_line)
-        model = cont * (trans + lya_ew[:, None] * line)
+        # emission adds to the transmitted continuum; absorption removes a fraction of it,
+        # at most 90 % (subtracting an EW < -6.8 Å profile would go below zero)
+        profile = lya_ew[:, None] * line
+        model = cont * np.where(profile < 0, trans * (1 + np.maximum(profile, -0.9)),
+                                trans + profile)
         model = np.where(is_lbg[:, None], model, cont)
         sigma = ARM_SIGMA[band]
         flux[band] = (model + rng.normal(0.0, sigma, model.shape)).astype(np.float32)

@@ -11,7 +11,8 @@ wavelength λ_l found at redshift z can only be wrong by about one box when the 
 right and the offset wrong, i.e. by ``Δz_l = W / λ_l`` in redshift (independent of z,
 unlike the log-grid boxes of QuasarNET whose width scales as 1+z).  The prior of a
 target is a top hat centred on Z_LBG with full width ``SIGMA = 2 W / λ_best`` (±one box
-of the most confident line), so Redrock searches ``|z - Z_LBG| < W / λ_best``.
+of the most confident line), so Redrock searches ``|z - Z_LBG| < W / λ_best``; without a
+line above the post-processing ``line_floor`` the widest, that of the bluest line.
 """
 import numpy as np
 
@@ -32,16 +33,21 @@ def prior_width(c_lines, config):
     Returns
     -------
     numpy.ndarray
-        ``2 * box_width / λ_rest[best line]``, shape (nspec,).  Rows without any finite
-        confidence (direct networks have no line outputs) get the widest top hat, that of
-        the first (bluest) line.
+        ``2 * box_width / λ_rest[best line]``, shape (nspec,).  Rows without a line
+        above the post-processing ``line_floor`` — no finite confidence (direct networks
+        have no line outputs), or a hybrid whose Z_LBG then comes from its direct head —
+        get the widest top hat, that of the first (bluest) line.
 
     Examples
     --------
     For Lyα as best line on the base grid: 2 × 160 / 1215.67 = 0.263.
     """
+    from .postprocess import postprocess_options
     c_lines = np.asarray(c_lines, dtype=np.float64)
-    best = np.argmax(np.where(np.isfinite(c_lines), c_lines, -np.inf), axis=1)
+    finite = np.where(np.isfinite(c_lines), c_lines, -np.inf)
+    best = np.argmax(finite, axis=1)
+    noline = finite.max(axis=1, initial=-np.inf) < postprocess_options(config)['line_floor']
+    best = np.where(noline, np.argmin(config.lines.wave_array), best)
     return 2.0 * config.box_width / config.lines.wave_array[best]
 
 

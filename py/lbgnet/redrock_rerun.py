@@ -59,9 +59,13 @@ def template_files(templates):
     for entry in templates:
         if not os.path.exists(entry):
             raise InputFileError(entry, 'Redrock template file or directory not found')
-        with contextlib.redirect_stdout(io.StringIO()):     # redrock prints a DEBUG line
-            found = (find_templates(entry) if (os.path.isdir(entry) or entry.endswith('.txt'))
-                     else [entry])
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):     # redrock prints a DEBUG line
+                found = (find_templates(entry) if (os.path.isdir(entry) or entry.endswith('.txt'))
+                         else [entry])
+        except (ValueError, OSError) as err:       # a .txt list naming a missing file
+            raise InputFileError(entry, str(err).strip().splitlines()[0] if str(err).strip()
+                                 else 'unreadable template list') from None
         if not found:
             raise InputFileError(entry, 'no rrtemplate-*.fits Redrock template found')
         files.extend(found)

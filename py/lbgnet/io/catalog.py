@@ -21,7 +21,7 @@ from desiutil.depend import setdep
 
 from .atomic import atomic_path
 from .errors import InputFileError
-from .fitsutil import clear_cfitsio_errors, open_fits
+from .fitsutil import check_table_hdu, clear_cfitsio_errors, open_fits
 
 #: Packages whose versions go into DEPNAMnn/DEPVERnn -> their distribution names.  A
 #: fixed list read from the installed metadata (nothing is imported), so that the
@@ -358,6 +358,7 @@ def read_catalog(path, extname='LBG_CNN'):
         names = [h.get_extname().upper() for h in fx]
         if extname not in names:
             raise InputFileError(path, f'no {extname} HDU')
+        check_table_hdu(fx, extname, path)
         header = {k: fx[0].read_header()[k] for k in fx[0].read_header().keys()}
     with fits.open(path, memmap=False) as hdul:
         table = Table.read(hdul[extname], mask_invalid=False)

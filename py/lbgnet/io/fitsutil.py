@@ -118,6 +118,12 @@ def extnames(fx):
     return [hdu.get_extname().upper() for hdu in fx[1:]]
 
 
+def check_table_hdu(fx, ext, path):
+    """Raise :class:`InputFileError` unless HDU `ext` of an open file is a table."""
+    if fx[ext].get_exttype() not in ('BINARY_TBL', 'ASCII_TBL'):
+        raise InputFileError(path, f'HDU {ext} is an image, not a table')
+
+
 def read_image(fx, ext, path):
     """Read one image HDU, returning an empty array for a zero-size image."""
     hdu = fx[ext]
@@ -143,6 +149,7 @@ def read_table(fx, ext, path, columns=None):
     columns : list of str, optional
         Columns to read; all when omitted.  Missing ones raise :class:`InputFileError`.
     """
+    check_table_hdu(fx, ext, path)
     hdu = fx[ext]
     if columns is not None:
         have = set(c.upper() for c in hdu.get_colnames())

@@ -16,7 +16,7 @@ from astropy.table import Table
 
 from .catalog import write_catalog
 from .errors import InputFileError
-from .fitsutil import open_fits
+from .fitsutil import check_table_hdu, open_fits
 
 #: Prior shapes understood by redrock 0.21 (its ``Priors.<function>`` methods).
 PRIOR_FUNCTIONS = ('tophat', 'gaussian', 'lorentzien')
@@ -86,6 +86,7 @@ def read_priors(path):
     with open_fits(path) as fx:
         if 'PRIORS' not in [h.get_extname().upper() for h in fx]:
             raise InputFileError(path, 'no PRIORS HDU: not a Redrock priors file')
+        check_table_hdu(fx, 'PRIORS', path)
         cols = set(fx['PRIORS'].get_colnames())
         missing = {'TARGETID', 'FUNCTION', 'Z', 'SIGMA'} - cols
         if missing:
