@@ -419,6 +419,16 @@ def test_archetype_curve_is_the_evidence_summed_over_archetypes():
             assert got[s, iz] == pytest.approx(-2 * logsumexp(terms), rel=1e-5)
     # the data made from archetype 2 at the second trial redshift prefer that redshift
     assert np.argmin(got[0]) == 1
+    # an archetype with no flux on the valid bins (e.g. all bins below its Lyman limit)
+    # is credited at most its prior width, not an unbounded -1/2 ln A
+    from lbgnet.refine import ARCH_AMPLITUDE_MAX
+    dark = abasis.copy()
+    dark[0, 0] = 0.0                           # archetype 0 at the first redshift: no flux
+    curve = archetype_curve(flux, ivar, dark)
+    chi2_zero = (ivar * flux ** 2).sum(axis=1)           # a = 0 for it
+    bound = -2 * np.log(np.exp(-0.5 * chi2_zero) * ARCH_AMPLITUDE_MAX
+                        + np.exp(-0.5 * got[:, 0]))      # + all the others at most
+    assert np.all(np.isfinite(curve)) and np.all(curve[:, 0] >= bound - 1e-6)
 
 
 def test_basin_restricts_the_template_fit_around_the_archetype_choice():

@@ -320,6 +320,13 @@ def _quadratic_form(amat, bvec):
     return quad
 
 
+#: Upper end of the flat prior on an archetype's amplitude: its mean flux at rest
+#: 1420–1480 Å (:data:`lbgnet.template.NORM_WINDOW`, where the archetypes are 1), in
+#: 1e-17 erg/s/cm²/Å — r ≈ 16 for an LBG, far brighter than any.
+ARCH_AMPLITUDE_MAX = 1e3
+_AMPLITUDE_CURVATURE = 2.0 * np.pi / ARCH_AMPLITUDE_MAX ** 2
+
+
 def archetype_curve(flux, ivar, abasis):
     """−2 ln of the likelihood of each spectrum at each trial redshift, summed over archetypes.
 
@@ -328,6 +335,10 @@ def archetype_curve(flux, ivar, abasis):
     (χ²_k at the best amplitude, A_k the curvature Σ w T_k²: the Laplace approximation,
     which leaves out the factor Φ(b_k / sqrt(A_k)) of the truncation at a = 0, between 1/2
     and 1 for the archetypes that fit), and the archetypes are equally likely a priori.
+    The flat prior is bounded by :data:`ARCH_AMPLITUDE_MAX`: the width sqrt(2π / A_k)
+    becomes sqrt(2π / (A_k + 2π / a_max²)), which is the same for any archetype the data
+    constrain and stays finite for one that puts no flux on the valid bins (A_k → 0, e.g.
+    only bins below its Lyman limit valid), which an unbounded prior credits without limit.
     Unlike the best fit of a linear basis, whose coefficients may combine into spectra no
     galaxy has, the sum only credits a redshift where real-looking galaxies fit, and weighs
     how many of them do (a Bayes evidence over the population).
@@ -356,8 +367,9 @@ def archetype_curve(flux, ivar, abasis):
     for k in range(narch):                      # running log-sum-exp over the archetypes
         tk = abasis[k]
         b = (wf @ tk.T).astype(np.float64)
-        a = np.maximum((w @ (tk * tk).T).astype(np.float64), 1e-300)
-        x = -0.5 * (dd - np.where(b > 0, b * b / a, 0.0)) - 0.5 * np.log(a)
+        a = (w @ (tk * tk).T).astype(np.float64)
+        fitted = np.where(b > 0, b * b / np.maximum(a, 1e-300), 0.0)
+        x = -0.5 * (dd - fitted) - 0.5 * np.log(a + _AMPLITUDE_CURVATURE)
         new = np.maximum(top, x)
         total = total * np.exp(top - new) + np.exp(x - new)
         top = new
