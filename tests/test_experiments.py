@@ -135,6 +135,31 @@ def test_oracle_class_likelihood_integrates_the_amplitude():
     assert np.all(weight['b'][1, :5] == 0)
 
 
+def test_oracle_grid_weights_keep_sky_residuals_coherent():
+    """oracle_class_bound.grid_data propagates the true noise to the 8 A grid with one
+    residual amplitude per sky line (grid_noise_ivar), so a bin under a sky line weighs
+    less than if its pixels' residuals were independent (grid_effective_ivar)."""
+    from lbgnet.noise import NoiseModel
+    from lbgnet.preprocess import grid_effective_ivar, grid_noise_ivar
+    from lbgnet.sim.mock import load_mock_setup
+    bench = load_bench('oracle_class_bound')
+    setup = load_mock_setup()
+    inst, grid = setup.instrument, setup.config.grid
+    rng = np.random.default_rng(2)
+    ivar = {b: np.full((2, arm.wave.size), 4.0) for b, arm in inst.arms.items()}
+    flux = {b: rng.normal(0.0, 0.5, iv.shape) for b, iv in ivar.items()}
+    weight = bench.true_weights(inst, ivar)
+    _, got = bench.grid_data(inst, flux, ivar, weight, grid)
+    bands = list(flux)
+    args = ([inst.waves[b] for b in bands], [flux[b] for b in bands], [ivar[b] for b in bands])
+    np.testing.assert_allclose(got, grid_noise_ivar(bands, *args, grid,
+                                                    NoiseModel.from_instrument(inst)))
+    independent = grid_effective_ivar(*args, [weight[b] for b in bands], grid)
+    assert np.all(got <= independent * (1 + 1e-9)) and np.any(got < 0.9 * independent)
+    _, pipe = bench.grid_data(inst, flux, ivar, ivar, grid)      # --noise pipeline
+    assert np.all(pipe >= got)
+
+
 def test_oracle_class_bound_runs_and_ranks_bright_objects(tmp_path):
     """The Bayes ranking of oracle_class_bound.py separates bright mock LBGs from
     contaminants (chance is the LBG fraction) and its report is complete."""
