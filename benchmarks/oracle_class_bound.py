@@ -25,13 +25,16 @@ which keeps each sky line's residual coherent within a bin, as the simulator dra
 the bank spectra rebinned with equal pixel weights): what no classifier of the network's
 input can beat.  (Before 2026-12-01 the grid variance treated the residuals as independent
 per pixel, which underestimated it in the bins a sky line covers and biased the grid
-estimate low: 0.931 / 0.953 at low / mid z instead of about 0.955 / 0.970.)  With ``--noise
-pipeline`` the likelihoods use the pipeline ivar alone, as a method run on real data would
+estimate low: 0.933 / 0.960 at low / mid z instead of 0.952 / 0.971, banks of
+40,000.)  With ``--noise pipeline`` the likelihoods use the pipeline ivar alone, as a method run on real data would
 (the noise excess and the sky-line residuals unknown to it).  The estimate is limited by
 the bank size (a finite bank misses the closest look-alikes of some objects:
 the script reports the score for growing banks, so one sees whether it has converged) and
-by its approximations (the sky-line residuals treated as independent per pixel, the flat
-amplitude prior, and with ``--grid`` the bank spectra rebinned with equal pixel weights).
+by its approximations (on the pixels the sky-line residuals treated as independent per
+pixel, the flat amplitude prior, and with ``--grid`` the bank spectra rebinned with equal
+pixel weights).  It ignores what the mock ivar itself carries: the simulator computes it
+from the noiseless flux, so a method reading it could learn the spectrum from it (the
+shipped network does not: ``benchmarks/edge_noise_check.py --kinds smoothed-ivar``).
 
 Usage::
 
