@@ -25,9 +25,10 @@ the row kept is the first of: no bad bit (as desispec's zcatalog prefers ZWARN =
 largest ``TSNR2_LRG`` (the depth of the spectrum, from the coadd's SCORES, desispec's
 choice), largest DELTACHI2_RR (a depth proxy for files without SCORES), first file in
 the order given (sorted with ``--input-dir``); ``ZCAT_NSPEC`` counts the spectra that were
-combined (rows flagged NOT_IN_COADD have none and are not counted, so it can be 0).  A target in several surveys/programs keeps one row in each, and
-``ZCAT_PRIMARY`` marks the best of them by the same rules (then the first
-SURVEY/PROGRAM in sorted order), as desispec's ``ZCAT_PRIMARY``: select
+combined (rows flagged NOT_IN_COADD have none and are not counted, so it can be 0).  A
+target in several surveys/programs keeps one row in each, and ``ZCAT_PRIMARY`` marks
+the best of them by the same rules (then the first SURVEY/PROGRAM in sorted order), as
+desispec's ``ZCAT_PRIMARY``: select
 ``GOOD_LBG & ZCAT_PRIMARY`` to count each target once.
 """
 import numpy as np

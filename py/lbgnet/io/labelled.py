@@ -105,9 +105,10 @@ def check_labels(truth, path, target='LBG'):
         raise InputFileError(path, f'unknown CLASS value(s) {", ".join(map(repr, unknown[:5]))}'
                              f'{" ..." if len(unknown) > 5 else ""}; known: {", ".join(CLASSES)}')
     truth['CLASS'] = classes
-    if np.asarray(truth['Z_TRUE']).dtype.kind not in 'fiu':
-        raise InputFileError(path, f'Z_TRUE must be numeric, not {np.asarray(truth["Z_TRUE"]).dtype}')
-    z = np.asarray(truth['Z_TRUE'], dtype=np.float64)
+    z = np.asarray(truth['Z_TRUE'])
+    if z.dtype.kind not in 'fiu':
+        raise InputFileError(path, f'Z_TRUE must be numeric, not {z.dtype}')
+    z = z.astype(np.float64)
     for name in sorted({'LBG', str(target).upper()}):
         bad = (classes == name) & ~np.isfinite(z)
         if np.any(bad):

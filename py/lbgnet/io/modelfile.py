@@ -323,7 +323,8 @@ def update_model_metadata(path, updates, config_updates=None):
     try:
         check_options(config_from_dict(description['config'], source=json_path))
     except (KeyError, ConfigError) as err:
-        raise ValueError(f'{json_path}: the update makes the configuration invalid ({err})') from None
+        raise ValueError(f'{json_path}: the update makes the configuration invalid '
+                         f'({err})') from None
     tmp = os.path.join(os.path.dirname(os.path.abspath(json_path)),
                        f'.{os.path.basename(json_path)}.tmp{os.getpid()}')
     try:

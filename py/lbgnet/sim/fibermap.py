@@ -84,8 +84,8 @@ def synthetic_fluxes(instrument, models, rmag):
         positive[name] = num > 0
         fnu[name] = np.maximum(num / max(den, 1e-30), 1e-6 * np.abs(num).max(initial=1e-30) + 1e-30)
     rflux = 10 ** (-0.4 * (np.asarray(rmag, dtype=np.float64) - 22.5))
-    return {k: np.where(positive['R'] | (k == 'R'), rflux * fnu[k] / fnu['R'], 0.0).astype(np.float32)
-            for k in BROADBANDS}
+    return {k: np.where(positive['R'] | (k == 'R'), rflux * fnu[k] / fnu['R'],
+                        0.0).astype(np.float32) for k in BROADBANDS}
 
 
 def target_bits(names_by_column, n):
