@@ -271,3 +271,40 @@ def test_bench_afterburner_variants_are_parsed():
     for bad in ('--refine-noise pipeline', '=--no-refine', 'no refine=--no-refine'):
         with pytest.raises(SystemExit):
             bench.parse(['--workdir', 'w', '--variant', bad])
+
+
+def test_oracle_redshift_covariance_is_the_exact_inverse():
+    """oracle_redshift_bound.Covariance: x^T C^-1 y with C = diag(excess^2 / ivar) plus one
+    rank-one term per sky line equals a dense solve; masked pixels carry no weight."""
+    bench = load_bench('oracle_redshift_bound')
+    rng = np.random.default_rng(5)
+    npix = 40
+    amp = np.zeros(npix)
+    line = np.full(npix, -1)
+    amp[5:9], line[5:9] = [0.2, 0.5, 0.4, 0.1], 0           # two sky lines, next to each other
+    amp[9:12], line[9:12] = [0.3, 0.6, 0.2], 1
+    amp[30:33], line[30:33] = [0.1, 0.2, 0.1], 2
+
+    class Noise:
+        excess = {'b': 1.1}
+
+        @staticmethod
+        def residual_profile(camera, wave):
+            return amp, line
+
+    ivar = {'b': rng.uniform(0.5, 4.0, (2, npix))}
+    ivar['b'][1, 7] = 0.0                                   # a masked pixel inside a line
+    x = {'b': rng.normal(size=(2, npix))}
+    y = {'b': rng.normal(size=(2, npix))}
+    cov = bench.Covariance(ivar, {'b': np.arange(npix, dtype=float)}, Noise())
+    got = cov.inner(x, y)
+    for s in range(2):
+        good = ivar['b'][s] > 0
+        dense = np.diag(1.1 ** 2 / ivar['b'][s][good])
+        for k in range(3):
+            r = np.where(line == k, amp, 0.0)[good]
+            dense = dense + np.outer(r, r)
+        want = x['b'][s][good] @ np.linalg.solve(dense, y['b'][s][good])
+        assert got[s] == pytest.approx(want, rel=1e-10)
+    plain = bench.Covariance(ivar, {'b': np.arange(npix, dtype=float)}, None)
+    assert plain.inner(x, y) == pytest.approx(np.sum(ivar['b'] * x['b'] * y['b'], axis=1))
