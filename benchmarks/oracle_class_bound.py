@@ -200,16 +200,20 @@ def true_weights(instrument, ivar):
             for band, iv in ivar.items()}
 
 
-def grid_data(instrument, flux, ivar, weight, grid):
-    """Data on the network grid: ivar-weighted means and the inverse of their true variance.
+def grid_data(instrument, flux, ivar, grid, noise='true'):
+    """Data on the network grid: ivar-weighted means and the inverse of their variance.
 
     Parameters
     ----------
     instrument : lbgnet.sim.instrument.Instrument
-    flux, ivar, weight : dict
-        band -> (n, nwave): flux, pipeline ivar and inverse true variance
-        (:func:`true_weights`).
+    flux, ivar : dict
+        band -> (n, nwave): flux and pipeline ivar.
     grid : lbgnet.config.Grid
+    noise : {'true', 'pipeline'}, optional
+        The simulator's noise (:func:`lbgnet.preprocess.grid_noise_ivar`: the noise excess
+        and one residual per sky line, coherent within a bin, as the simulator draws it;
+        treating the residuals as independent per pixel, as before 2026-12-01,
+        underestimated the variance of the bins a sky line covers), or the pipeline ivar.
 
     Returns
     -------
@@ -217,17 +221,13 @@ def grid_data(instrument, flux, ivar, weight, grid):
         Shape (n, nbins); weight 0 in empty bins.
     """
     from lbgnet.noise import NoiseModel
-    from lbgnet.preprocess import (accumulate_arms, grid_effective_ivar, grid_noise_ivar,
-                                   mean_flux)
+    from lbgnet.preprocess import accumulate_arms, grid_noise_ivar, mean_flux
     bands = list(flux)
     waves = [instrument.waves[b] for b in bands]
     fluxes, ivars = [flux[b] for b in bands], [ivar[b] for b in bands]
     fsum, isum, _ = accumulate_arms(waves, fluxes, ivars, grid)
-    if weight is ivar:                    # --noise pipeline: the bins' own ivar sums
-        return mean_flux(fsum, isum), grid_effective_ivar(waves, fluxes, ivars, ivars, grid)
-    # the simulator's noise: one residual amplitude per sky line, shared by its pixels and
-    # so coherent within a bin (grid_effective_ivar, which treats the pixels as
-    # independent, underestimated those bins' variance and biased the estimate low)
+    if noise == 'pipeline':
+        return mean_flux(fsum, isum), isum
     return mean_flux(fsum, isum), grid_noise_ivar(bands, waves, fluxes, ivars, grid,
                                                   NoiseModel.from_instrument(instrument))
 
@@ -270,12 +270,12 @@ def read_test(network, setup, test, grid=False, refiner=None, noise='true'):
         keep = np.flatnonzero(good)
         ivar = {b: coadd.ivar[b][keep].astype(np.float64) for b in bands}
         flux = {b: coadd.flux[b][keep].astype(np.float64) for b in bands}
-        weight = true_weights(setup.instrument, ivar) if noise == 'true' else ivar
         if grid:
-            gflux, gweight = grid_data(setup.instrument, flux, ivar, weight, network.config.grid)
+            gflux, gweight = grid_data(setup.instrument, flux, ivar, network.config.grid, noise)
             parts['wf'].append(gweight * gflux)
             parts['w'].append(gweight)
         else:
+            weight = true_weights(setup.instrument, ivar) if noise == 'true' else ivar
             parts['wf'].append(np.concatenate([weight[b] * flux[b] for b in bands], axis=1))
             parts['w'].append(np.concatenate([weight[b] for b in bands], axis=1))
         parts['cls'].append(np.asarray(truth['CLASS']).astype(str)[keep])

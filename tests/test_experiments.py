@@ -149,14 +149,14 @@ def test_oracle_grid_weights_keep_sky_residuals_coherent():
     ivar = {b: np.full((2, arm.wave.size), 4.0) for b, arm in inst.arms.items()}
     flux = {b: rng.normal(0.0, 0.5, iv.shape) for b, iv in ivar.items()}
     weight = bench.true_weights(inst, ivar)
-    _, got = bench.grid_data(inst, flux, ivar, weight, grid)
+    _, got = bench.grid_data(inst, flux, ivar, grid)
     bands = list(flux)
     args = ([inst.waves[b] for b in bands], [flux[b] for b in bands], [ivar[b] for b in bands])
     np.testing.assert_allclose(got, grid_noise_ivar(bands, *args, grid,
                                                     NoiseModel.from_instrument(inst)))
     independent = grid_effective_ivar(*args, [weight[b] for b in bands], grid)
     assert np.all(got <= independent * (1 + 1e-9)) and np.any(got < 0.9 * independent)
-    _, pipe = bench.grid_data(inst, flux, ivar, ivar, grid)      # --noise pipeline
+    _, pipe = bench.grid_data(inst, flux, ivar, grid, 'pipeline')
     assert np.all(pipe >= got)
 
 
