@@ -75,27 +75,24 @@ def edge_factors(reference, setup):
     return factors
 
 
-def patched_observe(kind, factors):
-    """The simulator's ``observe_arm`` for one noise variant (None: unchanged)."""
+def patches(kind, factors):
+    """The simulator functions one noise variant replaces: {name in lbgnet.sim.instrument:
+    function}; empty for ``simulator``."""
     import lbgnet.sim.instrument as instrument
     from scipy.ndimage import median_filter
     variance, observe = instrument.pipeline_variance, instrument.observe_arm
     if kind == 'edge-matched':
-        def observe_arm(arm, model_flux, efftime, efftime_ref, rng):
-            instrument.pipeline_variance = lambda *a: variance(*a) * factors[arm.band][None, :]
-            try:
-                return observe(arm, model_flux, efftime, efftime_ref, rng)
-            finally:
-                instrument.pipeline_variance = variance
-        return observe_arm
+        def pipeline_variance(arm, model_flux, efftime, efftime_ref):
+            return variance(arm, model_flux, efftime, efftime_ref) * factors[arm.band][None, :]
+        return {'pipeline_variance': pipeline_variance}
     if kind == 'smoothed-ivar':
         def observe_arm(arm, model_flux, efftime, efftime_ref, rng):
             flux, _ = observe(arm, model_flux, efftime, efftime_ref, rng)
             estimate = np.maximum(median_filter(flux, size=(1, SMOOTH_IVAR_PIXELS),
                                                 mode='nearest'), 0.0)
             return flux, np.reciprocal(variance(arm, estimate, efftime, efftime_ref))
-        return observe_arm
-    return None
+        return {'observe_arm': observe_arm}
+    return {}
 
 
 def make_tests(args, outdir, name, kind, factors=None):
@@ -103,16 +100,17 @@ def make_tests(args, outdir, name, kind, factors=None):
     import lbgnet.sim.instrument as instrument
     from lbgnet.scripts.lbg_mock import main as mock
     zmin, zmax, seed = REGIMES[name]
-    original = instrument.observe_arm
-    patched = patched_observe(kind, factors)
-    if patched is not None:
-        instrument.observe_arm = patched
+    replaced = patches(kind, factors)
+    originals = {attr: getattr(instrument, attr) for attr in replaced}
+    for attr, function in replaced.items():
+        setattr(instrument, attr, function)
     try:
         status = mock(['--outdir', outdir, '--nspec', str(args.nspec), '--nfiles', '2',
                        '--seed', str(seed), '--zmin', str(zmin), '--zmax', str(zmax),
                        '--no-resolution', '--overwrite'])
     finally:
-        instrument.observe_arm = original
+        for attr, function in originals.items():
+            setattr(instrument, attr, function)
     if status != 0:
         sys.exit(f'{outdir}: desi_lbg_mock failed')
 
