@@ -71,7 +71,8 @@ def test_overlap_combined_not_overwritten():
     np.testing.assert_allclose(fbin[:, k], (w * f).sum(1) / w.sum(1), rtol=1e-6)
 
 
-@pytest.mark.parametrize('kind', ['mask', 'nan_flux', 'inf_flux', 'nan_ivar', 'zero_ivar', 'neg_ivar'])
+@pytest.mark.parametrize('kind', ['mask', 'nan_flux', 'inf_flux', 'nan_ivar', 'zero_ivar', 'neg_ivar',
+                                  'absurd_flux'])
 def test_invalid_pixels_carry_no_weight(kind):
     rng = np.random.default_rng(3)
     wave, flux, ivar = _arm(3600.0, 5800.0, 1, rng)
@@ -93,6 +94,8 @@ def test_invalid_pixels_carry_no_weight(kind):
         flux2[0, bad] = 1e6
     elif kind == 'neg_ivar':
         ivar2[0, bad] = -1.0
+    elif kind == 'absurd_flux':                      # finite, but S/N ~1e38
+        flux2[0, bad], ivar2[0, bad] = 3e38, 1.0
     fbin, ibin, _ = rebin_arms([wave], [flux2], [ivar2], GRID, masks=[mask])
     keep = np.arange(10) != bad
     w, f = ivar[0, :10][keep].astype(np.float64), flux[0, :10][keep].astype(np.float64)
@@ -100,6 +103,28 @@ def test_invalid_pixels_carry_no_weight(kind):
     assert ibin[0, 0] == pytest.approx(w.sum(), rel=1e-6)
     assert fbin[0, 0] == pytest.approx((w * f).sum() / w.sum(), rel=1e-6)
     np.testing.assert_array_equal(fbin[0, 1:], ref_f[0, 1:])
+
+
+def test_corrupt_pixels_near_float32_limit_leave_finite_channels_and_noise_ivar():
+    """A bin of flux ~3e38 (finite, ivar 1) once overflowed the float32 S/N channel (NaN
+    network output); such pixels are invalid in every gridding path, consistently."""
+    from lbgnet.noise import load_noise_model
+    from lbgnet.preprocess import MAX_PIXEL_SNR, grid_noise_ivar, usable_pixels
+
+    rng = np.random.default_rng(5)
+    wave, flux, ivar = _arm(3600.0, 5800.0, 2, rng)
+    flux[0, :10] = 3e38                               # all of bin 0
+    ivar[0, :10] = 1.0
+    flux[1, 20] = 0.9 * MAX_PIXEL_SNR                 # large but allowed (ivar 1)
+    ivar[1, 20] = 1.0
+    X, _, _ = grid_spectra([wave], [flux], [ivar], GRID)
+    _, ibin, _ = rebin_arms([wave], [flux], [ivar], GRID)
+    assert np.isfinite(X).all()
+    assert ibin[0, 0] == 0 and X[0, 0, 1] == 0 and ibin[1, 2] > 0
+    np.testing.assert_array_equal(usable_pixels(flux, ivar)[0, :10], False)
+    assert usable_pixels(flux, ivar)[1, 20]
+    nivar = grid_noise_ivar(['b'], [wave], [flux], [ivar], GRID, load_noise_model())
+    np.testing.assert_array_equal(nivar > 0, ibin > 0)
 
 
 def test_empty_spectra_are_zero_and_flagged():

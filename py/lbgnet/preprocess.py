@@ -11,9 +11,10 @@ linear grid of ``grid.nbins`` bins, two channels per bin.
 * channel 1: signal-to-noise per bin, rebinned flux × √(summed ivar), 0 where a
   bin has no valid pixel.
 
-A pixel is valid when ivar > 0, its mask is 0 (when a mask is given) and flux and
-ivar are finite.  Everything here is pure computation (numpy, with two small numba
-kernels for the per-pixel passes) without loops over spectra in Python; the
+A pixel is valid when ivar > 0, its mask is 0 (when a mask is given), flux and
+ivar are finite and its S/N |flux|·√ivar is at most :data:`MAX_PIXEL_SNR`.
+Everything here is pure computation (numpy, with two small numba kernels for the
+per-pixel passes) without loops over spectra in Python; the
 only I/O is :func:`load_coadd_grid`, which composes :func:`lbgnet.io.read_coadd`
 with these functions.  See ``doc/preprocess.rst`` for the choices and why.
 """
@@ -27,6 +28,32 @@ from .io import read_coadd
 
 #: Number of channels of the network input (normalised flux, S/N).
 NCHANNELS = 2
+
+#: Largest |flux|·√ivar of a valid pixel.  A DESI pixel stays below about 1e4 (a full CCD
+#: well, ~1.5e5 electrons, in each of a hundred exposures); a larger value is a corrupt
+#: pixel, and values near the float32 limit (e.g. flux ~3e38) would overflow the S/N
+#: channel and turn the network's output into NaN.  Such pixels carry no weight.
+MAX_PIXEL_SNR = 1e6
+
+
+def usable_pixels(flux, ivar):
+    """The pixel rule of :func:`accumulate_arms`, masks aside, vectorised.
+
+    Parameters
+    ----------
+    flux, ivar : numpy.ndarray
+        Same shape.
+
+    Returns
+    -------
+    numpy.ndarray of bool
+        ivar > 0, flux·ivar finite and |flux|·√ivar ≤ :data:`MAX_PIXEL_SNR`.
+    """
+    flux = np.asarray(flux, dtype=np.float64)
+    ivar = np.asarray(ivar, dtype=np.float64)
+    with np.errstate(invalid='ignore', over='ignore'):
+        return ((ivar > 0) & np.isfinite(flux * ivar)
+                & (flux * flux * ivar <= MAX_PIXEL_SNR ** 2))
 
 
 @dataclass
@@ -64,13 +91,15 @@ class GridInfo:
 
 
 @numba.njit(cache=True, nogil=True)
-def _accumulate(flux, ivar, mask, use_mask, seg_start, seg_bin, fsum, isum, nvalid):
+def _accumulate(flux, ivar, mask, use_mask, seg_start, seg_bin, fsum, isum, nvalid,
+                max_snr2):
     """Add one arm's pixels into the per-bin sums (compiled, one pass).
 
     Pixels ``seg_start[j]:seg_start[j+1]`` fall into bin ``seg_bin[j]``.  A pixel counts
-    when ivar > 0 (false for NaN), its mask is 0 (when `use_mask`) and flux × ivar is
-    finite (false for NaN/inf flux or infinite ivar).  `nvalid` (nspec,) counts the
-    valid pixels of each spectrum.
+    when ivar > 0 (false for NaN), its mask is 0 (when `use_mask`), flux × ivar is
+    finite in the arrays' precision (false for NaN/inf flux or infinite ivar) and
+    flux² × ivar ≤ `max_snr2` in float64 (:func:`usable_pixels`).  `nvalid` (nspec,) counts the valid pixels of
+    each spectrum.
     """
     for s in range(flux.shape[0]):
         flux_row = flux[s]
@@ -83,7 +112,9 @@ def _accumulate(flux, ivar, mask, use_mask, seg_start, seg_bin, fsum, isum, nval
             for p in range(seg_start[j], seg_start[j + 1]):
                 weight = ivar_row[p]
                 weighted = flux_row[p] * weight
-                good = weight > 0.0 and np.isfinite(weighted)
+                value = np.float64(flux_row[p])
+                good = (weight > 0.0 and np.isfinite(weighted)
+                        and value * value * np.float64(weight) <= max_snr2)
                 if use_mask:
                     good = good and mask_row[p] == 0
                 if good:
@@ -124,8 +155,9 @@ def accumulate_arms(waves, fluxes, ivars, grid, masks=None):
     """Per-bin sums Σ(ivar·flux) and Σivar over the valid pixels of several arms.
 
     Pixels of all arms falling into one bin are combined (b/r and r/z overlaps are
-    added, not overwritten).  A pixel is valid when ivar > 0, its mask is 0 and flux
-    and ivar are finite; invalid pixels carry no weight.
+    added, not overwritten).  A pixel is valid when ivar > 0, its mask is 0, flux
+    and ivar are finite and |flux|·√ivar ≤ :data:`MAX_PIXEL_SNR`
+    (:func:`usable_pixels`); invalid pixels carry no weight.
 
     Parameters
     ----------
@@ -164,7 +196,7 @@ def accumulate_arms(waves, fluxes, ivars, grid, masks=None):
         nvalid = np.zeros(nspec, dtype=np.int64)
         _accumulate(np.ascontiguousarray(flux), np.ascontiguousarray(ivar),
                     no_mask if mask is None else np.ascontiguousarray(mask), mask is not None,
-                    seg_start, seg_bin, fsum, isum, nvalid)
+                    seg_start, seg_bin, fsum, isum, nvalid, MAX_PIXEL_SNR ** 2)
         arm_valid[:, iarm] = nvalid > 0
     return fsum, isum, arm_valid
 
@@ -330,7 +362,7 @@ def grid_effective_ivar(waves, fluxes, ivars, eff_ivars, grid, masks=None):
     ratios = []
     for flux, ivar, eff in zip(fluxes, ivars, eff_ivars):
         eff = np.asarray(eff, dtype=np.float64)
-        usable = np.isfinite(flux) & (eff > 0)
+        usable = usable_pixels(flux, ivar) & (eff > 0)
         ratios.append(np.where(usable, np.asarray(ivar, dtype=np.float64)
                                / np.where(usable, eff, 1.0), np.nan))
     vsum, isum, _ = accumulate_arms(waves, ratios, ivars, grid, masks)
@@ -368,8 +400,8 @@ def grid_noise_ivar(cameras, waves, fluxes, ivars, grid, noise, masks=None):
         Shape (nspec, nbins), float64; 0 in bins without valid pixels.
     """
     masks = [None] * len(waves) if masks is None else masks
-    excess2 = [np.where(np.isfinite(flux), noise.excess[cam] ** 2, np.nan)
-               for cam, flux in zip(cameras, fluxes)]
+    excess2 = [np.where(usable_pixels(flux, ivar), noise.excess[cam] ** 2, np.nan)
+               for cam, flux, ivar in zip(cameras, fluxes, ivars)]
     white, isum, _ = accumulate_arms(waves, excess2, ivars, grid, masks)
     for cam, wave, flux, ivar, mask in zip(cameras, waves, fluxes, ivars, masks):
         amp, line = noise.residual_profile(cam, wave)
@@ -378,7 +410,7 @@ def grid_noise_ivar(cameras, waves, fluxes, ivars, grid, noise, masks=None):
         if sel.size == 0:
             continue
         weight = np.asarray(ivar[:, sel], dtype=np.float64)
-        valid = (weight > 0) & np.isfinite(flux[:, sel] * weight)
+        valid = usable_pixels(flux[:, sel], weight)
         if mask is not None:
             valid &= mask[:, sel] == 0
         # pixels are in wavelength order, so each (line, bin) pair is a run of pixels
