@@ -32,6 +32,7 @@ from ..network import DEFAULT_BATCH, default_model_path, load_network
 from ..parallel import RankZeroParser, launcher_size, split_work
 from ..priors import PRIOR_FUNCTION, select_priors
 from ..redrock_rerun import RerunError, check_rerunnable, template_files, template_zrange
+from ..tflog import import_tensorflow
 from .refine_options import add_refine_arguments, check_refine_arguments, make_refiner
 
 #: Failures reported as one line (anything else also gets its traceback logged).
@@ -399,6 +400,7 @@ def main(args=None, comm=None):
     if comm is None and args.mpi:
         from mpi4py import MPI
         comm = MPI.COMM_WORLD
+    import_tensorflow()
     if args.example:
         return run_example(args, comm)
     if comm is None or comm.size == 1:

@@ -22,6 +22,7 @@ from desiutil.log import get_logger
 
 from ..evalinputs import collect, compare_simulators, redrock_metrics
 from ..io import InputFileError
+from ..tflog import import_tensorflow
 from .refine_options import (add_refine_arguments, check_refine_arguments, make_refiner,
                              refine_options_given)
 
@@ -189,6 +190,7 @@ def main(args=None, comm=None):
     try:
         refiner = None
         if args.coadd:
+            import_tensorflow()
             model, config, metadata = load_model(model_path)
             refiner = make_refiner(args, config, training_zrange(config, metadata), metadata)
         else:

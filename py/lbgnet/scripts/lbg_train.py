@@ -35,6 +35,7 @@ from desiutil.log import get_logger
 
 from ..config import ConfigError, Selection, load_config, resolve_beside
 from ..io import InputFileError
+from ..tflog import import_tensorflow
 
 #: Offset between the training seed and the seed of the validation files.
 VALIDATION_SEED_OFFSET = 10_000
@@ -431,6 +432,7 @@ def main(args=None, comm=None):
         args = parse(args)
     log = get_logger()
     t_start = time.time()
+    import_tensorflow()
     from ..train import TrainingDiverged
     try:
         return _train(args, log, t_start)

@@ -19,6 +19,7 @@ from desiutil.log import get_logger
 
 from ..config import ConfigError, etc_dir, load_config
 from ..io import InputFileError
+from ..tflog import import_tensorflow
 
 
 def parse(options=None):
@@ -65,6 +66,7 @@ def main(args=None, comm=None):
     if not isinstance(args, argparse.Namespace):
         args = parse(args)
     log = get_logger()
+    import_tensorflow()
     try:
         return _tune(args, log)
     except (InputFileError, ConfigError) as err:

@@ -1,0 +1,73 @@
+"""Tests of lbgnet.tflog: TensorFlow's start-up lines hidden per TF_CPP_MIN_LOG_LEVEL, nothing else."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from lbgnet.tflog import ABSL_NOTICE, filter_output, hidden_line, import_tensorflow, tf_log_level
+
+INFO = 'I0000 00:00:1796123496.084928    6239 port.cc:153] oneDNN custom operations are on.'
+WARN = 'W0000 00:00:1796123496.084928    6239 cpu.cc:12] a warning'
+ERROR = 'E1201 11:03:07.123456    6239 dso.cc:99] an error'
+FATAL = 'F1201 11:03:07.123456    6239 dso.cc:99] fatal'
+
+
+@pytest.mark.parametrize('level, hidden', [
+    (0, set()),
+    (1, {ABSL_NOTICE, INFO}),
+    (2, {ABSL_NOTICE, INFO, WARN}),
+    (3, {ABSL_NOTICE, INFO, WARN, ERROR}),
+])
+def test_hidden_lines_follow_the_tensorflow_levels(level, hidden):
+    for line in (ABSL_NOTICE, INFO, WARN, ERROR, FATAL, 'Traceback (most recent call last):',
+                 'UserWarning: I0000 is not a log line here'):
+        assert hidden_line(line, level) == (line in hidden), (level, line)
+
+
+def test_filter_output_keeps_order_and_other_lines():
+    text = '\n'.join([ABSL_NOTICE, INFO, 'python warning', WARN, ERROR]) + '\n'
+    assert filter_output(text, 2) == 'python warning\n' + ERROR + '\n'
+    assert filter_output(ABSL_NOTICE + '\n' + INFO, 1) == ''
+
+
+@pytest.mark.parametrize('value, level', [(None, 0), ('2', 2), ('x', 0)])
+def test_log_level_from_environment(value, level):
+    env = {} if value is None else {'TF_CPP_MIN_LOG_LEVEL': value}
+    assert tf_log_level(env) == level
+
+
+def test_import_hides_start_up_lines_but_keeps_the_rest(tmp_path, monkeypatch, capfd):
+    """A module that writes absl lines and a real message to file descriptor 2 on import."""
+    (tmp_path / 'noisy_tf_stand_in.py').write_text(
+        'import os\n'
+        f'os.write(2, {(ABSL_NOTICE + chr(10) + INFO + chr(10)).encode()!r})\n'
+        "os.write(2, b'kept message\\n')\n"
+        f'os.write(2, {(WARN + chr(10)).encode()!r})\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv('TF_CPP_MIN_LOG_LEVEL', '1')
+    module = import_tensorflow('noisy_tf_stand_in')
+    assert module.__name__ == 'noisy_tf_stand_in'
+    err = capfd.readouterr().err
+    assert err == 'kept message\n' + WARN + '\n'
+
+
+def test_import_error_still_raises_with_its_output(tmp_path, monkeypatch, capfd):
+    (tmp_path / 'broken_tf_stand_in.py').write_text(
+        "import os\nos.write(2, b'why it broke\\n')\nraise ImportError('broken')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv('TF_CPP_MIN_LOG_LEVEL', '2')
+    with pytest.raises(ImportError, match='broken'):
+        import_tensorflow('broken_tf_stand_in')
+    assert 'why it broke' in capfd.readouterr().err
+    os.write(2, b'')                                    # file descriptor 2 still open
+
+
+def test_real_tensorflow_import_is_quiet_at_level_2():
+    """TensorFlow 2.21 prints its oneDNN INFO line whatever TF_CPP_MIN_LOG_LEVEL says."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
+    run = subprocess.run([sys.executable, '-c', 'from lbgnet.tflog import import_tensorflow; '
+                          'import_tensorflow(); import keras; print("ok")'],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and run.stdout.strip() == 'ok'
+    assert 'oneDNN' not in run.stderr and ABSL_NOTICE not in run.stderr, run.stderr
