@@ -468,3 +468,56 @@ def test_best_redshift_prefers_the_refined_one():
     assert np.isnan(z[2]) and np.isnan(zerr[2])
     z, zerr = best_redshift(t['Z_LBG', 'ZERR_LBG'])         # a catalogue made with --no-refine
     assert z[:2].tolist() == [3.0, 2.5]
+
+
+@pytest.mark.parametrize('allow_mixed', [False, True])
+def test_catalogue_without_a_required_column_is_named(tmp_path, caplog, allow_mixed):
+    """A file without TARGETID (or another core column) is refused, never filled: a filled
+    TARGETID merged all its rows into one under --allow-mixed."""
+    from fitsio import FITS
+    root = tmp_path / 'cats'
+    write_cat(str(root / 'lbg_cnn-main-dark-1.fits'), [1, 2], [1, 1], [3.0, 3.1], [0, 0], [5, 5])
+    write_cat(str(root / 'lbg_cnn-main-dark-2.fits'), [21, 22, 23], [1, 1, 1], [3.0, 3.1, 3.2],
+              [0, 0, 0], [5, 5, 5])
+    bad = str(root / 'lbg_cnn-main-dark-2.fits')
+    table, header = read_catalog(bad)
+    del table['TARGETID']
+    os.remove(bad)
+    with FITS(bad, 'rw') as fx:
+        fx.write(None, header=[{'name': k, 'value': v} for k, v in header.items()
+                               if k not in ('SIMPLE', 'BITPIX', 'NAXIS', 'EXTEND')])
+        fx.write(table.as_array(), extname='LBG_CNN')
+    out = str(tmp_path / 'z.fits')
+    options = ['--input-dir', str(root), '--output', out] + (['--allow-mixed'] if allow_mixed else [])
+    with caplog.at_level(logging.INFO):
+        assert main(options) == 1
+    assert not os.path.exists(out)
+    assert 'lbg_cnn-main-dark-2.fits: not an lbgnet catalogue: no TARGETID column' in caplog.text
+
+
+def test_damaged_header_card_is_one_line_and_others_are_read(tmp_path, caplog):
+    root = tmp_path / 'cats'
+    for i in (1, 2, 3):
+        write_cat(str(root / f'lbg_cnn-main-dark-{i}.fits'), [i], [1], [3.0], [0], [1])
+    path = root / 'lbg_cnn-main-dark-2.fits'
+    raw = bytearray(path.read_bytes())
+    card = raw.find(b"TTYPE5  = 'LBG_FLAG'")
+    assert card > 0
+    raw[card + 20] ^= 0x5A                            # garbage right after the closing quote
+    path.write_bytes(bytes(raw))
+    (root / 'lbg_cnn-main-dark-3.fits').write_bytes(b'not a FITS file')
+    out = str(tmp_path / 'z.fits')
+    with caplog.at_level(logging.INFO):
+        assert main(['--input-dir', str(root), '--output', out]) == 1
+    assert 'lbg_cnn-main-dark-2.fits: damaged LBG_CNN HDU' in caplog.text
+    assert 'lbg_cnn-main-dark-3.fits: ' in caplog.text and 'Traceback' not in caplog.text
+    assert '2 of 3 catalogues: unreadable' in caplog.text
+
+
+def test_text_and_number_column_clash_names_the_files():
+    from lbgnet.zcatalog import check_column_kinds
+    a = Table({'TARGETID': [1], 'SPECTYPE_RR': ['GALAXY']})
+    b = Table({'TARGETID': [2], 'SPECTYPE_RR': [1.0]})
+    with pytest.raises(ValueError, match=r'SPECTYPE_RR holds numbers in b\.fits but text in a\.fits'):
+        check_column_kinds([a, b], ['a.fits', 'b.fits'])
+    check_column_kinds([a, Table({'TARGETID': [3], 'SPECTYPE_RR': ['QSO']})])

@@ -41,6 +41,11 @@ from .catalog import TARGET_BIT_COLUMN, describe_columns
 BAD_FOR_CLUSTERING = ('NODATA', 'NOT_SCIENCE', 'NOT_IN_COADD', 'Z_OUT_OF_RANGE',
                       'LOW_COVERAGE', 'SMALL_DELTA_CHI2')
 
+#: Columns every input catalogue must have: the selection (:func:`good_lbg`) and the
+#: choice of one row per target (:func:`stack_catalogs`) read them, and no value could
+#: stand in for a missing one (a filled TARGETID would merge different targets).
+REQUIRED_COLUMNS = ('TARGETID', 'IS_LBG', 'Z_LBG', 'ZERR_LBG', 'LBG_FLAG', 'DELTACHI2_RR')
+
 #: Location columns and their fill values (absent in a file's header).
 LOCATION_COLUMNS = (('SURVEY', 'unknown', 'U16'), ('PROGRAM', 'unknown', 'U16'),
                     ('SPGRP', 'unknown', 'U16'), ('HPXPIXEL', -1, 'i8'), ('TILEID', -1, 'i8'),
@@ -153,6 +158,36 @@ def unify_columns(tables, allow_mixed=False, sources=None):
     return out
 
 
+def missing_columns(table):
+    """The :data:`REQUIRED_COLUMNS` that `table` lacks, in that order."""
+    return [name for name in REQUIRED_COLUMNS if name not in table.colnames]
+
+
+def check_column_kinds(tables, sources=None):
+    """Refuse a column that holds text in one catalogue and numbers in another.
+
+    Parameters
+    ----------
+    tables : sequence of astropy.table.Table
+        With the same column names (:func:`unify_columns`).
+    sources : sequence of str, optional
+        File of each table, for the error message.
+
+    Raises
+    ------
+    ValueError
+        Naming the column and the first file that differs from the first catalogue.
+    """
+    for name in tables[0].colnames:
+        text = [np.asarray(tab[name]).dtype.kind in 'SU' for tab in tables]
+        if any(text) != all(text):
+            i = text.index(not text[0])
+            kinds = ('numbers', 'text')
+            files = (f' in {sources[i]}', f' in {sources[0]}') if sources is not None else ('', '')
+            raise ValueError(f'column {name} holds {kinds[text[i]]}{files[0]} but '
+                             f'{kinds[text[0]]}{files[1]}')
+
+
 def _first_of_groups(rank, group):
     """Sort rows by `group` then `rank` (lexsort keys, least significant first) and find
     the first row of each group.
@@ -193,12 +228,14 @@ def stack_catalogs(tables, allow_mixed=False, sources=None):
     Raises
     ------
     ValueError
-        If the catalogues differ in other columns than target bits and not `allow_mixed`.
+        If the catalogues differ in other columns than target bits and not `allow_mixed`,
+        or a column holds text in one catalogue and numbers in another.
     """
     tables = list(tables)
     if not tables:
         raise ValueError('no catalogue to stack')
     tables = unify_columns(tables, allow_mixed, sources)
+    check_column_kinds(tables, sources)
     stacked = vstack(tables, join_type='exact', metadata_conflicts='silent')
     fileorder = np.concatenate([np.full(len(t), i) for i, t in enumerate(tables)])
     bad = (np.asarray(stacked['LBG_FLAG'], dtype=np.int64) & bad_bits()) != 0

@@ -21,7 +21,7 @@ from desiutil.depend import setdep
 
 from .atomic import atomic_path
 from .errors import InputFileError
-from .fitsutil import check_table_hdu, clear_cfitsio_errors, open_fits
+from .fitsutil import _first_line, check_table_hdu, clear_cfitsio_errors, open_fits
 
 #: Packages whose versions go into DEPNAMnn/DEPVERnn -> their distribution names.  A
 #: fixed list read from the installed metadata (nothing is imported), so that the
@@ -352,14 +352,30 @@ def read_catalog(path, extname='LBG_CNN'):
     Raises
     ------
     InputFileError
-        Missing / non-FITS / truncated file, or no `extname` HDU.
+        Missing / non-FITS / truncated file, no `extname` HDU, or a header card or table
+        that cannot be decoded (damaged file).
     """
     with open_fits(path) as fx:
         names = [h.get_extname().upper() for h in fx]
         if extname not in names:
             raise InputFileError(path, f'no {extname} HDU')
         check_table_hdu(fx, extname, path)
-        header = {k: fx[0].read_header()[k] for k in fx[0].read_header().keys()}
+        try:
+            primary = fx[0].read_header()
+            header = {k: primary[k] for k in primary.keys()}
+        except (OSError, ValueError, KeyError, UnicodeDecodeError) as err:
+            raise InputFileError(path, f'damaged primary header ({_first_line(err)})') from None
+    try:
+        table = _read_table_astropy(path, extname)
+    except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError,
+            fits.verify.VerifyError) as err:       # VerifyError is not a ValueError
+        raise InputFileError(path, f'damaged {extname} HDU ({_first_line(err)})') from None
+    table.meta['EXTNAME'] = extname
+    return table, header
+
+
+def _read_table_astropy(path, extname):
+    """The table of HDU `extname`, with TTYPEn comments as column descriptions."""
     with fits.open(path, memmap=False) as hdul:
         table = Table.read(hdul[extname], mask_invalid=False)
         comments = hdul[extname].header.comments
@@ -367,5 +383,4 @@ def read_catalog(path, extname='LBG_CNN'):
             text = comments[f'TTYPE{i}'].strip()
             # cfitsio's own default comment is no description
             table[col].description = None if CFITSIO_LABEL.match(text) else (text or None)
-    table.meta['EXTNAME'] = extname
-    return table, header
+    return table

@@ -16,7 +16,7 @@ from .. import __version__
 from ..io.catalog import OutputFileError, provenance_header, read_catalog, write_catalog
 from ..io.discover import CATALOG_PREFIX, expand_coadds, file_metadata, walk_files
 from ..io.errors import InputFileError
-from ..zcatalog import add_location, bad_bits, stack_catalogs
+from ..zcatalog import add_location, bad_bits, missing_columns, stack_catalogs
 
 #: Header keywords that must agree between the stacked catalogues (model, thresholds,
 #: rerun, refinement template and settings — its noise included, which sets what
@@ -137,7 +137,8 @@ def read_all(files, allow_mixed=False):
     """Read the catalogues, add location columns; return tables and the shared header values.
 
     Every catalogue is read before an error is raised, so that one run names every
-    unreadable file (each logged on one line).
+    unreadable file and every file without a :data:`lbgnet.zcatalog.REQUIRED_COLUMNS`
+    column (each logged on one line).
 
     Returns
     -------
@@ -160,6 +161,11 @@ def read_all(files, allow_mixed=False):
             table, header = read_catalog(path)
         except InputFileError as err:
             errors.append(err)
+            continue
+        missing = missing_columns(table)
+        if missing:
+            errors.append(InputFileError(path, f'not an lbgnet catalogue: no '
+                                         f'{", ".join(missing)} column'))
             continue
         location = dict(file_metadata(path))
         if header.get('FAPRGRM'):        # a tile's fiberassign program, unless PROGRAM says
