@@ -51,12 +51,35 @@ def test_base_include_and_override(tmp_path):
     ('base: lbgnet-mock.yaml\nsimulation: {lbg: {z_rnage: [2.0, 3.0]}}\n',
      r'bad.yaml: unknown key\(s\) simulation.lbg.z_rnage'),
     ('base: lbgnet-mock.yaml\nsimulation: {igm: {tau_x: 1.0}}\n', 'simulation.igm.tau_x'),
+    # review 2026-12-01: tracebacks, multi-line messages, truncated integers
+    ('base: [lbgnet-base.yaml]\n', r"base must be a configuration file name, not \['lbgnet"),
+    ('base: 3\n', 'base must be a configuration file name, not 3'),
+    ('a: [1, 2\nb: 3\n', r"cannot read YAML \(did not find expected ',' or '\]' at line 2, column 2\)$"),
+    ('base: lbgnet-base.yaml\nnboxes: 40.9\n', 'missing or invalid key'),
+    ('base: lbgnet-base.yaml\nselection: {n_thresh: 2.7}\n', 'missing or invalid key'),
+    ('base: lbgnet-base.yaml\ngrid: {nbins: 800.5}\n', 'missing or invalid key'),
 ])
 def test_bad_configs(tmp_path, text, match):
     path = tmp_path / 'bad.yaml'
     path.write_text(text)
-    with pytest.raises(ConfigError, match=match):
+    with pytest.raises(ConfigError, match=match) as err:
         load_config(str(path))
+    assert '\n' not in str(err.value)
+
+
+def test_config_file_that_is_not_text(tmp_path):
+    path = tmp_path / 'binary.yaml'
+    path.write_bytes(b'nboxes: 40\n\xd0\x00\xff\xfe garbage\n')
+    with pytest.raises(ConfigError, match='binary.yaml: cannot read YAML') as err:
+        load_config(str(path))
+    assert '\n' not in str(err.value)
+
+
+def test_integral_floats_still_accepted(tmp_path):
+    path = tmp_path / 'ok.yaml'
+    path.write_text('base: lbgnet-base.yaml\nnboxes: 40.0\nselection: {n_thresh: 2.0}\n')
+    cfg = load_config(str(path))
+    assert cfg.nboxes == 40 and cfg.selection.n_thresh == 2
 
 
 def test_missing_config():

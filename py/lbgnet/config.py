@@ -319,6 +319,26 @@ def load_yaml(stream):
     return yaml.load(stream, Loader=getattr(yaml, 'CSafeLoader', yaml.SafeLoader))
 
 
+def yaml_error_line(err):
+    """One line for a YAML (or file) error: PyYAML's problem and where it is.
+
+    Parameters
+    ----------
+    err : Exception
+        Raised by :func:`load_yaml` or while opening / decoding the file.
+
+    Returns
+    -------
+    str
+        E.g. ``did not find expected ',' or ']' at line 4, column 1``.
+    """
+    problem = getattr(err, 'problem', None)
+    mark = getattr(err, 'problem_mark', None)
+    if problem and mark is not None:
+        return f'{problem} at line {mark.line + 1}, column {mark.column + 1}'
+    return ' '.join(str(err).split())
+
+
 def _shipped_simulation():
     """The ``simulation`` section of the shipped simulator configuration ({} if unreadable).
 
@@ -407,11 +427,13 @@ def read_yaml_config(name, _seen=None):
     try:
         with open(path) as fx:
             data = load_yaml(fx)
-    except (OSError, yaml.YAMLError) as err:
-        raise ConfigError(f'{path}: cannot read YAML ({err})') from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise ConfigError(f'{path}: cannot read YAML ({yaml_error_line(err)})') from None
     if not isinstance(data, dict):
         raise ConfigError(f'{path}: top level must be a mapping')
     base = data.pop('base', None)
+    if base is not None and not isinstance(base, str):
+        raise ConfigError(f'{path}: base must be a configuration file name, not {base!r}')
     if base is not None:
         data = _merge(read_yaml_config(_resolve(base, path.parent), seen), data)
     if _seen is None:
@@ -429,12 +451,12 @@ def config_from_dict(data, source=''):
     """
     try:
         grid = Grid(float(data['grid']['wave_min']), float(data['grid']['dwave']),
-                    int(data['grid']['nbins']))
+                    as_int(data['grid']['nbins']))
         lines = data['lines']
         linelist = LineList(tuple(str(k).upper() for k in lines),
                             tuple(float(v) for v in lines.values()))
-        nboxes = int(data['nboxes'])
-        sel = Selection(float(data['selection']['c_thresh']), int(data['selection']['n_thresh']))
+        nboxes = as_int(data['nboxes'])
+        sel = Selection(float(data['selection']['c_thresh']), as_int(data['selection']['n_thresh']))
     except (KeyError, TypeError, AttributeError, ValueError) as err:
         raise ConfigError(f'{source or "config"}: missing or invalid key ({err!r})') from None
     if grid.nbins <= 0 or grid.dwave <= 0:
