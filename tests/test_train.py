@@ -105,7 +105,8 @@ def test_training_options(config):
                        ({'max_minutes': -5.0}, 'training.max_minutes must be > 0'),
                        ({'epochs': 1.9}, 'training.epochs must be an integer, not 1.9'),
                        ({'batch_size': True}, 'training.batch_size must be an integer'),
-                       ({'seed': -1}, 'training.seed must be >= 0'),
+                       ({'seed': -1}, r'training.seed must be in \[0, 2\*\*32 - 1\]'),
+                       ({'seed': 2 ** 32}, r'training.seed must be in \[0, 2\*\*32 - 1\]'),
                        ({'simulation': 3}, 'training.simulation must be a file name')]:
         with pytest.raises(ConfigError, match='train-test-config: ' + match):
             training_options(small_config(config, **bad))
@@ -254,6 +255,12 @@ def test_train_script_fails_on_bad_options_before_simulating(tmp_path, caplog):
     caplog.clear()
     assert main(['--config', str(nosim), '--outdir', str(out)]) == 1 and not out.exists()
     assert "nosim.yaml: training.simulation 'nonexist.yaml': configuration file not found" in caplog.text
+    # an --outdir that cannot be created is one line, before any work
+    afile = tmp_path / 'afile'
+    afile.write_text('x')
+    caplog.clear()
+    assert main(['--config', str(cfg), '--outdir', str(afile / 'out'), '--validation-only']) == 1
+    assert f'{afile / "out"}: cannot create the output directory (Not a directory)' in caplog.text
 
 
 def test_training_simulation_next_to_the_config(tmp_path, monkeypatch):

@@ -53,7 +53,8 @@ def training_options(config, **overrides):
     lbgnet.config.ConfigError
         For an unknown monitor or schedule, a value of the wrong type or out of range:
         ``epochs``, ``batch_size``, ``ntrain``, ``nval`` integers > 0 (integral floats
-        such as 2.0 accepted), ``patience`` and ``seed`` integers >= 0, ``learning_rate``
+        such as 2.0 accepted), ``patience`` an integer >= 0, ``seed`` one in [0, 2**32)
+        (NumPy's legacy seeding, which Keras uses), ``learning_rate``
         > 0, ``lr_final_fraction`` in (0, 1], ``max_minutes`` > 0 or None (no limit),
         ``sim_fraction`` in [0, 1) and ``depth_min`` in (0, 1] (labelled-file training,
         :mod:`lbgnet.labelled`).
@@ -90,7 +91,7 @@ def _checked_training(opts, where):
             raise ConfigError(f'{where(key)} must be {what}, not {opts[key]!r}') from None
     ranges = [(key, '> 0', lambda v: v > 0) for key in ('epochs', 'batch_size', 'ntrain', 'nval',
                                                          'learning_rate')]
-    ranges += [('patience', '>= 0', lambda v: v >= 0), ('seed', '>= 0', lambda v: v >= 0),
+    ranges += [('patience', '>= 0', lambda v: v >= 0), ('seed', 'in [0, 2**32 - 1]', lambda v: 0 <= v < 2 ** 32),
                ('lr_final_fraction', 'in (0, 1]', lambda v: 0 < v <= 1),
                ('sim_fraction', 'in [0, 1)', lambda v: 0 <= v < 1),
                ('depth_min', 'in (0, 1]', lambda v: 0 < v <= 1),
