@@ -222,6 +222,22 @@ def test_jitter_draws_follow_p_and_sigma(setup):
         assert np.array_equal(out[band][~moved], models[band][~moved])
 
 
+def test_jitter_records_the_shift_it_applies(setup):
+    """Draws beyond one pixel are clipped where applied; WAVE_SHIFT must say so (a σ of
+    2 Å was recorded unclipped while 0.8 Å was applied)."""
+    from lbgnet.sim.augment import AugmentConfig, jitter_wavelength
+    n = 500
+    waves = setup.instrument.waves
+    ramp = {b: np.tile(w.astype(np.float64), (n, 1)) for b, w in waves.items()}
+    out, shift = jitter_wavelength(waves, ramp, np.random.default_rng(3), 1.0, 2.0)
+    assert np.abs(shift).max() == pytest.approx(0.8) and np.mean(np.abs(shift) == 0.8) > 0.5
+    for band, w in waves.items():      # a linear ramp moves by exactly the shift inside
+        np.testing.assert_allclose(ramp[band][:, 5:-5] - out[band][:, 5:-5],
+                                   np.tile(shift[:, None], (1, w.size - 10)), atol=1e-9)
+    with pytest.raises(ValueError, match='jitter_sigma=-0.1 must be >= 0'):
+        AugmentConfig.from_dict({'jitter_sigma': -0.1})
+
+
 def test_observe_truth_shifts_the_model_before_the_noise(setup):
     """observe_truth = render, jitter (recorded as WAVE_SHIFT), draw EFFTIME, add noise, grid."""
     from lbgnet.preprocess import grid_spectra

@@ -45,8 +45,10 @@ class AugmentConfig:
         (1 + Z_TRUE)·1215.67 (covers the emission offset and the absorption trough).
     lya_halfwidth : float
     p_jitter : float
-        Probability to shift the spectrum by N(0, `jitter_sigma`) Å.
+        Probability to shift the spectrum by N(0, `jitter_sigma`) Å, clipped to ±1 arm
+        pixel (0.8 Å for DESI; :func:`jitter_wavelength`).
     jitter_sigma : float
+        ≥ 0, Å.
     """
 
     p_overlap: float = 0.0
@@ -81,6 +83,8 @@ class AugmentConfig:
         for key in ('p_overlap', 'p_chunks', 'p_lya', 'p_jitter'):
             if not 0.0 <= getattr(out, key) <= 1.0:
                 raise ValueError(f'augmentation {key}={getattr(out, key)} is not a probability')
+        if not out.jitter_sigma >= 0.0 or not np.isfinite(out.jitter_sigma):
+            raise ValueError(f'augmentation jitter_sigma={out.jitter_sigma} must be >= 0')
         return out
 
 
@@ -182,9 +186,23 @@ def shift_spectra(wave, flux, shift):
 
 
 def jitter_wavelength(waves, models, rng, p, sigma):
-    """Shift a fraction `p` of the noiseless spectra by N(0, sigma) Å (same shift in all arms)."""
+    """Shift a fraction `p` of the noiseless spectra by N(0, sigma) Å (same shift in all arms).
+
+    The draw is clipped to ±1 pixel of the arm with the smallest pixels, as
+    :func:`shift_spectra` applies it, so the returned shift (the ``WAVE_SHIFT`` truth
+    column) is the one applied.
+
+    Returns
+    -------
+    models : dict
+        band -> shifted spectra.
+    shift : numpy.ndarray
+        Shape (nspec,), Å.
+    """
     n = next(iter(models.values())).shape[0]
     shift = np.where(rng.random(n) < p, rng.normal(0.0, sigma, n), 0.0)
+    pixel = min((w[-1] - w[0]) / (w.size - 1) for w in (waves[b] for b in models))
+    shift = np.clip(shift, -pixel, pixel)
     if not np.any(shift):
         return models, shift
     return {b: shift_spectra(waves[b], m, shift) for b, m in models.items()}, shift
