@@ -255,7 +255,7 @@ def test_train_script_fails_on_bad_options_before_simulating(tmp_path, caplog):
     caplog.clear()
     assert main(['--config', str(nosim), '--outdir', str(out)]) == 1 and not out.exists()
     assert "nosim.yaml: training.simulation 'nonexist.yaml': configuration file not found" in caplog.text
-    # an --outdir that cannot be created is one line, before any work
+    # an --outdir that cannot be created is one line, before the validation set
     afile = tmp_path / 'afile'
     afile.write_text('x')
     caplog.clear()
@@ -392,3 +392,31 @@ def test_time_cosine_schedule(tmp_path, config):
     # the schedule needs a budget
     with pytest.raises(ValueError, match='cosine_time needs max_minutes'):
         training_options(small_config(config, lr_schedule='cosine_time'))
+
+
+def test_history_writer_keeps_every_finished_epoch(tmp_path):
+    """history.csv (with earlier phases) and loss.png exist after every epoch, so a run
+    killed in a later phase keeps the record of the earlier one (the CSVLogger of the
+    second phase used to truncate it)."""
+    import csv
+    from lbgnet.train import HISTORY, LOSS_PLOT, HistoryWriter
+    previous = {'loss': [3.0, 2.0], 'val_loss': [3.5, 2.5], 'val_score': [0.1, 0.2],
+                'phase': [1, 1]}
+    writer = HistoryWriter(str(tmp_path), previous=previous, plot_seconds=1e9)
+    writer.on_epoch_end(0, {'loss': 1.5, 'val_loss': 2.0, 'val_score': 0.3})
+    assert (tmp_path / LOSS_PLOT).exists()
+    (tmp_path / LOSS_PLOT).unlink()
+    writer.on_epoch_end(1, {'loss': 1.0, 'val_loss': 1.8, 'val_score': 0.4, 'learning_rate': 1e-4})
+    assert not (tmp_path / LOSS_PLOT).exists()          # drawn at most every plot_seconds
+    with open(tmp_path / HISTORY) as fx:
+        rows = list(csv.DictReader(fx))
+    assert [int(r['epoch']) for r in rows] == [0, 1, 2, 3]
+    assert [int(r['phase']) for r in rows] == [1, 1, 2, 2]
+    assert [float(r['loss']) for r in rows] == [3.0, 2.0, 1.5, 1.0]
+    assert rows[3]['learning_rate'] == '0.0001' and rows[2]['learning_rate'] in ('', 'nan')
+    single = HistoryWriter(str(tmp_path / 'one'))
+    (tmp_path / 'one').mkdir()
+    single.on_epoch_end(0, {'loss': 1.0, 'val_loss': 1.2})
+    assert (tmp_path / 'one' / LOSS_PLOT).exists()
+    with open(tmp_path / 'one' / HISTORY) as fx:
+        assert next(csv.reader(fx)) == ['epoch', 'loss', 'val_loss']

@@ -305,6 +305,80 @@ class ValidationScore(keras.callbacks.Callback):
         logs['val_score'] = float(np.mean(scores)) if scores else logs['val_score_all']
 
 
+def merge_histories(first, second, phase=2):
+    """Per-epoch logs of two training phases end to end, with a ``phase`` entry per epoch.
+
+    Parameters
+    ----------
+    first : dict
+        Logs of the earlier phase(s), with ``phase``.
+    second : dict
+        Logs of the phase that follows (``{key: [value per epoch]}``).
+    phase : int, optional
+        Phase number of `second`'s epochs [2].
+
+    Returns
+    -------
+    dict
+    """
+    keys = [k for k in dict.fromkeys(list(first) + list(second)) if k != 'phase']
+    nfirst = len(first['phase'])
+    nsecond = max((len(v) for v in second.values()), default=0)
+    merged = {key: (list(first.get(key, [np.nan] * nfirst))
+                    + list(second.get(key, [np.nan] * nsecond))) for key in keys}
+    merged['phase'] = list(first['phase']) + [phase] * nsecond
+    return merged
+
+
+class HistoryWriter(keras.callbacks.Callback):
+    """Write ``history.csv`` after every epoch and ``loss.png`` at most every `plot_seconds`.
+
+    Both are replaced atomically, so a run killed at any moment leaves the record of every
+    finished epoch (and a loss curve at most `plot_seconds` old); :func:`fit` draws the
+    final curve.
+
+    Parameters
+    ----------
+    outdir : str
+    previous : dict, optional
+        Logs of earlier phases (with ``phase``), kept in front of this fit's epochs.
+    phase : int, optional
+        Phase number of this fit's epochs (with `previous`).
+    plot_seconds : float, optional
+        Least time between two drawings of the loss curve [60].
+    """
+
+    def __init__(self, outdir, previous=None, phase=2, plot_seconds=60.0):
+        super().__init__()
+        self.outdir = outdir
+        self.previous = previous
+        self.phase = phase
+        self.plot_seconds = plot_seconds
+        self.logs = {}
+        self._plotted = None
+
+    def merged(self):
+        """Logs of the earlier phases and of this fit so far."""
+        if self.previous is None:
+            return {key: list(values) for key, values in self.logs.items()}
+        return merge_histories(self.previous, self.logs, self.phase)
+
+    def on_epoch_end(self, epoch, logs=None):
+        from .io.experiments import write_history_csv
+        from .plots import plot_loss_curves
+        nbefore = max((len(v) for v in self.logs.values()), default=0)
+        for key, value in (logs or {}).items():
+            self.logs.setdefault(key, [np.nan] * nbefore).append(float(value))
+        for values in self.logs.values():
+            values.extend([np.nan] * (nbefore + 1 - len(values)))
+        history = self.merged()
+        write_history_csv(os.path.join(self.outdir, HISTORY), history)
+        now = time.monotonic()
+        if self._plotted is None or now - self._plotted >= self.plot_seconds:
+            plot_loss_curves(history, os.path.join(self.outdir, LOSS_PLOT))
+            self._plotted = now
+
+
 class TimeLimit(keras.callbacks.Callback):
     """Stop training after the epoch that would make the next one end past a time budget.
 
@@ -391,7 +465,7 @@ class TrainingDiverged(RuntimeError):
 
 
 def fit(model, train_data, val_data, config, outdir, val_truth=None, epochs=None,
-        verbose='auto', extra_callbacks=None):
+        verbose='auto', extra_callbacks=None, previous=None, initial_best=None):
     """Fit a compiled model with early stopping and best-checkpointing on validation.
 
     Parameters
@@ -417,6 +491,12 @@ def fit(model, train_data, val_data, config, outdir, val_truth=None, epochs=None
         Keras verbosity ['auto': progress bar].
     extra_callbacks : list of keras.callbacks.Callback, optional
         Extra callbacks, run after the validation score (e.g. a tuning pruner).
+    previous : dict, optional
+        Logs of earlier training phases (with ``phase``): ``history.csv`` and ``loss.png``
+        then hold them before this fit's epochs (:class:`HistoryWriter`).
+    initial_best : float, optional
+        The checkpoint is replaced only by an epoch better than this (an earlier phase's
+        best), so that a run killed in a later phase keeps the best weights so far.
 
     Returns
     -------
@@ -445,8 +525,9 @@ def fit(model, train_data, val_data, config, outdir, val_truth=None, epochs=None
         keras.callbacks.EarlyStopping(monitor=monitor, mode=MONITORS[monitor],
                                       patience=opts['patience'], restore_best_weights=True),
         keras.callbacks.ModelCheckpoint(checkpoint, monitor=monitor, mode=MONITORS[monitor],
-                                        save_best_only=True, save_weights_only=True),
-        keras.callbacks.CSVLogger(os.path.join(outdir, HISTORY)),
+                                        save_best_only=True, save_weights_only=True,
+                                        initial_value_threshold=initial_best),
+        HistoryWriter(outdir, previous),
         keras.callbacks.TerminateOnNaN(),
     ]
     if opts['max_minutes']:
@@ -480,7 +561,8 @@ def fit(model, train_data, val_data, config, outdir, val_truth=None, epochs=None
     if os.path.exists(checkpoint):
         model.load_weights(checkpoint)
     from .plots import plot_loss_curves
-    plot_loss_curves(history, os.path.join(outdir, LOSS_PLOT))
+    plot_loss_curves(history if previous is None else merge_histories(previous, history),
+                     os.path.join(outdir, LOSS_PLOT))
     info = {'best_epoch': best + 1, 'best': float(values[best]), 'monitor': monitor,
             'epochs_run': len(values), 'fit_seconds': seconds}
     log.info('trained %d epochs in %.0f s; best %s = %.4f at epoch %d', info['epochs_run'],

@@ -369,7 +369,7 @@ def fit_in_phases(model, train_data, val_data, config, outdir, steps_per_epoch, 
     from .io.experiments import write_history_csv
     from .plots import plot_loss_curves
     from .train import (CHECKPOINT, HISTORY, LOSS_PLOT, MONITORS, TrainingDiverged, compile_model,
-                        fit, training_options)
+                        fit, merge_histories, training_options)
     opts = training_options(config)
     epochs, lr = opts['epochs'], opts['learning_rate']
     frozen = freeze_blocks(model, nfrozen)
@@ -393,7 +393,7 @@ def fit_in_phases(model, train_data, val_data, config, outdir, steps_per_epoch, 
     compile_model(model, cfg2, lr * unfreeze_lr_factor, total_steps=k * steps_per_epoch)
     try:
         history2, info2 = fit(model, train_data, val_data, cfg2, outdir, val_truth=val_truth,
-                              verbose=verbose)
+                              verbose=verbose, previous=history, initial_best=info['best'])
     except TrainingDiverged as err:                 # the frozen phase stands
         get_logger().warning('unfrozen phase: %s; keeping the frozen phase', err)
         model.set_weights(weights1)
@@ -402,7 +402,7 @@ def fit_in_phases(model, train_data, val_data, config, outdir, steps_per_epoch, 
         return history, dict(info, kept_phase=1)
     better = info2['best'] > info['best'] if MONITORS[info2['monitor']] == 'max' \
         else info2['best'] < info['best']
-    merged = _merge_histories(history, history2)
+    merged = merge_histories(history, history2)
     total = dict(info, phases=[info['phases'][0], info2], epochs_run=len(merged['phase']),
                  fit_seconds=info['fit_seconds'] + info2['fit_seconds'])
     if better:
@@ -416,11 +416,3 @@ def fit_in_phases(model, train_data, val_data, config, outdir, steps_per_epoch, 
     get_logger().info('unfrozen phase: best %s %.4f (frozen phase %.4f); kept phase %d',
                       info2['monitor'], info2['best'], info['best'], total['kept_phase'])
     return merged, total
-
-
-def _merge_histories(first, second):
-    """Per-epoch logs of two phases end to end, with ``phase`` 1 then 2."""
-    keys = [k for k in dict.fromkeys(list(first) + list(second)) if k != 'phase']
-    merged = {key: list(first.get(key, [])) + list(second.get(key, [])) for key in keys}
-    merged['phase'] = list(first['phase']) + [2] * len(second.get('loss', []))
-    return merged

@@ -628,11 +628,6 @@ def _train(args, log, t_start):
     from ..train import TRAINING_DEFAULTS, set_seeds
     from ..transfer import fit_in_phases
     config, opts, setup = training_setup(args)
-    try:                              # before any work: a file in the way fails now
-        os.makedirs(args.outdir, exist_ok=True)
-    except OSError as err:
-        raise InputFileError(args.outdir, f'cannot create the output directory '
-                             f'({err.strerror})') from None
     set_seeds(opts['seed'])
     if not args.validation_only:      # a bad --init-from / --freeze fails before any simulation
         model, report = initial_model(config, args.init_from, args.init_layers)
@@ -649,6 +644,11 @@ def _train(args, log, t_start):
         if ignored:
             log.warning('training.%s only apply to --train-dir: ignored',
                         ', training.'.join(ignored))
+    try:                              # bad options above leave no directory behind
+        os.makedirs(args.outdir, exist_ok=True)
+    except OSError as err:
+        raise InputFileError(args.outdir, f'cannot create the output directory '
+                             f'({err.strerror})') from None
     if args.val_dir:
         coadds, truths = find_validation(args.val_dir)
         if batches is not None:
