@@ -442,3 +442,23 @@ def test_make_mock_edge_inputs(tmp_path, setup, mock):
     assert again.truth.colnames.count('TARGETID') == 1
     nights = np.asarray(mock.exp_fibermap['NIGHT'])
     assert nights.min() >= 20230101 and np.all((nights // 100) % 100 <= 12)
+
+
+def test_mpi_launcher_without_mpi_flag_is_refused(tmp_path, monkeypatch, caplog):
+    """Under ``mpiexec -n 2`` without --mpi every rank would write every file: refused,
+    with one line from rank 0 (the launcher's environment, no real mpiexec)."""
+    import logging
+    from lbgnet.parallel import LAUNCHER_RANK_VARS, LAUNCHER_SIZE_VARS
+    for name in LAUNCHER_RANK_VARS + LAUNCHER_SIZE_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv('PMI_SIZE', '2')
+    outdir = tmp_path / 'out'
+    args = ['--outdir', str(outdir), '--nspec', '4', '--nfiles', '2', '--no-resolution']
+    for rank, nerrors in (('0', 1), ('1', 0)):
+        monkeypatch.setenv('PMI_RANK', rank)
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            assert main(args) == 1
+        errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len(errors) == nerrors and not outdir.exists()
+        assert all('2 MPI processes but without --mpi' in e for e in errors)

@@ -132,7 +132,8 @@ def test_tune_script_needs_an_outdir():
     assert parse(['--config', 'x.yaml', '--trials', '1', '--outdir', 'out']).outdir == 'out'
 
 
-def test_tune_script_writes_table_and_best_config(tmp_path):
+def test_tune_script_writes_table_and_best_config(tmp_path, caplog):
+    import logging
     from lbgnet.scripts.lbg_tune import main
     cfg_path = tmp_path / 'tinytune.yaml'
     cfg_path.write_text(TUNE_YAML)
@@ -154,6 +155,15 @@ def test_tune_script_writes_table_and_best_config(tmp_path):
     more[more.index('--trials') + 1] = '2'
     assert main(more) == 1
     assert len(list(csv.DictReader(open(tmp_path / 'tinytune-tune-trials.csv')))) == 1
+    # results that cannot be written (a directory in the way): one line; the study is kept
+    blocked = tmp_path / 'blocked'
+    (blocked / 'tinytune-tune-trials.csv').mkdir(parents=True)
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert main([str(blocked) if a == str(tmp_path) else a for a in args]) == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and errors[0].startswith(f'--outdir {blocked}: cannot write')
+    assert 'Traceback' not in caplog.text
     bad = tmp_path / 'bad.yaml'
     bad.write_text(TUNE_YAML.replace('nboxes: [40]', 'nboxes: [33]'))
     assert main(['--config', str(bad), '--trials', '1', '--workdir', str(tmp_path / 'w2'),
@@ -176,3 +186,70 @@ def test_study_settings_recorded_and_checked(caplog):
     check_study_settings(study, {'ntrain': 128}, 'mem')
     with pytest.raises(ConfigError, match=r'ntrain=128; this run asks for ntrain=256'):
         check_study_settings(study, {'ntrain': 256}, 'mem')
+
+
+def test_unfinished_study_takes_the_new_settings(caplog):
+    """A first run that failed before any trial finished (a typo in --val-dir, a failed
+    trial) does not lock its settings in: the corrected rerun replaces them."""
+    import logging
+    import optuna
+    from lbgnet.tune import check_study_settings
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction='maximize')
+    check_study_settings(study, {'val_dir': '/data/vall'}, 'mem')        # the failed run
+    with caplog.at_level(logging.INFO):
+        check_study_settings(study, {'val_dir': '/data/val'}, 'mem')
+    assert study.user_attrs['settings'] == {'val_dir': '/data/val'}
+    assert "no trial has finished yet; replacing the recorded val_dir='/data/vall'" in caplog.text
+
+    def fails(trial):
+        raise RuntimeError('bad --trial-minutes')
+    study.optimize(fails, n_trials=1, catch=(RuntimeError,))            # a FAIL trial
+    check_study_settings(study, {'val_dir': '/data/v2'}, 'mem')
+    assert study.user_attrs['settings'] == {'val_dir': '/data/v2'}
+    study.optimize(lambda t: t.suggest_float('x', 0, 1), n_trials=1)    # a finished trial
+    with pytest.raises(ConfigError, match=r"val_dir='/data/v2'; this run asks for "
+                       r"val_dir='/data/val' \(its 1 finished trial\(s\) could not be ranked"):
+        check_study_settings(study, {'val_dir': '/data/val'}, 'mem')
+
+
+@pytest.mark.parametrize('flags', [['--trial-minutes', '-1'], ['--trial-minutes', '0'],
+                                   ['--trial-minutes', 'nan'], ['--budget-minutes', '-1'],
+                                   ['--budget-minutes', 'inf'], ['--startup-trials', '-1']])
+def test_tune_script_rejects_bad_numbers(flags, capsys):
+    from lbgnet.scripts.lbg_tune import parse
+    with pytest.raises(SystemExit) as exc:
+        parse(['--config', 'x.yaml', '--trials', '1', '--outdir', 'out'] + flags)
+    assert exc.value.code == 2 and f'{flags[0]} must be' in capsys.readouterr().err
+    ok = parse(['--config', 'x.yaml', '--trials', '1', '--outdir', 'out', '--startup-trials', '0',
+                '--trial-minutes', '0.5', '--budget-minutes', '3'])
+    assert ok.startup_trials == 0 and ok.trial_minutes == 0.5 and ok.budget_minutes == 3.0
+
+
+def test_tune_script_checks_paths_and_storage_first(tmp_path, caplog):
+    """An unusable --outdir, --workdir or --storage: one line naming it, before the study
+    is opened and before any data are simulated."""
+    import logging
+    from lbgnet.scripts.lbg_tune import main
+    cfg_path = tmp_path / 'tinytune.yaml'
+    cfg_path.write_text(TUNE_YAML)
+    afile = tmp_path / 'afile'
+    afile.write_text('keep')
+    args = ['--config', str(cfg_path), '--trials', '1', '--ntrain', '128', '--nval', '60',
+            '--trial-epochs', '1', '--startup-trials', '1']
+    for extra, named in (
+            (['--workdir', str(tmp_path / 'w1'), '--outdir', str(afile / 'out')], '--outdir'),
+            (['--workdir', str(afile / 'w'), '--outdir', str(tmp_path / 'out')], '--workdir'),
+            (['--workdir', str(tmp_path / 'w3'), '--outdir', str(tmp_path / 'out'),
+              '--storage', 'nosuchdb://x'], '--storage nosuchdb://x: cannot open'),
+            (['--workdir', str(tmp_path / 'w4'), '--outdir', str(tmp_path / 'out'),
+              '--storage', f'sqlite:///{afile}'], 'file is not a database')):
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            assert main(args + extra) == 1, extra
+        errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len(errors) == 1 and named in errors[0] and '\n' not in errors[0], errors
+    assert not (tmp_path / 'w1' / 'study.sqlite3').exists()
+    assert not any('validation' in d for w in ('w1', 'w3', 'w4') if (tmp_path / w).is_dir()
+                   for d in os.listdir(tmp_path / w))
+    assert afile.read_text() == 'keep'

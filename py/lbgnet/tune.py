@@ -340,7 +340,9 @@ def check_study_settings(study, settings, where):
 
     A study's trials are ranked against each other, so they must share the training set,
     the per-trial budget, the validation set and the seeds.  The first run stores
-    `settings` in the study's user attributes; a later run with other values is refused.
+    `settings` in the study's user attributes; a later run with other values is refused
+    once the study holds a finished (complete or pruned) trial.  Before that (a first run
+    that failed before any trial finished) this run's settings replace the stored ones.
     A study whose trials predate the record gets this run's settings, with a warning.
 
     Parameters
@@ -355,26 +357,32 @@ def check_study_settings(study, settings, where):
     Raises
     ------
     lbgnet.config.ConfigError
-        When the study was run with other settings.
+        When the study has finished trials run with other settings.
     """
-    from .config import ConfigError
     stored = study.user_attrs.get('settings')
     if stored is None:
         if study.trials:            # a study of an older lbgnet: nothing to compare with
-            from desiutil.log import get_logger
             get_logger().warning('%s: the settings of its %d earlier trials were not recorded '
                                  '(older lbgnet); recording this run\'s', where,
                                  len(study.trials))
         study.set_user_attr('settings', settings)
         return
     diff = [k for k in sorted(set(stored) | set(settings)) if stored.get(k) != settings.get(k)]
-    if diff:
-        raise ConfigError(f'{where}: the study was run with '
-                          + ', '.join(f'{k}={stored.get(k)!r}' for k in diff)
-                          + '; this run asks for '
-                          + ', '.join(f'{k}={settings.get(k)!r}' for k in diff)
-                          + ' (its trials could not be compared: use another --study-name '
-                          'or --workdir)')
+    if not diff:
+        return
+    finished = len(finished_trials(study))
+    if not finished:                # nothing was scored with the stored settings
+        get_logger().info('%s: no trial has finished yet; replacing the recorded %s with '
+                          '%s', where, ', '.join(f'{k}={stored.get(k)!r}' for k in diff),
+                          ', '.join(f'{k}={settings.get(k)!r}' for k in diff))
+        study.set_user_attr('settings', settings)
+        return
+    raise ConfigError(f'{where}: the study was run with '
+                      + ', '.join(f'{k}={stored.get(k)!r}' for k in diff)
+                      + '; this run asks for '
+                      + ', '.join(f'{k}={settings.get(k)!r}' for k in diff)
+                      + f' (its {finished} finished trial(s) could not be ranked with new ones: '
+                      'use another --study-name or --workdir)')
 
 
 def finished_trials(study):

@@ -17,7 +17,7 @@ from ..config import ConfigError
 from ..io import InputFileError
 from ..io.catalog import OutputFileError, check_outdir
 from ..io.mock import mock_filenames, write_mock
-from ..parallel import RankZeroParser
+from ..parallel import RankZeroParser, launcher_rank, launcher_size
 from ..sim.mock import DEFAULT_MOCK_CONFIG, load_mock_setup, make_mock, mock_settings
 from ..sim.population import CLASSES
 
@@ -53,7 +53,9 @@ def parse(options=None):
     parser.add_argument('--no-resolution', action='store_true',
                         help='omit the RESOLUTION HDUs (files ~4.6x smaller; Redrock needs them)')
     parser.add_argument('--overwrite', action='store_true', help='replace existing files')
-    parser.add_argument('--mpi', action='store_true', help='spread the files over MPI ranks')
+    parser.add_argument('--mpi', action='store_true',
+                        help='spread the files over MPI ranks (required when started by an '
+                        'MPI launcher)')
     args = parser.parse_args(options)
     if args.seed < 0:
         parser.error(f'--seed must be >= 0, got {args.seed}')
@@ -224,11 +226,20 @@ def main(args=None, comm=None):
     """Run ``desi_lbg_mock``; return 0 when every file of every rank was written, else 1.
 
     Files are dealt round-robin to the MPI ranks (``comm``, or ``MPI.COMM_WORLD`` with
-    ``--mpi``); rank 0 logs the progress of its own share.
+    ``--mpi``); rank 0 logs the progress of its own share.  Started by an MPI launcher
+    without ``--mpi`` (and without `comm`), it refuses to run and returns 1: every
+    process would simulate and write the same files.
     """
     if not isinstance(args, argparse.Namespace):
         args = parse(args)
     log = get_logger()
+    launched = launcher_size()
+    if comm is None and not args.mpi and launched > 1:
+        if launcher_rank() == 0:         # every process would write every file
+            log.error('started as one of %d MPI processes but without --mpi: every process '
+                      'would simulate and write the same files; add --mpi to share them',
+                      launched)
+        return 1
     if comm is None and args.mpi:
         from mpi4py import MPI
         comm = MPI.COMM_WORLD

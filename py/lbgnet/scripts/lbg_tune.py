@@ -12,6 +12,7 @@ number of finished trials the study should hold in the end.  After the trials,
 override of ``--config``) are written to ``--outdir``.
 """
 import argparse
+import math
 import os
 import shutil
 
@@ -19,6 +20,7 @@ from desiutil.log import get_logger
 
 from ..config import ConfigError, etc_dir, load_config
 from ..io import InputFileError
+from ..io.catalog import OutputFileError, check_outdir
 from ..tflog import import_tensorflow
 
 
@@ -58,18 +60,26 @@ def parse(options=None):
     args = parser.parse_args(options)
     if args.trials < 1 or args.ntrain < 1 or args.nval < 1 or args.trial_epochs < 1:
         parser.error('--trials, --ntrain, --nval and --trial-epochs must be >= 1')
+    for flag in ('--trial-minutes', '--budget-minutes'):
+        value = getattr(args, flag[2:].replace('-', '_'))
+        if value is not None and not (math.isfinite(value) and value > 0):
+            parser.error(f'{flag} must be a finite number > 0 (leave it out for no limit), '
+                         f'not {value:g}')
+    if args.startup_trials < 0:
+        parser.error(f'--startup-trials must be >= 0, not {args.startup_trials}')
     return args
 
 
 def main(args=None, comm=None):
-    """Run ``desi_lbg_tune``; return 0 on success, 1 on an input or configuration error."""
+    """Run ``desi_lbg_tune``; return 0 on success, 1 on an input, configuration, storage or
+    output error (one line, logged)."""
     if not isinstance(args, argparse.Namespace):
         args = parse(args)
     log = get_logger()
     import_tensorflow()
     try:
         return _tune(args, log)
-    except (InputFileError, ConfigError) as err:
+    except (InputFileError, ConfigError, OutputFileError) as err:
         log.error('%s', err)
         return 1
 
@@ -106,8 +116,8 @@ def _tune(args, log):
     import dataclasses
     from ..targets import apply_target
     from ..train import training_options
-    from ..tune import (Objective, check_study_settings, finished_trials, open_study,
-                        run_study, search_space, write_results)
+    from ..tune import (Objective, check_study_settings, finished_trials, run_study,
+                        search_space, write_results)
     config = apply_target(load_config(args.config))
     if args.batch_size:
         training = dict(config.extra.get('training') or {}, batch_size=args.batch_size)
@@ -116,10 +126,11 @@ def _tune(args, log):
     name = args.study_name or f'{config.extra.get("name") or "lbgnet"}-tune'
     workdir = os.path.abspath(args.workdir or f'tune-{name}')
     outdir = args.outdir
-    os.makedirs(workdir, exist_ok=True)
+    # before the study and the trials (hours): the results go to --outdir at the end
+    check_outdir(outdir, name=f'--outdir {outdir}')
+    check_outdir(workdir, name=f'--workdir {workdir}')
     storage = args.storage or f'sqlite:///{os.path.join(workdir, "study.sqlite3")}'
-    study = open_study(storage, name, seed=args.seed, startup_trials=args.startup_trials,
-                       prune=not args.no_prune)
+    study = _open_study(storage, name, args)
     check_study_settings(study, {
         'ntrain': args.ntrain, 'trial_epochs': args.trial_epochs,
         'trial_minutes': args.trial_minutes, 'seed': args.seed,
@@ -131,13 +142,53 @@ def _tune(args, log):
         objective = Objective(config, data, workdir, args.trial_epochs, args.trial_minutes,
                               args.seed)
         run_study(study, objective, args.trials, args.budget_minutes)
-    paths = write_results(study, config, _config_path(args.config), outdir)
+    try:
+        paths = write_results(study, config, _config_path(args.config), outdir)
+    except OSError as err:        # the study is safe in its storage: a rerun writes them
+        log.error('--outdir %s: cannot write the results (%s); rerun the same command to '
+                  'write them', outdir, err)
+        return 1
     log.info('study %s (%s): %d trials, %d finished; table %s', name, storage,
              len(study.trials), len(finished_trials(study)), paths['table'])
     if paths['best']:
         log.info('best trial %d: mean validation score %.4f, %s; config %s',
                  study.best_trial.number, study.best_value, study.best_params, paths['best'])
     return 0
+
+
+def _open_study(storage, name, args):
+    """Open or create the study (:func:`lbgnet.tune.open_study`) named `name` in `storage`.
+
+    Parameters
+    ----------
+    storage : str
+        Optuna storage URL (``--storage``).
+    name : str
+        Study name.
+    args : argparse.Namespace
+        ``seed``, ``startup_trials`` and ``no_prune`` of the command line.
+
+    Returns
+    -------
+    optuna.Study
+
+    Raises
+    ------
+    lbgnet.config.ConfigError
+        When the storage cannot be opened (bad URL, missing driver, unreadable or foreign
+        database): one line naming ``--storage``.
+    """
+    import sqlalchemy.exc
+    from optuna.exceptions import OptunaError
+    from ..tune import open_study
+    try:
+        return open_study(storage, name, seed=args.seed, startup_trials=args.startup_trials,
+                          prune=not args.no_prune)
+    except (sqlalchemy.exc.SQLAlchemyError, OptunaError, ValueError, ImportError,
+            RuntimeError, OSError) as err:
+        problem = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ConfigError(f'--storage {storage}: cannot open the study {name!r} '
+                          f'({problem})') from None
 
 
 def _config_path(name):
