@@ -149,3 +149,22 @@ def test_template_versions_sort_as_numbers():
     names = [f'd/rrtemplate-GALAXY-LBG-v{v}.fits' for v in ('0.10', '0.2', '1.0', '0.9')]
     assert [n.rsplit('-v', 1)[1][:-5] for n in sorted(names, key=version_key)] == \
         ['0.2', '0.9', '0.10', '1.0']
+
+
+@pytest.mark.parametrize('content, match', [
+    (b'\x7fELF\x02\x01\x01' + bytes(range(256)) * 20, r'not a readable FITS file \(FITSIO status = 252'),
+    ('truncate', r'truncated FITS file'),
+])
+def test_damaged_template_is_one_line(tmp_path, content, match):
+    """cfitsio's whole error stack (with raw bytes of the file) made a multi-line message."""
+    path = tmp_path / 'rrtemplate-QSO-HIZ-v1.1.fits'
+    if content == 'truncate':
+        data = np.zeros((3, 5000))
+        with fitsio.FITS(str(tmp_path / 'full.fits'), 'rw', clobber=True) as fx:
+            fx.write(data, extname='BASIS_VECTORS',
+                     header={'RRTYPE': 'QSO', 'CRVAL1': 3.0, 'CDELT1': 1e-4})
+        content = (tmp_path / 'full.fits').read_bytes()[:6000]
+    path.write_bytes(content)
+    with pytest.raises(InputFileError, match=match) as err:
+        read_rr_template(str(path))
+    assert '\n' not in str(err.value) and str(err.value).count(str(path)) == 1

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import InputFileError, MissingInputError
-from .fitsutil import clear_cfitsio_errors
+from .fitsutil import _first_line, open_fits
 
 
 @dataclass(frozen=True)
@@ -133,19 +133,19 @@ def read_rr_template(path):
     ------
     MissingInputError, InputFileError
     """
-    import fitsio
     path = str(path)
     if not os.path.exists(path):
         raise MissingInputError(path)
-    clear_cfitsio_errors()
     try:
-        with fitsio.FITS(path) as fx:
+        with open_fits(path) as fx:       # one line for a non-FITS or truncated file
             ext = 'BASIS_VECTORS' if 'BASIS_VECTORS' in fx else 0
             hdr = fx[ext].read_header()
             basis = np.asarray(fx[ext].read(), dtype=np.float64)
             coeff = fx['ARCHETYPE_COEFF'].read().astype(np.float64) if 'ARCHETYPE_COEFF' in fx else None
-    except OSError as err:
-        raise InputFileError(path, f'cannot read Redrock template ({err})') from None
+    except InputFileError:
+        raise
+    except (OSError, ValueError, UnicodeDecodeError) as err:
+        raise InputFileError(path, f'cannot read Redrock template ({_first_line(err)})') from None
     try:
         rrtype = str(hdr['RRTYPE']).strip().upper()
         subtype = str(hdr.get('RRSUBTYP', '')).strip().upper()
