@@ -57,8 +57,8 @@ def parse(options=None):
     parser.add_argument('--nval', type=int, help='validation spectra [training.nval]')
     parser.add_argument('--learning-rate', type=float, help='Adam learning rate [training.learning_rate]')
     parser.add_argument('--max-minutes', type=float,
-                        help='stop after the epoch that would end past this wall-clock budget '
-                        '[training.max_minutes, none]')
+                        help='wall-clock budget: stop after the epoch after which one more '
+                        'epoch of mean length would end past it [training.max_minutes, none]')
     parser.add_argument('--patience', type=int,
                         help='epochs without a better validation score before stopping '
                         '[training.patience]')
@@ -570,8 +570,6 @@ def model_card(args, config, opts, batches, coadds, info, thresholds, val_metric
 def labelled_record(batches):
     """Model-card record of the labelled training spectra of a FileBatches."""
     from ..io.catalog import file_sha256
-    truth = batches.spectra.truth
-    classes, counts = np.unique(np.asarray(truth['CLASS']).astype(str), return_counts=True)
     from ..labelled import STREAM_TAG
     truth = batches.spectra.truth
     classes, counts = np.unique(np.asarray(truth['CLASS']).astype(str), return_counts=True)
