@@ -12,7 +12,7 @@ linear grid of ``grid.nbins`` bins, two channels per bin.
   bin has no valid pixel.
 
 A pixel is valid when ivar > 0, its mask is 0 (when a mask is given), flux and
-ivar are finite and its S/N |flux|·√ivar is at most :data:`MAX_PIXEL_SNR`.
+ivar are finite and its S/N abs(flux)·√ivar is at most :data:`MAX_PIXEL_SNR`.
 Everything here is pure computation (numpy, with two small numba kernels for the
 per-pixel passes) without loops over spectra in Python; the
 only I/O is :func:`load_coadd_grid`, which composes :func:`lbgnet.io.read_coadd`
@@ -29,7 +29,7 @@ from .io import read_coadd
 #: Number of channels of the network input (normalised flux, S/N).
 NCHANNELS = 2
 
-#: Largest |flux|·√ivar of a valid pixel.  A DESI pixel stays below about 1e4 (a full CCD
+#: Largest abs(flux)·√ivar of a valid pixel.  A DESI pixel stays below about 1e4 (a full CCD
 #: well, ~1.5e5 electrons, in each of a hundred exposures); a larger value is a corrupt
 #: pixel, and values near the float32 limit (e.g. flux ~3e38) would overflow the S/N
 #: channel and turn the network's output into NaN.  Such pixels carry no weight.
@@ -47,7 +47,7 @@ def usable_pixels(flux, ivar):
     Returns
     -------
     numpy.ndarray of bool
-        ivar > 0, flux·ivar finite and |flux|·√ivar ≤ :data:`MAX_PIXEL_SNR`.
+        ivar > 0, flux·ivar finite and abs(flux)·√ivar ≤ :data:`MAX_PIXEL_SNR`.
     """
     flux = np.asarray(flux, dtype=np.float64)
     ivar = np.asarray(ivar, dtype=np.float64)
@@ -156,7 +156,7 @@ def accumulate_arms(waves, fluxes, ivars, grid, masks=None):
 
     Pixels of all arms falling into one bin are combined (b/r and r/z overlaps are
     added, not overwritten).  A pixel is valid when ivar > 0, its mask is 0, flux
-    and ivar are finite and |flux|·√ivar ≤ :data:`MAX_PIXEL_SNR`
+    and ivar are finite and abs(flux)·√ivar ≤ :data:`MAX_PIXEL_SNR`
     (:func:`usable_pixels`); invalid pixels carry no weight.
 
     Parameters

@@ -364,6 +364,7 @@ class HistoryWriter(keras.callbacks.Callback):
         return merge_histories(self.previous, self.logs, self.phase)
 
     def on_epoch_end(self, epoch, logs=None):
+        """Add the epoch's logs; rewrite ``history.csv`` (and ``loss.png`` when due)."""
         from .io.experiments import write_history_csv
         from .plots import plot_loss_curves
         nbefore = max((len(v) for v in self.logs.values()), default=0)
