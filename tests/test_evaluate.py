@@ -233,7 +233,7 @@ def _mock_files(tmp_path, config_name='lbgnet-mock.yaml', nspec=60, seed=11, zra
     return write_mock(str(tmp_path / 'mock'), mock, config_name)
 
 
-def _small_model(tmp_path):
+def _small_model(tmp_path, seed=0, name='small'):
     import dataclasses
     from lbgnet.config import load_config
     from lbgnet.io.modelfile import save_model
@@ -244,8 +244,8 @@ def _small_model(tmp_path):
         channels=['flux', 'snr'], conv_layers=2, filters=8, kernel_size=5, strides=4,
         padding='same', dropout=0.0, dense_units=16, offset_margin=0.1, snr_softening=5.0))
     cfg = dataclasses.replace(base, extra=extra)
-    set_seeds(0)
-    return save_model(str(tmp_path / 'small.weights.h5'), build_model(cfg), cfg)[0]
+    set_seeds(seed)
+    return save_model(str(tmp_path / f'{name}.weights.h5'), build_model(cfg), cfg)[0]
 
 
 def _write_catalog(path, res, targetid, line_names, flag, header=None):
@@ -523,6 +523,36 @@ def test_evaluate_script_input_checks(tmp_path, caplog):
     # --outdir naming a file: a usage error before any work
     with pytest.raises(SystemExit):
         main(['--catalog', cat, '--truth', paths['truth'], '--outdir', cat] + common)
+    # catalogues of two networks are not evaluated together; another network's catalogue
+    # never has its metrics recorded in this model's card
+    from lbgnet.io.modelfile import read_model_description
+    model2 = _small_model(tmp_path, seed=1, name='small2')
+    cat3 = str(tmp_path / 'lbg_cnn-model2.fits')
+    assert afterburner(['--coadd', other['coadd'], '--redrock', other['redrock'], '--output',
+                        cat3, '--priors', str(tmp_path / 'priors3.fits'), '--model',
+                        model2]) == 0
+    caplog.clear()
+    out2 = tmp_path / 'out2'
+    assert main(['--catalog', cat, cat3, '--truth', paths['truth'], other['truth'],
+                 '--outdir', str(out2), '--c-thresh', str(low)] + common) == 1
+    assert 'made by the network' in caplog.text and not out2.exists()
+    assert main(['--catalog', cat3, '--truth', other['truth'], '--outdir', str(out2),
+                 '--record-as', 'wrong'] + common) == 1
+    assert '--record-as would record' in caplog.text and not out2.exists()
+    assert 'wrong' not in (read_model_description(model_path)[0]['metadata']
+                           .get('heldout_tests') or {})
+    caplog.clear()
+    assert main(['--catalog', cat3, '--truth', other['truth'], '--outdir', str(out2)]
+                + common) == 0                  # a warning names the networks
+    assert 'the catalogues were made by' in caplog.text
+    caplog.clear()
+    assert main(['--catalog', cat3, '--truth', other['truth'], '--outdir', str(out2),
+                 '--model', model2, '--nexamples', '2', '--record-as', 'right']) == 0
+    assert 'the catalogues were made by' not in caplog.text
+    description = read_model_description(model2)[0]
+    assert 'right' in description['metadata']['heldout_tests']
+    metrics = json.loads((out2 / OUTPUTS['metrics']).read_text())
+    assert metrics['inputs']['network_sha256'] == description['weights_sha256']
     # Redrock metrics without a true LBG are JSON-ready (undefined -> None)
     truth = {'CLASS': np.array(['QSO'] * 20), 'Z_TRUE': np.full(20, 2.5)}
     tid = fitsio.read(paths['truth'], ext='TRUTH')['TARGETID']

@@ -129,14 +129,17 @@ def read_catalog_input(path, names, include_bad, c_thresh):
         Rows kept, ``IS_LBG`` re-selected at `c_thresh` when given.
     all_tid : numpy.ndarray
         TARGETIDs of all rows (before the bad-fibre cut).
-    made_with : tuple
-        (CTHRESH, NTHRESH) of the header.
-    refined_with : dict or None
-        The refinement recorded in the header.
+    made : dict
+        From the header: ``selection`` (CTHRESH, NTHRESH), ``refine`` (the refinement,
+        None without), ``model_sha256`` and ``model`` (``LBGMSHA``, ``LBGMODEL``; None
+        where absent).
     """
-    from .io.evaluation import catalog_refinement, catalog_thresholds, read_prediction_catalog
+    from .io.evaluation import (catalog_model, catalog_refinement, catalog_thresholds,
+                                read_prediction_catalog)
     res = read_prediction_catalog(path, names)
-    made_with, refined_with = catalog_thresholds(path), catalog_refinement(path)
+    made_with = catalog_thresholds(path)
+    made = {'selection': made_with, 'refine': catalog_refinement(path)}
+    made['model_sha256'], made['model'] = catalog_model(path)
     all_tid = np.asarray(res['TARGETID'])
     if np.unique(all_tid).size != all_tid.size:
         raise InputFileError(path, 'duplicated TARGETIDs')
@@ -151,7 +154,7 @@ def read_catalog_input(path, names, include_bad, c_thresh):
                                  made_with[0], c_thresh)
             for key in TEMPLATE_KEYS:
                 res.pop(key, None)
-    return res, all_tid, made_with, refined_with
+    return res, all_tid, made
 
 
 def _check_truth_covered(truth_tid, all_tid, path, truth_path):
@@ -190,7 +193,7 @@ def collect(args, config, model, refiner=None):
     check_distinct_inputs(args.truth)        # also catches copies of one coadd / catalogue
     preds, truths, tids, nexcluded, simhash = [], [], [], 0, {}
     first, first_start, nrows = None, 0, 0
-    header_selection, refinement = None, None
+    header_selection, refinement, network = None, None, (None, None)
     for i, (path, truth_path) in enumerate(zip(inputs, args.truth)):
         truth = read_truth(truth_path)
         if args.coadd:
@@ -201,16 +204,21 @@ def collect(args, config, model, refiner=None):
                 first, first_start = (X, conf, offset, tid), nrows
             nexcluded += nbad
         else:
-            res, all_tid, made_with, refined_with = read_catalog_input(
+            res, all_tid, made = read_catalog_input(
                 path, config.lines.names, args.include_bad_fibres, args.c_thresh)
             if i == 0:
-                header_selection, refinement = made_with, refined_with
-            elif made_with != header_selection:
-                raise InputFileError(path, f'made with CTHRESH, NTHRESH = {made_with}, the '
-                                     f'first catalogue with {header_selection}: evaluate '
+                header_selection, refinement = made['selection'], made['refine']
+                network = (made['model_sha256'], made['model'])
+            elif made['model_sha256'] != network[0]:
+                raise InputFileError(path, f'made by the network {made["model"]} (LBGMSHA '
+                                     f'{_short(made["model_sha256"])}), the first catalogue by '
+                                     f'{network[1]} ({_short(network[0])}): evaluate them apart')
+            elif made['selection'] != header_selection:
+                raise InputFileError(path, f'made with CTHRESH, NTHRESH = {made["selection"]}, '
+                                     f'the first catalogue with {header_selection}: evaluate '
                                      'them apart')
-            elif refined_with != refinement:
-                raise InputFileError(path, f'refined with {refined_with}, the first catalogue '
+            elif made['refine'] != refinement:
+                raise InputFileError(path, f'refined with {made["refine"]}, the first catalogue '
                                      f'with {refinement}: evaluate them apart')
             _check_truth_covered(np.asarray(truth['TARGETID']), all_tid, path, truth_path)
             nexcluded += all_tid.size - len(res['TARGETID'])
@@ -237,7 +245,50 @@ def collect(args, config, model, refiner=None):
                      else (args.c_thresh, header_selection[1]))
     return pred, truth, {'targetid': tids, 'first': first, 'first_start': first_start,
                          'nexcluded': nexcluded, 'simhash': simhash, 'selection': selection,
-                         'refine': refinement}
+                         'refine': refinement, 'network': network}
+
+
+def _short(sha):
+    """The first 12 hex digits of a SHA-256 for messages ('none' when absent)."""
+    return 'none' if sha is None else sha[:12]
+
+
+def check_catalog_network(network, model_path, model_sha, record):
+    """Catalogues made by another network than ``--model``.
+
+    The metrics of a catalogue input are the catalogue's own, but the model names the line
+    columns, the training simulator compared with the test files and, with ``--record-as``,
+    the card the metrics are written into. Recording another network's metrics in a model
+    card is refused; otherwise a warning names both networks.
+
+    Parameters
+    ----------
+    network : tuple
+        (``LBGMSHA``, ``LBGMODEL``) of the catalogues (None, None for catalogues without).
+    model_path : str
+    model_sha : str or None
+        ``weights_sha256`` of the model card.
+    record : str or None
+        ``--record-as``.
+
+    Raises
+    ------
+    InputFileError
+        With `record`, when the catalogues do not say they were made by this model.
+    """
+    sha, made_by = network
+    if sha is not None and model_sha is not None and sha == str(model_sha).lower():
+        return
+    if sha is None:
+        problem = 'the catalogues do not say which network made them (no LBGMSHA)'
+    else:
+        problem = (f'the catalogues were made by {made_by} (LBGMSHA {_short(sha)}), not by this '
+                   f'model ({_short(model_sha)})')
+    if record:
+        raise InputFileError(model_path, f'{problem}: --record-as would record their metrics '
+                             'in this model card (evaluate with --model set to their network)')
+    get_logger().warning('%s: %s: its line names and training simulator are used, the '
+                         'metrics are the catalogues\'', model_path, problem)
 
 
 def compare_simulators(file_hashes, model_hash):

@@ -92,6 +92,22 @@ def catalog_thresholds(path, extname='LBG_CNN'):
             None if n_thresh is None else int(n_thresh))
 
 
+def catalog_model(path, extname='LBG_CNN'):
+    """The network an afterburner catalogue was made with, from its header.
+
+    Returns
+    -------
+    sha256, model : str or None
+        Header keywords ``LBGMSHA`` (SHA-256 of the weights file, the model card's
+        ``weights_sha256``) and ``LBGMODEL`` (its path); None where absent.
+    """
+    with open_fits(str(path)) as fx:
+        header = fx[extname].read_header()
+    sha, model = header.get('LBGMSHA'), header.get('LBGMODEL')
+    return (None if sha is None else str(sha).strip().lower(),
+            None if model is None else str(model))
+
+
 def catalog_refinement(path, extname='LBG_CNN'):
     """The template refinement an afterburner catalogue was made with, from its header.
 

@@ -20,7 +20,7 @@ import os
 import numpy as np
 from desiutil.log import get_logger
 
-from ..evalinputs import collect, compare_simulators, redrock_metrics
+from ..evalinputs import check_catalog_network, collect, compare_simulators, redrock_metrics
 from ..io import InputFileError
 from ..tflog import import_tensorflow
 from .refine_options import (add_refine_arguments, check_refine_arguments, make_refiner,
@@ -200,6 +200,9 @@ def main(args=None, comm=None):
             raise InputFileError(model_path, f'--n-thresh {args.n_thresh} exceeds the '
                                  f'{len(config.lines)} lines of this model')
         pred, truth, extras = collect(args, config, model, refiner)
+        if args.catalog:
+            check_catalog_network(extras['network'], model_path,
+                                  description.get('weights_sha256'), args.record_as)
         c_thresh, n_thresh = extras['selection']
         regimes = evaluate_predictions(truth, pred, float('nan') if c_thresh is None else c_thresh)
         metrics = {'regimes': regimes,
@@ -209,7 +212,9 @@ def main(args=None, comm=None):
                               'n_thresh': n_thresh}}
         metrics['inputs']['simulator'] = compare_simulators(
             extras['simhash'], (metadata or {}).get('training', {}).get('simulator_hash'))
-        if extras['refine'] is not None:                # catalogue input: its header
+        if args.catalog:                                # catalogue input: its header
+            metrics['inputs']['network_sha256'] = extras['network'][0]
+        if extras['refine'] is not None:
             metrics['inputs']['refine'] = extras['refine']
         if refiner is not None:
             metrics['inputs']['refine'] = {'template': os.path.basename(refiner.source),
