@@ -553,6 +553,15 @@ def test_evaluate_script_input_checks(tmp_path, caplog):
     assert 'right' in description['metadata']['heldout_tests']
     metrics = json.loads((out2 / OUTPUTS['metrics']).read_text())
     assert metrics['inputs']['network_sha256'] == description['weights_sha256']
+    # catalogue input never needs TensorFlow (it took seconds to import, for nothing)
+    import subprocess
+    import sys
+    code = ('import sys\nfrom lbgnet.scripts.lbg_evaluate import main\n'
+            f'assert main({["--catalog", cat3, "--truth", other["truth"], "--model", model2, "--outdir", str(out2)]!r}) == 0\n'
+            'print(sorted(m for m in sys.modules if m.split(".")[0] in ("keras", "tensorflow")))')
+    run = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip().splitlines()[-1] == '[]'
     # Redrock metrics without a true LBG are JSON-ready (undefined -> None)
     truth = {'CLASS': np.array(['QSO'] * 20), 'Z_TRUE': np.full(20, 2.5)}
     tid = fitsio.read(paths['truth'], ext='TRUTH')['TARGETID']

@@ -36,6 +36,9 @@ from .labels import decode_boxes
 DEFAULT_OPTIONS = {'agree_tol': 0.01, 'line_floor': 0.05, 'zerr_scale': 1.0, 'zerr_floor': 0.0,
                    'zerr_tpl_scale': 1.0, 'zerr_tpl_floor': 0.0}
 
+#: Values of ``postprocess.hybrid_score`` (how :mod:`lbgnet.predict` scores a hybrid network).
+HYBRID_SCORES = ('mean', 'linefinder', 'direct')
+
 #: Keys of the dictionary returned by :func:`postprocess`.
 OUTPUT_KEYS = ('C_LINES', 'Z_LINES', 'C_LBG', 'IS_LBG', 'Z_LBG', 'ZERR_LBG', 'Z_BESTLINE',
                'BESTLINE', 'NLINES_AGREE')
@@ -66,7 +69,7 @@ def check_options(config):
 
     ``agree_tol`` >= 0, ``line_floor`` in [0, 1], ``zerr_scale`` / ``zerr_tpl_scale`` > 0,
     ``zerr_floor`` / ``zerr_tpl_floor`` >= 0 (all finite), ``hybrid_score`` one of
-    :data:`lbgnet.predict.HYBRID_SCORES`.  Checked before training and when a model file
+    :data:`HYBRID_SCORES`.  Checked before training and when a model file
     is read, so that a bad value fails at once rather than per spectrum.
 
     Raises
@@ -75,7 +78,6 @@ def check_options(config):
         Naming the configuration's file and the key.
     """
     from .config import ConfigError
-    from .predict import HYBRID_SCORES
     section = config.extra.get('postprocess') or {}
     for key, value in section.items():
         if key == 'hybrid_score':

@@ -26,13 +26,10 @@ The direct head's outputs are also returned as ``P_DIRECT``, ``Z_DIRECT``, ``ZER
 import numpy as np
 
 from .evaluate import LBG_CLASS, pe_score, regime_masks
-from .postprocess import postprocess, postprocess_options
+from .postprocess import HYBRID_SCORES, postprocess, postprocess_options
 from .thresholds import choose_from_scores, choose_thresholds
 from .variants import architecture
 from .zerr import calibrated_error
-
-#: Values of ``postprocess.hybrid_score``.
-HYBRID_SCORES = ('mean', 'linefinder', 'direct')
 
 
 def predict_raw(model, X, config, batch_size=2048, forward=None):
