@@ -98,3 +98,38 @@ def test_unexpected_error_on_one_rank_aborts_all(tmp_path):
     log = proc.stdout + proc.stderr
     assert proc.returncode != 0, log
     assert 'rank 1: unexpected error; aborting every rank' in log and 'injected failure' in log
+
+
+def test_sigterm_on_one_rank_aborts_all_and_leaves_no_temporaries(tmp_path):
+    """Slurm signals every rank, but a rank stopped alone must not leave the others waiting."""
+    pytest.importorskip('mpi4py')
+    launcher = mpiexec()
+    model = save_tiny_model(str(tmp_path / 'tiny.weights.h5'))
+    for pix in (401, 402):
+        tid, _ = write_test_coadd(str(tmp_path / f'coadd-sv3-dark-{pix}.fits'), 5, seed=pix)
+        write_test_redrock(str(tmp_path / f'redrock-sv3-dark-{pix}.fits'), tid)
+    driver = tmp_path / 'driver.py'
+    driver.write_text(
+        'import os, signal, sys, time\n'
+        'from mpi4py import MPI\n'
+        'from lbgnet.io.atomic import exit_on_termination\n'
+        'import lbgnet.scripts.lbg_afterburner as script\n'
+        'exit_on_termination()\n'
+        'real = os.replace\n'
+        'def replace(src, dst):\n'
+        '    if MPI.COMM_WORLD.rank == 1 and ".tmp" in os.path.basename(src):\n'
+        '        os.kill(os.getpid(), signal.SIGTERM)\n'
+        '        time.sleep(60)\n'
+        '    real(src, dst)\n'
+        'os.replace = replace\n'
+        'sys.exit(script.main(sys.argv[1:]))\n')
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, 'py'), TF_CPP_MIN_LOG_LEVEL='2',
+               OMP_NUM_THREADS='1')
+    proc = subprocess.run([launcher, '-n', '2', sys.executable, str(driver), '--mpi',
+                           '--coadd', str(tmp_path / 'coadd-*.fits'), '--model', model,
+                           '--no-refine'], env=env, capture_output=True, text=True, timeout=180)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode != 0, log
+    assert 'rank 1: stopped by a signal; aborting every rank' in log, log
+    assert 'Traceback' not in log
+    assert not [f for f in os.listdir(tmp_path) if '.tmp' in f]

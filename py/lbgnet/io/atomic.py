@@ -3,10 +3,45 @@ lbgnet.io.atomic
 ================
 
 Write files under a temporary name and rename them into place, so that a crash
-mid-write never leaves a partial file under the final name.
+mid-write never leaves a partial file under the final name; turn a termination
+signal (Slurm's time limit, ``scancel``) into an exception so that the temporaries
+are removed on the way out too.
 """
 import contextlib
 import os
+import signal
+import sys
+
+
+class Terminated(SystemExit):
+    """Raised in the main thread when the process receives a termination signal.
+
+    A :class:`SystemExit` whose code is ``128 + signum`` (143 for SIGTERM, as the shell
+    reports a process killed by it), so ``except Exception`` blocks let it through and
+    every :func:`atomic_path` on the way out removes its temporary file.
+    """
+
+
+def exit_on_termination(signals=(signal.SIGTERM, signal.SIGHUP)):
+    """Make `signals` raise :class:`Terminated` instead of killing the process at once.
+
+    Call it once, in the main thread of a command, before any work.  Python runs the
+    handler between two bytecodes, so a signal that arrives during a long C call (a
+    TensorFlow prediction, a FITS write) acts when that call returns: well inside the
+    grace period Slurm leaves between SIGTERM and SIGKILL (``KillWait``, 30 s by default).
+
+    Parameters
+    ----------
+    signals : sequence of int, optional
+        The signals to handle [SIGTERM and SIGHUP].
+    """
+    def handler(signum, frame):
+        os.write(2, f'{os.path.basename(sys.argv[0])}: stopped by '
+                    f'{signal.Signals(signum).name}; removing temporary outputs\n'.encode())
+        raise Terminated(128 + signum)
+
+    for signum in signals:
+        signal.signal(signum, handler)
 
 
 @contextlib.contextmanager

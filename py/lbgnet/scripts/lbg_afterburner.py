@@ -22,6 +22,7 @@ from ..afterburner import (DEFAULT_CHUNK, RerunSetup, catalog_header, default_te
                            templates_sha256)
 from ..catalog import assemble_catalog, match_targetids
 from ..io import read_redrock
+from ..io.atomic import Terminated
 from ..io.catalog import OutputFileError, check_writable, read_catalog, write_outputs
 from ..io.coadd import check_grid_overlap, read_layout
 from ..io.fitsutil import open_fits
@@ -407,6 +408,9 @@ def main(args=None, comm=None):
         return run_ranks(args, comm)
     try:
         return run_ranks(args, comm)
+    except Terminated as stop:   # SIGTERM: temporaries are gone; the other ranks may not have it
+        get_logger().error('rank %d: stopped by a signal; aborting every rank', comm.rank)
+        comm.Abort(stop.code)
     except BaseException:    # noqa: BLE001 -- the other ranks would wait at a barrier forever
         get_logger().critical('rank %d: unexpected error; aborting every rank:\n%s', comm.rank,
                               traceback.format_exc())

@@ -1,0 +1,74 @@
+"""SIGTERM (Slurm's time limit, scancel) must not leave temporary outputs behind."""
+import glob
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from lbg_testdata import save_tiny_model, write_test_coadd, write_test_redrock
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WRAPPERS = sorted(glob.glob(os.path.join(ROOT, 'bin', 'desi_lbg_*')))
+ENV = dict(os.environ, PYTHONPATH=os.path.join(ROOT, 'py'), TF_CPP_MIN_LOG_LEVEL='2')
+
+
+def run_driver(code, *args, timeout=120):
+    return subprocess.run([sys.executable, '-c', code, *args], env=ENV, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_all_eight_commands_are_covered():
+    assert len(WRAPPERS) == 8
+
+
+@pytest.mark.parametrize('wrapper', WRAPPERS, ids=os.path.basename)
+def test_sigterm_mid_write_removes_the_temporary(tmp_path, wrapper):
+    """Each bin/ wrapper, with its command's main replaced by one that is killed while an
+    output is half written: the process exits 143 and neither file is left."""
+    script = 'lbgnet.scripts.lbg_' + os.path.basename(wrapper)[len('desi_lbg_'):]
+    code = (
+        'import os, runpy, signal, sys, time, types\n'
+        'from lbgnet.io.atomic import atomic_path\n'
+        'def main(*args):\n'
+        '    with atomic_path(sys.argv[1]) as tmp:\n'
+        '        open(tmp, "w").write("half")\n'
+        '        os.kill(os.getpid(), signal.SIGTERM)\n'
+        '        time.sleep(60)\n'
+        '    return 0\n'
+        f'fake = types.ModuleType({script!r})\n'
+        'fake.main, fake.parse = main, lambda *a: None\n'
+        f'sys.modules[{script!r}] = fake\n'
+        f'runpy.run_path({wrapper!r}, run_name="__main__")\n')
+    out = tmp_path / 'out.fits'
+    proc = run_driver(code, str(out), timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr
+    assert 'stopped by SIGTERM; removing temporary outputs' in proc.stderr
+    assert os.listdir(tmp_path) == []
+
+
+def test_afterburner_killed_before_rename_leaves_nothing(tmp_path):
+    """The real command: SIGTERM arrives when the catalogue is written but not yet renamed."""
+    model = save_tiny_model(str(tmp_path / 'tiny.weights.h5'))
+    data = tmp_path / 'data'
+    data.mkdir()
+    tid, _ = write_test_coadd(str(data / 'coadd-main-dark-7.fits'), 4)
+    write_test_redrock(str(data / 'redrock-main-dark-7.fits'), tid)
+    before = sorted(os.listdir(data))
+    code = (
+        'import os, runpy, signal, sys, time\n'
+        'real = os.replace\n'
+        'def replace(src, dst):\n'
+        '    if ".tmp" in os.path.basename(src):\n'
+        '        os.kill(os.getpid(), signal.SIGTERM)\n'
+        '        time.sleep(60)\n'
+        '    real(src, dst)\n'
+        'os.replace = replace\n'
+        f'sys.argv = [{WRAPPERS[0]!r}] + sys.argv[1:]\n'
+        f'runpy.run_path({WRAPPERS[0]!r}, run_name="__main__")\n')
+    assert os.path.basename(WRAPPERS[0]) == 'desi_lbg_afterburner'
+    proc = run_driver(code, '--coadd', str(data / 'coadd-main-dark-7.fits'), '--model', model,
+                      '--no-refine', '--threads', '1')
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr
+    assert sorted(os.listdir(data)) == before          # no catalogue, priors or temporary
