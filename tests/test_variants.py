@@ -155,9 +155,11 @@ def test_shipped_variant_configs_build(name):
     assert model.get_layer('direct').output.shape[-1] == 3
 
 
-def test_evaluate_script_on_direct_model(tmp_path, config):
-    """desi_lbg_evaluate runs a direct network on mock files and writes the usual metrics."""
+def test_evaluate_script_on_direct_model(tmp_path, config, caplog):
+    """desi_lbg_evaluate runs a direct network on mock files and writes the usual metrics;
+    it says why there is no examples figure, and its best-line redshift is Z_LBG."""
     import json
+    from lbg_testdata import run_logged
     from lbgnet.io.mock import write_mock
     from lbgnet.scripts.lbg_evaluate import main
     from lbgnet.sim.mock import load_mock_setup, make_mock
@@ -167,11 +169,15 @@ def test_evaluate_script_on_direct_model(tmp_path, config):
     cfg = variant_config(config, 'direct')
     wpath, _ = save_model(str(tmp_path / 'd.weights.h5'), build_model(cfg), cfg)
     out = tmp_path / 'eval'
-    assert main(['--coadd', paths['coadd'], '--truth', paths['truth'], '--model', wpath,
-                 '--outdir', str(out)]) == 0
+    rc, text = run_logged(main, caplog, '--coadd', paths['coadd'], '--truth', paths['truth'],
+                          '--model', wpath, '--outdir', str(out))
+    assert rc == 0
     metrics = json.loads((out / 'metrics.json').read_text())
     assert metrics['regimes']['all']['nlbg'] > 0
     assert (out / 'purity_efficiency.png').exists() and not (out / 'examples.png').exists()
+    assert 'no examples.png: a direct network finds no lines to draw' in text
+    every = metrics['regimes']['all']
+    assert every['redshift_bestline'] == every['redshift']
 
 
 @pytest.mark.parametrize('arch', ['direct', 'hybrid'])

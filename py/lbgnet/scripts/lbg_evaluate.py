@@ -61,7 +61,8 @@ def parse(options=None):
     add_refine_arguments(parser)
     parser.add_argument('--title', default='', help='title of the figures [%(default)s]')
     parser.add_argument('--nexamples', type=int, default=4,
-                        help='example spectra to draw (coadd input) [%(default)s]')
+                        help='example spectra to draw (coadd input; line finders and hybrids, since a '
+                        'direct network has no line boxes) [%(default)s]')
     args = parser.parse_args(options)
     inputs = args.coadd or args.catalog
     if len(args.truth) != len(inputs):
@@ -135,6 +136,8 @@ def write_plots(args, metrics, pred, truth, config, extras):
             plot_example_spectra(X[idx], conf[idx], offset[idx], config, out['examples'], titles,
                                  c_thresh=extras['selection'][0])
             written.add('examples')
+    elif first is not None and args.nexamples > 0:
+        get_logger().info('no %s: a direct network finds no lines to draw', OUTPUTS['examples'])
     for key in set(out) - written:
         if os.path.isfile(out[key]):
             os.remove(out[key])
