@@ -618,3 +618,27 @@ def test_refinement_with_the_calibrated_noise_model(tmp_path, model_path, caplog
         refine_selected(dataclasses.replace(refiner, noise=load_noise_model()), plain, res)
     with pytest.raises(ValueError, match='noise model'):
         refine_selected(refiner, info, res)
+
+
+def test_gzipped_inputs_give_gzipped_outputs(tmp_path, model_path, caplog):
+    """--input-dir finds coadd-*.fits.gz (with redrock-*.fits.gz beside it); its outputs are
+    gzip-compressed .fits.gz files holding the catalogue of the uncompressed inputs."""
+    import gzip
+    import shutil
+    plain, gz = tmp_path / 'plain', tmp_path / 'gz'
+    plain.mkdir()
+    gz.mkdir()
+    coadd, output = make_pair(str(plain), nspec=6)
+    for name in ('coadd-main-dark-100.fits', 'redrock-main-dark-100.fits'):
+        with open(plain / name, 'rb') as fin, gzip.open(gz / (name + '.gz'), 'wb') as fout:
+            shutil.copyfileobj(fin, fout)
+    assert run(caplog, '--coadd', coadd, '--model', model_path, '--no-refine')[0] == 0
+    assert run(caplog, '--input-dir', str(gz), '--model', model_path, '--no-refine')[0] == 0
+    outs = sorted(p for p in os.listdir(gz) if not p.startswith(('coadd', 'redrock')))
+    assert outs == ['lbg_cnn-main-dark-100.fits.gz', 'priors_lbg-main-dark-100.fits.gz']
+    for name in outs:
+        assert open(gz / name, 'rb').read(2) == b'\x1f\x8b'     # really compressed
+    a, _ = read_catalog(output)
+    b, _ = read_catalog(str(gz / outs[0]))
+    for col in ('TARGETID', 'C_LBG', 'Z_LBG', 'IS_LBG', 'LBG_FLAG'):
+        np.testing.assert_array_equal(a[col], b[col])

@@ -17,14 +17,17 @@ bit   name              meaning
 1     MISSING_CAMERA    one or more of the b, r, z cameras is absent from the file or has no
                         valid pixel for this spectrum; processed with the cameras present
 2     NOT_SCIENCE       not a science fibre: FIBERMAP ``OBJTYPE != 'TGT'`` or a bad
-                        ``COADD_FIBERSTATUS`` (desispec fibermask bits that make Redrock
-                        set ZWARN NODATA/POORDATA); processed anyway
+                        ``COADD_FIBERSTATUS``: a desispec fibermask bit for which Redrock
+                        sets ZWARN NODATA (UNASSIGNED, BROKENFIBER, BADPOSITION), POORDATA
+                        (POORPOSITION) or LITTLE_COVERAGE (BADAMPB/R/Z;
+                        :data:`lbgnet.catalog.BAD_FIBERSTATUS_BITS`); processed anyway
 3     NOT_IN_COADD      TARGETID is in the Redrock file but not in the coadd: no CNN output
 4     Z_OUT_OF_RANGE    Z_LBG or Z_TPL is outside the redshift range the model was trained on
 5     LOW_COVERAGE      fewer than half of the input-grid bins hold a valid pixel
-6     RERUN_FAILED      ``--rerun-redrock``: IS_LBG target not rerun because its prior lies
-                        outside the redshift range of the templates (a Redrock failure fails
-                        the whole file instead)
+6     RERUN_FAILED      ``--rerun-redrock``: IS_LBG target not rerun because its prior
+                        overlaps none of the templates' redshift grids (also one that falls
+                        in a gap between two grids); a Redrock failure fails the whole file
+                        instead
 7     SMALL_DELTA_CHI2  IS_LBG, but the template refinement does not single out the redshift:
                         ``DELTACHI2_TPL`` < 9 (or NaN), as Redrock's ZWARN bit of that name,
                         or χ² is not convex at Z_TPL (``ZERR_TPL`` NaN); never set with
@@ -42,7 +45,7 @@ lbgwarn:
     - [NOT_IN_COADD,    3, "TARGETID in the Redrock file but not in the coadd"]
     - [Z_OUT_OF_RANGE,  4, "Z_LBG or Z_TPL outside the model's z range"]
     - [LOW_COVERAGE,    5, "fewer than half of the grid bins are valid"]
-    - [RERUN_FAILED,    6, "IS_LBG but prior outside the rerun templates"]
+    - [RERUN_FAILED,    6, "IS_LBG but prior overlaps no rerun template grid"]
     - [SMALL_DELTA_CHI2, 7, "IS_LBG, DELTACHI2_TPL < 9: redshift not unique"]
 """)
 
