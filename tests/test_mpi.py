@@ -69,17 +69,30 @@ def test_two_ranks_equal_one_rank(tmp_path):
                 assert np.array_equal(ta[col], tb[col], equal_nan=ta[col].dtype.kind == 'f'), col
 
 
-def test_unexpected_error_on_one_rank_aborts_all(tmp_path):
-    """An exception outside the per-file handling on one rank must end the job (MPI Abort),
-    not leave the other ranks waiting at a barrier until the allocation runs out."""
+def run_two_ranks_with(tmp_path, driver_code, pixels):
+    """Run the afterburner under ``mpiexec -n 2`` through a driver script that patches it
+    (`driver_code` ends by calling ``script.main``) on two small files; return the process
+    and its log."""
     pytest.importorskip('mpi4py')
     launcher = mpiexec()
     model = save_tiny_model(str(tmp_path / 'tiny.weights.h5'))
-    for pix in (301, 302):
+    for pix in pixels:
         tid, _ = write_test_coadd(str(tmp_path / f'coadd-sv3-dark-{pix}.fits'), 5, seed=pix)
         write_test_redrock(str(tmp_path / f'redrock-sv3-dark-{pix}.fits'), tid)
     driver = tmp_path / 'driver.py'
-    driver.write_text(
+    driver.write_text(driver_code)
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, 'py'), TF_CPP_MIN_LOG_LEVEL='2',
+               OMP_NUM_THREADS='1')
+    proc = subprocess.run([launcher, '-n', '2', sys.executable, str(driver), '--mpi',
+                           '--coadd', str(tmp_path / 'coadd-*.fits'), '--model', model,
+                           '--no-refine'], env=env, capture_output=True, text=True, timeout=180)
+    return proc, proc.stdout + proc.stderr
+
+
+def test_unexpected_error_on_one_rank_aborts_all(tmp_path):
+    """An exception outside the per-file handling on one rank must end the job (MPI Abort),
+    not leave the other ranks waiting at a barrier until the allocation runs out."""
+    proc, log = run_two_ranks_with(tmp_path, (
         'import sys\n'
         'from mpi4py import MPI\n'
         'import lbgnet.scripts.lbg_afterburner as script\n'
@@ -89,27 +102,14 @@ def test_unexpected_error_on_one_rank_aborts_all(tmp_path):
         '        raise RuntimeError("injected failure")\n'
         '    return real(*args, **kwargs)\n'
         'script.run_files = boom\n'
-        'sys.exit(script.main(sys.argv[1:]))\n')
-    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, 'py'), TF_CPP_MIN_LOG_LEVEL='2',
-               OMP_NUM_THREADS='1')
-    proc = subprocess.run([launcher, '-n', '2', sys.executable, str(driver), '--mpi',
-                           '--coadd', str(tmp_path / 'coadd-*.fits'), '--model', model,
-                           '--no-refine'], env=env, capture_output=True, text=True, timeout=180)
-    log = proc.stdout + proc.stderr
+        'sys.exit(script.main(sys.argv[1:]))\n'), (301, 302))
     assert proc.returncode != 0, log
     assert 'rank 1: unexpected error; aborting every rank' in log and 'injected failure' in log
 
 
 def test_sigterm_on_one_rank_aborts_all_and_leaves_no_temporaries(tmp_path):
     """Slurm signals every rank, but a rank stopped alone must not leave the others waiting."""
-    pytest.importorskip('mpi4py')
-    launcher = mpiexec()
-    model = save_tiny_model(str(tmp_path / 'tiny.weights.h5'))
-    for pix in (401, 402):
-        tid, _ = write_test_coadd(str(tmp_path / f'coadd-sv3-dark-{pix}.fits'), 5, seed=pix)
-        write_test_redrock(str(tmp_path / f'redrock-sv3-dark-{pix}.fits'), tid)
-    driver = tmp_path / 'driver.py'
-    driver.write_text(
+    proc, log = run_two_ranks_with(tmp_path, (
         'import os, signal, sys, time\n'
         'from mpi4py import MPI\n'
         'from lbgnet.io.atomic import exit_on_termination\n'
@@ -122,13 +122,7 @@ def test_sigterm_on_one_rank_aborts_all_and_leaves_no_temporaries(tmp_path):
         '        time.sleep(60)\n'
         '    real(src, dst)\n'
         'os.replace = replace\n'
-        'sys.exit(script.main(sys.argv[1:]))\n')
-    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, 'py'), TF_CPP_MIN_LOG_LEVEL='2',
-               OMP_NUM_THREADS='1')
-    proc = subprocess.run([launcher, '-n', '2', sys.executable, str(driver), '--mpi',
-                           '--coadd', str(tmp_path / 'coadd-*.fits'), '--model', model,
-                           '--no-refine'], env=env, capture_output=True, text=True, timeout=180)
-    log = proc.stdout + proc.stderr
+        'sys.exit(script.main(sys.argv[1:]))\n'), (401, 402))
     assert proc.returncode != 0, log
     assert 'rank 1: stopped by a signal; aborting every rank' in log, log
     assert 'Traceback' not in log
