@@ -204,6 +204,7 @@ target: {lines: {LYA: 1215.67, CIV: 1549.48}}     # a subset of the LBG lines: f
 """
 
 
+@pytest.mark.filterwarnings('error:Skipping variable loading for optimizer')
 def test_train_script_from_quasarnet_weights(tmp_path, caplog):
     import logging
     from lbgnet.io.modelfile import load_model

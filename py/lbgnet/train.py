@@ -9,6 +9,7 @@ generators, files read by :mod:`lbgnet.io`); the losses from :mod:`lbgnet.losses
 """
 import os
 import time
+import warnings
 
 import numpy as np
 import keras
@@ -560,7 +561,12 @@ def fit(model, train_data, val_data, config, outdir, val_truth=None, epochs=None
     values = np.where(np.isfinite(values), values, np.nan)
     best = int(np.nanargmax(values) if MONITORS[monitor] == 'max' else np.nanargmin(values))
     if os.path.exists(checkpoint):
-        model.load_weights(checkpoint)
+        with warnings.catch_warnings():
+            # a checkpoint kept from the frozen phase of transfer learning holds that
+            # phase's optimizer state, which Keras skips with a warning: only the model
+            # weights are wanted here
+            warnings.filterwarnings('ignore', message='Skipping variable loading for optimizer')
+            model.load_weights(checkpoint)
     from .plots import plot_loss_curves
     plot_loss_curves(history if previous is None else merge_histories(previous, history),
                      os.path.join(outdir, LOSS_PLOT))
