@@ -107,18 +107,27 @@ def test_unexpected_error_on_one_rank_aborts_all(tmp_path):
     assert 'rank 1: unexpected error; aborting every rank' in log and 'injected failure' in log
 
 
-def test_sigterm_on_one_rank_aborts_all_and_leaves_no_temporaries(tmp_path):
-    """Slurm signals every rank, but a rank stopped alone must not leave the others waiting."""
+@pytest.mark.parametrize('signalled', ['rank 1', 'every rank'])
+def test_sigterm_aborts_all_and_leaves_no_temporaries(tmp_path, signalled):
+    """srun signals every rank: none leaves a temporary (the signalled rank waits before the
+    abort).  A rank signalled alone must not leave the others waiting at a barrier, and leaves
+    no temporary of its own (another rank killed by the abort mid-write may)."""
     proc, log = run_two_ranks_with(tmp_path, (
         'import os, signal, sys, time\n'
         'from mpi4py import MPI\n'
         'from lbgnet.io.atomic import exit_on_termination\n'
         'import lbgnet.scripts.lbg_afterburner as script\n'
         'exit_on_termination()\n'
+        'pids = MPI.COMM_WORLD.allgather(os.getpid())\n'
+        'here = os.path.dirname(__file__)\n'
+        'with open(os.path.join(here, f"rank{MPI.COMM_WORLD.rank}.pid"), "w") as fx:\n'
+        '    fx.write(str(os.getpid()))\n'
+        f'targets = pids if {signalled == "every rank"} else pids[1:]\n'
         'real = os.replace\n'
         'def replace(src, dst):\n'
         '    if MPI.COMM_WORLD.rank == 1 and ".tmp" in os.path.basename(src):\n'
-        '        os.kill(os.getpid(), signal.SIGTERM)\n'
+        '        for pid in targets:\n'
+        '            os.kill(pid, signal.SIGTERM)\n'
         '        time.sleep(60)\n'
         '    real(src, dst)\n'
         'os.replace = replace\n'
@@ -126,4 +135,9 @@ def test_sigterm_on_one_rank_aborts_all_and_leaves_no_temporaries(tmp_path):
     assert proc.returncode != 0, log
     assert 'rank 1: stopped by a signal; aborting every rank' in log, log
     assert 'Traceback' not in log
-    assert not [f for f in os.listdir(tmp_path) if '.tmp' in f]
+    pid1 = (tmp_path / 'rank1.pid').read_text()
+    temporaries = [f for f in os.listdir(tmp_path) if '.tmp' in f]
+    if signalled == 'every rank':
+        assert temporaries == []
+    else:
+        assert pid1 and not [f for f in temporaries if f'.tmp{pid1}.' in f]

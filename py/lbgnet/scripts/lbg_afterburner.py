@@ -39,6 +39,10 @@ from .refine_options import add_refine_arguments, check_refine_arguments, make_r
 #: Failures reported as one line (anything else also gets its traceback logged).
 EXPECTED_ERRORS = (InputFileError, OutputFileError, RerunError)
 
+#: Seconds a rank stopped by a signal waits before aborting the others (well inside Slurm's
+#: default ``KillWait`` of 30 s).
+ABORT_GRACE = 2.0
+
 
 def parse(options=None):
     """Parse the command line of ``desi_lbg_afterburner``."""
@@ -408,8 +412,16 @@ def main(args=None, comm=None):
         return run_ranks(args, comm)
     try:
         return run_ranks(args, comm)
-    except Terminated as stop:   # SIGTERM: temporaries are gone; the other ranks may not have it
-        get_logger().error('rank %d: stopped by a signal; aborting every rank', comm.rank)
+    except Terminated as stop:   # SIGTERM: this rank's temporaries are gone
+        # srun signals every rank: give the others the time to finish the C call they are
+        # in (a network batch, a FITS write) and remove their own temporaries before the
+        # abort kills them; a rank signalled alone must not leave the others at a barrier
+        get_logger().error('rank %d: stopped by a signal; aborting every rank in %g s',
+                           comm.rank, ABORT_GRACE)
+        try:
+            time.sleep(ABORT_GRACE)
+        except Terminated:       # a second signal: abort now
+            pass
         comm.Abort(stop.code)
     except BaseException:    # noqa: BLE001 -- the other ranks would wait at a barrier forever
         get_logger().critical('rank %d: unexpected error; aborting every rank:\n%s', comm.rank,

@@ -61,8 +61,8 @@ def parse(options=None):
     add_refine_arguments(parser)
     parser.add_argument('--title', default='', help='title of the figures [%(default)s]')
     parser.add_argument('--nexamples', type=int, default=4,
-                        help='example spectra to draw (coadd input; line finders and hybrids, since a '
-                        'direct network has no line boxes) [%(default)s]')
+                        help='example spectra to draw (coadd input; line finders and hybrids, '
+                        'since a direct network has no line boxes) [%(default)s]')
     args = parser.parse_args(options)
     inputs = args.coadd or args.catalog
     if len(args.truth) != len(inputs):
