@@ -72,3 +72,29 @@ def test_afterburner_killed_before_rename_leaves_nothing(tmp_path):
                       '--no-refine', '--threads', '1')
     assert proc.returncode == 128 + signal.SIGTERM, proc.stderr
     assert sorted(os.listdir(data)) == before          # no catalogue, priors or temporary
+
+
+def test_a_signal_ignored_at_start_stays_ignored(tmp_path):
+    """Under ``nohup`` (SIGHUP ignored) a command survives SIGHUP and finishes its output;
+    SIGTERM still stops it cleanly."""
+    code = (
+        'import os, runpy, signal, sys, time, types\n'
+        'from lbgnet.io.atomic import atomic_path\n'
+        'signal.signal(signal.SIGHUP, signal.SIG_IGN)       # what nohup does\n'
+        'def main(*args):\n'
+        '    with atomic_path(sys.argv[1]) as tmp:\n'
+        '        open(tmp, "w").write("whole")\n'
+        '        os.kill(os.getpid(), getattr(signal, sys.argv[2]))\n'
+        '        time.sleep(0.5)\n'
+        '    return 0\n'
+        'fake = types.ModuleType("lbgnet.scripts.lbg_mock")\n'
+        'fake.main, fake.parse = main, lambda *a: None\n'
+        'sys.modules["lbgnet.scripts.lbg_mock"] = fake\n'
+        f'runpy.run_path({os.path.join(ROOT, "bin", "desi_lbg_mock")!r}, run_name="__main__")\n')
+    out = tmp_path / 'out.fits'
+    proc = run_driver(code, str(out), 'SIGHUP', timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert os.listdir(tmp_path) == ['out.fits'] and out.read_text() == 'whole'
+    out.unlink()
+    proc = run_driver(code, str(out), 'SIGTERM', timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM and os.listdir(tmp_path) == []

@@ -30,6 +30,9 @@ def exit_on_termination(signals=(signal.SIGTERM, signal.SIGHUP)):
     TensorFlow prediction, a FITS write) acts when that call returns: well inside the
     grace period Slurm leaves between SIGTERM and SIGKILL (``KillWait``, 30 s by default).
 
+    A signal the process was started with ignored stays ignored: ``nohup`` sets SIGHUP so,
+    and a training started under it must survive the end of the login session.
+
     Parameters
     ----------
     signals : sequence of int, optional
@@ -41,7 +44,8 @@ def exit_on_termination(signals=(signal.SIGTERM, signal.SIGHUP)):
         raise Terminated(128 + signum)
 
     for signum in signals:
-        signal.signal(signum, handler)
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, handler)
 
 
 @contextlib.contextmanager
