@@ -98,3 +98,48 @@ def test_a_signal_ignored_at_start_stays_ignored(tmp_path):
     out.unlink()
     proc = run_driver(code, str(out), 'SIGTERM', timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM and os.listdir(tmp_path) == []
+
+
+def test_atomic_path_removes_the_writers_own_temporary(tmp_path):
+    """desispec.io.write_spectra writes its own temporary next to the name it is given and
+    leaves it when interrupted: atomic_path removes it too, and nothing else."""
+    from desispec.io.util import get_tempfilename
+    from lbgnet.io.atomic import atomic_path
+    keep = tmp_path / '.coadd-x2.tmp1.fits'         # another output's temporary: not ours
+    keep.write_text('other')
+    with pytest.raises(OSError, match='disk full'):
+        with atomic_path(str(tmp_path / 'coadd-x.fits')) as tmp:
+            inner = get_tempfilename(tmp)
+            assert os.path.basename(inner).startswith(os.path.basename(tmp)[:-len('.fits')])
+            open(inner, 'w').write('half')
+            raise OSError('disk full')
+    assert os.listdir(tmp_path) == [keep.name]
+
+
+def test_mock_killed_inside_desispec_write_leaves_nothing(tmp_path):
+    """The real desi_lbg_mock, SIGTERM while desispec's write_spectra has its own temporary
+    written but not renamed, and a second SIGTERM (mpiexec forwards one as well) during the
+    clean-up."""
+    wrapper = os.path.join(ROOT, 'bin', 'desi_lbg_mock')
+    code = (
+        'import os, runpy, signal, sys, time\n'
+        'from astropy.io import fits\n'
+        'real = fits.HDUList.writeto\n'
+        'def writeto(self, name, *args, **kwargs):\n'
+        '    real(self, name, *args, **kwargs)\n'
+        '    if "_tmp" in os.path.basename(str(name)):\n'
+        '        os.kill(os.getpid(), signal.SIGTERM)\n'
+        '        time.sleep(60)\n'
+        'fits.HDUList.writeto = writeto\n'
+        'remove = os.remove\n'
+        'def again(path):\n'
+        '    os.kill(os.getpid(), signal.SIGTERM)\n'
+        '    remove(path)\n'
+        'os.remove = again\n'
+        f'sys.argv = [{wrapper!r}] + sys.argv[1:]\n'
+        f'runpy.run_path({wrapper!r}, run_name="__main__")\n')
+    out = tmp_path / 'out'
+    proc = run_driver(code, '--outdir', str(out), '--nspec', '20', '--no-resolution')
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr
+    assert proc.stderr.count('stopped by SIGTERM') == 1 and 'Traceback' not in proc.stderr
+    assert os.listdir(out) == []

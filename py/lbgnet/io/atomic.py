@@ -8,6 +8,7 @@ signal (Slurm's time limit, ``scancel``) into an exception so that the temporari
 are removed on the way out too.
 """
 import contextlib
+import glob
 import os
 import signal
 import sys
@@ -39,13 +40,15 @@ def exit_on_termination(signals=(signal.SIGTERM, signal.SIGHUP)):
         The signals to handle [SIGTERM and SIGHUP].
     """
     def handler(signum, frame):
+        for other in handled:          # a second signal (mpiexec forwards one too) must not
+            signal.signal(other, signal.SIG_IGN)      # interrupt the clean-up of the first
         os.write(2, f'{os.path.basename(sys.argv[0])}: stopped by '
                     f'{signal.Signals(signum).name}; removing temporary outputs\n'.encode())
         raise Terminated(128 + signum)
 
-    for signum in signals:
-        if signal.getsignal(signum) is not signal.SIG_IGN:
-            signal.signal(signum, handler)
+    handled = [signum for signum in signals if signal.getsignal(signum) is not signal.SIG_IGN]
+    for signum in handled:
+        signal.signal(signum, handler)
 
 
 @contextlib.contextmanager
@@ -54,7 +57,10 @@ def atomic_path(path, rename=None):
 
     The temporary file sits in the same directory (so the rename is atomic) and
     carries the process id, so that MPI ranks never collide.  On any exception it is
-    removed and the exception propagates; `path` is then untouched.
+    removed, with any file whose name starts like it (the writer's own temporary:
+    :func:`desispec.io.write_spectra` writes ``<tmp root>_tmp<pid>.fits`` and renames it
+    to the name it was given, leaving it behind when interrupted), and the exception
+    propagates; `path` is then untouched.
 
     Parameters
     ----------
@@ -71,11 +77,14 @@ def atomic_path(path, rename=None):
     if ext == '.gz':
         root, ext0 = os.path.splitext(root)
         ext = ext0 + ext
-    tmp = os.path.join(head, f'.{root}.tmp{os.getpid()}{ext}')
+    stem = f'.{root}.tmp{os.getpid()}'
+    tmp = os.path.join(head, stem + ext)
     try:
         yield tmp
         (os.replace if rename is None else rename)(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        for leftover in glob.glob(os.path.join(glob.escape(head), glob.escape(stem) + '*')):
+            if os.path.isfile(leftover) or os.path.islink(leftover):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(leftover)
         raise

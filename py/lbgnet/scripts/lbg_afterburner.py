@@ -418,10 +418,7 @@ def main(args=None, comm=None):
         # abort kills them; a rank signalled alone must not leave the others at a barrier
         get_logger().error('rank %d: stopped by a signal; aborting every rank in %g s',
                            comm.rank, ABORT_GRACE)
-        try:
-            time.sleep(ABORT_GRACE)
-        except Terminated:       # a second signal: abort now
-            pass
+        time.sleep(ABORT_GRACE)      # further signals are ignored (exit_on_termination)
         comm.Abort(stop.code)
     except BaseException:    # noqa: BLE001 -- the other ranks would wait at a barrier forever
         get_logger().critical('rank %d: unexpected error; aborting every rank:\n%s', comm.rank,
