@@ -105,15 +105,17 @@ def test_atomic_path_removes_the_writers_own_temporary(tmp_path):
     leaves it when interrupted: atomic_path removes it too, and nothing else."""
     from desispec.io.util import get_tempfilename
     from lbgnet.io.atomic import atomic_path
-    keep = tmp_path / '.coadd-x2.tmp1.fits'         # another output's temporary: not ours
-    keep.write_text('other')
+    others = [tmp_path / '.coadd-x2.tmp1.fits',             # another output's temporary
+              tmp_path / f'.coadd-x.tmp{os.getpid()}7.fits']  # another process's, same output
+    for other in others:
+        other.write_text('other')
     with pytest.raises(OSError, match='disk full'):
         with atomic_path(str(tmp_path / 'coadd-x.fits')) as tmp:
             inner = get_tempfilename(tmp)
             assert os.path.basename(inner).startswith(os.path.basename(tmp)[:-len('.fits')])
             open(inner, 'w').write('half')
             raise OSError('disk full')
-    assert os.listdir(tmp_path) == [keep.name]
+    assert sorted(os.listdir(tmp_path)) == sorted(other.name for other in others)
 
 
 def test_mock_killed_inside_desispec_write_leaves_nothing(tmp_path):

@@ -83,7 +83,8 @@ def atomic_path(path, rename=None):
         yield tmp
         (os.replace if rename is None else rename)(tmp, path)
     except BaseException:
-        for leftover in glob.glob(os.path.join(glob.escape(head), glob.escape(stem) + '*')):
+        # '[._]' after the pid: not the temporary of a process whose pid starts with ours
+        for leftover in glob.glob(os.path.join(glob.escape(head), glob.escape(stem) + '[._]*')):
             if os.path.isfile(leftover) or os.path.islink(leftover):
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(leftover)
