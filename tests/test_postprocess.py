@@ -118,6 +118,27 @@ def test_combine_lines_by_hand(config):
     assert z[3] == 2.5 and zerr[3] == pytest.approx(sig[11], rel=1e-12) and nagree[3] == 1
 
 
+def test_combine_lines_support_is_the_weight_of_the_mean(config):
+    """A candidate's support counts exactly the lines averaged into Z_LBG: a line whose
+    distance to the confident lines is just inside the tolerance relative to their
+    redshift but outside it relative to its own cannot borrow their support and then
+    stand alone (it once won with NLINES_AGREE = 1 over a 0.9 + 0.3 pair)."""
+    from lbgnet.postprocess import combine_lines
+    nlines = len(config.lines)
+    c = np.zeros((2, nlines))
+    zl = np.full((2, nlines), 1.0)
+    # |Δz| = 0.0398: 0.00995 of (1 + 3.0), 0.01005 of (1 + 2.9602)
+    c[0, [0, 1, 2]], zl[0, [0, 1, 2]] = [0.9, 0.5, 0.3], [3.0, 2.9602, 3.0]
+    c[1, [0, 1]], zl[1, [0, 1]] = [0.9, 0.5], [3.0, 2.9602]
+    z, zerr, nagree = combine_lines(c, zl, config, agree_tol=0.01, line_floor=0.05)
+    # relative to the candidate 3.0 the 0.5 line agrees (0.00995): it joins that mean;
+    # relative to its own 2.9602 the 0.9 line does not (0.01005): it has no support
+    z3 = (0.9 * 3.0 + 0.5 * 2.9602 + 0.3 * 3.0) / 1.7
+    z2 = (0.9 * 3.0 + 0.5 * 2.9602) / 1.4
+    assert z[0] == pytest.approx(z3, rel=1e-12) and nagree[0] == 3
+    assert z[1] == pytest.approx(z2, rel=1e-12) and nagree[1] == 2
+
+
 def test_nan_inputs_do_not_poison_the_combination(config):
     """A NaN redshift on a line outside the agreeing set, or a NaN box confidence, leaves
     Z_LBG and the best box of that line as without it."""

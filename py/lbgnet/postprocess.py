@@ -14,9 +14,10 @@ Pure numpy (no TensorFlow import), vectorised over spectra.
   on ``C_LBG`` gives the purity/efficiency curves.
 * ``Z_LBG``: confidence-weighted mean of the lines that agree.  Each line above
   ``line_floor`` proposes its redshift; the proposal supported by the largest summed
-  confidence of agreeing lines (``|Δz|/(1+z) < agree_tol``) wins, and the mean is taken over
-  its supporters.  A single wrong line, even a confident one, cannot pull the estimate
-  unless it is more confident than all the agreeing lines together.
+  confidence of agreeing lines (``|Δz|/(1+z) < agree_tol``, z the proposal's) wins, and
+  the mean is taken over its supporters.  A single wrong line, even a confident one,
+  cannot pull the estimate unless it is more confident than all the agreeing lines
+  together.
 * ``ZERR_LBG``: weighted scatter of the agreeing lines divided by √(effective number of
   lines), added in quadrature to a floor from the grid resolution (one 8 Å bin, uniform:
   ``dwave/√12`` per line).  This formal error is too small (the lines of one spectrum
@@ -143,7 +144,9 @@ def combine_lines(c_lines, z_lines, config, agree_tol, line_floor):
     config : lbgnet.config.Config
         Supplies the rest wavelengths and the grid bin width for the error floor.
     agree_tol : float
-        Lines agree when ``|z_i - z_j| / (1 + z_j) < agree_tol``.
+        Line j supports the candidate redshift z_i of line i when
+        ``|z_i - z_j| / (1 + z_i) < agree_tol`` (the same test picks the lines averaged,
+        so a candidate's support is the summed weight of the lines in its mean).
     line_floor : float
         Lines with a lower confidence are ignored.
 
@@ -157,7 +160,7 @@ def combine_lines(c_lines, z_lines, config, agree_tol, line_floor):
         Number of lines (above the floor) that agree with `z`, shape (nspec,).
     """
     weight = np.where(c_lines >= line_floor, c_lines, 0.0).astype(np.float64)
-    rel = np.abs(z_lines[:, :, None] - z_lines[:, None, :]) / (1.0 + z_lines[:, None, :])
+    rel = np.abs(z_lines[:, :, None] - z_lines[:, None, :]) / (1.0 + z_lines[:, :, None])
     agree = rel < agree_tol                                      # (nspec, cand, line)
     support = np.einsum('sij,sj->si', agree, weight)
     support = np.where(weight > 0, support, -1.0)
@@ -170,8 +173,8 @@ def combine_lines(c_lines, z_lines, config, agree_tol, line_floor):
     center = np.argmax(np.where(tied, nsupport, -1.0), axis=1)
     center = np.where(weight.max(axis=1) > 0, center, best_line)
     z_center = np.take_along_axis(z_lines, center[:, None], axis=1)
-    # One refinement: members are the lines within the tolerance of the centre line.
-    members = (np.abs(z_lines - z_center) / (1.0 + z_center) < agree_tol) & (weight > 0)
+    # Members: the lines that supported the centre line (the support counted their weight).
+    members = np.take_along_axis(agree, center[:, None, None], axis=1)[:, 0] & (weight > 0)
     w = np.where(members, weight, 0.0)
     wsum = w.sum(axis=1)
     nomember = wsum == 0
