@@ -14,9 +14,10 @@ from lbgnet.zcatalog import add_location, good_lbg, stack_catalogs
 MASK = LBGWarnMask()
 
 
-def write_cat(path, tid, is_lbg, z, flag, dchi2, cards=(), sha='abc', extra=None):
+def write_cat(path, tid, is_lbg, z, flag, dchi2, cards=(), sha='abc', extra=None,
+              tid_dtype=np.int64):
     cat = Table(meta={'EXTNAME': 'LBG_CNN'})
-    cat['TARGETID'] = np.asarray(tid, dtype=np.int64)
+    cat['TARGETID'] = np.asarray(tid, dtype=tid_dtype)
     cat['IS_LBG'] = np.asarray(is_lbg, dtype=bool)
     cat['Z_LBG'] = np.asarray(z, dtype=np.float64)
     cat['ZERR_LBG'] = np.where(np.isfinite(cat['Z_LBG']), 1e-3, np.nan)
@@ -468,6 +469,13 @@ def test_best_redshift_prefers_the_refined_one():
     assert np.isnan(z[2]) and np.isnan(zerr[2])
     z, zerr = best_redshift(t['Z_LBG', 'ZERR_LBG'])         # a catalogue made with --no-refine
     assert z[:2].tolist() == [3.0, 2.5]
+    # a masked Z_TPL (e.g. a table read with astropy's masking) is not refined, whatever
+    # value lies under the mask
+    from astropy.table import MaskedColumn
+    t['Z_TPL'] = MaskedColumn([3.01, 0.0, 0.0], mask=[False, True, True])
+    t['ZERR_TPL'] = MaskedColumn([1e-4, 0.0, 0.0], mask=[False, True, True])
+    z, zerr = best_redshift(t)
+    assert z[:2].tolist() == [3.01, 2.5] and zerr[:2].tolist() == [1e-4, 2e-3]
 
 
 @pytest.mark.parametrize('allow_mixed', [False, True])
@@ -521,3 +529,25 @@ def test_text_and_number_column_clash_names_the_files():
     with pytest.raises(ValueError, match=r'SPECTYPE_RR holds numbers in b\.fits but text in a\.fits'):
         check_column_kinds([a, b], ['a.fits', 'b.fits'])
     check_column_kinds([a, Table({'TARGETID': [3], 'SPECTYPE_RR': ['QSO']})])
+
+
+def test_unsigned_and_float_targetids(tmp_path, caplog):
+    """A catalogue with uint64 TARGETIDs stacks with int64 ones without merging targets
+    beyond 2**53 (numpy would compare them in float64); a float TARGETID column is refused
+    with the file named."""
+    root = tmp_path / 'cats'
+    big = 39633000000000001
+    write_cat(str(root / 'lbg_cnn-main-dark-1.fits'), [big], [1], [3.0], [0], [5])
+    path2 = str(root / 'lbg_cnn-main-dark-2.fits')
+    write_cat(path2, [big + 1], [1], [3.2], [0], [5], tid_dtype=np.uint64)
+    assert read_catalog(path2)[0]['TARGETID'].dtype == np.uint64
+    out = str(tmp_path / 'z.fits')
+    assert main(['--input-dir', str(root), '--output', out]) == 0
+    zcat, _ = read_catalog(out, extname='LBG_ZCAT')
+    assert zcat['TARGETID'].dtype.kind == 'i' and zcat['TARGETID'].dtype.itemsize == 8
+    assert zcat['TARGETID'].tolist() == [big, big + 1]
+    assert zcat['ZCAT_NSPEC'].tolist() == [1, 1]
+    write_cat(path2, [big + 1], [1], [3.2], [0], [5], tid_dtype=np.float64)
+    with caplog.at_level(logging.ERROR):
+        assert main(['--input-dir', str(root), '--output', out, '--overwrite']) == 1
+    assert 'lbg_cnn-main-dark-2.fits' in caplog.text and 'TARGETID must be an integer' in caplog.text

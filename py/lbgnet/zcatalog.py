@@ -82,7 +82,7 @@ def best_redshift(table):
     ----------
     table : astropy.table.Table
         With ``Z_LBG``, ``ZERR_LBG`` and, when refined, ``Z_TPL``, ``ZERR_TPL`` (an absent
-        column counts as NaN).
+        column, or a masked entry, counts as NaN).
 
     Returns
     -------
@@ -90,9 +90,9 @@ def best_redshift(table):
         Shape (nrow,); the pair comes from the same column set (``ZERR_TPL`` with
         ``Z_TPL``), NaN where neither redshift is finite.
     """
-    def column(name):
+    def column(name):           # masked entries (a MaskedColumn) count as NaN
         if name in table.colnames:
-            return np.asarray(table[name], dtype=np.float64)
+            return np.ma.filled(np.ma.asarray(table[name], dtype=np.float64), np.nan)
         return np.full(len(table), np.nan)
     z, zerr = column('Z_LBG'), column('ZERR_LBG')
     refined = np.isfinite(column('Z_TPL'))

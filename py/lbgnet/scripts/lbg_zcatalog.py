@@ -16,6 +16,7 @@ from .. import __version__
 from ..io.catalog import OutputFileError, provenance_header, read_catalog, write_catalog
 from ..io.discover import CATALOG_PREFIX, expand_coadds, file_metadata, walk_files
 from ..io.errors import InputFileError
+from ..io.evaluation import as_targetids
 from ..zcatalog import add_location, bad_bits, missing_columns, stack_catalogs
 
 #: Header keywords that must agree between the stacked catalogues (model, thresholds,
@@ -166,6 +167,11 @@ def read_all(files, allow_mixed=False):
         if missing:
             errors.append(InputFileError(path, f'not an lbgnet catalogue: no '
                                          f'{", ".join(missing)} column'))
+            continue
+        try:                # int64 for all: uint64 beside int64 would stack as float64
+            table['TARGETID'] = as_targetids(table['TARGETID'], path)
+        except InputFileError as err:
+            errors.append(err)
             continue
         location = dict(file_metadata(path))
         if header.get('FAPRGRM'):        # a tile's fiberassign program, unless PROGRAM says
