@@ -435,6 +435,8 @@ def test_one_bad_file_among_many(tmp_path, model_path, caplog):
     outs = sorted(str(p.relative_to(tmp_path / 'out')) for p in (tmp_path / 'out').rglob('lbg_cnn-*'))
     assert outs == ['healpix/main/dark/1/101/lbg_cnn-main-dark-101.fits',
                     'healpix/main/dark/1/103/lbg_cnn-main-dark-103.fits']
+    # the failed file leaves no (empty) output directory behind
+    assert not (tmp_path / 'out' / 'healpix' / 'main' / 'dark' / '1' / '102').exists()
 
 
 def test_parse_rules():

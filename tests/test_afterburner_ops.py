@@ -289,3 +289,58 @@ def test_unusable_scores_leave_tsnr2_nan_without_failing(tmp_path, model_path, c
     assert rc == 0 and 'Traceback' not in text
     assert np.all(np.isnan(fitsio.read(cat_path, 'LBG_CNN')['TSNR2_LRG']))
     assert ('TSNR2_LRG left NaN' in text) == (damage != 'no_column')
+
+
+def test_coadd_without_fibermap_names_that_first(tmp_path, model_path, caplog):
+    """A coadd without FIBERMAP (a stripped file) says so, rather than asking for a Redrock
+    file that could not be used anyway."""
+    coadd, output = make_pair(str(tmp_path))
+    os.remove(coadd.replace('coadd-', 'redrock-'))
+    with fits.open(coadd) as hdul:
+        fits.HDUList([hdu for hdu in hdul if hdu.name != 'FIBERMAP']).writeto(coadd, overwrite=True)
+    rc, text = run(caplog, '--coadd', coadd, '--model', model_path)
+    assert rc == 1 and f'{coadd}: no FIBERMAP HDU' in text and 'redrock' not in text.lower()
+
+
+@pytest.mark.parametrize('where', ['outdir', 'input'])
+def test_cfitsio_syntax_in_a_path_is_refused_and_touches_nothing(tmp_path, model_path, caplog,
+                                                                  where):
+    """cfitsio reads 'results[v2]/x.fits' as the file 'results' (and, writing with clobber,
+    replaced it): such a path is refused on one line, before anything is created or
+    changed; an input under such a name is named as the problem (not 'matched no file')."""
+    coadd, _ = make_pair(str(tmp_path / 'in'))
+    (tmp_path / 'results').write_text('precious')
+    before = sorted(os.listdir(tmp_path))
+    if where == 'outdir':
+        options = ['--coadd', coadd, '--outdir', str(tmp_path / 'results[v2]')]
+        named = str(tmp_path / 'results[v2]' / os.path.basename(coadd).replace('coadd-', 'lbg_cnn-'))
+    else:
+        os.rename(tmp_path / 'in', tmp_path / 'run (copy)')
+        coadd = str(tmp_path / 'run (copy)' / os.path.basename(coadd))
+        options = ['--coadd', coadd, '--outdir', str(tmp_path / 'out')]
+        named, before = coadd, sorted(os.listdir(tmp_path))
+    rc, text = run(caplog, *options, '--model', model_path)
+    assert rc == 1 and 'Traceback' not in text
+    assert f'{named}: the path contains ' in text and 'cfitsio' in text
+    assert (tmp_path / 'results').read_text() == 'precious'
+    assert sorted(os.listdir(tmp_path)) == before           # no 'results[v2]', no stray file
+    with pytest.raises(SystemExit):                          # a literal existing name is one file
+        script.parse(['--coadd', str(tmp_path / 'nothing[1].fits'), '--output', 'x.fits'])
+    if where == 'input':
+        assert script.parse(['--coadd', coadd, '--output', 'x.fits']).coadd == [coadd]
+
+
+def test_desispec_temporary_in_the_input_tree_is_skipped(tmp_path, model_path, caplog):
+    """A coadd-X_tmp<pid>.fits left by an interrupted desispec write is not a coadd of the
+    production: skipped with a warning, and the run succeeds."""
+    root = tmp_path / 'redux'
+    coadd, _ = make_pair(str(root))
+    leftover = str(root / 'coadd-main-dark-100_tmp4242.fits')
+    with open(coadd, 'rb') as fin, open(leftover, 'wb') as fout:
+        fout.write(fin.read(100000))
+    rc, text = run(caplog, '--input-dir', str(root), '--outdir', str(tmp_path / 'out'),
+                   '--model', model_path)
+    assert rc == 0 and '1 file done' in text
+    assert 'desispec write skipped' in text and leftover in text
+    assert sorted(os.listdir(tmp_path / 'out')) == ['lbg_cnn-main-dark-100.fits',
+                                                    'priors_lbg-main-dark-100.fits']

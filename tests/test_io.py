@@ -1,5 +1,7 @@
 """Tests of lbgnet.io readers: normal files and every bad-input case."""
 
+import os
+
 import fitsio
 import numpy as np
 import pytest
@@ -330,3 +332,22 @@ def test_damaged_header_card_does_not_spoil_the_next_files(tmp_path):
     out = str(tmp_path / 'cat.fits')
     write_catalog(out, Table({'TARGETID': np.arange(3)}), provenance_header([]))
     assert read_catalog(out)[0]['TARGETID'].tolist() == [0, 1, 2]
+
+
+@pytest.mark.parametrize('name, bad', [('coadd-main-dark-1.fits', None), ('run[1]/c.fits', "'['"),
+                                       ('run (copy)/c.fits', "'('"), ('c.fits+2', "'+2'"),
+                                       ('!c.fits', "'!'"), ('c.fits ', 'blank'),
+                                       ('a b/c-d_e.fits.gz', None), ('/x/y,z@1#2.fits', None)])
+def test_cfitsio_name_problem(name, bad, tmp_path):
+    """Names cfitsio would parse (brackets, parentheses, +N, !, blanks) are named; others
+    pass; open_fits refuses an existing such file with that message."""
+    from lbgnet.io.fitsutil import cfitsio_name_problem, open_fits
+    problem = cfitsio_name_problem(name)
+    assert (problem is None) == (bad is None)
+    if bad is not None:
+        assert bad in problem
+        path = tmp_path / 'x[1].fits'
+        fitsio.write(str(tmp_path / 'plain.fits'), np.zeros(3))
+        os.rename(tmp_path / 'plain.fits', path)
+        with pytest.raises(InputFileError, match=r'x\[1\]\.fits: the path contains'):
+            open_fits(str(path))

@@ -21,7 +21,8 @@ from desiutil.depend import setdep
 
 from .atomic import atomic_path
 from .errors import InputFileError
-from .fitsutil import _first_line, check_table_hdu, clear_cfitsio_errors, open_fits
+from .fitsutil import (_first_line, cfitsio_name_problem, check_table_hdu, clear_cfitsio_errors,
+                       open_fits)
 
 #: Packages whose versions go into DEPNAMnn/DEPVERnn -> their distribution names.  A
 #: fixed list read from the installed metadata (nothing is imported), so that the
@@ -101,16 +102,39 @@ def check_outdir(outdir, name=None):
         raise OutputFileError(name, f'output directory {outdir} is not writable')
 
 
-def check_writable(path):
-    """Create the directory of `path` if needed and check that it is writable.
+def check_writable(path, create=True):
+    """Check that `path` can be written, creating its directory if needed.
+
+    Parameters
+    ----------
+    path : str
+    create : bool, optional
+        Create the missing directories [True]; False: only check that the deepest
+        existing one is a writable directory (an early check that leaves nothing behind
+        when the job fails before writing).
 
     Raises
     ------
     OutputFileError
-        If the directory cannot be created or is not writable, or `path` is a directory
-        (naming `path`).
+        If the directory cannot be created or is not writable, `path` is a directory, or
+        its name holds cfitsio syntax (:func:`lbgnet.io.fitsutil.cfitsio_name_problem`;
+        checked first, before any directory is created), naming `path`.
     """
-    check_outdir(os.path.dirname(os.path.abspath(path)), name=path)
+    problem = cfitsio_name_problem(path)
+    if problem:
+        raise OutputFileError(path, problem)
+    outdir = os.path.dirname(os.path.abspath(path))
+    if create:
+        check_outdir(outdir, name=path)
+    else:
+        existing = outdir
+        while not os.path.exists(existing):
+            existing = os.path.dirname(existing)
+        if not os.path.isdir(existing):
+            raise OutputFileError(path, f'cannot create output directory ({existing} is not '
+                                  'a directory)')
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise OutputFileError(path, f'output directory {existing} is not writable')
     if os.path.isdir(path):                # os.replace onto it would fail after the others
         raise OutputFileError(path, 'is a directory; cannot write the output there')
 

@@ -32,6 +32,9 @@ _HEALPIX_NAME = re.compile(r'^(?:[a-z_]+)-(?P<SURVEY>[a-z][a-z0-9]*)-(?P<PROGRAM
 _TILE_NAME = re.compile(r'^(?:[a-z_]+)-(?P<PETAL>\d)-(?P<TILEID>\d+)-'
                         r'(?P<SPGRP>thru|exp|)(?P<NIGHT>\d+)\.fits(?:\.gz)?$')
 _COADD_NAME = re.compile(r'^coadd-.*\.fits(?:\.gz)?$')
+#: A temporary of desispec's writers (``desispec.io.util.get_tempfilename``), left by an
+#: interrupted write: ``coadd-X_tmp<pid>.fits``.
+_DESISPEC_TEMPORARY = re.compile(r'_tmp\d+\.fits(?:\.gz|\.fz)?$')
 
 
 @dataclass(frozen=True)
@@ -93,8 +96,9 @@ def expand_coadds(patterns):
     Parameters
     ----------
     patterns : sequence of str
-        Paths or shell patterns.  A literal path (no ``*?[``) is kept even when it does
-        not exist, so that it is reported as a failed file later.
+        Paths or shell patterns.  A literal path (no ``*?[``, or an existing file whatever
+        its characters) is kept even when it does not exist, so that it is reported as a
+        failed file later.
 
     Returns
     -------
@@ -104,7 +108,7 @@ def expand_coadds(patterns):
     """
     paths, unmatched, seen = [], [], set()
     for pattern in patterns:
-        if glob.has_magic(pattern):
+        if glob.has_magic(pattern) and not os.path.exists(pattern):   # run[1]/coadd.fits
             found = sorted(glob.glob(pattern))
             if not found:
                 unmatched.append(pattern)
@@ -174,7 +178,9 @@ def _links_inside(path, top_real):
 def find_coadds(input_dir):
     """All ``coadd-*.fits`` files below `input_dir` (a reduction layout), sorted.
 
-    Symlinked subdirectories are followed (see :func:`walk_files`).
+    Symlinked subdirectories are followed (see :func:`walk_files`).  Temporaries of
+    desispec's writers (``coadd-X_tmp<pid>.fits``, left by an interrupted write) are
+    skipped with a warning naming them.
 
     Parameters
     ----------
@@ -193,7 +199,14 @@ def find_coadds(input_dir):
     """
     if not os.path.isdir(input_dir):
         raise InputFileError(input_dir, 'input directory does not exist')
-    return walk_files(input_dir, _COADD_NAME.match)
+    found = walk_files(input_dir, _COADD_NAME.match)
+    temporary = [path for path in found if _DESISPEC_TEMPORARY.search(os.path.basename(path))]
+    if temporary:
+        from desiutil.log import get_logger
+        get_logger().warning('%d coadd temporar%s of an interrupted desispec write skipped: %s',
+                             len(temporary), 'y' if len(temporary) == 1 else 'ies',
+                             ', '.join(temporary))
+    return [path for path in found if path not in temporary]
 
 
 def output_paths(coadd, root=None, outdir=None):

@@ -5,12 +5,44 @@ lbgnet.io.fitsutil
 Small helpers around :mod:`fitsio` that turn its errors into :class:`InputFileError`.
 """
 import os
+import re
 
 import fitsio
 import numpy as np
 from astropy.table import Table
 
 from .errors import InputFileError, MissingInputError
+
+
+#: Path text that cfitsio reads as its extended file-name syntax rather than as part of the
+#: name: brackets (HDU / filter / section), parentheses (output-file template), a trailing
+#: ``+N`` (HDU number), a leading ``!`` (clobber) and surrounding blanks (stripped).
+_CFITSIO_SYNTAX = re.compile(r'[\[\]()]|\+\d+$|^!|^\s|\s$')
+
+
+def cfitsio_name_problem(path):
+    """Why cfitsio would not open `path` as written, or None.
+
+    cfitsio (under :mod:`fitsio`) parses file names: ``out[v2]/cat.fits`` opens ``out``
+    and, for writing with clobber, replaces that other file.  Such paths are refused
+    before any file is touched.
+
+    Parameters
+    ----------
+    path : str
+
+    Returns
+    -------
+    str or None
+        A message naming the offending text.
+    """
+    found = _CFITSIO_SYNTAX.search(str(path))
+    if found is None:
+        return None
+    what = repr(found.group()) if found.group().strip() else 'a leading or trailing blank'
+    return (f'the path contains {what}, which cfitsio reads as extended file-name syntax '
+            '(brackets, parentheses, a trailing +N, a leading !); rename the file or '
+            'directory, or link it under another name')
 
 
 def open_fits(path):
@@ -30,13 +62,17 @@ def open_fits(path):
     MissingInputError
         If `path` does not exist.
     InputFileError
-        If it is not FITS, or shorter than its headers say (truncated).
+        If it is not FITS, shorter than its headers say (truncated), or its name holds
+        cfitsio syntax (:func:`cfitsio_name_problem`).
     """
     path = str(path)
     if not os.path.exists(path):
         raise MissingInputError(path)
     if os.path.isdir(path):
         raise InputFileError(path, 'is a directory, not a FITS file')
+    problem = cfitsio_name_problem(path)
+    if problem:
+        raise InputFileError(path, problem)
     clear_cfitsio_errors()
     try:
         fx = fitsio.FITS(path)

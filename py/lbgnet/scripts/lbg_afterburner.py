@@ -84,7 +84,8 @@ def parse(options=None):
                         'bound to the same cores]')
     parser.add_argument('--mpi', action='store_true', help='spread files over MPI ranks')
     args = parser.parse_args(options)
-    single = args.coadd is not None and len(args.coadd) == 1 and not any(c in args.coadd[0] for c in '*?[')
+    single = (args.coadd is not None and len(args.coadd) == 1
+              and (not any(c in args.coadd[0] for c in '*?[') or os.path.exists(args.coadd[0])))
     for opt in ('redrock', 'output', 'priors'):
         if getattr(args, opt) is not None and not single:
             parser.error(f'--{opt} needs exactly one --coadd file (no pattern, no --input-dir)')
@@ -193,18 +194,18 @@ def process_one(job, network, args, rerun=None, refiner=None):
         raise MissingInputError(job.coadd)
     if not job.redrock:               # plan_jobs could not derive it from the coadd's name
         redrock_path(job.coadd)       # raises the InputFileError that says so
-    check_writable(job.output)
-    check_writable(job.priors)
+    check_writable(job.output, create=False)     # directories are made by the writing
+    check_writable(job.priors, create=False)
     if rerun is not None:
         check_rerunnable(job.coadd)   # from the HDU names: fail before the network runs
     with open_fits(job.coadd) as fx:       # the layout only: the spectra are read once, below
         layout = read_layout(fx, job.coadd)
-    check_grid_overlap(layout, cfg.grid)
-    redrock = read_redrock(job.redrock)
     if layout.fibermap is None:
         raise InputFileError(job.coadd, 'no FIBERMAP HDU, so no TARGETID for the catalogue')
     if 'TARGETID' not in layout.fibermap.colnames:
         raise InputFileError(job.coadd, 'FIBERMAP has no TARGETID column')
+    check_grid_overlap(layout, cfg.grid)
+    redrock = read_redrock(job.redrock)
     idx = match_targetids(redrock.targetid, layout.fibermap['TARGETID'], job.redrock, job.coadd)
     pred = predict_coadd(job.coadd, network, c_thresh, n_thresh, args.chunk_size,
                          args.batch_size, refiner)
