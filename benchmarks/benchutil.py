@@ -48,7 +48,7 @@ def predict_test_files(network, test, noise=None):
     from lbgnet.io.mock import read_truth
     cfg = network.config
     for path in sorted(glob.glob(os.path.join(test, 'coadd-*.fits'))):
-        X, tid, good, info = read_coadd_for_evaluation(path, cfg, noise)
+        X, tid, good, info, _ = read_coadd_for_evaluation(path, cfg, noise)
         truth = read_truth(path.replace('coadd-', 'truth-'))
         truth = truth[match_rows(np.asarray(truth['TARGETID']), tid, path)]
         raw = network.raw_outputs(X)

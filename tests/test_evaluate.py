@@ -190,6 +190,13 @@ def test_reliable_metrics():
     out = reliable_metrics(is_true, selected, dchi2, rmag, z_true, z_pred, zerr)
     assert out['efficiency'] == pytest.approx(1 / 4) and out['purity'] == pytest.approx(1 / 2)
     assert out['redshift']['n'] == 1 and out['redshift']['frac_dz_lt_0p05'] == 0.0
+    # LBG_FLAG: a GOOD_LBG-vetoing bit (Z_OUT_OF_RANGE) leaves a row out, MISSING_CAMERA not
+    from lbgnet.bitmask import LBGWarnMask
+    mask = LBGWarnMask()
+    flag = np.array([mask.MISSING_CAMERA, mask.Z_OUT_OF_RANGE, 0, 0, 0, 0])
+    out = reliable_metrics(is_true, selected, dchi2, rmag, z_true, z_pred, None, flag)
+    assert out['efficiency'] == pytest.approx(1 / 4) and out['purity'] == pytest.approx(1 / 2)
+    assert out['redshift']['n'] == 1 and out['redshift']['frac_dz_lt_0p05'] == 1.0
 
 
 def test_evaluate_predictions_json():
@@ -323,7 +330,7 @@ def test_evaluate_script_coadd_and_catalog(tmp_path, caplog):
     from lbgnet.afterburner import default_archetype_path
     refiner = load_refiner(default_template_path(), cfg, training_zrange(cfg, meta),
                            noise='calibrated', archetypes=default_archetype_path())  # the default
-    X, targetid, good, info = read_coadd_for_evaluation(paths['coadd'], cfg, refiner.noise)
+    X, targetid, good, info, _ = read_coadd_for_evaluation(paths['coadd'], cfg, refiner.noise)
     assert (~good).sum() == m1['inputs']['nexcluded_bad_fibres']
     conf, offset = predict_boxes(model, X)
     res = postprocess(conf, offset, cfg)
@@ -677,3 +684,46 @@ def test_redshift_errors_report_the_pulls_of_right_redshifts():
     assert errs['ZERR_TPL']['nmad_pull'] == pytest.approx(1.0, abs=0.06)
     assert errs['ZERR_TPL']['frac_within_1sigma'] == pytest.approx(0.683, abs=0.03)
     assert errs['ZERR_LBG']['nmad_pull'] == pytest.approx(2.0, abs=0.12)
+
+
+def test_reliable_is_the_good_lbg_sample(tmp_path):
+    """``reliable`` counts exactly the GOOD_LBG true LBGs of desi_lbg_zcatalog's selection,
+    from an afterburner catalogue and from its coadd alike; a LOW_COVERAGE bit on a
+    GOOD_LBG row takes it out of both (it once stayed in ``reliable``)."""
+    import fitsio
+    from lbgnet.bitmask import LBGWarnMask
+    from lbgnet.io.catalog import read_catalog
+    from lbgnet.scripts.lbg_afterburner import main as afterburner
+    from lbgnet.scripts.lbg_evaluate import OUTPUTS, main
+    from lbgnet.zcatalog import good_lbg
+    paths = _mock_files(tmp_path, nspec=60, seed=23)
+    cat = str(tmp_path / 'lbg_cnn.fits')
+    assert afterburner(['--coadd', paths['coadd'], '--redrock', paths['redrock'],
+                        '--output', cat, '--priors', str(tmp_path / 'priors.fits')]) == 0
+
+    def reliable(option, path, name):
+        assert main([option, path, '--truth', paths['truth'], '--outdir', str(tmp_path / name),
+                     '--nexamples', '0']) == 0
+        m = json.loads((tmp_path / name / OUTPUTS['metrics']).read_text())['regimes']['all']
+        return m['reliable'], m['nlbg']
+
+    def good_true(table):
+        truth = fitsio.read(paths['truth'])
+        lbg = truth['TARGETID'][np.char.strip(truth['CLASS'].astype(str)) == 'LBG']
+        return good_lbg(table) & np.isin(np.asarray(table['TARGETID']), lbg)
+
+    table, _ = read_catalog(cat)
+    ngood = int(good_true(table).sum())
+    assert ngood > 3
+    from_cat, nlbg = reliable('--catalog', cat, 'ev-cat')
+    from_coadd, _ = reliable('--coadd', paths['coadd'], 'ev-coadd')
+    assert round(from_cat['efficiency'] * nlbg) == ngood
+    assert [from_cat[k] for k in ('efficiency', 'purity', 'kept')] == pytest.approx(
+        [from_coadd[k] for k in ('efficiency', 'purity', 'kept')])
+    row = int(np.flatnonzero(good_true(table))[0])
+    with fitsio.FITS(cat, 'rw') as fx:
+        flag = fx['LBG_CNN']['LBG_FLAG'][:]
+        flag[row] |= LBGWarnMask().LOW_COVERAGE
+        fx['LBG_CNN'].write_column('LBG_FLAG', flag)
+    flagged, _ = reliable('--catalog', cat, 'ev-flagged')
+    assert round(flagged['efficiency'] * nlbg) == ngood - 1

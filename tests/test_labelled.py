@@ -66,7 +66,7 @@ def test_read_labelled_spectra_keeps_usable_rows_in_truth_order(labelled_dir, co
     spectra = read_labelled_spectra(coadds, truths)
     ngood, ids = 0, []
     for coadd in coadds:
-        _, targetid, good, _ = read_coadd_for_evaluation(coadd, config)
+        _, targetid, good, _, _ = read_coadd_for_evaluation(coadd, config)
         ngood += good.sum()
         ids.append(targetid[good])
     assert len(spectra) == ngood < 190                 # the mock has dead fibres

@@ -18,24 +18,27 @@ from .io.evaluation import match_rows
 
 #: Per-object predictions the metrics use (``Z_TPL`` only with the template refinement).
 PRED_KEYS = ('C_LBG', 'IS_LBG', 'Z_LBG', 'ZERR_LBG', 'Z_BESTLINE', 'Z_TPL', 'ZERR_TPL',
-             'DELTACHI2_TPL')
+             'DELTACHI2_TPL', 'LBG_FLAG')
 
 #: Refinement outputs, dropped when they do not cover the selection evaluated.
 TEMPLATE_KEYS = ('Z_TPL', 'ZERR_TPL', 'DELTACHI2_TPL')
 
 
-def predict_coadd(path, model, config, c_thresh, n_thresh, include_bad=False, refiner=None):
+def predict_coadd(path, model, config, c_thresh, n_thresh, include_bad=False, refiner=None,
+                  zrange=None):
     """Grid one coadd, run the model, post-process and refine the selected redshifts.
 
     Spectra without a valid pixel get the afterburner's blank outputs (NaN / False,
-    :func:`lbgnet.afterburner.blank_empty`), so that both evaluation paths agree.
+    :func:`lbgnet.afterburner.blank_empty`), and ``LBG_FLAG`` its bits (those known from
+    the spectra and, with `zrange`, Z_OUT_OF_RANGE; with `refiner`, SMALL_DELTA_CHI2), so
+    that both evaluation paths agree.
 
     Returns
     -------
     targetid : numpy.ndarray
     res : dict
         :func:`lbgnet.postprocess.postprocess` output, with ``Z_TPL`` etc. when `refiner`
-        is given (:func:`lbgnet.afterburner.refine_selected`).
+        is given (:func:`lbgnet.afterburner.refine_selected`), and ``LBG_FLAG``.
     X, conf, offset : numpy.ndarray
         Input and raw line-finder output (for the example figure; conf and offset are
         None for direct-regression networks).
@@ -43,19 +46,27 @@ def predict_coadd(path, model, config, c_thresh, n_thresh, include_bad=False, re
         Spectra left out (dead fibre or no valid pixel; kept with `include_bad`).
     """
     from .afterburner import blank_empty, refine_selected
+    from .catalog import apply_model_range, apply_small_deltachi2
     from .io.evaluation import read_coadd_for_evaluation
     from .predict import predict_catalog
-    X, targetid, good, info = read_coadd_for_evaluation(
+    X, targetid, good, info, flags = read_coadd_for_evaluation(
         path, config, None if refiner is None else refiner.noise)
     keep = np.ones_like(good) if include_bad else good
     X, targetid = X[keep], targetid[keep]
     res, raw = predict_catalog(model, X, config, c_thresh=c_thresh, n_thresh=n_thresh)
     blank_empty(res, info.empty[keep])
     conf, offset = raw.get('conf'), raw.get('offset')     # None for direct networks
+    flags = flags[keep]
     if refiner is not None:
         rows = replace(info, flux=info.flux[keep], ivar=info.ivar[keep],
                        noise_ivar=None if info.noise_ivar is None else info.noise_ivar[keep])
         res.update(refine_selected(refiner, rows, res, conf))
+        flags = apply_small_deltachi2(flags, res['IS_LBG'], res['DELTACHI2_TPL'],
+                                      res['ZERR_TPL'])
+    if zrange is not None:
+        flags = apply_model_range(flags, (res['Z_LBG'], res.get('Z_TPL', res['Z_LBG'])),
+                                  zrange)
+    res['LBG_FLAG'] = flags
     return targetid, res, X, conf, offset, int(np.count_nonzero(~keep))
 
 
@@ -166,8 +177,11 @@ def _check_truth_covered(truth_tid, all_tid, path, truth_path):
                              '(a cut or filtered catalogue?)')
 
 
-def collect(args, config, model, refiner=None):
+def collect(args, config, model, refiner=None, zrange=None):
     """Predictions and aligned truth over all input files.
+
+    `zrange` (the model's LBG redshift range) sets Z_OUT_OF_RANGE in the ``LBG_FLAG`` of
+    coadd input as the afterburner does; catalogues carry their own ``LBG_FLAG``.
 
     Returns
     -------
@@ -199,7 +213,7 @@ def collect(args, config, model, refiner=None):
         if args.coadd:
             tid, res, X, conf, offset, nbad = predict_coadd(path, model, config, args.c_thresh,
                                                             args.n_thresh, args.include_bad_fibres,
-                                                            refiner)
+                                                            refiner, zrange)
             if first is None and len(tid):
                 first, first_start = (X, conf, offset, tid), nrows
             nexcluded += nbad

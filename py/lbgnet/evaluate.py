@@ -21,7 +21,9 @@ Definitions used throughout:
 * standard errors (``errors`` of each regime): bootstrap over the objects
   (:func:`bootstrap_errors`, 200 resamples, fixed seed);
 * *reliable*: the IS_LBG targets without the afterburner's SMALL_DELTA_CHI2 flag
-  (``DELTACHI2_TPL`` ≥ 9 and a finite ``ZERR_TPL``), the sample of reliable redshifts (:func:`reliable_metrics`);
+  (``DELTACHI2_TPL`` ≥ 9 and a finite ``ZERR_TPL``) nor another bit that vetoes
+  ``GOOD_LBG`` (Z_OUT_OF_RANGE, LOW_COVERAGE, when ``LBG_FLAG`` is given): the
+  ``GOOD_LBG`` sample of reliable redshifts (:func:`reliable_metrics`);
 * ``redshift_errors``: the pulls Δz/``ZERR`` of the selected true LBGs whose redshift is
   right (``|Δz|/(1+z) < 0.01``), their NMAD and the fractions within 1σ and 2σ
   (:func:`lbgnet.zerr.pull_stats`).
@@ -377,7 +379,8 @@ def evaluate_regime(truth, pred, c_thresh, thresholds, z_edges, mag_edges):
         :func:`lbgnet.postprocess.postprocess`; optionally ``Z_TPL``, the template-refined
         redshift (:mod:`lbgnet.refine`), which adds ``redshift_template`` and
         ``by_depth_template`` (``Z_TPL``, or ``Z_LBG`` where it is NaN), and with it
-        ``DELTACHI2_TPL``, which adds ``reliable`` (:func:`reliable_metrics`).  With
+        ``DELTACHI2_TPL``, which adds ``reliable`` (:func:`reliable_metrics`; with
+        ``LBG_FLAG``, the ``GOOD_LBG`` sample exactly).  With
         ``ZERR_LBG`` / ``ZERR_TPL``, ``redshift_errors`` tells how well they describe the
         right redshifts of the selected true LBGs (:func:`lbgnet.zerr.pull_stats`).
     c_thresh : float
@@ -420,7 +423,7 @@ def evaluate_regime(truth, pred, c_thresh, thresholds, z_edges, mag_edges):
         if 'DELTACHI2_TPL' in pred:
             out['reliable'] = reliable_metrics(is_true, selected, pred['DELTACHI2_TPL'],
                                                truth['RMAG'], z_true, z_tpl,
-                                               pred.get('ZERR_TPL'))
+                                               pred.get('ZERR_TPL'), pred.get('LBG_FLAG'))
     out['errors'] = bootstrap_errors(is_true, selected, pred['C_LBG'], z_true, z_preds)
     out['redshift_errors'] = {
         key: pull_stats(np.asarray(pred[zkey])[good], np.asarray(pred[key])[good], z_true[good])
@@ -429,13 +432,15 @@ def evaluate_regime(truth, pred, c_thresh, thresholds, z_edges, mag_edges):
     return out
 
 
-def reliable_metrics(is_true, selected, deltachi2, rmag, z_true, z_pred, zerr=None):
-    """Metrics of the IS_LBG targets without the SMALL_DELTA_CHI2 flag.
+def reliable_metrics(is_true, selected, deltachi2, rmag, z_true, z_pred, zerr=None, flag=None):
+    """Metrics of the IS_LBG targets without the SMALL_DELTA_CHI2 flag (``GOOD_LBG``).
 
     The afterburner flags an IS_LBG target whose template refinement does not single
     out its redshift (``DELTACHI2_TPL`` < :data:`lbgnet.refine.MIN_DELTACHI2`, or χ² not
-    convex at ``Z_TPL``); these numbers describe the sample that remains (``GOOD_LBG``
-    of ``desi_lbg_zcatalog``).
+    convex at ``Z_TPL``); these numbers describe the sample that remains.  With `flag`
+    the other bits that veto ``GOOD_LBG`` of ``desi_lbg_zcatalog``
+    (:data:`lbgnet.zcatalog.BAD_FOR_CLUSTERING`: Z_OUT_OF_RANGE, LOW_COVERAGE, …) are
+    left out too, so that the sample is ``GOOD_LBG``.
 
     Parameters
     ----------
@@ -447,6 +452,8 @@ def reliable_metrics(is_true, selected, deltachi2, rmag, z_true, z_pred, zerr=No
         Truth r magnitude and redshift, predicted (refined) redshift, shape (n,).
     zerr : array_like, optional
         ``ZERR_TPL`` (NaN: χ² not convex at ``Z_TPL``), shape (n,); None: not checked.
+    flag : array_like of int, optional
+        ``LBG_FLAG``, shape (n,); None: only the refinement decides.
 
     Returns
     -------
@@ -462,6 +469,9 @@ def reliable_metrics(is_true, selected, deltachi2, rmag, z_true, z_pred, zerr=No
     z_true = np.asarray(z_true, dtype=np.float64)
     z_pred = np.asarray(z_pred, dtype=np.float64)
     reliable = reliable_redshift(selected, deltachi2, zerr)
+    if flag is not None:
+        from .zcatalog import bad_bits
+        reliable &= (np.asarray(flag, dtype=np.int64) & bad_bits()) == 0
 
     def summary(keep):
         ntrue = int((keep & is_true).sum())
@@ -498,7 +508,8 @@ def evaluate_predictions(truth, pred, c_thresh, regimes=None, nthresh=101):
         ``CLASS``, ``Z_TRUE``, ``RMAG`` per object, aligned with `pred`.
     pred : dict
         ``C_LBG``, ``IS_LBG``, ``Z_LBG``, ``Z_BESTLINE`` per object; optionally ``Z_TPL``,
-        ``DELTACHI2_TPL``, ``ZERR_LBG`` and ``ZERR_TPL`` (see :func:`evaluate_regime`).
+        ``DELTACHI2_TPL``, ``ZERR_LBG``, ``ZERR_TPL`` and ``LBG_FLAG`` (see
+        :func:`evaluate_regime`).
     c_thresh : float
         Threshold used for ``IS_LBG``.
     regimes : dict, optional
@@ -514,7 +525,8 @@ def evaluate_predictions(truth, pred, c_thresh, regimes=None, nthresh=101):
     """
     truth = {k: np.asarray(truth[k]) for k in ('CLASS', 'Z_TRUE', 'RMAG')}
     pred = {k: np.asarray(pred[k]) for k in ('C_LBG', 'IS_LBG', 'Z_LBG', 'Z_BESTLINE')
-            + tuple(k for k in ('Z_TPL', 'DELTACHI2_TPL', 'ZERR_LBG', 'ZERR_TPL') if k in pred)}
+            + tuple(k for k in ('Z_TPL', 'DELTACHI2_TPL', 'ZERR_LBG', 'ZERR_TPL', 'LBG_FLAG')
+                    if k in pred)}
     is_lbg = truth['CLASS'].astype(str) == LBG_CLASS
     thresholds = np.linspace(0.0, 1.0, nthresh)
     z_edges = _edges(truth['Z_TRUE'][is_lbg], 0.25)

@@ -39,7 +39,7 @@ def read_prediction_catalog(path, line_names, extname='LBG_CNN'):
         ``TARGETID``, ``C_LBG``, ``IS_LBG``, ``Z_LBG``, ``Z_BESTLINE`` (redshift of the line
         with the highest ``C_<LINE>``; ``Z_LBG`` when no line column is present),
         ``Z_TPL``, ``DELTACHI2_TPL``, ``ZERR_LBG`` and ``ZERR_TPL`` when the catalogue
-        has them, and
+        has them, ``LBG_FLAG`` (int64) when it has it, and
         ``GOOD``: False for rows whose ``LBG_FLAG`` has one of :data:`EXCLUDED_FLAGS`
         (all True without an ``LBG_FLAG`` column).
 
@@ -73,7 +73,8 @@ def read_prediction_catalog(path, line_names, extname='LBG_CNN'):
     if 'LBG_FLAG' in table.colnames:
         from ..bitmask import LBGWarnMask
         bad = LBGWarnMask().mask('|'.join(EXCLUDED_FLAGS))
-        out['GOOD'] = (np.asarray(table['LBG_FLAG']).astype(np.int64) & bad) == 0
+        out['LBG_FLAG'] = np.asarray(table['LBG_FLAG']).astype(np.int64)
+        out['GOOD'] = (out['LBG_FLAG'] & bad) == 0
     return out
 
 
@@ -220,12 +221,15 @@ def read_coadd_for_evaluation(path, config, noise=None):
         them (LBG_FLAG), so metrics leave them out.
     info : lbgnet.preprocess.GridInfo
         With the rebinned flux and ivar (for the template refinement).
+    flags : numpy.ndarray of int32
+        The ``LBG_FLAG`` bits known from the spectra (:func:`lbgnet.catalog.spectrum_flags`).
 
     Raises
     ------
     InputFileError
         Unreadable coadd, or no FIBERMAP (no TARGETID to match the truth).
     """
+    from ..catalog import spectrum_flags
     from ..preprocess import coadd_to_grid
     from .coadd import read_coadd
     coadd = read_coadd(path, read_fibermap=True, read_extra=False)
@@ -234,7 +238,8 @@ def read_coadd_for_evaluation(path, config, noise=None):
     good = ~info.empty
     if 'COADD_FIBERSTATUS' in coadd.fibermap.colnames:
         good &= np.asarray(coadd.fibermap['COADD_FIBERSTATUS']) == 0
-    return X, np.asarray(targetid), good, info
+    flags = spectrum_flags(info, coadd.fibermap, config.grid.nbins)
+    return X, np.asarray(targetid), good, info, flags
 
 
 def write_json(path, obj):

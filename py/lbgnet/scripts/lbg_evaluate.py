@@ -202,7 +202,8 @@ def main(args=None, comm=None):
         if args.n_thresh is not None and args.n_thresh > len(config.lines):
             raise InputFileError(model_path, f'--n-thresh {args.n_thresh} exceeds the '
                                  f'{len(config.lines)} lines of this model')
-        pred, truth, extras = collect(args, config, model, refiner)
+        pred, truth, extras = collect(args, config, model, refiner,
+                                      training_zrange(config, metadata))
         if args.catalog:
             check_catalog_network(extras['network'], model_path,
                                   description.get('weights_sha256'), args.record_as)
@@ -266,7 +267,7 @@ def main(args=None, comm=None):
                      _fmt(pulls['frac_within_2sigma'], '.3f'))
         if 'reliable' in res:
             rel = res['reliable']
-            log.info('%s: without SMALL_DELTA_CHI2 (DELTACHI2_TPL >= %g): efficiency %s, '
+            log.info('%s: GOOD_LBG (no SMALL_DELTA_CHI2: DELTACHI2_TPL >= %g): efficiency %s, '
                      'purity %s, %s of the selected LBGs kept, |dz|<0.05 %s', name,
                      rel['min_deltachi2'], _fmt(rel['efficiency']), _fmt(rel['purity']),
                      _fmt(rel['kept']), _fmt(rel['redshift']['frac_dz_lt_0p05']))

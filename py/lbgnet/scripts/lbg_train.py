@@ -282,7 +282,7 @@ def read_labelled(coadds, truths, config, with_grid=False, noise=None):
     from ..targets import target_class
     Xs, tables, flux, ivar = [], [], [], []
     for coadd, truth_path in zip(coadds, truths):
-        X, targetid, good, info = read_coadd_for_evaluation(coadd, config, model)
+        X, targetid, good, info, _ = read_coadd_for_evaluation(coadd, config, model)
         truth = read_truth(truth_path)
         check_truth_matches(coadd, truth_path, truth)
         check_labels(truth, truth_path, target_class(config))
