@@ -170,3 +170,28 @@ def test_grid_noise_ivar_is_the_variance_of_the_gridded_flux():
                                 [model.effective_ivar('b', wave, ivar[:2])], grid)[0]
     assert 1 / indep[0] < 0.8 * scatter[0]               # the coherent line is missed
     np.testing.assert_allclose(indep[3:], got[3:])        # no line there: the same
+
+
+def test_variance_sums_keep_the_noisiest_pixels_and_do_not_depend_on_flux_units():
+    """The per-pixel variance factors go through the accumulation without the pixel S/N
+    cut (they are not fluxes): a pixel on a bright sky residual (ivar / eff_ivar = 1e5)
+    stays in the bin's variance — it was dropped, giving a bin ivar 8,000 times too
+    large — and the noise ivar of a spectrum in erg units (ivar ~ 1e15) is that of the
+    same spectrum in 1e-17 units — it was 0."""
+    grid = load_config().grid
+    wave = grid.wave_min + 0.8 * np.arange(10)                 # the 10 pixels of bin 0
+    flux, ivar = np.zeros((1, 10)), np.full((1, 10), 1000.0)
+    eff = ivar / 1.1
+    eff[0, 3] = 1e-2
+    expected = ivar.sum() ** 2 / (ivar[0] ** 2 / eff[0]).sum()
+    got = grid_effective_ivar([wave], [flux], [ivar], [eff], grid)[0, 0]
+    assert got == pytest.approx(expected, rel=1e-12)
+    wave = grid.wave_min + 0.8 * np.arange(20)
+    model = NoiseModel({'b': 1.05}, {'b': wave}, {'b': np.zeros(20)}, {'b': np.full(20, -1)})
+    ratios = []
+    for scale in (1.0, 1e-7):
+        flux, ivar = np.full((1, 20), scale), np.full((1, 20), 4.0 / scale ** 2)
+        _, isum, _ = accumulate_arms([wave], [flux], [ivar], grid)
+        ratios.append(grid_noise_ivar(['b'], [wave], [flux], [ivar], grid, model)[0, :2]
+                      / isum[0, :2])
+    np.testing.assert_allclose(ratios, 1 / 1.05 ** 2, rtol=1e-12)

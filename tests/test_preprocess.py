@@ -240,3 +240,22 @@ def test_example_spectra_never_absorb_below_zero(config, monkeypatch):
     monkeypatch.setattr(example, 'ARM_SIGMA', {'b': 1e-9, 'r': 1e-9, 'z': 1e-9})
     _, flux, _, _ = example.example_spectra(config, 400, np.random.default_rng(0))
     assert min(float(f.min()) for f in flux.values()) > -1e-6
+
+
+@pytest.mark.parametrize('damage', ['nan', 'unsorted', 'repeated'])
+def test_wavelengths_must_be_finite_and_increasing(damage, config):
+    """A NaN or out-of-order wavelength is refused: the compiled accumulation trusts the
+    pixel runs, and such a pixel was written to another bin (NaN -> the last bin) or
+    outside the arrays (another spectrum's bins, or a crash)."""
+    from lbgnet.preprocess import grid_spectra, pixel_segments
+    wave = config.grid.wave_min + 0.8 * np.arange(40.0)
+    if damage == 'nan':
+        wave[7] = np.nan
+    elif damage == 'unsorted':
+        wave[7] = config.grid.wave_max + 40.0
+    else:
+        wave[7] = wave[6]
+    with pytest.raises(ValueError, match='finite and strictly increasing'):
+        pixel_segments(wave, config.grid)
+    with pytest.raises(ValueError, match='finite and strictly increasing'):
+        grid_spectra([wave], [np.ones((3, 40))], [np.ones((3, 40))], config.grid)

@@ -141,7 +141,17 @@ def pixel_segments(wave, grid):
         Shape (nseg+1,): run j is pixels ``seg_start[j]:seg_start[j+1]``.
     seg_bin : numpy.ndarray of int
         Shape (nseg,): the bin of each run.  Pixels outside the grid are in no run.
+
+    Raises
+    ------
+    ValueError
+        If `wave` is not finite and strictly increasing.
     """
+    wave = np.asarray(wave)
+    if wave.ndim != 1 or not np.all(np.isfinite(wave)) or np.any(np.diff(wave) <= 0):
+        # the compiled accumulation trusts the runs: a pixel out of order or NaN inside
+        # them would be written to another bin, or outside the arrays
+        raise ValueError('pixel wavelengths must be finite and strictly increasing')
     pixel_bin = grid.bin_index(wave)
     inside = np.flatnonzero((pixel_bin >= 0) & (pixel_bin < grid.nbins))
     if inside.size == 0:
@@ -151,7 +161,7 @@ def pixel_segments(wave, grid):
     return np.append(starts, hi), pixel_bin[starts]
 
 
-def accumulate_arms(waves, fluxes, ivars, grid, masks=None):
+def accumulate_arms(waves, fluxes, ivars, grid, masks=None, max_snr=MAX_PIXEL_SNR):
     """Per-bin sums Σ(ivar·flux) and Σivar over the valid pixels of several arms.
 
     Pixels of all arms falling into one bin are combined (b/r and r/z overlaps are
@@ -168,6 +178,10 @@ def accumulate_arms(waves, fluxes, ivars, grid, masks=None):
     grid : lbgnet.config.Grid
     masks : sequence of (numpy.ndarray or None), optional
         Integer mask per arm; non-zero pixels carry no weight.
+    max_snr : float, optional
+        The pixel S/N cut [:data:`MAX_PIXEL_SNR`]; ``np.inf`` when `fluxes` carry another
+        quantity per pixel (a variance factor, NaN where the pixel is not valid), whose
+        "S/N" means nothing.
 
     Returns
     -------
@@ -196,7 +210,7 @@ def accumulate_arms(waves, fluxes, ivars, grid, masks=None):
         nvalid = np.zeros(nspec, dtype=np.int64)
         _accumulate(np.ascontiguousarray(flux), np.ascontiguousarray(ivar),
                     no_mask if mask is None else np.ascontiguousarray(mask), mask is not None,
-                    seg_start, seg_bin, fsum, isum, nvalid, MAX_PIXEL_SNR ** 2)
+                    seg_start, seg_bin, fsum, isum, nvalid, float(max_snr) ** 2)
         arm_valid[:, iarm] = nvalid > 0
     return fsum, isum, arm_valid
 
@@ -365,7 +379,8 @@ def grid_effective_ivar(waves, fluxes, ivars, eff_ivars, grid, masks=None):
         usable = usable_pixels(flux, ivar) & (eff > 0)
         ratios.append(np.where(usable, np.asarray(ivar, dtype=np.float64)
                                / np.where(usable, eff, 1.0), np.nan))
-    vsum, isum, _ = accumulate_arms(waves, ratios, ivars, grid, masks)
+    # validity is in the NaNs of `ratios` (usable_pixels cut the real S/N): no cut on them
+    vsum, isum, _ = accumulate_arms(waves, ratios, ivars, grid, masks, max_snr=np.inf)
     good = (isum > 0) & (vsum > 0)
     return np.where(good, isum ** 2 / np.where(good, vsum, 1.0), 0.0)
 
@@ -402,7 +417,7 @@ def grid_noise_ivar(cameras, waves, fluxes, ivars, grid, noise, masks=None):
     masks = [None] * len(waves) if masks is None else masks
     excess2 = [np.where(usable_pixels(flux, ivar), noise.excess[cam] ** 2, np.nan)
                for cam, flux, ivar in zip(cameras, fluxes, ivars)]
-    white, isum, _ = accumulate_arms(waves, excess2, ivars, grid, masks)
+    white, isum, _ = accumulate_arms(waves, excess2, ivars, grid, masks, max_snr=np.inf)
     for cam, wave, flux, ivar, mask in zip(cameras, waves, fluxes, ivars, masks):
         amp, line = noise.residual_profile(cam, wave)
         pixbin = grid.bin_index(wave)
