@@ -472,7 +472,8 @@ def _window_minimum(curve, zs, allowed, prior=0.0):
         Its redshift refined by a parabola through `curve` at the three grid points
         around it (:func:`_parabola`).
     curvature : numpy.ndarray
-        ``curve''`` there (NaN where not a minimum of `curve`).
+        ``curve''`` there: NaN where `curve` is not convex at it or it is at an end of the
+        grid (a point the prior chose on a convex slope of `curve` keeps its curvature).
     """
     ibest = np.argmin(np.where(allowed, curve - prior, np.inf), axis=1)
     if zs.size < 3:                            # no parabola through three points
