@@ -275,16 +275,21 @@ def test_parse_rejects_bad_options():
         assert exc.value.code == 2, bad
 
 
-def test_impossible_population_fails_once_before_any_file(tmp_path, caplog):
+@pytest.mark.parametrize('options', [['--zmin', '0.1', '--zmax', '0.5'],     # no [OII] mimic
+                                     ['--classes', 'LBG', '--zmin', '2', '--zmax', '20']])
+def test_impossible_population_fails_once_before_any_file(tmp_path, caplog, options):
+    """A range the simulator cannot draw, or the renderer cannot normalise (LBGs at
+    z = 20 have no flux in the r band: once a traceback per file), fails once, on one
+    line naming the options, before the output directory exists."""
     import logging
     outdir = tmp_path / 'out'
     caplog.clear()
     with caplog.at_level(logging.INFO):
-        rc = main(['--outdir', str(outdir), '--nspec', '6', '--nfiles', '3', '--no-resolution',
-                   '--zmin', '0.1', '--zmax', '0.5'])     # no [OII] line can mimic Lya there
+        rc = main(['--outdir', str(outdir), '--nspec', '6', '--nfiles', '3', '--no-resolution']
+                  + options)
     assert rc == 1 and not outdir.exists()
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
-    assert len(errors) == 1 and '--zmin 0.1 --zmax 0.5' in errors[0]
+    assert len(errors) == 1 and ' '.join(options[-4:]) in errors[0]
     assert 'Traceback' not in caplog.text
 
 

@@ -100,7 +100,10 @@ def check_population(simcfg, population, n=64):
     galaxies need LBG redshifts their [OII] line can mimic), so a range it cannot serve
     would otherwise fail in every file.  Drawing `n` objects of each class separately
     (each galaxy subtype has a fraction of 0.15 or more in ``lbgnet-sim.yaml``, so all
-    of them are drawn) runs those checks before any file is written.
+    of them are drawn) runs those checks before any file is written.  The drawn objects
+    are also normalised to their r magnitude, with the LBG range's two ends among the
+    LBGs, so that a range the renderer cannot serve (LBGs so distant that no flux
+    reaches the r band) fails here too.
 
     Parameters
     ----------
@@ -117,12 +120,16 @@ def check_population(simcfg, population, n=64):
         The simulator's message when it cannot draw a class with these options.
     """
     from ..sim.population import draw_population
+    from ..sim.render import build_components, normalisation
     options = {k: v for k, v in population.items() if k != 'efftime_range'}
     classes = options.pop('classes', None) or [
         c for c in CLASSES if float(simcfg['simulation']['class_fractions'].get(c, 0.0)) > 0]
     rng = np.random.default_rng(0)
     for name in classes:
-        draw_population(simcfg, n, rng, classes=[name], **options)
+        truth = draw_population(simcfg, n, rng, classes=[name], **options)
+        if name == 'LBG' and options.get('zrange') is not None and len(truth) >= 2:
+            truth['Z_TRUE'][:2] = options['zrange']
+        normalisation(build_components(truth, simcfg, None), truth, simcfg)
 
 
 def population_flags(args):
