@@ -115,3 +115,13 @@ def test_resolve_beside(tmp_path, monkeypatch):
     assert resolve_beside('lbgnet-mock.yaml', 'lbgnet-default.yaml') == 'lbgnet-mock.yaml'
     assert resolve_beside(str(tmp_path / 'x.yaml'), cfg) == str(tmp_path / 'x.yaml')
     assert resolve_beside(None, cfg) is None
+
+
+def test_lines_as_a_list_is_named(config):
+    """A line list given as a YAML list (names only) is refused saying what lines must be,
+    not with an AttributeError."""
+    data = config.to_dict()
+    data['lines'] = ['LYA', 'CIV']
+    with pytest.raises(ConfigError, match=r'x\.yaml: lines must map each line name to its rest '
+                                          r'wavelength \(NAME: Angstrom\), not a list'):
+        config_from_dict(data, 'x.yaml')

@@ -420,3 +420,18 @@ def test_history_writer_keeps_every_finished_epoch(tmp_path):
     assert (tmp_path / 'one' / LOSS_PLOT).exists()
     with open(tmp_path / 'one' / HISTORY) as fx:
         assert next(csv.reader(fx)) == ['epoch', 'loss', 'val_loss']
+
+
+@pytest.mark.parametrize('bad', [['--workers', '0'], ['--batch-size', '0'], ['--batch-size', '-5']])
+def test_train_and_tune_refuse_bad_counts_in_parse(bad, capsys):
+    """--workers < 1 (silently accepted) and --batch-size < 1 (refused late, blamed on the
+    configuration file) are usage errors of the command line."""
+    from lbgnet.scripts.lbg_train import parse
+    from lbgnet.scripts.lbg_tune import parse as parse_tune
+    with pytest.raises(SystemExit) as exc:
+        parse(['--config', 'x.yaml', '--outdir', 'o'] + bad)
+    assert exc.value.code == 2 and bad[0] in capsys.readouterr().err
+    if bad[0] == '--batch-size':
+        with pytest.raises(SystemExit) as exc:
+            parse_tune(['--config', 'x.yaml', '--trials', '2', '--outdir', 'o'] + bad)
+        assert exc.value.code == 2 and '--batch-size must be >= 1' in capsys.readouterr().err

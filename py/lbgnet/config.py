@@ -453,6 +453,9 @@ def config_from_dict(data, source=''):
         grid = Grid(float(data['grid']['wave_min']), float(data['grid']['dwave']),
                     as_int(data['grid']['nbins']))
         lines = data['lines']
+        if not isinstance(lines, dict):
+            raise ConfigError(f'{source or "config"}: lines must map each line name to its '
+                              f'rest wavelength (NAME: Angstrom), not a {type(lines).__name__}')
         linelist = LineList(tuple(str(k).upper() for k in lines),
                             tuple(float(v) for v in lines.values()))
         nboxes = as_int(data['nboxes'])

@@ -103,6 +103,10 @@ def parse(options=None):
     args = parser.parse_args(options)
     if args.freeze < 0 or args.unfreeze_epochs < 0:
         parser.error('--freeze and --unfreeze-epochs must be >= 0')
+    if args.workers < 1:
+        parser.error(f'--workers must be >= 1, not {args.workers}')
+    if args.batch_size is not None and args.batch_size < 1:
+        parser.error(f'--batch-size must be >= 1, not {args.batch_size}')
     if args.unfreeze_epochs and not args.freeze:
         parser.error('--unfreeze-epochs needs --freeze N > 0')
     if args.validation_only and args.val_dir:

@@ -67,6 +67,8 @@ def parse(options=None):
                          f'not {value:g}')
     if args.startup_trials < 0:
         parser.error(f'--startup-trials must be >= 0, not {args.startup_trials}')
+    if args.batch_size is not None and args.batch_size < 1:
+        parser.error(f'--batch-size must be >= 1, not {args.batch_size}')
     return args
 
 
