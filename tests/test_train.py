@@ -435,3 +435,43 @@ def test_train_and_tune_refuse_bad_counts_in_parse(bad, capsys):
         with pytest.raises(SystemExit) as exc:
             parse_tune(['--config', 'x.yaml', '--trials', '2', '--outdir', 'o'] + bad)
         assert exc.value.code == 2 and '--batch-size must be >= 1' in capsys.readouterr().err
+
+
+def test_incomplete_or_mixed_validation_set_is_refused(tmp_path, monkeypatch):
+    """A validation set that a stopped --validation-only run left with 2 of its 3 files,
+    or files of two sets, is refused by --val-dir (it was used silently, smaller)."""
+    import shutil
+    import lbgnet.scripts.lbg_train as script
+    from lbgnet.io import InputFileError
+    from lbgnet.sim.mock import load_mock_setup
+    monkeypatch.setattr(script, 'VALIDATION_FILE_SIZE', 10)
+    setup = load_mock_setup('lbgnet-mock.yaml')
+    full, other = tmp_path / 'full', tmp_path / 'other'
+    coadds, truths = script.write_validation(setup, str(full), 25, 3, 'lbgnet-mock.yaml')
+    assert len(coadds) == 3 and script.find_validation(str(full)) == (coadds, truths)
+    script.write_validation(setup, str(other), 15, 4, 'lbgnet-mock.yaml')
+    shutil.copytree(full, tmp_path / 'cut')
+    (tmp_path / 'cut' / os.path.basename(coadds[1])).unlink()
+    with pytest.raises(InputFileError, match='incomplete validation set: 2 of its 3 files'):
+        script.find_validation(str(tmp_path / 'cut'))
+    for path in sorted((other).glob('*-1.fits')):     # the second file of the other set
+        shutil.copy(path, tmp_path / 'cut' / path.name)
+    with pytest.raises(InputFileError, match='files of different validation sets'):
+        script.find_validation(str(tmp_path / 'cut'))
+
+
+def test_validation_set_without_the_target_class_fails_before_training(tmp_path, caplog):
+    """A --val-dir without LBGs is refused before the first epoch (the training used to run
+    to its end and then fail on an undefined score)."""
+    from lbgnet.scripts.lbg_mock import main as mock
+    from lbgnet.scripts.lbg_train import main
+    assert mock(['--outdir', str(tmp_path / 'qso'), '--nspec', '12', '--classes', 'QSO',
+                 '--no-resolution']) == 0
+    cfg = tmp_path / 'ok.yaml'
+    cfg.write_text(TRAIN_YAML)
+    out = tmp_path / 'out'
+    caplog.clear()
+    assert main(['--config', str(cfg), '--outdir', str(out), '--val-dir', str(tmp_path / 'qso'),
+                 '--epochs', '2', '--verbose', '0']) == 1
+    assert f'{tmp_path / "qso"}: no LBG in the validation set' in caplog.text
+    assert not (out / 'history.csv').exists()

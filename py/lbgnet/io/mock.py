@@ -121,8 +121,9 @@ def truth_checksum(truth):
     return digest.hexdigest()[:16]
 
 
-def mock_keywords(path):
-    """The mock's provenance keywords (``SIMHASH``, ``TRUTHSUM``) found in a primary header.
+def mock_keywords(path, keys=MOCK_KEYS):
+    """Keywords of a primary header: by default the mock's provenance (``SIMHASH``,
+    ``TRUTHSUM``).
 
     Returns
     -------
@@ -131,7 +132,7 @@ def mock_keywords(path):
     """
     with open_fits(str(path)) as fx:
         header = fx[0].read_header()
-    return {k: str(header[k]).strip() for k in MOCK_KEYS if k in header}
+    return {k: str(header[k]).strip() for k in keys if k in header}
 
 
 def check_truth_matches(source_path, truth_path, truth):

@@ -41,6 +41,10 @@ from ..tflog import import_tensorflow
 VALIDATION_SEED_OFFSET = 10_000
 #: Spectra per validation file.
 VALIDATION_FILE_SIZE = 1000
+#: Primary-header keywords of the validation files :func:`write_validation` writes: the
+#: set's size, its number of files and its seed, so that :func:`find_validation` can tell
+#: a complete set from one a stopped run left behind.
+VALIDATION_KEYS = ('VALNSPEC', 'VALNFILE', 'VALSEED')
 
 
 def parse(options=None):
@@ -157,11 +161,15 @@ def write_validation(setup, outdir, nval, seed, config_name):
     log = get_logger()
     coadds, truths, written = [], [], set()
     nfiles = max(1, -(-nval // VALIDATION_FILE_SIZE))
+    cards = [(key, int(value), comment) for key, value, comment in zip(
+        VALIDATION_KEYS, (nval, nfiles, seed),
+        ('spectra in the validation set', 'files in the validation set',
+         'seed of the validation set'))]
     for ifile in range(nfiles):
         nspec = min(VALIDATION_FILE_SIZE, nval - ifile * VALIDATION_FILE_SIZE)
         rng = np.random.default_rng([seed + VALIDATION_SEED_OFFSET, ifile])
         mock = make_mock(setup, nspec, rng, pixel=ifile, with_resolution=False)
-        paths = write_mock(outdir, mock, config_name)
+        paths = write_mock(outdir, mock, config_name, cards=cards)
         coadds.append(paths['coadd'])
         truths.append(paths['truth'])
         written.update(os.path.abspath(p) for p in paths.values())
@@ -178,9 +186,41 @@ def write_validation(setup, outdir, nval, seed, config_name):
 
 
 def find_validation(val_dir):
-    """Coadd and truth files of an existing validation directory (paired by name)."""
+    """Coadd and truth files of an existing validation directory (paired by name).
+
+    A set written by :func:`write_validation` says in every coadd header how many files
+    it has (:data:`VALIDATION_KEYS`): one a stopped run left incomplete, or files of two
+    such sets, are refused.  Files without those keywords (labelled spectra, older sets,
+    also beside such a set) are taken as they are.
+
+    Raises
+    ------
+    InputFileError
+        No such directory or no coadd in it; an incomplete or mixed validation set.
+    """
     from ..io.labelled import find_labelled
-    return find_labelled(val_dir, 'validation')
+    from ..io.mock import mock_keywords
+    coadds, truths = find_labelled(val_dir, 'validation')
+    stamps = [tuple(sorted(mock_keywords(path, VALIDATION_KEYS).items())) for path in coadds]
+    stamps = [stamp for stamp in stamps if stamp]
+    if len(set(stamps)) > 1:
+        raise InputFileError(val_dir, 'files of different validation sets (VALNSPEC, '
+                             'VALNFILE, VALSEED differ): write the set again')
+    if stamps and int(dict(stamps[0])['VALNFILE']) != len(stamps):
+        raise InputFileError(val_dir, f'incomplete validation set: {len(stamps)} of its '
+                             f'{dict(stamps[0])["VALNFILE"]} files (a run stopped while '
+                             'writing it?): write it again')
+    return coadds, truths
+
+
+def check_validation_targets(truth, config, val_dir):
+    """Refuse a validation set without an object of the class the network finds: its
+    score is undefined in every epoch, and the training would only fail at its end."""
+    from ..targets import target_class
+    target = target_class(config)
+    if not np.any(np.char.strip(np.asarray(truth['CLASS']).astype(str)) == target):
+        raise InputFileError(val_dir, f'no {target} in the validation set: its score (the '
+                             'checkpoint criterion) is undefined')
 
 
 def labelled_batches(args, config, opts, setup):
@@ -667,6 +707,8 @@ def _train(args, log, t_start):
             return 0
     X_val, y_val, truth_val, grid_val = read_labelled(coadds, truths, config, with_grid=True,
                                                       noise=DEFAULT_REFINE_NOISE)
+    check_validation_targets(truth_val, config,
+                             args.val_dir or os.path.join(args.outdir, 'validation'))
     truth_val = metric_truth(truth_val, config)
     if batches is None:
         batches = MockBatches(setup, encode=TruthEncoder(config), batch_size=opts['batch_size'],

@@ -91,8 +91,8 @@ def tuning_data(args, config, workdir):
     from ..targets import metric_truth
     from ..tune import TuneData, simulate_training_set
     from ..train import training_options
-    from .lbg_train import (check_compatible, find_validation, read_labelled, simulation_setup,
-                            write_validation)
+    from .lbg_train import (check_compatible, check_validation_targets, find_validation,
+                            read_labelled, simulation_setup, write_validation)
     opts = training_options(config, batch_size=args.batch_size)
     setup = simulation_setup(config, opts, args.config)
     check_compatible(config, setup.config)
@@ -107,6 +107,7 @@ def tuning_data(args, config, workdir):
         os.rename(partial, val_dir)
     coadds, truths = find_validation(val_dir)
     X_val, _, truth_val = read_labelled(coadds, truths, config)
+    check_validation_targets(truth_val, config, val_dir)
     X_train, truth_train = simulate_training_set(setup, args.ntrain, args.seed, opts['batch_size'])
     log = get_logger()
     log.info('tuning data: %d training spectra (simulated, seed %d), %d validation spectra '
