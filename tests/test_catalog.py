@@ -95,6 +95,8 @@ def test_rerun_columns_fixed_types():
     assert cat['ZWARN_NEW'].tolist() == [4, 0, 0]
     assert cat['COEFF_NEW'].shape == (3, NCOEFF)
     assert np.all(cat['COEFF_NEW'][0, :3] == 1) and np.all(np.isnan(cat['COEFF_NEW'][0, 3:]))
+    assert cat['Z_NEW'].description == 'rerun Redrock redshift'
+    assert all(cat[c].description for c in cat.colnames if c.endswith('_NEW'))
     empty = Table(dict(TARGETID=np.array([1, 2])))
     add_rerun_columns(empty, None)
     assert empty['SUBTYPE_NEW'].dtype == cat['SUBTYPE_NEW'].dtype

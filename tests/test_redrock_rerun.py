@@ -93,6 +93,8 @@ def test_afterburner_rerun_columns(coadd, template, tmp_path):
     for col in ('Z_NEW', 'ZERR_NEW', 'ZWARN_NEW', 'SPECTYPE_NEW', 'SUBTYPE_NEW', 'CHI2_NEW',
                 'DELTACHI2_NEW', 'COEFF_NEW'):
         assert col in cat.colnames
+    # every column is described in the file (the *_NEW ones had cfitsio's 'label for field')
+    assert [c for c in cat.colnames if not cat[c].description] == []
     [(zmin, zmax)] = template_zrange([template])
     inrange = cat['IS_LBG'] & (cat['Z_LBG'] + 0.1 > zmin) & (cat['Z_LBG'] - 0.1 < zmax)
     rerun = np.isfinite(cat['Z_NEW'])

@@ -551,3 +551,20 @@ def test_unsigned_and_float_targetids(tmp_path, caplog):
     with caplog.at_level(logging.ERROR):
         assert main(['--input-dir', str(root), '--output', out, '--overwrite']) == 1
     assert 'lbg_cnn-main-dark-2.fits' in caplog.text and 'TARGETID must be an integer' in caplog.text
+
+
+def test_stacked_header_keeps_the_bit_meanings(tmp_path):
+    """The stacked file's LBGBITnn cards keep each bit's meaning, whole (they said 'common
+    to all inputs'; two per-file comments were cut mid-word), and its TARGETID column is
+    not described as in Redrock's row order (the stack is sorted)."""
+    from astropy.io import fits
+    root = tmp_path / 'cats'
+    bits = MASK.header_cards()
+    for i in (1, 2):
+        write_cat(str(root / f'lbg_cnn-main-dark-{i}.fits'), [i], [1], [3.0], [0], [5], cards=bits)
+    out = str(tmp_path / 'z.fits')
+    assert main(['--input-dir', str(root), '--output', out]) == 0
+    header = fits.getheader(out, 'LBG_ZCAT')
+    for key, name, comment in bits:
+        assert header[key] == name and header.comments[key] == comment == MASK.comment(name)
+    assert header.comments['TTYPE1'] == 'DESI target id'

@@ -42,11 +42,11 @@ lbgwarn:
     - [NODATA,          0, "no valid pixel on the input grid"]
     - [MISSING_CAMERA,  1, "a b/r/z camera is absent or has no valid pixel"]
     - [NOT_SCIENCE,     2, "OBJTYPE != TGT or bad COADD_FIBERSTATUS"]
-    - [NOT_IN_COADD,    3, "TARGETID in the Redrock file but not in the coadd"]
+    - [NOT_IN_COADD,    3, "in the Redrock file but not in the coadd"]
     - [Z_OUT_OF_RANGE,  4, "Z_LBG or Z_TPL outside the model's z range"]
     - [LOW_COVERAGE,    5, "fewer than half of the grid bins are valid"]
-    - [RERUN_FAILED,    6, "IS_LBG but prior overlaps no rerun template grid"]
-    - [SMALL_DELTA_CHI2, 7, "IS_LBG, DELTACHI2_TPL < 9: redshift not unique"]
+    - [RERUN_FAILED,    6, "IS_LBG, prior overlaps no rerun template grid"]
+    - [SMALL_DELTA_CHI2, 7, "IS_LBG, DELTACHI2_TPL < 9 or ZERR_TPL NaN"]
 """)
 
 #: The cameras a complete DESI spectrum has.
@@ -69,6 +69,9 @@ class LBGWarnMask(BitMask):
         super().__init__('lbgwarn', _BITDEFS)
 
     def header_cards(self):
-        """FITS header cards documenting the bits: ``[(key, value, comment), ...]``."""
-        return [(f'LBGBIT{self.bitnum(name):02d}', name, self.comment(name)[:47])
+        """FITS header cards documenting the bits: ``[(key, value, comment), ...]``.
+
+        The comments fit the card whole (at most 47 characters beside a value of up to
+        16: the longest bit name)."""
+        return [(f'LBGBIT{self.bitnum(name):02d}', name, self.comment(name))
                 for name in self.names()]

@@ -371,6 +371,7 @@ def add_rerun_columns(table, rerun):
             else:
                 out[idx >= 0] = values[idx[idx >= 0]]
         table[f'{col}_NEW'] = out
+        table[f'{col}_NEW'].description = column_description(f'{col}_NEW')
 
 
 def apply_small_deltachi2(flags, is_lbg, deltachi2, zerr=None):

@@ -263,4 +263,6 @@ def stack_catalogs(tables, allow_mixed=False, sources=None):
     out['Z'], out['ZERR'] = best_redshift(out)
     out['GOOD_LBG'] = good_lbg(out)
     out.meta = {'EXTNAME': 'LBG_ZCAT'}
-    return describe_columns(Table(out, copy=False), overwrite=False)
+    out = describe_columns(Table(out, copy=False), overwrite=False)
+    out['TARGETID'].description = 'DESI target id'       # sorted, not in Redrock's order
+    return out

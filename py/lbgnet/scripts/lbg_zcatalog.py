@@ -13,6 +13,7 @@ import os
 from desiutil.log import get_logger
 
 from .. import __version__
+from ..bitmask import LBGWarnMask
 from ..io.catalog import OutputFileError, provenance_header, read_catalog, write_catalog
 from ..io.discover import CATALOG_PREFIX, expand_coadds, file_metadata, walk_files
 from ..io.errors import InputFileError
@@ -227,7 +228,9 @@ def main(args=None, comm=None):
     cards = [('NINPUT', len(files), 'stacked catalogues'),
              ('INPUTDIR', os.path.abspath(args.input_dir) if args.input_dir else None, 'searched'),
              ('GOODBITS', bad_bits(), 'LBG_FLAG bits (mask) that veto GOOD_LBG')]
-    cards += [(k, v, 'common to all inputs') for k, v in common.items() if v is not None]
+    bit_comments = {key: comment for key, _, comment in LBGWarnMask().header_cards()}
+    cards += [(k, v, bit_comments.get(k, 'common to all inputs')) for k, v in common.items()
+              if v is not None]
     header = provenance_header(cards, dependencies={'lbgnet': __version__})
     try:
         write_catalog(args.output, zcat, header, extname='LBG_ZCAT')
