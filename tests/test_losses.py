@@ -69,6 +69,7 @@ def test_perfect_prediction_is_near_zero_and_clipping():
 
 def test_resolve_pos_weight():
     assert resolve_pos_weight('balanced', 40) == 39.0
+    assert resolve_pos_weight('balanced', 1) == 1.0       # one box: 0 would never learn it
     assert resolve_pos_weight(2, 40) == 2.0
     with pytest.raises(ValueError, match='balanced'):
         resolve_pos_weight('auto', 40)

@@ -113,6 +113,13 @@ def test_invalid_model_sections(config):
         build_model(small_config(config, conv_layers=3))
     with pytest.raises(ConfigError, match='channels'):
         build_model(small_config(config, channels=['ivar']))
+    for channels in (None, 5):                     # were raw TypeErrors
+        with pytest.raises(ConfigError, match='model.channels must be taken from'):
+            build_model(small_config(config, channels=channels))
+    # too deep for the grid: one line naming the layer (Keras's ValueError escaped before)
+    with pytest.raises(ConfigError, match='conv_7 leaves no bins'):
+        build_model(small_config(config, conv_layers=8, filters=8, kernel_size=10, strides=2,
+                                 padding='valid'))
     extra = dict(config.extra)
     extra.pop('model', None)
     with pytest.raises(ConfigError, match='no "model" section'):
@@ -206,6 +213,9 @@ def test_model_file_errors(tmp_path, config):
         load_model(jpath)
     for change, match in (({'format': 'other'}, 'not an lbgnet model'),
                           ({'format_version': 99}, 'not supported'),
+                          ({'format_version': True}, 'not supported'),
+                          ({'format_version': 0}, 'not supported'),
+                          ({'metadata': [1, 2]}, 'metadata must be a JSON object'),
                           ({'config': {'grid': {}}}, 'invalid configuration')):
         json.dump(dict(desc, **change), open(jpath, 'w'))
         with pytest.raises(InputFileError, match=match):

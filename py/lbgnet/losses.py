@@ -106,7 +106,7 @@ def resolve_pos_weight(value, nboxes):
     ----------
     value : float or str
         A number, or ``'balanced'`` for ``nboxes - 1`` (one true box weighs as much as
-        the ``nboxes - 1`` empty ones of the same line).
+        the ``nboxes - 1`` empty ones of the same line; 1 with a single box).
     nboxes : int
 
     Returns
@@ -121,7 +121,7 @@ def resolve_pos_weight(value, nboxes):
     if isinstance(value, str):
         if value != 'balanced':
             raise ValueError(f"loss.pos_weight must be a number or 'balanced', not {value!r}")
-        return float(nboxes - 1)
+        return float(max(nboxes - 1, 1))         # one box: no negatives to balance
     if isinstance(value, (bool, np.bool_)):
         raise ValueError(f"loss.pos_weight must be a number or 'balanced', not {value!r}")
     out = float(value)

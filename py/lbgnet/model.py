@@ -177,13 +177,23 @@ def model_options(config):
         opts[key] = value
     for key in ('filters', 'kernel_size', 'strides'):
         opts[key] = _per_layer(opts[key], nconv, key)
-    bad = [c for c in opts['channels'] if c not in CHANNEL_NAMES]
-    if bad or not opts['channels']:
+    channels = opts['channels']
+    bad = ([c for c in channels if c not in CHANNEL_NAMES]
+           if isinstance(channels, (list, tuple)) else [channels])
+    if bad or not channels:
         raise ConfigError(f'{config.source}: model.channels must be taken from {CHANNEL_NAMES}, '
                           f'not {opts["channels"]!r}')
     opts['channel_index'] = [CHANNEL_NAMES.index(c) for c in opts['channels']]
     if opts['padding'] not in ('same', 'valid'):
         raise ConfigError(f'{config.source}: model.padding must be "same" or "valid"')
+    nbins = config.grid.nbins
+    for i in range(nconv):          # Keras refuses a layer with no output bin: say why here
+        kernel, stride = opts['kernel_size'][i], opts['strides'][i]
+        nbins = -(-nbins // stride) if opts['padding'] == 'same' else (nbins - kernel) // stride + 1
+        if nbins < 1:
+            raise ConfigError(f'{config.source}: conv_{i + 1} leaves no bins '
+                              f'(padding {opts["padding"]}, kernel {kernel}, stride {stride}); '
+                              'reduce layers, kernels or strides')
     return opts
 
 
@@ -225,8 +235,6 @@ def build_model(config):
         x = keras.layers.Activation('relu', name=f'activation_{i}')(x)
         if opts['dropout'] > 0:
             x = keras.layers.Dropout(opts['dropout'], name=f'dropout_{i}')(x)
-        if x.shape[1] is not None and x.shape[1] < 1:
-            raise ConfigError(f'{config.source}: conv_{i} leaves no bins; reduce layers/strides')
     x = keras.layers.Flatten(name='flatten')(x)
     x = keras.layers.Dense(int(opts['dense_units']), name='fc_common')(x)
     x = keras.layers.BatchNormalization(name='batch_normalization_fc')(x)

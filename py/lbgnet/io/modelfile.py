@@ -168,7 +168,7 @@ def read_model_description(path):
     if not isinstance(description, dict) or description.get('format') != FORMAT:
         raise InputFileError(json_path, f'not an lbgnet model description (format != {FORMAT!r})')
     version = description.get('format_version')
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if type(version) is not int or not 1 <= version <= FORMAT_VERSION:
         raise InputFileError(json_path, f'model format version {version!r} is not supported '
                              f'(this lbgnet reads <= {FORMAT_VERSION})')
     try:
@@ -176,6 +176,8 @@ def read_model_description(path):
         check_options(config)
     except (KeyError, ConfigError) as err:
         raise InputFileError(json_path, f'invalid configuration ({err})') from None
+    if not isinstance(description.get('metadata') or {}, dict):
+        raise InputFileError(json_path, 'metadata must be a JSON object')
     return description, config
 
 
