@@ -207,6 +207,10 @@ def test_launcher_without_mpi_is_warned(tmp_path, model_path, caplog, monkeypatc
     monkeypatch.setenv('PMI_SIZE', '2')
     rc, text = run(caplog, '--coadd', coadd, '--model', model_path)
     assert rc == 0 and 'one of 2 MPI processes but without --mpi' in text
+    monkeypatch.setenv('PMI_RANK', '1')             # the other processes stay quiet
+    rc, text = run(caplog, '--coadd', coadd, '--model', model_path, '--overwrite')
+    assert rc == 0 and 'without --mpi' not in text
+    monkeypatch.delenv('PMI_RANK')
     monkeypatch.setenv('PMI_SIZE', '1')
     rc, text = run(caplog, '--coadd', coadd, '--model', model_path, '--overwrite')
     assert rc == 0 and 'without --mpi' not in text

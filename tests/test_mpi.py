@@ -141,3 +141,52 @@ def test_sigterm_aborts_all_and_leaves_no_temporaries(tmp_path, signalled):
         assert temporaries == []
     else:
         assert pid1 and not [f for f in temporaries if f'.tmp{pid1}.' in f]
+
+
+def test_mock_setup_failing_on_one_rank_stops_every_rank(tmp_path):
+    """desi_lbg_mock --mpi: an --outdir that one rank cannot use (a node without the
+    file system) stops every rank with that rank's reason; the other rank used to write
+    its files and wait forever in the final allreduce, and the reason was never logged."""
+    pytest.importorskip('mpi4py')
+    driver = tmp_path / 'driver.py'
+    driver.write_text(
+        'import sys\n'
+        'from mpi4py import MPI\n'
+        'import lbgnet.scripts.lbg_mock as script\n'
+        'real = script.check_outdir\n'
+        'def check(path, *args, **kwargs):\n'
+        '    if MPI.COMM_WORLD.rank == 1:\n'
+        '        raise script.OutputFileError(path, "injected: not mounted on this node")\n'
+        '    return real(path, *args, **kwargs)\n'
+        'script.check_outdir = check\n'
+        'sys.exit(script.main(sys.argv[1:]))\n')
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, 'py'), OMP_NUM_THREADS='1')
+    out = tmp_path / 'mock'
+    proc = subprocess.run([mpiexec(), '-n', '2', sys.executable, str(driver), '--mpi',
+                           '--outdir', str(out), '--nspec', '4', '--nfiles', '2',
+                           '--no-resolution'], env=env, capture_output=True, text=True,
+                          timeout=120)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 1, log
+    assert 'rank 1: --outdir' in log and 'injected: not mounted on this node' in log
+    assert not list(out.glob('coadd-*.fits'))
+
+
+def test_rank_that_cannot_load_the_model_says_why(tmp_path):
+    """A rank that cannot load the model (a node without the file) fails its files naming
+    the exception, and logs the traceback itself (its reason was only in the summary,
+    without the exception type)."""
+    proc, log = run_two_ranks_with(tmp_path, (
+        'import sys\n'
+        'from mpi4py import MPI\n'
+        'import lbgnet.scripts.lbg_afterburner as script\n'
+        'real = script.load_network\n'
+        'def load(path):\n'
+        '    if MPI.COMM_WORLD.rank == 1:\n'
+        '        raise OSError("injected: cannot read on this node")\n'
+        '    return real(path)\n'
+        'script.load_network = load\n'
+        'sys.exit(script.main(sys.argv[1:]))\n'), (301, 302))
+    assert proc.returncode == 1, log
+    assert 'rank 1: cannot load the model or the refinement' in log and 'Traceback' in log
+    assert 'rank 1: OSError: injected: cannot read on this node' in log

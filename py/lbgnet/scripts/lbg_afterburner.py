@@ -30,7 +30,7 @@ from ..io.discover import FileJob, expand_coadds, find_coadds, plan_jobs, redroc
 from ..io.errors import InputFileError, MissingInputError
 from ..io.priors import priors_table
 from ..network import DEFAULT_BATCH, default_model_path, load_network
-from ..parallel import RankZeroParser, launcher_size, split_work
+from ..parallel import RankZeroParser, launcher_rank, launcher_size, split_work
 from ..priors import PRIOR_FUNCTION, select_priors
 from ..redrock_rerun import RerunError, check_rerunnable, template_files, template_zrange
 from ..tflog import import_tensorflow
@@ -308,7 +308,8 @@ def summarise(outcomes, unmatched, size=1):
     failed = [o for o in outcomes if o.status == 'failed']
     nspec = sum(o.nspec for o in done)
     secs = sum(o.seconds for o in done)
-    log.info('%d %s done (%d spectra, %d LBG candidates, %.1f s), %d skipped, %d failed',
+    log.info('%d %s done (%d spectra, %d LBG candidates, %.1f s of file processing summed '
+             'over the files), %d skipped, %d failed',
              len(done), 'file' if len(done) == 1 else 'files', nspec, sum(o.nlbg for o in done), secs,
              sum(o.status == 'skipped' for o in outcomes), len(failed) + len(unmatched))
     for pattern in unmatched:
@@ -432,7 +433,7 @@ def run_ranks(args, comm=None):
     rank, size = (comm.rank, comm.size) if comm is not None else (0, 1)
     log = get_logger() if rank == 0 else get_logger('CRITICAL')
     launched = launcher_size()
-    if comm is None and launched > 1:
+    if comm is None and launched > 1 and launcher_rank() == 0:     # once, not per process
         log.warning('started as one of %d MPI processes but without --mpi: every process '
                     'runs every file (add --mpi to share them)', launched)
     set_threads(args.threads or node_threads(comm))
@@ -453,7 +454,9 @@ def run_ranks(args, comm=None):
             refiner = make_refiner(args, network.config, network.zrange, network.metadata)
         load_error = None
     except Exception as err:  # noqa: BLE001 -- a rank that cannot load must still reach the barrier
-        load_error = f'rank {rank}: {err}'
+        load_error = f'rank {rank}: {type(err).__name__}: {err}'
+        get_logger().error('rank %d: cannot load the model or the refinement: %s\n%s', rank,
+                           err, traceback.format_exc())
     if comm is not None:
         comm.barrier()
     t0 = time.time()

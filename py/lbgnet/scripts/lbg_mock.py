@@ -229,6 +229,35 @@ class Progress:
                           100 * frac, self.done, self.total, elapsed, eta)
 
 
+def prepare(args):
+    """Load the simulator, plan the files and check the population and ``--outdir``.
+
+    Returns
+    -------
+    plan : tuple or None
+        ``(setup, mockcfg, counts, pixels, seeds)``; None when a check failed.
+    problem : str or None
+        The one-line reason of the failure.
+    """
+    try:
+        setup = load_mock_setup(args.config, args.lbg_composite, args.rr_template_dir,
+                                args.sky_lines)
+        mockcfg, _ = mock_settings(setup.config)
+        counts, pixels, seeds = file_plan(args.nspec, args.nfiles, args.seed, mockcfg)
+    except (ConfigError, InputFileError, ValueError) as err:
+        return None, str(err)
+    try:
+        check_population(setup.simcfg, population_options(args))
+    except ValueError as err:
+        return None, (f'{population_flags(args)}: the simulator cannot draw this population '
+                      f'({err})')
+    try:
+        check_outdir(args.outdir)
+    except OutputFileError as err:
+        return None, f'--outdir {err}'
+    return (setup, mockcfg, counts, pixels, seeds), None
+
+
 def main(args=None, comm=None):
     """Run ``desi_lbg_mock``; return 0 when every file of every rank was written, else 1.
 
@@ -251,28 +280,18 @@ def main(args=None, comm=None):
         from mpi4py import MPI
         comm = MPI.COMM_WORLD
     rank, size = (0, 1) if comm is None else (comm.rank, comm.size)
-    try:
-        setup = load_mock_setup(args.config, args.lbg_composite, args.rr_template_dir,
-                                args.sky_lines)
-        mockcfg, _ = mock_settings(setup.config)
-        counts, pixels, seeds = file_plan(args.nspec, args.nfiles, args.seed, mockcfg)
-    except (ConfigError, InputFileError, ValueError) as err:
-        if rank == 0:                        # every rank fails alike: one line, not one per rank
-            log.error('%s', err)
-        return 1
-    try:
-        check_population(setup.simcfg, population_options(args))
-    except ValueError as err:
+    plan, problem = prepare(args)
+    problems = [problem] if comm is None else comm.allgather(problem)
+    if any(problems):            # every rank stops (one waiting alone in a collective hangs)
         if rank == 0:
-            log.error('%s: the simulator cannot draw this population (%s)',
-                      population_flags(args), err)
+            failed = [(r, text) for r, text in enumerate(problems) if text]
+            if len(failed) == size and all(text == failed[0][1] for _, text in failed):
+                log.error('%s', failed[0][1])          # every rank fails alike: one line
+            else:
+                for r, text in failed:
+                    log.error('rank %d: %s', r, text)
         return 1
-    try:
-        check_outdir(args.outdir)
-    except OutputFileError as err:
-        if rank == 0:
-            log.error('--outdir %s', err)
-        return 1
+    setup, mockcfg, counts, pixels, seeds = plan
     files = mockcfg['files']
     cards = run_cards(args, counts.size)
     mine = np.arange(rank, counts.size, size)
@@ -305,6 +324,6 @@ def main(args=None, comm=None):
     if comm is not None:
         nfail = comm.allreduce(nfail)
     if rank == 0:
-        log.info('%d file(s) of %d spectra in %s, %d failure(s)', counts.size, args.nspec,
-                 args.outdir, nfail)
+        log.info('%d of %d file(s) written (%d spectra asked) in %s, %d failure(s)',
+                 counts.size - nfail, counts.size, args.nspec, args.outdir, nfail)
     return 1 if nfail else 0
