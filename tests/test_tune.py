@@ -253,3 +253,28 @@ def test_tune_script_checks_paths_and_storage_first(tmp_path, caplog):
     assert not any('validation' in d for w in ('w1', 'w3', 'w4') if (tmp_path / w).is_dir()
                    for d in os.listdir(tmp_path / w))
     assert afile.read_text() == 'keep'
+
+
+def test_study_records_its_search_space(caplog):
+    """An edited tune section is another search space: a resume is refused once trials
+    finished (the best configuration was rebuilt from the new space: a KeyError for a
+    parameter fixed before and searched now, the new fixed value for one searched before);
+    a record without the space (older lbgnet) gets it added."""
+    import dataclasses
+    import logging
+    import optuna
+    from lbgnet.config import ConfigError, load_config
+    from lbgnet.tune import check_study_settings, space_record
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    base = load_config('lbgnet-default.yaml')
+    fixed = dataclasses.replace(base, extra=dict(base.extra, tune={'gamma': 1.0}))
+    study = optuna.create_study(direction='maximize')
+    check_study_settings(study, {'ntrain': 128}, 'mem')                  # an older record
+    study.optimize(lambda t: t.suggest_float('x', 0, 1), n_trials=1)
+    with caplog.at_level(logging.INFO):
+        check_study_settings(study, {'ntrain': 128, 'search_space': space_record(fixed)}, 'mem')
+    assert 'recording search_space, not recorded' in caplog.text
+    assert study.user_attrs['settings']['search_space']['gamma'] == ['fixed', 1.0]
+    check_study_settings(study, {'ntrain': 128, 'search_space': space_record(fixed)}, 'mem')
+    with pytest.raises(ConfigError, match='search_space='):
+        check_study_settings(study, {'ntrain': 128, 'search_space': space_record(base)}, 'mem')

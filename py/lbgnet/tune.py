@@ -21,7 +21,9 @@ gamma             0.1 – 10 (log)                               ``[lo, hi]`` / 
 
 ``{choices: [...]}`` makes any parameter categorical.  Strides are not searched: the first
 ``tune.strided_layers`` (default 4) convolutions have stride 2, the others 1, so the
-800-bin grid always shrinks to 50 bins, as in QuasarNET.
+800-bin grid shrinks to 50 bins, as in QuasarNET, in networks of 4 layers or more (200
+or 100 bins with 2 or 3).  A study records its search space: a resume with an edited
+``tune`` section is refused once trials have finished.
 
 Every trial trains the candidate network on the same fixed training set for
 ``trial_epochs`` epochs (optionally capped in minutes) and is scored on the same validation
@@ -350,7 +352,8 @@ def check_study_settings(study, settings, where):
     study : optuna.Study
     settings : dict
         JSON-ready values (``ntrain``, ``trial_epochs``, ``trial_minutes``, ``val_dir``,
-        ``nval``, ``batch_size``, ``seed``).
+        ``nval``, ``batch_size``, ``seed``, ``search_space``: :func:`space_record`).  A key
+        the stored record lacks (written by an older lbgnet) is added to it.
     where : str
         Storage and study name, for the message.
 
@@ -367,6 +370,12 @@ def check_study_settings(study, settings, where):
                                  len(study.trials))
         study.set_user_attr('settings', settings)
         return
+    added = [k for k in settings if k not in stored]
+    if added:                       # recorded by an older lbgnet, without these keys
+        get_logger().info('%s: recording %s, not recorded for its earlier trials', where,
+                          ', '.join(added))
+        stored = dict(stored, **{k: settings[k] for k in added})
+        study.set_user_attr('settings', stored)
     diff = [k for k in sorted(set(stored) | set(settings)) if stored.get(k) != settings.get(k)]
     if not diff:
         return
@@ -383,6 +392,17 @@ def check_study_settings(study, settings, where):
                       + ', '.join(f'{k}={settings.get(k)!r}' for k in diff)
                       + f' (its {finished} finished trial(s) could not be ranked with new ones: '
                       'use another --study-name or --workdir)')
+
+
+def space_record(config):
+    """The search space of `config` (:func:`search_space` and ``tune.strided_layers``) as
+    JSON values, for :func:`check_study_settings`: trials drawn from another space (an
+    edited ``tune`` section) cannot be ranked with, nor turned into a best configuration
+    by, this run's."""
+    import json
+    space = dict(search_space(config),
+                 strided_layers=(config.extra.get('tune') or {}).get('strided_layers'))
+    return json.loads(json.dumps(space))
 
 
 def finished_trials(study):

@@ -120,7 +120,7 @@ def _tune(args, log):
     from ..targets import apply_target
     from ..train import training_options
     from ..tune import (Objective, check_study_settings, finished_trials, run_study,
-                        search_space, write_results)
+                        search_space, space_record, write_results)
     config = apply_target(load_config(args.config))
     if args.batch_size:
         training = dict(config.extra.get('training') or {}, batch_size=args.batch_size)
@@ -139,7 +139,8 @@ def _tune(args, log):
         'trial_minutes': args.trial_minutes, 'seed': args.seed,
         'batch_size': training_options(config)['batch_size'],
         'val_dir': os.path.abspath(args.val_dir) if args.val_dir else None,
-        'nval': None if args.val_dir else args.nval}, f'{storage} (study {name})')
+        'nval': None if args.val_dir else args.nval,
+        'search_space': space_record(config)}, f'{storage} (study {name})')
     if len(finished_trials(study)) < args.trials:
         data = tuning_data(args, config, workdir)
         objective = Objective(config, data, workdir, args.trial_epochs, args.trial_minutes,
