@@ -137,6 +137,16 @@ def test_quasarnet_batch_norms_mapped_by_order():
     assert (m['batch_normalization_1'], m['batch_normalization_2'], m['batch_normalization_fc']) == (
         'batch_normalization_1', 'batch_normalization_2', 'batch_normalization_3')
     assert 'batch_normalization_fc' not in quasarnet_layer_names(2, one[:4])   # no dense BN
+    # another layout: a batch norm's layer is unknown, so none is mapped (they were mapped
+    # by position: conv_0.. shifted every statistic by a layer; Conv_1.. gave the dense
+    # layer's batch norm the first convolution's)
+    shifted = ['conv_0', 'batch_normalization', 'conv_1', 'batch_normalization_1', 'conv_2',
+               'batch_normalization_2', 'fc_common', 'batch_normalization_3']
+    upper = ['Conv_1', 'batch_normalization', 'Conv_2', 'batch_normalization_1', 'fc_common',
+             'batch_normalization_2']
+    for layers, nconv in ((shifted, 2), (upper, 0)):
+        m = quasarnet_layer_names(nconv, layers)
+        assert not [k for k in m if k.startswith('batch_normalization')], m
 
 
 def test_quasarnet_names_match_reference_file(config):

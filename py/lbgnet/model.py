@@ -275,7 +275,9 @@ def quasarnet_layer_names(nconv, file_layers=None):
         Number of convolutional layers.
     file_layers : iterable of str, optional
         Layer names of the file; the batch normalisations are taken from it in the order
-        of their numeric suffix (none = 0).  Without it, the tf.keras convention.
+        of their numeric suffix (none = 0), only when its convolutions are exactly
+        ``conv_1 … conv_<nconv>`` and it has `nconv` or `nconv` + 1 batch normalisations
+        (otherwise none is mapped).  Without it, the tf.keras convention.
 
     Returns
     -------
@@ -290,8 +292,15 @@ def quasarnet_layer_names(nconv, file_layers=None):
     if file_layers is None:
         norms = ['batch_normalization'] + [f'batch_normalization_{i}' for i in range(1, nconv + 1)]
     else:
+        file_layers = list(file_layers)
         norms = sorted((n for n in file_layers if n == 'batch_normalization'
                         or (n.startswith('batch_normalization_') and n[20:].isdigit())), key=suffix)
+        convs = {n for n in file_layers if n.lower().startswith('conv')}
+        if convs != {f'conv_{i}' for i in range(1, nconv + 1)} or \
+                len(norms) not in (nconv, nconv + 1):
+            # not QuasarNET's layout (conv_0.., Conv_1.., other batch norms): which layer
+            # each batch normalisation follows is unknown, and a shape cannot tell
+            norms = []
     names = {f'conv_{i}': f'conv_{i}' for i in range(1, nconv + 1)}
     names.update({f'batch_normalization_{i}': norms[i - 1] for i in range(1, min(nconv, len(norms)) + 1)})
     names['fc_common'] = 'fc_common'
