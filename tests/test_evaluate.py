@@ -1,6 +1,7 @@
 """Purity/efficiency, score, redshift metrics and regimes on hand-made cases."""
 import json
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -32,6 +33,19 @@ def test_pe_score_threshold_separates_adjacent_float32_scores():
     assert value == 1.0 and int(np.count_nonzero(score > thr)) == 2
     value64, thr64 = pe_score(np.array([1, 1, 0, 0], bool), score.astype(np.float64))
     assert int(np.count_nonzero(score.astype(np.float64) > thr64)) == 2
+
+
+def test_pe_score_nan_scores_rank_last():
+    # rows without a prediction (NaN C_LBG) are never selected: when they reach rank
+    # N_LBG they tie at the bottom like -inf instead of making the score NaN
+    is_true = np.array([1, 1, 0, 0, 0], bool)
+    score = np.array([0.9, np.nan, np.nan, np.nan, np.nan])
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        value, thr = pe_score(is_true, score)
+    assert value == pytest.approx(pe_score(is_true, np.where(np.isnan(score), -np.inf, score))[0])
+    assert value == pytest.approx((1 + 1 * 1 / 4) / 2)
+    assert np.count_nonzero(score > thr) == 1
 
 
 def test_pe_score_ties_do_not_depend_on_row_order():

@@ -125,7 +125,8 @@ def pe_score(is_true, score):
     is_true : array_like of bool
         True LBGs, shape (n,).
     score : array_like
-        ``C_LBG``, shape (n,).
+        ``C_LBG``, shape (n,).  NaN (no prediction) ranks below every score, as
+        ``score > threshold`` never selects it.
 
     Returns
     -------
@@ -143,6 +144,7 @@ def pe_score(is_true, score):
     is_true = np.asarray(is_true, dtype=bool)
     dtype = np.asarray(score).dtype
     score = np.asarray(score, dtype=np.float64)
+    score = np.where(np.isnan(score), -np.inf, score)
     ntrue = int(is_true.sum())
     if ntrue == 0:
         return float('nan'), float('nan')
