@@ -275,12 +275,26 @@ def test_parse_rejects_bad_options():
         assert exc.value.code == 2, bad
 
 
-@pytest.mark.parametrize('options', [['--zmin', '0.1', '--zmax', '0.5'],     # no [OII] mimic
-                                     ['--classes', 'LBG', '--zmin', '2', '--zmax', '20']])
+def test_low_lbg_range_is_drawn_without_oii_aliases(tmp_path, caplog):
+    """LBGs at z 1.8-2.2 (no [OII] emitter at z >= 0.05 mimics their Lyα) are written;
+    the simulator refused the range before."""
+    import logging
+    with caplog.at_level(logging.WARNING):
+        rc = main(['--outdir', str(tmp_path), '--nspec', '20', '--nfiles', '1', '--seed', '5',
+                   '--zmin', '1.8', '--zmax', '2.2', '--no-resolution'])
+    assert rc == 0
+    truth = Table.read(next(tmp_path.glob('truth-*.fits')), 'TRUTH')
+    lbg = truth['CLASS'] == 'LBG'
+    assert lbg.any() and np.all((truth['Z_TRUE'][lbg] >= 1.8) & (truth['Z_TRUE'][lbg] <= 2.2))
+    assert 'OII_LYA' not in set(truth['SUBTYPE'])
+    assert 'drawn as SF' in caplog.text
+
+
+@pytest.mark.parametrize('options', [['--classes', 'LBG', '--zmin', '2', '--zmax', '20']])
 def test_impossible_population_fails_once_before_any_file(tmp_path, caplog, options):
-    """A range the simulator cannot draw, or the renderer cannot normalise (LBGs at
-    z = 20 have no flux in the r band: once a traceback per file), fails once, on one
-    line naming the options, before the output directory exists."""
+    """A range the renderer cannot normalise (LBGs at z = 20 have no flux in the r band:
+    once a traceback per file) fails once, on one line naming the options, before the
+    output directory exists."""
     import logging
     outdir = tmp_path / 'out'
     caplog.clear()

@@ -98,6 +98,26 @@ def test_overrides_and_errors(simcfg):
         draw_population(simcfg, 5, rng, zrange=(3.0, 2.0))
 
 
+def test_low_lbg_range_has_no_oii_aliases(simcfg):
+    # LBGs at z < 2.22 cannot be mimicked by [OII] at z_gal >= 0.05: a test set of such
+    # LBGs is drawn (it raised), the would-be aliases being ordinary star-forming galaxies
+    truth = draw_population(simcfg, 400, np.random.default_rng(4), classes=['LBG', 'GALAXY'],
+                            zrange=(1.8, 2.2))
+    gal = np.asarray(truth['CLASS']) == 'GALAXY'
+    sub = np.asarray(truth['SUBTYPE'])[gal]
+    assert gal.sum() > 100 and 'OII_LYA' not in sub and {'SF', 'PASSIVE'} <= set(sub)
+    assert np.all(np.isnan(np.asarray(truth['Z_LYA_ALIAS'])[gal]))
+    zg = np.asarray(truth['Z_TRUE'])[gal]
+    assert np.all((zg >= 0.05) & (zg <= 1.6))
+    # SF galaxies keep the SF [OII] distribution (median 20 Å, not the aliases' 40 Å)
+    assert 12 < np.median(np.asarray(truth['OII_EW'])[gal][sub == 'SF']) < 30
+    # a range that aliases can reach is drawn as before (aliases inside it)
+    wide = draw_population(simcfg, 400, np.random.default_rng(4), classes=['LBG', 'GALAXY'],
+                           zrange=(1.8, 2.3))
+    alias = np.asarray(wide['Z_LYA_ALIAS'])[np.asarray(wide['SUBTYPE']) == 'OII_LYA']
+    assert alias.size > 10 and np.all((alias >= 2.2) & (alias <= 2.3))
+
+
 def test_no_flux_below_lyman_limit(simcfg, config):
     truth = _lbg_truth(simcfg, 64, seed=4)
     truth['Z_TRUE'] = np.linspace(3.0, 4.6, 64)

@@ -96,11 +96,10 @@ def population_options(args):
 def check_population(simcfg, population, n=64):
     """Draw `n` objects of each requested class with the population options, once.
 
-    The simulator checks the options only when it draws a class (e.g. the [OII]-as-Lyα
-    galaxies need LBG redshifts their [OII] line can mimic), so a range it cannot serve
-    would otherwise fail in every file.  Drawing `n` objects of each class separately
-    (each galaxy subtype has a fraction of 0.15 or more in ``lbgnet-sim.yaml``, so all
-    of them are drawn) runs those checks before any file is written.  The drawn objects
+    The simulator checks the options only when it draws a class, so a range it cannot
+    serve would otherwise fail in every file.  Drawing `n` objects of each class
+    separately (each galaxy subtype has a fraction of 0.15 or more in ``lbgnet-sim.yaml``,
+    so all of them are drawn) runs those checks before any file is written.  The drawn objects
     are also normalised to their r magnitude, with the LBG range's two ends among the
     LBGs, so that a range the renderer cannot serve (LBGs so distant that no flux
     reaches the r band) fails here too.

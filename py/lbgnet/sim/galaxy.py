@@ -15,6 +15,7 @@ Hγ, Hδ, [NeIII]) with a Balmer decrement from E(B−V).  Parameter sources are
 ``etc/lbgnet-sim.yaml``.
 """
 import numpy as np
+from desiutil.log import get_logger
 
 from .components import C_KMS, Components, cap_depth
 from .qso import draw_piecewise
@@ -43,7 +44,9 @@ def draw_galaxy(pars, n, rng, lbg_zrange):
     n : int
     rng : numpy.random.Generator
     lbg_zrange : (float, float)
-        LBG redshift range, for the ``OII_LYA`` subtype.
+        LBG redshift range, for the ``OII_LYA`` subtype.  Where no galaxy redshift in
+        ``oii_lya_zrange`` puts [OII] at the Lyα of an LBG in this range (LBGs below
+        z ≈ 2.22 with the default 0.05), that subtype's draws become ``SF`` (warned).
 
     Returns
     -------
@@ -63,10 +66,15 @@ def draw_galaxy(pars, n, rng, lbg_zrange):
     zl_hi = min(lbg_zrange[1], OII * (1 + zg_hi) / LYA - 1)
     alias = np.full(n, np.nan)
     is_oii = sub == 'OII_LYA'
+    if np.any(is_oii) and zl_hi <= zl_lo:
+        # e.g. LBGs at z < 2.22: their Lyα lies blueward of [OII] at the lowest galaxy
+        # redshift, so no galaxy can mimic them; these become ordinary star-forming galaxies
+        get_logger().warning('no [OII]-as-Lya galaxy redshift in %s for LBG redshifts %s: '
+                             '%d OII_LYA galaxies drawn as SF', pars['oii_lya_zrange'],
+                             tuple(lbg_zrange), int(is_oii.sum()))
+        sub = np.where(is_oii, 'SF', sub)
+        is_oii = np.zeros(n, bool)
     if np.any(is_oii):
-        if zl_hi <= zl_lo:
-            raise ValueError(f'no [OII]-as-Lya galaxy redshift in {pars["oii_lya_zrange"]} '
-                             f'for LBG redshifts {lbg_zrange}')
         alias[is_oii] = rng.uniform(zl_lo, zl_hi, int(is_oii.sum()))
         z[is_oii] = LYA * (1 + alias[is_oii]) / OII - 1
     passive = sub == 'PASSIVE'
