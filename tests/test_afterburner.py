@@ -451,7 +451,9 @@ def test_parse_rules():
     with pytest.raises(SystemExit):
         parse(['--coadd', 'a.fits', '--templates', 't.fits'])
     for bad in (['--no-refine', '--refine-template', 't.fits'], ['--refine-window', '0'],
-                ['--refine-window', '1.5']):
+                ['--refine-window', '1.5'], ['--refine-prior-weight', 'inf'],
+                ['--refine-prior-weight', 'nan'], ['--refine-window', 'nan'],
+                ['--refine-step', 'nan'], ['--refine-arch-skip', 'inf']):
         with pytest.raises(SystemExit):
             parse(['--coadd', 'a.fits'] + bad)
     with pytest.raises(SystemExit):

@@ -249,10 +249,33 @@ def test_template_from_basis_and_refiner_build():
     with pytest.raises(ValueError, match='does not cover'):
         Refiner.build(template_from_basis(wave[wave < 2000], basis[:, wave < 2000]), config,
                       (1.8, 2.2))
-    with pytest.raises(ValueError, match='prior_weight'):
-        Refiner.build(tpl, config, (1.8, 4.6), prior_weight=-1)
+    for weight in (-1, np.inf, np.nan):
+        with pytest.raises(ValueError, match='prior_weight'):
+            Refiner.build(tpl, config, (1.8, 4.6), prior_weight=weight)
     with pytest.raises(ValueError, match='must increase'):
         template_from_basis(wave[::-1], basis)
+    # one NaN in the basis made every χ² and DELTACHI2_TPL NaN, silently
+    bad = basis.copy()
+    bad[1, 500] = np.nan
+    with pytest.raises(ValueError, match='1 non-finite basis'):
+        template_from_basis(wave, bad)
+
+
+def test_non_finite_refinement_template_is_one_error(tmp_path):
+    from astropy.io import fits
+
+    from lbgnet.afterburner import default_template_path, load_refiner
+    from lbgnet.io.errors import InputFileError
+    from lbgnet.io.templates import read_rr_template
+    path = str(tmp_path / 'rrtemplate-nan.fits')
+    with fits.open(default_template_path()) as hdul:
+        ext = next(h for h in hdul if h.data is not None and h.data.ndim == 2)
+        ext.data = ext.data.copy()
+        ext.data[0, ext.data.shape[1] // 2] = np.nan
+        hdul.writeto(path)
+    assert np.isnan(read_rr_template(path).basis).any()
+    with pytest.raises(InputFileError, match='unusable refinement template: .*non-finite'):
+        load_refiner(path, CONFIG, (1.8, 4.6))
 
 
 def test_shipped_template_refines_a_simulated_lbg():

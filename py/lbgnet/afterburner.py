@@ -155,7 +155,8 @@ def load_refiner(path, config, zrange, window=DEFAULT_WINDOW, prior_weight=DEFAU
     window : float, optional
         Half width of the search window around ``Z_LBG``, in Δz/(1+z).
     prior_weight : float, optional
-        Weight of the network's box confidences against χ² (0: plain χ² minimum).
+        Weight of the network's box confidences against χ² in the basis fit (0 and no
+        `archetypes`: the plain χ² minimum in the window).
     dlogz : float, optional
         Step of the trial redshifts in log10(1+z).
     calibrate : bool, optional

@@ -20,7 +20,9 @@ overrules them where the data are clear.  The window (±0.1 by default, which ho
 the shipped network's wrong redshifts on the validation set) bounds how far it may go, so that a
 template that fits a spectrum badly (a contaminant, sky residuals, a real galaxy unlike
 the template) cannot move the redshift anywhere.  With ``w = 0`` (and for
-networks without box outputs) it is the χ² minimum in the window.
+networks without box outputs) the basis fit is the χ² minimum in the window; the archetype
+stage, when there is one, still weighs its basins by the box confidences (``w_a``), so the
+plain χ² minimum also needs no archetype stage.
 
 The basis fits any linear combination of its vectors, also ones no galaxy has, and on
 faint spectra it often prefers a redshift where neighbouring interstellar lines line up
@@ -668,12 +670,21 @@ def template_from_basis(wave, basis, nbasis=DEFAULT_NBASIS, igm=None):
     RefineTemplate
         On a uniform grid with the smallest step of `wave` (linear interpolation when
         `wave` is not uniform, e.g. a log-λ template).
+
+    Raises
+    ------
+    ValueError
+        Wavelengths not increasing or not matching the basis, or a non-finite value
+        (one NaN would make every χ², hence every ``DELTACHI2_TPL``, NaN).
     """
     wave = np.asarray(wave, dtype=np.float64)
     basis = np.atleast_2d(np.asarray(basis, dtype=np.float64))[:nbasis]
     if wave.ndim != 1 or basis.shape[1] != wave.size or np.any(np.diff(wave) <= 0):
         raise ValueError(f'template wavelengths must increase and match the basis: '
                          f'{wave.shape} vs {basis.shape}')
+    if not (np.all(np.isfinite(wave)) and np.all(np.isfinite(basis))):
+        raise ValueError(f'{np.count_nonzero(~np.isfinite(basis))} non-finite basis values, '
+                         f'{np.count_nonzero(~np.isfinite(wave))} non-finite wavelengths')
     step = np.diff(wave)
     if not np.allclose(step, step[0], rtol=1e-6):
         uniform = np.arange(wave[0], wave[-1], step.min())
@@ -795,9 +806,9 @@ class Refiner:
             If the template covers the grid at none of those redshifts, the archetypes
             not wherever it does, or an option is out of range.
         """
-        if not 0 < window < 1 or not 0 < exclude < 1 or prior_weight < 0:
+        if not 0 < window < 1 or not 0 < exclude < 1 or not 0 <= prior_weight < np.inf:
             raise ValueError(f'need window ({window}) and exclude ({exclude}) in (0, 1) and '
-                             f'prior_weight ({prior_weight}) >= 0')
+                             f'prior_weight ({prior_weight}) >= 0 and finite')
         if not zerr_scale > 0 or not zerr_floor >= 0:
             raise ValueError(f'need zerr_scale ({zerr_scale}) > 0 and zerr_floor '
                              f'({zerr_floor}) >= 0')

@@ -5,6 +5,8 @@ lbgnet.scripts.refine_options
 The template-refinement options shared by ``desi_lbg_afterburner`` and
 ``desi_lbg_evaluate`` (:mod:`lbgnet.refine`).
 """
+import math
+
 from desiutil.log import get_logger
 
 from ..afterburner import DEFAULT_REFINE_NOISE, REFINE_NOISES
@@ -32,7 +34,9 @@ def add_refine_arguments(parser):
                         'doc/afterburner.rst); 0: never skip [%g]' % DEFAULT_ARCH_SKIP)
     parser.add_argument('--refine-prior-weight', type=float, default=DEFAULT_PRIOR_WEIGHT,
                         help='weight of the network\'s box confidences against chi2 in the '
-                        'refinement; 0: plain chi2 minimum [%(default)s]')
+                        'refinement\'s template fit; 0 with --refine-archetypes none: the plain chi2 '
+                        'minimum in the window (the archetype stage weighs its basins by '
+                        'the box confidences whatever this weight) [%(default)s]')
     parser.add_argument('--refine-window', type=float, default=DEFAULT_WINDOW,
                         help='half width of the refinement\'s search window around Z_LBG, '
                         'in dz/(1+z) [%(default)s]')
@@ -75,6 +79,10 @@ def check_refine_arguments(parser, args):
                          '--refine-archetypes none)')
         if not args.refine_arch_skip >= 0:
             parser.error(f'--refine-arch-skip must be >= 0, got {args.refine_arch_skip}')
+    for name in ('refine_window', 'refine_prior_weight', 'refine_step', 'refine_arch_skip'):
+        value = getattr(args, name)
+        if value is not None and not math.isfinite(value):
+            parser.error(f'--{name.replace("_", "-")} must be finite, got {value}')
     if not 0 < args.refine_window < 1:
         parser.error(f'--refine-window must be in (0, 1), got {args.refine_window}')
     if args.refine_prior_weight < 0:
