@@ -24,7 +24,8 @@ from lbgnet.io import read_coadd  # noqa: E402
 from lbgnet.preprocess import grid_spectra, rebin_arms  # noqa: E402
 from lbgnet.sim.calibrate import live_fibres, sigma_comparison, smooth_flux  # noqa: E402
 from lbgnet.sim.fibermap import BROADBANDS  # noqa: E402
-from lbgnet.sim.instrument import FWHM_PER_SIGMA, observe  # noqa: E402
+from lbgnet.sim.instrument import observe  # noqa: E402
+from lbgnet.sim.lsf import FWHM_PER_SIGMA  # noqa: E402
 from lbgnet.sim.mock import load_mock_setup, make_mock, render_models  # noqa: E402
 from lbgnet.sim.population import draw_population  # noqa: E402
 
