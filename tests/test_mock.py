@@ -357,6 +357,22 @@ def test_mock_set_is_all_or_nothing(tmp_path, setup, monkeypatch, caplog):
         write_mock(str(rn), small, 'lbgnet-mock.yaml')
     assert 'already replaced' not in str(err.value)
     assert os.listdir(rn) == []
+    # over an older set (--overwrite): a failed truth rename replaced nothing (the redrock
+    # and coadd renames never ran); the message named the old redrock file as replaced
+    monkeypatch.undo()
+    old = tmp_path / 'old'
+    write_mock(str(old), small, 'lbgnet-mock.yaml')
+    before = {p: os.path.getmtime(old / p) for p in os.listdir(old)}
+
+    def failing_truth(src, dst):
+        if os.path.basename(str(dst)).startswith('truth-'):
+            raise OSError(5, 'Input/output error', src, None, dst)
+        return real_replace(src, dst)
+    monkeypatch.setattr(os, 'replace', failing_truth)
+    with pytest.raises(OutputFileError, match=r'truth-.*cannot rename into place') as err:
+        write_mock(str(old), small, 'lbgnet-mock.yaml')
+    assert 'already replaced' not in str(err.value)
+    assert {p: os.path.getmtime(old / p) for p in os.listdir(old)} == before
 
 
 def test_configuration_errors_are_clear(tmp_path):

@@ -255,9 +255,13 @@ def write_mock(outdir, mock, config_name=None, cards=()):
     except OSError as err:
         if written:                  # a rename failed (truth, redrock, coadd in that order)
             failed = str(getattr(err, 'filename2', None) or paths['coadd'])
-            done = [paths[k] for k in ('truth', 'redrock', 'coadd')
-                    if os.path.abspath(paths[k]) != os.path.abspath(failed)
-                    and os.path.exists(paths[k])]
+            order = ('truth', 'redrock', 'coadd')
+            failed_kind = next((k for k in order
+                                if os.path.abspath(paths[k]) == os.path.abspath(failed)), 'coadd')
+            # only the renames before the failed one ran; an older file of a later kind
+            # is still the older one
+            done = [paths[k] for k in order[:order.index(failed_kind)]
+                    if os.path.exists(paths[k])]
             removed = [p for p in done if any(p == paths[k] for k in new)]
             for path in removed:     # files this call created: take the partial set back
                 os.remove(path)
