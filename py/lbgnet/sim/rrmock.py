@@ -12,7 +12,8 @@ templates and ~1 s per spectrum).  It reproduces what matters downstream:
 * LBGs: Redrock has no LBG template.  A strong Lyα emitter may be fitted by a QSO
   template near its redshift (biased by the Lyα velocity offset, DV_LYA of the truth
   table when present); Lyα may be taken
-  for [OII] 3727 (a GALAXY at (1+z)·1215.67/3728.48 − 1); otherwise a random wrong
+  for [OII] 3727 (a GALAXY at (1+z)·1215.67/3728.48 − 1), both less often for fainter
+  spectra; otherwise a random wrong
   solution, mostly a low-z GALAXY with a small ΔΧ²;
 * ZERR, ZWARN (SMALL_DELTA_CHI2, NODATA, UNPLUGGED, LITTLE_COVERAGE), DELTACHI2,
   CHI2 (from the actual noise of each mock spectrum), NPIXELS, COEFF, NCOEFF with
@@ -58,7 +59,11 @@ def success_probability(cls, meff, params):
 
 
 def lbg_outcome_weights(truth, meff, params):
-    """Probabilities of the LBG outcomes ``qso_right``, ``oii`` and ``wrong``, shape (n, 3)."""
+    """Probabilities of the LBG outcomes ``qso_right``, ``oii`` and ``wrong``, shape (n, 3).
+
+    Both non-random outcomes need the Lyα line to be seen: each is its maximum times the
+    brightness factor ``logistic((m50 − m_eff) / width)`` times a logistic in LYA_EW.
+    """
     lbg = params['lbg']
     ew = np.asarray(truth['LYA_EW'], dtype=np.float64) if 'LYA_EW' in truth.colnames \
         else np.zeros(len(truth))
@@ -67,7 +72,8 @@ def lbg_outcome_weights(truth, meff, params):
     ew0, ew_width = lbg['qso_right_ew']
     p_qso = lbg['qso_right_max'] * bright * logistic((ew - ew0) / ew_width)
     z_oii = (1.0 + np.asarray(truth['Z_TRUE'])) * LYA_WAVE / OII_WAVE - 1.0
-    p_oii = lbg['oii_max'] * logistic((ew - lbg['oii_ew'][0]) / lbg['oii_ew'][1]) * (z_oii > 0)
+    p_oii = lbg['oii_max'] * bright * logistic((ew - lbg['oii_ew'][0]) / lbg['oii_ew'][1]) \
+        * (z_oii > 0)
     p_oii = np.minimum(p_oii, 1.0 - p_qso)
     return np.stack([p_qso, p_oii, 1.0 - p_qso - p_oii], axis=1)
 
