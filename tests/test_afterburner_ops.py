@@ -88,6 +88,22 @@ def test_write_error_on_a_full_device_says_so(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == []
 
 
+def test_write_error_on_a_pseudo_file_system_is_not_a_full_device(tmp_path, monkeypatch):
+    """/proc and /sys report 0 bytes free of 0: a write refused there is not a full disk."""
+    table = Table({'TARGETID': np.arange(3)})
+    path = str(tmp_path / 'lbg_cnn-x.fits')
+
+    def refused(path, table, header, extname):
+        raise OSError('FITSIO status = 105: could not create the named file')
+
+    monkeypatch.setattr(iocat, '_write_table', refused)
+    monkeypatch.setattr(iocat.shutil, 'disk_usage',
+                        lambda path: SimpleNamespace(total=0, used=0, free=0))
+    with pytest.raises(OutputFileError) as info:
+        write_outputs([(path, table, 'LBG_CNN')], fits.Header())
+    assert 'space' not in str(info.value) and 'could not create the named file' in str(info.value)
+
+
 def test_silently_truncated_write_is_an_error(tmp_path, monkeypatch):
     """cfitsio can fail while closing without fitsio raising: the file is checked after."""
     real = iocat._write_table
@@ -119,6 +135,14 @@ def test_output_that_is_a_directory(tmp_path, model_path, caplog, monkeypatch):
     assert os.listdir(tmp_path / 'dd') == ['out.fits']
     rc, text = run(caplog, '--coadd', coadd, '--model', model_path, '--output', str(out))
     assert rc == 1 and 'skipped' not in text
+    # without --overwrite too it says why (it pointed to --overwrite, which cannot help)
+    assert f'{out}: is a directory; cannot write the output there' in text
+    assert '--overwrite' not in text
+    rc, text = run(caplog, '--coadd', coadd, '--model', model_path, '--priors', str(out))
+    assert rc == 1 and f'{out}: is a directory; cannot write the output there' in text
+    # an --input-dir that is a file is not said to be missing
+    rc, text = run(caplog, '--input-dir', coadd, '--model', model_path)
+    assert rc == 1 and f'{coadd}: not a directory' in text
     table = Table({'TARGETID': np.arange(3)})
     paths = [str(tmp_path / 'lbg_cnn-x.fits'), str(tmp_path / 'priors_lbg-x.fits')]
     real = os.replace

@@ -46,6 +46,17 @@ def test_outdir_that_is_a_file_is_one_line(tmp_path, caplog):
     assert 'Traceback' not in caplog.text and afile.read_text() == 'keep'
 
 
+def test_output_that_is_a_directory_is_one_line(tmp_path, caplog):
+    from lbgnet.io.rrtemplate import template_filename
+    args = parse(['--outdir', str(tmp_path)] + FAST)
+    (tmp_path / template_filename('GALAXY', 'LBG', args.version)).mkdir()
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert main(args) == 1
+    errors = _errors(caplog)
+    assert len(errors) == 1 and 'is a directory; cannot write the output there' in errors[0]
+
+
 def test_write_failure_is_one_line(tmp_path, caplog, monkeypatch):
     def full_disk(*args, **kwargs):
         raise OSError(28, 'No space left on device')

@@ -172,6 +172,20 @@ def test_nothing_to_stack(tmp_path):
     assert main(['--input-dir', str(tmp_path / 'nope'), '--output', str(tmp_path / 'z.fits')]) == 1
 
 
+def test_output_directory_and_input_file_are_named_for_what_they_are(tree, tmp_path, caplog):
+    import logging
+    outdir = tmp_path / 'zdir.fits'
+    outdir.mkdir()
+    afile = tmp_path / 'afile'
+    afile.write_text('x')
+    with caplog.at_level(logging.ERROR):
+        assert main(['--input-dir', str(tree), '--output', str(outdir)]) == 1
+        assert main(['--input-dir', str(afile), '--output', str(tmp_path / 'z.fits')]) == 1
+    assert f'{outdir}: is a directory; cannot write the output there' in caplog.text
+    assert '--overwrite' not in caplog.text          # it cannot help
+    assert f'{afile}: not a directory' in caplog.text and 'does not exist' not in caplog.text
+
+
 def location_cat(tid, z, dchi2, survey='main', program='dark', tileid=-1, flag=None, is_lbg=None):
     """An in-memory LBG_CNN catalogue with its location columns."""
     n = len(tid)

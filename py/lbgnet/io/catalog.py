@@ -296,7 +296,9 @@ def write_failure_reason(err, path):
         else:
             reason = lines[0] if lines else type(err).__name__
     try:
-        free = shutil.disk_usage(os.path.dirname(os.path.abspath(path))).free
+        usage = shutil.disk_usage(os.path.dirname(os.path.abspath(path)))
+        # pseudo file systems (/proc, /sys) have no size at all: not a full device
+        free = usage.free if usage.total > 0 else None
     except OSError:
         free = None
     if free is not None and free < LOW_SPACE_BYTES and 'space' not in reason.lower():

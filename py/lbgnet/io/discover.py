@@ -198,7 +198,8 @@ def find_coadds(input_dir):
         If `input_dir` is not a directory.
     """
     if not os.path.isdir(input_dir):
-        raise InputFileError(input_dir, 'input directory does not exist')
+        raise InputFileError(input_dir, 'not a directory' if os.path.exists(input_dir)
+                             else 'input directory does not exist')
     found = walk_files(input_dir, _COADD_NAME.match)
     temporary = [path for path in found if _DESISPEC_TEMPORARY.search(os.path.basename(path))]
     if temporary:

@@ -152,6 +152,8 @@ def plan(args):
             if os.path.realpath(out) in inputs:
                 raise InputFileError(out, 'is an input file; refusing to overwrite it')
         for given in (args.output, args.priors):
+            if given is not None and os.path.isdir(given):
+                raise InputFileError(given, 'is a directory; cannot write the output there')
             if (given is not None and os.path.exists(given) and not args.overwrite
                     and not outputs_exist(jobs[0])):
                 raise InputFileError(given, 'exists; refusing to overwrite it (use --overwrite)')

@@ -120,6 +120,9 @@ def main(args=None, comm=None):
     log = get_logger()
     method = 'ARCHETYPE' if args.archetypes else 'PCA'
     path = os.path.join(args.outdir, template_filename('GALAXY', 'LBG', args.version, method))
+    if os.path.isdir(path):
+        log.error('%s: is a directory; cannot write the output there', path)
+        return 1
     if os.path.exists(path) and not args.overwrite:
         log.error('%s: exists (use --overwrite)', path)
         return 1

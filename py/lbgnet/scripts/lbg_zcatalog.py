@@ -63,7 +63,8 @@ def find_catalogs(args):
     """Catalogue files to stack, sorted (raises InputFileError when there are none)."""
     if args.input_dir is not None:
         if not os.path.isdir(args.input_dir):
-            raise InputFileError(args.input_dir, 'input directory does not exist')
+            raise InputFileError(args.input_dir, 'not a directory' if os.path.exists(args.input_dir)
+                                 else 'input directory does not exist')
         files = sorted(walk_files(args.input_dir, lambda f: f.startswith(CATALOG_PREFIX + '-')
                                   and f.endswith(('.fits', '.fits.gz'))))
         where = args.input_dir
@@ -215,6 +216,9 @@ def main(args=None, comm=None):
     if not isinstance(args, argparse.Namespace):
         args = parse(args)
     log = get_logger()
+    if os.path.isdir(args.output):
+        log.error('%s: is a directory; cannot write the output there', args.output)
+        return 1
     if os.path.exists(args.output) and not args.overwrite:
         log.error('%s: exists (use --overwrite)', args.output)
         return 1
