@@ -481,6 +481,20 @@ def test_evaluate_script_errors(tmp_path):
     with pytest.raises(SystemExit):
         main(['--coadd', paths['coadd'], '--truth', paths['truth'], paths['truth'],
               '--outdir', str(tmp_path / 'out')])
+    # an --outdir that cannot be written fails at once, in one line, before the work
+    # (a traceback from os.makedirs after the model and the refinement had run)
+    from unittest import mock
+    from lbgnet.scripts import lbg_evaluate
+    with mock.patch.object(lbg_evaluate, 'collect', side_effect=AssertionError('work done')), \
+            mock.patch.object(lbg_evaluate, 'get_logger') as logger:
+        assert main(['--catalog', cat, '--truth', paths['truth'], '--model', model_path,
+                     '--outdir', '/proc/lbgnet-test/out']) == 1
+    message = logger.return_value.error.call_args[0]
+    assert (message[0] % message[1:]).startswith('--outdir /proc/lbgnet-test/out: cannot create')
+    # and a write failing anyway is one line, not a traceback
+    with mock.patch('lbgnet.io.evaluation.write_json', side_effect=OSError(28, 'No space left')):
+        assert main(['--catalog', cat, '--truth', paths['truth'], '--model', model_path,
+                     '--outdir', str(tmp_path / 'out2'), '--nexamples', '0']) == 1
 
 
 def test_evaluate_script_input_checks(tmp_path, caplog):

@@ -22,6 +22,7 @@ from desiutil.log import get_logger
 
 from ..evalinputs import check_catalog_network, collect, compare_simulators, redrock_metrics
 from ..io import InputFileError
+from ..io.catalog import OutputFileError, check_outdir, write_failure_reason
 from ..tflog import import_tensorflow
 from .refine_options import (add_refine_arguments, check_refine_arguments, make_refiner,
                              refine_options_given)
@@ -184,12 +185,27 @@ def main(args=None, comm=None):
     """Run ``desi_lbg_evaluate``; return 0 on success, 1 on an input error."""
     if not isinstance(args, argparse.Namespace):
         args = parse(args)
+    from ..io.modelfile import default_model_path
+    log = get_logger()
+    model_path = args.model or default_model_path()
+    made = not os.path.isdir(args.outdir)
+    try:            # before the work: a directory that cannot be written fails at once
+        check_outdir(args.outdir, name=f'--outdir {args.outdir}')
+    except OutputFileError as err:
+        log.error('%s', err)
+        return 1
+    rc = evaluate_into(args, model_path, log)
+    if rc and made and not os.listdir(args.outdir):
+        os.rmdir(args.outdir)                     # a failed evaluation leaves nothing
+    return rc
+
+
+def evaluate_into(args, model_path, log):
+    """The evaluation of :func:`main` once ``--outdir`` exists; its return status."""
     from ..network import training_zrange
     from ..evaluate import evaluate_predictions
     from ..io.evaluation import write_json
-    from ..io.modelfile import default_model_path, load_model, read_model_description
-    log = get_logger()
-    model_path = args.model or default_model_path()
+    from ..io.modelfile import load_model, read_model_description
     try:
         refiner = None
         if args.coadd:
@@ -238,9 +254,13 @@ def main(args=None, comm=None):
     except InputFileError as err:
         log.error('%s', err)
         return 1
-    os.makedirs(args.outdir, exist_ok=True)
-    write_json(os.path.join(args.outdir, OUTPUTS['metrics']), metrics)
-    write_plots(args, regimes, pred, truth, config, extras)
+    try:
+        write_json(os.path.join(args.outdir, OUTPUTS['metrics']), metrics)
+        write_plots(args, regimes, pred, truth, config, extras)
+    except OSError as err:
+        log.error('%s: cannot write the results (%s)', args.outdir,
+                  write_failure_reason(err, os.path.join(args.outdir, OUTPUTS['metrics'])))
+        return 1
     if args.record_as:
         record_in_model_card(args.model, args.record_as, metrics)
     for name in ('lowz', 'midz', 'highz'):
