@@ -36,14 +36,16 @@ def parse(options=None):
                         'mock.files.max_spectra_per_file per file]')
     parser.add_argument('--classes', nargs='+', choices=CLASSES, default=None,
                         help='simulate only these classes (fractions renormalised) [all]')
-    parser.add_argument('--zmin', type=float, default=None, help='minimum LBG redshift [config]')
-    parser.add_argument('--zmax', type=float, default=None, help='maximum LBG redshift [config]')
-    parser.add_argument('--rmag-min', type=float, default=None, help='brightest r AB [config]')
-    parser.add_argument('--rmag-max', type=float, default=None, help='faintest r AB [config]')
+    parser.add_argument('--zmin', type=float, default=None, help='minimum LBG redshift (with --zmax) [config]')
+    parser.add_argument('--zmax', type=float, default=None, help='maximum LBG redshift (with --zmin) [config]')
+    parser.add_argument('--rmag-min', type=float, default=None, help='brightest r AB (with --rmag-max) [config]')
+    parser.add_argument('--rmag-max', type=float, default=None, help='faintest r AB (with --rmag-min) [config]')
     parser.add_argument('--efftime-min', type=float, default=None,
-                        help='shortest effective exposure time, s [config]')
+                        help='shortest effective exposure time, s (with --efftime-max) '
+                        '[config]')
     parser.add_argument('--efftime-max', type=float, default=None,
-                        help='longest effective exposure time, s [config]')
+                        help='longest effective exposure time, s (with --efftime-min) '
+                        '[config]')
     parser.add_argument('--lbg-composite', default=None,
                         help='LBG composite spectrum (file or directory) to refine the LBG model')
     parser.add_argument('--rr-template-dir', default=None,
