@@ -8,7 +8,9 @@ trained before that step existed, and records it in the model's JSON (configurat
     python benchmarks/calibrate_errors.py --model py/lbgnet/data/lbgnet-default.weights.h5 \\
         --val-dir runs/val3000
 
-Without ``--write`` it only prints the fit.
+Without ``--write`` it only prints the fit.  A calibration that cannot be fitted (e.g. too
+few right redshifts) is not written: the model keeps the one it has, and the script exits
+with status 1.
 """
 import argparse
 import json
@@ -17,7 +19,7 @@ import os
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 
-def main():
+def main(options=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[1])
     parser.add_argument('--model', required=True, help='model file (.weights.h5 or .json)')
     parser.add_argument('--val-dir', required=True, help='the validation set of the model')
@@ -25,27 +27,37 @@ def main():
     parser.add_argument('--refine-noise', choices=('pipeline', 'calibrated'), default=None,
                         help='noise of the refinement\'s chi2 [the commands\' default, '
                         'lbgnet.afterburner.DEFAULT_REFINE_NOISE]')
-    args = parser.parse_args()
+    args = parser.parse_args(options)
 
     from lbgnet.afterburner import DEFAULT_REFINE_NOISE
     from lbgnet.io.modelfile import load_model, update_model_metadata
+    from lbgnet.network import training_zrange
     from lbgnet.predict import catalog_from_raw, predict_raw
     from lbgnet.scripts.lbg_train import error_calibration, find_validation, read_labelled
     from lbgnet.targets import metric_truth
-    model, config, _ = load_model(args.model)
+    model, config, metadata = load_model(args.model)
     coadds, truths = find_validation(args.val_dir)
     noise = args.refine_noise or DEFAULT_REFINE_NOISE
     X, _, truth, grid = read_labelled(coadds, truths, config, with_grid=True, noise=noise)
     truth = metric_truth(truth, config)
     raw = predict_raw(model, X, config)
     res = catalog_from_raw(raw, config, calibrate=False)
-    calib = error_calibration(res, truth, config, grid, raw.get('conf'), noise)
+    # the refinement's redshift range is the afterburner's: the model card's training range
+    calib = error_calibration(res, truth, config, grid, raw.get('conf'), noise,
+                              zrange=training_zrange(config, metadata))
     calib['validation_files'] = [os.path.basename(c) for c in coadds]
     print(json.dumps(calib, indent=1))
+    failed = [key for key in ('ZERR_LBG', 'ZERR_TPL') if calib[key]['fit'] is None]
+    if failed:
+        # scale 1 / floor 0 stand for "not fitted": writing them would erase a good fit
+        print(f'not fitted: {", ".join(failed)}; '
+              + ('nothing written' if args.write else 'nothing to write'))
+        return 1
     if args.write:
         print('wrote', update_model_metadata(args.model, {'error_calibration': calib},
                                              {'postprocess': calib['postprocess']}))
+    return 0
 
 
 if __name__ == '__main__':
-    main()
+    raise SystemExit(main())

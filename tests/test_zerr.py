@@ -147,3 +147,28 @@ def test_training_calibration_of_the_template_errors():
     other = error_calibration(res, truth, qso, (flux, 1 / sigma ** 2))
     assert other['ZERR_TPL']['fit'] is None and 'not QSO' in other['ZERR_TPL']['reason']
     assert other['postprocess']['zerr_tpl_scale'] == 1.0
+
+
+def test_calibration_script_keeps_a_good_fit_when_a_new_one_fails(tmp_path):
+    """benchmarks/calibrate_errors.py --write on a set too small to fit: the model's
+    calibration stays (it was replaced by scale 1 / floor 0, with status 0)."""
+    import importlib.util
+    import json
+    import os
+    from lbg_testdata import save_tiny_model
+    from lbgnet.scripts.lbg_mock import main as mock
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location(
+        'calibrate_errors', os.path.join(root, 'benchmarks', 'calibrate_errors.py'))
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    good = {'zerr_scale': 4.3, 'zerr_floor': 0.0, 'zerr_tpl_scale': 1.52, 'zerr_tpl_floor': 2.3e-4}
+    path = save_tiny_model(str(tmp_path / 'tiny.weights.h5'), postprocess=good)
+    described = path.replace('.weights.h5', '.json')
+    before = open(described).read()
+    assert mock(['--outdir', str(tmp_path / 'val'), '--nspec', '12', '--nfiles', '1',
+                 '--seed', '4', '--no-resolution']) == 0
+    assert script.main(['--model', path, '--val-dir', str(tmp_path / 'val'), '--write']) == 1
+    assert open(described).read() == before
+    postprocess = json.loads(before)['config']['postprocess']
+    assert {k: postprocess[k] for k in good} == good
