@@ -103,6 +103,18 @@ def test_damaged_header(tmp_path, tiny_coadd):
         read_coadd(str(path))
 
 
+def test_non_ascii_text_column_is_one_error(tmp_path):
+    """fitsio decodes FITS text as ASCII: a non-ASCII byte was a UnicodeDecodeError
+    traceback from every command reading the table."""
+    from lbgnet.io.fitsutil import read_table
+    path = str(tmp_path / 'truth.fits')
+    data = np.zeros(2, dtype=[('TARGETID', 'i8'), ('CLASS', 'S8')])
+    data['CLASS'] = [b'LBG', 'STAR\xe9'.encode('latin-1')]
+    fitsio.write(path, data, extname='TRUTH')
+    with fitsio.FITS(path) as fx, pytest.raises(InputFileError, match='non-ASCII'):
+        read_table(fx, 'TRUTH', path)
+
+
 def test_damaged_header_messages(tmp_path, tiny_coadd):
     """The messages doc/afterburner.rst gives for undecodable header cards."""
     src, _ = tiny_coadd

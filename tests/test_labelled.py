@@ -304,6 +304,9 @@ def test_targetid_columns_compare_exactly():
     assert found.all() and np.array_equal(rows, np.arange(6)[::-1])
     with pytest.raises(InputFileError, match='integer column'):
         find_rows(ids.astype(np.float64), ids, 'truth.fits')
+    # a truth table without rows: nothing found (was an IndexError traceback)
+    rows, found = find_rows(np.zeros(0, np.int64), ids, 'truth.fits')
+    assert rows.shape == (6,) and not found.any()
 
 
 def test_target_class_labels_are_checked(config):
@@ -321,6 +324,13 @@ def test_target_class_labels_are_checked(config):
         check_labels(truth([np.nan, 3.0]), 't.fits', target='QSO')
     with pytest.raises(InputFileError, match='Z_TRUE must be numeric'):
         check_labels(truth(['abc', '3.0']), 't.fits')
+    # placeholders and corrupt values were trained as LBGs with no line in the grid
+    for z in (-1.0, 0.0, -5.0, 1e30):
+        with pytest.raises(InputFileError, match=r'1 LBG\(s\) with Z_TRUE outside \(0, 10\)'):
+            check_labels(truth([np.nan, z]), 't.fits')
+    with pytest.raises(InputFileError, match=r'1 Z_TRUE value\(s\) <= -1'):
+        check_labels(truth([-3.0, 3.0]), 't.fits')                # impossible for any class
+    check_labels(truth([-1e-4, 3.0]), 't.fits')                   # a blueshifted star-like z
     qso = dataclasses.replace(config, extra=dict(config.extra, target={'class': 'qso '}))
     assert target_class(apply_target(qso)) == 'QSO'
     bad = dataclasses.replace(config, extra=dict(config.extra, target={'class': 'quasar'}))

@@ -177,9 +177,10 @@ def find_rows(reference, targetid, path):
     ref_sorted = reference[order]
     if ref_sorted.size and np.any(ref_sorted[1:] == ref_sorted[:-1]):
         raise InputFileError(path, 'duplicated TARGETIDs')
-    pos = np.clip(np.searchsorted(ref_sorted, targetid), 0, max(ref_sorted.size - 1, 0))
-    found = (ref_sorted[pos] == targetid) if ref_sorted.size else np.zeros(targetid.size, bool)
-    return order[pos], found
+    if not ref_sorted.size:                     # e.g. a truth table without rows
+        return np.zeros(targetid.size, dtype=np.intp), np.zeros(targetid.size, bool)
+    pos = np.clip(np.searchsorted(ref_sorted, targetid), 0, ref_sorted.size - 1)
+    return order[pos], ref_sorted[pos] == targetid
 
 
 def match_rows(reference, targetid, path, what='the predictions'):

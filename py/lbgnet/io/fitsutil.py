@@ -202,6 +202,9 @@ def read_table(fx, ext, path, columns=None):
         header = hdu.read_header()
     except OSError as err:
         raise InputFileError(path, f'cannot read HDU {ext} ({_first_line(err)})') from None
+    except UnicodeDecodeError as err:           # FITS text is ASCII; fitsio decodes it so
+        raise InputFileError(path, f'cannot read HDU {ext} (a text column holds a non-ASCII '
+                             f'byte: {err.reason})') from None
     table = Table(data)
     table.meta['EXTNAME'] = ext
     for key in ('SURVEY', 'PROGRAM', 'SPGRP', 'SPGRPVAL', 'TILEID', 'HPXPIXEL', 'HPXNSIDE'):

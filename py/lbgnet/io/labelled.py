@@ -79,13 +79,18 @@ def find_labelled(directory, what='labelled'):
     return coadds, truths
 
 
+#: Upper end of the redshifts accepted for LBG and target-class labels (z > 10 is no
+#: object DESI's 3600–9824 Å can classify; such a value is a corrupt label).
+MAX_LABEL_Z = 10.0
+
+
 def check_labels(truth, path, target='LBG'):
     """Normalise and check the CLASS and Z_TRUE labels of a truth table, in place.
 
     CLASS is stripped and upper-cased and must be one of
-    :data:`lbgnet.sim.population.CLASSES`; Z_TRUE must be numeric, and every LBG and
-    every object of the `target` class (the one a network is trained to find) needs a
-    finite one.
+    :data:`lbgnet.sim.population.CLASSES`; Z_TRUE must be numeric, > −1 where finite,
+    and every LBG and every object of the `target` class (the one a network is trained
+    to find) needs one in (0, :data:`MAX_LABEL_Z`).
 
     Raises
     ------
@@ -113,6 +118,15 @@ def check_labels(truth, path, target='LBG'):
         bad = (classes == name) & ~np.isfinite(z)
         if np.any(bad):
             raise InputFileError(path, f'{int(bad.sum())} {name}(s) without a finite Z_TRUE')
+        # a placeholder (-1, 0) or a corrupt value would be trained as "no line in the grid"
+        bad = (classes == name) & ~((z > 0) & (z < MAX_LABEL_Z))
+        if np.any(bad):
+            raise InputFileError(path, f'{int(bad.sum())} {name}(s) with Z_TRUE outside '
+                                 f'(0, {MAX_LABEL_Z:g}), e.g. {z[bad][0]:g}')
+    impossible = np.isfinite(z) & (z <= -1)
+    if np.any(impossible):
+        raise InputFileError(path, f'{int(impossible.sum())} Z_TRUE value(s) <= -1, '
+                             f'e.g. {z[impossible][0]:g}')
 
 
 def read_labelled_spectra(coadds, truths, target='LBG'):
