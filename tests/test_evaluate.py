@@ -1,6 +1,8 @@
 """Purity/efficiency, score, redshift metrics and regimes on hand-made cases."""
 import json
+import os
 import re
+import shutil
 import warnings
 
 import numpy as np
@@ -516,6 +518,15 @@ def test_evaluate_script_input_checks(tmp_path, caplog):
     # one file given twice would count its objects twice
     assert main(['--coadd', paths['coadd'], paths['coadd'], '--truth', paths['truth'],
                  paths['truth'], '--outdir', str(out), '--no-refine'] + common) == 1
+    # ... also as copies under other names (evaluated with every object twice before)
+    copies = {k: str(tmp_path / f'copy-{os.path.basename(paths[k])}') for k in ('coadd', 'truth')}
+    for k, dst in copies.items():
+        shutil.copy(paths[k], dst)
+    caplog.clear()
+    assert main(['--coadd', paths['coadd'], copies['coadd'], '--truth', paths['truth'],
+                 copies['truth'], '--outdir', str(out), '--no-refine'] + common) == 1
+    assert 'a copy, whose objects would be counted twice' in caplog.text
+    assert not out.exists()
     cat = str(tmp_path / 'lbg_cnn-mock.fits')
     assert afterburner(['--coadd', paths['coadd'], '--redrock', paths['redrock'], '--output', cat,
                         '--priors', str(tmp_path / 'priors.fits'), '--model', model_path]) == 0
@@ -534,7 +545,6 @@ def test_evaluate_script_input_checks(tmp_path, caplog):
                  '--outdir', str(out), '--no-refine'] + common) == 0
     assert (out / OUTPUTS['examples']).exists()
     copy = str(tmp_path / 'lbg_cnn-copy.fits')
-    import shutil
     shutil.copy(cat, copy)
     header_c = float(header['CTHRESH'])
     low = header_c / 2

@@ -198,6 +198,12 @@ def test_train_script_on_labelled_files(tmp_path, labelled_dir, caplog):
     status, text = run_logged(main, caplog, '--config', str(cfg), '--outdir', str(tmp_path / 'g'),
                               '--train-dir', labelled_dir, '--val-dir', labelled_dir)
     assert status == 1 and 'is both a --train-dir and a --val-dir file' in text
+    # ... also as a copy in another directory
+    copied = tmp_path / 'copied'
+    shutil.copytree(labelled_dir, copied)
+    status, text = run_logged(main, caplog, '--config', str(cfg), '--outdir', str(tmp_path / 'h'),
+                              '--train-dir', labelled_dir, '--val-dir', str(copied))
+    assert status == 1 and '(a --train-dir file in the --val-dir)' in text
     status, text = run_logged(main, caplog, '--config', str(cfg), '--outdir', str(tmp_path / 'e'),
                               '--train-dir', labelled_dir, '--sim-fraction', '1')
     assert status == 1 and '--sim-fraction: must be in [0, 1)' in text

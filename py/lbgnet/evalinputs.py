@@ -121,6 +121,31 @@ def check_distinct_inputs(paths):
         seen[real] = path
 
 
+def check_not_a_copy(truth, path, seen):
+    """Raise when a truth table has the content of one seen before (a copied file).
+
+    Parameters
+    ----------
+    truth : astropy.table.Table
+    path : str
+    seen : dict
+        :func:`lbgnet.io.mock.truth_checksum` -> path of the tables seen so far; updated.
+
+    Raises
+    ------
+    InputFileError
+        Naming both files: the objects of a copy would be counted twice (and, between
+        training and validation sets, the thresholds chosen on training spectra).
+    """
+    from .io.mock import truth_checksum
+    key = truth_checksum(truth) if len(truth) else None
+    if key in seen:
+        raise InputFileError(path, f'same objects (TARGETID, CLASS, Z_TRUE) as {seen[key]}: '
+                             'a copy, whose objects would be counted twice')
+    if key is not None:
+        seen[key] = path
+
+
 def read_catalog_input(path, names, include_bad, c_thresh):
     """Predictions of one afterburner catalogue, with its selection and refinement.
 
@@ -197,7 +222,8 @@ def collect(args, config, model, refiner=None, zrange=None):
     ------
     InputFileError
         Also when a truth file does not belong to its coadd (``TRUTHSUM``), a file is
-        given twice, a catalogue has duplicated TARGETIDs or lacks truth objects, or
+        given twice or a truth file is a copy of another (:func:`check_not_a_copy`), a
+        catalogue has duplicated TARGETIDs or lacks truth objects, or
         catalogues were made with different settings.
     """
     from .io.labelled import check_labels
@@ -208,8 +234,10 @@ def collect(args, config, model, refiner=None, zrange=None):
     preds, truths, tids, nexcluded, simhash = [], [], [], 0, {}
     first, first_start, nrows = None, 0, 0
     header_selection, refinement, network = None, None, (None, None)
+    contents = {}
     for i, (path, truth_path) in enumerate(zip(inputs, args.truth)):
         truth = read_truth(truth_path)
+        check_not_a_copy(truth, truth_path, contents)
         if args.coadd:
             tid, res, X, conf, offset, nbad = predict_coadd(path, model, config, args.c_thresh,
                                                             args.n_thresh, args.include_bad_fibres,

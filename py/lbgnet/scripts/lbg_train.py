@@ -269,19 +269,39 @@ def labelled_batches(args, config, opts, setup):
                        depth_min=opts['depth_min'], simulator=simulator)
 
 
-def check_disjoint(train_files, val_files):
-    """Refuse a coadd that is both a training and a validation file.
+def check_disjoint(train_files, val_files, train_truths=(), val_truths=()):
+    """Refuse a coadd that is both a training and a validation file, also as a copy.
+
+    Parameters
+    ----------
+    train_files, val_files : sequence of str
+        Coadds.
+    train_truths, val_truths : sequence of str, optional
+        Their truth files: a validation truth table with the content of a training one
+        (:func:`lbgnet.evalinputs.check_not_a_copy`) is a copy under another name.
 
     Raises
     ------
     lbgnet.io.InputFileError
         Naming the first such file.
     """
+    from ..evalinputs import check_not_a_copy
+    from ..io.mock import read_truth, truth_checksum
     shared = sorted(set(map(os.path.realpath, train_files)) & set(map(os.path.realpath, val_files)))
     if shared:
         raise InputFileError(shared[0], f'is both a --train-dir and a --val-dir file '
                              f'({len(shared)} such file(s)): the thresholds and error '
                              'calibration would be chosen on training spectra')
+    seen = {}
+    for path in train_truths:         # copies within the training set only weigh more
+        seen.setdefault(truth_checksum(read_truth(path)), path)
+    for path in val_truths:
+        try:
+            check_not_a_copy(read_truth(path), path, seen)
+        except InputFileError as err:
+            raise InputFileError(path, f'{err.problem} (a --train-dir file in the --val-dir): '
+                                 'the thresholds and error calibration would be chosen on '
+                                 'training spectra') from None
 
 
 def read_labelled(coadds, truths, config, with_grid=False, noise=None):
@@ -694,7 +714,7 @@ def _train(args, log, t_start):
     if args.val_dir:
         coadds, truths = find_validation(args.val_dir)
         if batches is not None:
-            check_disjoint(batches.spectra.files, coadds)
+            check_disjoint(batches.spectra.files, coadds, batches.spectra.truth_files, truths)
         if args.nval is not None:
             log.warning('--nval %d is ignored with --val-dir: the validation set is every '
                         'file in %s', args.nval, args.val_dir)
