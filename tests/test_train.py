@@ -389,6 +389,31 @@ def test_time_cosine_schedule(tmp_path, config):
     model.compile(optimizer=keras.optimizers.Adam(2e-3), loss=LineFinderLoss(gamma=float('nan')))
     with pytest.raises(TrainingDiverged, match='training loss became nan in epoch 1'):
         fit(model, (X, y), (X, y), small_config(config, epochs=3), str(tmp_path / 'nan2'), verbose=0)
+    # weights gone NaN in a later epoch: NaN confidences tie at a finite chance-level score,
+    # and that epoch was kept as the best (NaN weights written); the earlier one is kept
+    class OneBadPixel(keras.utils.PyDataset):
+        """Two batches an epoch; one pixel of one batch of the second epoch is NaN."""
+        epoch = 0
+
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            xb = X[i * 32:(i + 1) * 32].copy()
+            if self.epoch == 1 and i == 1:
+                xb[0, 10, 0] = np.nan
+            return xb, y[i * 32:(i + 1) * 32]
+    data = OneBadPixel()
+    epochs = keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda epoch, logs: setattr(data, 'epoch', epoch))
+    Xv, yv, tv = mock_set(cfg, 64, seed=4)
+    two = small_config(config, epochs=2, patience=5)
+    model = compile_model(build_model(two), two, learning_rate=2e-3)
+    history, info = fit(model, data, (Xv, yv), two, str(tmp_path / 'nan3'), val_truth=tv,
+                        verbose=0, extra_callbacks=[epochs])
+    assert not np.isfinite(history['loss'][1]) and np.isnan(history['val_score'][1])
+    assert info['best_epoch'] == 1
+    assert all(np.all(np.isfinite(w)) for w in model.get_weights())
     # the schedule needs a budget
     with pytest.raises(ValueError, match='cosine_time needs max_minutes'):
         training_options(small_config(config, lr_schedule='cosine_time'))

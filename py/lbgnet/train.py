@@ -297,9 +297,14 @@ class ValidationScore(keras.callbacks.Callback):
         res, _ = predict_catalog(self.model, self.X, self.config, batch_size=self.batch_size)
         c_lbg = res['C_LBG']
         is_true = self.classes == LBG_CLASS
+        # weights gone NaN (a diverged epoch) give NaN confidences, which rank as tied
+        # (lbgnet.evaluate.pe_score) at a finite, chance-level score: such an epoch must
+        # never be the best one, so its scores are NaN
+        broken = (not np.all(np.isfinite(c_lbg))
+                  or not np.isfinite(float(logs.get('loss', 0.0))))
         scores = []
         for name, mask in regime_masks(self.classes, self.z_true).items():
-            value = pe_score(is_true[mask], c_lbg[mask])[0]
+            value = float('nan') if broken else pe_score(is_true[mask], c_lbg[mask])[0]
             logs[f'val_score_{name}'] = value
             if name != 'all' and np.isfinite(value):
                 scores.append(value)
