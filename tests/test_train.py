@@ -165,6 +165,12 @@ def test_train_script_with_simulator(tmp_path):
     assert {k: card['config']['postprocess'][k] for k in calib['postprocess']} == calib['postprocess']
     assert len(meta['history']['val_score']) == 2
     assert (out / 'validation').is_dir() and (out / 'history.csv').exists()
+    # a second run into the same --outdir is refused before it touches anything (a stopped
+    # rerun left the old card beside the new run's history and validation set)
+    before = {p: p.stat().st_mtime_ns for p in out.rglob('*') if p.is_file()}
+    assert main(['--config', str(cfg_path), '--outdir', str(out), '--seed', '6',
+                 '--verbose', '0']) == 1
+    assert {p: p.stat().st_mtime_ns for p in out.rglob('*') if p.is_file()} == before
     # --validation-only writes the same validation files (same seed) and trains nothing
     only = tmp_path / 'only'
     assert main(['--config', str(cfg_path), '--outdir', str(only), '--validation-only']) == 0

@@ -15,7 +15,9 @@ lbgnet.scripts.lbg_train
   early stopping and the best checkpoint, and then fixes the default selection thresholds
   and calibrates the redshift errors (:func:`error_calibration`).
 * Output in ``--outdir``: ``<name>.weights.h5`` + ``<name>.json`` (model and model card),
-  ``history.csv``, ``loss.png``, ``checkpoint.weights.h5`` and ``validation/``.
+  ``history.csv``, ``loss.png``, ``checkpoint.weights.h5`` and ``validation/``.  An
+  ``--outdir`` that holds a model of that name already is refused without ``--overwrite``
+  (a stopped rerun would leave the old card beside the new run's history and validation).
 
 Seeds: training batch ``i`` of epoch ``e`` (1-based, as the model card's ``best_epoch``;
 ``history.csv`` numbers epochs from 0, i.e. ``e - 1``) uses
@@ -101,6 +103,10 @@ def parse(options=None):
     parser.add_argument('--workers', type=int, default=2,
                         help='threads simulating batches ahead of training [%(default)s]')
     parser.add_argument('--name', help='model file name (without extension) [config name]')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='train into an --outdir that holds a model of this name (its '
+                        'history, checkpoint and validation set are replaced as the new run '
+                        'goes, the model itself at the end)')
     parser.add_argument('--verbose', type=int, choices=(0, 1, 2), default=1,
                         help='Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch '
                         '[%(default)s]')
@@ -647,6 +653,13 @@ def labelled_record(batches):
                             f'i of epoch e from (seed, {STREAM_TAG}, e, i + 1)'}
 
 
+def model_name(args, config):
+    """File name (without extension) of the model a run writes: ``--name``, the
+    configuration's ``name`` or the configuration file's name."""
+    return args.name or str(config.extra.get('name') or os.path.splitext(
+        os.path.basename(args.config))[0])
+
+
 def check_freeze(model, report, nfreeze, init_from):
     """Refuse a ``--freeze`` beyond the trunk; warn when it freezes random weights.
 
@@ -690,6 +703,14 @@ def _train(args, log, t_start):
     from ..train import TRAINING_DEFAULTS, set_seeds
     from ..transfer import fit_in_phases
     config, opts, setup = training_setup(args)
+    name = model_name(args, config)
+    earlier = [p for p in (os.path.join(args.outdir, f'{name}.weights.h5'),
+                           os.path.join(args.outdir, f'{name}.json')) if os.path.exists(p)]
+    if earlier and not args.overwrite:
+        # its history, checkpoint and validation set would be replaced as this run goes and
+        # the model only at its end: a stopped run would leave the two runs mixed
+        raise InputFileError(earlier[0], 'a model of an earlier run; use --overwrite to train '
+                             'into this --outdir again, or another --outdir')
     set_seeds(opts['seed'])
     if not args.validation_only:      # a bad --init-from / --freeze fails before any simulation
         model, report = initial_model(config, args.init_from, args.init_layers)
@@ -757,8 +778,7 @@ def _train(args, log, t_start):
                           val_metrics, history, time.time() - t_start, nval_used=len(X_val),
                           setup=setup)
     metadata['error_calibration'] = calibration
-    name = args.name or str(config.extra.get('name') or os.path.splitext(
-        os.path.basename(args.config))[0])
+    name = model_name(args, config)
     wpath, _ = save_model(os.path.join(args.outdir, f'{name}.weights.h5'), model, final, metadata)
     log.info('thresholds c_thresh=%.3f n_thresh=%d; validation score low/mid/high z: %s',
              c_thresh, n_thresh, ' / '.join(_score_text(val_metrics[r]['pe_score'])
