@@ -119,6 +119,34 @@ def test_init_layers_selection_and_lbgnet_model_file(tmp_path, config):
     assert 'fc_box_LYA' in {n for n, _, _ in report.incompatible}         # its input width too
 
 
+def test_init_from_an_input_of_another_meaning_is_warned(tmp_path, config, monkeypatch):
+    """Swapped channels, another S/N softening or a moved grid load by shape alone: the
+    weights were applied with no word that they mean something else."""
+    import lbgnet.transfer as transfer
+    from lbgnet.transfer import input_differences
+    src_cfg = model_config(config, channels=['flux', 'snr'], filters=8, dense_units=16,
+                           snr_softening=5.0)
+    set_seeds(1)
+    wpath, _ = save_model(str(tmp_path / 'src.weights.h5'), build_model(src_cfg), src_cfg)
+    moved = dataclasses.replace(src_cfg, grid=dataclasses.replace(src_cfg.grid, wave_min=4400.0))
+    swapped = model_config(config, channels=['snr', 'flux'], filters=8, dense_units=16,
+                           snr_softening=None)
+    assert input_differences(src_cfg, src_cfg) == []
+    assert [d.split(':')[0] for d in input_differences(src_cfg, swapped)] == \
+        ['model.channels', 'model.snr_softening']
+    assert input_differences(src_cfg, moved)[0].startswith('grid (wave_min, dwave, nbins): '
+                                                          '(3600.0, 8.0, 800) vs (4400.0')
+    for target, expected in ((src_cfg, []), (swapped, ['model.channels', 'model.snr_softening']),
+                             (moved, ['grid'])):
+        logger = ListLogger()
+        monkeypatch.setattr(transfer, 'get_logger', lambda: logger)
+        report = init_from(build_model(target), wpath, 'all', target)
+        assert len(report.loaded) > 8                       # the weights do load
+        warned = [m for level, m in logger.records if 'its input differs' in m]
+        assert len(warned) == len(expected)
+        assert all(e in m for e, m in zip(expected, warned))
+
+
 def test_bad_pretrained_files(tmp_path, config):
     with pytest.raises(InputFileError, match='no such file'):
         read_pretrained(str(tmp_path / 'none.h5'))

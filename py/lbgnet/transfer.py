@@ -27,6 +27,7 @@ import dataclasses
 import os
 import re
 
+import numpy as np
 from desiutil.log import get_logger
 
 from .config import ConfigError
@@ -247,7 +248,44 @@ def read_pretrained(path):
     return weights, 'quasarnet', flatten
 
 
-def init_from(model, path, which='all'):
+def input_differences(source, target):
+    """What the input of two lbgnet configurations means differently.
+
+    Weights load wherever the shapes agree, but they only mean the same where the input
+    does: swapped ``model.channels`` feed the first convolution the other channel, another
+    ``snr_softening`` another S/N scale, and another grid (same number of bins) or box
+    count puts every box, hence every head, at other wavelengths.
+
+    Parameters
+    ----------
+    source, target : lbgnet.config.Config
+
+    Returns
+    -------
+    list of str
+        One ``what: source vs target`` entry per difference (empty when none).
+    """
+    from .model import model_options
+    out = []
+    src, dst = model_options(source), model_options(target)
+    for key in ('channels', 'snr_softening'):
+        if src.get(key) != dst.get(key):
+            out.append(f'model.{key}: {src.get(key)} vs {dst.get(key)}')
+    grid = (source.grid.wave_min, source.grid.dwave, source.grid.nbins)
+    if grid != (target.grid.wave_min, target.grid.dwave, target.grid.nbins):
+        out.append(f'grid (wave_min, dwave, nbins): {grid} vs '
+                   f'{(target.grid.wave_min, target.grid.dwave, target.grid.nbins)}')
+    if source.nboxes != target.nboxes:
+        out.append(f'nboxes: {source.nboxes} vs {target.nboxes}')
+    lines = [list(zip(c.lines.names, np.round(np.asarray(c.lines.waves, float), 3)))
+             for c in (source, target)]
+    if lines[0] != lines[1]:
+        out.append(f'lines: {", ".join(source.lines.names)} vs {", ".join(target.lines.names)}'
+                   ' (names or rest wavelengths)')
+    return out
+
+
+def init_from(model, path, which='all', config=None):
     """Initialise layers of `model` from a pretrained network file and log the outcome.
 
     Parameters
@@ -258,12 +296,21 @@ def init_from(model, path, which='all'):
     which : {'conv', 'dense', 'all'}, optional
         Layers to initialise (:func:`selected_layers`) ['all'; ``dense`` for QuasarNET
         files, whose line heads never map onto ours].
+    config : lbgnet.config.Config, optional
+        The configuration of `model`: an lbgnet file whose input means something else
+        (:func:`input_differences`) is warned about, difference by difference.
 
     Returns
     -------
     TransferReport
     """
     weights, kind, flatten = read_pretrained(path)
+    if kind == 'lbgnet' and config is not None:
+        from .io.modelfile import read_model_description
+        differences = input_differences(read_model_description(path)[1], config)
+        for text in differences:
+            get_logger().warning('%s: its input differs from this network\'s (%s): the '
+                                 'weights load but do not mean the same', path, text)
     if kind == 'quasarnet' and which == 'all':
         which = 'dense'          # QuasarNET's per-line heads (QSO lines) never map onto ours
         get_logger().info('%s: QuasarNET heads are not transferred; initialising conv and '

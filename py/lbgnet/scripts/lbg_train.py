@@ -568,7 +568,7 @@ def initial_model(config, init_from, init_layers='all'):
     from ..model import build_model
     from ..transfer import init_from as transfer_init
     model = build_model(config)
-    report = transfer_init(model, init_from, init_layers) if init_from else None
+    report = transfer_init(model, init_from, init_layers, config) if init_from else None
     if report is not None and not report.loaded:
         raise InputFileError(init_from, f'no layer of {init_layers!r} fits this network '
                              f'({len(report.incompatible)} with other shapes, '
