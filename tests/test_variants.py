@@ -130,6 +130,9 @@ def test_direct_options_refuse_unknown_keys_and_bad_values(config):
         direct_loss_options(variant_config(config, 'hybrid', wieght=0.1))
     with pytest.raises(ConfigError, match='hybrid-test-config: invalid loss.direct'):
         direct_loss_options(variant_config(config, 'hybrid', weight='heavy'))
+    for bad in ({'dz_scale': float('nan')}, {'weight': float('inf')}, {'gamma': float('nan')}):
+        with pytest.raises(ConfigError, match='all finite'):
+            direct_loss_options(variant_config(config, 'hybrid', **bad))
     # one list of keys: the YAML check and the defaults agree
     from lbgnet.config import NESTED_KEYS
     from lbgnet.variants import DIRECT_DEFAULTS, DIRECT_LOSS_DEFAULTS

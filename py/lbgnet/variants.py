@@ -39,6 +39,7 @@ Catalogue quantities of every architecture come from :mod:`lbgnet.predict`.
 import dataclasses
 
 import keras
+import numpy as np
 from keras import ops
 
 from .config import ConfigError, check_keys
@@ -94,8 +95,10 @@ def direct_loss_options(config):
         out = {k: float(opts[k]) for k in DIRECT_LOSS_DEFAULTS}
     except (TypeError, ValueError) as err:
         raise ConfigError(f'{config.source}: invalid loss.direct ({err})') from None
-    if out['dz_scale'] <= 0 or out['gamma'] < 0 or out['weight'] <= 0:
-        raise ConfigError(f'{config.source}: loss.direct needs dz_scale > 0, gamma >= 0, weight > 0')
+    if not (0 < out['dz_scale'] < np.inf and 0 <= out['gamma'] < np.inf
+            and 0 < out['weight'] < np.inf):          # written so that NaN fails too
+        raise ConfigError(f'{config.source}: loss.direct needs dz_scale > 0, gamma >= 0, '
+                          'weight > 0, all finite')
     return out
 
 
