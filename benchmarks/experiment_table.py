@@ -9,7 +9,8 @@ Usage::
                 shipped=py/lbgnet/data/lbgnet-default.weights.h5 ...
 
 Each model is evaluated with desi_lbg_evaluate on every test directory (skipped when
-``OUTDIR/<name>/eval-<regime>/metrics.json`` exists; ``--force`` re-evaluates).  Writes
+``OUTDIR/<name>/eval-<regime>/metrics.json`` exists for that model and those test files;
+``--force`` re-evaluates).  Writes
 ``OUTDIR/results.csv`` (every column of lbgnet.experiments.summary_row) and
 ``OUTDIR/results.rst`` (the table of doc/experiments.rst) and ``OUTDIR/purity_efficiency.png``
 (purity against efficiency of every model, one panel per regime).  Returns 1 if a model

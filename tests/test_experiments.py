@@ -308,3 +308,37 @@ def test_oracle_redshift_covariance_is_the_exact_inverse():
         assert got[s] == pytest.approx(want, rel=1e-10)
     plain = bench.Covariance(ivar, {'b': np.arange(npix, dtype=float)}, None)
     assert plain.inner(x, y) == pytest.approx(np.sum(ivar['b'] * x['b'] * y['b'], axis=1))
+
+
+def test_evaluate_model_reuses_only_metrics_of_this_model_and_test(tmp_path, monkeypatch):
+    """An eval-<regime>/metrics.json of another model (or test set) in the same place was
+    reused as it was: a results row with another model's numbers."""
+    import json
+    from lbgnet import experiments
+    from lbgnet.scripts import lbg_evaluate
+    test_dir = tmp_path / 'test-midz'
+    test_dir.mkdir()
+    for kind in ('coadd', 'truth'):
+        (test_dir / f'{kind}-x.fits').write_text('')
+    calls = []
+
+    def fake_evaluate(argv):
+        calls.append(argv)
+        model = os.path.abspath(argv[argv.index('--model') + 1])
+        files = argv[argv.index('--coadd') + 1:argv.index('--truth')]
+        target = argv[argv.index('--outdir') + 1]
+        os.makedirs(target, exist_ok=True)
+        with open(os.path.join(target, 'metrics.json'), 'w') as fx:
+            json.dump({'inputs': {'model': model, 'files': files}}, fx)
+        return 0
+    monkeypatch.setattr(lbg_evaluate, 'main', fake_evaluate)
+    tests = {'midz': str(test_dir)}
+    experiments.evaluate_model(str(tmp_path / 'OLD.weights.h5'), tests, str(tmp_path))
+    experiments.evaluate_model(str(tmp_path / 'OLD.weights.h5'), tests, str(tmp_path))
+    assert len(calls) == 1                                  # done: reused
+    experiments.evaluate_model(str(tmp_path / 'NEW.weights.h5'), tests, str(tmp_path))
+    assert len(calls) == 2                                  # another model: evaluated again
+    (test_dir / 'coadd-y.fits').write_text('')
+    (test_dir / 'truth-y.fits').write_text('')
+    experiments.evaluate_model(str(tmp_path / 'NEW.weights.h5'), tests, str(tmp_path))
+    assert len(calls) == 3                                  # another test set: again

@@ -14,6 +14,7 @@ import json
 import os
 
 import numpy as np
+from desiutil.log import get_logger
 
 #: Test regimes, in table order.
 REGIMES = ('lowz', 'midz', 'highz')
@@ -31,7 +32,9 @@ def test_files(test_dir):
 
 
 def evaluate_model(model_path, tests, outdir, force=False):
-    """Run ``desi_lbg_evaluate`` of a model on each regime's test set (skipped when done).
+    """Run ``desi_lbg_evaluate`` of a model on each regime's test set (skipped where its
+    ``metrics.json`` is already there for this model and these test files,
+    :func:`metrics_are_of`).
 
     Parameters
     ----------
@@ -42,7 +45,7 @@ def evaluate_model(model_path, tests, outdir, force=False):
     outdir : str
         Receives ``eval-<regime>/metrics.json`` (and figures).
     force : bool, optional
-        Re-evaluate even when the metrics exist.
+        Re-evaluate even when the metrics of this model and test exist.
 
     Returns
     -------
@@ -59,14 +62,35 @@ def evaluate_model(model_path, tests, outdir, force=False):
     for regime, test_dir in tests.items():
         target = os.path.join(outdir, f'eval-{regime}')
         metrics = os.path.join(target, 'metrics.json')
-        if force or not os.path.exists(metrics):
-            coadds, truths = test_files(test_dir)
+        coadds, truths = test_files(test_dir)
+        if force or not metrics_are_of(metrics, model_path, coadds):
             status = evaluate(['--model', model_path, '--coadd', *coadds, '--truth', *truths,
                                '--outdir', target, '--nexamples', '0', '--title', regime])
             if status != 0:
                 raise RuntimeError(f'desi_lbg_evaluate failed on {test_dir} for {model_path}')
         out[regime] = metrics
     return out
+
+
+def metrics_are_of(path, model_path, coadds):
+    """Whether the ``metrics.json`` at `path` exists and evaluated this model on these files.
+
+    A metrics file of another model or test set in the same place (a retrained model, a
+    regenerated test) would otherwise fill a results row with stale numbers.
+    """
+    if not os.path.exists(path):
+        return False
+    try:
+        with open(path) as fx:
+            inputs = json.load(fx).get('inputs') or {}
+    except (OSError, ValueError):
+        return False
+    same = (inputs.get('model') == os.path.abspath(model_path)
+            and sorted(map(os.path.abspath, inputs.get('files') or []))
+            == sorted(map(os.path.abspath, coadds)))
+    if not same:
+        get_logger().info('%s: made for another model or test set; evaluating again', path)
+    return same
 
 
 def _filters(model):
