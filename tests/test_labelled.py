@@ -337,6 +337,8 @@ def test_target_class_labels_are_checked(config):
     with pytest.raises(InputFileError, match=r'1 Z_TRUE value\(s\) <= -1'):
         check_labels(truth([-3.0, 3.0]), 't.fits')                # impossible for any class
     check_labels(truth([-1e-4, 3.0]), 't.fits')                   # a blueshifted star-like z
+    stars = Table({'TARGETID': [1, 2], 'CLASS': ['STAR', 'LBG'], 'Z_TRUE': [-1e-4, 3.0]})
+    check_labels(stars, 't.fits', target='STAR')                  # a star target: z = v_r/c
     qso = dataclasses.replace(config, extra=dict(config.extra, target={'class': 'qso '}))
     assert target_class(apply_target(qso)) == 'QSO'
     bad = dataclasses.replace(config, extra=dict(config.extra, target={'class': 'quasar'}))

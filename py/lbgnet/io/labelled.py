@@ -90,7 +90,8 @@ def check_labels(truth, path, target='LBG'):
     CLASS is stripped and upper-cased and must be one of
     :data:`lbgnet.sim.population.CLASSES`; Z_TRUE must be numeric, > −1 where finite,
     and every LBG and every object of the `target` class (the one a network is trained
-    to find) needs one in (0, :data:`MAX_LABEL_Z`).
+    to find) needs one in (0, :data:`MAX_LABEL_Z`) (a STAR target only a finite one:
+    stars have z = v_r / c).
 
     Raises
     ------
@@ -118,6 +119,8 @@ def check_labels(truth, path, target='LBG'):
         bad = (classes == name) & ~np.isfinite(z)
         if np.any(bad):
             raise InputFileError(path, f'{int(bad.sum())} {name}(s) without a finite Z_TRUE')
+        if name == 'STAR':           # a star target: z = v_r / c, about 0 and often < 0
+            continue
         # a placeholder (-1, 0) or a corrupt value would be trained as "no line in the grid"
         bad = (classes == name) & ~((z > 0) & (z < MAX_LABEL_Z))
         if np.any(bad):
