@@ -170,6 +170,8 @@ def test_train_script_with_simulator(tmp_path):
     before = {p: p.stat().st_mtime_ns for p in out.rglob('*') if p.is_file()}
     assert main(['--config', str(cfg_path), '--outdir', str(out), '--seed', '6',
                  '--verbose', '0']) == 1
+    assert main(['--config', str(cfg_path), '--outdir', str(out), '--name', 'other',
+                 '--validation-only', '--nval', '40']) == 1           # another name too
     assert {p: p.stat().st_mtime_ns for p in out.rglob('*') if p.is_file()} == before
     # --validation-only writes the same validation files (same seed) and trains nothing
     only = tmp_path / 'only'

@@ -16,8 +16,9 @@ lbgnet.scripts.lbg_train
   and calibrates the redshift errors (:func:`error_calibration`).
 * Output in ``--outdir``: ``<name>.weights.h5`` + ``<name>.json`` (model and model card),
   ``history.csv``, ``loss.png``, ``checkpoint.weights.h5`` and ``validation/``.  An
-  ``--outdir`` that holds a model of that name already is refused without ``--overwrite``
-  (a stopped rerun would leave the old card beside the new run's history and validation).
+  ``--outdir`` that holds a model already (any name: those files are one per directory)
+  is refused without ``--overwrite`` (a stopped rerun would leave the old card beside the
+  new run's history and validation).
 
 Seeds: training batch ``i`` of epoch ``e`` (1-based, as the model card's ``best_epoch``;
 ``history.csv`` numbers epochs from 0, i.e. ``e - 1``) uses
@@ -104,9 +105,9 @@ def parse(options=None):
                         help='threads simulating batches ahead of training [%(default)s]')
     parser.add_argument('--name', help='model file name (without extension) [config name]')
     parser.add_argument('--overwrite', action='store_true',
-                        help='train into an --outdir that holds a model of this name (its '
+                        help='train into an --outdir that holds a model already (its '
                         'history, checkpoint and validation set are replaced as the new run '
-                        'goes, the model itself at the end)')
+                        'goes, a model of the same name at the end)')
     parser.add_argument('--verbose', type=int, choices=(0, 1, 2), default=1,
                         help='Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch '
                         '[%(default)s]')
@@ -653,6 +654,12 @@ def labelled_record(batches):
                             f'i of epoch e from (seed, {STREAM_TAG}, e, i + 1)'}
 
 
+def earlier_models(outdir):
+    """Model files (``NAME.json`` with its ``NAME.weights.h5``) of earlier runs in `outdir`."""
+    return sorted(p for p in glob.glob(os.path.join(glob.escape(outdir), '*.json'))
+                  if os.path.exists(p[:-len('.json')] + '.weights.h5'))
+
+
 def model_name(args, config):
     """File name (without extension) of the model a run writes: ``--name``, the
     configuration's ``name`` or the configuration file's name."""
@@ -703,12 +710,10 @@ def _train(args, log, t_start):
     from ..train import TRAINING_DEFAULTS, set_seeds
     from ..transfer import fit_in_phases
     config, opts, setup = training_setup(args)
-    name = model_name(args, config)
-    earlier = [p for p in (os.path.join(args.outdir, f'{name}.weights.h5'),
-                           os.path.join(args.outdir, f'{name}.json')) if os.path.exists(p)]
+    earlier = earlier_models(args.outdir)
     if earlier and not args.overwrite:
-        # its history, checkpoint and validation set would be replaced as this run goes and
-        # the model only at its end: a stopped run would leave the two runs mixed
+        # its history, checkpoint and validation set (one per --outdir, whatever the
+        # --name) would be replaced as this run goes: the two runs would be mixed
         raise InputFileError(earlier[0], 'a model of an earlier run; use --overwrite to train '
                              'into this --outdir again, or another --outdir')
     set_seeds(opts['seed'])
