@@ -9,8 +9,9 @@ trained before that step existed, and records it in the model's JSON (configurat
         --val-dir runs/val3000
 
 Without ``--write`` it only prints the fit.  A calibration that cannot be fitted (e.g. too
-few right redshifts) is not written: the model keeps the one it has, and the script exits
-with status 1.
+few right redshifts; ``ZERR_TPL`` of a network whose target is not LBG) is not written: the
+model keeps the values it has for it.  The script exits with status 1 when no fit could
+be made (nothing is written then).
 """
 import argparse
 import json
@@ -32,6 +33,7 @@ def main(options=None):
     from lbgnet.afterburner import DEFAULT_REFINE_NOISE
     from lbgnet.io.modelfile import load_model, update_model_metadata
     from lbgnet.network import training_zrange
+    from lbgnet.postprocess import postprocess_options
     from lbgnet.predict import catalog_from_raw, predict_raw
     from lbgnet.scripts.lbg_train import error_calibration, find_validation, read_labelled
     from lbgnet.targets import metric_truth
@@ -47,15 +49,23 @@ def main(options=None):
                               zrange=training_zrange(config, metadata))
     calib['validation_files'] = [os.path.basename(c) for c in coadds]
     print(json.dumps(calib, indent=1))
-    failed = [key for key in ('ZERR_LBG', 'ZERR_TPL') if calib[key]['fit'] is None]
-    if failed:
-        # scale 1 / floor 0 stand for "not fitted": writing them would erase a good fit
-        print(f'not fitted: {", ".join(failed)}; '
-              + ('nothing written' if args.write else 'nothing to write'))
+    prefixes = {'ZERR_LBG': 'zerr_', 'ZERR_TPL': 'zerr_tpl_'}
+    failed = [key for key in prefixes if calib[key]['fit'] is None]
+    if len(failed) == len(prefixes):
+        print('no calibration could be fitted; nothing written')
         return 1
+    # scale 1 / floor 0 stand for "not fitted": the model keeps its values for those
+    current = postprocess_options(config)
+    options = dict(calib['postprocess'])
+    for key in failed:
+        for part in ('scale', 'floor'):
+            options[prefixes[key] + part] = current[prefixes[key] + part]
+        print(f'{key} not fitted: the model keeps scale {current[prefixes[key] + "scale"]:g}, '
+              f'floor {current[prefixes[key] + "floor"]:g}')
+    calib['postprocess'] = options
     if args.write:
         print('wrote', update_model_metadata(args.model, {'error_calibration': calib},
-                                             {'postprocess': calib['postprocess']}))
+                                             {'postprocess': options}))
     return 0
 
 

@@ -149,7 +149,7 @@ def test_training_calibration_of_the_template_errors():
     assert other['postprocess']['zerr_tpl_scale'] == 1.0
 
 
-def test_calibration_script_keeps_a_good_fit_when_a_new_one_fails(tmp_path):
+def test_calibration_script_keeps_a_good_fit_when_a_new_one_fails(tmp_path, monkeypatch):
     """benchmarks/calibrate_errors.py --write on a set too small to fit: the model's
     calibration stays (it was replaced by scale 1 / floor 0, with status 0)."""
     import importlib.util
@@ -172,3 +172,19 @@ def test_calibration_script_keeps_a_good_fit_when_a_new_one_fails(tmp_path):
     assert open(described).read() == before
     postprocess = json.loads(before)['config']['postprocess']
     assert {k: postprocess[k] for k in good} == good
+
+    # one fit made, the other impossible (ZERR_TPL of a non-LBG target): the made one is
+    # written, the model keeps its values for the other (it wrote nothing at all before)
+    import lbgnet.scripts.lbg_train as lbg_train
+
+    def half(res, truth, config, *args, **kwargs):
+        options = {'zerr_scale': 2.0, 'zerr_floor': 1e-4, 'zerr_tpl_scale': 1.0,
+                   'zerr_tpl_floor': 0.0}
+        return {'refine_noise': 'calibrated', 'refine_archetypes': None, 'postprocess': options,
+                'ZERR_LBG': {'fit': {'scale': 2.0, 'floor': 1e-4}},
+                'ZERR_TPL': {'fit': None, 'reason': 'the refinement template is for LBGs'}}
+    monkeypatch.setattr(lbg_train, 'error_calibration', half)
+    assert script.main(['--model', path, '--val-dir', str(tmp_path / 'val'), '--write']) == 0
+    postprocess = json.loads(open(described).read())['config']['postprocess']
+    assert {k: postprocess[k] for k in good} == {'zerr_scale': 2.0, 'zerr_floor': 1e-4,
+                                                 'zerr_tpl_scale': 1.52, 'zerr_tpl_floor': 2.3e-4}
