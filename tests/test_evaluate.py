@@ -449,8 +449,8 @@ def test_evaluate_script_errors(tmp_path):
     truth['TARGETID'] += 10 ** 6
     fitsio.write(str(tmp_path / 'truth-bad.fits'), truth, extname='TRUTH', clobber=True)
     assert main(['--coadd', paths['coadd'], '--truth', str(tmp_path / 'truth-bad.fits'),
-                 '--model', model_path, '--outdir', str(tmp_path / 'out')]) == 1
-    assert not (tmp_path / 'out').exists()
+                 '--model', model_path, '--outdir', str(tmp_path / 'out' / 'a' / 'b')]) == 1
+    assert not (tmp_path / 'out').exists()            # nor the parents it created
     # the truth file of another mock run with the same TARGETIDs: refused (TRUTHSUM)
     np.testing.assert_array_equal(fitsio.read(other['truth'], ext='TRUTH')['TARGETID'],
                                   fitsio.read(paths['truth'], ext='TRUTH')['TARGETID'])
@@ -525,7 +525,8 @@ def test_evaluate_script_input_checks(tmp_path, caplog):
     caplog.clear()
     assert main(['--coadd', paths['coadd'], copies['coadd'], '--truth', paths['truth'],
                  copies['truth'], '--outdir', str(out), '--no-refine'] + common) == 1
-    assert 'a copy, whose objects would be counted twice' in caplog.text
+    assert '(a copy, or the same objects observed again): they would be counted twice' \
+        in caplog.text
     assert not out.exists()
     cat = str(tmp_path / 'lbg_cnn-mock.fits')
     assert afterburner(['--coadd', paths['coadd'], '--redrock', paths['redrock'], '--output', cat,

@@ -122,7 +122,8 @@ def check_distinct_inputs(paths):
 
 
 def check_not_a_copy(truth, path, seen):
-    """Raise when a truth table has the content of one seen before (a copied file).
+    """Raise when a truth table has the content of one seen before (a copied file, or the
+    same simulated objects at another depth).
 
     Parameters
     ----------
@@ -140,8 +141,9 @@ def check_not_a_copy(truth, path, seen):
     from .io.mock import truth_checksum
     key = truth_checksum(truth) if len(truth) else None
     if key in seen:
-        raise InputFileError(path, f'same objects (TARGETID, CLASS, Z_TRUE) as {seen[key]}: '
-                             'a copy, whose objects would be counted twice')
+        raise InputFileError(path, f'same objects (TARGETID, CLASS, Z_TRUE) as {seen[key]} '
+                             '(a copy, or the same objects observed again): they would be '
+                             'counted twice; evaluate them apart')
     if key is not None:
         seen[key] = path
 

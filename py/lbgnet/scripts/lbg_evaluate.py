@@ -188,15 +188,21 @@ def main(args=None, comm=None):
     from ..io.modelfile import default_model_path
     log = get_logger()
     model_path = args.model or default_model_path()
-    made = not os.path.isdir(args.outdir)
+    made = []                         # the directories check_outdir creates, deepest first
+    path = os.path.abspath(args.outdir)
+    while not os.path.exists(path):
+        made.append(path)
+        path = os.path.dirname(path)
     try:            # before the work: a directory that cannot be written fails at once
         check_outdir(args.outdir, name=f'--outdir {args.outdir}')
     except OutputFileError as err:
         log.error('%s', err)
         return 1
     rc = evaluate_into(args, model_path, log)
-    if rc and made and not os.listdir(args.outdir):
-        os.rmdir(args.outdir)                     # a failed evaluation leaves nothing
+    if rc:                                        # a failed evaluation leaves nothing
+        for path in made:
+            if os.path.isdir(path) and not os.listdir(path):
+                os.rmdir(path)
     return rc
 
 
