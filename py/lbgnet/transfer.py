@@ -248,17 +248,22 @@ def read_pretrained(path):
     return weights, 'quasarnet', flatten
 
 
-def input_differences(source, target):
-    """What the input of two lbgnet configurations means differently.
+def input_differences(source, target, loaded=None):
+    """What the input of two lbgnet configurations means differently, for the layers loaded.
 
     Weights load wherever the shapes agree, but they only mean the same where the input
-    does: swapped ``model.channels`` feed the first convolution the other channel, another
-    ``snr_softening`` another S/N scale, and another grid (same number of bins) or box
-    count puts every box, hence every head, at other wavelengths.
+    does: swapped ``model.channels`` or another ``snr_softening`` change what the first
+    convolution sees; another grid (same number of bins) puts ``fc_common``'s positions
+    and every box at other wavelengths; a line of the same name at another rest
+    wavelength gives its heads another meaning.
 
     Parameters
     ----------
     source, target : lbgnet.config.Config
+    loaded : collection of str, optional
+        Names of the layers that were loaded; None: all of them.  A difference is only
+        reported when a layer it affects was loaded (fine-tuning from the convolutions of
+        a network with other lines is no mismatch).
 
     Returns
     -------
@@ -266,22 +271,28 @@ def input_differences(source, target):
         One ``what: source vs target`` entry per difference (empty when none).
     """
     from .model import model_options
+
+    def any_loaded(test):
+        return loaded is None or any(test(name) for name in loaded)
     out = []
     src, dst = model_options(source), model_options(target)
-    for key in ('channels', 'snr_softening'):
-        if src.get(key) != dst.get(key):
-            out.append(f'model.{key}: {src.get(key)} vs {dst.get(key)}')
+    if any_loaded(lambda name: name == 'conv_1'):
+        for key in ('channels', 'snr_softening'):
+            if src.get(key) != dst.get(key):
+                out.append(f'model.{key}: {src.get(key)} vs {dst.get(key)}')
     grid = (source.grid.wave_min, source.grid.dwave, source.grid.nbins)
-    if grid != (target.grid.wave_min, target.grid.dwave, target.grid.nbins):
+    if grid != (target.grid.wave_min, target.grid.dwave, target.grid.nbins) and \
+            any_loaded(lambda name: name == 'fc_common' or name.startswith('fc_')):
         out.append(f'grid (wave_min, dwave, nbins): {grid} vs '
                    f'{(target.grid.wave_min, target.grid.dwave, target.grid.nbins)}')
-    if source.nboxes != target.nboxes:
-        out.append(f'nboxes: {source.nboxes} vs {target.nboxes}')
-    lines = [list(zip(c.lines.names, np.round(np.asarray(c.lines.waves, float), 3)))
+    waves = [dict(zip(c.lines.names, np.asarray(c.lines.waves, dtype=float)))
              for c in (source, target)]
-    if lines[0] != lines[1]:
-        out.append(f'lines: {", ".join(source.lines.names)} vs {", ".join(target.lines.names)}'
-                   ' (names or rest wavelengths)')
+    moved = sorted(name for name in set(waves[0]) & set(waves[1])
+                   if abs(waves[0][name] - waves[1][name]) > 1e-3
+                   and any_loaded(lambda layer, n=name: layer.endswith('_' + n)))
+    if moved:
+        out.append('line rest wavelengths: ' + ', '.join(
+            f'{n} {waves[0][n]:g} vs {waves[1][n]:g}' for n in moved))
     return out
 
 
@@ -297,26 +308,27 @@ def init_from(model, path, which='all', config=None):
         Layers to initialise (:func:`selected_layers`) ['all'; ``dense`` for QuasarNET
         files, whose line heads never map onto ours].
     config : lbgnet.config.Config, optional
-        The configuration of `model`: an lbgnet file whose input means something else
-        (:func:`input_differences`) is warned about, difference by difference.
+        The configuration of `model`: an lbgnet file whose input means something else for
+        the layers loaded (:func:`input_differences`) is warned about, difference by
+        difference.
 
     Returns
     -------
     TransferReport
     """
     weights, kind, flatten = read_pretrained(path)
-    if kind == 'lbgnet' and config is not None:
-        from .io.modelfile import read_model_description
-        differences = input_differences(read_model_description(path)[1], config)
-        for text in differences:
-            get_logger().warning('%s: its input differs from this network\'s (%s): the '
-                                 'weights load but do not mean the same', path, text)
     if kind == 'quasarnet' and which == 'all':
         which = 'dense'          # QuasarNET's per-line heads (QSO lines) never map onto ours
         get_logger().info('%s: QuasarNET heads are not transferred; initialising conv and '
                           'fc_common layers', path)
     report = apply_weights(model, weights, selected_layers(model, which), path, kind, flatten)
     report.log()
+    if kind == 'lbgnet' and config is not None:
+        from .io.modelfile import read_model_description
+        loaded = [name for name, _ in report.loaded]
+        for text in input_differences(read_model_description(path)[1], config, loaded):
+            get_logger().warning('%s: its input differs from this network\'s (%s): the '
+                                 'loaded weights do not mean the same', path, text)
     return report
 
 
