@@ -342,3 +342,27 @@ def test_evaluate_model_reuses_only_metrics_of_this_model_and_test(tmp_path, mon
     (test_dir / 'truth-y.fits').write_text('')
     experiments.evaluate_model(str(tmp_path / 'NEW.weights.h5'), tests, str(tmp_path))
     assert len(calls) == 3                                  # another test set: again
+    # the same model file retrained (newer than its metrics): again
+    metrics = tmp_path / 'eval-midz' / 'metrics.json'
+    model = tmp_path / 'NEW.weights.h5'
+    model.write_text('v2')
+
+    def age_metrics():
+        earlier = os.path.getmtime(metrics) - 100
+        os.utime(metrics, (earlier, earlier))
+    age_metrics()
+    experiments.evaluate_model(str(model), tests, str(tmp_path))
+    assert len(calls) == 4
+    # test files regenerated under the same names (newer than the metrics): again
+    age_metrics()
+    (test_dir / 'coadd-x.fits').write_text('regenerated')
+    experiments.evaluate_model(str(model), tests, str(tmp_path))
+    assert len(calls) == 5
+    experiments.evaluate_model(str(model), tests, str(tmp_path))
+    assert len(calls) == 5                                  # up to date: reused
+    # test files gone: the metrics of this model stay usable for the table
+    for path in test_dir.iterdir():
+        path.unlink()
+    assert experiments.evaluate_model(str(model), tests, str(tmp_path)) == \
+        {'midz': str(tmp_path / 'eval-midz' / 'metrics.json')}
+    assert len(calls) == 5

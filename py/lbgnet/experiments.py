@@ -16,13 +16,14 @@ import os
 import numpy as np
 from desiutil.log import get_logger
 
+from .io import InputFileError
+
 #: Test regimes, in table order.
 REGIMES = ('lowz', 'midz', 'highz')
 
 
 def test_files(test_dir):
     """Coadd and truth files of a held-out test directory (``desi_lbg_mock`` output)."""
-    from .io import InputFileError
     coadds = sorted(glob.glob(os.path.join(test_dir, 'coadd-*.fits')))
     truths = [os.path.join(test_dir, 'truth-' + os.path.basename(c)[len('coadd-'):])
               for c in coadds]
@@ -62,7 +63,15 @@ def evaluate_model(model_path, tests, outdir, force=False):
     for regime, test_dir in tests.items():
         target = os.path.join(outdir, f'eval-{regime}')
         metrics = os.path.join(target, 'metrics.json')
-        coadds, truths = test_files(test_dir)
+        try:
+            coadds, truths = test_files(test_dir)
+        except InputFileError:
+            if force or not metrics_are_of(metrics, model_path, None):
+                raise
+            get_logger().info('%s: test files gone; the metrics of %s are kept', test_dir,
+                              metrics)
+            out[regime] = metrics
+            continue
         if force or not metrics_are_of(metrics, model_path, coadds):
             status = evaluate(['--model', model_path, '--coadd', *coadds, '--truth', *truths,
                                '--outdir', target, '--nexamples', '0', '--title', regime])
@@ -73,10 +82,12 @@ def evaluate_model(model_path, tests, outdir, force=False):
 
 
 def metrics_are_of(path, model_path, coadds):
-    """Whether the ``metrics.json`` at `path` exists and evaluated this model on these files.
+    """Whether the ``metrics.json`` at `path` evaluated this model on these test files.
 
-    A metrics file of another model or test set in the same place (a retrained model, a
-    regenerated test) would otherwise fill a results row with stale numbers.
+    It must exist, name the same model and coadd files, and be newer than each of them:
+    a model retrained at the same path or a test set regenerated under the same names
+    would otherwise fill a results row with stale numbers.  `coadds` None (the test files
+    are gone) keeps metrics of this model that are newer than it.
     """
     if not os.path.exists(path):
         return False
@@ -85,11 +96,16 @@ def metrics_are_of(path, model_path, coadds):
             inputs = json.load(fx).get('inputs') or {}
     except (OSError, ValueError):
         return False
+    made = os.path.getmtime(path)
+    files = [] if coadds is None else list(coadds)
     same = (inputs.get('model') == os.path.abspath(model_path)
-            and sorted(map(os.path.abspath, inputs.get('files') or []))
-            == sorted(map(os.path.abspath, coadds)))
+            and (coadds is None or sorted(map(os.path.abspath, inputs.get('files') or []))
+                 == sorted(map(os.path.abspath, files)))
+            and all(os.path.getmtime(p) <= made for p in [model_path] + files
+                    if os.path.exists(p)))
     if not same:
-        get_logger().info('%s: made for another model or test set; evaluating again', path)
+        get_logger().info('%s: made for another or an older model or test set; evaluating '
+                          'again', path)
     return same
 
 
