@@ -37,6 +37,12 @@ def test_pe_score_threshold_separates_adjacent_float32_scores():
     assert int(np.count_nonzero(score.astype(np.float64) > thr64)) == 2
 
 
+def test_pe_score_threshold_separates_adjacent_float64_scores():
+    score = np.array([0.9, 0.5, np.nextafter(0.5, 0.0), 0.1])
+    value, thr = pe_score(np.array([1, 1, 0, 0], bool), score)
+    assert value == 1.0 and np.count_nonzero(score > thr) == 2
+
+
 def test_pe_score_nan_scores_rank_last():
     # rows without a prediction (NaN C_LBG) are never selected: when they reach rank
     # N_LBG they tie at the bottom like -inf instead of making the score NaN
@@ -766,3 +772,14 @@ def test_reliable_is_the_good_lbg_sample(tmp_path):
         fx['LBG_CNN'].write_column('LBG_FLAG', flag)
     flagged, _ = reliable('--catalog', cat, 'ev-flagged')
     assert round(flagged['efficiency'] * nlbg) == ngood - 1
+
+
+def test_efficiency_figure_has_the_title(monkeypatch):
+    """--title is the title of every figure; efficiency.png had none."""
+    from lbgnet import plots
+    figures = []
+    monkeypatch.setattr(plots, 'save_png', lambda fig, path: figures.append(fig) or path)
+    bins = {'edges': [2.0, 3.0, 4.0], 'efficiency': [0.5, 0.9], 'ntrue': [10, 20]}
+    plots.plot_efficiency_bins({'all': {'efficiency_vs_z': bins, 'efficiency_vs_mag': bins}},
+                               'eff.png', title='midz test')
+    assert figures[0]._suptitle is not None and figures[0]._suptitle.get_text() == 'midz test'

@@ -159,10 +159,11 @@ def pe_score(is_true, score):
     if not keep:
         return float(value), float(cut)
     middle = 0.5 * (cut + below)
-    if dtype.kind == 'f' and dtype.itemsize < 8 and \
-            np.asarray(middle).astype(dtype) >= np.asarray(cut).astype(dtype):
-        # float32 scores are compared in float32 (NEP 50): a midpoint between adjacent
-        # float32 values rounds onto the cut; `below` itself separates them exactly
+    compare = dtype if dtype.kind == 'f' else np.dtype(np.float64)
+    if np.asarray(middle).astype(compare) >= np.asarray(cut).astype(compare):
+        # scores are compared in their own precision (NEP 50): a midpoint between adjacent
+        # values (float32, or float64 one ulp apart) rounds onto the cut; `below` itself
+        # separates them exactly
         middle = below
     return float(value), float(middle)
 

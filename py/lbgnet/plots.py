@@ -229,9 +229,10 @@ def plot_pulls(pulls, path, title=''):
     return save_png(fig, path)
 
 
-def plot_efficiency_bins(metrics, path):
+def plot_efficiency_bins(metrics, path, title=''):
     """Efficiency vs true redshift and vs magnitude (regime ``all``), with binomial
-    (Wald) standard errors, sqrt(e (1 - e) / n): zero in bins where every LBG is found."""
+    (Wald) standard errors, sqrt(e (1 - e) / n): zero in bins where every LBG is found;
+    `title` over both panels."""
     res = metrics['all']
     fig = Figure(figsize=(8, 3.5))
     for i, (key, label) in enumerate((('efficiency_vs_z', 'true z'),
@@ -249,6 +250,8 @@ def plot_efficiency_bins(metrics, path):
         ax.set_ylabel('efficiency')
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
     return save_png(fig, path)
 

@@ -103,7 +103,7 @@ def write_plots(args, metrics, pred, truth, config, extras):
     z_tpl = template_or_cnn(pred)[sel] if 'Z_TPL' in pred else None
     plot_redshift(truth['Z_TRUE'][sel], pred['Z_LBG'][sel], out['z'],
                   z_bestline=pred['Z_BESTLINE'][sel], title=args.title, z_template=z_tpl)
-    plot_efficiency_bins(metrics, out['eff'])
+    plot_efficiency_bins(metrics, out['eff'], title=args.title)
     pulls = {}
     for zkey, ekey in (('Z_LBG', 'ZERR_LBG'), ('Z_TPL', 'ZERR_TPL')):
         if zkey in pred and ekey in pred:
