@@ -457,6 +457,10 @@ def test_evaluate_script_errors(tmp_path):
     assert main(['--coadd', paths['coadd'], '--truth', str(tmp_path / 'truth-bad.fits'),
                  '--model', model_path, '--outdir', str(tmp_path / 'out' / 'a' / 'b')]) == 1
     assert not (tmp_path / 'out').exists()            # nor the parents it created
+    assert main(['--coadd', paths['coadd'], '--truth', str(tmp_path / 'truth-bad.fits'),
+                 '--model', model_path, '--outdir',
+                 str(tmp_path / 'out' / 'a' / '..' / 'b')]) == 1
+    assert not (tmp_path / 'out').exists()            # 'a' is never made
     # the truth file of another mock run with the same TARGETIDs: refused (TRUTHSUM)
     np.testing.assert_array_equal(fitsio.read(other['truth'], ext='TRUTH')['TARGETID'],
                                   fitsio.read(paths['truth'], ext='TRUTH')['TARGETID'])

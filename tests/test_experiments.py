@@ -7,6 +7,8 @@ import sys
 import numpy as np
 import pytest
 
+from lbgnet.io import InputFileError
+
 BENCH = os.path.join(os.path.dirname(__file__), '..', 'benchmarks')
 
 TINY = """
@@ -360,9 +362,18 @@ def test_evaluate_model_reuses_only_metrics_of_this_model_and_test(tmp_path, mon
     assert len(calls) == 5
     experiments.evaluate_model(str(model), tests, str(tmp_path))
     assert len(calls) == 5                                  # up to date: reused
+    # the model card rewritten alone (thresholds, error calibration): again
+    age_metrics()
+    (tmp_path / 'NEW.json').write_text('{}')
+    experiments.evaluate_model(str(model), tests, str(tmp_path))
+    assert len(calls) == 6
     # test files gone: the metrics of this model stay usable for the table
     for path in test_dir.iterdir():
         path.unlink()
     assert experiments.evaluate_model(str(model), tests, str(tmp_path)) == \
         {'midz': str(tmp_path / 'eval-midz' / 'metrics.json')}
-    assert len(calls) == 5
+    assert len(calls) == 6
+    # ... but not for a directory they were not made from (mistyped, not made yet)
+    with pytest.raises(InputFileError, match='no coadd'):
+        experiments.evaluate_model(str(model), {'midz': str(tmp_path / 'test-midz-v2')},
+                                   str(tmp_path))

@@ -66,7 +66,10 @@ def evaluate_model(model_path, tests, outdir, force=False):
         try:
             coadds, truths = test_files(test_dir)
         except InputFileError:
-            if force or not metrics_are_of(metrics, model_path, None):
+            # only metrics made from this very directory stand in for its lost files (not
+            # those of another directory when this one is mistyped or not made yet)
+            if force or not metrics_are_of(metrics, model_path, None) \
+                    or not _files_in(metrics, test_dir):
                 raise
             get_logger().info('%s: test files gone; the metrics of %s are kept', test_dir,
                               metrics)
@@ -96,17 +99,30 @@ def metrics_are_of(path, model_path, coadds):
             inputs = json.load(fx).get('inputs') or {}
     except (OSError, ValueError):
         return False
+    from .io.modelfile import model_paths
     made = os.path.getmtime(path)
     files = [] if coadds is None else list(coadds)
+    try:                              # the card is rewritten alone (thresholds, calibration)
+        model_files = list(model_paths(model_path))
+    except ValueError:
+        model_files = [model_path]
     same = (inputs.get('model') == os.path.abspath(model_path)
             and (coadds is None or sorted(map(os.path.abspath, inputs.get('files') or []))
                  == sorted(map(os.path.abspath, files)))
-            and all(os.path.getmtime(p) <= made for p in [model_path] + files
+            and all(os.path.getmtime(p) <= made for p in model_files + files
                     if os.path.exists(p)))
     if not same:
         get_logger().info('%s: made for another or an older model or test set; evaluating '
                           'again', path)
     return same
+
+
+def _files_in(metrics_path, test_dir):
+    """Whether every input file recorded in a metrics.json lies in `test_dir`."""
+    with open(metrics_path) as fx:
+        files = (json.load(fx).get('inputs') or {}).get('files') or []
+    where = os.path.abspath(test_dir)
+    return bool(files) and all(os.path.dirname(os.path.abspath(f)) == where for f in files)
 
 
 def _filters(model):

@@ -188,17 +188,19 @@ def main(args=None, comm=None):
     from ..io.modelfile import default_model_path
     log = get_logger()
     model_path = args.model or default_model_path()
+    outdir = os.path.abspath(args.outdir)      # normalised: 'a/../b' creates no 'a'
     made = []                         # the directories check_outdir creates, deepest first
-    path = os.path.abspath(args.outdir)
+    path = outdir
     while not os.path.exists(path):
         made.append(path)
         path = os.path.dirname(path)
     try:            # before the work: a directory that cannot be written fails at once
-        check_outdir(args.outdir, name=f'--outdir {args.outdir}')
+        check_outdir(outdir, name=f'--outdir {args.outdir}')
     except OutputFileError as err:
         log.error('%s', err)
-        return 1
-    rc = evaluate_into(args, model_path, log)
+        rc = 1
+    else:
+        rc = evaluate_into(args, model_path, log)
     if rc:                                        # a failed evaluation leaves nothing
         for path in made:
             if os.path.isdir(path) and not os.listdir(path):
