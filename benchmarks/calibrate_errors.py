@@ -54,12 +54,20 @@ def main(options=None):
     if len(failed) == len(prefixes):
         print('no calibration could be fitted; nothing written')
         return 1
-    # scale 1 / floor 0 stand for "not fitted": the model keeps its values for those
+    # scale 1 / floor 0 stand for "not fitted": the model keeps its values for those, and
+    # the record of how they were fitted (for ZERR_TPL also the refinement's noise and
+    # archetypes, which the commands compare with their own settings)
     current = postprocess_options(config)
+    previous = (metadata or {}).get('error_calibration') or {}
     options = dict(calib['postprocess'])
     for key in failed:
         for part in ('scale', 'floor'):
             options[prefixes[key] + part] = current[prefixes[key] + part]
+        if key in previous:
+            calib[key] = previous[key]
+        if key == 'ZERR_TPL':
+            for setting in ('refine_noise', 'refine_archetypes'):
+                calib[setting] = previous.get(setting)
         print(f'{key} not fitted: the model keeps scale {current[prefixes[key] + "scale"]:g}, '
               f'floor {current[prefixes[key] + "floor"]:g}')
     calib['postprocess'] = options

@@ -163,7 +163,10 @@ def test_calibration_script_keeps_a_good_fit_when_a_new_one_fails(tmp_path, monk
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     good = {'zerr_scale': 4.3, 'zerr_floor': 0.0, 'zerr_tpl_scale': 1.52, 'zerr_tpl_floor': 2.3e-4}
-    path = save_tiny_model(str(tmp_path / 'tiny.weights.h5'), postprocess=good)
+    fitted = {'refine_noise': 'calibrated', 'refine_archetypes': 'abc123',
+              'ZERR_TPL': {'fit': {'scale': 1.52, 'floor': 2.3e-4}}}
+    path = save_tiny_model(str(tmp_path / 'tiny.weights.h5'), postprocess=good,
+                           metadata={'error_calibration': fitted})
     described = path.replace('.weights.h5', '.json')
     before = open(described).read()
     assert mock(['--outdir', str(tmp_path / 'val'), '--nspec', '12', '--nfiles', '1',
@@ -180,7 +183,7 @@ def test_calibration_script_keeps_a_good_fit_when_a_new_one_fails(tmp_path, monk
     def half(res, truth, config, *args, **kwargs):
         options = {'zerr_scale': 2.0, 'zerr_floor': 1e-4, 'zerr_tpl_scale': 1.0,
                    'zerr_tpl_floor': 0.0}
-        return {'refine_noise': 'calibrated', 'refine_archetypes': None, 'postprocess': options,
+        return {'refine_noise': 'pipeline', 'refine_archetypes': None, 'postprocess': options,
                 'ZERR_LBG': {'fit': {'scale': 2.0, 'floor': 1e-4}},
                 'ZERR_TPL': {'fit': None, 'reason': 'the refinement template is for LBGs'}}
     monkeypatch.setattr(lbg_train, 'error_calibration', half)
@@ -188,3 +191,8 @@ def test_calibration_script_keeps_a_good_fit_when_a_new_one_fails(tmp_path, monk
     postprocess = json.loads(open(described).read())['config']['postprocess']
     assert {k: postprocess[k] for k in good} == {'zerr_scale': 2.0, 'zerr_floor': 1e-4,
                                                  'zerr_tpl_scale': 1.52, 'zerr_tpl_floor': 2.3e-4}
+    # ... with the record of how the kept ZERR_TPL values were fitted (the afterburner
+    # compares its refinement settings with it; it described the failed refit instead)
+    record = json.loads(open(described).read())['metadata']['error_calibration']
+    assert (record['refine_noise'], record['refine_archetypes']) == ('calibrated', 'abc123')
+    assert record['ZERR_TPL'] == fitted['ZERR_TPL'] and record['ZERR_LBG']['fit']['scale'] == 2.0
