@@ -330,7 +330,7 @@ def test_target_class_labels_are_checked(config):
         check_labels(truth([np.nan, 3.0]), 't.fits', target='QSO')
     with pytest.raises(InputFileError, match='Z_TRUE must be numeric'):
         check_labels(truth(['abc', '3.0']), 't.fits')
-    # placeholders and corrupt values were trained as LBGs with no line in the grid
+    # stand-in values (-1, 0) and corrupt ones were trained as LBGs with no line in the grid
     for z in (-1.0, 0.0, -5.0, 1e30):
         with pytest.raises(InputFileError, match=r'1 LBG\(s\) with Z_TRUE outside \(0, 10\)'):
             check_labels(truth([np.nan, z]), 't.fits')

@@ -121,7 +121,7 @@ def check_labels(truth, path, target='LBG'):
             raise InputFileError(path, f'{int(bad.sum())} {name}(s) without a finite Z_TRUE')
         if name == 'STAR':           # a star target: z = v_r / c, about 0 and often < 0
             continue
-        # a placeholder (-1, 0) or a corrupt value would be trained as "no line in the grid"
+        # a stand-in value (-1, 0) or a corrupt one would be trained as "no line in the grid"
         bad = (classes == name) & ~((z > 0) & (z < MAX_LABEL_Z))
         if np.any(bad):
             raise InputFileError(path, f'{int(bad.sum())} {name}(s) with Z_TRUE outside '
