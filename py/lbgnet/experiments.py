@@ -65,11 +65,8 @@ def evaluate_model(model_path, tests, outdir, force=False):
         metrics = os.path.join(target, 'metrics.json')
         try:
             coadds, truths = test_files(test_dir)
-        except InputFileError:
-            # only metrics made from this very directory stand in for its lost files (not
-            # those of another directory when this one is mistyped or not made yet)
-            if force or not metrics_are_of(metrics, model_path, None) \
-                    or not _files_in(metrics, test_dir):
+        except InputFileError:          # lost test files: metrics made from them stand in
+            if force or not metrics_are_of(metrics, model_path, None, test_dir):
                 raise
             get_logger().info('%s: test files gone; the metrics of %s are kept', test_dir,
                               metrics)
@@ -84,13 +81,14 @@ def evaluate_model(model_path, tests, outdir, force=False):
     return out
 
 
-def metrics_are_of(path, model_path, coadds):
+def metrics_are_of(path, model_path, coadds, test_dir=None):
     """Whether the ``metrics.json`` at `path` evaluated this model on these test files.
 
     It must exist, name the same model and coadd files, and be newer than each of them:
     a model retrained at the same path or a test set regenerated under the same names
     would otherwise fill a results row with stale numbers.  `coadds` None (the test files
-    are gone) keeps metrics of this model that are newer than it.
+    are gone) keeps metrics of this model that are newer than it and were made from files
+    in `test_dir` (not from another directory, when this one is mistyped or not made yet).
     """
     if not os.path.exists(path):
         return False
@@ -106,23 +104,19 @@ def metrics_are_of(path, model_path, coadds):
         model_files = list(model_paths(model_path))
     except ValueError:
         model_files = [model_path]
-    same = (inputs.get('model') == os.path.abspath(model_path)
-            and (coadds is None or sorted(map(os.path.abspath, inputs.get('files') or []))
-                 == sorted(map(os.path.abspath, files)))
+    recorded = [os.path.abspath(f) for f in inputs.get('files') or []]
+    if coadds is None:
+        where = os.path.abspath(test_dir) if test_dir is not None else None
+        same_files = bool(recorded) and all(os.path.dirname(f) == where for f in recorded)
+    else:
+        same_files = sorted(recorded) == sorted(map(os.path.abspath, files))
+    same = (inputs.get('model') == os.path.abspath(model_path) and same_files
             and all(os.path.getmtime(p) <= made for p in model_files + files
                     if os.path.exists(p)))
     if not same:
         get_logger().info('%s: made for another or an older model or test set; evaluating '
                           'again', path)
     return same
-
-
-def _files_in(metrics_path, test_dir):
-    """Whether every input file recorded in a metrics.json lies in `test_dir`."""
-    with open(metrics_path) as fx:
-        files = (json.load(fx).get('inputs') or {}).get('files') or []
-    where = os.path.abspath(test_dir)
-    return bool(files) and all(os.path.dirname(os.path.abspath(f)) == where for f in files)
 
 
 def _filters(model):

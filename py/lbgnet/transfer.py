@@ -282,7 +282,7 @@ def input_differences(source, target, loaded=None):
                 out.append(f'model.{key}: {src.get(key)} vs {dst.get(key)}')
     grid = (source.grid.wave_min, source.grid.dwave, source.grid.nbins)
     if grid != (target.grid.wave_min, target.grid.dwave, target.grid.nbins) and \
-            any_loaded(lambda name: name == 'fc_common' or name.startswith('fc_')):
+            any_loaded(lambda name: name.startswith('fc_')):   # fc_common, heads
         out.append(f'grid (wave_min, dwave, nbins): {grid} vs '
                    f'{(target.grid.wave_min, target.grid.dwave, target.grid.nbins)}')
     waves = [dict(zip(c.lines.names, np.asarray(c.lines.waves, dtype=float)))
