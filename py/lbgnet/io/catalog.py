@@ -102,6 +102,10 @@ def check_outdir(outdir, name=None):
         raise OutputFileError(name, f'output directory {outdir} is not writable')
 
 
+#: Why an output path that is a directory cannot be written (every command says it alike).
+IS_A_DIRECTORY = 'is a directory; cannot write the output there'
+
+
 def check_writable(path, create=True):
     """Check that `path` can be written, creating its directory if needed.
 
@@ -136,7 +140,7 @@ def check_writable(path, create=True):
         if not os.access(existing, os.W_OK | os.X_OK):
             raise OutputFileError(path, f'output directory {existing} is not writable')
     if os.path.isdir(path):                # os.replace onto it would fail after the others
-        raise OutputFileError(path, 'is a directory; cannot write the output there')
+        raise OutputFileError(path, IS_A_DIRECTORY)
 
 
 def provenance_header(cards=(), dependencies=None):

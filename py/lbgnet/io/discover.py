@@ -175,6 +175,14 @@ def _links_inside(path, top_real):
     return real == top_real or real.startswith(top_real.rstrip(os.sep) + os.sep)
 
 
+def check_input_dir(input_dir):
+    """Raise :class:`InputFileError` unless `input_dir` is a directory (saying whether it
+    is missing or is something else, e.g. a file)."""
+    if not os.path.isdir(input_dir):
+        raise InputFileError(input_dir, 'not a directory' if os.path.exists(input_dir)
+                             else 'input directory does not exist')
+
+
 def find_coadds(input_dir):
     """All ``coadd-*.fits`` files below `input_dir` (a reduction layout), sorted.
 
@@ -197,9 +205,7 @@ def find_coadds(input_dir):
     InputFileError
         If `input_dir` is not a directory.
     """
-    if not os.path.isdir(input_dir):
-        raise InputFileError(input_dir, 'not a directory' if os.path.exists(input_dir)
-                             else 'input directory does not exist')
+    check_input_dir(input_dir)
     found = walk_files(input_dir, _COADD_NAME.match)
     temporary = [path for path in found if _DESISPEC_TEMPORARY.search(os.path.basename(path))]
     if temporary:

@@ -23,7 +23,8 @@ from ..afterburner import (DEFAULT_CHUNK, RerunSetup, catalog_header, default_te
 from ..catalog import assemble_catalog, match_targetids
 from ..io import read_redrock
 from ..io.atomic import Terminated
-from ..io.catalog import OutputFileError, check_writable, read_catalog, write_outputs
+from ..io.catalog import (IS_A_DIRECTORY, OutputFileError, check_writable, read_catalog,
+                          write_outputs)
 from ..io.coadd import check_grid_overlap, read_layout
 from ..io.fitsutil import open_fits
 from ..io.discover import FileJob, expand_coadds, find_coadds, plan_jobs, redrock_path
@@ -153,7 +154,7 @@ def plan(args):
                 raise InputFileError(out, 'is an input file; refusing to overwrite it')
         for given in (args.output, args.priors):
             if given is not None and os.path.isdir(given):
-                raise InputFileError(given, 'is a directory; cannot write the output there')
+                raise InputFileError(given, IS_A_DIRECTORY)
             if (given is not None and os.path.exists(given) and not args.overwrite
                     and not outputs_exist(jobs[0])):
                 raise InputFileError(given, 'exists; refusing to overwrite it (use --overwrite)')

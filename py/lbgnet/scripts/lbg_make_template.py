@@ -16,7 +16,7 @@ import numpy as np
 from desiutil.log import get_logger
 
 from .. import __version__
-from ..io.catalog import OutputFileError, check_outdir
+from ..io.catalog import IS_A_DIRECTORY, OutputFileError, check_outdir
 from ..io.errors import InputFileError
 from ..io.rrtemplate import IGM_MODELS, template_filename, write_rr_template
 from ..template import (NORM_WINDOW, pca_basis, reconstruction_error, redshift_grid,
@@ -121,7 +121,7 @@ def main(args=None, comm=None):
     method = 'ARCHETYPE' if args.archetypes else 'PCA'
     path = os.path.join(args.outdir, template_filename('GALAXY', 'LBG', args.version, method))
     if os.path.isdir(path):
-        log.error('%s: is a directory; cannot write the output there', path)
+        log.error('%s: %s', path, IS_A_DIRECTORY)
         return 1
     if os.path.exists(path) and not args.overwrite:
         log.error('%s: exists (use --overwrite)', path)

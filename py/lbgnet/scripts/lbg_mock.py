@@ -36,10 +36,14 @@ def parse(options=None):
                         'mock.files.max_spectra_per_file per file]')
     parser.add_argument('--classes', nargs='+', choices=CLASSES, default=None,
                         help='simulate only these classes (fractions renormalised) [all]')
-    parser.add_argument('--zmin', type=float, default=None, help='minimum LBG redshift (with --zmax) [config]')
-    parser.add_argument('--zmax', type=float, default=None, help='maximum LBG redshift (with --zmin) [config]')
-    parser.add_argument('--rmag-min', type=float, default=None, help='brightest r AB (with --rmag-max) [config]')
-    parser.add_argument('--rmag-max', type=float, default=None, help='faintest r AB (with --rmag-min) [config]')
+    parser.add_argument('--zmin', type=float, default=None,
+                        help='minimum LBG redshift (with --zmax) [config]')
+    parser.add_argument('--zmax', type=float, default=None,
+                        help='maximum LBG redshift (with --zmin) [config]')
+    parser.add_argument('--rmag-min', type=float, default=None,
+                        help='brightest r AB (with --rmag-max) [config]')
+    parser.add_argument('--rmag-max', type=float, default=None,
+                        help='faintest r AB (with --rmag-min) [config]')
     parser.add_argument('--efftime-min', type=float, default=None,
                         help='shortest effective exposure time, s (with --efftime-max) '
                         '[config]')

@@ -14,8 +14,10 @@ from desiutil.log import get_logger
 
 from .. import __version__
 from ..bitmask import LBGWarnMask
-from ..io.catalog import OutputFileError, provenance_header, read_catalog, write_catalog
-from ..io.discover import CATALOG_PREFIX, expand_coadds, file_metadata, walk_files
+from ..io.catalog import (IS_A_DIRECTORY, OutputFileError, provenance_header, read_catalog,
+                          write_catalog)
+from ..io.discover import (CATALOG_PREFIX, check_input_dir, expand_coadds, file_metadata,
+                           walk_files)
 from ..io.errors import InputFileError
 from ..io.evaluation import as_targetids
 from ..zcatalog import add_location, bad_bits, missing_columns, stack_catalogs
@@ -62,9 +64,7 @@ def parse(options=None):
 def find_catalogs(args):
     """Catalogue files to stack, sorted (raises InputFileError when there are none)."""
     if args.input_dir is not None:
-        if not os.path.isdir(args.input_dir):
-            raise InputFileError(args.input_dir, 'not a directory' if os.path.exists(args.input_dir)
-                                 else 'input directory does not exist')
+        check_input_dir(args.input_dir)
         files = sorted(walk_files(args.input_dir, lambda f: f.startswith(CATALOG_PREFIX + '-')
                                   and f.endswith(('.fits', '.fits.gz'))))
         where = args.input_dir
@@ -217,7 +217,7 @@ def main(args=None, comm=None):
         args = parse(args)
     log = get_logger()
     if os.path.isdir(args.output):
-        log.error('%s: is a directory; cannot write the output there', args.output)
+        log.error('%s: %s', args.output, IS_A_DIRECTORY)
         return 1
     if os.path.exists(args.output) and not args.overwrite:
         log.error('%s: exists (use --overwrite)', args.output)

@@ -34,8 +34,8 @@ def add_refine_arguments(parser):
                         'doc/afterburner.rst); 0: never skip [%g]' % DEFAULT_ARCH_SKIP)
     parser.add_argument('--refine-prior-weight', type=float, default=DEFAULT_PRIOR_WEIGHT,
                         help='weight of the network\'s box confidences against chi2 in the '
-                        'refinement\'s template fit; 0 with --refine-archetypes none: the plain chi2 '
-                        'minimum in the window (the archetype stage weighs its basins by '
+                        'refinement\'s template fit; 0 with --refine-archetypes none: the '
+                        'plain chi2 minimum in the window (the archetype stage weighs its basins by '
                         'the box confidences whatever this weight) [%(default)s]')
     parser.add_argument('--refine-window', type=float, default=DEFAULT_WINDOW,
                         help='half width of the refinement\'s search window around Z_LBG, '
