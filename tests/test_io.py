@@ -169,6 +169,20 @@ def test_mismatched_shapes(tmp_path, tiny_coadd):
         read_coadd(path)
 
 
+@pytest.mark.parametrize('ext', ['B_WAVELENGTH', 'B_FLUX', 'B_IVAR', 'B_MASK'])
+def test_table_where_an_image_belongs(ext, tmp_path, tiny_coadd):
+    """A spectral HDU stored as a table is one InputFileError (was an AttributeError
+    from fitsio's missing ``get_dims``, which stopped a preprocess batch)."""
+    src, _ = tiny_coadd
+    with fitsio.FITS(src) as fx:
+        data = fx[ext].read()
+    table = np.zeros(len(data), dtype=[('V', data.dtype.str, data.shape[1:])])
+    table['V'] = data
+    path = _copy_without(src, str(tmp_path / 'tab.fits'), replace={ext: table})
+    with pytest.raises(InputFileError, match=f'HDU {ext} is a table, not an image'):
+        read_coadd(path)
+
+
 def test_no_flux_hdu(tmp_path):
     path = str(tmp_path / 'table.fits')
     Table({'A': [1, 2]}).write(path)

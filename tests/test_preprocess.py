@@ -71,6 +71,38 @@ def test_overlap_combined_not_overwritten():
     np.testing.assert_allclose(fbin[:, k], (w * f).sum(1) / w.sum(1), rtol=1e-6)
 
 
+def test_arm_shapes_are_checked():
+    """Arrays whose shapes disagree with their arm's wavelengths, or arms without a
+    mask entry, are a ValueError; the compiled pass would otherwise read past the
+    arrays (garbage sums) or silently drop the unmatched arms."""
+    rng = np.random.default_rng(3)
+    b = _arm(3600.0, 5800.0, 2, rng)
+    r = _arm(5760.0, 7620.0, 2, rng)
+    with pytest.raises(ValueError, match=r'arm 0: ivar has shape \(2, 2650\), expected \(2, 2751\)'):
+        rebin_arms([b[0]], [b[1]], [b[2][:, :-101]], GRID)
+    with pytest.raises(ValueError, match=r'arm 0: flux has shape \(2, 2746\)'):
+        rebin_arms([b[0]], [b[1][:, :-5]], [b[2][:, :-5]], GRID)
+    with pytest.raises(ValueError, match=r'arm 1: flux has shape \(3, 2326\)'):
+        rebin_arms([b[0], r[0]], [b[1], np.vstack([r[1], r[1][:1]])], [b[2], r[2]], GRID)
+    with pytest.raises(ValueError, match='2 wavelength arrays but 2 flux, 2 ivar and 1 mask'):
+        rebin_arms([b[0], r[0]], [b[1], r[1]], [b[2], r[2]], GRID,
+                   masks=[np.zeros(b[1].shape, dtype=np.int32)])
+    with pytest.raises(ValueError, match=r'flux has shape \(2751,\)'):
+        rebin_arms([b[0]], [b[1][0]], [b[2][0]], GRID)
+
+
+def test_big_endian_arrays_match_native():
+    """Big-endian arrays (astropy.io.fits data) grid exactly as native ones."""
+    rng = np.random.default_rng(4)
+    wave, flux, ivar = _arm(3600.0, 5800.0, 3, rng)
+    mask = (rng.uniform(size=flux.shape) < 0.1).astype(np.int32)
+    want = rebin_arms([wave], [flux], [ivar], GRID, masks=[mask])
+    got = rebin_arms([wave], [flux.astype('>f4')], [ivar.astype('>f4')], GRID,
+                     masks=[mask.astype('>i4')])
+    for a, b in zip(want, got):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize('kind', ['mask', 'nan_flux', 'inf_flux', 'nan_ivar', 'zero_ivar', 'neg_ivar',
                                   'absurd_flux'])
 def test_invalid_pixels_carry_no_weight(kind):

@@ -197,22 +197,41 @@ def accumulate_arms(waves, fluxes, ivars, grid, masks=None, max_snr=MAX_PIXEL_SN
     version (validity masks, ``where``, ``reduceat``) was 5x slower, too slow for
     the "read + preprocess ≤ 2 × raw read" target (see doc/benchmarks.rst).
     """
-    nspec = fluxes[0].shape[0] if len(fluxes) else 0
     masks = [None] * len(waves) if masks is None else masks
+    if not len(fluxes) == len(ivars) == len(masks) == len(waves):
+        raise ValueError(f'{len(waves)} wavelength arrays but {len(fluxes)} flux, '
+                         f'{len(ivars)} ivar and {len(masks)} mask arrays')
+    nspec = np.shape(fluxes[0])[0] if len(fluxes) and np.ndim(fluxes[0]) == 2 else 0
     fsum = np.zeros((nspec, grid.nbins))
     isum = np.zeros((nspec, grid.nbins))
     arm_valid = np.zeros((nspec, len(waves)), dtype=bool)
     no_mask = np.zeros((1, 1), dtype=np.int32)
     for iarm, (wave, flux, ivar, mask) in enumerate(zip(waves, fluxes, ivars, masks)):
+        flux, ivar, mask = _arm_arrays(iarm, np.shape(wave)[0], nspec, flux, ivar, mask)
         seg_start, seg_bin = pixel_segments(wave, grid)
         if seg_bin.size == 0 or nspec == 0:
             continue
         nvalid = np.zeros(nspec, dtype=np.int64)
-        _accumulate(np.ascontiguousarray(flux), np.ascontiguousarray(ivar),
-                    no_mask if mask is None else np.ascontiguousarray(mask), mask is not None,
+        _accumulate(flux, ivar, no_mask if mask is None else mask, mask is not None,
                     seg_start, seg_bin, fsum, isum, nvalid, float(max_snr) ** 2)
         arm_valid[:, iarm] = nvalid > 0
     return fsum, isum, arm_valid
+
+
+def _arm_arrays(iarm, nwave, nspec, *arrays):
+    """Native-order, C-contiguous copies of one arm's (flux, ivar, mask), checked to
+    have shape (nspec, nwave): the compiled pass reads them without bounds checks."""
+    out = []
+    for name, arr in zip(('flux', 'ivar', 'mask'), arrays):
+        if arr is None:
+            out.append(None)
+            continue
+        arr = np.asarray(arr)
+        if arr.shape != (nspec, nwave):
+            raise ValueError(f'arm {iarm}: {name} has shape {arr.shape}, expected '
+                             f'({nspec}, {nwave}) (spectra, wavelengths)')
+        out.append(np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder('=')))
+    return out
 
 
 def rebin_arms(waves, fluxes, ivars, grid, masks=None):

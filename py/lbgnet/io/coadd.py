@@ -12,7 +12,7 @@ import numpy as np
 from desiutil.log import get_logger
 
 from .errors import InputFileError
-from .fitsutil import _first_line, extnames, open_fits, read_image, read_table
+from .fitsutil import _first_line, check_image_hdu, extnames, open_fits, read_image, read_table
 
 _FLUX_EXT = re.compile(r'^([A-Z]+)_FLUX$')
 
@@ -192,7 +192,7 @@ def read_layout(fx, path, read_fibermap=True, fibermap_columns=None):
         if wav.ndim != 1 or not np.all(np.isfinite(wav)) or np.any(np.diff(wav) <= 0):
             raise InputFileError(path, f'{band}_WAVELENGTH must be 1-D, finite and increasing')
         for part in ('FLUX', 'IVAR') + (('MASK',) if f'{band}_MASK' in names else ()):
-            dims = _dims(fx, f'{band}_{part}', wav.size)
+            dims = _dims(fx, f'{band}_{part}', wav.size, path)
             nband = nspecs.setdefault(band, dims[0])
             if len(dims) != 2 or dims[1] != wav.size or dims[0] != nband:
                 shape = tuple(d for d in dims if d >= 0)
@@ -263,7 +263,8 @@ def check_grid_overlap(layout, grid):
                              'wavelengths must be in Angstrom')
 
 
-def _dims(fx, ext, nwave):
+def _dims(fx, ext, nwave, path):
+    check_image_hdu(fx, ext, path)
     dims = list(fx[ext].get_dims())
     if len(dims) == 0 or (len(dims) == 1 and dims[0] == 0):
         return [0, nwave]

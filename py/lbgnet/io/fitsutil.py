@@ -160,8 +160,21 @@ def check_table_hdu(fx, ext, path):
         raise InputFileError(path, f'HDU {ext} is an image, not a table')
 
 
+def check_image_hdu(fx, ext, path):
+    """Raise :class:`InputFileError` unless HDU `ext` of an open file is an image."""
+    if fx[ext].get_exttype() != 'IMAGE_HDU':
+        raise InputFileError(path, f'HDU {ext} is a table, not an image')
+
+
 def read_image(fx, ext, path):
-    """Read one image HDU, returning an empty array for a zero-size image."""
+    """Read one image HDU, returning an empty array for a zero-size image.
+
+    Raises
+    ------
+    InputFileError
+        The HDU is a table, or its data cannot be read.
+    """
+    check_image_hdu(fx, ext, path)
     hdu = fx[ext]
     try:
         dims = hdu.get_dims()
