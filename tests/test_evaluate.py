@@ -626,6 +626,57 @@ def test_evaluate_script_input_checks(tmp_path, caplog):
     assert rr['n'] == 0
 
 
+def _rewrite_coadd(src, dst, rows=None, fibermap=None):
+    """Copy a coadd keeping spectra `rows` (all HDUs with one row per spectrum) and,
+    optionally, replacing its FIBERMAP; headers (TRUTHSUM included) are kept."""
+    import fitsio
+    with fitsio.FITS(src) as fx:
+        hdus = [(h.get_extname(), h.read_header(), h.read() if h.has_data() else None)
+                for h in fx]
+    nspec = len(dict((n, d) for n, _, d in hdus)['FIBERMAP'])
+    rows = np.arange(nspec) if rows is None else rows
+    with fitsio.FITS(dst, 'rw', clobber=True) as out:
+        for i, (name, hdr, data) in enumerate(hdus):
+            if name == 'FIBERMAP' and fibermap is not None:
+                data = fibermap
+            if data is not None and data.shape[:1] == (nspec,) and not name.endswith('WAVELENGTH'):
+                data = data[rows]
+            out.write(data, header=hdr, **({'extname': name} if i else {}))
+    return dst
+
+
+def test_coadd_input_rows_checked_and_excluded_like_catalogues(tmp_path, caplog):
+    """Coadd input refuses duplicated TARGETIDs and truth objects without a spectrum
+    (they were counted twice / silently dropped, while catalogue input refused both),
+    and leaves out the spectra catalogue input leaves out: by LBG_FLAG, not by
+    ``COADD_FIBERSTATUS != 0`` (which dropped harmless bits and kept sky fibres)."""
+    import fitsio
+    from desispec.maskbits import fibermask
+    from lbgnet.config import load_config
+    from lbgnet.io.evaluation import read_coadd_for_evaluation
+    from lbgnet.scripts.lbg_evaluate import main
+    paths = _mock_files(tmp_path, nspec=12)
+    model_path = _small_model(tmp_path)
+    nspec = 12
+    for name, rows, message in (('dup', np.r_[np.arange(nspec), 0], 'duplicated TARGETIDs'),
+                                ('cut', np.arange(3, nspec),
+                                 '3 TARGETID(s) of truth-lbgmock-dark-7.fits have no row in this coadd')):
+        bad = _rewrite_coadd(paths['coadd'], str(tmp_path / f'coadd-{name}.fits'), rows)
+        caplog.clear()
+        assert main(['--coadd', bad, '--truth', paths['truth'], '--outdir',
+                     str(tmp_path / 'out'), '--no-refine', '--model', model_path]) == 1
+        assert message in caplog.text, caplog.text
+    fibermap = fitsio.read(paths['coadd'], ext='FIBERMAP')
+    fibermap['COADD_FIBERSTATUS'][:] = 0
+    fibermap['OBJTYPE'][0] = 'SKY'
+    fibermap['COADD_FIBERSTATUS'][1] = fibermask.mask('LOWTRANSMISSION')
+    fibermap['COADD_FIBERSTATUS'][2] = fibermask.mask('BROKENFIBER')
+    flagged = _rewrite_coadd(paths['coadd'], str(tmp_path / 'coadd-flags.fits'),
+                             fibermap=fibermap)
+    good = read_coadd_for_evaluation(flagged, load_config())[2]
+    np.testing.assert_array_equal(good[:3], [False, True, False])
+
+
 def test_loss_plot_axis_follows_the_sign_of_the_losses(tmp_path):
     """Direct/hybrid losses can be negative: they must stay visible (linear axis)."""
     import matplotlib.image

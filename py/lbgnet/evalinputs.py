@@ -42,8 +42,10 @@ def predict_coadd(path, model, config, c_thresh, n_thresh, include_bad=False, re
     X, conf, offset : numpy.ndarray
         Input and raw line-finder output (for the example figure; conf and offset are
         None for direct-regression networks).
-    nbad : int
-        Spectra left out (dead fibre or no valid pixel; kept with `include_bad`).
+    all_tid : numpy.ndarray
+        TARGETIDs of all spectra, those left out included (dead fibre, not a science
+        target or no valid pixel: :func:`lbgnet.io.evaluation.is_evaluated`; kept with
+        `include_bad`).
     """
     from .afterburner import blank_empty, refine_selected
     from .catalog import apply_model_range, apply_small_deltachi2
@@ -52,6 +54,7 @@ def predict_coadd(path, model, config, c_thresh, n_thresh, include_bad=False, re
     X, targetid, good, info, flags = read_coadd_for_evaluation(
         path, config, None if refiner is None else refiner.noise)
     keep = np.ones_like(good) if include_bad else good
+    all_tid = targetid
     X, targetid = X[keep], targetid[keep]
     res, raw = predict_catalog(model, X, config, c_thresh=c_thresh, n_thresh=n_thresh)
     blank_empty(res, info.empty[keep])
@@ -67,7 +70,7 @@ def predict_coadd(path, model, config, c_thresh, n_thresh, include_bad=False, re
         flags = apply_model_range(flags, (res['Z_LBG'], res.get('Z_TPL', res['Z_LBG'])),
                                   zrange)
     res['LBG_FLAG'] = flags
-    return targetid, res, X, conf, offset, int(np.count_nonzero(~keep))
+    return targetid, res, X, conf, offset, all_tid
 
 
 def check_same_mock(path, other_path, what):
@@ -195,13 +198,14 @@ def read_catalog_input(path, names, include_bad, c_thresh):
     return res, all_tid, made
 
 
-def _check_truth_covered(truth_tid, all_tid, path, truth_path):
-    """Every truth object must have a catalogue row (a missing one would vanish silently)."""
+def _check_truth_covered(truth_tid, all_tid, path, truth_path, what):
+    """Every truth object must have a row in the coadd or catalogue `what` (a missing one
+    would vanish silently from the metrics)."""
     present = np.isin(truth_tid, all_tid)
     if not present.all():
         raise InputFileError(path, f'{int(np.count_nonzero(~present))} TARGETID(s) of '
-                             f'{os.path.basename(truth_path)} have no row in this catalogue '
-                             '(a cut or filtered catalogue?)')
+                             f'{os.path.basename(truth_path)} have no row in this {what} '
+                             f'(a cut or filtered {what}?)')
 
 
 def collect(args, config, model, refiner=None, zrange=None):
@@ -225,7 +229,7 @@ def collect(args, config, model, refiner=None, zrange=None):
     InputFileError
         Also when a truth file does not belong to its coadd (``TRUTHSUM``), a file is
         given twice or a truth file is a copy of another (:func:`check_not_a_copy`), a
-        catalogue has duplicated TARGETIDs or lacks truth objects, or
+        coadd or catalogue has duplicated TARGETIDs or lacks truth objects, or
         catalogues were made with different settings.
     """
     from .io.labelled import check_labels
@@ -241,12 +245,11 @@ def collect(args, config, model, refiner=None, zrange=None):
         truth = read_truth(truth_path)
         check_not_a_copy(truth, truth_path, contents)
         if args.coadd:
-            tid, res, X, conf, offset, nbad = predict_coadd(path, model, config, args.c_thresh,
-                                                            args.n_thresh, args.include_bad_fibres,
-                                                            refiner, zrange)
+            tid, res, X, conf, offset, all_tid = predict_coadd(
+                path, model, config, args.c_thresh, args.n_thresh, args.include_bad_fibres,
+                refiner, zrange)
             if first is None and len(tid):
                 first, first_start = (X, conf, offset, tid), nrows
-            nexcluded += nbad
         else:
             res, all_tid, made = read_catalog_input(
                 path, config.lines.names, args.include_bad_fibres, args.c_thresh)
@@ -264,9 +267,10 @@ def collect(args, config, model, refiner=None, zrange=None):
             elif made['refine'] != refinement:
                 raise InputFileError(path, f'refined with {made["refine"]}, the first catalogue '
                                      f'with {refinement}: evaluate them apart')
-            _check_truth_covered(np.asarray(truth['TARGETID']), all_tid, path, truth_path)
-            nexcluded += all_tid.size - len(res['TARGETID'])
             tid = res['TARGETID']
+        _check_truth_covered(np.asarray(truth['TARGETID']), all_tid, path, truth_path,
+                             'coadd' if args.coadd else 'catalogue')
+        nexcluded += all_tid.size - len(tid)
         check_truth_matches(path, truth_path, truth)
         check_labels(truth, truth_path)
         simhash[truth_path] = mock_keywords(truth_path).get('SIMHASH')

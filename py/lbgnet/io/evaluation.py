@@ -71,10 +71,8 @@ def read_prediction_catalog(path, line_names, extname='LBG_CNN'):
         out['Z_BESTLINE'] = out['Z_LBG'].copy()
     out['GOOD'] = np.ones(len(table), dtype=bool)
     if 'LBG_FLAG' in table.colnames:
-        from ..bitmask import LBGWarnMask
-        bad = LBGWarnMask().mask('|'.join(EXCLUDED_FLAGS))
         out['LBG_FLAG'] = np.asarray(table['LBG_FLAG']).astype(np.int64)
-        out['GOOD'] = (out['LBG_FLAG'] & bad) == 0
+        out['GOOD'] = is_evaluated(out['LBG_FLAG'])
     return out
 
 
@@ -217,9 +215,10 @@ def read_coadd_for_evaluation(path, config, noise=None):
     targetid : numpy.ndarray
         Shape (nspec,).
     good : numpy.ndarray of bool
-        Shape (nspec,): ``COADD_FIBERSTATUS == 0`` (when the column exists) and at least one
-        valid pixel.  Dead fibres carry no information about the object; production flags
-        them (LBG_FLAG), so metrics leave them out.
+        Shape (nspec,): no NODATA or NOT_SCIENCE bit in `flags` (:func:`is_evaluated`): at
+        least one valid pixel, ``OBJTYPE == 'TGT'`` and no ``COADD_FIBERSTATUS`` bit for
+        which desispec's zcatalog flags a spectrum bad.  Dead fibres carry no information
+        about the object; production flags them (LBG_FLAG), so metrics leave them out.
     info : lbgnet.preprocess.GridInfo
         With the rebinned flux and ivar (for the template refinement).
     flags : numpy.ndarray of int32
@@ -228,19 +227,29 @@ def read_coadd_for_evaluation(path, config, noise=None):
     Raises
     ------
     InputFileError
-        Unreadable coadd, or no FIBERMAP (no TARGETID to match the truth).
+        Unreadable coadd, no FIBERMAP (no TARGETID to match the truth) or duplicated
+        TARGETIDs.
     """
     from ..catalog import spectrum_flags
     from ..preprocess import coadd_to_grid
     from .coadd import read_coadd
     coadd = read_coadd(path, read_fibermap=True, read_extra=False)
-    targetid = coadd.require_targetid()
+    targetid = np.asarray(coadd.require_targetid())
+    if np.unique(targetid).size != targetid.size:
+        raise InputFileError(path, 'duplicated TARGETIDs')
     X, info = coadd_to_grid(coadd, config.grid, noise)
-    good = ~info.empty
-    if 'COADD_FIBERSTATUS' in coadd.fibermap.colnames:
-        good &= np.asarray(coadd.fibermap['COADD_FIBERSTATUS']) == 0
     flags = spectrum_flags(info, coadd.fibermap, config.grid.nbins)
-    return X, np.asarray(targetid), good, info, flags
+    return X, targetid, is_evaluated(flags), info, flags
+
+
+def is_evaluated(flags):
+    """Rows the metrics keep: no :data:`EXCLUDED_FLAGS` bit in their ``LBG_FLAG``.
+
+    The one rule for coadd input (flags from the spectra and FIBERMAP) and catalogue
+    input (the afterburner's flags), so that both evaluate the same spectra.
+    """
+    from ..bitmask import LBGWarnMask
+    return (np.asarray(flags).astype(np.int64) & LBGWarnMask().mask('|'.join(EXCLUDED_FLAGS))) == 0
 
 
 def write_json(path, obj):

@@ -53,9 +53,10 @@ def parse(options=None):
                         help='number of lines required [model default]; not with --catalog, '
                         'whose C_LBG was computed for its NTHRESH')
     parser.add_argument('--include-bad-fibres', action='store_true',
-                        help='keep spectra with COADD_FIBERSTATUS != 0 or no valid pixel '
-                        '(catalogue: LBG_FLAG NODATA/NOT_SCIENCE/NOT_IN_COADD); left out by '
-                        'default')
+                        help='keep spectra flagged NODATA (no valid pixel), NOT_SCIENCE '
+                        "(OBJTYPE != 'TGT' or a bad COADD_FIBERSTATUS bit) or NOT_IN_COADD; "
+                        'left out by default (one rule: LBG_FLAG of a catalogue, the same '
+                        'flags computed for a coadd)')
     parser.add_argument('--record-as', metavar='NAME',
                         help='also store a summary of the metrics in the model card (the '
                         "model's JSON, metadata.heldout_tests.NAME); needs --model")
