@@ -58,6 +58,19 @@ def test_base_include_and_override(tmp_path):
     ('base: lbgnet-base.yaml\nnboxes: 40.9\n', 'missing or invalid key'),
     ('base: lbgnet-base.yaml\nselection: {n_thresh: 2.7}\n', 'missing or invalid key'),
     ('base: lbgnet-base.yaml\ngrid: {nbins: 800.5}\n', 'missing or invalid key'),
+    # review 2026-12-02: NaN, infinite and boolean numbers, bad line wavelengths and names
+    ('base: lbgnet-base.yaml\ngrid: {dwave: .nan}\n', r'invalid key \(ValueError\(nan\)'),
+    ('base: lbgnet-base.yaml\ngrid: {dwave: .inf}\n', r'invalid key \(ValueError\(inf\)'),
+    ('base: lbgnet-base.yaml\ngrid: {wave_min: true}\n', r'invalid key \(ValueError\(True\)'),
+    ('base: lbgnet-base.yaml\nselection: {c_thresh: true}\n', r'ValueError\(True\)'),
+    ('base: lbgnet-base.yaml\nlines: {LYA: 0, CIV: 1549.06}\n',
+     'the rest wavelength of LYA must be a finite number > 0'),
+    ('base: lbgnet-base.yaml\nlines: {LYA: .nan}\n', 'the rest wavelength of LYA'),
+    ('base: lbgnet-base.yaml\nlines: {LYA: -1215.67}\n', 'the rest wavelength of LYA'),
+    ('base: lbgnet-base.yaml\nlines: {LY/A: 1215.67}\n', r"line names must be a letter .*\['LY/A'\]"),
+    ('base: lbgnet-base.yaml\nlines: {LYA: 1215.67, lya: 1215.7}\n', 'unique'),
+    ('base: lbgnet-base.yaml\nlines: {}\n', 'not an empty mapping'),
+    ('base: lbgnet-default.yaml\nname: lbgnet/v2\n', r"name must start .* not 'lbgnet/v2'"),
 ])
 def test_bad_configs(tmp_path, text, match):
     path = tmp_path / 'bad.yaml'
@@ -115,6 +128,21 @@ def test_resolve_beside(tmp_path, monkeypatch):
     assert resolve_beside('lbgnet-mock.yaml', 'lbgnet-default.yaml') == 'lbgnet-mock.yaml'
     assert resolve_beside(str(tmp_path / 'x.yaml'), cfg) == str(tmp_path / 'x.yaml')
     assert resolve_beside(None, cfg) is None
+
+
+def test_lines_replace_those_of_the_base(tmp_path):
+    """A ``lines:`` block names the lines to use: it replaces the base's list instead of
+    being merged into it (a two-line ablation silently trained all 16 lines)."""
+    child = tmp_path / 'two.yaml'
+    child.write_text('base: lbgnet-default.yaml\nlines: {CIV: 1549.06, LYA: 1215.67}\n'
+                     'selection: {n_thresh: 1}\n')
+    cfg = load_config(str(child))
+    assert cfg.lines.names == ('CIV', 'LYA') and cfg.lines.waves == (1549.06, 1215.67)
+    # other sections still merge key by key
+    child.write_text('base: lbgnet-default.yaml\nmodel: {dropout: 0.2}\n')
+    cfg = load_config(str(child))
+    assert cfg.extra['model']['dropout'] == 0.2 and 'conv_layers' in cfg.extra['model']
+    assert len(cfg.lines) == 16
 
 
 def test_lines_as_a_list_is_named(config):

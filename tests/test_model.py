@@ -313,6 +313,34 @@ def test_save_model_copies_weights_by_layer_name(tmp_path, config):
             np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize('section, key, bad, match', [
+    ('model', 'snr_softening', 0, r'model\.snr_softening must be a number > 0 .* not 0\)$'),
+    ('model', 'snr_softening', -5, 'model.snr_softening must be a number > 0'),
+    ('model', 'snr_softening', [5], 'model.snr_softening must be a number > 0'),
+    ('model', None, [], 'section "model" must be a mapping'),
+    ('postprocess', None, [], 'section "postprocess" must be a mapping'),
+    ('lines', 'LYA', 0, 'the rest wavelength of LYA must be a finite number > 0'),
+])
+def test_model_file_with_a_bad_model_section_is_refused(section, key, bad, match, tmp_path,
+                                                       config):
+    """The model checks of training also hold when a model file is read: a softening of
+    0 gave NaN confidences for every spectrum, a list an AttributeError traceback."""
+    import json
+    from lbgnet.io import InputFileError
+    cfg = small_config(config)
+    wpath, jpath = save_model(str(tmp_path / 'b.weights.h5'), build_model(cfg), cfg)
+    description = json.loads(open(jpath).read())
+    if key is None:
+        description['config'][section] = bad
+    else:
+        description['config'][section][key] = bad
+    with open(jpath, 'w') as fx:
+        fx.write(json.dumps(description))
+    with pytest.raises(InputFileError, match=match) as err:
+        load_model(wpath)
+    assert str(err.value).count('b.json') == 1
+
+
 def test_model_file_with_a_bad_error_calibration_is_refused(tmp_path, config):
     """A NaN or negative calibration in a model JSON fails when the model is read, with
     one line naming the file, instead of giving NaN errors per spectrum."""

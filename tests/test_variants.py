@@ -133,6 +133,13 @@ def test_direct_options_refuse_unknown_keys_and_bad_values(config):
     for bad in ({'dz_scale': float('nan')}, {'weight': float('inf')}, {'gamma': float('nan')}):
         with pytest.raises(ConfigError, match='all finite'):
             direct_loss_options(variant_config(config, 'hybrid', **bad))
+    # truncated or boolean units and an infinite z_range were accepted (64.9 -> 64 units)
+    for direct in ({'units': 64.9}, {'units': True}, {'z_range': [1.5, float('inf')]}):
+        bad = dataclasses.replace(cfg, extra=dict(cfg.extra, model=dict(
+            SMALL, architecture='hybrid', direct=dict({'units': 8, 'z_range': [1.5, 5.0]},
+                                                      **direct))))
+        with pytest.raises(ConfigError, match='invalid model.direct'):
+            direct_options(bad)
     # one list of keys: the YAML check and the defaults agree
     from lbgnet.config import NESTED_KEYS
     from lbgnet.variants import DIRECT_DEFAULTS, DIRECT_LOSS_DEFAULTS

@@ -7,9 +7,11 @@ selection thresholds.  Values live in ``etc/*.yaml``; this module loads them onc
 into frozen dataclasses that every other module receives as an argument.
 
 A configuration file may name another one with ``base: <file>``; keys of the
-including file override those of the base (recursively for mappings).
+including file override those of the base (recursively for mappings, except ``lines``,
+which replaces the base's line list as a whole).
 """
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -396,11 +398,18 @@ def _resolve(name, relative_to=None):
     raise ConfigError(f'{name}: configuration file not found')
 
 
-def _merge(base, over):
+#: Mappings a configuration replaces as a whole instead of merging with its ``base:``
+#: (a line list names the lines to use, not changes to the inherited ones).
+REPLACED_SECTIONS = ('lines',)
+
+
+def _merge(base, over, top=True):
     out = dict(base)
     for key, val in over.items():
-        if isinstance(val, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], val)
+        if top and key in REPLACED_SECTIONS:
+            out[key] = val
+        elif isinstance(val, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], val, top=False)
         else:
             out[key] = val
     return out
@@ -441,6 +450,54 @@ def read_yaml_config(name, _seen=None):
     return data
 
 
+#: What a line name may hold (upper-cased): it names Keras layers (``fc_box_<LINE>``) and
+#: FITS columns (``C_<LINE>``, ``Z_<LINE>``).
+LINE_NAME = re.compile(r'^[A-Z][A-Z0-9_]*$')
+#: What a model ``name`` may hold: it names the model files (``NAME.weights.h5``) and the
+#: Keras model (spaces become underscores).
+MODEL_NAME = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.+ -]*$')
+
+
+def line_list(lines, where):
+    """A :class:`LineList` from a mapping NAME -> rest wavelength (Å).
+
+    Parameters
+    ----------
+    lines : dict
+    where : str
+        The file and key, for messages (e.g. ``'etc/x.yaml: lines'``).
+
+    Raises
+    ------
+    ConfigError
+        When `lines` is not a non-empty mapping, a name is not a letter followed by
+        letters, digits or underscores, names repeat (case ignored) or a wavelength is
+        not a finite number > 0.
+    """
+    if not isinstance(lines, dict) or not lines:
+        what = 'an empty mapping' if isinstance(lines, dict) else f'a {type(lines).__name__}'
+        raise ConfigError(f'{where} must map each line name to its rest wavelength '
+                          f'(NAME: Angstrom), not {what}')
+    names = tuple(str(k).strip().upper() for k in lines)
+    bad = [n for n in names if not LINE_NAME.match(n)]
+    if bad:
+        raise ConfigError(f'{where}: line names must be a letter followed by letters, digits '
+                          f'or underscores (they name layers and FITS columns), not {bad}')
+    if len(set(names)) != len(names):
+        raise ConfigError(f'{where}: line names must be unique (case ignored)')
+    waves = []
+    for name, value in zip(names, lines.values()):
+        try:
+            wave = as_float(value)
+        except (TypeError, ValueError):
+            wave = np.nan
+        if not wave > 0:
+            raise ConfigError(f'{where}: the rest wavelength of {name} must be a finite '
+                              f'number > 0 (Angstrom), not {value!r}')
+        waves.append(wave)
+    return LineList(names, tuple(waves))
+
+
 def config_from_dict(data, source=''):
     """Build a :class:`Config` from a mapping (as read from YAML or a model file).
 
@@ -450,26 +507,28 @@ def config_from_dict(data, source=''):
         If a required key is missing or a value is out of range.
     """
     try:
-        grid = Grid(float(data['grid']['wave_min']), float(data['grid']['dwave']),
+        grid = Grid(as_float(data['grid']['wave_min']), as_float(data['grid']['dwave']),
                     as_int(data['grid']['nbins']))
-        lines = data['lines']
-        if not isinstance(lines, dict):
-            raise ConfigError(f'{source or "config"}: lines must map each line name to its '
-                              f'rest wavelength (NAME: Angstrom), not a {type(lines).__name__}')
-        linelist = LineList(tuple(str(k).upper() for k in lines),
-                            tuple(float(v) for v in lines.values()))
         nboxes = as_int(data['nboxes'])
-        sel = Selection(float(data['selection']['c_thresh']), as_int(data['selection']['n_thresh']))
+        sel = Selection(as_float(data['selection']['c_thresh']),
+                        as_int(data['selection']['n_thresh']))
+        lines = data['lines']
     except (KeyError, TypeError, AttributeError, ValueError) as err:
-        raise ConfigError(f'{source or "config"}: missing or invalid key ({err!r})') from None
-    if grid.nbins <= 0 or grid.dwave <= 0:
-        raise ConfigError(f'{source}: grid needs nbins > 0 and dwave > 0')
+        raise ConfigError(f'{source or "config"}: missing or invalid key ({err!r}; grid '
+                          'wave_min, dwave and selection.c_thresh must be finite numbers, '
+                          'nbins, nboxes and n_thresh integers)') from None
+    linelist = line_list(lines, f'{source or "config"}: lines')
+    if grid.nbins <= 0 or grid.dwave <= 0 or grid.wave_min <= 0:
+        raise ConfigError(f'{source}: grid needs nbins > 0, dwave > 0 and wave_min > 0')
     if nboxes <= 0 or grid.nbins % nboxes != 0:
         raise ConfigError(f'{source}: nboxes={nboxes} must divide nbins={grid.nbins}')
-    if len(set(linelist.names)) != len(linelist.names) or len(linelist) == 0:
-        raise ConfigError(f'{source}: line names must be unique and non-empty')
     if not 1 <= sel.n_thresh <= len(linelist) or not 0.0 <= sel.c_thresh <= 1.0:
         raise ConfigError(f'{source}: selection thresholds out of range')
+    name = data.get('name')
+    if name is not None and not (isinstance(name, str) and MODEL_NAME.match(name)):
+        raise ConfigError(f'{source}: name must start with a letter or digit and hold only '
+                          f'letters, digits, spaces and _ . + - (it names the model files), '
+                          f'not {name!r}')
     extra = {k: v for k, v in data.items() if k not in ('grid', 'lines', 'nboxes', 'selection')}
     return Config(grid, linelist, nboxes, sel, extra, str(source))
 

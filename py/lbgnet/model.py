@@ -184,6 +184,15 @@ def model_options(config):
         raise ConfigError(f'{config.source}: model.channels must be taken from {CHANNEL_NAMES}, '
                           f'not {opts["channels"]!r}')
     opts['channel_index'] = [CHANNEL_NAMES.index(c) for c in opts['channels']]
+    if opts['snr_softening'] is not None:        # None: no softening
+        try:
+            opts['snr_softening'] = as_float(opts['snr_softening'])
+            good = opts['snr_softening'] > 0
+        except (TypeError, ValueError):
+            good = False
+        if not good:
+            raise ConfigError(f'{config.source}: model.snr_softening must be a number > 0 '
+                              f'(or null: no softening), not {section["snr_softening"]!r}')
     if opts['padding'] not in ('same', 'valid'):
         raise ConfigError(f'{config.source}: model.padding must be "same" or "valid"')
     nbins = config.grid.nbins

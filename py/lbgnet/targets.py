@@ -24,7 +24,7 @@ import dataclasses
 
 import numpy as np
 
-from .config import ConfigError, LineList
+from .config import ConfigError, line_list
 from .evaluate import LBG_CLASS
 from .labels import make_targets
 from .variants import NDIRECT, architecture
@@ -54,11 +54,7 @@ def apply_target(config):
     lines = (config.extra.get('target') or {}).get('lines')
     if not lines:
         return config
-    try:
-        linelist = LineList(tuple(str(k).upper() for k in lines),
-                            tuple(float(v) for v in lines.values()))
-    except (AttributeError, TypeError, ValueError) as err:
-        raise ConfigError(f'{config.source}: invalid target.lines ({err})') from None
+    linelist = line_list(lines, f'{config.source}: target.lines')
     if config.selection.n_thresh > len(linelist):
         raise ConfigError(f'{config.source}: selection.n_thresh > {len(linelist)} target lines')
     return dataclasses.replace(config, lines=linelist)

@@ -129,19 +129,11 @@ def check_config(config, sim_config=None):
     from .model import model_options
     from .variants import architecture, direct_options
     try:
-        opts = model_options(config)
+        model_options(config)          # the whole model section, snr_softening included
     except ConfigError as err:
         text = str(err)
         raise ConfigError(text if text.startswith(f'{config.source}:')
                           else f'{config.source}: {text}') from None
-    if opts.get('snr_softening') is not None:
-        try:
-            good = as_float(opts['snr_softening']) > 0
-        except (TypeError, ValueError):
-            good = False
-        if not good:
-            raise ConfigError(f'{config.source}: model.snr_softening must be a number > 0 '
-                              f'(or absent), not {opts["snr_softening"]!r}')
     if architecture(config) != 'linefinder':
         direct_options(config)
     loss_from_config(config)

@@ -42,7 +42,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from .config import ConfigError, check_keys
+from .config import ConfigError, as_float, as_int, check_keys
 
 ARCHITECTURES = ('linefinder', 'direct', 'hybrid')
 #: Defaults of ``model.direct``.
@@ -77,10 +77,11 @@ def direct_options(config):
     check_keys({'model': {'direct': section}}, config.source)   # also for configs built in code
     opts = dict(DIRECT_DEFAULTS, **section)
     try:
-        units = int(opts['units'])
-        z_lo, z_hi = (float(v) for v in opts['z_range'])
+        units = as_int(opts['units'])
+        z_lo, z_hi = (as_float(v) for v in opts['z_range'])
     except (TypeError, ValueError) as err:
-        raise ConfigError(f'{config.source}: invalid model.direct ({err})') from None
+        raise ConfigError(f'{config.source}: invalid model.direct (units must be an integer, '
+                          f'z_range two finite numbers; {err!r})') from None
     if units < 1 or not -1.0 < z_lo < z_hi:
         raise ConfigError(f'{config.source}: model.direct needs units >= 1 and -1 < z_lo < z_hi')
     return {'units': units, 'z_range': (z_lo, z_hi)}

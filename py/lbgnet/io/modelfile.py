@@ -25,7 +25,7 @@ import h5py
 import numpy as np
 
 from .._version import __version__
-from ..config import ConfigError, config_from_dict
+from ..config import ConfigError, check_keys, config_from_dict
 from ..postprocess import check_options
 from .errors import InputFileError, MissingInputError
 
@@ -172,13 +172,22 @@ def read_model_description(path):
         raise InputFileError(json_path, f'model format version {version!r} is not supported '
                              f'(this lbgnet reads <= {FORMAT_VERSION})')
     try:
+        if not isinstance(description['config'], dict):
+            raise ConfigError('config must be a JSON object')
+        check_keys(description['config'], json_path)   # sections are mappings, keys known
         config = config_from_dict(description['config'], source=json_path)
         check_options(config)
     except (KeyError, ConfigError) as err:
-        raise InputFileError(json_path, f'invalid configuration ({err})') from None
+        raise InputFileError(json_path, f'invalid configuration ({_own_words(err, json_path)})') from None
     if not isinstance(description.get('metadata') or {}, dict):
         raise InputFileError(json_path, 'metadata must be a JSON object')
     return description, config
+
+
+def _own_words(err, path):
+    """The text of `err` without a leading ``path: `` (the message names `path` once)."""
+    text = str(err)
+    return text[len(path) + 2:] if text.startswith(f'{path}: ') else text
 
 
 def load_model(path):
@@ -219,7 +228,8 @@ def load_model(path):
     try:
         model = build_model(config)
     except (ConfigError, ValueError) as err:
-        raise InputFileError(json_path, f'cannot build the described network ({err})') from None
+        raise InputFileError(json_path, 'cannot build the described network '
+                             f'({_own_words(err, json_path)})') from None
     _check_weight_shapes(weights_path, model)
     try:
         with warnings.catch_warnings():
