@@ -82,6 +82,39 @@ def test_overlapping_tiles_keep_best_row(tmp_path):
     assert zcat['GOOD_LBG'].tolist() == [True, True]
 
 
+def test_spectra_groupings_are_not_stacked_together(tmp_path, caplog):
+    """Healpix and tile coadds of one production combine the same exposures: stacking
+    them counted one target's spectra three times (ZCAT_NSPEC 3); several groupings are
+    refused unless --spgrp picks one, whose files alone are read."""
+    root = tmp_path / 'prod'
+    cards = [('SURVEY', 'main', ''), ('PROGRAM', 'dark', '')]
+    write_cat(str(root / 'healpix/main/dark/100/10016/lbg_cnn-main-dark-10016.fits'), [7], [1],
+              [3.0], [0], [10], cards)
+    write_cat(str(root / 'tiles/cumulative/1000/20210505/lbg_cnn-3-1000-thru20210505.fits'),
+              [7], [1], [3.0], [0], [10], cards)
+    write_cat(str(root / 'tiles/pernight/1000/20210505/lbg_cnn-3-1000-20210505.fits'), [7], [1],
+              [3.0], [0], [10], cards)
+    out = str(tmp_path / 'z.fits')
+    caplog.clear()
+    assert main(['--input-dir', str(root), '--output', out]) == 1 and not os.path.exists(out)
+    assert ('3 catalogues: several spectra groupings (SPGRP cumulative 1, healpix 1, '
+            'pernight 1)') in caplog.text
+    # an unreadable file of another grouping does not stop a --spgrp run
+    with open(root / 'tiles/pernight/1000/20210505/lbg_cnn-3-1000-20210505.fits', 'w') as fx:
+        fx.write('not FITS')
+    for spgrp, tileid, hpx in (('healpix', -1, 10016), ('cumulative', 1000, -1)):
+        assert main(['--input-dir', str(root), '--output', out, '--overwrite',
+                     '--spgrp', spgrp]) == 0
+        zcat, hdr = read_catalog(out, extname='LBG_ZCAT')
+        assert zcat['ZCAT_NSPEC'].tolist() == [1] and hdr['NINPUT'] == 1
+        assert zcat['SPGRP'].tolist() == [spgrp]
+        assert zcat['TILEID'].tolist() == [tileid] and zcat['HPXPIXEL'].tolist() == [hpx]
+    caplog.clear()
+    assert main(['--input-dir', str(root / 'healpix'), '--output', out, '--overwrite',
+                 '--spgrp', 'perexp']) == 1
+    assert 'no catalogue of spectra grouping perexp' in caplog.text
+
+
 def test_small_deltachi2_is_not_good(tmp_path):
     root = tmp_path / 'cats'
     write_cat(str(root / 'lbg_cnn-main-dark-1.fits'), [1, 2, 3], [1, 1, 1], [3.0, 2.4, 3.9],

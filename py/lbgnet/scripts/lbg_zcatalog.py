@@ -43,6 +43,11 @@ PROVENANCE_KEYS = ('LBGMODEL', 'LBGCONF', 'NBOXES', 'GRIDWMIN', 'GRIDDW', 'GRIDN
                    'LBGZMAX', 'REFTEMPL', 'REFARCH')
 
 
+#: Spectra groupings of a DESI production (``SPGRP``; ``unknown`` for file names that
+#: name none).  Coadds of different groupings combine the same exposures.
+SPGRPS = ('healpix', 'cumulative', 'pernight', 'perexp', 'unknown')
+
+
 def parse(options=None):
     """Parse the command line of ``desi_lbg_zcatalog``."""
     parser = argparse.ArgumentParser(description='Stack lbg_cnn-*.fits afterburner catalogues '
@@ -57,6 +62,9 @@ def parse(options=None):
                         help='stack catalogues made with different models, thresholds, rerun '
                         'or refinement settings; columns only some have (e.g. *_NEW of '
                         '--rerun-redrock) are filled with NaN / 0 / blank elsewhere')
+    parser.add_argument('--spgrp', choices=SPGRPS,
+                        help='stack only the catalogues of this spectra grouping (SPGRP); '
+                        'required when the inputs hold several, whose coadds share exposures')
     parser.add_argument('--overwrite', action='store_true', help='replace an existing --output')
     return parser.parse_args(options)
 
@@ -136,12 +144,21 @@ def describe_difference(keys, here, first):
     return text
 
 
-def read_all(files, allow_mixed=False):
+def read_all(files, allow_mixed=False, spgrp=None):
     """Read the catalogues, add location columns; return tables and the shared header values.
 
     Every catalogue is read before an error is raised, so that one run names every
     unreadable file and every file without a :data:`lbgnet.zcatalog.REQUIRED_COLUMNS`
     column (each logged on one line).
+
+    Parameters
+    ----------
+    files : list of str
+    allow_mixed : bool, optional
+        Stack catalogues made with different settings (logged).
+    spgrp : str, optional
+        Keep only catalogues of this spectra grouping (:data:`SPGRPS`); without it the
+        catalogues must all have one grouping.
 
     Returns
     -------
@@ -149,16 +166,23 @@ def read_all(files, allow_mixed=False):
     common : dict
         Header values (:func:`shared_keys`) that all catalogues share; keywords whose
         values differ, or that no catalogue has, are left out.
+    used : list of str
+        The files of `tables`.
 
     Raises
     ------
     InputFileError
-        Catalogues are unreadable (several: each is logged, then one error counts them), or
+        Catalogues are unreadable (several: each is logged, then one error counts them),
         a model, threshold, rerun, refinement or error-calibration setting differs from
-        the first catalogue's (unless `allow_mixed`).
+        the first catalogue's (unless `allow_mixed`), or the catalogues hold several
+        spectra groupings and `spgrp` is not given (healpix and tile coadds of one
+        production combine the same exposures: a target would count them twice in
+        ``ZCAT_NSPEC``), or none of `spgrp`.
     """
     log = get_logger()
-    tables, common, errors, mismatch = [], None, [], None
+    if spgrp is not None:         # files named for another grouping are not even read
+        files = [f for f in files if file_metadata(f).get('SPGRP', spgrp) == spgrp]
+    tables, common, errors, mismatch, used, groups = [], None, [], None, [], []
     for path in files:
         try:
             table, header = read_catalog(path)
@@ -180,7 +204,12 @@ def read_all(files, allow_mixed=False):
             location['PROGRAM'] = str(header['FAPRGRM']).strip().lower()
         location.update({k: v for k, v in header.items() if k in
                          ('SURVEY', 'PROGRAM', 'SPGRP', 'HPXPIXEL', 'TILEID', 'PETAL')})
+        group = str(location.get('SPGRP') or 'unknown').strip().lower()
+        if spgrp is not None and group != spgrp:
+            continue
         tables.append(add_location(table, location))
+        used.append(path)
+        groups.append(group)
         values, absent = shared_keys(header)
         if common is None:
             common, absent_all, first = values, absent, (values, absent, path)
@@ -205,10 +234,27 @@ def read_all(files, allow_mixed=False):
             log.error('%s', err)
         raise InputFileError(f'{len(errors)} of {len(files)} catalogues',
                              'unreadable (listed above)')
+    check_one_grouping(groups, spgrp)
     if mismatch is not None:
         raise mismatch
+    if spgrp is not None and len(used) < len(files):
+        log.info('--spgrp %s: %d of %d catalogues', spgrp, len(used), len(files))
     # keywords no input has (only implied) are not written as if they had been recorded
-    return tables, {k: v for k, v in (common or {}).items() if k not in absent_all}
+    return tables, {k: v for k, v in (common or {}).items() if k not in absent_all}, used
+
+
+def check_one_grouping(groups, spgrp=None):
+    """Raise :class:`InputFileError` unless `groups` (the SPGRP of each catalogue read)
+    hold one spectra grouping, or none is left of the requested `spgrp`."""
+    counts = {g: groups.count(g) for g in sorted(set(groups))}
+    if spgrp is not None and not groups:
+        raise InputFileError('--spgrp', f'no catalogue of spectra grouping {spgrp}')
+    if len(counts) > 1:
+        text = ', '.join(f'{g} {n}' for g, n in counts.items())
+        raise InputFileError(f'{len(groups)} catalogues', f'several spectra groupings (SPGRP '
+                             f'{text}) whose coadds share exposures: stacking them would count '
+                             "a target's spectra more than once; choose one with --spgrp")
+
 
 
 def main(args=None, comm=None):
@@ -224,7 +270,7 @@ def main(args=None, comm=None):
         return 1
     try:
         files = find_catalogs(args)
-        tables, common = read_all(files, args.allow_mixed)
+        tables, common, files = read_all(files, args.allow_mixed, args.spgrp)
         zcat = stack_catalogs(tables, args.allow_mixed, files)
     except (InputFileError, ValueError) as err:
         log.error('%s', err)
