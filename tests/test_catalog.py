@@ -163,6 +163,20 @@ def test_write_read_round_trip(tmp_path):
     assert 'lbgnet' in [hdr[k] for k in hdr if k.startswith('DEPNAM')]
     assert str(back['TARGET_DEC'].unit) == 'deg'
     assert os.listdir(tmp_path / 'sub') == ['lbg_cnn-x.fits']
+    # CHECKSUM/DATASUM in both HDUs (desispec convention) and valid: a later corruption
+    # of the file is detectable
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')               # astropy warns on a bad checksum
+        with fits.open(path, checksum=True) as hdul:
+            assert all('CHECKSUM' in h.header and 'DATASUM' in h.header for h in hdul)
+    with open(path, 'r+b') as fx:                    # one flipped byte in the table data
+        fx.seek(-2880 + 5, 2)
+        byte = fx.read(1)
+        fx.seek(-2880 + 5, 2)
+        fx.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.warns(Warning, match='(Checksum|Datasum) verification failed'):
+        fits.open(path, checksum=True).close()
 
 
 def test_crash_mid_write_leaves_nothing(tmp_path, monkeypatch):

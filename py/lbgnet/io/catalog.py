@@ -353,7 +353,8 @@ def card_comment(text, name):
 
 
 def _write_table(path, table, header, extname):
-    """Primary HDU + one binary table at `path` (overwritten), both with `header`."""
+    """Primary HDU + one binary table at `path` (overwritten), both with `header` and
+    with ``CHECKSUM``/``DATASUM`` cards (last, so that they cover every other card)."""
     records = [dict(name=card.keyword, value=card.value, comment=card.comment)
                for card in header.cards if card.keyword not in ('', 'COMMENT', 'HISTORY')]
     units = [str(table[col].unit) if table[col].unit is not None else '' for col in table.colnames]
@@ -366,6 +367,8 @@ def _write_table(path, table, header, extname):
             text = card_comment(table[col].description, col)
             if text:
                 fx[-1].write_key(f'TTYPE{i}', col, comment=text)
+        for hdu in fx:              # CHECKSUM/DATASUM, as desispec's writers add
+            hdu.write_checksum()
 
 
 def read_catalog(path, extname='LBG_CNN'):
