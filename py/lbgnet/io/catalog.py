@@ -367,8 +367,19 @@ def _write_table(path, table, header, extname):
             text = card_comment(table[col].description, col)
             if text:
                 fx[-1].write_key(f'TTYPE{i}', col, comment=text)
-        for hdu in fx:              # CHECKSUM/DATASUM, as desispec's writers add
-            hdu.write_checksum()
+    add_checksums(path)
+
+
+def add_checksums(path):
+    """Add ``CHECKSUM``/``DATASUM`` cards to every HDU of a FITS file, in place.
+
+    As desispec's writers do, so that a later corruption is detectable, but with a fixed
+    card comment: cfitsio's (and astropy's default) comment holds the time of writing,
+    which would make two runs on the same inputs write different files.
+    """
+    with fits.open(path, mode='update', memmap=False) as hdul:
+        for hdu in hdul:
+            hdu.add_checksum(when='checksum (no time stamp)')
 
 
 def read_catalog(path, extname='LBG_CNN'):
