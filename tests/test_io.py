@@ -183,6 +183,23 @@ def test_table_where_an_image_belongs(ext, tmp_path, tiny_coadd):
         read_coadd(path)
 
 
+def test_wavelengths_off_the_grid_are_one_error(tmp_path, tiny_coadd, config):
+    """Wavelengths in nm put every pixel off the grid: load_coadd_grid (desi_lbg_preprocess)
+    and the evaluation reader say so, as the afterburner does, instead of returning
+    empty spectra."""
+    from lbgnet.io.evaluation import read_coadd_for_evaluation
+    src, arrays = tiny_coadd
+    path = _copy_without(src, str(tmp_path / 'nm.fits'),
+                         replace={f'{b.upper()}_WAVELENGTH': arrays['wave'][b] / 10
+                                  for b in arrays['wave']})
+    for read in (lambda: load_coadd_grid(path, config),
+                 lambda: read_coadd_for_evaluation(path, config)):
+        with pytest.raises(InputFileError, match=r'nm\.fits: no camera overlaps the model grid '
+                                                 r'3600-10000 Angstrom .*must be in Angstrom'):
+            read()
+    read_coadd(path)          # without a grid, the file itself is valid
+
+
 def test_no_flux_hdu(tmp_path):
     path = str(tmp_path / 'table.fits')
     Table({'A': [1, 2]}).write(path)

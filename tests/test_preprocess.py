@@ -159,6 +159,21 @@ def test_corrupt_pixels_near_float32_limit_leave_finite_channels_and_noise_ivar(
     np.testing.assert_array_equal(nivar > 0, ibin > 0)
 
 
+def test_tiny_ivar_bin_leaves_the_flux_channel_finite():
+    """Every pixel valid (S/N 1e5), but bin 0 has ivar 1e-44 and flux 1e27 while the rest
+    has huge ivar and zero flux: the normalised flux of bin 0 was 1e40 rms from the
+    mean, inf in float32.  It is now bounded, and the ordinary bins are untouched."""
+    from lbgnet.preprocess import MAX_NORM_FLUX, usable_pixels
+    wave = np.round(3600.0 + 0.8 * np.arange(2751), 4)
+    flux = np.zeros((1, wave.size), np.float32)
+    ivar = np.full(flux.shape, 3e38, np.float32)
+    flux[0, :10], ivar[0, :10] = 1e27, 1e-44
+    assert usable_pixels(flux, ivar).all()
+    X, _, _ = grid_spectra([wave], [flux], [ivar], GRID)
+    assert np.isfinite(X).all()
+    assert X[0, 0, 0] == MAX_NORM_FLUX and np.all(np.abs(X[0, 1:275, 0]) < 1)
+
+
 def test_empty_spectra_are_zero_and_flagged():
     rng = np.random.default_rng(4)
     wave, flux, ivar = _arm(3600.0, 5800.0, 3, rng)

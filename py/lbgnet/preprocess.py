@@ -34,6 +34,10 @@ NCHANNELS = 2
 #: pixel, and values near the float32 limit (e.g. flux ~3e38) would overflow the S/N
 #: channel and turn the network's output into NaN.  Such pixels carry no weight.
 MAX_PIXEL_SNR = 1e6
+#: Bound on the magnitude of the normalised-flux channel.  Valid pixels keep the S/N
+#: channel finite, but a bin of tiny (corrupt, denormal) ivar can still sit 10⁴⁰ rms from
+#: the mean and overflow float32; real spectra stay within a few hundred.
+MAX_NORM_FLUX = 1e6
 
 
 def usable_pixels(flux, ivar):
@@ -283,7 +287,7 @@ def _finalise(fsum, isum, X):
             if w > 0:
                 flux = fsum[s, k] / w
                 X[s, k, 1] = flux * np.sqrt(w)
-                X[s, k, 0] = (flux - mean) * inv_rms
+                X[s, k, 0] = min(max((flux - mean) * inv_rms, -MAX_NORM_FLUX), MAX_NORM_FLUX)
             else:
                 X[s, k, 1] = 0.0
                 X[s, k, 0] = 0.0
@@ -294,8 +298,8 @@ def grid_channels(fsum, isum):
 
     Channel 0 is the QuasarNET normalisation of the rebinned flux f = Σ(ivar·flux)/Σivar:
     (f − mean) / rms with mean and rms weighted by the binned ivar over the valid bins
-    (rms = 1 when it is 0, e.g. constant flux).  Channel 1 is the S/N, f × √Σivar.
-    Both are exactly 0 in bins without valid pixels.
+    (rms = 1 when it is 0, e.g. constant flux), bounded by ±:data:`MAX_NORM_FLUX`.
+    Channel 1 is the S/N, f × √Σivar.  Both are exactly 0 in bins without valid pixels.
 
     Parameters
     ----------
@@ -518,9 +522,10 @@ def load_coadd_grid(path, config=None, read_fibermap=True):
     Raises
     ------
     lbgnet.io.InputFileError
-        For unreadable or inconsistent files (see :func:`lbgnet.io.read_coadd`).
+        For unreadable or inconsistent files, or wavelengths off the grid (see
+        :func:`lbgnet.io.read_coadd`).
     """
     config = load_config() if config is None else config
     coadd = read_coadd(path, read_fibermap=read_fibermap, read_extra=False, sanitize=False,
-                       fibermap_columns=['TARGETID'])
+                       fibermap_columns=['TARGETID'], grid=config.grid)
     return coadd_to_grid(coadd, config.grid)

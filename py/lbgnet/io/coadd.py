@@ -78,7 +78,8 @@ class CoaddData:
         return self.targetid
 
 
-def read_coadd(path, read_fibermap=True, read_extra=True, sanitize=True, fibermap_columns=None):
+def read_coadd(path, read_fibermap=True, read_extra=True, sanitize=True, fibermap_columns=None,
+               grid=None):
     """Read a DESI coadd file.
 
     Parameters
@@ -95,6 +96,9 @@ def read_coadd(path, read_fibermap=True, read_extra=True, sanitize=True, fiberma
         itself, so :func:`lbgnet.preprocess.load_coadd_grid` skips this pass for speed.
     fibermap_columns : list of str, optional
         Read only these FIBERMAP columns [all].
+    grid : lbgnet.config.Grid, optional
+        When given, a file none of whose cameras overlaps this grid is refused
+        (:func:`check_grid_overlap`: e.g. wavelengths in nm), before its spectra are read.
 
     Returns
     -------
@@ -105,7 +109,7 @@ def read_coadd(path, read_fibermap=True, read_extra=True, sanitize=True, fiberma
     InputFileError
         Missing, non-FITS or truncated file; no ``<BAND>_FLUX`` HDU; a band with FLUX
         but no IVAR or WAVELENGTH; shapes that disagree between HDUs or bands, or with
-        the FIBERMAP length.
+        the FIBERMAP length; no camera on `grid`.
 
     Notes
     -----
@@ -117,6 +121,8 @@ def read_coadd(path, read_fibermap=True, read_extra=True, sanitize=True, fiberma
     path = str(path)
     with open_fits(path) as fx:
         layout = read_layout(fx, path, read_fibermap, fibermap_columns)
+        if grid is not None:
+            check_grid_overlap(layout, grid)
         coadd = read_block(fx, layout, 0, layout.nspec, sanitize)
         names = extnames(fx)
         if read_extra:

@@ -233,7 +233,7 @@ def read_coadd_for_evaluation(path, config, noise=None):
     from ..catalog import spectrum_flags
     from ..preprocess import coadd_to_grid
     from .coadd import read_coadd
-    coadd = read_coadd(path, read_fibermap=True, read_extra=False)
+    coadd = read_coadd(path, read_fibermap=True, read_extra=False, grid=config.grid)
     targetid = np.asarray(coadd.require_targetid())
     if np.unique(targetid).size != targetid.size:
         raise InputFileError(path, 'duplicated TARGETIDs')
