@@ -117,6 +117,24 @@ def test_unexpected_error_on_one_rank_aborts_all(tmp_path):
     assert 'rank 1: unexpected error; aborting every rank' in log and 'injected failure' in log
 
 
+def test_failure_before_the_files_on_one_rank_aborts_all(tmp_path):
+    """A rank failing while it sets up (TensorFlow import) used to leave the other ranks
+    waiting forever in the first collective: the abort must cover the setup too."""
+    proc, log = run_two_ranks_with(tmp_path, (
+        'import sys\n'
+        'from mpi4py import MPI\n'
+        'import lbgnet.scripts.lbg_afterburner as script\n'
+        'real = script.import_tensorflow\n'
+        'def broken():\n'
+        '    if MPI.COMM_WORLD.rank == 1:\n'
+        '        raise ImportError("injected: no TensorFlow on this node")\n'
+        '    return real()\n'
+        'script.import_tensorflow = broken\n'
+        'sys.exit(script.main(sys.argv[1:]))\n'), (311, 312))
+    assert proc.returncode != 0, log
+    assert 'rank 1: unexpected error; aborting every rank' in log and 'injected' in log
+
+
 @pytest.mark.parametrize('signalled', ['rank 1', 'every rank'])
 def test_sigterm_aborts_all_and_leaves_no_temporaries(tmp_path, signalled):
     """srun signals every rank: none leaves a temporary (the signalled rank waits before the

@@ -37,6 +37,28 @@ def coadd(tmp_path_factory):
     return path, tid, z
 
 
+def test_a_termination_signal_inside_redrock_stops_the_run(coadd, template, monkeypatch):
+    """SIGTERM (Slurm's time limit) arriving inside rrdesi raises Terminated, a SystemExit:
+    it must end the run (exit 143, every rank aborted), not be reported as this file's
+    Redrock failure while the next files go on, unstoppable."""
+    import lbgnet.redrock_rerun as rerun
+    from lbgnet.io.atomic import Terminated
+
+    def rrdesi(options, comm=None):
+        raise Terminated(143)
+
+    def failing(options, comm=None):
+        raise SystemExit(1)              # rrdesi's own exit on bad options: this file fails
+
+    path, tid, z = coadd
+    monkeypatch.setattr(rerun, 'import_rrdesi', lambda: rrdesi)
+    with pytest.raises(Terminated):
+        rerun_redrock(path, tid[:1], z[:1], np.full(1, 0.1), [template])
+    monkeypatch.setattr(rerun, 'import_rrdesi', lambda: failing)
+    with pytest.raises(RerunError, match='Redrock rerun failed'):
+        rerun_redrock(path, tid[:1], z[:1], np.full(1, 0.1), [template])
+
+
 def test_template_file_is_redrock_readable(template):
     assert template_files([os.path.dirname(template)]) == [template]
     [(zmin, zmax)] = template_zrange([template])

@@ -20,6 +20,7 @@ import numpy as np
 from desiutil.log import get_logger
 
 from .io import read_redrock
+from .io.atomic import Terminated
 from .io.errors import InputFileError
 from .io.fitsutil import extnames, open_fits
 from .io.priors import priors_table, write_priors
@@ -163,6 +164,8 @@ def rerun_redrock(coadd, targetid, z, sigma, templates, function='tophat', workd
         try:
             with contextlib.redirect_stdout(chatter):
                 rrdesi(options, comm=None)
+        except Terminated:      # SIGTERM/SIGHUP (a SystemExit): stop the run, not this file
+            raise
         # rrdesi is third-party code that may raise anything, or call sys.exit(1) on bad
         # options: turn every failure into one RerunError naming the coadd.
         except (Exception, SystemExit) as err:  # noqa: BLE001

@@ -410,13 +410,10 @@ def main(args=None, comm=None):
     if comm is None and args.mpi:
         from mpi4py import MPI
         comm = MPI.COMM_WORLD
-    import_tensorflow()
-    if args.example:
-        return run_example(args, comm)
     if comm is None or comm.size == 1:
-        return run_ranks(args, comm)
-    try:
-        return run_ranks(args, comm)
+        return run_all(args, comm)
+    try:                         # from here on, a failure on one rank aborts every rank
+        return run_all(args, comm)
     except Terminated as stop:   # SIGTERM: this rank's temporaries are gone
         # srun signals every rank: give the others the time to finish the C call they are
         # in (a network batch, a FITS write) and remove their own temporaries before the
@@ -429,6 +426,14 @@ def main(args=None, comm=None):
         get_logger().critical('rank %d: unexpected error; aborting every rank:\n%s', comm.rank,
                               traceback.format_exc())
         comm.Abort(1)
+
+
+def run_all(args, comm=None):
+    """Import TensorFlow, then run the built-in example or the files of this rank."""
+    import_tensorflow()
+    if args.example:
+        return run_example(args, comm)
+    return run_ranks(args, comm)
 
 
 def run_ranks(args, comm=None):
