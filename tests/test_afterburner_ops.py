@@ -13,7 +13,7 @@ from lbg_testdata import run_logged, save_tiny_model, write_test_coadd, write_te
 
 import lbgnet.io.catalog as iocat
 import lbgnet.scripts.lbg_afterburner as script
-from lbgnet.io.catalog import OutputFileError, write_outputs
+from lbgnet.io.catalog import OutputFileError, read_catalog, write_outputs
 from lbgnet.scripts.lbg_afterburner import Outcome, main, summarise
 
 #: What fitsio raised when the disk filled up while writing the priors file (cfitsio's
@@ -143,6 +143,9 @@ def test_output_that_is_a_directory(tmp_path, model_path, caplog, monkeypatch):
     # an --input-dir that is a file is not said to be missing
     rc, text = run(caplog, '--input-dir', coadd, '--model', model_path)
     assert rc == 1 and f'{coadd}: not a directory' in text
+    # and a --coadd that is a directory is not said to lack the "coadd" prefix
+    rc, text = run(caplog, '--coadd', str(tmp_path / 'in'), '--model', model_path)
+    assert rc == 1 and f'{tmp_path / "in"}: is a directory, not a coadd file (--input-dir' in text
     table = Table({'TARGETID': np.arange(3)})
     paths = [str(tmp_path / 'lbg_cnn-x.fits'), str(tmp_path / 'priors_lbg-x.fits')]
     real = os.replace
@@ -156,6 +159,19 @@ def test_output_that_is_a_directory(tmp_path, model_path, caplog, monkeypatch):
         write_outputs([(paths[0], table, 'LBG_CNN'), (paths[1], table, 'PRIORS')], fits.Header())
     assert str(info.value) == (f'{paths[0]}: cannot rename the output into place (Permission '
                                f'denied); {paths[1]} already written')
+    monkeypatch.setattr(os, 'replace', real)
+    # over an older pair (--overwrite): the old catalogue goes before the renames, so a
+    # failure (or a kill) between them never leaves it beside the new priors, where a
+    # resumed run would skip the file as complete
+    old = Table({'TARGETID': np.arange(5)})
+    write_outputs([(paths[0], old, 'LBG_CNN'), (paths[1], old, 'PRIORS')], fits.Header())
+    monkeypatch.setattr(os, 'replace', replace)
+    with pytest.raises(OutputFileError, match='cannot rename the output into place'):
+        write_outputs([(paths[0], table, 'LBG_CNN'), (paths[1], table, 'PRIORS')], fits.Header())
+    assert not os.path.exists(paths[0]) and len(read_catalog(paths[1], 'PRIORS')[0]) == 3
+    monkeypatch.setattr(os, 'replace', real)
+    write_outputs([(paths[0], old, 'LBG_CNN'), (paths[1], old, 'PRIORS')], fits.Header())
+    assert len(read_catalog(paths[0])[0]) == 5
 
 
 def test_wavelengths_in_other_units_are_refused(tmp_path, model_path, caplog):

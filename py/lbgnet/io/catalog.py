@@ -220,8 +220,10 @@ def write_outputs(files, header):
 
     Each goes to a temporary name first; they are renamed only when every one was written
     (in reverse order, so the first path appears last: a run that finds it can take the
-    others as complete).  On any error all temporaries are removed and no existing file
-    is touched.
+    others as complete).  An existing first path is removed before the renames, so that
+    a failure or a kill between two renames never leaves an old first file beside new
+    others (it would be taken as complete).  On a write error all temporaries are removed
+    and no existing file is touched.
 
     Parameters
     ----------
@@ -255,6 +257,8 @@ def write_outputs(files, header):
                 except OSError as err:   # reason taken while the temporaries still fill the disk
                     raise OutputFileError(current, f'cannot write ({write_failure_reason(err, tmp)}); '
                                           'no output of this file was written') from None
+            if len(files) > 1:
+                remove_marker(files[0][0])
     except OutputFileError:
         raise
     except OSError as err:           # a rename failed: name the file that failed, and the others
@@ -264,6 +268,16 @@ def write_outputs(files, header):
         raise OutputFileError(failed, f'cannot rename the output into place '
                               f'({err.strerror or err}){done}') from None
     return [path for path, _, _ in files]
+
+
+def remove_marker(path):
+    """Remove `path` (the file whose presence marks a complete set), if it exists."""
+    try:
+        if os.path.lexists(path):
+            os.remove(path)
+    except OSError as err:
+        raise OutputFileError(path, f'cannot replace it ({err.strerror or err}); no output '
+                              'of this file was written') from None
 
 
 #: Below this many free bytes, a failed write is reported as a full device.

@@ -195,6 +195,9 @@ def process_one(job, network, args, rerun=None, refiner=None):
     n_thresh = cfg.selection.n_thresh if args.n_thresh is None else args.n_thresh
     if not os.path.exists(job.coadd):
         raise MissingInputError(job.coadd)
+    if os.path.isdir(job.coadd):
+        raise InputFileError(job.coadd, 'is a directory, not a coadd file (--input-dir '
+                             'processes the coadds below a directory)')
     if not job.redrock:               # plan_jobs could not derive it from the coadd's name
         redrock_path(job.coadd)       # raises the InputFileError that says so
     check_writable(job.output, create=False)     # directories are made by the writing
