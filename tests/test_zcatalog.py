@@ -89,7 +89,7 @@ def test_spectra_groupings_are_not_stacked_together(tmp_path, caplog):
     root = tmp_path / 'prod'
     cards = [('SURVEY', 'main', ''), ('PROGRAM', 'dark', '')]
     write_cat(str(root / 'healpix/main/dark/100/10016/lbg_cnn-main-dark-10016.fits'), [7], [1],
-              [3.0], [0], [10], cards)
+              [3.0], [0], [10], cards + [('HPXNSIDE', 64, ''), ('HPXNEST', True, '')])
     write_cat(str(root / 'tiles/cumulative/1000/20210505/lbg_cnn-3-1000-thru20210505.fits'),
               [7], [1], [3.0], [0], [10], cards)
     write_cat(str(root / 'tiles/pernight/1000/20210505/lbg_cnn-3-1000-20210505.fits'), [7], [1],
@@ -109,6 +109,8 @@ def test_spectra_groupings_are_not_stacked_together(tmp_path, caplog):
         assert zcat['ZCAT_NSPEC'].tolist() == [1] and hdr['NINPUT'] == 1
         assert zcat['SPGRP'].tolist() == [spgrp]
         assert zcat['TILEID'].tolist() == [tileid] and zcat['HPXPIXEL'].tolist() == [hpx]
+        if spgrp == 'healpix':          # HPXPIXEL means nothing without them
+            assert hdr['HPXNSIDE'] == 64 and hdr['HPXNEST'] is True
     caplog.clear()
     assert main(['--input-dir', str(root / 'healpix'), '--output', out, '--overwrite',
                  '--spgrp', 'perexp']) == 1
@@ -251,6 +253,20 @@ def test_tie_goes_to_first_file():
     zcat = stack_catalogs([c, b, a])
     assert zcat['TILEID'].tolist() == [200, 300] and zcat['Z_LBG'].tolist() == [3.1, 3.7]
     assert zcat['ZCAT_NSPEC'].tolist() == [2, 3]
+
+
+def test_redshift_bits_of_non_candidates_do_not_rank_repeats():
+    """Z_OUT_OF_RANGE on a non-candidate (its Z_LBG means nothing) must not make a deeper
+    spectrum lose to a shallower one; on a candidate it still does, as a bad spectrum
+    bit does on any row."""
+    deep_flag = LBGWarnMask().mask('Z_OUT_OF_RANGE')
+    for is_lbg, kept in ((False, 100), (True, 200)):
+        deep = location_cat([7], [6.46], [50], tileid=100, flag=[deep_flag], is_lbg=[is_lbg])
+        shallow = location_cat([7], [3.0], [10], tileid=200, is_lbg=[True])
+        assert stack_catalogs([deep, shallow])['TILEID'].tolist() == [kept], is_lbg
+    nodata = location_cat([7], [np.nan], [50], tileid=100, flag=[MASK.NODATA], is_lbg=[False])
+    shallow = location_cat([7], [3.0], [10], tileid=200, is_lbg=[False])
+    assert stack_catalogs([nodata, shallow])['TILEID'].tolist() == [200]
 
 
 def test_nspec_skips_rows_without_spectrum():

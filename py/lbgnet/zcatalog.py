@@ -21,7 +21,9 @@ Pure astropy/numpy; files are read and written by :mod:`lbgnet.scripts.lbg_zcata
   Catalogues made with ``--no-refine`` never carry that bit (header ``REFINE = F``).
 
 When a target was observed in several files of one survey/program (overlapping tiles),
-the row kept is the first of: no bad bit (as desispec's zcatalog prefers ZWARN = 0),
+the row kept is the first of: no bad bit (as desispec's zcatalog prefers ZWARN = 0;
+the redshift bits Z_OUT_OF_RANGE and SMALL_DELTA_CHI2 count only for IS_LBG rows,
+as a non-candidate's ``Z_LBG`` means nothing: :func:`ranking_bad`),
 largest ``TSNR2_LRG`` (the depth of the spectrum, from the coadd's SCORES, desispec's
 choice), largest DELTACHI2_RR (a depth proxy for files without SCORES), first file in
 the order given (sorted with ``--input-dir``); ``ZCAT_NSPEC`` counts the spectra that were
@@ -50,6 +52,20 @@ REQUIRED_COLUMNS = ('TARGETID', 'IS_LBG', 'Z_LBG', 'ZERR_LBG', 'LBG_FLAG', 'DELT
 LOCATION_COLUMNS = (('SURVEY', 'unknown', 'U16'), ('PROGRAM', 'unknown', 'U16'),
                     ('SPGRP', 'unknown', 'U16'), ('HPXPIXEL', -1, 'i8'), ('TILEID', -1, 'i8'),
                     ('PETAL', -1, 'i2'))
+
+
+#: Bits of :data:`BAD_FOR_CLUSTERING` that judge a row's LBG redshift, not its spectrum.
+REDSHIFT_BITS = ('Z_OUT_OF_RANGE', 'SMALL_DELTA_CHI2')
+
+
+def ranking_bad(table):
+    """Rows ranked last among a target's repeats: a bad spectrum, or a bad redshift of an
+    LBG candidate (:data:`REDSHIFT_BITS` of a non-candidate say nothing), shape (nrow,)."""
+    mask = LBGWarnMask()
+    redshift = int(sum(mask.mask(name) for name in REDSHIFT_BITS))
+    flag = np.asarray(table['LBG_FLAG'], dtype=np.int64)
+    is_lbg = np.asarray(table['IS_LBG'], dtype=bool)
+    return ((flag & (bad_bits() & ~redshift)) != 0) | (is_lbg & ((flag & redshift) != 0))
 
 
 def bad_bits():
@@ -238,7 +254,7 @@ def stack_catalogs(tables, allow_mixed=False, sources=None):
     check_column_kinds(tables, sources)
     stacked = vstack(tables, join_type='exact', metadata_conflicts='silent')
     fileorder = np.concatenate([np.full(len(t), i) for i, t in enumerate(tables)])
-    bad = (np.asarray(stacked['LBG_FLAG'], dtype=np.int64) & bad_bits()) != 0
+    bad = ranking_bad(stacked)
     dchi2 = np.nan_to_num(np.asarray(stacked['DELTACHI2_RR'], dtype=np.float64), nan=-np.inf)
     tsnr2 = (np.nan_to_num(np.asarray(stacked['TSNR2_LRG'], dtype=np.float64), nan=-np.inf)
              if 'TSNR2_LRG' in stacked.colnames else np.zeros(len(stacked)))
