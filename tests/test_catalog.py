@@ -184,6 +184,18 @@ def test_write_read_round_trip(tmp_path):
         fits.open(path, checksum=True).close()
 
 
+def test_header_names_the_source_revision():
+    """The version string does not change between commits: run from a git checkout, the
+    header and the model description record ``git describe`` of the source."""
+    import subprocess
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if not os.path.exists(os.path.join(root, '.git')):
+        pytest.skip(f'{root} is not a git checkout')
+    want = subprocess.run(['git', '-C', root, 'describe', '--always', '--dirty', '--abbrev=12'],
+                          capture_output=True, text=True).stdout.strip()
+    assert want and provenance_header()['LBGGIT'] == want
+
+
 def test_crash_mid_write_leaves_nothing(tmp_path, monkeypatch):
     cat = Table(dict(TARGETID=np.arange(5)))
     path = tmp_path / 'lbg_cnn-y.fits'

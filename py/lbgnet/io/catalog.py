@@ -6,6 +6,7 @@ Write and read the afterburner catalogue (``lbg_cnn-*.fits``, HDU ``LBG_CNN``) w
 its provenance header.  Files are written under a temporary name and renamed, so a
 crash never leaves a partial file under the final name.
 """
+import functools
 import hashlib
 import importlib.metadata
 import os
@@ -143,6 +144,28 @@ def check_writable(path, create=True):
         raise OutputFileError(path, IS_A_DIRECTORY)
 
 
+@functools.lru_cache(maxsize=1)
+def source_revision():
+    """``git describe --always --dirty`` of the lbgnet source, when it runs from its git
+    checkout (an editable install); None otherwise (a wheel, no git).
+
+    The version string alone does not change between commits, so this is what tells
+    which code wrote a file during development.  Computed once per process.
+    """
+    import subprocess
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    top = os.path.dirname(os.path.dirname(package))          # <top>/py/lbgnet
+    if not os.path.exists(os.path.join(top, '.git')):
+        return None
+    try:
+        run = subprocess.run(['git', '-C', top, 'describe', '--always', '--dirty',
+                              '--abbrev=12'], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    text = run.stdout.strip()
+    return text if run.returncode == 0 and text else None
+
+
 def provenance_header(cards=(), dependencies=None):
     """A FITS header with code versions (``desiutil.depend`` keywords) and run parameters.
 
@@ -158,6 +181,9 @@ def provenance_header(cards=(), dependencies=None):
     astropy.io.fits.Header
     """
     header = fits.Header()
+    revision = source_revision()
+    if revision is not None:
+        header['LBGGIT'] = (revision, 'lbgnet source revision (git describe)')
     setdep(header, 'python', '.'.join(map(str, sys.version_info[:3])))
     for module, dists in PROVENANCE_MODULES.items():
         setdep(header, module, _dist_version(dists))

@@ -27,6 +27,7 @@ import numpy as np
 from .._version import __version__
 from ..config import ConfigError, check_keys, config_from_dict
 from ..postprocess import check_options
+from .catalog import source_revision
 from .errors import InputFileError, MissingInputError
 
 #: Value of the ``format`` key of the JSON file.
@@ -113,7 +114,8 @@ def save_model(path, model, config, metadata=None):
         _clean_copy(model, config).save_weights(tmp_weights)
         description = {
             'format': FORMAT, 'format_version': FORMAT_VERSION,
-            'lbgnet_version': __version__, 'keras_version': _keras_version(),
+            'lbgnet_version': __version__, 'lbgnet_revision': source_revision(),
+            'keras_version': _keras_version(),
             'weights_file': os.path.basename(weights_path),
             'weights_sha256': sha256sum(tmp_weights),
             'nparams': int(model.count_params()),
