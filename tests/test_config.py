@@ -30,6 +30,22 @@ def test_base_include_and_override(tmp_path):
     assert len(cfg.lines) == 16
 
 
+def test_base_beside_the_config_wins_over_the_current_directory(tmp_path, monkeypatch):
+    """One --config builds one network wherever the command runs: its ``base:`` is the
+    file beside it, not a stale file of that name in the current directory."""
+    proj, elsewhere = tmp_path / 'proj', tmp_path / 'elsewhere'
+    proj.mkdir()
+    elsewhere.mkdir()
+    (proj / 'mybase.yaml').write_text('base: lbgnet-base.yaml\nnboxes: 20\n')
+    (elsewhere / 'mybase.yaml').write_text('base: lbgnet-base.yaml\nnboxes: 10\n')
+    (proj / 'exp.yaml').write_text('base: mybase.yaml\n')
+    monkeypatch.chdir(elsewhere)
+    assert load_config(str(proj / 'exp.yaml')).nboxes == 20
+    assert load_config('mybase.yaml').nboxes == 10        # a name given directly: as before
+    (proj / 'exp.yaml').write_text('base: lbgnet-base.yaml\nnboxes: 8\n')
+    assert load_config(str(proj / 'exp.yaml')).nboxes == 8   # not beside it: etc/
+
+
 @pytest.mark.parametrize('text, match', [
     ('grid: {wave_min: 3600, dwave: 8, nbins: 800}\n', 'missing or invalid key'),
     ('base: lbgnet-base.yaml\nnboxes: 33\n', 'must divide'),

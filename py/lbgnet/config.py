@@ -389,12 +389,16 @@ def resolve_beside(name, config_name):
 
 
 def _resolve(name, relative_to=None):
+    """The file `name`: next to `relative_to` (the including file's directory) first,
+    then as given (the current directory), then in :func:`etc_dir`; so a ``base:``
+    means the same file wherever the command runs."""
     path = Path(name)
+    if relative_to is not None and not path.is_absolute() and (Path(relative_to) / name).is_file():
+        return Path(relative_to) / name
     if path.is_file():
         return path
-    for base in (relative_to, etc_dir()):
-        if base is not None and (Path(base) / name).is_file():
-            return Path(base) / name
+    if (etc_dir() / name).is_file():
+        return etc_dir() / name
     raise ConfigError(f'{name}: configuration file not found')
 
 
