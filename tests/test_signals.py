@@ -23,18 +23,23 @@ def test_all_eight_commands_are_covered():
     assert len(WRAPPERS) == 8
 
 
+@pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT], ids=['TERM', 'INT'])
 @pytest.mark.parametrize('wrapper', WRAPPERS, ids=os.path.basename)
-def test_sigterm_mid_write_removes_the_temporary(tmp_path, wrapper):
+def test_sigterm_mid_write_removes_the_temporary(tmp_path, wrapper, signum):
     """Each bin/ wrapper, with its command's main replaced by one that is killed while an
-    output is half written: the process exits 143 and neither file is left."""
+    output is half written: the process exits 128 + signum and neither file is left; Ctrl-C
+    (SIGINT) too, with one line instead of a KeyboardInterrupt traceback."""
     script = 'lbgnet.scripts.lbg_' + os.path.basename(wrapper)[len('desi_lbg_'):]
     code = (
         'import os, runpy, signal, sys, time, types\n'
+        # a shell starts background jobs with SIGINT ignored (which the wrapper respects):
+        # give this process Python's own Ctrl-C handling, as in a terminal
+        'signal.signal(signal.SIGINT, signal.default_int_handler)\n'
         'from lbgnet.io.atomic import atomic_path\n'
         'def main(*args):\n'
         '    with atomic_path(sys.argv[1]) as tmp:\n'
         '        open(tmp, "w").write("half")\n'
-        '        os.kill(os.getpid(), signal.SIGTERM)\n'
+        f'        os.kill(os.getpid(), {int(signum)})\n'
         '        time.sleep(60)\n'
         '    return 0\n'
         f'fake = types.ModuleType({script!r})\n'
@@ -43,8 +48,9 @@ def test_sigterm_mid_write_removes_the_temporary(tmp_path, wrapper):
         f'runpy.run_path({wrapper!r}, run_name="__main__")\n')
     out = tmp_path / 'out.fits'
     proc = run_driver(code, str(out), timeout=60)
-    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr
-    assert 'stopped by SIGTERM; removing temporary outputs' in proc.stderr
+    assert proc.returncode == 128 + signum, proc.stderr
+    assert f'stopped by {signal.Signals(signum).name}; removing temporary outputs' in proc.stderr
+    assert 'Traceback' not in proc.stderr
     assert os.listdir(tmp_path) == []
 
 
@@ -79,6 +85,9 @@ def test_a_signal_ignored_at_start_stays_ignored(tmp_path):
     SIGTERM still stops it cleanly."""
     code = (
         'import os, runpy, signal, sys, time, types\n'
+        # a shell starts background jobs with SIGINT ignored (which the wrapper respects):
+        # give this process Python's own Ctrl-C handling, as in a terminal
+        'signal.signal(signal.SIGINT, signal.default_int_handler)\n'
         'from lbgnet.io.atomic import atomic_path\n'
         'signal.signal(signal.SIGHUP, signal.SIG_IGN)       # what nohup does\n'
         'def main(*args):\n'

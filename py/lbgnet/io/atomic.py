@@ -23,7 +23,7 @@ class Terminated(SystemExit):
     """
 
 
-def exit_on_termination(signals=(signal.SIGTERM, signal.SIGHUP)):
+def exit_on_termination(signals=(signal.SIGTERM, signal.SIGHUP, signal.SIGINT)):
     """Make `signals` raise :class:`Terminated` instead of killing the process at once.
 
     Call it once, in the main thread of a command, before any work.  Python runs the
@@ -37,7 +37,9 @@ def exit_on_termination(signals=(signal.SIGTERM, signal.SIGHUP)):
     Parameters
     ----------
     signals : sequence of int, optional
-        The signals to handle [SIGTERM and SIGHUP].
+        The signals to handle [SIGTERM, SIGHUP and SIGINT: Ctrl-C ends a command with
+        one line and status 130, like a signal from Slurm, instead of a
+        KeyboardInterrupt traceback].
     """
     def handler(signum, frame):
         for other in handled:          # a second signal (mpiexec forwards one too) must not
