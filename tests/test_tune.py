@@ -164,6 +164,16 @@ def test_tune_script_writes_table_and_best_config(tmp_path, caplog):
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and errors[0].startswith(f'--outdir {blocked}: cannot write')
     assert 'Traceback' not in caplog.text
+    # the best file names its study's storage; another study of the same name (another
+    # --workdir) into the same --outdir is refused before any work, not written over it
+    storage = f'sqlite:///{tmp_path / "work" / "study.sqlite3"}'
+    assert f'# study storage: {storage}\n' in best.read_text()
+    caplog.clear()
+    other = [str(tmp_path / 'work2') if a == str(tmp_path / 'work') else a for a in args]
+    assert main(other) == 1
+    assert (f'tinytune-tune-best.yaml holds the results of the study \'tinytune-tune\' in '
+            f'{storage}') in caplog.text
+    assert not (tmp_path / 'work2' / 'study.sqlite3').exists()
     bad = tmp_path / 'bad.yaml'
     bad.write_text(TUNE_YAML.replace('nboxes: [40]', 'nboxes: [33]'))
     assert main(['--config', str(bad), '--trials', '1', '--workdir', str(tmp_path / 'w2'),

@@ -473,8 +473,15 @@ class _FixedTrial:
     suggest_float = suggest_categorical = suggest_int
 
 
-def write_results(study, config, config_path, outdir):
+#: The comment line of ``<study>-best.yaml`` that names the study's storage.
+STORAGE_LINE = 'study storage: '
+
+
+def write_results(study, config, config_path, outdir, storage=None):
     """Write ``<study>-trials.csv`` and, when a trial completed, ``<study>-best.yaml``.
+
+    `storage` (the optuna storage URL) is named in the YAML header (:data:`STORAGE_LINE`),
+    so that the file says which study it came from (:func:`results_storage`).
 
     Returns
     -------
@@ -494,7 +501,23 @@ def write_results(study, config, config_path, outdir):
               f'trial {best.number} of {len(study.trials)}, mean validation score '
               f'{best.value:.4f} (low/mid/high z: {scores}),\n'
               f'{best.user_attrs.get("epochs_run")} epochs of tuning training; retrain it with '
-              f'desi_lbg_train --config <this file>.')
+              f'desi_lbg_train --config <this file>.'
+              + (f'\n{STORAGE_LINE}{storage}' if storage else ''))
     path = write_config_yaml(os.path.join(outdir, f'{study.study_name}-best.yaml'),
                              best_config_data(study, config, config_path, outdir), header)
     return {'table': table, 'best': path}
+
+
+def results_storage(path):
+    """The storage named in the header of a ``<study>-best.yaml`` (None when the file or
+    the line is absent, e.g. a file of an older lbgnet)."""
+    try:
+        with open(path) as fx:
+            for line in fx:
+                if not line.startswith('#'):
+                    break
+                if line[1:].strip().startswith(STORAGE_LINE):
+                    return line[1:].strip()[len(STORAGE_LINE):]
+    except (OSError, UnicodeDecodeError):
+        return None
+    return None

@@ -119,8 +119,8 @@ def _tune(args, log):
     import dataclasses
     from ..targets import apply_target
     from ..train import training_options
-    from ..tune import (Objective, check_study_settings, finished_trials, run_study,
-                        search_space, space_record, write_results)
+    from ..tune import (Objective, check_study_settings, finished_trials, results_storage,
+                        run_study, search_space, space_record, write_results)
     config = apply_target(load_config(args.config))
     if args.batch_size:
         training = dict(config.extra.get('training') or {}, batch_size=args.batch_size)
@@ -133,6 +133,12 @@ def _tune(args, log):
     check_outdir(outdir, name=f'--outdir {outdir}')
     check_outdir(workdir, name=f'--workdir {workdir}')
     storage = args.storage or f'sqlite:///{os.path.join(workdir, "study.sqlite3")}'
+    best_path = os.path.join(outdir, f'{name}-best.yaml')
+    owner = results_storage(best_path)
+    if owner is not None and owner != storage:     # another study's results: not replaced
+        raise ConfigError(f'--outdir {outdir}: {os.path.basename(best_path)} holds the '
+                          f'results of the study {name!r} in {owner}, not {storage}: use '
+                          'another --outdir or --study-name')
     study = _open_study(storage, name, args)
     check_study_settings(study, {
         'ntrain': args.ntrain, 'trial_epochs': args.trial_epochs,
@@ -147,7 +153,7 @@ def _tune(args, log):
                               args.seed)
         run_study(study, objective, args.trials, args.budget_minutes)
     try:
-        paths = write_results(study, config, _config_path(args.config), outdir)
+        paths = write_results(study, config, _config_path(args.config), outdir, storage)
     except OSError as err:        # the study is safe in its storage: a rerun writes them
         log.error('--outdir %s: cannot write the results (%s); rerun the same command to '
                   'write them', outdir, err)
