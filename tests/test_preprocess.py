@@ -1,4 +1,6 @@
 """Tests of lbgnet.preprocess: rebinning invariants, masking, edges, empty spectra, real data."""
+import os
+
 import numpy as np
 import pytest
 
@@ -172,6 +174,32 @@ def test_tiny_ivar_bin_leaves_the_flux_channel_finite():
     X, _, _ = grid_spectra([wave], [flux], [ivar], GRID)
     assert np.isfinite(X).all()
     assert X[0, 0, 0] == MAX_NORM_FLUX and np.all(np.abs(X[0, 1:275, 0]) < 1)
+
+
+def test_works_where_numba_cannot_cache():
+    """A read-only install run with a read-only $HOME: numba refuses cache=True at import
+    (RuntimeError 'no locator available'), which made every command fail on import.  The
+    compiled functions then run uncached."""
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = ('import numba.core.caching as caching\n'
+            'def no_locator(self, py_func):\n'
+            '    raise RuntimeError(f"cannot cache function {py_func.__name__!r}: no locator '
+            'available for file {py_func.__code__.co_filename!r}")\n'
+            'caching.FunctionCache.__init__ = no_locator\n'
+            'import numpy as np\n'
+            'from lbgnet.config import Grid\n'
+            'from lbgnet.preprocess import grid_spectra\n'
+            'wave = 3600.0 + 0.8 * np.arange(100)\n'
+            'X, _, _ = grid_spectra([wave], [np.ones((2, 100), "f4")], [np.ones((2, 100), "f4")], '
+            'Grid(3600.0, 8.0, 800))\n'
+            'print(X.shape, float(X[0, 0, 1]))\n')
+    env = dict(os.environ, PYTHONPATH=os.path.join(root, 'py'))
+    run = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ['(2,', '800,', '2)', str(float(np.float32(np.sqrt(10))))]
 
 
 def test_empty_spectra_are_zero_and_flagged():

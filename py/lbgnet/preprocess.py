@@ -40,6 +40,20 @@ MAX_PIXEL_SNR = 1e6
 MAX_NORM_FLUX = 1e6
 
 
+def _compiled(func):
+    """``numba.njit(nogil=True)``, with numba's on-disk cache when it has a place for it.
+
+    numba refuses ``cache=True`` at import time when neither the package directory nor
+    ``$HOME`` (nor ``$NUMBA_CACHE_DIR``) is writable, e.g. a shared read-only install run
+    with a read-only home in a container: the functions are then compiled in each process
+    (about a second) instead of every command failing on import.
+    """
+    try:
+        return numba.njit(cache=True, nogil=True)(func)
+    except RuntimeError:
+        return numba.njit(nogil=True)(func)
+
+
 def usable_pixels(flux, ivar):
     """The pixel rule of :func:`accumulate_arms`, masks aside, vectorised.
 
@@ -94,7 +108,7 @@ class GridInfo:
     noise_ivar: np.ndarray = None
 
 
-@numba.njit(cache=True, nogil=True)
+@_compiled
 def _accumulate(flux, ivar, mask, use_mask, seg_start, seg_bin, fsum, isum, nvalid,
                 max_snr2):
     """Add one arm's pixels into the per-bin sums (compiled, one pass).
@@ -262,7 +276,7 @@ def mean_flux(fsum, isum):
         return np.where(isum > 0, fsum / isum, 0.0)
 
 
-@numba.njit(cache=True, nogil=True)
+@_compiled
 def _finalise(fsum, isum, X):
     """Fill X (nspec, nbins, 2) from the per-bin sums (compiled; see :func:`grid_channels`)."""
     nspec, nbins = fsum.shape
