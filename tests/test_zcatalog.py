@@ -117,6 +117,28 @@ def test_spectra_groupings_are_not_stacked_together(tmp_path, caplog):
     assert 'no catalogue of spectra grouping perexp' in caplog.text
 
 
+def test_two_catalogues_of_one_coadd_are_refused(tmp_path, caplog):
+    """A retried file written under another name (``--coadd ... --outdir`` writes flat,
+    the tree run mirrors the input tree) gave two catalogues of one coadd, stacked with
+    ZCAT_NSPEC 2; the header INCOADD tells them apart from genuine repeats."""
+    root = tmp_path / 'out'
+    cards = [('SURVEY', 'main', ''), ('PROGRAM', 'dark', '')]
+    src = '/redux/healpix/main/dark/146/14638/coadd-main-dark-14638.fits'
+    write_cat(str(root / '146/14638/lbg_cnn-main-dark-14638.fits'), [7], [1], [3.0], [0], [10],
+              cards + [('INCOADD', src, '')])
+    write_cat(str(root / 'lbg_cnn-main-dark-14638.fits'), [7], [1], [3.0], [0], [10],
+              cards + [('INCOADD', src, '')])
+    out = str(tmp_path / 'z.fits')
+    caplog.clear()
+    assert main(['--input-dir', str(root), '--output', out]) == 1 and not os.path.exists(out)
+    assert f'made from the coadd {src}, as ' in caplog.text
+    # another coadd of the same target (an overlapping pixel or tile) is a real repeat
+    write_cat(str(root / 'lbg_cnn-main-dark-14638.fits'), [7], [1], [3.0], [0], [10],
+              cards + [('INCOADD', src.replace('14638', '14639'), '')])
+    assert main(['--input-dir', str(root), '--output', out]) == 0
+    assert read_catalog(out, extname='LBG_ZCAT')[0]['ZCAT_NSPEC'].tolist() == [2]
+
+
 def test_small_deltachi2_is_not_good(tmp_path):
     root = tmp_path / 'cats'
     write_cat(str(root / 'lbg_cnn-main-dark-1.fits'), [1, 2, 3], [1, 1, 1], [3.0, 2.4, 3.9],

@@ -174,7 +174,8 @@ def read_all(files, allow_mixed=False, spgrp=None):
     InputFileError
         Catalogues are unreadable (several: each is logged, then one error counts them),
         a model, threshold, rerun, refinement or error-calibration setting differs from
-        the first catalogue's (unless `allow_mixed`), or the catalogues hold several
+        the first catalogue's (unless `allow_mixed`), two catalogues were made from one
+        coadd (header ``INCOADD``: a retried file written elsewhere), or they hold several
         spectra groupings and `spgrp` is not given (healpix and tile coadds of one
         production combine the same exposures: a target would count them twice in
         ``ZCAT_NSPEC``), or none of `spgrp`.
@@ -183,6 +184,7 @@ def read_all(files, allow_mixed=False, spgrp=None):
     if spgrp is not None:         # files named for another grouping are not even read
         files = [f for f in files if file_metadata(f).get('SPGRP', spgrp) == spgrp]
     tables, common, errors, mismatch, used, groups = [], None, [], None, [], []
+    made_from, twice = {}, None
     for path in files:
         try:
             table, header = read_catalog(path)
@@ -207,6 +209,13 @@ def read_all(files, allow_mixed=False, spgrp=None):
         group = str(location.get('SPGRP') or 'unknown').strip().lower()
         if spgrp is not None and group != spgrp:
             continue
+        coadd = header.get('INCOADD')
+        if coadd and coadd in made_from:       # a retried file written under another name
+            twice = twice or InputFileError(path, f'made from the coadd {coadd}, as '
+                                            f'{made_from[coadd]}: its spectra would be counted '
+                                            'twice; remove one of the two catalogues')
+        if coadd:
+            made_from.setdefault(coadd, path)
         tables.append(add_location(table, location))
         used.append(path)
         groups.append(group)
@@ -235,6 +244,8 @@ def read_all(files, allow_mixed=False, spgrp=None):
         raise InputFileError(f'{len(errors)} of {len(files)} catalogues',
                              'unreadable (listed above)')
     check_one_grouping(groups, spgrp)
+    if twice is not None:
+        raise twice
     if mismatch is not None:
         raise mismatch
     if spgrp is not None and len(used) < len(files):
