@@ -197,8 +197,10 @@ def test_header_names_the_source_revision():
 
 
 def test_crash_mid_write_leaves_nothing(tmp_path, monkeypatch):
+    """Not the file, not its temporary, not the directories made for it (a full disk
+    left the empty output tree of every failed file)."""
     cat = Table(dict(TARGETID=np.arange(5)))
-    path = tmp_path / 'lbg_cnn-y.fits'
+    path = tmp_path / 'sub' / 'deeper' / 'lbg_cnn-y.fits'
 
     real = fitsio.FITS.write
 

@@ -262,9 +262,7 @@ def write_outputs(files, header):
     OutputFileError
         If a directory is not writable or a write fails (e.g. disk full).
     """
-    from contextlib import ExitStack
-    for path, _, _ in files:
-        check_writable(path)
+    created = missing_directories(path for path, _, _ in files)
     renamed = []
 
     def rename(tmp, path):
@@ -272,6 +270,21 @@ def write_outputs(files, header):
         os.replace(tmp, path)
         renamed.append(path)
 
+    try:
+        for path, _, _ in files:
+            check_writable(path)
+        _write_all(files, header, rename, renamed)
+    except OutputFileError:
+        if not renamed:             # nothing written: no empty directory either
+            remove_empty(created)
+        raise
+    return [path for path, _, _ in files]
+
+
+def _write_all(files, header, rename, renamed):
+    """The writes and renames of :func:`write_outputs` (its error messages included);
+    `rename` records in `renamed` the files it put in place."""
+    from contextlib import ExitStack
     current = files[0][0]
     try:
         with ExitStack() as stack:
@@ -293,7 +306,26 @@ def write_outputs(files, header):
             '; no output of this file was written'
         raise OutputFileError(failed, f'cannot rename the output into place '
                               f'({err.strerror or err}){done}') from None
-    return [path for path, _, _ in files]
+
+
+def missing_directories(paths):
+    """The directories above `paths` that do not exist yet, deepest first."""
+    out = []
+    for path in paths:
+        directory = os.path.dirname(os.path.abspath(path))
+        while directory and not os.path.exists(directory) and directory not in out:
+            out.append(directory)
+            directory = os.path.dirname(directory)
+    return sorted(out, key=lambda d: -d.count(os.sep))
+
+
+def remove_empty(directories):
+    """Remove those of `directories` (deepest first) that are empty; others are kept."""
+    for directory in directories:
+        try:
+            os.rmdir(directory)
+        except OSError:
+            pass
 
 
 def remove_marker(path):
