@@ -178,6 +178,17 @@ def test_skip_existing_unless_overwrite(tmp_path, model_path, caplog):
     assert rc == 0 and '0 files done' in text and '1 skipped' in text and os.stat(output).st_mtime_ns == mtime
     assert run(caplog, '--coadd', coadd, '--model', model_path, '--overwrite')[0] == 0
     assert os.stat(output).st_mtime_ns != mtime
+    # a resumed run with every output there loads neither TensorFlow nor the model (it took
+    # 8 s and 1 GB per rank to report the skips)
+    import subprocess
+    import sys
+    code = ('import sys\nfrom lbgnet.scripts.lbg_afterburner import main\n'
+            f'assert main({["--coadd", coadd, "--model", model_path]!r}) == 0\n'
+            'print(sorted(m for m in sys.modules if m.split(".")[0] in ("keras", "tensorflow")))')
+    proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == '[]'
 
 
 def test_resumed_run_splits_only_the_files_left(tmp_path, model_path, caplog):

@@ -402,16 +402,24 @@ def node_threads(comm):
     return threads
 
 
-def set_threads(nthreads):
+def set_threads(nthreads, tensorflow=True):
     """Limit this process's threads: TensorFlow's intra-op pool and the BLAS / OpenMP pools.
 
     The template refinement's matrix products run in numpy's BLAS, which otherwise starts
     one thread per core in every MPI rank (``mpiexec -n 2`` on 2 cores then ran 4 BLAS
     threads and was slower than one process).  TensorFlow's setting only takes effect
-    before it starts (no-op afterwards); the BLAS limit applies at once.
+    before it starts running (no-op afterwards); the BLAS limit applies at once.
+    `tensorflow` False leaves TensorFlow alone (not even imported: a run that may need
+    no network), for :func:`set_tensorflow_threads` once it is needed.
     """
     from threadpoolctl import threadpool_limits
     threadpool_limits(limits=int(nthreads))
+    if tensorflow:
+        set_tensorflow_threads(nthreads)
+
+
+def set_tensorflow_threads(nthreads):
+    """TensorFlow's thread pools for `nthreads` (see :func:`set_threads`)."""
     import tensorflow as tf
     try:
         tf.config.threading.set_intra_op_parallelism_threads(int(nthreads))

@@ -18,8 +18,8 @@ import numpy as np
 from desiutil.log import get_logger
 
 from ..afterburner import (DEFAULT_CHUNK, RerunSetup, catalog_header, default_template_path,
-                           node_threads, predict_coadd, rerun_into, set_threads,
-                           templates_sha256)
+                           node_threads, predict_coadd, rerun_into, set_tensorflow_threads,
+                           set_threads, templates_sha256)
 from ..catalog import assemble_catalog, match_targetids
 from ..io import read_redrock
 from ..io.atomic import Terminated
@@ -259,14 +259,22 @@ def run_files(jobs, network, args, rerun=None, refiner=None):
     return outcomes
 
 
-def setup(args):
+def start_tensorflow(nthreads=None):
+    """Import TensorFlow (its log level set) and, given `nthreads`, size its thread pools."""
+    import_tensorflow()
+    if nthreads:
+        set_tensorflow_threads(nthreads)
+
+
+def setup(args, nthreads=None):
     """Rank-0 work before any file: plan the jobs, load and check the model and templates.
 
     Returns
     -------
     dict
         ``jobs`` (those to do), ``skipped`` (coadds whose catalogue and priors file
-        both exist, without ``--overwrite``), ``unmatched``, ``model`` (path), ``rerun``
+        both exist, without ``--overwrite``), ``unmatched``, ``model`` (path; None, like
+        the network and refiner, when no job is left: nothing is loaded), ``rerun``
         (:class:`RerunSetup` or None), ``network`` (the loaded model), ``refiner``
         (:func:`lbgnet.scripts.refine_options.make_refiner`) and
         ``error`` (one line, or None).
@@ -279,7 +287,10 @@ def setup(args):
             done = [outputs_exist(j) for j in out['jobs']]
             out['skipped'] = [j.coadd for j, d in zip(out['jobs'], done) if d]
             out['jobs'] = [j for j, d in zip(out['jobs'], done) if not d]
+        if not out['jobs']:       # a resumed run with every output there: no TensorFlow
+            return out
         out['model'] = args.model or default_model_path()
+        start_tensorflow(nthreads)
         out['network'] = load_network(out['model'])
         nlines = len(out['network'].config.lines)
         if args.n_thresh is not None and args.n_thresh > nlines:
@@ -432,9 +443,9 @@ def main(args=None, comm=None):
 
 
 def run_all(args, comm=None):
-    """Import TensorFlow, then run the built-in example or the files of this rank."""
-    import_tensorflow()
+    """Run the built-in example, or the files of this rank."""
     if args.example:
+        start_tensorflow()
         return run_example(args, comm)
     return run_ranks(args, comm)
 
@@ -447,8 +458,9 @@ def run_ranks(args, comm=None):
     if comm is None and launched > 1 and launcher_rank() == 0:     # once, not per process
         log.warning('started as one of %d MPI processes but without --mpi: every process '
                     'runs every file (add --mpi to share them)', launched)
-    set_threads(args.threads or node_threads(comm))
-    state = setup(args) if rank == 0 else None
+    nthreads = args.threads or node_threads(comm)
+    set_threads(nthreads, tensorflow=False)        # TensorFlow's only if a network is loaded
+    state = setup(args, nthreads) if rank == 0 else None
     network = state.pop('network') if rank == 0 else None
     refiner = state.pop('refiner') if rank == 0 else None
     if comm is not None:
@@ -460,7 +472,8 @@ def run_ranks(args, comm=None):
     jobs = state['jobs']
     mine = split_work(jobs, size, rank, weights=[j.size for j in jobs])
     try:
-        if network is None:
+        if network is None and mine:      # a rank without files loads nothing
+            start_tensorflow(nthreads)
             network = load_network(state['model'])
             refiner = make_refiner(args, network.config, network.zrange, network.metadata)
         load_error = None
