@@ -194,6 +194,10 @@ def test_train_script_on_labelled_files(tmp_path, labelled_dir, caplog):
                               '--train-dir', str(tmp_path / 'nowhere'))
     assert status == 1 and 'no such directory' in text
     assert not (tmp_path / 'f' / 'validation').exists()
+    # a --val-dir without coadds: one line, and no empty --outdir left behind
+    status, text = run_logged(main, caplog, '--config', str(cfg), '--outdir', str(tmp_path / 'f'),
+                              '--val-dir', str(empty))
+    assert status == 1 and not (tmp_path / 'f').exists()
     # training files are not validation files
     status, text = run_logged(main, caplog, '--config', str(cfg), '--outdir', str(tmp_path / 'g'),
                               '--train-dir', labelled_dir, '--val-dir', labelled_dir)

@@ -2,6 +2,7 @@
 two-phase training, and desi_lbg_train --init-from/--freeze/--unfreeze-epochs."""
 import dataclasses
 import json
+import os
 
 import h5py
 import numpy as np
@@ -257,6 +258,11 @@ def test_train_script_from_quasarnet_weights(tmp_path, caplog):
     model, _, meta = load_model(str(out / 'tinyqn.weights.h5'))
     transfer = meta['training']['transfer']
     assert transfer['kind'] == 'quasarnet' and transfer['freeze'] == 2
+    # the card says which starting point it was, wherever the run started from
+    from lbgnet.io.catalog import file_sha256
+    assert meta['training']['init_from'] == os.path.abspath(qn)
+    assert meta['training']['init_from_sha256'] == file_sha256(qn)
+    assert len(meta['training']['validation_sha256']) == len(meta['training']['validation_files'])
     assert 'conv_1' in transfer['loaded'] and 'conv_2' in [i['layer'] for i in transfer['incompatible']]
     assert meta['history']['phase'] == [1, 2]
     with h5py.File(qn, 'r') as fx:

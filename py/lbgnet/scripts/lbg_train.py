@@ -504,11 +504,14 @@ def main(args=None, comm=None):
     log = get_logger()
     t_start = time.time()
     import_tensorflow()
+    from ..io.catalog import missing_directories, remove_empty
     from ..train import TrainingDiverged
+    created = missing_directories([os.path.join(args.outdir, 'x')]) if args.outdir else []
     try:
         return _train(args, log, t_start)
     except (InputFileError, ConfigError, TrainingDiverged) as err:
         log.error('%s', err)
+        remove_empty(created)      # a run that failed early leaves no empty --outdir
         return 1
 
 
@@ -605,6 +608,7 @@ def model_card(args, config, opts, batches, coadds, info, thresholds, val_metric
     there is none); ``simulator_hash`` is that of `setup` (the simulator of the validation
     set and of the simulated batches) [``batches.setup``].
     """
+    from ..io.catalog import file_sha256
     from ..sim.mock import simulator_hash
     c_thresh, n_thresh, table = thresholds
     labelled = getattr(batches, 'spectra', None) is not None
@@ -624,10 +628,11 @@ def model_card(args, config, opts, batches, coadds, info, thresholds, val_metric
                          'efftime_range': list(sim.efftime_range),
                          'seed_streams': SEED_STREAMS},
                      'validation_files': [os.path.basename(c) for c in coadds],
-                     'validation_dir': args.val_dir,
+                     'validation_sha256': [file_sha256(c) for c in coadds],
+                     'validation_dir': os.path.abspath(args.val_dir) if args.val_dir else None,
                      'validation_seed': (None if args.val_dir
                                          else opts['seed'] + VALIDATION_SEED_OFFSET),
-                     'init_from': args.init_from, **info, 'total_seconds': seconds,
+                     **init_record(args.init_from), **info, 'total_seconds': seconds,
                      'cpu_count': os.cpu_count(), 'machine': platform.machine()},
         'thresholds': {'c_thresh': float(c_thresh), 'n_thresh': int(n_thresh),
                        'candidates': {str(k): v for k, v in table.items()},
@@ -636,6 +641,19 @@ def model_card(args, config, opts, batches, coadds, info, thresholds, val_metric
         'validation_metrics': val_metrics,
         'history': history,
     }
+
+
+def init_record(init_from):
+    """Model-card record of ``--init-from``: the absolute path and the SHA-256 of the
+    weights it named (an lbgnet ``NAME.json`` stands for its ``NAME.weights.h5``), so that
+    the card says which starting point it was, wherever it was run from."""
+    if not init_from:
+        return {'init_from': None, 'init_from_sha256': None}
+    from ..io.catalog import file_sha256
+    from ..io.modelfile import model_paths
+    weights = model_paths(init_from)[0] if str(init_from).endswith('.json') else init_from
+    return {'init_from': os.path.abspath(init_from),
+            'init_from_sha256': file_sha256(weights) if os.path.isfile(weights) else None}
 
 
 def labelled_record(batches):
