@@ -178,6 +178,12 @@ def test_skip_existing_unless_overwrite(tmp_path, model_path, caplog):
     assert rc == 0 and '0 files done' in text and '1 skipped' in text and os.stat(output).st_mtime_ns == mtime
     assert run(caplog, '--coadd', coadd, '--model', model_path, '--overwrite')[0] == 0
     assert os.stat(output).st_mtime_ns != mtime
+    # skipped catalogues of another network are named (a new model over an old tree)
+    other = save_tiny_model(str(tmp_path / 'other' / 'tiny.weights.h5'), seed=5)
+    rc, text = run(caplog, '--coadd', coadd, '--model', other)
+    assert rc == 0 and '1 of the 1 skipped catalogues were made by another network' in text
+    rc, text = run(caplog, '--coadd', coadd, '--model', model_path)
+    assert rc == 0 and 'another network' not in text
     # a resumed run with every output there loads neither TensorFlow nor the model (it took
     # 8 s and 1 GB per rank to report the skips)
     import subprocess

@@ -609,6 +609,10 @@ def test_evaluate_script_input_checks(tmp_path, caplog):
     assert 'right' in description['metadata']['heldout_tests']
     metrics = json.loads((out2 / OUTPUTS['metrics']).read_text())
     assert metrics['inputs']['network_sha256'] == description['weights_sha256']
+    assert 'heldout_tests.right existed; replaced' not in caplog.text
+    assert main(['--catalog', cat3, '--truth', other['truth'], '--outdir', str(out2),
+                 '--model', model2, '--nexamples', '2', '--record-as', 'right']) == 0
+    assert 'heldout_tests.right existed; replaced by these metrics' in caplog.text
     # catalogue input never needs TensorFlow (it took seconds to import, for nothing)
     import subprocess
     import sys

@@ -259,6 +259,33 @@ def run_files(jobs, network, args, rerun=None, refiner=None):
     return outcomes
 
 
+def warn_other_network(skipped, model_path):
+    """Warn when skipped catalogues were made by another network than `model_path`
+    (header ``LBGMSHA`` against the model's weights SHA-256): a run with a new model into
+    an old output tree would otherwise keep the old catalogues without a word."""
+    if not skipped:
+        return
+    from ..io.modelfile import read_model_description
+    try:
+        sha = read_model_description(model_path)[0].get('weights_sha256')
+    except (InputFileError, OSError):
+        return                      # a bad model is reported when (if) it is loaded
+    other = []
+    for job in skipped:
+        try:
+            with open_fits(job.output) as fx:
+                made = fx[0].read_header().get('LBGMSHA')
+        except (InputFileError, OSError):
+            continue
+        if made is not None and made != sha:
+            other.append((job.output, made))
+    if other:
+        get_logger().warning('%d of the %d skipped catalogues were made by another network '
+                             '(e.g. %s: LBGMSHA %s..., this model %s...); --overwrite redoes '
+                             'them', len(other), len(skipped), other[0][0], other[0][1][:12],
+                             str(sha)[:12])
+
+
 def start_tensorflow(nthreads=None):
     """Import TensorFlow (its log level set) and, given `nthreads`, size its thread pools."""
     import_tensorflow()
@@ -286,7 +313,9 @@ def setup(args, nthreads=None):
         if not args.overwrite:        # decided once, before the split, so ranks share the rest
             done = [outputs_exist(j) for j in out['jobs']]
             out['skipped'] = [j.coadd for j, d in zip(out['jobs'], done) if d]
+            skipped = [j for j, d in zip(out['jobs'], done) if d]
             out['jobs'] = [j for j, d in zip(out['jobs'], done) if not d]
+            warn_other_network(skipped, args.model or default_model_path())
         if not out['jobs']:       # a resumed run with every output there: no TensorFlow
             return out
         out['model'] = args.model or default_model_path()

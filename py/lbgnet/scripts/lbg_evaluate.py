@@ -173,11 +173,13 @@ def summarise(metrics):
 
 def record_in_model_card(model_path, name, metrics):
     """Store :func:`summarise` of `metrics` as ``metadata.heldout_tests[name]`` of the model."""
-    from ..io.modelfile import read_model_description, update_model_metadata
+    from ..io.modelfile import model_paths, read_model_description, update_model_metadata
     tests = dict(read_model_description(model_path)[0]['metadata'].get('heldout_tests') or {})
+    if name in tests:               # a rerun on other files would silently lose the first
+        get_logger().warning('%s: heldout_tests.%s existed; replaced by these metrics',
+                             model_paths(model_path)[1], name)
     tests[name] = summarise(metrics)
     update_model_metadata(model_path, {'heldout_tests': tests})
-    from ..io.modelfile import model_paths
     get_logger().info('recorded the metrics in %s as heldout_tests.%s', model_paths(model_path)[1],
                       name)
 
