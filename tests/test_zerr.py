@@ -37,6 +37,15 @@ def test_calibrated_pulls_are_unit_gaussian_and_raw_ones_not():
     assert cal['frac_within_2sigma'] == pytest.approx(0.954, abs=0.02)
 
 
+def test_one_right_redshift_has_no_pull_spread():
+    """A single pull has no spread: its NMAD is undefined (None), not 0 (which read as
+    errors far too large); two have one."""
+    one = pull_stats(np.array([3.0]), np.array([1e-3]), np.array([3.0005]))
+    assert one['n'] == 1 and one['nmad_pull'] is None and one['frac_within_1sigma'] == 1.0
+    two = pull_stats(np.array([3.0, 3.0]), np.array([1e-3, 1e-3]), np.array([3.0005, 2.998]))
+    assert two['n'] == 2 and two['nmad_pull'] > 0
+
+
 def test_calibrated_error_formula_and_nan():
     zerr = np.array([1e-4, np.nan, 2e-4])
     z = np.array([3.0, 3.0, np.nan])

@@ -148,13 +148,14 @@ def pull_stats(z, zerr, z_true, max_rel=MAX_REL_DZ):
     -------
     dict
         ``n`` (right redshifts with an error), ``nmad_pull`` (NMAD of Δz/σ; 1 when the
-        errors are right), ``frac_within_1sigma`` and ``frac_within_2sigma`` (of ``|Δz| < σ``,
-        < 2σ; 0.683 and 0.954 for Gaussian errors); None values when there is none.
+        errors are right; None for fewer than two, which have no spread),
+        ``frac_within_1sigma`` and ``frac_within_2sigma`` (of ``|Δz| < σ``, < 2σ; 0.683 and
+        0.954 for Gaussian errors); None values when there is none.
     """
     rel_dz, rel_err = right_redshifts(z, zerr, z_true, max_rel)
     if rel_dz.size == 0:
         return {'n': 0, 'nmad_pull': None, 'frac_within_1sigma': None, 'frac_within_2sigma': None}
     pull = rel_dz / rel_err
-    return {'n': int(pull.size), 'nmad_pull': nmad(pull),
+    return {'n': int(pull.size), 'nmad_pull': nmad(pull) if pull.size > 1 else None,
             'frac_within_1sigma': float(np.mean(np.abs(pull) < 1)),
             'frac_within_2sigma': float(np.mean(np.abs(pull) < 2))}

@@ -83,7 +83,8 @@ def parse(options=None):
         parser.error(f'--outdir {args.outdir} exists and is not a directory')
     check_refine_arguments(parser, args)
     if args.catalog and refine_options_given(args):
-        parser.error(f'{", ".join(refine_options_given(args))} need --coadd: a catalogue '
+        given = refine_options_given(args)
+        parser.error(f'{", ".join(given)} need{"" if len(given) > 1 else "s"} --coadd: a catalogue '
                      'holds the refinement it was made with (its header, recorded in the '
                      'metrics)')
     return args
