@@ -96,6 +96,15 @@ def test_bad_configs(tmp_path, text, match):
     assert '\n' not in str(err.value)
 
 
+def test_model_description_given_as_config(tmp_path):
+    """A model's NAME.json given to --config says what it is (was: unknown section "format")."""
+    import json
+    path = tmp_path / 'm.json'
+    path.write_text(json.dumps({'format': 'lbgnet-model', 'format_version': 1, 'config': {}}))
+    with pytest.raises(ConfigError, match=r'm\.json: a model description, not a configuration'):
+        load_config(str(path))
+
+
 def test_config_file_that_is_not_text(tmp_path):
     path = tmp_path / 'binary.yaml'
     path.write_bytes(b'nboxes: 40\n\xd0\x00\xff\xfe garbage\n')

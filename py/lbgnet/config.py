@@ -444,6 +444,9 @@ def read_yaml_config(name, _seen=None):
         raise ConfigError(f'{path}: cannot read YAML ({yaml_error_line(err)})') from None
     if not isinstance(data, dict):
         raise ConfigError(f'{path}: top level must be a mapping')
+    if data.get('format') == MODEL_FORMAT:        # JSON is YAML: a model file given as config
+        raise ConfigError(f'{path}: a model description, not a configuration (give it to '
+                          '--model or --init-from; its configuration is the "config" entry)')
     base = data.pop('base', None)
     if base is not None and not isinstance(base, str):
         raise ConfigError(f'{path}: base must be a configuration file name, not {base!r}')
@@ -454,6 +457,9 @@ def read_yaml_config(name, _seen=None):
     return data
 
 
+#: The ``format`` of a model description (:mod:`lbgnet.io.modelfile`), recognised when
+#: one is given where a configuration is expected.
+MODEL_FORMAT = 'lbgnet-model'
 #: What a line name may hold (upper-cased): it names Keras layers (``fc_box_<LINE>``) and
 #: FITS columns (``C_<LINE>``, ``Z_<LINE>``).
 LINE_NAME = re.compile(r'^[A-Z][A-Z0-9_]*$')

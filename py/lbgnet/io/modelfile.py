@@ -25,13 +25,13 @@ import h5py
 import numpy as np
 
 from .._version import __version__
-from ..config import ConfigError, check_keys, config_from_dict
+from ..config import MODEL_FORMAT, ConfigError, check_keys, config_from_dict
 from ..postprocess import check_options
 from .catalog import source_revision
 from .errors import InputFileError, MissingInputError
 
 #: Value of the ``format`` key of the JSON file.
-FORMAT = 'lbgnet-model'
+FORMAT = MODEL_FORMAT
 #: Current version of the JSON layout; files with a larger version are refused.
 FORMAT_VERSION = 1
 WEIGHTS_SUFFIX = '.weights.h5'
