@@ -341,6 +341,16 @@ def test_model_file_with_a_bad_model_section_is_refused(section, key, bad, match
     assert str(err.value).count('b.json') == 1
 
 
+def test_model_file_of_a_freely_named_model_still_loads(tmp_path, config):
+    """The name rules of a new training do not apply when reading: a model named before
+    them ('lbgnet-default (retrained)') must stay usable by the afterburner."""
+    import dataclasses
+    cfg = small_config(config)
+    cfg = dataclasses.replace(cfg, extra=dict(cfg.extra, name='small (retrained)'))
+    wpath, _ = save_model(str(tmp_path / 'r.weights.h5'), build_model(cfg), cfg)
+    assert load_model(wpath)[1].extra['name'] == 'small (retrained)'
+
+
 def test_model_file_with_a_bad_error_calibration_is_refused(tmp_path, config):
     """A NaN or negative calibration in a model JSON fails when the model is read, with
     one line naming the file, instead of giving NaN errors per spectrum."""

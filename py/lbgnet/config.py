@@ -7,8 +7,8 @@ selection thresholds.  Values live in ``etc/*.yaml``; this module loads them onc
 into frozen dataclasses that every other module receives as an argument.
 
 A configuration file may name another one with ``base: <file>``; keys of the
-including file override those of the base (recursively for mappings, except ``lines``,
-which replaces the base's line list as a whole).
+including file override those of the base (recursively for mappings, except ``lines`` and
+``target.lines``, which replace the base's line list as a whole).
 """
 import os
 import re
@@ -403,17 +403,17 @@ def _resolve(name, relative_to=None):
 
 
 #: Mappings a configuration replaces as a whole instead of merging with its ``base:``
-#: (a line list names the lines to use, not changes to the inherited ones).
-REPLACED_SECTIONS = ('lines',)
+#: (a line list names the lines to use, not changes to the inherited ones), as key paths.
+REPLACED_SECTIONS = (('lines',), ('target', 'lines'))
 
 
-def _merge(base, over, top=True):
+def _merge(base, over, path=()):
     out = dict(base)
     for key, val in over.items():
-        if top and key in REPLACED_SECTIONS:
+        if path + (key,) in REPLACED_SECTIONS:
             out[key] = val
         elif isinstance(val, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], val, top=False)
+            out[key] = _merge(out[key], val, path + (key,))
         else:
             out[key] = val
     return out
@@ -480,19 +480,15 @@ def line_list(lines, where):
     Raises
     ------
     ConfigError
-        When `lines` is not a non-empty mapping, a name is not a letter followed by
-        letters, digits or underscores, names repeat (case ignored) or a wavelength is
-        not a finite number > 0.
+        When `lines` is not a non-empty mapping, names repeat (case ignored) or a
+        wavelength is not a finite number > 0.  (The form of the names is checked for a
+        new training only, :func:`check_names`.)
     """
     if not isinstance(lines, dict) or not lines:
         what = 'an empty mapping' if isinstance(lines, dict) else f'a {type(lines).__name__}'
         raise ConfigError(f'{where} must map each line name to its rest wavelength '
                           f'(NAME: Angstrom), not {what}')
     names = tuple(str(k).strip().upper() for k in lines)
-    bad = [n for n in names if not LINE_NAME.match(n)]
-    if bad:
-        raise ConfigError(f'{where}: line names must be a letter followed by letters, digits '
-                          f'or underscores (they name layers and FITS columns), not {bad}')
     if len(set(names)) != len(names):
         raise ConfigError(f'{where}: line names must be unique (case ignored)')
     waves = []
@@ -506,6 +502,26 @@ def line_list(lines, where):
                               f'number > 0 (Angstrom), not {value!r}')
         waves.append(wave)
     return LineList(names, tuple(waves))
+
+
+def check_names(config):
+    """Refuse line names and a model ``name`` that cannot name layers, FITS columns and
+    model files (checked before a training; model files written earlier are still read).
+
+    Raises
+    ------
+    ConfigError
+        Naming the configuration's file.
+    """
+    bad = [n for n in config.lines.names if not LINE_NAME.match(n)]
+    if bad:
+        raise ConfigError(f'{config.source}: line names must be a letter followed by letters, '
+                          f'digits or underscores (they name layers and FITS columns), not {bad}')
+    name = config.extra.get('name')
+    if name is not None and not (isinstance(name, str) and MODEL_NAME.match(name)):
+        raise ConfigError(f'{config.source}: name must start with a letter or digit and hold '
+                          'only letters, digits, spaces and _ . + - (it names the model '
+                          f'files), not {name!r}')
 
 
 def config_from_dict(data, source=''):
@@ -534,11 +550,6 @@ def config_from_dict(data, source=''):
         raise ConfigError(f'{source}: nboxes={nboxes} must divide nbins={grid.nbins}')
     if not 1 <= sel.n_thresh <= len(linelist) or not 0.0 <= sel.c_thresh <= 1.0:
         raise ConfigError(f'{source}: selection thresholds out of range')
-    name = data.get('name')
-    if name is not None and not (isinstance(name, str) and MODEL_NAME.match(name)):
-        raise ConfigError(f'{source}: name must start with a letter or digit and hold only '
-                          f'letters, digits, spaces and _ . + - (it names the model files), '
-                          f'not {name!r}')
     extra = {k: v for k, v in data.items() if k not in ('grid', 'lines', 'nboxes', 'selection')}
     return Config(grid, linelist, nboxes, sel, extra, str(source))
 

@@ -126,8 +126,10 @@ def check_config(config, sim_config=None):
     lbgnet.config.ConfigError
         Naming the configuration file and the key.
     """
+    from .config import check_names
     from .model import model_options
     from .variants import architecture, direct_options
+    check_names(config)
     try:
         model_options(config)          # the whole model section, snr_softening included
     except ConfigError as err:

@@ -18,7 +18,7 @@ import shutil
 
 from desiutil.log import get_logger
 
-from ..config import ConfigError, etc_dir, load_config
+from ..config import ConfigError, check_names, etc_dir, load_config
 from ..io import InputFileError
 from ..io.catalog import OutputFileError, check_outdir
 from ..tflog import import_tensorflow
@@ -122,6 +122,7 @@ def _tune(args, log):
     from ..tune import (Objective, check_study_settings, finished_trials, results_storage,
                         run_study, search_space, space_record, write_results)
     config = apply_target(load_config(args.config))
+    check_names(config)                        # the trials name layers and files by them
     if args.batch_size:
         training = dict(config.extra.get('training') or {}, batch_size=args.batch_size)
         config = dataclasses.replace(config, extra=dict(config.extra, training=training))
