@@ -124,6 +124,17 @@ tune: {conv_layers: 1, filters: [4, 6], kernel_size: 5, nboxes: [40], dropout: 0
 """
 
 
+def test_storage_label_hides_passwords_and_resolves_sqlite_paths(tmp_path, monkeypatch):
+    """The best file names its storage without the password, and one SQLite database
+    written as a relative or absolute URL is one storage (it was refused as another)."""
+    from lbgnet.tune import storage_label
+    label = storage_label('postgresql://desi:S3cretPassw0rd@db.nersc.gov/tune')
+    assert 'S3cret' not in label and label.startswith('postgresql://desi:')
+    monkeypatch.chdir(tmp_path)
+    assert storage_label('sqlite:///study.sqlite3') == \
+        storage_label(f'sqlite:///{tmp_path / "study.sqlite3"}')
+
+
 def test_tune_script_needs_an_outdir():
     """Without --outdir the results would land in the package's etc/: refused."""
     from lbgnet.scripts.lbg_tune import parse

@@ -502,10 +502,23 @@ def write_results(study, config, config_path, outdir, storage=None):
               f'{best.value:.4f} (low/mid/high z: {scores}),\n'
               f'{best.user_attrs.get("epochs_run")} epochs of tuning training; retrain it with '
               f'desi_lbg_train --config <this file>.'
-              + (f'\n{STORAGE_LINE}{storage}' if storage else ''))
+              + (f'\n{STORAGE_LINE}{storage_label(storage)}' if storage else ''))
     path = write_config_yaml(os.path.join(outdir, f'{study.study_name}-best.yaml'),
                              best_config_data(study, config, config_path, outdir), header)
     return {'table': table, 'best': path}
+
+
+def storage_label(storage):
+    """`storage` as recorded and compared: password hidden, a relative SQLite file made
+    absolute (one database written two ways is one storage)."""
+    import sqlalchemy.engine
+    try:
+        url = sqlalchemy.engine.make_url(storage)
+    except Exception:  # noqa: BLE001 -- an unparsable URL is reported when it is opened
+        return storage
+    if url.drivername.startswith('sqlite') and url.database and url.database != ':memory:':
+        url = url.set(database=os.path.abspath(url.database))
+    return url.render_as_string(hide_password=True)
 
 
 def results_storage(path):

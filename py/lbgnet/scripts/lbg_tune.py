@@ -120,7 +120,7 @@ def _tune(args, log):
     from ..targets import apply_target
     from ..train import training_options
     from ..tune import (Objective, check_study_settings, finished_trials, results_storage,
-                        run_study, search_space, space_record, write_results)
+                        run_study, search_space, space_record, storage_label, write_results)
     config = apply_target(load_config(args.config))
     check_names(config)                        # the trials name layers and files by them
     if args.batch_size:
@@ -136,10 +136,10 @@ def _tune(args, log):
     storage = args.storage or f'sqlite:///{os.path.join(workdir, "study.sqlite3")}'
     best_path = os.path.join(outdir, f'{name}-best.yaml')
     owner = results_storage(best_path)
-    if owner is not None and owner != storage:     # another study's results: not replaced
+    if owner is not None and owner != storage_label(storage):   # another study's: kept
         raise ConfigError(f'--outdir {outdir}: {os.path.basename(best_path)} holds the '
-                          f'results of the study {name!r} in {owner}, not {storage}: use '
-                          'another --outdir or --study-name')
+                          f'results of the study {name!r} in {owner}, not '
+                          f'{storage_label(storage)}: use another --outdir or --study-name')
     study = _open_study(storage, name, args)
     check_study_settings(study, {
         'ntrain': args.ntrain, 'trial_epochs': args.trial_epochs,
