@@ -181,7 +181,7 @@ def test_skip_existing_unless_overwrite(tmp_path, model_path, caplog):
     # skipped catalogues of another network are named (a new model over an old tree)
     other = save_tiny_model(str(tmp_path / 'other' / 'tiny.weights.h5'), seed=5)
     rc, text = run(caplog, '--coadd', coadd, '--model', other)
-    assert rc == 0 and '1 of the 1 skipped catalogues were made by another network' in text
+    assert rc == 0 and '1 of the 1 skipped catalogues checked were made by another network' in text
     rc, text = run(caplog, '--coadd', coadd, '--model', model_path)
     assert rc == 0 and 'another network' not in text
     # a resumed run with every output there loads neither TensorFlow nor the model (it took

@@ -166,7 +166,8 @@ def test_output_that_is_a_directory(tmp_path, model_path, caplog, monkeypatch):
     old = Table({'TARGETID': np.arange(5)})
     write_outputs([(paths[0], old, 'LBG_CNN'), (paths[1], old, 'PRIORS')], fits.Header())
     monkeypatch.setattr(os, 'replace', replace)
-    with pytest.raises(OutputFileError, match='cannot rename the output into place'):
+    with pytest.raises(OutputFileError, match=f'cannot rename the output into place .*'
+                       f'already written \\(the earlier {paths[0]} was removed: a rerun'):
         write_outputs([(paths[0], table, 'LBG_CNN'), (paths[1], table, 'PRIORS')], fits.Header())
     assert not os.path.exists(paths[0]) and len(read_catalog(paths[1], 'PRIORS')[0]) == 3
     monkeypatch.setattr(os, 'replace', real)

@@ -187,13 +187,26 @@ def test_write_read_round_trip(tmp_path):
 def test_header_names_the_source_revision():
     """The version string does not change between commits: run from a git checkout, the
     header and the model description record ``git describe`` of the source."""
+    import shutil
     import subprocess
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    if not os.path.exists(os.path.join(root, '.git')):
-        pytest.skip(f'{root} is not a git checkout')
-    want = subprocess.run(['git', '-C', root, 'describe', '--always', '--dirty', '--abbrev=12'],
-                          capture_output=True, text=True).stdout.strip()
-    assert want and provenance_header()['LBGGIT'] == want
+    import lbgnet
+    root = os.path.dirname(os.path.dirname(os.path.abspath(lbgnet.__file__)))
+    root = os.path.dirname(root)                      # <checkout>/py/lbgnet
+    if shutil.which('git') is None or not os.path.exists(os.path.join(root, '.git')):
+        pytest.skip(f'lbgnet is not running from a git checkout ({lbgnet.__file__}) or git '
+                    'is missing')
+    git = ['git', '-c', f'safe.directory={root}', '-C', root]
+    commit = subprocess.run(git + ['describe', '--always', '--abbrev=12'], capture_output=True,
+                            text=True).stdout.strip()
+    dirty = subprocess.run(git + ['status', '--porcelain', '--untracked-files=no'],
+                           capture_output=True, text=True).stdout.strip()
+    assert commit and provenance_header()['LBGGIT'] == commit + ('-dirty' if dirty else '')
+    # a GIT_DIR in the environment (inside a git hook) does not name another repository
+    import sys
+    env = dict(os.environ, GIT_DIR=os.path.join(str(os.path.dirname(root)), 'elsewhere.git'))
+    run = subprocess.run([sys.executable, '-c', 'from lbgnet.io.catalog import source_revision;'
+                          'print(source_revision())'], capture_output=True, text=True, env=env)
+    assert run.stdout.strip() == provenance_header()['LBGGIT'], run.stderr
 
 
 def test_crash_mid_write_leaves_nothing(tmp_path, monkeypatch):

@@ -89,7 +89,8 @@ def test_arm_shapes_are_checked():
     with pytest.raises(ValueError, match='2 wavelength arrays but 2 flux, 2 ivar and 1 mask'):
         rebin_arms([b[0], r[0]], [b[1], r[1]], [b[2], r[2]], GRID,
                    masks=[np.zeros(b[1].shape, dtype=np.int32)])
-    with pytest.raises(ValueError, match=r'flux has shape \(2751,\)'):
+    with pytest.raises(ValueError, match=r'arm 0: flux must be 2-D \(spectra, wavelengths\), '
+                                         r'not of shape \(2751,\)'):
         rebin_arms([b[0]], [b[1][0]], [b[2][0]], GRID)
 
 

@@ -245,6 +245,9 @@ def _arm_arrays(iarm, nwave, nspec, *arrays):
             out.append(None)
             continue
         arr = np.asarray(arr)
+        if arr.ndim != 2:
+            raise ValueError(f'arm {iarm}: {name} must be 2-D (spectra, wavelengths), not of '
+                             f'shape {arr.shape}')
         if arr.shape != (nspec, nwave):
             raise ValueError(f'arm {iarm}: {name} has shape {arr.shape}, expected '
                              f'({nspec}, {nwave}) (spectra, wavelengths)')

@@ -146,24 +146,40 @@ def check_writable(path, create=True):
 
 @functools.lru_cache(maxsize=1)
 def source_revision():
-    """``git describe --always --dirty`` of the lbgnet source, when it runs from its git
-    checkout (an editable install); None otherwise (a wheel, no git).
+    """``git describe --always`` of the lbgnet source (``-dirty`` when tracked files
+    changed), when it runs from its git checkout (an editable install); None otherwise
+    (a wheel, no git).
 
     The version string alone does not change between commits, so this is what tells
     which code wrote a file during development.  Computed once per process.
     """
-    import subprocess
     package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     top = os.path.dirname(os.path.dirname(package))          # <top>/py/lbgnet
     if not os.path.exists(os.path.join(top, '.git')):
         return None
+    commit = _git(top, 'describe', '--always', '--abbrev=12')
+    if commit is None:
+        return None
+    changes = _git(top, 'status', '--porcelain', '--untracked-files=no')
+    return commit + ('-dirty' if changes else '')
+
+
+def _git(top, *command):
+    """Output of a read-only git command on the checkout `top` (None when it fails).
+
+    The checkout is named explicitly (a ``GIT_DIR`` in the environment, set inside git
+    hooks, would point elsewhere), trusted even when another user owns it (a shared
+    install), and never has its index rewritten (``--no-optional-locks``).
+    """
+    import subprocess
+    env = {k: v for k, v in os.environ.items() if not k.startswith('GIT_')}
     try:
-        run = subprocess.run(['git', '-C', top, 'describe', '--always', '--dirty',
-                              '--abbrev=12'], capture_output=True, text=True, timeout=10)
+        run = subprocess.run(['git', '-c', f'safe.directory={top}', '--no-optional-locks',
+                              '--git-dir', os.path.join(top, '.git'), '--work-tree', top,
+                              *command], capture_output=True, text=True, timeout=10, env=env)
     except (OSError, subprocess.SubprocessError):
         return None
-    text = run.stdout.strip()
-    return text if run.returncode == 0 and text else None
+    return run.stdout.strip() if run.returncode == 0 else None
 
 
 def provenance_header(cards=(), dependencies=None):
@@ -285,7 +301,7 @@ def _write_all(files, header, rename, renamed):
     """The writes and renames of :func:`write_outputs` (its error messages included);
     `rename` records in `renamed` the files it put in place."""
     from contextlib import ExitStack
-    current = files[0][0]
+    current, removed = files[0][0], False
     try:
         with ExitStack() as stack:
             tmps = [stack.enter_context(atomic_path(path, rename)) for path, _, _ in files]
@@ -296,14 +312,15 @@ def _write_all(files, header, rename, renamed):
                 except OSError as err:   # reason taken while the temporaries still fill the disk
                     raise OutputFileError(current, f'cannot write ({write_failure_reason(err, tmp)}); '
                                           'no output of this file was written') from None
-            if len(files) > 1:
-                remove_marker(files[0][0])
+            removed = len(files) > 1 and remove_marker(files[0][0])
     except OutputFileError:
         raise
     except OSError as err:           # a rename failed: name the file that failed, and the others
         failed = next((path for path, _, _ in files[::-1] if path not in renamed), current)
         done = f'; {", ".join(renamed)} already written' if renamed else \
             '; no output of this file was written'
+        if removed:
+            done += f' (the earlier {files[0][0]} was removed: a rerun redoes the file)'
         raise OutputFileError(failed, f'cannot rename the output into place '
                               f'({err.strerror or err}){done}') from None
 
@@ -329,13 +346,16 @@ def remove_empty(directories):
 
 
 def remove_marker(path):
-    """Remove `path` (the file whose presence marks a complete set), if it exists."""
+    """Remove `path` (the file whose presence marks a complete set), if it exists; return
+    whether there was one."""
     try:
         if os.path.lexists(path):
             os.remove(path)
+            return True
     except OSError as err:
         raise OutputFileError(path, f'cannot replace it ({err.strerror or err}); no output '
                               'of this file was written') from None
+    return False
 
 
 #: Below this many free bytes, a failed write is reported as a full device.

@@ -259,10 +259,17 @@ def run_files(jobs, network, args, rerun=None, refiner=None):
     return outcomes
 
 
-def warn_other_network(skipped, model_path):
+#: Skipped catalogues whose network :func:`warn_other_network` checks (one header read
+#: each, on rank 0 before the work is shared: a sample, not a whole production).
+NCHECK_SKIPPED = 100
+
+
+def warn_other_network(skipped, model_path, ncheck=NCHECK_SKIPPED):
     """Warn when skipped catalogues were made by another network than `model_path`
     (header ``LBGMSHA`` against the model's weights SHA-256): a run with a new model into
-    an old output tree would otherwise keep the old catalogues without a word."""
+    an old output tree would otherwise keep the old catalogues without a word.  The first
+    `ncheck` skipped catalogues are checked."""
+    skipped = skipped[:ncheck]
     if not skipped:
         return
     from ..io.modelfile import read_model_description
@@ -280,10 +287,10 @@ def warn_other_network(skipped, model_path):
         if made is not None and made != sha:
             other.append((job.output, made))
     if other:
-        get_logger().warning('%d of the %d skipped catalogues were made by another network '
-                             '(e.g. %s: LBGMSHA %s..., this model %s...); --overwrite redoes '
-                             'them', len(other), len(skipped), other[0][0], other[0][1][:12],
-                             str(sha)[:12])
+        get_logger().warning('%d of the %d skipped catalogues checked were made by another '
+                             'network (e.g. %s: LBGMSHA %s..., this model %s...); --overwrite '
+                             'redoes them', len(other), len(skipped), other[0][0],
+                             other[0][1][:12], str(sha)[:12])
 
 
 def start_tensorflow(nthreads=None):

@@ -40,7 +40,7 @@ REFINEMENT_KEYS = ('REFTSHA', 'REFWGT', 'REFWIN', 'REFSTEP', 'REFNOISE', 'REFASH
                    'REFABAS', 'REFASKP', 'MINDCHI2', 'ZTPLSCL', 'ZTPLFLR')
 #: Further provenance copied to the stacked header when every input has the same value.
 PROVENANCE_KEYS = ('LBGMODEL', 'LBGCONF', 'NBOXES', 'GRIDWMIN', 'GRIDDW', 'GRIDNBIN', 'LBGZMIN',
-                   'LBGZMAX', 'REFTEMPL', 'REFARCH', 'HPXNSIDE', 'HPXNEST', 'LBGGIT')
+                   'LBGZMAX', 'REFTEMPL', 'REFARCH', 'HPXNSIDE', 'HPXNEST')
 
 
 #: Spectra groupings of a DESI production (``SPGRP``; ``unknown`` for file names that
