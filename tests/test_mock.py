@@ -275,7 +275,7 @@ def test_parse_rejects_bad_options():
                 ['--classes', 'ELG'], ['--efftime-min', '-1', '--efftime-max', '10'],
                 ['--zmin', '-0.5', '--zmax', '0.5'], ['--zmin', '0', '--zmax', '0.5'],
                 ['--rmag-min', '22', '--rmag-max', 'inf'], ['--zmin', 'nan', '--zmax', '3'],
-                ['--seed', '-1']):
+                ['--seed', '-1'], ['--classes', 'LBG', 'LBG'], ['--classes', 'LBG', 'QSO', 'LBG']):
         with pytest.raises(SystemExit) as exc:
             parse(['--outdir', 'x', '--nspec', '10'] + bad)
         assert exc.value.code == 2, bad

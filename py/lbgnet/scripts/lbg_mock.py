@@ -67,6 +67,8 @@ def parse(options=None):
         parser.error(f'--seed must be >= 0, got {args.seed}')
     if args.nspec < 1:
         parser.error(f'--nspec must be >= 1, got {args.nspec}')
+    if args.classes and len(set(args.classes)) != len(args.classes):
+        parser.error(f'--classes names a class twice: {" ".join(args.classes)}')
     if args.nfiles is not None and not 1 <= args.nfiles <= args.nspec:
         parser.error(f'--nfiles must be in [1, nspec], got {args.nfiles}')
     for lo, hi in (('zmin', 'zmax'), ('rmag_min', 'rmag_max'), ('efftime_min', 'efftime_max')):
