@@ -64,12 +64,19 @@ def test_output_directory_is_created_and_overwrite_is_needed(tmp_path, caplog):
 def test_unusable_output_is_one_line_before_work(tmp_path, caplog):
     afile = tmp_path / 'afile'
     afile.write_text('keep')
-    for bad in (tmp_path, afile / 'x.npz'):                    # a directory; under a file
+    # a directory; under a file; a new directory's name (trailing /: was found out only
+    # after the work)
+    for bad in (str(tmp_path), str(afile / 'x.npz'), str(tmp_path / 'newdir') + os.sep):
         caplog.clear()
-        assert main(['--example', '--output', str(bad)]) == 1
+        assert main(['--example', '--output', bad]) == 1
         errors = _errors(caplog)
         assert len(errors) == 1 and errors[0].startswith('--output ') and 'Traceback' not in caplog.text
         assert 'wrote example coadd' not in caplog.text            # refused before the work
+    assert afile.read_text() == 'keep'
+    # the input itself, even with --overwrite (it was replaced by the npz)
+    caplog.clear()
+    assert main(['--coadd', str(afile), '--output', str(afile), '--overwrite']) == 1
+    assert 'is an input file; refusing to overwrite it' in caplog.text
     assert afile.read_text() == 'keep'
 
 

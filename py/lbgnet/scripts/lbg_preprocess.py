@@ -43,17 +43,19 @@ def parse(options=None):
     return args
 
 
-def check_output(path, overwrite):
+def check_output(path, overwrite, inputs=()):
     """Check before any work that `path` can be written; create its directory.
 
     Raises
     ------
     lbgnet.io.catalog.OutputFileError
-        If `path` is a directory, exists without `overwrite`, or its directory cannot be
-        created or written to.
+        If `path` is a directory or names one (a trailing ``/``), is one of the `inputs`,
+        exists without `overwrite`, or its directory cannot be created or written to.
     """
-    if os.path.isdir(path):
+    if os.path.isdir(path) or path.endswith(os.sep):
         raise OutputFileError(path, 'is a directory')
+    if os.path.realpath(path) in {os.path.realpath(p) for p in inputs}:
+        raise OutputFileError(path, 'is an input file; refusing to overwrite it')
     if os.path.lexists(path) and not overwrite:
         raise OutputFileError(path, 'exists; use --overwrite to replace it')
     check_outdir(os.path.dirname(os.path.abspath(path)))
@@ -80,7 +82,7 @@ def main(args=None, comm=None):
     try:
         config = load_config(args.config)
         if args.output:
-            check_output(args.output, args.overwrite)
+            check_output(args.output, args.overwrite, args.coadd or ())
     except (ConfigError, OutputFileError) as err:
         log.error('%s%s', '--output ' if isinstance(err, OutputFileError) else '', err)
         return 1
