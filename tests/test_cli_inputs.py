@@ -22,7 +22,9 @@ def _errors(caplog):
     (['--dwave', '500'], '--dwave'),
     (['--dwave', '0'], '--dwave'),
     (['--nspec', '80', '--nbasis', '70', '--dwave', '60'], '--nbasis'),   # > 54 rest pixels
-    (['--wave-range', '1500', '7000', '--z-range', '0.5', '1.0'], '--wave-range')])
+    (['--wave-range', '1500', '7000', '--z-range', '0.5', '1.0'], '--wave-range'),
+    # more memory than any machine has (it was killed by the kernel without a word)
+    (['--nspec', '60', '--nbasis', '5', '--dwave', '1e-9'], 'GiB, more than this machine')])
 def test_parse_refuses(bad, word, capsys):
     with pytest.raises(SystemExit) as exc:
         parse(['--outdir', 'x'] + bad)

@@ -71,11 +71,29 @@ def parse(options=None):
         parser.error(f'--wave-range must contain the {lo:g}-{hi:g} Å normalisation window and '
                      f'--dwave must be at most {hi - lo:g} Å so that pixels fall in it, got '
                      f'--wave-range {wmin:g} {wmax:g} --dwave {args.dwave:g}')
-    npix = rest_grid(args).size
+    npix = int((wmax - wmin) / args.dwave + 0.5) + 1          # rest_grid's size
+    need = MATRIX_COPIES * 8 * npix * args.nspec
+    if need > physical_memory():       # it was killed by the kernel, without a word
+        parser.error(f'--nspec {args.nspec} spectra of {npix} rest-frame pixels (--wave-range '
+                     f'/ --dwave) need about {need / 2**30:.0f} GiB, more than this machine\'s '
+                     f'{physical_memory() / 2**30:.0f} GiB: increase --dwave or reduce --nspec')
     if not args.archetypes and args.nbasis > npix:
         parser.error(f'--nbasis {args.nbasis} exceeds the {npix} rest-frame pixels of '
                      '--wave-range / --dwave')
     return args
+
+
+#: Float64 (nspec, npix) arrays that building a template holds at once (the spectra,
+#: LAPACK's copy of them in the SVD and its right singular vectors), for the memory check.
+MATRIX_COPIES = 3
+
+
+def physical_memory():
+    """Bytes of physical memory of this machine (inf when unknown)."""
+    try:
+        return os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE')
+    except (ValueError, OSError, AttributeError):
+        return float('inf')
 
 
 def rest_grid(args):
