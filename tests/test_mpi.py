@@ -99,20 +99,26 @@ def run_two_ranks_with(tmp_path, driver_code, pixels):
     return proc, proc.stdout + proc.stderr
 
 
+def failing_on_rank_1(function, exception):
+    """Driver code for :func:`run_two_ranks_with`: the afterburner with its `function`
+    raising `exception` (source text) on rank 1 only."""
+    return ('import sys\n'
+            'from mpi4py import MPI\n'
+            'import lbgnet.scripts.lbg_afterburner as script\n'
+            f'real = script.{function}\n'
+            'def broken(*args, **kwargs):\n'
+            '    if MPI.COMM_WORLD.rank == 1:\n'
+            f'        raise {exception}\n'
+            '    return real(*args, **kwargs)\n'
+            f'script.{function} = broken\n'
+            'sys.exit(script.main(sys.argv[1:]))\n')
+
+
 def test_unexpected_error_on_one_rank_aborts_all(tmp_path):
     """An exception outside the per-file handling on one rank must end the job (MPI Abort),
     not leave the other ranks waiting at a barrier until the allocation runs out."""
-    proc, log = run_two_ranks_with(tmp_path, (
-        'import sys\n'
-        'from mpi4py import MPI\n'
-        'import lbgnet.scripts.lbg_afterburner as script\n'
-        'real = script.run_files\n'
-        'def boom(*args, **kwargs):\n'
-        '    if MPI.COMM_WORLD.rank == 1:\n'
-        '        raise RuntimeError("injected failure")\n'
-        '    return real(*args, **kwargs)\n'
-        'script.run_files = boom\n'
-        'sys.exit(script.main(sys.argv[1:]))\n'), (301, 302))
+    proc, log = run_two_ranks_with(
+        tmp_path, failing_on_rank_1('run_files', 'RuntimeError("injected failure")'), (301, 302))
     assert proc.returncode != 0, log
     assert 'rank 1: unexpected error; aborting every rank' in log and 'injected failure' in log
 
@@ -120,17 +126,10 @@ def test_unexpected_error_on_one_rank_aborts_all(tmp_path):
 def test_failure_before_the_files_on_one_rank_aborts_all(tmp_path):
     """A rank failing while it sets up (TensorFlow import) used to leave the other ranks
     waiting forever in the first collective: it must fail its files, not hang the job."""
-    proc, log = run_two_ranks_with(tmp_path, (
-        'import sys\n'
-        'from mpi4py import MPI\n'
-        'import lbgnet.scripts.lbg_afterburner as script\n'
-        'real = script.import_tensorflow\n'
-        'def broken():\n'
-        '    if MPI.COMM_WORLD.rank == 1:\n'
-        '        raise ImportError("injected: no TensorFlow on this node")\n'
-        '    return real()\n'
-        'script.import_tensorflow = broken\n'
-        'sys.exit(script.main(sys.argv[1:]))\n'), (311, 312))
+    proc, log = run_two_ranks_with(
+        tmp_path, failing_on_rank_1('import_tensorflow',
+                                    'ImportError("injected: no TensorFlow on this node")'),
+        (311, 312))
     assert proc.returncode != 0, log
     assert 'rank 1: cannot load the model' in log and 'injected' in log
 
