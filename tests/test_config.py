@@ -197,3 +197,24 @@ def test_lines_as_a_list_is_named(config):
     with pytest.raises(ConfigError, match=r'x\.yaml: lines must map each line name to its rest '
                                           r'wavelength \(NAME: Angstrom\), not a list'):
         config_from_dict(data, 'x.yaml')
+
+
+def test_selection_of_a_training_config_is_said_to_be_unused(tmp_path, caplog):
+    """Training chooses c_thresh and n_thresh on validation: a selection block written in
+    the --config file is warned about (it was silently replaced); one only inherited from
+    a base is not."""
+    import logging
+    from lbgnet.config import file_sections
+    from lbgnet.scripts.lbg_train import main
+    cfg = tmp_path / 'sel.yaml'
+    cfg.write_text('base: lbgnet-default.yaml\nselection: {n_thresh: 2}\n')
+    assert file_sections(str(cfg)) == {'base', 'selection'}
+    assert 'selection' not in file_sections('lbgnet-default.yaml')
+    empty = tmp_path / 'empty'
+    empty.mkdir()
+    for path, warned in ((cfg, True), ('lbgnet-default.yaml', False)):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            assert main(['--config', str(path), '--outdir', str(tmp_path / 'out'),
+                         '--val-dir', str(empty)]) == 1        # stops at the empty --val-dir
+        assert ('its selection section is not used by training' in caplog.text) == warned

@@ -419,6 +419,17 @@ def _merge(base, over, path=()):
     return out
 
 
+def file_sections(name):
+    """Top-level keys written in the configuration file `name` itself (not those of its
+    ``base:``); empty when it cannot be read (:func:`read_yaml_config` reports that)."""
+    try:
+        with open(_resolve(name)) as fx:
+            data = load_yaml(fx)
+    except (OSError, ConfigError, UnicodeDecodeError, yaml.YAMLError):
+        return set()
+    return set(data) if isinstance(data, dict) else set()
+
+
 def read_yaml_config(name, _seen=None):
     """Read a YAML configuration, following ``base:`` includes.
 

@@ -36,7 +36,7 @@ import time
 import numpy as np
 from desiutil.log import get_logger
 
-from ..config import ConfigError, Selection, load_config, resolve_beside
+from ..config import ConfigError, Selection, file_sections, load_config, resolve_beside
 from ..io import InputFileError
 from ..tflog import import_tensorflow
 
@@ -728,6 +728,10 @@ def _train(args, log, t_start):
     from ..train import TRAINING_DEFAULTS, set_seeds
     from ..transfer import fit_in_phases
     config, opts, setup = training_setup(args)
+    if 'selection' in file_sections(args.config):
+        log.warning('%s: its selection section is not used by training: c_thresh and '
+                    'n_thresh are chosen on the validation set and recorded with the model '
+                    '(desi_lbg_afterburner --c-thresh/--n-thresh select otherwise)', args.config)
     earlier = earlier_models(args.outdir)
     if earlier and not args.overwrite:
         # its history, checkpoint and validation set (one per --outdir, whatever the
