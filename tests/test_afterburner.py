@@ -184,6 +184,9 @@ def test_skip_existing_unless_overwrite(tmp_path, model_path, caplog):
     assert rc == 0 and '1 of the 1 skipped catalogues checked were made by another network' in text
     rc, text = run(caplog, '--coadd', coadd, '--model', model_path)
     assert rc == 0 and 'another network' not in text
+    # with nothing left to do a bad --model is still one error (status 1), not a success
+    rc, text = run(caplog, '--coadd', coadd, '--model', str(tmp_path / 'nothere.weights.h5'))
+    assert rc == 1 and 'nothere' in text and 'skipped' not in text
     # a resumed run with every output there loads neither TensorFlow nor the model (it took
     # 8 s and 1 GB per rank to report the skips)
     import subprocess

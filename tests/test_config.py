@@ -212,6 +212,11 @@ def test_selection_of_a_training_config_is_said_to_be_unused(tmp_path, caplog):
     assert 'selection' not in file_sections('lbgnet-default.yaml')
     empty = tmp_path / 'empty'
     empty.mkdir()
+    # a --name that cannot name the model files: one line, before any work
+    caplog.clear()
+    assert main(['--config', 'lbgnet-default.yaml', '--outdir', str(tmp_path / 'out'),
+                 '--name', 'a/b']) == 1
+    assert "model name 'a/b'" in caplog.text
     for path, warned in ((cfg, True), ('lbgnet-default.yaml', False)):
         caplog.clear()
         with caplog.at_level(logging.WARNING):

@@ -85,6 +85,29 @@ def test_read_labelled_spectra_keeps_usable_rows_in_truth_order(labelled_dir, co
         read_labelled_spectra(coadds[:1], truths[1:])
 
 
+def test_labelled_spectra_left_out_by_the_evaluation_rule(labelled_dir, config, tmp_path):
+    """Training files leave out what evaluation leaves out (NOT_SCIENCE): a sky fibre, not a
+    harmless COADD_FIBERSTATUS bit (the reader kept sky fibres and dropped LOWTRANSMISSION)."""
+    import shutil
+    import fitsio
+    from desispec.maskbits import fibermask
+    coadds, truths = find_labelled(labelled_dir)
+    coadd, truth = str(tmp_path / os.path.basename(coadds[-1])), str(tmp_path / os.path.basename(truths[-1]))
+    shutil.copy(coadds[-1], coadd)
+    shutil.copy(truths[-1], truth)
+    with fitsio.FITS(coadd, 'rw') as fx:
+        fibermap = fx['FIBERMAP'].read()
+        fibermap['COADD_FIBERSTATUS'][:2] = 0
+        fibermap['OBJTYPE'][0] = 'SKY'
+        fibermap['COADD_FIBERSTATUS'][1] = fibermask.mask('LOWTRANSMISSION')
+        fx['FIBERMAP'].write_column('OBJTYPE', fibermap['OBJTYPE'])
+        fx['FIBERMAP'].write_column('COADD_FIBERSTATUS', fibermap['COADD_FIBERSTATUS'])
+    spectra = read_labelled_spectra([coadd], [truth])
+    _, targetid, good, _, _ = read_coadd_for_evaluation(coadd, config)
+    assert list(good[:2]) == [False, True]
+    assert np.array_equal(spectra.truth['TARGETID'], targetid[good])
+
+
 def test_read_labelled_spectra_refuses_another_wavelength_layout(labelled_dir, tmp_path):
     import fitsio
     coadds, truths = find_labelled(labelled_dir)

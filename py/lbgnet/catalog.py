@@ -229,14 +229,20 @@ def spectrum_flags(info, fibermap, nbins):
     incomplete = ~np.all(info.band_valid, axis=1) if info.band_valid.size else np.zeros(nspec, bool)
     flag[incomplete | missing] |= mask.MISSING_CAMERA
     flag[info.nvalid_bins < nbins / 2] |= mask.LOW_COVERAGE
+    flag[not_science(fibermap, nspec)] |= mask.NOT_SCIENCE
+    return flag
+
+
+def not_science(fibermap, nspec):
+    """The NOT_SCIENCE rule: FIBERMAP ``OBJTYPE != 'TGT'`` or a ``COADD_FIBERSTATUS`` bit of
+    :data:`BAD_FIBERSTATUS_BITS`; shape (nspec,) bool (all False without a FIBERMAP)."""
+    bad = np.zeros(nspec, dtype=bool)
     if fibermap is not None:
-        bad = np.zeros(nspec, dtype=bool)
         if 'OBJTYPE' in fibermap.colnames:
             bad |= np.char.strip(np.asarray(fibermap['OBJTYPE']).astype(str)) != 'TGT'
         if 'COADD_FIBERSTATUS' in fibermap.colnames:
             bad |= (np.asarray(fibermap['COADD_FIBERSTATUS']) & bad_fiberstatus_mask()) != 0
-        flag[bad] |= mask.NOT_SCIENCE
-    return flag
+    return bad
 
 
 def take_rows(values, idx, fill):

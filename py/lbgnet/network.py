@@ -174,6 +174,39 @@ def default_model_path():
     return path if path and os.path.exists(path) else None
 
 
+def check_model_file(path):
+    """The description of the model file `path`, checked without TensorFlow: readable
+    JSON of a supported format and a weights file whose SHA-256 it records.
+
+    For a run that may load no network (every output already there): a bad ``--model``
+    is still one error, as when it is loaded.
+
+    Returns
+    -------
+    dict
+        The JSON description (:func:`lbgnet.io.modelfile.read_model_description`).
+
+    Raises
+    ------
+    InputFileError
+        As :func:`load_network` for a missing model, an unreadable description or a
+        weights file that is missing or is not the one described.
+    """
+    from .io.modelfile import model_paths, read_model_description, sha256sum
+    if path is None:
+        raise InputFileError('--model', 'no model given and no pretrained model shipped')
+    description = read_model_description(path)[0]
+    weights = model_paths(path)[0]
+    try:
+        checksum = sha256sum(weights)
+    except OSError as err:
+        raise InputFileError(weights, f'cannot read the weights ({err.strerror or err})') from None
+    if description.get('weights_sha256') != checksum:
+        raise InputFileError(weights, 'SHA-256 does not match the one in its JSON description '
+                             '(corrupt, truncated or replaced weights file)')
+    return description
+
+
 def load_network(path):
     """Load a model file and check it against its own configuration.
 

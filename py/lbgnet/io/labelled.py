@@ -135,7 +135,8 @@ def check_labels(truth, path, target='LBG'):
 def read_labelled_spectra(coadds, truths, target='LBG'):
     """Read labelled coadds into memory, per arm, with their truth.
 
-    Spectra of dead fibres (``COADD_FIBERSTATUS != 0``), without valid pixels or without
+    Spectra that are not science spectra (NOT_SCIENCE: dead fibres, ``OBJTYPE != 'TGT'``,
+    :func:`lbgnet.catalog.not_science`), without valid pixels or without
     a row in their truth file (unlabelled; a warning gives their number) are left out.  A
     truth file whose content does not match its coadd's ``TRUTHSUM`` (mock files) is
     refused.
@@ -159,6 +160,7 @@ def read_labelled_spectra(coadds, truths, target='LBG'):
         or wavelengths differ from the first file's.
     """
     from astropy.table import Table, vstack
+    from ..catalog import not_science
     from .coadd import read_coadd
     from .evaluation import find_rows
     from .mock import check_truth_matches, read_truth
@@ -185,8 +187,7 @@ def read_labelled_spectra(coadds, truths, target='LBG'):
             if coadd.mask[band] is not None:
                 ivar[coadd.mask[band] != 0] = 0.0
             good |= np.any(ivar > 0, axis=1)
-        if 'COADD_FIBERSTATUS' in coadd.fibermap.colnames:
-            good &= np.asarray(coadd.fibermap['COADD_FIBERSTATUS']) == 0
+        good &= ~not_science(coadd.fibermap, len(good))    # the evaluation's rule
         rows, found = find_rows(np.asarray(truth['TARGETID']), np.asarray(targetid), truth_path)
         if np.any(good & ~found):
             log.warning('%s: %d of its %d usable spectra have no row in %s: left out '

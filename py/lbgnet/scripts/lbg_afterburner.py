@@ -30,7 +30,7 @@ from ..io.fitsutil import open_fits
 from ..io.discover import FileJob, expand_coadds, find_coadds, plan_jobs, redrock_path
 from ..io.errors import InputFileError, MissingInputError
 from ..io.priors import priors_table
-from ..network import DEFAULT_BATCH, default_model_path, load_network
+from ..network import DEFAULT_BATCH, check_model_file, default_model_path, load_network
 from ..parallel import RankZeroParser, launcher_rank, launcher_size, split_work
 from ..priors import PRIOR_FUNCTION, select_priors
 from ..redrock_rerun import RerunError, check_rerunnable, template_files, template_zrange
@@ -264,19 +264,14 @@ def run_files(jobs, network, args, rerun=None, refiner=None):
 NCHECK_SKIPPED = 100
 
 
-def warn_other_network(skipped, model_path, ncheck=NCHECK_SKIPPED):
-    """Warn when skipped catalogues were made by another network than `model_path`
-    (header ``LBGMSHA`` against the model's weights SHA-256): a run with a new model into
-    an old output tree would otherwise keep the old catalogues without a word.  The first
+def warn_other_network(skipped, sha, ncheck=NCHECK_SKIPPED):
+    """Warn when skipped catalogues were made by another network than the one whose
+    weights have SHA-256 `sha` (their header ``LBGMSHA``): a run with a new model into an
+    old output tree would otherwise keep the old catalogues without a word.  The first
     `ncheck` skipped catalogues are checked."""
     skipped = skipped[:ncheck]
     if not skipped:
         return
-    from ..io.modelfile import read_model_description
-    try:
-        sha = read_model_description(model_path)[0].get('weights_sha256')
-    except (InputFileError, OSError):
-        return                      # a bad model is reported when (if) it is loaded
     other = []
     for job in skipped:
         try:
@@ -317,15 +312,16 @@ def setup(args, nthreads=None):
                refiner=None, skipped=[])
     try:
         out['jobs'], out['unmatched'] = plan(args)
+        out['model'] = args.model or default_model_path()
+        description = check_model_file(out['model'])     # without TensorFlow
         if not args.overwrite:        # decided once, before the split, so ranks share the rest
             done = [outputs_exist(j) for j in out['jobs']]
             out['skipped'] = [j.coadd for j, d in zip(out['jobs'], done) if d]
             skipped = [j for j, d in zip(out['jobs'], done) if d]
             out['jobs'] = [j for j, d in zip(out['jobs'], done) if not d]
-            warn_other_network(skipped, args.model or default_model_path())
+            warn_other_network(skipped, description.get('weights_sha256'))
         if not out['jobs']:       # a resumed run with every output there: no TensorFlow
             return out
-        out['model'] = args.model or default_model_path()
         start_tensorflow(nthreads)
         out['network'] = load_network(out['model'])
         nlines = len(out['network'].config.lines)
@@ -538,8 +534,10 @@ def run_ranks(args, comm=None):
         outcomes += [Outcome(coadd, 'skipped') for coadd in state['skipped']]
         nspec = sum(o.nspec for o in outcomes)
         rate = nspec / max(wall, 1e-9)
-        log.info('processing: %d spectra in %.2f s on %d rank(s) = %.*f spectra/s (model '
-                 'loaded once per rank)', nspec, wall, size, 0 if rate >= 10 else 2, rate)
+        log.info('processing: %d spectra in %.2f s on %d rank(s) = %.*f spectra/s (%s)',
+                 nspec, wall, size, 0 if rate >= 10 else 2, rate,
+                 'model loaded once per rank' if state['jobs'] else 'nothing to do: no model '
+                 'loaded')
     nfail = summarise(outcomes, state['unmatched'], size) if rank == 0 else 0
     if comm is not None:
         nfail = comm.bcast(nfail, root=0)

@@ -314,7 +314,8 @@ def check_disjoint(train_files, val_files, train_truths=(), val_truths=()):
 def read_labelled(coadds, truths, config, with_grid=False, noise=None):
     """Network input, targets and truth of mock files, through the production reader.
 
-    Spectra of dead fibres (``COADD_FIBERSTATUS != 0``) or without valid pixels are left out.
+    Spectra flagged NODATA or NOT_SCIENCE (dead fibres, no valid pixel: the evaluation's
+    rule, :func:`lbgnet.io.evaluation.is_evaluated`) are left out.
     A truth file whose content does not match its coadd's ``TRUTHSUM`` is refused, as in
     ``desi_lbg_evaluate``; labels are normalised and checked as for ``--train-dir``
     (:func:`lbgnet.io.labelled.check_labels`).
@@ -680,9 +681,21 @@ def earlier_models(outdir):
 
 def model_name(args, config):
     """File name (without extension) of the model a run writes: ``--name``, the
-    configuration's ``name`` or the configuration file's name."""
-    return args.name or str(config.extra.get('name') or os.path.splitext(
+    configuration's ``name`` or the configuration file's name.
+
+    Raises
+    ------
+    lbgnet.config.ConfigError
+        When that name cannot name the model files (:data:`lbgnet.config.MODEL_NAME`).
+    """
+    from ..config import MODEL_NAME
+    name = args.name or str(config.extra.get('name') or os.path.splitext(
         os.path.basename(args.config))[0])
+    if not MODEL_NAME.match(name):
+        raise ConfigError(f'model name {name!r} (--name, the configuration\'s name or its '
+                          'file name) must start with a letter or digit and hold only '
+                          'letters, digits, spaces and _ . + -')
+    return name
 
 
 def check_freeze(model, report, nfreeze, init_from):
@@ -728,6 +741,7 @@ def _train(args, log, t_start):
     from ..train import TRAINING_DEFAULTS, set_seeds
     from ..transfer import fit_in_phases
     config, opts, setup = training_setup(args)
+    model_name(args, config)          # a name that cannot name the files fails now
     if 'selection' in file_sections(args.config):
         log.warning('%s: its selection section is not used by training: c_thresh and '
                     'n_thresh are chosen on the validation set and recorded with the model '
