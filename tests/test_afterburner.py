@@ -187,6 +187,12 @@ def test_skip_existing_unless_overwrite(tmp_path, model_path, caplog):
     # with nothing left to do a bad --model is still one error (status 1), not a success
     rc, text = run(caplog, '--coadd', coadd, '--model', str(tmp_path / 'nothere.weights.h5'))
     assert rc == 1 and 'nothere' in text and 'skipped' not in text
+    # ... and so are the other options (a resubmitted job with a typo reported success)
+    rc, text = run(caplog, '--coadd', coadd, '--model', model_path, '--n-thresh', '99')
+    assert rc == 1 and '--n-thresh 99 exceeds the' in text
+    rc, text = run(caplog, '--coadd', coadd, '--model', model_path, '--refine-template',
+                   str(tmp_path / 'nothere-template.fits'))
+    assert rc == 1 and 'nothere-template.fits' in text
     # a resumed run with every output there loads neither TensorFlow nor the model (it took
     # 8 s and 1 GB per rank to report the skips)
     import subprocess

@@ -111,10 +111,18 @@ def test_spectra_groupings_are_not_stacked_together(tmp_path, caplog):
         assert zcat['TILEID'].tolist() == [tileid] and zcat['HPXPIXEL'].tolist() == [hpx]
         if spgrp == 'healpix':          # HPXPIXEL means nothing without them
             assert hdr['HPXNSIDE'] == 64 and hdr['HPXNEST'] is True
+    # what --spgrp leaves out is said; the grouping is recorded in the header
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert main(['--input-dir', str(root), '--output', out, '--overwrite',
+                     '--spgrp', 'cumulative']) == 0
+    assert '--spgrp cumulative: 1 of 3 catalogues stacked (left out: healpix 1, pernight 1)' \
+        in caplog.text
+    assert read_catalog(out, extname='LBG_ZCAT')[1]['SPGRP'] == 'cumulative'
     caplog.clear()
     assert main(['--input-dir', str(root / 'healpix'), '--output', out, '--overwrite',
                  '--spgrp', 'perexp']) == 1
-    assert 'no catalogue of spectra grouping perexp' in caplog.text
+    assert 'no catalogue of spectra grouping perexp (found: healpix 1)' in caplog.text
 
 
 def test_two_catalogues_of_one_coadd_are_refused(tmp_path, caplog):
@@ -128,15 +136,23 @@ def test_two_catalogues_of_one_coadd_are_refused(tmp_path, caplog):
               cards + [('INCOADD', src, '')])
     write_cat(str(root / 'lbg_cnn-main-dark-14638.fits'), [7], [1], [3.0], [0], [10],
               cards + [('INCOADD', src, '')])
+    write_cat(str(root / '146/14639/lbg_cnn-main-dark-14639.fits'), [8], [1], [3.0], [0], [10],
+              cards + [('INCOADD', src.replace('14638', '14639'), '')])
+    write_cat(str(root / 'lbg_cnn-main-dark-14639.fits'), [8], [1], [3.0], [0], [10],
+              cards + [('INCOADD', src.replace('14638', '14639'), '')])
     out = str(tmp_path / 'z.fits')
     caplog.clear()
     assert main(['--input-dir', str(root), '--output', out]) == 1 and not os.path.exists(out)
+    # every pair named in one run (one per run made the operator run it again and again)
     assert f'made from the coadd {src}, as ' in caplog.text
+    assert f'made from the coadd {src.replace("14638", "14639")}, as ' in caplog.text
+    assert '2 catalogue(s): made from a coadd another catalogue was made from' in caplog.text
+    os.remove(root / 'lbg_cnn-main-dark-14639.fits')
     # another coadd of the same target (an overlapping pixel or tile) is a real repeat
     write_cat(str(root / 'lbg_cnn-main-dark-14638.fits'), [7], [1], [3.0], [0], [10],
-              cards + [('INCOADD', src.replace('14638', '14639'), '')])
+              cards + [('INCOADD', src.replace('14638', '14640'), '')])
     assert main(['--input-dir', str(root), '--output', out]) == 0
-    assert read_catalog(out, extname='LBG_ZCAT')[0]['ZCAT_NSPEC'].tolist() == [2]
+    assert read_catalog(out, extname='LBG_ZCAT')[0]['ZCAT_NSPEC'].tolist() == [2, 1]   # 7 twice, 8
 
 
 def test_small_deltachi2_is_not_good(tmp_path):

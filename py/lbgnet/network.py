@@ -183,8 +183,9 @@ def check_model_file(path):
 
     Returns
     -------
-    dict
-        The JSON description (:func:`lbgnet.io.modelfile.read_model_description`).
+    description : dict
+    config : lbgnet.config.Config
+        As :func:`lbgnet.io.modelfile.read_model_description` returns them.
 
     Raises
     ------
@@ -195,7 +196,7 @@ def check_model_file(path):
     from .io.modelfile import model_paths, read_model_description, sha256sum
     if path is None:
         raise InputFileError('--model', 'no model given and no pretrained model shipped')
-    description = read_model_description(path)[0]
+    description, config = read_model_description(path)
     weights = model_paths(path)[0]
     try:
         checksum = sha256sum(weights)
@@ -204,7 +205,7 @@ def check_model_file(path):
     if description.get('weights_sha256') != checksum:
         raise InputFileError(weights, 'SHA-256 does not match the one in its JSON description '
                              '(corrupt, truncated or replaced weights file)')
-    return description
+    return description, config
 
 
 def load_network(path):

@@ -30,7 +30,8 @@ from ..io.fitsutil import open_fits
 from ..io.discover import FileJob, expand_coadds, find_coadds, plan_jobs, redrock_path
 from ..io.errors import InputFileError, MissingInputError
 from ..io.priors import priors_table
-from ..network import DEFAULT_BATCH, check_model_file, default_model_path, load_network
+from ..network import (DEFAULT_BATCH, check_model_file, default_model_path, load_network,
+                       training_zrange)
 from ..parallel import RankZeroParser, launcher_rank, launcher_size, split_work
 from ..priors import PRIOR_FUNCTION, select_priors
 from ..redrock_rerun import RerunError, check_rerunnable, template_files, template_zrange
@@ -313,26 +314,26 @@ def setup(args, nthreads=None):
     try:
         out['jobs'], out['unmatched'] = plan(args)
         out['model'] = args.model or default_model_path()
-        description = check_model_file(out['model'])     # without TensorFlow
+        # every option is checked without TensorFlow, also when no file is left to do
+        description, config = check_model_file(out['model'])
+        metadata = dict(description.get('metadata') or {})
+        nlines = len(config.lines)
+        if args.n_thresh is not None and args.n_thresh > nlines:
+            raise InputFileError(out['model'], f'--n-thresh {args.n_thresh} exceeds the {nlines} '
+                                 'lines of this model')
+        out['refiner'] = make_refiner(args, config, training_zrange(config, metadata), metadata)
+        if args.rerun_redrock:
+            files = template_files(args.templates or [default_template_path()])
+            out['rerun'] = RerunSetup(files, template_zrange(files), templates_sha256(files))
         if not args.overwrite:        # decided once, before the split, so ranks share the rest
             done = [outputs_exist(j) for j in out['jobs']]
             out['skipped'] = [j.coadd for j, d in zip(out['jobs'], done) if d]
             skipped = [j for j, d in zip(out['jobs'], done) if d]
             out['jobs'] = [j for j, d in zip(out['jobs'], done) if not d]
             warn_other_network(skipped, description.get('weights_sha256'))
-        if not out['jobs']:       # a resumed run with every output there: no TensorFlow
-            return out
-        start_tensorflow(nthreads)
-        out['network'] = load_network(out['model'])
-        nlines = len(out['network'].config.lines)
-        if args.n_thresh is not None and args.n_thresh > nlines:
-            raise InputFileError(out['model'], f'--n-thresh {args.n_thresh} exceeds the {nlines} '
-                                 'lines of this model')
-        out['refiner'] = make_refiner(args, out['network'].config, out['network'].zrange,
-                                      out['network'].metadata)
-        if args.rerun_redrock:
-            files = template_files(args.templates or [default_template_path()])
-            out['rerun'] = RerunSetup(files, template_zrange(files), templates_sha256(files))
+        if out['jobs']:           # a resumed run with every output there: no TensorFlow
+            start_tensorflow(nthreads)
+            out['network'] = load_network(out['model'])
     except (InputFileError, ValueError) as err:
         out['error'] = str(err)
     except Exception as err:  # noqa: BLE001 -- the other ranks wait for this answer

@@ -52,8 +52,10 @@ def check_output(path, overwrite, inputs=()):
         If `path` is a directory or names one (a trailing ``/``), is one of the `inputs`,
         exists without `overwrite`, or its directory cannot be created or written to.
     """
-    if os.path.isdir(path) or path.endswith(os.sep):
+    if os.path.isdir(path):
         raise OutputFileError(path, 'is a directory')
+    if path.endswith(os.sep):
+        raise OutputFileError(path, 'names a directory (ends with /), not a file')
     if os.path.realpath(path) in {os.path.realpath(p) for p in inputs}:
         raise OutputFileError(path, 'is an input file; refusing to overwrite it')
     if os.path.lexists(path) and not overwrite:

@@ -181,10 +181,11 @@ def read_all(files, allow_mixed=False, spgrp=None):
         ``ZCAT_NSPEC``), or none of `spgrp`.
     """
     log = get_logger()
+    named = [str(file_metadata(f).get('SPGRP', 'unknown')) for f in files]
     if spgrp is not None:         # files named for another grouping are not even read
-        files = [f for f in files if file_metadata(f).get('SPGRP', spgrp) == spgrp]
+        files = [f for f, g in zip(files, named) if g in (spgrp, 'unknown')]
     tables, common, errors, mismatch, used, groups = [], None, [], None, [], []
-    made_from, twice = {}, None
+    made_from, twice = {}, []
     for path in files:
         try:
             table, header = read_catalog(path)
@@ -211,9 +212,9 @@ def read_all(files, allow_mixed=False, spgrp=None):
             continue
         coadd = header.get('INCOADD')
         if coadd and coadd in made_from:       # a retried file written under another name
-            twice = twice or InputFileError(path, f'made from the coadd {coadd}, as '
-                                            f'{made_from[coadd]}: its spectra would be counted '
-                                            'twice; remove one of the two catalogues')
+            twice.append(InputFileError(path, f'made from the coadd {coadd}, as '
+                                        f'{made_from[coadd]}: its spectra would be counted '
+                                        'twice'))
         if coadd:
             made_from.setdefault(coadd, path)
         tables.append(add_location(table, location))
@@ -243,23 +244,33 @@ def read_all(files, allow_mixed=False, spgrp=None):
             log.error('%s', err)
         raise InputFileError(f'{len(errors)} of {len(files)} catalogues',
                              'unreadable (listed above)')
-    check_one_grouping(groups, spgrp)
-    if twice is not None:
-        raise twice
+    check_one_grouping(groups, spgrp, named)
+    if twice:
+        for err in twice:
+            log.error('%s', err)
+        raise InputFileError(f'{len(twice)} catalogue(s)', 'made from a coadd another '
+                             'catalogue was made from (listed above): remove one of each pair, '
+                             'with its priors_lbg-* file')
     if mismatch is not None:
         raise mismatch
-    if spgrp is not None and len(used) < len(files):
-        log.info('--spgrp %s: %d of %d catalogues', spgrp, len(used), len(files))
+    if spgrp is not None and len(used) < len(named):
+        others = sorted(set(named) - {spgrp, 'unknown'})
+        log.info('--spgrp %s: %d of %d catalogues stacked (left out: %s)', spgrp, len(used),
+                 len(named), ', '.join(f'{g} {named.count(g)}' for g in others) or
+                 'catalogues whose header names another grouping')
     # keywords no input has (only implied) are not written as if they had been recorded
     return tables, {k: v for k, v in (common or {}).items() if k not in absent_all}, used
 
 
-def check_one_grouping(groups, spgrp=None):
+def check_one_grouping(groups, spgrp=None, named=()):
     """Raise :class:`InputFileError` unless `groups` (the SPGRP of each catalogue read)
-    hold one spectra grouping, or none is left of the requested `spgrp`."""
+    hold one spectra grouping, or none is left of the requested `spgrp` (`named`: the
+    groupings the file names say, for the message)."""
     counts = {g: groups.count(g) for g in sorted(set(groups))}
     if spgrp is not None and not groups:
-        raise InputFileError('--spgrp', f'no catalogue of spectra grouping {spgrp}')
+        found = ', '.join(f'{g} {list(named).count(g)}' for g in sorted(set(named)))
+        raise InputFileError('--spgrp', f'no catalogue of spectra grouping {spgrp} (found: '
+                             f'{found or "none"})')
     if len(counts) > 1:
         text = ', '.join(f'{g} {n}' for g, n in counts.items())
         raise InputFileError(f'{len(groups)} catalogues', f'several spectra groupings (SPGRP '
@@ -286,7 +297,9 @@ def main(args=None, comm=None):
     except (InputFileError, ValueError) as err:
         log.error('%s', err)
         return 1
+    spgrp = args.spgrp or (str(zcat['SPGRP'][0]) if len(zcat) else None)
     cards = [('NINPUT', len(files), 'stacked catalogues'),
+             ('SPGRP', spgrp, 'spectra grouping of the stacked catalogues'),
              ('INPUTDIR', os.path.abspath(args.input_dir) if args.input_dir else None, 'searched'),
              ('GOODBITS', bad_bits(), 'LBG_FLAG bits (mask) that veto GOOD_LBG')]
     bit_comments = {key: comment for key, _, comment in LBGWarnMask().header_cards()}
@@ -298,6 +311,6 @@ def main(args=None, comm=None):
     except OutputFileError as err:
         log.error('%s', err)
         return 1
-    log.info('%s: %d rows (%d GOOD_LBG) from %d catalogues', args.output, len(zcat),
+    log.info('%s: %d rows (%d GOOD_LBG) from %d catalogue(s)', args.output, len(zcat),
              int(zcat['GOOD_LBG'].sum()), len(files))
     return 0
