@@ -297,16 +297,17 @@ def start_tensorflow(nthreads=None):
 
 
 def setup(args, nthreads=None):
-    """Rank-0 work before any file: plan the jobs, load and check the model and templates.
+    """Rank-0 work before any file: plan the jobs, check the model, options and templates,
+    and load the model when there is work.
 
     Returns
     -------
     dict
         ``jobs`` (those to do), ``skipped`` (coadds whose catalogue and priors file
-        both exist, without ``--overwrite``), ``unmatched``, ``model`` (path; None, like
-        the network and refiner, when no job is left: nothing is loaded), ``rerun``
-        (:class:`RerunSetup` or None), ``network`` (the loaded model), ``refiner``
-        (:func:`lbgnet.scripts.refine_options.make_refiner`) and
+        both exist, without ``--overwrite``), ``unmatched``, ``model`` (path), ``rerun``
+        (:class:`RerunSetup` or None), ``network`` (the loaded model; None when no job is
+        left, and TensorFlow is then not imported: every option is checked from the model
+        description), ``refiner`` (:func:`lbgnet.scripts.refine_options.make_refiner`) and
         ``error`` (one line, or None).
     """
     out = dict(jobs=[], unmatched=[], model=None, rerun=None, error=None, network=None,
