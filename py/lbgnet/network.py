@@ -193,19 +193,10 @@ def check_model_file(path):
         As :func:`load_network` for a missing model, an unreadable description or a
         weights file that is missing or is not the one described.
     """
-    from .io.modelfile import model_paths, read_model_description, sha256sum
+    from .io.modelfile import check_model_files
     if path is None:
         raise InputFileError('--model', 'no model given and no pretrained model shipped')
-    description, config = read_model_description(path)
-    weights = model_paths(path)[0]
-    try:
-        checksum = sha256sum(weights)
-    except OSError as err:
-        raise InputFileError(weights, f'cannot read the weights ({err.strerror or err})') from None
-    if description.get('weights_sha256') != checksum:
-        raise InputFileError(weights, 'SHA-256 does not match the one in its JSON description '
-                             '(corrupt, truncated or replaced weights file)')
-    return description, config
+    return check_model_files(path)
 
 
 def load_network(path):

@@ -192,6 +192,31 @@ def _own_words(err, path):
     return text[len(path) + 2:] if text.startswith(f'{path}: ') else text
 
 
+def check_model_files(path):
+    """The description and configuration of a model (:func:`read_model_description`),
+    with its weights file checked against the SHA-256 the description records; no
+    TensorFlow needed.
+
+    Raises
+    ------
+    InputFileError
+        Missing or unreadable files, or weights that are not the ones described (corrupt,
+        truncated or replaced).
+    """
+    description, config = read_model_description(path)
+    weights_path, json_path = model_paths(path)
+    if not os.path.exists(weights_path):
+        raise MissingInputError(weights_path, 'no such file (the weights of the model)')
+    try:
+        checksum = sha256sum(weights_path)
+    except OSError as err:            # a directory, no read permission, I/O error
+        raise InputFileError(weights_path, f'cannot read the weights ({err.strerror or err})') from None
+    if description.get('weights_sha256') != checksum:
+        raise InputFileError(weights_path, f'SHA-256 does not match the one in {json_path} '
+                             '(corrupt, truncated or replaced weights file)')
+    return description, config
+
+
 def load_model(path):
     """Load a model written by :func:`save_model`.
 
@@ -216,17 +241,8 @@ def load_model(path):
         swapped weights), weights whose tensors do not fit the described network.
     """
     from ..model import build_model
-    description, config = read_model_description(path)
+    description, config = check_model_files(path)
     weights_path, json_path = model_paths(path)
-    if not os.path.exists(weights_path):
-        raise MissingInputError(weights_path, 'no such file (the weights of the model)')
-    try:
-        checksum = sha256sum(weights_path)
-    except OSError as err:            # a directory, no read permission, I/O error
-        raise InputFileError(weights_path, f'cannot read the weights ({err.strerror or err})') from None
-    if description.get('weights_sha256') != checksum:
-        raise InputFileError(weights_path, f'SHA-256 does not match the one in {json_path} '
-                             '(corrupt, truncated or replaced weights file)')
     try:
         model = build_model(config)
     except (ConfigError, ValueError) as err:
