@@ -168,3 +168,61 @@ def test_damaged_template_is_one_line(tmp_path, content, match):
     with pytest.raises(InputFileError, match=match) as err:
         read_rr_template(str(path))
     assert '\n' not in str(err.value) and str(err.value).count(str(path)) == 1
+
+
+def test_template_absorption_below_lyb_removed():
+    """The Redrock v1.1 QSO templates keep their training quasars' mean forest and Lyman
+    break below Lyβ; raised to the matched power law, keeping a line above it."""
+    from lbgnet.sim.qso import TEMPLATE_FOREST_MIN, unabsorbed_below_lyb
+    lnw = np.log(700.0) + 1e-4 * np.arange(12000)
+    lam = np.exp(lnw)
+    power = (lam / 1100.0) ** (-2.0 + 0.44)
+    line = 1.5 * np.exp(-0.5 * ((lam - 1030.0) / 5.0) ** 2)
+    # the template's mean absorption sets in smoothly below Lyβ (none at 1025.72 Å)
+    absorbed = (1 - 0.4 * np.clip((TEMPLATE_FOREST_MIN - lam) / 20.0, 0, 1)) * np.where(lam < 912.0, 0.05, 1.0)
+    spectra = np.stack([2 * (power + line) * absorbed, 3 * power])
+    out = unabsorbed_below_lyb(spectra, lnw[0], 1e-4, -0.44)
+    red = lam >= TEMPLATE_FOREST_MIN
+    np.testing.assert_array_equal(out[:, red], spectra[:, red].astype(np.float32))
+    blue = lam < 1010.0
+    np.testing.assert_allclose(out[0, blue], 2 * power[blue], rtol=1e-4)
+    np.testing.assert_allclose(out[1], 3 * power, rtol=1e-4)
+    wing = (lam > 1021.0) & (lam < TEMPLATE_FOREST_MIN)            # the line's blue wing kept
+    assert wing.sum() > 5 and np.all(out[0, wing] > 2 * power[wing] * 1.01)
+    assert np.max(np.abs(np.diff(out[0]) / out[0, 1:])) < 0.02     # no step (0.1 Å pixels)
+
+
+def test_reference_qso_template_lyman_break_from_tau_ll(simcfg):
+    """With the reference v1.1 template, a QSO without IGM and with TAU_LL = 0 had a Lyman
+    break (×0.28, the template's own) and TAU_LL controlled nothing."""
+    rrdir = os.path.dirname(reference_file('redrock-templates', 'rrtemplate-QSO-HIZ-v1.1.fits'))
+    tmpl = load_templates(rr_template_dir=rrdir)
+    qso = draw_population(simcfg, 40, np.random.default_rng(5), classes=['QSO'])
+    qso['Z_TRUE'] = 3.5
+    qso['IGM_SCALE'] = 1e-6
+    qso['BAL_EW'] = 0.0
+    rest = WAVE / 4.5
+    below = (rest > 850) & (rest < 905)
+    above = (rest > 920) & (rest < 1000)
+    for tau, lo, hi in ((0.0, 1.0, 1.4), (3.0, 0.0, 0.1)):
+        qso['TAU_LL'] = tau
+        flux = render_spectra(qso, WAVE, simcfg=simcfg, templates=tmpl)
+        brk = flux[:, below].mean(axis=1) / flux[:, above].mean(axis=1)
+        assert np.all((brk > lo) & (brk < hi)), (tau, brk.min(), brk.max())
+
+
+def test_template_arrays_follow_the_configuration(tiny_rr_dir, simcfg):
+    """Arrays derived from the templates were cached by name: a second configuration in
+    the same session (another star smoothing) got the first one's spectra."""
+    import copy
+    stars = draw_population(simcfg, 8, np.random.default_rng(4), classes=['STAR'])
+    stars['SUBTYPE'] = 'K'
+    stars['TEMPLATE_U'] = 0.75
+    other = copy.deepcopy(simcfg)
+    other['simulation']['star']['template_smooth'] = 6.0
+    shared = load_templates(rr_template_dir=str(tiny_rr_dir))
+    first = render_spectra(stars, WAVE, simcfg=simcfg, templates=shared)
+    second = render_spectra(stars, WAVE, simcfg=other, templates=shared)
+    fresh = render_spectra(stars, WAVE, simcfg=other, templates=load_templates(rr_template_dir=str(tiny_rr_dir)))
+    assert not np.allclose(first, fresh)
+    np.testing.assert_array_equal(second, fresh)

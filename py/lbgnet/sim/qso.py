@@ -15,9 +15,13 @@ Lyman-limit optical depth TAU_LL (:mod:`lbgnet.sim.igm`).
 With Redrock templates (``--rr-template-dir``), the continuum and emission lines come
 from the Redrock QSO PCA basis (``HIZ`` for z ≥ 1.2, ``LOZ`` below, when present): the
 mean vector plus QSO_PCA1..3 × ``pca_scatter`` × (rms of mean / rms of vector) times
-the remaining vectors, tilted by the ALPHA offset from its mean.  Those templates
-exclude IGM absorption (Redrock applies Kamble et al. 2020 at fit time), so the same
-forest, Lyman limit and BAL troughs are applied on top.
+the remaining vectors, tilted by the ALPHA offset from its mean.  The v1.1 templates
+had the mean Lyα forest divided out only between 1025.72 and 1215.67 Å rest (their
+header); blueward of Lyβ they keep the mean forest and Lyman-limit absorption of their
+training quasars.  There each spectrum is raised to the unabsorbed power law
+f_ν ∝ ν^alpha_mean matched to it at 1090–1110 Å rest (:func:`unabsorbed_below_lyb`), so
+that the simulator's own forest, Lyman limit (TAU_LL) and BAL troughs, applied on top as
+for the parametric model, are not applied twice.
 """
 import numpy as np
 
@@ -28,6 +32,12 @@ HIZ_MIN_Z = 1.2
 #: Rest wavelengths of the BAL troughs (CIV, SiIV, NV, Lyα) and their EW relative to CIV.
 BAL_LINES = ((1549.06, 1.0), (1396.76, 0.6), (1240.14, 0.6), (1215.67, 0.5))
 NPCA = 3
+#: Rest wavelength (Å) below which the Redrock v1.1 QSO templates keep the mean absorption
+#: of their training quasars (Lyβ; the forest correction covers 1025.72–1215.67 Å).
+TEMPLATE_FOREST_MIN = 1025.72
+#: Rest window (Å) where the unabsorbed power law is matched to a template spectrum: a
+#: stretch of continuum between OVI and the Lyα wing, redward of the uncorrected part.
+TEMPLATE_MATCH_WINDOW = (1090.0, 1110.0)
 
 
 def draw_piecewise(rng, edges, weights, n):
@@ -129,7 +139,8 @@ def _template_continuum(truth, pars, basis_sets):
         coef = np.zeros((int(sel.sum()), nb), dtype=np.float32)
         coef[:, 0] = 1.0
         coef[:, 1:k + 1] = pca[sel, :k] * pars['pca_scatter'] * rms[0] / rms[1:k + 1]
-        built.append((np.nonzero(sel)[0], lnw0, dlnw, coef @ basis))
+        spectra = unabsorbed_below_lyb(coef @ basis, lnw0, dlnw, pars['alpha_mean'])
+        built.append((np.nonzero(sel)[0], lnw0, dlnw, spectra))
 
     def continuum(rest):
         flux = np.empty(rest.shape, dtype=np.float32)
@@ -143,6 +154,42 @@ def _template_continuum(truth, pars, basis_sets):
             flux[rows] = (v0 + frac * (v1 - v0)) * np.exp(-tilt[rows] * (lnr - np.float32(np.log(2000.0))))
         return np.maximum(flux, 0.0)
     return continuum
+
+
+def unabsorbed_below_lyb(spectra, lnw0, dlnw, alpha):
+    """Undo the mean absorption a Redrock QSO template keeps blueward of Lyβ.
+
+    Below :data:`TEMPLATE_FOREST_MIN` each spectrum becomes the larger of itself and the
+    power law f_λ ∝ λ^(-2-`alpha`) that equals its median in
+    :data:`TEMPLATE_MATCH_WINDOW`: the absorbed continuum (and the Lyman break of the
+    training quasars) is replaced by the unabsorbed one, while the blue wing of the
+    Lyβ/OVI line, above that continuum, is kept (continuous where the template is).
+
+    Parameters
+    ----------
+    spectra : numpy.ndarray
+        Template spectra on the grid ln λ = `lnw0` + i `dlnw`, shape (n, nwave).
+    lnw0, dlnw : float
+    alpha : float
+        Power-law index of f_ν ∝ ν^alpha.
+
+    Returns
+    -------
+    numpy.ndarray
+        The spectra (a new array), unchanged from :data:`TEMPLATE_FOREST_MIN` redward and
+        where the template does not cover the matching window.
+    """
+    spectra = np.array(spectra, dtype=np.float32)
+    lam = np.exp(lnw0 + dlnw * np.arange(spectra.shape[1]))
+    window = (lam >= TEMPLATE_MATCH_WINDOW[0]) & (lam <= TEMPLATE_MATCH_WINDOW[1])
+    blue = lam < TEMPLATE_FOREST_MIN
+    if not np.any(window) or not np.any(blue):
+        return spectra
+    shape = (lam / TEMPLATE_MATCH_WINDOW[0]) ** (-2.0 - alpha)
+    level = np.median(spectra[:, window] / shape[window], axis=1)
+    spectra[:, blue] = np.maximum(spectra[:, blue],
+                                  (np.maximum(level, 0.0)[:, None] * shape[blue]).astype(np.float32))
+    return spectra
 
 
 def qso_lines(truth, pars, with_emission=True):

@@ -70,7 +70,11 @@ def _lbg_residual(templates, sim, lines):
         return None
     pars = sim['lbg']
     restlines = list(lines.values()) + [v['wave'] for v in pars['emission'].values()]
-    return _derived(templates, 'lbg_residual',
+    # keyed by what the residual depends on: another simulator configuration in the same
+    # session (a variant, generator._with_fractions) must not get this one's residual
+    key = ('lbg_residual', float(pars['composite_min_wave']), float(pars['composite_smooth']),
+           float(pars['composite_line_window']), tuple(float(w) for w in restlines))
+    return _derived(templates, key,
                     lambda: composite_residual(*templates.lbg_composite, pars, restlines))
 
 
@@ -104,7 +108,7 @@ def _star_archetypes(templates, smooth):
             basis = gaussian_filter1d(tmpl.basis, smooth / dw, axis=1)[:, ::step]
             out[tmpl.subtype] = (tmpl.wave[0], dw * step, basis.astype(np.float32), tmpl.coeff)
         return out
-    return _derived(templates, 'star_archetypes', build)
+    return _derived(templates, ('star_archetypes', float(smooth)), build)
 
 
 def build_components(truth, simcfg, templates=None):
