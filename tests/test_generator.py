@@ -110,6 +110,12 @@ def test_mask_chunks_and_config(setup):
         AugmentConfig.from_dict({'p_lya': 1.5})
     with pytest.raises(ValueError):
         AugmentConfig.from_dict({'p_unknown': 0.1})
+    # sizes that masked nothing silently, or failed mid-training (negative Poisson mean)
+    for bad, match in (({'chunk_extra': -1}, 'chunk_extra'), ({'overlap_range': [5800, 5760]}, 'overlap_range'),
+                       ({'chunk_width': [-20, 150]}, 'chunk_width'), ({'lya_halfwidth': 0}, 'lya_halfwidth'),
+                       ({'chunk_extra': float('nan')}, 'chunk_extra'), ({'chunk_width': [1, 2, 3]}, 'chunk_width')):
+        with pytest.raises(ValueError, match=match):
+            AugmentConfig.from_dict(bad)
     cfg = AugmentConfig.from_dict(setup.config.extra['generator']['augment'])
     assert cfg.overlap_range == (5760.0, 5800.0) and 0 < cfg.p_overlap <= 1
     waves, ivars = _waves_ivars(setup, 3)

@@ -231,6 +231,14 @@ def test_train_script_on_labelled_files(tmp_path, labelled_dir, caplog):
     status, text = run_logged(main, caplog, '--config', str(cfg), '--outdir', str(tmp_path / 'h'),
                               '--train-dir', labelled_dir, '--val-dir', str(copied))
     assert status == 1 and '(a --train-dir file in the --val-dir)' in text
+    # ... also a validation set simulated with the seed of the one trained on
+    status, text = run_logged(main, caplog, '--config', str(cfg), '--outdir', str(tmp_path / 'k'),
+                              '--train-dir', str(out / 'validation'), '--epochs', '1')
+    assert status == 1 and 'in the validation set simulated with seed' in text, text
+    status, text = run_logged(main, caplog, '--config', str(cfg), '--outdir', str(out),
+                              '--overwrite', '--train-dir', str(out / 'validation'))
+    assert status == 1 and 'would be replaced by the new validation set' in text, text
+    assert find_labelled(str(out / 'validation'))[0]            # not removed
     status, text = run_logged(main, caplog, '--config', str(cfg), '--outdir', str(tmp_path / 'e'),
                               '--train-dir', labelled_dir, '--sim-fraction', '1')
     assert status == 1 and '--sim-fraction: must be in [0, 1)' in text

@@ -228,6 +228,25 @@ def test_fit_in_phases_unfreezes_for_the_last_epochs(tmp_path, config):
     assert 'phase' in (tmp_path / 'history.csv').read_text().splitlines()[0]
 
 
+def test_a_diverged_unfrozen_phase_stays_on_record(tmp_path, config):
+    """history.csv and the returned history lost the unfrozen phase's epochs when it
+    diverged (the frozen phase is kept)."""
+    import csv
+    cfg = model_config(config, filters=8, dense_units=8)
+    set_seeds(3)
+    model = build_model(cfg)
+    X, y = _data(cfg, 48, 1)
+    Xv, yv = _data(cfg, 16, 2)
+    history, info = fit_in_phases(model, (X, y), (Xv, yv), cfg, str(tmp_path), 3, nfrozen=1,
+                                  unfreeze_epochs=1, unfreeze_lr_factor=1e30, verbose=0)
+    assert history['phase'] == [1, 1, 2] and not np.isfinite(history['loss'][-1])
+    assert info['kept_phase'] == 1 and info['epochs_run'] == 3
+    assert 'not finite' in info['phases'][1]['diverged'] and info['phases'][1]['epochs_run'] == 1
+    rows = list(csv.DictReader((tmp_path / 'history.csv').open()))
+    assert [r['phase'] for r in rows] == ['1', '1', '2']
+    assert all(np.all(np.isfinite(w)) for w in model.get_weights())
+
+
 TRAIN_YAML = """
 base: lbgnet-base.yaml
 name: tinyqn
@@ -277,6 +296,17 @@ def test_train_script_from_quasarnet_weights(tmp_path, caplog):
                  '--val-dir', str(out / 'validation'), '--freeze', '9']) == 1
     with pytest.raises(SystemExit):
         main(['--config', str(cfg_path), '--outdir', str(out), '--unfreeze-epochs', '1'])
+    for factor in ('-1', '0', 'nan', 'inf'):       # -1 made Adam climb the loss
+        with pytest.raises(SystemExit):
+            main(['--config', str(cfg_path), '--outdir', str(out / 'w'), '--freeze', '1',
+                  '--unfreeze-epochs', '1', f'--unfreeze-lr-factor={factor}'])
+    # freezing without --init-from: the freeze settings are on the card too
+    assert main(['--config', str(cfg_path), '--outdir', str(out / 'v'), '--verbose', '0',
+                 '--val-dir', str(out / 'validation'), '--freeze', '1', '--unfreeze-epochs', '1',
+                 '--unfreeze-lr-factor', '0.5', '--workers', '1']) == 0
+    transfer = load_model(str(out / 'v' / 'tinyqn.weights.h5'))[2]['training']['transfer']
+    assert transfer['freeze'] == 1 and transfer['unfreeze_lr_factor'] == 0.5
+    assert transfer['init_layers'] is None
     # an unfrozen phase as long as the whole training: refused before anything is written
     assert main(['--config', str(cfg_path), '--outdir', str(out / 'z'), '--verbose', '0',
                  '--init-from', qn, '--freeze', '2', '--epochs', '2',

@@ -462,7 +462,17 @@ class TimeCosine(keras.callbacks.Callback):
 
 class TrainingDiverged(RuntimeError):
     """The monitored validation value was not finite in any epoch (a diverged training or
-    an unusable validation set): there is no epoch to keep."""
+    an unusable validation set): there is no epoch to keep.
+
+    Attributes
+    ----------
+    history : dict
+        The per-epoch logs of the fit that diverged (for the record).
+    """
+
+    def __init__(self, message, history=None):
+        super().__init__(message)
+        self.history = history or {}
 
 
 def fit(model, train_data, val_data, config, outdir, val_truth=None, epochs=None,
@@ -554,7 +564,7 @@ def fit(model, train_data, val_data, config, outdir, val_truth=None, epochs=None
         why = (f'the training loss became {loss[-1]} in epoch {len(loss)}: check the loss '
                'weights and the learning rate' if diverged else 'check the validation set')
         raise TrainingDiverged(f'{outdir}: {monitor} is not finite in any epoch ({why}); '
-                               'no model kept')
+                               'no model kept', history)
     if diverged:
         log.warning('the training loss became %s in epoch %d: stopped there', loss[-1], len(loss))
     values = np.where(np.isfinite(values), values, np.nan)

@@ -29,6 +29,7 @@ validation files use ``(seed + VALIDATION_SEED_OFFSET, file)``, never a training
 import argparse
 import dataclasses
 import glob
+import math
 import os
 import platform
 import time
@@ -120,6 +121,9 @@ def parse(options=None):
         parser.error(f'--batch-size must be >= 1, not {args.batch_size}')
     if args.unfreeze_epochs and not args.freeze:
         parser.error('--unfreeze-epochs needs --freeze N > 0')
+    if not (math.isfinite(args.unfreeze_lr_factor) and args.unfreeze_lr_factor > 0):
+        parser.error(f'--unfreeze-lr-factor must be a finite number > 0, not '
+                     f'{args.unfreeze_lr_factor}')
     if args.validation_only and args.val_dir:
         parser.error('--validation-only writes a validation set; --val-dir reads one')
     if not args.train_dir and (args.sim_fraction is not None or args.depth_min is not None):
@@ -276,7 +280,7 @@ def labelled_batches(args, config, opts, setup):
                        depth_min=opts['depth_min'], simulator=simulator)
 
 
-def check_disjoint(train_files, val_files, train_truths=(), val_truths=()):
+def check_disjoint(train_files, val_files, train_truths=(), val_truths=(), val_name='--val-dir'):
     """Refuse a coadd that is both a training and a validation file, also as a copy.
 
     Parameters
@@ -286,6 +290,8 @@ def check_disjoint(train_files, val_files, train_truths=(), val_truths=()):
     train_truths, val_truths : sequence of str, optional
         Their truth files: a validation truth table with the content of a training one
         (:func:`lbgnet.evalinputs.check_not_a_copy`) is a copy under another name.
+    val_name : str, optional
+        What the validation files are, for the messages ['--val-dir'].
 
     Raises
     ------
@@ -296,7 +302,7 @@ def check_disjoint(train_files, val_files, train_truths=(), val_truths=()):
     from ..io.mock import read_truth, truth_checksum
     shared = sorted(set(map(os.path.realpath, train_files)) & set(map(os.path.realpath, val_files)))
     if shared:
-        raise InputFileError(shared[0], f'is both a --train-dir and a --val-dir file '
+        raise InputFileError(shared[0], f'is both a --train-dir and a {val_name} file '
                              f'({len(shared)} such file(s)): the thresholds and error '
                              'calibration would be chosen on training spectra')
     seen = {}
@@ -306,7 +312,7 @@ def check_disjoint(train_files, val_files, train_truths=(), val_truths=()):
         try:
             check_not_a_copy(read_truth(path), path, seen)
         except InputFileError as err:
-            raise InputFileError(path, f'{err.problem} (a --train-dir file in the --val-dir): '
+            raise InputFileError(path, f'{err.problem} (a --train-dir file in the {val_name}): '
                                  'the thresholds and error calibration would be chosen on '
                                  'training spectra') from None
 
@@ -781,8 +787,17 @@ def _train(args, log, t_start):
             log.warning('--nval %d is ignored with --val-dir: the validation set is every '
                         'file in %s', args.nval, args.val_dir)
     else:
-        coadds, truths = write_validation(setup, os.path.join(args.outdir, 'validation'),
-                                          opts['nval'], opts['seed'], opts['simulation'])
+        val_dir = os.path.join(args.outdir, 'validation')
+        if batches is not None and any(os.path.realpath(d) == os.path.realpath(val_dir)
+                                       for d in args.train_dir):
+            raise InputFileError(val_dir, 'is a --train-dir and would be replaced by the new '
+                                 'validation set: train into another --outdir')
+        coadds, truths = write_validation(setup, val_dir, opts['nval'], opts['seed'],
+                                          opts['simulation'])
+        if batches is not None:       # e.g. an earlier run's validation set, same seed
+            check_disjoint(batches.spectra.files, coadds, batches.spectra.truth_files, truths,
+                           val_name=f'validation set simulated with seed {opts["seed"]}; '
+                           'use another --seed or a --val-dir')
         if args.validation_only:
             log.info('validation set written (--validation-only); reuse it with --val-dir %s',
                      os.path.join(args.outdir, 'validation'))
@@ -808,8 +823,9 @@ def _train(args, log, t_start):
                                   nfrozen=args.freeze, unfreeze_epochs=args.unfreeze_epochs,
                                   unfreeze_lr_factor=args.unfreeze_lr_factor,
                                   val_truth=truth_val, verbose=args.verbose)
-    info['transfer'] = None if report is None else dict(
-        report.to_dict(), init_layers=args.init_layers, freeze=args.freeze,
+    info['transfer'] = None if report is None and not args.freeze else dict(
+        report.to_dict() if report is not None else {},
+        init_layers=args.init_layers if report is not None else None, freeze=args.freeze,
         unfreeze_epochs=args.unfreeze_epochs, unfreeze_lr_factor=args.unfreeze_lr_factor)
     c_thresh, n_thresh, table, val_metrics, calibration = validation_summary(
         model, X_val, truth_val, config, grid_val, DEFAULT_REFINE_NOISE, setup_zrange(setup))

@@ -68,7 +68,9 @@ class AugmentConfig:
         Raises
         ------
         ValueError
-            For an unknown key or a probability outside [0, 1].
+            For an unknown key, a probability outside [0, 1], a range that is not two
+            increasing finite numbers (widths > 0), a negative ``chunk_extra`` or a
+            ``lya_halfwidth`` that is not > 0.
         """
         section = dict(section or {})
         known = set(cls.__dataclass_fields__)
@@ -78,8 +80,22 @@ class AugmentConfig:
                              f'known {sorted(known)}')
         for key in ('overlap_range', 'chunk_width'):
             if key in section:
-                section[key] = tuple(float(v) for v in section[key])
+                try:
+                    section[key] = tuple(float(v) for v in section[key])
+                except (TypeError, ValueError):
+                    raise ValueError(f'augmentation {key}={section[key]!r} is not two numbers') from None
         out = cls(**section)
+        for key in ('overlap_range', 'chunk_width'):
+            lo_hi = getattr(out, key)
+            if len(lo_hi) != 2 or not np.all(np.isfinite(lo_hi)) or not lo_hi[0] < lo_hi[1] \
+                    or (key == 'chunk_width' and lo_hi[0] <= 0):
+                raise ValueError(f'augmentation {key}={list(lo_hi)} must be two increasing '
+                                 f'finite numbers{" > 0" if key == "chunk_width" else ""} (Å)')
+        for key, low in (('chunk_extra', '>= 0'), ('lya_halfwidth', '> 0')):
+            value = getattr(out, key)
+            if isinstance(value, bool) or not np.isfinite(value) or \
+                    not (value >= 0 if low == '>= 0' else value > 0):
+                raise ValueError(f'augmentation {key}={value} must be a finite number {low}')
         for key in ('p_overlap', 'p_chunks', 'p_lya', 'p_jitter'):
             if not 0.0 <= getattr(out, key) <= 1.0:
                 raise ValueError(f'augmentation {key}={getattr(out, key)} is not a probability')
