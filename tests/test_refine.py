@@ -597,3 +597,29 @@ def test_archetype_stage_skipped_where_the_fit_is_decisive(monkeypatch):
     assert np.all(np.abs(results[25.0]['Z_TPL'][:2] - z[:2]) / (1 + z[:2]) < 1e-3)
     with pytest.raises(ValueError, match='skip'):
         Refiner.build(tpl, CONFIG, (2.2, 3.8), archetypes=arch, arch_skip=-1.0)
+
+
+def test_minimum_pinned_by_the_window_edge_is_not_reliable():
+    """A χ² minimum just beyond the window (inside the DELTACHI2 exclusion zone of the edge
+    point) left Z_TPL on the edge with a finite ZERR and a large DELTACHI2: a confidently
+    wrong redshift passed as reliable."""
+    from lbgnet.refine import _window_minimum, reliable_redshift
+    tpl = synthetic_template()
+    zs = redshift_grid(2.5, 3.5)
+    tb = binned_basis(tpl, GRID.edges, zs)
+    flux = spectra_at(tpl, [3.0, 3.0], [[1.0, 0.3, 1.5]] * 2)
+    ivar = np.full_like(flux, 100.0)
+    start = np.array([(3.0 - 0.025) / 1.025, (3.0 - 0.015) / 1.015])   # truth 0.025 / 0.015 off
+    out = refine_redshifts(flux, ivar, start, tb, zs, window=0.02, prior_weight=0.0)
+    assert abs(abs(out['Z_TPL'][0] - start[0]) / (1 + start[0]) - 0.02) < 3e-4   # on the edge
+    assert out['DELTACHI2_TPL'][0] > 9 and np.isnan(out['ZERR_TPL'][0])
+    assert abs(out['Z_TPL'][1] - 3.0) / 4.0 < 1e-4 and np.isfinite(out['ZERR_TPL'][1])
+    assert list(reliable_redshift([True, True], out['DELTACHI2_TPL'], out['ZERR_TPL'])) == [False, True]
+    # on a toy curve: pinned by either edge of the allowed set, and only when the outside
+    # neighbour is lower (a minimum exactly at the edge point is a measured minimum)
+    curve = (np.arange(30.0)[None, :] - np.array([[10.0], [10.0], [12.0], [20.0]])) ** 2
+    allowed = np.zeros((4, 30), dtype=bool)
+    allowed[0, 12:26] = allowed[1, 5:26] = allowed[2, 12:26] = allowed[3, 5:18] = True
+    ibest, _, curv = _window_minimum(curve, np.linspace(2.0, 2.3, 30), allowed)
+    assert list(ibest) == [12, 10, 12, 17]
+    assert list(np.isnan(curv)) == [True, False, False, True]

@@ -49,7 +49,9 @@ Outputs per spectrum (NaN where not refined):
 ``ZERR_TPL``
     From the χ² curvature there, ``σ_z = (1 + z) ln 10 · sqrt(2 / χ²'')`` with χ² as a
     function of log10(1 + z) (not rescaled by the reduced χ²); :meth:`Refiner.run`
-    calibrates this formal error (:mod:`lbgnet.zerr`).
+    calibrates this formal error (:mod:`lbgnet.zerr`).  NaN where χ² is not convex there
+    or the minimum is pinned by the edge of the window or basin (the trial redshift just
+    outside is lower: :func:`_window_minimum`); :func:`reliable_redshift` then says no.
 ``DELTACHI2_TPL``
     Lowest χ² farther than ``exclude`` (in Δz/(1+z)) from ``Z_TPL`` anywhere on the grid,
     minus χ²(``Z_TPL``): large when the data single out the redshift; negative when the
@@ -475,15 +477,25 @@ def _window_minimum(curve, zs, allowed, prior=0.0):
         Its redshift refined by a parabola through `curve` at the three grid points
         around it (:func:`_parabola`).
     curvature : numpy.ndarray
-        ``curve''`` there: NaN where `curve` is not convex at it or it is at an end of the
-        grid (a point the prior chose on a convex slope of `curve` keeps its curvature).
+        ``curve''`` there: NaN where `curve` is not convex at it, it is at an end of the
+        grid, or it is pinned by the edge of the allowed set (the grid point just outside
+        has a lower ``curve − prior``: the minimum lies outside, e.g. an alias just beyond
+        the window).  A point the prior chose on a convex slope of `curve` inside the set
+        keeps its curvature.
     """
-    ibest = np.argmin(np.where(allowed, curve - prior, np.inf), axis=1)
+    score = np.broadcast_to(curve - prior, curve.shape)
+    ibest = np.argmin(np.where(allowed, score, np.inf), axis=1)
     if zs.size < 3:                            # no parabola through three points
         return ibest, zs[ibest], np.full(ibest.shape, np.nan)
     dlogz = np.log10(1 + zs[1]) - np.log10(1 + zs[0])
     shift, curv = _parabola(curve, ibest, dlogz)
-    return ibest, 10.0 ** (np.log10(1 + zs[ibest]) + shift) - 1.0, curv
+    rows = np.arange(curve.shape[0])
+    best = score[rows, ibest]
+    pinned = np.zeros(ibest.shape, dtype=bool)
+    for step in (-1, 1):
+        nbr = np.clip(ibest + step, 0, zs.size - 1)
+        pinned |= (nbr != ibest) & ~allowed[rows, nbr] & (score[rows, nbr] < best)
+    return ibest, 10.0 ** (np.log10(1 + zs[ibest]) + shift) - 1.0, np.where(pinned, np.nan, curv)
 
 
 def _parabola(chi2, ibest, dlogz):
