@@ -175,3 +175,58 @@ def test_find_coadds_follows_symlinked_directories_once(tmp_path):
 def test_walk_files_filters_names(redux):
     assert walk_files(str(redux / 'healpix/main'), lambda name: name.startswith('spectra-')) == [
         str(redux / 'healpix/main/dark/100/10016/spectra-main-dark-10016.fits')]
+
+
+def _unlistable(monkeypatch, bad):
+    """os.scandir fails on `bad` as it does for a directory without read permission (the
+    tests may run as root, whom permissions do not stop)."""
+    real = os.scandir
+
+    def scandir(path='.'):
+        if os.path.realpath(path) == os.path.realpath(bad):
+            raise PermissionError(13, 'Permission denied', str(path))
+        return real(path)
+    monkeypatch.setattr(os, 'scandir', scandir)
+
+
+def test_an_unreadable_directory_is_not_skipped_silently(redux, monkeypatch, caplog):
+    """A directory that cannot be listed was left out without a word (exit 0 with tiles
+    or pixels missing)."""
+    from lbgnet.scripts.lbg_afterburner import parse, plan, summarise
+    bad = redux / 'healpix/sv1'
+    _unlistable(monkeypatch, bad)
+    with pytest.raises(InputFileError, match='cannot list this directory .Permission denied'):
+        walk_files(str(redux))                       # desi_lbg_zcatalog: refused
+    problems = []
+    found = [os.path.relpath(p, redux) for p in find_coadds(str(redux), problems)]
+    assert found == [HPX, TILE] and problems == [(str(bad), 'cannot list this directory '
+                                                            '(Permission denied)')]
+    # the afterburner processes the rest and counts the directory as a failed input
+    jobs, failed = plan(parse(['--input-dir', str(redux), '--outdir', str(redux / 'out')]))
+    assert [os.path.relpath(j.coadd, redux) for j in jobs] == [HPX, TILE]
+    assert failed == [f'{bad}: cannot list this directory (Permission denied)']
+    assert summarise([], failed) == 1 and f'FAILED {bad}: cannot list' in caplog.text
+
+
+def test_file_links_hard_links_and_compressed_copies_are_one_coadd(tmp_path, caplog):
+    """A file symlink into the tree was kept over the real file when it sorted first (its
+    Redrock file then missing beside it); a hard link or a .gz copy beside the file was a
+    second job (catalogue counted twice by desi_lbg_zcatalog)."""
+    root = tmp_path / 'redux'
+    (root / 'b').mkdir(parents=True)
+    (root / 'a').mkdir()
+    (root / 'data').mkdir()
+    (root / 'b' / 'coadd-main-dark-1.fits').write_bytes(b'x')
+    (root / 'a' / 'coadd-main-dark-1.fits').symlink_to(root / 'b' / 'coadd-main-dark-1.fits')
+    (root / 'data' / 'stored.fits').write_bytes(b'y')                  # another name: kept
+    (root / 'a' / 'coadd-main-dark-2.fits').symlink_to(root / 'data' / 'stored.fits')
+    (root / 'a' / 'coadd-main-dark-3.fits').symlink_to(root / 'nowhere.fits')   # dangling: kept
+    (root / 'b' / 'coadd-main-dark-4.fits').write_bytes(b'z')
+    os.link(root / 'b' / 'coadd-main-dark-4.fits', root / 'data' / 'coadd-main-dark-4.fits')
+    (root / 'b' / 'coadd-main-dark-5.fits').write_bytes(b'w')
+    (root / 'b' / 'coadd-main-dark-5.fits.gz').write_bytes(b'v')
+    found = [os.path.relpath(p, root) for p in find_coadds(str(root))]
+    assert found == ['a/coadd-main-dark-2.fits', 'a/coadd-main-dark-3.fits',
+                     'b/coadd-main-dark-1.fits', 'b/coadd-main-dark-4.fits',
+                     'b/coadd-main-dark-5.fits']
+    assert 'b/coadd-main-dark-5.fits.gz' in caplog.text and 'stored twice' in caplog.text

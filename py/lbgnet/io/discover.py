@@ -122,14 +122,16 @@ def expand_coadds(patterns):
     return paths, unmatched
 
 
-def walk_files(top, match=None):
+def walk_files(top, match=None, unreadable=None):
     """Files below `top`, following symlinked directories, each real file listed once.
 
     Symlinked directories are followed (``os.walk`` would skip them), with two guards:
     a directory whose real path was already walked is not walked again (symlink loops,
     two links to one directory), and a link to a directory inside the tree itself is not
-    followed, so such files keep the names of their real place in the tree.  A file
-    reached under several names (e.g. a file symlink) is listed once, under the first.
+    followed, so such files keep the names of their real place in the tree.  Likewise a
+    file symlink to a file inside the tree is left out (the file is listed under its
+    real name, beside its companions); a file reached under several other names (links
+    from outside the tree, hard links) is listed once, under the first.
 
     Parameters
     ----------
@@ -138,6 +140,10 @@ def walk_files(top, match=None):
     match : callable, optional
         ``match(name)`` is true for the file names to keep (e.g. ``regex.match``); all
         files when omitted.
+    unreadable : list, optional
+        Receives ``(directory, reason)`` for each directory that could not be listed
+        (permission denied, I/O error), and the walk goes on; None: the first such
+        directory raises.
 
     Returns
     -------
@@ -145,13 +151,26 @@ def walk_files(top, match=None):
         Paths starting with `top`, in walk order: per directory its files sorted, then
         its subdirectories sorted.
 
+    Raises
+    ------
+    InputFileError
+        A directory that cannot be listed, when `unreadable` is None: a tree read in part
+        would silently leave out its files.
+
     Examples
     --------
     >>> walk_files(outdir, lambda name: name.startswith('lbg_cnn-'))  # doctest: +SKIP
     """
     top_real = os.path.realpath(top)
     walked, listed, found = set(), set(), []
-    for root, dirs, files in os.walk(top, followlinks=True):
+
+    def onerror(err):
+        reason = f'cannot list this directory ({err.strerror or err})'
+        if unreadable is None:
+            raise InputFileError(err.filename or top, reason)
+        unreadable.append((err.filename or top, reason))
+
+    for root, dirs, files in os.walk(top, followlinks=True, onerror=onerror):
         real = os.path.realpath(root)
         if real in walked:
             dirs[:] = []
@@ -159,16 +178,26 @@ def walk_files(top, match=None):
         walked.add(real)
         dirs[:] = [d for d in sorted(dirs) if not _links_inside(os.path.join(root, d), top_real)]
         for name in sorted(files):
+            if match is not None and not match(name):
+                continue                  # only the kept names cost a stat
             path = os.path.join(root, name)
-            key = os.path.realpath(path)
-            if (match is None or match(name)) and key not in listed:
+            if _links_inside(path, top_real) and os.path.exists(path) and \
+                    (match is None or match(os.path.basename(os.path.realpath(path)))):
+                continue                  # listed where it is
+            try:
+                stat = os.stat(path)
+            except OSError:               # a dangling link: reported when it is read
+                key = ('path', os.path.realpath(path))
+            else:
+                key = (stat.st_dev, stat.st_ino)
+            if key not in listed:
                 listed.add(key)
                 found.append(path)
     return found
 
 
 def _links_inside(path, top_real):
-    """True when `path` is a symlink to a directory at or below the real path `top_real`."""
+    """True when `path` is a symlink to a place at or below the real path `top_real`."""
     if not os.path.islink(path):
         return False
     real = os.path.realpath(path)
@@ -183,18 +212,23 @@ def check_input_dir(input_dir):
                              else 'input directory does not exist')
 
 
-def find_coadds(input_dir):
+def find_coadds(input_dir, unreadable=None):
     """All ``coadd-*.fits`` files below `input_dir` (a reduction layout), sorted.
 
     Symlinked subdirectories are followed (see :func:`walk_files`).  Temporaries of
     desispec's writers (``coadd-X_tmp<pid>.fits``, left by an interrupted write) are
-    skipped with a warning naming them.
+    skipped with a warning naming them, and so is ``coadd-X.fits.gz`` beside
+    ``coadd-X.fits`` (one coadd stored twice, e.g. by ``gzip -k``: processed twice, its
+    targets would be counted twice in a clustering catalogue).
 
     Parameters
     ----------
     input_dir : str
         E.g. ``$DESI_SPECTRO_REDUX/$SPECPROD``, or its ``healpix/`` or ``tiles/`` part,
         or any directory below those.
+    unreadable : list, optional
+        Receives ``(directory, reason)`` for each directory that could not be listed
+        (:func:`walk_files`); None: such a directory raises.
 
     Returns
     -------
@@ -205,15 +239,22 @@ def find_coadds(input_dir):
     InputFileError
         If `input_dir` is not a directory.
     """
+    from desiutil.log import get_logger
     check_input_dir(input_dir)
-    found = walk_files(input_dir, _COADD_NAME.match)
+    found = walk_files(input_dir, _COADD_NAME.match, unreadable)
     temporary = [path for path in found if _DESISPEC_TEMPORARY.search(os.path.basename(path))]
     if temporary:
-        from desiutil.log import get_logger
         get_logger().warning('%d coadd temporar%s of an interrupted desispec write skipped: %s',
                              len(temporary), 'y' if len(temporary) == 1 else 'ies',
                              ', '.join(temporary))
-    return [path for path in found if path not in temporary]
+    names = set(found)
+    twice = [path for path in found if path.endswith('.gz') and path[:-3] in names]
+    if twice:
+        get_logger().warning('%d coadd%s stored twice, compressed and not: the .gz '
+                             'skipped: %s', len(twice), '' if len(twice) == 1 else 's',
+                             ', '.join(twice))
+    skip = set(temporary) | set(twice)
+    return [path for path in found if path not in skip]
 
 
 def output_paths(coadd, root=None, outdir=None):

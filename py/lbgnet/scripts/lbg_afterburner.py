@@ -124,7 +124,8 @@ class Outcome:
 
 
 def plan(args):
-    """File jobs of this run and the patterns that matched nothing.
+    """File jobs of this run, and the inputs that failed before any file: ``'WHAT: why'``
+    for patterns that matched nothing and directories of the tree that could not be listed.
 
     Raises
     ------
@@ -134,11 +135,14 @@ def plan(args):
         half of a complete earlier catalogue + priors pair (such a pair is skipped).
     """
     if args.input_dir is not None:
-        coadds, unmatched = find_coadds(args.input_dir), []
+        unreadable = []               # failed inputs, the rest of the tree is processed
+        coadds = find_coadds(args.input_dir, unreadable)
+        unmatched = [f'{path}: {reason}' for path, reason in unreadable]
         if not coadds:
-            unmatched = [os.path.join(args.input_dir, '**/coadd-*.fits')]
+            unmatched.append(os.path.join(args.input_dir, '**/coadd-*.fits: matched no coadd file'))
     else:
         coadds, unmatched = expand_coadds(args.coadd)
+        unmatched = [f'{pattern}: matched no coadd file' for pattern in unmatched]
     jobs = plan_jobs(coadds, root=args.input_dir, outdir=args.outdir)
     if len(jobs) == 1 and args.input_dir is None:
         job = jobs[0]
@@ -304,7 +308,8 @@ def setup(args, nthreads=None):
     -------
     dict
         ``jobs`` (those to do), ``skipped`` (coadds whose catalogue and priors file
-        both exist, without ``--overwrite``), ``unmatched``, ``model`` (path), ``rerun``
+        both exist, without ``--overwrite``), ``unmatched`` (inputs failed before any file,
+        ``'WHAT: why'``), ``model`` (path), ``rerun``
         (:class:`RerunSetup` or None), ``network`` (the loaded model; None when no job is
         left, and TensorFlow is then not imported: every option is checked from the model
         description), ``refiner`` (:func:`lbgnet.scripts.refine_options.make_refiner`) and
@@ -363,8 +368,8 @@ def summarise(outcomes, unmatched, size=1):
              'over the files), %d skipped, %d failed',
              len(done), 'file' if len(done) == 1 else 'files', nspec, sum(o.nlbg for o in done), secs,
              sum(o.status == 'skipped' for o in outcomes), len(failed) + len(unmatched))
-    for pattern in unmatched:
-        log.error('FAILED %s: matched no coadd file', pattern)
+    for problem in unmatched:
+        log.error('FAILED %s', problem)
     for o in failed:
         reason = o.reason.splitlines()[0] if o.reason else ''
         if reason.startswith(o.coadd + ': '):       # the error already names the coadd
