@@ -623,3 +623,8 @@ def test_minimum_pinned_by_the_window_edge_is_not_reliable():
     ibest, _, curv = _window_minimum(curve, np.linspace(2.0, 2.3, 30), allowed)
     assert list(ibest) == [12, 10, 12, 17]
     assert list(np.isnan(curv)) == [True, False, False, True]
+    # the prior alone (χ² lowest at the edge point, support higher just outside) does not pin
+    prior = np.zeros((4, 30))
+    prior[2, 11] = 50.0
+    ibest, _, curv = _window_minimum(curve, np.linspace(2.0, 2.3, 30), allowed, prior)
+    assert ibest[2] == 12 and np.isfinite(curv[2])

@@ -241,6 +241,9 @@ def test_a_diverged_unfrozen_phase_stays_on_record(tmp_path, config):
                                   unfreeze_epochs=1, unfreeze_lr_factor=1e30, verbose=0)
     assert history['phase'] == [1, 1, 2] and not np.isfinite(history['loss'][-1])
     assert info['kept_phase'] == 1 and info['epochs_run'] == 3
+    assert info['fit_seconds'] == pytest.approx(info['phases'][0]['fit_seconds']
+                                                 + info['phases'][1]['fit_seconds'])
+    assert info['phases'][1]['fit_seconds'] > 0
     assert 'not finite' in info['phases'][1]['diverged'] and info['phases'][1]['epochs_run'] == 1
     rows = list(csv.DictReader((tmp_path / 'history.csv').open()))
     assert [r['phase'] for r in rows] == ['1', '1', '2']

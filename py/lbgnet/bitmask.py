@@ -30,8 +30,8 @@ bit   name              meaning
                         instead
 7     SMALL_DELTA_CHI2  IS_LBG, but the template refinement does not single out the redshift:
                         ``DELTACHI2_TPL`` < 9 (or NaN), as Redrock's ZWARN bit of that name,
-                        or χ² is not convex at Z_TPL (``ZERR_TPL`` NaN); never set with
-                        ``--no-refine``
+                        or χ² is not convex at Z_TPL or an edge of the search pins it
+                        (``ZERR_TPL`` NaN); never set with ``--no-refine``
 ====  ================  ====================================================================
 """
 import yaml

@@ -392,7 +392,7 @@ def apply_small_deltachi2(flags, is_lbg, deltachi2, zerr=None):
     deltachi2 : array_like
         ``DELTACHI2_TPL`` of a run with the template refinement, shape (nspec,).
     zerr : array_like, optional
-        ``ZERR_TPL`` of that run (NaN: χ² is not convex at ``Z_TPL``), shape (nspec,).
+        ``ZERR_TPL`` of that run (NaN: χ² is not convex at ``Z_TPL``, or an edge of the search pins it), shape (nspec,).
 
     Returns
     -------

@@ -454,7 +454,7 @@ def reliable_metrics(is_true, selected, deltachi2, rmag, z_true, z_pred, zerr=No
     rmag, z_true, z_pred : array_like
         Truth r magnitude and redshift, predicted (refined) redshift, shape (n,).
     zerr : array_like, optional
-        ``ZERR_TPL`` (NaN: χ² not convex at ``Z_TPL``), shape (n,); None: not checked.
+        ``ZERR_TPL`` (NaN: χ² not convex at ``Z_TPL`` or pinned by an edge), shape (n,); None: not checked.
     flag : array_like of int, optional
         ``LBG_FLAG``, shape (n,); None: only the refinement decides.
 

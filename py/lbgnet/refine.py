@@ -479,9 +479,9 @@ def _window_minimum(curve, zs, allowed, prior=0.0):
     curvature : numpy.ndarray
         ``curve''`` there: NaN where `curve` is not convex at it, it is at an end of the
         grid, or it is pinned by the edge of the allowed set (the grid point just outside
-        has a lower ``curve − prior``: the minimum lies outside, e.g. an alias just beyond
-        the window).  A point the prior chose on a convex slope of `curve` inside the set
-        keeps its curvature.
+        has a lower ``curve`` and a lower ``curve − prior``: the minimum lies outside, e.g.
+        an alias just beyond the window; the prior alone does not pin).  A point the prior
+        chose on a convex slope of `curve` inside the set keeps its curvature.
     """
     score = np.broadcast_to(curve - prior, curve.shape)
     ibest = np.argmin(np.where(allowed, score, np.inf), axis=1)
@@ -494,7 +494,8 @@ def _window_minimum(curve, zs, allowed, prior=0.0):
     pinned = np.zeros(ibest.shape, dtype=bool)
     for step in (-1, 1):
         nbr = np.clip(ibest + step, 0, zs.size - 1)
-        pinned |= (nbr != ibest) & ~allowed[rows, nbr] & (score[rows, nbr] < best)
+        pinned |= ((nbr != ibest) & ~allowed[rows, nbr] & (score[rows, nbr] < best)
+                   & (curve[rows, nbr] < curve[rows, ibest]))
     return ibest, 10.0 ** (np.log10(1 + zs[ibest]) + shift) - 1.0, np.where(pinned, np.nan, curv)
 
 
@@ -646,8 +647,8 @@ def reliable_redshift(is_lbg, deltachi2, zerr=None, min_deltachi2=MIN_DELTACHI2)
         ``DELTACHI2_TPL`` (NaN where not refined), shape (nspec,).
     zerr : array_like, optional
         ``ZERR_TPL``, shape (nspec,): NaN where χ² is not convex at ``Z_TPL`` (e.g. the
-        network's prior alone placed it), which then counts as not singled out whatever
-        ``DELTACHI2_TPL`` says; None: not checked.
+        network's prior alone placed it) or an edge of the search pins it, which then
+        counts as not singled out whatever ``DELTACHI2_TPL`` says; None: not checked.
     min_deltachi2 : float, optional
         [:data:`MIN_DELTACHI2`]
 

@@ -468,11 +468,14 @@ class TrainingDiverged(RuntimeError):
     ----------
     history : dict
         The per-epoch logs of the fit that diverged (for the record).
+    seconds : float
+        Its fitting time.
     """
 
-    def __init__(self, message, history=None):
+    def __init__(self, message, history=None, seconds=0.0):
         super().__init__(message)
         self.history = history or {}
+        self.seconds = float(seconds)
 
 
 def fit(model, train_data, val_data, config, outdir, val_truth=None, epochs=None,
@@ -564,7 +567,7 @@ def fit(model, train_data, val_data, config, outdir, val_truth=None, epochs=None
         why = (f'the training loss became {loss[-1]} in epoch {len(loss)}: check the loss '
                'weights and the learning rate' if diverged else 'check the validation set')
         raise TrainingDiverged(f'{outdir}: {monitor} is not finite in any epoch ({why}); '
-                               'no model kept', history)
+                               'no model kept', history, seconds)
     if diverged:
         log.warning('the training loss became %s in epoch %d: stopped there', loss[-1], len(loss))
     values = np.where(np.isfinite(values), values, np.nan)

@@ -460,8 +460,10 @@ def fit_in_phases(model, train_data, val_data, config, outdir, steps_per_epoch, 
         merged = merge_histories(history, err.history)    # the diverged epochs on record
         write_history_csv(os.path.join(outdir, HISTORY), merged)
         nrun = len(merged['phase'])
-        return merged, dict(info, kept_phase=1, epochs_run=nrun, phases=[
-            info['phases'][0], {'diverged': str(err), 'epochs_run': nrun - info['epochs_run']}])
+        return merged, dict(info, kept_phase=1, epochs_run=nrun,
+                            fit_seconds=info['fit_seconds'] + err.seconds, phases=[
+            info['phases'][0], {'diverged': str(err), 'epochs_run': nrun - info['epochs_run'],
+                                     'fit_seconds': err.seconds}])
     better = info2['best'] > info['best'] if MONITORS[info2['monitor']] == 'max' \
         else info2['best'] < info['best']
     merged = merge_histories(history, history2)
