@@ -21,14 +21,24 @@ import os
 import sys
 
 
-def pairs(values, what):
+def pairs(values, what, names=None):
+    """``NAME=PATH`` values as a dict; `names`: the allowed names (others are an error)."""
     out = {}
     for value in values:
         name, sep, path = value.partition('=')
         if not sep or not name or not path:
             raise SystemExit(f'{what} must be NAME=PATH, not {value!r}')
+        if names is not None and name not in names:
+            raise SystemExit(f'{what} {value}: {name!r} is not one of {", ".join(names)}')
         out[name] = path
     return out
+
+
+def regime_pairs(values):
+    """``--tests`` pairs; the regime names are those the tables have (a misspelt one gave
+    an empty row after the whole evaluation)."""
+    from lbgnet.evaluate import REGIMES
+    return pairs(values, '--tests', tuple(REGIMES))
 
 
 def parse(options=None):
@@ -49,7 +59,7 @@ def main(args=None):
     from lbgnet.experiments import evaluate_model, plot_pe_comparison, rst_table, summary_row
     from lbgnet.io.experiments import write_table_csv
     log = get_logger()
-    tests = pairs(args.tests, '--tests')
+    tests = regime_pairs(args.tests)
     rows, status, curves = [], 0, {}
     for name, path in pairs(args.model, '--model').items():
         try:

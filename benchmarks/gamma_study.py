@@ -19,7 +19,7 @@ import argparse
 import os
 import sys
 
-from experiment_table import pairs
+from experiment_table import regime_pairs
 
 GAMMA_COLUMNS = (('gamma', 'γ', 'g'), ('score_lowz', 'score low', '.3f'),
                  ('score_midz', 'mid', '.3f'), ('score_highz', 'high', '.3f'),
@@ -52,6 +52,7 @@ def main(args=None):
     from lbgnet.io.experiments import write_config_yaml, write_table_csv
     from lbgnet.scripts.lbg_train import main as train
     log = get_logger()
+    tests = regime_pairs(args.tests)            # before hours of training
     base = os.path.abspath(args.config if os.path.isfile(args.config)
                            else os.path.join(str(etc_dir()), args.config))
     rows = []
@@ -71,13 +72,15 @@ def main(args=None):
                 log.error('training failed for gamma = %g', gamma)
                 return 1
         val_dir = val_dir or os.path.join(rundir, 'validation')
-        metrics = evaluate_model(model, pairs(args.tests, '--tests'), rundir)
+        metrics = evaluate_model(model, tests, rundir)
         rows.append(summary_row(name, model, metrics))
     write_table_csv(os.path.join(args.outdir, 'gamma.csv'), rows)
     with open(os.path.join(args.outdir, 'gamma.rst'), 'w') as fx:
         fx.write(rst_table(rows, GAMMA_COLUMNS))
     plot_tradeoff(rows, os.path.join(args.outdir, 'gamma.png'),
                   title=f'γ study, {os.path.basename(base)}')
+    log.info('wrote %s/gamma.csv, gamma.rst and gamma.png (%d values of gamma)', args.outdir,
+             len(rows))
     return 0
 
 

@@ -288,7 +288,7 @@ def _write_catalog(path, res, targetid, line_names, flag, header=None):
     fitsio.write(path, data, extname='LBG_CNN', clobber=True, header=header)
 
 
-def test_evaluate_script_coadd_and_catalog(tmp_path, caplog):
+def test_evaluate_script_coadd_and_catalog(tmp_path, caplog, monkeypatch):
     """Coadd input and the equivalent catalogue input give the same metrics; files are written."""
     import os
     from lbgnet.io.modelfile import load_model
@@ -331,6 +331,22 @@ def test_evaluate_script_coadd_and_catalog(tmp_path, caplog):
     assert m1['redrock']['n'] == m1['regimes']['all']['nlbg'] > 0
     for key in ('pe', 'z', 'eff', 'examples', 'reliability', 'pulls'):
         assert 0 < os.path.getsize(out1 / OUTPUTS[key]) < 300_000
+    # a run that fails while writing (full disk at the 5th figure) leaves the earlier
+    # run's files as they were: metrics.json and figures of one evaluation, no temporaries
+    before = {name: (out1 / name).read_bytes() for name in os.listdir(out1)}
+    import errno
+    import lbgnet.plots
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, 'No space left on device')
+    monkeypatch.setattr(lbgnet.plots, 'plot_reliability', full_disk)
+    assert main(['--coadd', paths['coadd'], '--truth', paths['truth'], '--model', model_path,
+                 '--outdir', str(out1), '--nexamples', '0', '--title', 'other']) == 1
+    assert {name: (out1 / name).read_bytes() for name in os.listdir(out1)} == before
+    monkeypatch.undo()
+    with pytest.raises(SystemExit):             # matplotlib cannot draw it: before any work
+        main(['--coadd', paths['coadd'], '--truth', paths['truth'], '--model', model_path,
+              '--outdir', str(out1), '--title', r'eval $\lbg$'])
     # a test set of one regime (no mid/high-z LBGs) still evaluates, with undefined scores there
     out3 = tmp_path / 'ev3'
     low = _mock_files(tmp_path / 'low', nspec=30, seed=13, zrange=(1.8, 2.6))
@@ -844,3 +860,19 @@ def test_efficiency_figure_has_the_title(monkeypatch):
     plots.plot_efficiency_bins({'all': {'efficiency_vs_z': bins, 'efficiency_vs_mag': bins}},
                                'eff.png', title='midz test')
     assert figures[0]._suptitle is not None and figures[0]._suptitle.get_text() == 'midz test'
+
+
+def test_redshift_figure_counts_the_points_beyond_its_panel(monkeypatch):
+    """The Δz/(1+z) panel spans ±0.01, the catastrophic cut: the catastrophic redshifts
+    vanished from it without a word."""
+    from lbgnet import plots
+    figures = []
+    monkeypatch.setattr(plots, 'save_png', lambda fig, path: figures.append(fig) or path)
+    z_true = np.array([2.0, 2.5, 3.0, 3.5, 4.0])
+    z_lbg = z_true * np.array([1.0, 1.0, 1.2, 0.7, 1.0])            # two catastrophic
+    plots.plot_redshift(z_true, z_lbg, 'z.png', z_template=z_true + 1e-4)
+    ax2 = figures[0].axes[1]
+    assert ax2.get_title().endswith('Z_LBG 2, Z_TPL 0')
+    ys = np.concatenate([line.get_ydata() for line in ax2.lines if len(line.get_ydata())])
+    lo, hi = ax2.get_ylim()
+    assert np.sum((ys > 0.9 * hi) & (ys <= hi)) == 1 and np.sum((ys < 0.9 * lo) & (ys >= lo)) == 1

@@ -102,6 +102,10 @@ def test_gamma_study_tiny_run(tmp_path):
     assert 0 < (tmp_path / 't' / 'purity_efficiency.png').stat().st_size < 300_000
     with pytest.raises(SystemExit):
         table.main(['--model', 'nopath', '--tests', f'midz={test_dir}', '--outdir', str(tmp_path)])
+    with pytest.raises(SystemExit, match="'mid' is not one of lowz, midz, highz"):
+        table.main(['--model', f'a={model}', '--tests', f'mid={test_dir}',   # an empty row
+                    '--outdir', str(tmp_path / 't2')])
+    assert not (tmp_path / 't2').exists()
 
 
 def test_oracle_class_likelihood_integrates_the_amplitude():

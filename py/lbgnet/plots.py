@@ -24,11 +24,15 @@ REGIME_COLORS = {'all': 'k', 'lowz': 'tab:blue', 'midz': 'tab:green', 'highz': '
 
 
 def save_png(fig, path):
-    """Write `fig` to `path` as PNG atomically (its folder created), log it, return `path`."""
+    """Write `fig` to `path` as PNG atomically (its folder created), return `path`.
+
+    Logged at debug level: the commands say what they wrote (``desi_lbg_evaluate`` draws
+    into a staging directory first).
+    """
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=DPI, format='png')
-    get_logger().info('wrote %s', path)
+    get_logger().debug('wrote %s', path)
     return path
 
 
@@ -96,8 +100,15 @@ def plot_purity_efficiency(metrics, path, title=''):
     return save_png(fig, path)
 
 
+#: Half range of the Δz/(1+z) panel of :func:`plot_redshift` (the catastrophic cut).
+DZ_PANEL = 0.01
+
+
 def plot_redshift(z_true, z_pred, path, z_bestline=None, title='', z_template=None):
     """Predicted vs true redshift of selected LBGs, with Δz/(1+z) underneath.
+
+    The lower panel spans ±:data:`DZ_PANEL`; points beyond it (catastrophic redshifts) are
+    drawn on its edges as triangles and counted in the panel.
 
     Parameters
     ----------
@@ -114,20 +125,31 @@ def plot_redshift(z_true, z_pred, path, z_bestline=None, title='', z_template=No
     fig = Figure(figsize=(5, 6))
     ax1 = fig.add_subplot(2, 1, 1)
     ax2 = fig.add_subplot(2, 1, 2, sharex=ax1)
-    series = [(z_bestline, 'best line', {'color': '0.6'}), (z_pred, 'Z_LBG (combined)', {}),
+    series = [(z_bestline, 'best line', {'color': '0.6'}), (z_pred, 'Z_LBG (combined)', {'color': 'C0'}),
               (z_template, 'Z_TPL (refined)', {'color': 'C3'})]
+    outside = []
     for values, label, style in series:
         if values is None:
             continue
         values = np.asarray(values, dtype=float)
         ax1.plot(z_true, values, '.', ms=2, label=label, **style)
-        ax2.plot(z_true, (values - z_true) / (1 + z_true), '.', ms=2, **style)
+        rel = (values - z_true) / (1 + z_true)
+        far = np.abs(rel) > DZ_PANEL
+        ax2.plot(z_true[~far], rel[~far], '.', ms=2, **style)
+        for sign, marker in ((1, '^'), (-1, 'v')):
+            edge = far & (np.sign(rel) == sign)
+            ax2.plot(z_true[edge], np.full(edge.sum(), 0.97 * sign * DZ_PANEL), marker, ms=3,
+                     **style)
+        outside.append(f'{label.split(" (")[0]} {int(far.sum())}')
+    if outside:
+        ax2.set_title(f'beyond ±{DZ_PANEL:g}, drawn on the edges: ' + ', '.join(outside),
+                      fontsize=8)
     lims = [np.nanmin(z_true) if z_true.size else 0, np.nanmax(z_true) if z_true.size else 1]
     ax1.plot(lims, lims, 'k-', lw=0.5)
     ax1.set_ylabel('predicted z')
     ax1.legend(fontsize=8)
     ax1.set_title(title)
-    ax2.set_ylim(-0.01, 0.01)
+    ax2.set_ylim(-DZ_PANEL, DZ_PANEL)
     ax2.axhline(0, color='k', lw=0.5)
     ax2.set_xlabel('true z')
     ax2.set_ylabel('Δz / (1+z)')

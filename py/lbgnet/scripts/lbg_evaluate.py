@@ -16,6 +16,8 @@ reported as ``redshift_template`` (and ``by_depth_template``) beside that of Z_L
 """
 import argparse
 import os
+import shutil
+import tempfile
 
 import numpy as np
 from desiutil.log import get_logger
@@ -81,6 +83,9 @@ def parse(options=None):
         parser.error(f'--n-thresh must be >= 1, not {args.n_thresh}')
     if os.path.exists(args.outdir) and not os.path.isdir(args.outdir):
         parser.error(f'--outdir {args.outdir} exists and is not a directory')
+    problem = check_title(args.title)
+    if problem:
+        parser.error(problem)
     check_refine_arguments(parser, args)
     if args.catalog and refine_options_given(args):
         given = refine_options_given(args)
@@ -90,15 +95,15 @@ def parse(options=None):
     return args
 
 
-def write_plots(args, metrics, pred, truth, config, extras):
-    """Figures of one evaluation in ``args.outdir``; figures of an earlier run there that
-    this one does not make are removed (they would describe other inputs)."""
+def write_plots(args, metrics, pred, truth, config, extras, directory):
+    """Figures of one evaluation, drawn into `directory`; returns the keys of
+    :data:`OUTPUTS` written (``metrics`` included, written by the caller)."""
     from ..evaluate import LBG_CLASS, template_or_cnn
     from ..plots import (plot_efficiency_bins, plot_example_spectra, plot_pulls,
                          plot_purity_efficiency, plot_redshift, plot_reliability)
     from ..zerr import right_redshifts
     from ..refine import MIN_DELTACHI2
-    out = {k: os.path.join(args.outdir, v) for k, v in OUTPUTS.items()}
+    out = {k: os.path.join(directory, v) for k, v in OUTPUTS.items()}
     written = {'metrics', 'pe', 'z', 'eff'}
     plot_purity_efficiency(metrics, out['pe'], title=args.title)
     sel = (np.asarray(truth['CLASS']).astype(str) == LBG_CLASS) & pred['IS_LBG']
@@ -141,10 +146,34 @@ def write_plots(args, metrics, pred, truth, config, extras):
             written.add('examples')
     elif first is not None and args.nexamples > 0:
         get_logger().info('no %s: a direct network finds no lines to draw', OUTPUTS['examples'])
-    for key in set(out) - written:
-        if os.path.isfile(out[key]):
-            os.remove(out[key])
-    return {k: out[k] for k in written}
+    return written
+
+
+def publish(stage, outdir, written):
+    """Move the files of one evaluation from `stage` into `outdir` (the figures, then
+    ``metrics.json``: a set that ``metrics.json`` describes) and remove the files of an
+    earlier run there that this one did not make (they would describe other inputs)."""
+    for key in sorted(set(OUTPUTS) - set(written)):
+        path = os.path.join(outdir, OUTPUTS[key])
+        if os.path.isfile(path):
+            os.remove(path)
+    for key in sorted(written, key=lambda k: k == 'metrics'):
+        os.replace(os.path.join(stage, OUTPUTS[key]), os.path.join(outdir, OUTPUTS[key]))
+
+
+def check_title(title):
+    """A one-line message when matplotlib cannot draw `title` (e.g. bad TeX), else None."""
+    if not title:
+        return None
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure()
+    fig.suptitle(title)
+    try:
+        FigureCanvasAgg(fig).draw()
+    except ValueError as err:
+        return f'--title cannot be drawn: {" ".join(str(err).split())}'
+    return None
 
 
 def summarise(metrics):
@@ -266,13 +295,20 @@ def evaluate_into(args, model_path, log):
     except InputFileError as err:
         log.error('%s', err)
         return 1
-    try:
-        write_json(os.path.join(args.outdir, OUTPUTS['metrics']), metrics)
-        write_plots(args, regimes, pred, truth, config, extras)
+    stage = None
+    try:              # all files drawn aside, then moved in: a failure leaves the old set
+        stage = tempfile.mkdtemp(prefix=f'.evaluate-tmp{os.getpid()}-', dir=args.outdir)
+        write_json(os.path.join(stage, OUTPUTS['metrics']), metrics)
+        written = write_plots(args, regimes, pred, truth, config, extras, stage)
+        publish(stage, args.outdir, written)
     except OSError as err:
         log.error('%s: cannot write the results (%s)', args.outdir,
                   write_failure_reason(err, os.path.join(args.outdir, OUTPUTS['metrics'])))
         return 1
+    finally:
+        if stage is not None:
+            shutil.rmtree(stage, ignore_errors=True)
+    names = [OUTPUTS[k] for k in sorted(written, key=lambda k: (k != 'metrics', OUTPUTS[k]))]
     if args.record_as:
         record_in_model_card(args.model, args.record_as, metrics)
     for name in ('lowz', 'midz', 'highz'):
@@ -303,7 +339,7 @@ def evaluate_into(args, model_path, log):
                      'purity %s, %s of the selected LBGs kept, |dz|<0.05 %s', name,
                      rel['min_deltachi2'], _fmt(rel['efficiency']), _fmt(rel['purity']),
                      _fmt(rel['kept']), _fmt(rel['redshift']['frac_dz_lt_0p05']))
-    log.info('wrote %s', args.outdir)
+    log.info('wrote %s in %s', ', '.join(names), args.outdir)
     return 0
 
 
