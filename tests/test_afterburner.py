@@ -552,8 +552,7 @@ def test_training_zrange_does_not_depend_on_the_working_directory(tmp_path, monk
 def test_shipped_model_is_the_default(tmp_path, caplog):
     from lbgnet.network import default_model_path
     shipped = default_model_path()
-    if shipped is None:
-        pytest.skip('no pretrained model shipped in lbgnet/data yet')
+    assert shipped is not None, 'the shipped model (lbgnet/data) is missing'
     coadd, output = make_pair(str(tmp_path), nspec=4)
     assert run(caplog, '--coadd', coadd)[0] == 0
     _, hdr = read_catalog(output)

@@ -337,12 +337,13 @@ def test_negative_ivar_pixels_masked(tmp_path, tiny_coadd, config):
 
 
 def test_masked_pixels_carry_no_weight(tmp_path, tiny_coadd, config):
-    # Pixels with MASK != 0 (ivar > 0, absurd flux) grid exactly as if their ivar were 0.
+    # Pixels with MASK != 0 (ivar > 0, a plausible but wrong flux, which the S/N cut
+    # does not remove) grid exactly as if their ivar were 0.
     src, arrays = tiny_coadd
     pix = (np.array([1, 1, 4, 5]), np.array([300, 301, 1200, 2000]))
     assert np.all(arrays['ivar']['b'][pix] > 0)
     flux = arrays['flux']['b'].copy()
-    flux[pix] = 1e6
+    flux[pix] = 50.0
     mask = arrays['mask']['b'].copy()
     mask[pix] = 1
     path = _copy_without(src, str(tmp_path / 'masked.fits'), replace={'B_FLUX': flux, 'B_MASK': mask})
@@ -354,6 +355,8 @@ def test_masked_pixels_carry_no_weight(tmp_path, tiny_coadd, config):
     np.testing.assert_array_equal(X, X_ref)
     np.testing.assert_array_equal(info.nvalid_bins, info_ref.nvalid_bins)
     assert not np.array_equal(X, load_coadd_grid(src, config)[0])     # the pixels did matter
+    unmasked = _copy_without(src, str(tmp_path / 'unmasked.fits'), replace={'B_FLUX': flux})
+    assert not np.array_equal(X, load_coadd_grid(unmasked, config)[0])   # ... only the mask
 
 
 def test_damaged_header_card_does_not_spoil_the_next_files(tmp_path):

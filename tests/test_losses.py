@@ -83,3 +83,13 @@ def test_get_config_round_trip():
     y_true, y_pred = _tensors()
     assert float(clone(y_true, y_pred)) == pytest.approx(float(loss(y_true, y_pred)))
     assert clone.gamma == 0.5 and clone.pos_weight == 7.0
+
+
+def test_box_crossentropy_is_a_mean_over_any_number_of_boxes():
+    """Every other test has 3 boxes, where a mean and a sum / 3 agree."""
+    y_true = np.zeros((1, 1, 4), dtype=np.float32)
+    y_true[0, 0, 2] = 1.0
+    y_pred = np.array([[[0.2, 0.1, 0.6, 0.3]]], dtype=np.float32)
+    want = -(math.log(0.8) + math.log(0.9) + 5.0 * math.log(0.6) + math.log(0.7)) / 4
+    got = np.asarray(box_crossentropy(y_true, y_pred, 5.0))
+    np.testing.assert_allclose(got, [[want]], rtol=1e-5)

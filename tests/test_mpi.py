@@ -18,14 +18,23 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def mpiexec():
+    """The launcher of the pinned ``mpich`` wheel (a requirement: its absence fails)."""
     for cand in (os.path.join(os.path.dirname(sys.executable), 'mpiexec'), shutil.which('mpiexec')):
         if cand and os.path.exists(cand):
             return cand
-    pytest.skip('mpiexec not available')
+    pytest.fail('mpiexec not found: install requirements.txt (the mpich wheel)')
+
+
+def launch_env(tmp_path, **extra):
+    """Environment of an ``mpiexec`` run: this checkout's package, and TMPDIR in the test's
+    directory (TensorFlow's autograph files went to /tmp).  MPICH's launcher writes its
+    hwloc topology file to a fixed ``/tmp/hydra_hwloc_xmlfile_*`` path whatever TMPDIR
+    says, and leaves it when a run aborts (as these tests make it do)."""
+    return dict(os.environ, PYTHONPATH=os.path.join(ROOT, 'py'), TMPDIR=str(tmp_path), **extra)
 
 
 def test_two_ranks_equal_one_rank(tmp_path):
-    pytest.importorskip('mpi4py')
+    import mpi4py  # noqa: F401 -- a requirement: its absence fails
     launcher = mpiexec()
     model = save_tiny_model(str(tmp_path / 'tiny.weights.h5'))
     redux = tmp_path / 'redux'
@@ -38,8 +47,7 @@ def test_two_ranks_equal_one_rank(tmp_path):
     common = ['--input-dir', str(redux), '--model', model, '--chunk-size', '8']
     assert main(common + ['--outdir', str(tmp_path / 'one')]) == 1
 
-    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, 'py'), TF_CPP_MIN_LOG_LEVEL='2',
-               OMP_NUM_THREADS='1')
+    env = launch_env(tmp_path, TF_CPP_MIN_LOG_LEVEL='2', OMP_NUM_THREADS='1')
     proc = subprocess.run([launcher, '-n', '2', sys.executable,
                            os.path.join(ROOT, 'bin', 'desi_lbg_afterburner'), '--mpi',
                            *common, '--outdir', str(tmp_path / 'two')],
@@ -83,7 +91,7 @@ def run_two_ranks_with(tmp_path, driver_code, pixels):
     """Run the afterburner under ``mpiexec -n 2`` through a driver script that patches it
     (`driver_code` ends by calling ``script.main``) on two small files; return the process
     and its log."""
-    pytest.importorskip('mpi4py')
+    import mpi4py  # noqa: F401 -- a requirement: its absence fails
     launcher = mpiexec()
     model = save_tiny_model(str(tmp_path / 'tiny.weights.h5'))
     for pix in pixels:
@@ -91,8 +99,7 @@ def run_two_ranks_with(tmp_path, driver_code, pixels):
         write_test_redrock(str(tmp_path / f'redrock-sv3-dark-{pix}.fits'), tid)
     driver = tmp_path / 'driver.py'
     driver.write_text(driver_code)
-    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, 'py'), TF_CPP_MIN_LOG_LEVEL='2',
-               OMP_NUM_THREADS='1')
+    env = launch_env(tmp_path, TF_CPP_MIN_LOG_LEVEL='2', OMP_NUM_THREADS='1')
     proc = subprocess.run([launcher, '-n', '2', sys.executable, str(driver), '--mpi',
                            '--coadd', str(tmp_path / 'coadd-*.fits'), '--model', model,
                            '--no-refine'], env=env, capture_output=True, text=True, timeout=180)
@@ -174,7 +181,7 @@ def test_mock_setup_failing_on_one_rank_stops_every_rank(tmp_path):
     """desi_lbg_mock --mpi: an --outdir that one rank cannot use (a node without the
     file system) stops every rank with that rank's reason; the other rank used to write
     its files and wait forever in the final allreduce, and the reason was never logged."""
-    pytest.importorskip('mpi4py')
+    import mpi4py  # noqa: F401 -- a requirement: its absence fails
     driver = tmp_path / 'driver.py'
     driver.write_text(
         'import sys\n'
@@ -187,7 +194,7 @@ def test_mock_setup_failing_on_one_rank_stops_every_rank(tmp_path):
         '    return real(path, *args, **kwargs)\n'
         'script.check_outdir = check\n'
         'sys.exit(script.main(sys.argv[1:]))\n')
-    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, 'py'), OMP_NUM_THREADS='1')
+    env = launch_env(tmp_path, OMP_NUM_THREADS='1')
     out = tmp_path / 'mock'
     proc = subprocess.run([mpiexec(), '-n', '2', sys.executable, str(driver), '--mpi',
                            '--outdir', str(out), '--nspec', '4', '--nfiles', '2',

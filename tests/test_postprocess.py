@@ -193,3 +193,19 @@ def test_no_tensorflow_import():
     code = ('import sys, lbgnet.postprocess, lbgnet.evaluate; '
             'sys.exit(int("tensorflow" in sys.modules or "keras" in sys.modules))')
     assert subprocess.run([sys.executable, '-c', code]).returncode == 0
+
+
+def test_combine_lines_ties_to_rounding_and_no_line_above_the_floor(config):
+    """Two lines of 0.3 and 0.6 tie a stray 0.9 only to rounding (0.3 + 0.6 =
+    0.8999999999999999 in float64): the redshift with more lines still wins.  With no line
+    above the floor Z_LBG is the most confident line's redshift (not the first line's)."""
+    from lbgnet.postprocess import combine_lines
+    nlines = len(config.lines)
+    c = np.zeros((2, nlines))
+    zl = np.full((2, nlines), 1.0)
+    c[0, [0, 4, 6]], zl[0, [0, 4, 6]] = [0.9, 0.3, 0.6], [3.5, 3.0, 3.001]
+    c[1, [2, 5]], zl[1, [2, 5]] = [0.02, 0.04], [2.0, 3.3]
+    assert 0.3 + 0.6 < 0.9
+    z, _, nagree = combine_lines(c, zl, config, agree_tol=0.01, line_floor=0.05)
+    assert z[0] == pytest.approx((0.3 * 3.0 + 0.6 * 3.001) / 0.9, rel=1e-12) and nagree[0] == 2
+    assert z[1] == 3.3

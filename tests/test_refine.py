@@ -82,8 +82,6 @@ def test_chi2_scan_of_the_shipped_template_on_one_arm_is_least_squares():
     from lbgnet.afterburner import default_template_path, load_refiner
     from lbgnet.io.modelfile import default_model_path, load_model
     path = default_model_path()
-    if path is None:
-        pytest.skip('no pretrained model shipped in lbgnet/data')
     _, config, _ = load_model(path)
     refiner = load_refiner(default_template_path(), config, (1.8, 4.6))
     tb = refiner.tbasis
@@ -184,6 +182,19 @@ def test_deltachi2_by_hand():
         zbest = out['Z_TPL'][s]
         near = np.abs(zs - zbest) / (1 + zbest) < DEFAULT_WINDOW
         ibest = np.flatnonzero(near)[np.argmin(chi2[s, near])]
+        far = np.abs(zs - zbest) / (1 + zbest) > 0.01
+        expected = chi2[s, far].min() - chi2[s, ibest]
+        assert out['DELTACHI2_TPL'][s] == pytest.approx(expected, rel=1e-9)
+    # with the network's prior: the minimum is that of χ² − w S, DELTACHI2_TPL stays a
+    # difference of plain χ² (the prior is not subtracted from the other redshifts)
+    support = rng.uniform(0.0, 3.0, (2, zs.size))
+    out = refine_redshifts(flux, ivar, np.array([4.06, 2.31]), tb, zs, support=support,
+                           prior_weight=1.0)
+    for s in range(2):
+        zbest = out['Z_TPL'][s]
+        z0 = (4.06, 2.31)[s]
+        near = np.abs(zs - z0) / (1 + z0) < DEFAULT_WINDOW
+        ibest = np.flatnonzero(near)[np.argmin((chi2[s] - support[s])[near])]
         far = np.abs(zs - zbest) / (1 + zbest) > 0.01
         expected = chi2[s, far].min() - chi2[s, ibest]
         assert out['DELTACHI2_TPL'][s] == pytest.approx(expected, rel=1e-9)
@@ -309,8 +320,6 @@ def test_shipped_template_refines_a_simulated_lbg():
     from lbgnet.preprocess import rebin_arms
     from lbgnet.sim.mock import load_mock_setup, make_mock
     path = default_model_path()
-    if path is None:
-        pytest.skip('no pretrained model shipped in lbgnet/data')
     _, config, _ = load_model(path)
     refiner = load_refiner(default_template_path(), config, (1.8, 4.6))
     setup = load_mock_setup()
@@ -628,3 +637,9 @@ def test_minimum_pinned_by_the_window_edge_is_not_reliable():
     prior[2, 11] = 50.0
     ibest, _, curv = _window_minimum(curve, np.linspace(2.0, 2.3, 30), allowed, prior)
     assert ibest[2] == 12 and np.isfinite(curv[2])
+    # χ² lower beyond the edge, but the prior holds the edge point (χ² − w S is lower
+    # there): the prior decided, as inside the window; it is not pinned
+    prior = np.zeros((4, 30))
+    prior[0, 12] = 50.0
+    ibest, _, curv = _window_minimum(curve, np.linspace(2.0, 2.3, 30), allowed, prior)
+    assert ibest[0] == 12 and np.isfinite(curv[0])

@@ -205,3 +205,13 @@ def test_calibration_script_keeps_a_good_fit_when_a_new_one_fails(tmp_path, monk
     record = json.loads(open(described).read())['metadata']['error_calibration']
     assert (record['refine_noise'], record['refine_archetypes']) == ('calibrated', 'abc123')
     assert record['ZERR_TPL'] == fitted['ZERR_TPL'] and record['ZERR_LBG']['fit']['scale'] == 2.0
+
+
+def test_right_redshifts_leave_out_errors_that_are_not_positive():
+    from lbgnet.zerr import right_redshifts
+    z_true = np.array([3.0, 3.0, 3.0, 3.0])
+    z = z_true + np.array([1e-3, 1e-3, 1e-3, 0.2])        # the last one is wrong
+    zerr = np.array([4e-3, 0.0, -1e-3, 4e-3])
+    rel_dz, rel_err = right_redshifts(z, zerr, z_true)
+    np.testing.assert_allclose(rel_dz, [1e-3 / 4.0])
+    np.testing.assert_allclose(rel_err, [1e-3])
