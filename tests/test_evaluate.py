@@ -876,3 +876,20 @@ def test_redshift_figure_counts_the_points_beyond_its_panel(monkeypatch):
     ys = np.concatenate([line.get_ydata() for line in ax2.lines if len(line.get_ydata())])
     lo, hi = ax2.get_ylim()
     assert np.sum((ys > 0.9 * hi) & (ys <= hi)) == 1 and np.sum((ys < 0.9 * lo) & (ys >= lo)) == 1
+
+
+def test_purity_efficiency_figure_marks_the_score_and_the_threshold(monkeypatch):
+    from lbgnet import plots
+    figures = []
+    monkeypatch.setattr(plots, 'save_png', lambda fig, path: figures.append(fig) or path)
+    curve = {'threshold': [0.1, 0.5, 0.9], 'purity': [0.6, 0.8, 0.95],
+             'efficiency': [0.99, 0.8, 0.4]}
+    metrics = {'all': {'pe_score': 0.8, 'pe_threshold': 0.5, 'c_thresh': 0.7, 'curve': curve},
+               'midz': {'pe_score': None, 'c_thresh': 0.7}}
+    plots.plot_purity_efficiency(metrics, 'pe.png')
+    ax = figures[0].axes[0]
+    points = [(tuple(line.get_xdata()), tuple(line.get_ydata())) for line in ax.lines
+              if line.get_marker() == 'o']
+    assert points == [((0.5,), (0.8,))]
+    assert any(tuple(line.get_xdata()) == (0.7, 0.7) for line in ax.lines)
+    assert 'selection threshold 0.700' in [t.get_text() for t in ax.get_legend().get_texts()]

@@ -71,6 +71,9 @@ def plot_loss_curves(history, path):
 def plot_purity_efficiency(metrics, path, title=''):
     """Purity and efficiency vs confidence threshold, one colour per regime.
 
+    Each regime's purity = efficiency point is marked (a circle at its score), and the
+    selection threshold the metrics were computed at (``c_thresh``) is a dashed line.
+
     Parameters
     ----------
     metrics : dict
@@ -90,6 +93,12 @@ def plot_purity_efficiency(metrics, path, title=''):
         eff = np.asarray(curve['efficiency'], dtype=float)
         ax.plot(thr, pur, '-', color=color, label=f'{name} purity (score {res["pe_score"]:.3f})')
         ax.plot(thr, eff, ':', color=color, label=f'{name} efficiency')
+        if res.get('pe_threshold') is not None:
+            ax.plot([res['pe_threshold']], [res['pe_score']], 'o', color=color, ms=4)
+    c_thresh = [res.get('c_thresh') for res in metrics.values() if res['pe_score'] is not None]
+    if c_thresh and c_thresh[0] is not None and np.isfinite(c_thresh[0]):
+        ax.axvline(c_thresh[0], color='0.4', ls='--', lw=0.8,
+                   label=f'selection threshold {c_thresh[0]:.3f}')
     ax.set_xlabel('threshold on C_LBG')
     ax.set_ylabel('purity (solid) / efficiency (dotted)')
     ax.set_ylim(0.5, 1.005)
