@@ -206,6 +206,9 @@ def test_an_unreadable_directory_is_not_skipped_silently(redux, monkeypatch, cap
     assert [os.path.relpath(j.coadd, redux) for j in jobs] == [HPX, TILE]
     assert failed == [f'{bad}: cannot list this directory (Permission denied)']
     assert summarise([], failed) == 1 and f'FAILED {bad}: cannot list' in caplog.text
+    _unlistable(monkeypatch, redux)                  # the top itself: one failure, not two
+    jobs, failed = plan(parse(['--input-dir', str(redux), '--outdir', str(redux / 'out')]))
+    assert jobs == [] and failed == [f'{redux}: cannot list this directory (Permission denied)']
 
 
 def test_file_links_hard_links_and_compressed_copies_are_one_coadd(tmp_path, caplog):
@@ -230,3 +233,22 @@ def test_file_links_hard_links_and_compressed_copies_are_one_coadd(tmp_path, cap
                      'b/coadd-main-dark-1.fits', 'b/coadd-main-dark-4.fits',
                      'b/coadd-main-dark-5.fits']
     assert 'b/coadd-main-dark-5.fits.gz' in caplog.text and 'stored twice' in caplog.text
+
+
+def test_the_name_beside_its_redrock_file_is_kept(tmp_path, caplog):
+    """Of two names of one coadd (a hard link sorting first, a .gz twin whose Redrock file
+    alone exists), the one with its Redrock file beside it is processed; the other name
+    had been kept and failed for want of a Redrock file."""
+    root = tmp_path / 'redux'
+    real = root / 'healpix' / '7'
+    real.mkdir(parents=True)
+    (root / 'extra').mkdir()
+    (real / 'coadd-main-dark-7.fits').write_bytes(b'x')
+    (real / 'redrock-main-dark-7.fits').write_bytes(b'')
+    os.link(real / 'coadd-main-dark-7.fits', root / 'extra' / 'coadd-main-dark-7.fits')
+    (real / 'coadd-main-dark-8.fits').write_bytes(b'y')            # gunzip -k of the .gz
+    (real / 'coadd-main-dark-8.fits.gz').write_bytes(b'z')
+    (real / 'redrock-main-dark-8.fits.gz').write_bytes(b'')
+    found = [os.path.relpath(p, root) for p in find_coadds(str(root))]
+    assert found == ['healpix/7/coadd-main-dark-7.fits', 'healpix/7/coadd-main-dark-8.fits.gz']
+    assert 'skipped ' + str(real / 'coadd-main-dark-8.fits') in caplog.text

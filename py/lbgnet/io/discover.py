@@ -122,7 +122,7 @@ def expand_coadds(patterns):
     return paths, unmatched
 
 
-def walk_files(top, match=None, unreadable=None):
+def walk_files(top, match=None, unreadable=None, prefer=None):
     """Files below `top`, following symlinked directories, each real file listed once.
 
     Symlinked directories are followed (``os.walk`` would skip them), with two guards:
@@ -131,7 +131,8 @@ def walk_files(top, match=None, unreadable=None):
     followed, so such files keep the names of their real place in the tree.  Likewise a
     file symlink to a file inside the tree is left out (the file is listed under its
     real name, beside its companions); a file reached under several other names (links
-    from outside the tree, hard links) is listed once, under the first.
+    from outside the tree, hard links) is listed once: under the first name for which
+    `prefer` is true, else the first that is not a link, else the first.
 
     Parameters
     ----------
@@ -144,6 +145,9 @@ def walk_files(top, match=None, unreadable=None):
         Receives ``(directory, reason)`` for each directory that could not be listed
         (permission denied, I/O error), and the walk goes on; None: the first such
         directory raises.
+    prefer : callable, optional
+        ``prefer(path)``: true for the names to keep among those of one file (e.g. the one
+        whose Redrock file lies beside it).
 
     Returns
     -------
@@ -162,7 +166,7 @@ def walk_files(top, match=None, unreadable=None):
     >>> walk_files(outdir, lambda name: name.startswith('lbg_cnn-'))  # doctest: +SKIP
     """
     top_real = os.path.realpath(top)
-    walked, listed, found = set(), set(), []
+    walked, listed, found = set(), {}, []
 
     def onerror(err):
         reason = f'cannot list this directory ({err.strerror or err})'
@@ -190,10 +194,14 @@ def walk_files(top, match=None, unreadable=None):
                 key = ('path', os.path.realpath(path))
             else:
                 key = (stat.st_dev, stat.st_ino)
-            if key not in listed:
-                listed.add(key)
-                found.append(path)
-    return found
+            listed.setdefault(key, []).append(path)
+            if len(listed[key]) == 1:
+                found.append(key)
+
+    def rank(path):
+        return (not (prefer is None or prefer(path)), os.path.islink(path))
+    return [min(listed[key], key=rank) if len(listed[key]) > 1 else listed[key][0]
+            for key in found]
 
 
 def _links_inside(path, top_real):
@@ -241,18 +249,24 @@ def find_coadds(input_dir, unreadable=None):
     """
     from desiutil.log import get_logger
     check_input_dir(input_dir)
-    found = walk_files(input_dir, _COADD_NAME.match, unreadable)
+    def paired(path):
+        try:
+            return os.path.exists(redrock_path(path))
+        except InputFileError:
+            return False
+    found = walk_files(input_dir, _COADD_NAME.match, unreadable, prefer=paired)
     temporary = [path for path in found if _DESISPEC_TEMPORARY.search(os.path.basename(path))]
     if temporary:
         get_logger().warning('%d coadd temporar%s of an interrupted desispec write skipped: %s',
                              len(temporary), 'y' if len(temporary) == 1 else 'ies',
                              ', '.join(temporary))
     names = set(found)
-    twice = [path for path in found if path.endswith('.gz') and path[:-3] in names]
+    pairs = [(path[:-3], path) for path in found if path.endswith('.gz') and path[:-3] in names]
+    # keep the copy whose Redrock file is beside it (the plain one when both or neither)
+    twice = [gz if paired(plain) or not paired(gz) else plain for plain, gz in pairs]
     if twice:
-        get_logger().warning('%d coadd%s stored twice, compressed and not: the .gz '
-                             'skipped: %s', len(twice), '' if len(twice) == 1 else 's',
-                             ', '.join(twice))
+        get_logger().warning('%d coadd%s stored twice, compressed and not: skipped %s',
+                             len(twice), '' if len(twice) == 1 else 's', ', '.join(twice))
     skip = set(temporary) | set(twice)
     return [path for path in found if path not in skip]
 

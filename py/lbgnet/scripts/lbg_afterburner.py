@@ -138,7 +138,7 @@ def plan(args):
         unreadable = []               # failed inputs, the rest of the tree is processed
         coadds = find_coadds(args.input_dir, unreadable)
         unmatched = [f'{path}: {reason}' for path, reason in unreadable]
-        if not coadds:
+        if not coadds and not unreadable:
             unmatched.append(os.path.join(args.input_dir, '**/coadd-*.fits: matched no coadd file'))
     else:
         coadds, unmatched = expand_coadds(args.coadd)
