@@ -893,3 +893,24 @@ def test_purity_efficiency_figure_marks_the_score_and_the_threshold(monkeypatch)
     assert points == [((0.5,), (0.8,))]
     assert any(tuple(line.get_xdata()) == (0.7, 0.7) for line in ax.lines)
     assert 'selection threshold 0.700' in [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def test_catalogue_best_line_redshift_of_rows_without_line_columns(tmp_path):
+    """A direct network writes NaN line columns: read back, Z_BESTLINE is Z_LBG (as in memory)."""
+    from astropy.table import Table
+    from lbgnet.config import load_config
+    from lbgnet.io.evaluation import read_prediction_catalog
+    names = load_config().lines.names
+    t = Table(meta={'EXTNAME': 'LBG_CNN'})
+    t['TARGETID'] = np.arange(3, dtype=np.int64)
+    t['C_LBG'] = np.float32([0.9, 0.2, 0.95])
+    t['IS_LBG'] = [True, False, True]
+    t['Z_LBG'] = [2.5, 3.1, 4.0]
+    for i, n in enumerate(names):
+        t[f'C_{n}'] = np.full(3, np.nan, np.float32)
+        t[f'Z_{n}'] = np.full(3, np.nan)
+    t[f'C_{names[2]}'][0], t[f'Z_{names[2]}'][0] = 0.8, 2.49      # a line-finder row
+    path = tmp_path / 'lbg_cnn-direct.fits'
+    t.write(path)
+    out = read_prediction_catalog(path, names)
+    np.testing.assert_array_equal(out['Z_BESTLINE'], [2.49, 3.1, 4.0])

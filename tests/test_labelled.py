@@ -379,3 +379,23 @@ def test_target_class_labels_are_checked(config):
     bad = dataclasses.replace(config, extra=dict(config.extra, target={'class': 'quasar'}))
     with pytest.raises(ConfigError, match='target.class must be one of'):
         apply_target(bad)
+
+
+def test_truth_files_with_int64_and_uint64_targetids_stack_exactly(tmp_path):
+    """One truth file with int64 TARGETIDs, another with uint64: the stacked labels keep
+    DESI-sized ids exact (vstack had merged the columns into float64)."""
+    import fitsio
+    from lbg_testdata import write_test_coadd
+    coadds, truths, expect = [], [], []
+    for name, dtype, start in (('a', 'i8', 39633000000000001), ('b', 'u8', 39633000000000101)):
+        ids = start + np.arange(3, dtype=np.int64)
+        write_test_coadd(str(tmp_path / f'coadd-{name}.fits'), 3, seed=1, targetid=ids)
+        data = np.zeros(3, dtype=[('TARGETID', dtype), ('CLASS', 'S6'), ('Z_TRUE', 'f8'),
+                                  ('RMAG', 'f4')])
+        data['TARGETID'], data['CLASS'], data['Z_TRUE'], data['RMAG'] = ids, 'LBG', 3.0, np.nan
+        fitsio.write(str(tmp_path / f'truth-{name}.fits'), data, extname='TRUTH')
+        coadds.append(str(tmp_path / f'coadd-{name}.fits'))
+        truths.append(str(tmp_path / f'truth-{name}.fits'))
+        expect.extend(ids)
+    got = read_labelled_spectra(coadds, truths).truth['TARGETID']
+    assert got.dtype == np.int64 and list(got) == expect

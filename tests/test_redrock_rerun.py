@@ -59,6 +59,29 @@ def test_a_termination_signal_inside_redrock_stops_the_run(coadd, template, monk
         rerun_redrock(path, tid[:1], z[:1], np.full(1, 0.1), [template])
 
 
+def test_malformed_templates_are_refused_at_setup(template, tmp_path):
+    """A REDSHIFTS HDU that is empty or a table, or an RRIGM this Redrock does not know, is
+    one clear error at set-up naming the file (were an AttributeError / TypeError traceback,
+    or a failure inside rrdesi repeated for every coadd after the network had run)."""
+    from astropy.io import fits
+    with fits.open(template) as hdus:
+        primary, redshifts = hdus[0].copy(), np.array(hdus['REDSHIFTS'].data)
+    cases = {'empty': [primary.copy(), fits.ImageHDU(name='REDSHIFTS')],
+             'table': [primary.copy(), fits.BinTableHDU.from_columns(
+                 [fits.Column('Z', 'D', array=redshifts)], name='REDSHIFTS')]}
+    madau = primary.copy()
+    madau.header['RRIGM'] = 'Madau'
+    cases['igm'] = [madau, fits.ImageHDU(redshifts, name='REDSHIFTS')]
+    expect = {'empty': 'not a Redrock template', 'table': 'not a Redrock template',
+              'igm': "RRIGM 'Madau' is not an IGM model"}
+    for name, hdus in cases.items():
+        path = str(tmp_path / f'rrtemplate-GALAXY-{name}.fits')
+        fits.HDUList(hdus).writeto(path)
+        with pytest.raises(InputFileError, match=expect[name]) as err:
+            template_zrange([path])
+        assert str(err.value).startswith(path) and '\n' not in str(err.value)
+
+
 def test_template_file_is_redrock_readable(template):
     assert template_files([os.path.dirname(template)]) == [template]
     [(zmin, zmax)] = template_zrange([template])

@@ -357,6 +357,20 @@ def test_config_errors(tmp_path):
     bad.write_text('base: lbgnet-sim.yaml\nsimulation:\n  rmag_range: bright\n')
     with pytest.raises(ConfigError, match='bad.yaml: simulation.rmag_range'):
         load_sim_config(str(bad))
+    # a value that is not a number where the shipped file has one: one line naming the key
+    # (were numpy tracebacks mid-run); text that reads as a number (YAML 1.1 leaves 1e-1
+    # a string) is the number
+    for text, key in (('  lbg:\n    beta_mean: steep\n', 'simulation.lbg.beta_mean'),
+                      ('  lbg:\n    beta_sigma: null\n', 'simulation.lbg.beta_sigma'),
+                      ('  lbg:\n    emission:\n      NEW: {wave: 1500.0, ew: x, sigma: 1.0}\n',
+                       'simulation.lbg.emission.NEW.ew'),
+                      ('  lbg:\n    beta_mean: .nan\n', 'simulation.lbg.beta_mean'),
+                      ('  igm:\n    fine_dlnl: true\n', 'simulation.igm.fine_dlnl')):
+        bad.write_text('base: lbgnet-sim.yaml\nsimulation:\n' + text)
+        with pytest.raises(ConfigError, match=f'bad.yaml: {key} must be a finite number'):
+            load_sim_config(str(bad))
+    bad.write_text('base: lbgnet-sim.yaml\nsimulation:\n  lbg:\n    beta_sigma: 1e-1\n')
+    assert load_sim_config(str(bad))['simulation']['lbg']['beta_sigma'] == 0.1
 
 
 def test_bad_wave_grid(simcfg):

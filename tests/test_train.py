@@ -204,6 +204,7 @@ def test_check_config_fails_before_training(config):
     check_config(small_config(config))
     cases = [({'postprocess': {'agree_tol': 'abc'}}, 'postprocess.agree_tol must be a finite number'),
              ({'postprocess': {'hybrid_score': 'max'}}, 'postprocess.hybrid_score must be one of'),
+             ({'postprocess': {'agree_tol': 0}}, 'postprocess.agree_tol must be > 0'),
              ({'postprocess': {'zerr_scale': 0.0}}, 'postprocess.zerr_scale must be > 0'),
              ({'postprocess': {'zerr_tpl_scale': -1}}, 'postprocess.zerr_tpl_scale must be > 0'),
              ({'postprocess': {'zerr_floor': -1e-3}}, 'postprocess.zerr_floor must be >= 0'),

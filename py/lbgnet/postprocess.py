@@ -68,7 +68,7 @@ def postprocess_options(config):
 def check_options(config):
     """Refuse ``postprocess`` options that are not numbers or out of range.
 
-    ``agree_tol`` >= 0, ``line_floor`` in [0, 1], ``zerr_scale`` / ``zerr_tpl_scale`` > 0,
+    ``agree_tol`` > 0 (with 0 no line would agree even with itself), ``line_floor`` in [0, 1], ``zerr_scale`` / ``zerr_tpl_scale`` > 0,
     ``zerr_floor`` / ``zerr_tpl_floor`` >= 0 (all finite), ``hybrid_score`` one of
     :data:`HYBRID_SCORES`.  Checked before training and when a model file
     is read, so that a bad value fails at once rather than per spectrum.
@@ -92,7 +92,7 @@ def check_options(config):
                               f'not {value!r}')
     opts = postprocess_options(config)
     positive, non_negative = ('> 0', lambda v: v > 0), ('>= 0', lambda v: v >= 0)
-    ranges = {'agree_tol': non_negative, 'line_floor': ('in [0, 1]', lambda v: 0 <= v <= 1),
+    ranges = {'agree_tol': positive, 'line_floor': ('in [0, 1]', lambda v: 0 <= v <= 1),
               'zerr_scale': positive, 'zerr_tpl_scale': positive,
               'zerr_floor': non_negative, 'zerr_tpl_floor': non_negative}
     for key, (text, good) in ranges.items():

@@ -88,15 +88,25 @@ def template_zrange(files):
         overlap one of them (a prior in a gap between them leaves Redrock no finite χ²).
     """
     import_rrdesi()
+    from redrock.igm import igm_models
     from redrock.templates import Template
     ranges = []
     with contextlib.redirect_stdout(io.StringIO()):
         for name in files:
             try:
-                redshifts = Template(name).redshifts
-            except (OSError, KeyError, ValueError) as err:
-                raise InputFileError(name, f'not a Redrock template ({err})') from None
-            ranges.append((float(np.min(redshifts)), float(np.max(redshifts))))
+                template = Template(name)
+                redshifts = np.asarray(template.redshifts, dtype=np.float64)
+            except Exception as err:    # redrock's reader fails in many ways on a bad HDU
+                raise InputFileError(name, f'not a Redrock template ({type(err).__name__}: '
+                                           f'{(str(err).strip().splitlines() or ["unreadable"])[0]})') from None
+            if redshifts.ndim != 1 or redshifts.size == 0 or not np.all(np.isfinite(redshifts)):
+                raise InputFileError(name, 'not a Redrock template (REDSHIFTS is not a '
+                                           'non-empty 1-d array of finite redshifts)')
+            if template.igm_model not in igm_models:
+                # rrdesi would fail on it for every coadd, after the network has run
+                raise InputFileError(name, f'RRIGM {template.igm_model!r} is not an IGM model '
+                                           f'this Redrock knows ({", ".join(map(str, igm_models))})')
+            ranges.append((float(redshifts.min()), float(redshifts.max())))
     return ranges
 
 

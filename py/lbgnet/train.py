@@ -111,7 +111,7 @@ def check_config(config, sim_config=None):
     The ``model`` section (:func:`lbgnet.model.model_options`, ``snr_softening`` > 0), the
     options of the architecture (``model.direct``), the ``loss`` section, the ``postprocess``
     section (read by the validation score after the first epoch and at the end:
-    ``agree_tol`` >= 0, ``line_floor`` in [0, 1], ``zerr_scale`` / ``zerr_tpl_scale`` > 0,
+    ``agree_tol`` > 0, ``line_floor`` in [0, 1], ``zerr_scale`` / ``zerr_tpl_scale`` > 0,
     ``zerr_floor`` / ``zerr_tpl_floor`` >= 0, ``hybrid_score``) and, given the simulator
     configuration, its ``generator.augment`` mapping.
 

@@ -66,7 +66,10 @@ def read_prediction_catalog(path, line_names, extname='LBG_CNN'):
         c_lines = np.stack([np.asarray(table[f'C_{n}'], dtype=np.float64) for n in names], axis=1)
         z_lines = np.stack([np.asarray(table[f'Z_{n}'], dtype=np.float64) for n in names], axis=1)
         best = np.argmax(np.nan_to_num(c_lines, nan=-1.0), axis=1)
-        out['Z_BESTLINE'] = np.take_along_axis(z_lines, best[:, None], axis=1)[:, 0]
+        zbest = np.take_along_axis(z_lines, best[:, None], axis=1)[:, 0]
+        # A direct network writes its line columns as NaN: its best-line redshift is Z_LBG,
+        # as in lbgnet.predict (argmax over NaN picked the first line's NaN redshift).
+        out['Z_BESTLINE'] = np.where(np.isfinite(c_lines).any(axis=1), zbest, out['Z_LBG'])
     else:
         out['Z_BESTLINE'] = out['Z_LBG'].copy()
     out['GOOD'] = np.ones(len(table), dtype=bool)

@@ -194,7 +194,11 @@ def read_labelled_spectra(coadds, truths, target='LBG'):
                         '(unlabelled)', coadd_path, int(np.sum(good & ~found)), int(good.sum()),
                         os.path.basename(truth_path))
         good &= found
-        tables.append(Table({c: truth[c][rows[good]] for c in LABEL_COLUMNS}))
+        labels = {c: truth[c][rows[good]] for c in LABEL_COLUMNS}
+        # the coadd's own ids, int64: truth files may store them as int64 or uint64, which
+        # vstack would merge into float64 (neighbouring DESI TARGETIDs made equal)
+        labels['TARGETID'] = np.asarray(targetid, dtype=np.int64)[good]
+        tables.append(Table(labels))
         for band in bands:
             fluxes[band].append(np.asarray(coadd.flux[band][good], dtype=np.float32))
             ivars[band].append(np.asarray(coadd.ivar[band][good], dtype=np.float32))

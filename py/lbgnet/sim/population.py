@@ -102,8 +102,72 @@ def load_sim_config(name=DEFAULT_SIM_CONFIG):
                           f'[min, max] pairs of numbers') from None
     if not rlo < rhi or len(lbg_z) != 2 or not lbg_z[0] < lbg_z[1]:
         raise ConfigError(f'{name}: simulation.rmag_range and simulation.lbg.zrange need min < max')
+    check_numbers(sim, read_yaml_config(DEFAULT_SIM_CONFIG)['simulation'], name, 'simulation')
     cfg['_source'] = str(name)
     return cfg
+
+
+def _as_number(value):
+    """`value` as a finite number, or None.  Text that reads as one counts: YAML 1.1 (PyYAML)
+    reads ``1e-3``, without a dot, as a string."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+    if isinstance(value, (int, float)) and np.isfinite(value):
+        return value
+    return None
+
+
+def check_numbers(section, default, name, where):
+    """Refuse a value that is not a finite number where the shipped configuration has one.
+
+    A string or ``null`` given for, say, ``simulation.lbg.beta_mean`` otherwise reached numpy
+    and failed mid-run with a traceback that named neither the file nor the key.  Text that
+    reads as a number (``1e-3``, which YAML 1.1 leaves a string) is replaced by the number.
+
+    Parameters
+    ----------
+    section : dict
+        Part of the configuration read from `name` (modified in place).
+    default : dict
+        The same part of the shipped configuration (:data:`DEFAULT_SIM_CONFIG`): a key
+        holding a number, or a list of numbers, there must hold one here.  An entry that
+        the shipped mapping lacks (a new line, say) is compared with the shipped entries
+        when these are all mappings of one kind (``lines``, ``emission``).
+    name : str
+        Configuration file, for the message.
+    where : str
+        Dotted path of `section`, for the message.
+
+    Raises
+    ------
+    lbgnet.config.ConfigError
+        Naming the file and the key.
+    """
+    if not isinstance(section, dict) or not isinstance(default, dict) or not default:
+        return
+    entries = all(isinstance(v, dict) for v in default.values())
+    for key, value in section.items():
+        ref = default.get(key, next(iter(default.values())) if entries else None)
+        path = f'{where}.{key}'
+        if isinstance(ref, dict):
+            check_numbers(value, ref, name, path)
+        elif _as_number(ref) is not None and not isinstance(ref, str):
+            number = _as_number(value)
+            if number is None:
+                raise ConfigError(f'{name}: {path} must be a finite number, not {value!r}')
+            section[key] = number
+        elif (isinstance(ref, list) and ref
+              and all(_as_number(v) is not None and not isinstance(v, str) for v in ref)):
+            numbers = [_as_number(v) for v in value] if isinstance(value, list) else [None]
+            if not numbers or any(v is None for v in numbers):
+                raise ConfigError(f'{name}: {path} must be a list of finite numbers, '
+                                  f'not {value!r}')
+            section[key] = numbers
 
 
 def class_counts(fractions, n, rng, classes=None):
