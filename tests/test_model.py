@@ -193,6 +193,25 @@ def test_model_file_round_trip(tmp_path, config):
     assert desc['normalisation']['channels'] == ['flux', 'snr'] and not str(desc).count('pickle')
 
 
+def test_model_file_rewritten_with_sorted_keys_gives_each_line_its_head(tmp_path, config):
+    """Keras stores the line heads by position, built in config.lines order: a JSON rewritten
+    with sorted keys (jq -S) gave every line head another line's weights, silently."""
+    cfg = small_config(config)
+    model = build_model(cfg)
+    X = _inputs(cfg)
+    jpath = save_model(str(tmp_path / 'm.weights.h5'), model, cfg)[1]
+    desc = json.load(open(jpath))
+    assert desc['line_order'] == list(cfg.lines.names) != sorted(cfg.lines.names)
+    json.dump(desc, open(jpath, 'w'), sort_keys=True)
+    loaded, cfg2, _ = load_model(jpath)
+    assert cfg2.lines.names == cfg.lines.names
+    np.testing.assert_array_equal(predict_boxes(loaded, X)[0], predict_boxes(model, X)[0])
+    for bad in (desc['line_order'][:-1], desc['line_order'] + ['LYA'], 'LYA'):
+        json.dump(dict(desc, line_order=bad), open(jpath, 'w'))
+        with pytest.raises(InputFileError, match='line_order must name each line'):
+            load_model(jpath)
+
+
 def test_model_file_errors(tmp_path, config):
     cfg = small_config(config)
     path = str(tmp_path / 'm.weights.h5')
@@ -226,6 +245,10 @@ def test_model_file_errors(tmp_path, config):
                           ({'format_version': True}, 'not supported'),
                           ({'format_version': 0}, 'not supported'),
                           ({'metadata': [1, 2]}, 'metadata must be a JSON object'),
+                          ({'metadata': {'z_range': 3.5}}, r'metadata.z_range .* not 3.5'),
+                          ({'metadata': {'z_range': '34'}}, 'metadata.z_range'),
+                          ({'metadata': {'z_range': [4.0, 2.0]}}, 'metadata.z_range'),
+                          ({'metadata': {'z_range': [2.0, None]}}, 'metadata.z_range'),
                           ({'config': {'grid': {}}}, 'invalid configuration')):
         json.dump(dict(desc, **change), open(jpath, 'w'))
         with pytest.raises(InputFileError, match=match):

@@ -13,8 +13,7 @@ from lbgnet.postprocess import postprocess
 from lbgnet.preprocess import grid_spectra
 from lbgnet.config import ConfigError
 from lbgnet.losses import LineFinderLoss
-from lbgnet.train import (TrainingDiverged, compile_model, fit, set_seeds, training_options,
-                          transfer_weights)
+from lbgnet.train import TrainingDiverged, compile_model, fit, set_seeds, training_options
 
 from lbg_testdata import TRAIN_YAML
 
@@ -70,18 +69,6 @@ def test_short_training_learns(tmp_path, config):
     for name in ('checkpoint.weights.h5', 'history.csv', 'loss.png'):
         assert os.path.getsize(tmp_path / name) > 0
     assert os.path.getsize(tmp_path / 'loss.png') < 300_000
-
-
-def test_transfer_weights_reports_incompatible(config):
-    cfg = small_config(config)
-    src = build_model(cfg)
-    other = dataclasses.replace(cfg, extra=dict(cfg.extra, model=dict(MODEL, dense_units=8)))
-    dst = build_model(other)
-    loaded, skipped = transfer_weights(src, dst)
-    assert 'conv_1' in loaded and 'conv_3' in loaded
-    assert any(s.startswith('fc_common:') for s in skipped)
-    np.testing.assert_array_equal(dst.get_layer('conv_2').get_weights()[0],
-                                  src.get_layer('conv_2').get_weights()[0])
 
 
 def test_training_options(config):

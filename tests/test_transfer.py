@@ -99,6 +99,25 @@ def test_fc_common_needs_the_files_flatten_layout(config):
     assert 'fc_common' not in {n for n, _ in report.loaded}
 
 
+def test_fc_common_of_a_file_whose_convolutions_are_not_found_is_not_loaded(tmp_path, config):
+    """Convolutions named Conv_1 ... (not found): the file's flatten layout is unknown, so
+    fc_common is left out (it was loaded unchecked over any layout of equal size)."""
+    import shutil
+    path = str(tmp_path / 'upper.h5')
+    shutil.copy(reference_file(*QN_FILE), path)
+    with h5py.File(path, 'r+') as fx:
+        group = fx['model_weights']
+        names = [n.decode() if isinstance(n, bytes) else n for n in group.attrs['layer_names']]
+        for name in [n for n in names if n.startswith('conv_')]:
+            group.move(name, 'C' + name[1:])
+        group.attrs['layer_names'] = np.array([('C' + n[1:] if n.startswith('conv_') else n)
+                                               .encode() for n in names])
+    assert read_pretrained(path)[2] is None
+    model = build_model(model_config(config, filters=[25, 25, 25, 20], strides=[2, 2, 2, 4]))
+    report = init_from(model, path, 'dense')
+    assert 'unknown' in dict(report.skipped)['fc_common'] and not report.loaded
+
+
 def test_init_layers_selection_and_lbgnet_model_file(tmp_path, config):
     src_cfg = model_config(config, channels=['flux', 'snr'], filters=8, dense_units=16)
     set_seeds(1)
@@ -158,6 +177,7 @@ def test_init_from_an_input_of_another_meaning_is_warned(tmp_path, config, monke
 def test_bad_pretrained_files(tmp_path, config):
     with pytest.raises(InputFileError, match='no such file'):
         read_pretrained(str(tmp_path / 'none.h5'))
+    (tmp_path / 'weights.txt').write_text('x\n')
     with pytest.raises(InputFileError, match='nor a Keras .h5'):
         read_pretrained(str(tmp_path / 'weights.txt'))
     # a Keras 3 weights file without its JSON is not a QuasarNET file: clear error
@@ -280,6 +300,8 @@ def test_train_script_from_quasarnet_weights(tmp_path, caplog):
     model, _, meta = load_model(str(out / 'tinyqn.weights.h5'))
     transfer = meta['training']['transfer']
     assert transfer['kind'] == 'quasarnet' and transfer['freeze'] == 2
+    # the selection applied: QuasarNET heads never map onto ours (was recorded as 'all')
+    assert transfer['init_layers'] == 'dense' and transfer['init_layers_requested'] == 'all'
     # the card says which starting point it was, wherever the run started from
     from lbgnet.io.catalog import file_sha256
     assert meta['training']['init_from'] == os.path.abspath(qn)
@@ -325,3 +347,31 @@ def test_init_from_a_file_that_fits_nothing_is_an_error():
     path = reference_file('quasarnet-weights', 'quasarnet-format-small-weights.h5')
     with pytest.raises(InputFileError, match='no layer of .conv. fits this network'):
         initial_model(load_config('lbgnet-default.yaml'), path, 'conv')
+
+
+@pytest.mark.parametrize('offset', [275955, 204144, 45140])
+def test_damaged_quasarnet_file_is_one_clear_error(tmp_path, offset):
+    """64 bytes overwritten in an object header, a symbol table or the layer_names
+    attribute: h5py raises KeyError / RuntimeError / UnicodeDecodeError while the layers
+    are read (were tracebacks of desi_lbg_train --init-from)."""
+    import shutil
+    path = str(tmp_path / 'damaged.h5')
+    shutil.copy(reference_file(*QN_FILE), path)
+    with open(path, 'r+b') as fx:
+        fx.seek(offset)
+        fx.write(b'\xff' * 64)
+    with pytest.raises(InputFileError, match='not a readable Keras 2 weights file') as err:
+        read_pretrained(path)
+    assert str(err.value).startswith(path) and '\n' not in str(err.value)
+
+
+def test_init_from_paths_that_are_missing_or_directories(tmp_path):
+    """A missing .json is "no such file" (was "not an lbgnet model (no .json beside it)"),
+    a directory named .h5 one line (was HDF5's multi-line error)."""
+    (tmp_path / 'dir.h5').mkdir()
+    for name, match in (('missing.json', 'no such file'), ('missing.h5', 'no such file'),
+                        ('dir.h5', 'is a directory')):
+        path = str(tmp_path / name)
+        with pytest.raises(InputFileError, match=match) as err:
+            read_pretrained(path)
+        assert str(err.value).startswith(path) and '\n' not in str(err.value)

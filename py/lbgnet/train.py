@@ -3,9 +3,10 @@ lbgnet.train
 ============
 
 Training wiring: compile the line finder, fit it with validation-driven callbacks
-(validation score, early stopping, best checkpoint, CSV history, loss-curve PNG), seeds,
-and weight transfer from another model.  Data come from elsewhere (:mod:`lbgnet.sim`
-generators, files read by :mod:`lbgnet.io`); the losses from :mod:`lbgnet.losses`.
+(validation score, early stopping, best checkpoint, CSV history, loss-curve PNG) and
+seeds.  Weight transfer from another model is :mod:`lbgnet.transfer`; data come from
+elsewhere (:mod:`lbgnet.sim` generators, files read by :mod:`lbgnet.io`); the losses from
+:mod:`lbgnet.losses`.
 """
 import os
 import time
@@ -225,38 +226,6 @@ def compile_model(model, config, learning_rate=None, total_steps=None):
 def set_seeds(seed):
     """Seed Python, numpy and the Keras backend (for weight initialisation and dropout)."""
     keras.utils.set_random_seed(int(seed))
-
-
-def transfer_weights(source, target):
-    """Copy weights from `source` to `target` for layers with equal names and shapes.
-
-    Parameters
-    ----------
-    source, target : keras.Model
-
-    Returns
-    -------
-    loaded : list of str
-        Target layers that received weights.
-    skipped : list of str
-        ``'name: reason'`` for target layers with weights that were left as initialised.
-    """
-    src = {layer.name: layer for layer in source.layers}
-    loaded, skipped = [], []
-    for layer in target.layers:
-        if not layer.weights:
-            continue
-        if layer.name not in src:
-            skipped.append(f'{layer.name}: not in the source model')
-            continue
-        old = src[layer.name].get_weights()
-        shapes_new = [w.shape for w in layer.get_weights()]
-        if [w.shape for w in old] != shapes_new:
-            skipped.append(f'{layer.name}: shapes {[w.shape for w in old]} != {shapes_new}')
-            continue
-        layer.set_weights(old)
-        loaded.append(layer.name)
-    return loaded, skipped
 
 
 class ValidationScore(keras.callbacks.Callback):

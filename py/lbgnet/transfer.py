@@ -58,10 +58,14 @@ class TransferReport:
         Selected layers of the model that the file does not have.
     skipped : list of (str, str)
         Layer name and why it was not loaded although its shapes match.
+    layers : str
+        The layer selection applied (:func:`selected_layers`; :func:`init_from` narrows
+        ``all`` to ``dense`` for a QuasarNET file), '' when not given.
     """
 
     source: str
     kind: str
+    layers: str = ''
     loaded: list = dataclasses.field(default_factory=list)
     incompatible: list = dataclasses.field(default_factory=list)
     missing: list = dataclasses.field(default_factory=list)
@@ -142,7 +146,8 @@ def apply_weights(model, weights, names, source='', kind='lbgnet', flatten=None)
     source, kind : str, optional
         Recorded in the report.
     flatten : tuple of int, optional
-        (bins, filters) at the file network's flatten layer; unchecked when None.
+        (bins, filters) at the file network's flatten layer; None: unknown, which for a
+        QuasarNET file (`kind`) leaves ``fc_common`` out, and is unchecked otherwise.
 
     Returns
     -------
@@ -165,6 +170,11 @@ def apply_weights(model, weights, names, source='', kind='lbgnet', flatten=None)
                 tuple(flatten) != flatten_layout(model):
             report.skipped.append((name, f'flatten layout (bins, filters) {tuple(flatten)} in '
                                          f'the file vs {flatten_layout(model)} in the model'))
+        elif name == 'fc_common' and flatten is None and kind == 'quasarnet':
+            # its last convolution was not found (other layer names): an equal input size
+            # says nothing of which (bin, filter) each weight reads
+            report.skipped.append((name, "the file's flatten layout (bins, filters) is "
+                                         'unknown: its last convolution was not found'))
         else:
             layer.set_weights(weights[name])
             report.loaded.append((name, mine))
@@ -214,7 +224,7 @@ def read_pretrained(path):
         (e.g. the ``checkpoint.weights.h5`` of a killed training): its layers cannot be
         named without the model card.
     """
-    from .io import InputFileError
+    from .io import InputFileError, MissingInputError
     from .io.modelfile import load_model, model_paths
     from .io.qnweights import count_conv_layers, read_keras2_weights
     from .model import quasarnet_layer_names
@@ -227,6 +237,8 @@ def read_pretrained(path):
         model = load_model(path)[0]
         return ({layer.name: layer.get_weights() for layer in model.layers if layer.weights},
                 'lbgnet', flatten_layout(model))
+    if not os.path.exists(path):
+        raise MissingInputError(path)
     if not path.endswith(('.h5', '.hdf5')):
         raise InputFileError(path, 'not an lbgnet model (no .json beside it) nor a Keras .h5 file')
     try:
@@ -322,6 +334,7 @@ def init_from(model, path, which='all', config=None):
         get_logger().info('%s: QuasarNET heads are not transferred; initialising conv and '
                           'fc_common layers', path)
     report = apply_weights(model, weights, selected_layers(model, which), path, kind, flatten)
+    report.layers = which
     report.log()
     if kind == 'lbgnet' and config is not None:
         from .io.modelfile import read_model_description

@@ -121,6 +121,9 @@ def save_model(path, model, config, metadata=None):
             'nparams': int(model.count_params()),
             'config_source': config.source,
             'config': config.to_dict(),
+            # the order of the line heads in the weights file, which Keras stores by layer
+            # position: a JSON object's key order does not survive every tool
+            'line_order': list(config.lines.names),
             'normalisation': NORMALISATION,
             'metadata': dict(metadata or {}),
         }
@@ -177,13 +180,43 @@ def read_model_description(path):
         if not isinstance(description['config'], dict):
             raise ConfigError('config must be a JSON object')
         check_keys(description['config'], json_path)   # sections are mappings, keys known
+        _apply_line_order(description)
         config = config_from_dict(description['config'], source=json_path)
         check_options(config)
     except (KeyError, ConfigError) as err:
         raise InputFileError(json_path, f'invalid configuration ({_own_words(err, json_path)})') from None
     if not isinstance(description.get('metadata') or {}, dict):
         raise InputFileError(json_path, 'metadata must be a JSON object')
+    zrange = (description.get('metadata') or {}).get('z_range')
+    if zrange is not None and not (
+            isinstance(zrange, list) and len(zrange) == 2
+            and all(isinstance(z, (int, float)) and not isinstance(z, bool) and np.isfinite(z)
+                    for z in zrange) and zrange[0] < zrange[1]):
+        raise InputFileError(json_path, 'metadata.z_range (the training LBG redshift range) '
+                             f'must be [zmin, zmax], two finite numbers with zmin < zmax, '
+                             f'not {zrange!r}')
     return description, config
+
+
+def _apply_line_order(description):
+    """Put the lines of `description`'s configuration in its ``line_order``.
+
+    Keras weights files store layers by position, and the network's line heads are built
+    in the order of ``config.lines``: a JSON rewritten with sorted keys (``jq -S``) would
+    silently give every line head another line's weights.  ``line_order`` (a list, whose
+    order survives) is written by :func:`save_model` since 2026-12-03; older files are
+    read in their key order.
+    """
+    order = description.get('line_order')
+    if order is None:
+        return
+    lines = description['config'].get('lines')
+    if not isinstance(lines, dict):
+        return                                   # config_from_dict says what is wrong
+    if (not isinstance(order, list) or not all(isinstance(n, str) for n in order)
+            or sorted(order) != sorted(lines)):
+        raise ConfigError('line_order must name each line of config.lines once')
+    description['config']['lines'] = {name: lines[name] for name in order}
 
 
 def _own_words(err, path):

@@ -17,6 +17,8 @@ group's ``weight_names`` attribute lists its tensors (``conv_1/kernel:0``,
 is also the order of Keras 3 for Conv1D (kernel, bias), Dense (kernel, bias) and
 BatchNormalization (gamma, beta, moving_mean, moving_variance).
 """
+import os
+
 import h5py
 import numpy as np
 
@@ -48,31 +50,47 @@ def read_keras2_weights(path):
         ``.weights.h5`` file, which has another layout).
     """
     path = str(path)
+    if os.path.isdir(path):
+        raise InputFileError(path, 'is a directory, not a weights file')
     try:
         fx = h5py.File(path, 'r')
     except FileNotFoundError:
         raise MissingInputError(path) from None
     except OSError as err:
-        raise InputFileError(path, f'not a readable HDF5 file ({err})') from None
-    with fx:
-        group = fx['model_weights'] if 'model_weights' in fx else fx
-        if 'layer_names' not in group.attrs:
-            raise InputFileError(path, 'no Keras 2 layer weights (no "layer_names" attribute in '
-                                 f'{"model_weights" if group is not fx else "the root group"})')
-        out = {}
-        for name in (_decode(n) for n in group.attrs['layer_names']):
-            if name not in group:
-                raise InputFileError(path, f'layer {name!r} is listed but has no group')
-            layer = group[name]
-            weight_names = [_decode(w) for w in layer.attrs.get('weight_names', [])]
-            if not weight_names:
-                continue
-            try:
-                out[name] = [np.asarray(layer[w]) for w in weight_names]
-            except KeyError as err:
-                raise InputFileError(path, f'layer {name!r}: missing tensor ({err})') from None
+        text = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise InputFileError(path, f'not a readable HDF5 file ({text})') from None
+    try:
+        with fx:
+            out = _read_layers(fx, path)
+    except InputFileError:
+        raise
+    except (OSError, KeyError, RuntimeError, ValueError, TypeError, UnicodeDecodeError) as err:
+        # a damaged object header, link or attribute: h5py raises any of these
+        text = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise InputFileError(path, f'not a readable Keras 2 weights file ({text})') from None
     if not out:
         raise InputFileError(path, 'no layer with weights')
+    return out
+
+
+def _read_layers(fx, path):
+    """The layer weights of the open Keras 2 file `fx` (:func:`read_keras2_weights`)."""
+    group = fx['model_weights'] if 'model_weights' in fx else fx
+    if 'layer_names' not in group.attrs:
+        raise InputFileError(path, 'no Keras 2 layer weights (no "layer_names" attribute in '
+                             f'{"model_weights" if group is not fx else "the root group"})')
+    out = {}
+    for name in (_decode(n) for n in group.attrs['layer_names']):
+        if name not in group:
+            raise InputFileError(path, f'layer {name!r} is listed but has no group')
+        layer = group[name]
+        weight_names = [_decode(w) for w in layer.attrs.get('weight_names', [])]
+        if not weight_names:
+            continue
+        try:
+            out[name] = [np.asarray(layer[w]) for w in weight_names]
+        except KeyError as err:
+            raise InputFileError(path, f'layer {name!r}: missing tensor ({err})') from None
     return out
 
 

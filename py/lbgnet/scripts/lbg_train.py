@@ -825,7 +825,10 @@ def _train(args, log, t_start):
                                   val_truth=truth_val, verbose=args.verbose)
     info['transfer'] = None if report is None and not args.freeze else dict(
         report.to_dict() if report is not None else {},
-        init_layers=args.init_layers if report is not None else None, freeze=args.freeze,
+        # the selection applied (a QuasarNET file narrows 'all' to 'dense'), as requested
+        init_layers=report.layers if report is not None else None,
+        init_layers_requested=args.init_layers if report is not None else None,
+        freeze=args.freeze,
         unfreeze_epochs=args.unfreeze_epochs, unfreeze_lr_factor=args.unfreeze_lr_factor)
     c_thresh, n_thresh, table, val_metrics, calibration = validation_summary(
         model, X_val, truth_val, config, grid_val, DEFAULT_REFINE_NOISE, setup_zrange(setup))
