@@ -388,3 +388,33 @@ def test_model_file_with_a_bad_error_calibration_is_refused(tmp_path, config):
             fx.write(json.dumps(description))        # NaN written as the JSON token NaN
         with pytest.raises(InputFileError, match=r'b\.json: invalid configuration .*zerr_scale'):
             load_model(wpath)
+
+
+def test_save_model_interrupted_between_its_renames_keeps_the_old_model(tmp_path, config,
+                                                                         monkeypatch):
+    """Overwriting a model replaces weights then JSON: a termination between the two left
+    new weights beside the old JSON (SHA-256 mismatch: neither model loadable)."""
+    import lbgnet.io.modelfile as modelfile
+    from lbgnet.io.atomic import Terminated
+    cfg = small_config(config)
+    path = str(tmp_path / 'm.weights.h5')
+    keras.utils.set_random_seed(0)
+    old = build_model(cfg)
+    save_model(path, old, cfg)
+    keras.utils.set_random_seed(1)
+    new = build_model(cfg)
+    real, calls = os.replace, []
+
+    def replace(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise Terminated(143)
+        return real(src, dst)
+    monkeypatch.setattr(modelfile.os, 'replace', replace)
+    with pytest.raises(Terminated):
+        save_model(path, new, cfg)
+    monkeypatch.setattr(modelfile.os, 'replace', real)
+    assert sorted(os.listdir(tmp_path)) == ['m.json', 'm.weights.h5']
+    loaded = load_model(path)[0]
+    X = _inputs(cfg)
+    np.testing.assert_array_equal(predict_boxes(loaded, X)[0], predict_boxes(old, X)[0])

@@ -19,6 +19,7 @@ clear :class:`~lbgnet.io.InputFileError` before any spectrum is processed.
 import hashlib
 import json
 import os
+import shutil
 import warnings
 
 import h5py
@@ -110,6 +111,7 @@ def save_model(path, model, config, metadata=None):
     base = os.path.basename(weights_path)[:-len(WEIGHTS_SUFFIX)]
     tmp_weights = os.path.join(directory, f'.{base}.tmp{os.getpid()}{WEIGHTS_SUFFIX}')
     tmp_json = os.path.join(directory, f'.{base}.tmp{os.getpid()}.json')
+    old_weights = os.path.join(directory, f'.{base}.old{os.getpid()}{WEIGHTS_SUFFIX}')
     try:
         _clean_copy(model, config).save_weights(tmp_weights)
         description = {
@@ -130,10 +132,19 @@ def save_model(path, model, config, metadata=None):
         with open(tmp_json, 'w') as fx:
             json.dump(description, fx, indent=1, default=_json_default)
             fx.write('\n')
+        if os.path.isfile(weights_path) and os.path.isfile(json_path):
+            # the pair is replaced by two renames: keep the old weights until the new JSON
+            # is in, so that an interruption between them leaves the old model whole
+            shutil.copy2(weights_path, old_weights)
         os.replace(tmp_weights, weights_path)
-        os.replace(tmp_json, json_path)
+        try:
+            os.replace(tmp_json, json_path)
+        except BaseException:
+            if os.path.exists(old_weights):
+                os.replace(old_weights, weights_path)
+            raise
     finally:
-        for tmp in (tmp_weights, tmp_json):
+        for tmp in (tmp_weights, tmp_json, old_weights):
             if os.path.exists(tmp):
                 os.remove(tmp)
     return weights_path, json_path
