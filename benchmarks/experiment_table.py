@@ -13,8 +13,9 @@ Each model is evaluated with desi_lbg_evaluate on every test directory (skipped 
 ``--force`` re-evaluates).  Writes
 ``OUTDIR/results.csv`` (every column of lbgnet.experiments.summary_row) and
 ``OUTDIR/results.rst`` (the table of doc/experiments.rst) and ``OUTDIR/purity_efficiency.png``
-(purity against efficiency of every model, one panel per regime).  Returns 1 if a model
-fails.
+(purity against efficiency of every model, one panel per regime), each written under a
+temporary name then renamed.  Returns 1 if a model fails, or (one line, before any
+evaluation) when ``--outdir`` cannot be a writable directory.
 """
 import argparse
 import os
@@ -57,11 +58,19 @@ def main(args=None):
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
     from desiutil.log import get_logger
     from lbgnet.experiments import evaluate_model, plot_pe_comparison, rst_table, summary_row
+    from lbgnet.io.atomic import atomic_path
+    from lbgnet.io.catalog import OutputFileError, check_outdir
     from lbgnet.io.experiments import write_table_csv
     log = get_logger()
     tests = regime_pairs(args.tests)
+    models = pairs(args.model, '--model')
+    try:                                        # before the evaluations
+        check_outdir(args.outdir, name=f'--outdir {args.outdir}')
+    except OutputFileError as err:
+        log.error('%s', err)
+        return 1
     rows, status, curves = [], 0, {}
-    for name, path in pairs(args.model, '--model').items():
+    for name, path in models.items():
         try:
             metrics = evaluate_model(path, tests, os.path.join(args.outdir, name), args.force)
             rows.append(summary_row(name, path, metrics))
@@ -70,8 +79,9 @@ def main(args=None):
             log.error('%s: %s', name, err)
             status = 1
     write_table_csv(os.path.join(args.outdir, 'results.csv'), rows)
-    with open(os.path.join(args.outdir, 'results.rst'), 'w') as fx:
-        fx.write(rst_table(rows))
+    with atomic_path(os.path.join(args.outdir, 'results.rst')) as tmp:
+        with open(tmp, 'w') as fx:
+            fx.write(rst_table(rows))
     if curves:
         plot_pe_comparison(curves, os.path.join(args.outdir, 'purity_efficiency.png'))
     log.info('wrote %s/results.csv, results.rst and purity_efficiency.png (%d models)',

@@ -153,10 +153,14 @@ def test_tune_script_writes_table_and_best_config(tmp_path, caplog):
             '--startup-trials', '1']
     assert main(args) == 0
     assert (tmp_path / 'work' / 'study.sqlite3').exists()
-    # the validation set of this --nval/--seed, complete (no temporary directory left)
-    assert sorted(os.listdir(tmp_path / 'work' / 'validation-n60-seed1')) == [
+    # the validation set of this --nval/--seed/simulator, complete (no temporary directory
+    # left); the trials' folders under the study's name
+    val_dirs = [d for d in os.listdir(tmp_path / 'work') if d.startswith('validation-')]
+    assert len(val_dirs) == 1 and val_dirs[0].startswith('validation-n60-seed1-sim')
+    assert sorted(os.listdir(tmp_path / 'work' / val_dirs[0])) == [
         'coadd-lbgmock-dark-0.fits', 'redrock-lbgmock-dark-0.fits', 'truth-lbgmock-dark-0.fits']
     assert not [d for d in os.listdir(tmp_path / 'work') if d.startswith('.')]
+    assert (tmp_path / 'work' / 'tinytune-tune' / 'trial_0000' / 'history.csv').exists()
     best = tmp_path / 'tinytune-tune-best.yaml'
     cfg = load_config(str(best))                  # base: resolved next to the best file
     assert cfg.extra['name'] == 'tinytune-tune-best' and cfg.extra['model']['filters'] in (4, 5, 6)

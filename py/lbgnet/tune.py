@@ -20,20 +20,26 @@ gamma             0.1 – 10 (log)                               ``[lo, hi]`` / 
 ================  ===========================================  ==========================
 
 ``{choices: [...]}`` makes any parameter categorical.  Strides are not searched: the first
-``tune.strided_layers`` (default 4) convolutions have stride 2, the others 1, so the
-800-bin grid shrinks to 50 bins, as in QuasarNET, in networks of 4 layers or more (200
-or 100 bins with 2 or 3).  A study records its search space: a resume with an edited
-``tune`` section is refused once trials have finished.
+``tune.strided_layers`` (an integer >= 0, default 4) convolutions have stride 2, the
+others 1 (every convolution of a network with fewer layers), so the 800-bin grid shrinks
+to 50 bins, as in QuasarNET, in networks of 4 layers or more (200 or 100 bins with 2
+or 3).  A study records its search space, a hash of the rest of the configuration
+(:func:`config_hash`) and of the simulator configuration (:func:`simulation_hash`): a
+resume with an edited ``tune`` section, base configuration or simulator is refused once
+trials have finished.
 
 Every trial trains the candidate network on the same fixed training set for
 ``trial_epochs`` epochs (optionally capped in minutes) and is scored on the same validation
 set: the objective is the mean over the z regimes (low/mid/high) of the purity = efficiency
 score (:func:`lbgnet.predict.regime_scores`), with the n_thresh chosen as in training.
 Trials whose validation score after an epoch falls below the median of earlier trials at
-that epoch are pruned.
+that epoch are pruned (never at the last epoch of their fit).  Trial n writes its history in
+``workdir/<study name>/trial_<n>``.
 """
 import dataclasses
 import functools
+import hashlib
+import json
 import os
 import time
 
@@ -60,13 +66,13 @@ ATTRS = ('score_lowz', 'score_midz', 'score_highz', 'frac_dz_lt_0p05', 'sigma_nm
 VALUE_RANGES = {'conv_layers': (1, np.inf, True, False), 'filters': (1, np.inf, True, False),
                 'kernel_size': (1, np.inf, True, False), 'nboxes': (1, np.inf, True, False),
                 'learning_rate': (0.0, np.inf, False, False), 'dropout': (0.0, 1.0, True, False),
-                'gamma': (0.0, np.inf, True, False)}
+                'gamma': (0.0, np.inf, True, False), 'strided_layers': (0, np.inf, True, False)}
 
 
 def _checked_value(name, value, where):
     """`value` of parameter `name` converted (int or float) and range-checked."""
     lo, hi, lo_in, hi_in = VALUE_RANGES[name]
-    integer = name in INT_PARAMS + ('nboxes',)
+    integer = name in INT_PARAMS + ('nboxes', 'strided_layers')
     try:
         out = as_int(value) if integer else as_float(value)
     except (TypeError, ValueError, OverflowError):
@@ -96,9 +102,14 @@ def search_space(config):
     Raises
     ------
     lbgnet.config.ConfigError
-        For unknown keys, bad ranges, or nboxes choices that do not divide nbins.
+        For a ``tune`` section that is not a mapping, unknown keys, bad ranges, nboxes
+        choices that do not divide nbins, or a ``strided_layers`` that is not an
+        integer >= 0.
     """
-    section = {k: v for k, v in (config.extra.get('tune') or {}).items() if k != 'strided_layers'}
+    tune = _tune_section(config)
+    if 'strided_layers' in tune:
+        _checked_value('strided_layers', tune['strided_layers'], config.source)
+    section = {k: v for k, v in tune.items() if k != 'strided_layers'}
     unknown = set(section) - set(DEFAULT_SPACE)
     if unknown:
         raise ConfigError(f'{config.source}: unknown tune parameter(s) {sorted(unknown)}; '
@@ -131,6 +142,25 @@ def search_space(config):
     return out
 
 
+def _tune_section(config):
+    """The ``tune`` section of `config` ({} when absent); ConfigError when not a mapping."""
+    tune = config.extra.get('tune')
+    if tune is None:
+        return {}
+    if not isinstance(tune, dict):
+        raise ConfigError(f'{config.source}: section "tune" must be a mapping, '
+                          f'not {type(tune).__name__} {tune!r}')
+    return tune
+
+
+def strided_layers(config):
+    """Number of leading stride-2 convolutions (``tune.strided_layers``, validated)."""
+    tune = _tune_section(config)
+    if 'strided_layers' not in tune:
+        return STRIDED_LAYERS
+    return _checked_value('strided_layers', tune['strided_layers'], config.source)
+
+
 def suggest_params(trial, space):
     """Ask an optuna trial for one value of every parameter of `space`."""
     params = {}
@@ -156,8 +186,7 @@ def config_for_params(config, params):
         strides, dropout), ``loss.gamma`` and ``training.learning_rate`` replaced.
     """
     nconv = int(params['conv_layers'])
-    nstrided = min(nconv, int((config.extra.get('tune') or {}).get('strided_layers',
-                                                                  STRIDED_LAYERS)))
+    nstrided = min(nconv, strided_layers(config))
     model = dict(config.extra.get('model') or {}, conv_layers=nconv, filters=params['filters'],
                  kernel_size=params['kernel_size'], dropout=float(params['dropout']),
                  strides=[2] * nstrided + [1] * (nconv - nstrided))
@@ -180,7 +209,10 @@ class TuneData:
     X_train, X_val : numpy.ndarray
         Network inputs (n, nbins, 2).
     truth_train, truth_val : dict of numpy.ndarray
-        ``CLASS``, ``Z_TRUE`` (and ``RMAG`` for the validation set), aligned with the inputs.
+        ``CLASS``, ``Z_TRUE`` (and ``RMAG`` for the validation set), aligned with the inputs,
+        with the classes of the files (not relabelled by
+        :func:`lbgnet.targets.metric_truth`: the targets are made from them, and the
+        metrics relabel them).
     """
 
     X_train: np.ndarray
@@ -224,7 +256,10 @@ def _pruning_callback(trial):
             if value is None or not np.isfinite(value):
                 return
             trial.report(float(value), epoch)
-            last = epoch + 1 >= int(self.params.get('epochs') or 0)
+            # the last epoch of the fit: the planned one, or one after which the fit stops
+            # anyway (early stopping, time cap: callbacks that ran before this one)
+            last = (epoch + 1 >= int(self.params.get('epochs') or 0)
+                    or bool(getattr(self.model, 'stop_training', False)))
             if not last and trial.should_prune():     # never prune a finished trial
                 self.pruned = True
                 self.model.stop_training = True
@@ -240,7 +275,8 @@ class Objective:
         Base configuration (architecture, channels, loss, postprocess …).
     data : TuneData
     workdir : str
-        Each trial writes its history and loss curve in ``workdir/trial_<n>``.
+        Each trial writes its history and loss curve in ``workdir/<study name>/trial_<n>``
+        (two studies may share a work directory).
     epochs : int
         Epochs per trial.
     max_minutes : float, optional
@@ -258,7 +294,7 @@ class Objective:
         """Objective value of one trial (mean regime score on the validation set)."""
         import optuna
         from .model import build_model
-        from .targets import make_training_targets
+        from .targets import make_training_targets, metric_truth
         from .train import TrainingDiverged, compile_model, fit, set_seeds, training_options
         cfg = config_for_params(self.config, suggest_params(trial, self.space))
         opts = dict(training_options(cfg), epochs=self.epochs, max_minutes=self.max_minutes)
@@ -273,14 +309,16 @@ class Objective:
             raise optuna.TrialPruned(f'network cannot be built: {err}') from None
         steps = -(-len(self.data.X_train) // opts['batch_size'])
         compile_model(model, cfg, total_steps=self.epochs * steps)
-        outdir = os.path.join(self.workdir, f'trial_{trial.number:04d}')
+        outdir = trial_dir(self.workdir, trial.study.study_name, trial.number)
         pruning = _pruning_callback(trial)
         try:
+            # targets from the files' classes (as desi_lbg_train), metrics from the
+            # relabelled ones (the target class counts as LBG)
             _, info = fit(model, (self.data.X_train,
                                   make_training_targets(self.data.truth_train, cfg)),
                           (self.data.X_val, make_training_targets(self.data.truth_val, cfg)),
-                          cfg, outdir, val_truth=self.data.truth_val, verbose=0,
-                          extra_callbacks=[pruning])
+                          cfg, outdir, val_truth=metric_truth(self.data.truth_val, cfg),
+                          verbose=0, extra_callbacks=[pruning])
         except TrainingDiverged as err:
             raise optuna.TrialPruned(f'diverged: {err}') from None
         for name in os.listdir(outdir):
@@ -296,15 +334,22 @@ class Objective:
         return attrs['score_mean']
 
 
+def trial_dir(workdir, study_name, number):
+    """Folder of trial `number` of the study `study_name`: ``workdir/<study>/trial_<n>``."""
+    return os.path.join(workdir, study_name, f'trial_{int(number):04d}')
+
+
 def score_model(model, config, data):
     """Validation metrics of a trained candidate (JSON-ready floats, NaN as None)."""
     from .evaluate import evaluate_predictions
     from .predict import catalog_from_raw, choose_catalog_thresholds, predict_raw, regime_scores
+    from .targets import metric_truth
+    truth = metric_truth(data.truth_val, config)
     raw = predict_raw(model, data.X_val, config)
-    c_thresh, n_thresh, _ = choose_catalog_thresholds(raw, data.truth_val, config)
+    c_thresh, n_thresh, _ = choose_catalog_thresholds(raw, truth, config)
     res = catalog_from_raw(raw, config, c_thresh, n_thresh)
-    scores = regime_scores(res, data.truth_val)
-    redshift = evaluate_predictions(data.truth_val, res, c_thresh)['all']['redshift']
+    scores = regime_scores(res, truth)
+    redshift = evaluate_predictions(truth, res, c_thresh)['all']['redshift']
     out = {f'score_{k}': v for k, v in scores.items() if k != 'all'}
     out.update(frac_dz_lt_0p05=redshift['frac_dz_lt_0p05'], sigma_nmad=redshift['sigma_nmad'],
                n_thresh=int(n_thresh), c_thresh=float(c_thresh))
@@ -352,8 +397,11 @@ def check_study_settings(study, settings, where):
     study : optuna.Study
     settings : dict
         JSON-ready values (``ntrain``, ``trial_epochs``, ``trial_minutes``, ``val_dir``,
-        ``nval``, ``batch_size``, ``seed``, ``search_space``: :func:`space_record`).  A key
-        the stored record lacks (written by an older lbgnet) is added to it.
+        ``nval``, ``batch_size``, ``seed``, ``search_space``: :func:`space_record`,
+        ``config_hash``: :func:`config_hash`, ``simulation_hash``:
+        :func:`simulation_hash`).  A key the stored record lacks (written by an older
+        lbgnet) is added to it, with a warning when trials finished without it (what they
+        were run with cannot be checked).
     where : str
         Storage and study name, for the message.
 
@@ -372,8 +420,10 @@ def check_study_settings(study, settings, where):
         return
     added = [k for k in settings if k not in stored]
     if added:                       # recorded by an older lbgnet, without these keys
-        get_logger().info('%s: recording %s, not recorded for its earlier trials', where,
-                          ', '.join(added))
+        finished = len(finished_trials(study))
+        (get_logger().warning if finished else get_logger().info)(
+            '%s: recording %s, not recorded for its earlier trials%s', where, ', '.join(added),
+            f' (its {finished} finished trial(s) are assumed to match)' if finished else '')
         stored = dict(stored, **{k: settings[k] for k in added})
         study.set_user_attr('settings', stored)
     diff = [k for k in sorted(set(stored) | set(settings)) if stored.get(k) != settings.get(k)]
@@ -403,6 +453,67 @@ def space_record(config):
     space = dict(search_space(config),
                  strided_layers=(config.extra.get('tune') or {}).get('strided_layers'))
     return json.loads(json.dumps(space))
+
+
+#: Keys of the configuration that every trial sets itself (:func:`config_for_params`, the
+#: per-trial budget), that do not change a trial (the name) or that are recorded on their
+#: own (the ``tune`` section, the simulator: :func:`simulation_hash`, not its file name):
+#: left out of :func:`config_hash`.
+UNHASHED_KEYS = {None: ('name', 'tune', 'nboxes'),
+                 'model': ('conv_layers', 'filters', 'kernel_size', 'strides', 'dropout'),
+                 'loss': ('gamma',),
+                 'training': ('learning_rate', 'epochs', 'max_minutes', 'simulation')}
+
+
+def _digest(data):
+    """First 16 hex digits of the SHA-256 of `data` as sorted JSON."""
+    text = json.dumps(data, sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode('utf-8')).hexdigest()[:16]
+
+
+def config_hash(config):
+    """Fingerprint of what a trial's score depends on in `config`, besides the search space.
+
+    The resolved configuration (``base:`` merged, ``target.lines`` applied: grid, lines,
+    selection, ``model``, ``loss``, ``training``, ``target`` … sections) without the name,
+    the ``tune`` section (:func:`space_record`) and the keys each trial sets
+    (:data:`UNHASHED_KEYS`), for :func:`check_study_settings`: trials of a study whose base
+    configuration was edited in between cannot be ranked together.
+
+    Returns
+    -------
+    str
+        16 hex digits.
+    """
+    data = config.to_dict()
+    for section, keys in UNHASHED_KEYS.items():
+        node = data if section is None else data.get(section)
+        if isinstance(node, dict):
+            node = {k: v for k, v in node.items() if k not in keys}
+            if section is None:
+                data = node
+            else:
+                data[section] = node
+    return _digest(data)
+
+
+def simulation_hash(setup):
+    """Fingerprint of the simulated data of a :class:`lbgnet.sim.mock.MockSetup`.
+
+    The simulator's ``SIMHASH`` (:func:`lbgnet.sim.mock.simulator_hash`: physics,
+    instrument, templates, sky lines) and the whole simulator configuration, sampling
+    choices included (class mix, magnitude and redshift ranges, depths), which
+    ``SIMHASH`` leaves out but which change the training and validation sets.  Recorded
+    by a study (:func:`check_study_settings`) and part of the name of its cached validation
+    set.
+
+    Returns
+    -------
+    str
+        16 hex digits.
+    """
+    from .sim.mock import simulator_hash
+    return _digest({'simhash': simulator_hash(setup), 'config': setup.simcfg})
 
 
 def finished_trials(study):

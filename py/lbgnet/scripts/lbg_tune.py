@@ -39,9 +39,9 @@ def parse(options=None):
     parser.add_argument('--outdir', required=True,
                         help='where the results table and best config go')
     parser.add_argument('--workdir', help='study database, validation files, per-trial '
-                        'histories [./tune-<study name>]')
+                        'histories (WORKDIR/<study name>/trial_<n>) [./tune-<study name>]')
     parser.add_argument('--val-dir', help='existing validation coadd-*/truth-* files '
-                        '[simulated once into WORKDIR/validation-n<NVAL>-seed<SEED>]')
+                        '[simulated once into WORKDIR/validation-n<NVAL>-seed<SEED>-sim<HASH>]')
     parser.add_argument('--ntrain', type=int, default=20000,
                         help='spectra of the fixed training set [%(default)s]')
     parser.add_argument('--nval', type=int, default=3000,
@@ -86,25 +86,54 @@ def main(args=None, comm=None):
         return 1
 
 
-def tuning_data(args, config, workdir):
-    """The fixed training set (simulated) and validation set (files) of the study."""
-    from ..targets import metric_truth
-    from ..tune import TuneData, simulate_training_set
+def study_setup(args, config):
+    """The simulator set-up of the study (``training.simulation`` of the configuration),
+    checked against the configuration (grid, lines)."""
     from ..train import training_options
-    from .lbg_train import (check_compatible, check_validation_targets, find_validation,
-                            read_labelled, simulation_setup, write_validation)
+    from .lbg_train import check_compatible, simulation_setup
     opts = training_options(config, batch_size=args.batch_size)
     setup = simulation_setup(config, opts, args.config)
     check_compatible(config, setup.config)
+    return setup
+
+
+def validation_dir(args, workdir, setup):
+    """``--val-dir``, or the folder of the simulated validation set of this ``--nval``,
+    ``--seed`` and simulator configuration (:func:`lbgnet.tune.simulation_hash`):
+    ``WORKDIR/validation-n<NVAL>-seed<SEED>-sim<HASH>``."""
+    from ..tune import simulation_hash
+    if args.val_dir:
+        return args.val_dir
+    return os.path.join(workdir, f'validation-n{args.nval}-seed{args.seed}-sim'
+                        f'{simulation_hash(setup)}')
+
+
+def tuning_data(args, config, workdir, setup=None):
+    """The fixed training set (simulated) and validation set (files) of the study.
+
+    `setup`: the simulator set-up (:func:`study_setup`, made here when None).  The
+    validation truth keeps the classes of the files (:class:`lbgnet.tune.TuneData`).
+    """
+    from ..tune import TuneData, simulate_training_set
+    from ..train import training_options
+    from .lbg_train import check_validation_targets, find_validation, read_labelled, write_validation
+    opts = training_options(config, batch_size=args.batch_size)
+    if setup is None:
+        setup = study_setup(args, config)
     # one directory per validation recipe, renamed into place once complete: a resumed
-    # study finds its own set, another --nval/--seed gets its own, and a run killed while
-    # writing leaves nothing that a later run would take for a validation set
-    val_dir = args.val_dir or os.path.join(workdir, f'validation-n{args.nval}-seed{args.seed}')
+    # study finds its own set, another --nval/--seed/simulator gets its own, and a run
+    # stopped while writing leaves nothing behind (nor anything a later run would take
+    # for a validation set)
+    val_dir = validation_dir(args, workdir, setup)
     if not (args.val_dir or os.path.isdir(val_dir)):
         partial = os.path.join(workdir, f'.{os.path.basename(val_dir)}.tmp{os.getpid()}')
         shutil.rmtree(partial, ignore_errors=True)
-        write_validation(setup, partial, args.nval, args.seed, opts['simulation'])
-        os.rename(partial, val_dir)
+        try:
+            write_validation(setup, partial, args.nval, args.seed, opts['simulation'])
+            os.rename(partial, val_dir)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
     coadds, truths = find_validation(val_dir)
     X_val, _, truth_val = read_labelled(coadds, truths, config)
     check_validation_targets(truth_val, config, val_dir)
@@ -112,15 +141,16 @@ def tuning_data(args, config, workdir):
     log = get_logger()
     log.info('tuning data: %d training spectra (simulated, seed %d), %d validation spectra '
              'from %s', len(X_train), args.seed, len(X_val), val_dir)
-    return TuneData(X_train, truth_train, X_val, metric_truth(truth_val, config))
+    return TuneData(X_train, truth_train, X_val, truth_val)
 
 
 def _tune(args, log):
     import dataclasses
     from ..targets import apply_target
     from ..train import training_options
-    from ..tune import (Objective, check_study_settings, finished_trials, results_storage,
-                        run_study, search_space, space_record, storage_label, write_results)
+    from ..tune import (Objective, check_study_settings, config_hash, finished_trials,
+                        results_storage, run_study, search_space, simulation_hash,
+                        space_record, storage_label, write_results)
     config = apply_target(load_config(args.config))
     check_names(config)                        # the trials name layers and files by them
     if args.batch_size:
@@ -140,6 +170,7 @@ def _tune(args, log):
         raise ConfigError(f'--outdir {outdir}: {os.path.basename(best_path)} holds the '
                           f'results of the study {name!r} in {owner}, not '
                           f'{storage_label(storage)}: use another --outdir or --study-name')
+    setup = study_setup(args, config)          # the simulator, for its hash (and the data)
     study = _open_study(storage, name, args)
     check_study_settings(study, {
         'ntrain': args.ntrain, 'trial_epochs': args.trial_epochs,
@@ -147,9 +178,10 @@ def _tune(args, log):
         'batch_size': training_options(config)['batch_size'],
         'val_dir': os.path.abspath(args.val_dir) if args.val_dir else None,
         'nval': None if args.val_dir else args.nval,
-        'search_space': space_record(config)}, f'{storage} (study {name})')
+        'search_space': space_record(config), 'config_hash': config_hash(config),
+        'simulation_hash': simulation_hash(setup)}, f'{storage} (study {name})')
     if len(finished_trials(study)) < args.trials:
-        data = tuning_data(args, config, workdir)
+        data = tuning_data(args, config, workdir, setup)
         objective = Objective(config, data, workdir, args.trial_epochs, args.trial_minutes,
                               args.seed)
         run_study(study, objective, args.trials, args.budget_minutes)

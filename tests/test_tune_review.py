@@ -1,0 +1,446 @@
+"""Hyper-parameter search and experiment scripts: the study's record of the configuration
+and simulator, per-study trial folders, validation targets of other target classes,
+``tune`` section checks, pruning at the real last epoch, and the γ-study / results-table
+scripts' handling of failures (fast: fake trainings, evaluations and trials)."""
+import dataclasses
+import importlib.util
+import logging
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from lbgnet.config import ConfigError, load_config
+from lbgnet.tune import (Objective, TuneData, check_study_settings, config_for_params,
+                         config_hash, open_study, search_space, suggest_params)
+from test_tune import TUNE_YAML, tiny_config, tiny_data
+
+BENCH = os.path.join(os.path.dirname(__file__), '..', 'benchmarks')
+
+
+def load_bench(name):
+    """A benchmarks/ script as a module."""
+    sys.path.insert(0, os.path.abspath(BENCH))
+    try:
+        spec = importlib.util.spec_from_file_location(name, os.path.join(BENCH, f'{name}.py'))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.pop(0)
+
+
+def errors_of(caplog):
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+# --- the study records the configuration and the simulator ------------------------------
+
+def test_config_hash_covers_the_configuration_but_not_the_searched_keys(config):
+    cfg = tiny_config(config)
+    ref = config_hash(cfg)
+
+    def edited(section, **values):
+        return dataclasses.replace(cfg, extra=dict(cfg.extra, **{
+            section: dict(cfg.extra.get(section) or {}, **values)}))
+    for other in (edited('model', dense_units=64), edited('model', channels=['flux']),
+                  edited('loss', pos_weight=1.0), edited('training', patience=7),
+                  edited('target', **{'class': 'QSO'}),
+                  dataclasses.replace(cfg, lines=cfg.lines.__class__(('LYA',), (1215.67,)))):
+        assert config_hash(other) != ref
+    # what each trial sets itself, the name and the tune section (recorded on its own)
+    params = {'conv_layers': 2, 'filters': 6, 'kernel_size': 7, 'learning_rate': 2e-3,
+              'dropout': 0.1, 'nboxes': 20, 'gamma': 3.0}
+    for same in (edited('loss', gamma=5.0), edited('training', learning_rate=1.0, epochs=3),
+                 dataclasses.replace(cfg, extra=dict(cfg.extra, name='other', tune={})),
+                 config_for_params(cfg, params)):
+        assert config_hash(same) == ref
+
+
+class FakeObjective:
+    """Stands in for lbgnet.tune.Objective in desi_lbg_tune: no training, records the data."""
+
+    calls = []
+
+    def __init__(self, config, data, workdir, *args):
+        self.space = search_space(config)
+        FakeObjective.calls.append((config, data, workdir))
+
+    def __call__(self, trial):
+        suggest_params(trial, self.space)
+        return 0.5
+
+
+def test_resume_with_edited_config_or_simulator_is_refused(tmp_path, caplog, monkeypatch):
+    """An edited base configuration or simulator configuration is another study: refused
+    once trials finished (it was accepted and its trials ranked with the earlier ones).
+    Another study in the same work directory with another simulator gets its own
+    validation set (the cache was keyed by --nval and --seed only)."""
+    from lbgnet import tune
+    from lbgnet.scripts.lbg_tune import main
+    monkeypatch.setattr(tune, 'Objective', FakeObjective)
+    FakeObjective.calls.clear()
+    cfg_path = tmp_path / 'tinytune.yaml'
+    cfg_path.write_text(TUNE_YAML)
+    args = ['--config', str(cfg_path), '--trials', '1', '--ntrain', '64', '--nval', '40',
+            '--trial-epochs', '1', '--workdir', str(tmp_path / 'work'), '--outdir',
+            str(tmp_path / 'out'), '--startup-trials', '1']
+    assert main(args) == 0
+    more = list(args)
+    more[more.index('--trials') + 1] = '2'
+    for old, new, key in (('dense_units: 8', 'dense_units: 16', 'config_hash'),
+                          ('pos_weight: balanced', 'pos_weight: 2.0', 'config_hash'),
+                          ('simulation: lbgnet-mock.yaml', 'simulation: lbgnet-qso-mock.yaml',
+                           'simulation_hash')):
+        cfg_path.write_text(TUNE_YAML.replace(old, new))
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            assert main(more) == 1, old
+        errors = errors_of(caplog)
+        assert len(errors) == 1 and f'the study was run with {key}=' in errors[0], errors
+        assert 'could not be ranked with new ones' in errors[0]
+    assert len(FakeObjective.calls) == 1
+    # the unedited configuration resumes
+    cfg_path.write_text(TUNE_YAML)
+    assert main(more) == 0 and len(FakeObjective.calls) == 2
+    # another study in this work directory with another simulator (the QSO mock: same
+    # SIMHASH, other class mix), here a QSO finder: its own validation set, whose truth
+    # keeps the classes of the files (the trials make the targets from them)
+    qso = tmp_path / 'tinyqso.yaml'
+    qso.write_text(TUNE_YAML.replace('name: tinytune', 'name: tinyqso').replace(
+        'simulation: lbgnet-mock.yaml', 'simulation: lbgnet-qso-mock.yaml').replace(
+        'target: {', 'target: {class: QSO, '))
+    assert main([str(qso) if a == str(cfg_path) else a for a in args]) == 0
+    val_dirs = sorted(d for d in os.listdir(tmp_path / 'work') if d.startswith('validation'))
+    assert len(val_dirs) == 2 and all(d.startswith('validation-n40-seed1-sim') for d in val_dirs)
+    data = FakeObjective.calls[-1][1]
+    lbg_data = FakeObjective.calls[0][1]
+    assert not np.array_equal(data.X_val, lbg_data.X_val)
+    classes = set(np.asarray(data.truth_val['CLASS']).astype(str))
+    assert {'QSO', 'LBG'} <= classes and classes <= {'QSO', 'LBG', 'GALAXY', 'STAR'}
+
+
+def test_study_without_hashes_resumes_with_a_warning(caplog):
+    """A study made before the hashes were recorded resumes; they are recorded then."""
+    import optuna
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction='maximize')
+    check_study_settings(study, {'ntrain': 128}, 'mem')
+    study.optimize(lambda t: t.suggest_float('x', 0, 1), n_trials=1)
+    new = {'ntrain': 128, 'config_hash': 'abc', 'simulation_hash': 'def'}
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        check_study_settings(study, new, 'mem')
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and 'recording config_hash, simulation_hash' in warnings[0]
+    assert study.user_attrs['settings'] == new
+    with pytest.raises(ConfigError, match="config_hash='abc'; this run asks for "
+                       "config_hash='xyz'"):
+        check_study_settings(study, dict(new, config_hash='xyz'), 'mem')
+
+
+# --- trials: folders per study, targets of another class, pruning -------------------------
+
+def fake_fit(calls):
+    """A stand-in of lbgnet.train.fit that records its arguments and writes a history."""
+    def fit(model, train_data, val_data, config, outdir, val_truth=None, **kwargs):
+        os.makedirs(outdir, exist_ok=True)
+        with open(os.path.join(outdir, 'history.csv'), 'w') as fx:
+            fx.write(f'{len(calls)}\n')
+        calls.append({'outdir': outdir, 'y_val': val_data[1], 'val_truth': val_truth})
+        return {}, {'epochs_run': 1, 'fit_seconds': 0.0}
+    return fit
+
+
+def qso_config(config):
+    """The tiny tuning configuration with QSOs as the target class."""
+    cfg = tiny_config(config)
+    return dataclasses.replace(cfg, extra=dict(cfg.extra, target={'class': 'QSO'}))
+
+
+def test_trials_of_two_studies_keep_their_folders_and_qso_targets(tmp_path, config,
+                                                                  monkeypatch):
+    """Two studies in one work directory wrote the same workdir/trial_<n>; the validation
+    targets of a QSO finder were made from truth relabelled for the metrics (every
+    spectrum a negative)."""
+    from lbgnet import train
+    calls = []
+    monkeypatch.setattr(train, 'fit', fake_fit(calls))
+    cfg = qso_config(config)
+    X, truth = tiny_data(cfg, 32, 1)
+    Xv, truth_v = tiny_data(cfg, 24, 2)
+    truth_v = dict(truth_v, CLASS=np.where(truth_v['CLASS'] == 'LBG', 'QSO', 'STAR'))
+    truth_v['CLASS'][:2] = 'LBG'                      # LBGs: contaminants of a QSO finder
+    data = TuneData(X, {k: truth[k] for k in ('CLASS', 'Z_TRUE')}, Xv, truth_v)
+    workdir = str(tmp_path / 'work')
+    for name in ('A', 'B'):
+        study = open_study(None, name, seed=1, startup_trials=1, prune=False)
+        study.optimize(Objective(cfg, data, workdir, epochs=1), n_trials=1)
+        assert study.trials[0].state.name == 'COMPLETE'
+    assert [c['outdir'] for c in calls] == [os.path.join(workdir, n, 'trial_0000')
+                                            for n in ('A', 'B')]
+    assert [open(os.path.join(workdir, n, 'trial_0000', 'history.csv')).read()
+            for n in ('A', 'B')] == ['0\n', '1\n']
+    qsos = truth_v['CLASS'] == 'QSO'
+    positive = np.any(calls[0]['y_val'][..., 0] > 0, axis=(1, 2))
+    assert qsos.sum() > 2 and np.array_equal(positive, qsos)
+    # the metrics count the target class as LBG, the real LBGs as contaminants
+    assert np.all(calls[0]['val_truth']['CLASS'][qsos] == 'LBG')
+    assert not np.any(calls[0]['val_truth']['CLASS'][~qsos] == 'LBG')
+
+
+class FakeTrial:
+    def __init__(self):
+        self.reports = []
+
+    def report(self, value, step):
+        self.reports.append(step)
+
+    def should_prune(self):
+        return True
+
+
+def test_no_pruning_at_the_last_epoch_of_a_fit_that_stops_early():
+    from types import SimpleNamespace
+    from lbgnet.tune import _pruning_callback
+    for stopping, pruned in ((False, True), (True, False)):
+        callback = _pruning_callback(FakeTrial())
+        callback.set_params({'epochs': 8})
+        callback.set_model(SimpleNamespace(stop_training=stopping))   # early stop / time cap
+        callback.on_epoch_end(2, {'val_score': 0.3})
+        assert callback.pruned is pruned
+    callback = _pruning_callback(FakeTrial())
+    callback.set_params({'epochs': 3})
+    callback.set_model(SimpleNamespace(stop_training=False))
+    callback.on_epoch_end(2, {'val_score': 0.3})                         # the planned last
+    assert not callback.pruned
+
+
+# --- tune section checks -----------------------------------------------------------------
+
+@pytest.mark.parametrize('value, match', [
+    ('x', "tune.strided_layers values must be integers, not 'x'"),
+    (None, 'tune.strided_layers values must be integers, not None'),
+    (2.5, 'tune.strided_layers values must be integers'),
+    (True, 'tune.strided_layers values must be integers'),
+    (-1, r'tune.strided_layers value -1 is outside \[0, inf\)')])
+def test_strided_layers_is_checked(config, value, match):
+    with pytest.raises(ConfigError, match=f'^tune-test-config: {match}'):
+        search_space(tiny_config(config, strided_layers=value))
+
+
+def test_strided_layers_values_that_work(config):
+    params = {'conv_layers': 3, 'filters': 6, 'kernel_size': 5, 'learning_rate': 1e-3,
+              'dropout': 0.0, 'nboxes': 20, 'gamma': 1.0}
+    for value, strides in ((0, [1, 1, 1]), ('2', [2, 2, 1]), (9, [2, 2, 2])):
+        cfg = tiny_config(config, strided_layers=value)
+        search_space(cfg)
+        assert config_for_params(cfg, params).extra['model']['strides'] == strides
+
+
+@pytest.mark.parametrize('section', [['conv_layers', 'filters'], 'conv_layers', 3])
+def test_tune_section_must_be_a_mapping(config, section):
+    cfg = tiny_config(config)
+    cfg = dataclasses.replace(cfg, extra=dict(cfg.extra, tune=section))
+    with pytest.raises(ConfigError, match='^tune-test-config: section "tune" must be a '
+                       'mapping, not'):
+        search_space(cfg)
+
+
+def test_tune_script_tune_section_not_a_mapping_is_one_line(tmp_path, caplog):
+    from lbgnet.scripts.lbg_tune import main
+    bad = tmp_path / 'bad.yaml'
+    bad.write_text('base: lbgnet-default.yaml\nname: tt\ntune: [conv_layers, filters]\n')
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert main(['--config', str(bad), '--trials', '1', '--outdir', str(tmp_path / 'o'),
+                     '--workdir', str(tmp_path / 'w')]) == 1
+    errors = errors_of(caplog)
+    assert len(errors) == 1 and errors[0].startswith(f'{bad}: section "tune" must be')
+
+
+# --- the simulated validation set --------------------------------------------------------
+
+def test_interrupted_validation_simulation_leaves_nothing(tmp_path, monkeypatch):
+    from lbgnet.scripts import lbg_train
+    from lbgnet.scripts.lbg_tune import parse, study_setup, tuning_data
+    from lbgnet.targets import apply_target
+
+    def interrupted(setup, outdir, *args):
+        os.makedirs(outdir)
+        open(os.path.join(outdir, 'coadd-lbgmock-dark-0.fits'), 'w').close()
+        raise KeyboardInterrupt
+    monkeypatch.setattr(lbg_train, 'write_validation', interrupted)
+    cfg_path = tmp_path / 'tinytune.yaml'
+    cfg_path.write_text(TUNE_YAML)
+    workdir = tmp_path / 'work'
+    workdir.mkdir()
+    args = parse(['--config', str(cfg_path), '--trials', '1', '--nval', '40', '--outdir',
+                  str(tmp_path / 'out'), '--workdir', str(workdir)])
+    config = apply_target(load_config(str(cfg_path)))
+    with pytest.raises(KeyboardInterrupt):
+        tuning_data(args, config, str(workdir), study_setup(args, config))
+    assert os.listdir(workdir) == []
+
+
+# --- benchmarks/gamma_study.py and experiment_table.py ----------------------------------
+
+@pytest.fixture
+def fake_gamma_tools(tmp_path, monkeypatch):
+    """gamma_study with fake training (touches the model; fails for γ in `fail_train`),
+    evaluation (fails for γ in `fail_eval`), rows and plot; returns (state, test dir)."""
+    from lbgnet import experiments
+    from lbgnet.scripts import lbg_train
+    state = {'train': [], 'fail_train': set(), 'fail_eval': set()}
+    test_dir = tmp_path / 'test'
+    test_dir.mkdir()
+    for kind in ('coadd', 'truth'):
+        (test_dir / f'{kind}-x.fits').write_text('')
+
+    def train(opts):
+        state['train'].append(opts)
+        outdir = opts[opts.index('--outdir') + 1]
+        name = os.path.basename(outdir)
+        if float(name[len('gamma-'):]) in state['fail_train']:
+            return 1
+        os.makedirs(os.path.join(outdir, 'validation'), exist_ok=True)
+        open(os.path.join(outdir, f'{name}.weights.h5'), 'w').close()
+        return 0
+
+    def evaluate(model, tests, outdir, force=False):
+        name = os.path.basename(outdir)
+        if float(name[len('gamma-'):]) in state['fail_eval']:
+            raise RuntimeError(f'desi_lbg_evaluate failed on {tests["midz"]} for {model}')
+        return {}
+
+    def row(name, model, metrics):
+        return {'model': name, 'gamma': float(name[len('gamma-'):]), 'score_midz': 0.5}
+    monkeypatch.setattr(lbg_train, 'main', train)
+    monkeypatch.setattr(experiments, 'evaluate_model', evaluate)
+    monkeypatch.setattr(experiments, 'summary_row', row)
+    monkeypatch.setattr(experiments, 'plot_tradeoff', lambda rows, path, **kw: path)
+    cfg = tmp_path / 'tinyg.yaml'
+    cfg.write_text('base: lbgnet-default.yaml\n')
+    return state, test_dir, cfg
+
+
+def test_gamma_study_val_dir_among_the_train_options(tmp_path, fake_gamma_tools):
+    """--val-dir after "--" was followed by --val-dir <first gamma>/validation (missing)."""
+    state, test_dir, cfg = fake_gamma_tools
+    study = load_bench('gamma_study')
+    out = tmp_path / 'g'
+    assert study.main(['--config', str(cfg), '--gammas', '0.5', '2', '--outdir', str(out),
+                       '--tests', f'midz={test_dir}', '--', '--val-dir', 'VAL',
+                       '--epochs', '1']) == 0
+    assert [o.count('--val-dir') for o in state['train']] == [1, 1]
+    assert all(o[o.index('--val-dir') + 1] == 'VAL' for o in state['train'])
+    # without a --val-dir: the first gamma's validation set serves the others
+    state['train'].clear()
+    out2 = tmp_path / 'g2'
+    assert study.main(['--config', str(cfg), '--gammas', '0.5', '2', '--outdir', str(out2),
+                       '--tests', f'midz={test_dir}']) == 0
+    assert '--val-dir' not in state['train'][0]
+    assert state['train'][1][-2:] == ['--val-dir', str(out2 / 'gamma-0.5' / 'validation')]
+    # given twice (benchmarks/run_experiments.sh): the same folder, once in the options
+    state['train'].clear()
+    assert study.main(['--config', str(cfg), '--gammas', '0.5', '2', '--outdir',
+                       str(tmp_path / 'g3'), '--tests', f'midz={test_dir}', '--val-dir', 'VAL',
+                       '--', '--val-dir=VAL']) == 0
+    assert [sum(a.startswith('--val-dir') for a in o) for o in state['train']] == [1, 1]
+    with pytest.raises(SystemExit):                   # two folders: which one?
+        study.parse(['--config', str(cfg), '--gammas', '1', '--outdir', str(out), '--tests',
+                     f'midz={test_dir}', '--val-dir', 'A', '--', '--val-dir=B'])
+
+
+def test_gamma_study_goes_on_after_a_failed_gamma(tmp_path, fake_gamma_tools, caplog):
+    state, test_dir, cfg = fake_gamma_tools
+    state['fail_train'].add(2.0)
+    state['fail_eval'].add(3.0)
+    study = load_bench('gamma_study')
+    out = tmp_path / 'g'
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert study.main(['--config', str(cfg), '--gammas', '0.5', '2', '3', '10',
+                           '--outdir', str(out), '--tests', f'midz={test_dir}']) == 1
+    errors = errors_of(caplog)
+    assert len(errors) == 2 and errors[0].startswith('gamma = 2: desi_lbg_train failed')
+    assert errors[1].startswith('gamma = 3: desi_lbg_evaluate failed')
+    assert 'Traceback' not in caplog.text
+    lines = (out / 'gamma.csv').read_text().splitlines()
+    assert [line.split(',')[0] for line in lines[1:]] == ['gamma-0.5', 'gamma-10']
+    assert (out / 'gamma.rst').read_text().count('   * - ') == 3       # header + 2 rows
+
+
+def test_gamma_study_checks_the_test_folders_first(tmp_path, fake_gamma_tools, caplog):
+    state, test_dir, cfg = fake_gamma_tools
+    study = load_bench('gamma_study')
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert study.main(['--config', str(cfg), '--gammas', '0.5', '2', '--outdir',
+                           str(tmp_path / 'g'), '--tests', f'midz={test_dir}',
+                           f'highz={tmp_path / "tests-typo"}']) == 1
+    errors = errors_of(caplog)
+    assert len(errors) == 1 and errors[0].startswith(f'--tests highz={tmp_path / "tests-typo"}')
+    assert state['train'] == []
+    # test files gone after every gamma was evaluated on them: their metrics stand in
+    import json
+    out = tmp_path / 'g2'
+    for name in ('gamma-0.5', 'gamma-2'):
+        (out / name / 'eval-midz').mkdir(parents=True)
+        (out / name / f'{name}.weights.h5').write_text('')
+        (out / name / 'eval-midz' / 'metrics.json').write_text(json.dumps({'inputs': {
+            'model': str(out / name / f'{name}.weights.h5'),
+            'files': [str(test_dir / 'coadd-x.fits')]}}))
+    for path in test_dir.iterdir():
+        path.unlink()
+    assert study.main(['--config', str(cfg), '--gammas', '0.5', '2', '--outdir', str(out),
+                       '--tests', f'midz={test_dir}']) == 0
+
+
+def test_gamma_table_written_atomically(tmp_path, fake_gamma_tools, monkeypatch):
+    """A failure while the table is made keeps the earlier gamma.rst (it was emptied)."""
+    from lbgnet import experiments
+    state, test_dir, cfg = fake_gamma_tools
+    out = tmp_path / 'g'
+    out.mkdir()
+    (out / 'gamma.rst').write_text('earlier table')
+
+    def broken(rows, columns=None):
+        raise RuntimeError('broken table')
+    monkeypatch.setattr(experiments, 'rst_table', broken)
+    study = load_bench('gamma_study')
+    with pytest.raises(RuntimeError, match='broken table'):
+        study.main(['--config', str(cfg), '--gammas', '1', '--outdir', str(out), '--tests',
+                    f'midz={test_dir}'])
+    assert (out / 'gamma.rst').read_text() == 'earlier table'
+    assert not [f for f in os.listdir(out) if f.startswith('.')]
+
+
+def test_experiment_table_outdir_checked_first_and_table_atomic(tmp_path, monkeypatch,
+                                                                caplog):
+    from lbgnet import experiments
+    calls = []
+    monkeypatch.setattr(experiments, 'evaluate_model', lambda *a, **k: calls.append(a) or {})
+    monkeypatch.setattr(experiments, 'summary_row', lambda name, path, metrics: {'model': name})
+    table = load_bench('experiment_table')
+    afile = tmp_path / 'afile'
+    afile.write_text('keep')
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert table.main(['--outdir', str(afile / 'table'), '--tests', 'midz=x',
+                           '--model', 'a=a.weights.h5']) == 1
+    errors = errors_of(caplog)
+    assert len(errors) == 1 and errors[0].startswith(f'--outdir {afile / "table"}: ')
+    assert calls == [] and 'Traceback' not in caplog.text
+    out = tmp_path / 't'
+    out.mkdir()
+    (out / 'results.rst').write_text('earlier table')
+
+    def broken(rows, columns=None):
+        raise RuntimeError('broken table')
+    monkeypatch.setattr(experiments, 'rst_table', broken)
+    with pytest.raises(RuntimeError, match='broken table'):
+        table.main(['--outdir', str(out), '--tests', 'midz=x', '--model', 'a=a.weights.h5'])
+    assert (out / 'results.rst').read_text() == 'earlier table'
+    assert not [f for f in os.listdir(out) if f.startswith('.')]
