@@ -914,3 +914,38 @@ def test_catalogue_best_line_redshift_of_rows_without_line_columns(tmp_path):
     t.write(path)
     out = read_prediction_catalog(path, names)
     np.testing.assert_array_equal(out['Z_BESTLINE'], [2.49, 3.1, 4.0])
+
+
+def test_missing_redshift_is_a_failure_in_every_rate():
+    """A NaN predicted redshift failed |dz| < 0.05 but was not catastrophic, and made
+    sigma_NMAD NaN."""
+    out = redshift_metrics(np.full(4, 3.0), np.array([3.0, 3.001, 3.5, np.nan]))
+    assert out['frac_dz_lt_0p05'] == 0.5 and out['catastrophic_rate'] == 0.5
+    x = np.array([0.0, 0.001, 0.5]) / 4.0
+    assert out['sigma_nmad'] == pytest.approx(1.4826 * np.median(np.abs(x - np.median(x))))
+    assert out['median_dz_1pz'] == pytest.approx(np.median(x))
+
+
+def test_catalogue_without_lbg_flag_is_warned_about(tmp_path, caplog):
+    """Without LBG_FLAG no dead or sky fibre can be left out as from a coadd: say so."""
+    import logging
+    from astropy.table import Table
+    from lbgnet.config import load_config
+    from lbgnet.evalinputs import read_catalog_input
+    names = load_config().lines.names
+    t = Table(meta={'EXTNAME': 'LBG_CNN'})
+    t['TARGETID'] = np.arange(3, dtype=np.int64)
+    t['C_LBG'] = np.float32([0.9, 0.2, 0.95])
+    t['IS_LBG'] = [True, False, True]
+    t['Z_LBG'] = [2.5, 3.1, 4.0]
+    path = tmp_path / 'lbg_cnn-noflag.fits'
+    t.write(path)
+    with caplog.at_level(logging.WARNING):
+        read_catalog_input(str(path), names, False, None)
+    assert 'no LBG_FLAG column' in caplog.text
+    caplog.clear()
+    t['LBG_FLAG'] = np.zeros(3, np.int32)
+    t.write(path, overwrite=True)
+    with caplog.at_level(logging.WARNING):
+        read_catalog_input(str(path), names, False, None)
+    assert 'LBG_FLAG' not in caplog.text

@@ -185,6 +185,10 @@ def read_catalog_input(path, names, include_bad, c_thresh):
     if np.unique(all_tid).size != all_tid.size:
         raise InputFileError(path, 'duplicated TARGETIDs')
     keep = np.ones(len(all_tid), bool) if include_bad else res['GOOD']
+    if not include_bad and 'LBG_FLAG' not in res:
+        get_logger().warning('%s: no LBG_FLAG column: dead fibres and sky or stuck positioners '
+                             'cannot be left out as from a coadd (all %d rows evaluated)',
+                             path, len(all_tid))
     res = {k: v[keep] for k, v in res.items()}
     if c_thresh is not None:
         res['IS_LBG'] = res['C_LBG'] > c_thresh

@@ -182,7 +182,9 @@ def redshift_metrics(z_true, z_pred):
         ``n``, ``frac_dz_lt_0p05`` (``|Δz| < 0.05``), ``sigma_nmad`` (of Δz/(1+z)),
         ``catastrophic_rate`` (``|Δz|/(1+z)`` > :data:`CATASTROPHIC_DZ1PZ`), ``median_dz_1pz``
         (bias);
-        NaN values when n = 0.
+        NaN values when n = 0.  A NaN `z_pred` counts as a failure in both rates (outside
+        ``|Δz| < 0.05``, catastrophic); ``sigma_nmad`` and ``median_dz_1pz`` are those of
+        the finite ones.
     """
     z_true = np.asarray(z_true, dtype=np.float64)
     z_pred = np.asarray(z_pred, dtype=np.float64)
@@ -192,11 +194,15 @@ def redshift_metrics(z_true, z_pred):
                 'catastrophic_rate': float('nan'), 'median_dz_1pz': float('nan')}
     dz = z_pred - z_true
     x = dz / (1.0 + z_true)
-    med = np.median(x)
+    # a missing (NaN) redshift is a failure for every rate: outside |dz| < 0.05 and
+    # catastrophic; the spread and median are those of the redshifts measured
+    finite = np.isfinite(x)
+    med = np.median(x[finite]) if finite.any() else np.nan
+    spread = np.median(np.abs(x[finite] - med)) if finite.any() else np.nan
     return {'n': n,
             'frac_dz_lt_0p05': float(np.mean(np.abs(dz) < DZ_GOOD)),
-            'sigma_nmad': float(1.4826 * np.median(np.abs(x - med))),
-            'catastrophic_rate': float(np.mean(np.abs(x) > CATASTROPHIC_DZ1PZ)),
+            'sigma_nmad': float(1.4826 * spread),
+            'catastrophic_rate': float(np.mean(~(np.abs(x) <= CATASTROPHIC_DZ1PZ))),
             'median_dz_1pz': float(med)}
 
 
