@@ -49,7 +49,8 @@ def read_sky_lines(path=None, positive_only=True):
     MissingInputError
         If `path` does not exist, or is omitted and desispec does not ship the file.
     InputFileError
-        If the file is not a two-column numeric table with increasing wavelengths.
+        If `path` is a directory or cannot be read, or the file is not a two-column
+        numeric table with increasing wavelengths.
     """
     log = get_logger()
     if path is None:
@@ -61,6 +62,10 @@ def read_sky_lines(path=None, positive_only=True):
         data = np.loadtxt(path, dtype=np.float64, ndmin=2)
     except FileNotFoundError:
         raise MissingInputError(path) from None
+    except IsADirectoryError:
+        raise InputFileError(path, 'is a directory, not a sky-line spectrum') from None
+    except OSError as err:                      # unreadable (permissions, I/O error, ...)
+        raise InputFileError(path, f'cannot read ({err.strerror or err})') from None
     except ValueError as err:
         raise InputFileError(path, f'not a numeric two-column table ({err})') from None
     if data.shape[1] < 2 or data.shape[0] < 2:

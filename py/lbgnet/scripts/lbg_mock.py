@@ -16,9 +16,11 @@ from desiutil.log import get_logger
 from ..config import ConfigError
 from ..io import InputFileError
 from ..io.catalog import OutputFileError, check_outdir
+from ..io.fitsutil import cfitsio_name_problem
 from ..io.mock import mock_filenames, write_mock
 from ..parallel import RankZeroParser, launcher_rank, launcher_size
-from ..sim.mock import DEFAULT_MOCK_CONFIG, load_mock_setup, make_mock, mock_settings
+from ..sim.mock import (DEFAULT_MOCK_CONFIG, MAX_EFFTIME, check_efftime_range, load_mock_setup,
+                        make_mock, mock_settings)
 from ..sim.population import CLASSES
 
 
@@ -48,8 +50,8 @@ def parse(options=None):
                         help='shortest effective exposure time, s (with --efftime-max) '
                         '[config]')
     parser.add_argument('--efftime-max', type=float, default=None,
-                        help='longest effective exposure time, s (with --efftime-min) '
-                        '[config]')
+                        help='longest effective exposure time, s (with --efftime-min; at '
+                        f'most {MAX_EFFTIME:g}) [config]')
     parser.add_argument('--lbg-composite', default=None,
                         help='LBG composite spectrum (file or directory) to refine the LBG model')
     parser.add_argument('--rr-template-dir', default=None,
@@ -84,6 +86,9 @@ def parse(options=None):
         parser.error(f'--zmin must be positive (an LBG redshift), got {args.zmin}')
     if args.efftime_min is not None and args.efftime_min <= 0:
         parser.error('--efftime-min must be positive')
+    if args.efftime_max is not None and args.efftime_max > MAX_EFFTIME:
+        parser.error(f'--efftime-max must be at most {MAX_EFFTIME:g} s '
+                     f'(~{MAX_EFFTIME / 3600:.0f} h), got {args.efftime_max:g}')
     return args
 
 
@@ -237,7 +242,8 @@ class Progress:
 
 
 def prepare(args):
-    """Load the simulator, plan the files and check the population and ``--outdir``.
+    """Load the simulator, plan the files and check the population and ``--outdir``
+    (its file names free of cfitsio syntax, then created if needed and writable).
 
     Returns
     -------
@@ -253,12 +259,23 @@ def prepare(args):
         counts, pixels, seeds = file_plan(args.nspec, args.nfiles, args.seed, mockcfg)
     except (ConfigError, InputFileError, ValueError) as err:
         return None, str(err)
+    if args.efftime_min is not None:         # also against mock.efftime_per_exposure
+        try:
+            check_efftime_range((args.efftime_min, args.efftime_max), mockcfg)
+        except ValueError as err:
+            return None, f'--efftime-min/--efftime-max {err}'
     try:
         check_population(setup.simcfg, population_options(args))
     except ValueError as err:
         return None, (f'{population_flags(args)}: the simulator cannot draw this population '
                       f'({err})')
     try:
+        for pixel in pixels:            # as write_mock's check_writable, before mkdir
+            for path in mock_filenames(args.outdir, mockcfg['files']['survey'],
+                                       mockcfg['files']['program'], pixel).values():
+                problem = cfitsio_name_problem(path)
+                if problem:
+                    raise OutputFileError(path, problem)
         check_outdir(args.outdir)
     except OutputFileError as err:
         return None, f'--outdir {err}'

@@ -15,8 +15,10 @@ from ..config import ConfigError
 BROADBANDS = {'G': (4000.0, 5500.0), 'R': (5650.0, 7100.0), 'Z': (8500.0, 9800.0)}
 #: DESI coadd FIBERMAP: MORPHTYPE given to point-like classes (others get 'REX').
 POINT_CLASSES = ('QSO', 'STAR')
-#: MJD of the first mock night (2023-01-01); three exposures per night.
-MJD0 = 59945.0
+#: MJD of the first mock exposure: 2023-01-02 03:00 UTC, i.e. 20:00 MST (Kitt Peak) in the
+#: night of 2023-01-01, as DESI dates its nights (desispec.util.mjd2night, the local date at
+#: noon before the exposure); the next exposures of the night follow every 0.05 d.
+MJD0 = 59946.125
 #: The night of :data:`MJD0` (YYYY-MM-DD) and how many exposures a mock target gets per
 #: night (EXP_FIBERMAP NIGHT / MJD, FIBERMAP COADD_NUMNIGHT).
 FIRST_NIGHT = '2023-01-01'
@@ -60,6 +62,35 @@ def positions_in_pixel(n, nside, pixel, rng):
         ra = np.concatenate([ra, np.degrees(ph[inside]) % 360.0])
         dec = np.concatenate([dec, 90.0 - np.degrees(np.arccos(cz[inside]))])
     return ra[:n], dec[:n]
+
+
+def photsys_of(ra, dec):
+    """Legacy Surveys photometric system of positions: 'N' (BASS/MzLS) or 'S' (DECaLS).
+
+    'N' where desitarget resolves targets to the northern imaging: Dec at or above
+    ``desitarget.io.desitarget_resolve_dec()`` (32.375°) north of the Galactic plane.
+    :func:`desitarget.targets.resolve` itself decides, so that real DESI's resolution
+    keeps every mock target.
+
+    Parameters
+    ----------
+    ra, dec : numpy.ndarray
+        Degrees, shape (n,).
+
+    Returns
+    -------
+    numpy.ndarray of str
+        Shape (n,), dtype U1.
+    """
+    from desitarget.targets import resolve
+    n = np.size(ra)
+    probe = np.zeros(n, dtype=[('RA', 'f8'), ('DEC', 'f8'), ('PHOTSYS', 'U1'), ('ROW', 'i8')])
+    probe['RA'], probe['DEC'], probe['PHOTSYS'] = ra, dec, 'N'
+    probe['ROW'] = np.arange(n)
+    out = np.full(n, 'S', dtype='U1')
+    if n:
+        out[resolve(probe)['ROW']] = 'N'          # the 'N' rows resolve keeps
+    return out
 
 
 def synthetic_fluxes(instrument, models, rmag):
@@ -154,7 +185,7 @@ def make_fibermap(truth, instrument, models, fiberstatus, efftime, pixel, mockcf
     fm['MORPHTYPE'] = np.where(point, 'PSF', 'REX').astype('U4')
     for band in BROADBANDS:
         fm[f'FLUX_{band}'] = fluxes[band]
-    fm['PHOTSYS'] = np.full(n, 'S', dtype='U1')
+    fm['PHOTSYS'] = photsys_of(ra, dec)
     for col, val in target_bits(mockcfg['target_bits'], n).items():
         fm[col] = val
     fm['COADD_NUMEXP'] = nexp.astype(np.int16)
@@ -211,7 +242,11 @@ def make_scores(targetid, instrument, fluxes, ivars, efftime, mockcfg):
 
     TSNR2 is proportional to EFFTIME for faint targets; the factors (median
     TSNR2/EFFTIME of DESI dark exposures, desispec/data/tsnr/tsnr_refset_etc.csv)
-    are in ``mock.tsnr2_per_efftime``.
+    are in ``mock.tsnr2_per_efftime``.  desispec sums TSNR2 over the pixels with
+    ivar > 0, so a spectrum without any (a dead fibre) gets TSNR2 = 0.  A spectrum with
+    one dead arm keeps the full value: the share of each arm depends on the tracer's
+    TSNR2 template (desispec's ensembles, not part of the mock), so this overestimates
+    its TSNR2 by that arm's share.
     """
     from types import SimpleNamespace
 
@@ -225,7 +260,11 @@ def make_scores(targetid, instrument, fluxes, ivars, efftime, mockcfg):
         vals, _ = compute_frame_scores(frame, band=band, suffix='COADD', flux_per_angstrom=True)
         for key in sorted(vals):
             scores[key] = np.asarray(vals[key], dtype=np.float32)
+    live = np.zeros(len(scores), dtype=bool)
+    for ivar in ivars.values():
+        live |= np.any(np.asarray(ivar) > 0, axis=1)
+    depth = np.where(live, np.asarray(efftime, dtype=np.float64), 0.0)
     for tracer, factor in mockcfg['tsnr2_per_efftime'].items():
-        scores[f'TSNR2_{tracer.upper()}'] = (float(factor) * np.asarray(efftime)).astype(np.float32)
+        scores[f'TSNR2_{tracer.upper()}'] = (float(factor) * depth).astype(np.float32)
     scores.meta['EXTNAME'] = 'SCORES'
     return scores

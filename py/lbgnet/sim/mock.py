@@ -20,6 +20,11 @@ from .rrmock import simulate_redrock
 
 #: Default configuration of the mock (instrument, files, Redrock outcome, physics).
 DEFAULT_MOCK_CONFIG = 'lbgnet-mock.yaml'
+#: Longest effective exposure time (s) of a mock spectrum: ~280 h, 70 times the deepest
+#: default mock (4 h) and deeper than any DESI coadd.  It keeps COADD_NUMEXP (int16, one
+#: exposure per ``mock.efftime_per_exposure``) and the EXP_FIBERMAP (one row per exposure)
+#: of a sane size.
+MAX_EFFTIME = 1.0e6
 
 
 @dataclass(frozen=True, eq=False)
@@ -190,7 +195,8 @@ def mock_settings(config):
     Raises
     ------
     lbgnet.config.ConfigError
-        If a section or one of its required keys is missing.
+        If a section or one of its required keys is missing, or ``mock.efftime_range``
+        fails :func:`check_efftime_range`.
     """
     need = {'mock': ('efftime_range', 'efftime_per_exposure', 'exptime_per_efftime',
                      'dead_fibre_fraction', 'dead_arm_fraction', 'tsnr2_per_efftime', 'files',
@@ -206,10 +212,37 @@ def mock_settings(config):
         missing = [k for k in keys if k not in sec]
         if missing:
             raise ConfigError(f'{config.source}: {section} lacks {", ".join(missing)}')
-    lo, hi = config.extra['mock']['efftime_range']
-    if not 0 < lo <= hi:
-        raise ConfigError(f'{config.source}: mock.efftime_range must satisfy 0 < min <= max')
+    try:
+        check_efftime_range(config.extra['mock']['efftime_range'], config.extra['mock'])
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f'{config.source}: mock.efftime_range {err}') from None
     return config.extra['mock'], config.extra['redrock_mock']
+
+
+def check_efftime_range(efftime_range, mockcfg):
+    """Check a range of effective exposure times (s) before anything is simulated.
+
+    Parameters
+    ----------
+    efftime_range : (float, float)
+        Shortest and longest EFFTIME, s.
+    mockcfg : dict
+        The ``mock`` configuration section (``efftime_per_exposure``).
+
+    Raises
+    ------
+    ValueError
+        Unless 0 < min <= max <= :data:`MAX_EFFTIME` and the longest time makes a
+        COADD_NUMEXP (EFFTIME / ``efftime_per_exposure``) that fits its int16 column.
+    """
+    lo, hi = (float(v) for v in efftime_range)
+    if not 0 < lo <= hi <= MAX_EFFTIME:
+        raise ValueError(f'{lo:g}..{hi:g} s: must satisfy 0 < min <= max <= {MAX_EFFTIME:g} s')
+    per = float(mockcfg['efftime_per_exposure'])
+    if not per > 0 or np.round(hi / per) > np.iinfo(np.int16).max:
+        raise ValueError(f'{lo:g}..{hi:g} s: with mock.efftime_per_exposure = {per:g} s the '
+                         f'exposure count (COADD_NUMEXP, int16) would exceed '
+                         f'{np.iinfo(np.int16).max}')
 
 
 def draw_efftime(n, efftime_range, rng):
@@ -293,7 +326,7 @@ def make_mock(setup, nspec, rng, pixel=0, population=None, with_resolution=True,
     population : dict, optional
         Keyword arguments of :func:`lbgnet.sim.population.draw_population`
         (``classes``, ``zrange``, ``rmag_range``) plus ``efftime_range`` (s), which
-        overrides the configuration's.
+        overrides the configuration's (:func:`check_efftime_range`).
     with_resolution : bool, optional
         Attach RESOLUTION data [True].
     truth : astropy.table.Table, optional
@@ -304,6 +337,11 @@ def make_mock(setup, nspec, rng, pixel=0, population=None, with_resolution=True,
     Returns
     -------
     MockData
+
+    Raises
+    ------
+    ValueError
+        If the effective exposure times are out of range (:func:`check_efftime_range`).
     """
     from .fibermap import make_exp_fibermap, make_fibermap, make_scores
     from .population import draw_population
@@ -311,6 +349,7 @@ def make_mock(setup, nspec, rng, pixel=0, population=None, with_resolution=True,
     inst = setup.instrument
     population = dict(population or {})
     efftime_range = population.pop('efftime_range', None) or mockcfg['efftime_range']
+    check_efftime_range(efftime_range, mockcfg)
     if truth is None:
         truth = draw_population(setup.simcfg, nspec, rng, **population)
     elif len(truth) != nspec:

@@ -196,16 +196,21 @@ def simulate_redrock(truth, efftime, efftime_ref, npixels, chi2_noise, signal_ch
     coeff = rng.normal(0.0, 0.3, (n, NCOEFF_MAX)) * (np.arange(NCOEFF_MAX) < ncoeff[:, None])
     coeff[:, 0] = 10 ** (-0.4 * (np.asarray(truth['RMAG']) - 22.5))
     coeff[:, 1:] *= coeff[:, :1]
-    zwarn = np.where(dchi2 < params['small_deltachi2'], ZWARN_BITS['SMALL_DELTA_CHI2'], 0)
     status = np.asarray(fiberstatus, dtype=np.int64)
-    badamp = sum(fibermask.mask(k) for k in ('BADAMPB', 'BADAMPR', 'BADAMPZ'))
-    zwarn |= np.where(status & badamp, ZWARN_BITS['LITTLE_COVERAGE'], 0)
-    nodata = (np.asarray(npixels) == 0) | ((status & fibermask.BROKENFIBER) != 0)
-    zwarn |= np.where(nodata, ZWARN_BITS['NODATA'], 0)
-    zwarn |= np.where(status & fibermask.BROKENFIBER, ZWARN_BITS['UNPLUGGED'], 0)
+    nopix = np.asarray(npixels) == 0
+    nodata = nopix | ((status & fibermask.BROKENFIBER) != 0)
     for arr, val in ((z, 0.0), (zerr, 0.0), (chi2, 0.0), (dchi2, 0.0), (coeff, 0.0)):
         arr[nodata] = val
     spectype[nodata], subtype[nodata] = 'GALAXY', ''
+    # ZWARN from the values written, as Redrock (rrdesi) sets it: a spectrum without
+    # data gets LITTLE_COVERAGE|NODATA (+ UNPLUGGED for a broken fibre), not
+    # SMALL_DELTA_CHI2 although its DELTACHI2 is 0
+    zwarn = np.where((dchi2 < params['small_deltachi2']) & ~nodata,
+                     ZWARN_BITS['SMALL_DELTA_CHI2'], 0)
+    badamp = sum(fibermask.mask(k) for k in ('BADAMPB', 'BADAMPR', 'BADAMPZ'))
+    zwarn |= np.where(((status & badamp) != 0) | nopix, ZWARN_BITS['LITTLE_COVERAGE'], 0)
+    zwarn |= np.where(nodata, ZWARN_BITS['NODATA'], 0)
+    zwarn |= np.where(status & fibermask.BROKENFIBER, ZWARN_BITS['UNPLUGGED'], 0)
     out = Table()
     out['TARGETID'] = np.asarray(truth['TARGETID'], dtype=np.int64)
     out['CHI2'] = chi2.astype(np.float64)

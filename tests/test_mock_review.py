@@ -1,0 +1,171 @@
+"""Tests of the mock files' DESI metadata and of desi_lbg_mock's early checks: ZWARN and
+TSNR2 of dead fibres, NIGHT vs MJD, PHOTSYS, the EFFTIME limit, --sky-lines and --outdir."""
+import logging
+
+import numpy as np
+import pytest
+from astropy.table import Table
+
+from lbgnet.io.errors import InputFileError
+from lbgnet.io.mock import write_mock
+from lbgnet.scripts.lbg_mock import main, parse
+from lbgnet.sim.mock import MAX_EFFTIME, check_efftime_range, load_mock_setup, make_mock
+from lbgnet.sim.rrmock import ZWARN_BITS
+
+
+@pytest.fixture(scope='module')
+def setup():
+    return load_mock_setup()
+
+
+@pytest.fixture(scope='module')
+def dead_mock(setup):
+    """Six spectra, two of them dead fibres (BROKENFIBER), in a northern-sky pixel."""
+    return make_mock(setup, 6, np.random.default_rng(1), pixel=6709, with_resolution=False)
+
+
+def _dead(mock):
+    from desispec.maskbits import fibermask
+    return (np.asarray(mock.fibermap['COADD_FIBERSTATUS']) & fibermask.BROKENFIBER) != 0
+
+
+def test_dead_fibres_have_redrock_zwarn(setup, dead_mock):
+    """rrdesi gives a fibre without data ZWARN = LITTLE_COVERAGE|UNPLUGGED|NODATA (642), and
+    no SMALL_DELTA_CHI2 although its DELTACHI2 is 0 (the mock drew that bit at random)."""
+    dead = _dead(dead_mock)
+    assert dead.sum() == 2
+    rr = dead_mock.redshifts
+    expected = ZWARN_BITS['LITTLE_COVERAGE'] | ZWARN_BITS['UNPLUGGED'] | ZWARN_BITS['NODATA']
+    assert np.all(rr['ZWARN'][dead] == expected) and np.all(rr['DELTACHI2'][dead] == 0)
+    small = (rr['ZWARN'] & ZWARN_BITS['SMALL_DELTA_CHI2']) != 0
+    assert np.array_equal(small[~dead], rr['DELTACHI2'][~dead] < 9)
+    # many draws: no dead row ever gets SMALL_DELTA_CHI2; NPIXELS = 0 alone (no fibre
+    # status) gives LITTLE_COVERAGE|NODATA, as Redrock sets them from the data
+    from lbgnet.sim.rrmock import simulate_redrock
+    n = 200
+    truth = Table({'TARGETID': np.arange(n), 'CLASS': np.full(n, 'GALAXY'),
+                   'Z_TRUE': np.full(n, 0.5), 'RMAG': np.full(n, 23.0)})
+    npix = np.where(np.arange(n) % 2 == 0, 0, 5000)
+    rrcfg = setup.config.extra['redrock_mock']
+    out = simulate_redrock(truth, np.full(n, 4000.0), 8711.0, npix, np.ones(n), np.ones(n),
+                           np.zeros(n, dtype=np.int32), rrcfg, np.random.default_rng(0))
+    zwarn = np.asarray(out['ZWARN'])
+    assert np.all(zwarn[npix == 0] == ZWARN_BITS['LITTLE_COVERAGE'] | ZWARN_BITS['NODATA'])
+    assert np.all((zwarn[npix > 0] & (ZWARN_BITS['LITTLE_COVERAGE'] | ZWARN_BITS['NODATA'])) == 0)
+
+
+def test_dead_fibres_have_zero_tsnr2(tmp_path, dead_mock):
+    """desispec's TSNR2 sums over ivar > 0 pixels: 0 for a dead fibre, in SCORES and in the
+    redrock file's TSNR2 HDU alike."""
+    dead = _dead(dead_mock)
+    sc = dead_mock.scores
+    tsnr2 = [c for c in sc.colnames if c.startswith('TSNR2_')]
+    assert len(tsnr2) == 8
+    factors = {'TSNR2_LRG': 0.08218, 'TSNR2_ELG': 0.1163}
+    eff = np.asarray(dead_mock.truth['EFFTIME'], dtype=np.float64)
+    for col in tsnr2:
+        assert np.all(sc[col][dead] == 0) and np.all(sc[col][~dead] > 0), col
+        if col in factors:
+            np.testing.assert_allclose(sc[col][~dead], factors[col] * eff[~dead], rtol=1e-5)
+    paths = write_mock(str(tmp_path), dead_mock)
+    written = Table.read(paths['redrock'], 'TSNR2')
+    scores = Table.read(paths['coadd'], 'SCORES')
+    for col in tsnr2:
+        assert np.array_equal(written[col], scores[col]) and np.array_equal(written[col], sc[col])
+
+
+def test_exposure_night_matches_mjd(dead_mock):
+    """EXP_FIBERMAP NIGHT is desispec.util.mjd2night(MJD) (Kitt Peak date at the noon
+    before), also across a month end."""
+    from desispec.util import mjd2night
+
+    from lbgnet.sim.fibermap import make_exp_fibermap
+    one = dead_mock.fibermap[:1].copy()
+    one['COADD_NUMEXP'] = 100
+    for ex in (dead_mock.exp_fibermap, make_exp_fibermap(one, 1)):
+        assert len(ex) > 0
+        derived = np.array([mjd2night(m) for m in ex['MJD']])
+        np.testing.assert_array_equal(derived, ex['NIGHT'])
+    assert dead_mock.exp_fibermap['NIGHT'].min() == 20230101
+
+
+def test_photsys_follows_desitarget_resolve(setup, dead_mock):
+    """PHOTSYS is 'N' in the BASS/MzLS area (Dec >= 32.375 north of the Galactic plane),
+    so that desitarget.targets.resolve keeps every mock target."""
+    from desitarget.targets import resolve
+
+    from lbgnet.sim.fibermap import photsys_of
+    south = make_mock(setup, 3, np.random.default_rng(2), pixel=1234, with_resolution=False)
+    for mock, system in ((dead_mock, 'N'), (south, 'S')):
+        fm = mock.fibermap
+        assert set(fm['PHOTSYS']) == {system}
+        t = np.zeros(len(fm), dtype=[('RA', 'f8'), ('DEC', 'f8'), ('PHOTSYS', 'U1')])
+        t['RA'], t['DEC'], t['PHOTSYS'] = fm['TARGET_RA'], fm['TARGET_DEC'], fm['PHOTSYS']
+        assert len(resolve(t)) == len(t)
+    # Dec threshold, and the southern Galactic cap (M31 area) is DECaLS at any Dec
+    ra = np.array([150.0, 150.0, 150.0, 10.0])
+    dec = np.array([32.3, 32.375, 60.0, 40.0])
+    assert list(photsys_of(ra, dec)) == ['S', 'N', 'N', 'S']
+    assert photsys_of(np.zeros(0), np.zeros(0)).shape == (0,)
+
+
+def test_efftime_limit_is_checked_before_simulating(setup):
+    """COADD_NUMEXP is int16: an EFFTIME range beyond MAX_EFFTIME is a usage error of
+    desi_lbg_mock and a ValueError of make_mock, before anything is simulated (it wrapped
+    the exposure count, or failed in np.repeat after the simulation)."""
+    for bad in (['--efftime-min', '4e7', '--efftime-max', '5e7'],
+                ['--efftime-min', '1000', '--efftime-max', str(2 * MAX_EFFTIME)]):
+        with pytest.raises(SystemExit) as exc:
+            parse(['--outdir', 'x', '--nspec', '10'] + bad)
+        assert exc.value.code == 2, bad
+    args = parse(['--outdir', 'x', '--nspec', '10', '--efftime-min', '1000',
+                  '--efftime-max', f'{MAX_EFFTIME:g}'])
+    assert args.efftime_max == MAX_EFFTIME
+    with pytest.raises(ValueError, match='1e\\+06'):
+        make_mock(setup, 2, np.random.default_rng(0), with_resolution=False,
+                  population=dict(efftime_range=(6.6e7, 6.7e7)))
+    check_efftime_range((1000.0, MAX_EFFTIME), {'efftime_per_exposure': 1000.0})
+    with pytest.raises(ValueError, match='int16'):     # a configuration with short exposures
+        check_efftime_range((1000.0, MAX_EFFTIME), {'efftime_per_exposure': 10.0})
+
+
+def test_sky_lines_directory_is_one_line_error(tmp_path, monkeypatch, caplog):
+    """--sky-lines <directory> (or an unreadable file) is an InputFileError naming the
+    path, logged in one line; it was an IsADirectoryError traceback."""
+    from lbgnet.io.skymodel import read_sky_lines
+    with pytest.raises(InputFileError, match='is a directory'):
+        read_sky_lines(str(tmp_path))
+    sky = tmp_path / 'sky.dat'
+    sky.write_text('5000 1\n5001 2\n')
+
+    def unreadable(*args, **kwargs):
+        raise PermissionError(13, 'Permission denied', str(sky))
+    with monkeypatch.context() as mp:
+        mp.setattr(np, 'loadtxt', unreadable)
+        with pytest.raises(InputFileError, match='cannot read \\(Permission denied\\)'):
+            read_sky_lines(str(sky))
+    outdir = tmp_path / 'out'
+    with caplog.at_level(logging.INFO):
+        assert main(['--outdir', str(outdir), '--nspec', '2', '--no-resolution',
+                     '--sky-lines', str(tmp_path)]) == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [f'{tmp_path}: is a directory, not a sky-line spectrum']
+    assert not outdir.exists()
+
+
+def test_cfitsio_outdir_is_refused_before_simulating(tmp_path, monkeypatch, caplog):
+    """An --outdir that cfitsio would misread is refused once, before any file is simulated
+    and before the directory is created (it failed in write_mock, once per file)."""
+    import lbgnet.scripts.lbg_mock as script
+
+    def no_simulation(*args, **kwargs):
+        raise AssertionError('simulated although --outdir is refused')
+    monkeypatch.setattr(script, 'make_mock', no_simulation)
+    outdir = tmp_path / 'oc[v2]'
+    with caplog.at_level(logging.INFO):
+        assert main(['--outdir', str(outdir), '--nspec', '3', '--nfiles', '3',
+                     '--no-resolution']) == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and errors[0].startswith(f'--outdir {outdir}/coadd-')
+    assert "contains '['" in errors[0]
+    assert not outdir.exists()
