@@ -895,18 +895,24 @@ def test_purity_efficiency_figure_marks_the_score_and_the_threshold(monkeypatch)
     assert 'selection threshold 0.700' in [t.get_text() for t in ax.get_legend().get_texts()]
 
 
-def test_catalogue_best_line_redshift_of_rows_without_line_columns(tmp_path):
-    """A direct network writes NaN line columns: read back, Z_BESTLINE is Z_LBG (as in memory)."""
+def minimal_catalogue():
+    """The columns every afterburner catalogue has, for three rows (no line, no flag)."""
     from astropy.table import Table
-    from lbgnet.config import load_config
-    from lbgnet.io.evaluation import read_prediction_catalog
-    names = load_config().lines.names
     t = Table(meta={'EXTNAME': 'LBG_CNN'})
     t['TARGETID'] = np.arange(3, dtype=np.int64)
     t['C_LBG'] = np.float32([0.9, 0.2, 0.95])
     t['IS_LBG'] = [True, False, True]
     t['Z_LBG'] = [2.5, 3.1, 4.0]
-    for i, n in enumerate(names):
+    return t
+
+
+def test_catalogue_best_line_redshift_of_rows_without_line_columns(tmp_path):
+    """A direct network writes NaN line columns: read back, Z_BESTLINE is Z_LBG (as in memory)."""
+    from lbgnet.config import load_config
+    from lbgnet.io.evaluation import read_prediction_catalog
+    names = load_config().lines.names
+    t = minimal_catalogue()
+    for n in names:
         t[f'C_{n}'] = np.full(3, np.nan, np.float32)
         t[f'Z_{n}'] = np.full(3, np.nan)
     t[f'C_{names[2]}'][0], t[f'Z_{names[2]}'][0] = 0.8, 2.49      # a line-finder row
@@ -929,15 +935,10 @@ def test_missing_redshift_is_a_failure_in_every_rate():
 def test_catalogue_without_lbg_flag_is_warned_about(tmp_path, caplog):
     """Without LBG_FLAG no dead or sky fibre can be left out as from a coadd: say so."""
     import logging
-    from astropy.table import Table
     from lbgnet.config import load_config
     from lbgnet.evalinputs import read_catalog_input
     names = load_config().lines.names
-    t = Table(meta={'EXTNAME': 'LBG_CNN'})
-    t['TARGETID'] = np.arange(3, dtype=np.int64)
-    t['C_LBG'] = np.float32([0.9, 0.2, 0.95])
-    t['IS_LBG'] = [True, False, True]
-    t['Z_LBG'] = [2.5, 3.1, 4.0]
+    t = minimal_catalogue()
     path = tmp_path / 'lbg_cnn-noflag.fits'
     t.write(path)
     with caplog.at_level(logging.WARNING):

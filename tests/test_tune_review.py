@@ -3,10 +3,8 @@ and simulator, per-study trial folders, validation targets of other target class
 ``tune`` section checks, pruning at the real last epoch, and the γ-study / results-table
 scripts' handling of failures (fast: fake trainings, evaluations and trials)."""
 import dataclasses
-import importlib.util
 import logging
 import os
-import sys
 
 import numpy as np
 import pytest
@@ -14,21 +12,8 @@ import pytest
 from lbgnet.config import ConfigError, load_config
 from lbgnet.tune import (Objective, TuneData, check_study_settings, config_for_params,
                          config_hash, open_study, search_space, suggest_params)
+from test_experiments import load_bench
 from test_tune import TUNE_YAML, tiny_config, tiny_data
-
-BENCH = os.path.join(os.path.dirname(__file__), '..', 'benchmarks')
-
-
-def load_bench(name):
-    """A benchmarks/ script as a module."""
-    sys.path.insert(0, os.path.abspath(BENCH))
-    try:
-        spec = importlib.util.spec_from_file_location(name, os.path.join(BENCH, f'{name}.py'))
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.pop(0)
 
 
 def errors_of(caplog):
