@@ -3,6 +3,8 @@ widths, Lyman limit, magnitude normalisation, determinism and arm-overlap consis
 All spectra here are parametric (no reference file needed)."""
 import copy
 
+import os
+
 import numpy as np
 import pytest
 
@@ -371,6 +373,21 @@ def test_config_errors(tmp_path):
             load_sim_config(str(bad))
     bad.write_text('base: lbgnet-sim.yaml\nsimulation:\n  lbg:\n    beta_sigma: 1e-1\n')
     assert load_sim_config(str(bad))['simulation']['lbg']['beta_sigma'] == 0.1
+    # the reference is the shipped file, never one of its name in the working directory
+    local = tmp_path / 'cwd'
+    local.mkdir()
+    (local / 'lbgnet-sim.yaml').write_text('simulation: {}\n')
+    from lbgnet.config import etc_dir
+    shipped = os.path.join(str(etc_dir()), 'lbgnet-sim.yaml')
+    bad.write_text(f'base: {shipped}\nsimulation:\n  lbg:\n    beta_mean: steep\n')
+    cwd = os.getcwd()
+    try:
+        os.chdir(local)
+        with pytest.raises(ConfigError, match='simulation.lbg.beta_mean must be'):
+            load_sim_config(str(bad))
+        assert load_sim_config('lbgnet-mock.yaml')['simulation']
+    finally:
+        os.chdir(cwd)
 
 
 def test_bad_wave_grid(simcfg):

@@ -224,6 +224,30 @@ def test_strided_layers_values_that_work(config):
         assert config_for_params(cfg, params).extra['model']['strides'] == strides
 
 
+def test_search_space_record_is_of_the_strides_used(config):
+    """strided_layers left out or 4, '2' or 2, build the same networks: one record (a
+    resume was refused)."""
+    from lbgnet.tune import space_record
+    assert space_record(tiny_config(config)) == space_record(tiny_config(config, strided_layers=4))
+    assert space_record(tiny_config(config))['strided_layers'] is None     # as before
+    assert space_record(tiny_config(config, strided_layers='2')) == \
+        space_record(tiny_config(config, strided_layers=2)) != space_record(tiny_config(config))
+
+
+def test_simulation_hash_follows_the_content_not_the_path():
+    """The simulator file's path (relative or absolute --config, working directory) made
+    another hash: an unchanged study could not be resumed; an in-place edit must."""
+    import copy
+    from lbgnet.sim.mock import load_mock_setup
+    from lbgnet.tune import simulation_hash
+    setup = load_mock_setup('lbgnet-mock.yaml')
+    moved = dataclasses.replace(setup, simcfg=dict(setup.simcfg, _source='/elsewhere/x.yaml'))
+    assert simulation_hash(moved) == simulation_hash(setup)
+    edited = copy.deepcopy(setup.simcfg)
+    edited['simulation']['class_fractions']['LBG'] = 0.3
+    assert simulation_hash(dataclasses.replace(setup, simcfg=edited)) != simulation_hash(setup)
+
+
 @pytest.mark.parametrize('section', [['conv_layers', 'filters'], 'conv_layers', 3])
 def test_tune_section_must_be_a_mapping(config, section):
     cfg = tiny_config(config)

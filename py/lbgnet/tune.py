@@ -450,8 +450,11 @@ def space_record(config):
     edited ``tune`` section) cannot be ranked with, nor turned into a best configuration
     by, this run's."""
     import json
+    # the value used (2 and '2', or 4 and the default, build the same networks); None for
+    # the default, as studies recorded it when the key was left out
+    nstrided = strided_layers(config)
     space = dict(search_space(config),
-                 strided_layers=(config.extra.get('tune') or {}).get('strided_layers'))
+                 strided_layers=None if nstrided == STRIDED_LAYERS else nstrided)
     return json.loads(json.dumps(space))
 
 
@@ -513,7 +516,10 @@ def simulation_hash(setup):
         16 hex digits.
     """
     from .sim.mock import simulator_hash
-    return _digest({'simhash': simulator_hash(setup), 'config': setup.simcfg})
+    # the configuration's content, not where it was read from (`_source`: a relative or
+    # absolute --config, or another working directory, is the same simulator)
+    simcfg = {k: v for k, v in setup.simcfg.items() if k != '_source'}
+    return _digest({'simhash': simulator_hash(setup), 'config': simcfg})
 
 
 def finished_trials(study):

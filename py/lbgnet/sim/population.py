@@ -6,10 +6,12 @@ Draw a mixed population of mock objects (LBGs and their contaminants) as a truth
 table holding every physical parameter :func:`lbgnet.sim.render.render_spectra`
 needs, with one line-of-sight seed per object so that rendering is reproducible.
 """
+import os
+
 import numpy as np
 from astropy.table import Table
 
-from ..config import ConfigError, read_yaml_config
+from ..config import ConfigError, etc_dir, read_yaml_config
 from .galaxy import draw_galaxy
 from .lbg import draw_lbg
 from .qso import NPCA, draw_qso
@@ -102,7 +104,9 @@ def load_sim_config(name=DEFAULT_SIM_CONFIG):
                           f'[min, max] pairs of numbers') from None
     if not rlo < rhi or len(lbg_z) != 2 or not lbg_z[0] < lbg_z[1]:
         raise ConfigError(f'{name}: simulation.rmag_range and simulation.lbg.zrange need min < max')
-    check_numbers(sim, read_yaml_config(DEFAULT_SIM_CONFIG)['simulation'], name, 'simulation')
+    # the shipped file, never one of that name in the working directory
+    shipped = read_yaml_config(os.path.join(str(etc_dir()), DEFAULT_SIM_CONFIG))
+    check_numbers(sim, shipped['simulation'], name, 'simulation')
     cfg['_source'] = str(name)
     return cfg
 
