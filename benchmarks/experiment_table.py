@@ -58,9 +58,8 @@ def main(args=None):
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
     from desiutil.log import get_logger
     from lbgnet.experiments import evaluate_model, plot_pe_comparison, rst_table, summary_row
-    from lbgnet.io.atomic import atomic_path
     from lbgnet.io.catalog import OutputFileError, check_outdir
-    from lbgnet.io.experiments import write_table_csv
+    from lbgnet.io.experiments import write_table_csv, write_text
     log = get_logger()
     tests = regime_pairs(args.tests)
     models = pairs(args.model, '--model')
@@ -79,9 +78,7 @@ def main(args=None):
             log.error('%s: %s', name, err)
             status = 1
     write_table_csv(os.path.join(args.outdir, 'results.csv'), rows)
-    with atomic_path(os.path.join(args.outdir, 'results.rst')) as tmp:
-        with open(tmp, 'w') as fx:
-            fx.write(rst_table(rows))
+    write_text(os.path.join(args.outdir, 'results.rst'), rst_table(rows))
     if curves:
         plot_pe_comparison(curves, os.path.join(args.outdir, 'purity_efficiency.png'))
     log.info('wrote %s/results.csv, results.rst and purity_efficiency.png (%d models)',

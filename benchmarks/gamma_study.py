@@ -89,9 +89,8 @@ def main(args=None):
     from desiutil.log import get_logger
     from lbgnet.config import etc_dir
     from lbgnet.experiments import evaluate_model, plot_tradeoff, rst_table, summary_row
-    from lbgnet.io.atomic import atomic_path
     from lbgnet.io.catalog import OutputFileError, check_outdir
-    from lbgnet.io.experiments import write_config_yaml, write_table_csv
+    from lbgnet.io.experiments import write_config_yaml, write_table_csv, write_text
     from lbgnet.scripts.lbg_train import main as train
     log = get_logger()
     tests = regime_pairs(args.tests)            # before hours of training
@@ -136,9 +135,7 @@ def main(args=None):
         log.error('no value of gamma was trained and evaluated: no table written')
         return 1
     write_table_csv(os.path.join(args.outdir, 'gamma.csv'), rows)
-    with atomic_path(os.path.join(args.outdir, 'gamma.rst')) as tmp:
-        with open(tmp, 'w') as fx:
-            fx.write(rst_table(rows, GAMMA_COLUMNS))
+    write_text(os.path.join(args.outdir, 'gamma.rst'), rst_table(rows, GAMMA_COLUMNS))
     plot_tradeoff(rows, os.path.join(args.outdir, 'gamma.png'),
                   title=f'γ study, {os.path.basename(base)}')
     log.info('wrote %s/gamma.csv, gamma.rst and gamma.png (%d of %d values of gamma)',

@@ -407,17 +407,22 @@ def test_gamma_study_checks_the_test_folders_first(tmp_path, fake_gamma_tools, c
                        '--tests', f'midz={test_dir}']) == 0
 
 
-def test_gamma_table_written_atomically(tmp_path, fake_gamma_tools, monkeypatch):
-    """A failure while the table is made keeps the earlier gamma.rst (it was emptied)."""
+def break_rst_table(monkeypatch):
+    """Make lbgnet.experiments.rst_table fail (a failure while a table is made)."""
     from lbgnet import experiments
-    state, test_dir, cfg = fake_gamma_tools
-    out = tmp_path / 'g'
-    out.mkdir()
-    (out / 'gamma.rst').write_text('earlier table')
 
     def broken(rows, columns=None):
         raise RuntimeError('broken table')
     monkeypatch.setattr(experiments, 'rst_table', broken)
+
+
+def test_gamma_table_written_atomically(tmp_path, fake_gamma_tools, monkeypatch):
+    """A failure while the table is made keeps the earlier gamma.rst (it was emptied)."""
+    state, test_dir, cfg = fake_gamma_tools
+    out = tmp_path / 'g'
+    out.mkdir()
+    (out / 'gamma.rst').write_text('earlier table')
+    break_rst_table(monkeypatch)
     study = load_bench('gamma_study')
     with pytest.raises(RuntimeError, match='broken table'):
         study.main(['--config', str(cfg), '--gammas', '1', '--outdir', str(out), '--tests',
@@ -445,10 +450,7 @@ def test_experiment_table_outdir_checked_first_and_table_atomic(tmp_path, monkey
     out = tmp_path / 't'
     out.mkdir()
     (out / 'results.rst').write_text('earlier table')
-
-    def broken(rows, columns=None):
-        raise RuntimeError('broken table')
-    monkeypatch.setattr(experiments, 'rst_table', broken)
+    break_rst_table(monkeypatch)
     with pytest.raises(RuntimeError, match='broken table'):
         table.main(['--outdir', str(out), '--tests', 'midz=x', '--model', 'a=a.weights.h5'])
     assert (out / 'results.rst').read_text() == 'earlier table'

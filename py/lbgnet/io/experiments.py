@@ -56,6 +56,15 @@ def write_table_csv(path, rows, columns=None):
     return path
 
 
+def write_text(path, text):
+    """Write `text` to `path` under a temporary name, then rename; return `path`."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with atomic_path(path) as tmp:
+        with open(tmp, 'w') as fx:
+            fx.write(text)
+    return path
+
+
 def read_table_csv(path):
     """Read a CSV table written by :func:`write_table_csv` (all values as strings)."""
     from .errors import MissingInputError
