@@ -169,3 +169,27 @@ def test_cfitsio_outdir_is_refused_before_simulating(tmp_path, monkeypatch, capl
     assert len(errors) == 1 and errors[0].startswith(f'--outdir {outdir}/coadd-')
     assert "contains '['" in errors[0]
     assert not outdir.exists()
+
+
+@pytest.mark.parametrize('text, match', [
+    ("generator: {efftime_range: [14400.0, 3600.0]}\n",
+     r'generator.efftime_range 14400..3600 s: must satisfy 0 < min <= max'),
+    ("generator: {efftime_range: [3600.0]}\n",
+     r'generator.efftime_range \[3600.0\]: must be a \[min, max\] pair'),
+    ("generator: {efftime_range: abc}\n", 'generator.efftime_range must be a list of finite'),
+    ("generator: {fibre_failures: 'no'}\n", "generator.fibre_failures must be true or false"),
+    ("mock: {dead_fibre_fraction: abc}\n", 'mock.dead_fibre_fraction must be a finite number'),
+    ("mock: {dead_arm_fraction: 1.5}\n", r'mock.dead_arm_fraction must be in \[0, 1\]'),
+    ("redrock_mock: {success: {QSO: {m50: x}}}\n", "redrock_mock.success.QSO.m50 must be a finite"),
+], ids=['efftime reversed', 'efftime one', 'efftime text', 'fibre text', 'dead text',
+        'dead range', 'rr text'])
+def test_mock_configuration_values_are_checked_on_loading(tmp_path, text, match):
+    """The training generator's and the mock writer's settings are checked when the
+    configuration is loaded (before any simulation): 'no' was taken as true, the others
+    were tracebacks from numpy after the validation set had been simulated."""
+    from lbgnet.config import ConfigError
+    from lbgnet.sim.mock import load_mock_setup
+    path = tmp_path / 'my-mock.yaml'
+    path.write_text('base: lbgnet-mock.yaml\n' + text)
+    with pytest.raises(ConfigError, match=f'^{path}: {match}'):
+        load_mock_setup(str(path))

@@ -321,6 +321,24 @@ def test_update_model_metadata(tmp_path, config):
     assert open(jpath).read() == text
 
 
+def test_model_card_is_strict_json(tmp_path, config):
+    """A NaN in the card (the history's score of a validation regime without LBGs, a
+    diverged epoch's loss) is written as null: the card is strict JSON for any reader."""
+    import json
+
+    def strict(text):
+        return json.loads(text, parse_constant=lambda name: pytest.fail(f'{name} in JSON'))
+    cfg = small_config(config)
+    history = {'val_score_midz': [np.float64(np.nan), 0.5], 'loss': [float('inf'), 1.0]}
+    wpath, jpath = save_model(str(tmp_path / 's.weights.h5'), build_model(cfg), cfg,
+                              metadata={'history': history})
+    card = strict(open(jpath).read())['metadata']['history']
+    assert card == {'val_score_midz': [None, 0.5], 'loss': [None, 1.0]}
+    update_model_metadata(wpath, {'heldout': {'lowz': np.nan}})
+    assert strict(open(jpath).read())['metadata']['heldout'] == {'lowz': None}
+    assert load_model(wpath)[2]['history'] == card
+
+
 def test_save_model_copies_weights_by_layer_name(tmp_path, config):
     # a network built with the lines in another order: each line keeps its own head
     cfg = small_config(config)

@@ -127,6 +127,20 @@ def test_atomic_path_removes_the_writers_own_temporary(tmp_path):
     assert sorted(os.listdir(tmp_path)) == sorted(other.name for other in others)
 
 
+def test_atomic_path_without_extension_leaves_nothing(tmp_path):
+    """An output name without extension (``--output zcat``): its temporary is removed too
+    when the rename fails."""
+    from lbgnet.io.atomic import atomic_path
+    with pytest.raises(OSError, match='cannot rename'):
+        with atomic_path(str(tmp_path / 'zcat'), rename=lambda a, b: _refuse()) as tmp:
+            open(tmp, 'w').write('written')
+    assert os.listdir(tmp_path) == []
+
+
+def _refuse():
+    raise OSError('cannot rename')
+
+
 def test_mock_killed_inside_desispec_write_leaves_nothing(tmp_path):
     """The real desi_lbg_mock, SIGTERM while desispec's write_spectra has its own temporary
     written but not renamed, and a second SIGTERM (mpiexec forwards one as well) during the

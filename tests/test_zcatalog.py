@@ -669,3 +669,43 @@ def test_stacked_header_keeps_the_bit_meanings(tmp_path):
     for key, name, comment in bits:
         assert header[key] == name and header.comments[key] == comment == MASK.comment(name)
     assert header.comments['TTYPE1'] == 'DESI target id'
+
+
+def test_rerun_beside_plain_names_rerunrr_only(tmp_path, caplog):
+    """A catalogue made without --rerun-redrock has no rerun template (RRTSHA): the message
+    names RERUNRR and does not send the user to rerun an 'older lbgnet'."""
+    root = tmp_path / 'mixed'
+    write_cat(str(root / 'lbg_cnn-main-dark-0.fits'), [0], [1], [3.0], [0], [1])
+    write_cat(str(root / 'lbg_cnn-main-dark-1.fits'), [1], [1], [3.0], [0], [1],
+              [('RERUNRR', True, ''), ('RRTSHA', 'bbb', '')], extra={'Z_NEW': np.array([3.0])})
+    with caplog.at_level(logging.INFO):
+        assert main(['--input-dir', str(root), '--output', str(tmp_path / 'z.fits')]) == 1
+    assert 'RERUNRR = True here, False in' in caplog.text
+    assert 'RRTSHA' not in caplog.text and 'older lbgnet' not in caplog.text
+
+
+def test_empty_catalogue_keeps_its_grouping_in_the_header(tmp_path):
+    from astropy.io import fits
+    root = tmp_path / 'healpix'
+    write_cat(str(root / 'lbg_cnn-main-dark-7.fits'), [], [], [], [], [],
+              [('SPGRP', 'healpix', '')])
+    out = str(tmp_path / 'z.fits')
+    assert main(['--input-dir', str(root), '--output', out]) == 0
+    header = fits.getheader(out, 'LBG_ZCAT')
+    assert header['NINPUT'] == 1 and header['SPGRP'] == 'healpix'
+
+
+def test_vector_column_of_another_length_names_column_and_files():
+    from lbgnet.zcatalog import check_column_kinds
+    a = Table({'TARGETID': [1], 'COEFF_NEW': np.zeros((1, 10))})
+    b = Table({'TARGETID': [2], 'COEFF_NEW': np.zeros((1, 5))})
+    with pytest.raises(ValueError, match=r'COEFF_NEW has entries of shape \(5,\) in b\.fits '
+                       r'but \(10,\) in a\.fits'):
+        check_column_kinds([a, b], ['a.fits', 'b.fits'])
+    check_column_kinds([a, Table({'TARGETID': [3, 4], 'COEFF_NEW': np.ones((2, 10))})])
+
+
+def test_empty_output_name_is_refused_before_reading(tree, caplog):
+    with caplog.at_level(logging.ERROR):
+        assert main(['--input-dir', str(tree), '--output', '']) == 1
+    assert '--output: empty file name' in caplog.text

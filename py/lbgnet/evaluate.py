@@ -32,6 +32,7 @@ import warnings
 
 import numpy as np
 
+from .io.evaluation import jsonable  # noqa: F401 (used here and imported from here)
 from .refine import MIN_DELTACHI2, reliable_redshift
 from .zerr import pull_stats
 
@@ -557,18 +558,3 @@ def _edges(values, step):
     lo = np.floor(values.min() / step) * step
     hi = np.ceil(values.max() / step) * step
     return np.arange(lo, hi + step / 2, step) if hi > lo else np.array([lo, lo + step])
-
-
-def jsonable(obj):
-    """Nested dicts of numpy values -> lists and Python numbers, NaN -> None (strict JSON)."""
-    if isinstance(obj, dict):
-        return {k: jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    return obj

@@ -102,6 +102,14 @@ REFINE_KEYS = ('Z_TPL', 'ZERR_TPL', 'DELTACHI2_TPL')
 #: Relative ridge added to the normal equations (masked or degenerate basis vectors);
 #: 1e-8 biased χ² by up to 1.35 for the shipped basis with one arm valid.
 RIDGE = 1e-12
+#: Smallest pivot of the elimination, relative to its diagonal entry, below which
+#: :func:`chi2_scan` solves that spectrum and redshift by least squares instead: the basis
+#: restricted to the valid bins is then nearly degenerate (the shipped basis with only the
+#: z arm valid: condition numbers to 1e17, χ² wrong by up to 31 from the normal equations).
+PIVOT_TOL = 1e-7
+#: Relative singular-value cut of that least-squares solution (as ``numpy.linalg.lstsq``'s
+#: ``rcond``): directions of the basis weaker than this carry no fit.
+LSTSQ_RCOND = 1e-12
 
 
 @dataclass(frozen=True)
@@ -233,7 +241,10 @@ def chi2_scan(flux, ivar, tbasis, block=128, products=None):
     quadratic form comes from a symmetric elimination vectorised over spectra and
     redshifts (:func:`_quadratic_form`), without forming the coefficients.  A comes from
     the products of basis pairs (:func:`basis_products`), formed once and shared by all
-    blocks: forming them per block instead was measured 10 % slower.
+    blocks: forming them per block instead was measured 10 % slower.  Where the
+    elimination loses precision (a pivot below :data:`PIVOT_TOL` of its diagonal entry:
+    the valid bins leave the basis nearly degenerate, as with only the z arm), χ² comes
+    from a singular-value decomposition of W^½ T instead (:func:`_chi2_lstsq`).
 
     Returns
     -------
@@ -253,8 +264,45 @@ def chi2_scan(flux, ivar, tbasis, block=128, products=None):
         wf = w * flux[start:start + block]
         amat = {pair: w @ prod for pair, prod in zip(pairs, products)}
         bvec = (wf @ flat).reshape(w.shape[0], nz, nbasis)
-        out[start:start + block] = (wf * flux[start:start + block]).sum(axis=1)[:, None] \
-            - _quadratic_form(amat, [np.ascontiguousarray(bvec[..., k]) for k in range(nbasis)])
+        quad, worst = _quadratic_form(amat, [np.ascontiguousarray(bvec[..., k])
+                                             for k in range(nbasis)])
+        out[start:start + block] = (wf * flux[start:start + block]).sum(axis=1)[:, None] - quad
+        spec, iz = np.nonzero(worst < PIVOT_TOL)
+        if len(spec):
+            out[start + spec, iz] = _chi2_lstsq(flux[start + spec], ivar[start + spec],
+                                                tbasis, iz)
+    return out
+
+
+def _chi2_lstsq(flux, ivar, tbasis, iz, chunk=1024):
+    """χ² of the least-squares fit of the basis at trial redshifts `iz`, one per row.
+
+    Parameters
+    ----------
+    flux, ivar : numpy.ndarray
+        Shape (npair, nbins), float64.
+    tbasis : numpy.ndarray
+        Shape (nz, nbasis, nbins).
+    iz : numpy.ndarray of int
+        Trial redshift of each row, shape (npair,).
+    chunk : int, optional
+        Rows per decomposition batch (memory ~ chunk × nbins × nbasis × 16 bytes).
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (npair,): ``|y|² − |U_rᵀ y|²`` with y = W^½ f and U_r the left singular
+        vectors of W^½ T above :data:`LSTSQ_RCOND` of the largest.
+    """
+    out = np.empty(len(iz))
+    for start in range(0, len(iz), chunk):
+        sw = np.sqrt(ivar[start:start + chunk])
+        y = sw * flux[start:start + chunk]
+        design = np.swapaxes(tbasis[iz[start:start + chunk]], 1, 2) * sw[:, :, None]
+        u, sval, _ = np.linalg.svd(design, full_matrices=False)
+        keep = sval > LSTSQ_RCOND * sval[:, :1]
+        proj = np.einsum('pbk,pb->pk', u, y) * keep
+        out[start:start + chunk] = (y * y).sum(axis=1) - (proj * proj).sum(axis=1)
     return out
 
 
@@ -302,17 +350,25 @@ def _quadratic_form(amat, bvec):
 
     Returns
     -------
-    numpy.ndarray
+    quad : numpy.ndarray
         Of that shape.
+    worst : numpy.ndarray
+        Of that shape: the smallest pivot relative to its (ridged) diagonal entry, 1 for
+        a basis vector that is zero on the valid bins (its pivot and b are exactly 0 and
+        it drops out); near 0 where the elimination lost precision.
     """
     n = len(bvec)
+    diag = []
     for k in range(n):
         amat[k, k] *= 1.0 + RIDGE
         amat[k, k] += 1e-300
+        diag.append(amat[k, k].copy())
     quad = np.zeros_like(bvec[0])
+    worst = np.ones_like(quad)
     tmp = np.empty_like(quad)
     for i in range(n):
         piv = amat[i, i]
+        np.minimum(worst, np.where(diag[i] > 1e-290, piv / diag[i], 1.0), out=worst)
         np.divide(bvec[i], piv, out=tmp)
         quad += tmp * bvec[i]
         for j in range(i + 1, n):
@@ -322,7 +378,7 @@ def _quadratic_form(amat, bvec):
             for m in range(j, n):
                 np.multiply(factor, amat[i, m], out=tmp)
                 amat[j, m] -= tmp
-    return quad
+    return quad, worst
 
 
 #: Upper end of the flat prior on an archetype's amplitude: its mean flux at rest

@@ -180,7 +180,8 @@ def missing_columns(table):
 
 
 def check_column_kinds(tables, sources=None):
-    """Refuse a column that holds text in one catalogue and numbers in another.
+    """Refuse a column that holds text in one catalogue and numbers in another, or
+    entries of another shape (a vector column of another length).
 
     Parameters
     ----------
@@ -202,6 +203,12 @@ def check_column_kinds(tables, sources=None):
             files = (f' in {sources[i]}', f' in {sources[0]}') if sources is not None else ('', '')
             raise ValueError(f'column {name} holds {kinds[text[i]]}{files[0]} but '
                              f'{kinds[text[0]]}{files[1]}')
+        shapes = [np.shape(tab[name])[1:] for tab in tables]
+        for i, shape in enumerate(shapes):
+            if shape != shapes[0]:
+                files = (f' in {sources[i]}', f' in {sources[0]}') if sources is not None else ('', '')
+                raise ValueError(f'column {name} has entries of shape {shape}{files[0]} but '
+                                 f'{shapes[0]}{files[1]}')
 
 
 def _first_of_groups(rank, group):

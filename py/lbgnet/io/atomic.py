@@ -86,7 +86,8 @@ def atomic_path(path, rename=None):
         (os.replace if rename is None else rename)(tmp, path)
     except BaseException:
         # '[._]' after the pid: not the temporary of a process whose pid starts with ours
-        for leftover in glob.glob(os.path.join(glob.escape(head), glob.escape(stem) + '[._]*')):
+        leftovers = glob.glob(os.path.join(glob.escape(head), glob.escape(stem) + '[._]*'))
+        for leftover in [tmp] + leftovers:        # tmp itself: a name without extension
             if os.path.isfile(leftover) or os.path.islink(leftover):
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(leftover)

@@ -255,6 +255,21 @@ def is_evaluated(flags):
     return (np.asarray(flags).astype(np.int64) & LBGWarnMask().mask('|'.join(EXCLUDED_FLAGS))) == 0
 
 
+def jsonable(obj):
+    """Nested dicts of numpy values -> lists and Python numbers, NaN -> None (strict JSON)."""
+    if isinstance(obj, dict):
+        return {k: jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
+
+
 def write_json(path, obj):
     """Write `obj` as indented strict JSON (NaN not allowed), atomically."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

@@ -30,6 +30,7 @@ from ..config import MODEL_FORMAT, ConfigError, check_keys, config_from_dict
 from ..postprocess import check_options
 from .catalog import source_revision
 from .errors import InputFileError, MissingInputError
+from .evaluation import jsonable
 
 #: Value of the ``format`` key of the JSON file.
 FORMAT = MODEL_FORMAT
@@ -130,7 +131,8 @@ def save_model(path, model, config, metadata=None):
             'metadata': dict(metadata or {}),
         }
         with open(tmp_json, 'w') as fx:
-            json.dump(description, fx, indent=1, default=_json_default)
+            json.dump(jsonable(description), fx, indent=1, allow_nan=False,
+                      default=_json_default)
             fx.write('\n')
         if os.path.isfile(weights_path) and os.path.isfile(json_path):
             # the pair is replaced by two renames: keep the old weights until the new JSON
@@ -403,7 +405,8 @@ def update_model_metadata(path, updates, config_updates=None):
                        f'.{os.path.basename(json_path)}.tmp{os.getpid()}')
     try:
         with open(tmp, 'w') as fx:
-            json.dump(description, fx, indent=1, default=_json_default)
+            json.dump(jsonable(description), fx, indent=1, allow_nan=False,
+                      default=_json_default)
             fx.write('\n')
         os.replace(tmp, json_path)
     finally:

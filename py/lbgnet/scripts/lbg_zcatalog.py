@@ -126,6 +126,9 @@ def describe_difference(keys, here, first):
     if 'REFINE' in keys and 'REFINE' not in absent | first_absent:
         # one was made with --no-refine: its missing refinement keywords follow from that
         keys = [k for k in keys if k not in REFINEMENT_KEYS]
+    if 'RERUNRR' in keys and 'RERUNRR' not in absent | first_absent:
+        # one was made without --rerun-redrock: it has no rerun template to record
+        keys = [k for k in keys if k != 'RRTSHA']
     parts = []
     for k in keys:
         if k in first_absent:
@@ -168,6 +171,8 @@ def read_all(files, allow_mixed=False, spgrp=None):
         values differ, or that no catalogue has, are left out.
     used : list of str
         The files of `tables`.
+    spgrp : str or None
+        Their spectra grouping (one, lower case); `spgrp` when no catalogue was read.
 
     Raises
     ------
@@ -259,7 +264,8 @@ def read_all(files, allow_mixed=False, spgrp=None):
                  len(named), ', '.join(f'{g} {named.count(g)}' for g in others) or
                  'catalogues whose header names another grouping')
     # keywords no input has (only implied) are not written as if they had been recorded
-    return tables, {k: v for k, v in (common or {}).items() if k not in absent_all}, used
+    return (tables, {k: v for k, v in (common or {}).items() if k not in absent_all}, used,
+            groups[0] if groups else spgrp)
 
 
 def check_one_grouping(groups, spgrp=None, named=()):
@@ -284,6 +290,9 @@ def main(args=None, comm=None):
     if not isinstance(args, argparse.Namespace):
         args = parse(args)
     log = get_logger()
+    if not args.output.strip():
+        log.error('--output: empty file name')
+        return 1
     if os.path.isdir(args.output):
         log.error('%s: %s', args.output, IS_A_DIRECTORY)
         return 1
@@ -292,12 +301,11 @@ def main(args=None, comm=None):
         return 1
     try:
         files = find_catalogs(args)
-        tables, common, files = read_all(files, args.allow_mixed, args.spgrp)
+        tables, common, files, spgrp = read_all(files, args.allow_mixed, args.spgrp)
         zcat = stack_catalogs(tables, args.allow_mixed, files)
     except (InputFileError, ValueError) as err:
         log.error('%s', err)
         return 1
-    spgrp = args.spgrp or (str(zcat['SPGRP'][0]) if len(zcat) else None)
     cards = [('NINPUT', len(files), 'stacked catalogues'),
              ('SPGRP', spgrp, 'spectra grouping of the stacked catalogues'),
              ('INPUTDIR', os.path.abspath(args.input_dir) if args.input_dir else None, 'searched'),

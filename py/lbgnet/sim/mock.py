@@ -121,6 +121,7 @@ def load_mock_setup(name=DEFAULT_MOCK_CONFIG, lbg_composite=None, rr_template_di
     from ..io.skymodel import read_sky_lines, sky_lines_path
     from .population import load_sim_config
     simcfg = load_sim_config(name)
+    check_mock_numbers(simcfg, name)
     config = config_from_dict(simcfg, source=str(name))
     mock_settings(config)
     lines, sky_digest = None, 'none'
@@ -138,6 +139,36 @@ def load_mock_setup(name=DEFAULT_MOCK_CONFIG, lbg_composite=None, rr_template_di
         from ..io.templates import load_templates
         templates = load_templates(lbg_composite=lbg_composite, rr_template_dir=rr_template_dir)
     return MockSetup(config, simcfg, instrument, templates, sky_digest)
+
+
+#: Sections of a mock configuration whose numbers (and booleans) are checked against the
+#: shipped :data:`DEFAULT_MOCK_CONFIG` (:func:`lbgnet.sim.population.check_numbers`).
+CHECKED_SECTIONS = ('instrument', 'mock', 'redrock_mock', 'generator')
+
+
+def check_mock_numbers(simcfg, name):
+    """Refuse a non-number (or a non-boolean) where the shipped mock configuration has one.
+
+    Parameters
+    ----------
+    simcfg : dict
+        From :func:`lbgnet.sim.population.load_sim_config` (modified in place: numbers
+        written as text become numbers).
+    name : str
+        Its file, for the message.
+
+    Raises
+    ------
+    lbgnet.config.ConfigError
+        Naming the file and the key (``generator.fibre_failures: 'no'`` was taken as true,
+        ``mock.dead_fibre_fraction: abc`` failed in numpy while the files were written).
+    """
+    import os
+    from ..config import etc_dir, read_yaml_config
+    from .population import check_numbers
+    shipped = read_yaml_config(os.path.join(str(etc_dir()), DEFAULT_MOCK_CONFIG))
+    for section in CHECKED_SECTIONS:
+        check_numbers(simcfg.get(section), shipped.get(section), name, section)
 
 
 def array_digest(*arrays):
@@ -195,8 +226,9 @@ def mock_settings(config):
     Raises
     ------
     lbgnet.config.ConfigError
-        If a section or one of its required keys is missing, or ``mock.efftime_range``
-        fails :func:`check_efftime_range`.
+        If a section or one of its required keys is missing, ``mock.efftime_range`` or
+        ``generator.efftime_range`` is not a pair that passes :func:`check_efftime_range`,
+        or a dead fibre/arm fraction is outside [0, 1].
     """
     need = {'mock': ('efftime_range', 'efftime_per_exposure', 'exptime_per_efftime',
                      'dead_fibre_fraction', 'dead_arm_fraction', 'tsnr2_per_efftime', 'files',
@@ -212,10 +244,21 @@ def mock_settings(config):
         missing = [k for k in keys if k not in sec]
         if missing:
             raise ConfigError(f'{config.source}: {section} lacks {", ".join(missing)}')
-    try:
-        check_efftime_range(config.extra['mock']['efftime_range'], config.extra['mock'])
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f'{config.source}: mock.efftime_range {err}') from None
+    mock = config.extra['mock']
+    ranges = {'mock.efftime_range': mock['efftime_range']}
+    generator = config.extra.get('generator') or {}
+    if isinstance(generator, dict) and generator.get('efftime_range') is not None:
+        ranges['generator.efftime_range'] = generator['efftime_range']
+    for key, value in ranges.items():
+        try:
+            if isinstance(value, (str, dict)) or len(value) != 2:
+                raise ValueError(f'{value!r}: must be a [min, max] pair of numbers')
+            check_efftime_range(value, mock)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f'{config.source}: {key} {err}') from None
+    for key in ('dead_fibre_fraction', 'dead_arm_fraction'):
+        if not 0 <= float(mock[key]) <= 1:
+            raise ConfigError(f'{config.source}: mock.{key} must be in [0, 1], not {mock[key]!r}')
     return config.extra['mock'], config.extra['redrock_mock']
 
 

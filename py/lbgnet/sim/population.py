@@ -127,7 +127,8 @@ def _as_number(value):
 
 
 def check_numbers(section, default, name, where):
-    """Refuse a value that is not a finite number where the shipped configuration has one.
+    """Refuse a value that is not a finite number where the shipped configuration has one
+    (or not true/false where it has a boolean).
 
     A string or ``null`` given for, say, ``simulation.lbg.beta_mean`` otherwise reached numpy
     and failed mid-run with a traceback that named neither the file nor the key.  Text that
@@ -160,6 +161,9 @@ def check_numbers(section, default, name, where):
         path = f'{where}.{key}'
         if isinstance(ref, dict):
             check_numbers(value, ref, name, path)
+        elif isinstance(ref, bool):
+            if not isinstance(value, bool):             # bool('no') is True
+                raise ConfigError(f'{name}: {path} must be true or false, not {value!r}')
         elif _as_number(ref) is not None and not isinstance(ref, str):
             number = _as_number(value)
             if number is None:
