@@ -178,12 +178,21 @@ def test_skip_existing_unless_overwrite(tmp_path, model_path, caplog):
     assert rc == 0 and '0 files done' in text and '1 skipped' in text and os.stat(output).st_mtime_ns == mtime
     assert run(caplog, '--coadd', coadd, '--model', model_path, '--overwrite')[0] == 0
     assert os.stat(output).st_mtime_ns != mtime
-    # skipped catalogues of another network are named (a new model over an old tree)
+    # outputs of another network, or of other settings, are not this run's: the file
+    # fails (a new model over an old tree, or a rerun adding options, changed nothing and
+    # reported success), and --overwrite redoes it
+    mtime = os.stat(output).st_mtime_ns
     other = save_tiny_model(str(tmp_path / 'other' / 'tiny.weights.h5'), seed=5)
     rc, text = run(caplog, '--coadd', coadd, '--model', other)
-    assert rc == 0 and '1 of the 1 skipped catalogues checked were made by another network' in text
+    assert rc == 1 and '0 skipped, 1 failed' in text and os.stat(output).st_mtime_ns == mtime
+    assert f'{output}: exists, made with other settings (LBGMSHA = ' in text
+    assert '--overwrite redoes it' in text and 'older lbgnet' not in text
+    rc, text = run(caplog, '--coadd', coadd, '--model', model_path, '--c-thresh', '0.25')
+    assert rc == 1 and 'CTHRESH = ' in text and '0.25 in this run' in text
+    rc, text = run(caplog, '--coadd', coadd, '--model', model_path, '--no-refine')
+    assert rc == 1 and 'REFINE = True here, False in this run' in text and 'REFTSHA' not in text
     rc, text = run(caplog, '--coadd', coadd, '--model', model_path)
-    assert rc == 0 and 'another network' not in text
+    assert rc == 0 and '1 skipped' in text and os.stat(output).st_mtime_ns == mtime
     # with nothing left to do a bad --model is still one error (status 1), not a success
     rc, text = run(caplog, '--coadd', coadd, '--model', str(tmp_path / 'nothere.weights.h5'))
     assert rc == 1 and 'nothere' in text and 'skipped' not in text
@@ -210,10 +219,11 @@ def test_resumed_run_splits_only_the_files_left(tmp_path, model_path, caplog):
     """Files already done are left out before the split, so every rank gets work."""
     from lbgnet.parallel import split_work
     from lbgnet.scripts.lbg_afterburner import setup
-    outs = [make_pair(str(tmp_path), name=f'main-dark-{k}', nspec=4)[1] for k in range(4)]
-    for done in (outs[1], outs[3]):                     # a file is done when both outputs exist
-        open(done, 'w').write('done earlier')
-        open(done.replace('lbg_cnn-', 'priors_lbg-'), 'w').write('done earlier')
+    pairs = [make_pair(str(tmp_path), name=f'main-dark-{k}', nspec=4) for k in range(4)]
+    outs = [out for _, out in pairs]
+    # a file is done when both outputs exist
+    assert run(caplog, '--coadd', pairs[1][0], pairs[3][0], '--model', model_path)[0] == 0
+    mtimes = [os.stat(outs[k]).st_mtime_ns for k in (1, 3)]
     state = setup(parse(['--coadd', str(tmp_path / 'coadd-*.fits'), '--model', model_path]))
     assert [j.output for j in state['jobs']] == [outs[0], outs[2]]
     assert len(state['skipped']) == 2
@@ -221,7 +231,38 @@ def test_resumed_run_splits_only_the_files_left(tmp_path, model_path, caplog):
                for r in range(2))
     rc, text = run(caplog, '--coadd', str(tmp_path / 'coadd-*.fits'), '--model', model_path)
     assert rc == 0 and '2 files done' in text and '2 skipped' in text
-    assert open(outs[1]).read() == 'done earlier'
+    assert [os.stat(outs[k]).st_mtime_ns for k in (1, 3)] == mtimes
+    # an existing pair whose catalogue is not one (damaged since) is not counted as done
+    open(outs[1], 'w').write('damaged')
+    rc, text = run(caplog, '--coadd', str(tmp_path / 'coadd-*.fits'), '--model', model_path)
+    assert rc == 1 and '3 skipped, 1 failed' in text
+    assert 'the existing output is not a readable catalogue; --overwrite redoes it' in text
+
+
+def test_existing_outputs_of_another_coadd_are_not_kept(tmp_path, model_path, caplog):
+    """A pair of explicit --output/--priors names made from another coadd fails (a wrapper
+    reusing fixed names got the first coadd's catalogue for every file); a tree read at
+    another path (another mount, a moved tree: same coadd names) is kept, with a warning."""
+    import shutil
+    coadd0, _ = make_pair(str(tmp_path / 'a'), name='main-dark-0', nspec=4)
+    coadd1, _ = make_pair(str(tmp_path / 'a'), name='main-dark-1', nspec=4)
+    out, priors = str(tmp_path / 'lbg.fits'), str(tmp_path / 'priors.fits')
+    fixed = ['--model', model_path, '--output', out, '--priors', priors]
+    assert run(caplog, '--coadd', coadd0, *fixed)[0] == 0
+    rc, text = run(caplog, '--coadd', coadd1, *fixed)
+    assert rc == 1 and f'{out}: exists, made from {coadd0}, not from {coadd1}' in text
+    assert run(caplog, '--coadd', coadd1, *fixed, '--overwrite')[0] == 0
+    assert read_catalog(out)[1]['INCOADD'] == os.path.abspath(coadd1)
+    # the same tree at another path, outputs in one --outdir
+    outdir = str(tmp_path / 'out')
+    assert run(caplog, '--input-dir', str(tmp_path / 'a'), '--model', model_path,
+               '--outdir', outdir)[0] == 0
+    shutil.copytree(str(tmp_path / 'a'), str(tmp_path / 'b'))
+    rc, text = run(caplog, '--input-dir', str(tmp_path / 'b'), '--model', model_path,
+                   '--outdir', outdir)
+    assert rc == 0 and '2 skipped' in text
+    assert ('2 of the 2 existing catalogues kept were made from a coadd of the same name at '
+            'another path') in text
 
 
 def test_launcher_without_mpi_is_warned(tmp_path, model_path, caplog, monkeypatch):

@@ -6,6 +6,9 @@ Stack per-file ``LBG_CNN`` catalogues into one table for clustering: location co
 one row per TARGETID per SURVEY/PROGRAM, the best of a target's rows across surveys and
 programs (``ZCAT_PRIMARY``) and the quality-selection column ``GOOD_LBG``.
 Pure astropy/numpy; files are read and written by :mod:`lbgnet.scripts.lbg_zcatalog`.
+The header keywords that must agree between stacked catalogues (:data:`CONSISTENT_KEYS`)
+are compared here (:func:`shared_keys`, :func:`differing_keys`), also by the afterburner
+for the outputs a rerun would skip.
 
 ``GOOD_LBG`` is True when all of these hold:
 
@@ -57,6 +60,26 @@ LOCATION_COLUMNS = (('SURVEY', 'unknown', 'U16'), ('PROGRAM', 'unknown', 'U16'),
 #: Bits of :data:`BAD_FOR_CLUSTERING` that judge a row's LBG redshift, not its spectrum.
 REDSHIFT_BITS = ('Z_OUT_OF_RANGE', 'SMALL_DELTA_CHI2')
 
+
+#: Header keywords that must agree between the stacked catalogues (model, thresholds,
+#: rerun, refinement template and settings — its noise included, which sets what
+#: DELTACHI2_TPL and hence GOOD_LBG mean —, error calibration).
+CONSISTENT_KEYS = ('LBGMSHA', 'CTHRESH', 'NTHRESH', 'ZERRSCL', 'ZERRFLR', 'RERUNRR', 'RRTSHA',
+                   'REFINE', 'REFTSHA', 'REFWGT', 'REFWIN', 'REFSTEP', 'REFNOISE', 'REFASHA',
+                   'REFAWGT', 'REFABAS', 'REFASKP', 'MINDCHI2', 'ZTPLSCL', 'ZTPLFLR')
+#: Values of keywords that catalogues written before lbgnet recorded them hold implicitly
+#: (uncalibrated redshift errors; a refinement weighted by the pipeline ivar, without
+#: archetypes or with the archetype stage run for every spectrum).
+IMPLICIT_VALUES = {'ZERRSCL': 1.0, 'ZERRFLR': 0.0, 'ZTPLSCL': 1.0, 'ZTPLFLR': 0.0,
+                   'REFNOISE': 'pipeline', 'REFASHA': '', 'REFAWGT': 0.0, 'REFABAS': 0.0,
+                   'REFASKP': 0.0}
+#: Keywords only a refined catalogue has (``REFINE = T``): their absence from a
+#: ``--no-refine`` catalogue is explained by REFINE, not by an older lbgnet.
+REFINEMENT_KEYS = ('REFTSHA', 'REFWGT', 'REFWIN', 'REFSTEP', 'REFNOISE', 'REFASHA', 'REFAWGT',
+                   'REFABAS', 'REFASKP', 'MINDCHI2', 'ZTPLSCL', 'ZTPLFLR')
+#: Further provenance copied to the stacked header when every input has the same value.
+PROVENANCE_KEYS = ('LBGMODEL', 'LBGCONF', 'NBOXES', 'GRIDWMIN', 'GRIDDW', 'GRIDNBIN', 'LBGZMIN',
+                   'LBGZMAX', 'REFTEMPL', 'REFARCH', 'HPXNSIDE', 'HPXNEST')
 
 def ranking_bad(table):
     """Rows ranked last among a target's repeats: a bad spectrum, or a bad redshift of an
@@ -289,3 +312,81 @@ def stack_catalogs(tables, allow_mixed=False, sources=None):
     out = describe_columns(Table(out, copy=False), overwrite=False)
     out['TARGETID'].description = 'DESI target id'       # sorted, not in Redrock's order
     return out
+
+
+def shared_keys(header):
+    """Provenance keywords of one catalogue header.
+
+    Parameters
+    ----------
+    header : dict
+        Primary header of a catalogue.
+
+    Returns
+    -------
+    values : dict
+        :data:`CONSISTENT_KEYS`, :data:`PROVENANCE_KEYS` and the ``LBGBITnn`` bit names;
+        an absent keyword is None, or its :data:`IMPLICIT_VALUES` entry.
+    absent : set of str
+        The keywords the header does not have.
+    """
+    names = CONSISTENT_KEYS + PROVENANCE_KEYS
+    names += tuple(sorted(k for k in header if str(k).startswith('LBGBIT')))
+    return ({k: header.get(k, IMPLICIT_VALUES.get(k)) for k in names},
+            {k for k in names if k not in header})
+
+
+def describe_difference(keys, here, first):
+    """What differs from the first catalogue, one phrase per keyword.
+
+    Parameters
+    ----------
+    keys : sequence of str
+        Keywords whose values differ.
+    here, first : (dict, set, str)
+        :func:`shared_keys` of this and of the first catalogue, and the first's path.
+
+    Returns
+    -------
+    str
+    """
+    (values, absent), (first_values, first_absent, first_path) = here, first
+    if 'REFINE' in keys and 'REFINE' not in absent | first_absent:
+        # one was made with --no-refine: its missing refinement keywords follow from that
+        keys = [k for k in keys if k not in REFINEMENT_KEYS]
+    if 'RERUNRR' in keys and 'RERUNRR' not in absent | first_absent:
+        # one was made without --rerun-redrock: it has no rerun template to record
+        keys = [k for k in keys if k != 'RRTSHA']
+    def short(key, value):       # a SHA-256 is told apart by its first digits
+        return f'{value[:12]}...' if key.endswith('SHA') and isinstance(value, str) \
+            and len(value) > 12 else value
+    values = {k: short(k, v) for k, v in values.items()}
+    first_values = {k: short(k, v) for k, v in first_values.items()}
+    parts = []
+    for k in keys:
+        if k in first_absent:
+            parts.append(f'{k} absent from {first_path}' + (
+                f' (taken as {first_values[k]!r}), {values[k]!r} here'
+                if first_values[k] is not None else ''))
+        elif k in absent:
+            parts.append(f'{k} absent here' + (f' (taken as {values[k]!r})'
+                                               if values[k] is not None else '')
+                         + f', {first_values[k]!r} in {first_path}')
+        else:
+            parts.append(f'{k} = {values[k]!r} here, {first_values[k]!r} in {first_path}')
+    text = '; '.join(parts)
+    if any(k in first_absent or k in absent for k in keys):
+        text += ' (a catalogue written by an older lbgnet: run the afterburner on it again)'
+    return text
+
+
+def differing_keys(values, reference, keys=CONSISTENT_KEYS):
+    """The `keys` whose values differ between two :func:`shared_keys` results (numbers
+    equal to 1e-12 relative, as a FITS card may round the last digit), in `keys` order."""
+    def same(a, b):
+        numbers = (int, float, np.integer, np.floating)
+        if (isinstance(a, numbers) and isinstance(b, numbers)
+                and not isinstance(a, bool) and not isinstance(b, bool)):
+            return bool(np.isclose(float(a), float(b), rtol=1e-12, atol=0.0))
+        return a == b
+    return [k for k in keys if not same(values.get(k), reference.get(k))]

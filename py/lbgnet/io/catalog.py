@@ -496,11 +496,7 @@ def read_catalog(path, extname='LBG_CNN'):
         if extname not in names:
             raise InputFileError(path, f'no {extname} HDU')
         check_table_hdu(fx, extname, path)
-        try:
-            primary = fx[0].read_header()
-            header = {k: primary[k] for k in primary.keys()}
-        except (OSError, ValueError, KeyError, UnicodeDecodeError) as err:
-            raise InputFileError(path, f'damaged primary header ({_first_line(err)})') from None
+        header = _primary_header(fx, path)
     try:
         table = _read_table_astropy(path, extname)
     except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError,
@@ -508,6 +504,30 @@ def read_catalog(path, extname='LBG_CNN'):
         raise InputFileError(path, f'damaged {extname} HDU ({_first_line(err)})') from None
     table.meta['EXTNAME'] = extname
     return table, header
+
+
+def read_catalog_header(path, extname='LBG_CNN'):
+    """The primary header keywords of a catalogue, without reading its table.
+
+    Raises
+    ------
+    InputFileError
+        As :func:`read_catalog` for the file and its header (the table is not checked
+        beyond the presence of the `extname` HDU).
+    """
+    with open_fits(path) as fx:
+        if extname not in [h.get_extname().upper() for h in fx]:
+            raise InputFileError(path, f'no {extname} HDU')
+        return _primary_header(fx, path)
+
+
+def _primary_header(fx, path):
+    """Primary header keywords of an open fitsio file, as a dict."""
+    try:
+        primary = fx[0].read_header()
+        return {k: primary[k] for k in primary.keys()}
+    except (OSError, ValueError, KeyError, UnicodeDecodeError) as err:
+        raise InputFileError(path, f'damaged primary header ({_first_line(err)})') from None
 
 
 def _read_table_astropy(path, extname):

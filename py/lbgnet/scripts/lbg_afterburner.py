@@ -35,6 +35,7 @@ from ..network import (DEFAULT_BATCH, check_model_file, default_model_path, load
 from ..parallel import RankZeroParser, launcher_rank, launcher_size, split_work
 from ..priors import PRIOR_FUNCTION, select_priors
 from ..redrock_rerun import RerunError, check_rerunnable, template_files, template_zrange
+from ..resume import run_settings, stale_reason
 from ..tflog import import_tensorflow
 from .refine_options import add_refine_arguments, check_refine_arguments, make_refiner
 
@@ -175,6 +176,12 @@ def outputs_exist(job):
     return os.path.isfile(job.output) and os.path.isfile(job.priors)
 
 
+def run_thresholds(args, config):
+    """``(c_thresh, n_thresh)`` of this run: the options, else the model's own."""
+    return (config.selection.c_thresh if args.c_thresh is None else args.c_thresh,
+            config.selection.n_thresh if args.n_thresh is None else args.n_thresh)
+
+
 def process_one(job, network, args, rerun=None, refiner=None):
     """Read → preprocess → predict → post-process → catalogue → write, for one coadd.
 
@@ -196,8 +203,7 @@ def process_one(job, network, args, rerun=None, refiner=None):
     """
     log = get_logger()
     cfg = network.config
-    c_thresh = cfg.selection.c_thresh if args.c_thresh is None else args.c_thresh
-    n_thresh = cfg.selection.n_thresh if args.n_thresh is None else args.n_thresh
+    c_thresh, n_thresh = run_thresholds(args, cfg)
     if not os.path.exists(job.coadd):
         raise MissingInputError(job.coadd)
     if os.path.isdir(job.coadd):
@@ -264,33 +270,27 @@ def run_files(jobs, network, args, rerun=None, refiner=None):
     return outcomes
 
 
-#: Skipped catalogues whose network :func:`warn_other_network` checks (one header read
-#: each, on rank 0 before the work is shared: a sample, not a whole production).
-NCHECK_SKIPPED = 100
-
-
-def warn_other_network(skipped, sha, ncheck=NCHECK_SKIPPED):
-    """Warn when skipped catalogues were made by another network than the one whose
-    weights have SHA-256 `sha` (their header ``LBGMSHA``): a run with a new model into an
-    old output tree would otherwise keep the old catalogues without a word.  The first
-    `ncheck` skipped catalogues are checked."""
-    skipped = skipped[:ncheck]
-    if not skipped:
-        return
-    other = []
-    for job in skipped:
-        try:
-            with open_fits(job.output) as fx:
-                made = fx[0].read_header().get('LBGMSHA')
-        except (InputFileError, OSError):
-            continue
-        if made is not None and made != sha:
-            other.append((job.output, made))
-    if other:
-        get_logger().warning('%d of the %d skipped catalogues checked were made by another '
-                             'network (e.g. %s: LBGMSHA %s..., this model %s...); --overwrite '
-                             'redoes them', len(other), len(skipped), other[0][0],
-                             other[0][1][:12], str(sha)[:12])
+def check_skipped(jobs, settings):
+    """Outcomes of files whose outputs exist: 'skipped' when their catalogue may be kept
+    (:func:`lbgnet.resume.stale_reason`), 'failed' with the reason otherwise.  Catalogues
+    made from a coadd of the same name at another path are kept and counted in one
+    warning."""
+    log = get_logger()
+    outcomes, moved = [], []
+    for job in jobs:
+        reason, elsewhere = stale_reason(job, settings)
+        if reason is None:
+            log.info('%s: output %s exists, skipped (use --overwrite)', job.coadd, job.output)
+            outcomes.append(Outcome(job.coadd, 'skipped'))
+            moved += [elsewhere] if elsewhere else []
+        else:
+            log.error('%s', reason)
+            outcomes.append(Outcome(job.coadd, 'failed', reason))
+    if moved:
+        log.warning('%d of the %d existing catalogues kept were made from a coadd of the same '
+                    'name at another path (e.g. %s); --overwrite redoes them', len(moved),
+                    len(jobs), moved[0])
+    return outcomes
 
 
 def start_tensorflow(nthreads=None):
@@ -307,8 +307,9 @@ def setup(args, nthreads=None):
     Returns
     -------
     dict
-        ``jobs`` (those to do), ``skipped`` (coadds whose catalogue and priors file
-        both exist, without ``--overwrite``), ``unmatched`` (inputs failed before any file,
+        ``jobs`` (those to do), ``skipped`` (the jobs whose catalogue and priors file
+        both exist, without ``--overwrite``), ``settings`` (:func:`lbgnet.resume.run_settings`
+        their catalogue headers must agree with; None without skipped jobs), ``unmatched`` (inputs failed before any file,
         ``'WHAT: why'``), ``model`` (path), ``rerun``
         (:class:`RerunSetup` or None), ``network`` (the loaded model; None when no job is
         left, and TensorFlow is then not imported: every option is checked from the model
@@ -316,7 +317,7 @@ def setup(args, nthreads=None):
         ``error`` (one line, or None).
     """
     out = dict(jobs=[], unmatched=[], model=None, rerun=None, error=None, network=None,
-               refiner=None, skipped=[])
+               refiner=None, skipped=[], settings=None)
     try:
         out['jobs'], out['unmatched'] = plan(args)
         out['model'] = args.model or default_model_path()
@@ -333,10 +334,13 @@ def setup(args, nthreads=None):
             out['rerun'] = RerunSetup(files, template_zrange(files), templates_sha256(files))
         if not args.overwrite:        # decided once, before the split, so ranks share the rest
             done = [outputs_exist(j) for j in out['jobs']]
-            out['skipped'] = [j.coadd for j, d in zip(out['jobs'], done) if d]
-            skipped = [j for j, d in zip(out['jobs'], done) if d]
+            out['skipped'] = [j for j, d in zip(out['jobs'], done) if d]
             out['jobs'] = [j for j, d in zip(out['jobs'], done) if not d]
-            warn_other_network(skipped, description.get('weights_sha256'))
+            if out['skipped']:         # what their headers must say (checked by every rank)
+                out['settings'] = run_settings(
+                    out['skipped'][0], out['model'], description.get('weights_sha256'), config,
+                    training_zrange(config, metadata), *run_thresholds(args, config),
+                    out['rerun'], out['refiner'])
         if out['jobs']:           # a resumed run with every output there: no TensorFlow
             start_tensorflow(nthreads)
             out['network'] = load_network(out['model'])
@@ -510,6 +514,8 @@ def run_ranks(args, comm=None):
         return 1
     jobs = state['jobs']
     mine = split_work(jobs, size, rank, weights=[j.size for j in jobs])
+    # the headers of the existing outputs are read by every rank, a share each
+    kept = check_skipped(split_work(state['skipped'], size, rank), state['settings'])
     try:
         if network is None and mine:      # a rank without files loads nothing
             start_tensorflow(nthreads)
@@ -530,15 +536,13 @@ def run_ranks(args, comm=None):
     if comm is not None:
         comm.barrier()
     wall = time.time() - t0
+    outcomes += kept
     for outcome in outcomes:
         outcome.rank = rank
     if comm is not None:
         gathered = comm.gather(outcomes, root=0)
         outcomes = [o for part in gathered for o in part] if rank == 0 else outcomes
     if rank == 0:
-        for coadd in state['skipped']:
-            log.info('%s: output exists, skipped (use --overwrite)', coadd)
-        outcomes += [Outcome(coadd, 'skipped') for coadd in state['skipped']]
         nspec = sum(o.nspec for o in outcomes)
         rate = nspec / max(wall, 1e-9)
         log.info('processing: %d spectra in %.2f s on %d rank(s) = %.*f spectra/s (%s)',

@@ -20,27 +20,8 @@ from ..io.discover import (CATALOG_PREFIX, check_input_dir, expand_coadds, file_
                            walk_files)
 from ..io.errors import InputFileError
 from ..io.evaluation import as_targetids
-from ..zcatalog import add_location, bad_bits, missing_columns, stack_catalogs
-
-#: Header keywords that must agree between the stacked catalogues (model, thresholds,
-#: rerun, refinement template and settings — its noise included, which sets what
-#: DELTACHI2_TPL and hence GOOD_LBG mean —, error calibration).
-CONSISTENT_KEYS = ('LBGMSHA', 'CTHRESH', 'NTHRESH', 'ZERRSCL', 'ZERRFLR', 'RERUNRR', 'RRTSHA',
-                   'REFINE', 'REFTSHA', 'REFWGT', 'REFWIN', 'REFSTEP', 'REFNOISE', 'REFASHA',
-                   'REFAWGT', 'REFABAS', 'REFASKP', 'MINDCHI2', 'ZTPLSCL', 'ZTPLFLR')
-#: Values of keywords that catalogues written before lbgnet recorded them hold implicitly
-#: (uncalibrated redshift errors; a refinement weighted by the pipeline ivar, without
-#: archetypes or with the archetype stage run for every spectrum).
-IMPLICIT_VALUES = {'ZERRSCL': 1.0, 'ZERRFLR': 0.0, 'ZTPLSCL': 1.0, 'ZTPLFLR': 0.0,
-                   'REFNOISE': 'pipeline', 'REFASHA': '', 'REFAWGT': 0.0, 'REFABAS': 0.0,
-                   'REFASKP': 0.0}
-#: Keywords only a refined catalogue has (``REFINE = T``): their absence from a
-#: ``--no-refine`` catalogue is explained by REFINE, not by an older lbgnet.
-REFINEMENT_KEYS = ('REFTSHA', 'REFWGT', 'REFWIN', 'REFSTEP', 'REFNOISE', 'REFASHA', 'REFAWGT',
-                   'REFABAS', 'REFASKP', 'MINDCHI2', 'ZTPLSCL', 'ZTPLFLR')
-#: Further provenance copied to the stacked header when every input has the same value.
-PROVENANCE_KEYS = ('LBGMODEL', 'LBGCONF', 'NBOXES', 'GRIDWMIN', 'GRIDDW', 'GRIDNBIN', 'LBGZMIN',
-                   'LBGZMAX', 'REFTEMPL', 'REFARCH', 'HPXNSIDE', 'HPXNEST')
+from ..zcatalog import (add_location, bad_bits, describe_difference, differing_keys,
+                        missing_columns, shared_keys, stack_catalogs)
 
 
 #: Spectra groupings of a DESI production (``SPGRP``; ``unknown`` for file names that
@@ -86,67 +67,6 @@ def find_catalogs(args):
     return files
 
 
-def shared_keys(header):
-    """Provenance keywords of one catalogue header.
-
-    Parameters
-    ----------
-    header : dict
-        Primary header of a catalogue.
-
-    Returns
-    -------
-    values : dict
-        :data:`CONSISTENT_KEYS`, :data:`PROVENANCE_KEYS` and the ``LBGBITnn`` bit names;
-        an absent keyword is None, or its :data:`IMPLICIT_VALUES` entry.
-    absent : set of str
-        The keywords the header does not have.
-    """
-    names = CONSISTENT_KEYS + PROVENANCE_KEYS
-    names += tuple(sorted(k for k in header if str(k).startswith('LBGBIT')))
-    return ({k: header.get(k, IMPLICIT_VALUES.get(k)) for k in names},
-            {k for k in names if k not in header})
-
-
-def describe_difference(keys, here, first):
-    """What differs from the first catalogue, one phrase per keyword.
-
-    Parameters
-    ----------
-    keys : sequence of str
-        Keywords whose values differ.
-    here, first : (dict, set, str)
-        :func:`shared_keys` of this and of the first catalogue, and the first's path.
-
-    Returns
-    -------
-    str
-    """
-    (values, absent), (first_values, first_absent, first_path) = here, first
-    if 'REFINE' in keys and 'REFINE' not in absent | first_absent:
-        # one was made with --no-refine: its missing refinement keywords follow from that
-        keys = [k for k in keys if k not in REFINEMENT_KEYS]
-    if 'RERUNRR' in keys and 'RERUNRR' not in absent | first_absent:
-        # one was made without --rerun-redrock: it has no rerun template to record
-        keys = [k for k in keys if k != 'RRTSHA']
-    parts = []
-    for k in keys:
-        if k in first_absent:
-            parts.append(f'{k} absent from {first_path}' + (
-                f' (taken as {first_values[k]!r}), {values[k]!r} here'
-                if first_values[k] is not None else ''))
-        elif k in absent:
-            parts.append(f'{k} absent here' + (f' (taken as {values[k]!r})'
-                                               if values[k] is not None else '')
-                         + f', {first_values[k]!r} in {first_path}')
-        else:
-            parts.append(f'{k} = {values[k]!r} here, {first_values[k]!r} in {first_path}')
-    text = '; '.join(parts)
-    if any(k in first_absent or k in absent for k in keys):
-        text += ' (a catalogue written by an older lbgnet: run the afterburner on it again)'
-    return text
-
-
 def read_all(files, allow_mixed=False, spgrp=None):
     """Read the catalogues, add location columns; return tables and the shared header values.
 
@@ -167,7 +87,7 @@ def read_all(files, allow_mixed=False, spgrp=None):
     -------
     tables : list of astropy.table.Table
     common : dict
-        Header values (:func:`shared_keys`) that all catalogues share; keywords whose
+        Header values (:func:`lbgnet.zcatalog.shared_keys`) that all catalogues share; keywords whose
         values differ, or that no catalogue has, are left out.
     used : list of str
         The files of `tables`.
@@ -229,7 +149,7 @@ def read_all(files, allow_mixed=False, spgrp=None):
         if common is None:
             common, absent_all, first = values, absent, (values, absent, path)
             continue
-        diff = [k for k in CONSISTENT_KEYS if values[k] != first[0][k]]
+        diff = differing_keys(values, first[0])
         if diff and not allow_mixed:       # raised after the reading: unreadable files first
             mismatch = mismatch or InputFileError(
                 path, describe_difference(diff, (values, absent), first)

@@ -1,0 +1,112 @@
+"""
+lbgnet.resume
+=============
+
+Whether the outputs an earlier ``desi_lbg_afterburner`` run left may be kept by this one.
+
+A file whose catalogue and priors file both exist is not processed again without
+``--overwrite``.  Its catalogue header records what it was made from and with what
+(``INCOADD``, ``INREDROC`` and the keywords of :data:`lbgnet.zcatalog.CONSISTENT_KEYS`:
+model, thresholds, rerun, refinement, error calibration), and that is compared with this
+run before the file counts as done:
+
+* another model or other settings: the file fails (the outputs are not what this run
+  was asked for: a rerun adding ``--rerun-redrock`` to a production would otherwise
+  change nothing and report success; ``desi_lbg_zcatalog`` would refuse to stack them);
+* made from a coadd of another name (an explicit ``--output`` reused for another coadd):
+  the file fails;
+* made from a coadd of the same name at another path (a tree read through another mount,
+  as ``/dvs_ro/cfs`` for ``/global/cfs`` at NERSC, or moved): kept, and counted in one
+  warning, since a coadd's name identifies it within a production;
+* an unreadable catalogue: the file fails.
+
+In every failing case ``--overwrite`` redoes the file.
+"""
+import os
+from types import SimpleNamespace
+
+from .afterburner import catalog_header
+from .io.catalog import read_catalog_header
+from .io.errors import InputFileError
+from .zcatalog import CONSISTENT_KEYS, describe_difference, differing_keys, shared_keys
+
+#: Input keywords of a catalogue header and the job attribute each must name.
+INPUT_KEYS = (('INCOADD', 'coadd'), ('INREDROC', 'redrock'))
+
+
+def run_settings(job, model_path, sha256, config, zrange, c_thresh, n_thresh, rerun=None,
+                 refiner=None):
+    """The :data:`lbgnet.zcatalog.CONSISTENT_KEYS` values this run would write.
+
+    Built with :func:`lbgnet.afterburner.catalog_header` itself, without loading the network.
+
+    Parameters
+    ----------
+    job : lbgnet.io.discover.FileJob
+        Any file of the run (the settings do not depend on it).
+    model_path, sha256 : str
+        The model file and the SHA-256 of its weights.
+    config : lbgnet.config.Config
+        The model's configuration.
+    zrange : (float, float)
+        The model's redshift range.
+    c_thresh, n_thresh : float, int
+        The thresholds of this run.
+    rerun : lbgnet.afterburner.RerunSetup, optional
+    refiner : lbgnet.refine.Refiner, optional
+
+    Returns
+    -------
+    dict
+    """
+    network = SimpleNamespace(path=os.path.abspath(model_path), sha256=sha256, config=config,
+                              zrange=zrange)
+    header = catalog_header(job, network, c_thresh, n_thresh, None, rerun, refiner)
+    values, _ = shared_keys({key: header[key] for key in header})
+    return {key: values[key] for key in CONSISTENT_KEYS}
+
+
+def stale_reason(job, settings):
+    """Why the existing outputs of `job` cannot count as done by this run.
+
+    Parameters
+    ----------
+    job : lbgnet.io.discover.FileJob
+        A file whose catalogue and priors file exist.
+    settings : dict
+        :func:`run_settings` of this run.
+
+    Returns
+    -------
+    reason : str or None
+        One line naming the catalogue, None when it may be kept.
+    moved : str or None
+        When it may be kept but was made from a file of the same name at another path:
+        ``'<catalogue>: <recorded path>'``.
+    """
+    try:
+        header = read_catalog_header(job.output)
+    except InputFileError as err:
+        return f'{err}: the existing output is not a readable catalogue; --overwrite redoes it', None
+    moved = None
+    for key, attr in INPUT_KEYS:
+        made, given = header.get(key), getattr(job, attr)
+        if not made or not given or _same_path(str(made), given):
+            continue
+        if os.path.basename(str(made)) != os.path.basename(given):
+            return (f'{job.output}: exists, made from {made}, not from {given}; --overwrite '
+                    'replaces it', None)
+        moved = moved or f'{job.output}: {made}'
+    values, absent = shared_keys(header)
+    diff = differing_keys(values, settings)
+    if diff:
+        text = describe_difference(diff, (values, absent), (settings, set(), 'this run'))
+        return (f'{job.output}: exists, made with other settings ({text}); --overwrite '
+                'redoes it', None)
+    return None, moved
+
+
+def _same_path(a, b):
+    """True when two paths name one file (as given, or once links are resolved)."""
+    return (os.path.abspath(a) == os.path.abspath(b)
+            or os.path.realpath(a) == os.path.realpath(b))
