@@ -716,3 +716,13 @@ def test_gzipped_inputs_give_gzipped_outputs(tmp_path, model_path, caplog):
     b, _ = read_catalog(str(gz / outs[0]))
     for col in ('TARGETID', 'C_LBG', 'Z_LBG', 'IS_LBG', 'LBG_FLAG'):
         np.testing.assert_array_equal(a[col], b[col])
+
+
+def test_recorded_input_paths_with_non_ascii_characters_match(tmp_path):
+    """INCOADD holds the path with non-ASCII characters escaped (FITS headers are ASCII):
+    an unchanged rerun must still recognise it."""
+    from lbgnet.io.catalog import printable_ascii
+    from lbgnet.resume import _same_path
+    path = str(tmp_path / 'données' / 'coadd-main-dark-1.fits')
+    assert _same_path(printable_ascii(os.path.abspath(path)), path)
+    assert not _same_path(printable_ascii(os.path.abspath(path + '.gz')), path)

@@ -193,3 +193,16 @@ def test_mock_configuration_values_are_checked_on_loading(tmp_path, text, match)
     path.write_text('base: lbgnet-mock.yaml\n' + text)
     with pytest.raises(ConfigError, match=f'^{path}: {match}'):
         load_mock_setup(str(path))
+
+
+def test_null_generator_settings_mean_the_defaults(tmp_path):
+    """``generator.efftime_range: null`` takes mock.efftime_range (as the generator does);
+    the number check must not refuse it."""
+    from lbgnet.sim.generator import MockBatches
+    path = tmp_path / 'my-mock.yaml'
+    path.write_text('base: lbgnet-mock.yaml\ngenerator: {efftime_range: null, '
+                    'fibre_failures: null}\n')
+    setup = load_mock_setup(str(path))
+    batches = MockBatches(setup, batch_size=2, batches_per_epoch=1)
+    assert batches.efftime_range == tuple(setup.config.extra['mock']['efftime_range'])
+    assert batches.fibre_failures is False

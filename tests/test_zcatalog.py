@@ -709,3 +709,17 @@ def test_empty_output_name_is_refused_before_reading(tree, caplog):
     with caplog.at_level(logging.ERROR):
         assert main(['--input-dir', str(tree), '--output', '']) == 1
     assert '--output: empty file name' in caplog.text
+
+
+def test_values_equal_to_rounding_are_kept_in_the_stacked_header(tmp_path):
+    """A threshold given on the command line with fewer digits than the model's stacks
+    without a warning, and the stacked header keeps it (it was dropped)."""
+    from astropy.io import fits
+    root = tmp_path / 'cats'
+    write_cat(str(root / 'lbg_cnn-main-dark-0.fits'), [0], [1], [3.0], [0], [1],
+              [('CTHRESH', 0.9117409288883209, '')])
+    write_cat(str(root / 'lbg_cnn-main-dark-1.fits'), [1], [1], [3.0], [0], [1],
+              [('CTHRESH', 0.9117409288883, '')])
+    out = str(tmp_path / 'z.fits')
+    assert main(['--input-dir', str(root), '--output', out]) == 0
+    assert abs(fits.getheader(out, 'LBG_ZCAT')['CTHRESH'] - 0.91174092888832) < 1e-12

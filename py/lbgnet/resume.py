@@ -26,7 +26,7 @@ import os
 from types import SimpleNamespace
 
 from .afterburner import catalog_header
-from .io.catalog import read_catalog_header
+from .io.catalog import printable_ascii, read_catalog_header
 from .io.errors import InputFileError
 from .zcatalog import CONSISTENT_KEYS, describe_difference, differing_keys, shared_keys
 
@@ -93,7 +93,7 @@ def stale_reason(job, settings):
         made, given = header.get(key), getattr(job, attr)
         if not made or not given or _same_path(str(made), given):
             continue
-        if os.path.basename(str(made)) != os.path.basename(given):
+        if os.path.basename(str(made)) != printable_ascii(os.path.basename(given)):
             return (f'{job.output}: exists, made from {made}, not from {given}; --overwrite '
                     'replaces it', None)
         moved = moved or f'{job.output}: {made}'
@@ -106,7 +106,10 @@ def stale_reason(job, settings):
     return None, moved
 
 
-def _same_path(a, b):
-    """True when two paths name one file (as given, or once links are resolved)."""
-    return (os.path.abspath(a) == os.path.abspath(b)
-            or os.path.realpath(a) == os.path.realpath(b))
+def _same_path(made, given):
+    """True when the path `made` recorded in a header (non-ASCII characters escaped,
+    :func:`lbgnet.io.catalog.printable_ascii`) names the file `given` (as given, or once
+    links are resolved)."""
+    recorded = {os.path.abspath(given), printable_ascii(os.path.abspath(given)),
+                printable_ascii(os.path.realpath(given))}
+    return made in recorded or os.path.realpath(made) == os.path.realpath(given)

@@ -158,7 +158,8 @@ def read_all(files, allow_mixed=False, spgrp=None):
             log.warning('%s: %s; stacked anyway (--allow-mixed): the columns those settings '
                         'affect mix values of different meaning', path,
                         describe_difference(diff, (values, absent), first))
-        common = {k: v for k, v in common.items() if k in values and values[k] == v}
+        common = {k: v for k, v in common.items()
+                  if k in values and not differing_keys(values, common, keys=(k,))}
         absent_all &= absent
     if errors and mismatch is not None:
         log.error('%s', mismatch)

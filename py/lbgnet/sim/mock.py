@@ -168,7 +168,14 @@ def check_mock_numbers(simcfg, name):
     from .population import check_numbers
     shipped = read_yaml_config(os.path.join(str(etc_dir()), DEFAULT_MOCK_CONFIG))
     for section in CHECKED_SECTIONS:
-        check_numbers(simcfg.get(section), shipped.get(section), name, section)
+        values = simcfg.get(section)
+        if section == 'generator' and isinstance(values, dict):
+            # null there means "the default" (efftime_range: mock.efftime_range)
+            given = {k: v for k, v in values.items() if v is not None}
+            check_numbers(given, shipped.get(section), name, section)
+            values.update(given)
+        else:
+            check_numbers(values, shipped.get(section), name, section)
 
 
 def array_digest(*arrays):
