@@ -219,11 +219,12 @@ def test_listed_coadds_go_flat_into_outdir_and_stay_there(tmp_path, model_path, 
 
 def test_files_per_rank_count_only_processed_files(caplog):
     outcomes = [Outcome('a', 'done', rank=1), Outcome('b', 'failed', 'x', rank=1),
-                Outcome('c', 'skipped'), Outcome('d', 'skipped'), Outcome('e', 'skipped')]
+                Outcome('c', 'skipped'), Outcome('d', 'skipped'), Outcome('e', 'skipped'),
+                Outcome('f', 'failed', 'stale outputs', rank=0, stale=True)]
     with caplog.at_level(logging.INFO):
-        assert summarise(outcomes, [], size=2) == 1
-    assert 'files per rank: 0, 2' in caplog.text
-    assert '1 file done' in caplog.text and '3 skipped, 1 failed' in caplog.text
+        assert summarise(outcomes, [], size=2) == 2
+    assert 'files per rank: 0, 2' in caplog.text       # the refused existing outputs: none
+    assert '1 file done' in caplog.text and '3 skipped, 2 failed' in caplog.text
 
 
 def test_catalogue_without_its_priors_file_is_redone(tmp_path, model_path, caplog):

@@ -122,6 +122,8 @@ class Outcome:
     nlbg: int = 0
     seconds: float = 0.0
     rank: int = 0
+    #: Failed by the check of its existing outputs (:func:`check_skipped`), not processed.
+    stale: bool = False
 
 
 def plan(args):
@@ -285,7 +287,7 @@ def check_skipped(jobs, settings):
             moved += [elsewhere] if elsewhere else []
         else:
             log.error('%s', reason)
-            outcomes.append(Outcome(job.coadd, 'failed', reason))
+            outcomes.append(Outcome(job.coadd, 'failed', reason, stale=True))
     if moved:
         log.warning('%d of the %d existing catalogues kept were made from a coadd of the same '
                     'name at another path (e.g. %s); --overwrite redoes them', len(moved),
@@ -357,11 +359,13 @@ def summarise(outcomes, unmatched, size=1):
     """Log the end-of-run summary (rank 0); return the number of failures.
 
     The files per rank count the files a rank processed (done or failed), not those
-    skipped because their outputs existed (rank 0 decided those before the split).
+    whose outputs existed (rank 0 left those out before the split; the ranks then checked
+    their headers, a share each: kept ones are 'skipped', refused ones failed unprocessed).
     """
     log = get_logger()
     if size > 1:
-        per_rank = np.bincount(np.array([o.rank for o in outcomes if o.status != 'skipped'],
+        per_rank = np.bincount(np.array([o.rank for o in outcomes
+                                         if o.status != 'skipped' and not o.stale],
                                         dtype=int), minlength=size)
         log.info('files per rank: %s', ', '.join(str(n) for n in per_rank))
     done = [o for o in outcomes if o.status == 'done']
