@@ -81,6 +81,7 @@ REFINEMENT_KEYS = ('REFTSHA', 'REFWGT', 'REFWIN', 'REFSTEP', 'REFNOISE', 'REFASH
 PROVENANCE_KEYS = ('LBGMODEL', 'LBGCONF', 'NBOXES', 'GRIDWMIN', 'GRIDDW', 'GRIDNBIN', 'LBGZMIN',
                    'LBGZMAX', 'REFTEMPL', 'REFARCH', 'HPXNSIDE', 'HPXNEST')
 
+
 def ranking_bad(table):
     """Rows ranked last among a target's repeats: a bad spectrum, or a bad redshift of an
     LBG candidate (:data:`REDSHIFT_BITS` of a non-candidate say nothing), shape (nrow,)."""

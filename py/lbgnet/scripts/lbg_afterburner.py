@@ -310,9 +310,9 @@ def setup(args, nthreads=None):
     -------
     dict
         ``jobs`` (those to do), ``skipped`` (the jobs whose catalogue and priors file
-        both exist, without ``--overwrite``), ``settings`` (:func:`lbgnet.resume.run_settings`
-        their catalogue headers must agree with; None without skipped jobs), ``unmatched`` (inputs failed before any file,
-        ``'WHAT: why'``), ``model`` (path), ``rerun``
+        both exist, without ``--overwrite``), ``settings``
+        (:func:`lbgnet.resume.run_settings` their catalogue headers must agree with; None
+        without skipped jobs), ``unmatched`` (inputs failed before any file, ``'WHAT: why'``), ``model`` (path), ``rerun``
         (:class:`RerunSetup` or None), ``network`` (the loaded model; None when no job is
         left, and TensorFlow is then not imported: every option is checked from the model
         description), ``refiner`` (:func:`lbgnet.scripts.refine_options.make_refiner`) and

@@ -87,8 +87,8 @@ def read_all(files, allow_mixed=False, spgrp=None):
     -------
     tables : list of astropy.table.Table
     common : dict
-        Header values (:func:`lbgnet.zcatalog.shared_keys`) that all catalogues share; keywords whose
-        values differ, or that no catalogue has, are left out.
+        Header values (:func:`lbgnet.zcatalog.shared_keys`) that all catalogues share;
+        keywords whose values differ, or that no catalogue has, are left out.
     used : list of str
         The files of `tables`.
     spgrp : str or None
@@ -158,8 +158,8 @@ def read_all(files, allow_mixed=False, spgrp=None):
             log.warning('%s: %s; stacked anyway (--allow-mixed): the columns those settings '
                         'affect mix values of different meaning', path,
                         describe_difference(diff, (values, absent), first))
-        common = {k: v for k, v in common.items()
-                  if k in values and not differing_keys(values, common, keys=(k,))}
+        differ = set(differing_keys(values, common, keys=tuple(common)))
+        common = {k: v for k, v in common.items() if k in values and k not in differ}
         absent_all &= absent
     if errors and mismatch is not None:
         log.error('%s', mismatch)
