@@ -286,29 +286,46 @@ def test_real_desi_coadd(config):
     assert np.all(~has_data[:, 779:])
 
 
-def test_camera_coadded_brz_file_counts_as_three_cameras(tmp_path, tiny_coadd, config):
-    """A desispec ``coadd_cameras`` file (one ``brz`` band) is gridded like the b/r/z file and
-    judged per camera: no spurious MISSING_CAMERA, and a dead z range is still caught."""
+@pytest.mark.parametrize('bands', ['brz', 'br', 'rz', 'bz'])
+def test_camera_coadded_file_is_judged_per_camera(tmp_path, config, bands):
+    """A desispec ``coadd_cameras`` file (one ``brz``, ``br``, ``rz`` or ``bz`` band) is gridded
+    like the per-camera file, pixel for pixel, and judged per camera: a camera without data
+    (killed before the cameras were coadded) is flagged MISSING_CAMERA although the overlap
+    pixels of its neighbours fall inside its wavelength range."""
     from desispec.coaddition import coadd_cameras
     from desispec.io import read_spectra, write_spectra
     from lbgnet.bitmask import LBGWarnMask
     from lbgnet.catalog import spectrum_flags
-    from lbgnet.preprocess import load_coadd_grid
-    src, _ = tiny_coadd
+    from lbg_testdata import write_test_coadd
+    src = str(tmp_path / 'coadd-cameras.fits')
+    nspec = len(bands) + 2
+    write_test_coadd(src, nspec, seed=3, bands=bands)
     spec = read_spectra(src)
-    brz = coadd_cameras(spec)
-    brz.ivar['brz'][0, brz.wave['brz'] > 7560] = 0.0            # spectrum 0: no z-arm data
-    path = str(tmp_path / 'coadd-brz.fits')
-    write_spectra(path, brz)
-    X3, info3 = load_coadd_grid(src, config)
-    X1, info1 = load_coadd_grid(path, config)
-    assert info1.bands == ('b', 'r', 'z') and info1.band_valid.shape == (6, 3)
+    for i, cam in enumerate(bands):                 # spectrum i: camera bands[i] has no data
+        spec.ivar[cam][i] = 0.0
+    write_spectra(src, spec)
+    merged = coadd_cameras(spec)
+    assert tuple(merged.bands) == (bands,)
+    path = str(tmp_path / 'coadd-merged.fits')
+    write_spectra(path, merged)
+    Xs, infos = load_coadd_grid(src, config)
+    Xm, infom = load_coadd_grid(path, config)
+    assert infom.bands == infos.bands == tuple(bands)
+    expected = np.ones((nspec, len(bands)), dtype=bool)
+    expected[np.arange(len(bands)), np.arange(len(bands))] = False
+    np.testing.assert_array_equal(infos.band_valid, expected)
+    np.testing.assert_array_equal(infom.band_valid, expected)
+    # no pixel dropped: the same bins hold data (none lost beyond a fixed b/r or r/z cut)
+    np.testing.assert_array_equal(infom.nvalid_bins, infos.nvalid_bins)
     mask = LBGWarnMask().MISSING_CAMERA
-    flags = spectrum_flags(info1, None, config.grid.nbins)
-    assert [bool(f & mask) for f in flags] == [True] + [False] * 5
-    # same input where the cameras do not overlap (the overlaps are resampled by coadd_cameras)
-    inner = (config.grid.centers < 5700) | ((config.grid.centers > 5900) & (config.grid.centers < 7450))
-    np.testing.assert_allclose(X1[1:, inner], X3[1:, inner], rtol=1e-4, atol=1e-4)
+    flags = spectrum_flags(infom, None, config.grid.nbins)
+    missing = bands != 'brz'                        # a camera absent from the file: everyone
+    assert [bool(f & mask) for f in flags] == [True] * len(bands) + [missing] * 2
+    # outside the overlaps (resampled by coadd_cameras) the input is the same
+    c = config.grid.centers
+    inner = ((c < 5700) | (c > 5900)) & ((c < 7450) | (c > 7700))
+    np.testing.assert_allclose(Xm[len(bands):, inner], Xs[len(bands):, inner], rtol=1e-4,
+                               atol=1e-4)
 
 
 def test_example_spectra_never_absorb_below_zero(config, monkeypatch):

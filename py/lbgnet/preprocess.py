@@ -355,13 +355,48 @@ def grid_spectra(waves, fluxes, ivars, grid, masks=None):
     return grid_channels(fsum, isum), arm_valid, np.count_nonzero(isum > 0, axis=1)
 
 
-#: Where a camera-coadded band (``brz``, desispec.coaddition.coadd_cameras) is cut back into
-#: cameras to tell which of them has data: the middles of the b/r and r/z overlaps (Å).
-CAMERA_LIMITS = {'b': (0.0, 5780.0), 'r': (5780.0, 7570.0), 'z': (7570.0, np.inf)}
+#: Wavelength range (Å) of each DESI camera, first to last pixel (the pixel grids of the
+#: coadds; ``instrument.arms`` of ``etc/lbgnet-base.yaml``).  A camera-coadded band
+#: (``brz``, ``br``, ...: desispec.coaddition.coadd_cameras) is cut back into cameras with
+#: these.
+CAMERA_RANGES = {'b': (3600.0, 5800.0), 'r': (5760.0, 7620.0), 'z': (7520.0, 9824.0)}
+
+#: How far (Å) a pixel wavelength may be from the nominal camera end and still be that
+#: camera's end pixel (5800.0000000005 is b's last pixel); well under the 0.8 Å pixel.
+CAMERA_TOLERANCE = 0.1
+
+
+@dataclass(frozen=True)
+class CameraPiece:
+    """The pixels of one camera inside a coadd band.
+
+    Attributes
+    ----------
+    camera : str
+        ``'b'``, ``'r'`` or ``'z'`` (or the band name of a band that is not made of
+        known cameras).
+    band : str
+        The coadd band holding the pixels.
+    pixels : slice
+        This camera's pixels of the band, disjoint from the other pieces of the band.
+    own : slice or None
+        For a camera cut out of a camera-coadded band: the part of `pixels` (relative to
+        it) that no other camera of the band covers, where this camera alone decides
+        whether it has data.  None for a band that is one camera.
+    """
+
+    camera: str
+    band: str
+    pixels: slice
+    own: slice = None
 
 
 def camera_pieces(bands, waves):
     """The pixels of each camera: a band per camera, or a camera-coadded band cut up.
+
+    A camera-coadded band is cut in the middle of the overlap of each pair of cameras
+    next to each other in wavelength (5780 Å for b/r, 7570 Å for r/z, the middle of the
+    gap for a ``bz`` band); the first and last pieces keep every pixel below / above.
 
     Parameters
     ----------
@@ -372,22 +407,59 @@ def camera_pieces(bands, waves):
 
     Returns
     -------
-    list of (camera, band, slice)
+    list of CameraPiece
         In band order; the rebinned sums are the same as over the whole bands (the
-        pieces are disjoint), but validity is judged per camera.
+        pieces are disjoint, no pixel dropped), but validity is judged per camera.
     """
     pieces = []
     for band in bands:
-        cams = [c for c in band if c in CAMERA_LIMITS]
-        if len(band) < 2 or len(cams) != len(band):
-            pieces.append((band, band, slice(None)))
+        if len(band) < 2 or not set(band) <= set(CAMERA_RANGES) or len(set(band)) < len(band):
+            pieces.append(CameraPiece(band, band, slice(None)))
             continue
         wave = np.asarray(waves[band])
-        for cam in cams:
-            lo, hi = CAMERA_LIMITS[cam]
-            start, stop = np.searchsorted(wave, [lo, hi])
-            pieces.append((cam, band, slice(int(start), int(stop))))
+        cams = sorted(band, key=lambda c: CAMERA_RANGES[c])
+        ranges = [CAMERA_RANGES[c] for c in cams]
+        cuts = ([-np.inf] + [0.5 * (lo_next + hi) for (_, hi), (lo_next, _)
+                             in zip(ranges[:-1], ranges[1:])] + [np.inf])
+        edges = np.searchsorted(wave, cuts)
+        for i, cam in enumerate(cams):
+            # covered by no other camera: beyond the previous camera's last pixel and short of
+            # the next camera's first (by CAMERA_TOLERANCE: the stored wavelengths are not exact)
+            own_lo = ranges[i - 1][1] + CAMERA_TOLERANCE if i > 0 else -np.inf
+            own_hi = ranges[i + 1][0] - CAMERA_TOLERANCE if i + 1 < len(cams) else np.inf
+            start, stop = int(edges[i]), int(edges[i + 1])
+            own = np.searchsorted(wave[start:stop], [own_lo, own_hi])
+            pieces.append(CameraPiece(cam, band, slice(start, stop),
+                                      slice(int(own[0]), int(own[1]))))
     return pieces
+
+
+def own_pixels_valid(piece, wave, flux, ivar, mask, grid):
+    """Whether a camera cut out of a camera-coadded band has data (:class:`CameraPiece`).
+
+    Parameters
+    ----------
+    piece : CameraPiece
+        With ``own`` set.
+    wave, flux, ivar, mask
+        The piece's pixels, as one arm of :func:`accumulate_arms` (`mask` may be None).
+    grid : lbgnet.config.Grid
+
+    Returns
+    -------
+    numpy.ndarray of bool
+        Shape (nspec,): at least one valid pixel on the grid among the pixels only this
+        camera covers.  The overlap pixels are left out: there the coadd holds the
+        neighbouring camera's data even when this camera has none.
+    """
+    own = piece.own
+    pixbin = grid.bin_index(np.asarray(wave)[own])
+    on_grid = np.flatnonzero((pixbin >= 0) & (pixbin < grid.nbins))
+    flux = np.asarray(flux)[:, own][:, on_grid]
+    valid = usable_pixels(flux, np.asarray(ivar)[:, own][:, on_grid])
+    if mask is not None:
+        valid &= np.asarray(mask)[:, own][:, on_grid] == 0
+    return valid.any(axis=1)
 
 
 def grid_effective_ivar(waves, fluxes, ivars, eff_ivars, grid, masks=None):
@@ -500,16 +572,20 @@ def coadd_to_grid(coadd, grid, noise=None):
         judged on its own pixels).
     """
     pieces = camera_pieces(coadd.bands, coadd.wave)
-    bands = tuple(cam for cam, _, _ in pieces)
-    waves = [coadd.wave[b][sl] for _, b, sl in pieces]
-    fluxes = [coadd.flux[b][:, sl] for _, b, sl in pieces]
-    ivars = [coadd.ivar[b][:, sl] for _, b, sl in pieces]
-    masks = [None if coadd.mask[b] is None else coadd.mask[b][:, sl] for _, b, sl in pieces]
+    bands = tuple(p.camera for p in pieces)
+    waves = [coadd.wave[p.band][p.pixels] for p in pieces]
+    fluxes = [coadd.flux[p.band][:, p.pixels] for p in pieces]
+    ivars = [coadd.ivar[p.band][:, p.pixels] for p in pieces]
+    masks = [None if coadd.mask[p.band] is None else coadd.mask[p.band][:, p.pixels]
+             for p in pieces]
     fsum, isum, arm_valid = accumulate_arms(waves, fluxes, ivars, grid, masks)
+    for i, piece in enumerate(pieces):
+        if piece.own is not None:
+            arm_valid[:, i] = own_pixels_valid(piece, waves[i], fluxes[i], ivars[i], masks[i],
+                                               grid)
     noise_ivar = None
     if noise is not None:
-        noise_ivar = grid_noise_ivar([cam for cam, _, _ in pieces], waves, fluxes, ivars, grid,
-                                     noise, masks)
+        noise_ivar = grid_noise_ivar(list(bands), waves, fluxes, ivars, grid, noise, masks)
     nvalid = np.count_nonzero(isum > 0, axis=1)
     info = GridInfo(coadd.targetid, nvalid == 0, bands, arm_valid, nvalid,
                     mean_flux(fsum, isum), isum, noise_ivar)
