@@ -78,6 +78,18 @@ def test_two_ranks_equal_one_rank(tmp_path):
                 assert np.allclose(ta[col], tb[col], rtol=1e-9, atol=0, equal_nan=True), col
             else:
                 assert np.array_equal(ta[col], tb[col], equal_nan=ta[col].dtype.kind == 'f'), col
+    # the same tree read at another path: the 3 catalogues are kept, the ranks check a share
+    # each, and the run warns once about all of them (not once per rank)
+    shutil.copytree(str(redux), str(tmp_path / 'mount'))
+    common[1] = str(tmp_path / 'mount')
+    proc = subprocess.run([launcher, '-n', '2', sys.executable,
+                           os.path.join(ROOT, 'bin', 'desi_lbg_afterburner'), '--mpi',
+                           *common, '--outdir', str(tmp_path / 'two')],
+                          env=env, capture_output=True, text=True, timeout=120)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and '3 skipped, 1 failed' in log, log
+    assert log.count('existing catalogues kept were made from a coadd of the same name') == 1, log
+    assert '3 of the 3 existing catalogues kept were made from a coadd' in log
 
 
 def _without_checksums(header):

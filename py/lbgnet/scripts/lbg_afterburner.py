@@ -124,6 +124,8 @@ class Outcome:
     rank: int = 0
     #: Failed by the check of its existing outputs (:func:`check_skipped`), not processed.
     stale: bool = False
+    #: Skipped, its existing catalogue made from a coadd of the same name at this other path.
+    elsewhere: str = ''
 
 
 def plan(args):
@@ -275,23 +277,18 @@ def run_files(jobs, network, args, rerun=None, refiner=None):
 def check_skipped(jobs, settings):
     """Outcomes of files whose outputs exist: 'skipped' when their catalogue may be kept
     (:func:`lbgnet.resume.stale_reason`), 'failed' with the reason otherwise.  Catalogues
-    made from a coadd of the same name at another path are kept and counted in one
-    warning."""
+    made from a coadd of the same name at another path are kept, the path in
+    ``Outcome.elsewhere`` (counted in one warning of :func:`summarise`)."""
     log = get_logger()
-    outcomes, moved = [], []
+    outcomes = []
     for job in jobs:
         reason, elsewhere = stale_reason(job, settings)
         if reason is None:
             log.info('%s: output %s exists, skipped (use --overwrite)', job.coadd, job.output)
-            outcomes.append(Outcome(job.coadd, 'skipped'))
-            moved += [elsewhere] if elsewhere else []
+            outcomes.append(Outcome(job.coadd, 'skipped', elsewhere=elsewhere or ''))
         else:
             log.error('%s', reason)
             outcomes.append(Outcome(job.coadd, 'failed', reason, stale=True))
-    if moved:
-        log.warning('%d of the %d existing catalogues kept were made from a coadd of the same '
-                    'name at another path (e.g. %s); --overwrite redoes them', len(moved),
-                    len(jobs), moved[0])
     return outcomes
 
 
@@ -361,6 +358,8 @@ def summarise(outcomes, unmatched, size=1):
     The files per rank count the files a rank processed (done or failed), not those
     whose outputs existed (rank 0 left those out before the split; the ranks then checked
     their headers, a share each: kept ones are 'skipped', refused ones failed unprocessed).
+    Kept catalogues made from a coadd of the same name at another path are counted in one
+    warning for the whole run.
     """
     log = get_logger()
     if size > 1:
@@ -370,6 +369,11 @@ def summarise(outcomes, unmatched, size=1):
         log.info('files per rank: %s', ', '.join(str(n) for n in per_rank))
     done = [o for o in outcomes if o.status == 'done']
     failed = [o for o in outcomes if o.status == 'failed']
+    moved = [o.elsewhere for o in outcomes if o.elsewhere]
+    if moved:
+        log.warning('%d of the %d existing catalogues kept were made from a coadd of the same '
+                    'name at another path (e.g. %s); --overwrite redoes them', len(moved),
+                    sum(o.status == 'skipped' or o.stale for o in outcomes), moved[0])
     nspec = sum(o.nspec for o in done)
     secs = sum(o.seconds for o in done)
     log.info('%d %s done (%d spectra, %d LBG candidates, %.1f s of file processing summed '
