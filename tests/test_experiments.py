@@ -381,3 +381,33 @@ def test_evaluate_model_reuses_only_metrics_of_this_model_and_test(tmp_path, mon
     with pytest.raises(InputFileError, match='no coadd'):
         experiments.evaluate_model(str(model), {'midz': str(tmp_path / 'test-midz-v2')},
                                    str(tmp_path))
+
+
+def test_noise_correlation_statistics_on_known_noise():
+    """benchmarks/noise_correlation_check.py: the robust lag correlation recovers that of a
+    moving-average noise (ρ₁ = 0.5, ρ₂ = 0 for a 2-pixel sum), an outlier pair does not
+    move it (it does move Pearson's), and white noise gives 8 Å bins that scatter like
+    their pixels (in σ units) while the 2-pixel sum's bins scatter √(1 + 2·0.9·0.5) more."""
+    bench = load_bench('noise_correlation_check')
+    from lbgnet.config import load_config
+    grid = load_config().grid
+    rng = np.random.default_rng(3)
+    wave = grid.wave_min + 0.8 * np.arange(4000)
+    pixbin = grid.bin_index(wave)
+    ivar = np.ones((20, wave.size))
+    usable = np.ones(ivar.shape, dtype=bool)
+    white = rng.standard_normal(ivar.shape)
+    moving = rng.standard_normal((20, wave.size + 1))
+    moving = (moving[:, 1:] + moving[:, :-1]) / np.sqrt(2)
+    assert abs(bench.robust_correlation(*bench.lag_pairs(moving, 1)) - 0.5) < 0.02
+    assert abs(bench.robust_correlation(*bench.lag_pairs(moving, 2))) < 0.02
+    spiky = white.copy()
+    spiky[:, 100:102] = 200.0
+    a, b = bench.lag_pairs(spiky, 1)
+    assert abs(bench.robust_correlation(a, b)) < 0.02 and np.corrcoef(a, b)[0, 1] > 0.3
+    stats_white = bench.camera_statistics(white, ivar, usable, pixbin, grid.nbins)
+    stats_moving = bench.camera_statistics(moving, ivar, usable, pixbin, grid.nbins)
+    assert stats_white['bins'] == 20 * 400
+    ratio = stats_moving['bin_scatter'] / stats_white['bin_scatter']
+    assert abs(ratio - np.sqrt(1 + 2 * 0.9 * 0.5)) < 0.06
+    assert abs(stats_white['bin_scatter'] / stats_white['pixel_scatter'] - 1) < 0.1
