@@ -408,7 +408,7 @@ def camera_pieces(bands, waves):
     Returns
     -------
     list of CameraPiece
-        In band order; the rebinned sums are the same as over the whole bands (the
+        In band order, the cameras of a band in wavelength order; the rebinned sums are the same as over the whole bands (the
         pieces are disjoint, no pixel dropped), but validity is judged per camera.
     """
     pieces = []
