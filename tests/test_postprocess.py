@@ -209,3 +209,27 @@ def test_combine_lines_ties_to_rounding_and_no_line_above_the_floor(config):
     z, _, nagree = combine_lines(c, zl, config, agree_tol=0.01, line_floor=0.05)
     assert z[0] == pytest.approx((0.3 * 3.0 + 0.6 * 3.001) / 0.9, rel=1e-12) and nagree[0] == 2
     assert z[1] == 3.3
+
+
+def test_infinite_confidence_counts_as_certain(config):
+    """A +inf line confidence (stored or edited arrays) weighs like 1, not like a weight whose
+    0 x inf products blank every candidate's support (Z_LBG then came from line 0, below the
+    floor, with NLINES_AGREE 0)."""
+    from lbgnet.postprocess import combine_lines
+    nlines = len(config.lines)
+    ilya = config.lines.index('LYA')
+    c = np.full((2, nlines), 0.3)
+    zl = np.full((2, nlines), 3.0)
+    c[:, 0], zl[:, 0] = 0.01, 2.5
+    c[0, ilya], c[1, ilya] = np.inf, 1.0
+    z, zerr, nagree = combine_lines(c, zl, config, agree_tol=0.01, line_floor=0.05)
+    np.testing.assert_array_equal(z, [3.0, 3.0])
+    np.testing.assert_array_equal(nagree, [nlines - 1] * 2)
+    assert zerr[0] == zerr[1]
+
+
+def test_offset_on_a_box_edge_stays_inside_the_box(config):
+    """A line a rounding error below a box edge: float32 would round its offset to 1.0."""
+    edge = config.grid.wave_min + 10 * config.box_width
+    box, offset = encode_boxes(np.full((1, len(config.lines)), np.nextafter(edge, 0.0)), config)
+    assert np.all(box[0, :, 9] == 1) and np.all(offset < 1.0)

@@ -214,3 +214,17 @@ def test_afterburner_runs_variants(tmp_path, config, arch):
     assert np.allclose(cat['C_LBG'], res['C_LBG'][pos], atol=1e-6)
     assert np.allclose(cat['Z_LBG'], res['Z_LBG'][pos], atol=1e-6)
     assert np.array_equal(cat['IS_LBG'], res['C_LBG'][pos] > 0.3)
+
+
+def test_hybrid_nan_line_confidence_falls_back_to_the_direct_head(config):
+    """A NaN line confidence counts as absent, as in combine_lines: with every other line
+    below the floor Z_LBG is the direct head's, not line 0's box below the floor."""
+    cfg = variant_config(config, 'hybrid')
+    nlines, nboxes = len(cfg.lines), cfg.nboxes
+    conf = np.full((2, nlines, nboxes), 0.01, np.float32)
+    conf[0, 4, :] = np.nan
+    raw = {'conf': conf, 'offset': np.full(conf.shape, 0.5, np.float32),
+           'direct': np.array([[0.9, 3.0, 0.001]] * 2, np.float32)}
+    res = catalog_from_raw(raw, cfg, calibrate=False)
+    np.testing.assert_allclose(res['Z_LBG'], [3.0, 3.0])
+    np.testing.assert_allclose(res['ZERR_LBG'], [0.004, 0.004], rtol=1e-6)

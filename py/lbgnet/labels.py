@@ -62,6 +62,8 @@ def encode_boxes(line_waves_obs, config):
     index = np.where(inside, np.floor(np.where(inside, pos, 0.0)), -1).astype(np.int64)
     box = (index[..., None] == np.arange(config.nboxes)).astype(np.float32)
     offset = np.where(inside, pos - np.maximum(index, 0), 0.0).astype(np.float32)
+    # an offset just below 1 in float64 rounds to 1.0 in float32: keep it inside the box
+    offset = np.minimum(offset, np.nextafter(np.float32(1.0), np.float32(0.0)))
     return box, offset
 
 

@@ -159,7 +159,10 @@ def combine_lines(c_lines, z_lines, config, agree_tol, line_floor):
     nagree : numpy.ndarray of int
         Number of lines (above the floor) that agree with `z`, shape (nspec,).
     """
-    weight = np.where(c_lines >= line_floor, c_lines, 0.0).astype(np.float64)
+    # confidences are probabilities: an infinite one (stored or edited arrays) counts as
+    # 1, not as a weight whose 0 x inf products would blank every candidate's support
+    c_clipped = np.clip(np.asarray(c_lines, dtype=np.float64), 0.0, 1.0)
+    weight = np.where(c_clipped >= line_floor, c_clipped, 0.0)
     rel = np.abs(z_lines[:, :, None] - z_lines[:, None, :]) / (1.0 + z_lines[:, :, None])
     agree = rel < agree_tol                                      # (nspec, cand, line)
     support = np.einsum('sij,sj->si', agree, weight)

@@ -130,7 +130,8 @@ def _catalog_from_raw(raw, config, c_thresh, n_thresh):
                'NLINES_AGREE': np.zeros(nspec, np.int16)}
     else:
         res = postprocess(raw['conf'], raw['offset'], config, c_thresh, n_thresh)
-        nolines = res['C_LINES'].max(axis=1, initial=0.0) < postprocess_options(config)['line_floor']
+        # NaN lines count as absent, as in combine_lines
+        nolines = ~np.any(res['C_LINES'] >= postprocess_options(config)['line_floor'], axis=1)
         res['Z_LBG'] = np.where(nolines, direct['Z_DIRECT'], res['Z_LBG'])
         res['ZERR_LBG'] = np.where(nolines, direct['ZERR_DIRECT'], res['ZERR_LBG'])
         res['C_LBG'] = hybrid_score(res['C_LBG'], direct['P_DIRECT'], config)
