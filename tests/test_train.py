@@ -496,3 +496,24 @@ def test_validation_set_without_the_target_class_fails_before_training(tmp_path,
                  '--epochs', '2', '--verbose', '0']) == 1
     assert f'{tmp_path / "qso"}: no LBG in the validation set' in caplog.text
     assert not (out / 'history.csv').exists()
+
+
+def test_validation_score_ignores_the_selection_section(config):
+    """val_score (early stopping, best checkpoint) is computed with C_LBG at one line,
+    whatever the configuration's selection says: training tells users that section is not
+    used, and the thresholds are chosen after training."""
+    from lbgnet.config import Selection
+    from lbgnet.train import ValidationScore
+    cfg = small_config(config)
+    set_seeds(4)
+    model = build_model(cfg)
+    X, _, truth = mock_set(cfg, 60, 5)
+    scores = []
+    for n in (1, 3):
+        callback = ValidationScore(X, truth['CLASS'], truth['Z_TRUE'],
+                                   dataclasses.replace(cfg, selection=Selection(0.5, n)))
+        callback.set_model(model)
+        logs = {'loss': 1.0}
+        callback.on_epoch_end(0, logs)
+        scores.append(logs['val_score'])
+    assert np.isfinite(scores[0]) and scores[0] == scores[1]

@@ -228,12 +228,19 @@ def set_seeds(seed):
     keras.utils.set_random_seed(int(seed))
 
 
+#: Lines above threshold behind ``C_LBG`` in :class:`ValidationScore`: fixed, since the
+#: selection thresholds are chosen after training (a configuration's ``selection`` section
+#: is not used by training); 1 is the most confident line.
+VAL_SCORE_N_THRESH = 1
+
+
 class ValidationScore(keras.callbacks.Callback):
     """After each epoch, the purity = efficiency score on a validation set, as ``val_score``.
 
     ``val_score`` is the mean of the scores of the regimes of
-    :func:`lbgnet.evaluate.regime_masks` (low/mid/high z); the per-regime values are logged
-    as ``val_score_<regime>``.  It must come before the callbacks that monitor it.
+    :func:`lbgnet.evaluate.regime_masks` (low/mid/high z), with ``C_LBG`` at
+    :data:`VAL_SCORE_N_THRESH` lines; the per-regime values are logged as
+    ``val_score_<regime>``.  It must come before the callbacks that monitor it.
 
     Parameters
     ----------
@@ -257,7 +264,8 @@ class ValidationScore(keras.callbacks.Callback):
         """Add ``val_score`` and ``val_score_<regime>`` to `logs`."""
         logs = {} if logs is None else logs
         from .predict import predict_catalog      # any architecture (lbgnet.variants)
-        res, _ = predict_catalog(self.model, self.X, self.config, batch_size=self.batch_size)
+        res, _ = predict_catalog(self.model, self.X, self.config, n_thresh=VAL_SCORE_N_THRESH,
+                                 batch_size=self.batch_size)
         c_lbg = res['C_LBG']
         is_true = self.classes == LBG_CLASS
         # weights gone NaN (a diverged epoch) give NaN confidences, which rank as tied
