@@ -148,3 +148,23 @@ def test_priors_in_a_gap_between_templates_are_dropped(config):
     assert kept.tolist() == [1, 3]
     kept, _, _ = select_priors(cat, config, (3.0, 4.8))         # one range: the union
     assert kept.tolist() == [1, 2, 3]
+
+
+def test_width_comes_from_a_line_z_lbg_was_made_from(config):
+    """Lyα, SiII 1260 and CII agree at z = 3 (Z_LBG); CIV, more confident, says 3.5 and is
+    outvoted: the window is Lyα's ±0.132, not CIV's ±0.103 (Z_LBG's lines are bluer)."""
+    nlines = len(config.lines)
+    idx = [config.lines.index(n) for n in ('LYA', 'SIII1260', 'CII')]
+    iciv = config.lines.index('CIV')
+    c_lines = np.full((1, nlines), 0.01)
+    z_lines = np.full((1, nlines), 2.0)
+    c_lines[0, idx], z_lines[0, idx] = 0.6, 3.0
+    c_lines[0, iciv], z_lines[0, iciv] = 0.9, 3.5
+    box = config.grid.dwave * config.grid.nbins / config.nboxes
+    assert prior_width(c_lines, config, z_lines, np.array([3.0]))[0] == pytest.approx(
+        2 * box / 1215.67)
+    assert prior_width(c_lines, config)[0] == pytest.approx(2 * box / config.lines.wave_array[iciv])
+    cat = catalog_for(config, np.array([5]), np.array([True]), np.array([3.0]))
+    for i, name in enumerate(config.lines.names):
+        cat[f'C_{name}'], cat[f'Z_{name}'] = c_lines[:, i], z_lines[:, i]
+    assert select_priors(cat, config)[2][0] == pytest.approx(2 * box / 1215.67)

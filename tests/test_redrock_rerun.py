@@ -59,6 +59,28 @@ def test_a_termination_signal_inside_redrock_stops_the_run(coadd, template, monk
         rerun_redrock(path, tid[:1], z[:1], np.full(1, 0.1), [template])
 
 
+def test_unreadable_or_extra_rerun_output_fails_naming_the_coadd(coadd, template, monkeypatch):
+    """rrdesi writing junk: one RerunError naming the coadd (not the deleted temporary);
+    rows for TARGETIDs that were not asked for: refused, as the message promises."""
+    import lbgnet.redrock_rerun as rerun
+    path, tid, _ = coadd
+
+    def junk(options, comm=None):
+        with open(options[options.index('--outfile') + 1], 'wb') as fx:
+            fx.write(b'x' * 100)
+
+    def extra(options, comm=None):
+        write_test_redrock(options[options.index('--outfile') + 1], tid[:2])
+
+    monkeypatch.setattr(rerun, 'import_rrdesi', lambda: junk)
+    with pytest.raises(RerunError, match=rf'^{path}: Redrock rerun output unreadable \('):
+        rerun_redrock(path, tid[:1], np.full(1, 3.0), np.full(1, 0.1), [template])
+    monkeypatch.setattr(rerun, 'import_rrdesi', lambda: extra)
+    with pytest.raises(RerunError, match='TARGETIDs that differ from the request'):
+        rerun_redrock(path, tid[:1], np.full(1, 3.0), np.full(1, 0.1), [template])
+    assert len(rerun_redrock(path, tid[:2], np.full(2, 3.0), np.full(2, 0.1), [template])) == 2
+
+
 def test_malformed_templates_are_refused_at_setup(template, tmp_path):
     """A REDSHIFTS HDU that is empty or a table, or an RRIGM this Redrock does not know, is
     one clear error at set-up naming the file (were an AttributeError / TypeError traceback,

@@ -11,8 +11,9 @@ wavelength λ_l found at redshift z can only be wrong by about one box when the 
 right and the offset wrong, i.e. by ``Δz_l = W / λ_l`` in redshift (independent of z,
 unlike the log-grid boxes of QuasarNET whose width scales as 1+z).  The prior of a
 target is a top hat centred on Z_LBG with full width ``SIGMA = 2 W / λ_best`` (±one box
-of the most confident line), so Redrock searches ``|z - Z_LBG| < W / λ_best``; without a
-line above the post-processing ``line_floor`` the widest, that of the bluest line.
+of the most confident of the lines Z_LBG was made from), so Redrock searches
+``|z - Z_LBG| < W / λ_best``; without a line above the post-processing ``line_floor`` the
+widest, that of the bluest line.
 """
 import numpy as np
 
@@ -20,7 +21,7 @@ import numpy as np
 PRIOR_FUNCTION = 'tophat'
 
 
-def prior_width(c_lines, config):
+def prior_width(c_lines, config, z_lines=None, z_lbg=None):
     """Top-hat full width (in z) of the Redrock prior, per spectrum.
 
     Parameters
@@ -29,6 +30,13 @@ def prior_width(c_lines, config):
         Line confidences, shape (nspec, nlines), NaN allowed.
     config : lbgnet.config.Config
         Grid, nboxes and line list.
+    z_lines, z_lbg : numpy.ndarray, optional
+        Line redshifts, shape (nspec, nlines), and Z_LBG, shape (nspec,).  With them the
+        best line is the most confident of those above ``line_floor`` that agree with
+        Z_LBG (within ``agree_tol``, as in :func:`lbgnet.postprocess.combine_lines`): a
+        confident line outvoted by the others did not make Z_LBG, and a bluer line's
+        wider window is the one Z_LBG needs.  Rows where no line agrees, or without them,
+        take the most confident line.
 
     Returns
     -------
@@ -43,10 +51,18 @@ def prior_width(c_lines, config):
     For Lyα as best line on the base grid: 2 × 160 / 1215.67 = 0.263.
     """
     from .postprocess import postprocess_options
+    opts = postprocess_options(config)
     c_lines = np.asarray(c_lines, dtype=np.float64)
     finite = np.where(np.isfinite(c_lines), c_lines, -np.inf)
     best = np.argmax(finite, axis=1)
-    noline = finite.max(axis=1, initial=-np.inf) < postprocess_options(config)['line_floor']
+    if z_lines is not None:
+        z_lbg = np.asarray(z_lbg, dtype=np.float64)[:, None]
+        with np.errstate(invalid='ignore'):
+            member = ((np.abs(np.asarray(z_lines, dtype=np.float64) - z_lbg) / (1.0 + z_lbg)
+                       < opts['agree_tol']) & (finite >= opts['line_floor']))
+        best = np.where(member.any(axis=1),
+                        np.argmax(np.where(member, finite, -np.inf), axis=1), best)
+    noline = finite.max(axis=1, initial=-np.inf) < opts['line_floor']
     best = np.where(noline, np.argmin(config.lines.wave_array), best)
     return 2.0 * config.box_width / config.lines.wave_array[best]
 
@@ -57,7 +73,8 @@ def select_priors(catalog, config, zrange=None):
     Parameters
     ----------
     catalog : astropy.table.Table
-        Afterburner catalogue (TARGETID, IS_LBG, Z_LBG, C_<LINE>).
+        Afterburner catalogue (TARGETID, IS_LBG, Z_LBG, C_<LINE>, and Z_<LINE> to take
+        the best line among those Z_LBG was made from, :func:`prior_width`).
     config : lbgnet.config.Config
     zrange : tuple of float or sequence of them, optional
         Keep only priors whose top hat overlaps ``[zmin, zmax]``, or one of several such
@@ -73,7 +90,11 @@ def select_priors(catalog, config, zrange=None):
         np.zeros((0, len(config.lines)))
     z = np.asarray(catalog['Z_LBG'], dtype=np.float64)
     keep = np.asarray(catalog['IS_LBG'], dtype=bool) & np.isfinite(z)
-    sigma = prior_width(c_lines, config) if len(catalog) else np.zeros(0)
+    z_names = [f'Z_{n}' for n in config.lines.names]
+    z_lines = (np.column_stack([np.asarray(catalog[n], dtype=np.float64) for n in z_names])
+               if len(catalog) and all(n in catalog.colnames for n in z_names) else None)
+    sigma = (prior_width(c_lines, config, z_lines, None if z_lines is None else z)
+             if len(catalog) else np.zeros(0))
     if zrange is not None:
         ranges = np.atleast_2d(np.asarray(zrange, dtype=np.float64))
         keep &= np.any((z[:, None] + sigma[:, None] / 2 > ranges[None, :, 0])

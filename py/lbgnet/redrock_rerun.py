@@ -183,10 +183,14 @@ def rerun_redrock(coadd, targetid, z, sigma, templates, function='tophat', workd
             raise RerunError(f'{coadd}: Redrock rerun failed ({type(err).__name__}: {err})') from None
         if not os.path.isfile(outfile):
             raise RerunError(f'{coadd}: Redrock rerun wrote no output')
-        redshifts = read_redrock(outfile, read_fibermap=False).redshifts
+        try:
+            redshifts = read_redrock(outfile, read_fibermap=False).redshifts
+        except InputFileError as err:   # its path is a temporary, gone with this directory
+            raise RerunError(f'{coadd}: Redrock rerun output unreadable ({err.problem})') from None
     tid = np.asarray(redshifts['TARGETID'], dtype=np.int64)
     order = np.argsort(tid)
     pos = np.minimum(np.searchsorted(tid[order], targetid), max(tid.size - 1, 0))
-    if tid.size == 0 or not np.array_equal(tid[order][pos], targetid):
+    if (tid.size != targetid.size or tid.size == 0
+            or not np.array_equal(tid[order][pos], targetid)):
         raise RerunError(f'{coadd}: Redrock rerun returned TARGETIDs that differ from the request')
     return redshifts[order[pos]]
