@@ -446,7 +446,21 @@ def card_comment(text, name):
 
 def _write_table(path, table, header, extname):
     """Primary HDU + one binary table at `path` (overwritten), both with `header` and
-    with ``CHECKSUM``/``DATASUM`` cards (last, so that they cover every other card)."""
+    with ``CHECKSUM``/``DATASUM`` cards (last, so that they cover every other card).
+
+    A ``.gz`` path is written uncompressed beside it first and then gzipped without a
+    time stamp or file name in the gzip header (:func:`gzip_without_time`), so that two
+    runs on the same inputs give identical compressed files too.
+    """
+    if path.endswith('.gz'):
+        plain = f'{path[:-3]}.plain-{os.getpid()}'
+        try:
+            _write_table(plain, table, header, extname)
+            gzip_without_time(plain, path)
+        finally:
+            if os.path.exists(plain):
+                os.remove(plain)
+        return
     records = [dict(name=card.keyword, value=card.value, comment=card.comment)
                for card in header.cards if card.keyword not in ('', 'COMMENT', 'HISTORY')]
     units = [str(table[col].unit) if table[col].unit is not None else '' for col in table.colnames]
@@ -460,6 +474,15 @@ def _write_table(path, table, header, extname):
             if text:
                 fx[-1].write_key(f'TTYPE{i}', col, comment=text)
     add_checksums(path)
+
+
+def gzip_without_time(src, dest):
+    """Gzip the file `src` into `dest` with modification time 0 and no file name in the
+    gzip header (what ``gzip -n`` does): the same content always gives the same bytes."""
+    import gzip
+    with open(src, 'rb') as fin, open(dest, 'wb') as raw:
+        with gzip.GzipFile(filename='', mode='wb', fileobj=raw, mtime=0) as fout:
+            shutil.copyfileobj(fin, fout)
 
 
 def add_checksums(path):
