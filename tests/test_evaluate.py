@@ -26,6 +26,18 @@ def test_pe_score_hand_made():
     assert np.isnan(pe_score(np.zeros(3, bool), np.ones(3))[0])
 
 
+def test_pe_score_unscored_objects_never_count():
+    """Fewer scored objects than LBGs (NODATA rows kept by --include-bad-fibres, in a small
+    subset): the unscored ones take no place in the top N_LBG, whose value is then the
+    efficiency of selecting every scored object, reached at threshold -inf."""
+    is_true = np.array([1, 1, 1, 0, 0], bool)
+    score = np.array([0.9, 0.2, np.nan, 0.5, np.nan])
+    value, thr = pe_score(is_true, score)
+    curve = purity_efficiency(is_true, score, [thr])
+    assert value == pytest.approx(2 / 3) == curve['efficiency'][0]
+    assert pe_score(np.array([1, 1, 0], bool), np.array([0.9, np.nan, np.nan]))[0] == 0.5
+
+
 def test_pe_score_threshold_separates_adjacent_float32_scores():
     # the N_LBG-th and the next score one float32 ulp apart: float32 C_LBG > threshold
     # (compared in float32 under NumPy 2) still selects exactly N_LBG
@@ -329,6 +341,13 @@ def test_evaluate_script_coadd_and_catalog(tmp_path, caplog, monkeypatch):
             assert set(reg['by_depth_template']) == set(reg['by_depth'])
             assert reg['reliable']['kept'] <= 1 and reg['reliable']['min_deltachi2'] == 9.0
     assert m1['redrock']['n'] == m1['regimes']['all']['nlbg'] > 0
+    # nothing selected: the refinement ran, so its metrics are there (of no object), as they
+    # are for a catalogue input; only --no-refine leaves them out
+    none = tmp_path / 'ev-none'
+    assert main(['--coadd', paths['coadd'], '--truth', paths['truth'], '--model', model_path,
+                 '--outdir', str(none), '--nexamples', '0', '--c-thresh', '1.0']) == 0
+    m0 = json.loads((none / OUTPUTS['metrics']).read_text())['regimes']['all']
+    assert m0['redshift_template']['n'] == 0 and 'reliable' in m0
     for key in ('pe', 'z', 'eff', 'examples', 'reliability', 'pulls'):
         assert 0 < os.path.getsize(out1 / OUTPUTS[key]) < 300_000
     # a run that fails while writing (full disk at the 5th figure) leaves the earlier
@@ -589,7 +608,14 @@ def test_evaluate_script_input_checks(tmp_path, caplog):
     metrics = json.loads((out / OUTPUTS['metrics']).read_text())
     assert metrics['regimes']['all']['nlbg'] + metrics['regimes']['all']['ncontaminant'] == \
         40 - metrics['inputs']['nexcluded_bad_fibres']
+    assert metrics['inputs']['include_bad_fibres'] is False
     assert not (out / OUTPUTS['examples']).exists()
+    # with --include-bad-fibres nothing is excluded, and the metrics say why
+    assert main(['--catalog', cat, cat2, '--truth', paths['truth'], other['truth'],
+                 '--outdir', str(out), '--c-thresh', str(low), '--include-bad-fibres']
+                + common) == 0
+    kept = json.loads((out / OUTPUTS['metrics']).read_text())['inputs']
+    assert kept['include_bad_fibres'] is True and kept['nexcluded_bad_fibres'] == 0
     assert metrics['inputs']['c_thresh'] == low
     # refined only above CTHRESH: no template metrics below it (a warning says why)
     assert all('redshift_template' not in r for r in metrics['regimes'].values())

@@ -285,7 +285,10 @@ def collect(args, config, model, refiner=None, zrange=None):
         nrows += len(tid)
     pred = {k: np.concatenate([p[k] for p in preds]) for k in preds[0]
             if all(k in p for p in preds)}
-    if 'Z_TPL' in pred and not np.isfinite(pred['Z_TPL']).any():
+    # refinement metrics whenever the refinement ran, even on no selected object (then of
+    # none); a catalogue tells by its header, or by refined values (older headers)
+    if 'Z_TPL' in pred and not (refiner is not None if args.coadd else
+                                refinement is not None or np.isfinite(pred['Z_TPL']).any()):
         for key in TEMPLATE_KEYS:    # catalogues made with --no-refine: nothing to report
             pred.pop(key, None)
     truth = {k: np.concatenate([t[k] for t in truths]) for k in truths[0]}

@@ -132,7 +132,8 @@ def pe_score(is_true, score):
     Returns
     -------
     value : float
-        Fraction of true LBGs among the N_LBG highest scores (NaN without LBGs).  Objects
+        Fraction of true LBGs among the N_LBG highest scores (NaN without LBGs; objects
+        without a score never count, even when fewer than N_LBG have one).  Objects
         tied with the N_LBG-th highest score share the remaining places: they count with
         their mean truth (the expectation over random tie breaking), so the value does
         not depend on the order of the rows.
@@ -154,6 +155,11 @@ def pe_score(is_true, score):
     nabove, ntied = int(above.sum()), int(tied.sum())
     value = (np.count_nonzero(is_true & above)
              + (ntrue - nabove) * np.count_nonzero(is_true & tied) / ntied) / ntrue
+    if np.isneginf(cut):
+        # fewer scored objects than LBGs: the unscored ones (-inf) are never selected, so
+        # they take no place among the top N_LBG (the value is the efficiency of selecting
+        # every scored object, the threshold -inf)
+        value = np.count_nonzero(is_true & above) / ntrue
     lower = score[score < cut]
     below = lower.max() if lower.size else cut - 1e-6
     keep = nabove == 0 or nabove + ntied - ntrue <= ntrue - nabove

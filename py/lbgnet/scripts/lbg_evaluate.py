@@ -270,6 +270,7 @@ def evaluate_into(args, model_path, log):
                    'inputs': {'files': list(args.coadd or args.catalog), 'truth': list(args.truth),
                               'model': os.path.abspath(model_path), 'c_thresh': c_thresh,
                               'nexcluded_bad_fibres': extras['nexcluded'],
+                              'include_bad_fibres': bool(args.include_bad_fibres),
                               'n_thresh': n_thresh}}
         metrics['inputs']['simulator'] = compare_simulators(
             extras['simhash'], (metadata or {}).get('training', {}).get('simulator_hash'))
