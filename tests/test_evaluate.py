@@ -657,6 +657,29 @@ def test_evaluate_script_input_checks(tmp_path, caplog):
     assert main(['--catalog', cat3, '--truth', other['truth'], '--outdir', str(out2),
                  '--model', model2, '--nexamples', '2', '--record-as', 'right']) == 0
     assert 'heldout_tests.right existed; replaced by these metrics' in caplog.text
+    # a model card that cannot be written: refused before the work when its directory is
+    # not writable, a one-line error (no traceback) when the write itself fails
+    import lbgnet.io.modelfile as modelfile
+    caplog.clear()
+    with pytest.MonkeyPatch.context() as mp:
+        real_access = os.access
+        mp.setattr(os, 'access', lambda path, mode: (False if os.path.abspath(path)
+                                                     == os.path.dirname(os.path.abspath(model2))
+                                                     else real_access(path, mode)))
+        assert main(['--catalog', cat3, '--truth', other['truth'], '--outdir',
+                     str(tmp_path / 'ro'), '--model', model2, '--record-as', 'ro']) == 1
+    assert "--record-as: the model card's directory is not writable" in caplog.text
+    assert not (tmp_path / 'ro').exists()
+
+    def read_only(*args, **kwargs):
+        raise OSError(30, 'Read-only file system')
+    caplog.clear()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(modelfile, 'update_model_metadata', read_only)
+        assert main(['--catalog', cat3, '--truth', other['truth'], '--outdir', str(out2),
+                     '--model', model2, '--record-as', 'ro']) == 1
+    assert 'cannot update the model card (Read-only file system)' in caplog.text
+    assert 'Traceback' not in caplog.text
     # catalogue input never needs TensorFlow (it took seconds to import, for nothing)
     import subprocess
     import sys

@@ -229,6 +229,12 @@ def main(args=None, comm=None):
         path = os.path.dirname(path)
     try:            # before the work: a directory that cannot be written fails at once
         check_outdir(outdir, name=f'--outdir {args.outdir}')
+        if args.record_as:                  # and so does a model card that cannot be
+            from ..io.modelfile import model_paths
+            card = model_paths(model_path)[1]
+            if not os.access(os.path.dirname(os.path.abspath(card)), os.W_OK | os.X_OK):
+                raise OutputFileError(card, '--record-as: the model card\'s directory is not '
+                                      'writable (copy the model files elsewhere)')
     except OutputFileError as err:
         log.error('%s', err)
         rc = 1
@@ -311,7 +317,12 @@ def evaluate_into(args, model_path, log):
             shutil.rmtree(stage, ignore_errors=True)
     names = [OUTPUTS[k] for k in sorted(written, key=lambda k: (k != 'metrics', OUTPUTS[k]))]
     if args.record_as:
-        record_in_model_card(args.model, args.record_as, metrics)
+        try:
+            record_in_model_card(args.model, args.record_as, metrics)
+        except OSError as err:
+            log.error('%s: --record-as: cannot update the model card (%s); the results in %s '
+                      'are complete', args.model, err.strerror or err, args.outdir)
+            return 1
     for name in ('lowz', 'midz', 'highz'):
         res = regimes[name]
         if not res['nlbg']:
