@@ -57,14 +57,15 @@ def test_pe_score_threshold_separates_adjacent_float64_scores():
 
 def test_pe_score_nan_scores_rank_last():
     # rows without a prediction (NaN C_LBG) are never selected: when they reach rank
-    # N_LBG they tie at the bottom like -inf instead of making the score NaN
+    # N_LBG they rank at the bottom like -inf instead of making the score NaN, and take no
+    # place in the top N_LBG (test_pe_score_unscored_objects_never_count)
     is_true = np.array([1, 1, 0, 0, 0], bool)
     score = np.array([0.9, np.nan, np.nan, np.nan, np.nan])
     with warnings.catch_warnings():
         warnings.simplefilter('error')
         value, thr = pe_score(is_true, score)
     assert value == pytest.approx(pe_score(is_true, np.where(np.isnan(score), -np.inf, score))[0])
-    assert value == pytest.approx((1 + 1 * 1 / 4) / 2)
+    assert value == 0.5
     assert np.count_nonzero(score > thr) == 1
 
 
