@@ -265,6 +265,29 @@ def test_existing_outputs_of_another_coadd_are_not_kept(tmp_path, model_path, ca
             'another path') in text
 
 
+def test_existing_outputs_of_an_earlier_version_of_the_inputs_are_not_kept(tmp_path, model_path,
+                                                                           caplog):
+    """A coadd rewritten in place (re-reduced, or a cumulative tile coadd with new
+    exposures) or a new Redrock file: the outputs made from the earlier version fail
+    naming it (they were kept, with the old rows, as done); the same files again are kept."""
+    coadd, output = make_pair(str(tmp_path), nspec=6, seed=1)
+    common = ['--coadd', coadd, '--model', model_path, '--no-refine']
+    assert run(caplog, *common)[0] == 0
+    header = read_catalog(output)[0].meta
+    assert len(header['INCOSUM']) == len(header['INRRSUM']) == 16
+    rc, text = run(caplog, *common)
+    assert rc == 0 and '1 skipped' in text
+    make_pair(str(tmp_path), nspec=8, seed=2)                # both files remade, 8 spectra
+    rc, text = run(caplog, *common)
+    assert rc == 1 and f'{output}: exists, made from another version of the coadd {coadd}' in text
+    assert '--overwrite redoes it' in text and len(read_catalog(output)[0]) == 6
+    assert run(caplog, *common, '--overwrite')[0] == 0 and len(read_catalog(output)[0]) == 8
+    write_test_redrock(coadd.replace('coadd-', 'redrock-'), read_catalog(output)[0]['TARGETID'],
+                       z=np.full(8, 1.5))                 # a new Redrock run only
+    rc, text = run(caplog, *common)
+    assert rc == 1 and 'made from another version of the Redrock file' in text
+
+
 def test_launcher_without_mpi_is_warned(tmp_path, model_path, caplog, monkeypatch):
     from lbgnet.scripts.lbg_afterburner import launcher_size
     assert launcher_size({}) == 1 and launcher_size({'PMI_SIZE': '4'}) == 4

@@ -262,7 +262,8 @@ def templates_sha256(paths):
     return hashlib.sha256(''.join(digests).encode('ascii')).hexdigest()
 
 
-def catalog_header(job, network, c_thresh, n_thresh, layout, rerun=None, refiner=None):
+def catalog_header(job, network, c_thresh, n_thresh, layout, rerun=None, refiner=None,
+                   fingerprints=None):
     """Provenance header of one output catalogue / priors file.
 
     Parameters
@@ -277,6 +278,10 @@ def catalog_header(job, network, c_thresh, n_thresh, layout, rerun=None, refiner
         The Redrock rerun, if any (its templates and their SHA-256).
     refiner : lbgnet.refine.Refiner, optional
         The template refinement used, if any.
+    fingerprints : (str, str), optional
+        :func:`lbgnet.io.fitsutil.header_fingerprint` of the coadd and of the Redrock
+        file (with its REDSHIFTS columns), written as ``INCOSUM`` and ``INRRSUM`` (a rerun redoes the file when its
+        inputs changed since, :mod:`lbgnet.resume`).
 
     Returns
     -------
@@ -300,6 +305,9 @@ def catalog_header(job, network, c_thresh, n_thresh, layout, rerun=None, refiner
              ('LBGZMAX', network.zrange[1], 'model redshift range, high'),
              ('INCOADD', os.path.abspath(job.coadd), 'input coadd'),
              ('INREDROC', os.path.abspath(job.redrock), 'input Redrock file'),
+             *([('INCOSUM', fingerprints[0], 'input coadd: fingerprint of its headers'),
+                ('INRRSUM', fingerprints[1], 'input Redrock file: fingerprint')]
+               if fingerprints is not None else []),
              ('RERUNRR', rerun is not None, 'Redrock rerun with CNN priors'),
              ('REFINE', refiner is not None, 'Z_TPL: template refinement of Z_LBG')]
     if refiner is not None:

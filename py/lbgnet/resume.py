@@ -15,6 +15,10 @@ run before the file counts as done:
   change nothing and report success; ``desi_lbg_zcatalog`` would refuse to stack them);
 * made from a coadd of another name (an explicit ``--output`` reused for another coadd):
   the file fails;
+* made from another version of the same coadd or Redrock file (``INCOSUM``/``INRRSUM``,
+  fingerprints of their headers, differ from the files now there: a re-reduced coadd, a
+  cumulative tile coadd with new exposures, a new Redrock run): the file fails (catalogues
+  written before these keywords are not checked);
 * made from a coadd of the same name at another path (a tree read through another mount,
   as ``/dvs_ro/cfs`` for ``/global/cfs`` at NERSC, or moved): kept, and counted in one
   warning, since a coadd's name identifies it within a production;
@@ -28,10 +32,15 @@ from types import SimpleNamespace
 from .afterburner import catalog_header
 from .io.catalog import printable_ascii, read_catalog_header
 from .io.errors import InputFileError
+from .io.fitsutil import REDROCK_FINGERPRINT_COLUMNS, header_fingerprint
 from .zcatalog import CONSISTENT_KEYS, describe_difference, differing_keys, shared_keys
 
 #: Input keywords of a catalogue header and the job attribute each must name.
 INPUT_KEYS = (('INCOADD', 'coadd'), ('INREDROC', 'redrock'))
+#: Fingerprint keywords of the inputs (:func:`lbgnet.io.fitsutil.header_fingerprint`),
+#: with the job attribute, what the message calls the file and the columns hashed too.
+FINGERPRINT_KEYS = (('INCOSUM', 'coadd', 'coadd', None),
+                    ('INRRSUM', 'redrock', 'Redrock file', REDROCK_FINGERPRINT_COLUMNS))
 
 
 def run_settings(job, model_path, sha256, config, zrange, c_thresh, n_thresh, rerun=None,
@@ -97,6 +106,18 @@ def stale_reason(job, settings):
             return (f'{job.output}: exists, made from {made}, not from {given}; --overwrite '
                     'replaces it', None)
         moved = moved or f'{job.output}: {made}'
+    for key, attr, what, columns in FINGERPRINT_KEYS:
+        made = header.get(key)
+        if not made or not getattr(job, attr):
+            continue
+        try:
+            now = header_fingerprint(getattr(job, attr), columns)
+        except InputFileError as err:
+            return f'{err}: cannot check it against the existing output {job.output}', None
+        if str(made).strip() != now:
+            return (f'{job.output}: exists, made from another version of the {what} '
+                    f'{getattr(job, attr)} (header fingerprint {str(made).strip()} then, {now} '
+                    'now); --overwrite redoes it', None)
     values, absent = shared_keys(header)
     diff = differing_keys(values, settings)
     if diff:

@@ -103,6 +103,52 @@ def open_fits(path):
     return fx
 
 
+def header_fingerprint(path, columns=None):
+    """A short fingerprint of a FITS file, from the text of its HDU headers (and a few columns).
+
+    The headers hold each HDU's shape and, in files written by desispec, its ``DATASUM``,
+    so a coadd rewritten with other content (re-reduced, or a cumulative tile coadd with
+    new exposures) almost always changes it, while a copy of the same file elsewhere keeps
+    it.  Files without ``DATASUM`` (Redrock's) can add `columns`, read and hashed too.
+    Only headers and those columns are read, so it stays cheap.
+
+    Parameters
+    ----------
+    path : str
+    columns : (str, list of str), optional
+        An HDU name and columns of it to hash as well (when the HDU has them).
+
+    Returns
+    -------
+    str
+        16 hexadecimal digits (of a SHA-256 over the header texts in HDU order, then
+        the columns).
+
+    Raises
+    ------
+    MissingInputError, InputFileError
+        As :func:`open_fits`, or an unreadable header or column.
+    """
+    import hashlib
+    digest = hashlib.sha256()
+    with open_fits(path) as fx:
+        try:
+            for hdu in fx:
+                digest.update(str(hdu.read_header()).encode('utf-8', 'replace') + b'\0')
+            if columns is not None and columns[0] in extnames(fx):
+                hdu = fx[columns[0]]
+                present = [c for c in columns[1] if c in hdu.get_colnames()]
+                if present:
+                    digest.update(np.ascontiguousarray(hdu.read(columns=present)).tobytes())
+        except (OSError, UnicodeDecodeError, ValueError) as err:
+            raise InputFileError(path, f'unreadable header or table ({_first_line(err)})') from None
+    return digest.hexdigest()[:16]
+
+
+#: Columns of a Redrock file's REDSHIFTS added to its fingerprint (Redrock writes no DATASUM).
+REDROCK_FINGERPRINT_COLUMNS = ('REDSHIFTS', ['TARGETID', 'Z', 'ZWARN', 'CHI2', 'SPECTYPE'])
+
+
 def _content_extent(path, offset):
     """Size of the FITS content of `path` (decompressed for gzip) and its first 8 bytes at
     `offset` (b'' past the end)."""

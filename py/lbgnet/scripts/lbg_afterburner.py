@@ -26,7 +26,7 @@ from ..io.atomic import Terminated
 from ..io.catalog import (IS_A_DIRECTORY, OutputFileError, check_writable, read_catalog,
                           write_outputs)
 from ..io.coadd import check_grid_overlap, read_layout
-from ..io.fitsutil import open_fits
+from ..io.fitsutil import REDROCK_FINGERPRINT_COLUMNS, header_fingerprint, open_fits
 from ..io.discover import FileJob, expand_coadds, find_coadds, plan_jobs, redrock_path
 from ..io.errors import InputFileError, MissingInputError
 from ..io.priors import priors_table
@@ -227,6 +227,8 @@ def process_one(job, network, args, rerun=None, refiner=None):
         raise InputFileError(job.coadd, 'FIBERMAP has no TARGETID column')
     check_grid_overlap(layout, cfg.grid)
     redrock = read_redrock(job.redrock)
+    fingerprints = (header_fingerprint(job.coadd),
+                    header_fingerprint(job.redrock, REDROCK_FINGERPRINT_COLUMNS))
     idx = match_targetids(redrock.targetid, layout.fibermap['TARGETID'], job.redrock, job.coadd)
     pred = predict_coadd(job.coadd, network, c_thresh, n_thresh, args.chunk_size,
                          args.batch_size, refiner)
@@ -236,7 +238,8 @@ def process_one(job, network, args, rerun=None, refiner=None):
     tid, zprior, sigma = select_priors(catalog, cfg)
     if rerun is not None:
         rerun_into(catalog, job.coadd, select_priors(catalog, cfg, rerun.zrange), rerun.files)
-    header = catalog_header(job, network, c_thresh, n_thresh, pred.layout, rerun, refiner)
+    header = catalog_header(job, network, c_thresh, n_thresh, pred.layout, rerun, refiner,
+                            fingerprints)
     # both or neither: the catalogue, renamed last, marks the file as done
     write_outputs([(job.output, catalog, 'LBG_CNN'),
                    (job.priors, priors_table(tid, zprior, sigma, PRIOR_FUNCTION), 'PRIORS')],
