@@ -129,19 +129,24 @@ def header_fingerprint(path, columns=None):
     MissingInputError, InputFileError
         As :func:`open_fits`, or an unreadable header or column.
     """
+    with open_fits(path) as fx:
+        return open_file_fingerprint(fx, path, columns)
+
+
+def open_file_fingerprint(fx, path, columns=None):
+    """:func:`header_fingerprint` of a file already open (`fx`, a fitsio.FITS of `path`)."""
     import hashlib
     digest = hashlib.sha256()
-    with open_fits(path) as fx:
-        try:
-            for hdu in fx:
-                digest.update(str(hdu.read_header()).encode('utf-8', 'replace') + b'\0')
-            if columns is not None and columns[0] in extnames(fx):
-                hdu = fx[columns[0]]
-                present = [c for c in columns[1] if c in hdu.get_colnames()]
-                if present:
-                    digest.update(np.ascontiguousarray(hdu.read(columns=present)).tobytes())
-        except (OSError, UnicodeDecodeError, ValueError) as err:
-            raise InputFileError(path, f'unreadable header or table ({_first_line(err)})') from None
+    try:
+        for hdu in fx:
+            digest.update(str(hdu.read_header()).encode('utf-8', 'replace') + b'\0')
+        if columns is not None and columns[0] in extnames(fx):
+            hdu = fx[columns[0]]
+            present = [c for c in columns[1] if c in hdu.get_colnames()]
+            if present:
+                digest.update(np.ascontiguousarray(hdu.read(columns=present)).tobytes())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise InputFileError(path, f'unreadable header or table ({_first_line(err)})') from None
     return digest.hexdigest()[:16]
 
 

@@ -26,7 +26,8 @@ from ..io.atomic import Terminated
 from ..io.catalog import (IS_A_DIRECTORY, OutputFileError, check_writable, read_catalog,
                           write_outputs)
 from ..io.coadd import check_grid_overlap, read_layout
-from ..io.fitsutil import REDROCK_FINGERPRINT_COLUMNS, header_fingerprint, open_fits
+from ..io.fitsutil import (REDROCK_FINGERPRINT_COLUMNS, header_fingerprint,
+                           open_file_fingerprint, open_fits)
 from ..io.discover import FileJob, expand_coadds, find_coadds, plan_jobs, redrock_path
 from ..io.errors import InputFileError, MissingInputError
 from ..io.priors import priors_table
@@ -221,13 +222,14 @@ def process_one(job, network, args, rerun=None, refiner=None):
         check_rerunnable(job.coadd)   # from the HDU names: fail before the network runs
     with open_fits(job.coadd) as fx:       # the layout only: the spectra are read once, below
         layout = read_layout(fx, job.coadd)
+        coadd_fingerprint = open_file_fingerprint(fx, job.coadd)
     if layout.fibermap is None:
         raise InputFileError(job.coadd, 'no FIBERMAP HDU, so no TARGETID for the catalogue')
     if 'TARGETID' not in layout.fibermap.colnames:
         raise InputFileError(job.coadd, 'FIBERMAP has no TARGETID column')
     check_grid_overlap(layout, cfg.grid)
     redrock = read_redrock(job.redrock)
-    fingerprints = (header_fingerprint(job.coadd),
+    fingerprints = (coadd_fingerprint,
                     header_fingerprint(job.redrock, REDROCK_FINGERPRINT_COLUMNS))
     idx = match_targetids(redrock.targetid, layout.fibermap['TARGETID'], job.redrock, job.coadd)
     pred = predict_coadd(job.coadd, network, c_thresh, n_thresh, args.chunk_size,
