@@ -288,6 +288,23 @@ def test_existing_outputs_of_an_earlier_version_of_the_inputs_are_not_kept(tmp_p
     assert rc == 1 and 'made from another version of the Redrock file' in text
 
 
+def test_unwritable_outdir_fails_once_before_the_model(tmp_path, model_path, caplog,
+                                                       monkeypatch):
+    """An --outdir that cannot be written is one error for the run, found before TensorFlow
+    and the model are loaded (it was one error per file, after every rank had loaded them),
+    and nothing is created."""
+    make_pair(str(tmp_path / 'in' / 'a'))
+    make_pair(str(tmp_path / 'in' / 'b'))
+    real = os.access
+    monkeypatch.setattr(os, 'access', lambda path, mode: (
+        False if os.path.abspath(path) == str(tmp_path) else real(path, mode)))
+    rc, text = run(caplog, '--input-dir', str(tmp_path / 'in'), '--outdir',
+                   str(tmp_path / 'out' / 'deep'), '--model', model_path)
+    assert rc == 1 and f'--outdir: {tmp_path} is not writable' in text
+    assert text.count('not writable') == 1 and 'model loaded' not in text
+    assert not (tmp_path / 'out').exists()
+
+
 def test_launcher_without_mpi_is_warned(tmp_path, model_path, caplog, monkeypatch):
     from lbgnet.scripts.lbg_afterburner import launcher_size
     assert launcher_size({}) == 1 and launcher_size({'PMI_SIZE': '4'}) == 4

@@ -100,7 +100,7 @@ def _without_checksums(header):
     return header
 
 
-def run_two_ranks_with(tmp_path, driver_code, pixels):
+def run_two_ranks_with(tmp_path, driver_code, pixels, options=('--no-refine',)):
     """Run the afterburner under ``mpiexec -n 2`` through a driver script that patches it
     (`driver_code` ends by calling ``script.main``) on two small files; return the process
     and its log."""
@@ -115,7 +115,7 @@ def run_two_ranks_with(tmp_path, driver_code, pixels):
     env = launch_env(tmp_path, TF_CPP_MIN_LOG_LEVEL='2', OMP_NUM_THREADS='1')
     proc = subprocess.run([launcher, '-n', '2', sys.executable, str(driver), '--mpi',
                            '--coadd', str(tmp_path / 'coadd-*.fits'), '--model', model,
-                           '--no-refine'], env=env, capture_output=True, text=True, timeout=180)
+                           *options], env=env, capture_output=True, text=True, timeout=180)
     return proc, proc.stdout + proc.stderr
 
 
@@ -132,6 +132,19 @@ def failing_on_rank_1(function, exception):
             '    return real(*args, **kwargs)\n'
             f'script.{function} = broken\n'
             'sys.exit(script.main(sys.argv[1:]))\n')
+
+
+def test_option_warnings_come_once_not_once_per_rank(tmp_path):
+    """--refine-step away from the calibrated one: rank 0 warns while checking the options;
+    the other ranks, building their own refinement, do not repeat it (64 times under
+    srun -n 64)."""
+    from lbgnet.io.modelfile import default_model_path
+    proc, log = run_two_ranks_with(
+        tmp_path, 'import sys\nimport lbgnet.scripts.lbg_afterburner as script\n'
+                  'sys.exit(script.main(sys.argv[1:]))\n', (1, 2),
+        options=('--refine-step', '4e-4', '--model', default_model_path()))   # calibrated
+    assert proc.returncode == 0, log
+    assert log.count('only approximately so') == 1, log
 
 
 def test_unexpected_error_on_one_rank_aborts_all(tmp_path):

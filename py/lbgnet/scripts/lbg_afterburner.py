@@ -324,6 +324,8 @@ def setup(args, nthreads=None):
                refiner=None, skipped=[], settings=None)
     try:
         out['jobs'], out['unmatched'] = plan(args)
+        if args.outdir is not None and out['jobs']:
+            check_outdir_root(args.outdir)
         out['model'] = args.model or default_model_path()
         # every option is checked without TensorFlow, also when no file is left to do
         description, config = check_model_file(out['model'])
@@ -348,13 +350,31 @@ def setup(args, nthreads=None):
         if out['jobs']:           # a resumed run with every output there: no TensorFlow
             start_tensorflow(nthreads)
             out['network'] = load_network(out['model'])
-    except (InputFileError, ValueError) as err:
+    except (InputFileError, OutputFileError, ValueError) as err:
         out['error'] = str(err)
     except Exception as err:  # noqa: BLE001 -- the other ranks wait for this answer
         get_logger().error('setup: unexpected %s: %s\n%s', type(err).__name__, err,
                            traceback.format_exc())
         out['error'] = f'setup failed: {type(err).__name__}: {err}'
     return out
+
+
+def check_outdir_root(outdir):
+    """Fail once, before the model is loaded, when ``--outdir`` cannot be written: its
+    deepest existing directory must be writable (nothing is created here; every file would
+    fail alike, one line each, after every rank had loaded TensorFlow).
+
+    Raises
+    ------
+    OutputFileError
+    """
+    existing = os.path.abspath(outdir)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise OutputFileError(outdir, f'--outdir: {existing} is not a directory')
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputFileError(outdir, f'--outdir: {existing} is not writable')
 
 
 def summarise(outcomes, unmatched, size=1):
@@ -533,7 +553,8 @@ def run_ranks(args, comm=None):
         if network is None and mine:      # a rank without files loads nothing
             start_tensorflow(nthreads)
             network = load_network(state['model'])
-            refiner = make_refiner(args, network.config, network.zrange, network.metadata)
+            refiner = make_refiner(args, network.config, network.zrange, network.metadata,
+                                   warn=False)      # rank 0 warned in setup
         load_error = None
     except Exception as err:  # noqa: BLE001 -- a rank that cannot load must still reach the barrier
         load_error = f'rank {rank}: {type(err).__name__}: {err}'

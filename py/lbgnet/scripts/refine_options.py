@@ -112,12 +112,13 @@ def calibration_settings(metadata):
     return calib.get('refine_noise', 'pipeline'), calib.get('refine_archetypes')
 
 
-def make_refiner(args, config, zrange, metadata=None):
+def make_refiner(args, config, zrange, metadata=None, warn=True):
     """The template refinement the options ask for, or None with ``--no-refine``.
 
     A warning says when an option differs from the settings ``ZERR_TPL`` was calibrated at:
     the defaults, and the noise and archetypes recorded in `metadata`, the model card's
-    metadata (:func:`calibration_settings`).
+    metadata (:func:`calibration_settings`); `warn` False leaves it out (MPI ranks other
+    than 0, which rank 0 already warned for).
 
     Raises
     ------
@@ -156,7 +157,7 @@ def make_refiner(args, config, zrange, metadata=None):
         changed.append(('no archetypes' if used is None else 'these archetypes')
                        + ' (ZERR_TPL calibrated '
                        + ('without archetypes)' if cal_arch is None else 'with other ones)'))
-    if changed and calibrated:
+    if changed and calibrated and warn:
         get_logger().warning('ZERR_TPL is calibrated for the shipped template at the default '
                              'refinement settings; with %s it is only approximately so',
                              ', '.join(changed))
