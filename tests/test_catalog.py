@@ -228,6 +228,22 @@ def test_crash_mid_write_leaves_nothing(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == []
 
 
+def test_signal_mid_write_leaves_no_directory_either(tmp_path, monkeypatch):
+    """SIGTERM (Terminated, a SystemExit) while the file is written: the temporary goes,
+    and so do the directories made for it (an empty output tree stayed behind)."""
+    from lbgnet.io.atomic import Terminated
+    cat = Table(dict(TARGETID=np.arange(5)))
+    path = tmp_path / 'sub' / 'deeper' / 'lbg_cnn-y.fits'
+
+    def killed(self, data, **kwargs):
+        raise Terminated(143)
+
+    monkeypatch.setattr(fitsio.FITS, 'write', killed)
+    with pytest.raises(Terminated):
+        write_catalog(str(path), cat, fits.Header())
+    assert os.listdir(tmp_path) == []
+
+
 def test_types_and_missing_positions():
     rng = np.random.default_rng(4)
     rr = redshifts_table([5, 6, 7])

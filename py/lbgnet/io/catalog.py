@@ -290,7 +290,7 @@ def write_outputs(files, header):
         for path, _, _ in files:
             check_writable(path)
         _write_all(files, header, rename, renamed)
-    except OutputFileError:
+    except BaseException:           # a write error, or a signal (Terminated) mid-write
         if not renamed:             # nothing written: no empty directory either
             remove_empty(created)
         raise
