@@ -943,6 +943,12 @@ def test_purity_efficiency_figure_marks_the_score_and_the_threshold(monkeypatch)
     assert points == [((0.5,), (0.8,))]
     assert any(tuple(line.get_xdata()) == (0.7, 0.7) for line in ax.lines)
     assert 'selection threshold 0.700' in [t.get_text() for t in ax.get_legend().get_texts()]
+    assert ax.get_ylim()[0] == 0.5
+    # a weak model (score 0.3): its point stays in view
+    weak = {'all': dict(metrics['all'], pe_score=0.3, curve=dict(curve, purity=[0.2, 0.3, 0.35]))}
+    plots.plot_purity_efficiency(weak, 'pe.png')
+    lo, hi = figures[-1].axes[0].get_ylim()
+    assert lo < 0.3 < hi
 
 
 def minimal_catalogue():

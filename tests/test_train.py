@@ -458,6 +458,15 @@ def test_train_and_tune_refuse_bad_counts_in_parse(bad, capsys):
         assert exc.value.code == 2 and '--batch-size must be >= 1' in capsys.readouterr().err
 
 
+def test_init_layers_needs_init_from(capsys):
+    """--init-layers alone trained from scratch and exited 0, as if it had done something."""
+    from lbgnet.scripts.lbg_train import parse
+    with pytest.raises(SystemExit) as exc:
+        parse(['--config', 'x.yaml', '--outdir', 'o', '--init-layers', 'conv'])
+    assert exc.value.code == 2 and '--init-layers needs --init-from' in capsys.readouterr().err
+    assert parse(['--config', 'x.yaml', '--outdir', 'o', '--init-from', 'm.h5']).init_layers == 'all'
+
+
 def test_incomplete_or_mixed_validation_set_is_refused(tmp_path, monkeypatch):
     """A validation set that a stopped --validation-only run left with 2 of its 3 files,
     or files of two sets, is refused by --val-dir (it was used silently, smaller)."""

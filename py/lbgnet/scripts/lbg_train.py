@@ -92,9 +92,9 @@ def parse(options=None):
     parser.add_argument('--init-from', help='initialise from this lbgnet model file or '
                         'QuasarNET-format Keras .h5 (layers with equal names and shapes; '
                         'lbgnet.transfer)')
-    parser.add_argument('--init-layers', choices=('conv', 'dense', 'all'), default='all',
+    parser.add_argument('--init-layers', choices=('conv', 'dense', 'all'), default=None,
                         help='layers taken from --init-from: conv (+ batch norms), dense (conv '
-                        'and fc_common), all [%(default)s]')
+                        'and fc_common), all [all]')
     parser.add_argument('--freeze', type=int, default=0, metavar='N',
                         help='freeze the first N trunk layers (conv_1.., then fc_common) '
                         '[%(default)s]')
@@ -121,6 +121,9 @@ def parse(options=None):
         parser.error(f'--batch-size must be >= 1, not {args.batch_size}')
     if args.unfreeze_epochs and not args.freeze:
         parser.error('--unfreeze-epochs needs --freeze N > 0')
+    if args.init_layers is not None and not args.init_from:
+        parser.error('--init-layers needs --init-from')
+    args.init_layers = args.init_layers or 'all'
     if not (math.isfinite(args.unfreeze_lr_factor) and args.unfreeze_lr_factor > 0):
         parser.error(f'--unfreeze-lr-factor must be a finite number > 0, not '
                      f'{args.unfreeze_lr_factor}')
