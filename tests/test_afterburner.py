@@ -305,6 +305,32 @@ def test_unwritable_outdir_fails_once_before_the_model(tmp_path, model_path, cap
     assert not (tmp_path / 'out').exists()
 
 
+def test_uncalibrated_errors_are_flagged_and_warned(tmp_path, caplog):
+    """A model whose training could not calibrate ZERR_LBG (too few right redshifts on a
+    small validation set): the run warns, the header says ZERRCAL = F (it looked calibrated,
+    ZERRSCL 1.0), and desi_lbg_zcatalog warns too; a calibrated model writes ZERRCAL = T."""
+    from lbgnet.scripts.lbg_zcatalog import main as zcatalog
+    cal = {'ZERR_LBG': {'fit': None, 'reason': '1 right redshifts, need at least 40'},
+           'ZERR_TPL': {'fit': {'scale': 1.5, 'floor': 2e-4}}}
+    model = save_tiny_model(str(tmp_path / 'raw.weights.h5'), metadata={'error_calibration': cal})
+    coadd, output = make_pair(str(tmp_path / 'in'), nspec=5)
+    rc, text = run(caplog, '--coadd', coadd, '--model', model)
+    assert rc == 0 and 'its training left ZERR_LBG uncalibrated (1 right redshifts' in text
+    assert 'ZERR_TPL uncalibrated' not in text
+    header = read_catalog(output)[0].meta
+    assert header['ZERRCAL'] is False and header['ZTPLCAL'] is True
+    caplog.clear()
+    assert zcatalog(['--input-dir', str(tmp_path / 'in'), '--output',
+                     str(tmp_path / 'zcat.fits')]) == 0
+    assert 'ZERR_LBG of the stacked catalogues is uncalibrated (header ZERRCAL = F' in caplog.text
+    cal['ZERR_LBG']['fit'] = {'scale': 4.0, 'floor': 0.0}
+    model = save_tiny_model(str(tmp_path / 'cal.weights.h5'), metadata={'error_calibration': cal})
+    rc, text = run(caplog, '--coadd', coadd, '--model', model, '--no-refine', '--overwrite')
+    assert rc == 0 and 'training left' not in text
+    header = read_catalog(output)[0].meta
+    assert header['ZERRCAL'] is True and 'ZTPLCAL' not in header
+
+
 def test_launcher_without_mpi_is_warned(tmp_path, model_path, caplog, monkeypatch):
     from lbgnet.scripts.lbg_afterburner import launcher_size
     assert launcher_size({}) == 1 and launcher_size({'PMI_SIZE': '4'}) == 4

@@ -262,6 +262,19 @@ def templates_sha256(paths):
     return hashlib.sha256(''.join(digests).encode('ascii')).hexdigest()
 
 
+def calibration_cards(metadata, refined):
+    """``ZERRCAL`` (and with the refinement ``ZTPLCAL``): whether the model's ``ZERR_LBG``
+    (``ZERR_TPL``) calibration was fitted (:func:`lbgnet.zerr.calibration_status`); no
+    card where the model card does not say."""
+    from .zerr import calibration_status
+    status = calibration_status(metadata)
+    cards = []
+    for key, card, what in (('ZERR_LBG', 'ZERRCAL', 'ZERR_LBG'), ('ZERR_TPL', 'ZTPLCAL', 'ZERR_TPL')):
+        if status[key] is not None and (key == 'ZERR_LBG' or refined):
+            cards.append((card, bool(status[key]), f'{what} calibrated on validation (F: raw)'))
+    return cards
+
+
 def catalog_header(job, network, c_thresh, n_thresh, layout, rerun=None, refiner=None,
                    fingerprints=None):
     """Provenance header of one output catalogue / priors file.
@@ -297,6 +310,7 @@ def catalog_header(job, network, c_thresh, n_thresh, layout, rerun=None, refiner
              ('NTHRESH', int(n_thresh), 'lines above c_th for IS_LBG'),
              ('ZERRSCL', opts['zerr_scale'], 'ZERR_LBG calibration: scale'),
              ('ZERRFLR', opts['zerr_floor'], 'ZERR_LBG calibration: floor, dz/(1+z)'),
+             *calibration_cards(getattr(network, 'metadata', None), refiner is not None),
              ('NBOXES', cfg.nboxes, 'boxes per line'),
              ('GRIDWMIN', cfg.grid.wave_min, '[Angstrom] input grid start'),
              ('GRIDDW', cfg.grid.dwave, '[Angstrom] input grid bin'),

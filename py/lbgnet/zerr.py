@@ -159,3 +159,27 @@ def pull_stats(z, zerr, z_true, max_rel=MAX_REL_DZ):
     return {'n': int(pull.size), 'nmad_pull': nmad(pull) if pull.size > 1 else None,
             'frac_within_1sigma': float(np.mean(np.abs(pull) < 1)),
             'frac_within_2sigma': float(np.mean(np.abs(pull) < 2))}
+
+
+def calibration_status(metadata):
+    """Whether a model's redshift errors were calibrated when it was trained.
+
+    Parameters
+    ----------
+    metadata : dict or None
+        The model card's metadata (``error_calibration``, written by ``desi_lbg_train`` and
+        ``benchmarks/calibrate_errors.py``).
+
+    Returns
+    -------
+    dict
+        ``'ZERR_LBG'`` and ``'ZERR_TPL'`` -> True (a fit was stored), False (the training
+        left it uncalibrated: too few right redshifts on the validation set, or no
+        refinement) or None (the card does not say: a model from elsewhere).
+    """
+    cal = (metadata or {}).get('error_calibration')
+    out = {}
+    for key in ('ZERR_LBG', 'ZERR_TPL'):
+        entry = cal.get(key) if isinstance(cal, dict) else None
+        out[key] = None if not isinstance(entry, dict) else entry.get('fit') is not None
+    return out

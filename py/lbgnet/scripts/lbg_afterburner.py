@@ -335,6 +335,7 @@ def setup(args, nthreads=None):
             raise InputFileError(out['model'], f'--n-thresh {args.n_thresh} exceeds the {nlines} '
                                  'lines of this model')
         out['refiner'] = make_refiner(args, config, training_zrange(config, metadata), metadata)
+        warn_uncalibrated(out['model'], metadata, out['refiner'] is not None)
         if args.rerun_redrock:
             files = template_files(args.templates or [default_template_path()])
             out['rerun'] = RerunSetup(files, template_zrange(files), templates_sha256(files))
@@ -357,6 +358,21 @@ def setup(args, nthreads=None):
                            traceback.format_exc())
         out['error'] = f'setup failed: {type(err).__name__}: {err}'
     return out
+
+
+def warn_uncalibrated(model, metadata, refined):
+    """Warn when the model's training left ``ZERR_LBG`` (or, refining, ``ZERR_TPL``)
+    uncalibrated: the catalogue then holds the raw errors, several times too small
+    (header ``ZERRCAL``/``ZTPLCAL`` = F)."""
+    from ..zerr import calibration_status
+    status = calibration_status(metadata)
+    for key in ('ZERR_LBG', 'ZERR_TPL') if refined else ('ZERR_LBG',):
+        if status[key] is False:
+            reason = ((metadata.get('error_calibration') or {}).get(key) or {}).get('reason', '')
+            get_logger().warning('%s: its training left %s uncalibrated%s: the catalogue holds '
+                                 'the raw error, several times too small (benchmarks/'
+                                 'calibrate_errors.py --write fits it on a validation set)',
+                                 model, key, f' ({reason})' if reason else '')
 
 
 def check_outdir_root(outdir):

@@ -110,7 +110,7 @@ def read_all(files, allow_mixed=False, spgrp=None):
     if spgrp is not None:         # files named for another grouping are not even read
         files = [f for f, g in zip(files, named) if g in (spgrp, 'unknown')]
     tables, common, errors, mismatch, used, groups = [], None, [], None, [], []
-    made_from, twice = {}, []
+    made_from, twice, uncalibrated = {}, [], set()
     for path in files:
         try:
             table, header = read_catalog(path)
@@ -144,6 +144,8 @@ def read_all(files, allow_mixed=False, spgrp=None):
             made_from.setdefault(coadd, path)
         tables.append(add_location(table, location))
         used.append(path)
+        uncalibrated.update(what for card, what in (('ZERRCAL', 'ZERR_LBG'), ('ZTPLCAL', 'ZERR_TPL'))
+                            if header.get(card) is False)
         groups.append(group)
         values, absent = shared_keys(header)
         if common is None:
@@ -184,6 +186,10 @@ def read_all(files, allow_mixed=False, spgrp=None):
         log.info('--spgrp %s: %d of %d catalogues stacked (left out: %s)', spgrp, len(used),
                  len(named), ', '.join(f'{g} {named.count(g)}' for g in others) or
                  'catalogues whose header names another grouping')
+    for what in sorted(uncalibrated):
+        log.warning('%s of the stacked catalogues is uncalibrated (header %s = F: the model\'s '
+                    'training could not fit it): the raw error, several times too small', what,
+                    'ZERRCAL' if what == 'ZERR_LBG' else 'ZTPLCAL')
     # keywords no input has (only implied) are not written as if they had been recorded
     return (tables, {k: v for k, v in (common or {}).items() if k not in absent_all}, used,
             groups[0] if groups else spgrp)
