@@ -30,6 +30,17 @@ def test_base_include_and_override(tmp_path):
     assert len(cfg.lines) == 16
 
 
+def test_base_typo_names_the_including_file(tmp_path):
+    """'base: lbgnet-inital.yaml' named neither the file holding the typo nor where the
+    base was looked for."""
+    from lbgnet.config import ConfigError, load_config
+    path = tmp_path / 'mine.yaml'
+    path.write_text('base: lbgnet-inital.yaml\n')
+    with pytest.raises(ConfigError, match=r"mine\.yaml: base 'lbgnet-inital\.yaml': "
+                       r'configuration file not found \(beside the config, here or in etc/\)'):
+        load_config(str(path))
+
+
 def test_base_beside_the_config_wins_over_the_current_directory(tmp_path, monkeypatch):
     """One --config builds one network wherever the command runs: its ``base:`` is the
     file beside it, not a stale file of that name in the current directory."""

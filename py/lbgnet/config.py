@@ -462,7 +462,12 @@ def read_yaml_config(name, _seen=None):
     if base is not None and not isinstance(base, str):
         raise ConfigError(f'{path}: base must be a configuration file name, not {base!r}')
     if base is not None:
-        data = _merge(read_yaml_config(_resolve(base, path.parent), seen), data)
+        try:
+            resolved = _resolve(base, path.parent)
+        except ConfigError:
+            raise ConfigError(f'{path}: base {base!r}: configuration file not found (beside '
+                              'the config, here or in etc/)') from None
+        data = _merge(read_yaml_config(resolved, seen), data)
     if _seen is None:
         check_keys(data, str(path))
     return data
