@@ -251,6 +251,10 @@ def test_train_script_fails_on_bad_options_before_simulating(tmp_path, caplog):
     caplog.clear()
     assert main(['--config', str(nosim), '--outdir', str(out)]) == 1 and not out.exists()
     assert "nosim.yaml: training.simulation 'nonexist.yaml': configuration file not found" in caplog.text
+    # the simulator's configuration given as --config: said so
+    caplog.clear()
+    assert main(['--config', 'lbgnet-mock.yaml', '--outdir', str(out)]) == 1 and not out.exists()
+    assert 'lbgnet-mock.yaml: a simulator (mock) configuration; --config takes a model' in caplog.text
     # an --outdir that cannot be created is one line, before the validation set
     afile = tmp_path / 'afile'
     afile.write_text('x')

@@ -554,6 +554,10 @@ def simulation_setup(config, opts, config_arg):
     asked for it."""
     from ..sim.mock import load_mock_setup
     if not opts['simulation']:
+        if 'instrument' in config.extra or 'mock' in config.extra:
+            raise ConfigError(f'{config.source}: a simulator (mock) configuration; --config '
+                              'takes a model configuration (e.g. lbgnet-default.yaml), whose '
+                              'training.simulation names the simulator')
         raise ConfigError(f'{config.source}: training.simulation names no simulation config')
     path = resolve_beside(opts['simulation'], config_arg)
     try:
