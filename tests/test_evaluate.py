@@ -738,6 +738,17 @@ def test_coadd_input_rows_checked_and_excluded_like_catalogues(tmp_path, caplog)
         assert main(['--coadd', bad, '--truth', paths['truth'], '--outdir',
                      str(tmp_path / 'out'), '--no-refine', '--model', model_path]) == 1
         assert message in caplog.text, caplog.text
+    # the truth of another file (--truth in another order than --coadd): said so
+    from astropy.table import Table
+    other = Table.read(paths['truth'], 'TRUTH')
+    other['TARGETID'] += 10 ** 9
+    other.write(str(tmp_path / 'truth-other.fits'))
+    caplog.clear()
+    assert main(['--coadd', paths['coadd'], '--truth', str(tmp_path / 'truth-other.fits'),
+                 '--outdir', str(tmp_path / 'out'), '--no-refine', '--model', model_path]) == 1
+    assert ('none of the 12 TARGETIDs of truth-other.fits is in this coadd: the truth of '
+            'another file? (--truth lists one truth file per coadd, in the same order)'
+            in caplog.text), caplog.text
     fibermap = fitsio.read(paths['coadd'], ext='FIBERMAP')
     fibermap['COADD_FIBERSTATUS'][:] = 0
     fibermap['OBJTYPE'][0] = 'SKY'

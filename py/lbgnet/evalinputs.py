@@ -206,6 +206,11 @@ def _check_truth_covered(truth_tid, all_tid, path, truth_path, what):
     """Every truth object must have a row in the coadd or catalogue `what` (a missing one
     would vanish silently from the metrics)."""
     present = np.isin(truth_tid, all_tid)
+    if truth_tid.size and not present.any():
+        raise InputFileError(path, f'none of the {truth_tid.size} TARGETIDs of '
+                             f'{os.path.basename(truth_path)} is in this {what}: the truth of '
+                             f'another file? (--truth lists one truth file per {what}, in the '
+                             'same order)')
     if not present.all():
         raise InputFileError(path, f'{int(np.count_nonzero(~present))} TARGETID(s) of '
                              f'{os.path.basename(truth_path)} have no row in this {what} '
