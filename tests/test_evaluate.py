@@ -495,6 +495,10 @@ def test_evaluate_script_errors(tmp_path):
     assert main(['--coadd', paths['coadd'], '--truth', str(tmp_path / 'truth-bad.fits'),
                  '--model', model_path, '--outdir', str(tmp_path / 'out' / 'a' / 'b')]) == 1
     assert not (tmp_path / 'out').exists()            # nor the parents it created
+    # a quoted pattern (the afterburner expands its own; here files are paired in order)
+    with pytest.raises(SystemExit):
+        main(['--coadd', str(tmp_path / 'coadd-*.fits'), '--truth', paths['truth'],
+              '--outdir', str(tmp_path / 'out')])
     assert main(['--coadd', paths['coadd'], '--truth', str(tmp_path / 'truth-bad.fits'),
                  '--model', model_path, '--outdir',
                  str(tmp_path / 'out' / 'a' / '..' / 'b')]) == 1

@@ -69,6 +69,10 @@ def parse(options=None):
                         'since a direct network has no line boxes) [%(default)s]')
     args = parser.parse_args(options)
     inputs = args.coadd or args.catalog
+    for path in [*inputs, *args.truth, *(args.redrock or [])]:
+        if any(c in os.path.basename(path) for c in '*?[') and not os.path.exists(path):
+            parser.error(f'{path}: a pattern (quoted?): give the files, e.g. let the shell '
+                         'expand it; --coadd, --truth and --redrock are paired in order')
     if len(args.truth) != len(inputs):
         parser.error(f'{len(inputs)} input file(s) but {len(args.truth)} truth file(s)')
     if args.redrock and (args.catalog or len(args.redrock) != len(inputs)):
