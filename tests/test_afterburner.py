@@ -405,8 +405,14 @@ def test_corrupt_input(tmp_path, model_path, caplog, damage):
 
 
 def test_missing_camera_is_processed_and_flagged(tmp_path, model_path, caplog):
+    """A coadd without a camera's HDUs (DESI writes all three, a dead camera with ivar 0:
+    a copy cut short at an HDU boundary looks like this) is processed, flagged, and warned
+    about once, naming the file and the camera."""
     coadd, output = make_pair(str(tmp_path), bands='br')
-    assert run(caplog, '--coadd', coadd, '--model', model_path)[0] == 0
+    rc, text = run(caplog, '--coadd', coadd, '--model', model_path)
+    assert rc == 0
+    assert text.count(f'{coadd}: no z camera in the file (b, r only): every spectrum is '
+                      'flagged MISSING_CAMERA') == 1
     cat, _ = read_catalog(output)
     assert np.all(cat['LBG_FLAG'] & MASK.MISSING_CAMERA) and np.all(np.isfinite(cat['C_LBG']))
 

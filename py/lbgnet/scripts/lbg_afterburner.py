@@ -20,6 +20,7 @@ from desiutil.log import get_logger
 from ..afterburner import (DEFAULT_CHUNK, RerunSetup, catalog_header, default_template_path,
                            node_threads, predict_coadd, rerun_into, set_tensorflow_threads,
                            set_threads, templates_sha256)
+from ..bitmask import DESI_CAMERAS
 from ..catalog import assemble_catalog, match_targetids
 from ..io import read_redrock
 from ..io.atomic import Terminated
@@ -228,6 +229,7 @@ def process_one(job, network, args, rerun=None, refiner=None):
     if 'TARGETID' not in layout.fibermap.colnames:
         raise InputFileError(job.coadd, 'FIBERMAP has no TARGETID column')
     check_grid_overlap(layout, cfg.grid)
+    warn_missing_cameras(layout, job.coadd)
     redrock = read_redrock(job.redrock)
     fingerprints = (coadd_fingerprint,
                     header_fingerprint(job.redrock, REDROCK_FINGERPRINT_COLUMNS))
@@ -358,6 +360,18 @@ def setup(args, nthreads=None):
                            traceback.format_exc())
         out['error'] = f'setup failed: {type(err).__name__}: {err}'
     return out
+
+
+def warn_missing_cameras(layout, path):
+    """Warn once per file when a DESI camera has no HDU at all: DESI coadds hold all three
+    (a dead camera as ivar 0), so a missing one is a reduced or damaged file (a copy cut
+    short exactly at an HDU boundary reads as a valid smaller file); its spectra are
+    still processed, each flagged MISSING_CAMERA."""
+    present = [c for c in DESI_CAMERAS if any(c in band for band in layout.bands)]
+    missing = [c for c in DESI_CAMERAS if c not in present]
+    if missing and present:
+        get_logger().warning('%s: no %s camera in the file (%s only): every spectrum is flagged '
+                             'MISSING_CAMERA', path, ', '.join(missing), ', '.join(present))
 
 
 def warn_uncalibrated(model, metadata, refined):
