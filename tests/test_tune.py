@@ -268,13 +268,17 @@ def test_tune_script_checks_paths_and_storage_first(tmp_path, caplog):
             (['--workdir', str(tmp_path / 'w3'), '--outdir', str(tmp_path / 'out'),
               '--storage', 'nosuchdb://x'], '--storage nosuchdb://x: cannot open'),
             (['--workdir', str(tmp_path / 'w4'), '--outdir', str(tmp_path / 'out'),
-              '--storage', f'sqlite:///{afile}'], 'file is not a database')):
+              '--storage', f'sqlite:///{afile}'], 'file is not a database'),
+            # a mistyped --val-dir: named as missing, not as a change of the study's settings
+            (['--workdir', str(tmp_path / 'w5'), '--outdir', str(tmp_path / 'out'),
+              '--val-dir', str(tmp_path / 'val3000')], f'{tmp_path / "val3000"}: no such directory')):
         caplog.clear()
         with caplog.at_level(logging.INFO):
             assert main(args + extra) == 1, extra
         errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
         assert len(errors) == 1 and named in errors[0] and '\n' not in errors[0], errors
     assert not (tmp_path / 'w1' / 'study.sqlite3').exists()
+    assert not (tmp_path / 'w5' / 'study.sqlite3').exists()     # checked before the study
     assert not any('validation' in d for w in ('w1', 'w3', 'w4') if (tmp_path / w).is_dir()
                    for d in os.listdir(tmp_path / w))
     assert afile.read_text() == 'keep'

@@ -170,6 +170,9 @@ def _tune(args, log):
         raise ConfigError(f'--outdir {outdir}: {os.path.basename(best_path)} holds the '
                           f'results of the study {name!r} in {owner}, not '
                           f'{storage_label(storage)}: use another --outdir or --study-name')
+    if args.val_dir and not os.path.isdir(args.val_dir):     # before blaming the study
+        raise InputFileError(args.val_dir, 'no such directory' if not os.path.exists(args.val_dir)
+                             else 'not a directory (--val-dir takes a validation set directory)')
     setup = study_setup(args, config)          # the simulator, for its hash (and the data)
     study = _open_study(storage, name, args)
     check_study_settings(study, {
