@@ -145,6 +145,16 @@ def test_rerun_needs_resolution(tmp_path, template):
         check_rerunnable(path)
     with pytest.raises(RerunError, match='Redrock rerun failed'):
         rerun_redrock(path, tid[:1], np.array([3.0]), np.array([0.2]), [template])
+    # every HDU, but a FIBERMAP without the columns rrdesi reads after its fit
+    full = str(tmp_path / 'coadd-full.fits')
+    write_test_coadd(full, 3, full=True)
+    check_rerunnable(full)
+    from astropy.io import fits
+    with fits.open(full) as hdul:
+        hdul['FIBERMAP'].columns.del_col('OBJTYPE')
+        hdul.writeto(full, overwrite=True)
+    with pytest.raises(InputFileError, match='cannot rerun Redrock: FIBERMAP has no OBJTYPE column'):
+        check_rerunnable(full)
 
 
 def test_afterburner_rerun_columns(coadd, template, tmp_path):

@@ -110,22 +110,33 @@ def template_zrange(files):
     return ranges
 
 
+#: FIBERMAP columns rrdesi reads after its fit (its DESI ZWARN bits): missing, it fails
+#: only once the whole Redrock fit is done.
+RRDESI_FIBERMAP_COLUMNS = ('TARGETID', 'COADD_FIBERSTATUS', 'OBJTYPE')
+
+
 def check_rerunnable(coadd):
-    """Check that a coadd has what rrdesi needs (RESOLUTION, FIBERMAP, EXP_FIBERMAP, SCORES).
+    """Check that a coadd has what rrdesi needs (RESOLUTION, FIBERMAP with
+    :data:`RRDESI_FIBERMAP_COLUMNS`, EXP_FIBERMAP, SCORES).
 
     Raises
     ------
     InputFileError
-        Naming the first missing HDU.
+        Naming the first missing HDU or FIBERMAP column.
     """
     with open_fits(coadd) as fx:
         names = extnames(fx)
+        columns = fx['FIBERMAP'].get_colnames() if 'FIBERMAP' in names else []
     bands = [n[:-len('_FLUX')] for n in names if n.endswith('_FLUX')]
     need = [f'{b}_RESOLUTION' for b in bands] + ['FIBERMAP', 'EXP_FIBERMAP', 'SCORES']
     missing = [n for n in need if n not in names]
     if missing:
         raise InputFileError(coadd, f'cannot rerun Redrock: no {missing[0]} HDU (run without '
                                     '--rerun-redrock for this file)')
+    absent = [c for c in RRDESI_FIBERMAP_COLUMNS if c not in columns]
+    if absent:
+        raise InputFileError(coadd, f'cannot rerun Redrock: FIBERMAP has no {", ".join(absent)} '
+                                    'column (run without --rerun-redrock for this file)')
 
 
 def rerun_redrock(coadd, targetid, z, sigma, templates, function='tophat', workdir=None):
