@@ -345,8 +345,9 @@ def evaluate_into(args, model_path, log):
                      _pm(tpl['frac_dz_lt_0p05'], etpl['frac_dz_lt_0p05']),
                      _pm(tpl['sigma_nmad'], etpl['sigma_nmad'], '.2e'))
         for key, pulls in res.get('redshift_errors', {}).items():
-            log.info('%s: %s of the right redshifts: pull NMAD %s, within 1 / 2 sigma %s / %s '
-                     '(Gaussian: 1, 0.683 / 0.954)', name, key, _fmt(pulls['nmad_pull'], '.2f'),
+            log.info('%s: %s of the %d right redshifts: pull NMAD %s, within 1 / 2 sigma %s / %s '
+                     '(Gaussian: 1, 0.683 / 0.954)', name, key, pulls['n'],
+                     _fmt(pulls['nmad_pull'], '.2f'),
                      _fmt(pulls['frac_within_1sigma'], '.3f'),
                      _fmt(pulls['frac_within_2sigma'], '.3f'))
         if 'reliable' in res:
