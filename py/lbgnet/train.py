@@ -561,6 +561,7 @@ def fit(model, train_data, val_data, config, outdir, val_truth=None, epochs=None
                      os.path.join(outdir, LOSS_PLOT))
     info = {'best_epoch': best + 1, 'best': float(values[best]), 'monitor': monitor,
             'epochs_run': len(values), 'fit_seconds': seconds}
-    log.info('trained %d epochs in %.0f s; best %s = %.4f at epoch %d', info['epochs_run'],
+    log.info('trained %d epoch%s in %.0f s; best %s = %.4f at epoch %d', info['epochs_run'],
+             '' if info['epochs_run'] == 1 else 's',
              seconds, monitor, info['best'], info['best_epoch'])
     return history, info

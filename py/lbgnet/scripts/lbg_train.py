@@ -779,8 +779,8 @@ def _train(args, log, t_start):
         ignored = [f'{key} {opts[key]}' for key in ('sim_fraction', 'depth_min')
                    if opts[key] != TRAINING_DEFAULTS[key]]
         if ignored:
-            log.warning('training.%s only apply to --train-dir: ignored',
-                        ', training.'.join(ignored))
+            log.warning('training.%s only appl%s to --train-dir: ignored',
+                        ', training.'.join(ignored), 'ies' if len(ignored) == 1 else 'y')
     try:                              # bad options above leave no directory behind
         os.makedirs(args.outdir, exist_ok=True)
     except OSError as err:
