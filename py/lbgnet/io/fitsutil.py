@@ -104,33 +104,49 @@ def open_fits(path):
 
 
 def header_fingerprint(path, columns=None):
-    """A short fingerprint of a FITS file, from the text of its HDU headers (and a few columns).
+    """A short fingerprint of a FITS file's content, from a few header values (and columns).
 
-    The headers hold each HDU's shape and, in files written by desispec, its ``DATASUM``,
-    so a coadd rewritten with other content (re-reduced, or a cumulative tile coadd with
-    new exposures) almost always changes it, while a copy of the same file elsewhere keeps
-    it.  Files without ``DATASUM`` (Redrock's) can add `columns`, read and hashed too.
-    Only headers and those columns are read, so it stays cheap.
+    Per HDU its name, data shape (``NAXISn``, ``PCOUNT``) and, in files written by
+    desispec, ``DATASUM`` and ``CHECKSUM``: a coadd rewritten with other content
+    (re-reduced, or a cumulative tile coadd with new exposures) changes them, while a copy
+    of the same file elsewhere (another mount, ``cp`` without ``-p``, gzip) keeps them.
+    Files without ``DATASUM`` (Redrock's) add `columns`, read and hashed in fixed dtypes.
+    Values, not the header text, are hashed, so that another fitsio version (which renders
+    headers differently) gives the same fingerprint.  A file without ``DATASUM`` rewritten
+    with the same shapes (and `columns`) is not told apart.
+
+    The file is opened without :func:`open_fits`'s completeness check (a gzipped file is
+    not decompressed twice): a truncated file still fails when it is processed.
 
     Parameters
     ----------
     path : str
     columns : (str, list of str), optional
-        An HDU name and columns of it to hash as well (when the HDU has them).
+        An HDU name and columns of it to hash as well (those the HDU has).
 
     Returns
     -------
     str
-        16 hexadecimal digits (of a SHA-256 over the header texts in HDU order, then
-        the columns).
+        16 hexadecimal digits (of a SHA-256).
 
     Raises
     ------
     MissingInputError, InputFileError
-        As :func:`open_fits`, or an unreadable header or column.
+        A missing file, or one whose headers or columns cannot be read.
     """
-    with open_fits(path) as fx:
-        return open_file_fingerprint(fx, path, columns)
+    path = str(path)
+    if not os.path.exists(path):
+        raise MissingInputError(path)
+    clear_cfitsio_errors()
+    try:
+        with fitsio.FITS(path) as fx:
+            return open_file_fingerprint(fx, path, columns)
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise InputFileError(path, f'not a readable FITS file ({_first_line(err)})') from None
+
+
+#: Header keywords of each HDU in :func:`header_fingerprint`.
+FINGERPRINT_KEYS = re.compile(r'^(NAXIS\d*|PCOUNT|DATASUM|CHECKSUM)$')
 
 
 def open_file_fingerprint(fx, path, columns=None):
@@ -139,19 +155,33 @@ def open_file_fingerprint(fx, path, columns=None):
     digest = hashlib.sha256()
     try:
         for hdu in fx:
-            digest.update(str(hdu.read_header()).encode('utf-8', 'replace') + b'\0')
+            hdr = hdu.read_header()
+            values = [f'{key}={str(hdr[key]).strip()}' for key in sorted(hdr.keys())
+                      if FINGERPRINT_KEYS.match(str(key))]
+            digest.update('|'.join([hdu.get_extname().upper(), *values]).encode() + b'\n')
         if columns is not None and columns[0] in extnames(fx):
             hdu = fx[columns[0]]
-            present = [c for c in columns[1] if c in hdu.get_colnames()]
-            if present:
-                digest.update(np.ascontiguousarray(hdu.read(columns=present)).tobytes())
+            for name in [c for c in columns[1] if c in hdu.get_colnames()]:
+                digest.update(_column_bytes(hdu.read_column(name)))
     except (OSError, UnicodeDecodeError, ValueError) as err:
         raise InputFileError(path, f'unreadable header or table ({_first_line(err)})') from None
     return digest.hexdigest()[:16]
 
 
-#: Columns of a Redrock file's REDSHIFTS added to its fingerprint (Redrock writes no DATASUM).
-REDROCK_FINGERPRINT_COLUMNS = ('REDSHIFTS', ['TARGETID', 'Z', 'ZWARN', 'CHI2', 'SPECTYPE'])
+def _column_bytes(values):
+    """Bytes of a column in a fixed form: strings stripped, integers int64, floats float64."""
+    values = np.asarray(values)
+    if values.dtype.kind in 'SU':
+        text = '\0'.join(v.decode() if isinstance(v, bytes) else str(v) for v in values.ravel())
+        return ('\0'.join(t.strip() for t in text.split('\0'))).encode()
+    kind = '<i8' if values.dtype.kind in 'iub' else '<f8'
+    return np.ascontiguousarray(values.astype(kind)).tobytes()
+
+
+#: Columns of a Redrock file's REDSHIFTS added to its fingerprint (Redrock writes no
+#: DATASUM): those the catalogue copies.
+REDROCK_FINGERPRINT_COLUMNS = ('REDSHIFTS', ['TARGETID', 'Z', 'ZERR', 'ZWARN', 'CHI2',
+                                             'DELTACHI2', 'SPECTYPE', 'SUBTYPE', 'COEFF'])
 
 
 def _content_extent(path, offset):

@@ -326,8 +326,6 @@ def setup(args, nthreads=None):
                refiner=None, skipped=[], settings=None)
     try:
         out['jobs'], out['unmatched'] = plan(args)
-        if args.outdir is not None and out['jobs']:
-            check_outdir_root(args.outdir)
         out['model'] = args.model or default_model_path()
         # every option is checked without TensorFlow, also when no file is left to do
         description, config = check_model_file(out['model'])
@@ -350,6 +348,8 @@ def setup(args, nthreads=None):
                     out['skipped'][0], out['model'], description.get('weights_sha256'), config,
                     training_zrange(config, metadata), *run_thresholds(args, config),
                     out['rerun'], out['refiner'])
+        if out['jobs'] and args.outdir is not None:   # files to write: before TensorFlow
+            check_outdir_root(args.outdir)
         if out['jobs']:           # a resumed run with every output there: no TensorFlow
             start_tensorflow(nthreads)
             out['network'] = load_network(out['model'])
@@ -428,7 +428,7 @@ def summarise(outcomes, unmatched, size=1):
     if moved:
         log.warning('%d of the %d existing catalogues kept were made from a coadd of the same '
                     'name at another path (e.g. %s); --overwrite redoes them', len(moved),
-                    sum(o.status == 'skipped' or o.stale for o in outcomes), moved[0])
+                    sum(o.status == 'skipped' for o in outcomes), moved[0])
     nspec = sum(o.nspec for o in done)
     secs = sum(o.seconds for o in done)
     log.info('%d %s done (%d spectra, %d LBG candidates, %.1f s of file processing summed '
