@@ -303,7 +303,7 @@ def test_unwritable_outdir_fails_once_before_the_model(tmp_path, model_path, cap
         False if os.path.abspath(path) == str(tmp_path) else real(path, mode)))
     rc, text = run(caplog, '--input-dir', str(tmp_path / 'in'), '--outdir',
                    str(tmp_path / 'out' / 'deep'), '--model', model_path)
-    assert rc == 1 and f'--outdir: {tmp_path} is not writable' in text
+    assert rc == 1 and f'--outdir {tmp_path / "out" / "deep"}: output directory {tmp_path} is not writable' in text
     assert text.count('not writable') == 1 and 'model loaded' not in text
     assert not (tmp_path / 'out').exists()
     # a finished run's read-only tree: nothing to write, so nothing to refuse

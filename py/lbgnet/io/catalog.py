@@ -103,6 +103,26 @@ def check_outdir(outdir, name=None):
         raise OutputFileError(name, f'output directory {outdir} is not writable')
 
 
+def check_creatable(directory, name=None):
+    """Check, creating nothing, that `directory` could be made and written: its deepest
+    existing ancestor (or itself) must be a writable directory.
+
+    Raises
+    ------
+    OutputFileError
+        Naming `name` [`directory`].
+    """
+    name = directory if name is None else name
+    existing = os.path.abspath(directory)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise OutputFileError(name, f'cannot create output directory ({existing} is not '
+                              'a directory)')
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputFileError(name, f'output directory {existing} is not writable')
+
+
 #: Why an output path that is a directory cannot be written (every command says it alike).
 IS_A_DIRECTORY = 'is a directory; cannot write the output there'
 
@@ -132,14 +152,7 @@ def check_writable(path, create=True):
     if create:
         check_outdir(outdir, name=path)
     else:
-        existing = outdir
-        while not os.path.exists(existing):
-            existing = os.path.dirname(existing)
-        if not os.path.isdir(existing):
-            raise OutputFileError(path, f'cannot create output directory ({existing} is not '
-                                  'a directory)')
-        if not os.access(existing, os.W_OK | os.X_OK):
-            raise OutputFileError(path, f'output directory {existing} is not writable')
+        check_creatable(outdir, name=path)
     if os.path.isdir(path):                # os.replace onto it would fail after the others
         raise OutputFileError(path, IS_A_DIRECTORY)
 

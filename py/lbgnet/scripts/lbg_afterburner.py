@@ -24,8 +24,8 @@ from ..bitmask import DESI_CAMERAS
 from ..catalog import assemble_catalog, match_targetids
 from ..io import read_redrock
 from ..io.atomic import Terminated
-from ..io.catalog import (IS_A_DIRECTORY, OutputFileError, check_writable, read_catalog,
-                          write_outputs)
+from ..io.catalog import (IS_A_DIRECTORY, OutputFileError, check_creatable, check_writable,
+                          read_catalog, write_outputs)
 from ..io.coadd import check_grid_overlap, read_layout
 from ..io.fitsutil import (REDROCK_FINGERPRINT_COLUMNS, header_fingerprint,
                            open_file_fingerprint, open_fits)
@@ -348,8 +348,9 @@ def setup(args, nthreads=None):
                     out['skipped'][0], out['model'], description.get('weights_sha256'), config,
                     training_zrange(config, metadata), *run_thresholds(args, config),
                     out['rerun'], out['refiner'])
-        if out['jobs'] and args.outdir is not None:   # files to write: before TensorFlow
-            check_outdir_root(args.outdir)
+        if out['jobs'] and args.outdir is not None:
+            # files to write: one check of --outdir for the run, before TensorFlow
+            check_creatable(args.outdir, name=f'--outdir {args.outdir}')
         if out['jobs']:           # a resumed run with every output there: no TensorFlow
             start_tensorflow(nthreads)
             out['network'] = load_network(out['model'])
@@ -387,24 +388,6 @@ def warn_uncalibrated(model, metadata, refined):
                                  'the raw error, several times too small (benchmarks/'
                                  'calibrate_errors.py --write fits it on a validation set)',
                                  model, key, f' ({reason})' if reason else '')
-
-
-def check_outdir_root(outdir):
-    """Fail once, before the model is loaded, when ``--outdir`` cannot be written: its
-    deepest existing directory must be writable (nothing is created here; every file would
-    fail alike, one line each, after every rank had loaded TensorFlow).
-
-    Raises
-    ------
-    OutputFileError
-    """
-    existing = os.path.abspath(outdir)
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing):
-        raise OutputFileError(outdir, f'--outdir: {existing} is not a directory')
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise OutputFileError(outdir, f'--outdir: {existing} is not writable')
 
 
 def summarise(outcomes, unmatched, size=1):
