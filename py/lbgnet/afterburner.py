@@ -266,13 +266,11 @@ def calibration_cards(metadata, refined):
     """``ZERRCAL`` (and with the refinement ``ZTPLCAL``): whether the model's ``ZERR_LBG``
     (``ZERR_TPL``) calibration was fitted (:func:`lbgnet.zerr.calibration_status`); no
     card where the model card does not say."""
-    from .zerr import calibration_status
+    from .zerr import CALIBRATION_CARDS, calibration_status
     status = calibration_status(metadata)
-    cards = []
-    for key, card, what in (('ZERR_LBG', 'ZERRCAL', 'ZERR_LBG'), ('ZERR_TPL', 'ZTPLCAL', 'ZERR_TPL')):
-        if status[key] is not None and (key == 'ZERR_LBG' or refined):
-            cards.append((card, bool(status[key]), f'{what} calibrated on validation (F: raw)'))
-    return cards
+    return [(card, bool(status[key]), f'{key} calibrated on validation (F: raw)')
+            for key, card in CALIBRATION_CARDS
+            if status[key] is not None and (key == 'ZERR_LBG' or refined)]
 
 
 def catalog_header(job, network, c_thresh, n_thresh, layout, rerun=None, refiner=None,
@@ -293,8 +291,8 @@ def catalog_header(job, network, c_thresh, n_thresh, layout, rerun=None, refiner
         The template refinement used, if any.
     fingerprints : (str, str), optional
         :func:`lbgnet.io.fitsutil.header_fingerprint` of the coadd and of the Redrock
-        file (with its REDSHIFTS columns), written as ``INCOSUM`` and ``INRRSUM`` (a rerun redoes the file when its
-        inputs changed since, :mod:`lbgnet.resume`).
+        file (with its REDSHIFTS columns), written as ``INCOSUM`` and ``INRRSUM`` (a
+        rerun redoes the file when its inputs changed since, :mod:`lbgnet.resume`).
 
     Returns
     -------

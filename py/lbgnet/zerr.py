@@ -161,6 +161,10 @@ def pull_stats(z, zerr, z_true, max_rel=MAX_REL_DZ):
             'frac_within_2sigma': float(np.mean(np.abs(pull) < 2))}
 
 
+#: Each redshift error and the header keyword saying whether it was calibrated.
+CALIBRATION_CARDS = (('ZERR_LBG', 'ZERRCAL'), ('ZERR_TPL', 'ZTPLCAL'))
+
+
 def calibration_status(metadata):
     """Whether a model's redshift errors were calibrated when it was trained.
 
@@ -179,7 +183,7 @@ def calibration_status(metadata):
     """
     cal = (metadata or {}).get('error_calibration')
     out = {}
-    for key in ('ZERR_LBG', 'ZERR_TPL'):
+    for key, _ in CALIBRATION_CARDS:
         entry = cal.get(key) if isinstance(cal, dict) else None
         out[key] = None if not isinstance(entry, dict) else entry.get('fit') is not None
     return out

@@ -22,6 +22,7 @@ from ..io.errors import InputFileError
 from ..io.evaluation import as_targetids
 from ..zcatalog import (add_location, bad_bits, describe_difference, differing_keys,
                         missing_columns, shared_keys, stack_catalogs)
+from ..zerr import CALIBRATION_CARDS
 
 
 #: Spectra groupings of a DESI production (``SPGRP``; ``unknown`` for file names that
@@ -144,8 +145,7 @@ def read_all(files, allow_mixed=False, spgrp=None):
             made_from.setdefault(coadd, path)
         tables.append(add_location(table, location))
         used.append(path)
-        uncalibrated.update(what for card, what in (('ZERRCAL', 'ZERR_LBG'), ('ZTPLCAL', 'ZERR_TPL'))
-                            if header.get(card) is False)
+        uncalibrated.update(card for _, card in CALIBRATION_CARDS if header.get(card) is False)
         groups.append(group)
         values, absent = shared_keys(header)
         if common is None:
@@ -186,10 +186,11 @@ def read_all(files, allow_mixed=False, spgrp=None):
         log.info('--spgrp %s: %d of %d catalogues stacked (left out: %s)', spgrp, len(used),
                  len(named), ', '.join(f'{g} {named.count(g)}' for g in others) or
                  'catalogues whose header names another grouping')
-    for what in sorted(uncalibrated):
-        log.warning('%s of the stacked catalogues is uncalibrated (header %s = F: the model\'s '
-                    'training could not fit it): the raw error, several times too small', what,
-                    'ZERRCAL' if what == 'ZERR_LBG' else 'ZTPLCAL')
+    for key, card in CALIBRATION_CARDS:
+        if card in uncalibrated:
+            log.warning('%s of the stacked catalogues is uncalibrated (header %s = F: the '
+                        'model\'s training could not fit it): the raw error, several times too '
+                        'small', key, card)
     # keywords no input has (only implied) are not written as if they had been recorded
     return (tables, {k: v for k, v in (common or {}).items() if k not in absent_all}, used,
             groups[0] if groups else spgrp)
