@@ -107,17 +107,23 @@ MOCK_KEYS = ('SIMHASH', 'TRUTHSUM')
 def truth_checksum(truth):
     """Content fingerprint of a truth table (first 16 hex digits of a SHA-256).
 
-    Computed from TARGETID, CLASS and Z_TRUE, so it survives a FITS round trip.  The mock
-    writes it as ``TRUTHSUM`` into the coadd, Redrock and truth headers: a truth file whose
-    content does not give its coadd's TRUTHSUM belongs to another mock run, even when the
-    TARGETIDs agree (mocks written with the same pixel do reuse them).
+    Computed from TARGETID, CLASS and Z_TRUE, so it survives a FITS round trip, and over
+    the rows in TARGETID order (stable), so a truth file whose rows were reordered (sorted
+    by redshift, say) keeps its checksum: truth is matched to spectra by TARGETID, never by
+    row.  The mock writes its rows in increasing TARGETID, so this is also the checksum of
+    the rows as written.  The mock writes it as ``TRUTHSUM`` into the coadd, Redrock and
+    truth headers: a truth file whose content does not give its coadd's TRUTHSUM belongs to
+    another mock run, even when the TARGETIDs agree (mocks written with the same pixel do
+    reuse them).
     """
     import hashlib
+    targetid = np.asarray(truth['TARGETID'], dtype='<i8')
+    order = np.argsort(targetid, kind='stable')
     digest = hashlib.sha256()
-    digest.update(np.ascontiguousarray(np.asarray(truth['TARGETID'], dtype='<i8')).tobytes())
-    classes = np.char.strip(np.asarray(truth['CLASS']).astype(str))
+    digest.update(np.ascontiguousarray(targetid[order]).tobytes())
+    classes = np.char.strip(np.asarray(truth['CLASS']).astype(str))[order]
     digest.update('\n'.join(classes.tolist()).encode('ascii'))
-    digest.update(np.ascontiguousarray(np.asarray(truth['Z_TRUE'], dtype='<f8')).tobytes())
+    digest.update(np.ascontiguousarray(np.asarray(truth['Z_TRUE'], dtype='<f8')[order]).tobytes())
     return digest.hexdigest()[:16]
 
 
