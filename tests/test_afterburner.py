@@ -140,6 +140,27 @@ def test_catalogue_matches_direct_prediction(tmp_path, model_path, caplog):
     assert np.array_equal(np.isfinite(half['Z_TPL']), np.asarray(half['IS_LBG']))
 
 
+def test_tile_program_from_the_fibermap_header(tmp_path, model_path, caplog):
+    """A tile coadd may carry SURVEY and its fiberassign program (FAPRGRM) in the FIBERMAP
+    header only: the catalogue keeps them and desi_lbg_zcatalog takes the program from
+    FAPRGRM (before, FAPRGRM was dropped and every tile row got PROGRAM 'unknown')."""
+    from lbgnet.scripts.lbg_zcatalog import main as zcat_main
+    coadd, output = make_pair(str(tmp_path), name='3-1000-thru20210101', nspec=6)
+    with fits.open(coadd, mode='update') as hdul:
+        for key in ('SURVEY', 'PROGRAM'):
+            hdul[0].header.remove(key, ignore_missing=True)
+        hdul['FIBERMAP'].header.update(SURVEY='main', FAPRGRM='dark', TILEID=1000)
+    rc, _ = run(caplog, '--coadd', coadd, '--model', model_path, '--no-refine')
+    assert rc == 0
+    _, hdr = read_catalog(output)
+    assert (hdr['SURVEY'], hdr['FAPRGRM'], hdr['TILEID'], hdr['PETAL']) == ('main', 'dark', 1000, 3)
+    assert 'PROGRAM' not in hdr
+    zcat_path = str(tmp_path / 'zcat.fits')
+    assert zcat_main(['--catalogs', output, '--output', zcat_path]) == 0
+    zcat, _ = read_catalog(zcat_path, extname='LBG_ZCAT')
+    assert set(zcat['PROGRAM']) == {'dark'} and set(zcat['SURVEY']) == {'main'}
+
+
 def test_no_refine(tmp_path, model_path, caplog):
     coadd, output = make_pair(str(tmp_path), nspec=6)
     assert run(caplog, '--coadd', coadd, '--model', model_path, '--no-refine',

@@ -19,7 +19,8 @@ from . import __version__
 from .bitmask import LBGWarnMask
 from .catalog import (add_rerun_columns, apply_model_range, apply_small_deltachi2,
                       spectrum_flags)
-from .io.catalog import LOCATION_KEYS, file_sha256, provenance_header
+from .io.catalog import file_sha256, provenance_header
+from .io.fitsutil import LOCATION_KEYS
 from .io.chunks import iter_coadd_chunks
 from .io.discover import file_metadata
 from .io.errors import InputFileError

@@ -33,10 +33,6 @@ PROVENANCE_MODULES = {'numpy': ('numpy',), 'scipy': ('scipy',), 'astropy': ('ast
                       'desitarget': ('desitarget',), 'redrock': ('redrock',),
                       'tensorflow': ('tensorflow', 'tensorflow-cpu'), 'keras': ('keras',)}
 
-#: Header keywords copied from the input files when present (FAPRGRM: the fiberassign
-#: program of a tile, which stands in for PROGRAM where a tile file lacks it).
-LOCATION_KEYS = ('SURVEY', 'PROGRAM', 'FAPRGRM', 'SPGRP', 'SPGRPVAL', 'TILEID', 'PETAL',
-                 'NIGHT', 'HPXPIXEL', 'HPXNSIDE', 'HPXNEST')
 
 
 class OutputFileError(OSError):

@@ -13,6 +13,13 @@ from astropy.table import Table
 
 from .errors import InputFileError, MissingInputError
 
+#: Header keywords that say where a file's spectra come from, copied when present from the
+#: input files into the outputs (FAPRGRM: the fiberassign program of a tile, which stands
+#: in for PROGRAM where a tile file lacks it; a tile coadd may carry it in its FIBERMAP
+#: header only) and kept in ``Table.meta`` by :func:`read_table`.
+LOCATION_KEYS = ('SURVEY', 'PROGRAM', 'FAPRGRM', 'SPGRP', 'SPGRPVAL', 'TILEID', 'PETAL',
+                 'NIGHT', 'HPXPIXEL', 'HPXNSIDE', 'HPXNEST')
+
 
 #: Path text that cfitsio reads as its extended file-name syntax rather than as part of the
 #: name: brackets (HDU / filter / section), parentheses (output-file template), a trailing
@@ -278,6 +285,11 @@ def read_table(fx, ext, path, columns=None):
         File name, for error messages.
     columns : list of str, optional
         Columns to read; all when omitted.  Missing ones raise :class:`InputFileError`.
+
+    Returns
+    -------
+    astropy.table.Table
+        Its ``meta`` holds ``EXTNAME`` and the HDU's :data:`LOCATION_KEYS` present.
     """
     check_table_hdu(fx, ext, path)
     hdu = fx[ext]
@@ -301,7 +313,7 @@ def read_table(fx, ext, path, columns=None):
                              f'byte: {err.reason})') from None
     table = Table(data)
     table.meta['EXTNAME'] = ext
-    for key in ('SURVEY', 'PROGRAM', 'SPGRP', 'SPGRPVAL', 'TILEID', 'HPXPIXEL', 'HPXNSIDE'):
+    for key in LOCATION_KEYS:
         if key in header:
             table.meta[key] = header[key]
     return table
