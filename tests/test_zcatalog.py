@@ -1,4 +1,4 @@
-"""desi_lbg_zcatalog: stacking, one row per TARGETID per survey/program, GOOD_LBG, provenance."""
+"""desi_lbg_zcatalog: stacking, every row kept, ZCAT_PRIMARY, GOOD_LBG, provenance."""
 import logging
 import os
 
@@ -57,14 +57,17 @@ def test_stack_healpix(tree, tmp_path):
     assert zcat['HPXPIXEL'].tolist() == [100, 100, 100, 101, 101, 100]
     assert zcat['TILEID'].tolist() == [-1] * 6
     assert zcat['GOOD_LBG'].tolist() == [True, False, False, True, False, False]
-    assert zcat['ZCAT_NSPEC'].tolist() == [1] * 6
+    assert zcat['ZCAT_NSPEC'].tolist() == [2, 1, 1, 1, 1, 2]    # target 1 in main and sv3
+    assert zcat['ZCAT_PRIMARY'].tolist() == [False] + [True] * 5     # 1: larger DELTACHI2 in sv3
     assert hdr['NINPUT'] == 3 and hdr['LBGMSHA'] == 'abc'
     assert str(zcat['TARGET_RA'].unit) == 'deg'
     assert main(['--input-dir', str(tree), '--output', out]) == 1          # exists
     assert main(['--input-dir', str(tree), '--output', out, '--overwrite']) == 0
 
 
-def test_overlapping_tiles_keep_best_row(tmp_path):
+def test_overlapping_tiles_keep_every_row(tmp_path):
+    """Overlapping tiles of one survey/program: every row is kept (a complete candidate
+    sample can be drawn from the stack), the best is ZCAT_PRIMARY."""
     root = tmp_path / 'tiles'
     cards = [('SURVEY', 'main', ''), ('PROGRAM', 'dark', '')]
     write_cat(str(root / '80605/20210101/lbg_cnn-3-80605-thru20210101.fits'), [7, 8], [1, 1],
@@ -74,12 +77,14 @@ def test_overlapping_tiles_keep_best_row(tmp_path):
     out = str(tmp_path / 'z.fits')
     assert main(['--catalogs', str(root / '*/*/lbg_cnn-*.fits'), '--output', out]) == 0
     zcat, _ = read_catalog(out, extname='LBG_ZCAT')
-    assert zcat['TARGETID'].tolist() == [7, 8]
-    assert zcat['TILEID'].tolist() == [80606, 80605]       # 7: larger DELTACHI2; 8: no bad bit
-    assert zcat['PETAL'].tolist() == [4, 3]
-    assert zcat['Z_LBG'].tolist() == [3.1, 3.5]
-    assert zcat['ZCAT_NSPEC'].tolist() == [2, 2]
-    assert zcat['GOOD_LBG'].tolist() == [True, True]
+    assert zcat['TARGETID'].tolist() == [7, 7, 8, 8]
+    assert zcat['TILEID'].tolist() == [80605, 80606, 80605, 80606]     # file order
+    assert zcat['PETAL'].tolist() == [3, 4, 3, 4]
+    assert zcat['Z_LBG'][:3].tolist() == [3.0, 3.1, 3.5] and np.isnan(zcat['Z_LBG'][3])
+    assert zcat['ZCAT_NSPEC'].tolist() == [2, 2, 2, 2]
+    # 7: larger DELTACHI2 (80606); 8: no bad bit (80605)
+    assert zcat['ZCAT_PRIMARY'].tolist() == [False, True, True, False]
+    assert zcat['GOOD_LBG'].tolist() == [True, True, True, False]
 
 
 def test_spectra_groupings_are_not_stacked_together(tmp_path, caplog):
@@ -152,7 +157,7 @@ def test_two_catalogues_of_one_coadd_are_refused(tmp_path, caplog):
     write_cat(str(root / 'lbg_cnn-main-dark-14638.fits'), [7], [1], [3.0], [0], [10],
               cards + [('INCOADD', src.replace('14638', '14640'), '')])
     assert main(['--input-dir', str(root), '--output', out]) == 0
-    assert read_catalog(out, extname='LBG_ZCAT')[0]['ZCAT_NSPEC'].tolist() == [2, 1]   # 7 twice, 8
+    assert read_catalog(out, extname='LBG_ZCAT')[0]['ZCAT_NSPEC'].tolist() == [2, 2, 1]   # 7 twice, 8
 
 
 def test_small_deltachi2_is_not_good(tmp_path):
@@ -272,25 +277,32 @@ def location_cat(tid, z, dchi2, survey='main', program='dark', tileid=-1, flag=N
 
 
 def test_programs_of_one_survey_kept_apart():
-    # One TARGETID observed in main/dark and main/bright: one row per survey/program.
+    # One TARGETID observed in main/dark and main/bright: a row in each, the deeper primary.
     zcat = stack_catalogs([location_cat([5, 6], [3.0, 3.2], [10, 10], program='dark', tileid=1),
                            location_cat([5], [2.0], [900], program='bright', tileid=2)])
     keys = list(zip(zcat['SURVEY'], zcat['PROGRAM'], zcat['TARGETID']))
     assert keys == [('main', 'bright', 5), ('main', 'dark', 5), ('main', 'dark', 6)]
     assert zcat['TILEID'].tolist() == [2, 1, 1]
-    assert zcat['ZCAT_NSPEC'].tolist() == [1, 1, 1]
+    assert zcat['ZCAT_NSPEC'].tolist() == [2, 2, 1]
+    assert zcat['ZCAT_PRIMARY'].tolist() == [True, False, True]
+
+
+def primary(zcat, column='TILEID'):
+    """`column` of the ZCAT_PRIMARY rows, in TARGETID order."""
+    return np.asarray(zcat[column])[np.asarray(zcat['ZCAT_PRIMARY'])].tolist()
 
 
 def test_tie_goes_to_first_file():
-    # Equal DELTACHI2_RR and no bad bit: the row of the first catalogue given is kept.
+    # Equal DELTACHI2_RR and no bad bit: the row of the first catalogue given is primary.
     a = location_cat([7, 8], [3.0, 3.5], [40, 40], tileid=100)
     b = location_cat([7, 8], [3.1, 3.6], [40, 40], tileid=200)
     c = location_cat([8], [3.7], [40], tileid=300)
-    assert stack_catalogs([a, b, c])['TILEID'].tolist() == [100, 100]
-    assert stack_catalogs([b, a, c])['TILEID'].tolist() == [200, 200]
+    assert primary(stack_catalogs([a, b, c])) == [100, 100]
+    assert primary(stack_catalogs([b, a, c])) == [200, 200]
     zcat = stack_catalogs([c, b, a])
-    assert zcat['TILEID'].tolist() == [200, 300] and zcat['Z_LBG'].tolist() == [3.1, 3.7]
-    assert zcat['ZCAT_NSPEC'].tolist() == [2, 3]
+    assert zcat['TILEID'].tolist() == [200, 100, 300, 200, 100]    # file order within a target
+    assert primary(zcat) == [200, 300] and primary(zcat, 'Z_LBG') == [3.1, 3.7]
+    assert zcat['ZCAT_NSPEC'].tolist() == [2, 2, 3, 3, 3]
 
 
 def test_redshift_bits_of_non_candidates_do_not_rank_repeats():
@@ -301,10 +313,22 @@ def test_redshift_bits_of_non_candidates_do_not_rank_repeats():
     for is_lbg, kept in ((False, 100), (True, 200)):
         deep = location_cat([7], [6.46], [50], tileid=100, flag=[deep_flag], is_lbg=[is_lbg])
         shallow = location_cat([7], [3.0], [10], tileid=200, is_lbg=[True])
-        assert stack_catalogs([deep, shallow])['TILEID'].tolist() == [kept], is_lbg
+        assert primary(stack_catalogs([deep, shallow])) == [kept], is_lbg
     nodata = location_cat([7], [np.nan], [50], tileid=100, flag=[MASK.NODATA], is_lbg=[False])
     shallow = location_cat([7], [3.0], [10], tileid=200, is_lbg=[False])
-    assert stack_catalogs([nodata, shallow])['TILEID'].tolist() == [200]
+    assert primary(stack_catalogs([nodata, shallow])) == [200]
+
+
+def test_candidate_of_a_repeat_stays_in_the_stack():
+    """A deep IS_LBG row flagged SMALL_DELTA_CHI2 beside a shallow non-candidate of the same
+    survey/program: before, only the shallow row was kept, so the candidate vanished from
+    the stack (and from any complete IS_LBG sample); now both rows stay and the unflagged
+    one is primary."""
+    deep = location_cat([7], [3.0], [50], tileid=100, flag=[MASK.SMALL_DELTA_CHI2], is_lbg=[True])
+    shallow = location_cat([7], [np.nan], [10], tileid=200, is_lbg=[False])
+    zcat = stack_catalogs([deep, shallow])
+    assert zcat['IS_LBG'].tolist() == [True, False] and zcat['TILEID'].tolist() == [100, 200]
+    assert primary(zcat) == [200] and not zcat['GOOD_LBG'].any()
 
 
 def test_nspec_skips_rows_without_spectrum():
@@ -313,8 +337,8 @@ def test_nspec_skips_rows_without_spectrum():
     a = location_cat([7, 8], [3.0, 3.5], [40, 40], tileid=100, flag=[0, notin])
     b = location_cat([7, 8], [3.1, 3.6], [40, 40], tileid=200, flag=[notin, notin])
     zcat = stack_catalogs([a, b])
-    assert zcat['ZCAT_NSPEC'].tolist() == [1, 0]
-    assert zcat['TILEID'].tolist() == [100, 100]
+    assert zcat['ZCAT_NSPEC'].tolist() == [1, 1, 0, 0]
+    assert primary(zcat) == [100, 100]
 
 
 def test_finite_deltachi2_beats_nan():
@@ -323,9 +347,9 @@ def test_finite_deltachi2_beats_nan():
     nan = location_cat([7, 8], [3.1, 3.6], [np.nan, np.nan], tileid=200)
     for tables in ([finite, nan], [nan, finite]):
         zcat = stack_catalogs(tables)
-        assert zcat['TILEID'].tolist() == [100, 100]
-        assert zcat['DELTACHI2_RR'].tolist() == [0.0, 25.0]
-        assert zcat['ZCAT_NSPEC'].tolist() == [2, 2]
+        assert primary(zcat) == [100, 100]
+        assert primary(zcat, 'DELTACHI2_RR') == [0.0, 25.0]
+        assert zcat['ZCAT_NSPEC'].tolist() == [2, 2, 2, 2]
 
 
 def test_is_lbg_without_redshift_is_not_good():
@@ -532,10 +556,10 @@ def test_deepest_spectrum_by_tsnr2_before_deltachi2(tmp_path):
     out = str(tmp_path / 'z.fits')
     assert main(['--input-dir', str(root), '--output', out]) == 0
     zcat, _ = read_catalog(out, extname='LBG_ZCAT')
-    assert zcat['TARGETID'].tolist() == [7, 8, 9]
+    assert zcat['TARGETID'].tolist() == [7, 7, 8, 8, 9, 9]
     # 7: deeper (TSNR2) despite the smaller DELTACHI2_RR; 8: NaN TSNR2 loses;
     # 9: the unflagged row although it is the shallower
-    assert zcat['Z_LBG'].tolist() == [3.1, 3.6, 2.6]
+    assert primary(zcat, 'Z_LBG') == [3.1, 3.6, 2.6]
 
 
 def test_column_difference_names_a_file(tmp_path):

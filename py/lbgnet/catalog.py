@@ -62,10 +62,10 @@ COLUMN_DESCRIPTIONS = {
     'HPXPIXEL': 'healpix pixel of the file (-1: none)',
     'TILEID': 'tile of the file (-1: none)',
     'PETAL': 'petal of the file (-1: none)',
-    'ZCAT_NSPEC': 'spectra of this target combined',
+    'ZCAT_NSPEC': 'spectra of this target in the catalogue',
     'Z': 'best LBG redshift: Z_TPL, else Z_LBG',
     'ZERR': '1-sigma error of Z (ZERR_TPL or ZERR_LBG)',
-    'ZCAT_PRIMARY': 'best row of this TARGETID (surveys/programs)',
+    'ZCAT_PRIMARY': 'best row of this TARGETID',
     'GOOD_LBG': 'IS_LBG, finite Z and ZERR, no GOODBITS flag',
 }
 _RR_DESCRIPTIONS = {'SPECTYPE': 'spectral type', 'SUBTYPE': 'subtype', 'Z': 'redshift',

@@ -3,8 +3,8 @@ lbgnet.zcatalog
 ===============
 
 Stack per-file ``LBG_CNN`` catalogues into one table for clustering: location columns,
-one row per TARGETID per SURVEY/PROGRAM, the best of a target's rows across surveys and
-programs (``ZCAT_PRIMARY``) and the quality-selection column ``GOOD_LBG``.
+every row of every file, the best of a target's rows (``ZCAT_PRIMARY``) and the
+quality-selection column ``GOOD_LBG``.
 Pure astropy/numpy; files are read and written by :mod:`lbgnet.scripts.lbg_zcatalog`.
 The header keywords that must agree between stacked catalogues (:data:`CONSISTENT_KEYS`)
 are compared here (:func:`shared_keys`, :func:`differing_keys`), also by the afterburner
@@ -23,17 +23,18 @@ for the outputs a rerun would skip.
   of its true LBGs have ``|Δz| < 0.05`` against 85–96 % of all IS_LBG (``doc/model_card.rst``).
   Catalogues made with ``--no-refine`` never carry that bit (header ``REFINE = F``).
 
-When a target was observed in several files of one survey/program (overlapping tiles),
-the row kept is the first of: no bad bit (as desispec's zcatalog prefers ZWARN = 0;
-the redshift bits Z_OUT_OF_RANGE and SMALL_DELTA_CHI2 count only for IS_LBG rows,
-as a non-candidate's ``Z_LBG`` means nothing: :func:`ranking_bad`),
-largest ``TSNR2_LRG`` (the depth of the spectrum, from the coadd's SCORES, desispec's
-choice), largest DELTACHI2_RR (a depth proxy for files without SCORES), first file in
-the order given (sorted with ``--input-dir``); ``ZCAT_NSPEC`` counts the spectra that were
-combined (rows flagged NOT_IN_COADD have none and are not counted, so it can be 0).  A
-target in several surveys/programs keeps one row in each, and ``ZCAT_PRIMARY`` marks
-the best of them by the same rules (then the first SURVEY/PROGRAM in sorted order), as
-desispec's ``ZCAT_PRIMARY``: select
+Every row of every catalogue is kept — one per TARGETID per file, as desispec's tile
+catalogues keep one per tile (a healpix production has one file per survey/program/pixel,
+so one row per survey/program) —, so the complete sample of candidates (IS_LBG, any row)
+can be drawn from the stacked table.  ``ZCAT_NSPEC`` counts the target's spectra in the
+whole catalogue, as desispec's column of that name counts its rows (rows flagged
+NOT_IN_COADD have no spectrum and are not counted, so it can be 0).  ``ZCAT_PRIMARY``
+marks the best row of each TARGETID, the first of: no bad bit (as desispec's zcatalog
+prefers ZWARN = 0; the redshift bits Z_OUT_OF_RANGE and SMALL_DELTA_CHI2 count only for
+IS_LBG rows, as a non-candidate's ``Z_LBG`` means nothing: :func:`ranking_bad`), largest
+``TSNR2_LRG`` (the depth of the spectrum, from the coadd's SCORES, desispec's choice),
+largest DELTACHI2_RR (a depth proxy for files without SCORES), first SURVEY/PROGRAM in
+sorted order, first file in the order given (sorted with ``--input-dir``): select
 ``GOOD_LBG & ZCAT_PRIMARY`` to count each target once.
 """
 import numpy as np
@@ -255,7 +256,7 @@ def _first_of_groups(rank, group):
 
 
 def stack_catalogs(tables, allow_mixed=False, sources=None):
-    """Stack catalogues and keep one row per TARGETID per SURVEY/PROGRAM.
+    """Stack catalogues: every row kept, the best of each TARGETID marked ``ZCAT_PRIMARY``.
 
     Parameters
     ----------
@@ -269,8 +270,9 @@ def stack_catalogs(tables, allow_mixed=False, sources=None):
     Returns
     -------
     astropy.table.Table
-        Sorted by SURVEY, PROGRAM, TARGETID, with ``ZCAT_NSPEC``, ``ZCAT_PRIMARY``, ``Z``,
-        ``ZERR`` (:func:`best_redshift`) and ``GOOD_LBG``.
+        Sorted by SURVEY, PROGRAM, TARGETID, then the order of `tables`, with
+        ``ZCAT_NSPEC``, ``ZCAT_PRIMARY``, ``Z``, ``ZERR`` (:func:`best_redshift`) and
+        ``GOOD_LBG``.
 
     Raises
     ------
@@ -289,22 +291,23 @@ def stack_catalogs(tables, allow_mixed=False, sources=None):
     dchi2 = np.nan_to_num(np.asarray(stacked['DELTACHI2_RR'], dtype=np.float64), nan=-np.inf)
     tsnr2 = (np.nan_to_num(np.asarray(stacked['TSNR2_LRG'], dtype=np.float64), nan=-np.inf)
              if 'TSNR2_LRG' in stacked.colnames else np.zeros(len(stacked)))
-    rank = (fileorder, -dchi2, -tsnr2, bad)
-    location = (np.asarray(stacked['TARGETID']), np.asarray(stacked['PROGRAM']),
-                np.asarray(stacked['SURVEY']))
-    order, starts = _first_of_groups(rank, location)
-    out = stacked[order[starts]]
-    # spectra combined: rows of the group that carry a spectrum (not NOT_IN_COADD)
-    notin = (np.asarray(stacked['LBG_FLAG'], dtype=np.int64)
+    # every row is kept (one per TARGETID per file, as desispec's tile catalogues keep one
+    # per tile): sorted by SURVEY, PROGRAM, TARGETID, then file order
+    tid = np.asarray(stacked['TARGETID'])
+    order = np.lexsort((fileorder, tid, np.asarray(stacked['PROGRAM']),
+                        np.asarray(stacked['SURVEY'])))
+    out = stacked[order]
+    bad, dchi2, tsnr2, tid = bad[order], dchi2[order], tsnr2[order], tid[order]
+    # spectra of the target in the whole catalogue: rows that carry a spectrum (not
+    # NOT_IN_COADD)
+    notin = (np.asarray(out['LBG_FLAG'], dtype=np.int64)
              & LBGWarnMask().mask('NOT_IN_COADD')) != 0
-    group = np.cumsum(np.isin(np.arange(len(order)), starts)) - 1
-    out['ZCAT_NSPEC'] = np.bincount(group, weights=~notin[order],
-                                    minlength=len(starts)).astype(np.int16)
-    # the best row of each TARGETID across surveys/programs: same rules, then the first
-    # SURVEY/PROGRAM (the rows are already sorted by them)
-    keep = order[starts]
-    rank = (np.arange(len(keep)), -dchi2[keep], -tsnr2[keep], bad[keep])
-    primary_order, primary_starts = _first_of_groups(rank, (np.asarray(out['TARGETID']),))
+    _, target = np.unique(tid, return_inverse=True)
+    out['ZCAT_NSPEC'] = np.bincount(target, weights=~notin)[target].astype(np.int16)
+    # the best row of each TARGETID: no bad bit, then the deepest, then the first
+    # SURVEY/PROGRAM in sorted order and the first file (the rows' order)
+    rank = (np.arange(len(out)), -dchi2, -tsnr2, bad)
+    primary_order, primary_starts = _first_of_groups(rank, (tid,))
     out['ZCAT_PRIMARY'] = np.zeros(len(out), dtype=bool)
     out['ZCAT_PRIMARY'][primary_order[primary_starts]] = True
     out['Z'], out['ZERR'] = best_redshift(out)

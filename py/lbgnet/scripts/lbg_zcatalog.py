@@ -3,8 +3,9 @@ lbgnet.scripts.lbg_zcatalog
 ===========================
 
 ``desi_lbg_zcatalog``: stack the per-file ``lbg_cnn-*.fits`` catalogues of an afterburner
-run into one clustering catalogue (HDU ``LBG_ZCAT``), one row per TARGETID per
-survey/program, with location columns and the ``GOOD_LBG`` quality selection
+run into one clustering catalogue (HDU ``LBG_ZCAT``), every row of every file, with
+location columns, the best row of each target (``ZCAT_PRIMARY``) and the ``GOOD_LBG``
+quality selection
 (:mod:`lbgnet.zcatalog`).
 """
 import argparse
