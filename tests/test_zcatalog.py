@@ -55,6 +55,7 @@ def test_stack_healpix(tree, tmp_path):
     assert keys == [('main', 'dark', 1), ('main', 'dark', 2), ('main', 'dark', 3),
                     ('main', 'dark', 4), ('main', 'dark', 5), ('sv3', 'bright', 1)]
     assert zcat['HPXPIXEL'].tolist() == [100, 100, 100, 101, 101, 100]
+    assert zcat['SPGRPVAL'].tolist() == zcat['HPXPIXEL'].tolist()
     assert zcat['TILEID'].tolist() == [-1] * 6
     assert zcat['GOOD_LBG'].tolist() == [True, False, False, True, False, False]
     assert zcat['ZCAT_NSPEC'].tolist() == [2, 1, 1, 1, 1, 2]    # target 1 in main and sv3
@@ -80,6 +81,8 @@ def test_overlapping_tiles_keep_every_row(tmp_path):
     assert zcat['TARGETID'].tolist() == [7, 7, 8, 8]
     assert zcat['TILEID'].tolist() == [80605, 80606, 80605, 80606]     # file order
     assert zcat['PETAL'].tolist() == [3, 4, 3, 4]
+    # with TILEID and PETAL, the thru-night (from the file name) names each row's file
+    assert zcat['SPGRPVAL'].tolist() == [20210101, 20210102] * 2
     assert zcat['Z_LBG'][:3].tolist() == [3.0, 3.1, 3.5] and np.isnan(zcat['Z_LBG'][3])
     assert zcat['ZCAT_NSPEC'].tolist() == [2, 2, 2, 2]
     # 7: larger DELTACHI2 (80606); 8: no bad bit (80605)
@@ -525,6 +528,13 @@ def test_tile_program_from_faprgrm(tmp_path):
     assert main(['--input-dir', str(root), '--output', out]) == 0
     zcat, _ = read_catalog(out, extname='LBG_ZCAT')
     assert zcat['PROGRAM'].tolist() == ['dark', 'dark']
+    # SPGRPVAL of the header wins over the file name's night; a non-integer one is -1
+    write_cat(str(root / '1/lbg_cnn-0-1-thru20210101.fits'), [7], [1], [3.0], [0], [9],
+              [('SURVEY', 'main', ''), ('FAPRGRM', 'DARK', ''), ('SPGRPVAL', 20210105, '')])
+    write_cat(str(root / '2/lbg_cnn-0-2-thru20210101.fits'), [8], [1], [3.0], [0], [9],
+              [('SURVEY', 'main', ''), ('PROGRAM', 'dark', ''), ('SPGRPVAL', 'x', '')])
+    assert main(['--input-dir', str(root), '--output', out, '--overwrite']) == 0
+    assert read_catalog(out, extname='LBG_ZCAT')[0]['SPGRPVAL'].tolist() == [20210105, -1]
 
 
 def test_no_refine_beside_refined_names_refine_only(tmp_path, caplog):

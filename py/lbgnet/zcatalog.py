@@ -53,9 +53,12 @@ BAD_FOR_CLUSTERING = ('NODATA', 'NOT_SCIENCE', 'NOT_IN_COADD', 'Z_OUT_OF_RANGE',
 REQUIRED_COLUMNS = ('TARGETID', 'IS_LBG', 'Z_LBG', 'ZERR_LBG', 'LBG_FLAG', 'DELTACHI2_RR')
 
 #: Location columns and their fill values (absent in a file's header).
+#: SPGRPVAL is desispec's value of the spectra grouping (the night of a cumulative or
+#: pernight coadd, the EXPID of a perexp one, the pixel of a healpix one): with TILEID and
+#: PETAL it names the file a tile row comes from.
 LOCATION_COLUMNS = (('SURVEY', 'unknown', 'U16'), ('PROGRAM', 'unknown', 'U16'),
-                    ('SPGRP', 'unknown', 'U16'), ('HPXPIXEL', -1, 'i8'), ('TILEID', -1, 'i8'),
-                    ('PETAL', -1, 'i2'))
+                    ('SPGRP', 'unknown', 'U16'), ('SPGRPVAL', -1, 'i8'), ('HPXPIXEL', -1, 'i8'),
+                    ('TILEID', -1, 'i8'), ('PETAL', -1, 'i2'))
 
 
 #: Bits of :data:`BAD_FOR_CLUSTERING` that judge a row's LBG redshift, not its spectrum.
@@ -100,10 +103,16 @@ def bad_bits():
 
 
 def add_location(table, header):
-    """Add SURVEY, PROGRAM, SPGRP, HPXPIXEL, TILEID, PETAL from a catalogue header (in place)."""
+    """Add the :data:`LOCATION_COLUMNS` from a catalogue header (in place); a numeric one
+    whose value is not an integer gets its fill value."""
     for name, fill, dtype in LOCATION_COLUMNS:
         value = header.get(name, fill)
         value = fill if value is None or value == '' else value
+        if np.dtype(dtype).kind == 'i':
+            try:
+                value = int(value)
+            except (TypeError, ValueError):
+                value = fill
         table[name] = np.full(len(table), value, dtype=dtype)
     return table
 

@@ -130,10 +130,15 @@ def read_all(files, allow_mixed=False, spgrp=None):
             errors.append(err)
             continue
         location = dict(file_metadata(path))
+        for key in ('NIGHT', 'EXPID', 'HPXPIXEL'):   # the grouping's value, from the name
+            if key in location:
+                location['SPGRPVAL'] = location[key]
+                break
         if header.get('FAPRGRM'):        # a tile's fiberassign program, unless PROGRAM says
             location['PROGRAM'] = str(header['FAPRGRM']).strip().lower()
         location.update({k: v for k, v in header.items() if k in
-                         ('SURVEY', 'PROGRAM', 'SPGRP', 'HPXPIXEL', 'TILEID', 'PETAL')})
+                         ('SURVEY', 'PROGRAM', 'SPGRP', 'SPGRPVAL', 'HPXPIXEL', 'TILEID',
+                          'PETAL')})
         group = str(location.get('SPGRP') or 'unknown').strip().lower()
         if spgrp is not None and group != spgrp:
             continue
