@@ -757,3 +757,32 @@ def test_values_equal_to_rounding_are_kept_in_the_stacked_header(tmp_path):
     out = str(tmp_path / 'z.fits')
     assert main(['--input-dir', str(root), '--output', out]) == 0
     assert abs(fits.getheader(out, 'LBG_ZCAT')['CTHRESH'] - 0.91174092888832) < 1e-12
+
+
+def test_output_checked_before_reading(tmp_path, caplog):
+    """--overwrite never replaces an input catalogue, a stacked catalogue is never named
+    like an afterburner one (a later --input-dir run would stack it), and an unwritable
+    --output fails before any catalogue is read."""
+    root = tmp_path / 'cats'
+    first, other = str(tmp_path / 'a.fits'), str(tmp_path / 'z.fits')     # --catalogs: any name
+    write_cat(first, [1], [1], [3.0], [0], [5])
+    write_cat(other, [2], [1], [3.0], [0], [5])
+    caplog.clear()
+    with caplog.at_level(logging.ERROR):
+        assert main(['--catalogs', first, other, '--output', other, '--overwrite']) == 1
+    assert 'is an input file; refusing to overwrite it' in caplog.text
+    assert read_catalog(other)[0]['TARGETID'].tolist() == [2]          # untouched
+    write_cat(str(root / 'lbg_cnn-main-dark-1.fits'), [1], [1], [3.0], [0], [5])
+    caplog.clear()
+    with caplog.at_level(logging.ERROR):
+        assert main(['--input-dir', str(root), '--output', str(root / 'lbg_cnn-all.fits')]) == 1
+    assert 'named like an afterburner catalogue' in caplog.text
+    assert not os.path.exists(root / 'lbg_cnn-all.fits')
+    with open(root / 'lbg_cnn-main-dark-2.fits', 'w') as fx:       # would be reported if read
+        fx.write('not FITS')
+    afile = tmp_path / 'afile'
+    afile.write_text('x')
+    caplog.clear()
+    with caplog.at_level(logging.ERROR):
+        assert main(['--input-dir', str(root), '--output', str(afile / 'z.fits')]) == 1
+    assert 'is not a directory' in caplog.text and 'lbg_cnn-main-dark-2' not in caplog.text

@@ -119,6 +119,13 @@ def check_creatable(directory, name=None):
         raise OutputFileError(name, f'output directory {existing} is not writable')
 
 
+def check_not_an_input(path, inputs):
+    """Raise :class:`OutputFileError` when the output `path` is one of the `inputs` (the
+    same file by its real path: ``--overwrite`` would replace an input)."""
+    if os.path.realpath(path) in {os.path.realpath(p) for p in inputs}:
+        raise OutputFileError(path, 'is an input file; refusing to overwrite it')
+
+
 #: Why an output path that is a directory cannot be written (every command says it alike).
 IS_A_DIRECTORY = 'is a directory; cannot write the output there'
 

@@ -16,7 +16,7 @@ from ..config import ConfigError, load_config
 from ..example import example_spectra
 from ..io import InputFileError, minimal_fibermap, write_coadd
 from ..io.atomic import atomic_path
-from ..io.catalog import OutputFileError, check_outdir
+from ..io.catalog import OutputFileError, check_not_an_input, check_outdir
 from ..preprocess import load_coadd_grid
 
 
@@ -56,8 +56,7 @@ def check_output(path, overwrite, inputs=()):
         raise OutputFileError(path, 'is a directory')
     if path.endswith(os.sep):
         raise OutputFileError(path, 'names a directory (ends with /), not a file')
-    if os.path.realpath(path) in {os.path.realpath(p) for p in inputs}:
-        raise OutputFileError(path, 'is an input file; refusing to overwrite it')
+    check_not_an_input(path, inputs)
     if os.path.lexists(path) and not overwrite:
         raise OutputFileError(path, 'exists; use --overwrite to replace it')
     check_outdir(os.path.dirname(os.path.abspath(path)))

@@ -15,8 +15,8 @@ from desiutil.log import get_logger
 
 from .. import __version__
 from ..bitmask import LBGWarnMask
-from ..io.catalog import (IS_A_DIRECTORY, OutputFileError, provenance_header, read_catalog,
-                          write_catalog)
+from ..io.catalog import (IS_A_DIRECTORY, OutputFileError, check_not_an_input, check_writable,
+                          provenance_header, read_catalog, write_catalog)
 from ..io.discover import (CATALOG_PREFIX, check_input_dir, expand_coadds, file_metadata,
                            walk_files)
 from ..io.errors import InputFileError
@@ -233,11 +233,22 @@ def main(args=None, comm=None):
     if os.path.exists(args.output) and not args.overwrite:
         log.error('%s: exists (use --overwrite)', args.output)
         return 1
+    if os.path.basename(args.output).startswith(CATALOG_PREFIX + '-'):
+        log.error('%s: named like an afterburner catalogue (%s-*): a later run over its '
+                  'directory would stack it as an input; choose another name', args.output,
+                  CATALOG_PREFIX)
+        return 1
+    try:            # before reading thousands of catalogues: the output can be written
+        check_writable(args.output, create=False)
+    except OutputFileError as err:
+        log.error('%s', err)
+        return 1
     try:
         files = find_catalogs(args)
+        check_not_an_input(args.output, files)
         tables, common, files, spgrp = read_all(files, args.allow_mixed, args.spgrp)
         zcat = stack_catalogs(tables, args.allow_mixed, files)
-    except (InputFileError, ValueError) as err:
+    except (InputFileError, OutputFileError, ValueError) as err:
         log.error('%s', err)
         return 1
     cards = [('NINPUT', len(files), 'stacked catalogues'),
