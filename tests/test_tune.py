@@ -307,3 +307,37 @@ def test_study_records_its_search_space(caplog):
     check_study_settings(study, {'ntrain': 128, 'search_space': space_record(fixed)}, 'mem')
     with pytest.raises(ConfigError, match='search_space='):
         check_study_settings(study, {'ntrain': 128, 'search_space': space_record(base)}, 'mem')
+
+
+def test_trial_stopped_by_sigterm_is_failed(tmp_path):
+    """SIGTERM reaches the trial as lbgnet.io.atomic.Terminated (a SystemExit), which optuna
+    does not fail: the trial stayed RUNNING for good and showed in the results table."""
+    from optuna.trial import TrialState
+    from lbgnet.io.atomic import Terminated
+    storage = f'sqlite:///{tmp_path / "study.sqlite3"}'
+    study = open_study(storage, 'stopped', seed=1, startup_trials=1, prune=False)
+
+    def objective(trial):
+        if trial.number == 1:
+            raise Terminated(143)
+        return 0.5
+
+    with pytest.raises(Terminated):
+        run_study(study, objective, 3)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL]
+    # a stale RUNNING trial of a killed process (no heartbeat since) is failed by the next
+    # run, even one with nothing left to do
+    import time
+    import warnings
+    from optuna.storages import RDBStorage
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        quick = RDBStorage(storage, heartbeat_interval=1, grace_period=1)
+    study2 = open_study(quick, 'stopped', seed=1, startup_trials=1, prune=False)
+    with warnings.catch_warnings():          # "heartbeat ... used with Study.optimize"
+        warnings.simplefilter('ignore')
+        trial = study2.ask()
+    quick.record_heartbeat(trial._trial_id)      # what optimize does for a live trial
+    time.sleep(2.5)
+    assert run_study(study2, objective, 1) == 0
+    assert [t.state for t in study2.trials][2] == TrialState.FAIL

@@ -531,12 +531,23 @@ def finished_trials(study):
 def run_study(study, objective, n_trials, budget_minutes=None):
     """Run trials until the study holds `n_trials` finished ones or the budget is spent.
 
+    Trials of a killed run whose heartbeat has stopped are failed first (also when no
+    trial is left to run); a trial stopped by SIGTERM (:class:`lbgnet.io.atomic.Terminated`)
+    is marked FAIL before the signal ends the run (optuna does so for Ctrl-C only).
+
     Returns
     -------
     int
         Trials run by this call.
     """
+    import warnings
+    import optuna
+    from optuna.storages import fail_stale_trials
+    from optuna.trial import TrialState
     log = get_logger()
+    with warnings.catch_warnings():      # a killed run's trials, also when nothing is left
+        warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)   # to do
+        fail_stale_trials(study)
     todo = max(0, int(n_trials) - len(finished_trials(study)))
     if todo == 0:
         log.info('study %s already has %d finished trials; nothing to do', study.study_name,
@@ -544,8 +555,23 @@ def run_study(study, objective, n_trials, budget_minutes=None):
         return 0
     before = len(study.trials)
     start = time.time()
-    study.optimize(objective, n_trials=todo,
-                   timeout=None if budget_minutes is None else 60.0 * float(budget_minutes))
+    running = []
+
+    def tracked(trial):
+        running[:] = [trial]
+        return objective(trial)
+
+    try:
+        study.optimize(tracked, n_trials=todo,
+                       timeout=None if budget_minutes is None else 60.0 * float(budget_minutes))
+    except SystemExit:    # SIGTERM (lbgnet.io.atomic.Terminated): optuna fails a trial stopped
+        # by Ctrl-C, not this one, which would stay RUNNING for good
+        still = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+        for trial in running:
+            if trial.number in still:
+                study.tell(trial, state=TrialState.FAIL)
+                log.warning('trial %d stopped by a signal: marked FAIL', trial.number)
+        raise
     log.info('ran %d trial(s) in %.1f min', len(study.trials) - before, (time.time() - start) / 60)
     return len(study.trials) - before
 
