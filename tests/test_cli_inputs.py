@@ -24,7 +24,14 @@ def _errors(caplog):
     (['--nspec', '80', '--nbasis', '70', '--dwave', '60'], '--nbasis'),   # > 54 rest pixels
     (['--wave-range', '1500', '7000', '--z-range', '0.5', '1.0'], '--wave-range'),
     # more memory than any machine has (it was killed by the kernel without a word)
-    (['--nspec', '60', '--nbasis', '5', '--dwave', '1e-9'], 'GiB, more than this machine')])
+    (['--nspec', '60', '--nbasis', '5', '--dwave', '1e-9'], 'GiB, more than this machine'),
+    # trial-redshift grids of 348 million (a 2.8 GB template) or of one redshift, and
+    # infinite ranges or steps (tracebacks before)
+    (['--dlogz', '1e-9'], 'trial redshifts'),
+    (['--dlogz', 'inf'], '--dlogz'),
+    (['--dlogz', '1'], 'trial redshifts'),
+    (['--wave-range', '600', 'inf'], '--wave-range'),
+    (['--dwave', '1e-320'], '--dwave')])
 def test_parse_refuses(bad, word, capsys):
     with pytest.raises(SystemExit) as exc:
         parse(['--outdir', 'x'] + bad)

@@ -60,6 +60,13 @@ def test_reader_errors(tmp_path):
     np.savetxt(rev, np.column_stack([np.arange(2000.0, 900.0, -1.0), np.ones(1100)]))
     with pytest.raises(InputFileError, match='increase'):
         read_lbg_composite(str(rev))
+    # f_nu = 0 or < 0 redward of Lya: the simulator's residual would be 1 (no effect) while
+    # the header named the file as used
+    for value in (0.0, -1.0):
+        flat = tmp_path / f'flat{value}.txt'
+        np.savetxt(flat, np.column_stack([np.arange(900.0, 2000.0), np.full(1100, value)]))
+        with pytest.raises(InputFileError, match='positive redward of Lya'):
+            read_lbg_composite(str(flat))
     nohdr = tmp_path / 'rrtemplate-X.fits'
     with fitsio.FITS(str(nohdr), 'rw', clobber=True) as fx:
         fx.write(np.ones((2, 10)), extname='BASIS_VECTORS')

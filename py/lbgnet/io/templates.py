@@ -115,6 +115,11 @@ def read_lbg_composite(path):
         raise InputFileError(path, 'LBG composite wavelengths must increase and all values be finite')
     if not (wave[0] < 1215.67 < wave[-1]):
         raise InputFileError(path, f'LBG composite must cover Lya 1215.67 A rest (covers {wave[0]}-{wave[-1]})')
+    red = fnu[wave > 1215.67]
+    if np.mean(red > 0) < 0.9:     # the simulator divides it by its continuum there
+        raise InputFileError(path, f'LBG composite f_nu must be positive redward of Lya (it '
+                             f'is <= 0 in {int(np.sum(red <= 0))} of {red.size} rows above '
+                             '1215.67 A): a spectrum in f_nu, not a residual or a log?')
     return wave, fnu
 
 

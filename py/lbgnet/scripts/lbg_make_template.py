@@ -64,8 +64,18 @@ def parse(options=None):
                      f'file name), got {args.version!r}')
     zmin, zmax = args.z_range
     wmin, wmax = args.wave_range
-    if not (0 <= zmin < zmax and 0 < wmin < wmax and args.dwave > 0 and args.dlogz > 0):
-        parser.error('invalid --z-range/--wave-range/--dwave/--dlogz')
+    numbers = (zmin, zmax, wmin, wmax, args.dwave, args.dlogz)
+    if not (np.all(np.isfinite(numbers)) and 0 <= zmin < zmax and 0 < wmin < wmax
+            and args.dwave > 0 and args.dlogz > 0):
+        parser.error('invalid --z-range/--wave-range/--dwave/--dlogz (finite, increasing '
+                     'ranges, positive steps)')
+    nz = np.log10((1 + zmax) / (1 + zmin)) / args.dlogz
+    if not MIN_REDSHIFTS <= nz + 1 <= MAX_REDSHIFTS:
+        parser.error(f'--dlogz {args.dlogz:g} gives {nz + 1:.3g} trial redshifts over '
+                     f'--z-range {zmin:g} {zmax:g}; Redrock scans them all for every spectrum: '
+                     f'keep it between {MIN_REDSHIFTS} and {MAX_REDSHIFTS:,}')
+    if not np.isfinite((wmax - wmin) / args.dwave):
+        parser.error(f'--dwave {args.dwave:g} is too small for --wave-range {wmin:g} {wmax:g}')
     lo, hi = NORM_WINDOW
     if not (wmin <= lo and wmax >= hi and args.dwave <= hi - lo):
         parser.error(f'--wave-range must contain the {lo:g}-{hi:g} Å normalisation window and '
@@ -82,6 +92,9 @@ def parse(options=None):
                      '--wave-range / --dwave')
     return args
 
+
+#: Bounds on the number of trial redshifts of a template (the default has 1,743).
+MIN_REDSHIFTS, MAX_REDSHIFTS = 2, 100000
 
 #: Float64 (nspec, npix) arrays that building a template holds at once (the spectra,
 #: LAPACK's copy of them in the SVD and its right singular vectors), for the memory check.
