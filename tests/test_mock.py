@@ -282,10 +282,13 @@ def test_parse_rejects_bad_options():
                 ['--classes', 'ELG'], ['--efftime-min', '-1', '--efftime-max', '10'],
                 ['--zmin', '-0.5', '--zmax', '0.5'], ['--zmin', '0', '--zmax', '0.5'],
                 ['--rmag-min', '22', '--rmag-max', 'inf'], ['--zmin', 'nan', '--zmax', '3'],
-                ['--seed', '-1'], ['--classes', 'LBG', 'LBG'], ['--classes', 'LBG', 'QSO', 'LBG']):
+                ['--seed', '-1'], ['--classes', 'LBG', 'LBG'], ['--classes', 'LBG', 'QSO', 'LBG'],
+                ['--classes', 'STAR', '--zmin', '2', '--zmax', '3']):    # no LBG to place
         with pytest.raises(SystemExit) as exc:
             parse(['--outdir', 'x', '--nspec', '10'] + bad)
         assert exc.value.code == 2, bad
+    assert parse(['--outdir', 'x', '--nspec', '10', '--classes', 'LBG', 'STAR', '--zmin', '2',
+                  '--zmax', '3']).zmin == 2
 
 
 def test_low_lbg_range_is_drawn_without_oii_aliases(tmp_path, caplog):

@@ -84,6 +84,10 @@ def parse(options=None):
             parser.error(f'--{lo.replace("_", "-")} must be below --{hi.replace("_", "-")}')
     if args.zmin is not None and args.zmin <= 0:
         parser.error(f'--zmin must be positive (an LBG redshift), got {args.zmin}')
+    if args.zmin is not None and args.classes and 'LBG' not in args.classes:
+        parser.error(f'--zmin/--zmax set the LBG redshifts, but --classes '
+                     f'{" ".join(args.classes)} has no LBG (they would be ignored, yet '
+                     'recorded in the headers)')
     if args.efftime_min is not None and args.efftime_min <= 0:
         parser.error('--efftime-min must be positive')
     if args.efftime_max is not None and args.efftime_max > MAX_EFFTIME:
