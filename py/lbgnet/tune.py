@@ -234,8 +234,11 @@ def simulate_training_set(setup, nspec, seed, batch_size=256):
     from .sim.generator import MockBatches
     batches = MockBatches(setup, batch_size=batch_size, seed=seed,
                           batches_per_epoch=max(1, -(-int(nspec) // batch_size)))
+    from .progress import Progress
     Xs, truths = [], []
-    for index in range(len(batches)):
+    progress = Progress(len(batches), unit='batches of the training set simulated',
+                        min_interval=10.0)
+    for index in progress.iterate(range(len(batches))):
         X, truth = batches.simulate(0, index)
         Xs.append(X)
         truths.append({k: np.asarray(truth[k]) for k in ('CLASS', 'Z_TRUE', 'RMAG')})
@@ -318,7 +321,7 @@ class Objective:
                                   make_training_targets(self.data.truth_train, cfg)),
                           (self.data.X_val, make_training_targets(self.data.truth_val, cfg)),
                           cfg, outdir, val_truth=metric_truth(self.data.truth_val, cfg),
-                          verbose=0, extra_callbacks=[pruning])
+                          verbose=2, extra_callbacks=[pruning])     # a line per epoch
         except TrainingDiverged as err:
             raise optuna.TrialPruned(f'diverged: {err}') from None
         for name in os.listdir(outdir):

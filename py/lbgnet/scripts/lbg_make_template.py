@@ -163,6 +163,8 @@ def main(args=None, comm=None):
         templates = load_templates(lbg_composite=args.lbg_composite) if args.lbg_composite else None
         check_outdir(args.outdir)            # before the work: creates --outdir if needed
         wave = rest_grid(args)
+        log.info('simulating %d noiseless LBG spectra of %d rest-frame pixels', args.nspec,
+                 wave.size)
         flux, _ = rest_frame_spectra(args.nspec, wave, np.random.default_rng(args.seed), simcfg,
                                      templates)
     except OutputFileError as err:
@@ -174,6 +176,7 @@ def main(args=None, comm=None):
     redshifts = redshift_grid(*args.z_range, args.dlogz)
     if args.archetypes:
         return write_archetypes(path, wave, flux, redshifts, args)
+    log.info('PCA of the %d spectra (%d basis vectors)', args.nspec, args.nbasis)
     basis, explained = pca_basis(flux, args.nbasis)
     resid = reconstruction_error(flux, basis)
     comments = [f'PCA of {args.nspec} noiseless simulated LBG spectra (lbgnet {__version__})',

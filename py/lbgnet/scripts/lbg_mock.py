@@ -7,7 +7,6 @@ of LBGs and their contaminants with the lbgnet simulator.
 """
 import argparse
 import os
-import time
 import traceback
 
 import numpy as np
@@ -19,6 +18,7 @@ from ..io.catalog import OutputFileError, check_outdir
 from ..io.fitsutil import cfitsio_name_problem
 from ..io.mock import mock_filenames, write_mock
 from ..parallel import RankZeroParser, launcher_rank, launcher_size
+from ..progress import Progress
 from ..sim.mock import (DEFAULT_MOCK_CONFIG, MAX_EFFTIME, check_efftime_range, load_mock_setup,
                         make_mock, mock_settings)
 from ..sim.population import CLASSES
@@ -226,23 +226,6 @@ def file_plan(nspec, nfiles, seed, mockcfg):
     pixels = choose_pixels(nfiles, int(files['nside']), files['dec_range'],
                            np.random.default_rng(seeds[0]))
     return counts, pixels, seeds[1:]
-
-
-class Progress:
-    """Logger-based progress bar: ``[#####.....] 50% 5000/10000 spectra, 30 s, ETA 30 s``."""
-
-    def __init__(self, total, width=30):
-        self.total, self.width, self.done, self.start = total, width, 0, time.time()
-
-    def update(self, n):
-        """Count `n` more items and log the bar."""
-        self.done += n
-        elapsed = time.time() - self.start
-        frac = self.done / max(self.total, 1)
-        eta = elapsed * (1 - frac) / frac if frac > 0 else float('nan')
-        bar = '#' * int(round(frac * self.width))
-        get_logger().info('[%-*s] %3.0f%% %d/%d spectra, %.0f s, ETA %.0f s', self.width, bar,
-                          100 * frac, self.done, self.total, elapsed, eta)
 
 
 def prepare(args):

@@ -21,6 +21,7 @@ from ..io.discover import (CATALOG_PREFIX, check_input_dir, expand_coadds, file_
                            walk_files)
 from ..io.errors import InputFileError
 from ..io.evaluation import as_targetids
+from ..progress import Progress
 from ..zcatalog import (add_location, bad_bits, describe_difference, differing_keys,
                         missing_columns, shared_keys, stack_catalogs)
 from ..zerr import CALIBRATION_CARDS
@@ -113,7 +114,8 @@ def read_all(files, allow_mixed=False, spgrp=None):
         files = [f for f, g in zip(files, named) if g in (spgrp, 'unknown')]
     tables, common, errors, mismatch, used, groups = [], None, [], None, [], []
     made_from, twice, uncalibrated = {}, [], set()
-    for path in files:
+    progress = Progress(len(files), unit='catalogues read', min_interval=10.0)
+    for path in progress.iterate(files):
         try:
             table, header = read_catalog(path)
         except InputFileError as err:
