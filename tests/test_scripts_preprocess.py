@@ -99,3 +99,19 @@ def test_doc_describes_the_command_and_a_runnable_check():
     assert cmd, 'doc/preprocess.rst must give the check_grid.py command'
     assert cmd.group(1).startswith('../shared/reference/')
     reference_file(*cmd.group(1).split('/')[3:])               # the file it names exists
+
+
+def test_file_without_fibermap_warns_about_targetids(tmp_path, tiny_coadd, caplog):
+    """A stripped coadd (no FIBERMAP) is gridded, its TARGETIDs written as -1 with a warning
+    (before, silently)."""
+    import logging
+    from astropy.io import fits
+    good, _ = tiny_coadd
+    stripped = str(tmp_path / 'stripped.fits')
+    with fits.open(good) as hdul:
+        fits.HDUList([h for h in hdul if h.name != 'FIBERMAP']).writeto(stripped)
+    out = str(tmp_path / 'grid.npz')
+    with caplog.at_level(logging.WARNING):
+        assert main(['--coadd', stripped, '--output', out]) == 0
+    assert np.all(np.load(out)['TARGETID'] == -1)
+    assert 'no FIBERMAP, so no TARGETIDs: written as -1' in caplog.text

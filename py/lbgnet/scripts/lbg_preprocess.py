@@ -106,6 +106,9 @@ def main(args=None, comm=None):
             summarise(path, X, info)
             if args.output:
                 tid = info.targetid if info.targetid is not None else np.full(X.shape[0], -1)
+                if info.targetid is None:
+                    log.warning('%s: no FIBERMAP, so no TARGETIDs: written as -1 (rows in '
+                                'file order)', path)
                 # through a file handle: np.savez would add ".npz" to a name without it,
                 # and the rename of the temporary file would then miss it
                 try:
