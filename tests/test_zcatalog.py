@@ -157,7 +157,8 @@ def test_two_catalogues_of_one_coadd_are_refused(tmp_path, caplog):
     assert '2 catalogue(s): made from a coadd another catalogue was made from' in caplog.text
     os.remove(root / 'lbg_cnn-main-dark-14639.fits')
     # another coadd of the same target (an overlapping pixel or tile) is a real repeat
-    write_cat(str(root / 'lbg_cnn-main-dark-14638.fits'), [7], [1], [3.0], [0], [10],
+    os.remove(root / 'lbg_cnn-main-dark-14638.fits')
+    write_cat(str(root / 'lbg_cnn-main-dark-14640.fits'), [7], [1], [3.0], [0], [10],
               cards + [('INCOADD', src.replace('14638', '14640'), '')])
     assert main(['--input-dir', str(root), '--output', out]) == 0
     assert read_catalog(out, extname='LBG_ZCAT')[0]['ZCAT_NSPEC'].tolist() == [2, 2, 1]   # 7 twice, 8
@@ -786,3 +787,42 @@ def test_output_checked_before_reading(tmp_path, caplog):
     with caplog.at_level(logging.ERROR):
         assert main(['--input-dir', str(root), '--output', str(afile / 'z.fits')]) == 1
     assert 'is not a directory' in caplog.text and 'lbg_cnn-main-dark-2' not in caplog.text
+
+
+def test_catalogues_of_one_tile_petal_or_pixel_are_refused(tmp_path, caplog):
+    """Two cumulative coadds of one tile and petal (the later holds the exposures of the
+    earlier), or two catalogues of one healpix pixel: stacking them counted a target's
+    spectra twice (ZCAT_NSPEC 2).  Other tiles, petals or pixels are real repeats."""
+    cards = [('SURVEY', 'main', ''), ('PROGRAM', 'dark', '')]
+    root = tmp_path / 'tiles'
+    write_cat(str(root / '1000/20210101/lbg_cnn-3-1000-thru20210101.fits'), [7], [1], [3.0],
+              [0], [10], cards)
+    write_cat(str(root / '1000/20210105/lbg_cnn-3-1000-thru20210105.fits'), [7], [1], [3.0],
+              [0], [20], cards)
+    write_cat(str(root / '1001/20210105/lbg_cnn-3-1001-thru20210105.fits'), [7], [1], [3.0],
+              [0], [20], cards)
+    out = str(tmp_path / 'z.fits')
+    caplog.clear()
+    with caplog.at_level(logging.ERROR):
+        assert main(['--input-dir', str(root), '--output', out]) == 1
+    assert 'lbg_cnn-3-1000-thru20210105.fits: holds the spectra of' in caplog.text
+    assert '(cumulative coadd of tile 1000 petal 3)' in caplog.text
+    assert 'thru20210101.fits' in caplog.text and 'lbg_cnn-3-1001' not in caplog.text
+    os.remove(root / '1000/20210101/lbg_cnn-3-1000-thru20210101.fits')
+    assert main(['--input-dir', str(root), '--output', out]) == 0
+    assert read_catalog(out, extname='LBG_ZCAT')[0]['ZCAT_NSPEC'].tolist() == [2, 2]
+    # pernight coadds of one tile and petal on different nights are different spectra
+    night = tmp_path / 'pernight'
+    for n in ('20210101', '20210102'):
+        write_cat(str(night / f'1000/{n}/lbg_cnn-3-1000-{n}.fits'), [7], [1], [3.0], [0], [10],
+                  cards)
+    assert main(['--input-dir', str(night), '--output', out, '--overwrite']) == 0
+    # one healpix pixel twice (two reductions mixed)
+    hpx = tmp_path / 'hpx'
+    for sub in ('a', 'b'):
+        write_cat(str(hpx / sub / 'lbg_cnn-main-dark-100.fits'), [7], [1], [3.0], [0], [10],
+                  cards)
+    caplog.clear()
+    with caplog.at_level(logging.ERROR):
+        assert main(['--input-dir', str(hpx), '--output', out, '--overwrite']) == 1
+    assert '(healpix main/dark pixel 100)' in caplog.text

@@ -57,7 +57,7 @@ REQUIRED_COLUMNS = ('TARGETID', 'IS_LBG', 'Z_LBG', 'ZERR_LBG', 'LBG_FLAG', 'DELT
 #: pernight coadd, the EXPID of a perexp one, the pixel of a healpix one): with TILEID and
 #: PETAL it names the file a tile row comes from.
 LOCATION_COLUMNS = (('SURVEY', 'unknown', 'U16'), ('PROGRAM', 'unknown', 'U16'),
-                    ('SPGRP', 'unknown', 'U16'), ('SPGRPVAL', -1, 'i8'), ('HPXPIXEL', -1, 'i8'),
+                    ('SPGRP', 'unknown', 'U16'), ('SPGRPVAL', -1, 'i4'), ('HPXPIXEL', -1, 'i8'),
                     ('TILEID', -1, 'i8'), ('PETAL', -1, 'i2'))
 
 
@@ -115,6 +115,49 @@ def add_location(table, header):
                 value = fill
         table[name] = np.full(len(table), value, dtype=dtype)
     return table
+
+
+def spectra_key(location, spgrp):
+    """Which coadd of a production a catalogue was made from, as far as its location says.
+
+    Two catalogues with the same key hold the same spectra (or, for cumulative tile
+    coadds, a later coadd holds the exposures of the earlier one): stacking both would
+    count a target's spectra twice.
+
+    Parameters
+    ----------
+    location : dict
+        SURVEY, PROGRAM, HPXPIXEL, TILEID, PETAL, SPGRPVAL of the catalogue (header, else
+        file name; absent keys allowed).
+    spgrp : str
+        Its spectra grouping (lower case).
+
+    Returns
+    -------
+    tuple or None
+        healpix: (SURVEY, PROGRAM, HPXPIXEL); cumulative: (TILEID, PETAL); pernight and
+        perexp: (TILEID, PETAL, SPGRPVAL); None when the location does not identify the
+        coadd (another grouping, or a value missing).
+    """
+    def number(key):
+        try:
+            return int(location[key])
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def text(key):
+        value = str(location.get(key) or '').strip().lower()
+        return value or None
+
+    if spgrp == 'healpix':
+        key = (spgrp, text('SURVEY'), text('PROGRAM'), number('HPXPIXEL'))
+    elif spgrp == 'cumulative':
+        key = (spgrp, number('TILEID'), number('PETAL'))
+    elif spgrp in ('pernight', 'perexp'):
+        key = (spgrp, number('TILEID'), number('PETAL'), number('SPGRPVAL'))
+    else:
+        return None
+    return None if any(v is None or v == -1 for v in key[1:]) else key
 
 
 def good_lbg(table):

@@ -23,7 +23,7 @@ from ..io.errors import InputFileError
 from ..io.evaluation import as_targetids
 from ..progress import Progress
 from ..zcatalog import (add_location, bad_bits, describe_difference, differing_keys,
-                        missing_columns, shared_keys, stack_catalogs)
+                        missing_columns, shared_keys, spectra_key, stack_catalogs)
 from ..zerr import CALIBRATION_CARDS
 
 
@@ -113,7 +113,7 @@ def read_all(files, allow_mixed=False, spgrp=None):
     if spgrp is not None:         # files named for another grouping are not even read
         files = [f for f, g in zip(files, named) if g in (spgrp, 'unknown')]
     tables, common, errors, mismatch, used, groups = [], None, [], None, [], []
-    made_from, twice, uncalibrated = {}, [], set()
+    made_from, twice, uncalibrated, same_spectra, overlap = {}, [], set(), {}, []
     progress = Progress(len(files), unit='catalogues read', min_interval=10.0)
     for path in progress.iterate(files):
         try:
@@ -144,13 +144,19 @@ def read_all(files, allow_mixed=False, spgrp=None):
         group = str(location.get('SPGRP') or 'unknown').strip().lower()
         if spgrp is not None and group != spgrp:
             continue
-        coadd = header.get('INCOADD')
+        coadd, key = header.get('INCOADD'), spectra_key(location, group)
         if coadd and coadd in made_from:       # a retried file written under another name
             twice.append(InputFileError(path, f'made from the coadd {coadd}, as '
                                         f'{made_from[coadd]}: its spectra would be counted '
                                         'twice'))
+        elif key in same_spectra:     # e.g. two cumulative coadds of a tile (the later one
+            overlap.append(InputFileError(   # holds the exposures of the earlier)
+                path, f'holds the spectra of {same_spectra[key]} ({describe_key(key)}): '
+                'they would be counted twice'))
         if coadd:
             made_from.setdefault(coadd, path)
+        if key is not None:
+            same_spectra.setdefault(key, path)
         tables.append(add_location(table, location))
         used.append(path)
         uncalibrated.update(card for _, card in CALIBRATION_CARDS if header.get(card) is False)
@@ -187,6 +193,12 @@ def read_all(files, allow_mixed=False, spgrp=None):
         raise InputFileError(f'{len(twice)} catalogue(s)', 'made from a coadd another '
                              'catalogue was made from (listed above): remove one of each pair, '
                              'with its priors_lbg-* file')
+    if overlap:
+        for err in overlap:
+            log.error('%s', err)
+        raise InputFileError(f'{len(overlap)} catalogue(s)', 'made from a coadd whose spectra '
+                             'another catalogue holds (listed above; a cumulative tile coadd '
+                             'holds the exposures of the earlier ones): keep one of each')
     if mismatch is not None:
         raise mismatch
     if spgrp is not None and len(used) < len(named):
@@ -202,6 +214,15 @@ def read_all(files, allow_mixed=False, spgrp=None):
     # keywords no input has (only implied) are not written as if they had been recorded
     return (tables, {k: v for k, v in (common or {}).items() if k not in absent_all}, used,
             groups[0] if groups else spgrp)
+
+
+def describe_key(key):
+    """Words for a :func:`lbgnet.zcatalog.spectra_key`."""
+    if key[0] == 'healpix':
+        return f'healpix {key[1]}/{key[2]} pixel {key[3]}'
+    text = f'{key[0]} coadd of tile {key[1]} petal {key[2]}'
+    return text + (f' ({"night" if key[0] == "pernight" else "EXPID"} {key[3]})'
+                   if len(key) > 3 else '')
 
 
 def check_one_grouping(groups, spgrp=None, named=()):
@@ -266,6 +287,8 @@ def main(args=None, comm=None):
     except OutputFileError as err:
         log.error('%s', err)
         return 1
-    log.info('%s: %d rows (%d GOOD_LBG) from %d catalogue(s)', args.output, len(zcat),
-             int(zcat['GOOD_LBG'].sum()), len(files))
+    log.info('%s: %d rows of %d targets (%d GOOD_LBG rows, %d GOOD_LBG & ZCAT_PRIMARY) from '
+             '%d catalogue(s)', args.output, len(zcat), int(zcat['ZCAT_PRIMARY'].sum()),
+             int(zcat['GOOD_LBG'].sum()), int((zcat['GOOD_LBG'] & zcat['ZCAT_PRIMARY']).sum()),
+             len(files))
     return 0
