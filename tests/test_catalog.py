@@ -371,3 +371,26 @@ def test_descriptions_of_files_without_them_and_long_names(tmp_path):
     assert read_catalog(out)[0]['W'].description == 'wavelength in  units'
     assert len(card_comment('x' * 60, long_name)) == 65 - len(long_name)
     assert card_comment(None, 'A') == ''
+
+
+def test_bit_numbers_are_the_documented_ones():
+    """LBG_FLAG values are published: the bit numbers must stay those of the tables in the
+    module docstring and in doc/afterburner.rst (the tests name bits symbolically, so a
+    renumbering went unnoticed), and the docstring's examples hold."""
+    import doctest
+    import lbgnet.bitmask as bitmask
+
+    def table_of(text):
+        start = text.index('\n====  ')
+        end = text.index('\n====  ', text.index('\n====  ', start + 1) + 1)   # 3rd border
+        return dict((name, int(bit)) for bit, name in
+                    re.findall(r'^(\d+)\s+([A-Z_0-9]+)\s', text[start:end], re.M))
+
+    mine = {name: MASK.bitnum(name) for name in MASK.names()}
+    assert len(mine) == 8 and sorted(mine.values()) == list(range(8))
+    doc = os.path.join(os.path.dirname(__file__), '..', 'doc', 'afterburner.rst')
+    text = open(doc).read()
+    assert table_of(bitmask.__doc__) == mine
+    assert table_of(text[text.index('``LBG_FLAG`` bits'):]) == mine
+    result = doctest.testmod(bitmask)
+    assert result.attempted >= 2 and result.failed == 0

@@ -137,6 +137,11 @@ def test_binned_and_confusion():
     eff = binned_efficiency([2.1, 2.2, 3.1, 3.2, 0.5], [1, 1, 1, 1, 0], [1, 0, 1, 1, 1],
                             [2.0, 3.0, 4.0])
     np.testing.assert_allclose(eff['efficiency'], [0.5, 1.0])
+    # a selected contaminant inside a bin counts for nothing (efficiency is a recall)
+    eff = binned_efficiency([2.1, 2.2, 3.1, 3.2, 2.5], [1, 1, 1, 1, 0], [1, 0, 1, 1, 1],
+                            [2.0, 3.0, 4.0])
+    np.testing.assert_allclose(eff['efficiency'], [0.5, 1.0])
+    assert eff['ntrue'].tolist() == [2, 2]
     conf = confusion_by_class(['LBG', 'QSO', 'QSO', 'STAR'], [True, True, False, False])
     assert conf['QSO'] == {'n': 2, 'nselected': 1, 'fraction_selected': 0.5}
     assert conf['STAR']['nselected'] == 0
@@ -171,6 +176,12 @@ def test_choose_thresholds_prefers_informative_n():
     c_thresh, n_thresh, table = choose_thresholds(classes, z, c_lines)
     assert n_thresh == 2 and table[2]['mean_score'] == 1.0 and table[1]['mean_score'] < 0.9
     assert 0.2 < c_thresh < 0.6
+    # a regime without LBGs (none at z >= 3.4 here) has no score: it does not vote, and
+    # must not make every candidate's mean NaN (then n = 1 always won)
+    low = classes != 'LBG'
+    low |= z < 3.4
+    c_thresh, n_thresh, table = choose_thresholds(classes[low], z[low], c_lines[low])
+    assert n_thresh == 2 and np.isfinite(table[2]['mean_score']) and table[2]['mean_score'] == 1.0
 
 
 def test_choose_from_scores_averages_the_regimes_not_all():
@@ -252,6 +263,15 @@ def test_evaluate_predictions_json():
     assert 0.5 < back['all']['pe_score'] <= 1.0
     assert 0 < back['all']['errors']['pe_score'] < 0.1
     assert back['all']['errors']['redshift']['frac_dz_lt_0p05'] == 0.0
+    # the binned efficiencies cover every true LBG (the top edge included), in 0.25 steps
+    # of z and 0.5 of r from multiples of the step
+    for key, values in (('efficiency_vs_z', z), ('efficiency_vs_mag', truth['RMAG'])):
+        binned = back['all'][key]
+        assert sum(binned['ntrue']) == back['all']['nlbg'], key
+        edges = np.asarray(binned['edges'])
+        assert edges[0] <= values[classes == 'LBG'].min()
+        assert edges[-1] >= values[classes == 'LBG'].max()
+    assert np.allclose(np.diff(back['all']['efficiency_vs_z']['edges']), 0.25)
     # a regime without true LBGs has no efficiency (not 0) and no score
     pred['IS_LBG'][(classes == 'LBG') & (z > 3.3)] = False
     truth['CLASS'] = np.where((classes == 'LBG') & (z > 3.3), 'QSO', classes)
@@ -828,6 +848,13 @@ def test_bootstrap_errors_match_the_sampling_spread(monkeypatch):
                                                      rel=1e-9)
     assert small['z']['frac_dz_lt_0p05'] == pytest.approx(
         np.std([p['frac_dz_lt_0p05'] for p in per], ddof=1), rel=1e-9)
+    # ... and purity, efficiency and the score are theirs on each resample (the spread
+    # check above cannot tell purity's error from efficiency's in this population)
+    sel = score > 0.5
+    for key, metric in (('purity', lambda i: (sel[i] & is_true[i]).sum() / sel[i].sum()),
+                        ('efficiency', lambda i: (sel[i] & is_true[i]).sum() / is_true[i].sum()),
+                        ('pe_score', lambda i: pe_score(is_true[i], score[i])[0])):
+        assert small[key] == pytest.approx(np.std([metric(i) for i in idx], ddof=1), rel=1e-9), key
     # reproducible (fixed seed), whatever the memory chunking, and zero spread for a
     # perfect selection
     assert bootstrap_errors(is_true, score > 0.5, score, z_true, {'redshift': z_pred}) == err
@@ -1022,3 +1049,21 @@ def test_catalogue_without_lbg_flag_is_warned_about(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         read_catalog_input(str(path), names, False, None)
     assert 'LBG_FLAG' not in caplog.text
+
+
+def test_template_redshift_metrics_use_z_tpl_with_the_cnn_fallback():
+    """redshift_template uses Z_TPL where finite and Z_LBG where the refinement skipped a
+    target (before only a slow end-to-end test noticed Z_LBG used throughout)."""
+    n = 40
+    classes = np.array(['LBG'] * 30 + ['QSO'] * 10)
+    z = np.where(classes == 'LBG', np.linspace(2.0, 4.0, n), 1.0)
+    truth = {'CLASS': classes, 'Z_TRUE': z, 'RMAG': np.full(n, 23.0)}
+    c_lbg = np.where(classes == 'LBG', 0.9, 0.1)
+    z_lbg = z + 0.2                                   # every CNN redshift wrong
+    z_tpl = z.copy()                                  # every refined one right ...
+    z_tpl[:10] = np.nan                               # ... where the refinement ran
+    pred = {'C_LBG': c_lbg, 'IS_LBG': c_lbg > 0.5, 'Z_LBG': z_lbg, 'Z_BESTLINE': z_lbg,
+            'Z_TPL': z_tpl}
+    out = evaluate_predictions(truth, pred, 0.5)['all']
+    assert out['redshift']['frac_dz_lt_0p05'] == 0.0
+    assert out['redshift_template']['frac_dz_lt_0p05'] == pytest.approx(20 / 30)

@@ -353,3 +353,33 @@ def test_wavelengths_must_be_finite_and_increasing(damage, config):
         pixel_segments(wave, config.grid)
     with pytest.raises(ValueError, match='finite and strictly increasing'):
         grid_spectra([wave], [np.ones((3, 40))], [np.ones((3, 40))], config.grid)
+
+
+def test_coadd_reader_counts_valid_bins_and_empty_spectra(tmp_path):
+    """Through the production reader: a spectrum without any valid pixel is empty with 0
+    valid bins, one with only its z arm has the z arm's bins, and the counts are those of
+    grid_spectra on the same arrays."""
+    from lbg_testdata import write_test_coadd
+    from lbgnet.config import load_config
+    arrays = {}
+
+    def edit(flux, ivar):
+        for b in 'brz':
+            ivar[b][1] = 0.0                      # spectrum 1: nothing
+        for b in 'br':
+            ivar[b][2] = 0.0                      # spectrum 2: the z arm only
+        arrays.update(flux={b: f.copy() for b, f in flux.items()},
+                      ivar={b: v.copy() for b, v in ivar.items()})
+
+    path = str(tmp_path / 'coadd-main-dark-1.fits')
+    write_test_coadd(path, 4, edit=edit)
+    config = load_config()
+    X, info = load_coadd_grid(path, config)
+    assert info.empty.tolist() == [False, True, False, False]
+    assert info.nvalid_bins[1] == 0 and 0 < info.nvalid_bins[2] < info.nvalid_bins[0]
+    from astropy.io import fits
+    waves = [fits.getdata(path, f'{b.upper()}_WAVELENGTH').astype(np.float64) for b in 'brz']
+    _, _, nvalid = grid_spectra(waves, [arrays['flux'][b] for b in 'brz'],
+                                [arrays['ivar'][b] for b in 'brz'], config.grid)
+    np.testing.assert_array_equal(info.nvalid_bins, nvalid)
+    assert np.all(X[1] == 0)
