@@ -363,6 +363,12 @@ def test_box_support_counts_the_lines_in_their_boxes():
     line_on_grid = conf[0, 3].sum()                               # 1 if line 3 is on the grid
     conf[0, 3] *= 0.5                                             # a less confident line
     assert box_support(conf, boxes)[0, i0[0]] == pytest.approx(on_grid[0] - 0.5 * line_on_grid)
+    # random confidences: the sum, over the lines on the grid, of the box each falls in
+    rng = np.random.default_rng(8)
+    conf = rng.random((3, len(CONFIG.lines), CONFIG.nboxes))
+    expect = np.array([[sum(conf[s, k, b] for k, b in enumerate(row) if b >= 0) for row in boxes]
+                       for s in range(3)])
+    np.testing.assert_allclose(box_support(conf, boxes), expect, rtol=1e-12)
 
 
 def test_prior_lets_clear_data_overrule_the_network_and_not_noise():
