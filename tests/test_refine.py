@@ -548,16 +548,25 @@ def test_refiner_with_archetypes_finds_redshifts_of_archetype_spectra():
     empty = RefineTemplate(arch.wave, np.vstack([arch.basis[:2], np.zeros((1, arch.wave.size))]), None)
     with pytest.raises(ValueError, match='positive mean'):
         Refiner.build(tpl, CONFIG, (2.2, 3.8), archetypes=empty)
-    # blocks of sorted spectra over the redshifts their windows span = the whole grid,
-    # also for first guesses at the ends of the grid and NaN ones
-    from lbgnet.refine import archetype_curve, basin_centres
+    # each spectrum scored only over its own window = the whole grid, also for first
+    # guesses at the ends of the grid and NaN ones, in any order
+    from lbgnet.refine import archetype_curve, archetype_curve_windows, basin_centres
     z0 = np.concatenate([z, [ref.zs[0], ref.zs[-1], np.nan]])
     flux2 = np.vstack([flux, flux[:3]])
     ivar2 = np.vstack([ivar, ivar[:3]])
-    blocked = ref.basin_centres(flux2, ivar2, z0, block=7)
+    windowed = ref.basin_centres(flux2, ivar2, z0)
     full = basin_centres(archetype_curve(flux2, ivar2, ref.archetypes), ref.azs, z0, ref.window)
-    np.testing.assert_allclose(blocked, full, atol=1e-5, equal_nan=True)
-    assert np.isnan(blocked[-1]) and np.isfinite(blocked[:-1]).all()
+    np.testing.assert_allclose(windowed, full, atol=1e-5, equal_nan=True)
+    assert np.isnan(windowed[-1]) and np.isfinite(windowed[:-1]).all()
+    # the windowed curve equals the full one inside each window, inf outside
+    lo, hi = np.array([0, 3, 3, 10]), np.array([5, 8, 9, ref.azs.size])
+    part = archetype_curve_windows(flux[:4], ivar[:4], ref.archetypes, lo, hi)
+    whole = archetype_curve(flux[:4], ivar[:4], ref.archetypes)
+    inside = (np.arange(ref.azs.size) >= lo[:, None]) & (np.arange(ref.azs.size) < hi[:, None])
+    # (float32 products: both are rounded at ~1e-6 of Σ w f², here ~1e5)
+    scale = (ivar[:4] * flux[:4] ** 2).sum(axis=1).max()
+    np.testing.assert_allclose(part[inside], whole[inside], rtol=0, atol=2e-5 * scale)
+    assert np.all(np.isinf(part[~inside]))
 
 
 def test_window_margin_by_hand():
@@ -599,9 +608,9 @@ def test_archetype_stage_skipped_where_the_fit_is_decisive(monkeypatch):
     seen = []
     original = Refiner.basin_centres
 
-    def spy(self, flux, ivar, z_start, conf=None, block=64):
+    def spy(self, flux, ivar, z_start, conf=None):
         seen.append(len(z_start))
-        return original(self, flux, ivar, z_start, conf, block)
+        return original(self, flux, ivar, z_start, conf)
     monkeypatch.setattr(Refiner, 'basin_centres', spy)
     results = {}
     for skip in (0.0, 25.0, 1e12):

@@ -90,9 +90,6 @@ DEFAULT_ARCH_DLOGZ = 4e-4
 #: validation set, where it skips 69 % of the selected spectra and changes one ``Z_TPL`` of
 #: 1,444 (doc/afterburner.rst); 0: never skip.
 DEFAULT_ARCH_SKIP = 25.0
-#: Spectra per block of the archetype stage (sorted by redshift, so that a block's windows
-#: span a small part of the grid).
-ARCH_BLOCK = 64
 #: ``DELTACHI2_TPL`` below which an IS_LBG redshift is flagged ``SMALL_DELTA_CHI2``: the
 #: value Redrock uses for its own ZWARN bit of that name (``redrock.constants.min_deltachi2``),
 #: a 3σ preference over any redshift farther than the exclusion zone.
@@ -417,24 +414,70 @@ def archetype_curve(flux, ivar, abasis):
     numpy.ndarray
         Shape (nspec, nz), float64; defined up to a constant per spectrum.
     """
-    flux = np.asarray(flux, dtype=np.float64)
-    ivar = np.asarray(ivar, dtype=np.float64)
+    wf, w, dd = _evidence_inputs(flux, ivar)
     narch, nz, _ = abasis.shape
-    wf = (ivar * flux).astype(np.float32)
-    w = ivar.astype(np.float32)
-    dd = (ivar * flux * flux).sum(axis=1)[:, None]
-    top = np.full((flux.shape[0], nz), -np.inf)
-    total = np.zeros((flux.shape[0], nz))
+    top = np.full((wf.shape[0], nz), -np.inf)
+    total = np.zeros((wf.shape[0], nz))
     for k in range(narch):                      # running log-sum-exp over the archetypes
-        tk = abasis[k]
-        b = (wf @ tk.T).astype(np.float64)
-        a = (w @ (tk * tk).T).astype(np.float64)
-        fitted = np.where(b > 0, b * b / np.maximum(a, 1e-300), 0.0)
-        x = -0.5 * (dd - fitted) - 0.5 * np.log(a + _AMPLITUDE_CURVATURE)
+        x = _log_evidence(wf, w, dd[:, None], abasis[k])
         new = np.maximum(top, x)
         total = total * np.exp(top - new) + np.exp(x - new)
         top = new
     return -2.0 * (top + np.log(total))
+
+
+def archetype_curve_windows(flux, ivar, abasis, lo, hi):
+    """:func:`archetype_curve` of each spectrum at the trial redshifts of its own window only.
+
+    The spectra must be sorted so that `lo` and `hi` never decrease (by first-guess
+    redshift): the spectra whose window holds a trial redshift are then one run of rows,
+    and each trial redshift costs one (run × bins) by (bins × archetypes) product — no
+    work outside the windows.  Equal to :func:`archetype_curve` there, up to the rounding
+    of the float32 products.
+
+    Parameters
+    ----------
+    flux, ivar : numpy.ndarray
+        Rebinned spectra, shape (nspec, nbins).
+    abasis : numpy.ndarray
+        As :func:`archetype_curve`, shape (narch, nz, nbins).
+    lo, hi : numpy.ndarray of int
+        Each spectrum's trial redshifts ``[lo, hi)``, non-decreasing, shape (nspec,).
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (nspec, nz), float64; inf outside each spectrum's ``[lo, hi)``.
+    """
+    wf, w, dd = _evidence_inputs(flux, ivar)
+    nz = abasis.shape[1]
+    curve = np.full((wf.shape[0], nz), np.inf)
+    trial = np.arange(nz)
+    first = np.searchsorted(hi, trial, 'right')        # rows whose window ends at or before
+    last = np.searchsorted(lo, trial, 'right')         # rows whose window starts at or before
+    for j in np.flatnonzero(last > first):
+        r0, r1 = first[j], last[j]
+        x = _log_evidence(wf[r0:r1], w[r0:r1], dd[r0:r1, None], abasis[:, j])
+        top = x.max(axis=1)
+        curve[r0:r1, j] = -2.0 * (top + np.log(np.exp(x - top[:, None]).sum(axis=1)))
+    return curve
+
+
+def _evidence_inputs(flux, ivar):
+    """``w f`` and ``w`` in float32 (the products with the archetypes) and ``Σ w f²``."""
+    flux = np.asarray(flux, dtype=np.float64)
+    ivar = np.asarray(ivar, dtype=np.float64)
+    return (ivar * flux).astype(np.float32), ivar.astype(np.float32), (ivar * flux * flux).sum(axis=1)
+
+
+def _log_evidence(wf, w, dd, templates):
+    """ln of each template's likelihood with its amplitude integrated over (Laplace; up to a
+    constant per spectrum, :func:`archetype_curve`): spectra (rows of `wf`, `w`; `dd` their
+    ``Σ w f²`` as a column) against `templates` (ntemplate, nbins), shape (nrows, ntemplate)."""
+    b = (wf @ templates.T).astype(np.float64)
+    a = (w @ (templates * templates).T).astype(np.float64)
+    fitted = np.where(b > 0, b * b / np.maximum(a, 1e-300), 0.0)
+    return -0.5 * (dd - fitted) - 0.5 * np.log(a + _AMPLITUDE_CURVATURE)
 
 
 def basin_centres(curve, zs, z_start, window=DEFAULT_WINDOW, support=None,
@@ -961,19 +1004,18 @@ class Refiner:
                        arch_weight=float(arch_weight), basin=float(basin),
                        arch_skip=float(skip), arch_source=str(source), arch_sha256=str(sha256))
 
-    def basin_centres(self, flux, ivar, z_start, conf=None, block=ARCH_BLOCK):
+    def basin_centres(self, flux, ivar, z_start, conf=None):
         """The archetype stage: :func:`basin_centres` of each spectrum (NaN where not refined).
 
-        The spectra are taken in order of `z_start`, `block` at a time, and each block's
-        :func:`archetype_curve` is computed only over the trial redshifts its windows span
-        (about a quarter of the grid).  The result does not depend on that, except for the
+        The spectra are sorted by `z_start` and :func:`archetype_curve_windows` scores each
+        only at the trial redshifts of its window (and one beyond each end, for the
+        parabola through the minimum).  The result does not depend on that, except for the
         rounding of the float32 products (about 1e-6 in the centres).
 
         Parameters
         ----------
         flux, ivar, z_start, conf
             As :meth:`run`.
-        block : int, optional
 
         Returns
         -------
@@ -984,22 +1026,20 @@ class Refiner:
         centre = np.full(z_start.shape, np.nan)
         rows = np.flatnonzero(np.isfinite(z_start))
         rows = rows[np.argsort(z_start[rows], kind='stable')]
+        if rows.size == 0:
+            return centre
+        z0 = z_start[rows]
         lx = np.log10(1 + self.azs)
-        for start in range(0, rows.size, block):
-            sel = rows[start:start + block]
-            z0 = z_start[sel]
-            lo = np.searchsorted(lx, np.log10((1 + z0.min()) * (1 - self.window)), 'left')
-            hi = np.searchsorted(lx, np.log10((1 + z0.max()) * (1 + self.window)), 'right')
-            lo, hi = max(lo - 1, 0), min(hi + 1, lx.size)
-            if hi <= lo:
-                continue
-            fl, iv, _ = _weighted(np.asarray(flux)[sel], np.asarray(ivar)[sel])
-            curve = archetype_curve(fl, iv, self.archetypes[:, lo:hi])
-            asupport = None
-            if conf is not None and self.arch_weight > 0:
-                asupport = box_support(np.asarray(conf)[sel], self.aboxes[lo:hi])
-            centre[sel] = basin_centres(curve, self.azs[lo:hi], z0, self.window, asupport,
-                                        self.arch_weight)
+        lo = np.searchsorted(lx, np.log10((1 + z0) * (1 - self.window)), 'left')
+        hi = np.searchsorted(lx, np.log10((1 + z0) * (1 + self.window)), 'right')
+        lo, hi = np.maximum(lo - 1, 0), np.minimum(hi + 1, lx.size)
+        fl, iv, _ = _weighted(np.asarray(flux)[rows], np.asarray(ivar)[rows])
+        curve = archetype_curve_windows(fl, iv, self.archetypes, lo, hi)
+        asupport = None
+        if conf is not None and self.arch_weight > 0:
+            asupport = box_support(np.asarray(conf)[rows], self.aboxes)
+        centre[rows] = basin_centres(curve, self.azs, z0, self.window, asupport,
+                                     self.arch_weight)
         return centre
 
     def run(self, flux, ivar, z_start, conf=None):
