@@ -847,3 +847,17 @@ def test_recorded_input_paths_with_non_ascii_characters_match(tmp_path):
     path = str(tmp_path / 'données' / 'coadd-main-dark-1.fits')
     assert _same_path(printable_ascii(os.path.abspath(path)), path)
     assert not _same_path(printable_ascii(os.path.abspath(path + '.gz')), path)
+
+
+def test_rerun_failed_marks_only_candidates_not_rerun():
+    """RERUN_FAILED goes to IS_LBG rows with a redshift that got no rerun result, never to
+    non-candidates nor to candidates without Z_LBG (the end-to-end test selects every row,
+    so it could not tell)."""
+    from astropy.table import Table
+    from lbgnet.afterburner import rerun_into
+    cat = Table(dict(TARGETID=np.array([1, 2, 3]), IS_LBG=np.array([True, False, True]),
+                     Z_LBG=np.array([3.0, 3.0, np.nan]), LBG_FLAG=np.zeros(3, np.int32)))
+    rerun_into(cat, 'coadd-x.fits', (np.array([], dtype=np.int64), np.array([]), np.array([])),
+               ['t.fits'])
+    assert cat['LBG_FLAG'].tolist() == [MASK.RERUN_FAILED, 0, 0]
+    assert np.all(np.isnan(cat['Z_NEW']))

@@ -120,6 +120,25 @@ def test_spectrum_flags():
     assert spectrum_flags(full, None, 800).tolist() == [0, 0]
 
 
+def test_not_science_rule_and_coverage_boundary():
+    """NOT_SCIENCE: any OBJTYPE but TGT, and each of the fibre-status bits for which Redrock
+    sets ZWARN alone (one dropped from the list went unnoticed); another bit alone is not
+    enough.  LOW_COVERAGE below half of the bins, not at half."""
+    from desispec.maskbits import fibermask
+    from lbgnet.catalog import BAD_FIBERSTATUS_BITS
+    n = 4 + len(BAD_FIBERSTATUS_BITS) + 1
+    status = [0] * 4 + [fibermask.mask(b) for b in BAD_FIBERSTATUS_BITS] + [fibermask.mask('LOWEFFTIME')]
+    fm = Table(dict(OBJTYPE=['TGT', 'SKY', 'NON', 'BAD'] + ['TGT'] * (n - 4),
+                    COADD_FIBERSTATUS=status))
+    nvalid = np.full(n, 800)
+    nvalid[:2] = (399, 400)
+    info = GridInfo(None, np.zeros(n, bool), ('b', 'r', 'z'), np.ones((n, 3), bool), nvalid)
+    flags = spectrum_flags(info, fm, 800)
+    assert ((flags & MASK.NOT_SCIENCE) != 0).tolist() == [False, True, True, True] + \
+        [True] * len(BAD_FIBERSTATUS_BITS) + [False]
+    assert ((flags & MASK.LOW_COVERAGE) != 0).tolist() == [True] + [False] * (n - 1)
+
+
 def test_model_range():
     flags = apply_model_range(np.array([0, 1, 0, 0]), [np.array([1.0, 3.0, np.nan, 6.0])], (1.5, 5.0))
     assert flags.tolist() == [MASK.Z_OUT_OF_RANGE, 1, 0, MASK.Z_OUT_OF_RANGE]
@@ -128,6 +147,9 @@ def test_model_range():
     z_tpl = np.array([1.49, 4.99, np.nan, 5.2, 1.6])
     flags = apply_model_range(np.zeros(5, int), (z_lbg, z_tpl), (1.5, 5.0))
     assert flags.tolist() == [MASK.Z_OUT_OF_RANGE, 0, 0, MASK.Z_OUT_OF_RANGE, MASK.Z_OUT_OF_RANGE]
+    # the range's ends are inside it
+    flags = apply_model_range(np.zeros(2, int), [np.array([1.5, 5.0])], (1.5, 5.0))
+    assert flags.tolist() == [0, 0]
 
 
 def test_small_deltachi2():

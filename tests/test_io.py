@@ -397,3 +397,51 @@ def test_cfitsio_name_problem(name, bad, tmp_path):
         os.rename(tmp_path / 'plain.fits', path)
         with pytest.raises(InputFileError, match=r'x\[1\]\.fits: the path contains'):
             open_fits(str(path))
+
+
+def test_redrock_fingerprint_follows_its_columns(tmp_path):
+    """A Redrock file (no DATASUM) rewritten with one SPECTYPE changed, or one Z changed in
+    its last digits, gets another fingerprint; the same content rewritten (and gzipped)
+    keeps it."""
+    import gzip
+    import shutil
+    from astropy.io import fits as afits
+    from lbgnet.io.fitsutil import REDROCK_FINGERPRINT_COLUMNS, header_fingerprint
+
+    def write(path, spectype, z):
+        table = afits.BinTableHDU.from_columns([
+            afits.Column('TARGETID', 'K', array=np.array([1, 2])),
+            afits.Column('Z', 'D', array=np.asarray(z)),
+            afits.Column('SPECTYPE', '6A', array=np.asarray(spectype))], name='REDSHIFTS')
+        afits.HDUList([afits.PrimaryHDU(), table]).writeto(path, overwrite=True)
+        return header_fingerprint(path, REDROCK_FINGERPRINT_COLUMNS)
+
+    path = str(tmp_path / 'redrock-x.fits')
+    base = write(path, ['GALAXY', 'QSO'], [3.0, 1.0])
+    with open(path, 'rb') as src, gzip.open(path + '.gz', 'wb') as dst:
+        shutil.copyfileobj(src, dst)
+    assert header_fingerprint(path + '.gz', REDROCK_FINGERPRINT_COLUMNS) == base
+    assert write(path, ['GALAXY', 'QSO'], [3.0, 1.0]) == base
+    assert write(path, ['GALAXY', 'STAR'], [3.0, 1.0]) != base
+    assert write(path, ['GALAXY', 'QSO'], [3.0 * (1 + 1e-12), 1.0]) != base
+
+
+def test_malformed_coadd_arrays_are_named(tmp_path):
+    """A reversed wavelength array, or an IVAR image with fewer rows than FLUX, is one
+    error naming the HDU (the second crashed later on broadcasting without the check)."""
+    from astropy.io import fits as afits
+    from lbg_testdata import write_test_coadd
+    from lbgnet.io.coadd import read_coadd
+    good = str(tmp_path / 'coadd-good.fits')
+    write_test_coadd(good, 6)
+    for name, edit, match in (
+            ('reversed', lambda h: h['B_WAVELENGTH'].data.__setitem__(
+                slice(None), h['B_WAVELENGTH'].data[::-1].copy()), 'B_WAVELENGTH must be'),
+            ('short', lambda h: setattr(h['B_IVAR'], 'data', h['B_IVAR'].data[:4].copy()),
+             r'B_IVAR shape \(4, ')):
+        bad = str(tmp_path / f'coadd-{name}.fits')
+        with afits.open(good) as hdul:
+            edit(hdul)
+            hdul.writeto(bad)
+        with pytest.raises(InputFileError, match=match):
+            read_coadd(bad)

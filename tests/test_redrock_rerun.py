@@ -155,6 +155,19 @@ def test_rerun_needs_resolution(tmp_path, template):
         hdul.writeto(full, overwrite=True)
     with pytest.raises(InputFileError, match='cannot rerun Redrock: FIBERMAP has no OBJTYPE column'):
         check_rerunnable(full)
+    # each camera's RESOLUTION and each column is checked, not only the first
+    for hdu, column, match in (('R_RESOLUTION', None, 'no R_RESOLUTION HDU'),
+                               (None, 'COADD_FIBERSTATUS', 'FIBERMAP has no COADD_FIBERSTATUS')):
+        again = str(tmp_path / 'coadd-again.fits')
+        write_test_coadd(again, 3, full=True)
+        with fits.open(again) as hdul:
+            if hdu:
+                del hdul[hdu]
+            else:
+                hdul['FIBERMAP'].columns.del_col(column)
+            hdul.writeto(again, overwrite=True)
+        with pytest.raises(InputFileError, match=match):
+            check_rerunnable(again)
 
 
 def test_afterburner_rerun_columns(coadd, template, tmp_path):

@@ -426,6 +426,10 @@ def test_parabola_moves_at_most_half_a_step():
     assert np.allclose(curv, 2 / dlogz ** 2)
     concave = -(x - 3.0) ** 2
     assert np.isnan(_parabola(concave[None], np.array([3]), dlogz)[1][0])
+    # a minimum at either end of the grid: no vertex, no curvature (ZERR_TPL NaN)
+    ends = np.array([x ** 2, (x - 6.0) ** 2])
+    shift, curv = _parabola(ends, np.array([0, 6]), dlogz)
+    assert shift.tolist() == [0.0, 0.0] and np.isnan(curv).all()
 
 
 def test_nan_confidences_give_no_support():

@@ -826,3 +826,17 @@ def test_catalogues_of_one_tile_petal_or_pixel_are_refused(tmp_path, caplog):
     with caplog.at_level(logging.ERROR):
         assert main(['--input-dir', str(hpx), '--output', out, '--overwrite']) == 1
     assert '(healpix main/dark pixel 100)' in caplog.text
+
+
+def test_spectra_key_needs_a_known_location():
+    """Only a complete location names a coadd: a -1 tile or pixel (unknown) never makes two
+    catalogues 'the same spectra'; a blank SURVEY becomes 'unknown' in the columns."""
+    from lbgnet.zcatalog import spectra_key
+    assert spectra_key({'TILEID': 1000, 'PETAL': 3}, 'cumulative') == ('cumulative', 1000, 3)
+    assert spectra_key({'TILEID': -1, 'PETAL': 3}, 'cumulative') is None
+    assert spectra_key({'SURVEY': 'main', 'PROGRAM': 'dark', 'HPXPIXEL': -1}, 'healpix') is None
+    assert spectra_key({'SURVEY': 'main', 'PROGRAM': '', 'HPXPIXEL': 5}, 'healpix') is None
+    assert spectra_key({'TILEID': 1000, 'PETAL': 3}, 'pernight') is None     # no night
+    assert spectra_key({'TILEID': 1000, 'PETAL': 3}, 'unknown') is None
+    cat = add_location(Table(dict(TARGETID=np.array([1]))), {'SURVEY': '', 'TILEID': None})
+    assert cat['SURVEY'][0] == 'unknown' and cat['TILEID'][0] == -1
