@@ -106,6 +106,13 @@ def test_mask_chunks_and_config(setup):
     nmasked = sum((iv == 0).sum(axis=1) for iv in ivars.values())
     assert np.all(nmasked[count == 0] == 0) and np.all(nmasked[count > 0] > 0)
     assert nmasked.max() < 4 * 150 / 0.8 * count.max()
+    # p = 1 and no extra: exactly one chunk each, of the drawn width (100 Å: at most 126
+    # pixels of 0.8 Å in any arm)
+    waves, ivars = _waves_ivars(setup, 200)
+    count = mask_chunks(waves, ivars, np.random.default_rng(2), 1.0, 0.0, (100.0, 100.0))
+    assert np.all(count == 1)
+    per_arm = np.stack([(iv == 0).sum(axis=1) for iv in ivars.values()])
+    assert np.all(per_arm.sum(axis=0) > 0) and per_arm.max() <= 126
     with pytest.raises(ValueError):
         AugmentConfig.from_dict({'p_lya': 1.5})
     with pytest.raises(ValueError):
