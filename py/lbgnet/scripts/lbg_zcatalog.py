@@ -187,18 +187,11 @@ def read_all(files, allow_mixed=False, spgrp=None):
         raise InputFileError(f'{len(errors)} of {len(files)} catalogues',
                              'unreadable (listed above)')
     check_one_grouping(groups, spgrp, named)
-    if twice:
-        for err in twice:
-            log.error('%s', err)
-        raise InputFileError(f'{len(twice)} catalogue(s)', 'made from a coadd another '
-                             'catalogue was made from (listed above): remove one of each pair, '
-                             'with its priors_lbg-* file')
-    if overlap:
-        for err in overlap:
-            log.error('%s', err)
-        raise InputFileError(f'{len(overlap)} catalogue(s)', 'made from a coadd whose spectra '
-                             'another catalogue holds (listed above; a cumulative tile coadd '
-                             'holds the exposures of the earlier ones): keep one of each')
+    raise_listed(twice, 'made from a coadd another catalogue was made from (listed above): '
+                 'remove one of each pair, with its priors_lbg-* file')
+    raise_listed(overlap, 'made from a coadd whose spectra another catalogue holds (listed '
+                 'above; a cumulative tile coadd holds the exposures of the earlier ones): '
+                 'keep one of each')
     if mismatch is not None:
         raise mismatch
     if spgrp is not None and len(used) < len(named):
@@ -214,6 +207,16 @@ def read_all(files, allow_mixed=False, spgrp=None):
     # keywords no input has (only implied) are not written as if they had been recorded
     return (tables, {k: v for k, v in (common or {}).items() if k not in absent_all}, used,
             groups[0] if groups else spgrp)
+
+
+def raise_listed(errors, problem):
+    """Log each of `errors` (one line each), then raise one :class:`InputFileError` that
+    counts them; nothing when there are none."""
+    if errors:
+        log = get_logger()
+        for err in errors:
+            log.error('%s', err)
+        raise InputFileError(f'{len(errors)} catalogue(s)', problem)
 
 
 def describe_key(key):
