@@ -571,6 +571,15 @@ def test_refiner_with_archetypes_finds_redshifts_of_archetype_spectra():
     scale = (ivar[:4] * flux[:4] ** 2).sum(axis=1).max()
     np.testing.assert_allclose(part[inside], whole[inside], rtol=0, atol=2e-5 * scale)
     assert np.all(np.isinf(part[~inside]))
+    with pytest.raises(ValueError, match='sorted'):
+        archetype_curve_windows(flux[:2], ivar[:2], ref.archetypes, np.array([10, 0]),
+                                np.array([20, 5]))
+    # a first guess whose window is off the grid: NaN, without warnings
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        off = ref.basin_centres(flux[:3], ivar[:3], np.array([6.0, z[1], 1.0]))
+    assert np.isnan(off[[0, 2]]).all() and np.isfinite(off[1])
 
 
 def test_window_margin_by_hand():
