@@ -30,6 +30,7 @@ def _errors(caplog):
     (['--dlogz', '1e-9'], 'trial redshifts'),
     (['--dlogz', 'inf'], '--dlogz'),
     (['--dlogz', '1'], 'trial redshifts'),
+    (['--dlogz', '0.35'], 'gives 1 trial redshifts'),       # np.arange: 1 point, not 2
     (['--wave-range', '600', 'inf'], '--wave-range'),
     (['--dwave', '1e-320'], '--dwave')])
 def test_parse_refuses(bad, word, capsys):

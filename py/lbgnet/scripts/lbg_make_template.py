@@ -26,6 +26,9 @@ from ..template import (NORM_WINDOW, pca_basis, reconstruction_error, redshift_g
 VERSION_PATTERN = re.compile(r'[0-9A-Za-z._-]+')
 
 
+#: Bounds on the number of trial redshifts of a template (the default has 1,743).
+MIN_REDSHIFTS, MAX_REDSHIFTS = 2, 100000
+
 def parse(options=None):
     """Parse the command line of ``desi_lbg_make_template``."""
     parser = argparse.ArgumentParser(description='Make a Redrock PCA template of LBGs from '
@@ -41,7 +44,8 @@ def parse(options=None):
     parser.add_argument('--z-range', type=float, nargs=2, default=(1.6, 4.8),
                         metavar=('ZMIN', 'ZMAX'), help='redshifts Redrock scans [%(default)s]')
     parser.add_argument('--dlogz', type=float, default=2e-4,
-                        help='redshift step in log10(1+z) [%(default)s]')
+                        help='redshift step in log10(1+z), for 2 to 100,000 trial redshifts '
+                        '[%(default)s]')
     parser.add_argument('--igm', default='Inoue14', choices=IGM_MODELS,
                         help='IGM model Redrock applies (RRIGM) [%(default)s]')
     parser.add_argument('--sim-config', default='lbgnet-sim.yaml',
@@ -69,9 +73,11 @@ def parse(options=None):
             and args.dwave > 0 and args.dlogz > 0):
         parser.error('invalid --z-range/--wave-range/--dwave/--dlogz (finite, increasing '
                      'ranges, positive steps)')
-    nz = np.log10((1 + zmax) / (1 + zmin)) / args.dlogz
-    if not MIN_REDSHIFTS <= nz + 1 <= MAX_REDSHIFTS:
-        parser.error(f'--dlogz {args.dlogz:g} gives {nz + 1:.3g} trial redshifts over '
+    # as many as lbgnet.template.redshift_grid makes (np.arange: the top end excluded)
+    span = np.log10(1 + zmax) - np.log10(1 + zmin)
+    nz = np.ceil(span / args.dlogz) if span / args.dlogz < 1e15 else np.inf
+    if not MIN_REDSHIFTS <= nz <= MAX_REDSHIFTS:
+        parser.error(f'--dlogz {args.dlogz:g} gives {nz:.0f} trial redshifts over '
                      f'--z-range {zmin:g} {zmax:g}; Redrock scans them all for every spectrum: '
                      f'keep it between {MIN_REDSHIFTS} and {MAX_REDSHIFTS:,}')
     if not np.isfinite((wmax - wmin) / args.dwave):
@@ -92,9 +98,6 @@ def parse(options=None):
                      '--wave-range / --dwave')
     return args
 
-
-#: Bounds on the number of trial redshifts of a template (the default has 1,743).
-MIN_REDSHIFTS, MAX_REDSHIFTS = 2, 100000
 
 #: Float64 (nspec, npix) arrays that building a template holds at once (the spectra,
 #: LAPACK's copy of them in the SVD and its right singular vectors), for the memory check.
