@@ -113,6 +113,9 @@ def test_mask_chunks_and_config(setup):
     assert np.all(count == 1)
     per_arm = np.stack([(iv == 0).sum(axis=1) for iv in ivars.values()])
     assert np.all(per_arm.sum(axis=0) > 0) and per_arm.max() <= 126
+    # one interval: every masked pixel of a spectrum, all arms together, within 100 Å
+    masked = [np.concatenate([waves[b][ivars[b][i] == 0] for b in waves]) for i in range(200)]
+    assert max(m.max() - m.min() for m in masked) <= 100.0
     with pytest.raises(ValueError):
         AugmentConfig.from_dict({'p_lya': 1.5})
     with pytest.raises(ValueError):

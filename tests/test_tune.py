@@ -329,10 +329,12 @@ def test_trial_stopped_by_sigterm_is_failed(tmp_path):
     # run, even one with nothing left to do
     import time
     import warnings
-    from optuna.storages import RDBStorage
-    with warnings.catch_warnings():
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+    with warnings.catch_warnings():                  # as open_study's, with a short grace
         warnings.simplefilter('ignore')
-        quick = RDBStorage(storage, heartbeat_interval=1, grace_period=1)
+        quick = RDBStorage(storage, heartbeat_interval=1, grace_period=1,
+                           heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
+                               max_retry=1))
     study2 = open_study(quick, 'stopped', seed=1, startup_trials=1, prune=False)
     with warnings.catch_warnings():          # "heartbeat ... used with Study.optimize"
         warnings.simplefilter('ignore')
@@ -340,4 +342,5 @@ def test_trial_stopped_by_sigterm_is_failed(tmp_path):
     quick.record_heartbeat(trial._trial_id)      # what optimize does for a live trial
     time.sleep(2.5)
     assert run_study(study2, objective, 1) == 0
-    assert [t.state for t in study2.trials][2] == TrialState.FAIL
+    # failed, and its retry queued for the next run with trials to do
+    assert [t.state for t in study2.trials][2:] == [TrialState.FAIL, TrialState.WAITING]

@@ -529,13 +529,19 @@ def test_tile_program_from_faprgrm(tmp_path):
     assert main(['--input-dir', str(root), '--output', out]) == 0
     zcat, _ = read_catalog(out, extname='LBG_ZCAT')
     assert zcat['PROGRAM'].tolist() == ['dark', 'dark']
-    # SPGRPVAL of the header wins over the file name's night; a non-integer one is -1
+    # SPGRPVAL of the header wins over the file name's night; one it cannot use (text, or
+    # beyond int32; an int16 PETAL beyond its range) leaves the file name's, not a crash
     write_cat(str(root / '1/lbg_cnn-0-1-thru20210101.fits'), [7], [1], [3.0], [0], [9],
               [('SURVEY', 'main', ''), ('FAPRGRM', 'DARK', ''), ('SPGRPVAL', 20210105, '')])
     write_cat(str(root / '2/lbg_cnn-0-2-thru20210101.fits'), [8], [1], [3.0], [0], [9],
               [('SURVEY', 'main', ''), ('PROGRAM', 'dark', ''), ('SPGRPVAL', 'x', '')])
+    write_cat(str(root / '3/lbg_cnn-0-3-thru20210102.fits'), [9], [1], [3.0], [0], [9],
+              [('SURVEY', 'main', ''), ('PROGRAM', 'dark', ''), ('SPGRPVAL', 2 ** 40, ''),
+               ('PETAL', 40000, '')])
     assert main(['--input-dir', str(root), '--output', out, '--overwrite']) == 0
-    assert read_catalog(out, extname='LBG_ZCAT')[0]['SPGRPVAL'].tolist() == [20210105, -1]
+    zcat = read_catalog(out, extname='LBG_ZCAT')[0]
+    assert zcat['SPGRPVAL'].tolist() == [20210105, 20210101, 20210102]
+    assert zcat['PETAL'].tolist() == [0, 0, 0]
 
 
 def test_no_refine_beside_refined_names_refine_only(tmp_path, caplog):
@@ -840,3 +846,7 @@ def test_spectra_key_needs_a_known_location():
     assert spectra_key({'TILEID': 1000, 'PETAL': 3}, 'unknown') is None
     cat = add_location(Table(dict(TARGETID=np.array([1]))), {'SURVEY': '', 'TILEID': None})
     assert cat['SURVEY'][0] == 'unknown' and cat['TILEID'][0] == -1
+    from lbgnet.zcatalog import usable_location
+    assert usable_location({'TILEID': 1.7, 'PETAL': True, 'HPXPIXEL': float('inf'),
+                            'SPGRPVAL': '20210101', 'SURVEY': ' main '}) == \
+        {'SPGRPVAL': 20210101, 'SURVEY': 'main'}

@@ -20,10 +20,10 @@ from .bitmask import LBGWarnMask
 from .catalog import (add_rerun_columns, apply_model_range, apply_small_deltachi2,
                       spectrum_flags)
 from .io.catalog import file_sha256, provenance_header
-from .io.fitsutil import LOCATION_KEYS
 from .io.chunks import iter_coadd_chunks
 from .io.discover import file_metadata
 from .io.errors import InputFileError
+from .io.fitsutil import LOCATION_KEYS
 from .io.mock import MOCK_KEYS
 from .network import DEFAULT_BATCH
 from .parallel import threads_per_rank

@@ -535,8 +535,10 @@ def run_study(study, objective, n_trials, budget_minutes=None):
     """Run trials until the study holds `n_trials` finished ones or the budget is spent.
 
     Trials of a killed run whose heartbeat has stopped are failed first (also when no
-    trial is left to run); a trial stopped by SIGTERM (:class:`lbgnet.io.atomic.Terminated`)
-    is marked FAIL before the signal ends the run (optuna does so for Ctrl-C only).
+    trial is left to run; the storage of :func:`open_study` then queues their retry, which
+    runs when a run has trials to do); a trial stopped by SIGTERM or Ctrl-C (both reach it
+    as :class:`lbgnet.io.atomic.Terminated`, which optuna does not fail) is marked FAIL
+    before the signal ends the run.
 
     Returns
     -------

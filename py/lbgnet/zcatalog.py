@@ -48,8 +48,8 @@ BAD_FOR_CLUSTERING = ('NODATA', 'NOT_SCIENCE', 'NOT_IN_COADD', 'Z_OUT_OF_RANGE',
                       'LOW_COVERAGE', 'SMALL_DELTA_CHI2')
 
 #: Columns every input catalogue must have: the selection (:func:`good_lbg`) and the
-#: choice of one row per target (:func:`stack_catalogs`) read them, and no value could
-#: stand in for a missing one (a filled TARGETID would merge different targets).
+#: choice of each target's primary row (:func:`stack_catalogs`) read them, and no value
+#: could stand in for a missing one (a filled TARGETID would merge different targets).
 REQUIRED_COLUMNS = ('TARGETID', 'IS_LBG', 'Z_LBG', 'ZERR_LBG', 'LBG_FLAG', 'DELTACHI2_RR')
 
 #: Location columns and their fill values (absent in a file's header).
@@ -102,18 +102,42 @@ def bad_bits():
     return int(sum(mask.mask(name) for name in BAD_FOR_CLUSTERING))
 
 
-def add_location(table, header):
-    """Add the :data:`LOCATION_COLUMNS` from a catalogue header (in place); a numeric one
-    whose value is not an integer gets its fill value."""
+def usable_location(values):
+    """The :data:`LOCATION_COLUMNS` values of `values` (a header, or what a file name says)
+    that can fill their column: text not blank, integers that fit their column's type
+    (not a bool, a fraction, inf or NaN); the others are left out.
+
+    Returns
+    -------
+    dict
+        Column name -> value (str or int).
+    """
+    out = {}
+    for name, _, dtype in LOCATION_COLUMNS:
+        value = values.get(name)
+        if value is None or isinstance(value, bool):
+            continue
+        if np.dtype(dtype).kind != 'i':
+            if str(value).strip():
+                out[name] = str(value).strip()
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            continue
+        info = np.iinfo(dtype)
+        if np.isfinite(number) and number.is_integer() and info.min <= number <= info.max:
+            out[name] = int(number)
+    return out
+
+
+def add_location(table, location):
+    """Add the :data:`LOCATION_COLUMNS` from a location (:func:`usable_location` of a
+    catalogue header or its file name; in place); missing or unusable values get the
+    column's fill value."""
+    values = usable_location(location)
     for name, fill, dtype in LOCATION_COLUMNS:
-        value = header.get(name, fill)
-        value = fill if value is None or value == '' else value
-        if np.dtype(dtype).kind == 'i':
-            try:
-                value = int(value)
-            except (TypeError, ValueError):
-                value = fill
-        table[name] = np.full(len(table), value, dtype=dtype)
+        table[name] = np.full(len(table), values.get(name, fill), dtype=dtype)
     return table
 
 
@@ -135,9 +159,9 @@ def spectra_key(location, spgrp):
     Returns
     -------
     tuple or None
-        healpix: (SURVEY, PROGRAM, HPXPIXEL); cumulative: (TILEID, PETAL); pernight and
-        perexp: (TILEID, PETAL, SPGRPVAL); None when the location does not identify the
-        coadd (another grouping, or a value missing).
+        `spgrp` followed by, for healpix: SURVEY, PROGRAM, HPXPIXEL; cumulative: TILEID,
+        PETAL; pernight and perexp: TILEID, PETAL, SPGRPVAL.  None when the location does
+        not identify the coadd (another grouping, or a value missing or -1).
     """
     def number(key):
         try:

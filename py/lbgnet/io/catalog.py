@@ -34,7 +34,6 @@ PROVENANCE_MODULES = {'numpy': ('numpy',), 'scipy': ('scipy',), 'astropy': ('ast
                       'tensorflow': ('tensorflow', 'tensorflow-cpu'), 'keras': ('keras',)}
 
 
-
 class OutputFileError(OSError):
     """An output file cannot be written (directory not creatable or not writable).
 

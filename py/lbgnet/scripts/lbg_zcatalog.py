@@ -23,7 +23,8 @@ from ..io.errors import InputFileError
 from ..io.evaluation import as_targetids
 from ..progress import Progress
 from ..zcatalog import (add_location, bad_bits, describe_difference, differing_keys,
-                        missing_columns, shared_keys, spectra_key, stack_catalogs)
+                        missing_columns, shared_keys, spectra_key, stack_catalogs,
+                        usable_location)
 from ..zerr import CALIBRATION_CARDS
 
 
@@ -103,7 +104,8 @@ def read_all(files, allow_mixed=False, spgrp=None):
         Catalogues are unreadable (several: each is logged, then one error counts them),
         a model, threshold, rerun, refinement or error-calibration setting differs from
         the first catalogue's (unless `allow_mixed`), two catalogues were made from one
-        coadd (header ``INCOADD``: a retried file written elsewhere), or they hold several
+        coadd (header ``INCOADD``: a retried file written elsewhere) or from one coadd's
+        spectra by their location (:func:`lbgnet.zcatalog.spectra_key`), or they hold several
         spectra groupings and `spgrp` is not given (healpix and tile coadds of one
         production combine the same exposures: a target would count them twice in
         ``ZCAT_NSPEC``), or none of `spgrp`.
@@ -138,9 +140,8 @@ def read_all(files, allow_mixed=False, spgrp=None):
                 break
         if header.get('FAPRGRM'):        # a tile's fiberassign program, unless PROGRAM says
             location['PROGRAM'] = str(header['FAPRGRM']).strip().lower()
-        location.update({k: v for k, v in header.items() if k in
-                         ('SURVEY', 'PROGRAM', 'SPGRP', 'SPGRPVAL', 'HPXPIXEL', 'TILEID',
-                          'PETAL')})
+        location = usable_location(location)      # a header value it cannot use does
+        location.update(usable_location(header))   # not replace the file name's
         group = str(location.get('SPGRP') or 'unknown').strip().lower()
         if spgrp is not None and group != spgrp:
             continue
