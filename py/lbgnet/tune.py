@@ -550,8 +550,10 @@ def run_study(study, objective, n_trials, budget_minutes=None):
     from optuna.storages import fail_stale_trials
     from optuna.trial import TrialState
     log = get_logger()
-    with warnings.catch_warnings():      # a killed run's trials, also when nothing is left
-        warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)   # to do
+    # a killed run's trials, also when nothing is left to do (fail_stale_trials is
+    # flagged experimental)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
         fail_stale_trials(study)
     todo = max(0, int(n_trials) - len(finished_trials(study)))
     if todo == 0:
