@@ -234,3 +234,17 @@ def test_selection_of_a_training_config_is_said_to_be_unused(tmp_path, caplog):
             assert main(['--config', str(path), '--outdir', str(tmp_path / 'out'),
                          '--val-dir', str(empty)]) == 1        # stops at the empty --val-dir
         assert ('its selection section is not used by training' in caplog.text) == warned
+
+
+def test_lbg_lines_must_match_the_simulator_in_wavelength():
+    """A model line with the simulator's name but another rest wavelength (1216.0 for Lyα's
+    1215.67) would train the network on targets that miss the rendered line: refused."""
+    import dataclasses
+    from lbgnet.config import line_list
+    from lbgnet.targets import check_target_lines
+    config = load_config()
+    check_target_lines(config, config)
+    lines = [(n, 1216.0 if n == 'LYA' else w) for n, w in zip(config.lines.names, config.lines.waves)]
+    shifted = dataclasses.replace(config, lines=line_list(dict(lines), 'test'))
+    with pytest.raises(ConfigError, match='LYA'):
+        check_target_lines(shifted, config)

@@ -1067,3 +1067,18 @@ def test_template_redshift_metrics_use_z_tpl_with_the_cnn_fallback():
     out = evaluate_predictions(truth, pred, 0.5)['all']
     assert out['redshift']['frac_dz_lt_0p05'] == 0.0
     assert out['redshift_template']['frac_dz_lt_0p05'] == pytest.approx(20 / 30)
+
+
+def test_regime_scores_mean_is_over_the_regimes_with_lbgs():
+    """The mean that ranks tuning trials and picks checkpoints averages low/mid/high z
+    (those with LBGs), never the 'all' mixture."""
+    from lbgnet.predict import regime_scores
+    rng = np.random.default_rng(4)
+    classes = np.array(['LBG'] * 60 + ['QSO'] * 40)
+    z = np.concatenate([np.full(40, 2.2), np.full(20, 3.0), np.full(40, 1.0)])
+    c_lbg = np.concatenate([rng.uniform(0.5, 1.0, 40), rng.uniform(0.0, 0.6, 20),
+                            rng.uniform(0.0, 0.55, 40)])
+    out = regime_scores({'C_LBG': c_lbg}, {'CLASS': classes, 'Z_TRUE': z})
+    assert np.isnan(out['highz']) and out['lowz'] != out['midz']
+    assert out['mean'] == pytest.approx(np.mean([out['lowz'], out['midz']]))
+    assert out['mean'] != pytest.approx(np.mean([out['lowz'], out['midz'], out['all']]))

@@ -434,3 +434,28 @@ def test_truth_roundtrip_through_fits(simcfg, tmp_path):
     np.testing.assert_array_equal(render_spectra(back, wave, simcfg=simcfg),
                                   render_spectra(truth, wave, simcfg=simcfg))
     np.testing.assert_array_equal(line_wavelengths(back, simcfg), line_wavelengths(truth, simcfg))
+
+
+def test_lyman_limit_transmission_rises_blueward(simcfg):
+    """Below 911.75 Å rest the Lyman-limit transmission is exp(-tau_ll (λ/λ_LL)^3): the
+    photoionisation cross-section falls as λ^3 blueward, so the transmission rises (0.752
+    at 600 Å for tau_ll = 1), with the forest switched off (IGM_SCALE ~ 0)."""
+    from lbgnet.sim import igm
+    igmcfg = simcfg['simulation']['igm']
+    z = 3.0
+    wave = np.arange(2400.0, 3640.0, 0.8)
+    trans = igm.transmission(wave, np.array([z]), np.array([1e-9]), np.array([7]),
+                             np.array([1.0]), igmcfg)[0]
+    for rest, expect in ((600.0, np.exp(-(600.0 / 911.75) ** 3)),
+                         (900.0, np.exp(-(900.0 / 911.75) ** 3))):
+        i = np.argmin(np.abs(wave / (1 + z) - rest))
+        assert trans[i] == pytest.approx(np.exp(-(wave[i] / (1 + z) / 911.75) ** 3), rel=1e-4)
+        assert trans[i] == pytest.approx(expect, abs=2e-3)
+    below = wave / (1 + z) < 900.0
+    assert np.all(np.diff(trans[below]) <= 1e-6)        # falls towards the limit
+
+
+def test_lya_velocity_offsets_are_not_negative(simcfg):
+    """Lyα emission of LBGs is redshifted (outflows): DV_LYA is clipped at 0."""
+    truth = _lbg_truth(simcfg, 6000, seed=5)
+    assert np.all(np.asarray(truth['DV_LYA']) >= 0)
