@@ -252,3 +252,15 @@ def test_the_name_beside_its_redrock_file_is_kept(tmp_path, caplog):
     found = [os.path.relpath(p, root) for p in find_coadds(str(root))]
     assert found == ['healpix/7/coadd-main-dark-7.fits', 'healpix/7/coadd-main-dark-8.fits.gz']
     assert 'skipped ' + str(real / 'coadd-main-dark-8.fits') in caplog.text
+
+
+def test_link_to_a_sibling_with_the_same_prefix_is_followed(tmp_path):
+    """A link to /t/red2 from inside /t/red points outside the tree (red2 only shares the
+    name's prefix): its coadds are found, not pruned as already listed."""
+    red, red2 = tmp_path / 'red', tmp_path / 'red2'
+    red.mkdir()
+    red2.mkdir()
+    for kind in ('coadd', 'redrock'):
+        (red2 / f'{kind}-main-dark-1.fits').write_bytes(b'')
+    os.symlink(red2, red / 'ext')
+    assert find_coadds(str(red)) == [str(red / 'ext' / 'coadd-main-dark-1.fits')]
