@@ -459,3 +459,21 @@ def test_lya_velocity_offsets_are_not_negative(simcfg):
     """Lyα emission of LBGs is redshifted (outflows): DV_LYA is clipped at 0."""
     truth = _lbg_truth(simcfg, 6000, seed=5)
     assert np.all(np.asarray(truth['DV_LYA']) >= 0)
+
+
+def test_lbg_continuum_slope_steepens_only_blueward_of_1350(simcfg):
+    """The LBG continuum is f_λ ∝ λ^β redward of lyman_side_wave (1350 Å) and steepens by
+    lyman_side_slope blueward of it (continuous there): lines and IGM off."""
+    truth = _lbg_truth(simcfg, 1, seed=8, IGM_SCALE=0.0, BETA=-2.0, LYA_EW=0.0)
+    truth['Z_TRUE'] = [2.5]
+    wave = np.arange(3600.0, 9824.0, 0.4)
+    flux = render_spectra(truth, wave, simcfg=_zero_line_config(simcfg))[0]
+    pars = simcfg['simulation']['lbg']
+    side, slope = pars['lyman_side_wave'], pars['lyman_side_slope']
+
+    def at(rest):
+        return np.interp(rest * 3.5, wave, flux)
+
+    assert at(1700.0) / at(1500.0) == pytest.approx((1700 / 1500) ** -2.0, rel=2e-3)
+    assert at(1250.0) / at(1300.0) == pytest.approx((1250 / 1300) ** (-2.0 + slope), rel=2e-3)
+    assert at(side * 1.001) / at(side * 0.999) == pytest.approx(1.0, abs=5e-3)
