@@ -477,3 +477,21 @@ def test_lbg_continuum_slope_steepens_only_blueward_of_1350(simcfg):
     assert at(1700.0) / at(1500.0) == pytest.approx((1700 / 1500) ** -2.0, rel=2e-3)
     assert at(1250.0) / at(1300.0) == pytest.approx((1250 / 1300) ** (-2.0 + slope), rel=2e-3)
     assert at(side * 1.001) / at(side * 0.999) == pytest.approx(1.0, abs=5e-3)
+
+
+def test_nebular_lines_scale_with_lya_emission(simcfg):
+    """CIII] 1907+1909 (nebular) is (1 + nebular_lya_slope W_Lyα) times its base EW:
+    twice as strong at W_Lyα = 50 Å as in a Lyα absorber (Shapley et al. 2003)."""
+    truth = _lbg_truth(simcfg, 2, seed=9, IGM_SCALE=0.0, ISM_SCALE=1.0)
+    truth['Z_TRUE'] = [2.5, 2.5]
+    truth['LYA_EW'] = [-10.0, 50.0]
+    wave = np.arange(3600.0, 9824.0, 0.4)
+    flux = render_spectra(truth, wave, simcfg=simcfg, lsf_sigma=0.8)
+    bare = truth.copy()
+    bare['LYA_EW'] = 0.0
+    cont = render_spectra(bare, wave, simcfg=_zero_line_config(simcfg), lsf_sigma=0.8)
+    pars = simcfg['simulation']['lbg']
+    base = pars['emission']['CIII1907']['ew'] + pars['emission']['CIII1909']['ew']
+    ew = [_measure_ew(wave, flux[i], cont[i], 1907.7 * 3.5, 8.0 * 3.5) / 3.5 for i in range(2)]
+    assert ew[0] == pytest.approx(base, rel=0.1)
+    assert ew[1] / ew[0] == pytest.approx(1 + pars['nebular_lya_slope'] * 50.0, rel=0.1)
