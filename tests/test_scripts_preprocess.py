@@ -115,3 +115,22 @@ def test_file_without_fibermap_warns_about_targetids(tmp_path, tiny_coadd, caplo
         assert main(['--coadd', stripped, '--output', out]) == 0
     assert np.all(np.load(out)['TARGETID'] == -1)
     assert 'no FIBERMAP, so no TARGETIDs: written as -1' in caplog.text
+
+
+def test_coadd_glob_patterns_are_expanded(tmp_path, tiny_coadd, caplog):
+    """A quoted pattern is expanded as by the other commands; one matching nothing fails."""
+    good, _ = tiny_coadd
+    pattern = os.path.join(os.path.dirname(good), 'coadd-*.fits')
+    out = tmp_path / 'g.npz'
+    assert main(['--coadd', pattern, '--output', str(out)]) == 0
+    np.testing.assert_array_equal(np.load(str(out))['TARGETID'], np.arange(6) + 100)
+    caplog.clear()
+    missing = str(tmp_path / 'nothing-*.fits')
+    assert main(['--coadd', good, missing]) == 1
+    assert _errors(caplog) == [f'{missing}: matched no coadd file']
+    # --output needs one file: a pattern matching two is refused before any work
+    other = tmp_path / 'coadd-two.fits'
+    other.write_bytes(open(good, 'rb').read())
+    caplog.clear()
+    assert main(['--coadd', pattern, '--output', str(tmp_path / 'h.npz')]) == 1
+    assert 'gives 2' in _errors(caplog)[0] and not (tmp_path / 'h.npz').exists()

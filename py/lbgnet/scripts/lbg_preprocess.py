@@ -17,6 +17,7 @@ from ..example import example_spectra
 from ..io import InputFileError, minimal_fibermap, write_coadd
 from ..io.atomic import atomic_path
 from ..io.catalog import OutputFileError, check_not_an_input, check_outdir
+from ..io.discover import expand_coadds
 from ..preprocess import load_coadd_grid
 
 
@@ -25,7 +26,7 @@ def parse(options=None):
     parser = argparse.ArgumentParser(description='Grid DESI coadd spectra into the lbgnet input '
                                      '(normalised flux and S/N on the 800-bin grid).')
     src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument('--coadd', nargs='+', help='coadd FITS file(s)')
+    src.add_argument('--coadd', nargs='+', help='coadd FITS file(s) or glob pattern(s)')
     src.add_argument('--example', action='store_true',
                      help='write a small example coadd to a temporary directory and grid it')
     parser.add_argument('--output', help='output .npz (one input file only) [no output]')
@@ -80,22 +81,28 @@ def main(args=None, comm=None):
     if not isinstance(args, argparse.Namespace):
         args = parse(args)
     log = get_logger()
+    paths, unmatched = expand_coadds(args.coadd or ())
+    for pattern in unmatched:           # reported, as the afterburner does; the rest are run
+        log.error('%s: matched no coadd file', pattern)
+    if args.output and args.coadd and len(paths) != 1:
+        log.error('--output needs exactly one coadd file; --coadd %s gives %d',
+                  ' '.join(args.coadd), len(paths))
+        return 1
     try:
         config = load_config(args.config)
         if args.output:
-            check_output(args.output, args.overwrite, args.coadd or ())
+            check_output(args.output, args.overwrite, paths)
     except (ConfigError, OutputFileError) as err:
         log.error('%s%s', '--output ' if isinstance(err, OutputFileError) else '', err)
         return 1
     with tempfile.TemporaryDirectory() as tmpdir:
-        paths = args.coadd
+        nfail = len(unmatched)
         if args.example:
             wave, flux, ivar, _ = example_spectra(config, 8, np.random.default_rng(args.seed))
             nspec = flux['b'].shape[0]
             paths = [os.path.join(tmpdir, 'coadd-example.fits')]
             write_coadd(paths[0], wave, flux, ivar, minimal_fibermap(np.arange(nspec) + 1000))
             log.info('wrote example coadd %s', paths[0])
-        nfail = 0
         for path in paths:
             try:
                 X, info = load_coadd_grid(path, config)
