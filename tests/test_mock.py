@@ -277,6 +277,48 @@ def test_script_writes_reproducible_files(tmp_path):
     np.testing.assert_array_equal(again.flux['b'], coadd.flux['b'])   # same seed, same files
 
 
+def test_skip_existing_finishes_an_interrupted_run(tmp_path, caplog):
+    """--skip-existing keeps the sets of this run, rewrites sets cut short, refuses files of
+    another run; a directory holding other runs' coadds is reported."""
+    import logging
+    outdir = str(tmp_path / 'out')
+    args = ['--outdir', outdir, '--nspec', '12', '--nfiles', '3', '--seed', '2',
+            '--no-resolution', '--classes', 'LBG']
+    assert main(args) == 0
+    coadds = sorted(glob.glob(os.path.join(outdir, 'coadd-*.fits')))
+    assert len(coadds) == 3
+    flux = {p: read_coadd(p).flux['b'] for p in coadds}
+    kept, gone, cut = coadds
+    for kind in ('coadd', 'redrock', 'truth'):          # a set never written
+        os.remove(gone.replace('coadd-', f'{kind}-'))
+    os.remove(cut)                                      # a set cut short before its coadd
+    before = {p: os.stat(p).st_mtime_ns for p in glob.glob(os.path.join(outdir, '*.fits'))}
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert main(args + ['--skip-existing']) == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert '1 kept from an earlier run' in caplog.text
+    for kind in ('coadd', 'redrock', 'truth'):          # the complete set was not touched
+        path = kept.replace('coadd-', f'{kind}-')
+        assert os.stat(path).st_mtime_ns == before[path]
+    for path in (gone, cut):                            # the others are this run's again
+        np.testing.assert_array_equal(read_coadd(path).flux['b'], flux[path])
+    with fits.open(kept) as hdul:
+        fingerprint = hdul[0].header['MOCKRUN']
+    with fits.open(cut.replace('coadd-', 'truth-')) as hdul:
+        assert hdul[0].header['MOCKRUN'] == fingerprint
+    # another run over the same pixels (same seed and files, another --nspec): refused
+    caplog.clear()
+    other = args[:2] + ['--nspec', '13'] + args[4:]
+    assert main(other + ['--skip-existing']) == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 3 and all('exists from another run' in e for e in errors)
+    assert 'already holds 3 coadd file(s) of other runs' in caplog.text
+    assert all(read_coadd(p).flux['b'].shape == flux[p].shape for p in coadds)   # untouched
+    with pytest.raises(SystemExit):
+        parse(args + ['--skip-existing', '--overwrite'])
+
+
 def test_parse_rejects_bad_options():
     for bad in (['--zmin', '2'], ['--zmin', '3', '--zmax', '2'], ['--nfiles', '0'],
                 ['--classes', 'ELG'], ['--efftime-min', '-1', '--efftime-max', '10'],

@@ -6,6 +6,9 @@ lbgnet.scripts.lbg_mock
 of LBGs and their contaminants with the lbgnet simulator.
 """
 import argparse
+import glob
+import hashlib
+import json
 import os
 import traceback
 
@@ -16,11 +19,11 @@ from ..config import ConfigError
 from ..io import InputFileError
 from ..io.catalog import OutputFileError, check_outdir
 from ..io.fitsutil import cfitsio_name_problem
-from ..io.mock import mock_filenames, write_mock
+from ..io.mock import mock_filenames, mock_keywords, write_mock
 from ..parallel import RankZeroParser, launcher_rank, launcher_size
 from ..progress import Progress
 from ..sim.mock import (DEFAULT_MOCK_CONFIG, MAX_EFFTIME, check_efftime_range, load_mock_setup,
-                        make_mock, mock_settings)
+                        make_mock, mock_settings, simulator_hash)
 from ..sim.population import CLASSES
 
 
@@ -60,7 +63,11 @@ def parse(options=None):
                         help='sky-line spectrum [desispec/data/spec-sky.dat]')
     parser.add_argument('--no-resolution', action='store_true',
                         help='omit the RESOLUTION HDUs (files ~4.6x smaller; Redrock needs them)')
-    parser.add_argument('--overwrite', action='store_true', help='replace existing files')
+    exist = parser.add_mutually_exclusive_group()
+    exist.add_argument('--overwrite', action='store_true', help='replace existing files')
+    exist.add_argument('--skip-existing', action='store_true',
+                       help='keep the files an earlier run with the same options and '
+                       'configuration wrote (to finish an interrupted run)')
     parser.add_argument('--mpi', action='store_true',
                         help='spread the files over MPI ranks (required when started by an '
                         'MPI launcher)')
@@ -180,6 +187,83 @@ def run_cards(args, nfiles):
         if getattr(args, name) is not None:
             cards.append((key, float(getattr(args, name)), f'desi_lbg_mock --{name.replace("_", "-")}'))
     return cards
+
+
+def run_fingerprint(setup, cards, with_resolution):
+    """Fingerprint of a ``desi_lbg_mock`` run: what its files are a pure function of.
+
+    SHA-256 (first 16 hex digits) of the whole configuration file, of the simulator's
+    fingerprint (:func:`lbgnet.sim.mock.simulator_hash`, which also covers the content of
+    the optional empirical inputs), of the command-line cards (:func:`run_cards`: seed,
+    number of spectra and files, population options) and of whether RESOLUTION HDUs are
+    written.  Recorded as ``MOCKRUN``; ``--skip-existing`` keeps only files carrying this
+    run's value.
+
+    Returns
+    -------
+    str
+    """
+    content = dict(config=setup.simcfg, simhash=simulator_hash(setup),
+                   cards=[[key, value] for key, value, _ in cards],
+                   resolution=bool(with_resolution))
+    text = json.dumps(content, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode('utf-8')).hexdigest()[:16]
+
+
+def existing_set(paths, fingerprint):
+    """What to do with the files of one pixel already on disk, under ``--skip-existing``.
+
+    Parameters
+    ----------
+    paths : dict
+        :func:`lbgnet.io.mock.mock_filenames` of the pixel.
+    fingerprint : str
+        This run's ``MOCKRUN``.
+
+    Returns
+    -------
+    action : str
+        ``'skip'`` (the three files are there, all of this run), ``'write'`` (some are
+        missing and those there are of this run: a set cut short between its renames, or a
+        file removed since; rewriting gives the same content) or ``'refuse'``.
+    problem : str or None
+        With ``'refuse'``: the one-line reason (a file of another run, or unreadable).
+    """
+    for kind in ('coadd', 'redrock', 'truth'):
+        path = paths[kind]
+        if not os.path.exists(path):
+            continue
+        try:
+            found = mock_keywords(path, ('MOCKRUN', 'MOCKSEED'))
+        except InputFileError as err:
+            return 'refuse', f'{err}; use --overwrite to replace it'
+        if found.get('MOCKRUN') != fingerprint:
+            return 'refuse', (f'{path} exists from another run (MOCKRUN '
+                              f'{found.get("MOCKRUN", "absent")}, MOCKSEED '
+                              f'{found.get("MOCKSEED", "absent")}; this run: MOCKRUN '
+                              f'{fingerprint}); use --overwrite to replace it')
+    return ('skip' if all(os.path.exists(p) for p in paths.values()) else 'write'), None
+
+
+def other_runs(outdir, fingerprint):
+    """Coadd files in `outdir` that another mock run (or another writer) put there.
+
+    Returns
+    -------
+    list of (str, dict)
+        (path, its ``MOCKRUN``/``MOCKSEED`` keywords) of each ``coadd-*.fits`` whose
+        ``MOCKRUN`` is not `fingerprint`; unreadable files are left out (they are not this
+        command's to judge).
+    """
+    out = []
+    for path in sorted(glob.glob(os.path.join(glob.escape(outdir), 'coadd-*.fits'))):
+        try:
+            found = mock_keywords(path, ('MOCKRUN', 'MOCKSEED'))
+        except InputFileError:
+            continue
+        if found.get('MOCKRUN') != fingerprint:
+            out.append((path, found))
+    return out
 
 
 def choose_pixels(nfiles, nside, dec_range, rng, max_rounds=20):
@@ -305,14 +389,36 @@ def main(args=None, comm=None):
     setup, mockcfg, counts, pixels, seeds = plan
     files = mockcfg['files']
     cards = run_cards(args, counts.size)
+    fingerprint = run_fingerprint(setup, cards, not args.no_resolution)
+    cards.append(('MOCKRUN', fingerprint, 'desi_lbg_mock run fingerprint'))
+    if rank == 0:
+        others = other_runs(args.outdir, fingerprint)
+        if others:                 # e.g. a test set written over another one's directory
+            path, found = others[0]
+            log.warning('--outdir %s already holds %d coadd file(s) of other runs (e.g. %s, '
+                        'MOCKSEED %s): they are kept and will be read together with this '
+                        "run's files", args.outdir, len(others), os.path.basename(path),
+                        found.get('MOCKSEED', 'absent'))
     mine = np.arange(rank, counts.size, size)
     progress = Progress(int(counts[mine].sum())) if rank == 0 else None
-    nfail = 0
+    nfail = nskip = 0
     for k in mine:
         paths = mock_filenames(args.outdir, files['survey'], files['program'], pixels[k])
         existing = [p for p in paths.values() if os.path.exists(p)]
-        if not args.overwrite and existing:
-            log.error('%s exists; use --overwrite to replace it', existing[0])
+        if args.skip_existing and existing:
+            action, problem = existing_set(paths, fingerprint)
+            if action == 'skip':
+                nskip += 1
+                if progress is not None:
+                    progress.update(int(counts[k]))
+                continue
+            if action == 'refuse':
+                log.error('%s', problem)
+                nfail += 1
+                continue
+        elif not args.overwrite and existing:
+            log.error('%s exists; use --overwrite to replace it (or --skip-existing to '
+                      'keep the files of an interrupted run)', existing[0])
             nfail += 1
             continue
         try:
@@ -333,8 +439,9 @@ def main(args=None, comm=None):
         if progress is not None:
             progress.update(int(counts[k]))
     if comm is not None:
-        nfail = comm.allreduce(nfail)
+        nfail, nskip = comm.allreduce(nfail), comm.allreduce(nskip)
     if rank == 0:
-        log.info('%d of %d file(s) written (%d spectra asked) in %s, %d failure(s)',
-                 counts.size - nfail, counts.size, args.nspec, args.outdir, nfail)
+        log.info('%d of %d file(s) written (%d spectra asked) in %s, %d kept from an earlier '
+                 'run, %d failure(s)', counts.size - nfail - nskip, counts.size, args.nspec,
+                 args.outdir, nskip, nfail)
     return 1 if nfail else 0
