@@ -495,3 +495,62 @@ def test_nebular_lines_scale_with_lya_emission(simcfg):
     ew = [_measure_ew(wave, flux[i], cont[i], 1907.7 * 3.5, 8.0 * 3.5) / 3.5 for i in range(2)]
     assert ew[0] == pytest.approx(base, rel=0.1)
     assert ew[1] / ew[0] == pytest.approx(1 + pars['nebular_lya_slope'] * 50.0, rel=0.1)
+
+
+def test_lya_emission_has_a_red_wing(simcfg):
+    """Lyα emission: a core at the DV_LYA redshift plus a red wing (fraction lya_red_wing,
+    centred 1.5 σ_Lyα redward, 1.5 σ_Lyα wide), so the line's centroid lies
+    lya_red_wing × 1.5 σ_Lyα redward of the core (asymmetric, as observed)."""
+    cfg = _zero_line_config(simcfg)          # no trough, no SiIII 1206, no other line
+    truth = _lbg_truth(simcfg, 1, seed=4, IGM_SCALE=0.0, LYA_EW=60.0)
+    truth['Z_TRUE'] = [2.5]
+    wave = np.arange(3600.0, 9824.0, 0.1)
+    line = render_spectra(truth, wave, simcfg=cfg, lsf_sigma=0.05)[0] - _continuum_only(truth, wave, cfg)
+    pars = simcfg['simulation']['lbg']
+    core = LYA * (1 + truth['DV_LYA'][0] / C_KMS) * 3.5
+    sig = LYA * pars['sigma_lya'] / C_KMS * 3.5
+    win = np.abs(wave - core) < 12 * sig
+    centroid = np.sum(wave[win] * line[win]) / np.sum(line[win])
+    want = core + pars['lya_red_wing'] * 1.5 * sig
+    assert pars['lya_red_wing'] * 1.5 * sig > 0.5           # a measurable offset (Å)
+    assert centroid == pytest.approx(want, abs=0.05)
+    red = np.sum(line[win & (wave > core)])
+    blue = np.sum(line[win & (wave < core)])
+    assert red > 1.3 * blue
+
+
+def test_strong_ism_lines_are_wider_not_deeper(simcfg):
+    """Saturated low-ionisation lines: the intrinsic depth is capped at ism_depth_max, so
+    beyond the cap a line with twice the EW is twice as wide, not deeper; a weak line
+    keeps the width σ_ism and its depth W / (√(2π) σ_ism)."""
+    pars = simcfg['simulation']['lbg']
+    cfg = copy.deepcopy(simcfg)
+    for spec in cfg['simulation']['lbg']['emission'].values():
+        spec['ew'] = 0.0                     # CII* 1335 emission sits next to CII 1334
+    wave = np.arange(3600.0, 9824.0, 0.1)
+    sig_ism = 1334.53 * pars['sigma_ism'] / C_KMS
+    ew_cii = -pars['lines']['CII']['ew']
+    depth, width = [], []
+    for scale in (0.5, 2.0, 4.0):
+        truth = _lbg_truth(simcfg, 1, seed=4, IGM_SCALE=0.0, LYA_EW=0.0, ISM_SCALE=scale)
+        truth['Z_TRUE'] = [2.5]
+        ratio = (render_spectra(truth, wave, simcfg=cfg, lsf_sigma=0.05)[0]
+                 / _continuum_only(truth, wave, cfg))
+        centre = 1334.53 * (1 + truth['DV_ISM'][0] / C_KMS) * 3.5
+        off = np.abs(wave - centre)
+        ratio = ratio / np.median(ratio[(off > 45) & (off < 60)])   # r-band normalisation
+        win = off < 40.0
+        depth.append(1 - ratio[win].min())
+        width.append(np.sum(1 - ratio[win]) * 0.1 / depth[-1] / np.sqrt(2 * np.pi) / 3.5)
+    assert 2.0 * ew_cii / (np.sqrt(2 * np.pi) * sig_ism) > pars['ism_depth_max']  # capped
+    assert depth[0] == pytest.approx(0.5 * ew_cii / (np.sqrt(2 * np.pi) * sig_ism), abs=0.01)
+    assert width[0] == pytest.approx(sig_ism, rel=0.02)
+    assert depth[1] == pytest.approx(pars['ism_depth_max'], abs=0.01)
+    assert depth[2] == pytest.approx(pars['ism_depth_max'], abs=0.01)
+    assert width[2] / width[1] == pytest.approx(2.0, rel=0.02)
+
+
+def _continuum_only(truth, wave, cfg):
+    bare = truth.copy()
+    bare['LYA_EW'] = 0.0
+    return render_spectra(bare, wave, simcfg=_zero_line_config(cfg), lsf_sigma=0.05)[0]
