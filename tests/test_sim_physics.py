@@ -423,6 +423,29 @@ def test_igm_mean_transmission(simcfg):
         assert np.std(trans[:, lya_only].mean(axis=1)) > 0.005
 
 
+def test_fine_and_coarse_forests_are_drawn_independently(simcfg):
+    """The forest-line (fine) and large-scale (coarse) structures read the uniform table
+    at two independent offsets of one IGM_SEED (low and high bits): a seed differing only
+    in one of the two changes only that structure, so the realisations of the two scales
+    are not tied to each other."""
+    from lbgnet.sim import igm
+    wave = np.arange(3600.0, 4200.0, 0.4)
+    base = 123456789
+    seeds = np.array([base, base + (7 << 32), base + 5])      # high bits / low bits changed
+    ones = np.ones(3)
+
+    def forest(coarse_fraction):
+        cfg = copy.deepcopy(simcfg['simulation']['igm'])
+        cfg['coarse_fraction'] = coarse_fraction
+        return igm.transmission(wave, np.full(3, 3.0), ones, seeds, np.full(3, np.inf), cfg)
+
+    fine, coarse = forest(0.0), forest(1.0)
+    assert np.array_equal(fine[0], fine[1]) and np.abs(fine[0] - fine[2]).max() > 0.1
+    assert np.array_equal(coarse[0], coarse[2]) and np.abs(coarse[0] - coarse[1]).max() > 0.1
+    both = forest(float(simcfg['simulation']['igm']['coarse_fraction']))
+    assert np.abs(both[0] - both[1]).max() > 0.05 and np.abs(both[0] - both[2]).max() > 0.05
+
+
 def test_truth_roundtrip_through_fits(simcfg, tmp_path):
     from astropy.table import Table
     truth = draw_population(simcfg, 40, np.random.default_rng(13))
