@@ -264,3 +264,20 @@ def test_link_to_a_sibling_with_the_same_prefix_is_followed(tmp_path):
         (red2 / f'{kind}-main-dark-1.fits').write_bytes(b'')
     os.symlink(red2, red / 'ext')
     assert find_coadds(str(red)) == [str(red / 'ext' / 'coadd-main-dark-1.fits')]
+
+
+def test_of_names_without_redrock_file_the_real_one_is_kept(tmp_path):
+    """One coadd under two names in the tree, a symlink (sorting first) and a hard link,
+    both to a file outside it: with no Redrock file beside either, the name that is not a
+    link is kept; a Redrock file beside the symlink makes it the one kept."""
+    root, ext = tmp_path / 'redux', tmp_path / 'store'
+    (root / 'a').mkdir(parents=True)
+    (root / 'b').mkdir()
+    ext.mkdir()
+    for pixel in (6, 9):
+        (ext / f'stored{pixel}.fits').write_bytes(b'x')
+        (root / 'a' / f'coadd-main-dark-{pixel}.fits').symlink_to(ext / f'stored{pixel}.fits')
+        os.link(ext / f'stored{pixel}.fits', root / 'b' / f'coadd-main-dark-{pixel}.fits')
+    (root / 'a' / 'redrock-main-dark-9.fits').write_bytes(b'')
+    found = sorted(os.path.relpath(p, root) for p in find_coadds(str(root)))
+    assert found == ['a/coadd-main-dark-9.fits', 'b/coadd-main-dark-6.fits']

@@ -221,7 +221,7 @@ def check_input_dir(input_dir):
 
 
 def find_coadds(input_dir, unreadable=None):
-    """All ``coadd-*.fits`` files below `input_dir` (a reduction layout), sorted.
+    """All ``coadd-*.fits`` files below `input_dir` (a reduction layout), in walk order.
 
     Symlinked subdirectories are followed (see :func:`walk_files`).  Temporaries of
     desispec's writers (``coadd-X_tmp<pid>.fits``, left by an interrupted write) are
@@ -241,6 +241,9 @@ def find_coadds(input_dir, unreadable=None):
     Returns
     -------
     list of str
+        In :func:`walk_files` order (per directory its files sorted, then its
+        subdirectories); a file with several names is placed where its first name was
+        met, under the name kept.
 
     Raises
     ------
