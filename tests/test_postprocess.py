@@ -211,6 +211,27 @@ def test_combine_lines_ties_to_rounding_and_no_line_above_the_floor(config):
     assert z[1] == 3.3
 
 
+def test_combine_lines_boundaries_floor_kept_tolerance_excluded(config):
+    """A line exactly at line_floor counts; a line exactly agree_tol away does not agree
+    (|Δz|/(1+z) < agree_tol, strict, z the candidate's), as documented."""
+    from lbgnet.postprocess import combine_lines
+    nlines = len(config.lines)
+    c = np.zeros((2, nlines))
+    zl = np.full((2, nlines), 9.0)
+    # spectrum 0: lines at z 2.0 (0.5, 0.5) and z 3.0 (0.8): from the candidate 3.0,
+    # 1.0 / 4.0 = 0.25 exactly (from 2.0, 1/3)
+    c[0, [0, 3, 6]], zl[0, [0, 3, 6]] = [0.5, 0.5, 0.8], [2.0, 2.0, 3.0]
+    # spectrum 1: the only line above 0 sits exactly at the floor: it is the redshift's
+    c[1, [1, 2]], zl[1, [1, 2]] = [0.5, 0.25], [2.0, 2.2]
+    z, _, nagree = combine_lines(c, zl, config, agree_tol=0.25, line_floor=0.5)
+    assert z[0] == 2.0 and nagree[0] == 2          # 0.5 + 0.5 beat 0.8 alone
+    assert nagree[1] == 1 and z[1] == 2.0
+    z, _, nagree = combine_lines(c, zl, config, agree_tol=0.2500001, line_floor=0.5)
+    assert nagree[0] == 3 and z[0] == pytest.approx(4.4 / 1.8)   # just inside: 3.0 + both
+    _, _, nagree = combine_lines(c, zl, config, agree_tol=0.25, line_floor=0.5000001)
+    assert nagree[1] == 0                           # just above: no line passes
+
+
 def test_infinite_confidence_counts_as_certain(config):
     """A +inf line confidence (stored or edited arrays) weighs like 1, not like a weight whose
     0 x inf products blank every candidate's support (Z_LBG then came from line 0, below the
