@@ -849,6 +849,22 @@ def test_recorded_input_paths_with_non_ascii_characters_match(tmp_path):
     assert not _same_path(printable_ascii(os.path.abspath(path + '.gz')), path)
 
 
+def test_recorded_path_through_a_link_names_the_same_file(tmp_path):
+    """A catalogue made from a coadd given as a symlink (INCOADD the link's path) names the
+    file the link resolves to, whatever either name: a rerun given the real file keeps it;
+    a recorded link now pointing elsewhere does not."""
+    from lbgnet.resume import _same_path
+    real = tmp_path / 'store' / 'coadd-main-dark-5.fits'
+    real.parent.mkdir()
+    real.write_bytes(b'x')
+    link = tmp_path / 'alias-5.fits'
+    link.symlink_to(real)
+    assert _same_path(str(link), str(real)) and _same_path(str(real), str(link))
+    other = tmp_path / 'store' / 'coadd-main-dark-6.fits'
+    other.write_bytes(b'y')
+    assert not _same_path(str(link), str(other))
+
+
 def test_rerun_failed_marks_only_candidates_not_rerun():
     """RERUN_FAILED goes to IS_LBG rows with a redshift that got no rerun result, never to
     non-candidates nor to candidates without Z_LBG (the end-to-end test selects every row,
