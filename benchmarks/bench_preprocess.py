@@ -9,6 +9,9 @@
    the arrays it reads (as any consumer must; the reference for the target) and
    discarding each array at once (which lets malloc reuse one warm buffer and so
    avoids the page faults of holding ~12 bytes per pixel; reported for transparency).
+3. Gridding that file's coadd (read once) with and without the calibrated noise model
+   (``coadd_to_grid(..., noise)``, which the default template refinement needs): the
+   ratio of the two times is the noise model's extra cost in the afterburner's reading.
 
 Both are measured in one run, best of ``--repeat``; results go to stdout (and to
 ``doc/benchmarks.rst`` by hand).  Run with ``OMP_NUM_THREADS=1`` to measure one core.
@@ -24,8 +27,9 @@ from benchutil import best_time
 
 from lbgnet.config import load_config
 from lbgnet.example import example_spectra
-from lbgnet.io import minimal_fibermap, write_coadd
-from lbgnet.preprocess import grid_spectra, load_coadd_grid
+from lbgnet.io import minimal_fibermap, read_coadd, write_coadd
+from lbgnet.noise import load_noise_model
+from lbgnet.preprocess import coadd_to_grid, grid_spectra, load_coadd_grid
 
 
 def make_arrays(config, nspec, seed=0):
@@ -75,12 +79,18 @@ def main():
         t_raw = best_time(lambda: raw_read(True), args.repeat)
         t_discard = best_time(lambda: raw_read(False), args.repeat)
         t_ours = best_time(lambda: load_coadd_grid(path, config), args.repeat)
+        coadd, noise = read_coadd(path), load_noise_model()
+        coadd_to_grid(coadd, config.grid, noise)                 # compile outside the timing
+        t_plain = best_time(lambda: coadd_to_grid(coadd, config.grid), args.repeat)
+        t_noise = best_time(lambda: coadd_to_grid(coadd, config.grid, noise), args.repeat)
     n = args.nspec_file
     print(f'raw fitsio read of FLUX/IVAR/MASK, {n} spectra, arrays held: {t_raw * 1e3:.1f} ms')
     print(f'raw fitsio read of FLUX/IVAR/MASK, {n} spectra, each array discarded: {t_discard * 1e3:.1f} ms')
     print(f'load_coadd_grid (read + preprocess), {n} spectra: {t_ours * 1e3:.1f} ms')
     print(f'ratio load_coadd_grid / raw read (held): {t_ours / t_raw:.2f} (target <= 2)')
     print(f'ratio load_coadd_grid / raw read (discarded): {t_ours / t_discard:.2f}')
+    print(f'coadd_to_grid, {n} spectra: {t_plain * 1e3:.1f} ms; with the noise model: '
+          f'{t_noise * 1e3:.1f} ms (ratio {t_noise / t_plain:.2f})')
 
 
 if __name__ == '__main__':

@@ -195,3 +195,56 @@ def test_variance_sums_keep_the_noisiest_pixels_and_do_not_depend_on_flux_units(
         ratios.append(grid_noise_ivar(['b'], [wave], [flux], [ivar], grid, model)[0, :2]
                       / isum[0, :2])
     np.testing.assert_allclose(ratios, 1 / 1.05 ** 2, rtol=1e-12)
+
+
+def test_grid_noise_ivar_by_hand_with_invalid_pixels():
+    """[Σ w excess² + Σ_lines (Σ w r)²] / (Σ w)² over the valid pixels only: a masked
+    pixel, a NaN flux and a pixel above the S/N cut inside the lines leave both sums, as
+    they leave the gridded flux."""
+    from lbgnet.config import Grid
+    from lbgnet.preprocess import MAX_PIXEL_SNR
+    model, wave = toy_model(excess=1.2)
+    grid = Grid(4000.0, 8.0, 5)
+    rng = np.random.default_rng(3)
+    ivar = rng.uniform(1.0, 9.0, (2, wave.size))
+    flux = rng.normal(0.0, 1.0, (2, wave.size))
+    mask = np.zeros((2, wave.size), dtype=np.int32)
+    mask[0, 6] = 1                                   # in line 0
+    flux[0, 15] = np.nan                             # in line 1
+    flux[1, 14] = 2 * MAX_PIXEL_SNR / np.sqrt(ivar[1, 14])   # in line 1, above the cut
+    got = grid_noise_ivar(['b'], [wave], [flux], [ivar], grid, model, [mask])
+    valid = (mask == 0) & np.isfinite(flux) & (np.abs(flux) * np.sqrt(ivar) <= MAX_PIXEL_SNR)
+    w = np.where(valid, ivar, 0.0)
+    amp, line = np.sqrt(model.resid_var['b']), model.resid_line['b']
+    pixbin = ((wave - 4000.0) // 8).astype(int)
+    want = np.zeros((2, 5))
+    for k in range(5):
+        inbin = pixbin == k
+        var = 1.2 ** 2 * w[:, inbin].sum(axis=1)
+        for ln in (0, 1):
+            sel = inbin & (line == ln)
+            var = var + (w[:, sel] * amp[sel]).sum(axis=1) ** 2
+        want[:, k] = w[:, inbin].sum(axis=1) ** 2 / var
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    assert got[0, 0] != grid_noise_ivar(['b'], [wave], [flux], [ivar], grid, model)[0, 0]
+
+
+def test_arm_factors_weight_each_arm_summed_ivar():
+    """accumulate_arms(arm_factors=c) adds Σ_a c_a Σivar_a from the same pass, and leaves
+    the flux and ivar sums bit for bit as without it (overlapping arms)."""
+    grid = load_config().grid
+    rng = np.random.default_rng(5)
+    waves = [np.arange(5700.0, 5900.0, 0.8), np.arange(5760.0, 6000.0, 0.8)]
+    fluxes = [rng.normal(size=(3, w.size)) for w in waves]
+    ivars = [rng.uniform(0.5, 2.0, (3, w.size)).astype(np.float32) for w in waves]
+    fluxes[1][1, 10] = np.nan
+    plain = accumulate_arms(waves, fluxes, ivars, grid)
+    fsum, isum, valid, weighted = accumulate_arms(waves, fluxes, ivars, grid,
+                                                  arm_factors=[2.0, 3.0])
+    for a, b in zip(plain, (fsum, isum, valid)):
+        assert np.array_equal(a, b)
+    single = [accumulate_arms([w], [f], [i], grid)[1] for w, f, i in zip(waves, fluxes, ivars)]
+    np.testing.assert_allclose(weighted, 2.0 * single[0] + 3.0 * single[1], rtol=1e-14)
+    assert np.any((single[0] > 0) & (single[1] > 0))          # the arms share bins
+    with pytest.raises(ValueError, match='arm factors'):
+        accumulate_arms(waves, fluxes, ivars, grid, arm_factors=[1.0])

@@ -13,7 +13,7 @@ linear grid of ``grid.nbins`` bins, two channels per bin.
 
 A pixel is valid when ivar > 0, its mask is 0 (when a mask is given), flux and
 ivar are finite and its S/N abs(flux)·√ivar is at most :data:`MAX_PIXEL_SNR`.
-Everything here is pure computation (numpy, with two small numba kernels for the
+Everything here is pure computation (numpy, with small numba kernels for the
 per-pixel passes) without loops over spectra in Python; the
 only I/O is :func:`load_coadd_grid`, which composes :func:`lbgnet.io.read_coadd`
 with these functions.  See ``doc/preprocess.rst`` for the choices and why.
@@ -109,15 +109,25 @@ class GridInfo:
 
 
 @_compiled
+def _pixel_ok(value, weight, masked, max_snr2):
+    """The validity test of one pixel (compiled; see :func:`_accumulate`)."""
+    weighted = value * weight
+    flux = np.float64(value)
+    return (weight > 0.0 and np.isfinite(weighted) and flux * flux * np.float64(weight) <= max_snr2
+            and not masked)
+
+
+@_compiled
 def _accumulate(flux, ivar, mask, use_mask, seg_start, seg_bin, fsum, isum, nvalid,
-                max_snr2):
+                max_snr2, wsum, factor, use_factor):
     """Add one arm's pixels into the per-bin sums (compiled, one pass).
 
     Pixels ``seg_start[j]:seg_start[j+1]`` fall into bin ``seg_bin[j]``.  A pixel counts
     when ivar > 0 (false for NaN), its mask is 0 (when `use_mask`), flux × ivar is
     finite in the arrays' precision (false for NaN/inf flux or infinite ivar) and
     flux² × ivar ≤ `max_snr2` in float64 (:func:`usable_pixels`).  `nvalid` (nspec,) counts the valid pixels of
-    each spectrum.
+    each spectrum.  With `use_factor`, `factor` × the arm's Σivar of each bin is added
+    to `wsum` too.
     """
     for s in range(flux.shape[0]):
         flux_row = flux[s]
@@ -129,19 +139,37 @@ def _accumulate(flux, ivar, mask, use_mask, seg_start, seg_bin, fsum, isum, nval
             wacc = 0.0
             for p in range(seg_start[j], seg_start[j + 1]):
                 weight = ivar_row[p]
-                weighted = flux_row[p] * weight
-                value = np.float64(flux_row[p])
-                good = (weight > 0.0 and np.isfinite(weighted)
-                        and value * value * np.float64(weight) <= max_snr2)
-                if use_mask:
-                    good = good and mask_row[p] == 0
-                if good:
-                    facc += weighted
+                if _pixel_ok(flux_row[p], weight, use_mask and mask_row[p] != 0, max_snr2):
+                    facc += flux_row[p] * weight
                     wacc += weight
                     count += 1
             fsum[s, seg_bin[j]] += facc
             isum[s, seg_bin[j]] += wacc
+            if use_factor:
+                wsum[s, seg_bin[j]] += factor * wacc
         nvalid[s] += count
+
+
+@_compiled
+def _coherent(flux, ivar, mask, use_mask, pix, amp, run_start, run_bin, out, max_snr2):
+    """Add (Σ_run ivar · amp)² over the valid pixels of each run into its bin (compiled).
+
+    Run j is the pixels ``pix[run_start[j]:run_start[j+1]]`` (indices into the arm) and
+    lies in bin ``run_bin[j]``; ``amp[k]`` is the factor of pixel ``pix[k]``.  Validity is
+    that of :func:`_accumulate`.
+    """
+    for s in range(flux.shape[0]):
+        flux_row = flux[s]
+        ivar_row = ivar[s]
+        mask_row = mask[s] if use_mask else mask[0]
+        for j in range(run_bin.size):
+            acc = 0.0
+            for k in range(run_start[j], run_start[j + 1]):
+                p = pix[k]
+                weight = ivar_row[p]
+                if _pixel_ok(flux_row[p], weight, use_mask and mask_row[p] != 0, max_snr2):
+                    acc += np.float64(weight) * amp[k]
+            out[s, run_bin[j]] += acc * acc
 
 
 def pixel_segments(wave, grid):
@@ -179,7 +207,8 @@ def pixel_segments(wave, grid):
     return np.append(starts, hi), pixel_bin[starts]
 
 
-def accumulate_arms(waves, fluxes, ivars, grid, masks=None, max_snr=MAX_PIXEL_SNR):
+def accumulate_arms(waves, fluxes, ivars, grid, masks=None, max_snr=MAX_PIXEL_SNR,
+                    arm_factors=None):
     """Per-bin sums Σ(ivar·flux) and Σivar over the valid pixels of several arms.
 
     Pixels of all arms falling into one bin are combined (b/r and r/z overlaps are
@@ -200,6 +229,10 @@ def accumulate_arms(waves, fluxes, ivars, grid, masks=None, max_snr=MAX_PIXEL_SN
         The pixel S/N cut [:data:`MAX_PIXEL_SNR`]; ``np.inf`` when `fluxes` carry another
         quantity per pixel (a variance factor, NaN where the pixel is not valid), whose
         "S/N" means nothing.
+    arm_factors : sequence of float, optional
+        A factor c_a per arm: then also return Σ_a c_a Σivar_a per bin, the arms' summed
+        ivar weighted by their factors (e.g. the white part of the noise model's
+        variance, :func:`grid_noise_ivar`), from the same pass.
 
     Returns
     -------
@@ -207,6 +240,8 @@ def accumulate_arms(waves, fluxes, ivars, grid, masks=None, max_snr=MAX_PIXEL_SN
         Σ(ivar·flux) and Σivar per bin, shape (nspec, nbins), float64.
     arm_valid : numpy.ndarray of bool
         Shape (nspec, narms): arm has at least one valid pixel on the grid.
+    weighted : numpy.ndarray
+        Only with `arm_factors`: Σ_a c_a Σivar_a, shape (nspec, nbins), float64.
 
     Notes
     -----
@@ -219,9 +254,12 @@ def accumulate_arms(waves, fluxes, ivars, grid, masks=None, max_snr=MAX_PIXEL_SN
     if not len(fluxes) == len(ivars) == len(masks) == len(waves):
         raise ValueError(f'{len(waves)} wavelength arrays but {len(fluxes)} flux, '
                          f'{len(ivars)} ivar and {len(masks)} mask arrays')
+    if arm_factors is not None and len(arm_factors) != len(waves):
+        raise ValueError(f'{len(waves)} wavelength arrays but {len(arm_factors)} arm factors')
     nspec = np.shape(fluxes[0])[0] if len(fluxes) and np.ndim(fluxes[0]) == 2 else 0
     fsum = np.zeros((nspec, grid.nbins))
     isum = np.zeros((nspec, grid.nbins))
+    weighted = np.zeros((nspec, grid.nbins) if arm_factors is not None else (1, 1))
     arm_valid = np.zeros((nspec, len(waves)), dtype=bool)
     no_mask = np.zeros((1, 1), dtype=np.int32)
     for iarm, (wave, flux, ivar, mask) in enumerate(zip(waves, fluxes, ivars, masks)):
@@ -231,8 +269,12 @@ def accumulate_arms(waves, fluxes, ivars, grid, masks=None, max_snr=MAX_PIXEL_SN
             continue
         nvalid = np.zeros(nspec, dtype=np.int64)
         _accumulate(flux, ivar, no_mask if mask is None else mask, mask is not None,
-                    seg_start, seg_bin, fsum, isum, nvalid, float(max_snr) ** 2)
+                    seg_start, seg_bin, fsum, isum, nvalid, float(max_snr) ** 2, weighted,
+                    0.0 if arm_factors is None else float(arm_factors[iarm]),
+                    arm_factors is not None)
         arm_valid[:, iarm] = nvalid > 0
+    if arm_factors is not None:
+        return fsum, isum, arm_valid, weighted
     return fsum, isum, arm_valid
 
 
@@ -509,7 +551,8 @@ def grid_noise_ivar(cameras, waves, fluxes, ivars, grid, noise, masks=None):
 
     with r_p the residual profile (:meth:`lbgnet.noise.NoiseModel.residual_profile`).
     The covariance between two bins that share a line is not kept (the refinement's χ²
-    treats bins as independent).
+    treats bins as independent).  The pixels are those of the gridded flux, judged by
+    the same compiled test.
 
     Parameters
     ----------
@@ -525,27 +568,32 @@ def grid_noise_ivar(cameras, waves, fluxes, ivars, grid, noise, masks=None):
     numpy.ndarray
         Shape (nspec, nbins), float64; 0 in bins without valid pixels.
     """
+    _, isum, _, white = accumulate_arms(waves, fluxes, ivars, grid, masks,
+                                        arm_factors=[noise.excess[c] ** 2 for c in cameras])
+    return _noise_ivar(cameras, waves, fluxes, ivars, grid, noise, masks, isum, white)
+
+
+def _noise_ivar(cameras, waves, fluxes, ivars, grid, noise, masks, isum, white):
+    """:func:`grid_noise_ivar` from the sums of :func:`accumulate_arms`: Σw and the white
+    part Σ w excess² (`white`, added to in place) of the gridded flux's variance."""
     masks = [None] * len(waves) if masks is None else masks
-    excess2 = [np.where(usable_pixels(flux, ivar), noise.excess[cam] ** 2, np.nan)
-               for cam, flux, ivar in zip(cameras, fluxes, ivars)]
-    white, isum, _ = accumulate_arms(waves, excess2, ivars, grid, masks, max_snr=np.inf)
-    for cam, wave, flux, ivar, mask in zip(cameras, waves, fluxes, ivars, masks):
+    no_mask = np.zeros((1, 1), dtype=np.int32)
+    for iarm, (cam, wave, flux, ivar, mask) in enumerate(zip(cameras, waves, fluxes, ivars,
+                                                               masks)):
         amp, line = noise.residual_profile(cam, wave)
         pixbin = grid.bin_index(wave)
         sel = np.flatnonzero((line >= 0) & (pixbin >= 0) & (pixbin < grid.nbins))
-        if sel.size == 0:
+        if sel.size == 0 or white.shape[0] == 0:
             continue
-        weight = np.asarray(ivar[:, sel], dtype=np.float64)
-        valid = usable_pixels(flux[:, sel], weight)
-        if mask is not None:
-            valid &= mask[:, sel] == 0
+        flux, ivar, mask = _arm_arrays(iarm, np.shape(wave)[0], white.shape[0], flux, ivar,
+                                       mask)
         # pixels are in wavelength order, so each (line, bin) pair is a run of pixels
         key = line[sel] * grid.nbins + pixbin[sel]
         starts = np.flatnonzero(np.diff(key, prepend=-1) != 0)
-        coherent = np.add.reduceat(np.where(valid, weight, 0.0) * amp[sel], starts, axis=1)
-        onehot = np.zeros((starts.size, grid.nbins))
-        onehot[np.arange(starts.size), pixbin[sel][starts]] = 1.0
-        white += coherent ** 2 @ onehot
+        _coherent(flux, ivar, no_mask if mask is None else mask, mask is not None, sel,
+                  np.ascontiguousarray(amp[sel], dtype=np.float64),
+                  np.append(starts, sel.size), pixbin[sel][starts], white,
+                  MAX_PIXEL_SNR ** 2)
     good = (isum > 0) & (white > 0)
     return np.where(good, isum ** 2 / np.where(good, white, 1.0), 0.0)
 
@@ -577,14 +625,17 @@ def coadd_to_grid(coadd, grid, noise=None):
     ivars = [coadd.ivar[p.band][:, p.pixels] for p in pieces]
     masks = [None if coadd.mask[p.band] is None else coadd.mask[p.band][:, p.pixels]
              for p in pieces]
-    fsum, isum, arm_valid = accumulate_arms(waves, fluxes, ivars, grid, masks)
+    noise_ivar = None
+    if noise is None:
+        fsum, isum, arm_valid = accumulate_arms(waves, fluxes, ivars, grid, masks)
+    else:           # the white part of the noise model's variance from the same pass
+        fsum, isum, arm_valid, white = accumulate_arms(
+            waves, fluxes, ivars, grid, masks, arm_factors=[noise.excess[b] ** 2 for b in bands])
+        noise_ivar = _noise_ivar(bands, waves, fluxes, ivars, grid, noise, masks, isum, white)
     for i, piece in enumerate(pieces):
         if piece.own is not None:
             arm_valid[:, i] = own_pixels_valid(piece, waves[i], fluxes[i], ivars[i], masks[i],
                                                grid)
-    noise_ivar = None
-    if noise is not None:
-        noise_ivar = grid_noise_ivar(list(bands), waves, fluxes, ivars, grid, noise, masks)
     nvalid = np.count_nonzero(isum > 0, axis=1)
     info = GridInfo(coadd.targetid, nvalid == 0, bands, arm_valid, nvalid,
                     mean_flux(fsum, isum), isum, noise_ivar)
