@@ -145,6 +145,18 @@ def test_residual_profile_maps_the_nearest_model_pixel():
     assert line.tolist() == [-1, 0, 0, 1, -1]
 
 
+def test_residual_profile_takes_a_model_pixel_within_half_a_step_only():
+    """Beyond the model's wavelengths a pixel takes the end pixel's residual when within
+    half a model pixel of it, and none further out."""
+    wave = np.arange(4000.0, 4010.0)
+    var, line = np.zeros(10), np.full(10, -1)
+    var[[0, 9]], line[[0, 9]] = 0.25, [0, 1]
+    model = NoiseModel({'b': 1.0}, {'b': wave}, {'b': var}, {'b': line})
+    amp, idx = model.residual_profile('b', np.array([3999.4, 3999.6, 4009.45, 4009.55]))
+    np.testing.assert_allclose(amp, [0, 0.5, 0.5, 0])
+    assert idx.tolist() == [-1, 0, 1, -1]
+
+
 def test_grid_noise_ivar_is_the_variance_of_the_gridded_flux():
     """A Monte Carlo of the noise model (excess × σ per pixel, one amplitude per sky line)
     through the production gridding: the scatter of the bin means is 1 / grid_noise_ivar,
