@@ -528,6 +528,24 @@ def test_basin_restricts_the_template_fit_around_the_archetype_choice():
     assert basin_centres(curve, zs, np.array([3.0, 3.0]), 0.1, support)[0] == pytest.approx(2.9, abs=2e-3)
 
 
+def test_basin_astride_the_window_edge_keeps_the_search_in_the_window():
+    """A centre near the window's edge: its basin reaches outside the window, but the
+    search stays inside (the basin is intersected with the window), so a χ² minimum
+    outside the window, inside the basin, is not taken."""
+    zs = redshift_grid(2.5, 3.5)
+    z0, window, basin = 3.0, 0.1, 0.01
+    centre = z0 + (window - 0.5 * basin) * (1 + z0)            # 3.38, window edge 3.4
+    zmin = z0 + (window + 0.5 * basin) * (1 + z0)              # 3.42: outside, in the basin
+    chi2 = ((np.log10(1 + zs) - np.log10(1 + zmin)) * 1e4)[None, :] ** 2
+    flux, ivar = np.ones((1, 8)), np.ones((1, 8))
+    out = refine_redshifts(flux, ivar, np.array([z0]), None, zs, window=window,
+                           centre=np.array([centre]), basin=basin, chi2=chi2)
+    zt = out['Z_TPL'][0]
+    assert abs(zt - z0) / (1 + z0) < window                     # pinned at the window's edge
+    assert abs(zt - centre) / (1 + centre) < basin
+    assert zt > centre and abs(zt - zmin) > 0.01
+
+
 def test_refiner_with_archetypes_finds_redshifts_of_archetype_spectra():
     """Refiner.build with archetypes: noisy spectra made from one of them at a random
     redshift get Z_TPL near the truth starting 3 % off; archetypes that do not cover the
