@@ -22,3 +22,24 @@ def test_ci_runs_the_readme_test_command():
         lines = [line.strip() for line in fx]
     assert test_command in lines
     assert 'venv/bin/pip install -r requirements.txt -e .' in lines
+
+
+def test_a_hung_test_fails_instead_of_holding_ci(tmp_path):
+    """pytest.ini sets a per-test timeout (pytest-timeout, in requirements.txt) well above
+    the slowest test, and it works: a test sleeping past a 2 s limit fails, with a
+    'Timeout' report, in seconds."""
+    import configparser
+    import subprocess
+    import sys
+    import time
+    ini = configparser.ConfigParser()
+    ini.read(os.path.join(ROOT, 'pytest.ini'))
+    assert 300 <= float(ini['pytest']['timeout']) <= 1800
+    (tmp_path / 'test_sleep.py').write_text('import time\n\n\ndef test_sleep():\n'
+                                            '    time.sleep(60)\n')
+    start = time.monotonic()
+    run = subprocess.run([sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider',
+                          '-o', 'timeout=2', 'test_sleep.py'], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=50)
+    assert run.returncode == 1 and 'Timeout' in run.stdout + run.stderr
+    assert time.monotonic() - start < 40
