@@ -152,6 +152,10 @@ def test_mismatched_shapes(tmp_path, tiny_coadd):
     path = _copy_without(src, str(tmp_path / 'shape.fits'), replace={'B_IVAR': ivar})
     with pytest.raises(InputFileError, match=r'B_IVAR shape \(6, 2746\) does not match B_WAVELENGTH length 2751'):
         read_coadd(path)
+    # one HDU cut short: both counts are named (the IVAR HDU was blamed for a short FLUX)
+    path = _copy_without(src, str(tmp_path / 'rows.fits'), replace={'R_FLUX': arrays['flux']['r'][:4]})
+    with pytest.raises(InputFileError, match='R_IVAR has 6 spectra but R_FLUX has 4'):
+        read_coadd(path)
     flux = arrays['flux']['z'][:4]
     path = _copy_without(src, str(tmp_path / 'nspec.fits'),
                          replace={'Z_FLUX': flux, 'Z_IVAR': arrays['ivar']['z'][:4],
@@ -438,10 +442,24 @@ def test_malformed_coadd_arrays_are_named(tmp_path):
             ('reversed', lambda h: h['B_WAVELENGTH'].data.__setitem__(
                 slice(None), h['B_WAVELENGTH'].data[::-1].copy()), 'B_WAVELENGTH must be'),
             ('short', lambda h: setattr(h['B_IVAR'], 'data', h['B_IVAR'].data[:4].copy()),
-             r'B_IVAR shape \(4, ')):
+             'B_IVAR has 4 spectra but B_FLUX has 6')):
         bad = str(tmp_path / f'coadd-{name}.fits')
         with afits.open(good) as hdul:
             edit(hdul)
             hdul.writeto(bad)
         with pytest.raises(InputFileError, match=match):
             read_coadd(bad)
+
+
+def test_unreadable_file_says_permission_denied(tmp_path, tiny_coadd, monkeypatch):
+    """A coadd the user may not read is reported as such (cfitsio's own message says only
+    that it could not open the file).  The tests may run as root, whom permissions do not
+    stop, so os.access is made to answer as for another user."""
+    import lbgnet.io.fitsutil as fitsutil
+    src, _ = tiny_coadd
+    real_access = os.access
+    monkeypatch.setattr(fitsutil.os, 'access',
+                        lambda p, mode, **kw: False if str(p) == src else real_access(p, mode, **kw))
+    with pytest.raises(InputFileError, match=r'cannot read it \(permission denied\)') as err:
+        read_coadd(src)
+    assert str(err.value).startswith(src)

@@ -199,11 +199,14 @@ def read_layout(fx, path, read_fibermap=True, fibermap_columns=None):
             raise InputFileError(path, f'{band}_WAVELENGTH must be 1-D, finite and increasing')
         for part in ('FLUX', 'IVAR') + (('MASK',) if f'{band}_MASK' in names else ()):
             dims = _dims(fx, f'{band}_{part}', wav.size, path)
-            nband = nspecs.setdefault(band, dims[0])
-            if len(dims) != 2 or dims[1] != wav.size or dims[0] != nband:
-                shape = tuple(d for d in dims if d >= 0)
+            shape = tuple(d for d in dims if d >= 0)
+            if len(dims) != 2 or dims[1] != wav.size:
                 raise InputFileError(path, f'{band}_{part} shape {shape} does not match '
-                                     f'{band}_WAVELENGTH length {wav.size} / {nband} spectra')
+                                     f'{band}_WAVELENGTH length {wav.size}')
+            nband = nspecs.setdefault(band, dims[0])
+            if dims[0] != nband:        # name both HDUs: either may be the one cut short
+                raise InputFileError(path, f'{band}_{part} has {dims[0]} spectra but '
+                                     f'{band}_FLUX has {nband}')
         wave[band.lower()] = wav
     if len(set(nspecs.values())) != 1:
         raise InputFileError(path, f'bands disagree on the number of spectra: {nspecs}')

@@ -69,8 +69,8 @@ def open_fits(path):
     MissingInputError
         If `path` does not exist.
     InputFileError
-        If it is not FITS, shorter than its headers say (truncated), or its name holds
-        cfitsio syntax (:func:`cfitsio_name_problem`).
+        If it cannot be read (permissions), is not FITS, is shorter than its headers say
+        (truncated), or its name holds cfitsio syntax (:func:`cfitsio_name_problem`).
     """
     path = str(path)
     if not os.path.exists(path):
@@ -80,6 +80,8 @@ def open_fits(path):
     problem = cfitsio_name_problem(path)
     if problem:
         raise InputFileError(path, problem)
+    if not os.access(path, os.R_OK):      # cfitsio says only 'could not open the named file'
+        raise InputFileError(path, 'cannot read it (permission denied)')
     clear_cfitsio_errors()
     try:
         fx = fitsio.FITS(path)
