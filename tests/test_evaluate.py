@@ -456,7 +456,8 @@ def test_evaluate_script_coadd_and_catalog(tmp_path, caplog, monkeypatch):
     with pytest.raises(SystemExit):                  # C_LBG was made for NTHRESH: no override
         main(['--catalog', cat, '--truth', paths['truth'], '--outdir', str(tmp_path / 'x'),
               '--n-thresh', '1'])
-    for bad in (['--n-thresh', '0'], ['--c-thresh', '1.5']):
+    for bad in (['--n-thresh', '0'], ['--c-thresh', '1.5'], ['--nexamples', '-1'],
+                ['--nexamples', '25']):      # 100 examples drew a 16,000-pixel-tall PNG
         with pytest.raises(SystemExit):
             main(['--coadd', paths['coadd'], '--truth', paths['truth'], '--outdir',
                   str(tmp_path / 'x')] + bad)

@@ -530,3 +530,56 @@ def test_validation_score_ignores_the_selection_section(config):
         callback.on_epoch_end(0, logs)
         scores.append(logs['val_score'])
     assert np.isfinite(scores[0]) and scores[0] == scores[1]
+
+
+def test_best_checkpoint_is_atomic_and_checks_the_room(tmp_path, monkeypatch):
+    """BestCheckpoint keeps the weights of the strictly best finite epoch (as Keras'
+    ModelCheckpoint), beating an initial threshold; with too little room on the disk it
+    raises one OutputFileError before writing, and the earlier checkpoint stays whole (Keras
+    wrote in place: a full disk left a truncated file and HDF5 crashed the process)."""
+    import keras
+    import lbgnet.io.modelfile as modelfile
+    from lbgnet.io.catalog import OutputFileError
+    from lbgnet.train import BestCheckpoint
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    path = str(tmp_path / 'checkpoint.weights.h5')
+    cb = BestCheckpoint(path, 'val_score', 'max', initial_value_threshold=0.2)
+    cb.set_model(model)
+    saved = []
+    for epoch, value in enumerate([0.1, 0.5, np.nan, 0.5, 0.7, 0.6]):
+        model.layers[0].kernel.assign(np.full((3, 2), float(epoch)))
+        cb.on_epoch_end(epoch, {'val_score': value})
+        if os.path.exists(path):
+            probe = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+            probe.load_weights(path)
+            saved.append(float(probe.layers[0].kernel.numpy()[0, 0]))
+    assert saved[-1] == 4.0 and sorted(set(saved)) == [1.0, 4.0]      # epochs 1 and 4 only
+    before = open(path, 'rb').read()
+
+    class Usage:
+        free = 1000
+    monkeypatch.setattr(modelfile.shutil, 'disk_usage', lambda d: Usage())
+    model.layers[0].kernel.assign(np.full((3, 2), 9.0))
+    with pytest.raises(OutputFileError, match='no room for the network weights'):
+        cb.on_epoch_end(6, {'val_score': 0.9})
+    assert open(path, 'rb').read() == before
+    assert sorted(os.listdir(tmp_path)) == ['checkpoint.weights.h5']     # no temporary
+
+
+def test_train_script_output_error_is_one_line(tmp_path, monkeypatch, caplog):
+    """An output that cannot be written (full disk: the validation set, a checkpoint, the
+    model) ends desi_lbg_train with one line and status 1, not a traceback."""
+    import logging
+    import lbgnet.scripts.lbg_train as script
+    from lbgnet.io.catalog import OutputFileError
+
+    def full(*args):
+        raise OutputFileError(str(tmp_path / 'run' / 'validation' / 'coadd-x.fits'),
+                              'cannot write (No space left on device)')
+    monkeypatch.setattr(script, '_train', full)
+    cfg = tmp_path / 'tiny.yaml'
+    cfg.write_text(TRAIN_YAML)
+    assert script.main(['--config', str(cfg), '--outdir', str(tmp_path / 'run')]) == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [f'{tmp_path}/run/validation/coadd-x.fits: cannot write (No space left '
+                      'on device)']

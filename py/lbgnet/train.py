@@ -357,6 +357,46 @@ class HistoryWriter(keras.callbacks.Callback):
             self._plotted = now
 
 
+class BestCheckpoint(keras.callbacks.Callback):
+    """Keep the weights of the best epoch so far in a file, replaced atomically.
+
+    As ``keras.callbacks.ModelCheckpoint(save_best_only=True, save_weights_only=True)``
+    (strictly better than the best so far, or than `initial_value_threshold`; non-finite
+    values never count), but written under a temporary name and renamed
+    (:func:`lbgnet.io.modelfile.save_weights_atomic`), after checking that the disk has
+    room: Keras writes the file in place, so a full disk or a kill mid-write left a
+    truncated checkpoint under its final name (and HDF5 then crashed the process).
+
+    Parameters
+    ----------
+    path : str
+        ``*.weights.h5``.
+    monitor : str
+        Key of the epoch logs.
+    mode : {'min', 'max'}
+    initial_value_threshold : float, optional
+        Value an epoch must beat to be saved (an earlier phase's best).
+    """
+
+    def __init__(self, path, monitor, mode, initial_value_threshold=None):
+        super().__init__()
+        self.path = path
+        self.monitor = monitor
+        self.better = np.less if mode == 'min' else np.greater
+        self.best = initial_value_threshold
+
+    def on_epoch_end(self, epoch, logs=None):
+        """Save the weights when the epoch's `monitor` beats the best so far."""
+        from .io.modelfile import save_weights_atomic
+        value = (logs or {}).get(self.monitor)
+        if value is None or not np.isfinite(float(value)):
+            return
+        if self.best is not None and not self.better(float(value), self.best):
+            return
+        self.best = float(value)
+        save_weights_atomic(self.model, self.path)
+
+
 class TimeLimit(keras.callbacks.Callback):
     """Stop training after the epoch that would make the next one end past a time budget.
 
@@ -515,9 +555,7 @@ def fit(model, train_data, val_data, config, outdir, val_truth=None, epochs=None
     callbacks += [
         keras.callbacks.EarlyStopping(monitor=monitor, mode=MONITORS[monitor],
                                       patience=opts['patience'], restore_best_weights=True),
-        keras.callbacks.ModelCheckpoint(checkpoint, monitor=monitor, mode=MONITORS[monitor],
-                                        save_best_only=True, save_weights_only=True,
-                                        initial_value_threshold=initial_best),
+        BestCheckpoint(checkpoint, monitor, MONITORS[monitor], initial_value_threshold=initial_best),
         HistoryWriter(outdir, previous),
         keras.callbacks.TerminateOnNaN(),
     ]

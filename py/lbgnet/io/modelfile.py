@@ -84,6 +84,72 @@ def sha256sum(path):
     return digest.hexdigest()
 
 
+def weights_file_bytes(model):
+    """Upper estimate (bytes) of the ``.weights.h5`` file of `model`.
+
+    Its variables (and those of its optimizer, which Keras saves with a compiled model),
+    plus 4 KiB of HDF5 metadata per variable and 1 MiB to spare: a default model's
+    2,494,528 bytes of weights make a 2,648,664-byte file (1.6 KiB per variable).
+    """
+    variables = list(model.weights)
+    optimizer = getattr(model, 'optimizer', None)
+    if optimizer is not None and getattr(optimizer, 'built', False):
+        variables += list(optimizer.variables)
+    data = sum(int(np.prod(v.shape)) * np.dtype(str(v.dtype)).itemsize for v in variables)
+    return data + 4096 * len(variables) + (1 << 20)
+
+
+def check_room_for_weights(model, directory):
+    """Raise unless `directory`'s file system has room for `model`'s weights file.
+
+    HDF5 (through h5py) cannot fail cleanly when a write runs out of space: the error is
+    raised, but the process then crashes (segmentation fault, status 139) when the library
+    closes its half-written file at exit, so no one-line error could be given after it.
+    The room is therefore checked before writing (:func:`weights_file_bytes`).
+
+    Raises
+    ------
+    lbgnet.io.catalog.OutputFileError
+        When the free space is below the estimate.
+    """
+    from .catalog import OutputFileError
+    need = weights_file_bytes(model)
+    try:
+        free = shutil.disk_usage(directory).free
+    except OSError:              # the write itself will say what is wrong with `directory`
+        return
+    if free < need:
+        raise OutputFileError(directory, f'no room for the network weights ({free / 1e6:.1f} MB '
+                              f'free, about {need / 1e6:.1f} MB needed); nothing written')
+
+
+def save_weights_atomic(model, path):
+    """``model.save_weights(path)`` under a temporary name renamed into place, after
+    :func:`check_room_for_weights`: a crash or a full disk never leaves a partial file
+    under `path` (Keras' own checkpoint callback writes in place).
+
+    Raises
+    ------
+    lbgnet.io.catalog.OutputFileError
+        No room, or the file cannot be written or renamed.
+    """
+    from .catalog import OutputFileError
+    if not str(path).endswith(WEIGHTS_SUFFIX):
+        raise ValueError(f'{path}: a weights file must end with {WEIGHTS_SUFFIX}')
+    directory = os.path.dirname(os.path.abspath(path))
+    check_room_for_weights(model, directory)
+    head, tail = os.path.split(str(path))
+    tmp = os.path.join(head, f'.{tail[:-len(WEIGHTS_SUFFIX)]}.tmp{os.getpid()}{WEIGHTS_SUFFIX}')
+    try:
+        model.save_weights(tmp)
+        os.replace(tmp, path)
+    except OSError as err:
+        raise OutputFileError(str(path), f'cannot write ({err.strerror or err})') from None
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
 def save_model(path, model, config, metadata=None):
     """Write a model (weights + JSON description) atomically.
 
@@ -114,7 +180,9 @@ def save_model(path, model, config, metadata=None):
     tmp_json = os.path.join(directory, f'.{base}.tmp{os.getpid()}.json')
     old_weights = os.path.join(directory, f'.{base}.old{os.getpid()}{WEIGHTS_SUFFIX}')
     try:
-        _clean_copy(model, config).save_weights(tmp_weights)
+        clean = _clean_copy(model, config)
+        check_room_for_weights(clean, directory)
+        clean.save_weights(tmp_weights)
         description = {
             'format': FORMAT, 'format_version': FORMAT_VERSION,
             'lbgnet_version': __version__, 'lbgnet_revision': source_revision(),

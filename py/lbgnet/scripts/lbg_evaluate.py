@@ -35,6 +35,11 @@ OUTPUTS = {'metrics': 'metrics.json', 'pe': 'purity_efficiency.png', 'z': 'redsh
            'pulls': 'pulls.png'}
 
 
+#: Most example spectra ``--nexamples`` draws (one panel each in one PNG: 100 made a
+#: 16,000-pixel-tall image).
+MAX_EXAMPLES = 24
+
+
 def parse(options=None):
     """Parse the command line of ``desi_lbg_evaluate``."""
     parser = argparse.ArgumentParser(description='Evaluate the LBG line finder on mock files '
@@ -65,9 +70,12 @@ def parse(options=None):
     add_refine_arguments(parser)
     parser.add_argument('--title', default='', help='title of the figures [%(default)s]')
     parser.add_argument('--nexamples', type=int, default=4,
-                        help='example spectra to draw (coadd input; line finders and hybrids, '
-                        'since a direct network has no line boxes) [%(default)s]')
+                        help='example spectra to draw, at most %d (coadd input; line finders '
+                        'and hybrids, since a direct network has no line boxes) '
+                        '[%%(default)s]' % MAX_EXAMPLES)
     args = parser.parse_args(options)
+    if not 0 <= args.nexamples <= MAX_EXAMPLES:      # one panel each, in one PNG
+        parser.error(f'--nexamples must be in [0, {MAX_EXAMPLES}], got {args.nexamples}')
     inputs = args.coadd or args.catalog
     for path in [*inputs, *args.truth, *(args.redrock or [])]:
         if any(c in os.path.basename(path) for c in '*?[') and not os.path.exists(path):

@@ -508,18 +508,19 @@ def with_error_calibration(config, options):
 
 
 def main(args=None, comm=None):
-    """Run ``desi_lbg_train``; return 0 on success, 1 on an input or configuration error."""
+    """Run ``desi_lbg_train``; return 0 on success, 1 on an input, configuration or output
+    error (one line: e.g. a full disk under ``--outdir``)."""
     if not isinstance(args, argparse.Namespace):
         args = parse(args)
     log = get_logger()
     t_start = time.time()
     import_tensorflow()
-    from ..io.catalog import missing_directories, remove_empty
+    from ..io.catalog import OutputFileError, missing_directories, remove_empty
     from ..train import TrainingDiverged
     created = missing_directories([os.path.join(args.outdir, 'x')]) if args.outdir else []
     try:
         return _train(args, log, t_start)
-    except (InputFileError, ConfigError, TrainingDiverged) as err:
+    except (InputFileError, ConfigError, TrainingDiverged, OutputFileError) as err:
         log.error('%s', err)
         remove_empty(created)      # a run that failed early leaves no empty --outdir
         return 1
