@@ -344,3 +344,33 @@ def test_trial_stopped_by_sigterm_is_failed(tmp_path):
     assert run_study(study2, objective, 1) == 0
     # failed, and its retry queued for the next run with trials to do
     assert [t.state for t in study2.trials][2:] == [TrialState.FAIL, TrialState.WAITING]
+
+
+def test_trial_that_cannot_write_fails_and_ends_the_study(tmp_path):
+    """A trial whose files cannot be written (full disk) is marked FAIL, the study stops
+    (every later trial would fail alike) and the error is raised for one line; optuna logs
+    the failure without a traceback."""
+    import logging
+    from optuna.trial import TrialState
+    from lbgnet.io.catalog import OutputFileError
+    storage = f'sqlite:///{tmp_path / "study.sqlite3"}'
+    study = open_study(storage, 'full', seed=1, startup_trials=1, prune=False)
+
+    def objective(trial):
+        if trial.number == 1:
+            raise OutputFileError(str(tmp_path / 'trial_0001'), 'no room for the network weights')
+        return 0.5
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    optuna_log = logging.getLogger('optuna')          # optuna's loggers do not propagate
+    optuna_log.addHandler(handler)
+    try:
+        with pytest.raises(OutputFileError, match='no room'):
+            run_study(study, objective, 4)
+    finally:
+        optuna_log.removeHandler(handler)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL]
+    failed = [r for r in records if 'Trial 1 failed' in r.getMessage()]
+    assert failed and not any(r.exc_info for r in records)        # no traceback

@@ -47,6 +47,7 @@ import numpy as np
 from desiutil.log import get_logger
 
 from .config import ConfigError, as_float, as_int
+from .io.catalog import OutputFileError
 
 #: Default search space (see the module docstring); None for nboxes = derived from the grid.
 DEFAULT_SPACE = {'conv_layers': [2, 8], 'filters': [16, 192], 'kernel_size': [3, 15],
@@ -538,12 +539,18 @@ def run_study(study, objective, n_trials, budget_minutes=None):
     trial is left to run; the storage of :func:`open_study` then queues their retry, which
     runs when a run has trials to do); a trial stopped by SIGTERM or Ctrl-C (both reach it
     as :class:`lbgnet.io.atomic.Terminated`, which optuna does not fail) is marked FAIL
-    before the signal ends the run.
+    before the signal ends the run.  A trial whose files cannot be written (a full disk)
+    is marked FAIL and ends the study (its error is raised once the trial is recorded).
 
     Returns
     -------
     int
         Trials run by this call.
+
+    Raises
+    ------
+    lbgnet.io.catalog.OutputFileError
+        A trial's output could not be written.
     """
     import warnings
     import optuna
@@ -562,11 +569,18 @@ def run_study(study, objective, n_trials, budget_minutes=None):
         return 0
     before = len(study.trials)
     start = time.time()
-    running = []
+    running, failure = [], []
 
     def tracked(trial):
         running[:] = [trial]
-        return objective(trial)
+        try:
+            return objective(trial)
+        except OutputFileError as err:
+            # a full disk: every later trial would fail alike.  Returning None fails the
+            # trial with a one-line log (optuna logs a raised error with its traceback).
+            failure.append(err)
+            trial.study.stop()
+            return None
 
     try:
         study.optimize(tracked, n_trials=todo,
@@ -579,6 +593,8 @@ def run_study(study, objective, n_trials, budget_minutes=None):
                 study.tell(trial, state=TrialState.FAIL)
                 log.warning('trial %d stopped by a signal: marked FAIL', trial.number)
         raise
+    if failure:
+        raise failure[0]
     log.info('ran %d trial(s) in %.1f min', len(study.trials) - before, (time.time() - start) / 60)
     return len(study.trials) - before
 
