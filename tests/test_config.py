@@ -1,8 +1,12 @@
 """Tests of lbgnet.config: the shipped base config and validation of bad ones."""
+import dataclasses
+import shutil
+
 import numpy as np
 import pytest
 
-from lbgnet.config import ConfigError, arm_wavelengths, config_from_dict, load_config, read_yaml_config
+from lbgnet.config import (ConfigError, arm_wavelengths, as_int, config_from_dict, etc_dir,
+                           load_config, read_yaml_config)
 
 
 def test_base_config(config):
@@ -248,3 +252,94 @@ def test_lbg_lines_must_match_the_simulator_in_wavelength():
     shifted = dataclasses.replace(config, lines=line_list(dict(lines), 'test'))
     with pytest.raises(ConfigError, match='LYA'):
         check_target_lines(shifted, config)
+
+
+# ---- from the mutation audit of config.py (2026-12-03)
+def test_grid_centers(config):                                            # C03
+    assert config.grid.centers[0] == 3604.0 and config.grid.centers[-1] == 9996.0
+
+
+def test_as_int_strings():                                                # C07
+    assert as_int('40') == 40
+    with pytest.raises(ValueError):
+        as_int('40.9')
+
+
+@pytest.mark.parametrize('text, match', [
+    ('nboxes: true\n', 'missing or invalid key'),                          # C08
+    ('selection: {n_thresh: true}\n', 'missing or invalid key'),           # C08
+    ('grid: {dwave: -8}\n', 'grid needs'),                                 # C38
+    ('grid: {wave_min: 0}\n', 'grid needs'),                               # C38
+    ('nboxes: 0\n', 'must divide'),                                        # C39
+    ('selection: {n_thresh: 0}\n', 'out of range'),                        # C40
+    ('selection: {c_thresh: 1.5}\n', 'out of range'),                      # C41
+    ('selection: {c_thresh: -0.1}\n', 'out of range'),                     # C41
+])
+def test_more_bad_values(tmp_path, text, match):
+    """Values the mutation audit of config.py found unchecked by the tests."""
+    path = tmp_path / 'bad.yaml'
+    path.write_text('base: lbgnet-base.yaml\n' + text)
+    with pytest.raises(ConfigError, match=match):
+        load_config(str(path))
+
+
+def test_empty_section_keeps_the_base_section(tmp_path):
+    """An empty block (its keys commented out) overrides nothing: it replaced the base's
+    whole section, so training fell back on code defaults (epochs 30 instead of 1000,
+    no simulator, ...) without a word."""
+    from lbgnet.train import training_options
+    path = tmp_path / 'c.yaml'
+    path.write_text('base: lbgnet-default.yaml\ntraining:\n#  epochs: 5\nmodel:\n')
+    got, base = load_config(str(path)), load_config('lbgnet-default.yaml')
+    assert training_options(got) == training_options(base)
+    assert got.extra['model'] == base.extra['model']
+
+
+def test_circular_base(tmp_path):                                         # C24
+    (tmp_path / 'a.yaml').write_text('base: b.yaml\n')
+    (tmp_path / 'b.yaml').write_text('base: a.yaml\n')
+    with pytest.raises(ConfigError, match='circular "base:" include'):
+        load_config(str(tmp_path / 'a.yaml'))
+
+
+def test_current_directory_before_etc(tmp_path, monkeypatch):             # C23
+    (tmp_path / 'lbgnet-base.yaml').write_text((etc_dir() / 'lbgnet-base.yaml').read_text()
+                                               .replace('nboxes: 40', 'nboxes: 20'))
+    monkeypatch.chdir(tmp_path)
+    assert load_config('lbgnet-base.yaml').nboxes == 20
+
+
+def test_lbgnet_etc(tmp_path, monkeypatch):                               # C12 C13
+    shutil.copytree(etc_dir(), tmp_path / 'etc')
+    monkeypatch.setenv('LBGNET_ETC', str(tmp_path / 'etc'))
+    assert etc_dir() == tmp_path / 'etc'
+    (tmp_path / 'empty').mkdir()
+    monkeypatch.setenv('LBGNET_ETC', str(tmp_path / 'empty'))
+    assert etc_dir() != tmp_path / 'empty'
+
+
+def test_pixel_must_be_positive(config):                                  # C42
+    from lbgnet.config import arm_pixel
+    bad = dataclasses.replace(config, extra=dict(config.extra, instrument=dict(
+        config.extra['instrument'], pixel=0)))
+    with pytest.raises(ConfigError, match='pixel must be > 0'):
+        arm_pixel(bad)
+    for value in (float('inf'), True):            # inf made every arm a single pixel
+        bad = dataclasses.replace(config, extra=dict(config.extra, instrument=dict(
+            config.extra['instrument'], pixel=value)))
+        with pytest.raises(ConfigError, match='pixel'):
+            arm_pixel(bad)
+
+
+@pytest.mark.parametrize('name', ['-v2', '.hidden', 2024])                # C37 C45
+def test_model_names(config, name):
+    from lbgnet.config import check_names
+    with pytest.raises(ConfigError, match='name must start'):
+        check_names(dataclasses.replace(config, extra=dict(config.extra, name=name)))
+
+
+def test_range_errors_without_a_source_name_the_config():
+    data = load_config('lbgnet-base.yaml').to_dict()
+    data['nboxes'] = 33
+    with pytest.raises(ConfigError, match=r'^config: nboxes=33 must divide'):
+        config_from_dict(data)

@@ -410,6 +410,10 @@ REPLACED_SECTIONS = (('lines',), ('target', 'lines'))
 def _merge(base, over, path=()):
     out = dict(base)
     for key, val in over.items():
+        if val is None and isinstance(out.get(key), dict):
+            # an empty block (``training:`` with its keys commented out) overrides nothing:
+            # it replaced the base's whole section, silently falling back on code defaults
+            continue
         if path + (key,) in REPLACED_SECTIONS:
             out[key] = val
         elif isinstance(val, dict) and isinstance(out.get(key), dict):
@@ -561,11 +565,11 @@ def config_from_dict(data, source=''):
                           'nbins, nboxes and n_thresh integers)') from None
     linelist = line_list(lines, f'{source or "config"}: lines')
     if grid.nbins <= 0 or grid.dwave <= 0 or grid.wave_min <= 0:
-        raise ConfigError(f'{source}: grid needs nbins > 0, dwave > 0 and wave_min > 0')
+        raise ConfigError(f'{source or "config"}: grid needs nbins > 0, dwave > 0 and wave_min > 0')
     if nboxes <= 0 or grid.nbins % nboxes != 0:
-        raise ConfigError(f'{source}: nboxes={nboxes} must divide nbins={grid.nbins}')
+        raise ConfigError(f'{source or "config"}: nboxes={nboxes} must divide nbins={grid.nbins}')
     if not 1 <= sel.n_thresh <= len(linelist) or not 0.0 <= sel.c_thresh <= 1.0:
-        raise ConfigError(f'{source}: selection thresholds out of range')
+        raise ConfigError(f'{source or "config"}: selection thresholds out of range')
     extra = {k: v for k, v in data.items() if k not in ('grid', 'lines', 'nboxes', 'selection')}
     return Config(grid, linelist, nboxes, sel, extra, str(source))
 
@@ -587,14 +591,17 @@ def arm_pixel(config):
     Raises
     ------
     ConfigError
-        If the section or its ``pixel`` entry is missing or not a positive number.
+        If the section or its ``pixel`` entry is missing or not a positive, finite number.
     """
     try:
-        pixel = float(config.extra['instrument']['pixel'])
+        value = config.extra['instrument']['pixel']
+        if isinstance(value, bool):               # float(True) is 1.0: a YAML slip
+            raise TypeError(f'a boolean, {value}')
+        pixel = float(value)
     except (KeyError, TypeError, ValueError) as err:
         raise ConfigError(f'{config.source}: missing or invalid instrument pixel ({err!r})') from None
-    if not pixel > 0:
-        raise ConfigError(f'{config.source}: instrument pixel must be > 0, got {pixel}')
+    if not (np.isfinite(pixel) and pixel > 0):     # inf made every arm a single pixel
+        raise ConfigError(f'{config.source}: instrument pixel must be > 0 and finite, got {pixel}')
     return pixel
 
 
