@@ -1,17 +1,20 @@
 """Training on labelled spectra files: reader, depth degradation, batches, desi_lbg_train --train-dir."""
 import dataclasses
 import json
+import logging
 import os
 import shutil
 
 import numpy as np
 import pytest
+from astropy.table import Table
 
 from lbgnet.io import InputFileError
 from lbgnet.io.evaluation import read_coadd_for_evaluation
-from lbgnet.io.labelled import find_labelled, read_labelled_spectra
+from lbgnet.io.labelled import check_labels, find_labelled, read_labelled_spectra
 from lbgnet.io.mock import read_truth
 from lbgnet.labelled import FileBatches
+from lbgnet.preprocess import grid_spectra
 from lbgnet.sim.augment import AugmentConfig, degrade_depth
 from lbgnet.sim.generator import MockBatches
 from lbgnet.sim.mock import load_mock_setup
@@ -399,3 +402,164 @@ def test_truth_files_with_int64_and_uint64_targetids_stack_exactly(tmp_path):
         expect.extend(ids)
     got = read_labelled_spectra(coadds, truths).truth['TARGETID']
     assert got.dtype == np.int64 and list(got) == expect
+
+
+# ---- from the mutation audit of labelled.py and io/labelled.py (2026-12-03)
+@pytest.fixture(scope='module')
+def spectra(labelled_dir):
+    return read_labelled_spectra(*find_labelled(labelled_dir))
+
+
+def subset(spectra, n):
+    return dataclasses.replace(spectra, fluxes={b: f[:n] for b, f in spectra.fluxes.items()},
+                               ivars={b: v[:n] for b, v in spectra.ivars.items()},
+                               truth=spectra.truth[:n])
+
+
+# ---- lbgnet/labelled.py
+def test_depth_degradation_is_applied_as_reported(spectra, config):      # A20 A21 A28
+    b = FileBatches(spectra, config.grid, batch_size=40, seed=4, depth_min=0.2, return_truth=True)
+    X, truth = b[1]
+    rows, rng = b.order(0)[1], b.rng(0, 1)
+    frac = rng.uniform(0.2, 1.0, rows.size)
+    assert np.allclose(truth['DEPTH_FRAC'], frac)
+    fl = {k: spectra.fluxes[k][rows] for k in spectra.bands}
+    iv = {k: spectra.ivars[k][rows] for k in spectra.bands}
+    degrade_depth(fl, iv, frac, rng)
+    want, _, _ = grid_spectra([spectra.waves[k] for k in spectra.bands],
+                              [fl[k] for k in spectra.bands], [iv[k] for k in spectra.bands],
+                              config.grid)
+    assert np.allclose(X, want, atol=1e-6)
+
+
+def test_file_batches_refusals(spectra, config):                          # A04 A06 A15
+    with pytest.raises(ValueError, match='depth_min'):
+        FileBatches(spectra, config.grid, depth_min=1.5)
+    with pytest.raises(ValueError, match='no labelled spectra'):
+        FileBatches(subset(spectra, 0), config.grid)
+    b = FileBatches(spectra, config.grid, batch_size=50)
+    for i in (-1, len(b)):
+        with pytest.raises(IndexError):
+            b[i]
+
+
+def test_epoch_length_when_batches_divide_the_spectra(spectra, config):  # A07
+    b = FileBatches(subset(spectra, 32), config.grid, batch_size=16)
+    assert len(b) == 2
+    assert sorted(b.order(0).ravel()) == list(range(32))
+
+
+def test_last_batch_never_repeats_a_spectrum(spectra, config):           # A12
+    for seed in range(10):
+        b = FileBatches(spectra, config.grid, batch_size=64, seed=seed)
+        for e in range(3):
+            assert len(np.unique(b.order(e)[-1])) == 64
+
+
+def test_order_stream_differs_from_simulator_stream(spectra, config):    # A09
+    b = FileBatches(spectra, config.grid, batch_size=64, seed=3)
+    n = len(spectra)
+    sim_stream = np.random.default_rng([3, 4]).permutation(n)   # MockBatches (3, 4, 0)
+    assert not np.array_equal(b.order(4).ravel()[:n], sim_stream)
+
+
+def test_channels_and_simulated_depth(spectra, config, setup):           # A16 A18 A23
+    sim = MockBatches(setup, batch_size=8, batches_per_epoch=10, seed=1)
+    b = FileBatches(spectra, config.grid, batch_size=24, seed=1, simulator=sim, channels=[1],
+                    return_truth=True)
+    X, truth = b[0]
+    assert X.shape == (24, config.grid.nbins, 1)
+    assert np.all(truth['DEPTH_FRAC'][16:] == 1)
+
+
+# ---- lbgnet/io/labelled.py
+def test_find_labelled_is_sorted(tmp_path):                               # B02
+    names = ['c', 'a', 'e', 'b', 'd', 'f']
+    for n in names:
+        (tmp_path / f'coadd-{n}.fits').write_text('')
+    coadds, truths = find_labelled(str(tmp_path))
+    assert [os.path.basename(c) for c in coadds] == [f'coadd-{n}.fits' for n in sorted(names)]
+
+
+def lab(classes, z):
+    return Table({'TARGETID': np.arange(len(z)) + 1, 'CLASS': classes, 'Z_TRUE': z})
+
+
+def test_check_labels_edges():                                            # B05 B06 B10 B11 B12 B15 B17
+    t = lab(np.array([b' lbg', b'QSO'], dtype='S6'), [3.0, 1.0])
+    check_labels(t, 't.fits')
+    assert list(t['CLASS']) == ['LBG', 'QSO']
+    check_labels(lab(['LBG'], np.array([3])), 't.fits')                   # integer z
+    with pytest.raises(InputFileError, match=r'1 LBG\(s\) without a finite'):
+        check_labels(lab(['QSO', 'LBG'], [2.0, np.nan]), 't.fits', target='QSO')
+    with pytest.raises(InputFileError, match=r'1 STAR\(s\) without a finite'):
+        check_labels(lab(['STAR', 'LBG'], [np.inf, 3.0]), 't.fits', target='STAR')
+    with pytest.raises(InputFileError, match='outside'):
+        check_labels(lab(['LBG'], [10.0]), 't.fits')
+    with pytest.raises(InputFileError, match=r'<= -1'):
+        check_labels(lab(['GALAXY', 'LBG'], [-1.0, 3.0]), 't.fits')
+
+
+def test_read_labelled_checks_the_target_class(tmp_path, labelled_dir):  # B21 B32
+    d, _ = hand_labelled(tmp_path, labelled_dir, name='qso',
+                         edit=lambda c, z: (c, np.where(c == 'QSO', np.nan, z)))
+    read_labelled_spectra(*find_labelled(str(d)))
+    with pytest.raises(InputFileError, match=r'QSO\(s\) without a finite Z_TRUE'):
+        read_labelled_spectra(*find_labelled(str(d)), target='QSO')
+
+
+def test_masked_pixels_and_partly_valid_spectra(tmp_path, labelled_dir, config):  # B22 B23
+    import fitsio
+    coadds, truths = find_labelled(labelled_dir)
+    coadd = str(tmp_path / os.path.basename(coadds[0]))
+    shutil.copy(coadds[0], coadd)
+    shutil.copy(truths[0], str(tmp_path / os.path.basename(truths[0])))
+    _, targetid, good, _, _ = read_coadd_for_evaluation(coadd, config)
+    i, j = np.flatnonzero(good)[:2]
+    with fitsio.FITS(coadd, 'rw') as fx:
+        mask = fx['B_MASK'].read()
+        mask[i, 100:200] = 1
+        fx['B_MASK'].write(mask)
+        assert np.all(fx['B_IVAR'].read()[i, 100:200] > 0)
+        for band in 'BRZ':                       # a few dead pixels in every arm
+            ivar = fx[f'{band}_IVAR'].read()
+            ivar[j, :50] = 0
+            fx[f'{band}_IVAR'].write(ivar)
+    spectra = read_labelled_spectra([coadd], [str(tmp_path / os.path.basename(truths[0]))])
+    row = list(spectra.truth['TARGETID']).index(targetid[i])
+    assert np.all(spectra.ivars['b'][row, 100:200] == 0)
+    assert targetid[j] in set(spectra.truth['TARGETID'])
+
+
+def test_messages(tmp_path, labelled_dir, config, caplog):               # B28 B29 B30 B31
+    with pytest.raises(InputFileError, match='no labelled coadd files given'):
+        read_labelled_spectra([], [])
+    none, _ = hand_labelled(tmp_path, labelled_dir, name='none', keep=lambda t: np.arange(0))
+    with pytest.raises(InputFileError, match='no usable labelled spectrum'):
+        read_labelled_spectra(*find_labelled(str(none)))
+    part, truth = hand_labelled(tmp_path, labelled_dir, name='part',
+                                keep=lambda t: np.arange(0, len(t), 2))
+    coadds, truths = find_labelled(str(part))
+    _, targetid, good, _, _ = read_coadd_for_evaluation(coadds[0], config)
+    missing = int(np.sum(good & ~np.isin(targetid, truth['TARGETID'][::2])))
+    with caplog.at_level(logging.WARNING):
+        read_labelled_spectra(coadds, truths)
+    assert f'{missing} of its {int(good.sum())} usable spectra have no row' in caplog.text
+    # rows only for the usable spectra: nothing to warn about
+    usable, _ = hand_labelled(tmp_path, labelled_dir, name='usable',
+                              keep=lambda t: np.flatnonzero(np.isin(t['TARGETID'], targetid[good])))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        read_labelled_spectra(*find_labelled(str(usable)))
+    assert 'have no row' not in caplog.text
+
+
+def test_bands_must_match(tmp_path, labelled_dir):                        # B18
+    from astropy.io import fits
+    coadds, truths = find_labelled(labelled_dir)
+    other = str(tmp_path / os.path.basename(coadds[1]))
+    with fits.open(coadds[1]) as hdul:
+        keep = [h for h in hdul if not h.name.startswith('Z_')]
+        fits.HDUList([h.copy() for h in keep]).writeto(other)
+    with pytest.raises(InputFileError, match='bands or wavelengths differ'):
+        read_labelled_spectra([coadds[0], other], truths)
