@@ -386,3 +386,26 @@ def test_desispec_temporary_in_the_input_tree_is_skipped(tmp_path, model_path, c
     assert 'desispec write skipped' in text and leftover in text
     assert sorted(os.listdir(tmp_path / 'out')) == ['lbg_cnn-main-dark-100.fits',
                                                     'priors_lbg-main-dark-100.fits']
+
+
+def test_temporaries_of_a_killed_run_are_reported(tmp_path, model_path, caplog):
+    """A run killed outright leaves its temporary beside the output; the next run over that
+    file warns about it once (it said nothing) and leaves it (another run may own it).
+    Temporaries of other names, or of files not processed, are not reported."""
+    from lbgnet.io.atomic import leftover_temporaries
+    coadd, output = make_pair(str(tmp_path))
+    stale = tmp_path / '.lbg_cnn-main-dark-100.tmp4242.fits'
+    stale.write_bytes(b'half')
+    (tmp_path / '.lbg_cnn-main-dark-999.tmp4242.fits').write_bytes(b'other file')
+    (tmp_path / '.lbg_cnn-main-dark-100.tmpx.fits').write_bytes(b'not a temporary name')
+    priors = str(tmp_path / 'priors_lbg-main-dark-100.fits.gz')
+    (tmp_path / '.priors_lbg-main-dark-100.tmp7.fits.gz').write_bytes(b'')
+    assert leftover_temporaries([output, priors, str(tmp_path / 'no' / 'x.fits')]) == [
+        str(tmp_path / '.lbg_cnn-main-dark-100.tmp4242.fits'),
+        str(tmp_path / '.priors_lbg-main-dark-100.tmp7.fits.gz')]
+    rc, text = run(caplog, '--coadd', coadd, '--model', model_path)
+    assert rc == 0 and text.count('temporary file(s) of an interrupted') == 1
+    assert f'1 temporary file(s) of an interrupted earlier write beside this run\'s outputs, e.g. {stale}' in text
+    assert stale.exists()
+    rc, text = run(caplog, '--coadd', coadd, '--model', model_path)     # skipped: not reported
+    assert rc == 0 and 'interrupted earlier write' not in text

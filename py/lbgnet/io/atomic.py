@@ -10,6 +10,7 @@ are removed on the way out too.
 import contextlib
 import glob
 import os
+import re
 import signal
 import sys
 
@@ -74,11 +75,7 @@ def atomic_path(path, rename=None):
         when called].
     """
     path = str(path)
-    head, tail = os.path.split(path)
-    root, ext = os.path.splitext(tail)
-    if ext == '.gz':
-        root, ext0 = os.path.splitext(root)
-        ext = ext0 + ext
+    head, root, ext = _split_name(path)
     stem = f'.{root}.tmp{os.getpid()}'
     tmp = os.path.join(head, stem + ext)
     try:
@@ -92,3 +89,51 @@ def atomic_path(path, rename=None):
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(leftover)
         raise
+
+
+def _split_name(path):
+    """(directory, root, extension) of `path` as :func:`atomic_path` names its temporary
+    (``.gz`` keeps the extension before it)."""
+    head, tail = os.path.split(str(path))
+    root, ext = os.path.splitext(tail)
+    if ext == '.gz':
+        root, ext0 = os.path.splitext(root)
+        ext = ext0 + ext
+    return head, root, ext
+
+
+_TEMPORARY = re.compile(r'^\.(?P<root>.+)\.tmp\d+(?P<ext>\.[^.]+(?:\.gz)?)?$')
+
+
+def leftover_temporaries(paths):
+    """Temporaries of :func:`atomic_path` for `paths` left by interrupted writes.
+
+    A process killed outright (``kill -9``, a node lost) cannot remove its temporary file
+    (``.<root>.tmp<pid><ext>`` beside the final name).  Each directory is listed once.
+
+    Parameters
+    ----------
+    paths : sequence of str
+        Final output names.
+
+    Returns
+    -------
+    list of str
+        The temporaries found (any process id), sorted; directories that cannot be listed
+        (not created yet) are skipped.
+    """
+    wanted = {}
+    for path in paths:
+        head, root, ext = _split_name(path)
+        wanted.setdefault(head, set()).add((root, ext))
+    found = []
+    for head, keys in wanted.items():
+        try:
+            names = os.listdir(head or '.')
+        except OSError:
+            continue
+        for name in names:
+            match = _TEMPORARY.match(name)
+            if match and (match['root'], match['ext'] or '') in keys:
+                found.append(os.path.join(head, name))
+    return sorted(found)

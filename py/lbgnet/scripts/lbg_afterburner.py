@@ -351,6 +351,7 @@ def setup(args, nthreads=None):
         if out['jobs'] and args.outdir is not None:
             # files to write: one check of --outdir for the run, before TensorFlow
             check_creatable(args.outdir, name=f'--outdir {args.outdir}')
+        warn_leftover_temporaries(out['jobs'])
         if out['jobs']:           # a resumed run with every output there: no TensorFlow
             start_tensorflow(nthreads)
             out['network'] = load_network(out['model'])
@@ -361,6 +362,18 @@ def setup(args, nthreads=None):
                            traceback.format_exc())
         out['error'] = f'setup failed: {type(err).__name__}: {err}'
     return out
+
+
+def warn_leftover_temporaries(jobs):
+    """Warn, once, about temporaries a killed run (``kill -9``, a lost node) left beside
+    the outputs of the files this run writes: nothing else would report them.  They are
+    not removed: another run writing to the same place could still own one."""
+    from ..io.atomic import leftover_temporaries
+    stale = leftover_temporaries([path for job in jobs for path in (job.output, job.priors)])
+    if stale:
+        get_logger().warning('%d temporary file(s) of an interrupted earlier write beside '
+                             "this run's outputs, e.g. %s: remove them once no other run "
+                             'writes there', len(stale), stale[0])
 
 
 def warn_missing_cameras(layout, path):
