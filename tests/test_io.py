@@ -463,3 +463,22 @@ def test_unreadable_file_says_permission_denied(tmp_path, tiny_coadd, monkeypatc
     with pytest.raises(InputFileError, match=r'cannot read it \(permission denied\)') as err:
         read_coadd(src)
     assert str(err.value).startswith(src)
+
+
+def test_missing_file_with_a_compressed_twin_says_so(tmp_path, tiny_coadd):
+    """A Redrock file looked for as .gz (beside a compressed coadd) while the plain one is
+    there, or the reverse, is named in the error (it said only 'no such file')."""
+    import gzip
+    src, _ = tiny_coadd
+    plain = str(tmp_path / 'coadd-x.fits')
+    with open(src, 'rb') as fi, open(plain, 'wb') as fo:
+        fo.write(fi.read())
+    with pytest.raises(InputFileError, match=r'no such file \(coadd-x.fits is there'):
+        read_coadd(plain + '.gz')
+    packed = str(tmp_path / 'coadd-y.fits.gz')
+    with open(src, 'rb') as fi, gzip.open(packed, 'wb') as fo:
+        fo.write(fi.read())
+    with pytest.raises(InputFileError, match=r'no such file \(coadd-y.fits.gz is there'):
+        read_coadd(packed[:-3])
+    with pytest.raises(InputFileError, match=r'no such file$'):
+        read_coadd(str(tmp_path / 'coadd-z.fits'))

@@ -74,6 +74,11 @@ def open_fits(path):
     """
     path = str(path)
     if not os.path.exists(path):
+        # a coadd compressed without its Redrock file (or the reverse): say what is there
+        twin = path[:-3] if path.endswith('.gz') else path + '.gz'
+        if os.path.isfile(twin):
+            raise MissingInputError(path, f'no such file ({os.path.basename(twin)} is there: '
+                                    'compress both files of a pair, or neither)')
         raise MissingInputError(path)
     if os.path.isdir(path):
         raise InputFileError(path, 'is a directory, not a FITS file')
