@@ -21,6 +21,18 @@ def _fake_outputs(z, config, conf_true, rng, noise_conf=0.02):
     return conf, off, box
 
 
+def line_table(config, rows, fill=1.0):
+    """Line confidences and redshifts, shape (len(rows), nlines): row i sets lines
+    ``rows[i][0]`` to confidences ``rows[i][1]`` and redshifts ``rows[i][2]`` (the other
+    lines: confidence 0, redshift `fill`)."""
+    nlines = len(config.lines)
+    c = np.zeros((len(rows), nlines))
+    zl = np.full((len(rows), nlines), fill)
+    for i, (idx, conf, z) in enumerate(rows):
+        c[i, idx], zl[i, idx] = conf, z
+    return c, zl
+
+
 def test_redshift_recovery_and_keys(config):
     rng = np.random.default_rng(1)
     z = np.array([2.1, 2.9, 3.7, 4.3, np.nan])
@@ -124,12 +136,9 @@ def test_combine_lines_support_is_the_weight_of_the_mean(config):
     redshift but outside it relative to its own cannot borrow their support and then
     stand alone (it once won with NLINES_AGREE = 1 over a 0.9 + 0.3 pair)."""
     from lbgnet.postprocess import combine_lines
-    nlines = len(config.lines)
-    c = np.zeros((2, nlines))
-    zl = np.full((2, nlines), 1.0)
     # |Δz| = 0.0398: 0.00995 of (1 + 3.0), 0.01005 of (1 + 2.9602)
-    c[0, [0, 1, 2]], zl[0, [0, 1, 2]] = [0.9, 0.5, 0.3], [3.0, 2.9602, 3.0]
-    c[1, [0, 1]], zl[1, [0, 1]] = [0.9, 0.5], [3.0, 2.9602]
+    c, zl = line_table(config, [([0, 1, 2], [0.9, 0.5, 0.3], [3.0, 2.9602, 3.0]),
+                                ([0, 1], [0.9, 0.5], [3.0, 2.9602])])
     z, zerr, nagree = combine_lines(c, zl, config, agree_tol=0.01, line_floor=0.05)
     # relative to the candidate 3.0 the 0.5 line agrees (0.00995): it joins that mean;
     # relative to its own 2.9602 the 0.9 line does not (0.01005): it has no support
@@ -215,14 +224,11 @@ def test_combine_lines_boundaries_floor_kept_tolerance_excluded(config):
     """A line exactly at line_floor counts; a line exactly agree_tol away does not agree
     (|Δz|/(1+z) < agree_tol, strict, z the candidate's), as documented."""
     from lbgnet.postprocess import combine_lines
-    nlines = len(config.lines)
-    c = np.zeros((2, nlines))
-    zl = np.full((2, nlines), 9.0)
     # spectrum 0: lines at z 2.0 (0.5, 0.5) and z 3.0 (0.8): from the candidate 3.0,
-    # 1.0 / 4.0 = 0.25 exactly (from 2.0, 1/3)
-    c[0, [0, 3, 6]], zl[0, [0, 3, 6]] = [0.5, 0.5, 0.8], [2.0, 2.0, 3.0]
-    # spectrum 1: the only line above 0 sits exactly at the floor: it is the redshift's
-    c[1, [1, 2]], zl[1, [1, 2]] = [0.5, 0.25], [2.0, 2.2]
+    # 1.0 / 4.0 = 0.25 exactly (from 2.0, 1/3); spectrum 1: the only line above 0 sits
+    # exactly at the floor: it is the redshift's
+    c, zl = line_table(config, [([0, 3, 6], [0.5, 0.5, 0.8], [2.0, 2.0, 3.0]),
+                                ([1, 2], [0.5, 0.25], [2.0, 2.2])], fill=9.0)
     z, _, nagree = combine_lines(c, zl, config, agree_tol=0.25, line_floor=0.5)
     assert z[0] == 2.0 and nagree[0] == 2          # 0.5 + 0.5 beat 0.8 alone
     assert nagree[1] == 1 and z[1] == 2.0
