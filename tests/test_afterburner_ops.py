@@ -409,3 +409,16 @@ def test_temporaries_of_a_killed_run_are_reported(tmp_path, model_path, caplog):
     assert stale.exists()
     rc, text = run(caplog, '--coadd', coadd, '--model', model_path)     # skipped: not reported
     assert rc == 0 and 'interrupted earlier write' not in text
+
+
+def test_more_threads_than_cores_is_warned_once(tmp_path, model_path, caplog):
+    """--threads above the cores the process may use is accepted (as the operator asked)
+    but said once: it was silent."""
+    coadd, _ = make_pair(str(tmp_path))
+    cores = len(os.sched_getaffinity(0))
+    rc, text = run(caplog, '--coadd', coadd, '--model', model_path, '--threads', str(cores + 7))
+    assert rc == 0
+    assert text.count(f'--threads {cores + 7} exceeds the {cores} core(s)') == 1
+    rc, text = run(caplog, '--coadd', coadd, '--model', model_path, '--threads', '1',
+                   '--overwrite')
+    assert rc == 0 and 'exceeds' not in text

@@ -561,6 +561,10 @@ def run_ranks(args, comm=None):
         log.warning('started as one of %d MPI processes but without --mpi: every process '
                     'runs every file (add --mpi to share them)', launched)
     nthreads = args.threads or node_threads(comm)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+    if args.threads and cores and args.threads > cores:   # once (rank 0's log)
+        log.warning('--threads %d exceeds the %d core(s) this process may use: the threads '
+                    'will compete for them', args.threads, cores)
     set_threads(nthreads, tensorflow=False)        # TensorFlow's only if a network is loaded
     state = setup(args, nthreads) if rank == 0 else None
     network = state.pop('network') if rank == 0 else None
