@@ -555,3 +555,21 @@ def test_mpi_launcher_without_mpi_flag_is_refused(tmp_path, monkeypatch, caplog)
         errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
         assert len(errors) == nerrors and not outdir.exists()
         assert all('2 MPI processes but without --mpi' in e for e in errors)
+
+
+def test_run_writing_nothing_leaves_no_empty_outdir(tmp_path, monkeypatch):
+    """Every file failing to write (a full disk) leaves no empty --outdir behind (it did);
+    a directory that was there before is kept."""
+    import lbgnet.scripts.lbg_mock as script
+    from lbgnet.io.catalog import OutputFileError
+
+    def full(outdir, mock, *args, **kwargs):
+        raise OutputFileError(os.path.join(outdir, 'coadd-x.fits'), 'cannot write (No space left)')
+    monkeypatch.setattr(script, 'write_mock', full)
+    outdir = tmp_path / 'new' / 'mocks'
+    args = ['--nspec', '4', '--nfiles', '2', '--no-resolution', '--classes', 'STAR']
+    assert main(['--outdir', str(outdir)] + args) == 1
+    assert not (tmp_path / 'new').exists()
+    (tmp_path / 'kept').mkdir()
+    assert main(['--outdir', str(tmp_path / 'kept')] + args) == 1
+    assert (tmp_path / 'kept').is_dir()

@@ -17,7 +17,7 @@ from desiutil.log import get_logger
 
 from ..config import ConfigError
 from ..io import InputFileError
-from ..io.catalog import OutputFileError, check_outdir
+from ..io.catalog import OutputFileError, check_outdir, missing_directories, remove_empty
 from ..io.fitsutil import cfitsio_name_problem
 from ..io.mock import mock_filenames, mock_keywords, write_mock
 from ..parallel import RankZeroParser, launcher_rank, launcher_size
@@ -375,6 +375,7 @@ def main(args=None, comm=None):
         from mpi4py import MPI
         comm = MPI.COMM_WORLD
     rank, size = (0, 1) if comm is None else (comm.rank, comm.size)
+    created = missing_directories([os.path.join(args.outdir, 'x')])
     plan, problem = prepare(args)
     problems = [problem] if comm is None else comm.allgather(problem)
     if any(problems):            # every rank stops (one waiting alone in a collective hangs)
@@ -444,4 +445,6 @@ def main(args=None, comm=None):
         log.info('%d of %d file(s) written (%d spectra asked) in %s, %d kept from an earlier '
                  'run, %d failure(s)', counts.size - nfail - nskip, counts.size, args.nspec,
                  args.outdir, nskip, nfail)
+        if nfail == counts.size:      # nothing written (a full disk): no empty --outdir left
+            remove_empty(created)
     return 1 if nfail else 0
