@@ -221,6 +221,21 @@ def test_make_template_from_simulated_lbgs(tmp_path):
     assert make_template(bad) == 1                                        # does not cover
 
 
+def test_make_template_writing_nothing_leaves_no_empty_outdir(tmp_path, monkeypatch):
+    """A template that cannot be written (a full disk) leaves no empty --outdir it
+    created (it did); the error is one line, status 1."""
+    import lbgnet.scripts.lbg_make_template as script
+
+    def full(path, *args, **kwargs):
+        raise OSError(28, 'No space left on device')
+    monkeypatch.setattr(script, 'write_rr_template', full)
+    opts = ['--nspec', '10', '--nbasis', '2', '--dwave', '2.0', '--z-range', '3.0', '3.5',
+            '--wave-range', '700', '2500']
+    assert script.main(['--outdir', str(tmp_path / 'new' / 'tpl')] + opts) == 1
+    assert not (tmp_path / 'new').exists()
+    assert script.main(['--outdir', str(tmp_path)] + opts) == 1 and tmp_path.is_dir()
+
+
 def test_make_archetypes_from_simulated_lbgs(tmp_path):
     """--archetypes writes the simulated spectra themselves (RRMETHOD ARCHETYPE, unit mean
     flux in the normalisation window), which load_refiner takes as archetypes; a PCA

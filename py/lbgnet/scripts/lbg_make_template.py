@@ -16,7 +16,8 @@ import numpy as np
 from desiutil.log import get_logger
 
 from .. import __version__
-from ..io.catalog import IS_A_DIRECTORY, OutputFileError, check_outdir
+from ..io.catalog import (IS_A_DIRECTORY, OutputFileError, check_outdir, missing_directories,
+                          remove_empty)
 from ..io.errors import InputFileError
 from ..io.rrtemplate import IGM_MODELS, template_filename, write_rr_template
 from ..template import (NORM_WINDOW, pca_basis, reconstruction_error, redshift_grid,
@@ -147,8 +148,6 @@ def write_archetypes(path, wave, flux, redshifts, args):
 
 def main(args=None, comm=None):
     """Run ``desi_lbg_make_template``; return 0 on success, 1 on a clear error."""
-    from ..io.templates import load_templates
-    from ..sim import load_sim_config
     if not isinstance(args, argparse.Namespace):
         args = parse(args)
     log = get_logger()
@@ -160,6 +159,17 @@ def main(args=None, comm=None):
     if os.path.exists(path) and not args.overwrite:
         log.error('%s: exists (use --overwrite)', path)
         return 1
+    created = missing_directories([path])
+    status = _make(args, log, method, path)
+    if status:                        # nothing written (a full disk...): no empty --outdir
+        remove_empty(created)
+    return status
+
+
+def _make(args, log, method, path):
+    """The work of :func:`main` once the output name is checked; its exit status."""
+    from ..io.templates import load_templates
+    from ..sim import load_sim_config
     try:
         check_coverage(args.wave_range, args.z_range)
         simcfg = load_sim_config(args.sim_config)
