@@ -694,3 +694,52 @@ def test_minimum_pinned_by_the_window_edge_is_not_reliable():
     prior[0, 12] = 50.0
     ibest, _, curv = _window_minimum(curve, np.linspace(2.0, 2.3, 30), allowed, prior)
     assert ibest[0] == 12 and np.isfinite(curv[0])
+
+
+def test_refiners_built_again_share_their_binning_and_never_a_stale_one():
+    """Refiners built again in one process from the same template, archetypes and grid
+    share the binned arrays and the basis products (read-only: no refiner can change what
+    another uses); any other template, archetype set, IGM or redshift range gets its own,
+    equal to a fresh binning; clear_shared forgets them."""
+    from dataclasses import replace as dc_replace
+    from lbgnet.refine import bin_light_edges, binned_archetypes, clear_shared
+    from lbgnet.sim.population import load_sim_config
+    edges = bin_light_edges(CONFIG)
+    tpl = synthetic_template()
+    arch = RefineTemplate(tpl.wave, np.array([tpl.basis[0] - 0.5 * tpl.basis[1],
+                                              tpl.basis[0] + 3 * tpl.basis[2]]), None)
+    clear_shared()
+    first = Refiner.build(tpl, CONFIG, (2.2, 3.8), archetypes=arch)
+    again = Refiner.build(tpl, CONFIG, (2.2, 3.8), archetypes=arch, prior_weight=1.0)
+    assert again.tbasis is first.tbasis and again.archetypes is first.archetypes
+    assert again.products is first.products
+    for shared in (first.tbasis, first.archetypes, first.products):
+        assert not shared.flags.writeable
+    np.testing.assert_array_equal(first.tbasis, binned_basis(tpl, edges, first.zs))
+    np.testing.assert_array_equal(first.products, basis_products(np.array(first.tbasis)))
+    # equal inputs in new arrays (another read of the same file) are the same key
+    copy = RefineTemplate(tpl.wave.copy(), tpl.basis.copy(), None)
+    assert Refiner.build(copy, CONFIG, (2.2, 3.8)).tbasis is first.tbasis
+    igm = load_sim_config()['simulation']['igm']
+    tpl_igm = dc_replace(tpl, igm=igm)
+    with_igm = Refiner.build(tpl_igm, CONFIG, (2.2, 3.8))
+    np.testing.assert_array_equal(with_igm.tbasis, binned_basis(tpl_igm, edges, first.zs))
+    assert not np.array_equal(with_igm.tbasis, first.tbasis)
+    # a refiner given its own binned basis gets that basis's products, not the shared ones
+    own = dc_replace(with_igm, tbasis=np.asarray(with_igm.tbasis) * 3.0)
+    np.testing.assert_allclose(own.products, 9.0 * np.asarray(with_igm.products), atol=1e-290)
+    # a changed basis, archetype, IGM law or trial grid: a new binning, never the shared one
+    scaled = RefineTemplate(tpl.wave, tpl.basis * 2.0, None)
+    other = Refiner.build(scaled, CONFIG, (2.2, 3.8))
+    np.testing.assert_allclose(other.tbasis, 2.0 * np.asarray(first.tbasis), atol=1e-290)
+    assert other.products is not first.products
+    np.testing.assert_allclose(other.products, 4.0 * np.asarray(first.products), atol=1e-290)
+    wider = Refiner.build(tpl, CONFIG, (2.0, 3.8))
+    assert wider.zs.size > first.zs.size and wider.tbasis.shape[0] == wider.zs.size
+    arch2 = RefineTemplate(arch.wave, arch.basis[::-1].copy(), None)
+    swapped = Refiner.build(tpl, CONFIG, (2.2, 3.8), archetypes=arch2)
+    np.testing.assert_array_equal(swapped.archetypes, np.asarray(first.archetypes)[::-1])
+    np.testing.assert_array_equal(swapped.archetypes, binned_archetypes(arch2, edges, swapped.azs))
+    clear_shared()
+    assert Refiner.build(tpl, CONFIG, (2.2, 3.8)).tbasis is not first.tbasis
+    clear_shared()

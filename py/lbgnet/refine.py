@@ -59,6 +59,7 @@ Outputs per spectrum (NaN where not refined):
     Below :data:`MIN_DELTACHI2` (9, as in Redrock) the afterburner sets the ``LBG_FLAG``
     bit ``SMALL_DELTA_CHI2`` (:func:`reliable_redshift`).
 """
+import hashlib
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -197,6 +198,110 @@ class _BasisBinner:
         if self.igm is not None:
             out *= self.igm
         return out
+
+
+def binned_archetypes(archetypes, edges, zs):
+    """Each archetype averaged over each observed bin at each trial redshift, with IGM.
+
+    Parameters
+    ----------
+    archetypes : RefineTemplate
+        One spectrum per row of ``basis``.
+    edges, zs : numpy.ndarray
+        As :func:`binned_basis`.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (narch, nz, nbins), float32, filled one archetype at a time, so that building
+        it needs little more memory than it takes (270 MB for 100 archetypes on the shipped
+        grid).
+    """
+    binner = _BasisBinner(archetypes, edges, zs)
+    out = np.empty((binner.nrows, len(zs), len(edges) - 1), dtype=np.float32)
+    for k in range(binner.nrows):
+        out[k] = binner.row(k)
+    return out
+
+
+class _Shared:
+    """One entry of :data:`_SHARED`: a binned array, the digest of its inputs and, for the
+    basis, its :func:`basis_products` once formed."""
+
+    def __init__(self, key, array):
+        self.key = key
+        self.array = array
+        self.products = None
+
+
+#: The binned basis and binned archetypes last built in this process, by kind
+#: (:func:`shared_binning`).
+_SHARED = {}
+
+
+def _binning_key(kind, template, edges, zs):
+    """Digest of everything :func:`shared_binning` bins from."""
+    digest = hashlib.blake2b(kind.encode(), digest_size=20)
+    for values in (template.wave, template.basis, edges, zs):
+        values = np.ascontiguousarray(values, dtype=np.float64)
+        digest.update(repr(values.shape).encode())
+        digest.update(values.data)
+    digest.update(repr(template.igm).encode())
+    return digest.hexdigest()
+
+
+def shared_binning(kind, template, edges, zs):
+    """:func:`binned_basis` (`kind` 'basis') or :func:`binned_archetypes` ('archetypes'),
+    shared by the refiners that one process builds from the same inputs.
+
+    Binning the shipped archetypes (270 MB) and forming the basis products (170 MB,
+    :func:`shared_products`) take one to five seconds, most of it the first touch of that
+    memory.  A process that builds the refinement again (an evaluation of several models
+    with the same template, the afterburner called from Python file by file) reuses the
+    last array of each kind built from the same template, bin edges and trial redshifts.
+    The key is a digest of all of them (wavelengths, basis, IGM law), so different inputs
+    never get a stale array; the array is read-only.  :func:`clear_shared` releases the
+    memory.
+
+    Parameters
+    ----------
+    kind : {'basis', 'archetypes'}
+    template : RefineTemplate
+    edges, zs : numpy.ndarray
+        As :func:`binned_basis`.
+
+    Returns
+    -------
+    numpy.ndarray
+        Read-only.
+    """
+    build = {'basis': binned_basis, 'archetypes': binned_archetypes}[kind]
+    key = _binning_key(kind, template, edges, zs)
+    entry = _SHARED.get(kind)
+    if entry is None or entry.key != key:
+        _SHARED.pop(kind, None)           # the old arrays go before the new ones are made
+        array = build(template, edges, zs)
+        array.flags.writeable = False
+        entry = _SHARED[kind] = _Shared(key, array)
+    return entry.array
+
+
+def shared_products(tbasis):
+    """:func:`basis_products` of `tbasis`, formed once for the basis that
+    :func:`shared_binning` shares (read-only) and every time for any other."""
+    entry = _SHARED.get('basis')
+    if entry is None or entry.array is not tbasis:
+        return basis_products(tbasis)
+    if entry.products is None:
+        entry.products = basis_products(tbasis)
+        entry.products.flags.writeable = False
+    return entry.products
+
+
+def clear_shared():
+    """Forget the arrays :func:`shared_binning` and :func:`shared_products` keep: their
+    memory is freed once no refiner uses them."""
+    _SHARED.clear()
 
 
 def bin_light_edges(config):
@@ -885,9 +990,10 @@ class Refiner:
     def products(self):
         """:func:`basis_products` of `tbasis`, formed at the first use and kept (170 MB for
         the shipped refinement), so that each chunk's :func:`chi2_scan` does not form them
-        again."""
+        again; shared with the other refiners of this process that share `tbasis`
+        (:func:`shared_products`)."""
         if self._products is None:
-            self._products = basis_products(self.tbasis)
+            self._products = shared_products(self.tbasis)
         return self._products
 
     @property
@@ -942,7 +1048,7 @@ class Refiner:
             raise ValueError(f'the template ({template.wave[0]:.0f}-{template.wave[-1]:.0f} A rest) '
                              f'does not cover the grid for z in {zrange[0]:.2f}-{zrange[1]:.2f}')
         zs = redshift_grid(zmin, zmax, dlogz)
-        refiner = cls(zs, binned_basis(template, edges, zs), line_boxes(config, zs),
+        refiner = cls(zs, shared_binning('basis', template, edges, zs), line_boxes(config, zs),
                       float(prior_weight), float(window), float(exclude), str(source),
                       str(sha256), float(zerr_scale), float(zerr_floor))
         if archetypes is None:
@@ -980,9 +1086,9 @@ class Refiner:
 
         Notes
         -----
-        The binned archetypes (float32, 270 MB for 100 archetypes on the shipped grid) are
-        filled one archetype at a time, so that building them needs little more memory
-        than they take.
+        The binned archetypes (:func:`binned_archetypes`, float32, 270 MB for 100
+        archetypes on the shipped grid) are shared with the other refiners of this process
+        built from the same archetypes and grid (:func:`shared_binning`).
         """
         if not 0 < basin < 1 or arch_weight < 0 or not arch_dlogz > 0 or not skip >= 0:
             raise ValueError(f'need basin ({basin}) in (0, 1), arch_weight ({arch_weight}) '
@@ -1000,10 +1106,7 @@ class Refiner:
                              f'{archetypes.wave[-1]:.0f} A rest) do not cover the grid for z '
                              f'in {zmin:.2f}-{zmax:.2f}')
         azs = redshift_grid(zmin, zmax, arch_dlogz)
-        binner = _BasisBinner(archetypes, edges, azs)
-        binned = np.empty((rows.shape[0], azs.size, len(edges) - 1), dtype=np.float32)
-        for k in range(rows.shape[0]):
-            binned[k] = binner.row(k)
+        binned = shared_binning('archetypes', archetypes, edges, azs)
         return replace(self, archetypes=binned, azs=azs, aboxes=line_boxes(config, azs),
                        arch_weight=float(arch_weight), basin=float(basin),
                        arch_skip=float(skip), arch_source=str(source), arch_sha256=str(sha256))
