@@ -422,3 +422,36 @@ def test_more_threads_than_cores_is_warned_once(tmp_path, model_path, caplog):
     rc, text = run(caplog, '--coadd', coadd, '--model', model_path, '--threads', '1',
                    '--overwrite')
     assert rc == 0 and 'exceeds' not in text
+
+
+def test_training_checkpoint_runs_as_a_model_with_warnings(tmp_path, caplog):
+    """The checkpoint of a killed training (lbgnet.train.save_checkpoint) runs as any model;
+    the afterburner says once that its thresholds were not chosen on a validation set
+    (unless both are given) and that its errors are uncalibrated (header ZERRCAL = F)."""
+    import keras
+    from lbg_testdata import tiny_config
+    from lbgnet.model import build_model
+    from lbgnet.train import save_checkpoint
+    keras.utils.set_random_seed(3)
+    model = str(tmp_path / 'run' / 'checkpoint.weights.h5')
+    save_checkpoint(model, build_model(tiny_config()), tiny_config(), 12, 'val_score', 0.8125)
+    tid, _ = write_test_coadd(str(tmp_path / 'coadd-sv3-dark-401.fits'), 6, seed=1)
+    write_test_redrock(str(tmp_path / 'redrock-sv3-dark-401.fits'), tid)
+    base = ['--coadd', str(tmp_path / 'coadd-sv3-dark-401.fits'), '--model', model,
+            '--no-refine']
+    code, errors = run(caplog, *base, '--outdir', str(tmp_path / 'a'))
+    assert code == 0, errors
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    checkpoint = [m for m in said if 'a training checkpoint (epoch 12, val_score 0.8125)' in m]
+    assert len(checkpoint) == 1 and 'not chosen on a validation set' in checkpoint[0]
+    assert any('ZERR_LBG uncalibrated (a training checkpoint' in m for m in said)
+    header = fitsio.read_header(str(tmp_path / 'a' / 'lbg_cnn-sv3-dark-401.fits'), 'LBG_CNN')
+    assert header['ZERRCAL'] is False
+    caplog.clear()
+    code, _ = run(caplog, *base, '--outdir', str(tmp_path / 'b'), '--c-thresh', '0.5',
+                  '--n-thresh', '1')
+    assert code == 0
+    assert not [r for r in caplog.records if 'a training checkpoint (epoch' in r.getMessage()]
+    code, _ = run(caplog, *base, '--outdir', str(tmp_path / 'c'), '--c-thresh', '0.5')
+    assert code == 0
+    assert [r for r in caplog.records if 'a training checkpoint (epoch' in r.getMessage()]

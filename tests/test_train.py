@@ -69,6 +69,20 @@ def test_short_training_learns(tmp_path, config):
     for name in ('checkpoint.weights.h5', 'history.csv', 'loss.png'):
         assert os.path.getsize(tmp_path / name) > 0
     assert os.path.getsize(tmp_path / 'loss.png') < 300_000
+    # the checkpoint is a whole model (weights + card): the best epoch's weights, which a
+    # killed run leaves for --init-from, --model and evaluation
+    from lbgnet.io.modelfile import load_model
+    from lbgnet.transfer import init_from
+    kept, kept_cfg, meta = load_model(str(tmp_path / 'checkpoint.weights.h5'))
+    assert meta['checkpoint']['epoch'] == info['best_epoch']
+    assert meta['checkpoint']['monitor'] == 'val_score'
+    assert meta['checkpoint']['value'] == pytest.approx(info['best'])
+    assert kept_cfg.lines.names == cfg.lines.names
+    np.testing.assert_array_equal(predict_boxes(kept, Xv)[0], conf)
+    fresh = build_model(cfg)
+    report = init_from(fresh, str(tmp_path / 'checkpoint.weights.h5'), config=cfg)
+    assert report.loaded and not report.skipped and not report.missing
+    np.testing.assert_array_equal(predict_boxes(fresh, Xv)[0], conf)
 
 
 def test_training_options(config):

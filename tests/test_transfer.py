@@ -186,7 +186,7 @@ def test_bad_pretrained_files(tmp_path, config):
     with pytest.raises(InputFileError, match='k3.weights.h5: Keras 3 weights without its model '
                                              r'card \(.json\)'):
         read_pretrained(str(tmp_path / 'k3.weights.h5'))
-    # nor is the checkpoint of a killed training (the final model has its JSON)
+    # nor a checkpoint written without its card (before save_checkpoint wrote one)
     (tmp_path / 'killed').mkdir()
     build_model(cfg).save_weights(str(tmp_path / 'killed' / 'checkpoint.weights.h5'))
     with pytest.raises(InputFileError, match=r'checkpoint.weights.h5: a training checkpoint '
@@ -268,6 +268,12 @@ def test_a_diverged_unfrozen_phase_stays_on_record(tmp_path, config):
     rows = list(csv.DictReader((tmp_path / 'history.csv').open()))
     assert [r['phase'] for r in rows] == ['1', '1', '2']
     assert all(np.all(np.isfinite(w)) for w in model.get_weights())
+    # the checkpoint (a whole model) holds the kept frozen phase's best epoch
+    from lbgnet.io.modelfile import load_model
+    kept, _, meta = load_model(str(tmp_path / 'checkpoint.weights.h5'))
+    assert meta['checkpoint']['epoch'] == info['best_epoch'] <= 2
+    for ours, theirs in zip(kept.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(ours, theirs)
 
 
 TRAIN_YAML = """
@@ -332,6 +338,21 @@ def test_train_script_from_quasarnet_weights(tmp_path, caplog):
     transfer = load_model(str(out / 'v' / 'tinyqn.weights.h5'))[2]['training']['transfer']
     assert transfer['freeze'] == 1 and transfer['unfreeze_lr_factor'] == 0.5
     assert transfer['init_layers'] is None
+    # its checkpoint is a model: a run started from it in the same --outdir needs
+    # --overwrite, and the card records the checkpoint as it was when loaded
+    ckpt = out / 'v' / 'checkpoint.weights.h5'
+    sha = file_sha256(str(ckpt))
+    caplog.clear()
+    with caplog.at_level(logging.ERROR):
+        assert main(['--config', str(cfg_path), '--outdir', str(out / 'v'), '--verbose', '0',
+                     '--val-dir', str(out / 'validation'), '--init-from', str(ckpt)]) == 1
+    assert 'checkpoint.json: the best checkpoint of an earlier run (--init-from it' in caplog.text
+    assert main(['--config', str(cfg_path), '--outdir', str(out / 'v'), '--verbose', '0',
+                 '--val-dir', str(out / 'validation'), '--init-from', str(ckpt), '--epochs', '1',
+                 '--overwrite', '--workers', '1']) == 0
+    training = load_model(str(out / 'v' / 'tinyqn.weights.h5'))[2]['training']
+    assert training['transfer']['kind'] == 'lbgnet' and training['init_from'] == str(ckpt)
+    assert training['init_from_sha256'] == sha != file_sha256(str(ckpt))
     # an unfrozen phase as long as the whole training: refused before anything is written
     assert main(['--config', str(cfg_path), '--outdir', str(out / 'z'), '--verbose', '0',
                  '--init-from', qn, '--freeze', '2', '--epochs', '2',

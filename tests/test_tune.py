@@ -161,6 +161,9 @@ def test_tune_script_writes_table_and_best_config(tmp_path, caplog):
         'coadd-lbgmock-dark-0.fits', 'redrock-lbgmock-dark-0.fits', 'truth-lbgmock-dark-0.fits']
     assert not [d for d in os.listdir(tmp_path / 'work') if d.startswith('.')]
     assert (tmp_path / 'work' / 'tinytune-tune' / 'trial_0000' / 'history.csv').exists()
+    # the trials' checkpoints (weights and card) are not kept
+    assert not [n for n in os.listdir(tmp_path / 'work' / 'tinytune-tune' / 'trial_0000')
+                if n.startswith('checkpoint')]
     best = tmp_path / 'tinytune-tune-best.yaml'
     cfg = load_config(str(best))                  # base: resolved next to the best file
     assert cfg.extra['name'] == 'tinytune-tune-best' and cfg.extra['model']['filters'] in (4, 5, 6)

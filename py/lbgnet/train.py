@@ -376,14 +376,20 @@ class BestCheckpoint(keras.callbacks.Callback):
     mode : {'min', 'max'}
     initial_value_threshold : float, optional
         Value an epoch must beat to be saved (an earlier phase's best).
+    config : lbgnet.config.Config, optional
+        The network's configuration: the checkpoint is then a whole lbgnet model, its
+        weights with a model card (``checkpoint.json``, :func:`save_checkpoint`), which
+        ``desi_lbg_train --init-from``, ``desi_lbg_evaluate`` and the afterburner take as
+        any model (the card says which epoch it holds); None: the weights alone.
     """
 
-    def __init__(self, path, monitor, mode, initial_value_threshold=None):
+    def __init__(self, path, monitor, mode, initial_value_threshold=None, config=None):
         super().__init__()
         self.path = path
         self.monitor = monitor
         self.better = np.less if mode == 'min' else np.greater
         self.best = initial_value_threshold
+        self.config = config
 
     def on_epoch_end(self, epoch, logs=None):
         """Save the weights when the epoch's `monitor` beats the best so far."""
@@ -394,7 +400,41 @@ class BestCheckpoint(keras.callbacks.Callback):
         if self.best is not None and not self.better(float(value), self.best):
             return
         self.best = float(value)
-        save_weights_atomic(self.model, self.path)
+        if self.config is None:
+            save_weights_atomic(self.model, self.path)
+        else:
+            save_checkpoint(self.path, self.model, self.config, epoch + 1, self.monitor,
+                            self.best)
+
+
+def save_checkpoint(path, model, config, epoch, monitor, value):
+    """Write the best weights so far as an lbgnet model: weights and model card, renamed
+    into place together (:func:`lbgnet.io.modelfile.save_model`).
+
+    A killed or time-limited run thereby leaves a model that the commands take as any
+    other (``--init-from``, ``--model``); it carries no selection thresholds nor error
+    calibration (those are chosen at the end of a finished run), which the afterburner
+    says when it loads it.
+
+    Parameters
+    ----------
+    path : str
+        ``checkpoint.weights.h5`` (its card: ``checkpoint.json``).
+    model : keras.Model
+        Built from `config`.
+    config : lbgnet.config.Config
+    epoch : int
+        The epoch whose weights these are, counted from 1.
+    monitor : str
+        The quantity that chose it, and its `value`.
+    value : float
+    """
+    from .io.modelfile import save_model
+    from .zerr import CALIBRATION_CARDS
+    why = 'a training checkpoint: errors are calibrated at the end of a finished run'
+    save_model(path, model, config, {
+        'checkpoint': {'epoch': int(epoch), 'monitor': str(monitor), 'value': float(value)},
+        'error_calibration': {key: {'fit': None, 'reason': why} for key, _ in CALIBRATION_CARDS}})
 
 
 class TimeLimit(keras.callbacks.Callback):
@@ -555,7 +595,8 @@ def fit(model, train_data, val_data, config, outdir, val_truth=None, epochs=None
     callbacks += [
         keras.callbacks.EarlyStopping(monitor=monitor, mode=MONITORS[monitor],
                                       patience=opts['patience'], restore_best_weights=True),
-        BestCheckpoint(checkpoint, monitor, MONITORS[monitor], initial_value_threshold=initial_best),
+        BestCheckpoint(checkpoint, monitor, MONITORS[monitor], initial_value_threshold=initial_best,
+                       config=config),
         HistoryWriter(outdir, previous),
         keras.callbacks.TerminateOnNaN(),
     ]

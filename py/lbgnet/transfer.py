@@ -36,8 +36,9 @@ from .config import ConfigError
 INIT_LAYERS = ('conv', 'dense', 'all')
 _CONV_RE = re.compile(r'^(conv|batch_normalization)_\d+$')
 _DENSE = ('fc_common', 'batch_normalization_fc')
-_NO_CARD = ('{what} without its model card (.json), e.g. of a killed run; use the final '
-            '<name>.weights.h5 (with <name>.json) of a finished run')
+_NO_CARD = ('{what} without its model card (.json), e.g. written before lbgnet wrote cards '
+            'with its checkpoints; use the final <name>.weights.h5 (with <name>.json) of a '
+            'finished run')
 
 
 @dataclasses.dataclass
@@ -221,8 +222,8 @@ def read_pretrained(path):
     ------
     lbgnet.io.InputFileError
         Missing or unreadable file, or a Keras 3 ``.weights.h5`` without its ``.json``
-        (e.g. the ``checkpoint.weights.h5`` of a killed training): its layers cannot be
-        named without the model card.
+        (e.g. a ``checkpoint.weights.h5`` written before checkpoints had their card,
+        :func:`lbgnet.train.save_checkpoint`): its layers cannot be named without it.
     """
     from .io import InputFileError, MissingInputError
     from .io.modelfile import load_model, model_paths
@@ -441,7 +442,7 @@ def fit_in_phases(model, train_data, val_data, config, outdir, steps_per_epoch, 
     from .io.experiments import write_history_csv
     from .plots import plot_loss_curves
     from .train import (CHECKPOINT, HISTORY, LOSS_PLOT, MONITORS, TrainingDiverged, compile_model,
-                        fit, merge_histories, training_options)
+                        fit, merge_histories, save_checkpoint, training_options)
     opts = training_options(config)
     epochs, lr = opts['epochs'], opts['learning_rate']
     frozen = freeze_blocks(model, nfrozen)
@@ -469,7 +470,8 @@ def fit_in_phases(model, train_data, val_data, config, outdir, steps_per_epoch, 
     except TrainingDiverged as err:                 # the frozen phase stands
         get_logger().warning('unfrozen phase: %s; keeping the frozen phase', err)
         model.set_weights(weights1)
-        model.save_weights(os.path.join(outdir, CHECKPOINT))
+        save_checkpoint(os.path.join(outdir, CHECKPOINT), model, cfg1, info['best_epoch'],
+                        info['monitor'], info['best'])
         merged = merge_histories(history, err.history)    # the diverged epochs on record
         write_history_csv(os.path.join(outdir, HISTORY), merged)
         nrun = len(merged['phase'])
@@ -487,7 +489,8 @@ def fit_in_phases(model, train_data, val_data, config, outdir, steps_per_epoch, 
                      kept_phase=2)
     else:
         model.set_weights(weights1)
-        model.save_weights(os.path.join(outdir, CHECKPOINT))
+        save_checkpoint(os.path.join(outdir, CHECKPOINT), model, cfg1, info['best_epoch'],
+                        info['monitor'], info['best'])
     write_history_csv(os.path.join(outdir, HISTORY), merged)
     plot_loss_curves(merged, os.path.join(outdir, LOSS_PLOT))
     get_logger().info('unfrozen phase: best %s %.4f (frozen phase %.4f); kept phase %d',

@@ -48,6 +48,7 @@ from desiutil.log import get_logger
 
 from .config import ConfigError, as_float, as_int
 from .io.catalog import OutputFileError
+from .io.modelfile import model_paths
 
 #: Default search space (see the module docstring); None for nboxes = derived from the grid.
 DEFAULT_SPACE = {'conv_layers': [2, 8], 'filters': [16, 192], 'kernel_size': [3, 15],
@@ -325,9 +326,11 @@ class Objective:
                           verbose=2, extra_callbacks=[pruning])     # a line per epoch
         except TrainingDiverged as err:
             raise optuna.TrialPruned(f'diverged: {err}') from None
-        for name in os.listdir(outdir):
+        for name in os.listdir(outdir):       # the trial's checkpoint (weights and card)
             if name.endswith('.weights.h5'):
-                os.remove(os.path.join(outdir, name))
+                for path in model_paths(os.path.join(outdir, name)):
+                    if os.path.isfile(path):
+                        os.remove(path)
         attrs = score_model(model, cfg, self.data)
         attrs.update(nparams=int(model.count_params()), epochs_run=info['epochs_run'],
                      fit_seconds=round(info['fit_seconds'], 1))

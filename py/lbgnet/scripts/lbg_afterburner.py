@@ -336,6 +336,7 @@ def setup(args, nthreads=None):
                                  'lines of this model')
         out['refiner'] = make_refiner(args, config, training_zrange(config, metadata), metadata)
         warn_uncalibrated(out['model'], metadata, out['refiner'] is not None)
+        warn_checkpoint(out['model'], metadata, args)
         if args.rerun_redrock:
             files = template_files(args.templates or [default_template_path()])
             out['rerun'] = RerunSetup(files, template_zrange(files), templates_sha256(files))
@@ -401,6 +402,19 @@ def warn_uncalibrated(model, metadata, refined):
                                  'the raw error, several times too small (benchmarks/'
                                  'calibrate_errors.py --write fits it on a validation set)',
                                  model, key, f' ({reason})' if reason else '')
+
+
+def warn_checkpoint(model, metadata, args):
+    """Warn when the model is a training checkpoint (:func:`lbgnet.train.save_checkpoint`,
+    e.g. of a killed run) and the selection thresholds are not both given: its thresholds
+    are its configuration's, not chosen on a validation set as a finished run's are."""
+    record = metadata.get('checkpoint')
+    if not isinstance(record, dict) or (args.c_thresh is not None and args.n_thresh is not None):
+        return
+    get_logger().warning('%s: a training checkpoint (epoch %s, %s %s), not a finished model: '
+                         'its selection thresholds are its configuration\'s, not chosen on a '
+                         'validation set (--c-thresh and --n-thresh choose them)', model,
+                         record.get('epoch'), record.get('monitor'), record.get('value'))
 
 
 def summarise(outcomes, unmatched, size=1):

@@ -15,9 +15,11 @@ lbgnet.scripts.lbg_train
   early stopping and the best checkpoint, and then fixes the default selection thresholds
   and calibrates the redshift errors (:func:`error_calibration`).
 * Output in ``--outdir``: ``<name>.weights.h5`` + ``<name>.json`` (model and model card),
-  ``history.csv``, ``loss.png``, ``checkpoint.weights.h5`` and ``validation/``.  An
-  ``--outdir`` that holds a model already (any name: those files are one per directory)
-  is refused without ``--overwrite`` (a stopped rerun would leave the old card beside the
+  ``history.csv``, ``loss.png``, ``checkpoint.weights.h5`` + ``checkpoint.json`` (the
+  best epoch so far as a whole model, which a killed or time-limited run leaves for
+  ``--init-from``, ``--model`` and evaluation: :func:`lbgnet.train.save_checkpoint`) and
+  ``validation/``.  An ``--outdir`` that holds a model already (any name, the checkpoint
+  included: those files are one per directory) is refused without ``--overwrite`` (a stopped rerun would leave the old card beside the
   new run's history and validation).
 
 Seeds: training batch ``i`` of epoch ``e`` (1-based, as the model card's ``best_epoch``;
@@ -612,7 +614,7 @@ def setup_zrange(setup):
 
 
 def model_card(args, config, opts, batches, coadds, info, thresholds, val_metrics, history,
-               seconds, nval_used=None, setup=None):
+               seconds, nval_used=None, setup=None, init=None):
     """Metadata stored with the model: training recipe, time, thresholds, validation metrics.
 
     ``training.options`` are the options as requested; ``training.ntrain_per_epoch``
@@ -621,7 +623,9 @@ def model_card(args, config, opts, batches, coadds, info, thresholds, val_metric
     (`batches` a :class:`lbgnet.labelled.FileBatches`), ``training.labelled`` describes the
     labelled files and ``training.generator`` the simulated part of the batches (None when
     there is none); ``simulator_hash`` is that of `setup` (the simulator of the validation
-    set and of the simulated batches) [``batches.setup``].
+    set and of the simulated batches) [``batches.setup``].  `init` is :func:`init_record`
+    taken when the weights were loaded (the ``--init-from`` file may be this run's own
+    checkpoint, replaced since) [taken now].
     """
     from ..io.catalog import file_sha256
     from ..sim.mock import simulator_hash
@@ -647,7 +651,8 @@ def model_card(args, config, opts, batches, coadds, info, thresholds, val_metric
                      'validation_dir': os.path.abspath(args.val_dir) if args.val_dir else None,
                      'validation_seed': (None if args.val_dir
                                          else opts['seed'] + VALIDATION_SEED_OFFSET),
-                     **init_record(args.init_from), **info, 'total_seconds': seconds,
+                     **(init_record(args.init_from) if init is None else init), **info,
+                     'total_seconds': seconds,
                      'cpu_count': os.cpu_count(), 'machine': platform.machine()},
         'thresholds': {'c_thresh': float(c_thresh), 'n_thresh': int(n_thresh),
                        'candidates': {str(k): v for k, v in table.items()},
@@ -764,11 +769,15 @@ def _train(args, log, t_start):
     if earlier and not args.overwrite:
         # its history, checkpoint and validation set (one per --outdir, whatever the
         # --name) would be replaced as this run goes: the two runs would be mixed
-        raise InputFileError(earlier[0], 'a model of an earlier run; use --overwrite to train '
-                             'into this --outdir again, or another --outdir')
+        what = ('the best checkpoint of an earlier run (--init-from it to start from its '
+                'weights)' if os.path.basename(earlier[0]) == 'checkpoint.json'
+                else 'a model of an earlier run')
+        raise InputFileError(earlier[0], f'{what}; use --overwrite to train into this '
+                             '--outdir again, or another --outdir')
     set_seeds(opts['seed'])
     if not args.validation_only:      # a bad --init-from / --freeze fails before any simulation
         model, report = initial_model(config, args.init_from, args.init_layers)
+        init = init_record(args.init_from)      # before this run's checkpoint may replace it
         check_freeze(model, report, args.freeze, args.init_from)
         if args.freeze and not args.unfreeze_epochs < opts['epochs']:
             raise ConfigError(f'--unfreeze-epochs {args.unfreeze_epochs} must be in '
@@ -844,7 +853,7 @@ def _train(args, log, t_start):
     final = with_error_calibration(final, calibration['postprocess'])
     metadata = model_card(args, config, opts, batches, coadds, info, (c_thresh, n_thresh, table),
                           val_metrics, history, time.time() - t_start, nval_used=len(X_val),
-                          setup=setup)
+                          setup=setup, init=init)
     metadata['error_calibration'] = calibration
     name = model_name(args, config)
     wpath, _ = save_model(os.path.join(args.outdir, f'{name}.weights.h5'), model, final, metadata)
