@@ -455,3 +455,34 @@ def test_training_checkpoint_runs_as_a_model_with_warnings(tmp_path, caplog):
     code, _ = run(caplog, *base, '--outdir', str(tmp_path / 'c'), '--c-thresh', '0.5')
     assert code == 0
     assert [r for r in caplog.records if 'a training checkpoint (epoch' in r.getMessage()]
+
+
+def _float_targetid(path, ext):
+    """Rewrite the TARGETID column of HDU `ext` of `path` as float64 (a badly made file)."""
+    with fits.open(path) as hdul:
+        cols = [fits.Column(name='TARGETID', format='D',
+                            array=np.asarray(hdul[ext].data['TARGETID'], dtype=float))
+                if c.name == 'TARGETID' else c for c in hdul[ext].columns]
+        new = fits.BinTableHDU.from_columns(cols, header=hdul[ext].header, name=ext)
+        fits.HDUList([new if h.name == ext else h for h in hdul]).writeto(path, overwrite=True)
+
+
+def test_float_targetids_are_named_not_reported_as_duplicates(tmp_path, model_path, caplog):
+    """DESI TARGETIDs exceed 2**53: stored as float64, neighbouring ids become equal.  Such a
+    coadd was failed as 'duplicated TARGETID(s)' (or, ids 8 apart, as TARGETIDs missing
+    from the Redrock file); now the column and its type are named, for either file."""
+    tid = 39627650000000000 + np.arange(6)
+    for pix, ext in ((1, 'FIBERMAP'), (2, 'REDSHIFTS')):
+        coadd = str(tmp_path / f'coadd-sv3-dark-{pix}.fits')
+        redrock = str(tmp_path / f'redrock-sv3-dark-{pix}.fits')
+        write_test_coadd(coadd, 6, targetid=tid)
+        write_test_redrock(redrock, tid)
+        _float_targetid(coadd if ext == 'FIBERMAP' else redrock, ext)
+        code, text = run(caplog, '--coadd', coadd, '--model', model_path, '--no-refine',
+                         '--outdir', str(tmp_path / 'out'))
+        assert code == 1
+        errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+        assert errors[0] == (f'{coadd if ext == "FIBERMAP" else redrock}: {ext} TARGETID must '
+                             'be an integer column, not float64 (DESI TARGETIDs above 2**53 '
+                             'lose their last digits in floating point)')
+        assert 'duplicated' not in text and 'Traceback' not in text

@@ -15,6 +15,7 @@ from astropy.table import Table
 
 from .bitmask import DESI_CAMERAS, LBGWarnMask
 from .io.errors import InputFileError
+from .io.targetid import as_targetids
 from .refine import REFINE_KEYS as REFINE_COLUMNS
 from .refine import reliable_redshift
 
@@ -153,8 +154,8 @@ def match_targetids(rr_targetid, coadd_targetid, rr_path='', coadd_path=''):
         If a coadd TARGETID is duplicated or absent from the Redrock file: the files do
         not belong together and no catalogue is written.
     """
-    rr_targetid = np.asarray(rr_targetid, dtype=np.int64)
-    coadd_targetid = np.asarray(coadd_targetid, dtype=np.int64)
+    rr_targetid = as_targetids(rr_targetid, rr_path, 'REDSHIFTS TARGETID')
+    coadd_targetid = as_targetids(coadd_targetid, coadd_path, 'FIBERMAP TARGETID')
     uniq, counts = np.unique(coadd_targetid, return_counts=True)
     if np.any(counts > 1):
         raise InputFileError(coadd_path, 'duplicated TARGETID(s) in the coadd, e.g. '

@@ -13,6 +13,7 @@ import numpy as np
 from .atomic import atomic_path
 from .errors import InputFileError
 from .fitsutil import extnames, open_fits, read_table
+from .targetid import as_targetids
 
 #: Columns an afterburner catalogue must have to be evaluated.
 CATALOG_COLUMNS = ('TARGETID', 'C_LBG', 'IS_LBG', 'Z_LBG')
@@ -135,26 +136,6 @@ def catalog_refinement(path, extname='LBG_CNN'):
             'step': header.get('REFSTEP'), 'noise': header.get('REFNOISE', 'pipeline'),
             'archetypes': os.path.basename(str(arch)) if has_arch else None,
             'arch_skip': header.get('REFASKP', 0.0) if has_arch else None}
-
-
-def as_targetids(values, path):
-    """TARGETIDs as int64, refusing what would not compare exactly.
-
-    DESI TARGETIDs exceed 2**53, so a float column (or a comparison of uint64 with
-    int64, which numpy does in float64) would make neighbouring ids equal.
-
-    Raises
-    ------
-    InputFileError
-        For a non-integer column, or unsigned values beyond the int64 range.
-    """
-    values = np.asarray(values)
-    if values.dtype.kind == 'u':
-        if values.size and values.max() > np.iinfo(np.int64).max:
-            raise InputFileError(path, 'TARGETID values beyond the int64 range')
-    elif values.dtype.kind != 'i':
-        raise InputFileError(path, f'TARGETID must be an integer column, not {values.dtype}')
-    return values.astype(np.int64)
 
 
 def find_rows(reference, targetid, path):

@@ -10,6 +10,7 @@ import numpy as np
 
 from .errors import InputFileError
 from .fitsutil import extnames, open_fits, read_table
+from .targetid import as_targetids
 
 #: Columns of the REDSHIFTS HDU that lbgnet uses.
 REDSHIFT_COLUMNS = ('TARGETID', 'Z', 'ZERR', 'ZWARN', 'SPECTYPE', 'SUBTYPE',
@@ -70,7 +71,7 @@ def read_redrock(path, read_fibermap=True):
         if zbest[col].dtype.kind == 'S':
             zbest[col] = np.char.decode(zbest[col], 'ascii')
         zbest[col] = np.char.strip(np.asarray(zbest[col], dtype=str))
-    tid = np.asarray(zbest['TARGETID'])
+    tid = as_targetids(zbest['TARGETID'], path, 'REDSHIFTS TARGETID')
     if np.unique(tid).size != tid.size:
         raise InputFileError(path, 'REDSHIFTS has duplicated TARGETIDs')
     if fibermap is not None and len(fibermap) != len(zbest):

@@ -20,7 +20,7 @@ from ..io.catalog import (IS_A_DIRECTORY, OutputFileError, check_not_an_input, c
 from ..io.discover import (CATALOG_PREFIX, check_input_dir, expand_coadds, file_metadata,
                            walk_files)
 from ..io.errors import InputFileError
-from ..io.evaluation import as_targetids
+from ..io.targetid import as_targetids
 from ..progress import Progress
 from ..zcatalog import (add_location, bad_bits, describe_difference, differing_keys,
                         missing_columns, shared_keys, spectra_key, stack_catalogs,

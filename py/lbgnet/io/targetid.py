@@ -1,0 +1,45 @@
+"""
+lbgnet.io.targetid
+==================
+
+TARGETID columns read from files: exact 64-bit integers or a clear error.
+"""
+import numpy as np
+
+from .errors import InputFileError
+
+
+def as_targetids(values, path, column='TARGETID'):
+    """TARGETIDs as int64, refusing what would not compare exactly.
+
+    DESI TARGETIDs exceed 2**53, so a float column (or a comparison of uint64 with
+    int64, which numpy does in float64) would make neighbouring ids equal: such a file was
+    reported as having duplicated TARGETIDs, or TARGETIDs missing from its partner file.
+
+    Parameters
+    ----------
+    values : array-like
+        The column.
+    path : str
+        Its file, for the message.
+    column : str, optional
+        How the message names the column (e.g. 'FIBERMAP TARGETID') ['TARGETID'].
+
+    Returns
+    -------
+    numpy.ndarray of int64
+
+    Raises
+    ------
+    InputFileError
+        For a non-integer column, or unsigned values beyond the int64 range.
+    """
+    values = np.asarray(values)
+    if values.dtype.kind == 'u':
+        if values.size and values.max() > np.iinfo(np.int64).max:
+            raise InputFileError(path, f'{column} values beyond the int64 range')
+    elif values.dtype.kind != 'i':
+        raise InputFileError(path, f'{column} must be an integer column, not {values.dtype.name} '
+                             '(DESI TARGETIDs above 2**53 lose their last digits in floating '
+                             'point)')
+    return values.astype(np.int64)
