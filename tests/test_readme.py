@@ -43,3 +43,18 @@ def test_a_hung_test_fails_instead_of_holding_ci(tmp_path):
                          capture_output=True, text=True, timeout=50)
     assert run.returncode == 1 and 'Timeout' in run.stdout + run.stderr
     assert time.monotonic() - start < 40
+
+
+def test_every_module_is_in_the_api_reference():
+    """doc/api.rst documents every library module (a new one, such as lbgnet.io.targetid,
+    was easy to forget: sphinx -W does not notice a module left out)."""
+    import re
+    with open(os.path.join(ROOT, 'doc', 'api.rst')) as fx:
+        listed = set(re.findall(r'^\.\. automodule:: (\S+)$', fx.read(), flags=re.M))
+    modules = set()
+    for top, _, files in os.walk(os.path.join(ROOT, 'py', 'lbgnet')):
+        for name in files:
+            if name.endswith('.py') and name not in ('__init__.py', '_version.py'):
+                rel = os.path.relpath(os.path.join(top, name[:-3]), os.path.join(ROOT, 'py'))
+                modules.add(rel.replace(os.sep, '.'))
+    assert len(modules) > 50 and modules - listed == set()
