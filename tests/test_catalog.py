@@ -416,3 +416,22 @@ def test_bit_numbers_are_the_documented_ones():
     assert table_of(text[text.index('``LBG_FLAG`` bits'):]) == mine
     result = doctest.testmod(bitmask)
     assert result.attempted >= 2 and result.failed == 0
+
+
+def test_output_path_with_a_parent_step_after_a_missing_directory(tmp_path, monkeypatch):
+    """out/x/../cat.fits with no out/x: the normalised name passed every check and the
+    write failed after the work; now it is refused first, creating nothing.  '..' after
+    existing directories, and leading '..' of a relative path, are fine."""
+    from lbgnet.io.catalog import OutputFileError, check_writable
+    out = tmp_path / 'out'
+    for create in (False, True):
+        with pytest.raises(OutputFileError, match=r"'\.\.' follows .*/out/x, which is not an "
+                                                  'existing directory'):
+            check_writable(str(out / 'x' / '..' / 'cat.fits'), create=create)
+        assert not out.exists()
+    (tmp_path / 'a' / 'b').mkdir(parents=True)
+    check_writable(str(tmp_path / 'a' / 'b' / '..' / 'cat.fits'), create=False)
+    check_writable(str(tmp_path / 'a' / 'b' / '..' / 'new' / 'cat.fits'), create=True)
+    assert (tmp_path / 'a' / 'new').is_dir()
+    monkeypatch.chdir(tmp_path / 'a' / 'b')
+    check_writable(os.path.join('..', '..', 'c.fits'), create=False)

@@ -129,6 +129,22 @@ def check_not_an_input(path, inputs):
 IS_A_DIRECTORY = 'is a directory; cannot write the output there'
 
 
+def parent_step_problem(path):
+    """Why the system cannot follow a ``..`` in `path`, or None.
+
+    ``os.path.abspath`` drops ``x/..`` without looking, but the system resolves ``x``
+    first: ``out/x/../cat.fits`` with no ``out/x`` passed every check made on the
+    normalised name and failed only at the write, after the file's work was done.
+    """
+    parts = str(path).split(os.sep)
+    for i, part in enumerate(parts):
+        head = os.sep.join(parts[:i])
+        if part == '..' and head.strip(os.sep) and not os.path.isdir(head):
+            return (f"'..' follows {head}, which is not an existing directory (give the path "
+                    "without '..')")
+    return None
+
+
 def check_writable(path, create=True):
     """Check that `path` can be written, creating its directory if needed.
 
@@ -144,10 +160,11 @@ def check_writable(path, create=True):
     ------
     OutputFileError
         If the directory cannot be created or is not writable, `path` is a directory, or
-        its name holds cfitsio syntax (:func:`lbgnet.io.fitsutil.cfitsio_name_problem`;
-        checked first, before any directory is created), naming `path`.
+        its name holds cfitsio syntax (:func:`lbgnet.io.fitsutil.cfitsio_name_problem`) or
+        a ``..`` the system cannot follow (:func:`parent_step_problem`; both checked
+        first, before any directory is created), naming `path`.
     """
-    problem = cfitsio_name_problem(path)
+    problem = cfitsio_name_problem(path) or parent_step_problem(path)
     if problem:
         raise OutputFileError(path, problem)
     outdir = os.path.dirname(os.path.abspath(path))
