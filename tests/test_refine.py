@@ -743,3 +743,20 @@ def test_refiners_built_again_share_their_binning_and_never_a_stale_one():
     clear_shared()
     assert Refiner.build(tpl, CONFIG, (2.2, 3.8)).tbasis is not first.tbasis
     clear_shared()
+
+
+def test_shared_binning_key_sees_every_digit_of_the_igm_law():
+    """The digest of the IGM law keeps every digit of numpy values in it (numpy's repr
+    rounds to 8 digits and elides long arrays): laws that differ beyond that are other keys."""
+    from dataclasses import replace as dc_replace
+    from lbgnet.refine import _binning_key
+    tpl = synthetic_template()
+    edges, zs = CONFIG.grid.edges, np.array([2.5, 3.0])
+    a = dc_replace(tpl, igm={'tau_a': np.array([0.00180000001]), 'long': np.zeros(2000)})
+    b = dc_replace(tpl, igm={'tau_a': np.array([0.00180000002]), 'long': np.zeros(2000)})
+    long_b = np.zeros(2000)
+    long_b[1000] = 1.0
+    c = dc_replace(tpl, igm={'tau_a': np.array([0.00180000001]), 'long': long_b})
+    keys = {_binning_key('basis', t, edges, zs) for t in (a, b, c)}
+    assert len(keys) == 3
+    assert _binning_key('basis', a, edges, zs) == _binning_key('basis', dc_replace(a), edges, zs)

@@ -60,6 +60,7 @@ Outputs per spectrum (NaN where not refined):
     bit ``SMALL_DELTA_CHI2`` (:func:`reliable_redshift`).
 """
 import hashlib
+import sys
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -246,7 +247,10 @@ def _binning_key(kind, template, edges, zs):
         values = np.ascontiguousarray(values, dtype=np.float64)
         digest.update(repr(values.shape).encode())
         digest.update(values.data)
-    digest.update(repr(template.igm).encode())
+    # every digit of every value, also of numpy arrays in the IGM law (whose repr would
+    # round to 8 digits and elide long arrays)
+    with np.printoptions(threshold=sys.maxsize, floatmode='unique'):
+        digest.update(repr(template.igm).encode())
     return digest.hexdigest()
 
 
