@@ -220,7 +220,7 @@ def test_listed_coadds_go_flat_into_outdir_and_stay_there(tmp_path, model_path, 
 def test_files_per_rank_count_only_processed_files(caplog):
     outcomes = [Outcome('a', 'done', rank=1), Outcome('b', 'failed', 'x', rank=1),
                 Outcome('c', 'skipped'), Outcome('d', 'skipped'), Outcome('e', 'skipped'),
-                Outcome('f', 'failed', 'stale outputs', rank=0, stale=True)]
+                Outcome('f', 'failed', 'stale outputs', rank=0, unprocessed=True)]
     with caplog.at_level(logging.INFO):
         assert summarise(outcomes, [], size=2) == 2
     assert 'files per rank: 0, 2' in caplog.text       # the refused existing outputs: none
@@ -486,3 +486,26 @@ def test_float_targetids_are_named_not_reported_as_duplicates(tmp_path, model_pa
                              'be an integer column, not float64 (DESI TARGETIDs above 2**53 '
                              'lose their last digits in floating point)')
         assert 'duplicated' not in text and 'Traceback' not in text
+
+
+def test_files_failing_the_cheap_checks_load_no_model(tmp_path, model_path, caplog, monkeypatch):
+    """A batch whose every file fails a check that reads nothing (a missing coadd, a coadd
+    whose name gives no Redrock file) fails one line per file without loading the model;
+    a good file among them is still done."""
+    missing = str(tmp_path / 'gone' / 'coadd-main-dark-1.fits')
+    good, output = make_pair(str(tmp_path / 'in'))
+    unnamed = str(tmp_path / 'in' / 'spectra.fits')
+    with open(good, 'rb') as src, open(unnamed, 'wb') as dst:
+        dst.write(src.read())
+    loads = []
+    with monkeypatch.context() as patch:
+        patch.setattr(script, 'start_tensorflow', lambda nthreads=None: loads.append('tf'))
+        patch.setattr(script, 'load_network', lambda path: loads.append(path))
+        rc, text = run(caplog, '--coadd', missing, unnamed, '--model', model_path)
+    assert rc == 1 and loads == []
+    assert [line.split('FAILED ')[1].split(':')[0] for line in failed_lines(text)] == [
+        missing, unnamed]
+    assert 'no such file' in text and 'no model loaded' in text
+    rc, text = run(caplog, '--coadd', missing, good, unnamed, '--model', model_path)
+    assert rc == 1 and len(failed_lines(text)) == 2 and os.path.isfile(output)
+    assert '1 file done' in text and 'model loaded once per rank' in text

@@ -52,6 +52,35 @@ def cfitsio_name_problem(path):
             'directory, or link it under another name')
 
 
+def check_input_path(path):
+    """Check, without opening it, that `path` names a file :func:`open_fits` can open.
+
+    Raises
+    ------
+    MissingInputError
+        If `path` does not exist (naming its compressed or uncompressed twin when that
+        one is there).
+    InputFileError
+        If it is a directory, cannot be read (permissions) or its name holds cfitsio
+        syntax (:func:`cfitsio_name_problem`).
+    """
+    path = str(path)
+    if not os.path.exists(path):
+        # a coadd compressed without its Redrock file (or the reverse): say what is there
+        twin = path[:-3] if path.endswith('.gz') else path + '.gz'
+        if os.path.isfile(twin):
+            raise MissingInputError(path, f'no such file ({os.path.basename(twin)} is there: '
+                                    'compress both files of a pair, or neither)')
+        raise MissingInputError(path)
+    if os.path.isdir(path):
+        raise InputFileError(path, 'is a directory, not a FITS file')
+    problem = cfitsio_name_problem(path)
+    if problem:
+        raise InputFileError(path, problem)
+    if not os.access(path, os.R_OK):      # cfitsio says only 'could not open the named file'
+        raise InputFileError(path, 'cannot read it (permission denied)')
+
+
 def open_fits(path):
     """Open a FITS file read-only, checking that it exists and is complete.
 
@@ -73,20 +102,7 @@ def open_fits(path):
         (truncated), or its name holds cfitsio syntax (:func:`cfitsio_name_problem`).
     """
     path = str(path)
-    if not os.path.exists(path):
-        # a coadd compressed without its Redrock file (or the reverse): say what is there
-        twin = path[:-3] if path.endswith('.gz') else path + '.gz'
-        if os.path.isfile(twin):
-            raise MissingInputError(path, f'no such file ({os.path.basename(twin)} is there: '
-                                    'compress both files of a pair, or neither)')
-        raise MissingInputError(path)
-    if os.path.isdir(path):
-        raise InputFileError(path, 'is a directory, not a FITS file')
-    problem = cfitsio_name_problem(path)
-    if problem:
-        raise InputFileError(path, problem)
-    if not os.access(path, os.R_OK):      # cfitsio says only 'could not open the named file'
-        raise InputFileError(path, 'cannot read it (permission denied)')
+    check_input_path(path)
     clear_cfitsio_errors()
     try:
         fx = fitsio.FITS(path)

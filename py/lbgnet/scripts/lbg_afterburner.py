@@ -27,10 +27,10 @@ from ..io.atomic import Terminated
 from ..io.catalog import (IS_A_DIRECTORY, OutputFileError, check_creatable, check_writable,
                           read_catalog, write_outputs)
 from ..io.coadd import check_grid_overlap, read_layout
-from ..io.fitsutil import (REDROCK_FINGERPRINT_COLUMNS, header_fingerprint,
+from ..io.fitsutil import (REDROCK_FINGERPRINT_COLUMNS, check_input_path, header_fingerprint,
                            open_file_fingerprint, open_fits)
 from ..io.discover import FileJob, expand_coadds, find_coadds, plan_jobs, redrock_path
-from ..io.errors import InputFileError, MissingInputError
+from ..io.errors import InputFileError
 from ..io.priors import priors_table
 from ..network import (DEFAULT_BATCH, check_model_file, default_model_path, load_network,
                        training_zrange)
@@ -124,8 +124,9 @@ class Outcome:
     nlbg: int = 0
     seconds: float = 0.0
     rank: int = 0
-    #: Failed by the check of its existing outputs (:func:`check_skipped`), not processed.
-    stale: bool = False
+    #: Failed before any rank processed it: by the check of its existing outputs
+    #: (:func:`check_skipped`) or by :func:`check_job` before the model was loaded.
+    unprocessed: bool = False
     #: Skipped, its existing catalogue made from a coadd of the same name at this other path.
     elsewhere: str = ''
 
@@ -210,15 +211,7 @@ def process_one(job, network, args, rerun=None, refiner=None):
     log = get_logger()
     cfg = network.config
     c_thresh, n_thresh = run_thresholds(args, cfg)
-    if not os.path.exists(job.coadd):
-        raise MissingInputError(job.coadd)
-    if os.path.isdir(job.coadd):
-        raise InputFileError(job.coadd, 'is a directory, not a coadd file (--input-dir '
-                             'processes the coadds below a directory)')
-    if not job.redrock:               # plan_jobs could not derive it from the coadd's name
-        redrock_path(job.coadd)       # raises the InputFileError that says so
-    check_writable(job.output, create=False)     # directories are made by the writing
-    check_writable(job.priors, create=False)
+    check_job(job)                    # again: a file can go after setup's check
     if rerun is not None:
         check_rerunnable(job.coadd)   # from the HDU names: fail before the network runs
     with open_fits(job.coadd) as fx:       # the layout only: the spectra are read once, below
@@ -254,6 +247,47 @@ def process_one(job, network, args, rerun=None, refiner=None):
     log.info('%s: %d spectra%s, %d LBG candidates -> %s', job.coadd, nspec, rows, nlbg,
              job.output)
     return nspec, nlbg
+
+
+def check_job(job):
+    """The checks of one file that read nothing: the coadd can be opened, a Redrock file
+    is named, both outputs can be written.  Rank 0 runs them on every file before the model is loaded
+    (:func:`setup`: a run whose files all fail them loads no model), and
+    :func:`process_one` again.
+
+    Raises
+    ------
+    InputFileError
+        If the coadd is missing, a directory or unreadable, or no Redrock file name could
+        be derived from the coadd's (whether that file exists is checked once the coadd
+        is read: a coadd without FIBERMAP says that first).
+    OutputFileError
+        If an output cannot be written (:func:`lbgnet.io.catalog.check_writable`; no
+        directory is made).
+    """
+    if os.path.isdir(job.coadd):
+        raise InputFileError(job.coadd, 'is a directory, not a coadd file (--input-dir '
+                             'processes the coadds below a directory)')
+    check_input_path(job.coadd)
+    if not job.redrock:               # plan_jobs could not derive it from the coadd's name
+        redrock_path(job.coadd)       # raises the InputFileError that says so
+    check_writable(job.output, create=False)     # directories are made by the writing
+    check_writable(job.priors, create=False)
+
+
+def check_jobs(jobs):
+    """Split `jobs` by :func:`check_job`: ``(passed, outcomes)``, the outcomes 'failed'
+    (each error logged once)."""
+    passed, failed = [], []
+    for job in jobs:
+        try:
+            check_job(job)
+        except EXPECTED_ERRORS as err:
+            get_logger().error('%s', err)
+            failed.append(Outcome(job.coadd, 'failed', str(err), unprocessed=True))
+        else:
+            passed.append(job)
+    return passed, failed
 
 
 def run_files(jobs, network, args, rerun=None, refiner=None):
@@ -295,7 +329,7 @@ def check_skipped(jobs, settings):
             outcomes.append(Outcome(job.coadd, 'skipped', elsewhere=elsewhere or ''))
         else:
             log.error('%s', reason)
-            outcomes.append(Outcome(job.coadd, 'failed', reason, stale=True))
+            outcomes.append(Outcome(job.coadd, 'failed', reason, unprocessed=True))
     return outcomes
 
 
@@ -313,7 +347,8 @@ def setup(args, nthreads=None):
     Returns
     -------
     dict
-        ``jobs`` (those to do), ``skipped`` (the jobs whose catalogue and priors file
+        ``jobs`` (those to do), ``failed`` (outcomes of the files that failed
+        :func:`check_job`), ``skipped`` (the jobs whose catalogue and priors file
         both exist, without ``--overwrite``), ``settings``
         (:func:`lbgnet.resume.run_settings` their catalogue headers must agree with; None
         without skipped jobs), ``unmatched`` (inputs failed before any file, ``'WHAT: why'``), ``model`` (path), ``rerun``
@@ -323,7 +358,7 @@ def setup(args, nthreads=None):
         ``error`` (one line, or None).
     """
     out = dict(jobs=[], unmatched=[], model=None, rerun=None, error=None, network=None,
-               refiner=None, skipped=[], settings=None)
+               refiner=None, skipped=[], settings=None, failed=[])
     try:
         out['jobs'], out['unmatched'] = plan(args)
         out['model'] = args.model or default_model_path()
@@ -352,6 +387,7 @@ def setup(args, nthreads=None):
         if out['jobs'] and args.outdir is not None:
             # files to write: one check of --outdir for the run, before TensorFlow
             check_creatable(args.outdir, name=f'--outdir {args.outdir}')
+        out['jobs'], out['failed'] = check_jobs(out['jobs'])
         warn_leftover_temporaries(out['jobs'])
         if out['jobs']:           # a resumed run with every output there: no TensorFlow
             start_tensorflow(nthreads)
@@ -429,7 +465,7 @@ def summarise(outcomes, unmatched, size=1):
     log = get_logger()
     if size > 1:
         per_rank = np.bincount(np.array([o.rank for o in outcomes
-                                         if o.status != 'skipped' and not o.stale],
+                                         if o.status != 'skipped' and not o.unprocessed],
                                         dtype=int), minlength=size)
         log.info('files per rank: %s', ', '.join(str(n) for n in per_rank))
     done = [o for o in outcomes if o.status == 'done']
@@ -615,6 +651,8 @@ def run_ranks(args, comm=None):
         comm.barrier()
     wall = time.time() - t0
     outcomes += kept
+    if rank == 0:
+        outcomes += state['failed']
     for outcome in outcomes:
         outcome.rank = rank
     if comm is not None:
