@@ -248,6 +248,28 @@ def test_fit_in_phases_unfreezes_for_the_last_epochs(tmp_path, config):
     assert 'phase' in (tmp_path / 'history.csv').read_text().splitlines()[0]
 
 
+def test_checkpoint_of_the_unfrozen_phase_counts_the_runs_epochs(tmp_path, config):
+    """The checkpoint an unfrozen phase writes said the epoch counted from the phase's
+    start, and carried the phase's own training.epochs: a run killed then left a model
+    card naming the wrong epoch of the run."""
+    from lbgnet.io.modelfile import load_model
+    cfg = model_config(config, filters=8, dense_units=8)
+    cfg = dataclasses.replace(cfg, extra=dict(cfg.extra, training=dict(
+        cfg.extra['training'], learning_rate=1e-9)))        # the frozen phase learns nothing
+    set_seeds(3)
+    model = build_model(cfg)
+    X, y = _data(cfg, 48, 1)
+    Xv, yv = _data(cfg, 16, 2)
+    history, info = fit_in_phases(model, (X, y), (Xv, yv), cfg, str(tmp_path), 3, nfrozen=1,
+                                  unfreeze_epochs=1, unfreeze_lr_factor=1e7, verbose=0,
+                                  checkpoint_card={'z_range': [2.5, 3.2]})
+    assert info['kept_phase'] == 2 and info['best_epoch'] == 3
+    _, kept_cfg, meta = load_model(str(tmp_path / 'checkpoint.weights.h5'))
+    assert meta['checkpoint']['epoch'] == 3
+    assert kept_cfg.extra['training']['epochs'] == 3             # the run's, not the phase's
+    assert meta['z_range'] == [2.5, 3.2]
+
+
 def test_a_diverged_unfrozen_phase_stays_on_record(tmp_path, config):
     """history.csv and the returned history lost the unfrozen phase's epochs when it
     diverged (the frozen phase is kept)."""
@@ -335,7 +357,14 @@ def test_train_script_from_quasarnet_weights(tmp_path, caplog):
     assert main(['--config', str(cfg_path), '--outdir', str(out / 'v'), '--verbose', '0',
                  '--val-dir', str(out / 'validation'), '--freeze', '1', '--unfreeze-epochs', '1',
                  '--unfreeze-lr-factor', '0.5', '--workers', '1']) == 0
-    transfer = load_model(str(out / 'v' / 'tinyqn.weights.h5'))[2]['training']['transfer']
+    final = load_model(str(out / 'v' / 'tinyqn.weights.h5'))[2]
+    transfer = final['training']['transfer']
+    # the checkpoint's card says which LBG redshifts and simulator it was trained on, as
+    # the finished model's (without it, the range came from a file of the package's etc/
+    # named as the run's simulator, or from the grid)
+    ckpt_meta = load_model(str(out / 'v' / 'checkpoint.weights.h5'))[2]
+    assert ckpt_meta['z_range'] == final['z_range']
+    assert ckpt_meta['training']['simulator_hash'] == final['training']['simulator_hash']
     assert transfer['freeze'] == 1 and transfer['unfreeze_lr_factor'] == 0.5
     assert transfer['init_layers'] is None
     # its checkpoint is a model: a run started from it in the same --outdir needs

@@ -381,15 +381,23 @@ class BestCheckpoint(keras.callbacks.Callback):
         weights with a model card (``checkpoint.json``, :func:`save_checkpoint`), which
         ``desi_lbg_train --init-from``, ``desi_lbg_evaluate`` and the afterburner take as
         any model (the card says which epoch it holds); None: the weights alone.
+    card : dict, optional
+        More entries of the checkpoint's model card (:func:`save_checkpoint`).
+    epoch_offset : int, optional
+        Epochs of the run before this fit (an earlier training phase): the card counts the
+        epochs of the whole run [0].
     """
 
-    def __init__(self, path, monitor, mode, initial_value_threshold=None, config=None):
+    def __init__(self, path, monitor, mode, initial_value_threshold=None, config=None,
+                 card=None, epoch_offset=0):
         super().__init__()
         self.path = path
         self.monitor = monitor
         self.better = np.less if mode == 'min' else np.greater
         self.best = initial_value_threshold
         self.config = config
+        self.card = card
+        self.epoch_offset = int(epoch_offset)
 
     def on_epoch_end(self, epoch, logs=None):
         """Save the weights when the epoch's `monitor` beats the best so far."""
@@ -403,11 +411,11 @@ class BestCheckpoint(keras.callbacks.Callback):
         if self.config is None:
             save_weights_atomic(self.model, self.path)
         else:
-            save_checkpoint(self.path, self.model, self.config, epoch + 1, self.monitor,
-                            self.best)
+            save_checkpoint(self.path, self.model, self.config, self.epoch_offset + epoch + 1,
+                            self.monitor, self.best, card=self.card)
 
 
-def save_checkpoint(path, model, config, epoch, monitor, value):
+def save_checkpoint(path, model, config, epoch, monitor, value, card=None):
     """Write the best weights so far as an lbgnet model: weights and model card, renamed
     into place together (:func:`lbgnet.io.modelfile.save_model`).
 
@@ -428,11 +436,16 @@ def save_checkpoint(path, model, config, epoch, monitor, value):
     monitor : str
         The quantity that chose it, and its `value`.
     value : float
+    card : dict, optional
+        More entries of the model card: ``desi_lbg_train`` gives the training LBG
+        redshift range (``z_range``, :func:`lbgnet.network.training_zrange`) and
+        ``training.simulator_hash``, as on the finished model's card.
     """
     from .io.modelfile import save_model
     from .zerr import CALIBRATION_CARDS
     why = 'a training checkpoint: errors are calibrated at the end of a finished run'
     save_model(path, model, config, {
+        **(card or {}),
         'checkpoint': {'epoch': int(epoch), 'monitor': str(monitor), 'value': float(value)},
         'error_calibration': {key: {'fit': None, 'reason': why} for key, _ in CALIBRATION_CARDS}})
 
@@ -536,7 +549,8 @@ class TrainingDiverged(RuntimeError):
 
 
 def fit(model, train_data, val_data, config, outdir, val_truth=None, epochs=None,
-        verbose='auto', extra_callbacks=None, previous=None, initial_best=None):
+        verbose='auto', extra_callbacks=None, previous=None, initial_best=None,
+        checkpoint_card=None, checkpoint_config=None, epoch_offset=0):
     """Fit a compiled model with early stopping and best-checkpointing on validation.
 
     Parameters
@@ -568,6 +582,13 @@ def fit(model, train_data, val_data, config, outdir, val_truth=None, epochs=None
     initial_best : float, optional
         The checkpoint is replaced only by an epoch better than this (an earlier phase's
         best), so that a run killed in a later phase keeps the best weights so far.
+    checkpoint_card : dict, optional
+        More entries of the checkpoint's model card (:func:`save_checkpoint`).
+    checkpoint_config : lbgnet.config.Config, optional
+        The configuration the checkpoint's card records [`config`] (a training phase's
+        `config` has the phase's epochs; the card records the run's).
+    epoch_offset : int, optional
+        Epochs of the run before this fit: the checkpoint's card counts the run's [0].
 
     Returns
     -------
@@ -596,7 +617,8 @@ def fit(model, train_data, val_data, config, outdir, val_truth=None, epochs=None
         keras.callbacks.EarlyStopping(monitor=monitor, mode=MONITORS[monitor],
                                       patience=opts['patience'], restore_best_weights=True),
         BestCheckpoint(checkpoint, monitor, MONITORS[monitor], initial_value_threshold=initial_best,
-                       config=config),
+                       config=checkpoint_config or config, card=checkpoint_card,
+                       epoch_offset=epoch_offset),
         HistoryWriter(outdir, previous),
         keras.callbacks.TerminateOnNaN(),
     ]

@@ -407,7 +407,8 @@ def _with_training(config, **changes):
 
 
 def fit_in_phases(model, train_data, val_data, config, outdir, steps_per_epoch, *, nfrozen=0,
-                  unfreeze_epochs=0, unfreeze_lr_factor=0.1, val_truth=None, verbose='auto'):
+                  unfreeze_epochs=0, unfreeze_lr_factor=0.1, val_truth=None, verbose='auto',
+                  checkpoint_card=None):
     """Compile and fit, optionally with frozen layers and a final unfrozen phase.
 
     Phase 1 trains ``epochs - unfreeze_epochs`` epochs with the first `nfrozen` blocks
@@ -430,6 +431,10 @@ def fit_in_phases(model, train_data, val_data, config, outdir, steps_per_epoch, 
         [0, 0]
     unfreeze_lr_factor : float, optional
         [0.1]
+    checkpoint_card : dict, optional
+        More entries of the checkpoint's model card (:func:`lbgnet.train.save_checkpoint`),
+        whose configuration is `config` and whose epochs count from the run's start
+        whatever the phase.
 
     Returns
     -------
@@ -453,8 +458,9 @@ def fit_in_phases(model, train_data, val_data, config, outdir, steps_per_epoch, 
     cfg1 = _with_training(config, epochs=epochs - k,
                           max_minutes=minutes * (epochs - k) / epochs if minutes else None)
     compile_model(model, cfg1, lr, total_steps=(epochs - k) * steps_per_epoch)
+    card = dict(checkpoint_card=checkpoint_card, checkpoint_config=config)
     history, info = fit(model, train_data, val_data, cfg1, outdir, val_truth=val_truth,
-                        verbose=verbose)
+                        verbose=verbose, **card)
     info = dict(info, frozen=frozen, phases=[dict(info)], kept_phase=1)
     history = dict(history, phase=[1] * info['epochs_run'])
     if k == 0:
@@ -466,12 +472,13 @@ def fit_in_phases(model, train_data, val_data, config, outdir, steps_per_epoch, 
     compile_model(model, cfg2, lr * unfreeze_lr_factor, total_steps=k * steps_per_epoch)
     try:
         history2, info2 = fit(model, train_data, val_data, cfg2, outdir, val_truth=val_truth,
-                              verbose=verbose, previous=history, initial_best=info['best'])
+                              verbose=verbose, previous=history, initial_best=info['best'],
+                              epoch_offset=info['epochs_run'], **card)
     except TrainingDiverged as err:                 # the frozen phase stands
         get_logger().warning('unfrozen phase: %s; keeping the frozen phase', err)
         model.set_weights(weights1)
-        save_checkpoint(os.path.join(outdir, CHECKPOINT), model, cfg1, info['best_epoch'],
-                        info['monitor'], info['best'])
+        save_checkpoint(os.path.join(outdir, CHECKPOINT), model, config, info['best_epoch'],
+                        info['monitor'], info['best'], card=checkpoint_card)
         merged = merge_histories(history, err.history)    # the diverged epochs on record
         write_history_csv(os.path.join(outdir, HISTORY), merged)
         nrun = len(merged['phase'])
@@ -489,8 +496,8 @@ def fit_in_phases(model, train_data, val_data, config, outdir, steps_per_epoch, 
                      kept_phase=2)
     else:
         model.set_weights(weights1)
-        save_checkpoint(os.path.join(outdir, CHECKPOINT), model, cfg1, info['best_epoch'],
-                        info['monitor'], info['best'])
+        save_checkpoint(os.path.join(outdir, CHECKPOINT), model, config, info['best_epoch'],
+                        info['monitor'], info['best'], card=checkpoint_card)
     write_history_csv(os.path.join(outdir, HISTORY), merged)
     plot_loss_curves(merged, os.path.join(outdir, LOSS_PLOT))
     get_logger().info('unfrozen phase: best %s %.4f (frozen phase %.4f); kept phase %d',

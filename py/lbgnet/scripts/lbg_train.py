@@ -613,6 +613,13 @@ def setup_zrange(setup):
     return [float(zlo), float(zhi)]
 
 
+def checkpoint_card(setup):
+    """What a training checkpoint's model card says of the training data, as the finished
+    model's card does (:func:`model_card`): ``z_range`` and ``training.simulator_hash``."""
+    from ..sim.mock import simulator_hash
+    return {'z_range': setup_zrange(setup), 'training': {'simulator_hash': simulator_hash(setup)}}
+
+
 def model_card(args, config, opts, batches, coadds, info, thresholds, val_metrics, history,
                seconds, nval_used=None, setup=None, init=None):
     """Metadata stored with the model: training recipe, time, thresholds, validation metrics.
@@ -839,7 +846,8 @@ def _train(args, log, t_start):
                                   (X_val, y_val), config, args.outdir, len(batches),
                                   nfrozen=args.freeze, unfreeze_epochs=args.unfreeze_epochs,
                                   unfreeze_lr_factor=args.unfreeze_lr_factor,
-                                  val_truth=truth_val, verbose=args.verbose)
+                                  val_truth=truth_val, verbose=args.verbose,
+                                  checkpoint_card=checkpoint_card(setup))
     info['transfer'] = None if report is None and not args.freeze else dict(
         report.to_dict() if report is not None else {},
         # the selection applied (a QuasarNET file narrows 'all' to 'dense'), as requested
