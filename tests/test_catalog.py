@@ -435,3 +435,19 @@ def test_output_path_with_a_parent_step_after_a_missing_directory(tmp_path, monk
     assert (tmp_path / 'a' / 'new').is_dir()
     monkeypatch.chdir(tmp_path / 'a' / 'b')
     check_writable(os.path.join('..', '..', 'c.fits'), create=False)
+    # '..' after a symbolic link goes up from the link's target, not beside the link:
+    # link/../new/cat.fits was checked as ./new and written to (missing) target/../new
+    (tmp_path / 'x' / 'sub').mkdir(parents=True)
+    (tmp_path / 'a' / 'link').symlink_to(tmp_path / 'x' / 'sub')
+    for create in (False, True):
+        with pytest.raises(OutputFileError, match=r"'\.\.' follows .*/a/link, a symbolic link: "
+                                                  r"the system goes up to .*/x, not .*/a"):
+            check_writable(str(tmp_path / 'a' / 'link' / '..' / 'other' / 'cat.fits'),
+                           create=create)
+        assert not (tmp_path / 'a' / 'other').exists() and not (tmp_path / 'x' / 'other').exists()
+    check_writable(str(tmp_path / 'a' / 'link' / 'c.fits'), create=False)
+    # a working directory reached through a link does not count: '..' there is the system's
+    monkeypatch.chdir(tmp_path / 'a' / 'link')
+    check_writable(os.path.join('..', 'sub', 'c.fits'), create=False)
+    (tmp_path / 'x' / 'sub' / 'deep').mkdir()
+    check_writable(os.path.join('deep', '..', 'c.fits'), create=False)

@@ -134,14 +134,23 @@ def parent_step_problem(path):
 
     ``os.path.abspath`` drops ``x/..`` without looking, but the system resolves ``x``
     first: ``out/x/../cat.fits`` with no ``out/x`` passed every check made on the
-    normalised name and failed only at the write, after the file's work was done.
+    normalised name and failed only at the write, after the file's work was done; and
+    after a symbolic link ``x`` the system goes up from the link's target, not to the
+    directory holding the link.
     """
     parts = str(path).split(os.sep)
     for i, part in enumerate(parts):
         head = os.sep.join(parts[:i])
-        if part == '..' and head.strip(os.sep) and not os.path.isdir(head):
+        if part != '..' or not head.strip(os.sep):
+            continue
+        if not os.path.isdir(head):
             return (f"'..' follows {head}, which is not an existing directory (give the path "
                     "without '..')")
+        system = os.path.dirname(os.path.realpath(head))
+        written = os.path.realpath(os.path.dirname(os.path.abspath(head)))
+        if system != written:
+            return (f"'..' follows {head}, a symbolic link: the system goes up to {system}, "
+                    f"not {written} (give the path without '..')")
     return None
 
 
