@@ -597,3 +597,18 @@ def test_train_script_output_error_is_one_line(tmp_path, monkeypatch, caplog):
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert errors == [f'{tmp_path}/run/validation/coadd-x.fits: cannot write (No space left '
                       'on device)']
+
+
+def test_an_earlier_finished_model_is_named_before_its_checkpoint(tmp_path):
+    """desi_lbg_train refuses an --outdir holding an earlier run's model or checkpoint and
+    names the first it finds: a finished 'a.json' was named, but 'checkpoint.json' sorts
+    before a finished 'tinyqn.json' and the message then spoke of a checkpoint only."""
+    from lbgnet.scripts.lbg_train import earlier_models
+    for name in ('checkpoint', 'tinyqn', 'a'):
+        (tmp_path / f'{name}.json').write_text('{}')
+        (tmp_path / f'{name}.weights.h5').write_bytes(b'')
+    (tmp_path / 'b.json').write_text('{}')               # a card without weights: not a model
+    found = [os.path.basename(p) for p in earlier_models(str(tmp_path))]
+    assert found == ['a.json', 'tinyqn.json', 'checkpoint.json']
+    (tmp_path / 'a.json').unlink()
+    assert os.path.basename(earlier_models(str(tmp_path))[0]) == 'tinyqn.json'

@@ -700,9 +700,13 @@ def labelled_record(batches):
 
 
 def earlier_models(outdir):
-    """Model files (``NAME.json`` with its ``NAME.weights.h5``) of earlier runs in `outdir`."""
-    return sorted(p for p in glob.glob(os.path.join(glob.escape(outdir), '*.json'))
-                  if os.path.exists(p[:-len('.json')] + '.weights.h5'))
+    """Model files (``NAME.json`` with its ``NAME.weights.h5``) of earlier runs in `outdir`,
+    finished models first (the refusal names the first), then the best checkpoint."""
+    from ..train import CHECKPOINT
+    checkpoint = CHECKPOINT[:-len('.weights.h5')] + '.json'
+    return sorted((p for p in glob.glob(os.path.join(glob.escape(outdir), '*.json'))
+                   if os.path.exists(p[:-len('.json')] + '.weights.h5')),
+                  key=lambda p: (os.path.basename(p) == checkpoint, p))
 
 
 def model_name(args, config):
