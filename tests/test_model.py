@@ -436,3 +436,61 @@ def test_save_model_interrupted_between_its_renames_keeps_the_old_model(tmp_path
     loaded = load_model(path)[0]
     X = _inputs(cfg)
     np.testing.assert_array_equal(predict_boxes(loaded, X)[0], predict_boxes(old, X)[0])
+
+
+def test_a_save_killed_between_its_renames_says_how_to_mend_the_pair(tmp_path, config,
+                                                                      monkeypatch):
+    """A SIGKILL between the two renames runs no clean-up: new weights stand beside the old
+    description (SHA-256 mismatch), with the new description and the old weights left
+    under temporary names.  The refusal names the leftover that mends the pair, and the
+    rename it names gives a loadable model."""
+    import shutil
+    import lbgnet.io.modelfile as modelfile
+    cfg = small_config(config)
+    path = str(tmp_path / 'm.weights.h5')
+    keras.utils.set_random_seed(0)
+    save_model(path, build_model(cfg), cfg)
+    keras.utils.set_random_seed(1)
+    new = build_model(cfg)
+    real, calls = os.replace, []
+
+    class Killed(BaseException):
+        pass
+
+    def replace(src, dst):
+        calls.append(dst)
+        if len(calls) >= 2:                    # nor the restoring rename after it
+            raise Killed()
+        return real(src, dst)
+    monkeypatch.setattr(modelfile.os, 'replace', replace)
+    monkeypatch.setattr(modelfile.os, 'remove', lambda p: None)     # SIGKILL: no finally
+    with pytest.raises(Killed):
+        save_model(path, new, cfg)
+    monkeypatch.undo()
+    pid = os.getpid()
+    assert sorted(os.listdir(tmp_path)) == [f'.m.old{pid}.weights.h5', f'.m.tmp{pid}.json',
+                                            'm.json', 'm.weights.h5']
+    backup = tmp_path / 'backup'
+    shutil.copytree(tmp_path, backup)
+    tmp_json = str(tmp_path / f'.m.tmp{pid}.json')
+    with pytest.raises(InputFileError, match=r'm\.weights\.h5: SHA-256 does not match .*; an '
+                       r'interrupted save left the description of these weights in '
+                       rf'.*\.m\.tmp{pid}\.json: rename it to .*/m\.json$'):
+        load_model(path)
+    os.replace(tmp_json, str(tmp_path / 'm.json'))
+    X = _inputs(cfg)
+    np.testing.assert_array_equal(predict_boxes(load_model(path)[0], X)[0],
+                                  predict_boxes(new, X)[0])
+    # without the new description, the old weights kept beside it mend the old model
+    os.remove(backup / f'.m.tmp{pid}.json')
+    bpath = str(backup / 'm.weights.h5')
+    with pytest.raises(InputFileError, match=r'the weights this description names in '
+                       rf'.*\.m\.old{pid}\.weights\.h5: rename it to .*backup/m\.weights\.h5$'):
+        load_model(bpath)
+    os.replace(str(backup / f'.m.old{pid}.weights.h5'), bpath)
+    load_model(bpath)
+    # no leftover: the refusal as before, with nothing added
+    os.remove(bpath)
+    shutil.copy(str(tmp_path / 'm.weights.h5'), bpath)
+    with pytest.raises(InputFileError, match=r'replaced weights file\)$'):
+        load_model(bpath)

@@ -16,6 +16,7 @@ A model is two files side by side:
 shapes of the weight tensors) before returning, so that a bad model file fails with one
 clear :class:`~lbgnet.io.InputFileError` before any spectrum is processed.
 """
+import glob
 import hashlib
 import json
 import os
@@ -327,8 +328,40 @@ def check_model_files(path):
         raise InputFileError(weights_path, f'cannot read the weights ({err.strerror or err})') from None
     if description.get('weights_sha256') != checksum:
         raise InputFileError(weights_path, f'SHA-256 does not match the one in {json_path} '
-                             '(corrupt, truncated or replaced weights file)')
+                             '(corrupt, truncated or replaced weights file)'
+                             + interrupted_save_hint(weights_path, json_path, checksum,
+                                                     description.get('weights_sha256')))
     return description, config
+
+
+def interrupted_save_hint(weights_path, json_path, weights_sha, described_sha):
+    """How to mend a model pair that a killed :func:`save_model` left half replaced, or ''.
+
+    :func:`save_model` renames the new weights, then the new description; killed between
+    the two, it leaves the new weights beside the old description, with the new
+    description under its temporary name (``.NAME.tmpPID.json``) and a copy of the old
+    weights (``.NAME.oldPID.weights.h5``).  Either leftover whose checksum matches makes a
+    whole model again by a rename, which the message names.
+    """
+    directory = os.path.dirname(os.path.abspath(weights_path))
+    base = os.path.basename(weights_path)[:-len(WEIGHTS_SUFFIX)]
+    pattern = os.path.join(glob.escape(directory), glob.escape(f'.{base}.'))
+    for tmp in sorted(glob.glob(pattern + 'tmp*.json')):
+        try:
+            with open(tmp) as fx:
+                if json.load(fx).get('weights_sha256') == weights_sha:
+                    return (f'; an interrupted save left the description of these weights in '
+                            f'{tmp}: rename it to {json_path}')
+        except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+            continue
+    for old in sorted(glob.glob(pattern + f'old*{WEIGHTS_SUFFIX}')):
+        try:
+            if sha256sum(old) == described_sha:
+                return (f'; an interrupted save left the weights this description names in '
+                        f'{old}: rename it to {weights_path}')
+        except OSError:
+            continue
+    return ''
 
 
 def load_model(path):
