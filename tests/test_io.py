@@ -482,3 +482,24 @@ def test_missing_file_with_a_compressed_twin_says_so(tmp_path, tiny_coadd):
         read_coadd(packed[:-3])
     with pytest.raises(InputFileError, match=r'no such file$'):
         read_coadd(str(tmp_path / 'coadd-z.fits'))
+
+
+def test_targetids_are_exact_integers_or_refused():
+    """as_targetids: int and uint columns become int64 exactly (beyond 2**53), a float
+    column is refused naming the file, and an empty list (numpy makes it float64) is no
+    ids rather than a float column (a direct call with no targets was refused)."""
+    from lbgnet.io import InputFileError
+    from lbgnet.io.targetid import as_targetids
+    big = 39633000000000001
+    out = as_targetids(np.array([big, big + 1], dtype=np.uint64), 'a.fits')
+    assert out.dtype == np.int64 and out.tolist() == [big, big + 1]
+    for empty in ([], np.array([]), np.zeros(0, dtype=np.int32)):
+        out = as_targetids(empty, 'a.fits')
+        assert out.dtype == np.int64 and out.shape == (0,)
+    with pytest.raises(InputFileError, match=r'a\.fits: TARGETID must be an integer column, '
+                                             'not float64'):
+        as_targetids(np.array([1.0]), 'a.fits')
+    with pytest.raises(InputFileError, match='values beyond the int64 range'):
+        as_targetids(np.array([2**63], dtype=np.uint64), 'a.fits')
+    with pytest.raises(InputFileError, match='not bool'):
+        as_targetids(np.zeros(0, dtype=bool), 'a.fits')

@@ -32,9 +32,12 @@ def as_targetids(values, path, column='TARGETID'):
     Raises
     ------
     InputFileError
-        For a non-integer column, or unsigned values beyond the int64 range.
+        For a non-integer column (an empty float array, as ``np.asarray([])`` makes, is
+        taken as no ids), or unsigned values beyond the int64 range.
     """
     values = np.asarray(values)
+    if values.size == 0 and values.dtype.kind == 'f':
+        return values.astype(np.int64)      # numpy's empty list: no id to lose digits of
     if values.dtype.kind == 'u':
         if values.size and values.max() > np.iinfo(np.int64).max:
             raise InputFileError(path, f'{column} values beyond the int64 range')
