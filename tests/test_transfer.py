@@ -371,11 +371,18 @@ def test_train_script_from_quasarnet_weights(tmp_path, caplog):
     # --overwrite, and the card records the checkpoint as it was when loaded
     ckpt = out / 'v' / 'checkpoint.weights.h5'
     sha = file_sha256(str(ckpt))
-    caplog.clear()
-    with caplog.at_level(logging.ERROR):
-        assert main(['--config', str(cfg_path), '--outdir', str(out / 'v'), '--verbose', '0',
-                     '--val-dir', str(out / 'validation'), '--init-from', str(ckpt)]) == 1
-    assert 'checkpoint.json: the best checkpoint of an earlier run (--init-from it' in caplog.text
+    for finished in (True, False):       # the finished model is named first, if any
+        caplog.clear()
+        with caplog.at_level(logging.ERROR):
+            assert main(['--config', str(cfg_path), '--outdir', str(out / 'v'), '--verbose',
+                         '0', '--val-dir', str(out / 'validation'), '--init-from',
+                         str(ckpt)]) == 1
+        if finished:
+            assert 'tinyqn.json: a model of an earlier run; use --overwrite' in caplog.text
+            os.rename(out / 'v' / 'tinyqn.json', out / 'v' / 'tinyqn.json.kept')
+        else:
+            assert ('checkpoint.json: the best checkpoint of an earlier run (--init-from it'
+                    in caplog.text)
     assert main(['--config', str(cfg_path), '--outdir', str(out / 'v'), '--verbose', '0',
                  '--val-dir', str(out / 'validation'), '--init-from', str(ckpt), '--epochs', '1',
                  '--overwrite', '--workers', '1']) == 0
