@@ -58,3 +58,19 @@ def test_every_module_is_in_the_api_reference():
                 rel = os.path.relpath(os.path.join(top, name[:-3]), os.path.join(ROOT, 'py'))
                 modules.add(rel.replace(os.sep, '.'))
     assert len(modules) > 50 and modules - listed == set()
+
+
+def test_the_documentation_builds_without_warnings(tmp_path):
+    """sphinx-build -W on doc/ (a malformed table, a broken reference or a docstring that
+    does not parse is an error), as the documentation is built for the users."""
+    import shutil
+    import subprocess
+    import sys
+    sphinx = os.path.join(os.path.dirname(sys.executable), 'sphinx-build')
+    if not os.path.exists(sphinx):
+        sphinx = shutil.which('sphinx-build')
+    assert sphinx, 'sphinx-build is in requirements.txt'
+    run = subprocess.run([sphinx, '-E', '-W', '-q', '-b', 'html', os.path.join(ROOT, 'doc'),
+                          str(tmp_path / 'html')], capture_output=True, text=True,
+                         timeout=600, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'))
+    assert run.returncode == 0, run.stdout + run.stderr
