@@ -194,7 +194,9 @@ def test_sigterm_aborts_all_and_leaves_no_temporaries(tmp_path, signalled):
         'sys.exit(script.main(sys.argv[1:]))\n'), (401, 402))
     assert proc.returncode != 0, log
     assert 'rank 1: stopped by a signal; aborting every rank' in log, log
-    assert 'Traceback' not in log, log    # seen once in ~50 runs: the whole log, to trace it
+    # TensorFlow, signalled while tracing, raised a TypeError in place of Terminated (CI,
+    # 2026-12-04): rank 0 logged a failed file with its traceback
+    assert 'Traceback' not in log, log
     pid1 = (tmp_path / 'rank1.pid').read_text()
     temporaries = [f for f in os.listdir(tmp_path) if '.tmp' in f]
     if signalled == 'every rank':

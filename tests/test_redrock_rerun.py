@@ -57,6 +57,16 @@ def test_a_termination_signal_inside_redrock_stops_the_run(coadd, template, monk
     monkeypatch.setattr(rerun, 'import_rrdesi', lambda: failing)
     with pytest.raises(RerunError, match='Redrock rerun failed'):
         rerun_redrock(path, tid[:1], z[:1], np.full(1, 0.1), [template])
+    # the signal's exception replaced by another one inside rrdesi (as TensorFlow does)
+    from lbgnet.io import atomic
+
+    def replaced(options, comm=None):
+        monkeypatch.setattr(atomic, '_received', [143])       # what the handler records
+        raise ValueError('replaced')
+
+    monkeypatch.setattr(rerun, 'import_rrdesi', lambda: replaced)
+    with pytest.raises(Terminated):
+        rerun_redrock(path, tid[:1], z[:1], np.full(1, 0.1), [template])
 
 
 def test_unreadable_or_extra_rerun_output_fails_naming_the_coadd(coadd, template, monkeypatch):

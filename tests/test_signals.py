@@ -168,3 +168,77 @@ def test_mock_killed_inside_desispec_write_leaves_nothing(tmp_path):
     assert proc.returncode == 128 + signal.SIGTERM, proc.stderr
     assert proc.stderr.count('stopped by SIGTERM') == 1 and 'Traceback' not in proc.stderr
     assert os.listdir(out) == []
+
+
+# What TensorFlow does when the signal arrives while it traces a function: it catches the
+# handler's exception and raises a TypeError in its place (seen in CI on 2026-12-04:
+# "Failed to convert elements of (None, 16, 40, 1) to Tensor").
+TRANSLATING = (
+    'def translating(*args, **kwargs):\n'
+    '    try:\n'
+    '        os.kill(os.getpid(), signal.SIGTERM)\n'
+    '        time.sleep(60)\n'
+    '    except BaseException:\n'
+    '        raise TypeError("Failed to convert elements of (None, 16, 40, 1) to Tensor")\n')
+
+
+def test_afterburner_signal_turned_into_another_error_still_stops_the_run(tmp_path):
+    """A signal whose exception a library replaced by a TypeError stops the run with
+    128 + signum: it is not logged as one failed file, and the next file is not begun."""
+    model = save_tiny_model(str(tmp_path / 'tiny.weights.h5'))
+    data = tmp_path / 'data'
+    data.mkdir()
+    for n in (7, 8):
+        tid, _ = write_test_coadd(str(data / f'coadd-main-dark-{n}.fits'), 4)
+        write_test_redrock(str(data / f'redrock-main-dark-{n}.fits'), tid)
+    before = sorted(os.listdir(data))
+    code = (
+        'import os, runpy, signal, sys, time\n'
+        'import lbgnet.network\n' + TRANSLATING +
+        'lbgnet.network.Network.predict = translating\n'
+        f'sys.argv = [{WRAPPERS[0]!r}] + sys.argv[1:]\n'
+        f'runpy.run_path({WRAPPERS[0]!r}, run_name="__main__")\n')
+    proc = run_driver(code, '--coadd', str(data / 'coadd-main-dark-7.fits'),
+                      str(data / 'coadd-main-dark-8.fits'), '--model', model, '--no-refine',
+                      '--threads', '1')
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr
+    assert 'TypeError' not in proc.stderr and 'Traceback' not in proc.stderr, proc.stderr
+    assert proc.stderr.count('stopped by SIGTERM') == 1, proc.stderr
+    assert sorted(os.listdir(data)) == before
+
+
+def test_mock_signal_turned_into_another_error_still_stops_the_run(tmp_path):
+    """desi_lbg_mock goes on after a failed healpix pixel, but not after a signal that a
+    library turned into another exception."""
+    wrapper = os.path.join(ROOT, 'bin', 'desi_lbg_mock')
+    code = (
+        'import os, runpy, signal, sys, time\n'
+        'import lbgnet.scripts.lbg_mock as script\n' + TRANSLATING +
+        'script.make_mock = translating\n'
+        f'sys.argv = [{wrapper!r}] + sys.argv[1:]\n'
+        f'runpy.run_path({wrapper!r}, run_name="__main__")\n')
+    out = tmp_path / 'out'
+    proc = run_driver(code, '--outdir', str(out), '--nspec', '20', '--no-resolution')
+    assert proc.returncode == 128 + signal.SIGTERM, proc.stderr
+    assert 'TypeError' not in proc.stderr and 'Traceback' not in proc.stderr, proc.stderr
+    assert os.listdir(out) == []
+
+
+def test_raise_if_terminated_only_after_a_handled_signal(monkeypatch):
+    """raise_if_terminated does nothing before a signal, raises Terminated(128 + signum)
+    after one the handler saw, and a new exit_on_termination starts afresh."""
+    from lbgnet.io import atomic
+    installed = {}                                       # no real handler is installed
+    monkeypatch.setattr(atomic.signal, 'signal',
+                        lambda signum, handler: installed.__setitem__(signum, handler))
+    monkeypatch.setattr(atomic.signal, 'getsignal', lambda signum: signal.SIG_DFL)
+    atomic.exit_on_termination()
+    atomic.raise_if_terminated()                         # nothing received: no exception
+    with pytest.raises(atomic.Terminated) as first:
+        installed[signal.SIGHUP](signal.SIGHUP, None)
+    assert first.value.code == 128 + signal.SIGHUP
+    with pytest.raises(atomic.Terminated) as again:
+        atomic.raise_if_terminated()
+    assert again.value.code == 128 + signal.SIGHUP
+    atomic.exit_on_termination()
+    atomic.raise_if_terminated()                         # a fresh start forgets it

@@ -312,6 +312,28 @@ def test_study_records_its_search_space(caplog):
         check_study_settings(study, {'ntrain': 128, 'search_space': space_record(base)}, 'mem')
 
 
+def test_trial_whose_signal_a_library_replaced_ends_the_run_as_the_signal(tmp_path,
+                                                                          monkeypatch):
+    """TensorFlow, signalled while it traces, raises a TypeError in place of the handler's
+    Terminated: the run still ends with Terminated (exit 128 + signum, no traceback), the
+    trial marked FAIL."""
+    from optuna.trial import TrialState
+    from lbgnet.io import atomic
+    study = open_study(f'sqlite:///{tmp_path / "study.sqlite3"}', 'replaced', seed=1,
+                       startup_trials=1, prune=False)
+
+    def objective(trial):
+        if trial.number == 1:
+            monkeypatch.setattr(atomic, '_received', [143])     # what the handler records
+            raise TypeError('Failed to convert elements of (None, 16, 40, 1) to Tensor')
+        return 0.5
+
+    with pytest.raises(atomic.Terminated) as stop:
+        run_study(study, objective, 3)
+    assert stop.value.code == 143
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL]
+
+
 def test_trial_stopped_by_sigterm_is_failed(tmp_path):
     """SIGTERM reaches the trial as lbgnet.io.atomic.Terminated (a SystemExit), which optuna
     does not fail: the trial stayed RUNNING for good and showed in the results table."""

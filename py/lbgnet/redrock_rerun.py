@@ -20,7 +20,7 @@ import numpy as np
 from desiutil.log import get_logger
 
 from .io import read_redrock
-from .io.atomic import Terminated
+from .io.atomic import Terminated, raise_if_terminated
 from .io.errors import InputFileError
 from .io.fitsutil import extnames, open_fits
 from .io.priors import priors_table, write_priors
@@ -190,6 +190,7 @@ def rerun_redrock(coadd, targetid, z, sigma, templates, function='tophat', workd
         # rrdesi is third-party code that may raise anything, or call sys.exit(1) on bad
         # options: turn every failure into one RerunError naming the coadd.
         except (Exception, SystemExit) as err:  # noqa: BLE001
+            raise_if_terminated()     # rrdesi (or what it calls) turned the signal into this
             log.debug('Redrock output:\n%s', chatter.getvalue())
             raise RerunError(f'{coadd}: Redrock rerun failed ({type(err).__name__}: {err})') from None
         if not os.path.isfile(outfile):

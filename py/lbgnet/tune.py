@@ -47,6 +47,7 @@ import numpy as np
 from desiutil.log import get_logger
 
 from .config import ConfigError, as_float, as_int
+from .io.atomic import raise_if_terminated
 from .io.catalog import OutputFileError
 from .io.modelfile import model_paths
 
@@ -579,11 +580,15 @@ def run_study(study, objective, n_trials, budget_minutes=None):
         try:
             return objective(trial)
         except OutputFileError as err:
+            raise_if_terminated()     # a library may turn the signal's exception into another
             # a full disk: every later trial would fail alike.  Returning None fails the
             # trial with a one-line log (optuna logs a raised error with its traceback).
             failure.append(err)
             trial.study.stop()
             return None
+        except Exception:      # noqa: BLE001 -- optuna would fail the trial and go on
+            raise_if_terminated()
+            raise
 
     try:
         study.optimize(tracked, n_trials=todo,

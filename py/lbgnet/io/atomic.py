@@ -24,6 +24,9 @@ class Terminated(SystemExit):
     """
 
 
+_received = []      # 128 + the signal number, once a handled signal has arrived
+
+
 def exit_on_termination(signals=(signal.SIGTERM, signal.SIGHUP, signal.SIGINT)):
     """Make `signals` raise :class:`Terminated` instead of killing the process at once.
 
@@ -47,11 +50,27 @@ def exit_on_termination(signals=(signal.SIGTERM, signal.SIGHUP, signal.SIGINT)):
             signal.signal(other, signal.SIG_IGN)      # interrupt the clean-up of the first
         os.write(2, f'{os.path.basename(sys.argv[0])}: stopped by '
                     f'{signal.Signals(signum).name}; removing temporary outputs\n'.encode())
+        _received[:] = [128 + signum]
         raise Terminated(128 + signum)
 
+    _received.clear()
     handled = [signum for signum in signals if signal.getsignal(signum) is not signal.SIG_IGN]
     for signum in handled:
         signal.signal(signum, handler)
+
+
+def raise_if_terminated():
+    """Raise :class:`Terminated` again if a signal handled by :func:`exit_on_termination`
+    has been received.
+
+    The handler raises wherever the interpreter happens to be, and a library may catch
+    that exception and raise another in its place: TensorFlow, signalled while it traces
+    a function, reports a ``TypeError`` ("Failed to convert elements of (None, 16, 40, 1)
+    to Tensor").  Call this first in every ``except Exception`` block that goes on with
+    the next file or trial, so that the signal stops the run instead of failing one file.
+    """
+    if _received:
+        raise Terminated(_received[0])
 
 
 @contextlib.contextmanager

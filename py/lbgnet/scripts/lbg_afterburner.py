@@ -23,7 +23,7 @@ from ..afterburner import (DEFAULT_CHUNK, RerunSetup, catalog_header, default_te
 from ..bitmask import DESI_CAMERAS
 from ..catalog import assemble_catalog, match_targetids
 from ..io import read_redrock
-from ..io.atomic import Terminated
+from ..io.atomic import Terminated, raise_if_terminated
 from ..io.catalog import (IS_A_DIRECTORY, OutputFileError, check_creatable, check_writable,
                           read_catalog, write_outputs)
 from ..io.coadd import check_grid_overlap, read_layout
@@ -303,9 +303,11 @@ def run_files(jobs, network, args, rerun=None, refiner=None):
         try:
             nspec, nlbg = process_one(job, network, args, rerun, refiner)
         except EXPECTED_ERRORS as err:
+            raise_if_terminated()     # a library may turn the signal's exception into another
             log.error('%s', err)
             outcomes.append(Outcome(job.coadd, 'failed', str(err), seconds=time.time() - t0))
         except Exception as err:  # noqa: BLE001 -- one bad file must not stop the others
+            raise_if_terminated()
             log.error('%s: unexpected %s: %s\n%s', job.coadd, type(err).__name__, err,
                       traceback.format_exc())
             outcomes.append(Outcome(job.coadd, 'failed', f'{type(err).__name__}: {err}',
@@ -395,6 +397,7 @@ def setup(args, nthreads=None):
     except (InputFileError, OutputFileError, ValueError) as err:
         out['error'] = str(err)
     except Exception as err:  # noqa: BLE001 -- the other ranks wait for this answer
+        raise_if_terminated()
         get_logger().error('setup: unexpected %s: %s\n%s', type(err).__name__, err,
                            traceback.format_exc())
         out['error'] = f'setup failed: {type(err).__name__}: {err}'
@@ -637,6 +640,7 @@ def run_ranks(args, comm=None):
                                    warn=False)      # rank 0 warned in setup
         load_error = None
     except Exception as err:  # noqa: BLE001 -- a rank that cannot load must still reach the barrier
+        raise_if_terminated()
         load_error = f'rank {rank}: {type(err).__name__}: {err}'
         get_logger().error('rank %d: cannot load the model or the refinement: %s\n%s', rank,
                            err, traceback.format_exc())

@@ -17,6 +17,7 @@ from desiutil.log import get_logger
 
 from ..config import ConfigError
 from ..io import InputFileError
+from ..io.atomic import raise_if_terminated
 from ..io.catalog import OutputFileError, check_outdir, missing_directories, remove_empty
 from ..io.fitsutil import cfitsio_name_problem
 from ..io.mock import mock_filenames, mock_keywords, write_mock
@@ -428,10 +429,12 @@ def main(args=None, comm=None):
                              with_resolution=not args.no_resolution)
             write_mock(args.outdir, mock, args.config, cards=cards)
         except OutputFileError as err:               # expected (disk full, ...): one line
+            raise_if_terminated()
             log.error('healpix %d: %s', pixels[k], err)
             nfail += 1
             continue
         except Exception as err:                     # noqa: BLE001 -- log, count, go on
+            raise_if_terminated()     # a library may turn the signal's exception into another
             log.error('healpix %d (%s): %s\n%s', pixels[k], paths['coadd'], err,
                       traceback.format_exc())
             nfail += 1

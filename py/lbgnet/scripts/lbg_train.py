@@ -517,15 +517,20 @@ def main(args=None, comm=None):
     log = get_logger()
     t_start = time.time()
     import_tensorflow()
+    from ..io.atomic import raise_if_terminated
     from ..io.catalog import OutputFileError, missing_directories, remove_empty
     from ..train import TrainingDiverged
     created = missing_directories([os.path.join(args.outdir, 'x')]) if args.outdir else []
     try:
         return _train(args, log, t_start)
     except (InputFileError, ConfigError, TrainingDiverged, OutputFileError) as err:
+        raise_if_terminated()      # a library may turn the signal's exception into another
         log.error('%s', err)
         remove_empty(created)      # a run that failed early leaves no empty --outdir
         return 1
+    except Exception:      # noqa: BLE001 -- TensorFlow's TypeError in place of the signal's
+        raise_if_terminated()
+        raise
 
 
 def training_setup(args):
