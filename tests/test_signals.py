@@ -174,7 +174,7 @@ def test_mock_killed_inside_desispec_write_leaves_nothing(tmp_path):
 # handler's exception and raises a TypeError in its place (seen in CI on 2026-12-04:
 # "Failed to convert elements of (None, 16, 40, 1) to Tensor").
 TRANSLATING = (
-    'def translating(*args, **kwargs):\n'
+    'def replacing(*args, **kwargs):\n'
     '    try:\n'
     '        os.kill(os.getpid(), signal.SIGTERM)\n'
     '        time.sleep(60)\n'
@@ -182,9 +182,23 @@ TRANSLATING = (
     '        raise TypeError("Failed to convert elements of (None, 16, 40, 1) to Tensor")\n')
 
 
-def test_afterburner_signal_turned_into_another_error_still_stops_the_run(tmp_path):
+SWALLOWING = (
+    'import lbgnet.network\n'
+    'real = lbgnet.network.Network.predict\n'
+    'def swallowing(*args, **kwargs):\n'
+    '    try:\n'
+    '        os.kill(os.getpid(), signal.SIGTERM)\n'
+    '        time.sleep(60)\n'
+    '    except BaseException:\n'
+    '        pass\n'
+    '    return real(*args, **kwargs)\n')
+
+
+@pytest.mark.parametrize('library', ['replacing', 'swallowing'])
+def test_afterburner_signal_turned_into_another_error_still_stops_the_run(tmp_path, library):
     """A signal whose exception a library replaced by a TypeError stops the run with
-    128 + signum: it is not logged as one failed file, and the next file is not begun."""
+    128 + signum: it is not logged as one failed file, and the next file is not begun.  One
+    that a library swallowed whole lets the file finish, and stops the run before the next."""
     model = save_tiny_model(str(tmp_path / 'tiny.weights.h5'))
     data = tmp_path / 'data'
     data.mkdir()
@@ -194,8 +208,8 @@ def test_afterburner_signal_turned_into_another_error_still_stops_the_run(tmp_pa
     before = sorted(os.listdir(data))
     code = (
         'import os, runpy, signal, sys, time\n'
-        'import lbgnet.network\n' + TRANSLATING +
-        'lbgnet.network.Network.predict = translating\n'
+        'import lbgnet.network\n' + TRANSLATING + SWALLOWING +
+        f'lbgnet.network.Network.predict = {library}\n'
         f'sys.argv = [{WRAPPERS[0]!r}] + sys.argv[1:]\n'
         f'runpy.run_path({WRAPPERS[0]!r}, run_name="__main__")\n')
     proc = run_driver(code, '--coadd', str(data / 'coadd-main-dark-7.fits'),
@@ -204,7 +218,9 @@ def test_afterburner_signal_turned_into_another_error_still_stops_the_run(tmp_pa
     assert proc.returncode == 128 + signal.SIGTERM, proc.stderr
     assert 'TypeError' not in proc.stderr and 'Traceback' not in proc.stderr, proc.stderr
     assert proc.stderr.count('stopped by SIGTERM') == 1, proc.stderr
-    assert sorted(os.listdir(data)) == before
+    written = sorted(set(os.listdir(data)) - set(before))
+    assert written == ([] if library == 'replacing' else
+                       ['lbg_cnn-main-dark-7.fits', 'priors_lbg-main-dark-7.fits']), written
 
 
 def test_mock_signal_turned_into_another_error_still_stops_the_run(tmp_path):
@@ -214,7 +230,7 @@ def test_mock_signal_turned_into_another_error_still_stops_the_run(tmp_path):
     code = (
         'import os, runpy, signal, sys, time\n'
         'import lbgnet.scripts.lbg_mock as script\n' + TRANSLATING +
-        'script.make_mock = translating\n'
+        'script.make_mock = replacing\n'
         f'sys.argv = [{wrapper!r}] + sys.argv[1:]\n'
         f'runpy.run_path({wrapper!r}, run_name="__main__")\n')
     out = tmp_path / 'out'

@@ -295,6 +295,7 @@ def run_files(jobs, network, args, rerun=None, refiner=None):
     log = get_logger()
     outcomes = []
     for job in jobs:
+        raise_if_terminated()     # a signal a library swallowed whole stops before the next file
         t0 = time.time()
         if outputs_exist(job) and not args.overwrite:
             log.info('%s: output %s exists, skipped (use --overwrite)', job.coadd, job.output)
