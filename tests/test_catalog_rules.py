@@ -362,3 +362,21 @@ def test_zrange_needs_overlap_not_contact(config):
     tid, _, sigma = select_priors(cat, config, zrange=(zmin, zmax))
     assert tid.tolist() == [3, 4]
     assert sigma == pytest.approx([2 * half] * 2)
+
+
+def test_every_column_description_fits_a_ttype_comment():
+    """Every description is at most 46 characters (desiutil.annotate's limit, so that no
+    FITS reader truncates the TTYPEn comment): the fixed columns, the Redrock and rerun
+    ones and the per-line columns of the shipped line list."""
+    from lbgnet.catalog import COLUMN_DESCRIPTIONS
+    from lbgnet.config import load_config
+    lines = load_config().lines
+    waves = dict(zip(lines.names, lines.waves))
+    names = list(COLUMN_DESCRIPTIONS) + [f'{prefix}{line}' for line in lines.names
+                                         for prefix in ('C_', 'Z_')]
+    names += [f'{name}{suffix}' for name in ('SPECTYPE', 'SUBTYPE', 'Z', 'ZERR', 'ZWARN',
+                                             'CHI2', 'DELTACHI2', 'COEFF')
+              for suffix in ('_RR', '_NEW')] + ['DESI_TARGET', 'SV3_BGS_TARGET']
+    described = {name: column_description(name, waves) for name in names}
+    assert [name for name, text in described.items() if text is None] == []
+    assert {name: text for name, text in described.items() if len(text) > 46} == {}

@@ -60,7 +60,7 @@ COLUMN_DESCRIPTIONS = {
     'SURVEY': 'DESI survey of the file',
     'PROGRAM': 'DESI program of the file',
     'SPGRP': 'spectra grouping (healpix, cumulative...)',
-    'SPGRPVAL': 'value of SPGRP: night, EXPID or pixel (-1: none)',
+    'SPGRPVAL': 'SPGRP value: night, EXPID or pixel (-1: none)',
     'HPXPIXEL': 'healpix pixel of the file (-1: none)',
     'TILEID': 'tile of the file (-1: none)',
     'PETAL': 'petal of the file (-1: none)',
