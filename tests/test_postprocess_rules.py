@@ -202,6 +202,8 @@ def test_option_ranges_are_enforced_at_their_exact_ends(config):
                        ({'agree_tol': True}, 'agree_tol must be a finite number'),
                        ({'line_floor': True}, 'line_floor must be a finite number'),
                        ({'zerr_floor': False}, 'zerr_floor must be a finite number'),
+                       ({'zerr_floor': np.bool_(False)}, 'zerr_floor must be a finite number'),
+                       ({'agree_tol': np.True_}, 'agree_tol must be a finite number'),
                        ({'zerr_scale': float('inf')}, 'zerr_scale must be a finite number'),
                        ({'zerr_floor': float('nan')}, 'zerr_floor must be a finite number')]:
         with pytest.raises(ConfigError, match='^rules-test-config: postprocess.' + match):
@@ -237,6 +239,18 @@ def test_right_redshifts_leave_out_infinite_values():
     stats = pull_stats(z, zerr, z_true)
     assert stats['n'] == 2
     assert stats['frac_within_1sigma'] == 0.5 and stats['frac_within_2sigma'] == 1.0
+
+
+def test_right_redshifts_leave_out_impossible_true_redshifts_silently():
+    """A true redshift of -1 (1 + z = 0) or an infinite one is no right redshift, without a
+    RuntimeWarning from the division."""
+    z_true = np.array([-1.0, np.inf, -np.inf, 3.0])
+    z = np.array([-1.0, 3.0, 3.0, 3.004])
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        rel_dz, rel_err = right_redshifts(z, np.full(4, 4e-3), z_true)
+    np.testing.assert_allclose(rel_dz, [1e-3])
+    np.testing.assert_allclose(rel_err, [1e-3])
 
 
 def test_pull_stats_without_right_redshifts_is_none_and_silent():

@@ -84,7 +84,7 @@ def check_options(config):
         if key == 'hybrid_score':
             continue
         try:
-            bad = isinstance(value, bool) or not np.isfinite(float(value))
+            bad = isinstance(value, (bool, np.bool_)) or not np.isfinite(float(value))
         except (TypeError, ValueError):
             bad = True
         if bad:

@@ -77,8 +77,8 @@ def right_redshifts(z, zerr, z_true, max_rel=MAX_REL_DZ):
         Shape (nright,); objects with a non-finite or non-positive error are left out.
     """
     z, zerr, z_true = (np.asarray(a, dtype=np.float64) for a in (z, zerr, z_true))
-    rel_dz = (z - z_true) / (1.0 + z_true)
-    with np.errstate(invalid='ignore'):
+    with np.errstate(invalid='ignore', divide='ignore'):     # z_true -1 or infinite: left out
+        rel_dz = (z - z_true) / (1.0 + z_true)
         keep = np.isfinite(rel_dz) & np.isfinite(zerr) & (zerr > 0) & (np.abs(rel_dz) < max_rel)
     return rel_dz[keep], zerr[keep] / (1.0 + z_true[keep])
 
