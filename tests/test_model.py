@@ -494,3 +494,45 @@ def test_a_save_killed_between_its_renames_says_how_to_mend_the_pair(tmp_path, c
     shutil.copy(str(tmp_path / 'm.weights.h5'), bpath)
     with pytest.raises(InputFileError, match=r'replaced weights file\)$'):
         load_model(bpath)
+
+
+def test_a_first_save_killed_between_its_renames_says_how_to_mend_it(tmp_path, config,
+                                                                     monkeypatch):
+    """The first save of a name, killed after the weights' rename: no description at all,
+    the new one under its temporary name.  The refusal ('no such file') names it, and the
+    rename it names gives the saved model; a temporary of other weights is not named."""
+    import lbgnet.io.modelfile as modelfile
+    cfg = small_config(config)
+    path = str(tmp_path / 'm.weights.h5')
+    keras.utils.set_random_seed(0)
+    model = build_model(cfg)
+    real, calls = os.replace, []
+
+    class Killed(BaseException):
+        pass
+
+    def replace(src, dst):
+        calls.append(dst)
+        if len(calls) >= 2:
+            raise Killed()
+        return real(src, dst)
+    monkeypatch.setattr(modelfile.os, 'replace', replace)
+    monkeypatch.setattr(modelfile.os, 'remove', lambda p: None)     # SIGKILL: no finally
+    with pytest.raises(Killed):
+        save_model(path, model, cfg)
+    monkeypatch.undo()
+    pid = os.getpid()
+    assert sorted(os.listdir(tmp_path)) == [f'.m.tmp{pid}.json', 'm.weights.h5']
+    tmp_json = tmp_path / f'.m.tmp{pid}.json'
+    other = json.loads(tmp_json.read_text())
+    other['weights_sha256'] = '0' * 64
+    (tmp_path / '.m.tmp1.json').write_text(json.dumps(other))     # another save's, sorted first
+    (tmp_path / '.m.tmp2.json').write_text('{"a": ' * 100000)     # too deep for json: skipped
+    with pytest.raises(InputFileError, match=r'm\.json: no such file \(the JSON description of '
+                       r'the model\); an interrupted save left the description of these '
+                       rf'weights in .*\.m\.tmp{pid}\.json: rename it to .*/m\.json$'):
+        load_model(path)
+    os.replace(str(tmp_json), str(tmp_path / 'm.json'))
+    X = _inputs(cfg)
+    np.testing.assert_array_equal(predict_boxes(load_model(path)[0], X)[0],
+                                  predict_boxes(model, X)[0])

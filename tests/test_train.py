@@ -610,5 +610,11 @@ def test_an_earlier_finished_model_is_named_before_its_checkpoint(tmp_path):
     (tmp_path / 'b.json').write_text('{}')               # a card without weights: not a model
     found = [os.path.basename(p) for p in earlier_models(str(tmp_path))]
     assert found == ['a.json', 'tinyqn.json', 'checkpoint.json']
-    (tmp_path / 'a.json').unlink()
+    (tmp_path / 'a.json').unlink()      # weights whose first save was killed before the JSON
+    assert os.path.basename(earlier_models(str(tmp_path))[0]) == 'a.weights.h5'
+    (tmp_path / 'a.weights.h5').unlink()
     assert os.path.basename(earlier_models(str(tmp_path))[0]) == 'tinyqn.json'
+    (tmp_path / 'checkpoint.json').unlink()
+    (tmp_path / 'tinyqn.json').unlink()
+    found = [os.path.basename(p) for p in earlier_models(str(tmp_path))]
+    assert found == ['tinyqn.weights.h5', 'checkpoint.weights.h5']

@@ -371,15 +371,20 @@ def test_train_script_from_quasarnet_weights(tmp_path, caplog):
     # --overwrite, and the card records the checkpoint as it was when loaded
     ckpt = out / 'v' / 'checkpoint.weights.h5'
     sha = file_sha256(str(ckpt))
-    for finished in (True, False):       # the finished model is named first, if any
+    # the finished model is named first, if any (also its weights alone), then the checkpoint
+    for left in ('model', 'weights', 'checkpoint'):
         caplog.clear()
         with caplog.at_level(logging.ERROR):
             assert main(['--config', str(cfg_path), '--outdir', str(out / 'v'), '--verbose',
                          '0', '--val-dir', str(out / 'validation'), '--init-from',
                          str(ckpt)]) == 1
-        if finished:
+        if left == 'model':
             assert 'tinyqn.json: a model of an earlier run; use --overwrite' in caplog.text
             os.rename(out / 'v' / 'tinyqn.json', out / 'v' / 'tinyqn.json.kept')
+        elif left == 'weights':
+            assert ('tinyqn.weights.h5: weights of an earlier run, without their .json '
+                    'description; use --overwrite' in caplog.text)
+            os.rename(out / 'v' / 'tinyqn.weights.h5', out / 'v' / 'tinyqn.weights.kept')
         else:
             assert ('checkpoint.json: the best checkpoint of an earlier run (--init-from it'
                     in caplog.text)

@@ -246,7 +246,8 @@ def read_model_description(path):
     except ValueError as err:
         raise InputFileError(path, str(err).split(': ', 1)[-1]) from None
     if not os.path.exists(json_path):
-        raise MissingInputError(json_path, 'no such file (the JSON description of the model)')
+        raise MissingInputError(json_path, 'no such file (the JSON description of the model)'
+                                + _first_save_hint(weights_path, json_path))
     try:
         with open(json_path) as fx:
             description = json.load(fx)
@@ -334,6 +335,17 @@ def check_model_files(path):
     return description, config
 
 
+def _first_save_hint(weights_path, json_path):
+    """:func:`interrupted_save_hint` for weights without a description (the first save of
+    their name, killed between its renames), or '' (no weights, or unreadable ones)."""
+    try:
+        checksum = sha256sum(weights_path) if os.path.isfile(weights_path) else None
+    except OSError:
+        checksum = None
+    return '' if checksum is None else interrupted_save_hint(weights_path, json_path,
+                                                             checksum, None)
+
+
 def interrupted_save_hint(weights_path, json_path, weights_sha, described_sha):
     """How to mend a model pair that a killed :func:`save_model` left half replaced, or ''.
 
@@ -346,17 +358,17 @@ def interrupted_save_hint(weights_path, json_path, weights_sha, described_sha):
     directory = os.path.dirname(os.path.abspath(weights_path))
     base = os.path.basename(weights_path)[:-len(WEIGHTS_SUFFIX)]
     pattern = os.path.join(glob.escape(directory), glob.escape(f'.{base}.'))
-    for tmp in sorted(glob.glob(pattern + 'tmp*.json')):
+    for tmp in sorted(glob.glob(pattern + 'tmp[0-9]*.json')):
         try:
             with open(tmp) as fx:
                 if json.load(fx).get('weights_sha256') == weights_sha:
                     return (f'; an interrupted save left the description of these weights in '
                             f'{tmp}: rename it to {json_path}')
-        except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+        except (OSError, UnicodeDecodeError, ValueError, AttributeError, RecursionError):
             continue
-    for old in sorted(glob.glob(pattern + f'old*{WEIGHTS_SUFFIX}')):
+    for old in sorted(glob.glob(pattern + f'old[0-9]*{WEIGHTS_SUFFIX}')):
         try:
-            if sha256sum(old) == described_sha:
+            if described_sha is not None and sha256sum(old) == described_sha:
                 return (f'; an interrupted save left the weights this description names in '
                         f'{old}: rename it to {weights_path}')
         except OSError:

@@ -705,13 +705,17 @@ def labelled_record(batches):
 
 
 def earlier_models(outdir):
-    """Model files (``NAME.json`` with its ``NAME.weights.h5``) of earlier runs in `outdir`,
-    finished models first (the refusal names the first), then the best checkpoint."""
+    """Model files of earlier runs in `outdir`: ``NAME.json`` for each ``NAME.weights.h5``,
+    or the weights themselves when their description is missing (a save killed between
+    its renames leaves it under a temporary name); finished models first (the refusal
+    names the first), then the best checkpoint."""
     from ..train import CHECKPOINT
     checkpoint = CHECKPOINT[:-len('.weights.h5')] + '.json'
-    return sorted((p for p in glob.glob(os.path.join(glob.escape(outdir), '*.json'))
-                   if os.path.exists(p[:-len('.json')] + '.weights.h5')),
-                  key=lambda p: (os.path.basename(p) == checkpoint, p))
+    found = []
+    for weights in glob.glob(os.path.join(glob.escape(outdir), '*.weights.h5')):
+        description = weights[:-len('.weights.h5')] + '.json'
+        found.append(description if os.path.exists(description) else weights)
+    return sorted(found, key=lambda p: (os.path.basename(p) in (checkpoint, CHECKPOINT), p))
 
 
 def model_name(args, config):
@@ -787,6 +791,8 @@ def _train(args, log, t_start):
         # --name) would be replaced as this run goes: the two runs would be mixed
         what = ('the best checkpoint of an earlier run (--init-from it to start from its '
                 'weights)' if os.path.basename(earlier[0]) == 'checkpoint.json'
+                else 'weights of an earlier run, without their .json description'
+                if earlier[0].endswith('.weights.h5')
                 else 'a model of an earlier run')
         raise InputFileError(earlier[0], f'{what}; use --overwrite to train into this '
                              '--outdir again, or another --outdir')
