@@ -618,3 +618,17 @@ def test_an_earlier_finished_model_is_named_before_its_checkpoint(tmp_path):
     (tmp_path / 'tinyqn.json').unlink()
     found = [os.path.basename(p) for p in earlier_models(str(tmp_path))]
     assert found == ['tinyqn.weights.h5', 'checkpoint.weights.h5']
+
+
+def test_a_model_may_not_be_named_as_the_checkpoint():
+    """--name checkpoint would write the finished model over the run's best checkpoint
+    (and a later run would take it for one): refused before the work, other names kept."""
+    import argparse
+    from lbgnet.config import ConfigError, load_config
+    from lbgnet.scripts.lbg_train import model_name
+    config = load_config()
+    with pytest.raises(ConfigError, match="model name 'checkpoint' .* is the name of the "
+                       r"run's best checkpoint \(checkpoint\.weights\.h5"):
+        model_name(argparse.Namespace(name='checkpoint', config='x.yaml'), config)
+    assert model_name(argparse.Namespace(name='checkpoint2', config='x.yaml'),
+                      config) == 'checkpoint2'

@@ -668,8 +668,8 @@ def run_ranks(args, comm=None):
         rate = nspec / max(wall, 1e-9)
         log.info('processing: %d spectra in %.2f s on %d rank(s) = %.*f spectra/s (%s)',
                  nspec, wall, size, 0 if rate >= 10 else 2, rate,
-                 'model loaded once per rank' if state['jobs'] else 'nothing to do: no model '
-                 'loaded')
+                 'model loaded once per rank' if state['jobs'] else
+                 'no file to process: no model loaded')
     nfail = summarise(outcomes, state['unmatched'], size) if rank == 0 else 0
     if comm is not None:
         nfail = comm.bcast(nfail, root=0)

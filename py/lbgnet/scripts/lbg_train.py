@@ -734,6 +734,11 @@ def model_name(args, config):
         raise ConfigError(f'model name {name!r} (--name, the configuration\'s name or its '
                           'file name) must start with a letter or digit and hold only '
                           'letters, digits, spaces and _ . + -')
+    from ..train import CHECKPOINT
+    if name == CHECKPOINT[:-len('.weights.h5')]:
+        raise ConfigError(f'model name {name!r} (--name, the configuration\'s name or its '
+                          f'file name) is the name of the run\'s best checkpoint ({CHECKPOINT}, '
+                          'which the finished model would replace): choose another')
     return name
 
 
