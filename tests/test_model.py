@@ -438,20 +438,9 @@ def test_save_model_interrupted_between_its_renames_keeps_the_old_model(tmp_path
     np.testing.assert_array_equal(predict_boxes(loaded, X)[0], predict_boxes(old, X)[0])
 
 
-def test_a_save_killed_between_its_renames_says_how_to_mend_the_pair(tmp_path, config,
-                                                                      monkeypatch):
-    """A SIGKILL between the two renames runs no clean-up: new weights stand beside the old
-    description (SHA-256 mismatch), with the new description and the old weights left
-    under temporary names.  The refusal names the leftover that mends the pair, and the
-    rename it names gives a loadable model."""
-    import shutil
+def _save_killed_between_renames(monkeypatch, path, model, cfg):
+    """save_model killed by SIGKILL after its first rename (the weights): no clean-up."""
     import lbgnet.io.modelfile as modelfile
-    cfg = small_config(config)
-    path = str(tmp_path / 'm.weights.h5')
-    keras.utils.set_random_seed(0)
-    save_model(path, build_model(cfg), cfg)
-    keras.utils.set_random_seed(1)
-    new = build_model(cfg)
     real, calls = os.replace, []
 
     class Killed(BaseException):
@@ -465,8 +454,24 @@ def test_a_save_killed_between_its_renames_says_how_to_mend_the_pair(tmp_path, c
     monkeypatch.setattr(modelfile.os, 'replace', replace)
     monkeypatch.setattr(modelfile.os, 'remove', lambda p: None)     # SIGKILL: no finally
     with pytest.raises(Killed):
-        save_model(path, new, cfg)
+        save_model(path, model, cfg)
     monkeypatch.undo()
+
+
+def test_a_save_killed_between_its_renames_says_how_to_mend_the_pair(tmp_path, config,
+                                                                      monkeypatch):
+    """A SIGKILL between the two renames runs no clean-up: new weights stand beside the old
+    description (SHA-256 mismatch), with the new description and the old weights left
+    under temporary names.  The refusal names the leftover that mends the pair, and the
+    rename it names gives a loadable model."""
+    import shutil
+    cfg = small_config(config)
+    path = str(tmp_path / 'm.weights.h5')
+    keras.utils.set_random_seed(0)
+    save_model(path, build_model(cfg), cfg)
+    keras.utils.set_random_seed(1)
+    new = build_model(cfg)
+    _save_killed_between_renames(monkeypatch, path, new, cfg)
     pid = os.getpid()
     assert sorted(os.listdir(tmp_path)) == [f'.m.old{pid}.weights.h5', f'.m.tmp{pid}.json',
                                             'm.json', 'm.weights.h5']
@@ -501,26 +506,11 @@ def test_a_first_save_killed_between_its_renames_says_how_to_mend_it(tmp_path, c
     """The first save of a name, killed after the weights' rename: no description at all,
     the new one under its temporary name.  The refusal ('no such file') names it, and the
     rename it names gives the saved model; a temporary of other weights is not named."""
-    import lbgnet.io.modelfile as modelfile
     cfg = small_config(config)
     path = str(tmp_path / 'm.weights.h5')
     keras.utils.set_random_seed(0)
     model = build_model(cfg)
-    real, calls = os.replace, []
-
-    class Killed(BaseException):
-        pass
-
-    def replace(src, dst):
-        calls.append(dst)
-        if len(calls) >= 2:
-            raise Killed()
-        return real(src, dst)
-    monkeypatch.setattr(modelfile.os, 'replace', replace)
-    monkeypatch.setattr(modelfile.os, 'remove', lambda p: None)     # SIGKILL: no finally
-    with pytest.raises(Killed):
-        save_model(path, model, cfg)
-    monkeypatch.undo()
+    _save_killed_between_renames(monkeypatch, path, model, cfg)
     pid = os.getpid()
     assert sorted(os.listdir(tmp_path)) == [f'.m.tmp{pid}.json', 'm.weights.h5']
     tmp_json = tmp_path / f'.m.tmp{pid}.json'

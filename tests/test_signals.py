@@ -141,13 +141,22 @@ def _refuse():
     raise OSError('cannot rename')
 
 
+def run_mock_patched(tmp_path, patch):
+    """Run the real bin/desi_lbg_mock (20 spectra into tmp_path/out) after the Python code
+    `patch` (which has os, signal, sys and time); return the process and the --outdir."""
+    wrapper = os.path.join(ROOT, 'bin', 'desi_lbg_mock')
+    code = ('import os, runpy, signal, sys, time\n' + patch +
+            f'sys.argv = [{wrapper!r}] + sys.argv[1:]\n'
+            f'runpy.run_path({wrapper!r}, run_name="__main__")\n')
+    out = tmp_path / 'out'
+    return run_driver(code, '--outdir', str(out), '--nspec', '20', '--no-resolution'), out
+
+
 def test_mock_killed_inside_desispec_write_leaves_nothing(tmp_path):
     """The real desi_lbg_mock, SIGTERM while desispec's write_spectra has its own temporary
     written but not renamed, and a second SIGTERM (mpiexec forwards one as well) during the
     clean-up."""
-    wrapper = os.path.join(ROOT, 'bin', 'desi_lbg_mock')
-    code = (
-        'import os, runpy, signal, sys, time\n'
+    proc, out = run_mock_patched(tmp_path, (
         'from astropy.io import fits\n'
         'real = fits.HDUList.writeto\n'
         'def writeto(self, name, *args, **kwargs):\n'
@@ -160,11 +169,7 @@ def test_mock_killed_inside_desispec_write_leaves_nothing(tmp_path):
         'def again(path):\n'
         '    os.kill(os.getpid(), signal.SIGTERM)\n'
         '    remove(path)\n'
-        'os.remove = again\n'
-        f'sys.argv = [{wrapper!r}] + sys.argv[1:]\n'
-        f'runpy.run_path({wrapper!r}, run_name="__main__")\n')
-    out = tmp_path / 'out'
-    proc = run_driver(code, '--outdir', str(out), '--nspec', '20', '--no-resolution')
+        'os.remove = again\n'))
     assert proc.returncode == 128 + signal.SIGTERM, proc.stderr
     assert proc.stderr.count('stopped by SIGTERM') == 1 and 'Traceback' not in proc.stderr
     assert os.listdir(out) == []
@@ -173,7 +178,7 @@ def test_mock_killed_inside_desispec_write_leaves_nothing(tmp_path):
 # What TensorFlow does when the signal arrives while it traces a function: it catches the
 # handler's exception and raises a TypeError in its place (seen in CI on 2026-12-04:
 # "Failed to convert elements of (None, 16, 40, 1) to Tensor").
-TRANSLATING = (
+REPLACING = (
     'def replacing(*args, **kwargs):\n'
     '    try:\n'
     '        os.kill(os.getpid(), signal.SIGTERM)\n'
@@ -208,7 +213,7 @@ def test_afterburner_signal_turned_into_another_error_still_stops_the_run(tmp_pa
     before = sorted(os.listdir(data))
     code = (
         'import os, runpy, signal, sys, time\n'
-        'import lbgnet.network\n' + TRANSLATING + SWALLOWING +
+        'import lbgnet.network\n' + REPLACING + SWALLOWING +
         f'lbgnet.network.Network.predict = {library}\n'
         f'sys.argv = [{WRAPPERS[0]!r}] + sys.argv[1:]\n'
         f'runpy.run_path({WRAPPERS[0]!r}, run_name="__main__")\n')
@@ -226,15 +231,8 @@ def test_afterburner_signal_turned_into_another_error_still_stops_the_run(tmp_pa
 def test_mock_signal_turned_into_another_error_still_stops_the_run(tmp_path):
     """desi_lbg_mock goes on after a failed healpix pixel, but not after a signal that a
     library turned into another exception."""
-    wrapper = os.path.join(ROOT, 'bin', 'desi_lbg_mock')
-    code = (
-        'import os, runpy, signal, sys, time\n'
-        'import lbgnet.scripts.lbg_mock as script\n' + TRANSLATING +
-        'script.make_mock = replacing\n'
-        f'sys.argv = [{wrapper!r}] + sys.argv[1:]\n'
-        f'runpy.run_path({wrapper!r}, run_name="__main__")\n')
-    out = tmp_path / 'out'
-    proc = run_driver(code, '--outdir', str(out), '--nspec', '20', '--no-resolution')
+    proc, out = run_mock_patched(tmp_path, 'import lbgnet.scripts.lbg_mock as script\n'
+                                 + REPLACING + 'script.make_mock = replacing\n')
     assert proc.returncode == 128 + signal.SIGTERM, proc.stderr
     assert 'TypeError' not in proc.stderr and 'Traceback' not in proc.stderr, proc.stderr
     assert os.listdir(out) == []
