@@ -131,6 +131,15 @@ def test_spectra_groupings_are_not_stacked_together(tmp_path, caplog):
     assert main(['--input-dir', str(root / 'healpix'), '--output', out, '--overwrite',
                  '--spgrp', 'perexp']) == 1
     assert 'no catalogue of spectra grouping perexp (found: healpix 1)' in caplog.text
+    # a catalogue whose name and header name no grouping is counted as such, not as one
+    # whose header names another grouping
+    write_cat(str(root / 'flat' / 'lbg_cnn-x.fits'), [7], [1], [3.0], [0], [1])
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert main(['--input-dir', str(root), '--output', out, '--overwrite',
+                     '--spgrp', 'cumulative']) == 0
+    assert ('--spgrp cumulative: 1 of 4 catalogues stacked (left out: healpix 1, pernight 1, '
+            'no grouping named 1)') in caplog.text
 
 
 def test_two_catalogues_of_one_coadd_are_refused(tmp_path, caplog):
@@ -467,7 +476,7 @@ def test_every_unreadable_catalogue_is_named(tmp_path, caplog):
     assert not os.path.exists(out)
     for i in (2, 3):
         assert f'lbg_cnn-main-dark-{i}.fits: ' in caplog.text
-    assert '2 of 3 catalogues: unreadable' in caplog.text
+    assert '2 of 3 catalogues: refused (listed above); nothing is stacked' in caplog.text
 
 
 def test_symlinked_catalogue_directories_are_stacked(tmp_path):
@@ -661,7 +670,7 @@ def test_damaged_header_card_is_one_line_and_others_are_read(tmp_path, caplog):
         assert main(['--input-dir', str(root), '--output', out]) == 1
     assert 'lbg_cnn-main-dark-2.fits: damaged LBG_CNN HDU' in caplog.text
     assert 'lbg_cnn-main-dark-3.fits: ' in caplog.text and 'Traceback' not in caplog.text
-    assert '2 of 3 catalogues: unreadable' in caplog.text
+    assert '2 of 3 catalogues: refused (listed above); nothing is stacked' in caplog.text
 
 
 def test_text_and_number_column_clash_names_the_files():

@@ -37,6 +37,8 @@ largest DELTACHI2_RR (a depth proxy for files without SCORES), first SURVEY/PROG
 sorted order, first file in the order given (sorted with ``--input-dir``): select
 ``GOOD_LBG & ZCAT_PRIMARY`` to count each target once.
 """
+import re
+
 import numpy as np
 from astropy.table import Table, vstack
 
@@ -60,6 +62,9 @@ LOCATION_COLUMNS = (('SURVEY', 'unknown', 'U16'), ('PROGRAM', 'unknown', 'U16'),
                     ('SPGRP', 'unknown', 'U16'), ('SPGRPVAL', -1, 'i4'), ('HPXPIXEL', -1, 'i8'),
                     ('TILEID', -1, 'i8'), ('PETAL', -1, 'i2'))
 
+
+#: Header cards naming the ``LBG_FLAG`` bits (:meth:`lbgnet.bitmask.LBGWarnMask.header_cards`).
+BIT_CARD = re.compile(r'^LBGBIT\d{2}$')
 
 #: Bits of :data:`BAD_FOR_CLUSTERING` that judge a row's LBG redshift, not its spectrum.
 REDSHIFT_BITS = ('Z_OUT_OF_RANGE', 'SMALL_DELTA_CHI2')
@@ -280,6 +285,41 @@ def missing_columns(table):
     return [name for name in REQUIRED_COLUMNS if name not in table.colnames]
 
 
+#: numpy dtype kinds each required column may have (LBG_FLAG a bit mask, IS_LBG a FITS
+#: logical, the others numbers; TARGETID is checked by :func:`lbgnet.io.targetid.as_targetids`).
+REQUIRED_KINDS = {'IS_LBG': ('b', 'a boolean'), 'LBG_FLAG': ('iu', 'an integer bit mask'),
+                  'Z_LBG': ('iuf', 'a number'), 'ZERR_LBG': ('iuf', 'a number'),
+                  'DELTACHI2_RR': ('iuf', 'a number')}
+
+
+def column_kind_problems(table):
+    """Words for each :data:`REQUIRED_KINDS` column of `table` whose values are of
+    another kind (text, a float bit mask that NaN would turn into any bits), in order."""
+    problems = []
+    for name, (kinds, what) in REQUIRED_KINDS.items():
+        if name in table.colnames:
+            column = np.asarray(table[name])
+            if column.dtype.kind not in kinds or column.ndim != 1:
+                shape = f' {column.shape[1:]}' if column.ndim != 1 else ''
+                problems.append(f'{name} must hold {what} per row, not {column.dtype}{shape}')
+    return problems
+
+
+def bit_meaning_problems(header):
+    """Words for each ``LBGBITnn`` card of `header` that gives an ``LBG_FLAG`` bit another
+    name than this lbgnet's :class:`lbgnet.bitmask.LBGWarnMask` (whose bits GOOD_LBG and
+    ZCAT_PRIMARY test), in order; absent cards (older catalogues) are no problem."""
+    ours = {key: value for key, value, _ in LBGWarnMask().header_cards()}
+    problems = []
+    for key in sorted(str(k) for k in header if BIT_CARD.match(str(k))):
+        theirs = str(header[key]).strip()
+        if key not in ours:
+            problems.append(f'{key} = {theirs!r}, a bit this lbgnet does not have')
+        elif theirs != ours[key]:
+            problems.append(f'{key} = {theirs!r}, which this lbgnet names {ours[key]!r}')
+    return problems
+
+
 def check_column_kinds(tables, sources=None):
     """Refuse a column that holds text in one catalogue and numbers in another, or
     entries of another shape (a vector column of another length).
@@ -412,7 +452,11 @@ def shared_keys(header):
     """
     names = CONSISTENT_KEYS + PROVENANCE_KEYS
     names += tuple(sorted(k for k in header if str(k).startswith('LBGBIT')))
-    return ({k: header.get(k, IMPLICIT_VALUES.get(k)) for k in names},
+    # a --no-refine catalogue lacks the refinement keywords because of REFINE, not because
+    # an older lbgnet held their implicit values
+    implied = {k: v for k, v in IMPLICIT_VALUES.items()
+               if header.get('REFINE') is not False or k not in REFINEMENT_KEYS}
+    return ({k: header.get(k, implied.get(k)) for k in names},
             {k for k in names if k not in header})
 
 

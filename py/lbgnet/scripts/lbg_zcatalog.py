@@ -22,9 +22,9 @@ from ..io.discover import (CATALOG_PREFIX, check_input_dir, expand_coadds, file_
 from ..io.errors import InputFileError
 from ..io.targetid import as_targetids
 from ..progress import Progress
-from ..zcatalog import (add_location, bad_bits, describe_difference, differing_keys,
-                        missing_columns, shared_keys, spectra_key, stack_catalogs,
-                        usable_location)
+from ..zcatalog import (add_location, bad_bits, bit_meaning_problems, column_kind_problems,
+                        describe_difference, differing_keys, missing_columns, shared_keys,
+                        spectra_key, stack_catalogs, usable_location)
 from ..zerr import CALIBRATION_CARDS
 
 
@@ -112,6 +112,7 @@ def read_all(files, allow_mixed=False, spgrp=None):
     """
     log = get_logger()
     named = [str(file_metadata(f).get('SPGRP', 'unknown')) for f in files]
+    left_out = [g for g in named if spgrp is not None and g not in (spgrp, 'unknown')]
     if spgrp is not None:         # files named for another grouping are not even read
         files = [f for f, g in zip(files, named) if g in (spgrp, 'unknown')]
     tables, common, errors, mismatch, used, groups = [], None, [], None, [], []
@@ -127,6 +128,17 @@ def read_all(files, allow_mixed=False, spgrp=None):
         if missing:
             errors.append(InputFileError(path, f'not an lbgnet catalogue: no '
                                          f'{", ".join(missing)} column'))
+            continue
+        problems = column_kind_problems(table)
+        if problems:
+            errors.append(InputFileError(path, f'not an lbgnet catalogue: '
+                                         f'{"; ".join(problems)}'))
+            continue
+        problems = bit_meaning_problems(header)
+        if problems:        # GOOD_LBG and ZCAT_PRIMARY test this lbgnet's bits
+            errors.append(InputFileError(path, f'LBG_FLAG bits of another meaning '
+                                         f'({"; ".join(problems)}): stack it with the lbgnet '
+                                         'that wrote it'))
             continue
         try:                # int64 for all: uint64 beside int64 would stack as float64
             table['TARGETID'] = as_targetids(table['TARGETID'], path)
@@ -144,6 +156,7 @@ def read_all(files, allow_mixed=False, spgrp=None):
         location.update(usable_location(header))   # not replace the file name's
         group = str(location.get('SPGRP') or 'unknown').strip().lower()
         if spgrp is not None and group != spgrp:
+            left_out.append(group)
             continue
         coadd, key = header.get('INCOADD'), spectra_key(location, group)
         if coadd and coadd in made_from:       # a retried file written under another name
@@ -180,13 +193,14 @@ def read_all(files, allow_mixed=False, spgrp=None):
         absent_all &= absent
     if errors and mismatch is not None:
         log.error('%s', mismatch)
-    if len(errors) == 1:
+    if len(errors) == 1 and len(files) == 1:
         raise errors[0]
     if errors:
         for err in errors:
             log.error('%s', err)
         raise InputFileError(f'{len(errors)} of {len(files)} catalogues',
-                             'unreadable (listed above)')
+                             'refused (listed above); nothing is stacked until they are '
+                             'mended or left out')
     check_one_grouping(groups, spgrp, named)
     raise_listed(twice, 'made from a coadd another catalogue was made from (listed above): '
                  'remove one of each pair, with its priors_lbg-* file')
@@ -195,11 +209,10 @@ def read_all(files, allow_mixed=False, spgrp=None):
                  'keep one of each')
     if mismatch is not None:
         raise mismatch
-    if spgrp is not None and len(used) < len(named):
-        others = sorted(set(named) - {spgrp, 'unknown'})
+    if left_out:
         log.info('--spgrp %s: %d of %d catalogues stacked (left out: %s)', spgrp, len(used),
-                 len(named), ', '.join(f'{g} {named.count(g)}' for g in others) or
-                 'catalogues whose header names another grouping')
+                 len(named), ', '.join(f'{g if g != "unknown" else "no grouping named"} '
+                                       f'{left_out.count(g)}' for g in sorted(set(left_out))))
     for key, card in CALIBRATION_CARDS:
         if card in uncalibrated:
             log.warning('%s of the stacked catalogues is uncalibrated (header %s = F: the '
@@ -257,22 +270,17 @@ def main(args=None, comm=None):
     if os.path.isdir(args.output):
         log.error('%s: %s', args.output, IS_A_DIRECTORY)
         return 1
-    if os.path.exists(args.output) and not args.overwrite:
-        log.error('%s: exists (use --overwrite)', args.output)
-        return 1
     if os.path.basename(args.output).startswith(CATALOG_PREFIX + '-'):
         log.error('%s: named like an afterburner catalogue (%s-*): a later run over its '
                   'directory would stack it as an input; choose another name', args.output,
                   CATALOG_PREFIX)
         return 1
     try:            # before reading thousands of catalogues: the output can be written
-        check_writable(args.output, create=False)
-    except OutputFileError as err:
-        log.error('%s', err)
-        return 1
-    try:
         files = find_catalogs(args)
-        check_not_an_input(args.output, files)
+        check_not_an_input(args.output, files)          # which --overwrite would not mend
+        if os.path.exists(args.output) and not args.overwrite:
+            raise OutputFileError(args.output, 'exists (use --overwrite)')
+        check_writable(args.output, create=False)
         tables, common, files, spgrp = read_all(files, args.allow_mixed, args.spgrp)
         zcat = stack_catalogs(tables, args.allow_mixed, files)
     except (InputFileError, OutputFileError, ValueError) as err:

@@ -1,0 +1,113 @@
+"""desi_lbg_zcatalog: defects found by a user-level review (each test failed on
+the code it was written against)."""
+import logging
+
+import numpy as np
+from astropy.io import fits
+
+from lbgnet.bitmask import LBGWarnMask
+from lbgnet.io.catalog import provenance_header, write_catalog
+from lbgnet.scripts.lbg_zcatalog import main
+from test_zcatalog import write_cat
+
+MASK = LBGWarnMask()
+
+
+def test_output_equal_to_an_input_is_not_told_to_use_overwrite(tmp_path, caplog):
+    """An --output that is one of the input catalogues is refused for what it is: the
+    message must not advise --overwrite, which cannot help (the command then refuses the
+    name, or the input itself), as for an output that is a directory."""
+    cat = str(tmp_path / 'cats' / 'lbg_cnn-main-dark-1.fits')
+    write_cat(cat, [1], [1], [3.0], [0], [5])
+    with caplog.at_level(logging.ERROR):
+        assert main(['--catalogs', cat, '--output', cat]) == 1
+    assert '--overwrite' not in caplog.text, caplog.text
+
+
+def test_bit_meanings_of_the_inputs_are_checked(tmp_path, caplog):
+    """GOOD_LBG and GOODBITS use this lbgnet's LBG_FLAG bits: a catalogue whose LBGBITnn
+    cards give a bit another meaning must be refused (naming the file and the bit), not
+    stacked silently with the differing card dropped from the stacked header."""
+    root = tmp_path / 'cats'
+    bits = MASK.header_cards()
+    other = [(k, 'SOMETHING_ELSE' if v == 'Z_OUT_OF_RANGE' else v, c) for k, v, c in bits]
+    write_cat(str(root / 'lbg_cnn-main-dark-1.fits'), [1], [1], [3.0], [0], [5], cards=bits)
+    write_cat(str(root / 'lbg_cnn-main-dark-2.fits'), [2], [1], [3.0],
+              [MASK.Z_OUT_OF_RANGE], [5], cards=other)
+    with caplog.at_level(logging.WARNING):
+        rc = main(['--input-dir', str(root), '--output', str(tmp_path / 'z.fits')])
+    assert rc == 1 and 'lbg_cnn-main-dark-2.fits' in caplog.text and 'LBGBIT' in caplog.text, \
+        caplog.text
+
+
+def _write_plain(path, **columns):
+    """A one-file LBG_CNN table with the required columns, some replaced by `columns`."""
+    from astropy.table import Table
+    cols = dict(TARGETID=np.array([1, 2]), IS_LBG=np.array([True, False]),
+                Z_LBG=np.array([3.0, 3.1]), ZERR_LBG=np.array([1e-3, 1e-3]),
+                LBG_FLAG=np.array([0, 0], np.int32), DELTACHI2_RR=np.array([5.0, 5.0]))
+    cols.update(columns)
+    header = provenance_header([('LBGMSHA', 'abc', ''), ('CTHRESH', 0.5, ''),
+                                ('NTHRESH', 1, ''), ('RERUNRR', False, '')])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_catalog(str(path), Table(cols, meta={'EXTNAME': 'LBG_CNN'}), header)
+
+
+def test_text_redshift_column_is_named_with_its_file(tmp_path, caplog):
+    """A catalogue whose Z_LBG holds text (not an afterburner catalogue) is refused with
+    one line naming the file (it said only numpy's 'could not convert string to float')."""
+    path = tmp_path / 'cats' / 'lbg_cnn-main-dark-1.fits'
+    _write_plain(path, Z_LBG=np.array(['a', 'b']))
+    with caplog.at_level(logging.ERROR):
+        assert main(['--catalogs', str(path), '--output', str(tmp_path / 'z.fits')]) == 1
+    assert str(path) in caplog.text and 'Z_LBG' in caplog.text, caplog.text
+
+
+def test_non_integer_flag_column_is_refused(tmp_path, caplog):
+    """LBG_FLAG must be an integer bit mask: a float column with NaN (cast to a garbage
+    integer) made its row GOOD_LBG; it must be refused, naming the file and the column."""
+    path = tmp_path / 'cats' / 'lbg_cnn-main-dark-1.fits'
+    _write_plain(path, LBG_FLAG=np.array([np.nan, 1.0]))
+    with caplog.at_level(logging.ERROR):
+        rc = main(['--catalogs', str(path), '--output', str(tmp_path / 'z.fits')])
+    assert rc == 1 and str(path) in caplog.text and 'LBG_FLAG' in caplog.text, caplog.text
+
+
+def test_one_bad_catalogue_says_the_batch_was_refused(tmp_path, caplog):
+    """One unreadable catalogue among several stops the whole stack (by design): the error
+    must say so (nothing written / the others not stacked), not only what is wrong with
+    that file, which reads as if the others had been stacked without it."""
+    root = tmp_path / 'cats'
+    for i in range(3):
+        write_cat(str(root / f'lbg_cnn-main-dark-{i}.fits'), [i], [1], [3.0], [0], [5])
+    (root / 'lbg_cnn-main-dark-9.fits').write_text('not a FITS file')
+    out = tmp_path / 'z.fits'
+    with caplog.at_level(logging.ERROR):
+        assert main(['--input-dir', str(root), '--output', str(out)]) == 1
+    assert not out.exists()
+    text = caplog.text.lower()
+    assert any(w in text for w in ('not written', 'no output', 'nothing written', 'refus',
+                                   'not stacked', 'none stacked')), caplog.text
+
+
+def test_refinement_settings_are_not_claimed_for_unrefined_inputs(tmp_path):
+    """--allow-mixed with a --no-refine catalogue (REFINE = F, no refinement keywords)
+    beside a refined one: the stacked header must not record the refined catalogue's
+    refinement settings as 'common to all inputs' (the unrefined one's absent keywords
+    were taken as the implicit values of an older lbgnet, e.g. REFNOISE = 'pipeline')."""
+    root = tmp_path / 'cats'
+    write_cat(str(root / 'lbg_cnn-main-dark-1.fits'), [1], [1], [3.0], [0], [5],
+              cards=[('REFINE', False, '')])
+    refined = [('REFINE', True, ''), ('REFTSHA', 'ttt', ''), ('REFWGT', 3.0, ''),
+               ('REFWIN', 0.1, ''), ('REFSTEP', 2e-4, ''), ('REFNOISE', 'pipeline', ''),
+               ('REFASHA', '', ''), ('REFAWGT', 0.0, ''), ('REFABAS', 0.0, ''),
+               ('REFASKP', 0.0, ''), ('MINDCHI2', 9.0, ''), ('ZTPLSCL', 1.0, ''),
+               ('ZTPLFLR', 0.0, '')]
+    write_cat(str(root / 'lbg_cnn-main-dark-2.fits'), [2], [1], [3.0], [0], [5], cards=refined)
+    out = str(tmp_path / 'z.fits')
+    assert main(['--input-dir', str(root), '--output', out, '--allow-mixed']) == 0
+    header = fits.getheader(out, 'LBG_ZCAT')
+    assert 'REFINE' not in header
+    claimed = [k for k in ('REFNOISE', 'REFASHA', 'REFAWGT', 'REFABAS', 'REFASKP', 'ZTPLSCL',
+                           'ZTPLFLR') if k in header]
+    assert not claimed, claimed
