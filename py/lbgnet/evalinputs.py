@@ -15,6 +15,7 @@ from desiutil.log import get_logger
 
 from .io import InputFileError
 from .io.evaluation import match_rows
+from .io.targetid import as_targetids
 
 #: Per-object predictions the metrics use (``Z_TPL`` only with the template refinement).
 PRED_KEYS = ('C_LBG', 'IS_LBG', 'Z_LBG', 'ZERR_LBG', 'Z_BESTLINE', 'Z_TPL', 'ZERR_TPL',
@@ -181,7 +182,7 @@ def read_catalog_input(path, names, include_bad, c_thresh):
     made_with = catalog_thresholds(path)
     made = {'selection': made_with, 'refine': catalog_refinement(path)}
     made['model_sha256'], made['model'] = catalog_model(path)
-    all_tid = np.asarray(res['TARGETID'])
+    all_tid = res['TARGETID'] = as_targetids(res['TARGETID'], path)   # float ids collide
     if np.unique(all_tid).size != all_tid.size:
         raise InputFileError(path, 'duplicated TARGETIDs')
     keep = np.ones(len(all_tid), bool) if include_bad else res['GOOD']
@@ -192,8 +193,11 @@ def read_catalog_input(path, names, include_bad, c_thresh):
     res = {k: v[keep] for k, v in res.items()}
     if c_thresh is not None:
         res['IS_LBG'] = res['C_LBG'] > c_thresh
+        # a refined catalogue that selected nothing at its CTHRESH has no finite Z_TPL,
+        # yet is refined: its header says so
+        refined = made['refine'] is not None or np.isfinite(res.get('Z_TPL', np.nan)).any()
         if (any(k in res for k in TEMPLATE_KEYS) and made_with[0] is not None
-                and c_thresh < made_with[0] and np.isfinite(res.get('Z_TPL', np.nan)).any()):
+                and c_thresh < made_with[0] and refined):
             get_logger().warning('%s: refined only above its CTHRESH %g: no Z_TPL metrics at '
                                  '--c-thresh %g (evaluate its coadd for them)', path,
                                  made_with[0], c_thresh)
@@ -252,6 +256,12 @@ def collect(args, config, model, refiner=None, zrange=None):
     contents = {}
     for i, (path, truth_path) in enumerate(zip(inputs, args.truth)):
         truth = read_truth(truth_path)
+        # the truth's own problems first: the TRUTHSUM comparison below would blame them
+        # on truth and coadd from different mock runs
+        truth_tid = as_targetids(truth['TARGETID'], truth_path)
+        if np.unique(truth_tid).size != truth_tid.size:
+            raise InputFileError(truth_path, 'duplicated TARGETIDs')
+        check_labels(truth, truth_path)
         check_not_a_copy(truth, truth_path, contents)
         if args.coadd:
             tid, res, X, conf, offset, all_tid = predict_coadd(
@@ -281,7 +291,6 @@ def collect(args, config, model, refiner=None, zrange=None):
                              'coadd' if args.coadd else 'catalogue')
         nexcluded += all_tid.size - len(tid)
         check_truth_matches(path, truth_path, truth)
-        check_labels(truth, truth_path)
         simhash[truth_path] = mock_keywords(truth_path).get('SIMHASH')
         rows = match_rows(np.asarray(truth['TARGETID']), tid, truth_path)
         truths.append({k: np.asarray(truth[k])[rows] for k in ('CLASS', 'Z_TRUE', 'RMAG')})
