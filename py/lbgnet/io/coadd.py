@@ -189,6 +189,11 @@ def read_layout(fx, path, read_fibermap=True, fibermap_columns=None):
     bands = [m.group(1) for m in map(_FLUX_EXT.match, names) if m]
     if not bands:
         raise InputFileError(path, 'no <BAND>_FLUX HDU: not a DESI coadd/spectra file')
+    twice = sorted({f'{band}_{part}' for band in bands for part in ('FLUX', 'IVAR', 'WAVELENGTH',
+                                                                     'MASK')
+                    if names.count(f'{band}_{part}') > 1})
+    if twice:             # fitsio reads the first of each: the arm would count twice
+        raise InputFileError(path, f'HDU(s) {", ".join(twice)} present more than once')
     wave, nspecs = {}, {}
     for band in bands:
         for part in ('IVAR', 'WAVELENGTH'):
@@ -241,6 +246,8 @@ def _read_tsnr2(fx, path, names, nspec, fibermap):
           and 'TARGETID' in fibermap.colnames
           and not np.array_equal(scores['TARGETID'], fibermap['TARGETID'])):
         problem = 'TARGETIDs in another order than the FIBERMAP'
+    elif np.asarray(scores['TSNR2_LRG']).dtype.kind not in 'iuf':
+        problem = f'a TSNR2_LRG column of {np.asarray(scores["TSNR2_LRG"]).dtype}, not numbers'
     if problem is not None:
         get_logger().warning('%s: SCORES has %s; TSNR2_LRG left NaN', path, problem)
         return None

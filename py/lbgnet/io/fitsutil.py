@@ -312,15 +312,17 @@ def read_table(fx, ext, path, columns=None):
     Returns
     -------
     astropy.table.Table
-        Its ``meta`` holds ``EXTNAME`` and the HDU's :data:`LOCATION_KEYS` present.
+        Column names in upper case (FITS names are case-insensitive); its ``meta`` holds
+        ``EXTNAME`` and the HDU's :data:`LOCATION_KEYS` present.
     """
     check_table_hdu(fx, ext, path)
     hdu = fx[ext]
-    if columns is not None:
-        have = set(c.upper() for c in hdu.get_colnames())
+    if columns is not None:      # FITS column names are case-insensitive: the file's spelling
+        have = {c.upper(): c for c in hdu.get_colnames()}
         missing = [c for c in columns if c.upper() not in have]
         if missing:
             raise InputFileError(path, f'HDU {ext} lacks column(s) {", ".join(missing)}')
+        columns = [have[c.upper()] for c in columns]
     try:
         if hdu.get_nrows() == 0:
             data = np.zeros(0, dtype=hdu.get_rec_dtype()[0])
@@ -335,6 +337,9 @@ def read_table(fx, ext, path, columns=None):
         raise InputFileError(path, f'cannot read HDU {ext} (a text column holds a non-ASCII '
                              f'byte: {err.reason})') from None
     table = Table(data)
+    for name in table.colnames:   # DESI's upper-case names, whatever the writer's spelling
+        if name != name.upper() and name.upper() not in table.colnames:
+            table.rename_column(name, name.upper())
     table.meta['EXTNAME'] = ext
     for key in LOCATION_KEYS:
         if key in header:

@@ -3,11 +3,12 @@ lbgnet.scripts.lbg_preprocess
 =============================
 
 ``desi_lbg_preprocess``: grid DESI coadds into the network input and save it as
-``.npz`` (X, TARGETID, EMPTY), or run on a built-in example.
+``.npz`` (X, TARGETID, EMPTY, WAVE), or run on a built-in example.
 """
 import argparse
 import os
 import tempfile
+import traceback
 
 import numpy as np
 from desiutil.log import get_logger
@@ -15,7 +16,7 @@ from desiutil.log import get_logger
 from ..config import ConfigError, load_config
 from ..example import example_spectra
 from ..io import InputFileError, minimal_fibermap, write_coadd
-from ..io.atomic import atomic_path
+from ..io.atomic import atomic_path, raise_if_terminated
 from ..io.catalog import OutputFileError, check_not_an_input, check_outdir
 from ..io.discover import expand_coadds
 from ..preprocess import load_coadd_grid
@@ -110,9 +111,17 @@ def main(args=None, comm=None):
                 log.error('%s', err)
                 nfail += 1
                 continue
+            except Exception as err:   # noqa: BLE001 -- one bad file must not stop the others
+                raise_if_terminated()
+                log.error('%s: unexpected %s: %s\n%s', path, type(err).__name__, err,
+                          traceback.format_exc())
+                nfail += 1
+                continue
             summarise(path, X, info)
             if args.output:
-                tid = info.targetid if info.targetid is not None else np.full(X.shape[0], -1)
+                # native int64 whatever the FIBERMAP's byte order (torch refuses others)
+                tid = np.asarray(info.targetid if info.targetid is not None
+                                 else np.full(X.shape[0], -1), dtype=np.int64)
                 if info.targetid is None:
                     log.warning('%s: no FIBERMAP, so no TARGETIDs: written as -1 (rows in '
                                 'file order)', path)
@@ -120,7 +129,8 @@ def main(args=None, comm=None):
                 # and the rename of the temporary file would then miss it
                 try:
                     with atomic_path(args.output) as tmp, open(tmp, 'wb') as fh:
-                        np.savez(fh, X=X, TARGETID=tid, EMPTY=info.empty)
+                        np.savez(fh, X=X, TARGETID=tid, EMPTY=info.empty,
+                                 WAVE=config.grid.centers)
                 except OSError as err:
                     log.error('%s: cannot write (%s)', args.output, err.strerror or err)
                     nfail += 1
