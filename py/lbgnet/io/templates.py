@@ -113,6 +113,9 @@ def read_lbg_composite(path):
     wave, fnu = data[:, 0], data[:, 1]
     if np.any(np.diff(wave) <= 0) or not np.all(np.isfinite(data[:, :2])):
         raise InputFileError(path, 'LBG composite wavelengths must increase and all values be finite')
+    if wave[0] <= 0:
+        raise InputFileError(path, f'LBG composite wavelengths must be positive (rest-frame '
+                             f'Angstrom; the first is {wave[0]:g})')
     if not (wave[0] < 1215.67 < wave[-1]):
         raise InputFileError(path, f'LBG composite must cover Lya 1215.67 A rest (covers {wave[0]}-{wave[-1]})')
     red = fnu[wave > 1215.67]

@@ -88,7 +88,8 @@ def parse(options=None):
         parser.error(f'--wave-range must contain the {lo:g}-{hi:g} Å normalisation window and '
                      f'--dwave must be at most {hi - lo:g} Å so that pixels fall in it, got '
                      f'--wave-range {wmin:g} {wmax:g} --dwave {args.dwave:g}')
-    npix = int((wmax - wmin) / args.dwave + 0.5) + 1          # rest_grid's size
+    # the length of rest_grid's np.arange, computed as numpy does, without building it
+    npix = int(np.ceil((wmax + args.dwave / 2 - wmin) / args.dwave))
     need = MATRIX_COPIES * 8 * npix * args.nspec
     if need > physical_memory():       # it was killed by the kernel, without a word
         parser.error(f'--nspec {args.nspec} spectra of {npix} rest-frame pixels (--wave-range '
@@ -118,12 +119,45 @@ def rest_grid(args):
     return np.arange(args.wave_range[0], args.wave_range[1] + args.dwave / 2, args.dwave)
 
 
-def check_coverage(wave_range, z_range, arms=(3600.0, 9824.0)):
-    """Raise ValueError when the rest grid does not cover the DESI range at every z."""
-    need = (arms[0] / (1 + z_range[1]), arms[1] / (1 + z_range[0]))
-    if wave_range[0] > need[0] or wave_range[1] < need[1]:
-        raise ValueError(f'--wave-range {tuple(wave_range)} must cover {need[0]:.0f}-{need[1]:.0f} Å '
-                         f'for z in {tuple(z_range)}')
+#: DESI's wavelength range (Å) and half its pixel: Redrock rebins a template onto the
+#: pixels' edges, half a pixel beyond the first and last centres.
+DESI_RANGE, DESI_HALF_PIXEL = (3600.0, 9824.0), 0.4
+
+
+def check_coverage(wave, redshifts, arms=DESI_RANGE, half_pixel=DESI_HALF_PIXEL):
+    """Raise ValueError unless the rest grid `wave` (as written) covers DESI's pixel edges
+    at every trial redshift (Redrock fails on the spectra otherwise: "edges must be
+    within input x range")."""
+    need = ((arms[0] - half_pixel) / (1 + redshifts[-1]),
+            (arms[1] + half_pixel) / (1 + redshifts[0]))
+    if wave[0] > need[0] or wave[-1] < need[1]:
+        raise ValueError(f'the rest grid {wave[0]:g}-{wave[-1]:g} Å (--wave-range in steps of '
+                         f'--dwave) must cover {need[0]:.1f}-{need[1]:.1f} Å for z in '
+                         f'{redshifts[0]:g}-{redshifts[-1]:g} (DESI\'s pixel edges)')
+
+
+def composite_comment(args):
+    """The header comment naming the LBG composite the spectra were drawn with."""
+    return ('LBG composite: '
+            f'{os.path.basename(args.lbg_composite) if args.lbg_composite else "none"}')
+
+
+def simulator_card(args):
+    """``SIMCSHA``: a digest of the simulator's configuration (as loaded, with its base
+    files) and of the LBG composite's content, which set the spectra; a file name alone
+    does not tell two configurations of one name apart."""
+    import hashlib
+    import json
+    from ..io.templates import load_templates
+    from ..sim import load_sim_config
+    from ..sim.mock import array_digest
+    content = {'config': load_sim_config(args.sim_config)}
+    if args.lbg_composite:
+        content['lbg_composite'] = array_digest(
+            *load_templates(lbg_composite=args.lbg_composite).lbg_composite)
+    text = json.dumps(content, sort_keys=True, default=repr)
+    return ('SIMCSHA', hashlib.sha256(text.encode('utf-8')).hexdigest()[:16],
+            'simulator config and composite digest')
 
 
 def write_archetypes(path, wave, flux, redshifts, args):
@@ -133,8 +167,10 @@ def write_archetypes(path, wave, flux, redshifts, args):
                 'rest frame, no IGM, no instrumental broadening, unit mean flux in '
                 f'{NORM_WINDOW[0]:g}-{NORM_WINDOW[1]:g} A',
                 f'simulator {os.path.basename(args.sim_config)}, seed {args.seed}',
+                composite_comment(args),
                 'not a Redrock template: each row is fitted alone (lbgnet.refine)']
-    cards = [('NSPEC', args.nspec, 'simulated spectra'), ('SEED', args.seed, 'random seed')]
+    cards = [('NSPEC', args.nspec, 'simulated spectra'), ('SEED', args.seed, 'random seed'),
+             simulator_card(args)]
     try:
         write_rr_template(path, wave, flux.astype(np.float32), redshifts, igm=args.igm,
                           version=args.version, comments=comments, cards=cards,
@@ -171,11 +207,11 @@ def _make(args, log, method, path):
     from ..io.templates import load_templates
     from ..sim import load_sim_config
     try:
-        check_coverage(args.wave_range, args.z_range)
+        wave, redshifts = rest_grid(args), redshift_grid(*args.z_range, args.dlogz)
+        check_coverage(wave, redshifts)
         simcfg = load_sim_config(args.sim_config)
         templates = load_templates(lbg_composite=args.lbg_composite) if args.lbg_composite else None
         check_outdir(args.outdir)            # before the work: creates --outdir if needed
-        wave = rest_grid(args)
         log.info('simulating %d noiseless LBG spectra of %d rest-frame pixels', args.nspec,
                  wave.size)
         flux, _ = rest_frame_spectra(args.nspec, wave, np.random.default_rng(args.seed), simcfg,
@@ -186,17 +222,21 @@ def _make(args, log, method, path):
     except (ValueError, InputFileError) as err:
         log.error('%s', err)
         return 1
-    redshifts = redshift_grid(*args.z_range, args.dlogz)
     if args.archetypes:
         return write_archetypes(path, wave, flux, redshifts, args)
     log.info('PCA of the %d spectra (%d basis vectors)', args.nspec, args.nbasis)
-    basis, explained = pca_basis(flux, args.nbasis)
+    try:
+        basis, explained = pca_basis(flux, args.nbasis)
+    except ValueError as err:
+        log.error('%s', err)
+        return 1
     resid = reconstruction_error(flux, basis)
     comments = [f'PCA of {args.nspec} noiseless simulated LBG spectra (lbgnet {__version__})',
                 'rest frame, no IGM (Redrock applies RRIGM), no instrumental broadening',
                 f'simulator {os.path.basename(args.sim_config)}, seed {args.seed}',
-                f'LBG composite: {os.path.basename(args.lbg_composite) if args.lbg_composite else "none"}']
+                composite_comment(args)]
     cards = [('NSPEC', args.nspec, 'simulated spectra'), ('SEED', args.seed, 'random seed'),
+             simulator_card(args),
              ('EXPLVAR', float(explained[-1]), 'fraction of power in the basis'),
              ('RESIDMED', float(np.median(resid)), 'median relative rms residual')]
     try:
