@@ -5,7 +5,6 @@ import os
 import re
 
 import numpy as np
-import pytest
 from astropy.io import fits
 
 from lbgnet.scripts.lbg_make_template import main
