@@ -108,6 +108,7 @@ def purity_efficiency(is_true, score, thresholds):
     is_true = np.asarray(is_true, dtype=bool)
     score = np.asarray(score, dtype=np.float64)
     thresholds = np.asarray(thresholds, dtype=np.float64)
+    check_same_shape(is_true=is_true, score=score)
     selected = score[None, :] > thresholds[:, None]
     nsel = selected.sum(axis=1)
     tp = (selected & is_true[None, :]).sum(axis=1)
@@ -116,6 +117,15 @@ def purity_efficiency(is_true, score, thresholds):
         efficiency = tp / is_true.sum() if is_true.any() else np.full(tp.shape, np.nan)
     return {'threshold': thresholds, 'purity': purity, 'efficiency': efficiency,
             'nselected': nsel}
+
+
+def check_same_shape(**arrays):
+    """Raise ValueError unless the named 1-d arrays have one shape (numpy would broadcast
+    a length-1 array against the others and report metrics of nothing real)."""
+    shapes = {name: np.shape(array) for name, array in arrays.items()}
+    if len(set(shapes.values())) > 1 or any(len(s) != 1 for s in shapes.values()):
+        raise ValueError('need 1-d arrays of one length, got '
+                         + ', '.join(f'{name} {shape}' for name, shape in shapes.items()))
 
 
 def pe_score(is_true, score):
@@ -146,6 +156,7 @@ def pe_score(is_true, score):
     is_true = np.asarray(is_true, dtype=bool)
     dtype = np.asarray(score).dtype
     score = np.asarray(score, dtype=np.float64)
+    check_same_shape(is_true=is_true, score=score)
     score = np.where(np.isnan(score), -np.inf, score)
     ntrue = int(is_true.sum())
     if ntrue == 0:
@@ -195,6 +206,7 @@ def redshift_metrics(z_true, z_pred):
     """
     z_true = np.asarray(z_true, dtype=np.float64)
     z_pred = np.asarray(z_pred, dtype=np.float64)
+    check_same_shape(z_true=z_true, z_pred=z_pred)
     n = int(z_true.size)
     if n == 0:
         return {'n': 0, 'frac_dz_lt_0p05': float('nan'), 'sigma_nmad': float('nan'),

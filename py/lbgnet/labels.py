@@ -85,6 +85,9 @@ def decode_boxes(box_index, offset, config):
         Redshift per line, same shape, float64: ``λ_obs / λ_rest - 1``.
     """
     wave = box_to_wave(box_index, offset, config)
+    if wave.ndim == 0 or wave.shape[-1] != len(config.lines):
+        raise ValueError(f'box_index / offset of shape {wave.shape}: the last axis must run '
+                         f'over the {len(config.lines)} lines')
     return wave / config.lines.wave_array - 1.0
 
 

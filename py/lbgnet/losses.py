@@ -93,6 +93,11 @@ def line_finder_loss(y_true, y_pred, gamma=1.0, pos_weight=1.0):
     """
     y_true = ops.convert_to_tensor(y_true, dtype='float32')
     y_pred = ops.convert_to_tensor(y_pred, dtype='float32')
+    known = [(a, b) for a, b in zip(y_true.shape, y_pred.shape) if a is not None and b is not None]
+    if len(y_true.shape) != len(y_pred.shape) or any(a != b for a, b in known):
+        # broadcasting one box or one spectrum against many gives a meaningless loss
+        raise ValueError(f'y_true {tuple(y_true.shape)} and y_pred {tuple(y_pred.shape)} '
+                         'must have one shape (nspec, nlines, nboxes, 2)')
     box_true = y_true[..., 0]
     bce = box_crossentropy(box_true, y_pred[..., 0], pos_weight)
     off = offset_squared_error(box_true, y_true[..., 1], y_pred[..., 1])

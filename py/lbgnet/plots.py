@@ -307,14 +307,15 @@ def plot_example_spectra(X, conf, offset, config, path, titles=None, c_thresh=No
         Boxes above this confidence are shaded [``config.selection.c_thresh``].
     """
     from .labels import box_to_wave
+    from .postprocess import nan_argmax
     c_thresh = config.selection.c_thresh if c_thresh is None else c_thresh
     nspec = X.shape[0]
     wave = config.grid.centers
-    fig = Figure(figsize=(9, 1.9 * nspec + 0.5))
+    fig = Figure(figsize=(9, 1.9 * max(nspec, 1) + 0.5))
     for i in range(nspec):
         ax = fig.add_subplot(nspec, 1, i + 1)
         ax.plot(wave, X[i, :, 0], lw=0.5, color='k')
-        best = np.argmax(conf[i], axis=-1)                           # (nlines,)
+        best = nan_argmax(conf[i], axis=-1)          # (nlines,), as postprocess chooses
         c_best = conf[i][np.arange(best.size), best]
         for iline in np.flatnonzero(c_best > c_thresh):
             b = best[iline]
@@ -328,6 +329,10 @@ def plot_example_spectra(X, conf, offset, config, path, titles=None, c_thresh=No
             ax.set_title(titles[i], fontsize=8)
         ax.set_ylabel('flux (norm.)', fontsize=7)
         ax.set_xlim(config.grid.wave_min, config.grid.wave_max)
+    if nspec == 0:                  # no spectrum: an empty panel, not an IndexError
+        ax = fig.add_subplot(1, 1, 1)
+        ax.set_xlim(config.grid.wave_min, config.grid.wave_max)
+        ax.text(0.5, 0.5, 'no spectra', ha='center', va='center', transform=ax.transAxes)
     fig.axes[-1].set_xlabel('observed wavelength (Å)')
     fig.tight_layout()
     return save_png(fig, path)

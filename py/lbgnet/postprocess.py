@@ -232,6 +232,8 @@ def postprocess(conf, offset, config, c_thresh=None, n_thresh=None):
     n_thresh = config.selection.n_thresh if n_thresh is None else int(n_thresh)
     if not 1 <= n_thresh <= expected[0]:
         raise ValueError(f'n_thresh={n_thresh} must be between 1 and {expected[0]}')
+    if not 0 <= c_thresh <= 1:           # NaN too: it would select nothing, silently
+        raise ValueError(f'c_thresh={c_thresh} must be between 0 and 1')
     opts = postprocess_options(config)
     c_lines, z_lines = best_boxes(conf, offset, config)
     c_lbg = lbg_score(c_lines, n_thresh)
