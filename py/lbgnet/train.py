@@ -63,21 +63,29 @@ def training_options(config, **overrides):
     """
     section = config.extra.get('training') or {}
     check_keys({'training': section}, config.source)   # also for configurations built in code
-    opts = _checked_training(dict(TRAINING_DEFAULTS, **section),
-                             lambda key: f'{config.source}: training.{key}')
     given = {k: v for k, v in overrides.items() if v is not None}
+    if given.get('max_minutes') == 0:    # --max-minutes 0: no limit, whatever the file says
+        given['max_minutes'] = None
+    # the file alone, then with the command line's values (a cosine_time schedule in the
+    # file may take its budget from --max-minutes)
+    opts = _checked_training(dict(TRAINING_DEFAULTS, **section),
+                             lambda key: f'{config.source}: training.{key}', combined=not given)
     if given:
         opts = _checked_training(dict(opts, **given), lambda key: (
             f'--{key.replace("_", "-")}:' if key in given else f'{config.source}: training.{key}'))
     return opts
 
 
-def _checked_training(opts, where):
-    """Convert and check the values of a ``training`` mapping; `where(key)` prefixes errors."""
-    if opts['monitor'] not in MONITORS:
-        raise ConfigError(f'{where("monitor")} must be one of {sorted(MONITORS)}')
-    if opts['lr_schedule'] not in LR_SCHEDULES:
-        raise ConfigError(f'{where("lr_schedule")} must be one of {LR_SCHEDULES}')
+def _checked_training(opts, where, combined=True):
+    """Convert and check the values of a ``training`` mapping; `where(key)` prefixes errors.
+    `combined`: also check the values that depend on each other (cosine_time needs
+    max_minutes)."""
+    if not isinstance(opts['monitor'], str) or opts['monitor'] not in MONITORS:
+        raise ConfigError(f'{where("monitor")} must be one of {sorted(MONITORS)}, not '
+                          f'{opts["monitor"]!r}')
+    if not isinstance(opts['lr_schedule'], str) or opts['lr_schedule'] not in LR_SCHEDULES:
+        raise ConfigError(f'{where("lr_schedule")} must be one of {LR_SCHEDULES}, not '
+                          f'{opts["lr_schedule"]!r}')
     if opts['simulation'] is not None and not isinstance(opts['simulation'], str):
         raise ConfigError(f'{where("simulation")} must be a file name, not {opts["simulation"]!r}')
     kinds = {'lr_final_fraction': as_float, 'learning_rate': as_float, 'epochs': as_int,
@@ -101,7 +109,7 @@ def _checked_training(opts, where):
     for key, text, good in ranges:
         if not good(opts[key]):
             raise ConfigError(f'{where(key)} must be {text}, not {opts[key]!r}')
-    if opts['lr_schedule'] == 'cosine_time' and not opts['max_minutes']:
+    if combined and opts['lr_schedule'] == 'cosine_time' and not opts['max_minutes']:
         raise ConfigError(f'{where("lr_schedule")} cosine_time needs max_minutes')
     return opts
 

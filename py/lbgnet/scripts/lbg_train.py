@@ -68,7 +68,8 @@ def parse(options=None):
     parser.add_argument('--learning-rate', type=float, help='Adam learning rate [training.learning_rate]')
     parser.add_argument('--max-minutes', type=float,
                         help='wall-clock budget: stop after the epoch after which one more '
-                        'epoch of mean length would end past it [training.max_minutes, none]')
+                        'epoch of mean length would end past it; 0: no limit, whatever the '
+                        'configuration says [training.max_minutes, none]')
     parser.add_argument('--patience', type=int,
                         help='epochs without a better validation score before stopping '
                         '[training.patience]')
@@ -102,8 +103,9 @@ def parse(options=None):
                         '[%(default)s]')
     parser.add_argument('--unfreeze-epochs', type=int, default=0, metavar='K',
                         help='unfreeze everything for the last K of the epochs [%(default)s]')
-    parser.add_argument('--unfreeze-lr-factor', type=float, default=0.1,
-                        help='learning-rate factor of the unfrozen phase [%(default)s]')
+    parser.add_argument('--unfreeze-lr-factor', type=float,
+                        help='learning-rate factor of the unfrozen phase (with '
+                        '--unfreeze-epochs) [0.1]')
     parser.add_argument('--workers', type=int, default=2,
                         help='threads simulating batches ahead of training [%(default)s]')
     parser.add_argument('--name', help='model file name (without extension) [config name]')
@@ -126,6 +128,11 @@ def parse(options=None):
     if args.init_layers is not None and not args.init_from:
         parser.error('--init-layers needs --init-from')
     args.init_layers = args.init_layers or 'all'
+    if args.unfreeze_lr_factor is not None and not args.unfreeze_epochs:
+        parser.error('--unfreeze-lr-factor applies to the unfrozen phase: it needs '
+                     '--unfreeze-epochs')
+    if args.unfreeze_lr_factor is None:
+        args.unfreeze_lr_factor = 0.1
     if not (math.isfinite(args.unfreeze_lr_factor) and args.unfreeze_lr_factor > 0):
         parser.error(f'--unfreeze-lr-factor must be a finite number > 0, not '
                      f'{args.unfreeze_lr_factor}')
@@ -135,6 +142,8 @@ def parse(options=None):
         parser.error('--sim-fraction and --depth-min apply to --train-dir')
     if args.validation_only and args.train_dir:
         parser.error('--validation-only trains nothing: --train-dir does not apply')
+    if args.validation_only and (args.init_from or args.freeze):
+        parser.error('--validation-only trains nothing: --init-from and --freeze do not apply')
     return args
 
 
@@ -551,9 +560,27 @@ def training_setup(args):
                             sim_fraction=args.sim_fraction, depth_min=args.depth_min)
     config = dataclasses.replace(config, extra=dict(config.extra, training=opts))
     setup = simulation_setup(config, opts, args.config)
+    warn_unused_generator(setup.config)
     check_config(config, setup.config)           # fail now, not after the first epoch
     check_compatible(config, setup.config)
     return config, opts, setup
+
+
+def warn_unused_generator(sim_config):
+    """Warn when the simulator configuration changes ``generator.batch_size`` or
+    ``generator.batches_per_epoch`` from the shipped ones: they are the defaults of
+    :class:`lbgnet.sim.generator.MockBatches` in Python, which ``desi_lbg_train`` replaces
+    by ``training.batch_size`` and ``training.ntrain // batch_size``."""
+    from ..sim.generator import generator_settings
+    from ..sim.mock import DEFAULT_MOCK_CONFIG
+    shipped = generator_settings(load_config(DEFAULT_MOCK_CONFIG))
+    mine = generator_settings(sim_config)
+    changed = [f'generator.{key} = {mine.get(key)!r}' for key in ('batch_size', 'batches_per_epoch')
+               if mine.get(key) != shipped.get(key)]
+    if changed:
+        get_logger().warning('%s: %s not used by desi_lbg_train, which takes training.batch_size '
+                             'and training.ntrain // batch_size batches per epoch',
+                             sim_config.source, ', '.join(changed))
 
 
 def simulation_setup(config, opts, config_arg):
