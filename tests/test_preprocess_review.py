@@ -145,3 +145,16 @@ def test_an_unexpected_error_in_one_file_does_not_stop_the_batch(tmp_path, caplo
         assert main(['--coadd', bad, good]) == 1
     assert f'{bad}: unexpected RuntimeError: injected' in caplog.text
     assert _summarised(caplog, good)
+
+
+def test_options_that_do_nothing_are_refused(capsys):
+    """--overwrite without --output and --seed with --coadd changed nothing, silently."""
+    import pytest
+    from lbgnet.scripts.lbg_preprocess import parse
+    for options, word in ((['--coadd', 'c.fits', '--overwrite'], '--overwrite'),
+                          (['--coadd', 'c.fits', '--seed', '3'], '--seed')):
+        with pytest.raises(SystemExit) as exc:
+            parse(options)
+        assert exc.value.code == 2 and word in capsys.readouterr().err
+    assert parse(['--example']).seed == 0 and parse(['--example', '--seed', '3']).seed == 3
+    assert parse(['--coadd', 'c.fits', '--output', 'o.npz', '--overwrite']).overwrite

@@ -33,13 +33,18 @@ def parse(options=None):
     parser.add_argument('--output', help='output .npz (one input file only) [no output]')
     parser.add_argument('--config', default='lbgnet-base.yaml',
                         help='configuration (grid) [%(default)s]')
-    parser.add_argument('--seed', type=int, default=0, help='seed of the example [%(default)s]')
+    parser.add_argument('--seed', type=int, help='seed of the example [0]')
     parser.add_argument('--overwrite', action='store_true', help='replace an existing --output')
     args = parser.parse_args(options)
     if args.output is not None and not args.output:
         parser.error('--output must name a file')
     if args.output and args.coadd and len(args.coadd) > 1:
         parser.error('--output needs exactly one --coadd file')
+    if args.overwrite and not args.output:
+        parser.error('--overwrite replaces an existing --output: give --output')
+    if args.seed is not None and not args.example:
+        parser.error('--seed draws the --example spectra: it does not apply to --coadd')
+    args.seed = 0 if args.seed is None else args.seed
     if args.seed < 0:
         parser.error(f'--seed must be >= 0, got {args.seed}')
     return args
