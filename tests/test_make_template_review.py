@@ -132,3 +132,19 @@ def test_header_identifies_the_simulator_configuration(tmp_path):
     with fits.open(tmp_path / 'a' / name) as a, fits.open(tmp_path / 'b' / name) as b:
         assert not np.array_equal(a[0].data, b[0].data)                # sanity
         assert repr(a[0].header) != repr(b[0].header)
+
+
+def test_an_output_name_cfitsio_would_misread_fails_before_the_simulation(tmp_path, caplog,
+                                                                          monkeypatch):
+    """An --outdir such as ``x[1]`` (cfitsio syntax) was refused only at the write, after
+    the simulation (about 20 s with the defaults); now before it, in one line."""
+    import logging
+    import lbgnet.scripts.lbg_make_template as script
+
+    def never(*args, **kwargs):
+        raise AssertionError('simulated before the output name was checked')
+    monkeypatch.setattr(script, 'rest_frame_spectra', never)
+    with caplog.at_level(logging.ERROR):
+        assert main(['--outdir', str(tmp_path / 'x[1]'), '--nspec', '3', '--nbasis', '2',
+                     '--dwave', '2']) == 1
+    assert 'x[1]' in caplog.text and not (tmp_path / 'x[1]').exists()

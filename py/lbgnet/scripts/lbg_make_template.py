@@ -19,6 +19,7 @@ from .. import __version__
 from ..io.catalog import (IS_A_DIRECTORY, OutputFileError, check_outdir, missing_directories,
                           remove_empty)
 from ..io.errors import InputFileError
+from ..io.fitsutil import cfitsio_name_problem
 from ..io.rrtemplate import IGM_MODELS, template_filename, write_rr_template
 from ..template import (NORM_WINDOW, pca_basis, reconstruction_error, redshift_grid,
                         rest_frame_spectra)
@@ -194,6 +195,10 @@ def main(args=None, comm=None):
         return 1
     if os.path.exists(path) and not args.overwrite:
         log.error('%s: exists (use --overwrite)', path)
+        return 1
+    problem = cfitsio_name_problem(path)   # a name cfitsio would misread: now, not after
+    if problem:                            # the work (--outdir itself is checked in _make)
+        log.error('%s: %s', path, problem)
         return 1
     created = missing_directories([path])
     status = _make(args, log, method, path)
