@@ -13,7 +13,7 @@
    (``coadd_to_grid(..., noise)``, which the default template refinement needs): the
    ratio of the two times is the noise model's extra cost in the afterburner's reading.
 
-Both are measured in one run, best of ``--repeat``; results go to stdout (and to
+All three are measured in one run, best of ``--repeat``; results go to stdout (and to
 ``doc/benchmarks.rst`` by hand).  Run with ``OMP_NUM_THREADS=1`` to measure one core.
 """
 import argparse
