@@ -119,3 +119,40 @@ def test_truth_with_duplicated_rows_is_called_duplicated_not_another_mock_run(tm
     assert rc == 1
     assert 'duplicated TARGETIDs' in log, log
     assert 'different mock runs' not in log
+
+
+def test_an_interrupted_publication_leaves_no_earlier_metrics_beside_new_figures(
+        tmp_path, monkeypatch):
+    """publish moves the figures, then metrics.json: killed between two moves, the earlier
+    run's metrics.json stayed beside the new figures and described them wrongly; it is
+    now removed first."""
+    import os
+    import pytest
+    import lbgnet.scripts.lbg_evaluate as script
+    stage, outdir = tmp_path / 'stage', tmp_path / 'out'
+    stage.mkdir()
+    outdir.mkdir()
+    written = ['metrics', 'pe', 'z']
+    for key in written:
+        (stage / script.OUTPUTS[key]).write_text('new')
+        (outdir / script.OUTPUTS[key]).write_text('old')
+    (outdir / script.OUTPUTS['pulls']).write_text('old')      # not made by this run
+    real, moves = os.replace, []
+
+    def killed(src, dst):
+        if moves:
+            raise KeyboardInterrupt
+        moves.append(dst)
+        real(src, dst)
+    monkeypatch.setattr(script.os, 'replace', killed)
+    with pytest.raises(KeyboardInterrupt):
+        script.publish(str(stage), str(outdir), written)
+    left = {p.name: p.read_text() for p in outdir.iterdir()}
+    assert 'metrics.json' not in left and script.OUTPUTS['pulls'] not in left
+    assert sorted(left.values()) == ['new', 'old']        # one figure moved, one not yet
+    monkeypatch.undo()
+    for key in written:
+        (stage / script.OUTPUTS[key]).write_text('new')
+    script.publish(str(stage), str(outdir), written)
+    assert {p.name: p.read_text() for p in outdir.iterdir()} == {
+        script.OUTPUTS[k]: 'new' for k in written}

@@ -164,8 +164,12 @@ def write_plots(args, metrics, pred, truth, config, extras, directory):
 def publish(stage, outdir, written):
     """Move the files of one evaluation from `stage` into `outdir` (the figures, then
     ``metrics.json``: a set that ``metrics.json`` describes) and remove the files of an
-    earlier run there that this one did not make (they would describe other inputs)."""
-    for key in sorted(set(OUTPUTS) - set(written)):
+    earlier run there that this one did not make (they would describe other inputs).
+
+    An earlier ``metrics.json`` goes first: a publication interrupted halfway leaves new
+    figures without a ``metrics.json``, never beside the earlier one."""
+    stale = ['metrics'] + sorted(set(OUTPUTS) - set(written) - {'metrics'})
+    for key in stale:
         path = os.path.join(outdir, OUTPUTS[key])
         if os.path.isfile(path):
             os.remove(path)
