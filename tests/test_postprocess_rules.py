@@ -88,6 +88,19 @@ def test_equal_support_tolerance_is_one_millionth_relative(config):
     assert z[3] == pytest.approx(z_pair, rel=1e-12) and nagree[3] == 2
 
 
+def test_agreement_is_relative_to_the_candidates_redshift(config):
+    """A line agrees with a candidate when |z_line - z_cand| / (1 + z_cand) < agree_tol (the
+    candidate's 1 + z, as documented).  Lines A, B, C 0.0401 apart at z = 3: relative to
+    B both A (0.0401 / 4.0401) and C agree, so B wins with all three; with the line's own
+    1 + z in the denominator A would win with two."""
+    zs = np.array([3.0, 3.0401, 3.0802])
+    c, zl = line_table(config, [{0: (0.9, zs[0]), 1: (0.5, zs[1]), 2: (0.5, zs[2])}],
+                       fill=10.0)
+    z, _, nagree = combine_lines(c, zl, config, 0.01, 0.05)
+    assert nagree.tolist() == [3]
+    np.testing.assert_allclose(z, [np.average(zs, weights=[0.9, 0.5, 0.5])], rtol=0, atol=1e-12)
+
+
 def test_a_line_below_the_floor_is_no_candidate(config):
     """A sub-floor line between two lines that do not agree with each other agrees with
     both: as a candidate it would gather their summed support (and average 3.0 with
