@@ -154,6 +154,19 @@ def test_bestline_never_names_a_line_without_a_confidence(config):
     np.testing.assert_allclose(out['Z_BESTLINE'], 3.0, atol=1e-6)
 
 
+def test_bestline_never_names_a_line_without_a_redshift(config):
+    """A line whose best box has a NaN offset (a network gone wrong) has a NaN redshift:
+    BESTLINE is the most confident line with a redshift, and Z_BESTLINE finite, as
+    Z_LBG leaves such lines out."""
+    lya, civ = config.lines.index('LYA'), config.lines.index('CIV')
+    conf, off = network_outputs(config, [{lya: (0.9, 3.0), civ: (0.7, 3.0)}])
+    off[:, lya, :] = np.nan
+    out = postprocess(conf, off, config, c_thresh=0.5, n_thresh=1)
+    assert out['BESTLINE'].tolist() == [civ]
+    np.testing.assert_allclose(out['Z_BESTLINE'], 3.0, atol=1e-6)
+    np.testing.assert_allclose(out['Z_LBG'], 3.0, atol=1e-6)
+
+
 def test_n_thresh_may_equal_the_number_of_lines_not_exceed_it(config):
     """n_thresh = nlines is the lowest line confidence (no refusal); nlines + 1 is refused
     by the range check itself (not by numpy)."""

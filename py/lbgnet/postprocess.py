@@ -215,7 +215,7 @@ def postprocess(conf, offset, config, c_thresh=None, n_thresh=None):
     dict of numpy.ndarray
         ``C_LINES``, ``Z_LINES`` (nspec, nlines), in ``config.lines`` order; ``C_LBG``,
         ``IS_LBG`` (bool), ``Z_LBG``, ``ZERR_LBG``, ``Z_BESTLINE``, ``BESTLINE`` (index of the
-        most confident line), ``NLINES_AGREE`` (lines supporting ``Z_LBG``), all (nspec,).
+        most confident line with a redshift), ``NLINES_AGREE`` (lines supporting ``Z_LBG``), all (nspec,).
 
     Raises
     ------
@@ -237,7 +237,9 @@ def postprocess(conf, offset, config, c_thresh=None, n_thresh=None):
     opts = postprocess_options(config)
     c_lines, z_lines = best_boxes(conf, offset, config)
     c_lbg = lbg_score(c_lines, n_thresh)
-    best = nan_argmax(c_lines, axis=1) if len(c_lines) else np.zeros(0, dtype=np.int64)
+    # the most confident line with a redshift (a NaN offset gives none; Z_LBG skips it too)
+    best = (nan_argmax(np.where(np.isnan(z_lines), np.nan, c_lines), axis=1) if len(c_lines)
+            else np.zeros(0, dtype=np.int64))
     z_lbg, zerr, nagree = combine_lines(c_lines, z_lines, config, opts['agree_tol'],
                                         opts['line_floor'])
     return {
