@@ -15,7 +15,7 @@ from desiutil.log import get_logger
 
 from .io import InputFileError
 from .io.evaluation import match_rows
-from .io.targetid import as_targetids
+from .io.targetid import unique_targetids
 
 #: Per-object predictions the metrics use (``Z_TPL`` only with the template refinement).
 PRED_KEYS = ('C_LBG', 'IS_LBG', 'Z_LBG', 'ZERR_LBG', 'Z_BESTLINE', 'Z_TPL', 'ZERR_TPL',
@@ -182,9 +182,7 @@ def read_catalog_input(path, names, include_bad, c_thresh):
     made_with = catalog_thresholds(path)
     made = {'selection': made_with, 'refine': catalog_refinement(path)}
     made['model_sha256'], made['model'] = catalog_model(path)
-    all_tid = res['TARGETID'] = as_targetids(res['TARGETID'], path)   # float ids collide
-    if np.unique(all_tid).size != all_tid.size:
-        raise InputFileError(path, 'duplicated TARGETIDs')
+    all_tid = res['TARGETID'] = unique_targetids(res['TARGETID'], path)   # floats collide
     keep = np.ones(len(all_tid), bool) if include_bad else res['GOOD']
     if not include_bad and 'LBG_FLAG' not in res:
         get_logger().warning('%s: no LBG_FLAG column: dead fibres and sky or stuck positioners '
@@ -258,9 +256,7 @@ def collect(args, config, model, refiner=None, zrange=None):
         truth = read_truth(truth_path)
         # the truth's own problems first: the TRUTHSUM comparison below would blame them
         # on truth and coadd from different mock runs
-        truth_tid = as_targetids(truth['TARGETID'], truth_path)
-        if np.unique(truth_tid).size != truth_tid.size:
-            raise InputFileError(truth_path, 'duplicated TARGETIDs')
+        unique_targetids(truth['TARGETID'], truth_path)
         check_labels(truth, truth_path)
         check_not_a_copy(truth, truth_path, contents)
         if args.coadd:

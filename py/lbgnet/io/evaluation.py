@@ -13,7 +13,7 @@ import numpy as np
 from .atomic import atomic_path
 from .errors import InputFileError
 from .fitsutil import extnames, open_fits, read_table
-from .targetid import as_targetids
+from .targetid import as_targetids, unique_targetids
 
 #: Columns an afterburner catalogue must have to be evaluated.
 CATALOG_COLUMNS = ('TARGETID', 'C_LBG', 'IS_LBG', 'Z_LBG')
@@ -218,9 +218,7 @@ def read_coadd_for_evaluation(path, config, noise=None):
     from ..preprocess import coadd_to_grid
     from .coadd import read_coadd
     coadd = read_coadd(path, read_fibermap=True, read_extra=False, grid=config.grid)
-    targetid = np.asarray(coadd.require_targetid())
-    if np.unique(targetid).size != targetid.size:
-        raise InputFileError(path, 'duplicated TARGETIDs')
+    targetid = unique_targetids(coadd.require_targetid(), path)
     X, info = coadd_to_grid(coadd, config.grid, noise)
     flags = spectrum_flags(info, coadd.fibermap, config.grid.nbins)
     return X, targetid, is_evaluated(flags), info, flags

@@ -46,3 +46,18 @@ def as_targetids(values, path, column='TARGETID'):
                              '(DESI TARGETIDs above 2**53 lose their last digits in floating '
                              'point)')
     return values.astype(np.int64)
+
+
+def unique_targetids(values, path, column='TARGETID'):
+    """:func:`as_targetids`, refusing duplicated ids too (a table whose rows are matched
+    by TARGETID: truth, evaluation coadd or catalogue).
+
+    Raises
+    ------
+    InputFileError
+        As :func:`as_targetids`, or ``duplicated TARGETIDs``.
+    """
+    ids = as_targetids(values, path, column)
+    if np.unique(ids).size != ids.size:
+        raise InputFileError(path, 'duplicated TARGETIDs')
+    return ids

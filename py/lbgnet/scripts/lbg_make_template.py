@@ -143,26 +143,24 @@ def composite_comment(args):
             f'{os.path.basename(args.lbg_composite) if args.lbg_composite else "none"}')
 
 
-def simulator_card(args):
-    """``SIMCSHA``: a digest of the simulator's configuration (as loaded, with its base
-    files) and of the LBG composite's content, which set the spectra; a file name alone
-    does not tell two configurations of one name apart."""
+def simulator_card(simcfg, templates):
+    """``SIMCSHA``: a digest of the simulator's configuration `simcfg` (as loaded, with its
+    base files) and of the LBG composite of `templates` (None without), which set the
+    spectra; a file name alone does not tell two configurations of one name apart."""
     import hashlib
     import json
-    from ..io.templates import load_templates
-    from ..sim import load_sim_config
     from ..sim.mock import array_digest
-    content = {'config': load_sim_config(args.sim_config)}
-    if args.lbg_composite:
-        content['lbg_composite'] = array_digest(
-            *load_templates(lbg_composite=args.lbg_composite).lbg_composite)
+    content = {'config': simcfg}
+    if templates is not None and templates.lbg_composite is not None:
+        content['lbg_composite'] = array_digest(*templates.lbg_composite)
     text = json.dumps(content, sort_keys=True, default=repr)
     return ('SIMCSHA', hashlib.sha256(text.encode('utf-8')).hexdigest()[:16],
             'simulator config and composite digest')
 
 
-def write_archetypes(path, wave, flux, redshifts, args):
-    """Write the simulated spectra as archetypes; return 0, or 1 on a write error."""
+def write_archetypes(path, wave, flux, redshifts, args, sim_card):
+    """Write the simulated spectra as archetypes, with the header card `sim_card`
+    (:func:`simulator_card`); return 0, or 1 on a write error."""
     log = get_logger()
     comments = [f'{args.nspec} noiseless simulated LBG spectra as archetypes (lbgnet {__version__})',
                 'rest frame, no IGM, no instrumental broadening, unit mean flux in '
@@ -171,7 +169,7 @@ def write_archetypes(path, wave, flux, redshifts, args):
                 composite_comment(args),
                 'not a Redrock template: each row is fitted alone (lbgnet.refine)']
     cards = [('NSPEC', args.nspec, 'simulated spectra'), ('SEED', args.seed, 'random seed'),
-             simulator_card(args)]
+             sim_card]
     try:
         write_rr_template(path, wave, flux.astype(np.float32), redshifts, igm=args.igm,
                           version=args.version, comments=comments, cards=cards,
@@ -219,6 +217,7 @@ def _make(args, log, method, path):
         check_outdir(args.outdir)            # before the work: creates --outdir if needed
         log.info('simulating %d noiseless LBG spectra of %d rest-frame pixels', args.nspec,
                  wave.size)
+        sim_card = simulator_card(simcfg, templates)
         flux, _ = rest_frame_spectra(args.nspec, wave, np.random.default_rng(args.seed), simcfg,
                                      templates)
     except OutputFileError as err:
@@ -228,7 +227,7 @@ def _make(args, log, method, path):
         log.error('%s', err)
         return 1
     if args.archetypes:
-        return write_archetypes(path, wave, flux, redshifts, args)
+        return write_archetypes(path, wave, flux, redshifts, args, sim_card)
     log.info('PCA of the %d spectra (%d basis vectors)', args.nspec, args.nbasis)
     try:
         basis, explained = pca_basis(flux, args.nbasis)
@@ -241,7 +240,7 @@ def _make(args, log, method, path):
                 f'simulator {os.path.basename(args.sim_config)}, seed {args.seed}',
                 composite_comment(args)]
     cards = [('NSPEC', args.nspec, 'simulated spectra'), ('SEED', args.seed, 'random seed'),
-             simulator_card(args),
+             sim_card,
              ('EXPLVAR', float(explained[-1]), 'fraction of power in the basis'),
              ('RESIDMED', float(np.median(resid)), 'median relative rms residual')]
     try:
