@@ -71,3 +71,28 @@ def test_real_tensorflow_import_is_quiet_at_level_2():
                          env=env, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0 and run.stdout.strip() == 'ok'
     assert 'oneDNN' not in run.stderr and ABSL_NOTICE not in run.stderr, run.stderr
+
+
+@pytest.mark.parametrize('env, keras_json, backend', [
+    ({}, None, 'tensorflow'),
+    ({'KERAS_BACKEND': 'jax'}, '{"backend": "torch"}', 'jax'),       # the variable wins
+    ({}, '{"backend": "torch"}', 'torch'),
+    ({}, '{"floatx": "float32"}', 'tensorflow'),
+    ({}, 'not json', 'tensorflow'),
+])
+def test_keras_backend_read_as_keras_reads_it(tmp_path, env, keras_json, backend):
+    from lbgnet.tflog import keras_backend_name
+    if keras_json is not None:
+        (tmp_path / 'keras.json').write_text(keras_json)
+    assert keras_backend_name(dict(env, KERAS_HOME=str(tmp_path))) == backend
+
+
+def test_no_tensorflow_import_under_another_keras_backend():
+    """Training under KERAS_BACKEND=jax (a GPU machine without TensorFlow) must not import
+    TensorFlow: desi_lbg_train stopped with ModuleNotFoundError."""
+    code = ('import sys; from lbgnet.tflog import import_tensorflow; '
+            'print(import_tensorflow() is None, "tensorflow" in sys.modules)')
+    env = dict(os.environ, KERAS_BACKEND='jax', TF_CPP_MIN_LOG_LEVEL='2')
+    out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ['True', 'False']

@@ -110,11 +110,12 @@ class Network:
         conf, offset : numpy.ndarray
             Shape (nspec, nlines, nboxes), float32.
         """
+        from keras.ops import convert_to_numpy
         forward = self.compiled()
         nlines, nboxes = len(self.config.lines), self.config.nboxes
         out = np.empty((X.shape[0], nlines, nboxes, 2), dtype=np.float32)
         for start in range(0, X.shape[0], batch_size):
-            out[start:start + batch_size] = forward(X[start:start + batch_size]).numpy()
+            out[start:start + batch_size] = convert_to_numpy(forward(X[start:start + batch_size]))
         return out[..., 0], out[..., 1]
 
     @property
@@ -157,7 +158,14 @@ def training_zrange(config, metadata):
 
 
 def compiled_forward(model):
-    """``model(x, training=False)`` as a ``tf.function`` with an unknown batch dimension."""
+    """``model(x, training=False)`` as a ``tf.function`` with an unknown batch dimension.
+
+    Under another Keras backend (a model trained with ``KERAS_BACKEND=jax``, evaluated
+    there): the backend's compiled ``model.predict_on_batch`` (numpy outputs).
+    """
+    import keras
+    if keras.backend.backend() != 'tensorflow':
+        return model.predict_on_batch
     import tensorflow as tf
     spec = tf.TensorSpec((None,) + tuple(model.input_shape[1:]), tf.float32)
     return tf.function(lambda x: model(x, training=False), input_signature=[spec])

@@ -17,8 +17,12 @@ command.  :func:`import_tensorflow` imports TensorFlow with file descriptor 2 se
 temporary file, then writes back every captured line except those the level hides
 (``I`` lines and absl's notice above from level 1, ``W`` lines from level 2), so errors
 and Python warnings of the import still reach stderr.
+
+Training runs under any Keras 3 backend (``KERAS_BACKEND=jax`` or ``torch``, e.g. on a
+GPU machine without TensorFlow): :func:`import_tensorflow` then imports nothing.
 """
 import importlib
+import json
 import os
 import re
 import sys
@@ -38,6 +42,33 @@ def tf_log_level(environ=None):
         return int(value)
     except ValueError:
         return 0
+
+
+def keras_backend_name(environ=None):
+    """The backend Keras will load, read as Keras reads it, without importing Keras.
+
+    ``KERAS_BACKEND`` when set, else ``backend`` in ``keras.json`` under ``KERAS_HOME``
+    (default ``~/.keras``), else ``tensorflow``.
+
+    Parameters
+    ----------
+    environ : mapping, optional
+        [``os.environ``].
+
+    Returns
+    -------
+    str
+    """
+    environ = os.environ if environ is None else environ
+    if environ.get('KERAS_BACKEND'):
+        return environ['KERAS_BACKEND']
+    home = environ.get('KERAS_HOME') or os.path.join(os.path.expanduser('~'), '.keras')
+    try:
+        with open(os.path.join(home, 'keras.json')) as fh:
+            backend = json.load(fh).get('backend')
+    except (OSError, ValueError, AttributeError):
+        backend = None
+    return backend if isinstance(backend, str) and backend else 'tensorflow'
 
 
 def hidden_line(line, level):
@@ -82,8 +113,12 @@ def import_tensorflow(name='tensorflow'):
 
     Returns
     -------
-    module
+    module or None
+        None, without importing anything, when Keras runs on another backend
+        (:func:`keras_backend_name`).
     """
+    if name == 'tensorflow' and keras_backend_name() != 'tensorflow':
+        return None
     level = tf_log_level()
     if level < 1 or name in sys.modules:
         return importlib.import_module(name)

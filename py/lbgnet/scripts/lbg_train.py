@@ -108,6 +108,10 @@ def parse(options=None):
                         '--unfreeze-epochs) [0.1]')
     parser.add_argument('--workers', type=int, default=2,
                         help='threads simulating batches ahead of training [%(default)s]')
+    parser.add_argument('--worker-processes', action='store_true',
+                        help='simulate in --workers processes instead of threads (the '
+                        'simulation holds the GIL part of the time: for machines with many '
+                        'cores, e.g. a GPU node; same batches, same result)')
     parser.add_argument('--name', help='model file name (without extension) [config name]')
     parser.add_argument('--overwrite', action='store_true',
                         help='train into an --outdir that holds a model already (its '
@@ -889,7 +893,8 @@ def _train(args, log, t_start):
     log.info('training %s: %d parameters, %d batches of %d per epoch (%s), %d validation '
              'spectra', config.extra.get('name', args.config), model.count_params(),
              len(batches), opts['batch_size'], split, len(X_val))
-    history, info = fit_in_phases(model, as_pydataset(batches, workers=args.workers),
+    history, info = fit_in_phases(model, as_pydataset(batches, workers=args.workers,
+                                                          use_multiprocessing=args.worker_processes),
                                   (X_val, y_val), config, args.outdir, len(batches),
                                   nfrozen=args.freeze, unfreeze_epochs=args.unfreeze_epochs,
                                   unfreeze_lr_factor=args.unfreeze_lr_factor,
