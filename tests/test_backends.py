@@ -1,6 +1,7 @@
 """Keras backends other than TensorFlow (a model trained and evaluated with
 KERAS_BACKEND=jax on a GPU machine): the forward pass the commands use."""
 import numpy as np
+import pytest
 
 from lbgnet.network import compiled_forward, default_model_path, load_network
 
@@ -20,3 +21,16 @@ def test_forward_pass_under_another_backend(monkeypatch):
     assert conf.dtype == np.float32 and conf.shape == reference[0].shape
     np.testing.assert_allclose(conf, reference[0], atol=1e-5)
     np.testing.assert_allclose(offset, reference[1], atol=1e-5)
+
+
+def test_thread_settings_need_no_tensorflow_under_another_backend(monkeypatch):
+    """desi_lbg_afterburner sets TensorFlow's thread pools before it loads the network:
+    under KERAS_BACKEND=jax, on a machine without TensorFlow, that was an ImportError."""
+    import sys
+    from lbgnet.afterburner import set_tensorflow_threads
+    monkeypatch.setitem(sys.modules, 'tensorflow', None)      # import tensorflow fails
+    monkeypatch.setenv('KERAS_BACKEND', 'jax')
+    set_tensorflow_threads(1)
+    monkeypatch.setenv('KERAS_BACKEND', 'tensorflow')
+    with pytest.raises(ImportError):
+        set_tensorflow_threads(1)

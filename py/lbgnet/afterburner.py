@@ -440,7 +440,12 @@ def set_threads(nthreads, tensorflow=True):
 
 
 def set_tensorflow_threads(nthreads):
-    """TensorFlow's thread pools for `nthreads` (see :func:`set_threads`)."""
+    """TensorFlow's thread pools for `nthreads` (see :func:`set_threads`); nothing under
+    another Keras backend (:func:`lbgnet.tflog.keras_backend_name`), which has no
+    TensorFlow to set."""
+    from .tflog import keras_backend_name
+    if keras_backend_name() != 'tensorflow':
+        return
     import tensorflow as tf
     try:
         tf.config.threading.set_intra_op_parallelism_threads(int(nthreads))
