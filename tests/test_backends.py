@@ -3,7 +3,7 @@ KERAS_BACKEND=jax on a GPU machine): the forward pass the commands use."""
 import numpy as np
 import pytest
 
-from lbgnet.network import compiled_forward, default_model_path, load_network
+from lbgnet.network import default_model_path, load_network, padded_forward
 
 
 def test_forward_pass_under_another_backend(monkeypatch):
@@ -15,22 +15,44 @@ def test_forward_pass_under_another_backend(monkeypatch):
     reference = load_network(default_model_path()).predict(X, batch_size=128)
     monkeypatch.setattr(keras.backend, 'backend', lambda: 'jax')
     net = load_network(default_model_path())
-    forward = compiled_forward(net.model)
-    assert forward == net.model.predict_on_batch
-    conf, offset = net.predict(X, batch_size=128)
-    assert conf.dtype == np.float32 and conf.shape == reference[0].shape
-    np.testing.assert_allclose(conf, reference[0], atol=1e-5)
-    np.testing.assert_allclose(offset, reference[1], atol=1e-5)
+    seen = []
+    predict = net.model.predict_on_batch
+    monkeypatch.setattr(net.model, 'predict_on_batch', lambda x: seen.append(len(x)) or predict(x))
+    for n in (300, 301, 5):         # each file's last batch had its own size
+        conf, offset = net.predict(X[:n], batch_size=128)
+        assert conf.dtype == np.float32 and conf.shape == reference[0][:n].shape
+        np.testing.assert_allclose(conf, reference[0][:n], atol=1e-5)
+        np.testing.assert_allclose(offset, reference[1][:n], atol=1e-5)
+    # padded to powers of two: JAX compiles once per size, not once per last batch
+    assert set(seen) == {128, 64, 8}
+
+
+def test_padded_forward_cuts_every_output_back():
+    """Hybrid networks return a dict: every output is cut back to the batch."""
+    calls = []
+
+    def predict(x):
+        calls.append(x.shape[0])
+        return {'direct': x[:, :3, 0] * 2, 'line_boxes': x[:, :4, :]}
+
+    x = np.random.default_rng(1).normal(size=(5, 10, 2)).astype(np.float32)
+    out = padded_forward(predict)(x)
+    assert calls == [8]
+    np.testing.assert_array_equal(out['direct'], x[:, :3, 0] * 2)
+    np.testing.assert_array_equal(out['line_boxes'], x[:, :4, :])
+    assert padded_forward(lambda x: x[:, 0, 0])(x[:4]).shape == (4,)
+    assert padded_forward(lambda x: x[:, 0, 0])(x[:0]).shape == (0,)
 
 
 def test_thread_settings_need_no_tensorflow_under_another_backend(monkeypatch):
     """desi_lbg_afterburner sets TensorFlow's thread pools before it loads the network:
     under KERAS_BACKEND=jax, on a machine without TensorFlow, that was an ImportError."""
     import sys
+    import keras
     from lbgnet.afterburner import set_tensorflow_threads
     monkeypatch.setitem(sys.modules, 'tensorflow', None)      # import tensorflow fails
-    monkeypatch.setenv('KERAS_BACKEND', 'jax')
+    monkeypatch.setattr(keras.config, 'backend', lambda: 'jax')   # Keras loaded: it decides
     set_tensorflow_threads(1)
-    monkeypatch.setenv('KERAS_BACKEND', 'tensorflow')
+    monkeypatch.setattr(keras.config, 'backend', lambda: 'tensorflow')
     with pytest.raises(ImportError):
         set_tensorflow_threads(1)

@@ -281,3 +281,17 @@ def test_of_names_without_redrock_file_the_real_one_is_kept(tmp_path):
     (root / 'a' / 'redrock-main-dark-9.fits').write_bytes(b'')
     found = sorted(os.path.relpath(p, root) for p in find_coadds(str(root)))
     assert found == ['a/coadd-main-dark-9.fits', 'b/coadd-main-dark-6.fits']
+
+
+def test_plan_refuses_a_plain_and_gzipped_copy_of_one_coadd(tmp_path):
+    """A coadd listed as .fits and as .fits.gz wrote two catalogues of the same spectra flat
+    into --outdir (lbg_cnn-X.fits and lbg_cnn-X.fits.gz), which desi_lbg_zcatalog then
+    refused as counted twice: refused before any file."""
+    a, b = str(tmp_path / 'g1/coadd-x.fits'), str(tmp_path / 'g2/coadd-x.fits.gz')
+    with pytest.raises(ValueError, match=r'g2/coadd-x.fits.gz and .*g1/coadd-x.fits would write '
+                                         r'the same catalogue, plain and gzipped'):
+        plan_jobs([a, b], outdir=str(tmp_path / 'o'))
+    with pytest.raises(ValueError, match='plain and gzipped'):
+        plan_jobs([b, a], outdir=str(tmp_path / 'o'))
+    # beside their coadds (other directories) they are two catalogues, as before
+    assert len(plan_jobs([a, b])) == 2

@@ -72,6 +72,25 @@ def test_not_fits(tmp_path):
         read_coadd(str(path))
 
 
+def test_empty_and_damaged_gzip_named_as_such(tmp_path, tiny_coadd):
+    """A zero-byte file was 'not a readable FITS file (FITSIO status = 107: tried to move
+    past end of file)'; a gzip stream damaged in the middle, 'error uncompressing image'."""
+    import gzip
+    empty = tmp_path / 'empty.fits'
+    empty.write_bytes(b'')
+    with pytest.raises(InputFileError) as err:
+        read_coadd(str(empty))
+    assert str(err.value) == f'{empty}: empty file (0 bytes)'
+    src, _ = tiny_coadd
+    packed = bytearray(gzip.compress(open(src, 'rb').read()))
+    middle = len(packed) // 2
+    packed[middle:middle + 64] = bytes(64)
+    damaged = tmp_path / 'damaged.fits.gz'
+    damaged.write_bytes(bytes(packed))
+    with pytest.raises(InputFileError, match=r'damaged.fits.gz: damaged gzip file \(FITSIO status'):
+        read_coadd(str(damaged))
+
+
 def test_truncated(tmp_path, tiny_coadd):
     src, _ = tiny_coadd
     data = open(src, 'rb').read()
@@ -503,3 +522,9 @@ def test_targetids_are_exact_integers_or_refused():
         as_targetids(np.array([2**63], dtype=np.uint64), 'a.fits')
     with pytest.raises(InputFileError, match='not bool'):
         as_targetids(np.zeros(0, dtype=bool), 'a.fits')
+    # the floating-point explanation only for floats (a text column was told about 2**53)
+    with pytest.raises(InputFileError, match=r'lose their last digits in floating point'):
+        as_targetids(np.array([1.0]), 'a.fits')
+    with pytest.raises(InputFileError) as err:
+        as_targetids(np.array(['39633000000000001']), 'a.fits')
+    assert str(err.value) == 'a.fits: TARGETID must be an integer column, not str544'

@@ -256,3 +256,28 @@ def test_raise_if_terminated_only_after_a_handled_signal(monkeypatch):
     assert again.value.code == 128 + signal.SIGHUP
     atomic.exit_on_termination()
     atomic.raise_if_terminated()                         # a fresh start forgets it
+
+
+def test_forked_worker_ended_by_sigterm_dies_silently_and_keeps_the_temporary(tmp_path):
+    """Keras ends the worker processes of ``desi_lbg_train --worker-processes`` with SIGTERM
+    after every epoch: the inherited handler logged "stopped by SIGTERM; removing temporary
+    outputs" each time, and a worker forked inside ``atomic_path`` removed the parent's
+    temporary.  A forked process now dies of the signal as it would have."""
+    code = (
+        'import os, signal, sys\n'
+        'from lbgnet.io.atomic import atomic_path, exit_on_termination\n'
+        'exit_on_termination()\n'
+        'with atomic_path(sys.argv[1]) as tmp:\n'
+        '    open(tmp, "w").write("whole")\n'
+        '    pid = os.fork()\n'
+        '    if pid == 0:\n'
+        '        os.kill(os.getpid(), signal.SIGTERM)\n'
+        '        os._exit(0)              # not reached\n'
+        '    _, status = os.waitpid(pid, 0)\n'
+        '    print(os.WIFSIGNALED(status) and os.WTERMSIG(status), os.path.exists(tmp))\n')
+    out = tmp_path / 'out.fits'
+    proc = run_driver(code, str(out), timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [str(int(signal.SIGTERM)), 'True']
+    assert 'stopped by' not in proc.stderr
+    assert out.read_text() == 'whole'

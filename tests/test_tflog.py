@@ -1,5 +1,6 @@
 """Tests of lbgnet.tflog: TensorFlow's start-up lines hidden per TF_CPP_MIN_LOG_LEVEL, nothing else."""
 import os
+import re
 import subprocess
 import sys
 
@@ -92,7 +93,52 @@ def test_no_tensorflow_import_under_another_keras_backend():
     TensorFlow: desi_lbg_train stopped with ModuleNotFoundError."""
     code = ('import sys; from lbgnet.tflog import import_tensorflow; '
             'print(import_tensorflow() is None, "tensorflow" in sys.modules)')
-    env = dict(os.environ, KERAS_BACKEND='jax', TF_CPP_MIN_LOG_LEVEL='2')
+    env = dict(os.environ, KERAS_BACKEND='numpy', TF_CPP_MIN_LOG_LEVEL='2')   # no jax in CI
     out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ['True', 'False']
+
+
+@pytest.mark.parametrize('backend, train, message', [
+    ('tensorflow', True, None),
+    ('numpy', False, None),                                   # numpy and openvino predict
+    ('numpy', True, "Keras backend 'numpy' cannot train a network"),
+    ('nonsense', False, "Keras backend 'nonsense' (KERAS_BACKEND or keras.json) is not one"),
+    ('jax', False, "jax is not installed; install it or choose another backend"),
+])
+def test_check_keras_backend(monkeypatch, backend, train, message):
+    import importlib.util
+    from lbgnet.tflog import KerasBackendError, check_keras_backend
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, 'find_spec', lambda name: None if name == 'jax' else real(name))
+    env = {'KERAS_BACKEND': backend}
+    if message is None:
+        assert check_keras_backend(train, env) == backend
+    else:
+        with pytest.raises(KerasBackendError, match=re.escape(message)):
+            check_keras_backend(train, env)
+
+
+def test_keras_loaded_decides_its_backend(monkeypatch):
+    """Once Keras is imported, its own answer counts (its home-directory rules included)."""
+    import keras
+    from lbgnet.tflog import keras_backend_name
+    monkeypatch.setenv('KERAS_BACKEND', 'jax')
+    assert keras_backend_name() == keras.config.backend()
+    monkeypatch.setattr(keras.config, 'backend', lambda: 'torch')
+    assert keras_backend_name() == 'torch'
+
+
+def test_unusable_backend_is_one_line_for_a_command(tmp_path):
+    """desi_lbg_train under a backend that cannot train (or is not installed) was a
+    traceback (NotImplementedError: fit not implemented for NumPy backend)."""
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          'bin', 'desi_lbg_train')
+    env = dict(os.environ, KERAS_BACKEND='numpy', TF_CPP_MIN_LOG_LEVEL='2')
+    out = subprocess.run([sys.executable, script, '--config', 'lbgnet-default.yaml',
+                          '--outdir', str(tmp_path / 'run')], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 1
+    text = out.stdout + out.stderr
+    assert "Keras backend 'numpy' cannot train a network" in text
+    assert 'Traceback' not in text and not (tmp_path / 'run').exists()

@@ -144,6 +144,8 @@ def test_train_script_with_simulator(tmp_path):
                                            'n_thresh': meta['thresholds']['n_thresh']}
     assert cfg.selection.n_thresh in (1, 2, 3)
     assert meta['training']['epochs_run'] == 2 and meta['training']['fit_seconds'] > 0
+    import tensorflow as tf        # the backend and its version: seeds differ between backends
+    assert card['keras_backend'] == f'tensorflow {tf.__version__}'
     assert meta['training']['options']['seed'] == 5
     # the sizes actually used: whole batches, validation spectra read
     assert meta['training']['ntrain_per_epoch'] == 256

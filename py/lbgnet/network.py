@@ -97,7 +97,8 @@ class Network:
     def predict(self, X, batch_size=DEFAULT_BATCH):
         """Box confidences and offsets, as :func:`lbgnet.model.predict_boxes`, but through a
         compiled (``tf.function``) forward pass traced once for any batch size: about 4x
-        faster on CPU than the eager call (doc/afterburner.rst).
+        faster on CPU than the eager call (doc/afterburner.rst).  Under another Keras
+        backend, :func:`compiled_forward`'s padded batches.
 
         Parameters
         ----------
@@ -161,14 +162,33 @@ def compiled_forward(model):
     """``model(x, training=False)`` as a ``tf.function`` with an unknown batch dimension.
 
     Under another Keras backend (a model trained with ``KERAS_BACKEND=jax``, evaluated
-    there): the backend's compiled ``model.predict_on_batch`` (numpy outputs).
+    there): the backend's compiled ``model.predict_on_batch`` (numpy outputs), on batches
+    padded with zeros to a power of two (JAX compiles it again for every new batch
+    size: every file's last batch), the outputs cut back to the batch.
     """
     import keras
     if keras.backend.backend() != 'tensorflow':
-        return model.predict_on_batch
+        return padded_forward(model.predict_on_batch)
     import tensorflow as tf
     spec = tf.TensorSpec((None,) + tuple(model.input_shape[1:]), tf.float32)
     return tf.function(lambda x: model(x, training=False), input_signature=[spec])
+
+
+def padded_forward(predict):
+    """`predict` (a batch -> array or dict of arrays) called on the batch padded with zeros
+    to the next power of two, its outputs cut back to the batch's length (the network's
+    inference mode treats the spectra independently)."""
+    def forward(x):
+        x = np.asarray(x, dtype=np.float32)
+        n = x.shape[0]
+        size = 1 << max(0, n - 1).bit_length()
+        if size != n:
+            x = np.concatenate([x, np.zeros((size - n,) + x.shape[1:], dtype=x.dtype)])
+        out = predict(x)
+        if isinstance(out, dict):
+            return {key: np.asarray(value)[:n] for key, value in out.items()}
+        return np.asarray(out)[:n]
+    return forward
 
 
 def default_model_path():

@@ -18,15 +18,20 @@ temporary file, then writes back every captured line except those the level hide
 (``I`` lines and absl's notice above from level 1, ``W`` lines from level 2), so errors
 and Python warnings of the import still reach stderr.
 
-Training runs under any Keras 3 backend (``KERAS_BACKEND=jax`` or ``torch``, e.g. on a
-GPU machine without TensorFlow): :func:`import_tensorflow` then imports nothing.
+The commands run under Keras's other backends too (``KERAS_BACKEND=jax`` or ``torch``,
+e.g. on a GPU machine without TensorFlow): :func:`import_tensorflow` then imports
+nothing; :func:`check_keras_backend` turns a backend that is not installed, unknown, or
+cannot train into one line.
 """
 import importlib
+import importlib.util
 import json
 import os
 import re
 import sys
 import tempfile
+
+from .config import ConfigError
 
 #: absl's notice printed before the first line of a library that logs before initialising.
 ABSL_NOTICE = 'WARNING: All log messages before absl::InitializeLog() is called are written to STDERR'
@@ -45,10 +50,12 @@ def tf_log_level(environ=None):
 
 
 def keras_backend_name(environ=None):
-    """The backend Keras will load, read as Keras reads it, without importing Keras.
+    """The backend Keras runs on, or will load, read as Keras reads it.
 
-    ``KERAS_BACKEND`` when set, else ``backend`` in ``keras.json`` under ``KERAS_HOME``
-    (default ``~/.keras``), else ``tensorflow``.
+    Once Keras is imported (and `environ` not given), ``keras.config.backend()``.  Before:
+    ``KERAS_BACKEND`` when set and not empty, else ``backend`` in ``keras.json`` under
+    ``KERAS_HOME`` (when set, even empty), else under ``~/.keras`` (``/tmp/.keras`` when
+    the home directory is not writable), else ``tensorflow``.
 
     Parameters
     ----------
@@ -59,16 +66,66 @@ def keras_backend_name(environ=None):
     -------
     str
     """
+    if environ is None and 'keras' in sys.modules:
+        config = getattr(sys.modules['keras'], 'config', None)
+        if config is not None and hasattr(config, 'backend'):
+            return config.backend()
     environ = os.environ if environ is None else environ
     if environ.get('KERAS_BACKEND'):
         return environ['KERAS_BACKEND']
-    home = environ.get('KERAS_HOME') or os.path.join(os.path.expanduser('~'), '.keras')
+    if 'KERAS_HOME' in environ:
+        home = environ['KERAS_HOME']
+    else:
+        base = os.path.expanduser('~')
+        home = os.path.join(base if os.access(base, os.W_OK) else '/tmp', '.keras')
+    backend = 'tensorflow'
     try:
-        with open(os.path.join(home, 'keras.json')) as fh:
-            backend = json.load(fh).get('backend')
+        with open(os.path.expanduser(os.path.join(home, 'keras.json'))) as fh:
+            backend = json.load(fh).get('backend', backend)
     except (OSError, ValueError, AttributeError):
-        backend = None
-    return backend if isinstance(backend, str) and backend else 'tensorflow'
+        pass
+    return backend
+
+
+#: Keras 3 backends, and whether Keras can train on them.
+KERAS_BACKENDS = {'tensorflow': True, 'jax': True, 'torch': True, 'numpy': False,
+                  'openvino': False}
+
+
+class KerasBackendError(ConfigError):
+    """The Keras backend cannot be used (not installed, unknown, or cannot train)."""
+
+
+def check_keras_backend(train=False, environ=None):
+    """One-line error for a Keras backend the command cannot use, before Keras is imported.
+
+    Parameters
+    ----------
+    train : bool, optional
+        The command trains a network (Keras's numpy and openvino backends only predict).
+    environ : mapping, optional
+        [``os.environ``].
+
+    Returns
+    -------
+    str
+        The backend's name (:func:`keras_backend_name`).
+
+    Raises
+    ------
+    KerasBackendError
+    """
+    name = keras_backend_name(environ)
+    how = 'set KERAS_BACKEND to tensorflow, jax or torch'
+    if name not in KERAS_BACKENDS:
+        raise KerasBackendError(f'Keras backend {name!r} (KERAS_BACKEND or keras.json) is not '
+                                f'one of Keras\'s: {how}')
+    if train and not KERAS_BACKENDS[name]:
+        raise KerasBackendError(f'Keras backend {name!r} cannot train a network: {how}')
+    if KERAS_BACKENDS[name] and importlib.util.find_spec(name) is None:
+        raise KerasBackendError(f'Keras backend {name!r} (KERAS_BACKEND or keras.json): '
+                                f'{name} is not installed; install it or choose another backend')
+    return name
 
 
 def hidden_line(line, level):
@@ -100,25 +157,43 @@ def filter_output(text, level):
     return ''.join(line + '\n' for line in kept)
 
 
-def import_tensorflow(name='tensorflow'):
-    """Import TensorFlow (once), hiding the start-up lines ``TF_CPP_MIN_LOG_LEVEL`` hides.
-
-    Does a plain import when the module is already imported or the level is 0.  An import
-    error still raises, after the captured output has been written back.
+def import_tensorflow(name='tensorflow', train=False):
+    """Import TensorFlow (once) when Keras runs on it, hiding the start-up lines
+    ``TF_CPP_MIN_LOG_LEVEL`` hides (:func:`quiet_import`); first check the backend.
 
     Parameters
     ----------
     name : str, optional
-        Module to import [``tensorflow``] (another name only for tests).
+        Module to import [``tensorflow``] (another name only for tests: no backend check).
+    train : bool, optional
+        The command trains (:func:`check_keras_backend`).
 
     Returns
     -------
     module or None
         None, without importing anything, when Keras runs on another backend
         (:func:`keras_backend_name`).
+
+    Raises
+    ------
+    KerasBackendError
+        A backend the command cannot use (one line for the commands to log).
     """
-    if name == 'tensorflow' and keras_backend_name() != 'tensorflow':
+    if name == 'tensorflow' and check_keras_backend(train) != 'tensorflow':
         return None
+    return quiet_import(name)
+
+
+def quiet_import(name):
+    """Import module `name`, hiding the start-up lines ``TF_CPP_MIN_LOG_LEVEL`` hides.
+
+    Does a plain import when the module is already imported or the level is 0.  An import
+    error still raises, after the captured output has been written back.
+
+    Returns
+    -------
+    module
+    """
     level = tf_log_level()
     if level < 1 or name in sys.modules:
         return importlib.import_module(name)

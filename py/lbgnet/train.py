@@ -232,7 +232,15 @@ def compile_model(model, config, learning_rate=None, total_steps=None):
 
 
 def set_seeds(seed):
-    """Seed Python, numpy and the Keras backend (for weight initialisation and dropout)."""
+    """Seed Python, numpy and the Keras backend (for weight initialisation and dropout).
+
+    Keras also seeds TensorFlow whenever it is installed, under any backend: it is then
+    imported here first without its start-up lines (:func:`lbgnet.tflog.quiet_import`).
+    """
+    import importlib.util
+    from .tflog import keras_backend_name, quiet_import
+    if keras_backend_name() != 'tensorflow' and importlib.util.find_spec('tensorflow'):
+        quiet_import('tensorflow')
     keras.utils.set_random_seed(int(seed))
 
 

@@ -45,7 +45,13 @@ def exit_on_termination(signals=(signal.SIGTERM, signal.SIGHUP, signal.SIGINT)):
         one line and status 130, like a signal from Slurm, instead of a
         KeyboardInterrupt traceback].
     """
+    owner = os.getpid()
+
     def handler(signum, frame):
+        if os.getpid() != owner:       # a forked worker (Keras's pool ends them by SIGTERM):
+            signal.signal(signum, signal.SIG_DFL)     # it dies as it would have, silently,
+            os.kill(os.getpid(), signum)              # and removes none of the temporaries
+            return
         for other in handled:          # a second signal (mpiexec forwards one too) must not
             signal.signal(other, signal.SIG_IGN)      # interrupt the clean-up of the first
         os.write(2, f'{os.path.basename(sys.argv[0])}: stopped by '

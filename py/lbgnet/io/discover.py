@@ -329,13 +329,20 @@ def plan_jobs(coadds, root=None, outdir=None):
             if rel == os.pardir or rel.startswith(os.pardir + os.sep):
                 raise ValueError(f'{coadd} is not below the input directory {root}')
         output, priors = output_paths(coadd, root, outdir)
+        # a plain and a gzipped copy of one catalogue hold the same spectra: one key
         key = os.path.realpath(output)
+        key = key[:-3] if key.endswith('.gz') else key
         if key in owners:
+            other, other_output = owners[key]
+            if other_output.endswith('.gz') != output.endswith('.gz'):
+                raise ValueError(f'{coadd} and {other} would write the same catalogue, plain '
+                                 f'and gzipped ({output} and {other_output}: '
+                                 'desi_lbg_zcatalog refuses the pair): give one of them')
             hint = ('' if outdir is None or root is not None else
                     f' (listed coadds write flat into {outdir}: run these two separately, or '
                     'give their top directory as the input directory to mirror its tree)')
-            raise ValueError(f'{coadd} and {owners[key]} would both write {output}{hint}')
-        owners[key] = coadd
+            raise ValueError(f'{coadd} and {other} would both write {output}{hint}')
+        owners[key] = (coadd, output)
         try:
             rrfile = redrock_path(coadd)
         except InputFileError:

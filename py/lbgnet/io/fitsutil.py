@@ -107,7 +107,7 @@ def open_fits(path):
     try:
         fx = fitsio.FITS(path)
     except (OSError, UnicodeDecodeError, ValueError) as err:     # damaged headers: decode errors
-        raise InputFileError(path, f'not a readable FITS file ({_first_line(err)})') from None
+        raise InputFileError(path, unreadable_reason(path, err)) from None
     try:
         size = os.path.getsize(path)
         data_end = max(hdu.get_offsets()['data_end'] for hdu in fx)
@@ -172,7 +172,7 @@ def header_fingerprint(path, columns=None):
         with fitsio.FITS(path) as fx:
             return open_file_fingerprint(fx, path, columns)
     except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise InputFileError(path, f'not a readable FITS file ({_first_line(err)})') from None
+        raise InputFileError(path, unreadable_reason(path, err)) from None
 
 
 #: Header keywords of each HDU in :func:`header_fingerprint`.
@@ -345,6 +345,21 @@ def read_table(fx, ext, path, columns=None):
         if key in header:
             table.meta[key] = header[key]
     return table
+
+
+def unreadable_reason(path, err):
+    """Why fitsio could not open `path`, for the one-line error: an empty file and a
+    damaged gzip stream named as such, else ``not a readable FITS file (<fitsio's line>)``."""
+    try:
+        empty = os.path.getsize(path) == 0
+    except OSError:
+        empty = False
+    if empty:
+        return 'empty file (0 bytes)'
+    first = _first_line(err)
+    if str(path).endswith('.gz') and 'uncompress' in first:
+        return f'damaged gzip file ({first})'
+    return f'not a readable FITS file ({first})'
 
 
 def _first_line(err):

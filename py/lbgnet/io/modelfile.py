@@ -188,6 +188,8 @@ def save_model(path, model, config, metadata=None):
             'format': FORMAT, 'format_version': FORMAT_VERSION,
             'lbgnet_version': __version__, 'lbgnet_revision': source_revision(),
             'keras_version': _keras_version(),
+            # the same seed gives other initial weights under another backend
+            'keras_backend': _keras_backend(),
             'weights_file': os.path.basename(weights_path),
             'weights_sha256': sha256sum(tmp_weights),
             'nparams': int(model.count_params()),
@@ -456,6 +458,15 @@ def _check_weight_shapes(weights_path, model):
 def _keras_version():
     import keras
     return keras.__version__
+
+
+def _keras_backend():
+    """``'<backend> <its version>'`` of the running Keras, e.g. ``'jax 0.11.2'``."""
+    import sys
+    import keras
+    name = keras.config.backend()
+    version = getattr(sys.modules.get(name), '__version__', None)
+    return f'{name} {version}' if version else name
 
 
 def _json_default(obj):

@@ -42,9 +42,10 @@ def as_targetids(values, path, column='TARGETID'):
         if values.size and values.max() > np.iinfo(np.int64).max:
             raise InputFileError(path, f'{column} values beyond the int64 range')
     elif values.dtype.kind != 'i':
-        raise InputFileError(path, f'{column} must be an integer column, not {values.dtype.name} '
-                             '(DESI TARGETIDs above 2**53 lose their last digits in floating '
-                             'point)')
+        why = (' (DESI TARGETIDs above 2**53 lose their last digits in floating point)'
+               if values.dtype.kind == 'f' else '')
+        raise InputFileError(path, f'{column} must be an integer column, not '
+                             f'{values.dtype.name}{why}')
     return values.astype(np.int64)
 
 

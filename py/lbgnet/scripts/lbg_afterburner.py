@@ -38,7 +38,7 @@ from ..parallel import RankZeroParser, launcher_rank, launcher_size, split_work
 from ..priors import PRIOR_FUNCTION, select_priors
 from ..redrock_rerun import RerunError, check_rerunnable, template_files, template_zrange
 from ..resume import run_settings, stale_reason
-from ..tflog import import_tensorflow
+from ..tflog import KerasBackendError, import_tensorflow
 from .refine_options import add_refine_arguments, check_refine_arguments, make_refiner
 
 #: Failures reported as one line (anything else also gets its traceback logged).
@@ -601,7 +601,11 @@ def main(args=None, comm=None):
 def run_all(args, comm=None):
     """Run the built-in example, or the files of this rank."""
     if args.example:
-        start_tensorflow()
+        try:
+            start_tensorflow()
+        except KerasBackendError as err:
+            get_logger().error('%s', err)
+            return 1
         return run_example(args, comm)
     return run_ranks(args, comm)
 

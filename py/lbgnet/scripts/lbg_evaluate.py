@@ -25,7 +25,7 @@ from desiutil.log import get_logger
 from ..evalinputs import check_catalog_network, collect, compare_simulators, redrock_metrics
 from ..io import InputFileError
 from ..io.catalog import OutputFileError, check_outdir, write_failure_reason
-from ..tflog import import_tensorflow
+from ..tflog import KerasBackendError, import_tensorflow
 from .refine_options import (add_refine_arguments, check_refine_arguments, make_refiner,
                              refine_options_given)
 
@@ -272,7 +272,7 @@ def evaluate_into(args, model_path, log):
     try:
         refiner = None
         if args.coadd:
-            import_tensorflow()
+            import_tensorflow()         # a Keras backend not installed: one line below
             model, config, metadata = load_model(model_path)
             refiner = make_refiner(args, config, training_zrange(config, metadata), metadata)
         else:
@@ -315,7 +315,7 @@ def evaluate_into(args, model_path, log):
         if args.redrock:
             metrics['redrock'] = redrock_metrics(args.redrock, args.coadd, truth,
                                                  extras['targetid'])
-    except InputFileError as err:
+    except (InputFileError, KerasBackendError) as err:
         log.error('%s', err)
         return 1
     stage = None

@@ -529,7 +529,11 @@ def main(args=None, comm=None):
         args = parse(args)
     log = get_logger()
     t_start = time.time()
-    import_tensorflow()
+    try:
+        import_tensorflow(train=True)
+    except ConfigError as err:          # a Keras backend that cannot train here
+        log.error('%s', err)
+        return 1
     from ..io.atomic import raise_if_terminated
     from ..io.catalog import OutputFileError, missing_directories, remove_empty
     from ..train import TrainingDiverged

@@ -78,7 +78,11 @@ def main(args=None, comm=None):
     if not isinstance(args, argparse.Namespace):
         args = parse(args)
     log = get_logger()
-    import_tensorflow()
+    try:
+        import_tensorflow(train=True)
+    except ConfigError as err:          # a Keras backend that cannot train here
+        log.error('%s', err)
+        return 1
     try:
         return _tune(args, log)
     except (InputFileError, ConfigError, OutputFileError) as err:
