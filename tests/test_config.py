@@ -4,9 +4,10 @@ import shutil
 
 import numpy as np
 import pytest
+import yaml
 
 from lbgnet.config import (ConfigError, arm_wavelengths, as_int, config_from_dict, etc_dir,
-                           load_config, read_yaml_config)
+                           load_config, load_yaml, read_yaml_config)
 
 
 def test_base_config(config):
@@ -100,6 +101,11 @@ def test_base_beside_the_config_wins_over_the_current_directory(tmp_path, monkey
     ('base: lbgnet-base.yaml\nlines: {LYA: -1215.67}\n', 'the rest wavelength of LYA'),
     ('base: lbgnet-base.yaml\nlines: {LYA: 1215.67, lya: 1215.7}\n', 'unique'),
     ('base: lbgnet-base.yaml\nlines: {}\n', 'not an empty mapping'),
+    # review 2026-12-05: a key written twice was silently the last one
+    ('base: lbgnet-base.yaml\nnboxes: 20\nnboxes: 40\n',
+     r"cannot read YAML \(duplicate key 'nboxes' \(first at line 2\) at line 3, column 1\)$"),
+    ('base: lbgnet-default.yaml\ntraining:\n  epochs: 3\n  seed: 1\n  epochs: 30\n',
+     r"duplicate key 'epochs' \(first at line 3\) at line 5, column 3"),
 ])
 def test_bad_configs(tmp_path, text, match):
     path = tmp_path / 'bad.yaml'
@@ -124,6 +130,18 @@ def test_config_file_that_is_not_text(tmp_path):
     with pytest.raises(ConfigError, match='binary.yaml: cannot read YAML') as err:
         load_config(str(path))
     assert '\n' not in str(err.value)
+
+
+def test_yaml_merge_keys_may_still_be_overridden(tmp_path):
+    """``<<: *anchor`` then a key of the anchor is an override, not a duplicate."""
+    path = tmp_path / 'merge.yaml'
+    path.write_text('base: lbgnet-base.yaml\n_x: &sel {c_thresh: 0.5, n_thresh: 2}\n'
+                    'selection: {<<: *sel, n_thresh: 3}\n')
+    data = load_yaml(path.read_text())
+    assert data['selection'] == {'c_thresh': 0.5, 'n_thresh': 3}
+    path.write_text('a: {<<: {b: 1}, c: 2, c: 3}\n')
+    with pytest.raises(yaml.YAMLError, match="duplicate key 'c'"):
+        load_yaml(path.read_text())
 
 
 def test_integral_floats_still_accepted(tmp_path):

@@ -297,11 +297,39 @@ def _check_mapping(value, known, path, source):
                           f'{path}: {", ".join(known)})')
 
 
+class _UniqueKeyLoader(getattr(yaml, 'CSafeLoader', yaml.SafeLoader)):
+    """The safe loader, refusing a mapping that names one key twice.
+
+    PyYAML keeps the last of duplicated keys silently, so ``epochs: 3`` followed further down by
+    ``epochs: 30`` trained for 30.  Keys brought in by a YAML merge (``<<: *anchor``) may still be
+    overridden: only keys written in the mapping itself are compared.
+    """
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            first = {}
+            for key_node, _ in node.value:
+                if key_node.tag == 'tag:yaml.org,2002:merge':
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    mark = first.setdefault(key, key_node.start_mark)
+                except TypeError:        # an unhashable key: the base constructor says so
+                    continue
+                if mark is not key_node.start_mark:
+                    raise yaml.constructor.ConstructorError(
+                        'while constructing a mapping', node.start_mark,
+                        f'duplicate key {key!r} (first at line {mark.line + 1})',
+                        key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_yaml(stream):
     """Parse YAML as :func:`yaml.safe_load` does, with libyaml's parser when PyYAML has it.
 
     The C parser builds the same objects (the same safe constructor and resolver) about ten
-    times faster, which matters to commands that read the configurations at start-up.
+    times faster, which matters to commands that read the configurations at start-up.  A key
+    written twice in one mapping is an error (PyYAML would keep the last one silently).
 
     Parameters
     ----------
@@ -316,9 +344,9 @@ def load_yaml(stream):
     Raises
     ------
     yaml.YAMLError
-        On malformed YAML.
+        On malformed YAML or a key written twice in one mapping.
     """
-    return yaml.load(stream, Loader=getattr(yaml, 'CSafeLoader', yaml.SafeLoader))
+    return yaml.load(stream, Loader=_UniqueKeyLoader)
 
 
 def yaml_error_line(err):
