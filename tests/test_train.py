@@ -129,7 +129,7 @@ def test_training_options(config):
 
 
 
-def test_train_script_with_simulator(tmp_path):
+def test_train_script_with_simulator(tmp_path, caplog):
     """desi_lbg_train on the real generator: model + card + history; thresholds from validation."""
     import json
     from lbgnet.io.modelfile import load_model
@@ -176,6 +176,14 @@ def test_train_script_with_simulator(tmp_path):
     assert main(['--config', str(cfg_path), '--outdir', str(out), '--name', 'other',
                  '--validation-only', '--nval', '40']) == 1           # another name too
     assert {p: p.stat().st_mtime_ns for p in out.rglob('*') if p.is_file()} == before
+    # --overwrite under another name: the earlier model stays, and the run says that it
+    # does not describe this directory's history and validation set any more
+    caplog.clear()
+    assert main(['--config', str(cfg_path), '--outdir', str(out), '--name', 'other',
+                 '--overwrite', '--epochs', '1', '--verbose', '0']) == 0
+    assert (out / 'tiny.json').exists() and (out / 'other.json').exists()
+    assert (f"--overwrite: {out / 'tiny.json'} of an earlier run is still in {out}; "
+            "history.csv, loss.png and validation/ are this run's (other)") in caplog.text
     # --validation-only writes the same validation files (same seed) and trains nothing
     only = tmp_path / 'only'
     assert main(['--config', str(cfg_path), '--outdir', str(only), '--validation-only']) == 0

@@ -116,7 +116,8 @@ def parse(options=None):
     parser.add_argument('--overwrite', action='store_true',
                         help='train into an --outdir that holds a model already (its '
                         'history, checkpoint and validation set are replaced as the new run '
-                        'goes, a model of the same name at the end)')
+                        'goes, a model of the same name at the end; models of other names stay, with a '
+                        'warning)')
     parser.add_argument('--verbose', type=int, choices=(0, 1, 2), default=1,
                         help='Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch '
                         '[%(default)s]')
@@ -925,4 +926,29 @@ def _train(args, log, t_start):
              c_thresh, n_thresh, ' / '.join(_score_text(val_metrics[r]['pe_score'])
                                             for r in ('lowz', 'midz', 'highz')))
     log.info('wrote %s (%.0f s in all)', wpath, time.time() - t_start)
+    warn_left_models(earlier, name, args.outdir)
     return 0
+
+
+def warn_left_models(earlier, name, outdir):
+    """Warn about models of an earlier run that ``--overwrite`` left under other names.
+
+    They stay (this run replaced only the model of its own name and the checkpoint), but the
+    directory's history, loss curve and validation set are now this run's.
+
+    Parameters
+    ----------
+    earlier : list of str
+        :func:`earlier_models` of `outdir` before the run.
+    name : str
+        This run's model name.
+    outdir : str
+    """
+    from ..train import CHECKPOINT
+    mine = {f'{name}.json', f'{name}.weights.h5', CHECKPOINT,
+            CHECKPOINT[:-len('.weights.h5')] + '.json'}
+    for path in earlier:
+        if os.path.basename(path) not in mine and os.path.exists(path):
+            get_logger().warning("--overwrite: %s of an earlier run is still in %s; "
+                                 "history.csv, loss.png and validation/ are this run's (%s)",
+                                 path, outdir, name)
