@@ -333,6 +333,21 @@ def test_unusable_scores_leave_tsnr2_nan_without_failing(tmp_path, model_path, c
     assert ('TSNR2_LRG left NaN' in text) == (damage != 'no_column')
 
 
+def test_text_targetids_fail_without_a_scores_warning_first(tmp_path, model_path, caplog):
+    """A FIBERMAP with text TARGETIDs fails on that one line; SCORES, whose integer
+    TARGETIDs never equal text, is not first said to be 'in another order'."""
+    coadd, _ = make_pair(str(tmp_path), nspec=5, full=True)
+    with fits.open(coadd) as hdul:
+        fm = Table(hdul['FIBERMAP'].data)
+        fm.replace_column('TARGETID', fm['TARGETID'].astype(str))
+        hdus = [h if h.name != 'FIBERMAP' else fits.BinTableHDU(fm, name='FIBERMAP')
+                for h in hdul]
+        fits.HDUList(hdus).writeto(coadd, overwrite=True)
+    rc, text = run(caplog, '--coadd', coadd, '--model', model_path, '--no-refine')
+    assert rc == 1 and 'FIBERMAP TARGETID must be an integer column' in text
+    assert 'SCORES' not in text
+
+
 def test_coadd_without_fibermap_names_that_first(tmp_path, model_path, caplog):
     """A coadd without FIBERMAP (a stripped file) says so, rather than asking for a Redrock
     file that could not be used anyway."""

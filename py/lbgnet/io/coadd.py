@@ -244,6 +244,8 @@ def _read_tsnr2(fx, path, names, nspec, fibermap):
         problem = f'{len(scores)} rows for {nspec} spectra'
     elif ('TARGETID' in scores.colnames and fibermap is not None
           and 'TARGETID' in fibermap.colnames
+          # TARGETIDs that are not integers fail the file where they are read: not here
+          and np.asarray(fibermap['TARGETID']).dtype.kind in 'iu'
           and not np.array_equal(scores['TARGETID'], fibermap['TARGETID'])):
         problem = 'TARGETIDs in another order than the FIBERMAP'
     elif np.asarray(scores['TSNR2_LRG']).dtype.kind not in 'iuf':
