@@ -3,6 +3,7 @@ test failed on the code it was written against)."""
 import json
 
 import fitsio
+import pytest
 import numpy as np
 
 from lbg_testdata import run_logged
@@ -156,3 +157,97 @@ def test_an_interrupted_publication_leaves_no_earlier_metrics_beside_new_figures
     script.publish(str(stage), str(outdir), written)
     assert {p.name: p.read_text() for p in outdir.iterdir()} == {
         script.OUTPUTS[k]: 'new' for k in written}
+
+
+# review 2026-12-05 (sixteenth session): edge cases of the metrics
+
+
+def test_pe_threshold_is_finite_when_unscored_rows_rank_below_the_cut():
+    """Rows without C_LBG (NaN, ranked as -inf) below the N_LBG-th score made the
+    threshold -inf (null in the JSON) although the score was defined; and the fallback
+    1e-6 below a score of 300 rounds onto it in float32 (one object too few selected)."""
+    from lbgnet.evaluate import pe_score
+    is_true = np.array([1, 1, 0, 0, 1, 0], bool)
+    score = np.array([np.nan, np.nan, np.nan, 0.2, 0.1, 0.0])
+    value, thr = pe_score(is_true, score)
+    assert value == 1 / 3 and np.isfinite(thr) and np.count_nonzero(score > thr) == 3
+    big = np.float32([100, 200, 300])
+    value, thr = pe_score(np.ones(3, bool), big)
+    assert value == 1.0 and np.count_nonzero(big > thr) == 3
+
+
+def test_bootstrap_gives_a_purity_error_without_true_lbgs():
+    """Purity is defined (0) when contaminants are selected and no LBG is present; its
+    error was null (the bootstrap returned NaN for everything without true LBGs)."""
+    from lbgnet.evaluate import bootstrap_errors
+    is_true = np.zeros(8, bool)
+    selected = np.array([1, 0, 0, 1, 0, 0, 0, 0], bool)
+    err = bootstrap_errors(is_true, selected, selected * 0.9, np.zeros(8),
+                           {'redshift': np.zeros(8)}, nboot=50)
+    assert err['purity'] == 0.0 and np.isnan(err['efficiency']) and np.isnan(err['pe_score'])
+
+
+def test_depth_limited_reports_purity_at_the_threshold():
+    from lbgnet.evaluate import depth_limited
+    is_true = np.array([1, 1, 0, 0, 1, 0], dtype=bool)
+    score = np.array([0.9, 0.8, 0.1, 0.2, 0.1, 0.95])
+    rmag = np.array([22.5, 22.8, 22.6, 23.0, 24.5, 24.8])
+    out = depth_limited(is_true, score > 0.5, score, rmag, np.ones(6), np.ones(6),
+                        limits=(22.6, 23.0, 25.0))
+    assert out['r<=23']['purity'] == 1.0 and out['r<=25']['purity'] == 2 / 3
+    only_contaminants = depth_limited(~is_true, score > 0.5, score, rmag, np.ones(6),
+                                      np.ones(6), limits=(22.5,))
+    assert only_contaminants['r<=22.5']['purity'] == 0.0
+
+
+def test_contaminant_only_test_is_recorded_and_drawn(tmp_path, caplog, monkeypatch):
+    """A held-out test of contaminants alone (e.g. stars) recorded only its inputs in the
+    model card, logged nothing of what was selected, and drew an empty figure (with
+    matplotlib's 'No artists with labels' warning)."""
+    import warnings
+    from lbgnet import plots
+    from lbgnet.evaluate import evaluate_predictions
+    from lbgnet.scripts.lbg_evaluate import summarise
+    n = 10
+    c_lbg = np.linspace(0.0, 0.95, n)
+    pred = {'C_LBG': c_lbg, 'IS_LBG': c_lbg > 0.7, 'Z_LBG': np.full(n, 2.5),
+            'Z_BESTLINE': np.full(n, 2.5)}
+    truth = {'CLASS': np.array(['STAR'] * n), 'Z_TRUE': np.zeros(n), 'RMAG': np.full(n, 22.0)}
+    regimes = evaluate_predictions(truth, pred, 0.7)
+    card = summarise({'inputs': {'files': ['/a/lbg_cnn-x.fits'], 'truth': ['/a/truth-x.fits']},
+                      'regimes': regimes})
+    assert card['all']['nlbg'] == 0 and card['all']['ncontaminant'] == n
+    assert card['all']['selected_fraction'] == {'STAR': 0.3}
+    assert card['all']['purity'] == 0.0 and 'lowz' not in card
+    figures = []
+    monkeypatch.setattr(plots, 'save_png', lambda fig, path: figures.append(fig) or path)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        plots.plot_purity_efficiency(regimes, 'pe.png')
+    ax = figures[0].axes[0]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert any('contaminants selected' in label for label in labels), labels
+    line = next(l for l in ax.lines if 'contaminants' in l.get_label())
+    assert np.interp(0.5, line.get_xdata(), line.get_ydata()) == pytest.approx(0.5, abs=0.11)
+    assert ax.get_ylim()[0] == 0.0                   # the whole fraction in view
+
+
+def test_truth_with_a_missing_row_is_named_not_another_mock_run(tmp_path, caplog):
+    """A truth file without one of the catalogue's TARGETIDs is refused naming the missing
+    TARGETIDs; with the mock's TRUTHSUM it was 'different mock runs?'."""
+    from lbgnet.io.mock import truth_checksum
+    from lbgnet.scripts.lbg_evaluate import main
+    tid, classes, z = _ten_objects()
+    truthsum = truth_checksum({'TARGETID': tid, 'CLASS': classes, 'Z_TRUE': z})
+    keep = np.arange(10) != 4
+    truth = _truth(tmp_path / 'truth-short.fits', tid[keep], classes[keep], z[keep],
+                   header={'TRUTHSUM': truthsum})
+    c_lbg = np.float32([0.95] * 6 + [0.1] * 4)
+    cat = _catalogue(tmp_path / 'lbg_cnn-mock.fits',
+                     {'TARGETID': tid, 'C_LBG': c_lbg, 'IS_LBG': c_lbg > 0.5, 'Z_LBG': z,
+                      'LBG_FLAG': np.zeros(10, np.int32)},
+                     header={'CTHRESH': 0.5, 'NTHRESH': 3}, primary={'TRUTHSUM': truthsum})
+    rc, log = run_logged(main, caplog, '--catalog', cat, '--truth', truth, '--outdir',
+                         str(tmp_path / 'out'))
+    assert rc == 1
+    assert 'different mock runs' not in log and 'not in this file' in log, log

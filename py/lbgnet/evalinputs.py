@@ -286,9 +286,11 @@ def collect(args, config, model, refiner=None, zrange=None):
         _check_truth_covered(np.asarray(truth['TARGETID']), all_tid, path, truth_path,
                              'coadd' if args.coadd else 'catalogue')
         nexcluded += all_tid.size - len(tid)
+        # rows first: a truth file that lacks some TARGETIDs or repeats them is named as
+        # such, not as the truth of another mock run (its TRUTHSUM differs too)
+        rows = match_rows(np.asarray(truth['TARGETID']), tid, truth_path)
         check_truth_matches(path, truth_path, truth)
         simhash[truth_path] = mock_keywords(truth_path).get('SIMHASH')
-        rows = match_rows(np.asarray(truth['TARGETID']), tid, truth_path)
         truths.append({k: np.asarray(truth[k])[rows] for k in ('CLASS', 'Z_TRUE', 'RMAG')})
         preds.append({k: np.asarray(res[k]) for k in PRED_KEYS if k in res})
         tids.append(tid)

@@ -171,13 +171,15 @@ def pe_score(is_true, score):
         # they take no place among the top N_LBG (the value is the efficiency of selecting
         # every scored object, the threshold -inf)
         value = np.count_nonzero(is_true & above) / ntrue
-    lower = score[score < cut]
-    below = lower.max() if lower.size else cut - 1e-6
+    compare = dtype if dtype.kind == 'f' else np.dtype(np.float64)
+    lower = score[(score < cut) & np.isfinite(score)]      # unscored rows set no threshold
+    # without a lower score: a little below the cut, and below it in the scores' precision
+    below = lower.max() if lower.size else min(
+        cut - 1e-6, float(np.nextafter(np.asarray(cut).astype(compare), compare.type(-np.inf))))
     keep = nabove == 0 or nabove + ntied - ntrue <= ntrue - nabove
     if not keep:
         return float(value), float(cut)
     middle = 0.5 * (cut + below)
-    compare = dtype if dtype.kind == 'f' else np.dtype(np.float64)
     if np.asarray(middle).astype(compare) >= np.asarray(cut).astype(compare):
         # scores are compared in their own precision (NEP 50): a midpoint between adjacent
         # values (float32, or float64 one ulp apart) rounds onto the cut; `below` itself
@@ -311,7 +313,7 @@ def bootstrap_errors(is_true, selected, score, z_true, z_preds, nboot=NBOOT, see
     z_true = np.asarray(z_true, dtype=np.float64)
     z_preds = {k: np.asarray(v, dtype=np.float64) for k, v in z_preds.items()}
     n = is_true.size
-    if n == 0 or not is_true.any():
+    if n == 0:
         return {'nboot': int(nboot), 'pe_score': float('nan'), 'efficiency': float('nan'),
                 'purity': float('nan'),
                 **{k: {'frac_dz_lt_0p05': float('nan'), 'sigma_nmad': float('nan')}
@@ -374,8 +376,9 @@ def depth_limited(is_true, selected, score, rmag, z_true, z_pred, limits=DEPTH_L
     Returns
     -------
     dict
-        ``'r<=LIMIT'`` -> ``nlbg``, ``ncontaminant``, ``pe_score``, ``efficiency`` (at the
-        default threshold) and the :func:`redshift_metrics` of the selected true LBGs.
+        ``'r<=LIMIT'`` -> ``nlbg``, ``ncontaminant``, ``pe_score``, ``efficiency`` and
+        ``purity`` (at the default threshold; NaN without true LBGs or without selected
+        objects) and the :func:`redshift_metrics` of the selected true LBGs.
     """
     is_true = np.asarray(is_true, dtype=bool)
     selected = np.asarray(selected, dtype=bool)
@@ -387,10 +390,12 @@ def depth_limited(is_true, selected, score, rmag, z_true, z_pred, limits=DEPTH_L
         keep = rmag <= limit
         good = keep & is_true & selected
         ntrue = int((keep & is_true).sum())
+        nsel = int((keep & selected).sum())
         out[f'r<={limit:g}'] = {
             'nlbg': ntrue, 'ncontaminant': int((keep & ~is_true).sum()),
             'pe_score': pe_score(is_true[keep], np.asarray(score)[keep])[0],
             'efficiency': float(good.sum() / ntrue) if ntrue else float('nan'),
+            'purity': float(good.sum() / nsel) if nsel else float('nan'),
             **redshift_metrics(z_true[good], z_pred[good])}
     return out
 

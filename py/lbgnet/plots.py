@@ -95,7 +95,15 @@ def plot_purity_efficiency(metrics, path, title=''):
         ax.plot(thr, eff, ':', color=color, label=f'{name} efficiency')
         if res.get('pe_threshold') is not None:
             ax.plot([res['pe_threshold']], [res['pe_score']], 'o', color=color, ms=4)
-    c_thresh = [res.get('c_thresh') for res in metrics.values() if res['pe_score'] is not None]
+    alone = metrics.get('all')
+    if alone and alone['pe_score'] is None and alone.get('ncontaminant'):
+        # contaminants alone (e.g. a test of stars): the fraction of them selected
+        curve = alone['curve']
+        ax.plot(curve['threshold'], np.asarray(curve['nselected'], dtype=float)
+                / alone['ncontaminant'], '-', color=REGIME_COLORS.get('all'),
+                label=f'contaminants selected (of {alone["ncontaminant"]}; no true LBG)')
+    c_thresh = [res.get('c_thresh') for res in metrics.values()
+                if res['pe_score'] is not None or res is alone]
     if c_thresh and c_thresh[0] is not None and np.isfinite(c_thresh[0]):
         ax.axvline(c_thresh[0], color='0.4', ls='--', lw=0.8,
                    label=f'selection threshold {c_thresh[0]:.3f}')
@@ -104,7 +112,7 @@ def plot_purity_efficiency(metrics, path, title=''):
     # from 0.5 (the shipped model's range), lower for a weaker model so that every
     # regime's purity = efficiency point stays in view
     scores = [res['pe_score'] for res in metrics.values() if res['pe_score'] is not None]
-    ax.set_ylim(min([0.5] + [score - 0.05 for score in scores]), 1.005)
+    ax.set_ylim(0.0 if not scores else min([0.5] + [score - 0.05 for score in scores]), 1.005)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc='lower center', ncol=2)
     ax.set_title(title)

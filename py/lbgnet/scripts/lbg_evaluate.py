@@ -193,13 +193,19 @@ def check_title(title):
 
 
 def summarise(metrics):
-    """Compact form of the metrics for the model card (regimes with LBGs only)."""
+    """Compact form of the metrics for the model card: the regimes with LBGs; for a test
+    of contaminants alone, what its ``all`` regime selected."""
     inputs = {k: v for k, v in metrics['inputs'].items() if k != 'model'}
     for key in ('files', 'truth'):
         inputs[key] = [os.path.basename(p) for p in inputs[key]]
     out = {'inputs': inputs}
     for name, res in metrics['regimes'].items():
         if not res['nlbg']:
+            if name == 'all' and res['ncontaminant']:
+                out[name] = {k: res[k] for k in ('nlbg', 'ncontaminant', 'c_thresh', 'purity')}
+                out[name]['errors'] = {'purity': res['errors']['purity']}
+                out[name]['selected_fraction'] = {c: v['fraction_selected']
+                                                  for c, v in res['confusion'].items()}
             continue
         out[name] = {k: res[k] for k in ('nlbg', 'ncontaminant', 'pe_score', 'pe_threshold',
                                          'efficiency', 'purity', 'errors')}
@@ -342,7 +348,8 @@ def evaluate_into(args, model_path, log):
     for name in ('lowz', 'midz', 'highz'):
         res = regimes[name]
         if not res['nlbg']:
-            log.info('%s: no true LBG in this regime (%d contaminants)', name, res['ncontaminant'])
+            log.info('%s: no true LBG in this regime (%d contaminants, %d selected)', name,
+                     res['ncontaminant'], sum(v['nselected'] for v in res['confusion'].values()))
             continue
         err = res['errors']
         log.info('%s: %d LBGs, %d contaminants; purity=efficiency score %s; |dz|<0.05 %s, '
