@@ -395,7 +395,9 @@ def test_evaluate_script_coadd_and_catalog(tmp_path, caplog, monkeypatch):
         assert main(['--coadd', low['coadd'], '--truth', low['truth'], '--model', model_path,
                      '--outdir', str(out3), '--nexamples', '0', '--record-as', 'low']) == 0
     assert 'highz: no true LBG in this regime' in caplog.text and 'highz: 0 LBGs' not in caplog.text
-    assert re.search(r'lowz: \d+ LBGs, \d+ contaminants; purity=efficiency score [0-9.]+ \+- ', caplog.text)
+    assert re.search(r'lowz: \d+ LBGs, \d+ contaminants; efficiency [0-9.]+ \+- [0-9.]+, purity '
+                     r'[0-9.]+ \+- [0-9.]+ at C_LBG > [0-9.]+; purity=efficiency score [0-9.]+ \+- ',
+                     caplog.text)
     assert re.search(r'lowz: ZERR_LBG of the \d+ right redshifts: pull NMAD', caplog.text)
     from lbgnet.io.modelfile import load_model as load
     card = load(model_path)[2]['heldout_tests']['low']

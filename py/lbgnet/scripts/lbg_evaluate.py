@@ -352,9 +352,11 @@ def evaluate_into(args, model_path, log):
                      res['ncontaminant'], sum(v['nselected'] for v in res['confusion'].values()))
             continue
         err = res['errors']
-        log.info('%s: %d LBGs, %d contaminants; purity=efficiency score %s; |dz|<0.05 %s, '
+        log.info('%s: %d LBGs, %d contaminants; efficiency %s, purity %s at C_LBG > %s; '
+                 'purity=efficiency score %s; |dz|<0.05 %s, '
                  'sigma_NMAD %s (Z_LBG) / %s (best line)', name, res['nlbg'], res['ncontaminant'],
-                 _pm(res['pe_score'], err['pe_score']),
+                 _pm(res['efficiency'], err['efficiency']), _pm(res['purity'], err['purity']),
+                 _fmt(res['c_thresh'], '.3f'), _pm(res['pe_score'], err['pe_score']),
                  _pm(res['redshift']['frac_dz_lt_0p05'], err['redshift']['frac_dz_lt_0p05']),
                  _pm(res['redshift']['sigma_nmad'], err['redshift']['sigma_nmad'], '.2e'),
                  _fmt(res['redshift_bestline']['sigma_nmad'], '.2e'))
