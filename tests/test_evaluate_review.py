@@ -251,3 +251,23 @@ def test_truth_with_a_missing_row_is_named_not_another_mock_run(tmp_path, caplog
                          str(tmp_path / 'out'))
     assert rc == 1
     assert 'different mock runs' not in log and 'not in this file' in log, log
+
+
+def test_objects_without_a_magnitude_are_counted_in_a_warning(tmp_path, caplog):
+    """Truth rows with a NaN RMAG vanished silently from by_depth and efficiency vs mag."""
+    from lbgnet.scripts.lbg_evaluate import main
+    tid, classes, z = _ten_objects()
+    rmag = np.linspace(22.0, 24.5, 10)
+    rmag[[1, 8]] = np.nan
+    truth = _truth(tmp_path / 'truth.fits', tid, classes, z, rmag=rmag)
+    c_lbg = np.float32([0.95] * 6 + [0.1] * 4)
+    cat = _catalogue(tmp_path / 'lbg_cnn-x.fits',
+                     {'TARGETID': tid, 'C_LBG': c_lbg, 'IS_LBG': c_lbg > 0.5, 'Z_LBG': z,
+                      'LBG_FLAG': np.zeros(10, np.int32)},
+                     header={'CTHRESH': 0.5, 'NTHRESH': 3})
+    rc, log = run_logged(main, caplog, '--catalog', cat, '--truth', truth, '--outdir',
+                         str(tmp_path / 'out'))
+    assert rc == 0
+    assert '2 object(s) of the truth without a finite RMAG are left out' in log
+    regimes = json.loads((tmp_path / 'out' / 'metrics.json').read_text())['regimes']
+    assert regimes['all']['by_depth']['r<=25']['nlbg'] == 5

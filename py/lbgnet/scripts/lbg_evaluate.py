@@ -293,6 +293,10 @@ def evaluate_into(args, model_path, log):
             check_catalog_network(extras['network'], model_path,
                                   description.get('weights_sha256'), args.record_as)
         c_thresh, n_thresh = extras['selection']
+        nomag = int(np.count_nonzero(~np.isfinite(np.asarray(truth['RMAG'], dtype=float))))
+        if nomag:
+            log.warning('%d object(s) of the truth without a finite RMAG are left out of the '
+                        'efficiency vs magnitude and of by_depth', nomag)
         regimes = evaluate_predictions(truth, pred, float('nan') if c_thresh is None else c_thresh)
         metrics = {'regimes': regimes,
                    'inputs': {'files': list(args.coadd or args.catalog), 'truth': list(args.truth),
