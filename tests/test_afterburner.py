@@ -210,6 +210,23 @@ def test_skip_existing_unless_overwrite(tmp_path, model_path, caplog):
     assert '--overwrite redoes it' in text and 'older lbgnet' not in text
     rc, text = run(caplog, '--coadd', coadd, '--model', model_path, '--c-thresh', '0.25')
     assert rc == 1 and 'CTHRESH = ' in text and '0.25 in this run' in text
+    # the same weights with another description (line agreement, redshift range): other
+    # Z_LBG and LBG_FLAG, so other settings too (only the weights were fingerprinted)
+    import json
+    import shutil
+    from lbgnet.io.modelfile import model_paths
+    for key, edit in (('LBGCSHA', lambda d: d['config'].setdefault('postprocess', {}).update(
+            agree_tol=0.05)), ('LBGZMIN', lambda d: d['metadata'].update(z_range=[2.0, 4.0]))):
+        weights, card = model_paths(model_path)
+        edited = tmp_path / key
+        edited.mkdir()
+        shutil.copy(weights, edited / os.path.basename(weights))
+        description = json.loads(open(card).read())
+        edit(description)
+        (edited / os.path.basename(card)).write_text(json.dumps(description))
+        rc, text = run(caplog, '--coadd', coadd, '--model',
+                       str(edited / os.path.basename(weights)))
+        assert rc == 1 and f'{key} = ' in text and os.stat(output).st_mtime_ns == mtime, text
     rc, text = run(caplog, '--coadd', coadd, '--model', model_path, '--no-refine')
     assert rc == 1 and 'REFINE = True here, False in this run' in text and 'REFTSHA' not in text
     rc, text = run(caplog, '--coadd', coadd, '--model', model_path)

@@ -192,6 +192,23 @@ def test_mixed_models_refused(tree, tmp_path):
     assert main(['--input-dir', str(tree), '--output', out, '--allow-mixed']) == 0
 
 
+@pytest.mark.parametrize('cards', [[('LBGCSHA', 'c2', '')], [('LBGZMIN', 2.0, '')],
+                                   [('LBGZMAX', 4.0, '')]])
+def test_other_model_description_refused(tmp_path, cards):
+    """The same weights with another description (line agreement, redshift range: other
+    Z_LBG, other Z_OUT_OF_RANGE hence GOOD_LBG) are another model."""
+    root = tmp_path / 'cats'
+    base = [('LBGCSHA', 'c1', ''), ('LBGZMIN', 1.8, ''), ('LBGZMAX', 4.6, '')]
+    write_cat(str(root / 'a/lbg_cnn-main-dark-1.fits'), [1], [1], [3.0], [0], [1], base)
+    changed = dict((k, (k, v, c)) for k, v, c in base)
+    changed.update((k, (k, v, c)) for k, v, c in cards)
+    write_cat(str(root / 'b/lbg_cnn-main-dark-2.fits'), [2], [1], [3.0], [0], [1],
+              list(changed.values()))
+    out = str(tmp_path / 'z.fits')
+    assert main(['--input-dir', str(root), '--output', out]) == 1 and not os.path.exists(out)
+    assert main(['--input-dir', str(root), '--output', out, '--allow-mixed']) == 0
+
+
 def test_mixed_refinement_refused(tmp_path):
     root = tmp_path / 'cats'
     write_cat(str(root / 'a/lbg_cnn-main-dark-1.fits'), [1], [1], [3.0], [0], [1],

@@ -303,6 +303,7 @@ def catalog_header(job, network, c_thresh, n_thresh, layout, rerun=None, refiner
     opts = postprocess_options(cfg)
     cards = [('LBGMODEL', network.path, 'lbgnet model file'),
              ('LBGMSHA', network.sha256, 'SHA-256 of the model file'),
+             ('LBGCSHA', cfg.sha256(), 'SHA-256 of the model configuration'),
              ('LBGCONF', str(cfg.extra.get('name') or os.path.basename(cfg.source)),
               'model configuration name'),
              ('CTHRESH', float(c_thresh), 'line confidence threshold c_th'),

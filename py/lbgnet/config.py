@@ -10,6 +10,8 @@ A configuration file may name another one with ``base: <file>``; keys of the
 including file override those of the base (recursively for mappings, except ``lines`` and
 ``target.lines``, which replace the base's line list as a whole).
 """
+import hashlib
+import json
 import os
 import re
 import sys
@@ -151,6 +153,19 @@ class Config:
     def box_width(self):
         """Width of one box in wavelength (Å)."""
         return self.grid.dwave * self.grid.nbins / self.nboxes
+
+    def sha256(self):
+        """SHA-256 (hex) of :meth:`to_dict` without ``selection``, as canonical JSON.
+
+        What the catalogues record as ``LBGCSHA``: the weights' SHA-256 does not cover the
+        description that decodes them (line wavelengths, line agreement, error
+        calibration); the thresholds are recorded on their own (``CTHRESH``, ``NTHRESH``)
+        and may be overridden on the command line.
+        """
+        data = self.to_dict()
+        data.pop('selection', None)
+        text = json.dumps(data, sort_keys=True, separators=(',', ':'), default=str)
+        return hashlib.sha256(text.encode()).hexdigest()
 
     def to_dict(self):
         """Plain-dict form, suitable for YAML/JSON and FITS-header echo."""

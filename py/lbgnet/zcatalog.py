@@ -70,10 +70,12 @@ BIT_CARD = re.compile(r'^LBGBIT\d{2}$')
 REDSHIFT_BITS = ('Z_OUT_OF_RANGE', 'SMALL_DELTA_CHI2')
 
 
-#: Header keywords that must agree between the stacked catalogues (model, thresholds,
+#: Header keywords that must agree between the stacked catalogues (model: its weights,
+#: its configuration and redshift range, which sets Z_OUT_OF_RANGE; thresholds,
 #: rerun, refinement template and settings — its noise included, which sets what
 #: DELTACHI2_TPL and hence GOOD_LBG mean —, error calibration).
-CONSISTENT_KEYS = ('LBGMSHA', 'CTHRESH', 'NTHRESH', 'ZERRSCL', 'ZERRFLR', 'RERUNRR', 'RRTSHA',
+CONSISTENT_KEYS = ('LBGMSHA', 'LBGCSHA', 'LBGZMIN', 'LBGZMAX', 'CTHRESH', 'NTHRESH', 'ZERRSCL',
+                   'ZERRFLR', 'RERUNRR', 'RRTSHA',
                    'REFINE', 'REFTSHA', 'REFWGT', 'REFWIN', 'REFSTEP', 'REFNOISE', 'REFASHA',
                    'REFAWGT', 'REFABAS', 'REFASKP', 'MINDCHI2', 'ZTPLSCL', 'ZTPLFLR')
 #: Values of keywords that catalogues written before lbgnet recorded them hold implicitly
@@ -87,8 +89,8 @@ IMPLICIT_VALUES = {'ZERRSCL': 1.0, 'ZERRFLR': 0.0, 'ZTPLSCL': 1.0, 'ZTPLFLR': 0.
 REFINEMENT_KEYS = ('REFTSHA', 'REFWGT', 'REFWIN', 'REFSTEP', 'REFNOISE', 'REFASHA', 'REFAWGT',
                    'REFABAS', 'REFASKP', 'MINDCHI2', 'ZTPLSCL', 'ZTPLFLR')
 #: Further provenance copied to the stacked header when every input has the same value.
-PROVENANCE_KEYS = ('LBGMODEL', 'LBGCONF', 'NBOXES', 'GRIDWMIN', 'GRIDDW', 'GRIDNBIN', 'LBGZMIN',
-                   'LBGZMAX', 'REFTEMPL', 'REFARCH', 'HPXNSIDE', 'HPXNEST', 'ZERRCAL', 'ZTPLCAL')
+PROVENANCE_KEYS = ('LBGMODEL', 'LBGCONF', 'NBOXES', 'GRIDWMIN', 'GRIDDW', 'GRIDNBIN', 'REFTEMPL',
+                   'REFARCH', 'HPXNSIDE', 'HPXNEST', 'ZERRCAL', 'ZTPLCAL')
 
 
 def ranking_bad(table):
