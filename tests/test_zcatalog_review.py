@@ -111,3 +111,25 @@ def test_refinement_settings_are_not_claimed_for_unrefined_inputs(tmp_path):
     claimed = [k for k in ('REFNOISE', 'REFASHA', 'REFAWGT', 'REFABAS', 'REFASKP', 'ZTPLSCL',
                            'ZTPLFLR') if k in header]
     assert not claimed, claimed
+
+
+def test_a_catalogue_whose_data_no_longer_match_its_datasum_is_named(tmp_path, caplog):
+    """Catalogues are written with CHECKSUM/DATASUM; one with a byte changed in its table
+    (a bad copy, a disk error) was stacked without a word."""
+    root = tmp_path / 'cats'
+    for i in range(2):
+        write_cat(str(root / f'lbg_cnn-main-dark-{i}.fits'), [i, i + 10], [1, 0], [3.0, 2.0],
+                  [0, 0], [5, 6])
+    bad = root / 'lbg_cnn-main-dark-1.fits'
+    with fits.open(bad) as hdul:
+        hdu = hdul['LBG_CNN']
+        assert hdu.verify_datasum() == 1
+        offset = hdu._data_offset + 16                  # a byte of the first row
+    data = bytearray(bad.read_bytes())
+    data[offset] ^= 0x40
+    bad.write_bytes(bytes(data))
+    out = tmp_path / 'z.fits'
+    with caplog.at_level(logging.ERROR):
+        assert main(['--input-dir', str(root), '--output', str(out)]) == 1
+    assert not out.exists()
+    assert f'{bad}: damaged LBG_CNN HDU (its data do not match its DATASUM' in caplog.text

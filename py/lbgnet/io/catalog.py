@@ -595,8 +595,15 @@ def _primary_header(fx, path):
 
 
 def _read_table_astropy(path, extname):
-    """The table of HDU `extname`, with TTYPEn comments as column descriptions."""
+    """The table of HDU `extname`, with TTYPEn comments as column descriptions.
+
+    A table whose ``DATASUM`` (written by :func:`add_checksums`) no longer matches its data
+    is refused (a bad copy or a disk error would pass for a catalogue); the header's
+    ``CHECKSUM`` is not compared (a keyword added by another tool changes it).
+    """
     with fits.open(path, memmap=False) as hdul:
+        if 'DATASUM' in hdul[extname].header and hdul[extname].verify_datasum() == 0:
+            raise ValueError('its data do not match its DATASUM: a damaged or partial copy?')
         table = Table.read(hdul[extname], mask_invalid=False)
         comments = hdul[extname].header.comments
         for i, col in enumerate(table.colnames, 1):       # TTYPEn comments -> descriptions
