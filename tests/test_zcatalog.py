@@ -190,6 +190,13 @@ def test_mixed_models_refused(tree, tmp_path):
     out = str(tmp_path / 'z.fits')
     assert main(['--input-dir', str(tree), '--output', out]) == 1 and not os.path.exists(out)
     assert main(['--input-dir', str(tree), '--output', out, '--allow-mixed']) == 0
+    # the stacked header says the inputs were mixed, and in what (it left no trace)
+    hdr = read_catalog(out, extname='LBG_ZCAT')[1]
+    assert hdr['MIXED'] is True and hdr['MIXKEYS'] == 'LBGMSHA' and 'LBGMSHA' not in hdr
+    same = str(tmp_path / 'same.fits')
+    assert main(['--input-dir', str(tree / 'healpix/main/dark/1/100'), '--output', same]) == 0
+    hdr = read_catalog(same, extname='LBG_ZCAT')[1]
+    assert hdr['MIXED'] is False and 'MIXKEYS' not in hdr
 
 
 @pytest.mark.parametrize('cards', [[('LBGCSHA', 'c2', '')], [('LBGZMIN', 2.0, '')],

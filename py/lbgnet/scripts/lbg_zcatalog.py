@@ -22,7 +22,8 @@ from ..io.discover import (CATALOG_PREFIX, check_input_dir, expand_coadds, file_
 from ..io.errors import InputFileError
 from ..io.targetid import as_targetids
 from ..progress import Progress
-from ..zcatalog import (add_location, bad_bits, bit_meaning_problems, column_kind_problems,
+from ..zcatalog import (CONSISTENT_KEYS, add_location, bad_bits, bit_meaning_problems,
+                        column_kind_problems,
                         describe_difference, differing_keys, missing_columns, shared_keys,
                         spectra_key, stack_catalogs, usable_location)
 from ..zerr import CALIBRATION_CARDS
@@ -97,6 +98,9 @@ def read_all(files, allow_mixed=False, spgrp=None):
         The files of `tables`.
     spgrp : str or None
         Their spectra grouping (one, lower case); `spgrp` when no catalogue was read.
+    mixed : list of str
+        The :data:`lbgnet.zcatalog.CONSISTENT_KEYS` whose values differ between the
+        catalogues (stacked with `allow_mixed`), in that order.
 
     Raises
     ------
@@ -117,6 +121,7 @@ def read_all(files, allow_mixed=False, spgrp=None):
         files = [f for f, g in zip(files, named) if g in (spgrp, 'unknown')]
     tables, common, errors, mismatch, used, groups = [], None, [], None, [], []
     made_from, twice, uncalibrated, same_spectra, overlap = {}, [], set(), {}, []
+    mixed = set()
     progress = Progress(len(files), unit='catalogues read', min_interval=10.0)
     for path in progress.iterate(files):
         try:
@@ -180,6 +185,7 @@ def read_all(files, allow_mixed=False, spgrp=None):
             common, absent_all, first = values, absent, (values, absent, path)
             continue
         diff = differing_keys(values, first[0])
+        mixed.update(diff)
         if diff and not allow_mixed:       # raised after the reading: unreadable files first
             mismatch = mismatch or InputFileError(
                 path, describe_difference(diff, (values, absent), first)
@@ -220,7 +226,7 @@ def read_all(files, allow_mixed=False, spgrp=None):
                         'small', key, card)
     # keywords no input has (only implied) are not written as if they had been recorded
     return (tables, {k: v for k, v in (common or {}).items() if k not in absent_all}, used,
-            groups[0] if groups else spgrp)
+            groups[0] if groups else spgrp, [k for k in CONSISTENT_KEYS if k in mixed])
 
 
 def raise_listed(errors, problem):
@@ -281,7 +287,7 @@ def main(args=None, comm=None):
         if os.path.exists(args.output) and not args.overwrite:
             raise OutputFileError(args.output, 'exists (use --overwrite)')
         check_writable(args.output, create=False)
-        tables, common, files, spgrp = read_all(files, args.allow_mixed, args.spgrp)
+        tables, common, files, spgrp, mixed = read_all(files, args.allow_mixed, args.spgrp)
         zcat = stack_catalogs(tables, args.allow_mixed, files)
     except (InputFileError, OutputFileError, ValueError) as err:
         log.error('%s', err)
@@ -290,6 +296,9 @@ def main(args=None, comm=None):
              ('SPGRP', spgrp, 'spectra grouping of the stacked catalogues'),
              ('INPUTDIR', os.path.abspath(args.input_dir) if args.input_dir else None, 'searched'),
              ('GOODBITS', bad_bits(), 'LBG_FLAG bits (mask) that veto GOOD_LBG')]
+    # --allow-mixed: the settings that differ are said (their keywords are left out)
+    cards += [('MIXED', bool(mixed), 'inputs differ in settings (--allow-mixed)'),
+              ('MIXKEYS', ' '.join(mixed) or None, 'keywords that differ between inputs')]
     bit_comments = {key: comment for key, _, comment in LBGWarnMask().header_cards()}
     cards += [(k, v, bit_comments.get(k, 'common to all inputs')) for k, v in common.items()
               if v is not None]
