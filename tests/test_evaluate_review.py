@@ -97,26 +97,30 @@ def test_catalogue_with_float_targetid_is_not_called_duplicated(tmp_path, caplog
     assert 'duplicated' not in errors[0] and 'integer' in errors[0], errors
 
 
-def test_truth_with_duplicated_rows_is_called_duplicated_not_another_mock_run(tmp_path, caplog):
-    """A truth file with a duplicated row is refused with 'duplicated TARGETIDs' when its
-    catalogue carries no TRUTHSUM; when it does (every mock catalogue), the TRUTHSUM
-    comparison ran first and said 'truth and coadd from different mock runs?', sending
-    the user to look for another mock run instead of the duplicated row."""
+def _evaluate_with_truth_rows(tmp_path, caplog, rows):
+    """Evaluate a mock catalogue (with its TRUTHSUM) against the truth rows `rows` of
+    :func:`_ten_objects`; return (status, log)."""
     from lbgnet.io.mock import truth_checksum
     from lbgnet.scripts.lbg_evaluate import main
     tid, classes, z = _ten_objects()
-    good = {'TARGETID': tid, 'CLASS': classes, 'Z_TRUE': z}
-    truthsum = truth_checksum(good)
-    rows = np.r_[np.arange(10), 3]                       # row 3 twice
-    truth = _truth(tmp_path / 'truth-dup.fits', tid[rows], classes[rows], z[rows],
+    truthsum = truth_checksum({'TARGETID': tid, 'CLASS': classes, 'Z_TRUE': z})
+    truth = _truth(tmp_path / 'truth-edited.fits', tid[rows], classes[rows], z[rows],
                    header={'TRUTHSUM': truthsum})
     c_lbg = np.float32([0.95] * 6 + [0.1] * 4)
     cat = _catalogue(tmp_path / 'lbg_cnn-mock.fits',
                      {'TARGETID': tid, 'C_LBG': c_lbg, 'IS_LBG': c_lbg > 0.5, 'Z_LBG': z,
                       'LBG_FLAG': np.zeros(10, np.int32)},
                      header={'CTHRESH': 0.5, 'NTHRESH': 3}, primary={'TRUTHSUM': truthsum})
-    rc, log = run_logged(main, caplog, '--catalog', cat, '--truth', truth, '--outdir',
-                         str(tmp_path / 'out'))
+    return run_logged(main, caplog, '--catalog', cat, '--truth', truth, '--outdir',
+                      str(tmp_path / 'out'))
+
+
+def test_truth_with_duplicated_rows_is_called_duplicated_not_another_mock_run(tmp_path, caplog):
+    """A truth file with a duplicated row is refused with 'duplicated TARGETIDs' when its
+    catalogue carries no TRUTHSUM; when it does (every mock catalogue), the TRUTHSUM
+    comparison ran first and said 'truth and coadd from different mock runs?', sending
+    the user to look for another mock run instead of the duplicated row."""
+    rc, log = _evaluate_with_truth_rows(tmp_path, caplog, np.r_[np.arange(10), 3])
     assert rc == 1
     assert 'duplicated TARGETIDs' in log, log
     assert 'different mock runs' not in log
@@ -235,20 +239,7 @@ def test_contaminant_only_test_is_recorded_and_drawn(tmp_path, caplog, monkeypat
 def test_truth_with_a_missing_row_is_named_not_another_mock_run(tmp_path, caplog):
     """A truth file without one of the catalogue's TARGETIDs is refused naming the missing
     TARGETIDs; with the mock's TRUTHSUM it was 'different mock runs?'."""
-    from lbgnet.io.mock import truth_checksum
-    from lbgnet.scripts.lbg_evaluate import main
-    tid, classes, z = _ten_objects()
-    truthsum = truth_checksum({'TARGETID': tid, 'CLASS': classes, 'Z_TRUE': z})
-    keep = np.arange(10) != 4
-    truth = _truth(tmp_path / 'truth-short.fits', tid[keep], classes[keep], z[keep],
-                   header={'TRUTHSUM': truthsum})
-    c_lbg = np.float32([0.95] * 6 + [0.1] * 4)
-    cat = _catalogue(tmp_path / 'lbg_cnn-mock.fits',
-                     {'TARGETID': tid, 'C_LBG': c_lbg, 'IS_LBG': c_lbg > 0.5, 'Z_LBG': z,
-                      'LBG_FLAG': np.zeros(10, np.int32)},
-                     header={'CTHRESH': 0.5, 'NTHRESH': 3}, primary={'TRUTHSUM': truthsum})
-    rc, log = run_logged(main, caplog, '--catalog', cat, '--truth', truth, '--outdir',
-                         str(tmp_path / 'out'))
+    rc, log = _evaluate_with_truth_rows(tmp_path, caplog, np.arange(10) != 4)
     assert rc == 1
     assert 'different mock runs' not in log and 'not in this file' in log, log
 
