@@ -262,3 +262,19 @@ def test_objects_without_a_magnitude_are_counted_in_a_warning(tmp_path, caplog):
     assert '2 object(s) of the truth without a finite RMAG are left out' in log
     regimes = json.loads((tmp_path / 'out' / 'metrics.json').read_text())['regimes']
     assert regimes['all']['by_depth']['r<=25']['nlbg'] == 5
+
+
+def test_class_names_are_normalised_by_the_python_api():
+    """evaluate_predictions given FITS-padded bytes or lower-case class names counted no
+    LBG (the command line cleans its truth files first; a script calling the API did not)."""
+    from lbgnet.evaluate import evaluate_predictions
+    c_lbg = np.array([0.9, 0.8, 0.2, 0.1])
+    pred = {'C_LBG': c_lbg, 'IS_LBG': c_lbg > 0.5, 'Z_LBG': np.full(4, 3.0),
+            'Z_BESTLINE': np.full(4, 3.0)}
+    for classes in (np.array([b'LBG ', b'LBG ', b'QSO ', b'STAR']),
+                    np.array(['lbg', 'Lbg', 'qso', 'star'])):
+        truth = {'CLASS': classes, 'Z_TRUE': np.array([3.0, 3.0, 2.0, 0.0]),
+                 'RMAG': np.full(4, 23.0)}
+        res = evaluate_predictions(truth, pred, 0.5)['all']
+        assert res['nlbg'] == 2 and res['efficiency'] == 1.0 and set(res['confusion']) == {
+            'LBG', 'QSO', 'STAR'}

@@ -557,6 +557,7 @@ def evaluate_predictions(truth, pred, c_thresh, regimes=None, nthresh=101):
         :func:`evaluate_regime`, arrays converted to lists.
     """
     truth = {k: np.asarray(truth[k]) for k in ('CLASS', 'Z_TRUE', 'RMAG')}
+    truth['CLASS'] = class_names(truth['CLASS'])
     pred = {k: np.asarray(pred[k]) for k in ('C_LBG', 'IS_LBG', 'Z_LBG', 'Z_BESTLINE')
             + tuple(k for k in ('Z_TPL', 'DELTACHI2_TPL', 'ZERR_LBG', 'ZERR_TPL', 'LBG_FLAG')
                     if k in pred)}
@@ -571,6 +572,15 @@ def evaluate_predictions(truth, pred, c_thresh, regimes=None, nthresh=101):
         out[name] = jsonable(evaluate_regime(sub_truth, sub_pred, c_thresh, thresholds,
                                               z_edges, mag_edges))
     return out
+
+
+def class_names(values):
+    """Class names as stripped upper-case text (FITS bytes such as ``b'LBG '`` and
+    ``'lbg'`` are ``'LBG'``), shape of `values`."""
+    values = np.asarray(values)
+    if values.dtype.kind == 'S':
+        values = np.char.decode(values, 'ascii')
+    return np.char.upper(np.char.strip(values.astype(str)))
 
 
 def _edges(values, step):
