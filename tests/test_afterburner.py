@@ -383,18 +383,22 @@ def test_uncalibrated_errors_are_flagged_and_warned(tmp_path, caplog):
     assert header['ZERRCAL'] is True and 'ZTPLCAL' not in header
 
 
-def test_launcher_without_mpi_is_warned(tmp_path, model_path, caplog, monkeypatch):
+def test_launcher_without_mpi_is_refused(tmp_path, model_path, caplog, monkeypatch):
+    """Under mpiexec/srun without --mpi every process would run every file (twice the
+    cost, two summaries, with --rerun-redrock N times rrdesi): refused on every process,
+    as desi_lbg_mock does (it was a warning)."""
     from lbgnet.scripts.lbg_afterburner import launcher_size
     assert launcher_size({}) == 1 and launcher_size({'PMI_SIZE': '4'}) == 4
     assert launcher_size({'OMPI_COMM_WORLD_SIZE': 'x', 'SLURM_STEP_NUM_TASKS': '3'}) == 3
     assert launcher_size({'SLURM_NTASKS': '64'}) == 1          # an allocation, not a launch
-    coadd, _ = make_pair(str(tmp_path), nspec=4)
+    coadd, output = make_pair(str(tmp_path), nspec=4)
     monkeypatch.setenv('PMI_SIZE', '2')
     rc, text = run(caplog, '--coadd', coadd, '--model', model_path)
-    assert rc == 0 and 'one of 2 MPI processes but without --mpi' in text
+    assert rc == 1 and 'one of 2 MPI processes but without --mpi' in text
+    assert 'add --mpi' in text and not os.path.exists(output)
     monkeypatch.setenv('PMI_RANK', '1')             # the other processes stay quiet
-    rc, text = run(caplog, '--coadd', coadd, '--model', model_path, '--overwrite')
-    assert rc == 0 and 'without --mpi' not in text
+    rc, text = run(caplog, '--coadd', coadd, '--model', model_path)
+    assert rc == 1 and 'without --mpi' not in text and not os.path.exists(output)
     monkeypatch.delenv('PMI_RANK')
     monkeypatch.setenv('PMI_SIZE', '1')
     rc, text = run(caplog, '--coadd', coadd, '--model', model_path, '--overwrite')

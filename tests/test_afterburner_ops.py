@@ -291,7 +291,8 @@ def test_rerun_without_resolution_fails_before_the_network(tmp_path, model_path,
     rc, text = run(caplog, '--coadd', coadd, '--model', model_path, '--rerun-redrock')
     assert rc == 1 and 'the network ran' not in text and 'Traceback' not in text
     assert (f'FAILED {coadd}: cannot rerun Redrock: no B_RESOLUTION HDU (run without '
-            '--rerun-redrock for this file)') in text
+            '--rerun-redrock for this file; desi_lbg_zcatalog stacks it with --allow-mixed)') \
+        in text
     assert not os.path.exists(output)
 
 

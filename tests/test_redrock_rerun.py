@@ -153,7 +153,11 @@ def test_rerun_needs_resolution(tmp_path, template):
     tid, _ = write_test_coadd(path, 3, full=False)
     with pytest.raises(InputFileError, match=r'no B_RESOLUTION HDU \(run without --rerun-redrock'):
         check_rerunnable(path)
-    with pytest.raises(RerunError, match='Redrock rerun failed'):
+    # where rrdesi failed, and what to do (a file without its rerun stacks only with
+    # --allow-mixed: the advice 'run without --rerun-redrock' alone led to a refusal)
+    with pytest.raises(RerunError, match=r'Redrock rerun failed \(.+ at [\w.]+\.py:\d+\); '
+                       r'--overwrite retries it, or run without --rerun-redrock for this '
+                       r'file; desi_lbg_zcatalog stacks it with --allow-mixed$'):
         rerun_redrock(path, tid[:1], np.array([3.0]), np.array([0.2]), [template])
     # every HDU, but a FIBERMAP without the columns rrdesi reads after its fit
     full = str(tmp_path / 'coadd-full.fits')
@@ -272,3 +276,41 @@ def test_make_archetypes_from_simulated_lbgs(tmp_path):
     with pytest.raises(InputFileError, match='not an archetype file'):
         load_refiner(default_template_path(), config, (1.8, 4.6),
                      archetypes=default_template_path())
+
+
+def test_zrange_coverage():
+    from lbgnet.redrock_rerun import zrange_coverage
+    assert zrange_coverage([(2.0, 4.45)], (2.0, 4.0)) == 1.0
+    assert zrange_coverage([(-0.002, 0.002)], (1.8, 4.6)) == 0.0
+    assert zrange_coverage([(1.0, 2.5), (2.0, 3.0), (4.0, 9.0)], (2.0, 5.0)) == pytest.approx(2 / 3)
+    assert zrange_coverage([], (2.0, 3.0)) == 0.0
+
+
+def test_templates_outside_the_models_range_are_refused_at_setup(coadd, template, tmp_path,
+                                                                caplog):
+    """Rerun templates that scan none of the model's LBG range (e.g. a STAR template given
+    alone) flagged every selected target RERUN_FAILED, with status 0 and nothing in the
+    summary: refused before any file; partial coverage is warned about."""
+    import logging
+    from astropy.io import fits
+    path, _, _ = coadd
+    model = save_tiny_model(str(tmp_path / 'tiny.weights.h5'), c_thresh=0.0,
+                            metadata={'z_range': [2.0, 4.5]})
+    with fits.open(template) as hdus:
+        primary, redshifts = hdus[0].copy(), np.array(hdus['REDSHIFTS'].data)
+        rest = [h.copy() for h in hdus[1:] if h.name != 'REDSHIFTS']
+    for name, z in (('low', np.linspace(0.0, 0.5, 50)), ('part', np.linspace(2.5, 5.0, 200))):
+        fits.HDUList([primary.copy(), *[h.copy() for h in rest],
+                      fits.ImageHDU(z, name='REDSHIFTS')]).writeto(
+            str(tmp_path / f'rrtemplate-GALAXY-{name}.fits'))
+    out = str(tmp_path / 'lbg_cnn.fits')
+    with caplog.at_level(logging.INFO):
+        rc = main(['--coadd', path, '--model', model, '--output', out, '--rerun-redrock',
+                   '--templates', str(tmp_path / 'rrtemplate-GALAXY-low.fits')])
+    assert rc == 1 and not os.path.exists(out)
+    assert "none of the model's LBG range 2-4.5" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        rc = main(['--coadd', path, '--model', model, '--output', out, '--rerun-redrock',
+                   '--templates', str(tmp_path / 'rrtemplate-GALAXY-part.fits')])
+    assert rc == 0 and "scan z 2.5-5, 80% of the model's LBG range 2-4.5" in caplog.text

@@ -15,6 +15,7 @@ import contextlib
 import io
 import os
 import tempfile
+import traceback
 
 import numpy as np
 from desiutil.log import get_logger
@@ -28,6 +29,20 @@ from .io.priors import priors_table, write_priors
 
 class RerunError(RuntimeError):
     """The Redrock rerun failed (message names the coadd and the reason)."""
+
+
+#: What to do with a file Redrock cannot be rerun on (its catalogue then has RERUNRR = F,
+#: which desi_lbg_zcatalog stacks with the others' only with --allow-mixed).
+NO_RERUN_ADVICE = ('run without --rerun-redrock for this file; desi_lbg_zcatalog stacks it '
+                   'with --allow-mixed')
+#: What to do with a file whose rrdesi run failed.
+RERUN_ADVICE = f'--overwrite retries it, or {NO_RERUN_ADVICE}'
+
+
+def failed_at(err):
+    """`` at FILE:LINE`` of the innermost frame of `err`'s traceback ('' without one)."""
+    frames = traceback.extract_tb(err.__traceback__) if err.__traceback__ else []
+    return f' at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno}' if frames else ''
 
 
 def import_rrdesi():
@@ -71,6 +86,33 @@ def template_files(templates):
             raise InputFileError(entry, 'no rrtemplate-*.fits Redrock template found')
         files.extend(found)
     return files
+
+
+def zrange_coverage(ranges, zrange):
+    """Fraction of the redshift interval `zrange` that the union of `ranges` covers.
+
+    Parameters
+    ----------
+    ranges : sequence of (float, float)
+        :func:`template_zrange` of the rerun templates.
+    zrange : (float, float)
+        The model's LBG redshift range.
+
+    Returns
+    -------
+    float
+        In [0, 1] (1 for an empty `zrange` inside a range, 0 outside every one).
+    """
+    lo, hi = float(zrange[0]), float(zrange[1])
+    clipped = sorted((max(a, lo), min(b, hi)) for a, b in ranges if min(b, hi) >= max(a, lo))
+    if hi <= lo:
+        return 1.0 if clipped else 0.0
+    covered, end = 0.0, lo
+    for a, b in clipped:
+        a = max(a, end)
+        if b > a:
+            covered, end = covered + b - a, b
+    return covered / (hi - lo)
 
 
 def template_zrange(files):
@@ -131,12 +173,12 @@ def check_rerunnable(coadd):
     need = [f'{b}_RESOLUTION' for b in bands] + ['FIBERMAP', 'EXP_FIBERMAP', 'SCORES']
     missing = [n for n in need if n not in names]
     if missing:
-        raise InputFileError(coadd, f'cannot rerun Redrock: no {missing[0]} HDU (run without '
-                                    '--rerun-redrock for this file)')
+        raise InputFileError(coadd, f'cannot rerun Redrock: no {missing[0]} HDU '
+                                    f'({NO_RERUN_ADVICE})')
     absent = [c for c in RRDESI_FIBERMAP_COLUMNS if c not in columns]
     if absent:
         raise InputFileError(coadd, f'cannot rerun Redrock: FIBERMAP has no {", ".join(absent)} '
-                                    'column (run without --rerun-redrock for this file)')
+                                    f'column ({NO_RERUN_ADVICE})')
 
 
 def rerun_redrock(coadd, targetid, z, sigma, templates, function='tophat', workdir=None):
@@ -192,7 +234,8 @@ def rerun_redrock(coadd, targetid, z, sigma, templates, function='tophat', workd
         except (Exception, SystemExit) as err:  # noqa: BLE001
             raise_if_terminated()     # rrdesi (or what it calls) turned the signal into this
             log.debug('Redrock output:\n%s', chatter.getvalue())
-            raise RerunError(f'{coadd}: Redrock rerun failed ({type(err).__name__}: {err})') from None
+            raise RerunError(f'{coadd}: Redrock rerun failed ({type(err).__name__}: {err}'
+                             f'{failed_at(err)}); {RERUN_ADVICE}') from None
         if not os.path.isfile(outfile):
             raise RerunError(f'{coadd}: Redrock rerun wrote no output')
         try:

@@ -36,7 +36,8 @@ from ..network import (DEFAULT_BATCH, check_model_file, default_model_path, load
                        training_zrange)
 from ..parallel import RankZeroParser, launcher_rank, launcher_size, split_work
 from ..priors import PRIOR_FUNCTION, select_priors
-from ..redrock_rerun import RerunError, check_rerunnable, template_files, template_zrange
+from ..redrock_rerun import (RerunError, check_rerunnable, template_files, template_zrange,
+                              zrange_coverage)
 from ..resume import run_settings, stale_reason
 from ..tflog import KerasBackendError, import_tensorflow
 from .refine_options import add_refine_arguments, check_refine_arguments, make_refiner
@@ -378,6 +379,7 @@ def setup(args, nthreads=None):
         if args.rerun_redrock:
             files = template_files(args.templates or [default_template_path()])
             out['rerun'] = RerunSetup(files, template_zrange(files), templates_sha256(files))
+            check_template_coverage(out['rerun'], training_zrange(config, metadata))
         if not args.overwrite:        # decided once, before the split, so ranks share the rest
             done = [outputs_exist(j) for j in out['jobs']]
             out['skipped'] = [j for j, d in zip(out['jobs'], done) if d]
@@ -566,6 +568,29 @@ def summarise_example(cat, truth, nfiles=1):
                  reliable.sum(), good.sum(), 100 * np.mean(dz < 0.005))
 
 
+def check_template_coverage(rerun, zrange):
+    """Refuse rerun templates that scan none of the model's LBG redshift range (every
+    selected target would be flagged RERUN_FAILED, a run reporting success having rerun
+    nothing); warn when they cover only part of it.
+
+    Raises
+    ------
+    InputFileError
+        Naming the templates and both ranges.
+    """
+    covered = zrange_coverage(rerun.zrange, zrange)
+    scanned = ', '.join(f'{a:.3g}-{b:.3g}' for a, b in rerun.zrange)
+    if covered == 0.0:
+        raise InputFileError('--templates', f'the rerun templates scan z {scanned}, none of '
+                             f'the model\'s LBG range {zrange[0]:.3g}-{zrange[1]:.3g}: every '
+                             'selected target would be RERUN_FAILED (give an LBG or GALAXY '
+                             'template)')
+    if covered < 1.0:
+        get_logger().warning('the rerun templates scan z %s, %.0f%% of the model\'s LBG range '
+                             '%.3g-%.3g: selected targets outside them are RERUN_FAILED',
+                             scanned, 100 * covered, zrange[0], zrange[1])
+
+
 def main(args=None, comm=None):
     """Run ``desi_lbg_afterburner``; return 0 only when every file succeeded on every rank.
 
@@ -577,6 +602,13 @@ def main(args=None, comm=None):
     """
     if not isinstance(args, argparse.Namespace):
         args = parse(args)
+    launched = launcher_size()
+    if comm is None and not args.mpi and launched > 1:
+        if launcher_rank() == 0:         # once, not per process
+            get_logger().error('started as one of %d MPI processes but without --mpi: every '
+                               'process would run every file; add --mpi to share them',
+                               launched)
+        return 1
     if comm is None and args.mpi:
         from mpi4py import MPI
         comm = MPI.COMM_WORLD
@@ -614,10 +646,6 @@ def run_ranks(args, comm=None):
     """The work of :func:`main` on each rank (files split over the ranks of `comm`)."""
     rank, size = (comm.rank, comm.size) if comm is not None else (0, 1)
     log = get_logger() if rank == 0 else get_logger('CRITICAL')
-    launched = launcher_size()
-    if comm is None and launched > 1 and launcher_rank() == 0:     # once, not per process
-        log.warning('started as one of %d MPI processes but without --mpi: every process '
-                    'runs every file (add --mpi to share them)', launched)
     nthreads = args.threads or node_threads(comm)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
     if args.threads and cores and args.threads > cores:   # once (rank 0's log)
