@@ -2,6 +2,7 @@
 import filecmp
 import importlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -59,6 +60,9 @@ def test_two_ranks_equal_one_rank(tmp_path):
     assert '3 files done' in log and 'Traceback' not in log
     # largest first by size: rank 0 takes 201 (30 spectra), rank 1 203, 204, 202 (15+9+7).
     assert 'files per rank: 1, 3' in log
+    # each line says which rank wrote it (rank 1 had 203), the summary rank 0
+    assert re.search(r'rank 1: \S+sv3-dark-203\.fits: .*TARGETID mismatch', log), log
+    assert re.search(r'rank 0: .*3 files done', log) and 'rank 1: rank 1' not in log
     one = sorted(p.relative_to(tmp_path / 'one') for p in (tmp_path / 'one').rglob('*.fits'))
     two = sorted(p.relative_to(tmp_path / 'two') for p in (tmp_path / 'two').rglob('*.fits'))
     assert one == two and len(one) == 6          # catalogue + priors for 3 good files

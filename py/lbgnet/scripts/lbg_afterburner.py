@@ -36,6 +36,7 @@ from ..network import (DEFAULT_BATCH, check_model_file, default_model_path, load
                        training_zrange)
 from ..parallel import RankZeroParser, launcher_rank, launcher_size, split_work
 from ..priors import PRIOR_FUNCTION, select_priors
+from ..ranklog import rank_prefix
 from ..redrock_rerun import (RerunError, check_rerunnable, template_files, template_zrange,
                               zrange_coverage)
 from ..resume import run_settings, stale_reason
@@ -615,7 +616,8 @@ def main(args=None, comm=None):
     if comm is None or comm.size == 1:
         return run_all(args, comm)
     try:                         # from here on, a failure on one rank aborts every rank
-        return run_all(args, comm)
+        with rank_prefix(comm):
+            return run_all(args, comm)
     except Terminated as stop:   # SIGTERM: this rank's temporaries are gone
         # srun signals every rank: give the others the time to finish the C call they are
         # in (a network batch, a FITS write) and remove their own temporaries before the
