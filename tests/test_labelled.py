@@ -234,6 +234,14 @@ def test_train_script_on_labelled_files(tmp_path, labelled_dir, caplog):
     status, text = run_logged(main, caplog, '--config', str(cfg), '--outdir', str(tmp_path / 'h'),
                               '--train-dir', labelled_dir, '--val-dir', str(copied))
     assert status == 1 and '(a --train-dir file in the --val-dir)' in text
+    # a validation set without its truth files is just that, not a training file
+    notruth = tmp_path / 'notruth'
+    notruth.mkdir()
+    for coadd in (out / 'validation').glob('coadd-*.fits'):
+        shutil.copy(coadd, notruth / coadd.name)
+    status, text = run_logged(main, caplog, '--config', str(cfg), '--outdir', str(tmp_path / 'n'),
+                              '--train-dir', labelled_dir, '--val-dir', str(notruth))
+    assert status == 1 and 'truth-' in text and '--train-dir file' not in text, text
     # ... also a validation set simulated with the seed of the one trained on
     status, text = run_logged(main, caplog, '--config', str(cfg), '--outdir', str(tmp_path / 'k'),
                               '--train-dir', str(out / 'validation'), '--epochs', '1')

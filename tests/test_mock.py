@@ -272,9 +272,17 @@ def test_script_writes_reproducible_files(tmp_path):
         assert 'MOCKRMIN' not in hdr and 'MOCKRMAX' not in hdr   # configuration default
     assert mock_keywords(truths[0]).keys() == {'SIMHASH', 'TRUTHSUM'}
     assert main(args) == 1                                   # refuses to overwrite
+    before = {p: open(p, 'rb').read() for p in glob.glob(os.path.join(outdir, '*.fits'))}
+    import time
+    time.sleep(1.1)            # CHECKSUM comments with a time stamp would differ now
     assert main(args + ['--overwrite']) == 0
     again = read_coadd(truths[0].replace('truth-', 'coadd-'))
     np.testing.assert_array_equal(again.flux['b'], coadd.flux['b'])   # same seed, same files
+    # ... byte for byte (the model card's validation_sha256 of two identical training
+    # runs differed: desispec's CHECKSUM comments carry the time of writing)
+    assert {p: open(p, 'rb').read() for p in before} == before
+    with fits.open(truths[0].replace('truth-', 'coadd-'), checksum=True) as hdul:
+        assert all(hdu.verify_checksum() == 1 for hdu in hdul)
 
 
 def test_skip_existing_finishes_an_interrupted_run(tmp_path, caplog):

@@ -178,10 +178,23 @@ def test_train_script_with_simulator(tmp_path, caplog):
     assert {p: p.stat().st_mtime_ns for p in out.rglob('*') if p.is_file()} == before
     # --overwrite under another name: the earlier model stays, and the run says that it
     # does not describe this directory's history and validation set any more
+    # ... nor into it from a file that the run would replace as it trains (its first epoch
+    # wrote the checkpoint over the weights it continued from, better or not)
+    for init in ('checkpoint.weights.h5', 'checkpoint.json', 'tiny.weights.h5'):
+        caplog.clear()
+        assert main(['--config', str(cfg_path), '--outdir', str(out), '--overwrite',
+                     '--init-from', str(out / init), '--verbose', '0']) == 1
+        assert 'this run would replace it in --outdir as it trains' in caplog.text
+    assert {p: p.stat().st_mtime_ns for p in out.rglob('*') if p.is_file()} == before
     caplog.clear()
     assert main(['--config', str(cfg_path), '--outdir', str(out), '--name', 'other',
-                 '--overwrite', '--epochs', '1', '--verbose', '0']) == 0
+                 '--overwrite', '--epochs', '1', '--verbose', '0',
+                 '--init-from', str(out / 'tiny.weights.h5')]) == 0
     assert (out / 'tiny.json').exists() and (out / 'other.json').exists()
+    # the starting weights' score on the validation set (the same set: same seed) is
+    # recorded, so that a continued run can be compared with where it started
+    other = json.loads((out / 'other.json').read_text())['metadata']['training']
+    assert other['init_val_score'] == pytest.approx(max(meta['history']['val_score']), abs=1e-6)
     assert (f"--overwrite: {out / 'tiny.json'} of an earlier run is still in {out}; "
             "history.csv, loss.png and validation/ are this run's (other)") in caplog.text
     # --validation-only writes the same validation files (same seed) and trains nothing

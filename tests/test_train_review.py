@@ -105,3 +105,20 @@ def test_the_simulators_generator_batch_size_is_not_silently_ignored(tmp_path, m
     assert used, 'the run did not reach the fit'
     warned = 'generator.batch_size' in caplog.text or 'generator.batches_per_epoch' in caplog.text
     assert warned or used == {'batch_size': 77, 'batches': 3}
+
+
+def test_a_run_worse_than_its_starting_weights_is_said(caplog):
+    """A run continued with --init-from whose best epoch scores below the weights it started
+    from ended with a worse model and no word (review 2026-12-05)."""
+    import logging
+    from lbgnet.scripts.lbg_train import compare_with_start
+    with caplog.at_level(logging.WARNING):
+        assert compare_with_start(0.5, {'monitor': 'val_score', 'best': 0.4}, 'a.weights.h5') == 0.5
+    assert 'the --init-from weights (a.weights.h5) scored val_score 0.5000' in caplog.text
+    assert 'better than this run\'s best epoch (0.4000)' in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert compare_with_start(0.3, {'monitor': 'val_score', 'best': 0.4}, 'a') == 0.3
+        assert compare_with_start(float('nan'), {'monitor': 'val_score', 'best': 0.4}, 'a') is None
+        assert compare_with_start(None, {'monitor': 'val_score', 'best': 0.4}, 'a') is None
+    assert caplog.text == ''

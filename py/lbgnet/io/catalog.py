@@ -531,9 +531,18 @@ def add_checksums(path):
 
     As desispec's writers do, so that a later corruption is detectable, but with a fixed
     card comment: cfitsio's (and astropy's default) comment holds the time of writing,
-    which would make two runs on the same inputs write different files.
+    which would make two runs on the same inputs write different files.  Cards already in
+    the file (written by desispec) are removed first: astropy would write them again, with
+    a time stamp, when the file is closed.
     """
-    with fits.open(path, mode='update', memmap=False) as hdul:
+    with fits.open(path, mode='update', memmap=False, checksum=False) as hdul:
+        # cards already there (desispec's writer) would be written again, with a time
+        # stamp, when the file closes: removed first, in a pass of their own
+        stamped = [hdu for hdu in hdul if 'CHECKSUM' in hdu.header or 'DATASUM' in hdu.header]
+        for hdu in stamped:
+            for key in ('CHECKSUM', 'DATASUM'):
+                hdu.header.remove(key, ignore_missing=True)
+    with fits.open(path, mode='update', memmap=False, checksum=False) as hdul:
         for hdu in hdul:
             hdu.add_checksum(when='checksum (no time stamp)')
 

@@ -46,7 +46,8 @@ def write_coadd(path, wave, flux, ivar, fibermap, mask=None, resolution=None,
 
     The file is written under a temporary name in the same directory and renamed,
     so `path` never holds a half-written file (unless ``atomic=False``: for a caller whose
-    `path` is already a temporary name).
+    `path` is already a temporary name).  Its CHECKSUM/DATASUM cards carry no time stamp
+    (:func:`lbgnet.io.catalog.add_checksums`), so that the same spectra give the same file.
 
     Parameters
     ----------
@@ -78,9 +79,12 @@ def write_coadd(path, wave, flux, ivar, fibermap, mask=None, resolution=None,
                    resolution_data=resolution, fibermap=fibermap, exp_fibermap=exp_fibermap,
                    meta=dict(meta or {}), scores=scores)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    from .catalog import add_checksums
     if not atomic:
         write_spectra(path, spec)
+        add_checksums(path)          # desispec's CHECKSUM comments hold the time of writing
         return path
     with atomic_path(path) as tmp:
         write_spectra(tmp, spec)
+        add_checksums(tmp)
     return path

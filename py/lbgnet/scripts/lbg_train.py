@@ -328,8 +328,9 @@ def check_disjoint(train_files, val_files, train_truths=(), val_truths=(), val_n
     for path in train_truths:         # copies within the training set only weigh more
         seen.setdefault(truth_checksum(read_truth(path)), path)
     for path in val_truths:
+        truth = read_truth(path)          # a missing or unreadable file says only that
         try:
-            check_not_a_copy(read_truth(path), path, seen)
+            check_not_a_copy(truth, path, seen)
         except InputFileError as err:
             raise InputFileError(path, f'{err.problem} (a --train-dir file in the {val_name}): '
                                  'the thresholds and error calibration would be chosen on '
@@ -830,13 +831,14 @@ def _train(args, log, t_start):
     if earlier and not args.overwrite:
         # its history, checkpoint and validation set (one per --outdir, whatever the
         # --name) would be replaced as this run goes: the two runs would be mixed
-        what = ('the best checkpoint of an earlier run (--init-from it to start from its '
-                'weights)' if os.path.basename(earlier[0]) == 'checkpoint.json'
+        what = ('the best checkpoint of an earlier run (--init-from it, into another '
+                '--outdir, to start from its weights)' if os.path.basename(earlier[0]) == 'checkpoint.json'
                 else 'weights of an earlier run, without their .json description'
                 if earlier[0].endswith('.weights.h5')
                 else 'a model of an earlier run')
         raise InputFileError(earlier[0], f'{what}; use --overwrite to train into this '
                              '--outdir again, or another --outdir')
+    check_init_not_replaced(args, model_name(args, config))
     set_seeds(opts['seed'])
     if not args.validation_only:      # a bad --init-from / --freeze fails before any simulation
         model, report = initial_model(config, args.init_from, args.init_layers)
@@ -898,6 +900,7 @@ def _train(args, log, t_start):
     log.info('training %s: %d parameters, %d batches of %d per epoch (%s), %d validation '
              'spectra', config.extra.get('name', args.config), model.count_params(),
              len(batches), opts['batch_size'], split, len(X_val))
+    init_score = starting_score(model, X_val, truth_val, config) if args.init_from else None
     history, info = fit_in_phases(model, as_pydataset(batches, workers=args.workers,
                                                           use_multiprocessing=args.worker_processes),
                                   (X_val, y_val), config, args.outdir, len(batches),
@@ -905,6 +908,7 @@ def _train(args, log, t_start):
                                   unfreeze_lr_factor=args.unfreeze_lr_factor,
                                   val_truth=truth_val, verbose=args.verbose,
                                   checkpoint_card=checkpoint_card(setup))
+    info['init_val_score'] = compare_with_start(init_score, info, args.init_from)
     info['transfer'] = None if report is None and not args.freeze else dict(
         report.to_dict() if report is not None else {},
         # the selection applied (a QuasarNET file narrows 'all' to 'dense'), as requested
@@ -928,6 +932,58 @@ def _train(args, log, t_start):
     log.info('wrote %s (%.0f s in all)', wpath, time.time() - t_start)
     warn_left_models(earlier, name, args.outdir)
     return 0
+
+
+def check_init_not_replaced(args, name):
+    """Refuse an ``--init-from`` file that this run would replace as it trains: the best
+    checkpoint of its ``--outdir``, or the model of its own name there (``--overwrite``).
+
+    The new run writes its first epoch's checkpoint over it, whether or not that epoch is
+    better: the weights it continued from would be lost.
+
+    Raises
+    ------
+    InputFileError
+    """
+    from ..train import CHECKPOINT
+    if not args.init_from or args.validation_only:
+        return
+    from ..io.modelfile import model_paths
+    replaced = {os.path.realpath(os.path.join(args.outdir, f)) for f in (
+        CHECKPOINT, CHECKPOINT[:-len('.weights.h5')] + '.json', f'{name}.weights.h5',
+        f'{name}.json')}
+    named = {os.path.realpath(args.init_from)}
+    if str(args.init_from).endswith(('.json', '.weights.h5')):
+        named.update(os.path.realpath(p) for p in model_paths(args.init_from))
+    if named & replaced:
+        raise InputFileError(args.init_from, 'this run would replace it in --outdir as it '
+                             'trains (its first epoch writes the checkpoint, better or not): '
+                             'copy it elsewhere and --init-from the copy, or train into '
+                             'another --outdir')
+
+
+def starting_score(model, X_val, truth_val, config):
+    """``val_score`` of `model` as loaded (``--init-from``), on the validation set."""
+    from ..train import ValidationScore
+    callback = ValidationScore(X_val, truth_val['CLASS'], truth_val['Z_TRUE'], config)
+    callback.set_model(model)
+    logs = {}
+    callback.on_epoch_end(0, logs)
+    return float(logs['val_score'])
+
+
+def compare_with_start(init_score, info, init_from):
+    """Warn when the ``--init-from`` weights scored better on the validation set than
+    this run's best epoch (its model is then worse than what it started from); return the
+    starting score for the card (None when not measured or not finite)."""
+    if init_score is None or not np.isfinite(init_score):
+        return None
+    if info.get('monitor') == 'val_score' and init_score > info['best']:
+        get_logger().warning('the --init-from weights (%s) scored val_score %.4f on this '
+                             'validation set, better than this run\'s best epoch (%.4f): '
+                             'the run did not improve on them', init_from, init_score,
+                             info['best'])
+    return init_score
 
 
 def warn_left_models(earlier, name, outdir):
