@@ -297,7 +297,7 @@ def test_templates_outside_the_models_range_are_refused_at_setup(coadd, template
     model = save_tiny_model(str(tmp_path / 'tiny.weights.h5'), c_thresh=0.0,
                             metadata={'z_range': [2.0, 4.5]})
     with fits.open(template) as hdus:
-        primary, redshifts = hdus[0].copy(), np.array(hdus['REDSHIFTS'].data)
+        primary = hdus[0].copy()
         rest = [h.copy() for h in hdus[1:] if h.name != 'REDSHIFTS']
     for name, z in (('low', np.linspace(0.0, 0.5, 50)), ('part', np.linspace(2.5, 5.0, 200))):
         fits.HDUList([primary.copy(), *[h.copy() for h in rest],
