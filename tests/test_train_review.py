@@ -122,3 +122,30 @@ def test_a_run_worse_than_its_starting_weights_is_said(caplog):
         assert compare_with_start(float('nan'), {'monitor': 'val_score', 'best': 0.4}, 'a') is None
         assert compare_with_start(None, {'monitor': 'val_score', 'best': 0.4}, 'a') is None
     assert caplog.text == ''
+
+
+def test_a_stopped_run_says_where_its_best_checkpoint_is(tmp_path, monkeypatch, caplog):
+    """A training stopped by a signal said only 'removing temporary outputs': it now names
+    the checkpoint it keeps, its epoch and score, and how to continue (review 2026-12-05);
+    an earlier run's checkpoint (older than this run) is not announced."""
+    import json
+    import logging
+    import time
+    import pytest
+    from lbgnet.io.atomic import Terminated
+    from lbgnet.scripts import lbg_train
+    def stopped(args, log, t_start):          # the run wrote a checkpoint, then the signal
+        (tmp_path / 'checkpoint.json').write_text(json.dumps({'metadata': {'checkpoint': {
+            'epoch': 7, 'monitor': 'val_score', 'value': 0.8125}}}))
+        raise Terminated(143)
+    monkeypatch.setattr(lbg_train, '_train', stopped)
+    with caplog.at_level(logging.INFO), pytest.raises(Terminated):
+        lbg_train.main(['--config', 'lbgnet-default.yaml', '--outdir', str(tmp_path)])
+    assert (f'the best checkpoint so far (epoch 7, val_score 0.8125) is kept in '
+            f'{tmp_path / "checkpoint.weights.h5"}; continue with --init-from it into another '
+            '--outdir') in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        lbg_train.say_checkpoint(str(tmp_path), time.time() + 60)
+        lbg_train.say_checkpoint(str(tmp_path / 'none'), 0)
+    assert caplog.text == ''

@@ -536,12 +536,15 @@ def main(args=None, comm=None):
     except ConfigError as err:          # a Keras backend that cannot train here
         log.error('%s', err)
         return 1
-    from ..io.atomic import raise_if_terminated
+    from ..io.atomic import Terminated, raise_if_terminated
     from ..io.catalog import OutputFileError, missing_directories, remove_empty
     from ..train import TrainingDiverged
     created = missing_directories([os.path.join(args.outdir, 'x')]) if args.outdir else []
     try:
         return _train(args, log, t_start)
+    except Terminated:         # where the run's best weights are, to continue from them
+        say_checkpoint(args.outdir, t_start)
+        raise
     except (InputFileError, ConfigError, TrainingDiverged, OutputFileError) as err:
         raise_if_terminated()      # a library may turn the signal's exception into another
         log.error('%s', err)
@@ -932,6 +935,26 @@ def _train(args, log, t_start):
     log.info('wrote %s (%.0f s in all)', wpath, time.time() - t_start)
     warn_left_models(earlier, name, args.outdir)
     return 0
+
+
+def say_checkpoint(outdir, since):
+    """Log where a stopped run's best checkpoint is, its epoch and score, and how to
+    continue from it (nothing when the run wrote none after the time `since`)."""
+    import json
+    from ..train import CHECKPOINT
+    card = os.path.join(outdir or '', CHECKPOINT[:-len('.weights.h5')] + '.json')
+    try:
+        if os.path.getmtime(card) < since:       # an earlier run's (--overwrite)
+            return
+        with open(card) as fx:
+            meta = json.load(fx).get('metadata') or {}
+    except (OSError, ValueError, AttributeError):
+        return
+    best = meta.get('checkpoint') or {}
+    get_logger().info('the best checkpoint so far (epoch %s, %s %s) is kept in %s; continue '
+                      'with --init-from it into another --outdir', best.get('epoch', '?'),
+                      best.get('monitor', 'score'), best.get('value', '?'),
+                      os.path.join(outdir, CHECKPOINT))
 
 
 def check_init_not_replaced(args, name):
