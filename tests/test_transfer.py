@@ -431,8 +431,9 @@ def test_init_from_paths_that_are_missing_or_directories(tmp_path):
     """A missing .json is "no such file" (was "not an lbgnet model (no .json beside it)"),
     a directory named .h5 one line (was HDF5's multi-line error)."""
     (tmp_path / 'dir.h5').mkdir()
+    (tmp_path / 'adir').mkdir()       # any directory (was "not an lbgnet model ... nor .h5")
     for name, match in (('missing.json', 'no such file'), ('missing.h5', 'no such file'),
-                        ('dir.h5', 'is a directory')):
+                        ('dir.h5', 'is a directory'), ('adir', 'is a directory')):
         path = str(tmp_path / name)
         with pytest.raises(InputFileError, match=match) as err:
             read_pretrained(path)

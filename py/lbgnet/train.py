@@ -105,7 +105,8 @@ def _checked_training(opts, where, combined=True):
                ('lr_final_fraction', 'in (0, 1]', lambda v: 0 < v <= 1),
                ('sim_fraction', 'in [0, 1)', lambda v: 0 <= v < 1),
                ('depth_min', 'in (0, 1]', lambda v: 0 < v <= 1),
-               ('max_minutes', '> 0 (leave it out for no limit)', lambda v: v is None or v > 0)]
+               ('max_minutes', '> 0 (leave it out, or give --max-minutes 0, for no limit)',
+                lambda v: v is None or v > 0)]
     for key, text, good in ranges:
         if not good(opts[key]):
             raise ConfigError(f'{where(key)} must be {text}, not {opts[key]!r}')

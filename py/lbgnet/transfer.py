@@ -240,6 +240,8 @@ def read_pretrained(path):
                 'lbgnet', flatten_layout(model))
     if not os.path.exists(path):
         raise MissingInputError(path)
+    if os.path.isdir(path):
+        raise InputFileError(path, 'is a directory: name a model file (NAME.weights.h5)')
     if not path.endswith(('.h5', '.hdf5')):
         raise InputFileError(path, 'not an lbgnet model (no .json beside it) nor a Keras .h5 file')
     try:
