@@ -278,3 +278,21 @@ def test_class_names_are_normalised_by_the_python_api():
         res = evaluate_predictions(truth, pred, 0.5)['all']
         assert res['nlbg'] == 2 and res['efficiency'] == 1.0 and set(res['confusion']) == {
             'LBG', 'QSO', 'STAR'}
+
+
+def test_evaluating_a_checkpoint_warns_that_its_thresholds_are_untuned(tmp_path, caplog):
+    """The afterburner warned that a training checkpoint's thresholds are its
+    configuration's (not chosen on validation); desi_lbg_evaluate --coadd did not."""
+    from lbg_testdata import save_tiny_model
+    from lbgnet.scripts.lbg_evaluate import main
+    from test_evaluate import _mock_files
+    paths = _mock_files(tmp_path, nspec=12, seed=3)
+    model = save_tiny_model(str(tmp_path / 'checkpoint.weights.h5'), metadata={
+        'checkpoint': {'epoch': 4, 'monitor': 'val_score', 'value': 0.5}})
+    common = ['--coadd', paths['coadd'], '--truth', paths['truth'], '--model', model,
+              '--nexamples', '0', '--no-refine']
+    rc, log = run_logged(main, caplog, *common, '--outdir', str(tmp_path / 'a'))
+    assert rc == 0 and 'a training checkpoint (epoch 4, val_score 0.5), not a finished' in log
+    rc, log = run_logged(main, caplog, *common, '--outdir', str(tmp_path / 'b'),
+                         '--c-thresh', '0.5', '--n-thresh', '2')
+    assert rc == 0 and 'training checkpoint' not in log

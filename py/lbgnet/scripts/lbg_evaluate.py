@@ -280,6 +280,8 @@ def evaluate_into(args, model_path, log):
         if args.coadd:
             import_tensorflow()         # a Keras backend not installed: one line below
             model, config, metadata = load_model(model_path)
+            from .lbg_afterburner import warn_checkpoint
+            warn_checkpoint(model_path, dict(metadata or {}), args)   # its thresholds: untuned
             refiner = make_refiner(args, config, training_zrange(config, metadata), metadata)
         else:
             description, config = read_model_description(model_path)
