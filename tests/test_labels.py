@@ -17,6 +17,8 @@ def test_round_trip_redshift(config):
     z_back = decode_boxes(np.argmax(box, axis=-1), offset, config)
     dz = np.abs(z_back - z[:, None])[inside]
     assert dz.max() < 1e-4
+    # a scalar redshift is one spectrum (it raised IndexError)
+    np.testing.assert_array_equal(line_waves_at(z[0], config), waves[:1])
     # the grid limits decide which lines are encoded
     expected = (waves >= config.grid.wave_min) & (waves < config.grid.wave_max)
     np.testing.assert_array_equal(inside, expected)

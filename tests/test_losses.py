@@ -58,6 +58,17 @@ def test_components_and_masking():
     assert b[1] == pytest.approx(a[1]) and b[0] - a[0] == pytest.approx(0.625, rel=1e-5)
 
 
+def test_offsets_outside_the_true_box_never_count_even_when_not_finite():
+    """The offset term was masked by a product (0 x NaN = NaN): a NaN or infinite offset
+    in a box that is not the true one made the whole loss NaN (review 2026-12-05)."""
+    y_true, y_pred = _tensors()
+    expected = np.asarray(line_finder_loss(y_true, y_pred, gamma=3.0, pos_weight=2.0))
+    y_pred[0, 0, 0, 1] = np.nan                 # spectrum 0: not its true box
+    y_pred[1, 0, :, 1] = [np.inf, -np.inf, np.nan]   # a non-LBG: no true box at all
+    got = np.asarray(line_finder_loss(y_true, y_pred, gamma=3.0, pos_weight=2.0))
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
 def test_perfect_prediction_is_near_zero_and_clipping():
     y_true, _ = _tensors()
     y_pred = y_true.copy()

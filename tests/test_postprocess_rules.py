@@ -167,6 +167,29 @@ def test_bestline_never_names_a_line_without_a_redshift(config):
     np.testing.assert_allclose(out['Z_LBG'], 3.0, atol=1e-6)
 
 
+def test_a_line_at_an_impossible_redshift_supports_nothing(config):
+    """A line whose redshift is below -1 (an edited or corrupt offset) has 1 + z < 0, so
+    |z_i - z_j| / (1 + z_i) < tol held for every j: it 'agreed' with every line and pulled
+    Z_LBG off (review 2026-12-05).  It now counts as no line."""
+    lya, cii, civ = (config.lines.index(n) for n in ('LYA', 'CII', 'CIV'))
+    c, zl = line_table(config, [{lya: (0.3, -1.5), cii: (0.45, 3.0), civ: (0.45, 3.0)}])
+    z, zerr, nagree = combine_lines(c, zl, config, agree_tol=0.01, line_floor=0.05)
+    assert z[0] == pytest.approx(3.0) and nagree[0] == 2 and zerr[0] < 0.01
+
+
+def test_the_fallback_line_has_a_redshift(config):
+    """No line above the floor: Z_LBG is the most confident line *with a redshift*, as
+    Z_BESTLINE (the fallback took a line with a NaN redshift: Z_LBG NaN, Z_BESTLINE finite)."""
+    lya, civ = config.lines.index('LYA'), config.lines.index('CIV')
+    conf, off = network_outputs(config, [{lya: (0.04, 3.0), civ: (0.03, 3.44)}])
+    off[:, lya, :] = np.nan
+    out = postprocess(conf, off, with_postprocess(config, line_floor=0.05), c_thresh=0.5,
+                      n_thresh=1)
+    assert out['BESTLINE'].tolist() == [civ]
+    np.testing.assert_allclose(out['Z_LBG'], out['Z_BESTLINE'], atol=1e-6)
+    assert np.isfinite(out['ZERR_LBG']).all()
+
+
 def test_n_thresh_may_equal_the_number_of_lines_not_exceed_it(config):
     """n_thresh = nlines is the lowest line confidence (no refusal); nlines + 1 is refused
     by the range check itself (not by numpy)."""

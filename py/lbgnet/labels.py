@@ -103,7 +103,8 @@ def line_waves_at(z, config):
     Parameters
     ----------
     z : array_like
-        Redshift per spectrum, shape (nspec,); NaN for objects without LBG lines.
+        Redshift per spectrum, shape (nspec,) (a scalar is one spectrum); NaN for objects
+        without LBG lines.
     config : lbgnet.config.Config
 
     Returns
@@ -111,7 +112,7 @@ def line_waves_at(z, config):
     numpy.ndarray
         Shape (nspec, nlines), Å; NaN rows where `z` is NaN.
     """
-    z = np.asarray(z, dtype=np.float64)
+    z = np.atleast_1d(np.asarray(z, dtype=np.float64))
     return (1.0 + z)[:, None] * config.lines.wave_array[None, :]
 
 

@@ -71,7 +71,10 @@ def offset_squared_error(box_true, offset_true, offset_pred):
     tensor
         Shape (...).
     """
-    return ops.sum(box_true * ops.square(offset_pred - offset_true), axis=-1)
+    # a selection, not a product: 0 x NaN would let a non-finite offset in any other box
+    # make the loss NaN
+    return ops.sum(ops.where(box_true > 0, box_true * ops.square(offset_pred - offset_true),
+                             ops.zeros_like(offset_pred)), axis=-1)
 
 
 def line_finder_loss(y_true, y_pred, gamma=1.0, pos_weight=1.0):

@@ -162,12 +162,17 @@ def combine_lines(c_lines, z_lines, config, agree_tol, line_floor):
     # confidences are probabilities: an infinite one (stored or edited arrays) counts as
     # 1, not as a weight whose 0 x inf products would blank every candidate's support
     c_clipped = np.clip(np.asarray(c_lines, dtype=np.float64), 0.0, 1.0)
-    weight = np.where(c_clipped >= line_floor, c_clipped, 0.0)
-    rel = np.abs(z_lines[:, :, None] - z_lines[:, None, :]) / (1.0 + z_lines[:, :, None])
+    # a line without a redshift, or at z <= -1 (1 + z <= 0: the relative test below would
+    # pass for every other line; only edited or corrupt offsets get there), is no line
+    usable = np.isfinite(z_lines) & (z_lines > -1.0)
+    weight = np.where((c_clipped >= line_floor) & usable, c_clipped, 0.0)
+    with np.errstate(divide='ignore', invalid='ignore'):
+        rel = np.abs(z_lines[:, :, None] - z_lines[:, None, :]) / (1.0 + z_lines[:, :, None])
     agree = rel < agree_tol                                      # (nspec, cand, line)
     support = np.einsum('sij,sj->si', agree, weight)
     support = np.where(weight > 0, support, -1.0)
-    best_line = nan_argmax(c_lines, axis=1)
+    # the fallback (no line above the floor): the most confident line with a redshift
+    best_line = nan_argmax(np.where(usable, c_lines, np.nan), axis=1)
     # Equal support (to rounding): the candidate with more agreeing lines wins, so that a
     # single line only prevails when it is strictly more confident than the others together.
     nsupport = np.einsum('sij,sj->si', agree, (weight > 0).astype(np.float64))
