@@ -190,6 +190,15 @@ def test_the_fallback_line_has_a_redshift(config):
     assert np.isfinite(out['ZERR_LBG']).all()
 
 
+def test_no_confidence_no_redshift(config):
+    """Every confidence NaN: Z_LBG was the redshift of box 0 of line 0 (finite, with a
+    small error); it is NaN, as when every offset is NaN."""
+    c, zl = line_table(config, [{0: (0.5, 3.0)}, {0: (0.5, 3.0)}])
+    c[0, :] = np.nan
+    z, zerr, _ = combine_lines(c, zl, config, agree_tol=0.01, line_floor=0.05)
+    assert np.isnan(z[0]) and np.isnan(zerr[0]) and z[1] == pytest.approx(3.0)
+
+
 def test_n_thresh_may_equal_the_number_of_lines_not_exceed_it(config):
     """n_thresh = nlines is the lowest line confidence (no refusal); nlines + 1 is refused
     by the range check itself (not by numpy)."""

@@ -153,7 +153,9 @@ def combine_lines(c_lines, z_lines, config, agree_tol, line_floor):
     Returns
     -------
     z : numpy.ndarray
-        Shape (nspec,); the best line's redshift when no line passes `line_floor`.
+        Shape (nspec,); the best line's redshift when no line passes `line_floor`; NaN
+        when no line has both a confidence and a redshift.  Two candidates of equal
+        support and equally many lines: the one whose line comes first in the line list.
     zerr : numpy.ndarray
         Shape (nspec,).
     nagree : numpy.ndarray of int
@@ -197,6 +199,9 @@ def combine_lines(c_lines, z_lines, config, agree_tol, line_floor):
                                       center[:, None], axis=1)[:, 0]
     floor = np.where(nomember, floor_single, floor_members)
     zerr = np.sqrt(var / neff + floor ** 2)
+    # no line with a confidence (a network gone wrong): no redshift either
+    blank = ~np.any(np.isfinite(np.asarray(c_lines, dtype=np.float64)) & usable, axis=1)
+    z, zerr = np.where(blank, np.nan, z), np.where(blank, np.nan, zerr)
     return z, zerr, members.sum(axis=1).astype(np.int16)
 
 
