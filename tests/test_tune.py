@@ -369,6 +369,9 @@ def test_trial_stopped_by_sigterm_is_failed(tmp_path):
     assert run_study(study2, objective, 1) == 0
     # failed, and its retry queued for the next run with trials to do
     assert [t.state for t in study2.trials][2:] == [TrialState.FAIL, TrialState.WAITING]
+    # which runs it, and counts it (it counted trials added: 0, the retry being queued)
+    assert run_study(study2, objective, 2) == 1
+    assert [t.state for t in study2.trials][2:] == [TrialState.FAIL, TrialState.COMPLETE]
 
 
 def test_trial_that_cannot_write_fails_and_ends_the_study(tmp_path):

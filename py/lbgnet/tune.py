@@ -33,7 +33,8 @@ Every trial trains the candidate network on the same fixed training set for
 set: the objective is the mean over the z regimes (low/mid/high) of the purity = efficiency
 score (:func:`lbgnet.predict.regime_scores`), with the n_thresh chosen as in training.
 Trials whose validation score after an epoch falls below the median of earlier trials at
-that epoch are pruned (never at the last epoch of their fit).  Trial n writes its history in
+that epoch are pruned (never after the first epoch, a warm-up, nor at the last epoch of
+their fit: pruning needs ``trial_epochs`` >= 3).  Trial n writes its history in
 ``workdir/<study name>/trial_<n>``.
 """
 import dataclasses
@@ -536,6 +537,18 @@ def finished_trials(study):
     return [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
 
 
+def fail_stale(study):
+    """Fail the trials of a killed run whose heartbeat has stopped (the storage of
+    :func:`open_study` then queues their retry); ``optuna.storages.fail_stale_trials``,
+    whose experimental-feature warning is hidden."""
+    import warnings
+    import optuna
+    from optuna.storages import fail_stale_trials
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
+        fail_stale_trials(study)
+
+
 def run_study(study, objective, n_trials, budget_minutes=None):
     """Run trials until the study holds `n_trials` finished ones or the budget is spent.
 
@@ -549,29 +562,23 @@ def run_study(study, objective, n_trials, budget_minutes=None):
     Returns
     -------
     int
-        Trials run by this call.
+        Trials finished by this call (a retried stale trial included; failed ones not).
 
     Raises
     ------
     lbgnet.io.catalog.OutputFileError
         A trial's output could not be written.
     """
-    import warnings
-    import optuna
-    from optuna.storages import fail_stale_trials
     from optuna.trial import TrialState
     log = get_logger()
-    # a killed run's trials, also when nothing is left to do (fail_stale_trials is
-    # flagged experimental)
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore', optuna.exceptions.ExperimentalWarning)
-        fail_stale_trials(study)
+    fail_stale(study)     # a killed run's trials, also when nothing is left to do
     todo = max(0, int(n_trials) - len(finished_trials(study)))
     if todo == 0:
         log.info('study %s already has %d finished trials; nothing to do', study.study_name,
                  len(finished_trials(study)))
         return 0
-    before = len(study.trials)
+    # finished trials, not trials: the retry of a stale trial was queued (WAITING) above
+    before = len(finished_trials(study))
     start = time.time()
     running, failure = [], []
 
@@ -603,8 +610,9 @@ def run_study(study, objective, n_trials, budget_minutes=None):
         raise
     if failure:
         raise failure[0]
-    log.info('ran %d trial(s) in %.1f min', len(study.trials) - before, (time.time() - start) / 60)
-    return len(study.trials) - before
+    ran = len(finished_trials(study)) - before
+    log.info('ran %d trial(s) in %.1f min', ran, (time.time() - start) / 60)
+    return ran
 
 
 def trials_table(study):

@@ -152,7 +152,7 @@ def _tune(args, log):
     import dataclasses
     from ..targets import apply_target
     from ..train import training_options
-    from ..tune import (Objective, check_study_settings, config_hash, finished_trials,
+    from ..tune import (Objective, check_study_settings, config_hash, fail_stale, finished_trials,
                         results_storage, run_study, search_space, simulation_hash,
                         space_record, storage_label, write_results)
     config = apply_target(load_config(args.config))
@@ -187,6 +187,7 @@ def _tune(args, log):
         'nval': None if args.val_dir else args.nval,
         'search_space': space_record(config), 'config_hash': config_hash(config),
         'simulation_hash': simulation_hash(setup)}, f'{storage} (study {name})')
+    fail_stale(study)      # also when nothing is left to run: the table must not say RUNNING
     if len(finished_trials(study)) < args.trials:
         data = tuning_data(args, config, workdir, setup)
         objective = Objective(config, data, workdir, args.trial_epochs, args.trial_minutes,
