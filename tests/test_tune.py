@@ -272,6 +272,10 @@ def test_tune_script_checks_paths_and_storage_first(tmp_path, caplog):
               '--storage', 'nosuchdb://x'], '--storage nosuchdb://x: cannot open'),
             (['--workdir', str(tmp_path / 'w4'), '--outdir', str(tmp_path / 'out'),
               '--storage', f'sqlite:///{afile}'], 'file is not a database'),
+            # a file path for a URL: told how to write it
+            (['--workdir', str(tmp_path / 'w6'), '--outdir', str(tmp_path / 'out'),
+              '--storage', str(tmp_path / 'plain.db')],
+             f'a database file is given as sqlite:///{tmp_path / "plain.db"}'),
             # a mistyped --val-dir: named as missing, not as a change of the study's settings
             (['--workdir', str(tmp_path / 'w5'), '--outdir', str(tmp_path / 'out'),
               '--val-dir', str(tmp_path / 'val3000')], f'{tmp_path / "val3000"}: no such directory')):
@@ -285,6 +289,8 @@ def test_tune_script_checks_paths_and_storage_first(tmp_path, caplog):
     assert not any('validation' in d for w in ('w1', 'w3', 'w4') if (tmp_path / w).is_dir()
                    for d in os.listdir(tmp_path / w))
     assert afile.read_text() == 'keep'
+    # the failed runs left no empty --outdir or --workdir behind (they did)
+    assert sorted(os.listdir(tmp_path)) == ['afile', 'tinytune.yaml']
 
 
 def test_study_records_its_search_space(caplog):
@@ -402,3 +408,33 @@ def test_trial_that_cannot_write_fails_and_ends_the_study(tmp_path):
     assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.FAIL]
     failed = [r for r in records if 'Trial 1 failed' in r.getMessage()]
     assert failed and not any(r.exc_info for r in records)        # no traceback
+
+
+def test_results_of_finished_trials_are_written_when_a_signal_stops_the_study(
+        tmp_path, monkeypatch, caplog):
+    """A study stopped by SIGTERM/SIGINT left no trials table nor best configuration in
+    --outdir, though trials had finished (review 2026-12-05)."""
+    import logging
+    import lbgnet.tune as tune
+    from lbgnet.io.atomic import Terminated
+    from lbgnet.scripts import lbg_tune
+    cfg_path = tmp_path / 'tinytune.yaml'
+    cfg_path.write_text(TUNE_YAML)
+
+    space = tune.search_space(load_config(str(cfg_path)))
+
+    def stopped(study, objective, n_trials, budget_minutes=None):
+        study.optimize(lambda trial: 0.5 + 0.0 * len(tune.suggest_params(trial, space)),
+                       n_trials=1)
+        raise Terminated(143)
+    monkeypatch.setattr(lbg_tune, 'tuning_data', lambda *args: None)
+    monkeypatch.setattr(tune, 'Objective', lambda *args: None)
+    monkeypatch.setattr(tune, 'run_study', stopped)
+    outdir = tmp_path / 'out'
+    with caplog.at_level(logging.INFO), pytest.raises(Terminated):
+        lbg_tune.main(['--config', str(cfg_path), '--trials', '3', '--ntrain', '128', '--nval',
+                       '60', '--trial-epochs', '1', '--workdir', str(tmp_path / 'w'),
+                       '--outdir', str(outdir)])
+    assert (outdir / 'tinytune-tune-trials.csv').exists()
+    assert (outdir / 'tinytune-tune-best.yaml').exists()
+    assert 'results of the finished trials written to' in caplog.text

@@ -83,10 +83,16 @@ def main(args=None, comm=None):
     except ConfigError as err:          # a Keras backend that cannot train here
         log.error('%s', err)
         return 1
+    from ..io.catalog import missing_directories, remove_empty
+    # the default --workdir depends on the study name: the directories made before a
+    # failure are found as those that did not exist, and removed if still empty
+    candidates = [os.path.join(d, 'x') for d in (args.outdir, args.workdir) if d]
+    created = missing_directories(candidates)
     try:
         return _tune(args, log)
     except (InputFileError, ConfigError, OutputFileError) as err:
         log.error('%s', err)
+        remove_empty(created)          # a run that failed early leaves no empty directory
         return 1
 
 
@@ -150,6 +156,7 @@ def tuning_data(args, config, workdir, setup=None):
 
 def _tune(args, log):
     import dataclasses
+    from ..io.atomic import Terminated
     from ..targets import apply_target
     from ..train import training_options
     from ..tune import (Objective, check_study_settings, config_hash, fail_stale, finished_trials,
@@ -192,7 +199,15 @@ def _tune(args, log):
         data = tuning_data(args, config, workdir, setup)
         objective = Objective(config, data, workdir, args.trial_epochs, args.trial_minutes,
                               args.seed)
-        run_study(study, objective, args.trials, args.budget_minutes)
+        try:
+            run_study(study, objective, args.trials, args.budget_minutes)
+        except Terminated:         # the trials finished so far: their table and best config
+            try:
+                write_results(study, config, _config_path(args.config), outdir, storage)
+                log.info('results of the finished trials written to %s', outdir)
+            except (OSError, ValueError) as err:
+                log.error('--outdir %s: cannot write the results (%s)', outdir, err)
+            raise
     try:
         paths = write_results(study, config, _config_path(args.config), outdir, storage)
     except OSError as err:        # the study is safe in its storage: a rerun writes them
@@ -238,8 +253,10 @@ def _open_study(storage, name, args):
     except (sqlalchemy.exc.SQLAlchemyError, OptunaError, ValueError, ImportError,
             RuntimeError, OSError) as err:
         problem = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        hint = (f'; a database file is given as sqlite:///{os.path.abspath(storage)}'
+                if '://' not in str(storage) else '')
         raise ConfigError(f'--storage {storage}: cannot open the study {name!r} '
-                          f'({problem})') from None
+                          f'({problem}){hint}') from None
 
 
 def _config_path(name):
