@@ -16,6 +16,17 @@ def test_example_runs_and_writes(tmp_path):
     assert data['X'].shape == (8, 800, 2)
     np.testing.assert_array_equal(data['TARGETID'], np.arange(8) + 1000)
     assert not data['EMPTY'].any()
+    # the rebinned flux and ivar (channel 0 is normalised: the flux could not be recovered),
+    # the arms with data and the provenance (review 2026-12-05); no pickle needed
+    data = np.load(out, allow_pickle=False)
+    assert data['FLUX'].shape == data['IVAR'].shape == (8, 800)
+    assert data['FLUX'].dtype == data['IVAR'].dtype == np.float32
+    snr = data['FLUX'] * np.sqrt(data['IVAR'])
+    np.testing.assert_allclose(snr, data['X'][..., 1], rtol=1e-4, atol=1e-4)
+    assert data['BANDS'].tolist() == ['b', 'r', 'z'] and data['BAND_VALID'].shape == (8, 3)
+    assert str(data['SOURCE']).endswith('coadd-example.fits')
+    from lbgnet import __version__
+    assert str(data['LBGNET']) == __version__ and str(data['CONFIG']).endswith('lbgnet-base.yaml')
 
 
 def test_output_name_without_npz_and_bad_config(tmp_path):

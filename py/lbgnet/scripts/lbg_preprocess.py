@@ -82,6 +82,22 @@ def summarise(path, X, info):
                  path, info.nvalid_bins.min(), info.nvalid_bins.max(), med)
 
 
+def npz_extras(info, path, config):
+    """What ``--output`` saves beside the network input: the rebinned flux and ivar
+    (float32; channel 0 of ``X`` is normalised), the arms and which have data, and the
+    provenance (input file, lbgnet version, configuration), as plain arrays (no pickle)."""
+    from .. import __version__
+    nspec, nbins = info.empty.shape[0], config.grid.nbins
+    def grid(values):
+        return (np.zeros((nspec, nbins), np.float32) if values is None
+                else np.asarray(values, dtype=np.float32))
+    return dict(FLUX=grid(info.flux), IVAR=grid(info.ivar),
+                BANDS=np.asarray(list(info.bands), dtype=str),
+                BAND_VALID=np.asarray(info.band_valid, dtype=bool),
+                SOURCE=np.asarray(os.path.abspath(path)), LBGNET=np.asarray(str(__version__)),
+                CONFIG=np.asarray(str(config.source)))
+
+
 def main(args=None, comm=None):
     """Run ``desi_lbg_preprocess``; return 0 when every file succeeded, else 1."""
     if not isinstance(args, argparse.Namespace):
@@ -135,7 +151,7 @@ def main(args=None, comm=None):
                 try:
                     with atomic_path(args.output) as tmp, open(tmp, 'wb') as fh:
                         np.savez(fh, X=X, TARGETID=tid, EMPTY=info.empty,
-                                 WAVE=config.grid.centers)
+                                 WAVE=config.grid.centers, **npz_extras(info, path, config))
                 except OSError as err:
                     log.error('%s: cannot write (%s)', args.output, err.strerror or err)
                     nfail += 1
