@@ -145,3 +145,18 @@ def test_coadd_glob_patterns_are_expanded(tmp_path, tiny_coadd, caplog):
     caplog.clear()
     assert main(['--coadd', pattern, '--output', str(tmp_path / 'h.npz')]) == 1
     assert 'gives 2' in _errors(caplog)[0] and not (tmp_path / 'h.npz').exists()
+
+
+def test_summary_median_is_over_the_spectra_with_data(caplog):
+    """The logged median |S/N| per valid bin counted spectra without data as 0."""
+    import logging
+    from types import SimpleNamespace
+    from lbgnet.scripts.lbg_preprocess import summarise
+    X = np.zeros((3, 4, 2), np.float32)
+    X[0, :, 1] = 2.0
+    X[1, :2, 1] = 4.0
+    info = SimpleNamespace(bands=('b',), empty=np.array([False, False, True]),
+                           nvalid_bins=np.array([4, 2, 0]))
+    with caplog.at_level(logging.INFO):
+        summarise('f.fits', X, info)
+    assert 'median |S/N| per valid bin 3.00 (of the 2 spectra with data)' in caplog.text

@@ -75,11 +75,12 @@ def summarise(path, X, info):
     nspec = X.shape[0]
     log.info('%s: %d spectra, bands %s, %d empty', path, nspec, ''.join(info.bands),
              int(info.empty.sum()))
-    if nspec:
-        snr = X[..., 1]
-        med = np.median(np.where(info.nvalid_bins > 0, np.abs(snr).sum(1) / np.maximum(info.nvalid_bins, 1), 0))
-        log.info('%s: valid bins per spectrum %d-%d, median |S/N| per valid bin %.2f',
-                 path, info.nvalid_bins.min(), info.nvalid_bins.max(), med)
+    filled = info.nvalid_bins > 0
+    if filled.any():            # the spectra with data (an empty one would count as 0)
+        per_bin = np.abs(X[filled, :, 1]).sum(1) / info.nvalid_bins[filled]
+        log.info('%s: valid bins per spectrum %d-%d, median |S/N| per valid bin %.2f (of '
+                 'the %d spectra with data)', path, info.nvalid_bins.min(),
+                 info.nvalid_bins.max(), np.median(per_bin), int(filled.sum()))
 
 
 def npz_extras(info, path, config):
