@@ -388,12 +388,24 @@ def test_train_script_from_quasarnet_weights(tmp_path, caplog):
         else:
             assert ('checkpoint.json: the best checkpoint of an earlier run (--init-from it'
                     in caplog.text)
-    assert main(['--config', str(cfg_path), '--outdir', str(out / 'v'), '--verbose', '0',
-                 '--val-dir', str(out / 'validation'), '--init-from', str(ckpt), '--epochs', '1',
-                 '--overwrite', '--workers', '1']) == 0
+    # with --overwrite too: the run would write its first epoch over the checkpoint it
+    # continues from (refused since 2026-12-05); from a copy of it, the card records the
+    # copy as it was when loaded, and the starting weights' validation score
+    common = ['--config', str(cfg_path), '--outdir', str(out / 'v'), '--verbose', '0',
+              '--val-dir', str(out / 'validation'), '--epochs', '1', '--overwrite',
+              '--workers', '1']
+    assert main(common + ['--init-from', str(ckpt)]) == 1
+    assert file_sha256(str(ckpt)) == sha
+    import shutil
+    (out / 'copy').mkdir()
+    for name in ('checkpoint.weights.h5', 'checkpoint.json'):
+        shutil.copy(out / 'v' / name, out / 'copy' / name)
+    copy = out / 'copy' / 'checkpoint.weights.h5'
+    assert main(common + ['--init-from', str(copy)]) == 0
     training = load_model(str(out / 'v' / 'tinyqn.weights.h5'))[2]['training']
-    assert training['transfer']['kind'] == 'lbgnet' and training['init_from'] == str(ckpt)
-    assert training['init_from_sha256'] == sha != file_sha256(str(ckpt))
+    assert training['transfer']['kind'] == 'lbgnet' and training['init_from'] == str(copy)
+    assert training['init_from_sha256'] == sha == file_sha256(str(copy))
+    assert 0.0 <= training['init_val_score'] <= 1.0
     # an unfrozen phase as long as the whole training: refused before anything is written
     assert main(['--config', str(cfg_path), '--outdir', str(out / 'z'), '--verbose', '0',
                  '--init-from', qn, '--freeze', '2', '--epochs', '2',
