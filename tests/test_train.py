@@ -195,6 +195,10 @@ def test_train_script_with_simulator(tmp_path, caplog):
     # recorded, so that a continued run can be compared with where it started
     other = json.loads((out / 'other.json').read_text())['metadata']['training']
     assert other['init_val_score'] == pytest.approx(max(meta['history']['val_score']), abs=1e-6)
+    # the checkpoint's card says how it was trained too (a killed run's checkpoint did not)
+    ckpt = json.loads((out / 'checkpoint.json').read_text())['metadata']['training']
+    assert ckpt['init_from'] == str(out / 'tiny.weights.h5') and ckpt['seed'] == 5
+    assert ckpt['init_from_sha256'] == other['init_from_sha256'] and ckpt['train_dir'] is None
     assert (f"--overwrite: {out / 'tiny.json'} of an earlier run is still in {out}; "
             "history.csv, loss.png and validation/ are this run's (other)") in caplog.text
     # --validation-only writes the same validation files (same seed) and trains nothing

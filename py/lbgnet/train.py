@@ -456,7 +456,8 @@ def save_checkpoint(path, model, config, epoch, monitor, value, card=None):
     card : dict, optional
         More entries of the model card: ``desi_lbg_train`` gives the training LBG
         redshift range (``z_range``, :func:`lbgnet.network.training_zrange`) and
-        ``training.simulator_hash``, as on the finished model's card.
+        ``training.simulator_hash``, as on the finished model's card, and how the run was
+        started (``training.init_from``, ``train_dir``, ``val_dir``, ``seed``).
     """
     from .io.modelfile import save_model
     from .zerr import CALIBRATION_CARDS

@@ -658,11 +658,20 @@ def setup_zrange(setup):
     return [float(zlo), float(zhi)]
 
 
-def checkpoint_card(setup):
-    """What a training checkpoint's model card says of the training data, as the finished
-    model's card does (:func:`model_card`): ``z_range`` and ``training.simulator_hash``."""
+def checkpoint_card(setup, args=None, init=None, seed=None):
+    """What a training checkpoint's model card says of the training, as the finished
+    model's card does (:func:`model_card`): ``z_range`` and ``training.simulator_hash``;
+    given the run's `args`, also ``training.init_from`` / ``init_from_sha256`` (`init`,
+    :func:`init_record`), the labelled ``train_dir`` (absolute paths), ``val_dir`` and
+    the `seed`, so that a killed run's checkpoint says how it was trained."""
     from ..sim.mock import simulator_hash
-    return {'z_range': setup_zrange(setup), 'training': {'simulator_hash': simulator_hash(setup)}}
+    training = {'simulator_hash': simulator_hash(setup)}
+    if args is not None:
+        training.update(init if init is not None else init_record(args.init_from))
+        training.update(
+            train_dir=[os.path.abspath(d) for d in args.train_dir] if args.train_dir else None,
+            val_dir=os.path.abspath(args.val_dir) if args.val_dir else None, seed=seed)
+    return {'z_range': setup_zrange(setup), 'training': training}
 
 
 def model_card(args, config, opts, batches, coadds, info, thresholds, val_metrics, history,
@@ -910,7 +919,8 @@ def _train(args, log, t_start):
                                   nfrozen=args.freeze, unfreeze_epochs=args.unfreeze_epochs,
                                   unfreeze_lr_factor=args.unfreeze_lr_factor,
                                   val_truth=truth_val, verbose=args.verbose,
-                                  checkpoint_card=checkpoint_card(setup))
+                                  checkpoint_card=checkpoint_card(setup, args, init,
+                                                                  opts['seed']))
     info['init_val_score'] = compare_with_start(init_score, info, args.init_from)
     info['transfer'] = None if report is None and not args.freeze else dict(
         report.to_dict() if report is not None else {},
