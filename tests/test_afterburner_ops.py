@@ -525,3 +525,22 @@ def test_files_failing_the_cheap_checks_load_no_model(tmp_path, model_path, capl
     rc, text = run(caplog, '--coadd', missing, good, unnamed, '--model', model_path)
     assert rc == 1 and len(failed_lines(text)) == 2 and os.path.isfile(output)
     assert '1 file done' in text and 'model loaded once per rank' in text
+
+
+def test_outputs_kept_from_another_revision_are_counted(tmp_path, model_path, caplog,
+                                                        monkeypatch):
+    """A resumed production keeps outputs made with this model and settings whatever the
+    code revision that wrote them: said once in the summary (it was silent)."""
+    import lbgnet.scripts.lbg_afterburner as script
+    coadd, output = make_pair(str(tmp_path), nspec=4)
+    assert run(caplog, '--coadd', coadd, '--model', model_path, '--no-refine')[0] == 0
+    with fitsio.FITS(output, 'rw') as fx:
+        fx[0].write_key('LBGGIT', 'v0.0-1-gdeadbeef0000', 'lbgnet source revision')
+    monkeypatch.setattr(script, 'source_revision', lambda: 'v0.1-9-gcafe00000000')
+    rc, text = run(caplog, '--coadd', coadd, '--model', model_path, '--no-refine')
+    assert rc == 0 and '1 skipped' in text
+    assert ('1 of the existing catalogues kept were written by another lbgnet revision '
+            '(v0.0-1-gdeadbeef0000; this run: v0.1-9-gcafe00000000)') in text
+    monkeypatch.setattr(script, 'source_revision', lambda: 'v0.0-1-gdeadbeef0000')
+    rc, text = run(caplog, '--coadd', coadd, '--model', model_path, '--no-refine')
+    assert rc == 0 and 'another lbgnet revision' not in text

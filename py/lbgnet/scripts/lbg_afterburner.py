@@ -25,7 +25,7 @@ from ..catalog import assemble_catalog, match_targetids
 from ..io import read_redrock
 from ..io.atomic import Terminated, raise_if_terminated
 from ..io.catalog import (IS_A_DIRECTORY, OutputFileError, check_creatable, check_writable,
-                          read_catalog, write_outputs)
+                          read_catalog, read_catalog_header, source_revision, write_outputs)
 from ..io.coadd import check_grid_overlap, read_layout
 from ..io.fitsutil import (REDROCK_FINGERPRINT_COLUMNS, check_input_path, header_fingerprint,
                            open_file_fingerprint, open_fits)
@@ -131,6 +131,8 @@ class Outcome:
     unprocessed: bool = False
     #: Skipped, its existing catalogue made from a coadd of the same name at this other path.
     elsewhere: str = ''
+    #: Skipped, its existing catalogue written by this other lbgnet revision (``LBGGIT``).
+    revision: str = ''
 
 
 def plan(args):
@@ -327,11 +329,15 @@ def check_skipped(jobs, settings):
     ``Outcome.elsewhere`` (counted in one warning of :func:`summarise`)."""
     log = get_logger()
     outcomes = []
+    current = source_revision()      # None outside a git checkout: nothing to compare
     for job in jobs:
         reason, elsewhere = stale_reason(job, settings)
         if reason is None:
             log.info('%s: output %s exists, skipped (use --overwrite)', job.coadd, job.output)
-            outcomes.append(Outcome(job.coadd, 'skipped', elsewhere=elsewhere or ''))
+            made_by = str(read_catalog_header(job.output).get('LBGGIT') or '')
+            other = bool(current and made_by and made_by != current)
+            outcomes.append(Outcome(job.coadd, 'skipped', elsewhere=elsewhere or '',
+                                    revision=made_by if other else ''))
         else:
             log.error('%s', reason)
             outcomes.append(Outcome(job.coadd, 'failed', reason, unprocessed=True))
@@ -482,6 +488,12 @@ def summarise(outcomes, unmatched, size=1):
         log.warning('%d of the %d existing catalogues kept were made from a coadd of the same '
                     'name at another path (e.g. %s); --overwrite redoes them', len(moved),
                     sum(o.status == 'skipped' for o in outcomes), moved[0])
+    revisions = sorted({o.revision for o in outcomes if o.revision})
+    if revisions:           # same model and settings, but code of another revision
+        log.warning('%d of the existing catalogues kept were written by another lbgnet '
+                    'revision (%s; this run: %s); --overwrite redoes them',
+                    sum(bool(o.revision) for o in outcomes), ', '.join(revisions[:3]),
+                    source_revision())
     nspec = sum(o.nspec for o in done)
     secs = sum(o.seconds for o in done)
     log.info('%d %s done (%d spectra, %d LBG candidates, %.1f s of file processing summed '
