@@ -450,3 +450,21 @@ def test_init_from_paths_that_are_missing_or_directories(tmp_path):
         with pytest.raises(InputFileError, match=match) as err:
             read_pretrained(path)
         assert str(err.value).startswith(path) and '\n' not in str(err.value)
+
+
+def test_loss_figure_marks_the_unfrozen_phase(monkeypatch):
+    """loss.png of a transfer run did not show where the unfrozen phase starts, and its
+    epoch axis had fractional ticks (review 2026-12-05)."""
+    from lbgnet import plots
+    figures = []
+    monkeypatch.setattr(plots, 'save_png', lambda fig, path: figures.append(fig) or path)
+    history = {'loss': [1.0, 0.8, 0.7, 0.6, 0.5], 'val_loss': [1.1, 0.9, 0.8, 0.7, 0.65],
+               'val_score': [0.2, 0.3, 0.35, 0.4, 0.42], 'phase': [1, 1, 1, 2, 2]}
+    plots.plot_loss_curves(history, 'loss.png')
+    ax = figures[0].axes[0]
+    marks = [line for line in ax.lines if line.get_label() == 'unfrozen from here']
+    assert len(marks) == 1 and tuple(marks[0].get_xdata()) == (3.5, 3.5)
+    ticks = ax.xaxis.get_major_locator().tick_values(1, 5)
+    assert np.allclose(ticks, np.round(ticks))
+    plots.plot_loss_curves({k: v for k, v in history.items() if k != 'phase'}, 'loss.png')
+    assert not [l for l in figures[1].axes[0].lines if l.get_label() == 'unfrozen from here']

@@ -15,6 +15,7 @@ import os
 import numpy as np
 from desiutil.log import get_logger
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from .io.atomic import atomic_path
 
@@ -52,8 +53,14 @@ def plot_loss_curves(history, path):
     ax.plot(epochs, history['loss'], label='training loss')
     if 'val_loss' in history:
         ax.plot(epochs, history['val_loss'], label='validation loss')
-    ax.set_xlabel('epoch')
+    ax.set_xlabel('epoch (from 1, as the model card; history.csv row + 1)')
     ax.set_ylabel('loss')
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))     # no fractional epochs
+    # transfer learning (--unfreeze-epochs): where the second phase, all unfrozen, starts
+    boundaries = np.flatnonzero(np.diff(np.asarray(history.get('phase', []))) != 0) + 1
+    for i, start in enumerate(boundaries):
+        ax.axvline(start + 0.5, color='0.5', ls=':', lw=1,
+                   label='unfrozen from here' if i == 0 else None)
     losses = np.concatenate([np.asarray(history[k], dtype=float) for k in ('loss', 'val_loss')
                              if k in history])
     # the direct/hybrid losses (Gaussian likelihood term) can go negative: no log axis then
