@@ -2,6 +2,7 @@
 import csv
 import dataclasses
 import os
+import re
 
 import numpy as np
 import pytest
@@ -89,6 +90,7 @@ def test_two_trials_then_resume_with_a_third(tmp_path, config):
     assert set(best.params) == {'conv_layers', 'filters', 'kernel_size', 'nboxes',
                                 'learning_rate', 'gamma'}
     assert best.user_attrs['nparams'] > 0 and best.user_attrs['epochs_run'] == 2
+    assert best.user_attrs['best_epoch'] in (1, 2)      # the epoch whose weights are scored
     assert best.value == pytest.approx(np.nanmean([best.user_attrs[f'score_{r}']
                                                    for r in ('lowz', 'midz', 'highz')
                                                    if best.user_attrs[f'score_{r}'] is not None]))
@@ -168,6 +170,9 @@ def test_tune_script_writes_table_and_best_config(tmp_path, caplog):
     cfg = load_config(str(best))                  # base: resolved next to the best file
     assert cfg.extra['name'] == 'tinytune-tune-best' and cfg.extra['model']['filters'] in (4, 5, 6)
     assert len(list(csv.DictReader(open(tmp_path / 'tinytune-tune-trials.csv')))) == 1
+    # the header says which epoch's weights were scored (the run's last was implied)
+    assert re.search(r'epochs of tuning training \(the weights of epoch \d scored\)',
+                     best.read_text())
     # resuming with another training set size would rank incomparable trials: refused
     more = ['256' if a == '128' else a for a in args]
     more[more.index('--trials') + 1] = '2'

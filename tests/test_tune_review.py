@@ -134,7 +134,7 @@ def fake_fit(calls):
         with open(os.path.join(outdir, 'history.csv'), 'w') as fx:
             fx.write(f'{len(calls)}\n')
         calls.append({'outdir': outdir, 'y_val': val_data[1], 'val_truth': val_truth})
-        return {}, {'epochs_run': 1, 'fit_seconds': 0.0}
+        return {}, {'epochs_run': 1, 'best_epoch': 1, 'fit_seconds': 0.0}
     return fit
 
 

@@ -63,7 +63,7 @@ BOX_WIDTH_RANGE = (80.0, 320.0)
 STRIDED_LAYERS = 4
 #: Trial attributes written to the results table, after the parameters.
 ATTRS = ('score_lowz', 'score_midz', 'score_highz', 'frac_dz_lt_0p05', 'sigma_nmad',
-         'nparams', 'epochs_run', 'fit_seconds', 'n_thresh', 'c_thresh')
+         'nparams', 'epochs_run', 'best_epoch', 'fit_seconds', 'n_thresh', 'c_thresh')
 
 
 #: Allowed values of each parameter: (low, high, low included, high included).
@@ -335,7 +335,7 @@ class Objective:
                         os.remove(path)
         attrs = score_model(model, cfg, self.data)
         attrs.update(nparams=int(model.count_params()), epochs_run=info['epochs_run'],
-                     fit_seconds=round(info['fit_seconds'], 1))
+                     best_epoch=info['best_epoch'], fit_seconds=round(info['fit_seconds'], 1))
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
         if pruning.pruned:
@@ -682,7 +682,10 @@ def write_results(study, config, config_path, outdir, storage=None):
     header = (f'Best configuration of optuna study {study.study_name!r} (desi_lbg_tune):\n'
               f'trial {best.number} of {len(study.trials)}, mean validation score '
               f'{best.value:.4f} (low/mid/high z: {scores}),\n'
-              f'{best.user_attrs.get("epochs_run")} epochs of tuning training; retrain it with '
+              f'{best.user_attrs.get("epochs_run")} epochs of tuning training'
+              + (f' (the weights of epoch {best.user_attrs["best_epoch"]} scored)'
+                 if best.user_attrs.get('best_epoch') is not None else '')
+              + '; retrain it with '
               f'desi_lbg_train --config <this file>.'
               + (f'\n{STORAGE_LINE}{storage_label(storage)}' if storage else ''))
     path = write_config_yaml(os.path.join(outdir, f'{study.study_name}-best.yaml'),
