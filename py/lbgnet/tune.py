@@ -685,8 +685,7 @@ def write_results(study, config, config_path, outdir, storage=None):
               f'{best.user_attrs.get("epochs_run")} epochs of tuning training'
               + (f' (the weights of epoch {best.user_attrs["best_epoch"]} scored)'
                  if best.user_attrs.get('best_epoch') is not None else '')
-              + '; retrain it with '
-              f'desi_lbg_train --config <this file>.'
+              + '; retrain it with desi_lbg_train --config <this file>.'
               + (f'\n{STORAGE_LINE}{storage_label(storage)}' if storage else ''))
     path = write_config_yaml(os.path.join(outdir, f'{study.study_name}-best.yaml'),
                              best_config_data(study, config, config_path, outdir), header)
