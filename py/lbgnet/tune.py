@@ -445,12 +445,27 @@ def check_study_settings(study, settings, where):
                           ', '.join(f'{k}={settings.get(k)!r}' for k in diff))
         study.set_user_attr('settings', settings)
         return
+    changes = _changed_entries(stored, settings, diff)
     raise ConfigError(f'{where}: the study was run with '
-                      + ', '.join(f'{k}={stored.get(k)!r}' for k in diff)
+                      + ', '.join(f'{k}={old!r}' for k, old, _ in changes)
                       + '; this run asks for '
-                      + ', '.join(f'{k}={settings.get(k)!r}' for k in diff)
+                      + ', '.join(f'{k}={new!r}' for k, _, new in changes)
                       + f' (its {finished} finished trial(s) could not be ranked with new ones: '
                       'use another --study-name or --workdir)')
+
+
+def _changed_entries(stored, settings, keys):
+    """(name, stored value, new value) of each of `keys` that differs; a mapping (the
+    search space) is told by its entries that differ (``search_space.filters``), not whole."""
+    out = []
+    for key in keys:
+        old, new = stored.get(key), settings.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            out += [(f'{key}.{sub}', old.get(sub), new.get(sub))
+                    for sub in sorted(set(old) | set(new)) if old.get(sub) != new.get(sub)]
+        else:
+            out.append((key, old, new))
+    return out
 
 
 def space_record(config):
