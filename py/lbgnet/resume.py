@@ -92,11 +92,20 @@ def stale_reason(job, settings):
     moved : str or None
         When it may be kept but was made from a file of the same name at another path:
         ``'<catalogue>: <recorded path>'``.
+    revision : str
+        The lbgnet revision that wrote the catalogue (header ``LBGGIT``; '' when absent or
+        unreadable).
     """
     try:
         header = read_catalog_header(job.output)
     except InputFileError as err:
-        return f'{err}: the existing output is not a readable catalogue; --overwrite redoes it', None
+        return (f'{err}: the existing output is not a readable catalogue; --overwrite redoes '
+                'it', None, '')
+    return (*_stale_reason(job, settings, header), str(header.get('LBGGIT') or ''))
+
+
+def _stale_reason(job, settings, header):
+    """(reason, moved) of :func:`stale_reason`, from the catalogue's primary `header`."""
     moved = None
     for key, attr in INPUT_KEYS:
         made, given = header.get(key), getattr(job, attr)

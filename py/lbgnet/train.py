@@ -32,6 +32,8 @@ LR_SCHEDULES = ('constant', 'cosine', 'cosine_time')
 #: Monitored quantities and whether larger is better.
 MONITORS = {'val_score': 'max', 'val_loss': 'min'}
 CHECKPOINT = 'checkpoint.weights.h5'
+#: Its model card (:func:`save_checkpoint`).
+CHECKPOINT_CARD = 'checkpoint.json'
 HISTORY = 'history.csv'
 LOSS_PLOT = 'loss.png'
 

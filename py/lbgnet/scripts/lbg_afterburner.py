@@ -25,7 +25,7 @@ from ..catalog import assemble_catalog, match_targetids
 from ..io import read_redrock
 from ..io.atomic import Terminated, raise_if_terminated
 from ..io.catalog import (IS_A_DIRECTORY, OutputFileError, check_creatable, check_writable,
-                          read_catalog, read_catalog_header, source_revision, write_outputs)
+                          read_catalog, source_revision, write_outputs)
 from ..io.coadd import check_grid_overlap, read_layout
 from ..io.fitsutil import (REDROCK_FINGERPRINT_COLUMNS, check_input_path, header_fingerprint,
                            open_file_fingerprint, open_fits)
@@ -331,10 +331,9 @@ def check_skipped(jobs, settings):
     outcomes = []
     current = source_revision()      # None outside a git checkout: nothing to compare
     for job in jobs:
-        reason, elsewhere = stale_reason(job, settings)
+        reason, elsewhere, made_by = stale_reason(job, settings)
         if reason is None:
             log.info('%s: output %s exists, skipped (use --overwrite)', job.coadd, job.output)
-            made_by = str(read_catalog_header(job.output).get('LBGGIT') or '')
             other = bool(current and made_by and made_by != current)
             outcomes.append(Outcome(job.coadd, 'skipped', elsewhere=elsewhere or '',
                                     revision=made_by if other else ''))

@@ -116,8 +116,8 @@ def parse(options=None):
     parser.add_argument('--overwrite', action='store_true',
                         help='train into an --outdir that holds a model already (its '
                         'history, checkpoint and validation set are replaced as the new run '
-                        'goes, a model of the same name at the end; models of other names stay, with a '
-                        'warning)')
+                        'goes, a model of the same name at the end; models of other names '
+                        'stay, with a warning)')
     parser.add_argument('--verbose', type=int, choices=(0, 1, 2), default=1,
                         help='Keras verbosity: 0 silent, 1 progress bar, 2 one line per epoch '
                         '[%(default)s]')
@@ -758,13 +758,12 @@ def earlier_models(outdir):
     or the weights themselves when their description is missing (a save killed between
     its renames leaves it under a temporary name); finished models first (the refusal
     names the first), then the best checkpoint."""
-    from ..train import CHECKPOINT
-    checkpoint = CHECKPOINT[:-len('.weights.h5')] + '.json'
+    from ..train import CHECKPOINT, CHECKPOINT_CARD
     found = []
     for weights in glob.glob(os.path.join(glob.escape(outdir), '*.weights.h5')):
         description = weights[:-len('.weights.h5')] + '.json'
         found.append(description if os.path.exists(description) else weights)
-    return sorted(found, key=lambda p: (os.path.basename(p) in (checkpoint, CHECKPOINT), p))
+    return sorted(found, key=lambda p: (os.path.basename(p) in (CHECKPOINT_CARD, CHECKPOINT), p))
 
 
 def model_name(args, config):
@@ -831,7 +830,7 @@ def _train(args, log, t_start):
     from ..io.modelfile import save_model
     from ..sim.generator import MockBatches, as_pydataset
     from ..targets import metric_truth
-    from ..train import TRAINING_DEFAULTS, set_seeds
+    from ..train import CHECKPOINT_CARD, TRAINING_DEFAULTS, set_seeds
     from ..transfer import fit_in_phases
     config, opts, setup = training_setup(args)
     model_name(args, config)          # a name that cannot name the files fails now
@@ -844,8 +843,8 @@ def _train(args, log, t_start):
         # its history, checkpoint and validation set (one per --outdir, whatever the
         # --name) would be replaced as this run goes: the two runs would be mixed
         what = ('the best checkpoint of an earlier run (--init-from it, into another '
-                '--outdir, to start from its weights)' if os.path.basename(earlier[0]) == 'checkpoint.json'
-                else 'weights of an earlier run, without their .json description'
+                '--outdir, to start from its weights)'
+                if os.path.basename(earlier[0]) == CHECKPOINT_CARD else 'weights of an earlier run, without their .json description'
                 if earlier[0].endswith('.weights.h5')
                 else 'a model of an earlier run')
         raise InputFileError(earlier[0], f'{what}; use --overwrite to train into this '
@@ -951,8 +950,8 @@ def say_checkpoint(outdir, since):
     """Log where a stopped run's best checkpoint is, its epoch and score, and how to
     continue from it (nothing when the run wrote none after the time `since`)."""
     import json
-    from ..train import CHECKPOINT
-    card = os.path.join(outdir or '', CHECKPOINT[:-len('.weights.h5')] + '.json')
+    from ..train import CHECKPOINT, CHECKPOINT_CARD
+    card = os.path.join(outdir or '', CHECKPOINT_CARD)
     try:
         if os.path.getmtime(card) < since:       # an earlier run's (--overwrite)
             return
@@ -978,12 +977,12 @@ def check_init_not_replaced(args, name):
     ------
     InputFileError
     """
-    from ..train import CHECKPOINT
+    from ..train import CHECKPOINT, CHECKPOINT_CARD
     if not args.init_from or args.validation_only:
         return
     from ..io.modelfile import model_paths
     replaced = {os.path.realpath(os.path.join(args.outdir, f)) for f in (
-        CHECKPOINT, CHECKPOINT[:-len('.weights.h5')] + '.json', f'{name}.weights.h5',
+        CHECKPOINT, CHECKPOINT_CARD, f'{name}.weights.h5',
         f'{name}.json')}
     named = {os.path.realpath(args.init_from)}
     if str(args.init_from).endswith(('.json', '.weights.h5')):
@@ -1033,9 +1032,9 @@ def warn_left_models(earlier, name, outdir):
         This run's model name.
     outdir : str
     """
-    from ..train import CHECKPOINT
+    from ..train import CHECKPOINT, CHECKPOINT_CARD
     mine = {f'{name}.json', f'{name}.weights.h5', CHECKPOINT,
-            CHECKPOINT[:-len('.weights.h5')] + '.json'}
+            CHECKPOINT_CARD}
     for path in earlier:
         if os.path.basename(path) not in mine and os.path.exists(path):
             get_logger().warning("--overwrite: %s of an earlier run is still in %s; "
