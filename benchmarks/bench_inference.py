@@ -4,11 +4,16 @@
 Usage::
 
     TF_CPP_MIN_LOG_LEVEL=2 python benchmarks/bench_inference.py [--config lbgnet-default.yaml]
-        [--model FILE] [--nspec 20000] [--batch-size 2048] [--threads 2]
+        [--model FILE] [--engine numpy keras eager] [--nspec 20000] [--batch-size N]
+        [--threads 2]
 
-Random inputs are used (speed does not depend on the values).  The first pass (graph
-building) is excluded; the best of ``--repeat`` timed passes is reported.  Results are
-recorded in doc/benchmarks.rst.
+Random inputs are used (speed does not depend on the values).  Each engine is timed in the
+same run, on the same inputs: ``numpy`` (:mod:`lbgnet.npforward`, the afterburner's
+default), ``keras`` (the compiled TensorFlow pass of :class:`lbgnet.network.Network`, the
+afterburner's ``--engine keras``) and ``eager`` (:func:`lbgnet.predict.predict_raw`, the
+model's eager call in batches of 2048: the path this script timed before the numpy
+engine, for comparison with the earlier records).  The first pass is excluded; the best of
+``--repeat`` timed passes is reported.  Results are recorded in doc/benchmarks.rst.
 """
 import argparse
 import json
@@ -17,26 +22,46 @@ import time
 
 import numpy as np
 
+#: Default batch of each engine (the afterburner's).
+ENGINE_BATCH = {'numpy': 64, 'keras': 256, 'eager': 2048}
+
 
 def parse(options=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--config', nargs='+', default=['lbgnet-default.yaml'],
                         help='configuration(s) to time (random weights) [%(default)s]')
     parser.add_argument('--model', help='time a saved model instead of --config')
+    parser.add_argument('--engine', nargs='+', choices=sorted(ENGINE_BATCH),
+                        default=['numpy', 'keras', 'eager'], help='[%(default)s]')
     parser.add_argument('--nspec', type=int, default=20000, help='spectra per pass [%(default)s]')
-    parser.add_argument('--batch-size', type=int, default=2048, help='[%(default)s]')
-    parser.add_argument('--threads', type=int, default=2, help='CPU threads for TF [%(default)s]')
+    parser.add_argument('--batch-size', type=int,
+                        help=f'spectra per forward pass [each engine\'s: {ENGINE_BATCH}]')
+    parser.add_argument('--threads', type=int, default=2, help='CPU threads [%(default)s]')
     parser.add_argument('--repeat', type=int, default=3, help='timed passes [%(default)s]')
     return parser.parse_args(options)
 
 
-def time_model(model, config, X, batch_size, repeat):
-    from lbgnet.predict import catalog_from_raw, predict_raw
-    predict_raw(model, X[:batch_size], config, batch_size)
+def engine_pass(engine, model, config, batch_size, threads):
+    """``X -> raw outputs`` (:func:`lbgnet.predict.predict_raw`'s dict) of an engine."""
+    from lbgnet.network import Network
+    from lbgnet.predict import predict_raw
+    if engine == 'eager':
+        return lambda X: predict_raw(model, X, config, batch_size)
+    net = Network(model, config, threads=threads)
+    if engine == 'numpy':
+        from lbgnet.npforward import from_keras
+        net.numpy_pass = from_keras(model, config)
+    return lambda X: net.raw_outputs(X, batch_size)
+
+
+def time_engine(forward, config, X, repeat):
+    """Best rates (spectra/s) of the forward pass, the post-processing and both."""
+    from lbgnet.predict import catalog_from_raw
+    forward(X[:2048])
     best = {'predict': np.inf, 'postprocess': np.inf, 'total': np.inf}
     for _ in range(repeat):
         t0 = time.perf_counter()
-        raw = predict_raw(model, X, config, batch_size)
+        raw = forward(X)
         t1 = time.perf_counter()
         catalog_from_raw(raw, config)
         t2 = time.perf_counter()
@@ -49,8 +74,10 @@ def main(args=None):
     args = parse(args) if not isinstance(args, argparse.Namespace) else args
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
     import tensorflow as tf
+    from threadpoolctl import threadpool_limits
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    threadpool_limits(limits=args.threads)
     from desiutil.log import get_logger
     from lbgnet.config import load_config
     from lbgnet.io.modelfile import load_model
@@ -68,12 +95,19 @@ def main(args=None):
             jobs.append((name, build_model(config), config))
     for name, model, config in jobs:
         X = rng.normal(0, 1, (args.nspec, config.grid.nbins, 2)).astype(np.float32)
-        rates = time_model(model, config, X, args.batch_size, args.repeat)
-        rates['nparams'] = int(model.count_params())
-        results[name] = rates
-        log.info('%s: %d params, %.0f spectra/s total (predict %.0f/s, postprocess %.0f/s) '
-                 'on %d threads', name, rates['nparams'], rates['total'], rates['predict'],
-                 rates['postprocess'], args.threads)
+        results[name] = {'nparams': int(model.count_params())}
+        for engine in args.engine:
+            batch = args.batch_size or ENGINE_BATCH[engine]
+            forward = engine_pass(engine, model, config, batch, args.threads)
+            rates = time_engine(forward, config, X, args.repeat)
+            results[name][engine] = dict(rates, batch_size=batch)
+            log.info('%s, %s engine (batch %d): %.0f spectra/s total (predict %.0f/s, '
+                     'postprocess %.0f/s) on %d threads', name, engine, batch, rates['total'],
+                     rates['predict'], rates['postprocess'], args.threads)
+        if 'numpy' in args.engine:
+            for other in set(args.engine) - {'numpy'}:
+                log.info('%s: numpy engine / %s engine = %.2f', name, other,
+                         results[name]['numpy']['total'] / results[name][other]['total'])
     log.info('%s', json.dumps(results))
     return 0
 

@@ -9,7 +9,7 @@ from astropy.io import fits
 from lbg_testdata import run_logged, save_tiny_model, write_test_coadd, write_test_redrock
 
 from lbgnet.afterburner import load_refiner
-from lbgnet.network import load_network
+from lbgnet.network import ENGINES, load_network
 from lbgnet.bitmask import LBGWarnMask
 from lbgnet.io.catalog import file_sha256, read_catalog
 from lbgnet.io.modelfile import sha256sum
@@ -55,7 +55,7 @@ def test_catalogue_matches_direct_prediction(tmp_path, model_path, caplog):
     assert cat['TARGETID'].tolist() == rr['TARGETID'].tolist()
     assert np.array_equal(cat['Z_RR'], rr['Z']) and np.array_equal(cat['DELTACHI2_RR'], rr['DELTACHI2'])
     # Same numbers as running the pieces by hand on the whole file, in coadd order.
-    net = load_network(model_path)
+    net = load_network(model_path, engine='keras')     # the Keras model, as reference
     X, info = load_coadd_grid(coadd, net.config)
     res = postprocess(*predict_boxes(net.model, X), net.config)
     pos = np.searchsorted(info.targetid, cat['TARGETID'])
@@ -601,7 +601,7 @@ def test_crash_mid_write_leaves_no_partial_output(tmp_path, model_path, caplog, 
 def test_unexpected_setup_error_is_reported_not_raised(tmp_path, model_path, caplog, monkeypatch):
     import lbgnet.scripts.lbg_afterburner as script
 
-    def broken(path):
+    def broken(path, *args):
         raise RuntimeError('simulated failure while loading')
 
     monkeypatch.setattr(script, 'load_network', broken)
@@ -761,7 +761,7 @@ def test_refinement_with_the_calibrated_noise_model(tmp_path, model_path, caplog
     assert refined.any() and np.array_equal(refined, np.isfinite(base['Z_TPL']))
     assert not np.allclose(cat['DELTACHI2_TPL'][refined], base['DELTACHI2_TPL'][refined])
     # by hand: the refiner run on each grid ivar gives each catalogue's values
-    net = load_network(model_path)
+    net = load_network(model_path, engine='keras')     # the Keras model, as reference
     refiner = load_refiner(hdr['REFTEMPL'], net.config, net.zrange, archetypes=hdr['REFARCH'])
     X, info = coadd_to_grid(read_coadd(coadd), net.config.grid, load_noise_model())
     pos = np.searchsorted(info.targetid, cat['TARGETID'])     # catalogue rows: Redrock order
@@ -900,13 +900,37 @@ def test_rerun_failed_marks_only_candidates_not_rerun():
     assert np.all(np.isnan(cat['Z_NEW']))
 
 
-def test_compiled_forward_pass_is_the_same_in_any_batching(model_path):
-    """Network.predict in batches (the last one a single spectrum) equals one batch: a
-    skipped or misplaced batch would leave uninitialised rows in the catalogue."""
-    net = load_network(model_path)
+@pytest.mark.parametrize('engine', ENGINES)
+def test_forward_pass_is_the_same_in_any_batching(model_path, engine):
+    """Network.predict in batches (the last one a single spectrum) equals one batch, with
+    either engine: a skipped or misplaced batch would leave uninitialised rows in the
+    catalogue."""
+    net = load_network(model_path, engine, threads=2)
+    assert net.engine == engine
     X = np.random.default_rng(3).normal(size=(5, net.config.grid.nbins, 2)).astype(np.float32)
     whole = net.predict(X, batch_size=5)
     for size in (1, 2, 4):
         parts = net.predict(X, batch_size=size)
         for a, b in zip(parts, whole):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_engines_and_threads(tmp_path, model_path, caplog):
+    """The numpy engine (the default) writes the same catalogue with 1 or 2 threads, bit for
+    bit; the keras engine the same numbers to float32 rounding; the header says which."""
+    coadd, output = make_pair(str(tmp_path), nspec=40)
+    cats = {}
+    for engine, threads in (('numpy', 1), ('numpy', 2), ('keras', 2)):
+        options = ['--threads', str(threads)] + ([] if engine == 'numpy' else ['--engine', engine])
+        rc, _ = run(caplog, '--coadd', coadd, '--model', model_path, '--overwrite', '--no-refine',
+                    *options)
+        assert rc == 0
+        cat, hdr = read_catalog(output)
+        assert hdr['LBGENGIN'] == engine
+        cats[engine, threads] = cat
+    numeric = [c for c in cats['numpy', 1].colnames if cats['numpy', 1][c].dtype.kind == 'f']
+    assert 'C_LBG' in numeric and 'Z_LBG' in numeric
+    for col in cats['numpy', 1].colnames:
+        assert np.array_equal(cats['numpy', 1][col], cats['numpy', 2][col], equal_nan=col in numeric)
+    for col in ('C_LBG', 'Z_LBG', 'C_LYA'):
+        np.testing.assert_allclose(cats['keras', 2][col], cats['numpy', 1][col], atol=1e-5)

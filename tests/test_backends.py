@@ -12,9 +12,9 @@ def test_forward_pass_under_another_backend(monkeypatch):
     TensorFlow tensor's method): same outputs as the tf.function."""
     import keras
     X = np.random.default_rng(3).normal(size=(300, 800, 2)).astype(np.float32)
-    reference = load_network(default_model_path()).predict(X, batch_size=128)
+    reference = load_network(default_model_path(), 'keras').predict(X, batch_size=128)
     monkeypatch.setattr(keras.backend, 'backend', lambda: 'jax')
-    net = load_network(default_model_path())
+    net = load_network(default_model_path(), 'keras')
     seen = []
     predict = net.model.predict_on_batch
     monkeypatch.setattr(net.model, 'predict_on_batch', lambda x: seen.append(len(x)) or predict(x))

@@ -161,14 +161,20 @@ def test_unexpected_error_on_one_rank_aborts_all(tmp_path):
 
 
 def test_failure_before_the_files_on_one_rank_aborts_all(tmp_path):
-    """A rank failing while it sets up (TensorFlow import) used to leave the other ranks
-    waiting forever in the first collective: it must fail its files, not hang the job."""
+    """A rank failing while it sets up (TensorFlow import under the keras engine) used to
+    leave the other ranks waiting forever in the first collective: it must fail its files,
+    not hang the job.  The numpy engine (the default) imports no TensorFlow at all."""
     proc, log = run_two_ranks_with(
         tmp_path, failing_on_rank_1('import_tensorflow',
                                     'ImportError("injected: no TensorFlow on this node")'),
-        (311, 312))
+        (311, 312), options=('--no-refine', '--engine', 'keras'))
     assert proc.returncode != 0, log
     assert 'rank 1: cannot load the model' in log and 'injected' in log
+    proc, log = run_two_ranks_with(
+        tmp_path, failing_on_rank_1('import_tensorflow',
+                                    'ImportError("injected: no TensorFlow on this node")'),
+        (311, 312), options=('--no-refine', '--overwrite'))
+    assert proc.returncode == 0 and 'injected' not in log, log
 
 
 @pytest.mark.parametrize('signalled', ['rank 1', 'every rank'])
@@ -247,10 +253,10 @@ def test_rank_that_cannot_load_the_model_says_why(tmp_path):
         'from mpi4py import MPI\n'
         'import lbgnet.scripts.lbg_afterburner as script\n'
         'real = script.load_network\n'
-        'def load(path):\n'
+        'def load(path, *args):\n'
         '    if MPI.COMM_WORLD.rank == 1:\n'
         '        raise OSError("injected: cannot read on this node")\n'
-        '    return real(path)\n'
+        '    return real(path, *args)\n'
         'script.load_network = load\n'
         'sys.exit(script.main(sys.argv[1:]))\n'), (301, 302))
     assert proc.returncode == 1, log

@@ -142,7 +142,8 @@ def test_direct_options_refuse_unknown_keys_and_bad_values(config):
             direct_options(bad)
     # one list of keys: the YAML check and the defaults agree
     from lbgnet.config import NESTED_KEYS
-    from lbgnet.variants import DIRECT_DEFAULTS, DIRECT_LOSS_DEFAULTS
+    from lbgnet.modelspec import DIRECT_DEFAULTS
+    from lbgnet.variants import DIRECT_LOSS_DEFAULTS
     assert set(NESTED_KEYS['model.direct']) == set(DIRECT_DEFAULTS)
     assert set(NESTED_KEYS['loss.direct']) == set(DIRECT_LOSS_DEFAULTS)
 

@@ -25,7 +25,6 @@ from .io.discover import file_metadata
 from .io.errors import InputFileError
 from .io.fitsutil import LOCATION_KEYS
 from .io.mock import MOCK_KEYS
-from .network import DEFAULT_BATCH
 from .parallel import threads_per_rank
 from .postprocess import postprocess_options
 from .preprocess import coadd_to_grid
@@ -61,7 +60,7 @@ class FilePrediction:
 
 
 def predict_coadd(path, network, c_thresh, n_thresh, chunk_size=DEFAULT_CHUNK,
-                  batch_size=DEFAULT_BATCH, refiner=None):
+                  batch_size=None, refiner=None):
     """Read, grid, predict and post-process a coadd, `chunk_size` spectra at a time.
 
     Parameters
@@ -74,7 +73,7 @@ def predict_coadd(path, network, c_thresh, n_thresh, chunk_size=DEFAULT_CHUNK,
     chunk_size : int, optional
         Spectra read and gridded at once.
     batch_size : int, optional
-        Spectra per forward pass.
+        Spectra per forward pass [the engine's, :meth:`lbgnet.network.Network.predict`].
     refiner : lbgnet.refine.Refiner, optional
         Template refinement of the IS_LBG targets' redshifts (``Z_TPL``, ``ZERR_TPL``,
         ``DELTACHI2_TPL``; NaN for the other targets, and for all without a refiner).
@@ -306,6 +305,8 @@ def catalog_header(job, network, c_thresh, n_thresh, layout, rerun=None, refiner
              ('LBGCSHA', cfg.sha256(), 'SHA-256 of the model configuration'),
              ('LBGCONF', str(cfg.extra.get('name') or os.path.basename(cfg.source)),
               'model configuration name'),
+             *([('LBGENGIN', network.engine, 'forward pass of the network: numpy or keras')]
+               if getattr(network, 'engine', None) else []),
              ('CTHRESH', float(c_thresh), 'line confidence threshold c_th'),
              ('NTHRESH', int(n_thresh), 'lines above c_th for IS_LBG'),
              ('ZERRSCL', opts['zerr_scale'], 'ZERR_LBG calibration: scale'),

@@ -25,17 +25,9 @@ channel 0 inside the network, so callers never slice the input themselves.
 import numpy as np
 import keras
 
-from .config import ConfigError, as_float, as_int
 from .labels import NTARGETS
+from .modelspec import BN_EPSILON, CHANNEL_NAMES, model_options
 from .preprocess import NCHANNELS
-
-#: Names of the input channels, in the order of :func:`lbgnet.preprocess.grid_spectra`.
-CHANNEL_NAMES = ('flux', 'snr')
-
-#: Keys of the ``model`` configuration section; all are required.
-MODEL_KEYS = ('channels', 'conv_layers', 'filters', 'kernel_size', 'strides', 'padding',
-              'dropout', 'dense_units', 'offset_margin', 'snr_softening')
-
 
 @keras.saving.register_keras_serializable(package='lbgnet')
 class InputChannels(keras.layers.Layer):
@@ -114,98 +106,6 @@ class RescaledSigmoid(keras.layers.Layer):
         return config
 
 
-def _positive_int(value):
-    """`value` as an int >= 1 (:func:`lbgnet.config.as_int`); ValueError otherwise."""
-    out = as_int(value)
-    if out < 1:
-        raise ValueError(value)
-    return out
-
-
-def _per_layer(value, nlayers, key):
-    """Broadcast an int or list option to one value per conv layer."""
-    values = list(value) if isinstance(value, (list, tuple)) else [value] * nlayers
-    if len(values) != nlayers:
-        raise ConfigError(f'model.{key} has {len(values)} values for {nlayers} conv layers')
-    try:
-        return [_positive_int(v) for v in values]
-    except (TypeError, ValueError, OverflowError):
-        raise ConfigError(f'model.{key} must be integers > 0, not {value!r}') from None
-
-
-def model_options(config):
-    """Validated ``model`` section of a configuration.
-
-    Parameters
-    ----------
-    config : lbgnet.config.Config
-
-    Returns
-    -------
-    dict
-        The options, with ``filters``, ``kernel_size`` and ``strides`` expanded to one
-        value per convolutional layer and ``channels`` converted to indices.
-
-    Raises
-    ------
-    lbgnet.config.ConfigError
-        When the section or a key is missing or a value is invalid.
-    """
-    section = config.extra.get('model')
-    if not isinstance(section, dict):
-        raise ConfigError(f'{config.source}: no "model" section')
-    missing = [k for k in MODEL_KEYS if k not in section]
-    if missing:
-        raise ConfigError(f'{config.source}: model section lacks {", ".join(missing)}')
-    opts = dict(section)
-    for key in ('conv_layers', 'dense_units'):
-        try:
-            opts[key] = _positive_int(opts[key])
-        except (TypeError, ValueError, OverflowError):
-            raise ConfigError(f'{config.source}: model.{key} must be an integer >= 1, '
-                              f'not {opts[key]!r}') from None
-    nconv = opts['conv_layers']
-    for key, low, high in (('dropout', 0.0, 1.0), ('offset_margin', 0.0, 1.0)):
-        try:
-            value = as_float(opts[key])
-            good = low <= value < high
-        except (TypeError, ValueError):
-            good = False
-        if not good:
-            raise ConfigError(f'{config.source}: model.{key} must be a number in '
-                              f'[{low:g}, {high:g}), not {opts[key]!r}')
-        opts[key] = value
-    for key in ('filters', 'kernel_size', 'strides'):
-        opts[key] = _per_layer(opts[key], nconv, key)
-    channels = opts['channels']
-    bad = ([c for c in channels if c not in CHANNEL_NAMES]
-           if isinstance(channels, (list, tuple)) else [channels])
-    if bad or not channels:
-        raise ConfigError(f'{config.source}: model.channels must be taken from {CHANNEL_NAMES}, '
-                          f'not {opts["channels"]!r}')
-    opts['channel_index'] = [CHANNEL_NAMES.index(c) for c in opts['channels']]
-    if opts['snr_softening'] is not None:        # None: no softening
-        try:
-            opts['snr_softening'] = as_float(opts['snr_softening'])
-            good = opts['snr_softening'] > 0
-        except (TypeError, ValueError):
-            good = False
-        if not good:
-            raise ConfigError(f'{config.source}: model.snr_softening must be a number > 0 '
-                              f'(or null: no softening), not {section["snr_softening"]!r}')
-    if opts['padding'] not in ('same', 'valid'):
-        raise ConfigError(f'{config.source}: model.padding must be "same" or "valid"')
-    nbins = config.grid.nbins
-    for i in range(nconv):          # Keras refuses a layer with no output bin: say why here
-        kernel, stride = opts['kernel_size'][i], opts['strides'][i]
-        nbins = -(-nbins // stride) if opts['padding'] == 'same' else (nbins - kernel) // stride + 1
-        if nbins < 1:
-            raise ConfigError(f'{config.source}: conv_{i + 1} leaves no bins '
-                              f'(padding {opts["padding"]}, kernel {kernel}, stride {stride}); '
-                              'reduce layers, kernels or strides')
-    return opts
-
-
 def build_model(config):
     """Build the line finder described by a configuration.
 
@@ -240,13 +140,14 @@ def build_model(config):
         x = keras.layers.Conv1D(opts['filters'][i - 1], opts['kernel_size'][i - 1],
                                 strides=opts['strides'][i - 1], padding=opts['padding'],
                                 name=f'conv_{i}')(x)
-        x = keras.layers.BatchNormalization(name=f'batch_normalization_{i}')(x)
+        x = keras.layers.BatchNormalization(epsilon=BN_EPSILON,
+                                            name=f'batch_normalization_{i}')(x)
         x = keras.layers.Activation('relu', name=f'activation_{i}')(x)
         if opts['dropout'] > 0:
             x = keras.layers.Dropout(opts['dropout'], name=f'dropout_{i}')(x)
     x = keras.layers.Flatten(name='flatten')(x)
     x = keras.layers.Dense(int(opts['dense_units']), name='fc_common')(x)
-    x = keras.layers.BatchNormalization(name='batch_normalization_fc')(x)
+    x = keras.layers.BatchNormalization(epsilon=BN_EPSILON, name='batch_normalization_fc')(x)
     x = keras.layers.Activation('relu', name='fc_activation')(x)
     if opts['dropout'] > 0:
         x = keras.layers.Dropout(opts['dropout'], name='dropout_fc')(x)

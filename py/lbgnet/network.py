@@ -3,9 +3,15 @@ lbgnet.network
 ==============
 
 The trained network as production runs it: load a model file once and check it against
-its own configuration (:func:`load_network`), run the compiled forward pass in batches and
-turn the raw outputs into catalogue quantities for any architecture (:class:`Network`),
-and the redshift range the model was trained on (:func:`training_zrange`).
+its own configuration (:func:`load_network`), run the forward pass in batches and turn the
+raw outputs into catalogue quantities for any architecture (:class:`Network`), and the
+redshift range the model was trained on (:func:`training_zrange`).
+
+Two engines run a line finder's forward pass (:data:`ENGINES`): ``numpy``
+(:mod:`lbgnet.npforward`, the default: the weights are read with h5py and neither Keras nor
+TensorFlow is imported; as fast as the compiled TensorFlow pass on 2 CPU cores, and its
+outputs do not depend on the number of threads) and ``keras`` (the compiled TensorFlow
+pass, or the model's own backend).  Direct and hybrid networks always run in Keras.
 """
 import os
 from dataclasses import dataclass, field
@@ -14,11 +20,15 @@ import numpy as np
 
 from .io.catalog import file_sha256
 from .io.errors import InputFileError
+from .modelspec import architecture
 
 #: Spectra per forward pass of the network: TensorFlow keeps every layer's activations of a
 #: batch (~0.5 MB per spectrum for the default network), so this bounds its memory; 256 is
 #: also the fastest batch measured on 2 CPU cores (doc/afterburner.rst).
 DEFAULT_BATCH = 256
+
+#: Forward-pass engines of a line finder; the first is the default.
+ENGINES = ('numpy', 'keras')
 
 
 @dataclass
@@ -35,6 +45,10 @@ class Network:
         Model weights file (``NAME.weights.h5``; ``NAME.json`` beside it).
     sha256 : str
         SHA-256 of the weights file.
+    numpy_pass : lbgnet.npforward.NumpyLineFinder or None
+        The numpy forward pass, used by :meth:`predict` when set (engine ``numpy``).
+    threads : int
+        Threads of the numpy forward pass.
     """
 
     model: object
@@ -44,11 +58,17 @@ class Network:
     sha256: str = ''
     forward: object = None
     _zrange: tuple = None
+    numpy_pass: object = None
+    threads: int = 1
+
+    @property
+    def engine(self):
+        """The engine of the forward pass: ``numpy`` or ``keras`` (:data:`ENGINES`)."""
+        return 'keras' if self.numpy_pass is None else 'numpy'
 
     @property
     def architecture(self):
-        """``linefinder``, ``direct`` or ``hybrid`` (:func:`lbgnet.variants.architecture`)."""
-        from .variants import architecture
+        """``linefinder``, ``direct`` or ``hybrid`` (:func:`lbgnet.modelspec.architecture`)."""
         return architecture(self.config)
 
     def compiled(self):
@@ -57,7 +77,7 @@ class Network:
             self.forward = compiled_forward(self.model)
         return self.forward
 
-    def results(self, X, c_thresh, n_thresh, batch_size=DEFAULT_BATCH):
+    def results(self, X, c_thresh, n_thresh, batch_size=None):
         """Catalogue quantities of gridded spectra, for any architecture
         (:meth:`raw_outputs` then :meth:`catalog`).
 
@@ -68,6 +88,8 @@ class Network:
         c_thresh : float
         n_thresh : int
         batch_size : int, optional
+            Spectra per forward pass [the engine's: :data:`lbgnet.npforward.BATCH` or
+            :data:`DEFAULT_BATCH`].
 
         Returns
         -------
@@ -75,15 +97,16 @@ class Network:
         """
         return self.catalog(self.raw_outputs(X, batch_size), c_thresh, n_thresh)
 
-    def raw_outputs(self, X, batch_size=DEFAULT_BATCH):
-        """Raw network outputs through the compiled forward pass: ``conf`` and ``offset``
+    def raw_outputs(self, X, batch_size=None):
+        """Raw network outputs through the engine's forward pass: ``conf`` and ``offset``
         (line finders, :meth:`predict`; hybrids), ``direct`` (direct and hybrid networks,
         :func:`lbgnet.predict.predict_raw`)."""
         if self.architecture == 'linefinder':
             conf, offset = self.predict(X, batch_size)
             return {'conf': conf, 'offset': offset}
         from .predict import predict_raw
-        return predict_raw(self.model, X, self.config, batch_size, forward=self.compiled())
+        return predict_raw(self.model, X, self.config, batch_size or DEFAULT_BATCH,
+                           forward=self.compiled())
 
     def catalog(self, raw, c_thresh, n_thresh):
         """Catalogue quantities from :meth:`raw_outputs`
@@ -94,8 +117,10 @@ class Network:
         res = catalog_from_raw(raw, self.config, c_thresh, n_thresh)
         return {key: np.asarray(val) for key, val in res.items()}
 
-    def predict(self, X, batch_size=DEFAULT_BATCH):
-        """Box confidences and offsets, as :func:`lbgnet.model.predict_boxes`, but through a
+    def predict(self, X, batch_size=None):
+        """Box confidences and offsets, as :func:`lbgnet.model.predict_boxes`.
+
+        With :attr:`numpy_pass`, through it on :attr:`threads` threads; otherwise through a
         compiled (``tf.function``) forward pass traced once for any batch size: about 4x
         faster on CPU than the eager call (doc/afterburner.rst).  Under another Keras
         backend, :func:`compiled_forward`'s padded batches.
@@ -105,12 +130,18 @@ class Network:
         X : numpy.ndarray
             Shape (nspec, nbins, 2).
         batch_size : int, optional
+            [the engine's: :data:`lbgnet.npforward.BATCH` or :data:`DEFAULT_BATCH`]
 
         Returns
         -------
         conf, offset : numpy.ndarray
             Shape (nspec, nlines, nboxes), float32.
         """
+        if self.numpy_pass is not None:
+            from .npforward import BATCH
+            out = self.numpy_pass.predict(X, self.threads, batch_size or BATCH)
+            return out[..., 0], out[..., 1]
+        batch_size = batch_size or DEFAULT_BATCH
         from keras.ops import convert_to_numpy
         forward = self.compiled()
         nlines, nboxes = len(self.config.lines), self.config.nboxes
@@ -227,7 +258,7 @@ def check_model_file(path):
     return check_model_files(path)
 
 
-def load_network(path):
+def load_network(path, engine=ENGINES[0], threads=1):
     """Load a model file and check it against its own configuration.
 
     Parameters
@@ -235,21 +266,70 @@ def load_network(path):
     path : str
         Model written by :func:`lbgnet.io.modelfile.save_model` (its ``.weights.h5`` or
         ``.json`` file).
+    engine : str, optional
+        Forward pass of a line finder (:data:`ENGINES`) [``numpy``: the weights are read
+        with h5py and neither Keras nor TensorFlow is imported]; direct and hybrid
+        networks are loaded in Keras whatever it says.
+    threads : int, optional
+        Threads of the numpy forward pass [1].
 
     Returns
     -------
     Network
+        With ``model`` None under the numpy engine.
 
     Raises
     ------
     InputFileError
-        Missing, unreadable or incompatible model file (its output shape differs from
-        the (nlines, nboxes) of its configuration, or it rejects the grid input).
+        Missing, unreadable or incompatible model file (weights that are not those of
+        the network its configuration describes; under Keras, an output shape other than
+        the (nlines, nboxes) of its configuration, or a network that rejects the grid
+        input).
+    ValueError
+        For an unknown `engine`.
     """
-    from .io.modelfile import load_model, model_paths
-    from .predict import predict_raw
+    from .io.modelfile import check_model_files, model_paths
+    if engine not in ENGINES:
+        raise ValueError(f'unknown forward-pass engine {engine!r}: choose from {", ".join(ENGINES)}')
     if path is None:
         raise InputFileError('--model', 'no model given and no pretrained model shipped')
+    threads = max(1, int(threads))
+    if engine == 'numpy':
+        description, config = check_model_files(path)
+        if architecture(config) == 'linefinder':
+            weights = model_paths(path)[0]
+            return Network(None, config, dict(description.get('metadata') or {}),
+                           os.path.abspath(weights), file_sha256(weights),
+                           numpy_pass=load_numpy_pass(weights, config), threads=threads)
+    model, config, metadata = _load_keras_model(path)
+    weights = model_paths(path)[0]
+    return Network(model, config, dict(metadata or {}), os.path.abspath(weights),
+                   file_sha256(weights), threads=threads)
+
+
+def load_numpy_pass(weights_path, config):
+    """The numpy forward pass (:func:`lbgnet.npforward.from_weights`) of the weights file
+    of a line finder, read without Keras.
+
+    Raises
+    ------
+    InputFileError
+        An unreadable weights file, or weights that are not those of the configuration's
+        line finder.
+    """
+    from .io.modelfile import read_weight_arrays
+    from .npforward import from_weights
+    try:
+        return from_weights(read_weight_arrays(weights_path), config)
+    except ValueError as err:
+        raise InputFileError(weights_path, str(err)) from None
+
+
+def _load_keras_model(path):
+    """(model, config, metadata) of :func:`lbgnet.io.modelfile.load_model`, checked on a
+    probe spectrum: its output shapes must be the configuration's."""
+    from .io.modelfile import load_model
+    from .predict import predict_raw
     model, config, metadata = load_model(path)
     probe = np.zeros((1, config.grid.nbins, 2), dtype=np.float32)
     try:
@@ -261,5 +341,4 @@ def load_network(path):
         if key in expected and np.shape(value) != expected[key]:
             raise InputFileError(path, f'incompatible model: output {np.shape(value)}, '
                                  f'configuration expects {expected[key]}')
-    weights = model_paths(path)[0]
-    return Network(model, config, dict(metadata or {}), os.path.abspath(weights), file_sha256(weights))
+    return model, config, metadata

@@ -26,9 +26,9 @@ The direct head's outputs are also returned as ``P_DIRECT``, ``Z_DIRECT``, ``ZER
 import numpy as np
 
 from .evaluate import LBG_CLASS, pe_score, regime_masks
+from .modelspec import architecture
 from .postprocess import HYBRID_SCORES, postprocess, postprocess_options
 from .thresholds import choose_from_scores, choose_thresholds
-from .variants import architecture
 from .zerr import calibrated_error
 
 

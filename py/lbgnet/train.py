@@ -120,7 +120,7 @@ def _checked_training(opts, where, combined=True):
 def check_config(config, sim_config=None):
     """Check, before any training, the options that are read only later.
 
-    The ``model`` section (:func:`lbgnet.model.model_options`, ``snr_softening`` > 0), the
+    The ``model`` section (:func:`lbgnet.modelspec.model_options`, ``snr_softening`` > 0), the
     options of the architecture (``model.direct``), the ``loss`` section, the ``postprocess``
     section (read by the validation score after the first epoch and at the end:
     ``agree_tol`` > 0, ``line_floor`` in [0, 1], ``zerr_scale`` / ``zerr_tpl_scale`` > 0,

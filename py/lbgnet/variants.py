@@ -42,11 +42,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from .config import ConfigError, as_float, as_int, check_keys
+from .config import ConfigError, check_keys
+from .modelspec import architecture, direct_options
 
-ARCHITECTURES = ('linefinder', 'direct', 'hybrid')
-#: Defaults of ``model.direct``.
-DIRECT_DEFAULTS = {'units': 64, 'z_range': [1.5, 5.0]}
 #: Defaults of ``loss.direct``.
 DIRECT_LOSS_DEFAULTS = {'gamma': 1.0, 'dz_scale': 0.01, 'weight': 1.0}
 #: Smallest σ the direct head can predict (in Δz/(1+z)).
@@ -54,37 +52,6 @@ SIGMA_FLOOR = 1e-4
 #: Columns of the direct head and of its target: (P or truth flag, z, σ or unused).
 NDIRECT = 3
 EPSILON = 1e-7
-
-
-def architecture(config):
-    """The ``model.architecture`` of a configuration ['linefinder'].
-
-    Raises
-    ------
-    lbgnet.config.ConfigError
-        For an unknown architecture.
-    """
-    arch = (config.extra.get('model') or {}).get('architecture', 'linefinder')
-    if arch not in ARCHITECTURES:
-        raise ConfigError(f'{config.source}: model.architecture must be one of {ARCHITECTURES}, '
-                          f'not {arch!r}')
-    return arch
-
-
-def direct_options(config):
-    """``model.direct`` with defaults: ``units`` (int) and ``z_range`` (z_lo, z_hi)."""
-    section = (config.extra.get('model') or {}).get('direct') or {}
-    check_keys({'model': {'direct': section}}, config.source)   # also for configs built in code
-    opts = dict(DIRECT_DEFAULTS, **section)
-    try:
-        units = as_int(opts['units'])
-        z_lo, z_hi = (as_float(v) for v in opts['z_range'])
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f'{config.source}: invalid model.direct (units must be an integer, '
-                          f'z_range two finite numbers; {err!r})') from None
-    if units < 1 or not -1.0 < z_lo < z_hi:
-        raise ConfigError(f'{config.source}: model.direct needs units >= 1 and -1 < z_lo < z_hi')
-    return {'units': units, 'z_range': (z_lo, z_hi)}
 
 
 def direct_loss_options(config):

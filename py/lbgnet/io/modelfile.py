@@ -337,6 +337,51 @@ def check_model_files(path):
     return description, config
 
 
+def read_weight_arrays(weights_path):
+    """The weight tensors of a Keras 3 weights file, read with h5py (no Keras).
+
+    Keras 3 stores each layer as ``layers/<its own key>/vars`` with the layer's name in
+    that group's ``name`` attribute and its tensors as datasets ``0``, ``1``, … in the
+    layer's order.
+
+    Parameters
+    ----------
+    weights_path : str
+        ``NAME.weights.h5`` (written by :func:`save_model`).
+
+    Returns
+    -------
+    dict
+        Layer name -> list of numpy arrays, for the layers with weights.
+
+    Raises
+    ------
+    InputFileError
+        An unreadable HDF5 file, or one not laid out as Keras 3 writes weights.
+    """
+    out = {}
+    try:
+        with h5py.File(weights_path, 'r') as fx:
+            layers = fx.get('layers')
+            if not isinstance(layers, h5py.Group):
+                raise InputFileError(weights_path, 'not a Keras 3 weights file (no "layers" '
+                                     'group); the keras engine may read it')
+            for key, group in layers.items():
+                tensors = group.get('vars') if isinstance(group, h5py.Group) else None
+                if not isinstance(tensors, h5py.Group) or not len(tensors):
+                    continue
+                name = tensors.attrs.get('name', key)
+                name = name.decode() if isinstance(name, bytes) else str(name)
+                try:
+                    out[name] = [np.asarray(tensors[str(i)]) for i in range(len(tensors))]
+                except KeyError:
+                    raise InputFileError(weights_path, f'layer {name}: tensors not numbered '
+                                         '0, 1, ... as Keras 3 writes them') from None
+    except OSError as err:
+        raise InputFileError(weights_path, f'not a readable HDF5 weights file ({err})') from None
+    return out
+
+
 def _first_save_hint(weights_path, json_path):
     """:func:`interrupted_save_hint` for weights without a description (the first save of
     their name, killed between its renames), or '' (no weights, or unreadable ones)."""

@@ -32,8 +32,10 @@ from ..io.fitsutil import (REDROCK_FINGERPRINT_COLUMNS, check_input_path, header
 from ..io.discover import FileJob, expand_coadds, find_coadds, plan_jobs, redrock_path
 from ..io.errors import InputFileError
 from ..io.priors import priors_table
-from ..network import (DEFAULT_BATCH, check_model_file, default_model_path, load_network,
-                       training_zrange)
+from ..modelspec import architecture
+from ..network import (DEFAULT_BATCH, ENGINES, check_model_file, default_model_path,
+                       load_network, training_zrange)
+from ..npforward import BATCH
 from ..parallel import RankZeroParser, launcher_rank, launcher_size, split_work
 from ..priors import PRIOR_FUNCTION, select_priors
 from ..ranklog import rank_prefix
@@ -84,8 +86,14 @@ def parse(options=None):
                         help='redo files whose outputs exist; replace an existing --output/--priors')
     parser.add_argument('--chunk-size', type=int, default=DEFAULT_CHUNK,
                         help='spectra read and predicted at once [%(default)s]')
-    parser.add_argument('--batch-size', type=int, default=DEFAULT_BATCH,
-                        help='spectra per forward pass of the network [%(default)s]')
+    parser.add_argument('--engine', choices=ENGINES, default=ENGINES[0],
+                        help='forward pass of a line finder: numpy (weights read without '
+                        'TensorFlow, which is not imported: a faster start and less memory per '
+                        'rank; outputs independent of --threads) or keras (TensorFlow); direct '
+                        'and hybrid networks always run in Keras [%(default)s]')
+    parser.add_argument('--batch-size', type=int,
+                        help=f'spectra per forward pass of the network [{BATCH} with the numpy '
+                        f'engine, {DEFAULT_BATCH} with keras]')
     parser.add_argument('--threads', type=int, help='CPU threads of the network and of numpy\'s '
                         'BLAS per rank [the cores available to the rank, shared with the ranks '
                         'bound to the same cores]')
@@ -106,7 +114,7 @@ def parse(options=None):
     check_refine_arguments(parser, args)
     if args.threads is not None and args.threads < 1:
         parser.error('--threads must be >= 1')
-    if args.chunk_size < 1 or args.batch_size < 1:
+    if args.chunk_size < 1 or (args.batch_size is not None and args.batch_size < 1):
         parser.error('--chunk-size and --batch-size must be >= 1')
     if args.c_thresh is not None and not 0.0 <= args.c_thresh <= 1.0:
         parser.error('--c-thresh must be in [0, 1]')
@@ -364,16 +372,19 @@ def setup(args, nthreads=None):
         without skipped jobs), ``unmatched`` (inputs failed before any file, ``'WHAT: why'``), ``model`` (path), ``rerun``
         (:class:`RerunSetup` or None), ``network`` (the loaded model; None when no job is
         left, and TensorFlow is then not imported: every option is checked from the model
-        description), ``refiner`` (:func:`lbgnet.scripts.refine_options.make_refiner`) and
+        description), ``keras`` (whether the network runs in Keras: ``--engine keras``, or
+        a direct or hybrid network; otherwise neither Keras nor TensorFlow is imported),
+        ``refiner`` (:func:`lbgnet.scripts.refine_options.make_refiner`) and
         ``error`` (one line, or None).
     """
     out = dict(jobs=[], unmatched=[], model=None, rerun=None, error=None, network=None,
-               refiner=None, skipped=[], settings=None, failed=[])
+               refiner=None, skipped=[], settings=None, failed=[], keras=True)
     try:
         out['jobs'], out['unmatched'] = plan(args)
         out['model'] = args.model or default_model_path()
         # every option is checked without TensorFlow, also when no file is left to do
         description, config = check_model_file(out['model'])
+        out['keras'] = args.engine == 'keras' or architecture(config) != 'linefinder'
         metadata = dict(description.get('metadata') or {})
         nlines = len(config.lines)
         if args.n_thresh is not None and args.n_thresh > nlines:
@@ -401,8 +412,9 @@ def setup(args, nthreads=None):
         out['jobs'], out['failed'] = check_jobs(out['jobs'])
         warn_leftover_temporaries(out['jobs'])
         if out['jobs']:           # a resumed run with every output there: no TensorFlow
-            start_tensorflow(nthreads)
-            out['network'] = load_network(out['model'])
+            if out['keras']:
+                start_tensorflow(nthreads)
+            out['network'] = load_network(out['model'], args.engine, nthreads or 1)
     except (InputFileError, OutputFileError, ValueError) as err:
         out['error'] = str(err)
     except Exception as err:  # noqa: BLE001 -- the other ranks wait for this answer
@@ -647,7 +659,8 @@ def run_all(args, comm=None):
     """Run the built-in example, or the files of this rank."""
     if args.example:
         try:
-            start_tensorflow()
+            if args.engine == 'keras':
+                start_tensorflow()
         except KerasBackendError as err:
             get_logger().error('%s', err)
             return 1
@@ -680,8 +693,9 @@ def run_ranks(args, comm=None):
     kept = check_skipped(split_work(state['skipped'], size, rank), state['settings'])
     try:
         if network is None and mine:      # a rank without files loads nothing
-            start_tensorflow(nthreads)
-            network = load_network(state['model'])
+            if state['keras']:
+                start_tensorflow(nthreads)
+            network = load_network(state['model'], args.engine, nthreads)
             refiner = make_refiner(args, network.config, network.zrange, network.metadata,
                                    warn=False)      # rank 0 warned in setup
         load_error = None
