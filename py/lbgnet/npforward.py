@@ -44,7 +44,7 @@ from .modelspec import BN_EPSILON, CHANNEL_NAMES, architecture, model_options
 #: Spectra per batch (the fastest of 32, 64 and 128 on 2 cores, doc/benchmarks.rst).
 BATCH = 32
 
-#: Layer classes of a line finder and what the numpy pass does with them.
+#: Layer classes a line finder of :func:`lbgnet.model.build_model` is made of.
 _KNOWN_LAYERS = {'InputLayer', 'InputChannels', 'Conv1D', 'BatchNormalization', 'Activation',
                  'Dropout', 'Flatten', 'Dense', 'Concatenate', 'Reshape', 'RescaledSigmoid'}
 
@@ -194,7 +194,8 @@ class NumpyLineFinder:
             raise ValueError(f'input shape {X.shape} does not match the model input '
                              f'(nspec,) + {(self.nbins, 2)}')
         out = np.empty((X.shape[0], self.nlines, self.nboxes, 2), dtype=np.float32)
-        starts = range(0, X.shape[0], max(1, int(batch_size)))
+        batch_size = max(1, int(batch_size))
+        starts = range(0, X.shape[0], batch_size)
 
         def run(start):
             out[start:start + batch_size] = self.forward(X[start:start + batch_size])
