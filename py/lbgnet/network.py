@@ -298,8 +298,9 @@ def load_network(path, engine=ENGINES[0], threads=1):
         description, config = check_model_files(path)
         if architecture(config) == 'linefinder':
             weights = model_paths(path)[0]
+            # check_model_files has just verified this SHA-256 against the file
             return Network(None, config, dict(description.get('metadata') or {}),
-                           os.path.abspath(weights), file_sha256(weights),
+                           os.path.abspath(weights), description['weights_sha256'],
                            numpy_pass=load_numpy_pass(weights, config), threads=threads)
     model, config, metadata = _load_keras_model(path)
     weights = model_paths(path)[0]
