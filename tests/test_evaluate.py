@@ -325,7 +325,7 @@ def test_evaluate_script_coadd_and_catalog(tmp_path, caplog, monkeypatch):
     """Coadd input and the equivalent catalogue input give the same metrics; files are written."""
     import os
     from lbgnet.io.modelfile import load_model
-    from lbgnet.model import predict_boxes
+    from lbgnet.network import load_network
     from lbgnet.postprocess import postprocess
     from lbgnet.io.evaluation import read_coadd_for_evaluation
     from lbgnet.afterburner import default_template_path, load_refiner, refine_selected
@@ -413,8 +413,9 @@ def test_evaluate_script_coadd_and_catalog(tmp_path, caplog, monkeypatch):
                            noise='calibrated', archetypes=default_archetype_path())  # the default
     X, targetid, good, info, _ = read_coadd_for_evaluation(paths['coadd'], cfg, refiner.noise)
     assert (~good).sum() == m1['inputs']['nexcluded_bad_fibres']
-    conf, offset = predict_boxes(model, X)
-    res = postprocess(conf, offset, cfg)
+    raw = load_network(model_path).raw_outputs(X)   # the afterburner's forward pass
+    conf = raw['conf']
+    res = postprocess(conf, raw['offset'], cfg)
     res.update(refine_selected(refiner, info, res, conf))
     order = np.random.default_rng(0).permutation(len(X))
     cat = str(tmp_path / 'lbg_cnn-test.fits')
@@ -902,6 +903,76 @@ def test_redshift_errors_report_the_pulls_of_right_redshifts():
     assert errs['ZERR_TPL']['nmad_pull'] == pytest.approx(1.0, abs=0.06)
     assert errs['ZERR_TPL']['frac_within_1sigma'] == pytest.approx(0.683, abs=0.03)
     assert errs['ZERR_LBG']['nmad_pull'] == pytest.approx(2.0, abs=0.12)
+
+
+def test_coadd_input_runs_the_network_as_the_afterburner(tmp_path):
+    """On a coadd, desi_lbg_evaluate runs the network as the afterburner does (its engine,
+    over all spectra in the same batches, dead fibres included, before the cut): the
+    predictions equal the catalogue's bit for bit and the metrics are the same; --engine
+    keras agrees to rounding; the engine is recorded; the numpy engine runs without Keras
+    and TensorFlow."""
+    import subprocess
+    import sys
+    import fitsio
+    from lbgnet.evalinputs import predict_coadd
+    from lbgnet.network import load_network
+    from lbgnet.scripts.lbg_afterburner import main as afterburner
+    from lbgnet.scripts.lbg_evaluate import OUTPUTS, main
+    paths = _mock_files(tmp_path, nspec=60, seed=31)
+    model_path = _small_model(tmp_path)
+    cat = str(tmp_path / 'lbg_cnn-mock.fits')
+    assert afterburner(['--coadd', paths['coadd'], '--redrock', paths['redrock'], '--output', cat,
+                        '--priors', str(tmp_path / 'priors.fits'), '--model', model_path,
+                        '--no-refine']) == 0
+    table = fitsio.read(cat, ext='LBG_CNN')
+    network = load_network(model_path)
+    tid, res, _, conf, _, all_tid = predict_coadd(paths['coadd'], network, None, None)
+    assert 0 < tid.size < all_tid.size == len(table)          # some dead fibres left out
+    rows = np.searchsorted(table['TARGETID'], tid, sorter=np.argsort(table['TARGETID']))
+    rows = np.argsort(table['TARGETID'])[rows]
+    assert np.array_equal(table['TARGETID'][rows], tid)
+    for key in ('C_LBG', 'Z_LBG', 'ZERR_LBG'):
+        assert np.array_equal(table[key][rows], res[key].astype(table[key].dtype),
+                              equal_nan=True), key
+    assert np.array_equal(table['IS_LBG'][rows], res['IS_LBG'])
+
+    def metrics(name, *options):
+        out = tmp_path / name
+        assert main([*options, '--truth', paths['truth'], '--model', model_path, '--outdir',
+                     str(out), '--nexamples', '0']) == 0
+        return json.loads((out / OUTPUTS['metrics']).read_text())
+    from_cat = metrics('ev-cat', '--catalog', cat)
+    from_coadd = metrics('ev-coadd', '--coadd', paths['coadd'], '--no-refine', '--threads', '2')
+    assert from_cat['inputs']['engine'] == from_coadd['inputs']['engine'] == 'numpy'
+    assert from_coadd['regimes'] == from_cat['regimes']
+    with_keras = metrics('ev-keras', '--coadd', paths['coadd'], '--no-refine', '--engine', 'keras')
+    assert with_keras['inputs']['engine'] == 'keras'
+    for name, reg in with_keras['regimes'].items():
+        assert reg['nlbg'] == from_coadd['regimes'][name]['nlbg']
+        if reg['nlbg']:
+            assert reg['pe_score'] == pytest.approx(from_coadd['regimes'][name]['pe_score'],
+                                                    abs=1e-6)
+    with pytest.raises(SystemExit):        # a catalogue holds its engine's outputs
+        main(['--catalog', cat, '--truth', paths['truth'], '--outdir', str(tmp_path / 'x'),
+              '--engine', 'keras'])
+    with pytest.raises(SystemExit):
+        main(['--coadd', paths['coadd'], '--truth', paths['truth'], '--outdir',
+              str(tmp_path / 'x'), '--threads', '0'])
+    driver = tmp_path / 'driver.py'          # importing Keras or TensorFlow fails
+    driver.write_text('import sys\nsys.modules["keras"] = None\nsys.modules["tensorflow"] = None\n'
+                      'from lbgnet.scripts.lbg_evaluate import main\n'
+                      'sys.exit(main(sys.argv[1:]))\n')
+    env = dict(os.environ, PYTHONPATH=os.path.join(os.path.dirname(__file__), '..', 'py'))
+    args = ['--coadd', paths['coadd'], '--truth', paths['truth'], '--model', model_path,
+            '--no-refine', '--nexamples', '0', '--outdir', str(tmp_path / 'ev-nokeras')]
+    proc = subprocess.run([sys.executable, str(driver), *args], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads((tmp_path / 'ev-nokeras' / OUTPUTS['metrics']).read_text())['regimes'] \
+        == from_coadd['regimes']
+    proc = subprocess.run([sys.executable, str(driver), *args, '--engine', 'keras'], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and 'keras' in (proc.stdout + proc.stderr).lower()
 
 
 def test_reliable_is_the_good_lbg_sample(tmp_path):

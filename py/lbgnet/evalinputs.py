@@ -25,20 +25,38 @@ PRED_KEYS = ('C_LBG', 'IS_LBG', 'Z_LBG', 'ZERR_LBG', 'Z_BESTLINE', 'Z_TPL', 'ZER
 TEMPLATE_KEYS = ('Z_TPL', 'ZERR_TPL', 'DELTACHI2_TPL')
 
 
-def predict_coadd(path, model, config, c_thresh, n_thresh, include_bad=False, refiner=None,
-                  zrange=None):
-    """Grid one coadd, run the model, post-process and refine the selected redshifts.
+def predict_coadd(path, network, c_thresh, n_thresh, include_bad=False, refiner=None,
+                  zrange=None, chunk_size=None):
+    """Grid one coadd, run the network, post-process and refine the selected redshifts.
 
-    Spectra without a valid pixel get the afterburner's blank outputs (NaN / False,
+    The network runs over all the file's spectra, `chunk_size` at a time, as the
+    afterburner's does (:func:`lbgnet.afterburner.predict_coadd`, same forward pass and
+    batches): its outputs are then those of the file's catalogue bit for bit.  Spectra
+    without a valid pixel get the afterburner's blank outputs (NaN / False,
     :func:`lbgnet.afterburner.blank_empty`), and ``LBG_FLAG`` its bits (those known from
     the spectra and, with `zrange`, Z_OUT_OF_RANGE; with `refiner`, SMALL_DELTA_CHI2), so
     that both evaluation paths agree.
+
+    Parameters
+    ----------
+    path : str
+        Coadd file with a FIBERMAP.
+    network : lbgnet.network.Network
+    c_thresh : float or None
+    n_thresh : int or None
+        [the model's]
+    include_bad : bool, optional
+        Keep the spectra the metrics leave out (see `all_tid` below).
+    refiner : lbgnet.refine.Refiner, optional
+    zrange : (float, float), optional
+    chunk_size : int, optional
+        Spectra per call of the network [the afterburner's ``--chunk-size`` default].
 
     Returns
     -------
     targetid : numpy.ndarray
     res : dict
-        :func:`lbgnet.postprocess.postprocess` output, with ``Z_TPL`` etc. when `refiner`
+        :meth:`lbgnet.network.Network.catalog` output, with ``Z_TPL`` etc. when `refiner`
         is given (:func:`lbgnet.afterburner.refine_selected`), and ``LBG_FLAG``.
     X, conf, offset : numpy.ndarray
         Input and raw line-finder output (for the example figure; conf and offset are
@@ -48,16 +66,19 @@ def predict_coadd(path, model, config, c_thresh, n_thresh, include_bad=False, re
         target or no valid pixel: :func:`lbgnet.io.evaluation.is_evaluated`; kept with
         `include_bad`).
     """
-    from .afterburner import blank_empty, refine_selected
+    from .afterburner import DEFAULT_CHUNK, blank_empty, refine_selected
     from .catalog import apply_model_range, apply_small_deltachi2
     from .io.evaluation import read_coadd_for_evaluation
-    from .predict import predict_catalog
     X, targetid, good, info, flags = read_coadd_for_evaluation(
-        path, config, None if refiner is None else refiner.noise)
+        path, config=network.config, noise=None if refiner is None else refiner.noise)
+    chunk_size = int(chunk_size or DEFAULT_CHUNK)
+    blocks = [network.raw_outputs(X[start:start + chunk_size])
+              for start in range(0, max(len(X), 1), chunk_size)]
     keep = np.ones_like(good) if include_bad else good
+    raw = {key: np.concatenate([b[key] for b in blocks])[keep] for key in blocks[0]}
     all_tid = targetid
     X, targetid = X[keep], targetid[keep]
-    res, raw = predict_catalog(model, X, config, c_thresh=c_thresh, n_thresh=n_thresh)
+    res = network.catalog(raw, c_thresh, n_thresh)
     blank_empty(res, info.empty[keep])
     conf, offset = raw.get('conf'), raw.get('offset')     # None for direct networks
     flags = flags[keep]
@@ -173,15 +194,15 @@ def read_catalog_input(path, names, include_bad, c_thresh):
         TARGETIDs of all rows (before the bad-fibre cut).
     made : dict
         From the header: ``selection`` (CTHRESH, NTHRESH), ``refine`` (the refinement,
-        None without), ``model_sha256`` and ``model`` (``LBGMSHA``, ``LBGMODEL``; None
-        where absent).
+        None without), ``model_sha256``, ``model`` and ``engine`` (``LBGMSHA``,
+        ``LBGMODEL``, ``LBGENGIN``; None where absent).
     """
     from .io.evaluation import (catalog_model, catalog_refinement, catalog_thresholds,
                                 read_prediction_catalog)
     res = read_prediction_catalog(path, names)
     made_with = catalog_thresholds(path)
     made = {'selection': made_with, 'refine': catalog_refinement(path)}
-    made['model_sha256'], made['model'] = catalog_model(path)
+    made['model_sha256'], made['model'], made['engine'] = catalog_model(path)
     all_tid = res['TARGETID'] = unique_targetids(res['TARGETID'], path)   # floats collide
     keep = np.ones(len(all_tid), bool) if include_bad else res['GOOD']
     if not include_bad and 'LBG_FLAG' not in res:
@@ -219,9 +240,10 @@ def _check_truth_covered(truth_tid, all_tid, path, truth_path, what):
                              f'(a cut or filtered {what}?)')
 
 
-def collect(args, config, model, refiner=None, zrange=None):
+def collect(args, config, network=None, refiner=None, zrange=None):
     """Predictions and aligned truth over all input files.
 
+    `network` (:class:`lbgnet.network.Network`, for ``args.coadd``) runs on the coadds;
     `zrange` (the model's LBG redshift range) sets Z_OUT_OF_RANGE in the ``LBG_FLAG`` of
     coadd input as the afterburner does; catalogues carry their own ``LBG_FLAG``.
 
@@ -233,7 +255,9 @@ def collect(args, config, model, refiner=None, zrange=None):
         TARGETIDs per file, the number of spectra left out (dead fibres), the ``SIMHASH``
         of each truth file (None when absent), the selection and, for coadd input, the
         arrays of the first file with spectra for the example plot (``first``, with its
-        offset in the concatenated rows, ``first_start``).
+        offset in the concatenated rows, ``first_start``); for catalogue input, their
+        ``network`` (LBGMSHA, LBGMODEL of the first) and ``engine``
+        (:func:`_one_or_all` of their LBGENGIN).
 
     Raises
     ------
@@ -250,8 +274,8 @@ def collect(args, config, model, refiner=None, zrange=None):
     check_distinct_inputs(args.truth)        # also catches copies of one coadd / catalogue
     preds, truths, tids, nexcluded, simhash = [], [], [], 0, {}
     first, first_start, nrows = None, 0, 0
-    header_selection, refinement, network = None, None, (None, None)
-    contents = {}
+    header_selection, refinement, made_by = None, None, (None, None)
+    contents, engines = {}, set()
     for i, (path, truth_path) in enumerate(zip(inputs, args.truth)):
         truth = read_truth(truth_path)
         # the truth's own problems first: the TRUTHSUM comparison below would blame them
@@ -261,7 +285,7 @@ def collect(args, config, model, refiner=None, zrange=None):
         check_not_a_copy(truth, truth_path, contents)
         if args.coadd:
             tid, res, X, conf, offset, all_tid = predict_coadd(
-                path, model, config, args.c_thresh, args.n_thresh, args.include_bad_fibres,
+                path, network, args.c_thresh, args.n_thresh, args.include_bad_fibres,
                 refiner, zrange)
             if first is None and len(tid):
                 first, first_start = (X, conf, offset, tid), nrows
@@ -270,11 +294,11 @@ def collect(args, config, model, refiner=None, zrange=None):
                 path, config.lines.names, args.include_bad_fibres, args.c_thresh)
             if i == 0:
                 header_selection, refinement = made['selection'], made['refine']
-                network = (made['model_sha256'], made['model'])
-            elif made['model_sha256'] != network[0]:
+                made_by = (made['model_sha256'], made['model'])
+            elif made['model_sha256'] != made_by[0]:
                 raise InputFileError(path, f'made by the network {made["model"]} (LBGMSHA '
                                      f'{_short(made["model_sha256"])}), the first catalogue by '
-                                     f'{network[1]} ({_short(network[0])}): evaluate them apart')
+                                     f'{made_by[1]} ({_short(made_by[0])}): evaluate them apart')
             elif made['selection'] != header_selection:
                 raise InputFileError(path, f'made with CTHRESH, NTHRESH = {made["selection"]}, '
                                      f'the first catalogue with {header_selection}: evaluate '
@@ -282,6 +306,7 @@ def collect(args, config, model, refiner=None, zrange=None):
             elif made['refine'] != refinement:
                 raise InputFileError(path, f'refined with {made["refine"]}, the first catalogue '
                                      f'with {refinement}: evaluate them apart')
+            engines.add(made['engine'])
             tid = res['TARGETID']
         _check_truth_covered(np.asarray(truth['TARGETID']), all_tid, path, truth_path,
                              'coadd' if args.coadd else 'catalogue')
@@ -312,7 +337,15 @@ def collect(args, config, model, refiner=None, zrange=None):
                      else (args.c_thresh, header_selection[1]))
     return pred, truth, {'targetid': tids, 'first': first, 'first_start': first_start,
                          'nexcluded': nexcluded, 'simhash': simhash, 'selection': selection,
-                         'refine': refinement, 'network': network}
+                         'refine': refinement, 'network': made_by,
+                         'engine': _one_or_all(engines) if args.catalog else None}
+
+
+def _one_or_all(engines):
+    """The engine of the catalogues (header ``LBGENGIN``, None where absent): one value
+    when they agree, else the sorted list of their engines."""
+    values = sorted(engines, key=str)
+    return values[0] if len(values) == 1 else values
 
 
 def _short(sha):

@@ -100,15 +100,18 @@ def catalog_model(path, extname='LBG_CNN'):
 
     Returns
     -------
-    sha256, model : str or None
+    sha256, model, engine : str or None
         Header keywords ``LBGMSHA`` (SHA-256 of the weights file, the model card's
-        ``weights_sha256``) and ``LBGMODEL`` (its path); None where absent.
+        ``weights_sha256``), ``LBGMODEL`` (its path) and ``LBGENGIN`` (the forward pass,
+        ``numpy`` or ``keras``; catalogues written before it have none); None where
+        absent.
     """
     with open_fits(str(path)) as fx:
         header = fx[extname].read_header()
-    sha, model = header.get('LBGMSHA'), header.get('LBGMODEL')
+    sha, model, engine = (header.get(key) for key in ('LBGMSHA', 'LBGMODEL', 'LBGENGIN'))
     return (None if sha is None else str(sha).strip().lower(),
-            None if model is None else str(model))
+            None if model is None else str(model),
+            None if engine is None else str(engine).strip())
 
 
 def catalog_refinement(path, extname='LBG_CNN'):

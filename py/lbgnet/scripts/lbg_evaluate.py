@@ -25,6 +25,7 @@ from desiutil.log import get_logger
 from ..evalinputs import check_catalog_network, collect, compare_simulators, redrock_metrics
 from ..io import InputFileError
 from ..io.catalog import OutputFileError, check_outdir, write_failure_reason
+from ..network import ENGINES
 from ..tflog import KerasBackendError, import_tensorflow
 from .refine_options import (add_refine_arguments, check_refine_arguments, make_refiner,
                              refine_options_given)
@@ -52,6 +53,13 @@ def parse(options=None):
     parser.add_argument('--redrock', nargs='+',
                         help='Redrock file(s), one per coadd, for a Redrock comparison')
     parser.add_argument('--model', help='model file (.weights.h5 or .json) [shipped model]')
+    parser.add_argument('--engine', choices=ENGINES, default=ENGINES[0],
+                        help="forward pass of a line finder for --coadd, as the afterburner's "
+                        '--engine (numpy: no TensorFlow; keras); direct and hybrid networks '
+                        'always run in Keras [%(default)s]')
+    parser.add_argument('--threads', type=int,
+                        help='threads of the numpy forward pass (outputs do not depend on it) '
+                        '[the cores available]')
     parser.add_argument('--outdir', required=True, help='output directory')
     parser.add_argument('--c-thresh', type=float,
                         help='line confidence threshold [model default; for --catalog, the '
@@ -93,6 +101,11 @@ def parse(options=None):
         parser.error(f'--c-thresh must be in [0, 1], not {args.c_thresh}')
     if args.n_thresh is not None and args.n_thresh < 1:
         parser.error(f'--n-thresh must be >= 1, not {args.n_thresh}')
+    if args.threads is not None and args.threads < 1:
+        parser.error(f'--threads must be >= 1, not {args.threads}')
+    if args.catalog and (args.engine != ENGINES[0] or args.threads is not None):
+        parser.error('--engine and --threads need --coadd: a catalogue holds the outputs of '
+                     'the engine it was made with (its header, recorded in the metrics)')
     if os.path.exists(args.outdir) and not os.path.isdir(args.outdir):
         parser.error(f'--outdir {args.outdir} exists and is not a directory')
     problem = check_title(args.title)
@@ -269,27 +282,49 @@ def main(args=None, comm=None):
     return rc
 
 
+def load_coadd_network(args, model_path):
+    """The network that runs on coadd input, loaded as the afterburner loads it
+    (:func:`lbgnet.network.load_network` with ``--engine`` and ``--threads``):
+    TensorFlow is imported only when the network runs in Keras.
+
+    Raises
+    ------
+    InputFileError
+        A missing or unusable model file.
+    lbgnet.tflog.KerasBackendError
+        The network runs in Keras and its backend is not installed.
+    """
+    from ..modelspec import architecture
+    from ..network import check_model_file, load_network
+    config = check_model_file(model_path)[1]
+    if args.engine == 'keras' or architecture(config) != 'linefinder':
+        import_tensorflow()           # a Keras backend not installed: one line
+    threads = args.threads or (len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity')
+                               else os.cpu_count() or 1)
+    return load_network(model_path, args.engine, threads)
+
+
 def evaluate_into(args, model_path, log):
     """The evaluation of :func:`main` once ``--outdir`` exists; its return status."""
     from ..network import training_zrange
     from ..evaluate import evaluate_predictions
     from ..io.evaluation import write_json
-    from ..io.modelfile import load_model, read_model_description
+    from ..io.modelfile import read_model_description
     try:
-        refiner = None
+        refiner, network = None, None
         if args.coadd:
-            import_tensorflow()         # a Keras backend not installed: one line below
-            model, config, metadata = load_model(model_path)
+            network = load_coadd_network(args, model_path)
+            config, metadata = network.config, network.metadata
             from .lbg_afterburner import warn_checkpoint
-            warn_checkpoint(model_path, dict(metadata or {}), args)   # its thresholds: untuned
-            refiner = make_refiner(args, config, training_zrange(config, metadata), metadata)
+            warn_checkpoint(model_path, metadata, args)     # its thresholds: untuned
+            refiner = make_refiner(args, config, network.zrange, metadata)
         else:
             description, config = read_model_description(model_path)
-            model, metadata = None, description.get('metadata')
+            metadata = description.get('metadata')
         if args.n_thresh is not None and args.n_thresh > len(config.lines):
             raise InputFileError(model_path, f'--n-thresh {args.n_thresh} exceeds the '
                                  f'{len(config.lines)} lines of this model')
-        pred, truth, extras = collect(args, config, model, refiner,
+        pred, truth, extras = collect(args, config, network, refiner,
                                       training_zrange(config, metadata))
         if args.catalog:
             check_catalog_network(extras['network'], model_path,
@@ -305,7 +340,9 @@ def evaluate_into(args, model_path, log):
                               'model': os.path.abspath(model_path), 'c_thresh': c_thresh,
                               'nexcluded_bad_fibres': extras['nexcluded'],
                               'include_bad_fibres': bool(args.include_bad_fibres),
-                              'n_thresh': n_thresh}}
+                              'n_thresh': n_thresh,
+                              'engine': (network.engine if network is not None
+                                         else extras['engine'])}}
         metrics['inputs']['simulator'] = compare_simulators(
             extras['simhash'], (metadata or {}).get('training', {}).get('simulator_hash'))
         if args.catalog:                                # catalogue input: its header
