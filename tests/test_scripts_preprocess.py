@@ -160,3 +160,63 @@ def test_summary_median_is_over_the_spectra_with_data(caplog):
     with caplog.at_level(logging.INFO):
         summarise('f.fits', X, info)
     assert 'median |S/N| per valid bin 3.00 (of the 2 spectra with data)' in caplog.text
+
+
+def test_outdir_writes_one_file_per_coadd_and_keeps_them_on_a_rerun(tmp_path, caplog):
+    """--outdir: one lbg_input-X.npz per coadd-X.fits, the same arrays as --output; a bad
+    file fails alone; a rerun keeps the files of the same coadds and configuration, refuses
+    one whose coadd changed since (INCOSUM) unless --overwrite, and two coadds of one name
+    are refused before any work."""
+    import logging
+    from lbg_testdata import write_test_coadd
+    coadds = [str(tmp_path / f'coadd-sv3-dark-{pix}.fits') for pix in (11, 12)]
+    for i, path in enumerate(coadds):
+        write_test_coadd(path, 5 + i, seed=i)
+    bad = tmp_path / 'coadd-sv3-dark-13.fits'
+    bad.write_text('not fits')
+    out = tmp_path / 'grid'
+    assert main(['--coadd', *coadds, str(bad), '--outdir', str(out)]) == 1
+    assert sorted(p.name for p in out.iterdir()) == ['lbg_input-sv3-dark-11.npz',
+                                                     'lbg_input-sv3-dark-12.npz']
+    single = str(tmp_path / 'single.npz')
+    assert main(['--coadd', coadds[1], '--output', single]) == 0
+    with np.load(single) as one, np.load(str(out / 'lbg_input-sv3-dark-12.npz')) as batch:
+        assert set(one.files) == set(batch.files) and 'INCOSUM' in batch.files
+        for key in one.files:
+            np.testing.assert_array_equal(one[key], batch[key], err_msg=key)
+    first = out / 'lbg_input-sv3-dark-11.npz'
+    stamp = first.stat().st_mtime_ns
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert main(['--coadd', *coadds, '--outdir', str(out)]) == 0
+    assert first.stat().st_mtime_ns == stamp
+    assert '0 of 2 file(s) written' in caplog.text and '2 kept from an earlier run' in caplog.text
+    write_test_coadd(coadds[0], 7, seed=5)              # the coadd was re-reduced since
+    caplog.clear()
+    assert main(['--coadd', *coadds, '--outdir', str(out)]) == 1
+    assert 'INCOSUM differs' in caplog.text and '--overwrite' in caplog.text
+    assert first.stat().st_mtime_ns == stamp
+    assert main(['--coadd', *coadds, '--outdir', str(out), '--overwrite']) == 0
+    with np.load(str(first)) as data:
+        assert data['X'].shape == (7, 800, 2)
+    os.remove(coadds[1])                  # its output stays; the missing coadd fails
+    caplog.clear()
+    assert main(['--coadd', coadds[1], '--outdir', str(out)]) == 1
+    assert 'coadd-sv3-dark-12.fits' in caplog.text and (out / 'lbg_input-sv3-dark-12.npz').exists()
+    (tmp_path / 'other').mkdir()                        # one name in two directories
+    twin = str(tmp_path / 'other' / 'coadd-sv3-dark-11.fits')
+    write_test_coadd(twin, 3)
+    caplog.clear()
+    assert main(['--coadd', coadds[0], twin, '--outdir', str(tmp_path / 'twins')]) == 1
+    assert 'would both write' in caplog.text and not (tmp_path / 'twins').exists()
+
+
+def test_outdir_option_conflicts_are_usage_errors(tmp_path):
+    import pytest
+    from lbgnet.scripts.lbg_preprocess import parse
+    for bad in (['--coadd', 'a.fits', '--output', 'x.npz', '--outdir', 'd'],
+                ['--coadd', 'a.fits', '--mpi'], ['--example', '--outdir', 'd', '--mpi'],
+                ['--coadd', 'a.fits', '--outdir', '']):
+        with pytest.raises(SystemExit):
+            parse(bad)
+    assert parse(['--coadd', 'a.fits', 'b.fits', '--outdir', 'd', '--overwrite', '--mpi']).mpi

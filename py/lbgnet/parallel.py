@@ -116,6 +116,35 @@ def split_work(items, size, rank, weights=None):
     return [items[i] for i in order if owner[i] == rank]
 
 
+def stop_if_any_failed(comm, problem, log):
+    """Whether the run must stop because a rank could not start: every rank passes its
+    `problem` (a one-line reason, or None) and all get the same answer, so that no rank
+    goes on alone to wait forever in a later collective.
+
+    Parameters
+    ----------
+    comm : mpi4py communicator or None
+    problem : str or None
+    log : logging.Logger
+        Logs the reasons (rank 0's logger; others are silenced by their callers): one line
+        when every rank failed alike, else one per failed rank, ``rank N: why``.
+
+    Returns
+    -------
+    bool
+    """
+    problems = [problem] if comm is None else comm.allgather(problem)
+    failed = [(r, text) for r, text in enumerate(problems) if text]
+    if not failed:
+        return False
+    if len(failed) == len(problems) and all(text == failed[0][1] for _, text in failed):
+        log.error('%s', failed[0][1])
+    else:
+        for r, text in failed:
+            log.error('rank %d: %s', r, text)
+    return True
+
+
 def threads_per_rank(affinities, local_rank):
     """CPU threads one rank should use, given the CPU sets of the ranks on its node.
 

@@ -26,6 +26,8 @@ from .errors import InputFileError
 #: Output file prefixes.
 CATALOG_PREFIX = 'lbg_cnn'
 PRIORS_PREFIX = 'priors_lbg'
+#: Prefix of the gridded network input ``desi_lbg_preprocess --outdir`` writes per coadd.
+INPUT_PREFIX = 'lbg_input'
 
 _HEALPIX_NAME = re.compile(r'^(?:[a-z_]+)-(?P<SURVEY>[a-z][a-z0-9]*)-(?P<PROGRAM>[a-z][a-z0-9]*)-'
                            r'(?P<HPXPIXEL>\d+)\.fits(?:\.gz)?$')
@@ -296,6 +298,36 @@ def output_paths(coadd, root=None, outdir=None):
         head = os.path.normpath(os.path.join(outdir, rel))
     base = tail[len('coadd'):] if tail.startswith('coadd') else '-' + tail
     return (os.path.join(head, CATALOG_PREFIX + base), os.path.join(head, PRIORS_PREFIX + base))
+
+
+def input_array_paths(coadds, outdir):
+    """Names of the gridded inputs ``desi_lbg_preprocess --outdir`` writes, flat into
+    `outdir`: ``coadd-X.fits`` (or ``.fits.gz``) → ``lbg_input-X.npz``; another name
+    ``NAME.fits`` → ``lbg_input-NAME.npz``.
+
+    Returns
+    -------
+    list of str
+        One per coadd, same order.
+
+    Raises
+    ------
+    ValueError
+        If two coadds would write the same file (one name in two directories, or a
+        plain and a gzipped copy).
+    """
+    out, owners = [], {}
+    for coadd in coadds:
+        tail = os.path.basename(coadd)
+        stem = re.sub(r'\.fits(?:\.gz|\.fz)?$', '', tail)
+        base = stem[len('coadd'):] if stem.startswith('coadd-') else '-' + stem
+        path = os.path.join(outdir, INPUT_PREFIX + base + '.npz')
+        if path in owners:
+            raise ValueError(f'{coadd} and {owners[path]} would both write {path} (coadds '
+                             'write flat into --outdir: run these two separately)')
+        owners[path] = coadd
+        out.append(path)
+    return out
 
 
 def plan_jobs(coadds, root=None, outdir=None):

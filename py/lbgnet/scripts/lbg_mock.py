@@ -21,7 +21,7 @@ from ..io.atomic import raise_if_terminated
 from ..io.catalog import OutputFileError, check_outdir, missing_directories, remove_empty
 from ..io.fitsutil import cfitsio_name_problem
 from ..io.mock import mock_filenames, mock_keywords, write_mock
-from ..parallel import RankZeroParser, launcher_rank, launcher_size
+from ..parallel import RankZeroParser, launcher_rank, launcher_size, stop_if_any_failed
 from ..progress import Progress
 from ..sim.mock import (DEFAULT_MOCK_CONFIG, MAX_EFFTIME, check_efftime_range, load_mock_setup,
                         make_mock, mock_settings, simulator_hash)
@@ -378,15 +378,8 @@ def main(args=None, comm=None):
     rank, size = (0, 1) if comm is None else (comm.rank, comm.size)
     created = missing_directories([os.path.join(args.outdir, 'x')])
     plan, problem = prepare(args)
-    problems = [problem] if comm is None else comm.allgather(problem)
-    if any(problems):            # every rank stops (one waiting alone in a collective hangs)
-        if rank == 0:
-            failed = [(r, text) for r, text in enumerate(problems) if text]
-            if len(failed) == size and all(text == failed[0][1] for _, text in failed):
-                log.error('%s', failed[0][1])          # every rank fails alike: one line
-            else:
-                for r, text in failed:
-                    log.error('rank %d: %s', r, text)
+    # every rank stops (one waiting alone in a collective hangs); rank 0 says why
+    if stop_if_any_failed(comm, problem, log if rank == 0 else get_logger('CRITICAL')):
         return 1
     setup, mockcfg, counts, pixels, seeds = plan
     files = mockcfg['files']

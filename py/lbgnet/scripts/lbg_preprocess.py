@@ -3,7 +3,9 @@ lbgnet.scripts.lbg_preprocess
 =============================
 
 ``desi_lbg_preprocess``: grid DESI coadds into the network input and save it as
-``.npz`` (X, TARGETID, EMPTY, WAVE), or run on a built-in example.
+``.npz`` (X, TARGETID, EMPTY, WAVE, ...), or run on a built-in example.  With ``--outdir``
+each coadd gets its own ``lbg_input-X.npz`` (files shared over MPI ranks with ``--mpi``;
+the outputs of an earlier run of the same inputs and configuration are kept).
 """
 import argparse
 import os
@@ -18,19 +20,27 @@ from ..example import example_spectra
 from ..io import InputFileError, minimal_fibermap, write_coadd
 from ..io.atomic import atomic_path, raise_if_terminated
 from ..io.catalog import OutputFileError, check_not_an_input, check_outdir
-from ..io.discover import expand_coadds
+from ..io.discover import expand_coadds, input_array_paths
+from ..parallel import (RankZeroParser, launcher_rank, launcher_size, split_work,
+                        stop_if_any_failed)
 from ..preprocess import load_coadd_grid
+from ..ranklog import rank_prefix
 
 
 def parse(options=None):
     """Parse the command line of ``desi_lbg_preprocess``."""
-    parser = argparse.ArgumentParser(description='Grid DESI coadd spectra into the lbgnet input '
-                                     '(normalised flux and S/N on the 800-bin grid).')
+    parser = RankZeroParser(description='Grid DESI coadd spectra into the lbgnet input '
+                            '(normalised flux and S/N on the 800-bin grid).')
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument('--coadd', nargs='+', help='coadd FITS file(s) or glob pattern(s)')
     src.add_argument('--example', action='store_true',
                      help='write a small example coadd to a temporary directory and grid it')
     parser.add_argument('--output', help='output .npz (one input file only) [no output]')
+    parser.add_argument('--outdir', help='output directory: one lbg_input-X.npz per coadd-X.fits '
+                        '(created if needed); one of an earlier run of the same coadd and '
+                        'configuration is kept, another is replaced only with --overwrite')
+    parser.add_argument('--mpi', action='store_true',
+                        help='share the --coadd files among MPI ranks (with --outdir)')
     parser.add_argument('--config', default='lbgnet-base.yaml',
                         help='configuration (grid) [%(default)s]')
     parser.add_argument('--seed', type=int, help='seed of the example [0]')
@@ -39,9 +49,17 @@ def parse(options=None):
     if args.output is not None and not args.output:
         parser.error('--output must name a file')
     if args.output and args.coadd and len(args.coadd) > 1:
-        parser.error('--output needs exactly one --coadd file')
-    if args.overwrite and not args.output:
-        parser.error('--overwrite replaces an existing --output: give --output')
+        parser.error('--output needs exactly one --coadd file (--outdir takes several)')
+    if args.output and args.outdir is not None:
+        parser.error('--output and --outdir exclude each other: --output names the file of '
+                     'one coadd, --outdir holds one file per coadd')
+    if args.outdir is not None and not args.outdir:
+        parser.error('--outdir must name a directory')
+    if args.overwrite and not (args.output or args.outdir):
+        parser.error('--overwrite replaces an existing output: give --output or --outdir')
+    if args.mpi and not (args.coadd and args.outdir):
+        parser.error('--mpi shares --coadd files among ranks, each writing into --outdir: '
+                     'give both')
     if args.seed is not None and not args.example:
         parser.error('--seed draws the --example spectra: it does not apply to --coadd')
     args.seed = 0 if args.seed is None else args.seed
@@ -99,11 +117,137 @@ def npz_extras(info, path, config):
                 CONFIG=np.asarray(str(config.source)))
 
 
+def kept_reason(output, coadd, config):
+    """Why the existing `output` of `coadd` cannot be kept by this run, or None when it
+    can: it was gridded from a coadd of the same name (at any path: another mount or a
+    moved tree) whose headers still have the same fingerprint (``INCOSUM``,
+    :func:`lbgnet.io.fitsutil.header_fingerprint`: a re-reduced coadd differs), onto the
+    same grid, with a configuration file of the same name and this lbgnet version.
+
+    Raises
+    ------
+    lbgnet.io.InputFileError
+        When `coadd` is missing or its headers cannot be read.
+    """
+    from .. import __version__
+    from ..io.fitsutil import header_fingerprint
+    try:
+        with np.load(output, allow_pickle=False) as data:
+            made = {key: (str(data[key]) if key != 'WAVE' else np.asarray(data[key]))
+                    for key in ('SOURCE', 'INCOSUM', 'CONFIG', 'LBGNET', 'WAVE')
+                    if key in data.files}
+    except (OSError, ValueError, EOFError) as err:
+        return f'exists and cannot be read ({err})'
+    if 'INCOSUM' not in made:
+        return 'exists, written without the INCOSUM fingerprint of its coadd'
+    if os.path.basename(made.get('SOURCE', '')) != os.path.basename(coadd):
+        return f'exists, gridded from another coadd ({made.get("SOURCE")})'
+    if made['INCOSUM'] != header_fingerprint(coadd):
+        return f'exists, gridded from another version of {os.path.basename(coadd)} (INCOSUM differs)'
+    if (os.path.basename(made.get('CONFIG', '')) != os.path.basename(str(config.source))
+            or not np.array_equal(made.get('WAVE'), config.grid.centers)):
+        return f'exists, gridded with another configuration ({made.get("CONFIG")})'
+    if made.get('LBGNET') != str(__version__):
+        return f'exists, written by lbgnet {made.get("LBGNET")} (this is {__version__})'
+    return None
+
+
+def write_arrays(output, X, info, path, config):
+    """Save the gridded coadd `path` to `output` (an uncompressed ``.npz``, written under a
+    temporary name and renamed; the name is kept as given).
+
+    Raises
+    ------
+    OSError
+        When it cannot be written.
+    """
+    from ..io.fitsutil import header_fingerprint
+    # native int64 whatever the FIBERMAP's byte order (torch refuses others)
+    tid = np.asarray(info.targetid if info.targetid is not None else np.full(X.shape[0], -1),
+                     dtype=np.int64)
+    if info.targetid is None:
+        get_logger().warning('%s: no FIBERMAP, so no TARGETIDs: written as -1 (rows in file '
+                             'order)', path)
+    try:
+        fingerprint = header_fingerprint(path)
+    except InputFileError:           # gridded a moment ago: removed or replaced since
+        fingerprint = ''
+    # through a file handle: np.savez would add ".npz" to a name without it, and the
+    # rename of the temporary file would then miss it
+    with atomic_path(output) as tmp, open(tmp, 'wb') as fh:
+        np.savez(fh, X=X, TARGETID=tid, EMPTY=info.empty, WAVE=config.grid.centers,
+                 INCOSUM=np.asarray(fingerprint), **npz_extras(info, path, config))
+
+
+def grid_file(path, output, config, overwrite=False):
+    """Grid one coadd, summarise it and write `output` (None: no output).
+
+    Returns
+    -------
+    str
+        ``'done'``, ``'kept'`` (an `output` of an earlier run kept: :func:`kept_reason`) or
+        ``'failed'`` (logged in one line; a traceback only for an unexpected error).
+    """
+    log = get_logger()
+    if output is not None and not overwrite and os.path.lexists(output):
+        try:
+            reason = kept_reason(output, path, config)
+        except InputFileError as err:         # the coadd is gone or damaged
+            log.error('%s', err)
+            return 'failed'
+        if reason is None:
+            log.info('%s: kept (gridded from %s with this configuration by an earlier run)',
+                     output, os.path.basename(path))
+            return 'kept'
+        log.error('%s: %s; use --overwrite to replace it', output, reason)
+        return 'failed'
+    try:
+        X, info = load_coadd_grid(path, config)
+    except InputFileError as err:
+        log.error('%s', err)
+        return 'failed'
+    except Exception as err:   # noqa: BLE001 -- one bad file must not stop the others
+        raise_if_terminated()
+        log.error('%s: unexpected %s: %s\n%s', path, type(err).__name__, err,
+                  traceback.format_exc())
+        return 'failed'
+    summarise(path, X, info)
+    if output is None:
+        return 'done'
+    try:
+        write_arrays(output, X, info, path, config)
+    except OSError as err:
+        raise_if_terminated()
+        log.error('%s: cannot write (%s)', output, err.strerror or err)
+        return 'failed'
+    log.info('wrote %s', output)
+    return 'done'
+
+
 def main(args=None, comm=None):
-    """Run ``desi_lbg_preprocess``; return 0 when every file succeeded, else 1."""
+    """Run ``desi_lbg_preprocess``; return 0 when every file succeeded, else 1.
+
+    With ``--mpi`` (or a `comm`), the files are shared among the ranks (largest first,
+    :func:`lbgnet.parallel.split_work`), each writing its own into ``--outdir``; every
+    rank returns the status of the whole run.  Started by an MPI launcher without
+    ``--mpi`` (and without `comm`), it refuses to run: every process would grid and write
+    every file.
+    """
     if not isinstance(args, argparse.Namespace):
         args = parse(args)
     log = get_logger()
+    if comm is None and not args.mpi and launcher_size() > 1:
+        if launcher_rank() == 0:
+            log.error('started as one of %d MPI processes but without --mpi: every process '
+                      'would grid and write the same files; add --mpi to share them',
+                      launcher_size())
+        return 1
+    if comm is None and args.mpi:
+        from mpi4py import MPI
+        comm = MPI.COMM_WORLD
+    rank, size = (0, 1) if comm is None else (comm.rank, comm.size)
+    if rank:                      # one log of the inputs and of the summary: rank 0's
+        log = get_logger('CRITICAL')
     paths, unmatched = expand_coadds(args.coadd or ())
     for pattern in unmatched:           # reported, as the afterburner does; the rest are run
         log.error('%s: matched no coadd file', pattern)
@@ -111,51 +255,41 @@ def main(args=None, comm=None):
         log.error('--output needs exactly one coadd file; --coadd %s gives %d',
                   ' '.join(args.coadd), len(paths))
         return 1
+    problem = None
     try:
         config = load_config(args.config)
         if args.output:
             check_output(args.output, args.overwrite, paths)
-    except (ConfigError, OutputFileError) as err:
-        log.error('%s%s', '--output ' if isinstance(err, OutputFileError) else '', err)
+        if args.outdir is not None:
+            outputs = input_array_paths(paths, args.outdir)
+            for output in outputs:
+                check_not_an_input(output, paths)
+            check_outdir(args.outdir, name=f'--outdir {args.outdir}')
+    except (ConfigError, OutputFileError, ValueError) as err:
+        problem = ('--output ' if isinstance(err, OutputFileError) and args.output
+                   else '') + str(err)
+    if stop_if_any_failed(comm, problem, log):
         return 1
     with tempfile.TemporaryDirectory() as tmpdir:
-        nfail = len(unmatched)
         if args.example:
             wave, flux, ivar, _ = example_spectra(config, 8, np.random.default_rng(args.seed))
             nspec = flux['b'].shape[0]
             paths = [os.path.join(tmpdir, 'coadd-example.fits')]
             write_coadd(paths[0], wave, flux, ivar, minimal_fibermap(np.arange(nspec) + 1000))
             log.info('wrote example coadd %s', paths[0])
-        for path in paths:
-            try:
-                X, info = load_coadd_grid(path, config)
-            except InputFileError as err:
-                log.error('%s', err)
-                nfail += 1
-                continue
-            except Exception as err:   # noqa: BLE001 -- one bad file must not stop the others
-                raise_if_terminated()
-                log.error('%s: unexpected %s: %s\n%s', path, type(err).__name__, err,
-                          traceback.format_exc())
-                nfail += 1
-                continue
-            summarise(path, X, info)
-            if args.output:
-                # native int64 whatever the FIBERMAP's byte order (torch refuses others)
-                tid = np.asarray(info.targetid if info.targetid is not None
-                                 else np.full(X.shape[0], -1), dtype=np.int64)
-                if info.targetid is None:
-                    log.warning('%s: no FIBERMAP, so no TARGETIDs: written as -1 (rows in '
-                                'file order)', path)
-                # through a file handle: np.savez would add ".npz" to a name without it,
-                # and the rename of the temporary file would then miss it
-                try:
-                    with atomic_path(args.output) as tmp, open(tmp, 'wb') as fh:
-                        np.savez(fh, X=X, TARGETID=tid, EMPTY=info.empty,
-                                 WAVE=config.grid.centers, **npz_extras(info, path, config))
-                except OSError as err:
-                    log.error('%s: cannot write (%s)', args.output, err.strerror or err)
-                    nfail += 1
-                    continue
-                log.info('wrote %s', args.output)
-    return 1 if nfail else 0
+            if args.outdir is not None:
+                outputs = input_array_paths(paths, args.outdir)
+        if args.outdir is None:
+            outputs = [args.output or None] * len(paths)
+        sizes = [os.path.getsize(p) if os.path.isfile(p) else 0 for p in paths]
+        mine = split_work(list(range(len(paths))), size, rank, weights=sizes)
+        counts = {'done': 0, 'kept': 0, 'failed': 0}
+        with rank_prefix(comm):              # per-file lines name their rank
+            for i in mine:
+                counts[grid_file(paths[i], outputs[i], config, args.overwrite)] += 1
+    if comm is not None:
+        counts = {key: comm.allreduce(value) for key, value in counts.items()}
+    if args.outdir is not None:
+        log.info('%d of %d file(s) written in %s, %d kept from an earlier run, %d failure(s)',
+                 counts['done'], len(paths), args.outdir, counts['kept'], counts['failed'])
+    return 1 if counts['failed'] or unmatched else 0
