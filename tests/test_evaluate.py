@@ -1156,3 +1156,48 @@ def test_regime_scores_mean_is_over_the_regimes_with_lbgs():
     assert np.isnan(out['highz']) and out['lowz'] != out['midz']
     assert out['mean'] == pytest.approx(np.mean([out['lowz'], out['midz']]))
     assert out['mean'] != pytest.approx(np.mean([out['lowz'], out['midz'], out['all']]))
+
+
+def test_curve_thresholds_follow_the_scores():
+    """The purity/efficiency curve is sampled where the objects are: with confidences
+    crowded near 1 (as the shipped network's are), evenly spaced thresholds left about ten
+    points for the part of the curve between efficiency 1 and 0; quantiles of the scores add
+    points there, and the even grid stays."""
+    from lbgnet.evaluate import curve_thresholds, evaluate_predictions
+    rng = np.random.default_rng(3)
+    score = 1.0 - rng.exponential(0.02, 1000).clip(0, 1)      # crowded near 1
+    score[:5] = np.nan                                        # blank spectra
+    thr = curve_thresholds(score, 101)
+    assert np.all(np.diff(thr) > 0) and thr[0] == 0.0 and thr[-1] <= 1.0
+    assert np.isin(np.linspace(0.0, 1.0, 101), thr).all()
+    assert np.count_nonzero(thr > 0.95) >= 50
+    assert np.array_equal(curve_thresholds(np.array([np.nan]), 11), np.linspace(0, 1, 11))
+    truth = {'CLASS': np.where(np.arange(1000) % 2, 'LBG', 'QSO'), 'Z_TRUE': np.full(1000, 3.0),
+             'RMAG': np.full(1000, 23.0)}
+    pred = {'C_LBG': score, 'IS_LBG': score > 0.97, 'Z_LBG': np.full(1000, 3.0),
+            'Z_BESTLINE': np.full(1000, 3.0)}
+    curve = evaluate_predictions(truth, pred, 0.97)['all']['curve']
+    eff = np.asarray(curve['efficiency'], dtype=float)
+    # efficiency falls from 1 to 0 over many points, not in a few 0.01 steps
+    assert np.count_nonzero((eff > 0.05) & (eff < 0.95)) >= 50
+
+
+def test_purity_against_efficiency_panel(monkeypatch):
+    """The purity/efficiency figure has a second panel, purity against efficiency, with each
+    regime's purity = efficiency point and its operating point at the selection threshold."""
+    from lbgnet import plots
+    figures = []
+    monkeypatch.setattr(plots, 'save_png', lambda fig, path: figures.append(fig) or path)
+    curve = {'threshold': [0.2, 0.5, 0.8], 'purity': [0.6, 0.8, 0.95],
+             'efficiency': [0.99, 0.8, 0.4]}
+    metrics = {'all': {'pe_score': 0.8, 'pe_threshold': 0.5, 'c_thresh': 0.7, 'curve': curve,
+                       'efficiency': 0.6, 'purity': 0.9},
+               'midz': {'pe_score': None, 'c_thresh': 0.7}}
+    plots.plot_purity_efficiency(metrics, 'pe.png')
+    ax = figures[0].axes[1]
+    assert ax.get_xlabel() == 'efficiency' and ax.get_ylabel() == 'purity'
+    curves = [line for line in ax.lines if line.get_linestyle() == '-']
+    assert [tuple(line.get_xdata()) for line in curves] == [(0.99, 0.8, 0.4)]
+    marks = {line.get_marker(): (tuple(line.get_xdata()), tuple(line.get_ydata()))
+             for line in ax.lines if line.get_marker() in ('o', 's')}
+    assert marks == {'o': ((0.8,), (0.8,)), 's': ((0.6,), (0.9,))}

@@ -119,6 +119,33 @@ def purity_efficiency(is_true, score, thresholds):
             'nselected': nsel}
 
 
+def curve_thresholds(score, npoints=101):
+    """Thresholds of the purity/efficiency curves: `npoints` evenly spaced in [0, 1] and
+    as many at evenly spaced quantiles of the finite scores in [0, 1].
+
+    A network's confidences crowd near 1 (the shipped model's selection threshold is
+    0.91): evenly spaced thresholds alone leave about ten points for the part of the curve
+    where efficiency falls from 1 to 0.  The quantiles put points where the objects are.
+
+    Parameters
+    ----------
+    score : array_like
+        ``C_LBG`` of all objects (NaN for blank spectra, ignored).
+    npoints : int, optional
+
+    Returns
+    -------
+    numpy.ndarray
+        Sorted, distinct thresholds, from 0 to at most 1.
+    """
+    grid = np.linspace(0.0, 1.0, int(npoints))
+    score = np.asarray(score, dtype=np.float64)
+    score = score[np.isfinite(score) & (score >= 0.0) & (score <= 1.0)]
+    if score.size == 0:
+        return grid
+    return np.unique(np.concatenate([grid, np.quantile(score, grid)]))
+
+
 def check_same_shape(**arrays):
     """Raise ValueError unless the named 1-d arrays have one shape (numpy would broadcast
     a length-1 array against the others and report metrics of nothing real)."""
@@ -548,7 +575,8 @@ def evaluate_predictions(truth, pred, c_thresh, regimes=None, nthresh=101):
     regimes : dict, optional
         [:data:`REGIMES`]
     nthresh : int, optional
-        Points of the purity/efficiency curves, thresholds evenly spaced in [0, 1] [101].
+        Thresholds of the purity/efficiency curves evenly spaced in [0, 1], and as many at
+        quantiles of ``C_LBG`` (:func:`curve_thresholds`) [101].
 
     Returns
     -------
@@ -562,7 +590,7 @@ def evaluate_predictions(truth, pred, c_thresh, regimes=None, nthresh=101):
             + tuple(k for k in ('Z_TPL', 'DELTACHI2_TPL', 'ZERR_LBG', 'ZERR_TPL', 'LBG_FLAG')
                     if k in pred)}
     is_lbg = truth['CLASS'].astype(str) == LBG_CLASS
-    thresholds = np.linspace(0.0, 1.0, nthresh)
+    thresholds = curve_thresholds(pred['C_LBG'], nthresh)
     z_edges = _edges(truth['Z_TRUE'][is_lbg], 0.25)
     mag_edges = _edges(truth['RMAG'][is_lbg], 0.5)
     out = {}

@@ -76,10 +76,12 @@ def plot_loss_curves(history, path):
 
 
 def plot_purity_efficiency(metrics, path, title=''):
-    """Purity and efficiency vs confidence threshold, one colour per regime.
+    """Purity and efficiency vs confidence threshold (left), and purity against
+    efficiency (right), one colour per regime.
 
     Each regime's purity = efficiency point is marked (a circle at its score), and the
-    selection threshold the metrics were computed at (``c_thresh``) is a dashed line.
+    selection threshold the metrics were computed at (``c_thresh``) is a dashed line on
+    the left and, on the right, a square at each regime's efficiency and purity there.
 
     Parameters
     ----------
@@ -88,8 +90,8 @@ def plot_purity_efficiency(metrics, path, title=''):
     path : str
     title : str, optional
     """
-    fig = Figure(figsize=(6, 4.5))
-    ax = fig.add_subplot(1, 1, 1)
+    fig = Figure(figsize=(11, 4.5))
+    ax = fig.add_subplot(1, 2, 1)
     for name, res in metrics.items():
         if res['pe_score'] is None:          # no LBG in this regime
             continue
@@ -123,8 +125,35 @@ def plot_purity_efficiency(metrics, path, title=''):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc='lower center', ncol=2)
     ax.set_title(title)
+    _purity_vs_efficiency(fig.add_subplot(1, 2, 2), metrics, ax.get_ylim()[0], title)
     fig.tight_layout()
     return save_png(fig, path)
+
+
+def _purity_vs_efficiency(ax, metrics, low, title):
+    """The right panel of :func:`plot_purity_efficiency`: each regime's purity against its
+    efficiency, its purity = efficiency point (circle) and operating point at the
+    selection threshold (square), both axes from `low`."""
+    for name, res in metrics.items():
+        if res['pe_score'] is None:
+            continue
+        color = REGIME_COLORS.get(name)
+        ax.plot(np.asarray(res['curve']['efficiency'], dtype=float),
+                np.asarray(res['curve']['purity'], dtype=float), '-', color=color, label=name)
+        ax.plot([res['pe_score']], [res['pe_score']], 'o', color=color, ms=4)
+        if res.get('efficiency') is not None and res.get('purity') is not None:
+            ax.plot([res['efficiency']], [res['purity']], 's', color=color, ms=4,
+                    mfc='none')
+    ax.plot([low, 1.0], [low, 1.0], ':', color='0.6', lw=0.8)
+    ax.set_xlim(low, 1.005)
+    ax.set_ylim(low, 1.005)
+    ax.set_xlabel('efficiency')
+    ax.set_ylabel('purity')
+    ax.grid(alpha=0.3)
+    if ax.lines[:-1]:
+        ax.legend(fontsize=7, loc='lower left', title='circle: purity = efficiency; '
+                  'square: selection threshold', title_fontsize=6.5)
+    ax.set_title(title)
 
 
 #: Half range of the Δz/(1+z) panel of :func:`plot_redshift` (the catastrophic cut).
