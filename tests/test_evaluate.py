@@ -395,6 +395,7 @@ def test_evaluate_script_coadd_and_catalog(tmp_path, caplog, monkeypatch):
         assert main(['--coadd', low['coadd'], '--truth', low['truth'], '--model', model_path,
                      '--outdir', str(out3), '--nexamples', '0', '--record-as', 'low']) == 0
     assert 'highz: no true LBG in this regime' in caplog.text and 'highz: 0 LBGs' not in caplog.text
+    assert '1/1 files evaluated' in caplog.text                    # the progress bar
     assert re.search(r'lowz: \d+ LBGs, \d+ contaminants; efficiency [0-9.]+ \+- [0-9.]+, purity '
                      r'[0-9.]+ \+- [0-9.]+ at C_LBG > [0-9.]+; purity=efficiency score [0-9.]+ \+- ',
                      caplog.text)

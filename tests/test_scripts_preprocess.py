@@ -191,6 +191,7 @@ def test_outdir_writes_one_file_per_coadd_and_keeps_them_on_a_rerun(tmp_path, ca
         assert main(['--coadd', *coadds, '--outdir', str(out)]) == 0
     assert first.stat().st_mtime_ns == stamp
     assert '0 of 2 file(s) written' in caplog.text and '2 kept from an earlier run' in caplog.text
+    assert '2/2 files gridded' in caplog.text                      # the progress bar
     write_test_coadd(coadds[0], 7, seed=5)              # the coadd was re-reduced since
     caplog.clear()
     assert main(['--coadd', *coadds, '--outdir', str(out)]) == 1

@@ -269,6 +269,7 @@ def collect(args, config, network=None, refiner=None, zrange=None):
     """
     from .io.labelled import check_labels
     from .io.mock import check_truth_matches, mock_keywords, read_truth
+    from .progress import Progress
     inputs = args.coadd or args.catalog
     check_distinct_inputs(inputs)
     check_distinct_inputs(args.truth)        # also catches copies of one coadd / catalogue
@@ -276,7 +277,8 @@ def collect(args, config, network=None, refiner=None, zrange=None):
     first, first_start, nrows = None, 0, 0
     header_selection, refinement, made_by = None, None, (None, None)
     contents, engines = {}, set()
-    for i, (path, truth_path) in enumerate(zip(inputs, args.truth)):
+    progress = Progress(len(inputs), unit='files evaluated', min_interval=10.0)
+    for i, (path, truth_path) in enumerate(progress.iterate(list(zip(inputs, args.truth)))):
         truth = read_truth(truth_path)
         # the truth's own problems first: the TRUTHSUM comparison below would blame them
         # on truth and coadd from different mock runs

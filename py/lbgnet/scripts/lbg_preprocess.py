@@ -24,6 +24,7 @@ from ..io.discover import expand_coadds, input_array_paths
 from ..parallel import (RankZeroParser, launcher_rank, launcher_size, split_work,
                         stop_if_any_failed)
 from ..preprocess import load_coadd_grid
+from ..progress import Progress
 from ..ranklog import rank_prefix
 
 
@@ -284,9 +285,15 @@ def main(args=None, comm=None):
         sizes = [os.path.getsize(p) if os.path.isfile(p) else 0 for p in paths]
         mine = split_work(list(range(len(paths))), size, rank, weights=sizes)
         counts = {'done': 0, 'kept': 0, 'failed': 0}
+        # rank 0's own share, in files (with --outdir: a run over many files)
+        progress = (Progress(len(mine), unit='files gridded (this rank)' if size > 1 else
+                             'files gridded', min_interval=10.0)
+                    if rank == 0 and args.outdir is not None else None)
         with rank_prefix(comm):              # per-file lines name their rank
             for i in mine:
                 counts[grid_file(paths[i], outputs[i], config, args.overwrite)] += 1
+                if progress is not None:
+                    progress.update()
     if comm is not None:
         counts = {key: comm.allreduce(value) for key, value in counts.items()}
     if args.outdir is not None:
