@@ -916,7 +916,7 @@ def test_coadd_input_runs_the_network_as_the_afterburner(tmp_path):
     import sys
     import fitsio
     from lbgnet.evalinputs import predict_coadd
-    from lbgnet.network import load_network
+    from lbgnet.network import ENGINES, load_network
     from lbgnet.scripts.lbg_afterburner import main as afterburner
     from lbgnet.scripts.lbg_evaluate import OUTPUTS, main
     paths = _mock_files(tmp_path, nspec=60, seed=31)
@@ -953,9 +953,10 @@ def test_coadd_input_runs_the_network_as_the_afterburner(tmp_path):
         if reg['nlbg']:
             assert reg['pe_score'] == pytest.approx(from_coadd['regimes'][name]['pe_score'],
                                                     abs=1e-6)
-    with pytest.raises(SystemExit):        # a catalogue holds its engine's outputs
-        main(['--catalog', cat, '--truth', paths['truth'], '--outdir', str(tmp_path / 'x'),
-              '--engine', 'keras'])
+    for engine in ENGINES:                 # a catalogue holds its engine's outputs
+        with pytest.raises(SystemExit):
+            main(['--catalog', cat, '--truth', paths['truth'], '--outdir', str(tmp_path / 'x'),
+                  '--engine', engine])
     with pytest.raises(SystemExit):
         main(['--coadd', paths['coadd'], '--truth', paths['truth'], '--outdir',
               str(tmp_path / 'x'), '--threads', '0'])

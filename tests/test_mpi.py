@@ -295,3 +295,31 @@ def test_preprocess_shares_files_among_ranks(tmp_path):
     # each rank gridded its own share: both wrote
     ranks = set(re.findall(r'rank ([01]): .*wrote ', log))
     assert ranks == {'0', '1'}, log
+
+
+def test_preprocess_unexpected_error_on_one_rank_aborts_all(tmp_path):
+    """desi_lbg_preprocess --mpi: an error escaping the file loop on one rank aborts every
+    rank (the other used to wait forever in the final allreduce)."""
+    importlib.import_module('mpi4py')     # a requirement: its absence fails
+    coadds = [str(tmp_path / f'coadd-sv3-dark-{pix}.fits') for pix in (41, 42)]
+    for i, path in enumerate(coadds):
+        write_test_coadd(path, 3, seed=i)
+    driver = tmp_path / 'driver.py'
+    driver.write_text(
+        'import sys\n'
+        'from mpi4py import MPI\n'
+        'import lbgnet.scripts.lbg_preprocess as script\n'
+        'real = script.grid_file\n'
+        'def grid(*args, **kwargs):\n'
+        '    if MPI.COMM_WORLD.rank == 1:\n'
+        '        raise RuntimeError("injected failure")\n'
+        '    return real(*args, **kwargs)\n'
+        'script.grid_file = grid\n'
+        'sys.exit(script.main(sys.argv[1:]))\n')
+    proc = subprocess.run([mpiexec(), '-n', '2', sys.executable, str(driver), '--mpi',
+                           '--coadd', *coadds, '--outdir', str(tmp_path / 'out')],
+                          env=launch_env(tmp_path, OMP_NUM_THREADS='1'), capture_output=True,
+                          text=True, timeout=120)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode != 0, log
+    assert 'rank 1: unexpected error; aborting every rank' in log and 'injected failure' in log

@@ -221,3 +221,28 @@ def test_outdir_option_conflicts_are_usage_errors(tmp_path):
         with pytest.raises(SystemExit):
             parse(bad)
     assert parse(['--coadd', 'a.fits', 'b.fits', '--outdir', 'd', '--overwrite', '--mpi']).mpi
+
+
+def test_damaged_existing_output_is_one_line(tmp_path, caplog):
+    """An existing lbg_input-X.npz that is not a readable archive (junk, a truncated zip,
+    a .npy under that name) fails its file in one line, without a traceback (the review
+    of 2026-12-05 found np.load's BadZipFile and a TypeError escaping)."""
+    from lbg_testdata import write_test_coadd
+    coadd = str(tmp_path / 'coadd-sv3-dark-31.fits')
+    write_test_coadd(coadd, 3)
+    out = tmp_path / 'grid'
+    assert main(['--coadd', coadd, '--outdir', str(out)]) == 0
+    target = out / 'lbg_input-sv3-dark-31.npz'
+    good = target.read_bytes()
+    for damage in (b'junk', good[:len(good) // 2]):
+        target.write_bytes(damage)
+        caplog.clear()
+        assert main(['--coadd', coadd, '--outdir', str(out)]) == 1
+        assert 'cannot be read' in caplog.text and 'Traceback' not in caplog.text
+    with open(target, 'wb') as fh:
+        np.save(fh, np.zeros(3))
+    caplog.clear()
+    assert main(['--coadd', coadd, '--outdir', str(out)]) == 1
+    assert 'is not an .npz archive' in caplog.text and 'Traceback' not in caplog.text
+    assert main(['--coadd', coadd, '--outdir', str(out), '--overwrite']) == 0
+    assert target.read_bytes()[:2] == b'PK'

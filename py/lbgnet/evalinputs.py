@@ -31,7 +31,9 @@ def predict_coadd(path, network, c_thresh, n_thresh, include_bad=False, refiner=
 
     The network runs over all the file's spectra, `chunk_size` at a time, as the
     afterburner's does (:func:`lbgnet.afterburner.predict_coadd`, same forward pass and
-    batches): its outputs are then those of the file's catalogue bit for bit.  Spectra
+    batches): its outputs are then bit for bit those of a catalogue made with the
+    afterburner's default ``--chunk-size`` and ``--batch-size`` (other sizes change the
+    last bits: the batch composition changes the BLAS blocking).  Spectra
     without a valid pixel get the afterburner's blank outputs (NaN / False,
     :func:`lbgnet.afterburner.blank_empty`), and ``LBG_FLAG`` its bits (those known from
     the spectra and, with `zrange`, Z_OUT_OF_RANGE; with `refiner`, SMALL_DELTA_CHI2), so

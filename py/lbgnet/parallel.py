@@ -2,12 +2,15 @@
 lbgnet.parallel
 ===============
 
-Distribution of files over MPI ranks, as a pure function (no MPI import here), and what
-an MPI launcher tells a process through its environment.
+Distribution of files over MPI ranks, as a pure function (no MPI import here), what an
+MPI launcher tells a process through its environment, and the rule that a rank that
+fails or is stopped takes every rank down with it (:func:`abort_all_on_failure`).
 """
 import argparse
 import os
 import sys
+import time
+import traceback
 
 import numpy as np
 
@@ -143,6 +146,47 @@ def stop_if_any_failed(comm, problem, log):
         for r, text in failed:
             log.error('rank %d: %s', r, text)
     return True
+
+
+#: Seconds a rank stopped by a signal waits before aborting the others (well inside Slurm's
+#: default ``KillWait`` of 30 s).
+ABORT_GRACE = 2.0
+
+
+def abort_all_on_failure(comm, run, *args):
+    """``run(*args)`` on every rank of `comm`; a rank that fails aborts them all.
+
+    With more than one rank, log lines start with ``rank N:``
+    (:func:`lbgnet.ranklog.rank_prefix`), and an exception escaping `run` on one rank —
+    which would leave the others waiting forever in a collective — calls
+    ``comm.Abort``: at once for an unexpected error (its traceback logged), after
+    :data:`ABORT_GRACE` seconds for a signal (:class:`lbgnet.io.atomic.Terminated`:
+    ``srun`` signals every rank, and this gives the others time to finish the C call
+    they are in and remove their temporaries; further signals are ignored by
+    :func:`lbgnet.io.atomic.exit_on_termination`).
+
+    Returns
+    -------
+    object
+        What `run` returns (with one rank or none, `run` is simply called).
+    """
+    if comm is None or comm.size == 1:
+        return run(*args)
+    from desiutil.log import get_logger
+    from .io.atomic import Terminated
+    from .ranklog import rank_prefix
+    try:
+        with rank_prefix(comm):
+            return run(*args)
+    except Terminated as stop:   # SIGTERM: this rank's temporaries are gone
+        get_logger().error('rank %d: stopped by a signal; aborting every rank in %g s',
+                           comm.rank, ABORT_GRACE)
+        time.sleep(ABORT_GRACE)
+        comm.Abort(stop.code)
+    except BaseException:    # noqa: BLE001 -- the other ranks would wait forever
+        get_logger().critical('rank %d: unexpected error; aborting every rank:\n%s',
+                              comm.rank, traceback.format_exc())
+        comm.Abort(1)
 
 
 def threads_per_rank(affinities, local_rank):

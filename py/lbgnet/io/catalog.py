@@ -121,8 +121,16 @@ def check_creatable(directory, name=None):
 def check_not_an_input(path, inputs):
     """Raise :class:`OutputFileError` when the output `path` is one of the `inputs` (the
     same file by its real path: ``--overwrite`` would replace an input)."""
-    if os.path.realpath(path) in {os.path.realpath(p) for p in inputs}:
-        raise OutputFileError(path, 'is an input file; refusing to overwrite it')
+    check_not_inputs([path], inputs)
+
+
+def check_not_inputs(paths, inputs):
+    """:func:`check_not_an_input` for each of the outputs `paths` (the inputs' real paths
+    computed once: linear, not quadratic, in the number of files)."""
+    real = {os.path.realpath(p) for p in inputs}
+    for path in paths:
+        if os.path.realpath(path) in real:
+            raise OutputFileError(path, 'is an input file; refusing to overwrite it')
 
 
 #: Why an output path that is a directory cannot be written (every command says it alike).

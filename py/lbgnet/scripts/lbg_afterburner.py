@@ -23,7 +23,7 @@ from ..afterburner import (DEFAULT_CHUNK, RerunSetup, catalog_header, default_te
 from ..bitmask import DESI_CAMERAS
 from ..catalog import assemble_catalog, match_targetids
 from ..io import read_redrock
-from ..io.atomic import Terminated, raise_if_terminated
+from ..io.atomic import raise_if_terminated
 from ..io.catalog import (IS_A_DIRECTORY, OutputFileError, check_creatable, check_writable,
                           read_catalog, source_revision, write_outputs)
 from ..io.coadd import check_grid_overlap, read_layout
@@ -36,9 +36,9 @@ from ..modelspec import architecture
 from ..network import (DEFAULT_BATCH, ENGINES, check_model_file, default_model_path,
                        load_network, training_zrange)
 from ..npforward import BATCH
-from ..parallel import RankZeroParser, launcher_rank, launcher_size, split_work
+from ..parallel import (RankZeroParser, abort_all_on_failure, launcher_rank, launcher_size,
+                        split_work)
 from ..priors import PRIOR_FUNCTION, select_priors
-from ..ranklog import rank_prefix
 from ..redrock_rerun import (RerunError, check_rerunnable, template_files, template_zrange,
                               zrange_coverage)
 from ..resume import run_settings, stale_reason
@@ -47,10 +47,6 @@ from .refine_options import add_refine_arguments, check_refine_arguments, make_r
 
 #: Failures reported as one line (anything else also gets its traceback logged).
 EXPECTED_ERRORS = (InputFileError, OutputFileError, RerunError)
-
-#: Seconds a rank stopped by a signal waits before aborting the others (well inside Slurm's
-#: default ``KillWait`` of 30 s).
-ABORT_GRACE = 2.0
 
 
 def parse(options=None):
@@ -636,23 +632,8 @@ def main(args=None, comm=None):
     if comm is None and args.mpi:
         from mpi4py import MPI
         comm = MPI.COMM_WORLD
-    if comm is None or comm.size == 1:
-        return run_all(args, comm)
-    try:                         # from here on, a failure on one rank aborts every rank
-        with rank_prefix(comm):
-            return run_all(args, comm)
-    except Terminated as stop:   # SIGTERM: this rank's temporaries are gone
-        # srun signals every rank: give the others the time to finish the C call they are
-        # in (a network batch, a FITS write) and remove their own temporaries before the
-        # abort kills them; a rank signalled alone must not leave the others at a barrier
-        get_logger().error('rank %d: stopped by a signal; aborting every rank in %g s',
-                           comm.rank, ABORT_GRACE)
-        time.sleep(ABORT_GRACE)      # further signals are ignored (exit_on_termination)
-        comm.Abort(stop.code)
-    except BaseException:    # noqa: BLE001 -- the other ranks would wait at a barrier forever
-        get_logger().critical('rank %d: unexpected error; aborting every rank:\n%s', comm.rank,
-                              traceback.format_exc())
-        comm.Abort(1)
+    # from here on, a failure on one rank aborts every rank
+    return abort_all_on_failure(comm, run_all, args, comm)
 
 
 def run_all(args, comm=None):

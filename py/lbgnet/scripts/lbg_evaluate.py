@@ -53,10 +53,10 @@ def parse(options=None):
     parser.add_argument('--redrock', nargs='+',
                         help='Redrock file(s), one per coadd, for a Redrock comparison')
     parser.add_argument('--model', help='model file (.weights.h5 or .json) [shipped model]')
-    parser.add_argument('--engine', choices=ENGINES, default=ENGINES[0],
+    parser.add_argument('--engine', choices=ENGINES,
                         help="forward pass of a line finder for --coadd, as the afterburner's "
                         '--engine (numpy: no TensorFlow; keras); direct and hybrid networks '
-                        'always run in Keras [%(default)s]')
+                        f'always run in Keras [{ENGINES[0]}]')
     parser.add_argument('--threads', type=int,
                         help='threads of the numpy forward pass (outputs do not depend on it) '
                         '[the cores available]')
@@ -103,7 +103,7 @@ def parse(options=None):
         parser.error(f'--n-thresh must be >= 1, not {args.n_thresh}')
     if args.threads is not None and args.threads < 1:
         parser.error(f'--threads must be >= 1, not {args.threads}')
-    if args.catalog and (args.engine != ENGINES[0] or args.threads is not None):
+    if args.catalog and (args.engine is not None or args.threads is not None):
         parser.error('--engine and --threads need --coadd: a catalogue holds the outputs of '
                      'the engine it was made with (its header, recorded in the metrics)')
     if os.path.exists(args.outdir) and not os.path.isdir(args.outdir):
@@ -294,14 +294,18 @@ def load_coadd_network(args, model_path):
     lbgnet.tflog.KerasBackendError
         The network runs in Keras and its backend is not installed.
     """
+    from ..io.modelfile import read_model_description
     from ..modelspec import architecture
-    from ..network import check_model_file, load_network
-    config = check_model_file(model_path)[1]
-    if args.engine == 'keras' or architecture(config) != 'linefinder':
+    from ..network import load_network
+    engine = args.engine or ENGINES[0]
+    if model_path is None:
+        raise InputFileError('--model', 'no model given and no pretrained model shipped')
+    config = read_model_description(model_path)[1]    # load_network checks the weights
+    if engine == 'keras' or architecture(config) != 'linefinder':
         import_tensorflow()           # a Keras backend not installed: one line
     threads = args.threads or (len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity')
                                else os.cpu_count() or 1)
-    return load_network(model_path, args.engine, threads)
+    return load_network(model_path, engine, threads)
 
 
 def evaluate_into(args, model_path, log):

@@ -11,6 +11,7 @@ import argparse
 import os
 import tempfile
 import traceback
+import zipfile
 
 import numpy as np
 from desiutil.log import get_logger
@@ -19,13 +20,12 @@ from ..config import ConfigError, load_config
 from ..example import example_spectra
 from ..io import InputFileError, minimal_fibermap, write_coadd
 from ..io.atomic import atomic_path, raise_if_terminated
-from ..io.catalog import OutputFileError, check_not_an_input, check_outdir
+from ..io.catalog import OutputFileError, check_not_an_input, check_not_inputs, check_outdir
 from ..io.discover import expand_coadds, input_array_paths
-from ..parallel import (RankZeroParser, launcher_rank, launcher_size, split_work,
-                        stop_if_any_failed)
+from ..parallel import (RankZeroParser, abort_all_on_failure, launcher_rank, launcher_size,
+                        split_work, stop_if_any_failed)
 from ..preprocess import load_coadd_grid
 from ..progress import Progress
-from ..ranklog import rank_prefix
 
 
 def parse(options=None):
@@ -133,11 +133,17 @@ def kept_reason(output, coadd, config):
     from .. import __version__
     from ..io.fitsutil import header_fingerprint
     try:
-        with np.load(output, allow_pickle=False) as data:
+        data = np.load(output, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        return f'exists and cannot be read ({err})'
+    if not isinstance(data, np.lib.npyio.NpzFile):     # a plain .npy under this name
+        return 'exists and is not an .npz archive'
+    try:
+        with data:
             made = {key: (str(data[key]) if key != 'WAVE' else np.asarray(data[key]))
                     for key in ('SOURCE', 'INCOSUM', 'CONFIG', 'LBGNET', 'WAVE')
                     if key in data.files}
-    except (OSError, ValueError, EOFError) as err:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:    # a damaged member
         return f'exists and cannot be read ({err})'
     if 'INCOSUM' not in made:
         return 'exists, written without the INCOSUM fingerprint of its coadd'
@@ -153,26 +159,22 @@ def kept_reason(output, coadd, config):
     return None
 
 
-def write_arrays(output, X, info, path, config):
+def write_arrays(output, X, info, path, config, fingerprint):
     """Save the gridded coadd `path` to `output` (an uncompressed ``.npz``, written under a
-    temporary name and renamed; the name is kept as given).
+    temporary name and renamed; the name is kept as given), with the `fingerprint` of its
+    headers taken before it was read (``INCOSUM``).
 
     Raises
     ------
     OSError
         When it cannot be written.
     """
-    from ..io.fitsutil import header_fingerprint
     # native int64 whatever the FIBERMAP's byte order (torch refuses others)
     tid = np.asarray(info.targetid if info.targetid is not None else np.full(X.shape[0], -1),
                      dtype=np.int64)
     if info.targetid is None:
         get_logger().warning('%s: no FIBERMAP, so no TARGETIDs: written as -1 (rows in file '
                              'order)', path)
-    try:
-        fingerprint = header_fingerprint(path)
-    except InputFileError:           # gridded a moment ago: removed or replaced since
-        fingerprint = ''
     # through a file handle: np.savez would add ".npz" to a name without it, and the
     # rename of the temporary file would then miss it
     with atomic_path(output) as tmp, open(tmp, 'wb') as fh:
@@ -202,7 +204,10 @@ def grid_file(path, output, config, overwrite=False):
             return 'kept'
         log.error('%s: %s; use --overwrite to replace it', output, reason)
         return 'failed'
+    from ..io.fitsutil import header_fingerprint
     try:
+        # first: a coadd replaced while it is read leaves a fingerprint that differs
+        fingerprint = header_fingerprint(path) if output is not None else ''
         X, info = load_coadd_grid(path, config)
     except InputFileError as err:
         log.error('%s', err)
@@ -216,7 +221,7 @@ def grid_file(path, output, config, overwrite=False):
     if output is None:
         return 'done'
     try:
-        write_arrays(output, X, info, path, config)
+        write_arrays(output, X, info, path, config, fingerprint)
     except OSError as err:
         raise_if_terminated()
         log.error('%s: cannot write (%s)', output, err.strerror or err)
@@ -230,26 +235,32 @@ def main(args=None, comm=None):
 
     With ``--mpi`` (or a `comm`), the files are shared among the ranks (largest first,
     :func:`lbgnet.parallel.split_work`), each writing its own into ``--outdir``; every
-    rank returns the status of the whole run.  Started by an MPI launcher without
+    rank returns the status of the whole run, and a rank that fails unexpectedly or is
+    stopped by a signal aborts them all (:func:`lbgnet.parallel.abort_all_on_failure`).  Started by an MPI launcher without
     ``--mpi`` (and without `comm`), it refuses to run: every process would grid and write
     every file.
     """
     if not isinstance(args, argparse.Namespace):
         args = parse(args)
-    log = get_logger()
     if comm is None and not args.mpi and launcher_size() > 1:
         if launcher_rank() == 0:
-            log.error('started as one of %d MPI processes but without --mpi: every process '
-                      'would grid and write the same files; add --mpi to share them',
-                      launcher_size())
+            get_logger().error('started as one of %d MPI processes but without --mpi: every '
+                               'process would grid and write the same files; add --mpi to '
+                               'share them', launcher_size())
         return 1
     if comm is None and args.mpi:
         from mpi4py import MPI
         comm = MPI.COMM_WORLD
+    return abort_all_on_failure(comm, run, args, comm)
+
+
+def run(args, comm=None):
+    """The work of :func:`main` on each rank; its return status."""
     rank, size = (0, 1) if comm is None else (comm.rank, comm.size)
-    if rank:                      # one log of the inputs and of the summary: rank 0's
-        log = get_logger('CRITICAL')
-    paths, unmatched = expand_coadds(args.coadd or ())
+    log = get_logger() if rank == 0 else get_logger('CRITICAL')   # inputs and summary: once
+    # one list for every rank (a pattern could match other files a moment later)
+    found = expand_coadds(args.coadd or ()) if rank == 0 else None
+    paths, unmatched = found if comm is None else comm.bcast(found, root=0)
     for pattern in unmatched:           # reported, as the afterburner does; the rest are run
         log.error('%s: matched no coadd file', pattern)
     if args.output and args.coadd and len(paths) != 1:
@@ -263,8 +274,7 @@ def main(args=None, comm=None):
             check_output(args.output, args.overwrite, paths)
         if args.outdir is not None:
             outputs = input_array_paths(paths, args.outdir)
-            for output in outputs:
-                check_not_an_input(output, paths)
+            check_not_inputs(outputs, paths)
             check_outdir(args.outdir, name=f'--outdir {args.outdir}')
     except (ConfigError, OutputFileError, ValueError) as err:
         problem = ('--output ' if isinstance(err, OutputFileError) and args.output
@@ -289,11 +299,10 @@ def main(args=None, comm=None):
         progress = (Progress(len(mine), unit='files gridded (this rank)' if size > 1 else
                              'files gridded', min_interval=10.0)
                     if rank == 0 and args.outdir is not None else None)
-        with rank_prefix(comm):              # per-file lines name their rank
-            for i in mine:
-                counts[grid_file(paths[i], outputs[i], config, args.overwrite)] += 1
-                if progress is not None:
-                    progress.update()
+        for i in mine:
+            counts[grid_file(paths[i], outputs[i], config, args.overwrite)] += 1
+            if progress is not None:
+                progress.update()
     if comm is not None:
         counts = {key: comm.allreduce(value) for key, value in counts.items()}
     if args.outdir is not None:
