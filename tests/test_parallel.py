@@ -91,3 +91,28 @@ def test_only_rank_zero_prints_option_errors(capsys, monkeypatch):
             parser.parse_args(['--n', 'x'])
         assert exit_info.value.code == 2
         assert ('cmd: error:' in capsys.readouterr().err) == printed
+
+
+def test_rank_prefix_names_each_line_once():
+    """Lines get their rank's prefix once; a line rank 0 writes about another rank keeps
+    that rank's name alone (it read 'rank 0: rank 1: ...')."""
+    import logging
+    from lbgnet.ranklog import RankPrefix
+    prefix = RankPrefix(0)
+
+    def text(msg, *args):
+        record = logging.LogRecord('x', logging.INFO, __file__, 1, msg, args, None)
+        prefix.filter(record)
+        prefix.filter(record)                    # a record seen by two handlers
+        return record.getMessage()
+    assert text('%d files', 3) == 'rank 0: 3 files'
+    assert text('rank 1: --outdir not writable') == 'rank 1: --outdir not writable'
+    assert text('ranking 3 files') == 'rank 0: ranking 3 files'
+
+
+def test_abort_all_on_failure_without_mpi_just_runs():
+    """With no communicator (or one rank) the function is called as is, errors included."""
+    from lbgnet.parallel import abort_all_on_failure
+    assert abort_all_on_failure(None, lambda a, b: a + b, 2, 3) == 5
+    with pytest.raises(ZeroDivisionError):
+        abort_all_on_failure(None, lambda: 1 / 0)

@@ -7,12 +7,19 @@ stream, a line must say which rank wrote it.
 """
 import contextlib
 import logging
+import re
 
 from desiutil.log import get_logger
 
 
+#: A message that already starts with a rank (its own, a record seen before, or one rank
+#: 0 logs about another: ``rank 1: --outdir ... not writable``).
+NAMES_A_RANK = re.compile(r'^rank \d+: ')
+
+
 class RankPrefix(logging.Filter):
-    """Prefix every record's message with ``rank N:`` (a handler filter)."""
+    """Prefix every record's message with ``rank N:`` (a handler filter), unless it
+    starts with a rank already (:data:`NAMES_A_RANK`)."""
 
     def __init__(self, rank):
         super().__init__()
@@ -20,8 +27,8 @@ class RankPrefix(logging.Filter):
 
     def filter(self, record):
         text = record.getMessage()
-        if not text.startswith(self.label):   # a message naming its rank already, or a
-            record.msg, record.args = f'{self.label}{text}', None   # record seen before
+        if not NAMES_A_RANK.match(text):
+            record.msg, record.args = f'{self.label}{text}', None
         return True
 
 

@@ -21,7 +21,8 @@ from ..io.atomic import raise_if_terminated
 from ..io.catalog import OutputFileError, check_outdir, missing_directories, remove_empty
 from ..io.fitsutil import cfitsio_name_problem
 from ..io.mock import mock_filenames, mock_keywords, write_mock
-from ..parallel import RankZeroParser, launcher_rank, launcher_size, stop_if_any_failed
+from ..parallel import (RankZeroParser, abort_all_on_failure, launcher_rank, launcher_size,
+                        stop_if_any_failed)
 from ..progress import Progress
 from ..sim.mock import (DEFAULT_MOCK_CONFIG, MAX_EFFTIME, check_efftime_range, load_mock_setup,
                         make_mock, mock_settings, simulator_hash)
@@ -375,6 +376,13 @@ def main(args=None, comm=None):
     if comm is None and args.mpi:
         from mpi4py import MPI
         comm = MPI.COMM_WORLD
+    # an error escaping one rank, or a signal to one, aborts every rank
+    return abort_all_on_failure(comm, run, args, comm)
+
+
+def run(args, comm=None):
+    """The work of :func:`main` on each rank; its return status."""
+    log = get_logger()
     rank, size = (0, 1) if comm is None else (comm.rank, comm.size)
     created = missing_directories([os.path.join(args.outdir, 'x')])
     plan, problem = prepare(args)
