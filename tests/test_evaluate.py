@@ -391,6 +391,7 @@ def test_evaluate_script_coadd_and_catalog(tmp_path, caplog, monkeypatch):
     out3 = tmp_path / 'ev3'
     low = _mock_files(tmp_path / 'low', nspec=30, seed=13, zrange=(1.8, 2.6))
     import logging
+    caplog.clear()
     with caplog.at_level(logging.INFO):
         assert main(['--coadd', low['coadd'], '--truth', low['truth'], '--model', model_path,
                      '--outdir', str(out3), '--nexamples', '0', '--record-as', 'low']) == 0
@@ -406,6 +407,13 @@ def test_evaluate_script_coadd_and_catalog(tmp_path, caplog, monkeypatch):
     assert card['lowz']['by_depth']['r<=25']['nlbg'] == card['lowz']['nlbg']
     m3 = json.loads((out3 / OUTPUTS['metrics']).read_text())
     assert m3['regimes']['highz']['nlbg'] == 0 and m3['regimes']['highz']['pe_score'] is None
+    pilot = m3['regimes']['lowz']['by_depth']['r<=24.2']           # one line at that depth
+    assert pilot['nlbg'] > 0
+    assert re.search(r'lowz: r <= 24\.2 \(DESI LBG pilot depth\): %d LBGs, %d contaminants; '
+                     r'purity=efficiency score %.4f; at C_LBG > [0-9.]+ efficiency [0-9.]+, '
+                     r'purity [0-9.]+; \|dz\|<0\.05 [0-9.na/]+ \(Z_LBG\), [0-9.na/]+ \(Z_TPL\)'
+                     % (pilot['nlbg'], pilot['ncontaminant'], pilot['pe_score']), caplog.text)
+    assert 'highz: r <= 24.2' not in caplog.text
     assert m3['regimes']['lowz']['nlbg'] == m3['regimes']['all']['nlbg'] > 0
     # the same predictions as an afterburner catalogue, rows shuffled
     model, cfg, meta = load_model(model_path)

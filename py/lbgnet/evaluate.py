@@ -53,6 +53,9 @@ BOOT_CHUNK = 2_000_000
 #: r-magnitude limits of the depth-limited metrics (:func:`depth_limited`); 24.2 is about
 #: the depth of DESI's LBG pilot selections (Ruhlmann-Kleider et al. 2024).
 DEPTH_LIMITS = (23.0, 23.5, 24.0, 24.2, 24.5, 25.0)
+#: The depth of DESI's LBG pilot selections among :data:`DEPTH_LIMITS`, summarised in the
+#: log of ``desi_lbg_evaluate``.
+PILOT_DEPTH = 24.2
 
 
 def regime_masks(classes, z_true, regimes=None):

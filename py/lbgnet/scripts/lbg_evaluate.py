@@ -412,6 +412,7 @@ def evaluate_into(args, model_path, log):
             log.info('%s: template-refined Z_TPL: |dz|<0.05 %s, sigma_NMAD %s', name,
                      _pm(tpl['frac_dz_lt_0p05'], etpl['frac_dz_lt_0p05']),
                      _pm(tpl['sigma_nmad'], etpl['sigma_nmad'], '.2e'))
+        log_pilot_depth(log, name, res)
         for key, pulls in res.get('redshift_errors', {}).items():
             log.info('%s: %s of the %d right redshifts: pull NMAD %s, within 1 / 2 sigma %s / %s '
                      '(Gaussian: 1, 0.683 / 0.954)', name, key, pulls['n'],
@@ -426,6 +427,23 @@ def evaluate_into(args, model_path, log):
                      _fmt(rel['kept']), _fmt(rel['redshift']['frac_dz_lt_0p05']))
     log.info('wrote %s in %s', ', '.join(names), args.outdir)
     return 0
+
+
+def log_pilot_depth(log, name, res):
+    """One log line of a regime's metrics down to r = :data:`lbgnet.evaluate.PILOT_DEPTH`
+    (``by_depth``, ``by_depth_template``), the depth of DESI's LBG pilot selections."""
+    from ..evaluate import PILOT_DEPTH
+    key = f'r<={PILOT_DEPTH:g}'
+    depth = res.get('by_depth', {}).get(key)
+    if not depth or not depth['nlbg']:
+        return
+    tpl = res.get('by_depth_template', {}).get(key)
+    log.info('%s: r <= %g (DESI LBG pilot depth): %d LBGs, %d contaminants; purity=efficiency '
+             'score %s; at C_LBG > %s efficiency %s, purity %s; |dz|<0.05 %s (Z_LBG)%s', name,
+             PILOT_DEPTH, depth['nlbg'], depth['ncontaminant'], _fmt(depth['pe_score']),
+             _fmt(res['c_thresh'], '.3f'), _fmt(depth['efficiency']), _fmt(depth['purity']),
+             _fmt(depth['frac_dz_lt_0p05']),
+             '' if tpl is None else f', {_fmt(tpl["frac_dz_lt_0p05"])} (Z_TPL)')
 
 
 def _fmt(value, spec='.4f'):
