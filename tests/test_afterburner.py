@@ -387,7 +387,7 @@ def test_launcher_without_mpi_is_refused(tmp_path, model_path, caplog, monkeypat
     """Under mpiexec/srun without --mpi every process would run every file (twice the
     cost, two summaries, with --rerun-redrock N times rrdesi): refused on every process,
     as desi_lbg_mock does (it was a warning)."""
-    from lbgnet.scripts.lbg_afterburner import launcher_size
+    from lbgnet.parallel import launcher_size
     assert launcher_size({}) == 1 and launcher_size({'PMI_SIZE': '4'}) == 4
     assert launcher_size({'OMPI_COMM_WORLD_SIZE': 'x', 'SLURM_STEP_NUM_TASKS': '3'}) == 3
     assert launcher_size({'SLURM_NTASKS': '64'}) == 1          # an allocation, not a launch

@@ -246,3 +246,15 @@ def test_damaged_existing_output_is_one_line(tmp_path, caplog):
     assert 'is not an .npz archive' in caplog.text and 'Traceback' not in caplog.text
     assert main(['--coadd', coadd, '--outdir', str(out), '--overwrite']) == 0
     assert target.read_bytes()[:2] == b'PK'
+
+
+def test_launched_as_several_processes_without_mpi_is_refused(tmp_path, monkeypatch, caplog):
+    """Under mpiexec/srun without --mpi every process would grid and write every file."""
+    from lbg_testdata import write_test_coadd
+    coadd = str(tmp_path / 'coadd-sv3-dark-51.fits')
+    write_test_coadd(coadd, 2)
+    monkeypatch.setenv('PMI_SIZE', '2')
+    monkeypatch.setenv('PMI_RANK', '0')
+    assert main(['--coadd', coadd, '--outdir', str(tmp_path / 'out')]) == 1
+    assert 'one of 2 MPI processes but without --mpi' in caplog.text
+    assert not (tmp_path / 'out').exists()

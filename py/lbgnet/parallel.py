@@ -153,6 +153,33 @@ def stop_if_any_failed(comm, problem, log):
 ABORT_GRACE = 2.0
 
 
+def run_command(comm, use_mpi, run, args, what):
+    """Start a command's work `run(args, comm)` on the ranks it was launched on.
+
+    `comm` is used as given; with `use_mpi` (``--mpi``) and no `comm`,
+    ``MPI.COMM_WORLD``.  Started by an MPI launcher as one of several processes without
+    either, it refuses (one line, by the first process: every process would `what`,
+    e.g. ``'run every file'``) and returns 1.  Otherwise
+    :func:`abort_all_on_failure`: a rank that fails or is stopped aborts every rank.
+
+    Returns
+    -------
+    int
+        `run`'s status, or 1 when refused.
+    """
+    launched = launcher_size()
+    if comm is None and not use_mpi and launched > 1:
+        if launcher_rank() == 0:         # once, not per process
+            from desiutil.log import get_logger
+            get_logger().error('started as one of %d MPI processes but without --mpi: every '
+                               'process would %s; add --mpi to share them', launched, what)
+        return 1
+    if comm is None and use_mpi:
+        from mpi4py import MPI
+        comm = MPI.COMM_WORLD
+    return abort_all_on_failure(comm, run, args, comm)
+
+
 def abort_all_on_failure(comm, run, *args):
     """``run(*args)`` on every rank of `comm`; a rank that fails aborts them all.
 

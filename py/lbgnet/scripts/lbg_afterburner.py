@@ -36,8 +36,7 @@ from ..modelspec import architecture
 from ..network import (DEFAULT_BATCH, ENGINES, check_model_file, default_model_path,
                        load_network, training_zrange)
 from ..npforward import BATCH
-from ..parallel import (RankZeroParser, abort_all_on_failure, launcher_rank, launcher_size,
-                        split_work)
+from ..parallel import RankZeroParser, run_command, split_work
 from ..priors import PRIOR_FUNCTION, select_priors
 from ..redrock_rerun import (RerunError, check_rerunnable, template_files, template_zrange,
                               zrange_coverage)
@@ -622,18 +621,8 @@ def main(args=None, comm=None):
     """
     if not isinstance(args, argparse.Namespace):
         args = parse(args)
-    launched = launcher_size()
-    if comm is None and not args.mpi and launched > 1:
-        if launcher_rank() == 0:         # once, not per process
-            get_logger().error('started as one of %d MPI processes but without --mpi: every '
-                               'process would run every file; add --mpi to share them',
-                               launched)
-        return 1
-    if comm is None and args.mpi:
-        from mpi4py import MPI
-        comm = MPI.COMM_WORLD
     # from here on, a failure on one rank aborts every rank
-    return abort_all_on_failure(comm, run_all, args, comm)
+    return run_command(comm, args.mpi, run_all, args, 'run every file')
 
 
 def run_all(args, comm=None):

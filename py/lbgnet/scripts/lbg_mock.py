@@ -21,8 +21,7 @@ from ..io.atomic import raise_if_terminated
 from ..io.catalog import OutputFileError, check_outdir, missing_directories, remove_empty
 from ..io.fitsutil import cfitsio_name_problem
 from ..io.mock import mock_filenames, mock_keywords, write_mock
-from ..parallel import (RankZeroParser, abort_all_on_failure, launcher_rank, launcher_size,
-                        stop_if_any_failed)
+from ..parallel import RankZeroParser, run_command, stop_if_any_failed
 from ..progress import Progress
 from ..sim.mock import (DEFAULT_MOCK_CONFIG, MAX_EFFTIME, check_efftime_range, load_mock_setup,
                         make_mock, mock_settings, simulator_hash)
@@ -365,19 +364,8 @@ def main(args=None, comm=None):
     """
     if not isinstance(args, argparse.Namespace):
         args = parse(args)
-    log = get_logger()
-    launched = launcher_size()
-    if comm is None and not args.mpi and launched > 1:
-        if launcher_rank() == 0:         # every process would write every file
-            log.error('started as one of %d MPI processes but without --mpi: every process '
-                      'would simulate and write the same files; add --mpi to share them',
-                      launched)
-        return 1
-    if comm is None and args.mpi:
-        from mpi4py import MPI
-        comm = MPI.COMM_WORLD
     # an error escaping one rank, or a signal to one, aborts every rank
-    return abort_all_on_failure(comm, run, args, comm)
+    return run_command(comm, args.mpi, run, args, 'simulate and write the same files')
 
 
 def run(args, comm=None):

@@ -22,8 +22,7 @@ from ..io import InputFileError, minimal_fibermap, write_coadd
 from ..io.atomic import atomic_path, raise_if_terminated
 from ..io.catalog import OutputFileError, check_not_an_input, check_not_inputs, check_outdir
 from ..io.discover import expand_coadds, input_array_paths
-from ..parallel import (RankZeroParser, abort_all_on_failure, launcher_rank, launcher_size,
-                        split_work, stop_if_any_failed)
+from ..parallel import RankZeroParser, run_command, split_work, stop_if_any_failed
 from ..preprocess import load_coadd_grid
 from ..progress import Progress
 
@@ -242,16 +241,7 @@ def main(args=None, comm=None):
     """
     if not isinstance(args, argparse.Namespace):
         args = parse(args)
-    if comm is None and not args.mpi and launcher_size() > 1:
-        if launcher_rank() == 0:
-            get_logger().error('started as one of %d MPI processes but without --mpi: every '
-                               'process would grid and write the same files; add --mpi to '
-                               'share them', launcher_size())
-        return 1
-    if comm is None and args.mpi:
-        from mpi4py import MPI
-        comm = MPI.COMM_WORLD
-    return abort_all_on_failure(comm, run, args, comm)
+    return run_command(comm, args.mpi, run, args, 'grid and write the same files')
 
 
 def run(args, comm=None):
