@@ -235,9 +235,9 @@ def main(args=None, comm=None):
     With ``--mpi`` (or a `comm`), the files are shared among the ranks (largest first,
     :func:`lbgnet.parallel.split_work`), each writing its own into ``--outdir``; every
     rank returns the status of the whole run, and a rank that fails unexpectedly or is
-    stopped by a signal aborts them all (:func:`lbgnet.parallel.abort_all_on_failure`).  Started by an MPI launcher without
-    ``--mpi`` (and without `comm`), it refuses to run: every process would grid and write
-    every file.
+    stopped by a signal aborts them all (:func:`lbgnet.parallel.abort_all_on_failure`).
+    Started by an MPI launcher without ``--mpi`` (and without `comm`), it refuses to run:
+    every process would grid and write every file.
     """
     if not isinstance(args, argparse.Namespace):
         args = parse(args)
@@ -248,9 +248,13 @@ def run(args, comm=None):
     """The work of :func:`main` on each rank; its return status."""
     rank, size = (0, 1) if comm is None else (comm.rank, comm.size)
     log = get_logger() if rank == 0 else get_logger('CRITICAL')   # inputs and summary: once
-    # one list for every rank (a pattern could match other files a moment later)
-    found = expand_coadds(args.coadd or ()) if rank == 0 else None
-    paths, unmatched = found if comm is None else comm.bcast(found, root=0)
+    # rank 0 lists the files (and their sizes) for every rank: one list for all (a pattern
+    # could match other files a moment later), and one stat per file, not one per rank
+    found = None
+    if rank == 0:
+        found = expand_coadds(args.coadd or ())
+        found += ([os.path.getsize(p) if os.path.isfile(p) else 0 for p in found[0]],)
+    paths, unmatched, sizes = found if comm is None else comm.bcast(found, root=0)
     for pattern in unmatched:           # reported, as the afterburner does; the rest are run
         log.error('%s: matched no coadd file', pattern)
     if args.output and args.coadd and len(paths) != 1:
@@ -264,7 +268,8 @@ def run(args, comm=None):
             check_output(args.output, args.overwrite, paths)
         if args.outdir is not None:
             outputs = input_array_paths(paths, args.outdir)
-            check_not_inputs(outputs, paths)
+            if rank == 0:                      # the same answer on every rank
+                check_not_inputs(outputs, paths)
             check_outdir(args.outdir, name=f'--outdir {args.outdir}')
     except (ConfigError, OutputFileError, ValueError) as err:
         problem = ('--output ' if isinstance(err, OutputFileError) and args.output
@@ -278,11 +283,11 @@ def run(args, comm=None):
             paths = [os.path.join(tmpdir, 'coadd-example.fits')]
             write_coadd(paths[0], wave, flux, ivar, minimal_fibermap(np.arange(nspec) + 1000))
             log.info('wrote example coadd %s', paths[0])
+            sizes = [os.path.getsize(paths[0])]
             if args.outdir is not None:
                 outputs = input_array_paths(paths, args.outdir)
         if args.outdir is None:
             outputs = [args.output or None] * len(paths)
-        sizes = [os.path.getsize(p) if os.path.isfile(p) else 0 for p in paths]
         mine = split_work(list(range(len(paths))), size, rank, weights=sizes)
         counts = {'done': 0, 'kept': 0, 'failed': 0}
         # rank 0's own share, in files (with --outdir: a run over many files)
