@@ -93,7 +93,9 @@ def test_rerun_columns_fixed_types():
     add_rerun_columns(cat, rerun)
     assert cat['Z_NEW'][0] == 2.9 and cat['Z_NEW'][2] == 3.1 and np.isnan(cat['Z_NEW'][1])
     assert cat['SPECTYPE_NEW'].tolist() == ['GALAXY', '', 'GALAXY']
-    assert cat['ZWARN_NEW'].tolist() == [4, 0, 0]
+    assert cat['ZWARN_NEW'].tolist() == [4, 512, 0]
+    # ZWARN_NEW == 0 selects rerun rows only (a row not rerun has NODATA and Z_NEW NaN)
+    assert cat['TARGETID'][cat['ZWARN_NEW'] == 0].tolist() == [3]
     assert cat['COEFF_NEW'].shape == (3, NCOEFF)
     assert np.all(cat['COEFF_NEW'][0, :3] == 1) and np.all(np.isnan(cat['COEFF_NEW'][0, 3:]))
     assert cat['Z_NEW'].description == 'rerun Redrock redshift'

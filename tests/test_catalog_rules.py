@@ -154,9 +154,10 @@ def test_spectype_width_does_not_depend_on_the_rows():
 
 def test_rerun_columns_from_assemble_catalog():
     """assemble_catalog with a rerun table adds the ``*_NEW`` columns, matched on TARGETID
-    (rows not rerun: NaN / blank / ZWARN_NEW 0)."""
+    (rows not rerun: NaN / blank / ZWARN_NEW = Redrock's NODATA, so that ZWARN_NEW == 0
+    never selects a row without a rerun redshift)."""
     cat = _catalog([1, 2, 3], [1, 2, 3], rerun=_rerun([3, 1]))
-    assert cat['ZWARN_NEW'].tolist() == [2, 0, 1]
+    assert cat['ZWARN_NEW'].tolist() == [2, 512, 1]
     assert cat['Z_NEW'][0] == 3.1 and np.isnan(cat['Z_NEW'][1]) and cat['Z_NEW'][2] == 3.0
     assert cat['SPECTYPE_NEW'].tolist() == ['GALAXY', '', 'GALAXY']
 
@@ -177,7 +178,7 @@ def test_empty_rerun_table_fills_every_row():
     rerun at all, instead of failing on its empty COEFF."""
     cat = Table(dict(TARGETID=np.array([1, 2])))
     add_rerun_columns(cat, _rerun([])[:0])
-    assert np.all(np.isnan(cat['Z_NEW'])) and cat['ZWARN_NEW'].tolist() == [0, 0]
+    assert np.all(np.isnan(cat['Z_NEW'])) and cat['ZWARN_NEW'].tolist() == [512, 512]
     assert cat['COEFF_NEW'].shape == (2, NCOEFF) and np.all(np.isnan(cat['COEFF_NEW']))
     assert cat['SPECTYPE_NEW'].tolist() == ['', '']
     # the same from a table made of empty columns (a 1-D, empty COEFF)

@@ -52,6 +52,12 @@ lbgwarn:
 #: The cameras a complete DESI spectrum has.
 DESI_CAMERAS = ('b', 'r', 'z')
 
+#: The Redrock ZWARN bits lbgnet writes itself (values of
+#: ``redrock.zwarning.ZWarningMask``, which cannot be imported under numpy 2): the Redrock
+#: mock's warnings, and NODATA in ZWARN_NEW for catalogue rows that were not rerun.
+REDROCK_ZWARN = dict(LITTLE_COVERAGE=2 ** 1, SMALL_DELTA_CHI2=2 ** 2, UNPLUGGED=2 ** 7,
+                     NODATA=2 ** 9)
+
 
 class LBGWarnMask(BitMask):
     """The ``LBG_FLAG`` bit mask (a :class:`desiutil.bitmask.BitMask`).

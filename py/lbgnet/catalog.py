@@ -13,7 +13,7 @@ import re
 import numpy as np
 from astropy.table import Table
 
-from .bitmask import DESI_CAMERAS, LBGWarnMask
+from .bitmask import DESI_CAMERAS, REDROCK_ZWARN, LBGWarnMask
 from .io.errors import InputFileError
 from .io.targetid import as_targetids
 from .refine import REFINE_KEYS as REFINE_COLUMNS
@@ -360,7 +360,8 @@ def add_rerun_columns(table, rerun):
     -----
     Column types are fixed (:data:`RERUN_DTYPES`, COEFF_NEW padded to
     :data:`NCOEFF` coefficients) whatever the templates, so that catalogues stack.
-    Rows not rerun get NaN, blank strings and ZWARN_NEW = 0.
+    Rows not rerun get NaN, blank strings and ZWARN_NEW = Redrock's NODATA bit (512), so
+    that a ``ZWARN_NEW == 0`` selection takes rerun rows only.
     """
     nrow = len(table)
     idx = np.full(nrow, -1, dtype=np.int64)
@@ -370,7 +371,8 @@ def add_rerun_columns(table, rerun):
     for col in RERUN_COLUMNS:
         dtype = RERUN_DTYPES[col]
         shape = (nrow, NCOEFF) if col == 'COEFF' else (nrow,)
-        out = np.full(shape, _fill_for(dtype), dtype=dtype)
+        fill = REDROCK_ZWARN['NODATA'] if col == 'ZWARN' else _fill_for(dtype)
+        out = np.full(shape, fill, dtype=dtype)
         if rerun is not None and len(rerun):
             values = np.asarray(rerun[col]).astype(dtype)
             if col == 'COEFF':

@@ -26,9 +26,8 @@ import numpy as np
 from astropy.table import Table
 from scipy.constants import c as speed_of_light
 
-#: Redrock ZWARN bits (redrock.zwarning.ZWarningMask; importing redrock needs numpy<2).
-ZWARN_BITS = dict(LITTLE_COVERAGE=2 ** 1, SMALL_DELTA_CHI2=2 ** 2, UNPLUGGED=2 ** 7,
-                  NODATA=2 ** 9)
+from ..bitmask import REDROCK_ZWARN as ZWARN_BITS
+
 #: Rest wavelengths (Å) of Lyα and [OII] 3727+3729 (vacuum, mean of the doublet).
 LYA_WAVE, OII_WAVE = 1215.67, 3728.48
 #: Length of the COEFF column (Redrock's largest template basis, the GALAXY PCA).
