@@ -169,7 +169,13 @@ def test_tune_script_writes_table_and_best_config(tmp_path, caplog):
     best = tmp_path / 'tinytune-tune-best.yaml'
     cfg = load_config(str(best))                  # base: resolved next to the best file
     assert cfg.extra['name'] == 'tinytune-tune-best' and cfg.extra['model']['filters'] in (4, 5, 6)
-    assert len(list(csv.DictReader(open(tmp_path / 'tinytune-tune-trials.csv')))) == 1
+    rows = list(csv.DictReader(open(tmp_path / 'tinytune-tune-trials.csv')))
+    assert len(rows) == 1
+    # every parameter of the search space has its column, the fixed ones included (optuna
+    # stores only the suggested filters and nboxes)
+    assert {k: rows[0][k] for k in ('conv_layers', 'kernel_size', 'dropout', 'gamma')} == \
+        {'conv_layers': '1', 'kernel_size': '5', 'dropout': '0', 'gamma': '1'}
+    assert rows[0]['filters'] in ('4', '5', '6')
     # the header says which epoch's weights were scored (the run's last was implied)
     assert re.search(r'epochs of tuning training \(the weights of epoch \d scored\)',
                      best.read_text())

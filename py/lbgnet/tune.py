@@ -630,15 +630,26 @@ def run_study(study, objective, n_trials, budget_minutes=None):
     return ran
 
 
-def trials_table(study):
-    """One row per trial: number, state, value, duration, parameters, attributes."""
+def trials_table(study, space=None):
+    """One row per trial: number, state, value, duration, parameters, attributes.
+
+    Parameters
+    ----------
+    study : optuna.study.Study
+    space : dict, optional
+        The search space (:func:`search_space`): every parameter gets a column, in its
+        order, the fixed ones included (optuna stores only the suggested ones); a
+        parameter a trial never reached (a failed trial) is left empty.  Without it, the
+        suggested parameters only.
+    """
     rows = []
     for t in study.trials:
         duration = (t.datetime_complete - t.datetime_start).total_seconds() \
             if t.datetime_complete and t.datetime_start else None
         row = {'trial': t.number, 'state': t.state.name, 'value': t.value,
                'duration_s': duration}
-        row.update(t.params)
+        row.update(t.params if space is None
+                   else suggest_params(_FixedTrial(t.params), space))
         row.update({k: t.user_attrs.get(k) for k in ATTRS})
         rows.append(row)
     return rows
@@ -665,7 +676,7 @@ class _FixedTrial:
         self.params = params
 
     def suggest_int(self, name, *args, **kwargs):
-        return self.params[name]
+        return self.params.get(name)
 
     suggest_float = suggest_categorical = suggest_int
 
@@ -688,7 +699,7 @@ def write_results(study, config, config_path, outdir, storage=None):
     from optuna.trial import TrialState
     from .io.experiments import write_config_yaml, write_table_csv
     table = write_table_csv(os.path.join(outdir, f'{study.study_name}-trials.csv'),
-                            trials_table(study))
+                            trials_table(study, search_space(config)))
     if not any(t.state == TrialState.COMPLETE for t in study.trials):
         return {'table': table, 'best': None}
     best = study.best_trial
