@@ -420,6 +420,19 @@ def test_bit_numbers_are_the_documented_ones():
     assert result.attempted >= 2 and result.failed == 0
 
 
+def test_output_path_ending_with_a_separator_is_refused_first(tmp_path):
+    """--output new/ (a directory that does not exist yet): the separator was dropped, the
+    check passed, and the write failed only after all the work; now it is refused first,
+    creating nothing."""
+    from lbgnet.io.catalog import OutputFileError, check_writable
+    for create in (False, True):
+        with pytest.raises(OutputFileError, match='names a directory .ends with a path '
+                                                  'separator.; give a file name'):
+            check_writable(str(tmp_path / 'new') + os.sep, create=create)
+        assert not (tmp_path / 'new').exists()
+    check_writable(str(tmp_path / 'new' / 'cat.fits'), create=False)
+
+
 def test_output_path_with_a_parent_step_after_a_missing_directory(tmp_path, monkeypatch):
     """out/x/../cat.fits with no out/x: the normalised name passed every check and the
     write failed after the work; now it is refused first, creating nothing.  '..' after

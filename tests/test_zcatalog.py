@@ -164,6 +164,18 @@ def test_two_catalogues_of_one_coadd_are_refused(tmp_path, caplog):
     assert f'made from the coadd {src}, as ' in caplog.text
     assert f'made from the coadd {src.replace("14638", "14639")}, as ' in caplog.text
     assert '2 catalogue(s): made from a coadd another catalogue was made from' in caplog.text
+    # a coadd and its gzipped copy are one coadd, also when no location tells them apart
+    # (a custom coadd name, no SURVEY/TILEID/HPXPIXEL): they were stacked as two spectra
+    other = tmp_path / 'custom'
+    for suffix in ('', '.gz'):
+        write_cat(str(other / f'lbg_cnn-foo.fits{suffix}'), [9], [1], [3.0], [0], [10],
+                  [('INCOADD', f'/data/coadd-foo.fits{suffix}', '')])
+    caplog.clear()
+    assert main(['--input-dir', str(other), '--output', out]) == 1 and not os.path.exists(out)
+    assert 'made from the coadd /data/coadd-foo.fits' in caplog.text
+    os.remove(other / 'lbg_cnn-foo.fits.gz')
+    assert main(['--input-dir', str(other), '--output', out]) == 0
+    os.remove(out)
     os.remove(root / 'lbg_cnn-main-dark-14639.fits')
     # another coadd of the same target (an overlapping pixel or tile) is a real repeat
     os.remove(root / 'lbg_cnn-main-dark-14638.fits')
@@ -439,7 +451,8 @@ def test_allow_mixed_fills_vector_columns_and_keeps_shared_provenance(tmp_path, 
     coeff = np.arange(20, dtype=np.float64).reshape(2, 10)
     write_cat(str(root / 'a/lbg_cnn-main-dark-1.fits'), [1, 2], [1, 1], [3.0, 2.5], [0, 0], [1, 1],
               cards=[('RERUNRR', True, ''), ('LBGCONF', 'lbgnet-default', '')],
-              extra={'Z_NEW': np.array([3.01, 2.51]), 'COEFF_NEW': coeff})
+              extra={'Z_NEW': np.array([3.01, 2.51]), 'COEFF_NEW': coeff,
+                     'ZWARN_NEW': np.array([0, 4], dtype=np.int64)})
     write_cat(str(root / 'b/lbg_cnn-main-dark-2.fits'), [3], [1], [3.2], [0], [1],
               cards=[('LBGCONF', 'lbgnet-default', '')])
     out = str(tmp_path / 'z.fits')
@@ -452,6 +465,9 @@ def test_allow_mixed_fills_vector_columns_and_keeps_shared_provenance(tmp_path, 
     assert zcat['COEFF_NEW'].shape == (3, 10)
     np.testing.assert_array_equal(zcat['COEFF_NEW'][rows[2]], coeff[1])
     assert np.all(np.isnan(zcat['COEFF_NEW'][rows[3]]))
+    # the plain catalogue's row was not rerun: Redrock's NODATA, as the afterburner writes,
+    # so that ZWARN_NEW == 0 selects rerun rows only
+    assert [zcat['ZWARN_NEW'][rows[t]] for t in (1, 2, 3)] == [0, 4, 512]
     assert hdr['LBGMSHA'] == 'abc' and hdr['LBGCONF'] == 'lbgnet-default'
     assert hdr['CTHRESH'] == 0.5 and 'RERUNRR' not in hdr
 
@@ -883,3 +899,25 @@ def test_spectra_key_needs_a_known_location():
     assert usable_location({'TILEID': 1.7, 'PETAL': True, 'HPXPIXEL': float('inf'),
                             'SPGRPVAL': '20210101', 'SURVEY': ' main '}) == \
         {'SPGRPVAL': 20210101, 'SURVEY': 'main'}
+
+
+def test_unsigned_flags_stack_as_int32():
+    """An LBG_FLAG stored unsigned (uint64) beside int32 ones stacked as float64, bit mask
+    lost; now every catalogue's LBG_FLAG is int32, and values beyond 32 bits are refused."""
+    def located(tid, flag_dtype, flag=0):
+        tab = Table(dict(TARGETID=np.array([tid]), IS_LBG=np.array([True]),
+                         Z_LBG=np.array([3.0]), ZERR_LBG=np.array([1e-3]),
+                         LBG_FLAG=np.array([flag], dtype=flag_dtype),
+                         DELTACHI2_RR=np.array([1.0])))
+        tab['LBG_FLAG'].description = 'warning bits'
+        return add_location(tab, dict(SURVEY='main', PROGRAM='dark', TILEID=tid,
+                                      SPGRP='cumulative'))
+    unsigned = located(2, np.uint64, MASK.SMALL_DELTA_CHI2)
+    zcat = stack_catalogs([located(1, np.int32), unsigned])
+    assert zcat['LBG_FLAG'].dtype == np.int32
+    assert zcat['LBG_FLAG'].tolist() == [0, MASK.SMALL_DELTA_CHI2]
+    assert zcat['LBG_FLAG'].description == 'warning bits'
+    assert unsigned['LBG_FLAG'].dtype == np.uint64       # the input is not changed
+    with pytest.raises(ValueError, match=r'b.fits: LBG_FLAG holds values beyond 32 bits'):
+        stack_catalogs([located(1, np.int32), located(2, np.uint64, 2 ** 40)],
+                       sources=['a.fits', 'b.fits'])

@@ -42,7 +42,7 @@ import re
 import numpy as np
 from astropy.table import Table, vstack
 
-from .bitmask import LBGWarnMask
+from .bitmask import REDROCK_ZWARN, LBGWarnMask
 from .catalog import TARGET_BIT_COLUMN, describe_columns
 
 #: LBG_FLAG bits that exclude a row from GOOD_LBG.
@@ -223,9 +223,18 @@ def best_redshift(table):
     return (np.where(refined, column('Z_TPL'), z), np.where(refined, column('ZERR_TPL'), zerr))
 
 
-def fill_value(column):
+#: Fills that differ from :func:`fill_value`'s default for their type: a row of a
+#: catalogue made without ``--rerun-redrock`` was not rerun, which the afterburner marks
+#: with Redrock's NODATA bit (:func:`lbgnet.catalog.add_rerun_columns`).
+SPECIAL_FILLS = {'ZWARN_NEW': REDROCK_ZWARN['NODATA']}
+
+
+def fill_value(column, name=None):
     """What a catalogue without `column` contributes to it: 0 for integers (target bits),
-    NaN for floats, False for booleans, '' for strings."""
+    NaN for floats, False for booleans, '' for strings, or the :data:`SPECIAL_FILLS` value
+    of the column `name`."""
+    if name in SPECIAL_FILLS:
+        return SPECIAL_FILLS[name]
     kind = np.asarray(column).dtype.kind
     return {'f': np.nan, 'b': False, 'U': '', 'S': b''}.get(kind, 0)
 
@@ -277,7 +286,8 @@ def unify_columns(tables, allow_mixed=False, sources=None):
             if col not in tab.colnames:
                 ref = np.asarray(next(t[col] for t in tables if col in t.colnames))
                 # vector columns (COEFF_NEW of --rerun-redrock) keep their cell shape
-                tab[col] = np.full((len(tab),) + ref.shape[1:], fill_value(ref), dtype=ref.dtype)
+                tab[col] = np.full((len(tab),) + ref.shape[1:], fill_value(ref, col),
+                                  dtype=ref.dtype)
         out.append(tab[names])
     return out
 
@@ -373,6 +383,30 @@ def _first_of_groups(rank, group):
     return order, np.flatnonzero(first)
 
 
+def int32_flags(table, source=None):
+    """`table` with ``LBG_FLAG`` as int32, the catalogue's type (an unsigned 64-bit one
+    beside int32 ones would stack as float64).
+
+    Raises
+    ------
+    ValueError
+        If a value does not fit in 32 bits (no such ``LBG_FLAG`` bit exists), naming
+        `source`.
+    """
+    flag = np.asarray(table['LBG_FLAG'])
+    if flag.dtype == np.int32:
+        return table
+    limits = np.iinfo(np.int32)
+    if flag.size and (flag.min() < limits.min or flag.max() > limits.max):
+        raise ValueError(f'{source or "a catalogue"}: LBG_FLAG holds values beyond 32 bits '
+                         f'({flag.min()} to {flag.max()}): not lbgnet warning bits')
+    table = table.copy(copy_data=False)
+    description = table['LBG_FLAG'].description
+    table['LBG_FLAG'] = flag.astype(np.int32)
+    table['LBG_FLAG'].description = description
+    return table
+
+
 def stack_catalogs(tables, allow_mixed=False, sources=None):
     """Stack catalogues: every row kept, the best of each TARGETID marked ``ZCAT_PRIMARY``.
 
@@ -403,6 +437,8 @@ def stack_catalogs(tables, allow_mixed=False, sources=None):
         raise ValueError('no catalogue to stack')
     tables = unify_columns(tables, allow_mixed, sources)
     check_column_kinds(tables, sources)
+    tables = [int32_flags(tab, None if sources is None else sources[i])
+              for i, tab in enumerate(tables)]
     stacked = vstack(tables, join_type='exact', metadata_conflicts='silent')
     fileorder = np.concatenate([np.full(len(t), i) for i, t in enumerate(tables)])
     bad = ranking_bad(stacked)

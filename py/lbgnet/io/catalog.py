@@ -176,7 +176,8 @@ def check_writable(path, create=True):
     Raises
     ------
     OutputFileError
-        If the directory cannot be created or is not writable, `path` is a directory, or
+        If the directory cannot be created or is not writable, `path` is a directory (or
+        ends with a path separator), or
         its name holds cfitsio syntax (:func:`lbgnet.io.fitsutil.cfitsio_name_problem`) or
         a ``..`` the system cannot follow (:func:`parent_step_problem`; both checked
         first, before any directory is created), naming `path`.
@@ -184,6 +185,10 @@ def check_writable(path, create=True):
     problem = cfitsio_name_problem(path) or parent_step_problem(path)
     if problem:
         raise OutputFileError(path, problem)
+    if path.endswith(os.sep) or (os.altsep and path.endswith(os.altsep)):
+        # abspath would drop the separator and check the directory's parent
+        raise OutputFileError(path, 'names a directory (ends with a path separator); give '
+                              'a file name')
     outdir = os.path.dirname(os.path.abspath(path))
     if create:
         check_outdir(outdir, name=path)

@@ -62,6 +62,11 @@ class FileJob:
     size: int = 0
 
 
+def uncompressed_name(path):
+    """`path` without a trailing ``.gz``: a file and its gzipped copy hold the same data."""
+    return path[:-3] if path.endswith('.gz') else path
+
+
 def replace_prefix(path, old, new):
     """Replace the leading `old` of the file name in `path` by `new`.
 
@@ -362,8 +367,7 @@ def plan_jobs(coadds, root=None, outdir=None):
                 raise ValueError(f'{coadd} is not below the input directory {root}')
         output, priors = output_paths(coadd, root, outdir)
         # a plain and a gzipped copy of one catalogue hold the same spectra: one key
-        key = os.path.realpath(output)
-        key = key[:-3] if key.endswith('.gz') else key
+        key = uncompressed_name(os.path.realpath(output))
         if key in owners:
             other, other_output = owners[key]
             if other_output.endswith('.gz') != output.endswith('.gz'):

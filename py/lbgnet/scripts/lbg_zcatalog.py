@@ -18,7 +18,7 @@ from ..bitmask import LBGWarnMask
 from ..io.catalog import (IS_A_DIRECTORY, OutputFileError, check_not_an_input, check_writable,
                           provenance_header, read_catalog, write_catalog)
 from ..io.discover import (CATALOG_PREFIX, check_input_dir, expand_coadds, file_metadata,
-                           walk_files)
+                           uncompressed_name, walk_files)
 from ..io.errors import InputFileError
 from ..io.targetid import as_targetids
 from ..progress import Progress
@@ -164,16 +164,18 @@ def read_all(files, allow_mixed=False, spgrp=None):
             left_out.append(group)
             continue
         coadd, key = header.get('INCOADD'), spectra_key(location, group)
-        if coadd and coadd in made_from:       # a retried file written under another name
+        # a coadd and its compressed copy are one coadd (plain and .gz catalogues of it)
+        same = uncompressed_name(coadd) if coadd else None
+        if same and same in made_from:       # a retried file written under another name
             twice.append(InputFileError(path, f'made from the coadd {coadd}, as '
-                                        f'{made_from[coadd]}: its spectra would be counted '
+                                        f'{made_from[same]}: its spectra would be counted '
                                         'twice'))
         elif key in same_spectra:     # e.g. two cumulative coadds of a tile (the later one
             overlap.append(InputFileError(   # holds the exposures of the earlier)
                 path, f'holds the spectra of {same_spectra[key]} ({describe_key(key)}): '
                 'they would be counted twice'))
-        if coadd:
-            made_from.setdefault(coadd, path)
+        if same:
+            made_from.setdefault(same, path)
         if key is not None:
             same_spectra.setdefault(key, path)
         tables.append(add_location(table, location))
