@@ -449,6 +449,36 @@ def test_redrock_fingerprint_follows_its_columns(tmp_path):
     assert write(path, ['GALAXY', 'QSO'], [3.0 * (1 + 1e-12), 1.0]) != base
 
 
+def test_coadd_fingerprint_without_datasum_follows_its_data(tmp_path):
+    """A coadd without DATASUM (stripped or hand-made, as the reference file) rewritten
+    with other values of the same shapes kept its fingerprint, so --outdir and the
+    afterburner kept outputs of the old content; now its data is hashed.  The same content
+    rewritten, or gzipped, keeps it; a file with DATASUM is fingerprinted from its headers."""
+    import gzip
+    import shutil
+    from astropy.io import fits as afits
+    from lbgnet.io.fitsutil import header_fingerprint
+
+    def write(path, flux, checksum=False):
+        hdus = afits.HDUList([afits.PrimaryHDU(),
+                              afits.ImageHDU(np.asarray(flux, np.float32), name='B_FLUX')])
+        hdus.writeto(path, overwrite=True, checksum=checksum)
+        return header_fingerprint(path)
+
+    path = str(tmp_path / 'coadd-x.fits')
+    flux = np.arange(12.0).reshape(3, 4)
+    base = write(path, flux)
+    with open(path, 'rb') as src, gzip.open(path + '.gz', 'wb') as dst:
+        shutil.copyfileobj(src, dst)
+    assert header_fingerprint(path + '.gz') == base
+    assert write(path, flux) == base
+    assert write(path, -3 * flux) != base
+    # with DATASUM, another content changes the checksums (read from the header alone)
+    summed = write(path, flux, checksum=True)
+    assert write(path, -3 * flux, checksum=True) != summed
+    assert write(path, flux, checksum=True) == summed
+
+
 def test_malformed_coadd_arrays_are_named(tmp_path):
     """A reversed wavelength array, or an IVAR image with fewer rows than FLUX, is one
     error naming the HDU (the second crashed later on broadcasting without the check)."""
@@ -461,7 +491,12 @@ def test_malformed_coadd_arrays_are_named(tmp_path):
             ('reversed', lambda h: h['B_WAVELENGTH'].data.__setitem__(
                 slice(None), h['B_WAVELENGTH'].data[::-1].copy()), 'B_WAVELENGTH must be'),
             ('short', lambda h: setattr(h['B_IVAR'], 'data', h['B_IVAR'].data[:4].copy()),
-             'B_IVAR has 4 spectra but B_FLUX has 6')):
+             'B_IVAR has 4 spectra but B_FLUX has 6'),
+            # physical units in float64 (σ ~ 4e-20 erg/s/cm²/Å): the ivar overflowed the
+            # float32 the reader works in, and the whole arm was dropped without a word
+            ('units', lambda h: setattr(h['B_IVAR'], 'data',
+                                        h['B_IVAR'].data.astype(np.float64) * 1e39),
+             r'B_IVAR holds values up to .*e\+\d\d, beyond the float32 range')):
         bad = str(tmp_path / f'coadd-{name}.fits')
         with afits.open(good) as hdul:
             edit(hdul)
@@ -527,4 +562,4 @@ def test_targetids_are_exact_integers_or_refused():
         as_targetids(np.array([1.0]), 'a.fits')
     with pytest.raises(InputFileError) as err:
         as_targetids(np.array(['39633000000000001']), 'a.fits')
-    assert str(err.value) == 'a.fits: TARGETID must be an integer column, not str544'
+    assert str(err.value) == 'a.fits: TARGETID must be an integer column, not text'

@@ -128,6 +128,35 @@ def test_file_without_fibermap_warns_about_targetids(tmp_path, tiny_coadd, caplo
     assert 'no FIBERMAP, so no TARGETIDs: written as -1' in caplog.text
 
 
+def test_fibermap_targetids_that_are_not_integers_fail_their_file(tmp_path, tiny_coadd, caplog):
+    """TARGETIDs as text crashed the run with a traceback (the other files of --outdir were
+    never gridded); as floats they were cast silently (DESI ids exceed 2**53: neighbours
+    became equal).  Now such a file fails in one line and the others are gridded."""
+    from astropy.io import fits
+    good, _ = tiny_coadd
+    bad = {}
+    for kind, values in (('text', np.array([f'x{i}' for i in range(6)])),
+                         ('float', np.arange(6) + 39627835576420141.0)):
+        bad[kind] = str(tmp_path / f'coadd-{kind}.fits')
+        with fits.open(good) as hdul:
+            fmap = hdul['FIBERMAP']
+            cols = [fits.Column('TARGETID', format='8A' if kind == 'text' else 'D',
+                                array=values)]
+            cols += [c for c in fmap.columns if c.name != 'TARGETID']
+            hdul['FIBERMAP'] = fits.BinTableHDU.from_columns(cols, header=fmap.header,
+                                                             name='FIBERMAP')
+            hdul.writeto(bad[kind])
+    out = tmp_path / 'grid'
+    caplog.clear()
+    assert main(['--coadd', bad['text'], bad['float'], good, '--outdir', str(out)]) == 1
+    assert sorted(p.name for p in out.iterdir()) == ['lbg_input-test.npz']
+    assert _errors(caplog) == [
+        f'{bad["text"]}: FIBERMAP TARGETID must be an integer column, not text',
+        f'{bad["float"]}: FIBERMAP TARGETID must be an integer column, not float64 (DESI '
+        'TARGETIDs above 2**53 lose their last digits in floating point)']
+    assert 'Traceback' not in caplog.text
+
+
 def test_coadd_glob_patterns_are_expanded(tmp_path, tiny_coadd, caplog):
     """A quoted pattern is expanded as by the other commands; one matching nothing fails."""
     good, _ = tiny_coadd

@@ -13,6 +13,7 @@ from desiutil.log import get_logger
 
 from .errors import InputFileError
 from .fitsutil import _first_line, check_image_hdu, extnames, open_fits, read_image, read_table
+from .targetid import as_targetids
 
 _FLUX_EXT = re.compile(r'^([A-Z]+)_FLUX$')
 
@@ -60,10 +61,18 @@ class CoaddData:
 
     @property
     def targetid(self):
-        """TARGETID per spectrum, or None when the file has no FIBERMAP."""
+        """TARGETID per spectrum (int64), or None when the file has no FIBERMAP.
+
+        Raises
+        ------
+        InputFileError
+            For a column that does not hold exact integer ids
+            (:func:`lbgnet.io.targetid.as_targetids`: text, floats, unsigned values
+            beyond int64).
+        """
         if self.fibermap is None:
             return None
-        return np.asarray(self.fibermap['TARGETID'])
+        return as_targetids(self.fibermap['TARGETID'], self.path, 'FIBERMAP TARGETID')
 
     def require_targetid(self):
         """TARGETID per spectrum; raise a clear error when the file has no FIBERMAP.
@@ -300,7 +309,21 @@ def _read_rows(fx, ext, start, stop, layout, band, dtype):
     except (OSError, ValueError) as err:
         raise InputFileError(layout.path, f'cannot read {ext} rows {start}:{stop} '
                              f'({_first_line(err)})') from None
+    if dtype is not None and np.dtype(dtype).kind == 'f':
+        _check_float_range(data, np.dtype(dtype), layout.path, ext)
     return np.ascontiguousarray(data, dtype=dtype) if dtype is not None else data
+
+
+def _check_float_range(data, dtype, path, ext):
+    """Refuse finite values that `dtype` cannot hold (they would become inf, and the
+    pixels be dropped as non-finite without a word)."""
+    data = np.asarray(data)
+    if data.dtype.kind != 'f' or data.dtype.itemsize <= dtype.itemsize or data.size == 0:
+        return
+    largest = np.nanmax(np.abs(np.where(np.isfinite(data), data, 0.0)))
+    if largest > np.finfo(dtype).max:
+        raise InputFileError(path, f'{ext} holds values up to {largest:.3g}, beyond the '
+                             f'{dtype.name} range (DESI coadds are in 1e-17 erg/s/cm2/A units)')
 
 
 def read_block(fx, layout, start, stop, sanitize=True):

@@ -140,10 +140,13 @@ def header_fingerprint(path, columns=None):
     desispec, ``DATASUM`` and ``CHECKSUM``: a coadd rewritten with other content
     (re-reduced, or a cumulative tile coadd with new exposures) changes them, while a copy
     of the same file elsewhere (another mount, ``cp`` without ``-p``, gzip) keeps them.
-    Files without ``DATASUM`` (Redrock's) add `columns`, read and hashed in fixed dtypes.
-    Values, not the header text, are hashed, so that another fitsio version (which renders
-    headers differently) gives the same fingerprint.  A file without ``DATASUM`` rewritten
-    with the same shapes (and `columns`) is not told apart.
+    Files without ``DATASUM`` (Redrock's) add `columns`, read and hashed in fixed dtypes;
+    without `columns` (a coadd), the data of every HDU without ``DATASUM`` is hashed
+    (a stripped or hand-made coadd rewritten with other values of the same shapes was not
+    told apart; this reads the whole HDU, a cost only such files pay).  Values, not the
+    header text, are hashed, so that another fitsio version (which renders headers
+    differently) gives the same fingerprint.  A file without ``DATASUM`` rewritten with the
+    same shapes and `columns` is not told apart.
 
     The file is opened without :func:`open_fits`'s completeness check (a gzipped file is
     not decompressed twice): a truncated file still fails when it is processed.
@@ -189,6 +192,10 @@ def open_file_fingerprint(fx, path, columns=None):
             values = [f'{key}={str(hdr[key]).strip()}' for key in sorted(hdr.keys())
                       if FINGERPRINT_KEYS.match(str(key))]
             digest.update('|'.join([hdu.get_extname().upper(), *values]).encode() + b'\n')
+            if columns is None and 'DATASUM' not in hdr:
+                data = hdu.read()
+                if data is not None:
+                    digest.update(np.ascontiguousarray(data).tobytes())
         if columns is not None and columns[0] in extnames(fx):
             hdu = fx[columns[0]]
             for name in [c for c in columns[1] if c in hdu.get_colnames()]:

@@ -44,8 +44,8 @@ def as_targetids(values, path, column='TARGETID'):
     elif values.dtype.kind != 'i':
         why = (' (DESI TARGETIDs above 2**53 lose their last digits in floating point)'
                if values.dtype.kind == 'f' else '')
-        raise InputFileError(path, f'{column} must be an integer column, not '
-                             f'{values.dtype.name}{why}')
+        kind = 'text' if values.dtype.kind in 'US' else values.dtype.name
+        raise InputFileError(path, f'{column} must be an integer column, not {kind}{why}')
     return values.astype(np.int64)
 
 
