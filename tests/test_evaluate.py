@@ -1099,6 +1099,9 @@ def test_catalogue_best_line_redshift_of_rows_without_line_columns(tmp_path):
         t[f'C_{n}'] = np.full(3, np.nan, np.float32)
         t[f'Z_{n}'] = np.full(3, np.nan)
     t[f'C_{names[2]}'][0], t[f'Z_{names[2]}'][0] = 0.8, 2.49      # a line-finder row
+    # a more confident line without a redshift (NaN offset) is skipped, as postprocess
+    # does (the catalogue path gave NaN, a best-line failure the coadd path did not count)
+    t[f'C_{names[0]}'][0] = 0.9
     path = tmp_path / 'lbg_cnn-direct.fits'
     t.write(path)
     out = read_prediction_catalog(path, names)
