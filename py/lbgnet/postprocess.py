@@ -17,7 +17,9 @@ Pure numpy (no TensorFlow import), vectorised over spectra.
   confidence of agreeing lines (``|Δz|/(1+z) < agree_tol``, z the proposal's) wins, and
   the mean is taken over its supporters.  A single wrong line, even a confident one,
   cannot pull the estimate unless it is more confident than all the agreeing lines
-  together.
+  together, or a line between the two agrees with both (agreement is not transitive:
+  the winning proposal's supporters can then include the wrong line; measured in
+  ``doc/model.rst``).
 * ``ZERR_LBG``: weighted scatter of the agreeing lines divided by √(effective number of
   lines), added in quadrature to a floor from the grid resolution (one 8 Å bin, uniform:
   ``dwave/√12`` per line).  This formal error is too small (the lines of one spectrum
