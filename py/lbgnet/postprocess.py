@@ -136,36 +136,34 @@ def lbg_score(c_lines, n_thresh):
     return -np.partition(-c_lines, n_thresh - 1, axis=1)[:, n_thresh - 1]
 
 
-def combine_lines(c_lines, z_lines, config, agree_tol, line_floor):
-    """Combined redshift from the lines that agree.
+def line_members(c_lines, z_lines, agree_tol, line_floor):
+    """The lines :func:`combine_lines` averages into the combined redshift.
 
     Parameters
     ----------
     c_lines, z_lines : numpy.ndarray
         Shape (nspec, nlines).
-    config : lbgnet.config.Config
-        Supplies the rest wavelengths and the grid bin width for the error floor.
-    agree_tol : float
-        Line j supports the candidate redshift z_i of line i when
-        ``|z_i - z_j| / (1 + z_i) < agree_tol`` (the same test picks the lines averaged,
-        so a candidate's support is the summed weight of the lines in its mean).
-    line_floor : float
-        Lines with a lower confidence are ignored.
+    agree_tol, line_floor : float
+        As in :func:`combine_lines`.
 
     Returns
     -------
-    z : numpy.ndarray
-        Shape (nspec,); the best line's redshift when no line passes `line_floor`; NaN
-        when no line has both a confidence and a redshift.  Two candidates of equal
-        support and equally many lines: the one whose line comes first in the line list.
-    zerr : numpy.ndarray
-        Shape (nspec,).
-    nagree : numpy.ndarray of int
-        Number of lines (above the floor) that agree with `z`, shape (nspec,).
+    members : numpy.ndarray of bool
+        Shape (nspec, nlines): the lines above `line_floor` that support the winning
+        proposal (all False where no line passes the floor).
+    weight : numpy.ndarray
+        Each line's weight (its confidence clipped to [0, 1]; 0 below the floor or without
+        a redshift), shape (nspec, nlines).
+    center : numpy.ndarray of int
+        The winning proposal's line (the most confident line with a redshift where no
+        line passes the floor), shape (nspec,).
+    usable : numpy.ndarray of bool
+        Lines with a redshift above -1, shape (nspec, nlines).
     """
     # confidences are probabilities: an infinite one (stored or edited arrays) counts as
     # 1, not as a weight whose 0 x inf products would blank every candidate's support
     c_clipped = np.clip(np.asarray(c_lines, dtype=np.float64), 0.0, 1.0)
+    z_lines = np.asarray(z_lines)
     # a line without a redshift, or at z <= -1 (1 + z <= 0: the relative test below would
     # pass for every other line; only edited or corrupt offsets get there), is no line
     usable = np.isfinite(z_lines) & (z_lines > -1.0)
@@ -184,9 +182,42 @@ def combine_lines(c_lines, z_lines, config, agree_tol, line_floor):
     tied = support >= smax - 1e-6 * np.abs(smax)
     center = np.argmax(np.where(tied, nsupport, -1.0), axis=1)
     center = np.where(weight.max(axis=1) > 0, center, best_line)
-    z_center = np.take_along_axis(z_lines, center[:, None], axis=1)
     # Members: the lines that supported the centre line (the support counted their weight).
     members = np.take_along_axis(agree, center[:, None, None], axis=1)[:, 0] & (weight > 0)
+    return members, weight, center, usable
+
+
+def combine_lines(c_lines, z_lines, config, agree_tol, line_floor):
+    """Combined redshift from the lines that agree.
+
+    Parameters
+    ----------
+    c_lines, z_lines : numpy.ndarray
+        Shape (nspec, nlines).
+    config : lbgnet.config.Config
+        Supplies the rest wavelengths and the grid bin width for the error floor.
+    agree_tol : float
+        Line j supports the candidate redshift z_i of line i when
+        ``|z_i - z_j| / (1 + z_i) < agree_tol`` (the same test picks the lines averaged,
+        so a candidate's support is the summed weight of the lines in its mean;
+        :func:`line_members`).
+    line_floor : float
+        Lines with a lower confidence are ignored.
+
+    Returns
+    -------
+    z : numpy.ndarray
+        Shape (nspec,); the best line's redshift when no line passes `line_floor`; NaN
+        when no line has both a confidence and a redshift.  Two candidates of equal
+        support and equally many lines: the one whose line comes first in the line list.
+    zerr : numpy.ndarray
+        Shape (nspec,).
+    nagree : numpy.ndarray of int
+        Number of lines (above the floor) that agree with `z`, shape (nspec,).
+    """
+    z_lines = np.asarray(z_lines)
+    members, weight, center, usable = line_members(c_lines, z_lines, agree_tol, line_floor)
+    z_center = np.take_along_axis(z_lines, center[:, None], axis=1)
     w = np.where(members, weight, 0.0)
     wsum = w.sum(axis=1)
     nomember = wsum == 0

@@ -21,7 +21,7 @@ import numpy as np
 PRIOR_FUNCTION = 'tophat'
 
 
-def prior_width(c_lines, config, z_lines=None, z_lbg=None):
+def prior_width(c_lines, config, z_lines=None):
     """Top-hat full width (in z) of the Redrock prior, per spectrum.
 
     Parameters
@@ -30,13 +30,13 @@ def prior_width(c_lines, config, z_lines=None, z_lbg=None):
         Line confidences, shape (nspec, nlines), NaN allowed.
     config : lbgnet.config.Config
         Grid, nboxes and line list.
-    z_lines, z_lbg : numpy.ndarray, optional
-        Line redshifts, shape (nspec, nlines), and Z_LBG, shape (nspec,).  With them the
-        best line is the most confident of those above ``line_floor`` that agree with
-        Z_LBG (within ``agree_tol``, as in :func:`lbgnet.postprocess.combine_lines`): a
-        confident line outvoted by the others did not make Z_LBG, and a bluer line's
-        wider window is the one Z_LBG needs.  Rows where no line agrees, or without them,
-        take the most confident line.
+    z_lines : numpy.ndarray, optional
+        Line redshifts, shape (nspec, nlines).  With them the best line is the most
+        confident of the lines Z_LBG was averaged from
+        (:func:`lbgnet.postprocess.line_members`, the rule of
+        :func:`lbgnet.postprocess.combine_lines`): a confident line outvoted by the others
+        did not make Z_LBG, and a bluer line's wider window is the one Z_LBG needs.
+        Without them, the most confident line.
 
     Returns
     -------
@@ -50,16 +50,14 @@ def prior_width(c_lines, config, z_lines=None, z_lbg=None):
     --------
     For Lyα as best line on the base grid: 2 × 160 / 1215.67 = 0.263.
     """
-    from .postprocess import postprocess_options
+    from .postprocess import line_members, postprocess_options
     opts = postprocess_options(config)
     c_lines = np.asarray(c_lines, dtype=np.float64)
     finite = np.where(np.isfinite(c_lines), c_lines, -np.inf)
     best = np.argmax(finite, axis=1)
     if z_lines is not None:
-        z_lbg = np.asarray(z_lbg, dtype=np.float64)[:, None]
-        with np.errstate(invalid='ignore'):
-            member = ((np.abs(np.asarray(z_lines, dtype=np.float64) - z_lbg) / (1.0 + z_lbg)
-                       < opts['agree_tol']) & (finite >= opts['line_floor']))
+        member = line_members(c_lines, np.asarray(z_lines, dtype=np.float64),
+                              opts['agree_tol'], opts['line_floor'])[0]
         best = np.where(member.any(axis=1),
                         np.argmax(np.where(member, finite, -np.inf), axis=1), best)
     noline = finite.max(axis=1, initial=-np.inf) < opts['line_floor']
@@ -93,8 +91,7 @@ def select_priors(catalog, config, zrange=None):
     z_names = [f'Z_{n}' for n in config.lines.names]
     z_lines = (np.column_stack([np.asarray(catalog[n], dtype=np.float64) for n in z_names])
                if len(catalog) and all(n in catalog.colnames for n in z_names) else None)
-    sigma = (prior_width(c_lines, config, z_lines, None if z_lines is None else z)
-             if len(catalog) else np.zeros(0))
+    sigma = prior_width(c_lines, config, z_lines) if len(catalog) else np.zeros(0)
     if zrange is not None:
         ranges = np.atleast_2d(np.asarray(zrange, dtype=np.float64))
         keep &= np.any((z[:, None] + sigma[:, None] / 2 > ranges[None, :, 0])
