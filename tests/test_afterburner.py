@@ -291,6 +291,18 @@ def test_existing_outputs_of_another_coadd_are_not_kept(tmp_path, model_path, ca
     assert rc == 1 and f'{out}: exists, made from {coadd0}, not from {coadd1}' in text
     assert run(caplog, '--coadd', coadd1, *fixed, '--overwrite')[0] == 0
     assert read_catalog(out)[1]['INCOADD'] == os.path.abspath(coadd1)
+    # a catalogue whose --priors name was reused for another coadd since: the pair is not
+    # complete (the other coadd's priors were kept as this coadd's)
+    out0, priors0 = str(tmp_path / 'lbg0.fits'), str(tmp_path / 'priors0.fits')
+    assert run(caplog, '--coadd', coadd0, '--model', model_path, '--output', out0,
+               '--priors', priors0)[0] == 0
+    rc, text = run(caplog, '--coadd', coadd0, '--model', model_path, '--output', out0,
+                   '--priors', priors)
+    assert rc == 1 and (f'{priors}: exists, made from {os.path.abspath(coadd1)}, not with the '
+                        f'catalogue {out0} (INCOADD, INREDROC') in text
+    assert 'differ); --overwrite redoes the pair' in text
+    assert run(caplog, '--coadd', coadd0, '--model', model_path, '--output', out0,
+               '--priors', priors0)[0] == 0                    # its own pair is kept
     # the same tree at another path, outputs in one --outdir
     outdir = str(tmp_path / 'out')
     assert run(caplog, '--input-dir', str(tmp_path / 'a'), '--model', model_path,

@@ -101,7 +101,36 @@ def stale_reason(job, settings):
     except InputFileError as err:
         return (f'{err}: the existing output is not a readable catalogue; --overwrite redoes '
                 'it', None, '')
-    return (*_stale_reason(job, settings, header), str(header.get('LBGGIT') or ''))
+    revision = str(header.get('LBGGIT') or '')
+    reason = _pair_reason(job, header)
+    if reason is not None:
+        return reason, None, revision
+    return (*_stale_reason(job, settings, header), revision)
+
+
+#: Keywords a catalogue and its priors file of one run share: the inputs they were made
+#: from (and their fingerprints) and the settings.
+PAIR_KEYS = (tuple(key for key, _ in INPUT_KEYS) + tuple(key for key, *_ in FINGERPRINT_KEYS)
+             + tuple(CONSISTENT_KEYS))
+
+
+def _pair_reason(job, header):
+    """Why the existing priors file of `job` is not the one written with its catalogue
+    (primary `header`), or None.  A priors file of another run (an explicit ``--priors``
+    reused for another coadd) would be kept as this coadd's priors."""
+    try:
+        theirs = read_catalog_header(job.priors, extname='PRIORS')
+    except InputFileError as err:
+        return f'{err}: the existing priors file is not readable; --overwrite redoes the pair'
+    differ = [key for key in PAIR_KEYS
+              if str(theirs.get(key, '')).strip() != str(header.get(key, '')).strip()]
+    if not differ:
+        return None
+    made = theirs.get('INCOADD')
+    source = f'made from {made}' if made else 'written'
+    return (f'{job.priors}: exists, {source}, not with the catalogue {job.output} '
+            f'({", ".join(differ[:4])}{" …" if len(differ) > 4 else ""} differ); '
+            '--overwrite redoes the pair')
 
 
 def _stale_reason(job, settings, header):
