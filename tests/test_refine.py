@@ -760,3 +760,25 @@ def test_shared_binning_key_sees_every_digit_of_the_igm_law():
     keys = {_binning_key('basis', t, edges, zs) for t in (a, b, c)}
     assert len(keys) == 3
     assert _binning_key('basis', a, edges, zs) == _binning_key('basis', dc_replace(a), edges, zs)
+
+
+def test_flat_chi2_has_no_error():
+    """Fewer valid bins than basis vectors: the basis fits them exactly at every trial
+    redshift, χ² is rounding noise (~1e-14), and its second differences were read as a
+    curvature (ZERR_TPL ~ 1e4); now the error is NaN, as for any non-convex χ².  A spectrum
+    with enough bins keeps a finite error."""
+    rng = np.random.default_rng(2)
+    tpl = synthetic_template()
+    zs = redshift_grid(2.5, 3.5)
+    tb = binned_basis(tpl, GRID.edges, zs)
+    flux = rng.normal(0.0, 1.0, (3, GRID.nbins)) + 1.0
+    ivar = np.zeros_like(flux)
+    ivar[0, 500] = 1.0                             # 1 bin, 3 basis vectors
+    ivar[1, 400] = 1.0
+    flux[2] = rng.normal(0.0, 0.05, GRID.nbins) + spectra_at(tpl, [3.0], [[1.0, 0.5, 2.0]])[0]
+    ivar[2] = 400.0
+    chi2 = chi2_scan(flux, ivar, tb)
+    assert np.abs(chi2[:2]).max() < 1e-9
+    out = refine_redshifts(flux, ivar, np.full(3, 3.0), tb, zs, prior_weight=0)
+    assert np.all(np.isnan(out['ZERR_TPL'][:2]))
+    assert np.isfinite(out['ZERR_TPL'][2]) and abs(out['Z_TPL'][2] - 3.0) < 1e-3

@@ -106,6 +106,10 @@ RIDGE = 1e-12
 #: restricted to the valid bins is then nearly degenerate (the shipped basis with only the
 #: z arm valid: condition numbers to 1e17, χ² wrong by up to 31 from the normal equations).
 PIVOT_TOL = 1e-7
+#: A second difference of χ² over three trial redshifts below this fraction of the
+#: largest |χ²| there (or of 1) is rounding, not curvature: χ² is then flat (e.g. fewer
+#: valid bins than basis vectors, fitted exactly at every redshift) and ZERR_TPL NaN.
+FLAT_CHI2_TOL = 1e-9
 #: Relative singular-value cut of that least-squares solution (as ``numpy.linalg.lstsq``'s
 #: ``rcond``): directions of the basis weaker than this carry no fit.
 LSTSQ_RCOND = 1e-12
@@ -718,15 +722,18 @@ def _parabola(chi2, ibest, dlogz):
     `ibest`, at most half a step: the vertex of a grid minimum lies within half a step of
     it, and where the prior placed `ibest` on a slope of χ² the redshift moves at most half
     a step towards the χ² minimum (never out of the set it was chosen from by more).  The
-    curvature is NaN where χ² is not convex there (or `ibest` is at an end of the grid).
+    curvature is NaN where χ² is not convex there (a second difference within rounding,
+    :data:`FLAT_CHI2_TOL`, is flat, not convex) or `ibest` is at an end of the grid.
     """
     nz = chi2.shape[1]
     inner = (ibest > 0) & (ibest < nz - 1)
     i = np.clip(ibest, 1, nz - 2)
     rows = np.arange(chi2.shape[0])
     lo, mid, hi = chi2[rows, i - 1], chi2[rows, i], chi2[rows, i + 1]
-    curv = (hi - 2 * mid + lo) / dlogz ** 2
-    ok = inner & (curv > 0)
+    second = hi - 2 * mid + lo
+    scale = np.maximum(np.maximum(np.abs(lo), np.abs(mid)), np.maximum(np.abs(hi), 1.0))
+    curv = second / dlogz ** 2
+    ok = inner & (second > FLAT_CHI2_TOL * scale)
     safe = np.where(ok, curv, 1.0)
     shift = np.where(ok, -0.5 * (hi - lo) / dlogz / safe, 0.0)
     return np.clip(shift, -0.5 * dlogz, 0.5 * dlogz), np.where(ok, curv, np.nan)
