@@ -210,6 +210,23 @@ def test_model_file_rewritten_with_sorted_keys_gives_each_line_its_head(tmp_path
         json.dump(dict(desc, line_order=bad), open(jpath, 'w'))
         with pytest.raises(InputFileError, match='line_order must name each line'):
             load_model(jpath)
+    # an older card (no line_order) rewritten with sorted keys: the network is built in the
+    # sorted order, and each head still gets its own line's weights (by name, as the numpy
+    # engine reads them; Keras alone loads by position)
+    older = {k: v for k, v in desc.items() if k != 'line_order'}
+    json.dump(older, open(jpath, 'w'), sort_keys=True)
+    loaded, cfg3, _ = load_model(jpath)
+    assert list(cfg3.lines.names) == sorted(cfg.lines.names)
+    order = [list(cfg.lines.names).index(n) for n in cfg3.lines.names]
+    np.testing.assert_allclose(predict_boxes(loaded, X)[0], predict_boxes(model, X)[0][:, order],
+                               atol=1e-6)
+    # a line renamed in the description: no weights of that name, one clear error
+    renamed = json.loads(json.dumps(older))
+    renamed['config']['lines'] = {('XXX' if n == 'LYA' else n): w
+                                  for n, w in renamed['config']['lines'].items()}
+    json.dump(renamed, open(jpath, 'w'))
+    with pytest.raises(InputFileError, match='no weights named fc_(box|offset)_XXX'):
+        load_model(jpath)
 
 
 def test_model_file_errors(tmp_path, config):

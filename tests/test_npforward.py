@@ -185,6 +185,32 @@ def test_model_file_that_numpy_cannot_read(tmp_path):
                 else 'missing: conv_2; not in the network: conv_7' in text), text
 
 
+def test_description_errors_name_the_json_under_both_engines(tmp_path):
+    """A description naming no buildable network (an unknown architecture, a missing model
+    key, layers that leave no bins) is the JSON's fault: the numpy engine blamed the
+    weights file (or raised a bare ConfigError); now both engines say the same."""
+    import json
+    import shutil
+    from lbgnet.io.modelfile import model_paths
+    weights, card = model_paths(default_model_path())
+    edits = {'architecture': lambda m: m.update(architecture='bogus'),
+             'missing': lambda m: m.pop('dense_units'),
+             'nobins': lambda m: m.update(strides=50, padding='valid')}
+    for case, edit in edits.items():
+        w, j = str(tmp_path / f'{case}.weights.h5'), str(tmp_path / f'{case}.json')
+        shutil.copy(weights, w)
+        description = json.load(open(card))
+        edit(description['config']['model'])
+        json.dump(description, open(j, 'w'))
+        messages = []
+        for engine in ENGINES:
+            with pytest.raises(InputFileError) as err:
+                load_network(j, engine=engine)
+            messages.append(str(err.value))
+        assert messages[0] == messages[1], messages
+        assert messages[0].startswith(f'{j}: cannot build the described network ('), messages
+
+
 def test_numpy_engine_imports_no_keras(tmp_path):
     """The afterburner with the numpy engine runs without Keras and TensorFlow: a run in
     which importing either fails writes its catalogue."""

@@ -160,7 +160,14 @@ def test_init_from_an_input_of_another_meaning_is_warned(tmp_path, config, monke
     shifted = dataclasses.replace(src_cfg, lines=LineList(('LYA', 'SIIV1393', 'CIV'),
                                                           (1215.67, 1393.76, 1549.0)))
     other = dataclasses.replace(src_cfg, lines=LineList(('LYB', 'OVI'), (1025.72, 1033.82)))
+    # other strides (same kernels, same flattened length): every later layer and fc_common
+    # load, over inputs of another resolution, without a word before
+    strided = model_config(config, channels=['flux', 'snr'], filters=8, dense_units=16,
+                           snr_softening=5.0, strides=[1, 4, 2, 2])
+    assert [d.split(':')[0] for d in input_differences(src_cfg, strided)] == ['model.strides']
+    assert input_differences(src_cfg, strided, loaded=['conv_1']) == []
     for target, which, expected in ((src_cfg, 'all', []),
+                                    (strided, 'all', ['model.strides']),
                                     (swapped, 'all', ['model.channels', 'model.snr_softening']),
                                     (moved, 'all', ['grid']),
                                     (shifted, 'all', ['line rest wavelengths: CIV 1549.48']),

@@ -296,7 +296,7 @@ def load_network(path, engine=ENGINES[0], threads=1):
     threads = max(1, int(threads))
     if engine == 'numpy':
         description, config = check_model_files(path)
-        if architecture(config) == 'linefinder':
+        if _described_architecture(config, model_paths(path)[1]) == 'linefinder':
             weights = model_paths(path)[0]
             # check_model_files has just verified this SHA-256 against the file
             return Network(None, config, dict(description.get('metadata') or {}),
@@ -306,6 +306,29 @@ def load_network(path, engine=ENGINES[0], threads=1):
     weights = model_paths(path)[0]
     return Network(model, config, dict(metadata or {}), os.path.abspath(weights),
                    file_sha256(weights), threads=threads)
+
+
+def _described_architecture(config, json_path):
+    """The architecture of a model description, its network checked as the keras engine
+    checks it when building it (a description that names no buildable network is the
+    JSON's fault, not the weights').
+
+    Raises
+    ------
+    InputFileError
+        Naming `json_path`.
+    """
+    from .config import ConfigError
+    from .io.modelfile import own_words
+    from .npforward import weight_shapes
+    try:
+        kind = architecture(config)
+        if kind == 'linefinder':
+            weight_shapes(config)
+    except (ConfigError, ValueError) as err:
+        raise InputFileError(json_path, 'cannot build the described network '
+                             f'({own_words(err, json_path)})') from None
+    return kind
 
 
 def load_numpy_pass(weights_path, config):

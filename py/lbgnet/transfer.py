@@ -268,7 +268,8 @@ def input_differences(source, target, loaded=None):
 
     Weights load wherever the shapes agree, but they only mean the same where the input
     does: swapped ``model.channels`` or another ``snr_softening`` change what the first
-    convolution sees; another grid (same number of bins) puts ``fc_common``'s positions
+    convolution sees; other ``strides`` or ``padding`` feed the later layers (and
+    ``fc_common``) their input at another resolution; another grid (same number of bins) puts ``fc_common``'s positions
     and every box at other wavelengths; a line of the same name at another rest
     wavelength gives its heads another meaning.
 
@@ -295,6 +296,13 @@ def input_differences(source, target, loaded=None):
         for key in ('channels', 'snr_softening'):
             if src.get(key) != dst.get(key):
                 out.append(f'model.{key}: {src.get(key)} vs {dst.get(key)}')
+    # the sampling of each convolution's input: another stride or padding upstream puts a
+    # loaded layer's kernel (and fc_common's positions) over another resolution
+    for key in ('strides', 'padding'):
+        if src.get(key) != dst.get(key) and any_loaded(
+                lambda name: name.startswith(('conv_', 'batch_normalization_', 'fc_'))
+                and name != 'conv_1'):
+            out.append(f'model.{key}: {src.get(key)} vs {dst.get(key)}')
     grid = (source.grid.wave_min, source.grid.dwave, source.grid.nbins)
     if grid != (target.grid.wave_min, target.grid.dwave, target.grid.nbins) and \
             any_loaded(lambda name: name.startswith('fc_')):   # fc_common, heads

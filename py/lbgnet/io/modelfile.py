@@ -269,7 +269,7 @@ def read_model_description(path):
         config = config_from_dict(description['config'], source=json_path)
         check_options(config)
     except (KeyError, ConfigError) as err:
-        raise InputFileError(json_path, f'invalid configuration ({_own_words(err, json_path)})') from None
+        raise InputFileError(json_path, f'invalid configuration ({own_words(err, json_path)})') from None
     if not isinstance(description.get('metadata') or {}, dict):
         raise InputFileError(json_path, 'metadata must be a JSON object')
     zrange = (description.get('metadata') or {}).get('z_range')
@@ -304,7 +304,7 @@ def _apply_line_order(description):
     description['config']['lines'] = {name: lines[name] for name in order}
 
 
-def _own_words(err, path):
+def own_words(err, path):
     """The text of `err` without a leading ``path: `` (the message names `path` once)."""
     text = str(err)
     return text[len(path) + 2:] if text.startswith(f'{path}: ') else text
@@ -453,7 +453,7 @@ def load_model(path):
         model = build_model(config)
     except (ConfigError, ValueError) as err:
         raise InputFileError(json_path, 'cannot build the described network '
-                             f'({_own_words(err, json_path)})') from None
+                             f'({own_words(err, json_path)})') from None
     _check_weight_shapes(weights_path, model)
     try:
         with warnings.catch_warnings():
@@ -462,7 +462,42 @@ def load_model(path):
     except (ValueError, OSError, KeyError, UserWarning) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise InputFileError(weights_path, f'weights do not fit the described network ({first})') from None
+    _assign_by_name(model, weights_path)
     return model, config, dict(description.get('metadata') or {})
+
+
+def _assign_by_name(model, weights_path):
+    """Give each layer of `model` the tensors stored under its name in a Keras 3 weights
+    file, as the numpy engine reads them (:func:`read_weight_arrays`).
+
+    Keras loads a weights file by position (its groups are named by layer class and
+    index): the line heads of a description whose lines are in another order than the
+    network's (an older card without ``line_order`` rewritten with sorted keys) got
+    another line's weights without a word, and the two engines disagreed.  Files of
+    another layout (no layer names) keep Keras's loading.
+
+    Raises
+    ------
+    InputFileError
+        A layer of the described network that the file does not name (e.g. a line
+        renamed in the description).
+    """
+    try:
+        stored = read_weight_arrays(weights_path)
+    except InputFileError:
+        return                                   # not the Keras 3 layout: Keras's loading
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        if layer.name not in stored:
+            raise InputFileError(weights_path, f'no weights named {layer.name}, a layer of the '
+                                 'described network (line names differ from the description?)')
+        arrays = stored[layer.name]
+        if [a.shape for a in arrays] != [tuple(w.shape) for w in layer.weights]:
+            raise InputFileError(weights_path, f'the weights named {layer.name} have shapes '
+                                 f'{[a.shape for a in arrays]}, the described network\'s '
+                                 f'{[tuple(w.shape) for w in layer.weights]}')
+        layer.set_weights(arrays)
 
 
 def _clean_copy(model, config):
