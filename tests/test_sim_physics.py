@@ -577,3 +577,21 @@ def _continuum_only(truth, wave, cfg):
     bare = truth.copy()
     bare['LYA_EW'] = 0.0
     return render_spectra(bare, wave, simcfg=_zero_line_config(cfg), lsf_sigma=0.05)[0]
+
+
+def test_broad_lines_keep_their_flux_where_the_pixel_width_changes():
+    """A line centred in a wide pixel beside narrow ones (the r-band normalisation grid:
+    2 Å core, 20 Å wings) had its window counted in the wide pixels, so it covered about a
+    tenth of ±4.5σ on the narrow side: a σ = 90 Å line at 7290 Å kept 0.80 of its flux.
+    Every line now keeps its flux whatever its position, on both sides of a width change."""
+    from lbgnet.sim.profiles import add_gaussian_lines, pixel_edges
+    wave = np.concatenate([np.arange(3340.0, 5420.0, 20.0), np.arange(5420.0, 7260.0, 2.0),
+                           np.arange(7260.0, 10990.0, 20.0)])
+    edges = pixel_edges(wave)
+    centre = np.array([[7290.0, 5400.0, 6400.0, 7262.0, 5300.0]])
+    sigma = np.array([[90.0, 60.0, 30.0, 90.0, 5.0]])
+    for i in range(centre.shape[1]):
+        flux = np.zeros((1, wave.size), dtype=np.float32)
+        add_gaussian_lines(flux, edges, centre[:, i:i + 1], sigma[:, i:i + 1], np.ones((1, 1)))
+        total = float(np.sum(flux[0] * np.diff(edges)))
+        assert total == pytest.approx(1.0, abs=2e-5), (centre[0, i], total)

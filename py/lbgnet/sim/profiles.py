@@ -70,7 +70,8 @@ def add_gaussian_lines(flux, edges, centre, sigma, amp):
     Notes
     -----
     All (spectrum, line) pairs are flattened and grouped by the window they need
-    (half-width ≥ NSIGMA·sigma in local pixels, rounded up to one of HALF_WIDTHS), so
+    (half-width ≥ NSIGMA·sigma on both sides, in the pixels there, rounded up to one of
+    HALF_WIDTHS), so
     each group is one vectorised erf evaluation and one unbuffered ``np.add.at``.
     Windows are shifted to stay inside the grid.
     """
@@ -86,6 +87,12 @@ def add_gaussian_lines(flux, edges, centre, sigma, amp):
     pixw = np.diff(edges).astype(np.float32)
     ic = np.clip(np.searchsorted(edges, c) - 1, 0, nwave - 1)
     need = np.ceil(NSIGMA * s / pixw[ic]).astype(np.int64) + 1
+    # on a grid whose pixels change width (the photometry grid: 2 Å core, 20 Å wings) the
+    # centre pixel's width undercounts the pixels on the finer side: count them (on a
+    # uniform grid this never exceeds `need`, so the window is unchanged there)
+    below = ic - np.searchsorted(edges, c - NSIGMA * s) + 1
+    above = np.searchsorted(edges, c + NSIGMA * s) - ic - 1
+    need = np.maximum(need, np.maximum(below, above))
     half = HALF_WIDTHS[np.minimum(np.searchsorted(HALF_WIDTHS, need), HALF_WIDTHS.size - 1)]
     half = np.where(need > HALF_WIDTHS[-1], need, half)
     # float32 is enough relative to the line centre: |edge - centre| < 1e4 Å, steps ≥ 1e-3 Å.
