@@ -107,7 +107,7 @@ RIDGE = 1e-12
 #: z arm valid: condition numbers to 1e17, χ² wrong by up to 31 from the normal equations).
 PIVOT_TOL = 1e-7
 #: A second difference of χ² over three trial redshifts below this fraction of the
-#: largest |χ²| there (or of 1) is rounding, not curvature: χ² is then flat (e.g. fewer
+#: largest absolute χ² there (or of 1) is rounding, not curvature: χ² is then flat (e.g. fewer
 #: valid bins than basis vectors, fitted exactly at every redshift) and ZERR_TPL NaN.
 FLAT_CHI2_TOL = 1e-9
 #: Relative singular-value cut of that least-squares solution (as ``numpy.linalg.lstsq``'s

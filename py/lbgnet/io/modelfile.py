@@ -305,7 +305,7 @@ def _apply_line_order(description):
 
 
 def own_words(err, path):
-    """The text of `err` without a leading ``path: `` (the message names `path` once)."""
+    """The text of `err` without a leading "`path`: " (the message names `path` once)."""
     text = str(err)
     return text[len(path) + 2:] if text.startswith(f'{path}: ') else text
 
