@@ -215,6 +215,11 @@ def test_lines_replace_those_of_the_base(tmp_path):
     child.write_text('base: lbgnet-qso.yaml\ntarget: {lines: {LYA: 1215.67, CIV: 1549.06}}\n'
                      'selection: {n_thresh: 1}\n')
     assert apply_target(load_config(str(child))).lines.names == ('LYA', 'CIV')
+    # an empty or false target.lines is refused (it trained a QSO model on the LBG lines)
+    for empty in ('{}', '[]', '0', 'false', "''"):
+        child.write_text(f'base: lbgnet-qso.yaml\ntarget: {{lines: {empty}}}\n')
+        with pytest.raises(ConfigError, match='target.lines must map each line name'):
+            apply_target(load_config(str(child)))
     # other sections still merge key by key
     child.write_text('base: lbgnet-default.yaml\nmodel: {dropout: 0.2}\n')
     cfg = load_config(str(child))

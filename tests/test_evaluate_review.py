@@ -296,3 +296,22 @@ def test_evaluating_a_checkpoint_warns_that_its_thresholds_are_untuned(tmp_path,
     rc, log = run_logged(main, caplog, *common, '--outdir', str(tmp_path / 'b'),
                          '--c-thresh', '0.5', '--n-thresh', '2')
     assert rc == 0 and 'training checkpoint' not in log
+
+
+def test_chosen_threshold_stays_in_the_range_postprocess_accepts(config):
+    """A validation set whose cut falls in a group tied at C_LBG = 0 (a saturated
+    network, or LBGs only) gave c_thresh = -5e-7, which postprocess refuses: training
+    ended in a traceback after all its epochs."""
+    from lbgnet.predict import catalog_from_raw, choose_catalog_thresholds
+    nl, nb = len(config.lines), config.nboxes
+    rng = np.random.default_rng(0)
+    conf_lbg = rng.uniform(0.2, 1, (10, nl, nb)).astype(np.float32)
+    conf_lbg[9] = 0
+    for conf, classes in ((np.zeros((20, nl, nb), np.float32), ['LBG'] * 10 + ['STAR'] * 10),
+                          (conf_lbg, ['LBG'] * 10)):
+        raw = {'conf': conf, 'offset': np.full(conf.shape, 0.5, np.float32)}
+        truth = {'CLASS': np.array(classes), 'Z_TRUE': np.linspace(2.2, 3.8, len(classes))}
+        c_thresh, n_thresh, table = choose_catalog_thresholds(raw, truth, config)
+        assert c_thresh == 0.0 and all(0 <= row['c_thresh'] <= 1 for row in table.values())
+        res = catalog_from_raw(raw, config, c_thresh=c_thresh, n_thresh=n_thresh, calibrate=False)
+        assert np.sum(res['IS_LBG']) == np.sum(np.max(conf, axis=2).max(axis=1) > 0)

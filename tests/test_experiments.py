@@ -411,3 +411,15 @@ def test_noise_correlation_statistics_on_known_noise():
     ratio = stats_moving['bin_scatter'] / stats_white['bin_scatter']
     assert abs(ratio - np.sqrt(1 + 2 * 0.9 * 0.5)) < 0.06
     assert abs(stats_white['bin_scatter'] / stats_white['pixel_scatter'] - 1) < 0.1
+
+
+def test_metrics_of_another_shape_are_evaluated_afresh(tmp_path):
+    """A metrics.json that is JSON but not an lbgnet metrics object crashed the
+    experiment table with an AttributeError; it is now simply not reused."""
+    from lbgnet.experiments import metrics_are_of
+    model = tmp_path / 'm.weights.h5'
+    model.write_bytes(b'x')
+    path = tmp_path / 'metrics.json'
+    for text in ('[]', '"x"', '{"inputs": [1]}', '{"inputs": {"files": 3}}'):
+        path.write_text(text)
+        assert metrics_are_of(str(path), str(model), None, str(tmp_path)) is False

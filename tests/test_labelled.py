@@ -571,3 +571,123 @@ def test_bands_must_match(tmp_path, labelled_dir):                        # B18
         fits.HDUList([h.copy() for h in keep]).writeto(other)
     with pytest.raises(InputFileError, match='bands or wavelengths differ'):
         read_labelled_spectra([coadds[0], other], truths)
+
+
+def test_directories_with_glob_characters_are_literal(tmp_path, setup):
+    """``--outdir run?``: the stale-file clean-up of the validation set deleted another
+    run's files (run1/…) and find_labelled / test_files listed them."""
+    from lbgnet.experiments import test_files
+    from lbgnet.scripts.lbg_train import write_validation
+    other = tmp_path / 'run1'
+    other.mkdir()
+    for kind in ('coadd', 'redrock', 'truth'):
+        (other / f'{kind}-lbgmock-dark-3.fits').write_bytes(b'an earlier run')
+    literal = tmp_path / 'run?'
+    coadds, _ = write_validation(setup, str(literal), 12, 3, 'lbgnet-mock.yaml')
+    assert sorted(os.listdir(other)) == ['coadd-lbgmock-dark-3.fits', 'redrock-lbgmock-dark-3.fits',
+                                         'truth-lbgmock-dark-3.fits']
+    assert find_labelled(str(literal))[0] == coadds
+    assert test_files(str(literal))[0] == coadds
+    empty = tmp_path / 'set[1]'
+    empty.mkdir()
+    shutil.copy(coadds[0], empty / os.path.basename(coadds[0]))
+    assert len(find_labelled(str(empty))[0]) == 1         # was "no coadd-*.fits" files
+
+
+def test_label_columns_need_numbers_one_per_row(config):
+    """RMAG text crashed the stacking of truth tables with a traceback, 2-D label
+    columns crashed check_labels; both are one-line errors naming the file."""
+    def truth(**cols):
+        base = {'TARGETID': [1, 2], 'CLASS': ['LBG', 'STAR'], 'Z_TRUE': [3.0, 0.0],
+                'RMAG': [23.5, np.nan]}
+        return Table({**base, **cols})
+    with pytest.raises(InputFileError, match=r"t.fits: RMAG must be numeric \(NaN where unknown\)"):
+        check_labels(truth(RMAG=['nan', '23']), 't.fits')
+    ints = truth(RMAG=np.array([23, 24], dtype=np.int16))
+    check_labels(ints, 't.fits')
+    assert ints['RMAG'].dtype == np.float64                  # stacks with float truths
+    with pytest.raises(InputFileError, match=r't.fits: Z_TRUE must hold one value per row, not shape \(2,\)'):
+        check_labels(truth(Z_TRUE=[[3.0, 3.0], [0.0, 0.0]]), 't.fits')
+    with pytest.raises(InputFileError, match='CLASS must hold one value per row'):
+        check_labels(truth(CLASS=[['LBG', 'LBG'], ['STAR', 'STAR']]), 't.fits')
+
+
+def test_target_labels_need_a_line_on_the_grid(config):
+    """An LBG whose lines all fall off the grid (z = 0.3 or 9.5) has all-zero box
+    targets: it would be trained as a negative.  With the network's configuration such a
+    label is refused; the direct architecture needs no line."""
+    from lbgnet.targets import lines_off_grid
+    lo = config.grid.wave_min / config.lines.wave_array.max() - 1     # reddest line enters
+    hi = config.grid.wave_max / config.lines.wave_array.min() - 1     # bluest line leaves
+    off = lines_off_grid(np.array([0.3, lo - 1e-3, lo + 1e-3, 3.0, hi - 1e-3, hi + 1e-3, np.nan]),
+                         config)
+    assert off.tolist() == [True, True, False, False, False, True, False]
+    table = Table({'TARGETID': [1, 2, 3], 'CLASS': ['LBG', 'LBG', 'STAR'],
+                   'Z_TRUE': [0.3, 3.0, 0.0]})
+    check_labels(table.copy(), 't.fits')                       # without a configuration
+    with pytest.raises(InputFileError, match=r"t.fits: 1 LBG\(s\) with none of the network's "
+                                             r"lines on its grid, e.g. Z_TRUE 0.3"):
+        check_labels(table, 't.fits', config=config)
+    direct = dataclasses.replace(config, extra=dict(config.extra, model=dict(
+        config.extra.get('model') or {}, architecture='direct')))
+    assert not lines_off_grid(np.array([0.3, 9.5]), direct).any()
+
+
+def test_training_reader_uses_the_production_rules(tmp_path, labelled_dir, config):
+    """A spectrum whose only pixels fail the production pixel rule (S/N above
+    MAX_PIXEL_SNR) is NODATA for production and evaluation: training left it in, with an
+    all-zero input and its label.  A coadd with duplicated TARGETIDs is refused, as in
+    validation and evaluation."""
+    import fitsio
+    from lbgnet.scripts.lbg_train import read_labelled
+    out, truth = hand_labelled(tmp_path, labelled_dir, name='nodata')
+    coadd = find_labelled(str(out))[0][0]
+    with fitsio.FITS(coadd, 'rw') as fx:
+        for band in 'BRZ':
+            flux, ivar = fx[f'{band}_FLUX'].read(), fx[f'{band}_IVAR'].read()
+            ivar[0] = 0
+            if band == 'R':
+                flux[0, 100:110], ivar[0, 100:110] = 1e4, 1e6       # S/N 1e7
+            fx[f'{band}_FLUX'].write(flux)
+            fx[f'{band}_IVAR'].write(ivar)
+    _, targetid, good, info, _ = read_coadd_for_evaluation(coadd, config)
+    assert info.empty[0] and not good[0]
+    spectra = read_labelled_spectra(*find_labelled(str(out)), config=config)
+    kept = set(np.asarray(spectra.truth['TARGETID']).tolist())
+    assert targetid[0] not in kept
+    assert kept == set(targetid[good].tolist())                 # the evaluation's rows
+    _, _, val_truth = read_labelled(*find_labelled(str(out)), config)
+    assert len(val_truth['CLASS']) == len(spectra)
+    from astropy.io import fits
+    with fits.open(coadd, mode='update') as hdul:
+        hdul['FIBERMAP'].data['TARGETID'][1] = hdul['FIBERMAP'].data['TARGETID'][0]
+    with pytest.raises(InputFileError, match='coadd-.*: duplicated TARGETIDs'):
+        read_labelled_spectra(*find_labelled(str(out)), config=config)
+
+
+def test_validation_truths_with_other_columns_stack(tmp_path, labelled_dir, config):
+    """A mock truth (text SUBTYPE) and a hand-written one with an integer SUBTYPE in one
+    --val-dir: only the label columns are stacked (was a TableMergeError traceback)."""
+    import fitsio
+    from lbgnet.scripts.lbg_train import read_labelled
+    out, _ = hand_labelled(tmp_path, labelled_dir, name='subtype')
+    truth_path = find_labelled(str(out))[1][0]
+    data = fitsio.read(truth_path, ext='TRUTH')
+    extra = np.zeros(len(data), dtype=data.dtype.descr + [('SUBTYPE', 'i4')])
+    for name in data.dtype.names:
+        extra[name] = data[name]
+    fitsio.write(truth_path, extra, extname='TRUTH', clobber=True)
+    coadds, truths = find_labelled(labelled_dir)
+    X, _, truth = read_labelled([coadds[1], find_labelled(str(out))[0][0]],
+                                [truths[1], truth_path], config)
+    assert len(X) == len(truth['CLASS']) and len(X) > 0
+
+
+def test_chunk_size_must_be_positive(labelled_dir):
+    """chunk_size 0 was a bare range() error, a negative one gave no block at all."""
+    from lbgnet.io.chunks import iter_coadd_chunks
+    coadd = find_labelled(labelled_dir)[0][0]
+    for bad in (0, -5, 2.5, True):
+        with pytest.raises(ValueError, match='chunk_size must be a whole number >= 1'):
+            next(iter_coadd_chunks(coadd, bad))
+    assert sum(block.nspec for _, _, block in iter_coadd_chunks(coadd, 7)) > 0

@@ -206,3 +206,30 @@ def test_null_generator_settings_mean_the_defaults(tmp_path):
     batches = MockBatches(setup, batch_size=2, batches_per_epoch=1)
     assert batches.efftime_range == tuple(setup.config.extra['mock']['efftime_range'])
     assert batches.fibre_failures is False
+
+
+def test_sky_line_files_are_checked_and_one_sample_lines_keep_their_flux(tmp_path):
+    """Lines one sample wide lost their zero neighbours, so convolve_lines took the
+    distance between lines as the sample step (500 times the flux).  Non-finite flux,
+    and a file with no line in DESI's range (wavelengths in nm), are refused."""
+    from lbgnet.io.skymodel import read_sky_lines
+    from lbgnet.sim.lsf import lsf_sigma, sky_line_spectrum
+    grid = np.round(np.arange(3500.0, 10000.0, 0.1), 1)
+    flux = np.zeros(grid.size)
+    flux[np.searchsorted(grid, np.arange(4000.0, 5700.0, 50.0))] = 10.0    # integral 1 each
+    sky = tmp_path / 'sky.dat'
+    np.savetxt(sky, np.c_[grid, flux])
+    wave = np.round(3600 + 0.8 * np.arange(2751), 4)
+    sigma = lsf_sigma(wave, (2000.0, 3200.0))
+    totals = [sky_line_spectrum(read_sky_lines(str(sky), positive_only=p), wave, sigma).sum() * 0.8
+              for p in (False, True)]
+    assert totals[1] == pytest.approx(totals[0], rel=1e-9)
+    assert totals[0] == pytest.approx(34.0, rel=0.01)           # 34 lines of integral 1
+    bad = flux.copy()
+    bad[10] = np.inf
+    np.savetxt(sky, np.c_[grid, bad])
+    with pytest.raises(InputFileError, match='sky.dat: 1 non-finite flux value'):
+        read_sky_lines(str(sky))
+    np.savetxt(sky, np.c_[grid / 10, flux])
+    with pytest.raises(InputFileError, match='no positive flux between 3600 and 9824'):
+        read_sky_lines(str(sky))

@@ -323,3 +323,30 @@ def test_preprocess_unexpected_error_on_one_rank_aborts_all(tmp_path):
     log = proc.stdout + proc.stderr
     assert proc.returncode != 0, log
     assert 'rank 1: unexpected error; aborting every rank' in log and 'injected failure' in log
+
+
+def test_mock_headers_do_not_depend_on_what_was_imported():
+    """desiutil's add_dependencies recorded mpi4py once a --mpi run had imported it, so a
+    mock written under MPI had other headers (and coadd fingerprints) than a serial one."""
+    import sys
+    from lbgnet.io.mock import provenance_header
+    importlib.import_module('mpi4py')
+    assert 'mpi4py' in sys.modules
+    header = provenance_header({'MOCKSEED': 1}, 'lbgnet-mock.yaml')
+    names = [header[k] for k in header if k.startswith('DEPNAM')]
+    assert 'mpi4py' not in names
+    assert {'python', 'numpy', 'desispec', 'lbgnet', 'LBGNET_MOCK_CONFIG'} <= set(names)
+
+
+def test_example_is_refused_with_a_communicator_of_several_ranks(caplog):
+    """--example runs in one process: main(['--example'], comm) with 2 ranks made every
+    rank refuse in the mock with a misleading 'without --mpi' error (each in its own
+    temporary directory)."""
+    import logging
+    from lbgnet.scripts.lbg_afterburner import parse, run_all
+
+    class TwoRanks:
+        rank, size = 0, 2
+    with caplog.at_level(logging.ERROR):
+        assert run_all(parse(['--example']), TwoRanks()) == 1
+    assert '--example runs in one process: it was given a communicator of 2 ranks' in caplog.text

@@ -168,6 +168,12 @@ def test_coadd_glob_patterns_are_expanded(tmp_path, tiny_coadd, caplog):
     missing = str(tmp_path / 'nothing-*.fits')
     assert main(['--coadd', good, missing]) == 1
     assert _errors(caplog) == [f'{missing}: matched no coadd file']
+    # with --outdir the summary counts the pattern as a failure (it said 0 with status 1)
+    caplog.clear()
+    import logging
+    with caplog.at_level(logging.INFO):
+        assert main(['--coadd', good, missing, '--outdir', str(tmp_path / 'grids')]) == 1
+    assert '1 of 1 file(s) written' in caplog.text and '1 failure(s)' in caplog.text
     # --output needs one file: a pattern matching two is refused before any work
     other = tmp_path / 'coadd-two.fits'
     other.write_bytes(open(good, 'rb').read())

@@ -255,7 +255,7 @@ def test_check_config_fails_before_training(config):
              ({'model': dict(MODEL, offset_margin=-0.7)}, r'model.offset_margin must be a number in \[0, 1\)'),
              ({'model': dict(MODEL, dropout=1.0)}, r'model.dropout must be a number in \[0, 1\)'),
              ({'model': dict(MODEL, architecture='hybrid'), 'loss': {'direct': {'weight': 'x'}}},
-              'invalid loss.direct')]
+              'loss.direct.weight must be a finite number')]
     for extra, match in cases:
         cfg = small_config(config)
         cfg = dataclasses.replace(cfg, extra=dict(cfg.extra, **extra))

@@ -128,11 +128,18 @@ def test_direct_options_refuse_unknown_keys_and_bad_values(config):
         direct_options(bad)
     with pytest.raises(ConfigError, match=r'unknown key\(s\) loss.direct.wieght'):
         direct_loss_options(variant_config(config, 'hybrid', wieght=0.1))
-    with pytest.raises(ConfigError, match='hybrid-test-config: invalid loss.direct'):
+    with pytest.raises(ConfigError, match="hybrid-test-config: loss.direct.weight must be a "
+                                          "finite number, not 'heavy'"):
         direct_loss_options(variant_config(config, 'hybrid', weight='heavy'))
     for bad in ({'dz_scale': float('nan')}, {'weight': float('inf')}, {'gamma': float('nan')}):
-        with pytest.raises(ConfigError, match='all finite'):
+        with pytest.raises(ConfigError, match=f'loss.direct.{next(iter(bad))} must be a finite'):
             direct_loss_options(variant_config(config, 'hybrid', **bad))
+    # YAML booleans are no numbers (dz_scale: true was 1.0, 100 times the default)
+    for bad in ({'dz_scale': True}, {'gamma': False}, {'weight': None}):
+        with pytest.raises(ConfigError, match=f'loss.direct.{next(iter(bad))} must be a finite'):
+            direct_loss_options(variant_config(config, 'hybrid', **bad))
+    with pytest.raises(ConfigError, match='all finite'):
+        direct_loss_options(variant_config(config, 'hybrid', dz_scale=-1.0))
     # truncated or boolean units and an infinite z_range were accepted (64.9 -> 64 units)
     for direct in ({'units': 64.9}, {'units': True}, {'z_range': [1.5, float('inf')]}):
         bad = dataclasses.replace(cfg, extra=dict(cfg.extra, model=dict(

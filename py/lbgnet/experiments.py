@@ -24,7 +24,7 @@ REGIMES = ('lowz', 'midz', 'highz')
 
 def test_files(test_dir):
     """Coadd and truth files of a held-out test directory (``desi_lbg_mock`` output)."""
-    coadds = sorted(glob.glob(os.path.join(test_dir, 'coadd-*.fits')))
+    coadds = sorted(glob.glob(os.path.join(glob.escape(test_dir), 'coadd-*.fits')))
     truths = [os.path.join(test_dir, 'truth-' + os.path.basename(c)[len('coadd-'):])
               for c in coadds]
     if not coadds or not all(os.path.exists(t) for t in truths):
@@ -94,9 +94,12 @@ def metrics_are_of(path, model_path, coadds, test_dir=None):
         return False
     try:
         with open(path) as fx:
-            inputs = json.load(fx).get('inputs') or {}
+            data = json.load(fx)
     except (OSError, ValueError):
         return False
+    inputs = (data.get('inputs') or {}) if isinstance(data, dict) else None
+    if not isinstance(inputs, dict) or not isinstance(inputs.get('files') or [], list):
+        return False                  # not metrics this package wrote: evaluated afresh
     from .io.modelfile import model_paths
     made = os.path.getmtime(path)
     files = [] if coadds is None else list(coadds)

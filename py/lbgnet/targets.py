@@ -52,7 +52,7 @@ def apply_target(config):
         raise ConfigError(f'{config.source}: target.class must be one of {", ".join(CLASSES)}, '
                           f'not {target_class(config)!r}')
     lines = (config.extra.get('target') or {}).get('lines')
-    if not lines:
+    if lines is None:               # an empty list or mapping is refused by line_list
         return config
     linelist = line_list(lines, f'{config.source}: target.lines')
     if config.selection.n_thresh > len(linelist):
@@ -97,6 +97,33 @@ def target_line_wavelengths(truth, config):
     is_target = np.asarray(truth['CLASS']).astype(str) == target_class(config)
     z = np.where(is_target, np.asarray(truth['Z_TRUE'], dtype=np.float64), np.nan)
     return (1.0 + z)[:, None] * config.lines.wave_array[None, :]
+
+
+def lines_off_grid(z, config):
+    """Whether an object of the target class at redshift `z` has none of the
+    configuration's lines on the grid (the box encoding of :func:`lbgnet.labels.encode_boxes`).
+
+    Such an object's line-box targets are all zero: it would be trained as a negative.
+    The direct head needs no line, so for the ``direct`` architecture nothing is off.
+
+    Parameters
+    ----------
+    z : array_like
+        Redshifts, shape (nspec,).
+    config : lbgnet.config.Config
+
+    Returns
+    -------
+    numpy.ndarray of bool
+        Shape (nspec,); False where `z` is not finite (checked elsewhere).
+    """
+    from .labels import box_position
+    z = np.asarray(z, dtype=np.float64)
+    if architecture(config) == 'direct':
+        return np.zeros(z.shape, dtype=bool)
+    pos = box_position((1.0 + z)[:, None] * config.lines.wave_array[None, :], config)
+    inside = (pos >= 0) & (pos < config.nboxes)
+    return np.isfinite(z) & ~np.any(inside, axis=1)
 
 
 def direct_targets(truth, config):

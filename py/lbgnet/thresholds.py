@@ -59,7 +59,11 @@ def choose_from_scores(classes, z_true, score_for, n_candidates, regimes=None):
     Returns
     -------
     c_thresh, n_thresh, table
-        As :func:`choose_thresholds`.
+        As :func:`choose_thresholds`.  The threshold is clipped to [0, 1], the range
+        the post-processing accepts: where the score's cut falls in a group tied at
+        ``C_LBG = 0`` (a saturated or untrained network, or a set of LBGs only),
+        :func:`lbgnet.evaluate.pe_score` puts it just below 0, and 0 is the nearest
+        selection ``C_LBG > c_thresh`` can make.
     """
     is_true = np.asarray(classes).astype(str) == LBG_CLASS
     masks = regime_masks(classes, z_true, regimes)
@@ -69,6 +73,12 @@ def choose_from_scores(classes, z_true, score_for, n_candidates, regimes=None):
         per_regime = [pe_score(is_true[m], score[m])[0] for k, m in masks.items() if k != 'all']
         per_regime = [v for v in per_regime if np.isfinite(v)]
         table[int(n_thresh)] = {'mean_score': float(np.mean(per_regime)) if per_regime else float('nan'),
-                                'c_thresh': pe_score(is_true, score)[1]}
+                                'c_thresh': _clip_threshold(pe_score(is_true, score)[1])}
     best = max(table, key=lambda n: (np.nan_to_num(table[n]['mean_score'], nan=-1.0), -n))
     return table[best]['c_thresh'], best, table
+
+
+def _clip_threshold(c_thresh):
+    """`c_thresh` in [0, 1] (NaN, the threshold of a set without LBGs, kept)."""
+    c_thresh = float(c_thresh)
+    return c_thresh if np.isnan(c_thresh) else float(np.clip(c_thresh, 0.0, 1.0))

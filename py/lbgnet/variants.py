@@ -42,7 +42,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from .config import ConfigError, check_keys
+from .config import ConfigError, as_float, check_keys
 from .modelspec import architecture, direct_options
 
 #: Defaults of ``loss.direct``.
@@ -59,10 +59,13 @@ def direct_loss_options(config):
     section = (config.extra.get('loss') or {}).get('direct') or {}
     check_keys({'loss': {'direct': section}}, config.source)
     opts = dict(DIRECT_LOSS_DEFAULTS, **section)
-    try:
-        out = {k: float(opts[k]) for k in DIRECT_LOSS_DEFAULTS}
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f'{config.source}: invalid loss.direct ({err})') from None
+    out = {}
+    for key in DIRECT_LOSS_DEFAULTS:
+        try:
+            out[key] = as_float(opts[key])          # a YAML boolean is no number here
+        except (TypeError, ValueError):
+            raise ConfigError(f'{config.source}: loss.direct.{key} must be a finite number, '
+                              f'not {opts[key]!r}') from None
     if not (0 < out['dz_scale'] < np.inf and 0 <= out['gamma'] < np.inf
             and 0 < out['weight'] < np.inf):          # written so that NaN fails too
         raise ConfigError(f'{config.source}: loss.direct needs dz_scale > 0, gamma >= 0, '

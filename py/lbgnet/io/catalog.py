@@ -236,6 +236,14 @@ def _git(top, *command):
     return run.stdout.strip() if run.returncode == 0 else None
 
 
+def set_dependencies(header):
+    """Add python's and the :data:`PROVENANCE_MODULES` versions to `header`
+    (``DEPNAMnn/DEPVERnn``), the same whatever the run imported."""
+    setdep(header, 'python', '.'.join(map(str, sys.version_info[:3])))
+    for module, dists in PROVENANCE_MODULES.items():
+        setdep(header, module, _dist_version(dists))
+
+
 def provenance_header(cards=(), dependencies=None):
     """A FITS header with code versions (``desiutil.depend`` keywords) and run parameters.
 
@@ -254,9 +262,7 @@ def provenance_header(cards=(), dependencies=None):
     revision = source_revision()
     if revision is not None:
         header['LBGGIT'] = (revision, 'lbgnet source revision (git describe)')
-    setdep(header, 'python', '.'.join(map(str, sys.version_info[:3])))
-    for module, dists in PROVENANCE_MODULES.items():
-        setdep(header, module, _dist_version(dists))
+    set_dependencies(header)
     for name, version in (dependencies or {}).items():
         setdep(header, name, str(version))
     for key, value, comment in cards:

@@ -36,8 +36,12 @@ def iter_coadd_chunks(path, chunk_size):
     ------
     InputFileError
         As :func:`read_layout`, or when an HDU cannot be read (truncated data).
+    ValueError
+        When `chunk_size` is not a whole number >= 1.
     """
     path = str(path)
+    if isinstance(chunk_size, bool) or int(chunk_size) != chunk_size or chunk_size < 1:
+        raise ValueError(f'chunk_size must be a whole number >= 1, not {chunk_size!r}')
     with open_fits(path) as fx:
         layout = read_layout(fx, path)
         for start in range(0, max(layout.nspec, 1), int(chunk_size)):

@@ -71,7 +71,7 @@ def find_labelled(directory, what='labelled'):
     """
     if not os.path.isdir(directory):
         raise InputFileError(directory, f'no such directory (of {what} files)')
-    coadds = sorted(glob.glob(os.path.join(directory, 'coadd-*.fits')))
+    coadds = sorted(glob.glob(os.path.join(glob.escape(directory), 'coadd-*.fits')))
     truths = [os.path.join(directory, 'truth-' + os.path.basename(c)[len('coadd-'):])
               for c in coadds]
     if not coadds:
@@ -84,14 +84,27 @@ def find_labelled(directory, what='labelled'):
 MAX_LABEL_Z = 10.0
 
 
-def check_labels(truth, path, target='LBG'):
-    """Normalise and check the CLASS and Z_TRUE labels of a truth table, in place.
+def check_labels(truth, path, target='LBG', config=None):
+    """Normalise and check the CLASS, Z_TRUE and RMAG labels of a truth table, in place.
 
     CLASS is stripped and upper-cased and must be one of
     :data:`lbgnet.sim.population.CLASSES`; Z_TRUE must be numeric, > −1 where finite,
     and every LBG and every object of the `target` class (the one a network is trained
     to find) needs one in (0, :data:`MAX_LABEL_Z`) (a STAR target only a finite one:
-    stars have z = v_r / c).
+    stars have z = v_r / c).  RMAG must be numeric (NaN where unknown; stored as
+    float64).  Each column must hold one value per row.
+
+    Parameters
+    ----------
+    truth : astropy.table.Table
+    path : str
+        The truth file, for the messages.
+    target : str, optional
+        Class the network is trained to find.
+    config : lbgnet.config.Config, optional
+        The network's configuration: when given, every object of its target class must
+        have at least one of its lines on its grid (:func:`lbgnet.targets.lines_off_grid`);
+        such an object would be trained as "no line here", a negative.
 
     Raises
     ------
@@ -99,6 +112,10 @@ def check_labels(truth, path, target='LBG'):
         Naming `path` and the offending values.
     """
     from ..sim.population import CLASSES
+    for name in ('CLASS', 'Z_TRUE', 'RMAG'):
+        if name in truth.colnames and np.ndim(truth[name]) != 1:
+            raise InputFileError(path, f'{name} must hold one value per row, not shape '
+                                 f'{tuple(np.shape(truth[name])[1:])}')
     column = np.asarray(truth['CLASS'])
     if column.dtype.kind not in 'US':
         raise InputFileError(path, f'CLASS must hold class names ({", ".join(CLASSES)}), '
@@ -130,16 +147,31 @@ def check_labels(truth, path, target='LBG'):
     if np.any(impossible):
         raise InputFileError(path, f'{int(impossible.sum())} Z_TRUE value(s) <= -1, '
                              f'e.g. {z[impossible][0]:g}')
+    if 'RMAG' in truth.colnames:
+        rmag = np.asarray(truth['RMAG'])
+        if rmag.dtype.kind not in 'fiu':
+            raise InputFileError(path, f'RMAG must be numeric (NaN where unknown), not '
+                                 f'{rmag.dtype}')
+        truth['RMAG'] = rmag.astype(np.float64)
+    if config is not None:
+        from ..targets import lines_off_grid, target_class
+        name = target_class(config)
+        off = (classes == name) & lines_off_grid(z, config)
+        if np.any(off):
+            raise InputFileError(path, f'{int(off.sum())} {name}(s) with none of the '
+                                 f'network\'s lines on its grid, e.g. Z_TRUE {z[off][0]:g}')
 
 
-def read_labelled_spectra(coadds, truths, target='LBG'):
+def read_labelled_spectra(coadds, truths, target='LBG', config=None):
     """Read labelled coadds into memory, per arm, with their truth.
 
     Spectra that are not science spectra (NOT_SCIENCE: dead fibres, ``OBJTYPE != 'TGT'``,
-    :func:`lbgnet.catalog.not_science`), without valid pixels or without
+    :func:`lbgnet.catalog.not_science`), without a valid pixel (the production pixel
+    rule, :func:`lbgnet.preprocess.usable_pixels`; with `config`, on its grid: the
+    spectra production flags NODATA) or without
     a row in their truth file (unlabelled; a warning gives their number) are left out.  A
     truth file whose content does not match its coadd's ``TRUTHSUM`` (mock files) is
-    refused.
+    refused, and so is a coadd with duplicated TARGETIDs (as in validation and evaluation).
 
     Parameters
     ----------
@@ -148,6 +180,8 @@ def read_labelled_spectra(coadds, truths, target='LBG'):
         :func:`lbgnet.io.mock.read_truth`; labels checked by :func:`check_labels`).
     target : str, optional
         Class the network is trained to find (its objects need a redshift).
+    config : lbgnet.config.Config, optional
+        The network's configuration (grid and lines, passed to :func:`check_labels`).
 
     Returns
     -------
@@ -161,15 +195,17 @@ def read_labelled_spectra(coadds, truths, target='LBG'):
     """
     from astropy.table import Table, vstack
     from ..catalog import not_science
+    from ..preprocess import usable_pixels
     from .coadd import read_coadd
     from .evaluation import find_rows
     from .mock import check_truth_matches, read_truth
+    from .targetid import unique_targetids
     log = get_logger()
     bands = waves = None
     fluxes, ivars, tables = {}, {}, []
     for coadd_path, truth_path in zip(coadds, truths):
         coadd = read_coadd(coadd_path, read_fibermap=True, read_extra=False)
-        targetid = coadd.require_targetid()
+        targetid = unique_targetids(coadd.require_targetid(), coadd_path)
         if bands is None:
             bands, waves = coadd.bands, coadd.wave
             fluxes, ivars = {b: [] for b in bands}, {b: [] for b in bands}
@@ -180,13 +216,17 @@ def read_labelled_spectra(coadds, truths, target='LBG'):
                                  'one wavelength layout')
         truth = read_truth(truth_path)
         check_truth_matches(coadd_path, truth_path, truth)
-        check_labels(truth, truth_path, target)
+        check_labels(truth, truth_path, target, config)
         good = np.zeros(coadd.nspec, dtype=bool)
         for band in bands:
             ivar = coadd.ivar[band]
             if coadd.mask[band] is not None:
                 ivar[coadd.mask[band] != 0] = 0.0
-            good |= np.any(ivar > 0, axis=1)
+            usable = usable_pixels(coadd.flux[band], ivar)
+            if config is not None:
+                index = config.grid.bin_index(waves[band])
+                usable &= ((index >= 0) & (index < config.grid.nbins))[None, :]
+            good |= np.any(usable, axis=1)
         good &= ~not_science(coadd.fibermap, len(good))    # the evaluation's rule
         rows, found = find_rows(np.asarray(truth['TARGETID']), np.asarray(targetid), truth_path)
         if np.any(good & ~found):

@@ -36,13 +36,20 @@ def mock_filenames(outdir, survey, program, pixel):
 
 
 def provenance_header(meta, config_name=None):
-    """Primary header: the mock's keywords plus desiutil.depend versions."""
-    from desiutil.depend import add_dependencies, setdep
+    """Primary header: the mock's keywords plus desiutil.depend versions.
+
+    The versions are those of a fixed list (:func:`lbgnet.io.catalog.set_dependencies`),
+    not of the modules a run happened to import: with desiutil's ``add_dependencies``
+    a ``--mpi`` run added mpi4py, so its files (and their fingerprints) differed from a
+    serial run's.
+    """
+    from desiutil.depend import setdep
     from .._version import __version__
+    from .catalog import set_dependencies
     header = fits.Header()
     for key, val in (meta or {}).items():
         header[key] = val
-    add_dependencies(header)
+    set_dependencies(header)
     setdep(header, 'lbgnet', __version__)
     if config_name:
         setdep(header, 'LBGNET_MOCK_CONFIG', os.path.basename(str(config_name)))

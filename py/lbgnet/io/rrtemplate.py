@@ -103,7 +103,7 @@ def default_template_path(method='PCA'):
     import os
     datadir = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'data')
     pattern = template_filename('GALAXY', 'LBG', '*', method)
-    found = sorted(glob.glob(os.path.join(datadir, pattern)), key=version_key)
+    found = sorted(glob.glob(os.path.join(glob.escape(datadir), pattern)), key=version_key)
     return found[-1] if found else None
 
 

@@ -16,6 +16,8 @@ from .errors import InputFileError, MissingInputError
 
 #: Location of the sky-line spectrum inside the desispec package.
 SKY_LINES_RESOURCE = ('desispec', 'data/spec-sky.dat')
+#: Wavelengths DESI observes (Å): a sky spectrum needs lines there.
+DESI_RANGE = (3600.0, 9824.0)
 
 
 def sky_lines_path():
@@ -37,7 +39,10 @@ def read_sky_lines(path=None, positive_only=True):
         Text file with columns wavelength (Å, vacuum) and flux density (any unit)
         [``desispec/data/spec-sky.dat``].
     positive_only : bool, optional
-        Keep only the samples with positive flux (the lines) [True].
+        Keep only the samples with positive flux (the lines) and their neighbours [True].
+        The neighbours (zero flux) keep the grid step visible, which
+        :func:`lbgnet.sim.lsf.convolve_lines` takes from the samples: lines one sample
+        wide would otherwise be weighted by the distance between lines.
 
     Returns
     -------
@@ -50,7 +55,8 @@ def read_sky_lines(path=None, positive_only=True):
         If `path` does not exist, or is omitted and desispec does not ship the file.
     InputFileError
         If `path` is a directory or cannot be read, or the file is not a two-column
-        numeric table with increasing wavelengths.
+        numeric table with increasing wavelengths and finite fluxes, or has no positive
+        flux between 3600 and 9824 Å (e.g. wavelengths in nm).
     """
     log = get_logger()
     if path is None:
@@ -73,8 +79,17 @@ def read_sky_lines(path=None, positive_only=True):
     wave, flux = data[:, 0], data[:, 1]
     if not np.all(np.diff(wave) > 0):
         raise InputFileError(path, 'wavelengths are not strictly increasing')
+    if not np.all(np.isfinite(flux)):
+        raise InputFileError(path, f'{int(np.sum(~np.isfinite(flux)))} non-finite flux value(s)')
+    lo, hi = DESI_RANGE
+    if not np.any((flux > 0) & (wave >= lo) & (wave <= hi)):
+        raise InputFileError(path, f'no positive flux between {lo:g} and {hi:g} Å: no sky '
+                             'line in DESI\'s range (wavelengths must be in Å)')
     if positive_only:
-        keep = flux > 0
+        line = flux > 0
+        keep = line.copy()
+        keep[1:] |= line[:-1]
+        keep[:-1] |= line[1:]
         wave, flux = wave[keep], flux[keep]
     log.debug('read %d sky-line samples from %s', wave.size, path)
     return wave, flux

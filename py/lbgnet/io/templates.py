@@ -98,7 +98,7 @@ def read_lbg_composite(path):
     """
     path = str(path)
     if os.path.isdir(path):
-        files = sorted(glob.glob(os.path.join(path, '*.txt')))
+        files = sorted(glob.glob(os.path.join(glob.escape(path), '*.txt')))
         if len(files) != 1:
             raise InputFileError(path, f'expected one *.txt LBG composite in the directory, found {len(files)}')
         path = files[0]
@@ -193,7 +193,7 @@ def load_templates(lbg_composite=None, rr_template_dir=None):
     if rr_template_dir is not None:
         if not os.path.isdir(rr_template_dir):
             raise MissingInputError(rr_template_dir, 'Redrock template directory not found')
-        for path in sorted(glob.glob(os.path.join(rr_template_dir, 'rrtemplate-*.fits'))):
+        for path in sorted(glob.glob(os.path.join(glob.escape(rr_template_dir), 'rrtemplate-*.fits'))):
             tmpl = read_rr_template(path)
             if tmpl.rrtype in ('QSO', 'STAR'):
                 rr[f'{tmpl.rrtype}-{tmpl.subtype}'] = tmpl

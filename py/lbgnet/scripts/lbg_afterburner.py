@@ -536,7 +536,7 @@ def run_example(args, comm=None):
                                      'outdir': outdir, 'rerun_redrock': False,
                                      'overwrite': True})
         status = main(opts, comm)
-        paths = sorted(glob.glob(os.path.join(outdir, 'lbg_cnn-*.fits')))
+        paths = sorted(glob.glob(os.path.join(glob.escape(outdir), 'lbg_cnn-*.fits')))
         if paths:
             cats = vstack([read_catalog(path)[0] for path in paths], metadata_conflicts='silent')
             truth = vstack([read_truth(os.path.join(mockdir, os.path.basename(path).replace(
@@ -628,6 +628,11 @@ def main(args=None, comm=None):
 def run_all(args, comm=None):
     """Run the built-in example, or the files of this rank."""
     if args.example:
+        if comm is not None and comm.size > 1:      # as parse refuses --example --mpi
+            if comm.rank == 0:
+                get_logger().error('--example runs in one process: it was given a '
+                                   'communicator of %d ranks', comm.size)
+            return 1
         try:
             if args.engine == 'keras':
                 start_tensorflow()

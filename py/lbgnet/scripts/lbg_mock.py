@@ -391,7 +391,9 @@ def run(args, comm=None):
                         "run's files", args.outdir, len(others), os.path.basename(path),
                         found.get('MOCKSEED', 'absent'))
     mine = np.arange(rank, counts.size, size)
-    progress = Progress(int(counts[mine].sum())) if rank == 0 else None
+    progress = (Progress(int(counts[mine].sum()),
+                         unit='spectra (this rank)' if size > 1 else 'spectra')
+                if rank == 0 else None)
     nfail = nskip = 0
     for k in mine:
         paths = mock_filenames(args.outdir, files['survey'], files['program'], pixels[k])

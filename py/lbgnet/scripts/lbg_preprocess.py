@@ -301,6 +301,8 @@ def run(args, comm=None):
     if comm is not None:
         counts = {key: comm.allreduce(value) for key, value in counts.items()}
     if args.outdir is not None:
+        # a pattern that matched nothing is a failed input, as in the afterburner's summary
         log.info('%d of %d file(s) written in %s, %d kept from an earlier run, %d failure(s)',
-                 counts['done'], len(paths), args.outdir, counts['kept'], counts['failed'])
+                 counts['done'], len(paths), args.outdir, counts['kept'],
+                 counts['failed'] + len(unmatched))
     return 1 if counts['failed'] or unmatched else 0

@@ -204,7 +204,7 @@ def write_validation(setup, outdir, nval, seed, config_name):
         truths.append(paths['truth'])
         written.update(os.path.abspath(p) for p in paths.values())
     stale = sorted(path for kind in ('coadd', 'redrock', 'truth')
-                   for path in glob.glob(os.path.join(outdir, f'{kind}-*.fits'))
+                   for path in glob.glob(os.path.join(glob.escape(outdir), f'{kind}-*.fits'))
                    if os.path.abspath(path) not in written)
     for path in stale:
         os.remove(path)
@@ -278,7 +278,7 @@ def labelled_batches(args, config, opts, setup):
     if opts['sim_fraction'] > 0 and nsim == 0:
         log.warning('sim_fraction %g of batches of %d rounds to no simulated spectrum: '
                     'labelled spectra only', opts['sim_fraction'], opts['batch_size'])
-    spectra = read_labelled_spectra(coadds, truths, target_class(config))
+    spectra = read_labelled_spectra(coadds, truths, target_class(config), config)
     classes, counts = np.unique(np.asarray(spectra.truth['CLASS']).astype(str),
                                 return_counts=True)
     log.info('read %d labelled training spectra from %d file(s) (%s), %.0f MB in memory',
@@ -375,7 +375,7 @@ def read_labelled(coadds, truths, config, with_grid=False, noise=None):
     model = None
     if with_grid:
         model = refine_noise_model(DEFAULT_REFINE_NOISE if noise is None else noise)
-    from ..io.labelled import check_labels
+    from ..io.labelled import LABEL_COLUMNS, check_labels
     from ..io.mock import check_truth_matches, read_truth
     from ..targets import target_class
     Xs, tables, flux, ivar = [], [], [], []
@@ -383,11 +383,12 @@ def read_labelled(coadds, truths, config, with_grid=False, noise=None):
         X, targetid, good, info, _ = read_coadd_for_evaluation(coadd, config, model)
         truth = read_truth(truth_path)
         check_truth_matches(coadd, truth_path, truth)
-        check_labels(truth, truth_path, target_class(config))
+        check_labels(truth, truth_path, target_class(config), config)
         Xs.append(X[good])
         if with_grid:
             flux.append(info.flux[good])
             ivar.append((info.ivar if model is None else info.noise_ivar)[good])
+        truth = truth[[c for c in LABEL_COLUMNS if c in truth.colnames]]   # others may clash
         tables.append(truth[match_rows(np.asarray(truth['TARGETID']), targetid[good], truth_path,
                                        f'the usable spectra of {os.path.basename(coadd)}')])
     truth = vstack(tables)
