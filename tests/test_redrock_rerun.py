@@ -299,10 +299,13 @@ def test_templates_outside_the_models_range_are_refused_at_setup(coadd, template
     with fits.open(template) as hdus:
         primary = hdus[0].copy()
         rest = [h.copy() for h in hdus[1:] if h.name != 'REDSHIFTS']
-    for name, z in (('low', np.linspace(0.0, 0.5, 50)), ('part', np.linspace(2.5, 5.0, 200))):
-        fits.HDUList([primary.copy(), *[h.copy() for h in rest],
-                      fits.ImageHDU(z, name='REDSHIFTS')]).writeto(
-            str(tmp_path / f'rrtemplate-GALAXY-{name}.fits'))
+    fits.HDUList([primary.copy(), *[h.copy() for h in rest],
+                  fits.ImageHDU(np.linspace(2.5, 5.0, 200), name='REDSHIFTS')]).writeto(
+        str(tmp_path / 'rrtemplate-GALAXY-part.fits'))
+    wave = np.arange(2000.0, 10000.0, 1.0)      # a low-z template covers DESI's pixels
+    write_rr_template(str(tmp_path / 'rrtemplate-GALAXY-low.fits'), wave,
+                      np.ones((1, wave.size)) / np.sqrt(wave.size), np.linspace(0.0, 0.5, 50),
+                      subtype='LOW')
     out = str(tmp_path / 'lbg_cnn.fits')
     with caplog.at_level(logging.INFO):
         rc = main(['--coadd', path, '--model', model, '--output', out, '--rerun-redrock',
@@ -314,3 +317,38 @@ def test_templates_outside_the_models_range_are_refused_at_setup(coadd, template
         rc = main(['--coadd', path, '--model', model, '--output', out, '--rerun-redrock',
                    '--templates', str(tmp_path / 'rrtemplate-GALAXY-part.fits')])
     assert rc == 0 and "scan z 2.5-5, 80% of the model's LBG range 2-4.5" in caplog.text
+
+
+def test_templates_of_one_type_are_refused_and_repeats_dropped(template, tmp_path):
+    """Two files of one Redrock type (RRTYPE/RRSUBTYP, compared upper-cased as Redrock
+    does) were both accepted: rrdesi then failed on every coadd, after the network had
+    run ('max() arg is an empty sequence').  The same file named twice (as itself and
+    through its directory, or through a link) is one template."""
+    from astropy.io import fits
+    other = str(tmp_path / 'rrtemplate-galaxy-lbg-v9.fits')
+    with fits.open(template) as hdus:
+        hdus[0].header['RRTYPE'], hdus[0].header['RRSUBTYP'] = 'galaxy ', 'lbg'
+        hdus.writeto(other)
+    with pytest.raises(InputFileError, match='both Redrock template GALAXY:::LBG') as err:
+        template_zrange([template, other])
+    assert str(err.value).startswith(other) and template in str(err.value)
+    link = str(tmp_path / 'rrtemplate-link.fits')
+    os.symlink(template, link)
+    assert template_files([template, os.path.dirname(template), link]) == [template]
+    assert len(template_zrange(template_files([template, link]))) == 1
+
+
+def test_templates_must_cover_desi_pixels_at_every_redshift(tmp_path):
+    """A template whose rest range misses DESI's pixels (3600-9824 A, with the half pixel
+    Redrock's rebinning needs) at some redshift it scans failed in rrdesi for every coadd,
+    after the network had run; it is one error at set-up naming the file and the range
+    needed (the check desi_lbg_make_template applies to what it writes)."""
+    wave = np.arange(900.0, 3000.0, 1.0)
+    basis = np.ones((1, wave.size)) / np.sqrt(wave.size)
+    redshifts = 10 ** np.arange(np.log10(3.0), np.log10(5.5), 1e-3) - 1     # z 2.0-4.5
+    short = write_rr_template(str(tmp_path / 'rrtemplate-GALAXY-SHORT-v0.fits'), wave, basis,
+                              redshifts)
+    with pytest.raises(InputFileError, match=r'rest grid 900-2999 Å must cover 654\.8-3274\.8 '
+                                             r'Å for z in 2-4\.4\d+') as err:
+        template_zrange([short])
+    assert str(err.value).startswith(short) and '\n' not in str(err.value)

@@ -85,7 +85,14 @@ def template_files(templates):
         if not found:
             raise InputFileError(entry, 'no rrtemplate-*.fits Redrock template found')
         files.extend(found)
-    return files
+    # one file named twice (itself and its directory, or a link) is one template: Redrock
+    # would hold two templates of one type
+    seen, unique = set(), []
+    for name in files:
+        if os.path.realpath(name) not in seen:
+            seen.add(os.path.realpath(name))
+            unique.append(name)
+    return unique
 
 
 def zrange_coverage(ranges, zrange):
@@ -128,11 +135,20 @@ def template_zrange(files):
     list of (float, float)
         Smallest and largest redshift of each template, in `files` order: a prior must
         overlap one of them (a prior in a gap between them leaves Redrock no finite χ²).
+
+    Raises
+    ------
+    InputFileError
+        Naming the file, for what rrdesi would fail on in every coadd after the network
+        has run: an unreadable template, an IGM model Redrock does not know, a rest grid
+        that misses DESI's pixels at a redshift it scans
+        (:func:`lbgnet.io.rrtemplate.check_coverage`), or two files of one Redrock type.
     """
     import_rrdesi()
     from redrock.igm import igm_models
     from redrock.templates import Template
-    ranges = []
+    from .io.rrtemplate import check_coverage
+    ranges, types = [], {}
     with contextlib.redirect_stdout(io.StringIO()):
         for name in files:
             try:
@@ -148,6 +164,15 @@ def template_zrange(files):
                 # rrdesi would fail on it for every coadd, after the network has run
                 raise InputFileError(name, f'RRIGM {template.igm_model!r} is not an IGM model '
                                            f'this Redrock knows ({", ".join(map(str, igm_models))})')
+            try:
+                check_coverage(np.asarray(template.wave, dtype=np.float64), redshifts)
+            except ValueError as err:
+                raise InputFileError(name, str(err)) from None
+            if template.full_type in types:     # rrdesi keys its templates by type
+                raise InputFileError(name, f'{name} and {types[template.full_type]} are both '
+                                           f'Redrock template {template.full_type}: give one '
+                                           'file per RRTYPE/RRSUBTYP')
+            types[template.full_type] = name
             ranges.append((float(redshifts.min()), float(redshifts.max())))
     return ranges
 

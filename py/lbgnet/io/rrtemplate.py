@@ -16,6 +16,33 @@ from .catalog import check_writable
 
 #: IGM models known to redrock 0.21 (:func:`redrock.igm.transmission_Lyman`).
 IGM_MODELS = ('Inoue14', 'Calura12', 'Kamble20', 'None')
+#: DESI's first and last pixel centres (Å) and half its pixel: Redrock rebins a template
+#: onto the pixel edges, half a pixel beyond the centres.
+DESI_RANGE, DESI_HALF_PIXEL = (3600.0, 9824.0), 0.4
+
+
+def check_coverage(wave, redshifts, arms=DESI_RANGE, half_pixel=DESI_HALF_PIXEL):
+    """Raise ValueError unless the rest grid `wave` covers DESI's pixel edges at every
+    redshift of `redshifts` (Redrock fails on every spectrum otherwise: "edges must be
+    within input x range").
+
+    Parameters
+    ----------
+    wave : numpy.ndarray
+        Rest-frame wavelengths of the template (Å), increasing.
+    redshifts : numpy.ndarray
+        Redshifts Redrock scans.
+    arms : (float, float), optional
+        First and last pixel centre of the spectra (Å).
+    half_pixel : float, optional
+        Half the pixel width (Å).
+    """
+    zmin, zmax = float(np.min(redshifts)), float(np.max(redshifts))
+    need = ((arms[0] - half_pixel) / (1 + zmax), (arms[1] + half_pixel) / (1 + zmin))
+    if wave[0] > need[0] or wave[-1] < need[1]:
+        raise ValueError(f'the rest grid {wave[0]:g}-{wave[-1]:g} Å must cover '
+                         f'{need[0]:.1f}-{need[1]:.1f} Å for z in {zmin:g}-{zmax:g} '
+                         f'(DESI\'s pixel edges)')
 
 
 def template_filename(spectype, subtype, version, method='PCA'):

@@ -20,7 +20,7 @@ from ..io.catalog import (IS_A_DIRECTORY, OutputFileError, check_outdir, missing
                           remove_empty)
 from ..io.errors import InputFileError
 from ..io.fitsutil import cfitsio_name_problem
-from ..io.rrtemplate import IGM_MODELS, template_filename, write_rr_template
+from ..io.rrtemplate import IGM_MODELS, check_coverage, template_filename, write_rr_template
 from ..template import (NORM_WINDOW, pca_basis, reconstruction_error, redshift_grid,
                         rest_frame_spectra)
 
@@ -120,23 +120,6 @@ def rest_grid(args):
     return np.arange(args.wave_range[0], args.wave_range[1] + args.dwave / 2, args.dwave)
 
 
-#: DESI's wavelength range (Å) and half its pixel: Redrock rebins a template onto the
-#: pixels' edges, half a pixel beyond the first and last centres.
-DESI_RANGE, DESI_HALF_PIXEL = (3600.0, 9824.0), 0.4
-
-
-def check_coverage(wave, redshifts, arms=DESI_RANGE, half_pixel=DESI_HALF_PIXEL):
-    """Raise ValueError unless the rest grid `wave` (as written) covers DESI's pixel edges
-    at every trial redshift (Redrock fails on the spectra otherwise: "edges must be
-    within input x range")."""
-    need = ((arms[0] - half_pixel) / (1 + redshifts[-1]),
-            (arms[1] + half_pixel) / (1 + redshifts[0]))
-    if wave[0] > need[0] or wave[-1] < need[1]:
-        raise ValueError(f'the rest grid {wave[0]:g}-{wave[-1]:g} Å (--wave-range in steps of '
-                         f'--dwave) must cover {need[0]:.1f}-{need[1]:.1f} Å for z in '
-                         f'{redshifts[0]:g}-{redshifts[-1]:g} (DESI\'s pixel edges)')
-
-
 def composite_comment(args):
     """The header comment naming the LBG composite the spectra were drawn with."""
     return ('LBG composite: '
@@ -211,7 +194,10 @@ def _make(args, log, method, path):
     from ..sim import load_sim_config
     try:
         wave, redshifts = rest_grid(args), redshift_grid(*args.z_range, args.dlogz)
-        check_coverage(wave, redshifts)
+        try:
+            check_coverage(wave, redshifts)
+        except ValueError as err:
+            raise ValueError(f'{err}: see --wave-range, --dwave and --z-range') from None
         simcfg = load_sim_config(args.sim_config)
         templates = load_templates(lbg_composite=args.lbg_composite) if args.lbg_composite else None
         check_outdir(args.outdir)            # before the work: creates --outdir if needed
