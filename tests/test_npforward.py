@@ -110,6 +110,28 @@ def test_other_architectures_and_layers_are_refused():
         from_keras(keras.Model(model.input, x), config)
 
 
+def test_other_activations_are_refused():
+    """The numpy pass applies a ReLU after every Activation layer, no activation in the
+    convolutions and dense layers, a sigmoid in the box heads and the configuration's
+    offset margin: a Keras model built otherwise (another activation, or a margin edited
+    after building) was converted anyway and gave other outputs than Keras."""
+    import keras
+    config = load_config('lbgnet-default.yaml')
+    edits = {'activation_1': ('activation', 'tanh'), 'conv_2': ('activation', 'relu'),
+             'fc_common': ('activation', 'elu'), 'fc_box_LYA': ('activation', 'linear'),
+             'fc_offset_CIV': ('activation', 'sigmoid')}
+    for name, (attr, value) in edits.items():
+        model = build_model(config)
+        setattr(model.get_layer(name), attr, keras.activations.get(value))
+        with pytest.raises(ValueError, match=f'does not support {name} with activation {value}'):
+            from_keras(model, config)
+    model = build_model(config)
+    model.get_layer('offset_activation').margin = 0.5
+    with pytest.raises(ValueError, match='offset margin 0.5'):
+        from_keras(model, config)
+    from_keras(build_model(config), config)                   # as built: converted
+
+
 def test_load_network_engines():
     """numpy is the default engine of a line finder, its weights read from the file without
     Keras (the same tensors Keras loads); keras keeps the compiled pass; both give the same
@@ -134,6 +156,13 @@ def test_load_network_engines():
         np.testing.assert_allclose(got, want, atol=2e-5)
     with pytest.raises(ValueError, match="unknown forward-pass engine 'torch'"):
         load_network(path, engine='torch')
+    # a wrong input shape is the same one-line error under both engines (Keras raised
+    # its own traceback from inside the compiled function)
+    for engine in (net, keras_net):
+        with pytest.raises(ValueError, match=r'input shape \(3, 799, 2\) does not match'):
+            engine.predict(X[:3, :-1])
+    np.testing.assert_allclose(keras_net.predict(X.astype(np.float64).tolist())[0],
+                               keras_net.predict(X)[0], atol=1e-6)
 
 
 def test_weights_that_do_not_fit_the_configuration_are_refused():

@@ -167,6 +167,24 @@ def test_bestline_never_names_a_line_without_a_redshift(config):
     np.testing.assert_allclose(out['Z_LBG'], 3.0, atol=1e-6)
 
 
+def test_bestline_follows_the_redshift_rule_of_z_lbg(config):
+    """BESTLINE skipped only NaN redshifts: a line at z <= -1 (an infinite or corrupt
+    offset; Z_LBG leaves such lines out, :func:`lbgnet.postprocess.line_members`) was
+    named, with Z_BESTLINE -inf.  With no line holding a confidence and a redshift (every
+    confidence NaN), BESTLINE was 0 and Z_BESTLINE the first line's redshift: now -1 and
+    NaN, as for a direct network."""
+    lya, civ = config.lines.index('LYA'), config.lines.index('CIV')
+    conf, off = network_outputs(config, [{lya: (0.9, 3.0), civ: (0.7, 3.0)},
+                                         {lya: (0.9, 3.0), civ: (0.7, 3.0)}])
+    off[0, lya, :] = -np.inf                   # Lya at z = -inf
+    conf[1] = np.nan                            # no confidence at all
+    out = postprocess(conf, off, config, c_thresh=0.5, n_thresh=1)
+    assert out['BESTLINE'].tolist() == [civ, -1]
+    np.testing.assert_allclose(out['Z_BESTLINE'][0], 3.0, atol=1e-6)
+    assert np.isnan(out['Z_BESTLINE'][1])
+    np.testing.assert_allclose(out['Z_LBG'][0], 3.0, atol=1e-6)
+
+
 def test_a_line_at_an_impossible_redshift_supports_nothing(config):
     """A line whose redshift is below -1 (an edited or corrupt offset) has 1 + z < 0, so
     |z_i - z_j| / (1 + z_i) < tol held for every j: it 'agreed' with every line and pulled

@@ -236,3 +236,14 @@ def test_hybrid_nan_line_confidence_falls_back_to_the_direct_head(config):
     res = catalog_from_raw(raw, cfg, calibrate=False)
     np.testing.assert_allclose(res['Z_LBG'], [3.0, 3.0])
     np.testing.assert_allclose(res['ZERR_LBG'], [0.004, 0.004], rtol=1e-6)
+
+
+def test_direct_threshold_out_of_range_is_refused(config):
+    """Line finders and hybrids refuse c_thresh outside [0, 1] (postprocess); a direct
+    network took 1.5 (nothing selected, silently) or NaN."""
+    cfg = variant_config(config, 'direct')
+    raw = {'direct': np.array([[0.9, 3.0, 0.001]] * 2, np.float32)}
+    assert catalog_from_raw(raw, cfg, c_thresh=0.5, calibrate=False)['IS_LBG'].all()
+    for bad in (1.5, -0.1, np.nan):
+        with pytest.raises(ValueError, match='must be between 0 and 1'):
+            catalog_from_raw(raw, cfg, c_thresh=bad, calibrate=False)

@@ -142,6 +142,10 @@ class Network:
             out = self.numpy_pass.predict(X, self.threads, batch_size or BATCH)
             return out[..., 0], out[..., 1]
         batch_size = batch_size or DEFAULT_BATCH
+        X = np.asarray(X, dtype=np.float32)
+        if X.ndim != 3 or X.shape[1:] != (self.config.grid.nbins, 2):
+            raise ValueError(f'input shape {X.shape} does not match the model input '
+                             f'(nspec,) + {(self.config.grid.nbins, 2)}')
         from keras.ops import convert_to_numpy
         forward = self.compiled()
         nlines, nboxes = len(self.config.lines), self.config.nboxes

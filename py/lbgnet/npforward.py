@@ -374,6 +374,7 @@ def from_keras(model, config):
         normalisation settings) other than those :func:`lbgnet.model.build_model` makes.
     """
     _check_linefinder(config)
+    margin = float(model_options(config)['offset_margin'])
     unknown = sorted({type(layer).__name__ for layer in model.layers} - _KNOWN_LAYERS)
     if unknown:
         raise ValueError(f'the numpy forward pass does not support layers {", ".join(unknown)}')
@@ -386,5 +387,27 @@ def from_keras(model, config):
         if kind == 'Conv1D' and (layer.data_format != 'channels_last' or layer.groups != 1
                                  or tuple(layer.dilation_rate) != (1,)):
             raise ValueError(f'the numpy forward pass does not support {layer.name} as configured')
+        _check_activation(layer, kind)
+        if kind == 'RescaledSigmoid' and layer.margin != margin:
+            raise ValueError(f'the numpy forward pass uses the configuration\'s offset margin '
+                             f'{margin:g}, not {layer.name}\'s offset margin {layer.margin:g}')
     weights = {layer.name: [np.asarray(w) for w in layer.get_weights()] for layer in model.layers}
     return from_weights(weights, config)
+
+
+def _check_activation(layer, kind):
+    """Refuse an activation other than the one the numpy pass applies after `layer`: ReLU
+    for Activation layers, a sigmoid in the box heads, none in the other convolutions
+    and dense layers (:func:`lbgnet.model.build_model`)."""
+    if kind == 'Activation':
+        expected = 'relu'
+    elif kind == 'Dense' and layer.name.startswith('fc_box_'):
+        expected = 'sigmoid'
+    elif kind in ('Conv1D', 'Dense'):
+        expected = 'linear'
+    else:
+        return
+    found = getattr(layer.activation, '__name__', repr(layer.activation))
+    if found != expected:
+        raise ValueError(f'the numpy forward pass does not support {layer.name} with '
+                         f'activation {found} (it applies {expected})')

@@ -52,6 +52,39 @@ def nan_argmax(values, axis):
     return np.argmax(np.nan_to_num(values, nan=-np.inf), axis=axis)
 
 
+def has_redshift(z_lines):
+    """Lines with a usable redshift: finite and above -1 (1 + z > 0), the rule of
+    :func:`line_members` and of ``BESTLINE``."""
+    z_lines = np.asarray(z_lines)
+    return np.isfinite(z_lines) & (z_lines > -1.0)
+
+
+def best_line(c_lines, z_lines):
+    """QuasarNET's choice: the most confident line with a redshift (:func:`has_redshift`).
+
+    Parameters
+    ----------
+    c_lines, z_lines : numpy.ndarray
+        Shape (nspec, nlines).
+
+    Returns
+    -------
+    best : numpy.ndarray of int16
+        Index of that line, -1 where no line has both a confidence and a redshift.
+    z_best : numpy.ndarray
+        Its redshift, NaN where `best` is -1; shape (nspec,).
+    """
+    c_lines, z_lines = np.asarray(c_lines), np.asarray(z_lines)
+    if c_lines.shape[0] == 0:
+        return np.zeros(0, dtype=np.int16), np.zeros(0, dtype=np.float64)
+    ranked = np.where(has_redshift(z_lines), c_lines, np.nan)
+    best = nan_argmax(ranked, axis=1)
+    found = ~np.all(np.isnan(ranked), axis=1)
+    z_best = np.take_along_axis(z_lines, best[:, None], axis=1)[:, 0]
+    return (np.where(found, best, -1).astype(np.int16),
+            np.where(found, z_best, np.nan))
+
+
 def postprocess_options(config):
     """``postprocess`` section of a configuration, with defaults for missing keys.
 
@@ -166,7 +199,7 @@ def line_members(c_lines, z_lines, agree_tol, line_floor):
     z_lines = np.asarray(z_lines)
     # a line without a redshift, or at z <= -1 (1 + z <= 0: the relative test below would
     # pass for every other line; only edited or corrupt offsets get there), is no line
-    usable = np.isfinite(z_lines) & (z_lines > -1.0)
+    usable = has_redshift(z_lines)
     weight = np.where((c_clipped >= line_floor) & usable, c_clipped, 0.0)
     with np.errstate(divide='ignore', invalid='ignore'):
         rel = np.abs(z_lines[:, :, None] - z_lines[:, None, :]) / (1.0 + z_lines[:, :, None])
@@ -174,14 +207,14 @@ def line_members(c_lines, z_lines, agree_tol, line_floor):
     support = np.einsum('sij,sj->si', agree, weight)
     support = np.where(weight > 0, support, -1.0)
     # the fallback (no line above the floor): the most confident line with a redshift
-    best_line = nan_argmax(np.where(usable, c_lines, np.nan), axis=1)
+    fallback = nan_argmax(np.where(usable, c_lines, np.nan), axis=1)
     # Equal support (to rounding): the candidate with more agreeing lines wins, so that a
     # single line only prevails when it is strictly more confident than the others together.
     nsupport = np.einsum('sij,sj->si', agree, (weight > 0).astype(np.float64))
     smax = support.max(axis=1, keepdims=True)
     tied = support >= smax - 1e-6 * np.abs(smax)
     center = np.argmax(np.where(tied, nsupport, -1.0), axis=1)
-    center = np.where(weight.max(axis=1) > 0, center, best_line)
+    center = np.where(weight.max(axis=1) > 0, center, fallback)
     # Members: the lines that supported the centre line (the support counted their weight).
     members = np.take_along_axis(agree, center[:, None, None], axis=1)[:, 0] & (weight > 0)
     return members, weight, center, usable
@@ -238,6 +271,13 @@ def combine_lines(c_lines, z_lines, config, agree_tol, line_floor):
     return z, zerr, members.sum(axis=1).astype(np.int16)
 
 
+def check_c_thresh(c_thresh):
+    """ValueError unless the confidence threshold `c_thresh` is in [0, 1] (NaN too: it
+    would select nothing, silently)."""
+    if not 0 <= c_thresh <= 1:
+        raise ValueError(f'c_thresh={c_thresh} must be between 0 and 1')
+
+
 def postprocess(conf, offset, config, c_thresh=None, n_thresh=None):
     """Turn line-finder outputs into per-object LBG scores and redshifts.
 
@@ -258,7 +298,8 @@ def postprocess(conf, offset, config, c_thresh=None, n_thresh=None):
     dict of numpy.ndarray
         ``C_LINES``, ``Z_LINES`` (nspec, nlines), in ``config.lines`` order; ``C_LBG``,
         ``IS_LBG`` (bool), ``Z_LBG``, ``ZERR_LBG``, ``Z_BESTLINE``, ``BESTLINE`` (index of the
-        most confident line with a redshift), ``NLINES_AGREE`` (lines supporting ``Z_LBG``), all (nspec,).
+        most confident line with a redshift, -1 and NaN without one: :func:`best_line`),
+        ``NLINES_AGREE`` (lines supporting ``Z_LBG``), all (nspec,).
 
     Raises
     ------
@@ -275,14 +316,12 @@ def postprocess(conf, offset, config, c_thresh=None, n_thresh=None):
     n_thresh = config.selection.n_thresh if n_thresh is None else int(n_thresh)
     if not 1 <= n_thresh <= expected[0]:
         raise ValueError(f'n_thresh={n_thresh} must be between 1 and {expected[0]}')
-    if not 0 <= c_thresh <= 1:           # NaN too: it would select nothing, silently
-        raise ValueError(f'c_thresh={c_thresh} must be between 0 and 1')
+    check_c_thresh(c_thresh)
     opts = postprocess_options(config)
     c_lines, z_lines = best_boxes(conf, offset, config)
     c_lbg = lbg_score(c_lines, n_thresh)
     # the most confident line with a redshift (a NaN offset gives none; Z_LBG skips it too)
-    best = (nan_argmax(np.where(np.isnan(z_lines), np.nan, c_lines), axis=1) if len(c_lines)
-            else np.zeros(0, dtype=np.int64))
+    best, z_best = best_line(c_lines, z_lines)
     z_lbg, zerr, nagree = combine_lines(c_lines, z_lines, config, opts['agree_tol'],
                                         opts['line_floor'])
     return {
@@ -292,7 +331,7 @@ def postprocess(conf, offset, config, c_thresh=None, n_thresh=None):
         'IS_LBG': c_lbg > c_thresh,
         'Z_LBG': z_lbg,
         'ZERR_LBG': zerr,
-        'Z_BESTLINE': np.take_along_axis(z_lines, best[:, None], axis=1)[:, 0],
-        'BESTLINE': best.astype(np.int16),
+        'Z_BESTLINE': z_best,
+        'BESTLINE': best,
         'NLINES_AGREE': nagree,
     }

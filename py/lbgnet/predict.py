@@ -27,7 +27,7 @@ import numpy as np
 
 from .evaluate import LBG_CLASS, pe_score, regime_masks
 from .modelspec import architecture
-from .postprocess import HYBRID_SCORES, postprocess, postprocess_options
+from .postprocess import HYBRID_SCORES, check_c_thresh, postprocess, postprocess_options
 from .thresholds import choose_from_scores, choose_thresholds
 from .zerr import calibrated_error
 
@@ -119,6 +119,7 @@ def _catalog_from_raw(raw, config, c_thresh, n_thresh):
     c_thresh = config.selection.c_thresh if c_thresh is None else float(c_thresh)
     if arch == 'linefinder':
         return postprocess(raw['conf'], raw['offset'], config, c_thresh, n_thresh)
+    check_c_thresh(c_thresh)
     direct = _direct_keys(np.asarray(raw['direct']))
     if arch == 'direct':
         nspec, nlines = direct['P_DIRECT'].size, len(config.lines)

@@ -14,7 +14,7 @@ from .atomic import atomic_path
 from .errors import InputFileError
 from .fitsutil import extnames, open_fits, read_table
 from .targetid import as_targetids, unique_targetids
-from ..postprocess import nan_argmax
+from ..postprocess import best_line
 
 #: Columns an afterburner catalogue must have to be evaluated.
 CATALOG_COLUMNS = ('TARGETID', 'C_LBG', 'IS_LBG', 'Z_LBG')
@@ -69,8 +69,7 @@ def read_prediction_catalog(path, line_names, extname='LBG_CNN'):
         z_lines = np.stack([np.asarray(table[f'Z_{n}'], dtype=np.float64) for n in names], axis=1)
         # the most confident line with a redshift, as lbgnet.postprocess picks it (a line
         # whose offset was NaN has no redshift: a more confident one gave Z_BESTLINE NaN)
-        best = nan_argmax(np.where(np.isnan(z_lines), np.nan, c_lines), axis=1)
-        zbest = np.take_along_axis(z_lines, best[:, None], axis=1)[:, 0]
+        zbest = best_line(c_lines, z_lines)[1]
         # A direct network writes its line columns as NaN: its best-line redshift is Z_LBG,
         # as in lbgnet.predict (argmax over NaN picked the first line's NaN redshift).
         out['Z_BESTLINE'] = np.where(np.isfinite(c_lines).any(axis=1), zbest, out['Z_LBG'])
