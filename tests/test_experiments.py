@@ -43,6 +43,9 @@ def test_rst_table_formats_and_escapes():
     assert text.startswith('.. list-table::') and '\\|Δz\\|<0.05 low' in text
     assert '- 623,632' in text and '- 0.856' in text and '- 1e-03' in text and '- 12.7' in text
     assert text.count('- —') == 5          # None, NaN and the three absent columns
+    # a tuned learning rate keeps its digits (it was rounded to 1e-03, as the default's)
+    lrs = rst_table([dict(rows[0], lr=1.45e-3), dict(rows[0], lr=5.4e-4)])
+    assert '- 1.45e-03' in lrs and '- 5.4e-04' in lrs
 
 
 def test_pe_comparison_plot(tmp_path):

@@ -152,7 +152,7 @@ def test_tune_script_writes_table_and_best_config(tmp_path, caplog):
     cfg_path.write_text(TUNE_YAML)
     args = ['--config', str(cfg_path), '--trials', '1', '--ntrain', '128', '--nval', '60',
             '--trial-epochs', '1', '--workdir', str(tmp_path / 'work'), '--outdir', str(tmp_path),
-            '--startup-trials', '1']
+            '--startup-trials', '1', '--batch-size', '32']
     assert main(args) == 0
     assert (tmp_path / 'work' / 'study.sqlite3').exists()
     # the validation set of this --nval/--seed/simulator, complete (no temporary directory
@@ -169,6 +169,8 @@ def test_tune_script_writes_table_and_best_config(tmp_path, caplog):
     best = tmp_path / 'tinytune-tune-best.yaml'
     cfg = load_config(str(best))                  # base: resolved next to the best file
     assert cfg.extra['name'] == 'tinytune-tune-best' and cfg.extra['model']['filters'] in (4, 5, 6)
+    # the trials' batch size (--batch-size 32; the base says 64): the retrain uses it
+    assert cfg.extra['training']['batch_size'] == 32
     rows = list(csv.DictReader(open(tmp_path / 'tinytune-tune-trials.csv')))
     assert len(rows) == 1
     # every parameter of the search space has its column, the fixed ones included (optuna
@@ -254,8 +256,12 @@ def test_unfinished_study_takes_the_new_settings(caplog):
 
 @pytest.mark.parametrize('flags', [['--trial-minutes', '-1'], ['--trial-minutes', '0'],
                                    ['--trial-minutes', 'nan'], ['--budget-minutes', '-1'],
-                                   ['--budget-minutes', 'inf'], ['--startup-trials', '-1']])
+                                   ['--budget-minutes', 'inf'], ['--startup-trials', '-1'],
+                                   ['--study-name', '../escape'], ['--study-name', '..'],
+                                   ['--study-name', ' ']])
 def test_tune_script_rejects_bad_numbers(flags, capsys):
+    """Also a --study-name that is a path: it names the trials' folder and the result
+    files, which it wrote outside --workdir and --outdir."""
     from lbgnet.scripts.lbg_tune import parse
     with pytest.raises(SystemExit) as exc:
         parse(['--config', 'x.yaml', '--trials', '1', '--outdir', 'out'] + flags)

@@ -176,12 +176,16 @@ def summary_row(name, model_path, metrics_paths):
 def _fmt(value, spec):
     if value is None or (isinstance(value, float) and not np.isfinite(value)):
         return '—'
+    if spec == 'lr' and isinstance(value, (int, float)):
+        # three significant digits, trailing zeros dropped: 1e-03, 1.45e-03, 5.4e-04
+        mantissa, exponent = format(value, '.2e').split('e')
+        return f'{mantissa.rstrip("0").rstrip(".")}e{exponent}'
     return format(value, spec) if isinstance(value, (int, float)) else str(value)
 
 
-#: Columns of :func:`rst_table`: key, header, format.
+#: Columns of :func:`rst_table`: key, header, format (``lr``: three significant digits).
 TABLE_COLUMNS = (('model', 'model', ''), ('layers', 'layers', ''), ('filters', 'filters', ''),
-                 ('lr', 'lr', '.0e'), ('parameters', 'parameters', ','),
+                 ('lr', 'lr', 'lr'), ('parameters', 'parameters', ','),
                  ('score_lowz', 'score low', '.3f'), ('score_midz', 'mid', '.3f'),
                  ('score_highz', 'high', '.3f'), ('frac_dz_lowz', '|Δz|<0.05 low', '.3f'),
                  ('frac_dz_midz', 'mid', '.3f'), ('frac_dz_highz', 'high', '.3f'),

@@ -657,6 +657,7 @@ def trials_table(study, space=None):
 
 def best_config_data(study, config, config_path, outdir):
     """Mapping of the best configuration, as an override of `config_path` (``base:``)."""
+    from .train import training_options
     best = study.best_trial
     params = dict(suggest_params(_FixedTrial(best.params), search_space(config)))
     tuned = config_for_params(config, params)
@@ -666,7 +667,10 @@ def best_config_data(study, config, config_path, outdir):
                                                   'strides', 'dropout')}
     return {'base': base, 'name': f'{study.study_name}-best', 'nboxes': tuned.nboxes,
             'model': model, 'loss': {'gamma': tuned.extra['loss']['gamma']},
-            'training': {'learning_rate': tuned.extra['training']['learning_rate']}}
+            # the batch size the trials ran with (--batch-size overrides the base's): the
+            # learning rate was tuned for it
+            'training': {'learning_rate': tuned.extra['training']['learning_rate'],
+                         'batch_size': int(training_options(tuned)['batch_size'])}}
 
 
 class _FixedTrial:

@@ -39,7 +39,7 @@ def parse(options=None):
     parser.add_argument('--outdir', required=True,
                         help='where the results table and best config go')
     parser.add_argument('--workdir', help='study database, validation files, per-trial '
-                        'histories (WORKDIR/<study name>/trial_<n>) [./tune-<study name>]')
+                        'histories (WORKDIR/<study name>/trial_<nnnn>) [./tune-<study name>]')
     parser.add_argument('--val-dir', help='existing validation coadd-*/truth-* files '
                         '[simulated once into WORKDIR/validation-n<NVAL>-seed<SEED>-sim<HASH>]')
     parser.add_argument('--ntrain', type=int, default=20000,
@@ -69,6 +69,13 @@ def parse(options=None):
         parser.error(f'--startup-trials must be >= 0, not {args.startup_trials}')
     if args.batch_size is not None and args.batch_size < 1:
         parser.error(f'--batch-size must be >= 1, not {args.batch_size}')
+    if args.study_name is not None and (not args.study_name.strip() or args.study_name in ('.', '..')
+                                        or any(sep and sep in args.study_name
+                                               for sep in (os.sep, os.altsep))):
+        # it names the trials' folder and the result files: a path would put them
+        # outside --workdir and --outdir
+        parser.error(f'--study-name must be a plain name (it names files and a folder), '
+                     f'not {args.study_name!r}')
     return args
 
 
