@@ -80,14 +80,18 @@ train hybrid-w0.1 --config "$RUNS/hybrid-w0.1.yaml" $COMMON
 
 # Bayesian search (short: a handful of trials on one fixed training set), then its best
 # point retrained like every other row
-if [ ! -e "$RUNS/tune/lbgnet-default-tune-best.yaml" ]; then
+# (the best YAML is also written when a signal stops the study: only a marker written after
+# a successful exit says the tuning is done; a rerun of desi_lbg_tune resumes the study)
+if [ ! -e "$RUNS/tune/.tuning-done" ]; then
     echo "$(date +%T) tuning"
     desi_lbg_tune --config etc/lbgnet-default.yaml --trials 8 --budget-minutes "$TUNE_BUDGET" \
         --ntrain $((NTRAIN * 2 / 3)) --trial-epochs 6 --trial-minutes 1.5 --startup-trials 5 \
         --val-dir "$VAL" --workdir "$RUNS/tune" --outdir "$RUNS/tune" > "$RUNS/tune.log" 2>&1 \
-        || { echo "tuning FAILED"; status=1; }
+        && touch "$RUNS/tune/.tuning-done" || { echo "tuning FAILED"; status=1; }
 fi
-train tuned --config "$RUNS/tune/lbgnet-default-tune-best.yaml" $COMMON
+if [ -e "$RUNS/tune/.tuning-done" ]; then
+    train tuned --config "$RUNS/tune/lbgnet-default-tune-best.yaml" $COMMON
+fi
 
 echo "$(date +%T) results table"
 python benchmarks/experiment_table.py --outdir "$RUNS/table" --tests $TESTS --model \

@@ -458,3 +458,26 @@ def test_results_of_finished_trials_are_written_when_a_signal_stops_the_study(
     assert (outdir / 'tinytune-tune-trials.csv').exists()
     assert (outdir / 'tinytune-tune-best.yaml').exists()
     assert 'results of the finished trials written to' in caplog.text
+
+
+def test_trials_table_value_of_a_pruned_trial_is_the_objective():
+    """optuna stores a pruned trial's last report to the pruner (the score at n_thresh =
+    1) as its value: the table's value column mixed two measures.  A pruned trial scored
+    after its last epoch shows its mean regime score; one never scored shows nothing."""
+    import optuna
+    from lbgnet.tune import trials_table
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction='maximize')
+
+    def objective(trial):
+        trial.suggest_int('filters', 4, 6)
+        trial.report(0.13, 0)
+        if trial.number == 0:
+            return 0.5
+        if trial.number == 1:
+            trial.set_user_attr('score_mean', 0.1786)
+        raise optuna.TrialPruned()
+    study.optimize(objective, n_trials=3)
+    rows = trials_table(study)
+    assert [r['state'] for r in rows] == ['COMPLETE', 'PRUNED', 'PRUNED']
+    assert [r['value'] for r in rows] == [0.5, 0.1786, None]

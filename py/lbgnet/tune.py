@@ -636,6 +636,8 @@ def trials_table(study, space=None):
     Parameters
     ----------
     study : optuna.study.Study
+        ``value`` is the objective (mean regime score) for complete trials and for pruned
+        ones scored after their last epoch, empty for pruned ones never scored.
     space : dict, optional
         The search space (:func:`search_space`): every parameter gets a column, in its
         order, the fixed ones included (optuna stores only the suggested ones); a
@@ -646,7 +648,10 @@ def trials_table(study, space=None):
     for t in study.trials:
         duration = (t.datetime_complete - t.datetime_start).total_seconds() \
             if t.datetime_complete and t.datetime_start else None
-        row = {'trial': t.number, 'state': t.state.name, 'value': t.value,
+        # a pruned trial's stored value is its last report to the pruner (the validation
+        # score at n_thresh = 1): give the objective's measure, as for complete trials
+        value = t.value if t.state.name != 'PRUNED' else t.user_attrs.get('score_mean')
+        row = {'trial': t.number, 'state': t.state.name, 'value': value,
                'duration_s': duration}
         row.update(t.params if space is None
                    else suggest_params(_FixedTrial(t.params), space))
