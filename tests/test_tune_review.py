@@ -455,3 +455,41 @@ def test_experiment_table_outdir_checked_first_and_table_atomic(tmp_path, monkey
         table.main(['--outdir', str(out), '--tests', 'midz=x', '--model', 'a=a.weights.h5'])
     assert (out / 'results.rst').read_text() == 'earlier table'
     assert not [f for f in os.listdir(out) if f.startswith('.')]
+
+
+def test_resume_with_other_files_in_the_val_dir_is_refused(tmp_path, caplog, monkeypatch):
+    """The study recorded --val-dir's path only: files swapped in that folder scored the
+    resumed trials on another validation set, ranked with the earlier ones.  The record
+    now holds a digest of the files' names and contents."""
+    import shutil
+    import lbgnet.tune as tune
+    from lbgnet.scripts.lbg_mock import main as mock_main
+    from lbgnet.scripts.lbg_tune import main
+    monkeypatch.setattr(tune, 'Objective', FakeObjective)
+    FakeObjective.calls.clear()
+    for seed in (5, 6):
+        assert mock_main(['--outdir', str(tmp_path / f'set{seed}'), '--nspec', '40', '--seed',
+                          str(seed), '--no-resolution']) == 0
+    val = tmp_path / 'val'
+
+    def use(seed):
+        shutil.rmtree(val, ignore_errors=True)
+        shutil.copytree(tmp_path / f'set{seed}', val)
+    use(5)
+    cfg_path = tmp_path / 'tinytune.yaml'
+    cfg_path.write_text(TUNE_YAML)
+    args = ['--config', str(cfg_path), '--trials', '1', '--ntrain', '64', '--val-dir', str(val),
+            '--trial-epochs', '1', '--workdir', str(tmp_path / 'work'), '--outdir',
+            str(tmp_path / 'out'), '--startup-trials', '1']
+    assert main(args) == 0
+    more = list(args)
+    more[more.index('--trials') + 1] = '2'
+    use(6)
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert main(more) == 1
+    errors = errors_of(caplog)
+    assert len(errors) == 1 and 'the study was run with val_files=' in errors[0], errors
+    assert len(FakeObjective.calls) == 1
+    use(5)                                              # the same files again: resumes
+    assert main(more) == 0 and len(FakeObjective.calls) == 2

@@ -79,6 +79,18 @@ def parse(options=None):
     return args
 
 
+def validation_digest(val_dir):
+    """SHA-256 (16 hex digits) of the names and contents of the coadd and truth files
+    of a validation directory (:func:`lbgnet.io.labelled.find_labelled`)."""
+    import hashlib
+    from ..io.catalog import file_sha256
+    from ..io.labelled import find_labelled
+    coadds, truths = find_labelled(val_dir, 'validation')
+    record = [[os.path.basename(c), file_sha256(c), os.path.basename(t), file_sha256(t)]
+              for c, t in zip(coadds, truths)]
+    return hashlib.sha256(repr(record).encode('utf-8')).hexdigest()[:16]
+
+
 def main(args=None, comm=None):
     """Run ``desi_lbg_tune``; return 0 on success, 1 on an input, configuration, storage or
     output error (one line, logged)."""
@@ -198,6 +210,8 @@ def _tune(args, log):
         'trial_minutes': args.trial_minutes, 'seed': args.seed,
         'batch_size': training_options(config)['batch_size'],
         'val_dir': os.path.abspath(args.val_dir) if args.val_dir else None,
+        # what --val-dir holds, not only its path: other files there score other trials
+        'val_files': validation_digest(args.val_dir) if args.val_dir else None,
         'nval': None if args.val_dir else args.nval,
         'search_space': space_record(config), 'config_hash': config_hash(config),
         'simulation_hash': simulation_hash(setup)}, f'{storage} (study {name})')
