@@ -325,6 +325,15 @@ def test_skip_existing_finishes_an_interrupted_run(tmp_path, caplog):
     assert all(read_coadd(p).flux['b'].shape == flux[p].shape for p in coadds)   # untouched
     with pytest.raises(SystemExit):
         parse(args + ['--skip-existing', '--overwrite'])
+    # the same configuration file named another way (its path as typed was fingerprinted:
+    # every set was refused as another run's)
+    from lbgnet.config import etc_dir
+    os.remove(cut)
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert main(args + ['--skip-existing', '--config',
+                            os.path.join(etc_dir(), 'lbgnet-mock.yaml')]) == 0, caplog.text
+    assert '2 kept from an earlier run' in caplog.text
 
 
 def test_parse_rejects_bad_options():
@@ -333,12 +342,16 @@ def test_parse_rejects_bad_options():
                 ['--zmin', '-0.5', '--zmax', '0.5'], ['--zmin', '0', '--zmax', '0.5'],
                 ['--rmag-min', '22', '--rmag-max', 'inf'], ['--zmin', 'nan', '--zmax', '3'],
                 ['--seed', '-1'], ['--classes', 'LBG', 'LBG'], ['--classes', 'LBG', 'QSO', 'LBG'],
-                ['--classes', 'STAR', '--zmin', '2', '--zmax', '3']):    # no LBG to place
+                ['--classes', 'STAR', '--zmin', '2', '--zmax', '3']):    # nothing to place
         with pytest.raises(SystemExit) as exc:
             parse(['--outdir', 'x', '--nspec', '10'] + bad)
         assert exc.value.code == 2, bad
     assert parse(['--outdir', 'x', '--nspec', '10', '--classes', 'LBG', 'STAR', '--zmin', '2',
                   '--zmax', '3']).zmin == 2
+    # the LBG range also places the [OII]-as-Lya galaxies: a contaminant-only test set of
+    # one regime (it was refused as "ignored")
+    assert parse(['--outdir', 'x', '--nspec', '10', '--classes', 'GALAXY', '--zmin', '2.4',
+                  '--zmax', '2.6']).zmax == 2.6
 
 
 def test_low_lbg_range_is_drawn_without_oii_aliases(tmp_path, caplog):

@@ -338,6 +338,29 @@ def test_mock_headers_do_not_depend_on_what_was_imported():
     assert {'python', 'numpy', 'desispec', 'lbgnet', 'LBGNET_MOCK_CONFIG'} <= set(names)
 
 
+def test_coadd_headers_do_not_depend_on_what_was_imported(tmp_path):
+    """desispec's write_spectra adds desiutil's add_dependencies to the coadd's primary
+    and FIBERMAP headers: under --mpi they gained mpi4py, so a mock coadd written under
+    MPI had another fingerprint than a serial one.  The caller's versions are kept."""
+    from lbgnet.io.mock import provenance_header
+    from lbgnet.io.spectra import minimal_fibermap, write_coadd
+    importlib.import_module('mpi4py')
+    assert 'mpi4py' in sys.modules
+    header = provenance_header({'MOCKSEED': 1}, 'lbgnet-mock.yaml')
+    wave = {'b': np.linspace(3600.0, 5800.0, 50)}
+    flux = {'b': np.ones((3, 50), np.float32)}
+    path = str(tmp_path / 'coadd-x.fits')
+    write_coadd(path, wave, flux, flux, minimal_fibermap(np.arange(3) + 10),
+                meta={k: (header[k], header.comments[k]) for k in header})
+    with fits.open(path) as hdul:
+        for name in ('PRIMARY', 'FIBERMAP'):
+            names = [hdul[name].header[k] for k in hdul[name].header if k.startswith('DEPNAM')]
+            assert 'mpi4py' not in names and {'python', 'numpy', 'desispec'} <= set(names), name
+            if name == 'PRIMARY':
+                assert {'lbgnet', 'LBGNET_MOCK_CONFIG'} <= set(names)
+        assert all(hdu.verify_checksum() == 1 for hdu in hdul)
+
+
 def test_example_is_refused_with_a_communicator_of_several_ranks(caplog):
     """--example runs in one process: main(['--example'], comm) with 2 ranks made every
     rank refuse in the mock with a misleading 'without --mpi' error (each in its own

@@ -244,6 +244,32 @@ def set_dependencies(header):
         setdep(header, module, _dist_version(dists))
 
 
+def fix_dependencies(path, keep=None, extnames=('PRIMARY', 'FIBERMAP')):
+    """Replace the ``DEPNAMnn/DEPVERnn`` keywords desispec's writers add to the HDUs
+    `extnames` of a FITS file (desiutil's ``add_dependencies``: the modules the run
+    happened to import, mpi4py under MPI) with :func:`set_dependencies`, in place.
+
+    Parameters
+    ----------
+    path : str
+    keep : astropy.io.fits.Header, optional
+        Dependencies the caller set (e.g. ``lbgnet``), written back into the primary HDU.
+    extnames : sequence of str, optional
+    """
+    from desiutil.depend import iterdep
+    with fits.open(path, mode='update', memmap=False, checksum=False) as hdul:
+        for hdu in hdul:
+            if hdu.name not in extnames and not (hdu is hdul[0] and 'PRIMARY' in extnames):
+                continue
+            header = hdu.header
+            for key in [k for k in header if k.startswith(('DEPNAM', 'DEPVER'))]:
+                del header[key]
+            set_dependencies(header)
+            if hdu is hdul[0] and keep is not None:
+                for name, version in iterdep(keep):
+                    setdep(header, name, version)
+
+
 def provenance_header(cards=(), dependencies=None):
     """A FITS header with code versions (``desiutil.depend`` keywords) and run parameters.
 

@@ -79,12 +79,22 @@ def write_coadd(path, wave, flux, ivar, fibermap, mask=None, resolution=None,
                    resolution_data=resolution, fibermap=fibermap, exp_fibermap=exp_fibermap,
                    meta=dict(meta or {}), scores=scores)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    from .catalog import add_checksums
+    from astropy.io import fits
+    from .catalog import add_checksums, fix_dependencies
+    keep = fits.Header()                 # the versions the caller recorded
+    for key, value in (meta or {}).items():
+        if key.startswith(('DEPNAM', 'DEPVER')):
+            keep[key] = value[0] if isinstance(value, tuple) else value
+
+    def write(name):
+        write_spectra(name, spec)
+        # desispec records the modules this run imported (mpi4py under MPI): the same
+        # inputs would give other headers, and other coadd fingerprints
+        fix_dependencies(name, keep)
+        add_checksums(name)          # desispec's CHECKSUM comments hold the time of writing
     if not atomic:
-        write_spectra(path, spec)
-        add_checksums(path)          # desispec's CHECKSUM comments hold the time of writing
+        write(path)
         return path
     with atomic_path(path) as tmp:
-        write_spectra(tmp, spec)
-        add_checksums(tmp)
+        write(tmp)
     return path

@@ -92,10 +92,13 @@ def parse(options=None):
             parser.error(f'--{lo.replace("_", "-")} must be below --{hi.replace("_", "-")}')
     if args.zmin is not None and args.zmin <= 0:
         parser.error(f'--zmin must be positive (an LBG redshift), got {args.zmin}')
-    if args.zmin is not None and args.classes and 'LBG' not in args.classes:
-        parser.error(f'--zmin/--zmax set the LBG redshifts, but --classes '
-                     f'{" ".join(args.classes)} has no LBG (they would be ignored, yet '
-                     'recorded in the headers)')
+    if args.zmin is not None and args.classes and not {'LBG', 'GALAXY'} & set(args.classes):
+        # the LBG range also places the [OII]-as-Lya galaxies (a contaminant-only set of
+        # one redshift regime)
+        parser.error(f'--zmin/--zmax set the LBG redshifts (and those of the galaxies '
+                     f'whose [OII] mimics their Lya), but --classes {" ".join(args.classes)} '
+                     'has neither LBG nor GALAXY (they would be ignored, yet recorded in the '
+                     'headers)')
     if args.efftime_min is not None and args.efftime_min <= 0:
         parser.error('--efftime-min must be positive')
     if args.efftime_max is not None and args.efftime_max > MAX_EFFTIME:
@@ -204,7 +207,9 @@ def run_fingerprint(setup, cards, with_resolution):
     -------
     str
     """
-    content = dict(config=setup.simcfg, simhash=simulator_hash(setup),
+    # the configuration's content, not the path it was named by (``_source``)
+    config = {k: v for k, v in setup.simcfg.items() if k != '_source'}
+    content = dict(config=config, simhash=simulator_hash(setup),
                    cards=[[key, value] for key, value, _ in cards],
                    resolution=bool(with_resolution))
     text = json.dumps(content, sort_keys=True, default=str)
