@@ -1,6 +1,7 @@
 """Tests of the mock files' DESI metadata and of desi_lbg_mock's early checks: ZWARN and
 TSNR2 of dead fibres, NIGHT vs MJD, PHOTSYS, the EFFTIME limit, --sky-lines and --outdir."""
 import logging
+import os
 
 import numpy as np
 import pytest
@@ -233,3 +234,28 @@ def test_sky_line_files_are_checked_and_one_sample_lines_keep_their_flux(tmp_pat
     np.savetxt(sky, np.c_[grid / 10, flux])
     with pytest.raises(InputFileError, match='no positive flux between 3600 and 9824'):
         read_sky_lines(str(sky))
+
+
+@pytest.mark.parametrize('edit, message', [
+    ('files: {max_spectra_per_file: 0}', 'mock.files.max_spectra_per_file must be an integer'),
+    ('files: {release: 70000}', 'mock.files.release must be an integer in [0, 32767]'),
+    ('files: {nside: 1024}', 'mock.files.nside must be an integer in [1, 256]'),
+    ('files: {nside: 48}', 'mock.files.nside must be a power of 2'),
+    ('target_bits: {DESI_TARGET: [NOT_A_BIT]}', "mock.target_bits: unknown DESI_TARGET bit"),
+])
+def test_bad_files_settings_are_one_error_before_any_simulation(tmp_path, caplog, edit,
+                                                                 message):
+    """A zero max_spectra_per_file was a ZeroDivisionError traceback; an unknown target
+    bit, a RELEASE beyond the FIBERMAP's int16 or an nside whose pixels overflow the
+    TARGETID's BRICKID field failed in every file, after its simulation, with a
+    traceback.  Each is one line naming the configuration, and nothing is written."""
+    from lbgnet.config import etc_dir
+    cfg = tmp_path / 'bad-mock.yaml'
+    cfg.write_text(f"base: {os.path.join(etc_dir(), 'lbgnet-mock.yaml')}\nmock:\n  {edit}\n")
+    out = tmp_path / 'out'
+    with caplog.at_level(logging.ERROR):
+        assert main(['--config', str(cfg), '--outdir', str(out), '--nspec', '5',
+                     '--no-resolution']) == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and str(cfg) in errors[0] and message in errors[0], errors
+    assert 'Traceback' not in caplog.text and not out.exists()

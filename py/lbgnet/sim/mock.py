@@ -235,7 +235,8 @@ def mock_settings(config):
     lbgnet.config.ConfigError
         If a section or one of its required keys is missing, ``mock.efftime_range`` or
         ``generator.efftime_range`` is not a pair that passes :func:`check_efftime_range`,
-        or a dead fibre/arm fraction is outside [0, 1].
+        a dead fibre/arm fraction is outside [0, 1], or ``mock.files`` / ``target_bits``
+        fail :func:`check_files_section`.
     """
     need = {'mock': ('efftime_range', 'efftime_per_exposure', 'exptime_per_efftime',
                      'dead_fibre_fraction', 'dead_arm_fraction', 'tsnr2_per_efftime', 'files',
@@ -266,7 +267,45 @@ def mock_settings(config):
     for key in ('dead_fibre_fraction', 'dead_arm_fraction'):
         if not 0 <= float(mock[key]) <= 1:
             raise ConfigError(f'{config.source}: mock.{key} must be in [0, 1], not {mock[key]!r}')
+    check_files_section(mock, config.source)
     return config.extra['mock'], config.extra['redrock_mock']
+
+
+#: Largest healpix nside whose pixel numbers fit the 20-bit BRICKID field of a TARGETID
+#: (the mock stores its pixel there), and the largest RELEASE (an int16 FIBERMAP column).
+MAX_MOCK_NSIDE, MAX_MOCK_RELEASE = 256, 32767
+
+
+def check_files_section(mock, source):
+    """Check ``mock.files`` and ``mock.target_bits`` before anything is simulated (each
+    failed in every file, after its simulation, with a traceback).
+
+    Raises
+    ------
+    lbgnet.config.ConfigError
+        Naming `source` and the key.
+    """
+    from .fibermap import target_bits
+    files = mock['files']
+    if not isinstance(files, dict):
+        raise ConfigError(f'{source}: mock.files must be a mapping')
+
+    def integer(key, lo, hi):
+        value = files.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
+                or not lo <= value <= hi:
+            raise ConfigError(f'{source}: mock.files.{key} must be an integer in [{lo}, {hi}], '
+                              f'not {value!r}')
+        return int(value)
+    integer('max_spectra_per_file', 1, 2 ** 22)          # the OBJID field of a TARGETID
+    integer('release', 0, MAX_MOCK_RELEASE)
+    nside = integer('nside', 1, MAX_MOCK_NSIDE)
+    if nside & (nside - 1):
+        raise ConfigError(f'{source}: mock.files.nside must be a power of 2, not {nside}')
+    try:
+        target_bits(mock['target_bits'] or {}, 0)
+    except (ConfigError, AttributeError, TypeError) as err:
+        raise ConfigError(f'{source}: mock.target_bits: {err}') from None
 
 
 def check_efftime_range(efftime_range, mockcfg):
