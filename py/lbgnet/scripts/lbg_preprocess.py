@@ -44,7 +44,9 @@ def parse(options=None):
     parser.add_argument('--config', default='lbgnet-base.yaml',
                         help='configuration (grid) [%(default)s]')
     parser.add_argument('--seed', type=int, help='seed of the example [0]')
-    parser.add_argument('--overwrite', action='store_true', help='replace an existing --output, or redo --outdir files that cannot be kept')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='replace an existing --output, or redo --outdir files that '
+                        'cannot be kept')
     args = parser.parse_args(options)
     if args.output is not None and not args.output:
         parser.error('--output must name a file')
