@@ -5,7 +5,7 @@ Benchmark of desi_lbg_afterburner (issue 6).
 Measures, in one run:
 
 1. end-to-end throughput on ``--nfiles`` healpix-style coadds of ``--nspec`` spectra,
-   model loaded once, (a) one process (TensorFlow on all cores) and (b) ``mpiexec -n 2``
+   model loaded once, (a) one process (the default engine and threads) and (b) ``mpiexec -n 2``
    (one thread per rank): spectra/s of the file loop (read → grid → predict →
    post-process → catalogue → write) and wall time of the whole command; with
    ``--variant NAME=OPTIONS``, also (c) ``mpiexec -n 2`` with extra options (e.g.
@@ -67,9 +67,17 @@ def parse(options=None):
 
 
 def make_mock(outdir, nspec, nfiles, seed, env, resolution=True):
-    """``desi_lbg_mock`` files (coadd + redrock + truth), unless already there."""
-    if os.path.isdir(outdir) and len([f for f in os.listdir(outdir) if f.startswith('coadd-')]) == nfiles:
-        return
+    """``desi_lbg_mock`` files (coadd + redrock + truth), unless already there with `nfiles`
+    coadds of `nspec` spectra each (files of another size are made again: the timings
+    would be of them, reported under this run's sizes)."""
+    import shutil
+    from astropy.io import fits
+    if os.path.isdir(outdir):
+        coadds = [os.path.join(outdir, f) for f in os.listdir(outdir) if f.startswith('coadd-')]
+        if len(coadds) == nfiles and all(fits.getheader(c, 'FIBERMAP')['NAXIS2'] == nspec
+                                         for c in coadds):
+            return
+        shutil.rmtree(outdir)
     cmd = [sys.executable, os.path.join(ROOT, 'bin', 'desi_lbg_mock'), '--outdir', outdir,
            '--nspec', str(nspec * nfiles), '--nfiles', str(nfiles), '--seed', str(seed)]
     run(cmd + ([] if resolution else ['--no-resolution']), env)

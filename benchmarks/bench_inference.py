@@ -22,8 +22,11 @@ import time
 
 import numpy as np
 
-#: Default batch of each engine (the afterburner's).
-ENGINE_BATCH = {'numpy': 64, 'keras': 256, 'eager': 2048}
+def engine_batches():
+    """Default batch of each engine (the afterburner's, from the library)."""
+    from lbgnet.network import DEFAULT_BATCH
+    from lbgnet.npforward import BATCH
+    return {'numpy': BATCH, 'keras': DEFAULT_BATCH, 'eager': 2048}
 
 
 def parse(options=None):
@@ -31,11 +34,11 @@ def parse(options=None):
     parser.add_argument('--config', nargs='+', default=['lbgnet-default.yaml'],
                         help='configuration(s) to time (random weights) [%(default)s]')
     parser.add_argument('--model', help='time a saved model instead of --config')
-    parser.add_argument('--engine', nargs='+', choices=sorted(ENGINE_BATCH),
+    parser.add_argument('--engine', nargs='+', choices=('eager', 'keras', 'numpy'),
                         default=['numpy', 'keras', 'eager'], help='[%(default)s]')
     parser.add_argument('--nspec', type=int, default=20000, help='spectra per pass [%(default)s]')
     parser.add_argument('--batch-size', type=int,
-                        help=f'spectra per forward pass [each engine\'s: {ENGINE_BATCH}]')
+                        help='spectra per forward pass [each engine\'s default]')
     parser.add_argument('--threads', type=int, default=2, help='CPU threads [%(default)s]')
     parser.add_argument('--repeat', type=int, default=3, help='timed passes [%(default)s]')
     return parser.parse_args(options)
@@ -97,7 +100,7 @@ def main(args=None):
         X = rng.normal(0, 1, (args.nspec, config.grid.nbins, 2)).astype(np.float32)
         results[name] = {'nparams': int(model.count_params())}
         for engine in args.engine:
-            batch = args.batch_size or ENGINE_BATCH[engine]
+            batch = args.batch_size or engine_batches()[engine]
             forward = engine_pass(engine, model, config, batch, args.threads)
             rates = time_engine(forward, config, X, args.repeat)
             results[name][engine] = dict(rates, batch_size=batch)

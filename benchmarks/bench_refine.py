@@ -51,7 +51,9 @@ def main(args=None):
     from lbgnet.sim.mock import load_mock_setup, make_mock
     log = get_logger()
     set_threads(args.threads)
-    network = load_network(args.model or default_model_path())
+    # the afterburner's engine on --threads threads (set_threads limits BLAS and
+    # TensorFlow only: the numpy forward pass takes its own thread count)
+    network = load_network(args.model or default_model_path(), threads=args.threads)
     cfg = network.config
     mock = make_mock(load_mock_setup(), args.nspec, np.random.default_rng(5), pixel=3,
                      with_resolution=False)
@@ -82,7 +84,8 @@ def main(args=None):
     net_rate, ref_rate = args.nspec / t_net, args.nspec / t_ref
     per_spectrum = 1.0 / net_rate + (0.0 if t_noise is None else t_noise / args.nspec)
     out = {'nspec': args.nspec, 'threads': args.threads, 'refine_noise': args.refine_noise,
-           'archetypes': archetypes, 'network_spectra_per_s': net_rate,
+           'archetypes': archetypes, 'network_engine': network.engine,
+           'network_threads': args.threads, 'network_spectra_per_s': net_rate,
            'noise_grid_spectra_per_s': None if t_noise is None else args.nspec / t_noise,
            'refine_spectra_per_s': ref_rate,
            'refine_over_network_time_per_spectrum': net_rate / ref_rate,
