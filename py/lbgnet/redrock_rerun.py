@@ -87,12 +87,10 @@ def template_files(templates):
         files.extend(found)
     # one file named twice (itself and its directory, or a link) is one template: Redrock
     # would hold two templates of one type
-    seen, unique = set(), []
+    unique = {}
     for name in files:
-        if os.path.realpath(name) not in seen:
-            seen.add(os.path.realpath(name))
-            unique.append(name)
-    return unique
+        unique.setdefault(os.path.realpath(name), name)
+    return list(unique.values())
 
 
 def zrange_coverage(ranges, zrange):

@@ -244,30 +244,30 @@ def set_dependencies(header):
         setdep(header, module, _dist_version(dists))
 
 
-def fix_dependencies(path, keep=None, extnames=('PRIMARY', 'FIBERMAP')):
+def fix_dependencies(hdul, keep=None, extnames=('PRIMARY', 'FIBERMAP')):
     """Replace the ``DEPNAMnn/DEPVERnn`` keywords desispec's writers add to the HDUs
-    `extnames` of a FITS file (desiutil's ``add_dependencies``: the modules the run
+    `extnames` of an open FITS file (desiutil's ``add_dependencies``: the modules the run
     happened to import, mpi4py under MPI) with :func:`set_dependencies`, in place.
 
     Parameters
     ----------
-    path : str
+    hdul : astropy.io.fits.HDUList
+        Opened for update.
     keep : astropy.io.fits.Header, optional
         Dependencies the caller set (e.g. ``lbgnet``), written back into the primary HDU.
     extnames : sequence of str, optional
     """
     from desiutil.depend import iterdep
-    with fits.open(path, mode='update', memmap=False, checksum=False) as hdul:
-        for hdu in hdul:
-            if hdu.name not in extnames and not (hdu is hdul[0] and 'PRIMARY' in extnames):
-                continue
-            header = hdu.header
-            for key in [k for k in header if k.startswith(('DEPNAM', 'DEPVER'))]:
-                del header[key]
-            set_dependencies(header)
-            if hdu is hdul[0] and keep is not None:
-                for name, version in iterdep(keep):
-                    setdep(header, name, version)
+    for hdu in hdul:
+        if hdu.name not in extnames and not (hdu is hdul[0] and 'PRIMARY' in extnames):
+            continue
+        header = hdu.header
+        for key in [k for k in header if k.startswith(('DEPNAM', 'DEPVER'))]:
+            del header[key]
+        set_dependencies(header)
+        if hdu is hdul[0] and keep is not None:
+            for name, version in iterdep(keep):
+                setdep(header, name, version)
 
 
 def provenance_header(cards=(), dependencies=None):
@@ -571,7 +571,7 @@ def gzip_without_time(src, dest):
             shutil.copyfileobj(fin, fout)
 
 
-def add_checksums(path):
+def add_checksums(path, dependencies=None):
     """Add ``CHECKSUM``/``DATASUM`` cards to every HDU of a FITS file, in place.
 
     As desispec's writers do, so that a later corruption is detectable, but with a fixed
@@ -579,6 +579,13 @@ def add_checksums(path):
     which would make two runs on the same inputs write different files.  Cards already in
     the file (written by desispec) are removed first: astropy would write them again, with
     a time stamp, when the file is closed.
+
+    Parameters
+    ----------
+    path : str
+    dependencies : astropy.io.fits.Header, optional
+        When given, the ``DEPNAMnn/DEPVERnn`` keywords of the primary and FIBERMAP
+        headers are replaced in the same pass (:func:`fix_dependencies`, keeping these).
     """
     with fits.open(path, mode='update', memmap=False, checksum=False) as hdul:
         # cards already there (desispec's writer) would be written again, with a time
@@ -587,6 +594,8 @@ def add_checksums(path):
         for hdu in stamped:
             for key in ('CHECKSUM', 'DATASUM'):
                 hdu.header.remove(key, ignore_missing=True)
+        if dependencies is not None:
+            fix_dependencies(hdul, dependencies)
     with fits.open(path, mode='update', memmap=False, checksum=False) as hdul:
         for hdu in hdul:
             hdu.add_checksum(when='checksum (no time stamp)')

@@ -80,7 +80,7 @@ def write_coadd(path, wave, flux, ivar, fibermap, mask=None, resolution=None,
                    meta=dict(meta or {}), scores=scores)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     from astropy.io import fits
-    from .catalog import add_checksums, fix_dependencies
+    from .catalog import add_checksums
     keep = fits.Header()                 # the versions the caller recorded
     for key, value in (meta or {}).items():
         if key.startswith(('DEPNAM', 'DEPVER')):
@@ -88,10 +88,10 @@ def write_coadd(path, wave, flux, ivar, fibermap, mask=None, resolution=None,
 
     def write(name):
         write_spectra(name, spec)
-        # desispec records the modules this run imported (mpi4py under MPI): the same
-        # inputs would give other headers, and other coadd fingerprints
-        fix_dependencies(name, keep)
-        add_checksums(name)          # desispec's CHECKSUM comments hold the time of writing
+        # desispec's CHECKSUM comments hold the time of writing, and its DEPNAM cards the
+        # modules this run imported (mpi4py under MPI): the same inputs would give other
+        # headers, and other coadd fingerprints
+        add_checksums(name, dependencies=keep)
     if not atomic:
         write(path)
         return path

@@ -69,9 +69,9 @@ def parse(options=None):
         parser.error(f'--startup-trials must be >= 0, not {args.startup_trials}')
     if args.batch_size is not None and args.batch_size < 1:
         parser.error(f'--batch-size must be >= 1, not {args.batch_size}')
-    if args.study_name is not None and (not args.study_name.strip() or args.study_name in ('.', '..')
-                                        or any(sep and sep in args.study_name
-                                               for sep in (os.sep, os.altsep))):
+    name = args.study_name
+    if name is not None and (not name.strip() or name in ('.', '..')
+                             or any(sep and sep in name for sep in (os.sep, os.altsep))):
         # it names the trials' folder and the result files: a path would put them
         # outside --workdir and --outdir
         parser.error(f'--study-name must be a plain name (it names files and a folder), '
