@@ -158,8 +158,9 @@ def sky_residual(flux, ivar, lines, excess, window=25, min_lines_sigma=3.0):
     """Fractional sky-line residual ε, matching the scatter in units of the pipeline σ.
 
     At pixels where the scaled sky lines exceed `min_lines_sigma` × the median σ,
-    E[(f − running median)²/var] = excess² + ε²·lines²/var; solved for ε² in
-    the least-squares sense over faint fibres.
+    E[(f − running median)²/var] = excess² + ε²·lines²/var; ε² is the sum over faint
+    fibres and those pixels of the left side minus excess², divided by the sum of
+    lines²/var (a moment estimator, not a least-squares fit).
     """
     var = 1.0 / np.where(ivar > 0, ivar, np.nan)
     faint = np.median(smooth_flux(flux), axis=1) < FAINT_FLUX
