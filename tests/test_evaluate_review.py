@@ -315,3 +315,45 @@ def test_chosen_threshold_stays_in_the_range_postprocess_accepts(config):
         assert c_thresh == 0.0 and all(0 <= row['c_thresh'] <= 1 for row in table.values())
         res = catalog_from_raw(raw, config, c_thresh=c_thresh, n_thresh=n_thresh, calibrate=False)
         assert np.sum(res['IS_LBG']) == np.sum(np.max(conf, axis=2).max(axis=1) > 0)
+
+
+def test_operating_point_far_from_the_score_stays_in_view(monkeypatch):
+    """At a threshold far above the purity = efficiency point (efficiency 0.37) the
+    operating point's square was drawn outside the right panel, and the legend called the
+    threshold 0.9999 "1.000" (which selects nothing)."""
+    from lbgnet import plots
+    figures = []
+    monkeypatch.setattr(plots, 'save_png', lambda fig, path: figures.append(fig) or path)
+    curve = {'threshold': [0.1, 0.5, 0.9999], 'purity': [0.8, 0.94, 1.0],
+             'efficiency': [0.99, 0.94, 0.37]}
+    metrics = {'all': {'pe_score': 0.94, 'pe_threshold': 0.5, 'c_thresh': 0.9999,
+                       'efficiency': 0.37, 'purity': 1.0, 'curve': curve}}
+    plots.plot_purity_efficiency(metrics, 'pe.png')
+    left, right = figures[0].axes
+    square = next(line for line in right.lines if line.get_marker() == 's')
+    assert right.get_xlim()[0] < square.get_xdata()[0] < right.get_xlim()[1]
+    labels = [t.get_text() for t in left.get_legend().get_texts()]
+    assert 'selection threshold 0.9999' in labels, labels
+    assert plots.threshold_text(0.912) == '0.912' and plots.threshold_text(1.0) == '1.000'
+    assert plots.threshold_text(0.0004) == '0.0004'
+
+
+def test_contaminant_only_figures_say_so(monkeypatch):
+    """A test of contaminants alone: the y label named purity and efficiency for a curve
+    of the fraction of contaminants selected, and the efficiency figure was two empty
+    panels."""
+    from lbgnet import plots
+    from lbgnet.evaluate import evaluate_predictions
+    n = 10
+    c_lbg = np.linspace(0.0, 0.95, n)
+    pred = {'C_LBG': c_lbg, 'IS_LBG': c_lbg > 0.7, 'Z_LBG': np.full(n, 2.5),
+            'Z_BESTLINE': np.full(n, 2.5)}
+    truth = {'CLASS': np.array(['STAR'] * n), 'Z_TRUE': np.zeros(n), 'RMAG': np.full(n, 22.0)}
+    regimes = evaluate_predictions(truth, pred, 0.7)
+    figures = []
+    monkeypatch.setattr(plots, 'save_png', lambda fig, path: figures.append(fig) or path)
+    plots.plot_purity_efficiency(regimes, 'pe.png')
+    assert figures[0].axes[0].get_ylabel() == 'fraction of the contaminants selected'
+    plots.plot_efficiency_bins(regimes, 'eff.png')
+    for ax in figures[1].axes:
+        assert [t.get_text() for t in ax.texts] == ['no true LBG in the test']

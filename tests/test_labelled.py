@@ -696,3 +696,41 @@ def test_chunk_size_must_be_positive(labelled_dir):
         with pytest.raises(ValueError, match='chunk_size must be a whole number >= 1'):
             next(iter_coadd_chunks(coadd, bad))
     assert sum(block.nspec for _, _, block in iter_coadd_chunks(coadd, 7)) > 0
+
+
+def test_mock_truth_with_lower_case_classes_is_read_like_evaluate(tmp_path, labelled_dir, config):
+    """The labels are normalised before the TRUTHSUM comparison (as desi_lbg_evaluate
+    does): a lower-case CLASS in a mock truth was called another mock run."""
+    from astropy.io import fits
+    from lbgnet.scripts.lbg_train import read_labelled
+    coadds, truths = find_labelled(labelled_dir)
+    out = tmp_path / 'lower'
+    out.mkdir()
+    shutil.copy(coadds[0], out / os.path.basename(coadds[0]))
+    table = Table.read(truths[0], 'TRUTH')
+    assert 'TRUTHSUM' in fits.getheader(coadds[0], 0)
+    table['CLASS'] = np.char.lower(np.asarray(table['CLASS']).astype(str))
+    table.write(out / os.path.basename(truths[0]))
+    spectra = read_labelled_spectra(*find_labelled(str(out)))
+    assert 'LBG' in set(spectra.truth['CLASS'])
+    assert 'LBG' in set(read_labelled(*find_labelled(str(out)), config)[2]['CLASS'])
+
+
+def test_truth_rows_without_a_spectrum(tmp_path, labelled_dir, config, caplog):
+    """--val-dir refuses truth objects missing from their coadd, as desi_lbg_evaluate
+    does (they vanished from the validation metrics); training files warn."""
+    from lbgnet.scripts.lbg_train import read_labelled
+    extra, truth = hand_labelled(tmp_path, labelled_dir, name='extra')
+    truth_path = find_labelled(str(extra))[1][0]
+    tid = np.concatenate([np.asarray(truth['TARGETID']), [12345, 12346]])
+    write_hand_truth(truth_path, tid, np.concatenate([np.asarray(truth['CLASS']).astype('U8'),
+                                                      ['STAR', 'STAR']]),
+                     np.concatenate([np.asarray(truth['Z_TRUE'], dtype=float), [0.0, 0.0]]))
+    with pytest.raises(InputFileError, match=r'2 TARGETID\(s\) of truth-.* have no row in this '
+                                             'coadd'):
+        read_labelled(*find_labelled(str(extra)), config)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        spectra = read_labelled_spectra(*find_labelled(str(extra)))
+    assert f'{len(tid)} rows have no spectrum' in caplog.text and '2 of its' in caplog.text
+    assert not set(spectra.truth['TARGETID']) & {12345, 12346}

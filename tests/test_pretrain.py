@@ -64,3 +64,33 @@ def test_pretrain_qso_then_finetune_lbg(tmp_path):
     np.testing.assert_array_equal(model.get_layer('fc_common').get_weights()[0],
                                   qso.get_layer('fc_common').get_weights()[0])
     assert len(build_model(lbg_cfg).output_shape) == 4 and model.output_shape[1] == 16
+
+
+def test_evaluate_scores_a_qso_finder_on_quasars(tmp_path, caplog):
+    """desi_lbg_evaluate counts the model's target class as positive, as training does:
+    a QSO finder scored on LBGs reported LBG efficiencies for it."""
+    import json
+    import logging
+    from astropy.table import Table
+    from lbgnet.io.modelfile import save_model
+    from lbgnet.model import build_model
+    from lbgnet.scripts.lbg_evaluate import main
+    from lbgnet.train import set_seeds
+    from test_evaluate import _mock_files
+    cfg = apply_target(load_config('lbgnet-qso.yaml'))
+    cfg = dataclasses.replace(cfg, extra=dict(cfg.extra, model=dict(
+        cfg.extra['model'], conv_layers=2, filters=8, kernel_size=5, strides=4, dense_units=16)))
+    set_seeds(0)
+    model = save_model(str(tmp_path / 'qso.weights.h5'), build_model(cfg), cfg)[0]
+    paths = _mock_files(tmp_path, nspec=60, seed=5)
+    classes = np.char.strip(np.asarray(Table.read(paths['truth'], 'TRUTH')['CLASS']).astype(str))
+    assert (classes == 'QSO').sum() > 0 and (classes == 'LBG').sum() > 0
+    with caplog.at_level(logging.WARNING):
+        assert main(['--model', model, '--coadd', paths['coadd'], '--truth', paths['truth'],
+                     '--outdir', str(tmp_path / 'ev'), '--include-bad-fibres']) == 0
+    assert 'finds QSO, not LBGs: no template refinement' in caplog.text
+    metrics = json.load(open(tmp_path / 'ev' / 'metrics.json'))
+    assert metrics['inputs']['target_class'] == 'QSO' and 'refine' not in metrics['inputs']
+    everything = metrics['regimes']['all']
+    assert everything['nlbg'] == (classes == 'QSO').sum()
+    assert everything['nlbg'] + everything['ncontaminant'] == classes.size

@@ -227,9 +227,9 @@ def read_catalog_input(path, names, include_bad, c_thresh):
     return res, all_tid, made
 
 
-def _check_truth_covered(truth_tid, all_tid, path, truth_path, what):
+def check_truth_covered(truth_tid, all_tid, path, truth_path, what):
     """Every truth object must have a row in the coadd or catalogue `what` (a missing one
-    would vanish silently from the metrics)."""
+    would vanish silently from the metrics); raises :class:`lbgnet.io.InputFileError`."""
     present = np.isin(truth_tid, all_tid)
     if truth_tid.size and not present.any():
         raise InputFileError(path, f'none of the {truth_tid.size} TARGETIDs of '
@@ -253,6 +253,9 @@ def collect(args, config, network=None, refiner=None, zrange=None):
     -------
     pred : dict of numpy.ndarray
     truth : dict of numpy.ndarray
+        For a network of another target class (:func:`lbgnet.targets.target_class`) its
+        CLASS is relabelled by :func:`lbgnet.targets.metric_truth`: that class is
+        ``'LBG'``, the true LBGs ``'LBG*'``.
     extras : dict
         TARGETIDs per file, the number of spectra left out (dead fibres), the ``SIMHASH``
         of each truth file (None when absent), the selection and, for coadd input, the
@@ -272,6 +275,7 @@ def collect(args, config, network=None, refiner=None, zrange=None):
     from .io.labelled import check_labels
     from .io.mock import check_truth_matches, mock_keywords, read_truth
     from .progress import Progress
+    from .targets import metric_truth, target_class
     inputs = args.coadd or args.catalog
     check_distinct_inputs(inputs)
     check_distinct_inputs(args.truth)        # also catches copies of one coadd / catalogue
@@ -285,7 +289,7 @@ def collect(args, config, network=None, refiner=None, zrange=None):
         # the truth's own problems first: the TRUTHSUM comparison below would blame them
         # on truth and coadd from different mock runs
         unique_targetids(truth['TARGETID'], truth_path)
-        check_labels(truth, truth_path)
+        check_labels(truth, truth_path, target_class(config))
         check_not_a_copy(truth, truth_path, contents)
         if args.coadd:
             tid, res, X, conf, offset, all_tid = predict_coadd(
@@ -312,7 +316,7 @@ def collect(args, config, network=None, refiner=None, zrange=None):
                                      f'with {refinement}: evaluate them apart')
             engines.add(made['engine'])
             tid = res['TARGETID']
-        _check_truth_covered(np.asarray(truth['TARGETID']), all_tid, path, truth_path,
+        check_truth_covered(np.asarray(truth['TARGETID']), all_tid, path, truth_path,
                              'coadd' if args.coadd else 'catalogue')
         nexcluded += all_tid.size - len(tid)
         # rows first: a truth file that lacks some TARGETIDs or repeats them is named as
@@ -332,7 +336,9 @@ def collect(args, config, network=None, refiner=None, zrange=None):
                                 refinement is not None or np.isfinite(pred['Z_TPL']).any()):
         for key in TEMPLATE_KEYS:    # catalogues made with --no-refine: nothing to report
             pred.pop(key, None)
-    truth = {k: np.concatenate([t[k] for t in truths]) for k in truths[0]}
+    # a network trained to find another class (a QSO finder) is scored on that class,
+    # as its training scored it: the metrics count class 'LBG' as positive
+    truth = metric_truth({k: np.concatenate([t[k] for t in truths]) for k in truths[0]}, config)
     if args.coadd:
         selection = (config.selection.c_thresh if args.c_thresh is None else args.c_thresh,
                      config.selection.n_thresh if args.n_thresh is None else args.n_thresh)

@@ -25,6 +25,8 @@ BN_EPSILON = 1e-3
 ARCHITECTURES = ('linefinder', 'direct', 'hybrid')
 #: Defaults of ``model.direct``.
 DIRECT_DEFAULTS = {'units': 64, 'z_range': [1.5, 5.0]}
+#: Columns of the direct head and of its target: (P or truth flag, z, σ or unused).
+NDIRECT = 3
 
 
 def architecture(config):

@@ -19,7 +19,8 @@ from matplotlib.ticker import MaxNLocator
 
 from .io.atomic import atomic_path
 
-#: Resolution of the PNG files (dots per inch); keeps each file well below 300 kB.
+#: Resolution of the PNG files (dots per inch): most figures stay below 300 kB (a tall
+#: ``examples.png`` of many spectra is larger).
 DPI = 90
 REGIME_COLORS = {'all': 'k', 'lowz': 'tab:blue', 'midz': 'tab:green', 'highz': 'tab:red'}
 
@@ -115,19 +116,33 @@ def plot_purity_efficiency(metrics, path, title=''):
                 if res['pe_score'] is not None or res is alone]
     if c_thresh and c_thresh[0] is not None and np.isfinite(c_thresh[0]):
         ax.axvline(c_thresh[0], color='0.4', ls='--', lw=0.8,
-                   label=f'selection threshold {c_thresh[0]:.3f}')
+                   label=f'selection threshold {threshold_text(c_thresh[0])}')
     ax.set_xlabel('threshold on C_LBG')
-    ax.set_ylabel('purity (solid) / efficiency (dotted)')
-    # from 0.5 (the shipped model's range), lower for a weaker model so that every
-    # regime's purity = efficiency point stays in view
     scores = [res['pe_score'] for res in metrics.values() if res['pe_score'] is not None]
-    ax.set_ylim(0.0 if not scores else min([0.5] + [score - 0.05 for score in scores]), 1.005)
+    ax.set_ylabel('purity (solid) / efficiency (dotted)' if scores else
+                  'fraction of the contaminants selected')
+    # from 0.5 (the shipped model's range), lower for a weaker model or a threshold far
+    # from the purity = efficiency point, so that every regime's purity = efficiency point
+    # and operating point (right panel) stay in view
+    points = scores + [res[key] for res in metrics.values() if res['pe_score'] is not None
+                       for key in ('efficiency', 'purity')
+                       if res.get(key) is not None and np.isfinite(res[key])]
+    ax.set_ylim(0.0 if not scores else min([0.5] + [value - 0.05 for value in points]), 1.005)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc='lower center', ncol=2)
     ax.set_title(title)
     _purity_vs_efficiency(fig.add_subplot(1, 2, 2), metrics, ax.get_ylim()[0], title)
     fig.tight_layout()
     return save_png(fig, path)
+
+
+def threshold_text(value):
+    """A threshold on C_LBG for a legend or log line: 3 decimals, more where 3 would
+    round it to 0 or 1 (0.9999 is not "1.000", which would select nothing)."""
+    text = f'{value:.3f}'
+    if value not in (0.0, 1.0) and text in ('0.000', '1.000', '-0.000'):
+        text = f'{value:.6g}'
+    return text
 
 
 def _purity_vs_efficiency(ax, metrics, low, title):
@@ -328,6 +343,9 @@ def plot_efficiency_bins(metrics, path, title=''):
         ax.set_ylabel('efficiency')
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
+        if not np.any(ntrue > 0):
+            ax.text(0.5, 0.5, 'no true LBG in the test', transform=ax.transAxes,
+                    ha='center', va='center', color='0.4')
     if title:
         fig.suptitle(title)
     fig.tight_layout()

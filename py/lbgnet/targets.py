@@ -18,7 +18,8 @@ else (grid, boxes, encoding, losses) is unchanged.  The validation metrics of
 :mod:`lbgnet.evaluate` count class ``'LBG'`` as positive: :func:`metric_truth` relabels the
 target class as ``'LBG'`` and the true LBGs as ``'LBG*'`` (a contaminant) for them.
 
-Pure numpy, vectorised over spectra.
+Pure numpy, vectorised over spectra; imports no Keras (``desi_lbg_evaluate`` uses it
+under the numpy engine).
 """
 import dataclasses
 
@@ -27,7 +28,7 @@ import numpy as np
 from .config import ConfigError, line_list
 from .evaluate import LBG_CLASS
 from .labels import make_targets
-from .variants import NDIRECT, architecture
+from .modelspec import NDIRECT, architecture
 
 #: Class name the real LBGs get in :func:`metric_truth` when another class is the target.
 RELABELLED_LBG = 'LBG*'

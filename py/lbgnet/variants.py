@@ -43,14 +43,12 @@ import numpy as np
 from keras import ops
 
 from .config import ConfigError, as_float, check_keys
-from .modelspec import architecture, direct_options
+from .modelspec import NDIRECT, architecture, direct_options
 
 #: Defaults of ``loss.direct``.
 DIRECT_LOSS_DEFAULTS = {'gamma': 1.0, 'dz_scale': 0.01, 'weight': 1.0}
 #: Smallest σ the direct head can predict (in Δz/(1+z)).
 SIGMA_FLOOR = 1e-4
-#: Columns of the direct head and of its target: (P or truth flag, z, σ or unused).
-NDIRECT = 3
 EPSILON = 1e-7
 
 

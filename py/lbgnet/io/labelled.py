@@ -220,8 +220,13 @@ def read_labelled_spectra(coadds, truths, target='LBG', config=None):
                                  f'{os.path.basename(coadds[0])}: labelled files must share '
                                  'one wavelength layout')
         truth = read_truth(truth_path)
-        check_truth_matches(coadd_path, truth_path, truth)
+        # the labels first: CLASS is normalised before the TRUTHSUM comparison
         check_labels(truth, truth_path, target, config)
+        check_truth_matches(coadd_path, truth_path, truth)
+        absent = ~np.isin(unique_targetids(truth['TARGETID'], truth_path), targetid)
+        if np.any(absent):
+            log.warning('%s: %d of its %d rows have no spectrum in %s: not used', truth_path,
+                        int(absent.sum()), len(truth), os.path.basename(coadd_path))
         good = np.zeros(coadd.nspec, dtype=bool)
         for band in bands:
             ivar = coadd.ivar[band]

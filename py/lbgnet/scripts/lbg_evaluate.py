@@ -311,7 +311,8 @@ def load_coadd_network(args, model_path):
 def evaluate_into(args, model_path, log):
     """The evaluation of :func:`main` once ``--outdir`` exists; its return status."""
     from ..network import training_zrange
-    from ..evaluate import evaluate_predictions
+    from ..evaluate import LBG_CLASS, evaluate_predictions
+    from ..targets import target_class
     from ..io.evaluation import write_json
     from ..io.modelfile import read_model_description
     try:
@@ -321,7 +322,11 @@ def evaluate_into(args, model_path, log):
             config, metadata = network.config, network.metadata
             from .lbg_afterburner import warn_checkpoint
             warn_checkpoint(model_path, metadata, args)     # its thresholds: untuned
-            refiner = make_refiner(args, config, network.zrange, metadata)
+            if target_class(config) == LBG_CLASS:
+                refiner = make_refiner(args, config, network.zrange, metadata)
+            elif not args.no_refine:
+                log.warning('%s finds %s, not LBGs: no template refinement (its template '
+                            'is for LBGs)', model_path, target_class(config))
         else:
             description, config = read_model_description(model_path)
             metadata = description.get('metadata')
@@ -344,7 +349,7 @@ def evaluate_into(args, model_path, log):
                               'model': os.path.abspath(model_path), 'c_thresh': c_thresh,
                               'nexcluded_bad_fibres': extras['nexcluded'],
                               'include_bad_fibres': bool(args.include_bad_fibres),
-                              'n_thresh': n_thresh,
+                              'n_thresh': n_thresh, 'target_class': target_class(config),
                               'engine': (network.engine if network is not None
                                          else extras['engine'])}}
         metrics['inputs']['simulator'] = compare_simulators(
@@ -403,7 +408,7 @@ def evaluate_into(args, model_path, log):
                  'purity=efficiency score %s; |dz|<0.05 %s, '
                  'sigma_NMAD %s (Z_LBG) / %s (best line)', name, res['nlbg'], res['ncontaminant'],
                  _pm(res['efficiency'], err['efficiency']), _pm(res['purity'], err['purity']),
-                 _fmt(res['c_thresh'], '.3f'), _pm(res['pe_score'], err['pe_score']),
+                 _threshold(res['c_thresh']), _pm(res['pe_score'], err['pe_score']),
                  _pm(res['redshift']['frac_dz_lt_0p05'], err['redshift']['frac_dz_lt_0p05']),
                  _pm(res['redshift']['sigma_nmad'], err['redshift']['sigma_nmad'], '.2e'),
                  _fmt(res['redshift_bestline']['sigma_nmad'], '.2e'))
@@ -441,7 +446,7 @@ def log_pilot_depth(log, name, res):
     log.info('%s: r <= %g (DESI LBG pilot depth): %d LBGs, %d contaminants; purity=efficiency '
              'score %s; at C_LBG > %s efficiency %s, purity %s; |dz|<0.05 %s (Z_LBG)%s', name,
              PILOT_DEPTH, depth['nlbg'], depth['ncontaminant'], _fmt(depth['pe_score']),
-             _fmt(res['c_thresh'], '.3f'), _fmt(depth['efficiency']), _fmt(depth['purity']),
+             _threshold(res['c_thresh']), _fmt(depth['efficiency']), _fmt(depth['purity']),
              _fmt(depth['frac_dz_lt_0p05']),
              '' if tpl is None else f', {_fmt(tpl["frac_dz_lt_0p05"])} (Z_TPL)')
 
@@ -449,6 +454,13 @@ def log_pilot_depth(log, name, res):
 def _fmt(value, spec='.4f'):
     """Format a metric that may be None (undefined, e.g. no LBG in the regime)."""
     return 'n/a' if value is None else format(value, spec)
+
+
+def _threshold(value):
+    """A C_LBG threshold that may be None, as the figures write it
+    (:func:`lbgnet.plots.threshold_text`)."""
+    from ..plots import threshold_text
+    return 'n/a' if value is None else threshold_text(value)
 
 
 def _pm(value, error, spec='.4f'):

@@ -375,15 +375,21 @@ def read_labelled(coadds, truths, config, with_grid=False, noise=None):
     model = None
     if with_grid:
         model = refine_noise_model(DEFAULT_REFINE_NOISE if noise is None else noise)
+    from ..evalinputs import check_truth_covered
     from ..io.labelled import LABEL_COLUMNS, check_labels
     from ..io.mock import check_truth_matches, read_truth
+    from ..io.targetid import unique_targetids
     from ..targets import target_class
     Xs, tables, flux, ivar = [], [], [], []
     for coadd, truth_path in zip(coadds, truths):
         X, targetid, good, info, _ = read_coadd_for_evaluation(coadd, config, model)
         truth = read_truth(truth_path)
-        check_truth_matches(coadd, truth_path, truth)
+        # the labels first, as desi_lbg_evaluate: CLASS is normalised before the TRUTHSUM
+        # comparison, which would otherwise call a lower-case CLASS another mock run
         check_labels(truth, truth_path, target_class(config), config)
+        check_truth_covered(unique_targetids(truth['TARGETID'], truth_path), targetid, coadd,
+                            truth_path, 'coadd')
+        check_truth_matches(coadd, truth_path, truth)
         Xs.append(X[good])
         if with_grid:
             flux.append(info.flux[good])
