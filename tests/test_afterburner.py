@@ -207,7 +207,8 @@ def test_skip_existing_unless_overwrite(tmp_path, model_path, caplog):
     rc, text = run(caplog, '--coadd', coadd, '--model', other)
     assert rc == 1 and '0 skipped, 1 failed' in text and os.stat(output).st_mtime_ns == mtime
     assert f'{output}: exists, made with other settings (LBGMSHA = ' in text
-    assert '--overwrite redoes it' in text and 'older lbgnet' not in text
+    assert 'remove it and its priors file to redo this file (--overwrite redoes every file' in text \
+        and 'older lbgnet' not in text
     rc, text = run(caplog, '--coadd', coadd, '--model', model_path, '--c-thresh', '0.25')
     assert rc == 1 and 'CTHRESH = ' in text and '0.25 in this run' in text
     # the same weights with another description (line agreement, redshift range): other
@@ -274,7 +275,7 @@ def test_resumed_run_splits_only_the_files_left(tmp_path, model_path, caplog):
     open(outs[1], 'w').write('damaged')
     rc, text = run(caplog, '--coadd', str(tmp_path / 'coadd-*.fits'), '--model', model_path)
     assert rc == 1 and '3 skipped, 1 failed' in text
-    assert 'the existing output is not a readable catalogue; --overwrite redoes it' in text
+    assert 'the existing output is not a readable catalogue; remove it and its priors' in text
 
 
 def test_existing_outputs_of_another_coadd_are_not_kept(tmp_path, model_path, caplog):
@@ -300,7 +301,7 @@ def test_existing_outputs_of_another_coadd_are_not_kept(tmp_path, model_path, ca
                    '--priors', priors)
     assert rc == 1 and (f'{priors}: exists, made from {os.path.abspath(coadd1)}, not with the '
                         f'catalogue {out0} (INCOADD, INREDROC') in text
-    assert 'differ); --overwrite redoes the pair' in text
+    assert 'differ); remove both to redo this file' in text
     assert run(caplog, '--coadd', coadd0, '--model', model_path, '--output', out0,
                '--priors', priors0)[0] == 0                    # its own pair is kept
     # the same tree at another path, outputs in one --outdir
@@ -333,7 +334,7 @@ def test_existing_outputs_of_an_earlier_version_of_the_inputs_are_not_kept(tmp_p
     make_pair(str(tmp_path), nspec=8, seed=2)                # both files remade, 8 spectra
     rc, text = run(caplog, *common)
     assert rc == 1 and f'{output}: exists, made from another version of the coadd {coadd}' in text
-    assert '--overwrite redoes it' in text and len(read_catalog(output)[0]) == 6
+    assert 'to redo this file (--overwrite redoes every' in text and len(read_catalog(output)[0]) == 6
     assert run(caplog, *common, '--overwrite')[0] == 0 and len(read_catalog(output)[0]) == 8
     write_test_redrock(coadd.replace('coadd-', 'redrock-'), read_catalog(output)[0]['TARGETID'],
                        z=np.full(8, 1.5))                 # a new Redrock run only
@@ -870,6 +871,26 @@ def test_gzipped_inputs_give_gzipped_outputs(tmp_path, model_path, caplog):
             assert all(h.verify_checksum() == 1 for h in hdul)
     assert sorted(os.listdir(gz)) == sorted(outs + ['coadd-main-dark-100.fits.gz',
                                                      'redrock-main-dark-100.fits.gz'])
+
+
+def test_gzipping_processed_inputs_does_not_write_a_second_catalogue(tmp_path, model_path,
+                                                                    caplog):
+    """A tree processed, then its coadd and Redrock file gzipped: the rerun wrote
+    lbg_cnn-X.fits.gz beside lbg_cnn-X.fits with status 0, and desi_lbg_zcatalog then
+    refused the pair.  The file now fails with one line naming the other catalogue."""
+    import gzip
+    import shutil
+    coadd, output = make_pair(str(tmp_path), nspec=6)
+    assert run(caplog, '--input-dir', str(tmp_path), '--model', model_path, '--no-refine')[0] == 0
+    for name in ('coadd-main-dark-100.fits', 'redrock-main-dark-100.fits'):
+        with open(tmp_path / name, 'rb') as fin, gzip.open(tmp_path / (name + '.gz'), 'wb') as fout:
+            shutil.copyfileobj(fin, fout)
+        os.remove(tmp_path / name)
+    status, text = run(caplog, '--input-dir', str(tmp_path), '--model', model_path, '--no-refine')
+    assert status == 1
+    assert ('lbg_cnn-main-dark-100.fits exists beside it, the catalogue of this coadd '
+            'uncompressed') in text, text
+    assert not os.path.exists(output + '.gz') and os.path.exists(output)
 
 
 def test_recorded_input_paths_with_non_ascii_characters_match(tmp_path):

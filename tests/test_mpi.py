@@ -215,6 +215,32 @@ def test_sigterm_aborts_all_and_leaves_no_temporaries(tmp_path, signalled):
         assert pid1 and not [f for f in temporaries if f'.tmp{pid1}.' in f]
 
 
+def test_rank_signalled_while_importing_does_not_leave_the_others_waiting(tmp_path):
+    """A SIGTERM to one rank while the command's modules are imported (before the ranks
+    are joined under abort_all_on_failure) ended that rank with status 143; the launcher
+    did not end the other, which waited in MPI for ever.  The wrapper's entry point now
+    ends such a rank by the signal itself."""
+    importlib.import_module('mpi4py')     # a requirement: its absence fails
+    (tmp_path / 'slowimport.py').write_text(
+        'import os, signal, time\n'
+        'from mpi4py import MPI\n'
+        'if MPI.COMM_WORLD.rank == 1:             # signalled while importing\n'
+        '    os.kill(os.getpid(), signal.SIGTERM)\n'
+        '    time.sleep(30)\n'
+        'def main():\n'
+        '    MPI.COMM_WORLD.barrier()              # rank 0 waits for rank 1 here\n'
+        '    return 0\n')
+    driver = tmp_path / 'driver.py'
+    driver.write_text('import sys\nfrom lbgnet.parallel import run_entry_point\n'
+                      'sys.exit(run_entry_point("slowimport"))\n')
+    env = launch_env(tmp_path, OMP_NUM_THREADS='1')
+    env['PYTHONPATH'] += os.pathsep + str(tmp_path)
+    proc = subprocess.run([mpiexec(), '-n', '2', sys.executable, str(driver)], env=env,
+                          capture_output=True, text=True, timeout=120)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and 'stopped by SIGTERM' in log, log
+
+
 def test_mock_setup_failing_on_one_rank_stops_every_rank(tmp_path):
     """desi_lbg_mock --mpi: an --outdir that one rank cannot use (a node without the
     file system) stops every rank with that rank's reason; the other rank used to write

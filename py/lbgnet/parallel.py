@@ -7,7 +7,9 @@ MPI launcher tells a process through its environment, and the rule that a rank t
 fails or is stopped takes every rank down with it (:func:`abort_all_on_failure`).
 """
 import argparse
+import importlib
 import os
+import signal
 import sys
 import time
 import traceback
@@ -146,6 +148,38 @@ def stop_if_any_failed(comm, problem, log):
         for r, text in failed:
             log.error('rank %d: %s', r, text)
     return True
+
+
+def run_entry_point(module):
+    """What each ``bin/desi_lbg_*`` script does: ``main()`` of `module`, signals handled.
+
+    SIGTERM, SIGHUP and SIGINT raise :class:`lbgnet.io.atomic.Terminated`
+    (:func:`lbgnet.io.atomic.exit_on_termination`, installed first), so that a command
+    stopped by Slurm removes its temporaries and ends with one line.  Under an MPI launcher
+    a rank that stops that way before :func:`abort_all_on_failure` has joined the ranks
+    (while the command's modules are imported, about a second) would leave the others
+    waiting in MPI for ever; such a rank ends by the signal itself, which the launcher
+    sees, and ends the others.
+
+    Parameters
+    ----------
+    module : str
+        E.g. ``'lbgnet.scripts.lbg_afterburner'``.
+
+    Returns
+    -------
+    int
+        The command's status.
+    """
+    from .io.atomic import Terminated, exit_on_termination
+    exit_on_termination()
+    try:
+        return importlib.import_module(module).main()
+    except Terminated as stop:
+        if launcher_size() > 1 and stop.code > 128:
+            signal.signal(stop.code - 128, signal.SIG_DFL)
+            os.kill(os.getpid(), stop.code - 128)
+        raise
 
 
 #: Seconds a rank stopped by a signal waits before aborting the others (well inside Slurm's

@@ -24,7 +24,8 @@ run before the file counts as done:
   warning, since a coadd's name identifies it within a production;
 * an unreadable catalogue: the file fails.
 
-In every failing case ``--overwrite`` redoes the file.
+In every failing case the message says to remove the pair to redo that file
+(``--overwrite`` redoes every file of the run: a production's other files too).
 """
 import os
 from types import SimpleNamespace
@@ -34,6 +35,13 @@ from .io.catalog import printable_ascii, read_catalog_header
 from .io.errors import InputFileError
 from .io.fitsutil import REDROCK_FINGERPRINT_COLUMNS, header_fingerprint
 from .zcatalog import CONSISTENT_KEYS, describe_difference, differing_keys, shared_keys
+
+
+#: How a file that fails the resume check is redone (the end of every such message).
+REDO = ('remove it and its priors file to redo this file (--overwrite redoes every file '
+        'of the run)')
+#: ... when the priors file does not belong to the catalogue.
+REDO_PAIR = 'remove both to redo this file (--overwrite redoes every file of the run)'
 
 #: Input keywords of a catalogue header and the job attribute each must name.
 INPUT_KEYS = (('INCOADD', 'coadd'), ('INREDROC', 'redrock'))
@@ -99,8 +107,7 @@ def stale_reason(job, settings):
     try:
         header = read_catalog_header(job.output)
     except InputFileError as err:
-        return (f'{err}: the existing output is not a readable catalogue; --overwrite redoes '
-                'it', None, '')
+        return f'{err}: the existing output is not a readable catalogue; {REDO}', None, ''
     revision = str(header.get('LBGGIT') or '')
     reason = _pair_reason(job, header)
     if reason is not None:
@@ -121,7 +128,7 @@ def _pair_reason(job, header):
     try:
         theirs = read_catalog_header(job.priors, extname='PRIORS')
     except InputFileError as err:
-        return f'{err}: the existing priors file is not readable; --overwrite redoes the pair'
+        return f'{err}: the existing priors file is not readable; {REDO_PAIR}'
     differ = [key for key in PAIR_KEYS
               if str(theirs.get(key, '')).strip() != str(header.get(key, '')).strip()]
     if not differ:
@@ -129,8 +136,7 @@ def _pair_reason(job, header):
     made = theirs.get('INCOADD')
     source = f'made from {made}' if made else 'written'
     return (f'{job.priors}: exists, {source}, not with the catalogue {job.output} '
-            f'({", ".join(differ[:4])}{" …" if len(differ) > 4 else ""} differ); '
-            '--overwrite redoes the pair')
+            f'({", ".join(differ[:4])}{" …" if len(differ) > 4 else ""} differ); {REDO_PAIR}')
 
 
 def _stale_reason(job, settings, header):
@@ -141,8 +147,7 @@ def _stale_reason(job, settings, header):
         if not made or not given or _same_path(str(made), given):
             continue
         if os.path.basename(str(made)) != printable_ascii(os.path.basename(given)):
-            return (f'{job.output}: exists, made from {made}, not from {given}; --overwrite '
-                    'replaces it', None)
+            return f'{job.output}: exists, made from {made}, not from {given}; {REDO}', None
         moved = moved or f'{job.output}: {made}'
     for key, attr, what, columns in FINGERPRINT_KEYS:
         made = header.get(key)
@@ -155,13 +160,12 @@ def _stale_reason(job, settings, header):
         if str(made).strip() != now:
             return (f'{job.output}: exists, made from another version of the {what} '
                     f'{getattr(job, attr)} (header fingerprint {str(made).strip()} then, {now} '
-                    'now); --overwrite redoes it', None)
+                    f'now); {REDO}', None)
     values, absent = shared_keys(header)
     diff = differing_keys(values, settings)
     if diff:
         text = describe_difference(diff, (values, absent), (settings, set(), 'this run'))
-        return (f'{job.output}: exists, made with other settings ({text}); --overwrite '
-                'redoes it', None)
+        return f'{job.output}: exists, made with other settings ({text}); {REDO}', None
     return None, moved
 
 

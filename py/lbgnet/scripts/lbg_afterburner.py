@@ -270,7 +270,9 @@ def check_job(job):
         is read: a coadd without FIBERMAP says that first).
     OutputFileError
         If an output cannot be written (:func:`lbgnet.io.catalog.check_writable`; no
-        directory is made).
+        directory is made), or the catalogue of this coadd under the other compression
+        exists (the coadd was gzipped or gunzipped since: desi_lbg_zcatalog would count
+        both).
     """
     if os.path.isdir(job.coadd):
         raise InputFileError(job.coadd, 'is a directory, not a coadd file (--input-dir '
@@ -280,6 +282,12 @@ def check_job(job):
         redrock_path(job.coadd)       # raises the InputFileError that says so
     check_writable(job.output, create=False)     # directories are made by the writing
     check_writable(job.priors, create=False)
+    twin = job.output[:-3] if job.output.endswith('.gz') else job.output + '.gz'
+    if os.path.exists(twin):
+        raise OutputFileError(job.output, f'{os.path.basename(twin)} exists beside it, the '
+                              f'catalogue of this coadd {"un" if job.output.endswith(".gz") else ""}'
+                              'compressed (desi_lbg_zcatalog would count its spectra twice): '
+                              'remove it and its priors file to write this one')
 
 
 def check_jobs(jobs):
