@@ -204,20 +204,25 @@ def test_depth_limited_reports_purity_at_the_threshold():
     assert only_contaminants['r<=22.5']['purity'] == 0.0
 
 
+def _ten_stars():
+    """The metrics of a test of ten stars alone, three of them selected at 0.7."""
+    from lbgnet.evaluate import evaluate_predictions
+    n = 10
+    c_lbg = np.linspace(0.0, 0.95, n)
+    pred = {'C_LBG': c_lbg, 'IS_LBG': c_lbg > 0.7, 'Z_LBG': np.full(n, 2.5),
+            'Z_BESTLINE': np.full(n, 2.5)}
+    truth = {'CLASS': np.array(['STAR'] * n), 'Z_TRUE': np.zeros(n), 'RMAG': np.full(n, 22.0)}
+    return n, evaluate_predictions(truth, pred, 0.7)
+
+
 def test_contaminant_only_test_is_recorded_and_drawn(tmp_path, caplog, monkeypatch):
     """A held-out test of contaminants alone (e.g. stars) recorded only its inputs in the
     model card, logged nothing of what was selected, and drew an empty figure (with
     matplotlib's 'No artists with labels' warning)."""
     import warnings
     from lbgnet import plots
-    from lbgnet.evaluate import evaluate_predictions
     from lbgnet.scripts.lbg_evaluate import summarise
-    n = 10
-    c_lbg = np.linspace(0.0, 0.95, n)
-    pred = {'C_LBG': c_lbg, 'IS_LBG': c_lbg > 0.7, 'Z_LBG': np.full(n, 2.5),
-            'Z_BESTLINE': np.full(n, 2.5)}
-    truth = {'CLASS': np.array(['STAR'] * n), 'Z_TRUE': np.zeros(n), 'RMAG': np.full(n, 22.0)}
-    regimes = evaluate_predictions(truth, pred, 0.7)
+    n, regimes = _ten_stars()
     card = summarise({'inputs': {'files': ['/a/lbg_cnn-x.fits'], 'truth': ['/a/truth-x.fits']},
                       'regimes': regimes})
     assert card['all']['nlbg'] == 0 and card['all']['ncontaminant'] == n
@@ -343,13 +348,7 @@ def test_contaminant_only_figures_say_so(monkeypatch):
     of the fraction of contaminants selected, and the efficiency figure was two empty
     panels."""
     from lbgnet import plots
-    from lbgnet.evaluate import evaluate_predictions
-    n = 10
-    c_lbg = np.linspace(0.0, 0.95, n)
-    pred = {'C_LBG': c_lbg, 'IS_LBG': c_lbg > 0.7, 'Z_LBG': np.full(n, 2.5),
-            'Z_BESTLINE': np.full(n, 2.5)}
-    truth = {'CLASS': np.array(['STAR'] * n), 'Z_TRUE': np.zeros(n), 'RMAG': np.full(n, 22.0)}
-    regimes = evaluate_predictions(truth, pred, 0.7)
+    regimes = _ten_stars()[1]
     figures = []
     monkeypatch.setattr(plots, 'save_png', lambda fig, path: figures.append(fig) or path)
     plots.plot_purity_efficiency(regimes, 'pe.png')
