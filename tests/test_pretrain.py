@@ -71,6 +71,7 @@ def test_evaluate_scores_a_qso_finder_on_quasars(tmp_path, caplog):
     a QSO finder scored on LBGs reported LBG efficiencies for it."""
     import json
     import logging
+    import os
     from astropy.table import Table
     from lbgnet.io.modelfile import save_model
     from lbgnet.model import build_model
@@ -94,3 +95,14 @@ def test_evaluate_scores_a_qso_finder_on_quasars(tmp_path, caplog):
     everything = metrics['regimes']['all']
     assert everything['nlbg'] == (classes == 'QSO').sum()
     assert everything['nlbg'] + everything['ncontaminant'] == classes.size
+    # the afterburner, as the evaluation runs it: no LBG template fit of its selection
+    from lbgnet.io.catalog import read_catalog
+    from lbgnet.scripts.lbg_afterburner import main as afterburner
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert afterburner(['--model', model, '--coadd', paths['coadd'], '--outdir',
+                            str(tmp_path / 'ab')]) == 0
+    assert 'the network finds QSO, not LBGs: no template refinement' in caplog.text
+    catalogue = read_catalog(str(tmp_path / 'ab' / os.path.basename(paths['coadd']).replace(
+        'coadd-', 'lbg_cnn-')))[0]
+    assert 'Z_TPL' not in catalogue.colnames or np.all(np.isnan(catalogue['Z_TPL']))

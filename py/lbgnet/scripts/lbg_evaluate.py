@@ -311,7 +311,7 @@ def load_coadd_network(args, model_path):
 def evaluate_into(args, model_path, log):
     """The evaluation of :func:`main` once ``--outdir`` exists; its return status."""
     from ..network import training_zrange
-    from ..evaluate import LBG_CLASS, evaluate_predictions
+    from ..evaluate import evaluate_predictions
     from ..targets import target_class
     from ..io.evaluation import write_json
     from ..io.modelfile import read_model_description
@@ -322,11 +322,7 @@ def evaluate_into(args, model_path, log):
             config, metadata = network.config, network.metadata
             from .lbg_afterburner import warn_checkpoint
             warn_checkpoint(model_path, metadata, args)     # its thresholds: untuned
-            if target_class(config) == LBG_CLASS:
-                refiner = make_refiner(args, config, network.zrange, metadata)
-            elif not args.no_refine:
-                log.warning('%s finds %s, not LBGs: no template refinement (its template '
-                            'is for LBGs)', model_path, target_class(config))
+            refiner = make_refiner(args, config, network.zrange, metadata)
         else:
             description, config = read_model_description(model_path)
             metadata = description.get('metadata')

@@ -113,7 +113,8 @@ def calibration_settings(metadata):
 
 
 def make_refiner(args, config, zrange, metadata=None, warn=True):
-    """The template refinement the options ask for, or None with ``--no-refine``.
+    """The template refinement the options ask for, or None with ``--no-refine`` or for
+    a network of another target class than LBG (with a warning).
 
     A warning says when an option differs from the settings ``ZERR_TPL`` was calibrated at:
     the defaults, and the noise and archetypes recorded in `metadata`, the model card's
@@ -126,8 +127,15 @@ def make_refiner(args, config, zrange, metadata=None, warn=True):
         Missing or unusable template.
     """
     from ..afterburner import default_archetype_path, default_template_path, load_refiner
+    from ..evaluate import LBG_CLASS
     from ..postprocess import postprocess_options
+    from ..targets import target_class
     if args.no_refine:
+        return None
+    if target_class(config) != LBG_CLASS:      # e.g. a QSO finder used for pretraining
+        if warn:
+            get_logger().warning('the network finds %s, not LBGs: no template refinement '
+                                 '(its template and archetypes are LBGs)', target_class(config))
         return None
     noise = args.refine_noise or DEFAULT_REFINE_NOISE
     opts = postprocess_options(config)
