@@ -33,3 +33,18 @@ def test_interval_throttles_but_the_last_item_is_logged(caplog):
     assert seen == 1000 and progress.done == 1000
     assert len(lines) == 2                       # the first update, then the end only
     assert '1/1000 catalogues' in lines[0] and '100% 1000/1000 catalogues' in lines[1]
+
+
+def test_elapsed_time_and_eta(caplog, monkeypatch):
+    """Half done after 10 s: 10 s elapsed, 10 s to go (no test looked at the times)."""
+    from types import SimpleNamespace
+    import lbgnet.progress
+    clock = iter([100.0, 110.0, 130.0])       # the progress module's clock only
+    monkeypatch.setattr(lbgnet.progress, 'time', SimpleNamespace(time=lambda: next(clock)))
+    with caplog.at_level(logging.INFO):
+        progress = Progress(10)
+        progress.update(5)
+        progress.update(5)
+    lines = _lines(caplog)
+    assert lines[0].endswith('5/10 spectra, 10 s, ETA 10 s'), lines
+    assert lines[1].endswith('10/10 spectra, 30 s, ETA 0 s'), lines

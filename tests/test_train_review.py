@@ -114,7 +114,8 @@ def test_a_run_worse_than_its_starting_weights_is_said(caplog):
     from lbgnet.scripts.lbg_train import compare_with_start
     with caplog.at_level(logging.WARNING):
         assert compare_with_start(0.5, {'monitor': 'val_score', 'best': 0.4}, 'a.weights.h5') == 0.5
-    assert 'the --init-from weights (a.weights.h5) scored val_score 0.5000' in caplog.text
+    assert ('the starting network (the layers loaded from --init-from a.weights.h5, any others '
+            'initialised from the seed) scored val_score 0.5000') in caplog.text
     assert 'better than this run\'s best epoch (0.4000)' in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING):

@@ -215,3 +215,24 @@ def test_right_redshifts_leave_out_errors_that_are_not_positive():
     rel_dz, rel_err = right_redshifts(z, zerr, z_true)
     np.testing.assert_allclose(rel_dz, [1e-3 / 4.0])
     np.testing.assert_allclose(rel_err, [1e-3])
+
+
+def _right_errors(lo, hi, factor, n=4000, seed=1):
+    """Redshifts scattered by errors uniform in log between 10**lo and 10**hi (in
+    Δz/(1+z)), reported `factor` times too large."""
+    rng = np.random.default_rng(seed)
+    z_true = rng.uniform(2, 4, n)
+    sig = 10 ** rng.uniform(lo, hi, n)
+    z = z_true + sig * rng.standard_normal(n) * (1 + z_true)
+    return z, sig * (1 + z_true) * factor, z_true
+
+
+def test_calibration_clamps_a_negligible_floor_and_a_tiny_scale():
+    """Right errors of 1e-6 to 1e-5: the fitted floor (3e-7) is below MIN_FLOOR and
+    reported as 0; errors 1e4 times too large: the normalised scale (1e-4) is raised to
+    MIN_SCALE, as the docstring says (no test held either clamp)."""
+    from lbgnet.zerr import MIN_SCALE, fit_calibration
+    exact = fit_calibration(*_right_errors(-6, -5, 1.0))
+    assert exact['floor'] == 0.0 and abs(exact['scale'] - 1) < 0.05
+    inflated = fit_calibration(*_right_errors(-4, -3, 1e4))
+    assert inflated['scale'] == MIN_SCALE

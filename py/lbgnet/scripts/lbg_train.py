@@ -1018,9 +1018,10 @@ def compare_with_start(init_score, info, init_from):
     if init_score is None or not np.isfinite(init_score):
         return None
     if info.get('monitor') == 'val_score' and init_score > info['best']:
-        get_logger().warning('the --init-from weights (%s) scored val_score %.4f on this '
-                             'validation set, better than this run\'s best epoch (%.4f): '
-                             'the run did not improve on them', init_from, init_score,
+        get_logger().warning('the starting network (the layers loaded from --init-from %s, '
+                             'any others initialised from the seed) scored val_score %.4f '
+                             'on this validation set, better than this run\'s best epoch '
+                             '(%.4f): the run did not improve on it', init_from, init_score,
                              info['best'])
     return init_score
 
