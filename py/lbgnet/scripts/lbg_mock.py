@@ -36,7 +36,10 @@ def parse(options=None):
     parser.add_argument('--nspec', type=int, required=True, help='number of spectra in total')
     parser.add_argument('--config', default=DEFAULT_MOCK_CONFIG,
                         help='mock configuration (instrument, files, physics) [%(default)s]')
-    parser.add_argument('--seed', type=int, default=0, help='random seed [%(default)s]')
+    parser.add_argument('--seed', type=int, default=0,
+                        help='random seed [%(default)s]; give each data set its own: file k of '
+                             'two runs with one seed holds the same objects when it holds as '
+                             'many spectra, whatever --nspec/--nfiles')
     parser.add_argument('--nfiles', type=int, default=None,
                         help='number of files (healpix pixels) [enough for '
                         'mock.files.max_spectra_per_file per file]')
