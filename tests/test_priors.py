@@ -176,3 +176,14 @@ def test_width_comes_from_a_line_z_lbg_was_made_from(config):
     far[0, idx[0]] = 3.0
     assert prior_width(faint, config, far)[0] == pytest.approx(
         2 * box / config.lines.wave_array[iciv])
+
+
+def test_priors_columns_are_described(tmp_path):
+    """The PRIORS columns carry descriptions (TTYPEn comments), as the catalogues' do;
+    they had cfitsio's 'label for field N'."""
+    from astropy.io import fits
+    from lbgnet.io.priors import PRIOR_COLUMNS, priors_table, write_priors
+    path = str(tmp_path / 'priors.fits')
+    write_priors(path, priors_table([1, 2], [2.5, 3.0], [0.01, 0.02]))
+    header = fits.getheader(path, 'PRIORS')
+    assert [header.comments[f'TTYPE{i}'] for i in range(1, 5)] == list(PRIOR_COLUMNS.values())

@@ -22,6 +22,13 @@ from .fitsutil import check_table_hdu, open_fits
 PRIOR_FUNCTIONS = ('tophat', 'gaussian', 'lorentzien')
 
 
+#: Descriptions of the PRIORS columns.
+PRIOR_COLUMNS = {'TARGETID': 'DESI target id',
+                 'FUNCTION': 'prior shape, a redrock.priors.Priors method',
+                 'Z': 'prior centre (redshift)',
+                 'SIGMA': 'full width (tophat) or sigma (gaussian) in z'}
+
+
 def priors_table(targetid, z, sigma, function='tophat'):
     """The PRIORS table.
 
@@ -58,6 +65,8 @@ def priors_table(targetid, z, sigma, function='tophat'):
     table['FUNCTION'] = np.full(targetid.size, function, dtype=f'U{len(function)}')
     table['Z'] = z
     table['SIGMA'] = sigma
+    for name, text in PRIOR_COLUMNS.items():     # written as the TTYPEn comments
+        table[name].description = text
     return table
 
 
