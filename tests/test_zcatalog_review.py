@@ -133,3 +133,22 @@ def test_a_catalogue_whose_data_no_longer_match_its_datasum_is_named(tmp_path, c
         assert main(['--input-dir', str(root), '--output', str(out)]) == 1
     assert not out.exists()
     assert f'{bad}: damaged LBG_CNN HDU (its data do not match its DATASUM' in caplog.text
+
+
+def test_unify_columns_shares_the_tables_data():
+    """The column merge copied every catalogue (the whole production held twice in memory)
+    and searched the list of tables for each missing column (quadratic in files)."""
+    from astropy.table import Table
+    from lbgnet.zcatalog import unify_columns
+    main = Table({'TARGETID': np.arange(3), 'DESI_TARGET': np.ones(3, dtype=np.int64),
+                  'Z_LBG': np.linspace(2, 3, 3)})
+    sv1 = Table({'TARGETID': np.arange(3, 5), 'SV1_DESI_TARGET': np.full(2, 4, dtype=np.int64),
+                 'Z_LBG': np.array([3.5, 4.0])})
+    out = unify_columns([main, sv1])
+    assert [t.colnames for t in out] == [['TARGETID', 'DESI_TARGET', 'Z_LBG', 'SV1_DESI_TARGET']] * 2
+    assert np.shares_memory(out[0]['Z_LBG'], main['Z_LBG'])
+    assert np.shares_memory(out[1]['Z_LBG'], sv1['Z_LBG'])
+    assert list(out[0]['SV1_DESI_TARGET']) == [0, 0, 0] and list(out[1]['DESI_TARGET']) == [0, 0]
+    assert out[1]['DESI_TARGET'].dtype == np.int64
+    same = unify_columns([main, main.copy()])
+    assert same[0] is main                      # nothing to add or reorder: the table itself

@@ -40,7 +40,7 @@ sorted order, first file in the order given (sorted with ``--input-dir``): selec
 import re
 
 import numpy as np
-from astropy.table import Table, vstack
+from astropy.table import Column, Table, vstack
 
 from .bitmask import REDROCK_ZWARN, LBGWarnMask
 from .catalog import TARGET_BIT_COLUMN, describe_columns
@@ -265,30 +265,43 @@ def unify_columns(tables, allow_mixed=False, sources=None):
         Naming the columns that differ and a file that lacks one, when they are not
         target bits or optional and not `allow_mixed`.
     """
-    names = list(tables[0].colnames)
-    for tab in tables[1:]:
-        names += [c for c in tab.colnames if c not in names]
-    missing = {c for tab in tables for c in names if c not in tab.colnames}
+    # sets and dicts, one pass each: a production stacks ~1e5 catalogues, and searching
+    # the list of tables per missing column was quadratic (main-survey files lack the
+    # SV*_ target bits of the sv files sorted after them)
+    present = [set(tab.colnames) for tab in tables]
+    names, seen = [], set()
+    for tab in tables:
+        for col in tab.colnames:
+            if col not in seen:
+                seen.add(col)
+                names.append(col)
+    missing = set().union(*(seen - cols for cols in present))
     other = sorted(c for c in missing
                    if not TARGET_BIT_COLUMN.match(c) and c not in OPTIONAL_COLUMNS)
     if other and not allow_mixed:
         where = ''
         if sources is not None:
-            lacking = next(i for i, tab in enumerate(tables) if other[0] not in tab.colnames)
+            lacking = next(i for i, cols in enumerate(present) if other[0] not in cols)
             where = f' ({other[0]} absent from {sources[lacking]})'
         raise ValueError(f'catalogues differ in columns {", ".join(other[:6])}'
                          f'{" …" if len(other) > 6 else ""}{where} (mixed --rerun-redrock or '
                          'lbgnet versions?); use --allow-mixed to stack them anyway')
+    ref = {col: np.asarray(next(tab[col] for tab, cols in zip(tables, present) if col in cols))
+           for col in missing}
     out = []
-    for tab in tables:
-        tab = tab.copy(copy_data=False)
+    for tab, cols in zip(tables, present):
+        if tab.colnames == names:
+            out.append(tab)
+            continue
+        columns = []         # the table's own columns are shared, not copied
         for col in names:
-            if col not in tab.colnames:
-                ref = np.asarray(next(t[col] for t in tables if col in t.colnames))
-                # vector columns (COEFF_NEW of --rerun-redrock) keep their cell shape
-                tab[col] = np.full((len(tab),) + ref.shape[1:], fill_value(ref, col),
-                                  dtype=ref.dtype)
-        out.append(tab[names])
+            if col in cols:
+                columns.append(tab.columns[col])
+            else:            # vector columns (COEFF_NEW of --rerun-redrock) keep their shape
+                columns.append(Column(np.full((len(tab),) + ref[col].shape[1:],
+                                              fill_value(ref[col], col), dtype=ref[col].dtype),
+                                      name=col))
+        out.append(Table(columns, meta=tab.meta, copy=False))
     return out
 
 
@@ -441,6 +454,7 @@ def stack_catalogs(tables, allow_mixed=False, sources=None):
               for i, tab in enumerate(tables)]
     stacked = vstack(tables, join_type='exact', metadata_conflicts='silent')
     fileorder = np.concatenate([np.full(len(t), i) for i, t in enumerate(tables)])
+    del tables                   # the stacked copy holds every row: free the per-file ones
     bad = ranking_bad(stacked)
     dchi2 = np.nan_to_num(np.asarray(stacked['DELTACHI2_RR'], dtype=np.float64), nan=-np.inf)
     tsnr2 = (np.nan_to_num(np.asarray(stacked['TSNR2_LRG'], dtype=np.float64), nan=-np.inf)
@@ -451,6 +465,7 @@ def stack_catalogs(tables, allow_mixed=False, sources=None):
     order = np.lexsort((fileorder, tid, np.asarray(stacked['PROGRAM']),
                         np.asarray(stacked['SURVEY'])))
     out = stacked[order]
+    del stacked
     bad, dchi2, tsnr2, tid = bad[order], dchi2[order], tsnr2[order], tid[order]
     # spectra of the target in the whole catalogue: rows that carry a spectrum (not
     # NOT_IN_COADD)
