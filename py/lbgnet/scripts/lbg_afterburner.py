@@ -282,12 +282,13 @@ def check_job(job):
         redrock_path(job.coadd)       # raises the InputFileError that says so
     check_writable(job.output, create=False)     # directories are made by the writing
     check_writable(job.priors, create=False)
-    twin = job.output[:-3] if job.output.endswith('.gz') else job.output + '.gz'
+    gzipped = job.output.endswith('.gz')
+    twin = job.output[:-3] if gzipped else job.output + '.gz'
     if os.path.exists(twin):
         raise OutputFileError(job.output, f'{os.path.basename(twin)} exists beside it, the '
-                              f'catalogue of this coadd {"un" if job.output.endswith(".gz") else ""}'
-                              'compressed (desi_lbg_zcatalog would count its spectra twice): '
-                              'remove it and its priors file to write this one')
+                              f'catalogue of this coadd {"un" if gzipped else ""}compressed '
+                              '(desi_lbg_zcatalog would count its spectra twice): remove it '
+                              'and its priors file to write this one')
 
 
 def check_jobs(jobs):
