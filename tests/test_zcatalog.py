@@ -921,3 +921,15 @@ def test_unsigned_flags_stack_as_int32():
     with pytest.raises(ValueError, match=r'b.fits: LBG_FLAG holds values beyond 32 bits'):
         stack_catalogs([located(1, np.int32), located(2, np.uint64, 2 ** 40)],
                        sources=['a.fits', 'b.fits'])
+
+
+def test_stack_catalogs_consumes_its_list_only_when_asked():
+    """desi_lbg_zcatalog held every per-file table while the stacked one was sorted and
+    completed: with consume=True the list is emptied once its rows are stacked."""
+    tables = [location_cat([5, 6], [3.0, 3.2], [10, 10], program='dark', tileid=1),
+              location_cat([7], [2.5], [10], program='dark', tileid=2)]
+    kept = stack_catalogs(tables)
+    assert len(tables) == 2
+    consumed = stack_catalogs(tables, consume=True)
+    assert tables == [] and len(consumed) == len(kept) == 3
+    assert list(consumed['TARGETID']) == list(kept['TARGETID'])

@@ -420,13 +420,17 @@ def int32_flags(table, source=None):
     return table
 
 
-def stack_catalogs(tables, allow_mixed=False, sources=None):
+def stack_catalogs(tables, allow_mixed=False, sources=None, consume=False):
     """Stack catalogues: every row kept, the best of each TARGETID marked ``ZCAT_PRIMARY``.
 
     Parameters
     ----------
     tables : sequence of astropy.table.Table
         Catalogues with location columns (:func:`add_location`), in file order.
+    consume : bool, optional
+        Empty the list `tables` once its rows are stacked, so that the per-file tables are
+        freed while the stacked one is sorted and completed (``desi_lbg_zcatalog``: a
+        production's catalogues would otherwise be held twice) [False].
     allow_mixed : bool, optional
         Complete columns that only some catalogues have (:func:`unify_columns`).
     sources : sequence of str, optional
@@ -445,7 +449,7 @@ def stack_catalogs(tables, allow_mixed=False, sources=None):
         If the catalogues differ in other columns than target bits and not `allow_mixed`,
         or a column holds text in one catalogue and numbers in another.
     """
-    tables = list(tables)
+    given, tables = tables, list(tables)
     if not tables:
         raise ValueError('no catalogue to stack')
     tables = unify_columns(tables, allow_mixed, sources)
@@ -455,6 +459,8 @@ def stack_catalogs(tables, allow_mixed=False, sources=None):
     stacked = vstack(tables, join_type='exact', metadata_conflicts='silent')
     fileorder = np.concatenate([np.full(len(t), i) for i, t in enumerate(tables)])
     del tables                   # the stacked copy holds every row: free the per-file ones
+    if consume and isinstance(given, list):
+        given.clear()
     bad = ranking_bad(stacked)
     dchi2 = np.nan_to_num(np.asarray(stacked['DELTACHI2_RR'], dtype=np.float64), nan=-np.inf)
     tsnr2 = (np.nan_to_num(np.asarray(stacked['TSNR2_LRG'], dtype=np.float64), nan=-np.inf)

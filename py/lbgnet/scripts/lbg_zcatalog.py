@@ -290,7 +290,7 @@ def main(args=None, comm=None):
             raise OutputFileError(args.output, 'exists (use --overwrite)')
         check_writable(args.output, create=False)
         tables, common, files, spgrp, mixed = read_all(files, args.allow_mixed, args.spgrp)
-        zcat = stack_catalogs(tables, args.allow_mixed, files)
+        zcat = stack_catalogs(tables, args.allow_mixed, files, consume=True)
     except (InputFileError, OutputFileError, ValueError) as err:
         log.error('%s', err)
         return 1
