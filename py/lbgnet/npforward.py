@@ -27,11 +27,12 @@ Dropout is the identity at inference and is skipped.  Direct and hybrid networks
 (:mod:`lbgnet.variants`) have other heads and stay on Keras: :func:`from_keras` refuses
 them with a ValueError.
 
-BLAS always runs on one thread here and the batches always start at the same spectra, so
-the number of threads changes no output bit (the compiled TensorFlow pass's outputs change
-in their last bits with its thread count, doc/afterburner.rst).  The batch size does: BLAS
-blocks a product by its size, so a spectrum's outputs may differ by float32 rounding
-from one batch size to another.
+BLAS always runs on one thread here and, within a block of spectra, the batches always
+start at the same spectra, so the number of threads changes no output bit (the compiled
+TensorFlow pass's outputs change in their last bits with its thread count,
+doc/afterburner.rst).  The batch size does, and so does a block shorter than a batch (the
+afterburner's ``--chunk-size``): BLAS blocks a product by its size, so a spectrum's
+outputs may differ by float32 rounding from one batch size to another.
 """
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
