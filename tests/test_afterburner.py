@@ -893,6 +893,25 @@ def test_gzipping_processed_inputs_does_not_write_a_second_catalogue(tmp_path, m
     assert not os.path.exists(output + '.gz') and os.path.exists(output)
 
 
+def test_priors_named_as_the_catalogue_under_the_other_compression(tmp_path, model_path,
+                                                                      caplog):
+    """--output X.fits.gz --priors X.fits: the run wrote both, and every later run (even with
+    --overwrite) took the priors file for a second catalogue.  Both names equal is refused
+    as before."""
+    coadd, _ = make_pair(str(tmp_path), nspec=4)
+    for output, priors in (('out.fits.gz', 'out.fits'), ('out.fits', 'out.fits.gz')):
+        status, text = run(caplog, '--coadd', coadd, '--model', model_path, '--no-refine',
+                           '--output', str(tmp_path / output), '--priors',
+                           str(tmp_path / priors))
+        assert status == 1 and 'differs from the catalogue' in text and 'only by its ' \
+            'compression' in text, text
+        assert not os.path.exists(tmp_path / output) and not os.path.exists(tmp_path / priors)
+    status, text = run(caplog, '--coadd', coadd, '--model', model_path, '--no-refine',
+                       '--output', str(tmp_path / 'same.fits'), '--priors',
+                       str(tmp_path / 'same.fits'))
+    assert status == 1 and 'given as both the catalogue and the priors output' in text
+
+
 def test_recorded_input_paths_with_non_ascii_characters_match(tmp_path):
     """INCOADD holds the path with non-ASCII characters escaped (FITS headers are ASCII):
     an unchanged rerun must still recognise it."""

@@ -259,6 +259,13 @@ def unify_columns(tables, allow_mixed=False, sources=None):
     sources : sequence of str, optional
         File of each table, for the error message.
 
+    Returns
+    -------
+    list of astropy.table.Table
+        Views, not copies: a table that already has every column in order is returned
+        itself, the others share their columns' data and their ``meta`` with it.  Modify
+        them only through copies (as :func:`stack_catalogs` does).
+
     Raises
     ------
     ValueError

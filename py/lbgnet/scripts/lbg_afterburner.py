@@ -169,6 +169,9 @@ def plan(args):
         inputs = {os.path.realpath(p) for p in (jobs[0].coadd, jobs[0].redrock) if p}
         if os.path.realpath(output) == os.path.realpath(priors):
             raise InputFileError(output, 'given as both the catalogue and the priors output')
+        if compression_twin(os.path.realpath(output)) == os.path.realpath(priors):
+            raise InputFileError(priors, f'the priors output differs from the catalogue '
+                                 f'{output} only by its compression: name it otherwise')
         for out in (output, priors):
             if os.path.realpath(out) in inputs:
                 raise InputFileError(out, 'is an input file; refusing to overwrite it')
@@ -256,6 +259,12 @@ def process_one(job, network, args, rerun=None, refiner=None):
     return nspec, nlbg
 
 
+def compression_twin(path):
+    """`path` with ``.gz`` removed, or added: the same catalogue under the other
+    compression."""
+    return path[:-3] if path.endswith('.gz') else path + '.gz'
+
+
 def check_job(job):
     """The checks of one file that read nothing: the coadd can be opened, a Redrock file
     is named, both outputs can be written.  Rank 0 runs them on every file before the model is loaded
@@ -282,13 +291,12 @@ def check_job(job):
         redrock_path(job.coadd)       # raises the InputFileError that says so
     check_writable(job.output, create=False)     # directories are made by the writing
     check_writable(job.priors, create=False)
-    gzipped = job.output.endswith('.gz')
-    twin = job.output[:-3] if gzipped else job.output + '.gz'
+    twin = compression_twin(job.output)
     if os.path.exists(twin):
+        how = 'compressed' if twin.endswith('.gz') else 'uncompressed'
         raise OutputFileError(job.output, f'{os.path.basename(twin)} exists beside it, the '
-                              f'catalogue of this coadd {"un" if gzipped else ""}compressed '
-                              '(desi_lbg_zcatalog would count its spectra twice): remove it '
-                              'and its priors file to write this one')
+                              f'catalogue of this coadd {how} (desi_lbg_zcatalog refuses the '
+                              'pair): remove it and its priors file to write this one')
 
 
 def check_jobs(jobs):
