@@ -546,6 +546,23 @@ def simulation_hash(setup):
     return _digest({'simhash': simulator_hash(setup), 'config': simcfg})
 
 
+def validation_digest(val_dir):
+    """Fingerprint of the names and contents of the coadd and truth files of a validation
+    directory (:func:`lbgnet.io.labelled.find_labelled`), recorded by a study tuned with
+    ``--val-dir`` (other files there would score its trials on another set).
+
+    Returns
+    -------
+    str
+        16 hex digits.
+    """
+    from .io.catalog import file_sha256
+    from .io.labelled import find_labelled
+    coadds, truths = find_labelled(val_dir, 'validation')
+    return _digest([[os.path.basename(c), file_sha256(c), os.path.basename(t), file_sha256(t)]
+                    for c, t in zip(coadds, truths)])
+
+
 def finished_trials(study):
     """Trials that count towards the requested number: complete or pruned."""
     from optuna.trial import TrialState

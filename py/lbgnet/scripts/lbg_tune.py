@@ -79,18 +79,6 @@ def parse(options=None):
     return args
 
 
-def validation_digest(val_dir):
-    """SHA-256 (16 hex digits) of the names and contents of the coadd and truth files
-    of a validation directory (:func:`lbgnet.io.labelled.find_labelled`)."""
-    import hashlib
-    from ..io.catalog import file_sha256
-    from ..io.labelled import find_labelled
-    coadds, truths = find_labelled(val_dir, 'validation')
-    record = [[os.path.basename(c), file_sha256(c), os.path.basename(t), file_sha256(t)]
-              for c, t in zip(coadds, truths)]
-    return hashlib.sha256(repr(record).encode('utf-8')).hexdigest()[:16]
-
-
 def main(args=None, comm=None):
     """Run ``desi_lbg_tune``; return 0 on success, 1 on an input, configuration, storage or
     output error (one line, logged)."""
@@ -180,7 +168,7 @@ def _tune(args, log):
     from ..train import training_options
     from ..tune import (Objective, check_study_settings, config_hash, fail_stale, finished_trials,
                         results_storage, run_study, search_space, simulation_hash,
-                        space_record, storage_label, write_results)
+                        space_record, storage_label, validation_digest, write_results)
     config = apply_target(load_config(args.config))
     check_names(config)                        # the trials name layers and files by them
     if args.batch_size:
