@@ -3,7 +3,9 @@ the code it was written against)."""
 import logging
 
 import numpy as np
+import pytest
 from astropy.io import fits
+from astropy.table import Table
 
 from lbgnet.bitmask import LBGWarnMask
 from lbgnet.io.catalog import provenance_header, write_catalog
@@ -152,3 +154,18 @@ def test_unify_columns_shares_the_tables_data():
     assert out[1]['DESI_TARGET'].dtype == np.int64
     same = unify_columns([main, main.copy()])
     assert same[0] is main                      # nothing to add or reorder: the table itself
+
+
+def test_int32_flags_keeps_a_catalogue_as_read_and_converts_the_others():
+    """LBG_FLAG as read from a file is big-endian int32: such a table is used as it is
+    (each catalogue was copied, a fifth of desi_lbg_zcatalog's time); an unsigned 64-bit
+    column becomes int32, and one beyond 32 bits is refused."""
+    from lbgnet.zcatalog import int32_flags
+    table = Table({'LBG_FLAG': np.array([1, 4], dtype='>i4'), 'X': [1.0, 2.0]})
+    assert int32_flags(table) is table
+    wide = Table({'LBG_FLAG': np.array([1, 4], dtype=np.uint64), 'X': [1.0, 2.0]})
+    converted = int32_flags(wide, 'f.fits')
+    assert converted['LBG_FLAG'].dtype == np.int32 and list(converted['LBG_FLAG']) == [1, 4]
+    assert wide['LBG_FLAG'].dtype == np.uint64          # the caller's table is left alone
+    with pytest.raises(ValueError, match='f.fits: LBG_FLAG holds values beyond 32 bits'):
+        int32_flags(Table({'LBG_FLAG': np.array([2 ** 40], dtype=np.int64)}), 'f.fits')
