@@ -414,7 +414,7 @@ def int32_flags(table, source=None):
         `source`.
     """
     flag = np.asarray(table['LBG_FLAG'])
-    if flag.dtype.kind == 'i' and flag.dtype.itemsize == 4:   # as read: big-endian
+    if flag.dtype == np.int32:
         return table
     limits = np.iinfo(np.int32)
     if flag.size and (flag.min() < limits.min or flag.max() > limits.max):
