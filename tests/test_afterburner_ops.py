@@ -544,3 +544,14 @@ def test_outputs_kept_from_another_revision_are_counted(tmp_path, model_path, ca
     monkeypatch.setattr(script, 'source_revision', lambda: 'v0.0-1-gdeadbeef0000')
     rc, text = run(caplog, '--coadd', coadd, '--model', model_path, '--no-refine')
     assert rc == 0 and 'another lbgnet revision' not in text
+
+
+@pytest.mark.parametrize('step', ['1e-9', '1.9e-5'])
+def test_refine_step_too_fine_is_refused_by_name(step, capsys):
+    """--refine-step 1e-9 passed the (0, 2e-3] check and asked numpy for 2 TiB of scan
+    tables (a MemoryError traceback that never named the option)."""
+    from lbgnet.scripts.lbg_afterburner import parse
+    with pytest.raises(SystemExit):
+        parse(['--coadd', 'coadd-x.fits', f'--refine-step={step}'])
+    assert '--refine-step must be in [2e-05, 2e-3]' in capsys.readouterr().err
+    assert parse(['--coadd', 'coadd-x.fits', '--refine-step=2e-5']).refine_step == 2e-5

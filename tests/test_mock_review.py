@@ -259,3 +259,16 @@ def test_bad_files_settings_are_one_error_before_any_simulation(tmp_path, caplog
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and str(cfg) in errors[0] and message in errors[0], errors
     assert 'Traceback' not in caplog.text and not out.exists()
+
+
+def test_too_many_files_for_the_strip_fail_before_any_per_file_work(tmp_path, caplog,
+                                                                     monkeypatch):
+    """An absurd --nspec (1e11 spectra: 1e8 files) spent minutes and gigabytes spawning
+    one seed per file before the pixel count refused it; it is refused first."""
+    def no_seeds(*args, **kwargs):
+        raise AssertionError('seeds spawned before the pixel check')
+    monkeypatch.setattr(np.random, 'SeedSequence', no_seeds)
+    with caplog.at_level(logging.ERROR):
+        assert main(['--outdir', str(tmp_path / 'm'), '--nspec', '100000000000']) == 1
+    assert ('100000000 files need 100000000 healpix pixels, but Dec -10..70 has'
+            in caplog.text)

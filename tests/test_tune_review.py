@@ -493,3 +493,15 @@ def test_resume_with_other_files_in_the_val_dir_is_refused(tmp_path, caplog, mon
     assert len(FakeObjective.calls) == 1
     use(5)                                              # the same files again: resumes
     assert main(more) == 0 and len(FakeObjective.calls) == 2
+
+
+@pytest.mark.parametrize('seed', ['-1', '4294967296'])
+def test_seed_out_of_range_is_refused_before_the_study(seed, tmp_path, capsys):
+    """A seed outside numpy's range reached optuna, which failed while the study was
+    opened: the error blamed --storage and left an empty study database."""
+    from lbgnet.scripts.lbg_tune import parse
+    with pytest.raises(SystemExit):
+        parse(['--config', 'etc/lbgnet-default.yaml', '--trials', '1', '--outdir',
+               str(tmp_path / 'o'), '--workdir', str(tmp_path / 'w'), '--seed', seed])
+    assert f'--seed must be in [0, 2**32 - 1], not {seed}' in capsys.readouterr().err
+    assert not (tmp_path / 'w').exists()

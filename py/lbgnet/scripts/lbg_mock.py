@@ -275,6 +275,23 @@ def other_runs(outdir, fingerprint):
     return out
 
 
+def strip_pixels(nside, dec_range):
+    """The nested healpix pixels of a Dec strip (deg), touching it included."""
+    import healpy
+    dec = np.asarray(dec_range, dtype=np.float64)
+    return healpy.query_strip(nside, np.radians(90.0 - dec[1]), np.radians(90.0 - dec[0]),
+                              inclusive=True, nest=True)
+
+
+def check_pixel_room(nfiles, nside, dec_range):
+    """Raise ValueError when the Dec strip has fewer than `nfiles` healpix pixels (one
+    file per pixel)."""
+    npix = strip_pixels(nside, dec_range).size
+    if nfiles > npix:
+        raise ValueError(f'{nfiles} files need {nfiles} healpix pixels, but Dec '
+                         f'{dec_range[0]:g}..{dec_range[1]:g} has {npix} at nside {nside}')
+
+
 def choose_pixels(nfiles, nside, dec_range, rng, max_rounds=20):
     """Distinct random nested healpix pixels of points drawn uniformly in a Dec range (deg).
 
@@ -288,11 +305,8 @@ def choose_pixels(nfiles, nside, dec_range, rng, max_rounds=20):
     """
     import healpy
     dec = np.asarray(dec_range, dtype=np.float64)
-    strip = healpy.query_strip(nside, np.radians(90.0 - dec[1]), np.radians(90.0 - dec[0]),
-                               inclusive=True, nest=True)
-    if nfiles > strip.size:
-        raise ValueError(f'{nfiles} files need {nfiles} healpix pixels, but Dec '
-                         f'{dec[0]:g}..{dec[1]:g} has {strip.size} at nside {nside}')
+    strip = strip_pixels(nside, dec_range)
+    check_pixel_room(nfiles, nside, dec_range)
     sin_lo, sin_hi = np.sin(np.radians(dec))
     pixels = np.zeros(0, dtype=np.int64)
     for _ in range(max_rounds):
@@ -313,6 +327,9 @@ def file_plan(nspec, nfiles, seed, mockcfg):
     files = mockcfg['files']
     if nfiles is None:
         nfiles = int(np.ceil(nspec / int(files['max_spectra_per_file'])))
+    # the pixel count is checked before any per-file work (an absurd --nspec spent minutes
+    # and gigabytes spawning seeds before choose_pixels refused it)
+    check_pixel_room(nfiles, int(files['nside']), files['dec_range'])
     counts = np.full(nfiles, nspec // nfiles)
     counts[:nspec % nfiles] += 1
     seeds = np.random.SeedSequence(seed).spawn(nfiles + 1)

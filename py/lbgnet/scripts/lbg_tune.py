@@ -65,6 +65,8 @@ def parse(options=None):
         if value is not None and not (math.isfinite(value) and value > 0):
             parser.error(f'{flag} must be a finite number > 0 (leave it out for no limit), '
                          f'not {value:g}')
+    if not 0 <= args.seed < 2 ** 32:          # as desi_lbg_train (numpy's and optuna's range)
+        parser.error(f'--seed must be in [0, 2**32 - 1], not {args.seed}')
     if args.startup_trials < 0:
         parser.error(f'--startup-trials must be >= 0, not {args.startup_trials}')
     if args.batch_size is not None and args.batch_size < 1:
