@@ -341,6 +341,8 @@ def test_parse_rejects_bad_options():
                 ['--classes', 'ELG'], ['--efftime-min', '-1', '--efftime-max', '10'],
                 ['--zmin', '-0.5', '--zmax', '0.5'], ['--zmin', '0', '--zmax', '0.5'],
                 ['--rmag-min', '22', '--rmag-max', 'inf'], ['--zmin', 'nan', '--zmax', '3'],
+                # far outside any target's magnitude the fluxes overflowed to inf (exit 0)
+                ['--rmag-min', '-100', '--rmag-max', '100'], ['--rmag-min', '22', '--rmag-max', '31'],
                 ['--seed', '-1'], ['--classes', 'LBG', 'LBG'], ['--classes', 'LBG', 'QSO', 'LBG'],
                 ['--classes', 'STAR', '--zmin', '2', '--zmax', '3']):    # nothing to place
         with pytest.raises(SystemExit) as exc:

@@ -359,6 +359,10 @@ def test_config_errors(tmp_path):
     bad.write_text('base: lbgnet-sim.yaml\nsimulation:\n  rmag_range: bright\n')
     with pytest.raises(ConfigError, match='bad.yaml: simulation.rmag_range'):
         load_sim_config(str(bad))
+    bad.write_text('base: lbgnet-sim.yaml\nsimulation:\n  rmag_range: [-100, 100]\n')
+    with pytest.raises(ConfigError, match=r'bad.yaml: simulation.rmag_range must lie within '
+                       r'r = 10..30, got \[-100, 100\]'):
+        load_sim_config(str(bad))
     # a value that is not a number where the shipped file has one: one line naming the key
     # (were numpy tracebacks mid-run); text that reads as a number (YAML 1.1 leaves 1e-1
     # a string) is the number

@@ -25,7 +25,7 @@ from ..parallel import RankZeroParser, run_command, stop_if_any_failed
 from ..progress import Progress
 from ..sim.mock import (DEFAULT_MOCK_CONFIG, MAX_EFFTIME, check_efftime_range, load_mock_setup,
                         make_mock, mock_settings, simulator_hash)
-from ..sim.population import CLASSES
+from ..sim.population import CLASSES, RMAG_LIMITS
 
 
 def parse(options=None):
@@ -93,6 +93,10 @@ def parse(options=None):
             parser.error(f'--{lo.replace("_", "-")} and --{hi.replace("_", "-")} must be finite')
         if not getattr(args, lo) < getattr(args, hi):
             parser.error(f'--{lo.replace("_", "-")} must be below --{hi.replace("_", "-")}')
+    if args.rmag_min is not None and not (RMAG_LIMITS[0] <= args.rmag_min
+                                          and args.rmag_max <= RMAG_LIMITS[1]):
+        parser.error(f'--rmag-min and --rmag-max must lie within r = {RMAG_LIMITS[0]:g}..'
+                     f'{RMAG_LIMITS[1]:g}, got {args.rmag_min:g}..{args.rmag_max:g}')
     if args.zmin is not None and args.zmin <= 0:
         parser.error(f'--zmin must be positive (an LBG redshift), got {args.zmin}')
     if args.zmin is not None and args.classes and not {'LBG', 'GALAXY'} & set(args.classes):

@@ -61,6 +61,10 @@ COLUMNS = {
     'TEMPLATE_U': ('f8', np.nan, 'star archetype selector in [0, 1)'),
 }
 
+#: r magnitudes (AB) the simulator serves: DESI's targets lie well within (bright stars
+#: ~12, the faintest LBG candidates ~25); far outside, fluxes overflow to inf.
+RMAG_LIMITS = (10.0, 30.0)
+
 
 def load_sim_config(name=DEFAULT_SIM_CONFIG):
     """Read a simulator configuration (``base:`` includes followed).
@@ -104,6 +108,9 @@ def load_sim_config(name=DEFAULT_SIM_CONFIG):
                           f'[min, max] pairs of numbers') from None
     if not rlo < rhi or len(lbg_z) != 2 or not lbg_z[0] < lbg_z[1]:
         raise ConfigError(f'{name}: simulation.rmag_range and simulation.lbg.zrange need min < max')
+    if not RMAG_LIMITS[0] <= rlo < rhi <= RMAG_LIMITS[1]:
+        raise ConfigError(f'{name}: simulation.rmag_range must lie within r = '
+                          f'{RMAG_LIMITS[0]:g}..{RMAG_LIMITS[1]:g}, got [{rlo:g}, {rhi:g}]')
     # the shipped file, never one of that name in the working directory
     shipped = read_yaml_config(os.path.join(str(etc_dir()), DEFAULT_SIM_CONFIG))
     check_numbers(sim, shipped['simulation'], name, 'simulation')
