@@ -156,6 +156,12 @@ def test_missing_config():
         read_yaml_config('no-such.yaml')
 
 
+def test_directory_as_config_is_named_as_such(tmp_path):
+    """A directory given as the configuration was reported as "not found"."""
+    with pytest.raises(ConfigError, match=f'^{tmp_path}: a directory, not a configuration file$'):
+        read_yaml_config(str(tmp_path))
+
+
 def test_nested_keys_of_the_shipped_configs_are_known():
     """Every shipped configuration passes the nested key checks (they are compared with the
     shipped simulator configuration)."""

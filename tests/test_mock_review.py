@@ -182,8 +182,41 @@ def test_cfitsio_outdir_is_refused_before_simulating(tmp_path, monkeypatch, capl
     ("mock: {dead_fibre_fraction: abc}\n", 'mock.dead_fibre_fraction must be a finite number'),
     ("mock: {dead_arm_fraction: 1.5}\n", r'mock.dead_arm_fraction must be in \[0, 1\]'),
     ("redrock_mock: {success: {QSO: {m50: x}}}\n", "redrock_mock.success.QSO.m50 must be a finite"),
+    # values that failed inside every file's simulation, with a traceback blaming the pixel
+    # file, or were written into the files without a word
+    ("simulation: {class_fractions: {LBG: -0.5}}\n",
+     r'simulation.class_fractions must be numbers >= 0 with a positive sum'),
+    ("simulation: {class_fractions: {LBG: 0, QSO: 0, GALAXY: 0, STAR: 0}}\n",
+     r'simulation.class_fractions must be numbers >= 0 with a positive sum'),
+    ("redrock_mock: {failure_mix: {QSO: {GALAXY: -0.2}}}\n",
+     r'redrock_mock.failure_mix.QSO.GALAXY must be a number >= 0, not -0.2'),
+    ("redrock_mock: {failure_mix: {QSO: {GALAXY: 0, QSO: 0, STAR: 0}}}\n",
+     r'redrock_mock.failure_mix.QSO must be probabilities with a positive sum'),
+    ("redrock_mock: {failure_mix: {QSO: {LBG: 0.5}}}\n",
+     r'redrock_mock.failure_mix.QSO must be a mapping with keys among GALAXY, QSO, STAR'),
+    ("instrument: {resolution_ndiag: 4}\n",
+     r'instrument.resolution_ndiag must be an odd integer in 3..99, not 4'),
+    ("instrument: {resolution_ndiag: 0}\n", r'instrument.resolution_ndiag must be an odd'),
+    ("mock: {exptime_per_efftime: -1}\n", r'mock.exptime_per_efftime must be a number > 0'),
+    ("redrock_mock: {success: {QSO: {p_max: 1.5}}}\n",
+     r'redrock_mock.success.QSO.p_max must be in \[0, 1\], not 1.5'),
+    ("redrock_mock: {lbg: {width: 0}}\n", r'redrock_mock.lbg.width must be a number > 0'),
+    ("redrock_mock: {success: {LBG: {p_max: 0.5, m50: 24.0, width: 0.3}}}\n",
+     r'redrock_mock.success must be a mapping with keys among GALAXY, QSO, STAR'),
+    ("redrock_mock: {wrong_z: {GALAXY: [1.7, 0.0]}}\n",
+     r'redrock_mock.wrong_z.GALAXY must be a \[min, max\] pair with min <= max'),
+    ("redrock_mock: {ncoeff: {QSO: 11}}\n", r'redrock_mock.ncoeff.QSO must be an integer in 1..10'),
+    ("instrument: {noise: {sky_lines_scale: {b: 1.0}}}\n",
+     r'unknown key\(s\) instrument.noise.sky_lines_scale \(known: '),
+    ("redrock_mock: {deltachi2: {wrong: 3.0}}\n", r'unknown key\(s\) redrock_mock.deltachi2.wrong '),
+    ("mock: {files: {survey: a/b}}\n", r"mock.files.survey must be a name of letters, digits and _"),
+    ("mock: {files: {dec_range: [70.0, -10.0]}}\n",
+     r'mock.files.dec_range must be a \[min, max\] pair of declinations'),
 ], ids=['efftime reversed', 'efftime one', 'efftime text', 'fibre text', 'dead text',
-        'dead range', 'rr text'])
+        'dead range', 'rr text', 'fraction negative', 'fractions zero', 'mix negative',
+        'mix zero', 'mix kind', 'ndiag even', 'ndiag zero', 'exptime negative', 'p_max',
+        'width zero', 'success class', 'wrong_z reversed', 'ncoeff', 'noise key',
+        'deltachi2 key', 'survey slash', 'dec reversed'])
 def test_mock_configuration_values_are_checked_on_loading(tmp_path, text, match):
     """The training generator's and the mock writer's settings are checked when the
     configuration is loaded (before any simulation): 'no' was taken as true, the others

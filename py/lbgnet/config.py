@@ -442,6 +442,8 @@ def _resolve(name, relative_to=None):
         return path
     if (etc_dir() / name).is_file():
         return etc_dir() / name
+    if path.is_dir():
+        raise ConfigError(f'{name}: a directory, not a configuration file')
     raise ConfigError(f'{name}: configuration file not found')
 
 

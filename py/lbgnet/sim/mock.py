@@ -16,6 +16,7 @@ from astropy.table import Table
 
 from ..config import ConfigError, config_from_dict
 from .instrument import build_instrument, observe, resolution_for
+from .mockcheck import check_mock_ranges
 from .rrmock import simulate_redrock
 
 #: Default configuration of the mock (instrument, files, Redrock outcome, physics).
@@ -121,9 +122,10 @@ def load_mock_setup(name=DEFAULT_MOCK_CONFIG, lbg_composite=None, rr_template_di
     from ..io.skymodel import read_sky_lines, sky_lines_path
     from .population import load_sim_config
     simcfg = load_sim_config(name)
-    check_mock_numbers(simcfg, name)
+    shipped = check_mock_numbers(simcfg, name)
     config = config_from_dict(simcfg, source=str(name))
     mock_settings(config)
+    check_mock_ranges(simcfg, shipped, str(name))
     lines, sky_digest = None, 'none'
     if sky_lines is not None or sky_lines_path() is not None:
         lines = read_sky_lines(sky_lines)
@@ -157,6 +159,11 @@ def check_mock_numbers(simcfg, name):
     name : str
         Its file, for the message.
 
+    Returns
+    -------
+    dict
+        The shipped mock configuration (for :func:`lbgnet.sim.mockcheck.check_mock_ranges`).
+
     Raises
     ------
     lbgnet.config.ConfigError
@@ -176,6 +183,7 @@ def check_mock_numbers(simcfg, name):
             values.update(given)
         else:
             check_numbers(values, shipped.get(section), name, section)
+    return shipped
 
 
 def array_digest(*arrays):

@@ -82,8 +82,9 @@ def load_sim_config(name=DEFAULT_SIM_CONFIG):
     Raises
     ------
     lbgnet.config.ConfigError
-        If the file has no ``simulation`` section, lacks a class section, or gives LBG
-        line strengths for lines that are not in the line list.
+        If the file has no ``simulation`` section, lacks a class section, gives LBG
+        line strengths for lines that are not in the line list, or class fractions that
+        are negative or sum to zero.
     """
     cfg = read_yaml_config(name)
     sim = cfg.get('simulation')
@@ -114,6 +115,11 @@ def load_sim_config(name=DEFAULT_SIM_CONFIG):
     # the shipped file, never one of that name in the working directory
     shipped = read_yaml_config(os.path.join(str(etc_dir()), DEFAULT_SIM_CONFIG))
     check_numbers(sim, shipped['simulation'], name, 'simulation')
+    fractions = sim['class_fractions']
+    if not isinstance(fractions, dict) or any(v < 0 for v in fractions.values()) \
+            or not sum(fractions.values()) > 0:
+        raise ConfigError(f'{name}: simulation.class_fractions must be numbers >= 0 with a '
+                          f'positive sum, not {fractions!r}')
     cfg['_source'] = str(name)
     return cfg
 
