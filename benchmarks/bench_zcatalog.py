@@ -9,7 +9,10 @@ built-in example's is made, about 30 s) as the catalogues of distinct healpix pi
   (fitsio, the header vouched for by its CHECKSUM) and through astropy's reader (the
   path of a header edited after writing, and the reader of earlier lbgnet versions);
 * runs ``desi_lbg_zcatalog`` over them once per reader, each in a fresh process, and
-  reports its wall time and peak resident memory.
+  reports its wall time and peak resident memory;
+* with ``--baseline DIR`` (the ``py/`` directory of another lbgnet checkout, e.g. a
+  ``git worktree`` of an earlier commit), runs that version's ``desi_lbg_zcatalog`` too,
+  in the same way, and checks that it stacks the same data.
 
 Results go to stdout (and to ``doc/benchmarks.rst`` by hand).
 """
@@ -81,6 +84,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--catalog', help='afterburner catalogue to copy [the example\'s]')
     parser.add_argument('--ncat', type=int, default=1600)
+    parser.add_argument('--baseline', help="another lbgnet's py/ directory, run the same way")
     args = parser.parse_args()
     import lbgnet.io.catalog as catalog_io
     with tempfile.TemporaryDirectory() as workdir:
@@ -100,26 +104,36 @@ def main():
         print(f'{len(files)} catalogues of {nrows} rows: read_catalog {fast * 1e3:.1f} ms a '
               f'file (fitsio), {slow * 1e3:.1f} ms through astropy, ratio {slow / fast:.2f}')
         runs = {}
-        for reader in ('fitsio', 'astropy'):
-            out = os.path.join(workdir, f'zcat-{reader}.fits')
+        versions = [('fitsio', 'fitsio', None), ('astropy', 'astropy', None)]
+        if args.baseline:
+            versions.append(('baseline, fitsio', 'fitsio', os.path.abspath(args.baseline)))
+        for label, reader, pythonpath in versions:
+            out = os.path.join(workdir, f'zcat-{len(runs)}.fits')
+            env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
+            if pythonpath:
+                env['PYTHONPATH'] = pythonpath
             done = subprocess.run([sys.executable, '-c', CHILD, reader,
                                    os.path.join(catdir, '*.fits'), out], check=True,
-                                  capture_output=True, text=True,
-                                  env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2'))
-            runs[reader] = json.loads(done.stdout.strip().splitlines()[-1])
-            if runs[reader]['rc'] != 0 or not os.path.exists(out):
-                raise SystemExit(f'desi_lbg_zcatalog ({reader}) failed:\n{done.stderr}')
-        with fits.open(os.path.join(workdir, 'zcat-fitsio.fits')) as a, \
-                fits.open(os.path.join(workdir, 'zcat-astropy.fits')) as b:
-            same = a['LBG_ZCAT'].data.tobytes() == b['LBG_ZCAT'].data.tobytes()
-        for reader, run in runs.items():
-            print(f'desi_lbg_zcatalog, {reader} reader: {run["wall"]:.1f} s, peak '
-                  f'{run["peak_mb"]:.0f} MB')
-        print(f'ratio {runs["astropy"]["wall"] / runs["fitsio"]["wall"]:.2f}; stacked data '
-              f'{"identical" if same else "DIFFERENT"}')
-        if not same:
-            raise SystemExit('the two readers stacked different data')
-
+                                  capture_output=True, text=True, env=env)
+            runs[label] = json.loads(done.stdout.strip().splitlines()[-1])
+            runs[label]['output'] = out
+            if runs[label]['rc'] != 0 or not os.path.exists(out):
+                raise SystemExit(f'desi_lbg_zcatalog ({label}) failed:\n{done.stderr}')
+        with fits.open(runs['fitsio']['output']) as first:
+            data = first['LBG_ZCAT'].data.tobytes()
+            for label, run in runs.items():
+                with fits.open(run['output']) as other:
+                    run['same'] = other['LBG_ZCAT'].data.tobytes() == data
+        for label, run in runs.items():
+            print(f'desi_lbg_zcatalog, {label}: {run["wall"]:.1f} s, peak '
+                  f'{run["peak_mb"]:.0f} MB; stacked data '
+                  f'{"identical" if run["same"] else "DIFFERENT"}')
+        for label, run in runs.items():
+            if label != 'fitsio':
+                print(f'{label} / fitsio: wall {run["wall"] / runs["fitsio"]["wall"]:.2f}, '
+                      f'peak {run["peak_mb"] / runs["fitsio"]["peak_mb"]:.2f}')
+        if not all(run['same'] for run in runs.values()):
+            raise SystemExit('the runs stacked different data')
 
 if __name__ == '__main__':
     main()

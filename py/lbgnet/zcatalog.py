@@ -40,7 +40,7 @@ sorted order, first file in the order given (sorted with ``--input-dir``): selec
 import re
 
 import numpy as np
-from astropy.table import Column, Table, vstack
+from astropy.table import Column, MaskedColumn, Table
 
 from .bitmask import REDROCK_ZWARN, LBGWarnMask
 from .catalog import TARGET_BIT_COLUMN, describe_columns
@@ -239,6 +239,100 @@ def fill_value(column, name=None):
     return {'f': np.nan, 'b': False, 'U': '', 'S': b''}.get(kind, 0)
 
 
+class CatalogColumns:
+    """One catalogue's columns as plain numpy arrays, for stacking many catalogues.
+
+    An astropy Table holds a Column object (with its ``info``) per column, about 100 KB
+    per catalogue of ~70 columns whatever its length: some 160 MB for the 1,600
+    catalogues of ``benchmarks/bench_zcatalog.py``, about 10 GB for 10^5.  This keeps
+    only the arrays (in native byte order, contiguous, each its own copy, so that nothing
+    holds the file's table), and each column's unit, description and display format in
+    one tuple that catalogues with the same columns share.  It answers ``colnames``,
+    ``len()`` and ``catalog[name]`` as a Table does; :func:`stack_catalogs` turns a
+    list of them into one Table.
+
+    Parameters
+    ----------
+    data : dict
+        Column name -> numpy.ndarray (numpy.ma.MaskedArray where entries are masked),
+        all of one length.
+    attributes : dict
+        Column name -> (unit, description, format) for (at least) the columns of `data`
+        (shared with other catalogues: never modified).
+    nrow : int
+    """
+
+    __slots__ = ('data', 'attributes', 'nrow')
+
+    def __init__(self, data, attributes, nrow):
+        self.data, self.attributes, self.nrow = data, attributes, int(nrow)
+
+    @classmethod
+    def from_table(cls, table, shared=None):
+        """The columns of an astropy Table (a CatalogColumns is returned as it is).
+
+        Parameters
+        ----------
+        table : astropy.table.Table or CatalogColumns
+        shared : dict, optional
+            Attribute tuples already seen (filled here): catalogues with the same
+            columns then hold one tuple between them.
+        """
+        if isinstance(table, cls):
+            return table
+        data, attributes = {}, []
+        for name in table.colnames:
+            col = table[name]
+            native = col.dtype.newbyteorder('=')
+            if getattr(col, 'mask', None) is not None and np.any(col.mask):
+                data[name] = np.ma.array(np.array(col.data.data, dtype=native),
+                                         mask=np.array(col.mask), copy=False)
+            else:
+                data[name] = np.array(col, dtype=native)
+            attributes.append((name, col.unit, col.description, col.format))
+        key = tuple(attributes)
+        attributes = {a[0]: a[1:] for a in key}
+        if shared is not None:
+            attributes = shared.setdefault(key, attributes)
+        return cls(data, attributes, len(table))
+
+    @property
+    def colnames(self):
+        """Column names, in order."""
+        return list(self.data)
+
+    def __getitem__(self, name):
+        return self.data[name]
+
+    def __len__(self):
+        return self.nrow
+
+    def replaced(self, name, values):
+        """A CatalogColumns with the column `name` replaced by `values` (the others shared)."""
+        data = dict(self.data)
+        data[name] = values
+        return CatalogColumns(data, self.attributes, self.nrow)
+
+
+def concatenate_catalogs(catalogs):
+    """Stack :class:`CatalogColumns` with the same column names into one Table.
+
+    Each column is ``numpy.concatenate`` of the catalogues' arrays (masked where any
+    entry is), with the unit, description and format of the first catalogue's column.
+    """
+    first = catalogs[0]
+    columns = []
+    for name in first.colnames:
+        parts = [cat[name] for cat in catalogs]
+        masked = any(isinstance(part, np.ma.MaskedArray) for part in parts)
+        data = np.ma.concatenate(parts) if masked else np.concatenate(parts)
+        unit, description, fmt = first.attributes[name]
+        kind = MaskedColumn if masked else Column
+        columns.append(kind(data, name=name, unit=unit, description=description, format=fmt,
+                            copy=False))
+    return Table(columns, copy=False)
+
+
 #: Columns that only newer catalogues have and whose absence means "unknown": always
 #: completed (NaN ranks a repeated spectrum last), like the target bits.
 OPTIONAL_COLUMNS = ('TSNR2_LRG',)
@@ -254,17 +348,17 @@ def unify_columns(tables, allow_mixed=False, sources=None):
 
     Parameters
     ----------
-    tables : sequence of astropy.table.Table
+    tables : sequence of astropy.table.Table or CatalogColumns
     allow_mixed : bool, optional
     sources : sequence of str, optional
         File of each table, for the error message.
 
     Returns
     -------
-    list of astropy.table.Table
-        Views, not copies: a table that already has every column in order is returned
-        itself, the others share their columns' data and their ``meta`` with it.  Modify
-        them only through copies (as :func:`stack_catalogs` does).
+    list of CatalogColumns
+        A :class:`CatalogColumns` given that already has every column in order is
+        returned itself; the others share their arrays with it (a Table given is copied
+        once, by :meth:`CatalogColumns.from_table`).  Modify them only through copies.
 
     Raises
     ------
@@ -272,6 +366,8 @@ def unify_columns(tables, allow_mixed=False, sources=None):
         Naming the columns that differ and a file that lacks one, when they are not
         target bits or optional and not `allow_mixed`.
     """
+    shared = {}
+    tables = [CatalogColumns.from_table(tab, shared) for tab in tables]
     # sets and dicts, one pass each: a production stacks ~1e5 catalogues, and searching
     # the list of tables per missing column was quadratic (main-survey files lack the
     # SV*_ target bits of the sv files sorted after them)
@@ -293,22 +389,27 @@ def unify_columns(tables, allow_mixed=False, sources=None):
         raise ValueError(f'catalogues differ in columns {", ".join(other[:6])}'
                          f'{" …" if len(other) > 6 else ""}{where} (mixed --rerun-redrock or '
                          'lbgnet versions?); use --allow-mixed to stack them anyway')
-    ref = {col: np.asarray(next(tab[col] for tab, cols in zip(tables, present) if col in cols))
+    ref = {col: next(tab for tab, cols in zip(tables, present) if col in cols)
            for col in missing}
-    out = []
+    out, attributes = [], {}
     for tab, cols in zip(tables, present):
         if tab.colnames == names:
             out.append(tab)
             continue
-        columns = []         # the table's own columns are shared, not copied
+        data = {}            # the table's own arrays are shared, not copied
         for col in names:
             if col in cols:
-                columns.append(tab.columns[col])
+                data[col] = tab[col]
             else:            # vector columns (COEFF_NEW of --rerun-redrock) keep their shape
-                columns.append(Column(np.full((len(tab),) + ref[col].shape[1:],
-                                              fill_value(ref[col], col), dtype=ref[col].dtype),
-                                      name=col))
-        out.append(Table(columns, meta=tab.meta, copy=False))
+                like = np.asarray(ref[col][col])
+                data[col] = np.full((len(tab),) + like.shape[1:], fill_value(like, col),
+                                    dtype=like.dtype)
+        key = (id(tab.attributes), tuple(names))
+        if key not in attributes:
+            merged = {col: ref[col].attributes[col] for col in missing}
+            merged.update(tab.attributes)
+            attributes[key] = merged
+        out.append(CatalogColumns(data, attributes[key], len(tab)))
     return out
 
 
@@ -404,8 +505,9 @@ def _first_of_groups(rank, group):
 
 
 def int32_flags(table, source=None):
-    """`table` with ``LBG_FLAG`` as int32, the catalogue's type (an unsigned 64-bit one
-    beside int32 ones would stack as float64).
+    """`table` (a :class:`CatalogColumns`, or a Table made into one) with ``LBG_FLAG`` as
+    native int32, the catalogue's type (an unsigned 64-bit one beside int32 ones would
+    stack as float64).
 
     Raises
     ------
@@ -413,18 +515,15 @@ def int32_flags(table, source=None):
         If a value does not fit in 32 bits (no such ``LBG_FLAG`` bit exists), naming
         `source`.
     """
+    table = CatalogColumns.from_table(table)
     flag = np.asarray(table['LBG_FLAG'])
-    if flag.dtype == np.int32:
+    if flag.dtype == np.dtype(np.int32) and flag.dtype.isnative:
         return table
     limits = np.iinfo(np.int32)
     if flag.size and (flag.min() < limits.min or flag.max() > limits.max):
         raise ValueError(f'{source or "a catalogue"}: LBG_FLAG holds values beyond 32 bits '
                          f'({flag.min()} to {flag.max()}): not lbgnet warning bits')
-    table = table.copy(copy_data=False)
-    description = table['LBG_FLAG'].description
-    table['LBG_FLAG'] = flag.astype(np.int32)
-    table['LBG_FLAG'].description = description
-    return table
+    return table.replaced('LBG_FLAG', flag.astype(np.int32))
 
 
 def stack_catalogs(tables, allow_mixed=False, sources=None, consume=False):
@@ -432,8 +531,9 @@ def stack_catalogs(tables, allow_mixed=False, sources=None, consume=False):
 
     Parameters
     ----------
-    tables : sequence of astropy.table.Table
-        Catalogues with location columns (:func:`add_location`), in file order.
+    tables : sequence of astropy.table.Table or CatalogColumns
+        Catalogues with location columns (:func:`add_location`), in file order
+        (``desi_lbg_zcatalog`` keeps each file's as :class:`CatalogColumns`).
     consume : bool, optional
         Empty the list `tables` once its rows are stacked, so that the per-file tables are
         freed while the stacked one is sorted and completed (``desi_lbg_zcatalog``: a
@@ -463,7 +563,7 @@ def stack_catalogs(tables, allow_mixed=False, sources=None, consume=False):
     check_column_kinds(tables, sources)
     tables = [int32_flags(tab, None if sources is None else sources[i])
               for i, tab in enumerate(tables)]
-    stacked = vstack(tables, join_type='exact', metadata_conflicts='silent')
+    stacked = concatenate_catalogs(tables)
     fileorder = np.concatenate([np.full(len(t), i) for i, t in enumerate(tables)])
     del tables                   # the stacked copy holds every row: free the per-file ones
     if consume and isinstance(given, list):

@@ -22,7 +22,7 @@ from ..io.discover import (CATALOG_PREFIX, check_input_dir, expand_coadds, file_
 from ..io.errors import InputFileError
 from ..io.targetid import as_targetids
 from ..progress import Progress
-from ..zcatalog import (CONSISTENT_KEYS, add_location, bad_bits, bit_meaning_problems,
+from ..zcatalog import (CONSISTENT_KEYS, CatalogColumns, add_location, bad_bits, bit_meaning_problems,
                         column_kind_problems,
                         describe_difference, differing_keys, missing_columns, shared_keys,
                         spectra_key, stack_catalogs, usable_location)
@@ -90,7 +90,7 @@ def read_all(files, allow_mixed=False, spgrp=None):
 
     Returns
     -------
-    tables : list of astropy.table.Table
+    tables : list of lbgnet.zcatalog.CatalogColumns
     common : dict
         Header values (:func:`lbgnet.zcatalog.shared_keys`) that all catalogues share;
         keywords whose values differ, or that no catalogue has, are left out.
@@ -121,7 +121,7 @@ def read_all(files, allow_mixed=False, spgrp=None):
         files = [f for f, g in zip(files, named) if g in (spgrp, 'unknown')]
     tables, common, errors, mismatch, used, groups = [], None, [], None, [], []
     made_from, twice, uncalibrated, same_spectra, overlap = {}, [], set(), {}, []
-    mixed = set()
+    mixed, shared = set(), {}
     progress = Progress(len(files), unit='catalogues read', min_interval=10.0)
     for path in progress.iterate(files):
         try:
@@ -178,7 +178,8 @@ def read_all(files, allow_mixed=False, spgrp=None):
             made_from.setdefault(same, path)
         if key is not None:
             same_spectra.setdefault(key, path)
-        tables.append(add_location(table, location))
+        # plain arrays: an astropy Table per file costs ~100 KB of objects whatever its rows
+        tables.append(CatalogColumns.from_table(add_location(table, location), shared))
         used.append(path)
         uncalibrated.update(card for _, card in CALIBRATION_CARDS if header.get(card) is False)
         groups.append(group)
