@@ -247,7 +247,7 @@ class CatalogColumns:
     catalogues of ``benchmarks/bench_zcatalog.py``, about 10 GB for 10^5.  This keeps
     only the arrays (in native byte order, contiguous, each its own copy, so that nothing
     holds the file's table), and each column's unit, description and display format in
-    one tuple that catalogues with the same columns share.  It answers ``colnames``,
+    one mapping that catalogues with the same columns share.  It answers ``colnames``,
     ``len()`` and ``catalog[name]`` as a Table does; :func:`stack_catalogs` turns a
     list of them into one Table.
 
@@ -275,8 +275,8 @@ class CatalogColumns:
         ----------
         table : astropy.table.Table or CatalogColumns
         shared : dict, optional
-            Attribute tuples already seen (filled here): catalogues with the same
-            columns then hold one tuple between them.
+            Attribute mappings already seen (filled here): catalogues with the same
+            columns then hold one mapping between them.
         """
         if isinstance(table, cls):
             return table

@@ -22,8 +22,8 @@ from ..io.discover import (CATALOG_PREFIX, check_input_dir, expand_coadds, file_
 from ..io.errors import InputFileError
 from ..io.targetid import as_targetids
 from ..progress import Progress
-from ..zcatalog import (CONSISTENT_KEYS, CatalogColumns, add_location, bad_bits, bit_meaning_problems,
-                        column_kind_problems,
+from ..zcatalog import (CONSISTENT_KEYS, CatalogColumns, add_location, bad_bits,
+                        bit_meaning_problems, column_kind_problems,
                         describe_difference, differing_keys, missing_columns, shared_keys,
                         spectra_key, stack_catalogs, usable_location)
 from ..zerr import CALIBRATION_CARDS
