@@ -378,6 +378,24 @@ def test_batch_streams_follow_the_epoch_numbers():
     assert record.seen == [1, 2, 4]
 
 
+def test_compile_model_builds_the_optimizer_for_the_trainable_layers():
+    """Adam's slots exist after compile_model (none are made while the first step is
+    traced), for exactly the trainable variables: frozen layers get none."""
+    from lbg_testdata import tiny_config
+    cfg = tiny_config()
+    model = build_model(cfg)
+    model.get_layer('conv_1').trainable = False
+    compile_model(model, cfg)
+    opt = model.optimizer
+    assert opt.built
+    trainable = {id(v) for v in model.trainable_variables}
+    assert {id(v) for v in opt._trainable_variables} == trainable
+    assert len(opt.variables) == 2 * len(trainable) + 2      # m, v per variable + counters
+    model.get_layer('conv_1').trainable = True                # unfrozen: compiled again
+    compile_model(model, cfg)
+    assert len(model.optimizer._trainable_variables) == len(model.trainable_variables) > len(trainable)
+
+
 def test_time_limit_callback():
     """TimeLimit stops when one more epoch of the mean duration would exceed the budget."""
     import time
