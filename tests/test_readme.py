@@ -16,6 +16,19 @@ def test_readme_starts_with_the_two_commands():
     assert tests.startswith(setup) and ' -m pytest ' in tests
 
 
+def test_the_test_command_has_its_plugins_pinned():
+    """A test command that runs the suite in several processes (``-n``) needs pytest-xdist,
+    which a fresh venv has only from requirements.txt (pytest would stop at the unknown
+    option); pinned, as every requirement."""
+    import re
+    words = _commands()[1].split(' && ')[-1].split()
+    with open(os.path.join(ROOT, 'requirements.txt')) as fx:
+        pins = dict(re.findall(r'^([A-Za-z0-9_.-]+)==(\S+)', fx.read(), flags=re.M))
+    assert 'pytest' in pins
+    if '-n' in words or any(w.startswith('--numprocesses') for w in words):
+        assert 'pytest-xdist' in pins
+
+
 def test_ci_runs_the_readme_test_command():
     test_command = _commands()[1].split(' && ')[-1]
     with open(os.path.join(ROOT, '.ci', 'run')) as fx:

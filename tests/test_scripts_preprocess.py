@@ -44,18 +44,6 @@ def test_bad_file_gives_nonzero_status(tmp_path, tiny_coadd, caplog):
     assert main(['--coadd', good, str(bad)]) == 1
 
 
-def test_readme_test_command_is_what_ci_runs():
-    readme = open(os.path.join(ROOT, 'README.rst')).read()
-    ci = open(os.path.join(ROOT, '.ci', 'run')).read()
-    blocks = re.findall(r'::\n\n    (.+)\n', readme)
-    assert len(blocks) >= 2, 'README must open with the two fresh-machine commands'
-    test_cmd = blocks[1].split('&&')[-1].strip()
-    assert test_cmd.startswith('venv/bin/python -m pytest')
-    assert test_cmd in ci.splitlines()
-    install = blocks[1].split('&&')[1].strip()
-    assert install in ci
-
-
 def _errors(caplog):
     import logging
     return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
