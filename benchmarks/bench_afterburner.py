@@ -100,7 +100,9 @@ def rate(log):
 
 def main(args):
     os.makedirs(args.workdir, exist_ok=True)
-    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, 'py'), TF_CPP_MIN_LOG_LEVEL='2')
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(ROOT, 'py'),
+                                                       os.path.join(ROOT, 'benchmarks')]),
+               TF_CPP_MIN_LOG_LEVEL='2')                    # benchutil: peak_kb
     py, bindir = sys.executable, os.path.join(ROOT, 'bin')
     mpiexec = os.path.join(os.path.dirname(sys.executable), 'mpiexec')
     indir = os.path.join(args.workdir, 'in')
@@ -148,9 +150,9 @@ def main(args):
     bigdir = os.path.join(args.workdir, f'big{args.big}')
     make_mock(bigdir, args.big, 1, 2, env, resolution=False)
     big = [os.path.join(bigdir, f) for f in os.listdir(bigdir) if f.startswith('coadd-')][0]
-    code = ('import resource, sys; from lbgnet.scripts.lbg_afterburner import main; '
-            'rc = main(sys.argv[1:]); '
-            'print("MAXRSS_KB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)')
+    code = ('import sys; from benchutil import peak_kb; '
+            'from lbgnet.scripts.lbg_afterburner import main; rc = main(sys.argv[1:]); '
+            'print("MAXRSS_KB", peak_kb()); sys.exit(rc)')
     wall, log = run([py, '-c', code, '--model', model, '--overwrite', '--coadd', big,
                      '--output', os.path.join(args.workdir, 'big.fits')], env)
     rss = int(re.search(r'MAXRSS_KB (\d+)', log).group(1))

@@ -13,7 +13,11 @@ default), ``keras`` (the compiled TensorFlow pass of :class:`lbgnet.network.Netw
 afterburner's ``--engine keras``) and ``eager`` (:func:`lbgnet.predict.predict_raw`, the
 model's eager call in batches of 2048: the path this script timed before the numpy
 engine, for comparison with the earlier records).  The first pass is excluded; the best of
-``--repeat`` timed passes is reported.  Results are recorded in doc/benchmarks.rst.
+``--repeat`` timed passes is reported.  With ``--model``, loading the model file is timed
+too, for each engine but ``eager``: :func:`lbgnet.network.load_network` in a fresh process
+(importing lbgnet.network, then the load; the smallest of ``--repeat`` processes) and the
+largest maximum resident set of those processes.  Results are recorded in
+doc/benchmarks.rst.
 """
 import argparse
 import json
@@ -21,6 +25,22 @@ import os
 import time
 
 import numpy as np
+
+from benchutil import run_child
+
+#: Run in a fresh process: import lbgnet.network and load a model file with an engine;
+#: prints the seconds of each step and the maximum resident set (JSON).
+LOAD_CHILD = r'''
+import json, sys, time
+from benchutil import peak_kb
+t0 = time.perf_counter()
+from lbgnet.network import load_network
+t1 = time.perf_counter()
+load_network(sys.argv[1], engine=sys.argv[2], threads=int(sys.argv[3]))
+t2 = time.perf_counter()
+print(json.dumps(dict(import_s=t1 - t0, load_s=t2 - t1, total_s=t2 - t0,
+                      peak_mb=peak_kb() / 1024)))
+'''
 
 def engine_batches():
     """Default batch of each engine (the afterburner's, from the library)."""
@@ -73,6 +93,14 @@ def time_engine(forward, config, X, repeat):
     return {k: X.shape[0] / v for k, v in best.items()}
 
 
+def load_costs(path, engine, threads, repeat):
+    """Seconds to import lbgnet.network and load `path` in a fresh process (the fastest of
+    `repeat` processes, each step from that process) and the largest peak memory (MB)."""
+    runs = [run_child(LOAD_CHILD, path, engine, threads) for _ in range(repeat)]
+    best = min(runs, key=lambda run: run['total_s'])
+    return dict(best, peak_mb=max(run['peak_mb'] for run in runs))
+
+
 def main(args=None):
     args = parse(args) if not isinstance(args, argparse.Namespace) else args
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -107,6 +135,12 @@ def main(args=None):
             log.info('%s, %s engine (batch %d): %.0f spectra/s total (predict %.0f/s, '
                      'postprocess %.0f/s) on %d threads', name, engine, batch, rates['total'],
                      rates['predict'], rates['postprocess'], args.threads)
+        for engine in (e for e in args.engine if args.model and e != 'eager'):
+            load = load_costs(args.model, engine, args.threads, args.repeat)
+            results[name][engine]['load'] = load
+            log.info('%s, %s engine: loaded in %.2f s in a fresh process (import %.2f s, '
+                     'load %.2f s), peak memory %.0f MB', name, engine, load['total_s'],
+                     load['import_s'], load['load_s'], load['peak_mb'])
         if 'numpy' in args.engine:
             for other in set(args.engine) - {'numpy'}:
                 log.info('%s: numpy engine / %s engine = %.2f', name, other,

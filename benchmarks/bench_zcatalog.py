@@ -18,7 +18,6 @@ Results go to stdout (and to ``doc/benchmarks.rst`` by hand).
 """
 import argparse
 import glob
-import json
 import os
 import subprocess
 import sys
@@ -30,9 +29,12 @@ from astropy.io import fits
 
 from lbgnet.io.catalog import read_catalog, write_catalog
 
+from benchutil import run_child
+
 #: Run in a fresh process: desi_lbg_zcatalog with the chosen reader; prints JSON.
 CHILD = r'''
-import json, resource, sys, time
+import json, sys, time
+from benchutil import peak_kb
 import lbgnet.io.catalog as catalog_io
 from lbgnet.scripts.lbg_zcatalog import main
 if sys.argv[1] == 'astropy':                 # every table through astropy's reader
@@ -40,7 +42,7 @@ if sys.argv[1] == 'astropy':                 # every table through astropy's rea
 t0 = time.perf_counter()
 rc = main(['--catalogs', sys.argv[2], '--output', sys.argv[3]])
 print(json.dumps(dict(rc=rc, wall=time.perf_counter() - t0,
-                      peak_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)))
+                      peak_mb=peak_kb() / 1024)))
 '''
 
 #: Primary-header keywords the writer makes itself.
@@ -109,16 +111,12 @@ def main():
             versions.append(('baseline, fitsio', 'fitsio', os.path.abspath(args.baseline)))
         for label, reader, pythonpath in versions:
             out = os.path.join(workdir, f'zcat-{len(runs)}.fits')
-            env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
-            if pythonpath:
-                env['PYTHONPATH'] = pythonpath
-            done = subprocess.run([sys.executable, '-c', CHILD, reader,
-                                   os.path.join(catdir, '*.fits'), out], check=True,
-                                  capture_output=True, text=True, env=env)
-            runs[label] = json.loads(done.stdout.strip().splitlines()[-1])
+            runs[label] = run_child(CHILD, reader, os.path.join(catdir, '*.fits'), out,
+                                    env={'PYTHONPATH': pythonpath} if pythonpath else None)
             runs[label]['output'] = out
             if runs[label]['rc'] != 0 or not os.path.exists(out):
-                raise SystemExit(f'desi_lbg_zcatalog ({label}) failed:\n{done.stderr}')
+                raise SystemExit(f'desi_lbg_zcatalog ({label}) returned {runs[label]["rc"]}, '
+                                 f'{out} {"written" if os.path.exists(out) else "missing"}')
         with fits.open(runs['fitsio']['output']) as first:
             data = first['LBG_ZCAT'].data.tobytes()
             for label, run in runs.items():

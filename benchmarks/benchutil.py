@@ -1,6 +1,9 @@
 """Helpers shared by the benchmark scripts (run from the repository root as
 ``python benchmarks/<script>.py``, which puts this directory on ``sys.path``)."""
 import json
+import os
+import subprocess
+import sys
 import time
 
 
@@ -12,6 +15,39 @@ def best_time(func, repeat):
         func()
         best = min(best, time.perf_counter() - t0)
     return best
+
+
+def peak_kb():
+    """Peak resident memory of this process (kB): ``VmHWM`` of /proc/self/status.
+
+    Not ``resource.getrusage(...).ru_maxrss``: a child process inherits its parent's peak
+    in that figure (Linux keeps it across ``exec``), so a benchmark child started by a
+    parent holding 1.6 GB reported 1.6 GB whatever it used itself."""
+    with open('/proc/self/status') as fx:
+        for line in fx:
+            if line.startswith('VmHWM:'):
+                return int(line.split()[1])
+    raise RuntimeError('no VmHWM line in /proc/self/status')
+
+
+def run_child(code, *args, env=None):
+    """Run Python `code` in a fresh interpreter (``python -c code args``) and return the
+    JSON object of its last stdout line; stop with its stderr when it fails.
+
+    `env` entries are added to this process's environment (``TF_CPP_MIN_LOG_LEVEL=2``
+    unless set); ``PYTHONPATH`` starts with this directory (the child may import
+    :func:`peak_kb`), then `env`'s, then this process's."""
+    here = os.path.dirname(os.path.abspath(__file__))      # the child imports benchutil
+    path = os.pathsep.join(p for p in (here, (env or {}).get('PYTHONPATH'),
+                                       os.environ.get('PYTHONPATH')) if p)
+    env = {'TF_CPP_MIN_LOG_LEVEL': '2', **os.environ, **(env or {}), 'PYTHONPATH': path}
+    done = subprocess.run([sys.executable, '-c', code, *map(str, args)], capture_output=True,
+                          text=True, env=env)
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        raise SystemExit(f'benchmark child process failed (exit {done.returncode}):\n'
+                         f'{done.stderr}')
+    return json.loads(lines[-1])
 
 
 def write_json(path, obj):
