@@ -351,6 +351,30 @@ def test_preprocess_unexpected_error_on_one_rank_aborts_all(tmp_path):
     assert 'rank 1: unexpected error; aborting every rank' in log and 'injected failure' in log
 
 
+def test_preprocess_output_that_is_an_input_fails_every_rank_alike(tmp_path):
+    """desi_lbg_preprocess --mpi: an --outdir output that is an input (looked for once, on
+    rank 0) stops every rank with one line naming the file, not with 'rank 0: ...' as if
+    one rank alone had failed."""
+    importlib.import_module('mpi4py')     # a requirement: its absence fails
+    out = tmp_path / 'grid'
+    out.mkdir()
+    target = out / 'lbg_input-a.npz'
+    write_test_coadd(str(target), 3, seed=0)
+    link = tmp_path / 'coadd-a.fits'
+    link.symlink_to(target)
+    before = target.read_bytes()
+    proc = subprocess.run([mpiexec(), '-n', '2', sys.executable,
+                           os.path.join(ROOT, 'bin', 'desi_lbg_preprocess'), '--mpi',
+                           '--coadd', str(link), '--outdir', str(out)],
+                          env=launch_env(tmp_path, OMP_NUM_THREADS='1'), capture_output=True,
+                          text=True, timeout=120)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 1, log
+    assert f'every rank: {target}: is an input file; refusing to overwrite it' in log, log
+    assert 'rank 0:' not in log and 'Traceback' not in log, log
+    assert target.read_bytes() == before
+
+
 def test_mock_headers_do_not_depend_on_what_was_imported():
     """desiutil's add_dependencies recorded mpi4py once a --mpi run had imported it, so a
     mock written under MPI had other headers (and coadd fingerprints) than a serial one."""

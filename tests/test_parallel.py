@@ -108,6 +108,37 @@ def test_rank_prefix_names_each_line_once():
     assert text('%d files', 3) == 'rank 0: 3 files'
     assert text('rank 1: --outdir not writable') == 'rank 1: --outdir not writable'
     assert text('ranking 3 files') == 'rank 0: ranking 3 files'
+    assert text('every rank: no config') == 'every rank: no config'
+
+
+class _Gathering:
+    """A communicator stand-in whose allgather returns the ranks' values given."""
+
+    def __init__(self, values):
+        self.values = values
+
+    def allgather(self, value):
+        return list(self.values)
+
+
+def test_stop_if_any_failed_says_whose_failure_it_is(caplog):
+    """One line when every rank failed alike (``every rank:`` with several ranks, plain
+    with one), else one ``rank N:`` line per failed rank; False when none failed."""
+    import logging
+    from lbgnet.parallel import stop_if_any_failed
+    log = logging.getLogger('lbgnet-test-stop')
+
+    def lines(comm, problem):
+        caplog.clear()
+        with caplog.at_level(logging.ERROR, logger=log.name):
+            stopped = stop_if_any_failed(comm, problem, log)
+        return stopped, [r.getMessage() for r in caplog.records]
+    assert lines(None, None) == (False, [])
+    assert lines(None, 'bad config') == (True, ['bad config'])
+    assert lines(_Gathering([None, None]), None) == (False, [])
+    assert lines(_Gathering(['x: gone', 'x: gone']), 'x: gone') == (True, ['every rank: x: gone'])
+    assert lines(_Gathering([None, 'x: gone']), None) == (True, ['rank 1: x: gone'])
+    assert lines(_Gathering(['a', 'b']), 'a') == (True, ['rank 0: a', 'rank 1: b'])
 
 
 def test_abort_all_on_failure_without_mpi_just_runs():

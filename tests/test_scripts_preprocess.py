@@ -79,6 +79,23 @@ def test_unusable_output_is_one_line_before_work(tmp_path, caplog):
     assert afile.read_text() == 'keep'
 
 
+def test_outdir_output_that_is_an_input_is_refused(tmp_path, tiny_coadd, caplog):
+    """--outdir whose output for a coadd is that coadd itself (a link named coadd-X.fits
+    to OUTDIR/lbg_input-X.npz) is refused before any work, even with --overwrite."""
+    import shutil
+    out = tmp_path / 'grid'
+    out.mkdir()
+    target = out / 'lbg_input-a.npz'
+    shutil.copy(tiny_coadd[0], target)
+    link = tmp_path / 'coadd-a.fits'
+    link.symlink_to(target)
+    before = target.read_bytes()
+    assert main(['--coadd', str(link), '--outdir', str(out), '--overwrite']) == 1
+    errors = _errors(caplog)
+    assert errors == [f'{target}: is an input file; refusing to overwrite it'], errors
+    assert target.read_bytes() == before and sorted(os.listdir(out)) == ['lbg_input-a.npz']
+
+
 def test_parse_rejects_negative_seed_and_empty_output():
     import pytest
     from lbgnet.scripts.lbg_preprocess import parse

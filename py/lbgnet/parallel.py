@@ -121,6 +121,32 @@ def split_work(items, size, rank, weights=None):
     return [items[i] for i in order if owner[i] == rank]
 
 
+def problem_on_rank_zero(comm, check, errors):
+    """Why rank 0's `check()` fails, on every rank: a check that every rank would answer
+    alike, made once (a ``stat`` per file on a shared file system) and its answer shared,
+    so that a failure is reported as the run's, not as ``rank 0: ...``.
+
+    Parameters
+    ----------
+    comm : mpi4py communicator or None
+    check : callable
+        Called with no argument on rank 0 only; raises one of `errors` when it fails.
+    errors : exception class or tuple of them
+
+    Returns
+    -------
+    str or None
+        The failure's one-line message, the same on every rank, or None.
+    """
+    problem = None
+    if comm is None or comm.rank == 0:
+        try:
+            check()
+        except errors as err:
+            problem = str(err)
+    return problem if comm is None else comm.bcast(problem, root=0)
+
+
 def stop_if_any_failed(comm, problem, log):
     """Whether the run must stop because a rank could not start: every rank passes its
     `problem` (a one-line reason, or None) and all get the same answer, so that no rank
@@ -132,7 +158,9 @@ def stop_if_any_failed(comm, problem, log):
     problem : str or None
     log : logging.Logger
         Logs the reasons (rank 0's logger; others are silenced by their callers): one line
-        when every rank failed alike, else one per failed rank, ``rank N: why``.
+        when every rank failed alike (``every rank: why`` with several ranks, not rank 0's
+        ``rank 0:`` prefix, which read as if rank 0 alone had failed), else one per failed
+        rank, ``rank N: why``.
 
     Returns
     -------
@@ -143,7 +171,7 @@ def stop_if_any_failed(comm, problem, log):
     if not failed:
         return False
     if len(failed) == len(problems) and all(text == failed[0][1] for _, text in failed):
-        log.error('%s', failed[0][1])
+        log.error('%s%s', 'every rank: ' if len(problems) > 1 else '', failed[0][1])
     else:
         for r, text in failed:
             log.error('rank %d: %s', r, text)

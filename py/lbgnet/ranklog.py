@@ -13,8 +13,9 @@ from desiutil.log import get_logger
 
 
 #: A message that already starts with a rank (its own, a record seen before, or one rank
-#: 0 logs about another: ``rank 1: --outdir ... not writable``).
-NAMES_A_RANK = re.compile(r'^rank \d+: ')
+#: 0 logs about another: ``rank 1: --outdir ... not writable``) or says it is every
+#: rank's (``every rank: ...``, logged once by rank 0).
+NAMES_A_RANK = re.compile(r'^(rank \d+|every rank): ')
 
 
 class RankPrefix(logging.Filter):

@@ -22,7 +22,8 @@ from ..io import InputFileError, minimal_fibermap, write_coadd
 from ..io.atomic import atomic_path, raise_if_terminated
 from ..io.catalog import OutputFileError, check_not_an_input, check_not_inputs, check_outdir
 from ..io.discover import expand_coadds, input_array_paths
-from ..parallel import RankZeroParser, run_command, split_work, stop_if_any_failed
+from ..parallel import (RankZeroParser, problem_on_rank_zero, run_command, split_work,
+                        stop_if_any_failed)
 from ..preprocess import load_coadd_grid
 from ..progress import Progress
 
@@ -270,12 +271,14 @@ def run(args, comm=None):
             check_output(args.output, args.overwrite, paths)
         if args.outdir is not None:
             outputs = input_array_paths(paths, args.outdir)
-            if rank == 0:                      # the same answer on every rank
-                check_not_inputs(outputs, paths)
             check_outdir(args.outdir, name=f'--outdir {args.outdir}')
     except (ConfigError, OutputFileError, ValueError) as err:
         problem = ('--output ' if isinstance(err, OutputFileError) and args.output
                    else '') + str(err)
+    if args.outdir is not None:     # one look (rank 0's) for all: the run's failure, not a rank's
+        clash = problem_on_rank_zero(
+            comm, lambda: problem is None and check_not_inputs(outputs, paths), OutputFileError)
+        problem = problem or clash
     if stop_if_any_failed(comm, problem, log):
         return 1
     with tempfile.TemporaryDirectory() as tmpdir:
