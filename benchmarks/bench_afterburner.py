@@ -36,6 +36,8 @@ import subprocess
 import sys
 import time
 
+from benchutil import write_json
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REFERENCE = os.path.join(ROOT, '..', 'shared', 'reference', 'redrock-templates')
 
@@ -159,11 +161,8 @@ def main(args):
     out['big'] = dict(spectra=args.big, peak_rss_mb=rss / 1024, command_wall_s=wall,
                       file_mb=os.path.getsize(big) / 2 ** 20)
     out['loadavg_end'] = os.getloadavg()
-    text = json.dumps(out, indent=1)
-    print(text)
-    if args.json:
-        with open(args.json, 'w') as fx:
-            fx.write(text + '\n')
+    print(json.dumps(out, indent=1))
+    write_json(args.json, out)
     return 0
 
 

@@ -26,6 +26,8 @@ from desiutil.log import get_logger  # noqa: E402
 from lbgnet.sim.generator import MockBatches, as_pydataset  # noqa: E402
 from lbgnet.sim.mock import load_mock_setup  # noqa: E402
 
+from benchutil import write_json  # noqa: E402
+
 _GEN = None
 
 
@@ -97,9 +99,7 @@ def main():
         log.info('keras fit, %d workers: %.0f spectra/s', args.workers,
                  res['keras_fit_spectra_per_s'])
     res['load_average_1min_after'] = os.getloadavg()[0]
-    if args.output:
-        with open(args.output, 'w') as fx:
-            json.dump(res, fx, indent=1)
+    write_json(args.output, res)
     log.info('%s', json.dumps(res))
 
 

@@ -18,6 +18,8 @@ from desiutil.log import get_logger
 
 from lbgnet.scripts.lbg_mock import main as mock_main
 
+from benchutil import write_json
+
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -44,9 +46,7 @@ def main():
                load_average_1min=load)
     if not args.keep:
         shutil.rmtree(outdir)
-    if args.output:
-        with open(args.output, 'w') as fx:
-            json.dump(res, fx, indent=1)
+    write_json(args.output, res)
     log.info('%s', json.dumps(res))
 
 

@@ -55,6 +55,7 @@ def write_json(path, obj):
     if path:
         with open(path, 'w') as fh:
             json.dump(obj, fh, indent=1)
+            fh.write('\n')
 
 
 def predict_test_files(network, test, noise=None):

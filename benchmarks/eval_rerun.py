@@ -29,6 +29,8 @@ import time
 
 import numpy as np
 
+from benchutil import write_json
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REFERENCE = os.path.join(ROOT, '..', 'shared', 'reference', 'redrock-templates')
 C_KMS = 299792.458
@@ -121,11 +123,8 @@ def main(args):
     out['template'] = os.path.basename(args.template)
     if args.png:
         plot(args.png, cat, ztrue, sel, mockrr)
-    text = json.dumps(out, indent=1)
-    print(text)
-    if args.json:
-        with open(args.json, 'w') as fx:
-            fx.write(text + '\n')
+    print(json.dumps(out, indent=1))
+    write_json(args.json, out)
     return 0
 
 
