@@ -739,6 +739,7 @@ def test_shipped_model_is_the_default(tmp_path, caplog):
     assert run(caplog, '--coadd', coadd)[0] == 0
     _, hdr = read_catalog(output)
     assert hdr['LBGMODEL'] == os.path.abspath(shipped) and hdr['LBGMSHA'] == sha256sum(shipped)
+    assert hdr['LBGTARG'] == 'LBG'
 
 
 def test_no_model_at_all_is_a_clear_error(tmp_path, caplog, monkeypatch):

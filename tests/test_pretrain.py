@@ -106,3 +106,15 @@ def test_evaluate_scores_a_qso_finder_on_quasars(tmp_path, caplog):
     catalogue = read_catalog(str(tmp_path / 'ab' / os.path.basename(paths['coadd']).replace(
         'coadd-', 'lbg_cnn-')))[0]
     assert 'Z_TPL' not in catalogue.colnames or np.all(np.isnan(catalogue['Z_TPL']))
+    # its catalogue says what its IS_LBG selects, and the stacked catalogue warns
+    import glob
+    from lbgnet.io.catalog import read_catalog_header
+    from lbgnet.scripts.lbg_zcatalog import main as zcatalog
+    written = str(tmp_path / 'ab' / 'lbg_cnn-*.fits')
+    assert {read_catalog_header(p)['LBGTARG'] for p in glob.glob(written)} == {'QSO'}
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert zcatalog(['--catalogs', written, '--output', str(tmp_path / 'zcat.fits')]) == 0
+    assert ('1 of the stacked catalogues were made by a network that selects QSO, not LBGs '
+            '(header LBGTARG)') in caplog.text
+    assert read_catalog_header(str(tmp_path / 'zcat.fits'), 'LBG_ZCAT')['LBGTARG'] == 'QSO'

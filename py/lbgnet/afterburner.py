@@ -32,6 +32,7 @@ from .priors import PRIOR_FUNCTION
 from .redrock_rerun import check_rerunnable, rerun_redrock
 from .refine import (DEFAULT_ARCH_SKIP, DEFAULT_DLOGZ, DEFAULT_PRIOR_WEIGHT, DEFAULT_WINDOW,
                      MIN_DELTACHI2, REFINE_KEYS)
+from .targets import target_class
 
 #: Spectra per block read and gridded at once (bounds the memory of the arrays).
 DEFAULT_CHUNK = 1000
@@ -305,6 +306,7 @@ def catalog_header(job, network, c_thresh, n_thresh, layout, rerun=None, refiner
              ('LBGCSHA', cfg.sha256(), 'SHA-256 of the model configuration'),
              ('LBGCONF', str(cfg.extra.get('name') or os.path.basename(cfg.source)),
               'model configuration name'),
+             ('LBGTARG', target_class(cfg), 'class the network selects (IS_LBG)'),
              *([('LBGENGIN', network.engine, 'forward pass of the network: numpy or keras')]
                if getattr(network, 'engine', None) else []),
              ('CTHRESH', float(c_thresh), 'line confidence threshold c_th'),

@@ -121,7 +121,7 @@ def read_all(files, allow_mixed=False, spgrp=None):
         files = [f for f, g in zip(files, named) if g in (spgrp, 'unknown')]
     tables, common, errors, mismatch, used, groups = [], None, [], None, [], []
     made_from, twice, uncalibrated, same_spectra, overlap = {}, [], set(), {}, []
-    mixed, shared = set(), {}
+    mixed, shared, other_targets = set(), {}, {}
     progress = Progress(len(files), unit='catalogues read', min_interval=10.0)
     for path in progress.iterate(files):
         try:
@@ -183,6 +183,10 @@ def read_all(files, allow_mixed=False, spgrp=None):
         used.append(path)
         uncalibrated.update(card for _, card in CALIBRATION_CARDS if header.get(card) is False)
         groups.append(group)
+        # a network pretrained on another class writes its selection as IS_LBG too
+        target = str(header.get('LBGTARG') or 'LBG').strip().upper()
+        if target != 'LBG':
+            other_targets[target] = other_targets.get(target, 0) + 1
         values, absent = shared_keys(header)
         if common is None:
             common, absent_all, first = values, absent, (values, absent, path)
@@ -222,6 +226,10 @@ def read_all(files, allow_mixed=False, spgrp=None):
         log.info('--spgrp %s: %d of %d catalogues stacked (left out: %s)', spgrp, len(used),
                  len(named), ', '.join(f'{g if g != "unknown" else "no grouping named"} '
                                        f'{left_out.count(g)}' for g in sorted(set(left_out))))
+    for target, count in sorted(other_targets.items()):
+        log.warning('%d of the stacked catalogues were made by a network that selects %s, '
+                    'not LBGs (header LBGTARG): their IS_LBG and GOOD_LBG rows are its %s '
+                    'candidates', count, target, target)
     for key, card in CALIBRATION_CARDS:
         if card in uncalibrated:
             log.warning('%s of the stacked catalogues is uncalibrated (header %s = F: the '
