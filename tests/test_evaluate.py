@@ -1185,6 +1185,12 @@ def test_curve_thresholds_follow_the_scores():
     assert np.isin(np.linspace(0.0, 1.0, 101), thr).all()
     assert np.count_nonzero(thr > 0.95) >= 50
     assert np.array_equal(curve_thresholds(np.array([np.nan]), 11), np.linspace(0, 1, 11))
+    # scores of exactly 0 and 1 are objects too (their quantiles count); scores outside
+    # [0, 1] are not
+    edge = np.array([0.0] * 6 + [0.3, 0.6, 1.0, 1.0, 2.0, -1.0])
+    quantiles = np.quantile(edge[:10], np.linspace(0.0, 1.0, 5))
+    assert np.array_equal(curve_thresholds(edge, 5),
+                          np.unique(np.concatenate([np.linspace(0.0, 1.0, 5), quantiles])))
     truth = {'CLASS': np.where(np.arange(1000) % 2, 'LBG', 'QSO'), 'Z_TRUE': np.full(1000, 3.0),
              'RMAG': np.full(1000, 23.0)}
     pred = {'C_LBG': score, 'IS_LBG': score > 0.97, 'Z_LBG': np.full(1000, 3.0),
