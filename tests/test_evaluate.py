@@ -121,6 +121,10 @@ def test_redshift_metrics():
     assert m['median_dz_1pz'] == pytest.approx(0.02, rel=1e-9)
     assert m['sigma_nmad'] == pytest.approx(1.4826 * 2e-4, rel=1e-6)
     assert redshift_metrics([], [])['n'] == 0
+    # the boundaries themselves (z_true 0, so that the errors are exact in binary):
+    # |dz| = 0.05 is not within 0.05, |dz|/(1+z) = 0.01 is not catastrophic
+    m = redshift_metrics(np.zeros(4), np.array([0.05, -0.05, 0.01, 0.0]))
+    assert m['frac_dz_lt_0p05'] == 0.5 and m['catastrophic_rate'] == 0.5
 
 
 def test_regimes_keep_contaminants():
