@@ -881,6 +881,11 @@ def test_bootstrap_errors_match_the_sampling_spread(monkeypatch):
     perfect = bootstrap_errors(is_true, is_true, is_true.astype(float), z_true, {'r': z_true})
     assert perfect['pe_score'] == perfect['efficiency'] == perfect['purity'] == 0.0
     assert perfect['r'] == {'frac_dz_lt_0p05': 0.0, 'sigma_nmad': 0.0}
+    # |dz| = 0.05 itself is outside, as in redshift_metrics (z_true 0: exact errors): half
+    # of the LBGs within, a fraction that varies between resamples
+    edge = bootstrap_errors(np.ones(20, bool), np.ones(20, bool), np.ones(20), np.zeros(20),
+                            {'r': np.tile([0.05, 0.0], 10)}, nboot=50)
+    assert edge['r']['frac_dz_lt_0p05'] > 0.05
     # one LBG among ten objects: resamples without it are left out, not counted as 0
     one = np.zeros(10, bool)
     one[3] = True
