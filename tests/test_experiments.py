@@ -48,6 +48,26 @@ def test_rst_table_formats_and_escapes():
     assert '- 1.45e-03' in lrs and '- 5.4e-04' in lrs
 
 
+def test_fine_tuning_rows_name_both_learning_rates(tmp_path):
+    """A fine-tuning with an unfrozen phase (--unfreeze-epochs) trained at two learning
+    rates: its row says both, and which phase gave the weights (the lr cell gave the
+    first rate alone); a plain training's row is unchanged."""
+    from lbg_testdata import save_tiny_model
+    from lbgnet.experiments import rst_table, summary_row
+    options = {'learning_rate': 1e-3}
+    tuned = save_tiny_model(str(tmp_path / 'ft.weights.h5'), metadata={'training': {
+        'options': options, 'kept_phase': 2,
+        'transfer': {'freeze': 2, 'unfreeze_epochs': 300, 'unfreeze_lr_factor': 0.1}}})
+    plain = save_tiny_model(str(tmp_path / 'plain.weights.h5'), metadata={'training': {
+        'options': options, 'kept_phase': 1, 'transfer': None}})
+    row = summary_row('ft', tuned, {})
+    assert row['lr'] == 1e-3 and row['lr_unfrozen'] == pytest.approx(1e-4) and row['kept_phase'] == 2
+    assert '- 1e-03 (1e-04 unfrozen, unfrozen phase kept)' in rst_table([row])
+    row = summary_row('plain', plain, {})
+    assert row['lr_unfrozen'] is None and row['kept_phase'] is None
+    assert '- 1e-03\n' in rst_table([row])
+
+
 def test_pe_comparison_plot(tmp_path):
     """One panel per regime present; curves read from the metrics files."""
     import json

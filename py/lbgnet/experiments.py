@@ -133,7 +133,10 @@ def summary_row(name, model_path, metrics_paths):
     Returns
     -------
     dict
-        ``model``, ``architecture``, ``layers``, ``filters``, ``kernel``, ``lr``, ``gamma``,
+        ``model``, ``architecture``, ``layers``, ``filters``, ``kernel``, ``lr``,
+        ``lr_unfrozen`` (the learning rate of a fine-tuning's unfrozen phase,
+        ``--unfreeze-epochs``; None without one), ``kept_phase`` (which of its two phases
+        gave the weights; None without), ``gamma``,
         ``nboxes``, ``parameters``, ``score_<regime>``, ``score_mean``,
         ``frac_dz_<regime>`` (\\|Δz\\| < 0.05 of selected true LBGs),
         ``sigma_nmad_<regime>``, ``score_err_<regime>`` and ``frac_dz_err_<regime>``
@@ -155,6 +158,11 @@ def summary_row(name, model_path, metrics_paths):
                              if training.get('fit_seconds') is not None else None),
            'epochs': training.get('epochs_run'), 'cpu_count': training.get('cpu_count'),
            'init_from': os.path.basename(training['init_from']) if training.get('init_from') else ''}
+    transfer = training.get('transfer') or {}
+    unfrozen = transfer.get('unfreeze_epochs') and opts.get('learning_rate') is not None
+    row['lr_unfrozen'] = (opts['learning_rate'] * transfer.get('unfreeze_lr_factor', 0.1)
+                          if unfrozen else None)
+    row['kept_phase'] = training.get('kept_phase') if unfrozen else None
     scores = []
     for regime in REGIMES:
         if regime not in metrics_paths:
@@ -206,11 +214,21 @@ def rst_table(rows, columns=TABLE_COLUMNS):
     """
     lines = ['.. list-table::', '   :header-rows: 1', '']
     cells = [[header for _, header, _ in columns]]
-    cells += [[_fmt(row.get(key), spec) for key, _, spec in columns] for row in rows]
+    cells += [[_cell(row, key, spec) for key, _, spec in columns] for row in rows]
     for row in cells:
         lines.append('   * - ' + _escape(row[0]))
         lines += ['     - ' + _escape(cell) for cell in row[1:]]
     return '\n'.join(lines) + '\n'
+
+
+def _cell(row, key, spec):
+    """The text of one cell: the learning rate of a fine-tuning with an unfrozen phase
+    names both phases' rates, and which one the weights come from."""
+    text = _fmt(row.get(key), spec)
+    if spec == 'lr' and row.get('lr_unfrozen') is not None:
+        kept = {1: ', frozen phase kept', 2: ', unfrozen phase kept'}.get(row.get('kept_phase'), '')
+        text += f' ({_fmt(row["lr_unfrozen"], spec)} unfrozen{kept})'
+    return text
 
 
 def _escape(text):
