@@ -183,6 +183,13 @@ def test_bestline_follows_the_redshift_rule_of_z_lbg(config):
     np.testing.assert_allclose(out['Z_BESTLINE'][0], 3.0, atol=1e-6)
     assert np.isnan(out['Z_BESTLINE'][1])
     np.testing.assert_allclose(out['Z_LBG'][0], 3.0, atol=1e-6)
+    # z = -1 itself (1 + z = 0) is no redshift either, for BESTLINE and Z_LBG alike
+    from lbgnet.postprocess import best_line
+    best, z_best = best_line(np.array([[0.9, 0.5]]), np.array([[-1.0, 2.5]]))
+    assert best.tolist() == [1] and z_best.tolist() == [2.5]
+    c, zl = line_table(config, [{lya: (0.04, -1.0), civ: (0.03, 2.5)}])   # none above
+    z, _, _ = combine_lines(c, zl, config, agree_tol=0.01, line_floor=0.05)  # the floor
+    assert z.tolist() == [2.5]
 
 
 def test_a_line_at_an_impossible_redshift_supports_nothing(config):
