@@ -88,6 +88,19 @@ def test_equal_support_tolerance_is_one_millionth_relative(config):
     assert z[3] == pytest.approx(z_pair, rel=1e-12) and nagree[3] == 2
 
 
+def test_a_tie_counts_only_the_lines_above_the_floor(config):
+    """Equal support goes to the candidate with more agreeing lines *that count* (above
+    the floor): lines below it, agreeing with the stray line, add no weight and must not
+    win its tie either."""
+    lya, cii, civ, siiv, aliii = (config.lines.index(n) for n in
+                                  ('LYA', 'CII', 'CIV', 'SIIV1393', 'ALIII1854'))
+    rows = [{lya: (0.5, 3.5), cii: (0.25, 3.0), civ: (0.25, 3.0),
+             siiv: (0.01, 3.5), aliii: (0.01, 3.5)}]      # 0.01: below the 0.05 floor
+    c, zl = line_table(config, rows)
+    z, _, nagree = combine_lines(c, zl, config, agree_tol=0.01, line_floor=0.05)
+    assert z[0] == pytest.approx(3.0) and nagree[0] == 2
+
+
 def test_agreement_is_relative_to_the_candidates_redshift(config):
     """A line agrees with a candidate when |z_line - z_cand| / (1 + z_cand) < agree_tol (the
     candidate's 1 + z, as documented).  Lines A, B, C 0.0401 apart at z = 3: relative to
