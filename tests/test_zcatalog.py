@@ -899,6 +899,10 @@ def test_spectra_key_needs_a_known_location():
     assert usable_location({'TILEID': 1.7, 'PETAL': True, 'HPXPIXEL': float('inf'),
                             'SPGRPVAL': '20210101', 'SURVEY': ' main '}) == \
         {'SPGRPVAL': 20210101, 'SURVEY': 'main'}
+    # a value at its column's limits fits (PETAL is int16); one past them does not
+    assert usable_location({'PETAL': 32767}) == {'PETAL': 32767}
+    assert usable_location({'PETAL': -32768}) == {'PETAL': -32768}
+    assert usable_location({'PETAL': 32768}) == {} and usable_location({'PETAL': -32769}) == {}
 
 
 def test_unsigned_flags_stack_as_int32():

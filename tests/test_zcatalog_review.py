@@ -168,6 +168,12 @@ def test_int32_flags_converts_other_integer_types():
     assert wide['LBG_FLAG'].dtype == np.uint64          # the caller's table is left alone
     with pytest.raises(ValueError, match='f.fits: LBG_FLAG holds values beyond 32 bits'):
         int32_flags(Table({'LBG_FLAG': np.array([2 ** 40], dtype=np.int64)}), 'f.fits')
+    # the limits themselves fit; one past either does not
+    edges = np.array([-2 ** 31, 2 ** 31 - 1], dtype=np.int64)
+    assert list(int32_flags(Table({'LBG_FLAG': edges}), 'f.fits')['LBG_FLAG']) == list(edges)
+    for beyond in (-2 ** 31 - 1, 2 ** 31):
+        with pytest.raises(ValueError, match='beyond 32 bits'):
+            int32_flags(Table({'LBG_FLAG': np.array([beyond], dtype=np.int64)}), 'f.fits')
 
 
 def test_catalog_columns_hold_plain_arrays_and_stack_as_vstack():
