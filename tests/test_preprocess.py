@@ -152,13 +152,16 @@ def test_corrupt_pixels_near_float32_limit_leave_finite_channels_and_noise_ivar(
     flux[0, :10] = 3e38                               # all of bin 0
     ivar[0, :10] = 1.0
     flux[1, 20] = 0.9 * MAX_PIXEL_SNR                 # large but allowed (ivar 1)
-    ivar[1, 20] = 1.0
+    flux[1, 21] = MAX_PIXEL_SNR                       # the limit itself is allowed
+    ivar[1, 20:22] = 1.0
     X, _, _ = grid_spectra([wave], [flux], [ivar], GRID)
     _, ibin, _ = rebin_arms([wave], [flux], [ivar], GRID)
     assert np.isfinite(X).all()
     assert ibin[0, 0] == 0 and X[0, 0, 1] == 0 and ibin[1, 2] > 0
     np.testing.assert_array_equal(usable_pixels(flux, ivar)[0, :10], False)
-    assert usable_pixels(flux, ivar)[1, 20]
+    assert usable_pixels(flux, ivar)[1, 20] and usable_pixels(flux, ivar)[1, 21]
+    # bin 2 (pixels 20-29) holds the weight of all its pixels, both large ones included
+    assert ibin[1, 2] == pytest.approx(ivar[1, 20:30].astype(np.float64).sum(), rel=1e-12)
     nivar = grid_noise_ivar(['b'], [wave], [flux], [ivar], GRID, load_noise_model())
     np.testing.assert_array_equal(nivar > 0, ibin > 0)
 
