@@ -207,6 +207,38 @@ def test_works_where_numba_cannot_cache():
     assert run.stdout.split() == ['(2,', '800,', '2)', str(float(np.float32(np.sqrt(10))))]
 
 
+def test_compiled_loops_stay_inside_their_arrays(tmp_path):
+    """The compiled loops trust the pixel runs they are given (numba checks no bounds: a
+    run of bin ``nbins`` would write past the arrays, silently).  Run with numba's bounds
+    checks on (and a fresh cache, so that no unchecked build is reused), an arm reaching
+    past both ends of the grid, a pixel on its upper edge, a mask and the noise model's
+    path (a sky line's residual across that edge) must grid without an IndexError."""
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = ('import numpy as np\n'
+            'from lbgnet.config import Grid\n'
+            'from lbgnet.noise import load_noise_model\n'
+            'from lbgnet.preprocess import grid_noise_ivar, grid_spectra\n'
+            'grid = Grid(5500.0, 8.0, 10)\n'      # its upper edge 5580 Å on the 5577 Å sky line
+            'wave = 5400.0 + 0.8 * np.arange(400)\n'            # 5400 .. 5719.2
+            'assert 5580.0 in wave\n'
+            'rng = np.random.default_rng(1)\n'
+            'flux = rng.normal(1.0, 0.3, (3, 400)).astype("f4")\n'
+            'ivar = np.ones((3, 400), "f4")\n'
+            'mask = np.zeros((3, 400), "i4")\n'
+            'mask[1, ::3] = 1\n'
+            'X, _, _ = grid_spectra([wave], [flux], [ivar], grid, masks=[mask])\n'
+            'nivar = grid_noise_ivar(["b"], [wave], [flux], [ivar], grid, load_noise_model())\n'
+            'assert X.shape == (3, 10, 2) and nivar.shape == (3, 10)\n'
+            'print("ok")\n')
+    env = dict(os.environ, PYTHONPATH=os.path.join(root, 'py'), NUMBA_BOUNDSCHECK='1',
+               NUMBA_CACHE_DIR=str(tmp_path / 'numba'))
+    run = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert run.returncode == 0 and run.stdout.strip() == 'ok', run.stderr[-2000:]
+
+
 def test_empty_spectra_are_zero_and_flagged():
     rng = np.random.default_rng(4)
     wave, flux, ivar = _arm(3600.0, 5800.0, 3, rng)
