@@ -375,6 +375,36 @@ def test_preprocess_output_that_is_an_input_fails_every_rank_alike(tmp_path):
     assert target.read_bytes() == before
 
 
+def test_preprocess_setup_failing_on_one_rank_stops_every_rank(tmp_path):
+    """desi_lbg_preprocess --mpi: an --outdir that one rank cannot use (a node without
+    the file system) stops every rank with that rank's reason, before any file is
+    gridded."""
+    importlib.import_module('mpi4py')     # a requirement: its absence fails
+    coadd = tmp_path / 'coadd-sv3-dark-51.fits'
+    write_test_coadd(str(coadd), 3, seed=0)
+    driver = tmp_path / 'driver.py'
+    driver.write_text(
+        'import sys\n'
+        'from mpi4py import MPI\n'
+        'import lbgnet.scripts.lbg_preprocess as script\n'
+        'real = script.check_outdir\n'
+        'def check(path, *args, **kwargs):\n'
+        '    if MPI.COMM_WORLD.rank == 1:\n'
+        '        raise script.OutputFileError(path, "injected: not mounted on this node")\n'
+        '    return real(path, *args, **kwargs)\n'
+        'script.check_outdir = check\n'
+        'sys.exit(script.main(sys.argv[1:]))\n')
+    out = tmp_path / 'grid'
+    proc = subprocess.run([mpiexec(), '-n', '2', sys.executable, str(driver), '--mpi',
+                           '--coadd', str(coadd), '--outdir', str(out)],
+                          env=launch_env(tmp_path, OMP_NUM_THREADS='1'), capture_output=True,
+                          text=True, timeout=120)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 1, log
+    assert f'rank 1: {out}: injected: not mounted on this node' in log, log
+    assert not list(out.glob('lbg_input-*.npz'))
+
+
 def test_mock_headers_do_not_depend_on_what_was_imported():
     """desiutil's add_dependencies recorded mpi4py once a --mpi run had imported it, so a
     mock written under MPI had other headers (and coadd fingerprints) than a serial one."""

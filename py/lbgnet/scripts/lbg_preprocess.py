@@ -276,8 +276,10 @@ def run(args, comm=None):
         problem = ('--output ' if isinstance(err, OutputFileError) and args.output
                    else '') + str(err)
     if args.outdir is not None:     # one look (rank 0's) for all: the run's failure, not a rank's
-        clash = problem_on_rank_zero(
-            comm, lambda: problem is None and check_not_inputs(outputs, paths), OutputFileError)
+        def no_input_overwritten():
+            if problem is None:          # else the outputs may not be known
+                check_not_inputs(outputs, paths)
+        clash = problem_on_rank_zero(comm, no_input_overwritten, OutputFileError)  # every rank
         problem = problem or clash
     if stop_if_any_failed(comm, problem, log):
         return 1
