@@ -308,6 +308,9 @@ def test_existing_outputs_of_another_coadd_are_not_kept(tmp_path, model_path, ca
     outdir = str(tmp_path / 'out')
     assert run(caplog, '--input-dir', str(tmp_path / 'a'), '--model', model_path,
                '--outdir', outdir)[0] == 0
+    rc, text = run(caplog, '--input-dir', str(tmp_path / 'a'), '--model', model_path,
+                   '--outdir', outdir)             # the same tree again: kept, no warning
+    assert rc == 0 and '2 skipped' in text and 'another path' not in text
     shutil.copytree(str(tmp_path / 'a'), str(tmp_path / 'b'))
     rc, text = run(caplog, '--input-dir', str(tmp_path / 'b'), '--model', model_path,
                    '--outdir', outdir)
