@@ -151,6 +151,19 @@ def test_option_warnings_come_once_not_once_per_rank(tmp_path):
     assert log.count('only approximately so') == 1, log
 
 
+def test_a_setup_failure_is_every_ranks_not_rank_0s(tmp_path):
+    """A failure rank 0 finds while it sets up for all (here a model file that does not
+    exist) stops every rank; its line said 'rank 0: ...', as if rank 0 alone had failed."""
+    missing = tmp_path / 'none.weights.h5'
+    proc, log = run_two_ranks_with(
+        tmp_path, 'import sys\nimport lbgnet.scripts.lbg_afterburner as script\n'
+                  'sys.exit(script.main(sys.argv[1:]))\n', (5, 6),
+        options=('--no-refine', '--model', str(missing)))
+    assert proc.returncode == 1, log
+    assert f'every rank: {tmp_path / "none.json"}: no such file' in log, log
+    assert 'rank 0:' not in log and 'Traceback' not in log, log
+
+
 def test_unexpected_error_on_one_rank_aborts_all(tmp_path):
     """An exception outside the per-file handling on one rank must end the job (MPI Abort),
     not leave the other ranks waiting at a barrier until the allocation runs out."""

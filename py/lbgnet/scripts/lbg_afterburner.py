@@ -36,7 +36,7 @@ from ..modelspec import architecture
 from ..network import (DEFAULT_BATCH, ENGINES, check_model_file, default_model_path,
                        load_network, training_zrange)
 from ..npforward import BATCH
-from ..parallel import RankZeroParser, run_command, split_work
+from ..parallel import RankZeroParser, run_command, split_work, stop_if_any_failed
 from ..priors import PRIOR_FUNCTION, select_priors
 from ..redrock_rerun import (RerunError, check_rerunnable, template_files, template_zrange,
                               zrange_coverage)
@@ -675,10 +675,8 @@ def run_ranks(args, comm=None):
     refiner = state.pop('refiner') if rank == 0 else None
     if comm is not None:
         state = comm.bcast(state, root=0)
-    if state['error'] is not None:
-        if rank == 0:
-            log.error('%s', state['error'])
-        return 1
+    if stop_if_any_failed(comm, state['error'], log):     # rank 0's answer, every rank's:
+        return 1                                          # one line, 'every rank: why'
     jobs = state['jobs']
     mine = split_work(jobs, size, rank, weights=[j.size for j in jobs])
     # the headers of the existing outputs are read by every rank, a share each
