@@ -249,8 +249,12 @@ def test_the_name_beside_its_redrock_file_is_kept(tmp_path, caplog):
     (real / 'coadd-main-dark-8.fits').write_bytes(b'y')            # gunzip -k of the .gz
     (real / 'coadd-main-dark-8.fits.gz').write_bytes(b'z')
     (real / 'redrock-main-dark-8.fits.gz').write_bytes(b'')
+    for name in ('coadd-main-dark-9.fits', 'coadd-main-dark-9.fits.gz',   # both paired:
+                 'redrock-main-dark-9.fits', 'redrock-main-dark-9.fits.gz'):  # the plain one
+        (real / name).write_bytes(b'')
     found = [os.path.relpath(p, root) for p in find_coadds(str(root))]
-    assert found == ['healpix/7/coadd-main-dark-7.fits', 'healpix/7/coadd-main-dark-8.fits.gz']
+    assert found == ['healpix/7/coadd-main-dark-7.fits', 'healpix/7/coadd-main-dark-8.fits.gz',
+                     'healpix/7/coadd-main-dark-9.fits']
     assert 'skipped ' + str(real / 'coadd-main-dark-8.fits') in caplog.text
 
 
