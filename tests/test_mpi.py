@@ -35,6 +35,15 @@ def launch_env(tmp_path, **extra):
     return dict(os.environ, PYTHONPATH=os.path.join(ROOT, 'py'), TMPDIR=str(tmp_path), **extra)
 
 
+def two_ranks(tmp_path, script, *options):
+    """Run `script` (a driver or a ``bin/`` command) with ``--mpi`` and `options` under
+    ``mpiexec -n 2`` (one thread a rank); return the process and its log."""
+    proc = subprocess.run([mpiexec(), '-n', '2', sys.executable, str(script), '--mpi',
+                           *options], env=launch_env(tmp_path, OMP_NUM_THREADS='1'),
+                          capture_output=True, text=True, timeout=120)
+    return proc, proc.stdout + proc.stderr
+
+
 def test_two_ranks_equal_one_rank(tmp_path):
     importlib.import_module('mpi4py')     # a requirement: its absence fails
     launcher = mpiexec()
@@ -123,12 +132,13 @@ def run_two_ranks_with(tmp_path, driver_code, pixels, options=('--no-refine',)):
     return proc, proc.stdout + proc.stderr
 
 
-def failing_on_rank_1(function, exception):
-    """Driver code for :func:`run_two_ranks_with`: the afterburner with its `function`
-    raising `exception` (source text) on rank 1 only."""
+def failing_on_rank_1(function, exception, command='lbg_afterburner'):
+    """Driver code for :func:`run_two_ranks_with` (or any ``mpiexec`` run): the script
+    module `command` with its `function` raising `exception` (source text, which may use
+    the call's ``args``) on rank 1 only."""
     return ('import sys\n'
             'from mpi4py import MPI\n'
-            'import lbgnet.scripts.lbg_afterburner as script\n'
+            f'import lbgnet.scripts.{command} as script\n'
             f'real = script.{function}\n'
             'def broken(*args, **kwargs):\n'
             '    if MPI.COMM_WORLD.rank == 1:\n'
@@ -136,6 +146,11 @@ def failing_on_rank_1(function, exception):
             '    return real(*args, **kwargs)\n'
             f'script.{function} = broken\n'
             'sys.exit(script.main(sys.argv[1:]))\n')
+
+
+#: `exception` of :func:`failing_on_rank_1` for ``check_outdir``: a node without the file
+#: system.
+UNMOUNTED = 'script.OutputFileError(args[0], "injected: not mounted on this node")'
 
 
 def test_option_warnings_come_once_not_once_per_rank(tmp_path):
@@ -260,24 +275,10 @@ def test_mock_setup_failing_on_one_rank_stops_every_rank(tmp_path):
     its files and wait forever in the final allreduce, and the reason was never logged."""
     importlib.import_module('mpi4py')     # a requirement: its absence fails
     driver = tmp_path / 'driver.py'
-    driver.write_text(
-        'import sys\n'
-        'from mpi4py import MPI\n'
-        'import lbgnet.scripts.lbg_mock as script\n'
-        'real = script.check_outdir\n'
-        'def check(path, *args, **kwargs):\n'
-        '    if MPI.COMM_WORLD.rank == 1:\n'
-        '        raise script.OutputFileError(path, "injected: not mounted on this node")\n'
-        '    return real(path, *args, **kwargs)\n'
-        'script.check_outdir = check\n'
-        'sys.exit(script.main(sys.argv[1:]))\n')
-    env = launch_env(tmp_path, OMP_NUM_THREADS='1')
+    driver.write_text(failing_on_rank_1('check_outdir', UNMOUNTED, 'lbg_mock'))
     out = tmp_path / 'mock'
-    proc = subprocess.run([mpiexec(), '-n', '2', sys.executable, str(driver), '--mpi',
-                           '--outdir', str(out), '--nspec', '4', '--nfiles', '2',
-                           '--no-resolution'], env=env, capture_output=True, text=True,
-                          timeout=120)
-    log = proc.stdout + proc.stderr
+    proc, log = two_ranks(tmp_path, driver, '--outdir', str(out), '--nspec', '4',
+                          '--nfiles', '2', '--no-resolution')
     assert proc.returncode == 1, log
     assert 'rank 1: --outdir' in log and 'injected: not mounted on this node' in log
     assert not list(out.glob('coadd-*.fits'))
@@ -315,12 +316,8 @@ def test_preprocess_shares_files_among_ranks(tmp_path):
     bad = tmp_path / 'coadd-sv3-dark-24.fits'
     bad.write_text('not fits')
     assert preprocess(['--coadd', *coadds, '--outdir', str(tmp_path / 'serial')]) == 0
-    proc = subprocess.run([mpiexec(), '-n', '2', sys.executable,
-                           os.path.join(ROOT, 'bin', 'desi_lbg_preprocess'), '--mpi',
-                           '--coadd', *coadds, str(bad), '--outdir', str(tmp_path / 'mpi')],
-                          env=launch_env(tmp_path, OMP_NUM_THREADS='1'), capture_output=True,
-                          text=True, timeout=120)
-    log = proc.stdout + proc.stderr
+    proc, log = two_ranks(tmp_path, os.path.join(ROOT, 'bin', 'desi_lbg_preprocess'),
+                          '--coadd', *coadds, str(bad), '--outdir', str(tmp_path / 'mpi'))
     assert proc.returncode == 1, log
     assert re.search(r'rank [01]: .*coadd-sv3-dark-24\.fits', log) and 'Traceback' not in log
     assert log.count('3 of 4 file(s) written') == 1, log
@@ -344,22 +341,9 @@ def test_preprocess_unexpected_error_on_one_rank_aborts_all(tmp_path):
     for i, path in enumerate(coadds):
         write_test_coadd(path, 3, seed=i)
     driver = tmp_path / 'driver.py'
-    driver.write_text(
-        'import sys\n'
-        'from mpi4py import MPI\n'
-        'import lbgnet.scripts.lbg_preprocess as script\n'
-        'real = script.grid_file\n'
-        'def grid(*args, **kwargs):\n'
-        '    if MPI.COMM_WORLD.rank == 1:\n'
-        '        raise RuntimeError("injected failure")\n'
-        '    return real(*args, **kwargs)\n'
-        'script.grid_file = grid\n'
-        'sys.exit(script.main(sys.argv[1:]))\n')
-    proc = subprocess.run([mpiexec(), '-n', '2', sys.executable, str(driver), '--mpi',
-                           '--coadd', *coadds, '--outdir', str(tmp_path / 'out')],
-                          env=launch_env(tmp_path, OMP_NUM_THREADS='1'), capture_output=True,
-                          text=True, timeout=120)
-    log = proc.stdout + proc.stderr
+    driver.write_text(failing_on_rank_1('grid_file', 'RuntimeError("injected failure")',
+                                        'lbg_preprocess'))
+    proc, log = two_ranks(tmp_path, driver, '--coadd', *coadds, '--outdir', str(tmp_path / 'out'))
     assert proc.returncode != 0, log
     assert 'rank 1: unexpected error; aborting every rank' in log and 'injected failure' in log
 
@@ -376,12 +360,8 @@ def test_preprocess_output_that_is_an_input_fails_every_rank_alike(tmp_path):
     link = tmp_path / 'coadd-a.fits'
     link.symlink_to(target)
     before = target.read_bytes()
-    proc = subprocess.run([mpiexec(), '-n', '2', sys.executable,
-                           os.path.join(ROOT, 'bin', 'desi_lbg_preprocess'), '--mpi',
-                           '--coadd', str(link), '--outdir', str(out)],
-                          env=launch_env(tmp_path, OMP_NUM_THREADS='1'), capture_output=True,
-                          text=True, timeout=120)
-    log = proc.stdout + proc.stderr
+    proc, log = two_ranks(tmp_path, os.path.join(ROOT, 'bin', 'desi_lbg_preprocess'),
+                          '--coadd', str(link), '--outdir', str(out))
     assert proc.returncode == 1, log
     assert f'every rank: {target}: is an input file; refusing to overwrite it' in log, log
     assert 'rank 0:' not in log and 'Traceback' not in log, log
@@ -396,23 +376,9 @@ def test_preprocess_setup_failing_on_one_rank_stops_every_rank(tmp_path):
     coadd = tmp_path / 'coadd-sv3-dark-51.fits'
     write_test_coadd(str(coadd), 3, seed=0)
     driver = tmp_path / 'driver.py'
-    driver.write_text(
-        'import sys\n'
-        'from mpi4py import MPI\n'
-        'import lbgnet.scripts.lbg_preprocess as script\n'
-        'real = script.check_outdir\n'
-        'def check(path, *args, **kwargs):\n'
-        '    if MPI.COMM_WORLD.rank == 1:\n'
-        '        raise script.OutputFileError(path, "injected: not mounted on this node")\n'
-        '    return real(path, *args, **kwargs)\n'
-        'script.check_outdir = check\n'
-        'sys.exit(script.main(sys.argv[1:]))\n')
+    driver.write_text(failing_on_rank_1('check_outdir', UNMOUNTED, 'lbg_preprocess'))
     out = tmp_path / 'grid'
-    proc = subprocess.run([mpiexec(), '-n', '2', sys.executable, str(driver), '--mpi',
-                           '--coadd', str(coadd), '--outdir', str(out)],
-                          env=launch_env(tmp_path, OMP_NUM_THREADS='1'), capture_output=True,
-                          text=True, timeout=120)
-    log = proc.stdout + proc.stderr
+    proc, log = two_ranks(tmp_path, driver, '--coadd', str(coadd), '--outdir', str(out))
     assert proc.returncode == 1, log
     assert f'rank 1: {out}: injected: not mounted on this node' in log, log
     assert not list(out.glob('lbg_input-*.npz'))
