@@ -60,6 +60,14 @@ def test_fit_needs_enough_right_redshifts_that_scatter():
     z, sigma, z_true = simulated(n=30)
     with pytest.raises(ValueError, match='need at least'):
         fit_calibration(z, sigma, z_true)
+    # exactly the minimum is enough, one fewer is not
+    from lbgnet.zerr import MIN_OBJECTS, NBINS, right_redshifts
+    need = max(MIN_OBJECTS, 2 * NBINS)
+    z, sigma, z_true = simulated(n=200, outliers=0.0)
+    assert right_redshifts(z[:need], sigma[:need], z_true[:need])[0].size == need
+    assert fit_calibration(z[:need], sigma[:need], z_true[:need])['nobj'] == need
+    with pytest.raises(ValueError, match=f'{need - 1} right redshifts'):
+        fit_calibration(z[:need - 1], sigma[:need - 1], z_true[:need - 1])
     z, sigma, z_true = simulated(n=400)
     with pytest.raises(ValueError, match='do not scatter'):
         fit_calibration(z_true + 1e-3 * (1 + z_true), sigma, z_true)
@@ -215,6 +223,14 @@ def test_right_redshifts_leave_out_errors_that_are_not_positive():
     rel_dz, rel_err = right_redshifts(z, zerr, z_true)
     np.testing.assert_allclose(rel_dz, [1e-3 / 4.0])
     np.testing.assert_allclose(rel_err, [1e-3])
+    # the limits themselves (z_true 0: exact in binary): |dz|/(1+z) = MAX_REL_DZ is not a
+    # right redshift; a pull of exactly 1 (or 2) is not within 1 (or 2) sigma
+    from lbgnet.zerr import MAX_REL_DZ
+    rel_dz, _ = right_redshifts(np.array([MAX_REL_DZ, 0.005]), np.full(2, 1e-3), np.zeros(2))
+    np.testing.assert_array_equal(rel_dz, [0.005])
+    stats = pull_stats(np.array([0.002, 0.004, 0.001]), np.full(3, 0.002), np.zeros(3))
+    assert stats['frac_within_1sigma'] == pytest.approx(1 / 3)
+    assert stats['frac_within_2sigma'] == pytest.approx(2 / 3)
 
 
 def _right_errors(lo, hi, factor, n=4000, seed=1):
