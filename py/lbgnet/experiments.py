@@ -226,7 +226,8 @@ def _cell(row, key, spec):
     names both phases' rates, and which one the weights come from."""
     text = _fmt(row.get(key), spec)
     if spec == 'lr' and row.get('lr_unfrozen') is not None:
-        kept = {1: ', frozen phase kept', 2: ', unfrozen phase kept'}.get(row.get('kept_phase'), '')
+        kept = {1: ', frozen phase kept',
+                2: ', unfrozen phase kept'}.get(row.get('kept_phase'), '')
         text += f' ({_fmt(row["lr_unfrozen"], spec)} unfrozen{kept})'
     return text
 

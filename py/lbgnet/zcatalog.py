@@ -89,8 +89,8 @@ IMPLICIT_VALUES = {'ZERRSCL': 1.0, 'ZERRFLR': 0.0, 'ZTPLSCL': 1.0, 'ZTPLFLR': 0.
 REFINEMENT_KEYS = ('REFTSHA', 'REFWGT', 'REFWIN', 'REFSTEP', 'REFNOISE', 'REFASHA', 'REFAWGT',
                    'REFABAS', 'REFASKP', 'MINDCHI2', 'ZTPLSCL', 'ZTPLFLR')
 #: Further provenance copied to the stacked header when every input has the same value.
-PROVENANCE_KEYS = ('LBGMODEL', 'LBGCONF', 'LBGTARG', 'NBOXES', 'GRIDWMIN', 'GRIDDW', 'GRIDNBIN', 'REFTEMPL',
-                   'REFARCH', 'HPXNSIDE', 'HPXNEST', 'ZERRCAL', 'ZTPLCAL')
+PROVENANCE_KEYS = ('LBGMODEL', 'LBGCONF', 'LBGTARG', 'NBOXES', 'GRIDWMIN', 'GRIDDW', 'GRIDNBIN',
+                   'REFTEMPL', 'REFARCH', 'HPXNSIDE', 'HPXNEST', 'ZERRCAL', 'ZTPLCAL')
 
 
 def ranking_bad(table):

@@ -15,6 +15,7 @@ from desiutil.log import get_logger
 
 from .. import __version__
 from ..bitmask import LBGWarnMask
+from ..evaluate import LBG_CLASS
 from ..io.catalog import (IS_A_DIRECTORY, OutputFileError, check_not_an_input, check_writable,
                           provenance_header, read_catalog, write_catalog)
 from ..io.discover import (CATALOG_PREFIX, check_input_dir, expand_coadds, file_metadata,
@@ -184,8 +185,8 @@ def read_all(files, allow_mixed=False, spgrp=None):
         uncalibrated.update(card for _, card in CALIBRATION_CARDS if header.get(card) is False)
         groups.append(group)
         # a network pretrained on another class writes its selection as IS_LBG too
-        target = str(header.get('LBGTARG') or 'LBG').strip().upper()
-        if target != 'LBG':
+        target = str(header.get('LBGTARG') or LBG_CLASS).strip().upper()
+        if target != LBG_CLASS:
             other_targets[target] = other_targets.get(target, 0) + 1
         values, absent = shared_keys(header)
         if common is None:
