@@ -69,9 +69,13 @@ def test_two_ranks_equal_one_rank(tmp_path):
     assert '3 files done' in log and 'Traceback' not in log
     # largest first by size: rank 0 takes 201 (30 spectra), rank 1 203, 204, 202 (15+9+7).
     assert 'files per rank: 1, 3' in log
-    # each line says which rank wrote it (rank 1 had 203), the summary rank 0
+    # each line says which rank wrote it (rank 1 had 203); the summary is the run's, not
+    # rank 0's own (it read 'rank 0: 3 files done ...', 'rank 0: FAILED ...')
     assert re.search(r'rank 1: \S+sv3-dark-203\.fits: .*TARGETID mismatch', log), log
-    assert re.search(r'rank 0: .*3 files done', log) and 'rank 1: rank 1' not in log
+    assert re.search(r'summarise: run: 3 files done', log) and 'rank 1: rank 1' not in log
+    assert re.search(r'summarise: run: FAILED \S+sv3-dark-203\.fits', log), log
+    assert re.search(r'run_ranks: run: processing: ', log), log
+    assert not re.search(r'rank 0: .*(files done|FAILED)', log), log
     one = sorted(p.relative_to(tmp_path / 'one') for p in (tmp_path / 'one').rglob('*.fits'))
     two = sorted(p.relative_to(tmp_path / 'two') for p in (tmp_path / 'two').rglob('*.fits'))
     assert one == two and len(one) == 6          # catalogue + priors for 3 good files
@@ -320,7 +324,7 @@ def test_preprocess_shares_files_among_ranks(tmp_path):
                           '--coadd', *coadds, str(bad), '--outdir', str(tmp_path / 'mpi'))
     assert proc.returncode == 1, log
     assert re.search(r'rank [01]: .*coadd-sv3-dark-24\.fits', log) and 'Traceback' not in log
-    assert log.count('3 of 4 file(s) written') == 1, log
+    assert log.count('run: 3 of 4 file(s) written') == 1, log
     assert sorted(p.name for p in (tmp_path / 'mpi').iterdir()) == \
         sorted(p.name for p in (tmp_path / 'serial').iterdir())
     for name in os.listdir(tmp_path / 'serial'):

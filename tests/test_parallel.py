@@ -109,6 +109,35 @@ def test_rank_prefix_names_each_line_once():
     assert text('rank 1: --outdir not writable') == 'rank 1: --outdir not writable'
     assert text('ranking 3 files') == 'rank 0: ranking 3 files'
     assert text('every rank: no config') == 'every rank: no config'
+    assert text('run: 3 files done') == 'run: 3 files done'
+
+
+def test_run_wide_lines_name_the_run_not_rank_0():
+    """Under rank_prefix, what rank 0 logs for the whole run (its summary, the files it
+    found for every rank) starts with 'run:', not 'rank 0:' as if rank 0's alone; lines
+    naming a rank keep it, the rank's prefix comes back after the block, and nothing is
+    added without several ranks."""
+    import logging
+    from types import SimpleNamespace
+    from desiutil.log import get_logger
+    from lbgnet.ranklog import rank_prefix, run_wide
+    handlers = get_logger().parent.handlers
+    assert handlers
+
+    def text(msg):
+        record = logging.LogRecord('x', logging.INFO, __file__, 1, msg, None, None)
+        for handler in handlers:
+            handler.filter(record)
+        return record.getMessage()
+    with rank_prefix(SimpleNamespace(rank=0, size=2)):
+        assert text('3 files done') == 'rank 0: 3 files done'
+        with run_wide():
+            assert text('3 files done') == 'run: 3 files done'
+            assert text('rank 1: cannot load') == 'rank 1: cannot load'
+        assert text('wrote x') == 'rank 0: wrote x'
+    with run_wide():
+        assert text('3 files done') == '3 files done'
+    assert text('3 files done') == '3 files done'
 
 
 class _Gathering:

@@ -13,9 +13,13 @@ from desiutil.log import get_logger
 
 
 #: A message that already starts with a rank (its own, a record seen before, or one rank
-#: 0 logs about another: ``rank 1: --outdir ... not writable``) or says it is every
-#: rank's (``every rank: ...``, logged once by rank 0).
-NAMES_A_RANK = re.compile(r'^(rank \d+|every rank): ')
+#: 0 logs about another: ``rank 1: --outdir ... not writable``), says it is every
+#: rank's (``every rank: ...``, logged once by rank 0) or the whole run's (``run: ...``,
+#: :func:`run_wide`).
+NAMES_A_RANK = re.compile(r'^(rank \d+|every rank|run): ')
+
+#: The prefix of the lines rank 0 writes for the whole run (:func:`run_wide`).
+RUN_LABEL = 'run: '
 
 
 class RankPrefix(logging.Filter):
@@ -54,3 +58,23 @@ def rank_prefix(comm):
     finally:
         for handler in handlers:
             handler.removeFilter(prefix)
+
+
+@contextlib.contextmanager
+def run_wide():
+    """Within the block, lines that :func:`rank_prefix` would start with ``rank N:``
+    start with ``run:`` (:data:`RUN_LABEL`): for what rank 0 does for every rank (the
+    list of files and the checks before the split) and the run's summary, which read as
+    rank 0's own (``rank 0: FAILED PATTERN: matched no coadd file``, ``rank 0: 3 files
+    done``).  Lines naming a rank keep it; nothing changes outside :func:`rank_prefix`.
+    """
+    filters = [f for handler in get_logger().parent.handlers for f in handler.filters
+               if isinstance(f, RankPrefix)]
+    labels = [f.label for f in filters]
+    for f in filters:
+        f.label = RUN_LABEL
+    try:
+        yield
+    finally:
+        for f, label in zip(filters, labels):
+            f.label = label

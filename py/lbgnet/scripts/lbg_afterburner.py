@@ -38,6 +38,7 @@ from ..network import (DEFAULT_BATCH, ENGINES, check_model_file, default_model_p
 from ..npforward import BATCH
 from ..parallel import RankZeroParser, run_command, split_work, stop_if_any_failed
 from ..priors import PRIOR_FUNCTION, select_priors
+from ..ranklog import run_wide
 from ..redrock_rerun import (RerunError, check_rerunnable, template_files, template_zrange,
                               zrange_coverage)
 from ..resume import run_settings, stale_reason
@@ -670,7 +671,11 @@ def run_ranks(args, comm=None):
         log.warning('--threads %d exceeds the %d core(s) this process may use: the threads '
                     'will compete for them', args.threads, cores)
     set_threads(nthreads, tensorflow=False)        # TensorFlow's only if a network is loaded
-    state = setup(args, nthreads) if rank == 0 else None
+    if rank == 0:
+        with run_wide():           # rank 0 plans and checks for every rank: 'run: ...'
+            state = setup(args, nthreads)
+    else:
+        state = None
     network = state.pop('network') if rank == 0 else None
     refiner = state.pop('refiner') if rank == 0 else None
     if comm is not None:
@@ -712,14 +717,16 @@ def run_ranks(args, comm=None):
     if comm is not None:
         gathered = comm.gather(outcomes, root=0)
         outcomes = [o for part in gathered for o in part] if rank == 0 else outcomes
+    nfail = 0
     if rank == 0:
-        nspec = sum(o.nspec for o in outcomes)
-        rate = nspec / max(wall, 1e-9)
-        log.info('processing: %d spectra in %.2f s on %d rank(s) = %.*f spectra/s (%s)',
-                 nspec, wall, size, 0 if rate >= 10 else 2, rate,
-                 'model loaded once per rank' if state['jobs'] else
-                 'no file to process: no model loaded')
-    nfail = summarise(outcomes, state['unmatched'], size) if rank == 0 else 0
+        with run_wide():           # the whole run's lines: 'run: ...', not 'rank 0: ...'
+            nspec = sum(o.nspec for o in outcomes)
+            rate = nspec / max(wall, 1e-9)
+            log.info('processing: %d spectra in %.2f s on %d rank(s) = %.*f spectra/s (%s)',
+                     nspec, wall, size, 0 if rate >= 10 else 2, rate,
+                     'model loaded once per rank' if state['jobs'] else
+                     'no file to process: no model loaded')
+            nfail = summarise(outcomes, state['unmatched'], size)
     if comm is not None:
         nfail = comm.bcast(nfail, root=0)
     return 1 if nfail else 0

@@ -23,6 +23,7 @@ from ..io.fitsutil import cfitsio_name_problem
 from ..io.mock import mock_filenames, mock_keywords, write_mock
 from ..parallel import RankZeroParser, run_command, stop_if_any_failed
 from ..progress import Progress
+from ..ranklog import run_wide
 from ..sim.mock import (DEFAULT_MOCK_CONFIG, MAX_EFFTIME, check_efftime_range, load_mock_setup,
                         make_mock, mock_settings, simulator_hash)
 from ..sim.population import CLASSES, RMAG_LIMITS
@@ -413,12 +414,13 @@ def run(args, comm=None):
     cards.append(('MOCKRUN', fingerprint, 'desi_lbg_mock run fingerprint'))
     if rank == 0:
         others = other_runs(args.outdir, fingerprint)
-        if others:                 # e.g. a test set written over another one's directory
+        if others:                 # about the run's --outdir: 'run: ...', not 'rank 0: ...'
             path, found = others[0]
-            log.warning('--outdir %s already holds %d coadd file(s) of other runs (e.g. %s, '
-                        'MOCKSEED %s): they are kept and will be read together with this '
-                        "run's files", args.outdir, len(others), os.path.basename(path),
-                        found.get('MOCKSEED', 'absent'))
+            with run_wide():       # e.g. a test set written over another one's directory
+                log.warning('--outdir %s already holds %d coadd file(s) of other runs (e.g. '
+                            '%s, MOCKSEED %s): they are kept and will be read together with '
+                            "this run's files", args.outdir, len(others),
+                            os.path.basename(path), found.get('MOCKSEED', 'absent'))
     mine = np.arange(rank, counts.size, size)
     progress = (Progress(int(counts[mine].sum()),
                          unit='spectra (this rank)' if size > 1 else 'spectra')
@@ -465,9 +467,10 @@ def run(args, comm=None):
     if comm is not None:
         nfail, nskip = comm.allreduce(nfail), comm.allreduce(nskip)
     if rank == 0:
-        log.info('%d of %d file(s) written (%d spectra asked) in %s, %d kept from an earlier '
-                 'run, %d failure(s)', counts.size - nfail - nskip, counts.size, args.nspec,
-                 args.outdir, nskip, nfail)
+        with run_wide():           # the run's summary: 'run: ...', not 'rank 0: ...'
+            log.info('%d of %d file(s) written (%d spectra asked) in %s, %d kept from an '
+                     'earlier run, %d failure(s)', counts.size - nfail - nskip, counts.size,
+                     args.nspec, args.outdir, nskip, nfail)
         if nfail == counts.size:      # nothing written (a full disk): no empty --outdir left
             remove_empty(created)
     return 1 if nfail else 0

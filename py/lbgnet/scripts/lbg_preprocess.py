@@ -26,6 +26,7 @@ from ..parallel import (RankZeroParser, problem_on_rank_zero, run_command, split
                         stop_if_any_failed)
 from ..preprocess import load_coadd_grid
 from ..progress import Progress
+from ..ranklog import run_wide
 
 
 def parse(options=None):
@@ -258,12 +259,13 @@ def run(args, comm=None):
         found = expand_coadds(args.coadd or ())
         found += ([os.path.getsize(p) if os.path.isfile(p) else 0 for p in found[0]],)
     paths, unmatched, sizes = found if comm is None else comm.bcast(found, root=0)
-    for pattern in unmatched:           # reported, as the afterburner does; the rest are run
-        log.error('%s: matched no coadd file', pattern)
-    if args.output and args.coadd and len(paths) != 1:
-        log.error('--output needs exactly one coadd file; --coadd %s gives %d',
-                  ' '.join(args.coadd), len(paths))
-        return 1
+    with run_wide():                    # the run's inputs: 'run: ...', not 'rank 0: ...'
+        for pattern in unmatched:       # reported, as the afterburner does; the rest are run
+            log.error('%s: matched no coadd file', pattern)
+        if args.output and args.coadd and len(paths) != 1:
+            log.error('--output needs exactly one coadd file; --coadd %s gives %d',
+                      ' '.join(args.coadd), len(paths))
+            return 1
     problem = None
     try:
         config = load_config(args.config)
@@ -309,7 +311,8 @@ def run(args, comm=None):
         counts = {key: comm.allreduce(value) for key, value in counts.items()}
     if args.outdir is not None:
         # a pattern that matched nothing is a failed input, as in the afterburner's summary
-        log.info('%d of %d file(s) written in %s, %d kept from an earlier run, %d failure(s)',
-                 counts['done'], len(paths), args.outdir, counts['kept'],
-                 counts['failed'] + len(unmatched))
+        with run_wide():
+            log.info('%d of %d file(s) written in %s, %d kept from an earlier run, '
+                     '%d failure(s)', counts['done'], len(paths), args.outdir, counts['kept'],
+                     counts['failed'] + len(unmatched))
     return 1 if counts['failed'] or unmatched else 0
