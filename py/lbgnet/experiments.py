@@ -247,6 +247,8 @@ def plot_tradeoff(rows, path, label_key='gamma', title=''):
         Output PNG.
     label_key : str, optional
         Row key printed beside each point ['gamma'].
+    title : str, optional
+        Figure title [none].
 
     Returns
     -------
