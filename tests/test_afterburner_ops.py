@@ -278,6 +278,30 @@ def test_existing_priors_or_output_target_is_not_overwritten(tmp_path, model_pat
     assert rc == 0 and '1 skipped' in text
 
 
+@pytest.mark.parametrize('named', ['--priors', '--output'])
+def test_naming_one_output_does_not_replace_an_existing_default_one(tmp_path, model_path,
+                                                                    caplog, named):
+    """The default pair of an earlier run, then a run naming only the priors (or only the
+    catalogue) elsewhere: the other output's default name exists and is refused, not
+    replaced (it was, silently, leaving the earlier pair out of step)."""
+    coadd, output = make_pair(str(tmp_path))
+    assert run(caplog, '--coadd', coadd, '--model', model_path, '--no-refine')[0] == 0
+    priors = os.path.join(os.path.dirname(output),
+                          os.path.basename(output).replace('lbg_cnn', 'priors_lbg'))
+    default = {'--priors': output, '--output': priors}[named]
+    before = {p: open(p, 'rb').read() for p in (output, priors)}
+    rc, text = run(caplog, '--coadd', coadd, '--model', model_path, '--no-refine',
+                   '--c-thresh', '0.3', named, str(tmp_path / 'other.fits'))
+    assert rc == 1 and 'Traceback' not in text
+    assert f'{default}: exists; refusing to overwrite it (use --overwrite)' in text, text
+    assert {p: open(p, 'rb').read() for p in (output, priors)} == before
+    assert not (tmp_path / 'other.fits').exists()
+    # --overwrite replaces it; the run then writes the pair it names
+    assert run(caplog, '--coadd', coadd, '--model', model_path, '--no-refine', '--overwrite',
+               '--c-thresh', '0.3', named, str(tmp_path / 'other.fits'))[0] == 0
+    assert (tmp_path / 'other.fits').exists() and open(default, 'rb').read() != before[default]
+
+
 def test_rerun_without_resolution_fails_before_the_network(tmp_path, model_path, caplog,
                                                            monkeypatch):
     coadd, output = make_pair(str(tmp_path))             # no RESOLUTION HDUs

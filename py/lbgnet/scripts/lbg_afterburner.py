@@ -147,8 +147,9 @@ def plan(args):
     ------
     InputFileError
         If ``--input-dir`` does not exist, or ``--output`` / ``--priors`` would overwrite an
-        input or each other, or (without ``--overwrite``) an existing file that is not
-        half of a complete earlier catalogue + priors pair (such a pair is skipped).
+        input or each other, or (without ``--overwrite``, one of them given) an existing
+        file, given or the default name of the other output, that is not half of a
+        complete catalogue + priors pair (such a pair is skipped).
     """
     if args.input_dir is not None:
         unreadable = []               # failed inputs, the rest of the tree is processed
@@ -179,9 +180,15 @@ def plan(args):
         for given in (args.output, args.priors):
             if given is not None and os.path.isdir(given):
                 raise InputFileError(given, IS_A_DIRECTORY)
-            if (given is not None and os.path.exists(given) and not args.overwrite
+        # with an output named, its partner (named or by default) is no longer the pair an
+        # earlier run left: an existing one is not redone as a lone half of that pair would
+        # be, but refused (--priors P beside lbg_cnn-X.fits replaced that catalogue and
+        # left it out of step with priors_lbg-X.fits)
+        named = args.output is not None or args.priors is not None
+        for out in (output, priors):
+            if (named and os.path.exists(out) and not args.overwrite
                     and not outputs_exist(jobs[0])):
-                raise InputFileError(given, 'exists; refusing to overwrite it (use --overwrite)')
+                raise InputFileError(out, 'exists; refusing to overwrite it (use --overwrite)')
     return jobs, unmatched
 
 
