@@ -698,6 +698,19 @@ def test_example_runs_end_to_end(tmp_path, model_path, caplog):
                    '--no-refine', '--c-thresh', '0.999')
     assert rc == 0 and '2 files done (400 spectra' in text and 'skipped' not in text.split(
         'files done')[1].split('\n')[0].replace('0 skipped', '')
+    # other files there (a catalogue without a truth file, another coadd set) are neither
+    # run nor summarised: they failed the example with a traceback, or were counted in it
+    import shutil
+    ex = tmp_path / 'ex'
+    shutil.copy(next((ex / 'out').glob('lbg_cnn-*.fits')), ex / 'out' / 'lbg_cnn-real-data.fits')
+    for kind in ('coadd', 'redrock', 'truth'):
+        shutil.copy(next((ex / 'mock').glob(f'{kind}-*.fits')),
+                    ex / 'mock' / f'{kind}-other-dark-7.fits')
+    caplog.clear()
+    rc, text = run(caplog, '--example', '--model', model_path, '--outdir', str(ex), '--no-refine')
+    assert rc == 0 and 'Traceback' not in text, text
+    assert '2 files done (400 spectra' in text and 'example result, 400 spectra in 2 files' in text
+    assert not (ex / 'out' / 'lbg_cnn-other-dark-7.fits').exists()
 
 
 def test_training_zrange():

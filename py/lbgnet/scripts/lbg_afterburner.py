@@ -8,7 +8,6 @@ optionally rerun Redrock on the selected targets with those priors.  Many files 
 processed in one job, spread over MPI ranks (``--mpi``).
 """
 import argparse
-import glob
 import os
 import time
 import traceback
@@ -547,26 +546,31 @@ def run_example(args, comm=None):
     import tempfile
     from astropy.table import vstack
     from ..io.mock import read_truth
-    from .lbg_mock import main as mock_main
+    from .lbg_mock import main as mock_main, parse as mock_parse, planned_files
     log = get_logger()
     with tempfile.TemporaryDirectory(prefix='lbgnet-example-') as tmp:
         top = args.outdir or tmp
         mockdir, outdir = os.path.join(top, 'mock'), os.path.join(top, 'out')
-        # the example owns DIR/mock and DIR/out: both always remade (the mock is the same
-        # for the same seed), so the summary is never of an earlier run's catalogues
-        if mock_main(['--outdir', mockdir, '--nspec', '400', '--nfiles', '2', '--seed', '1',
-                      '--no-resolution', '--overwrite']) != 0:
+        # the example's files in DIR/mock and DIR/out are always remade (the mock is the
+        # same for the same seed); only they are run and summarised, whatever else the
+        # directories hold (other files made the summary an earlier run's, or failed it)
+        mock_args = ['--outdir', mockdir, '--nspec', '400', '--nfiles', '2', '--seed', '1',
+                     '--no-resolution', '--overwrite']
+        if mock_main(mock_args) != 0:
             return 1
-        opts = argparse.Namespace(**{**vars(args), 'example': False, 'input_dir': mockdir,
-                                     'outdir': outdir, 'rerun_redrock': False,
-                                     'overwrite': True})
+        files = planned_files(mock_parse(mock_args))
+        opts = argparse.Namespace(**{**vars(args), 'example': False, 'input_dir': None,
+                                     'coadd': [f['coadd'] for f in files], 'outdir': outdir,
+                                     'rerun_redrock': False, 'overwrite': True})
         status = main(opts, comm)
-        paths = sorted(glob.glob(os.path.join(glob.escape(outdir), 'lbg_cnn-*.fits')))
-        if paths:
-            cats = vstack([read_catalog(path)[0] for path in paths], metadata_conflicts='silent')
-            truth = vstack([read_truth(os.path.join(mockdir, os.path.basename(path).replace(
-                'lbg_cnn', 'truth'))) for path in paths], metadata_conflicts='silent')
-            summarise_example(cats, truth, len(paths))
+        jobs = plan_jobs([f['coadd'] for f in files], outdir=outdir)
+        done = [(job.output, f['truth']) for job, f in zip(jobs, files)
+                if os.path.exists(job.output)]
+        if done:
+            cats = vstack([read_catalog(cat)[0] for cat, _ in done],
+                          metadata_conflicts='silent')
+            truth = vstack([read_truth(path) for _, path in done], metadata_conflicts='silent')
+            summarise_example(cats, truth, len(done))
         if args.outdir:
             log.info('example files kept: mock inputs in %s, catalogues in %s', mockdir, outdir)
         else:

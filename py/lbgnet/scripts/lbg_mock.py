@@ -384,6 +384,25 @@ def prepare(args):
     return (setup, mockcfg, counts, pixels, seeds), None
 
 
+def planned_files(args):
+    """The files a run with `args` (:func:`parse`'s) writes, without simulating anything:
+    one dict (``coadd``, ``redrock``, ``truth`` -> path) per healpix pixel, in the order of
+    :func:`lbgnet.sim.mock.file_plan`.
+
+    Raises
+    ------
+    lbgnet.config.ConfigError, lbgnet.io.InputFileError, ValueError
+        As :func:`prepare` for the configuration and the file plan.
+    """
+    from ..config import config_from_dict
+    from ..sim.population import load_sim_config
+    mockcfg, _ = mock_settings(config_from_dict(load_sim_config(args.config),
+                                                source=str(args.config)))
+    _, pixels, _ = file_plan(args.nspec, args.nfiles, args.seed, mockcfg)
+    return [mock_filenames(args.outdir, mockcfg['files']['survey'],
+                           mockcfg['files']['program'], pixel) for pixel in pixels]
+
+
 def main(args=None, comm=None):
     """Run ``desi_lbg_mock``; return 0 when every file of every rank was written, else 1.
 
