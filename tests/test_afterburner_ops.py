@@ -278,6 +278,20 @@ def test_existing_priors_or_output_target_is_not_overwritten(tmp_path, model_pat
     assert rc == 0 and '1 skipped' in text
 
 
+def test_an_output_that_is_a_pipe_is_refused(tmp_path, model_path, caplog):
+    """An output path that is a FIFO (or a device: /dev/null as root) was replaced by the
+    rename of the written file with --overwrite; refused in one line, left as it was."""
+    import stat
+    coadd, output = make_pair(str(tmp_path))
+    fifo = tmp_path / 'pipe.fits'
+    os.mkfifo(fifo)
+    rc, text = run(caplog, '--coadd', coadd, '--model', model_path, '--priors', str(fifo),
+                   '--overwrite')
+    assert rc == 1 and 'Traceback' not in text
+    assert f'{fifo}: exists and is not a regular file' in text, text
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode) and not os.path.exists(output)
+
+
 @pytest.mark.parametrize('named', ['--priors', '--output'])
 def test_naming_one_output_does_not_replace_an_existing_default_one(tmp_path, model_path,
                                                                     caplog, named):

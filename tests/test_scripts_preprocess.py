@@ -1,6 +1,7 @@
 """Tests of the desi_lbg_preprocess command and of the README/CI contract."""
 import os
 import re
+import stat
 
 import numpy as np
 
@@ -274,16 +275,19 @@ def test_damaged_existing_output_is_one_line(tmp_path, caplog):
     assert main(['--coadd', coadd, '--outdir', str(out)]) == 0
     target = out / 'lbg_input-sv3-dark-31.npz'
     good = target.read_bytes()
-    for damage in (b'junk', good[:len(good) // 2]):
-        target.write_bytes(damage)
-        caplog.clear()
-        assert main(['--coadd', coadd, '--outdir', str(out)]) == 1
-        assert 'cannot be read' in caplog.text and 'Traceback' not in caplog.text
-    with open(target, 'wb') as fh:
-        np.save(fh, np.zeros(3))
+    target.write_bytes(good[:len(good) // 2])
     caplog.clear()
     assert main(['--coadd', coadd, '--outdir', str(out)]) == 1
-    assert 'is not an .npz archive' in caplog.text and 'Traceback' not in caplog.text
+    assert 'cannot be read' in caplog.text and 'Traceback' not in caplog.text
+    # not a zip at all: said so (junk was read as a pickle: 'contains pickled data')
+    with open(target, 'wb') as fh:
+        np.save(fh, np.zeros(3))
+    for junk in (b'junk', target.read_bytes()):
+        target.write_bytes(junk)
+        caplog.clear()
+        assert main(['--coadd', coadd, '--outdir', str(out)]) == 1
+        assert f'{target}: exists and is not an .npz archive' in caplog.text, caplog.text
+        assert 'pickle' not in caplog.text and 'Traceback' not in caplog.text
     assert main(['--coadd', coadd, '--outdir', str(out), '--overwrite']) == 0
     assert target.read_bytes()[:2] == b'PK'
 
@@ -298,3 +302,30 @@ def test_launched_as_several_processes_without_mpi_is_refused(tmp_path, monkeypa
     assert main(['--coadd', coadd, '--outdir', str(tmp_path / 'out')]) == 1
     assert 'one of 2 MPI processes but without --mpi' in caplog.text
     assert not (tmp_path / 'out').exists()
+
+
+def test_output_that_is_a_device_or_pipe_or_a_fits_name_is_refused(tmp_path, caplog):
+    """--output naming a FIFO (or a device: /dev/null as root) was replaced by the rename
+    of the written file with --overwrite, and a FITS name got an .npz archive under it;
+    with --outdir, a FIFO in place of an lbg_input-X.npz blocked the reading of it.  Each
+    is one line now, and the FIFO is left as it was."""
+    from lbg_testdata import write_test_coadd
+    coadd = str(tmp_path / 'coadd-sv3-dark-61.fits')
+    write_test_coadd(coadd, 2)
+    fifo = tmp_path / 'pipe.npz'
+    os.mkfifo(fifo)
+    caplog.clear()
+    assert main(['--coadd', coadd, '--output', str(fifo), '--overwrite']) == 1
+    assert f'{fifo}: exists and is not a regular file' in caplog.text, caplog.text
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    caplog.clear()
+    assert main(['--coadd', coadd, '--output', str(tmp_path / 'grid.fits')]) == 1
+    assert 'a FITS name, but the output is an .npz archive' in caplog.text, caplog.text
+    assert not (tmp_path / 'grid.fits').exists()
+    out = tmp_path / 'grid'
+    out.mkdir()
+    os.mkfifo(out / 'lbg_input-sv3-dark-61.npz')
+    caplog.clear()
+    assert main(['--coadd', coadd, '--outdir', str(out)]) == 1       # did not block
+    assert 'lbg_input-sv3-dark-61.npz: exists and is not a regular file' in caplog.text
+    assert stat.S_ISFIFO(os.stat(out / 'lbg_input-sv3-dark-61.npz').st_mode)

@@ -311,6 +311,15 @@ def test_output_directory_and_input_file_are_named_for_what_they_are(tree, tmp_p
     assert f'{outdir}: is a directory; cannot write the output there' in caplog.text
     assert '--overwrite' not in caplog.text          # it cannot help
     assert f'{afile}: not a directory' in caplog.text and 'does not exist' not in caplog.text
+    # a pipe (or a device: /dev/null as root) was replaced by the rename with --overwrite
+    import stat
+    fifo = tmp_path / 'zpipe.fits'
+    os.mkfifo(fifo)
+    caplog.clear()
+    with caplog.at_level(logging.ERROR):
+        assert main(['--input-dir', str(tree), '--output', str(fifo), '--overwrite']) == 1
+    assert f'{fifo}: exists and is not a regular file' in caplog.text, caplog.text
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
 
 
 def location_cat(tid, z, dchi2, survey='main', program='dark', tileid=-1, flag=None, is_lbg=None):

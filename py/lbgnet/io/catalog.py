@@ -137,6 +137,16 @@ def check_not_inputs(paths, inputs):
 #: Why an output path that is a directory cannot be written (every command says it alike).
 IS_A_DIRECTORY = 'is a directory; cannot write the output there'
 
+#: Why an output path that exists but is neither a regular file nor a directory (a device
+#: such as /dev/null, a pipe, a socket) is refused: the rename of the written file would
+#: replace it (as root, /dev/null with a FITS file).
+NOT_A_REGULAR_FILE = 'exists and is not a regular file (a device, pipe or socket); give a file name'
+
+
+def special_file(path):
+    """Whether `path` exists (through links) and is neither a regular file nor a directory."""
+    return os.path.exists(path) and not (os.path.isfile(path) or os.path.isdir(path))
+
 
 def parent_step_problem(path):
     """Why the system cannot follow a ``..`` in `path`, or None.
@@ -178,7 +188,8 @@ def check_writable(path, create=True):
     ------
     OutputFileError
         If the directory cannot be created or is not writable, `path` is a directory (or
-        ends with a path separator), or
+        ends with a path separator) or another file that is not a regular one (a device,
+        a pipe), or
         its name holds cfitsio syntax (:func:`lbgnet.io.fitsutil.cfitsio_name_problem`) or
         a ``..`` the system cannot follow (:func:`parent_step_problem`; both checked
         first, before any directory is created), naming `path`.
@@ -197,6 +208,8 @@ def check_writable(path, create=True):
         check_creatable(outdir, name=path)
     if os.path.isdir(path):                # os.replace onto it would fail after the others
         raise OutputFileError(path, IS_A_DIRECTORY)
+    if special_file(path):
+        raise OutputFileError(path, NOT_A_REGULAR_FILE)
 
 
 @functools.lru_cache(maxsize=1)

@@ -9,6 +9,7 @@ the outputs of an earlier run of the same inputs and configuration are kept).
 """
 import argparse
 import os
+import re
 import tempfile
 import traceback
 import zipfile
@@ -20,7 +21,8 @@ from ..config import ConfigError, load_config
 from ..example import example_spectra
 from ..io import InputFileError, minimal_fibermap, write_coadd
 from ..io.atomic import atomic_path, raise_if_terminated
-from ..io.catalog import OutputFileError, check_not_an_input, check_not_inputs, check_outdir
+from ..io.catalog import (NOT_A_REGULAR_FILE, OutputFileError, check_not_an_input,
+                          check_not_inputs, check_outdir, special_file)
 from ..io.discover import expand_coadds, input_array_paths
 from ..parallel import (RankZeroParser, problem_on_rank_zero, run_command, split_work,
                         stop_if_any_failed)
@@ -72,19 +74,30 @@ def parse(options=None):
     return args
 
 
+#: Names of FITS files (an ``.npz`` written under one would pass for a FITS file).
+FITS_NAME = re.compile(r'\.(fits|fit|fts)(\.gz|\.fz|\.bz2)?$', re.IGNORECASE)
+
+
 def check_output(path, overwrite, inputs=()):
     """Check before any work that `path` can be written; create its directory.
 
     Raises
     ------
     lbgnet.io.catalog.OutputFileError
-        If `path` is a directory or names one (a trailing ``/``), is one of the `inputs`,
-        exists without `overwrite`, or its directory cannot be created or written to.
+        If `path` is a directory or names one (a trailing ``/``), or another file that
+        is not a regular one (a device, a pipe), has a FITS name (an ``.npz`` archive is
+        written under the name as given), is one of the `inputs`, exists without
+        `overwrite`, or its directory cannot be created or written to.
     """
     if os.path.isdir(path):
         raise OutputFileError(path, 'is a directory')
     if path.endswith(os.sep):
         raise OutputFileError(path, 'names a directory (ends with /), not a file')
+    if special_file(path):
+        raise OutputFileError(path, NOT_A_REGULAR_FILE)
+    if FITS_NAME.search(path):
+        raise OutputFileError(path, 'a FITS name, but the output is an .npz archive (written '
+                              'under the name as given): name it .npz')
     check_not_an_input(path, inputs)
     if os.path.lexists(path) and not overwrite:
         raise OutputFileError(path, 'exists; use --overwrite to replace it')
@@ -121,6 +134,10 @@ def npz_extras(info, path, config):
                 CONFIG=np.asarray(str(config.source)))
 
 
+#: The first bytes of a zip archive (an ``.npz``; numpy's test too).
+ZIP_MAGIC = b'PK\x03\x04'
+
+
 def kept_reason(output, coadd, config):
     """Why the existing `output` of `coadd` cannot be kept by this run, or None when it
     can: it was gridded from a coadd of the same name (at any path: another mount or a
@@ -135,12 +152,13 @@ def kept_reason(output, coadd, config):
     """
     from .. import __version__
     from ..io.fitsutil import header_fingerprint
-    try:
+    try:         # np.load would read anything else as a pickle, and say that it is one
+        with open(output, 'rb') as fh:
+            if fh.read(4) != ZIP_MAGIC:
+                return 'exists and is not an .npz archive'
         data = np.load(output, allow_pickle=False)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
         return f'exists and cannot be read ({err})'
-    if not isinstance(data, np.lib.npyio.NpzFile):     # a plain .npy under this name
-        return 'exists and is not an .npz archive'
     try:
         with data:
             made = {key: (str(data[key]) if key != 'WAVE' else np.asarray(data[key]))
@@ -195,6 +213,9 @@ def grid_file(path, output, config, overwrite=False):
         ``'failed'`` (logged in one line; a traceback only for an unexpected error).
     """
     log = get_logger()
+    if output is not None and special_file(output):      # reading it could block (a pipe)
+        log.error('%s: %s', output, NOT_A_REGULAR_FILE)
+        return 'failed'
     if output is not None and not overwrite and os.path.lexists(output):
         try:
             reason = kept_reason(output, path, config)
