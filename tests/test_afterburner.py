@@ -654,6 +654,24 @@ def test_one_bad_file_among_many(tmp_path, model_path, caplog):
     assert not (tmp_path / 'out' / 'healpix' / 'main' / 'dark' / '1' / '102').exists()
 
 
+@pytest.mark.parametrize('command', ['lbg_afterburner', 'lbg_evaluate'])
+def test_no_refine_refuses_every_other_refinement_option(command, capsys):
+    """--no-refine with a refinement option that would be ignored is an error naming it
+    (--refine-window, --refine-prior-weight and --refine-step were accepted and ignored,
+    while the other refinement options were refused)."""
+    import importlib
+    parse_command = importlib.import_module(f'lbgnet.scripts.{command}').parse
+    base = (['--coadd', 'a.fits'] if command == 'lbg_afterburner'
+            else ['--coadd', 'a.fits', '--truth', 't.fits', '--outdir', 'o'])
+    for option, value in (('--refine-window', '0.05'), ('--refine-prior-weight', '1'),
+                          ('--refine-step', '4e-4'), ('--refine-template', 't.fits'),
+                          ('--refine-noise', 'pipeline'), ('--refine-archetypes', 'none')):
+        with pytest.raises(SystemExit):
+            parse_command(base + ['--no-refine', option, value])
+        assert f'{option} and --no-refine exclude each other' in capsys.readouterr().err
+    assert parse_command(base + ['--no-refine']).no_refine      # alone: accepted
+
+
 def test_parse_rules():
     with pytest.raises(SystemExit):
         parse(['--coadd', 'a.fits', 'b.fits', '--output', 'x.fits'])

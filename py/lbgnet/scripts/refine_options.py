@@ -68,12 +68,12 @@ def refine_options_given(args):
 
 def check_refine_arguments(parser, args):
     """``parser.error`` on inconsistent refinement options."""
-    if args.no_refine and args.refine_template:
-        parser.error('--refine-template and --no-refine exclude each other')
-    if args.no_refine and args.refine_noise is not None:
-        parser.error('--refine-noise and --no-refine exclude each other')
-    if args.no_refine and args.refine_archetypes is not None:
-        parser.error('--refine-archetypes and --no-refine exclude each other')
+    if args.no_refine:          # any other refinement option would be ignored silently
+        # (--refine-window, --refine-prior-weight and --refine-step were until 2026-12-07);
+        # one given at its default value changes nothing and is not told apart
+        for name in refine_options_given(args):
+            if name not in ('--no-refine', '--refine-arch-skip'):    # the latter: below
+                parser.error(f'{name} and --no-refine exclude each other')
     if args.refine_arch_skip is not None:
         no_archetypes = (args.refine_archetypes is not None
                          and args.refine_archetypes.lower() == 'none')
