@@ -70,7 +70,16 @@ def test_reader_errors(tmp_path):
     nohdr = tmp_path / 'rrtemplate-X.fits'
     with fitsio.FITS(str(nohdr), 'rw', clobber=True) as fx:
         fx.write(np.ones((2, 10)), extname='BASIS_VECTORS')
-    with pytest.raises(InputFileError, match='RRTYPE'):
+    with pytest.raises(InputFileError) as err:
+        read_rr_template(str(nohdr))
+    # the missing cards named plainly (fitsio's KeyError text leaked: "lacks 'unknown
+    # record: RRTYPE'")
+    assert str(err.value) == (f'{nohdr}: Redrock template header lacks RRTYPE, CRVAL1, CDELT1 '
+                              '(not a Redrock template file?)')
+    with fitsio.FITS(str(nohdr), 'rw', clobber=True) as fx:
+        fx.write(np.ones((2, 10)), extname='BASIS_VECTORS',
+                 header={'RRTYPE': 'GALAXY', 'CRVAL1': 'x', 'CDELT1': 1.0})
+    with pytest.raises(InputFileError, match="CRVAL1/CDELT1 are not numbers"):
         read_rr_template(str(nohdr))
     empty = tmp_path / 'empty'
     empty.mkdir()

@@ -154,13 +154,19 @@ def read_rr_template(path):
         raise
     except (OSError, ValueError, UnicodeDecodeError) as err:
         raise InputFileError(path, f'cannot read Redrock template ({_first_line(err)})') from None
+    # fitsio's KeyError reads "'unknown record: RRTYPE'": the missing cards are named here
+    missing = [key for key in ('RRTYPE', 'CRVAL1', 'CDELT1') if key not in hdr]
+    if missing:
+        raise InputFileError(path, f'Redrock template header lacks {", ".join(missing)} '
+                             '(not a Redrock template file?)')
+    rrtype = str(hdr['RRTYPE']).strip().upper()
+    subtype = str(hdr.get('RRSUBTYP', '')).strip().upper()
+    method = str(hdr.get('RRMETHOD', 'PCA')).strip().upper()
     try:
-        rrtype = str(hdr['RRTYPE']).strip().upper()
-        subtype = str(hdr.get('RRSUBTYP', '')).strip().upper()
-        method = str(hdr.get('RRMETHOD', 'PCA')).strip().upper()
         crval, cdelt = float(hdr['CRVAL1']), float(hdr['CDELT1'])
-    except KeyError as err:
-        raise InputFileError(path, f'Redrock template header lacks {err}') from None
+    except (TypeError, ValueError):
+        raise InputFileError(path, f'Redrock template CRVAL1/CDELT1 are not numbers '
+                             f'({hdr["CRVAL1"]!r}, {hdr["CDELT1"]!r})') from None
     if basis.ndim != 2:
         raise InputFileError(path, f'BASIS_VECTORS must be 2-d (nbasis, nwave), got shape {basis.shape}')
     wave = crval + cdelt * np.arange(basis.shape[1])
