@@ -356,3 +356,24 @@ def test_contaminant_only_figures_say_so(monkeypatch):
     plots.plot_efficiency_bins(regimes, 'eff.png')
     for ax in figures[1].axes:
         assert [t.get_text() for t in ax.texts] == ['no true LBG in the test']
+
+
+def test_stopped_evaluation_leaves_no_directory_it_made(tmp_path, monkeypatch):
+    """Stopped by a signal (SIGTERM from Slurm: :class:`lbgnet.io.atomic.Terminated`)
+    before it wrote anything, it left the --outdir it had created, empty; a failed one
+    removed it.  The stop still ends the command (the exception goes on)."""
+    from lbgnet.io.atomic import Terminated
+    import lbgnet.scripts.lbg_evaluate as script
+
+    def stopped(*args):
+        raise Terminated(143)
+    monkeypatch.setattr(script, 'evaluate_into', stopped)
+    with pytest.raises(Terminated):
+        script.main(['--coadd', 'c.fits', '--truth', 't.fits',
+                     '--outdir', str(tmp_path / 'out' / 'a')])
+    assert not (tmp_path / 'out').exists()
+    kept = tmp_path / 'kept'                 # a directory that was there stays
+    kept.mkdir()
+    with pytest.raises(Terminated):
+        script.main(['--coadd', 'c.fits', '--truth', 't.fits', '--outdir', str(kept)])
+    assert kept.is_dir()

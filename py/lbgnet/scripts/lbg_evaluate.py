@@ -262,23 +262,25 @@ def main(args=None, comm=None):
     while not os.path.exists(path):
         made.append(path)
         path = os.path.dirname(path)
-    try:            # before the work: a directory that cannot be written fails at once
-        check_outdir(outdir, name=f'--outdir {args.outdir}')
-        if args.record_as:                  # and so does a model card that cannot be
-            from ..io.modelfile import model_paths
-            card = model_paths(model_path)[1]
-            if not os.access(os.path.dirname(os.path.abspath(card)), os.W_OK | os.X_OK):
-                raise OutputFileError(card, '--record-as: the model card\'s directory is not '
-                                      'writable (copy the model files elsewhere)')
-    except OutputFileError as err:
-        log.error('%s', err)
-        rc = 1
-    else:
-        rc = evaluate_into(args, model_path, log)
-    if rc:                                        # a failed evaluation leaves nothing
-        for path in made:
-            if os.path.isdir(path) and not os.listdir(path):
-                os.rmdir(path)
+    rc = 1
+    try:
+        try:        # before the work: a directory that cannot be written fails at once
+            check_outdir(outdir, name=f'--outdir {args.outdir}')
+            if args.record_as:                  # and so does a model card that cannot be
+                from ..io.modelfile import model_paths
+                card = model_paths(model_path)[1]
+                if not os.access(os.path.dirname(os.path.abspath(card)), os.W_OK | os.X_OK):
+                    raise OutputFileError(card, '--record-as: the model card\'s directory is '
+                                          'not writable (copy the model files elsewhere)')
+        except OutputFileError as err:
+            log.error('%s', err)
+        else:
+            rc = evaluate_into(args, model_path, log)
+    finally:            # a failed or stopped (SIGTERM) evaluation leaves nothing behind
+        if rc:
+            for path in made:
+                if os.path.isdir(path) and not os.listdir(path):
+                    os.rmdir(path)
     return rc
 
 
