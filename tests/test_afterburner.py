@@ -121,10 +121,11 @@ def test_catalogue_matches_direct_prediction(tmp_path, model_path, caplog):
     # a coarser trial grid (--refine-step): recorded, same rows refined, redshifts close
     coarse = str(tmp_path / 'coarse.fits')
     rc, text = run(caplog, '--coadd', coadd, '--model', model_path, '--output', coarse,
-                   '--refine-step', '4e-4')
+                   '--priors', coarse.replace('.fits', '-priors.fits'), '--refine-step', '4e-4')
     assert rc == 0 and 'only approximately so' in text and '--refine-step' in text
     assert 'only approximately so' not in run(caplog, '--coadd', coadd, '--model', model_path,
-                                              '--output', str(tmp_path / 'default.fits'))[1]
+                                              '--output', str(tmp_path / 'default.fits'),
+                                              '--priors', str(tmp_path / 'default-p.fits'))[1]
     cat4, hdr4 = read_catalog(coarse)
     assert hdr4['REFSTEP'] == pytest.approx(4e-4)
     assert np.array_equal(np.isfinite(cat4['Z_TPL']), np.isfinite(cat['Z_TPL']))
@@ -799,7 +800,7 @@ def test_refinement_with_the_calibrated_noise_model(tmp_path, model_path, caplog
     assert hdr['REFNOISE'] == 'calibrated'
     plainout = str(tmp_path / 'plain.fits')
     rc, text = run(caplog, '--coadd', coadd, '--model', model_path, '--output', plainout,
-                   '--refine-noise', 'pipeline')
+                   '--priors', str(tmp_path / 'plain-priors.fits'), '--refine-noise', 'pipeline')
     assert rc == 0 and 'only approximately so' in text and '--refine-noise' in text
     base, phdr = read_catalog(plainout)
     assert phdr['REFNOISE'] == 'pipeline'
@@ -823,7 +824,7 @@ def test_refinement_with_the_calibrated_noise_model(tmp_path, model_path, caplog
     # --refine-archetypes none: the template fit alone, recorded as such
     alone = str(tmp_path / 'alone.fits')
     rc, text = run(caplog, '--coadd', coadd, '--model', model_path, '--output', alone,
-                   '--refine-archetypes', 'none')
+                   '--priors', str(tmp_path / 'alone-priors.fits'), '--refine-archetypes', 'none')
     assert rc == 0 and 'no archetypes (ZERR_TPL calibrated with other ones)' in text
     acat, ahdr = read_catalog(alone)
     assert (ahdr['REFARCH'], ahdr['REFASHA'], ahdr['REFABAS'], ahdr['REFASKP']) == ('none', '', 0.0, 0.0)
@@ -844,20 +845,21 @@ def test_refinement_with_the_calibrated_noise_model(tmp_path, model_path, caplog
     older = save_tiny_model(str(tmp_path / 'older.weights.h5'),
                             postprocess={'zerr_tpl_scale': 1.7, 'zerr_tpl_floor': 1e-4})
     rc, text = run(caplog, '--coadd', coadd, '--model', older, '--output', str(tmp_path / 'o1.fits'),
-                   '--refine-arch-skip', '9')
+                   '--priors', str(tmp_path / 'p1.fits'), '--refine-arch-skip', '9')
     assert rc == 0 and '--refine-noise calibrated (calibrated with pipeline)' in text
     assert '--refine-arch-skip 9' in text                     # another threshold: noted too
     assert read_catalog(str(tmp_path / 'o1.fits'))[1]['REFASKP'] == 9.0
     assert 'these archetypes (ZERR_TPL calibrated without archetypes)' in text
     rc, text = run(caplog, '--coadd', coadd, '--model', older, '--output', str(tmp_path / 'o2.fits'),
-                   '--refine-noise', 'pipeline', '--refine-archetypes', 'none')
+                   '--priors', str(tmp_path / 'p2.fits'), '--refine-noise', 'pipeline',
+                   '--refine-archetypes', 'none')
     assert rc == 0 and 'only approximately so' not in text
     # an archetype file is no PCA template, and a PCA template no archetypes: one line each
     from lbgnet.afterburner import default_archetype_path
     for opt, path, what in (('--refine-template', default_archetype_path(), 'not a PCA template'),
                             ('--refine-archetypes', hdr['REFTEMPL'], 'not an archetype file')):
         rc, text = run(caplog, '--coadd', coadd, '--model', model_path, '--output',
-                       str(tmp_path / 'x.fits'), opt, path)
+                       str(tmp_path / 'x.fits'), '--priors', str(tmp_path / 'px.fits'), opt, path)
         assert rc == 1 and what in text and 'Traceback' not in text
         assert not os.path.exists(str(tmp_path / 'x.fits'))
     # a refiner with a noise model never silently falls back to the pipeline ivar

@@ -307,7 +307,9 @@ def test_naming_one_output_does_not_replace_an_existing_default_one(tmp_path, mo
     rc, text = run(caplog, '--coadd', coadd, '--model', model_path, '--no-refine',
                    '--c-thresh', '0.3', named, str(tmp_path / 'other.fits'))
     assert rc == 1 and 'Traceback' not in text
-    assert f'{default}: exists; refusing to overwrite it (use --overwrite)' in text, text
+    other = {'--priors': '--output', '--output': '--priors'}[named]
+    assert (f'{default}: exists; refusing to overwrite it (use --overwrite, or name this '
+            f"run's {other[2:]} output with {other})") in text, text
     assert {p: open(p, 'rb').read() for p in (output, priors)} == before
     assert not (tmp_path / 'other.fits').exists()
     # --overwrite replaces it; the run then writes the pair it names

@@ -184,10 +184,14 @@ def plan(args):
         # be, but refused (--priors P beside lbg_cnn-X.fits replaced that catalogue and
         # left it out of step with priors_lbg-X.fits)
         named = args.output is not None or args.priors is not None
-        for out in (output, priors):
+        for out, given, option in ((output, args.output, '--output'),
+                                   (priors, args.priors, '--priors')):
             if (named and os.path.exists(out) and not args.overwrite
                     and not outputs_exist(jobs[0])):
-                raise InputFileError(out, 'exists; refusing to overwrite it (use --overwrite)')
+                raise InputFileError(out, 'exists; refusing to overwrite it (use --overwrite' +
+                                     ('' if given is not None else
+                                      f', or name this run\'s {option[2:]} output with '
+                                      f'{option}') + ')')
     return jobs, unmatched
 
 
