@@ -387,7 +387,7 @@ def prepare(args):
 def planned_files(args):
     """The files a run with `args` (:func:`parse`'s) writes, without simulating anything:
     one dict (``coadd``, ``redrock``, ``truth`` -> path) per healpix pixel, in the order of
-    :func:`lbgnet.sim.mock.file_plan`.
+    :func:`file_plan`.
 
     Raises
     ------
