@@ -563,3 +563,131 @@ def test_targetids_are_exact_integers_or_refused():
     with pytest.raises(InputFileError) as err:
         as_targetids(np.array(['39633000000000001']), 'a.fits')
     assert str(err.value) == 'a.fits: TARGETID must be an integer column, not text'
+
+
+# ---- from a hand mutation-testing pass of io/coadd.py and io/redrock.py
+def test_repeated_wavelength_is_refused(tmp_path, tiny_coadd):
+    """A WAVELENGTH array with a repeated value (two pixels at one wavelength) is not
+    increasing: the pixel edges derived from it would have zero width, so the file is
+    refused like a reversed one, not only one that decreases."""
+    src, arrays = tiny_coadd
+    wave = arrays['wave']['b'].copy()
+    wave[101] = wave[100]                                  # still never decreasing
+    path = _copy_without(src, str(tmp_path / 'repeat.fits'), replace={'B_WAVELENGTH': wave})
+    with pytest.raises(InputFileError, match='B_WAVELENGTH must be 1-D, finite and increasing'):
+        read_coadd(path)
+
+
+def _tiny_coadd_with_scores(path, nspec, scores):
+    """A one-arm coadd of `nspec` spectra (no FIBERMAP) with the SCORES table `scores`."""
+    with fitsio.FITS(path, 'rw', clobber=True) as fx:
+        fx.write(None)
+        fx.write(np.linspace(3600.0, 5900.0, 50), extname='B_WAVELENGTH')
+        fx.write(np.ones((nspec, 50), dtype='f4'), extname='B_FLUX')
+        fx.write(np.ones((nspec, 50), dtype='f4'), extname='B_IVAR')
+        fx.write(scores, extname='SCORES')
+    return path
+
+
+def test_scores_of_another_length_without_targetid_give_no_tsnr2(tmp_path, caplog):
+    """A SCORES table of 3 rows for 2 spectra, with no TARGETID column to tell its rows
+    apart, cannot say which depth belongs to which spectrum: TSNR2_LRG is None (NaN in
+    the catalogue) with a warning naming both counts, not the 3 values.  The same table
+    with 2 rows is read."""
+    import logging
+    from lbgnet.io.coadd import read_layout
+    for nrow, expect in ((3, None), (2, [7.0, 7.0])):
+        scores = np.zeros(nrow, dtype=[('TSNR2_LRG', 'f4')])
+        scores['TSNR2_LRG'] = 7.0
+        path = _tiny_coadd_with_scores(str(tmp_path / f'scores{nrow}.fits'), 2, scores)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING), fitsio.FITS(path) as fx:
+            layout = read_layout(fx, path)
+        if expect is None:
+            assert layout.tsnr2_lrg is None
+            assert f'{path}: SCORES has 3 rows for 2 spectra; TSNR2_LRG left NaN' in caplog.text
+        else:
+            assert layout.tsnr2_lrg.tolist() == expect and 'SCORES' not in caplog.text
+
+
+def test_camera_overlapping_the_grid_start_is_accepted(config):
+    """check_grid_overlap asks whether a camera's range [w[0], w[-1]] meets the grid: a b
+    camera 3500-5900 Å begins below the 3600-10000 Å grid but ends inside it, so it is
+    accepted; one ending below the grid start (3500-3590 Å) is not."""
+    from lbgnet.io.coadd import CoaddLayout, check_grid_overlap
+    assert (config.grid.wave_min, config.grid.wave_max) == (3600.0, 10000.0)
+
+    def layout(lo, hi):
+        return CoaddLayout('c.fits', ('b',), {'b': np.linspace(lo, hi, 100)}, 0, None, {})
+    check_grid_overlap(layout(3500.0, 5900.0), config.grid)
+    with pytest.raises(InputFileError, match=r'c\.fits: no camera overlaps the model grid '
+                                             r'3600-10000 Angstrom \(b 3500-3590\)'):
+        check_grid_overlap(layout(3500.0, 3590.0), config.grid)
+
+
+def test_large_negative_values_beyond_float32_are_refused():
+    """The float32 range is symmetric: -1e39 overflows to -inf just as +1e39 does, so a
+    float64 image [-1e39, 1] read as float32 is refused on its magnitude (the largest
+    signed value, 1, would pass)."""
+    from lbgnet.io.coadd import _check_float_range
+    with pytest.raises(InputFileError, match=r'c\.fits: B_FLUX holds values up to 1e\+39, '
+                                             'beyond the float32 range'):
+        _check_float_range(np.array([-1e39, 1.0]), np.dtype(np.float32), 'c.fits', 'B_FLUX')
+    _check_float_range(np.array([-3e38, 1.0]), np.dtype(np.float32), 'c.fits', 'B_FLUX')
+
+
+def test_sanitize_keeps_zero_ivar_pixels_as_they_are():
+    """sanitize_pixels counts and zeroes only non-finite pixels and negative ivar: a pixel
+    with ivar exactly 0 already carries no weight and is neither counted nor has its flux
+    changed.  flux [1, nan, 3], ivar [1, 1, 0]: one bad pixel (the NaN)."""
+    from lbgnet.io.coadd import sanitize_pixels
+    flux = np.array([1.0, np.nan, 3.0], dtype=np.float32)
+    ivar = np.array([1.0, 1.0, 0.0], dtype=np.float32)
+    assert sanitize_pixels(flux, ivar) == 1
+    assert flux.tolist() == [1.0, 0.0, 3.0] and ivar.tolist() == [1.0, 0.0, 0.0]
+
+
+def test_sanitize_infinite_ivar_with_finite_flux():
+    """Finite flux everywhere and no negative ivar, but one ivar inf: the all-finite fast
+    path must look at the ivar sum too.  flux [1, 2, 3], ivar [1, inf, 1]: one bad pixel,
+    whose weight and flux become 0."""
+    from lbgnet.io.coadd import sanitize_pixels
+    flux = np.array([1.0, 2.0, 3.0], dtype=np.float32)
+    ivar = np.array([1.0, np.inf, 1.0], dtype=np.float32)
+    assert sanitize_pixels(flux, ivar) == 1
+    assert flux.tolist() == [1.0, 0.0, 3.0] and ivar.tolist() == [1.0, 0.0, 1.0]
+
+
+def _rewrite_redshifts(path, edit):
+    """Rewrite the REDSHIFTS HDU of a _write_redrock file (FIBERMAP dropped) after
+    ``edit(table)`` returns the new numpy table."""
+    zb = edit(fitsio.read(path, 'REDSHIFTS'))
+    with fitsio.FITS(path, 'rw', clobber=True) as fx:
+        fx.write(zb, extname='REDSHIFTS')
+    return path
+
+
+def test_redrock_spectype_padding_is_stripped(tmp_path):
+    """FITS drops trailing blanks of text but keeps leading ones: SPECTYPE ' QSO' reads as
+    'QSO', so that comparisons with 'QSO' hold."""
+    def edit(zb):
+        zb['SPECTYPE'] = [b' QSO', b'GALAXY']
+        return zb
+    path = _rewrite_redshifts(_write_redrock(str(tmp_path / 'rr.fits'), [5, 3]), edit)
+    assert read_redrock(path).redshifts['SPECTYPE'].tolist() == ['QSO', 'GALAXY']
+
+
+def test_redrock_targetids_must_be_exact_integers(tmp_path):
+    """A float TARGETID column (DESI ids above 2**53 lose digits in float64) or a uint64
+    one with values beyond int64 is refused on one line naming the file, not read."""
+    from numpy.lib import recfunctions as rfn
+    for name, dtype, values, match in (
+            ('float', 'f8', [5.0, 3.0], 'REDSHIFTS TARGETID must be an integer column, not float64'),
+            ('uint', 'u8', [5, 2**63 + 1], 'REDSHIFTS TARGETID values beyond the int64 range')):
+        def edit(zb):
+            out = rfn.drop_fields(zb, 'TARGETID', usemask=False)
+            return rfn.append_fields(out, 'TARGETID', np.array(values, dtype=dtype), usemask=False)
+        path = _rewrite_redshifts(_write_redrock(str(tmp_path / f'rr-{name}.fits'), [5, 3]), edit)
+        with pytest.raises(InputFileError, match=match) as err:
+            read_redrock(path)
+        assert str(err.value).startswith(f'{path}: ') and '\n' not in str(err.value)

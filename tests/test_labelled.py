@@ -480,6 +480,19 @@ def test_channels_and_simulated_depth(spectra, config, setup):           # A16 A
     assert np.all(truth['DEPTH_FRAC'][16:] == 1)
 
 
+def test_wavelength_jitter_is_switched_off(spectra, config):
+    """FileBatches documents that the augmentation's wavelength jitter is not used and is
+    set to 0 in its ``augment`` attribute (an observed spectrum's noise belongs to its
+    wavelengths): given p_jitter 0.5, as a mapping or an AugmentConfig, ``augment.p_jitter``
+    is 0, the other settings are kept and the caller's AugmentConfig is left as it was."""
+    given = AugmentConfig(p_overlap=0.25, p_jitter=0.5, jitter_sigma=0.4)
+    for augment in (dataclasses.asdict(given), given):
+        b = FileBatches(subset(spectra, 32), config.grid, batch_size=16, augment=augment)
+        assert b.augment == dataclasses.replace(given, p_jitter=0.0)
+        assert b.augment.p_jitter == 0.0 and b.augment.p_overlap == 0.25
+    assert given.p_jitter == 0.5
+
+
 # ---- lbgnet/io/labelled.py
 def test_find_labelled_is_sorted(tmp_path):                               # B02
     names = ['c', 'a', 'e', 'b', 'd', 'f']

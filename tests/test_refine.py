@@ -782,3 +782,40 @@ def test_flat_chi2_has_no_error():
     out = refine_redshifts(flux, ivar, np.full(3, 3.0), tb, zs, prior_weight=0)
     assert np.all(np.isnan(out['ZERR_TPL'][:2]))
     assert np.isfinite(out['ZERR_TPL'][2]) and abs(out['Z_TPL'][2] - 3.0) < 1e-3
+
+
+# ---- from a hand mutation-testing pass of refine.py
+def test_redshift_grid_includes_zmax():
+    """The grid runs from zmin to zmax inclusive: with log10(1 + zmax) = 0.001 and
+    dlogz = 2e-4 it has the 6 points log10(1 + z) = 0, 2e-4, ..., 1e-3, the last one zmax
+    (the arange stop is padded by half a step because 0.001 / 2e-4 is 5 minus rounding)."""
+    from lbgnet.refine import redshift_grid
+    zmax = 10 ** 0.001 - 1
+    zs = redshift_grid(0.0, zmax, 2e-4)
+    assert zs.size == 6 and zs[0] == 0.0
+    np.testing.assert_allclose(np.log10(1 + zs), np.arange(6) * 2e-4, rtol=0, atol=1e-15)
+    assert zs[-1] == pytest.approx(zmax, rel=1e-12)
+
+
+def test_line_on_the_top_edge_of_the_grid_has_no_box():
+    """Box k covers [k, k + 1) box widths from the grid start: a line landing exactly on
+    the top edge (position nboxes) is off the grid (box −1), one at the grid start is in
+    box 0 and one just below the top edge in the last box."""
+    from lbgnet.labels import box_position
+    k = CONFIG.lines.names.index('CIV')                    # 1549.48 Å: edges hit without rounding
+    civ = CONFIG.lines.wave_array[k]
+    zs = np.array([GRID.wave_max / civ - 1, GRID.wave_min / civ - 1,
+                   (GRID.wave_max - 1.0) / civ - 1])
+    pos = box_position(civ * (1 + zs), CONFIG)
+    assert pos[0] == CONFIG.nboxes and pos[1] == 0         # the edges exactly, as line_boxes sees them
+    assert line_boxes(CONFIG, zs)[:, k].tolist() == [-1, 0, CONFIG.nboxes - 1]
+
+
+def test_deltachi2_at_the_threshold_is_reliable():
+    """reliable_redshift is ``deltachi2 >= min_deltachi2`` (documented): DELTACHI2_TPL of
+    exactly MIN_DELTACHI2 = 9 is reliable, just below is not."""
+    from lbgnet.refine import MIN_DELTACHI2, reliable_redshift
+    assert MIN_DELTACHI2 == 9.0
+    assert reliable_redshift([True], [9.0]).tolist() == [True]
+    assert reliable_redshift([True, True, False], [np.nextafter(9.0, 0), np.nan, 50.0]).tolist() \
+        == [False, False, False]

@@ -505,3 +505,86 @@ def test_seed_out_of_range_is_refused_before_the_study(seed, tmp_path, capsys):
                str(tmp_path / 'o'), '--workdir', str(tmp_path / 'w'), '--seed', seed])
     assert f'--seed must be in [0, 2**32 - 1], not {seed}' in capsys.readouterr().err
     assert not (tmp_path / 'w').exists()
+
+
+# --- from a hand mutation-testing pass of tune.py -----------------------------------------
+
+def test_dropout_of_one_is_refused(config):
+    """Dropout lies in [0, 1): a rate of 1 drops every unit, so ``tune: {dropout: 1.0}``
+    (the excluded upper bound itself) is refused, as is a range reaching it; 0 is allowed."""
+    for value in (1.0, [0.0, 1.0]):
+        with pytest.raises(ConfigError, match=r'^tune-test-config: tune.dropout value 1.0 is '
+                                              r'outside \[0, 1\)$'):
+            search_space(tiny_config(config, dropout=value))
+    assert search_space(tiny_config(config, dropout=0.0))['dropout'] == ('fixed', 0.0)
+
+
+def test_default_nboxes_include_both_box_width_limits():
+    """The default nboxes choices are the divisors n of nbins = 800 whose box width
+    6400 Å / n lies in [80, 320] Å, both ends included: 20 (320 Å) to 80 (80 Å)."""
+    from lbgnet.tune import default_nboxes
+    config = load_config()
+    assert (config.grid.nbins, config.grid.dwave) == (800, 8.0)
+    assert default_nboxes(config) == [20, 25, 32, 40, 50, 80]
+
+
+def test_range_of_one_value_is_allowed(config):
+    """A [low, high] range with low == high is one value, not an invalid range:
+    ``tune: {filters: [16, 16]}`` is the (log) integer range 16..16."""
+    assert search_space(tiny_config(config, filters=[16, 16]))['filters'] == ('int', 16, 16, True)
+    with pytest.raises(ConfigError, match=r'tune.filters range \[16, 8\] is invalid'):
+        search_space(tiny_config(config, filters=[16, 8]))
+
+
+def test_log_range_from_zero_is_refused(config):
+    """gamma is searched on a log scale: a range starting at 0 (a valid gamma value by
+    itself) has no logarithm and is refused, while a fixed gamma of 0 is accepted."""
+    with pytest.raises(ConfigError, match=r'^tune-test-config: tune.gamma range \[0, 2\] is invalid$'):
+        search_space(tiny_config(config, gamma=[0, 2]))
+    assert search_space(tiny_config(config, gamma=0))['gamma'] == ('fixed', 0.0)
+
+
+def test_resumed_study_does_not_replay_the_first_start_up_points(tmp_path):
+    """open_study seeds the sampler with seed + (trials in the study): a study reopened
+    from its SQLite store draws new random start-up points instead of repeating those of
+    the first run (which would re-run the same trials).  A stand-in objective: no training."""
+    import optuna
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = f'sqlite:///{tmp_path / "study.sqlite3"}'
+
+    def objective(trial):
+        return trial.suggest_float('x', 0.0, 1.0)
+    study = open_study(storage, 'resume', seed=5, startup_trials=10, prune=False)
+    study.optimize(objective, n_trials=1)
+    first = study.trials[0].params['x']
+    again = open_study(storage, 'resume', seed=5, startup_trials=10, prune=False)
+    assert len(again.trials) == 1
+    again.optimize(objective, n_trials=1)
+    assert len(again.trials) == 2 and again.trials[1].params['x'] != first
+    # the same seed and trial count give the same point (what the seeding is for)
+    fresh = open_study(f'sqlite:///{tmp_path / "other.sqlite3"}', 'resume', seed=5,
+                       startup_trials=10, prune=False)
+    fresh.optimize(objective, n_trials=1)
+    assert fresh.trials[0].params['x'] == first
+
+
+def test_best_config_names_a_base_outside_outdir_by_its_absolute_path(tmp_path, config,
+                                                                     monkeypatch):
+    """The best YAML is written in outdir and resolves ``base:`` next to itself: a
+    configuration in another folder (given by a relative path) is named by its absolute
+    path, one inside outdir by its file name alone."""
+    import optuna
+    from lbgnet.tune import best_config_data
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    cfg = tiny_config(config)
+    space = search_space(cfg)
+    study = optuna.create_study(direction='maximize', study_name='s')
+    study.optimize(lambda t: (suggest_params(t, space), 0.5)[1], n_trials=1)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / 'conf').mkdir()
+    (tmp_path / 'out').mkdir()
+    data = best_config_data(study, cfg, os.path.join('conf', 'tiny.yaml'), 'out')
+    assert data['base'] == str(tmp_path / 'conf' / 'tiny.yaml')
+    assert data['name'] == 's-best'
+    data = best_config_data(study, cfg, os.path.join('out', 'tiny.yaml'), 'out')
+    assert data['base'] == 'tiny.yaml'
