@@ -377,3 +377,23 @@ def test_stopped_evaluation_leaves_no_directory_it_made(tmp_path, monkeypatch):
     with pytest.raises(Terminated):
         script.main(['--coadd', 'c.fits', '--truth', 't.fits', '--outdir', str(kept)])
     assert kept.is_dir()
+
+
+def test_same_simulated_objects_under_other_targetids_are_one_test(tmp_path):
+    """Two test files of the same simulated objects under other TARGETIDs (mocks made
+    with the same --seed) would count every object twice: refused as a copy is (they
+    passed, as their truth checksum holds the TARGETIDs)."""
+    from astropy.table import Table
+    from lbgnet.evalinputs import check_not_a_copy
+    from lbgnet.io import InputFileError
+    seen = {}
+    z = [2.5, 3.1, 0.4]
+    check_not_a_copy(Table({'TARGETID': [1, 2, 3], 'CLASS': ['LBG', 'LBG', 'GALAXY'],
+                            'Z_TRUE': z}), 'a.fits', seen)
+    with pytest.raises(InputFileError) as err:
+        check_not_a_copy(Table({'TARGETID': [7, 8, 9], 'CLASS': ['LBG', 'LBG', 'GALAXY'],
+                                'Z_TRUE': z}), 'b.fits', seen)
+    assert str(err.value).startswith('b.fits: same simulated objects (CLASS, Z_TRUE row by '
+                                     'row) as a.fits under other TARGETIDs')
+    check_not_a_copy(Table({'TARGETID': [7, 8, 9], 'CLASS': ['LBG', 'LBG', 'GALAXY'],
+                            'Z_TRUE': [2.5, 3.1, 0.41]}), 'c.fits', seen)     # other objects

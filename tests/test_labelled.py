@@ -747,3 +747,33 @@ def test_truth_rows_without_a_spectrum(tmp_path, labelled_dir, config, caplog):
         spectra = read_labelled_spectra(*find_labelled(str(extra)))
     assert f'{len(tid)} rows have no spectrum' in caplog.text and '2 of its' in caplog.text
     assert not set(spectra.truth['TARGETID']) & {12345, 12346}
+
+
+def test_validation_objects_that_are_training_objects_are_refused(tmp_path):
+    """check_disjoint refuses, besides a copied file: the same simulated objects under
+    other TARGETIDs (two mocks made with the same --seed: their files k hold the same
+    spectra in other healpix pixels; this passed), and a validation file holding some of
+    the training objects (same TARGETID and Z_TRUE; this passed too).  Independent objects
+    that share TARGETIDs (mocks of one pixel) and a few objects at one redshift under other
+    TARGETIDs are not the same objects and pass."""
+    from lbgnet.scripts.lbg_train import check_disjoint
+    z = np.array([2.31, 3.02, 0.0012, 1.7, 3.9])
+    classes = ['LBG', 'LBG', 'STAR', 'QSO', 'LBG']
+    train = tmp_path / 'truth-train.fits'
+    write_hand_truth(train, np.arange(100, 105), classes, z)
+
+    def check(name, targetid, cls, zz):
+        path = tmp_path / f'truth-{name}.fits'
+        write_hand_truth(path, targetid, cls, zz)
+        check_disjoint(['coadd-train.fits'], [f'coadd-{name}.fits'], [str(train)], [str(path)])
+    with pytest.raises(InputFileError) as err:          # same objects, other TARGETIDs
+        check('reseeded', np.arange(900, 905), classes, z)
+    assert 'same simulated objects (CLASS, Z_TRUE row by row) as' in str(err.value)
+    assert '(a --train-dir file in the --val-dir)' in str(err.value)
+    with pytest.raises(InputFileError) as err:          # two of the training objects
+        check('subset', [101, 103, 7], ['LBG', 'QSO', 'STAR'], [3.02, 1.7, 0.0])
+    assert '2 of its 3 objects (TARGETID and Z_TRUE) are --train-dir objects' in str(err.value)
+    check('pixel', np.arange(100, 105), classes, z + 0.01)     # same TARGETIDs, other objects
+    check('stars', [7, 8], ['STAR', 'STAR'], [0.0, 0.0])       # one redshift: no match
+    write_hand_truth(train, [1, 2], ['STAR', 'STAR'], [0.0, 0.0])
+    check('stars2', [7, 8], ['STAR', 'STAR'], [0.0, 0.0])

@@ -148,16 +148,43 @@ def check_distinct_inputs(paths):
         seen[real] = path
 
 
+def truth_keys(truth):
+    """The keys :func:`check_not_a_copy` compares: ``(kind, checksum)`` pairs.
+
+    ``'ids'``: :func:`lbgnet.io.mock.truth_checksum` (TARGETID, CLASS, Z_TRUE: a copy, or
+    the same objects observed again).  ``'objects'``: the same without the TARGETIDs, for a
+    table with at least two distinct redshifts (so that a few objects at one redshift, a
+    pair of stars at z = 0 say, are no match): the same simulated objects under other
+    TARGETIDs, which a mock run again with the same ``--seed`` gives (its files
+    ``k`` hold the same spectra in other healpix pixels).  None for an empty table.
+    """
+    from .io.mock import truth_checksum
+    if not len(truth):
+        return []
+    keys = [('ids', truth_checksum(truth))]
+    if np.unique(np.asarray(truth['Z_TRUE'], dtype=np.float64)).size >= 2:
+        keys.append(('objects', truth_checksum(truth, targetids=False)))
+    return keys
+
+
+#: What each kind of :func:`truth_keys` match means.
+SAME_CONTENT = {
+    'ids': 'same objects (TARGETID, CLASS, Z_TRUE) as {other} (a copy, or the same objects '
+           'observed again)',
+    'objects': 'same simulated objects (CLASS, Z_TRUE row by row) as {other} under other '
+               'TARGETIDs (mocks made with the same --seed repeat their spectra)'}
+
+
 def check_not_a_copy(truth, path, seen):
-    """Raise when a truth table has the content of one seen before (a copied file, or the
-    same simulated objects at another depth).
+    """Raise when a truth table has the content of one seen before (a copied file, the
+    same simulated objects at another depth, or under other TARGETIDs: :func:`truth_keys`).
 
     Parameters
     ----------
     truth : astropy.table.Table
     path : str
     seen : dict
-        :func:`lbgnet.io.mock.truth_checksum` -> path of the tables seen so far; updated.
+        :func:`truth_keys` checksum -> path of the tables seen so far; updated.
 
     Raises
     ------
@@ -165,13 +192,12 @@ def check_not_a_copy(truth, path, seen):
         Naming both files: the objects of a copy would be counted twice (and, between
         training and validation sets, the thresholds chosen on training spectra).
     """
-    from .io.mock import truth_checksum
-    key = truth_checksum(truth) if len(truth) else None
-    if key in seen:
-        raise InputFileError(path, f'same objects (TARGETID, CLASS, Z_TRUE) as {seen[key]} '
-                             '(a copy, or the same objects observed again): they would be '
-                             'counted twice; evaluate them apart')
-    if key is not None:
+    keys = truth_keys(truth)
+    for kind, key in keys:
+        if key in seen:
+            raise InputFileError(path, SAME_CONTENT[kind].format(other=seen[key]) +
+                                 ': they would be counted twice; evaluate them apart')
+    for _, key in keys:
         seen[key] = path
 
 

@@ -111,7 +111,7 @@ def write_truth(path, truth, header):
 MOCK_KEYS = ('SIMHASH', 'TRUTHSUM')
 
 
-def truth_checksum(truth):
+def truth_checksum(truth, targetids=True):
     """Content fingerprint of a truth table (first 16 hex digits of a SHA-256).
 
     Computed from TARGETID, CLASS and Z_TRUE, so it survives a FITS round trip, and over
@@ -122,12 +122,17 @@ def truth_checksum(truth):
     truth headers: a truth file whose content does not give its coadd's TRUTHSUM belongs to
     another mock run, even when the TARGETIDs agree (mocks written with the same pixel do
     reuse them).
+
+    With `targetids` False the TARGETIDs are left out (the rows still taken in their
+    order): the simulated objects alone, which a mock run again with the same ``--seed``
+    repeats under the TARGETIDs of other healpix pixels (not a TRUTHSUM).
     """
     import hashlib
     targetid = np.asarray(truth['TARGETID'], dtype='<i8')
     order = np.argsort(targetid, kind='stable')
     digest = hashlib.sha256()
-    digest.update(np.ascontiguousarray(targetid[order]).tobytes())
+    if targetids:
+        digest.update(np.ascontiguousarray(targetid[order]).tobytes())
     classes = np.char.strip(np.asarray(truth['CLASS']).astype(str))[order]
     digest.update('\n'.join(classes.tolist()).encode('ascii'))
     digest.update(np.ascontiguousarray(np.asarray(truth['Z_TRUE'], dtype='<f8')[order]).tobytes())

@@ -300,7 +300,8 @@ def labelled_batches(args, config, opts, setup):
 
 
 def check_disjoint(train_files, val_files, train_truths=(), val_truths=(), val_name='--val-dir'):
-    """Refuse a coadd that is both a training and a validation file, also as a copy.
+    """Refuse a coadd that is both a training and a validation file, also as a copy, and
+    validation objects that are training objects.
 
     Parameters
     ----------
@@ -308,7 +309,10 @@ def check_disjoint(train_files, val_files, train_truths=(), val_truths=(), val_n
         Coadds.
     train_truths, val_truths : sequence of str, optional
         Their truth files: a validation truth table with the content of a training one
-        (:func:`lbgnet.evalinputs.check_not_a_copy`) is a copy under another name.
+        (:func:`lbgnet.evalinputs.check_not_a_copy`: also the same simulated objects under
+        other TARGETIDs) is a copy under another name, and a validation object whose
+        TARGETID and Z_TRUE are a training object's (a validation coadd holding some of
+        the training targets) is one spectrum of a training object.
     val_name : str, optional
         What the validation files are, for the messages ['--val-dir'].
 
@@ -317,16 +321,20 @@ def check_disjoint(train_files, val_files, train_truths=(), val_truths=(), val_n
     lbgnet.io.InputFileError
         Naming the first such file.
     """
-    from ..evalinputs import check_not_a_copy
-    from ..io.mock import read_truth, truth_checksum
+    from ..evalinputs import check_not_a_copy, truth_keys
+    from ..io.mock import read_truth
     shared = sorted(set(map(os.path.realpath, train_files)) & set(map(os.path.realpath, val_files)))
     if shared:
         raise InputFileError(shared[0], f'is both a --train-dir and a {val_name} file '
                              f'({len(shared)} such file(s)): the thresholds and error '
                              'calibration would be chosen on training spectra')
-    seen = {}
+    seen, objects = {}, []
     for path in train_truths:         # copies within the training set only weigh more
-        seen.setdefault(truth_checksum(read_truth(path)), path)
+        truth = read_truth(path)
+        for _, key in truth_keys(truth):
+            seen.setdefault(key, path)
+        objects.append(object_keys(truth))
+    objects = np.concatenate(objects) if objects else object_keys(None)
     for path in val_truths:
         truth = read_truth(path)          # a missing or unreadable file says only that
         try:
@@ -335,6 +343,22 @@ def check_disjoint(train_files, val_files, train_truths=(), val_truths=(), val_n
             raise InputFileError(path, f'{err.problem} (a --train-dir file in the {val_name}): '
                                  'the thresholds and error calibration would be chosen on '
                                  'training spectra') from None
+        shared = int(np.isin(object_keys(truth), objects).sum())
+        if shared:
+            raise InputFileError(path, f'{shared} of its {len(truth)} objects (TARGETID and '
+                                 f'Z_TRUE) are --train-dir objects: the thresholds and error '
+                                 'calibration would be chosen on training spectra')
+
+
+def object_keys(truth):
+    """One 16-byte key per row of a truth table (TARGETID and the bits of Z_TRUE), for
+    :func:`numpy.isin`; none for None.  Two simulated objects that share a TARGETID (mocks
+    of one healpix pixel) differ in Z_TRUE."""
+    if truth is None:
+        return np.zeros(0, dtype='V16')
+    pairs = np.column_stack([np.asarray(truth['TARGETID'], dtype='<i8'),
+                             np.asarray(truth['Z_TRUE'], dtype='<f8').view('<i8')])
+    return np.ascontiguousarray(pairs).view('V16').ravel()
 
 
 def read_labelled(coadds, truths, config, with_grid=False, noise=None):
