@@ -397,3 +397,42 @@ def test_same_simulated_objects_under_other_targetids_are_one_test(tmp_path):
                                      'row) as a.fits under other TARGETIDs')
     check_not_a_copy(Table({'TARGETID': [7, 8, 9], 'CLASS': ['LBG', 'LBG', 'GALAXY'],
                             'Z_TRUE': [2.5, 3.1, 0.41]}), 'c.fits', seen)     # other objects
+
+
+def test_record_as_refuses_the_models_own_validation_or_training_files(tmp_path, caplog):
+    """--record-as records held-out tests in the model card: a coadd the card names as a
+    validation or labelled training file (by SHA-256, so also a copy under another name)
+    is refused before the work, and the card is left as it was; it was recorded as a
+    held-out score without a word.  Without --record-as it is evaluated."""
+    import shutil
+    from test_evaluate import _mock_files
+    from lbgnet.io.catalog import file_sha256
+    from lbgnet.io.modelfile import read_model_description, save_model
+    from lbgnet.scripts.lbg_evaluate import main
+    from lbg_testdata import save_tiny_model
+    paths = _mock_files(tmp_path, nspec=12, seed=21)
+    copy = tmp_path / 'copy' / 'coadd-copy.fits'
+    copy.parent.mkdir()
+    shutil.copy(paths['coadd'], copy)
+    sha = file_sha256(paths['coadd'])
+    for what, training in (('validation', {'validation_sha256': [sha]}),
+                           ('training', {'labelled': {'files': [{'coadd': 'x',
+                                                                 'coadd_sha256': sha}]}})):
+        tiny = save_tiny_model(str(tmp_path / f'{what}.weights.h5'))
+        description, config = read_model_description(tiny)
+        from lbgnet.io.modelfile import load_model
+        model, _, metadata = load_model(tiny)
+        model_path = save_model(tiny, model, config, {**metadata, 'training': training})[1]
+        before = (tmp_path / f'{what}.json').read_bytes()
+        status, text = run_logged(main, caplog, '--coadd', str(copy), '--truth', paths['truth'],
+                                  '--model', model_path, '--outdir', str(tmp_path / f'o-{what}'),
+                                  '--nexamples', '0', '--no-refine', '--record-as', 'test')
+        assert status == 1 and 'Traceback' not in text
+        assert (f"{copy}: is one of the model's {what} files (the SHA-256 its card records): "
+                '--record-as records held-out tests only') in text, text
+        assert (tmp_path / f'{what}.json').read_bytes() == before
+        assert not (tmp_path / f'o-{what}').exists()
+    status, _ = run_logged(main, caplog, '--coadd', str(copy), '--truth', paths['truth'],
+                           '--model', model_path, '--outdir', str(tmp_path / 'plain'),
+                           '--nexamples', '0', '--no-refine')
+    assert status == 0

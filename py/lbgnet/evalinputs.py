@@ -389,6 +389,39 @@ def _short(sha):
     return 'none' if sha is None else sha[:12]
 
 
+def check_held_out(coadds, metadata):
+    """Refuse coadds the model was trained or validated on, for ``--record-as``, which
+    records held-out tests: the card names its validation files (``validation_sha256``)
+    and its labelled training files (``labelled.files[].coadd_sha256``) by their SHA-256,
+    so a copy under another name is found too.
+
+    Parameters
+    ----------
+    coadds : sequence of str
+    metadata : dict or None
+        The model card's metadata.
+
+    Raises
+    ------
+    InputFileError
+        Naming the first such coadd and what it was for the model.
+    """
+    from .io.catalog import file_sha256
+    training = (metadata or {}).get('training') or {}
+    known = {sha: 'validation' for sha in training.get('validation_sha256') or ()}
+    for record in ((training.get('labelled') or {}).get('files') or ()):
+        if record.get('coadd_sha256'):
+            known[record['coadd_sha256']] = 'training'
+    if not known:
+        return
+    for path in coadds:
+        what = known.get(file_sha256(path))
+        if what is not None:
+            raise InputFileError(path, f'is one of the model\'s {what} files (the SHA-256 its '
+                                 'card records): --record-as records held-out tests only; '
+                                 'evaluate it without --record-as')
+
+
 def check_catalog_network(network, model_path, model_sha, record):
     """Catalogues made by another network than ``--model``.
 

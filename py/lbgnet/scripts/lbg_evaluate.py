@@ -22,7 +22,8 @@ import tempfile
 import numpy as np
 from desiutil.log import get_logger
 
-from ..evalinputs import check_catalog_network, collect, compare_simulators, redrock_metrics
+from ..evalinputs import (check_catalog_network, check_held_out, collect, compare_simulators,
+                          redrock_metrics)
 from ..io import InputFileError
 from ..io.catalog import OutputFileError, check_outdir, write_failure_reason
 from ..network import ENGINES
@@ -325,6 +326,8 @@ def evaluate_into(args, model_path, log):
             from .lbg_afterburner import warn_checkpoint
             warn_checkpoint(model_path, metadata, args)     # its thresholds: untuned
             refiner = make_refiner(args, config, network.zrange, metadata)
+            if args.record_as:               # before the work: a held-out test only
+                check_held_out(args.coadd, metadata)
         else:
             description, config = read_model_description(model_path)
             metadata = description.get('metadata')
