@@ -212,6 +212,20 @@ def test_train_script_with_simulator(tmp_path, caplog):
             assert truth_checksum(read_truth(str(only / 'validation' / name))) == \
                 truth_checksum(read_truth(str(out / 'validation' / name)))
     assert not list(only.glob('*.weights.h5')) and not (only / 'history.csv').exists()
+    # that set is kept: written again only as it is (same seed, size and simulator); another
+    # one replaces it only with --overwrite (it was replaced without a word, under the
+    # models validated on it through --val-dir)
+    before = {p.name: p.read_bytes() for p in (only / 'validation').iterdir()}
+    assert main(['--config', str(cfg_path), '--outdir', str(only), '--validation-only']) == 0
+    caplog.clear()
+    assert main(['--config', str(cfg_path), '--outdir', str(only), '--validation-only',
+                 '--seed', '9']) == 1
+    assert (f"{only / 'validation'}: holds another validation set (VALNSPEC") in caplog.text
+    assert 'use --overwrite to replace it, or --val-dir' in caplog.text
+    assert {p.name: p.read_bytes() for p in (only / 'validation').iterdir()} == before
+    assert main(['--config', str(cfg_path), '--outdir', str(only), '--validation-only',
+                 '--seed', '9', '--overwrite']) == 0
+    assert {p.name: p.read_bytes() for p in (only / 'validation').iterdir()} != before
     with pytest.raises(SystemExit):
         main(['--config', str(cfg_path), '--outdir', str(only), '--validation-only',
               '--val-dir', str(out / 'validation')])

@@ -215,6 +215,39 @@ def write_validation(setup, outdir, nval, seed, config_name):
     return coadds, truths
 
 
+def check_validation_kept(val_dir, nval, seed, setup):
+    """Refuse to replace another validation set in `val_dir` (without ``--overwrite``):
+    one written with ``--validation-only`` to be shared through ``--val-dir`` would change
+    under the models trained on it (their cards name its files by SHA-256).  The set this
+    run would write again, file for file (same ``VALNSPEC``, ``VALNFILE``, ``VALSEED`` and
+    simulator, ``SIMHASH``), passes; so does a directory without coadds.
+
+    Raises
+    ------
+    InputFileError
+        Naming `val_dir` and the set it holds.
+    """
+    from ..io.mock import mock_keywords
+    from ..sim.mock import simulator_hash
+    coadds = sorted(glob.glob(os.path.join(glob.escape(val_dir), 'coadd-*.fits')))
+    if not coadds:
+        return
+    nfiles = max(1, -(-nval // VALIDATION_FILE_SIZE))
+    want = {'VALNSPEC': nval, 'VALNFILE': nfiles, 'VALSEED': seed,
+            'SIMHASH': simulator_hash(setup)}
+    found = [mock_keywords(path, VALIDATION_KEYS + ('SIMHASH',)) for path in coadds]
+    if len(found) == nfiles and all(
+            {key: str(stamp.get(key)) for key in want} == {k: str(v) for k, v in want.items()}
+            for stamp in found):
+        return
+    first = found[0]
+    raise InputFileError(val_dir, 'holds another validation set ('
+                         + ', '.join(f'{key} {first.get(key, "absent")}' for key in want)
+                         + f'; this run: {", ".join(f"{k} {v}" for k, v in want.items())}, '
+                         f'{len(found)} coadd file(s)): use --overwrite to replace it, or '
+                         f'--val-dir {val_dir} to validate on it')
+
+
 def find_validation(val_dir):
     """Coadd and truth files of an existing validation directory (paired by name).
 
@@ -916,6 +949,8 @@ def _train(args, log, t_start):
                                        for d in args.train_dir):
             raise InputFileError(val_dir, 'is a --train-dir and would be replaced by the new '
                                  'validation set: train into another --outdir')
+        if not args.overwrite:
+            check_validation_kept(val_dir, opts['nval'], opts['seed'], setup)
         coadds, truths = write_validation(setup, val_dir, opts['nval'], opts['seed'],
                                           opts['simulation'])
         if batches is not None:       # e.g. an earlier run's validation set, same seed
