@@ -287,6 +287,10 @@ def test_tune_script_checks_paths_and_storage_first(tmp_path, caplog):
             (['--workdir', str(afile / 'w'), '--outdir', str(tmp_path / 'out')], '--workdir'),
             (['--workdir', str(tmp_path / 'w3'), '--outdir', str(tmp_path / 'out'),
               '--storage', 'nosuchdb://x'], '--storage nosuchdb://x: cannot open'),
+            # a password in the URL is not printed (it was, in this line)
+            (['--workdir', str(tmp_path / 'w7'), '--outdir', str(tmp_path / 'out'),
+              '--storage', 'nosuchdb://user:s3cret@host/db'],
+             '--storage nosuchdb://user:***@host/db: cannot open'),
             (['--workdir', str(tmp_path / 'w4'), '--outdir', str(tmp_path / 'out'),
               '--storage', f'sqlite:///{afile}'], 'file is not a database'),
             # a file path for a URL: told how to write it
@@ -301,6 +305,7 @@ def test_tune_script_checks_paths_and_storage_first(tmp_path, caplog):
             assert main(args + extra) == 1, extra
         errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
         assert len(errors) == 1 and named in errors[0] and '\n' not in errors[0], errors
+        assert 's3cret' not in caplog.text
     assert not (tmp_path / 'w1' / 'study.sqlite3').exists()
     assert not (tmp_path / 'w5' / 'study.sqlite3').exists()     # checked before the study
     assert not any('validation' in d for w in ('w1', 'w3', 'w4') if (tmp_path / w).is_dir()

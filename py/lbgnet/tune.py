@@ -757,6 +757,17 @@ def storage_label(storage):
     return url.render_as_string(hide_password=True)
 
 
+def hide_password(text, storage):
+    """`text` with the password of the storage URL `storage` (if any) replaced by ``***``
+    (a driver's error message may quote the URL it was given)."""
+    import sqlalchemy.engine
+    try:
+        password = sqlalchemy.engine.make_url(storage).password
+    except Exception:  # noqa: BLE001 -- not a URL: nothing to hide
+        return text
+    return text.replace(str(password), '***') if password else text
+
+
 def results_storage(path):
     """The storage named in the header of a ``<study>-best.yaml`` (None when the file or
     the line is absent, e.g. a file of an older lbgnet)."""

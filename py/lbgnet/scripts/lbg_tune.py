@@ -204,7 +204,7 @@ def _tune(args, log):
         'val_files': validation_digest(args.val_dir) if args.val_dir else None,
         'nval': None if args.val_dir else args.nval,
         'search_space': space_record(config), 'config_hash': config_hash(config),
-        'simulation_hash': simulation_hash(setup)}, f'{storage} (study {name})')
+        'simulation_hash': simulation_hash(setup)}, f'{storage_label(storage)} (study {name})')
     fail_stale(study)      # also when nothing is left to run: the table must not say RUNNING
     if len(finished_trials(study)) < args.trials:
         data = tuning_data(args, config, workdir, setup)
@@ -225,7 +225,7 @@ def _tune(args, log):
         log.error('--outdir %s: cannot write the results (%s); rerun the same command to '
                   'write them', outdir, err)
         return 1
-    log.info('study %s (%s): %d trials, %d finished; table %s', name, storage,
+    log.info('study %s (%s): %d trials, %d finished; table %s', name, storage_label(storage),
              len(study.trials), len(finished_trials(study)), paths['table'])
     if paths['best']:
         log.info('best trial %d: mean validation score %.4f, %s; config %s',
@@ -257,16 +257,17 @@ def _open_study(storage, name, args):
     """
     import sqlalchemy.exc
     from optuna.exceptions import OptunaError
-    from ..tune import open_study
+    from ..tune import hide_password, open_study, storage_label
     try:
         return open_study(storage, name, seed=args.seed, startup_trials=args.startup_trials,
                           prune=not args.no_prune)
     except (sqlalchemy.exc.SQLAlchemyError, OptunaError, ValueError, ImportError,
             RuntimeError, OSError) as err:
-        problem = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        problem = hide_password((str(err).strip().splitlines() or [type(err).__name__])[0],
+                                storage)
         hint = (f'; a database file is given as sqlite:///{os.path.abspath(storage)}'
                 if '://' not in str(storage) else '')
-        raise ConfigError(f'--storage {storage}: cannot open the study {name!r} '
+        raise ConfigError(f'--storage {storage_label(storage)}: cannot open the study {name!r} '
                           f'({problem}){hint}') from None
 
 
