@@ -646,8 +646,16 @@ def test_evaluate_script_input_checks(tmp_path, caplog):
     assert afterburner(['--coadd', other['coadd'], '--redrock', other['redrock'], '--output',
                         cat2, '--priors', str(tmp_path / 'priors2.fits'), '--model',
                         model_path]) == 0
+    # the coadd evaluation in --outdir is another one: replaced only with --overwrite
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    caplog.clear()
     assert main(['--catalog', cat, cat2, '--truth', paths['truth'], other['truth'],
-                 '--outdir', str(out), '--c-thresh', str(low)] + common) == 0
+                 '--outdir', str(out), '--c-thresh', str(low)] + common) == 1
+    assert (f'--outdir {out}: holds the results of another evaluation (input files and truth '
+            'files differ;') in caplog.text
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert main(['--catalog', cat, cat2, '--truth', paths['truth'], other['truth'],
+                 '--outdir', str(out), '--c-thresh', str(low), '--overwrite'] + common) == 0
     metrics = json.loads((out / OUTPUTS['metrics']).read_text())
     assert metrics['regimes']['all']['nlbg'] + metrics['regimes']['all']['ncontaminant'] == \
         40 - metrics['inputs']['nexcluded_bad_fibres']
@@ -690,7 +698,8 @@ def test_evaluate_script_input_checks(tmp_path, caplog):
     assert 'the catalogues were made by' in caplog.text
     caplog.clear()
     assert main(['--catalog', cat3, '--truth', other['truth'], '--outdir', str(out2),
-                 '--model', model2, '--nexamples', '2', '--record-as', 'right']) == 0
+                 '--model', model2, '--nexamples', '2', '--record-as', 'right',
+                 '--overwrite']) == 0            # the metrics there were model_path's
     assert 'the catalogues were made by' not in caplog.text
     description = read_model_description(model2)[0]
     assert 'right' in description['metadata']['heldout_tests']

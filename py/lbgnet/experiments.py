@@ -73,8 +73,10 @@ def evaluate_model(model_path, tests, outdir, force=False):
             out[regime] = metrics
             continue
         if force or not metrics_are_of(metrics, model_path, coadds):
+            # metrics of another model or test set there are replaced: decided above
             status = evaluate(['--model', model_path, '--coadd', *coadds, '--truth', *truths,
-                               '--outdir', target, '--nexamples', '0', '--title', regime])
+                               '--outdir', target, '--nexamples', '0', '--title', regime,
+                               '--overwrite'])
             if status != 0:
                 raise RuntimeError(f'desi_lbg_evaluate failed on {test_dir} for {model_path}')
         out[regime] = metrics

@@ -15,6 +15,7 @@ catalogue input uses the catalogue's Z_TPL column when it has one.  Its accuracy
 reported as ``redshift_template`` (and ``by_depth_template``) beside that of Z_LBG.
 """
 import argparse
+import json
 import os
 import shutil
 import tempfile
@@ -62,6 +63,10 @@ def parse(options=None):
                         help='threads of the numpy forward pass (outputs do not depend on it) '
                         '[the cores available]')
     parser.add_argument('--outdir', required=True, help='output directory')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='replace the results of another evaluation (other input files, '
+                        'truth files or model) in --outdir; those of the same inputs are '
+                        'replaced without it')
     parser.add_argument('--c-thresh', type=float,
                         help='line confidence threshold [model default; for --catalog, the '
                         "catalogue's CTHRESH]")
@@ -250,6 +255,39 @@ def record_in_model_card(model_path, name, metrics):
                       name)
 
 
+def other_evaluation(outdir, files, truths, model_path):
+    """Why the ``metrics.json`` in `outdir` is the result of another evaluation, or None
+    (none there, or one of the same inputs: the same model file and input and truth files
+    of the same names, wherever the command ran from).
+
+    Parameters
+    ----------
+    outdir : str
+    files, truths : sequence of str
+        ``--coadd`` or ``--catalog``, and ``--truth``.
+    model_path : str
+    """
+    path = os.path.join(outdir, OUTPUTS['metrics'])
+    if not os.path.lexists(path):
+        return None
+    try:
+        with open(path) as fx:
+            inputs = json.load(fx)['inputs']
+        theirs = (os.path.abspath(str(inputs['model'])),
+                  sorted(os.path.basename(str(f)) for f in inputs['files']),
+                  sorted(os.path.basename(str(f)) for f in inputs['truth']))
+    except (OSError, ValueError, KeyError, TypeError):
+        return f'{path} exists and is no metrics file of desi_lbg_evaluate'
+    mine = (os.path.abspath(model_path), sorted(os.path.basename(f) for f in files),
+            sorted(os.path.basename(f) for f in truths))
+    differ = [what for what, a, b in zip(('model', 'input files', 'truth files'), theirs, mine)
+              if a != b]
+    if not differ:
+        return None
+    return (f'holds the results of another evaluation ({" and ".join(differ)} differ; '
+            f'model {theirs[0]}, {len(theirs[1])} input file(s), e.g. {theirs[1][0] if theirs[1] else "none"})')
+
+
 def main(args=None, comm=None):
     """Run ``desi_lbg_evaluate``; return 0 on success, 1 on an input error."""
     if not isinstance(args, argparse.Namespace):
@@ -267,6 +305,11 @@ def main(args=None, comm=None):
     try:
         try:        # before the work: a directory that cannot be written fails at once
             check_outdir(outdir, name=f'--outdir {args.outdir}')
+            other = None if args.overwrite else other_evaluation(
+                outdir, args.coadd or args.catalog, args.truth, model_path)
+            if other:
+                raise OutputFileError(f'--outdir {args.outdir}', f'{other}: use --overwrite '
+                                      'to replace them, or another --outdir')
             if args.record_as:                  # and so does a model card that cannot be
                 from ..io.modelfile import model_paths
                 card = model_paths(model_path)[1]
