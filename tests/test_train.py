@@ -156,6 +156,7 @@ def test_train_script_with_simulator(tmp_path, caplog):
     from lbgnet.io.mock import mock_keywords
     val_truth = sorted((out / 'validation').glob('truth-*.fits'))[0]
     assert meta['training']['simulator_hash'] == mock_keywords(val_truth)['SIMHASH']
+    assert meta['training']['validation_simulator_hash'] == [meta['training']['simulator_hash']]
     assert set(meta['validation_metrics']) == {'all', 'lowz', 'midz', 'highz'}
     # error calibration: recorded in the card and set in the model's postprocess options
     calib = meta['error_calibration']

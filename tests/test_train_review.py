@@ -150,3 +150,30 @@ def test_a_stopped_run_says_where_its_best_checkpoint_is(tmp_path, monkeypatch, 
         lbg_train.say_checkpoint(str(tmp_path), time.time() + 60)
         lbg_train.say_checkpoint(str(tmp_path / 'none'), 0)
     assert caplog.text == ''
+
+
+def test_validation_set_of_another_simulator_is_warned_and_recorded(tmp_path, caplog):
+    """A --val-dir simulated by another simulator version (SIMHASH) chose the thresholds
+    on other spectra without a word, and the card's simulator_hash (this training's) was
+    documented as the validation set's too: a warning names both hashes, and the card
+    records the validation files' own (validation_simulator_hash)."""
+    import fitsio
+    import logging
+    from lbgnet.scripts.lbg_train import validation_simulators, warn_other_simulator
+    from lbgnet.sim.mock import load_mock_setup, simulator_hash
+    setup = load_mock_setup('lbgnet-mock.yaml')
+    mine = simulator_hash(setup)
+    paths = []
+    for name, value in (('a', 'feedfacefeedface'), ('b', mine), ('c', None)):
+        path = str(tmp_path / f'coadd-{name}.fits')
+        fitsio.write(path, None, header={'SIMHASH': value} if value else {}, clobber=True)
+        paths.append(path)
+    assert validation_simulators(paths) == sorted(['feedfacefeedface', mine])
+    with caplog.at_level(logging.WARNING):
+        warn_other_simulator(paths, setup, 'vdir')
+    assert (f'--val-dir vdir was simulated by another simulator (SIMHASH feedfacefeedface) '
+            f'than this training ({mine})') in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        warn_other_simulator(paths[1:], setup, 'vdir')
+    assert 'another simulator' not in caplog.text

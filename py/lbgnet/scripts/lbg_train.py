@@ -248,6 +248,27 @@ def check_validation_kept(val_dir, nval, seed, setup):
                          f'--val-dir {val_dir} to validate on it')
 
 
+def validation_simulators(coadds):
+    """The distinct ``SIMHASH`` of validation coadds, sorted (files without: none)."""
+    from ..io.mock import mock_keywords
+    return sorted({h for h in (mock_keywords(path, ('SIMHASH',)).get('SIMHASH')
+                               for path in coadds) if h})
+
+
+def warn_other_simulator(coadds, setup, val_dir):
+    """Warn when a ``--val-dir`` was simulated by another simulator (``SIMHASH``) than the
+    one of this training: its thresholds and error calibration are then chosen on spectra
+    of another simulator version (the card records both hashes)."""
+    from ..sim.mock import simulator_hash
+    mine = simulator_hash(setup)
+    other = [h for h in validation_simulators(coadds) if h != mine]
+    if other:
+        get_logger().warning('--val-dir %s was simulated by another simulator (SIMHASH %s) '
+                             'than this training (%s): the thresholds and error calibration '
+                             'are chosen on spectra of another simulator version', val_dir,
+                             ', '.join(other), mine)
+
+
 def find_validation(val_dir):
     """Coadd and truth files of an existing validation directory (paired by name).
 
@@ -747,8 +768,10 @@ def model_card(args, config, opts, batches, coadds, info, thresholds, val_metric
     fibres; from ``--val-dir`` when given) the numbers actually used.  With ``--train-dir``
     (`batches` a :class:`lbgnet.labelled.FileBatches`), ``training.labelled`` describes the
     labelled files and ``training.generator`` the simulated part of the batches (None when
-    there is none); ``simulator_hash`` is that of `setup` (the simulator of the validation
-    set and of the simulated batches) [``batches.setup``].  `init` is :func:`init_record`
+    there is none); ``simulator_hash`` is that of `setup` (the simulator of the simulated
+    batches and of a validation set this run simulated) [``batches.setup``], and
+    ``validation_simulator_hash`` the ``SIMHASH`` values of the validation files (another
+    simulator's for a ``--val-dir`` of another version; empty for files without).  `init` is :func:`init_record`
     taken when the weights were loaded (the ``--init-from`` file may be this run's own
     checkpoint, replaced since) [taken now].
     """
@@ -773,6 +796,7 @@ def model_card(args, config, opts, batches, coadds, info, thresholds, val_metric
                          'seed_streams': SEED_STREAMS},
                      'validation_files': [os.path.basename(c) for c in coadds],
                      'validation_sha256': [file_sha256(c) for c in coadds],
+                     'validation_simulator_hash': validation_simulators(coadds),
                      'validation_dir': os.path.abspath(args.val_dir) if args.val_dir else None,
                      'validation_seed': (None if args.val_dir
                                          else opts['seed'] + VALIDATION_SEED_OFFSET),
@@ -938,6 +962,7 @@ def _train(args, log, t_start):
                              f'({err.strerror})') from None
     if args.val_dir:
         coadds, truths = find_validation(args.val_dir)
+        warn_other_simulator(coadds, setup, args.val_dir)
         if batches is not None:
             check_disjoint(batches.spectra.files, coadds, batches.spectra.truth_files, truths)
         if args.nval is not None:
