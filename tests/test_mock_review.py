@@ -212,11 +212,22 @@ def test_cfitsio_outdir_is_refused_before_simulating(tmp_path, monkeypatch, capl
     ("mock: {files: {survey: a/b}}\n", r"mock.files.survey must be a name of letters, digits and _"),
     ("mock: {files: {dec_range: [70.0, -10.0]}}\n",
      r'mock.files.dec_range must be a \[min, max\] pair of declinations'),
+    # the physics' spreads and caps: numpy's 'scale < 0' named neither file nor key, and a
+    # negative width or a depth cap above 1 was simulated without a word
+    ("simulation: {lbg: {beta_sigma: -0.4}}\n",
+     r'simulation.lbg.beta_sigma must be a number >= 0, not -0.4'),
+    ("simulation: {lbg: {sigma_lya: -190.0}}\n",
+     r'simulation.lbg.sigma_lya must be a number > 0, not -190'),
+    ("simulation: {lbg: {ism_depth_max: 1.5}}\n",
+     r'simulation.lbg.ism_depth_max must be in \[0, 1\], not 1.5'),
+    ("simulation: {star: {vr_sigma: -1.0}}\n",
+     r'simulation.star.vr_sigma must be a number >= 0, not -1'),
 ], ids=['efftime reversed', 'efftime one', 'efftime text', 'fibre text', 'dead text',
         'dead range', 'rr text', 'fraction negative', 'fractions zero', 'mix negative',
         'mix zero', 'mix kind', 'ndiag even', 'ndiag zero', 'exptime negative', 'p_max',
         'width zero', 'success class', 'wrong_z reversed', 'ncoeff', 'noise key',
-        'deltachi2 key', 'survey slash', 'dec reversed'])
+        'deltachi2 key', 'survey slash', 'dec reversed', 'beta_sigma negative',
+        'sigma_lya negative', 'ism depth above 1', 'vr_sigma negative'])
 def test_mock_configuration_values_are_checked_on_loading(tmp_path, text, match):
     """The training generator's and the mock writer's settings are checked when the
     configuration is loaded (before any simulation): 'no' was taken as true, the others

@@ -3,7 +3,8 @@ lbgnet.sim.mockcheck
 ====================
 
 Range and key checks of a mock configuration (``instrument``, ``mock`` and
-``redrock_mock`` sections of ``etc/lbgnet-mock.yaml``), run once when it is loaded.
+``redrock_mock`` sections of ``etc/lbgnet-mock.yaml``, and the spreads, widths and depth
+caps of its ``simulation`` physics), run once when it is loaded.
 
 :func:`lbgnet.sim.mock.check_mock_numbers` makes sure that every value is a number where
 the shipped file has one; the checks here make sure that it is a number the simulator can
@@ -55,6 +56,29 @@ NUMBER_RANGES = (
     ('redrock_mock.deltachi2.wrong_mean', 'positive'),
     ('redrock_mock.small_deltachi2', 'nonneg'),
     ('redrock_mock.chi2_mismatch.*', 'nonneg'),
+    # the physics' spreads, widths and depth caps: a negative spread failed inside numpy's
+    # random draws with a message naming neither file nor key ('scale < 0'), and a negative
+    # width or a depth cap above 1 was simulated without a word
+    ('simulation.igm.scale_sigma', 'nonneg'),
+    ('simulation.lbg.beta_sigma', 'nonneg'),
+    ('simulation.lbg.dv_lya_sigma', 'nonneg'),
+    ('simulation.lbg.dv_ism_sigma', 'nonneg'),
+    ('simulation.lbg.sigma_ism', 'positive'),
+    ('simulation.lbg.sigma_lya', 'positive'),
+    ('simulation.lbg.ism_depth_max', 'fraction'),
+    ('simulation.lbg.lya_abs_sigma_min', 'positive'),
+    ('simulation.lbg.lya_abs_depth_max', 'fraction'),
+    ('simulation.lbg.lya_red_wing', 'fraction'),
+    ('simulation.lbg.ism_scale_sigma', 'nonneg'),
+    ('simulation.lbg.high_scale_sigma', 'nonneg'),
+    ('simulation.qso.alpha_sigma', 'nonneg'),
+    ('simulation.qso.line_scale_dex', 'nonneg'),
+    ('simulation.galaxy.absorption_sigma', 'positive'),
+    ('simulation.galaxy.ism_scale_sigma', 'nonneg'),
+    ('simulation.galaxy.ism_sigma', 'positive'),
+    ('simulation.galaxy.max_absorption_depth', 'fraction'),
+    ('simulation.star.max_absorption_depth', 'fraction'),
+    ('simulation.star.vr_sigma', 'nonneg'),
 )
 
 #: Mappings whose keys are fixed: a key the shipped file lacks there is a misspelling
