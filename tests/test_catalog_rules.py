@@ -120,6 +120,17 @@ def test_take_rows_integers_with_nan_fill_become_float():
     assert kept.dtype == np.int32 and kept.tolist() == [6, 0, 5]
 
 
+def test_take_rows_booleans_with_nan_fill_become_float():
+    """Booleans filled with NaN become float64 like integers: kept as bool, the rows not in
+    the coadd would read True (bool(NaN) is True); a boolean fill keeps the dtype."""
+    idx = np.array([1, -1, 0])
+    out = take_rows(np.array([True, False]), idx, np.nan)
+    assert out.dtype == np.float64
+    np.testing.assert_array_equal(out, [0.0, np.nan, 1.0])
+    kept = take_rows(np.array([True, False]), idx, False)
+    assert kept.dtype == bool and kept.tolist() == [False, False, True]
+
+
 def test_empty_coadd_gives_not_in_coadd_rows():
     """A coadd without spectra: every Redrock row is written, NOT_IN_COADD with NaN / False
     network outputs and NaN positions, instead of failing on the empty arrays."""

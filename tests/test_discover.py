@@ -299,3 +299,47 @@ def test_plan_refuses_a_plain_and_gzipped_copy_of_one_coadd(tmp_path):
         plan_jobs([b, a], outdir=str(tmp_path / 'o'))
     # beside their coadds (other directories) they are two catalogues, as before
     assert len(plan_jobs([a, b])) == 2
+
+
+def test_expand_keeps_an_existing_file_whose_name_looks_like_a_pattern(tmp_path):
+    """A literal path holding glob characters (``run[1]/coadd-x.fits``) that exists is the
+    file itself: as a pattern it would match ``run1/`` instead (here nothing) and the
+    coadd would be reported unmatched."""
+    path = tmp_path / 'run[1]' / 'coadd-main-dark-1.fits'
+    path.parent.mkdir()
+    path.write_bytes(b'x')
+    assert expand_coadds([str(path)]) == ([str(path)], [])
+    # a pattern that names no existing file is still a pattern ([1] matches "1")
+    (tmp_path / 'run1').mkdir()
+    (tmp_path / 'run1' / 'coadd-main-dark-2.fits').write_bytes(b'x')
+    assert expand_coadds([str(tmp_path / 'run[1]' / 'coadd-*.fits')]) == (
+        [str(tmp_path / 'run1' / 'coadd-main-dark-2.fits')], [])
+
+
+def test_an_input_dir_that_is_a_file_is_not_a_directory(redux):
+    """A file given as the input directory exists: the error says it is not a directory,
+    not that it does not exist (which would send the user looking for a typo)."""
+    with pytest.raises(InputFileError, match='not a directory'):
+        find_coadds(str(redux / HPX))
+
+
+def test_file_metadata_petal_is_one_digit():
+    """DESI petals are 0-9: a tile-like name with a two-digit first number is no tile
+    file (no PETAL 12 read from it)."""
+    assert file_metadata('coadd-12-80605-thru20201219.fits') == {}
+    assert file_metadata('coadd-9-80605-thru20201219.fits')['PETAL'] == 9
+
+
+def test_input_array_names_drop_every_fits_suffix(tmp_path):
+    """coadd-X.fits, coadd-X.fits.gz and coadd-X.fits.fz all write lbg_input-X.npz (so a
+    plain and a compressed copy of one coadd are refused as writing one file); another
+    name NAME.fits writes lbg_input-NAME.npz."""
+    from lbgnet.io.discover import input_array_paths
+    out = str(tmp_path / 'o')
+    assert input_array_paths(['/a/coadd-main-dark-1.fits.fz', '/a/coadd-main-dark-2.fits.gz',
+                              '/b/spectra-7.fits'], out) == [
+        os.path.join(out, 'lbg_input-main-dark-1.npz'),
+        os.path.join(out, 'lbg_input-main-dark-2.npz'),
+        os.path.join(out, 'lbg_input-spectra-7.npz')]
+    with pytest.raises(ValueError, match='would both write'):
+        input_array_paths(['/a/coadd-main-dark-1.fits', '/a/coadd-main-dark-1.fits.fz'], out)

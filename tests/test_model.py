@@ -543,3 +543,51 @@ def test_a_first_save_killed_between_its_renames_says_how_to_mend_it(tmp_path, c
     X = _inputs(cfg)
     np.testing.assert_array_equal(predict_boxes(load_model(path)[0], X)[0],
                                   predict_boxes(model, X)[0])
+
+
+def test_model_card_z_range_must_be_two_increasing_finite_numbers(tmp_path):
+    """metadata.z_range (the training LBG redshift range, which sets Z_OUT_OF_RANGE) is
+    [zmin, zmax] with zmin < zmax strictly, finite numbers, not booleans: an empty range,
+    an infinite end or a JSON true (read as 1) was a range no model was trained on."""
+    from lbgnet.io.modelfile import default_model_path, read_model_description
+    card = json.load(open(model_paths(default_model_path())[1]))
+    path = str(tmp_path / 'm.json')
+    for bad in ([3.0, 3.0], [2.0, float('inf')], [True, 4.0]):
+        json.dump(dict(card, metadata=dict(card['metadata'], z_range=bad)), open(path, 'w'))
+        with pytest.raises(InputFileError, match='metadata.z_range'):
+            read_model_description(path)
+    json.dump(dict(card, metadata=dict(card['metadata'], z_range=[2, 3.5])), open(path, 'w'))
+    assert read_model_description(path)[0]['metadata']['z_range'] == [2, 3.5]
+
+
+def test_weights_file_bytes_by_hand():
+    """The room checked before writing weights: each variable's bytes (an optimizer's too
+    once built) plus 4 KiB per variable and 1 MiB to spare."""
+    from types import SimpleNamespace
+    from lbgnet.io.modelfile import weights_file_bytes
+    var = [SimpleNamespace(shape=(10, 4), dtype='float32'),
+           SimpleNamespace(shape=(3,), dtype='float64')]
+    model = SimpleNamespace(weights=var, optimizer=None)
+    assert weights_file_bytes(model) == 160 + 24 + 2 * 4096 + 2 ** 20
+    model.optimizer = SimpleNamespace(built=True,
+                                      variables=[SimpleNamespace(shape=(5,), dtype='int64')])
+    assert weights_file_bytes(model) == 160 + 24 + 40 + 3 * 4096 + 2 ** 20
+    model.optimizer.built = False                     # not built yet: nothing saved of it
+    assert weights_file_bytes(model) == 160 + 24 + 2 * 4096 + 2 ** 20
+
+
+
+def test_update_model_metadata_merges_successive_section_updates(tmp_path):
+    """Two updates of one configuration section (the ZERR_LBG calibration, then the
+    ZERR_TPL one) keep each other's keys and the section's other values: a second update
+    replacing the section would drop the first calibration."""
+    import shutil
+    from lbgnet.io.modelfile import default_model_path, read_model_description
+    path = str(tmp_path / 'm.json')
+    shutil.copy(model_paths(default_model_path())[1], path)
+    before = read_model_description(path)[1].extra['postprocess']
+    update_model_metadata(path, {}, {'postprocess': {'zerr_scale': 4.3}})
+    update_model_metadata(path, {}, {'postprocess': {'zerr_tpl_scale': 1.5}})
+    after = read_model_description(path)[1].extra['postprocess']
+    assert after == dict(before, zerr_scale=4.3, zerr_tpl_scale=1.5)
+    assert 'agree_tol' in after

@@ -260,3 +260,39 @@ def test_arm_factors_weight_each_arm_summed_ivar():
     assert np.any((single[0] > 0) & (single[1] > 0))          # the arms share bins
     with pytest.raises(ValueError, match='arm factors'):
         accumulate_arms(waves, fluxes, ivars, grid, arm_factors=[1.0])
+
+
+def test_noise_model_keeps_each_pixel_s_sky_line():
+    """from_instrument labels each residual pixel with its own sky line (segment), so that
+    two lines get independent amplitudes; one label for all would add them coherently."""
+    from types import SimpleNamespace
+    arm = SimpleNamespace(wave=np.arange(5.0), noise_excess=1.0, sky_residual=0.1,
+                          sky_lines=np.array([0.0, 5.0, 3.0, 4.0, 0.0]),
+                          residual_segments=(np.array([1, 2, 3]), np.array([0, 0, 1]), 2))
+    model = NoiseModel.from_instrument(SimpleNamespace(arms={'z': arm}))
+    assert model.resid_line['z'].tolist() == [-1, 0, 0, 1, -1]
+    np.testing.assert_allclose(model.resid_var['z'], [0, 0.25, 0.09, 0.16, 0])
+
+
+def test_residual_profile_gives_no_line_where_the_residual_is_zero():
+    """A model pixel inside a sky line's segment whose residual is 0 (no sky flux there)
+    carries no residual: its line index is -1, as documented (-1: no residual)."""
+    wave = np.arange(4000.0, 4006.0)
+    var = np.array([0.0, 0.25, 0.0, 0.36, 0.0, 0.0])
+    line = np.array([-1, 0, 0, 0, -1, -1])
+    model = NoiseModel({'b': 1.0}, {'b': wave}, {'b': var}, {'b': line})
+    amp, idx = model.residual_profile('b', wave)
+    np.testing.assert_allclose(amp, [0, 0.5, 0, 0.6, 0, 0])
+    assert idx.tolist() == [-1, 0, -1, 0, -1, -1]
+
+
+def test_residual_profile_half_a_step_away_is_within():
+    """A pixel exactly half a model pixel beyond either end (3999.5, 4009.5 Å, exact in
+    binary) is "within half a model pixel" and takes the end pixel's residual."""
+    wave = np.arange(4000.0, 4010.0)
+    var, line = np.zeros(10), np.full(10, -1)
+    var[[0, 9]], line[[0, 9]] = 0.25, [0, 1]
+    model = NoiseModel({'b': 1.0}, {'b': wave}, {'b': var}, {'b': line})
+    amp, idx = model.residual_profile('b', np.array([3999.5, 4009.5]))
+    np.testing.assert_allclose(amp, [0.5, 0.5])
+    assert idx.tolist() == [0, 1]

@@ -266,3 +266,43 @@ def test_numpy_engine_imports_no_keras(tmp_path):
                            '--overwrite', '--engine', 'keras'],
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1 and 'keras' in (proc.stdout + proc.stderr).lower()
+
+
+def _zero_line_finder(config):
+    """The numpy pass of `config`'s line finder with all weights 0 (unit variances)."""
+    from lbgnet.npforward import from_weights, weight_shapes
+    weights = {name: [np.ones(s, np.float32) if name.startswith('batch_normalization') else
+                      np.zeros(s, np.float32) for s in shapes]
+               for name, shapes in weight_shapes(config).items()}
+    return from_weights(weights, config)
+
+
+def test_predict_refuses_other_channel_counts_and_clamps_the_batch_size():
+    """An input with three channels per bin is not the network's (nspec, nbins, 2): refused
+    (the pass would read two of them and say nothing); a batch size of 0 means 1."""
+    config = load_config('lbgnet-default.yaml')
+    net = _zero_line_finder(config)
+    X = random_inputs(5, config.grid.nbins, seed=4)
+    nbins = config.grid.nbins
+    with pytest.raises(ValueError, match=rf'input shape \(5, {nbins}, 3\) does not match'):
+        net.predict(np.concatenate([X, X[..., :1]], axis=2))
+    np.testing.assert_array_equal(net.predict(X, batch_size=0), net.predict(X, batch_size=1))
+    # all weights 0: every box confidence is sigmoid(0) and every offset the mid-box 0.5
+    out = net.predict(X, batch_size=0)
+    np.testing.assert_allclose(out[..., 0], 0.5)
+    np.testing.assert_allclose(out[..., 1], 0.5, atol=1e-7)
+
+
+def test_other_batch_normalisations_and_dilated_convolutions_are_refused():
+    """The numpy pass folds a centred and scaled batch normalisation and runs undilated
+    convolutions: a Keras model with a batch normalisation without scale, or a dilated
+    convolution, is refused rather than converted into other outputs."""
+    config = load_config('lbgnet-default.yaml')
+    model = build_model(config)
+    model.get_layer('batch_normalization_2').scale = False
+    with pytest.raises(ValueError, match='batch normalisation batch_normalization_2 with epsilon'):
+        from_keras(model, config)
+    model = build_model(config)
+    model.get_layer('conv_3').dilation_rate = (2,)
+    with pytest.raises(ValueError, match='does not support conv_3 as configured'):
+        from_keras(model, config)

@@ -448,3 +448,24 @@ def test_n_thresh_choice_is_the_mean_over_the_regimes():
     for n, fractions in regime_scores.items():
         assert table[n]['mean_score'] == pytest.approx(np.mean(fractions), rel=1e-12)
     assert c_thresh == pe_score(classes == 'LBG', table_scores[1])[1]
+
+
+def test_calibration_needs_two_right_redshifts_per_bin_whatever_min_objects():
+    """The least number of right redshifts is max(min_objects, 2 nbins): with
+    min_objects=1, 15 right redshifts cannot fill 8 bins with two each (an NMAD of one
+    value is 0, no width) and are refused by count; 16 are enough."""
+    rel = 1e-4 * np.arange(1, 17) * (-1.0) ** np.arange(16)      # each pair scatters
+    zerr = np.linspace(1, 16, 16) * 1e-4
+    z_true = np.zeros(16)
+    with pytest.raises(ValueError, match='15 right redshifts with an error: need at least 16'):
+        fit_calibration(rel[:15], zerr[:15], z_true[:15], nbins=8, min_objects=1)
+    assert fit_calibration(rel, zerr, z_true, nbins=8, min_objects=1)['nobj'] == 16
+
+
+def test_calibration_refuses_a_single_bin_without_scatter():
+    """One bin of the raw error whose right redshifts do not scatter (NMAD 0) is enough to
+    refuse the fit with the reason: its width would enter the fit as log(0)."""
+    zerr = np.array([1, 1, 1, 1, 1, 8, 8, 8, 8, 8]) * 1e-4
+    rel_dz = symmetric_bins([3e-4, 0.0])                  # second bin: all Δz = 0
+    with pytest.raises(ValueError, match='do not scatter'):
+        fit_calibration(rel_dz, zerr, np.zeros(10), nbins=2, min_objects=1)

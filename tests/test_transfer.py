@@ -475,3 +475,124 @@ def test_loss_figure_marks_the_unfrozen_phase(monkeypatch):
     assert np.allclose(ticks, np.round(ticks))
     plots.plot_loss_curves({k: v for k, v in history.items() if k != 'phase'}, 'loss.png')
     assert not [l for l in figures[1].axes[0].lines if l.get_label() == 'unfrozen from here']
+
+
+def _keras2_file(path, layers, listed=None):
+    """A Keras 2 weights-only file: `layers` maps a layer name to its {weight name: array}
+    (empty for a layer without weights); `listed` the layer_names attribute (its keys)."""
+    with h5py.File(path, 'w') as fx:
+        fx.attrs['layer_names'] = [n.encode() for n in (listed or list(layers))]
+        for name, tensors in layers.items():
+            group = fx.create_group(name)
+            group.attrs['weight_names'] = [w.encode() for w in tensors]
+            for wname, value in tensors.items():
+                group[wname] = value
+    return str(path)
+
+
+def test_keras2_layers_without_weights_are_left_out_and_a_listed_layer_must_exist(tmp_path):
+    """Layers without weights (flatten, activations) are not in the result, and a file of
+    such layers only has no layer with weights; a layer listed in layer_names without its
+    group is a damaged file, not a layer to skip; a directory is named as such (not an
+    HDF5 error)."""
+    kernel, bias = np.ones((10, 1, 25), np.float32), np.zeros(25, np.float32)
+    conv = {'conv_1/kernel:0': kernel, 'conv_1/bias:0': bias}
+    path = _keras2_file(tmp_path / 'a.h5', {'flatten': {}, 'conv_1': conv})
+    weights = read_keras2_weights(path)
+    assert list(weights) == ['conv_1']
+    np.testing.assert_array_equal(weights['conv_1'][0], kernel)
+    assert count_conv_layers(weights) == 1
+    with pytest.raises(InputFileError, match='no layer with weights'):
+        read_keras2_weights(_keras2_file(tmp_path / 'b.h5', {'flatten': {}}))
+    with pytest.raises(InputFileError, match="layer 'conv_2' is listed but has no group"):
+        read_keras2_weights(_keras2_file(tmp_path / 'c.h5', {'conv_1': conv},
+                                         listed=['conv_1', 'conv_2']))
+    with pytest.raises(InputFileError, match='is a directory, not a weights file'):
+        read_keras2_weights(str(tmp_path))
+
+
+def test_freeze_accepts_every_trunk_block_and_no_more(config):
+    """--freeze N for N in [0, number of blocks]: freezing all five blocks of a 4-conv
+    network (the whole trunk, only the heads train) is allowed; 0 freezes nothing; -1
+    and 6 are refused."""
+    model = build_model(model_config(config, filters=4, dense_units=4))
+    assert freeze_blocks(model, 0) == []
+    every = freeze_blocks(model, 5)
+    assert every == [n for i in range(1, 5) for n in (f'conv_{i}', f'batch_normalization_{i}')] \
+        + ['fc_common', 'batch_normalization_fc']
+    assert not any(model.get_layer(n).trainable for n in every)
+    assert model.get_layer('fc_box_LYA').trainable
+    for bad in (-1, 6):
+        with pytest.raises(ValueError, match='trunk blocks'):
+            freeze_blocks(model, bad)
+
+
+def _scripted_phases(monkeypatch, results):
+    """Replace lbgnet.train's compile_model/fit/save_checkpoint (and the loss figure) by
+    recorders; fit returns the scripted (history, info) of each phase in turn."""
+    import lbgnet.plots
+    import lbgnet.train
+    calls = {'compile': [], 'fit': [], 'checkpoint': 0}
+    results = list(results)
+
+    def compile_model(model, cfg, lr=None, total_steps=None):
+        calls['compile'].append((cfg.extra['training'], lr, total_steps))
+
+    def fit(model, train_data, val_data, cfg, outdir, **kwargs):
+        calls['fit'].append((cfg.extra['training'], kwargs))
+        return results.pop(0)
+
+    def save_checkpoint(*args, **kwargs):
+        calls['checkpoint'] += 1
+    monkeypatch.setattr(lbgnet.train, 'compile_model', compile_model)
+    monkeypatch.setattr(lbgnet.train, 'fit', fit)
+    monkeypatch.setattr(lbgnet.train, 'save_checkpoint', save_checkpoint)
+    monkeypatch.setattr(lbgnet.plots, 'plot_loss_curves', lambda *args, **kwargs: None)
+    return calls
+
+
+def _phase(best, best_epoch, epochs_run, seconds, monitor='val_loss'):
+    history = {'loss': [1.0] * epochs_run, monitor: [best] * epochs_run}
+    return history, {'epochs_run': epochs_run, 'best': best, 'best_epoch': best_epoch,
+                     'monitor': monitor, 'fit_seconds': seconds}
+
+
+def test_fit_in_phases_splits_epochs_time_and_rate_between_the_phases(tmp_path, config,
+                                                                       monkeypatch):
+    """With training.epochs 3, max_minutes 6, learning rate 1e-2 and --unfreeze-epochs 1:
+    phase 1 gets 2 epochs and 4 minutes, phase 2 one epoch at 1e-3 with the 5 minutes
+    phase 1 (60 s) left; a better phase 2 (its epoch 1) is the run's epoch 3.  The frozen
+    phase is kept on a tie of a maximised monitor (phase 2 must be better); without
+    frozen layers there is one phase; --unfreeze-epochs must stay below the epochs."""
+    from lbgnet.config import ConfigError
+    cfg = model_config(config, filters=4, dense_units=4)
+    cfg = dataclasses.replace(cfg, extra=dict(cfg.extra, training=dict(
+        cfg.extra['training'], max_minutes=6.0)))
+    calls = _scripted_phases(monkeypatch, [_phase(0.7, 2, 2, 60.0), _phase(0.6, 1, 1, 30.0)])
+    _, info = fit_in_phases(build_model(cfg), None, None, cfg, str(tmp_path), 10, nfrozen=1,
+                            unfreeze_epochs=1, unfreeze_lr_factor=0.1)
+    (t1, lr1, steps1), (t2, lr2, steps2) = calls['compile']
+    assert (t1['epochs'], t1['max_minutes'], lr1, steps1) == (2, pytest.approx(4.0), 1e-2, 20)
+    assert (t2['epochs'], t2['max_minutes'], steps2) == (1, pytest.approx(5.0), 10)
+    assert lr2 == pytest.approx(1e-3)
+    assert calls['fit'][1][1]['epoch_offset'] == 2 and calls['fit'][1][1]['initial_best'] == 0.7
+    assert info['kept_phase'] == 2 and info['best'] == 0.6 and info['best_epoch'] == 3
+    assert info['epochs_run'] == 3 and info['fit_seconds'] == 90.0
+    assert calls['checkpoint'] == 0
+
+    calls = _scripted_phases(monkeypatch, [_phase(0.5, 1, 2, 1.0, 'val_score'),
+                                           _phase(0.5, 1, 1, 1.0, 'val_score')])
+    _, info = fit_in_phases(build_model(cfg), None, None, cfg, str(tmp_path), 10, nfrozen=1,
+                            unfreeze_epochs=1)
+    assert info['kept_phase'] == 1 and info['best_epoch'] == 1 and calls['checkpoint'] == 1
+
+    calls = _scripted_phases(monkeypatch, [_phase(0.7, 3, 3, 1.0)])
+    _, info = fit_in_phases(build_model(cfg), None, None, cfg, str(tmp_path), 10, nfrozen=0,
+                            unfreeze_epochs=1)
+    assert len(calls['compile']) == 1 and calls['compile'][0][0]['epochs'] == 3
+    assert info['frozen'] == [] and info['kept_phase'] == 1
+
+    _scripted_phases(monkeypatch, [])
+    with pytest.raises(ConfigError, match='unfreeze-epochs 3 must be in'):
+        fit_in_phases(build_model(cfg), None, None, cfg, str(tmp_path), 10, nfrozen=1,
+                      unfreeze_epochs=3)

@@ -133,9 +133,11 @@ def selected_layers(model, which='all'):
 def apply_weights(model, weights, names, source='', kind='lbgnet', flatten=None):
     """Set the weights of the named layers when every tensor shape matches.
 
-    A batch normalisation is loaded only when the layer before it (``conv_i`` for
-    ``batch_normalization_i``, ``fc_common`` for ``batch_normalization_fc``) was loaded
-    too, and ``fc_common`` only when the flatten layout (bins, filters) is the file's.
+    A batch normalisation whose layer before it (``conv_i`` for ``batch_normalization_i``,
+    ``fc_common`` for ``batch_normalization_fc``) is among `names` is loaded only when
+    that layer was loaded too (one not among `names`, which :func:`selected_layers` never
+    gives, is left as it is in the model, and the normalisation is loaded alone); and
+    ``fc_common`` only when the flatten layout (bins, filters) is the file's.
 
     Parameters
     ----------
