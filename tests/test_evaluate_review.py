@@ -1,6 +1,7 @@
 """desi_lbg_evaluate: defects found by a user-level review, on small hand-made files (each
 test failed on the code it was written against)."""
 import json
+import os
 
 import fitsio
 import pytest
@@ -436,3 +437,39 @@ def test_record_as_refuses_the_models_own_validation_or_training_files(tmp_path,
                            '--model', model_path, '--outdir', str(tmp_path / 'plain'),
                            '--nexamples', '0', '--no-refine')
     assert status == 0
+
+
+def test_outdir_of_another_evaluation_is_told_by_its_files_not_their_names(tmp_path, caplog):
+    """The same evaluation run again is replaced, also with the model named by its .json
+    (it was refused as 'another model'); a test set of other files with the same names
+    (mock file names depend on the seed alone) is another evaluation, refused without
+    --overwrite (it replaced the results silently).  A missing coadd with --record-as is
+    one line (it was a traceback from hashing it)."""
+    from test_evaluate import _mock_files, _small_model
+    from lbgnet.scripts.lbg_evaluate import main
+    first = _mock_files(tmp_path / 'a', nspec=12, seed=21)
+    second = _mock_files(tmp_path / 'b', nspec=12, seed=22)      # same file names
+    assert os.path.basename(first['coadd']) == os.path.basename(second['coadd'])
+    model = _small_model(tmp_path)
+    out = str(tmp_path / 'out')
+    common = ['--nexamples', '0', '--no-refine', '--outdir', out]
+    assert main(['--coadd', first['coadd'], '--truth', first['truth'], '--model', model]
+                + common) == 0
+    assert main(['--coadd', first['coadd'], '--truth', first['truth'],
+                 '--model', model.replace('.weights.h5', '.json')] + common) == 0
+    status, text = run_logged(main, caplog, '--coadd', second['coadd'], '--truth',
+                              second['truth'], '--model', model, *common)
+    assert status == 1 and 'holds the results of another evaluation (the input files, the ' \
+        'truth files differ' in text, text
+    assert json.loads(open(os.path.join(out, 'metrics.json')).read())['inputs']['files'] == \
+        [os.path.abspath(first['coadd'])]
+    card = _small_model(tmp_path, name='carded')
+    from lbgnet.io.modelfile import load_model, save_model
+    keras_model, config, metadata = load_model(card)
+    save_model(card, keras_model, config, {**metadata, 'training': {'validation_sha256': ['0']}})
+    status, text = run_logged(main, caplog, '--coadd', str(tmp_path / 'nowhere.fits'),
+                              '--truth', first['truth'], '--model', card, '--record-as', 't',
+                              '--nexamples', '0', '--no-refine', '--outdir',
+                              str(tmp_path / 'o2'))
+    assert status == 1 and 'Traceback' not in text
+    assert f"{tmp_path / 'nowhere.fits'}: no such file" in text, text

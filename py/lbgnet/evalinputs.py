@@ -415,6 +415,9 @@ def check_held_out(coadds, metadata):
     if not known:
         return
     for path in coadds:
+        if not os.path.isfile(path):            # the reader's one line, before the hash
+            raise InputFileError(path, 'no such file' if not os.path.exists(path)
+                                 else 'not a file')
         what = known.get(file_sha256(path))
         if what is not None:
             raise InputFileError(path, f'is one of the model\'s {what} files (the SHA-256 its '

@@ -255,10 +255,21 @@ def record_in_model_card(model_path, name, metrics):
                       name)
 
 
+def _same_file(path):
+    """`path` resolved (links followed); a model's ``NAME.json`` stands for its
+    ``NAME.weights.h5``."""
+    from ..io.modelfile import model_paths
+    path = str(path)
+    if path.endswith('.json') or path.endswith('.weights.h5'):
+        path = model_paths(path)[0]
+    return os.path.realpath(path)
+
+
 def other_evaluation(outdir, files, truths, model_path):
     """Why the ``metrics.json`` in `outdir` is the result of another evaluation, or None
-    (none there, or one of the same inputs: the same model file and input and truth files
-    of the same names, wherever the command ran from).
+    (none there, or one of the same inputs: the same model and the same input and truth
+    files, links followed and a model's ``NAME.json`` taken for its weights; the metrics
+    record them as absolute paths, older ones as given, read from the current directory).
 
     Parameters
     ----------
@@ -273,19 +284,19 @@ def other_evaluation(outdir, files, truths, model_path):
     try:
         with open(path) as fx:
             inputs = json.load(fx)['inputs']
-        theirs = (os.path.abspath(str(inputs['model'])),
-                  sorted(os.path.basename(str(f)) for f in inputs['files']),
-                  sorted(os.path.basename(str(f)) for f in inputs['truth']))
+        theirs = (_same_file(inputs['model']), sorted(map(_same_file, inputs['files'])),
+                  sorted(map(_same_file, inputs['truth'])))
     except (OSError, ValueError, KeyError, TypeError):
         return f'{path} exists and is no metrics file of desi_lbg_evaluate'
-    mine = (os.path.abspath(model_path), sorted(os.path.basename(f) for f in files),
-            sorted(os.path.basename(f) for f in truths))
-    differ = [what for what, a, b in zip(('model', 'input files', 'truth files'), theirs, mine)
-              if a != b]
+    mine = (_same_file(model_path), sorted(map(_same_file, files)),
+            sorted(map(_same_file, truths)))
+    differ = [what for what, a, b in zip(('the model', 'the input files', 'the truth files'),
+                                         theirs, mine) if a != b]
     if not differ:
         return None
-    return (f'holds the results of another evaluation ({" and ".join(differ)} differ; '
-            f'model {theirs[0]}, {len(theirs[1])} input file(s), e.g. {theirs[1][0] if theirs[1] else "none"})')
+    return (f'holds the results of another evaluation ({", ".join(differ)} differ: model '
+            f'{theirs[0]}, {len(theirs[1])} input file(s), e.g. '
+            f'{theirs[1][0] if theirs[1] else "none"})')
 
 
 def main(args=None, comm=None):
@@ -389,7 +400,8 @@ def evaluate_into(args, model_path, log):
                         'efficiency vs magnitude and of by_depth', nomag)
         regimes = evaluate_predictions(truth, pred, float('nan') if c_thresh is None else c_thresh)
         metrics = {'regimes': regimes,
-                   'inputs': {'files': list(args.coadd or args.catalog), 'truth': list(args.truth),
+                   'inputs': {'files': [os.path.abspath(f) for f in args.coadd or args.catalog],
+                              'truth': [os.path.abspath(f) for f in args.truth],
                               'model': os.path.abspath(model_path), 'c_thresh': c_thresh,
                               'nexcluded_bad_fibres': extras['nexcluded'],
                               'include_bad_fibres': bool(args.include_bad_fibres),
