@@ -308,14 +308,38 @@ def test_naming_one_output_does_not_replace_an_existing_default_one(tmp_path, mo
                    '--c-thresh', '0.3', named, str(tmp_path / 'other.fits'))
     assert rc == 1 and 'Traceback' not in text
     other = {'--priors': '--output', '--output': '--priors'}[named]
-    assert (f'{default}: exists; refusing to overwrite it (use --overwrite, or name this '
-            f"run's {other[2:]} output with {other})") in text, text
+    mate = os.path.basename({'--priors': priors, '--output': output}[named])
+    assert (f"{default}: exists, with {mate} beside it (an earlier run's pair); refusing to "
+            f"overwrite it (use --overwrite, or name this run's {other[2:]} output with "
+            f'{other})') in text, text
     assert {p: open(p, 'rb').read() for p in (output, priors)} == before
     assert not (tmp_path / 'other.fits').exists()
     # --overwrite replaces it; the run then writes the pair it names
     assert run(caplog, '--coadd', coadd, '--model', model_path, '--no-refine', '--overwrite',
                '--c-thresh', '0.3', named, str(tmp_path / 'other.fits'))[0] == 0
     assert (tmp_path / 'other.fits').exists() and open(default, 'rb').read() != before[default]
+
+
+def test_a_named_output_run_stopped_between_its_renames_is_redone(tmp_path, model_path,
+                                                                  caplog):
+    """--output C alone writes C and the default-named priors beside it (priors renamed
+    first): a run stopped between the renames leaves that priors file alone, and the same
+    command redoes the file, as without --output; the lone priors file is not an earlier
+    run's pair (it was refused as one).  Also with the default catalogue name given."""
+    coadd, default = make_pair(str(tmp_path))
+    out = tmp_path / 'o1'
+    out.mkdir()
+    for name in ('C.fits', os.path.basename(default)):
+        catalogue = str(out / name)
+        assert run(caplog, '--coadd', coadd, '--model', model_path, '--no-refine',
+                   '--output', catalogue)[0] == 0
+        os.remove(catalogue)                   # what a kill between the renames leaves
+        rc, text = run(caplog, '--coadd', coadd, '--model', model_path, '--no-refine',
+                       '--output', catalogue)
+        assert rc == 0 and 'refusing' not in text, text
+        assert os.path.exists(catalogue)
+        for path in out.iterdir():
+            path.unlink()
 
 
 def test_rerun_without_resolution_fails_before_the_network(tmp_path, model_path, caplog,

@@ -146,9 +146,10 @@ def plan(args):
     ------
     InputFileError
         If ``--input-dir`` does not exist, or ``--output`` / ``--priors`` would overwrite an
-        input or each other, or (without ``--overwrite``, one of them given) an existing
-        file, given or the default name of the other output, that is not half of a
-        complete catalogue + priors pair (such a pair is skipped).
+        input or each other, or (without ``--overwrite``) an existing file given by them
+        that is not half of this run's complete catalogue + priors pair (such a pair is
+        skipped), or, with one of them given, the other output's default name when it is
+        half of another complete pair.
     """
     if args.input_dir is not None:
         unreadable = []               # failed inputs, the rest of the tree is processed
@@ -179,19 +180,28 @@ def plan(args):
         for given in (args.output, args.priors):
             if given is not None and os.path.isdir(given):
                 raise InputFileError(given, IS_A_DIRECTORY)
-        # with an output named, its partner (named or by default) is no longer the pair an
-        # earlier run left: an existing one is not redone as a lone half of that pair would
-        # be, but refused (--priors P beside lbg_cnn-X.fits replaced that catalogue and
-        # left it out of step with priors_lbg-X.fits)
-        named = args.output is not None or args.priors is not None
-        for out, given, option in ((output, args.output, '--output'),
-                                   (priors, args.priors, '--priors')):
-            if (named and os.path.exists(out) and not args.overwrite
-                    and not outputs_exist(jobs[0])):
-                raise InputFileError(out, 'exists; refusing to overwrite it (use --overwrite' +
-                                     ('' if given is not None else
-                                      f', or name this run\'s {option[2:]} output with '
-                                      f'{option}') + ')')
+        # a named output that exists is refused unless it is half of this run's complete
+        # pair; so is the other output's default name when it is half of another complete
+        # pair (--priors P beside an earlier run's lbg_cnn-X.fits + priors_lbg-X.fits
+        # replaced that catalogue, out of step with its priors), while a lone half an
+        # interrupted run left is redone, as without --output/--priors
+        if not args.overwrite and not outputs_exist(jobs[0]):
+            for out, given, option, mate in (
+                    (output, args.output, '--output', os.path.basename(job.priors)),
+                    (priors, args.priors, '--priors', os.path.basename(job.output))):
+                if not os.path.exists(out):
+                    continue
+                if given is not None:
+                    raise InputFileError(out, 'exists; refusing to overwrite it (use '
+                                         '--overwrite)')
+                mate = os.path.join(os.path.dirname(out), mate)
+                other = args.priors if option == '--output' else args.output
+                if (other is not None and os.path.exists(mate)
+                        and os.path.realpath(mate) != os.path.realpath(other)):
+                    raise InputFileError(out, f'exists, with {os.path.basename(mate)} beside '
+                                         'it (an earlier run\'s pair); refusing to overwrite '
+                                         f'it (use --overwrite, or name this run\'s '
+                                         f'{option[2:]} output with {option})')
     return jobs, unmatched
 
 
