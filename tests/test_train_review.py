@@ -177,3 +177,24 @@ def test_validation_set_of_another_simulator_is_warned_and_recorded(tmp_path, ca
     with caplog.at_level(logging.WARNING):
         warn_other_simulator(paths[1:], setup, 'vdir')
     assert 'another simulator' not in caplog.text
+
+
+def test_a_validation_set_stopped_while_written_is_written_again(tmp_path):
+    """check_validation_kept passes the files of the set this run writes (same VALNSPEC,
+    VALNFILE, VALSEED, SIMHASH) also when fewer than VALNFILE are there (a run stopped
+    while writing it could not be resumed: 'holds another validation set'); a file of
+    another set is refused, naming how many files are there."""
+    import fitsio
+    from lbgnet.io import InputFileError
+    from lbgnet.scripts.lbg_train import check_validation_kept
+    from lbgnet.sim.mock import load_mock_setup, simulator_hash
+    setup = load_mock_setup('lbgnet-mock.yaml')
+    stamp = {'VALNSPEC': 1200, 'VALNFILE': 2, 'VALSEED': 3, 'SIMHASH': simulator_hash(setup)}
+    fitsio.write(str(tmp_path / 'coadd-a.fits'), None, header=stamp, clobber=True)
+    check_validation_kept(str(tmp_path), 1200, 3, setup)          # one of its two files
+    check_validation_kept(str(tmp_path / 'none'), 1200, 3, setup)  # nothing there
+    with pytest.raises(InputFileError) as err:
+        check_validation_kept(str(tmp_path), 1200, 4, setup)
+    assert str(err.value).startswith(f'{tmp_path}: holds another validation set (1 coadd '
+                                     'file(s); VALNSPEC 1200, VALNFILE 2, VALSEED 3')
+    assert str(err.value).endswith('use --overwrite to replace it, or another --outdir')

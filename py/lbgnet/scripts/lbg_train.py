@@ -218,9 +218,10 @@ def write_validation(setup, outdir, nval, seed, config_name):
 def check_validation_kept(val_dir, nval, seed, setup):
     """Refuse to replace another validation set in `val_dir` (without ``--overwrite``):
     one written with ``--validation-only`` to be shared through ``--val-dir`` would change
-    under the models trained on it (their cards name its files by SHA-256).  The set this
-    run would write again, file for file (same ``VALNSPEC``, ``VALNFILE``, ``VALSEED`` and
-    simulator, ``SIMHASH``), passes; so does a directory without coadds.
+    under the models trained on it (their cards name its files by SHA-256).  Files of the
+    set this run writes again, file for file (same ``VALNSPEC``, ``VALNFILE``, ``VALSEED``
+    and simulator, ``SIMHASH``), pass, also fewer than ``VALNFILE`` of them (a run stopped
+    while writing it); so does a directory without coadds.
 
     Raises
     ------
@@ -236,16 +237,15 @@ def check_validation_kept(val_dir, nval, seed, setup):
     want = {'VALNSPEC': nval, 'VALNFILE': nfiles, 'VALSEED': seed,
             'SIMHASH': simulator_hash(setup)}
     found = [mock_keywords(path, VALIDATION_KEYS + ('SIMHASH',)) for path in coadds]
-    if len(found) == nfiles and all(
-            {key: str(stamp.get(key)) for key in want} == {k: str(v) for k, v in want.items()}
-            for stamp in found):
+    mine = {k: str(v) for k, v in want.items()}
+    other = [stamp for stamp in found if {key: str(stamp.get(key)) for key in want} != mine]
+    if not other:
         return
-    first = found[0]
-    raise InputFileError(val_dir, 'holds another validation set ('
-                         + ', '.join(f'{key} {first.get(key, "absent")}' for key in want)
-                         + f'; this run: {", ".join(f"{k} {v}" for k, v in want.items())}, '
-                         f'{len(found)} coadd file(s)): use --overwrite to replace it, or '
-                         f'--val-dir {val_dir} to validate on it')
+    raise InputFileError(val_dir, f'holds another validation set ({len(coadds)} coadd '
+                         'file(s); ' + ', '.join(f'{key} {other[0].get(key, "absent")}'
+                                                 for key in want)
+                         + f'; this run: {", ".join(f"{k} {v}" for k, v in want.items())}): '
+                         'use --overwrite to replace it, or another --outdir')
 
 
 def validation_simulators(coadds):
