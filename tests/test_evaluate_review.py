@@ -390,14 +390,20 @@ def test_same_simulated_objects_under_other_targetids_are_one_test(tmp_path):
     seen = {}
     z = [2.5, 3.1, 0.4]
     check_not_a_copy(Table({'TARGETID': [1, 2, 3], 'CLASS': ['LBG', 'LBG', 'GALAXY'],
-                            'Z_TRUE': z}), 'a.fits', seen)
+                            'Z_TRUE': z}), 'a.fits', seen, simulated=True)
     with pytest.raises(InputFileError) as err:
         check_not_a_copy(Table({'TARGETID': [7, 8, 9], 'CLASS': ['LBG', 'LBG', 'GALAXY'],
-                                'Z_TRUE': z}), 'b.fits', seen)
+                                'Z_TRUE': z}), 'b.fits', seen, simulated=True)
     assert str(err.value).startswith('b.fits: same simulated objects (CLASS, Z_TRUE row by '
                                      'row) as a.fits under other TARGETIDs')
     check_not_a_copy(Table({'TARGETID': [7, 8, 9], 'CLASS': ['LBG', 'LBG', 'GALAXY'],
-                            'Z_TRUE': [2.5, 3.1, 0.41]}), 'c.fits', seen)     # other objects
+                            'Z_TRUE': [2.5, 3.1, 0.41]}), 'c.fits', seen,
+                     simulated=True)                               # other objects
+    # hand-written truth tables (no SIMHASH): two small sets may share rounded redshifts
+    hand = {}
+    for name, ids in (('h1.fits', [101, 102, 103]), ('h2.fits', [201, 202, 203])):
+        check_not_a_copy(Table({'TARGETID': ids, 'CLASS': ['LBG', 'GALAXY', 'LBG'],
+                                'Z_TRUE': [3.0, 0.5, 2.5]}), name, hand, simulated=False)
 
 
 def test_record_as_refuses_the_models_own_validation_or_training_files(tmp_path, caplog):

@@ -755,17 +755,27 @@ def test_validation_objects_that_are_training_objects_are_refused(tmp_path):
     spectra in other healpix pixels; this passed), and a validation file holding some of
     the training objects (same TARGETID and Z_TRUE; this passed too).  Independent objects
     that share TARGETIDs (mocks of one pixel) and a few objects at one redshift under other
-    TARGETIDs are not the same objects and pass."""
+    TARGETIDs are not the same objects and pass; so do hand-written truth files (no
+    SIMHASH) of one class and redshift sequence under other TARGETIDs, which two different
+    small sets with rounded redshifts may share."""
+    import fitsio
     from lbgnet.scripts.lbg_train import check_disjoint
+
+    def simulated(path, targetid, cls, zz):
+        write_hand_truth(path, targetid, cls, zz)
+        data = fitsio.read(str(path), 'TRUTH')
+        fitsio.write(str(path), None, header={'SIMHASH': '0123456789abcdef'}, clobber=True)
+        fitsio.write(str(path), data, extname='TRUTH')
     z = np.array([2.31, 3.02, 0.0012, 1.7, 3.9])
     classes = ['LBG', 'LBG', 'STAR', 'QSO', 'LBG']
     train = tmp_path / 'truth-train.fits'
-    write_hand_truth(train, np.arange(100, 105), classes, z)
+    simulated(train, np.arange(100, 105), classes, z)
 
-    def check(name, targetid, cls, zz):
+    def check(name, targetid, cls, zz, write=simulated):
         path = tmp_path / f'truth-{name}.fits'
-        write_hand_truth(path, targetid, cls, zz)
+        write(path, targetid, cls, zz)
         check_disjoint(['coadd-train.fits'], [f'coadd-{name}.fits'], [str(train)], [str(path)])
+    check('by-hand', np.arange(900, 905), classes, z, write=write_hand_truth)
     with pytest.raises(InputFileError) as err:          # same objects, other TARGETIDs
         check('reseeded', np.arange(900, 905), classes, z)
     assert 'same simulated objects (CLASS, Z_TRUE row by row) as' in str(err.value)

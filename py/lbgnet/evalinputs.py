@@ -148,21 +148,22 @@ def check_distinct_inputs(paths):
         seen[real] = path
 
 
-def truth_keys(truth):
+def truth_keys(truth, simulated):
     """The keys :func:`check_not_a_copy` compares: ``(kind, checksum)`` pairs.
 
     ``'ids'``: :func:`lbgnet.io.mock.truth_checksum` (TARGETID, CLASS, Z_TRUE: a copy, or
-    the same objects observed again).  ``'objects'``: the same without the TARGETIDs, for a
-    table with at least two distinct redshifts (so that a few objects at one redshift, a
-    pair of stars at z = 0 say, are no match): the same simulated objects under other
-    TARGETIDs, which a mock run again with the same ``--seed`` gives (its files
-    ``k`` hold the same spectra in other healpix pixels).  None for an empty table.
+    the same objects observed again).  ``'objects'``, for a `simulated` table (a mock
+    truth file, with ``SIMHASH``: :func:`is_simulated`) with at least two distinct
+    redshifts: the same without the TARGETIDs, i.e. the same simulated objects under other
+    TARGETIDs, which a mock run again with the same ``--seed`` gives (its files ``k`` hold
+    the same spectra in other healpix pixels).  Hand-written truth tables, whose few rounded
+    redshifts two different sets may share, have no such key.  An empty table has none.
     """
     from .io.mock import truth_checksum
     if not len(truth):
         return []
     keys = [('ids', truth_checksum(truth))]
-    if np.unique(np.asarray(truth['Z_TRUE'], dtype=np.float64)).size >= 2:
+    if simulated and np.unique(np.asarray(truth['Z_TRUE'], dtype=np.float64)).size >= 2:
         keys.append(('objects', truth_checksum(truth, targetids=False)))
     return keys
 
@@ -175,7 +176,13 @@ SAME_CONTENT = {
                'TARGETIDs (mocks made with the same --seed repeat their spectra)'}
 
 
-def check_not_a_copy(truth, path, seen):
+def is_simulated(path):
+    """Whether the truth file `path` was written by the simulator (``SIMHASH``)."""
+    from .io.mock import mock_keywords
+    return 'SIMHASH' in mock_keywords(path, ('SIMHASH',))
+
+
+def check_not_a_copy(truth, path, seen, simulated=None):
     """Raise when a truth table has the content of one seen before (a copied file, the
     same simulated objects at another depth, or under other TARGETIDs: :func:`truth_keys`).
 
@@ -185,6 +192,8 @@ def check_not_a_copy(truth, path, seen):
     path : str
     seen : dict
         :func:`truth_keys` checksum -> path of the tables seen so far; updated.
+    simulated : bool, optional
+        Whether it is a mock truth table [:func:`is_simulated` of `path`].
 
     Raises
     ------
@@ -192,7 +201,7 @@ def check_not_a_copy(truth, path, seen):
         Naming both files: the objects of a copy would be counted twice (and, between
         training and validation sets, the thresholds chosen on training spectra).
     """
-    keys = truth_keys(truth)
+    keys = truth_keys(truth, is_simulated(path) if simulated is None else simulated)
     for kind, key in keys:
         if key in seen:
             raise InputFileError(path, SAME_CONTENT[kind].format(other=seen[key]) +

@@ -375,7 +375,7 @@ def check_disjoint(train_files, val_files, train_truths=(), val_truths=(), val_n
     lbgnet.io.InputFileError
         Naming the first such file.
     """
-    from ..evalinputs import check_not_a_copy, truth_keys
+    from ..evalinputs import check_not_a_copy, is_simulated, truth_keys
     from ..io.mock import read_truth
     shared = sorted(set(map(os.path.realpath, train_files)) & set(map(os.path.realpath, val_files)))
     if shared:
@@ -385,14 +385,14 @@ def check_disjoint(train_files, val_files, train_truths=(), val_truths=(), val_n
     seen, objects = {}, []
     for path in train_truths:         # copies within the training set only weigh more
         truth = read_truth(path)
-        for _, key in truth_keys(truth):
+        for _, key in truth_keys(truth, is_simulated(path)):
             seen.setdefault(key, path)
         objects.append(object_keys(truth))
     objects = np.concatenate(objects) if objects else object_keys(None)
     for path in val_truths:
         truth = read_truth(path)          # a missing or unreadable file says only that
         try:
-            check_not_a_copy(truth, path, seen)
+            check_not_a_copy(truth, path, dict(seen))      # against the training files only
         except InputFileError as err:
             raise InputFileError(path, f'{err.problem} (a --train-dir file in the {val_name}): '
                                  'the thresholds and error calibration would be chosen on '
