@@ -291,6 +291,9 @@ def test_tune_script_checks_paths_and_storage_first(tmp_path, caplog):
             (['--workdir', str(tmp_path / 'w7'), '--outdir', str(tmp_path / 'out'),
               '--storage', 'nosuchdb://user:s3cret@host/db'],
              '--storage nosuchdb://user:***@host/db: cannot open'),
+            (['--workdir', str(tmp_path / 'w8'), '--outdir', str(tmp_path / 'out'),
+              '--storage', 'postgresql://user:s3cret@host:abc/db'],      # does not parse
+             '--storage postgresql://user:***@host:abc/db: cannot open'),
             (['--workdir', str(tmp_path / 'w4'), '--outdir', str(tmp_path / 'out'),
               '--storage', f'sqlite:///{afile}'], 'file is not a database'),
             # a file path for a URL: told how to write it

@@ -588,3 +588,17 @@ def test_best_config_names_a_base_outside_outdir_by_its_absolute_path(tmp_path, 
     assert data['name'] == 's-best'
     data = best_config_data(study, cfg, os.path.join('out', 'tiny.yaml'), 'out')
     assert data['base'] == 'tiny.yaml'
+
+
+def test_storage_passwords_are_masked_as_written():
+    """The password of a storage URL is masked where it stands: also in a URL that does not
+    parse, percent-encoded, or equal to a word of the URL (masking every occurrence of
+    'postgres' turned 'postgresql://' into '***ql://')."""
+    from lbgnet.tune import hide_password, storage_label
+    assert hide_password('postgresql://postgres:postgres@h/db: connection refused') == \
+        'postgresql://postgres:***@h/db: connection refused'
+    assert hide_password('could not open postgresql://u:p%40ss@h/db') == \
+        'could not open postgresql://u:***@h/db'
+    assert storage_label('postgresql://user:secret@host:abc/db') == \
+        'postgresql://user:***@host:abc/db'
+    assert hide_password('sqlite:////a/b.db') == 'sqlite:////a/b.db'

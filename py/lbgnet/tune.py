@@ -42,6 +42,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import time
 
 import numpy as np
@@ -751,21 +752,21 @@ def storage_label(storage):
     try:
         url = sqlalchemy.engine.make_url(storage)
     except Exception:  # noqa: BLE001 -- an unparsable URL is reported when it is opened
-        return storage
+        return hide_password(storage)
     if url.drivername.startswith('sqlite') and url.database and url.database != ':memory:':
         url = url.set(database=os.path.abspath(url.database))
     return url.render_as_string(hide_password=True)
 
 
-def hide_password(text, storage):
-    """`text` with the password of the storage URL `storage` (if any) replaced by ``***``
-    (a driver's error message may quote the URL it was given)."""
-    import sqlalchemy.engine
-    try:
-        password = sqlalchemy.engine.make_url(storage).password
-    except Exception:  # noqa: BLE001 -- not a URL: nothing to hide
-        return text
-    return text.replace(str(password), '***') if password else text
+#: The password part of a URL's ``user:password@`` (as written, percent-encoded or not).
+_URL_PASSWORD = re.compile(r'(://[^:/@\s]*:)([^@\s]*)(@)')
+
+
+def hide_password(text):
+    """`text` with the password of every ``scheme://user:password@...`` URL in it replaced
+    by ``***`` (a storage URL as given, or quoted in a driver's error message; also one
+    that does not parse)."""
+    return _URL_PASSWORD.sub(r'\1***\3', str(text))
 
 
 def results_storage(path):

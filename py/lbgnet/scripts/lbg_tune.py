@@ -263,8 +263,7 @@ def _open_study(storage, name, args):
                           prune=not args.no_prune)
     except (sqlalchemy.exc.SQLAlchemyError, OptunaError, ValueError, ImportError,
             RuntimeError, OSError) as err:
-        problem = hide_password((str(err).strip().splitlines() or [type(err).__name__])[0],
-                                storage)
+        problem = hide_password((str(err).strip().splitlines() or [type(err).__name__])[0])
         hint = (f'; a database file is given as sqlite:///{os.path.abspath(storage)}'
                 if '://' not in str(storage) else '')
         raise ConfigError(f'--storage {storage_label(storage)}: cannot open the study {name!r} '
