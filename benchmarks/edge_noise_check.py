@@ -133,7 +133,9 @@ def evaluate(args, testdir, outdir):
     from lbgnet.scripts.lbg_evaluate import main as evaluate_main
     coadds = sorted(glob.glob(os.path.join(testdir, 'coadd-*.fits')))
     truths = [c.replace('coadd-', 'truth-') for c in coadds]
-    options = ['--coadd', *coadds, '--truth', *truths, '--outdir', outdir, '--nexamples', '0']
+    # the script owns its work directory: another model's results there are replaced
+    options = ['--coadd', *coadds, '--truth', *truths, '--outdir', outdir, '--nexamples', '0',
+               '--overwrite']
     if args.model:
         options += ['--model', args.model]
     if evaluate_main(options) != 0:
