@@ -221,7 +221,8 @@ def test_train_script_with_simulator(tmp_path, caplog):
     caplog.clear()
     assert main(['--config', str(cfg_path), '--outdir', str(only), '--validation-only',
                  '--seed', '9']) == 1
-    assert (f"{only / 'validation'}: holds another validation set (VALNSPEC") in caplog.text
+    assert (f"{only / 'validation'}: holds another validation set (1 coadd file(s); "
+            'VALNSPEC') in caplog.text
     assert 'use --overwrite to replace it, or another --outdir' in caplog.text
     assert {p.name: p.read_bytes() for p in (only / 'validation').iterdir()} == before
     assert main(['--config', str(cfg_path), '--outdir', str(only), '--validation-only',
