@@ -479,3 +479,44 @@ def test_outdir_of_another_evaluation_is_told_by_its_files_not_their_names(tmp_p
                               str(tmp_path / 'o2'))
     assert status == 1 and 'Traceback' not in text
     assert f"{tmp_path / 'nowhere.fits'}: no such file" in text, text
+
+
+def test_record_as_checks_the_coadd_of_a_catalogue(tmp_path, caplog):
+    """--record-as with --catalog: the coadd a catalogue was made from (INCOADD) is checked
+    against the card's validation files as a coadd input is (a catalogue of the model's own
+    validation coadd was recorded as a held-out test); a catalogue whose coadd is gone is
+    refused too, since it cannot be checked.  The card is left as it was."""
+    import shutil
+    from test_evaluate import _mock_files
+    from lbgnet.io.catalog import file_sha256
+    from lbgnet.io.modelfile import load_model, save_model
+    from lbgnet.scripts.lbg_afterburner import main as afterburner
+    from lbgnet.scripts.lbg_evaluate import main
+    from lbg_testdata import save_tiny_model
+    paths = _mock_files(tmp_path, nspec=12, seed=21)
+    tiny = save_tiny_model(str(tmp_path / 'card.weights.h5'))
+    model, config, metadata = load_model(tiny)
+    model_path = save_model(tiny, model, config, {**metadata, 'training': {
+        'validation_sha256': [file_sha256(paths['coadd'])]}})[1]
+    cat = str(tmp_path / 'lbg_cnn-val.fits')
+    assert afterburner(['--coadd', paths['coadd'], '--redrock', paths['redrock'], '--output', cat,
+                        '--priors', str(tmp_path / 'priors.fits'), '--model', model_path,
+                        '--no-refine']) == 0
+    before = (tmp_path / 'card.json').read_bytes()
+    common = ['--catalog', cat, '--truth', paths['truth'], '--model', model_path,
+              '--nexamples', '0']
+    status, text = run_logged(main, caplog, *common, '--outdir', str(tmp_path / 'o1'),
+                              '--record-as', 'test')
+    assert status == 1 and 'Traceback' not in text
+    assert (f"{cat}: made from {os.path.abspath(paths['coadd'])}, one of the model's "
+            'validation files') in text, text
+    assert not (tmp_path / 'o1').exists()
+    # the coadd moved away: not checkable, refused with --record-as only
+    shutil.move(paths['coadd'], str(tmp_path / 'moved.fits'))
+    status, text = run_logged(main, caplog, *common, '--outdir', str(tmp_path / 'o2'),
+                              '--record-as', 'test')
+    assert status == 1 and 'Traceback' not in text
+    assert (f"{cat}: --record-as: its coadd {os.path.abspath(paths['coadd'])} (INCOADD) is not "
+            'found') in text, text
+    assert (tmp_path / 'card.json').read_bytes() == before
+    assert main(common + ['--outdir', str(tmp_path / 'o3')]) == 0

@@ -398,6 +398,18 @@ def _short(sha):
     return 'none' if sha is None else sha[:12]
 
 
+def trained_on(metadata):
+    """SHA-256 → ``'validation'`` or ``'training'`` of the files a model card records
+    (``training.validation_sha256`` and ``training.labelled.files[].coadd_sha256``);
+    empty for a card that records none."""
+    training = (metadata or {}).get('training') or {}
+    known = {sha: 'validation' for sha in training.get('validation_sha256') or ()}
+    for record in ((training.get('labelled') or {}).get('files') or ()):
+        if record.get('coadd_sha256'):
+            known[record['coadd_sha256']] = 'training'
+    return known
+
+
 def check_held_out(coadds, metadata):
     """Refuse coadds the model was trained or validated on, for ``--record-as``, which
     records held-out tests: the card names its validation files (``validation_sha256``)
@@ -416,11 +428,7 @@ def check_held_out(coadds, metadata):
         Naming the first such coadd and what it was for the model.
     """
     from .io.catalog import file_sha256
-    training = (metadata or {}).get('training') or {}
-    known = {sha: 'validation' for sha in training.get('validation_sha256') or ()}
-    for record in ((training.get('labelled') or {}).get('files') or ()):
-        if record.get('coadd_sha256'):
-            known[record['coadd_sha256']] = 'training'
+    known = trained_on(metadata)
     if not known:
         return
     for path in coadds:
@@ -432,6 +440,37 @@ def check_held_out(coadds, metadata):
             raise InputFileError(path, f'is one of the model\'s {what} files (the SHA-256 its '
                                  'card records): --record-as records held-out tests only; '
                                  'evaluate it without --record-as')
+
+
+def check_catalogs_held_out(catalogs, metadata):
+    """:func:`check_held_out` for afterburner catalogues: the coadd each was made from
+    (header ``INCOADD``) is hashed.  A catalogue whose coadd is not found cannot be shown
+    to be a held-out test and is refused too (only when the card records its validation
+    or training files; a card without records checks nothing, as for coadds).
+
+    Raises
+    ------
+    InputFileError
+        Naming the catalogue, its coadd and why.
+    """
+    from .io.catalog import file_sha256
+    from .io.evaluation import catalog_coadd
+    known = trained_on(metadata)
+    if not known:
+        return
+    for path in catalogs:
+        coadd = catalog_coadd(path)
+        if coadd is None or not os.path.isfile(coadd):
+            where = (f'its coadd {coadd} (INCOADD) is not found' if coadd is not None
+                     else 'it names no coadd (no INCOADD)')
+            raise InputFileError(path, f'--record-as: {where}, so it cannot be checked '
+                                 'against the model\'s validation and training files; '
+                                 'evaluate the coadd itself')
+        what = known.get(file_sha256(coadd))
+        if what is not None:
+            raise InputFileError(path, f'made from {coadd}, one of the model\'s {what} files '
+                                 '(the SHA-256 its card records): --record-as records held-out '
+                                 'tests only; evaluate it without --record-as')
 
 
 def check_catalog_network(network, model_path, model_sha, record):

@@ -116,6 +116,14 @@ def catalog_model(path, extname='LBG_CNN'):
             None if engine is None else str(engine).strip())
 
 
+def catalog_coadd(path, extname='LBG_CNN'):
+    """The coadd an afterburner catalogue was made from (header ``INCOADD``, an absolute
+    path), or None where absent."""
+    with open_fits(str(path)) as fx:
+        coadd = fx[extname].read_header().get('INCOADD')
+    return None if coadd is None else str(coadd).strip()
+
+
 def catalog_refinement(path, extname='LBG_CNN'):
     """The template refinement an afterburner catalogue was made with, from its header.
 

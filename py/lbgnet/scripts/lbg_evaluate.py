@@ -23,8 +23,8 @@ import tempfile
 import numpy as np
 from desiutil.log import get_logger
 
-from ..evalinputs import (check_catalog_network, check_held_out, collect, compare_simulators,
-                          redrock_metrics)
+from ..evalinputs import (check_catalog_network, check_catalogs_held_out, check_held_out,
+                          collect, compare_simulators, redrock_metrics)
 from ..io import InputFileError
 from ..io.catalog import OutputFileError, check_outdir, write_failure_reason
 from ..network import ENGINES
@@ -385,6 +385,8 @@ def evaluate_into(args, model_path, log):
         else:
             description, config = read_model_description(model_path)
             metadata = description.get('metadata')
+            if args.record_as:               # before the work, as for coadds
+                check_catalogs_held_out(args.catalog, metadata)
         if args.n_thresh is not None and args.n_thresh > len(config.lines):
             raise InputFileError(model_path, f'--n-thresh {args.n_thresh} exceeds the '
                                  f'{len(config.lines)} lines of this model')
