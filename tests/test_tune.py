@@ -100,12 +100,14 @@ def test_two_trials_then_resume_with_a_third(tmp_path, config):
     assert run_study(study2, objective, 3) == 1
     assert len(study2.trials) == 3 and [dict(t.params) for t in study2.trials[:2]] == first
     assert run_study(study2, objective, 3) == 0
+    (tmp_path / 'tiny.yaml').write_text(TUNE_YAML)
     paths = write_results(study2, cfg, str(tmp_path / 'tiny.yaml'), str(tmp_path / 'out'))
     rows = list(csv.DictReader(open(paths['table'])))
     assert [int(r['trial']) for r in rows] == [0, 1, 2]
     assert all(r['state'] == 'COMPLETE' for r in rows) and rows[0]['score_lowz'] != ''
     text = open(paths['best']).read()
     assert text.startswith('# Best configuration') and 'base:' in text
+    assert load_config(paths['best']).extra['name'] == 'tiny-study-best'    # base_sha256 holds
     import yaml
     best_yaml = yaml.safe_load(text)
     assert best_yaml['nboxes'] == study2.best_params['nboxes']

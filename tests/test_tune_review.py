@@ -583,11 +583,48 @@ def test_best_config_names_a_base_outside_outdir_by_its_absolute_path(tmp_path, 
     monkeypatch.chdir(tmp_path)
     (tmp_path / 'conf').mkdir()
     (tmp_path / 'out').mkdir()
+    (tmp_path / 'conf' / 'tiny.yaml').write_text(TUNE_YAML)
+    (tmp_path / 'out' / 'tiny.yaml').write_text(TUNE_YAML)
     data = best_config_data(study, cfg, os.path.join('conf', 'tiny.yaml'), 'out')
     assert data['base'] == str(tmp_path / 'conf' / 'tiny.yaml')
     assert data['name'] == 's-best'
     data = best_config_data(study, cfg, os.path.join('out', 'tiny.yaml'), 'out')
     assert data['base'] == 'tiny.yaml'
+
+
+def test_best_config_refuses_a_base_edited_after_the_study(tmp_path, config):
+    """The best YAML is an override of the study's configuration (``base:``): that file
+    edited after the study (another grid, line list, simulator) made the retrain a network
+    the study never scored, without a word.  It records ``base_sha256`` and reading it
+    with the base changed is one ConfigError; without base_sha256 the base is used as it
+    is, and base_sha256 without a base is an error."""
+    import optuna
+    from lbgnet.io.experiments import write_config_yaml
+    from lbgnet.tune import best_config_data
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    cfg = tiny_config(config)
+    space = search_space(cfg)
+    study = optuna.create_study(direction='maximize', study_name='s')
+    study.optimize(lambda t: (suggest_params(t, space), 0.5)[1], n_trials=1)
+    base = tmp_path / 'tiny.yaml'
+    base.write_text(TUNE_YAML)
+    data = best_config_data(study, cfg, str(base), str(tmp_path))
+    best = write_config_yaml(str(tmp_path / 's-best.yaml'), data, 'best')
+    assert load_config(best).extra['name'] == 's-best'
+    assert 'patience: 2}' in TUNE_YAML
+    base.write_text(TUNE_YAML.replace('patience: 2}', 'patience: 5}'))
+    with pytest.raises(ConfigError) as err:
+        load_config(best)
+    assert str(err.value).startswith(f"{best}: base 'tiny.yaml' ({base}) is not the "
+                                     'configuration this file was written over')
+    text = open(best).read()
+    open(best, 'w').write('\n'.join(line for line in text.splitlines()
+                                    if not line.startswith('base_sha256')))
+    assert load_config(best).extra['name'] == 's-best'
+    lone = tmp_path / 'lone.yaml'
+    lone.write_text('base_sha256: abc\n')
+    with pytest.raises(ConfigError, match='base_sha256 without a base'):
+        load_config(str(lone))
 
 
 def test_storage_passwords_are_masked_as_written():

@@ -508,18 +508,33 @@ def read_yaml_config(name, _seen=None):
         raise ConfigError(f'{path}: a model description, not a configuration (give it to '
                           '--model or --init-from; its configuration is the "config" entry)')
     base = data.pop('base', None)
+    base_sha = data.pop('base_sha256', None)
     if base is not None and not isinstance(base, str):
         raise ConfigError(f'{path}: base must be a configuration file name, not {base!r}')
+    if base_sha is not None and base is None:
+        raise ConfigError(f'{path}: base_sha256 without a base')
     if base is not None:
         try:
             resolved = _resolve(base, path.parent)
         except ConfigError:
             raise ConfigError(f'{path}: base {base!r}: configuration file not found (beside '
                               'the config, here or in etc/)') from None
-        data = _merge(read_yaml_config(resolved, seen), data)
+        base_data = read_yaml_config(resolved, seen)
+        if base_sha is not None and str(base_sha).strip().lower() != mapping_sha256(base_data):
+            raise ConfigError(f'{path}: base {base!r} ({resolved}) is not the configuration '
+                              'this file was written over (base_sha256 differs: edited '
+                              'since?); restore it, or remove base_sha256 to use it as it is')
+        data = _merge(base_data, data)
     if _seen is None:
         check_keys(data, str(path))
     return data
+
+
+def mapping_sha256(data):
+    """SHA-256 (hex) of a configuration mapping as read by :func:`read_yaml_config`
+    (its ``base:`` chain merged), as canonical JSON: what ``base_sha256`` records."""
+    text = json.dumps(data, sort_keys=True, separators=(',', ':'), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 #: The ``format`` of a model description (:mod:`lbgnet.io.modelfile`), recognised when

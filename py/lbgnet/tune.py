@@ -48,7 +48,7 @@ import time
 import numpy as np
 from desiutil.log import get_logger
 
-from .config import ConfigError, as_float, as_int
+from .config import ConfigError, as_float, as_int, mapping_sha256, read_yaml_config
 from .io.atomic import raise_if_terminated
 from .io.catalog import OutputFileError
 from .io.modelfile import model_paths
@@ -679,7 +679,9 @@ def trials_table(study, space=None):
 
 
 def best_config_data(study, config, config_path, outdir):
-    """Mapping of the best configuration, as an override of `config_path` (``base:``)."""
+    """Mapping of the best configuration, as an override of `config_path` (``base:``,
+    with its ``base_sha256``: the base edited after the study is refused when it is
+    read)."""
     from .train import training_options
     best = study.best_trial
     params = dict(suggest_params(_FixedTrial(best.params), search_space(config)))
@@ -688,7 +690,11 @@ def best_config_data(study, config, config_path, outdir):
     base = (os.path.basename(path) if os.path.dirname(path) == os.path.abspath(outdir) else path)
     model = {k: tuned.extra['model'][k] for k in ('conv_layers', 'filters', 'kernel_size',
                                                   'strides', 'dropout')}
-    return {'base': base, 'name': f'{study.study_name}-best', 'nboxes': tuned.nboxes,
+    try:
+        base_sha = {'base_sha256': mapping_sha256(read_yaml_config(path))}
+    except ConfigError:          # gone since the study read it: loading the best file says so
+        base_sha = {}
+    return {'base': base, **base_sha, 'name': f'{study.study_name}-best', 'nboxes': tuned.nboxes,
             'model': model, 'loss': {'gamma': tuned.extra['loss']['gamma']},
             # the batch size the trials ran with (--batch-size overrides the base's): the
             # learning rate was tuned for it
