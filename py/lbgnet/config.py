@@ -8,7 +8,8 @@ into frozen dataclasses that every other module receives as an argument.
 
 A configuration file may name another one with ``base: <file>``; keys of the
 including file override those of the base (recursively for mappings, except ``lines`` and
-``target.lines``, which replace the base's line list as a whole).
+``target.lines``, which replace the base's line list as a whole).  ``base_sha256:``
+(optional) pins the base: :func:`mapping_sha256` of the base as read must equal it.
 """
 import hashlib
 import json
