@@ -4,6 +4,7 @@ refused for no reason, or crash instead of a one-line error."""
 import dataclasses
 import math
 
+import numpy as np
 import pytest
 
 from lbgnet.config import ConfigError
@@ -198,3 +199,18 @@ def test_a_validation_set_stopped_while_written_is_written_again(tmp_path):
     assert str(err.value).startswith(f'{tmp_path}: holds another validation set (1 coadd '
                                      'file(s); VALNSPEC 1200, VALNFILE 2, VALSEED 3')
     assert str(err.value).endswith('use --overwrite to replace it, or another --outdir')
+
+
+def test_validation_streams_are_never_training_streams():
+    """numpy pads a short seed with zeros, so the validation stream (seed + 10000, file)
+    was batch 0 of epoch `file` of a run with seed seed + 10000: objects of the validation
+    set trained on.  The validation streams are now apart from every training stream."""
+    from lbgnet.scripts.lbg_train import VALIDATION_SEED_OFFSET, validation_rng
+    from lbgnet.sim.generator import MockBatches
+    gen = MockBatches.__new__(MockBatches)
+    gen.seed = 1 + VALIDATION_SEED_OFFSET
+    for ifile in range(4):
+        val = validation_rng(1, ifile).random(8)
+        assert not np.array_equal(gen.rng(ifile, 0).random(8), val)
+        assert not np.array_equal(gen.rng(ifile, 1).random(8), val)
+    assert not np.array_equal(validation_rng(1, 0).random(8), validation_rng(1, 1).random(8))

@@ -26,7 +26,8 @@ Seeds: training batch ``i`` of epoch ``e`` (1-based, as the model card's ``best_
 ``history.csv`` numbers epochs from 0, i.e. ``e - 1``) uses
 the stream ``(seed, e, i)``: Keras draws batches of stream 0 to infer the tensor specs and
 calls ``on_epoch_end`` before the first epoch (:data:`SEED_STREAMS`, ``doc/model.rst``).  The
-validation files use ``(seed + VALIDATION_SEED_OFFSET, file)``, never a training stream.
+validation files use ``(seed + VALIDATION_SEED_OFFSET, file, 0, 1)`` (:func:`validation_rng`),
+never a training stream.
 """
 import argparse
 import dataclasses
@@ -45,6 +46,18 @@ from ..tflog import import_tensorflow
 
 #: Offset between the training seed and the seed of the validation files.
 VALIDATION_SEED_OFFSET = 10_000
+def validation_rng(seed, ifile):
+    """The random generator of validation file `ifile` of training seed `seed`: the stream
+    ``(seed + VALIDATION_SEED_OFFSET, ifile, 0, 1)``.
+
+    numpy pads a seed sequence with zeros (``[a, b]`` draws as ``[a, b, 0]``), so the
+    stream ``(seed + 10000, ifile)`` used before 2026-12-07 was also batch 0 of epoch
+    `ifile` of a run with seed ``seed + 10000``; the last word 1 sets the validation
+    streams apart from every training stream ``(seed, e, i)``.
+    """
+    return np.random.default_rng([seed + VALIDATION_SEED_OFFSET, int(ifile), 0, 1])
+
+
 #: Spectra per validation file.
 VALIDATION_FILE_SIZE = 1000
 #: Primary-header keywords of the validation files :func:`write_validation` writes: the
@@ -197,7 +210,7 @@ def write_validation(setup, outdir, nval, seed, config_name):
          'seed of the validation set'))]
     for ifile in range(nfiles):
         nspec = min(VALIDATION_FILE_SIZE, nval - ifile * VALIDATION_FILE_SIZE)
-        rng = np.random.default_rng([seed + VALIDATION_SEED_OFFSET, ifile])
+        rng = validation_rng(seed, ifile)
         mock = make_mock(setup, nspec, rng, pixel=ifile, with_resolution=False)
         paths = write_mock(outdir, mock, config_name, cards=cards)
         coadds.append(paths['coadd'])

@@ -55,7 +55,8 @@ def draw_lbg(pars, n, rng, zrange=None):
     zlo, zhi = pars['zrange'] if zrange is None else zrange
     knots = np.asarray(pars['lya_ew_knots'], dtype=np.float64)
     lya = np.interp(rng.uniform(0.0, 1.0, n), np.linspace(0.0, 1.0, knots.size), knots)
-    wref = float(np.mean(knots))
+    # pivot of the W trends: the mean W of the piecewise-linear inverse CDF
+    wref = float(np.mean(0.5 * (knots[1:] + knots[:-1])))
     beta = (pars['beta_mean'] + pars['beta_lya_slope'] * (lya - wref)
             + rng.normal(0.0, pars['beta_sigma'], n))
     dv_lya = (pars['dv_lya_mean'] + pars['dv_lya_ew_slope'] * (lya - wref)
@@ -132,9 +133,10 @@ def _continuum(beta, pars, residual):
         flux = np.exp(beta * lnr + dslope * lnside)
         if residual is not None:
             w0, dw, ratio = residual
-            idx = ((rest - np.float32(w0)) * np.float32(1.0 / dw)).astype(np.int32)
-            np.clip(idx, 0, ratio.size - 1, out=idx)
-            flux *= ratio[idx]
+            pos = np.clip((rest - np.float32(w0)) * np.float32(1.0 / dw), 0, ratio.size - 1)
+            idx = np.minimum(pos.astype(np.int32), ratio.size - 2)
+            frac = pos - idx
+            flux *= ratio[idx] + frac * (ratio[idx + 1] - ratio[idx])
         return flux
     return continuum
 
