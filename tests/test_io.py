@@ -165,6 +165,20 @@ def test_flux_without_ivar(tmp_path, tiny_coadd):
         read_coadd(path)
 
 
+def test_arm_hdus_without_their_flux_are_refused(tmp_path, tiny_coadd):
+    """A coadd whose B_FLUX HDU is gone but whose B_IVAR, B_WAVELENGTH (and B_MASK) are
+    there is a damaged file: it was read as a file without a b camera (every spectrum
+    MISSING_CAMERA, the run status 0, the warning saying no b camera was in the file)."""
+    src, _ = tiny_coadd
+    path = _copy_without(src, str(tmp_path / 'noflux.fits'), drop=('B_FLUX',))
+    with pytest.raises(InputFileError, match='noflux.fits: has B_IVAR but no B_FLUX HDU'):
+        read_coadd(path)
+    # a camera truly absent (all its HDUs) is still read, as before
+    path = _copy_without(src, str(tmp_path / 'nob.fits'),
+                         drop=('B_FLUX', 'B_IVAR', 'B_WAVELENGTH', 'B_MASK', 'B_RESOLUTION'))
+    assert 'b' not in read_coadd(path).bands
+
+
 def test_mismatched_shapes(tmp_path, tiny_coadd):
     src, arrays = tiny_coadd
     ivar = arrays['ivar']['b'][:, :-5]

@@ -16,6 +16,7 @@ from .fitsutil import _first_line, check_image_hdu, extnames, open_fits, read_im
 from .targetid import as_targetids
 
 _FLUX_EXT = re.compile(r'^([A-Z]+)_FLUX$')
+_ARM_PART = re.compile(r'^([A-Z]+)_(IVAR|WAVELENGTH|MASK|RESOLUTION)$')
 
 
 @dataclass
@@ -198,6 +199,11 @@ def read_layout(fx, path, read_fibermap=True, fibermap_columns=None):
     bands = [m.group(1) for m in map(_FLUX_EXT.match, names) if m]
     if not bands:
         raise InputFileError(path, 'no <BAND>_FLUX HDU: not a DESI coadd/spectra file')
+    orphans = sorted(name for name in names if _ARM_PART.match(name)
+                     and _ARM_PART.match(name).group(1) not in bands)
+    if orphans:           # an arm without its flux would be read as a camera not observed
+        band = _ARM_PART.match(orphans[0]).group(1)
+        raise InputFileError(path, f'has {orphans[0]} but no {band}_FLUX HDU')
     twice = sorted({f'{band}_{part}' for band in bands for part in ('FLUX', 'IVAR', 'WAVELENGTH',
                                                                      'MASK')
                     if names.count(f'{band}_{part}') > 1})
