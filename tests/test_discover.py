@@ -270,6 +270,24 @@ def test_link_to_a_sibling_with_the_same_prefix_is_followed(tmp_path):
     assert find_coadds(str(red)) == [str(red / 'ext' / 'coadd-main-dark-1.fits')]
 
 
+def test_link_to_a_directory_above_the_tree_is_not_followed(tmp_path):
+    """A link inside the tree to a directory that holds it (prodA/out/top -> ../..) walked
+    the trees beside it: another production's coadds were found (and its catalogues
+    stacked by desi_lbg_zcatalog); a link to a sibling tree is still followed."""
+    for prod in ('prodA', 'prodB'):
+        (tmp_path / prod / 'out').mkdir(parents=True)
+        for kind in ('coadd', 'redrock'):
+            (tmp_path / prod / 'out' / f'{kind}-main-dark-{len(prod)}{prod[-1]}.fits'
+             ).write_bytes(b'')
+    os.symlink('../..', tmp_path / 'prodA' / 'out' / 'top')
+    os.symlink('/', tmp_path / 'prodA' / 'out' / 'root')
+    top = str(tmp_path / 'prodA' / 'out')
+    assert [os.path.basename(p) for p in find_coadds(top)] == ['coadd-main-dark-5A.fits']
+    os.symlink(tmp_path / 'prodB', tmp_path / 'prodA' / 'out' / 'sibling')
+    assert [os.path.relpath(p, top) for p in find_coadds(top)] == [
+        'coadd-main-dark-5A.fits', os.path.join('sibling', 'out', 'coadd-main-dark-5B.fits')]
+
+
 def test_of_names_without_redrock_file_the_real_one_is_kept(tmp_path):
     """One coadd under two names in the tree, a symlink (sorting first) and a hard link,
     both to a file outside it: with no Redrock file beside either, the name that is not a

@@ -134,8 +134,10 @@ def walk_files(top, match=None, unreadable=None, prefer=None):
 
     Symlinked directories are followed (``os.walk`` would skip them), with two guards:
     a directory whose real path was already walked is not walked again (symlink loops,
-    two links to one directory), and a link to a directory inside the tree itself is not
-    followed, so such files keep the names of their real place in the tree.  Likewise a
+    two links to one directory), a link to a directory inside the tree itself is not
+    followed, so such files keep the names of their real place in the tree, and a link
+    to a directory that holds the tree (``top -> ../..``) is not followed either: it would
+    walk the trees beside `top` (another production's files).  Likewise a
     file symlink to a file inside the tree is left out (the file is listed under its
     real name, beside its companions); a file reached under several other names (links
     from outside the tree, hard links) is listed once: under the first name for which
@@ -187,7 +189,8 @@ def walk_files(top, match=None, unreadable=None, prefer=None):
             dirs[:] = []
             continue
         walked.add(real)
-        dirs[:] = [d for d in sorted(dirs) if not _links_inside(os.path.join(root, d), top_real)]
+        dirs[:] = [d for d in sorted(dirs) if not _links_inside(os.path.join(root, d), top_real)
+                   and not _links_above(os.path.join(root, d), top_real)]
         for name in sorted(files):
             if match is not None and not match(name):
                 continue                  # only the kept names cost a stat
@@ -217,6 +220,14 @@ def _links_inside(path, top_real):
         return False
     real = os.path.realpath(path)
     return real == top_real or real.startswith(top_real.rstrip(os.sep) + os.sep)
+
+
+def _links_above(path, top_real):
+    """True when `path` is a symlink to a directory that holds the real path `top_real`."""
+    if not os.path.islink(path):
+        return False
+    real = os.path.realpath(path).rstrip(os.sep) + os.sep
+    return top_real.startswith(real)
 
 
 def check_input_dir(input_dir):
