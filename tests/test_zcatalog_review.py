@@ -221,3 +221,18 @@ def test_catalog_columns_hold_plain_arrays_and_stack_as_vstack():
         assert np.array_equal(np.ma.getmaskarray(got), np.ma.getmaskarray(want)), name
         assert np.array_equal(np.ma.filled(got, 0), np.ma.filled(want, 0)), name
     assert isinstance(stacked['RMAG'], MaskedColumn) and stacked['RMAG'].mask.sum() == 4
+
+
+def test_a_catalogue_with_a_targetid_twice_is_refused(tmp_path, caplog):
+    """A catalogue holds one row per target, as Redrock writes them: one with a TARGETID
+    twice (rows appended again) was stacked, counting that target twice in ZCAT_NSPEC and
+    GOOD_LBG.  It is refused in one line."""
+    write_cat(str(tmp_path / 'in/lbg_cnn-main-dark-100.fits'), [1, 2, 2], [1, 1, 1],
+              [3.0, 2.5, 2.5], [0, 0, 0], [5, 6, 6])
+    write_cat(str(tmp_path / 'in/lbg_cnn-main-dark-101.fits'), [3, 4], [1, 0],
+              [3.0, 2.5], [0, 0], [5, 6])
+    with caplog.at_level(logging.ERROR):
+        assert main(['--input-dir', str(tmp_path / 'in'), '--output',
+                     str(tmp_path / 'z.fits')]) == 1
+    assert f"{tmp_path / 'in/lbg_cnn-main-dark-100.fits'}: duplicated TARGETIDs" in caplog.text
+    assert 'Traceback' not in caplog.text

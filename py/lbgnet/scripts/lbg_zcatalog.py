@@ -21,7 +21,7 @@ from ..io.catalog import (IS_A_DIRECTORY, OutputFileError, check_not_an_input, c
 from ..io.discover import (CATALOG_PREFIX, check_input_dir, expand_coadds, file_metadata,
                            uncompressed_name, walk_files)
 from ..io.errors import InputFileError
-from ..io.targetid import as_targetids
+from ..io.targetid import unique_targetids
 from ..progress import Progress
 from ..zcatalog import (CONSISTENT_KEYS, CatalogColumns, add_location, bad_bits,
                         bit_meaning_problems, column_kind_problems,
@@ -146,8 +146,10 @@ def read_all(files, allow_mixed=False, spgrp=None):
                                          f'({"; ".join(problems)}): stack it with the lbgnet '
                                          'that wrote it'))
             continue
-        try:                # int64 for all: uint64 beside int64 would stack as float64
-            table['TARGETID'] = as_targetids(table['TARGETID'], path)
+        # int64 for all (uint64 beside int64 would stack as float64); one row per target,
+        # as Redrock writes them (a repeated row counted twice in ZCAT_NSPEC, GOOD_LBG)
+        try:
+            table['TARGETID'] = unique_targetids(table['TARGETID'], path)
         except InputFileError as err:
             errors.append(err)
             continue
