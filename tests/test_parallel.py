@@ -76,6 +76,15 @@ def test_zero_weights_are_allowed():
     assert parts == [['b'], ['a', 'c']]
 
 
+def test_zero_weight_items_are_shared_between_ranks():
+    """Items of weight 0 (empty or missing files) all went to rank 0, whose load stayed
+    the least: of ranks with equal loads the one with the fewest items gets the next."""
+    shares = [split_work(list('abcde'), 2, r, weights=[0] * 5) for r in range(2)]
+    assert shares == [['a', 'c', 'e'], ['b', 'd']]
+    shares = [split_work(list('abcd'), 3, r, weights=[5, 0, 0, 0]) for r in range(3)]
+    assert sorted(map(len, shares)) == [1, 1, 2] and shares[0] == ['a']
+
+
 def test_only_rank_zero_prints_option_errors(capsys, monkeypatch):
     """Under an MPI launcher every rank parses the command line: a bad option is printed
     once (rank 0), and every rank exits with status 2."""

@@ -84,7 +84,9 @@ def split_work(items, size, rank, weights=None):
     Returns
     -------
     list
-        The items of `rank`, largest first (input order among equal weights).
+        The items of `rank`, largest first (input order among equal weights).  Each item
+        goes to the least loaded rank; among ranks of equal load (e.g. items of weight 0)
+        to the one with the fewest items.
 
     Raises
     ------
@@ -113,11 +115,13 @@ def split_work(items, size, rank, weights=None):
         raise ValueError('weights must be finite and >= 0')
     order = np.argsort(-weights, kind='stable')
     load = np.zeros(int(size))
+    count = np.zeros(int(size), dtype=np.int64)
     owner = np.empty(len(items), dtype=np.int64)
-    for i in order:
-        dest = int(np.argmin(load))
+    for i in order:            # least loaded rank; of equal loads (zero weights), fewest items
+        dest = int(np.lexsort((count, load))[0])
         owner[i] = dest
         load[dest] += weights[i]
+        count[dest] += 1
     return [items[i] for i in order if owner[i] == rank]
 
 
