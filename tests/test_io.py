@@ -111,6 +111,28 @@ def test_truncated(tmp_path, tiny_coadd):
         read_coadd(str(gz))
 
 
+def test_cut_in_its_first_header_and_dangling_links_are_named(tmp_path, tiny_coadd):
+    """A file cut inside its first header was 'not a readable FITS file (FITSIO status =
+    108 ...)': it is a truncated FITS file.  A symbolic link to a file that is gone was
+    'no such file', although ls lists it."""
+    src, _ = tiny_coadd
+    path = tmp_path / 'cut.fits'
+    path.write_bytes(open(src, 'rb').read()[:1000])
+    with pytest.raises(InputFileError) as err:
+        read_coadd(str(path))
+    assert str(err.value) == (f'{path}: truncated FITS file (1000 bytes, not a whole number '
+                              'of 2880-byte blocks)')
+    path.write_bytes(b'not a FITS file at all\n' * 100)     # not FITS: said as before
+    with pytest.raises(InputFileError, match='cut.fits: not a readable FITS file'):
+        read_coadd(str(path))
+    link = tmp_path / 'coadd-x.fits'
+    os.symlink(str(tmp_path / 'gone' / 'coadd-x.fits'), link)
+    with pytest.raises(InputFileError) as err:
+        read_coadd(str(link))
+    assert str(err.value) == (f"{link}: a symbolic link to {tmp_path / 'gone' / 'coadd-x.fits'}"
+                              ', which does not exist')
+
+
 def test_damaged_header(tmp_path, tiny_coadd):
     src, _ = tiny_coadd
     data = bytearray(open(src, 'rb').read())

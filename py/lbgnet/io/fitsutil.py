@@ -71,6 +71,9 @@ def check_input_path(path):
         if os.path.isfile(twin):
             raise MissingInputError(path, f'no such file ({os.path.basename(twin)} is there: '
                                     'compress both files of a pair, or neither)')
+        if os.path.islink(path):          # listed by ls, so 'no such file' puzzles
+            raise MissingInputError(path, f'a symbolic link to {os.readlink(path)}, which '
+                                    'does not exist')
         raise MissingInputError(path)
     if os.path.isdir(path):
         raise InputFileError(path, 'is a directory, not a FITS file')
@@ -355,8 +358,9 @@ def read_table(fx, ext, path, columns=None):
 
 
 def unreadable_reason(path, err):
-    """Why fitsio could not open `path`, for the one-line error: an empty file and a
-    damaged gzip stream named as such, else ``not a readable FITS file (<fitsio's line>)``."""
+    """Why fitsio could not open `path`, for the one-line error: an empty file, a damaged
+    gzip stream and a FITS file cut short (its size not a whole number of 2880-byte blocks)
+    named as such, else ``not a readable FITS file (<fitsio's line>)``."""
     try:
         empty = os.path.getsize(path) == 0
     except OSError:
@@ -366,7 +370,27 @@ def unreadable_reason(path, err):
     first = _first_line(err)
     if str(path).endswith('.gz') and 'uncompress' in first:
         return f'damaged gzip file ({first})'
+    size = _plain_fits_size(path)
+    if size is not None and size % FITS_BLOCK:
+        return (f'truncated FITS file ({size} bytes, not a whole number of {FITS_BLOCK}-byte '
+                'blocks)')
     return f'not a readable FITS file ({first})'
+
+
+#: FITS files are a whole number of 2880-byte blocks.
+FITS_BLOCK = 2880
+
+
+def _plain_fits_size(path):
+    """Size of `path` when it starts as a FITS file (``SIMPLE  =``), else None (a
+    compressed or other file, or one that cannot be read)."""
+    try:
+        with open(path, 'rb') as fx:
+            if fx.read(9) != b'SIMPLE  =':
+                return None
+        return os.path.getsize(path)
+    except OSError:
+        return None
 
 
 def _first_line(err):
