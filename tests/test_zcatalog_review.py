@@ -1,6 +1,7 @@
 """desi_lbg_zcatalog: defects found by a user-level review (each test failed on
 the code it was written against)."""
 import logging
+import os
 
 import numpy as np
 import pytest
@@ -236,3 +237,27 @@ def test_a_catalogue_with_a_targetid_twice_is_refused(tmp_path, caplog):
                      str(tmp_path / 'z.fits')]) == 1
     assert f"{tmp_path / 'in/lbg_cnn-main-dark-100.fits'}: duplicated TARGETIDs" in caplog.text
     assert 'Traceback' not in caplog.text
+
+
+def test_inputs_of_other_lbgnet_revisions_are_said_and_recorded(tmp_path, caplog):
+    """Catalogues written by different lbgnet revisions (a refinement fix moves Z_TPL
+    without changing the model's SHA-256) were stacked without a word, the output naming
+    only the stacking code's revision: a warning names each revision with its count and
+    the header records INLBGGIT, the common revision or 'mixed'."""
+    import fitsio
+    for n, rev in ((100, 'aaaaaaaaaaaa'), (101, 'bbbbbbbbbbbb'), (102, 'bbbbbbbbbbbb')):
+        write_cat(str(tmp_path / f'in/lbg_cnn-main-dark-{n}.fits'), [n], [1], [3.0], [0], [5],
+                  cards=[('LBGGIT', rev, '')])
+    with caplog.at_level(logging.WARNING):
+        assert main(['--input-dir', str(tmp_path / 'in'), '--output',
+                     str(tmp_path / 'z.fits')]) == 0
+    assert ('written by 2 lbgnet revisions: bbbbbbbbbbbb (2), aaaaaaaaaaaa (1)'
+            in caplog.text), caplog.text
+    assert fitsio.read_header(str(tmp_path / 'z.fits'), 'LBG_ZCAT')['INLBGGIT'] == 'mixed'
+    caplog.clear()
+    os.remove(tmp_path / 'in/lbg_cnn-main-dark-100.fits')
+    with caplog.at_level(logging.WARNING):
+        assert main(['--input-dir', str(tmp_path / 'in'), '--output', str(tmp_path / 'z.fits'),
+                     '--overwrite']) == 0
+    assert 'revisions' not in caplog.text
+    assert fitsio.read_header(str(tmp_path / 'z.fits'), 'LBG_ZCAT')['INLBGGIT'] == 'bbbbbbbbbbbb'

@@ -600,6 +600,34 @@ def stack_catalogs(tables, allow_mixed=False, sources=None, consume=False):
     return out
 
 
+def code_revision(header):
+    """The lbgnet that wrote a catalogue: its source revision (``LBGGIT``), else its
+    version (``DEPNAMnn``/``DEPVERnn`` of lbgnet), else ``'unknown'``."""
+    from desiutil.depend import getdep
+    revision = str(header.get('LBGGIT') or '').strip()
+    if revision:
+        return revision
+    try:
+        return f'lbgnet {getdep(header, "lbgnet")}'
+    except KeyError:
+        return 'unknown'
+
+
+def describe_revisions(revisions):
+    """(value of ``INLBGGIT``, warning or None) for `revisions`, the number of stacked
+    catalogues per :func:`code_revision`: the common revision, or ``'mixed'`` and a warning
+    naming each with its count (code changes such as a refinement fix move columns
+    without changing the model's SHA-256)."""
+    if len(revisions) <= 1:
+        return (next(iter(revisions)) if revisions else None), None
+    listed = ', '.join(f'{rev} ({n})' for rev, n in sorted(revisions.items(),
+                                                          key=lambda item: -item[1]))
+    return 'mixed', (f'the stacked catalogues were written by {len(revisions)} lbgnet '
+                     f'revisions: {listed}; code changes between them may move columns '
+                     'without changing the model (rerun the afterburner with one revision '
+                     'for a uniform catalogue); header INLBGGIT = mixed')
+
+
 def shared_keys(header):
     """Provenance keywords of one catalogue header.
 

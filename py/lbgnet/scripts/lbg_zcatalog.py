@@ -24,9 +24,10 @@ from ..io.errors import InputFileError
 from ..io.targetid import unique_targetids
 from ..progress import Progress
 from ..zcatalog import (CONSISTENT_KEYS, CatalogColumns, add_location, bad_bits,
-                        bit_meaning_problems, column_kind_problems,
-                        describe_difference, differing_keys, missing_columns, shared_keys,
-                        spectra_key, stack_catalogs, usable_location)
+                        bit_meaning_problems, code_revision, column_kind_problems,
+                        describe_difference, describe_revisions, differing_keys,
+                        missing_columns, shared_keys, spectra_key, stack_catalogs,
+                        usable_location)
 from ..zerr import CALIBRATION_CARDS
 
 
@@ -94,7 +95,9 @@ def read_all(files, allow_mixed=False, spgrp=None):
     tables : list of lbgnet.zcatalog.CatalogColumns
     common : dict
         Header values (:func:`lbgnet.zcatalog.shared_keys`) that all catalogues share;
-        keywords whose values differ, or that no catalogue has, are left out.
+        keywords whose values differ, or that no catalogue has, are left out; and
+        ``INLBGGIT``, the lbgnet revision that wrote them (``'mixed'``, with a warning,
+        when they differ: :func:`lbgnet.zcatalog.describe_revisions`).
     used : list of str
         The files of `tables`.
     spgrp : str or None
@@ -122,7 +125,7 @@ def read_all(files, allow_mixed=False, spgrp=None):
         files = [f for f, g in zip(files, named) if g in (spgrp, 'unknown')]
     tables, common, errors, mismatch, used, groups = [], None, [], None, [], []
     made_from, twice, uncalibrated, same_spectra, overlap = {}, [], set(), {}, []
-    mixed, shared, other_targets = set(), {}, {}
+    mixed, shared, other_targets, revisions = set(), {}, {}, {}
     progress = Progress(len(files), unit='catalogues read', min_interval=10.0)
     for path in progress.iterate(files):
         try:
@@ -185,6 +188,8 @@ def read_all(files, allow_mixed=False, spgrp=None):
         tables.append(CatalogColumns.from_table(add_location(table, location), shared))
         used.append(path)
         uncalibrated.update(card for _, card in CALIBRATION_CARDS if header.get(card) is False)
+        revision = code_revision(header)
+        revisions[revision] = revisions.get(revision, 0) + 1
         groups.append(group)
         # a network pretrained on another class writes its selection as IS_LBG too
         target = str(header.get('LBGTARG') or LBG_CLASS).strip().upper()
@@ -239,8 +244,12 @@ def read_all(files, allow_mixed=False, spgrp=None):
                         'model\'s training could not fit it): the raw error, several times too '
                         'small', key, card)
     # keywords no input has (only implied) are not written as if they had been recorded
-    return (tables, {k: v for k, v in (common or {}).items() if k not in absent_all}, used,
-            groups[0] if groups else spgrp, [k for k in CONSISTENT_KEYS if k in mixed])
+    common = {k: v for k, v in (common or {}).items() if k not in absent_all}
+    common['INLBGGIT'], warning = describe_revisions(revisions)
+    if warning:
+        log.warning('%s', warning)
+    return (tables, common, used, groups[0] if groups else spgrp,
+            [k for k in CONSISTENT_KEYS if k in mixed])
 
 
 def raise_listed(errors, problem):
@@ -314,6 +323,7 @@ def main(args=None, comm=None):
     cards += [('MIXED', bool(mixed), 'inputs differ in settings (--allow-mixed)'),
               ('MIXKEYS', ' '.join(mixed) or None, 'keywords that differ between inputs')]
     bit_comments = {key: comment for key, _, comment in LBGWarnMask().header_cards()}
+    bit_comments['INLBGGIT'] = 'lbgnet revision of the inputs (LBGGIT), or mixed'
     cards += [(k, v, bit_comments.get(k, 'common to all inputs')) for k, v in common.items()
               if v is not None]
     header = provenance_header(cards, dependencies={'lbgnet': __version__})
