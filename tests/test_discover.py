@@ -288,6 +288,17 @@ def test_link_to_a_directory_above_the_tree_is_not_followed(tmp_path):
         'coadd-main-dark-5A.fits', os.path.join('sibling', 'out', 'coadd-main-dark-5B.fits')]
 
 
+def test_hidden_directories_are_not_walked(tmp_path):
+    """A file system's .snapshots (or a copy set aside as .old) holds old copies of the
+    tree's coadds: they were found and processed again."""
+    red = tmp_path / 'red'
+    for sub in ('1000', os.path.join('.snapshots', 'daily', '1000'), '.old'):
+        (red / sub).mkdir(parents=True)
+        for kind in ('coadd', 'redrock'):
+            (red / sub / f'{kind}-main-dark-1000.fits').write_bytes(b'')
+    assert find_coadds(str(red)) == [str(red / '1000' / 'coadd-main-dark-1000.fits')]
+
+
 def test_of_names_without_redrock_file_the_real_one_is_kept(tmp_path):
     """One coadd under two names in the tree, a symlink (sorting first) and a hard link,
     both to a file outside it: with no Redrock file beside either, the name that is not a

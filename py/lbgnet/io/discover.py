@@ -137,7 +137,9 @@ def walk_files(top, match=None, unreadable=None, prefer=None):
     two links to one directory), a link to a directory inside the tree itself is not
     followed, so such files keep the names of their real place in the tree, and a link
     to a directory that holds the tree (``top -> ../..``) is not followed either: it would
-    walk the trees beside `top` (another production's files).  Likewise a
+    walk the trees beside `top` (another production's files).  Hidden directories
+    (``.snapshots``, ``.git``, a copy set aside as ``.old``) are not walked: their files
+    are old copies of the tree's.  Likewise a
     file symlink to a file inside the tree is left out (the file is listed under its
     real name, beside its companions); a file reached under several other names (links
     from outside the tree, hard links) is listed once: under the first name for which
@@ -189,7 +191,8 @@ def walk_files(top, match=None, unreadable=None, prefer=None):
             dirs[:] = []
             continue
         walked.add(real)
-        dirs[:] = [d for d in sorted(dirs) if not _links_inside(os.path.join(root, d), top_real)
+        dirs[:] = [d for d in sorted(dirs) if not d.startswith('.')
+                   and not _links_inside(os.path.join(root, d), top_real)
                    and not _links_above(os.path.join(root, d), top_real)]
         for name in sorted(files):
             if match is not None and not match(name):
