@@ -639,3 +639,33 @@ def test_storage_passwords_are_masked_as_written():
     assert storage_label('postgresql://user:secret@host:abc/db') == \
         'postgresql://user:***@host:abc/db'
     assert hide_password('sqlite:////a/b.db') == 'sqlite:////a/b.db'
+
+
+def test_a_stopped_trial_leaves_no_checkpoint(tmp_path, config, monkeypatch):
+    """A trial stopped during its training (Ctrl-C, SIGTERM) or diverged kept its
+    checkpoint (weights and card, tens of MB a trial); only a finished trial removed it."""
+    import optuna
+    from lbgnet import train
+    from lbgnet.tune import trial_dir
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    cfg = tiny_config(config)
+    X, truth = tiny_data(cfg, 64, 1)
+    Xv, truth_v = tiny_data(cfg, 32, 2)
+    data = TuneData(X, {k: truth[k] for k in ('CLASS', 'Z_TRUE')}, Xv, truth_v)
+    objective = Objective(cfg, data, str(tmp_path / 'work'), epochs=1, seed=3)
+
+    def stopped_fit(model, train_data, val_data, config, outdir, **kwargs):
+        os.makedirs(outdir, exist_ok=True)
+        for name in (train.CHECKPOINT, train.CHECKPOINT.replace('.weights.h5', '.json')):
+            open(os.path.join(outdir, name), 'w').write('x')
+        raise error
+    monkeypatch.setattr(train, 'fit', stopped_fit)
+    for number, (error, caught) in enumerate(((KeyboardInterrupt(), KeyboardInterrupt),
+                                              (train.TrainingDiverged('nan loss'),
+                                               optuna.TrialPruned))):
+        study = optuna.create_study(direction='maximize', study_name=f's{number}')
+        trial = study.ask()
+        with pytest.raises(caught):
+            objective(trial)
+        outdir = trial_dir(str(tmp_path / 'work'), f's{number}', trial.number)
+        assert os.path.isdir(outdir) and os.listdir(outdir) == []

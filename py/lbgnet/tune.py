@@ -274,6 +274,19 @@ def _pruning_callback(trial):
     return OptunaPruning()
 
 
+def remove_checkpoint(outdir):
+    """Remove the checkpoint a trial's training leaves in `outdir` (weights and card,
+    ``*.weights.h5`` and its JSON): the network is scored in memory and the study keeps
+    its parameters, not its weights (tens of MB a trial)."""
+    if not os.path.isdir(outdir):
+        return
+    for name in os.listdir(outdir):
+        if name.endswith('.weights.h5'):
+            for path in model_paths(os.path.join(outdir, name)):
+                if os.path.isfile(path):
+                    os.remove(path)
+
+
 class Objective:
     """Train and score one candidate network per optuna trial.
 
@@ -329,11 +342,8 @@ class Objective:
                           verbose=2, extra_callbacks=[pruning])     # a line per epoch
         except TrainingDiverged as err:
             raise optuna.TrialPruned(f'diverged: {err}') from None
-        for name in os.listdir(outdir):       # the trial's checkpoint (weights and card)
-            if name.endswith('.weights.h5'):
-                for path in model_paths(os.path.join(outdir, name)):
-                    if os.path.isfile(path):
-                        os.remove(path)
+        finally:          # also for a trial stopped (SIGTERM, Ctrl-C) or diverged
+            remove_checkpoint(outdir)
         attrs = score_model(model, cfg, self.data)
         attrs.update(nparams=int(model.count_params()), epochs_run=info['epochs_run'],
                      best_epoch=info['best_epoch'], fit_seconds=round(info['fit_seconds'], 1))
