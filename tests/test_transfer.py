@@ -59,27 +59,32 @@ def test_quasarnet_file_compatible_loaded_incompatible_reported(config):
     before = {l.name: [w.copy() for w in l.get_weights()] for l in model.layers if l.weights}
     report = init_from(model, path, 'dense')
     loaded = {name for name, _ in report.loaded}
-    assert loaded == {'conv_1', 'batch_normalization_1', 'conv_4', 'batch_normalization_4'}
+    assert loaded == {'conv_1', 'batch_normalization_1'}
     assert {n for n, _, _ in report.incompatible} == {'conv_2', 'batch_normalization_2',
                                                       'conv_3', 'fc_common'}
-    # batch norms of layers not loaded are skipped although their shapes match
-    assert {n for n, _ in report.skipped} == {'batch_normalization_3', 'batch_normalization_fc'}
+    # layers fed by a layer not loaded are skipped although their shapes match: batch
+    # norms of layers not loaded, and conv_4 (with its batch norm), which reads conv_3
+    # (it was loaded over a random conv_3 before 2026-12-07)
+    skipped = dict(report.skipped)
+    assert set(skipped) == {'batch_normalization_3', 'conv_4', 'batch_normalization_4',
+                            'batch_normalization_fc'}
+    assert skipped['conv_4'].startswith('batch_normalization_3, which feeds it, was not loaded')
     assert report.kind == 'quasarnet' and not report.missing
-    # loaded layers hold the file's values (QuasarNET's batch_normalization_k is our k+1)
+    # loaded layers hold the file's values
     np.testing.assert_array_equal(model.get_layer('conv_1').get_weights()[0], raw['conv_1'][0])
-    for got, want in zip(model.get_layer('batch_normalization_4').get_weights(),
-                         raw['batch_normalization_3']):
+    for got, want in zip(model.get_layer('batch_normalization_1').get_weights(),
+                         raw['batch_normalization']):
         np.testing.assert_array_equal(got, want)
     # other layers are untouched
-    for name in ('conv_2', 'conv_3', 'fc_common', 'batch_normalization_2',
-                 'batch_normalization_3', 'batch_normalization_fc'):
+    for name in ('conv_2', 'conv_3', 'conv_4', 'fc_common', 'batch_normalization_2',
+                 'batch_normalization_3', 'batch_normalization_4', 'batch_normalization_fc'):
         for got, was in zip(model.get_layer(name).get_weights(), before[name]):
             np.testing.assert_array_equal(got, was)
     # one log line per layer, layers not loaded as warnings (with both shapes or the reason)
     logger = ListLogger()
     report.log(logger)
     warnings = [m for level, m in logger.records if level == 'WARNING']
-    assert len(warnings) == 6 and len(logger.records) == 1 + 10
+    assert len(warnings) == 8 and len(logger.records) == 1 + 10
     line = next(m for m in warnings if m.strip().startswith('conv_2:'))
     assert '(10, 25, 25)' in line and '(10, 25, 32)' in line
     assert json.dumps(report.to_dict())

@@ -349,6 +349,8 @@ def load_numpy_pass(weights_path, config):
     from .npforward import from_weights
     try:
         return from_weights(read_weight_arrays(weights_path), config)
+    except InputFileError:                  # names the file already
+        raise
     except ValueError as err:
         raise InputFileError(weights_path, str(err)) from None
 

@@ -133,11 +133,13 @@ def selected_layers(model, which='all'):
 def apply_weights(model, weights, names, source='', kind='lbgnet', flatten=None):
     """Set the weights of the named layers when every tensor shape matches.
 
-    A batch normalisation whose layer before it (``conv_i`` for ``batch_normalization_i``,
-    ``fc_common`` for ``batch_normalization_fc``) is among `names` is loaded only when
-    that layer was loaded too (one not among `names`, which :func:`selected_layers` never
-    gives, is left as it is in the model, and the normalisation is loaded alone); and
-    ``fc_common`` only when the flatten layout (bins, filters) is the file's.
+    A layer is loaded only when the layers with weights that feed it (the nearest ones
+    upstream: ``conv_i`` for ``batch_normalization_i``, ``batch_normalization_i`` for
+    ``conv_(i+1)``, ``batch_normalization_fc`` for the line heads), where they are among
+    `names`, were loaded too: its weights were fitted to their output in the file (a
+    feeding layer not among `names`, which :func:`selected_layers` never gives, is left
+    as it is in the model, and the layer is loaded alone).  ``fc_common`` is loaded only
+    when the flatten layout (bins, filters) is the file's.
 
     Parameters
     ----------
@@ -162,11 +164,12 @@ def apply_weights(model, weights, names, source='', kind='lbgnet', flatten=None)
         layer = model.get_layer(name)
         mine = [tuple(w.shape) for w in layer.get_weights()]
         partner = _normalised_layer(name)
+        unloaded = [f for f in feeding_layers(model, name) if f in names and f not in loaded]
         if name not in weights:
             report.missing.append(name)
         elif [tuple(w.shape) for w in weights[name]] != mine:
             report.incompatible.append((name, [tuple(w.shape) for w in weights[name]], mine))
-        elif partner is not None and partner in names and partner not in loaded:
+        elif partner is not None and partner in unloaded:
             report.skipped.append((name, f'{partner} was not loaded (its statistics describe '
                                          f"the file's {partner})"))
         elif name == 'fc_common' and flatten is not None and \
@@ -178,11 +181,39 @@ def apply_weights(model, weights, names, source='', kind='lbgnet', flatten=None)
             # says nothing of which (bin, filter) each weight reads
             report.skipped.append((name, "the file's flatten layout (bins, filters) is "
                                          'unknown: its last convolution was not found'))
+        elif unloaded:
+            report.skipped.append((name, f'{unloaded[0]}, which feeds it, was not loaded (its '
+                                         f"weights read the output of the file's {unloaded[0]})"))
         else:
             layer.set_weights(weights[name])
             report.loaded.append((name, mine))
             loaded.add(name)
     return report
+
+
+def feeding_layers(model, name):
+    """Names of the nearest layers with weights upstream of layer `name` of `model`
+    (through layers without weights: activations, dropout, flatten); empty for the first.
+    """
+    out, seen = [], set()
+    stack = [model.get_layer(name)]
+    while stack:
+        layer = stack.pop()
+        try:
+            inputs = layer.input
+        except (AttributeError, ValueError):        # an input layer
+            continue
+        for tensor in (inputs if isinstance(inputs, (list, tuple)) else [inputs]):
+            history = getattr(tensor, '_keras_history', None)
+            source = getattr(history, 'operation', None)
+            if source is None or source is layer or source.name in seen:
+                continue
+            seen.add(source.name)
+            if source.weights:
+                out.append(source.name)
+            else:
+                stack.append(source)
+    return out
 
 
 def _normalised_layer(name):
@@ -305,6 +336,11 @@ def input_differences(source, target, loaded=None):
                 lambda name: name.startswith(('conv_', 'batch_normalization_', 'fc_'))
                 and name != 'conv_1'):
             out.append(f'model.{key}: {src.get(key)} vs {dst.get(key)}')
+    if src.get('offset_margin') != dst.get('offset_margin') and \
+            any_loaded(lambda name: name.startswith('fc_offset_')):
+        # the offset heads feed RescaledSigmoid(offset_margin): other offsets in the box
+        out.append(f'model.offset_margin: {src.get("offset_margin")} vs '
+                   f'{dst.get("offset_margin")}')
     grid = (source.grid.wave_min, source.grid.dwave, source.grid.nbins)
     if grid != (target.grid.wave_min, target.grid.dwave, target.grid.nbins) and \
             any_loaded(lambda name: name.startswith('fc_')):   # fc_common, heads
@@ -349,9 +385,16 @@ def init_from(model, path, which='all', config=None):
     report = apply_weights(model, weights, selected_layers(model, which), path, kind, flatten)
     report.layers = which
     report.log()
+    loaded = [name for name, _ in report.loaded]
+    if kind == 'quasarnet' and config is not None and 'conv_1' in loaded:
+        from .model import model_options
+        channels = list(model_options(config).get('channels') or [])
+        if channels != ['flux']:        # QuasarNET's one input channel: normalised flux
+            get_logger().warning("%s: its input differs from this network's (model.channels: "
+                                 "['flux'] (QuasarNET) vs %s): the loaded conv_1 does not "
+                                 'mean the same', path, channels)
     if kind == 'lbgnet' and config is not None:
         from .io.modelfile import read_model_description
-        loaded = [name for name, _ in report.loaded]
         for text in input_differences(read_model_description(path)[1], config, loaded):
             get_logger().warning('%s: its input differs from this network\'s (%s): the '
                                  'loaded weights do not mean the same', path, text)
