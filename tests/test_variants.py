@@ -247,3 +247,16 @@ def test_direct_threshold_out_of_range_is_refused(config):
     for bad in (1.5, -0.1, np.nan):
         with pytest.raises(ValueError, match='must be between 0 and 1'):
             catalog_from_raw(raw, cfg, c_thresh=bad, calibrate=False)
+
+
+@pytest.mark.parametrize('arch', ['direct', 'hybrid'])
+def test_direct_head_reads_the_dropout_of_the_trunk(config, arch):
+    """With model.dropout > 0 the direct head reads the trunk after its dropout, as the
+    line heads do (reading fc_activation would skip the dropout in training: a mutant
+    no test with dropout 0 could tell)."""
+    from lbgnet.variants import build_variant
+    cfg = variant_config(config, arch)
+    cfg = dataclasses.replace(cfg, extra=dict(cfg.extra, model=dict(cfg.extra['model'],
+                                                                     dropout=0.2)))
+    model = build_variant(cfg)
+    assert model.get_layer('fc_direct').input is model.get_layer('dropout_fc').output
