@@ -260,3 +260,20 @@ def test_direct_head_reads_the_dropout_of_the_trunk(config, arch):
                                                                      dropout=0.2)))
     model = build_variant(cfg)
     assert model.get_layer('fc_direct').input is model.get_layer('dropout_fc').output
+
+
+def test_direct_option_boundaries(config):
+    """The documented limits hold at their edges: loss.direct.gamma = 0 (no regression
+    term) is accepted; model.direct.z_range must start above -1 (1 + z = 0 divides)."""
+    from lbgnet.modelspec import direct_options
+    from lbgnet.variants import direct_loss_options
+    cfg = variant_config(config, 'direct', gamma=0.0)
+    assert direct_loss_options(cfg)['gamma'] == 0.0
+    for z_range, ok in (([-0.99, 5.0], True), ([-1.0, 5.0], False)):
+        model = dict(cfg.extra['model'], direct={'z_range': z_range})
+        edited = dataclasses.replace(cfg, extra=dict(cfg.extra, model=model))
+        if ok:
+            assert direct_options(edited)['z_range'] == tuple(z_range)
+        else:
+            with pytest.raises(ConfigError, match='-1 < z_lo < z_hi'):
+                direct_options(edited)
