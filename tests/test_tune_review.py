@@ -568,18 +568,24 @@ def test_resumed_study_does_not_replay_the_first_start_up_points(tmp_path):
     assert fresh.trials[0].params['x'] == first
 
 
-def test_best_config_names_a_base_outside_outdir_by_its_absolute_path(tmp_path, config,
-                                                                     monkeypatch):
-    """The best YAML is written in outdir and resolves ``base:`` next to itself: a
-    configuration in another folder (given by a relative path) is named by its absolute
-    path, one inside outdir by its file name alone."""
+def _one_trial_study(config):
+    """(tiny configuration, an in-memory optuna study 's' with one finished trial)."""
     import optuna
-    from lbgnet.tune import best_config_data
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     cfg = tiny_config(config)
     space = search_space(cfg)
     study = optuna.create_study(direction='maximize', study_name='s')
     study.optimize(lambda t: (suggest_params(t, space), 0.5)[1], n_trials=1)
+    return cfg, study
+
+
+def test_best_config_names_a_base_outside_outdir_by_its_absolute_path(tmp_path, config,
+                                                                     monkeypatch):
+    """The best YAML is written in outdir and resolves ``base:`` next to itself: a
+    configuration in another folder (given by a relative path) is named by its absolute
+    path, one inside outdir by its file name alone."""
+    from lbgnet.tune import best_config_data
+    cfg, study = _one_trial_study(config)
     monkeypatch.chdir(tmp_path)
     (tmp_path / 'conf').mkdir()
     (tmp_path / 'out').mkdir()
@@ -598,14 +604,9 @@ def test_best_config_refuses_a_base_edited_after_the_study(tmp_path, config):
     the study never scored, without a word.  It records ``base_sha256`` and reading it
     with the base changed is one ConfigError; without base_sha256 the base is used as it
     is, and base_sha256 without a base is an error."""
-    import optuna
     from lbgnet.io.experiments import write_config_yaml
     from lbgnet.tune import best_config_data
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    cfg = tiny_config(config)
-    space = search_space(cfg)
-    study = optuna.create_study(direction='maximize', study_name='s')
-    study.optimize(lambda t: (suggest_params(t, space), 0.5)[1], n_trials=1)
+    cfg, study = _one_trial_study(config)
     base = tmp_path / 'tiny.yaml'
     base.write_text(TUNE_YAML)
     data = best_config_data(study, cfg, str(base), str(tmp_path))
