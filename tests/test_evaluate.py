@@ -652,7 +652,7 @@ def test_evaluate_script_input_checks(tmp_path, caplog):
     assert main(['--catalog', cat, cat2, '--truth', paths['truth'], other['truth'],
                  '--outdir', str(out), '--c-thresh', str(low)] + common) == 1
     assert (f'--outdir {out}: holds the results of another evaluation (the input files, the '
-            'truth files differ:') in caplog.text
+            'truth files differ; it evaluated the model') in caplog.text
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert main(['--catalog', cat, cat2, '--truth', paths['truth'], other['truth'],
                  '--outdir', str(out), '--c-thresh', str(low), '--overwrite'] + common) == 0

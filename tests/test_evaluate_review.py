@@ -520,3 +520,34 @@ def test_record_as_checks_the_coadd_of_a_catalogue(tmp_path, caplog):
             'found') in text, text
     assert (tmp_path / 'card.json').read_bytes() == before
     assert main(common + ['--outdir', str(tmp_path / 'o3')]) == 0
+
+
+def test_a_stacked_catalogue_is_named_as_such(tmp_path):
+    """desi_lbg_zcatalog's output given to --catalog was 'no LBG_CNN HDU: not an lbgnet
+    afterburner catalogue', though lbgnet wrote it: it is named, with what to evaluate."""
+    from astropy.table import Table
+    from lbgnet.io import InputFileError
+    from lbgnet.io.evaluation import read_prediction_catalog
+    path = str(tmp_path / 'lbg-zcat.fits')
+    Table({'TARGETID': [1, 2]}, meta={'EXTNAME': 'LBG_ZCAT'}).write(path)
+    with pytest.raises(InputFileError) as err:
+        read_prediction_catalog(path, ['LYA'])
+    assert str(err.value) == (f'{path}: a stacked catalogue of desi_lbg_zcatalog (LBG_ZCAT '
+                              'HDU): evaluate the lbg_cnn-* catalogues it was made from')
+
+
+def test_another_evaluation_names_what_differs_in_good_grammar(tmp_path):
+    """'(the model differ: model X ...)': one difference 'differs', and the model named is
+    the one the earlier evaluation used."""
+    from lbgnet.scripts.lbg_evaluate import other_evaluation
+    for name in ('a.fits', 't.fits', 'm1.weights.h5', 'm2.weights.h5'):
+        (tmp_path / name).write_bytes(b'')
+    inputs = {'files': [str(tmp_path / 'a.fits')], 'truth': [str(tmp_path / 't.fits')],
+              'model': str(tmp_path / 'm1.weights.h5')}
+    (tmp_path / 'metrics.json').write_text(json.dumps({'inputs': inputs}))
+    text = other_evaluation(str(tmp_path), inputs['files'], inputs['truth'],
+                            str(tmp_path / 'm2.weights.h5'))
+    assert text.startswith('holds the results of another evaluation (the model differs; it '
+                           f"evaluated the model {tmp_path / 'm1.weights.h5'}, 1 input file(s)")
+    assert other_evaluation(str(tmp_path), inputs['files'], inputs['truth'],
+                            inputs['model']) is None

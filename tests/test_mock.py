@@ -597,3 +597,45 @@ def test_run_writing_nothing_leaves_no_empty_outdir(tmp_path, monkeypatch):
     (tmp_path / 'kept').mkdir()
     assert main(['--outdir', str(tmp_path / 'kept')] + args) == 1
     assert (tmp_path / 'kept').is_dir()
+
+
+#: Noiseless flux summed over each arm (b, r, z) of the 8 spectra of make_mock(seed 2026,
+#: pixel 3, no resolution) with the default configuration, simulator version 2.  The LBG
+#: rows of version 1 differed by about 3e-3 (e.g. 147.393 for the first b sum).
+PINNED_MODEL_SUMS = {2: [[147.9020178816, 158.6905726828, 128.1408138238],
+                         [228.5203439966, 155.8902273029, 182.3008133098],
+                         [110.2153750216, 208.9478885289, 173.5513096116],
+                         [70.6193774687, 76.3276638091, 76.924422944],
+                         [910.696013853, 481.7262268662, 355.9467969462],
+                         [306.2201012354, 175.1824229546, 129.5611909423],
+                         [275.1003206708, 97.3002703376, 77.6419945545],
+                         [931.9658054337, 630.5327032804, 476.3676410019]]}
+
+
+def test_simulated_spectra_of_one_seed_are_pinned_to_the_simulator_version():
+    """SIMHASH covers the configuration, not the code: a change of the simulator's code
+    that changes its spectra (2026-12-07: the same SIMHASH before and after) must bump
+    SIMULATOR_VERSION, which enters SIMHASH, and pin the new spectra here."""
+    from lbgnet.sim import mock as simmock
+    setup = simmock.load_mock_setup()
+    mock = simmock.make_mock(setup, 8, np.random.default_rng(2026), pixel=3,
+                             with_resolution=False)
+    sums = np.array([mock.model[b].astype(np.float64).sum(axis=1) for b in 'brz']).T
+    assert simmock.SIMULATOR_VERSION in PINNED_MODEL_SUMS, 'pin the spectra of this version'
+    np.testing.assert_allclose(
+        sums, PINNED_MODEL_SUMS[simmock.SIMULATOR_VERSION], rtol=1e-6,
+        err_msg='the simulated spectra changed: bump lbgnet.sim.mock.SIMULATOR_VERSION '
+                '(it changes SIMHASH) and pin the new sums')
+
+
+def test_simulator_version_enters_the_fingerprint(monkeypatch):
+    """SIMHASH changes with SIMULATOR_VERSION; version 1 leaves it out, so files and model
+    cards made before the version existed keep their fingerprint."""
+    from lbgnet.sim import mock as simmock
+    setup = simmock.load_mock_setup()
+    hashes = {}
+    for version in (1, 2, 3):
+        monkeypatch.setattr(simmock, 'SIMULATOR_VERSION', version)
+        hashes[version] = simmock.simulator_hash(setup)
+    assert len(set(hashes.values())) == 3
+    assert hashes[1] == '33ef5193b9f0ac09'         # the shipped model's simulator_hash

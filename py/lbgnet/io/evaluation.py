@@ -52,7 +52,11 @@ def read_prediction_catalog(path, line_names, extname='LBG_CNN'):
     """
     path = str(path)
     with open_fits(path) as fx:
-        if extname not in extnames(fx):
+        names = extnames(fx)
+        if extname not in names:
+            if 'LBG_ZCAT' in names:           # desi_lbg_zcatalog's stack
+                raise InputFileError(path, 'a stacked catalogue of desi_lbg_zcatalog (LBG_ZCAT '
+                                     'HDU): evaluate the lbg_cnn-* catalogues it was made from')
             raise InputFileError(path, f'no {extname} HDU: not an lbgnet afterburner catalogue')
         table = read_table(fx, extname, path)
     missing = [c for c in CATALOG_COLUMNS if c not in table.colnames]

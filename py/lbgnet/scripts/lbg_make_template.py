@@ -128,12 +128,14 @@ def composite_comment(args):
 
 def simulator_card(simcfg, templates):
     """``SIMCSHA``: a digest of the simulator's configuration `simcfg` (as loaded, with its
-    base files) and of the LBG composite of `templates` (None without), which set the
-    spectra; a file name alone does not tell two configurations of one name apart."""
+    base files), of the LBG composite of `templates` (None without) and of the code's
+    :data:`lbgnet.sim.mock.SIMULATOR_VERSION`, which set the spectra; a file name alone does not tell two configurations of one name apart."""
     import hashlib
     import json
-    from ..sim.mock import array_digest
+    from ..sim.mock import SIMULATOR_VERSION, array_digest
     content = {'config': simcfg}
+    if SIMULATOR_VERSION != 1:          # the code that simulated them (as SIMHASH)
+        content['simulator_version'] = SIMULATOR_VERSION
     if templates is not None and templates.lbg_composite is not None:
         content['lbg_composite'] = array_digest(*templates.lbg_composite)
     text = json.dumps(content, sort_keys=True, default=repr)

@@ -62,13 +62,24 @@ SAMPLING_KEYS = (('simulation', 'class_fractions'), ('simulation', 'rmag_range')
                  ('simulation', 'lbg', 'zrange'), ('mock', 'efftime_range'), ('mock', 'files'))
 
 
+#: Version of the simulator's code (its physics and instrument model), part of
+#: :func:`simulator_hash`: bump it with every change of the code that changes the
+#: simulated spectra of a given configuration and seed (``tests/test_mock.py`` pins the
+#: spectra of one seed, and fails until it is bumped).  1: lbgnet before 2026-12-07
+#: (commit f9f1205), whose fingerprints leave it out; 2: the Shapley composite
+#: interpolated, the β and Δv(Lyα) trends pivoting on the mean W(Lyα) drawn.
+SIMULATOR_VERSION = 2
+
+
 def simulator_hash(setup):
     """Fingerprint of the simulator a :class:`MockSetup` describes.
 
     SHA-256 (first 16 hex digits) of the configuration sections that define the simulated
     spectra (:data:`SIMULATOR_SECTIONS`), of the content of the optional empirical inputs
-    (LBG composite, Redrock templates) and of the sky-line spectrum when it is not
-    desispec's default (so that the default simulator keeps one fingerprint).
+    (LBG composite, Redrock templates), of the sky-line spectrum when it is not
+    desispec's default (so that the default simulator keeps one fingerprint) and of the
+    code's :data:`SIMULATOR_VERSION` (left out for version 1, so that files made before
+    it keep their fingerprint).
     Sampling choices (:data:`SAMPLING_KEYS`: class mix, magnitude and LBG redshift ranges,
     depth range, file layout) are left out, so test sets drawn differently from the same
     models share it; a change of any physical or instrumental parameter changes it.
@@ -97,6 +108,8 @@ def simulator_hash(setup):
         'rr': {key: array_digest(t.wave, t.basis) for key, t in sorted(templates.rr.items())}}
     if setup.sky_lines is not None:
         content['sky_lines'] = setup.sky_lines
+    if SIMULATOR_VERSION != 1:
+        content['simulator_version'] = SIMULATOR_VERSION
     text = json.dumps(content, sort_keys=True, default=repr)
     return hashlib.sha256(text.encode('utf-8')).hexdigest()[:16]
 
