@@ -165,8 +165,7 @@ class Config:
         """
         data = self.to_dict()
         data.pop('selection', None)
-        text = json.dumps(data, sort_keys=True, separators=(',', ':'), default=str)
-        return hashlib.sha256(text.encode()).hexdigest()
+        return mapping_sha256(data)
 
     def to_dict(self):
         """Plain-dict form, suitable for YAML/JSON and FITS-header echo."""
@@ -532,8 +531,9 @@ def read_yaml_config(name, _seen=None):
 
 
 def mapping_sha256(data):
-    """SHA-256 (hex) of a configuration mapping as read by :func:`read_yaml_config`
-    (its ``base:`` chain merged), as canonical JSON: what ``base_sha256`` records."""
+    """SHA-256 (hex) of a configuration mapping as canonical JSON: what ``base_sha256``
+    records of a base as read by :func:`read_yaml_config` (its ``base:`` chain merged),
+    and :meth:`Config.sha256` of its plain-dict form."""
     text = json.dumps(data, sort_keys=True, separators=(',', ':'), default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 

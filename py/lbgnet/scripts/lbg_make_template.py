@@ -129,7 +129,8 @@ def composite_comment(args):
 def simulator_card(simcfg, templates):
     """``SIMCSHA``: a digest of the simulator's configuration `simcfg` (as loaded, with its
     base files), of the LBG composite of `templates` (None without) and of the code's
-    :data:`lbgnet.sim.mock.SIMULATOR_VERSION`, which set the spectra; a file name alone does not tell two configurations of one name apart."""
+    :data:`lbgnet.sim.mock.SIMULATOR_VERSION`, which set the spectra; a file name alone
+    does not tell two configurations of one name apart."""
     import hashlib
     import json
     from ..sim.mock import SIMULATOR_VERSION, array_digest
