@@ -118,7 +118,8 @@ def split_work(items, size, rank, weights=None):
     count = np.zeros(int(size), dtype=np.int64)
     owner = np.empty(len(items), dtype=np.int64)
     for i in order:            # least loaded rank; of equal loads (zero weights), fewest items
-        dest = int(np.lexsort((count, load))[0])
+        least = np.flatnonzero(load == load.min())
+        dest = int(least[np.argmin(count[least])])
         owner[i] = dest
         load[dest] += weights[i]
         count[dest] += 1
