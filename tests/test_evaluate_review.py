@@ -551,3 +551,26 @@ def test_another_evaluation_names_what_differs_in_good_grammar(tmp_path):
                            f"evaluated the model {tmp_path / 'm1.weights.h5'}, 1 input file(s)")
     assert other_evaluation(str(tmp_path), inputs['files'], inputs['truth'],
                             inputs['model']) is None
+    text = other_evaluation(str(tmp_path), [str(tmp_path / 't.fits')], inputs['truth'],
+                            inputs['model'])
+    assert text.startswith('holds the results of another evaluation (the input files differ;')
+
+
+def test_the_coadd_of_a_catalogue_is_found_under_a_non_ascii_name(tmp_path):
+    """INCOADD holds the coadd's path with non-ASCII characters escaped (FITS headers are
+    ASCII): a held-out catalogue of 'coadd-données.fits' was refused by --record-as as
+    made from a coadd not found.  A file without LBG_CNN is one line (a traceback)."""
+    from astropy.table import Table
+    from lbgnet.io import InputFileError
+    from lbgnet.io.catalog import printable_ascii
+    from lbgnet.io.evaluation import catalog_coadd
+    coadd = tmp_path / 'coadd-données.fits'
+    coadd.write_bytes(b'')
+    cat = str(tmp_path / 'lbg_cnn-x.fits')
+    Table({'TARGETID': [1]}, meta={'EXTNAME': 'LBG_CNN',
+                                   'INCOADD': printable_ascii(str(coadd))}).write(cat)
+    assert catalog_coadd(cat) == str(coadd)
+    zcat = str(tmp_path / 'lbg-zcat.fits')
+    Table({'TARGETID': [1]}, meta={'EXTNAME': 'LBG_ZCAT'}).write(zcat)
+    with pytest.raises(InputFileError, match='a stacked catalogue of desi_lbg_zcatalog'):
+        catalog_coadd(zcat)

@@ -131,6 +131,16 @@ def test_cut_in_its_first_header_and_dangling_links_are_named(tmp_path, tiny_coa
         read_coadd(str(link))
     assert str(err.value) == (f"{link}: a symbolic link to {tmp_path / 'gone' / 'coadd-x.fits'}"
                               ', which does not exist')
+    relative = tmp_path / 'coadd-y.fits'                   # named from the link's directory
+    os.symlink('nowhere.fits', relative)
+    with pytest.raises(InputFileError) as err:
+        read_coadd(str(relative))
+    assert str(err.value).endswith(f"a symbolic link to {tmp_path / 'nowhere.fits'}, which "
+                                   'does not exist')
+    os.symlink('loop2.fits', tmp_path / 'loop1.fits')
+    os.symlink('loop1.fits', tmp_path / 'loop2.fits')
+    with pytest.raises(InputFileError, match='loop1.fits: a symbolic link that leads nowhere'):
+        read_coadd(str(tmp_path / 'loop1.fits'))
 
 
 def test_damaged_header(tmp_path, tiny_coadd):

@@ -631,3 +631,6 @@ def test_lbg_beta_and_dv_lya_population_means_match_the_config():
     draws = draw_lbg(pars, 400_000, np.random.default_rng(0))
     assert abs(draws['BETA'].mean() - pars['beta_mean']) < 0.004        # s.e. ~0.0007
     assert abs(draws['DV_LYA'].mean() - pars['dv_lya_mean']) < 2.0      # s.e. ~0.3 km/s
+    one = dict(pars, lya_ew_knots=[10.0])             # one knot: every W is 10 Å
+    draws = draw_lbg(one, 1000, np.random.default_rng(1))
+    assert np.all(np.isfinite(draws['BETA'])) and np.all(np.isfinite(draws['DV_LYA']))

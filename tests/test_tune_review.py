@@ -616,12 +616,23 @@ def test_best_config_refuses_a_base_edited_after_the_study(tmp_path, config):
     base.write_text(TUNE_YAML.replace('patience: 2}', 'patience: 5}'))
     with pytest.raises(ConfigError) as err:
         load_config(best)
-    assert str(err.value).startswith(f"{best}: base 'tiny.yaml' ({base}) is not the "
-                                     'configuration this file was written over')
+    assert str(err.value).startswith(f"{best}: base 'tiny.yaml' ({base}), or a file of its "
+                                     'own base: chain, is not the configuration this file was '
+                                     'written over')
     text = open(best).read()
     open(best, 'w').write('\n'.join(line for line in text.splitlines()
                                     if not line.startswith('base_sha256')))
     assert load_config(best).extra['name'] == 's-best'
+    # a base edited during the study: the hash the study read at its start is pinned
+    from lbgnet.config import mapping_sha256, read_yaml_config
+    base.write_text(TUNE_YAML)
+    at_start = mapping_sha256(read_yaml_config(str(base)))
+    base.write_text(TUNE_YAML.replace('patience: 2}', 'patience: 5}'))
+    best = write_config_yaml(str(tmp_path / 's-best.yaml'),
+                             best_config_data(study, cfg, str(base), str(tmp_path), at_start),
+                             'best')
+    with pytest.raises(ConfigError, match='is not the configuration this file was written over'):
+        load_config(best)
     lone = tmp_path / 'lone.yaml'
     lone.write_text('base_sha256: abc\n')
     with pytest.raises(ConfigError, match='base_sha256 without a base'):

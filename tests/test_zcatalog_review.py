@@ -261,3 +261,8 @@ def test_inputs_of_other_lbgnet_revisions_are_said_and_recorded(tmp_path, caplog
                      '--overwrite']) == 0
     assert 'revisions' not in caplog.text
     assert fitsio.read_header(str(tmp_path / 'z.fits'), 'LBG_ZCAT')['INLBGGIT'] == 'bbbbbbbbbbbb'
+    # a catalogue that records no revision (no LBGGIT, no lbgnet DEPNAM) is not one
+    from lbgnet.zcatalog import describe_revisions
+    assert describe_revisions({}, 2) == (None, None)
+    value, warning = describe_revisions({'aaaa': 1, 'bbbb': 1}, 1)
+    assert value == 'mixed' and '(1 record none)' in warning

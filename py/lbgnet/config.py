@@ -521,9 +521,10 @@ def read_yaml_config(name, _seen=None):
                               'the config, here or in etc/)') from None
         base_data = read_yaml_config(resolved, seen)
         if base_sha is not None and str(base_sha).strip().lower() != mapping_sha256(base_data):
-            raise ConfigError(f'{path}: base {base!r} ({resolved}) is not the configuration '
-                              'this file was written over (base_sha256 differs: edited '
-                              'since?); restore it, or remove base_sha256 to use it as it is')
+            raise ConfigError(f'{path}: base {base!r} ({resolved}), or a file of its own '
+                              'base: chain, is not the configuration this file was written '
+                              'over (base_sha256 differs: edited since, or etc/ of another '
+                              'lbgnet?); restore it, or remove base_sha256 to use it as it is')
         data = _merge(base_data, data)
     if _seen is None:
         check_keys(data, str(path))
@@ -531,9 +532,20 @@ def read_yaml_config(name, _seen=None):
 
 
 def mapping_sha256(data):
-    """SHA-256 (hex) of a configuration mapping as canonical JSON: what ``base_sha256``
-    records of a base as read by :func:`read_yaml_config` (its ``base:`` chain merged),
-    and :meth:`Config.sha256` of its plain-dict form."""
+    """SHA-256 of a configuration mapping, as canonical JSON.
+
+    What ``base_sha256`` records of a base as read by :func:`read_yaml_config` (its
+    ``base:`` chain merged), and :meth:`Config.sha256` of its plain-dict form.
+
+    Parameters
+    ----------
+    data : dict
+
+    Returns
+    -------
+    str
+        Hex digest.
+    """
     text = json.dumps(data, sort_keys=True, separators=(',', ':'), default=str)
     return hashlib.sha256(text.encode()).hexdigest()
 

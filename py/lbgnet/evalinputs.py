@@ -399,9 +399,19 @@ def _short(sha):
 
 
 def trained_on(metadata):
-    """SHA-256 → ``'validation'`` or ``'training'`` of the files a model card records
-    (``training.validation_sha256`` and ``training.labelled.files[].coadd_sha256``);
-    empty for a card that records none."""
+    """The files a model was validated or trained on, by SHA-256.
+
+    Parameters
+    ----------
+    metadata : dict or None
+        The model card's metadata.
+
+    Returns
+    -------
+    dict
+        SHA-256 → ``'validation'`` or ``'training'`` (``training.validation_sha256`` and
+        ``training.labelled.files[].coadd_sha256``); empty for a card that records none.
+    """
     training = (metadata or {}).get('training') or {}
     known = {sha: 'validation' for sha in training.get('validation_sha256') or ()}
     for record in ((training.get('labelled') or {}).get('files') or ()):
@@ -447,6 +457,13 @@ def check_catalogs_held_out(catalogs, metadata):
     (header ``INCOADD``) is hashed.  A catalogue whose coadd is not found cannot be shown
     to be a held-out test and is refused too (only when the card records its validation
     or training files; a card without records checks nothing, as for coadds).
+
+    Parameters
+    ----------
+    catalogs : sequence of str
+        ``lbg_cnn-*.fits`` files.
+    metadata : dict or None
+        The model card's metadata.
 
     Raises
     ------

@@ -65,7 +65,8 @@ def split_work(items, size, rank, weights=None):
     """The items that rank `rank` of `size` ranks should process.
 
     Items are taken largest first and each goes to the rank with the smallest total
-    weight so far (ties: lowest rank), the classic "longest processing time first"
+    weight so far (ties: the one with the fewest items, then the lowest rank), the
+    classic "longest processing time first"
     greedy schedule.  The result is deterministic and the union over all ranks is
     exactly `items`, each once.
 
@@ -84,9 +85,7 @@ def split_work(items, size, rank, weights=None):
     Returns
     -------
     list
-        The items of `rank`, largest first (input order among equal weights).  Each item
-        goes to the least loaded rank; among ranks of equal load (e.g. items of weight 0)
-        to the one with the fewest items.
+        The items of `rank`, largest first (input order among equal weights).
 
     Raises
     ------

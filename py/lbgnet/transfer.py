@@ -192,8 +192,19 @@ def apply_weights(model, weights, names, source='', kind='lbgnet', flatten=None)
 
 
 def feeding_layers(model, name):
-    """Names of the nearest layers with weights upstream of layer `name` of `model`
-    (through layers without weights: activations, dropout, flatten); empty for the first.
+    """The layers with weights that feed a layer.
+
+    Parameters
+    ----------
+    model : keras.Model
+    name : str
+        A layer of `model`.
+
+    Returns
+    -------
+    list of str
+        Names of the nearest layers with weights upstream of `name` (through layers
+        without weights: activations, dropout, flatten); empty for the first.
     """
     out, seen = [], set()
     stack = [model.get_layer(name)]

@@ -275,9 +275,15 @@ def _pruning_callback(trial):
 
 
 def remove_checkpoint(outdir):
-    """Remove the checkpoint a trial's training leaves in `outdir` (weights and card,
-    ``*.weights.h5`` and its JSON): the network is scored in memory and the study keeps
-    its parameters, not its weights (tens of MB a trial)."""
+    """Remove the checkpoint a trial's training leaves (weights and card, ``*.weights.h5``
+    and its JSON): the network is scored in memory and the study keeps its parameters,
+    not its weights (tens of MB a trial).
+
+    Parameters
+    ----------
+    outdir : str
+        The trial's directory (nothing is done when it does not exist).
+    """
     if not os.path.isdir(outdir):
         return
     for name in os.listdir(outdir):
@@ -688,10 +694,28 @@ def trials_table(study, space=None):
     return rows
 
 
-def best_config_data(study, config, config_path, outdir):
+def best_config_data(study, config, config_path, outdir, base_sha256=None):
     """Mapping of the best configuration, as an override of `config_path` (``base:``,
     with its ``base_sha256``: the base edited after the study is refused when it is
-    read)."""
+    read).
+
+    Parameters
+    ----------
+    study : optuna.Study
+    config : lbgnet.config.Config
+        The configuration the study ran with.
+    config_path : str
+        Its file.
+    outdir : str
+        Where the best YAML is written (a base there is named by its file name).
+    base_sha256 : str, optional
+        :func:`lbgnet.config.mapping_sha256` of `config_path` as the study read it (so
+        that a base edited during the study is told); read now when not given.
+
+    Returns
+    -------
+    dict
+    """
     from .train import training_options
     best = study.best_trial
     params = dict(suggest_params(_FixedTrial(best.params), search_space(config)))
@@ -701,7 +725,7 @@ def best_config_data(study, config, config_path, outdir):
     model = {k: tuned.extra['model'][k] for k in ('conv_layers', 'filters', 'kernel_size',
                                                   'strides', 'dropout')}
     try:
-        base_sha = {'base_sha256': mapping_sha256(read_yaml_config(path))}
+        base_sha = {'base_sha256': base_sha256 or mapping_sha256(read_yaml_config(path))}
     except ConfigError:          # gone since the study read it: loading the best file says so
         base_sha = {}
     return {'base': base, **base_sha, 'name': f'{study.study_name}-best', 'nboxes': tuned.nboxes,
@@ -728,8 +752,9 @@ class _FixedTrial:
 STORAGE_LINE = 'study storage: '
 
 
-def write_results(study, config, config_path, outdir, storage=None):
-    """Write ``<study>-trials.csv`` and, when a trial completed, ``<study>-best.yaml``.
+def write_results(study, config, config_path, outdir, storage=None, base_sha256=None):
+    """Write ``<study>-trials.csv`` and, when a trial completed, ``<study>-best.yaml``
+    (`base_sha256`: see :func:`best_config_data`).
 
     `storage` (the optuna storage URL) is named in the YAML header (:data:`STORAGE_LINE`),
     so that the file says which study it came from (:func:`results_storage`).
@@ -757,7 +782,8 @@ def write_results(study, config, config_path, outdir, storage=None):
               + '; retrain it with desi_lbg_train --config <this file>.'
               + (f'\n{STORAGE_LINE}{storage_label(storage)}' if storage else ''))
     path = write_config_yaml(os.path.join(outdir, f'{study.study_name}-best.yaml'),
-                             best_config_data(study, config, config_path, outdir), header)
+                             best_config_data(study, config, config_path, outdir,
+                                              base_sha256), header)
     return {'table': table, 'best': path}
 
 

@@ -601,31 +601,59 @@ def stack_catalogs(tables, allow_mixed=False, sources=None, consume=False):
 
 
 def code_revision(header):
-    """The lbgnet that wrote a catalogue: its source revision (``LBGGIT``), else its
-    version (``DEPNAMnn``/``DEPVERnn`` of lbgnet), else ``'unknown'``."""
+    """The lbgnet that wrote a catalogue.
+
+    Parameters
+    ----------
+    header : mapping
+        The catalogue's header.
+
+    Returns
+    -------
+    str or None
+        Its source revision (``LBGGIT``), else its version (``DEPNAMnn``/``DEPVERnn`` of
+        lbgnet, as ``'lbgnet X'``), else None (not recorded).
+    """
     from desiutil.depend import getdep
     revision = str(header.get('LBGGIT') or '').strip()
     if revision:
         return revision
     try:
-        return f'lbgnet {getdep(header, "lbgnet")}'
+        return f'lbgnet {str(getdep(header, "lbgnet")).strip()}'
     except KeyError:
-        return 'unknown'
+        return None
 
 
-def describe_revisions(revisions):
-    """(value of ``INLBGGIT``, warning or None) for `revisions`, the number of stacked
-    catalogues per :func:`code_revision`: the common revision, or ``'mixed'`` and a warning
-    naming each with its count (code changes such as a refinement fix move columns
-    without changing the model's SHA-256)."""
+def describe_revisions(revisions, unknown=0):
+    """``INLBGGIT`` and the warning for the lbgnet revisions of the stacked catalogues.
+
+    Code changes (a refinement fix, say) can move columns without changing the model's
+    SHA-256, so stacking catalogues of several revisions is said.
+
+    Parameters
+    ----------
+    revisions : dict
+        Number of catalogues per :func:`code_revision` (those that record one).
+    unknown : int, optional
+        Number of catalogues that record none.
+
+    Returns
+    -------
+    inlbggit : str or None
+        The common revision, ``'mixed'``, or None when no catalogue records one.
+    warning : str or None
+        Naming each revision with its count, when there are several.
+    """
     if len(revisions) <= 1:
         return (next(iter(revisions)) if revisions else None), None
     listed = ', '.join(f'{rev} ({n})' for rev, n in sorted(revisions.items(),
                                                           key=lambda item: -item[1]))
     return 'mixed', (f'the stacked catalogues were written by {len(revisions)} lbgnet '
-                     f'revisions: {listed}; code changes between them may move columns '
-                     'without changing the model (rerun the afterburner with one revision '
-                     'for a uniform catalogue); header INLBGGIT = mixed')
+                     f'revisions: {listed}'
+                     + (f' ({unknown} record none)' if unknown else '')
+                     + '; code changes between them may move columns without changing the '
+                     'model (rerun the afterburner with one revision for a uniform '
+                     'catalogue); header INLBGGIT = mixed')
 
 
 def shared_keys(header):

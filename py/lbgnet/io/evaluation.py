@@ -52,12 +52,7 @@ def read_prediction_catalog(path, line_names, extname='LBG_CNN'):
     """
     path = str(path)
     with open_fits(path) as fx:
-        names = extnames(fx)
-        if extname not in names:
-            if 'LBG_ZCAT' in names:           # desi_lbg_zcatalog's stack
-                raise InputFileError(path, 'a stacked catalogue of desi_lbg_zcatalog (LBG_ZCAT '
-                                     'HDU): evaluate the lbg_cnn-* catalogues it was made from')
-            raise InputFileError(path, f'no {extname} HDU: not an lbgnet afterburner catalogue')
+        check_catalog_hdu(fx, path, extname)
         table = read_table(fx, extname, path)
     missing = [c for c in CATALOG_COLUMNS if c not in table.colnames]
     if missing:
@@ -120,12 +115,56 @@ def catalog_model(path, extname='LBG_CNN'):
             None if engine is None else str(engine).strip())
 
 
+def check_catalog_hdu(fx, path, extname='LBG_CNN'):
+    """Raise :class:`InputFileError` unless the open FITS file `fx` (named `path`) has the
+    catalogue HDU `extname` (a stacked catalogue of ``desi_lbg_zcatalog`` named as such)."""
+    names = extnames(fx)
+    if extname not in names:
+        if 'LBG_ZCAT' in names:           # desi_lbg_zcatalog's stack
+            raise InputFileError(path, 'a stacked catalogue of desi_lbg_zcatalog (LBG_ZCAT '
+                                 'HDU): evaluate the lbg_cnn-* catalogues it was made from')
+        raise InputFileError(path, f'no {extname} HDU: not an lbgnet afterburner catalogue')
+
+
 def catalog_coadd(path, extname='LBG_CNN'):
-    """The coadd an afterburner catalogue was made from (header ``INCOADD``, an absolute
-    path), or None where absent."""
-    with open_fits(str(path)) as fx:
+    """The coadd an afterburner catalogue was made from.
+
+    Parameters
+    ----------
+    path : str
+        ``lbg_cnn-*.fits`` file.
+    extname : str, optional
+        Catalogue HDU ['LBG_CNN'].
+
+    Returns
+    -------
+    str or None
+        The path of header ``INCOADD`` (absolute), as recorded, or with its escaped
+        non-ASCII characters (:func:`lbgnet.io.catalog.printable_ascii`) decoded when
+        that names an existing file and the recorded one does not; None without
+        ``INCOADD``.
+
+    Raises
+    ------
+    InputFileError
+        An unreadable file, or one without the catalogue HDU.
+    """
+    from .catalog import printable_ascii
+    path = str(path)
+    with open_fits(path) as fx:
+        check_catalog_hdu(fx, path, extname)
         coadd = fx[extname].read_header().get('INCOADD')
-    return None if coadd is None else str(coadd).strip()
+    if coadd is None:
+        return None
+    coadd = str(coadd).strip()
+    if not os.path.isfile(coadd) and '\\' in coadd:
+        try:
+            decoded = coadd.encode('ascii').decode('unicode_escape')
+        except (UnicodeDecodeError, UnicodeEncodeError):
+            return coadd
+        if printable_ascii(decoded) == coadd and os.path.isfile(decoded):
+            return decoded
+    return coadd
 
 
 def catalog_refinement(path, extname='LBG_CNN'):

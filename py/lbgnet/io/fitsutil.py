@@ -72,8 +72,12 @@ def check_input_path(path):
             raise MissingInputError(path, f'no such file ({os.path.basename(twin)} is there: '
                                     'compress both files of a pair, or neither)')
         if os.path.islink(path):          # listed by ls, so 'no such file' puzzles
-            raise MissingInputError(path, f'a symbolic link to {os.readlink(path)}, which '
-                                    'does not exist')
+            target = os.path.join(os.path.dirname(path), os.readlink(path))
+            if os.path.lexists(target):   # a chain of links that ends nowhere, or a loop
+                raise MissingInputError(path, 'a symbolic link that leads nowhere (a chain '
+                                        'of links ending at a missing file, or a loop)')
+            raise MissingInputError(path, f'a symbolic link to {os.path.normpath(target)}, '
+                                    'which does not exist')
         raise MissingInputError(path)
     if os.path.isdir(path):
         raise InputFileError(path, 'is a directory, not a FITS file')

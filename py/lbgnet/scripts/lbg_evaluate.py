@@ -294,7 +294,7 @@ def other_evaluation(outdir, files, truths, model_path):
                                          theirs, mine) if a != b]
     if not differ:
         return None
-    verb = 'differs' if len(differ) == 1 else 'differ'
+    verb = 'differs' if differ == ['the model'] else 'differ'
     return (f'holds the results of another evaluation ({", ".join(differ)} {verb}; it '
             f'evaluated the model {theirs[0]}, {len(theirs[1])} input file(s), e.g. '
             f'{theirs[1][0] if theirs[1] else "none"})')

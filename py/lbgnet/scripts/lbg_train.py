@@ -46,14 +46,27 @@ from ..tflog import import_tensorflow
 
 #: Offset between the training seed and the seed of the validation files.
 VALIDATION_SEED_OFFSET = 10_000
+
+
 def validation_rng(seed, ifile):
-    """The random generator of validation file `ifile` of training seed `seed`: the stream
-    ``(seed + VALIDATION_SEED_OFFSET, ifile, 0, 1)``.
+    """The random generator of a validation file.
 
     numpy pads a seed sequence with zeros (``[a, b]`` draws as ``[a, b, 0]``), so the
     stream ``(seed + 10000, ifile)`` used before 2026-12-07 was also batch 0 of epoch
     `ifile` of a run with seed ``seed + 10000``; the last word 1 sets the validation
     streams apart from every training stream ``(seed, e, i)``.
+
+    Parameters
+    ----------
+    seed : int
+        The training seed.
+    ifile : int
+        The validation file's index.
+
+    Returns
+    -------
+    numpy.random.Generator
+        Of the stream ``(seed + VALIDATION_SEED_OFFSET, ifile, 0, 1)``.
     """
     return np.random.default_rng([seed + VALIDATION_SEED_OFFSET, int(ifile), 0, 1])
 

@@ -18,7 +18,8 @@ import shutil
 
 from desiutil.log import get_logger
 
-from ..config import ConfigError, check_names, etc_dir, load_config
+from ..config import (ConfigError, check_names, etc_dir, load_config, mapping_sha256,
+                      read_yaml_config)
 from ..io import InputFileError
 from ..io.catalog import OutputFileError, check_outdir
 from ..tflog import import_tensorflow
@@ -172,6 +173,8 @@ def _tune(args, log):
                         results_storage, run_study, search_space, simulation_hash,
                         space_record, storage_label, validation_digest, write_results)
     config = apply_target(load_config(args.config))
+    # the configuration as the study reads it now: its best YAML pins this base
+    base_sha256 = mapping_sha256(read_yaml_config(_config_path(args.config)))
     check_names(config)                        # the trials name layers and files by them
     if args.batch_size:
         training = dict(config.extra.get('training') or {}, batch_size=args.batch_size)
@@ -214,13 +217,15 @@ def _tune(args, log):
             run_study(study, objective, args.trials, args.budget_minutes)
         except Terminated:         # the trials finished so far: their table and best config
             try:
-                write_results(study, config, _config_path(args.config), outdir, storage)
+                write_results(study, config, _config_path(args.config), outdir, storage,
+                              base_sha256)
                 log.info('results of the finished trials written to %s', outdir)
             except (OSError, ValueError) as err:
                 log.error('--outdir %s: cannot write the results (%s)', outdir, err)
             raise
     try:
-        paths = write_results(study, config, _config_path(args.config), outdir, storage)
+        paths = write_results(study, config, _config_path(args.config), outdir, storage,
+                              base_sha256)
     except OSError as err:        # the study is safe in its storage: a rerun writes them
         log.error('--outdir %s: cannot write the results (%s); rerun the same command to '
                   'write them', outdir, err)

@@ -97,7 +97,8 @@ def read_all(files, allow_mixed=False, spgrp=None):
         Header values (:func:`lbgnet.zcatalog.shared_keys`) that all catalogues share;
         keywords whose values differ, or that no catalogue has, are left out; and
         ``INLBGGIT``, the lbgnet revision that wrote them (``'mixed'``, with a warning,
-        when they differ: :func:`lbgnet.zcatalog.describe_revisions`).
+        when they differ; None when none records it:
+        :func:`lbgnet.zcatalog.describe_revisions`).
     used : list of str
         The files of `tables`.
     spgrp : str or None
@@ -125,7 +126,7 @@ def read_all(files, allow_mixed=False, spgrp=None):
         files = [f for f, g in zip(files, named) if g in (spgrp, 'unknown')]
     tables, common, errors, mismatch, used, groups = [], None, [], None, [], []
     made_from, twice, uncalibrated, same_spectra, overlap = {}, [], set(), {}, []
-    mixed, shared, other_targets, revisions = set(), {}, {}, {}
+    mixed, shared, other_targets, revisions, unknown = set(), {}, {}, {}, 0
     progress = Progress(len(files), unit='catalogues read', min_interval=10.0)
     for path in progress.iterate(files):
         try:
@@ -189,7 +190,10 @@ def read_all(files, allow_mixed=False, spgrp=None):
         used.append(path)
         uncalibrated.update(card for _, card in CALIBRATION_CARDS if header.get(card) is False)
         revision = code_revision(header)
-        revisions[revision] = revisions.get(revision, 0) + 1
+        if revision is None:
+            unknown += 1
+        else:
+            revisions[revision] = revisions.get(revision, 0) + 1
         groups.append(group)
         # a network pretrained on another class writes its selection as IS_LBG too
         target = str(header.get('LBGTARG') or LBG_CLASS).strip().upper()
@@ -245,7 +249,7 @@ def read_all(files, allow_mixed=False, spgrp=None):
                         'small', key, card)
     # keywords no input has (only implied) are not written as if they had been recorded
     common = {k: v for k, v in (common or {}).items() if k not in absent_all}
-    common['INLBGGIT'], warning = describe_revisions(revisions)
+    common['INLBGGIT'], warning = describe_revisions(revisions, unknown)
     if warning:
         log.warning('%s', warning)
     return (tables, common, used, groups[0] if groups else spgrp,

@@ -55,8 +55,8 @@ def draw_lbg(pars, n, rng, zrange=None):
     zlo, zhi = pars['zrange'] if zrange is None else zrange
     knots = np.asarray(pars['lya_ew_knots'], dtype=np.float64)
     lya = np.interp(rng.uniform(0.0, 1.0, n), np.linspace(0.0, 1.0, knots.size), knots)
-    # pivot of the W trends: the mean W of the piecewise-linear inverse CDF
-    wref = float(np.mean(0.5 * (knots[1:] + knots[:-1])))
+    # pivot of the W trends: the mean W of the piecewise-linear inverse CDF (one knot: W)
+    wref = float(knots[0] if knots.size == 1 else np.mean(0.5 * (knots[1:] + knots[:-1])))
     beta = (pars['beta_mean'] + pars['beta_lya_slope'] * (lya - wref)
             + rng.normal(0.0, pars['beta_sigma'], n))
     dv_lya = (pars['dv_lya_mean'] + pars['dv_lya_ew_slope'] * (lya - wref)
