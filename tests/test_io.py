@@ -737,3 +737,29 @@ def test_redrock_targetids_must_be_exact_integers(tmp_path):
         with pytest.raises(InputFileError, match=match) as err:
             read_redrock(path)
         assert str(err.value).startswith(f'{path}: ') and '\n' not in str(err.value)
+
+
+def test_interrupted_coadd_write_leaves_no_astropy_temporary(tmp_path, monkeypatch):
+    """A signal while add_checksums rewrites the coadd (astropy's in-place resize
+    goes through a mkstemp 'tmpXXXXXXXX' file in the output directory) left it
+    in the output directory (seen after `kill -TERM` of desi_lbg_mock, ~89 MB); nothing
+    is left now."""
+    import astropy.io.fits.hdu.hdulist as hdulist
+    from lbgnet.io import minimal_fibermap
+    from lbgnet.io.atomic import Terminated
+    from lbgnet.io.spectra import write_coadd
+    original = hdulist._tmp_name
+
+    def interrupted(name):
+        original(name)               # astropy has created its temporary file
+        raise Terminated(143)        # ... and SIGTERM arrives
+    monkeypatch.setattr(hdulist, '_tmp_name', interrupted)
+    wave = {'b': np.linspace(3600, 5800, 50), 'r': np.linspace(5760, 7620, 50),
+            'z': np.linspace(7520, 9824, 50)}
+    flux = {b: np.ones((3, 50), np.float32) for b in wave}
+    ivar = {b: np.ones((3, 50), np.float32) for b in wave}
+    with pytest.raises(Terminated):
+        write_coadd(str(tmp_path / 'coadd-test.fits'), wave, flux, ivar,
+                    minimal_fibermap(np.arange(3) + 1),
+                    meta={'DEPNAM00': 'lbgnet', 'DEPVER00': 'x'})
+    assert sorted(os.listdir(tmp_path)) == []

@@ -6,6 +6,7 @@ Write and read the afterburner catalogue (``lbg_cnn-*.fits``, HDU ``LBG_CNN``) w
 its provenance header.  Files are written under a temporary name and renamed, so a
 crash never leaves a partial file under the final name.
 """
+import contextlib
 import functools
 import hashlib
 import importlib.metadata
@@ -600,7 +601,30 @@ def add_checksums(path, dependencies=None):
     dependencies : astropy.io.fits.Header, optional
         When given, the ``DEPNAMnn/DEPVERnn`` keywords of the primary and FIBERMAP
         headers are replaced in the same pass (:func:`fix_dependencies`, keeping these).
+
+    Notes
+    -----
+    astropy rewrites a file whose headers grow through a temporary of its own
+    (``tmpXXXXXXXX``) beside it, which a run stopped meanwhile (SIGTERM) left in the
+    output directory: the file is updated inside a private hidden directory beside it,
+    removed on the way out whatever happens, and moved back.
     """
+    import tempfile
+    path = str(path)
+    head, name = os.path.split(os.path.abspath(path))
+    private = tempfile.mkdtemp(prefix=f'.{name}.', dir=head)
+    inside = os.path.join(private, name)
+    os.rename(path, inside)
+    try:
+        _add_checksums_in_place(inside, dependencies)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(inside, path)
+        shutil.rmtree(private, ignore_errors=True)
+
+
+def _add_checksums_in_place(path, dependencies):
+    """:func:`add_checksums` on `path` itself (astropy's temporary beside it)."""
     with fits.open(path, mode='update', memmap=False, checksum=False) as hdul:
         # cards already there (desispec's writer) would be written again, with a time
         # stamp, when the file closes: removed first, in a pass of their own
