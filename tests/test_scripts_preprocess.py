@@ -329,3 +329,14 @@ def test_output_that_is_a_device_or_pipe_or_a_fits_name_is_refused(tmp_path, cap
     assert main(['--coadd', coadd, '--outdir', str(out)]) == 1       # did not block
     assert 'lbg_input-sv3-dark-61.npz: exists and is not a regular file' in caplog.text
     assert stat.S_ISFIFO(os.stat(out / 'lbg_input-sv3-dark-61.npz').st_mode)
+
+
+def test_preprocess_leaves_no_empty_outdir_when_nothing_is_written(tmp_path):
+    """A run that writes nothing (its one coadd unreadable) left the empty --outdir it
+    made (desi_lbg_mock and desi_lbg_make_template remove theirs)."""
+    from lbgnet.scripts.lbg_preprocess import main
+    bad = tmp_path / 'coadd-bad.fits'
+    bad.write_text('not a FITS file\n')
+    out = tmp_path / 'grid' / 'deeper'
+    assert main(['--coadd', str(bad), '--outdir', str(out)]) == 1
+    assert not (tmp_path / 'grid').exists()

@@ -22,7 +22,8 @@ from ..example import example_spectra
 from ..io import InputFileError, minimal_fibermap, write_coadd
 from ..io.atomic import atomic_path, raise_if_terminated
 from ..io.catalog import (NOT_A_REGULAR_FILE, OutputFileError, check_not_an_input,
-                          check_not_inputs, check_outdir, special_file)
+                          check_not_inputs, check_outdir, missing_directories, remove_empty,
+                          special_file)
 from ..io.discover import expand_coadds, input_array_paths
 from ..parallel import (RankZeroParser, problem_on_rank_zero, run_command, split_work,
                         stop_if_any_failed)
@@ -288,6 +289,9 @@ def run(args, comm=None):
                       ' '.join(args.coadd), len(paths))
             return 1
     problem = None
+    # the directories --outdir makes: removed again when the run writes nothing
+    created = ([] if args.outdir is None or rank != 0
+               else missing_directories([os.path.join(args.outdir, 'x')]))
     try:
         config = load_config(args.config)
         if args.output:
@@ -305,6 +309,7 @@ def run(args, comm=None):
         clash = problem_on_rank_zero(comm, no_input_overwritten, OutputFileError)  # every rank
         problem = problem or clash
     if stop_if_any_failed(comm, problem, log):
+        remove_empty(created)
         return 1
     with tempfile.TemporaryDirectory() as tmpdir:
         if args.example:
@@ -336,4 +341,6 @@ def run(args, comm=None):
             log.info('%d of %d file(s) written in %s, %d kept from an earlier run, '
                      '%d failure(s)', counts['done'], len(paths), args.outdir, counts['kept'],
                      counts['failed'] + len(unmatched))
+        if not counts['done'] and not counts['kept']:
+            remove_empty(created)
     return 1 if counts['failed'] or unmatched else 0
