@@ -614,8 +614,8 @@ def add_checksums(path, dependencies=None):
     head, name = os.path.split(os.path.abspath(path))
     private = tempfile.mkdtemp(prefix=f'.{name}.', dir=head)
     inside = os.path.join(private, name)
-    os.rename(path, inside)
     try:
+        os.rename(path, inside)
         _add_checksums_in_place(inside, dependencies)
     finally:
         with contextlib.suppress(FileNotFoundError):
