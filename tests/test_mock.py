@@ -371,7 +371,8 @@ def test_low_lbg_range_is_drawn_without_oii_aliases(tmp_path, caplog):
     assert 'drawn as SF' in caplog.text
 
 
-@pytest.mark.parametrize('options', [['--classes', 'LBG', '--zmin', '2', '--zmax', '20']])
+@pytest.mark.parametrize('options', [['--classes', 'LBG', '--zmin', '2', '--zmax', '20'],
+                                     ['--zmin', '4', '--zmax', '6']])
 def test_impossible_population_fails_once_before_any_file(tmp_path, caplog, options):
     """A range the renderer cannot normalise (LBGs at z = 20 have no flux in the r band:
     once a traceback per file) fails once, on one line naming the options, before the
@@ -386,6 +387,15 @@ def test_impossible_population_fails_once_before_any_file(tmp_path, caplog, opti
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and ' '.join(options[-4:]) in errors[0]
     assert 'Traceback' not in caplog.text
+    # Lya beyond the r band (z > 4.89): the r magnitude would rest on the forest-absorbed
+    # flux, scaling the LBGs up by 84 at z = 7 (they were written, with status 0)
+    assert 'have Lya redward of the decam2014-r band' in errors[0]
+
+
+def test_the_lbg_range_ends_where_lya_leaves_the_normalisation_band():
+    from lbgnet.scripts.lbg_mock import normalisable_lbg_zmax
+    from lbgnet.sim import load_sim_config
+    assert normalisable_lbg_zmax(load_sim_config()) == pytest.approx(4.886, abs=0.01)
 
 
 def test_outdir_that_is_a_file_is_one_error(tmp_path, caplog):

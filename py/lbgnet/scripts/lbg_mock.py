@@ -129,6 +129,29 @@ def population_options(args):
     return out
 
 
+def normalisable_lbg_zmax(simcfg):
+    """The highest LBG redshift whose Lyα (1215.67 Å rest) lies inside the normalisation
+    filter (``simulation.normalisation``: its red half-transmission edge), above which
+    an LBG's r magnitude would be set by the forest-absorbed flux blueward of Lyα.
+
+    Parameters
+    ----------
+    simcfg : dict
+        Simulator configuration.
+
+    Returns
+    -------
+    float
+        4.89 for DECam r.
+    """
+    from ..sim.igm import LYA
+    from ..sim.photometry import filter_grid
+    norm = simcfg['simulation']['normalisation']
+    wave, weights = filter_grid(str(norm['filter']), float(norm['step']))
+    red = float(np.max(wave[weights >= 0.5 * np.max(weights)]))
+    return red / LYA - 1.0
+
+
 def check_population(simcfg, population, n=64):
     """Draw `n` objects of each requested class with the population options, once.
 
@@ -138,7 +161,8 @@ def check_population(simcfg, population, n=64):
     so all of them are drawn) runs those checks before any file is written.  The drawn objects
     are also normalised to their r magnitude, with the LBG range's two ends among the
     LBGs, so that a range the renderer cannot serve (LBGs so distant that no flux
-    reaches the r band) fails here too.
+    reaches the r band) fails here too; and an LBG range beyond
+    :func:`normalisable_lbg_zmax` is refused (their r-band flux is forest-absorbed).
 
     Parameters
     ----------
@@ -159,6 +183,14 @@ def check_population(simcfg, population, n=64):
     options = {k: v for k, v in population.items() if k != 'efftime_range'}
     classes = options.pop('classes', None) or [
         c for c in CLASSES if float(simcfg['simulation']['class_fractions'].get(c, 0.0)) > 0]
+    if 'LBG' in classes and options.get('zrange') is not None:
+        zmax = normalisable_lbg_zmax(simcfg)
+        if options['zrange'][1] > zmax:
+            raise ValueError(f'LBGs above z = {zmax:.2f} have Lya redward of the '
+                             f'{simcfg["simulation"]["normalisation"]["filter"]} band (its '
+                             'red half-transmission edge): their r magnitude would rest on '
+                             'the flux the IGM leaves below Lya, scaling them up by up to '
+                             'thousands')
     rng = np.random.default_rng(0)
     for name in classes:
         truth = draw_population(simcfg, n, rng, classes=[name], **options)
