@@ -148,3 +148,23 @@ def test_an_output_name_cfitsio_would_misread_fails_before_the_simulation(tmp_pa
         assert main(['--outdir', str(tmp_path / 'x[1]'), '--nspec', '3', '--nbasis', '2',
                      '--dwave', '2']) == 1
     assert 'x[1]' in caplog.text and not (tmp_path / 'x[1]').exists()
+
+
+def test_a_run_stopped_before_writing_leaves_no_empty_outdir(tmp_path, monkeypatch):
+    """SIGTERM during the simulation (after --outdir was made) left the empty directory;
+    desi_lbg_mock likewise, stopped before its first file."""
+    import pytest
+    from lbgnet.io.atomic import Terminated
+    from lbgnet.scripts import lbg_make_template, lbg_mock
+
+    def stopped(*args, **kwargs):
+        raise Terminated(143)
+    monkeypatch.setattr(lbg_make_template, 'rest_frame_spectra', stopped)
+    with pytest.raises(Terminated):
+        main(['--outdir', str(tmp_path / 'tpl' / 'deep'), '--nspec', '20', '--nbasis', '3'])
+    assert not (tmp_path / 'tpl').exists()
+    monkeypatch.setattr(lbg_mock, 'make_mock', stopped)
+    with pytest.raises(Terminated):
+        lbg_mock.main(['--outdir', str(tmp_path / 'mock' / 'deep'), '--nspec', '4',
+                       '--nfiles', '1', '--no-resolution'])
+    assert not (tmp_path / 'mock').exists()

@@ -185,7 +185,11 @@ def main(args=None, comm=None):
         log.error('%s: %s', path, problem)
         return 1
     created = missing_directories([path])
-    status = _make(args, log, method, path)
+    try:
+        status = _make(args, log, method, path)
+    except BaseException:             # stopped (SIGTERM, Ctrl-C): no empty --outdir left
+        remove_empty(created)
+        raise
     if status:                        # nothing written (a full disk...): no empty --outdir
         remove_empty(created)
     return status

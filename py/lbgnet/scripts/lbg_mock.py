@@ -450,10 +450,23 @@ def main(args=None, comm=None):
 
 
 def run(args, comm=None):
-    """The work of :func:`main` on each rank; its return status."""
+    """The work of :func:`main` on each rank; its return status.  A run stopped (SIGTERM,
+    Ctrl-C) before it wrote a file leaves no empty ``--outdir`` (rank 0 removes the
+    directories it made when they are empty)."""
+    rank = 0 if comm is None else comm.rank
+    created = missing_directories([os.path.join(args.outdir, 'x')])
+    try:
+        return _run(args, comm, created)
+    except BaseException:
+        if rank == 0:
+            remove_empty(created)
+        raise
+
+
+def _run(args, comm, created):
+    """:func:`run` once the directories it may make (`created`) are known."""
     log = get_logger()
     rank, size = (0, 1) if comm is None else (comm.rank, comm.size)
-    created = missing_directories([os.path.join(args.outdir, 'x')])
     plan, problem = prepare(args)
     # every rank stops (one waiting alone in a collective hangs); rank 0 says why
     if stop_if_any_failed(comm, problem, log if rank == 0 else get_logger('CRITICAL')):
