@@ -604,10 +604,11 @@ def add_checksums(path, dependencies=None):
 
     Notes
     -----
-    astropy rewrites a file whose headers grow through a temporary of its own
-    (``tmpXXXXXXXX``) beside it, which a run stopped meanwhile (SIGTERM) left in the
-    output directory: the file is updated inside a private hidden directory beside it,
-    removed on the way out whatever happens, and moved back.
+    astropy rewrites a file whose headers grow through a temporary of its own beside it
+    (named by tempfile: ``tmp`` and eight random characters), which a run stopped
+    meanwhile (SIGTERM) left in the output directory: the file is updated inside a
+    private hidden directory beside it, removed on the way out whatever happens, and
+    moved back.
     """
     import tempfile
     path = str(path)
