@@ -316,3 +316,40 @@ def test_too_many_files_for_the_strip_fail_before_any_per_file_work(tmp_path, ca
         assert main(['--outdir', str(tmp_path / 'm'), '--nspec', '100000000000']) == 1
     assert ('100000000 files need 100000000 healpix pixels, but Dec -10..70 has'
             in caplog.text)
+
+
+def test_memory_problem_scales_with_the_largest_file():
+    """A file needing more than the machine's memory is named, with the --nfiles that fits;
+    RESOLUTION costs more per spectrum than its absence."""
+    from lbgnet.scripts.lbg_mock import MOCK_BASE_BYTES, MOCK_BYTES_PER_SPECTRUM, memory_problem
+    gib = 2.0 ** 30
+    assert memory_problem(np.array([1000, 1000]), True, memory=24 * gib) is None
+    problem = memory_problem(np.array([15000]), True, memory=24 * gib)
+    assert 'files of up to 15000 spectra need about 25.3 GiB' in problem
+    assert 'with RESOLUTION' in problem
+    fits = (24 * gib - MOCK_BASE_BYTES) // MOCK_BYTES_PER_SPECTRUM[True]
+    assert problem.endswith(f'give --nfiles {int(np.ceil(15000 / fits))} or more')
+    assert memory_problem(np.array([15000]), False, memory=24 * gib) is None
+    # the largest file counts, not the total
+    assert memory_problem(np.array([7000, 7000, 7000]), True, memory=24 * gib) is None
+    assert memory_problem(np.array([10, 15000]), True, memory=24 * gib) is not None
+
+
+def test_a_file_beyond_the_memory_is_refused_before_simulating(tmp_path, caplog, monkeypatch):
+    """--nspec 15000 --nfiles 1 with RESOLUTION (about 25 GiB) was simulated until the
+    kernel killed the process, without a word; it is one error before any work, and
+    --outdir is not created."""
+    import lbgnet.scripts.lbg_mock as script
+
+    def no_simulation(*args, **kwargs):
+        raise AssertionError('simulated although the file does not fit in memory')
+    monkeypatch.setattr(script, 'make_mock', no_simulation)
+    monkeypatch.setattr(script, 'physical_memory', lambda: 4.0 * 2 ** 30)
+    out = tmp_path / 'm'
+    with caplog.at_level(logging.ERROR):
+        assert main(['--outdir', str(out), '--nspec', '3000', '--nfiles', '1']) == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == ['--nspec 3000: files of up to 3000 spectra need about 5.2 GiB each '
+                      "(1.7 MiB per spectrum with RESOLUTION), more than this machine's 4 GiB: "
+                      'give --nfiles 2 or more']
+    assert not out.exists()

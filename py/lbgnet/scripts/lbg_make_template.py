@@ -21,6 +21,7 @@ from ..io.catalog import (IS_A_DIRECTORY, OutputFileError, check_outdir, missing
 from ..io.errors import InputFileError
 from ..io.fitsutil import cfitsio_name_problem
 from ..io.rrtemplate import IGM_MODELS, check_coverage, template_filename, write_rr_template
+from ..memory import physical_memory
 from ..template import (NORM_WINDOW, pca_basis, reconstruction_error, redshift_grid,
                         rest_frame_spectra)
 
@@ -105,14 +106,6 @@ def parse(options=None):
 #: Float64 (nspec, npix) arrays that building a template holds at once (the spectra,
 #: LAPACK's copy of them in the SVD and its right singular vectors), for the memory check.
 MATRIX_COPIES = 3
-
-
-def physical_memory():
-    """Bytes of physical memory of this machine (inf when unknown)."""
-    try:
-        return os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE')
-    except (ValueError, OSError, AttributeError):
-        return float('inf')
 
 
 def rest_grid(args):

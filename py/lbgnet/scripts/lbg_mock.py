@@ -21,6 +21,7 @@ from ..io.atomic import raise_if_terminated
 from ..io.catalog import OutputFileError, check_outdir, missing_directories, remove_empty
 from ..io.fitsutil import cfitsio_name_problem
 from ..io.mock import mock_filenames, mock_keywords, write_mock
+from ..memory import physical_memory
 from ..parallel import RankZeroParser, run_command, stop_if_any_failed
 from ..progress import Progress
 from ..ranklog import run_wide
@@ -375,6 +376,37 @@ def file_plan(nspec, nfiles, seed, mockcfg):
     return counts, pixels, seeds[1:]
 
 
+#: Peak resident memory of one ``desi_lbg_mock`` process per spectrum of the file it
+#: simulates, with and without the RESOLUTION HDUs, and at no spectrum (bytes; measured with
+#: ``/usr/bin/time`` on files of 200 and 1,600 spectra of the default configuration,
+#: 2026-12-07: 1.76 MB and 0.39 MB per spectrum, 0.15 GB at none), for the memory check.
+MOCK_BYTES_PER_SPECTRUM = {True: 1.8e6, False: 4.0e5}
+MOCK_BASE_BYTES = 1.6e8
+
+
+def memory_problem(counts, with_resolution, memory=None):
+    """Why files of `counts` spectra cannot be simulated here, or None when they can.
+
+    Each process holds one file at a time (:data:`MOCK_BYTES_PER_SPECTRUM` per spectrum);
+    a file that needs more than the machine's physical memory (`memory`, bytes; that of
+    this machine by default) would get the process killed by the kernel, without a word,
+    after minutes of work.  Under MPI, ranks sharing a node share its memory: the check is
+    that of one rank.
+    """
+    memory = physical_memory() if memory is None else memory
+    per = MOCK_BYTES_PER_SPECTRUM[bool(with_resolution)]
+    largest = int(np.max(counts))
+    need = MOCK_BASE_BYTES + per * largest
+    if need <= memory:
+        return None
+    fits = max(int((memory - MOCK_BASE_BYTES) // per), 1)
+    nfiles = int(np.ceil(int(np.sum(counts)) / fits))
+    what = 'with RESOLUTION' if with_resolution else 'without RESOLUTION'
+    return (f'files of up to {largest} spectra need about {need / 2**30:.1f} GiB each '
+            f'({per / 2**20:.1f} MiB per spectrum {what}), more than this machine\'s '
+            f'{memory / 2**30:.0f} GiB: give --nfiles {nfiles} or more')
+
+
 def prepare(args):
     """Load the simulator, plan the files and check the population and ``--outdir``
     (its file names free of cfitsio syntax, then created if needed and writable).
@@ -393,6 +425,9 @@ def prepare(args):
         counts, pixels, seeds = file_plan(args.nspec, args.nfiles, args.seed, mockcfg)
     except (ConfigError, InputFileError, ValueError) as err:
         return None, str(err)
+    problem = memory_problem(counts, not args.no_resolution)
+    if problem:
+        return None, f'--nspec {args.nspec}: {problem}'
     if args.efftime_min is not None:         # also against mock.efftime_per_exposure
         try:
             check_efftime_range((args.efftime_min, args.efftime_max), mockcfg)
