@@ -154,6 +154,29 @@ def test_sky_lines_directory_is_one_line_error(tmp_path, monkeypatch, caplog):
     assert not outdir.exists()
 
 
+@pytest.mark.parametrize('option, problem', [
+    ('--lbg-composite',
+     'LBG composite has no data rows (the file is empty or holds only comments)'),
+    ('--sky-lines', 'no data rows (the file is empty or holds only comments)')])
+@pytest.mark.parametrize('text', ['', '# only a comment\n'])
+def test_empty_text_input_is_only_our_error(tmp_path, caplog, option, problem, text):
+    """An empty or comment-only --lbg-composite / --sky-lines file gives our one-line error
+    and nothing else: numpy's "loadtxt: input contained no data" UserWarning was printed
+    before it."""
+    import warnings
+    empty = tmp_path / 'empty.txt'
+    empty.write_text(text)
+    outdir = tmp_path / 'out'
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.INFO):
+        warnings.simplefilter('always')
+        assert main(['--outdir', str(outdir), '--nspec', '2', '--nfiles', '1',
+                     '--no-resolution', option, str(empty)]) == 1
+    assert [str(w.message) for w in caught] == []
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [f'{empty}: {problem}']
+    assert not outdir.exists()
+
+
 def test_cfitsio_outdir_is_refused_before_simulating(tmp_path, monkeypatch, caplog):
     """An --outdir that cfitsio would misread is refused once, before any file is simulated
     and before the directory is created (it failed in write_mock, once per file)."""

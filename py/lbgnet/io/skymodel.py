@@ -13,6 +13,7 @@ import numpy as np
 from desiutil.log import get_logger
 
 from .errors import InputFileError, MissingInputError
+from .templates import load_text_table
 
 #: Location of the sky-line spectrum inside the desispec package.
 SKY_LINES_RESOURCE = ('desispec', 'data/spec-sky.dat')
@@ -54,9 +55,9 @@ def read_sky_lines(path=None, positive_only=True):
     MissingInputError
         If `path` does not exist, or is omitted and desispec does not ship the file.
     InputFileError
-        If `path` is a directory or cannot be read, or the file is not a two-column
-        numeric table with increasing wavelengths and finite fluxes, or has no positive
-        flux between 3600 and 9824 Å (e.g. wavelengths in nm).
+        If `path` is a directory or cannot be read, or the file has no data rows or is
+        not a two-column numeric table with increasing wavelengths and finite fluxes, or
+        has no positive flux between 3600 and 9824 Å (e.g. wavelengths in nm).
     """
     log = get_logger()
     if path is None:
@@ -65,7 +66,7 @@ def read_sky_lines(path=None, positive_only=True):
             raise MissingInputError('desispec/data/spec-sky.dat',
                                     'not found in the desispec package')
     try:
-        data = np.loadtxt(path, dtype=np.float64, ndmin=2)
+        data = load_text_table(path, dtype=np.float64, ndmin=2)
     except FileNotFoundError:
         raise MissingInputError(path) from None
     except IsADirectoryError:
@@ -74,6 +75,8 @@ def read_sky_lines(path=None, positive_only=True):
         raise InputFileError(path, f'cannot read ({err.strerror or err})') from None
     except ValueError as err:
         raise InputFileError(path, f'not a numeric two-column table ({err})') from None
+    if data.size == 0:
+        raise InputFileError(path, 'no data rows (the file is empty or holds only comments)')
     if data.shape[1] < 2 or data.shape[0] < 2:
         raise InputFileError(path, f'expected two columns and several rows, got shape {data.shape}')
     wave, flux = data[:, 0], data[:, 1]

@@ -16,6 +16,7 @@ The readers only read and check; what the simulator does with the arrays lives i
 """
 import glob
 import os
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -79,6 +80,32 @@ class SimTemplates:
         return '; '.join(parts)
 
 
+def load_text_table(path, **kwargs):
+    """:func:`numpy.loadtxt` without its warning on a file with no data rows.
+
+    numpy warns (``UserWarning: loadtxt: input contained no data``) when a file is empty
+    or holds only comments, and returns an empty array; the readers here refuse that
+    array in one line of their own, so the warning only repeated the problem above it.
+
+    Parameters
+    ----------
+    path : str
+        Text file.
+    **kwargs
+        Passed to :func:`numpy.loadtxt`.
+
+    Returns
+    -------
+    numpy.ndarray
+        What :func:`numpy.loadtxt` returns (size 0 for a file with no data rows).
+    """
+    with warnings.catch_warnings():
+        # "input contained no data" (numpy >= 1.23), "Empty input file" before
+        warnings.filterwarnings('ignore', category=UserWarning,
+                                message='loadtxt: (input contained no data|Empty input file)')
+        return np.loadtxt(path, **kwargs)
+
+
 def read_lbg_composite(path):
     """Read the LBG composite text file (or the single ``*.txt`` in a directory).
 
@@ -105,9 +132,12 @@ def read_lbg_composite(path):
     if not os.path.exists(path):
         raise MissingInputError(path)
     try:
-        data = np.loadtxt(path, comments='#', ndmin=2)
+        data = load_text_table(path, comments='#', ndmin=2)
     except (OSError, ValueError) as err:
         raise InputFileError(path, f'cannot read the LBG composite as two numeric columns ({err})') from None
+    if data.size == 0:
+        raise InputFileError(path, 'LBG composite has no data rows (the file is empty or '
+                             'holds only comments)')
     if data.shape[1] < 2 or data.shape[0] < 10:
         raise InputFileError(path, f'LBG composite needs >= 10 rows of (wavelength, f_nu), got shape {data.shape}')
     wave, fnu = data[:, 0], data[:, 1]
