@@ -177,6 +177,25 @@ def test_empty_text_input_is_only_our_error(tmp_path, caplog, option, problem, t
     assert not outdir.exists()
 
 
+def test_rr_template_dir_that_is_a_file_says_so(tmp_path, caplog):
+    """--rr-template-dir naming a regular file says it is not a directory, in one line (it
+    said "Redrock template directory not found" although the path exists); a missing path
+    still says not found."""
+    afile = tmp_path / 'rrtemplate-QSO-HIZ-v1.1.fits'
+    afile.write_text('not a directory')
+    outdir = tmp_path / 'out'
+    for path, problem in ((afile, 'is not a directory (the Redrock template directory, '
+                                  'holding rrtemplate-*.fits files, is expected)'),
+                          (tmp_path / 'nope', 'Redrock template directory not found')):
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            assert main(['--outdir', str(outdir), '--nspec', '2', '--nfiles', '1',
+                         '--no-resolution', '--rr-template-dir', str(path)]) == 1
+        errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        assert errors == [f'{path}: {problem}']
+        assert not outdir.exists()
+
+
 def test_cfitsio_outdir_is_refused_before_simulating(tmp_path, monkeypatch, caplog):
     """An --outdir that cfitsio would misread is refused once, before any file is simulated
     and before the directory is created (it failed in write_mock, once per file)."""

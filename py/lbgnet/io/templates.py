@@ -221,14 +221,25 @@ def load_templates(lbg_composite=None, rr_template_dir=None):
     Returns
     -------
     SimTemplates
+
+    Raises
+    ------
+    MissingInputError
+        If a path does not exist.
+    InputFileError
+        If a file cannot be read or is not in the expected format (see the readers), if
+        `rr_template_dir` is not a directory or holds no QSO or STAR template.
     """
     from desiutil.log import get_logger
     log = get_logger()
     comp = read_lbg_composite(lbg_composite) if lbg_composite is not None else None
     rr = {}
     if rr_template_dir is not None:
-        if not os.path.isdir(rr_template_dir):
+        if not os.path.exists(rr_template_dir):
             raise MissingInputError(rr_template_dir, 'Redrock template directory not found')
+        if not os.path.isdir(rr_template_dir):
+            raise InputFileError(rr_template_dir, 'is not a directory (the Redrock template '
+                                 'directory, holding rrtemplate-*.fits files, is expected)')
         for path in sorted(glob.glob(os.path.join(glob.escape(rr_template_dir), 'rrtemplate-*.fits'))):
             tmpl = read_rr_template(path)
             if tmpl.rrtype in ('QSO', 'STAR'):
