@@ -16,6 +16,8 @@ def _errors(caplog):
 
 @pytest.mark.parametrize('bad, word', [
     (['--seed', '-1'], '--seed'),
+    # the SEED card holds a 64-bit integer: fitsio read a larger one back as a string
+    (['--seed', str(2 ** 63)], '--seed must be in [0, 2**63 - 1]'),
     (['--version', ''], '--version'),
     (['--version', 'a/b'], '--version'),
     (['--version', '../x'], '--version'),
@@ -76,6 +78,15 @@ def test_write_failure_is_one_line(tmp_path, caplog, monkeypatch):
         assert main(['--outdir', str(tmp_path / 'out')] + FAST) == 1
     errors = _errors(caplog)
     assert len(errors) == 1 and 'No space left on device' in errors[0]
+
+
+def test_largest_seed_is_an_integer_card(tmp_path):
+    """--seed 2**63 - 1, the largest accepted, is read back from the SEED card as that integer."""
+    import fitsio
+    seed = 2 ** 63 - 1
+    assert main(['--outdir', str(tmp_path), '--seed', str(seed)] + FAST) == 0
+    (path,) = tmp_path.glob('rrtemplate-*.fits')
+    assert fitsio.read_header(str(path))['SEED'] == seed
 
 
 def test_rest_frame_spectra_names_an_empty_window():

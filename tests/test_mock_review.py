@@ -196,6 +196,28 @@ def test_rr_template_dir_that_is_a_file_says_so(tmp_path, caplog):
         assert not outdir.exists()
 
 
+@pytest.mark.parametrize('seed', [2 ** 63, 2 ** 70])
+def test_seed_beyond_a_fits_integer_is_refused(seed, capsys):
+    """A --seed that does not fit the 64-bit MOCKSEED card is refused in parse (status 2): it
+    was written as a card fitsio reads back as a string (astropy as an integer)."""
+    with pytest.raises(SystemExit) as exc:
+        parse(['--outdir', 'x', '--nspec', '2', '--seed', str(seed)])
+    assert exc.value.code == 2
+    assert (f'--seed must be in [0, 2**63 - 1] (the MOCKSEED header card is a 64-bit '
+            f'integer), got {seed}') in capsys.readouterr().err
+
+
+def test_largest_seed_is_an_integer_card(tmp_path):
+    """--seed 2**63 - 1, the largest accepted, is read back from MOCKSEED as that integer."""
+    import fitsio
+    seed = 2 ** 63 - 1
+    assert main(['--outdir', str(tmp_path), '--nspec', '2', '--nfiles', '1',
+                 '--no-resolution', '--seed', str(seed)]) == 0
+    for kind in ('coadd', 'redrock', 'truth'):
+        (path,) = tmp_path.glob(f'{kind}-*.fits')
+        assert fitsio.read_header(str(path))['MOCKSEED'] == seed
+
+
 def test_cfitsio_outdir_is_refused_before_simulating(tmp_path, monkeypatch, caplog):
     """An --outdir that cfitsio would misread is refused once, before any file is simulated
     and before the directory is created (it failed in write_mock, once per file)."""

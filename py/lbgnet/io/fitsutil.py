@@ -20,6 +20,11 @@ from .errors import InputFileError, MissingInputError
 LOCATION_KEYS = ('SURVEY', 'PROGRAM', 'FAPRGRM', 'SPGRP', 'SPGRPVAL', 'TILEID', 'PETAL',
                  'NIGHT', 'HPXPIXEL', 'HPXNSIDE', 'HPXNEST')
 
+#: Integers below this bound (64-bit signed) are written as FITS integer cards that every
+#: reader reads back as an integer; cfitsio writes a larger one too, but fitsio reads it
+#: back as a string (astropy as an integer), so a seed written into a header must stay below it.
+FITS_INT_LIMIT = 2 ** 63
+
 
 #: Path text that cfitsio reads as its extended file-name syntax rather than as part of the
 #: name: brackets (HDU / filter / section), parentheses (output-file template), a trailing

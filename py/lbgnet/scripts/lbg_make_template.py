@@ -19,7 +19,7 @@ from .. import __version__
 from ..io.catalog import (IS_A_DIRECTORY, OutputFileError, check_outdir, missing_directories,
                           remove_empty)
 from ..io.errors import InputFileError
-from ..io.fitsutil import cfitsio_name_problem
+from ..io.fitsutil import FITS_INT_LIMIT, cfitsio_name_problem
 from ..io.rrtemplate import IGM_MODELS, check_coverage, template_filename, write_rr_template
 from ..memory import physical_memory
 from ..template import (NORM_WINDOW, pca_basis, reconstruction_error, redshift_grid,
@@ -40,7 +40,8 @@ def parse(options=None):
     parser.add_argument('--version', default='0.2', help='template VERSION [%(default)s: the shipped one]')
     parser.add_argument('--nspec', type=int, default=2000, help='simulated LBGs [%(default)s]')
     parser.add_argument('--nbasis', type=int, default=10, help='basis vectors [%(default)s]')
-    parser.add_argument('--seed', type=int, default=20231, help='random seed [%(default)s]')
+    parser.add_argument('--seed', type=int, default=20231,
+                        help='random seed in [0, 2**63 - 1] [%(default)s]')
     parser.add_argument('--wave-range', type=float, nargs=2, default=(600.0, 3800.0),
                         metavar=('MIN', 'MAX'), help='rest wavelengths, Å [%(default)s]')
     parser.add_argument('--dwave', type=float, default=0.2, help='rest pixel, Å [%(default)s]')
@@ -64,8 +65,9 @@ def parse(options=None):
         parser.error('need --nspec >= 1')
     if not args.archetypes and (args.nbasis < 1 or args.nspec < args.nbasis):
         parser.error('need --nspec >= --nbasis >= 1')
-    if args.seed < 0:
-        parser.error(f'--seed must be >= 0, got {args.seed}')
+    if not 0 <= args.seed < FITS_INT_LIMIT:       # SEED: a 64-bit FITS integer card
+        parser.error(f'--seed must be in [0, 2**63 - 1] (the SEED header card is a 64-bit '
+                     f'integer), got {args.seed}')
     if not VERSION_PATTERN.fullmatch(args.version):
         parser.error(f'--version must be letters, digits, ".", "_" or "-" (it goes into the '
                      f'file name), got {args.version!r}')

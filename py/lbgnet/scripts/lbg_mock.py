@@ -19,7 +19,7 @@ from ..config import ConfigError
 from ..io import InputFileError
 from ..io.atomic import raise_if_terminated
 from ..io.catalog import OutputFileError, check_outdir, missing_directories, remove_empty
-from ..io.fitsutil import cfitsio_name_problem
+from ..io.fitsutil import FITS_INT_LIMIT, cfitsio_name_problem
 from ..io.mock import mock_filenames, mock_keywords, write_mock
 from ..memory import physical_memory
 from ..parallel import RankZeroParser, run_command, stop_if_any_failed
@@ -39,9 +39,9 @@ def parse(options=None):
     parser.add_argument('--config', default=DEFAULT_MOCK_CONFIG,
                         help='mock configuration (instrument, files, physics) [%(default)s]')
     parser.add_argument('--seed', type=int, default=0,
-                        help='random seed [%(default)s]; give each data set its own: file k of '
-                             'two runs with one seed holds the same objects when it holds as '
-                             'many spectra, whatever --nspec/--nfiles')
+                        help='random seed in [0, 2**63 - 1] [%(default)s]; give each data '
+                             'set its own: file k of two runs with one seed holds the same '
+                             'objects when it holds as many spectra, whatever --nspec/--nfiles')
     parser.add_argument('--nfiles', type=int, default=None,
                         help='number of files (healpix pixels) [enough for '
                         'mock.files.max_spectra_per_file per file]')
@@ -78,8 +78,9 @@ def parse(options=None):
                         help='spread the files over MPI ranks (required when started by an '
                         'MPI launcher)')
     args = parser.parse_args(options)
-    if args.seed < 0:
-        parser.error(f'--seed must be >= 0, got {args.seed}')
+    if not 0 <= args.seed < FITS_INT_LIMIT:       # MOCKSEED: a 64-bit FITS integer card
+        parser.error(f'--seed must be in [0, 2**63 - 1] (the MOCKSEED header card is a '
+                     f'64-bit integer), got {args.seed}')
     if args.nspec < 1:
         parser.error(f'--nspec must be >= 1, got {args.nspec}')
     if args.classes and len(set(args.classes)) != len(args.classes):
