@@ -157,6 +157,84 @@ def test_calibration_reproduces_shipped_parameters(mock_config):
     assert fit['sky_line_shift'] == shipped['sky_line_shift']
 
 
+#: Per-fibre flux (1e-17 erg/s/cm²/Å) of the synthetic coadd: five faint fibres (below
+#: lbgnet.sim.calibrate.FAINT_FLUX) and three bright ones.
+SYNTH_FLUX = np.array([0.0, 0.1, 0.2, 0.3, 0.5, 3.0, 10.0, 30.0])
+SYNTH_GAIN, SYNTH_BACKGROUND = 200.0, 0.5
+
+
+def _synthetic_coadd(instrument, flux=SYNTH_FLUX):
+    """A coadd on the mock's wavelength grids whose pipeline variance is exactly
+    SYNTH_BACKGROUND + flux / SYNTH_GAIN (constant flux per fibre), and a function
+    replacing its fields."""
+    import dataclasses
+    from lbgnet.io import CoaddData
+    wave = {band: np.asarray(arm.wave, dtype=np.float64) for band, arm in instrument.arms.items()}
+    fluxes = {b: np.repeat(flux[:, None], w.size, axis=1).astype(np.float32)
+              for b, w in wave.items()}
+    ivars = {b: (1.0 / (SYNTH_BACKGROUND + f / SYNTH_GAIN)).astype(np.float32)
+             for b, f in fluxes.items()}
+    coadd = CoaddData('synthetic.fits', tuple(wave), wave, fluxes, ivars,
+                      {b: None for b in wave})
+    return coadd, lambda **kw: dataclasses.replace(coadd, **kw)
+
+
+@pytest.mark.parametrize('case, message', [
+    ('dead', '0 of 8 fibres are live (a valid pixel in every arm), needs >= 3'),
+    ('two_live', '2 of 8 fibres are live (a valid pixel in every arm), needs >= 3'),
+    ('no_faint', 'the b arm at 3600-3630 A has 8 live fibres with a valid pixel, 0 of '
+                 'them faint (median flux < 1) and 8 bright; needs >= 3 (the gain '
+                 'regression), >= 1 faint (the background) and >= 1 bright'),
+    ('no_bright', 'the b arm at 3600-3630 A has 8 live fibres with a valid pixel, 8 of '
+                  'them faint (median flux < 1) and 0 bright; needs >= 3'),
+    ('masked_chunk', 'the r arm at 5790-5820 A has 0 live fibres with a valid pixel, 0 of '
+                     'them faint'),
+    ('flat_variance', 'in the b arm at 3600-3630 A the variance of the 8 fibres with a '
+                      'valid pixel does not grow with their flux')],
+    ids=['dead', 'two_live', 'no_faint', 'no_bright', 'masked_chunk', 'flat_variance'])
+def test_calibration_refuses_unusable_coadd(mock_config, instrument, case, message):
+    """calibrate_noise raises a ValueError saying what the coadd lacks (it returned a fit:
+    gains of 10**6, a read noise of 1e-309 or NaN, or failed in lstsq's SVD)."""
+    from lbgnet.sim.calibrate import calibrate_noise
+    coadd, replace = _synthetic_coadd(instrument)
+    ivar = {b: v.copy() for b, v in coadd.ivar.items()}
+    if case == 'dead':
+        coadd = replace(ivar={b: np.zeros_like(v) for b, v in ivar.items()})
+    elif case == 'two_live':
+        for v in ivar.values():
+            v[2:] = 0
+        coadd = replace(ivar=ivar)
+    elif case == 'no_faint':
+        coadd, _ = _synthetic_coadd(instrument, SYNTH_FLUX + 2.0)
+    elif case == 'no_bright':
+        coadd, _ = _synthetic_coadd(instrument, SYNTH_FLUX / 100.0)
+    elif case == 'masked_chunk':
+        wave = coadd.wave['r']
+        ivar['r'][:, (wave >= 5790) & (wave < 5820)] = 0
+        coadd = replace(ivar=ivar)
+    else:
+        coadd = replace(ivar={b: np.full_like(v, 2.0) for b, v in ivar.items()})
+    with pytest.raises(ValueError) as err:
+        calibrate_noise(coadd, mock_config.extra['instrument']['resolution'],
+                        read_sky_lines())
+    assert str(err.value).startswith('synthetic.fits: cannot calibrate the noise: ')
+    assert message in str(err.value)
+
+
+def test_calibration_gain_skips_fibres_without_pixels_in_a_chunk(mock_config, instrument):
+    """A fibre with no valid pixel in one gain chunk (but live) is left out of that chunk's
+    regression; its NaN variance made lstsq fail ("SVD did not converge")."""
+    from lbgnet.sim.calibrate import calibrate_noise
+    coadd, replace = _synthetic_coadd(instrument)
+    ivar = {b: v.copy() for b, v in coadd.ivar.items()}
+    wave = coadd.wave['r']
+    ivar['r'][0, (wave >= 5790) & (wave < 5820)] = 0
+    fit = calibrate_noise(replace(ivar=ivar), mock_config.extra['instrument']['resolution'],
+                          read_sky_lines())
+    for band in coadd.bands:        # the variance is exactly background + flux / gain
+        np.testing.assert_allclose(fit['gain'][band]['value'], SYNTH_GAIN, rtol=1e-3)
+
+
 def test_ivar_is_the_inverse_pipeline_variance(instrument):
     """observe's ivar is exactly 1 / pipeline_variance (it does not include noise_excess)."""
     rng = np.random.default_rng(1)

@@ -21,6 +21,11 @@ Method (per arm):
 3. *Excess scatter.*  Robust scatter of (f_j - f_j+2)/σ between line-free pixels.
 4. *Sky residuals.*  Excess of the squared deviations from a running median at
    the sky-line pixels (in units of the pipeline σ), in units of the scaled line flux.
+
+A coadd that cannot support these fits (too few live fibres, no faint fibre for the
+background or no bright one for the shot noise in some gain chunk, or a variance that
+does not grow with flux) is refused with a ValueError saying what is missing
+(:func:`check_calibration_input`), rather than giving numbers without meaning.
 """
 import numpy as np
 from scipy.ndimage import median_filter
@@ -39,6 +44,19 @@ CONTINUUM_STEP = 400.0
 #: Grids searched for the sky-line velocity shift (km/s) and variance-profile width.
 SHIFT_GRID = np.arange(-40.0, 40.1, 4.0)
 SIGMA_FACTOR_GRID = np.arange(0.4, 1.21, 0.05)
+#: Fewest live fibres with a valid pixel in each gain chunk: the regression fits two
+#: coefficients (background and 1/G), one point per fibre, so it needs one more to be
+#: overdetermined.
+MIN_CHUNK_FIBRES = 3
+#: Fewest faint fibres (the background variance, the excess scatter and the sky residual
+#: are measured on them) and bright fibres (their shot noise sets the gain) with a valid
+#: pixel in each gain chunk: without them the fits are undefined (no bright fibre: gains
+#: of 10**6; no faint one: read noise ~1e-309, excess NaN).  The least for a defined
+#: fit, not for a good one: on subsets of the 24-fibre SV1 coadd, its 8 bright and 1
+#: faint fibre gave gains within 16 % and read noise within 22 % of the fit on all of
+#: them, but 1 bright and 2 faint gave gains off by up to a factor 3 and a read noise of 0.
+MIN_FAINT_FIBRES = 1
+MIN_BRIGHT_FIBRES = 1
 
 
 def live_fibres(ivars):
@@ -61,6 +79,53 @@ def chunk_edges(wave):
     return np.unique(np.concatenate([left, mid, right, [hi]]))
 
 
+def check_calibration_input(coadd):
+    """The live fibres of a coadd, once it is checked to support :func:`calibrate_noise`.
+
+    Every gain chunk (:func:`chunk_edges`) of every arm must hold at least
+    `MIN_CHUNK_FIBRES` live fibres with a valid pixel (ivar > 0) in it, `MIN_FAINT_FIBRES`
+    of them faint (median smoothed flux in the arm below `FAINT_FLUX`) and
+    `MIN_BRIGHT_FIBRES` bright.
+
+    Parameters
+    ----------
+    coadd : lbgnet.io.CoaddData
+
+    Returns
+    -------
+    numpy.ndarray
+        :func:`live_fibres`, shape (nspec,) bool.
+
+    Raises
+    ------
+    ValueError
+        Naming the file, the arm and the chunk (Å), and what was found against what is
+        needed.
+    """
+    live = live_fibres(coadd.ivar)
+    if live.sum() < MIN_CHUNK_FIBRES:
+        raise ValueError(f'{coadd.path}: cannot calibrate the noise: {int(live.sum())} of '
+                         f'{live.size} fibres are live (a valid pixel in every arm), '
+                         f'needs >= {MIN_CHUNK_FIBRES}')
+    for band in coadd.bands:
+        wave, valid = coadd.wave[band], coadd.ivar[band][live] > 0
+        faint = np.median(smooth_flux(coadd.flux[band][live]), axis=1) < FAINT_FLUX
+        edges = chunk_edges(wave)
+        for lo, hi in zip(edges[:-1], edges[1:]):
+            seen = np.any(valid[:, (wave >= lo) & (wave < hi)], axis=1)
+            nfib, nfaint = int(seen.sum()), int(np.sum(seen & faint))
+            if (nfib < MIN_CHUNK_FIBRES or nfaint < MIN_FAINT_FIBRES
+                    or nfib - nfaint < MIN_BRIGHT_FIBRES):
+                raise ValueError(
+                    f'{coadd.path}: cannot calibrate the noise: the {band} arm at '
+                    f'{lo:.0f}-{hi:.0f} A has {nfib} live fibres with a valid pixel, '
+                    f'{nfaint} of them faint (median flux < {FAINT_FLUX:g}) and '
+                    f'{nfib - nfaint} bright; needs >= {MIN_CHUNK_FIBRES} (the gain '
+                    f'regression), >= {MIN_FAINT_FIBRES} faint (the background) and '
+                    f'>= {MIN_BRIGHT_FIBRES} bright (the shot noise that sets the gain)')
+    return live
+
+
 def fit_gain(wave, flux, ivar):
     """Electrons per pixel per flux unit, from the variance-flux regression.
 
@@ -69,12 +134,19 @@ def fit_gain(wave, flux, ivar):
     wave : numpy.ndarray
         Shape (nwave,), Å.
     flux, ivar : numpy.ndarray
-        Live fibres only, shape (nfib, nwave).
+        Live fibres only, shape (nfib, nwave); each chunk's regression uses those with
+        a valid pixel (ivar > 0) in it.
 
     Returns
     -------
     node_wave, node_gain : numpy.ndarray
         Chunk centres (Å) and gains; the first and last node sit on the arm ends.
+
+    Raises
+    ------
+    ValueError
+        When the variance does not grow with the flux in a chunk (a slope of 1e-6 or
+        less: a gain of 10**6 or more, where DESI's are below ~10**3), naming the chunk.
     """
     var = 1.0 / np.where(ivar > 0, ivar, np.nan)
     fsm = smooth_flux(flux)
@@ -82,12 +154,18 @@ def fit_gain(wave, flux, ivar):
     centres, gains = [], []
     for lo, hi in zip(edges[:-1], edges[1:]):
         sel = (wave >= lo) & (wave < hi)
-        fmed = np.median(fsm[:, sel], axis=1)
-        vmed = np.nanmedian(var[:, sel], axis=1)
+        seen = np.any(ivar[:, sel] > 0, axis=1)       # the fibres with a variance here
+        fmed = np.median(fsm[seen][:, sel], axis=1)
+        vmed = np.nanmedian(var[seen][:, sel], axis=1)
         design = np.vstack([np.ones_like(fmed), fmed]).T / vmed[:, None]
         coef, *_ = np.linalg.lstsq(design, np.ones_like(vmed), rcond=None)
+        if not coef[1] > 1e-6:
+            raise ValueError(f'at {lo:.0f}-{hi:.0f} A the variance of the {fmed.size} '
+                             f'fibres with a valid pixel does not grow with their flux '
+                             f'(slope {coef[1]:.3g} per flux unit): no shot noise to set '
+                             'the gain')
         centres.append(0.5 * (lo + hi))
-        gains.append(1.0 / max(coef[1], 1e-6))
+        gains.append(1.0 / coef[1])
     centres = np.array(centres)
     centres[0], centres[-1] = wave[0], wave[-1]
     return centres, np.array(gains)
@@ -226,12 +304,22 @@ def calibrate_noise(coadd, resolution, sky_lines):
         ``sky_line_scale``, ``read_noise_var``, ``noise_excess``, ``sky_residual``
         (band -> float), ``sky_line_shift`` and ``sky_line_sigma_factor``: the layout of
         the ``instrument.noise`` configuration section (without ``efftime_ref``).
+
+    Raises
+    ------
+    ValueError
+        When the coadd cannot support the fit (:func:`check_calibration_input`), or the
+        variance does not grow with the flux in a chunk (:func:`fit_gain`).
     """
-    live = live_fibres(coadd.ivar)
+    live = check_calibration_input(coadd)
     waves, backs, gains, sigmas, gain_nodes = {}, {}, {}, {}, {}
     for band in coadd.bands:
         wave, flux, ivar = coadd.wave[band], coadd.flux[band][live], coadd.ivar[band][live]
-        nw, ng = fit_gain(wave, flux, ivar)
+        try:
+            nw, ng = fit_gain(wave, flux, ivar)
+        except ValueError as err:
+            raise ValueError(f'{coadd.path}: cannot calibrate the noise: in the {band} arm '
+                             f'{err}') from None
         gain_nodes[band] = dict(wave=nw, value=ng)
         waves[band], gains[band] = wave, np.interp(wave, nw, ng)
         backs[band] = background_variance(flux, ivar, gains[band])
