@@ -468,27 +468,43 @@ def test_desispec_temporary_in_the_input_tree_is_skipped(tmp_path, model_path, c
                                                     'priors_lbg-main-dark-100.fits']
 
 
-def test_temporaries_of_a_killed_run_are_reported(tmp_path, model_path, caplog):
-    """A run killed outright leaves its temporary beside the output; the next run over that
-    file warns about it once (it said nothing) and leaves it (another run may own it).
-    Temporaries of other names, or of files not processed, are not reported."""
-    from lbgnet.io.atomic import leftover_temporaries
+def test_temporaries_of_a_killed_run_are_removed_or_reported(tmp_path, model_path, caplog):
+    """A run killed outright (kill -9, Slurm's SIGKILL) leaves its temporaries beside the
+    output.  The next run over that file removes those of a process that has ended on this
+    host (they were only reported, and piled up: a private directory of add_checksums
+    holds a whole copy of the catalogue), in one line; it reports, once, and keeps those
+    that another run may own (a live process's, another host's, one named without its
+    host).  Temporaries of other names, or of files not processed, are not looked at."""
+    import subprocess
+    from lbgnet.io.atomic import host_label
     coadd, output = make_pair(str(tmp_path))
-    stale = tmp_path / '.lbg_cnn-main-dark-100.tmp4242.fits'
+    child = subprocess.Popen(['true'])
+    child.wait()
+    host, dead = host_label(), child.pid
+    gone = [tmp_path / f'.lbg_cnn-main-dark-100.tmp{dead}-{host}.fits',
+            tmp_path / f'.priors_lbg-main-dark-100.tmp{dead}-{host}.fits.plain-{dead}',
+            tmp_path / f'..lbg_cnn-main-dark-100.tmp{dead}-{host}.fits.k3j_x9ab']
+    for path in gone[:2]:
+        path.write_bytes(b'half')
+    gone[2].mkdir()
+    (gone[2] / f'.lbg_cnn-main-dark-100.tmp{dead}-{host}.fits').write_bytes(b'whole')
+    stale = tmp_path / f'.lbg_cnn-main-dark-100.tmp{dead}-other-node.fits'
     stale.write_bytes(b'half')
-    (tmp_path / '.lbg_cnn-main-dark-999.tmp4242.fits').write_bytes(b'other file')
-    (tmp_path / '.lbg_cnn-main-dark-100.tmpx.fits').write_bytes(b'not a temporary name')
-    priors = str(tmp_path / 'priors_lbg-main-dark-100.fits.gz')
-    (tmp_path / '.priors_lbg-main-dark-100.tmp7.fits.gz').write_bytes(b'')
-    assert leftover_temporaries([output, priors, str(tmp_path / 'no' / 'x.fits')]) == [
-        str(tmp_path / '.lbg_cnn-main-dark-100.tmp4242.fits'),
-        str(tmp_path / '.priors_lbg-main-dark-100.tmp7.fits.gz')]
+    others = [tmp_path / f'.lbg_cnn-main-dark-999.tmp{dead}-{host}.fits',
+              tmp_path / '.lbg_cnn-main-dark-100.tmpx.fits']
+    for path in others:
+        path.write_bytes(b'not a temporary of this output')
     rc, text = run(caplog, '--coadd', coadd, '--model', model_path)
-    assert rc == 0 and text.count('temporary file(s) of an interrupted') == 1
-    assert f'1 temporary file(s) of an interrupted earlier write beside this run\'s outputs, e.g. {stale}' in text
-    assert stale.exists()
-    rc, text = run(caplog, '--coadd', coadd, '--model', model_path)     # skipped: not reported
-    assert rc == 0 and 'interrupted earlier write' not in text
+    assert rc == 0 and text.count('temporary file(s) of interrupted writes') == 1
+    assert (f'removed 3 temporary file(s) of interrupted writes left beside the outputs by '
+            f'process(es) {dead} of this host, no longer running: '
+            f'{", ".join(sorted(map(str, gone)))}') in text
+    assert (f'1 temporary file(s) beside the outputs that may still be in use, e.g. {stale} '
+            f'(process {dead} on other-node): kept') in text
+    assert not any(path.exists() for path in gone)
+    assert stale.exists() and all(path.exists() for path in others)
+    rc, text = run(caplog, '--coadd', coadd, '--model', model_path)     # skipped: not looked at
+    assert rc == 0 and 'temporary file(s)' not in text
 
 
 def test_more_threads_than_cores_is_warned_once(tmp_path, model_path, caplog):

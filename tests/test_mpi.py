@@ -244,7 +244,7 @@ def test_sigterm_aborts_all_and_leaves_no_temporaries(tmp_path, signalled):
     if signalled == 'every rank':
         assert temporaries == []
     else:
-        assert pid1 and not [f for f in temporaries if f'.tmp{pid1}.' in f]
+        assert pid1 and not [f for f in temporaries if f'.tmp{pid1}-' in f]
 
 
 def test_rank_signalled_while_importing_does_not_leave_the_others_waiting(tmp_path):

@@ -113,9 +113,11 @@ def test_atomic_path_removes_the_writers_own_temporary(tmp_path):
     """desispec.io.write_spectra writes its own temporary next to the name it is given and
     leaves it when interrupted: atomic_path removes it too, and nothing else."""
     from desispec.io.util import get_tempfilename
-    from lbgnet.io.atomic import atomic_path
-    others = [tmp_path / '.coadd-x2.tmp1.fits',             # another output's temporary
-              tmp_path / f'.coadd-x.tmp{os.getpid()}7.fits']  # another process's, same output
+    from lbgnet.io.atomic import atomic_path, host_label
+    pid, host = os.getpid(), host_label()
+    others = [tmp_path / f'.coadd-x2.tmp{pid}-{host}.fits',    # another output's temporary
+              tmp_path / f'.coadd-x.tmp{pid}7-{host}.fits',    # another process's, same output
+              tmp_path / f'.coadd-x.tmp{pid}-{host}0.fits']    # a host named like this one
     for other in others:
         other.write_text('other')
     with pytest.raises(OSError, match='disk full'):

@@ -22,7 +22,7 @@ from astropy.io import fits
 from astropy.table import Table
 from desiutil.depend import setdep
 
-from .atomic import atomic_path
+from .atomic import atomic_path, private_directory
 from .errors import InputFileError
 from .fitsutil import (_first_line, cfitsio_name_problem, check_table_hdu, clear_cfitsio_errors,
                        open_fits)
@@ -608,12 +608,16 @@ def add_checksums(path, dependencies=None):
     (named by tempfile: ``tmp`` and eight random characters), which a run stopped
     meanwhile (SIGTERM) left in the output directory: the file is updated inside a
     private hidden directory beside it, removed on the way out whatever happens, and
-    moved back.
+    moved back.  A process killed outright (``kill -9``) cannot remove it: its name says
+    whose it is (:func:`lbgnet.io.atomic.private_directory`:
+    ``.NAME.tmp<pid>-<host>.XXXXXXXX``, ``..ROOT.tmp<pid>-<host>.fits.XXXXXXXX`` for a
+    temporary of :func:`lbgnet.io.atomic.atomic_path`), and the next command writing the
+    same output removes it once that process has ended
+    (:func:`lbgnet.io.atomic.remove_leftovers`).
     """
-    import tempfile
     path = str(path)
-    head, name = os.path.split(os.path.abspath(path))
-    private = tempfile.mkdtemp(prefix=f'.{name}.', dir=head)
+    name = os.path.basename(os.path.abspath(path))
+    private = private_directory(path)
     inside = os.path.join(private, name)
     try:
         os.rename(path, inside)

@@ -443,7 +443,7 @@ def setup(args, nthreads=None):
             # files to write: one check of --outdir for the run, before TensorFlow
             check_creatable(args.outdir, name=f'--outdir {args.outdir}')
         out['jobs'], out['failed'] = check_jobs(out['jobs'])
-        warn_leftover_temporaries(out['jobs'])
+        remove_leftover_temporaries(out['jobs'])
         if out['jobs']:           # a resumed run with every output there: no TensorFlow
             if out['keras']:
                 start_tensorflow(nthreads)
@@ -458,16 +458,14 @@ def setup(args, nthreads=None):
     return out
 
 
-def warn_leftover_temporaries(jobs):
-    """Warn, once, about temporaries a killed run (``kill -9``, a lost node) left beside
-    the outputs of the files this run writes: nothing else would report them.  They are
-    not removed: another run writing to the same place could still own one."""
-    from ..io.atomic import leftover_temporaries
-    stale = leftover_temporaries([path for job in jobs for path in (job.output, job.priors)])
-    if stale:
-        get_logger().warning('%d temporary file(s) of an interrupted earlier write beside '
-                             "this run's outputs, e.g. %s: remove them once no other run "
-                             'writes there', len(stale), stale[0])
+def remove_leftover_temporaries(jobs):
+    """Remove, once for the run (rank 0, one listing per output directory), the temporaries
+    that a run killed outright (``kill -9``, Slurm's SIGKILL, a lost node) left beside the
+    outputs of the files this run writes, when their process has ended on this host; warn
+    about the others (another host's or a live process's: another run may still be writing
+    them).  :func:`lbgnet.io.atomic.remove_leftovers`."""
+    from ..io.atomic import remove_leftovers
+    remove_leftovers([path for job in jobs for path in (job.output, job.priors)])
 
 
 def warn_missing_cameras(layout, path):

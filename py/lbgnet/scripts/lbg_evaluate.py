@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import shutil
-import tempfile
 
 import numpy as np
 from desiutil.log import get_logger
@@ -26,6 +25,7 @@ from desiutil.log import get_logger
 from ..evalinputs import (check_catalog_network, check_catalogs_held_out, check_held_out,
                           collect, compare_simulators, redrock_metrics)
 from ..io import InputFileError
+from ..io.atomic import private_directory, remove_leftovers
 from ..io.catalog import OutputFileError, check_outdir, write_failure_reason
 from ..network import ENGINES
 from ..tflog import KerasBackendError, import_tensorflow
@@ -36,6 +36,10 @@ from .refine_options import (add_refine_arguments, check_refine_arguments, make_
 OUTPUTS = {'metrics': 'metrics.json', 'pe': 'purity_efficiency.png', 'z': 'redshift.png',
            'eff': 'efficiency.png', 'examples': 'examples.png', 'reliability': 'reliability.png',
            'pulls': 'pulls.png'}
+
+#: The name the hidden staging directory of a run's files is made after, inside --outdir:
+#: ``.evaluate.tmp<pid>-<host>.XXXXXXXX`` (:func:`lbgnet.io.atomic.private_directory`).
+STAGE = 'evaluate'
 
 
 #: Most example spectra ``--nexamples`` draws (one panel each in one PNG: 100 made a
@@ -437,7 +441,9 @@ def evaluate_into(args, model_path, log):
         return 1
     stage = None
     try:              # all files drawn aside, then moved in: a failure leaves the old set
-        stage = tempfile.mkdtemp(prefix=f'.evaluate-tmp{os.getpid()}-', dir=args.outdir)
+        # .evaluate.tmp<pid>-<host>.XXXXXXXX; those of a run killed outright removed first
+        remove_leftovers([os.path.join(args.outdir, STAGE)])
+        stage = private_directory(os.path.join(args.outdir, STAGE))
         write_json(os.path.join(stage, OUTPUTS['metrics']), metrics)
         written = write_plots(args, regimes, pred, truth, config, extras, stage)
         publish(stage, args.outdir, written)

@@ -16,6 +16,7 @@ import numpy as np
 from desiutil.log import get_logger
 
 from .. import __version__
+from ..io.atomic import remove_leftovers
 from ..io.catalog import (IS_A_DIRECTORY, OutputFileError, check_outdir, missing_directories,
                           remove_empty)
 from ..io.errors import InputFileError
@@ -203,6 +204,7 @@ def _make(args, log, method, path):
         simcfg = load_sim_config(args.sim_config)
         templates = load_templates(lbg_composite=args.lbg_composite) if args.lbg_composite else None
         check_outdir(args.outdir)            # before the work: creates --outdir if needed
+        remove_leftovers([path])             # of a run killed outright (kill -9)
         log.info('simulating %d noiseless LBG spectra of %d rest-frame pixels', args.nspec,
                  wave.size)
         sim_card = simulator_card(simcfg, templates)

@@ -17,7 +17,7 @@ from desiutil.log import get_logger
 
 from ..config import ConfigError
 from ..io import InputFileError
-from ..io.atomic import raise_if_terminated
+from ..io.atomic import raise_if_terminated, remove_leftovers
 from ..io.catalog import OutputFileError, check_outdir, missing_directories, remove_empty
 from ..io.fitsutil import FITS_INT_LIMIT, cfitsio_name_problem
 from ..io.mock import mock_filenames, mock_keywords, write_mock
@@ -504,6 +504,14 @@ def _run(args, comm, created):
     log = get_logger()
     rank, size = (0, 1) if comm is None else (comm.rank, comm.size)
     plan, problem = prepare(args)
+    if rank == 0 and problem is None:
+        # temporaries of a run killed outright: before any rank writes (they all wait for
+        # stop_if_any_failed below), one listing of --outdir
+        _, mockcfg, _, pixels, _ = plan
+        with run_wide():
+            remove_leftovers([path for pixel in pixels for path in mock_filenames(
+                args.outdir, mockcfg['files']['survey'], mockcfg['files']['program'],
+                pixel).values()])
     # every rank stops (one waiting alone in a collective hangs); rank 0 says why
     if stop_if_any_failed(comm, problem, log if rank == 0 else get_logger('CRITICAL')):
         return 1

@@ -20,7 +20,7 @@ from desiutil.log import get_logger
 from ..config import ConfigError, load_config
 from ..example import example_spectra
 from ..io import InputFileError, minimal_fibermap, write_coadd
-from ..io.atomic import atomic_path, raise_if_terminated
+from ..io.atomic import atomic_path, raise_if_terminated, remove_leftovers
 from ..io.catalog import (NOT_A_REGULAR_FILE, OutputFileError, check_not_an_input,
                           check_not_inputs, check_outdir, missing_directories, remove_empty,
                           special_file)
@@ -308,6 +308,11 @@ def run(args, comm=None):
                 check_not_inputs(outputs, paths)
         clash = problem_on_rank_zero(comm, no_input_overwritten, OutputFileError)  # every rank
         problem = problem or clash
+    if problem is None and rank == 0 and (args.outdir is not None or args.output):
+        # temporaries of a run killed outright: before any rank writes (they all wait for
+        # stop_if_any_failed below), one listing per output directory
+        with run_wide():
+            remove_leftovers(outputs if args.outdir is not None else [args.output])
     if stop_if_any_failed(comm, problem, log):
         remove_empty(created)
         return 1

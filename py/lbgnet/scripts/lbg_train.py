@@ -210,8 +210,11 @@ def write_validation(setup, outdir, nval, seed, config_name):
 
     Validation files (``coadd-``, ``redrock-``, ``truth-*.fits``) already in `outdir` that
     this call did not write (e.g. from an earlier run with a larger ``nval``) are removed,
-    so that ``--val-dir`` later reads this set only; other files are left alone.
+    so that ``--val-dir`` later reads this set only; other files are left alone, but for
+    the temporaries of these files that a run killed outright left
+    (:func:`lbgnet.io.atomic.remove_leftovers`).
     """
+    from ..io.atomic import remove_leftovers
     from ..io.mock import write_mock
     from ..sim.mock import make_mock
     log = get_logger()
@@ -237,6 +240,7 @@ def write_validation(setup, outdir, nval, seed, config_name):
     if stale:
         log.info('removed %d validation file(s) of an earlier run from %s: %s', len(stale),
                  outdir, ', '.join(os.path.basename(p) for p in stale))
+    remove_leftovers(sorted(written))       # temporaries of a run killed outright (kill -9)
     log.info('wrote %d validation spectra in %d files under %s', nval, nfiles, outdir)
     return coadds, truths
 

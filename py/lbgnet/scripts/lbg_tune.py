@@ -21,6 +21,7 @@ from desiutil.log import get_logger
 from ..config import (ConfigError, check_names, etc_dir, load_config, mapping_sha256,
                       read_yaml_config)
 from ..io import InputFileError
+from ..io.atomic import owner_tag, remove_leftovers
 from ..io.catalog import OutputFileError, check_outdir
 from ..tflog import import_tensorflow
 
@@ -128,6 +129,26 @@ def validation_dir(args, workdir, setup):
                         f'{simulation_hash(setup)}')
 
 
+def write_validation_set(setup, val_dir, nval, seed, simulation):
+    """Simulate the validation set `val_dir` (:func:`lbgnet.scripts.lbg_train.write_validation`)
+    into a hidden directory beside it, ``.NAME.tmp<pid>-<host>``, renamed into place once
+    complete: a resumed study finds its own set, another ``--nval``/``--seed``/simulator gets
+    its own, and a run stopped while writing leaves nothing behind (nor anything a later run
+    would take for a validation set).  The hidden directories of runs killed outright
+    (``kill -9``) are removed first (:func:`lbgnet.io.atomic.remove_leftovers`)."""
+    from .lbg_train import write_validation
+    remove_leftovers([val_dir])
+    head, name = os.path.split(val_dir)
+    partial = os.path.join(head, f'.{name}.{owner_tag()}')
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        write_validation(setup, partial, nval, seed, simulation)
+        os.rename(partial, val_dir)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+
+
 def tuning_data(args, config, workdir, setup=None):
     """The fixed training set (simulated) and validation set (files) of the study.
 
@@ -136,24 +157,13 @@ def tuning_data(args, config, workdir, setup=None):
     """
     from ..tune import TuneData, simulate_training_set
     from ..train import training_options
-    from .lbg_train import check_validation_targets, find_validation, read_labelled, write_validation
+    from .lbg_train import check_validation_targets, find_validation, read_labelled
     opts = training_options(config, batch_size=args.batch_size)
     if setup is None:
         setup = study_setup(args, config)
-    # one directory per validation recipe, renamed into place once complete: a resumed
-    # study finds its own set, another --nval/--seed/simulator gets its own, and a run
-    # stopped while writing leaves nothing behind (nor anything a later run would take
-    # for a validation set)
     val_dir = validation_dir(args, workdir, setup)
     if not (args.val_dir or os.path.isdir(val_dir)):
-        partial = os.path.join(workdir, f'.{os.path.basename(val_dir)}.tmp{os.getpid()}')
-        shutil.rmtree(partial, ignore_errors=True)
-        try:
-            write_validation(setup, partial, args.nval, args.seed, opts['simulation'])
-            os.rename(partial, val_dir)
-        except BaseException:
-            shutil.rmtree(partial, ignore_errors=True)
-            raise
+        write_validation_set(setup, val_dir, args.nval, args.seed, opts['simulation'])
     coadds, truths = find_validation(val_dir)
     X_val, _, truth_val = read_labelled(coadds, truths, config)
     check_validation_targets(truth_val, config, val_dir)

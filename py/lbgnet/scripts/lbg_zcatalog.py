@@ -16,6 +16,7 @@ from desiutil.log import get_logger
 from .. import __version__
 from ..bitmask import LBGWarnMask
 from ..evaluate import LBG_CLASS
+from ..io.atomic import remove_leftovers
 from ..io.catalog import (IS_A_DIRECTORY, OutputFileError, check_not_an_input, check_writable,
                           provenance_header, read_catalog, write_catalog)
 from ..io.discover import (CATALOG_PREFIX, check_input_dir, expand_coadds, file_metadata,
@@ -314,6 +315,7 @@ def main(args=None, comm=None):
         if os.path.exists(args.output) and not args.overwrite:
             raise OutputFileError(args.output, 'exists (use --overwrite)')
         check_writable(args.output, create=False)
+        remove_leftovers([args.output])         # of a run killed outright (kill -9)
         tables, common, files, spgrp, mixed = read_all(files, args.allow_mixed, args.spgrp)
         zcat = stack_catalogs(tables, args.allow_mixed, files, consume=True)
     except (InputFileError, OutputFileError, ValueError) as err:
