@@ -3,6 +3,7 @@ written against): options and configuration values that were ignored,
 refused for no reason, or crash instead of a one-line error."""
 import dataclasses
 import math
+import os
 
 import numpy as np
 import pytest
@@ -214,3 +215,43 @@ def test_validation_streams_are_never_training_streams():
         assert not np.array_equal(gen.rng(ifile, 0).random(8), val)
         assert not np.array_equal(gen.rng(ifile, 1).random(8), val)
     assert not np.array_equal(validation_rng(1, 0).random(8), validation_rng(1, 1).random(8))
+
+
+def test_the_card_records_which_simulator_configuration_trained_it(tmp_path, monkeypatch):
+    """A fine-tuning on a custom simulator configuration (simulation.rmag_range changed)
+    left a card that named it only as 'bright-mock.yaml', with the SIMHASH of the default
+    simulator (magnitude ranges and class mixes are left out of it): the card of the model
+    and of its checkpoint now record the file read, the fingerprint of its whole content
+    (lbgnet.tune.simulation_hash) and the magnitude range and class mix drawn."""
+    import types
+    from lbgnet.config import load_config
+    from lbgnet.scripts.lbg_train import checkpoint_card, model_card
+    from lbgnet.sim.generator import MockBatches
+    from lbgnet.sim.mock import load_mock_setup, simulator_hash
+    from lbgnet.tune import simulation_hash
+    cfgdir = tmp_path / 'cfg'
+    cfgdir.mkdir()
+    (cfgdir / 'bright-mock.yaml').write_text('base: lbgnet-mock.yaml\n'
+                                              'simulation: {rmag_range: [20.0, 25.0]}\n')
+    monkeypatch.chdir(tmp_path)
+    bright = load_mock_setup(str(cfgdir / 'bright-mock.yaml'))
+    default = load_mock_setup('lbgnet-mock.yaml')
+    assert simulator_hash(bright) == simulator_hash(default)     # why the hash is not enough
+    config = load_config('lbgnet-default.yaml')
+    args = types.SimpleNamespace(val_dir=str(tmp_path), init_from=None)
+    opts = {'seed': 1, 'simulation': 'bright-mock.yaml'}
+    thresholds = (0.5, 1, {})
+    cards = {}
+    for name, setup in (('bright', bright), ('default', default)):
+        batches = MockBatches(setup, batch_size=4, batches_per_epoch=1, seed=1)
+        card = model_card(args, config, opts, batches, [], {}, thresholds, {}, {}, 1.0,
+                          setup=setup)
+        assert checkpoint_card(setup)['training']['simulation'] == card['training']['simulation']
+        cards[name] = card['training']['simulation']
+    assert cards['bright'] == {
+        'file': str(cfgdir / 'bright-mock.yaml'), 'config_hash': simulation_hash(bright),
+        'rmag_range': [20.0, 25.0],
+        'class_fractions': {'LBG': 0.5, 'QSO': 0.2, 'GALAXY': 0.2, 'STAR': 0.1}}
+    assert cards['default']['rmag_range'] == [22.0, 25.0]
+    assert cards['default']['file'].endswith(os.path.join('etc', 'lbgnet-mock.yaml'))
+    assert cards['default']['config_hash'] != cards['bright']['config_hash']

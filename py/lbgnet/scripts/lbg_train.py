@@ -780,7 +780,7 @@ def checkpoint_card(setup, args=None, init=None, seed=None):
     :func:`init_record`), the labelled ``train_dir`` (absolute paths), ``val_dir`` and
     the `seed`, so that a killed run's checkpoint says how it was trained."""
     from ..sim.mock import simulator_hash
-    training = {'simulator_hash': simulator_hash(setup)}
+    training = {'simulator_hash': simulator_hash(setup), 'simulation': simulation_record(setup)}
     if args is not None:
         training.update(init if init is not None else init_record(args.init_from))
         training.update(
@@ -817,6 +817,7 @@ def model_card(args, config, opts, batches, coadds, info, thresholds, val_metric
                      'ntrain_per_epoch': len(batches) * batches.batch_size,
                      'nval_used': None if nval_used is None else int(nval_used),
                      'simulator_hash': simulator_hash(setup),
+                     'simulation': simulation_record(setup),
                      'labelled': labelled_record(batches) if labelled else None,
                      'generator': None if sim is None else {
                          'batches_per_epoch': len(batches),
@@ -840,6 +841,29 @@ def model_card(args, config, opts, batches, coadds, info, thresholds, val_metric
         'validation_metrics': val_metrics,
         'history': history,
     }
+
+
+def simulation_record(setup):
+    """Model-card record of the simulator configuration of a training (``training.simulation``
+    resolved): the file read (absolute path), the fingerprint of its whole content, ``base:``
+    chain merged (:func:`lbgnet.tune.simulation_hash`), and the magnitude range and class mix
+    its spectra were drawn from.  ``simulator_hash`` (``SIMHASH``) leaves these sampling
+    choices out, so without this record a model trained on another ``rmag_range`` had the
+    same card as one trained on the shipped range."""
+    from ..config import _resolve
+    from ..tune import simulation_hash
+    sim = setup.simcfg.get('simulation') or {}
+    source = setup.simcfg.get('_source')
+    try:                           # a name found in etc/ or a relative path: where it was read
+        source = None if not source else str(_resolve(source).resolve())
+    except ConfigError:            # gone since it was read
+        source = os.path.abspath(source)
+    rmag = sim.get('rmag_range')
+    return {'file': source,
+            'config_hash': simulation_hash(setup),
+            'rmag_range': None if rmag is None else [float(v) for v in rmag],
+            'class_fractions': {str(k): float(v)
+                                for k, v in (sim.get('class_fractions') or {}).items()}}
 
 
 def init_record(init_from):
