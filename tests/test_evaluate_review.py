@@ -574,3 +574,22 @@ def test_the_coadd_of_a_catalogue_is_found_under_a_non_ascii_name(tmp_path):
     Table({'TARGETID': [1]}, meta={'EXTNAME': 'LBG_ZCAT'}).write(zcat)
     with pytest.raises(InputFileError, match='a stacked catalogue of desi_lbg_zcatalog'):
         catalog_coadd(zcat)
+
+
+def test_coadd_metrics_record_the_networks_sha256(tmp_path, caplog):
+    """metrics.json of a catalogue evaluation names the network by its SHA-256
+    (inputs.network_sha256); one of a coadd evaluation named only the model's path, so a
+    model retrained into the same file could not be told from the one evaluated."""
+    from lbg_testdata import save_tiny_model
+    from lbgnet.io.modelfile import read_model_description
+    from lbgnet.scripts.lbg_evaluate import OUTPUTS, main
+    from test_evaluate import _mock_files
+    paths = _mock_files(tmp_path, nspec=12, seed=3)
+    model = save_tiny_model(str(tmp_path / 'tiny.weights.h5'))
+    out = tmp_path / 'out'
+    rc, _ = run_logged(main, caplog, '--coadd', paths['coadd'], '--truth', paths['truth'],
+                       '--model', model, '--nexamples', '0', '--no-refine',
+                       '--outdir', str(out))
+    assert rc == 0
+    metrics = json.loads((out / OUTPUTS['metrics']).read_text())
+    assert metrics['inputs']['network_sha256'] == read_model_description(model)[0]['weights_sha256']

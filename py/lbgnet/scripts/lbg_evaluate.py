@@ -417,8 +417,9 @@ def evaluate_into(args, model_path, log):
                                          else extras['engine'])}}
         metrics['inputs']['simulator'] = compare_simulators(
             extras['simhash'], (metadata or {}).get('training', {}).get('simulator_hash'))
-        if args.catalog:                                # catalogue input: its header
-            metrics['inputs']['network_sha256'] = extras['network'][0]
+        # the network evaluated, by content: its file may be retrained in place later
+        metrics['inputs']['network_sha256'] = (extras['network'][0] if args.catalog
+                                               else network.sha256)   # catalogue: its header
         if extras['refine'] is not None:
             metrics['inputs']['refine'] = extras['refine']
         if refiner is not None:
