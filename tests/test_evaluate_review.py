@@ -593,3 +593,18 @@ def test_coadd_metrics_record_the_networks_sha256(tmp_path, caplog):
     assert rc == 0
     metrics = json.loads((out / OUTPUTS['metrics']).read_text())
     assert metrics['inputs']['network_sha256'] == read_model_description(model)[0]['weights_sha256']
+
+
+def test_simulator_mismatch_does_not_only_blame_the_test_files(caplog):
+    """Test files of the current simulator evaluated with a model trained on an older one
+    (the shipped model: SIMHASH of simulator version 1) were told to 'regenerate the test
+    files', which the current code cannot do for the model's simulator: the warning says
+    that either the files or the model must be remade with the other's simulator."""
+    import logging
+    from lbgnet.evalinputs import compare_simulators
+    with caplog.at_level(logging.WARNING):
+        out = compare_simulators({'/x/truth-a.fits': 'aaaa'}, 'bbbb')
+    assert out == {'model': 'bbbb', 'files': ['aaaa'], 'match': False}
+    assert 'truth-a.fits simulated by another simulator (SIMHASH aaaa)' in caplog.text
+    assert ('regenerate the test files with the simulator the model was trained on, or '
+            'retrain the model on the test files\' simulator') in caplog.text

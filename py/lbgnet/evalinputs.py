@@ -533,7 +533,9 @@ def compare_simulators(file_hashes, model_hash):
 
     Logs a warning when a truth file's ``SIMHASH`` differs from the model card's
     ``training.simulator_hash``: metrics measured on files of another simulator version
-    are not comparable with the model card's (regenerate the test files).
+    are not comparable with the model card's (regenerate the test files with the model's
+    simulator, or, when the current code no longer makes it, as for the shipped model,
+    retrain the model).
 
     Parameters
     ----------
@@ -555,7 +557,9 @@ def compare_simulators(file_hashes, model_hash):
                      if h is not None and h != model_hash]
             get_logger().warning('%s simulated by another simulator (SIMHASH %s) than the '
                                  'model was trained on (%s): these metrics are not comparable '
-                                 'with its model card; regenerate the test files',
+                                 'with its model card; regenerate the test files with the '
+                                 'simulator the model was trained on, or retrain the model '
+                                 'on the test files\' simulator',
                                  ', '.join(other), ', '.join(h for h in found if h != model_hash),
                                  model_hash)
     return {'model': model_hash, 'files': found, 'match': match}
