@@ -304,6 +304,31 @@ def test_evaluating_a_checkpoint_warns_that_its_thresholds_are_untuned(tmp_path,
     assert rc == 0 and 'training checkpoint' not in log
 
 
+def test_evaluating_an_uncalibrated_model_warns_about_its_error_statistics(tmp_path, caplog):
+    """The afterburner warned that a model's training left ZERR_LBG uncalibrated;
+    desi_lbg_evaluate --coadd reported pulls of those raw errors without a word."""
+    from lbg_testdata import save_tiny_model
+    from lbgnet.scripts.lbg_evaluate import main
+    from test_evaluate import _mock_files
+    paths = _mock_files(tmp_path, nspec=12, seed=3)
+    cal = {'ZERR_LBG': {'fit': None, 'reason': '1 right redshifts, need at least 40'},
+           'ZERR_TPL': {'fit': {'scale': 1.5, 'floor': 2e-4}}}
+    model = save_tiny_model(str(tmp_path / 'raw.weights.h5'), metadata={'error_calibration': cal})
+    common = ['--coadd', paths['coadd'], '--truth', paths['truth'], '--model', model,
+              '--nexamples', '0', '--no-refine']
+    rc, log = run_logged(main, caplog, *common, '--outdir', str(tmp_path / 'a'))
+    assert rc == 0, log
+    assert ('its training left ZERR_LBG uncalibrated (1 right redshifts, need at least 40): '
+            'the error statistics and pulls use the raw error') in log
+    assert 'ZERR_TPL uncalibrated' not in log
+    cal['ZERR_LBG']['fit'] = {'scale': 4.0, 'floor': 0.0}
+    model = save_tiny_model(str(tmp_path / 'cal.weights.h5'), metadata={'error_calibration': cal})
+    rc, log = run_logged(main, caplog, '--coadd', paths['coadd'], '--truth', paths['truth'],
+                         '--model', model, '--nexamples', '0', '--no-refine',
+                         '--outdir', str(tmp_path / 'b'))
+    assert rc == 0 and 'uncalibrated' not in log
+
+
 def test_chosen_threshold_stays_in_the_range_postprocess_accepts(config):
     """A validation set whose cut falls in a group tied at C_LBG = 0 (a saturated
     network, or LBGs only) gave c_thresh = -5e-7, which postprocess refuses: training

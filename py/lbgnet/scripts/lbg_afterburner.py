@@ -480,19 +480,20 @@ def warn_missing_cameras(layout, path):
                              'MISSING_CAMERA', path, ', '.join(missing), ', '.join(present))
 
 
-def warn_uncalibrated(model, metadata, refined):
+def warn_uncalibrated(model, metadata, refined, holder='the catalogue holds'):
     """Warn when the model's training left ``ZERR_LBG`` (or, refining, ``ZERR_TPL``)
     uncalibrated: the catalogue then holds the raw errors, several times too small
-    (header ``ZERRCAL``/``ZTPLCAL`` = F)."""
+    (header ``ZERRCAL``/``ZTPLCAL`` = F); `holder` says what holds them
+    (``desi_lbg_evaluate``: its error statistics and pulls)."""
     from ..zerr import calibration_status
     status = calibration_status(metadata)
     for key in ('ZERR_LBG', 'ZERR_TPL') if refined else ('ZERR_LBG',):
         if status[key] is False:
             reason = ((metadata.get('error_calibration') or {}).get(key) or {}).get('reason', '')
-            get_logger().warning('%s: its training left %s uncalibrated%s: the catalogue holds '
-                                 'the raw error, several times too small (benchmarks/'
-                                 'calibrate_errors.py --write fits it on a validation set)',
-                                 model, key, f' ({reason})' if reason else '')
+            get_logger().warning('%s: its training left %s uncalibrated%s: %s the raw error, '
+                                 'several times too small (benchmarks/calibrate_errors.py '
+                                 '--write fits it on a validation set)',
+                                 model, key, f' ({reason})' if reason else '', holder)
 
 
 def warn_checkpoint(model, metadata, args):

@@ -382,9 +382,11 @@ def evaluate_into(args, model_path, log):
         if args.coadd:
             network = load_coadd_network(args, model_path)
             config, metadata = network.config, network.metadata
-            from .lbg_afterburner import warn_checkpoint
+            from .lbg_afterburner import warn_checkpoint, warn_uncalibrated
             warn_checkpoint(model_path, metadata, args)     # its thresholds: untuned
             refiner = make_refiner(args, config, network.zrange, metadata)
+            warn_uncalibrated(model_path, metadata, refiner is not None,
+                              holder='the error statistics and pulls use')
             if args.record_as:               # before the work: a held-out test only
                 check_held_out(args.coadd, metadata)
         else:
